@@ -1,0 +1,329 @@
+//! Plain `f64` reference implementations of every kernel: the independent truth that tests,
+//! fuzzers and benches compare the optimized kernels against. Written for obviousness, not speed:
+//! straight loops, accumulation in `f64`, no blocking, no SIMD, no threads.
+//!
+//! Same argument conventions as the optimized kernels (see the crate-level contract).
+
+use crate::gemm::Transpose;
+
+#[inline]
+fn at(t: Transpose, m: &[f64], ld: usize, i: usize, j: usize) -> f64 {
+    match t {
+        Transpose::No => m[i * ld + j],
+        Transpose::Yes => m[j * ld + i],
+    }
+}
+
+/// `C <- alpha op(A) op(B) + beta C`, with `op(A)` m x k and `op(B)` k x n. `beta == 0` never
+/// reads C.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    ta: Transpose,
+    tb: Transpose,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    a: &[f64],
+    lda: usize,
+    b: &[f64],
+    ldb: usize,
+    beta: f64,
+    c: &mut [f64],
+    ldc: usize,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0;
+            for p in 0..k {
+                acc += at(ta, a, lda, i, p) * at(tb, b, ldb, p, j);
+            }
+            let old = if beta == 0.0 { 0.0 } else { beta * c[i * ldc + j] };
+            c[i * ldc + j] = alpha * acc + old;
+        }
+    }
+}
+
+/// `y <- alpha op(A) x + beta y` with A stored m x n. `op = No`: x has n entries, y has m;
+/// `op = Yes`: x has m entries, y has n. `beta == 0` never reads y.
+#[allow(clippy::too_many_arguments)]
+pub fn gemv(
+    ta: Transpose,
+    m: usize,
+    n: usize,
+    alpha: f64,
+    a: &[f64],
+    lda: usize,
+    x: &[f64],
+    beta: f64,
+    y: &mut [f64],
+) {
+    let (rows, inner) = match ta {
+        Transpose::No => (m, n),
+        Transpose::Yes => (n, m),
+    };
+    for i in 0..rows {
+        let mut acc = 0.0;
+        for p in 0..inner {
+            acc += at(ta, a, lda, i, p) * x[p];
+        }
+        let old = if beta == 0.0 { 0.0 } else { beta * y[i] };
+        y[i] = alpha * acc + old;
+    }
+}
+
+/// `A <- A + alpha x y^T` with A m x n, x m entries, y n entries.
+pub fn ger(m: usize, n: usize, alpha: f64, x: &[f64], y: &[f64], a: &mut [f64], lda: usize) {
+    for i in 0..m {
+        for j in 0..n {
+            a[i * lda + j] += alpha * x[i] * y[j];
+        }
+    }
+}
+
+/// `sum_i x_i y_i`.
+pub fn dot(x: &[f64], y: &[f64]) -> f64 {
+    assert_eq!(x.len(), y.len());
+    x.iter().zip(y).map(|(a, b)| a * b).sum()
+}
+
+/// `y <- alpha x + y`.
+pub fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
+    assert_eq!(x.len(), y.len());
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+/// `x <- alpha x`.
+pub fn scale(alpha: f64, x: &mut [f64]) {
+    for xi in x {
+        *xi *= alpha;
+    }
+}
+
+/// `sum_i x_i`.
+pub fn sum(x: &[f64]) -> f64 {
+    x.iter().sum()
+}
+
+/// `out_i <- sum_j X_ij` for X rows x cols (leading dimension ldx).
+pub fn row_sums(rows: usize, cols: usize, x: &[f64], ldx: usize, out: &mut [f64]) {
+    for i in 0..rows {
+        out[i] = x[i * ldx..i * ldx + cols].iter().sum();
+    }
+}
+
+/// `out_j <- sum_i X_ij` for X rows x cols (leading dimension ldx).
+pub fn col_sums(rows: usize, cols: usize, x: &[f64], ldx: usize, out: &mut [f64]) {
+    for (j, o) in out.iter_mut().enumerate().take(cols) {
+        *o = (0..rows).map(|i| x[i * ldx + j]).sum();
+    }
+}
+
+/// Row softmax over contiguous rows of `cols` entries: `y_ij = exp(x_ij - m_i) / sum_j exp(..)`.
+/// A row whose entries are all `-inf` yields all zeros (it attends to nothing).
+pub fn softmax_rows(cols: usize, x: &[f64], y: &mut [f64]) {
+    if cols == 0 {
+        return;
+    }
+    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let m = xr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if m == f64::NEG_INFINITY {
+            yr.iter_mut().for_each(|v| *v = 0.0);
+            continue;
+        }
+        let s: f64 = xr.iter().map(|v| (v - m).exp()).sum();
+        for (yv, xv) in yr.iter_mut().zip(xr) {
+            *yv = (xv - m).exp() / s;
+        }
+    }
+}
+
+/// Softmax backward: `dx = y * (dy - <dy, y>)` row by row.
+pub fn softmax_rows_backward(cols: usize, y: &[f64], dy: &[f64], dx: &mut [f64]) {
+    if cols == 0 {
+        return;
+    }
+    for ((yr, dyr), dxr) in y
+        .chunks_exact(cols)
+        .zip(dy.chunks_exact(cols))
+        .zip(dx.chunks_exact_mut(cols))
+    {
+        let inner: f64 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+        for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
+            *d = yv * (dyv - inner);
+        }
+    }
+}
+
+/// Row log-softmax: `y_ij = x_ij - m_i - log sum_j exp(x_ij - m_i)`. An all `-inf` row yields
+/// all `-inf`.
+pub fn log_softmax_rows(cols: usize, x: &[f64], y: &mut [f64]) {
+    if cols == 0 {
+        return;
+    }
+    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let m = xr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if m == f64::NEG_INFINITY {
+            yr.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
+            continue;
+        }
+        let lse = m + xr.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        for (yv, xv) in yr.iter_mut().zip(xr) {
+            *yv = xv - lse;
+        }
+    }
+}
+
+/// Log-softmax backward from its output y: `dx = dy - exp(y) * sum_j dy_j`.
+pub fn log_softmax_rows_backward(cols: usize, y: &[f64], dy: &[f64], dx: &mut [f64]) {
+    if cols == 0 {
+        return;
+    }
+    for ((yr, dyr), dxr) in y
+        .chunks_exact(cols)
+        .zip(dy.chunks_exact(cols))
+        .zip(dx.chunks_exact_mut(cols))
+    {
+        let s: f64 = dyr.iter().sum();
+        for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
+            *d = dyv - yv.exp() * s;
+        }
+    }
+}
+
+/// `log(1 + e^x)`, computed as `max(x, 0) + log1p(e^-|x|)`.
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// Logistic loss of a margin `m = y f`: `log(1 + e^-m)`.
+pub fn logistic_loss(margin: f64) -> f64 {
+    softplus(-margin)
+}
+
+/// `d/dm log(1 + e^-m) = -1 / (1 + e^m)`.
+pub fn logistic_loss_derivative(margin: f64) -> f64 {
+    if margin >= 0.0 {
+        let e = (-margin).exp();
+        -e / (1.0 + e)
+    } else {
+        -1.0 / (1.0 + margin.exp())
+    }
+}
+
+/// Layer norm over contiguous rows of `cols`: `y = (x - mean) * rstd * gamma + beta` with
+/// `rstd = 1 / sqrt(var + eps)` (biased variance). Also returns per-row mean and rstd.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm(
+    cols: usize,
+    eps: f64,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    y: &mut [f64],
+    mean: &mut [f64],
+    rstd: &mut [f64],
+) {
+    if cols == 0 {
+        return;
+    }
+    for (r, (xr, yr)) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)).enumerate() {
+        let mu = xr.iter().sum::<f64>() / cols as f64;
+        let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / cols as f64;
+        let rs = 1.0 / (var + eps).sqrt();
+        for j in 0..cols {
+            yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
+        }
+        mean[r] = mu;
+        rstd[r] = rs;
+    }
+}
+
+/// Layer norm backward. With `xhat = (x - mean) rstd` and `g = dy * gamma`:
+/// `dx = rstd (g - mean_j(g) - xhat mean_j(g xhat))`, `dgamma = sum_rows dy xhat`,
+/// `dbeta = sum_rows dy`. dgamma and dbeta are overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward(
+    cols: usize,
+    x: &[f64],
+    gamma: &[f64],
+    mean: &[f64],
+    rstd: &[f64],
+    dy: &[f64],
+    dx: &mut [f64],
+    dgamma: &mut [f64],
+    dbeta: &mut [f64],
+) {
+    dgamma[..cols].iter_mut().for_each(|v| *v = 0.0);
+    dbeta[..cols].iter_mut().for_each(|v| *v = 0.0);
+    if cols == 0 {
+        return;
+    }
+    let n = cols as f64;
+    for (r, ((xr, dyr), dxr)) in x
+        .chunks_exact(cols)
+        .zip(dy.chunks_exact(cols))
+        .zip(dx.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        let xhat: Vec<f64> = xr.iter().map(|v| (v - mean[r]) * rstd[r]).collect();
+        let g: Vec<f64> = dyr.iter().zip(gamma).map(|(d, w)| d * w).collect();
+        let mg = g.iter().sum::<f64>() / n;
+        let mgx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / n;
+        for j in 0..cols {
+            dxr[j] = rstd[r] * (g[j] - mg - xhat[j] * mgx);
+            dgamma[j] += dyr[j] * xhat[j];
+            dbeta[j] += dyr[j];
+        }
+    }
+}
+
+/// The error function, by its Maclaurin series for |x| < 3 and its continued fraction beyond:
+/// accurate to about 1e-15, independent of the `libm` implementation the kernels use.
+pub fn erf(x: f64) -> f64 {
+    let ax = x.abs();
+    let r = if ax < 3.0 {
+        // erf(x) = 2/sqrt(pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut term = ax;
+        let mut s = ax;
+        let x2 = ax * ax;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * s.abs() {
+            n += 1.0;
+            term *= -x2 / n;
+            s += term / (2.0 * n + 1.0);
+        }
+        s * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))) (Lentz-free,
+        // evaluated bottom-up with enough terms for x >= 3)
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (ax + f);
+        }
+        1.0 - (-ax * ax).exp() / std::f64::consts::PI.sqrt() / (ax + f)
+    };
+    if x < 0.0 {
+        -r
+    } else {
+        r
+    }
+}
+
+/// GELU, erf form: `gelu(x) = x Phi(x) = x/2 (1 + erf(x / sqrt 2))`.
+pub fn gelu(x: &[f64], y: &mut [f64]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv = 0.5 * xv * (1.0 + erf(xv / std::f64::consts::SQRT_2));
+    }
+}
+
+/// GELU backward: `dx = dy (Phi(x) + x phi(x))` with phi the standard normal density.
+pub fn gelu_backward(x: &[f64], dy: &[f64], dx: &mut [f64]) {
+    for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+        let cdf = 0.5 * (1.0 + erf(xv / std::f64::consts::SQRT_2));
+        let pdf = (-0.5 * xv * xv).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        *d = g * (cdf + xv * pdf);
+    }
+}

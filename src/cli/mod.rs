@@ -1,0 +1,42 @@
+//! Command-line front end. Each subcommand lives in its own file, holds only argument parsing
+//! and printing, and calls a library function that a Rust user could call directly.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "benign", version, about = "Benign overfitting in attention token selection")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure the kernels on this machine (GFLOP/s, GB/s, ratios to matrixmultiply and peak).
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the command line, runs the subcommand, and returns the process exit status:
+/// 0 success, 1 failure, 2 invalid input.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::execute(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+/// Prints an error with its causes and returns its exit status.
+fn report(err: &anyhow::Error) -> i32 {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    err.downcast_ref::<benign::Error>()
+        .map_or(1, benign::Error::exit_code)
+}

@@ -1,0 +1,76 @@
+//! What the CPU supports, and whether it supports what this binary was compiled for.
+
+/// SIMD features the binary was compiled to use (from `-C target-cpu` / `target-feature`).
+pub fn compiled_features() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(target_feature = "sse4.2") {
+        v.push("sse4.2");
+    }
+    if cfg!(target_feature = "avx") {
+        v.push("avx");
+    }
+    if cfg!(target_feature = "avx2") {
+        v.push("avx2");
+    }
+    if cfg!(target_feature = "fma") {
+        v.push("fma");
+    }
+    if cfg!(target_feature = "avx512f") {
+        v.push("avx512f");
+    }
+    if cfg!(target_feature = "neon") {
+        v.push("neon");
+    }
+    v
+}
+
+/// Whether the running CPU supports `feature` (always true on non-x86 targets for the features
+/// the target itself guarantees).
+pub fn cpu_supports(feature: &str) -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        match feature {
+            "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            _ => false,
+        }
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    {
+        let _ = feature;
+        true
+    }
+}
+
+/// SIMD features of the running CPU that are relevant to the kernels.
+pub fn detected_features() -> Vec<&'static str> {
+    ["sse4.2", "avx", "avx2", "fma", "avx512f", "neon"]
+        .into_iter()
+        .filter(|f| cpu_supports(f))
+        .collect()
+}
+
+/// Checks that the CPU supports every feature the binary was compiled for. On failure returns a
+/// message that says what is missing and how to rebuild for this CPU.
+pub fn check_compiled_features() -> Result<(), String> {
+    let missing: Vec<&str> = compiled_features()
+        .into_iter()
+        .filter(|f| !cpu_supports(f))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "this binary was compiled for CPU features this processor lacks: {}.\n\
+             Rebuild for this machine with\n    \
+             RUSTFLAGS=\"-C target-cpu=native\" cargo build --release\n\
+             or, for any x86-64 CPU,\n    \
+             RUSTFLAGS=\"-C target-cpu=x86-64\" cargo build --release\n\
+             (the default x86-64-v3 target is set in .cargo/config.toml)",
+            missing.join(", ")
+        ))
+    }
+}

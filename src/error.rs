@@ -1,0 +1,56 @@
+//! Errors that the library reports to its callers (and the CLI maps to exit statuses).
+
+use std::path::PathBuf;
+
+/// The library's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is outside its valid range. The CLI exits with status 2 for it.
+    #[error("invalid value for `{field}`: {message}")]
+    InvalidOption { field: String, message: String },
+    /// A computation produced NaN or infinity.
+    #[error("non-finite value at step {step}: {quantity} = {value}")]
+    NonFinite {
+        step: usize,
+        quantity: String,
+        value: f64,
+    },
+    /// A memory request that cannot be satisfied, refused before allocating.
+    #[error("refusing to allocate {needed_bytes} bytes for {what}: {hint}")]
+    OutOfMemory {
+        what: String,
+        needed_bytes: u128,
+        hint: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's content is malformed.
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidOption`].
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The process exit status the CLI uses for this error: 2 for bad input, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::InvalidOption { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

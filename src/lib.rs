@@ -1,0 +1,11 @@
+//! `benign`: an engine for studying how attention selects tokens when training labels are noisy.
+//!
+//! Modules follow the data's path: the synthetic data and model of the paper, the trainers, the
+//! metrics and the reports; underneath them a small tape-based autodiff over the SIMD kernels of
+//! [`benign_kernels`], and the gradient checker that verifies it.
+
+pub mod cpu;
+pub mod error;
+
+pub use benign_kernels as kernels;
+pub use error::{Error, Result};
