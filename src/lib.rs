@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod model;
 
 pub use benign_kernels as kernels;
 pub use error::{Error, Result};
