@@ -15,6 +15,7 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontDesc;
 
 use crate::{Error, Result};
@@ -271,6 +272,27 @@ fn encode_png(pixels: &[u8], width: u32, height: u32) -> std::result::Result<Vec
     Ok(bytes)
 }
 
+/// Fills the background, draws the title centred in a band at the top and returns the rest.
+fn titled_body<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    scale: u32,
+) -> std::result::Result<DrawingArea<DB, Shift>, String> {
+    root.fill(&WHITE).map_err(text)?;
+    let (band, body) = root.split_vertically(TITLE_BAND * scale);
+    let (width, height) = band.dim_in_pixel();
+    let style = font(20, scale)
+        .into_text_style(&band)
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    band.draw(&Text::new(
+        title.to_string(),
+        ((width / 2) as i32, (height / 2) as i32),
+        style,
+    ))
+    .map_err(text)?;
+    Ok(body)
+}
+
 /// Plotters errors carry the backend's error type; the figures only report their text.
 fn text<E: std::fmt::Display>(error: E) -> String {
     error.to_string()
@@ -367,10 +389,7 @@ impl Figure for PanelGrid<'_> {
         root: &DrawingArea<DB, Shift>,
         scale: u32,
     ) -> std::result::Result<(), String> {
-        root.fill(&WHITE).map_err(text)?;
-        let body = root
-            .titled(self.title, font(22, scale))
-            .map_err(text)?;
+        let body = titled_body(root, self.title, scale)?;
         let cells = body.split_evenly((self.rows, self.columns));
         for (panel, area) in self.panels.iter().zip(cells.iter()) {
             draw_panel(area, panel, scale)?;
@@ -398,6 +417,7 @@ fn draw_panel<DB: DrawingBackend>(
     builder
         .caption(&panel.title, font(16, scale))
         .margin(10 * scale)
+        .margin_right(28 * scale)
         .x_label_area_size(42 * scale)
         .y_label_area_size(62 * scale);
     if panel.log_x {
@@ -671,8 +691,7 @@ impl Figure for Heatmap {
         root: &DrawingArea<DB, Shift>,
         scale: u32,
     ) -> std::result::Result<(), String> {
-        root.fill(&WHITE).map_err(text)?;
-        let body = root.titled(&self.title, font(20, scale)).map_err(text)?;
+        let body = titled_body(root, &self.title, scale)?;
         let (body_width, _) = body.dim_in_pixel();
         let (main, side) = body.split_horizontally(body_width - SIDE_WIDTH * scale);
         let (nx, ny) = (self.x_values.len(), self.y_values.len());
@@ -771,41 +790,36 @@ fn draw_side_panel<DB: DrawingBackend>(
 ) -> std::result::Result<(), String> {
     let s = scale as i32;
     let (_, height) = side.dim_in_pixel();
-    let (top, bottom) = side.split_vertically(height * 3 / 5);
     let label_font = font(12, scale);
-    let swatch = |area: &DrawingArea<DB, Shift>, row: i32, color: RGBColor, name: &str| {
-        let y = 14 * s + row * 24 * s;
-        area.draw(&Rectangle::new([(12 * s, y), (30 * s, y + 16 * s)], color.filled()))
-            .and_then(|_| {
-                area.draw(&Rectangle::new(
-                    [(12 * s, y), (30 * s, y + 16 * s)],
-                    BLACK.mix(0.5).stroke_width(1),
-                ))
-            })
-            .and_then(|_| area.draw(&Text::new(name.to_string(), (38 * s, y), label_font.clone())))
+    const ROW: i32 = 24;
+    let swatch = |y: i32, color: RGBColor, name: &str| {
+        let corners = [(12 * s, y), (30 * s, y + 16 * s)];
+        side.draw(&Rectangle::new(corners, color.filled()))
+            .and_then(|_| side.draw(&Rectangle::new(corners, BLACK.mix(0.5).stroke_width(1))))
+            .and_then(|_| side.draw(&Text::new(name.to_string(), (38 * s, y), label_font.clone())))
             .map_err(text)
     };
 
-    let mut bottom_row = 0;
-    match &map.categories {
+    // Rows below the colour bar or the category list: overlays, then the missing-cell swatch.
+    let mut y = match &map.categories {
         Some(names) => {
-            top.draw(&Text::new(
-                map.value_label.clone(),
-                (12 * s, 0),
-                font(13, scale),
-            ))
-            .map_err(text)?;
+            side.draw(&Text::new(map.value_label.clone(), (12 * s, 14 * s), font(13, scale)))
+                .map_err(text)?;
             for (k, name) in names.iter().enumerate() {
-                swatch(&top, k as i32 + 1, PALETTE[k % PALETTE.len()], name)?;
+                swatch((14 + ROW * (k as i32 + 1)) * s, PALETTE[k % PALETTE.len()], name)?;
             }
+            (14 + ROW * (names.len() as i32 + 2)) * s
         }
         None => {
+            let bar_height = height * 3 / 5;
+            let (top, _) = side.split_vertically(bar_height);
+            // A 30 px bar, its ticks and label to the right of it.
             let mut bar = ChartBuilder::on(&top)
                 .margin_top(16 * scale)
                 .margin_bottom(4 * scale)
                 .margin_left(12 * scale)
-                .margin_right(8 * scale)
-                .right_y_label_area_size(110 * scale)
+                .margin_right((SIDE_WIDTH - 12 - 30 - 100) * scale)
+                .right_y_label_area_size(100 * scale)
                 .build_cartesian_2d(0.0..1.0, v_lo..v_hi)
                 .map_err(text)?;
             let formatter = |v: &f64| format_value(*v);
@@ -813,7 +827,7 @@ fn draw_side_panel<DB: DrawingBackend>(
                 .disable_mesh()
                 .disable_x_axis()
                 .y_desc(map.value_label.as_str())
-                .y_labels(6)
+                .y_labels(8)
                 .y_label_formatter(&formatter)
                 .label_style(font(12, scale))
                 .axis_desc_style(font(13, scale))
@@ -829,13 +843,14 @@ fn draw_side_panel<DB: DrawingBackend>(
                 )
             }))
             .map_err(text)?;
+            bar_height as i32 + 14 * s
         }
-    }
+    };
     for (k, overlay) in map.overlays.iter().enumerate() {
         if overlay.label.is_empty() {
             continue;
         }
-        let y = 14 * s + bottom_row * 24 * s + 8 * s;
+        let line_y = y + 8 * s;
         let color = OVERLAY_COLORS[k % OVERLAY_COLORS.len()];
         let style = line_style(color, 2 * scale);
         let segments: Vec<(i32, i32)> = if overlay.dashed {
@@ -844,17 +859,15 @@ fn draw_side_panel<DB: DrawingBackend>(
             vec![(6, 27)]
         };
         for (a, b) in segments {
-            bottom
-                .draw(&PathElement::new(vec![(a * s, y), (b * s, y)], style))
+            side.draw(&PathElement::new(vec![(a * s, line_y), (b * s, line_y)], style))
                 .map_err(text)?;
         }
-        bottom
-            .draw(&Text::new(overlay.label.clone(), (34 * s, y - 8 * s), label_font.clone()))
+        side.draw(&Text::new(overlay.label.clone(), (34 * s, y), label_font.clone()))
             .map_err(text)?;
-        bottom_row += 1;
+        y += ROW * s;
     }
     if map.values.iter().any(|v| v.is_nan()) {
-        swatch(&bottom, bottom_row, MISSING, "missing")?;
+        swatch(y, MISSING, "missing")?;
     }
     Ok(())
 }
