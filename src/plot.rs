@@ -105,7 +105,11 @@ const VIRIDIS: [(u8, u8, u8); 9] = [
 ];
 
 fn viridis(t: f64) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let pos = t * (VIRIDIS.len() - 1) as f64;
     let i = (pos.floor() as usize).min(VIRIDIS.len() - 2);
     let frac = pos - i as f64;
@@ -126,14 +130,20 @@ pub fn render_panels(
         return Err(Error::invalid("panels", "at least one panel is needed"));
     }
     if columns == 0 || columns > 8 {
-        return Err(Error::invalid("columns", format!("must be in 1..=8, got {columns}")));
+        return Err(Error::invalid(
+            "columns",
+            format!("must be in 1..=8, got {columns}"),
+        ));
     }
     for panel in panels {
         if let Some((lo, hi)) = panel.y_range {
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                 return Err(Error::invalid(
                     "y_range",
-                    format!("panel '{}': need finite lo < hi, got ({lo}, {hi})", panel.title),
+                    format!(
+                        "panel '{}': need finite lo < hi, got ({lo}, {hi})",
+                        panel.title
+                    ),
                 ));
             }
         }
@@ -173,7 +183,10 @@ fn validate_heatmap(map: &Heatmap) -> Result<()> {
             return Err(Error::invalid(name, "the grid needs at least one value"));
         }
         if values.iter().any(|v| !v.is_finite()) || values.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Error::invalid(name, "values must be finite and strictly increasing"));
+            return Err(Error::invalid(
+                name,
+                "values must be finite and strictly increasing",
+            ));
         }
     }
     let cells = map.x_values.len() * map.y_values.len();
@@ -192,9 +205,11 @@ fn validate_heatmap(map: &Heatmap) -> Result<()> {
         if names.is_empty() {
             return Err(Error::invalid("categories", "an empty list of categories"));
         }
-        if let Some(bad) = map.values.iter().find(|v| {
-            !v.is_nan() && !(v.fract() == 0.0 && **v >= 0.0 && **v < names.len() as f64)
-        }) {
+        if let Some(bad) = map
+            .values
+            .iter()
+            .find(|v| !(v.is_nan() || (v.fract() == 0.0 && **v >= 0.0 && **v < names.len() as f64)))
+        {
             return Err(Error::invalid(
                 "values",
                 format!(
@@ -246,15 +261,19 @@ fn render_both(
     {
         let root = SVGBackend::with_string(&mut svg_text, (width, height)).into_drawing_area();
         figure.draw(&root, 1).map_err(|m| render_error(svg, m))?;
-        root.present().map_err(|e| render_error(svg, e.to_string()))?;
+        root.present()
+            .map_err(|e| render_error(svg, e.to_string()))?;
     }
     let (png_width, png_height) = (width * PNG_SCALE, height * PNG_SCALE);
     let mut pixels = vec![0u8; png_width as usize * png_height as usize * 3];
     {
         let root =
             BitMapBackend::with_buffer(&mut pixels, (png_width, png_height)).into_drawing_area();
-        figure.draw(&root, PNG_SCALE).map_err(|m| render_error(png, m))?;
-        root.present().map_err(|e| render_error(png, e.to_string()))?;
+        figure
+            .draw(&root, PNG_SCALE)
+            .map_err(|m| render_error(png, m))?;
+        root.present()
+            .map_err(|e| render_error(png, e.to_string()))?;
     }
     let png_bytes = encode_png(&pixels, png_width, png_height).map_err(|m| render_error(png, m))?;
     crate::io::write_atomic(svg, svg_text.as_bytes())?;
@@ -471,19 +490,28 @@ where
         if !series.label.is_empty() {
             any_label = true;
             let dashed = series.dashed;
-            legend_entry.label(series.label.as_str()).legend(move |(x, y)| {
-                let (x, y) = (x - 4 * scale as i32, y);
-                let s = scale as i32;
-                let (a, b) = if dashed { (8 * s, 14 * s) } else { (24 * s, 0) };
-                EmptyElement::at((x, y))
-                    + PathElement::new(vec![(0, 0), (a, 0)], style)
-                    + PathElement::new(vec![(b, 0), (if dashed { 22 * s } else { 0 }, 0)], style)
-            });
+            legend_entry
+                .label(series.label.as_str())
+                .legend(move |(x, y)| {
+                    let (x, y) = (x - 4 * scale as i32, y);
+                    let s = scale as i32;
+                    let (a, b) = if dashed { (8 * s, 14 * s) } else { (24 * s, 0) };
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (a, 0)], style)
+                        + PathElement::new(
+                            vec![(b, 0), (if dashed { 22 * s } else { 0 }, 0)],
+                            style,
+                        )
+                });
         }
         for run in runs {
             if run.len() == 1 {
                 chart
-                    .draw_series(std::iter::once(Circle::new(run[0], 3 * scale, style.filled())))
+                    .draw_series(std::iter::once(Circle::new(
+                        run[0],
+                        3 * scale,
+                        style.filled(),
+                    )))
                     .map_err(text)?;
             } else if series.dashed {
                 chart
@@ -627,12 +655,10 @@ fn clip_segment(
             }
         }
     }
-    (t0 <= t1).then(|| {
-        (
-            (p.0 + t0 * dx, p.1 + t0 * dy),
-            (p.0 + t1 * dx, p.1 + t1 * dy),
-        )
-    })
+    (t0 <= t1).then_some((
+        (p.0 + t0 * dx, p.1 + t0 * dy),
+        (p.0 + t1 * dx, p.1 + t1 * dy),
+    ))
 }
 
 /// An overlay curve in cell-index space, densified (so curves straight in the axes' own scale
@@ -756,7 +782,10 @@ impl Figure for Heatmap {
             for line in overlay_polylines(overlay, &x_axis, &y_axis, x_box, y_box) {
                 // A white halo keeps the line visible over any cell colour.
                 chart
-                    .draw_series(LineSeries::new(line.iter().copied(), line_style(WHITE, 5 * scale)))
+                    .draw_series(LineSeries::new(
+                        line.iter().copied(),
+                        line_style(WHITE, 5 * scale),
+                    ))
                     .map_err(text)?;
                 let style = line_style(color, 2 * scale);
                 if overlay.dashed {
@@ -796,17 +825,31 @@ fn draw_side_panel<DB: DrawingBackend>(
         let corners = [(12 * s, y), (30 * s, y + 16 * s)];
         side.draw(&Rectangle::new(corners, color.filled()))
             .and_then(|_| side.draw(&Rectangle::new(corners, BLACK.mix(0.5).stroke_width(1))))
-            .and_then(|_| side.draw(&Text::new(name.to_string(), (38 * s, y), label_font.clone())))
+            .and_then(|_| {
+                side.draw(&Text::new(
+                    name.to_string(),
+                    (38 * s, y),
+                    label_font.clone(),
+                ))
+            })
             .map_err(text)
     };
 
     // Rows below the colour bar or the category list: overlays, then the missing-cell swatch.
     let mut y = match &map.categories {
         Some(names) => {
-            side.draw(&Text::new(map.value_label.clone(), (12 * s, 14 * s), font(13, scale)))
-                .map_err(text)?;
+            side.draw(&Text::new(
+                map.value_label.clone(),
+                (12 * s, 14 * s),
+                font(13, scale),
+            ))
+            .map_err(text)?;
             for (k, name) in names.iter().enumerate() {
-                swatch((14 + ROW * (k as i32 + 1)) * s, PALETTE[k % PALETTE.len()], name)?;
+                swatch(
+                    (14 + ROW * (k as i32 + 1)) * s,
+                    PALETTE[k % PALETTE.len()],
+                    name,
+                )?;
             }
             (14 + ROW * (names.len() as i32 + 2)) * s
         }
@@ -859,11 +902,18 @@ fn draw_side_panel<DB: DrawingBackend>(
             vec![(6, 27)]
         };
         for (a, b) in segments {
-            side.draw(&PathElement::new(vec![(a * s, line_y), (b * s, line_y)], style))
-                .map_err(text)?;
-        }
-        side.draw(&Text::new(overlay.label.clone(), (34 * s, y), label_font.clone()))
+            side.draw(&PathElement::new(
+                vec![(a * s, line_y), (b * s, line_y)],
+                style,
+            ))
             .map_err(text)?;
+        }
+        side.draw(&Text::new(
+            overlay.label.clone(),
+            (34 * s, y),
+            label_font.clone(),
+        ))
+        .map_err(text)?;
         y += ROW * s;
     }
     if map.values.iter().any(|v| v.is_nan()) {

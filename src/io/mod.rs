@@ -159,7 +159,10 @@ mod tests {
         let path = dir.join("v.json");
         write_json_atomic(&path, &serde_json::json!({"lr": 0.005, "steps": 1000})).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.ends_with("}\n") && text.contains("\n  \"lr\": 0.005"), "{text}");
+        assert!(
+            text.ends_with("}\n") && text.contains("\n  \"lr\": 0.005"),
+            "{text}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

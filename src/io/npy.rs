@@ -94,7 +94,9 @@ impl Dtype {
     fn parse(descr: &str) -> std::result::Result<Dtype, String> {
         let (order, code) = descr.split_at(descr.len().min(1));
         if order == ">" {
-            return Err(format!("big-endian dtype '{descr}' is not supported (only little-endian)"));
+            return Err(format!(
+                "big-endian dtype '{descr}' is not supported (only little-endian)"
+            ));
         }
         let dtype = match (order, code) {
             ("<" | "|" | "=", "f4") => Dtype::F4,
@@ -323,9 +325,9 @@ fn read_data<T>(
     while remaining > 0 {
         let take = remaining.min(buffer.len() / size * size);
         let offset = header.data_offset + count * size - remaining;
-        reader.read_exact(&mut buffer[..take]).map_err(|e| {
-            format_error(path, format!("cannot read data at offset {offset}: {e}"))
-        })?;
+        reader
+            .read_exact(&mut buffer[..take])
+            .map_err(|e| format_error(path, format!("cannot read data at offset {offset}: {e}")))?;
         convert(&buffer[..take], &mut out);
         remaining -= take;
     }
@@ -340,7 +342,10 @@ fn read_header(path: &Path, reader: &mut impl Read) -> Result<Header> {
     if &fixed[..6] != MAGIC {
         return Err(format_error(
             path,
-            format!("not a .npy file: bad magic {:02x?} at offset 0", &fixed[..6]),
+            format!(
+                "not a .npy file: bad magic {:02x?} at offset 0",
+                &fixed[..6]
+            ),
         ));
     }
     let (major, minor) = (fixed[6], fixed[7]);
@@ -388,11 +393,18 @@ fn read_header(path: &Path, reader: &mut impl Read) -> Result<Header> {
     let text = std::str::from_utf8(&raw).map_err(|e| {
         format_error(
             path,
-            format!("header is not text (byte offset {})", prefix + e.valid_up_to()),
+            format!(
+                "header is not text (byte offset {})",
+                prefix + e.valid_up_to()
+            ),
         )
     })?;
-    let dict = parse_header_dict(text.trim_end())
-        .map_err(|(at, message)| format_error(path, format!("garbled header at byte offset {}: {message}", prefix + at)))?;
+    let dict = parse_header_dict(text.trim_end()).map_err(|(at, message)| {
+        format_error(
+            path,
+            format!("garbled header at byte offset {}: {message}", prefix + at),
+        )
+    })?;
     let (dtype, fortran_order, shape) = dict;
     let dtype = Dtype::parse(&dtype).map_err(|m| format_error(path, m))?;
     if fortran_order {
@@ -489,7 +501,10 @@ impl Parser<'_> {
         if self.eat(c) {
             Ok(())
         } else {
-            Err((self.pos, format!("expected '{c}', found {}", self.describe())))
+            Err((
+                self.pos,
+                format!("expected '{c}', found {}", self.describe()),
+            ))
         }
     }
 
@@ -504,7 +519,12 @@ impl Parser<'_> {
         let start = self.pos;
         let quote = match self.peek() {
             Some(q @ ('\'' | '"')) => q,
-            _ => return Err((self.pos, format!("expected a string, found {}", self.describe()))),
+            _ => {
+                return Err((
+                    self.pos,
+                    format!("expected a string, found {}", self.describe()),
+                ))
+            }
         };
         self.pos += 1;
         let rest = &self.text[self.pos..];
@@ -524,7 +544,10 @@ impl Parser<'_> {
             self.pos += 5;
             Ok(false)
         } else {
-            Err((self.pos, format!("expected True or False, found {}", self.describe())))
+            Err((
+                self.pos,
+                format!("expected True or False, found {}", self.describe()),
+            ))
         }
     }
 
@@ -544,7 +567,12 @@ impl Parser<'_> {
             // Python 2 era files may write long integers as `3L`.
             let dim = self.text[start..start + digits]
                 .parse::<usize>()
-                .map_err(|_| (start, format!("expected a dimension, found {}", self.describe())))?;
+                .map_err(|_| {
+                    (
+                        start,
+                        format!("expected a dimension, found {}", self.describe()),
+                    )
+                })?;
             self.pos += digits;
             self.eat('L');
             dims.push(dim);
@@ -563,7 +591,13 @@ mod tests {
 
     #[test]
     fn header_is_aligned_and_parses_back() {
-        for shape in [vec![], vec![0], vec![3], vec![2, 3, 4], vec![usize::MAX / 16, 1]] {
+        for shape in [
+            vec![],
+            vec![0],
+            vec![3],
+            vec![2, 3, 4],
+            vec![usize::MAX / 16, 1],
+        ] {
             let bytes = preamble("<f8", &shape);
             assert_eq!(bytes.len() % ALIGN, 0, "{shape:?}");
             assert_eq!(bytes[bytes.len() - 1], b'\n');
@@ -575,12 +609,18 @@ mod tests {
 
     #[test]
     fn long_header_switches_to_version_2() {
-        let shape = vec![1usize; 20_000];
+        // "1, " per dimension: 30,000 dimensions need a header beyond 65,535 bytes.
+        let shape = vec![1usize; 30_000];
         let bytes = preamble("<f4", &shape);
         assert_eq!(bytes[6], 2);
         assert_eq!(bytes.len() % ALIGN, 0);
         let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
         assert_eq!(len + 12, bytes.len());
+        let path = std::env::temp_dir().join(format!("benign-npy-v2-{}.npy", std::process::id()));
+        write_npy(&path, &shape, &[1.5f32]).unwrap();
+        let (read_shape, data) = read_npy::<f32>(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((read_shape, data), (shape, vec![1.5]));
     }
 
     #[test]
@@ -594,11 +634,26 @@ mod tests {
             parse_header_dict(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
         }
         let bad = [
-            ("{'descr': '<f8', 'fortran_order': False}", "missing key 'shape'"),
-            ("{'descr': '<f8', 'fortran_order': Flase, 'shape': ()}", "True or False"),
-            ("{'descr': '<f8', 'fortran_order': False, 'shape': (2, x)}", "dimension"),
-            ("{'descr': '<f8', 'fortran_order': False, 'shape': (), 'x': 1}", "unexpected key"),
-            ("{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': ()}", "structured"),
+            (
+                "{'descr': '<f8', 'fortran_order': False}",
+                "missing key 'shape'",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': Flase, 'shape': ()}",
+                "True or False",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (2, x)}",
+                "dimension",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (), 'x': 1}",
+                "unexpected key",
+            ),
+            (
+                "{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': ()}",
+                "structured",
+            ),
             ("{'descr': '<f8", "unterminated"),
             ("", "expected '{'"),
         ];
