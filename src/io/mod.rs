@@ -154,6 +154,23 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_leave_one_complete_version() {
+        let dir = scratch_dir("concurrent");
+        let path = dir.join("shared.bin");
+        std::thread::scope(|scope| {
+            for k in 0..8u8 {
+                let path = &path;
+                scope.spawn(move || write_atomic(path, &vec![k; 1 << 16]).unwrap());
+            }
+        });
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 1 << 16);
+        assert!(bytes.iter().all(|&b| b == bytes[0]), "a torn write");
+        assert!(leftovers(&dir).is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn json_is_pretty_and_complete() {
         let dir = scratch_dir("json");
         let path = dir.join("v.json");

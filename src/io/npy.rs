@@ -117,6 +117,21 @@ impl Dtype {
         Ok(dtype)
     }
 
+    /// The canonical dtype string, as NumPy writes it.
+    fn descr(self) -> &'static str {
+        match self {
+            Dtype::F4 => "<f4",
+            Dtype::F8 => "<f8",
+            Dtype::I1 => "|i1",
+            Dtype::U1 => "|u1",
+            Dtype::I2 => "<i2",
+            Dtype::I4 => "<i4",
+            Dtype::U4 => "<u4",
+            Dtype::I8 => "<i8",
+            Dtype::B1 => "|b1",
+        }
+    }
+
     fn size(self) -> usize {
         match self {
             Dtype::I1 | Dtype::U1 | Dtype::B1 => 1,
@@ -258,8 +273,8 @@ pub fn read_npy<T: NpyElement>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
         return Err(format_error(
             path,
             format!(
-                "dtype is {:?}, expected '{}' (use read_npy_f64 to convert)",
-                header.dtype,
+                "dtype is '{}', expected '{}' (use read_npy_f64 to convert)",
+                header.dtype.descr(),
                 T::DESCR
             ),
         ));
@@ -292,9 +307,11 @@ fn open(path: &Path) -> Result<(Header, BufReader<File>, usize)> {
         return Err(format_error(
             path,
             format!(
-                "truncated data: shape {:?} of {:?} needs {expected} bytes from offset {}, \
+                "truncated data: shape {:?} of '{}' needs {expected} bytes from offset {}, \
                  the file has {available}",
-                header.shape, header.dtype, header.data_offset
+                header.shape,
+                header.dtype.descr(),
+                header.data_offset
             ),
         ));
     }
