@@ -19,9 +19,11 @@ Tolerances (override with --loss-tol / --acc-tol-samples):
   * float64 on both sides: losses within 1e-6; the two computations differ only by rounding
     order, which over 1000 steps stays far below that.
   * float32 on either side (the torch default, or a benign run configured for f32): losses
-    within 2e-3. Single-precision logits carry relative errors of about 1e-6 to 1e-5 at
-    d ~ 2000 and gradient descent carries them along the trajectory; 2e-3 still separates a
-    correct engine from a wrong one (the regimes differ by ~0.09 in training loss).
+    within 1e-4. Single-precision logits carry relative rounding errors of about 1e-7 to 1e-6
+    at d ~ 2000 and gradient descent carries them along the trajectory; measured here, torch
+    float32 with (X W) p stays within 1e-7 of float64 over 1000 steps at the paper's sizes
+    (n = 20, T = 8, d = 2000, 1000 test samples), so 1e-4 leaves a wide margin for larger d
+    while still catching a wrong engine (the regimes differ by ~0.09 in training loss).
   * accuracies: within k samples of the evaluated set (k = 1 in float64, 3 in float32): a sample
     whose output sits at |f| ~ 1e-7 may flip sign under rounding.
 Exit status: 0 agreement, 1 disagreement, 2 bad input or a failed benign run.
@@ -243,7 +245,7 @@ def train_torch(data: dict, steps: int, eval_every: int, lr: float, dtype: str,
 
 def tolerances(single_precision: bool, n_train: int, n_test: int,
                loss_tol: float | None = None, acc_samples: int | None = None) -> dict:
-    loss = loss_tol if loss_tol is not None else (2e-3 if single_precision else 1e-6)
+    loss = loss_tol if loss_tol is not None else (1e-4 if single_precision else 1e-6)
     samples = acc_samples if acc_samples is not None else (3 if single_precision else 1)
     return dict(train_loss=loss, test_loss=loss,
                 train_acc=(samples + 0.5) / n_train, test_acc=(samples + 0.5) / n_test)
@@ -288,10 +290,14 @@ def format_table(result: dict) -> str:
 # Running benign
 
 
-def run_benign(binary: Path, data_dir: Path, out_dir: Path, threads: int,
+def run_benign(binary: Path, data_dir: Path, out_dir: Path, threads: int, config: dict,
                extra: list[str]) -> float:
+    # The schedule is passed explicitly so that both sides train the same steps.
     command = [str(binary), "run", "--data", str(data_dir), "--init-w",
-               str(Path(data_dir) / "w0.npy"), "--out", str(out_dir), "--quiet", *extra]
+               str(Path(data_dir) / "w0.npy"), "--out", str(out_dir), "--quiet",
+               "--threads", str(threads), "--lr", repr(float(config["lr"])),
+               "--steps", str(int(config["steps"])),
+               "--eval-every", str(int(config["eval_every"])), *extra]
     environment = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     start = time.perf_counter()
     try:
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true",
                         help="compute W p first instead of the reference's (X W) p")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="threads for torch and for benign (RAYON_NUM_THREADS)")
+                        help="threads for torch and for benign (--threads, RAYON_NUM_THREADS)")
     parser.add_argument("--steps", type=int,
                         help="stop the reference after this many steps (compare a prefix)")
     parser.add_argument("--loss-tol", type=float, help="override the loss tolerance")
@@ -370,7 +376,7 @@ def compare_main(args) -> int:
     else:
         benign_dir = Path(tempfile.mkdtemp(prefix="benign-compare-"))
         benign_process_seconds = run_benign(args.benign, args.data, benign_dir, args.threads,
-                                            args.benign_arg)
+                                            config, args.benign_arg)
     benign_metrics, benign_seconds = load_metrics(benign_dir)
 
     if args.backend == "torch":
@@ -409,8 +415,9 @@ def compare_main(args) -> int:
     result["speedup"] = reference_seconds / timed if timed else None
 
     print(format_table(result))
-    print(f"reference ({result['backend']}, {result['dtype']}"
-          f"{', fast' if args.fast else ', (X W) p'}, {args.threads} threads): "
+    order = "W p first" if args.fast or args.backend == "numpy" else "(X W) p"
+    print(f"reference ({result['backend']}, {result['dtype']}, {order}, "
+          f"{args.threads} threads): "
           f"{reference_seconds:.3f} s")
     if benign_seconds is not None:
         extra = (f" (process {benign_process_seconds:.3f} s)"
@@ -569,7 +576,7 @@ def self_test() -> int:
             ref = train_torch(data, 40, 5, 0.05, "float32", False)
             worst = max(abs(a[q] - b[q]) for a, b in zip(ref, trajectory)
                         for q in ("train_loss", "test_loss"))
-            check(worst < 2e-3, f"torch float32 within the float32 loss tolerance ({worst:.1e})")
+            check(worst < 1e-4, f"torch float32 within the float32 loss tolerance ({worst:.1e})")
 
     print(f"{len(failures)} failed" if failures else "self-test passed")
     return 1 if failures else 0
