@@ -560,3 +560,55 @@ fn heatmaps_refuse_inconsistent_grids() {
     );
     assert!(!svg.exists() && !png.exists());
 }
+
+/// Runs in a child process (see below) where fontconfig sees no fonts at all.
+#[test]
+#[ignore = "run by missing_font_is_a_clear_error in a child process"]
+fn font_probe_child() {
+    if std::env::var_os("BENIGN_FONT_PROBE").is_none() {
+        return;
+    }
+    let dir = scratch("figures-no-font");
+    let (svg, png) = (dir.join("x.svg"), dir.join("x.png"));
+    let err = render_panels(&training_panels(), 2, "t", &svg, &png).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no usable 'sans-serif' TrueType font"),
+        "{err}"
+    );
+    let err = render_heatmap(&phase_map(true), &svg, &png).unwrap_err();
+    assert!(err.to_string().contains("fonts-dejavu-core"), "{err}");
+    assert!(!svg.exists() && !png.exists());
+}
+
+#[test]
+fn missing_font_is_a_clear_error() {
+    let dir = scratch("fontconfig-empty");
+    let config = dir.join("fonts.conf");
+    fs::write(
+        &config,
+        format!(
+            "<?xml version=\"1.0\"?>\n<fontconfig><dir>{0}/none</dir><cachedir>{0}/cache</cachedir></fontconfig>\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "font_probe_child",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("BENIGN_FONT_PROBE", "1")
+        .env("FONTCONFIG_FILE", &config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
