@@ -160,9 +160,21 @@ macro_rules! matrixmultiply_gemm {
         /// # Panics
         /// If a slice is shorter than its shape requires.
         pub fn $name(m: usize, n: usize, k: usize, a: &[$t], b: &[$t], c: &mut [$t]) {
-            assert!(a.len() >= m * k, "A has {} elements, needs {m} x {k}", a.len());
-            assert!(b.len() >= k * n, "B has {} elements, needs {k} x {n}", b.len());
-            assert!(c.len() >= m * n, "C has {} elements, needs {m} x {n}", c.len());
+            assert!(
+                a.len() >= m * k,
+                "A has {} elements, needs {m} x {k}",
+                a.len()
+            );
+            assert!(
+                b.len() >= k * n,
+                "B has {} elements, needs {k} x {n}",
+                b.len()
+            );
+            assert!(
+                c.len() >= m * n,
+                "C has {} elements, needs {m} x {n}",
+                c.len()
+            );
             if m == 0 || n == 0 {
                 return;
             }
@@ -217,17 +229,29 @@ mod tests {
         let f32_peak = fma_peak_gflops_f32(Duration::from_millis(90));
         let f64_peak = fma_peak_gflops_f64(Duration::from_millis(90));
         let ratio = f32_peak / f64_peak;
-        assert!((1.3..3.0).contains(&ratio), "f32 {f32_peak} / f64 {f64_peak} = {ratio}");
+        assert!(
+            (1.3..3.0).contains(&ratio),
+            "f32 {f32_peak} / f64 {f64_peak} = {ratio}"
+        );
     }
 
     #[test]
     fn triad_bandwidth_is_plausible() {
         let gbps = triad_bandwidth_gbps(16 << 20, Duration::from_millis(60));
-        assert!(gbps.is_finite() && gbps > 0.1 && gbps < 10_000.0, "{gbps} GB/s");
+        assert!(
+            gbps.is_finite() && gbps > 0.1 && gbps < 10_000.0,
+            "{gbps} GB/s"
+        );
         // Also on a 2-thread pool (exercises the chunked path).
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         let gbps = pool.install(|| triad_bandwidth_gbps(16 << 20, Duration::from_millis(60)));
-        assert!(gbps.is_finite() && gbps > 0.1 && gbps < 10_000.0, "{gbps} GB/s");
+        assert!(
+            gbps.is_finite() && gbps > 0.1 && gbps < 10_000.0,
+            "{gbps} GB/s"
+        );
     }
 
     #[test]
