@@ -40,15 +40,26 @@ def bench(threads):
     return lines[0]["machine"], lines[1:]
 
 
+def load_average():
+    """1-minute load average (Linux), or None: a busy machine lowers every figure."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def fmt(value, digits=2):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(machine1, machine2, records):
+def table(machine1, machine2, records, loads):
     today = datetime.date.today().isoformat()
+    load = ", ".join("-" if v is None else f"{v:.1f}" for v in loads)
     lines = [
         f"Measured {today} on {machine1['cpu_model']} "
-        f"(built for {'+'.join(machine1['compiled_features'])}) with `benign bench --json`.",
+        f"(built for {'+'.join(machine1['compiled_features'])}, {os.cpu_count()} logical CPUs) "
+        f"with `benign bench --json`; 1-minute load average before / between / after the runs: {load}.",
         "",
         f"- FMA peak per core: {machine1['fma_peak_f32_gflops_per_core']:.1f} GFLOP/s f32, "
         f"{machine1['fma_peak_f64_gflops_per_core']:.1f} GFLOP/s f64 "
@@ -90,13 +101,19 @@ def main():
         sys.exit(f"perf_table: README.md must contain exactly one {START} ... {END} block")
 
     subprocess.run(["cargo", "build", "--release", "--bin", "benign"], check=True, cwd=ROOT)
+    loads = [load_average()]
     machine1, records = bench(1)
+    loads.append(load_average())
     machine2, records2 = bench(args.threads_extra)
+    loads.append(load_average())
+    cpus = os.cpu_count() or 1
+    if any(v is not None and v > cpus for v in loads):
+        print(f"perf_table: warning: load average above {cpus} during the runs; figures are low", file=sys.stderr)
     records += [r for r in records2 if r["kernel"].endswith("gemm") and r["shape"] == MULTI_THREAD_SHAPE]
 
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{table(machine1, machine2, records)}\n{END}{tail}"
+    new = f"{head}{START}\n{table(machine1, machine2, records, loads)}\n{END}{tail}"
     fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".README.md.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(new)
