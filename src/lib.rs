@@ -4,6 +4,7 @@
 //! metrics and the reports; underneath them a small tape-based autodiff over the SIMD kernels of
 //! [`benign_kernels`], and the gradient checker that verifies it.
 
+pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod io;

@@ -24,6 +24,7 @@ pub mod gemm;
 pub mod level1;
 pub mod level2;
 pub mod norm;
+pub mod probe;
 pub mod reference;
 pub mod softmax;
 pub mod threading;

@@ -1,20 +1,142 @@
 //! `benign bench`: the kernel report for this machine.
 
+use std::io::Write;
+
+use benign::bench::{BenchOptions, BenchRecord, MachineFigures, PeakKind, Progress};
 use clap::Args;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Print one JSON object per line instead of a table.
+    /// Print JSON lines instead of a table: first line `{"machine": {...}}` with the machine
+    /// figures, then one object per kernel measurement (kernel, shape, dtype, threads, gflops,
+    /// gbps, ratio_vs_matrixmultiply, frac_of_peak, peak, median_seconds, runs).
     #[arg(long)]
     pub json: bool,
-    /// Threads to run the kernels on (default: all cores).
+    /// Threads to run the kernels on (default: all logical CPUs).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Fewer shapes and shorter timing, for a quick look.
+    /// Fewer shapes and shorter timing (a few seconds instead of about thirty).
     #[arg(long)]
     pub quick: bool,
 }
 
-pub fn execute(_args: BenchArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("benign bench is being written")
+pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
+    let options = BenchOptions {
+        threads: args.threads,
+        quick: args.quick,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_error = None;
+    benign::bench::run(&options, |event| {
+        if write_error.is_some() {
+            return;
+        }
+        let result = if args.json {
+            print_json(&mut out, event)
+        } else {
+            print_table(&mut out, event)
+        };
+        if let Err(e) = result.and_then(|()| out.flush()) {
+            write_error = Some(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("writing the report to stdout"));
+    }
+    Ok(0)
+}
+
+fn print_json(out: &mut impl Write, event: Progress<'_>) -> std::io::Result<()> {
+    let line = match event {
+        Progress::Machine(machine) => serde_json::json!({ "machine": machine }),
+        Progress::Record(record) => serde_json::to_value(record)?,
+    };
+    writeln!(out, "{line}")
+}
+
+/// Column widths of the table (kernel, shape, dtype, threads, GFLOP/s, GB/s, vs mm, of peak).
+const WIDTHS: [usize; 8] = [21, 14, 5, 7, 9, 8, 8, 12];
+
+fn print_table(out: &mut impl Write, event: Progress<'_>) -> std::io::Result<()> {
+    match event {
+        Progress::Machine(machine) => print_header(out, machine),
+        Progress::Record(record) => print_row(out, record),
+    }
+}
+
+fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "CPU: {} ({} threads, built for {})",
+        m.cpu_model,
+        m.threads,
+        m.compiled_features.join("+")
+    )?;
+    writeln!(
+        out,
+        "FMA peak per core: {:.1} GFLOP/s f32, {:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
+        m.fma_peak_f32_gflops_per_core,
+        m.fma_peak_f64_gflops_per_core,
+        m.threads,
+        m.fma_peak_f32_gflops_all_threads,
+        m.fma_peak_f64_gflops_all_threads
+    )?;
+    writeln!(
+        out,
+        "STREAM triad: {:.1} GB/s (3 x {} MB arrays, 24 B/element, no write-allocate)",
+        m.triad_gbps,
+        m.triad_bytes_per_array >> 20
+    )?;
+    writeln!(
+        out,
+        "vs mm = our GFLOP/s / matrixmultiply's ({} threads); of peak = GFLOP/s / (FMA peak per core x threads) [fma] or GB/s / triad [triad]",
+        m.matrixmultiply_threads
+    )?;
+    writeln!(out)?;
+    let header = [
+        "kernel", "shape", "dtype", "threads", "GFLOP/s", "GB/s", "vs mm", "of peak",
+    ];
+    let cells: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    write_cells(out, &cells)?;
+    let rule: Vec<String> = WIDTHS.iter().map(|&w| "-".repeat(w)).collect();
+    write_cells(out, &rule)
+}
+
+fn print_row(out: &mut impl Write, r: &BenchRecord) -> std::io::Result<()> {
+    let num = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
+    };
+    let peak = match r.peak {
+        PeakKind::Fma => "fma",
+        PeakKind::Triad => "triad",
+    };
+    let cells = [
+        r.kernel.clone(),
+        r.shape.clone(),
+        r.dtype.clone(),
+        r.threads.to_string(),
+        num(r.gflops, 2),
+        num(r.gbps, 2),
+        num(r.ratio_vs_matrixmultiply, 2),
+        r.frac_of_peak
+            .map_or_else(|| "-".to_string(), |f| format!("{f:.2} {peak}")),
+    ];
+    write_cells(out, &cells)
+}
+
+/// Left-aligns the text columns and right-aligns the numbers.
+fn write_cells(out: &mut impl Write, cells: &[String]) -> std::io::Result<()> {
+    let mut line = String::new();
+    for (i, (cell, &width)) in cells.iter().zip(WIDTHS.iter()).enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        if i < 3 {
+            line.push_str(&format!("{cell:<width$}"));
+        } else {
+            line.push_str(&format!("{cell:>width$}"));
+        }
+    }
+    writeln!(out, "{}", line.trim_end())
 }

@@ -1,0 +1,287 @@
+//! Machine probes: what this CPU can do at best, to judge the kernels against.
+//!
+//! - [`fma_peak_gflops_f32`] / [`fma_peak_gflops_f64`]: the fused multiply-add throughput of
+//!   one core with the vector width the kernels use (`wide::f32x8` / `f64x4`, i.e. 256-bit
+//!   AVX2+FMA when built for x86-64-v3). A GEMM cannot beat this per core.
+//! - [`triad_bandwidth_gbps`]: main-memory bandwidth measured with the STREAM triad
+//!   `a[i] = b[i] + s c[i]`. A memory-bound kernel (GEMV, GER, row-wise ops on large inputs)
+//!   cannot beat this.
+//! - [`matrixmultiply_sgemm`] / [`matrixmultiply_dgemm`]: safe row-major wrappers around the
+//!   `matrixmultiply` crate, the baseline the GEMM is compared with.
+//!
+//! Every probe reports the best of a few repetitions: interference from other processes only
+//! ever makes a repetition slower, so the best one is the closest to what the machine can do.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use wide::{f32x8, f64x4};
+
+/// How many timed repetitions each probe runs (the best one is reported).
+const REPETITIONS: u32 = 3;
+
+/// Independent accumulator chains in the FMA probe. An FMA has a latency of 4 cycles and two
+/// ports issue one each per cycle, so at least 8 chains must be in flight to saturate them; 12
+/// leaves slack for the loop overhead and for cores with a latency of 5 or 6, and still fits in
+/// the 16 ymm registers together with the two operands.
+const FMA_CHAINS: usize = 12;
+
+/// FMA steps per chain between two looks at the clock (each look costs ~25 ns; 4096 steps of
+/// 12 chains take ~20 us on a 3 GHz core, so the clock is < 0.2 % of the time).
+const FMA_STEPS_PER_BATCH: usize = 4096;
+
+macro_rules! fma_probe {
+    ($name:ident, $vector:ty, $scalar:ty, $lanes:expr) => {
+        /// Best-of-repetitions FMA throughput of the calling thread, in GFLOP/s (one FMA on
+        #[doc = concat!("`", stringify!($vector), "` counts ", stringify!($lanes), " x 2 flops).")]
+        ///
+        /// Runs [`FMA_CHAINS`] independent chains `acc <- acc * m + a` for about `duration`
+        /// in total (split over the repetitions). With `m` just below 1 every chain converges
+        /// to `a / (1 - m)`, so values stay normal (no denormal slow path, no overflow).
+        pub fn $name(duration: Duration) -> f64 {
+            let per_repetition = duration / REPETITIONS;
+            let mut best: f64 = 0.0;
+            for _ in 0..REPETITIONS {
+                // black_box: the compiler must not know the operands (it would fold the chains).
+                let m = <$vector>::splat(black_box(0.999_999 as $scalar));
+                let a = <$vector>::splat(black_box(1.0e-6 as $scalar));
+                let mut acc = [<$vector>::splat(black_box(1.0 as $scalar)); FMA_CHAINS];
+                let start = Instant::now();
+                let mut batches: u64 = 0;
+                loop {
+                    for _ in 0..FMA_STEPS_PER_BATCH {
+                        // Unrolled by the compiler over the fixed-size array: 12 independent
+                        // vfmadd instructions per step.
+                        for chain in acc.iter_mut() {
+                            *chain = chain.mul_add(m, a);
+                        }
+                    }
+                    batches += 1;
+                    if start.elapsed() >= per_repetition {
+                        break;
+                    }
+                }
+                let seconds = start.elapsed().as_secs_f64();
+                black_box(&acc);
+                let fmas = batches as f64 * (FMA_STEPS_PER_BATCH * FMA_CHAINS) as f64;
+                best = best.max(fmas * ($lanes as f64) * 2.0 / seconds / 1e9);
+            }
+            best
+        }
+    };
+}
+
+fma_probe!(fma_peak_gflops_f32, f32x8, f32, 8);
+fma_probe!(fma_peak_gflops_f64, f64x4, f64, 4);
+
+/// Elements per parallel chunk of the triad (fixed, so the split does not depend on the pool).
+const TRIAD_CHUNK: usize = 1 << 16;
+
+/// STREAM triad bandwidth `a[i] = b[i] + s c[i]` over three `f64` arrays of `bytes_per_array`
+/// bytes each, in GB/s (10^9 bytes per second), best of a few repetitions taking about
+/// `duration` in total (at least one repetition each).
+///
+/// Byte count follows the STREAM convention: 3 arrays moved, 24 bytes per element (read `b`,
+/// read `c`, write `a`); the extra read of `a` caused by write-allocate is *not* counted, so
+/// the hardware moves up to 4/3 of the reported figure. Use arrays several times larger than
+/// the last-level cache (e.g. 128 MB each for a 48 MB L3) or the figure measures the cache.
+///
+/// Runs on the current rayon pool: with more than one thread the arrays are split into chunks
+/// of fixed size, and the arrays are first written by the same split so pages are spread as
+/// they will be used.
+pub fn triad_bandwidth_gbps(bytes_per_array: usize, duration: Duration) -> f64 {
+    let len = (bytes_per_array / std::mem::size_of::<f64>()).max(1);
+    let parallel = rayon::current_num_threads() > 1;
+    let fill = |v: &mut [f64], value: f64| {
+        if parallel {
+            v.par_chunks_mut(TRIAD_CHUNK).for_each(|c| c.fill(value));
+        } else {
+            v.fill(value);
+        }
+    };
+    let mut a = vec![0.0f64; len];
+    let mut b = vec![0.0f64; len];
+    let mut c = vec![0.0f64; len];
+    fill(&mut a, 0.0);
+    fill(&mut b, 1.0);
+    fill(&mut c, 2.0);
+    let s = black_box(3.0f64);
+
+    let triad = |a: &mut [f64], b: &[f64], c: &[f64]| {
+        if parallel {
+            a.par_chunks_mut(TRIAD_CHUNK)
+                .zip(b.par_chunks(TRIAD_CHUNK))
+                .zip(c.par_chunks(TRIAD_CHUNK))
+                .for_each(|((a, b), c)| triad_chunk(a, b, c, s));
+        } else {
+            triad_chunk(a, b, c, s);
+        }
+    };
+
+    // One untimed pass: faults the pages of `a` in and warms the TLB.
+    triad(&mut a, &b, &c);
+    let per_repetition = duration / REPETITIONS;
+    let mut best: f64 = 0.0;
+    for _ in 0..REPETITIONS {
+        let start = Instant::now();
+        let mut passes: u64 = 0;
+        loop {
+            triad(black_box(&mut a), black_box(&b), black_box(&c));
+            passes += 1;
+            if start.elapsed() >= per_repetition {
+                break;
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let bytes = passes as f64 * (3 * len * std::mem::size_of::<f64>()) as f64;
+        best = best.max(bytes / seconds / 1e9);
+    }
+    black_box(&a);
+    best
+}
+
+/// `a[i] = b[i] + s c[i]` on one chunk (auto-vectorised: the loop is a plain zip).
+#[inline]
+fn triad_chunk(a: &mut [f64], b: &[f64], c: &[f64], s: f64) {
+    for ((a, &b), &c) in a.iter_mut().zip(b).zip(c) {
+        *a = s.mul_add(c, b);
+    }
+}
+
+macro_rules! matrixmultiply_gemm {
+    ($name:ident, $t:ty, $inner:path) => {
+        #[doc = concat!("`C <- A B` with `matrixmultiply::", stringify!($inner), "`, all ")]
+        /// operands row-major and contiguous (A m x k, B k x n, C m x n; C is overwritten, never
+        /// read). The baseline the GEMM of this crate is compared with. `matrixmultiply` runs on
+        /// its own threads, not on rayon: their number is read once per process from the
+        /// environment variable `MATMUL_NUM_THREADS` (default: physical cores, capped at 4).
+        ///
+        /// # Panics
+        /// If a slice is shorter than its shape requires.
+        pub fn $name(m: usize, n: usize, k: usize, a: &[$t], b: &[$t], c: &mut [$t]) {
+            assert!(
+                a.len() >= m * k,
+                "A has {} elements, needs {m} x {k}",
+                a.len()
+            );
+            assert!(
+                b.len() >= k * n,
+                "B has {} elements, needs {k} x {n}",
+                b.len()
+            );
+            assert!(
+                c.len() >= m * n,
+                "C has {} elements, needs {m} x {n}",
+                c.len()
+            );
+            if m == 0 || n == 0 {
+                return;
+            }
+            // SAFETY: the asserts above guarantee that every element addressed with these
+            // strides lies inside its slice: A (i, p) at i*k + p < m*k, B (p, j) at p*n + j < k*n,
+            // C (i, j) at i*n + j < m*n. `c` is borrowed mutably, so it cannot alias `a` or `b`.
+            // With beta = 0 matrixmultiply does not read C (it may hold anything).
+            unsafe {
+                $inner(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+    };
+}
+
+matrixmultiply_gemm!(matrixmultiply_sgemm, f32, matrixmultiply::sgemm);
+matrixmultiply_gemm!(matrixmultiply_dgemm, f64, matrixmultiply::dgemm);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fma_peak_is_plausible() {
+        for peak in [
+            fma_peak_gflops_f32(Duration::from_millis(60)),
+            fma_peak_gflops_f64(Duration::from_millis(60)),
+        ] {
+            assert!(peak.is_finite(), "peak {peak}");
+            assert!((1.0..10_000.0).contains(&peak), "peak {peak} GFLOP/s");
+        }
+    }
+
+    #[test]
+    fn f32_peak_is_about_twice_f64_peak() {
+        // Same instruction count per second, twice the lanes: a probe that is not FMA-bound
+        // (e.g. folded or latency-bound) would not show the 2x.
+        let f32_peak = fma_peak_gflops_f32(Duration::from_millis(90));
+        let f64_peak = fma_peak_gflops_f64(Duration::from_millis(90));
+        let ratio = f32_peak / f64_peak;
+        assert!(
+            (1.3..3.0).contains(&ratio),
+            "f32 {f32_peak} / f64 {f64_peak} = {ratio}"
+        );
+    }
+
+    #[test]
+    fn triad_bandwidth_is_plausible() {
+        let gbps = triad_bandwidth_gbps(16 << 20, Duration::from_millis(60));
+        assert!(
+            gbps.is_finite() && gbps > 0.1 && gbps < 10_000.0,
+            "{gbps} GB/s"
+        );
+        // Also on a 2-thread pool (exercises the chunked path).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let gbps = pool.install(|| triad_bandwidth_gbps(16 << 20, Duration::from_millis(60)));
+        assert!(
+            gbps.is_finite() && gbps > 0.1 && gbps < 10_000.0,
+            "{gbps} GB/s"
+        );
+    }
+
+    #[test]
+    fn triad_counts_tiny_arrays() {
+        // Smaller than one element: still one element per array, finite result.
+        let gbps = triad_bandwidth_gbps(1, Duration::from_millis(3));
+        assert!(gbps.is_finite() && gbps > 0.0);
+    }
+
+    #[test]
+    fn matrixmultiply_wrappers_match_reference() {
+        let (m, n, k) = (5, 7, 3);
+        let a: Vec<f64> = (0..m * k).map(|v| v as f64 * 0.5 - 3.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|v| 1.0 - v as f64 * 0.25).collect();
+        let mut c = vec![f64::NAN; m * n];
+        matrixmultiply_dgemm(m, n, k, &a, &b, &mut c);
+        let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+        let bf: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+        let mut cf = vec![f32::NAN; m * n];
+        matrixmultiply_sgemm(m, n, k, &af, &bf, &mut cf);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert_eq!(c[i * n + j], want, "({i}, {j})");
+                assert!((cf[i * n + j] as f64 - want).abs() < 1e-4, "({i}, {j})");
+            }
+        }
+        // Empty shapes do nothing.
+        matrixmultiply_dgemm(0, 3, 2, &[], &[0.0; 6], &mut []);
+        matrixmultiply_dgemm(2, 3, 0, &[], &[], &mut c[..6]);
+        assert_eq!(&c[..6], &[0.0; 6], "k = 0 gives C = 0");
+    }
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Regenerate the performance table of README.md from `benign bench --json`.
+
+Builds the release binary, runs the full report on 1 thread, then on 2 threads (keeping only
+GEMM 2000x2000x2000 from that run: the one kernel where the thread count is the question), and
+rewrites the block between `<!-- perf-table:start -->` and `<!-- perf-table:end -->` in
+README.md (written to a temporary file, then renamed over README.md).
+
+Usage (from anywhere): python3 scripts/perf_table.py [--threads-extra N]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+START = "<!-- perf-table:start -->"
+END = "<!-- perf-table:end -->"
+MULTI_THREAD_SHAPE = "2000x2000x2000"
+
+
+def bench(threads):
+    """Runs `benign bench --json --threads N`; returns (machine figures, records)."""
+    binary = os.path.join(ROOT, "target", "release", "benign")
+    print(f"perf_table: benign bench --json --threads {threads}", file=sys.stderr)
+    # matrixmultiply must get the same thread count: let `benign bench` set it.
+    env = {k: v for k, v in os.environ.items() if k != "MATMUL_NUM_THREADS"}
+    out = subprocess.run(
+        [binary, "bench", "--json", "--threads", str(threads)],
+        check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    ).stdout
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    if not lines or "machine" not in lines[0]:
+        sys.exit("perf_table: first line of `benign bench --json` is not the machine figures")
+    return lines[0]["machine"], lines[1:]
+
+
+def load_average():
+    """1-minute load average (Linux), or None: a busy machine lowers every figure."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def fmt(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(machine1, machine2, records, loads):
+    today = datetime.date.today().isoformat()
+    load = ", ".join("-" if v is None else f"{v:.1f}" for v in loads)
+    lines = [
+        f"Measured {today} on {machine1['cpu_model']} "
+        f"(built for {'+'.join(machine1['compiled_features'])}, {os.cpu_count()} logical CPUs) "
+        f"with `benign bench --json`; 1-minute load average before / between / after the runs: {load}.",
+        "",
+        f"- FMA peak per core: {machine1['fma_peak_f32_gflops_per_core']:.1f} GFLOP/s f32, "
+        f"{machine1['fma_peak_f64_gflops_per_core']:.1f} GFLOP/s f64 "
+        f"({machine2['threads']} threads at once: {machine2['fma_peak_f32_gflops_all_threads']:.1f} f32, "
+        f"{machine2['fma_peak_f64_gflops_all_threads']:.1f} f64).",
+        f"- STREAM triad: {machine1['triad_gbps']:.1f} GB/s on 1 thread, "
+        f"{machine2['triad_gbps']:.1f} GB/s on {machine2['threads']} "
+        f"(3 x {machine1['triad_bytes_per_array'] >> 20} MB arrays, 24 bytes per element, write-allocate not counted).",
+        "- *vs matrixmultiply*: our GFLOP/s over `matrixmultiply`'s on the same shape in the same run; "
+        "above 1 is faster. `benign bench` sets `MATMUL_NUM_THREADS` to its thread count (matrixmultiply "
+        "caps it at 4), so both run on the same number of threads: see the `matrixmultiply::gemm` rows.",
+        "- *of peak*: GEMM: GFLOP/s / (FMA peak per core of that dtype x threads) [fma]; "
+        "the other kernels are memory-bound: GB/s / triad GB/s [triad] (inputs that fit in cache can exceed 1).",
+        "- GB/s counts every array read once and written once (STREAM convention).",
+        "",
+        "| kernel | shape | dtype | threads | GFLOP/s | GB/s | vs matrixmultiply | of peak |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for r in records:
+        peak = "-" if r["frac_of_peak"] is None else f"{r['frac_of_peak']:.2f} {r['peak']}"
+        lines.append(
+            f"| {r['kernel']} | {r['shape']} | {r['dtype']} | {r['threads']} | {fmt(r['gflops'])} | "
+            f"{fmt(r['gbps'])} | {fmt(r['ratio_vs_matrixmultiply'])} | {peak} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads-extra", type=int, default=2,
+                        help="thread count of the second run (GEMM 2000^3 only); default 2")
+    args = parser.parse_args()
+    if args.threads_extra < 1:
+        sys.exit("perf_table: --threads-extra must be at least 1")
+
+    with open(README, encoding="utf-8") as f:
+        readme = f.read()
+    if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
+        sys.exit(f"perf_table: README.md must contain exactly one {START} ... {END} block")
+
+    subprocess.run(["cargo", "build", "--release", "--bin", "benign"], check=True, cwd=ROOT)
+    loads = [load_average()]
+    machine1, records = bench(1)
+    loads.append(load_average())
+    machine2, records2 = bench(args.threads_extra)
+    loads.append(load_average())
+    cpus = os.cpu_count() or 1
+    if any(v is not None and v > cpus for v in loads):
+        print(f"perf_table: warning: load average above {cpus} during the runs; figures are low", file=sys.stderr)
+    records += [r for r in records2 if r["kernel"].endswith("gemm") and r["shape"] == MULTI_THREAD_SHAPE]
+
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{table(machine1, machine2, records, loads)}\n{END}{tail}"
+    fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".README.md.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(new)
+    os.replace(tmp, README)
+    print(f"perf_table: wrote {len(records)} rows to {README}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,619 @@
+//! The kernel report: how fast the kernels run on this machine, next to what the machine can do.
+//!
+//! [`run`] first measures the machine ([`MachineFigures`]: FMA peak per core and on every
+//! thread, STREAM triad bandwidth), then times each kernel on a fixed list of shapes and
+//! reports one [`BenchRecord`] per (kernel, shape, dtype).
+//!
+//! # What the figures mean
+//! - `gflops`: useful floating-point operations per second, 10^9/s (a multiply-add counts 2;
+//!   GEMM does `2 m n k`, GEMV and GER `2 m n`). Only for kernels where flops are the point.
+//! - `gbps`: bytes moved per second, 10^9/s, STREAM convention: every array read once plus
+//!   every array written once, write-allocate traffic not counted (same as the triad probe).
+//! - `ratio_vs_matrixmultiply` (GEMM only): our GFLOP/s divided by `matrixmultiply`'s on the same
+//!   shape in the same run; above 1 means faster. `matrixmultiply` runs on its own threads, not
+//!   rayon's: [`run`] sets `MATMUL_NUM_THREADS` to the requested thread count before its first
+//!   call unless the variable is already set; it caps itself at 4 threads. The count it
+//!   actually uses is [`MachineFigures::matrixmultiply_threads`].
+//! - `frac_of_peak`: for compute-bound kernels ([`PeakKind::Fma`], GEMM) the GFLOP/s over
+//!   `FMA peak per core (same dtype) x threads`; for memory-bound ones ([`PeakKind::Triad`]:
+//!   GEMV, GER, softmax, layer norm, GELU) the GB/s over the triad bandwidth. Small inputs that
+//!   stay in cache can exceed 1 of triad.
+//!
+//! # Timing
+//! Each measurement calls the kernel once untimed (page faults, caches), then repeats it until
+//! its time budget is spent and reports the median. A call slower than the whole budget is
+//! timed once (its warm-up call is the measurement).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use benign_kernels::probe;
+use benign_kernels::{Float, Transpose};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Largest thread count accepted (a typo guard; more threads than this is not a real machine).
+pub const MAX_THREADS: usize = 4096;
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct BenchOptions {
+    /// Size of the rayon pool everything runs in (`None`: every logical CPU).
+    pub threads: Option<usize>,
+    /// Fewer shapes and shorter budgets: a few seconds instead of about thirty.
+    pub quick: bool,
+}
+
+/// Which ceiling `frac_of_peak` is measured against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeakKind {
+    /// FMA peak per core (same dtype) times threads: compute-bound kernels.
+    Fma,
+    /// STREAM triad bandwidth: memory-bound kernels.
+    Triad,
+}
+
+/// The machine's ceilings, measured at the start of the report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MachineFigures {
+    /// CPU model from /proc/cpuinfo (or "unknown").
+    pub cpu_model: String,
+    /// Threads of the rayon pool the kernels run on.
+    pub threads: usize,
+    /// Threads `matrixmultiply` runs on (see the module documentation).
+    pub matrixmultiply_threads: usize,
+    /// f32x8 FMA throughput of one core, GFLOP/s.
+    pub fma_peak_f32_gflops_per_core: f64,
+    /// f64x4 FMA throughput of one core, GFLOP/s.
+    pub fma_peak_f64_gflops_per_core: f64,
+    /// f32x8 FMA throughput with every pool thread running the probe at once, GFLOP/s (summed).
+    pub fma_peak_f32_gflops_all_threads: f64,
+    /// f64x4 FMA throughput with every pool thread running the probe at once, GFLOP/s (summed).
+    pub fma_peak_f64_gflops_all_threads: f64,
+    /// STREAM triad bandwidth on the pool, GB/s (24 bytes per element, no write-allocate).
+    pub triad_gbps: f64,
+    /// Size of each of the three triad arrays, bytes.
+    pub triad_bytes_per_array: usize,
+    /// SIMD features this binary was compiled for.
+    pub compiled_features: Vec<String>,
+}
+
+/// One kernel on one shape and element type.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchRecord {
+    /// Kernel name (`gemm`, `matrixmultiply::gemm`, `gemv_n`, `gemv_t`, `ger`, `softmax_rows`,
+    /// `layer_norm`, `gelu`).
+    pub kernel: String,
+    /// `m x n x k` for GEMM, `rows x cols` otherwise.
+    pub shape: String,
+    /// `f32` or `f64`.
+    pub dtype: String,
+    /// Threads the kernel ran on.
+    pub threads: usize,
+    /// GFLOP/s, for kernels whose flops are counted.
+    pub gflops: Option<f64>,
+    /// GB/s (STREAM convention), for memory-bound kernels.
+    pub gbps: Option<f64>,
+    /// Our GFLOP/s over `matrixmultiply`'s on the same shape (GEMM only).
+    pub ratio_vs_matrixmultiply: Option<f64>,
+    /// Fraction of the ceiling named by `peak`.
+    pub frac_of_peak: Option<f64>,
+    /// Which ceiling `frac_of_peak` refers to.
+    pub peak: PeakKind,
+    /// Median time of one call, seconds.
+    pub median_seconds: f64,
+    /// Timed calls the median is taken over.
+    pub runs: usize,
+}
+
+/// Everything [`run`] measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub machine: MachineFigures,
+    pub records: Vec<BenchRecord>,
+}
+
+/// What [`run`] reports while it runs, in order: the machine figures once, then every record.
+pub enum Progress<'a> {
+    Machine(&'a MachineFigures),
+    Record(&'a BenchRecord),
+}
+
+/// Time budgets and sizes of one report.
+struct Plan {
+    probe_time: Duration,
+    triad_bytes_per_array: usize,
+    kernel_budget: Duration,
+    quick: bool,
+}
+
+/// Measures the machine, then every kernel, inside a rayon pool of `options.threads` threads.
+/// `progress` sees each result as soon as it is measured (to print while the report runs).
+///
+/// Sets the environment variable `MATMUL_NUM_THREADS` if it is unset (see the module
+/// documentation); call it before spawning threads that read the environment.
+pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Result<BenchReport> {
+    let threads = match options.threads {
+        Some(t) if !(1..=MAX_THREADS).contains(&t) => {
+            return Err(Error::invalid(
+                "threads",
+                format!("must be between 1 and {MAX_THREADS}, got {t}"),
+            ))
+        }
+        Some(t) => t,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let plan = if options.quick {
+        Plan {
+            probe_time: Duration::from_millis(150),
+            triad_bytes_per_array: 64 << 20,
+            kernel_budget: Duration::from_millis(200),
+            quick: true,
+        }
+    } else {
+        Plan {
+            probe_time: Duration::from_millis(300),
+            triad_bytes_per_array: 128 << 20,
+            kernel_budget: Duration::from_millis(450),
+            quick: false,
+        }
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::invalid("threads", format!("cannot start {threads} threads: {e}")))?;
+    let matrixmultiply_threads = matrixmultiply_threads(threads);
+
+    // The probes and kernels run inside the pool; `progress` (which need not be Send) runs on
+    // the calling thread between measurements.
+    let machine = pool.install(|| MachineFigures {
+        cpu_model: cpu_model(),
+        threads,
+        matrixmultiply_threads,
+        fma_peak_f32_gflops_per_core: probe::fma_peak_gflops_f32(plan.probe_time),
+        fma_peak_f64_gflops_per_core: probe::fma_peak_gflops_f64(plan.probe_time),
+        fma_peak_f32_gflops_all_threads: rayon::broadcast(|_| {
+            probe::fma_peak_gflops_f32(plan.probe_time)
+        })
+        .iter()
+        .sum(),
+        fma_peak_f64_gflops_all_threads: rayon::broadcast(|_| {
+            probe::fma_peak_gflops_f64(plan.probe_time)
+        })
+        .iter()
+        .sum(),
+        triad_gbps: probe::triad_bandwidth_gbps(plan.triad_bytes_per_array, plan.probe_time * 3),
+        triad_bytes_per_array: plan.triad_bytes_per_array,
+        compiled_features: crate::cpu::compiled_features()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    });
+    progress(Progress::Machine(&machine));
+    let mut records = Vec::new();
+    let mut emit = |record: BenchRecord| {
+        progress(Progress::Record(&record));
+        records.push(record);
+    };
+    let ctx = Context {
+        machine: &machine,
+        budget: plan.kernel_budget,
+        pool: &pool,
+    };
+    gemm_records::<f32>(&ctx, &plan, &mut emit);
+    gemm_records::<f64>(&ctx, &plan, &mut emit);
+    for dtype_f64 in [false, true] {
+        if plan.quick && dtype_f64 {
+            break;
+        }
+        if dtype_f64 {
+            rowwise_records::<f64>(&ctx, &plan, &mut emit);
+        } else {
+            rowwise_records::<f32>(&ctx, &plan, &mut emit);
+        }
+    }
+    Ok(BenchReport { machine, records })
+}
+
+/// The element types the report runs, with their `matrixmultiply` baseline and peak.
+trait Element: Float {
+    fn baseline_gemm(m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]);
+    fn peak_per_core(machine: &MachineFigures) -> f64;
+}
+
+impl Element for f32 {
+    fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+        probe::matrixmultiply_sgemm(m, n, k, a, b, c);
+    }
+    fn peak_per_core(machine: &MachineFigures) -> f64 {
+        machine.fma_peak_f32_gflops_per_core
+    }
+}
+
+impl Element for f64 {
+    fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
+        probe::matrixmultiply_dgemm(m, n, k, a, b, c);
+    }
+    fn peak_per_core(machine: &MachineFigures) -> f64 {
+        machine.fma_peak_f64_gflops_per_core
+    }
+}
+
+struct Context<'a> {
+    machine: &'a MachineFigures,
+    budget: Duration,
+    pool: &'a rayon::ThreadPool,
+}
+
+impl Context<'_> {
+    /// [`time_median`] of `f` run inside the report's pool.
+    fn time(&self, f: impl FnMut() + Send) -> Timing {
+        self.pool.install(|| time_median(self.budget, f))
+    }
+
+    /// A record from a timing, with the rates and fractions derived from the counts.
+    #[allow(clippy::too_many_arguments)]
+    fn record<T: Element>(
+        &self,
+        kernel: &str,
+        shape: String,
+        threads: usize,
+        timing: Timing,
+        flops: Option<f64>,
+        bytes: Option<f64>,
+        peak: PeakKind,
+    ) -> BenchRecord {
+        let rate = |count: Option<f64>| count.map(|c| c / timing.median_seconds / 1e9);
+        let gflops = rate(flops);
+        let gbps = rate(bytes);
+        let frac_of_peak = match peak {
+            PeakKind::Fma => {
+                gflops.map(|g| g / (T::peak_per_core(self.machine) * self.machine.threads as f64))
+            }
+            PeakKind::Triad => gbps.map(|g| g / self.machine.triad_gbps),
+        };
+        BenchRecord {
+            kernel: kernel.to_string(),
+            shape,
+            dtype: T::NAME.to_string(),
+            threads,
+            gflops,
+            gbps,
+            ratio_vs_matrixmultiply: None,
+            frac_of_peak: frac_of_peak.filter(|f| f.is_finite()),
+            peak,
+            median_seconds: timing.median_seconds,
+            runs: timing.runs,
+        }
+    }
+}
+
+/// GEMM `C <- A B` (row-major, no transposes) against `matrixmultiply` on the same data.
+fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(BenchRecord)) {
+    let mut shapes: Vec<(usize, usize, usize)> = vec![(256, 256, 256), (512, 512, 512)];
+    if !plan.quick {
+        // The square sizes, then the workload's: (batch x tokens) x d times d x d, and its
+        // transpose-shaped twin.
+        shapes.extend([
+            (1024, 1024, 1024),
+            (2000, 2000, 2000),
+            (160, 2000, 2000),
+            (2000, 2000, 160),
+        ]);
+    }
+    for (m, n, k) in shapes {
+        let a = filled::<T>(m * k, 1);
+        let b = filled::<T>(k * n, 2);
+        let mut c = vec![T::ZERO; m * n];
+        let flops = Some(2.0 * (m * n * k) as f64);
+        let shape = format!("{m}x{n}x{k}");
+        let ours = ctx.time(|| {
+            benign_kernels::gemm(
+                Transpose::No,
+                Transpose::No,
+                m,
+                n,
+                k,
+                T::ONE,
+                black_box(&a),
+                k,
+                black_box(&b),
+                n,
+                T::ZERO,
+                black_box(&mut c),
+                n,
+            )
+        });
+        let theirs =
+            ctx.time(|| T::baseline_gemm(m, n, k, black_box(&a), black_box(&b), black_box(&mut c)));
+        let mut record = ctx.record::<T>(
+            "gemm",
+            shape.clone(),
+            ctx.machine.threads,
+            ours,
+            flops,
+            None,
+            PeakKind::Fma,
+        );
+        let baseline = ctx.record::<T>(
+            "matrixmultiply::gemm",
+            shape,
+            ctx.machine.matrixmultiply_threads,
+            theirs,
+            flops,
+            None,
+            PeakKind::Fma,
+        );
+        record.ratio_vs_matrixmultiply = match (record.gflops, baseline.gflops) {
+            (Some(ours), Some(theirs)) if theirs > 0.0 => Some(ours / theirs),
+            _ => None,
+        };
+        emit(record);
+        emit(baseline);
+    }
+}
+
+/// GEMV (both orientations), GER, row softmax, layer norm and GELU.
+fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(BenchRecord)) {
+    let threads = ctx.machine.threads;
+    let size = std::mem::size_of::<T>() as f64;
+    let dims: &[usize] = if plan.quick { &[2000] } else { &[2000, 8192] };
+    for &d in dims {
+        let a = filled::<T>(d * d, 3);
+        let x = filled::<T>(d, 4);
+        let mut y = vec![T::ZERO; d];
+        let shape = format!("{d}x{d}");
+        let flops = Some(2.0 * (d * d) as f64);
+        // Matrix read once, x read once, y written once (beta = 0 never reads y).
+        let gemv_bytes = Some(((d * d + 2 * d) as f64) * size);
+        for (name, ta) in [("gemv_n", Transpose::No), ("gemv_t", Transpose::Yes)] {
+            let timing = ctx.time(|| {
+                benign_kernels::gemv(
+                    ta,
+                    d,
+                    d,
+                    T::ONE,
+                    black_box(&a),
+                    d,
+                    black_box(&x),
+                    T::ZERO,
+                    black_box(&mut y),
+                )
+            });
+            emit(ctx.record::<T>(
+                name,
+                shape.clone(),
+                threads,
+                timing,
+                flops,
+                gemv_bytes,
+                PeakKind::Triad,
+            ));
+        }
+        // A read and written once, x and y read once. A small alpha keeps A bounded over the
+        // repetitions.
+        let mut a = a;
+        let alpha = T::from_f64(1e-6);
+        let timing = ctx.time(|| {
+            benign_kernels::ger(
+                d,
+                d,
+                alpha,
+                black_box(&x),
+                black_box(&y),
+                black_box(&mut a),
+                d,
+            )
+        });
+        let ger_bytes = Some(((2 * d * d + 2 * d) as f64) * size);
+        emit(ctx.record::<T>(
+            "ger",
+            shape,
+            threads,
+            timing,
+            flops,
+            ger_bytes,
+            PeakKind::Triad,
+        ));
+    }
+
+    // Softmax: the model's attention rows (many short rows) and one large square.
+    let softmax_shapes: &[(usize, usize)] = if plan.quick {
+        &[(8000, 8)]
+    } else {
+        &[(8000, 8), (4096, 4096)]
+    };
+    for &(rows, cols) in softmax_shapes {
+        let x = filled::<T>(rows * cols, 5);
+        let mut y = vec![T::ZERO; rows * cols];
+        let timing =
+            ctx.time(|| benign_kernels::softmax_rows(cols, black_box(&x), black_box(&mut y)));
+        let bytes = Some(2.0 * (rows * cols) as f64 * size);
+        emit(ctx.record::<T>(
+            "softmax_rows",
+            format!("{rows}x{cols}"),
+            threads,
+            timing,
+            None,
+            bytes,
+            PeakKind::Triad,
+        ));
+    }
+
+    // Layer norm and GELU on a batch of activations larger than the last-level cache.
+    let (rows, cols) = (4096, 2000);
+    let x = filled::<T>(rows * cols, 6);
+    let gamma = filled::<T>(cols, 7);
+    let beta = filled::<T>(cols, 8);
+    let mut y = vec![T::ZERO; rows * cols];
+    let mut mean = vec![T::ZERO; rows];
+    let mut rstd = vec![T::ZERO; rows];
+    let eps = T::from_f64(1e-5);
+    let timing = ctx.time(|| {
+        benign_kernels::layer_norm(
+            cols,
+            eps,
+            black_box(&x),
+            &gamma,
+            &beta,
+            black_box(&mut y),
+            &mut mean,
+            &mut rstd,
+        )
+    });
+    let bytes = Some((2 * rows * cols + 2 * cols + 2 * rows) as f64 * size);
+    emit(ctx.record::<T>(
+        "layer_norm",
+        format!("{rows}x{cols}"),
+        threads,
+        timing,
+        None,
+        bytes,
+        PeakKind::Triad,
+    ));
+    let timing = ctx.time(|| benign_kernels::gelu(black_box(&x), black_box(&mut y)));
+    let bytes = Some(2.0 * (rows * cols) as f64 * size);
+    emit(ctx.record::<T>(
+        "gelu",
+        format!("{rows}x{cols}"),
+        threads,
+        timing,
+        None,
+        bytes,
+        PeakKind::Triad,
+    ));
+}
+
+/// Median time of one call and how many calls it is taken over.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    median_seconds: f64,
+    runs: usize,
+}
+
+/// Calls `f` once untimed, then times calls until `budget` is spent (at least one timed call,
+/// at most 10 000), and returns the median. If the untimed call alone overran the budget, it is
+/// the measurement: repeating a call that slow would blow the report's time.
+fn time_median(budget: Duration, mut f: impl FnMut()) -> Timing {
+    const MAX_RUNS: usize = 10_000;
+    let warm_up = Instant::now();
+    f();
+    let warm_up = warm_up.elapsed();
+    if warm_up >= budget {
+        return Timing {
+            median_seconds: warm_up.as_secs_f64(),
+            runs: 1,
+        };
+    }
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.is_empty() || (start.elapsed() < budget && times.len() < MAX_RUNS) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let mid = times.len() / 2;
+    let median_seconds = if times.len() % 2 == 1 {
+        times[mid]
+    } else {
+        0.5 * (times[mid - 1] + times[mid])
+    };
+    Timing {
+        median_seconds: median_seconds.max(1e-9),
+        runs: times.len(),
+    }
+}
+
+/// `len` values in [-1, 1) from a fixed, cheap sequence (a multiplicative hash of the index and
+/// `salt`): the kernels' speed does not depend on the values, only on their being ordinary
+/// normal numbers, and filling 67 M elements with a cryptographic RNG would take longer than
+/// timing the kernel.
+fn filled<T: Float>(len: usize, salt: u64) -> Vec<T> {
+    (0..len as u64)
+        .map(|i| {
+            let h =
+                (i ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            T::from_f64((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+/// The thread count `matrixmultiply` uses in this process. It reads `MATMUL_NUM_THREADS` once,
+/// at its first call, and clamps it to 1..=4; unset, it uses the number of physical cores. So
+/// that the comparison is at equal thread counts, the variable is set to `requested` if the
+/// user did not set it — this only takes effect if `matrixmultiply` has not run yet in this
+/// process, which the first call of this function records.
+fn matrixmultiply_threads(requested: usize) -> usize {
+    use std::sync::OnceLock;
+    static EFFECTIVE: OnceLock<usize> = OnceLock::new();
+    *EFFECTIVE.get_or_init(|| {
+        const VAR: &str = "MATMUL_NUM_THREADS";
+        let wanted = match std::env::var(VAR) {
+            Ok(value) if !value.is_empty() => value.parse::<usize>().unwrap_or(1),
+            _ => {
+                // Edition 2021: set_var is safe to call; it is racy only against threads that
+                // read the environment at the same moment, and none of ours do.
+                std::env::set_var(VAR, requested.to_string());
+                requested
+            }
+        };
+        wanted.clamp(1, 4)
+    })
+}
+
+/// The CPU model name from /proc/cpuinfo (Linux), or "unknown".
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_threads_is_invalid_and_names_the_field() {
+        let options = BenchOptions {
+            threads: Some(0),
+            quick: true,
+        };
+        let err = run(&options, |_| {}).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("threads"), "{err}");
+    }
+
+    #[test]
+    fn warm_up_is_untimed_and_slow_calls_run_once() {
+        let mut calls = 0;
+        let timing = time_median(Duration::from_millis(5), || {
+            calls += 1;
+            std::thread::sleep(Duration::from_micros(200));
+        });
+        assert_eq!(calls, timing.runs + 1, "warm-up call is not timed");
+        assert!(timing.median_seconds >= 200e-6, "{timing:?}");
+        let slow = time_median(Duration::from_millis(1), || {
+            std::thread::sleep(Duration::from_millis(3))
+        });
+        assert_eq!(slow.runs, 1);
+        assert!(slow.median_seconds >= 3e-3);
+    }
+
+    #[test]
+    fn filled_values_are_in_range_and_vary() {
+        let v = filled::<f64>(1000, 3);
+        assert!(v.iter().all(|x| (-1.0..1.0).contains(x)));
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        assert!(mean.abs() < 0.1, "mean {mean}");
+        assert_ne!(filled::<f64>(10, 1), filled::<f64>(10, 2));
+    }
+}
