@@ -25,6 +25,8 @@ pub mod level1;
 pub mod level2;
 pub mod norm;
 pub mod reference;
+#[doc(hidden)]
+pub mod simd;
 pub mod softmax;
 pub mod threading;
 
