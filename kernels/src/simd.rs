@@ -15,7 +15,7 @@
 //!   Chebyshev series (Numerical Recipes 3rd ed., `Erf::erfccheb`; coefficients refitted with
 //!   `libm::erfc` and the erfc continued fraction at 80 Chebyshev nodes). Relative accuracy about
 //!   1e-15 (f64, 25 terms) and 1e-8 (f32, 13 terms) for all `z >= 0`.
-//! - [`erf`] (odd Maclaurin series for `|x| < 1/2`, `1 - erfc` beyond: relative accuracy near 0)
+//! - [`erf`] (odd Maclaurin series near 0, `1 - erfc` beyond: relative accuracy everywhere)
 //!   and [`normal_cdf`] `Phi(x) = erfc(-x / sqrt 2) / 2` (relative accuracy in the left tail).
 
 use std::any::TypeId;
@@ -100,7 +100,10 @@ pub(crate) trait Simd: Float {
     const LANES: usize;
     /// Chebyshev coefficients of `F` in [`erfc_nonneg`] (precision-dependent truncation).
     const ERFC_CHEB: &'static [f64];
-    /// Maclaurin coefficients of `erf(x) / x` in powers of `x^2`, enough for `|x| < 1/2`.
+    /// `|x|` below which [`erf`] uses its Maclaurin series (above it, `1 - erfc` would lose
+    /// relative accuracy as erf shrinks).
+    const ERF_SERIES_MAX: f64;
+    /// Maclaurin terms of `erf(x) / x` in powers of `x^2`, enough for `|x| < ERF_SERIES_MAX`.
     const ERF_TAYLOR_TERMS: usize;
     /// `|x|` below which `wide`'s exp is used as is.
     const EXP_SAFE: f64;
@@ -193,7 +196,8 @@ pub(crate) fn erfc_nonneg<S: Simd>(z: S::V) -> S::V {
     t * S::vexp(f - z * z)
 }
 
-/// `erf(x)` lane-wise: `sign(x) (1 - erfc|x|)` for `|x| >= 1/2`, Maclaurin series below.
+/// `erf(x)` lane-wise: `sign(x) (1 - erfc|x|)` for `|x| >= ERF_SERIES_MAX` (1/2 in f64, 1 in
+/// f32), Maclaurin series below.
 #[inline(always)]
 pub(crate) fn erf<S: Simd>(x: S::V) -> S::V {
     let ax = S::vabs(x);
@@ -209,7 +213,7 @@ pub(crate) fn erf<S: Simd>(x: S::V) -> S::V {
     let tail = one - erfc_nonneg::<S>(ax);
     // copysign(tail, x): x < 0 -> -tail.
     let tail = S::select(S::vlt(x, S::splat(S::ZERO)), -tail, tail);
-    S::select(S::vlt(ax, S::splat(S::from_f64(0.5))), small, tail)
+    S::select(S::vlt(ax, S::splat(S::from_f64(S::ERF_SERIES_MAX))), small, tail)
 }
 
 /// `2/sqrt(pi) (-1)^n / (n! (2n+1))`.
@@ -266,8 +270,9 @@ impl Simd for f32 {
     const LANES: usize = 8;
     // Dropped terms sum to below 2e-8: under half an f32 ulp relative to erfc.
     const ERFC_CHEB: &'static [f64] = ERFC_CHEB_F64.split_at(13).0;
-    // Next term at |x| = 1/2 is below 3e-8 relative.
-    const ERF_TAYLOR_TERMS: usize = 7;
+    const ERF_SERIES_MAX: f64 = 1.0;
+    // Next term at |x| = 1 is below 1.3e-8 relative.
+    const ERF_TAYLOR_TERMS: usize = 11;
     const EXP_SAFE: f64 = 87.0;
 
     #[inline(always)]
@@ -327,6 +332,7 @@ impl Simd for f64 {
     type V = f64x4;
     const LANES: usize = 4;
     const ERFC_CHEB: &'static [f64] = &ERFC_CHEB_F64;
+    const ERF_SERIES_MAX: f64 = 0.5;
     // Next term at |x| = 1/2 is below 1e-17 relative.
     const ERF_TAYLOR_TERMS: usize = 13;
     const EXP_SAFE: f64 = 708.0;

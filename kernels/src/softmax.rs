@@ -66,7 +66,14 @@ fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
         m = m.max(v);
     }
     if m == S::NEG_INFINITY {
-        let fill = if log { S::NEG_INFINITY } else { S::ZERO };
+        // All -inf, or -inf and NaN (max skips NaN).
+        let fill = if x.iter().any(|v| v.is_nan()) {
+            S::from_f64(f64::NAN)
+        } else if log {
+            S::NEG_INFINITY
+        } else {
+            S::ZERO
+        };
         y.iter_mut().for_each(|v| *v = fill);
         return;
     }
