@@ -125,6 +125,15 @@ pub(crate) trait Simd: Float {
     fn select(mask: Self::V, t: Self::V, f: Self::V) -> Self::V;
     fn vlt(a: Self::V, b: Self::V) -> Self::V;
     fn all(mask: Self::V) -> bool;
+    /// Transpose a `LANES x LANES` block (rows contiguous in `block`) into `LANES` column
+    /// vectors; `false` when this type has no fast transpose (the caller then gathers).
+    fn transpose_in(_block: &[Self], _columns: &mut [Self::V]) -> bool {
+        false
+    }
+    /// Inverse of [`Simd::transpose_in`]: column vectors back to contiguous rows.
+    fn transpose_out(_columns: &[Self::V], _block: &mut [Self]) -> bool {
+        false
+    }
     /// `wide`'s exp: accurate for `|x| < EXP_SAFE`, wrong (0) outside.
     fn wide_exp(v: Self::V) -> Self::V;
 
@@ -321,6 +330,20 @@ impl Simd for f32 {
     #[inline(always)]
     fn all(mask: f32x8) -> bool {
         mask.all()
+    }
+    #[inline(always)]
+    fn transpose_in(block: &[f32], columns: &mut [f32x8]) -> bool {
+        let rows: [f32x8; 8] = std::array::from_fn(|k| Self::load(&block[8 * k..8 * k + 8]));
+        columns[..8].copy_from_slice(&f32x8::transpose(rows));
+        true
+    }
+    #[inline(always)]
+    fn transpose_out(columns: &[f32x8], block: &mut [f32]) -> bool {
+        let cols: [f32x8; 8] = columns[..8].try_into().expect("8 columns");
+        for (k, row) in f32x8::transpose(cols).iter().enumerate() {
+            Self::store(*row, &mut block[8 * k..8 * k + 8]);
+        }
+        true
     }
     #[inline(always)]
     fn wide_exp(v: f32x8) -> f32x8 {

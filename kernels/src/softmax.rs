@@ -41,11 +41,82 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
         let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
         threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
             let xb = &x[row0 * cols..row0 * cols + yb.len()];
-            for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
-                softmax_row::<S>(xr, yr, log);
+            if !log && cols <= ACROSS_MAX_COLS {
+                softmax_rows_across::<S>(cols, xb, yb);
+            } else {
+                for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
+                    softmax_row::<S>(xr, yr, log);
+                }
             }
         })
     })
+}
+
+/// Rows up to this many columns are vectorised across rows: a vector holds one column of
+/// `LANES` consecutive rows, so the max, the exp and the sum are plain lane-wise operations
+/// with no horizontal reductions (the 8000 x 8 attention shape spends most of its time there
+/// otherwise).
+const ACROSS_MAX_COLS: usize = 16;
+
+/// Softmax of short rows (`cols <= ACROSS_MAX_COLS`), `LANES` rows at a time, transposed
+/// through registers; the last `rows % LANES` rows and any block holding a special row (all
+/// `-inf`, NaN, `+inf`) go through [`softmax_row`], which gives the same values up to the
+/// order of the sum.
+fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
+    let l = S::LANES;
+    let block = l * cols;
+    let mut xblocks = x.chunks_exact(block);
+    let mut yblocks = y.chunks_exact_mut(block);
+    let mut column = [S::splat(S::ZERO); ACROSS_MAX_COLS];
+    let mut lanes = [S::ZERO; 8];
+    for (xb, yb) in (&mut xblocks).zip(&mut yblocks) {
+        // Transpose in: column[j] lane k = x[row k, col j].
+        if !(cols == l && S::transpose_in(xb, &mut column)) {
+            for (j, cv) in column[..cols].iter_mut().enumerate() {
+                for (k, v) in lanes[..l].iter_mut().enumerate() {
+                    *v = xb[k * cols + j];
+                }
+                *cv = S::load(&lanes[..l]);
+            }
+        }
+        let mut m = column[0];
+        for &cv in &column[1..cols] {
+            m = S::vmax(m, cv);
+        }
+        // Every row max finite: no all -inf, +inf or NaN-max row. A NaN elsewhere shows up in
+        // the sum of the exponents.
+        let finite = S::vlt(S::vabs(m), S::splat(S::INFINITY));
+        let mut sum = S::splat(S::ZERO);
+        let mut dsum = S::splat(S::ZERO);
+        for cv in &mut column[..cols] {
+            let d = *cv - m;
+            dsum += d;
+            *cv = S::wide_exp(d);
+            sum += *cv;
+        }
+        if !S::all(finite) || S::hsum(dsum).is_nan() {
+            for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
+                softmax_row::<S>(xr, yr, false);
+            }
+            continue;
+        }
+        let inv = S::splat(S::ONE) / sum;
+        for cv in &mut column[..cols] {
+            *cv *= inv;
+        }
+        // Transpose out.
+        if !(cols == l && S::transpose_out(&column, yb)) {
+            for (j, &cv) in column[..cols].iter().enumerate() {
+                S::store(cv, &mut lanes[..l]);
+                for (k, &v) in lanes[..l].iter().enumerate() {
+                    yb[k * cols + j] = v;
+                }
+            }
+        }
+    }
+    for (xr, yr) in xblocks.remainder().chunks_exact(cols).zip(yblocks.into_remainder().chunks_exact_mut(cols)) {
+        softmax_row::<S>(xr, yr, false);
+    }
 }
 
 /// One row of softmax (`log == false`) or log-softmax.
