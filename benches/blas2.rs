@@ -53,15 +53,22 @@ impl criterion::measurement::Measurement for ThreadCpuTime {
 }
 
 fn one_thread() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
 }
 
 fn filled<T: Float>(len: usize, seed: u64) -> Vec<T> {
     // Cheap deterministic fill (an LCG): values in [-1, 1).
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             T::from_f64(((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
         })
         .collect()
@@ -107,20 +114,40 @@ fn mm_gemv<T: Float>(ta: Transpose, m: usize, n: usize, a: &[T], x: &[T], y: &mu
         // y does not alias a or x.
         unsafe {
             matrixmultiply::sgemm(
-                rows, inner, 1, 1.0,
-                a.as_ptr().cast(), rsa, csa,
-                x.as_ptr().cast(), 1, 1,
-                0.0, y.as_mut_ptr().cast(), 1, 1,
+                rows,
+                inner,
+                1,
+                1.0,
+                a.as_ptr().cast(),
+                rsa,
+                csa,
+                x.as_ptr().cast(),
+                1,
+                1,
+                0.0,
+                y.as_mut_ptr().cast(),
+                1,
+                1,
             )
         }
     } else {
         // SAFETY: as above with T = f64.
         unsafe {
             matrixmultiply::dgemm(
-                rows, inner, 1, 1.0,
-                a.as_ptr().cast(), rsa, csa,
-                x.as_ptr().cast(), 1, 1,
-                0.0, y.as_mut_ptr().cast(), 1, 1,
+                rows,
+                inner,
+                1,
+                1.0,
+                a.as_ptr().cast(),
+                rsa,
+                csa,
+                x.as_ptr().cast(),
+                1,
+                1,
+                0.0,
+                y.as_mut_ptr().cast(),
+                1,
+                1,
             )
         }
     }
@@ -168,7 +195,9 @@ fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
     let mut g = c.benchmark_group(format!("ger_{}", T::NAME));
     g.sample_size(10);
     // A read and written, x and y read.
-    g.throughput(Throughput::Bytes(((2 * d * d + 2 * d) * std::mem::size_of::<T>()) as u64));
+    g.throughput(Throughput::Bytes(
+        ((2 * d * d + 2 * d) * std::mem::size_of::<T>()) as u64,
+    ));
     g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
         pool.install(|| {
             b.iter(|| {
@@ -196,7 +225,9 @@ fn level1(c: &mut Criterion<ThreadCpuTime>) {
     let mut g = c.benchmark_group("level1_f32");
     g.sample_size(10);
     g.throughput(Throughput::Bytes((2 * n * 4) as u64));
-    g.bench_function("dot_1Mi", |b| b.iter(|| black_box(benign_kernels::dot(&x, &y))));
+    g.bench_function("dot_1Mi", |b| {
+        b.iter(|| black_box(benign_kernels::dot(&x, &y)))
+    });
     g.throughput(Throughput::Bytes((3 * n * 4) as u64));
     g.bench_function("axpy_1Mi", |b| {
         b.iter(|| {

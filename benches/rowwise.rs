@@ -50,14 +50,21 @@ impl criterion::measurement::Measurement for ThreadCpuTime {
 }
 
 fn one_thread() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
 }
 
 fn filled<T: Float>(len: usize, seed: u64, spread: f64) -> Vec<T> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             T::from_f64((((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * spread)
         })
         .collect()
@@ -73,7 +80,9 @@ fn softmax_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
         let dy = filled::<T>(rows * cols, 2, 1.0);
         let mut dx = vec![T::ZERO; rows * cols];
         let id = format!("{rows}x{cols}");
-        g.throughput(Throughput::Bytes((2 * rows * cols * std::mem::size_of::<T>()) as u64));
+        g.throughput(Throughput::Bytes(
+            (2 * rows * cols * std::mem::size_of::<T>()) as u64,
+        ));
         g.bench_with_input(BenchmarkId::new("forward", &id), &cols, |b, &cols| {
             pool.install(|| {
                 b.iter(|| {
@@ -82,7 +91,9 @@ fn softmax_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
                 })
             })
         });
-        g.throughput(Throughput::Bytes((3 * rows * cols * std::mem::size_of::<T>()) as u64));
+        g.throughput(Throughput::Bytes(
+            (3 * rows * cols * std::mem::size_of::<T>()) as u64,
+        ));
         g.bench_with_input(BenchmarkId::new("backward", &id), &cols, |b, &cols| {
             pool.install(|| {
                 b.iter(|| {
@@ -107,12 +118,22 @@ fn norm_gelu_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
         let mut y = vec![T::ZERO; len];
         let (mut mean, mut rstd) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
         let id = format!("{rows}x{cols}");
-        let bytes = |arrays: usize| Throughput::Bytes((arrays * len * std::mem::size_of::<T>()) as u64);
+        let bytes =
+            |arrays: usize| Throughput::Bytes((arrays * len * std::mem::size_of::<T>()) as u64);
         g.throughput(bytes(2));
         g.bench_with_input(BenchmarkId::new("layer_norm", &id), &cols, |b, &cols| {
             pool.install(|| {
                 b.iter(|| {
-                    benign_kernels::layer_norm(cols, T::from_f64(1e-5), &x, &gamma, &beta, &mut y, &mut mean, &mut rstd);
+                    benign_kernels::layer_norm(
+                        cols,
+                        T::from_f64(1e-5),
+                        &x,
+                        &gamma,
+                        &beta,
+                        &mut y,
+                        &mut mean,
+                        &mut rstd,
+                    );
                     black_box(&y);
                 })
             })
@@ -121,14 +142,20 @@ fn norm_gelu_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
         let mut dx = vec![T::ZERO; len];
         let (mut dg, mut db) = (vec![T::ZERO; cols], vec![T::ZERO; cols]);
         g.throughput(bytes(3));
-        g.bench_with_input(BenchmarkId::new("layer_norm_backward", &id), &cols, |b, &cols| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::layer_norm_backward(cols, &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db);
-                    black_box(&dx);
+        g.bench_with_input(
+            BenchmarkId::new("layer_norm_backward", &id),
+            &cols,
+            |b, &cols| {
+                pool.install(|| {
+                    b.iter(|| {
+                        benign_kernels::layer_norm_backward(
+                            cols, &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db,
+                        );
+                        black_box(&dx);
+                    })
                 })
-            })
-        });
+            },
+        );
         g.throughput(bytes(2));
         g.bench_with_input(BenchmarkId::new("gelu", &id), &len, |b, _| {
             pool.install(|| {

@@ -24,11 +24,23 @@ fn run<T: Float>(input: &Input) {
     let beta = input.beta as f64 / 8.0;
     let mut it = input.values.iter().cycle().map(|&v| v as f64 / 64.0);
     let mut take = |len: usize| -> Vec<f64> {
-        if input.values.is_empty() { vec![0.5; len] } else { (0..len).map(|_| it.next().unwrap()).collect() }
+        if input.values.is_empty() {
+            vec![0.5; len]
+        } else {
+            (0..len).map(|_| it.next().unwrap()).collect()
+        }
     };
     let a = take(if m == 0 { 0 } else { (m - 1) * lda + n });
-    let ta = if input.transpose { Transpose::Yes } else { Transpose::No };
-    let (xl, yl, k) = if input.transpose { (m, n, m) } else { (n, m, n) };
+    let ta = if input.transpose {
+        Transpose::Yes
+    } else {
+        Transpose::No
+    };
+    let (xl, yl, k) = if input.transpose {
+        (m, n, m)
+    } else {
+        (n, m, n)
+    };
     let x = take(xl);
     let y0 = take(yl);
     let to_t = |v: &[f64]| -> Vec<T> { v.iter().map(|&e| T::from_f64(e)).collect() };
@@ -38,27 +50,63 @@ fn run<T: Float>(input: &Input) {
     if beta == 0.0 {
         yt.iter_mut().for_each(|v| *v = T::from_f64(f64::NAN));
     }
-    benign_kernels::gemv(ta, m, n, T::from_f64(alpha), &at, lda, &xt, T::from_f64(beta), &mut yt);
+    benign_kernels::gemv(
+        ta,
+        m,
+        n,
+        T::from_f64(alpha),
+        &at,
+        lda,
+        &xt,
+        T::from_f64(beta),
+        &mut yt,
+    );
     let mut want = y0.clone();
     reference::gemv(ta, m, n, alpha, &a, lda, &x, beta, &mut want);
     let abs_a: Vec<f64> = a.iter().map(|v| v.abs()).collect();
     let abs_x: Vec<f64> = x.iter().map(|v| v.abs()).collect();
     let mut scale: Vec<f64> = y0.iter().map(|v| v.abs()).collect();
-    reference::gemv(ta, m, n, alpha.abs(), &abs_a, lda, &abs_x, beta.abs(), &mut scale);
+    reference::gemv(
+        ta,
+        m,
+        n,
+        alpha.abs(),
+        &abs_a,
+        lda,
+        &abs_x,
+        beta.abs(),
+        &mut scale,
+    );
     let eps = T::EPSILON.to_f64();
     for (i, (&g, &w)) in yt.iter().zip(&want).enumerate() {
         let tol = (k as f64 + 4.0) * eps * scale[i] + 1e-300;
-        assert!((g.to_f64() - w).abs() <= tol, "gemv {ta:?} {m}x{n} lda {lda} ({}): y[{i}] = {g} vs {w}", T::NAME);
+        assert!(
+            (g.to_f64() - w).abs() <= tol,
+            "gemv {ta:?} {m}x{n} lda {lda} ({}): y[{i}] = {g} vs {w}",
+            T::NAME
+        );
     }
 
     let mut ag = at.clone();
     let (xg, yg) = (take(m), take(n));
-    benign_kernels::ger(m, n, T::from_f64(alpha), &to_t(&xg), &to_t(&yg), &mut ag, lda);
+    benign_kernels::ger(
+        m,
+        n,
+        T::from_f64(alpha),
+        &to_t(&xg),
+        &to_t(&yg),
+        &mut ag,
+        lda,
+    );
     let mut want = a.clone();
     reference::ger(m, n, alpha, &xg, &yg, &mut want, lda);
     for (p, (&g, &w)) in ag.iter().zip(&want).enumerate() {
         let tol = 3.0 * eps * (a[p].abs() + (w - a[p]).abs()) + 1e-300;
-        assert!((g.to_f64() - w).abs() <= tol, "ger {m}x{n} lda {lda} ({}): a[{p}] = {g} vs {w}", T::NAME);
+        assert!(
+            (g.to_f64() - w).abs() <= tol,
+            "ger {m}x{n} lda {lda} ({}): a[{p}] = {g} vs {w}",
+            T::NAME
+        );
     }
 }
 

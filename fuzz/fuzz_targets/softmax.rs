@@ -33,7 +33,10 @@ fuzz_target!(|input: Input| {
     if rows == 0 {
         return;
     }
-    let mut x: Vec<f32> = input.logits[..rows * cols].iter().map(|&(v, k)| decode(v, k)).collect();
+    let mut x: Vec<f32> = input.logits[..rows * cols]
+        .iter()
+        .map(|&(v, k)| decode(v, k))
+        .collect();
     // Make row 0 all -inf when the shift is odd: it must not affect the others.
     if input.shift % 2 != 0 {
         x[..cols].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
@@ -43,22 +46,42 @@ fuzz_target!(|input: Input| {
     let mut ly = vec![0.0f32; x.len()];
     benign_kernels::log_softmax_rows(cols, &x, &mut ly);
     let tol = (cols as f32 + 16.0) * f32::EPSILON;
-    for (r, ((xr, yr), lr)) in x.chunks(cols).zip(y.chunks(cols)).zip(ly.chunks(cols)).enumerate() {
+    for (r, ((xr, yr), lr)) in x
+        .chunks(cols)
+        .zip(y.chunks(cols))
+        .zip(ly.chunks(cols))
+        .enumerate()
+    {
         let poisoned = xr.iter().any(|v| v.is_nan() || *v == f32::INFINITY);
         if poisoned {
-            assert!(yr.iter().all(|v| v.is_nan()), "row {r}: NaN/+inf row must be NaN: {yr:?}");
+            assert!(
+                yr.iter().all(|v| v.is_nan()),
+                "row {r}: NaN/+inf row must be NaN: {yr:?}"
+            );
             continue;
         }
         if xr.iter().all(|&v| v == f32::NEG_INFINITY) {
-            assert!(yr.iter().all(|&v| v == 0.0), "row {r}: all -inf row must be zeros");
-            assert!(lr.iter().all(|&v| v == f32::NEG_INFINITY), "row {r}: log of all -inf row");
+            assert!(
+                yr.iter().all(|&v| v == 0.0),
+                "row {r}: all -inf row must be zeros"
+            );
+            assert!(
+                lr.iter().all(|&v| v == f32::NEG_INFINITY),
+                "row {r}: log of all -inf row"
+            );
             continue;
         }
-        assert!(yr.iter().all(|&v| (0.0..=1.0).contains(&v)), "row {r}: {yr:?}");
+        assert!(
+            yr.iter().all(|&v| (0.0..=1.0).contains(&v)),
+            "row {r}: {yr:?}"
+        );
         let s: f32 = yr.iter().sum();
         assert!((s - 1.0).abs() <= tol, "row {r} sums to {s}");
         for (&p, &l) in yr.iter().zip(lr) {
-            assert!(l <= 0.0 && (p == 0.0 || (l.exp() - p).abs() <= tol * 4.0), "row {r}: log {l} vs p {p}");
+            assert!(
+                l <= 0.0 && (p == 0.0 || (l.exp() - p).abs() <= tol * 4.0),
+                "row {r}: log {l} vs p {p}"
+            );
         }
     }
     // Shift invariance: every finite logit is k/16 with |k| < 2^15, so adding an integer shift
@@ -66,7 +89,10 @@ fuzz_target!(|input: Input| {
     // leaving x - max unchanged whenever the max is huge. Rows mixing 1e30 with finite values
     // where the max is finite cannot occur (1e30 is the max), so compare every row.
     let shift = input.shift as f32;
-    let xs: Vec<f32> = x.iter().map(|&v| if v.abs() < 1e29 { v + shift } else { v }).collect();
+    let xs: Vec<f32> = x
+        .iter()
+        .map(|&v| if v.abs() < 1e29 { v + shift } else { v })
+        .collect();
     let mut ys = vec![0.0f32; x.len()];
     benign_kernels::softmax_rows(cols, &xs, &mut ys);
     for (r, (a, b)) in y.chunks(cols).zip(ys.chunks(cols)).enumerate() {
@@ -76,7 +102,10 @@ fuzz_target!(|input: Input| {
             continue; // the shift is not applied uniformly to such a row
         }
         for (p, q) in a.iter().zip(b) {
-            assert!(p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()), "row {r}: shift changed {p} to {q}");
+            assert!(
+                p.to_bits() == q.to_bits() || (p.is_nan() && q.is_nan()),
+                "row {r}: shift changed {p} to {q}"
+            );
         }
     }
     // f64 against the reference.
@@ -87,6 +116,9 @@ fuzz_target!(|input: Input| {
     reference::softmax_rows(cols, &x64, &mut want);
     let tol64 = (cols as f64 + 16.0) * f64::EPSILON;
     for (i, (&g, &w)) in y64.iter().zip(&want).enumerate() {
-        assert!(g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol64 * w.abs() + 1e-300, "f64 element {i}: {g} vs {w}");
+        assert!(
+            g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol64 * w.abs() + 1e-300,
+            "f64 element {i}: {g} vs {w}"
+        );
     }
 });

@@ -25,7 +25,10 @@ pub fn gelu<T: Float>(x: &[T], y: &mut [T]) {
 
 /// `dx = dy (Phi(x) + x phi(x))`, elementwise (phi the standard normal density).
 pub fn gelu_backward<T: Float>(x: &[T], dy: &[T], dx: &mut [T]) {
-    assert!(x.len() == dy.len() && x.len() == dx.len(), "gelu_backward: lengths differ");
+    assert!(
+        x.len() == dy.len() && x.len() == dx.len(),
+        "gelu_backward: lengths differ"
+    );
     dispatch!(T, S => {
         let (x, dy, dx): (&[S], &[S], &mut [S]) = (cast(x), cast(dy), cast_mut(dx));
         threading::for_row_blocks(1, x.len() * 16, dx, |i0, db| {

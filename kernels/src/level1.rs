@@ -44,7 +44,11 @@ pub fn row_sums<T: Float>(rows: usize, cols: usize, x: &[T], ldx: usize, out: &m
     let block = |first_row: usize, out: &mut [T]| {
         for (r, o) in out.iter_mut().enumerate() {
             let start = (first_row + r) * ldx;
-            *o = if cols == 0 { T::ZERO } else { sum(&x[start..start + cols]) };
+            *o = if cols == 0 {
+                T::ZERO
+            } else {
+                sum(&x[start..start + cols])
+            };
         }
     };
     if threading::parallel(rows * cols) {

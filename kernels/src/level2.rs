@@ -109,7 +109,13 @@ fn gemv_no<S: Simd>(
 /// vectors of each pair, accumulator 1 the odd ones, a last unpaired vector goes to
 /// accumulator 0, then `hsum(acc0 + acc1)` and the scalar tail in index order.
 #[inline(always)]
-fn rows_dot<S: Simd, const R: usize>(a: &[S], lda: usize, row0: usize, n: usize, x: &[S]) -> [S; R] {
+fn rows_dot<S: Simd, const R: usize>(
+    a: &[S],
+    lda: usize,
+    row0: usize,
+    n: usize,
+    x: &[S],
+) -> [S; R] {
     let l = S::LANES;
     let zero = S::splat(S::ZERO);
     let mut acc0 = [zero; R];

@@ -30,7 +30,11 @@ pub fn layer_norm<T: Float>(
         return;
     }
     assert_eq!(x.len(), y.len(), "layer_norm: x and y lengths differ");
-    assert_eq!(x.len() % cols, 0, "layer_norm: length is not a multiple of cols");
+    assert_eq!(
+        x.len() % cols,
+        0,
+        "layer_norm: length is not a multiple of cols"
+    );
     let rows = x.len() / cols;
     let (gamma, beta) = (&gamma[..cols], &beta[..cols]);
     let (mean, rstd) = (&mut mean[..rows], &mut rstd[..rows]);
@@ -132,13 +136,20 @@ pub fn layer_norm_backward<T: Float>(
     if cols == 0 {
         return;
     }
-    assert!(x.len() == dy.len() && x.len() == dx.len(), "layer_norm_backward: lengths differ");
-    assert_eq!(x.len() % cols, 0, "layer_norm_backward: length is not a multiple of cols");
+    assert!(
+        x.len() == dy.len() && x.len() == dx.len(),
+        "layer_norm_backward: lengths differ"
+    );
+    assert_eq!(
+        x.len() % cols,
+        0,
+        "layer_norm_backward: length is not a multiple of cols"
+    );
     let rows = x.len() / cols;
     let (gamma, mean, rstd) = (&gamma[..cols], &mean[..rows], &rstd[..rows]);
     dispatch!(T, S => {
-        let (x, gamma, mean, rstd, dy): (&[S], &[S], &[S], &[S], &[S]) =
-            (cast(x), cast(gamma), cast(mean), cast(rstd), cast(dy));
+        let (x, gamma, dy): (&[S], &[S], &[S]) = (cast(x), cast(gamma), cast(dy));
+        let (mean, rstd): (&[S], &[S]) = (cast(mean), cast(rstd));
         let (dx, dgamma, dbeta): (&mut [S], &mut [S], &mut [S]) =
             (cast_mut(dx), cast_mut(dgamma), cast_mut(dbeta));
         // Pass 1: dx, row blocks.
@@ -187,7 +198,12 @@ fn layer_norm_backward_row<S: Simd>(x: &[S], gamma: &[S], mu: S, rs: S, dy: &[S]
         mgxv = S::fma(g, xhat, mgxv);
     }
     let (mut mg, mut mgx) = (S::hsum(mgv), S::hsum(mgxv));
-    for ((&xv, &gv), &dv) in xc.remainder().iter().zip(gc.remainder()).zip(dc.remainder()) {
+    for ((&xv, &gv), &dv) in xc
+        .remainder()
+        .iter()
+        .zip(gc.remainder())
+        .zip(dc.remainder())
+    {
         let g = dv * gv;
         mg += g;
         mgx += g * ((xv - mu) * rs);

@@ -4,6 +4,9 @@
 //!
 //! Same argument conventions as the optimized kernels (see the crate-level contract).
 
+// Index loops mirror the math notation; that is the point of a reference.
+#![allow(clippy::needless_range_loop)]
+
 use crate::gemm::Transpose;
 
 #[inline]

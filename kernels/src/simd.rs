@@ -162,7 +162,10 @@ fn exp_edges<S: Simd>(x: S::V, e: S::V, safe: S::V) -> S::V {
     let l = S::LANES;
     S::store(x, &mut xs[..l]);
     S::store(half * half, &mut sq[..l]);
-    S::store(S::select(safe, S::splat(S::ONE), S::splat(S::ZERO)), &mut ok[..l]);
+    S::store(
+        S::select(safe, S::splat(S::ONE), S::splat(S::ZERO)),
+        &mut ok[..l],
+    );
     S::store(e, &mut out[..l]);
     for k in 0..l {
         if ok[k] == S::ONE {
@@ -222,7 +225,11 @@ pub(crate) fn erf<S: Simd>(x: S::V) -> S::V {
     let tail = one - erfc_nonneg::<S>(ax);
     // copysign(tail, x): x < 0 -> -tail.
     let tail = S::select(S::vlt(x, S::splat(S::ZERO)), -tail, tail);
-    S::select(S::vlt(ax, S::splat(S::from_f64(S::ERF_SERIES_MAX))), small, tail)
+    S::select(
+        S::vlt(ax, S::splat(S::from_f64(S::ERF_SERIES_MAX))),
+        small,
+        tail,
+    )
 }
 
 /// `2/sqrt(pi) (-1)^n / (n! (2n+1))`.
@@ -242,7 +249,11 @@ fn taylor_coef(n: usize) -> f64 {
 pub(crate) fn normal_cdf<S: Simd>(x: S::V) -> S::V {
     let u = x * S::splat(S::from_f64(std::f64::consts::FRAC_1_SQRT_2));
     let half_erfc = erfc_nonneg::<S>(S::vabs(u)) * S::splat(S::from_f64(0.5));
-    S::select(S::vlt(u, S::splat(S::ZERO)), half_erfc, S::splat(S::ONE) - half_erfc)
+    S::select(
+        S::vlt(u, S::splat(S::ZERO)),
+        half_erfc,
+        S::splat(S::ONE) - half_erfc,
+    )
 }
 
 /// `F` Chebyshev coefficients for f64 (|c_j| down to ~1e-15).
@@ -308,7 +319,12 @@ impl Simd for f32 {
     #[inline(always)]
     fn hmax(v: f32x8) -> f32 {
         let a = v.to_array();
-        let m4 = [a[0].max(a[4]), a[1].max(a[5]), a[2].max(a[6]), a[3].max(a[7])];
+        let m4 = [
+            a[0].max(a[4]),
+            a[1].max(a[5]),
+            a[2].max(a[6]),
+            a[3].max(a[7]),
+        ];
         m4[0].max(m4[2]).max(m4[1].max(m4[3]))
     }
     #[inline(always)]

@@ -36,7 +36,11 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
     if cols == 0 {
         return;
     }
-    assert_eq!(x.len() % cols, 0, "softmax: length is not a multiple of cols");
+    assert_eq!(
+        x.len() % cols,
+        0,
+        "softmax: length is not a multiple of cols"
+    );
     dispatch!(T, S => {
         let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
         threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
@@ -114,7 +118,11 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
             }
         }
     }
-    for (xr, yr) in xblocks.remainder().chunks_exact(cols).zip(yblocks.into_remainder().chunks_exact_mut(cols)) {
+    for (xr, yr) in xblocks
+        .remainder()
+        .chunks_exact(cols)
+        .zip(yblocks.into_remainder().chunks_exact_mut(cols))
+    {
         softmax_row::<S>(xr, yr, false);
     }
 }
@@ -203,11 +211,18 @@ pub fn log_softmax_rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &
 }
 
 fn rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T], log: bool) {
-    assert!(y.len() == dy.len() && y.len() == dx.len(), "softmax backward: lengths differ");
+    assert!(
+        y.len() == dy.len() && y.len() == dx.len(),
+        "softmax backward: lengths differ"
+    );
     if cols == 0 {
         return;
     }
-    assert_eq!(y.len() % cols, 0, "softmax backward: length is not a multiple of cols");
+    assert_eq!(
+        y.len() % cols,
+        0,
+        "softmax backward: length is not a multiple of cols"
+    );
     dispatch!(T, S => {
         let (y, dy, dx): (&[S], &[S], &mut [S]) = (cast(y), cast(dy), cast_mut(dx));
         threading::for_row_blocks(cols, y.len(), dx, |row0, dxb| {
@@ -239,7 +254,12 @@ fn softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
     for ((d, yv), g) in (&mut dc).zip(&mut yc).zip(&mut gc) {
         S::store(S::load(yv) * (S::load(g) - iv), d);
     }
-    for ((d, &yv), &g) in dc.into_remainder().iter_mut().zip(yc.remainder()).zip(gc.remainder()) {
+    for ((d, &yv), &g) in dc
+        .into_remainder()
+        .iter_mut()
+        .zip(yc.remainder())
+        .zip(gc.remainder())
+    {
         *d = yv * (g - inner);
     }
 }
@@ -256,7 +276,12 @@ fn log_softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
         // dy - exp(y) s
         S::store(S::load(g) - S::vexp(S::load(yv)) * sv, d);
     }
-    for ((d, &yv), &g) in dc.into_remainder().iter_mut().zip(yc.remainder()).zip(gc.remainder()) {
+    for ((d, &yv), &g) in dc
+        .into_remainder()
+        .iter_mut()
+        .zip(yc.remainder())
+        .zip(gc.remainder())
+    {
         *d = g - yv.exp() * s;
     }
 }

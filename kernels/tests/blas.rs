@@ -16,7 +16,9 @@ use rand_chacha::ChaCha8Rng;
 const SIZES: [usize; 15] = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65];
 
 fn random<T: Float>(rng: &mut ChaCha8Rng, len: usize) -> Vec<T> {
-    (0..len).map(|_| T::from_f64(rng.random_range(-1.0..1.0))).collect()
+    (0..len)
+        .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
+        .collect()
 }
 
 fn widen<T: Float>(v: &[T]) -> Vec<f64> {
@@ -24,7 +26,10 @@ fn widen<T: Float>(v: &[T]) -> Vec<f64> {
 }
 
 fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
 }
 
 fn bits<T: Float>(v: &[T]) -> Vec<u64> {
@@ -38,7 +43,11 @@ fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], k: usize, scale: 
     for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
         let tol = (k as f64 + 4.0) * eps * s + 1e-300;
         let err = (g.to_f64() - w).abs();
-        assert!(err <= tol, "{what} ({}): element {i}: got {g}, want {w}, err {err:e} > tol {tol:e}", T::NAME);
+        assert!(
+            err <= tol,
+            "{what} ({}): element {i}: got {g}, want {w}, err {err:e} > tol {tol:e}",
+            T::NAME
+        );
     }
 }
 
@@ -48,16 +57,32 @@ fn check_level1<T: Float>(rng: &mut ChaCha8Rng) {
         let y = random::<T>(rng, n);
         let (xw, yw) = (widen(&x), widen(&y));
         let abs_dot: f64 = xw.iter().zip(&yw).map(|(a, b)| (a * b).abs()).sum();
-        assert_close("dot", &[benign_kernels::dot(&x, &y)], &[reference::dot(&xw, &yw)], n, &[abs_dot]);
+        assert_close(
+            "dot",
+            &[benign_kernels::dot(&x, &y)],
+            &[reference::dot(&xw, &yw)],
+            n,
+            &[abs_dot],
+        );
         let abs_sum: f64 = xw.iter().map(|a| a.abs()).sum();
-        assert_close("sum", &[benign_kernels::sum(&x)], &[reference::sum(&xw)], n, &[abs_sum]);
+        assert_close(
+            "sum",
+            &[benign_kernels::sum(&x)],
+            &[reference::sum(&xw)],
+            n,
+            &[abs_sum],
+        );
 
         let alpha = T::from_f64(-1.75);
         let mut got = y.clone();
         benign_kernels::axpy(alpha, &x, &mut got);
         let mut want = yw.clone();
         reference::axpy(-1.75, &xw, &mut want);
-        let scale: Vec<f64> = xw.iter().zip(&yw).map(|(a, b)| 1.75 * a.abs() + b.abs()).collect();
+        let scale: Vec<f64> = xw
+            .iter()
+            .zip(&yw)
+            .map(|(a, b)| 1.75 * a.abs() + b.abs())
+            .collect();
         assert_close("axpy", &got, &want, 1, &scale);
 
         let mut got = x.clone();
@@ -77,7 +102,14 @@ fn level1_matches_reference() {
 }
 
 fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usize) {
-    let x = random::<T>(rng, if rows == 0 { 0 } else { (rows - 1) * ldx + cols });
+    let x = random::<T>(
+        rng,
+        if rows == 0 {
+            0
+        } else {
+            (rows - 1) * ldx + cols
+        },
+    );
     let xw = widen(&x);
     let abs: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
     let mut got = vec![T::from_f64(f64::NAN); rows];
@@ -86,7 +118,13 @@ fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usi
     reference::row_sums(rows, cols, &xw, ldx, &mut want);
     let mut scale = vec![0.0; rows];
     reference::row_sums(rows, cols, &abs, ldx, &mut scale);
-    assert_close(&format!("row_sums {rows}x{cols}"), &got, &want, cols, &scale);
+    assert_close(
+        &format!("row_sums {rows}x{cols}"),
+        &got,
+        &want,
+        cols,
+        &scale,
+    );
 
     let mut got = vec![T::from_f64(f64::NAN); cols];
     benign_kernels::col_sums(rows, cols, &x, ldx, &mut got);
@@ -94,7 +132,13 @@ fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usi
     reference::col_sums(rows, cols, &xw, ldx, &mut want);
     let mut scale = vec![0.0; cols];
     reference::col_sums(rows, cols, &abs, ldx, &mut scale);
-    assert_close(&format!("col_sums {rows}x{cols}"), &got, &want, rows, &scale);
+    assert_close(
+        &format!("col_sums {rows}x{cols}"),
+        &got,
+        &want,
+        rows,
+        &scale,
+    );
 }
 
 #[test]
@@ -138,9 +182,32 @@ fn check_gemv<T: Float>(
     // Scale: the same product on absolute values.
     let abs_a: Vec<f64> = aw.iter().map(|v| v.abs()).collect();
     let abs_x: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
-    let mut scale: Vec<f64> = yw.iter().map(|v| if beta == 0.0 { 0.0 } else { v.abs() }).collect();
-    reference::gemv(ta, m, n, alpha.abs(), &abs_a, lda, &abs_x, beta.abs(), &mut scale);
-    benign_kernels::gemv(ta, m, n, T::from_f64(alpha), &a, lda, &x, T::from_f64(beta), &mut y);
+    let mut scale: Vec<f64> = yw
+        .iter()
+        .map(|v| if beta == 0.0 { 0.0 } else { v.abs() })
+        .collect();
+    reference::gemv(
+        ta,
+        m,
+        n,
+        alpha.abs(),
+        &abs_a,
+        lda,
+        &abs_x,
+        beta.abs(),
+        &mut scale,
+    );
+    benign_kernels::gemv(
+        ta,
+        m,
+        n,
+        T::from_f64(alpha),
+        &a,
+        lda,
+        &x,
+        T::from_f64(beta),
+        &mut y,
+    );
     let k = match ta {
         Transpose::No => n,
         Transpose::Yes => m,
@@ -188,12 +255,22 @@ fn check_ger<T: Float>(rng: &mut ChaCha8Rng, m: usize, n: usize, lda: usize, alp
     let scale: Vec<f64> = (0..a.len())
         .map(|p| {
             let (i, j) = (p / lda.max(1), p % lda.max(1));
-            let prod = if j < n { (alpha * xw[i] * yw[j]).abs() } else { 0.0 };
+            let prod = if j < n {
+                (alpha * xw[i] * yw[j]).abs()
+            } else {
+                0.0
+            };
             a[p].to_f64().abs() + prod
         })
         .collect();
     benign_kernels::ger(m, n, T::from_f64(alpha), &x, &y, &mut a, lda);
-    assert_close(&format!("ger m={m} n={n} lda={lda} alpha={alpha}"), &a, &want, 2, &scale);
+    assert_close(
+        &format!("ger m={m} n={n} lda={lda} alpha={alpha}"),
+        &a,
+        &want,
+        2,
+        &scale,
+    );
 }
 
 #[test]
@@ -237,8 +314,18 @@ fn threaded_bits<T: Float>(rng: &mut ChaCha8Rng) {
             out
         })
     };
-    assert_eq!(run(1), run(4), "{}: results differ between 1 and 4 threads", T::NAME);
-    assert_eq!(run(1), run(3), "{}: results differ between 1 and 3 threads", T::NAME);
+    assert_eq!(
+        run(1),
+        run(4),
+        "{}: results differ between 1 and 4 threads",
+        T::NAME
+    );
+    assert_eq!(
+        run(1),
+        run(3),
+        "{}: results differ between 1 and 3 threads",
+        T::NAME
+    );
 }
 
 #[test]

@@ -16,7 +16,9 @@ use rand_chacha::ChaCha8Rng;
 const COLS: [usize; 16] = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65];
 
 fn random<T: Float>(rng: &mut ChaCha8Rng, len: usize, scale: f64) -> Vec<T> {
-    (0..len).map(|_| T::from_f64(scale * rng.random_range(-1.0..1.0))).collect()
+    (0..len)
+        .map(|_| T::from_f64(scale * rng.random_range(-1.0..1.0)))
+        .collect()
 }
 
 fn widen<T: Float>(v: &[T]) -> Vec<f64> {
@@ -28,7 +30,10 @@ fn bits<T: Float>(v: &[T]) -> Vec<u64> {
 }
 
 fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
 }
 
 /// `|got - want| <= rel |want| + abs`, with equal infinities and NaN == NaN accepted.
@@ -69,7 +74,13 @@ fn check_softmax<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, sprea
     let mut lyw = vec![0.0; x.len()];
     reference::log_softmax_rows(cols, &xw, &mut lyw);
     // x - lse loses relative accuracy when the result is near 0: absolute floor from |x|.
-    assert_close(&format!("log_softmax {what}"), &ly, &lyw, t, t * (spread + 1.0));
+    assert_close(
+        &format!("log_softmax {what}"),
+        &ly,
+        &lyw,
+        t,
+        t * (spread + 1.0),
+    );
 
     let dy = random::<T>(rng, x.len(), 1.0);
     let dyw = widen(&dy);
@@ -80,14 +91,23 @@ fn check_softmax<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, sprea
     // dx_j = y_j (dy_j - <dy, y>): absolute error ~ y_j (|dy_j| + sum|dy y|) t <= 2 y_j t.
     let scale: Vec<f64> = widen(&y).iter().map(|v| 2.0 * v.abs() * t).collect();
     for (i, ((&g, &w), &s)) in dx.iter().zip(&dxw).zip(&scale).enumerate() {
-        assert!((g.to_f64() - w).abs() <= s + 1e-300, "softmax backward {what}: {i}: {g} vs {w}");
+        assert!(
+            (g.to_f64() - w).abs() <= s + 1e-300,
+            "softmax backward {what}: {i}: {g} vs {w}"
+        );
     }
     let mut dx = vec![T::ZERO; x.len()];
     benign_kernels::log_softmax_rows_backward(cols, &ly, &dy, &mut dx);
     let mut dxw = vec![0.0; x.len()];
     reference::log_softmax_rows_backward(cols, &widen(&ly), &dyw, &mut dxw);
     // dx_j = dy_j - p_j sum dy: error ~ (|dy_j| + p_j sum|dy|) t <= (1 + cols) t.
-    assert_close(&format!("log_softmax backward {what}"), &dx, &dxw, t, (cols as f64 + 1.0) * t);
+    assert_close(
+        &format!("log_softmax backward {what}"),
+        &dx,
+        &dxw,
+        t,
+        (cols as f64 + 1.0) * t,
+    );
 }
 
 #[test]
@@ -122,7 +142,11 @@ fn check_softmax_invariants<T: Float>(rng: &mut ChaCha8Rng, cols: usize) {
     let shifted: Vec<T> = x.iter().map(|&v| v + T::from_f64(3.0)).collect();
     let mut ys = vec![T::ZERO; x.len()];
     benign_kernels::softmax_rows(cols, &shifted, &mut ys);
-    assert_eq!(bits(&y), bits(&ys), "softmax not shift invariant (cols {cols})");
+    assert_eq!(
+        bits(&y),
+        bits(&ys),
+        "softmax not shift invariant (cols {cols})"
+    );
 
     // Huge logits, -inf entries, an all -inf row, a NaN row and a +inf row between normal rows.
     let mut x = random::<T>(rng, 6 * cols, 1.0);
@@ -142,20 +166,38 @@ fn check_softmax_invariants<T: Float>(rng: &mut ChaCha8Rng, cols: usize) {
     benign_kernels::softmax_rows(cols, &x, &mut y);
     assert_eq!(y[0], T::ONE, "huge logit takes all the mass");
     assert!(y[1..cols].iter().all(|&v| v == T::ZERO));
-    assert!(y[cols..2 * cols].iter().all(|&v| v == T::ZERO), "all -inf row gives zeros");
+    assert!(
+        y[cols..2 * cols].iter().all(|&v| v == T::ZERO),
+        "all -inf row gives zeros"
+    );
     if cols > 1 {
         assert_eq!(y[2 * cols + 1], T::ZERO, "-inf entry gets probability 0");
     }
     let s2: f64 = y[2 * cols..3 * cols].iter().map(|v| v.to_f64()).sum();
-    assert!((s2 - 1.0).abs() <= tol::<T>(cols), "row with a -inf entry sums to {s2}");
-    assert!(y[3 * cols..4 * cols].iter().all(|v| v.is_nan()), "NaN row is NaN");
-    assert!(y[4 * cols..5 * cols].iter().all(|v| v.is_nan()), "+inf row is NaN");
+    assert!(
+        (s2 - 1.0).abs() <= tol::<T>(cols),
+        "row with a -inf entry sums to {s2}"
+    );
+    assert!(
+        y[3 * cols..4 * cols].iter().all(|v| v.is_nan()),
+        "NaN row is NaN"
+    );
+    assert!(
+        y[4 * cols..5 * cols].iter().all(|v| v.is_nan()),
+        "+inf row is NaN"
+    );
     let s5: f64 = y[5 * cols..].iter().map(|v| v.to_f64()).sum();
-    assert!((s5 - 1.0).abs() <= tol::<T>(cols), "last row poisoned: sums to {s5}");
+    assert!(
+        (s5 - 1.0).abs() <= tol::<T>(cols),
+        "last row poisoned: sums to {s5}"
+    );
 
     let mut ly = vec![T::ZERO; x.len()];
     benign_kernels::log_softmax_rows(cols, &x, &mut ly);
-    assert!(ly[cols..2 * cols].iter().all(|&v| v == T::NEG_INFINITY), "log of all -inf row");
+    assert!(
+        ly[cols..2 * cols].iter().all(|&v| v == T::NEG_INFINITY),
+        "log of all -inf row"
+    );
     assert_eq!(ly[0], T::ZERO);
     assert!(ly[5 * cols..].iter().all(|v| v.is_finite()));
 }
@@ -170,14 +212,26 @@ fn softmax_invariants_and_special_values() {
 }
 
 fn check_layer_norm<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize) {
-    let x: Vec<T> = random::<T>(rng, rows * cols, 2.0).iter().map(|&v| v + T::from_f64(3.0)).collect();
+    let x: Vec<T> = random::<T>(rng, rows * cols, 2.0)
+        .iter()
+        .map(|&v| v + T::from_f64(3.0))
+        .collect();
     let gamma = random::<T>(rng, cols, 1.5);
     let beta = random::<T>(rng, cols, 1.0);
     let eps = 1e-5;
     let (xw, gw, bw) = (widen(&x), widen(&gamma), widen(&beta));
     let mut y = vec![T::ZERO; x.len()];
     let (mut mean, mut rstd) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
-    benign_kernels::layer_norm(cols, T::from_f64(eps), &x, &gamma, &beta, &mut y, &mut mean, &mut rstd);
+    benign_kernels::layer_norm(
+        cols,
+        T::from_f64(eps),
+        &x,
+        &gamma,
+        &beta,
+        &mut y,
+        &mut mean,
+        &mut rstd,
+    );
     let mut yw = vec![0.0; x.len()];
     let (mut mw, mut rw) = (vec![0.0; rows], vec![0.0; rows]);
     reference::layer_norm(cols, eps, &xw, &gw, &bw, &mut yw, &mut mw, &mut rw);
@@ -191,11 +245,26 @@ fn check_layer_norm<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize) {
 
     let dy = random::<T>(rng, x.len(), 1.0);
     let mut dx = vec![T::ZERO; x.len()];
-    let (mut dg, mut db) = (vec![T::from_f64(f64::NAN); cols], vec![T::from_f64(f64::NAN); cols]);
-    benign_kernels::layer_norm_backward(cols, &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db);
+    let (mut dg, mut db) = (
+        vec![T::from_f64(f64::NAN); cols],
+        vec![T::from_f64(f64::NAN); cols],
+    );
+    benign_kernels::layer_norm_backward(
+        cols, &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db,
+    );
     let mut dxw = vec![0.0; x.len()];
     let (mut dgw, mut dbw) = (vec![0.0; cols], vec![0.0; cols]);
-    reference::layer_norm_backward(cols, &xw, &gw, &widen(&mean), &widen(&rstd), &widen(&dy), &mut dxw, &mut dgw, &mut dbw);
+    reference::layer_norm_backward(
+        cols,
+        &xw,
+        &gw,
+        &widen(&mean),
+        &widen(&rstd),
+        &widen(&dy),
+        &mut dxw,
+        &mut dgw,
+        &mut dbw,
+    );
     let max_rstd = widen(&rstd).iter().cloned().fold(0.0, f64::max);
     let abs_dx = t * max_rstd * 1.5 * 4.0 * (cols as f64).sqrt();
     assert_close(&format!("layer_norm dx {what}"), &dx, &dxw, t, abs_dx);
@@ -237,9 +306,17 @@ fn check_gelu<T: Float>(rng: &mut ChaCha8Rng, len: usize, spread: f64) {
         let err = (g.to_f64() - w).abs();
         // In the left tail Phi's relative error grows like x^2 EPSILON (rounding of x / sqrt 2
         // and of the exp argument ~ x^2 / 2; see `simd::normal_cdf`).
-        let rel = t + if a < 0.0 { a * a * T::EPSILON.to_f64() } else { 0.0 };
+        let rel = t + if a < 0.0 {
+            a * a * T::EPSILON.to_f64()
+        } else {
+            0.0
+        };
         let bound = rel * w.abs() + 4.0 * f64::EPSILON * a.abs();
-        assert!(err <= bound, "gelu len={len} ({}): {i}: x {a}: got {g}, want {w}", T::NAME);
+        assert!(
+            err <= bound,
+            "gelu len={len} ({}): {i}: x {a}: got {g}, want {w}",
+            T::NAME
+        );
     }
     let dy = random::<T>(rng, len, 1.0);
     let mut dx = vec![T::ZERO; len];
@@ -265,8 +342,19 @@ fn gelu_matches_reference() {
 #[test]
 fn vector_exp_is_accurate_over_a_dense_grid() {
     // f32: every 1/1024 over the whole range, plus the edges.
-    let mut x: Vec<f32> = (-105 * 1024..90 * 1024).map(|i| i as f32 / 1024.0).collect();
-    x.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 88.7, 88.8, -87.5, -103.0, 0.0]);
+    let mut x: Vec<f32> = (-105 * 1024..90 * 1024)
+        .map(|i| i as f32 / 1024.0)
+        .collect();
+    x.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        88.7,
+        88.8,
+        -87.5,
+        -103.0,
+        0.0,
+    ]);
     let mut y = vec![0.0f32; x.len()];
     testing::exp(&x, &mut y);
     for (&a, &e) in x.iter().zip(&y) {
@@ -278,13 +366,19 @@ fn vector_exp_is_accurate_over_a_dense_grid() {
         let want32 = want as f32;
         if want32 == 0.0 || want32.is_infinite() || want < f32::MIN_POSITIVE as f64 {
             // Subnormal / overflow region: absolute check against f32's resolution there.
-            assert!((e as f64 - want).abs() <= 2.0 * 1.5e-45 + 4.0 * f32::EPSILON as f64 * want || e == want32, "exp({a}) = {e}, want {want}");
+            assert!(
+                (e as f64 - want).abs() <= 2.0 * 1.5e-45 + 4.0 * f32::EPSILON as f64 * want
+                    || e == want32,
+                "exp({a}) = {e}, want {want}"
+            );
             continue;
         }
         let ulps = ((e as f64 - want) / want).abs() / f32::EPSILON as f64;
         assert!(ulps <= 2.0, "exp({a}) = {e}, want {want}: {ulps} eps");
     }
-    let mut x: Vec<f64> = (-745 * 256..710 * 256).map(|i| i as f64 / 256.0 + 1e-7).collect();
+    let mut x: Vec<f64> = (-745 * 256..710 * 256)
+        .map(|i| i as f64 / 256.0 + 1e-7)
+        .collect();
     x.extend([f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 709.7, 709.8]);
     let mut y = vec![0.0f64; x.len()];
     testing::exp(&x, &mut y);
@@ -295,7 +389,10 @@ fn vector_exp_is_accurate_over_a_dense_grid() {
             continue;
         }
         if want < f64::MIN_POSITIVE || want.is_infinite() {
-            assert!(e == want || (e - want).abs() <= 1e-308 * 1e-15 + 4.0 * f64::EPSILON * want, "exp({a}) = {e:e}, want {want:e}");
+            assert!(
+                e == want || (e - want).abs() <= 1e-308 * 1e-15 + 4.0 * f64::EPSILON * want,
+                "exp({a}) = {e:e}, want {want:e}"
+            );
             continue;
         }
         let ulps = ((e - want) / want).abs() / f64::EPSILON;
@@ -306,16 +403,24 @@ fn vector_exp_is_accurate_over_a_dense_grid() {
 #[test]
 fn vector_erf_and_normal_cdf_are_accurate_over_a_dense_grid() {
     // f64: erf to 1e-14 absolute (and relative near 0), Phi relative in the left tail.
-    let x: Vec<f64> = (-80_000..=80_000).map(|i| i as f64 / 10_000.0 + 3e-9).collect();
+    let x: Vec<f64> = (-80_000..=80_000)
+        .map(|i| i as f64 / 10_000.0 + 3e-9)
+        .collect();
     let mut e = vec![0.0; x.len()];
     testing::erf(&x, &mut e);
     let mut p = vec![0.0; x.len()];
     testing::normal_cdf(&x, &mut p);
     for ((&a, &got), &phi) in x.iter().zip(&e).zip(&p) {
         let want = reference::erf(a);
-        assert!((got - want).abs() <= 1e-14 && (got - want).abs() <= 1e-14 * want.abs().max(1e-2), "erf({a}) = {got:e}, want {want:e}");
+        assert!(
+            (got - want).abs() <= 1e-14 && (got - want).abs() <= 1e-14 * want.abs().max(1e-2),
+            "erf({a}) = {got:e}, want {want:e}"
+        );
         let want_phi = 0.5 * reference_erfc(-a / std::f64::consts::SQRT_2);
-        assert!((phi - want_phi).abs() <= 1e-13 * want_phi + 1e-300, "Phi({a}) = {phi:e}, want {want_phi:e}");
+        assert!(
+            (phi - want_phi).abs() <= 1e-13 * want_phi + 1e-300,
+            "Phi({a}) = {phi:e}, want {want_phi:e}"
+        );
     }
     // f32: erf to ~1e-7 relative.
     let x: Vec<f32> = (-60_000..=60_000).map(|i| i as f32 / 10_000.0).collect();
@@ -324,7 +429,11 @@ fn vector_erf_and_normal_cdf_are_accurate_over_a_dense_grid() {
     for (&a, &got) in x.iter().zip(&e) {
         let want = reference::erf(a as f64);
         let err = (got as f64 - want).abs();
-        assert!(err <= 2.0 * f32::EPSILON as f64 * want.abs() + 1e-30, "erf({a}) = {got:e}, want {want:e}, rel {:e}", err / want.abs());
+        assert!(
+            err <= 2.0 * f32::EPSILON as f64 * want.abs() + 1e-30,
+            "erf({a}) = {got:e}, want {want:e}, rel {:e}",
+            err / want.abs()
+        );
     }
     // erfc deep in the tail keeps relative accuracy, up to the rounding of the exp argument
     // -z^2 + F (|z^2| EPSILON absolute, hence relative in erfc).
@@ -334,7 +443,10 @@ fn vector_erf_and_normal_cdf_are_accurate_over_a_dense_grid() {
     for (&a, &got) in z.iter().zip(&c) {
         let want = reference_erfc(a);
         let rel = (16.0 + 2.0 * a * a) * f64::EPSILON;
-        assert!((got - want).abs() <= rel * want + 1e-300, "erfc({a}) = {got:e}, want {want:e}");
+        assert!(
+            (got - want).abs() <= rel * want + 1e-300,
+            "erfc({a}) = {got:e}, want {want:e}"
+        );
     }
 }
 
@@ -363,9 +475,20 @@ fn threaded_bits<T: Float>(rng: &mut ChaCha8Rng) -> Vec<u64> {
             out.extend(bits(&y));
             out.extend(bits(&dx));
             let (mut m, mut r) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
-            benign_kernels::layer_norm(cols, T::from_f64(1e-5), &x, &gamma, &gamma, &mut y, &mut m, &mut r);
+            benign_kernels::layer_norm(
+                cols,
+                T::from_f64(1e-5),
+                &x,
+                &gamma,
+                &gamma,
+                &mut y,
+                &mut m,
+                &mut r,
+            );
             let (mut dg, mut db) = (vec![T::ZERO; cols], vec![T::ZERO; cols]);
-            benign_kernels::layer_norm_backward(cols, &x, &gamma, &m, &r, &dy, &mut dx, &mut dg, &mut db);
+            benign_kernels::layer_norm_backward(
+                cols, &x, &gamma, &m, &r, &dy, &mut dx, &mut dg, &mut db,
+            );
             for v in [&y, &m, &r, &dx, &dg, &db] {
                 out.extend(bits(v));
             }
