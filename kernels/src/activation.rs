@@ -51,9 +51,20 @@ fn map_lanes<S: Simd, const K: usize>(
 ) {
     let l = S::LANES;
     let full = out.len() - out.len() % l;
-    for (k, o) in out[..full].chunks_exact_mut(l).enumerate() {
-        let v = std::array::from_fn(|i| S::load(&inputs[i][k * l..k * l + l]));
-        S::store(f(v), o);
+    // Two vectors per step: the erfc recurrence and the exp are long dependency chains, and
+    // two independent ones in one basic block overlap better than successive iterations.
+    let pairs = full - full % (2 * l);
+    for (k, o) in out[..pairs].chunks_exact_mut(2 * l).enumerate() {
+        let j = 2 * k * l;
+        let v0 = std::array::from_fn(|i| S::load(&inputs[i][j..j + l]));
+        let v1 = std::array::from_fn(|i| S::load(&inputs[i][j + l..j + 2 * l]));
+        let (r0, r1) = (f(v0), f(v1));
+        S::store(r0, &mut o[..l]);
+        S::store(r1, &mut o[l..]);
+    }
+    if pairs < full {
+        let v = std::array::from_fn(|i| S::load(&inputs[i][pairs..full]));
+        S::store(f(v), &mut out[pairs..full]);
     }
     let tail = out.len() - full;
     if tail > 0 {
