@@ -27,10 +27,12 @@ pub fn parallel(work: usize) -> bool {
     work >= PARALLEL_MIN_FLOPS && current_threads() > 1
 }
 
-/// Rows per task for a row-blocked kernel over rows of `cols` elements (at least 1): a function
-/// of the shape only.
+/// Rows per task for a row-blocked kernel over rows of `cols` elements: a function of the
+/// shape only, and a multiple of 8 so that kernels which group rows by SIMD width (softmax of
+/// short rows takes 8 f32 / 4 f64 rows per vector) form the same groups whether they run on one
+/// thread or many.
 pub fn rows_per_chunk(cols: usize) -> usize {
-    (CHUNK_ELEMS / cols.max(1)).max(1)
+    (CHUNK_ELEMS / cols.max(1)).div_ceil(8).max(1) * 8
 }
 
 /// Columns per task for a column-blocked kernel over `rows` rows, a multiple of 64 (whole SIMD

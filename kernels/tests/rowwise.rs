@@ -162,6 +162,8 @@ fn check_softmax_invariants<T: Float>(rng: &mut ChaCha8Rng, cols: usize) {
     }
     x[3 * cols + cols / 2] = T::from_f64(f64::NAN);
     x[4 * cols + cols - 1] = T::INFINITY;
+    // A large logit away from column 0: overflows exp unless the row max is subtracted.
+    x[5 * cols + cols - 1] = T::from_f64(800.0);
     let mut y = vec![T::from_f64(f64::NAN); x.len()];
     benign_kernels::softmax_rows(cols, &x, &mut y);
     assert_eq!(y[0], T::ONE, "huge logit takes all the mass");
@@ -503,6 +505,29 @@ fn threaded_bits<T: Float>(rng: &mut ChaCha8Rng) -> Vec<u64> {
     assert_eq!(one, run(4), "{}: 1 vs 4 threads", T::NAME);
     assert_eq!(one, run(2), "{}: 1 vs 2 threads", T::NAME);
     one
+}
+
+#[test]
+fn short_row_softmax_is_bit_identical_for_any_thread_count() {
+    // Short rows are grouped by SIMD width across rows; the groups must not depend on threads.
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    for cols in [3, 5, 8, 13] {
+        let rows = 300_001 / cols;
+        let x32 = random::<f32>(&mut rng, rows * cols, 6.0);
+        let x64 = random::<f64>(&mut rng, rows * cols, 6.0);
+        let run = |threads: usize| {
+            pool(threads).install(|| {
+                let mut y32 = vec![0.0f32; x32.len()];
+                benign_kernels::softmax_rows(cols, &x32, &mut y32);
+                let mut y64 = vec![0.0f64; x64.len()];
+                benign_kernels::softmax_rows(cols, &x64, &mut y64);
+                (bits(&y32), bits(&y64))
+            })
+        };
+        let one = run(1);
+        assert!(one == run(3), "cols {cols}: 1 vs 3 threads");
+        assert!(one == run(4), "cols {cols}: 1 vs 4 threads");
+    }
 }
 
 #[test]
