@@ -1,7 +1,246 @@
-//! Placeholder until this bench group is written.
-use criterion::{criterion_group, criterion_main, Criterion};
+//! Memory-bound level-1/level-2 kernels: GEMV (both orientations), GER and dot/axpy, single
+//! thread, against a STREAM-like triad measured in the same run and `matrixmultiply` (GEMM with
+//! n = 1 acts as a GEMV).
+//!
+//! Throughput is in bytes of memory traffic the kernel must do (matrix read, plus written for
+//! GER; vectors read/written), so criterion's GB/s compares directly with the triad's; the
+//! `*_flops` groups report 2 m n flops as elements/s. d = 2000 fits in L2/L3, d = 8192 does
+//! not. Run e.g.
+//! `cargo bench --bench blas2 -- --warm-up-time 1 --measurement-time 2`.
 
-fn placeholder(_c: &mut Criterion) {}
+use std::hint::black_box;
 
-criterion_group!(benches, placeholder);
+use benign_kernels::{Float, Transpose};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// Criterion measurement: CPU time of the measuring thread (`/proc/thread-self/schedstat`,
+/// nanoseconds on CPU), so time the thread spends descheduled on a busy shared machine is not
+/// counted. Memory bandwidth is still shared with whatever else runs; compare ratios from one
+/// run. Falls back to wall time where the file does not exist.
+struct ThreadCpuTime;
+
+static WALL: criterion::measurement::WallTime = criterion::measurement::WallTime;
+
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+impl criterion::measurement::Measurement for ThreadCpuTime {
+    type Intermediate = (Option<u64>, std::time::Instant);
+    type Value = std::time::Duration;
+    fn start(&self) -> Self::Intermediate {
+        (thread_cpu_ns(), std::time::Instant::now())
+    }
+    fn end(&self, (cpu, wall): Self::Intermediate) -> Self::Value {
+        match (cpu, thread_cpu_ns()) {
+            (Some(a), Some(b)) => std::time::Duration::from_nanos(b - a),
+            _ => wall.elapsed(),
+        }
+    }
+    fn add(&self, v1: &Self::Value, v2: &Self::Value) -> Self::Value {
+        *v1 + *v2
+    }
+    fn zero(&self) -> Self::Value {
+        std::time::Duration::ZERO
+    }
+    fn to_f64(&self, val: &Self::Value) -> f64 {
+        val.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        criterion::measurement::Measurement::formatter(&WALL)
+    }
+}
+
+fn one_thread() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+}
+
+fn filled<T: Float>(len: usize, seed: u64) -> Vec<T> {
+    // Cheap deterministic fill (an LCG): values in [-1, 1).
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            T::from_f64(((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+/// STREAM triad `a = b + s c` over three arrays of 64 MiB (8 Mi f64), far beyond L3: the
+/// single-thread memory bandwidth ceiling for the GEMV/GER figures.
+fn triad(c: &mut Criterion<ThreadCpuTime>) {
+    let n = 8 << 20;
+    let b = filled::<f64>(n, 1);
+    let cc = filled::<f64>(n, 2);
+    let mut a = vec![0.0f64; n];
+    let mut g = c.benchmark_group("triad");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((3 * n * 8) as u64));
+    g.bench_function("f64_3x64MiB", |bench| {
+        bench.iter(|| {
+            let s = black_box(1.5);
+            for ((av, &bv), &cv) in a.iter_mut().zip(&b).zip(&cc) {
+                *av = bv + s * cv;
+            }
+            black_box(&a);
+        })
+    });
+    g.finish();
+}
+
+fn gemv_bytes<T: Float>(m: usize, n: usize) -> u64 {
+    ((m * n + m + n) * std::mem::size_of::<T>()) as u64
+}
+
+/// `matrixmultiply` as a GEMV: C (rows x 1) = A_op (rows x inner) x (inner x 1).
+fn mm_gemv<T: Float>(ta: Transpose, m: usize, n: usize, a: &[T], x: &[T], y: &mut [T]) {
+    // A is m x n row-major: op = No is (m x n, strides n, 1); op = Yes is (n x m, strides 1, n).
+    let (rows, inner, rsa, csa) = match ta {
+        Transpose::No => (m, n, n as isize, 1),
+        Transpose::Yes => (n, m, 1, n as isize),
+    };
+    assert!(a.len() >= m * n && x.len() >= inner && y.len() >= rows);
+    if T::NAME == "f32" {
+        // SAFETY: T is f32 (checked by name; Float is implemented for f32 and f64 only), the
+        // slices hold every element addressed by the shapes and strides (asserted above), and
+        // y does not alias a or x.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                inner,
+                1,
+                1.0,
+                a.as_ptr().cast(),
+                rsa,
+                csa,
+                x.as_ptr().cast(),
+                1,
+                1,
+                0.0,
+                y.as_mut_ptr().cast(),
+                1,
+                1,
+            )
+        }
+    } else {
+        // SAFETY: as above with T = f64.
+        unsafe {
+            matrixmultiply::dgemm(
+                rows,
+                inner,
+                1,
+                1.0,
+                a.as_ptr().cast(),
+                rsa,
+                csa,
+                x.as_ptr().cast(),
+                1,
+                1,
+                0.0,
+                y.as_mut_ptr().cast(),
+                1,
+                1,
+            )
+        }
+    }
+}
+
+fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
+    let pool = one_thread();
+    let a = filled::<T>(d * d, 3);
+    let x = filled::<T>(d, 4);
+    let mut y = filled::<T>(d, 5);
+    for ta in [Transpose::No, Transpose::Yes] {
+        let name = format!("gemv_{:?}_{}", ta, T::NAME).to_lowercase();
+        let mut g = c.benchmark_group(&name);
+        g.sample_size(10);
+        g.throughput(Throughput::Bytes(gemv_bytes::<T>(d, d)));
+        g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::gemv(ta, d, d, T::ONE, &a, d, &x, T::ZERO, &mut y);
+                    black_box(&y);
+                })
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("matrixmultiply", d), &d, |b, &d| {
+            b.iter(|| {
+                mm_gemv(ta, d, d, &a, &x, &mut y);
+                black_box(&y);
+            })
+        });
+        g.finish();
+        let mut g = c.benchmark_group(format!("{name}_flops"));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements((2 * d * d) as u64));
+        g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::gemv(ta, d, d, T::ONE, &a, d, &x, T::ZERO, &mut y);
+                    black_box(&y);
+                })
+            })
+        });
+        g.finish();
+    }
+    let mut am = a.clone();
+    let mut g = c.benchmark_group(format!("ger_{}", T::NAME));
+    g.sample_size(10);
+    // A read and written, x and y read.
+    g.throughput(Throughput::Bytes(
+        ((2 * d * d + 2 * d) * std::mem::size_of::<T>()) as u64,
+    ));
+    g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
+        pool.install(|| {
+            b.iter(|| {
+                benign_kernels::ger(d, d, T::from_f64(1e-9), &x, &y, &mut am, d);
+                black_box(&am);
+            })
+        })
+    });
+    g.finish();
+}
+
+fn gemv_ger(c: &mut Criterion<ThreadCpuTime>) {
+    // matrixmultiply's own thread pool: one thread, like ours.
+    std::env::set_var("MATMUL_NUM_THREADS", "1");
+    for d in [2000, 8192] {
+        gemv_ger_for::<f32>(c, d);
+        gemv_ger_for::<f64>(c, d);
+    }
+}
+
+fn level1(c: &mut Criterion<ThreadCpuTime>) {
+    let n = 1 << 20;
+    let x = filled::<f32>(n, 6);
+    let mut y = filled::<f32>(n, 7);
+    let mut g = c.benchmark_group("level1_f32");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((2 * n * 4) as u64));
+    g.bench_function("dot_1Mi", |b| {
+        b.iter(|| black_box(benign_kernels::dot(&x, &y)))
+    });
+    g.throughput(Throughput::Bytes((3 * n * 4) as u64));
+    g.bench_function("axpy_1Mi", |b| {
+        b.iter(|| {
+            benign_kernels::axpy(1e-9, &x, &mut y);
+            black_box(&y);
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = triad, gemv_ger, level1
+}
 criterion_main!(benches);

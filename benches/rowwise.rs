@@ -1,7 +1,193 @@
-//! Placeholder until this bench group is written.
-use criterion::{criterion_group, criterion_main, Criterion};
+//! Row-wise kernels, single thread: softmax over the paper's attention shapes (8000 x 8 = n
+//! samples x T tokens; 20 heads x 197 tokens rows of 197, ViT-like; 4096 x 4096), layer norm
+//! and GELU on (4096 x 768) and (160 x 2000). Throughput counts bytes read + written (input
+//! and output; the per-row statistics and gamma/beta are negligible). Reference point: PyTorch
+//! CPU softmax on (8000 x 8) f32, one thread, about 2 GB/s on the target machine.
+//! Run e.g. `cargo bench --bench rowwise -- --warm-up-time 1 --measurement-time 2`.
 
-fn placeholder(_c: &mut Criterion) {}
+use std::hint::black_box;
 
-criterion_group!(benches, placeholder);
+use benign_kernels::Float;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// Criterion measurement: CPU time of the measuring thread (`/proc/thread-self/schedstat`,
+/// nanoseconds on CPU), so time the thread spends descheduled on a busy shared machine is not
+/// counted. Memory bandwidth is still shared with whatever else runs; compare ratios from one
+/// run. Falls back to wall time where the file does not exist.
+struct ThreadCpuTime;
+
+static WALL: criterion::measurement::WallTime = criterion::measurement::WallTime;
+
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+impl criterion::measurement::Measurement for ThreadCpuTime {
+    type Intermediate = (Option<u64>, std::time::Instant);
+    type Value = std::time::Duration;
+    fn start(&self) -> Self::Intermediate {
+        (thread_cpu_ns(), std::time::Instant::now())
+    }
+    fn end(&self, (cpu, wall): Self::Intermediate) -> Self::Value {
+        match (cpu, thread_cpu_ns()) {
+            (Some(a), Some(b)) => std::time::Duration::from_nanos(b - a),
+            _ => wall.elapsed(),
+        }
+    }
+    fn add(&self, v1: &Self::Value, v2: &Self::Value) -> Self::Value {
+        *v1 + *v2
+    }
+    fn zero(&self) -> Self::Value {
+        std::time::Duration::ZERO
+    }
+    fn to_f64(&self, val: &Self::Value) -> f64 {
+        val.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        criterion::measurement::Measurement::formatter(&WALL)
+    }
+}
+
+fn one_thread() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+}
+
+fn filled<T: Float>(len: usize, seed: u64, spread: f64) -> Vec<T> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            T::from_f64((((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * spread)
+        })
+        .collect()
+}
+
+fn softmax_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
+    let pool = one_thread();
+    let mut g = c.benchmark_group(format!("softmax_{}", T::NAME));
+    g.sample_size(10);
+    for (rows, cols) in [(8000, 8), (20 * 197, 197), (4096, 4096)] {
+        let x = filled::<T>(rows * cols, 1, 4.0);
+        let mut y = vec![T::ZERO; rows * cols];
+        let dy = filled::<T>(rows * cols, 2, 1.0);
+        let mut dx = vec![T::ZERO; rows * cols];
+        let id = format!("{rows}x{cols}");
+        g.throughput(Throughput::Bytes(
+            (2 * rows * cols * std::mem::size_of::<T>()) as u64,
+        ));
+        g.bench_with_input(BenchmarkId::new("forward", &id), &cols, |b, &cols| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::softmax_rows(cols, &x, &mut y);
+                    black_box(&y);
+                })
+            })
+        });
+        g.throughput(Throughput::Bytes(
+            (3 * rows * cols * std::mem::size_of::<T>()) as u64,
+        ));
+        g.bench_with_input(BenchmarkId::new("backward", &id), &cols, |b, &cols| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::softmax_rows_backward(cols, &y, &dy, &mut dx);
+                    black_box(&dx);
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn norm_gelu_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
+    let pool = one_thread();
+    let mut g = c.benchmark_group(format!("layer_norm_gelu_{}", T::NAME));
+    g.sample_size(10);
+    for (rows, cols) in [(4096, 768), (160, 2000)] {
+        let len = rows * cols;
+        let x = filled::<T>(len, 3, 3.0);
+        let gamma = filled::<T>(cols, 4, 1.0);
+        let beta = filled::<T>(cols, 5, 1.0);
+        let mut y = vec![T::ZERO; len];
+        let (mut mean, mut rstd) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
+        let id = format!("{rows}x{cols}");
+        let bytes =
+            |arrays: usize| Throughput::Bytes((arrays * len * std::mem::size_of::<T>()) as u64);
+        g.throughput(bytes(2));
+        g.bench_with_input(BenchmarkId::new("layer_norm", &id), &cols, |b, &cols| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::layer_norm(
+                        cols,
+                        T::from_f64(1e-5),
+                        &x,
+                        &gamma,
+                        &beta,
+                        &mut y,
+                        &mut mean,
+                        &mut rstd,
+                    );
+                    black_box(&y);
+                })
+            })
+        });
+        let dy = filled::<T>(len, 6, 1.0);
+        let mut dx = vec![T::ZERO; len];
+        let (mut dg, mut db) = (vec![T::ZERO; cols], vec![T::ZERO; cols]);
+        g.throughput(bytes(3));
+        g.bench_with_input(
+            BenchmarkId::new("layer_norm_backward", &id),
+            &cols,
+            |b, &cols| {
+                pool.install(|| {
+                    b.iter(|| {
+                        benign_kernels::layer_norm_backward(
+                            cols, &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db,
+                        );
+                        black_box(&dx);
+                    })
+                })
+            },
+        );
+        g.throughput(bytes(2));
+        g.bench_with_input(BenchmarkId::new("gelu", &id), &len, |b, _| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::gelu(&x, &mut y);
+                    black_box(&y);
+                })
+            })
+        });
+        g.throughput(bytes(3));
+        g.bench_with_input(BenchmarkId::new("gelu_backward", &id), &len, |b, _| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::gelu_backward(&x, &dy, &mut dx);
+                    black_box(&dx);
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn rowwise(c: &mut Criterion<ThreadCpuTime>) {
+    softmax_for::<f32>(c);
+    softmax_for::<f64>(c);
+    norm_gelu_for::<f32>(c);
+    norm_gelu_for::<f64>(c);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = rowwise
+}
 criterion_main!(benches);

@@ -1,48 +1,170 @@
 //! Level-1 kernels: dot, axpy, scale, sums.
 //!
-//! PLACEHOLDER BODIES (plain loops) to be replaced by SIMD implementations.
+//! Written for memory bandwidth with `wide` vectors (see [`crate::simd`]): reductions keep four
+//! vector accumulators in flight to hide FMA latency, and combine them in a fixed order
+//! (`(acc0 + acc1) + (acc2 + acc3)`, lanes pairwise, then the scalar tail in index order), so a
+//! result depends only on the input, never on threads. `dot` and `sum` stay on the calling
+//! thread (a single pass over memory; on the target machines one core nearly saturates it).
 
+use rayon::prelude::*;
+
+use crate::simd::{cast, cast_mut, dispatch, same, Simd};
+use crate::threading;
 use crate::Float;
 
 /// `sum_i x_i y_i`.
 pub fn dot<T: Float>(x: &[T], y: &[T]) -> T {
     assert_eq!(x.len(), y.len());
-    x.iter().zip(y).map(|(&a, &b)| a * b).sum()
+    dispatch!(T, S => same(dot_simd::<S>(cast(x), cast(y))))
+}
+
+/// `sum_i x_i`.
+pub fn sum<T: Float>(x: &[T]) -> T {
+    dispatch!(T, S => same(sum_simd::<S>(cast(x))))
 }
 
 /// `y <- alpha x + y`.
 pub fn axpy<T: Float>(alpha: T, x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), y.len());
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
-    }
+    dispatch!(T, S => axpy_simd::<S>(same(alpha), cast(x), cast_mut(y)))
 }
 
 /// `x <- alpha x`.
 pub fn scale<T: Float>(alpha: T, x: &mut [T]) {
-    for xi in x {
-        *xi *= alpha;
-    }
+    dispatch!(T, S => scale_simd::<S>(same(alpha), cast_mut(x)))
 }
 
-/// `sum_i x_i`.
-pub fn sum<T: Float>(x: &[T]) -> T {
-    x.iter().copied().sum()
-}
-
-/// `out_i <- sum_j X_ij`, X rows x cols with leading dimension ldx.
+/// `out_i <- sum_j X_ij`, X rows x cols with leading dimension ldx (each row summed as [`sum`]).
 pub fn row_sums<T: Float>(rows: usize, cols: usize, x: &[T], ldx: usize, out: &mut [T]) {
-    for i in 0..rows {
-        out[i] = sum(&x[i * ldx..i * ldx + cols]);
+    let out = &mut out[..rows];
+    if rows == 0 {
+        return;
+    }
+    assert!(cols == 0 || (ldx >= cols && x.len() >= (rows - 1) * ldx + cols));
+    let block = |first_row: usize, out: &mut [T]| {
+        for (r, o) in out.iter_mut().enumerate() {
+            let start = (first_row + r) * ldx;
+            *o = if cols == 0 {
+                T::ZERO
+            } else {
+                sum(&x[start..start + cols])
+            };
+        }
+    };
+    if threading::parallel(rows * cols) {
+        let rb = threading::rows_per_chunk(cols);
+        out.par_chunks_mut(rb)
+            .enumerate()
+            .for_each(|(b, o)| block(b * rb, o));
+    } else {
+        block(0, out);
     }
 }
 
-/// `out_j <- sum_i X_ij`, X rows x cols with leading dimension ldx.
+/// `out_j <- sum_i X_ij`, X rows x cols with leading dimension ldx. Each column is summed from
+/// row 0 down in order (`((0 + X_0j) + X_1j) + ...`); threads take fixed column blocks.
 pub fn col_sums<T: Float>(rows: usize, cols: usize, x: &[T], ldx: usize, out: &mut [T]) {
-    out[..cols].iter_mut().for_each(|v| *v = T::ZERO);
-    for i in 0..rows {
-        for j in 0..cols {
-            out[j] += x[i * ldx + j];
+    let out = &mut out[..cols];
+    if cols == 0 {
+        return;
+    }
+    assert!(rows == 0 || (ldx >= cols && x.len() >= (rows - 1) * ldx + cols));
+    dispatch!(T, S => {
+        let x: &[S] = cast(x);
+        let out: &mut [S] = cast_mut(out);
+        if threading::parallel(rows * cols) {
+            let cb = threading::cols_per_chunk(rows);
+            out.par_chunks_mut(cb)
+                .enumerate()
+                .for_each(|(b, o)| col_sums_block::<S>(rows, x, ldx, b * cb, o));
+        } else {
+            col_sums_block::<S>(rows, x, ldx, 0, out);
         }
+    })
+}
+
+/// Column sums of the block of columns `first_col..first_col + out.len()`.
+fn col_sums_block<S: Simd>(rows: usize, x: &[S], ldx: usize, first_col: usize, out: &mut [S]) {
+    out.iter_mut().for_each(|v| *v = S::ZERO);
+    let w = out.len();
+    for i in 0..rows {
+        let row = &x[i * ldx + first_col..i * ldx + first_col + w];
+        let mut oc = out.chunks_exact_mut(S::LANES);
+        let mut rc = row.chunks_exact(S::LANES);
+        for (o, r) in (&mut oc).zip(&mut rc) {
+            S::store(S::load(o) + S::load(r), o);
+        }
+        for (o, &r) in oc.into_remainder().iter_mut().zip(rc.remainder()) {
+            *o += r;
+        }
+    }
+}
+
+pub(crate) fn dot_simd<S: Simd>(x: &[S], y: &[S]) -> S {
+    let l = S::LANES;
+    let zero = S::splat(S::ZERO);
+    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+    let mut xb = x.chunks_exact(4 * l);
+    let mut yb = y.chunks_exact(4 * l);
+    for (xs, ys) in (&mut xb).zip(&mut yb) {
+        a0 = S::fma(S::load(&xs[..l]), S::load(&ys[..l]), a0);
+        a1 = S::fma(S::load(&xs[l..2 * l]), S::load(&ys[l..2 * l]), a1);
+        a2 = S::fma(S::load(&xs[2 * l..3 * l]), S::load(&ys[2 * l..3 * l]), a2);
+        a3 = S::fma(S::load(&xs[3 * l..]), S::load(&ys[3 * l..]), a3);
+    }
+    let mut xv = xb.remainder().chunks_exact(l);
+    let mut yv = yb.remainder().chunks_exact(l);
+    for (xs, ys) in (&mut xv).zip(&mut yv) {
+        a0 = S::fma(S::load(xs), S::load(ys), a0);
+    }
+    let mut s = S::hsum((a0 + a1) + (a2 + a3));
+    for (&a, &b) in xv.remainder().iter().zip(yv.remainder()) {
+        s += a * b;
+    }
+    s
+}
+
+pub(crate) fn sum_simd<S: Simd>(x: &[S]) -> S {
+    let l = S::LANES;
+    let zero = S::splat(S::ZERO);
+    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+    let mut xb = x.chunks_exact(4 * l);
+    for xs in &mut xb {
+        a0 += S::load(&xs[..l]);
+        a1 += S::load(&xs[l..2 * l]);
+        a2 += S::load(&xs[2 * l..3 * l]);
+        a3 += S::load(&xs[3 * l..]);
+    }
+    let mut xv = xb.remainder().chunks_exact(l);
+    for xs in &mut xv {
+        a0 += S::load(xs);
+    }
+    let mut s = S::hsum((a0 + a1) + (a2 + a3));
+    for &a in xv.remainder() {
+        s += a;
+    }
+    s
+}
+
+pub(crate) fn axpy_simd<S: Simd>(alpha: S, x: &[S], y: &mut [S]) {
+    let av = S::splat(alpha);
+    let mut yc = y.chunks_exact_mut(S::LANES);
+    let mut xc = x.chunks_exact(S::LANES);
+    for (ys, xs) in (&mut yc).zip(&mut xc) {
+        S::store(S::fma(av, S::load(xs), S::load(ys)), ys);
+    }
+    for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *yv += alpha * xv;
+    }
+}
+
+pub(crate) fn scale_simd<S: Simd>(alpha: S, x: &mut [S]) {
+    let av = S::splat(alpha);
+    let mut xc = x.chunks_exact_mut(S::LANES);
+    for xs in &mut xc {
+        S::store(av * S::load(xs), xs);
+    }
+    for v in xc.into_remainder() {
+        *v *= alpha;
     }
 }

@@ -1,8 +1,30 @@
 //! Level-2 kernels: GEMV and the rank-1 update GER.
 //!
-//! PLACEHOLDER BODIES (plain loops) to be replaced by SIMD implementations.
+//! Both are bound by memory bandwidth (each element of A is used once), so the loops are shaped
+//! to stream A exactly once at full speed:
+//! - GEMV `No` (`y = A x`): four rows at a time share every load of `x`; each row keeps two
+//!   vector accumulators (even and odd vectors of `x`), so eight FMA chains are in flight.
+//! - GEMV `Yes` (`y = A^T x`): rows of A are streamed and axpy'd, four at a time, into an
+//!   accumulator block of y columns that fits in L1 (32 KiB), so A is read in long contiguous
+//!   runs and y never goes back to memory between rows.
+//! - GER: one fused `a_i <- (alpha x_i) y + a_i` per row (y stays in cache).
+//!
+//! Every output element has one fixed arithmetic sequence whatever the grouping of rows or the
+//! blocking of columns (a row processed alone uses the same per-row accumulation as in a group
+//! of four), so the results are bit-identical for any thread count. Threads take fixed row
+//! blocks (`No`, GER) or fixed column blocks (`Yes`), see [`crate::threading`].
 
+use rayon::prelude::*;
+
+use crate::simd::{cast, cast_mut, dispatch, same, Simd};
+use crate::threading;
 use crate::{Float, Transpose};
+
+/// Rows that share each load of `x` in GEMV `No` / each accumulator pass in GEMV `Yes`.
+const ROW_GROUP: usize = 4;
+
+/// Bytes of the y accumulator block of GEMV `Yes` (about L1).
+const YES_BLOCK_BYTES: usize = 32 * 1024;
 
 /// `y <- alpha op(A) x + beta y` with A stored m x n (leading dimension lda).
 /// `ta == No`: x has n entries and y has m; `ta == Yes`: x has m entries and y has n.
@@ -19,33 +41,216 @@ pub fn gemv<T: Float>(
     beta: T,
     y: &mut [T],
 ) {
-    match ta {
-        Transpose::No => {
-            for i in 0..m {
-                let acc = crate::level1::dot(&a[i * lda..i * lda + n], &x[..n]);
-                let old = if beta == T::ZERO { T::ZERO } else { beta * y[i] };
-                y[i] = alpha * acc + old;
+    let (x_len, y_len) = match ta {
+        Transpose::No => (n, m),
+        Transpose::Yes => (m, n),
+    };
+    let x = &x[..x_len];
+    let y = &mut y[..y_len];
+    if m > 0 && n > 0 {
+        assert!(lda >= n, "gemv: lda = {lda} < n = {n}");
+        assert!(a.len() >= (m - 1) * lda + n, "gemv: A slice too short");
+    }
+    dispatch!(T, S => {
+        let (a, x, y): (&[S], &[S], &mut [S]) = (cast(a), cast(x), cast_mut(y));
+        let (alpha, beta): (S, S) = (same(alpha), same(beta));
+        match ta {
+            Transpose::No => gemv_no::<S>(m, n, alpha, a, lda, x, beta, y),
+            Transpose::Yes => gemv_yes::<S>(m, n, alpha, a, lda, x, beta, y),
+        }
+    })
+}
+
+/// `y_i <- alpha acc + beta y_i` (y not read when beta == 0).
+#[inline(always)]
+fn finish<S: Simd>(alpha: S, acc: S, beta: S, y: &mut S) {
+    let old = if beta == S::ZERO { S::ZERO } else { beta * *y };
+    *y = alpha * acc + old;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemv_no<S: Simd>(
+    m: usize,
+    n: usize,
+    alpha: S,
+    a: &[S],
+    lda: usize,
+    x: &[S],
+    beta: S,
+    y: &mut [S],
+) {
+    let block = |row0: usize, y: &mut [S]| {
+        let mut groups = y.chunks_exact_mut(ROW_GROUP);
+        let mut r = row0;
+        for yg in &mut groups {
+            let acc = rows_dot::<S, ROW_GROUP>(a, lda, r, n, x);
+            for (yi, &ai) in yg.iter_mut().zip(&acc) {
+                finish(alpha, ai, beta, yi);
+            }
+            r += ROW_GROUP;
+        }
+        for yi in groups.into_remainder() {
+            let [acc] = rows_dot::<S, 1>(a, lda, r, n, x);
+            finish(alpha, acc, beta, yi);
+            r += 1;
+        }
+    };
+    if threading::parallel(m * n) {
+        let rb = threading::rows_per_chunk(n).div_ceil(ROW_GROUP) * ROW_GROUP;
+        y.par_chunks_mut(rb)
+            .enumerate()
+            .for_each(|(b, yb)| block(b * rb, yb));
+    } else {
+        block(0, y);
+    }
+}
+
+/// Dot products of rows `row0..row0 + R` of A with x. Per row: accumulator 0 takes the even
+/// vectors of each pair, accumulator 1 the odd ones, a last unpaired vector goes to
+/// accumulator 0, then `hsum(acc0 + acc1)` and the scalar tail in index order.
+#[inline(always)]
+fn rows_dot<S: Simd, const R: usize>(
+    a: &[S],
+    lda: usize,
+    row0: usize,
+    n: usize,
+    x: &[S],
+) -> [S; R] {
+    let l = S::LANES;
+    let zero = S::splat(S::ZERO);
+    let mut acc0 = [zero; R];
+    let mut acc1 = [zero; R];
+    let rows: [&[S]; R] = std::array::from_fn(|r| &a[(row0 + r) * lda..(row0 + r) * lda + n]);
+    let pairs = n / (2 * l);
+    for p in 0..pairs {
+        let j = 2 * l * p;
+        let x0 = S::load(&x[j..j + l]);
+        let x1 = S::load(&x[j + l..j + 2 * l]);
+        for r in 0..R {
+            let row = &rows[r][j..j + 2 * l];
+            acc0[r] = S::fma(S::load(&row[..l]), x0, acc0[r]);
+            acc1[r] = S::fma(S::load(&row[l..]), x1, acc1[r]);
+        }
+    }
+    let mut j = 2 * l * pairs;
+    if j + l <= n {
+        let x0 = S::load(&x[j..j + l]);
+        for r in 0..R {
+            acc0[r] = S::fma(S::load(&rows[r][j..j + l]), x0, acc0[r]);
+        }
+        j += l;
+    }
+    std::array::from_fn(|r| {
+        let mut s = S::hsum(acc0[r] + acc1[r]);
+        for (&av, &xv) in rows[r][j..].iter().zip(&x[j..]) {
+            s += av * xv;
+        }
+        s
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemv_yes<S: Simd>(
+    m: usize,
+    n: usize,
+    alpha: S,
+    a: &[S],
+    lda: usize,
+    x: &[S],
+    beta: S,
+    y: &mut [S],
+) {
+    // Column block of y accumulated in L1; a multiple of 64 so only the last block of the whole
+    // matrix has a scalar tail.
+    let jb = (YES_BLOCK_BYTES / std::mem::size_of::<S>() / 64).max(1) * 64;
+    let block = |col0: usize, y: &mut [S]| {
+        let mut acc = vec![S::ZERO; y.len().min(jb)];
+        for (s, ys) in y.chunks_mut(jb).enumerate() {
+            let c0 = col0 + s * jb;
+            let acc = &mut acc[..ys.len()];
+            acc.iter_mut().for_each(|v| *v = S::ZERO);
+            let mut i = 0;
+            while i + ROW_GROUP <= m {
+                axpy_rows::<S, ROW_GROUP>(a, lda, i, c0, x, acc);
+                i += ROW_GROUP;
+            }
+            while i < m {
+                axpy_rows::<S, 1>(a, lda, i, c0, x, acc);
+                i += 1;
+            }
+            for (yj, &aj) in ys.iter_mut().zip(acc.iter()) {
+                finish(alpha, aj, beta, yj);
             }
         }
-        Transpose::Yes => {
-            for j in 0..n {
-                let mut acc = T::ZERO;
-                for i in 0..m {
-                    acc += a[i * lda + j] * x[i];
-                }
-                let old = if beta == T::ZERO { T::ZERO } else { beta * y[j] };
-                y[j] = alpha * acc + old;
-            }
+    };
+    if threading::parallel(m * n) {
+        let cb = threading::cols_per_chunk(m);
+        y.par_chunks_mut(cb)
+            .enumerate()
+            .for_each(|(b, yb)| block(b * cb, yb));
+    } else {
+        block(0, y);
+    }
+}
+
+/// `acc_j <- acc_j + A_(i0+r, c0+j) x_(i0+r)` for r = 0..R in order, one FMA each (the same
+/// sequence whatever R); the scalar tail uses `acc + a x` in the same row order.
+#[inline(always)]
+fn axpy_rows<S: Simd, const R: usize>(
+    a: &[S],
+    lda: usize,
+    i0: usize,
+    c0: usize,
+    x: &[S],
+    acc: &mut [S],
+) {
+    let w = acc.len();
+    let rows: [&[S]; R] = std::array::from_fn(|r| &a[(i0 + r) * lda + c0..(i0 + r) * lda + c0 + w]);
+    let xs: [S; R] = std::array::from_fn(|r| x[i0 + r]);
+    let xv: [S::V; R] = std::array::from_fn(|r| S::splat(xs[r]));
+    let l = S::LANES;
+    let mut chunks = acc.chunks_exact_mut(l);
+    for (k, ac) in (&mut chunks).enumerate() {
+        let j = k * l;
+        let mut v = S::load(ac);
+        for r in 0..R {
+            v = S::fma(S::load(&rows[r][j..j + l]), xv[r], v);
+        }
+        S::store(v, ac);
+    }
+    let j0 = w - w % l;
+    for (t, av) in chunks.into_remainder().iter_mut().enumerate() {
+        for r in 0..R {
+            *av += rows[r][j0 + t] * xs[r];
         }
     }
 }
 
 /// `A <- A + alpha x y^T`, A m x n (leading dimension lda), x m entries, y n entries.
+/// Row i is updated as `A_ij <- fma(alpha x_i, y_j, A_ij)`.
 pub fn ger<T: Float>(m: usize, n: usize, alpha: T, x: &[T], y: &[T], a: &mut [T], lda: usize) {
-    for i in 0..m {
-        let s = alpha * x[i];
-        for j in 0..n {
-            a[i * lda + j] += s * y[j];
-        }
+    if m == 0 || n == 0 {
+        return;
     }
+    assert!(lda >= n, "ger: lda = {lda} < n = {n}");
+    assert!(a.len() >= (m - 1) * lda + n, "ger: A slice too short");
+    let (x, y) = (&x[..m], &y[..n]);
+    dispatch!(T, S => {
+        let (x, y, a): (&[S], &[S], &mut [S]) = (cast(x), cast(y), cast_mut(a));
+        let alpha: S = same(alpha);
+        let a = &mut a[..(m - 1) * lda + n];
+        let block = |row0: usize, a: &mut [S]| {
+            for (r, row) in a.chunks_mut(lda).enumerate() {
+                crate::level1::axpy_simd::<S>(alpha * x[row0 + r], y, &mut row[..n]);
+            }
+        };
+        if threading::parallel(m * n) {
+            let rb = threading::rows_per_chunk(n);
+            a.par_chunks_mut(rb * lda)
+                .enumerate()
+                .for_each(|(b, ab)| block(b * rb, ab));
+        } else {
+            block(0, a);
+        }
+    })
 }

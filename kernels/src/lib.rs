@@ -26,6 +26,8 @@ pub mod level2;
 pub mod norm;
 pub mod probe;
 pub mod reference;
+#[doc(hidden)]
+pub mod simd;
 pub mod softmax;
 pub mod threading;
 

@@ -1,7 +1,15 @@
 //! Layer norm forward and backward over contiguous rows.
 //!
-//! PLACEHOLDER BODIES (plain loops) to be replaced by SIMD implementations.
+//! Row passes use `wide` vectors with two-pass statistics (mean, then the biased variance of
+//! `x - mean`, which avoids the cancellation of `E[x^2] - mean^2`). Threads take fixed row
+//! blocks for the row outputs; the backward's `dgamma` / `dbeta` are column sums over rows, so
+//! they run as a second pass over fixed column blocks, each column summed from row 0 down.
+//! Every output element has one arithmetic sequence, whatever the thread count.
 
+use rayon::prelude::*;
+
+use crate::simd::{cast, cast_mut, dispatch, same, Simd};
+use crate::threading;
 use crate::Float;
 
 /// Layer norm over contiguous rows of `cols`: `y = (x - mean) rstd gamma + beta` with
@@ -21,17 +29,90 @@ pub fn layer_norm<T: Float>(
     if cols == 0 {
         return;
     }
-    let n = T::from_usize(cols);
-    for (r, (xr, yr)) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)).enumerate() {
-        let mu = xr.iter().copied().sum::<T>() / n;
-        let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / n;
-        let rs = T::ONE / (var + eps).sqrt();
-        for j in 0..cols {
-            yr[j] = (xr[j] - mu) * rs * gamma[j] + beta[j];
+    assert_eq!(x.len(), y.len(), "layer_norm: x and y lengths differ");
+    assert_eq!(
+        x.len() % cols,
+        0,
+        "layer_norm: length is not a multiple of cols"
+    );
+    let rows = x.len() / cols;
+    let (gamma, beta) = (&gamma[..cols], &beta[..cols]);
+    let (mean, rstd) = (&mut mean[..rows], &mut rstd[..rows]);
+    dispatch!(T, S => {
+        let (x, gamma, beta): (&[S], &[S], &[S]) = (cast(x), cast(gamma), cast(beta));
+        let (y, mean, rstd): (&mut [S], &mut [S], &mut [S]) =
+            (cast_mut(y), cast_mut(mean), cast_mut(rstd));
+        let eps: S = same(eps);
+        let block = |row0: usize, y: &mut [S], mean: &mut [S], rstd: &mut [S]| {
+            let xb = &x[row0 * cols..row0 * cols + y.len()];
+            for (((xr, yr), mu), rs) in xb
+                .chunks_exact(cols)
+                .zip(y.chunks_exact_mut(cols))
+                .zip(mean.iter_mut())
+                .zip(rstd.iter_mut())
+            {
+                (*mu, *rs) = layer_norm_row::<S>(eps, xr, gamma, beta, yr);
+            }
+        };
+        if threading::parallel(x.len()) {
+            let rb = threading::rows_per_chunk(cols);
+            y.par_chunks_mut(rb * cols)
+                .zip(mean.par_chunks_mut(rb))
+                .zip(rstd.par_chunks_mut(rb))
+                .enumerate()
+                .for_each(|(b, ((y, m), r))| block(b * rb, y, m, r));
+        } else {
+            block(0, y, mean, rstd);
         }
-        mean[r] = mu;
-        rstd[r] = rs;
+    })
+}
+
+/// One row: returns `(mean, rstd)`.
+#[inline(always)]
+fn layer_norm_row<S: Simd>(eps: S, x: &[S], gamma: &[S], beta: &[S], y: &mut [S]) -> (S, S) {
+    let n = S::from_usize(x.len());
+    let mu = crate::level1::sum_simd(x) / n;
+    let l = S::LANES;
+    let muv = S::splat(mu);
+    // Biased variance of x - mu, two accumulators.
+    let zero = S::splat(S::ZERO);
+    let (mut a0, mut a1) = (zero, zero);
+    let mut pairs = x.chunks_exact(2 * l);
+    for c in &mut pairs {
+        let d0 = S::load(&c[..l]) - muv;
+        let d1 = S::load(&c[l..]) - muv;
+        a0 = S::fma(d0, d0, a0);
+        a1 = S::fma(d1, d1, a1);
     }
+    let mut rest = pairs.remainder().chunks_exact(l);
+    for c in &mut rest {
+        let d = S::load(c) - muv;
+        a0 = S::fma(d, d, a0);
+    }
+    let mut ss = S::hsum(a0 + a1);
+    for &v in rest.remainder() {
+        ss += (v - mu) * (v - mu);
+    }
+    let rs = S::ONE / (ss / n + eps).sqrt();
+    let rsv = S::splat(rs);
+    let mut yc = y.chunks_exact_mut(l);
+    let mut xc = x.chunks_exact(l);
+    let mut gc = gamma.chunks_exact(l);
+    let mut bc = beta.chunks_exact(l);
+    for (((yv, xv), g), b) in (&mut yc).zip(&mut xc).zip(&mut gc).zip(&mut bc) {
+        let xhat = (S::load(xv) - muv) * rsv;
+        S::store(S::fma(xhat, S::load(g), S::load(b)), yv);
+    }
+    for (((yv, &xv), &g), &b) in yc
+        .into_remainder()
+        .iter_mut()
+        .zip(xc.remainder())
+        .zip(gc.remainder())
+        .zip(bc.remainder())
+    {
+        *yv = (xv - mu) * rs * g + b;
+    }
+    (mu, rs)
 }
 
 /// Layer norm backward. With `xhat = (x - mean) rstd` and `g = dy gamma`:
@@ -49,33 +130,146 @@ pub fn layer_norm_backward<T: Float>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) {
-    dgamma[..cols].iter_mut().for_each(|v| *v = T::ZERO);
-    dbeta[..cols].iter_mut().for_each(|v| *v = T::ZERO);
+    let (dgamma, dbeta) = (&mut dgamma[..cols], &mut dbeta[..cols]);
+    dgamma.iter_mut().for_each(|v| *v = T::ZERO);
+    dbeta.iter_mut().for_each(|v| *v = T::ZERO);
     if cols == 0 {
         return;
     }
-    let n = T::from_usize(cols);
-    for (r, ((xr, dyr), dxr)) in x
-        .chunks_exact(cols)
-        .zip(dy.chunks_exact(cols))
-        .zip(dx.chunks_exact_mut(cols))
-        .enumerate()
-    {
-        let (mu, rs) = (mean[r], rstd[r]);
-        let mut mg = T::ZERO;
-        let mut mgx = T::ZERO;
-        for j in 0..cols {
-            let g = dyr[j] * gamma[j];
-            mg += g;
-            mgx += g * (xr[j] - mu) * rs;
+    assert!(
+        x.len() == dy.len() && x.len() == dx.len(),
+        "layer_norm_backward: lengths differ"
+    );
+    assert_eq!(
+        x.len() % cols,
+        0,
+        "layer_norm_backward: length is not a multiple of cols"
+    );
+    let rows = x.len() / cols;
+    let (gamma, mean, rstd) = (&gamma[..cols], &mean[..rows], &rstd[..rows]);
+    dispatch!(T, S => {
+        let (x, gamma, dy): (&[S], &[S], &[S]) = (cast(x), cast(gamma), cast(dy));
+        let (mean, rstd): (&[S], &[S]) = (cast(mean), cast(rstd));
+        let (dx, dgamma, dbeta): (&mut [S], &mut [S], &mut [S]) =
+            (cast_mut(dx), cast_mut(dgamma), cast_mut(dbeta));
+        // Pass 1: dx, row blocks.
+        threading::for_row_blocks(cols, x.len(), dx, |row0, dxb| {
+            let range = row0 * cols..row0 * cols + dxb.len();
+            for (r, ((xr, dyr), dxr)) in x[range.clone()]
+                .chunks_exact(cols)
+                .zip(dy[range].chunks_exact(cols))
+                .zip(dxb.chunks_exact_mut(cols))
+                .enumerate()
+            {
+                layer_norm_backward_row::<S>(xr, gamma, mean[row0 + r], rstd[row0 + r], dyr, dxr);
+            }
+        });
+        // Pass 2: dgamma, dbeta, column blocks.
+        let cb_block = |col0: usize, dg: &mut [S], db: &mut [S]| {
+            param_grads_block::<S>(cols, x, mean, rstd, dy, col0, dg, db)
+        };
+        if threading::parallel(x.len()) {
+            let cb = threading::cols_per_chunk(rows);
+            dgamma
+                .par_chunks_mut(cb)
+                .zip(dbeta.par_chunks_mut(cb))
+                .enumerate()
+                .for_each(|(b, (dg, db))| cb_block(b * cb, dg, db));
+        } else {
+            cb_block(0, dgamma, dbeta);
         }
-        mg /= n;
-        mgx /= n;
-        for j in 0..cols {
-            let xhat = (xr[j] - mu) * rs;
-            dxr[j] = rs * (dyr[j] * gamma[j] - mg - xhat * mgx);
-            dgamma[j] += dyr[j] * xhat;
-            dbeta[j] += dyr[j];
+    })
+}
+
+#[inline(always)]
+fn layer_norm_backward_row<S: Simd>(x: &[S], gamma: &[S], mu: S, rs: S, dy: &[S], dx: &mut [S]) {
+    let n = S::from_usize(x.len());
+    let l = S::LANES;
+    let (muv, rsv) = (S::splat(mu), S::splat(rs));
+    let zero = S::splat(S::ZERO);
+    let (mut mgv, mut mgxv) = (zero, zero);
+    let mut xc = x.chunks_exact(l);
+    let mut gc = gamma.chunks_exact(l);
+    let mut dc = dy.chunks_exact(l);
+    for ((xv, gv), dv) in (&mut xc).zip(&mut gc).zip(&mut dc) {
+        let g = S::load(dv) * S::load(gv);
+        let xhat = (S::load(xv) - muv) * rsv;
+        mgv += g;
+        mgxv = S::fma(g, xhat, mgxv);
+    }
+    let (mut mg, mut mgx) = (S::hsum(mgv), S::hsum(mgxv));
+    for ((&xv, &gv), &dv) in xc
+        .remainder()
+        .iter()
+        .zip(gc.remainder())
+        .zip(dc.remainder())
+    {
+        let g = dv * gv;
+        mg += g;
+        mgx += g * ((xv - mu) * rs);
+    }
+    mg /= n;
+    mgx /= n;
+    let (mgv, mgxv) = (S::splat(mg), S::splat(mgx));
+    let mut oc = dx.chunks_exact_mut(l);
+    let mut xc = x.chunks_exact(l);
+    let mut gc = gamma.chunks_exact(l);
+    let mut dc = dy.chunks_exact(l);
+    for (((o, xv), gv), dv) in (&mut oc).zip(&mut xc).zip(&mut gc).zip(&mut dc) {
+        let g = S::load(dv) * S::load(gv);
+        let xhat = (S::load(xv) - muv) * rsv;
+        S::store(rsv * (g - mgv - xhat * mgxv), o);
+    }
+    for (((o, &xv), &gv), &dv) in oc
+        .into_remainder()
+        .iter_mut()
+        .zip(xc.remainder())
+        .zip(gc.remainder())
+        .zip(dc.remainder())
+    {
+        let xhat = (xv - mu) * rs;
+        *o = rs * (dv * gv - mg - xhat * mgx);
+    }
+}
+
+/// `dgamma_j = sum_r dy_rj xhat_rj`, `dbeta_j = sum_r dy_rj` for the columns
+/// `col0..col0 + dg.len()`, rows in order (outputs start at zero).
+#[allow(clippy::too_many_arguments)]
+fn param_grads_block<S: Simd>(
+    cols: usize,
+    x: &[S],
+    mean: &[S],
+    rstd: &[S],
+    dy: &[S],
+    col0: usize,
+    dg: &mut [S],
+    db: &mut [S],
+) {
+    let w = dg.len();
+    let l = S::LANES;
+    for (r, (&mu, &rs)) in mean.iter().zip(rstd).enumerate() {
+        let xr = &x[r * cols + col0..r * cols + col0 + w];
+        let dyr = &dy[r * cols + col0..r * cols + col0 + w];
+        let (muv, rsv) = (S::splat(mu), S::splat(rs));
+        let mut gcs = dg.chunks_exact_mut(l);
+        let mut bcs = db.chunks_exact_mut(l);
+        let mut xc = xr.chunks_exact(l);
+        let mut dc = dyr.chunks_exact(l);
+        for (((g, b), xv), dv) in (&mut gcs).zip(&mut bcs).zip(&mut xc).zip(&mut dc) {
+            let d = S::load(dv);
+            let xhat = (S::load(xv) - muv) * rsv;
+            S::store(S::fma(d, xhat, S::load(g)), g);
+            S::store(S::load(b) + d, b);
+        }
+        for (((g, b), &xv), &dv) in gcs
+            .into_remainder()
+            .iter_mut()
+            .zip(bcs.into_remainder())
+            .zip(xc.remainder())
+            .zip(dc.remainder())
+        {
+            *g += dv * ((xv - mu) * rs);
+            *b += dv;
         }
     }
 }

@@ -1,7 +1,21 @@
 //! Row softmax, log-softmax, their backward passes, and the stable softplus / logistic loss.
 //!
-//! PLACEHOLDER BODIES (plain loops) to be replaced by fused SIMD implementations.
+//! The row kernels are fused single-row passes with `wide` vectors: (1) the row max, (2)
+//! `e = exp(x - max)` stored into the output while summing, (3) normalisation, so each row is
+//! read twice and written twice while it sits in L1. Rows of 8 `f32` (the paper's T = 8, shape
+//! 8000 x 8) are exactly one vector each. Rows are independent, so threads take fixed row blocks
+//! and results are bit-identical for any pool size.
+//!
+//! Special values, per row (other rows are never affected):
+//! - all entries `-inf`: softmax gives all zeros (the row attends to nothing), log-softmax all
+//!   `-inf`; `-inf` entries in an otherwise finite row get probability exactly 0;
+//! - any `NaN`, or any `+inf` (then `inf - inf` is undefined): the whole row is `NaN`, as in
+//!   the f64 reference;
+//! - entries more than about 87 (f32) / 708 (f64) below the row max get probability exactly 0
+//!   (the true value is below 1e-38 / 1e-307 of the max entry's).
 
+use crate::simd::{cast, cast_mut, dispatch, Simd};
+use crate::threading;
 use crate::Float;
 
 /// Row softmax over contiguous rows of `cols` entries (`x.len() == y.len()`, a multiple of
@@ -9,75 +23,266 @@ use crate::Float;
 /// A row whose entries are all `-inf` yields all zeros (it attends to nothing) and never affects
 /// other rows.
 pub fn softmax_rows<T: Float>(cols: usize, x: &[T], y: &mut [T]) {
+    rows_forward(cols, x, y, false)
+}
+
+/// Row log-softmax: `y_ij = x_ij - logsumexp_j x_ij`. An all `-inf` row yields all `-inf`.
+pub fn log_softmax_rows<T: Float>(cols: usize, x: &[T], y: &mut [T]) {
+    rows_forward(cols, x, y, true)
+}
+
+fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
+    assert_eq!(x.len(), y.len(), "softmax: x and y lengths differ");
     if cols == 0 {
         return;
     }
-    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let m = xr.iter().copied().fold(T::NEG_INFINITY, T::max);
-        if m == T::NEG_INFINITY {
-            yr.iter_mut().for_each(|v| *v = T::ZERO);
+    assert_eq!(
+        x.len() % cols,
+        0,
+        "softmax: length is not a multiple of cols"
+    );
+    dispatch!(T, S => {
+        let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
+        threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
+            let xb = &x[row0 * cols..row0 * cols + yb.len()];
+            if !log && cols <= ACROSS_MAX_COLS {
+                softmax_rows_across::<S>(cols, xb, yb);
+            } else {
+                for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
+                    softmax_row::<S>(xr, yr, log);
+                }
+            }
+        })
+    })
+}
+
+/// Rows up to this many columns are vectorised across rows: a vector holds one column of
+/// `LANES` consecutive rows, so the max, the exp and the sum are plain lane-wise operations
+/// with no horizontal reductions (the 8000 x 8 attention shape spends most of its time there
+/// otherwise).
+const ACROSS_MAX_COLS: usize = 16;
+
+/// Softmax of short rows (`cols <= ACROSS_MAX_COLS`), `LANES` rows at a time, transposed
+/// through registers; the last `rows % LANES` rows and any block holding a special row (all
+/// `-inf`, NaN, `+inf`) go through [`softmax_row`], which gives the same values up to the
+/// order of the sum.
+fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
+    let l = S::LANES;
+    let block = l * cols;
+    let mut xblocks = x.chunks_exact(block);
+    let mut yblocks = y.chunks_exact_mut(block);
+    let mut column = [S::splat(S::ZERO); ACROSS_MAX_COLS];
+    let mut lanes = [S::ZERO; 8];
+    for (xb, yb) in (&mut xblocks).zip(&mut yblocks) {
+        // Transpose in: column[j] lane k = x[row k, col j].
+        if !(cols == l && S::transpose_in(xb, &mut column)) {
+            for (j, cv) in column[..cols].iter_mut().enumerate() {
+                for (k, v) in lanes[..l].iter_mut().enumerate() {
+                    *v = xb[k * cols + j];
+                }
+                *cv = S::load(&lanes[..l]);
+            }
+        }
+        let mut m = column[0];
+        for &cv in &column[1..cols] {
+            m = S::vmax(m, cv);
+        }
+        // Every row max finite: no all -inf, +inf or NaN-max row. A NaN elsewhere shows up in
+        // the sum of the exponents.
+        let finite = S::vlt(S::vabs(m), S::splat(S::INFINITY));
+        let mut sum = S::splat(S::ZERO);
+        let mut dsum = S::splat(S::ZERO);
+        for cv in &mut column[..cols] {
+            let d = *cv - m;
+            dsum += d;
+            *cv = S::wide_exp(d);
+            sum += *cv;
+        }
+        if !S::all(finite) || S::hsum(dsum).is_nan() {
+            for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
+                softmax_row::<S>(xr, yr, false);
+            }
             continue;
         }
-        let mut s = T::ZERO;
-        for (yv, &xv) in yr.iter_mut().zip(xr) {
-            *yv = (xv - m).exp();
-            s += *yv;
+        let inv = S::splat(S::ONE) / sum;
+        for cv in &mut column[..cols] {
+            *cv *= inv;
         }
-        let inv = T::ONE / s;
-        yr.iter_mut().for_each(|v| *v *= inv);
+        // Transpose out.
+        if !(cols == l && S::transpose_out(&column, yb)) {
+            for (j, &cv) in column[..cols].iter().enumerate() {
+                S::store(cv, &mut lanes[..l]);
+                for (k, &v) in lanes[..l].iter().enumerate() {
+                    yb[k * cols + j] = v;
+                }
+            }
+        }
+    }
+    for (xr, yr) in xblocks
+        .remainder()
+        .chunks_exact(cols)
+        .zip(yblocks.into_remainder().chunks_exact_mut(cols))
+    {
+        softmax_row::<S>(xr, yr, false);
+    }
+}
+
+/// One row of softmax (`log == false`) or log-softmax.
+#[inline(always)]
+fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
+    let l = S::LANES;
+    // Pass 1: the row max.
+    let mut xc = x.chunks_exact(l);
+    let mut m = S::NEG_INFINITY;
+    if let Some(first) = xc.next() {
+        let mut mv = S::load(first);
+        for c in &mut xc {
+            mv = S::vmax(mv, S::load(c));
+        }
+        m = S::hmax(mv);
+    }
+    for &v in xc.remainder() {
+        m = m.max(v);
+    }
+    if m == S::NEG_INFINITY {
+        // All -inf, or -inf and NaN (max skips NaN).
+        let fill = if x.iter().any(|v| v.is_nan()) {
+            S::from_f64(f64::NAN)
+        } else if log {
+            S::NEG_INFINITY
+        } else {
+            S::ZERO
+        };
+        y.iter_mut().for_each(|v| *v = fill);
+        return;
+    }
+    // Pass 2: e = exp(x - m) into y, summed. `dsum` sums the exponents d = x - m <= 0, which
+    // is NaN exactly when the row holds a NaN or +inf (wide's exp maps those lanes to 0).
+    let mv = S::splat(m);
+    let zero = S::splat(S::ZERO);
+    let (mut sv, mut dsum) = (zero, zero);
+    let mut yc = y.chunks_exact_mut(l);
+    let mut xc = x.chunks_exact(l);
+    for (yv, xv) in (&mut yc).zip(&mut xc) {
+        let d = S::load(xv) - mv;
+        dsum += d;
+        let e = S::wide_exp(d);
+        sv += e;
+        S::store(e, yv);
+    }
+    let mut s = S::hsum(sv);
+    let mut bad = S::hsum(dsum).is_nan();
+    for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        let d = xv - m;
+        bad |= d.is_nan();
+        *yv = d.exp();
+        s += *yv;
+    }
+    if bad {
+        y.iter_mut().for_each(|v| *v = S::from_f64(f64::NAN));
+        return;
+    }
+    // Pass 3: normalise.
+    if log {
+        let lse = S::splat(m + s.ln());
+        let mut yc = y.chunks_exact_mut(l);
+        let mut xc = x.chunks_exact(l);
+        for (yv, xv) in (&mut yc).zip(&mut xc) {
+            S::store(S::load(xv) - lse, yv);
+        }
+        let lse = m + s.ln();
+        for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+            *yv = xv - lse;
+        }
+    } else {
+        let inv = S::ONE / s;
+        crate::level1::scale_simd(inv, y);
     }
 }
 
 /// Softmax backward, row by row: `dx = y * (dy - <dy, y>)`.
 pub fn softmax_rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T]) {
-    if cols == 0 {
-        return;
-    }
-    for ((yr, dyr), dxr) in y
-        .chunks_exact(cols)
-        .zip(dy.chunks_exact(cols))
-        .zip(dx.chunks_exact_mut(cols))
-    {
-        let inner = crate::level1::dot(yr, dyr);
-        for ((d, &yv), &g) in dxr.iter_mut().zip(yr).zip(dyr) {
-            *d = yv * (g - inner);
-        }
-    }
-}
-
-/// Row log-softmax: `y_ij = x_ij - logsumexp_j x_ij`. An all `-inf` row yields all `-inf`.
-pub fn log_softmax_rows<T: Float>(cols: usize, x: &[T], y: &mut [T]) {
-    if cols == 0 {
-        return;
-    }
-    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let m = xr.iter().copied().fold(T::NEG_INFINITY, T::max);
-        if m == T::NEG_INFINITY {
-            yr.iter_mut().for_each(|v| *v = T::NEG_INFINITY);
-            continue;
-        }
-        let s: T = xr.iter().map(|&v| (v - m).exp()).sum();
-        let lse = m + s.ln();
-        for (yv, &xv) in yr.iter_mut().zip(xr) {
-            *yv = xv - lse;
-        }
-    }
+    rows_backward(cols, y, dy, dx, false)
 }
 
 /// Log-softmax backward from its output `y`: `dx = dy - exp(y) sum_j dy_j`.
 pub fn log_softmax_rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T]) {
+    rows_backward(cols, y, dy, dx, true)
+}
+
+fn rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T], log: bool) {
+    assert!(
+        y.len() == dy.len() && y.len() == dx.len(),
+        "softmax backward: lengths differ"
+    );
     if cols == 0 {
         return;
     }
-    for ((yr, dyr), dxr) in y
-        .chunks_exact(cols)
-        .zip(dy.chunks_exact(cols))
-        .zip(dx.chunks_exact_mut(cols))
+    assert_eq!(
+        y.len() % cols,
+        0,
+        "softmax backward: length is not a multiple of cols"
+    );
+    dispatch!(T, S => {
+        let (y, dy, dx): (&[S], &[S], &mut [S]) = (cast(y), cast(dy), cast_mut(dx));
+        threading::for_row_blocks(cols, y.len(), dx, |row0, dxb| {
+            let range = row0 * cols..row0 * cols + dxb.len();
+            let (yb, dyb) = (&y[range.clone()], &dy[range]);
+            for ((yr, dyr), dxr) in yb
+                .chunks_exact(cols)
+                .zip(dyb.chunks_exact(cols))
+                .zip(dxb.chunks_exact_mut(cols))
+            {
+                if log {
+                    log_softmax_backward_row::<S>(yr, dyr, dxr);
+                } else {
+                    softmax_backward_row::<S>(yr, dyr, dxr);
+                }
+            }
+        })
+    })
+}
+
+#[inline(always)]
+fn softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
+    let inner = crate::level1::dot_simd(y, dy);
+    let iv = S::splat(inner);
+    let l = S::LANES;
+    let mut dc = dx.chunks_exact_mut(l);
+    let mut yc = y.chunks_exact(l);
+    let mut gc = dy.chunks_exact(l);
+    for ((d, yv), g) in (&mut dc).zip(&mut yc).zip(&mut gc) {
+        S::store(S::load(yv) * (S::load(g) - iv), d);
+    }
+    for ((d, &yv), &g) in dc
+        .into_remainder()
+        .iter_mut()
+        .zip(yc.remainder())
+        .zip(gc.remainder())
     {
-        let s: T = dyr.iter().copied().sum();
-        for ((d, &yv), &g) in dxr.iter_mut().zip(yr).zip(dyr) {
-            *d = g - yv.exp() * s;
-        }
+        *d = yv * (g - inner);
+    }
+}
+
+#[inline(always)]
+fn log_softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
+    let s = crate::level1::sum_simd(dy);
+    let sv = S::splat(s);
+    let l = S::LANES;
+    let mut dc = dx.chunks_exact_mut(l);
+    let mut yc = y.chunks_exact(l);
+    let mut gc = dy.chunks_exact(l);
+    for ((d, yv), g) in (&mut dc).zip(&mut yc).zip(&mut gc) {
+        // dy - exp(y) s
+        S::store(S::load(g) - S::vexp(S::load(yv)) * sv, d);
+    }
+    for ((d, &yv), &g) in dc
+        .into_remainder()
+        .iter_mut()
+        .zip(yc.remainder())
+        .zip(gc.remainder())
+    {
+        *d = g - yv.exp() * s;
     }
 }
 

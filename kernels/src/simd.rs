@@ -1,0 +1,487 @@
+//! Shared SIMD helpers for the level-1/level-2 and row-wise kernels.
+//!
+//! The public kernels are generic over [`Float`]; their bodies are written once, generic over
+//! [`Simd`], which binds each element type to its `wide` vector (`f32x8` for `f32`, `f64x4` for
+//! `f64`: one 256-bit AVX2 register each, and a portable fallback when the target lacks AVX2).
+//! [`Precision`] plus [`cast`] / [`cast_mut`] route a `T: Float` call to the matching
+//! instantiation; `Float` is implemented for `f32` and `f64` only.
+//!
+//! Transcendentals over vectors:
+//! - [`Simd::vexp`]: `wide`'s range-reduced polynomial exp (about 1 ulp; checked over a dense
+//!   grid against `f64::exp` in the tests), with the edge cases `wide` gets wrong fixed up in a
+//!   rarely taken branch: `exp(+inf) = +inf`, `exp(NaN) = NaN`, overflow to `+inf` and gradual
+//!   underflow near the ends of the range.
+//! - [`erfc_nonneg`]: `erfc(z) = t exp(-z^2 + F(4t - 2))` with `t = 2 / (2 + z)` and `F` a
+//!   Chebyshev series (Numerical Recipes 3rd ed., `Erf::erfccheb`; coefficients refitted with
+//!   `libm::erfc` and the erfc continued fraction at 80 Chebyshev nodes). Relative accuracy about
+//!   1e-15 (f64, 25 terms) and 1e-8 (f32, 13 terms) for all `z >= 0`.
+//! - [`erf`] (odd Maclaurin series near 0, `1 - erfc` beyond: relative accuracy everywhere)
+//!   and [`normal_cdf`] `Phi(x) = erfc(-x / sqrt 2) / 2` (relative accuracy in the left tail).
+
+use std::any::TypeId;
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
+
+use wide::{f32x8, f64x4, CmpLt};
+
+use crate::Float;
+
+/// Which concrete element type a `T: Float` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Precision {
+    F32,
+    F64,
+}
+
+/// The precision of `T`. Panics for a type other than `f32` / `f64` (the only `Float` impls).
+#[inline(always)]
+pub(crate) fn precision<T: Float>() -> Precision {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        Precision::F32
+    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
+        Precision::F64
+    } else {
+        panic!("benign-kernels supports f32 and f64 only, not {}", T::NAME)
+    }
+}
+
+/// Reinterpret `&[T]` as `&[U]` when `T` and `U` are the same type; panics otherwise.
+#[inline(always)]
+pub(crate) fn cast<T: 'static, U: 'static>(x: &[T]) -> &[U] {
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<U>());
+    // SAFETY: T and U are the same type (checked above), so the pointer, length, alignment and
+    // lifetime of the slice are valid for U.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<U>(), x.len()) }
+}
+
+/// Reinterpret `&mut [T]` as `&mut [U]` when `T` and `U` are the same type; panics otherwise.
+#[inline(always)]
+pub(crate) fn cast_mut<T: 'static, U: 'static>(x: &mut [T]) -> &mut [U] {
+    assert_eq!(TypeId::of::<T>(), TypeId::of::<U>());
+    // SAFETY: T and U are the same type (checked above); the unique borrow of `x` is moved
+    // into the returned slice, so no aliasing is introduced.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<U>(), x.len()) }
+}
+
+/// Convert a scalar between two `Float` types that are the same type (exact through f64).
+#[inline(always)]
+pub(crate) fn same<T: Float, U: Float>(v: T) -> U {
+    U::from_f64(v.to_f64())
+}
+
+/// Route a generic call to its `f32` or `f64` SIMD instantiation. The body names the concrete
+/// type `S`; use `cast` / `cast_mut` / `same` on the arguments inside it.
+macro_rules! dispatch {
+    ($T:ty, $S:ident => $body:expr) => {
+        match $crate::simd::precision::<$T>() {
+            $crate::simd::Precision::F32 => {
+                type $S = f32;
+                $body
+            }
+            $crate::simd::Precision::F64 => {
+                type $S = f64;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// An element type together with its 256-bit `wide` vector.
+pub(crate) trait Simd: Float {
+    type V: Copy
+        + Add<Output = Self::V>
+        + Sub<Output = Self::V>
+        + Mul<Output = Self::V>
+        + Div<Output = Self::V>
+        + Neg<Output = Self::V>
+        + AddAssign
+        + MulAssign;
+    /// Lanes per vector.
+    const LANES: usize;
+    /// Chebyshev coefficients of `F` in [`erfc_nonneg`] (precision-dependent truncation).
+    const ERFC_CHEB: &'static [Self];
+    /// `|x|` below which [`erf`] uses its Maclaurin series (above it, `1 - erfc` would lose
+    /// relative accuracy as erf shrinks).
+    const ERF_SERIES_MAX: f64;
+    /// Maclaurin terms of `erf(x) / x` in powers of `x^2`, enough for `|x| < ERF_SERIES_MAX`.
+    const ERF_TAYLOR_TERMS: usize;
+    /// `|x|` below which `wide`'s exp is used as is.
+    const EXP_SAFE: f64;
+
+    fn splat(v: Self) -> Self::V;
+    /// Load `LANES` elements; `s.len()` must be `LANES` (as from `chunks_exact`).
+    fn load(s: &[Self]) -> Self::V;
+    /// Store `LANES` elements; `s.len()` must be `LANES`.
+    fn store(v: Self::V, s: &mut [Self]);
+    /// `a * b + c`, fused when the target has FMA.
+    fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Sum of the lanes (fixed pairwise order).
+    fn hsum(v: Self::V) -> Self;
+    /// Maximum of the lanes.
+    fn hmax(v: Self::V) -> Self;
+    fn vmax(a: Self::V, b: Self::V) -> Self::V;
+    fn vabs(v: Self::V) -> Self::V;
+    /// Lane-wise `if mask { t } else { f }` with the mask from `lt` / `gt`.
+    fn select(mask: Self::V, t: Self::V, f: Self::V) -> Self::V;
+    fn vlt(a: Self::V, b: Self::V) -> Self::V;
+    fn all(mask: Self::V) -> bool;
+    /// Transpose a `LANES x LANES` block (rows contiguous in `block`) into `LANES` column
+    /// vectors; `false` when this type has no fast transpose (the caller then gathers).
+    fn transpose_in(_block: &[Self], _columns: &mut [Self::V]) -> bool {
+        false
+    }
+    /// Inverse of [`Simd::transpose_in`]: column vectors back to contiguous rows.
+    fn transpose_out(_columns: &[Self::V], _block: &mut [Self]) -> bool {
+        false
+    }
+    /// `wide`'s exp: accurate for `|x| < EXP_SAFE`, wrong (0) outside.
+    fn wide_exp(v: Self::V) -> Self::V;
+
+    /// `e^x` lane-wise, about 1 ulp, IEEE edge cases: `+inf -> +inf`, `-inf -> 0`, `NaN -> NaN`.
+    #[inline(always)]
+    fn vexp(x: Self::V) -> Self::V {
+        let e = Self::wide_exp(x);
+        let safe = Self::vlt(Self::vabs(x), Self::splat(Self::from_f64(Self::EXP_SAFE)));
+        if Self::all(safe) {
+            return e;
+        }
+        exp_edges::<Self>(x, e, safe)
+    }
+}
+
+/// The rare lanes of [`Simd::vexp`]: `|x| >= EXP_SAFE`, infinities and NaN.
+#[cold]
+#[inline(never)]
+fn exp_edges<S: Simd>(x: S::V, e: S::V, safe: S::V) -> S::V {
+    // e^x = (e^(x/2))^2 extends wide's range to overflow and gradual underflow.
+    let half = S::wide_exp(x * S::splat(S::from_f64(0.5)));
+    let mut xs = [S::ZERO; 8];
+    let mut sq = [S::ZERO; 8];
+    let mut ok = [S::ZERO; 8];
+    let mut out = [S::ZERO; 8];
+    let l = S::LANES;
+    S::store(x, &mut xs[..l]);
+    S::store(half * half, &mut sq[..l]);
+    S::store(
+        S::select(safe, S::splat(S::ONE), S::splat(S::ZERO)),
+        &mut ok[..l],
+    );
+    S::store(e, &mut out[..l]);
+    for k in 0..l {
+        if ok[k] == S::ONE {
+            continue;
+        }
+        let v = xs[k];
+        out[k] = if v.is_nan() {
+            v
+        } else if v > S::ZERO {
+            // wide zeroes lanes beyond its range: those overflow.
+            if sq[k].is_finite() && sq[k] > S::ZERO {
+                sq[k]
+            } else {
+                S::INFINITY
+            }
+        } else {
+            sq[k]
+        };
+    }
+    S::load(&out[..l])
+}
+
+/// `erfc(z)` for `z >= 0` lane-wise (relative accuracy; `+inf -> 0`, NaN -> NaN).
+#[inline(always)]
+pub(crate) fn erfc_nonneg<S: Simd>(z: S::V) -> S::V {
+    let two = S::splat(S::from_f64(2.0));
+    let t = two / (two + z);
+    // ty = 4t - 2 in (-2, 2]; Clenshaw recurrence in ty (= 2u, u the Chebyshev variable).
+    let ty = S::fma(S::splat(S::from_f64(4.0)), t, -two);
+    let c = S::ERFC_CHEB;
+    let mut d = S::splat(S::ZERO);
+    let mut dd = S::splat(S::ZERO);
+    for &cj in c[1..].iter().rev() {
+        let tmp = d;
+        d = S::fma(ty, d, S::splat(cj) - dd);
+        dd = tmp;
+    }
+    let half = S::splat(S::from_f64(0.5));
+    let f = S::fma(half, S::fma(ty, d, S::splat(c[0])), -dd);
+    t * S::vexp(f - z * z)
+}
+
+/// `erf(x)` lane-wise: `sign(x) (1 - erfc|x|)` for `|x| >= ERF_SERIES_MAX` (1/2 in f64, 1 in
+/// f32), Maclaurin series below.
+#[inline(always)]
+pub(crate) fn erf<S: Simd>(x: S::V) -> S::V {
+    let ax = S::vabs(x);
+    let x2 = x * x;
+    // erf(x) = 2/sqrt(pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1)); Horner in x^2.
+    let mut p = S::splat(S::ZERO);
+    for n in (0..S::ERF_TAYLOR_TERMS).rev() {
+        let coef = taylor_coef(n);
+        p = S::fma(p, x2, S::splat(S::from_f64(coef)));
+    }
+    let small = p * x;
+    let one = S::splat(S::ONE);
+    let tail = one - erfc_nonneg::<S>(ax);
+    // copysign(tail, x): x < 0 -> -tail.
+    let tail = S::select(S::vlt(x, S::splat(S::ZERO)), -tail, tail);
+    S::select(
+        S::vlt(ax, S::splat(S::from_f64(S::ERF_SERIES_MAX))),
+        small,
+        tail,
+    )
+}
+
+/// `2/sqrt(pi) (-1)^n / (n! (2n+1))`.
+#[inline(always)]
+fn taylor_coef(n: usize) -> f64 {
+    let mut fact = 1.0;
+    for k in 1..=n {
+        fact *= k as f64;
+    }
+    let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+    std::f64::consts::FRAC_2_SQRT_PI * sign / (fact * (2 * n + 1) as f64)
+}
+
+/// Standard normal cdf `Phi(x) = erfc(-x / sqrt 2) / 2` lane-wise: `erfc(|u|)/2` for
+/// `u = x/sqrt 2 < 0` (accurate far in the left tail), `1 - erfc(u)/2` otherwise.
+#[inline(always)]
+pub(crate) fn normal_cdf<S: Simd>(x: S::V) -> S::V {
+    let u = x * S::splat(S::from_f64(std::f64::consts::FRAC_1_SQRT_2));
+    let half_erfc = erfc_nonneg::<S>(S::vabs(u)) * S::splat(S::from_f64(0.5));
+    S::select(
+        S::vlt(u, S::splat(S::ZERO)),
+        half_erfc,
+        S::splat(S::ONE) - half_erfc,
+    )
+}
+
+/// `F` Chebyshev coefficients for f64 (|c_j| down to ~1e-15).
+const ERFC_CHEB_F64: [f64; 25] = [
+    -1.302_653_719_781_709_4e0,
+    6.419_697_923_564_902e-1,
+    1.947_647_320_418_603_4e-2,
+    -9.561_514_786_808_773e-3,
+    -9.465_953_444_819_708e-4,
+    3.668_394_978_527_278_4e-4,
+    4.252_332_480_705_889e-5,
+    -2.027_857_811_263_689_2e-5,
+    -1.624_290_004_537_121_2e-6,
+    1.303_655_835_288_575_1e-6,
+    1.562_644_199_037_954_8e-8,
+    -8.523_809_627_014_601e-8,
+    6.529_054_580_317_605_6e-9,
+    5.059_343_743_951_672e-9,
+    -9.913_641_907_388_638e-10,
+    -2.273_644_494_898_974_1e-10,
+    9.646_782_817_007_704e-11,
+    2.394_318_077_136_858_7e-12,
+    -6.886_108_350_201_426e-12,
+    8.946_121_621_278_28e-13,
+    3.129_774_217_569_547_7e-13,
+    -1.129_152_327_195_015_4e-13,
+    9.436_895_709_313_83e-16,
+    5.739_853_037_312_06e-15,
+    -1.859_623_566_247_137_2e-15,
+];
+
+/// The first 13 coefficients rounded to f32: the dropped terms sum to below 2e-8, under half an
+/// f32 ulp relative to erfc.
+const ERFC_CHEB_F32: [f32; 13] = {
+    let mut c = [0.0f32; 13];
+    let mut j = 0;
+    while j < 13 {
+        c[j] = ERFC_CHEB_F64[j] as f32;
+        j += 1;
+    }
+    c
+};
+
+impl Simd for f32 {
+    type V = f32x8;
+    const LANES: usize = 8;
+    const ERFC_CHEB: &'static [f32] = &ERFC_CHEB_F32;
+    const ERF_SERIES_MAX: f64 = 1.0;
+    // Next term at |x| = 1 is below 1.3e-8 relative.
+    const ERF_TAYLOR_TERMS: usize = 11;
+    const EXP_SAFE: f64 = 87.0;
+
+    #[inline(always)]
+    fn splat(v: f32) -> f32x8 {
+        f32x8::splat(v)
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> f32x8 {
+        let a: [f32; 8] = s.try_into().expect("load needs exactly 8 lanes");
+        f32x8::from(a)
+    }
+    #[inline(always)]
+    fn store(v: f32x8, s: &mut [f32]) {
+        s.copy_from_slice(v.as_array_ref());
+    }
+    #[inline(always)]
+    fn fma(a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn hsum(v: f32x8) -> f32 {
+        v.reduce_add()
+    }
+    #[inline(always)]
+    fn hmax(v: f32x8) -> f32 {
+        let a = v.to_array();
+        let m4 = [
+            a[0].max(a[4]),
+            a[1].max(a[5]),
+            a[2].max(a[6]),
+            a[3].max(a[7]),
+        ];
+        m4[0].max(m4[2]).max(m4[1].max(m4[3]))
+    }
+    #[inline(always)]
+    fn vmax(a: f32x8, b: f32x8) -> f32x8 {
+        a.fast_max(b)
+    }
+    #[inline(always)]
+    fn vabs(v: f32x8) -> f32x8 {
+        v.abs()
+    }
+    #[inline(always)]
+    fn select(mask: f32x8, t: f32x8, f: f32x8) -> f32x8 {
+        mask.blend(t, f)
+    }
+    #[inline(always)]
+    fn vlt(a: f32x8, b: f32x8) -> f32x8 {
+        a.cmp_lt(b)
+    }
+    #[inline(always)]
+    fn all(mask: f32x8) -> bool {
+        mask.all()
+    }
+    #[inline(always)]
+    fn transpose_in(block: &[f32], columns: &mut [f32x8]) -> bool {
+        let rows: [f32x8; 8] = std::array::from_fn(|k| Self::load(&block[8 * k..8 * k + 8]));
+        columns[..8].copy_from_slice(&f32x8::transpose(rows));
+        true
+    }
+    #[inline(always)]
+    fn transpose_out(columns: &[f32x8], block: &mut [f32]) -> bool {
+        let cols: [f32x8; 8] = columns[..8].try_into().expect("8 columns");
+        for (k, row) in f32x8::transpose(cols).iter().enumerate() {
+            Self::store(*row, &mut block[8 * k..8 * k + 8]);
+        }
+        true
+    }
+    #[inline(always)]
+    fn wide_exp(v: f32x8) -> f32x8 {
+        v.exp()
+    }
+}
+
+impl Simd for f64 {
+    type V = f64x4;
+    const LANES: usize = 4;
+    const ERFC_CHEB: &'static [f64] = &ERFC_CHEB_F64;
+    const ERF_SERIES_MAX: f64 = 0.5;
+    // Next term at |x| = 1/2 is below 1e-17 relative.
+    const ERF_TAYLOR_TERMS: usize = 13;
+    const EXP_SAFE: f64 = 708.0;
+
+    #[inline(always)]
+    fn splat(v: f64) -> f64x4 {
+        f64x4::splat(v)
+    }
+    #[inline(always)]
+    fn load(s: &[f64]) -> f64x4 {
+        let a: [f64; 4] = s.try_into().expect("load needs exactly 4 lanes");
+        f64x4::from(a)
+    }
+    #[inline(always)]
+    fn store(v: f64x4, s: &mut [f64]) {
+        s.copy_from_slice(v.as_array_ref());
+    }
+    #[inline(always)]
+    fn fma(a: f64x4, b: f64x4, c: f64x4) -> f64x4 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn hsum(v: f64x4) -> f64 {
+        v.reduce_add()
+    }
+    #[inline(always)]
+    fn hmax(v: f64x4) -> f64 {
+        let a = v.to_array();
+        a[0].max(a[2]).max(a[1].max(a[3]))
+    }
+    #[inline(always)]
+    fn vmax(a: f64x4, b: f64x4) -> f64x4 {
+        a.fast_max(b)
+    }
+    #[inline(always)]
+    fn vabs(v: f64x4) -> f64x4 {
+        v.abs()
+    }
+    #[inline(always)]
+    fn select(mask: f64x4, t: f64x4, f: f64x4) -> f64x4 {
+        mask.blend(t, f)
+    }
+    #[inline(always)]
+    fn vlt(a: f64x4, b: f64x4) -> f64x4 {
+        a.cmp_lt(b)
+    }
+    #[inline(always)]
+    fn all(mask: f64x4) -> bool {
+        mask.all()
+    }
+    #[inline(always)]
+    fn wide_exp(v: f64x4) -> f64x4 {
+        v.exp()
+    }
+}
+
+/// Test hooks: the vector approximations applied lane-wise over a slice (tail lanes padded), so
+/// integration tests can check them over dense grids against f64 references.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    fn map<T: Float>(x: &[T], out: &mut [T], f32f: fn(f32x8) -> f32x8, f64f: fn(f64x4) -> f64x4) {
+        match precision::<T>() {
+            Precision::F32 => map_f32(cast(x), cast_mut(out), f32f),
+            Precision::F64 => map_f64(cast(x), cast_mut(out), f64f),
+        }
+    }
+    fn map_f32(x: &[f32], out: &mut [f32], f: fn(f32x8) -> f32x8) {
+        for (xc, oc) in x.chunks(8).zip(out.chunks_mut(8)) {
+            let mut buf = [0.0f32; 8];
+            buf[..xc.len()].copy_from_slice(xc);
+            let r = f(f32x8::from(buf)).to_array();
+            oc.copy_from_slice(&r[..oc.len()]);
+        }
+    }
+    fn map_f64(x: &[f64], out: &mut [f64], f: fn(f64x4) -> f64x4) {
+        for (xc, oc) in x.chunks(4).zip(out.chunks_mut(4)) {
+            let mut buf = [0.0f64; 4];
+            buf[..xc.len()].copy_from_slice(xc);
+            let r = f(f64x4::from(buf)).to_array();
+            oc.copy_from_slice(&r[..oc.len()]);
+        }
+    }
+
+    /// Lane-wise [`Simd::vexp`].
+    pub fn exp<T: Float>(x: &[T], out: &mut [T]) {
+        map(x, out, <f32 as Simd>::vexp, <f64 as Simd>::vexp)
+    }
+    /// Lane-wise vector erf.
+    pub fn erf<T: Float>(x: &[T], out: &mut [T]) {
+        map(x, out, super::erf::<f32>, super::erf::<f64>)
+    }
+    /// Lane-wise vector erfc for `x >= 0`.
+    pub fn erfc<T: Float>(x: &[T], out: &mut [T]) {
+        map(x, out, erfc_nonneg::<f32>, erfc_nonneg::<f64>)
+    }
+    /// Lane-wise standard normal cdf.
+    pub fn normal_cdf<T: Float>(x: &[T], out: &mut [T]) {
+        map(x, out, super::normal_cdf::<f32>, super::normal_cdf::<f64>)
+    }
+}

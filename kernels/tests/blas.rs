@@ -1,0 +1,352 @@
+//! Level-1 and level-2 kernels (dot, axpy, scale, sums, GEMV, GER) against the plain f64
+//! references, over awkward shapes, in f32 and f64, and bit-identical across thread counts.
+//!
+//! Tolerances: a length-k reduction computed in precision u (u = EPSILON/2) in any order,
+//! fused or not, satisfies |fl(s) - s| <= gamma_k sum|terms| with gamma_k = k u / (1 - k u)
+//! (Higham, Accuracy and Stability, 3.1). The kernels add at most three more roundings (alpha,
+//! beta, the final add), so we allow `(k + 4) EPSILON sum|terms|`: twice the worst case, yet
+//! for f32 at k = 2000 still only 2.4e-4 of the absolute term sum, which catches any indexing
+//! or blocking error (those are O(1) relative). The reference inputs are the same f32 values
+//! widened exactly to f64, so the reference error is negligible.
+
+use benign_kernels::{reference, Float, Transpose};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const SIZES: [usize; 15] = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65];
+
+fn random<T: Float>(rng: &mut ChaCha8Rng, len: usize) -> Vec<T> {
+    (0..len)
+        .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
+        .collect()
+}
+
+fn widen<T: Float>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+}
+
+fn bits<T: Float>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.to_f64().to_bits()).collect()
+}
+
+/// `|got - want| <= (k + 4) eps scale + tiny`, element by element, with a message.
+fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], k: usize, scale: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let eps = T::EPSILON.to_f64();
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let tol = (k as f64 + 4.0) * eps * s + 1e-300;
+        let err = (g.to_f64() - w).abs();
+        assert!(
+            err <= tol,
+            "{what} ({}): element {i}: got {g}, want {w}, err {err:e} > tol {tol:e}",
+            T::NAME
+        );
+    }
+}
+
+fn check_level1<T: Float>(rng: &mut ChaCha8Rng) {
+    for &n in SIZES.iter().chain(&[127, 128, 129, 1000, 4097]) {
+        let x = random::<T>(rng, n);
+        let y = random::<T>(rng, n);
+        let (xw, yw) = (widen(&x), widen(&y));
+        let abs_dot: f64 = xw.iter().zip(&yw).map(|(a, b)| (a * b).abs()).sum();
+        assert_close(
+            "dot",
+            &[benign_kernels::dot(&x, &y)],
+            &[reference::dot(&xw, &yw)],
+            n,
+            &[abs_dot],
+        );
+        let abs_sum: f64 = xw.iter().map(|a| a.abs()).sum();
+        assert_close(
+            "sum",
+            &[benign_kernels::sum(&x)],
+            &[reference::sum(&xw)],
+            n,
+            &[abs_sum],
+        );
+
+        let alpha = T::from_f64(-1.75);
+        let mut got = y.clone();
+        benign_kernels::axpy(alpha, &x, &mut got);
+        let mut want = yw.clone();
+        reference::axpy(-1.75, &xw, &mut want);
+        let scale: Vec<f64> = xw
+            .iter()
+            .zip(&yw)
+            .map(|(a, b)| 1.75 * a.abs() + b.abs())
+            .collect();
+        assert_close("axpy", &got, &want, 1, &scale);
+
+        let mut got = x.clone();
+        benign_kernels::scale(alpha, &mut got);
+        let mut want = xw.clone();
+        reference::scale(-1.75, &mut want);
+        let scale: Vec<f64> = want.iter().map(|v| v.abs()).collect();
+        assert_close("scale", &got, &want, 0, &scale);
+    }
+}
+
+#[test]
+fn level1_matches_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    check_level1::<f32>(&mut rng);
+    check_level1::<f64>(&mut rng);
+}
+
+fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usize) {
+    let x = random::<T>(
+        rng,
+        if rows == 0 {
+            0
+        } else {
+            (rows - 1) * ldx + cols
+        },
+    );
+    let xw = widen(&x);
+    let abs: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
+    let mut got = vec![T::from_f64(f64::NAN); rows];
+    benign_kernels::row_sums(rows, cols, &x, ldx, &mut got);
+    let mut want = vec![0.0; rows];
+    reference::row_sums(rows, cols, &xw, ldx, &mut want);
+    let mut scale = vec![0.0; rows];
+    reference::row_sums(rows, cols, &abs, ldx, &mut scale);
+    assert_close(
+        &format!("row_sums {rows}x{cols}"),
+        &got,
+        &want,
+        cols,
+        &scale,
+    );
+
+    let mut got = vec![T::from_f64(f64::NAN); cols];
+    benign_kernels::col_sums(rows, cols, &x, ldx, &mut got);
+    let mut want = vec![0.0; cols];
+    reference::col_sums(rows, cols, &xw, ldx, &mut want);
+    let mut scale = vec![0.0; cols];
+    reference::col_sums(rows, cols, &abs, ldx, &mut scale);
+    assert_close(
+        &format!("col_sums {rows}x{cols}"),
+        &got,
+        &want,
+        rows,
+        &scale,
+    );
+}
+
+#[test]
+fn row_and_col_sums_match_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for &r in &SIZES {
+        for &c in &SIZES {
+            check_sums::<f32>(&mut rng, r, c, c + 3);
+            check_sums::<f64>(&mut rng, r, c, c);
+        }
+    }
+    // Threaded shapes, column-block edges (blocks are multiples of 64 columns).
+    check_sums::<f32>(&mut rng, 1000, 513, 515);
+    check_sums::<f64>(&mut rng, 8192, 65, 65);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_gemv<T: Float>(
+    rng: &mut ChaCha8Rng,
+    ta: Transpose,
+    m: usize,
+    n: usize,
+    lda: usize,
+    alpha: f64,
+    beta: f64,
+) {
+    let a = random::<T>(rng, if m == 0 { 0 } else { (m - 1) * lda + n });
+    let (xl, yl) = match ta {
+        Transpose::No => (n, m),
+        Transpose::Yes => (m, n),
+    };
+    let x = random::<T>(rng, xl);
+    let mut y = random::<T>(rng, yl);
+    if beta == 0.0 {
+        // beta == 0 must never read y.
+        y.iter_mut().for_each(|v| *v = T::from_f64(f64::NAN));
+    }
+    let (aw, xw, yw) = (widen(&a), widen(&x), widen(&y));
+    let mut want = yw.clone();
+    reference::gemv(ta, m, n, alpha, &aw, lda, &xw, beta, &mut want);
+    // Scale: the same product on absolute values.
+    let abs_a: Vec<f64> = aw.iter().map(|v| v.abs()).collect();
+    let abs_x: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
+    let mut scale: Vec<f64> = yw
+        .iter()
+        .map(|v| if beta == 0.0 { 0.0 } else { v.abs() })
+        .collect();
+    reference::gemv(
+        ta,
+        m,
+        n,
+        alpha.abs(),
+        &abs_a,
+        lda,
+        &abs_x,
+        beta.abs(),
+        &mut scale,
+    );
+    benign_kernels::gemv(
+        ta,
+        m,
+        n,
+        T::from_f64(alpha),
+        &a,
+        lda,
+        &x,
+        T::from_f64(beta),
+        &mut y,
+    );
+    let k = match ta {
+        Transpose::No => n,
+        Transpose::Yes => m,
+    };
+    let what = format!("gemv {ta:?} m={m} n={n} lda={lda} alpha={alpha} beta={beta}");
+    assert_close(&what, &y, &want, k, &scale);
+}
+
+#[test]
+fn gemv_matches_reference_over_awkward_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for ta in [Transpose::No, Transpose::Yes] {
+        for &m in &SIZES {
+            for &n in &SIZES {
+                for (alpha, beta) in [(1.0, 0.0), (0.0, 1.0), (-0.7, 1.3), (1.0, 1.0), (2.5, 0.0)] {
+                    check_gemv::<f32>(&mut rng, ta, m, n, n + 5, alpha, beta);
+                    check_gemv::<f64>(&mut rng, ta, m, n, n, alpha, beta);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemv_matches_reference_on_large_and_threaded_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for ta in [Transpose::No, Transpose::Yes] {
+        // Parallel (>= 2^18 multiply-adds), row/column-block edges, L1 y-block edges (Yes:
+        // 8192 f32 / 4096 f64 columns per block).
+        check_gemv::<f32>(&mut rng, ta, 2000, 2000, 2000, 0.5, 0.0);
+        check_gemv::<f64>(&mut rng, ta, 2000, 2000, 2003, 1.0, -2.0);
+        check_gemv::<f32>(&mut rng, ta, 8192, 513, 513, 1.0, 1.0);
+        check_gemv::<f64>(&mut rng, ta, 513, 8197, 8200, -1.5, 0.0);
+        check_gemv::<f32>(&mut rng, ta, 65, 8193, 8193, 1.0, 0.0);
+    }
+}
+
+fn check_ger<T: Float>(rng: &mut ChaCha8Rng, m: usize, n: usize, lda: usize, alpha: f64) {
+    let mut a = random::<T>(rng, if m == 0 { 0 } else { (m - 1) * lda + n });
+    let x = random::<T>(rng, m);
+    let y = random::<T>(rng, n);
+    let (xw, yw) = (widen(&x), widen(&y));
+    let mut want = widen(&a);
+    reference::ger(m, n, alpha, &xw, &yw, &mut want, lda);
+    let scale: Vec<f64> = (0..a.len())
+        .map(|p| {
+            let (i, j) = (p / lda.max(1), p % lda.max(1));
+            let prod = if j < n {
+                (alpha * xw[i] * yw[j]).abs()
+            } else {
+                0.0
+            };
+            a[p].to_f64().abs() + prod
+        })
+        .collect();
+    benign_kernels::ger(m, n, T::from_f64(alpha), &x, &y, &mut a, lda);
+    assert_close(
+        &format!("ger m={m} n={n} lda={lda} alpha={alpha}"),
+        &a,
+        &want,
+        2,
+        &scale,
+    );
+}
+
+#[test]
+fn ger_matches_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for &m in &SIZES {
+        for &n in &SIZES {
+            for alpha in [0.0, 1.0, -0.3] {
+                check_ger::<f32>(&mut rng, m, n, n + 2, alpha);
+                check_ger::<f64>(&mut rng, m, n, n, alpha);
+            }
+        }
+    }
+    check_ger::<f32>(&mut rng, 2000, 2000, 2001, 0.25);
+    check_ger::<f64>(&mut rng, 8192, 513, 513, -1.0);
+}
+
+fn threaded_bits<T: Float>(rng: &mut ChaCha8Rng) {
+    let (m, n) = (1031, 1543);
+    let a = random::<T>(rng, m * n);
+    let xs = random::<T>(rng, n.max(m));
+    let y0 = random::<T>(rng, n.max(m));
+    let run = |threads: usize| {
+        pool(threads).install(|| {
+            let mut out = Vec::new();
+            for ta in [Transpose::No, Transpose::Yes] {
+                let mut y = y0.clone();
+                benign_kernels::gemv(ta, m, n, T::ONE, &a, n, &xs, T::from_f64(0.5), &mut y);
+                out.extend(bits(&y));
+            }
+            let mut g = a.clone();
+            benign_kernels::ger(m, n, T::from_f64(0.3), &xs[..m], &xs[..n], &mut g, n);
+            out.extend(bits(&g));
+            let mut rs = vec![T::ZERO; m];
+            benign_kernels::row_sums(m, n, &a, n, &mut rs);
+            let mut cs = vec![T::ZERO; n];
+            benign_kernels::col_sums(m, n, &a, n, &mut cs);
+            out.extend(bits(&rs));
+            out.extend(bits(&cs));
+            out.push(benign_kernels::dot(&a, &a).to_f64().to_bits());
+            out
+        })
+    };
+    assert_eq!(
+        run(1),
+        run(4),
+        "{}: results differ between 1 and 4 threads",
+        T::NAME
+    );
+    assert_eq!(
+        run(1),
+        run(3),
+        "{}: results differ between 1 and 3 threads",
+        T::NAME
+    );
+}
+
+#[test]
+fn results_are_bit_identical_for_any_thread_count() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    threaded_bits::<f32>(&mut rng);
+    threaded_bits::<f64>(&mut rng);
+}
+
+#[test]
+fn gemv_beta_zero_ignores_nan_in_y_and_alpha_zero_scales() {
+    let a = vec![1.0f32; 9 * 17];
+    let x = vec![2.0f32; 17];
+    let mut y = vec![f32::NAN; 9];
+    benign_kernels::gemv(Transpose::No, 9, 17, 1.0, &a, 17, &x, 0.0, &mut y);
+    assert!(y.iter().all(|&v| v == 34.0), "{y:?}");
+    let mut y = vec![f32::NAN; 17];
+    benign_kernels::gemv(Transpose::Yes, 9, 17, 1.0, &a, 17, &x[..9], 0.0, &mut y);
+    assert!(y.iter().all(|&v| v == 18.0), "{y:?}");
+    let mut y = vec![3.0f64; 9];
+    let a64 = vec![1.0f64; 9 * 17];
+    benign_kernels::gemv(Transpose::No, 9, 17, 0.0, &a64, 17, &[1.0; 17], 2.0, &mut y);
+    assert!(y.iter().all(|&v| v == 6.0), "{y:?}");
+}
