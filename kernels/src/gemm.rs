@@ -45,7 +45,11 @@ pub fn gemm<T: Float>(
             for p in 0..k {
                 acc += at(i, p) * bt(p, j);
             }
-            let old = if beta == T::ZERO { T::ZERO } else { beta * c[i * ldc + j] };
+            let old = if beta == T::ZERO {
+                T::ZERO
+            } else {
+                beta * c[i * ldc + j]
+            };
             c[i * ldc + j] = alpha * acc + old;
         }
     }

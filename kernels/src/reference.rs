@@ -41,7 +41,11 @@ pub fn gemm(
             for p in 0..k {
                 acc += at(ta, a, lda, i, p) * at(tb, b, ldb, p, j);
             }
-            let old = if beta == 0.0 { 0.0 } else { beta * c[i * ldc + j] };
+            let old = if beta == 0.0 {
+                0.0
+            } else {
+                beta * c[i * ldc + j]
+            };
             c[i * ldc + j] = alpha * acc + old;
         }
     }
@@ -232,7 +236,11 @@ pub fn layer_norm(
     if cols == 0 {
         return;
     }
-    for (r, (xr, yr)) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)).enumerate() {
+    for (r, (xr, yr)) in x
+        .chunks_exact(cols)
+        .zip(y.chunks_exact_mut(cols))
+        .enumerate()
+    {
         let mu = xr.iter().sum::<f64>() / cols as f64;
         let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / cols as f64;
         let rs = 1.0 / (var + eps).sqrt();

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 mod bench;
 
 #[derive(Parser)]
-#[command(name = "benign", version, about = "Benign overfitting in attention token selection")]
+#[command(
+    name = "benign",
+    version,
+    about = "Benign overfitting in attention token selection"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -52,16 +52,38 @@ pub struct ForwardPass<T> {
 /// Forward pass over a batch. `tokens` is `(n T) x d` row-major (sample-major, token-minor),
 /// `w` is `d x d` row-major, `p` and `nu` have d entries.
 pub fn forward<T: Float>(shape: Shape, tokens: &[T], w: &[T], p: &[T], nu: &[T]) -> ForwardPass<T> {
-    let Shape { tokens: t, dim: d, .. } = shape;
+    let Shape {
+        tokens: t, dim: d, ..
+    } = shape;
     let rows = shape.total_tokens();
     assert_eq!(tokens.len(), rows * d, "tokens must be (n T) x d");
     assert_eq!(w.len(), d * d, "W must be d x d");
     let mut query = vec![T::ZERO; d];
     k::gemv(Transpose::No, d, d, T::ONE, w, d, p, T::ZERO, &mut query);
     let mut logits = vec![T::ZERO; rows];
-    k::gemv(Transpose::No, rows, d, T::ONE, tokens, d, &query, T::ZERO, &mut logits);
+    k::gemv(
+        Transpose::No,
+        rows,
+        d,
+        T::ONE,
+        tokens,
+        d,
+        &query,
+        T::ZERO,
+        &mut logits,
+    );
     let mut token_scores = vec![T::ZERO; rows];
-    k::gemv(Transpose::No, rows, d, T::ONE, tokens, d, nu, T::ZERO, &mut token_scores);
+    k::gemv(
+        Transpose::No,
+        rows,
+        d,
+        T::ONE,
+        tokens,
+        d,
+        nu,
+        T::ZERO,
+        &mut token_scores,
+    );
     let mut attention = vec![T::ZERO; rows];
     k::softmax_rows(t, &logits, &mut attention);
     let outputs = attention
@@ -135,18 +157,41 @@ pub fn closed_form_gradient_from<T: Float>(
     let loss = mean_logistic_loss(&pass.outputs, labels);
     let inv_n = T::ONE / T::from_usize(n.max(1));
     let mut delta = vec![T::ZERO; n * t];
-    for i in 0..n {
-        let (y, f) = (labels[i], pass.outputs[i]);
+    let per_sample = delta
+        .chunks_exact_mut(t.max(1))
+        .zip(pass.attention.chunks_exact(t.max(1)))
+        .zip(pass.token_scores.chunks_exact(t.max(1)));
+    for (((delta_i, s_i), u_i), (&y, &f)) in per_sample.zip(labels.iter().zip(&pass.outputs)) {
         // d/df log(1 + e^{-y f}) = y * l'(y f) with l'(m) = -1 / (1 + e^m)
         let dloss_df = y * k::logistic_loss_derivative(y * f) * inv_n;
-        for j in i * t..(i + 1) * t {
-            delta[j] = dloss_df * pass.attention[j] * (pass.token_scores[j] - f);
+        for ((dt, &st), &ut) in delta_i.iter_mut().zip(s_i).zip(u_i) {
+            *dt = dloss_df * st * (ut - f);
         }
     }
     let mut token_direction = vec![T::ZERO; d];
-    k::gemv(Transpose::Yes, n * t, d, T::ONE, tokens, d, &delta, T::ZERO, &mut token_direction);
+    k::gemv(
+        Transpose::Yes,
+        n * t,
+        d,
+        T::ONE,
+        tokens,
+        d,
+        &delta,
+        T::ZERO,
+        &mut token_direction,
+    );
     let mut grad_p = vec![T::ZERO; d];
-    k::gemv(Transpose::Yes, d, d, T::ONE, w, d, &token_direction, T::ZERO, &mut grad_p);
+    k::gemv(
+        Transpose::Yes,
+        d,
+        d,
+        T::ONE,
+        w,
+        d,
+        &token_direction,
+        T::ZERO,
+        &mut grad_p,
+    );
     ClosedFormGradient {
         loss,
         delta,
@@ -193,14 +238,22 @@ mod tests {
             wp[idx] += h;
             wm[idx] -= h;
             let fd = (loss(&wp, &p) - loss(&wm, &p)) / (2.0 * h);
-            assert!((fd - grad_w[idx]).abs() < 1e-8, "dW[{idx}]: {fd} vs {}", grad_w[idx]);
+            assert!(
+                (fd - grad_w[idx]).abs() < 1e-8,
+                "dW[{idx}]: {fd} vs {}",
+                grad_w[idx]
+            );
         }
         for idx in 0..d {
             let (mut pp, mut pm) = (p.clone(), p.clone());
             pp[idx] += h;
             pm[idx] -= h;
             let fd = (loss(&w, &pp) - loss(&w, &pm)) / (2.0 * h);
-            assert!((fd - grad.grad_p[idx]).abs() < 1e-8, "dp[{idx}]: {fd} vs {}", grad.grad_p[idx]);
+            assert!(
+                (fd - grad.grad_p[idx]).abs() < 1e-8,
+                "dp[{idx}]: {fd} vs {}",
+                grad.grad_p[idx]
+            );
         }
     }
 }
