@@ -56,6 +56,42 @@ pub enum Transpose {
 /// more than the second core brings.
 pub const GEMM_PARALLEL_MIN_MULADDS: usize = 1 << 21;
 
+/// Cache blocking of one element type (exposed for the edge-case tests).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Blocking {
+    /// Rows of a microkernel tile.
+    pub mr: usize,
+    /// Columns of a microkernel tile.
+    pub nr: usize,
+    /// Depth of a panel.
+    pub kc: usize,
+    /// Rows of an A block; a multiple of `mr`.
+    pub mc: usize,
+    /// Columns of a B block; a multiple of `nr`.
+    pub nc: usize,
+}
+
+/// f32: 6 x 16 tiles (12 `f32x8` accumulators).
+#[doc(hidden)]
+pub const SGEMM_BLOCKING: Blocking = Blocking {
+    mr: MR,
+    nr: 16,
+    kc: 256,
+    mc: 168,
+    nc: 4080,
+};
+
+/// f64: 6 x 8 tiles (12 `f64x4` accumulators).
+#[doc(hidden)]
+pub const DGEMM_BLOCKING: Blocking = Blocking {
+    mr: MR,
+    nr: 8,
+    kc: 256,
+    mc: 72,
+    nc: 4080,
+};
+
 /// An element type with a SIMD GEMM: its vector type and cache blocking.
 ///
 /// The blocking follows BLIS's Haswell choices for the same 6 x 16 / 6 x 8 microkernels: a
@@ -73,17 +109,24 @@ pub(crate) trait GemmScalar: Float + bytemuck::Pod {
 
 impl GemmScalar for f32 {
     type Vector = f32x8;
-    const KC: usize = 256;
-    const MC: usize = 168;
-    const NC: usize = 4080;
+    const KC: usize = SGEMM_BLOCKING.kc;
+    const MC: usize = SGEMM_BLOCKING.mc;
+    const NC: usize = SGEMM_BLOCKING.nc;
 }
 
 impl GemmScalar for f64 {
     type Vector = f64x4;
-    const KC: usize = 256;
-    const MC: usize = 72;
-    const NC: usize = 4080;
+    const KC: usize = DGEMM_BLOCKING.kc;
+    const MC: usize = DGEMM_BLOCKING.mc;
+    const NC: usize = DGEMM_BLOCKING.nc;
 }
+
+// The blocking tables agree with the vector types and with each other.
+const _: () = {
+    assert!(SGEMM_BLOCKING.nr == <f32x8 as Lanes>::NR && DGEMM_BLOCKING.nr == <f64x4 as Lanes>::NR);
+    assert!(SGEMM_BLOCKING.mc % MR == 0 && SGEMM_BLOCKING.nc % SGEMM_BLOCKING.nr == 0);
+    assert!(DGEMM_BLOCKING.mc % MR == 0 && DGEMM_BLOCKING.nc % DGEMM_BLOCKING.nr == 0);
+};
 
 /// `C <- alpha op(A) op(B) + beta C`, `op(A)` m x k, `op(B)` k x n, C m x n (row-major).
 ///
