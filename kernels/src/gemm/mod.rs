@@ -231,13 +231,7 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
             let beta_panel = if pc == 0 { beta } else { S::ONE };
             let b_vectors = depth.len() * cols.len().div_ceil(nr) * NR_VECTORS;
             with_pack_buffer::<S::Vector, _>(&PACK_B, b_vectors, |b_pack| {
-                pack_b(
-                    bytemuck::cast_slice_mut(b_pack),
-                    nr,
-                    b,
-                    depth.clone(),
-                    cols.clone(),
-                );
+                pack_b::<S::Vector>(b_pack, b, depth.clone(), cols.clone());
                 let b_pack: &[S::Vector] = b_pack;
                 let row_block = |c_rows: &mut [S], rows: std::ops::Range<usize>| {
                     row_panel(

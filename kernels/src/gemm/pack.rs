@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use super::microkernel::MR;
+use super::microkernel::{Lanes, MR, NR_VECTORS};
 use super::Transpose;
 use crate::Float;
 
@@ -56,32 +56,56 @@ pub fn pack_a<S: Float>(dst: &mut [S], a: Operand<'_, S>, rows: Range<usize>, de
     }
 }
 
-/// Packs depth `depth` and columns `cols` of `op(B)` into `dst` as `ceil(cols.len() / nr)`
-/// micro-panels of `depth.len() x nr` scalars, each stored k-major (the `nr` values of one row
-/// `p` contiguous); columns past the end are zero.
-pub fn pack_b<S: Float>(
-    dst: &mut [S],
-    nr: usize,
-    b: Operand<'_, S>,
+/// Packs depth `depth` and columns `cols` of `op(B)` into `dst` as `ceil(cols.len() / NR)`
+/// micro-panels of `depth.len() x NR` scalars (`NR = V::NR`), each stored k-major (the `NR`
+/// values of one row `p` contiguous, as `NR_VECTORS` vectors); columns past the end are zero.
+pub fn pack_b<V: Lanes>(
+    dst: &mut [V],
+    b: Operand<'_, V::Scalar>,
     depth: Range<usize>,
     cols: Range<usize>,
 ) {
     let kc = depth.len();
+    let nr = V::NR;
+    let panel_len = kc * NR_VECTORS;
     let panels = cols.len().div_ceil(nr);
-    for (panel_index, panel) in dst.chunks_exact_mut(kc * nr).take(panels).enumerate() {
-        let first_col = cols.start + panel_index * nr;
-        let panel_cols = nr.min(cols.end - first_col);
-        match b.trans {
-            Transpose::No => {
-                // row p of B is contiguous: copy nr at a time
+    let full_panels = cols.len() / nr;
+    match b.trans {
+        Transpose::No => {
+            // Row p of B is contiguous: walk B row by row (a stream the hardware prefetcher
+            // follows; panel by panel would jump ldb elements per step) and scatter each row
+            // over the panels, a whole vector at a time.
+            for (step, p) in depth.clone().enumerate() {
+                let src_row = &b.data[p * b.ld + cols.start..][..cols.len()];
+                for (panel, src) in dst
+                    .chunks_exact_mut(panel_len)
+                    .zip(src_row.chunks_exact(nr))
+                {
+                    let dst_row = &mut panel[step * NR_VECTORS..][..NR_VECTORS];
+                    for (v, lanes) in dst_row.iter_mut().zip(src.chunks_exact(V::LANES)) {
+                        *v = V::load(lanes);
+                    }
+                }
+            }
+            if full_panels < panels {
+                // the last, partial panel: zero-padded scalar copies
+                let panel = &mut dst[full_panels * panel_len..][..panel_len];
+                let panel: &mut [V::Scalar] = bytemuck::cast_slice_mut(panel);
+                let first_col = cols.start + full_panels * nr;
+                let panel_cols = cols.end - first_col;
                 for (p, dst_row) in depth.clone().zip(panel.chunks_exact_mut(nr)) {
                     let src = &b.data[p * b.ld + first_col..][..panel_cols];
                     dst_row[..panel_cols].copy_from_slice(src);
-                    dst_row[panel_cols..].fill(S::ZERO);
+                    dst_row[panel_cols..].fill(V::Scalar::ZERO);
                 }
             }
-            Transpose::Yes => {
-                // column j of op(B) is row j of storage, contiguous along the depth
+        }
+        Transpose::Yes => {
+            // column j of op(B) is row j of storage, contiguous along the depth
+            for (panel_index, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
+                let panel: &mut [V::Scalar] = bytemuck::cast_slice_mut(panel);
+                let first_col = cols.start + panel_index * nr;
+                let panel_cols = nr.min(cols.end - first_col);
                 for jj in 0..nr {
                     if jj < panel_cols {
                         let src = &b.data[(first_col + jj) * b.ld + depth.start..][..kc];
@@ -90,7 +114,7 @@ pub fn pack_b<S: Float>(
                         }
                     } else {
                         for dst_row in panel.chunks_exact_mut(nr) {
-                            dst_row[jj] = S::ZERO;
+                            dst_row[jj] = V::Scalar::ZERO;
                         }
                     }
                 }
