@@ -231,7 +231,23 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
             let beta_panel = if pc == 0 { beta } else { S::ONE };
             let b_vectors = depth.len() * cols.len().div_ceil(nr) * NR_VECTORS;
             with_pack_buffer::<S::Vector, _>(&PACK_B, b_vectors, |b_pack| {
-                pack_b::<S::Vector>(b_pack, b, depth.clone(), cols.clone());
+                if parallel_tasks > 1 {
+                    // packing is a few percent of the work: split it too (by columns, so each
+                    // task fills whole micro-panels; the packed values do not depend on it)
+                    let panels = cols.len().div_ceil(nr);
+                    let panels_per_task = panels.div_ceil(parallel_tasks);
+                    let panel_len = depth.len() * NR_VECTORS;
+                    b_pack
+                        .par_chunks_mut(panels_per_task * panel_len)
+                        .enumerate()
+                        .for_each(|(t, b_part)| {
+                            let first = cols.start + t * panels_per_task * nr;
+                            let part = first..cols.end.min(first + panels_per_task * nr);
+                            pack_b::<S::Vector>(b_part, b, depth.clone(), part);
+                        });
+                } else {
+                    pack_b::<S::Vector>(b_pack, b, depth.clone(), cols.clone());
+                }
                 let b_pack: &[S::Vector] = b_pack;
                 let row_block = |c_rows: &mut [S], rows: std::ops::Range<usize>| {
                     row_panel(
