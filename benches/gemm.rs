@@ -4,8 +4,10 @@
 //!
 //! Groups (`sgemm` for f32, `dgemm` for f64), one benchmark id per `impl/threads/shape`:
 //! - `ours/1t/..`: our kernel inside a 1-thread rayon pool,
-//! - `matrixmultiply/1t/..`: `matrixmultiply::{s,d}gemm` (single-threaded unless the
-//!   `MATRIXMULTIPLY_THREADS` environment variable says otherwise; it defaults to 1),
+//! - `matrixmultiply/1t/..`: `matrixmultiply::{s,d}gemm`, forced single-threaded (its
+//!   `threading` feature otherwise uses one thread per physical core, read once from
+//!   `MATMUL_NUM_THREADS`). Note that matrixmultiply's default `avx512` feature is on in this
+//!   workspace, so on AVX-512 CPUs it runs its AVX-512 kernels while ours are AVX2 + FMA,
 //! - `ours/2t/..`: our kernel inside a 2-thread rayon pool (parallel scaling).
 //!
 //! Filter, e.g.: `cargo bench --bench gemm -- 'sgemm/.*/2000x2000x2000' --warm-up-time 1`.
@@ -145,6 +147,8 @@ fn bench_type<T: Reference>(criterion: &mut Criterion, group_name: &str) {
 }
 
 fn sgemm(criterion: &mut Criterion) {
+    // matrixmultiply reads this once, at its first call: make its baseline single-threaded.
+    std::env::set_var("MATMUL_NUM_THREADS", "1");
     bench_type::<f32>(criterion, "sgemm");
 }
 
