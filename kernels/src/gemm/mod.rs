@@ -3,7 +3,7 @@
 //! # Algorithm
 //!
 //! With `op(A)` m x k, `op(B)` k x n and C m x n, the product is blocked in five loops around a
-//! register-blocked microkernel ([`microkernel`]):
+//! register-blocked microkernel (`gemm/microkernel.rs`, the only SIMD code):
 //!
 //! ```text
 //! for jc in column panels of C and B, NC wide          (B block of KC x NC lives in L3)
@@ -25,6 +25,15 @@
 //! depends only on `k`; threads only decide *which* row panels a task owns, never how an
 //! element is summed, and partial edge tiles use the same arithmetic as full tiles. Results
 //! are therefore bit-identical for any rayon pool size.
+//!
+//! # Threads and buffers
+//!
+//! Calls with at least [`GEMM_PARALLEL_MIN_MULADDS`] multiply-adds run on the current rayon
+//! pool: per depth panel, the B block is packed by column ranges in parallel, then each task
+//! packs and multiplies one row panel of at most MC rows (at least one task per thread when
+//! `m` allows: C is split by rows only, so `m <= MR` runs on one thread). Packing buffers are
+//! thread-local `Vec`s of SIMD vectors (32-byte aligned), reused across calls and bounded by
+//! the blocking (`KC x NC` for B, `MC x KC` for A): at most 8 MB + 288 KB per thread.
 //!
 //! # Edge cases
 //!
