@@ -1,7 +1,160 @@
-//! Placeholder until this bench group is written.
-use criterion::{criterion_group, criterion_main, Criterion};
+//! GEMM throughput: `benign_kernels::gemm` vs `matrixmultiply` on square and workload shapes.
+//!
+//! Throughput is `Elements(2 m n k)`, so criterion's "elem/s" reads as **FLOP/s**.
+//!
+//! Groups (`sgemm` for f32, `dgemm` for f64), one benchmark id per `impl/threads/shape`:
+//! - `ours/1t/..`: our kernel inside a 1-thread rayon pool,
+//! - `matrixmultiply/1t/..`: `matrixmultiply::{s,d}gemm`, forced single-threaded (its
+//!   `threading` feature otherwise uses one thread per physical core, read once from
+//!   `MATMUL_NUM_THREADS`). Note that matrixmultiply's default `avx512` feature is on in this
+//!   workspace, so on AVX-512 CPUs it runs its AVX-512 kernels while ours are AVX2 + FMA,
+//! - `ours/2t/..`: our kernel inside a 2-thread rayon pool (parallel scaling).
+//!
+//! Filter, e.g.: `cargo bench --bench gemm -- 'sgemm/.*/2000x2000x2000' --warm-up-time 1`.
 
-fn placeholder(_c: &mut Criterion) {}
+use std::time::Duration;
 
-criterion_group!(benches, placeholder);
+use benign_kernels::{gemm, Float, Transpose};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// (m, n, k): square shapes, then the workload shapes of the model.
+const SHAPES: [(usize, usize, usize); 8] = [
+    (64, 64, 64),
+    (256, 256, 256),
+    (512, 512, 512),
+    (1024, 1024, 1024),
+    (2000, 2000, 2000),
+    (160, 2000, 2000),
+    (180, 2000, 6000),
+    (2000, 2000, 160),
+];
+
+fn random<T: Float>(len: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
+    (0..len)
+        .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
+        .collect()
+}
+
+/// `matrixmultiply` for one element type, row-major (row stride = width, column stride = 1).
+trait Reference: Float {
+    #[allow(clippy::too_many_arguments)]
+    fn matrixmultiply(m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]);
+}
+
+impl Reference for f32 {
+    fn matrixmultiply(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+        // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and exactly that long.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    }
+}
+
+impl Reference for f64 {
+    fn matrixmultiply(m: usize, n: usize, k: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
+        // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and exactly that long.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    }
+}
+
+fn bench_type<T: Reference>(criterion: &mut Criterion, group_name: &str) {
+    let pools: Vec<(usize, rayon::ThreadPool)> = [1, 2]
+        .into_iter()
+        .map(|threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            (threads, pool)
+        })
+        .collect();
+    let mut group = criterion.benchmark_group(group_name);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(2));
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for (m, n, k) in SHAPES {
+        let shape = format!("{m}x{n}x{k}");
+        let a = random::<T>(m * k, &mut rng);
+        let b = random::<T>(k * n, &mut rng);
+        let mut c = vec![T::ZERO; m * n];
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        for (threads, pool) in &pools {
+            group.bench_function(
+                BenchmarkId::new(format!("ours/{threads}t"), &shape),
+                |bench| {
+                    pool.install(|| {
+                        bench.iter(|| {
+                            gemm(
+                                Transpose::No,
+                                Transpose::No,
+                                m,
+                                n,
+                                k,
+                                T::ONE,
+                                black_box(&a),
+                                k,
+                                black_box(&b),
+                                n,
+                                T::ZERO,
+                                &mut c,
+                                n,
+                            )
+                        })
+                    })
+                },
+            );
+        }
+        group.bench_function(BenchmarkId::new("matrixmultiply/1t", &shape), |bench| {
+            bench.iter(|| T::matrixmultiply(m, n, k, black_box(&a), black_box(&b), &mut c))
+        });
+    }
+    group.finish();
+}
+
+fn sgemm(criterion: &mut Criterion) {
+    // matrixmultiply reads this once, at its first call: make its baseline single-threaded.
+    std::env::set_var("MATMUL_NUM_THREADS", "1");
+    bench_type::<f32>(criterion, "sgemm");
+}
+
+fn dgemm(criterion: &mut Criterion) {
+    bench_type::<f64>(criterion, "dgemm");
+}
+
+criterion_group!(benches, sgemm, dgemm);
 criterion_main!(benches);

@@ -54,6 +54,25 @@ pub trait Float:
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn is_finite(self) -> bool;
     fn is_nan(self) -> bool;
+
+    /// Routes [`crate::gemm`] to the SIMD GEMM of this element type (not part of the API).
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_dispatch(
+        ta: crate::Transpose,
+        tb: crate::Transpose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: Self,
+        a: &[Self],
+        lda: usize,
+        b: &[Self],
+        ldb: usize,
+        beta: Self,
+        c: &mut [Self],
+        ldc: usize,
+    );
 }
 
 macro_rules! impl_float {
@@ -121,6 +140,26 @@ macro_rules! impl_float {
             #[inline(always)]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            #[inline]
+            fn gemm_dispatch(
+                ta: crate::Transpose,
+                tb: crate::Transpose,
+                m: usize,
+                n: usize,
+                k: usize,
+                alpha: Self,
+                a: &[Self],
+                lda: usize,
+                b: &[Self],
+                ldb: usize,
+                beta: Self,
+                c: &mut [Self],
+                ldc: usize,
+            ) {
+                crate::gemm::gemm_packed::<$t>(
+                    ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                );
             }
         }
     };

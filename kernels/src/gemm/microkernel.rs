@@ -1,0 +1,322 @@
+//! The register-blocked GEMM microkernel: the only SIMD code of GEMM.
+//!
+//! One call computes an `MR x NR` tile of `A B` from a packed A micro-panel (`kc x MR`, stored
+//! k-major: the `MR` values of column `p` are contiguous) and a packed B micro-panel (`kc x NR`,
+//! stored k-major as `NR_VECTORS` SIMD vectors per `p`):
+//!
+//! ```text
+//! AB[i][j] = sum_{p = 0}^{kc - 1} a[p * MR + i] * b[p * NR + j]      (summed in order of p)
+//! ```
+//!
+//! with one fused multiply-add per term (`wide`'s `mul_add`, a single FMA instruction when the
+//! target has FMA, `x * y + z` otherwise). The `MR x NR_VECTORS` accumulators stay in registers:
+//! f32 uses 6 x 16 (`f32x8`), f64 uses 6 x 8 (`f64x4`), 12 vector accumulators either way, plus
+//! two B vectors and one broadcast A value: 15 of the 16 AVX2 registers.
+//!
+//! [`write_back`] then stores `C <- alpha AB + beta C` for the tile; C is not read when
+//! `beta == 0`. Partial tiles at the right and bottom edges of C go through a small buffer with
+//! exactly the same vector arithmetic, so an element's value never depends on where the tile
+//! boundaries fall.
+
+use std::ops::Mul;
+
+use bytemuck::Pod;
+use wide::{f32x8, f64x4};
+
+use crate::Float;
+
+/// Rows of C computed by one microkernel call.
+pub const MR: usize = 6;
+
+/// SIMD vectors per row of a C tile: a tile has `NR = NR_VECTORS * LANES` columns.
+pub const NR_VECTORS: usize = 2;
+
+/// A SIMD vector of `LANES` scalars: `f32x8` for f32, `f64x4` for f64.
+///
+/// `Pod` lets the packing buffers be allocated as vectors (so they are 32-byte aligned) and be
+/// viewed as scalars through `bytemuck`'s checked casts.
+pub trait Lanes: Copy + Pod + Send + Sync + Mul<Output = Self> {
+    type Scalar: Float + Pod;
+    /// Scalars per vector.
+    const LANES: usize;
+    /// Columns of a C tile.
+    const NR: usize = NR_VECTORS * Self::LANES;
+    const ZERO: Self;
+    fn splat(x: Self::Scalar) -> Self;
+    /// `self * m + a`, fused when the target has FMA.
+    fn mul_add(self, m: Self, a: Self) -> Self;
+    /// The first `LANES` scalars of `src` (any alignment).
+    fn load(src: &[Self::Scalar]) -> Self;
+    /// Stores into the first `LANES` scalars of `dst` (any alignment).
+    fn store(self, dst: &mut [Self::Scalar]);
+}
+
+macro_rules! impl_lanes {
+    ($vector:ty, $scalar:ty, $lanes:literal) => {
+        impl Lanes for $vector {
+            type Scalar = $scalar;
+            const LANES: usize = $lanes;
+            const ZERO: Self = <$vector>::ZERO;
+            #[inline(always)]
+            fn splat(x: $scalar) -> Self {
+                <$vector>::splat(x)
+            }
+            #[inline(always)]
+            fn mul_add(self, m: Self, a: Self) -> Self {
+                <$vector>::mul_add(self, m, a)
+            }
+            #[inline(always)]
+            fn load(src: &[$scalar]) -> Self {
+                let lanes: [$scalar; $lanes] = src[..$lanes].try_into().unwrap();
+                <$vector>::new(lanes)
+            }
+            #[inline(always)]
+            fn store(self, dst: &mut [$scalar]) {
+                dst[..$lanes].copy_from_slice(self.as_array_ref());
+            }
+        }
+    };
+}
+
+impl_lanes!(f32x8, f32, 8);
+impl_lanes!(f64x4, f64, 4);
+
+/// The accumulators of one C tile: row `i`, vector `v` holds columns `v * LANES ..`.
+pub type Tile<V> = [[V; NR_VECTORS]; MR];
+
+/// `AB = sum_p a_panel[p] b_panel[p]^T` over `kc` steps (see the module docs for the layout).
+///
+/// `a_panel` holds at least `kc * MR` scalars, `b_panel` at least `kc * NR_VECTORS` vectors.
+#[doc(hidden)]
+#[inline(never)]
+pub fn microkernel<V: Lanes>(kc: usize, a_panel: &[V::Scalar], b_panel: &[V]) -> Tile<V> {
+    let a_panel = &a_panel[..kc * MR];
+    let b_panel = &b_panel[..kc * NR_VECTORS];
+    let mut ab = [[V::ZERO; NR_VECTORS]; MR];
+    // loop over the depth: one rank-1 update of the tile per step
+    for (a_column, b_row) in a_panel
+        .chunks_exact(MR)
+        .zip(b_panel.chunks_exact(NR_VECTORS))
+    {
+        let a_column: &[V::Scalar; MR] = a_column.try_into().unwrap();
+        let b_row: &[V; NR_VECTORS] = b_row.try_into().unwrap();
+        for (ab_row, &a) in ab.iter_mut().zip(a_column) {
+            let a = V::splat(a);
+            for (acc, &b) in ab_row.iter_mut().zip(b_row) {
+                *acc = a.mul_add(b, *acc);
+            }
+        }
+    }
+    ab
+}
+
+/// `C <- alpha AB + beta C` on the `rows x cols` top-left part of a tile (`rows <= MR`,
+/// `cols <= NR`); element `(i, j)` of the tile is `c[i * ldc + j]`. Never reads C when
+/// `beta == 0`. Each element is `beta * c + (alpha * ab)` with one FMA (when the target has it).
+#[doc(hidden)]
+#[inline]
+pub fn write_back<V: Lanes>(
+    ab: &Tile<V>,
+    alpha: V::Scalar,
+    beta: V::Scalar,
+    c: &mut [V::Scalar],
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    if rows == MR && cols == V::NR {
+        write_back_full(ab, alpha, beta, c, ldc);
+        return;
+    }
+    // A partial tile: go through a full-size buffer so the arithmetic is the same as above.
+    let mut buffer = [[V::ZERO; NR_VECTORS]; MR];
+    let tile: &mut [V::Scalar] = bytemuck::cast_slice_mut(&mut buffer);
+    let nr = V::NR;
+    if beta != V::Scalar::ZERO {
+        for (i, tile_row) in tile.chunks_exact_mut(nr).enumerate().take(rows) {
+            tile_row[..cols].copy_from_slice(&c[i * ldc..][..cols]);
+        }
+    }
+    write_back_full(ab, alpha, beta, tile, nr);
+    for (i, tile_row) in tile.chunks_exact(nr).enumerate().take(rows) {
+        c[i * ldc..][..cols].copy_from_slice(&tile_row[..cols]);
+    }
+}
+
+#[inline(always)]
+fn write_back_full<V: Lanes>(
+    ab: &Tile<V>,
+    alpha: V::Scalar,
+    beta: V::Scalar,
+    c: &mut [V::Scalar],
+    ldc: usize,
+) {
+    let alpha = V::splat(alpha);
+    let beta_is_zero = beta == V::Scalar::ZERO;
+    let beta = V::splat(beta);
+    for (i, ab_row) in ab.iter().enumerate() {
+        let c_row = &mut c[i * ldc..][..V::NR];
+        for (c_lanes, &acc) in c_row.chunks_exact_mut(V::LANES).zip(ab_row) {
+            let scaled = acc * alpha;
+            let result = if beta_is_zero {
+                scaled
+            } else {
+                V::load(c_lanes).mul_add(beta, scaled)
+            };
+            result.store(c_lanes);
+        }
+    }
+}
+
+/// Asks the cache to fetch the first `rows` rows of a C tile (`rows <= MR`) before the
+/// microkernel runs: C rows are `ldc` apart, too far apart for the hardware prefetcher, and the
+/// write-back would otherwise stall on a cache miss per row. A hint only: no effect on results.
+#[inline(always)]
+pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..rows {
+        let row = &c[i * ldc..];
+        let last = row.len().min(64 / std::mem::size_of::<S>()) - 1;
+        // the tile row is 64 bytes: it touches at most two cache lines
+        for element in [&row[0], &row[last]] {
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a hint that never
+            // faults or changes memory; the pointer comes from a live reference anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (element as *const S).cast::<i8>(),
+                );
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (c, ldc, rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (the kernel tests in `tests/gemm.rs` use ChaCha; here a
+    /// fixed LCG keeps the unit tests dependency-free).
+    fn values(count: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn check_microkernel<V: Lanes>() {
+        let nr = V::NR;
+        for kc in [0, 1, 2, 5, 16, 257] {
+            let a: Vec<V::Scalar> = values(kc * MR, 1)
+                .into_iter()
+                .map(Float::from_f64)
+                .collect();
+            let b_scalars: Vec<V::Scalar> = values(kc * nr, 2)
+                .into_iter()
+                .map(Float::from_f64)
+                .collect();
+            let b: Vec<V> = b_scalars.chunks_exact(V::LANES).map(V::load).collect();
+            let ab = microkernel::<V>(kc, &a, &b);
+            for (rows, cols) in [
+                (MR, nr),
+                (1, 1),
+                (MR - 1, nr - 1),
+                (MR, 3),
+                (2, nr),
+                (MR - 1, nr),
+            ] {
+                for beta in [0.0, 1.0, -0.75] {
+                    let alpha = 1.5;
+                    // C embedded in a wider matrix (ldc = nr + 3) with a sentinel everywhere
+                    let ldc = nr + 3;
+                    let c_old: Vec<f64> = values((MR + 1) * ldc, 3);
+                    let mut c: Vec<V::Scalar> = c_old.iter().map(|&x| Float::from_f64(x)).collect();
+                    if beta == 0.0 {
+                        for i in 0..rows {
+                            for j in 0..cols {
+                                c[i * ldc + j] = V::Scalar::from_f64(f64::NAN);
+                            }
+                        }
+                    }
+                    write_back::<V>(
+                        &ab,
+                        Float::from_f64(alpha),
+                        Float::from_f64(beta),
+                        &mut c,
+                        ldc,
+                        rows,
+                        cols,
+                    );
+                    let eps = V::Scalar::EPSILON.to_f64();
+                    for i in 0..MR + 1 {
+                        for j in 0..ldc {
+                            let got = c[i * ldc + j].to_f64();
+                            let old = V::Scalar::from_f64(c_old[i * ldc + j]).to_f64();
+                            if i >= rows || j >= cols {
+                                assert_eq!(got, old, "outside the tile ({i}, {j}) was written");
+                                continue;
+                            }
+                            let (mut exact, mut magnitude) = (0.0, 0.0);
+                            for p in 0..kc {
+                                let term = a[p * MR + i].to_f64() * b_scalars[p * nr + j].to_f64();
+                                exact += term;
+                                magnitude += term.abs();
+                            }
+                            let beta_c = if beta == 0.0 { 0.0 } else { beta * old };
+                            let expected = alpha * exact + beta_c;
+                            let bound = 2.0
+                                * (kc + 2) as f64
+                                * eps
+                                * (alpha * magnitude + (beta * old).abs());
+                            assert!(
+                                (got - expected).abs() <= bound,
+                                "kc={kc} rows={rows} cols={cols} beta={beta} ({i},{j}): \
+                                 {got} vs {expected}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn microkernel_f32x8_full_and_partial_tiles() {
+        check_microkernel::<f32x8>();
+    }
+
+    #[test]
+    fn microkernel_f64x4_full_and_partial_tiles() {
+        check_microkernel::<f64x4>();
+    }
+
+    #[test]
+    fn partial_tile_matches_full_tile_bitwise() {
+        // The same accumulators written as a full tile and as partial tiles give identical bits.
+        let kc = 37;
+        let a: Vec<f32> = values(kc * MR, 4).into_iter().map(|x| x as f32).collect();
+        let b: Vec<f32x8> = values(kc * 16, 5)
+            .chunks_exact(8)
+            .map(|v| f32x8::new(std::array::from_fn(|l| v[l] as f32)))
+            .collect();
+        let ab = microkernel::<f32x8>(kc, &a, &b);
+        let c0: Vec<f32> = values(MR * 16, 6).into_iter().map(|x| x as f32).collect();
+        let mut full = c0.clone();
+        write_back::<f32x8>(&ab, 0.3, 0.7, &mut full, 16, MR, 16);
+        let mut partial = c0.clone();
+        write_back::<f32x8>(&ab, 0.3, 0.7, &mut partial, 16, MR - 1, 15);
+        for i in 0..MR - 1 {
+            for j in 0..15 {
+                assert_eq!(full[i * 16 + j].to_bits(), partial[i * 16 + j].to_bits());
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Packing of A and B blocks into the micro-panel layout the microkernel reads.
+//!
+//! Transposes are resolved here, so the microkernel has a single code path. Rows (of A) and
+//! columns (of B) beyond the matrix edge are padded with zeros: the microkernel always computes
+//! full tiles, and the padding contributes exact zeros that the write-back never stores.
+
+use std::ops::Range;
+
+use super::microkernel::{Lanes, MR, NR_VECTORS};
+use super::Transpose;
+use crate::Float;
+
+/// A read-only operand `op(X)` seen through its storage: `op(X)(r, c)` is `data[r * ld + c]`
+/// when `trans == No`, `data[c * ld + r]` when `trans == Yes`.
+#[derive(Clone, Copy)]
+pub struct Operand<'a, S> {
+    pub data: &'a [S],
+    pub ld: usize,
+    pub trans: Transpose,
+}
+
+/// Packs rows `rows` and depth `depth` of `op(A)` into `dst` as `ceil(rows.len() / MR)`
+/// micro-panels of `depth.len() x MR` scalars, each stored k-major (the `MR` values of one
+/// column `p` contiguous); rows past the end are zero.
+pub fn pack_a<S: Float>(dst: &mut [S], a: Operand<'_, S>, rows: Range<usize>, depth: Range<usize>) {
+    let kc = depth.len();
+    let panels = rows.len().div_ceil(MR);
+    for (panel_index, panel) in dst.chunks_exact_mut(kc * MR).take(panels).enumerate() {
+        let first_row = rows.start + panel_index * MR;
+        let panel_rows = MR.min(rows.end - first_row);
+        match a.trans {
+            Transpose::No => {
+                // row i of A is contiguous along the depth: scatter it with stride MR
+                for ii in 0..MR {
+                    if ii < panel_rows {
+                        let src = &a.data[(first_row + ii) * a.ld + depth.start..][..kc];
+                        for (dst_column, &x) in panel.chunks_exact_mut(MR).zip(src) {
+                            dst_column[ii] = x;
+                        }
+                    } else {
+                        for dst_column in panel.chunks_exact_mut(MR) {
+                            dst_column[ii] = S::ZERO;
+                        }
+                    }
+                }
+            }
+            Transpose::Yes => {
+                // column p of op(A) is contiguous in storage: copy MR at a time
+                for (p, dst_column) in depth.clone().zip(panel.chunks_exact_mut(MR)) {
+                    let src = &a.data[p * a.ld + first_row..][..panel_rows];
+                    dst_column[..panel_rows].copy_from_slice(src);
+                    dst_column[panel_rows..].fill(S::ZERO);
+                }
+            }
+        }
+    }
+}
+
+/// Packs depth `depth` and columns `cols` of `op(B)` into `dst` as `ceil(cols.len() / NR)`
+/// micro-panels of `depth.len() x NR` scalars (`NR = V::NR`), each stored k-major (the `NR`
+/// values of one row `p` contiguous, as `NR_VECTORS` vectors); columns past the end are zero.
+pub fn pack_b<V: Lanes>(
+    dst: &mut [V],
+    b: Operand<'_, V::Scalar>,
+    depth: Range<usize>,
+    cols: Range<usize>,
+) {
+    let kc = depth.len();
+    let nr = V::NR;
+    let panel_len = kc * NR_VECTORS;
+    let panels = cols.len().div_ceil(nr);
+    let full_panels = cols.len() / nr;
+    match b.trans {
+        Transpose::No => {
+            // Row p of B is contiguous: walk B row by row (a stream the hardware prefetcher
+            // follows; panel by panel would jump ldb elements per step) and scatter each row
+            // over the panels, a whole vector at a time.
+            for (step, p) in depth.clone().enumerate() {
+                let src_row = &b.data[p * b.ld + cols.start..][..cols.len()];
+                for (panel, src) in dst
+                    .chunks_exact_mut(panel_len)
+                    .zip(src_row.chunks_exact(nr))
+                {
+                    let dst_row = &mut panel[step * NR_VECTORS..][..NR_VECTORS];
+                    for (v, lanes) in dst_row.iter_mut().zip(src.chunks_exact(V::LANES)) {
+                        *v = V::load(lanes);
+                    }
+                }
+            }
+            if full_panels < panels {
+                // the last, partial panel: zero-padded scalar copies
+                let panel = &mut dst[full_panels * panel_len..][..panel_len];
+                let panel: &mut [V::Scalar] = bytemuck::cast_slice_mut(panel);
+                let first_col = cols.start + full_panels * nr;
+                let panel_cols = cols.end - first_col;
+                for (p, dst_row) in depth.clone().zip(panel.chunks_exact_mut(nr)) {
+                    let src = &b.data[p * b.ld + first_col..][..panel_cols];
+                    dst_row[..panel_cols].copy_from_slice(src);
+                    dst_row[panel_cols..].fill(V::Scalar::ZERO);
+                }
+            }
+        }
+        Transpose::Yes => {
+            // column j of op(B) is row j of storage, contiguous along the depth
+            for (panel_index, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
+                let panel: &mut [V::Scalar] = bytemuck::cast_slice_mut(panel);
+                let first_col = cols.start + panel_index * nr;
+                let panel_cols = nr.min(cols.end - first_col);
+                for jj in 0..nr {
+                    if jj < panel_cols {
+                        let src = &b.data[(first_col + jj) * b.ld + depth.start..][..kc];
+                        for (dst_row, &x) in panel.chunks_exact_mut(nr).zip(src) {
+                            dst_row[jj] = x;
+                        }
+                    } else {
+                        for dst_row in panel.chunks_exact_mut(nr) {
+                            dst_row[jj] = V::Scalar::ZERO;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
