@@ -4,8 +4,10 @@
 //! metrics and the reports; underneath them a small tape-based autodiff over the SIMD kernels of
 //! [`benign_kernels`], and the gradient checker that verifies it.
 
+pub mod autodiff;
 pub mod cpu;
 pub mod error;
+pub mod gradcheck;
 pub mod model;
 
 pub use benign_kernels as kernels;
