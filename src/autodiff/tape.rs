@@ -469,8 +469,9 @@ impl<T: Float> Tape<T> {
             self.nodes[out].shape
         );
         assert!(
-            self.nodes[out].requires_grad || self.nodes[out].op.is_leaf(),
-            "backward through a value computed in evaluation (no-grad) mode"
+            self.nodes[out].requires_grad,
+            "backward from a value that needs no gradient: it was computed in evaluation \
+             (no-grad) mode or from constants only"
         );
         let count = out + 1;
         // A node is needed when a wanted leaf lies upstream of it (inputs precede their users).

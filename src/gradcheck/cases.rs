@@ -89,7 +89,7 @@ impl Input {
 
 /// A graph builder for both element types: given the inputs' handles (in order), records the
 /// graph and returns its output.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Builder {
     pub f64: fn(&mut Tape<f64>, &[Var]) -> Var,
     pub f32: fn(&mut Tape<f32>, &[Var]) -> Var,
@@ -107,7 +107,7 @@ macro_rules! gradcheck_builder {
 }
 
 /// A checked graph.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Case {
     pub kind: CaseKind,
     /// Name selected by `--op` / `--model`.
