@@ -23,7 +23,11 @@ fn gradients_accumulate_when_a_value_is_used_several_times() {
     let grads = tape.backward(loss);
     let g = grads.get(x).unwrap();
     for (gi, xi) in g.iter().zip([0.5f64, -1.0, 2.0]) {
-        assert!(close(*gi, 2.0 * xi + 3.0 + xi.exp(), 1e-14), "{gi} vs {}", 2.0 * xi + 3.0 + xi.exp());
+        assert!(
+            close(*gi, 2.0 * xi + 3.0 + xi.exp(), 1e-14),
+            "{gi} vs {}",
+            2.0 * xi + 3.0 + xi.exp()
+        );
     }
 }
 
@@ -54,10 +58,16 @@ fn broadcasting_shapes_and_values() {
     assert_eq!(tape.shape(r).dims(), [2, 3]);
     assert_eq!(tape.value(r), &[11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
     let c = tape.sub(r, col);
-    assert_eq!(tape.value(c), &[-89.0, -78.0, -67.0, -186.0, -175.0, -164.0]);
+    assert_eq!(
+        tape.value(c),
+        &[-89.0, -78.0, -67.0, -186.0, -175.0, -164.0]
+    );
     let outer = tape.mul(col, row); // [2, 1] x [3] -> [2, 3]
     assert_eq!(tape.shape(outer).dims(), [2, 3]);
-    assert_eq!(tape.value(outer), &[1000.0, 2000.0, 3000.0, 2000.0, 4000.0, 6000.0]);
+    assert_eq!(
+        tape.value(outer),
+        &[1000.0, 2000.0, 3000.0, 2000.0, 4000.0, 6000.0]
+    );
     let scaled = tape.mul(c, s);
     let sum = tape.add(scaled, outer);
     let loss = tape.sum_all(sum);
@@ -139,7 +149,11 @@ fn backward_through_an_evaluation_value_panics() {
     let _ = tape.backward(loss);
 }
 
-fn quadratic_store() -> (ParamStore<f64>, benign::autodiff::ParamId, benign::autodiff::ParamId) {
+fn quadratic_store() -> (
+    ParamStore<f64>,
+    benign::autodiff::ParamId,
+    benign::autodiff::ParamId,
+) {
     let mut store = ParamStore::new();
     let frozen_group = store.add_group(ParamGroup {
         name: "frozen".into(),
@@ -153,7 +167,12 @@ fn quadratic_store() -> (ParamStore<f64>, benign::autodiff::ParamId, benign::aut
 }
 
 /// L = sum(c * a * b) with c = (3, -1): dL/da = c b.
-fn linear_loss(tape: &mut Tape<f64>, store: &ParamStore<f64>, a: benign::autodiff::ParamId, b: benign::autodiff::ParamId) -> benign::autodiff::Gradients<f64> {
+fn linear_loss(
+    tape: &mut Tape<f64>,
+    store: &ParamStore<f64>,
+    a: benign::autodiff::ParamId,
+    b: benign::autodiff::ParamId,
+) -> benign::autodiff::Gradients<f64> {
     tape.clear();
     let av = tape.param(store, a);
     let bv = tape.param(store, b);
@@ -169,7 +188,10 @@ fn frozen_parameters_get_no_gradient_and_no_update() {
     let (mut store, a, b) = quadratic_store();
     let mut tape = Tape::new();
     let grads = linear_loss(&mut tape, &store, a, b);
-    assert!(grads.param(b).is_none(), "a frozen parameter enters as a constant");
+    assert!(
+        grads.param(b).is_none(),
+        "a frozen parameter enters as a constant"
+    );
     assert_eq!(grads.param(a).unwrap(), &[1.5, -0.25]);
     let mut opt = AdamW::new(0.1);
     opt.step(&mut store, &grads);
@@ -183,6 +205,7 @@ fn frozen_parameters_get_no_gradient_and_no_update() {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)] // mirrors the formula coordinate by coordinate
 fn sgd_with_momentum_and_weight_decay_matches_hand_computation() {
     let (mut store, a, b) = quadratic_store();
     let mut tape = Tape::new();
@@ -200,7 +223,12 @@ fn sgd_with_momentum_and_weight_decay_matches_hand_computation() {
             p[i] -= 0.1 * buf[i];
         }
         for i in 0..2 {
-            assert!(close(store.value(a)[i], p[i], 1e-15), "step {step}: {} vs {}", store.value(a)[i], p[i]);
+            assert!(
+                close(store.value(a)[i], p[i], 1e-15),
+                "step {step}: {} vs {}",
+                store.value(a)[i],
+                p[i]
+            );
         }
     }
 }
@@ -225,14 +253,21 @@ fn adamw_steps_match_the_formula() {
             let m_hat = m[i] / (1.0 - 0.9f64.powi(t));
             let v_hat = v[i] / (1.0 - 0.999f64.powi(t));
             p[i] -= 0.05 * m_hat / (v_hat.sqrt() + 1e-8);
-            assert!(close(store.value(a)[i], p[i], 1e-13), "step {t}: {} vs {}", store.value(a)[i], p[i]);
+            assert!(
+                close(store.value(a)[i], p[i], 1e-13),
+                "step {t}: {} vs {}",
+                store.value(a)[i],
+                p[i]
+            );
         }
     }
     // First step of Adam moves each coordinate by about lr * sign(g).
     let (mut store, a, b) = quadratic_store();
     let grads = linear_loss(&mut tape, &store, a, b);
     tape.clear();
-    AdamW::new(0.05).with_weight_decay(0.0).step(&mut store, &grads);
+    AdamW::new(0.05)
+        .with_weight_decay(0.0)
+        .step(&mut store, &grads);
     assert!(close(store.value(a)[0], 1.0 - 0.05, 1e-6));
     assert!(close(store.value(a)[1], -2.0 + 0.05, 1e-6));
 }
@@ -272,7 +307,11 @@ fn gradient_clipping_scales_to_the_global_norm() {
     let mut grads = tape.backward(loss);
     let norm = clip_grad_norm(&mut grads, 10.0);
     assert_eq!(norm, 5.0);
-    assert_eq!(grads.get(a).unwrap(), &[3.0], "below the bound nothing changes");
+    assert_eq!(
+        grads.get(a).unwrap(),
+        &[3.0],
+        "below the bound nothing changes"
+    );
     let norm = clip_grad_norm(&mut grads, 1.0);
     assert_eq!(norm, 5.0);
     let (ga, gb) = (grads.get(a).unwrap()[0], grads.get(b).unwrap()[0]);
@@ -292,9 +331,14 @@ fn memory_is_flat_over_1000_training_steps() {
     let d = shape.dim;
     let det = |i: usize, s: f64| ((i as f64 * 0.37 + s).sin() * 1.7).clamp(-1.0, 1.0);
     let tokens: Vec<f64> = (0..shape.total_tokens() * d).map(|i| det(i, 0.3)).collect();
-    let labels: Vec<f64> = (0..shape.samples).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let labels: Vec<f64> = (0..shape.samples)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
     let mut store = ParamStore::<f64>::new();
-    let w = store.add("W", Tensor::new(&[d, d], (0..d * d).map(|i| 0.2 * det(i, 1.1)).collect()));
+    let w = store.add(
+        "W",
+        Tensor::new(&[d, d], (0..d * d).map(|i| 0.2 * det(i, 1.1)).collect()),
+    );
     let p = store.add("p", Tensor::zeros(&[d]));
     let mut opt = AdamW::new(1e-2);
     let mut tape = Tape::new();
@@ -310,7 +354,9 @@ fn memory_is_flat_over_1000_training_steps() {
             p: tape.param(&store, p),
             nu,
         };
-        let loss = attention_tape::record(&mut tape, shape, vars, Some(&labels)).loss.unwrap();
+        let loss = attention_tape::record(&mut tape, shape, vars, Some(&labels))
+            .loss
+            .unwrap();
         losses.push(tape.scalar(loss));
         let mut grads = tape.backward(loss);
         clip_grad_norm(&mut grads, 1.0);
@@ -323,12 +369,20 @@ fn memory_is_flat_over_1000_training_steps() {
         tape.recycle_gradients(grads);
     }
     let (early, late) = (snapshots[0], snapshots[1]);
-    assert_eq!(early.fresh_allocations, late.fresh_allocations, "buffers allocated after warm-up");
+    assert_eq!(
+        early.fresh_allocations, late.fresh_allocations,
+        "buffers allocated after warm-up"
+    );
     assert_eq!(early.live_bytes, late.live_bytes);
     assert_eq!(early.pooled_bytes, late.pooled_bytes);
     assert_eq!(early.node_capacity, late.node_capacity);
     assert!(early.live_bytes > 0);
-    assert!(losses[999] < losses[0], "training lowers the loss: {} -> {}", losses[0], losses[999]);
+    assert!(
+        losses[999] < losses[0],
+        "training lowers the loss: {} -> {}",
+        losses[0],
+        losses[999]
+    );
 }
 
 #[test]
@@ -350,7 +404,12 @@ fn the_tape_model_matches_the_closed_form_forward_and_gradient() {
     let closed = attention::closed_form_gradient(shape, &tokens, &labels, &w, &p, &nu);
     let closed_w = attention::dense_grad_w(&closed.token_direction, &p);
     assert!(close(ours.loss, closed.loss, 1e-14));
-    for (a, b) in ours.grad_w.iter().zip(&closed_w).chain(ours.grad_p.iter().zip(&closed.grad_p)) {
+    for (a, b) in ours
+        .grad_w
+        .iter()
+        .zip(&closed_w)
+        .chain(ours.grad_p.iter().zip(&closed.grad_p))
+    {
         assert!(close(*a, *b, 1e-13), "{a} vs {b}");
     }
     let outputs = attention_tape::forward(&mut tape, shape, &tokens, &w, &p, &nu);
@@ -392,8 +451,34 @@ fn layout_ops_produce_expected_values() {
     let c = tape.concat(&[x, x], 0);
     assert_eq!(tape.shape(c).dims(), [4, 3]);
     let e = tape.embedding(x, &[1, 1, 0]);
-    assert_eq!(tape.value(e), &[4.0, 5.0, 6.0, 4.0, 5.0, 6.0, 1.0, 2.0, 3.0]);
+    assert_eq!(
+        tape.value(e),
+        &[4.0, 5.0, 6.0, 4.0, 5.0, 6.0, 1.0, 2.0, 3.0]
+    );
     let loss = tape.sum_all(e);
     let grads = tape.backward(loss);
     assert_eq!(grads.get(x).unwrap(), &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+}
+
+/// Per-op bookkeeping cost, for `perf stat` (ignored by default): 20 elementwise ops on 8 x 8
+/// plus backward, 100,000 times.
+#[test]
+#[ignore]
+fn overhead_loop() {
+    let mut tape = Tape::<f64>::new();
+    let x = vec![0.5; 64];
+    let mut total = 0.0;
+    for _ in 0..100_000 {
+        tape.clear();
+        let mut h = tape.variable(&[8, 8], &x);
+        let leaf = h;
+        for _ in 0..19 {
+            h = tape.scale(h, 0.9);
+        }
+        let loss = tape.sum_all(h);
+        let grads = tape.backward(loss);
+        total += grads.get(leaf).unwrap()[0];
+        tape.recycle_gradients(grads);
+    }
+    assert!(total > 0.0);
 }

@@ -9,16 +9,41 @@ use benign_kernels::Float;
 fn the_default_suite_passes() {
     let mut lines = Vec::new();
     let summary = gradcheck::run(&Config::default(), &Selection::default(), |r| {
-        lines.push(format!("{} {} {} {:e} {}", r.case, r.check, r.input, r.max_abs_error, r.passed));
+        lines.push(format!(
+            "{} {} {} {:e} {}",
+            r.case, r.check, r.input, r.max_abs_error, r.passed
+        ));
     })
     .unwrap();
-    assert!(summary.all_passed(), "failures: {:?}\n{}", summary.failures, lines.join("\n"));
+    assert!(
+        summary.all_passed(),
+        "failures: {:?}\n{}",
+        summary.failures,
+        lines.join("\n")
+    );
     // Every op family and model is present, with each kind of check.
-    for name in gradcheck::op_names().iter().chain(&gradcheck::model_names()) {
-        assert!(lines.iter().any(|l| l.starts_with(&format!("{name}/"))), "{name} not checked");
+    for name in gradcheck::op_names()
+        .iter()
+        .chain(&gradcheck::model_names())
+    {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{name}/"))),
+            "{name} not checked"
+        );
     }
-    for check in ["jacobian", "direction", "f32_vs_f64", "reentrant", "threads", "taylor", "closed_form"] {
-        assert!(lines.iter().any(|l| l.split(' ').nth(1) == Some(check)), "no {check} check ran");
+    for check in [
+        "jacobian",
+        "direction",
+        "f32_vs_f64",
+        "reentrant",
+        "threads",
+        "taylor",
+        "closed_form",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.split(' ').nth(1) == Some(check)),
+            "no {check} check ran"
+        );
     }
     assert!(summary.checks > 200);
 }
@@ -51,7 +76,10 @@ fn sine_case(build: gradcheck::Builder, mode: Mode) -> Case {
         kind: CaseKind::Op,
         family: "sine",
         name: "sine/test".into(),
-        inputs: vec![Input::var("x", &[3, 4]), Input::var_in("scale", &[4], Domain::Normal(1.0))],
+        inputs: vec![
+            Input::var("x", &[3, 4]),
+            Input::var_in("scale", &[4], Domain::Normal(1.0)),
+        ],
         build,
         mode,
         f32: true,
@@ -64,7 +92,10 @@ fn sine_case(build: gradcheck::Builder, mode: Mode) -> Case {
 #[test]
 fn a_correct_custom_op_passes_every_check() {
     for mode in [Mode::Jacobian, Mode::Direction] {
-        let results = run_case(&sine_case(benign::gradcheck_builder!(good_sine), mode), &Config::default());
+        let results = run_case(
+            &sine_case(benign::gradcheck_builder!(good_sine), mode),
+            &Config::default(),
+        );
         assert!(results.iter().all(|r| r.passed), "{results:#?}");
     }
 }
@@ -72,19 +103,33 @@ fn a_correct_custom_op_passes_every_check() {
 #[test]
 fn a_wrong_derivative_is_caught() {
     let config = Config::default();
-    let results = run_case(&sine_case(benign::gradcheck_builder!(broken_sine), Mode::Jacobian), &config);
+    let results = run_case(
+        &sine_case(benign::gradcheck_builder!(broken_sine), Mode::Jacobian),
+        &config,
+    );
     let failed = |check: &str, input: &str| {
         results
             .iter()
             .any(|r| r.check == check && r.input.starts_with(input) && !r.passed)
     };
     assert!(failed("jacobian", "x"), "{results:#?}");
-    assert!(failed("taylor", "all"), "the Taylor slope drops to 1 with a wrong gradient: {results:#?}");
+    assert!(
+        failed("taylor", "all"),
+        "the Taylor slope drops to 1 with a wrong gradient: {results:#?}"
+    );
     // The other input's gradient does not involve the broken derivative.
-    assert!(results.iter().any(|r| r.check == "jacobian" && r.input.starts_with("scale") && r.passed));
+    assert!(results
+        .iter()
+        .any(|r| r.check == "jacobian" && r.input.starts_with("scale") && r.passed));
 
-    let results = run_case(&sine_case(benign::gradcheck_builder!(broken_sine), Mode::Direction), &config);
-    assert!(results.iter().any(|r| r.check == "direction" && !r.passed), "{results:#?}");
+    let results = run_case(
+        &sine_case(benign::gradcheck_builder!(broken_sine), Mode::Direction),
+        &config,
+    );
+    assert!(
+        results.iter().any(|r| r.check == "direction" && !r.passed),
+        "{results:#?}"
+    );
 }
 
 #[test]
@@ -96,7 +141,12 @@ fn unknown_names_are_invalid_options_listing_the_valid_ones() {
     .unwrap_err();
     assert_eq!(err.exit_code(), 2);
     let message = err.to_string();
-    assert!(message.contains("matmull") && message.contains("matmul,") && message.contains("layer_norm"), "{message}");
+    assert!(
+        message.contains("matmull")
+            && message.contains("matmul,")
+            && message.contains("layer_norm"),
+        "{message}"
+    );
     let err = gradcheck::select(&Selection {
         ops: vec![],
         models: vec!["gpt".into()],
@@ -123,11 +173,21 @@ fn the_cli_reports_json_and_exit_statuses() {
         .args(["gradcheck", "--op", "layer_norm", "--json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(lines.len() > 3);
-    assert!(lines[..lines.len() - 1].iter().all(|v| v["passed"] == true && v["case"].is_string()));
+    assert!(lines[..lines.len() - 1]
+        .iter()
+        .all(|v| v["passed"] == true && v["case"].is_string()));
     assert_eq!(lines.last().unwrap()["summary"]["failed"], 0);
 
     let out = std::process::Command::new(bin)
@@ -139,7 +199,15 @@ fn the_cli_reports_json_and_exit_statuses() {
 
     // Impossible tolerances make checks fail: exit status 1.
     let out = std::process::Command::new(bin)
-        .args(["gradcheck", "--op", "exp", "--atol", "1e-30", "--rtol", "1e-30"])
+        .args([
+            "gradcheck",
+            "--op",
+            "exp",
+            "--atol",
+            "1e-30",
+            "--rtol",
+            "1e-30",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -9,9 +9,17 @@ use benign_kernels::Float;
 use super::params::{ParamId, ParamStore};
 use super::tape::Gradients;
 
-fn lr_and_decay<T: Float>(store: &ParamStore<T>, id: ParamId, lr: f64, weight_decay: f64) -> (f64, f64) {
+fn lr_and_decay<T: Float>(
+    store: &ParamStore<T>,
+    id: ParamId,
+    lr: f64,
+    weight_decay: f64,
+) -> (f64, f64) {
     let group = store.group(store.group_of(id));
-    (group.lr.unwrap_or(lr), group.weight_decay.unwrap_or(weight_decay))
+    (
+        group.lr.unwrap_or(lr),
+        group.weight_decay.unwrap_or(weight_decay),
+    )
 }
 
 /// Stochastic gradient descent with momentum and (L2, coupled) weight decay, as `torch.optim.SGD`
@@ -58,7 +66,12 @@ impl<T: Float> Sgd<T> {
             let (lr, wd) = lr_and_decay(store, id, self.lr, self.weight_decay);
             let (lr, wd, mu) = (T::from_f64(lr), T::from_f64(wd), T::from_f64(self.momentum));
             let p = store.value_mut(id);
-            assert_eq!(g.len(), p.len(), "gradient of `{}` has the wrong length", id.0);
+            assert_eq!(
+                g.len(),
+                p.len(),
+                "gradient of `{}` has the wrong length",
+                id.0
+            );
             if self.momentum == 0.0 {
                 for (pv, &gv) in p.iter_mut().zip(g) {
                     *pv -= lr * (gv + wd * *pv);
@@ -165,9 +178,18 @@ impl<T: Float> AdamW<T> {
             let decay = T::from_f64(1.0 - lr * wd);
             let step_size = T::from_f64(lr / bias1);
             let inv_sqrt_bias2 = T::from_f64(1.0 / bias2.sqrt());
-            let (b1, b2, eps) = (T::from_f64(self.beta1), T::from_f64(self.beta2), T::from_f64(self.eps));
+            let (b1, b2, eps) = (
+                T::from_f64(self.beta1),
+                T::from_f64(self.beta2),
+                T::from_f64(self.eps),
+            );
             let p = store.value_mut(id);
-            assert_eq!(g.len(), p.len(), "gradient of parameter {} has the wrong length", id.0);
+            assert_eq!(
+                g.len(),
+                p.len(),
+                "gradient of parameter {} has the wrong length",
+                id.0
+            );
             for (((pv, &gv), m), v) in p.iter_mut().zip(g).zip(&mut state.m).zip(&mut state.v) {
                 *pv *= decay;
                 *m = b1 * *m + (T::ONE - b1) * gv;

@@ -97,7 +97,11 @@ impl<T: Float> ParamStore<T> {
 
     pub fn add_to(&mut self, group: GroupId, name: &str, value: Tensor<T>) -> ParamId {
         assert!(self.id(name).is_none(), "parameter `{name}` already exists");
-        assert!(group.0 < self.groups.len(), "no parameter group {}", group.0);
+        assert!(
+            group.0 < self.groups.len(),
+            "no parameter group {}",
+            group.0
+        );
         self.params.push(Param {
             name: name.to_string(),
             shape: value.shape,

@@ -9,6 +9,7 @@
 //! range) are programming errors: they panic with a message naming the op and the shapes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -63,10 +64,30 @@ pub(crate) struct Node<T> {
     pub(crate) param: Option<ParamId>,
 }
 
+/// Hashes a buffer length with one multiply (SipHash dominated small-graph overhead).
+#[derive(Default)]
+struct LengthHasher(u64);
+
+impl Hasher for LengthHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// Buffers by exact length. A training loop requests the same lengths every step, so after the
 /// first step every request is served from here.
 pub(crate) struct Pool<T> {
-    free: HashMap<usize, Vec<Vec<T>>>,
+    free: HashMap<usize, Vec<Vec<T>>, BuildHasherDefault<LengthHasher>>,
     pooled_bytes: usize,
     fresh_allocations: u64,
 }
@@ -74,7 +95,7 @@ pub(crate) struct Pool<T> {
 impl<T: Float> Pool<T> {
     fn new() -> Self {
         Pool {
-            free: HashMap::new(),
+            free: HashMap::default(),
             pooled_bytes: 0,
             fresh_allocations: 0,
         }
@@ -134,7 +155,10 @@ pub struct GradEntry<T> {
 impl<T: Float> Gradients<T> {
     /// Gradient with respect to `var`, or `None` if the loss does not depend on it.
     pub fn get(&self, var: Var) -> Option<&[T]> {
-        assert_eq!(var.generation, self.generation, "handle from another tape generation");
+        assert_eq!(
+            var.generation, self.generation,
+            "handle from another tape generation"
+        );
         self.entries
             .iter()
             .find(|e| e.index == var.index())
@@ -143,7 +167,10 @@ impl<T: Float> Gradients<T> {
 
     /// Moves the gradient of `var` out (no copy).
     pub fn take(&mut self, var: Var) -> Option<Vec<T>> {
-        assert_eq!(var.generation, self.generation, "handle from another tape generation");
+        assert_eq!(
+            var.generation, self.generation,
+            "handle from another tape generation"
+        );
         let pos = self.entries.iter().position(|e| e.index == var.index())?;
         Some(self.entries.swap_remove(pos).grad)
     }
@@ -278,7 +305,13 @@ impl<T: Float> Tape<T> {
 
     // ---- leaves -------------------------------------------------------------------------------
 
-    fn push_leaf(&mut self, shape: Shape, value: Storage<T>, requires_grad: bool, param: Option<ParamId>) -> Var {
+    fn push_leaf(
+        &mut self,
+        shape: Shape,
+        value: Storage<T>,
+        requires_grad: bool,
+        param: Option<ParamId>,
+    ) -> Var {
         assert_eq!(
             value.as_slice().len(),
             shape.numel(),
@@ -309,7 +342,12 @@ impl<T: Float> Tape<T> {
 
     /// A constant shared with the caller without copying.
     pub fn constant_shared(&mut self, dims: &[usize], data: &Arc<Vec<T>>) -> Var {
-        self.push_leaf(Shape::new(dims), Storage::Shared(Arc::clone(data)), false, None)
+        self.push_leaf(
+            Shape::new(dims),
+            Storage::Shared(Arc::clone(data)),
+            false,
+            None,
+        )
     }
 
     /// A constant moved in from a tensor.
@@ -327,7 +365,12 @@ impl<T: Float> Tape<T> {
     /// A differentiable leaf shared with the caller without copying.
     pub fn variable_shared(&mut self, dims: &[usize], data: &Arc<Vec<T>>) -> Var {
         let requires_grad = self.grad_enabled;
-        self.push_leaf(Shape::new(dims), Storage::Shared(Arc::clone(data)), requires_grad, None)
+        self.push_leaf(
+            Shape::new(dims),
+            Storage::Shared(Arc::clone(data)),
+            requires_grad,
+            None,
+        )
     }
 
     /// A parameter of `store`, shared without copying. Frozen parameters enter as constants, so
@@ -363,7 +406,12 @@ impl<T: Float> Tape<T> {
     /// The value of a one-element tensor.
     pub fn scalar(&self, var: Var) -> T {
         let v = self.value(var);
-        assert_eq!(v.len(), 1, "scalar() on a tensor of shape {}", self.shape(var));
+        assert_eq!(
+            v.len(),
+            1,
+            "scalar() on a tensor of shape {}",
+            self.shape(var)
+        );
         v[0]
     }
 

@@ -50,7 +50,10 @@ impl Shape {
 
     /// Size of `axis`; panics with the shape in the message if the axis does not exist.
     pub fn dim(&self, axis: usize) -> usize {
-        assert!(axis < self.rank, "axis {axis} out of range for shape {self}");
+        assert!(
+            axis < self.rank,
+            "axis {axis} out of range for shape {self}"
+        );
         self.dims[axis]
     }
 
@@ -81,7 +84,10 @@ impl Shape {
     /// This shape with `axis` resized to `len`.
     pub fn with_axis(&self, axis: usize, len: usize) -> Shape {
         let mut s = *self;
-        assert!(axis < self.rank, "axis {axis} out of range for shape {self}");
+        assert!(
+            axis < self.rank,
+            "axis {axis} out of range for shape {self}"
+        );
         s.dims[axis] = len;
         s
     }

@@ -49,9 +49,17 @@ fn row(r: &CheckResult) -> String {
 }
 
 pub fn execute(args: GradcheckArgs) -> anyhow::Result<i32> {
-    for (field, value) in [("step", args.step), ("atol", args.atol), ("rtol", args.rtol)] {
+    for (field, value) in [
+        ("step", args.step),
+        ("atol", args.atol),
+        ("rtol", args.rtol),
+    ] {
         if !(value.is_finite() && value > 0.0) {
-            return Err(benign::Error::invalid(field, format!("must be a positive finite number, got {value}")).into());
+            return Err(benign::Error::invalid(
+                field,
+                format!("must be a positive finite number, got {value}"),
+            )
+            .into());
         }
     }
     let config = Config {
@@ -85,20 +93,29 @@ pub fn execute(args: GradcheckArgs) -> anyhow::Result<i32> {
             write_error.get_or_insert(e);
         }
     })?;
-    if let Some(e) = write_error {
-        return Err(e.into());
-    }
-    if args.json {
-        writeln!(out, "{}", serde_json::json!({ "summary": summary }))?;
-    } else {
-        writeln!(
-            out,
-            "\n{} checks, {} failed; finite-difference checks: max abs error {:.2e}, max rel error {:.2e}",
-            summary.checks, summary.failed, summary.max_abs_error, summary.max_rel_error
-        )?;
-        for f in &summary.failures {
-            writeln!(out, "FAILED: {f}")?;
+    let status = if summary.all_passed() { 0 } else { 1 };
+    let finish = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
+        if let Some(e) = write_error {
+            return Err(e);
         }
+        if args.json {
+            writeln!(out, "{}", serde_json::json!({ "summary": summary }))?;
+        } else {
+            writeln!(
+                out,
+                "\n{} checks, {} failed; finite-difference checks: max abs error {:.2e}, max rel error {:.2e}",
+                summary.checks, summary.failed, summary.max_abs_error, summary.max_rel_error
+            )?;
+            for f in &summary.failures {
+                writeln!(out, "FAILED: {f}")?;
+            }
+        }
+        out.flush()
+    };
+    match finish(&mut out) {
+        // A closed pipe (`| head`) is not a failure of the checks.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(status),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(status),
     }
-    Ok(if summary.all_passed() { 0 } else { 1 })
 }

@@ -72,7 +72,8 @@ impl Summary {
         self.checks += 1;
         if !r.passed {
             self.failed += 1;
-            self.failures.push(format!("{}/{}/{}", r.case, r.check, r.input));
+            self.failures
+                .push(format!("{}/{}/{}", r.case, r.check, r.input));
         }
         if matches!(r.check, "jacobian" | "direction") {
             self.max_abs_error = self.max_abs_error.max(r.max_abs_error);
@@ -137,9 +138,17 @@ fn draw(input: &Input, rng: &mut ChaCha8Rng) -> Vec<f64> {
                 }
             })
             .collect(),
-        Domain::Labels => (0..n).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect(),
+        Domain::Labels => (0..n)
+            .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+            .collect(),
         Domain::Values(v) => {
-            assert_eq!(v.len(), n, "input `{}`: {} fixed values for {n} elements", input.name, v.len());
+            assert_eq!(
+                v.len(),
+                n,
+                "input `{}`: {} fixed values for {n} elements",
+                input.name,
+                v.len()
+            );
             v.clone()
         }
     }
@@ -187,7 +196,13 @@ fn gradients<T: Float>(
     (output, grads)
 }
 
-fn backward_once<T: Float>(tape: &mut Tape<T>, case: &Case, vars: &[Var], out: Var, seed: &[T]) -> Vec<Vec<f64>> {
+fn backward_once<T: Float>(
+    tape: &mut Tape<T>,
+    case: &Case,
+    vars: &[Var],
+    out: Var,
+    seed: &[T],
+) -> Vec<Vec<f64>> {
     let wrt: Vec<Var> = differentiable(case).map(|i| vars[i]).collect();
     let grads = tape.backward_from(out, seed, Some(&wrt));
     let result = differentiable(case)
@@ -250,13 +265,27 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
     let weights: Vec<f64> = if y0.len() == 1 {
         vec![1.0]
     } else {
-        (0..y0.len()).map(|_| StandardNormal.sample(&mut rng)).collect()
+        (0..y0.len())
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect()
     };
     let mut direction: Vec<Vec<f64>> = differentiable(case)
-        .map(|i| (0..case.inputs[i].numel()).map(|_| StandardNormal.sample(&mut rng)).collect())
+        .map(|i| {
+            (0..case.inputs[i].numel())
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect()
+        })
         .collect();
-    let norm = direction.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
-    direction.iter_mut().flatten().for_each(|v| *v /= norm.max(f64::MIN_POSITIVE));
+    let norm = direction
+        .iter()
+        .flatten()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt();
+    direction
+        .iter_mut()
+        .flatten()
+        .for_each(|v| *v /= norm.max(f64::MIN_POSITIVE));
 
     let result = |check: &'static str, input: String, dtype: &'static str| CheckResult {
         kind: case.kind.as_str(),
@@ -280,7 +309,10 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
             let m = y0.len();
             let diff: Vec<usize> = differentiable(case).collect();
             // Analytic Jacobian, row j from the backward pass seeded with e_j.
-            let mut analytic: Vec<Vec<f64>> = diff.iter().map(|&i| vec![0.0; m * case.inputs[i].numel()]).collect();
+            let mut analytic: Vec<Vec<f64>> = diff
+                .iter()
+                .map(|&i| vec![0.0; m * case.inputs[i].numel()])
+                .collect();
             tape.set_grad_enabled(true);
             let (vars, out) = record(&mut tape, case, case.build.f64, &values);
             let mut seed = vec![0.0; m];
@@ -322,7 +354,12 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
         }
         Mode::Direction => {
             let (_, grads) = gradients(&mut tape, case, case.build.f64, &values, &weights);
-            let analytic: f64 = grads.iter().flatten().zip(direction.iter().flatten()).map(|(g, u)| g * u).sum();
+            let analytic: f64 = grads
+                .iter()
+                .flatten()
+                .zip(direction.iter().flatten())
+                .map(|(g, u)| g * u)
+                .sum();
             let h = config.step;
             let shifted = |t: f64| -> Vec<Vec<f64>> {
                 let mut v = values.clone();
@@ -356,7 +393,11 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
         let (_, g32) = gradients(&mut tape32, case, case.build.f32, &values, &weights);
         for ((slot, i), (a, b)) in differentiable(case).enumerate().zip(g32.iter().zip(&g64)) {
             let _ = slot;
-            let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            let err = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
             let scale = b.iter().map(|v| v.abs()).fold(0.0, f64::max);
             let rel = if scale > 0.0 { err / scale } else { err };
             let mut r = result("f32_vs_f64", describe(&case.inputs[i]), "f32");
@@ -393,7 +434,9 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
         };
         let (y1, g1) = run(&pools.one);
         let (y4, g4) = run(&pools.four);
-        let same = bitwise_equal(&g1, &g4) && bitwise_equal(&[y1.clone()], &[y4]) && bitwise_equal(&[y1], &[y64]);
+        let same = bitwise_equal(&g1, &g4)
+            && bitwise_equal(std::slice::from_ref(&y1), &[y4])
+            && bitwise_equal(&[y1], &[y64]);
         let mut r = result("threads", "all".into(), "f64");
         r.max_abs_error = max_difference(&g1, &g4);
         r.tolerance = "bitwise equal".into();
@@ -405,7 +448,12 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
     // Taylor remainder slope.
     if case.taylor {
         let base = weighted_output(&mut tape, case, &values, &weights);
-        let slope_term: f64 = g64.iter().flatten().zip(direction.iter().flatten()).map(|(g, u)| g * u).sum();
+        let slope_term: f64 = g64
+            .iter()
+            .flatten()
+            .zip(direction.iter().flatten())
+            .map(|(g, u)| g * u)
+            .sum();
         let steps = [1e-1, 5e-2, 2e-2, 1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4];
         let mut points = Vec::new();
         for &h in &steps {
@@ -415,7 +463,8 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
                     *x += h * u;
                 }
             }
-            let remainder = (weighted_output(&mut tape, case, &v, &weights) - base - h * slope_term).abs();
+            let remainder =
+                (weighted_output(&mut tape, case, &v, &weights) - base - h * slope_term).abs();
             if remainder > 0.0 {
                 points.push((h.ln(), remainder.ln()));
             }
@@ -426,7 +475,10 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
         r.max_rel_error = (slope - 2.0).abs() / 2.0;
         r.tolerance = "log-log slope in [1.8, 2.2]".into();
         r.passed = points.len() >= 5 && (1.8..=2.2).contains(&slope);
-        r.detail = format!("slope {slope:.4} over h = 1e-1..1e-4 ({} points)", points.len());
+        r.detail = format!(
+            "slope {slope:.4} over h = 1e-1..1e-4 ({} points)",
+            points.len()
+        );
         results.push(r);
     }
 

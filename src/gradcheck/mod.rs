@@ -97,7 +97,11 @@ pub fn select(selection: &Selection) -> crate::Result<Vec<Case>> {
 }
 
 /// Runs the selected cases, calling `report` after each check, and returns the summary.
-pub fn run(config: &Config, selection: &Selection, mut report: impl FnMut(&CheckResult)) -> crate::Result<Summary> {
+pub fn run(
+    config: &Config,
+    selection: &Selection,
+    mut report: impl FnMut(&CheckResult),
+) -> crate::Result<Summary> {
     let cases = select(selection)?;
     let pools = check::Pools::new();
     let mut summary = Summary::default();

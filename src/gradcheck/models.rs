@@ -34,7 +34,12 @@ fn attention_loss<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
         .expect("labels were given")
 }
 
-fn attention_case(variant: &str, shape: Shape, mode: Mode, extra: Option<fn(&Config) -> Vec<CheckResult>>) -> Case {
+fn attention_case(
+    variant: &str,
+    shape: Shape,
+    mode: Mode,
+    extra: Option<fn(&Config) -> Vec<CheckResult>>,
+) -> Case {
     let Shape {
         samples: n,
         tokens: t,
@@ -163,13 +168,18 @@ fn closed_form_check(config: &Config, d: usize) -> Vec<CheckResult> {
     let p = normal(2.0 * scale, d);
     let nu = normal(scale, d);
     let mut rng2 = ChaCha8Rng::seed_from_u64(config.seed ^ (0xbeef + d as u64));
-    let w: Vec<f64> = (0..d * d).map(|_| rng2.random_range(-scale..scale)).collect();
-    let labels: Vec<f64> = (0..shape.samples).map(|i| if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+    let w: Vec<f64> = (0..d * d)
+        .map(|_| rng2.random_range(-scale..scale))
+        .collect();
+    let labels: Vec<f64> = (0..shape.samples)
+        .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+        .collect();
 
     let closed = attention::closed_form_gradient(shape, &tokens, &labels, &w, &p, &nu);
     let closed_w = attention::dense_grad_w(&closed.token_direction, &p);
     let mut tape = Tape::<f64>::new();
-    let copied = attention_tape::loss_and_gradients(&mut tape, shape, &tokens, &labels, &w, &p, &nu);
+    let copied =
+        attention_tape::loss_and_gradients(&mut tape, shape, &tokens, &labels, &w, &p, &nu);
     let inputs = SharedInputs {
         tokens: tokens.clone().into(),
         w: w.clone().into(),
@@ -183,7 +193,11 @@ fn closed_form_check(config: &Config, d: usize) -> Vec<CheckResult> {
         (format!("W[{d}, {d}]"), &copied.grad_w, &closed_w),
         (format!("p[{d}]"), &copied.grad_p, &closed.grad_p),
     ] {
-        let err = ours.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let err = ours
+            .iter()
+            .zip(reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         let scale = reference.iter().map(|v| v.abs()).fold(0.0, f64::max);
         let rel = if scale > 0.0 { err / scale } else { err };
         results.push(CheckResult {
@@ -195,12 +209,25 @@ fn closed_form_check(config: &Config, d: usize) -> Vec<CheckResult> {
             step: None,
             max_abs_error: err,
             max_rel_error: rel,
-            tolerance: format!("max|tape - closed| <= {bound:e} max|closed|, shared = copied bitwise"),
+            tolerance: format!(
+                "max|tape - closed| <= {bound:e} max|closed|, shared = copied bitwise"
+            ),
             passed: rel <= bound
                 && (copied.loss - closed.loss).abs() <= bound * closed.loss.abs()
-                && copied.grad_w.iter().zip(&shared.grad_w).all(|(a, b)| a.to_bits() == b.to_bits())
-                && copied.grad_p.iter().zip(&shared.grad_p).all(|(a, b)| a.to_bits() == b.to_bits()),
-            detail: format!("loss {:.12} (tape) vs {:.12} (closed form)", copied.loss, closed.loss),
+                && copied
+                    .grad_w
+                    .iter()
+                    .zip(&shared.grad_w)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+                && copied
+                    .grad_p
+                    .iter()
+                    .zip(&shared.grad_p)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+            detail: format!(
+                "loss {:.12} (tape) vs {:.12} (closed form)",
+                copied.loss, closed.loss
+            ),
         });
     }
     results

@@ -71,13 +71,22 @@ pub struct AttentionOutputs<T> {
 }
 
 /// Records the model (and the loss when `labels` are given) on `tape`.
-pub fn record<T: Float>(tape: &mut Tape<T>, shape: Shape, vars: AttentionVars, labels: Option<&[T]>) -> AttentionGraph {
+pub fn record<T: Float>(
+    tape: &mut Tape<T>,
+    shape: Shape,
+    vars: AttentionVars,
+    labels: Option<&[T]>,
+) -> AttentionGraph {
     let Shape {
         samples: n,
         tokens: t,
         dim: d,
     } = shape;
-    assert_eq!(tape.shape(vars.tokens).dims(), [n * t, d], "tokens must be [n T, d]");
+    assert_eq!(
+        tape.shape(vars.tokens).dims(),
+        [n * t, d],
+        "tokens must be [n T, d]"
+    );
     let query = tape.matmul(vars.w, vars.p);
     let logits = tape.matmul(vars.tokens, query);
     let logits = tape.reshape(logits, &[n, t]);
@@ -94,7 +103,12 @@ pub fn record<T: Float>(tape: &mut Tape<T>, shape: Shape, vars: AttentionVars, l
     }
 }
 
-fn gradients<T: Float>(tape: &mut Tape<T>, shape: Shape, vars: AttentionVars, labels: &[T]) -> AttentionGradients<T> {
+fn gradients<T: Float>(
+    tape: &mut Tape<T>,
+    shape: Shape,
+    vars: AttentionVars,
+    labels: &[T],
+) -> AttentionGradients<T> {
     assert_eq!(labels.len(), shape.samples, "one label per sample");
     let graph = record(tape, shape, vars, Some(labels));
     let loss_var = graph.loss.expect("labels were given");
@@ -105,7 +119,11 @@ fn gradients<T: Float>(tape: &mut Tape<T>, shape: Shape, vars: AttentionVars, la
     let grad_w = grads.take(vars.w).unwrap_or_else(|| vec![T::ZERO; d * d]);
     let grad_p = grads.take(vars.p).unwrap_or_else(|| vec![T::ZERO; d]);
     tape.recycle_gradients(grads);
-    AttentionGradients { loss, grad_w, grad_p }
+    AttentionGradients {
+        loss,
+        grad_w,
+        grad_p,
+    }
 }
 
 /// Loss and gradients, copying the inputs into the tape's (reused) buffers.

@@ -119,8 +119,13 @@ impl<T: Float> Tape<T> {
 
     fn binary(&mut self, kind: BinaryKind, a: Var, b: Var) -> Var {
         let (ai, bi) = (self.check(a), self.check(b));
-        let name = format!("{kind:?}").to_lowercase();
-        let (plan, shape) = Broadcast::new(&name, self.node_shape(ai), self.node_shape(bi));
+        let name = match kind {
+            BinaryKind::Add => "add",
+            BinaryKind::Sub => "sub",
+            BinaryKind::Mul => "mul",
+            BinaryKind::Div => "div",
+        };
+        let (plan, shape) = Broadcast::new(name, self.node_shape(ai), self.node_shape(bi));
         let mut out = self.buffer(shape.numel());
         let (av, bv) = (self.node_value(ai), self.node_value(bi));
         let f = |x: T, y: T| match kind {
@@ -136,7 +141,16 @@ impl<T: Float> Tape<T> {
         } else {
             plan.for_each(|o, ia, ib| out[o] = f(av[ia], bv[ib]));
         }
-        self.push_op(shape, out, Op::Binary(Binary { kind, a: ai, b: bi, plan }))
+        self.push_op(
+            shape,
+            out,
+            Op::Binary(Binary {
+                kind,
+                a: ai,
+                b: bi,
+                plan,
+            }),
+        )
     }
 }
 
@@ -161,7 +175,10 @@ impl Binary {
             BinaryKind::Mul => dy[o] * a[ia],
             BinaryKind::Div => -dy[o] * y[o] / b[ib],
         };
-        for (input, local) in [(self.a, &da as &dyn Fn(usize, usize, usize) -> T), (self.b, &db)] {
+        for (input, local) in [
+            (self.a, &da as &dyn Fn(usize, usize, usize) -> T),
+            (self.b, &db),
+        ] {
             if !ctx.needs(input) {
                 continue;
             }

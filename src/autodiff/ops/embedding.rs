@@ -20,7 +20,11 @@ impl<T: Float> Tape<T> {
     pub fn embedding(&mut self, table: Var, ids: &[usize]) -> Var {
         let ti = self.check(table);
         let shape = self.node_shape(ti);
-        assert_eq!(shape.rank(), 2, "embedding: table must be [V, D], got {shape}");
+        assert_eq!(
+            shape.rank(),
+            2,
+            "embedding: table must be [V, D], got {shape}"
+        );
         let (vocab, width) = (shape.dim(0), shape.dim(1));
         if let Some(&bad) = ids.iter().find(|&&id| id >= vocab) {
             panic!("embedding: id {bad} out of range for a table of {vocab} rows");
@@ -58,7 +62,11 @@ impl Embedding {
             dt.iter_mut().for_each(|v| *v = T::ZERO);
         }
         for (r, &id) in self.ids.iter().enumerate() {
-            k::axpy(T::ONE, &dy[r * width..(r + 1) * width], &mut dt[id * width..(id + 1) * width]);
+            k::axpy(
+                T::ONE,
+                &dy[r * width..(r + 1) * width],
+                &mut dt[id * width..(id + 1) * width],
+            );
         }
     }
 }

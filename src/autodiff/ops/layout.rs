@@ -68,7 +68,10 @@ impl<T: Float> Tape<T> {
         assert!(!xs.is_empty(), "concat of no tensors");
         let idx: Vec<usize> = xs.iter().map(|&v| self.check(v)).collect();
         let first = self.node_shape(idx[0]);
-        assert!(axis < first.rank(), "concat: axis {axis} out of range for shape {first}");
+        assert!(
+            axis < first.rank(),
+            "concat: axis {axis} out of range for shape {first}"
+        );
         let mut lens = Vec::with_capacity(idx.len());
         for &i in &idx {
             let s = self.node_shape(i);
@@ -87,7 +90,8 @@ impl<T: Float> Tape<T> {
             let xv = self.node_value(i);
             for o in 0..outer {
                 let dst = (o * total + offset) * inner;
-                out[dst..dst + len * inner].copy_from_slice(&xv[o * len * inner..(o + 1) * len * inner]);
+                out[dst..dst + len * inner]
+                    .copy_from_slice(&xv[o * len * inner..(o + 1) * len * inner]);
             }
             offset += len;
         }
@@ -113,14 +117,27 @@ impl<T: Float> Tape<T> {
     pub fn select(&mut self, x: Var, axis: usize, index: usize) -> Var {
         let xi = self.check(x);
         let shape = self.node_shape(xi);
-        assert!(axis < shape.rank(), "select: axis {axis} out of range for shape {shape}");
+        assert!(
+            axis < shape.rank(),
+            "select: axis {axis} out of range for shape {shape}"
+        );
         let out_shape = shape.without_axis(axis);
         self.slice_impl(xi, axis, index, 1, out_shape)
     }
 
-    fn slice_impl(&mut self, xi: usize, axis: usize, start: usize, take: usize, out_shape: Shape) -> Var {
+    fn slice_impl(
+        &mut self,
+        xi: usize,
+        axis: usize,
+        start: usize,
+        take: usize,
+        out_shape: Shape,
+    ) -> Var {
         let shape = self.node_shape(xi);
-        assert!(axis < shape.rank(), "slice: axis {axis} out of range for shape {shape}");
+        assert!(
+            axis < shape.rank(),
+            "slice: axis {axis} out of range for shape {shape}"
+        );
         let (outer, len, inner) = shape.split_at_axis(axis);
         assert!(
             start + take <= len,
@@ -131,7 +148,8 @@ impl<T: Float> Tape<T> {
         let xv = self.node_value(xi);
         for o in 0..outer {
             let src = (o * len + start) * inner;
-            out[o * take * inner..(o + 1) * take * inner].copy_from_slice(&xv[src..src + take * inner]);
+            out[o * take * inner..(o + 1) * take * inner]
+                .copy_from_slice(&xv[src..src + take * inner]);
         }
         let op = Slice {
             x: xi,
@@ -165,7 +183,10 @@ impl<T: Float> Tape<T> {
     pub fn transpose(&mut self, x: Var, axis0: usize, axis1: usize) -> Var {
         let rank = self.shape(x).rank();
         let mut perm: Vec<usize> = (0..rank).collect();
-        assert!(axis0 < rank && axis1 < rank, "transpose: axes {axis0}, {axis1} out of range for rank {rank}");
+        assert!(
+            axis0 < rank && axis1 < rank,
+            "transpose: axes {axis0}, {axis1} out of range for rank {rank}"
+        );
         perm.swap(axis0, axis1);
         self.permute(x, &perm)
     }
@@ -177,7 +198,10 @@ impl<T: Float> Tape<T> {
         let rank = shape.rank();
         let mut seen = [false; MAX_RANK];
         assert!(
-            perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true)),
+            perm.len() == rank
+                && perm
+                    .iter()
+                    .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true)),
             "permute: {perm:?} is not a permutation of the {rank} axes of {shape}"
         );
         let strides = shape.strides();

@@ -42,14 +42,21 @@ impl<T: Float> Tape<T> {
             labels.len()
         );
         let fv = self.node_value(fi);
-        let total: T = fv.iter().zip(labels).map(|(&f, &y)| k::logistic_loss(y * f)).sum();
+        let total: T = fv
+            .iter()
+            .zip(labels)
+            .map(|(&f, &y)| k::logistic_loss(y * f))
+            .sum();
         let loss = total / T::from_usize(fv.len().max(1));
         let mut out = self.buffer(1);
         out[0] = loss;
         let op = if self.records(&[fi]) {
             let mut saved = self.buffer(labels.len());
             saved.copy_from_slice(labels);
-            Op::Logistic(Logistic { f: fi, labels: saved })
+            Op::Logistic(Logistic {
+                f: fi,
+                labels: saved,
+            })
         } else {
             Op::Leaf
         };
@@ -60,9 +67,18 @@ impl<T: Float> Tape<T> {
     pub fn cross_entropy(&mut self, logits: Var, labels: &[usize]) -> Var {
         let li = self.check(logits);
         let shape = self.node_shape(li);
-        assert_eq!(shape.rank(), 2, "cross_entropy: logits must be [N, C], got {shape}");
+        assert_eq!(
+            shape.rank(),
+            2,
+            "cross_entropy: logits must be [N, C], got {shape}"
+        );
         let (rows, classes) = (shape.dim(0), shape.dim(1));
-        assert_eq!(labels.len(), rows, "cross_entropy: {} labels for logits {shape}", labels.len());
+        assert_eq!(
+            labels.len(),
+            rows,
+            "cross_entropy: {} labels for logits {shape}",
+            labels.len()
+        );
         if let Some(&bad) = labels.iter().find(|&&c| c >= classes) {
             panic!("cross_entropy: label {bad} out of range for {classes} classes");
         }

@@ -74,7 +74,9 @@ pub(crate) fn product<T: Float>(
     if kk == 0 {
         if beta == T::ZERO {
             for i in 0..m {
-                c[i * ldc..i * ldc + n].iter_mut().for_each(|v| *v = T::ZERO);
+                c[i * ldc..i * ldc + n]
+                    .iter_mut()
+                    .for_each(|v| *v = T::ZERO);
             }
         }
         return;
@@ -121,7 +123,10 @@ impl<T: Float> Tape<T> {
     pub fn matmul_t(&mut self, a: Var, b: Var, transpose_a: bool, transpose_b: bool) -> Var {
         let (ai, bi) = (self.check(a), self.check(b));
         let (sa, sb) = (self.node_shape(ai), self.node_shape(bi));
-        assert!(sa.rank() >= 1 && sb.rank() >= 1, "matmul of a scalar: {sa} x {sb}");
+        assert!(
+            sa.rank() >= 1 && sb.rank() >= 1,
+            "matmul of a scalar: {sa} x {sb}"
+        );
         let (a_vec, b_vec) = (sa.rank() == 1, sb.rank() == 1);
         let (m, ka) = if a_vec {
             (1, sa.dim(0))
@@ -144,7 +149,8 @@ impl<T: Float> Tape<T> {
             }
         };
         assert_eq!(
-            ka, kb,
+            ka,
+            kb,
             "matmul: inner dimensions differ: {sa}{} x {sb}{}",
             if transpose_a { "^T" } else { "" },
             if transpose_b { "^T" } else { "" }
@@ -247,14 +253,44 @@ impl MatMul {
             for bi in 0..self.batch {
                 let ao = if self.a_batched { bi * m * kk } else { 0 };
                 let bo = if self.b_batched { bi * kk * n } else { 0 };
-                let beta = if fresh && (self.a_batched || bi == 0) { T::ZERO } else { T::ONE };
+                let beta = if fresh && (self.a_batched || bi == 0) {
+                    T::ZERO
+                } else {
+                    T::ONE
+                };
                 let dcb = &dc[bi * m * n..];
                 if self.ta {
                     // dA (k x m) = op(B) dC^T
-                    product(tb, Transpose::Yes, kk, m, n, &b[bo..], ldb, dcb, n, beta, &mut da[ao..], m);
+                    product(
+                        tb,
+                        Transpose::Yes,
+                        kk,
+                        m,
+                        n,
+                        &b[bo..],
+                        ldb,
+                        dcb,
+                        n,
+                        beta,
+                        &mut da[ao..],
+                        m,
+                    );
                 } else {
                     // dA (m x k) = dC op(B)^T
-                    product(Transpose::No, flip(tb), m, kk, n, dcb, n, &b[bo..], ldb, beta, &mut da[ao..], kk);
+                    product(
+                        Transpose::No,
+                        flip(tb),
+                        m,
+                        kk,
+                        n,
+                        dcb,
+                        n,
+                        &b[bo..],
+                        ldb,
+                        beta,
+                        &mut da[ao..],
+                        kk,
+                    );
                 }
             }
         }
@@ -263,14 +299,44 @@ impl MatMul {
             for bi in 0..self.batch {
                 let ao = if self.a_batched { bi * m * kk } else { 0 };
                 let bo = if self.b_batched { bi * kk * n } else { 0 };
-                let beta = if fresh && (self.b_batched || bi == 0) { T::ZERO } else { T::ONE };
+                let beta = if fresh && (self.b_batched || bi == 0) {
+                    T::ZERO
+                } else {
+                    T::ONE
+                };
                 let dcb = &dc[bi * m * n..];
                 if self.tb {
                     // dB (n x k) = dC^T op(A)
-                    product(Transpose::Yes, ta, n, kk, m, dcb, n, &a[ao..], lda, beta, &mut db[bo..], kk);
+                    product(
+                        Transpose::Yes,
+                        ta,
+                        n,
+                        kk,
+                        m,
+                        dcb,
+                        n,
+                        &a[ao..],
+                        lda,
+                        beta,
+                        &mut db[bo..],
+                        kk,
+                    );
                 } else {
                     // dB (k x n) = op(A)^T dC
-                    product(flip(ta), Transpose::No, kk, n, m, &a[ao..], lda, dcb, n, beta, &mut db[bo..], n);
+                    product(
+                        flip(ta),
+                        Transpose::No,
+                        kk,
+                        n,
+                        m,
+                        &a[ao..],
+                        lda,
+                        dcb,
+                        n,
+                        beta,
+                        &mut db[bo..],
+                        n,
+                    );
                 }
             }
         }

@@ -48,7 +48,10 @@ impl<T: Float> Tape<T> {
         let ((outer, len, inner), out_shape) = match axis {
             None => ((1, shape.numel(), 1), Shape::scalar()),
             Some(axis) => {
-                assert!(axis < shape.rank(), "sum/mean: axis {axis} out of range for shape {shape}");
+                assert!(
+                    axis < shape.rank(),
+                    "sum/mean: axis {axis} out of range for shape {shape}"
+                );
                 (shape.split_at_axis(axis), shape.without_axis(axis))
             }
         };
@@ -59,7 +62,13 @@ impl<T: Float> Tape<T> {
         } else {
             for o in 0..outer {
                 let block = &xv[o * len * inner..(o + 1) * len * inner];
-                k::col_sums(len, inner, block, inner, &mut out[o * inner..(o + 1) * inner]);
+                k::col_sums(
+                    len,
+                    inner,
+                    block,
+                    inner,
+                    &mut out[o * inner..(o + 1) * inner],
+                );
             }
         }
         if mean {

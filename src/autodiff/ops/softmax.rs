@@ -61,7 +61,10 @@ impl<T: Float> Tape<T> {
                 );
                 let mut shifted = self.buffer(shape.numel());
                 let (xv, mv) = (self.node_value(xi), self.node_value(mi));
-                for (chunk, xs) in shifted.chunks_mut(mv.len().max(1)).zip(xv.chunks(mv.len().max(1))) {
+                for (chunk, xs) in shifted
+                    .chunks_mut(mv.len().max(1))
+                    .zip(xv.chunks(mv.len().max(1)))
+                {
                     for ((s, &a), &b) in chunk.iter_mut().zip(xs).zip(mv) {
                         *s = a + b;
                     }

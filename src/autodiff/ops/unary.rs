@@ -61,7 +61,14 @@ impl<T: Float> Tape<T> {
         let shape = self.node_shape(xi);
         let mut out = self.buffer(shape.numel());
         k::gelu(self.node_value(xi), &mut out);
-        self.push_op(shape, out, Op::Unary(Unary { kind: UnaryKind::Gelu, x: xi }))
+        self.push_op(
+            shape,
+            out,
+            Op::Unary(Unary {
+                kind: UnaryKind::Gelu,
+                x: xi,
+            }),
+        )
     }
 
     /// An elementwise function with its derivative supplied by the caller: for activations the
