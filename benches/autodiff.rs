@@ -132,13 +132,17 @@ fn bench_attention<T: Float>(c: &mut Criterion) {
         nu: Arc::new(nu.clone()),
     };
     let mut tape = Tape::<T>::new();
-    group.bench_function("tape_shared_recycled", |bench| {
+    let (mut grad_w, mut grad_p) = (Vec::new(), Vec::new());
+    group.bench_function("tape_shared_into", |bench| {
         bench.iter(|| {
-            let g = attention_tape::loss_and_gradients_shared(&mut tape, shape, &inputs, &labels);
-            let loss = black_box(g.loss);
-            tape.recycle(g.grad_w);
-            tape.recycle(g.grad_p);
-            loss
+            black_box(attention_tape::loss_and_gradients_into(
+                &mut tape,
+                shape,
+                &inputs,
+                &labels,
+                &mut grad_w,
+                &mut grad_p,
+            ))
         })
     });
     let mut tape = Tape::<T>::new();

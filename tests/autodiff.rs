@@ -482,3 +482,35 @@ fn overhead_loop() {
     }
     assert!(total > 0.0);
 }
+
+#[test]
+fn the_training_entry_point_allocates_nothing_after_the_first_step() {
+    let shape = Shape {
+        samples: 5,
+        tokens: 3,
+        dim: 12,
+    };
+    let d = shape.dim;
+    let det = |i: usize, s: f64| ((i as f64 * 0.83 + s).sin() * 1.5).clamp(-1.0, 1.0);
+    let inputs = attention_tape::SharedInputs {
+        tokens: std::sync::Arc::new((0..shape.total_tokens() * d).map(|i| det(i, 0.1)).collect()),
+        w: std::sync::Arc::new((0..d * d).map(|i| 0.3 * det(i, 0.4)).collect()),
+        p: std::sync::Arc::new((0..d).map(|i| 0.5 * det(i, 0.7)).collect()),
+        nu: std::sync::Arc::new((0..d).map(|i| 0.3 * det(i, 1.9)).collect()),
+    };
+    let labels = [1.0, -1.0, 1.0, 1.0, -1.0];
+    let mut tape = Tape::new();
+    let (mut gw, mut gp) = (Vec::new(), Vec::new());
+    let mut allocations = Vec::new();
+    for _ in 0..5 {
+        attention_tape::loss_and_gradients_into(
+            &mut tape, shape, &inputs, &labels, &mut gw, &mut gp,
+        );
+        allocations.push(tape.memory().fresh_allocations);
+    }
+    assert_eq!(allocations[1], allocations[4], "{allocations:?}");
+    let reference =
+        attention_tape::loss_and_gradients_shared(&mut Tape::new(), shape, &inputs, &labels);
+    assert_eq!(gw, reference.grad_w);
+    assert_eq!(gp, reference.grad_p);
+}

@@ -165,6 +165,24 @@ pub fn loss_and_gradients_shared<T: Float>(
     gradients(tape, shape, vars, labels)
 }
 
+/// As [`loss_and_gradients_shared`], writing the gradients into the caller's buffers without
+/// copying or allocating: the new gradients are swapped into `grad_w` and `grad_p`, and their
+/// previous buffers go to the tape's pool for the next step. This is the training-loop entry
+/// point: after the first step it allocates nothing. Returns the loss.
+pub fn loss_and_gradients_into<T: Float>(
+    tape: &mut Tape<T>,
+    shape: Shape,
+    inputs: &SharedInputs<T>,
+    labels: &[T],
+    grad_w: &mut Vec<T>,
+    grad_p: &mut Vec<T>,
+) -> T {
+    let grads = loss_and_gradients_shared(tape, shape, inputs, labels);
+    tape.recycle(std::mem::replace(grad_w, grads.grad_w));
+    tape.recycle(std::mem::replace(grad_p, grads.grad_p));
+    grads.loss
+}
+
 /// Forward pass only, in evaluation mode (nothing recorded for backward).
 pub fn forward<T: Float>(
     tape: &mut Tape<T>,
