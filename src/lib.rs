@@ -4,9 +4,11 @@
 //! metrics and the reports; underneath them a small tape-based autodiff over the SIMD kernels of
 //! [`benign_kernels`], and the gradient checker that verifies it.
 
+pub mod autodiff;
 pub mod bench;
 pub mod cpu;
 pub mod error;
+pub mod gradcheck;
 pub mod io;
 pub mod model;
 pub mod plot;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod gradcheck;
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Measure the kernels on this machine (GFLOP/s, GB/s, ratios to matrixmultiply and peak).
     Bench(bench::BenchArgs),
+    /// Verify autodiff gradients against finite differences (exit 1 if any check fails).
+    Gradcheck(gradcheck::GradcheckArgs),
 }
 
 /// Parses the command line, runs the subcommand, and returns the process exit status:
@@ -28,6 +31,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::execute(args),
+        Command::Gradcheck(args) => gradcheck::execute(args),
     };
     match result {
         Ok(code) => code,

@@ -5,3 +5,4 @@
 //! tested against.
 
 pub mod attention;
+pub mod attention_tape;

@@ -1,0 +1,37 @@
+//! Tape-based reverse-mode automatic differentiation over the kernels of [`benign_kernels`].
+//!
+//! ```
+//! use benign::autodiff::Tape;
+//!
+//! let mut tape = Tape::<f64>::new();
+//! let x = tape.variable(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+//! let w = tape.variable(&[2], &[0.5, -1.0]);
+//! let y = tape.matmul(x, w); // [2]: a GEMV
+//! let y2 = tape.mul(y, y);
+//! let loss = tape.mean_all(y2);
+//! let grads = tape.backward(loss);
+//! assert_eq!(grads.get(w).unwrap().len(), 2);
+//! ```
+//!
+//! - [`Tensor`]: up to 4-D, contiguous row-major, `f32` or `f64` ([`Float`]).
+//! - [`Tape`]: an arena of nodes; [`Var`] is a `Copy` handle (index + generation). Ops are methods
+//!   of the tape (files under `ops/`, one per family). [`Tape::backward`] returns
+//!   [`Gradients`] for the leaves; a value used several times accumulates its gradients.
+//!   [`Tape::clear`] keeps every allocation for the next step.
+//! - [`ParamStore`], [`Sgd`], [`AdamW`], [`clip_grad_norm`]: training.
+//!
+//! Graph-construction mistakes (shape mismatches, stale handles) are programming errors and
+//! panic with a message naming the op and the shapes; they never produce silent garbage.
+//!
+//! [`Float`]: benign_kernels::Float
+
+mod ops;
+pub mod optim;
+pub mod params;
+pub mod tape;
+pub mod tensor;
+
+pub use optim::{clip_grad_norm, AdamW, Sgd};
+pub use params::{GroupId, ParamGroup, ParamId, ParamStore};
+pub use tape::{GradEntry, Gradients, MemoryStats, Tape, Var};
+pub use tensor::{Shape, Tensor, MAX_RANK};

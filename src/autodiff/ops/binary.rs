@@ -1,0 +1,200 @@
+//! Elementwise add, sub, mul, div with NumPy broadcasting (trailing dimensions aligned; a
+//! dimension of 1 stretches), which covers row (`[R, C] + [C]`) and column (`[R, C] + [R, 1]`)
+//! broadcasting. Derivatives, with `y = a op b`:
+//!
+//! ```text
+//! add: da = dy         db = dy
+//! sub: da = dy         db = -dy
+//! mul: da = dy b       db = dy a
+//! div: da = dy / b     db = -dy a / b^2 = -dy y / b
+//! ```
+//!
+//! An operand that was broadcast receives the sum of `da` over the stretched dimensions.
+
+use benign_kernels::Float;
+
+use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
+use crate::autodiff::tensor::{Shape, MAX_RANK};
+
+use super::Op;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BinaryKind {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+pub(crate) struct Binary {
+    kind: BinaryKind,
+    a: usize,
+    b: usize,
+    plan: Broadcast,
+}
+
+/// Index plan of a broadcast: output dims and each operand's strides (0 where stretched), all
+/// padded on the left to [`MAX_RANK`].
+#[derive(Clone, Copy)]
+pub(crate) struct Broadcast {
+    out: [usize; MAX_RANK],
+    sa: [usize; MAX_RANK],
+    sb: [usize; MAX_RANK],
+    same: bool,
+}
+
+fn padded(s: Shape) -> [usize; MAX_RANK] {
+    let mut d = [1; MAX_RANK];
+    let r = s.rank();
+    d[MAX_RANK - r..].copy_from_slice(s.dims());
+    d
+}
+
+impl Broadcast {
+    pub(crate) fn new(op: &str, a: Shape, b: Shape) -> (Self, Shape) {
+        let (da, db) = (padded(a), padded(b));
+        let mut out = [1; MAX_RANK];
+        for i in 0..MAX_RANK {
+            assert!(
+                da[i] == db[i] || da[i] == 1 || db[i] == 1,
+                "{op}: shapes {a} and {b} do not broadcast"
+            );
+            out[i] = da[i].max(db[i]);
+        }
+        let strides = |d: [usize; MAX_RANK]| {
+            let mut s = [0; MAX_RANK];
+            let mut acc = 1;
+            for i in (0..MAX_RANK).rev() {
+                s[i] = if d[i] == 1 { 0 } else { acc };
+                acc *= d[i];
+            }
+            s
+        };
+        let rank = a.rank().max(b.rank());
+        let shape = Shape::new(&out[MAX_RANK - rank..]);
+        let plan = Broadcast {
+            out,
+            sa: strides(da),
+            sb: strides(db),
+            same: a == b,
+        };
+        (plan, shape)
+    }
+
+    /// Calls `f(out_index, a_index, b_index)` for every output element in order.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let [d0, d1, d2, d3] = self.out;
+        let mut o = 0;
+        for i0 in 0..d0 {
+            for i1 in 0..d1 {
+                for i2 in 0..d2 {
+                    let ba = i0 * self.sa[0] + i1 * self.sa[1] + i2 * self.sa[2];
+                    let bb = i0 * self.sb[0] + i1 * self.sb[1] + i2 * self.sb[2];
+                    for i3 in 0..d3 {
+                        f(o, ba + i3 * self.sa[3], bb + i3 * self.sb[3]);
+                        o += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Float> Tape<T> {
+    pub fn add(&mut self, a: Var, b: Var) -> Var {
+        self.binary(BinaryKind::Add, a, b)
+    }
+
+    pub fn sub(&mut self, a: Var, b: Var) -> Var {
+        self.binary(BinaryKind::Sub, a, b)
+    }
+
+    pub fn mul(&mut self, a: Var, b: Var) -> Var {
+        self.binary(BinaryKind::Mul, a, b)
+    }
+
+    pub fn div(&mut self, a: Var, b: Var) -> Var {
+        self.binary(BinaryKind::Div, a, b)
+    }
+
+    fn binary(&mut self, kind: BinaryKind, a: Var, b: Var) -> Var {
+        let (ai, bi) = (self.check(a), self.check(b));
+        let name = match kind {
+            BinaryKind::Add => "add",
+            BinaryKind::Sub => "sub",
+            BinaryKind::Mul => "mul",
+            BinaryKind::Div => "div",
+        };
+        let (plan, shape) = Broadcast::new(name, self.node_shape(ai), self.node_shape(bi));
+        let mut out = self.buffer(shape.numel());
+        let (av, bv) = (self.node_value(ai), self.node_value(bi));
+        let f = |x: T, y: T| match kind {
+            BinaryKind::Add => x + y,
+            BinaryKind::Sub => x - y,
+            BinaryKind::Mul => x * y,
+            BinaryKind::Div => x / y,
+        };
+        if plan.same {
+            for ((o, &x), &y) in out.iter_mut().zip(av).zip(bv) {
+                *o = f(x, y);
+            }
+        } else {
+            plan.for_each(|o, ia, ib| out[o] = f(av[ia], bv[ib]));
+        }
+        self.push_op(
+            shape,
+            out,
+            Op::Binary(Binary {
+                kind,
+                a: ai,
+                b: bi,
+                plan,
+            }),
+        )
+    }
+}
+
+impl Binary {
+    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+        f(self.a);
+        f(self.b);
+    }
+
+    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
+        let (a, b, y) = (ctx.value(self.a), ctx.value(self.b), ctx.value(out));
+        let kind = self.kind;
+        // Local derivative of y with respect to each operand at (out, a, b) indices.
+        let da = |o: usize, _ia: usize, ib: usize| match kind {
+            BinaryKind::Add | BinaryKind::Sub => dy[o],
+            BinaryKind::Mul => dy[o] * b[ib],
+            BinaryKind::Div => dy[o] / b[ib],
+        };
+        let db = |o: usize, ia: usize, ib: usize| match kind {
+            BinaryKind::Add => dy[o],
+            BinaryKind::Sub => -dy[o],
+            BinaryKind::Mul => dy[o] * a[ia],
+            BinaryKind::Div => -dy[o] * y[o] / b[ib],
+        };
+        for (input, local) in [
+            (self.a, &da as &dyn Fn(usize, usize, usize) -> T),
+            (self.b, &db),
+        ] {
+            if !ctx.needs(input) {
+                continue;
+            }
+            if self.plan.same {
+                let (g, fresh) = ctx.grad(input);
+                write_or_add(g, fresh, |i| local(i, i, i));
+            } else {
+                let len = ctx.shape(input).numel();
+                let mut g = ctx.scratch(len);
+                g.iter_mut().for_each(|v| *v = T::ZERO);
+                let is_a = input == self.a;
+                self.plan.for_each(|o, ia, ib| {
+                    g[if is_a { ia } else { ib }] += local(o, ia, ib);
+                });
+                ctx.accumulate(input, g);
+            }
+        }
+    }
+}

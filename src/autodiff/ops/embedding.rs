@@ -1,0 +1,72 @@
+//! Embedding lookup: row `ids[r]` of a table `[V, D]` becomes row `r` of the output
+//! `[ids.len(), D]`. Backward scatter-adds: `dtable[ids[r]] += dy[r]` (an id that appears twice
+//! receives both rows).
+
+use benign_kernels::{self as k, Float};
+
+use crate::autodiff::tape::{BackwardCtx, Tape, Var};
+use crate::autodiff::tensor::Shape;
+
+use super::Op;
+
+pub(crate) struct Embedding {
+    table: usize,
+    ids: Vec<usize>,
+    width: usize,
+}
+
+impl<T: Float> Tape<T> {
+    /// Gathers rows of `table` (shape `[V, D]`) by id; the output has shape `[ids.len(), D]`.
+    pub fn embedding(&mut self, table: Var, ids: &[usize]) -> Var {
+        let ti = self.check(table);
+        let shape = self.node_shape(ti);
+        assert_eq!(
+            shape.rank(),
+            2,
+            "embedding: table must be [V, D], got {shape}"
+        );
+        let (vocab, width) = (shape.dim(0), shape.dim(1));
+        if let Some(&bad) = ids.iter().find(|&&id| id >= vocab) {
+            panic!("embedding: id {bad} out of range for a table of {vocab} rows");
+        }
+        let mut out = self.buffer(ids.len() * width);
+        let tv = self.node_value(ti);
+        for (row, &id) in out.chunks_exact_mut(width.max(1)).zip(ids) {
+            row.copy_from_slice(&tv[id * width..(id + 1) * width]);
+        }
+        let op = if self.records(&[ti]) {
+            Op::Embedding(Embedding {
+                table: ti,
+                ids: ids.to_vec(),
+                width,
+            })
+        } else {
+            Op::Leaf
+        };
+        self.push_op(Shape::new(&[ids.len(), width]), out, op)
+    }
+}
+
+impl Embedding {
+    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+        f(self.table);
+    }
+
+    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+        if !ctx.needs(self.table) {
+            return;
+        }
+        let width = self.width;
+        let (dt, fresh) = ctx.grad(self.table);
+        if fresh {
+            dt.iter_mut().for_each(|v| *v = T::ZERO);
+        }
+        for (r, &id) in self.ids.iter().enumerate() {
+            k::axpy(
+                T::ONE,
+                &dy[r * width..(r + 1) * width],
+                &mut dt[id * width..(id + 1) * width],
+            );
+        }
+    }
+}

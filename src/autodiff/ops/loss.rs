@@ -1,0 +1,164 @@
+//! Losses, each a scalar mean over the batch.
+//!
+//! Logistic loss in softplus form, labels `y_i` in {-1, +1}:
+//!
+//! ```text
+//! L = (1/n) sum_i log(1 + exp(-y_i f_i)),   dL/df_i = (1/n) y_i l'(y_i f_i),  l'(m) = -1/(1 + e^m)
+//! ```
+//!
+//! Cross-entropy with integer labels over logits `z` of shape `[N, C]`:
+//!
+//! ```text
+//! L = -(1/N) sum_i log_softmax(z_i)[y_i],   dL/dz_ij = (1/N) (softmax(z_i)_j - [j = y_i])
+//! ```
+
+use benign_kernels::{self as k, Float};
+
+use crate::autodiff::tape::{write_or_add, BackwardCtx, Pool, Tape, Var};
+use crate::autodiff::tensor::Shape;
+
+use super::Op;
+
+pub(crate) struct Logistic<T> {
+    f: usize,
+    labels: Vec<T>,
+}
+
+pub(crate) struct CrossEntropy<T> {
+    logits: usize,
+    labels: Vec<usize>,
+    log_probs: Vec<T>,
+}
+
+impl<T: Float> Tape<T> {
+    /// Mean logistic loss of the outputs `f` (any shape) against labels +-1 (one per element).
+    pub fn logistic_loss(&mut self, f: Var, labels: &[T]) -> Var {
+        let fi = self.check(f);
+        let shape = self.node_shape(fi);
+        assert_eq!(
+            labels.len(),
+            shape.numel(),
+            "logistic_loss: {} labels for outputs of shape {shape}",
+            labels.len()
+        );
+        let fv = self.node_value(fi);
+        let total: T = fv
+            .iter()
+            .zip(labels)
+            .map(|(&f, &y)| k::logistic_loss(y * f))
+            .sum();
+        let loss = total / T::from_usize(fv.len().max(1));
+        let mut out = self.buffer(1);
+        out[0] = loss;
+        let op = if self.records(&[fi]) {
+            let mut saved = self.buffer(labels.len());
+            saved.copy_from_slice(labels);
+            Op::Logistic(Logistic {
+                f: fi,
+                labels: saved,
+            })
+        } else {
+            Op::Leaf
+        };
+        self.push_op(Shape::scalar(), out, op)
+    }
+
+    /// Mean cross-entropy of logits `[N, C]` against class indices (one per row, each `< C`).
+    pub fn cross_entropy(&mut self, logits: Var, labels: &[usize]) -> Var {
+        let li = self.check(logits);
+        let shape = self.node_shape(li);
+        assert_eq!(
+            shape.rank(),
+            2,
+            "cross_entropy: logits must be [N, C], got {shape}"
+        );
+        let (rows, classes) = (shape.dim(0), shape.dim(1));
+        assert_eq!(
+            labels.len(),
+            rows,
+            "cross_entropy: {} labels for logits {shape}",
+            labels.len()
+        );
+        if let Some(&bad) = labels.iter().find(|&&c| c >= classes) {
+            panic!("cross_entropy: label {bad} out of range for {classes} classes");
+        }
+        let mut log_probs = self.buffer(shape.numel());
+        k::log_softmax_rows(classes, self.node_value(li), &mut log_probs);
+        let total: T = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| log_probs[i * classes + c])
+            .sum();
+        let mut out = self.buffer(1);
+        out[0] = -total / T::from_usize(rows.max(1));
+        let op = if self.records(&[li]) {
+            Op::CrossEntropy(CrossEntropy {
+                logits: li,
+                labels: labels.to_vec(),
+                log_probs,
+            })
+        } else {
+            self.pool.put(log_probs);
+            Op::Leaf
+        };
+        self.push_op(Shape::scalar(), out, op)
+    }
+}
+
+impl<T: Float> Logistic<T> {
+    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+        f(self.f);
+    }
+
+    pub(crate) fn release(self, pool: &mut Pool<T>) {
+        pool.put(self.labels);
+    }
+
+    pub(crate) fn saved_len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+        if !ctx.needs(self.f) {
+            return;
+        }
+        let fv = ctx.value(self.f);
+        let g = dy[0] / T::from_usize(fv.len().max(1));
+        let labels = &self.labels;
+        let (df, fresh) = ctx.grad(self.f);
+        write_or_add(df, fresh, |i| {
+            let y = labels[i];
+            g * y * k::logistic_loss_derivative(y * fv[i])
+        });
+    }
+}
+
+impl<T: Float> CrossEntropy<T> {
+    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+        f(self.logits);
+    }
+
+    pub(crate) fn release(self, pool: &mut Pool<T>) {
+        pool.put(self.log_probs);
+    }
+
+    pub(crate) fn saved_len(&self) -> usize {
+        self.log_probs.len()
+    }
+
+    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+        if !ctx.needs(self.logits) {
+            return;
+        }
+        let rows = self.labels.len();
+        let classes = self.log_probs.len() / rows.max(1);
+        let g = dy[0] / T::from_usize(rows.max(1));
+        let (labels, log_probs) = (&self.labels, &self.log_probs);
+        let (dz, fresh) = ctx.grad(self.logits);
+        write_or_add(dz, fresh, |e| {
+            let (i, j) = (e / classes, e % classes);
+            let target = if labels[i] == j { T::ONE } else { T::ZERO };
+            g * (log_probs[e].exp() - target)
+        });
+    }
+}

@@ -1,0 +1,344 @@
+//! Matrix product, batched over leading dimensions, either operand transposed.
+//!
+//! `C = op(A) op(B)` with `op(A)` m x k and `op(B)` k x n. Derivatives:
+//!
+//! ```text
+//! d op(A) = dC op(B)^T        d op(B) = op(A)^T dC
+//! ```
+//!
+//! so `dA = dC op(B)^T` (or its transpose `op(B) dC^T` when A is used transposed) and
+//! `dB = op(A)^T dC` (or `dC^T op(A)`). Every product goes through [`product`], which sends a
+//! vector operand to GEMV, an inner dimension of 1 (an outer product, e.g. `dW = dq p^T` for
+//! `q = W p`) to GER or a direct write, and everything else to GEMM.
+//!
+//! A rank-1 operand is a vector: `A` of shape `[k]` is a 1 x k row, `B` of shape `[k]` a k x 1
+//! column, and the corresponding output dimension is dropped (as in NumPy). Batch dimensions
+//! must be equal, or one operand has none and is shared by every batch.
+
+use benign_kernels::{self as k, Float, Transpose};
+
+use crate::autodiff::tape::{BackwardCtx, Tape, Var};
+use crate::autodiff::tensor::Shape;
+
+use super::Op;
+
+pub(crate) struct MatMul {
+    a: usize,
+    b: usize,
+    ta: bool,
+    tb: bool,
+    batch: usize,
+    a_batched: bool,
+    b_batched: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+fn tr(t: bool) -> Transpose {
+    if t {
+        Transpose::Yes
+    } else {
+        Transpose::No
+    }
+}
+
+fn flip(t: Transpose) -> Transpose {
+    match t {
+        Transpose::No => Transpose::Yes,
+        Transpose::Yes => Transpose::No,
+    }
+}
+
+/// `C <- op(A) op(B) + beta C` (`beta` is 0 or 1) over contiguous row-major storage, dispatched
+/// to the cheapest kernel. With `beta == 0`, C is only written.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product<T: Float>(
+    ta: Transpose,
+    tb: Transpose,
+    m: usize,
+    n: usize,
+    kk: usize,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    debug_assert!(beta == T::ZERO || beta == T::ONE);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if kk == 0 {
+        if beta == T::ZERO {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n]
+                    .iter_mut()
+                    .for_each(|v| *v = T::ZERO);
+            }
+        }
+        return;
+    }
+    if n == 1 {
+        // c (m) = op(A) x, x the k entries of the k x 1 operand (contiguous either way).
+        let x = &b[..kk];
+        match ta {
+            Transpose::No => k::gemv(Transpose::No, m, kk, T::ONE, a, lda, x, beta, &mut c[..m]),
+            Transpose::Yes => k::gemv(Transpose::Yes, kk, m, T::ONE, a, lda, x, beta, &mut c[..m]),
+        }
+    } else if m == 1 {
+        // c^T (n) = op(B)^T x, x the k entries of the 1 x k operand.
+        let x = &a[..kk];
+        match tb {
+            Transpose::No => k::gemv(Transpose::Yes, kk, n, T::ONE, b, ldb, x, beta, &mut c[..n]),
+            Transpose::Yes => k::gemv(Transpose::No, n, kk, T::ONE, b, ldb, x, beta, &mut c[..n]),
+        }
+    } else if kk == 1 {
+        // Outer product x y^T: written directly when C is fresh, a GER update otherwise.
+        let (x, y) = (&a[..m], &b[..n]);
+        if beta == T::ZERO {
+            for (i, &xi) in x.iter().enumerate() {
+                let row = &mut c[i * ldc..i * ldc + n];
+                for (cv, &yv) in row.iter_mut().zip(y) {
+                    *cv = xi * yv;
+                }
+            }
+        } else {
+            k::ger(m, n, T::ONE, x, y, c, ldc);
+        }
+    } else {
+        k::gemm(ta, tb, m, n, kk, T::ONE, a, lda, b, ldb, beta, c, ldc);
+    }
+}
+
+impl<T: Float> Tape<T> {
+    /// `A B` (see the module documentation for shapes).
+    pub fn matmul(&mut self, a: Var, b: Var) -> Var {
+        self.matmul_t(a, b, false, false)
+    }
+
+    /// `op(A) op(B)` where `op` transposes the last two dimensions when its flag is set.
+    pub fn matmul_t(&mut self, a: Var, b: Var, transpose_a: bool, transpose_b: bool) -> Var {
+        let (ai, bi) = (self.check(a), self.check(b));
+        let (sa, sb) = (self.node_shape(ai), self.node_shape(bi));
+        assert!(
+            sa.rank() >= 1 && sb.rank() >= 1,
+            "matmul of a scalar: {sa} x {sb}"
+        );
+        let (a_vec, b_vec) = (sa.rank() == 1, sb.rank() == 1);
+        let (m, ka) = if a_vec {
+            (1, sa.dim(0))
+        } else {
+            let (r, c) = (sa.dim(sa.rank() - 2), sa.dim(sa.rank() - 1));
+            if transpose_a {
+                (c, r)
+            } else {
+                (r, c)
+            }
+        };
+        let (kb, n) = if b_vec {
+            (sb.dim(0), 1)
+        } else {
+            let (r, c) = (sb.dim(sb.rank() - 2), sb.dim(sb.rank() - 1));
+            if transpose_b {
+                (c, r)
+            } else {
+                (r, c)
+            }
+        };
+        assert_eq!(
+            ka,
+            kb,
+            "matmul: inner dimensions differ: {sa}{} x {sb}{}",
+            if transpose_a { "^T" } else { "" },
+            if transpose_b { "^T" } else { "" }
+        );
+        let batch_a = &sa.dims()[..sa.rank().saturating_sub(2)];
+        let batch_b = &sb.dims()[..sb.rank().saturating_sub(2)];
+        let batch_dims: Vec<usize> = if batch_a == batch_b || batch_b.is_empty() {
+            batch_a.to_vec()
+        } else if batch_a.is_empty() {
+            batch_b.to_vec()
+        } else {
+            panic!("matmul: batch dimensions differ: {sa} x {sb}");
+        };
+        let batch: usize = batch_dims.iter().product();
+        let mut out_dims = batch_dims.clone();
+        if !a_vec {
+            out_dims.push(m);
+        }
+        if !b_vec {
+            out_dims.push(n);
+        }
+        let out_shape = Shape::new(&out_dims);
+        let (mut a_batched, b_batched) = (!batch_a.is_empty(), !batch_b.is_empty());
+        let (mut batch, mut m) = (batch, m);
+        // A shared B and an untransposed batched A: one product with the batch folded into m.
+        if a_batched && !b_batched && !transpose_a {
+            m *= batch;
+            batch = 1;
+            a_batched = false;
+        }
+        let op = MatMul {
+            a: ai,
+            b: bi,
+            ta: transpose_a,
+            tb: transpose_b,
+            batch,
+            a_batched,
+            b_batched,
+            m,
+            n,
+            k: ka,
+        };
+        let mut out = self.buffer(out_shape.numel());
+        op.forward(self.node_value(ai), self.node_value(bi), &mut out);
+        self.push_op(out_shape, out, Op::MatMul(op))
+    }
+}
+
+impl MatMul {
+    fn lda(&self) -> usize {
+        if self.ta {
+            self.m
+        } else {
+            self.k
+        }
+    }
+
+    fn ldb(&self) -> usize {
+        if self.tb {
+            self.k
+        } else {
+            self.n
+        }
+    }
+
+    fn forward<T: Float>(&self, a: &[T], b: &[T], c: &mut [T]) {
+        let (m, n, kk) = (self.m, self.n, self.k);
+        for bi in 0..self.batch {
+            let ao = if self.a_batched { bi * m * kk } else { 0 };
+            let bo = if self.b_batched { bi * kk * n } else { 0 };
+            product(
+                tr(self.ta),
+                tr(self.tb),
+                m,
+                n,
+                kk,
+                &a[ao..],
+                self.lda(),
+                &b[bo..],
+                self.ldb(),
+                T::ZERO,
+                &mut c[bi * m * n..],
+                n,
+            );
+        }
+    }
+
+    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+        f(self.a);
+        f(self.b);
+    }
+
+    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dc: &[T]) {
+        let (m, n, kk) = (self.m, self.n, self.k);
+        let (ta, tb) = (tr(self.ta), tr(self.tb));
+        let (a, b) = (ctx.value(self.a), ctx.value(self.b));
+        let (lda, ldb) = (self.lda(), self.ldb());
+        if ctx.needs(self.a) {
+            let (da, fresh) = ctx.grad(self.a);
+            for bi in 0..self.batch {
+                let ao = if self.a_batched { bi * m * kk } else { 0 };
+                let bo = if self.b_batched { bi * kk * n } else { 0 };
+                let beta = if fresh && (self.a_batched || bi == 0) {
+                    T::ZERO
+                } else {
+                    T::ONE
+                };
+                let dcb = &dc[bi * m * n..];
+                if self.ta {
+                    // dA (k x m) = op(B) dC^T
+                    product(
+                        tb,
+                        Transpose::Yes,
+                        kk,
+                        m,
+                        n,
+                        &b[bo..],
+                        ldb,
+                        dcb,
+                        n,
+                        beta,
+                        &mut da[ao..],
+                        m,
+                    );
+                } else {
+                    // dA (m x k) = dC op(B)^T
+                    product(
+                        Transpose::No,
+                        flip(tb),
+                        m,
+                        kk,
+                        n,
+                        dcb,
+                        n,
+                        &b[bo..],
+                        ldb,
+                        beta,
+                        &mut da[ao..],
+                        kk,
+                    );
+                }
+            }
+        }
+        if ctx.needs(self.b) {
+            let (db, fresh) = ctx.grad(self.b);
+            for bi in 0..self.batch {
+                let ao = if self.a_batched { bi * m * kk } else { 0 };
+                let bo = if self.b_batched { bi * kk * n } else { 0 };
+                let beta = if fresh && (self.b_batched || bi == 0) {
+                    T::ZERO
+                } else {
+                    T::ONE
+                };
+                let dcb = &dc[bi * m * n..];
+                if self.tb {
+                    // dB (n x k) = dC^T op(A)
+                    product(
+                        Transpose::Yes,
+                        ta,
+                        n,
+                        kk,
+                        m,
+                        dcb,
+                        n,
+                        &a[ao..],
+                        lda,
+                        beta,
+                        &mut db[bo..],
+                        kk,
+                    );
+                } else {
+                    // dB (k x n) = op(A)^T dC
+                    product(
+                        flip(ta),
+                        Transpose::No,
+                        kk,
+                        n,
+                        m,
+                        &a[ao..],
+                        lda,
+                        dcb,
+                        n,
+                        beta,
+                        &mut db[bo..],
+                        n,
+                    );
+                }
+            }
+        }
+    }
+}

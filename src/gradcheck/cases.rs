@@ -1,0 +1,611 @@
+//! The registry of checked graphs: one or more cases per op family here, composite models in
+//! `models.rs`. A case lists its inputs (shape, how to draw them, whether they are
+//! differentiable) and a graph builder, written once generically and instantiated for f64 and
+//! f32.
+
+use benign_kernels::Float;
+
+use super::check::{CheckResult, Config};
+use crate::autodiff::{Tape, Var};
+
+/// Op or composite model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaseKind {
+    Op,
+    Model,
+}
+
+impl CaseKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CaseKind::Op => "op",
+            CaseKind::Model => "model",
+        }
+    }
+}
+
+/// Full Jacobian (small shapes) or a random-direction product (realistic shapes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Jacobian,
+    Direction,
+}
+
+/// How an input is drawn.
+#[derive(Clone, Debug)]
+pub enum Domain {
+    /// `N(0, scale^2)`.
+    Normal(f64),
+    /// `U(-a, a)`.
+    Uniform(f64),
+    /// `U(0.5, 2)`: for `log` and denominators.
+    Positive,
+    /// `|x|` in `[0.3, 1.5]` with a random sign: keeps finite differences off a kink.
+    AwayFromZero,
+    /// +1 or -1.
+    Labels,
+    /// Fixed values.
+    Values(Vec<f64>),
+}
+
+/// One input of a case.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub name: &'static str,
+    pub dims: Vec<usize>,
+    pub domain: Domain,
+    pub differentiable: bool,
+}
+
+impl Input {
+    /// A differentiable input drawn from `N(0, 1)`.
+    pub fn var(name: &'static str, dims: &[usize]) -> Self {
+        Input::var_in(name, dims, Domain::Normal(1.0))
+    }
+
+    pub fn var_in(name: &'static str, dims: &[usize], domain: Domain) -> Self {
+        Input {
+            name,
+            dims: dims.to_vec(),
+            domain,
+            differentiable: true,
+        }
+    }
+
+    /// A constant input.
+    pub fn constant(name: &'static str, dims: &[usize], domain: Domain) -> Self {
+        Input {
+            name,
+            dims: dims.to_vec(),
+            domain,
+            differentiable: false,
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// A graph builder for both element types: given the inputs' handles (in order), records the
+/// graph and returns its output.
+#[derive(Clone, Copy, Debug)]
+pub struct Builder {
+    pub f64: fn(&mut Tape<f64>, &[Var]) -> Var,
+    pub f32: fn(&mut Tape<f32>, &[Var]) -> Var,
+}
+
+/// Instantiates a generic `fn name<T: Float>(&mut Tape<T>, &[Var]) -> Var` for both types.
+#[macro_export]
+macro_rules! gradcheck_builder {
+    ($f:ident) => {
+        $crate::gradcheck::Builder {
+            f64: $f::<f64>,
+            f32: $f::<f32>,
+        }
+    };
+}
+
+/// A checked graph.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub kind: CaseKind,
+    /// Name selected by `--op` / `--model`.
+    pub family: &'static str,
+    /// Unique name of this case, `family/variant`.
+    pub name: String,
+    pub inputs: Vec<Input>,
+    pub build: Builder,
+    pub mode: Mode,
+    pub f32: bool,
+    pub taylor: bool,
+    pub threads: bool,
+    /// Further checks specific to this case (e.g. against a closed form).
+    pub extra: Option<fn(&Config) -> Vec<CheckResult>>,
+}
+
+impl Case {
+    /// An op case with the default checks (full Jacobian, f32 vs f64, reentrancy).
+    pub fn op(family: &'static str, variant: &str, inputs: Vec<Input>, build: Builder) -> Self {
+        Case {
+            kind: CaseKind::Op,
+            family,
+            name: format!("{family}/{variant}"),
+            inputs,
+            build,
+            mode: Mode::Jacobian,
+            f32: true,
+            taylor: false,
+            threads: false,
+            extra: None,
+        }
+    }
+
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+/// `x`-shaped positive constants -> converted values.
+fn consts<T: Float>(tape: &Tape<T>, v: Var) -> Vec<T> {
+    tape.value(v).to_vec()
+}
+
+macro_rules! graph {
+    ($name:ident, |$t:ident, $v:ident| $body:expr) => {
+        fn $name<T: Float>($t: &mut Tape<T>, $v: &[Var]) -> Var {
+            $body
+        }
+    };
+}
+
+graph!(mm, |t, v| t.matmul(v[0], v[1]));
+graph!(mm_tn, |t, v| t.matmul_t(v[0], v[1], true, false));
+graph!(mm_nt, |t, v| t.matmul_t(v[0], v[1], false, true));
+graph!(mm_tt, |t, v| t.matmul_t(v[0], v[1], true, true));
+graph!(add, |t, v| t.add(v[0], v[1]));
+graph!(sub, |t, v| t.sub(v[0], v[1]));
+graph!(mul, |t, v| t.mul(v[0], v[1]));
+graph!(div, |t, v| t.div(v[0], v[1]));
+graph!(square, |t, v| t.mul(v[0], v[0]));
+graph!(scale, |t, v| t.scale(v[0], T::from_f64(-1.7)));
+graph!(sum_all, |t, v| t.sum_all(v[0]));
+graph!(mean_all, |t, v| t.mean_all(v[0]));
+graph!(sum_axis0, |t, v| t.sum_axis(v[0], 0));
+graph!(sum_axis1, |t, v| t.sum_axis(v[0], 1));
+graph!(sum_axis2, |t, v| t.sum_axis(v[0], 2));
+graph!(mean_axis1, |t, v| t.mean_axis(v[0], 1));
+graph!(exp, |t, v| t.exp(v[0]));
+graph!(log, |t, v| t.log(v[0]));
+graph!(tanh, |t, v| t.tanh(v[0]));
+graph!(relu, |t, v| t.relu(v[0]));
+graph!(gelu, |t, v| t.gelu(v[0]));
+graph!(softmax, |t, v| t.softmax(v[0], None));
+graph!(softmax_masked, |t, v| t.softmax(v[0], Some(v[1])));
+graph!(log_softmax, |t, v| t.log_softmax(v[0], None));
+graph!(log_softmax_masked, |t, v| t.log_softmax(v[0], Some(v[1])));
+graph!(logistic, |t, v| {
+    let labels = consts(t, v[1]);
+    t.logistic_loss(v[0], &labels)
+});
+graph!(cross_entropy, |t, v| t.cross_entropy(v[0], &[0, 3, 4, 1]));
+graph!(layer_norm, |t, v| t.layer_norm(
+    v[0],
+    v[1],
+    v[2],
+    T::from_f64(1e-5)
+));
+graph!(concat0, |t, v| t.concat(&[v[0], v[1]], 0));
+graph!(concat1, |t, v| t.concat(&[v[0], v[1], v[2]], 1));
+graph!(slice1, |t, v| t.slice(v[0], 1, 1, 2));
+graph!(select_cls, |t, v| t.select(v[0], 1, 0));
+graph!(select_last, |t, v| t.select(v[0], 2, 3));
+graph!(reshape, |t, v| t.reshape(v[0], &[3, 4]));
+graph!(transpose, |t, v| t.transpose(v[0], 0, 1));
+graph!(permute3, |t, v| t.permute(v[0], &[2, 0, 1]));
+graph!(permute4, |t, v| t.permute(v[0], &[1, 3, 0, 2]));
+graph!(embedding, |t, v| t.embedding(v[0], &[1, 4, 1, 0]));
+
+/// Every op family with small shapes (full Jacobian) and a few realistic ones (directions).
+pub fn op_cases() -> Vec<Case> {
+    use Input as I;
+    let nonzero = Domain::AwayFromZero;
+    let mut mask = vec![0.0; 5];
+    mask[3] = f64::NEG_INFINITY;
+    mask[1] = -0.7;
+    // log-softmax of a -inf entry is -inf, which no finite difference can check: use a mask
+    // that removes the entry just as completely (exp(-1000) = 0) but keeps outputs finite.
+    let mut log_mask = mask.clone();
+    log_mask[3] = -1000.0;
+    vec![
+        Case::op(
+            "matmul",
+            "nn",
+            vec![I::var("a", &[3, 4]), I::var("b", &[4, 5])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "tn",
+            vec![I::var("a", &[4, 3]), I::var("b", &[4, 5])],
+            crate::gradcheck_builder!(mm_tn),
+        ),
+        Case::op(
+            "matmul",
+            "nt",
+            vec![I::var("a", &[3, 4]), I::var("b", &[5, 4])],
+            crate::gradcheck_builder!(mm_nt),
+        ),
+        Case::op(
+            "matmul",
+            "tt",
+            vec![I::var("a", &[4, 3]), I::var("b", &[5, 4])],
+            crate::gradcheck_builder!(mm_tt),
+        ),
+        Case::op(
+            "matmul",
+            "gemv",
+            vec![I::var("a", &[3, 4]), I::var("x", &[4])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "gemv_t",
+            vec![I::var("a", &[4, 3]), I::var("x", &[4])],
+            crate::gradcheck_builder!(mm_tn),
+        ),
+        Case::op(
+            "matmul",
+            "vecmat",
+            vec![I::var("x", &[4]), I::var("b", &[4, 5])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "vecmat_t",
+            vec![I::var("x", &[4]), I::var("b", &[5, 4])],
+            crate::gradcheck_builder!(mm_nt),
+        ),
+        Case::op(
+            "matmul",
+            "outer",
+            vec![I::var("a", &[3, 1]), I::var("b", &[1, 5])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "dot",
+            vec![I::var("x", &[4]), I::var("y", &[4])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "batched",
+            vec![I::var("a", &[2, 3, 4]), I::var("b", &[2, 4, 5])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "batched_tt",
+            vec![I::var("a", &[2, 4, 3]), I::var("b", &[2, 5, 4])],
+            crate::gradcheck_builder!(mm_tt),
+        ),
+        Case::op(
+            "matmul",
+            "shared_b",
+            vec![I::var("a", &[2, 3, 4]), I::var("b", &[4, 5])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "shared_b_tn",
+            vec![I::var("a", &[2, 4, 3]), I::var("b", &[4, 5])],
+            crate::gradcheck_builder!(mm_tn),
+        ),
+        Case::op(
+            "matmul",
+            "shared_a",
+            vec![I::var("a", &[3, 4]), I::var("b", &[2, 4, 5])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "4d",
+            vec![I::var("a", &[2, 2, 3, 2]), I::var("b", &[2, 2, 2, 3])],
+            crate::gradcheck_builder!(mm),
+        ),
+        Case::op(
+            "matmul",
+            "large_nt",
+            vec![I::var("a", &[48, 40]), I::var("b", &[56, 40])],
+            crate::gradcheck_builder!(mm_nt),
+        )
+        .with_mode(Mode::Direction),
+        Case::op(
+            "add",
+            "same",
+            vec![I::var("a", &[3, 4]), I::var("b", &[3, 4])],
+            crate::gradcheck_builder!(add),
+        ),
+        Case::op(
+            "add",
+            "row_broadcast",
+            vec![I::var("a", &[3, 4]), I::var("b", &[4])],
+            crate::gradcheck_builder!(add),
+        ),
+        Case::op(
+            "add",
+            "column_broadcast",
+            vec![I::var("a", &[3, 4]), I::var("b", &[3, 1])],
+            crate::gradcheck_builder!(add),
+        ),
+        Case::op(
+            "add",
+            "both_broadcast",
+            vec![I::var("a", &[3, 1]), I::var("b", &[2, 1, 4])],
+            crate::gradcheck_builder!(add),
+        ),
+        Case::op(
+            "sub",
+            "row_broadcast",
+            vec![I::var("a", &[2, 3, 4]), I::var("b", &[4])],
+            crate::gradcheck_builder!(sub),
+        ),
+        Case::op(
+            "sub",
+            "scalar",
+            vec![I::var("a", &[3, 4]), I::var("b", &[])],
+            crate::gradcheck_builder!(sub),
+        ),
+        Case::op(
+            "mul",
+            "same",
+            vec![I::var("a", &[3, 4]), I::var("b", &[3, 4])],
+            crate::gradcheck_builder!(mul),
+        ),
+        Case::op(
+            "mul",
+            "column_broadcast",
+            vec![I::var("a", &[2, 3, 4]), I::var("b", &[3, 1])],
+            crate::gradcheck_builder!(mul),
+        ),
+        Case::op(
+            "mul",
+            "used_twice",
+            vec![I::var("a", &[3, 4])],
+            crate::gradcheck_builder!(square),
+        ),
+        Case::op(
+            "div",
+            "same",
+            vec![
+                I::var("a", &[3, 4]),
+                I::var_in("b", &[3, 4], Domain::Positive),
+            ],
+            crate::gradcheck_builder!(div),
+        ),
+        Case::op(
+            "div",
+            "row_broadcast",
+            vec![I::var("a", &[3, 4]), I::var_in("b", &[4], nonzero.clone())],
+            crate::gradcheck_builder!(div),
+        ),
+        Case::op(
+            "scale",
+            "matrix",
+            vec![I::var("a", &[3, 4])],
+            crate::gradcheck_builder!(scale),
+        ),
+        Case::op(
+            "sum",
+            "all",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(sum_all),
+        ),
+        Case::op(
+            "sum",
+            "axis0",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(sum_axis0),
+        ),
+        Case::op(
+            "sum",
+            "axis1",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(sum_axis1),
+        ),
+        Case::op(
+            "sum",
+            "axis2",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(sum_axis2),
+        ),
+        Case::op(
+            "mean",
+            "all",
+            vec![I::var("a", &[3, 5])],
+            crate::gradcheck_builder!(mean_all),
+        ),
+        Case::op(
+            "mean",
+            "axis1",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(mean_axis1),
+        ),
+        Case::op(
+            "exp",
+            "matrix",
+            vec![I::var("a", &[3, 4])],
+            crate::gradcheck_builder!(exp),
+        ),
+        Case::op(
+            "log",
+            "matrix",
+            vec![I::var_in("a", &[3, 4], Domain::Positive)],
+            crate::gradcheck_builder!(log),
+        ),
+        Case::op(
+            "tanh",
+            "matrix",
+            vec![I::var("a", &[3, 4])],
+            crate::gradcheck_builder!(tanh),
+        ),
+        Case::op(
+            "relu",
+            "matrix",
+            vec![I::var_in("a", &[3, 4], nonzero.clone())],
+            crate::gradcheck_builder!(relu),
+        ),
+        Case::op(
+            "gelu",
+            "matrix",
+            vec![I::var_in("a", &[3, 5], Domain::Normal(2.0))],
+            crate::gradcheck_builder!(gelu),
+        ),
+        Case::op(
+            "softmax",
+            "rows",
+            vec![I::var("a", &[3, 5])],
+            crate::gradcheck_builder!(softmax),
+        ),
+        Case::op(
+            "softmax",
+            "batched",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(softmax),
+        ),
+        Case::op(
+            "softmax",
+            "masked",
+            vec![
+                I::var("a", &[3, 5]),
+                I::constant("mask", &[5], Domain::Values(mask.clone())),
+            ],
+            crate::gradcheck_builder!(softmax_masked),
+        ),
+        Case::op(
+            "log_softmax",
+            "rows",
+            vec![I::var("a", &[3, 5])],
+            crate::gradcheck_builder!(log_softmax),
+        ),
+        Case::op(
+            "log_softmax",
+            "masked",
+            vec![
+                I::var("a", &[3, 5]),
+                I::constant("mask", &[5], Domain::Values(log_mask)),
+            ],
+            crate::gradcheck_builder!(log_softmax_masked),
+        ),
+        Case::op(
+            "logistic_loss",
+            "mean",
+            vec![
+                I::var_in("f", &[6], Domain::Normal(2.0)),
+                I::constant("labels", &[6], Domain::Labels),
+            ],
+            crate::gradcheck_builder!(logistic),
+        ),
+        Case::op(
+            "logistic_loss",
+            "large_margins",
+            vec![
+                I::var_in("f", &[6], Domain::Normal(30.0)),
+                I::constant("labels", &[6], Domain::Labels),
+            ],
+            crate::gradcheck_builder!(logistic),
+        ),
+        Case::op(
+            "cross_entropy",
+            "mean",
+            vec![I::var("logits", &[4, 5])],
+            crate::gradcheck_builder!(cross_entropy),
+        ),
+        Case::op(
+            "layer_norm",
+            "rows",
+            vec![
+                I::var("x", &[3, 5]),
+                I::var("gamma", &[5]),
+                I::var("beta", &[5]),
+            ],
+            crate::gradcheck_builder!(layer_norm),
+        ),
+        Case::op(
+            "layer_norm",
+            "batched",
+            vec![
+                I::var("x", &[2, 3, 4]),
+                I::var("gamma", &[4]),
+                I::var("beta", &[4]),
+            ],
+            crate::gradcheck_builder!(layer_norm),
+        ),
+        Case::op(
+            "concat",
+            "axis0",
+            vec![I::var("a", &[2, 3]), I::var("b", &[1, 3])],
+            crate::gradcheck_builder!(concat0),
+        ),
+        Case::op(
+            "concat",
+            "axis1",
+            vec![
+                I::var("a", &[2, 3, 2]),
+                I::var("b", &[2, 1, 2]),
+                I::var("c", &[2, 2, 2]),
+            ],
+            crate::gradcheck_builder!(concat1),
+        ),
+        Case::op(
+            "slice",
+            "axis1",
+            vec![I::var("a", &[2, 4, 3])],
+            crate::gradcheck_builder!(slice1),
+        ),
+        Case::op(
+            "select",
+            "cls_row",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(select_cls),
+        ),
+        Case::op(
+            "select",
+            "last_axis",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(select_last),
+        ),
+        Case::op(
+            "reshape",
+            "2x6_to_3x4",
+            vec![I::var("a", &[2, 6])],
+            crate::gradcheck_builder!(reshape),
+        ),
+        Case::op(
+            "transpose",
+            "matrix",
+            vec![I::var("a", &[3, 4])],
+            crate::gradcheck_builder!(transpose),
+        ),
+        Case::op(
+            "permute",
+            "3d",
+            vec![I::var("a", &[2, 3, 4])],
+            crate::gradcheck_builder!(permute3),
+        ),
+        Case::op(
+            "permute",
+            "4d",
+            vec![I::var("a", &[2, 3, 2, 2])],
+            crate::gradcheck_builder!(permute4),
+        ),
+        Case::op(
+            "embedding",
+            "repeated_ids",
+            vec![I::var("table", &[5, 3])],
+            crate::gradcheck_builder!(embedding),
+        ),
+    ]
+}

@@ -1,0 +1,516 @@
+//! Engine tests of the autodiff tape. Per-op finite-difference checks live in the gradcheck
+//! suite (tests/gradcheck.rs); these cover the engine's bookkeeping and the optimizers.
+
+use benign::autodiff::{clip_grad_norm, AdamW, ParamGroup, ParamStore, Sgd, Tape, Tensor};
+use benign::model::attention::{self, Shape};
+use benign::model::attention_tape;
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * (1.0 + b.abs())
+}
+
+#[test]
+fn gradients_accumulate_when_a_value_is_used_several_times() {
+    let mut tape = Tape::<f64>::new();
+    let x = tape.variable(&[3], &[0.5, -1.0, 2.0]);
+    // L = sum(x * x) + sum(3 x) + sum(exp(x)): x feeds four uses.
+    let sq = tape.mul(x, x);
+    let lin = tape.scale(x, 3.0);
+    let e = tape.exp(x);
+    let a = tape.add(sq, lin);
+    let b = tape.add(a, e);
+    let loss = tape.sum_all(b);
+    let grads = tape.backward(loss);
+    let g = grads.get(x).unwrap();
+    for (gi, xi) in g.iter().zip([0.5f64, -1.0, 2.0]) {
+        assert!(
+            close(*gi, 2.0 * xi + 3.0 + xi.exp(), 1e-14),
+            "{gi} vs {}",
+            2.0 * xi + 3.0 + xi.exp()
+        );
+    }
+}
+
+#[test]
+fn backward_wrt_returns_only_the_requested_leaves() {
+    let mut tape = Tape::<f64>::new();
+    let a = tape.variable(&[2], &[1.0, 2.0]);
+    let b = tape.variable(&[2], &[3.0, 4.0]);
+    let c = tape.mul(a, b);
+    let loss = tape.sum_all(c);
+    let grads = tape.backward_wrt(loss, &[b]);
+    assert_eq!(grads.get(b).unwrap(), &[1.0, 2.0]);
+    assert!(grads.get(a).is_none());
+    // A second pass over the same tape gives the same, and all leaves when not restricted.
+    let all = tape.backward(loss);
+    assert_eq!(all.get(a).unwrap(), &[3.0, 4.0]);
+    assert_eq!(all.get(b).unwrap(), &[1.0, 2.0]);
+}
+
+#[test]
+fn broadcasting_shapes_and_values() {
+    let mut tape = Tape::<f64>::new();
+    let m = tape.variable(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let row = tape.variable(&[3], &[10.0, 20.0, 30.0]);
+    let col = tape.variable(&[2, 1], &[100.0, 200.0]);
+    let s = tape.variable(&[], &[0.5]);
+    let r = tape.add(m, row);
+    assert_eq!(tape.shape(r).dims(), [2, 3]);
+    assert_eq!(tape.value(r), &[11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+    let c = tape.sub(r, col);
+    assert_eq!(
+        tape.value(c),
+        &[-89.0, -78.0, -67.0, -186.0, -175.0, -164.0]
+    );
+    let outer = tape.mul(col, row); // [2, 1] x [3] -> [2, 3]
+    assert_eq!(tape.shape(outer).dims(), [2, 3]);
+    assert_eq!(
+        tape.value(outer),
+        &[1000.0, 2000.0, 3000.0, 2000.0, 4000.0, 6000.0]
+    );
+    let scaled = tape.mul(c, s);
+    let sum = tape.add(scaled, outer);
+    let loss = tape.sum_all(sum);
+    let grads = tape.backward(loss);
+    // d/d row: each row entry is added to 2 rows (through r) and multiplied by col (outer).
+    assert_eq!(grads.get(row).unwrap(), &[2.0 * 0.5 + 300.0; 3]);
+    // d/d col: -s per element of its row through c, + sum(row) through outer.
+    assert_eq!(grads.get(col).unwrap(), &[-1.5 + 60.0, -1.5 + 60.0]);
+    // d/d s: sum of c.
+    let sum_c: f64 = [-89.0, -78.0, -67.0, -186.0, -175.0, -164.0].iter().sum();
+    assert_eq!(grads.get(s).unwrap(), &[sum_c]);
+    let b3 = tape.variable(&[2, 1, 4], &[0.0; 8]);
+    let a3 = tape.variable(&[3, 1], &[0.0; 3]);
+    let both = tape.add(a3, b3);
+    assert_eq!(tape.shape(both).dims(), [2, 3, 4]);
+}
+
+#[test]
+#[should_panic(expected = "inner dimensions differ")]
+fn matmul_shape_mismatch_panics_with_the_shapes() {
+    let mut tape = Tape::<f32>::new();
+    let a = tape.variable(&[2, 3], &[0.0; 6]);
+    let b = tape.variable(&[4, 5], &[0.0; 20]);
+    tape.matmul(a, b);
+}
+
+#[test]
+#[should_panic(expected = "do not broadcast")]
+fn incompatible_broadcast_panics() {
+    let mut tape = Tape::<f64>::new();
+    let a = tape.variable(&[2, 3], &[0.0; 6]);
+    let b = tape.variable(&[2], &[0.0; 2]);
+    tape.add(a, b);
+}
+
+#[test]
+#[should_panic(expected = "cleared")]
+fn a_handle_from_a_cleared_tape_panics() {
+    let mut tape = Tape::<f64>::new();
+    let a = tape.variable(&[1], &[1.0]);
+    tape.clear();
+    tape.value(a);
+}
+
+#[test]
+fn evaluation_mode_records_nothing() {
+    let mut tape = Tape::<f64>::new();
+    let (recorded, live) = tape.no_grad(|t| {
+        let x = t.variable(&[4, 3], &[0.25; 12]);
+        let g = t.variable(&[3], &[1.0; 3]);
+        let b = t.variable(&[3], &[0.0; 3]);
+        let h = t.layer_norm(x, g, b, 1e-5);
+        let logits = t.log_softmax(h, None);
+        let loss = t.cross_entropy(logits, &[0, 1, 2, 0]);
+        assert!(!t.requires_grad(loss));
+        (t.recorded_ops(), t.memory().live_bytes)
+    });
+    assert_eq!(recorded, 0);
+    // Only the values the handles point at: 3 leaves (12 + 3 + 3), layer norm (12),
+    // log-softmax (12), loss (1) — no saved statistics (mean, rstd, log-probabilities).
+    assert_eq!(live, (12 + 3 + 3 + 12 + 12 + 1) * 8);
+    assert!(tape.grad_enabled());
+    // The same graph with recording on keeps its backward state.
+    let x = tape.variable(&[4, 3], &[0.25; 12]);
+    let y = tape.tanh(x);
+    tape.sum_all(y);
+    assert_eq!(tape.recorded_ops(), 2);
+}
+
+#[test]
+#[should_panic(expected = "evaluation (no-grad) mode")]
+fn backward_through_an_evaluation_value_panics() {
+    let mut tape = Tape::<f64>::new();
+    tape.set_grad_enabled(false);
+    let x = tape.variable(&[2], &[1.0, 2.0]);
+    let y = tape.exp(x);
+    let loss = tape.sum_all(y);
+    tape.set_grad_enabled(true);
+    let _ = tape.backward(loss);
+}
+
+fn quadratic_store() -> (
+    ParamStore<f64>,
+    benign::autodiff::ParamId,
+    benign::autodiff::ParamId,
+) {
+    let mut store = ParamStore::new();
+    let frozen_group = store.add_group(ParamGroup {
+        name: "frozen".into(),
+        lr: None,
+        weight_decay: None,
+        frozen: true,
+    });
+    let a = store.add("a", Tensor::new(&[2], vec![1.0, -2.0]));
+    let b = store.add_to(frozen_group, "b", Tensor::new(&[2], vec![0.5, 0.25]));
+    (store, a, b)
+}
+
+/// L = sum(c * a * b) with c = (3, -1): dL/da = c b.
+fn linear_loss(
+    tape: &mut Tape<f64>,
+    store: &ParamStore<f64>,
+    a: benign::autodiff::ParamId,
+    b: benign::autodiff::ParamId,
+) -> benign::autodiff::Gradients<f64> {
+    tape.clear();
+    let av = tape.param(store, a);
+    let bv = tape.param(store, b);
+    let c = tape.constant(&[2], &[3.0, -1.0]);
+    let ab = tape.mul(av, bv);
+    let cab = tape.mul(ab, c);
+    let loss = tape.sum_all(cab);
+    tape.backward(loss)
+}
+
+#[test]
+fn frozen_parameters_get_no_gradient_and_no_update() {
+    let (mut store, a, b) = quadratic_store();
+    let mut tape = Tape::new();
+    let grads = linear_loss(&mut tape, &store, a, b);
+    assert!(
+        grads.param(b).is_none(),
+        "a frozen parameter enters as a constant"
+    );
+    assert_eq!(grads.param(a).unwrap(), &[1.5, -0.25]);
+    let mut opt = AdamW::new(0.1);
+    opt.step(&mut store, &grads);
+    assert_eq!(store.value(b), &[0.5, 0.25]);
+    assert_ne!(store.value(a), &[1.0, -2.0]);
+    // Unfreezing the group makes b trainable again.
+    let group = store.group_of(b);
+    store.group_mut(group).frozen = false;
+    let grads = linear_loss(&mut tape, &store, a, b);
+    assert!(grads.param(b).is_some());
+}
+
+#[test]
+#[allow(clippy::needless_range_loop)] // mirrors the formula coordinate by coordinate
+fn sgd_with_momentum_and_weight_decay_matches_hand_computation() {
+    let (mut store, a, b) = quadratic_store();
+    let mut tape = Tape::new();
+    let mut opt = Sgd::new(0.1).with_momentum(0.9).with_weight_decay(0.01);
+    let g = [1.5, -0.25]; // c * b, constant
+    let mut p = [1.0f64, -2.0];
+    let mut buf = [0.0f64; 2];
+    for step in 0..3 {
+        let grads = linear_loss(&mut tape, &store, a, b);
+        tape.clear();
+        opt.step(&mut store, &grads);
+        for i in 0..2 {
+            let d = g[i] + 0.01 * p[i];
+            buf[i] = if step == 0 { d } else { 0.9 * buf[i] + d };
+            p[i] -= 0.1 * buf[i];
+        }
+        for i in 0..2 {
+            assert!(
+                close(store.value(a)[i], p[i], 1e-15),
+                "step {step}: {} vs {}",
+                store.value(a)[i],
+                p[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn adamw_steps_match_the_formula() {
+    let (mut store, a, b) = quadratic_store();
+    let mut tape = Tape::new();
+    let mut opt = AdamW::<f64>::default(); // lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 1e-2
+    opt.lr = 0.05;
+    let g = [1.5, -0.25];
+    let mut p = [1.0f64, -2.0];
+    let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
+    for t in 1..=3 {
+        let grads = linear_loss(&mut tape, &store, a, b);
+        tape.clear();
+        opt.step(&mut store, &grads);
+        for i in 0..2 {
+            p[i] *= 1.0 - 0.05 * 0.01;
+            m[i] = 0.9 * m[i] + 0.1 * g[i];
+            v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i];
+            let m_hat = m[i] / (1.0 - 0.9f64.powi(t));
+            let v_hat = v[i] / (1.0 - 0.999f64.powi(t));
+            p[i] -= 0.05 * m_hat / (v_hat.sqrt() + 1e-8);
+            assert!(
+                close(store.value(a)[i], p[i], 1e-13),
+                "step {t}: {} vs {}",
+                store.value(a)[i],
+                p[i]
+            );
+        }
+    }
+    // First step of Adam moves each coordinate by about lr * sign(g).
+    let (mut store, a, b) = quadratic_store();
+    let grads = linear_loss(&mut tape, &store, a, b);
+    tape.clear();
+    AdamW::new(0.05)
+        .with_weight_decay(0.0)
+        .step(&mut store, &grads);
+    assert!(close(store.value(a)[0], 1.0 - 0.05, 1e-6));
+    assert!(close(store.value(a)[1], -2.0 + 0.05, 1e-6));
+}
+
+#[test]
+fn group_learning_rate_overrides_the_optimizer() {
+    let mut store = ParamStore::<f64>::new();
+    let slow = store.add_group(ParamGroup {
+        name: "slow".into(),
+        lr: Some(0.01),
+        weight_decay: None,
+        frozen: false,
+    });
+    let fast = store.add("fast", Tensor::new(&[1], vec![1.0]));
+    let slow_p = store.add_to(slow, "slow", Tensor::new(&[1], vec![1.0]));
+    let mut tape = Tape::new();
+    let f = tape.param(&store, fast);
+    let s = tape.param(&store, slow_p);
+    let sum = tape.add(f, s);
+    let loss = tape.sum_all(sum);
+    let grads = tape.backward(loss);
+    tape.clear();
+    Sgd::new(1.0).step(&mut store, &grads);
+    assert_eq!(store.value(fast), &[0.0]);
+    assert_eq!(store.value(slow_p), &[0.99]);
+}
+
+#[test]
+fn gradient_clipping_scales_to_the_global_norm() {
+    let mut tape = Tape::<f64>::new();
+    let a = tape.variable(&[1], &[0.0]);
+    let b = tape.variable(&[1], &[0.0]);
+    let sa = tape.scale(a, 3.0);
+    let sb = tape.scale(b, 4.0);
+    let s = tape.add(sa, sb);
+    let loss = tape.sum_all(s);
+    let mut grads = tape.backward(loss);
+    let norm = clip_grad_norm(&mut grads, 10.0);
+    assert_eq!(norm, 5.0);
+    assert_eq!(
+        grads.get(a).unwrap(),
+        &[3.0],
+        "below the bound nothing changes"
+    );
+    let norm = clip_grad_norm(&mut grads, 1.0);
+    assert_eq!(norm, 5.0);
+    let (ga, gb) = (grads.get(a).unwrap()[0], grads.get(b).unwrap()[0]);
+    assert!(close(ga, 0.6, 1e-6) && close(gb, 0.8, 1e-6));
+    assert!(close((ga * ga + gb * gb).sqrt(), 1.0, 1e-6));
+}
+
+/// A 1000-step training loop over one tape: after warm-up the tape allocates nothing and holds
+/// the same number of bytes at step 10 and at step 1000.
+#[test]
+fn memory_is_flat_over_1000_training_steps() {
+    let shape = Shape {
+        samples: 6,
+        tokens: 4,
+        dim: 16,
+    };
+    let d = shape.dim;
+    let det = |i: usize, s: f64| ((i as f64 * 0.37 + s).sin() * 1.7).clamp(-1.0, 1.0);
+    let tokens: Vec<f64> = (0..shape.total_tokens() * d).map(|i| det(i, 0.3)).collect();
+    let labels: Vec<f64> = (0..shape.samples)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let mut store = ParamStore::<f64>::new();
+    let w = store.add(
+        "W",
+        Tensor::new(&[d, d], (0..d * d).map(|i| 0.2 * det(i, 1.1)).collect()),
+    );
+    let p = store.add("p", Tensor::zeros(&[d]));
+    let mut opt = AdamW::new(1e-2);
+    let mut tape = Tape::new();
+    let mut snapshots = Vec::new();
+    let mut losses = Vec::new();
+    for step in 1..=1000 {
+        tape.clear();
+        let x = tape.constant(&[shape.total_tokens(), d], &tokens);
+        let nu = tape.constant(&[d], &tokens[..d]);
+        let vars = attention_tape::AttentionVars {
+            tokens: x,
+            w: tape.param(&store, w),
+            p: tape.param(&store, p),
+            nu,
+        };
+        let loss = attention_tape::record(&mut tape, shape, vars, Some(&labels))
+            .loss
+            .unwrap();
+        losses.push(tape.scalar(loss));
+        let mut grads = tape.backward(loss);
+        clip_grad_norm(&mut grads, 1.0);
+        let stats = tape.memory();
+        if step == 10 || step == 1000 {
+            snapshots.push(stats);
+        }
+        tape.clear();
+        opt.step(&mut store, &grads);
+        tape.recycle_gradients(grads);
+    }
+    let (early, late) = (snapshots[0], snapshots[1]);
+    assert_eq!(
+        early.fresh_allocations, late.fresh_allocations,
+        "buffers allocated after warm-up"
+    );
+    assert_eq!(early.live_bytes, late.live_bytes);
+    assert_eq!(early.pooled_bytes, late.pooled_bytes);
+    assert_eq!(early.node_capacity, late.node_capacity);
+    assert!(early.live_bytes > 0);
+    assert!(
+        losses[999] < losses[0],
+        "training lowers the loss: {} -> {}",
+        losses[0],
+        losses[999]
+    );
+}
+
+#[test]
+fn the_tape_model_matches_the_closed_form_forward_and_gradient() {
+    let shape = Shape {
+        samples: 4,
+        tokens: 3,
+        dim: 7,
+    };
+    let d = shape.dim;
+    let det = |i: usize, s: f64| ((i as f64 * 0.61 + s).cos() * 1.3).clamp(-1.2, 1.2);
+    let tokens: Vec<f64> = (0..shape.total_tokens() * d).map(|i| det(i, 0.2)).collect();
+    let w: Vec<f64> = (0..d * d).map(|i| 0.3 * det(i, 0.9)).collect();
+    let p: Vec<f64> = (0..d).map(|i| 0.5 * det(i, 1.4)).collect();
+    let nu: Vec<f64> = (0..d).map(|i| 0.4 * det(i, 2.1)).collect();
+    let labels = [1.0, -1.0, -1.0, 1.0];
+    let mut tape = Tape::new();
+    let ours = attention_tape::loss_and_gradients(&mut tape, shape, &tokens, &labels, &w, &p, &nu);
+    let closed = attention::closed_form_gradient(shape, &tokens, &labels, &w, &p, &nu);
+    let closed_w = attention::dense_grad_w(&closed.token_direction, &p);
+    assert!(close(ours.loss, closed.loss, 1e-14));
+    for (a, b) in ours
+        .grad_w
+        .iter()
+        .zip(&closed_w)
+        .chain(ours.grad_p.iter().zip(&closed.grad_p))
+    {
+        assert!(close(*a, *b, 1e-13), "{a} vs {b}");
+    }
+    let outputs = attention_tape::forward(&mut tape, shape, &tokens, &w, &p, &nu);
+    assert_eq!(tape.recorded_ops(), 0);
+    let reference = attention::forward(shape, &tokens, &w, &p, &nu);
+    for (a, b) in outputs.outputs.iter().zip(&reference.outputs) {
+        assert!(close(*a, *b, 1e-14));
+    }
+    for (a, b) in outputs.attention.iter().zip(&reference.attention) {
+        assert!(close(*a, *b, 1e-14));
+    }
+    // f32 gradients agree with f64 ones to f32 accuracy.
+    let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let mut tape32 = Tape::<f32>::new();
+    let g32 = attention_tape::loss_and_gradients(
+        &mut tape32,
+        shape,
+        &to32(&tokens),
+        &to32(&labels),
+        &to32(&w),
+        &to32(&p),
+        &to32(&nu),
+    );
+    let scale = closed.grad_p.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (a, b) in g32.grad_p.iter().zip(&closed.grad_p) {
+        assert!((*a as f64 - b).abs() <= 1e-5 * scale.max(1e-3));
+    }
+}
+
+#[test]
+fn layout_ops_produce_expected_values() {
+    let mut tape = Tape::<f64>::new();
+    let x = tape.variable(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let t = tape.transpose(x, 0, 1);
+    assert_eq!(tape.shape(t).dims(), [3, 2]);
+    assert_eq!(tape.value(t), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    let cls = tape.select(x, 1, 0);
+    assert_eq!(tape.value(cls), &[1.0, 4.0]);
+    let c = tape.concat(&[x, x], 0);
+    assert_eq!(tape.shape(c).dims(), [4, 3]);
+    let e = tape.embedding(x, &[1, 1, 0]);
+    assert_eq!(
+        tape.value(e),
+        &[4.0, 5.0, 6.0, 4.0, 5.0, 6.0, 1.0, 2.0, 3.0]
+    );
+    let loss = tape.sum_all(e);
+    let grads = tape.backward(loss);
+    assert_eq!(grads.get(x).unwrap(), &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+}
+
+/// Per-op bookkeeping cost, for `perf stat` (ignored by default): 20 elementwise ops on 8 x 8
+/// plus backward, 100,000 times.
+#[test]
+#[ignore]
+fn overhead_loop() {
+    let mut tape = Tape::<f64>::new();
+    let x = vec![0.5; 64];
+    let mut total = 0.0;
+    for _ in 0..100_000 {
+        tape.clear();
+        let mut h = tape.variable(&[8, 8], &x);
+        let leaf = h;
+        for _ in 0..19 {
+            h = tape.scale(h, 0.9);
+        }
+        let loss = tape.sum_all(h);
+        let grads = tape.backward(loss);
+        total += grads.get(leaf).unwrap()[0];
+        tape.recycle_gradients(grads);
+    }
+    assert!(total > 0.0);
+}
+
+#[test]
+fn the_training_entry_point_allocates_nothing_after_the_first_step() {
+    let shape = Shape {
+        samples: 5,
+        tokens: 3,
+        dim: 12,
+    };
+    let d = shape.dim;
+    let det = |i: usize, s: f64| ((i as f64 * 0.83 + s).sin() * 1.5).clamp(-1.0, 1.0);
+    let inputs = attention_tape::SharedInputs {
+        tokens: std::sync::Arc::new((0..shape.total_tokens() * d).map(|i| det(i, 0.1)).collect()),
+        w: std::sync::Arc::new((0..d * d).map(|i| 0.3 * det(i, 0.4)).collect()),
+        p: std::sync::Arc::new((0..d).map(|i| 0.5 * det(i, 0.7)).collect()),
+        nu: std::sync::Arc::new((0..d).map(|i| 0.3 * det(i, 1.9)).collect()),
+    };
+    let labels = [1.0, -1.0, 1.0, 1.0, -1.0];
+    let mut tape = Tape::new();
+    let (mut gw, mut gp) = (Vec::new(), Vec::new());
+    let mut allocations = Vec::new();
+    for _ in 0..5 {
+        attention_tape::loss_and_gradients_into(
+            &mut tape, shape, &inputs, &labels, &mut gw, &mut gp,
+        );
+        allocations.push(tape.memory().fresh_allocations);
+    }
+    assert_eq!(allocations[1], allocations[4], "{allocations:?}");
+    let reference =
+        attention_tape::loss_and_gradients_shared(&mut Tape::new(), shape, &inputs, &labels);
+    assert_eq!(gw, reference.grad_w);
+    assert_eq!(gp, reference.grad_p);
+}
