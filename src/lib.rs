@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod error;
 pub mod model;
+pub mod synthetic;
 
 pub use benign_kernels as kernels;
 pub use error::{Error, Result};

@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod data;
+mod run;
 
 #[derive(Parser)]
 #[command(name = "benign", version, about = "Benign overfitting in attention token selection")]
@@ -16,6 +18,10 @@ struct Cli {
 enum Command {
     /// Measure the kernels on this machine (GFLOP/s, GB/s, ratios to matrixmultiply and peak).
     Bench(bench::BenchArgs),
+    /// Train the paper's attention model on its synthetic data and record the dynamics.
+    Run(Box<run::RunArgs>),
+    /// Export or inspect the synthetic data.
+    Data(data::DataCommand),
 }
 
 /// Parses the command line, runs the subcommand, and returns the process exit status:
@@ -24,6 +30,8 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::execute(args),
+        Command::Run(args) => run::execute(*args),
+        Command::Data(args) => data::execute(args),
     };
     match result {
         Ok(code) => code,

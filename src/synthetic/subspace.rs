@@ -1,0 +1,396 @@
+//! The exact subspace trainer (SPEC.md section 3, "The exact subspace reduction, written out").
+//!
+//! With `B` (d x r) an orthonormal basis of the training tokens (and of `mu_+`, `mu_-`),
+//! `A = W_0^T B`, `G = A^T A` and `H = W_0 A`, gradient descent keeps `p = A b` and
+//! `W = W_0 + B D A^T` exactly, so the state is `b` (r) and `D` (r x r):
+//!
+//! ```text
+//! z_it  = e_it^T (I + D) G b          e_it = B^T x_it
+//! a     = sum_it delta_it e_it        (g = B a)
+//! b'    = b - lr (I + D^T) a          (p' = p - lr W^T g)
+//! D'    = D - lr a b^T                (W' = W - lr g p^T)
+//! ```
+//!
+//! A test token `x` needs `h = H^T x`, `c = B^T x` and `u = nu^T x` once; its logit is
+//! `h^T b + c^T D G b`. `||p||^2 = b^T G b`, `||W - W_0||_F^2 = trace(D G D^T)`.
+//!
+//! Start-up streams `W_0` in row blocks twice (`A` needs every block before `H` can start) and
+//! projects the test set chunk by chunk, so neither `W_0` nor the test set is ever held whole.
+//! Start-up products run in f64 whatever the training precision.
+
+use benign_kernels::{self as k, Float, Transpose};
+
+use crate::{Error, Result};
+
+use super::data::{TestSource, TrainSet};
+use super::init::InitSource;
+use super::Trainer;
+
+/// Bytes of `W_0` rows generated at once during start-up.
+const INIT_BLOCK_BYTES: usize = 96 << 20;
+/// Bytes of test tokens generated at once during start-up.
+const TEST_CHUNK_BYTES: usize = 64 << 20;
+
+/// Timings of the start-up, in seconds.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StartupTimings {
+    pub basis_seconds: f64,
+    pub init_products_seconds: f64,
+    pub test_projection_seconds: f64,
+}
+
+/// An orthonormal basis of the columns `vectors` (each of length d), by modified Gram-Schmidt
+/// with one re-orthogonalisation pass ("twice is enough"). Columns whose remainder is below
+/// `1e-10` of their norm are numerically dependent and dropped. Returns the basis vectors.
+pub fn orthonormal_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
+    let mut basis: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
+    for v in vectors {
+        let original = k::dot(v, v).sqrt();
+        if original == 0.0 {
+            continue;
+        }
+        let mut w = v.to_vec();
+        for _pass in 0..2 {
+            for q in &basis {
+                let c = k::dot(q, &w);
+                k::axpy(-c, q, &mut w);
+            }
+        }
+        let norm = k::dot(&w, &w).sqrt();
+        if norm > 1e-10 * original {
+            k::scale(1.0 / norm, &mut w);
+            basis.push(w);
+        }
+    }
+    basis
+}
+
+/// Softmax attention, outputs, loss and `delta_it = (1/n) l'_i s_it (u_it - f_i)` from logits.
+/// Returns the loss; fills `attention` and `delta` (both n T).
+pub fn loss_and_delta<T: Float>(
+    tokens_per_sample: usize,
+    logits: &[T],
+    scores: &[T],
+    labels: &[T],
+    attention: &mut [T],
+    delta: &mut [T],
+) -> T {
+    let t = tokens_per_sample;
+    let n = labels.len();
+    k::softmax_rows(t, logits, attention);
+    let inv_n = T::ONE / T::from_usize(n);
+    let mut loss = T::ZERO;
+    for i in 0..n {
+        let rows = i * t..(i + 1) * t;
+        let f = k::dot(&attention[rows.clone()], &scores[rows.clone()]);
+        let y = labels[i];
+        loss += k::logistic_loss(y * f);
+        let dloss_df = y * k::logistic_loss_derivative(y * f) * inv_n;
+        for j in rows {
+            delta[j] = dloss_df * attention[j] * (scores[j] - f);
+        }
+    }
+    loss * inv_n
+}
+
+/// Gradient descent in the span of the training tokens.
+pub struct SubspaceTrainer<T> {
+    tokens_per_sample: usize,
+    rank: usize,
+    lr: T,
+    /// `e_it = B^T x_it`, (n T) x r.
+    coords: Vec<T>,
+    scores: Vec<T>,
+    labels: Vec<T>,
+    gram: Vec<T>,
+    b: Vec<T>,
+    d: Vec<T>,
+    /// `h = H^T x` of every test token, (m T) x r.
+    test_h: Vec<T>,
+    /// `c = B^T x` of every test token, (m T) x r.
+    test_c: Vec<T>,
+    train_scores: Vec<f64>,
+    test_scores: Vec<f64>,
+    attention: Vec<T>,
+    delta: Vec<T>,
+    pub timings: StartupTimings,
+}
+
+impl<T: Float> SubspaceTrainer<T> {
+    /// Start-up: basis, the two streamed passes over `W_0`, and the test projections.
+    /// `extra_directions` (e.g. `mu_+`, `mu_-`) join the basis after the training tokens.
+    pub fn new(
+        train: &TrainSet,
+        extra_directions: &[&[f64]],
+        nu: &[f64],
+        init: &InitSource,
+        test: &TestSource,
+        lr: f64,
+    ) -> Result<Self> {
+        let d = train.dim;
+        let rows = train.samples * train.tokens_per_sample;
+        let clock = std::time::Instant::now();
+        let mut columns: Vec<&[f64]> = train.tokens.chunks_exact(d).collect();
+        columns.extend_from_slice(extra_directions);
+        let basis = orthonormal_basis(&columns);
+        let r = basis.len();
+        // P = [H | B | nu], d x (2r + 1): one GEMM projects a test chunk onto all three.
+        let width = 2 * r + 1;
+        let mut projector = vec![0.0f64; d * width];
+        for (j, q) in basis.iter().enumerate() {
+            for (i, &v) in q.iter().enumerate() {
+                projector[i * width + r + j] = v;
+            }
+        }
+        drop(basis);
+        for (i, &v) in nu.iter().enumerate() {
+            projector[i * width + 2 * r] = v;
+        }
+        // e_it = B^T x_it and u_it = nu^T x_it for the training tokens.
+        let mut train_proj = vec![0.0f64; rows * (r + 1)];
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            rows,
+            r + 1,
+            d,
+            1.0,
+            &train.tokens,
+            d,
+            &projector[r..],
+            width,
+            0.0,
+            &mut train_proj,
+            r + 1,
+        );
+        let basis_seconds = clock.elapsed().as_secs_f64();
+
+        // Pass 1: A = W_0^T B = sum over row blocks W0_blk^T B_blk.
+        let clock = std::time::Instant::now();
+        let block_rows = (INIT_BLOCK_BYTES / (8 * d)).clamp(1, d);
+        let mut w0_block = vec![0.0f64; block_rows * d];
+        let mut a = vec![0.0f64; d * r];
+        for first in (0..d).step_by(block_rows) {
+            let m = block_rows.min(d - first);
+            let blk = &mut w0_block[..m * d];
+            init.fill_rows(first, blk);
+            k::gemm(
+                Transpose::Yes,
+                Transpose::No,
+                d,
+                r,
+                m,
+                1.0,
+                blk,
+                d,
+                &projector[first * width + r..],
+                width,
+                if first == 0 { 0.0 } else { 1.0 },
+                &mut a,
+                r,
+            );
+        }
+        let mut gram = vec![0.0f64; r * r];
+        k::gemm(Transpose::Yes, Transpose::No, r, r, d, 1.0, &a, r, &a, r, 0.0, &mut gram, r);
+        // Pass 2: H_blk = W0_blk A, written into the first r columns of P.
+        for first in (0..d).step_by(block_rows) {
+            let m = block_rows.min(d - first);
+            let blk = &mut w0_block[..m * d];
+            init.fill_rows(first, blk);
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                m,
+                r,
+                d,
+                1.0,
+                blk,
+                d,
+                &a,
+                r,
+                0.0,
+                &mut projector[first * width..],
+                width,
+            );
+        }
+        drop(w0_block);
+        drop(a);
+        let init_products_seconds = clock.elapsed().as_secs_f64();
+
+        // Test tokens: project each chunk onto [H | B | nu] as it is generated, then drop it.
+        let clock = std::time::Instant::now();
+        let t = train.tokens_per_sample;
+        let test_rows = test.len() * t;
+        let mut test_h = vec![T::ZERO; test_rows * r];
+        let mut test_c = vec![T::ZERO; test_rows * r];
+        let mut test_scores = vec![0.0f64; test_rows];
+        let chunk_samples = (TEST_CHUNK_BYTES / (8 * t * d)).max(1);
+        let mut proj = vec![0.0f64; chunk_samples * t * width];
+        test.for_each_chunk(chunk_samples, |first, tokens| {
+            let m = tokens.len() / d;
+            let out = &mut proj[..m * width];
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                m,
+                width,
+                d,
+                1.0,
+                tokens,
+                d,
+                &projector,
+                width,
+                0.0,
+                out,
+                width,
+            );
+            for (row, values) in out.chunks_exact(width).enumerate() {
+                let at = first * t + row;
+                for j in 0..r {
+                    test_h[at * r + j] = T::from_f64(values[j]);
+                    test_c[at * r + j] = T::from_f64(values[r + j]);
+                }
+                test_scores[at] = values[2 * r];
+            }
+        });
+        let test_projection_seconds = clock.elapsed().as_secs_f64();
+
+        let mut coords = vec![T::ZERO; rows * r];
+        let mut train_scores = vec![0.0f64; rows];
+        for (row, values) in train_proj.chunks_exact(r + 1).enumerate() {
+            for j in 0..r {
+                coords[row * r + j] = T::from_f64(values[j]);
+            }
+            train_scores[row] = values[r];
+        }
+        if let Some(bad) = gram.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                step: 0,
+                quantity: "Gram matrix A^T A of the start-up".into(),
+                value: *bad,
+            });
+        }
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        Ok(SubspaceTrainer {
+            tokens_per_sample: t,
+            rank: r,
+            lr: T::from_f64(lr),
+            coords,
+            scores: cast(&train_scores),
+            labels: cast(&train.labels),
+            gram: cast(&gram),
+            b: vec![T::ZERO; r],
+            d: vec![T::ZERO; r * r],
+            test_h,
+            test_c,
+            train_scores,
+            test_scores,
+            attention: vec![T::ZERO; rows],
+            delta: vec![T::ZERO; rows],
+            timings: StartupTimings {
+                basis_seconds,
+                init_products_seconds,
+                test_projection_seconds,
+            },
+        })
+    }
+
+    /// Rank r of the basis.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The state `(b, D)`.
+    pub fn state(&self) -> (&[T], &[T]) {
+        (&self.b, &self.d)
+    }
+
+    /// `(G b, D G b)`.
+    fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
+        let r = self.rank;
+        let mut gb = vec![T::ZERO; r];
+        k::gemv(Transpose::No, r, r, T::ONE, &self.gram, r, &self.b, T::ZERO, &mut gb);
+        let mut dgb = vec![T::ZERO; r];
+        k::gemv(Transpose::No, r, r, T::ONE, &self.d, r, &gb, T::ZERO, &mut dgb);
+        (gb, dgb)
+    }
+
+    fn logits_t(&self) -> Vec<T> {
+        let r = self.rank;
+        let (mut v, dgb) = self.query_coefficients();
+        k::axpy(T::ONE, &dgb, &mut v);
+        let rows = self.scores.len();
+        let mut z = vec![T::ZERO; rows];
+        k::gemv(Transpose::No, rows, r, T::ONE, &self.coords, r, &v, T::ZERO, &mut z);
+        z
+    }
+}
+
+impl<T: Float> Trainer for SubspaceTrainer<T> {
+    fn train_scores(&self) -> &[f64] {
+        &self.train_scores
+    }
+
+    fn test_scores(&self) -> &[f64] {
+        &self.test_scores
+    }
+
+    fn train_logits(&mut self) -> Vec<f64> {
+        self.logits_t().into_iter().map(T::to_f64).collect()
+    }
+
+    fn test_logits(&mut self) -> Vec<f64> {
+        let r = self.rank;
+        let (_, dgb) = self.query_coefficients();
+        let rows = self.test_scores.len();
+        let mut z = vec![T::ZERO; rows];
+        k::gemv(Transpose::No, rows, r, T::ONE, &self.test_h, r, &self.b, T::ZERO, &mut z);
+        k::gemv(Transpose::No, rows, r, T::ONE, &self.test_c, r, &dgb, T::ONE, &mut z);
+        z.into_iter().map(T::to_f64).collect()
+    }
+
+    fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+        let r = self.rank;
+        let z = self.logits_t();
+        let loss = loss_and_delta(
+            self.tokens_per_sample,
+            &z,
+            &self.scores,
+            &self.labels,
+            &mut self.attention,
+            &mut self.delta,
+        );
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                step,
+                quantity: "training loss".into(),
+                value: loss.to_f64(),
+            });
+        }
+        let rows = self.scores.len();
+        let mut a = vec![T::ZERO; r];
+        k::gemv(Transpose::Yes, rows, r, T::ONE, &self.coords, r, &self.delta, T::ZERO, &mut a);
+        // b' = b - lr (a + D^T a), then D' = D - lr a b^T with the old b.
+        let mut step_b = a.clone();
+        k::gemv(Transpose::Yes, r, r, T::ONE, &self.d, r, &a, T::ONE, &mut step_b);
+        let old_b = self.b.clone();
+        k::axpy(-self.lr, &step_b, &mut self.b);
+        k::ger(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        Ok(z.into_iter().map(T::to_f64).collect())
+    }
+
+    fn p_norm(&self) -> f64 {
+        let (gb, _) = self.query_coefficients();
+        let sq: f64 = self.b.iter().zip(&gb).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
+        sq.max(0.0).sqrt()
+    }
+
+    fn w_delta_norm(&self) -> f64 {
+        // trace(D G D^T) = sum_i (D G)_i . D_i
+        let r = self.rank;
+        let mut dg = vec![T::ZERO; r * r];
+        k::gemm(Transpose::No, Transpose::No, r, r, r, T::ONE, &self.d, r, &self.gram, r, T::ZERO, &mut dg, r);
+        let sq: f64 = dg.iter().zip(&self.d).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
+        sq.max(0.0).sqrt()
+    }
+}
