@@ -91,6 +91,7 @@ pub enum DataAction {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 pub struct ExportArgs {
     #[command(flatten)]
     pub data: DataArgs,

@@ -1,6 +1,6 @@
 //! `benign run`: the paper's synthetic experiment (library: `benign::synthetic::run`).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -11,6 +11,7 @@ use benign::synthetic::{self, export, Precision, RunConfig, RunOptions, TrainerK
 use super::data::DataArgs;
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 pub struct RunArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -127,10 +128,12 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let result = pool.install(|| synthetic::run_with(config, options, &mut observe));
     bar.finish_and_clear();
     let result = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result.summary)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&result.summary)?
     } else {
-        println!("{}", synthetic::run::human_summary(&result));
-    }
+        synthetic::run::human_summary(&result)
+    };
+    // A closed stdout (e.g. `| head`) is not an error of the run.
+    let _ = writeln!(std::io::stdout(), "{text}");
     Ok(0)
 }

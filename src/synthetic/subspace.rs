@@ -93,6 +93,15 @@ pub fn loss_and_delta<T: Float>(
     loss * inv_n
 }
 
+/// Clamps rounding below zero to zero but keeps NaN visible (`f64::max` would hide it).
+fn non_negative(x: f64) -> f64 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
 /// Gradient descent in the span of the training tokens.
 pub struct SubspaceTrainer<T> {
     tokens_per_sample: usize,
@@ -305,6 +314,42 @@ impl<T: Float> SubspaceTrainer<T> {
         (&self.b, &self.d)
     }
 
+    /// Reconstructs the dense state `(p, W)` = `(A b, W_0 + B D A^T)` from the same training set,
+    /// extra directions and `W_0` the trainer was built from. Materialises `W_0`: small d only
+    /// (tests and checks).
+    pub fn reconstruct_dense(
+        &self,
+        train: &TrainSet,
+        extra_directions: &[&[f64]],
+        init: &InitSource,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let d = train.dim;
+        let mut columns: Vec<&[f64]> = train.tokens.chunks_exact(d).collect();
+        columns.extend_from_slice(extra_directions);
+        let basis = orthonormal_basis(&columns);
+        let r = basis.len();
+        assert_eq!(r, self.rank, "reconstruct from the data the trainer was built from");
+        let mut b_mat = vec![0.0f64; d * r];
+        for (j, q) in basis.iter().enumerate() {
+            for (i, &v) in q.iter().enumerate() {
+                b_mat[i * r + j] = v;
+            }
+        }
+        let w0: Vec<f64> = init.matrix();
+        let mut a = vec![0.0f64; d * r];
+        k::gemm(Transpose::Yes, Transpose::No, d, r, d, 1.0, &w0, d, &b_mat, r, 0.0, &mut a, r);
+        let coeff: Vec<f64> = self.b.iter().map(|v| v.to_f64()).collect();
+        let dmat: Vec<f64> = self.d.iter().map(|v| v.to_f64()).collect();
+        let mut p = vec![0.0f64; d];
+        k::gemv(Transpose::No, d, r, 1.0, &a, r, &coeff, 0.0, &mut p);
+        // W = W_0 + (B D) A^T
+        let mut bd = vec![0.0f64; d * r];
+        k::gemm(Transpose::No, Transpose::No, d, r, r, 1.0, &b_mat, r, &dmat, r, 0.0, &mut bd, r);
+        let mut w = w0;
+        k::gemm(Transpose::No, Transpose::Yes, d, d, r, 1.0, &bd, r, &a, r, 1.0, &mut w, d);
+        (p, w)
+    }
+
     /// `(G b, D G b)`.
     fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
         let r = self.rank;
@@ -382,7 +427,7 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
     fn p_norm(&self) -> f64 {
         let (gb, _) = self.query_coefficients();
         let sq: f64 = self.b.iter().zip(&gb).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
-        sq.max(0.0).sqrt()
+        non_negative(sq).sqrt()
     }
 
     fn w_delta_norm(&self) -> f64 {
@@ -391,6 +436,6 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
         let mut dg = vec![T::ZERO; r * r];
         k::gemm(Transpose::No, Transpose::No, r, r, r, T::ONE, &self.d, r, &self.gram, r, T::ZERO, &mut dg, r);
         let sq: f64 = dg.iter().zip(&self.d).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
-        sq.max(0.0).sqrt()
+        non_negative(sq).sqrt()
     }
 }
