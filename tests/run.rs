@@ -117,7 +117,7 @@ fn trainers_follow_the_closed_form_gradient() {
     let d = config.dim;
     let mut dense = DenseTrainer::<f64>::new(&train, &test_tokens, &signals.nu, &init, config.lr).unwrap();
     let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
-    let mut subspace = SubspaceTrainer::<f64>::new(&train, &extra, &signals.nu, &init, &test, config.lr).unwrap();
+    let mut subspace = SubspaceTrainer::<f64>::new(&train, &extra, &signals.nu, &init, &test, config.lr, Precision::F64).unwrap();
     let (mut w, mut p): (Vec<f64>, Vec<f64>) = (init.matrix(), vec![0.0; d]);
     for step in 0..3 {
         let grad = attention::closed_form_gradient(shape, &train.tokens, &train.labels, &w, &p, &signals.nu);

@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Element type of the training state [default: f64].
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
+    /// Element type of the subspace start-up products (f32 halves their cost) [default: f64].
+    #[arg(long, value_enum)]
+    pub startup_precision: Option<Precision>,
     /// Training samples whose full attention row is recorded every step [default: first clean, first noisy].
     #[arg(long, value_delimiter = ',')]
     pub track_samples: Option<Vec<usize>>,
@@ -86,6 +89,9 @@ pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
     }
     if let Some(v) = args.precision {
         config.precision = v;
+    }
+    if let Some(v) = args.startup_precision {
+        config.startup_precision = v;
     }
     if let Some(v) = &args.track_samples {
         config.track_samples = Some(v.clone());

@@ -105,6 +105,10 @@ pub struct RunConfig {
     pub eval_every: usize,
     pub trainer: TrainerKind,
     pub precision: Precision,
+    /// Element type of the subspace trainer's start-up products (`W_0^T B`, `W_0 A`, test
+    /// projections).
+    #[serde(default = "default_startup_precision")]
+    pub startup_precision: Precision,
     /// Training samples whose full attention row is recorded at every step; `None` until resolved
     /// (then the first clean and the first noisy sample).
     pub track_samples: Option<Vec<usize>>,
@@ -131,9 +135,14 @@ impl Default for RunConfig {
             eval_every: 10,
             trainer: TrainerKind::Subspace,
             precision: Precision::F64,
+            startup_precision: Precision::F64,
             track_samples: None,
         }
     }
+}
+
+fn default_startup_precision() -> Precision {
+    Precision::F64
 }
 
 /// The test seed used when none is given: a fixed function of the training seed that differs

@@ -177,13 +177,13 @@ pub fn run_with(
         (TrainerKind::Subspace, precision) => {
             let boxed: Box<dyn Trainer> = match precision {
                 Precision::F64 => {
-                    let t = SubspaceTrainer::<f64>::new(&train, &extra_refs, &nu, &init, &test, config.lr)?;
+                    let t = SubspaceTrainer::<f64>::new(&train, &extra_refs, &nu, &init, &test, config.lr, config.startup_precision)?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
                     Box::new(t)
                 }
                 Precision::F32 => {
-                    let t = SubspaceTrainer::<f32>::new(&train, &extra_refs, &nu, &init, &test, config.lr)?;
+                    let t = SubspaceTrainer::<f32>::new(&train, &extra_refs, &nu, &init, &test, config.lr, config.startup_precision)?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
                     Box::new(t)

@@ -16,20 +16,25 @@
 //!
 //! Start-up streams `W_0` in row blocks twice (`A` needs every block before `H` can start) and
 //! projects the test set chunk by chunk, so neither `W_0` nor the test set is ever held whole.
-//! Start-up products run in f64 whatever the training precision.
+//! Start-up products run in f64 by default whatever the training precision; f32 start-up
+//! (`--startup-precision f32`) halves their cost.
 
 use benign_kernels::{self as k, Float, Transpose};
 
 use crate::{Error, Result};
 
+use super::config::Precision;
 use super::data::{TestSource, TrainSet};
 use super::init::InitSource;
 use super::Trainer;
 
-/// Bytes of `W_0` rows generated at once during start-up.
-const INIT_BLOCK_BYTES: usize = 96 << 20;
-/// Bytes of test tokens generated at once during start-up.
-const TEST_CHUNK_BYTES: usize = 64 << 20;
+/// Bytes of `W_0` rows generated at once during start-up: large enough that the `A` / `H`
+/// operands streamed per block (d x r) cost little next to the block's multiply-adds.
+const INIT_BLOCK_BYTES: usize = 192 << 20;
+/// Test tokens generated at once: at least 64 samples (so each projection GEMM has enough
+/// rows) when they fit in `TEST_CHUNK_MAX_BYTES`, else fewer; at least `TEST_CHUNK_MIN_BYTES`.
+const TEST_CHUNK_MIN_BYTES: usize = 32 << 20;
+const TEST_CHUNK_MAX_BYTES: usize = 256 << 20;
 
 /// Timings of the start-up, in seconds.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -114,10 +119,8 @@ pub struct SubspaceTrainer<T> {
     gram: Vec<T>,
     b: Vec<T>,
     d: Vec<T>,
-    /// `h = H^T x` of every test token, (m T) x r.
-    test_h: Vec<T>,
-    /// `c = B^T x` of every test token, (m T) x r.
-    test_c: Vec<T>,
+    /// `[h | c] = [H^T x | B^T x]` of every test token, (m T) x 2r.
+    test_hc: Vec<T>,
     train_scores: Vec<f64>,
     test_scores: Vec<f64>,
     attention: Vec<T>,
@@ -128,7 +131,24 @@ pub struct SubspaceTrainer<T> {
 impl<T: Float> SubspaceTrainer<T> {
     /// Start-up: basis, the two streamed passes over `W_0`, and the test projections.
     /// `extra_directions` (e.g. `mu_+`, `mu_-`) join the basis after the training tokens.
+    /// `startup` is the element type of the start-up products (f32 halves their cost).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        train: &TrainSet,
+        extra_directions: &[&[f64]],
+        nu: &[f64],
+        init: &InitSource,
+        test: &TestSource,
+        lr: f64,
+        startup: Precision,
+    ) -> Result<Self> {
+        match startup {
+            Precision::F64 => Self::build::<f64>(train, extra_directions, nu, init, test, lr),
+            Precision::F32 => Self::build::<f32>(train, extra_directions, nu, init, test, lr),
+        }
+    }
+
+    fn build<S: Float>(
         train: &TrainSet,
         extra_directions: &[&[f64]],
         nu: &[f64],
@@ -145,40 +165,42 @@ impl<T: Float> SubspaceTrainer<T> {
         let r = basis.len();
         // P = [H | B | nu], d x (2r + 1): one GEMM projects a test chunk onto all three.
         let width = 2 * r + 1;
-        let mut projector = vec![0.0f64; d * width];
+        let mut projector = vec![S::ZERO; d * width];
         for (j, q) in basis.iter().enumerate() {
             for (i, &v) in q.iter().enumerate() {
-                projector[i * width + r + j] = v;
+                projector[i * width + r + j] = S::from_f64(v);
             }
         }
         drop(basis);
         for (i, &v) in nu.iter().enumerate() {
-            projector[i * width + 2 * r] = v;
+            projector[i * width + 2 * r] = S::from_f64(v);
         }
         // e_it = B^T x_it and u_it = nu^T x_it for the training tokens.
-        let mut train_proj = vec![0.0f64; rows * (r + 1)];
+        let train_tokens: Vec<S> = train.tokens.iter().map(|&v| S::from_f64(v)).collect();
+        let mut train_proj = vec![S::ZERO; rows * (r + 1)];
         k::gemm(
             Transpose::No,
             Transpose::No,
             rows,
             r + 1,
             d,
-            1.0,
-            &train.tokens,
+            S::ONE,
+            &train_tokens,
             d,
             &projector[r..],
             width,
-            0.0,
+            S::ZERO,
             &mut train_proj,
             r + 1,
         );
+        drop(train_tokens);
         let basis_seconds = clock.elapsed().as_secs_f64();
 
         // Pass 1: A = W_0^T B = sum over row blocks W0_blk^T B_blk.
         let clock = std::time::Instant::now();
-        let block_rows = (INIT_BLOCK_BYTES / (8 * d)).clamp(1, d);
-        let mut w0_block = vec![0.0f64; block_rows * d];
-        let mut a = vec![0.0f64; d * r];
+        let block_rows = (INIT_BLOCK_BYTES / (std::mem::size_of::<S>() * d)).clamp(1, d);
+        let mut w0_block = vec![S::ZERO; block_rows * d];
+        let mut a = vec![S::ZERO; d * r];
         for first in (0..d).step_by(block_rows) {
             let m = block_rows.min(d - first);
             let blk = &mut w0_block[..m * d];
@@ -189,18 +211,18 @@ impl<T: Float> SubspaceTrainer<T> {
                 d,
                 r,
                 m,
-                1.0,
+                S::ONE,
                 blk,
                 d,
                 &projector[first * width + r..],
                 width,
-                if first == 0 { 0.0 } else { 1.0 },
+                if first == 0 { S::ZERO } else { S::ONE },
                 &mut a,
                 r,
             );
         }
-        let mut gram = vec![0.0f64; r * r];
-        k::gemm(Transpose::Yes, Transpose::No, r, r, d, 1.0, &a, r, &a, r, 0.0, &mut gram, r);
+        let mut gram = vec![S::ZERO; r * r];
+        k::gemm(Transpose::Yes, Transpose::No, r, r, d, S::ONE, &a, r, &a, r, S::ZERO, &mut gram, r);
         // Pass 2: H_blk = W0_blk A, written into the first r columns of P.
         for first in (0..d).step_by(block_rows) {
             let m = block_rows.min(d - first);
@@ -212,12 +234,12 @@ impl<T: Float> SubspaceTrainer<T> {
                 m,
                 r,
                 d,
-                1.0,
+                S::ONE,
                 blk,
                 d,
                 &a,
                 r,
-                0.0,
+                S::ZERO,
                 &mut projector[first * width..],
                 width,
             );
@@ -230,13 +252,19 @@ impl<T: Float> SubspaceTrainer<T> {
         let clock = std::time::Instant::now();
         let t = train.tokens_per_sample;
         let test_rows = test.len() * t;
-        let mut test_h = vec![T::ZERO; test_rows * r];
-        let mut test_c = vec![T::ZERO; test_rows * r];
+        let mut test_hc = vec![T::ZERO; test_rows * 2 * r];
         let mut test_scores = vec![0.0f64; test_rows];
-        let chunk_samples = (TEST_CHUNK_BYTES / (8 * t * d)).max(1);
-        let mut proj = vec![0.0f64; chunk_samples * t * width];
+        let sample_bytes = 8 * t * d;
+        let chunk_samples = (TEST_CHUNK_MIN_BYTES / sample_bytes)
+            .max(64)
+            .min(TEST_CHUNK_MAX_BYTES / sample_bytes)
+            .clamp(1, test.len().max(1));
+        let mut proj = vec![S::ZERO; chunk_samples * t * width];
+        let mut chunk_s: Vec<S> = Vec::new();
         test.for_each_chunk(chunk_samples, |first, tokens| {
             let m = tokens.len() / d;
+            chunk_s.clear();
+            chunk_s.extend(tokens.iter().map(|&v| S::from_f64(v)));
             let out = &mut proj[..m * width];
             k::gemm(
                 Transpose::No,
@@ -244,22 +272,21 @@ impl<T: Float> SubspaceTrainer<T> {
                 m,
                 width,
                 d,
-                1.0,
-                tokens,
+                S::ONE,
+                &chunk_s,
                 d,
                 &projector,
                 width,
-                0.0,
+                S::ZERO,
                 out,
                 width,
             );
             for (row, values) in out.chunks_exact(width).enumerate() {
                 let at = first * t + row;
-                for j in 0..r {
-                    test_h[at * r + j] = T::from_f64(values[j]);
-                    test_c[at * r + j] = T::from_f64(values[r + j]);
+                for (dst, &v) in test_hc[at * 2 * r..(at + 1) * 2 * r].iter_mut().zip(&values[..2 * r]) {
+                    *dst = T::from_f64(v.to_f64());
                 }
-                test_scores[at] = values[2 * r];
+                test_scores[at] = values[2 * r].to_f64();
             }
         });
         let test_projection_seconds = clock.elapsed().as_secs_f64();
@@ -268,15 +295,15 @@ impl<T: Float> SubspaceTrainer<T> {
         let mut train_scores = vec![0.0f64; rows];
         for (row, values) in train_proj.chunks_exact(r + 1).enumerate() {
             for j in 0..r {
-                coords[row * r + j] = T::from_f64(values[j]);
+                coords[row * r + j] = T::from_f64(values[j].to_f64());
             }
-            train_scores[row] = values[r];
+            train_scores[row] = values[r].to_f64();
         }
         if let Some(bad) = gram.iter().find(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 step: 0,
                 quantity: "Gram matrix A^T A of the start-up".into(),
-                value: *bad,
+                value: bad.to_f64(),
             });
         }
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
@@ -287,11 +314,10 @@ impl<T: Float> SubspaceTrainer<T> {
             coords,
             scores: cast(&train_scores),
             labels: cast(&train.labels),
-            gram: cast(&gram),
+            gram: gram.iter().map(|v| T::from_f64(v.to_f64())).collect(),
             b: vec![T::ZERO; r],
             d: vec![T::ZERO; r * r],
-            test_h,
-            test_c,
+            test_hc,
             train_scores,
             test_scores,
             attention: vec![T::ZERO; rows],
@@ -387,10 +413,12 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
     fn test_logits(&mut self) -> Vec<f64> {
         let r = self.rank;
         let (_, dgb) = self.query_coefficients();
+        // z = h^T b + c^T (D G b) = [h | c] [b; D G b]
+        let mut coefficients = self.b.clone();
+        coefficients.extend_from_slice(&dgb);
         let rows = self.test_scores.len();
         let mut z = vec![T::ZERO; rows];
-        k::gemv(Transpose::No, rows, r, T::ONE, &self.test_h, r, &self.b, T::ZERO, &mut z);
-        k::gemv(Transpose::No, rows, r, T::ONE, &self.test_c, r, &dgb, T::ONE, &mut z);
+        k::gemv(Transpose::No, rows, 2 * r, T::ONE, &self.test_hc, 2 * r, &coefficients, T::ZERO, &mut z);
         z.into_iter().map(T::to_f64).collect()
     }
 
