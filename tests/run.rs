@@ -37,7 +37,10 @@ fn max_disagreement(a: &[EvalRecord], b: &[EvalRecord]) -> f64 {
         for (u, v) in pairs {
             worst = worst.max(rel(u, v));
         }
-        for (ra, rb) in [(x.attention_clean, y.attention_clean), (x.attention_noisy, y.attention_noisy)] {
+        for (ra, rb) in [
+            (x.attention_clean, y.attention_clean),
+            (x.attention_noisy, y.attention_noisy),
+        ] {
             let (ra, rb) = (ra.unwrap(), rb.unwrap());
             for (u, v) in [
                 (ra.relevant, rb.relevant),
@@ -115,28 +118,55 @@ fn trainers_follow_the_closed_form_gradient() {
         dim: 60,
     };
     let d = config.dim;
-    let mut dense = DenseTrainer::<f64>::new(&train, &test_tokens, &signals.nu, &init, config.lr).unwrap();
+    let mut dense =
+        DenseTrainer::<f64>::new(&train, &test_tokens, &signals.nu, &init, config.lr).unwrap();
     let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
-    let mut subspace = SubspaceTrainer::<f64>::new(&train, &extra, &signals.nu, &init, &test, config.lr, Precision::F64).unwrap();
+    let mut subspace = SubspaceTrainer::<f64>::new(
+        &train,
+        &extra,
+        &signals.nu,
+        &init,
+        &test,
+        config.lr,
+        Precision::F64,
+    )
+    .unwrap();
     let (mut w, mut p): (Vec<f64>, Vec<f64>) = (init.matrix(), vec![0.0; d]);
     for step in 0..3 {
-        let grad = attention::closed_form_gradient(shape, &train.tokens, &train.labels, &w, &p, &signals.nu);
+        let grad = attention::closed_form_gradient(
+            shape,
+            &train.tokens,
+            &train.labels,
+            &w,
+            &p,
+            &signals.nu,
+        );
         let grad_w = attention::dense_grad_w(&grad.token_direction, &p);
-        w.iter_mut().zip(&grad_w).for_each(|(v, g)| *v -= config.lr * g);
-        p.iter_mut().zip(&grad.grad_p).for_each(|(v, g)| *v -= config.lr * g);
+        w.iter_mut()
+            .zip(&grad_w)
+            .for_each(|(v, g)| *v -= config.lr * g);
+        p.iter_mut()
+            .zip(&grad.grad_p)
+            .for_each(|(v, g)| *v -= config.lr * g);
         dense.step(step).unwrap();
         subspace.step(step).unwrap();
         let (dw, dp) = dense.state();
         let scale = p.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         for (a, b) in dp.iter().zip(&p) {
-            assert!((a - b).abs() <= 1e-12 * scale.max(1e-300), "step {step}: p {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-12 * scale.max(1e-300),
+                "step {step}: p {a} vs {b}"
+            );
         }
         for (a, b) in dw.iter().zip(&w) {
             assert!((a - b).abs() <= 1e-13, "step {step}: W {a} vs {b}");
         }
         let (sp, sw) = subspace.reconstruct_dense(&train, &extra, &init);
         for (a, b) in sp.iter().zip(&p) {
-            assert!((a - b).abs() <= 1e-10 * scale.max(1e-300), "step {step}: subspace p {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-10 * scale.max(1e-300),
+                "step {step}: subspace p {a} vs {b}"
+            );
         }
         for (a, b) in sw.iter().zip(&w) {
             assert!((a - b).abs() <= 1e-12, "step {step}: subspace W {a} vs {b}");
@@ -150,7 +180,10 @@ fn trainers_follow_the_closed_form_gradient() {
     let (dw, dp) = dense.state();
     let (sp, sw) = subspace.reconstruct_dense(&train, &extra, &init);
     let pmax = dp.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    assert!(dp.iter().zip(&sp).all(|(a, b)| (a - b).abs() <= 1e-9 * pmax));
+    assert!(dp
+        .iter()
+        .zip(&sp)
+        .all(|(a, b)| (a - b).abs() <= 1e-9 * pmax));
     assert!(dw.iter().zip(&sw).all(|(a, b)| (a - b).abs() <= 1e-11));
     assert!(rel(dense.p_norm(), subspace.p_norm()) < 1e-9);
     assert!(rel(dense.w_delta_norm(), subspace.w_delta_norm()) < 1e-9);
@@ -207,14 +240,25 @@ fn same_result_whatever_the_thread_count() {
         ..RunConfig::default()
     };
     let run_on = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| quick(config.clone()))
     };
     let (one, two) = (run_on(1), run_on(2));
     for (a, b) in one.records.iter().zip(&two.records) {
         assert_eq!(
-            (a.train_loss.to_bits(), a.test_loss.to_bits(), a.p_norm.to_bits()),
-            (b.train_loss.to_bits(), b.test_loss.to_bits(), b.p_norm.to_bits())
+            (
+                a.train_loss.to_bits(),
+                a.test_loss.to_bits(),
+                a.p_norm.to_bits()
+            ),
+            (
+                b.train_loss.to_bits(),
+                b.test_loss.to_bits(),
+                b.p_norm.to_bits()
+            )
         );
     }
 }
@@ -233,18 +277,49 @@ fn benign() -> Command {
 fn run_writes_every_output_file() {
     let out = temp_dir("outputs");
     let status = benign()
-        .args(["run", "--quiet", "--dim", "120", "--steps", "50", "--test-size", "50", "--out"])
+        .args([
+            "run",
+            "--quiet",
+            "--dim",
+            "120",
+            "--steps",
+            "50",
+            "--test-size",
+            "50",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    for file in ["config.json", "metrics.jsonl", "attention.csv", "summary.json", "dynamics.svg", "dynamics.png"] {
-        assert!(out.join(file).metadata().map(|m| m.len() > 0).unwrap_or(false), "{file} missing");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    for file in [
+        "config.json",
+        "metrics.jsonl",
+        "attention.csv",
+        "summary.json",
+        "dynamics.svg",
+        "dynamics.png",
+    ] {
+        assert!(
+            out.join(file)
+                .metadata()
+                .map(|m| m.len() > 0)
+                .unwrap_or(false),
+            "{file} missing"
+        );
     }
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = metrics
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(steps, vec![0, 10, 20, 30, 40, 50]);
     let csv = std::fs::read_to_string(out.join("attention.csv")).unwrap();
@@ -273,7 +348,14 @@ fn exported_data_reproduces_the_generated_run() {
             init: Some(benign::synthetic::export::load_init(&dir.join("w0.npy")).unwrap()),
             ..RunOptions::default()
         };
-        let from_files = run(RunConfig { trainer, ..config.clone() }, loaded).unwrap();
+        let from_files = run(
+            RunConfig {
+                trainer,
+                ..config.clone()
+            },
+            loaded,
+        )
+        .unwrap();
         let worst = max_disagreement(&direct.records, &from_files.records);
         assert!(worst < 1e-9, "{trainer:?}: {worst}");
     }
@@ -309,7 +391,11 @@ fn invalid_options_exit_with_status_2_naming_the_option() {
         (&["--lr", "NaN"], "lr"),
     ];
     for (args, field) in cases {
-        let o = benign().args(["run", "--quiet", "--no-write"]).args(args).output().unwrap();
+        let o = benign()
+            .args(["run", "--quiet", "--no-write"])
+            .args(args)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(field), "{args:?}: {stderr}");
@@ -319,7 +405,15 @@ fn invalid_options_exit_with_status_2_naming_the_option() {
 #[test]
 fn dense_trainer_refuses_a_w_that_cannot_fit() {
     let o = benign()
-        .args(["run", "--quiet", "--no-write", "--trainer", "dense", "--dim", "10000000"])
+        .args([
+            "run",
+            "--quiet",
+            "--no-write",
+            "--trainer",
+            "dense",
+            "--dim",
+            "10000000",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -331,7 +425,19 @@ fn dense_trainer_refuses_a_w_that_cannot_fit() {
 fn a_diverging_run_names_the_step_and_keeps_its_metrics() {
     let out = temp_dir("diverge");
     let o = benign()
-        .args(["run", "--quiet", "--dim", "50", "--test-size", "10", "--eval-every", "1", "--lr", "1e300", "--out"])
+        .args([
+            "run",
+            "--quiet",
+            "--dim",
+            "50",
+            "--test-size",
+            "10",
+            "--eval-every",
+            "1",
+            "--lr",
+            "1e300",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();

@@ -64,7 +64,19 @@ impl DataArgs {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
-        set!(samples, tokens, dim, signal_norm, rho, eta, sigma, signal_directions, label_noise, seed, test_size);
+        set!(
+            samples,
+            tokens,
+            dim,
+            signal_norm,
+            rho,
+            eta,
+            sigma,
+            signal_directions,
+            label_noise,
+            seed,
+            test_size
+        );
         if let Some(seed) = self.test_seed {
             config.test_seed = Some(seed);
         }

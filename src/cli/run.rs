@@ -102,7 +102,11 @@ pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
 pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let config = config_from(&args)?;
     config.validate()?;
-    let data = args.data_dir.as_deref().map(export::load_data).transpose()?;
+    let data = args
+        .data_dir
+        .as_deref()
+        .map(export::load_data)
+        .transpose()?;
     let init = args.init_w.as_deref().map(export::load_init).transpose()?;
     let options = RunOptions {
         out_dir: args.out.clone(),

@@ -189,7 +189,10 @@ impl RunConfig {
             if v.is_finite() {
                 Ok(())
             } else {
-                Err(Error::invalid(field, format!("must be a finite number, got {v}")))
+                Err(Error::invalid(
+                    field,
+                    format!("must be a finite number, got {v}"),
+                ))
             }
         };
         finite("signal-norm", self.signal_norm)?;
@@ -198,16 +201,25 @@ impl RunConfig {
         finite("sigma", self.sigma)?;
         finite("lr", self.lr)?;
         if self.samples < 2 {
-            return Err(Error::invalid("samples", format!("must be at least 2, got {}", self.samples)));
+            return Err(Error::invalid(
+                "samples",
+                format!("must be at least 2, got {}", self.samples),
+            ));
         }
         if self.tokens < 3 {
             return Err(Error::invalid(
                 "tokens",
-                format!("must be at least 3 (relevant, weak-same, weak-other), got {}", self.tokens),
+                format!(
+                    "must be at least 3 (relevant, weak-same, weak-other), got {}",
+                    self.tokens
+                ),
             ));
         }
         if self.dim < 3 {
-            return Err(Error::invalid("dim", format!("must be at least 3, got {}", self.dim)));
+            return Err(Error::invalid(
+                "dim",
+                format!("must be at least 3, got {}", self.dim),
+            ));
         }
         if self.signal_norm <= 0.0 {
             return Err(Error::invalid(
@@ -216,16 +228,28 @@ impl RunConfig {
             ));
         }
         if self.rho <= 0.0 {
-            return Err(Error::invalid("rho", format!("must be > 0, got {}", self.rho)));
+            return Err(Error::invalid(
+                "rho",
+                format!("must be > 0, got {}", self.rho),
+            ));
         }
         if !(0.0..0.5).contains(&self.eta) {
-            return Err(Error::invalid("eta", format!("must be in [0, 0.5), got {}", self.eta)));
+            return Err(Error::invalid(
+                "eta",
+                format!("must be in [0, 0.5), got {}", self.eta),
+            ));
         }
         if self.sigma < 0.0 {
-            return Err(Error::invalid("sigma", format!("must be >= 0, got {}", self.sigma)));
+            return Err(Error::invalid(
+                "sigma",
+                format!("must be >= 0, got {}", self.sigma),
+            ));
         }
         if self.lr <= 0.0 {
-            return Err(Error::invalid("lr", format!("must be > 0, got {}", self.lr)));
+            return Err(Error::invalid(
+                "lr",
+                format!("must be > 0, got {}", self.lr),
+            ));
         }
         if self.test_size == 0 {
             return Err(Error::invalid("test-size", "must be at least 1, got 0"));
@@ -283,15 +307,22 @@ mod tests {
     #[test]
     fn defaults_are_the_papers() {
         let c = RunConfig::default();
-        assert_eq!((c.samples, c.tokens, c.dim, c.steps, c.test_size), (20, 8, 2000, 1000, 1000));
-        assert_eq!((c.signal_norm, c.rho, c.eta, c.sigma, c.lr), (20.0, 0.1, 0.2, 1.0, 5e-3));
+        assert_eq!(
+            (c.samples, c.tokens, c.dim, c.steps, c.test_size),
+            (20, 8, 2000, 1000, 1000)
+        );
+        assert_eq!(
+            (c.signal_norm, c.rho, c.eta, c.sigma, c.lr),
+            (20.0, 0.1, 0.2, 1.0, 5e-3)
+        );
         c.validate().unwrap();
         assert_ne!(c.effective_test_seed(), c.seed);
     }
 
     #[test]
     fn rejects_out_of_range_settings_by_name() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut RunConfig)>)> = vec![
+        type Edit = Box<dyn Fn(&mut RunConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("samples", Box::new(|c| c.samples = 1)),
             ("tokens", Box::new(|c| c.tokens = 2)),
             ("dim", Box::new(|c| c.dim = 2)),

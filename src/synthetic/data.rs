@@ -55,11 +55,17 @@ impl Signals {
             }
             SignalDirections::Random => {
                 let mut rng = named_rng(config.seed, "signal-directions");
-                plus.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-                minus.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
+                plus.iter_mut()
+                    .for_each(|v| *v = rng.sample(StandardNormal));
+                minus
+                    .iter_mut()
+                    .for_each(|v| *v = rng.sample(StandardNormal));
                 normalise(&mut plus);
                 let overlap: f64 = plus.iter().zip(&minus).map(|(a, b)| a * b).sum();
-                minus.iter_mut().zip(&plus).for_each(|(m, p)| *m -= overlap * p);
+                minus
+                    .iter_mut()
+                    .zip(&plus)
+                    .for_each(|(m, p)| *m -= overlap * p);
                 normalise(&mut minus);
             }
         }
@@ -129,12 +135,8 @@ pub fn training_labels(config: &RunConfig) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
             let k = (n as f64 * config.eta - 1e-9).ceil().max(0.0) as usize;
             let per_class = k / 2;
             let positives = n / 2;
-            for i in 0..per_class.min(positives) {
-                noisy[i] = true;
-            }
-            for i in positives..(positives + per_class).min(n) {
-                noisy[i] = true;
-            }
+            noisy[..per_class.min(positives)].fill(true);
+            noisy[positives..(positives + per_class).min(n)].fill(true);
         }
         LabelNoise::Bernoulli => {
             let mut rng = named_rng(config.seed, "label-noise");
@@ -184,7 +186,10 @@ pub fn fill_samples(
             }
             let (same, other) = (signals.class_signal(y), signals.class_signal(-y));
             let add = |token: &mut [f64], signal: &[f64], scale: f64| {
-                token.iter_mut().zip(signal).for_each(|(v, s)| *v += scale * s);
+                token
+                    .iter_mut()
+                    .zip(signal)
+                    .for_each(|(v, s)| *v += scale * s);
             };
             add(&mut sample[..d], same, 1.0);
             add(&mut sample[d..2 * d], same, rho);
@@ -339,7 +344,11 @@ mod tests {
         assert_eq!(&whole[..10 * 8 * 17], &train.tokens[..10 * 8 * 17]);
         // With an independent seed they differ.
         let independent = TestSource::Generated {
-            config: RunConfig { dim: 17, test_size: 23, ..RunConfig::default() },
+            config: RunConfig {
+                dim: 17,
+                test_size: 23,
+                ..RunConfig::default()
+            },
             signals,
             seed: RunConfig::default().effective_test_seed(),
         };

@@ -45,7 +45,12 @@ pub fn available_memory_bytes() -> Option<u128> {
 }
 
 /// Refuses up front when the dense trainer's arrays would not fit in available memory.
-pub fn check_dense_fits(dim: usize, train_tokens: usize, test_tokens: usize, element_bytes: usize) -> Result<()> {
+pub fn check_dense_fits(
+    dim: usize,
+    train_tokens: usize,
+    test_tokens: usize,
+    element_bytes: usize,
+) -> Result<()> {
     let needed = dense_bytes(dim, train_tokens, test_tokens, element_bytes);
     if let Some(available) = available_memory_bytes() {
         if needed > available {
@@ -133,7 +138,17 @@ impl<T: Float> DenseTrainer<T> {
     fn query(&self) -> Vec<T> {
         let d = self.shape.dim;
         let mut q = vec![T::ZERO; d];
-        k::gemv(Transpose::No, d, d, T::ONE, &self.w, d, &self.p, T::ZERO, &mut q);
+        k::gemv(
+            Transpose::No,
+            d,
+            d,
+            T::ONE,
+            &self.w,
+            d,
+            &self.p,
+            T::ZERO,
+            &mut q,
+        );
         q
     }
 }
@@ -157,7 +172,17 @@ impl<T: Float> Trainer for DenseTrainer<T> {
         let q = self.query();
         let rows = self.test_tokens.len() / d;
         let mut z = vec![T::ZERO; rows];
-        k::gemv(Transpose::No, rows, d, T::ONE, &self.test_tokens, d, &q, T::ZERO, &mut z);
+        k::gemv(
+            Transpose::No,
+            rows,
+            d,
+            T::ONE,
+            &self.test_tokens,
+            d,
+            &q,
+            T::ZERO,
+            &mut z,
+        );
         z.into_iter().map(T::to_f64).collect()
     }
 
@@ -173,13 +198,25 @@ impl<T: Float> Trainer for DenseTrainer<T> {
             });
         }
         // dL/dW = g p^T uses the old p: update W before p.
-        k::ger(d, d, -self.lr, &grad.token_direction, &self.p, &mut self.w, d);
+        k::ger(
+            d,
+            d,
+            -self.lr,
+            &grad.token_direction,
+            &self.p,
+            &mut self.w,
+            d,
+        );
         k::axpy(-self.lr, &grad.grad_p, &mut self.p);
         Ok(pass.logits.into_iter().map(T::to_f64).collect())
     }
 
     fn p_norm(&self) -> f64 {
-        self.p.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>().sqrt()
+        self.p
+            .iter()
+            .map(|v| v.to_f64() * v.to_f64())
+            .sum::<f64>()
+            .sqrt()
     }
 
     fn w_delta_norm(&self) -> f64 {

@@ -35,7 +35,9 @@ pub fn export_data(mut config: RunConfig, dir: &Path) -> Result<RunConfig> {
             return Err(Error::OutOfMemory {
                 what: "exporting W_0 and the data as f64 arrays".into(),
                 needed_bytes: needed,
-                hint: format!("only {available} bytes are available; export a smaller --dim or --test-size"),
+                hint: format!(
+                    "only {available} bytes are available; export a smaller --dim or --test-size"
+                ),
             });
         }
     }
@@ -92,12 +94,20 @@ pub fn load_data(dir: &Path) -> Result<LoadedData> {
     let (n, t, d) = (xs[0], xs[1], xs[2]);
     let (ys, train_y) = read_shaped(dir, "train_y.npy", 1)?;
     if ys[0] != n {
-        return Err(mismatch(dir, "train_y.npy", format!("{} labels for {n} samples", ys[0])));
+        return Err(mismatch(
+            dir,
+            "train_y.npy",
+            format!("{} labels for {n} samples", ys[0]),
+        ));
     }
     let clean = if dir.join("train_y_clean.npy").exists() {
         let (cs, clean) = read_shaped(dir, "train_y_clean.npy", 1)?;
         if cs[0] != n {
-            return Err(mismatch(dir, "train_y_clean.npy", format!("{} labels for {n} samples", cs[0])));
+            return Err(mismatch(
+                dir,
+                "train_y_clean.npy",
+                format!("{} labels for {n} samples", cs[0]),
+            ));
         }
         clean
     } else {
@@ -105,23 +115,48 @@ pub fn load_data(dir: &Path) -> Result<LoadedData> {
     };
     let (ts, test_x) = read_shaped(dir, "test_x.npy", 3)?;
     if ts[1] != t || ts[2] != d {
-        return Err(mismatch(dir, "test_x.npy", format!("shape {ts:?} does not match training (_, {t}, {d})")));
+        return Err(mismatch(
+            dir,
+            "test_x.npy",
+            format!("shape {ts:?} does not match training (_, {t}, {d})"),
+        ));
     }
     let (tys, test_y) = read_shaped(dir, "test_y.npy", 1)?;
     if tys[0] != ts[0] {
-        return Err(mismatch(dir, "test_y.npy", format!("{} labels for {} samples", tys[0], ts[0])));
+        return Err(mismatch(
+            dir,
+            "test_y.npy",
+            format!("{} labels for {} samples", tys[0], ts[0]),
+        ));
     }
     let (nus, nu) = read_shaped(dir, "nu.npy", 1)?;
     if nus[0] != d {
-        return Err(mismatch(dir, "nu.npy", format!("{} entries, tokens have dimension {d}", nus[0])));
+        return Err(mismatch(
+            dir,
+            "nu.npy",
+            format!("{} entries, tokens have dimension {d}", nus[0]),
+        ));
     }
-    for (name, labels) in [("train_y.npy", &train_y), ("train_y_clean.npy", &clean), ("test_y.npy", &test_y)] {
+    for (name, labels) in [
+        ("train_y.npy", &train_y),
+        ("train_y_clean.npy", &clean),
+        ("test_y.npy", &test_y),
+    ] {
         if labels.iter().any(|&y| y != 1.0 && y != -1.0) {
             return Err(mismatch(dir, name, "labels must be +1 or -1".into()));
         }
     }
-    if let Some(bad) = train_x.iter().chain(&test_x).chain(&nu).find(|v| !v.is_finite()) {
-        return Err(mismatch(dir, "train_x.npy", format!("non-finite value {bad} in the data")));
+    if let Some(bad) = train_x
+        .iter()
+        .chain(&test_x)
+        .chain(&nu)
+        .find(|v| !v.is_finite())
+    {
+        return Err(mismatch(
+            dir,
+            "train_x.npy",
+            format!("non-finite value {bad} in the data"),
+        ));
     }
     let noisy = train_y.iter().zip(&clean).map(|(a, b)| a != b).collect();
     Ok(LoadedData {

@@ -94,7 +94,10 @@ mod tests {
         let mean = whole.iter().sum::<f64>() / whole.len() as f64;
         let var = whole.iter().map(|v| v * v).sum::<f64>() / whole.len() as f64;
         assert!(mean.abs() < 2e-3 * bound * 10.0);
-        assert!((var / (bound * bound / 3.0) - 1.0).abs() < 0.02, "variance {var}");
+        assert!(
+            (var / (bound * bound / 3.0) - 1.0).abs() < 0.02,
+            "variance {var}"
+        );
         let other: Vec<f64> = InitSource::from_seed(8, 300).matrix();
         assert_ne!(other[0], whole[0]);
     }

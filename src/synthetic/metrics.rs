@@ -69,7 +69,11 @@ pub fn sample_outputs(tokens_per_sample: usize, logits: &[f64], scores: &[f64]) 
 }
 
 /// Mean logistic loss and accuracy (`y f > 0`) over the samples in `which`.
-pub fn loss_and_accuracy(outputs: &[f64], labels: &[f64], which: impl Fn(usize) -> bool) -> Option<(f64, f64)> {
+pub fn loss_and_accuracy(
+    outputs: &[f64],
+    labels: &[f64],
+    which: impl Fn(usize) -> bool,
+) -> Option<(f64, f64)> {
     let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
     for (i, (&f, &y)) in outputs.iter().zip(labels).enumerate() {
         if which(i) {
@@ -81,7 +85,11 @@ pub fn loss_and_accuracy(outputs: &[f64], labels: &[f64], which: impl Fn(usize) 
     (count > 0).then(|| (loss / count as f64, correct as f64 / count as f64))
 }
 
-fn role_attention(t: usize, attention: &[f64], which: impl Fn(usize) -> bool) -> Option<RoleAttention> {
+fn role_attention(
+    t: usize,
+    attention: &[f64],
+    which: impl Fn(usize) -> bool,
+) -> Option<RoleAttention> {
     let mut sum = RoleAttention::default();
     let mut count = 0usize;
     for (i, s) in attention.chunks_exact(t).enumerate() {
@@ -155,8 +163,10 @@ impl EvalContext<'_> {
             loss_and_accuracy(&train.outputs, self.train_labels, |_| true).unwrap_or_default();
         let (test_loss, test_acc) =
             loss_and_accuracy(&test.outputs, self.test_labels, |_| true).unwrap_or_default();
-        let clean_acc = loss_and_accuracy(&train.outputs, self.train_labels, |i| !noisy[i]).map(|v| v.1);
-        let noisy_acc = loss_and_accuracy(&train.outputs, self.train_labels, |i| noisy[i]).map(|v| v.1);
+        let clean_acc =
+            loss_and_accuracy(&train.outputs, self.train_labels, |i| !noisy[i]).map(|v| v.1);
+        let noisy_acc =
+            loss_and_accuracy(&train.outputs, self.train_labels, |i| noisy[i]).map(|v| v.1);
         EvalRecord {
             step,
             wall_seconds,
@@ -179,7 +189,11 @@ impl EvalContext<'_> {
     /// Whether every training sample is fitted (`y f > 0`), from training logits.
     pub fn all_fitted(&self, train_logits: &[f64]) -> bool {
         let train = sample_outputs(self.tokens_per_sample, train_logits, self.train_scores);
-        train.outputs.iter().zip(self.train_labels).all(|(f, y)| y * f > 0.0)
+        train
+            .outputs
+            .iter()
+            .zip(self.train_labels)
+            .all(|(f, y)| y * f > 0.0)
     }
 }
 

@@ -142,7 +142,11 @@ pub fn run_with(
     if init.dim() != config.dim {
         return Err(Error::invalid(
             "init-w",
-            format!("W_0 is {0} x {0} but the tokens have dimension {1}", init.dim(), config.dim),
+            format!(
+                "W_0 is {0} x {0} but the tokens have dimension {1}",
+                init.dim(),
+                config.dim
+            ),
         ));
     }
     let out_dir = if write_files {
@@ -177,13 +181,29 @@ pub fn run_with(
         (TrainerKind::Subspace, precision) => {
             let boxed: Box<dyn Trainer> = match precision {
                 Precision::F64 => {
-                    let t = SubspaceTrainer::<f64>::new(&train, &extra_refs, &nu, &init, &test, config.lr, config.startup_precision)?;
+                    let t = SubspaceTrainer::<f64>::new(
+                        &train,
+                        &extra_refs,
+                        &nu,
+                        &init,
+                        &test,
+                        config.lr,
+                        config.startup_precision,
+                    )?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
                     Box::new(t)
                 }
                 Precision::F32 => {
-                    let t = SubspaceTrainer::<f32>::new(&train, &extra_refs, &nu, &init, &test, config.lr, config.startup_precision)?;
+                    let t = SubspaceTrainer::<f32>::new(
+                        &train,
+                        &extra_refs,
+                        &nu,
+                        &init,
+                        &test,
+                        config.lr,
+                        config.startup_precision,
+                    )?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
                     Box::new(t)
@@ -205,8 +225,20 @@ pub fn run_with(
             let mut test_tokens = Vec::with_capacity(test.len() * config.tokens * config.dim);
             test.for_each_chunk(64, |_, chunk| test_tokens.extend_from_slice(chunk));
             match precision {
-                Precision::F64 => Box::new(DenseTrainer::<f64>::new(&train, &test_tokens, &nu, &init, config.lr)?),
-                Precision::F32 => Box::new(DenseTrainer::<f32>::new(&train, &test_tokens, &nu, &init, config.lr)?),
+                Precision::F64 => Box::new(DenseTrainer::<f64>::new(
+                    &train,
+                    &test_tokens,
+                    &nu,
+                    &init,
+                    config.lr,
+                )?),
+                Precision::F32 => Box::new(DenseTrainer::<f32>::new(
+                    &train,
+                    &test_tokens,
+                    &nu,
+                    &init,
+                    config.lr,
+                )?),
             }
         }
     };
@@ -236,7 +268,10 @@ pub fn run_with(
             return Err(err);
         }
     };
-    let last = records.last().cloned().expect("at least the step-0 evaluation");
+    let last = records
+        .last()
+        .cloned()
+        .expect("at least the step-0 evaluation");
     let noisy_fraction = train.noisy.iter().filter(|&&v| v).count() as f64 / train.samples as f64;
     let mut summary = Summary {
         trainer: config.trainer,
@@ -321,7 +356,11 @@ fn train_loop(
         }
         for sample in tracked.iter_mut() {
             let i = sample.sample;
-            let row = sample_outputs(t, &logits[i * t..(i + 1) * t], &context.train_scores[i * t..(i + 1) * t]);
+            let row = sample_outputs(
+                t,
+                &logits[i * t..(i + 1) * t],
+                &context.train_scores[i * t..(i + 1) * t],
+            );
             sample.rows.push(row.attention);
         }
         if first_fit.is_none() && context.all_fitted(&logits) {
@@ -399,8 +438,17 @@ fn write_figure(
     for sample in tracked {
         let series = (0..config.tokens)
             .map(|t| Series {
-                label: if t < 3 { role_name(t).replace('_', " ") } else { format!("irrelevant {t}") },
-                points: sample.rows.iter().enumerate().map(|(s, row)| (s as f64, row[t])).collect(),
+                label: if t < 3 {
+                    role_name(t).replace('_', " ")
+                } else {
+                    format!("irrelevant {t}")
+                },
+                points: sample
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(s, row)| (s as f64, row[t]))
+                    .collect(),
                 dashed: t >= 3,
             })
             .collect();
@@ -419,7 +467,10 @@ fn write_figure(
     }
     let curve = |label: &str, dashed: bool, value: &dyn Fn(&EvalRecord) -> Option<f64>| Series {
         label: label.into(),
-        points: records.iter().filter_map(|r| value(r).map(|v| (r.step as f64, v))).collect(),
+        points: records
+            .iter()
+            .filter_map(|r| value(r).map(|v| (r.step as f64, v)))
+            .collect(),
         dashed,
     };
     panels.push(Panel {
@@ -454,9 +505,21 @@ fn write_figure(
     });
     let title = format!(
         "n={} T={} d={} ||mu||={} rho={} eta={} ({:?} trainer)",
-        config.samples, config.tokens, config.dim, config.signal_norm, config.rho, config.eta, config.trainer
+        config.samples,
+        config.tokens,
+        config.dim,
+        config.signal_norm,
+        config.rho,
+        config.eta,
+        config.trainer
     );
-    plot::render_panels(&panels, 2, &title, &dir.join("dynamics.svg"), &dir.join("dynamics.png"))
+    plot::render_panels(
+        &panels,
+        2,
+        &title,
+        &dir.join("dynamics.svg"),
+        &dir.join("dynamics.png"),
+    )
 }
 
 /// `runs/<UTC time>-<short id>`.
@@ -467,7 +530,10 @@ fn default_out_dir() -> PathBuf {
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let id = super::data::mix_seed(now.as_nanos() as u64 ^ u64::from(std::process::id()), "run-id");
+    let id = super::data::mix_seed(
+        now.as_nanos() as u64 ^ u64::from(std::process::id()),
+        "run-id",
+    );
     PathBuf::from("runs").join(format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:06x}",
         rem / 3600,
@@ -513,7 +579,16 @@ pub fn human_summary(result: &RunResult) -> String {
     let _ = writeln!(
         out,
         "n={} T={} d={} ||mu||={} rho={} eta={} sigma={}  ({:?} trainer, {:?}, {} steps)",
-        c.samples, c.tokens, c.dim, c.signal_norm, c.rho, c.eta, c.sigma, c.trainer, c.precision, c.steps
+        c.samples,
+        c.tokens,
+        c.dim,
+        c.signal_norm,
+        c.rho,
+        c.eta,
+        c.sigma,
+        c.trainer,
+        c.precision,
+        c.steps
     );
     let _ = writeln!(
         out,
@@ -526,11 +601,7 @@ pub fn human_summary(result: &RunResult) -> String {
         f.test_loss
     );
     if let (Some(clean), noisy) = (f.attention_clean, f.attention_noisy) {
-        let _ = write!(
-            out,
-            "attention: clean relevant {:.3}",
-            clean.relevant
-        );
+        let _ = write!(out, "attention: clean relevant {:.3}", clean.relevant);
         if let Some(noisy) = noisy {
             let _ = write!(
                 out,

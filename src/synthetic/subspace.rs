@@ -82,17 +82,21 @@ pub fn loss_and_delta<T: Float>(
 ) -> T {
     let t = tokens_per_sample;
     let n = labels.len();
+    debug_assert_eq!(logits.len(), n * t);
     k::softmax_rows(t, logits, attention);
     let inv_n = T::ONE / T::from_usize(n);
     let mut loss = T::ZERO;
-    for i in 0..n {
-        let rows = i * t..(i + 1) * t;
-        let f = k::dot(&attention[rows.clone()], &scores[rows.clone()]);
-        let y = labels[i];
+    for (((&y, s), u), dl) in labels
+        .iter()
+        .zip(attention.chunks_exact(t))
+        .zip(scores.chunks_exact(t))
+        .zip(delta.chunks_exact_mut(t))
+    {
+        let f = k::dot(s, u);
         loss += k::logistic_loss(y * f);
         let dloss_df = y * k::logistic_loss_derivative(y * f) * inv_n;
-        for j in rows {
-            delta[j] = dloss_df * attention[j] * (scores[j] - f);
+        for ((dv, &sv), &uv) in dl.iter_mut().zip(s).zip(u) {
+            *dv = dloss_df * sv * (uv - f);
         }
     }
     loss * inv_n
@@ -222,7 +226,21 @@ impl<T: Float> SubspaceTrainer<T> {
             );
         }
         let mut gram = vec![S::ZERO; r * r];
-        k::gemm(Transpose::Yes, Transpose::No, r, r, d, S::ONE, &a, r, &a, r, S::ZERO, &mut gram, r);
+        k::gemm(
+            Transpose::Yes,
+            Transpose::No,
+            r,
+            r,
+            d,
+            S::ONE,
+            &a,
+            r,
+            &a,
+            r,
+            S::ZERO,
+            &mut gram,
+            r,
+        );
         // Pass 2: H_blk = W0_blk A, written into the first r columns of P.
         for first in (0..d).step_by(block_rows) {
             let m = block_rows.min(d - first);
@@ -283,7 +301,10 @@ impl<T: Float> SubspaceTrainer<T> {
             );
             for (row, values) in out.chunks_exact(width).enumerate() {
                 let at = first * t + row;
-                for (dst, &v) in test_hc[at * 2 * r..(at + 1) * 2 * r].iter_mut().zip(&values[..2 * r]) {
+                for (dst, &v) in test_hc[at * 2 * r..(at + 1) * 2 * r]
+                    .iter_mut()
+                    .zip(&values[..2 * r])
+                {
                     *dst = T::from_f64(v.to_f64());
                 }
                 test_scores[at] = values[2 * r].to_f64();
@@ -354,7 +375,10 @@ impl<T: Float> SubspaceTrainer<T> {
         columns.extend_from_slice(extra_directions);
         let basis = orthonormal_basis(&columns);
         let r = basis.len();
-        assert_eq!(r, self.rank, "reconstruct from the data the trainer was built from");
+        assert_eq!(
+            r, self.rank,
+            "reconstruct from the data the trainer was built from"
+        );
         let mut b_mat = vec![0.0f64; d * r];
         for (j, q) in basis.iter().enumerate() {
             for (i, &v) in q.iter().enumerate() {
@@ -363,16 +387,58 @@ impl<T: Float> SubspaceTrainer<T> {
         }
         let w0: Vec<f64> = init.matrix();
         let mut a = vec![0.0f64; d * r];
-        k::gemm(Transpose::Yes, Transpose::No, d, r, d, 1.0, &w0, d, &b_mat, r, 0.0, &mut a, r);
+        k::gemm(
+            Transpose::Yes,
+            Transpose::No,
+            d,
+            r,
+            d,
+            1.0,
+            &w0,
+            d,
+            &b_mat,
+            r,
+            0.0,
+            &mut a,
+            r,
+        );
         let coeff: Vec<f64> = self.b.iter().map(|v| v.to_f64()).collect();
         let dmat: Vec<f64> = self.d.iter().map(|v| v.to_f64()).collect();
         let mut p = vec![0.0f64; d];
         k::gemv(Transpose::No, d, r, 1.0, &a, r, &coeff, 0.0, &mut p);
         // W = W_0 + (B D) A^T
         let mut bd = vec![0.0f64; d * r];
-        k::gemm(Transpose::No, Transpose::No, d, r, r, 1.0, &b_mat, r, &dmat, r, 0.0, &mut bd, r);
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            d,
+            r,
+            r,
+            1.0,
+            &b_mat,
+            r,
+            &dmat,
+            r,
+            0.0,
+            &mut bd,
+            r,
+        );
         let mut w = w0;
-        k::gemm(Transpose::No, Transpose::Yes, d, d, r, 1.0, &bd, r, &a, r, 1.0, &mut w, d);
+        k::gemm(
+            Transpose::No,
+            Transpose::Yes,
+            d,
+            d,
+            r,
+            1.0,
+            &bd,
+            r,
+            &a,
+            r,
+            1.0,
+            &mut w,
+            d,
+        );
         (p, w)
     }
 
@@ -380,9 +446,29 @@ impl<T: Float> SubspaceTrainer<T> {
     fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
         let r = self.rank;
         let mut gb = vec![T::ZERO; r];
-        k::gemv(Transpose::No, r, r, T::ONE, &self.gram, r, &self.b, T::ZERO, &mut gb);
+        k::gemv(
+            Transpose::No,
+            r,
+            r,
+            T::ONE,
+            &self.gram,
+            r,
+            &self.b,
+            T::ZERO,
+            &mut gb,
+        );
         let mut dgb = vec![T::ZERO; r];
-        k::gemv(Transpose::No, r, r, T::ONE, &self.d, r, &gb, T::ZERO, &mut dgb);
+        k::gemv(
+            Transpose::No,
+            r,
+            r,
+            T::ONE,
+            &self.d,
+            r,
+            &gb,
+            T::ZERO,
+            &mut dgb,
+        );
         (gb, dgb)
     }
 
@@ -392,7 +478,17 @@ impl<T: Float> SubspaceTrainer<T> {
         k::axpy(T::ONE, &dgb, &mut v);
         let rows = self.scores.len();
         let mut z = vec![T::ZERO; rows];
-        k::gemv(Transpose::No, rows, r, T::ONE, &self.coords, r, &v, T::ZERO, &mut z);
+        k::gemv(
+            Transpose::No,
+            rows,
+            r,
+            T::ONE,
+            &self.coords,
+            r,
+            &v,
+            T::ZERO,
+            &mut z,
+        );
         z
     }
 }
@@ -418,7 +514,17 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
         coefficients.extend_from_slice(&dgb);
         let rows = self.test_scores.len();
         let mut z = vec![T::ZERO; rows];
-        k::gemv(Transpose::No, rows, 2 * r, T::ONE, &self.test_hc, 2 * r, &coefficients, T::ZERO, &mut z);
+        k::gemv(
+            Transpose::No,
+            rows,
+            2 * r,
+            T::ONE,
+            &self.test_hc,
+            2 * r,
+            &coefficients,
+            T::ZERO,
+            &mut z,
+        );
         z.into_iter().map(T::to_f64).collect()
     }
 
@@ -442,10 +548,30 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
         }
         let rows = self.scores.len();
         let mut a = vec![T::ZERO; r];
-        k::gemv(Transpose::Yes, rows, r, T::ONE, &self.coords, r, &self.delta, T::ZERO, &mut a);
+        k::gemv(
+            Transpose::Yes,
+            rows,
+            r,
+            T::ONE,
+            &self.coords,
+            r,
+            &self.delta,
+            T::ZERO,
+            &mut a,
+        );
         // b' = b - lr (a + D^T a), then D' = D - lr a b^T with the old b.
         let mut step_b = a.clone();
-        k::gemv(Transpose::Yes, r, r, T::ONE, &self.d, r, &a, T::ONE, &mut step_b);
+        k::gemv(
+            Transpose::Yes,
+            r,
+            r,
+            T::ONE,
+            &self.d,
+            r,
+            &a,
+            T::ONE,
+            &mut step_b,
+        );
         let old_b = self.b.clone();
         k::axpy(-self.lr, &step_b, &mut self.b);
         k::ger(r, r, -self.lr, &a, &old_b, &mut self.d, r);
@@ -454,7 +580,12 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
 
     fn p_norm(&self) -> f64 {
         let (gb, _) = self.query_coefficients();
-        let sq: f64 = self.b.iter().zip(&gb).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
+        let sq: f64 = self
+            .b
+            .iter()
+            .zip(&gb)
+            .map(|(x, y)| x.to_f64() * y.to_f64())
+            .sum();
         non_negative(sq).sqrt()
     }
 
@@ -462,8 +593,26 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
         // trace(D G D^T) = sum_i (D G)_i . D_i
         let r = self.rank;
         let mut dg = vec![T::ZERO; r * r];
-        k::gemm(Transpose::No, Transpose::No, r, r, r, T::ONE, &self.d, r, &self.gram, r, T::ZERO, &mut dg, r);
-        let sq: f64 = dg.iter().zip(&self.d).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            r,
+            r,
+            r,
+            T::ONE,
+            &self.d,
+            r,
+            &self.gram,
+            r,
+            T::ZERO,
+            &mut dg,
+            r,
+        );
+        let sq: f64 = dg
+            .iter()
+            .zip(&self.d)
+            .map(|(x, y)| x.to_f64() * y.to_f64())
+            .sum();
         non_negative(sq).sqrt()
     }
 }

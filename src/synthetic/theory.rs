@@ -144,8 +144,14 @@ mod tests {
     #[test]
     fn presets_predictions() {
         use super::super::config::Preset;
-        assert_eq!(predict(&RunConfig::preset(Preset::Harmful)).predicted, Regime::HarmfulOverfitting);
-        assert_eq!(predict(&RunConfig::preset(Preset::LargeSignal)).predicted, Regime::NotOverfitting);
+        assert_eq!(
+            predict(&RunConfig::preset(Preset::Harmful)).predicted,
+            Regime::HarmfulOverfitting
+        );
+        assert_eq!(
+            predict(&RunConfig::preset(Preset::LargeSignal)).predicted,
+            Regime::NotOverfitting
+        );
         let snr = predict(&RunConfig::default()).snr;
         assert!((snr - 20.0 / 2000f64.sqrt()).abs() < 1e-12);
     }

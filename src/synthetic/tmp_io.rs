@@ -25,12 +25,17 @@ pub mod io {
         path: &Path,
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<()> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
         let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
         let mut buffered = std::io::BufWriter::new(file);
         write(&mut buffered).map_err(|e| io_err(&tmp, e))?;
-        let file = buffered.into_inner().map_err(|e| io_err(&tmp, e.into_error()))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| io_err(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| io_err(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
     }
@@ -70,9 +75,16 @@ pub mod io {
         /// Writes a C-order .npy (format 1.0) atomically.
         pub fn write_npy<T: NpyElement>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
             let dims: Vec<String> = shape.iter().map(|s| s.to_string()).collect();
-            let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-            let mut header =
-                format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", T::DESCR, shape_text);
+            let shape_text = if dims.len() == 1 {
+                format!("({},)", dims[0])
+            } else {
+                format!("({})", dims.join(", "))
+            };
+            let mut header = format!(
+                "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
+                T::DESCR,
+                shape_text
+            );
             let total = 10 + header.len() + 1;
             header.push_str(&" ".repeat((64 - total % 64) % 64));
             header.push('\n');
@@ -105,13 +117,18 @@ pub mod io {
             }
             let (header_len, start) = match bytes[6] {
                 1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-                2 | 3 if bytes.len() >= 12 => {
-                    (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-                }
+                2 | 3 if bytes.len() >= 12 => (
+                    u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                    12,
+                ),
                 v => return Err(bad(format!("unsupported .npy version {v}"))),
             };
-            let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header".into()))?)
-                .map_err(|_| bad("header is not text".into()))?;
+            let header = std::str::from_utf8(
+                bytes
+                    .get(start..start + header_len)
+                    .ok_or_else(|| bad("truncated header".into()))?,
+            )
+            .map_err(|_| bad("header is not text".into()))?;
             if header.contains("'fortran_order': True") {
                 return Err(bad("Fortran-order arrays are not supported".into()));
             }
@@ -130,7 +147,10 @@ pub mod io {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<usize>().map_err(|_| bad(format!("bad shape entry {s:?}"))))
+                .map(|s| {
+                    s.parse::<usize>()
+                        .map_err(|_| bad(format!("bad shape entry {s:?}")))
+                })
                 .collect::<Result<_>>()?;
             let count: usize = shape.iter().product();
             let body = &bytes[start + header_len..];
@@ -141,10 +161,17 @@ pub mod io {
                 other => return Err(bad(format!("unsupported dtype {other}"))),
             };
             if body.len() != count * width {
-                return Err(bad(format!("expected {} data bytes for shape {shape:?}, found {}", count * width, body.len())));
+                return Err(bad(format!(
+                    "expected {} data bytes for shape {shape:?}, found {}",
+                    count * width,
+                    body.len()
+                )));
             }
             let values = match descr {
-                "<f8" => body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+                "<f8" => body
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
                 "<f4" => body
                     .chunks_exact(4)
                     .map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes"))))
@@ -178,14 +205,26 @@ pub mod plot {
         pub log_x: bool,
     }
 
-    fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, panels: &[Panel], columns: usize, title: &str) -> std::result::Result<(), String> {
+    fn draw<DB: DrawingBackend>(
+        root: DrawingArea<DB, plotters::coord::Shift>,
+        panels: &[Panel],
+        columns: usize,
+        title: &str,
+    ) -> std::result::Result<(), String> {
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let root = root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+        let root = root
+            .titled(title, ("sans-serif", 22))
+            .map_err(|e| e.to_string())?;
         let rows = panels.len().div_ceil(columns.max(1));
         let areas = root.split_evenly((rows, columns.max(1)));
         for (panel, area) in panels.iter().zip(areas) {
             let points = panel.series.iter().flat_map(|s| s.points.iter());
-            let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+            let (mut x0, mut x1, mut y0, mut y1) = (
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            );
             for &(x, y) in points {
                 x0 = x0.min(x);
                 x1 = x1.max(x);
@@ -228,7 +267,9 @@ pub mod plot {
                     .draw_series(LineSeries::new(s.points.iter().copied(), style))
                     .map_err(|e| e.to_string())?
                     .label(&s.label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
             }
             chart
                 .configure_series_labels()
@@ -241,7 +282,13 @@ pub mod plot {
     }
 
     /// Renders panels in a grid with `columns` columns to an SVG and a PNG (both atomically).
-    pub fn render_panels(panels: &[Panel], columns: usize, title: &str, svg: &Path, png: &Path) -> Result<()> {
+    pub fn render_panels(
+        panels: &[Panel],
+        columns: usize,
+        title: &str,
+        svg: &Path,
+        png: &Path,
+    ) -> Result<()> {
         let rows = panels.len().div_ceil(columns.max(1)) as u32;
         let size = (520 * columns.max(1) as u32, 380 * rows.max(1) + 40);
         let fail = |path: &Path, message: String| Error::Format {
@@ -249,10 +296,22 @@ pub mod plot {
             message,
         };
         let mut text = String::new();
-        draw(SVGBackend::with_string(&mut text, size).into_drawing_area(), panels, columns, title).map_err(|m| fail(svg, m))?;
+        draw(
+            SVGBackend::with_string(&mut text, size).into_drawing_area(),
+            panels,
+            columns,
+            title,
+        )
+        .map_err(|m| fail(svg, m))?;
         super::io::write_atomic(svg, text.as_bytes())?;
         let tmp = png.with_extension("tmp.png");
-        draw(BitMapBackend::new(&tmp, size).into_drawing_area(), panels, columns, title).map_err(|m| fail(png, m))?;
+        draw(
+            BitMapBackend::new(&tmp, size).into_drawing_area(),
+            panels,
+            columns,
+            title,
+        )
+        .map_err(|m| fail(png, m))?;
         std::fs::rename(&tmp, png).map_err(|e| Error::Io {
             path: png.to_path_buf(),
             source: e,
