@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// Element type of the training state [default: f64].
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
-    /// Element type of the subspace start-up products (f32 halves their cost) [default: f64].
+    /// Element type of the subspace start-up products (f32 halves their cost)
+    /// [default: f64 below d = 50,000, f32 from there on].
     #[arg(long, value_enum)]
     pub startup_precision: Option<Precision>,
     /// Training samples whose full attention row is recorded every step [default: first clean, first noisy].
@@ -91,7 +92,7 @@ pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
         config.precision = v;
     }
     if let Some(v) = args.startup_precision {
-        config.startup_precision = v;
+        config.startup_precision = Some(v);
     }
     if let Some(v) = &args.track_samples {
         config.track_samples = Some(v.clone());

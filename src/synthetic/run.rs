@@ -188,7 +188,7 @@ pub fn run_with(
                         &init,
                         &test,
                         config.lr,
-                        config.startup_precision,
+                        config.effective_startup_precision(),
                     )?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
@@ -202,7 +202,7 @@ pub fn run_with(
                         &init,
                         &test,
                         config.lr,
-                        config.startup_precision,
+                        config.effective_startup_precision(),
                     )?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
