@@ -104,6 +104,9 @@ pub fn run_with(
         data,
         init,
     } = options;
+    if data.is_none() {
+        check_memory(&config)?;
+    }
     let data_dir = data.as_ref().map(|d| d.dir.clone());
     let (train, test, nu, extra) = match data {
         Some(loaded) => {
@@ -304,6 +307,63 @@ pub fn run_with(
         tracked,
         summary,
     })
+}
+
+/// Refuses up front, before generating anything, a run whose arrays would not fit in the
+/// available memory (dense: `W`, `W_0` and the test set; subspace: the training tokens, the
+/// d x (3r + 1) start-up matrices, a `W_0` block and a test chunk).
+fn check_memory(config: &RunConfig) -> Result<()> {
+    let (d, rows, test_rows) = (
+        config.dim as u128,
+        (config.samples * config.tokens) as u128,
+        (config.test_size * config.tokens) as u128,
+    );
+    let train_bytes = rows * d * 8;
+    let (needed, what, hint) = match config.trainer {
+        TrainerKind::Dense => {
+            let element = match config.precision {
+                Precision::F32 => 4,
+                Precision::F64 => 8,
+            };
+            (
+                train_bytes
+                    + super::dense::dense_bytes(
+                        config.dim,
+                        rows as usize,
+                        test_rows as usize,
+                        element,
+                    ),
+                format!(
+                    "the dense trainer (W and W_0 are {0} x {0}, plus the test set)",
+                    config.dim
+                ),
+                "use `--trainer subspace`, which never stores W",
+            )
+        }
+        TrainerKind::Subspace => {
+            let r = rows + 2;
+            let element = match config.effective_startup_precision() {
+                Precision::F32 => 4,
+                Precision::F64 => 8,
+            };
+            let startup = d * (3 * r + 1) * element + (192 << 20) + (256 << 20);
+            (
+                train_bytes + startup + test_rows * 2 * r * 8,
+                format!("the subspace trainer at d = {}", config.dim),
+                "reduce --dim, --samples or --tokens",
+            )
+        }
+    };
+    if let Some(available) = super::dense::available_memory_bytes() {
+        if needed > available {
+            return Err(Error::OutOfMemory {
+                what,
+                needed_bytes: needed,
+                hint: format!("only {available} bytes are available; {hint}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
