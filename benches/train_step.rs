@@ -1,7 +1,92 @@
-//! Placeholder until this bench group is written.
+//! One training step of each trainer at the paper's defaults (n = 20, T = 8, d = 2000), and the
+//! subspace trainer's start-up (basis, the two streamed passes over W_0, test projections).
+//!
+//! `cargo bench --bench train_step -- --warm-up-time 1 --measurement-time 2`
+
 use criterion::{criterion_group, criterion_main, Criterion};
 
-fn placeholder(_c: &mut Criterion) {}
+use benign::synthetic::data::{training_set, Signals, TestSource};
+use benign::synthetic::dense::DenseTrainer;
+use benign::synthetic::init::InitSource;
+use benign::synthetic::subspace::SubspaceTrainer;
+use benign::synthetic::{Precision, RunConfig, Trainer};
 
-criterion_group!(benches, placeholder);
+fn train_step(c: &mut Criterion) {
+    let config = RunConfig::default();
+    let signals = Signals::new(&config);
+    let train = training_set(&config, &signals);
+    let init = InitSource::from_seed(config.seed, config.dim);
+    // A small test set: the steps do not touch it, the start-up projects it.
+    let test_config = RunConfig {
+        test_size: 100,
+        ..config.clone()
+    };
+    let test = TestSource::Generated {
+        config: test_config.clone(),
+        signals: signals.clone(),
+        seed: test_config.effective_test_seed(),
+    };
+    let mut test_tokens = Vec::new();
+    test.for_each_chunk(100, |_, t| test_tokens.extend_from_slice(t));
+    let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
+
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    let mut dense =
+        DenseTrainer::<f64>::new(&train, &test_tokens, &signals.nu, &init, config.lr).unwrap();
+    let mut step = 0;
+    group.bench_function("dense_f64_d2000", |b| {
+        b.iter(|| {
+            step += 1;
+            dense.step(step).unwrap()
+        })
+    });
+    let mut subspace = SubspaceTrainer::<f64>::new(
+        &train,
+        &extra,
+        &signals.nu,
+        &init,
+        &test,
+        config.lr,
+        Precision::F64,
+    )
+    .unwrap();
+    group.bench_function("subspace_f64_d2000", |b| {
+        b.iter(|| {
+            step += 1;
+            subspace.step(step).unwrap()
+        })
+    });
+    group.bench_function("subspace_startup_f64_d2000_test100", |b| {
+        b.iter(|| {
+            SubspaceTrainer::<f64>::new(
+                &train,
+                &extra,
+                &signals.nu,
+                &init,
+                &test,
+                config.lr,
+                Precision::F64,
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function("subspace_startup_f32_d2000_test100", |b| {
+        b.iter(|| {
+            SubspaceTrainer::<f64>::new(
+                &train,
+                &extra,
+                &signals.nu,
+                &init,
+                &test,
+                config.lr,
+                Precision::F32,
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, train_step);
 criterion_main!(benches);

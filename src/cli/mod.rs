@@ -4,7 +4,9 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod data;
 mod gradcheck;
+mod run;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +25,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Verify autodiff gradients against finite differences (exit 1 if any check fails).
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Train the paper's attention model on its synthetic data and record the dynamics.
+    Run(Box<run::RunArgs>),
+    /// Export or inspect the synthetic data.
+    Data(data::DataCommand),
 }
 
 /// Parses the command line, runs the subcommand, and returns the process exit status:
@@ -32,6 +38,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Bench(args) => bench::execute(args),
         Command::Gradcheck(args) => gradcheck::execute(args),
+        Command::Run(args) => run::execute(*args),
+        Command::Data(args) => data::execute(args),
     };
     match result {
         Ok(code) => code,

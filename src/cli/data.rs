@@ -1,0 +1,131 @@
+//! `benign data export`: writes the synthetic data, W_0 and the configuration as .npy files.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use benign::synthetic::{LabelNoise, Preset, RunConfig, SignalDirections};
+
+/// The options that determine the synthetic data (shared by `run` and `data export`).
+/// Unset options keep the preset's or the paper's default.
+#[derive(Args, Clone, Debug, Default)]
+pub struct DataArgs {
+    /// Start from a preset of the paper's Figure 3 (explicit options override it).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Training samples n (>= 2) [default: 20].
+    #[arg(short = 'n', long)]
+    pub samples: Option<usize>,
+    /// Tokens per sample T (>= 3) [default: 8].
+    #[arg(short = 'T', long)]
+    pub tokens: Option<usize>,
+    /// Token dimension d (>= 3) [default: 2000].
+    #[arg(short = 'd', long)]
+    pub dim: Option<usize>,
+    /// Norm of each class signal ||mu|| (> 0) [default: 20].
+    #[arg(long)]
+    pub signal_norm: Option<f64>,
+    /// Strength of the weakly relevant tokens rho (> 0) [default: 0.1].
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// Label-noise rate eta in [0, 0.5) [default: 0.2].
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Token noise standard deviation sigma (>= 0) [default: 1].
+    #[arg(long)]
+    pub sigma: Option<f64>,
+    /// Class signal directions [default: axis].
+    #[arg(long, value_enum)]
+    pub signal_directions: Option<SignalDirections>,
+    /// How training labels are flipped [default: block].
+    #[arg(long, value_enum)]
+    pub label_noise: Option<LabelNoise>,
+    /// Seed of the training set and W_0 [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seed of the test set [default: derived from --seed, independent of the training set].
+    #[arg(long)]
+    pub test_seed: Option<u64>,
+    /// Test samples (>= 1) [default: 1000].
+    #[arg(long)]
+    pub test_size: Option<usize>,
+    /// Reproduce the reference code's quirks: block flips, axis signals and the test set drawn
+    /// with the training seed (test samples 0..9 are training inputs 0..9).
+    #[arg(long)]
+    pub reference_compat: bool,
+}
+
+impl DataArgs {
+    /// Applies these options to `base` (preset first, then explicit values).
+    pub fn apply(&self, mut config: RunConfig) -> RunConfig {
+        if let Some(preset) = self.preset {
+            config.apply_preset(preset);
+        }
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+        }
+        set!(
+            samples,
+            tokens,
+            dim,
+            signal_norm,
+            rho,
+            eta,
+            sigma,
+            signal_directions,
+            label_noise,
+            seed,
+            test_size
+        );
+        if let Some(seed) = self.test_seed {
+            config.test_seed = Some(seed);
+        }
+        if self.reference_compat {
+            config.reference_compat = true;
+            config.label_noise = self.label_noise.unwrap_or(LabelNoise::Block);
+            config.signal_directions = self.signal_directions.unwrap_or(SignalDirections::Axis);
+            config.test_seed = Some(self.test_seed.unwrap_or(config.seed));
+        }
+        config
+    }
+}
+
+#[derive(Args)]
+pub struct DataCommand {
+    #[command(subcommand)]
+    pub action: DataAction,
+}
+
+#[derive(Subcommand)]
+pub enum DataAction {
+    /// Write train_x/train_y/train_y_clean/train_noisy/test_x/test_y/w0/nu .npy files and config.json.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+#[command(allow_negative_numbers = true)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn execute(command: DataCommand) -> anyhow::Result<i32> {
+    match command.action {
+        DataAction::Export(args) => {
+            let config = args.data.apply(RunConfig::default());
+            let resolved = benign::synthetic::export::export_data(config, &args.out)?;
+            eprintln!(
+                "wrote n={} T={} d={} test={} to {}",
+                resolved.samples,
+                resolved.tokens,
+                resolved.dim,
+                resolved.test_size,
+                args.out.display()
+            );
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The resolved configuration of a synthetic run, its presets and its validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Where the two class signals point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignalDirections {
+    /// `mu_+ = ||mu|| e_1`, `mu_- = ||mu|| e_2` (the reference code).
+    Axis,
+    /// A random orthonormal pair drawn from the seed.
+    Random,
+}
+
+/// How training labels are corrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelNoise {
+    /// The reference's deterministic flips: balanced ordered labels, `k = ceil(n eta)`, the first
+    /// `floor(k/2)` samples of each class block flipped.
+    Block,
+    /// Independent Bernoulli(eta) flips, samples in shuffled order (what the theory assumes).
+    Bernoulli,
+}
+
+/// Which trainer integrates gradient descent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainerKind {
+    /// Stores `W` (d x d) and steps it in place.
+    Dense,
+    /// The exact reduction to the span of the training tokens (SPEC.md section 3); never stores `W`.
+    Subspace,
+}
+
+/// Element type of the training state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+/// The three settings of the paper's Figure 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Benign overfitting: d = 2000, ||mu|| = 20.
+    Balanced,
+    /// Harmful overfitting (large noise): d = 4500, ||mu|| = 5.
+    Harmful,
+    /// Not overfitting (large signal): d = 500, ||mu|| = 100.
+    LargeSignal,
+}
+
+impl Preset {
+    /// `(dim, signal_norm)` of the preset.
+    pub fn dim_and_signal(self) -> (usize, f64) {
+        match self {
+            Preset::Balanced => (2000, 20.0),
+            Preset::Harmful => (4500, 5.0),
+            Preset::LargeSignal => (500, 100.0),
+        }
+    }
+}
+
+/// Everything that determines a synthetic run. [`RunConfig::default`] is the paper's setting
+/// (SPEC.md section 3); [`RunConfig::resolve`] fills in the derived fields so that the written
+/// `config.json` is complete.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Training samples n.
+    pub samples: usize,
+    /// Tokens per sample T (positions 0, 1, 2 carry signal; 3.. are irrelevant).
+    pub tokens: usize,
+    /// Token dimension d.
+    pub dim: usize,
+    /// `||mu||`, the norm of each class signal.
+    pub signal_norm: f64,
+    /// Strength of the weakly relevant tokens.
+    pub rho: f64,
+    /// Label-noise rate.
+    pub eta: f64,
+    /// Standard deviation of the Gaussian token noise.
+    pub sigma: f64,
+    pub signal_directions: SignalDirections,
+    pub label_noise: LabelNoise,
+    /// Seed of the training set, `W_0` and the random signal directions.
+    pub seed: u64,
+    /// Seed of the test set; `None` until resolved (then derived from `seed`, or equal to it in
+    /// reference-compatible mode).
+    pub test_seed: Option<u64>,
+    /// Test samples (clean labels).
+    pub test_size: usize,
+    /// Reproduce the reference code's quirks: block flips, axis signals, test set drawn with the
+    /// training seed.
+    pub reference_compat: bool,
+    /// Learning rate of full-batch gradient descent.
+    pub lr: f64,
+    /// Gradient-descent steps.
+    pub steps: usize,
+    /// Evaluate the metrics every this many steps (and at the last step).
+    pub eval_every: usize,
+    pub trainer: TrainerKind,
+    pub precision: Precision,
+    /// Element type of the subspace trainer's start-up products (`W_0^T B`, `W_0 A`, test
+    /// projections); `None` until resolved, then [`auto_startup_precision`].
+    #[serde(default)]
+    pub startup_precision: Option<Precision>,
+    /// Training samples whose full attention row is recorded at every step; `None` until resolved
+    /// (then the first clean and the first noisy sample).
+    pub track_samples: Option<Vec<usize>>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            samples: 20,
+            tokens: 8,
+            dim: 2000,
+            signal_norm: 20.0,
+            rho: 0.1,
+            eta: 0.2,
+            sigma: 1.0,
+            signal_directions: SignalDirections::Axis,
+            label_noise: LabelNoise::Block,
+            seed: 42,
+            test_seed: None,
+            test_size: 1000,
+            reference_compat: false,
+            lr: 5e-3,
+            steps: 1000,
+            eval_every: 10,
+            trainer: TrainerKind::Subspace,
+            precision: Precision::F64,
+            startup_precision: None,
+            track_samples: None,
+        }
+    }
+}
+
+/// From this dimension on, the start-up products run in f32 unless told otherwise.
+pub const F32_STARTUP_FROM_DIM: usize = 50_000;
+
+/// The start-up precision used when none is given: f64, except f32 from
+/// [`F32_STARTUP_FROM_DIM`] on, where the O(d^2 r) products dominate the run. Measured at
+/// d = 20,000 (benign preset otherwise): final losses, norms and attention of an f32 start-up
+/// agree with an f64 one to about 1e-7 relative.
+pub fn auto_startup_precision(dim: usize) -> Precision {
+    if dim >= F32_STARTUP_FROM_DIM {
+        Precision::F32
+    } else {
+        Precision::F64
+    }
+}
+
+/// The test seed used when none is given: a fixed function of the training seed that differs
+/// from it, so the two sets are independent draws.
+pub fn derived_test_seed(seed: u64) -> u64 {
+    crate::synthetic::data::mix_seed(seed, "test-set")
+}
+
+impl RunConfig {
+    /// The default configuration with a preset's `d` and `||mu||`.
+    pub fn preset(preset: Preset) -> Self {
+        let mut config = RunConfig::default();
+        config.apply_preset(preset);
+        config
+    }
+
+    /// Sets `d` and `||mu||` from a preset.
+    pub fn apply_preset(&mut self, preset: Preset) {
+        let (dim, signal_norm) = preset.dim_and_signal();
+        self.dim = dim;
+        self.signal_norm = signal_norm;
+    }
+
+    /// Turns on every quirk of the reference code.
+    pub fn apply_reference_compat(&mut self) {
+        self.reference_compat = true;
+        self.label_noise = LabelNoise::Block;
+        self.signal_directions = SignalDirections::Axis;
+        self.test_seed = Some(self.seed);
+    }
+
+    /// The start-up precision in effect.
+    pub fn effective_startup_precision(&self) -> Precision {
+        self.startup_precision
+            .unwrap_or_else(|| auto_startup_precision(self.dim))
+    }
+
+    /// The test seed in effect.
+    pub fn effective_test_seed(&self) -> u64 {
+        match (self.test_seed, self.reference_compat) {
+            (Some(s), _) => s,
+            (None, true) => self.seed,
+            (None, false) => derived_test_seed(self.seed),
+        }
+    }
+
+    /// Checks every setting; errors name the option and its valid range.
+    pub fn validate(&self) -> Result<()> {
+        let finite = |field: &str, v: f64| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    field,
+                    format!("must be a finite number, got {v}"),
+                ))
+            }
+        };
+        finite("signal-norm", self.signal_norm)?;
+        finite("rho", self.rho)?;
+        finite("eta", self.eta)?;
+        finite("sigma", self.sigma)?;
+        finite("lr", self.lr)?;
+        if self.samples < 2 {
+            return Err(Error::invalid(
+                "samples",
+                format!("must be at least 2, got {}", self.samples),
+            ));
+        }
+        if self.tokens < 3 {
+            return Err(Error::invalid(
+                "tokens",
+                format!(
+                    "must be at least 3 (relevant, weak-same, weak-other), got {}",
+                    self.tokens
+                ),
+            ));
+        }
+        if self.dim < 3 {
+            return Err(Error::invalid(
+                "dim",
+                format!("must be at least 3, got {}", self.dim),
+            ));
+        }
+        if self.signal_norm <= 0.0 {
+            return Err(Error::invalid(
+                "signal-norm",
+                format!("must be > 0, got {}", self.signal_norm),
+            ));
+        }
+        if self.rho <= 0.0 {
+            return Err(Error::invalid(
+                "rho",
+                format!("must be > 0, got {}", self.rho),
+            ));
+        }
+        if !(0.0..0.5).contains(&self.eta) {
+            return Err(Error::invalid(
+                "eta",
+                format!("must be in [0, 0.5), got {}", self.eta),
+            ));
+        }
+        if self.sigma < 0.0 {
+            return Err(Error::invalid(
+                "sigma",
+                format!("must be >= 0, got {}", self.sigma),
+            ));
+        }
+        if self.lr <= 0.0 {
+            return Err(Error::invalid(
+                "lr",
+                format!("must be > 0, got {}", self.lr),
+            ));
+        }
+        if self.test_size == 0 {
+            return Err(Error::invalid("test-size", "must be at least 1, got 0"));
+        }
+        if self.steps == 0 {
+            return Err(Error::invalid("steps", "must be at least 1, got 0"));
+        }
+        if self.eval_every == 0 {
+            return Err(Error::invalid("eval-every", "must be at least 1, got 0"));
+        }
+        if self.reference_compat
+            && (self.label_noise != LabelNoise::Block
+                || self.signal_directions != SignalDirections::Axis
+                || self.effective_test_seed() != self.seed)
+        {
+            return Err(Error::invalid(
+                "reference-compat",
+                "implies --label-noise block, --signal-directions axis and the training seed for the test set",
+            ));
+        }
+        if let Some(tracked) = &self.track_samples {
+            if let Some(&bad) = tracked.iter().find(|&&i| i >= self.samples) {
+                return Err(Error::invalid(
+                    "track-samples",
+                    format!("sample {bad} is out of range 0..{}", self.samples),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates, then fills in the derived fields (`test_seed`, `track_samples`) so the
+    /// configuration is complete. `noisy` marks the noisy training samples.
+    pub fn resolve(&mut self, noisy: &[bool]) -> Result<()> {
+        self.validate()?;
+        self.test_seed = Some(self.effective_test_seed());
+        self.startup_precision = Some(self.effective_startup_precision());
+        if self.track_samples.is_none() {
+            let mut tracked = Vec::new();
+            if let Some(i) = noisy.iter().position(|&v| !v) {
+                tracked.push(i);
+            }
+            if let Some(i) = noisy.iter().position(|&v| v) {
+                tracked.push(i);
+            }
+            self.track_samples = Some(tracked);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers() {
+        let c = RunConfig::default();
+        assert_eq!(
+            (c.samples, c.tokens, c.dim, c.steps, c.test_size),
+            (20, 8, 2000, 1000, 1000)
+        );
+        assert_eq!(
+            (c.signal_norm, c.rho, c.eta, c.sigma, c.lr),
+            (20.0, 0.1, 0.2, 1.0, 5e-3)
+        );
+        c.validate().unwrap();
+        assert_ne!(c.effective_test_seed(), c.seed);
+    }
+
+    #[test]
+    fn rejects_out_of_range_settings_by_name() {
+        type Edit = Box<dyn Fn(&mut RunConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            ("samples", Box::new(|c| c.samples = 1)),
+            ("tokens", Box::new(|c| c.tokens = 2)),
+            ("dim", Box::new(|c| c.dim = 2)),
+            ("rho", Box::new(|c| c.rho = 0.0)),
+            ("eta", Box::new(|c| c.eta = 0.5)),
+            ("eta", Box::new(|c| c.eta = -0.1)),
+            ("lr", Box::new(|c| c.lr = f64::NAN)),
+            ("test-size", Box::new(|c| c.test_size = 0)),
+            ("eval-every", Box::new(|c| c.eval_every = 0)),
+            ("steps", Box::new(|c| c.steps = 0)),
+            ("signal-norm", Box::new(|c| c.signal_norm = f64::INFINITY)),
+        ];
+        for (field, edit) in cases {
+            let mut c = RunConfig::default();
+            edit(&mut c);
+            match c.validate() {
+                Err(Error::InvalidOption { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected InvalidOption, got {other:?}"),
+            }
+        }
+    }
+}

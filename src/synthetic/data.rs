@@ -1,0 +1,371 @@
+//! The synthetic data of SPEC.md section 2.
+//!
+//! A sample is `T` tokens in `R^d`: position 0 is relevant (`mu_{y*} + eps`), 1 weakly relevant for
+//! the clean class (`rho mu_{y*} + eps`), 2 weakly relevant for the other class
+//! (`rho mu_{-y*} + eps`), and 3.. are irrelevant (`eps`), with `eps ~ N(0, sigma^2 I_d)`.
+//!
+//! Every sample's noise comes from its own ChaCha stream (`set_stream(sample index)` under a key
+//! derived from the set's seed), so any range of samples can be generated on its own, in
+//! parallel, with the same result; in reference-compatible mode the test set uses the training
+//! seed, so test sample i has the noise of training sample i.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+
+use super::config::{LabelNoise, RunConfig, SignalDirections};
+
+/// Mixes a seed with a name into an independent 64-bit seed (SplitMix64 finaliser over an FNV-1a
+/// hash of the name), so each random quantity has its own named stream.
+pub fn mix_seed(seed: u64, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = seed ^ h;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A ChaCha8 generator for the named stream of a seed.
+pub fn named_rng(seed: u64, name: &str) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix_seed(seed, name))
+}
+
+/// The class signals and the fixed head `nu = (mu_+ - mu_-) / ||mu_+ - mu_-|| / ||mu||`.
+#[derive(Clone, Debug)]
+pub struct Signals {
+    pub mu_plus: Vec<f64>,
+    pub mu_minus: Vec<f64>,
+    pub nu: Vec<f64>,
+}
+
+impl Signals {
+    /// The signals of a configuration.
+    pub fn new(config: &RunConfig) -> Self {
+        let d = config.dim;
+        let (mut plus, mut minus) = (vec![0.0; d], vec![0.0; d]);
+        match config.signal_directions {
+            SignalDirections::Axis => {
+                plus[0] = 1.0;
+                minus[1] = 1.0;
+            }
+            SignalDirections::Random => {
+                let mut rng = named_rng(config.seed, "signal-directions");
+                plus.iter_mut()
+                    .for_each(|v| *v = rng.sample(StandardNormal));
+                minus
+                    .iter_mut()
+                    .for_each(|v| *v = rng.sample(StandardNormal));
+                normalise(&mut plus);
+                let overlap: f64 = plus.iter().zip(&minus).map(|(a, b)| a * b).sum();
+                minus
+                    .iter_mut()
+                    .zip(&plus)
+                    .for_each(|(m, p)| *m -= overlap * p);
+                normalise(&mut minus);
+            }
+        }
+        let s = config.signal_norm;
+        plus.iter_mut().for_each(|v| *v *= s);
+        minus.iter_mut().for_each(|v| *v *= s);
+        Self::from_signals(plus, minus)
+    }
+
+    /// Builds `nu` from the two signals.
+    pub fn from_signals(mu_plus: Vec<f64>, mu_minus: Vec<f64>) -> Self {
+        let diff: Vec<f64> = mu_plus.iter().zip(&mu_minus).map(|(a, b)| a - b).collect();
+        let diff_norm = diff.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let mu_norm = mu_plus.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let nu = diff.iter().map(|v| v / diff_norm / mu_norm).collect();
+        Signals {
+            mu_plus,
+            mu_minus,
+            nu,
+        }
+    }
+
+    /// `mu_y` for a label `y = +-1`.
+    pub fn class_signal(&self, y: f64) -> &[f64] {
+        if y > 0.0 {
+            &self.mu_plus
+        } else {
+            &self.mu_minus
+        }
+    }
+}
+
+fn normalise(v: &mut [f64]) {
+    let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// A training set: tokens `(n T) x d` sample-major, observed and clean labels, noise flags.
+#[derive(Clone, Debug)]
+pub struct TrainSet {
+    pub samples: usize,
+    pub tokens_per_sample: usize,
+    pub dim: usize,
+    pub tokens: Vec<f64>,
+    /// Observed (possibly flipped) labels `+-1`.
+    pub labels: Vec<f64>,
+    /// Clean labels `+-1` (the signals follow them).
+    pub clean_labels: Vec<f64>,
+    /// Whether the observed label differs from the clean one.
+    pub noisy: Vec<bool>,
+}
+
+/// Balanced labels in order: the first `floor(m/2)` are `+1`, the rest `-1`.
+pub fn balanced_labels(m: usize) -> Vec<f64> {
+    (0..m).map(|i| if i < m / 2 { 1.0 } else { -1.0 }).collect()
+}
+
+/// Clean and observed training labels under the configured label noise.
+pub fn training_labels(config: &RunConfig) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
+    let n = config.samples;
+    let mut clean = balanced_labels(n);
+    let mut noisy = vec![false; n];
+    match config.label_noise {
+        LabelNoise::Block => {
+            // k = ceil(n eta) flips, floor(k/2) from the start of each class block; an odd k
+            // drops one flip, as the reference does.
+            let k = (n as f64 * config.eta - 1e-9).ceil().max(0.0) as usize;
+            let per_class = k / 2;
+            let positives = n / 2;
+            noisy[..per_class.min(positives)].fill(true);
+            noisy[positives..(positives + per_class).min(n)].fill(true);
+        }
+        LabelNoise::Bernoulli => {
+            let mut rng = named_rng(config.seed, "label-noise");
+            // Fisher-Yates shuffle of the balanced labels, then independent flips.
+            for i in (1..n).rev() {
+                let j = rng.random_range(0..=i);
+                clean.swap(i, j);
+            }
+            for flag in noisy.iter_mut() {
+                *flag = rng.random_bool(config.eta);
+            }
+        }
+    }
+    let observed = clean
+        .iter()
+        .zip(&noisy)
+        .map(|(&y, &f)| if f { -y } else { y })
+        .collect();
+    (clean, observed, noisy)
+}
+
+/// Generates the tokens of samples `first .. first + labels.len()` of the set with seed `seed`
+/// into `out` (`labels.len() * T * d` entries, sample-major), in parallel over samples.
+#[allow(clippy::too_many_arguments)]
+pub fn fill_samples(
+    config: &RunConfig,
+    signals: &Signals,
+    seed: u64,
+    first: usize,
+    clean_labels: &[f64],
+    out: &mut [f64],
+) {
+    let (t, d) = (config.tokens, config.dim);
+    assert_eq!(out.len(), clean_labels.len() * t * d);
+    let base = named_rng(seed, "token-noise");
+    let (sigma, rho) = (config.sigma, config.rho);
+    out.par_chunks_mut(t * d)
+        .zip(clean_labels.par_iter())
+        .enumerate()
+        .for_each(|(offset, (sample, &y))| {
+            let mut rng = base.clone();
+            rng.set_stream((first + offset) as u64);
+            rng.set_word_pos(0);
+            for v in sample.iter_mut() {
+                let e: f64 = rng.sample(StandardNormal);
+                *v = sigma * e;
+            }
+            let (same, other) = (signals.class_signal(y), signals.class_signal(-y));
+            let add = |token: &mut [f64], signal: &[f64], scale: f64| {
+                token
+                    .iter_mut()
+                    .zip(signal)
+                    .for_each(|(v, s)| *v += scale * s);
+            };
+            add(&mut sample[..d], same, 1.0);
+            add(&mut sample[d..2 * d], same, rho);
+            add(&mut sample[2 * d..3 * d], other, rho);
+        });
+}
+
+/// The training set of a configuration.
+pub fn training_set(config: &RunConfig, signals: &Signals) -> TrainSet {
+    let (clean, observed, noisy) = training_labels(config);
+    let (n, t, d) = (config.samples, config.tokens, config.dim);
+    let mut tokens = vec![0.0; n * t * d];
+    fill_samples(config, signals, config.seed, 0, &clean, &mut tokens);
+    TrainSet {
+        samples: n,
+        tokens_per_sample: t,
+        dim: d,
+        tokens,
+        labels: observed,
+        clean_labels: clean,
+        noisy,
+    }
+}
+
+/// Where test samples come from: generated chunk by chunk, or a set loaded from files.
+#[derive(Clone, Debug)]
+pub enum TestSource {
+    Generated {
+        config: RunConfig,
+        signals: Signals,
+        seed: u64,
+    },
+    Loaded {
+        tokens_per_sample: usize,
+        dim: usize,
+        tokens: Vec<f64>,
+        labels: Vec<f64>,
+    },
+}
+
+impl TestSource {
+    /// Clean labels of all test samples.
+    pub fn labels(&self) -> Vec<f64> {
+        match self {
+            TestSource::Generated { config, .. } => balanced_labels(config.test_size),
+            TestSource::Loaded { labels, .. } => labels.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            TestSource::Generated { config, .. } => config.test_size,
+            TestSource::Loaded { labels, .. } => labels.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `visit(first_sample, tokens)` for consecutive chunks of at most `chunk` samples;
+    /// generated chunks exist only during their visit.
+    pub fn for_each_chunk(&self, chunk: usize, mut visit: impl FnMut(usize, &[f64])) {
+        let chunk = chunk.max(1);
+        match self {
+            TestSource::Generated {
+                config,
+                signals,
+                seed,
+            } => {
+                let labels = balanced_labels(config.test_size);
+                let per_sample = config.tokens * config.dim;
+                let mut buffer = vec![0.0; chunk.min(labels.len()) * per_sample];
+                for (c, block) in labels.chunks(chunk).enumerate() {
+                    let first = c * chunk;
+                    let out = &mut buffer[..block.len() * per_sample];
+                    fill_samples(config, signals, *seed, first, block, out);
+                    visit(first, out);
+                }
+            }
+            TestSource::Loaded {
+                tokens_per_sample,
+                dim,
+                tokens,
+                ..
+            } => {
+                for (c, block) in tokens.chunks(chunk * tokens_per_sample * dim).enumerate() {
+                    visit(c * chunk, block);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_flips_match_the_reference() {
+        let config = RunConfig::default();
+        let (clean, observed, noisy) = training_labels(&config);
+        let flipped: Vec<usize> = (0..20).filter(|&i| noisy[i]).collect();
+        assert_eq!(flipped, vec![0, 1, 10, 11]);
+        assert!(clean[..10].iter().all(|&y| y == 1.0) && clean[10..].iter().all(|&y| y == -1.0));
+        assert_eq!(observed[0], -1.0);
+        assert_eq!(observed[10], 1.0);
+        assert_eq!(observed[2], 1.0);
+    }
+
+    #[test]
+    fn token_roles_carry_their_signals() {
+        let config = RunConfig {
+            dim: 50,
+            sigma: 0.0,
+            ..RunConfig::default()
+        };
+        let signals = Signals::new(&config);
+        let set = training_set(&config, &signals);
+        let d = config.dim;
+        // Sample 2 is clean +1: relevant token = 20 e_1, weak-same = 2 e_1, weak-other = 2 e_2.
+        let s = &set.tokens[2 * 8 * d..3 * 8 * d];
+        assert_eq!((s[0], s[1]), (20.0, 0.0));
+        assert!((s[d] - 2.0).abs() < 1e-12 && s[2 * d + 1] - 2.0 < 1e-12);
+        assert!(s[3 * d..].iter().all(|&v| v == 0.0));
+        let nu_dot_relevant: f64 = signals.nu.iter().zip(&s[..d]).map(|(a, b)| a * b).sum();
+        assert!((nu_dot_relevant - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn chunks_reproduce_the_whole_set_and_compat_mode_shares_noise() {
+        let mut config = RunConfig {
+            dim: 17,
+            test_size: 23,
+            ..RunConfig::default()
+        };
+        config.apply_reference_compat();
+        let signals = Signals::new(&config);
+        let train = training_set(&config, &signals);
+        let source = TestSource::Generated {
+            config: config.clone(),
+            signals: signals.clone(),
+            seed: config.effective_test_seed(),
+        };
+        let mut whole = Vec::new();
+        source.for_each_chunk(5, |first, tokens| {
+            assert_eq!(first * 8 * 17, whole.len());
+            whole.extend_from_slice(tokens);
+        });
+        assert_eq!(whole.len(), 23 * 8 * 17);
+        // Test samples 0..9 are training inputs 0..9 in reference-compatible mode.
+        assert_eq!(&whole[..10 * 8 * 17], &train.tokens[..10 * 8 * 17]);
+        // With an independent seed they differ.
+        let independent = TestSource::Generated {
+            config: RunConfig {
+                dim: 17,
+                test_size: 23,
+                ..RunConfig::default()
+            },
+            signals,
+            seed: RunConfig::default().effective_test_seed(),
+        };
+        independent.for_each_chunk(64, |_, tokens| assert_ne!(tokens[5], whole[5]));
+    }
+
+    #[test]
+    fn bernoulli_flips_are_seeded() {
+        let config = RunConfig {
+            label_noise: LabelNoise::Bernoulli,
+            samples: 400,
+            ..RunConfig::default()
+        };
+        let (_, _, a) = training_labels(&config);
+        let (_, _, b) = training_labels(&config);
+        assert_eq!(a, b);
+        let rate = a.iter().filter(|&&f| f).count() as f64 / 400.0;
+        assert!((rate - 0.2).abs() < 0.06, "flip rate {rate}");
+    }
+}

@@ -1,0 +1,233 @@
+//! The dense trainer: stores `W` (d x d) and takes plain full-batch gradient-descent steps.
+//!
+//! Per step it computes `W p` first (d^2), the token logits and scores (n T d), the gradient in
+//! closed form, then `p <- p - lr W^T g` and the in-place rank-one update `W <- W - lr g p^T`
+//! (GER, no d x d temporary). It is the independent check of the subspace trainer and the
+//! trainer of choice only at small d.
+
+use benign_kernels::{self as k, Float, Transpose};
+
+use crate::model::attention::{self, ClosedFormGradient, ForwardPass, Shape};
+use crate::{Error, Result};
+
+use super::data::TrainSet;
+use super::init::InitSource;
+use super::Trainer;
+
+/// The one place the dense trainer takes its gradient (swap point for the autodiff tape).
+fn loss_and_gradient<T: Float>(
+    shape: Shape,
+    tokens: &[T],
+    labels: &[T],
+    w: &[T],
+    pass: &ForwardPass<T>,
+) -> ClosedFormGradient<T> {
+    attention::closed_form_gradient_from(shape, tokens, labels, w, pass)
+}
+
+/// Bytes the dense trainer allocates for `W`, `W_0`, the training and the test tokens.
+pub fn dense_bytes(
+    dim: usize,
+    train_tokens: usize,
+    test_tokens: usize,
+    element_bytes: usize,
+) -> u128 {
+    let d = dim as u128;
+    (2 * d * d + (train_tokens as u128 + test_tokens as u128 + 4) * d) * element_bytes as u128
+}
+
+/// Memory the kernel reports as available (`MemAvailable` in /proc/meminfo), if known.
+pub fn available_memory_bytes() -> Option<u128> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses up front when the dense trainer's arrays would not fit in available memory.
+pub fn check_dense_fits(
+    dim: usize,
+    train_tokens: usize,
+    test_tokens: usize,
+    element_bytes: usize,
+) -> Result<()> {
+    let needed = dense_bytes(dim, train_tokens, test_tokens, element_bytes);
+    if let Some(available) = available_memory_bytes() {
+        if needed > available {
+            return Err(Error::OutOfMemory {
+                what: format!("the dense trainer (W and W_0 are {dim} x {dim}, plus the test set)"),
+                needed_bytes: needed,
+                hint: format!(
+                    "only {available} bytes are available; use `--trainer subspace`, which never stores W"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Dense gradient descent on `(W, p)`.
+pub struct DenseTrainer<T> {
+    shape: Shape,
+    tokens: Vec<T>,
+    labels: Vec<T>,
+    nu: Vec<T>,
+    w: Vec<T>,
+    w0: Vec<T>,
+    p: Vec<T>,
+    lr: T,
+    test_tokens: Vec<T>,
+    train_scores: Vec<f64>,
+    test_scores: Vec<f64>,
+}
+
+impl<T: Float> DenseTrainer<T> {
+    /// Builds the trainer; `test_tokens` is the whole test set `(m T) x d`.
+    pub fn new(
+        train: &TrainSet,
+        test_tokens: &[f64],
+        nu: &[f64],
+        init: &InitSource,
+        lr: f64,
+    ) -> Result<Self> {
+        let d = train.dim;
+        check_dense_fits(
+            d,
+            train.tokens.len() / d,
+            test_tokens.len() / d,
+            std::mem::size_of::<T>(),
+        )?;
+        let shape = Shape {
+            samples: train.samples,
+            tokens: train.tokens_per_sample,
+            dim: d,
+        };
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        let tokens = cast(&train.tokens);
+        let nu_t = cast(nu);
+        let test = cast(test_tokens);
+        let scores = |x: &[T]| {
+            let rows = x.len() / d;
+            let mut u = vec![T::ZERO; rows];
+            k::gemv(Transpose::No, rows, d, T::ONE, x, d, &nu_t, T::ZERO, &mut u);
+            u.into_iter().map(T::to_f64).collect::<Vec<f64>>()
+        };
+        let train_scores = scores(&tokens);
+        let test_scores = scores(&test);
+        let w0: Vec<T> = init.matrix();
+        Ok(DenseTrainer {
+            shape,
+            labels: cast(&train.labels),
+            tokens,
+            nu: nu_t,
+            w: w0.clone(),
+            w0,
+            p: vec![T::ZERO; d],
+            lr: T::from_f64(lr),
+            test_tokens: test,
+            train_scores,
+            test_scores,
+        })
+    }
+
+    /// The current `W` (d x d) and `p`.
+    pub fn state(&self) -> (&[T], &[T]) {
+        (&self.w, &self.p)
+    }
+
+    fn query(&self) -> Vec<T> {
+        let d = self.shape.dim;
+        let mut q = vec![T::ZERO; d];
+        k::gemv(
+            Transpose::No,
+            d,
+            d,
+            T::ONE,
+            &self.w,
+            d,
+            &self.p,
+            T::ZERO,
+            &mut q,
+        );
+        q
+    }
+}
+
+impl<T: Float> Trainer for DenseTrainer<T> {
+    fn train_scores(&self) -> &[f64] {
+        &self.train_scores
+    }
+
+    fn test_scores(&self) -> &[f64] {
+        &self.test_scores
+    }
+
+    fn train_logits(&mut self) -> Vec<f64> {
+        let pass = attention::forward(self.shape, &self.tokens, &self.w, &self.p, &self.nu);
+        pass.logits.into_iter().map(T::to_f64).collect()
+    }
+
+    fn test_logits(&mut self) -> Vec<f64> {
+        let d = self.shape.dim;
+        let q = self.query();
+        let rows = self.test_tokens.len() / d;
+        let mut z = vec![T::ZERO; rows];
+        k::gemv(
+            Transpose::No,
+            rows,
+            d,
+            T::ONE,
+            &self.test_tokens,
+            d,
+            &q,
+            T::ZERO,
+            &mut z,
+        );
+        z.into_iter().map(T::to_f64).collect()
+    }
+
+    fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+        let d = self.shape.dim;
+        let pass = attention::forward(self.shape, &self.tokens, &self.w, &self.p, &self.nu);
+        let grad = loss_and_gradient(self.shape, &self.tokens, &self.labels, &self.w, &pass);
+        if !grad.loss.is_finite() {
+            return Err(Error::NonFinite {
+                step,
+                quantity: "training loss".into(),
+                value: grad.loss.to_f64(),
+            });
+        }
+        // dL/dW = g p^T uses the old p: update W before p.
+        k::ger(
+            d,
+            d,
+            -self.lr,
+            &grad.token_direction,
+            &self.p,
+            &mut self.w,
+            d,
+        );
+        k::axpy(-self.lr, &grad.grad_p, &mut self.p);
+        Ok(pass.logits.into_iter().map(T::to_f64).collect())
+    }
+
+    fn p_norm(&self) -> f64 {
+        self.p
+            .iter()
+            .map(|v| v.to_f64() * v.to_f64())
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    fn w_delta_norm(&self) -> f64 {
+        self.w
+            .iter()
+            .zip(&self.w0)
+            .map(|(a, b)| {
+                let x = a.to_f64() - b.to_f64();
+                x * x
+            })
+            .sum::<f64>()
+            .sqrt()
+    }
+}

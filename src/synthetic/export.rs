@@ -1,0 +1,198 @@
+//! The data of a run as .npy files (`benign data export`) and back (`benign run --data`).
+//!
+//! Files (/work/notes/shared_io_plot.md): `train_x.npy` (n, T, d), `train_y.npy` (n,) observed
+//! labels, `train_y_clean.npy` (n,), `train_noisy.npy` bool (n,), `test_x.npy` (m, T, d),
+//! `test_y.npy` (m,), `w0.npy` (d, d), `nu.npy` (d,), all f64, and `config.json`.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+use super::config::RunConfig;
+use super::data::{training_set, Signals, TestSource, TrainSet};
+use super::dense::available_memory_bytes;
+use super::init::InitSource;
+use crate::io::{self, npy};
+
+/// A data set read from an export directory.
+#[derive(Clone, Debug)]
+pub struct LoadedData {
+    pub dir: PathBuf,
+    pub train: TrainSet,
+    pub test_tokens: Vec<f64>,
+    pub test_labels: Vec<f64>,
+    pub nu: Vec<f64>,
+}
+
+/// Writes the data, `W_0` and the resolved configuration of `config` to `dir`.
+/// Returns the resolved configuration.
+pub fn export_data(mut config: RunConfig, dir: &Path) -> Result<RunConfig> {
+    config.validate()?;
+    let (n, t, d, m) = (config.samples, config.tokens, config.dim, config.test_size);
+    let needed = ((d * d + (n + m) * t * d) as u128) * 8;
+    if let Some(available) = available_memory_bytes() {
+        if needed > available {
+            return Err(Error::OutOfMemory {
+                what: "exporting W_0 and the data as f64 arrays".into(),
+                needed_bytes: needed,
+                hint: format!(
+                    "only {available} bytes are available; export a smaller --dim or --test-size"
+                ),
+            });
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let signals = Signals::new(&config);
+    let train = training_set(&config, &signals);
+    config.resolve(&train.noisy)?;
+    npy::write_npy(&dir.join("train_x.npy"), &[n, t, d], &train.tokens)?;
+    npy::write_npy(&dir.join("train_y.npy"), &[n], &train.labels)?;
+    npy::write_npy(&dir.join("train_y_clean.npy"), &[n], &train.clean_labels)?;
+    npy::write_npy(&dir.join("train_noisy.npy"), &[n], &train.noisy)?;
+    npy::write_npy(&dir.join("nu.npy"), &[d], &signals.nu)?;
+    let test = TestSource::Generated {
+        config: config.clone(),
+        seed: config.effective_test_seed(),
+        signals,
+    };
+    let mut test_x = Vec::with_capacity(m * t * d);
+    test.for_each_chunk(64, |_, chunk| test_x.extend_from_slice(chunk));
+    npy::write_npy(&dir.join("test_x.npy"), &[m, t, d], &test_x)?;
+    drop(test_x);
+    npy::write_npy(&dir.join("test_y.npy"), &[m], &test.labels())?;
+    let w0: Vec<f64> = InitSource::from_seed(config.seed, d).matrix();
+    npy::write_npy(&dir.join("w0.npy"), &[d, d], &w0)?;
+    io::write_json_atomic(&dir.join("config.json"), &config)?;
+    Ok(config)
+}
+
+fn read_shaped(dir: &Path, name: &str, dims: usize) -> Result<(Vec<usize>, Vec<f64>)> {
+    let path = dir.join(name);
+    let (shape, values) = npy::read_npy_f64(&path)?;
+    if shape.len() != dims {
+        return Err(Error::Format {
+            path,
+            message: format!("expected {dims} dimensions, found shape {shape:?}"),
+        });
+    }
+    Ok((shape, values))
+}
+
+fn mismatch(dir: &Path, name: &str, message: String) -> Error {
+    Error::Format {
+        path: dir.join(name),
+        message,
+    }
+}
+
+/// Reads an export directory (`train_y_clean.npy` is optional: without it no sample is noisy).
+pub fn load_data(dir: &Path) -> Result<LoadedData> {
+    let (xs, train_x) = read_shaped(dir, "train_x.npy", 3)?;
+    let (n, t, d) = (xs[0], xs[1], xs[2]);
+    let (ys, train_y) = read_shaped(dir, "train_y.npy", 1)?;
+    if ys[0] != n {
+        return Err(mismatch(
+            dir,
+            "train_y.npy",
+            format!("{} labels for {n} samples", ys[0]),
+        ));
+    }
+    let clean = if dir.join("train_y_clean.npy").exists() {
+        let (cs, clean) = read_shaped(dir, "train_y_clean.npy", 1)?;
+        if cs[0] != n {
+            return Err(mismatch(
+                dir,
+                "train_y_clean.npy",
+                format!("{} labels for {n} samples", cs[0]),
+            ));
+        }
+        clean
+    } else {
+        train_y.clone()
+    };
+    let (ts, test_x) = read_shaped(dir, "test_x.npy", 3)?;
+    if ts[1] != t || ts[2] != d {
+        return Err(mismatch(
+            dir,
+            "test_x.npy",
+            format!("shape {ts:?} does not match training (_, {t}, {d})"),
+        ));
+    }
+    let (tys, test_y) = read_shaped(dir, "test_y.npy", 1)?;
+    if tys[0] != ts[0] {
+        return Err(mismatch(
+            dir,
+            "test_y.npy",
+            format!("{} labels for {} samples", tys[0], ts[0]),
+        ));
+    }
+    let (nus, nu) = read_shaped(dir, "nu.npy", 1)?;
+    if nus[0] != d {
+        return Err(mismatch(
+            dir,
+            "nu.npy",
+            format!("{} entries, tokens have dimension {d}", nus[0]),
+        ));
+    }
+    for (name, labels) in [
+        ("train_y.npy", &train_y),
+        ("train_y_clean.npy", &clean),
+        ("test_y.npy", &test_y),
+    ] {
+        if labels.iter().any(|&y| y != 1.0 && y != -1.0) {
+            return Err(mismatch(dir, name, "labels must be +1 or -1".into()));
+        }
+    }
+    if let Some(bad) = train_x
+        .iter()
+        .chain(&test_x)
+        .chain(&nu)
+        .find(|v| !v.is_finite())
+    {
+        return Err(mismatch(
+            dir,
+            "train_x.npy",
+            format!("non-finite value {bad} in the data"),
+        ));
+    }
+    let noisy = train_y.iter().zip(&clean).map(|(a, b)| a != b).collect();
+    Ok(LoadedData {
+        dir: dir.to_path_buf(),
+        train: TrainSet {
+            samples: n,
+            tokens_per_sample: t,
+            dim: d,
+            tokens: train_x,
+            labels: train_y,
+            clean_labels: clean,
+            noisy,
+        },
+        test_tokens: test_x,
+        test_labels: test_y,
+        nu,
+    })
+}
+
+/// Reads a `W_0` (d x d) from a .npy file.
+pub fn load_init(path: &Path) -> Result<InitSource> {
+    let (shape, values) = npy::read_npy_f64(path)?;
+    if shape.len() != 2 || shape[0] != shape[1] {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: format!("W_0 must be a square matrix, found shape {shape:?}"),
+        });
+    }
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: format!("non-finite entry {bad}"),
+        });
+    }
+    Ok(InitSource::Matrix {
+        dim: shape[0],
+        values,
+    })
+}

@@ -1,0 +1,699 @@
+//! `run(config, options)`: data, start-up, training loop, metrics, and the files of a run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+use super::config::{Precision, RunConfig, TrainerKind};
+use super::data::{training_set, Signals, TestSource, TrainSet};
+use super::dense::DenseTrainer;
+use super::export::LoadedData;
+use super::init::InitSource;
+use super::metrics::{first_non_finite, sample_outputs, EvalContext, EvalRecord};
+use super::subspace::{StartupTimings, SubspaceTrainer};
+use super::theory::{classify, predict, reference_levels, Prediction, ReferenceLevels, Regime};
+use super::Trainer;
+use crate::{io, plot};
+
+/// How to run, beyond the configuration.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Directory of the output files; `None` with `write_files` picks `runs/<UTC time>-<id>`.
+    pub out_dir: Option<PathBuf>,
+    /// Write config.json, metrics.jsonl, attention.csv, summary.json and the figures.
+    pub write_files: bool,
+    /// Train on given data instead of generating it (shapes override the configuration's).
+    pub data: Option<LoadedData>,
+    /// Use this `W_0` instead of the seeded stream.
+    pub init: Option<InitSource>,
+}
+
+/// The full attention row of one tracked training sample at every step.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackedSample {
+    pub sample: usize,
+    pub noisy: bool,
+    /// `rows[step][token]`, steps `0..=steps`.
+    pub rows: Vec<Vec<f64>>,
+}
+
+/// The end-of-run summary (`summary.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub trainer: TrainerKind,
+    pub precision: Precision,
+    /// Subspace rank r (subspace trainer only).
+    pub subspace_rank: Option<usize>,
+    pub wall_seconds_total: f64,
+    pub data_seconds: f64,
+    pub startup_seconds: f64,
+    pub startup: Option<StartupTimings>,
+    pub training_seconds: f64,
+    pub theory: Prediction,
+    pub observed_regime: Regime,
+    /// First step at which every training sample (noisy ones included) is fitted.
+    pub first_all_fitted_step: Option<usize>,
+    pub reference_levels: ReferenceLevels,
+    pub final_metrics: EvalRecord,
+    pub out_dir: Option<PathBuf>,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// The resolved configuration.
+    pub config: RunConfig,
+    pub records: Vec<EvalRecord>,
+    pub tracked: Vec<TrackedSample>,
+    pub summary: Summary,
+}
+
+/// `config.json`: the resolved configuration and where and how it ran.
+#[derive(Serialize)]
+struct ConfigFile<'a> {
+    #[serde(flatten)]
+    config: &'a RunConfig,
+    crate_version: &'static str,
+    git_commit: Option<String>,
+    cpu_features: Vec<&'static str>,
+    threads: usize,
+    data_dir: Option<PathBuf>,
+    init_w: Option<String>,
+}
+
+/// Runs the synthetic experiment; see [`run_with`].
+pub fn run(config: RunConfig, options: RunOptions) -> Result<RunResult> {
+    run_with(config, options, &mut |_, _| {})
+}
+
+/// Runs the synthetic experiment, calling `observe(record, steps)` after every evaluation.
+pub fn run_with(
+    mut config: RunConfig,
+    options: RunOptions,
+    observe: &mut dyn FnMut(&EvalRecord, usize),
+) -> Result<RunResult> {
+    let started = Instant::now();
+    config.validate()?;
+    let RunOptions {
+        out_dir,
+        write_files,
+        data,
+        init,
+    } = options;
+    if data.is_none() {
+        check_memory(&config)?;
+    }
+    let data_dir = data.as_ref().map(|d| d.dir.clone());
+    let (train, test, nu, extra) = match data {
+        Some(loaded) => {
+            config.samples = loaded.train.samples;
+            config.tokens = loaded.train.tokens_per_sample;
+            config.dim = loaded.train.dim;
+            config.test_size = loaded.test_labels.len();
+            let test = TestSource::Loaded {
+                tokens_per_sample: loaded.train.tokens_per_sample,
+                dim: loaded.train.dim,
+                tokens: loaded.test_tokens,
+                labels: loaded.test_labels,
+            };
+            (loaded.train, test, loaded.nu, Vec::new())
+        }
+        None => {
+            config.validate()?;
+            let signals = Signals::new(&config);
+            let train = training_set(&config, &signals);
+            let nu = signals.nu.clone();
+            let extra = vec![signals.mu_plus.clone(), signals.mu_minus.clone()];
+            let test = TestSource::Generated {
+                config: config.clone(),
+                seed: config.effective_test_seed(),
+                signals,
+            };
+            (train, test, nu, extra)
+        }
+    };
+    config.resolve(&train.noisy)?;
+    let init_label = init.as_ref().map(|i| match i {
+        InitSource::Matrix { .. } => "given matrix".to_string(),
+        InitSource::Stream { seed, .. } => format!("stream of seed {seed}"),
+    });
+    let init = init.unwrap_or_else(|| InitSource::from_seed(config.seed, config.dim));
+    if init.dim() != config.dim {
+        return Err(Error::invalid(
+            "init-w",
+            format!(
+                "W_0 is {0} x {0} but the tokens have dimension {1}",
+                init.dim(),
+                config.dim
+            ),
+        ));
+    }
+    let out_dir = if write_files {
+        let dir = out_dir.unwrap_or_else(default_out_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        io::write_json_atomic(
+            &dir.join("config.json"),
+            &ConfigFile {
+                config: &config,
+                crate_version: env!("CARGO_PKG_VERSION"),
+                git_commit: git_commit(),
+                cpu_features: crate::cpu::detected_features(),
+                threads: rayon::current_num_threads(),
+                data_dir,
+                init_w: init_label,
+            },
+        )?;
+        Some(dir)
+    } else {
+        None
+    };
+    let data_seconds = started.elapsed().as_secs_f64();
+
+    let clock = Instant::now();
+    let extra_refs: Vec<&[f64]> = extra.iter().map(Vec::as_slice).collect();
+    let mut startup = None;
+    let mut rank = None;
+    let mut trainer: Box<dyn Trainer> = match (config.trainer, config.precision) {
+        (TrainerKind::Subspace, precision) => {
+            let boxed: Box<dyn Trainer> = match precision {
+                Precision::F64 => {
+                    let t = SubspaceTrainer::<f64>::new(
+                        &train,
+                        &extra_refs,
+                        &nu,
+                        &init,
+                        &test,
+                        config.lr,
+                        config.effective_startup_precision(),
+                    )?;
+                    startup = Some(t.timings.clone());
+                    rank = Some(t.rank());
+                    Box::new(t)
+                }
+                Precision::F32 => {
+                    let t = SubspaceTrainer::<f32>::new(
+                        &train,
+                        &extra_refs,
+                        &nu,
+                        &init,
+                        &test,
+                        config.lr,
+                        config.effective_startup_precision(),
+                    )?;
+                    startup = Some(t.timings.clone());
+                    rank = Some(t.rank());
+                    Box::new(t)
+                }
+            };
+            boxed
+        }
+        (TrainerKind::Dense, precision) => {
+            let element = match precision {
+                Precision::F32 => 4,
+                Precision::F64 => 8,
+            };
+            super::dense::check_dense_fits(
+                config.dim,
+                train.tokens.len() / config.dim,
+                test.len() * config.tokens,
+                element,
+            )?;
+            let mut test_tokens = Vec::with_capacity(test.len() * config.tokens * config.dim);
+            test.for_each_chunk(64, |_, chunk| test_tokens.extend_from_slice(chunk));
+            match precision {
+                Precision::F64 => Box::new(DenseTrainer::<f64>::new(
+                    &train,
+                    &test_tokens,
+                    &nu,
+                    &init,
+                    config.lr,
+                )?),
+                Precision::F32 => Box::new(DenseTrainer::<f32>::new(
+                    &train,
+                    &test_tokens,
+                    &nu,
+                    &init,
+                    config.lr,
+                )?),
+            }
+        }
+    };
+    drop(extra);
+    let startup_seconds = clock.elapsed().as_secs_f64();
+
+    let test_labels = test.labels();
+    drop(test);
+    let train_scores = trainer.train_scores().to_vec();
+    let test_scores = trainer.test_scores().to_vec();
+    let context = EvalContext {
+        tokens_per_sample: config.tokens,
+        train_scores: &train_scores,
+        train_labels: &train.labels,
+        noisy: &train.noisy,
+        test_scores: &test_scores,
+        test_labels: &test_labels,
+    };
+    let outcome = train_loop(&config, &train, trainer.as_mut(), &context, observe);
+    let training_seconds = clock.elapsed().as_secs_f64() - startup_seconds;
+    let (records, tracked, first_fit) = match outcome {
+        Ok(v) => v,
+        Err((err, records)) => {
+            if let Some(dir) = &out_dir {
+                write_metrics(&dir.join("metrics.jsonl"), &records)?;
+            }
+            return Err(err);
+        }
+    };
+    let last = records
+        .last()
+        .cloned()
+        .expect("at least the step-0 evaluation");
+    let noisy_fraction = train.noisy.iter().filter(|&&v| v).count() as f64 / train.samples as f64;
+    let mut summary = Summary {
+        trainer: config.trainer,
+        precision: config.precision,
+        subspace_rank: rank,
+        wall_seconds_total: 0.0,
+        data_seconds,
+        startup_seconds,
+        startup,
+        training_seconds,
+        theory: predict(&config),
+        observed_regime: classify(&last),
+        first_all_fitted_step: first_fit,
+        reference_levels: reference_levels(config.rho, noisy_fraction),
+        final_metrics: last,
+        out_dir: out_dir.clone(),
+    };
+    if let Some(dir) = &out_dir {
+        write_metrics(&dir.join("metrics.jsonl"), &records)?;
+        write_attention(&dir.join("attention.csv"), &tracked)?;
+        write_figure(dir, &config, &records, &tracked, &summary.reference_levels)?;
+        summary.wall_seconds_total = started.elapsed().as_secs_f64();
+        io::write_json_atomic(&dir.join("summary.json"), &summary)?;
+    } else {
+        summary.wall_seconds_total = started.elapsed().as_secs_f64();
+    }
+    Ok(RunResult {
+        config,
+        records,
+        tracked,
+        summary,
+    })
+}
+
+/// Refuses up front, before generating anything, a run whose arrays would not fit in the
+/// available memory (dense: `W`, `W_0` and the test set; subspace: the training tokens, the
+/// d x (3r + 1) start-up matrices, a `W_0` block and a test chunk).
+fn check_memory(config: &RunConfig) -> Result<()> {
+    let (d, rows, test_rows) = (
+        config.dim as u128,
+        (config.samples * config.tokens) as u128,
+        (config.test_size * config.tokens) as u128,
+    );
+    let train_bytes = rows * d * 8;
+    let (needed, what, hint) = match config.trainer {
+        TrainerKind::Dense => {
+            let element = match config.precision {
+                Precision::F32 => 4,
+                Precision::F64 => 8,
+            };
+            (
+                train_bytes
+                    + super::dense::dense_bytes(
+                        config.dim,
+                        rows as usize,
+                        test_rows as usize,
+                        element,
+                    ),
+                format!(
+                    "the dense trainer (W and W_0 are {0} x {0}, plus the test set)",
+                    config.dim
+                ),
+                "use `--trainer subspace`, which never stores W",
+            )
+        }
+        TrainerKind::Subspace => {
+            let r = rows + 2;
+            let element = match config.effective_startup_precision() {
+                Precision::F32 => 4,
+                Precision::F64 => 8,
+            };
+            let startup = d * (3 * r + 1) * element + (192 << 20) + (256 << 20);
+            (
+                train_bytes + startup + test_rows * 2 * r * 8,
+                format!("the subspace trainer at d = {}", config.dim),
+                "reduce --dim, --samples or --tokens",
+            )
+        }
+    };
+    if let Some(available) = super::dense::available_memory_bytes() {
+        if needed > available {
+            return Err(Error::OutOfMemory {
+                what,
+                needed_bytes: needed,
+                hint: format!("only {available} bytes are available; {hint}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
+
+/// Steps `0..=steps`: track the chosen samples every step, evaluate every `eval_every` steps
+/// and at the last, update between. On failure returns the records made so far.
+fn train_loop(
+    config: &RunConfig,
+    train: &TrainSet,
+    trainer: &mut dyn Trainer,
+    context: &EvalContext<'_>,
+    observe: &mut dyn FnMut(&EvalRecord, usize),
+) -> std::result::Result<LoopOutput, (Error, Vec<EvalRecord>)> {
+    let t = config.tokens;
+    let tracked_ids = config.track_samples.clone().unwrap_or_default();
+    let mut tracked: Vec<TrackedSample> = tracked_ids
+        .iter()
+        .map(|&i| TrackedSample {
+            sample: i,
+            noisy: train.noisy[i],
+            rows: Vec::with_capacity(config.steps + 1),
+        })
+        .collect();
+    let mut records = Vec::with_capacity(config.steps / config.eval_every + 2);
+    let mut first_fit = None;
+    let clock = Instant::now();
+    for step in 0..=config.steps {
+        let evaluate = step % config.eval_every == 0 || step == config.steps;
+        let test_logits = evaluate.then(|| trainer.test_logits());
+        let (p_norm, w_delta_norm) = if evaluate {
+            (trainer.p_norm(), trainer.w_delta_norm())
+        } else {
+            (0.0, 0.0)
+        };
+        let logits = if step < config.steps {
+            match trainer.step(step) {
+                Ok(z) => z,
+                Err(e) => return Err((e, records)),
+            }
+        } else {
+            trainer.train_logits()
+        };
+        if let Some(bad) = logits.iter().find(|v| !v.is_finite()) {
+            let err = Error::NonFinite {
+                step,
+                quantity: "training token logit".into(),
+                value: *bad,
+            };
+            return Err((err, records));
+        }
+        for sample in tracked.iter_mut() {
+            let i = sample.sample;
+            let row = sample_outputs(
+                t,
+                &logits[i * t..(i + 1) * t],
+                &context.train_scores[i * t..(i + 1) * t],
+            );
+            sample.rows.push(row.attention);
+        }
+        if first_fit.is_none() && context.all_fitted(&logits) {
+            first_fit = Some(step);
+        }
+        if let Some(test_logits) = test_logits {
+            let record = context.evaluate(
+                step,
+                clock.elapsed().as_secs_f64(),
+                &logits,
+                &test_logits,
+                p_norm,
+                w_delta_norm,
+            );
+            if let Some((quantity, value)) = first_non_finite(&record) {
+                let err = Error::NonFinite {
+                    step,
+                    quantity: quantity.into(),
+                    value,
+                };
+                records.push(record);
+                return Err((err, records));
+            }
+            observe(&record, config.steps);
+            records.push(record);
+        }
+    }
+    Ok((records, tracked, first_fit))
+}
+
+fn write_metrics(path: &Path, records: &[EvalRecord]) -> Result<()> {
+    io::write_atomic_with(path, |w| {
+        for r in records {
+            serde_json::to_writer(&mut *w, r)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+}
+
+/// Name of the role of token position `t`.
+pub fn role_name(t: usize) -> &'static str {
+    match t {
+        0 => "relevant",
+        1 => "weak_same",
+        2 => "weak_other",
+        _ => "irrelevant",
+    }
+}
+
+fn write_attention(path: &Path, tracked: &[TrackedSample]) -> Result<()> {
+    io::write_atomic_with(path, |w| {
+        writeln!(w, "step,sample,token,role,probability")?;
+        let steps = tracked.first().map_or(0, |s| s.rows.len());
+        for step in 0..steps {
+            for sample in tracked {
+                for (t, p) in sample.rows[step].iter().enumerate() {
+                    writeln!(w, "{step},{},{t},{},{p}", sample.sample, role_name(t))?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn write_figure(
+    dir: &Path,
+    config: &RunConfig,
+    records: &[EvalRecord],
+    tracked: &[TrackedSample],
+    levels: &ReferenceLevels,
+) -> Result<()> {
+    use plot::{Panel, Series};
+    let mut panels = Vec::new();
+    for sample in tracked {
+        let series = (0..config.tokens)
+            .map(|t| Series {
+                label: if t < 3 {
+                    role_name(t).replace('_', " ")
+                } else {
+                    format!("irrelevant {t}")
+                },
+                points: sample
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(s, row)| (s as f64, row[t]))
+                    .collect(),
+                dashed: t >= 3,
+            })
+            .collect();
+        panels.push(Panel {
+            title: format!(
+                "attention of {} sample {}",
+                if sample.noisy { "noisy" } else { "clean" },
+                sample.sample
+            ),
+            x_label: "step".into(),
+            y_label: "attention probability".into(),
+            series,
+            y_range: Some((0.0, 1.0)),
+            log_x: false,
+        });
+    }
+    let curve = |label: &str, dashed: bool, value: &dyn Fn(&EvalRecord) -> Option<f64>| Series {
+        label: label.into(),
+        points: records
+            .iter()
+            .filter_map(|r| value(r).map(|v| (r.step as f64, v)))
+            .collect(),
+        dashed,
+    };
+    panels.push(Panel {
+        title: "accuracy".into(),
+        x_label: "step".into(),
+        y_label: "accuracy".into(),
+        series: vec![
+            curve("train", false, &|r| Some(r.train_acc)),
+            curve("test", false, &|r| Some(r.test_acc)),
+            curve("train (noisy samples)", true, &|r| r.train_acc_noisy),
+        ],
+        y_range: Some((0.0, 1.02)),
+        log_x: false,
+    });
+    let level = |label: &str, v: f64| Series {
+        label: label.into(),
+        points: vec![(0.0, v), (config.steps as f64, v)],
+        dashed: true,
+    };
+    panels.push(Panel {
+        title: "loss".into(),
+        x_label: "step".into(),
+        y_label: "mean logistic loss".into(),
+        series: vec![
+            curve("train", false, &|r| Some(r.train_loss)),
+            curve("test", false, &|r| Some(r.test_loss)),
+            level("benign level", levels.benign_train_loss),
+            level("not-overfitting level", levels.not_overfitting_train_loss),
+        ],
+        y_range: None,
+        log_x: false,
+    });
+    let title = format!(
+        "n={} T={} d={} ||mu||={} rho={} eta={} ({:?} trainer)",
+        config.samples,
+        config.tokens,
+        config.dim,
+        config.signal_norm,
+        config.rho,
+        config.eta,
+        config.trainer
+    );
+    plot::render_panels(
+        &panels,
+        2,
+        &title,
+        &dir.join("dynamics.svg"),
+        &dir.join("dynamics.png"),
+    )
+}
+
+/// `runs/<UTC time>-<short id>`.
+fn default_out_dir() -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let id = super::data::mix_seed(
+        now.as_nanos() as u64 ^ u64::from(std::process::id()),
+        "run-id",
+    );
+    PathBuf::from("runs").join(format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:06x}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        id & 0xff_ffff
+    ))
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The git commit of the working directory, when git is available.
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// A few lines for a human: the outcome, the theory next to it, and where the files are.
+pub fn human_summary(result: &RunResult) -> String {
+    let s = &result.summary;
+    let c = &result.config;
+    let f = &s.final_metrics;
+    let mut out = String::new();
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let _ = writeln!(
+        out,
+        "n={} T={} d={} ||mu||={} rho={} eta={} sigma={}  ({:?} trainer, {:?}, {} steps)",
+        c.samples,
+        c.tokens,
+        c.dim,
+        c.signal_norm,
+        c.rho,
+        c.eta,
+        c.sigma,
+        c.trainer,
+        c.precision,
+        c.steps
+    );
+    let _ = writeln!(
+        out,
+        "final: train acc {:.3} (clean {}, noisy {})  test acc {:.4}  train loss {:.4}  test loss {:.4}",
+        f.train_acc,
+        opt(f.train_acc_clean),
+        opt(f.train_acc_noisy),
+        f.test_acc,
+        f.train_loss,
+        f.test_loss
+    );
+    if let (Some(clean), noisy) = (f.attention_clean, f.attention_noisy) {
+        let _ = write!(out, "attention: clean relevant {:.3}", clean.relevant);
+        if let Some(noisy) = noisy {
+            let _ = write!(
+                out,
+                "; noisy relevant {:.3}, weak-other {:.3}, max irrelevant {:.3}",
+                noisy.relevant, noisy.weak_other, noisy.max_irrelevant
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let l = &s.reference_levels;
+    let _ = writeln!(
+        out,
+        "reference train loss: benign {:.3}, not overfitting {:.3} (clean fit {:.3}, noisy fit {:.3}, noisy unfit {:.3})",
+        l.benign_train_loss, l.not_overfitting_train_loss, l.clean_fitted_by_relevant, l.noisy_fitted_by_weak_other, l.noisy_unfitted
+    );
+    let _ = writeln!(
+        out,
+        "SNR {:.4} (n^-1/2 {:.4}, d^-1/4 {:.4}): predicted {}, observed {}; all samples fitted from step {}",
+        s.theory.snr,
+        s.theory.n_pow_minus_half,
+        s.theory.d_pow_minus_quarter,
+        s.theory.predicted,
+        s.observed_regime,
+        s.first_all_fitted_step.map_or("never".into(), |v| v.to_string())
+    );
+    let _ = write!(
+        out,
+        "time: {:.2} s total ({:.2} s data, {:.2} s start-up, {:.2} s training)",
+        s.wall_seconds_total, s.data_seconds, s.startup_seconds, s.training_seconds
+    );
+    if let Some(dir) = &s.out_dir {
+        let _ = write!(out, "\noutputs: {}", dir.display());
+    }
+    out
+}

@@ -1,0 +1,618 @@
+//! The exact subspace trainer (SPEC.md section 3, "The exact subspace reduction, written out").
+//!
+//! With `B` (d x r) an orthonormal basis of the training tokens (and of `mu_+`, `mu_-`),
+//! `A = W_0^T B`, `G = A^T A` and `H = W_0 A`, gradient descent keeps `p = A b` and
+//! `W = W_0 + B D A^T` exactly, so the state is `b` (r) and `D` (r x r):
+//!
+//! ```text
+//! z_it  = e_it^T (I + D) G b          e_it = B^T x_it
+//! a     = sum_it delta_it e_it        (g = B a)
+//! b'    = b - lr (I + D^T) a          (p' = p - lr W^T g)
+//! D'    = D - lr a b^T                (W' = W - lr g p^T)
+//! ```
+//!
+//! A test token `x` needs `h = H^T x`, `c = B^T x` and `u = nu^T x` once; its logit is
+//! `h^T b + c^T D G b`. `||p||^2 = b^T G b`, `||W - W_0||_F^2 = trace(D G D^T)`.
+//!
+//! Start-up streams `W_0` in row blocks twice (`A` needs every block before `H` can start) and
+//! projects the test set chunk by chunk, so neither `W_0` nor the test set is ever held whole.
+//! Start-up products run in f64 by default whatever the training precision; f32 start-up
+//! (`--startup-precision f32`) halves their cost.
+
+use benign_kernels::{self as k, Float, Transpose};
+
+use crate::{Error, Result};
+
+use super::config::Precision;
+use super::data::{TestSource, TrainSet};
+use super::init::InitSource;
+use super::Trainer;
+
+/// Bytes of `W_0` rows generated at once during start-up: large enough that the `A` / `H`
+/// operands streamed per block (d x r) cost little next to the block's multiply-adds.
+const INIT_BLOCK_BYTES: usize = 192 << 20;
+/// Test tokens generated at once: at least 64 samples (so each projection GEMM has enough
+/// rows) when they fit in `TEST_CHUNK_MAX_BYTES`, else fewer; at least `TEST_CHUNK_MIN_BYTES`.
+const TEST_CHUNK_MIN_BYTES: usize = 32 << 20;
+const TEST_CHUNK_MAX_BYTES: usize = 256 << 20;
+
+/// Timings of the start-up, in seconds.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StartupTimings {
+    pub basis_seconds: f64,
+    pub init_products_seconds: f64,
+    pub test_projection_seconds: f64,
+}
+
+/// An orthonormal basis of the columns `vectors` (each of length d), by modified Gram-Schmidt
+/// with one re-orthogonalisation pass ("twice is enough"). Columns whose remainder is below
+/// `1e-10` of their norm are numerically dependent and dropped. Returns the basis vectors.
+pub fn orthonormal_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
+    let mut basis: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
+    for v in vectors {
+        let original = k::dot(v, v).sqrt();
+        if original == 0.0 {
+            continue;
+        }
+        let mut w = v.to_vec();
+        for _pass in 0..2 {
+            for q in &basis {
+                let c = k::dot(q, &w);
+                k::axpy(-c, q, &mut w);
+            }
+        }
+        let norm = k::dot(&w, &w).sqrt();
+        if norm > 1e-10 * original {
+            k::scale(1.0 / norm, &mut w);
+            basis.push(w);
+        }
+    }
+    basis
+}
+
+/// Softmax attention, outputs, loss and `delta_it = (1/n) l'_i s_it (u_it - f_i)` from logits.
+/// Returns the loss; fills `attention` and `delta` (both n T).
+pub fn loss_and_delta<T: Float>(
+    tokens_per_sample: usize,
+    logits: &[T],
+    scores: &[T],
+    labels: &[T],
+    attention: &mut [T],
+    delta: &mut [T],
+) -> T {
+    let t = tokens_per_sample;
+    let n = labels.len();
+    debug_assert_eq!(logits.len(), n * t);
+    k::softmax_rows(t, logits, attention);
+    let inv_n = T::ONE / T::from_usize(n);
+    let mut loss = T::ZERO;
+    for (((&y, s), u), dl) in labels
+        .iter()
+        .zip(attention.chunks_exact(t))
+        .zip(scores.chunks_exact(t))
+        .zip(delta.chunks_exact_mut(t))
+    {
+        let f = k::dot(s, u);
+        loss += k::logistic_loss(y * f);
+        let dloss_df = y * k::logistic_loss_derivative(y * f) * inv_n;
+        for ((dv, &sv), &uv) in dl.iter_mut().zip(s).zip(u) {
+            *dv = dloss_df * sv * (uv - f);
+        }
+    }
+    loss * inv_n
+}
+
+/// Clamps rounding below zero to zero but keeps NaN visible (`f64::max` would hide it).
+fn non_negative(x: f64) -> f64 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// Gradient descent in the span of the training tokens.
+pub struct SubspaceTrainer<T> {
+    tokens_per_sample: usize,
+    rank: usize,
+    lr: T,
+    /// `e_it = B^T x_it`, (n T) x r.
+    coords: Vec<T>,
+    scores: Vec<T>,
+    labels: Vec<T>,
+    gram: Vec<T>,
+    b: Vec<T>,
+    d: Vec<T>,
+    /// `[h | c] = [H^T x | B^T x]` of every test token, (m T) x 2r.
+    test_hc: Vec<T>,
+    train_scores: Vec<f64>,
+    test_scores: Vec<f64>,
+    attention: Vec<T>,
+    delta: Vec<T>,
+    pub timings: StartupTimings,
+}
+
+impl<T: Float> SubspaceTrainer<T> {
+    /// Start-up: basis, the two streamed passes over `W_0`, and the test projections.
+    /// `extra_directions` (e.g. `mu_+`, `mu_-`) join the basis after the training tokens.
+    /// `startup` is the element type of the start-up products (f32 halves their cost).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        train: &TrainSet,
+        extra_directions: &[&[f64]],
+        nu: &[f64],
+        init: &InitSource,
+        test: &TestSource,
+        lr: f64,
+        startup: Precision,
+    ) -> Result<Self> {
+        match startup {
+            Precision::F64 => Self::build::<f64>(train, extra_directions, nu, init, test, lr),
+            Precision::F32 => Self::build::<f32>(train, extra_directions, nu, init, test, lr),
+        }
+    }
+
+    fn build<S: Float>(
+        train: &TrainSet,
+        extra_directions: &[&[f64]],
+        nu: &[f64],
+        init: &InitSource,
+        test: &TestSource,
+        lr: f64,
+    ) -> Result<Self> {
+        let d = train.dim;
+        let rows = train.samples * train.tokens_per_sample;
+        let clock = std::time::Instant::now();
+        let mut columns: Vec<&[f64]> = train.tokens.chunks_exact(d).collect();
+        columns.extend_from_slice(extra_directions);
+        let basis = orthonormal_basis(&columns);
+        let r = basis.len();
+        // P = [H | B | nu], d x (2r + 1): one GEMM projects a test chunk onto all three.
+        let width = 2 * r + 1;
+        let mut projector = vec![S::ZERO; d * width];
+        for (j, q) in basis.iter().enumerate() {
+            for (i, &v) in q.iter().enumerate() {
+                projector[i * width + r + j] = S::from_f64(v);
+            }
+        }
+        drop(basis);
+        for (i, &v) in nu.iter().enumerate() {
+            projector[i * width + 2 * r] = S::from_f64(v);
+        }
+        // e_it = B^T x_it and u_it = nu^T x_it for the training tokens.
+        let train_tokens: Vec<S> = train.tokens.iter().map(|&v| S::from_f64(v)).collect();
+        let mut train_proj = vec![S::ZERO; rows * (r + 1)];
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            rows,
+            r + 1,
+            d,
+            S::ONE,
+            &train_tokens,
+            d,
+            &projector[r..],
+            width,
+            S::ZERO,
+            &mut train_proj,
+            r + 1,
+        );
+        drop(train_tokens);
+        let basis_seconds = clock.elapsed().as_secs_f64();
+
+        // Pass 1: A = W_0^T B = sum over row blocks W0_blk^T B_blk.
+        let clock = std::time::Instant::now();
+        let block_rows = (INIT_BLOCK_BYTES / (std::mem::size_of::<S>() * d)).clamp(1, d);
+        let mut w0_block = vec![S::ZERO; block_rows * d];
+        let mut a = vec![S::ZERO; d * r];
+        for first in (0..d).step_by(block_rows) {
+            let m = block_rows.min(d - first);
+            let blk = &mut w0_block[..m * d];
+            init.fill_rows(first, blk);
+            k::gemm(
+                Transpose::Yes,
+                Transpose::No,
+                d,
+                r,
+                m,
+                S::ONE,
+                blk,
+                d,
+                &projector[first * width + r..],
+                width,
+                if first == 0 { S::ZERO } else { S::ONE },
+                &mut a,
+                r,
+            );
+        }
+        let mut gram = vec![S::ZERO; r * r];
+        k::gemm(
+            Transpose::Yes,
+            Transpose::No,
+            r,
+            r,
+            d,
+            S::ONE,
+            &a,
+            r,
+            &a,
+            r,
+            S::ZERO,
+            &mut gram,
+            r,
+        );
+        // Pass 2: H_blk = W0_blk A, written into the first r columns of P.
+        for first in (0..d).step_by(block_rows) {
+            let m = block_rows.min(d - first);
+            let blk = &mut w0_block[..m * d];
+            init.fill_rows(first, blk);
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                m,
+                r,
+                d,
+                S::ONE,
+                blk,
+                d,
+                &a,
+                r,
+                S::ZERO,
+                &mut projector[first * width..],
+                width,
+            );
+        }
+        drop(w0_block);
+        drop(a);
+        let init_products_seconds = clock.elapsed().as_secs_f64();
+
+        // Test tokens: project each chunk onto [H | B | nu] as it is generated, then drop it.
+        let clock = std::time::Instant::now();
+        let t = train.tokens_per_sample;
+        let test_rows = test.len() * t;
+        let mut test_hc = vec![T::ZERO; test_rows * 2 * r];
+        let mut test_scores = vec![0.0f64; test_rows];
+        let sample_bytes = 8 * t * d;
+        let chunk_samples = (TEST_CHUNK_MIN_BYTES / sample_bytes)
+            .max(64)
+            .min(TEST_CHUNK_MAX_BYTES / sample_bytes)
+            .clamp(1, test.len().max(1));
+        let mut proj = vec![S::ZERO; chunk_samples * t * width];
+        let mut chunk_s: Vec<S> = Vec::new();
+        test.for_each_chunk(chunk_samples, |first, tokens| {
+            let m = tokens.len() / d;
+            chunk_s.clear();
+            chunk_s.extend(tokens.iter().map(|&v| S::from_f64(v)));
+            let out = &mut proj[..m * width];
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                m,
+                width,
+                d,
+                S::ONE,
+                &chunk_s,
+                d,
+                &projector,
+                width,
+                S::ZERO,
+                out,
+                width,
+            );
+            for (row, values) in out.chunks_exact(width).enumerate() {
+                let at = first * t + row;
+                for (dst, &v) in test_hc[at * 2 * r..(at + 1) * 2 * r]
+                    .iter_mut()
+                    .zip(&values[..2 * r])
+                {
+                    *dst = T::from_f64(v.to_f64());
+                }
+                test_scores[at] = values[2 * r].to_f64();
+            }
+        });
+        let test_projection_seconds = clock.elapsed().as_secs_f64();
+
+        let mut coords = vec![T::ZERO; rows * r];
+        let mut train_scores = vec![0.0f64; rows];
+        for (row, values) in train_proj.chunks_exact(r + 1).enumerate() {
+            for j in 0..r {
+                coords[row * r + j] = T::from_f64(values[j].to_f64());
+            }
+            train_scores[row] = values[r].to_f64();
+        }
+        if let Some(bad) = gram.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                step: 0,
+                quantity: "Gram matrix A^T A of the start-up".into(),
+                value: bad.to_f64(),
+            });
+        }
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        Ok(SubspaceTrainer {
+            tokens_per_sample: t,
+            rank: r,
+            lr: T::from_f64(lr),
+            coords,
+            scores: cast(&train_scores),
+            labels: cast(&train.labels),
+            gram: gram.iter().map(|v| T::from_f64(v.to_f64())).collect(),
+            b: vec![T::ZERO; r],
+            d: vec![T::ZERO; r * r],
+            test_hc,
+            train_scores,
+            test_scores,
+            attention: vec![T::ZERO; rows],
+            delta: vec![T::ZERO; rows],
+            timings: StartupTimings {
+                basis_seconds,
+                init_products_seconds,
+                test_projection_seconds,
+            },
+        })
+    }
+
+    /// Rank r of the basis.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The state `(b, D)`.
+    pub fn state(&self) -> (&[T], &[T]) {
+        (&self.b, &self.d)
+    }
+
+    /// Reconstructs the dense state `(p, W)` = `(A b, W_0 + B D A^T)` from the same training set,
+    /// extra directions and `W_0` the trainer was built from. Materialises `W_0`: small d only
+    /// (tests and checks).
+    pub fn reconstruct_dense(
+        &self,
+        train: &TrainSet,
+        extra_directions: &[&[f64]],
+        init: &InitSource,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let d = train.dim;
+        let mut columns: Vec<&[f64]> = train.tokens.chunks_exact(d).collect();
+        columns.extend_from_slice(extra_directions);
+        let basis = orthonormal_basis(&columns);
+        let r = basis.len();
+        assert_eq!(
+            r, self.rank,
+            "reconstruct from the data the trainer was built from"
+        );
+        let mut b_mat = vec![0.0f64; d * r];
+        for (j, q) in basis.iter().enumerate() {
+            for (i, &v) in q.iter().enumerate() {
+                b_mat[i * r + j] = v;
+            }
+        }
+        let w0: Vec<f64> = init.matrix();
+        let mut a = vec![0.0f64; d * r];
+        k::gemm(
+            Transpose::Yes,
+            Transpose::No,
+            d,
+            r,
+            d,
+            1.0,
+            &w0,
+            d,
+            &b_mat,
+            r,
+            0.0,
+            &mut a,
+            r,
+        );
+        let coeff: Vec<f64> = self.b.iter().map(|v| v.to_f64()).collect();
+        let dmat: Vec<f64> = self.d.iter().map(|v| v.to_f64()).collect();
+        let mut p = vec![0.0f64; d];
+        k::gemv(Transpose::No, d, r, 1.0, &a, r, &coeff, 0.0, &mut p);
+        // W = W_0 + (B D) A^T
+        let mut bd = vec![0.0f64; d * r];
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            d,
+            r,
+            r,
+            1.0,
+            &b_mat,
+            r,
+            &dmat,
+            r,
+            0.0,
+            &mut bd,
+            r,
+        );
+        let mut w = w0;
+        k::gemm(
+            Transpose::No,
+            Transpose::Yes,
+            d,
+            d,
+            r,
+            1.0,
+            &bd,
+            r,
+            &a,
+            r,
+            1.0,
+            &mut w,
+            d,
+        );
+        (p, w)
+    }
+
+    /// `(G b, D G b)`.
+    fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
+        let r = self.rank;
+        let mut gb = vec![T::ZERO; r];
+        k::gemv(
+            Transpose::No,
+            r,
+            r,
+            T::ONE,
+            &self.gram,
+            r,
+            &self.b,
+            T::ZERO,
+            &mut gb,
+        );
+        let mut dgb = vec![T::ZERO; r];
+        k::gemv(
+            Transpose::No,
+            r,
+            r,
+            T::ONE,
+            &self.d,
+            r,
+            &gb,
+            T::ZERO,
+            &mut dgb,
+        );
+        (gb, dgb)
+    }
+
+    fn logits_t(&self) -> Vec<T> {
+        let r = self.rank;
+        let (mut v, dgb) = self.query_coefficients();
+        k::axpy(T::ONE, &dgb, &mut v);
+        let rows = self.scores.len();
+        let mut z = vec![T::ZERO; rows];
+        k::gemv(
+            Transpose::No,
+            rows,
+            r,
+            T::ONE,
+            &self.coords,
+            r,
+            &v,
+            T::ZERO,
+            &mut z,
+        );
+        z
+    }
+}
+
+impl<T: Float> Trainer for SubspaceTrainer<T> {
+    fn train_scores(&self) -> &[f64] {
+        &self.train_scores
+    }
+
+    fn test_scores(&self) -> &[f64] {
+        &self.test_scores
+    }
+
+    fn train_logits(&mut self) -> Vec<f64> {
+        self.logits_t().into_iter().map(T::to_f64).collect()
+    }
+
+    fn test_logits(&mut self) -> Vec<f64> {
+        let r = self.rank;
+        let (_, dgb) = self.query_coefficients();
+        // z = h^T b + c^T (D G b) = [h | c] [b; D G b]
+        let mut coefficients = self.b.clone();
+        coefficients.extend_from_slice(&dgb);
+        let rows = self.test_scores.len();
+        let mut z = vec![T::ZERO; rows];
+        k::gemv(
+            Transpose::No,
+            rows,
+            2 * r,
+            T::ONE,
+            &self.test_hc,
+            2 * r,
+            &coefficients,
+            T::ZERO,
+            &mut z,
+        );
+        z.into_iter().map(T::to_f64).collect()
+    }
+
+    fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+        let r = self.rank;
+        let z = self.logits_t();
+        let loss = loss_and_delta(
+            self.tokens_per_sample,
+            &z,
+            &self.scores,
+            &self.labels,
+            &mut self.attention,
+            &mut self.delta,
+        );
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                step,
+                quantity: "training loss".into(),
+                value: loss.to_f64(),
+            });
+        }
+        let rows = self.scores.len();
+        let mut a = vec![T::ZERO; r];
+        k::gemv(
+            Transpose::Yes,
+            rows,
+            r,
+            T::ONE,
+            &self.coords,
+            r,
+            &self.delta,
+            T::ZERO,
+            &mut a,
+        );
+        // b' = b - lr (a + D^T a), then D' = D - lr a b^T with the old b.
+        let mut step_b = a.clone();
+        k::gemv(
+            Transpose::Yes,
+            r,
+            r,
+            T::ONE,
+            &self.d,
+            r,
+            &a,
+            T::ONE,
+            &mut step_b,
+        );
+        let old_b = self.b.clone();
+        k::axpy(-self.lr, &step_b, &mut self.b);
+        k::ger(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        Ok(z.into_iter().map(T::to_f64).collect())
+    }
+
+    fn p_norm(&self) -> f64 {
+        let (gb, _) = self.query_coefficients();
+        let sq: f64 = self
+            .b
+            .iter()
+            .zip(&gb)
+            .map(|(x, y)| x.to_f64() * y.to_f64())
+            .sum();
+        non_negative(sq).sqrt()
+    }
+
+    fn w_delta_norm(&self) -> f64 {
+        // trace(D G D^T) = sum_i (D G)_i . D_i
+        let r = self.rank;
+        let mut dg = vec![T::ZERO; r * r];
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            r,
+            r,
+            r,
+            T::ONE,
+            &self.d,
+            r,
+            &self.gram,
+            r,
+            T::ZERO,
+            &mut dg,
+            r,
+        );
+        let sq: f64 = dg
+            .iter()
+            .zip(&self.d)
+            .map(|(x, y)| x.to_f64() * y.to_f64())
+            .sum();
+        non_negative(sq).sqrt()
+    }
+}

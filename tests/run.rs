@@ -1,0 +1,450 @@
+//! End-to-end tests of the synthetic experiment: the two trainers agree, they follow the closed
+//! form, the presets show their regimes, outputs and bad input behave.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use benign::model::attention::{self, Shape};
+use benign::synthetic::data::{training_set, Signals, TestSource};
+use benign::synthetic::dense::DenseTrainer;
+use benign::synthetic::init::InitSource;
+use benign::synthetic::metrics::EvalRecord;
+use benign::synthetic::subspace::SubspaceTrainer;
+use benign::synthetic::{run, Precision, Preset, RunConfig, RunOptions, Trainer, TrainerKind};
+
+fn quick(config: RunConfig) -> benign::synthetic::RunResult {
+    run(config, RunOptions::default()).expect("run succeeds")
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
+}
+
+/// Largest relative difference between two runs' records over the compared quantities.
+fn max_disagreement(a: &[EvalRecord], b: &[EvalRecord]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut worst: f64 = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.step, y.step);
+        let pairs = [
+            (x.train_loss, y.train_loss),
+            (x.test_loss, y.test_loss),
+            (x.train_acc, y.train_acc),
+            (x.test_acc, y.test_acc),
+            (x.p_norm, y.p_norm),
+            (x.w_delta_norm, y.w_delta_norm),
+        ];
+        for (u, v) in pairs {
+            worst = worst.max(rel(u, v));
+        }
+        for (ra, rb) in [
+            (x.attention_clean, y.attention_clean),
+            (x.attention_noisy, y.attention_noisy),
+        ] {
+            let (ra, rb) = (ra.unwrap(), rb.unwrap());
+            for (u, v) in [
+                (ra.relevant, rb.relevant),
+                (ra.weak_same, rb.weak_same),
+                (ra.weak_other, rb.weak_other),
+                (ra.max_irrelevant, rb.max_irrelevant),
+            ] {
+                worst = worst.max(rel(u, v));
+            }
+        }
+    }
+    worst
+}
+
+fn agreement(dim: usize, precision: Precision, test_size: usize) -> f64 {
+    let base = RunConfig {
+        dim,
+        test_size,
+        precision,
+        ..RunConfig::default()
+    };
+    let dense = quick(RunConfig {
+        trainer: TrainerKind::Dense,
+        ..base.clone()
+    });
+    let subspace = quick(RunConfig {
+        trainer: TrainerKind::Subspace,
+        ..base
+    });
+    let worst = max_disagreement(&dense.records, &subspace.records);
+    eprintln!("d={dim} {precision:?}: max relative dense/subspace disagreement over 1000 steps {worst:.3e}");
+    worst
+}
+
+#[test]
+fn dense_and_subspace_agree_in_f64_at_d250() {
+    assert!(agreement(250, Precision::F64, 1000) < 1e-4);
+}
+
+#[test]
+fn dense_and_subspace_agree_in_f64_at_d2000() {
+    assert!(agreement(2000, Precision::F64, 200) < 1e-4);
+}
+
+#[test]
+fn dense_and_subspace_agreement_in_f32_is_measured() {
+    // f32 rounding over 1000 steps: reported, with a loose bound that still catches a wrong step.
+    assert!(agreement(250, Precision::F32, 1000) < 2e-2);
+}
+
+/// Dense GD steps 1..3 equal steps taken with `closed_form_gradient` directly, and the subspace
+/// state maps back to the dense one: `p = A b`, `W = W_0 + B D A^T`.
+#[test]
+fn trainers_follow_the_closed_form_gradient() {
+    let config = RunConfig {
+        dim: 60,
+        samples: 6,
+        tokens: 5,
+        test_size: 4,
+        ..RunConfig::default()
+    };
+    let signals = Signals::new(&config);
+    let train = training_set(&config, &signals);
+    let init = InitSource::from_seed(config.seed, config.dim);
+    let test = TestSource::Generated {
+        config: config.clone(),
+        signals: signals.clone(),
+        seed: 1,
+    };
+    let mut test_tokens = Vec::new();
+    test.for_each_chunk(4, |_, t| test_tokens.extend_from_slice(t));
+    let shape = Shape {
+        samples: 6,
+        tokens: 5,
+        dim: 60,
+    };
+    let d = config.dim;
+    let mut dense =
+        DenseTrainer::<f64>::new(&train, &test_tokens, &signals.nu, &init, config.lr).unwrap();
+    let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
+    let mut subspace = SubspaceTrainer::<f64>::new(
+        &train,
+        &extra,
+        &signals.nu,
+        &init,
+        &test,
+        config.lr,
+        Precision::F64,
+    )
+    .unwrap();
+    let (mut w, mut p): (Vec<f64>, Vec<f64>) = (init.matrix(), vec![0.0; d]);
+    for step in 0..3 {
+        let grad = attention::closed_form_gradient(
+            shape,
+            &train.tokens,
+            &train.labels,
+            &w,
+            &p,
+            &signals.nu,
+        );
+        let grad_w = attention::dense_grad_w(&grad.token_direction, &p);
+        w.iter_mut()
+            .zip(&grad_w)
+            .for_each(|(v, g)| *v -= config.lr * g);
+        p.iter_mut()
+            .zip(&grad.grad_p)
+            .for_each(|(v, g)| *v -= config.lr * g);
+        dense.step(step).unwrap();
+        subspace.step(step).unwrap();
+        let (dw, dp) = dense.state();
+        let scale = p.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (a, b) in dp.iter().zip(&p) {
+            assert!(
+                (a - b).abs() <= 1e-12 * scale.max(1e-300),
+                "step {step}: p {a} vs {b}"
+            );
+        }
+        for (a, b) in dw.iter().zip(&w) {
+            assert!((a - b).abs() <= 1e-13, "step {step}: W {a} vs {b}");
+        }
+        let (sp, sw) = subspace.reconstruct_dense(&train, &extra, &init);
+        for (a, b) in sp.iter().zip(&p) {
+            assert!(
+                (a - b).abs() <= 1e-10 * scale.max(1e-300),
+                "step {step}: subspace p {a} vs {b}"
+            );
+        }
+        for (a, b) in sw.iter().zip(&w) {
+            assert!((a - b).abs() <= 1e-12, "step {step}: subspace W {a} vs {b}");
+        }
+    }
+    // After more steps the two states still coincide.
+    for step in 3..200 {
+        dense.step(step).unwrap();
+        subspace.step(step).unwrap();
+    }
+    let (dw, dp) = dense.state();
+    let (sp, sw) = subspace.reconstruct_dense(&train, &extra, &init);
+    let pmax = dp.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(dp
+        .iter()
+        .zip(&sp)
+        .all(|(a, b)| (a - b).abs() <= 1e-9 * pmax));
+    assert!(dw.iter().zip(&sw).all(|(a, b)| (a - b).abs() <= 1e-11));
+    assert!(rel(dense.p_norm(), subspace.p_norm()) < 1e-9);
+    assert!(rel(dense.w_delta_norm(), subspace.w_delta_norm()) < 1e-9);
+    let (zt_dense, zt_sub) = (dense.test_logits(), subspace.test_logits());
+    for (a, b) in zt_dense.iter().zip(&zt_sub) {
+        assert!((a - b).abs() < 1e-9 * (1.0 + a.abs()));
+    }
+}
+
+fn preset_run(preset: Preset) -> benign::synthetic::RunResult {
+    let result = quick(RunConfig::preset(preset));
+    let last = &result.summary.final_metrics;
+    eprintln!(
+        "{preset:?}: train acc {} test acc {} train loss {:.4} test loss {:.4}, first fit {:?}, observed {}",
+        last.train_acc,
+        last.test_acc,
+        last.train_loss,
+        last.test_loss,
+        result.summary.first_all_fitted_step,
+        result.summary.observed_regime
+    );
+    result
+}
+
+#[test]
+fn preset_balanced_overfits_benignly() {
+    let r = preset_run(Preset::Balanced);
+    let last = &r.summary.final_metrics;
+    assert_eq!(last.train_acc, 1.0);
+    assert!(last.test_acc >= 0.99, "test acc {}", last.test_acc);
+}
+
+#[test]
+fn preset_harmful_overfits_harmfully() {
+    let r = preset_run(Preset::Harmful);
+    let last = &r.summary.final_metrics;
+    assert_eq!(last.train_acc, 1.0);
+    assert!(last.test_acc <= 0.92, "test acc {}", last.test_acc);
+}
+
+#[test]
+fn preset_large_signal_does_not_overfit() {
+    let r = preset_run(Preset::LargeSignal);
+    let last = &r.summary.final_metrics;
+    assert_eq!(last.train_acc, 0.8);
+    assert!(last.test_acc >= 0.99, "test acc {}", last.test_acc);
+}
+
+#[test]
+fn same_result_whatever_the_thread_count() {
+    let config = RunConfig {
+        dim: 300,
+        steps: 100,
+        ..RunConfig::default()
+    };
+    let run_on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| quick(config.clone()))
+    };
+    let (one, two) = (run_on(1), run_on(2));
+    for (a, b) in one.records.iter().zip(&two.records) {
+        assert_eq!(
+            (
+                a.train_loss.to_bits(),
+                a.test_loss.to_bits(),
+                a.p_norm.to_bits()
+            ),
+            (
+                b.train_loss.to_bits(),
+                b.test_loss.to_bits(),
+                b.p_norm.to_bits()
+            )
+        );
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("benign-run-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn benign() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_benign"))
+}
+
+#[test]
+fn run_writes_every_output_file() {
+    let out = temp_dir("outputs");
+    let status = benign()
+        .args([
+            "run",
+            "--quiet",
+            "--dim",
+            "120",
+            "--steps",
+            "50",
+            "--test-size",
+            "50",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    for file in [
+        "config.json",
+        "metrics.jsonl",
+        "attention.csv",
+        "summary.json",
+        "dynamics.svg",
+        "dynamics.png",
+    ] {
+        assert!(
+            out.join(file)
+                .metadata()
+                .map(|m| m.len() > 0)
+                .unwrap_or(false),
+            "{file} missing"
+        );
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, vec![0, 10, 20, 30, 40, 50]);
+    let csv = std::fs::read_to_string(out.join("attention.csv")).unwrap();
+    // 51 steps x 2 tracked samples x 8 tokens + header.
+    assert_eq!(csv.lines().count(), 51 * 2 * 8 + 1);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["wall_seconds_total"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn exported_data_reproduces_the_generated_run() {
+    let dir = temp_dir("export");
+    let config = RunConfig {
+        dim: 90,
+        steps: 60,
+        test_size: 30,
+        ..RunConfig::default()
+    };
+    benign::synthetic::export::export_data(config.clone(), &dir).unwrap();
+    let direct = quick(config.clone());
+    for trainer in [TrainerKind::Subspace, TrainerKind::Dense] {
+        let loaded = RunOptions {
+            data: Some(benign::synthetic::export::load_data(&dir).unwrap()),
+            init: Some(benign::synthetic::export::load_init(&dir.join("w0.npy")).unwrap()),
+            ..RunOptions::default()
+        };
+        let from_files = run(
+            RunConfig {
+                trainer,
+                ..config.clone()
+            },
+            loaded,
+        )
+        .unwrap();
+        let worst = max_disagreement(&direct.records, &from_files.records);
+        assert!(worst < 1e-9, "{trainer:?}: {worst}");
+    }
+    // And through the command line.
+    let out = dir.join("out");
+    let o = benign()
+        .args(["run", "--quiet", "--json", "--data"])
+        .arg(&dir)
+        .arg("--init-w")
+        .arg(dir.join("w0.npy"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let final_loss = summary["final_metrics"]["train_loss"].as_f64().unwrap();
+    assert!(rel(final_loss, direct.summary.final_metrics.train_loss) < 1e-9);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn invalid_options_exit_with_status_2_naming_the_option() {
+    let cases: [(&[&str], &str); 9] = [
+        (&["--samples", "1"], "samples"),
+        (&["--tokens", "2"], "tokens"),
+        (&["--dim", "2"], "dim"),
+        (&["--rho", "0"], "rho"),
+        (&["--eta", "0.5"], "eta"),
+        (&["--lr", "-1"], "lr"),
+        (&["--test-size", "0"], "test-size"),
+        (&["--eval-every", "0"], "eval-every"),
+        (&["--lr", "NaN"], "lr"),
+    ];
+    for (args, field) in cases {
+        let o = benign()
+            .args(["run", "--quiet", "--no-write"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(field), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn dense_trainer_refuses_a_w_that_cannot_fit() {
+    let o = benign()
+        .args([
+            "run",
+            "--quiet",
+            "--no-write",
+            "--trainer",
+            "dense",
+            "--dim",
+            "10000000",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--trainer subspace"), "{stderr}");
+}
+
+#[test]
+fn a_diverging_run_names_the_step_and_keeps_its_metrics() {
+    let out = temp_dir("diverge");
+    let o = benign()
+        .args([
+            "run",
+            "--quiet",
+            "--dim",
+            "50",
+            "--test-size",
+            "10",
+            "--eval-every",
+            "1",
+            "--lr",
+            "1e300",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("non-finite value at step"), "{stderr}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().count() >= 1);
+    let _ = std::fs::remove_dir_all(&out);
+}
