@@ -36,6 +36,8 @@ pub struct AttentionVars {
 /// Values recorded by [`record`].
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionGraph {
+    /// `z = X W p`, shape `[n, T]`.
+    pub logits: Var,
     /// `s`, shape `[n, T]`.
     pub attention: Var,
     /// `f`, shape `[n]`.
@@ -57,6 +59,8 @@ pub struct SharedInputs<T> {
 #[derive(Clone, Debug)]
 pub struct AttentionGradients<T> {
     pub loss: T,
+    /// The token logits `z_it` of the forward pass (sample-major), for metrics.
+    pub logits: Vec<T>,
     pub grad_w: Vec<T>,
     pub grad_p: Vec<T>,
 }
@@ -97,6 +101,7 @@ pub fn record<T: Float>(
     let outputs = tape.sum_axis(weighted, 1);
     let loss = labels.map(|y| tape.logistic_loss(outputs, y));
     AttentionGraph {
+        logits,
         attention,
         outputs,
         loss,
@@ -113,6 +118,7 @@ fn gradients<T: Float>(
     let graph = record(tape, shape, vars, Some(labels));
     let loss_var = graph.loss.expect("labels were given");
     let loss = tape.scalar(loss_var);
+    let logits = tape.value(graph.logits).to_vec();
     let mut grads = tape.backward_wrt(loss_var, &[vars.w, vars.p]);
     let d = shape.dim;
     // p = 0 makes dW exactly zero but it is still a gradient the loss depends on.
@@ -121,6 +127,7 @@ fn gradients<T: Float>(
     tape.recycle_gradients(grads);
     AttentionGradients {
         loss,
+        logits,
         grad_w,
         grad_p,
     }
@@ -168,7 +175,8 @@ pub fn loss_and_gradients_shared<T: Float>(
 /// As [`loss_and_gradients_shared`], writing the gradients into the caller's buffers without
 /// copying or allocating: the new gradients are swapped into `grad_w` and `grad_p`, and their
 /// previous buffers go to the tape's pool for the next step. This is the training-loop entry
-/// point: after the first step it allocates nothing. Returns the loss.
+/// point: after the first step it allocates nothing but the `n T` logits. Returns the loss and
+/// the token logits of the forward pass.
 pub fn loss_and_gradients_into<T: Float>(
     tape: &mut Tape<T>,
     shape: Shape,
@@ -176,11 +184,11 @@ pub fn loss_and_gradients_into<T: Float>(
     labels: &[T],
     grad_w: &mut Vec<T>,
     grad_p: &mut Vec<T>,
-) -> T {
+) -> (T, Vec<T>) {
     let grads = loss_and_gradients_shared(tape, shape, inputs, labels);
     tape.recycle(std::mem::replace(grad_w, grads.grad_w));
     tape.recycle(std::mem::replace(grad_p, grads.grad_p));
-    grads.loss
+    (grads.loss, grads.logits)
 }
 
 /// Forward pass only, in evaluation mode (nothing recorded for backward).

@@ -1,29 +1,24 @@
 //! The dense trainer: stores `W` (d x d) and takes plain full-batch gradient-descent steps.
 //!
-//! Per step it computes `W p` first (d^2), the token logits and scores (n T d), the gradient in
-//! closed form, then `p <- p - lr W^T g` and the in-place rank-one update `W <- W - lr g p^T`
-//! (GER, no d x d temporary). It is the independent check of the subspace trainer and the
-//! trainer of choice only at small d.
+//! Per step it runs the model forward and backward through the autodiff tape
+//! ([`attention_tape`]), which computes `W p` first (d^2) and the token logits and scores
+//! (n T d), then takes the gradient step `W <- W - lr dL/dW`, `p <- p - lr dL/dp` in place. The
+//! tape shares `W`, `p`, the tokens and `nu` without copying and reuses its buffers, so a step
+//! allocates nothing after the first. It is the independent check of the subspace trainer (which
+//! never touches the tape) and the trainer of choice only at small d.
+
+use std::sync::Arc;
 
 use benign_kernels::{self as k, Float, Transpose};
 
-use crate::model::attention::{self, ClosedFormGradient, ForwardPass, Shape};
+use crate::autodiff::Tape;
+use crate::model::attention::{self, Shape};
+use crate::model::attention_tape::{self, SharedInputs};
 use crate::{Error, Result};
 
 use super::data::TrainSet;
 use super::init::InitSource;
 use super::Trainer;
-
-/// The one place the dense trainer takes its gradient (swap point for the autodiff tape).
-fn loss_and_gradient<T: Float>(
-    shape: Shape,
-    tokens: &[T],
-    labels: &[T],
-    w: &[T],
-    pass: &ForwardPass<T>,
-) -> ClosedFormGradient<T> {
-    attention::closed_form_gradient_from(shape, tokens, labels, w, pass)
-}
 
 /// Bytes the dense trainer allocates for `W`, `W_0`, the training and the test tokens.
 pub fn dense_bytes(
@@ -67,14 +62,15 @@ pub fn check_dense_fits(
 }
 
 /// Dense gradient descent on `(W, p)`.
-pub struct DenseTrainer<T> {
+pub struct DenseTrainer<T: Float> {
     shape: Shape,
-    tokens: Vec<T>,
     labels: Vec<T>,
-    nu: Vec<T>,
-    w: Vec<T>,
+    /// Tokens, `W`, `p` and `nu`, shared with the tape during a step.
+    inputs: SharedInputs<T>,
     w0: Vec<T>,
-    p: Vec<T>,
+    tape: Tape<T>,
+    grad_w: Vec<T>,
+    grad_p: Vec<T>,
     lr: T,
     test_tokens: Vec<T>,
     train_scores: Vec<f64>,
@@ -118,11 +114,16 @@ impl<T: Float> DenseTrainer<T> {
         Ok(DenseTrainer {
             shape,
             labels: cast(&train.labels),
-            tokens,
-            nu: nu_t,
-            w: w0.clone(),
+            inputs: SharedInputs {
+                tokens: Arc::new(tokens),
+                w: Arc::new(w0.clone()),
+                p: Arc::new(vec![T::ZERO; d]),
+                nu: Arc::new(nu_t),
+            },
             w0,
-            p: vec![T::ZERO; d],
+            tape: Tape::new(),
+            grad_w: Vec::new(),
+            grad_p: Vec::new(),
             lr: T::from_f64(lr),
             test_tokens: test,
             train_scores,
@@ -132,7 +133,7 @@ impl<T: Float> DenseTrainer<T> {
 
     /// The current `W` (d x d) and `p`.
     pub fn state(&self) -> (&[T], &[T]) {
-        (&self.w, &self.p)
+        (&self.inputs.w, &self.inputs.p)
     }
 
     fn query(&self) -> Vec<T> {
@@ -143,9 +144,9 @@ impl<T: Float> DenseTrainer<T> {
             d,
             d,
             T::ONE,
-            &self.w,
+            &self.inputs.w,
             d,
-            &self.p,
+            &self.inputs.p,
             T::ZERO,
             &mut q,
         );
@@ -163,7 +164,8 @@ impl<T: Float> Trainer for DenseTrainer<T> {
     }
 
     fn train_logits(&mut self) -> Vec<f64> {
-        let pass = attention::forward(self.shape, &self.tokens, &self.w, &self.p, &self.nu);
+        let SharedInputs { tokens, w, p, nu } = &self.inputs;
+        let pass = attention::forward(self.shape, tokens, w, p, nu);
         pass.logits.into_iter().map(T::to_f64).collect()
     }
 
@@ -187,32 +189,34 @@ impl<T: Float> Trainer for DenseTrainer<T> {
     }
 
     fn step(&mut self, step: usize) -> Result<Vec<f64>> {
-        let d = self.shape.dim;
-        let pass = attention::forward(self.shape, &self.tokens, &self.w, &self.p, &self.nu);
-        let grad = loss_and_gradient(self.shape, &self.tokens, &self.labels, &self.w, &pass);
-        if !grad.loss.is_finite() {
+        let (loss, logits) = attention_tape::loss_and_gradients_into(
+            &mut self.tape,
+            self.shape,
+            &self.inputs,
+            &self.labels,
+            &mut self.grad_w,
+            &mut self.grad_p,
+        );
+        if !loss.is_finite() {
             return Err(Error::NonFinite {
                 step,
                 quantity: "training loss".into(),
-                value: grad.loss.to_f64(),
+                value: loss.to_f64(),
             });
         }
-        // dL/dW = g p^T uses the old p: update W before p.
-        k::ger(
-            d,
-            d,
-            -self.lr,
-            &grad.token_direction,
-            &self.p,
-            &mut self.w,
-            d,
-        );
-        k::axpy(-self.lr, &grad.grad_p, &mut self.p);
-        Ok(pass.logits.into_iter().map(T::to_f64).collect())
+        // The tape shares W and p until it is cleared; clearing keeps its buffers for the next
+        // step and leaves this trainer the only owner, so the update below is in place.
+        self.tape.clear();
+        let w = Arc::get_mut(&mut self.inputs.w).expect("the cleared tape holds no W");
+        k::axpy(-self.lr, &self.grad_w, w);
+        let p = Arc::get_mut(&mut self.inputs.p).expect("the cleared tape holds no p");
+        k::axpy(-self.lr, &self.grad_p, p);
+        Ok(logits.into_iter().map(T::to_f64).collect())
     }
 
     fn p_norm(&self) -> f64 {
-        self.p
+        self.inputs
+            .p
             .iter()
             .map(|v| v.to_f64() * v.to_f64())
             .sum::<f64>()
@@ -220,7 +224,8 @@ impl<T: Float> Trainer for DenseTrainer<T> {
     }
 
     fn w_delta_norm(&self) -> f64 {
-        self.w
+        self.inputs
+            .w
             .iter()
             .zip(&self.w0)
             .map(|(a, b)| {
