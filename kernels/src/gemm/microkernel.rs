@@ -168,17 +168,44 @@ fn write_back_full<V: Lanes>(
     }
 }
 
-/// Asks the cache to fetch the first `rows` rows of a C tile (`rows <= MR`) before the
+/// A tile function: `C <- alpha AB + beta C` on the `rows x cols` top-left part of one tile
+/// (`c[i * ldc + j]`), `AB` from a packed A micro-panel and a packed B micro-panel of depth
+/// `kc` (arguments in that order: `kc, a_panel, b_panel, alpha, beta, c, ldc, rows, cols`).
+/// One per kernel variant and element type; the AVX-512 ones live in `gemm/avx512.rs`.
+pub type TileFn<S> = fn(usize, &[S], &[S], S, S, &mut [S], usize, usize, usize);
+
+/// The `wide` tile function: [`microkernel`] then [`write_back`], with the B micro-panel given
+/// as scalars (`kc * NR` of them, 32-byte aligned: the packing buffers are 64-byte aligned and
+/// each micro-panel is a whole number of vectors long).
+#[allow(clippy::too_many_arguments)]
+pub fn tile_wide<V: Lanes>(
+    kc: usize,
+    a_panel: &[V::Scalar],
+    b_panel: &[V::Scalar],
+    alpha: V::Scalar,
+    beta: V::Scalar,
+    c: &mut [V::Scalar],
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let b_panel: &[V] = bytemuck::cast_slice(&b_panel[..kc * V::NR]);
+    let ab = microkernel::<V>(kc, a_panel, b_panel);
+    write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
+}
+
+/// Asks the cache to fetch the first `rows` rows of a C tile `width` scalars wide before the
 /// microkernel runs: C rows are `ldc` apart, too far apart for the hardware prefetcher, and the
 /// write-back would otherwise stall on a cache miss per row. A hint only: no effect on results.
 #[inline(always)]
-pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize) {
+pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize, width: usize) {
     #[cfg(target_arch = "x86_64")]
     for i in 0..rows {
         let row = &c[i * ldc..];
-        let last = row.len().min(64 / std::mem::size_of::<S>()) - 1;
-        // the tile row is 64 bytes: it touches at most two cache lines
-        for element in [&row[0], &row[last]] {
+        let row = &row[..row.len().min(width)];
+        // one prefetch per 64-byte line the row can touch: every 64 bytes, and the last element
+        let line = 64 / std::mem::size_of::<S>();
+        for element in row.iter().step_by(line).chain(row.last()) {
             // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a hint that never
             // faults or changes memory; the pointer comes from a live reference anyway.
             unsafe {
@@ -189,7 +216,7 @@ pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (c, ldc, rows);
+    let _ = (c, ldc, rows, width);
 }
 
 #[cfg(test)]
