@@ -433,6 +433,55 @@ fn large_2000x2000x160_f64() {
     }
 }
 
+/// Short, wide products (fewer than two MR-row strips per thread, so threads split C by
+/// columns): against the reference, and bit-identical for 1 to 4 threads.
+fn short_and_wide<T: Float>(kernel: KernelVariant, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (index, &(m, n, k)) in [
+        (1, 4001, 600),
+        (13, 1000, 300),
+        (30, 517, 400),
+        (47, 2000, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ta, tb) = TRANSPOSES[index % 4];
+        let case = Case {
+            kernel,
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha: -1.7,
+            beta: BETAS[index % 3],
+            pad: 2,
+        };
+        let ops = operands::<T>(&case, &mut rng);
+        let serial = pool(1).install(|| run::<T>(&case, &ops));
+        check::<T>(&case, &ops, &serial);
+        for threads in [2, 3, 4] {
+            let parallel = pool(threads).install(|| run::<T>(&case, &ops));
+            assert_bitwise_equal(&serial, &parallel, &case);
+        }
+    }
+}
+
+#[test]
+fn short_and_wide_f32() {
+    for kernel in KernelVariant::available() {
+        short_and_wide::<f32>(kernel, 10);
+    }
+}
+
+#[test]
+fn short_and_wide_f64() {
+    for kernel in KernelVariant::available() {
+        short_and_wide::<f64>(kernel, 11);
+    }
+}
+
 /// beta == 0 with NaN and infinity in C: the result is alpha op(A) op(B) exactly as if C were
 /// zero, also on the `alpha == 0` and `k == 0` shortcuts.
 fn beta_zero_ignores_c<T: Float>(kernel: KernelVariant) {

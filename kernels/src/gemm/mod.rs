@@ -402,10 +402,20 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
     };
     let Kernel { blocking, tile } = S::kernel(current_variant());
     let Blocking { mr, nr, kc, mc, nc } = blocking;
-    let parallel_tasks = if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS {
-        rayon::current_num_threads().min(m.div_ceil(mr))
+    let threads = if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS {
+        rayon::current_num_threads()
     } else {
         1
+    };
+    // Tasks own row panels of C, unless there are fewer than two MR-row strips per thread:
+    // then they own NR-aligned column ranges (all rows) instead, so that short, wide products
+    // (m <= MR included) still use every thread. Either way each element is computed by the
+    // same tile arithmetic, so the split never changes a bit.
+    let split_columns = threads > 1 && m.div_ceil(mr) < 2 * threads;
+    let parallel_tasks = if split_columns {
+        threads.min(n.min(nc).div_ceil(nr))
+    } else {
+        threads.min(m.div_ceil(mr))
     };
 
     // loop over the NC-wide column panels of C and B
@@ -450,7 +460,39 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                         tile,
                     )
                 };
-                if parallel_tasks > 1 {
+                if parallel_tasks > 1 && split_columns {
+                    // loop over column ranges of C, one rayon task each, all rows
+                    let panels = cols.len().div_ceil(nr);
+                    let panels_per_task = panels.div_ceil(parallel_tasks);
+                    let task_width = panels_per_task * nr;
+                    let mut c_parts: Vec<Vec<&mut [S]>> = (0..panels.div_ceil(panels_per_task))
+                        .map(|_| Vec::with_capacity(m))
+                        .collect();
+                    for c_row in c.chunks_mut(ldc) {
+                        let mut rest = &mut c_row[cols.clone()];
+                        for c_part in &mut c_parts {
+                            let (part_row, tail) = rest.split_at_mut(task_width.min(rest.len()));
+                            c_part.push(part_row);
+                            rest = tail;
+                        }
+                    }
+                    c_parts
+                        .into_par_iter()
+                        .zip(b_pack.par_chunks(panels_per_task * panel_len))
+                        .for_each(|(mut c_part, b_part)| {
+                            column_panel(
+                                &mut c_part,
+                                a,
+                                0..m,
+                                depth.clone(),
+                                b_part,
+                                alpha,
+                                beta_panel,
+                                blocking,
+                                tile,
+                            )
+                        });
+                } else if parallel_tasks > 1 {
                     // loop over the row panels of C, one rayon task each: as many tasks as
                     // needed for MC-row blocks, at least one per thread
                     let tasks = m.div_ceil(mc).max(parallel_tasks);
@@ -507,6 +549,54 @@ fn row_panel<S: GemmScalar>(
                 tile(
                     kc, a_panel, b_panel, alpha, beta, c_tile, ldc, tile_rows, tile_cols,
                 );
+            }
+        }
+    });
+}
+
+/// Largest tile of any kernel variant, in scalars (f32 AVX-512: 12 x 32).
+const MAX_TILE: usize = 12 * 32;
+
+/// One column range of C for all rows `rows`: packs `op(A)[rows, depth]` and updates
+/// `c_rows[i][..]` (row `rows.start + i` of C, restricted to the range) with the packed B
+/// micro-panels `b_pack` of the range. The tiles go through a full-size buffer, which is the
+/// same arithmetic as writing them in place (partial tiles do that anyway).
+#[allow(clippy::too_many_arguments)]
+fn column_panel<S: GemmScalar>(
+    c_rows: &mut [&mut [S]],
+    a: Operand<'_, S>,
+    rows: std::ops::Range<usize>,
+    depth: std::ops::Range<usize>,
+    b_pack: &[S],
+    alpha: S,
+    beta: S,
+    blocking: Blocking,
+    tile: TileFn<S>,
+) {
+    let Blocking { mr, nr, .. } = blocking;
+    assert!(mr * nr <= MAX_TILE);
+    let kc = depth.len();
+    let row_count = rows.len();
+    let a_len = row_count.div_ceil(mr) * mr * kc;
+    let mut buffer = [S::ZERO; MAX_TILE];
+    let buffer = &mut buffer[..mr * nr];
+    with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
+        pack_a(a_pack, a, rows, depth, mr);
+        // loop over the NR-wide strips of the range
+        for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
+            let first_col = jr * nr;
+            // loop over the MR-tall strips of A
+            for (a_panel, c_tile_rows) in a_pack.chunks_exact(kc * mr).zip(c_rows.chunks_mut(mr)) {
+                let tile_cols = nr.min(c_tile_rows[0].len() - first_col);
+                if beta != S::ZERO {
+                    for (buffer_row, c_row) in buffer.chunks_exact_mut(nr).zip(&*c_tile_rows) {
+                        buffer_row[..tile_cols].copy_from_slice(&c_row[first_col..][..tile_cols]);
+                    }
+                }
+                tile(kc, a_panel, b_panel, alpha, beta, buffer, nr, mr, nr);
+                for (buffer_row, c_row) in buffer.chunks_exact(nr).zip(c_tile_rows) {
+                    c_row[first_col..][..tile_cols].copy_from_slice(&buffer_row[..tile_cols]);
+                }
             }
         }
     });
