@@ -1,4 +1,5 @@
-//! The register-blocked GEMM microkernel: the only SIMD code of GEMM.
+//! The portable register-blocked GEMM microkernel (`wide`; the `Avx2` kernel variant) and
+//! the tile-function type every variant implements; the AVX-512 variant is in `gemm/avx512.rs`.
 //!
 //! One call computes an `MR x NR` tile of `A B` from a packed A micro-panel (`kc x MR`, stored
 //! k-major: the `MR` values of column `p` are contiguous) and a packed B micro-panel (`kc x NR`,

@@ -3,7 +3,8 @@
 //! # Algorithm
 //!
 //! With `op(A)` m x k, `op(B)` k x n and C m x n, the product is blocked in five loops around a
-//! register-blocked microkernel (`gemm/microkernel.rs`, the only SIMD code):
+//! register-blocked microkernel (the only SIMD code: `gemm/microkernel.rs` for the portable
+//! `wide` kernels, `gemm/avx512.rs` for the AVX-512 ones):
 //!
 //! ```text
 //! for jc in column panels of C and B, NC wide          (B block of KC x NC lives in L3)
@@ -18,22 +19,36 @@
 //!                                                        panel, 1 afterwards)
 //! ```
 //!
+//! # Kernel variants
+//!
+//! Two microkernel families exist ([`KernelVariant`]): `Avx2`, the portable `wide` kernels
+//! (f32 6 x 16, f64 6 x 8; AVX2 + FMA in the default x86-64-v3 build), and `Avx512`, written
+//! with `std::arch` intrinsics under `#[target_feature(enable = "avx512f")]` (f32 12 x 32, f64
+//! 12 x 16). The variant is chosen once per process at run time ([`kernel_variant`]: AVX-512
+//! when the CPU has `avx512f`, overridable with `BENIGN_GEMM_KERNEL=auto|avx2|avx512`); each
+//! has its own blocking (MR, NR, KC, MC, NC), and packing follows the chosen variant. Non-x86
+//! builds have the `wide` kernels only.
+//!
 //! # Determinism
 //!
 //! Element `C[i][j]` is computed as: for each depth panel in order, an FMA chain over the panel
-//! in order of `p`, scaled by alpha and added to C. KC is a per-type constant, so this order
-//! depends only on `k`; threads only decide *which* row panels a task owns, never how an
-//! element is summed, and partial edge tiles use the same arithmetic as full tiles. Results
-//! are therefore bit-identical for any rayon pool size.
+//! in order of `p`, scaled by alpha and added to C. KC is a constant of the kernel variant, so
+//! this order depends only on `k` and the variant; threads only decide *which* tiles a task
+//! owns, never how an element is summed, and partial edge tiles use the same arithmetic as full
+//! tiles. Results are therefore bit-identical for any rayon pool size on one machine. They may
+//! differ in the last bits between CPUs with and without AVX-512 (or with a different
+//! `BENIGN_GEMM_KERNEL`): each variant is free to pick its own KC, which regroups the k-sum into
+//! depth panels, and a build without FMA rounds the `wide` kernel's multiply-adds twice.
 //!
 //! # Threads and buffers
 //!
 //! Calls with at least [`GEMM_PARALLEL_MIN_MULADDS`] multiply-adds run on the current rayon
 //! pool: per depth panel, the B block is packed by column ranges in parallel, then each task
-//! packs and multiplies one row panel of at most MC rows (at least one task per thread when
-//! `m` allows: C is split by rows only, so `m <= MR` runs on one thread). Packing buffers are
-//! thread-local `Vec`s of SIMD vectors (32-byte aligned), reused across calls and bounded by
-//! the blocking (`KC x NC` for B, `MC x KC` for A): at most 8 MB + 288 KB per thread.
+//! packs and multiplies one row panel of at most MC rows (at least one task per thread). When
+//! C has fewer than two MR-row strips per thread (short, wide products, `m <= MR` included),
+//! tasks own NR-aligned column ranges of C over all rows instead. Packing buffers are
+//! thread-local and 64-byte aligned, reused across calls and bounded by the blocking (`KC x NC`
+//! for B, `MC x KC` for A): at most 8 MB + 288 KB per thread.
 //!
 //! # Edge cases
 //!
