@@ -7,10 +7,12 @@
 //! one FMA; C is not read when `beta == 0`). Partial tiles go through a full-size buffer with
 //! the same arithmetic, so an element's value never depends on where tile boundaries fall.
 //!
-//! Register blocking: a tile row is two zmm vectors (f32: 32 columns, f64: 16 columns), and
-//! `MR = 12` rows give 24 accumulators, plus two B vectors and one broadcast A value: 27 of the
-//! 32 zmm registers. 12 rows hide the 4-cycle FMA latency on both 512-bit FMA ports with 24
-//! independent chains and amortise the two B loads over 24 FMAs.
+//! Register blocking: a tile row is two zmm vectors (f32: 32 columns, f64: 16 columns). f32
+//! uses `MR = 12` rows (24 accumulators), f64 `MR = 14` (28 accumulators), plus two B vectors
+//! and one broadcast A value: at most 31 of the 32 zmm registers. That many independent FMA
+//! chains hide the 4-cycle FMA latency on both 512-bit FMA ports, and each pair of B loads
+//! is amortised over 24 or 28 FMAs. These are BLIS's Skylake-X shapes (transposed: BLIS's C is
+//! column-major).
 
 use std::arch::x86_64::{
     _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd,
@@ -18,8 +20,10 @@ use std::arch::x86_64::{
     _mm512_storeu_pd, _mm512_storeu_ps,
 };
 
-/// Rows of C computed by one AVX-512 microkernel call (f32 and f64).
-pub const MR: usize = 12;
+/// Rows of C computed by one f32 AVX-512 microkernel call.
+pub const MR_F32: usize = 12;
+/// Rows of C computed by one f64 AVX-512 microkernel call.
+pub const MR_F64: usize = 14;
 /// Columns of an f32 tile: two 16-lane zmm vectors.
 pub const NR_F32: usize = 32;
 /// Columns of an f64 tile: two 8-lane zmm vectors.
@@ -33,12 +37,12 @@ pub fn detected() -> bool {
 
 macro_rules! avx512_tile {
     (
-        $tile:ident, $kernel:ident, $scalar:ty, $nr:expr, $lanes:expr,
+        $tile:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
         $setzero:ident, $set1:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
     ) => {
-        /// `C <- alpha AB + beta C` on the `rows x cols` top-left part of an `MR x NR` tile
-        /// (`1 <= rows <= MR`, `1 <= cols <= NR`, element `(i, j)` is `c[i * ldc + j]`), with
-        /// `AB` from `a_panel` (at least `kc * MR` scalars) and `b_panel` (at least `kc * NR`).
+        /// `C <- alpha AB + beta C` on the `rows x cols` top-left part of an `$mr x NR` tile
+        /// (`1 <= rows <= $mr`, `1 <= cols <= NR`, element `(i, j)` is `c[i * ldc + j]`), with
+        /// `AB` from `a_panel` (at least `kc * $mr` scalars) and `b_panel` (at least `kc * NR`).
         ///
         /// # Panics
         ///
@@ -59,15 +63,15 @@ macro_rules! avx512_tile {
                 detected(),
                 "gemm: the AVX-512 kernel needs a CPU with avx512f"
             );
-            let a_panel = &a_panel[..kc * MR];
+            let a_panel = &a_panel[..kc * $mr];
             let b_panel = &b_panel[..kc * $nr];
-            assert!((1..=MR).contains(&rows) && (1..=$nr).contains(&cols));
-            if rows == MR && cols == $nr {
-                let c = &mut c[..(MR - 1) * ldc + $nr];
+            assert!((1..=$mr).contains(&rows) && (1..=$nr).contains(&cols));
+            if rows == $mr && cols == $nr {
+                let c = &mut c[..($mr - 1) * ldc + $nr];
                 assert!(ldc >= $nr);
-                // SAFETY: avx512f is present (asserted above). The panels hold kc * MR and
+                // SAFETY: avx512f is present (asserted above). The panels hold kc * $mr and
                 // kc * NR scalars (sliced above), exactly what the kernel reads; C rows
-                // i * ldc .. i * ldc + NR for i < MR lie within `c` (its length is checked by
+                // i * ldc .. i * ldc + NR for i < $mr lie within `c` (its length is checked by
                 // the slice above, and ldc >= NR keeps the rows disjoint).
                 unsafe {
                     $kernel(
@@ -83,14 +87,14 @@ macro_rules! avx512_tile {
                 return;
             }
             // A partial tile: through a full-size buffer, so the arithmetic is the same as above.
-            let mut buffer = [0.0 as $scalar; MR * $nr];
+            let mut buffer = [0.0 as $scalar; $mr * $nr];
             if beta != 0.0 {
                 for (i, tile_row) in buffer.chunks_exact_mut($nr).enumerate().take(rows) {
                     tile_row[..cols].copy_from_slice(&c[i * ldc..][..cols]);
                 }
             }
             // SAFETY: avx512f is present (asserted above); the panels are as above and the
-            // buffer is exactly MR rows of NR scalars with ldc = NR.
+            // buffer is exactly $mr rows of NR scalars with ldc = NR.
             unsafe {
                 $kernel(
                     kc,
@@ -111,9 +115,9 @@ macro_rules! avx512_tile {
         ///
         /// # Safety
         ///
-        /// The CPU has avx512f; `a` points to `kc * MR` readable scalars, `b` to `kc * NR`, and
+        /// The CPU has avx512f; `a` points to `kc * $mr` readable scalars, `b` to `kc * NR`, and
         /// `c + i * ldc .. c + i * ldc + NR` is writable (and readable when `beta != 0`) for
-        /// every `i < MR`.
+        /// every `i < $mr`.
         #[target_feature(enable = "avx512f")]
         unsafe fn $kernel(
             kc: usize,
@@ -124,20 +128,20 @@ macro_rules! avx512_tile {
             c: *mut $scalar,
             ldc: usize,
         ) {
-            let mut ab = [[$setzero(); 2]; MR];
+            let mut ab = [[$setzero(); 2]; $mr];
             // loop over the depth: one rank-1 update of the tile per step
             for p in 0..kc {
-                // SAFETY: p < kc, so b[p * NR .. p * NR + NR] and a[p * MR .. p * MR + MR] are
+                // SAFETY: p < kc, so b[p * NR .. p * NR + NR] and a[p * $mr .. p * $mr + $mr] are
                 // within the panels (the caller's contract).
                 let (b_low, b_high, a_column) = unsafe {
                     (
                         $loadu(b.add(p * $nr)),
                         $loadu(b.add(p * $nr + $lanes)),
-                        a.add(p * MR),
+                        a.add(p * $mr),
                     )
                 };
                 for (i, ab_row) in ab.iter_mut().enumerate() {
-                    // SAFETY: i < MR, within the A column of step p.
+                    // SAFETY: i < $mr, within the A column of step p.
                     let a_value = $set1(unsafe { *a_column.add(i) });
                     ab_row[0] = $fmadd(a_value, b_low, ab_row[0]);
                     ab_row[1] = $fmadd(a_value, b_high, ab_row[1]);
@@ -148,7 +152,7 @@ macro_rules! avx512_tile {
             let beta = $set1(beta);
             for (i, ab_row) in ab.iter().enumerate() {
                 for (v, &acc) in ab_row.iter().enumerate() {
-                    // SAFETY: i < MR and v * LANES + LANES <= NR: within row i of the C tile.
+                    // SAFETY: i < $mr and v * LANES + LANES <= NR: within row i of the C tile.
                     let c_lanes = unsafe { c.add(i * ldc + v * $lanes) };
                     let scaled = $mul(acc, alpha);
                     let result = if beta_is_zero {
@@ -169,6 +173,7 @@ avx512_tile!(
     tile_f32,
     kernel_f32,
     f32,
+    MR_F32,
     NR_F32,
     16,
     _mm512_setzero_ps,
@@ -183,6 +188,7 @@ avx512_tile!(
     tile_f64,
     kernel_f64,
     f64,
+    MR_F64,
     NR_F64,
     8,
     _mm512_setzero_pd,

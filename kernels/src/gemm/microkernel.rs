@@ -440,7 +440,7 @@ mod tests {
             eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
             return;
         }
-        check_tile_fn::<f32>(avx512::tile_f32, avx512::MR, avx512::NR_F32);
-        check_tile_fn::<f64>(avx512::tile_f64, avx512::MR, avx512::NR_F64);
+        check_tile_fn::<f32>(avx512::tile_f32, avx512::MR_F32, avx512::NR_F32);
+        check_tile_fn::<f64>(avx512::tile_f64, avx512::MR_F64, avx512::NR_F64);
     }
 }
