@@ -17,7 +17,7 @@
 use std::arch::x86_64::{
     _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd,
     _mm512_mul_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps,
-    _mm512_storeu_pd, _mm512_storeu_ps,
+    _mm512_storeu_pd, _mm512_storeu_ps, _mm_prefetch, _MM_HINT_T0,
 };
 
 /// Rows of C computed by one f32 AVX-512 microkernel call.
@@ -28,6 +28,9 @@ pub const MR_F64: usize = 14;
 pub const NR_F32: usize = 32;
 /// Columns of an f64 tile: two 8-lane zmm vectors.
 pub const NR_F64: usize = 16;
+
+/// How many depth steps ahead the kernels prefetch the A micro-panel.
+const A_PREFETCH_STEPS: usize = 8;
 
 /// Whether the running CPU has AVX-512F (std caches the CPUID answer: a load and a test).
 #[inline]
@@ -131,7 +134,10 @@ macro_rules! avx512_tile {
             let mut ab = [[$setzero(); 2]; $mr];
             // loop over the depth: one rank-1 update of the tile per step
             for p in 0..kc {
-                // SAFETY: p < kc, so b[p * NR .. p * NR + NR] and a[p * $mr .. p * $mr + $mr] are
+                // The A micro-panel streams from L2: ask for it a few steps ahead. A prefetch
+                // never faults, so running past the panel's end (wrapping_add, no deref) is fine.
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((p + A_PREFETCH_STEPS) * $mr).cast());
+                // SAFETY: p < kc, so b[p * NR .. p * NR + NR] and a[p * MR .. p * MR + MR] are
                 // within the panels (the caller's contract).
                 let (b_low, b_high, a_column) = unsafe {
                     (
@@ -141,7 +147,7 @@ macro_rules! avx512_tile {
                     )
                 };
                 for (i, ab_row) in ab.iter_mut().enumerate() {
-                    // SAFETY: i < $mr, within the A column of step p.
+                    // SAFETY: i < MR, within the A column of step p.
                     let a_value = $set1(unsafe { *a_column.add(i) });
                     ab_row[0] = $fmadd(a_value, b_low, ab_row[0]);
                     ab_row[1] = $fmadd(a_value, b_high, ab_row[1]);

@@ -82,11 +82,20 @@ pub fn pack_b<S: Float>(
             // over the panels, nr contiguous scalars at a time.
             for (step, p) in depth.clone().enumerate() {
                 let src_row = &b.data[p * b.ld + cols.start..][..cols.len()];
-                for (panel, src) in dst
-                    .chunks_exact_mut(panel_len)
-                    .zip(src_row.chunks_exact(nr))
-                {
-                    panel[step * nr..][..nr].copy_from_slice(src);
+                // fixed-size copies for the kernels' NR (a call to memcpy per 64 or 128 bytes
+                // otherwise)
+                match nr {
+                    8 => scatter_row::<S, 8>(dst, panel_len, step, src_row),
+                    16 => scatter_row::<S, 16>(dst, panel_len, step, src_row),
+                    32 => scatter_row::<S, 32>(dst, panel_len, step, src_row),
+                    _ => {
+                        for (panel, src) in dst
+                            .chunks_exact_mut(panel_len)
+                            .zip(src_row.chunks_exact(nr))
+                        {
+                            panel[step * nr..][..nr].copy_from_slice(src);
+                        }
+                    }
                 }
             }
             if full_panels < panels {
@@ -120,5 +129,21 @@ pub fn pack_b<S: Float>(
                 }
             }
         }
+    }
+}
+
+/// Copies the whole `NR`-wide chunks of one row of B, `src_row`, to row `step` of consecutive
+/// micro-panels of `panel_len` scalars in `dst`.
+#[inline(always)]
+fn scatter_row<S: Copy, const NR: usize>(
+    dst: &mut [S],
+    panel_len: usize,
+    step: usize,
+    src_row: &[S],
+) {
+    let (chunks, _) = src_row.as_chunks::<NR>();
+    for (panel, src) in dst.chunks_exact_mut(panel_len).zip(chunks) {
+        let dst_row: &mut [S; NR] = (&mut panel[step * NR..][..NR]).try_into().unwrap();
+        *dst_row = *src;
     }
 }
