@@ -3,17 +3,21 @@
 //! Throughput is `Elements(2 m n k)`, so criterion's "elem/s" reads as **FLOP/s**.
 //!
 //! Groups (`sgemm` for f32, `dgemm` for f64), one benchmark id per `impl/threads/shape`:
-//! - `ours/1t/..`: our kernel inside a 1-thread rayon pool,
+//! - `ours/1t/..`: our kernel inside a 1-thread rayon pool, with the process's kernel variant
+//!   (AVX-512 on CPUs with avx512f, see `benign_kernels::gemm::KernelVariant`),
+//! - `ours-avx2/1t/..`: the same forced to the portable `wide` (AVX2 + FMA) variant, on
+//!   AVX-512 CPUs only (elsewhere it is what `ours` runs),
 //! - `matrixmultiply/1t/..`: `matrixmultiply::{s,d}gemm`, forced single-threaded (its
 //!   `threading` feature otherwise uses one thread per physical core, read once from
-//!   `MATMUL_NUM_THREADS`). Note that matrixmultiply's default `avx512` feature is on in this
-//!   workspace, so on AVX-512 CPUs it runs its AVX-512 kernels while ours are AVX2 + FMA,
+//!   `MATMUL_NUM_THREADS`). Its default `avx512` feature is on in this workspace, so like ours
+//!   it dispatches to AVX-512 kernels at run time on CPUs that have them,
 //! - `ours/2t/..`: our kernel inside a 2-thread rayon pool (parallel scaling).
 //!
 //! Filter, e.g.: `cargo bench --bench gemm -- 'sgemm/.*/2000x2000x2000' --warm-up-time 1`.
 
 use std::time::Duration;
 
+use benign_kernels::gemm::{kernel_variant, with_kernel_variant, KernelVariant};
 use benign_kernels::{gemm, Float, Transpose};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -138,6 +142,31 @@ fn bench_type<T: Reference>(criterion: &mut Criterion, group_name: &str) {
                     })
                 },
             );
+        }
+        if kernel_variant() != KernelVariant::Avx2 {
+            group.bench_function(BenchmarkId::new("ours-avx2/1t", &shape), |bench| {
+                pools[0].1.install(|| {
+                    with_kernel_variant(KernelVariant::Avx2, || {
+                        bench.iter(|| {
+                            gemm(
+                                Transpose::No,
+                                Transpose::No,
+                                m,
+                                n,
+                                k,
+                                T::ONE,
+                                black_box(&a),
+                                k,
+                                black_box(&b),
+                                n,
+                                T::ZERO,
+                                &mut c,
+                                n,
+                            )
+                        })
+                    })
+                })
+            });
         }
         group.bench_function(BenchmarkId::new("matrixmultiply/1t", &shape), |bench| {
             bench.iter(|| T::matrixmultiply(m, n, k, black_box(&a), black_box(&b), &mut c))

@@ -239,7 +239,7 @@ fn taylor_coef(n: usize) -> f64 {
     for k in 1..=n {
         fact *= k as f64;
     }
-    let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = if n.is_multiple_of(2) { 1.0 } else { -1.0 };
     std::f64::consts::FRAC_2_SQRT_PI * sign / (fact * (2 * n + 1) as f64)
 }
 

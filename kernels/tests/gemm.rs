@@ -15,8 +15,11 @@
 //!
 //! Padding in A and B (between the width and the leading dimension) is NaN, so a kernel that
 //! reads outside the matrix fails; padding in C must come back untouched.
+//!
+//! Every test runs once per kernel variant this CPU has (`Avx2`, and `Avx512` on AVX-512
+//! machines), selected per call with `with_kernel_variant`.
 
-use benign_kernels::gemm::{Blocking, DGEMM_BLOCKING, SGEMM_BLOCKING};
+use benign_kernels::gemm::{blocking, with_kernel_variant, KernelVariant};
 use benign_kernels::{gemm, reference, Float, Transpose};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,6 +38,7 @@ const C_PADDING: f64 = 12345.0;
 
 #[derive(Clone, Copy, Debug)]
 struct Case {
+    kernel: KernelVariant,
     ta: Transpose,
     tb: Transpose,
     m: usize,
@@ -109,30 +113,34 @@ fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
     values.iter().map(|&x| T::from_f64(x)).collect()
 }
 
-/// Runs `gemm::<T>` on the case in the current rayon pool.
+/// Runs `gemm::<T>` with the case's kernel variant in the current rayon pool.
 fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
     let mut c = to_type::<T>(&ops.c);
-    gemm(
-        case.ta,
-        case.tb,
-        case.m,
-        case.n,
-        case.k,
-        T::from_f64(case.alpha),
-        &to_type::<T>(&ops.a),
-        ops.lda,
-        &to_type::<T>(&ops.b),
-        ops.ldb,
-        T::from_f64(case.beta),
-        &mut c,
-        ops.ldc,
-    );
+    let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
+    with_kernel_variant(case.kernel, || {
+        gemm(
+            case.ta,
+            case.tb,
+            case.m,
+            case.n,
+            case.k,
+            T::from_f64(case.alpha),
+            &a,
+            ops.lda,
+            &b,
+            ops.ldb,
+            T::from_f64(case.beta),
+            &mut c,
+            ops.ldc,
+        )
+    });
     c
 }
 
 /// Checks `got` against the f64 reference within the error bound of the module docs.
 fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
     let Case {
+        kernel: _,
         ta,
         tb,
         m,
@@ -218,7 +226,7 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 
 /// Every (m, n, k) over `SIZES`; transposes, alpha, beta and padding cycle with the case index
 /// so that each combination shows up across the grid.
-fn shape_grid<T: Float>(seed: u64) {
+fn shape_grid<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut index = 0;
     for m in SIZES {
@@ -226,6 +234,7 @@ fn shape_grid<T: Float>(seed: u64) {
             for k in SIZES {
                 let (ta, tb) = TRANSPOSES[index % 4];
                 let case = Case {
+                    kernel,
                     ta,
                     tb,
                     m,
@@ -244,16 +253,20 @@ fn shape_grid<T: Float>(seed: u64) {
 
 #[test]
 fn shape_grid_f32() {
-    shape_grid::<f32>(1);
+    for kernel in KernelVariant::available() {
+        shape_grid::<f32>(kernel, 1);
+    }
 }
 
 #[test]
 fn shape_grid_f64() {
-    shape_grid::<f64>(2);
+    for kernel in KernelVariant::available() {
+        shape_grid::<f64>(kernel, 2);
+    }
 }
 
 /// All transposes x alpha x beta on a few shapes crossing tile edges.
-fn transposes_and_scalars<T: Float>(seed: u64) {
+fn transposes_and_scalars<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (m, n, k) in [(7, 9, 17), (17, 16, 65), (65, 63, 9), (1, 33, 2)] {
         for (ta, tb) in TRANSPOSES {
@@ -262,6 +275,7 @@ fn transposes_and_scalars<T: Float>(seed: u64) {
                     for pad in [0, 5] {
                         check_case::<T>(
                             Case {
+                                kernel,
                                 ta,
                                 tb,
                                 m,
@@ -282,17 +296,22 @@ fn transposes_and_scalars<T: Float>(seed: u64) {
 
 #[test]
 fn transposes_and_scalars_f32() {
-    transposes_and_scalars::<f32>(3);
+    for kernel in KernelVariant::available() {
+        transposes_and_scalars::<f32>(kernel, 3);
+    }
 }
 
 #[test]
 fn transposes_and_scalars_f64() {
-    transposes_and_scalars::<f64>(4);
+    for kernel in KernelVariant::available() {
+        transposes_and_scalars::<f64>(kernel, 4);
+    }
 }
 
 /// Shapes one below, at and one above the microkernel tile (MR, NR) and the cache blocks (KC,
 /// MC, NC), on 1 and 4 threads.
-fn block_edges<T: Float>(blocking: Blocking, seed: u64) {
+fn block_edges<T: Float>(kernel: KernelVariant, seed: u64) {
+    let blocking = blocking::<T>(kernel);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let around = |x: usize| [x - 1, x, x + 1];
     let mut shapes = Vec::new();
@@ -315,6 +334,7 @@ fn block_edges<T: Float>(blocking: Blocking, seed: u64) {
     for (index, &(m, n, k)) in shapes.iter().enumerate() {
         let (ta, tb) = TRANSPOSES[index % 4];
         let case = Case {
+            kernel,
             ta,
             tb,
             m,
@@ -334,12 +354,16 @@ fn block_edges<T: Float>(blocking: Blocking, seed: u64) {
 
 #[test]
 fn block_edges_f32() {
-    block_edges::<f32>(SGEMM_BLOCKING, 5);
+    for kernel in KernelVariant::available() {
+        block_edges::<f32>(kernel, 5);
+    }
 }
 
 #[test]
 fn block_edges_f64() {
-    block_edges::<f64>(DGEMM_BLOCKING, 6);
+    for kernel in KernelVariant::available() {
+        block_edges::<f64>(kernel, 6);
+    }
 }
 
 fn assert_bitwise_equal<T: Float>(serial: &[T], parallel: &[T], case: &Case) {
@@ -355,10 +379,11 @@ fn assert_bitwise_equal<T: Float>(serial: &[T], parallel: &[T], case: &Case) {
 
 /// One large case against the reference (1 thread), then bit-identical on 2, 3 and 4 threads
 /// and for the other transposes.
-fn large<T: Float>(seed: u64) {
+fn large<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // ta = No, tb = Yes makes the reference's inner loop contiguous (it takes seconds otherwise)
     let case = Case {
+        kernel,
         ta: Transpose::No,
         tb: Transpose::Yes,
         m: 2000,
@@ -377,6 +402,7 @@ fn large<T: Float>(seed: u64) {
     }
     for (ta, tb) in TRANSPOSES {
         let case = Case {
+            kernel,
             ta,
             tb,
             m: 700,
@@ -395,17 +421,70 @@ fn large<T: Float>(seed: u64) {
 
 #[test]
 fn large_2000x2000x160_f32() {
-    large::<f32>(7);
+    for kernel in KernelVariant::available() {
+        large::<f32>(kernel, 7);
+    }
 }
 
 #[test]
 fn large_2000x2000x160_f64() {
-    large::<f64>(8);
+    for kernel in KernelVariant::available() {
+        large::<f64>(kernel, 8);
+    }
+}
+
+/// Short, wide products (fewer than two MR-row strips per thread, so threads split C by
+/// columns): against the reference, and bit-identical for 1 to 4 threads.
+fn short_and_wide<T: Float>(kernel: KernelVariant, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (index, &(m, n, k)) in [
+        (1, 4001, 600),
+        (13, 1000, 300),
+        (30, 517, 400),
+        (47, 2000, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ta, tb) = TRANSPOSES[index % 4];
+        let case = Case {
+            kernel,
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha: -1.7,
+            beta: BETAS[index % 3],
+            pad: 2,
+        };
+        let ops = operands::<T>(&case, &mut rng);
+        let serial = pool(1).install(|| run::<T>(&case, &ops));
+        check::<T>(&case, &ops, &serial);
+        for threads in [2, 3, 4] {
+            let parallel = pool(threads).install(|| run::<T>(&case, &ops));
+            assert_bitwise_equal(&serial, &parallel, &case);
+        }
+    }
+}
+
+#[test]
+fn short_and_wide_f32() {
+    for kernel in KernelVariant::available() {
+        short_and_wide::<f32>(kernel, 10);
+    }
+}
+
+#[test]
+fn short_and_wide_f64() {
+    for kernel in KernelVariant::available() {
+        short_and_wide::<f64>(kernel, 11);
+    }
 }
 
 /// beta == 0 with NaN and infinity in C: the result is alpha op(A) op(B) exactly as if C were
 /// zero, also on the `alpha == 0` and `k == 0` shortcuts.
-fn beta_zero_ignores_c<T: Float>() {
+fn beta_zero_ignores_c<T: Float>(kernel: KernelVariant) {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     for (m, n, k, alpha) in [
         (13, 21, 7, 1.0),
@@ -414,6 +493,7 @@ fn beta_zero_ignores_c<T: Float>() {
         (300, 100, 200, -1.0),
     ] {
         let case = Case {
+            kernel,
             ta: Transpose::No,
             tb: Transpose::No,
             m,
@@ -465,12 +545,16 @@ fn ops_clone(ops: &Operands) -> Operands {
 
 #[test]
 fn beta_zero_ignores_c_f32() {
-    beta_zero_ignores_c::<f32>();
+    for kernel in KernelVariant::available() {
+        beta_zero_ignores_c::<f32>(kernel);
+    }
 }
 
 #[test]
 fn beta_zero_ignores_c_f64() {
-    beta_zero_ignores_c::<f64>();
+    for kernel in KernelVariant::available() {
+        beta_zero_ignores_c::<f64>(kernel);
+    }
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The register-blocked GEMM microkernel: the only SIMD code of GEMM.
+//! The portable register-blocked GEMM microkernel (`wide`; the `Avx2` kernel variant) and
+//! the tile-function type every variant implements; the AVX-512 variant is in `gemm/avx512.rs`.
 //!
 //! One call computes an `MR x NR` tile of `A B` from a packed A micro-panel (`kc x MR`, stored
 //! k-major: the `MR` values of column `p` are contiguous) and a packed B micro-panel (`kc x NR`,
@@ -168,17 +169,52 @@ fn write_back_full<V: Lanes>(
     }
 }
 
-/// Asks the cache to fetch the first `rows` rows of a C tile (`rows <= MR`) before the
+/// A tile function: `C <- alpha AB + beta C` on the `rows x cols` top-left part of one tile
+/// (`c[i * ldc + j]`), `AB` from a packed A micro-panel and a packed B micro-panel of depth
+/// `kc` (arguments in that order: `kc, a_panel, b_panel, alpha, beta, c, ldc, rows, cols`).
+/// One per kernel variant and element type; the AVX-512 ones live in `gemm/avx512.rs`.
+pub type TileFn<S> = fn(usize, &[S], &[S], S, S, &mut [S], usize, usize, usize);
+
+/// The `wide` tile function: [`microkernel`] then [`write_back`], with the B micro-panel given
+/// as scalars (`kc * NR` of them). From the packing buffers it is 32-byte aligned (they are
+/// 64-byte aligned and each micro-panel is a whole number of vectors long) and is used in
+/// place; an unaligned panel is copied first.
+#[allow(clippy::too_many_arguments)]
+pub fn tile_wide<V: Lanes>(
+    kc: usize,
+    a_panel: &[V::Scalar],
+    b_panel: &[V::Scalar],
+    alpha: V::Scalar,
+    beta: V::Scalar,
+    c: &mut [V::Scalar],
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let b_panel = &b_panel[..kc * V::NR];
+    let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
+        Ok(b_vectors) => microkernel::<V>(kc, a_panel, b_vectors),
+        // not from the packing buffers (a test): copy into vectors, same values
+        Err(_) => {
+            let b_vectors: Vec<V> = b_panel.chunks_exact(V::LANES).map(V::load).collect();
+            microkernel::<V>(kc, a_panel, &b_vectors)
+        }
+    };
+    write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
+}
+
+/// Asks the cache to fetch the first `rows` rows of a C tile `width` scalars wide before the
 /// microkernel runs: C rows are `ldc` apart, too far apart for the hardware prefetcher, and the
 /// write-back would otherwise stall on a cache miss per row. A hint only: no effect on results.
 #[inline(always)]
-pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize) {
+pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize, width: usize) {
     #[cfg(target_arch = "x86_64")]
     for i in 0..rows {
         let row = &c[i * ldc..];
-        let last = row.len().min(64 / std::mem::size_of::<S>()) - 1;
-        // the tile row is 64 bytes: it touches at most two cache lines
-        for element in [&row[0], &row[last]] {
+        let row = &row[..row.len().min(width)];
+        // one prefetch per 64-byte line the row can touch: every 64 bytes, and the last element
+        let line = 64 / std::mem::size_of::<S>();
+        for element in row.iter().step_by(line).chain(row.last()) {
             // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a hint that never
             // faults or changes memory; the pointer comes from a live reference anyway.
             unsafe {
@@ -189,7 +225,7 @@ pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (c, ldc, rows);
+    let _ = (c, ldc, rows, width);
 }
 
 #[cfg(test)]
@@ -318,5 +354,93 @@ mod tests {
                 assert_eq!(full[i * 16 + j].to_bits(), partial[i * 16 + j].to_bits());
             }
         }
+    }
+
+    /// A tile function against the f64 sum on full and partial tiles, `beta` 0 (C holds NaN,
+    /// never read), 1 and another value, C embedded in a wider matrix whose other elements must
+    /// stay untouched; then partial tiles must equal the matching part of the full tile bitwise.
+    fn check_tile_fn<S: Float>(tile: TileFn<S>, mr: usize, nr: usize) {
+        let eps = S::EPSILON.to_f64();
+        for kc in [1, 2, 5, 16, 257] {
+            let a: Vec<S> = values(kc * mr, 11).into_iter().map(S::from_f64).collect();
+            let b: Vec<S> = values(kc * nr, 12).into_iter().map(S::from_f64).collect();
+            let ldc = nr + 3;
+            let c_old: Vec<S> = values((mr + 1) * ldc, 13)
+                .into_iter()
+                .map(S::from_f64)
+                .collect();
+            let (alpha, beta_values) = (1.5, [0.0, 1.0, -0.75]);
+            for beta in beta_values {
+                let mut full = c_old.clone();
+                tile(
+                    kc,
+                    &a,
+                    &b,
+                    S::from_f64(alpha),
+                    S::from_f64(beta),
+                    &mut full,
+                    ldc,
+                    mr,
+                    nr,
+                );
+                for (rows, cols) in [(mr, nr), (1, 1), (mr - 1, nr - 1), (mr, 3), (2, nr)] {
+                    let mut c = c_old.clone();
+                    if beta == 0.0 {
+                        for i in 0..rows {
+                            c[i * ldc..][..cols].fill(S::from_f64(f64::NAN));
+                        }
+                    }
+                    let (alpha_s, beta_s) = (S::from_f64(alpha), S::from_f64(beta));
+                    tile(kc, &a, &b, alpha_s, beta_s, &mut c, ldc, rows, cols);
+                    for i in 0..mr + 1 {
+                        for j in 0..ldc {
+                            let (got, old) = (c[i * ldc + j].to_f64(), c_old[i * ldc + j].to_f64());
+                            if i >= rows || j >= cols {
+                                assert_eq!(got, old, "outside the tile ({i}, {j}) was written");
+                                continue;
+                            }
+                            assert_eq!(
+                                got.to_bits(),
+                                full[i * ldc + j].to_f64().to_bits(),
+                                "partial tile {rows}x{cols} differs from the full tile at ({i}, {j})"
+                            );
+                            let (mut exact, mut magnitude) = (0.0, 0.0);
+                            for p in 0..kc {
+                                let term = a[p * mr + i].to_f64() * b[p * nr + j].to_f64();
+                                exact += term;
+                                magnitude += term.abs();
+                            }
+                            let beta_c = if beta == 0.0 { 0.0 } else { beta * old };
+                            let expected = alpha * exact + beta_c;
+                            let bound =
+                                2.0 * (kc + 2) as f64 * eps * (alpha * magnitude + beta_c.abs());
+                            assert!(
+                                (got - expected).abs() <= bound,
+                                "kc={kc} rows={rows} cols={cols} beta={beta} ({i},{j}): \
+                                 {got} vs {expected}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tile_wide_full_and_partial_tiles() {
+        check_tile_fn::<f32>(tile_wide::<f32x8>, MR, 16);
+        check_tile_fn::<f64>(tile_wide::<f64x4>, MR, 8);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tile_avx512_full_and_partial_tiles() {
+        use super::super::avx512;
+        if !avx512::detected() {
+            eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
+            return;
+        }
+        check_tile_fn::<f32>(avx512::tile_f32, avx512::MR_F32, avx512::NR_F32);
+        check_tile_fn::<f64>(avx512::tile_f64, avx512::MR_F64, avx512::NR_F64);
     }
 }

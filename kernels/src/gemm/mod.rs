@@ -3,7 +3,8 @@
 //! # Algorithm
 //!
 //! With `op(A)` m x k, `op(B)` k x n and C m x n, the product is blocked in five loops around a
-//! register-blocked microkernel (`gemm/microkernel.rs`, the only SIMD code):
+//! register-blocked microkernel (the only SIMD code: `gemm/microkernel.rs` for the portable
+//! `wide` kernels, `gemm/avx512.rs` for the AVX-512 ones):
 //!
 //! ```text
 //! for jc in column panels of C and B, NC wide          (B block of KC x NC lives in L3)
@@ -18,39 +19,57 @@
 //!                                                        panel, 1 afterwards)
 //! ```
 //!
+//! # Kernel variants
+//!
+//! Two microkernel families exist ([`KernelVariant`]): `Avx2`, the portable `wide` kernels
+//! (f32 6 x 16, f64 6 x 8; AVX2 + FMA in the default x86-64-v3 build), and `Avx512`, written
+//! with `std::arch` intrinsics under `#[target_feature(enable = "avx512f")]` (f32 12 x 32, f64
+//! 14 x 16). The variant is chosen once per process at run time ([`kernel_variant`]: AVX-512
+//! when the CPU has `avx512f`, overridable with `BENIGN_GEMM_KERNEL=auto|avx2|avx512`); each
+//! has its own blocking (MR, NR, KC, MC, NC), and packing follows the chosen variant. Non-x86
+//! builds have the `wide` kernels only.
+//!
 //! # Determinism
 //!
 //! Element `C[i][j]` is computed as: for each depth panel in order, an FMA chain over the panel
-//! in order of `p`, scaled by alpha and added to C. KC is a per-type constant, so this order
-//! depends only on `k`; threads only decide *which* row panels a task owns, never how an
-//! element is summed, and partial edge tiles use the same arithmetic as full tiles. Results
-//! are therefore bit-identical for any rayon pool size.
+//! in order of `p`, scaled by alpha and added to C. KC is a constant of the kernel variant, so
+//! this order depends only on `k` and the variant; threads only decide *which* tiles a task
+//! owns, never how an element is summed, and partial edge tiles use the same arithmetic as full
+//! tiles. Results are therefore bit-identical for any rayon pool size on one machine. They may
+//! differ in the last bits between CPUs with and without AVX-512 (or with a different
+//! `BENIGN_GEMM_KERNEL`): each variant is free to pick its own KC, which regroups the k-sum into
+//! depth panels, and a build without FMA rounds the `wide` kernel's multiply-adds twice.
 //!
 //! # Threads and buffers
 //!
 //! Calls with at least [`GEMM_PARALLEL_MIN_MULADDS`] multiply-adds run on the current rayon
 //! pool: per depth panel, the B block is packed by column ranges in parallel, then each task
-//! packs and multiplies one row panel of at most MC rows (at least one task per thread when
-//! `m` allows: C is split by rows only, so `m <= MR` runs on one thread). Packing buffers are
-//! thread-local `Vec`s of SIMD vectors (32-byte aligned), reused across calls and bounded by
-//! the blocking (`KC x NC` for B, `MC x KC` for A): at most 8 MB + 288 KB per thread.
+//! packs and multiplies one row panel of at most MC rows (at least one task per thread). When
+//! C has fewer than two MR-row strips per thread (short, wide products, `m <= MR` included),
+//! tasks own NR-aligned column ranges of C over all rows instead. Packing buffers are
+//! thread-local and 64-byte aligned, reused across calls and bounded by the blocking (`KC x NC`
+//! for B, `MC x KC` for A): at most 8 MB + 288 KB per thread.
 //!
 //! # Edge cases
 //!
 //! `beta == 0` never reads C (NaN already in C does not leak). `k == 0` or `alpha == 0` reduce
 //! to `C <- beta C` without reading A or B (the BLAS convention).
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod microkernel;
 mod pack;
 
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::thread::LocalKey;
 use wide::{f32x8, f64x4};
 
 use crate::Float;
 #[doc(hidden)]
 pub use microkernel::{microkernel, prefetch_tile, write_back, Lanes, Tile, MR, NR_VECTORS};
+use microkernel::{tile_wide, TileFn};
 use pack::{pack_a, pack_b, Operand};
 
 /// Whether an operand is used as stored (`No`) or transposed (`Yes`).
@@ -65,7 +84,106 @@ pub enum Transpose {
 /// more than the second core brings.
 pub const GEMM_PARALLEL_MIN_MULADDS: usize = 1 << 21;
 
-/// Cache blocking of one element type (exposed for the edge-case tests).
+/// The microkernel family a GEMM call runs with.
+///
+/// Chosen once per process by [`kernel_variant`]: `Avx512` when the CPU has AVX-512F (x86-64
+/// only; detected at run time, so an x86-64-v3 build uses it on AVX-512 machines), `Avx2`
+/// otherwise. The environment variable `BENIGN_GEMM_KERNEL` (`auto`, `avx2` or `avx512`, read
+/// once) overrides the choice; an unknown value or `avx512` on a CPU without it falls back to
+/// `auto` with a warning on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelVariant {
+    /// The portable `wide` kernels (f32x8 6 x 16, f64x4 6 x 8): AVX2 + FMA instructions when
+    /// the build targets x86-64-v3, whatever `wide` lowers to elsewhere.
+    Avx2,
+    /// 512-bit kernels (f32 12 x 32, f64 14 x 16) written with `std::arch` intrinsics.
+    Avx512,
+}
+
+impl KernelVariant {
+    /// Whether this variant can run on this CPU.
+    pub fn is_available(self) -> bool {
+        match self {
+            KernelVariant::Avx2 => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelVariant::Avx512 => avx512::detected(),
+            #[cfg(not(target_arch = "x86_64"))]
+            KernelVariant::Avx512 => false,
+        }
+    }
+
+    /// The variants this CPU can run, portable first.
+    pub fn available() -> Vec<KernelVariant> {
+        [KernelVariant::Avx2, KernelVariant::Avx512]
+            .into_iter()
+            .filter(|variant| variant.is_available())
+            .collect()
+    }
+
+    /// The name `BENIGN_GEMM_KERNEL` accepts for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelVariant::Avx2 => "avx2",
+            KernelVariant::Avx512 => "avx512",
+        }
+    }
+}
+
+/// The process-wide kernel variant (see [`KernelVariant`]); decided at the first call.
+pub fn kernel_variant() -> KernelVariant {
+    static SELECTED: OnceLock<KernelVariant> = OnceLock::new();
+    *SELECTED.get_or_init(|| {
+        let best = *KernelVariant::available()
+            .last()
+            .unwrap_or(&KernelVariant::Avx2);
+        let requested = std::env::var("BENIGN_GEMM_KERNEL").unwrap_or_default();
+        match requested.as_str() {
+            "" | "auto" => best,
+            "avx2" => KernelVariant::Avx2,
+            "avx512" if KernelVariant::Avx512.is_available() => KernelVariant::Avx512,
+            other => {
+                eprintln!(
+                    "warning: BENIGN_GEMM_KERNEL={other:?} is not usable here (valid: auto, \
+                     avx2, avx512 on CPUs with avx512f); using {}",
+                    best.name()
+                );
+                best
+            }
+        }
+    })
+}
+
+thread_local! {
+    /// A per-thread override of [`kernel_variant`], set by [`with_kernel_variant`].
+    static VARIANT_OVERRIDE: Cell<Option<KernelVariant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with GEMM calls made *from this thread* using `variant` (the work they spread over
+/// rayon follows the caller's choice). For tests and benchmarks of both kernels in one process.
+///
+/// # Panics
+///
+/// If `variant` is not available on this CPU.
+#[doc(hidden)]
+pub fn with_kernel_variant<R>(variant: KernelVariant, f: impl FnOnce() -> R) -> R {
+    assert!(
+        variant.is_available(),
+        "gemm: kernel variant {variant:?} is not available on this CPU"
+    );
+    let previous = VARIANT_OVERRIDE.with(|cell| cell.replace(Some(variant)));
+    let result = f();
+    VARIANT_OVERRIDE.with(|cell| cell.set(previous));
+    result
+}
+
+/// The variant a call made now on this thread uses.
+fn current_variant() -> KernelVariant {
+    VARIANT_OVERRIDE
+        .with(Cell::get)
+        .unwrap_or_else(kernel_variant)
+}
+
+/// Cache blocking of one kernel variant and element type (exposed for the edge-case tests).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
 pub struct Blocking {
@@ -81,7 +199,14 @@ pub struct Blocking {
     pub nc: usize,
 }
 
-/// f32: 6 x 16 tiles (12 `f32x8` accumulators).
+/// f32, `Avx2` variant: 6 x 16 tiles (12 `f32x8` accumulators).
+///
+/// The `Avx2` blocking starts from BLIS's Haswell choices for the same 6 x 16 / 6 x 8
+/// microkernels: a `KC x NR` B micro-panel (16 KB) plus an `MR x KC` A micro-panel (6 KB f32,
+/// 12 KB f64) stay in L1, the `MC x KC` A block (168 KB f32, 288 KB f64) in L2, the `KC x NC`
+/// B block (4 MB f32, 8 MB f64) in L3. Other choices (KC 384, MC 72..168, NC 1024..4080)
+/// measured within the noise of the shared benchmark machine; f64 MC was raised from BLIS's 72
+/// to 144.
 #[doc(hidden)]
 pub const SGEMM_BLOCKING: Blocking = Blocking {
     mr: MR,
@@ -91,7 +216,7 @@ pub const SGEMM_BLOCKING: Blocking = Blocking {
     nc: 4080,
 };
 
-/// f64: 6 x 8 tiles (12 `f64x4` accumulators).
+/// f64, `Avx2` variant: 6 x 8 tiles (12 `f64x4` accumulators).
 #[doc(hidden)]
 pub const DGEMM_BLOCKING: Blocking = Blocking {
     mr: MR,
@@ -101,42 +226,108 @@ pub const DGEMM_BLOCKING: Blocking = Blocking {
     nc: 4080,
 };
 
-/// An element type with a SIMD GEMM: its vector type and cache blocking.
-///
-/// The blocking starts from BLIS's Haswell choices for the same 6 x 16 / 6 x 8 microkernels: a
-/// `KC x NR` B micro-panel (16 KB) plus an `MR x KC` A micro-panel (6 KB f32, 12 KB f64) stay
-/// in L1, the `MC x KC` A block (168 KB f32, 288 KB f64) in L2, the `KC x NC` B block (4 MB
-/// f32, 8 MB f64) in L3. Other choices (KC 384, MC 72..168, NC 1024..4080) measured within
-/// the noise of the shared benchmark machine; f64 MC was raised from BLIS's 72 to 144.
+/// f32, `Avx512` variant: 12 x 32 tiles (24 zmm accumulators). The B micro-panel (`KC x 32`,
+/// 32 KB) stays in Ice Lake's 48 KB L1 while A micro-panels (12 KB) stream from L2, which holds
+/// the `MC x KC` A block (288 KB of 1.25 MB); the B block (`KC x NC`, 4 MB) lives in L3.
+#[doc(hidden)]
+pub const SGEMM_BLOCKING_AVX512: Blocking = Blocking {
+    mr: 12,
+    nr: 32,
+    kc: 256,
+    mc: 288,
+    nc: 4096,
+};
+
+/// f64, `Avx512` variant: 14 x 16 tiles (28 zmm accumulators; BLIS's Skylake-X dgemm shape).
+/// KC is halved so that the B micro-panel (16 KB) and an A micro-panel (14 KB) both fit in L1;
+/// KC 256 with the 32 KB B micro-panel measured slower.
+#[doc(hidden)]
+pub const DGEMM_BLOCKING_AVX512: Blocking = Blocking {
+    mr: 14,
+    nr: 16,
+    kc: 128,
+    mc: 280,
+    nc: 2048,
+};
+
+/// The blocking `gemm::<T>` uses with `variant` (for the edge-case tests).
+#[doc(hidden)]
+pub fn blocking<T: Float>(variant: KernelVariant) -> Blocking {
+    match (T::NAME, variant) {
+        ("f32", KernelVariant::Avx2) => SGEMM_BLOCKING,
+        ("f32", KernelVariant::Avx512) => SGEMM_BLOCKING_AVX512,
+        (_, KernelVariant::Avx2) => DGEMM_BLOCKING,
+        (_, KernelVariant::Avx512) => DGEMM_BLOCKING_AVX512,
+    }
+}
+
+/// One kernel variant for one element type: its blocking and its tile function.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<S> {
+    blocking: Blocking,
+    tile: TileFn<S>,
+}
+
+/// An element type with SIMD GEMM kernels.
 pub(crate) trait GemmScalar: Float + bytemuck::Pod {
-    type Vector: Lanes<Scalar = Self>;
-    /// Depth of a panel; also fixes the reduction order (see the module docs).
-    const KC: usize;
-    /// Rows of an A block; a multiple of `MR`.
-    const MC: usize;
-    /// Columns of a B block; a multiple of `NR`.
-    const NC: usize;
+    /// The kernel of `variant` (which must be available: checked again by the AVX-512 tile).
+    fn kernel(variant: KernelVariant) -> Kernel<Self>;
 }
 
 impl GemmScalar for f32 {
-    type Vector = f32x8;
-    const KC: usize = SGEMM_BLOCKING.kc;
-    const MC: usize = SGEMM_BLOCKING.mc;
-    const NC: usize = SGEMM_BLOCKING.nc;
+    fn kernel(variant: KernelVariant) -> Kernel<f32> {
+        match variant {
+            #[cfg(target_arch = "x86_64")]
+            KernelVariant::Avx512 => Kernel {
+                blocking: SGEMM_BLOCKING_AVX512,
+                tile: avx512::tile_f32,
+            },
+            _ => Kernel {
+                blocking: SGEMM_BLOCKING,
+                tile: tile_wide::<f32x8>,
+            },
+        }
+    }
 }
 
 impl GemmScalar for f64 {
-    type Vector = f64x4;
-    const KC: usize = DGEMM_BLOCKING.kc;
-    const MC: usize = DGEMM_BLOCKING.mc;
-    const NC: usize = DGEMM_BLOCKING.nc;
+    fn kernel(variant: KernelVariant) -> Kernel<f64> {
+        match variant {
+            #[cfg(target_arch = "x86_64")]
+            KernelVariant::Avx512 => Kernel {
+                blocking: DGEMM_BLOCKING_AVX512,
+                tile: avx512::tile_f64,
+            },
+            _ => Kernel {
+                blocking: DGEMM_BLOCKING,
+                tile: tile_wide::<f64x4>,
+            },
+        }
+    }
 }
 
-// The blocking tables agree with the vector types and with each other.
+// The blocking tables agree with the kernels and with themselves.
 const _: () = {
     assert!(SGEMM_BLOCKING.nr == <f32x8 as Lanes>::NR && DGEMM_BLOCKING.nr == <f64x4 as Lanes>::NR);
-    assert!(SGEMM_BLOCKING.mc % MR == 0 && SGEMM_BLOCKING.nc % SGEMM_BLOCKING.nr == 0);
-    assert!(DGEMM_BLOCKING.mc % MR == 0 && DGEMM_BLOCKING.nc % DGEMM_BLOCKING.nr == 0);
+    #[cfg(target_arch = "x86_64")]
+    assert!(
+        SGEMM_BLOCKING_AVX512.mr == avx512::MR_F32
+            && SGEMM_BLOCKING_AVX512.nr == avx512::NR_F32
+            && DGEMM_BLOCKING_AVX512.mr == avx512::MR_F64
+            && DGEMM_BLOCKING_AVX512.nr == avx512::NR_F64
+    );
+    let tables = [
+        SGEMM_BLOCKING,
+        DGEMM_BLOCKING,
+        SGEMM_BLOCKING_AVX512,
+        DGEMM_BLOCKING_AVX512,
+    ];
+    let mut index = 0;
+    while index < tables.len() {
+        let table = tables[index];
+        assert!(table.mc.is_multiple_of(table.mr) && table.nc.is_multiple_of(table.nr));
+        index += 1;
+    }
 };
 
 /// `C <- alpha op(A) op(B) + beta C`, `op(A)` m x k, `op(B)` k x n, C m x n (row-major).
@@ -226,40 +417,51 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
         ld: ldb,
         trans: tb,
     };
-    let nr = S::Vector::NR;
-    let parallel_tasks = if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS {
-        rayon::current_num_threads().min(m.div_ceil(MR))
+    let Kernel { blocking, tile } = S::kernel(current_variant());
+    let Blocking { mr, nr, kc, mc, nc } = blocking;
+    let threads = if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS {
+        rayon::current_num_threads()
     } else {
         1
     };
+    // Tasks own row panels of C, unless there are fewer than two MR-row strips per thread:
+    // then they own NR-aligned column ranges (all rows) instead, so that short, wide products
+    // (m <= MR included) still use every thread. Either way each element is computed by the
+    // same tile arithmetic, so the split never changes a bit.
+    let split_columns = threads > 1 && m.div_ceil(mr) < 2 * threads;
+    let parallel_tasks = if split_columns {
+        threads.min(n.min(nc).div_ceil(nr))
+    } else {
+        threads.min(m.div_ceil(mr))
+    };
 
     // loop over the NC-wide column panels of C and B
-    for jc in (0..n).step_by(S::NC) {
-        let cols = jc..n.min(jc + S::NC);
+    for jc in (0..n).step_by(nc) {
+        let cols = jc..n.min(jc + nc);
         // loop over the KC-deep depth panels, always in increasing order
-        for pc in (0..k).step_by(S::KC) {
-            let depth = pc..k.min(pc + S::KC);
+        for pc in (0..k).step_by(kc) {
+            let depth = pc..k.min(pc + kc);
             let beta_panel = if pc == 0 { beta } else { S::ONE };
-            let b_vectors = depth.len() * cols.len().div_ceil(nr) * NR_VECTORS;
-            with_pack_buffer::<S::Vector, _>(&PACK_B, b_vectors, |b_pack| {
+            let panel_len = depth.len() * nr;
+            let b_len = cols.len().div_ceil(nr) * panel_len;
+            with_pack_buffer::<S, _>(&PACK_B, b_len, |b_pack| {
                 if parallel_tasks > 1 {
                     // packing is a few percent of the work: split it too (by columns, so each
                     // task fills whole micro-panels; the packed values do not depend on it)
                     let panels = cols.len().div_ceil(nr);
                     let panels_per_task = panels.div_ceil(parallel_tasks);
-                    let panel_len = depth.len() * NR_VECTORS;
                     b_pack
                         .par_chunks_mut(panels_per_task * panel_len)
                         .enumerate()
                         .for_each(|(t, b_part)| {
                             let first = cols.start + t * panels_per_task * nr;
                             let part = first..cols.end.min(first + panels_per_task * nr);
-                            pack_b::<S::Vector>(b_part, b, depth.clone(), part);
+                            pack_b(b_part, b, depth.clone(), part, nr);
                         });
                 } else {
-                    pack_b::<S::Vector>(b_pack, b, depth.clone(), cols.clone());
+                    pack_b(b_pack, b, depth.clone(), cols.clone(), nr);
                 }
-                let b_pack: &[S::Vector] = b_pack;
+                let b_pack: &[S] = b_pack;
                 let row_block = |c_rows: &mut [S], rows: std::ops::Range<usize>| {
                     row_panel(
                         c_rows,
@@ -271,13 +473,47 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                         b_pack,
                         alpha,
                         beta_panel,
+                        blocking,
+                        tile,
                     )
                 };
-                if parallel_tasks > 1 {
+                if parallel_tasks > 1 && split_columns {
+                    // loop over column ranges of C, one rayon task each, all rows
+                    let panels = cols.len().div_ceil(nr);
+                    let panels_per_task = panels.div_ceil(parallel_tasks);
+                    let task_width = panels_per_task * nr;
+                    let mut c_parts: Vec<Vec<&mut [S]>> = (0..panels.div_ceil(panels_per_task))
+                        .map(|_| Vec::with_capacity(m))
+                        .collect();
+                    for c_row in c.chunks_mut(ldc) {
+                        let mut rest = &mut c_row[cols.clone()];
+                        for c_part in &mut c_parts {
+                            let (part_row, tail) = rest.split_at_mut(task_width.min(rest.len()));
+                            c_part.push(part_row);
+                            rest = tail;
+                        }
+                    }
+                    c_parts
+                        .into_par_iter()
+                        .zip(b_pack.par_chunks(panels_per_task * panel_len))
+                        .for_each(|(mut c_part, b_part)| {
+                            column_panel(
+                                &mut c_part,
+                                a,
+                                0..m,
+                                depth.clone(),
+                                b_part,
+                                alpha,
+                                beta_panel,
+                                blocking,
+                                tile,
+                            )
+                        });
+                } else if parallel_tasks > 1 {
                     // loop over the row panels of C, one rayon task each: as many tasks as
                     // needed for MC-row blocks, at least one per thread
-                    let tasks = m.div_ceil(S::MC).max(parallel_tasks);
-                    let rows_per_task = m.div_ceil(tasks).next_multiple_of(MR);
+                    let tasks = m.div_ceil(mc).max(parallel_tasks);
+                    let rows_per_task = m.div_ceil(tasks).next_multiple_of(mr);
                     c.par_chunks_mut(rows_per_task * ldc)
                         .enumerate()
                         .for_each(|(t, c_rows)| {
@@ -286,9 +522,9 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                         });
                 } else {
                     // loop over the MC-tall row panels of C
-                    for (t, c_rows) in c.chunks_mut(S::MC * ldc).enumerate() {
-                        let first = t * S::MC;
-                        row_block(c_rows, first..m.min(first + S::MC));
+                    for (t, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
+                        let first = t * mc;
+                        row_block(c_rows, first..m.min(first + mc));
                     }
                 }
             });
@@ -306,32 +542,79 @@ fn row_panel<S: GemmScalar>(
     rows: std::ops::Range<usize>,
     depth: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
-    b_pack: &[S::Vector],
+    b_pack: &[S],
     alpha: S,
     beta: S,
+    blocking: Blocking,
+    tile: TileFn<S>,
 ) {
+    let Blocking { mr, nr, .. } = blocking;
     let kc = depth.len();
-    let mc = rows.len();
-    let nr = S::Vector::NR;
-    let a_vectors = (mc.div_ceil(MR) * MR * kc).div_ceil(S::Vector::LANES);
-    with_pack_buffer::<S::Vector, _>(&PACK_A, a_vectors, |a_pack| {
-        let a_pack: &mut [S] = bytemuck::cast_slice_mut(a_pack);
-        pack_a(a_pack, a, rows, depth);
+    let row_count = rows.len();
+    let a_len = row_count.div_ceil(mr) * mr * kc;
+    with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
+        pack_a(a_pack, a, rows, depth, mr);
         // loop over the NR-wide strips of the B block
-        for (jr, b_panel) in b_pack.chunks_exact(kc * NR_VECTORS).enumerate() {
+        for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
             let first_col = cols.start + jr * nr;
             let tile_cols = nr.min(cols.end - first_col);
             // loop over the MR-tall strips of the A block
-            for (ir, a_panel) in a_pack
-                .chunks_exact(kc * MR)
-                .take(mc.div_ceil(MR))
-                .enumerate()
-            {
-                let tile_rows = MR.min(mc - ir * MR);
-                let c_tile = &mut c_rows[ir * MR * ldc + first_col..];
-                prefetch_tile(c_tile, ldc, tile_rows);
-                let ab = microkernel::<S::Vector>(kc, a_panel, b_panel);
-                write_back::<S::Vector>(&ab, alpha, beta, c_tile, ldc, tile_rows, tile_cols);
+            for (ir, a_panel) in a_pack.chunks_exact(kc * mr).enumerate() {
+                let tile_rows = mr.min(row_count - ir * mr);
+                let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
+                prefetch_tile(c_tile, ldc, tile_rows, tile_cols);
+                tile(
+                    kc, a_panel, b_panel, alpha, beta, c_tile, ldc, tile_rows, tile_cols,
+                );
+            }
+        }
+    });
+}
+
+/// Largest tile of any kernel variant, in scalars (f32 AVX-512: 12 x 32).
+const MAX_TILE: usize = 12 * 32;
+const _: () = assert!(MAX_TILE >= 14 * 16);
+
+/// One column range of C for all rows `rows`: packs `op(A)[rows, depth]` and updates
+/// `c_rows[i][..]` (row `rows.start + i` of C, restricted to the range) with the packed B
+/// micro-panels `b_pack` of the range. The tiles go through a full-size buffer, which is the
+/// same arithmetic as writing them in place (partial tiles do that anyway).
+#[allow(clippy::too_many_arguments)]
+fn column_panel<S: GemmScalar>(
+    c_rows: &mut [&mut [S]],
+    a: Operand<'_, S>,
+    rows: std::ops::Range<usize>,
+    depth: std::ops::Range<usize>,
+    b_pack: &[S],
+    alpha: S,
+    beta: S,
+    blocking: Blocking,
+    tile: TileFn<S>,
+) {
+    let Blocking { mr, nr, .. } = blocking;
+    assert!(mr * nr <= MAX_TILE);
+    let kc = depth.len();
+    let row_count = rows.len();
+    let a_len = row_count.div_ceil(mr) * mr * kc;
+    let mut buffer = [S::ZERO; MAX_TILE];
+    let buffer = &mut buffer[..mr * nr];
+    with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
+        pack_a(a_pack, a, rows, depth, mr);
+        // loop over the NR-wide strips of the range
+        for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
+            let first_col = jr * nr;
+            // loop over the MR-tall strips of A
+            for (a_panel, c_tile_rows) in a_pack.chunks_exact(kc * mr).zip(c_rows.chunks_mut(mr)) {
+                let tile_cols = nr.min(c_tile_rows[0].len() - first_col);
+                if beta != S::ZERO {
+                    for (buffer_row, c_row) in buffer.chunks_exact_mut(nr).zip(&*c_tile_rows) {
+                        buffer_row[..tile_cols].copy_from_slice(&c_row[first_col..][..tile_cols]);
+                    }
+                }
+                tile(kc, a_panel, b_panel, alpha, beta, buffer, nr, mr, nr);
+                for (buffer_row, c_row) in buffer.chunks_exact(nr).zip(c_tile_rows) {
+                    c_row[first_col..][..tile_cols].copy_from_slice(&buffer_row[..tile_cols]);
+                }
             }
         }
     });
@@ -356,21 +639,28 @@ thread_local! {
     static PACK_B: Cell<Vec<f64x4>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on a thread-local buffer of `len` vectors (32-byte aligned), reused across calls.
+/// Alignment of the packed blocks: one cache line, and one zmm vector.
+const PACK_ALIGN: usize = 64;
+
+/// Runs `f` on a thread-local buffer of `len` scalars (64-byte aligned), reused across calls.
 ///
 /// The buffer is taken out of its slot for the duration of `f`, so a nested call on the same
 /// thread (rayon may run another task while this one waits) simply gets a fresh buffer.
-fn with_pack_buffer<V: Lanes, R>(
+fn with_pack_buffer<S: bytemuck::Pod, R>(
     slot: &'static LocalKey<Cell<Vec<f64x4>>>,
     len: usize,
-    f: impl FnOnce(&mut [V]) -> R,
+    f: impl FnOnce(&mut [S]) -> R,
 ) -> R {
     let mut buffer = slot.with(Cell::take);
-    if buffer.len() < len {
-        buffer.resize(len, f64x4::ZERO);
+    // f64x4 is 32-byte aligned: one extra cache line leaves room to align to 64
+    let vectors = (len * std::mem::size_of::<S>() + PACK_ALIGN).div_ceil(32);
+    if buffer.len() < vectors {
+        buffer.resize(vectors, f64x4::ZERO);
     }
-    // f64x4 and both vector types are 32 bytes with 32-byte alignment: the cast cannot fail.
-    let result = f(bytemuck::cast_slice_mut(&mut buffer[..len]));
+    // f64x4 is 32 bytes with 32-byte alignment and S is 4 or 8 bytes: the cast cannot fail.
+    let scalars: &mut [S] = bytemuck::cast_slice_mut(&mut buffer[..vectors]);
+    let offset = scalars.as_ptr().align_offset(PACK_ALIGN);
+    let result = f(&mut scalars[offset..][..len]);
     slot.with(|cell| cell.set(buffer));
     result
 }

@@ -6,7 +6,6 @@
 
 use std::ops::Range;
 
-use super::microkernel::{Lanes, MR, NR_VECTORS};
 use super::Transpose;
 use crate::Float;
 
@@ -19,34 +18,40 @@ pub struct Operand<'a, S> {
     pub trans: Transpose,
 }
 
-/// Packs rows `rows` and depth `depth` of `op(A)` into `dst` as `ceil(rows.len() / MR)`
-/// micro-panels of `depth.len() x MR` scalars, each stored k-major (the `MR` values of one
-/// column `p` contiguous); rows past the end are zero.
-pub fn pack_a<S: Float>(dst: &mut [S], a: Operand<'_, S>, rows: Range<usize>, depth: Range<usize>) {
+/// Packs rows `rows` and depth `depth` of `op(A)` into `dst` as `ceil(rows.len() / mr)`
+/// micro-panels of `depth.len() x mr` scalars, each stored k-major (the `mr` values of one
+/// column `p` contiguous); rows past the end are zero. `mr` is the kernel variant's `MR`.
+pub fn pack_a<S: Float>(
+    dst: &mut [S],
+    a: Operand<'_, S>,
+    rows: Range<usize>,
+    depth: Range<usize>,
+    mr: usize,
+) {
     let kc = depth.len();
-    let panels = rows.len().div_ceil(MR);
-    for (panel_index, panel) in dst.chunks_exact_mut(kc * MR).take(panels).enumerate() {
-        let first_row = rows.start + panel_index * MR;
-        let panel_rows = MR.min(rows.end - first_row);
+    let panels = rows.len().div_ceil(mr);
+    for (panel_index, panel) in dst.chunks_exact_mut(kc * mr).take(panels).enumerate() {
+        let first_row = rows.start + panel_index * mr;
+        let panel_rows = mr.min(rows.end - first_row);
         match a.trans {
             Transpose::No => {
-                // row i of A is contiguous along the depth: scatter it with stride MR
-                for ii in 0..MR {
+                // row i of A is contiguous along the depth: scatter it with stride mr
+                for ii in 0..mr {
                     if ii < panel_rows {
                         let src = &a.data[(first_row + ii) * a.ld + depth.start..][..kc];
-                        for (dst_column, &x) in panel.chunks_exact_mut(MR).zip(src) {
+                        for (dst_column, &x) in panel.chunks_exact_mut(mr).zip(src) {
                             dst_column[ii] = x;
                         }
                     } else {
-                        for dst_column in panel.chunks_exact_mut(MR) {
+                        for dst_column in panel.chunks_exact_mut(mr) {
                             dst_column[ii] = S::ZERO;
                         }
                     }
                 }
             }
             Transpose::Yes => {
-                // column p of op(A) is contiguous in storage: copy MR at a time
-                for (p, dst_column) in depth.clone().zip(panel.chunks_exact_mut(MR)) {
+                // column p of op(A) is contiguous in storage: copy mr at a time
+                for (p, dst_column) in depth.clone().zip(panel.chunks_exact_mut(mr)) {
                     let src = &a.data[p * a.ld + first_row..][..panel_rows];
                     dst_column[..panel_rows].copy_from_slice(src);
                     dst_column[panel_rows..].fill(S::ZERO);
@@ -56,54 +61,58 @@ pub fn pack_a<S: Float>(dst: &mut [S], a: Operand<'_, S>, rows: Range<usize>, de
     }
 }
 
-/// Packs depth `depth` and columns `cols` of `op(B)` into `dst` as `ceil(cols.len() / NR)`
-/// micro-panels of `depth.len() x NR` scalars (`NR = V::NR`), each stored k-major (the `NR`
-/// values of one row `p` contiguous, as `NR_VECTORS` vectors); columns past the end are zero.
-pub fn pack_b<V: Lanes>(
-    dst: &mut [V],
-    b: Operand<'_, V::Scalar>,
+/// Packs depth `depth` and columns `cols` of `op(B)` into `dst` as `ceil(cols.len() / nr)`
+/// micro-panels of `depth.len() x nr` scalars, each stored k-major (the `nr` values of one row
+/// `p` contiguous); columns past the end are zero. `nr` is the kernel variant's `NR`.
+pub fn pack_b<S: Float>(
+    dst: &mut [S],
+    b: Operand<'_, S>,
     depth: Range<usize>,
     cols: Range<usize>,
+    nr: usize,
 ) {
     let kc = depth.len();
-    let nr = V::NR;
-    let panel_len = kc * NR_VECTORS;
+    let panel_len = kc * nr;
     let panels = cols.len().div_ceil(nr);
     let full_panels = cols.len() / nr;
     match b.trans {
         Transpose::No => {
             // Row p of B is contiguous: walk B row by row (a stream the hardware prefetcher
             // follows; panel by panel would jump ldb elements per step) and scatter each row
-            // over the panels, a whole vector at a time.
+            // over the panels, nr contiguous scalars at a time.
             for (step, p) in depth.clone().enumerate() {
                 let src_row = &b.data[p * b.ld + cols.start..][..cols.len()];
-                for (panel, src) in dst
-                    .chunks_exact_mut(panel_len)
-                    .zip(src_row.chunks_exact(nr))
-                {
-                    let dst_row = &mut panel[step * NR_VECTORS..][..NR_VECTORS];
-                    for (v, lanes) in dst_row.iter_mut().zip(src.chunks_exact(V::LANES)) {
-                        *v = V::load(lanes);
+                // fixed-size copies for the kernels' NR (a call to memcpy per 64 or 128 bytes
+                // otherwise)
+                match nr {
+                    8 => scatter_row::<S, 8>(dst, panel_len, step, src_row),
+                    16 => scatter_row::<S, 16>(dst, panel_len, step, src_row),
+                    32 => scatter_row::<S, 32>(dst, panel_len, step, src_row),
+                    _ => {
+                        for (panel, src) in dst
+                            .chunks_exact_mut(panel_len)
+                            .zip(src_row.chunks_exact(nr))
+                        {
+                            panel[step * nr..][..nr].copy_from_slice(src);
+                        }
                     }
                 }
             }
             if full_panels < panels {
-                // the last, partial panel: zero-padded scalar copies
+                // the last, partial panel: zero-padded copies
                 let panel = &mut dst[full_panels * panel_len..][..panel_len];
-                let panel: &mut [V::Scalar] = bytemuck::cast_slice_mut(panel);
                 let first_col = cols.start + full_panels * nr;
                 let panel_cols = cols.end - first_col;
                 for (p, dst_row) in depth.clone().zip(panel.chunks_exact_mut(nr)) {
                     let src = &b.data[p * b.ld + first_col..][..panel_cols];
                     dst_row[..panel_cols].copy_from_slice(src);
-                    dst_row[panel_cols..].fill(V::Scalar::ZERO);
+                    dst_row[panel_cols..].fill(S::ZERO);
                 }
             }
         }
         Transpose::Yes => {
             // column j of op(B) is row j of storage, contiguous along the depth
             for (panel_index, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
-                let panel: &mut [V::Scalar] = bytemuck::cast_slice_mut(panel);
                 let first_col = cols.start + panel_index * nr;
                 let panel_cols = nr.min(cols.end - first_col);
                 for jj in 0..nr {
@@ -114,11 +123,27 @@ pub fn pack_b<V: Lanes>(
                         }
                     } else {
                         for dst_row in panel.chunks_exact_mut(nr) {
-                            dst_row[jj] = V::Scalar::ZERO;
+                            dst_row[jj] = S::ZERO;
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Copies the whole `NR`-wide chunks of one row of B, `src_row`, to row `step` of consecutive
+/// micro-panels of `panel_len` scalars in `dst`.
+#[inline(always)]
+fn scatter_row<S: Copy, const NR: usize>(
+    dst: &mut [S],
+    panel_len: usize,
+    step: usize,
+    src_row: &[S],
+) {
+    let (chunks, _) = src_row.as_chunks::<NR>();
+    for (panel, src) in dst.chunks_exact_mut(panel_len).zip(chunks) {
+        let dst_row: &mut [S; NR] = (&mut panel[step * NR..][..NR]).try_into().unwrap();
+        *dst_row = *src;
     }
 }
