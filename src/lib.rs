@@ -6,7 +6,9 @@
 
 pub mod cpu;
 pub mod error;
+pub mod io;
 pub mod model;
+pub mod plot;
 pub mod synthetic;
 
 pub use benign_kernels as kernels;

@@ -12,7 +12,7 @@ use super::config::RunConfig;
 use super::data::{training_set, Signals, TestSource, TrainSet};
 use super::dense::available_memory_bytes;
 use super::init::InitSource;
-use super::tmp_io::io::{self, npy};
+use crate::io::{self, npy};
 
 /// A data set read from an export directory.
 #[derive(Clone, Debug)]

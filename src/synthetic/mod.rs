@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod run;
 pub mod subspace;
 pub mod theory;
-mod tmp_io;
 
 pub use config::{LabelNoise, Precision, Preset, RunConfig, SignalDirections, TrainerKind};
 pub use run::{run, run_with, RunOptions, RunResult, Summary};

@@ -16,7 +16,7 @@ use super::init::InitSource;
 use super::metrics::{first_non_finite, sample_outputs, EvalContext, EvalRecord};
 use super::subspace::{StartupTimings, SubspaceTrainer};
 use super::theory::{classify, predict, reference_levels, Prediction, ReferenceLevels, Regime};
-use super::tmp_io::{io, plot};
+use crate::{io, plot};
 use super::Trainer;
 
 /// How to run, beyond the configuration.

@@ -1,0 +1,171 @@
+//! Files the engine writes and reads: atomic writes, JSON, and NumPy's `.npy` arrays.
+//!
+//! Every output goes through [`write_atomic_with`]: the bytes land in a temporary file next to
+//! the destination (same directory, hence same file system), which is flushed, fsynced and then
+//! renamed over the destination. A reader therefore sees either the old file or the complete new
+//! one, never a half-written one, even if the process is killed mid-write.
+
+pub mod npy;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{Error, Result};
+
+/// Distinguishes temporary files of concurrent writes from the same process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |out| out.write_all(bytes))
+}
+
+/// Same as [`write_atomic`], streaming: the closure writes into a buffered writer over the
+/// temporary file. The parent directory is created if missing. On any error the temporary file
+/// is removed and the destination is left untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let file_name = path.file_name().ok_or_else(|| {
+        io_error(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the output path does not name a file",
+            ),
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let temp_path = dir.join(temp_name);
+
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp_path)
+        .map_err(|e| io_error(&temp_path, e))?;
+    let outcome = fill_and_sync(file, write).and_then(|()| fs::rename(&temp_path, path));
+    if let Err(source) = outcome {
+        // Best effort: the write already failed, a failure to clean up adds nothing useful.
+        let _ = fs::remove_file(&temp_path);
+        return Err(io_error(path, source));
+    }
+    sync_directory(&dir);
+    Ok(())
+}
+
+fn fill_and_sync(
+    file: File,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, file);
+    write(&mut out)?;
+    out.flush()?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+}
+
+/// Makes the rename itself durable. Failure only weakens durability after a power loss (the
+/// file content is already synced), so it is not reported.
+fn sync_directory(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Pretty JSON of any `Serialize` value (with a trailing newline), written atomically.
+pub fn write_json_atomic<S: serde::Serialize>(path: &Path, value: &S) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        message: format!("cannot serialize to JSON: {e}"),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("benign-io-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn writes_replace_and_create_parent() {
+        let dir = scratch_dir("replace");
+        let path = dir.join("nested/out.txt");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert!(leftovers(&dir.join("nested")).is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_write_keeps_old_file_and_removes_temp() {
+        let dir = scratch_dir("fail");
+        let path = dir.join("out.txt");
+        write_atomic(&path, b"old").unwrap();
+        let err = write_atomic_with(&path, |out| {
+            out.write_all(b"partial")?;
+            Err(std::io::Error::other("simulated failure"))
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(err.to_string().contains("simulated failure"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn json_is_pretty_and_complete() {
+        let dir = scratch_dir("json");
+        let path = dir.join("v.json");
+        write_json_atomic(&path, &serde_json::json!({"lr": 0.005, "steps": 1000})).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("}\n") && text.contains("\n  \"lr\": 0.005"), "{text}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn path_without_file_name_is_an_error() {
+        let err = write_atomic(Path::new("/"), b"x").unwrap_err();
+        assert!(err.to_string().contains("does not name a file"), "{err}");
+    }
+}

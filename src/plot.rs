@@ -1,0 +1,873 @@
+//! Figures: grids of line-chart panels and heatmaps, each written as an SVG and a PNG.
+//!
+//! Both formats are drawn by the same code over two plotters backends: the SVG at about 1200 px
+//! wide, the PNG at twice that resolution (every length and font size scales with it). Drawing
+//! happens in memory and the files are written through [`crate::io::write_atomic`], so a figure
+//! on disk is always complete. Output is deterministic: no timestamps, fixed colour order.
+//!
+//! Text needs a TrueType sans-serif font on the system (plotters' `ttf` feature finds it, e.g.
+//! DejaVu Sans). Its absence is reported as an [`Error::Io`] on the output path saying so, not a
+//! panic.
+
+use std::path::Path;
+
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::FontDesc;
+
+use crate::{Error, Result};
+
+/// One curve of a panel.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    /// Legend entry; empty for no entry.
+    pub label: String,
+    /// Points in data coordinates, drawn in order. Non-finite points break the line.
+    pub points: Vec<(f64, f64)>,
+    /// Drawn dashed (e.g. test curves next to solid train curves).
+    pub dashed: bool,
+}
+
+/// One line chart of a grid.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Panel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// `None` fits the data (with a small margin).
+    pub y_range: Option<(f64, f64)>,
+    /// Logarithmic x axis; points with `x <= 0` cannot be shown and are skipped.
+    pub log_x: bool,
+}
+
+/// A map of values over a grid of `(x, y)` settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Heatmap {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// Grid coordinates, strictly increasing. Cells are drawn equally wide; when every value is
+    /// positive and they span a factor of 10 or more, positions between them (overlays) are
+    /// interpolated on a log scale, otherwise linearly.
+    pub x_values: Vec<f64>,
+    pub y_values: Vec<f64>,
+    /// Row-major over (y, x): `values[iy * x_values.len() + ix]`; NaN = missing (drawn grey).
+    pub values: Vec<f64>,
+    /// Colour-bar label (continuous mode).
+    pub value_label: String,
+    /// `Some`: values are category indices into this list, drawn with a legend.
+    pub categories: Option<Vec<String>>,
+    /// Curves drawn over the map in data coordinates, clipped to the grid.
+    pub overlays: Vec<Series>,
+}
+
+/// Width of the SVG output in pixels; the PNG is [`PNG_SCALE`] times larger.
+const WIDTH: u32 = 1200;
+const PNG_SCALE: u32 = 2;
+const FONT: &str = "sans-serif";
+
+/// Line colours (the "tab10" palette without its grey, which marks missing cells).
+const PALETTE: [RGBColor; 9] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+/// Overlay colours: chosen to stay visible over viridis and the palette (with a white halo).
+const OVERLAY_COLORS: [RGBColor; 4] = [
+    RGBColor(220, 20, 20),
+    RGBColor(0, 0, 0),
+    RGBColor(255, 140, 0),
+    RGBColor(255, 0, 255),
+];
+const MISSING: RGBColor = RGBColor(190, 190, 190);
+
+/// Viridis (matplotlib), sampled at 9 evenly spaced points and interpolated linearly.
+const VIRIDIS: [(u8, u8, u8); 9] = [
+    (68, 1, 84),
+    (71, 44, 122),
+    (59, 81, 139),
+    (44, 113, 142),
+    (33, 144, 141),
+    (39, 173, 129),
+    (92, 200, 99),
+    (170, 220, 50),
+    (253, 231, 37),
+];
+
+fn viridis(t: f64) -> RGBColor {
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let pos = t * (VIRIDIS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(VIRIDIS.len() - 2);
+    let frac = pos - i as f64;
+    let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * frac).round() as u8;
+    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Renders panels in a grid with `columns` columns to an SVG and a PNG (both written atomically).
+pub fn render_panels(
+    panels: &[Panel],
+    columns: usize,
+    title: &str,
+    svg: &Path,
+    png: &Path,
+) -> Result<()> {
+    if panels.is_empty() {
+        return Err(Error::invalid("panels", "at least one panel is needed"));
+    }
+    if columns == 0 || columns > 8 {
+        return Err(Error::invalid("columns", format!("must be in 1..=8, got {columns}")));
+    }
+    for panel in panels {
+        if let Some((lo, hi)) = panel.y_range {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(Error::invalid(
+                    "y_range",
+                    format!("panel '{}': need finite lo < hi, got ({lo}, {hi})", panel.title),
+                ));
+            }
+        }
+    }
+    let columns = columns.min(panels.len());
+    let rows = panels.len().div_ceil(columns);
+    let panel_height = (WIDTH / columns as u32 * 3 / 4).clamp(300, 440);
+    let size = (WIDTH, TITLE_BAND + panel_height * rows as u32);
+    let figure = PanelGrid {
+        panels,
+        rows,
+        columns,
+        title,
+    };
+    render_both(&figure, svg, png, size)
+}
+
+/// Renders a heatmap (continuous with a colour bar, or categorical with a legend) to an SVG and
+/// a PNG (both written atomically).
+pub fn render_heatmap(map: &Heatmap, svg: &Path, png: &Path) -> Result<()> {
+    validate_heatmap(map)?;
+    let nx = map.x_values.len() as u32;
+    let ny = map.y_values.len() as u32;
+    // Square-ish cells, within sane bounds.
+    let main_width = WIDTH - SIDE_WIDTH;
+    let plot_height = ((main_width - 120) * ny / nx).clamp(360, 900);
+    let size = (WIDTH, TITLE_BAND + plot_height + 70);
+    render_both(map, svg, png, size)
+}
+
+const TITLE_BAND: u32 = 50;
+const SIDE_WIDTH: u32 = 260;
+
+fn validate_heatmap(map: &Heatmap) -> Result<()> {
+    for (name, values) in [("x_values", &map.x_values), ("y_values", &map.y_values)] {
+        if values.is_empty() {
+            return Err(Error::invalid(name, "the grid needs at least one value"));
+        }
+        if values.iter().any(|v| !v.is_finite()) || values.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::invalid(name, "values must be finite and strictly increasing"));
+        }
+    }
+    let cells = map.x_values.len() * map.y_values.len();
+    if map.values.len() != cells {
+        return Err(Error::invalid(
+            "values",
+            format!(
+                "{} values for a {} x {} grid (need {cells}, row-major over (y, x))",
+                map.values.len(),
+                map.y_values.len(),
+                map.x_values.len()
+            ),
+        ));
+    }
+    if let Some(names) = &map.categories {
+        if names.is_empty() {
+            return Err(Error::invalid("categories", "an empty list of categories"));
+        }
+        if let Some(bad) = map.values.iter().find(|v| {
+            !v.is_nan() && !(v.fract() == 0.0 && **v >= 0.0 && **v < names.len() as f64)
+        }) {
+            return Err(Error::invalid(
+                "values",
+                format!(
+                    "categorical value {bad} is not an index into {} categories (NaN = missing)",
+                    names.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that text can be measured, i.e. that a font was found, before drawing anything.
+fn check_font() -> std::result::Result<(), String> {
+    let font: FontDesc = (FONT, 12).into_font();
+    font.box_size("Ag").map(|_| ()).map_err(|e| {
+        format!(
+            "no usable '{FONT}' TrueType font ({e}); install one, e.g. DejaVu Sans \
+             (Debian package fonts-dejavu-core)"
+        )
+    })
+}
+
+fn render_error(path: &Path, message: String) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(format!("cannot render the figure: {message}")),
+    }
+}
+
+/// A figure that can be drawn on any plotters backend at a given scale (1 for the SVG).
+trait Figure {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: u32,
+    ) -> std::result::Result<(), String>;
+}
+
+/// Draws the same figure into an SVG string and an RGB buffer, encodes the PNG, and writes both.
+fn render_both(
+    figure: &impl Figure,
+    svg: &Path,
+    png: &Path,
+    (width, height): (u32, u32),
+) -> Result<()> {
+    check_font().map_err(|m| render_error(svg, m))?;
+    let mut svg_text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg_text, (width, height)).into_drawing_area();
+        figure.draw(&root, 1).map_err(|m| render_error(svg, m))?;
+        root.present().map_err(|e| render_error(svg, e.to_string()))?;
+    }
+    let (png_width, png_height) = (width * PNG_SCALE, height * PNG_SCALE);
+    let mut pixels = vec![0u8; png_width as usize * png_height as usize * 3];
+    {
+        let root =
+            BitMapBackend::with_buffer(&mut pixels, (png_width, png_height)).into_drawing_area();
+        figure.draw(&root, PNG_SCALE).map_err(|m| render_error(png, m))?;
+        root.present().map_err(|e| render_error(png, e.to_string()))?;
+    }
+    let png_bytes = encode_png(&pixels, png_width, png_height).map_err(|m| render_error(png, m))?;
+    crate::io::write_atomic(svg, svg_text.as_bytes())?;
+    crate::io::write_atomic(png, &png_bytes)
+}
+
+fn encode_png(pixels: &[u8], width: u32, height: u32) -> std::result::Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(pixels).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// Fills the background, draws the title centred in a band at the top and returns the rest.
+fn titled_body<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    scale: u32,
+) -> std::result::Result<DrawingArea<DB, Shift>, String> {
+    root.fill(&WHITE).map_err(text)?;
+    let (band, body) = root.split_vertically(TITLE_BAND * scale);
+    let (width, height) = band.dim_in_pixel();
+    let style = font(20, scale)
+        .into_text_style(&band)
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    band.draw(&Text::new(
+        title.to_string(),
+        ((width / 2) as i32, (height / 2) as i32),
+        style,
+    ))
+    .map_err(text)?;
+    Ok(body)
+}
+
+/// Plotters errors carry the backend's error type; the figures only report their text.
+fn text<E: std::fmt::Display>(error: E) -> String {
+    error.to_string()
+}
+
+/// Tick labels: integers as integers, very large or small numbers in compact exponent form,
+/// otherwise three significant digits.
+fn format_value(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    let magnitude = v.abs();
+    if !(1e-3..1e5).contains(&magnitude) {
+        let text = format!("{v:.1e}");
+        return text.replace(".0e", "e");
+    }
+    if v.fract() == 0.0 {
+        return format!("{v:.0}");
+    }
+    let decimals = (2 - magnitude.log10().floor() as i32).max(0) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+fn font(size: u32, scale: u32) -> FontDesc<'static> {
+    (FONT, f64::from(size * scale)).into_font()
+}
+
+fn line_style(color: RGBColor, width: u32) -> ShapeStyle {
+    ShapeStyle {
+        color: color.to_rgba(),
+        filled: false,
+        stroke_width: width,
+    }
+}
+
+/// Splits a curve into runs of drawable points (finite, and positive x on a log axis).
+fn drawable_runs(points: &[(f64, f64)], log_x: bool) -> Vec<Vec<(f64, f64)>> {
+    let mut runs = vec![];
+    let mut current = vec![];
+    for &(x, y) in points {
+        if x.is_finite() && y.is_finite() && (!log_x || x > 0.0) {
+            current.push((x, y));
+        } else if !current.is_empty() {
+            runs.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        runs.push(current);
+    }
+    runs
+}
+
+/// `(lo, hi)` of some values, widened when degenerate; `log` keeps the range positive.
+fn extent(values: impl Iterator<Item = f64>, log: bool, pad: f64) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if lo > hi {
+        return if log { (1.0, 10.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        if lo == hi {
+            (lo / 2.0, hi * 2.0)
+        } else {
+            (lo, hi)
+        }
+    } else if lo == hi {
+        let half = if lo == 0.0 { 0.5 } else { lo.abs() * 0.05 };
+        (lo - half, hi + half)
+    } else {
+        let margin = (hi - lo) * pad;
+        (lo - margin, hi + margin)
+    }
+}
+
+struct PanelGrid<'a> {
+    panels: &'a [Panel],
+    rows: usize,
+    columns: usize,
+    title: &'a str,
+}
+
+impl Figure for PanelGrid<'_> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: u32,
+    ) -> std::result::Result<(), String> {
+        let body = titled_body(root, self.title, scale)?;
+        let cells = body.split_evenly((self.rows, self.columns));
+        for (panel, area) in self.panels.iter().zip(cells.iter()) {
+            draw_panel(area, panel, scale)?;
+        }
+        Ok(())
+    }
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    scale: u32,
+) -> std::result::Result<(), String> {
+    let runs: Vec<Vec<Vec<(f64, f64)>>> = panel
+        .series
+        .iter()
+        .map(|s| drawable_runs(&s.points, panel.log_x))
+        .collect();
+    let all_points = || runs.iter().flatten().flatten();
+    let (x_lo, x_hi) = extent(all_points().map(|p| p.0), panel.log_x, 0.0);
+    let (y_lo, y_hi) = panel
+        .y_range
+        .unwrap_or_else(|| extent(all_points().map(|p| p.1), false, 0.05));
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(&panel.title, font(16, scale))
+        .margin(10 * scale)
+        .margin_right(28 * scale)
+        .x_label_area_size(42 * scale)
+        .y_label_area_size(62 * scale);
+    if panel.log_x {
+        let chart = builder
+            .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo..y_hi)
+            .map_err(text)?;
+        draw_panel_content(chart, panel, &runs, scale)
+    } else {
+        let chart = builder
+            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+            .map_err(text)?;
+        draw_panel_content(chart, panel, &runs, scale)
+    }
+}
+
+fn draw_panel_content<'a, DB, X>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<X, RangedCoordf64>>,
+    panel: &Panel,
+    runs: &[Vec<Vec<(f64, f64)>>],
+    scale: u32,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let formatter = |v: &f64| format_value(*v);
+    chart
+        .configure_mesh()
+        .x_desc(panel.x_label.as_str())
+        .y_desc(panel.y_label.as_str())
+        .label_style(font(12, scale))
+        .axis_desc_style(font(13, scale))
+        .x_label_formatter(&formatter)
+        .y_label_formatter(&formatter)
+        .x_labels(8)
+        .y_labels(8)
+        .bold_line_style(BLACK.mix(0.12))
+        .light_line_style(BLACK.mix(0.04))
+        .draw()
+        .map_err(text)?;
+
+    let mut any_label = false;
+    for (k, (series, runs)) in panel.series.iter().zip(runs).enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let style = line_style(color, 2 * scale);
+        // An empty series carries the legend entry, so a curve with no drawable point still
+        // appears in the legend (and its absence from the plot is visible).
+        let legend_entry = chart
+            .draw_series(LineSeries::new(std::iter::empty::<(f64, f64)>(), style))
+            .map_err(text)?;
+        if !series.label.is_empty() {
+            any_label = true;
+            let dashed = series.dashed;
+            legend_entry.label(series.label.as_str()).legend(move |(x, y)| {
+                let (x, y) = (x - 4 * scale as i32, y);
+                let s = scale as i32;
+                let (a, b) = if dashed { (8 * s, 14 * s) } else { (24 * s, 0) };
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (a, 0)], style)
+                    + PathElement::new(vec![(b, 0), (if dashed { 22 * s } else { 0 }, 0)], style)
+            });
+        }
+        for run in runs {
+            if run.len() == 1 {
+                chart
+                    .draw_series(std::iter::once(Circle::new(run[0], 3 * scale, style.filled())))
+                    .map_err(text)?;
+            } else if series.dashed {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        run.iter().copied(),
+                        8 * scale,
+                        5 * scale,
+                        style,
+                    ))
+                    .map_err(text)?;
+            } else {
+                chart
+                    .draw_series(LineSeries::new(run.iter().copied(), style))
+                    .map_err(text)?;
+            }
+        }
+    }
+    if any_label {
+        let corner = quietest_corner(&chart, runs);
+        chart
+            .configure_series_labels()
+            .position(corner)
+            .margin(8 * scale)
+            .legend_area_size(30 * scale)
+            .label_font(font(12, scale))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()
+            .map_err(text)?;
+    }
+    Ok(())
+}
+
+/// The plot corner with the fewest curve points, so the legend hides as little as possible.
+fn quietest_corner<DB, X>(
+    chart: &ChartContext<'_, DB, Cartesian2d<X, RangedCoordf64>>,
+    runs: &[Vec<Vec<(f64, f64)>>],
+) -> SeriesLabelPosition
+where
+    DB: DrawingBackend,
+    X: Ranged<ValueType = f64>,
+{
+    let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
+    let width = f64::from((x_pixels.end - x_pixels.start).max(1));
+    let height = f64::from((y_pixels.end - y_pixels.start).max(1));
+    // (left, top) of each candidate, in the order preferred on ties.
+    let corners = [
+        (SeriesLabelPosition::UpperRight, false, true),
+        (SeriesLabelPosition::LowerRight, false, false),
+        (SeriesLabelPosition::UpperLeft, true, true),
+        (SeriesLabelPosition::LowerLeft, true, false),
+    ];
+    let mut counts = [0usize; 4];
+    for &point in runs.iter().flatten().flatten() {
+        let (px, py) = chart.backend_coord(&point);
+        let fx = f64::from(px - x_pixels.start) / width;
+        let fy = f64::from(py - y_pixels.start) / height;
+        for (count, &(_, left, top)) in counts.iter_mut().zip(&corners) {
+            let in_x = if left { fx < 0.45 } else { fx > 0.55 };
+            let in_y = if top { fy < 0.45 } else { fy > 0.55 };
+            *count += usize::from(in_x && in_y);
+        }
+    }
+    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
+    corners[best].0.clone()
+}
+
+/// Maps grid coordinates to cell-index space: value `values[i]` sits at index `i`, positions in
+/// between are interpolated (on a log scale for positive values spanning a factor of 10 or
+/// more), positions outside extrapolate the end cells.
+struct AxisMap {
+    transformed: Vec<f64>,
+    log: bool,
+}
+
+impl AxisMap {
+    fn new(values: &[f64]) -> AxisMap {
+        let (lo, hi) = (values[0], values[values.len() - 1]);
+        let log = lo > 0.0 && hi / lo >= 10.0;
+        let transformed = values
+            .iter()
+            .map(|&v| if log { v.ln() } else { v })
+            .collect();
+        AxisMap { transformed, log }
+    }
+
+    /// The value in the axis's interpolation space (log or linear); NaN if not representable.
+    fn forward(&self, v: f64) -> f64 {
+        if !self.log {
+            v
+        } else if v > 0.0 {
+            v.ln()
+        } else {
+            f64::NAN
+        }
+    }
+
+    fn index(&self, v: f64) -> f64 {
+        let t = self.forward(v);
+        let grid = &self.transformed;
+        if !t.is_finite() {
+            return f64::NAN;
+        }
+        if grid.len() == 1 {
+            return t - grid[0];
+        }
+        let segment = grid
+            .windows(2)
+            .position(|w| t <= w[1])
+            .unwrap_or(grid.len() - 2);
+        let (a, b) = (grid[segment], grid[segment + 1]);
+        segment as f64 + (t - a) / (b - a)
+    }
+}
+
+/// Liang-Barsky: the part of segment `p -> q` inside the box, if any.
+fn clip_segment(
+    p: (f64, f64),
+    q: (f64, f64),
+    (x_lo, x_hi): (f64, f64),
+    (y_lo, y_hi): (f64, f64),
+) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (denominator, numerator) in [
+        (-dx, p.0 - x_lo),
+        (dx, x_hi - p.0),
+        (-dy, p.1 - y_lo),
+        (dy, y_hi - p.1),
+    ] {
+        if denominator == 0.0 {
+            if numerator < 0.0 {
+                return None;
+            }
+        } else {
+            let t = numerator / denominator;
+            if denominator < 0.0 {
+                t0 = t0.max(t);
+            } else {
+                t1 = t1.min(t);
+            }
+        }
+    }
+    (t0 <= t1).then(|| {
+        (
+            (p.0 + t0 * dx, p.1 + t0 * dy),
+            (p.0 + t1 * dx, p.1 + t1 * dy),
+        )
+    })
+}
+
+/// An overlay curve in cell-index space, densified (so curves straight in the axes' own scale
+/// stay straight) and clipped to the map: one polyline per visible stretch.
+fn overlay_polylines(
+    series: &Series,
+    x_axis: &AxisMap,
+    y_axis: &AxisMap,
+    x_box: (f64, f64),
+    y_box: (f64, f64),
+) -> Vec<Vec<(f64, f64)>> {
+    const SUBSTEPS: usize = 32;
+    let mut dense = vec![];
+    for pair in series.points.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let (ax, bx) = (x_axis.forward(a.0), x_axis.forward(b.0));
+        let (ay, by) = (y_axis.forward(a.1), y_axis.forward(b.1));
+        for k in 0..SUBSTEPS {
+            let f = k as f64 / SUBSTEPS as f64;
+            let tx = ax + (bx - ax) * f;
+            let ty = ay + (by - ay) * f;
+            let back = |axis: &AxisMap, t: f64| if axis.log { t.exp() } else { t };
+            dense.push((back(x_axis, tx), back(y_axis, ty)));
+        }
+    }
+    if let Some(&last) = series.points.last() {
+        dense.push(last);
+    }
+    let mapped: Vec<(f64, f64)> = dense
+        .iter()
+        .map(|&(x, y)| (x_axis.index(x), y_axis.index(y)))
+        .collect();
+    let mut lines: Vec<Vec<(f64, f64)>> = vec![];
+    let mut open = false;
+    for pair in mapped.windows(2) {
+        let (p, q) = (pair[0], pair[1]);
+        let finite = p.0.is_finite() && p.1.is_finite() && q.0.is_finite() && q.1.is_finite();
+        match clip_segment(p, q, x_box, y_box).filter(|_| finite) {
+            Some((start, end)) => {
+                let continues = open && start == p;
+                if !continues {
+                    lines.push(vec![start]);
+                }
+                lines.last_mut().expect("a line was just pushed").push(end);
+                open = end == q;
+            }
+            None => open = false,
+        }
+    }
+    lines
+}
+
+impl Figure for Heatmap {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        scale: u32,
+    ) -> std::result::Result<(), String> {
+        let body = titled_body(root, &self.title, scale)?;
+        let (body_width, _) = body.dim_in_pixel();
+        let (main, side) = body.split_horizontally(body_width - SIDE_WIDTH * scale);
+        let (nx, ny) = (self.x_values.len(), self.y_values.len());
+        let x_box = (-0.5, nx as f64 - 0.5);
+        let y_box = (-0.5, ny as f64 - 0.5);
+
+        let finite = || self.values.iter().copied().filter(|v| v.is_finite());
+        let (v_lo, v_hi) = extent(finite(), false, 0.0);
+        let color_of = |v: f64| -> RGBColor {
+            if v.is_nan() {
+                MISSING
+            } else if self.categories.is_some() {
+                PALETTE[v as usize % PALETTE.len()]
+            } else {
+                viridis((v - v_lo) / (v_hi - v_lo))
+            }
+        };
+
+        let mut chart = ChartBuilder::on(&main)
+            .margin(10 * scale)
+            .x_label_area_size(48 * scale)
+            .y_label_area_size(70 * scale)
+            .build_cartesian_2d(x_box.0..x_box.1, y_box.0..y_box.1)
+            .map_err(text)?;
+        let grid_label = |values: &[f64], v: f64| {
+            let index = v.round();
+            if (v - index).abs() < 1e-9 && index >= 0.0 && (index as usize) < values.len() {
+                format_value(values[index as usize])
+            } else {
+                String::new()
+            }
+        };
+        let x_formatter = |v: &f64| grid_label(&self.x_values, *v);
+        let y_formatter = |v: &f64| grid_label(&self.y_values, *v);
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(self.x_label.as_str())
+            .y_desc(self.y_label.as_str())
+            .label_style(font(12, scale))
+            .axis_desc_style(font(14, scale))
+            .x_labels(nx.min(12))
+            .y_labels(ny.min(16))
+            .x_label_formatter(&x_formatter)
+            .y_label_formatter(&y_formatter)
+            .draw()
+            .map_err(text)?;
+        chart
+            .draw_series(self.values.iter().enumerate().map(|(k, &v)| {
+                let (ix, iy) = ((k % nx) as f64, (k / nx) as f64);
+                Rectangle::new(
+                    [(ix - 0.5, iy - 0.5), (ix + 0.5, iy + 0.5)],
+                    color_of(v).filled(),
+                )
+            }))
+            .map_err(text)?;
+
+        let x_axis = AxisMap::new(&self.x_values);
+        let y_axis = AxisMap::new(&self.y_values);
+        for (k, overlay) in self.overlays.iter().enumerate() {
+            let color = OVERLAY_COLORS[k % OVERLAY_COLORS.len()];
+            for line in overlay_polylines(overlay, &x_axis, &y_axis, x_box, y_box) {
+                // A white halo keeps the line visible over any cell colour.
+                chart
+                    .draw_series(LineSeries::new(line.iter().copied(), line_style(WHITE, 5 * scale)))
+                    .map_err(text)?;
+                let style = line_style(color, 2 * scale);
+                if overlay.dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            line.iter().copied(),
+                            9 * scale,
+                            5 * scale,
+                            style,
+                        ))
+                        .map_err(text)?;
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(line.iter().copied(), style))
+                        .map_err(text)?;
+                }
+            }
+        }
+
+        draw_side_panel(&side, self, (v_lo, v_hi), scale)
+    }
+}
+
+/// The right-hand column: colour bar or category legend, then the overlay legend and the
+/// missing-cell swatch.
+fn draw_side_panel<DB: DrawingBackend>(
+    side: &DrawingArea<DB, Shift>,
+    map: &Heatmap,
+    (v_lo, v_hi): (f64, f64),
+    scale: u32,
+) -> std::result::Result<(), String> {
+    let s = scale as i32;
+    let (_, height) = side.dim_in_pixel();
+    let label_font = font(12, scale);
+    const ROW: i32 = 24;
+    let swatch = |y: i32, color: RGBColor, name: &str| {
+        let corners = [(12 * s, y), (30 * s, y + 16 * s)];
+        side.draw(&Rectangle::new(corners, color.filled()))
+            .and_then(|_| side.draw(&Rectangle::new(corners, BLACK.mix(0.5).stroke_width(1))))
+            .and_then(|_| side.draw(&Text::new(name.to_string(), (38 * s, y), label_font.clone())))
+            .map_err(text)
+    };
+
+    // Rows below the colour bar or the category list: overlays, then the missing-cell swatch.
+    let mut y = match &map.categories {
+        Some(names) => {
+            side.draw(&Text::new(map.value_label.clone(), (12 * s, 14 * s), font(13, scale)))
+                .map_err(text)?;
+            for (k, name) in names.iter().enumerate() {
+                swatch((14 + ROW * (k as i32 + 1)) * s, PALETTE[k % PALETTE.len()], name)?;
+            }
+            (14 + ROW * (names.len() as i32 + 2)) * s
+        }
+        None => {
+            let bar_height = height * 3 / 5;
+            let (top, _) = side.split_vertically(bar_height);
+            // A 30 px bar, its ticks and label to the right of it.
+            let mut bar = ChartBuilder::on(&top)
+                .margin_top(16 * scale)
+                .margin_bottom(4 * scale)
+                .margin_left(12 * scale)
+                .margin_right((SIDE_WIDTH - 12 - 30 - 100) * scale)
+                .right_y_label_area_size(100 * scale)
+                .build_cartesian_2d(0.0..1.0, v_lo..v_hi)
+                .map_err(text)?;
+            let formatter = |v: &f64| format_value(*v);
+            bar.configure_mesh()
+                .disable_mesh()
+                .disable_x_axis()
+                .y_desc(map.value_label.as_str())
+                .y_labels(8)
+                .y_label_formatter(&formatter)
+                .label_style(font(12, scale))
+                .axis_desc_style(font(13, scale))
+                .draw()
+                .map_err(text)?;
+            const STEPS: usize = 128;
+            let step = (v_hi - v_lo) / STEPS as f64;
+            bar.draw_series((0..STEPS).map(|k| {
+                let lo = v_lo + step * k as f64;
+                Rectangle::new(
+                    [(0.0, lo), (1.0, lo + step)],
+                    viridis((k as f64 + 0.5) / STEPS as f64).filled(),
+                )
+            }))
+            .map_err(text)?;
+            bar_height as i32 + 14 * s
+        }
+    };
+    for (k, overlay) in map.overlays.iter().enumerate() {
+        if overlay.label.is_empty() {
+            continue;
+        }
+        let line_y = y + 8 * s;
+        let color = OVERLAY_COLORS[k % OVERLAY_COLORS.len()];
+        let style = line_style(color, 2 * scale);
+        let segments: Vec<(i32, i32)> = if overlay.dashed {
+            vec![(6, 14), (19, 27)]
+        } else {
+            vec![(6, 27)]
+        };
+        for (a, b) in segments {
+            side.draw(&PathElement::new(vec![(a * s, line_y), (b * s, line_y)], style))
+                .map_err(text)?;
+        }
+        side.draw(&Text::new(overlay.label.clone(), (34 * s, y), label_font.clone()))
+            .map_err(text)?;
+        y += ROW * s;
+    }
+    if map.values.iter().any(|v| v.is_nan()) {
+        swatch(y, MISSING, "missing")?;
+    }
+    Ok(())
+}
