@@ -10,6 +10,7 @@ pub mod io;
 pub mod model;
 pub mod plot;
 pub mod synthetic;
+pub mod sweep;
 
 pub use benign_kernels as kernels;
 pub use error::{Error, Result};

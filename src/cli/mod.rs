@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod data;
+mod plot;
 mod run;
+mod sweep;
 
 #[derive(Parser)]
 #[command(name = "benign", version, about = "Benign overfitting in attention token selection")]
@@ -22,6 +24,10 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Export or inspect the synthetic data.
     Data(data::DataCommand),
+    /// Run a grid of synthetic runs (in parallel, resumable, shardable) and draw phase diagrams.
+    Sweep(Box<sweep::SweepArgs>),
+    /// Re-render a sweep's results.csv and heatmaps from its saved results.
+    Plot(plot::PlotArgs),
 }
 
 /// Parses the command line, runs the subcommand, and returns the process exit status:
@@ -32,6 +38,8 @@ pub fn main() -> i32 {
         Command::Bench(args) => bench::execute(args),
         Command::Run(args) => run::execute(*args),
         Command::Data(args) => data::execute(args),
+        Command::Sweep(args) => sweep::execute(*args),
+        Command::Plot(args) => plot::execute(args),
     };
     match result {
         Ok(code) => code,
