@@ -150,6 +150,16 @@ fn killed_sweep_resumes_to_the_uninterrupted_results() {
     assert!(text.contains(&format!("{partial} skipped")), "{text}");
     assert_same_results(&expected, &results(&dir, "results.jsonl"));
 
+    // Records equal a standalone run of their configuration, which evaluates every 25 steps.
+    let record = expected.values().nth(5).unwrap();
+    let standalone = benign::synthetic::run(record.config.clone(), Default::default()).unwrap();
+    let mut direct = standalone.summary.final_metrics.clone();
+    let mut recorded = record.final_metrics.clone().unwrap();
+    direct.wall_seconds = 0.0;
+    recorded.wall_seconds = 0.0;
+    assert_eq!(direct, recorded);
+    assert_eq!(standalone.records.len(), 7);
+
     // A third invocation finds nothing to do.
     let again = sweep(&dir, &[]);
     ok(&again);
@@ -260,6 +270,26 @@ fn common_random_numbers_share_columns_and_keep_them_in_one_shard() {
     for ((d, s), runs) in &columns {
         assert_eq!(runs.len(), 3, "column d={d} seed {s} split across shards");
         assert!(runs.iter().all(|r| r.seed == runs[0].seed));
+    }
+    // A cell equals, to rounding, the standalone run of its configuration (the column's seed).
+    for record in shard.values().take(4) {
+        let standalone = benign::synthetic::run(record.config.clone(), Default::default()).unwrap();
+        let (a, b) = (
+            standalone.summary.final_metrics,
+            record.final_metrics.clone().unwrap(),
+        );
+        for (u, v) in [
+            (a.train_loss, b.train_loss),
+            (a.test_loss, b.test_loss),
+            (a.p_norm, b.p_norm),
+        ] {
+            assert!(
+                (u - v).abs() <= 1e-8 * u.abs().max(1.0),
+                "{}: {u} vs {v}",
+                record.run_id
+            );
+        }
+        assert_eq!((a.train_acc, a.test_acc), (b.train_acc, b.test_acc));
     }
     let independent = scratch("crn-independent");
     ok(&sweep(&independent, &["--shard", "1/3"]));

@@ -8,6 +8,11 @@
 //! the thread count or the shard: every run's seed derives from its id, and the kernels reduce
 //! in a fixed order.
 //!
+//! Runs evaluate only at their last step unless `--save-runs` keeps their own files: a record
+//! holds the final metrics, which evaluation does not influence, so they are bit-identical to
+//! those of a run evaluating every `eval_every` steps (the configuration recorded is the one
+//! asked for).
+//!
 //! A shard `i/N` takes the groups whose position is `i mod N` (whole columns under common random
 //! numbers) and writes `results.shard-i-of-N.jsonl`.
 
@@ -287,10 +292,20 @@ pub fn run_sweep(
         }
     };
 
+    // A record keeps only the final metrics, so evaluations before the last step would be
+    // computed and dropped: skip them unless the run's own files are kept. Evaluating does not
+    // change the trajectory, so the record is bit-identical either way.
+    let executed = |planned: &PlannedRun| {
+        let mut config = planned.config.clone();
+        if runs_dir.is_none() {
+            config.eval_every = config.steps;
+        }
+        config
+    };
     let run_group = |group: &[&PlannedRun]| {
         if spec.common_random_numbers {
             let clock = Instant::now();
-            match SharedStartup::new(&group[0].config) {
+            match SharedStartup::new(&executed(group[0])) {
                 Ok(shared) => {
                     // The start-up's time is charged to the first run of the column.
                     let mut extra = clock.elapsed().as_secs_f64();
@@ -300,7 +315,7 @@ pub fn run_sweep(
                         }
                         let clock = Instant::now();
                         let out = runs_dir.as_ref().map(|d| d.join(&planned.id));
-                        let outcome = shared.run(&planned.config, out);
+                        let outcome = shared.run(&executed(planned), out);
                         finish(planned, outcome, clock.elapsed().as_secs_f64() + extra);
                         extra = 0.0;
                     }
@@ -327,7 +342,7 @@ pub fn run_sweep(
                     write_files: runs_dir.is_some(),
                     ..RunOptions::default()
                 };
-                let outcome = run(planned.config.clone(), options);
+                let outcome = run(executed(planned), options);
                 finish(planned, outcome, clock.elapsed().as_secs_f64());
             }
         }
