@@ -291,6 +291,20 @@ fn common_random_numbers_share_columns_and_keep_them_in_one_shard() {
         }
         assert_eq!((a.train_acc, a.test_acc), (b.train_acc, b.test_acc));
     }
+    // Sharding and threads do not change a bit (columns run whole, in lockstep).
+    let whole = scratch("crn-whole");
+    ok(&sweep(
+        &whole,
+        &["--common-random-numbers", "--threads", "1"],
+    ));
+    let all = results(&whole, "results.jsonl");
+    let same: BTreeMap<String, RunRecord> = all
+        .iter()
+        .filter(|(k, _)| shard.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_same_results(&shard, &same);
+    std::fs::remove_dir_all(whole).unwrap();
     let independent = scratch("crn-independent");
     ok(&sweep(&independent, &["--shard", "1/3"]));
     let ids = results(&independent, "results.shard-1-of-3.jsonl");

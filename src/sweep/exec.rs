@@ -25,12 +25,12 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::synthetic::theory::predict;
-use crate::synthetic::{run, RunOptions, RunResult};
+use crate::synthetic::{run, Precision, RunConfig, RunOptions, RunResult};
 use crate::{io, Error, Result};
 
 use super::grid::{PlannedRun, SweepSpec};
 use super::results::{shard_file_name, ResultsFile, RunRecord, RESULTS_FILE, SPEC_FILE};
-use super::shared::SharedStartup;
+use super::shared::{CellOutcome, SharedStartup};
 
 /// A slice of the sweep for one process of a cluster job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -155,15 +155,24 @@ pub fn prepare_dir(spec: &SweepSpec, dir: &Path) -> Result<()> {
     }
 }
 
+/// What a record keeps of a run.
+fn outcome_of(result: Result<RunResult>) -> Result<CellOutcome> {
+    result.map(|r| CellOutcome {
+        final_metrics: r.summary.final_metrics,
+        observed_regime: r.summary.observed_regime,
+        first_all_fitted_step: r.summary.first_all_fitted_step,
+    })
+}
+
 /// The record of a finished (or failed) run.
-fn record_of(planned: &PlannedRun, outcome: Result<RunResult>, wall_seconds: f64) -> RunRecord {
+fn record_of(planned: &PlannedRun, outcome: Result<CellOutcome>, wall_seconds: f64) -> RunRecord {
     let theory = predict(&planned.config);
     let (error, final_metrics, observed, first_fit) = match outcome {
-        Ok(result) => (
+        Ok(o) => (
             None,
-            Some(result.summary.final_metrics),
-            Some(result.summary.observed_regime),
-            result.summary.first_all_fitted_step,
+            Some(o.final_metrics),
+            Some(o.observed_regime),
+            o.first_all_fitted_step,
         ),
         Err(e) => (Some(e.to_string()), None, None, None),
     };
@@ -232,16 +241,17 @@ pub fn run_sweep(
         .map(|(_, g)| g)
         .collect();
     let in_shard: usize = shard_groups.iter().map(Vec::len).sum();
+    // Groups with at least one run to do; the whole group is kept (a lockstep column runs all
+    // its cells so that its results never depend on which of them were done before).
     let pending: Vec<Vec<&PlannedRun>> = shard_groups
         .into_iter()
-        .map(|g| {
-            g.into_iter()
-                .filter(|r| !done.contains(&r.id))
-                .collect::<Vec<_>>()
-        })
-        .filter(|g| !g.is_empty())
+        .filter(|g| g.iter().any(|r| !done.contains(&r.id)))
         .collect();
-    let to_run: usize = pending.iter().map(Vec::len).sum();
+    let to_run: usize = pending
+        .iter()
+        .flatten()
+        .filter(|r| !done.contains(&r.id))
+        .count();
     progress(&Progress::Planned {
         total: planned.len(),
         in_shard,
@@ -264,7 +274,7 @@ pub fn run_sweep(
     let ran = AtomicUsize::new(0);
     let runs_dir = options.save_runs.then(|| dir.join("runs"));
 
-    let finish = |planned: &PlannedRun, outcome: Result<RunResult>, seconds: f64| {
+    let finish = |planned: &PlannedRun, outcome: Result<CellOutcome>, seconds: f64| {
         let record = record_of(planned, outcome, seconds);
         let is_failure = record.error.is_some();
         let appended = file
@@ -303,26 +313,41 @@ pub fn run_sweep(
         config
     };
     let run_group = |group: &[&PlannedRun]| {
+        let todo = || group.iter().filter(|p| !done.contains(&p.id));
         if spec.common_random_numbers {
             let clock = Instant::now();
+            let lockstep = runs_dir.is_none()
+                && spec.base.precision == Precision::F64
+                && spec.axis("precision").is_none();
             match SharedStartup::new(&executed(group[0])) {
+                Ok(shared) if lockstep => {
+                    // The whole column in lockstep; each cell is charged an equal share.
+                    let configs: Vec<RunConfig> = group.iter().map(|p| executed(p)).collect();
+                    let outcomes = shared.run_column(&configs);
+                    let share = clock.elapsed().as_secs_f64() / group.len() as f64;
+                    for (planned, outcome) in group.iter().zip(outcomes) {
+                        if !done.contains(&planned.id) {
+                            finish(planned, outcome, share);
+                        }
+                    }
+                }
                 Ok(shared) => {
                     // The start-up's time is charged to the first run of the column.
                     let mut extra = clock.elapsed().as_secs_f64();
-                    for planned in group {
+                    for planned in todo() {
                         if stop.load(Ordering::SeqCst) {
                             return;
                         }
                         let clock = Instant::now();
                         let out = runs_dir.as_ref().map(|d| d.join(&planned.id));
-                        let outcome = shared.run(&executed(planned), out);
+                        let outcome = outcome_of(shared.run(&executed(planned), out));
                         finish(planned, outcome, clock.elapsed().as_secs_f64() + extra);
                         extra = 0.0;
                     }
                 }
                 Err(e) => {
                     let message = e.to_string();
-                    for planned in group {
+                    for planned in todo() {
                         finish(
                             planned,
                             Err(Error::invalid("start-up", message.clone())),
@@ -332,7 +357,7 @@ pub fn run_sweep(
                 }
             }
         } else {
-            for planned in group {
+            for planned in todo() {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
@@ -342,7 +367,7 @@ pub fn run_sweep(
                     write_files: runs_dir.is_some(),
                     ..RunOptions::default()
                 };
-                let outcome = run(executed(planned), options);
+                let outcome = outcome_of(run(executed(planned), options));
                 finish(planned, outcome, clock.elapsed().as_secs_f64());
             }
         }

@@ -197,7 +197,7 @@ fn parse_number(name: &str, text: &str) -> Result<f64> {
 fn number_value(param: &Parameter, v: f64, text: &str) -> Result<Value> {
     match param.kind {
         Kind::Integer => {
-            if v.fract() != 0.0 || v < 0.0 || v > 9.0e15 {
+            if v.fract() != 0.0 || !(0.0..=9.0e15).contains(&v) {
                 return Err(Error::invalid(
                     param.field,
                     format!("`{text}` is not a non-negative whole number"),

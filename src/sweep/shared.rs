@@ -24,10 +24,12 @@ use benign_kernels::{self as k, Transpose};
 
 use crate::synthetic::data::{balanced_labels, fill_samples, training_labels, Signals};
 use crate::synthetic::init::InitSource;
+use crate::synthetic::metrics::{first_non_finite, EvalContext, EvalRecord};
 use crate::synthetic::run::{run_prepared, PreparedRun};
 use crate::synthetic::subspace::{
-    orthonormal_basis, StartupTimings, SubspaceParts, SubspaceTrainer,
+    loss_and_delta, orthonormal_basis, StartupTimings, SubspaceParts, SubspaceTrainer,
 };
+use crate::synthetic::theory::{classify, Regime};
 use crate::synthetic::{Precision, RunConfig, RunResult, Trainer};
 use crate::Result;
 
@@ -336,6 +338,369 @@ impl SharedStartup {
     }
 }
 
+/// The final state of one cell of a column run in lockstep.
+#[derive(Clone, Debug)]
+pub struct CellOutcome {
+    pub final_metrics: EvalRecord,
+    pub observed_regime: Regime,
+    pub first_all_fitted_step: Option<usize>,
+}
+
+/// A cell's fixed data in the column's coordinates: observed labels, noise flags, and the
+/// signal coefficient of every token on `e_+` and on `e_-`.
+struct CellData {
+    labels: Vec<f64>,
+    noisy: Vec<bool>,
+    coef_plus: Vec<f64>,
+    coef_minus: Vec<f64>,
+    scores: Vec<f64>,
+}
+
+/// Coefficients of `e_+` and `e_-` in each token of samples with clean labels `clean`.
+fn signal_coefficients(
+    clean: &[f64],
+    t: usize,
+    signal_norm: f64,
+    rho: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut plus, mut minus) = (vec![0.0; clean.len() * t], vec![0.0; clean.len() * t]);
+    for (i, &y) in clean.iter().enumerate() {
+        let (same, other) = if y > 0.0 {
+            (&mut plus, &mut minus)
+        } else {
+            (&mut minus, &mut plus)
+        };
+        same[i * t] = signal_norm;
+        same[i * t + 1] = rho * signal_norm;
+        other[i * t + 2] = rho * signal_norm;
+    }
+    (plus, minus)
+}
+
+impl SharedStartup {
+    /// `u = nu^T x` of tokens with the given signal coefficients, from the noise rows.
+    fn scores(&self, noise: &Projected, plus: &[f64], minus: &[f64], signal_norm: f64) -> Vec<f64> {
+        let (r, width) = (self.rank, 2 * self.rank + 1);
+        noise
+            .rows
+            .chunks_exact(width)
+            .zip(plus.iter().zip(minus))
+            .map(|(row, (p, m))| {
+                (row[2 * r] + p * self.plus[2 * r] + m * self.minus[2 * r]) / signal_norm
+            })
+            .collect()
+    }
+
+    /// Runs every cell of the column together (f64 subspace dynamics), evaluating at the last
+    /// step only. The products shared by the cells become matrix-matrix products: with
+    /// `C = B^T eps` the noise coordinates of the training tokens, a cell's coordinates are
+    /// `C + coef_+ c_+^T + coef_- c_-^T`, so `coords v` and `coords^T delta` for all cells at once
+    /// are `C [v_1 .. v_K]` and `C^T [delta_1 .. delta_K]` plus rank-two corrections; only the
+    /// products with each cell's own `D` stay matrix-vector. Same mathematics as
+    /// [`SharedStartup::run`], so the two agree to rounding.
+    ///
+    /// The result of a cell depends on the whole column (the products' shapes include K):
+    /// callers pass the complete column for results independent of resumption and sharding.
+    pub fn run_column(&self, cells: &[RunConfig]) -> Vec<Result<CellOutcome>> {
+        let kk = cells.len();
+        let (r, width) = (self.rank, 2 * self.rank + 1);
+        let t = self.column.tokens;
+        let rows = self.train_noise.rows.len() / width;
+        let steps = self.column.steps;
+        let mut outcome: Vec<Option<Result<CellOutcome>>> = (0..kk).map(|_| None).collect();
+        for (k, c) in cells.iter().enumerate() {
+            if let Err(e) = c.validate() {
+                outcome[k] = Some(Err(e));
+            } else if !self.serves(c) || c.precision != Precision::F64 {
+                outcome[k] = Some(Err(crate::Error::invalid(
+                    "common-random-numbers",
+                    "a lockstep column needs f64 cells of this column",
+                )));
+            }
+        }
+        let data: Vec<CellData> = cells
+            .iter()
+            .map(|c| {
+                let (clean, observed, noisy) = training_labels(c);
+                let (coef_plus, coef_minus) = signal_coefficients(&clean, t, c.signal_norm, c.rho);
+                let scores = self.scores(&self.train_noise, &coef_plus, &coef_minus, c.signal_norm);
+                CellData {
+                    labels: observed,
+                    noisy,
+                    coef_plus,
+                    coef_minus,
+                    scores,
+                }
+            })
+            .collect();
+        // C (rows x r) with the row stride of the noise projections.
+        let coords = &self.train_noise.rows[r..];
+        let (c_plus, c_minus) = (&self.plus[r..2 * r], &self.minus[r..2 * r]);
+        // States: b as the columns of an r x K matrix, D per cell.
+        let mut b = vec![0.0f64; r * kk];
+        let mut d = vec![vec![0.0f64; r * r]; kk];
+        let mut gb = vec![0.0f64; r * kk];
+        let mut v = vec![0.0f64; r * kk];
+        let mut dgb_all = vec![0.0f64; r * kk];
+        let mut z_all = vec![0.0f64; rows * kk];
+        let mut delta_all = vec![0.0f64; rows * kk];
+        let mut a_all = vec![0.0f64; r * kk];
+        let mut first_fit: Vec<Option<usize>> = vec![None; kk];
+        let mut last_logits: Vec<Vec<f64>> = vec![Vec::new(); kk];
+        let (mut z, mut attention, mut delta, mut column) = (
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; r],
+        );
+        let live = |outcome: &[Option<Result<CellOutcome>>], k: usize| outcome[k].is_none();
+        for step in 0..=steps {
+            // Gb for every cell, then v = (I + D) G b.
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                r,
+                kk,
+                r,
+                1.0,
+                &self.gram,
+                r,
+                &b,
+                kk,
+                0.0,
+                &mut gb,
+                kk,
+            );
+            for kc in 0..kk {
+                for j in 0..r {
+                    column[j] = gb[j * kk + kc];
+                }
+                let mut dgb = vec![0.0; r];
+                k::gemv(Transpose::No, r, r, 1.0, &d[kc], r, &column, 0.0, &mut dgb);
+                for j in 0..r {
+                    v[j * kk + kc] = column[j] + dgb[j];
+                    dgb_all[j * kk + kc] = dgb[j];
+                }
+            }
+            // Logits of every cell: C V plus the signal parts.
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                rows,
+                kk,
+                r,
+                1.0,
+                coords,
+                width,
+                &v,
+                kk,
+                0.0,
+                &mut z_all,
+                kk,
+            );
+            for kc in 0..kk {
+                if !live(&outcome, kc) {
+                    continue;
+                }
+                let cell = &data[kc];
+                let (mut sp, mut sm) = (0.0, 0.0);
+                for j in 0..r {
+                    sp += c_plus[j] * v[j * kk + kc];
+                    sm += c_minus[j] * v[j * kk + kc];
+                }
+                for row in 0..rows {
+                    z[row] =
+                        z_all[row * kk + kc] + cell.coef_plus[row] * sp + cell.coef_minus[row] * sm;
+                }
+                if let Some(bad) = z.iter().find(|x| !x.is_finite()) {
+                    outcome[kc] = Some(Err(crate::Error::NonFinite {
+                        step,
+                        quantity: "training token logit".into(),
+                        value: *bad,
+                    }));
+                    continue;
+                }
+                let loss = loss_and_delta(
+                    t,
+                    &z,
+                    &cell.scores,
+                    &cell.labels,
+                    &mut attention,
+                    &mut delta,
+                );
+                if first_fit[kc].is_none() {
+                    let fitted = attention
+                        .chunks_exact(t)
+                        .zip(cell.scores.chunks_exact(t))
+                        .zip(&cell.labels)
+                        .all(|((s, u), y)| y * k::dot(s, u) > 0.0);
+                    if fitted {
+                        first_fit[kc] = Some(step);
+                    }
+                }
+                if step == steps {
+                    last_logits[kc] = z.clone();
+                } else if !loss.is_finite() {
+                    outcome[kc] = Some(Err(crate::Error::NonFinite {
+                        step,
+                        quantity: "training loss".into(),
+                        value: loss,
+                    }));
+                }
+                for row in 0..rows {
+                    delta_all[row * kk + kc] = if outcome[kc].is_none() {
+                        delta[row]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            if step == steps {
+                break;
+            }
+            // a = coords^T delta for every cell: C^T Delta plus the signal parts.
+            k::gemm(
+                Transpose::Yes,
+                Transpose::No,
+                r,
+                kk,
+                rows,
+                1.0,
+                coords,
+                width,
+                &delta_all,
+                kk,
+                0.0,
+                &mut a_all,
+                kk,
+            );
+            for kc in 0..kk {
+                if !live(&outcome, kc) {
+                    continue;
+                }
+                let cell = &data[kc];
+                let (mut dp, mut dm) = (0.0, 0.0);
+                for row in 0..rows {
+                    dp += cell.coef_plus[row] * delta_all[row * kk + kc];
+                    dm += cell.coef_minus[row] * delta_all[row * kk + kc];
+                }
+                let a: Vec<f64> = (0..r)
+                    .map(|j| a_all[j * kk + kc] + dp * c_plus[j] + dm * c_minus[j])
+                    .collect();
+                let old_b: Vec<f64> = (0..r).map(|j| b[j * kk + kc]).collect();
+                // b' = b - lr (a + D^T a), D' = D - lr a b^T with the old b.
+                let mut step_b = a.clone();
+                k::gemv(Transpose::Yes, r, r, 1.0, &d[kc], r, &a, 1.0, &mut step_b);
+                let lr = cells[kc].lr;
+                for j in 0..r {
+                    b[j * kk + kc] = old_b[j] - lr * step_b[j];
+                }
+                k::ger(r, r, -lr, &a, &old_b, &mut d[kc], r);
+            }
+        }
+        // Final evaluation: test logits of every cell from one product with the noise rows.
+        let test_rows = self.test_noise.rows.len() / width;
+        let mut w = vec![0.0f64; 2 * r * kk];
+        for kc in 0..kk {
+            for j in 0..r {
+                w[j * kk + kc] = b[j * kk + kc];
+                w[(r + j) * kk + kc] = dgb_all[j * kk + kc];
+            }
+        }
+        let mut zt_all = vec![0.0f64; test_rows * kk];
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            test_rows,
+            kk,
+            2 * r,
+            1.0,
+            &self.test_noise.rows,
+            width,
+            &w,
+            kk,
+            0.0,
+            &mut zt_all,
+            kk,
+        );
+        let test_labels = balanced_labels(self.column.test_size);
+        let mut clean_test = Vec::new();
+        for (kc, config) in cells.iter().enumerate() {
+            if !live(&outcome, kc) {
+                continue;
+            }
+            if clean_test.is_empty() {
+                clean_test = test_labels.clone();
+            }
+            let (tp, tm) = signal_coefficients(&clean_test, t, config.signal_norm, config.rho);
+            let test_scores = self.scores(&self.test_noise, &tp, &tm, config.signal_norm);
+            let signal = |e: &[f64]| -> f64 {
+                (0..r)
+                    .map(|j| e[j] * w[j * kk + kc] + e[r + j] * w[(r + j) * kk + kc])
+                    .sum()
+            };
+            let (sp, sm) = (signal(&self.plus), signal(&self.minus));
+            let test_logits: Vec<f64> = (0..test_rows)
+                .map(|row| zt_all[row * kk + kc] + tp[row] * sp + tm[row] * sm)
+                .collect();
+            let bk: Vec<f64> = (0..r).map(|j| b[j * kk + kc]).collect();
+            let gbk: Vec<f64> = (0..r).map(|j| gb[j * kk + kc]).collect();
+            let p_sq: f64 = bk.iter().zip(&gbk).map(|(x, y)| x * y).sum();
+            let mut dg = vec![0.0; r * r];
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                r,
+                r,
+                r,
+                1.0,
+                &d[kc],
+                r,
+                &self.gram,
+                r,
+                0.0,
+                &mut dg,
+                r,
+            );
+            let w_sq: f64 = dg.iter().zip(&d[kc]).map(|(x, y)| x * y).sum();
+            let clamp = |x: f64| if x < 0.0 { 0.0 } else { x };
+            let cell = &data[kc];
+            let context = EvalContext {
+                tokens_per_sample: t,
+                train_scores: &cell.scores,
+                train_labels: &cell.labels,
+                noisy: &cell.noisy,
+                test_scores: &test_scores,
+                test_labels: &test_labels,
+            };
+            let record = context.evaluate(
+                steps,
+                0.0,
+                &last_logits[kc],
+                &test_logits,
+                clamp(p_sq).sqrt(),
+                clamp(w_sq).sqrt(),
+            );
+            outcome[kc] = Some(match first_non_finite(&record) {
+                Some((quantity, value)) => Err(crate::Error::NonFinite {
+                    step: steps,
+                    quantity: quantity.into(),
+                    value,
+                }),
+                None => Ok(CellOutcome {
+                    observed_regime: classify(&record),
+                    final_metrics: record,
+                    first_all_fitted_step: first_fit[kc],
+                }),
+            });
+        }
+        outcome
+            .into_iter()
+            .map(|o| o.expect("every cell has an outcome"))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +742,41 @@ mod tests {
                 assert_eq!(x.train_acc, y.train_acc);
                 assert_eq!(x.test_acc, y.test_acc);
             }
+        }
+        // The lockstep column agrees with the cells run one by one.
+        let cells: Vec<RunConfig> = [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)]
+            .iter()
+            .map(|&(signal_norm, rho, eta)| RunConfig {
+                signal_norm,
+                rho,
+                eta,
+                eval_every: 60,
+                ..base.clone()
+            })
+            .collect();
+        let shared = SharedStartup::new(&cells[0]).unwrap();
+        for (config, outcome) in cells.iter().zip(shared.run_column(&cells)) {
+            let outcome = outcome.unwrap();
+            let single = shared.run(config, None).unwrap();
+            let (x, y) = (&outcome.final_metrics, &single.summary.final_metrics);
+            for (u, v) in [
+                (x.train_loss, y.train_loss),
+                (x.test_loss, y.test_loss),
+                (x.p_norm, y.p_norm),
+                (x.w_delta_norm, y.w_delta_norm),
+                (
+                    x.attention_clean.unwrap().relevant,
+                    y.attention_clean.unwrap().relevant,
+                ),
+            ] {
+                assert!((u - v).abs() <= 1e-9 * v.abs().max(1.0), "{u} vs {v}");
+            }
+            assert_eq!((x.train_acc, x.test_acc), (y.train_acc, y.test_acc));
+            assert_eq!(
+                outcome.first_all_fitted_step,
+                single.summary.first_all_fitted_step
+            );
+            assert_eq!(outcome.observed_regime, single.summary.observed_regime);
         }
         let other = RunConfig { dim: 201, ..base };
         assert!(shared.run(&other, None).is_err());
