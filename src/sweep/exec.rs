@@ -30,7 +30,7 @@ use crate::{io, Error, Result};
 
 use super::grid::{PlannedRun, SweepSpec};
 use super::results::{shard_file_name, ResultsFile, RunRecord, RESULTS_FILE, SPEC_FILE};
-use super::shared::{CellOutcome, SharedStartup};
+use super::shared::{CellOutcome, SharedStartup, LOCKSTEP_CELLS};
 
 /// A slice of the sweep for one process of a cluster job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -323,7 +323,12 @@ pub fn run_sweep(
                 Ok(shared) if lockstep => {
                     // The whole column in lockstep; each cell is charged an equal share.
                     let configs: Vec<RunConfig> = group.iter().map(|p| executed(p)).collect();
-                    let outcomes = shared.run_column(&configs);
+                    // Fixed blocks of the whole column: a cell's result never depends on which
+                    // cells were already done or on the shard.
+                    let outcomes: Vec<_> = configs
+                        .chunks(LOCKSTEP_CELLS)
+                        .flat_map(|cells| shared.run_column(cells))
+                        .collect();
                     let share = clock.elapsed().as_secs_f64() / group.len() as f64;
                     for (planned, outcome) in group.iter().zip(outcomes) {
                         if !done.contains(&planned.id) {
