@@ -37,9 +37,13 @@ const GRID: [&str; 12] = [
 ];
 
 fn sweep(out: &Path, extra: &[&str]) -> Output {
+    sweep_grid(&GRID, out, extra)
+}
+
+fn sweep_grid(grid: &[&str], out: &Path, extra: &[&str]) -> Output {
     bin()
         .arg("sweep")
-        .args(GRID)
+        .args(grid)
         .args(["--quiet", "--no-plot", "--out"])
         .arg(out)
         .args(extra)
@@ -109,17 +113,33 @@ fn line_count(path: &Path) -> usize {
     std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
 }
 
+/// [`GRID`] with ten times the steps, so that the sweep is still running when it is killed.
+const SLOW_GRID: [&str; 12] = [
+    "--grid",
+    "d=20:50:10",
+    "--grid",
+    "signal_norm=5,15,40",
+    "--seeds",
+    "2",
+    "--steps",
+    "1500",
+    "--test-size",
+    "60",
+    "--eval-every",
+    "250",
+];
+
 #[test]
 fn killed_sweep_resumes_to_the_uninterrupted_results() {
     let reference = scratch("reference");
-    ok(&sweep(&reference, &["--threads", "1"]));
+    ok(&sweep_grid(&SLOW_GRID, &reference, &["--threads", "1"]));
     let expected = results(&reference, "results.jsonl");
     assert_eq!(expected.len(), 24);
 
     let dir = scratch("killed");
     let mut child = bin()
         .arg("sweep")
-        .args(GRID)
+        .args(SLOW_GRID)
         .args(["--quiet", "--no-plot", "--threads", "2", "--out"])
         .arg(&dir)
         .stdout(Stdio::null())
@@ -144,7 +164,7 @@ fn killed_sweep_resumes_to_the_uninterrupted_results() {
         "the sweep finished before the kill ({partial} records)"
     );
 
-    let resumed = sweep(&dir, &["--threads", "2"]);
+    let resumed = sweep_grid(&SLOW_GRID, &dir, &["--threads", "2"]);
     ok(&resumed);
     let text = String::from_utf8_lossy(&resumed.stdout);
     assert!(text.contains(&format!("{partial} skipped")), "{text}");
@@ -161,7 +181,7 @@ fn killed_sweep_resumes_to_the_uninterrupted_results() {
     assert_eq!(standalone.records.len(), 7);
 
     // A third invocation finds nothing to do.
-    let again = sweep(&dir, &[]);
+    let again = sweep_grid(&SLOW_GRID, &dir, &[]);
     ok(&again);
     assert!(String::from_utf8_lossy(&again.stdout).starts_with("0 runs done (24 skipped"));
     for d in [reference, dir] {
@@ -473,4 +493,33 @@ fn bad_input_is_refused_before_any_run() {
     assert_eq!(other.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&other.stderr).contains("different sweep"));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn saved_runs_keep_their_own_files() {
+    for (name, extra) in [
+        ("save", vec![]),
+        ("save-crn", vec!["--common-random-numbers"]),
+    ] {
+        let dir = scratch(name);
+        let mut args = vec!["--save-runs", "--shard", "0/6"];
+        args.extend(extra.iter().copied());
+        ok(&sweep(&dir, &args));
+        let records = results(&dir, "results.shard-0-of-6.jsonl");
+        assert!(!records.is_empty());
+        for (id, record) in &records {
+            let run = dir.join("runs").join(id);
+            let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+            // Every 25 of 150 steps, step 0 included.
+            assert_eq!(metrics.lines().count(), 7, "{name} {id}");
+            let last: benign::synthetic::metrics::EvalRecord =
+                serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+            assert_eq!(
+                last.train_loss,
+                record.final_metrics.as_ref().unwrap().train_loss
+            );
+            assert!(run.join("summary.json").exists() && run.join("dynamics.png").exists());
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
