@@ -12,6 +12,7 @@ pub mod gradcheck;
 pub mod io;
 pub mod model;
 pub mod plot;
+pub mod sweep;
 pub mod synthetic;
 
 pub use benign_kernels as kernels;

@@ -129,7 +129,7 @@ fn expect_format_error(dir: &Path, name: &str, bytes: &[u8], needles: &[&str]) {
 
 fn with_header(dict: &str) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

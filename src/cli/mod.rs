@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod data;
 mod gradcheck;
+mod plot;
 mod run;
+mod sweep;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,10 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Export or inspect the synthetic data.
     Data(data::DataCommand),
+    /// Run a grid of synthetic runs (in parallel, resumable, shardable) and draw phase diagrams.
+    Sweep(Box<sweep::SweepArgs>),
+    /// Re-render a sweep's results.csv and heatmaps from its saved results.
+    Plot(plot::PlotArgs),
 }
 
 /// Parses the command line, runs the subcommand, and returns the process exit status:
@@ -40,6 +46,8 @@ pub fn main() -> i32 {
         Command::Gradcheck(args) => gradcheck::execute(args),
         Command::Run(args) => run::execute(*args),
         Command::Data(args) => data::execute(args),
+        Command::Sweep(args) => sweep::execute(*args),
+        Command::Plot(args) => plot::execute(args),
     };
     match result {
         Ok(code) => code,

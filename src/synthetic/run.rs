@@ -697,3 +697,112 @@ pub fn human_summary(result: &RunResult) -> String {
     }
     out
 }
+
+// ---- Hook for `benign sweep` (common random numbers): the training loop and summary of
+// `run_with` on a trainer the caller built itself (e.g. from a start-up shared by a column of
+// runs). Additive; `run_with` does not use it. ----
+
+/// What [`run_prepared`] needs besides the configuration.
+pub struct PreparedRun {
+    pub trainer: Box<dyn Trainer>,
+    /// Observed training labels `+-1`.
+    pub train_labels: Vec<f64>,
+    pub clean_labels: Vec<f64>,
+    pub noisy: Vec<bool>,
+    /// Clean test labels `+-1`.
+    pub test_labels: Vec<f64>,
+    pub subspace_rank: Option<usize>,
+    pub data_seconds: f64,
+    pub startup_seconds: f64,
+    pub startup: Option<StartupTimings>,
+    /// Write metrics.jsonl, attention.csv, the figure, config.json and summary.json here.
+    pub out_dir: Option<PathBuf>,
+}
+
+/// Runs the training loop of [`run_with`] on a prepared trainer and summarises it.
+pub fn run_prepared(
+    mut config: RunConfig,
+    prepared: PreparedRun,
+    observe: &mut dyn FnMut(&EvalRecord, usize),
+) -> Result<RunResult> {
+    let started = Instant::now();
+    let PreparedRun {
+        mut trainer,
+        train_labels,
+        clean_labels,
+        noisy,
+        test_labels,
+        subspace_rank,
+        data_seconds,
+        startup_seconds,
+        startup,
+        out_dir,
+    } = prepared;
+    config.resolve(&noisy)?;
+    let train = TrainSet {
+        samples: train_labels.len(),
+        tokens_per_sample: config.tokens,
+        dim: config.dim,
+        tokens: Vec::new(),
+        labels: train_labels,
+        clean_labels,
+        noisy,
+    };
+    if let Some(dir) = &out_dir {
+        io::write_json_atomic(&dir.join("config.json"), &config)?;
+    }
+    let train_scores = trainer.train_scores().to_vec();
+    let test_scores = trainer.test_scores().to_vec();
+    let context = EvalContext {
+        tokens_per_sample: config.tokens,
+        train_scores: &train_scores,
+        train_labels: &train.labels,
+        noisy: &train.noisy,
+        test_scores: &test_scores,
+        test_labels: &test_labels,
+    };
+    let (records, tracked, first_fit) =
+        match train_loop(&config, &train, trainer.as_mut(), &context, observe) {
+            Ok(v) => v,
+            Err((err, records)) => {
+                if let Some(dir) = &out_dir {
+                    write_metrics(&dir.join("metrics.jsonl"), &records)?;
+                }
+                return Err(err);
+            }
+        };
+    let training_seconds = started.elapsed().as_secs_f64();
+    let last = records
+        .last()
+        .cloned()
+        .expect("at least the step-0 evaluation");
+    let noisy_fraction = train.noisy.iter().filter(|&&v| v).count() as f64 / train.samples as f64;
+    let summary = Summary {
+        trainer: config.trainer,
+        precision: config.precision,
+        subspace_rank,
+        wall_seconds_total: data_seconds + startup_seconds + training_seconds,
+        data_seconds,
+        startup_seconds,
+        startup,
+        training_seconds,
+        theory: predict(&config),
+        observed_regime: classify(&last),
+        first_all_fitted_step: first_fit,
+        reference_levels: reference_levels(config.rho, noisy_fraction),
+        final_metrics: last,
+        out_dir: out_dir.clone(),
+    };
+    if let Some(dir) = &out_dir {
+        write_metrics(&dir.join("metrics.jsonl"), &records)?;
+        write_attention(&dir.join("attention.csv"), &tracked)?;
+        write_figure(dir, &config, &records, &tracked, &summary.reference_levels)?;
+        io::write_json_atomic(&dir.join("summary.json"), &summary)?;
+    }
+    Ok(RunResult {
+        config,
+        records,
+        tracked,
+        summary,
+    })
+}

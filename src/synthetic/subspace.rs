@@ -616,3 +616,77 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
         non_negative(sq).sqrt()
     }
 }
+
+// ---- Hook for `benign sweep` (common random numbers): a trainer from projections computed
+// elsewhere, e.g. one start-up shared by a column of runs. Additive; nothing above uses it. ----
+
+/// The projections a [`SubspaceTrainer`] works from, in f64, row-major with `rank` columns.
+pub struct SubspaceParts {
+    pub tokens_per_sample: usize,
+    pub rank: usize,
+    pub lr: f64,
+    /// `e_it = B^T x_it` of the training tokens, (n T) x r.
+    pub coords: Vec<f64>,
+    /// `u_it = nu^T x_it` of the training tokens.
+    pub train_scores: Vec<f64>,
+    /// Observed training labels `+-1`.
+    pub labels: Vec<f64>,
+    /// `G = A^T A`, r x r.
+    pub gram: Vec<f64>,
+    /// `h = H^T x` of the test tokens, (m T) x r.
+    pub test_h: Vec<f64>,
+    /// `c = B^T x` of the test tokens, (m T) x r.
+    pub test_c: Vec<f64>,
+    /// `u = nu^T x` of the test tokens.
+    pub test_scores: Vec<f64>,
+    pub timings: StartupTimings,
+}
+
+impl<T: Float> SubspaceTrainer<T> {
+    /// A trainer at the initial state (`b = 0`, `D = 0`) from given projections.
+    pub fn from_parts(parts: SubspaceParts) -> Result<Self> {
+        let r = parts.rank;
+        let rows = parts.train_scores.len();
+        let test_rows = parts.test_scores.len();
+        let shapes_ok = parts.tokens_per_sample > 0
+            && rows == parts.labels.len() * parts.tokens_per_sample
+            && parts.coords.len() == rows * r
+            && parts.gram.len() == r * r
+            && parts.test_h.len() == test_rows * r
+            && parts.test_c.len() == test_rows * r;
+        if !shapes_ok {
+            return Err(Error::invalid("subspace parts", "inconsistent shapes"));
+        }
+        if let Some(bad) = parts.gram.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                step: 0,
+                quantity: "Gram matrix A^T A of the start-up".into(),
+                value: *bad,
+            });
+        }
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        Ok(SubspaceTrainer {
+            tokens_per_sample: parts.tokens_per_sample,
+            rank: r,
+            lr: T::from_f64(parts.lr),
+            coords: cast(&parts.coords),
+            scores: cast(&parts.train_scores),
+            labels: cast(&parts.labels),
+            gram: cast(&parts.gram),
+            b: vec![T::ZERO; r],
+            d: vec![T::ZERO; r * r],
+            test_hc: parts
+                .test_h
+                .chunks_exact(r.max(1))
+                .zip(parts.test_c.chunks_exact(r.max(1)))
+                .flat_map(|(h, c)| h.iter().chain(c))
+                .map(|&x| T::from_f64(x))
+                .collect(),
+            train_scores: parts.train_scores,
+            test_scores: parts.test_scores,
+            attention: vec![T::ZERO; rows],
+            delta: vec![T::ZERO; rows],
+            timings: parts.timings,
+        })
+    }
+}

@@ -1,0 +1,41 @@
+//! `benign plot DIR`: re-renders a sweep's table and figures from its saved results.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// A sweep output directory (holds sweep.json and results*.jsonl).
+    pub dir: PathBuf,
+    /// Heatmap axes [default: d,signal_norm when both vary, else the first two numeric axes].
+    #[arg(long, value_name = "X,Y")]
+    pub axes: Option<String>,
+}
+
+pub fn execute(args: PlotArgs) -> anyhow::Result<i32> {
+    let axes = super::sweep::parse_axes(args.axes.as_deref())?;
+    let outputs = benign::sweep::finish(
+        &args.dir,
+        axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
+        true,
+    )?;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "{} records; table {}",
+        outputs.records,
+        outputs.csv.display()
+    );
+    for f in &outputs.figures {
+        let _ = writeln!(stdout, "{}", f.display());
+    }
+    if outputs.figures.is_empty() {
+        let _ = writeln!(
+            stdout,
+            "no figure: the sweep varies fewer than two numeric parameters"
+        );
+    }
+    Ok(0)
+}

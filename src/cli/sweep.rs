@@ -1,0 +1,379 @@
+//! `benign sweep`: grids of runs and their phase diagrams (library: `benign::sweep`).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use benign::sweep::{self, grid, ExecOptions, Progress, Shard, SweepSpec};
+use benign::synthetic::{Precision, RunConfig, TrainerKind};
+use benign::Error;
+
+use super::data::DataArgs;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub action: Option<SweepAction>,
+    #[command(flatten)]
+    pub run: SweepRunArgs,
+}
+
+#[derive(Subcommand)]
+pub enum SweepAction {
+    /// Combine the outputs of several shards (or partial runs) of one sweep and report missing
+    /// or duplicated runs.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Output directories of the same sweep (each holds its sweep.json).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where the merged results.jsonl, results.csv and figures go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Heatmap axes, e.g. `d,signal_norm`.
+    #[arg(long)]
+    pub axes: Option<String>,
+    /// Do not draw figures.
+    #[arg(long)]
+    pub no_plot: bool,
+}
+
+#[derive(Args)]
+#[command(allow_negative_numbers = true)]
+pub struct SweepRunArgs {
+    /// A TOML sweep file (keys `out`, `seeds`, `common_random_numbers`, tables `[base]` of run
+    /// options and `[grid]` of axes); command-line options override it.
+    pub file: Option<PathBuf>,
+    /// An axis: NAME=start:stop:step (stop included when on the grid) or NAME=v1,v2,...
+    /// NAME is a run parameter (d, signal_norm, n, T, rho, eta, sigma, lr, steps, eval_every,
+    /// test_size, trainer, precision, label_noise, signal_directions). Repeatable.
+    #[arg(long = "grid", value_name = "NAME=VALUES")]
+    pub grid: Vec<String>,
+    /// Seeds per grid cell [default: 1].
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Output directory (rerunning into it resumes the sweep).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Share noise and W_0 across cells differing only in signal_norm, rho or eta (one start-up
+    /// per column; smoother maps with correlated errors).
+    #[arg(long)]
+    pub common_random_numbers: bool,
+    /// Worker threads, one run each [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run only shard i of N (i/N, 0-based) [default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT if set].
+    #[arg(long, value_name = "i/N")]
+    pub shard: Option<String>,
+    /// Keep each run's own outputs under OUT/runs/<id>/.
+    #[arg(long)]
+    pub save_runs: bool,
+    /// Heatmap axes [default: d,signal_norm when both vary, else the first two numeric axes].
+    #[arg(long, value_name = "X,Y")]
+    pub axes: Option<String>,
+    /// Do not draw figures at the end.
+    #[arg(long)]
+    pub no_plot: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Learning rate (> 0) [default: 0.005].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Gradient-descent steps (>= 1) [default: 1000].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Evaluate every this many steps (>= 1) [default: 10].
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Trainer [default: subspace].
+    #[arg(long, value_enum)]
+    pub trainer: Option<TrainerKind>,
+    /// Element type of the training state [default: f64].
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+}
+
+/// The parts of a sweep file.
+#[derive(Default)]
+struct SweepFile {
+    out: Option<PathBuf>,
+    seeds: Option<usize>,
+    common_random_numbers: bool,
+    base: Option<toml::Table>,
+    axes: Vec<grid::Axis>,
+}
+
+fn read_sweep_file(path: &Path) -> anyhow::Result<SweepFile> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad =
+        |message: String| Error::invalid("sweep file", format!("{}: {message}", path.display()));
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| bad(format!("malformed TOML: {e}")))?;
+    let mut file = SweepFile::default();
+    for (key, value) in table {
+        match (key.as_str(), value) {
+            ("out", toml::Value::String(s)) => file.out = Some(PathBuf::from(s)),
+            ("seeds", toml::Value::Integer(i)) if i >= 0 => file.seeds = Some(i as usize),
+            ("common_random_numbers" | "common-random-numbers", toml::Value::Boolean(b)) => {
+                file.common_random_numbers = b;
+            }
+            ("base", toml::Value::Table(t)) => file.base = Some(t),
+            ("grid", toml::Value::Table(t)) => {
+                for (name, v) in t {
+                    file.axes.push(grid::axis_from_toml(&name, &v)?);
+                }
+            }
+            (key, value) => {
+                return Err(bad(format!(
+                    "unexpected `{key} = {value}` (valid: out = \"DIR\", seeds = N, common_random_numbers = bool, [base], [grid])"
+                ))
+                .into())
+            }
+        }
+    }
+    Ok(file)
+}
+
+/// Applies a `[base]` table to a configuration (keys: field names or the grid's aliases).
+fn apply_base(config: RunConfig, table: &toml::Table) -> anyhow::Result<RunConfig> {
+    let mut value = serde_json::to_value(&config)?;
+    let map = value.as_object_mut().expect("RunConfig is an object");
+    for (key, v) in table {
+        let field = match grid::parameter(key) {
+            Ok(p) => p.field.to_string(),
+            Err(_) if map.contains_key(key.as_str()) => key.clone(),
+            Err(_) => {
+                let fields: Vec<&String> = map.keys().collect();
+                return Err(Error::invalid(
+                    "sweep file",
+                    format!("[base] has unknown key `{key}`; valid: {fields:?}"),
+                )
+                .into());
+            }
+        };
+        map.insert(field, serde_json::to_value(v)?);
+    }
+    serde_json::from_value(value)
+        .map_err(|e| Error::invalid("sweep file", format!("[base]: {e}")).into())
+}
+
+/// The sweep these arguments describe and its output directory.
+fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
+    let file = match &args.file {
+        Some(path) => read_sweep_file(path)?,
+        None => SweepFile::default(),
+    };
+    let mut config = RunConfig::default();
+    if let Some(table) = &file.base {
+        config = apply_base(config, table)?;
+    }
+    let mut config = args.data.apply(config);
+    if let Some(v) = args.lr {
+        config.lr = v;
+    }
+    if let Some(v) = args.steps {
+        config.steps = v;
+    }
+    if let Some(v) = args.eval_every {
+        config.eval_every = v;
+    }
+    if let Some(v) = args.trainer {
+        config.trainer = v;
+    }
+    if let Some(v) = args.precision {
+        config.precision = v;
+    }
+    let mut axes = file.axes;
+    for text in &args.grid {
+        axes.push(grid::parse_axis(text)?);
+    }
+    let seeds = args.seeds.or(file.seeds).unwrap_or(1);
+    let spec = SweepSpec::new(
+        config,
+        axes,
+        seeds,
+        args.common_random_numbers || file.common_random_numbers,
+    )?;
+    let out = args.out.clone().or(file.out).ok_or_else(|| {
+        Error::invalid(
+            "out",
+            "an output directory is required (--out DIR or `out` in the sweep file)",
+        )
+    })?;
+    Ok((spec, out))
+}
+
+/// Parses `--axes X,Y`.
+pub fn parse_axes(text: Option<&str>) -> anyhow::Result<Option<(String, String)>> {
+    let Some(text) = text else { return Ok(None) };
+    let (x, y) = text.split_once(',').ok_or_else(|| {
+        Error::invalid(
+            "axes",
+            format!("`{text}`: expected X,Y (e.g. d,signal_norm)"),
+        )
+    })?;
+    Ok(Some((x.trim().to_string(), y.trim().to_string())))
+}
+
+pub fn execute(args: SweepArgs) -> anyhow::Result<i32> {
+    match args.action {
+        Some(SweepAction::Merge(merge)) => execute_merge(merge),
+        None => execute_sweep(args.run),
+    }
+}
+
+fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
+    let (spec, out) = spec_from(&args)?;
+    let shard = match &args.shard {
+        Some(text) => Some(Shard::parse(text)?),
+        None => Shard::from_slurm_env()?,
+    };
+    let axes = parse_axes(args.axes.as_deref())?;
+    if !args.no_plot {
+        // Reject bad axes before running.
+        sweep::figures::choose_axes(&spec, axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str())))?;
+    }
+    // Expanding validates every configuration before anything starts.
+    spec.expand()?;
+    let options = ExecOptions {
+        threads: args.threads.unwrap_or(0),
+        shard,
+        save_runs: args.save_runs,
+    };
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let bar = if show {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {per_sec}  ETA {eta}  {msg}")
+                .expect("valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let progress = |event: &Progress| match event {
+        Progress::Planned {
+            to_run, skipped, ..
+        } => {
+            bar.set_length(*to_run as u64);
+            if *skipped > 0 {
+                bar.set_message(format!("{skipped} already done"));
+            }
+        }
+        Progress::Finished { .. } => bar.inc(1),
+    };
+    let report = sweep::run_sweep(&spec, &out, &options, &progress);
+    bar.finish_and_clear();
+    let report = report?;
+    let outputs = sweep::finish(
+        &out,
+        axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
+        !args.no_plot && shard.is_none(),
+    )?;
+    let mut stdout = std::io::stdout();
+    if args.json {
+        let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let rate = report.ran as f64 / report.wall_seconds.max(1e-9);
+        let _ = writeln!(
+            stdout,
+            "{} runs done ({} skipped as already recorded, {} failed) of {}{} in {:.1} s ({:.2} runs/s, {} threads)",
+            report.ran,
+            report.skipped,
+            report.failed,
+            report.in_shard,
+            shard.map_or(String::new(), |s| format!(" in shard {}/{} of {} runs", s.index, s.count, report.total)),
+            report.wall_seconds,
+            rate,
+            report.threads
+        );
+        let _ = writeln!(
+            stdout,
+            "results: {} ({} records), {}",
+            report.results_file.display(),
+            outputs.records,
+            outputs.csv.display()
+        );
+        if !outputs.figures.is_empty() {
+            let _ = writeln!(
+                stdout,
+                "figures: {} ({} maps)",
+                out.join("figures").display(),
+                outputs.figures.len()
+            );
+        } else if shard.is_some() {
+            let _ = writeln!(
+                stdout,
+                "after every shard finished: benign sweep merge DIR... --out MERGED"
+            );
+        }
+    }
+    Ok(if report.failed > 0 { 1 } else { 0 })
+}
+
+fn execute_merge(args: MergeArgs) -> anyhow::Result<i32> {
+    let axes = parse_axes(args.axes.as_deref())?;
+    let report = sweep::merge(&args.dirs, &args.out)?;
+    let outputs = sweep::finish(
+        &args.out,
+        axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
+        !args.no_plot,
+    )?;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "merged {} of {} runs into {} ({} figures)",
+        report.merged,
+        report.expected,
+        report.out_dir.display(),
+        outputs.figures.len()
+    );
+    let list = |ids: &[String]| {
+        let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
+        format!(
+            "{}{}",
+            shown.join(" "),
+            if ids.len() > 10 { " ..." } else { "" }
+        )
+    };
+    if !report.missing.is_empty() {
+        let _ = writeln!(
+            stdout,
+            "missing {} runs: {}",
+            report.missing.len(),
+            list(&report.missing)
+        );
+    }
+    if !report.duplicated.is_empty() {
+        let _ = writeln!(
+            stdout,
+            "duplicated {} runs (kept once): {}",
+            report.duplicated.len(),
+            list(&report.duplicated)
+        );
+    }
+    if !report.unexpected.is_empty() {
+        let _ = writeln!(
+            stdout,
+            "dropped {} records not in the sweep: {}",
+            report.unexpected.len(),
+            list(&report.unexpected)
+        );
+    }
+    Ok(if report.missing.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,446 @@
+//! Running a sweep: parallel workers, resume by run id, shards.
+//!
+//! Work is split into groups: one run each with independent draws, one column (the runs that
+//! share a start-up) with common random numbers. `threads` workers take groups in canonical
+//! order from a shared counter; each worker runs its group inside its own rayon pool of
+//! `threads / workers` threads (one by default), so at most `workers` runs (or column start-ups)
+//! are alive at once and memory stays bounded whatever the grid size. Results do not depend on
+//! the thread count or the shard: every run's seed derives from its id, and the kernels reduce
+//! in a fixed order.
+//!
+//! Runs evaluate only at their last step unless `--save-runs` keeps their own files: a record
+//! holds the final metrics, which evaluation does not influence, so they are bit-identical to
+//! those of a run evaluating every `eval_every` steps (the configuration recorded is the one
+//! asked for).
+//!
+//! A shard `i/N` takes the groups whose position is `i mod N` (whole columns under common random
+//! numbers) and writes `results.shard-i-of-N.jsonl`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::synthetic::theory::predict;
+use crate::synthetic::{run, Precision, RunConfig, RunOptions, RunResult};
+use crate::{io, Error, Result};
+
+use super::grid::{PlannedRun, SweepSpec};
+use super::results::{shard_file_name, ResultsFile, RunRecord, RESULTS_FILE, SPEC_FILE};
+use super::shared::{CellOutcome, SharedStartup, LOCKSTEP_CELLS};
+
+/// A slice of the sweep for one process of a cluster job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `i/N` with `0 <= i < N`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || Error::invalid("shard", format!("`{text}`: expected i/N with 0 <= i < N"));
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        Self::new(index, count)
+    }
+
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 {
+            return Err(Error::invalid(
+                "shard",
+                "the shard count must be at least 1",
+            ));
+        }
+        if index >= count {
+            return Err(Error::invalid(
+                "shard",
+                format!("shard index {index} must be below the shard count {count}"),
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard of a SLURM array task (`SLURM_ARRAY_TASK_ID` of `SLURM_ARRAY_TASK_COUNT`),
+    /// if both are set.
+    pub fn from_slurm_env() -> Result<Option<Self>> {
+        let read = |name: &str| std::env::var(name).ok();
+        match (read("SLURM_ARRAY_TASK_ID"), read("SLURM_ARRAY_TASK_COUNT")) {
+            (Some(id), Some(count)) => {
+                let parse = |name: &str, v: &str| {
+                    v.trim().parse::<usize>().map_err(|_| {
+                        Error::invalid("shard", format!("{name}=`{v}` is not a count"))
+                    })
+                };
+                Ok(Some(Self::new(
+                    parse("SLURM_ARRAY_TASK_ID", &id)?,
+                    parse("SLURM_ARRAY_TASK_COUNT", &count)?,
+                )?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The results file this shard writes.
+    pub fn file_name(&self) -> String {
+        shard_file_name(self.index, self.count)
+    }
+}
+
+/// How to execute a sweep.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    /// Worker threads; 0 = every core.
+    pub threads: usize,
+    pub shard: Option<Shard>,
+    /// Write each run's own files under `DIR/runs/<id>/`.
+    pub save_runs: bool,
+}
+
+/// Progress of a sweep, reported to the caller.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// Before any run: runs of the sweep, of this shard, already finished, and to run now.
+    Planned {
+        total: usize,
+        in_shard: usize,
+        skipped: usize,
+        to_run: usize,
+    },
+    /// A run finished (or failed).
+    Finished { run_id: String, failed: bool },
+}
+
+/// What a sweep invocation did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepReport {
+    pub total: usize,
+    pub in_shard: usize,
+    /// Runs skipped because their results were already recorded.
+    pub skipped: usize,
+    pub ran: usize,
+    pub failed: usize,
+    pub wall_seconds: f64,
+    pub threads: usize,
+    pub results_file: PathBuf,
+    pub out_dir: PathBuf,
+}
+
+/// Writes `sweep.json`, or checks that an existing one describes the same sweep.
+pub fn prepare_dir(spec: &SweepSpec, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(SPEC_FILE);
+    if path.exists() {
+        let existing = super::results::read_spec(dir)?;
+        if &existing != spec {
+            return Err(Error::invalid(
+                "out",
+                format!(
+                    "{} already holds a different sweep ({}); use another output directory or the same grid and options",
+                    dir.display(),
+                    SPEC_FILE
+                ),
+            ));
+        }
+        Ok(())
+    } else {
+        io::write_json_atomic(&path, spec)
+    }
+}
+
+/// What a record keeps of a run.
+fn outcome_of(result: Result<RunResult>) -> Result<CellOutcome> {
+    result.map(|r| CellOutcome {
+        final_metrics: r.summary.final_metrics,
+        observed_regime: r.summary.observed_regime,
+        first_all_fitted_step: r.summary.first_all_fitted_step,
+    })
+}
+
+/// The record of a finished (or failed) run.
+fn record_of(planned: &PlannedRun, outcome: Result<CellOutcome>, wall_seconds: f64) -> RunRecord {
+    let theory = predict(&planned.config);
+    let (error, final_metrics, observed, first_fit) = match outcome {
+        Ok(o) => (
+            None,
+            Some(o.final_metrics),
+            Some(o.observed_regime),
+            o.first_all_fitted_step,
+        ),
+        Err(e) => (Some(e.to_string()), None, None, None),
+    };
+    RunRecord {
+        run_id: planned.id.clone(),
+        index: planned.index,
+        seed_index: planned.seed_index,
+        seed: planned.config.seed,
+        params: planned.params.clone(),
+        config: planned.config.clone(),
+        error,
+        final_metrics,
+        observed_regime: observed,
+        predicted_regime: theory.predicted,
+        snr: theory.snr,
+        first_all_fitted_step: first_fit,
+        wall_seconds,
+        complete: true,
+    }
+}
+
+/// Groups of runs in canonical order: runs sharing a column stay together.
+fn groups(runs: &[PlannedRun]) -> Vec<Vec<&PlannedRun>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut members: std::collections::HashMap<&str, Vec<&PlannedRun>> =
+        std::collections::HashMap::new();
+    for r in runs {
+        members
+            .entry(r.column.as_str())
+            .or_insert_with(|| {
+                order.push(r.column.as_str());
+                Vec::new()
+            })
+            .push(r);
+    }
+    order
+        .into_iter()
+        .map(|c| members.remove(c).unwrap_or_default())
+        .collect()
+}
+
+/// Runs the sweep `spec` into `dir`: skips runs already recorded there, runs the rest of this
+/// shard in parallel, appends one record per finished run. `progress` is called from worker
+/// threads.
+pub fn run_sweep(
+    spec: &SweepSpec,
+    dir: &Path,
+    options: &ExecOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<SweepReport> {
+    let started = Instant::now();
+    let planned = spec.expand()?;
+    prepare_dir(spec, dir)?;
+    let results_path = dir.join(
+        options
+            .shard
+            .map_or(RESULTS_FILE.to_string(), |s| s.file_name()),
+    );
+    let (file, existing) = ResultsFile::open(&results_path)?;
+    let done: HashSet<String> = existing.into_iter().map(|r| r.run_id).collect();
+    let all_groups = groups(&planned);
+    let shard_groups: Vec<Vec<&PlannedRun>> = all_groups
+        .into_iter()
+        .enumerate()
+        .filter(|(g, _)| options.shard.is_none_or(|s| g % s.count == s.index))
+        .map(|(_, g)| g)
+        .collect();
+    let in_shard: usize = shard_groups.iter().map(Vec::len).sum();
+    // Groups with at least one run to do; the whole group is kept (a lockstep column runs all
+    // its cells so that its results never depend on which of them were done before).
+    let pending: Vec<Vec<&PlannedRun>> = shard_groups
+        .into_iter()
+        .filter(|g| g.iter().any(|r| !done.contains(&r.id)))
+        .collect();
+    let to_run: usize = pending
+        .iter()
+        .flatten()
+        .filter(|r| !done.contains(&r.id))
+        .count();
+    progress(&Progress::Planned {
+        total: planned.len(),
+        in_shard,
+        skipped: in_shard - to_run,
+        to_run,
+    });
+
+    let threads = if options.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        options.threads
+    };
+    let workers = threads.min(pending.len()).max(1);
+    let inner_threads = (threads / workers).max(1);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let file = Mutex::new(file);
+    let failed = AtomicUsize::new(0);
+    let ran = AtomicUsize::new(0);
+    let runs_dir = options.save_runs.then(|| dir.join("runs"));
+
+    let finish = |planned: &PlannedRun, outcome: Result<CellOutcome>, seconds: f64| {
+        let record = record_of(planned, outcome, seconds);
+        let is_failure = record.error.is_some();
+        let appended = file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&record);
+        match appended {
+            Ok(()) => {
+                ran.fetch_add(1, Ordering::Relaxed);
+                if is_failure {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                progress(&Progress::Finished {
+                    run_id: record.run_id,
+                    failed: is_failure,
+                });
+            }
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+            }
+        }
+    };
+
+    // A record keeps only the final metrics, so evaluations before the last step would be
+    // computed and dropped: skip them unless the run's own files are kept. Evaluating does not
+    // change the trajectory, so the record is bit-identical either way.
+    let executed = |planned: &PlannedRun| {
+        let mut config = planned.config.clone();
+        if runs_dir.is_none() {
+            config.eval_every = config.steps;
+        }
+        config
+    };
+    let run_group = |group: &[&PlannedRun]| {
+        let todo = || group.iter().filter(|p| !done.contains(&p.id));
+        if spec.common_random_numbers {
+            let clock = Instant::now();
+            let lockstep = runs_dir.is_none()
+                && spec.base.precision == Precision::F64
+                && spec.axis("precision").is_none();
+            match SharedStartup::new(&executed(group[0])) {
+                Ok(shared) if lockstep => {
+                    // The whole column in lockstep; each cell is charged an equal share.
+                    let configs: Vec<RunConfig> = group.iter().map(|p| executed(p)).collect();
+                    // Fixed blocks of the whole column: a cell's result never depends on which
+                    // cells were already done or on the shard.
+                    let outcomes: Vec<_> = configs
+                        .chunks(LOCKSTEP_CELLS)
+                        .flat_map(|cells| shared.run_column(cells))
+                        .collect();
+                    let share = clock.elapsed().as_secs_f64() / group.len() as f64;
+                    for (planned, outcome) in group.iter().zip(outcomes) {
+                        if !done.contains(&planned.id) {
+                            finish(planned, outcome, share);
+                        }
+                    }
+                }
+                Ok(shared) => {
+                    // The start-up's time is charged to the first run of the column.
+                    let mut extra = clock.elapsed().as_secs_f64();
+                    for planned in todo() {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let clock = Instant::now();
+                        let out = runs_dir.as_ref().map(|d| d.join(&planned.id));
+                        let outcome = outcome_of(shared.run(&executed(planned), out));
+                        finish(planned, outcome, clock.elapsed().as_secs_f64() + extra);
+                        extra = 0.0;
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for planned in todo() {
+                        finish(
+                            planned,
+                            Err(Error::invalid("start-up", message.clone())),
+                            0.0,
+                        );
+                    }
+                }
+            }
+        } else {
+            for planned in todo() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let clock = Instant::now();
+                let options = RunOptions {
+                    out_dir: runs_dir.as_ref().map(|d| d.join(&planned.id)),
+                    write_files: runs_dir.is_some(),
+                    ..RunOptions::default()
+                };
+                let outcome = outcome_of(run(executed(planned), options));
+                finish(planned, outcome, clock.elapsed().as_secs_f64());
+            }
+        }
+    };
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let pool = match rayon::ThreadPoolBuilder::new()
+                    .num_threads(inner_threads)
+                    .build()
+                {
+                    Ok(pool) => pool,
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        failure
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(Error::invalid(
+                                "threads",
+                                format!("cannot start a thread pool: {e}"),
+                            ));
+                        return;
+                    }
+                };
+                pool.install(|| loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let g = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(group) = pending.get(g) else { break };
+                    run_group(group);
+                });
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    Ok(SweepReport {
+        total: planned.len(),
+        in_shard,
+        skipped: in_shard - to_run,
+        ran: ran.into_inner(),
+        failed: failed.into_inner(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        threads,
+        results_file: results_path,
+        out_dir: dir.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_specs_are_checked() {
+        assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
+        assert!(Shard::parse("4/4")
+            .unwrap_err()
+            .to_string()
+            .contains("below the shard count"));
+        assert!(Shard::parse("1/0").is_err());
+        assert!(Shard::parse("x").is_err());
+        assert_eq!(
+            Shard { index: 2, count: 3 }.file_name(),
+            "results.shard-2-of-3.jsonl"
+        );
+    }
+}

@@ -1,0 +1,442 @@
+//! Result records: one JSON line per finished run, appended durably; the flat CSV; merging.
+//!
+//! A line is written with one `write` on a file opened for appending, then `fsync`ed, and ends
+//! with `"complete":true` followed by a newline. A process killed mid-write leaves at most one
+//! torn last line, which readers ignore and [`ResultsFile::open`] cuts off before appending, so
+//! a restarted sweep neither loses nor duplicates a finished run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::synthetic::metrics::EvalRecord;
+use crate::synthetic::theory::Regime;
+use crate::synthetic::RunConfig;
+use crate::{io, Error, Result};
+
+use super::grid::SweepSpec;
+
+/// Name of the file holding the sweep specification in an output directory.
+pub const SPEC_FILE: &str = "sweep.json";
+/// Results of an unsharded sweep (and of a merge).
+pub const RESULTS_FILE: &str = "results.jsonl";
+/// The flat table.
+pub const CSV_FILE: &str = "results.csv";
+
+/// The results file of shard `index` of `count`.
+pub fn shard_file_name(index: usize, count: usize) -> String {
+    format!("results.shard-{index}-of-{count}.jsonl")
+}
+
+/// One finished run (one line of `results.jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    /// Position in the canonical expansion of the sweep.
+    pub index: usize,
+    pub seed_index: usize,
+    pub seed: u64,
+    /// Values of the varying parameters.
+    pub params: BTreeMap<String, Value>,
+    pub config: RunConfig,
+    /// `None` when the run succeeded; the error otherwise (a failure is a result too: it is
+    /// deterministic, and rerunning would fail the same way).
+    pub error: Option<String>,
+    /// Metrics at the last step (train/test loss and accuracy, clean/noisy train accuracy,
+    /// attention by role, gaps, norms).
+    pub final_metrics: Option<EvalRecord>,
+    pub observed_regime: Option<Regime>,
+    pub predicted_regime: Regime,
+    pub snr: f64,
+    /// First step at which every training sample (noisy ones included) is fitted.
+    pub first_all_fitted_step: Option<usize>,
+    pub wall_seconds: f64,
+    /// Always `true`; a line without it is torn.
+    pub complete: bool,
+}
+
+/// Parses a results file's text: complete records and the number of ignored (torn or foreign)
+/// lines.
+pub fn parse_records(text: &str) -> (Vec<RunRecord>, usize) {
+    let mut records = Vec::new();
+    let mut ignored = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<RunRecord>(line) {
+            Ok(r) if r.complete => records.push(r),
+            _ => ignored += 1,
+        }
+    }
+    (records, ignored)
+}
+
+/// Reads the complete records of a results file (missing file: none).
+pub fn read_records(path: &Path) -> Result<(Vec<RunRecord>, usize)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(parse_records(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), 0)),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// An append-only results file.
+pub struct ResultsFile {
+    path: PathBuf,
+    file: File,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl ResultsFile {
+    /// Opens (creating) `path` for appending, after cutting a torn last line (bytes after the
+    /// last newline) so the next record starts on a line of its own. Returns the file and the
+    /// complete records already in it.
+    pub fn open(path: &Path) -> Result<(Self, Vec<RunRecord>)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err(path))?;
+        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        if keep < bytes.len() {
+            file.set_len(keep as u64).map_err(io_err(path))?;
+            file.sync_all().map_err(io_err(path))?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
+        let (records, _) = parse_records(&String::from_utf8_lossy(&bytes[..keep]));
+        Ok((
+            ResultsFile {
+                path: path.to_path_buf(),
+                file,
+            },
+            records,
+        ))
+    }
+
+    /// Appends one record as a single write, then fsyncs.
+    pub fn append(&mut self, record: &RunRecord) -> Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(|e| Error::Format {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(io_err(&self.path))?;
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+}
+
+/// Every results file in a directory (`results.jsonl` and the shard files), sorted by name.
+pub fn results_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n == RESULTS_FILE || (n.starts_with("results.shard-") && n.ends_with(".jsonl"))
+            })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads a directory's `sweep.json`.
+pub fn read_spec(dir: &Path) -> Result<SweepSpec> {
+    let path = dir.join(SPEC_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// The complete records of a directory, one per run id (first occurrence in file order), sorted
+/// by index, and the ids seen more than once.
+pub fn collect(dirs: &[PathBuf]) -> Result<(Vec<RunRecord>, Vec<String>)> {
+    let mut by_id: HashMap<String, RunRecord> = HashMap::new();
+    let mut duplicated = Vec::new();
+    for dir in dirs {
+        for file in results_files(dir)? {
+            for record in read_records(&file)?.0 {
+                if by_id.contains_key(&record.run_id) {
+                    duplicated.push(record.run_id.clone());
+                } else {
+                    by_id.insert(record.run_id.clone(), record);
+                }
+            }
+        }
+    }
+    let mut records: Vec<RunRecord> = by_id.into_values().collect();
+    records.sort_by_key(|r| r.index);
+    duplicated.sort();
+    duplicated.dedup();
+    Ok((records, duplicated))
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or(String::new(), |v| v.to_string())
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes the flat table atomically: one row per record, axis columns first.
+pub fn write_csv(path: &Path, spec: &SweepSpec, records: &[RunRecord]) -> Result<()> {
+    // Axes whose parameter is not among the fixed configuration columns below.
+    const FIXED: [&str; 10] = [
+        "samples",
+        "tokens",
+        "dim",
+        "signal_norm",
+        "rho",
+        "eta",
+        "sigma",
+        "lr",
+        "steps",
+        "test_size",
+    ];
+    let axes: Vec<&str> = spec
+        .axes
+        .iter()
+        .map(|a| a.name.as_str())
+        .filter(|name| !FIXED.contains(name))
+        .collect();
+    io::write_atomic_with(path, |w| {
+        let mut header = vec!["index", "run_id", "seed_index", "seed"];
+        header.extend(axes.iter().copied());
+        header.extend([
+            "samples",
+            "tokens",
+            "dim",
+            "signal_norm",
+            "rho",
+            "eta",
+            "sigma",
+            "lr",
+            "steps",
+            "test_size",
+            "snr",
+            "predicted_regime",
+            "observed_regime",
+            "train_loss",
+            "train_acc",
+            "train_acc_clean",
+            "train_acc_noisy",
+            "test_loss",
+            "test_acc",
+            "attention_clean_relevant",
+            "attention_noisy_relevant",
+            "attention_noisy_weak_other",
+            "attention_noisy_max_irrelevant",
+            "attention_test_relevant",
+            "p_norm",
+            "w_delta_norm",
+            "first_all_fitted_step",
+            "wall_seconds",
+            "error",
+        ]);
+        writeln!(w, "{}", header.join(","))?;
+        for r in records {
+            let c = &r.config;
+            let mut row: Vec<String> = vec![
+                r.index.to_string(),
+                r.run_id.clone(),
+                r.seed_index.to_string(),
+                r.seed.to_string(),
+            ];
+            row.extend(
+                axes.iter()
+                    .map(|a| r.params.get(*a).map(json_text).unwrap_or_default()),
+            );
+            row.extend([
+                c.samples.to_string(),
+                c.tokens.to_string(),
+                c.dim.to_string(),
+                c.signal_norm.to_string(),
+                c.rho.to_string(),
+                c.eta.to_string(),
+                c.sigma.to_string(),
+                c.lr.to_string(),
+                c.steps.to_string(),
+                c.test_size.to_string(),
+                r.snr.to_string(),
+                regime_name(r.predicted_regime).to_string(),
+                r.observed_regime
+                    .map_or(String::new(), |g| regime_name(g).to_string()),
+            ]);
+            let m = r.final_metrics.as_ref();
+            let f = |get: &dyn Fn(&EvalRecord) -> Option<f64>| opt(m.and_then(get));
+            row.extend([
+                f(&|m| Some(m.train_loss)),
+                f(&|m| Some(m.train_acc)),
+                f(&|m| m.train_acc_clean),
+                f(&|m| m.train_acc_noisy),
+                f(&|m| Some(m.test_loss)),
+                f(&|m| Some(m.test_acc)),
+                f(&|m| m.attention_clean.map(|a| a.relevant)),
+                f(&|m| m.attention_noisy.map(|a| a.relevant)),
+                f(&|m| m.attention_noisy.map(|a| a.weak_other)),
+                f(&|m| m.attention_noisy.map(|a| a.max_irrelevant)),
+                f(&|m| Some(m.attention_test.relevant)),
+                f(&|m| Some(m.p_norm)),
+                f(&|m| Some(m.w_delta_norm)),
+                r.first_all_fitted_step
+                    .map_or(String::new(), |s| s.to_string()),
+                r.wall_seconds.to_string(),
+                csv_field(r.error.as_deref().unwrap_or("")),
+            ]);
+            writeln!(w, "{}", row.join(","))?;
+        }
+        Ok(())
+    })
+}
+
+/// Kebab-case name of a regime (as in the JSON records).
+pub fn regime_name(regime: Regime) -> &'static str {
+    match regime {
+        Regime::NotOverfitting => "not-overfitting",
+        Regime::BenignOverfitting => "benign-overfitting",
+        Regime::HarmfulOverfitting => "harmful-overfitting",
+        Regime::NotYetFitted => "not-yet-fitted",
+    }
+}
+
+/// What [`merge`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct MergeReport {
+    pub expected: usize,
+    pub merged: usize,
+    /// Expected runs with no complete record (ids, in canonical order).
+    pub missing: Vec<String>,
+    /// Runs recorded more than once across the inputs (kept once).
+    pub duplicated: Vec<String>,
+    /// Records whose id is not part of the sweep (dropped).
+    pub unexpected: Vec<String>,
+    pub out_dir: PathBuf,
+}
+
+/// Combines the results of output directories of the same sweep (e.g. its shards) into
+/// `out/results.jsonl` and `out/results.csv`. Every input must hold the same `sweep.json`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport> {
+    let first = dirs
+        .first()
+        .ok_or_else(|| Error::invalid("merge", "no directory given"))?;
+    let spec = read_spec(first)?;
+    for dir in &dirs[1..] {
+        if read_spec(dir)? != spec {
+            return Err(Error::invalid(
+                "merge",
+                format!(
+                    "{} holds a different sweep than {}",
+                    dir.display(),
+                    first.display()
+                ),
+            ));
+        }
+    }
+    let planned = spec.expand()?;
+    let (records, duplicated) = collect(dirs)?;
+    let expected: HashMap<&str, usize> = planned.iter().map(|r| (r.id.as_str(), r.index)).collect();
+    let (kept, unexpected): (Vec<RunRecord>, Vec<RunRecord>) = records
+        .into_iter()
+        .partition(|r| expected.contains_key(r.run_id.as_str()));
+    let have: std::collections::HashSet<&str> = kept.iter().map(|r| r.run_id.as_str()).collect();
+    let missing: Vec<String> = planned
+        .iter()
+        .filter(|r| !have.contains(r.id.as_str()))
+        .map(|r| r.id.clone())
+        .collect();
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    if out.join(SPEC_FILE) != first.join(SPEC_FILE) {
+        io::write_json_atomic(&out.join(SPEC_FILE), &spec)?;
+    }
+    io::write_atomic_with(&out.join(RESULTS_FILE), |w| {
+        for r in &kept {
+            serde_json::to_writer(&mut *w, r)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    write_csv(&out.join(CSV_FILE), &spec, &kept)?;
+    Ok(MergeReport {
+        expected: planned.len(),
+        merged: kept.len(),
+        missing,
+        duplicated,
+        unexpected: unexpected.into_iter().map(|r| r.run_id).collect(),
+        out_dir: out.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, index: usize) -> RunRecord {
+        RunRecord {
+            run_id: id.into(),
+            index,
+            seed_index: 0,
+            seed: 1,
+            params: BTreeMap::new(),
+            config: RunConfig::default(),
+            error: None,
+            final_metrics: None,
+            observed_regime: None,
+            predicted_regime: Regime::BenignOverfitting,
+            snr: 0.5,
+            first_all_fitted_step: None,
+            wall_seconds: 0.0,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn torn_last_line_is_cut_before_appending() {
+        let dir = std::env::temp_dir().join(format!("benign-results-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(RESULTS_FILE);
+        let (mut file, existing) = ResultsFile::open(&path).unwrap();
+        assert!(existing.is_empty());
+        file.append(&record("a", 0)).unwrap();
+        drop(file);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        let torn = serde_json::to_string(&record("b", 1)).unwrap();
+        text.push_str(&torn[..torn.len() / 2]);
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read_records(&path).unwrap().1, 1);
+        let (mut file, existing) = ResultsFile::open(&path).unwrap();
+        assert_eq!(existing, vec![record("a", 0)]);
+        file.append(&record("b", 1)).unwrap();
+        let (records, ignored) = read_records(&path).unwrap();
+        assert_eq!((records.len(), ignored), (2, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

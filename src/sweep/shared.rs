@@ -1,0 +1,790 @@
+//! Common random numbers: one start-up serves a whole column of runs.
+//!
+//! Runs of a column differ only in `signal_norm`, `rho` or `eta`; they share the seed, hence the
+//! token noise `eps`, `W_0`, the signal directions `e_+`, `e_-` (unit vectors) and the test noise.
+//! Every token is `x = eps + c e_{+-}` with a coefficient `c` (`||mu||`, `rho ||mu||` or 0) that
+//! depends on the cell, and every projection the subspace trainer needs is linear in `x`. So the
+//! column computes once, with `B` an orthonormal basis of the training noise tokens and `e_+`,
+//! `e_-` (r = nT + 2, the same span as a single run's basis of its tokens and `mu_+`, `mu_-`):
+//!
+//! ```text
+//! A = W_0^T B,  G = A^T A,  H = W_0 A                          (two streamed passes over W_0)
+//! [H | B | nu_1]^T eps   for every training and test noise token  (nu_1 = (e_+ - e_-)/sqrt 2)
+//! [H | B | nu_1]^T e_+, [H | B | nu_1]^T e_-
+//! ```
+//!
+//! and a cell combines them: `h_x = h_eps + c h_e`, `c_x = c_eps + c c_e`, and
+//! `u_x = (nu_1^T eps + c nu_1^T e) / ||mu||` since `nu = nu_1 / ||mu||`. The cell's run then
+//! follows exactly the dynamics of an independent run with the column's seed (the same data and
+//! `W_0`, another basis of the same span), to rounding.
+
+use std::time::Instant;
+
+use benign_kernels::{self as k, Transpose};
+
+use crate::synthetic::data::{balanced_labels, fill_samples, training_labels, Signals};
+use crate::synthetic::init::InitSource;
+use crate::synthetic::metrics::{first_non_finite, EvalContext, EvalRecord};
+use crate::synthetic::run::{run_prepared, PreparedRun};
+use crate::synthetic::subspace::{
+    loss_and_delta, orthonormal_basis, StartupTimings, SubspaceParts, SubspaceTrainer,
+};
+use crate::synthetic::theory::{classify, Regime};
+use crate::synthetic::{Precision, RunConfig, RunResult, Trainer};
+use crate::Result;
+
+/// Bytes of `W_0` rows generated at once.
+const INIT_BLOCK_BYTES: usize = 32 << 20;
+/// Bytes of test tokens generated at once.
+const TEST_CHUNK_BYTES: usize = 32 << 20;
+
+/// Cells of a column run in lockstep at once. Larger blocks make the shared products wider
+/// (better GEMMs) but push the cells' `D` matrices (r x r each, 210 KB at the paper's r = 162)
+/// out of cache; 8 was fastest on the Figure-5 column at d = 2500 (blocks of 1/2/4/8/16/39:
+/// 5.7/4.0/3.3/2.3/2.5/2.7 s for 39 cells).
+pub const LOCKSTEP_CELLS: usize = 8;
+
+/// Projections of one token part onto `[H | B | nu_1]`: `width = 2r + 1` values per row.
+struct Projected {
+    /// Row-major, `width` columns.
+    rows: Vec<f64>,
+}
+
+/// The start-up shared by a column: noise projections and the projections of `e_+`, `e_-`.
+pub struct SharedStartup {
+    /// The column's configuration (any cell's; only the shared fields are used).
+    column: RunConfig,
+    rank: usize,
+    gram: Vec<f64>,
+    train_noise: Projected,
+    test_noise: Projected,
+    /// `[H | B | nu_1]^T e_+` and `... e_-`.
+    plus: Vec<f64>,
+    minus: Vec<f64>,
+    pub timings: StartupTimings,
+    pub seconds: f64,
+}
+
+impl SharedStartup {
+    /// The start-up of the column of `config` (its seed, dimension, sizes, sigma, ...).
+    pub fn new(config: &RunConfig) -> Result<Self> {
+        config.validate()?;
+        let started = Instant::now();
+        let (n, t, d) = (config.samples, config.tokens, config.dim);
+        let unit = Signals::new(&RunConfig {
+            signal_norm: 1.0,
+            ..config.clone()
+        });
+        let silent = Signals {
+            mu_plus: vec![0.0; d],
+            mu_minus: vec![0.0; d],
+            nu: vec![0.0; d],
+        };
+        // Training noise: the tokens of the column's runs without their signal parts.
+        let (clean, _, _) = training_labels(config);
+        let mut noise = vec![0.0; n * t * d];
+        fill_samples(config, &silent, config.seed, 0, &clean, &mut noise);
+
+        let clock = Instant::now();
+        let mut columns: Vec<&[f64]> = noise.chunks_exact(d).collect();
+        columns.push(&unit.mu_plus);
+        columns.push(&unit.mu_minus);
+        let basis = orthonormal_basis(&columns);
+        let r = basis.len();
+        let width = 2 * r + 1;
+        // P = [H | B | nu_1], d x (2r + 1).
+        let mut projector = vec![0.0f64; d * width];
+        for (j, q) in basis.iter().enumerate() {
+            for (i, &v) in q.iter().enumerate() {
+                projector[i * width + r + j] = v;
+            }
+        }
+        drop(basis);
+        for (i, &v) in unit.nu.iter().enumerate() {
+            projector[i * width + 2 * r] = v;
+        }
+        let basis_seconds = clock.elapsed().as_secs_f64();
+
+        let clock = Instant::now();
+        let init = InitSource::from_seed(config.seed, d);
+        let block_rows = (INIT_BLOCK_BYTES / (8 * d)).clamp(1, d);
+        let mut w0_block = vec![0.0f64; block_rows * d];
+        let mut a = vec![0.0f64; d * r];
+        for first in (0..d).step_by(block_rows) {
+            let m = block_rows.min(d - first);
+            let blk = &mut w0_block[..m * d];
+            init.fill_rows(first, blk);
+            k::gemm(
+                Transpose::Yes,
+                Transpose::No,
+                d,
+                r,
+                m,
+                1.0,
+                blk,
+                d,
+                &projector[first * width + r..],
+                width,
+                if first == 0 { 0.0 } else { 1.0 },
+                &mut a,
+                r,
+            );
+        }
+        let mut gram = vec![0.0f64; r * r];
+        k::gemm(
+            Transpose::Yes,
+            Transpose::No,
+            r,
+            r,
+            d,
+            1.0,
+            &a,
+            r,
+            &a,
+            r,
+            0.0,
+            &mut gram,
+            r,
+        );
+        for first in (0..d).step_by(block_rows) {
+            let m = block_rows.min(d - first);
+            let blk = &mut w0_block[..m * d];
+            init.fill_rows(first, blk);
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                m,
+                r,
+                d,
+                1.0,
+                blk,
+                d,
+                &a,
+                r,
+                0.0,
+                &mut projector[first * width..],
+                width,
+            );
+        }
+        drop(w0_block);
+        drop(a);
+        let init_products_seconds = clock.elapsed().as_secs_f64();
+
+        let clock = Instant::now();
+        let project = |tokens: &[f64], out: &mut [f64]| {
+            let m = tokens.len() / d;
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                m,
+                width,
+                d,
+                1.0,
+                tokens,
+                d,
+                &projector,
+                width,
+                0.0,
+                out,
+                width,
+            );
+        };
+        let mut train_rows = vec![0.0; n * t * width];
+        project(&noise, &mut train_rows);
+        drop(noise);
+        let mut plus = vec![0.0; width];
+        project(&unit.mu_plus, &mut plus);
+        let mut minus = vec![0.0; width];
+        project(&unit.mu_minus, &mut minus);
+        // Test noise, chunk by chunk, with the test seed of the column.
+        let test_size = config.test_size;
+        let test_labels = balanced_labels(test_size);
+        let chunk = (TEST_CHUNK_BYTES / (8 * t * d)).max(1);
+        let mut buffer = vec![0.0; chunk.min(test_size) * t * d];
+        let mut test_rows = vec![0.0; test_size * t * width];
+        let test_seed = config.effective_test_seed();
+        for (c, labels) in test_labels.chunks(chunk).enumerate() {
+            let first = c * chunk;
+            let tokens = &mut buffer[..labels.len() * t * d];
+            fill_samples(config, &silent, test_seed, first, labels, tokens);
+            project(
+                tokens,
+                &mut test_rows[first * t * width..(first + labels.len()) * t * width],
+            );
+        }
+        let test_projection_seconds = clock.elapsed().as_secs_f64();
+        Ok(SharedStartup {
+            column: config.clone(),
+            rank: r,
+            gram,
+            train_noise: Projected { rows: train_rows },
+            test_noise: Projected { rows: test_rows },
+            plus,
+            minus,
+            timings: StartupTimings {
+                basis_seconds,
+                init_products_seconds,
+                test_projection_seconds,
+            },
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Rank r of the shared basis.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Whether `config` belongs to this column (differs at most in signal_norm, rho, eta).
+    pub fn serves(&self, config: &RunConfig) -> bool {
+        let strip = |c: &RunConfig| RunConfig {
+            signal_norm: 1.0,
+            rho: 1.0,
+            eta: 0.0,
+            track_samples: None,
+            ..c.clone()
+        };
+        strip(config) == strip(&self.column)
+    }
+
+    /// `(h, c, u)` of the tokens of samples with clean labels `labels`: noise rows plus each
+    /// token role's signal part (`c e_y` on 0, `rho c e_y` on 1, `rho c e_{-y}` on 2).
+    fn combine(
+        &self,
+        noise: &Projected,
+        labels: &[f64],
+        config: &RunConfig,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (r, t) = (self.rank, config.tokens);
+        let width = 2 * r + 1;
+        let s = config.signal_norm;
+        let rows = labels.len() * t;
+        let (mut h, mut c, mut u) = (vec![0.0; rows * r], vec![0.0; rows * r], vec![0.0; rows]);
+        for (i, &y) in labels.iter().enumerate() {
+            let (same, other) = if y > 0.0 {
+                (&self.plus, &self.minus)
+            } else {
+                (&self.minus, &self.plus)
+            };
+            for pos in 0..t {
+                let row = i * t + pos;
+                let base = &noise.rows[row * width..(row + 1) * width];
+                let signal: Option<(&Vec<f64>, f64)> = match pos {
+                    0 => Some((same, s)),
+                    1 => Some((same, config.rho * s)),
+                    2 => Some((other, config.rho * s)),
+                    _ => None,
+                };
+                let (hr, cr) = (
+                    &mut h[row * r..(row + 1) * r],
+                    &mut c[row * r..(row + 1) * r],
+                );
+                hr.copy_from_slice(&base[..r]);
+                cr.copy_from_slice(&base[r..2 * r]);
+                let mut score = base[2 * r];
+                if let Some((e, coef)) = signal {
+                    k::axpy(coef, &e[..r], hr);
+                    k::axpy(coef, &e[r..2 * r], cr);
+                    score += coef * e[2 * r];
+                }
+                u[row] = score / s;
+            }
+        }
+        (h, c, u)
+    }
+
+    /// Runs one cell of the column; `out_dir` receives the run's files when given.
+    pub fn run(
+        &self,
+        config: &RunConfig,
+        out_dir: Option<std::path::PathBuf>,
+    ) -> Result<RunResult> {
+        config.validate()?;
+        if !self.serves(config) {
+            return Err(crate::Error::invalid(
+                "common-random-numbers",
+                "the configuration is not in this column (it differs in more than signal_norm, rho, eta)",
+            ));
+        }
+        let clock = Instant::now();
+        let (clean, observed, noisy) = training_labels(config);
+        let (_, coords, train_scores) = self.combine(&self.train_noise, &clean, config);
+        let test_labels = balanced_labels(config.test_size);
+        let (test_h, test_c, test_scores) = self.combine(&self.test_noise, &test_labels, config);
+        let parts = SubspaceParts {
+            tokens_per_sample: config.tokens,
+            rank: self.rank,
+            lr: config.lr,
+            coords,
+            train_scores,
+            labels: observed.clone(),
+            gram: self.gram.clone(),
+            test_h,
+            test_c,
+            test_scores,
+            timings: self.timings.clone(),
+        };
+        let trainer: Box<dyn Trainer> = match config.precision {
+            Precision::F64 => Box::new(SubspaceTrainer::<f64>::from_parts(parts)?),
+            Precision::F32 => Box::new(SubspaceTrainer::<f32>::from_parts(parts)?),
+        };
+        let prepared = PreparedRun {
+            trainer,
+            train_labels: observed,
+            clean_labels: clean,
+            noisy,
+            test_labels,
+            subspace_rank: Some(self.rank),
+            data_seconds: 0.0,
+            startup_seconds: clock.elapsed().as_secs_f64(),
+            startup: Some(self.timings.clone()),
+            out_dir,
+        };
+        run_prepared(config.clone(), prepared, &mut |_, _| {})
+    }
+}
+
+/// The final state of one cell of a column run in lockstep.
+#[derive(Clone, Debug)]
+pub struct CellOutcome {
+    pub final_metrics: EvalRecord,
+    pub observed_regime: Regime,
+    pub first_all_fitted_step: Option<usize>,
+}
+
+/// A cell's fixed data in the column's coordinates: observed labels, noise flags, and the
+/// signal coefficient of every token on `e_+` and on `e_-`.
+struct CellData {
+    labels: Vec<f64>,
+    noisy: Vec<bool>,
+    coef_plus: Vec<f64>,
+    coef_minus: Vec<f64>,
+    scores: Vec<f64>,
+}
+
+/// Coefficients of `e_+` and `e_-` in each token of samples with clean labels `clean`.
+fn signal_coefficients(
+    clean: &[f64],
+    t: usize,
+    signal_norm: f64,
+    rho: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut plus, mut minus) = (vec![0.0; clean.len() * t], vec![0.0; clean.len() * t]);
+    for (i, &y) in clean.iter().enumerate() {
+        let (same, other) = if y > 0.0 {
+            (&mut plus, &mut minus)
+        } else {
+            (&mut minus, &mut plus)
+        };
+        same[i * t] = signal_norm;
+        same[i * t + 1] = rho * signal_norm;
+        other[i * t + 2] = rho * signal_norm;
+    }
+    (plus, minus)
+}
+
+impl SharedStartup {
+    /// `u = nu^T x` of tokens with the given signal coefficients, from the noise rows.
+    fn scores(&self, noise: &Projected, plus: &[f64], minus: &[f64], signal_norm: f64) -> Vec<f64> {
+        let (r, width) = (self.rank, 2 * self.rank + 1);
+        noise
+            .rows
+            .chunks_exact(width)
+            .zip(plus.iter().zip(minus))
+            .map(|(row, (p, m))| {
+                (row[2 * r] + p * self.plus[2 * r] + m * self.minus[2 * r]) / signal_norm
+            })
+            .collect()
+    }
+
+    /// Runs every cell of the column together (f64 subspace dynamics), evaluating at the last
+    /// step only. The products shared by the cells become matrix-matrix products: with
+    /// `C = B^T eps` the noise coordinates of the training tokens, a cell's coordinates are
+    /// `C + coef_+ c_+^T + coef_- c_-^T`, so `coords v` and `coords^T delta` for all cells at once
+    /// are `C [v_1 .. v_K]` and `C^T [delta_1 .. delta_K]` plus rank-two corrections; only the
+    /// products with each cell's own `D` stay matrix-vector. Same mathematics as
+    /// [`SharedStartup::run`], so the two agree to rounding.
+    ///
+    /// The result of a cell depends on the whole column (the products' shapes include K):
+    /// callers pass the complete column for results independent of resumption and sharding.
+    pub fn run_column(&self, cells: &[RunConfig]) -> Vec<Result<CellOutcome>> {
+        let kk = cells.len();
+        let (r, width) = (self.rank, 2 * self.rank + 1);
+        let t = self.column.tokens;
+        let rows = self.train_noise.rows.len() / width;
+        let steps = self.column.steps;
+        let mut outcome: Vec<Option<Result<CellOutcome>>> = (0..kk).map(|_| None).collect();
+        for (k, c) in cells.iter().enumerate() {
+            if let Err(e) = c.validate() {
+                outcome[k] = Some(Err(e));
+            } else if !self.serves(c) || c.precision != Precision::F64 {
+                outcome[k] = Some(Err(crate::Error::invalid(
+                    "common-random-numbers",
+                    "a lockstep column needs f64 cells of this column",
+                )));
+            }
+        }
+        let data: Vec<CellData> = cells
+            .iter()
+            .map(|c| {
+                let (clean, observed, noisy) = training_labels(c);
+                let (coef_plus, coef_minus) = signal_coefficients(&clean, t, c.signal_norm, c.rho);
+                let scores = self.scores(&self.train_noise, &coef_plus, &coef_minus, c.signal_norm);
+                CellData {
+                    labels: observed,
+                    noisy,
+                    coef_plus,
+                    coef_minus,
+                    scores,
+                }
+            })
+            .collect();
+        // C (rows x r) with the row stride of the noise projections.
+        let coords = &self.train_noise.rows[r..];
+        let (c_plus, c_minus) = (&self.plus[r..2 * r], &self.minus[r..2 * r]);
+        // States: b as the columns of an r x K matrix, D per cell.
+        let mut b = vec![0.0f64; r * kk];
+        let mut d = vec![vec![0.0f64; r * r]; kk];
+        let mut gb = vec![0.0f64; r * kk];
+        let mut v = vec![0.0f64; r * kk];
+        let mut dgb_all = vec![0.0f64; r * kk];
+        let mut z_all = vec![0.0f64; rows * kk];
+        let mut delta_all = vec![0.0f64; rows * kk];
+        let mut a_all = vec![0.0f64; r * kk];
+        let mut first_fit: Vec<Option<usize>> = vec![None; kk];
+        let mut last_logits: Vec<Vec<f64>> = vec![Vec::new(); kk];
+        let (mut z, mut attention, mut delta, mut column) = (
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; r],
+        );
+        let live = |outcome: &[Option<Result<CellOutcome>>], k: usize| outcome[k].is_none();
+        for step in 0..=steps {
+            // Gb for every cell, then v = (I + D) G b.
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                r,
+                kk,
+                r,
+                1.0,
+                &self.gram,
+                r,
+                &b,
+                kk,
+                0.0,
+                &mut gb,
+                kk,
+            );
+            for kc in 0..kk {
+                for j in 0..r {
+                    column[j] = gb[j * kk + kc];
+                }
+                let mut dgb = vec![0.0; r];
+                k::gemv(Transpose::No, r, r, 1.0, &d[kc], r, &column, 0.0, &mut dgb);
+                for j in 0..r {
+                    v[j * kk + kc] = column[j] + dgb[j];
+                    dgb_all[j * kk + kc] = dgb[j];
+                }
+            }
+            // Logits of every cell: C V plus the signal parts.
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                rows,
+                kk,
+                r,
+                1.0,
+                coords,
+                width,
+                &v,
+                kk,
+                0.0,
+                &mut z_all,
+                kk,
+            );
+            for kc in 0..kk {
+                if !live(&outcome, kc) {
+                    continue;
+                }
+                let cell = &data[kc];
+                let (mut sp, mut sm) = (0.0, 0.0);
+                for j in 0..r {
+                    sp += c_plus[j] * v[j * kk + kc];
+                    sm += c_minus[j] * v[j * kk + kc];
+                }
+                for row in 0..rows {
+                    z[row] =
+                        z_all[row * kk + kc] + cell.coef_plus[row] * sp + cell.coef_minus[row] * sm;
+                }
+                if let Some(bad) = z.iter().find(|x| !x.is_finite()) {
+                    outcome[kc] = Some(Err(crate::Error::NonFinite {
+                        step,
+                        quantity: "training token logit".into(),
+                        value: *bad,
+                    }));
+                    continue;
+                }
+                let loss = loss_and_delta(
+                    t,
+                    &z,
+                    &cell.scores,
+                    &cell.labels,
+                    &mut attention,
+                    &mut delta,
+                );
+                if first_fit[kc].is_none() {
+                    let fitted = attention
+                        .chunks_exact(t)
+                        .zip(cell.scores.chunks_exact(t))
+                        .zip(&cell.labels)
+                        .all(|((s, u), y)| y * k::dot(s, u) > 0.0);
+                    if fitted {
+                        first_fit[kc] = Some(step);
+                    }
+                }
+                if step == steps {
+                    last_logits[kc] = z.clone();
+                } else if !loss.is_finite() {
+                    outcome[kc] = Some(Err(crate::Error::NonFinite {
+                        step,
+                        quantity: "training loss".into(),
+                        value: loss,
+                    }));
+                }
+                for row in 0..rows {
+                    delta_all[row * kk + kc] = if outcome[kc].is_none() {
+                        delta[row]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            if step == steps {
+                break;
+            }
+            // a = coords^T delta for every cell: C^T Delta plus the signal parts.
+            k::gemm(
+                Transpose::Yes,
+                Transpose::No,
+                r,
+                kk,
+                rows,
+                1.0,
+                coords,
+                width,
+                &delta_all,
+                kk,
+                0.0,
+                &mut a_all,
+                kk,
+            );
+            for kc in 0..kk {
+                if !live(&outcome, kc) {
+                    continue;
+                }
+                let cell = &data[kc];
+                let (mut dp, mut dm) = (0.0, 0.0);
+                for row in 0..rows {
+                    dp += cell.coef_plus[row] * delta_all[row * kk + kc];
+                    dm += cell.coef_minus[row] * delta_all[row * kk + kc];
+                }
+                let a: Vec<f64> = (0..r)
+                    .map(|j| a_all[j * kk + kc] + dp * c_plus[j] + dm * c_minus[j])
+                    .collect();
+                let old_b: Vec<f64> = (0..r).map(|j| b[j * kk + kc]).collect();
+                // b' = b - lr (a + D^T a), D' = D - lr a b^T with the old b.
+                let mut step_b = a.clone();
+                k::gemv(Transpose::Yes, r, r, 1.0, &d[kc], r, &a, 1.0, &mut step_b);
+                let lr = cells[kc].lr;
+                for j in 0..r {
+                    b[j * kk + kc] = old_b[j] - lr * step_b[j];
+                }
+                k::ger(r, r, -lr, &a, &old_b, &mut d[kc], r);
+            }
+        }
+        // Final evaluation: test logits of every cell from one product with the noise rows.
+        let test_rows = self.test_noise.rows.len() / width;
+        let mut w = vec![0.0f64; 2 * r * kk];
+        for kc in 0..kk {
+            for j in 0..r {
+                w[j * kk + kc] = b[j * kk + kc];
+                w[(r + j) * kk + kc] = dgb_all[j * kk + kc];
+            }
+        }
+        let mut zt_all = vec![0.0f64; test_rows * kk];
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            test_rows,
+            kk,
+            2 * r,
+            1.0,
+            &self.test_noise.rows,
+            width,
+            &w,
+            kk,
+            0.0,
+            &mut zt_all,
+            kk,
+        );
+        let test_labels = balanced_labels(self.column.test_size);
+        let mut clean_test = Vec::new();
+        for (kc, config) in cells.iter().enumerate() {
+            if !live(&outcome, kc) {
+                continue;
+            }
+            if clean_test.is_empty() {
+                clean_test = test_labels.clone();
+            }
+            let (tp, tm) = signal_coefficients(&clean_test, t, config.signal_norm, config.rho);
+            let test_scores = self.scores(&self.test_noise, &tp, &tm, config.signal_norm);
+            let signal = |e: &[f64]| -> f64 {
+                (0..r)
+                    .map(|j| e[j] * w[j * kk + kc] + e[r + j] * w[(r + j) * kk + kc])
+                    .sum()
+            };
+            let (sp, sm) = (signal(&self.plus), signal(&self.minus));
+            let test_logits: Vec<f64> = (0..test_rows)
+                .map(|row| zt_all[row * kk + kc] + tp[row] * sp + tm[row] * sm)
+                .collect();
+            let bk: Vec<f64> = (0..r).map(|j| b[j * kk + kc]).collect();
+            let gbk: Vec<f64> = (0..r).map(|j| gb[j * kk + kc]).collect();
+            let p_sq: f64 = bk.iter().zip(&gbk).map(|(x, y)| x * y).sum();
+            let mut dg = vec![0.0; r * r];
+            k::gemm(
+                Transpose::No,
+                Transpose::No,
+                r,
+                r,
+                r,
+                1.0,
+                &d[kc],
+                r,
+                &self.gram,
+                r,
+                0.0,
+                &mut dg,
+                r,
+            );
+            let w_sq: f64 = dg.iter().zip(&d[kc]).map(|(x, y)| x * y).sum();
+            let clamp = |x: f64| if x < 0.0 { 0.0 } else { x };
+            let cell = &data[kc];
+            let context = EvalContext {
+                tokens_per_sample: t,
+                train_scores: &cell.scores,
+                train_labels: &cell.labels,
+                noisy: &cell.noisy,
+                test_scores: &test_scores,
+                test_labels: &test_labels,
+            };
+            let record = context.evaluate(
+                steps,
+                0.0,
+                &last_logits[kc],
+                &test_logits,
+                clamp(p_sq).sqrt(),
+                clamp(w_sq).sqrt(),
+            );
+            outcome[kc] = Some(match first_non_finite(&record) {
+                Some((quantity, value)) => Err(crate::Error::NonFinite {
+                    step: steps,
+                    quantity: quantity.into(),
+                    value,
+                }),
+                None => Ok(CellOutcome {
+                    observed_regime: classify(&record),
+                    final_metrics: record,
+                    first_all_fitted_step: first_fit[kc],
+                }),
+            });
+        }
+        outcome
+            .into_iter()
+            .map(|o| o.expect("every cell has an outcome"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{run, RunOptions};
+
+    /// A cell run from the shared start-up follows the independent run with the same seed.
+    #[test]
+    fn shared_cells_match_independent_runs() {
+        let base = RunConfig {
+            dim: 200,
+            test_size: 40,
+            steps: 60,
+            eval_every: 20,
+            ..RunConfig::default()
+        };
+        let shared = SharedStartup::new(&base).unwrap();
+        assert_eq!(shared.rank(), 20 * 8 + 2);
+        for (signal_norm, rho, eta) in [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)] {
+            let config = RunConfig {
+                signal_norm,
+                rho,
+                eta,
+                ..base.clone()
+            };
+            let a = shared.run(&config, None).unwrap();
+            let b = run(config.clone(), RunOptions::default()).unwrap();
+            for (x, y) in a.records.iter().zip(&b.records) {
+                for (u, v) in [
+                    (x.train_loss, y.train_loss),
+                    (x.test_loss, y.test_loss),
+                    (x.p_norm, y.p_norm),
+                    (x.w_delta_norm, y.w_delta_norm),
+                ] {
+                    assert!(
+                        (u - v).abs() <= 1e-8 * v.abs().max(1.0),
+                        "{signal_norm} {rho} {eta}: {u} vs {v}"
+                    );
+                }
+                assert_eq!(x.train_acc, y.train_acc);
+                assert_eq!(x.test_acc, y.test_acc);
+            }
+        }
+        // The lockstep column agrees with the cells run one by one.
+        let cells: Vec<RunConfig> = [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)]
+            .iter()
+            .map(|&(signal_norm, rho, eta)| RunConfig {
+                signal_norm,
+                rho,
+                eta,
+                eval_every: 60,
+                ..base.clone()
+            })
+            .collect();
+        let shared = SharedStartup::new(&cells[0]).unwrap();
+        for (config, outcome) in cells.iter().zip(shared.run_column(&cells)) {
+            let outcome = outcome.unwrap();
+            let single = shared.run(config, None).unwrap();
+            let (x, y) = (&outcome.final_metrics, &single.summary.final_metrics);
+            for (u, v) in [
+                (x.train_loss, y.train_loss),
+                (x.test_loss, y.test_loss),
+                (x.p_norm, y.p_norm),
+                (x.w_delta_norm, y.w_delta_norm),
+                (
+                    x.attention_clean.unwrap().relevant,
+                    y.attention_clean.unwrap().relevant,
+                ),
+            ] {
+                assert!((u - v).abs() <= 1e-9 * v.abs().max(1.0), "{u} vs {v}");
+            }
+            assert_eq!((x.train_acc, x.test_acc), (y.train_acc, y.test_acc));
+            assert_eq!(
+                outcome.first_all_fitted_step,
+                single.summary.first_all_fitted_step
+            );
+            assert_eq!(outcome.observed_regime, single.summary.observed_regime);
+        }
+        let other = RunConfig { dim: 201, ..base };
+        assert!(shared.run(&other, None).is_err());
+    }
+}
