@@ -250,6 +250,49 @@ pub fn run_with(
 
     let test_labels = test.labels();
     drop(test);
+    let timings = StageTimings {
+        started,
+        wall_before: 0.0,
+        data_seconds,
+        startup_seconds,
+        startup,
+        subspace_rank: rank,
+    };
+    train_and_report(
+        config,
+        &train,
+        &test_labels,
+        trainer.as_mut(),
+        timings,
+        out_dir,
+        observe,
+    )
+}
+
+/// Where the time before training went, and what the start-up built.
+struct StageTimings {
+    /// When the run's clock started.
+    started: Instant,
+    /// Seconds spent before `started` (a start-up shared with other runs).
+    wall_before: f64,
+    data_seconds: f64,
+    startup_seconds: f64,
+    startup: Option<StartupTimings>,
+    subspace_rank: Option<usize>,
+}
+
+/// The part of a run after its trainer exists: the training loop, the summary and the output
+/// files (shared by [`run_with`] and [`run_prepared`]). On a failure during training the metrics
+/// recorded so far are still written.
+fn train_and_report(
+    config: RunConfig,
+    train: &TrainSet,
+    test_labels: &[f64],
+    trainer: &mut dyn Trainer,
+    timings: StageTimings,
+    out_dir: Option<PathBuf>,
+    observe: &mut dyn FnMut(&EvalRecord, usize),
+) -> Result<RunResult> {
     let train_scores = trainer.train_scores().to_vec();
     let test_scores = trainer.test_scores().to_vec();
     let context = EvalContext {
@@ -258,10 +301,11 @@ pub fn run_with(
         train_labels: &train.labels,
         noisy: &train.noisy,
         test_scores: &test_scores,
-        test_labels: &test_labels,
+        test_labels,
     };
-    let outcome = train_loop(&config, &train, trainer.as_mut(), &context, observe);
-    let training_seconds = clock.elapsed().as_secs_f64() - startup_seconds;
+    let clock = Instant::now();
+    let outcome = train_loop(&config, train, trainer, &context, observe);
+    let training_seconds = clock.elapsed().as_secs_f64();
     let (records, tracked, first_fit) = match outcome {
         Ok(v) => v,
         Err((err, records)) => {
@@ -279,11 +323,11 @@ pub fn run_with(
     let mut summary = Summary {
         trainer: config.trainer,
         precision: config.precision,
-        subspace_rank: rank,
+        subspace_rank: timings.subspace_rank,
         wall_seconds_total: 0.0,
-        data_seconds,
-        startup_seconds,
-        startup,
+        data_seconds: timings.data_seconds,
+        startup_seconds: timings.startup_seconds,
+        startup: timings.startup,
         training_seconds,
         theory: predict(&config),
         observed_regime: classify(&last),
@@ -292,14 +336,15 @@ pub fn run_with(
         final_metrics: last,
         out_dir: out_dir.clone(),
     };
+    let wall = |started: Instant| timings.wall_before + started.elapsed().as_secs_f64();
     if let Some(dir) = &out_dir {
         write_metrics(&dir.join("metrics.jsonl"), &records)?;
         write_attention(&dir.join("attention.csv"), &tracked)?;
         write_figure(dir, &config, &records, &tracked, &summary.reference_levels)?;
-        summary.wall_seconds_total = started.elapsed().as_secs_f64();
+        summary.wall_seconds_total = wall(timings.started);
         io::write_json_atomic(&dir.join("summary.json"), &summary)?;
     } else {
-        summary.wall_seconds_total = started.elapsed().as_secs_f64();
+        summary.wall_seconds_total = wall(timings.started);
     }
     Ok(RunResult {
         config,
@@ -751,58 +796,21 @@ pub fn run_prepared(
     if let Some(dir) = &out_dir {
         io::write_json_atomic(&dir.join("config.json"), &config)?;
     }
-    let train_scores = trainer.train_scores().to_vec();
-    let test_scores = trainer.test_scores().to_vec();
-    let context = EvalContext {
-        tokens_per_sample: config.tokens,
-        train_scores: &train_scores,
-        train_labels: &train.labels,
-        noisy: &train.noisy,
-        test_scores: &test_scores,
-        test_labels: &test_labels,
-    };
-    let (records, tracked, first_fit) =
-        match train_loop(&config, &train, trainer.as_mut(), &context, observe) {
-            Ok(v) => v,
-            Err((err, records)) => {
-                if let Some(dir) = &out_dir {
-                    write_metrics(&dir.join("metrics.jsonl"), &records)?;
-                }
-                return Err(err);
-            }
-        };
-    let training_seconds = started.elapsed().as_secs_f64();
-    let last = records
-        .last()
-        .cloned()
-        .expect("at least the step-0 evaluation");
-    let noisy_fraction = train.noisy.iter().filter(|&&v| v).count() as f64 / train.samples as f64;
-    let summary = Summary {
-        trainer: config.trainer,
-        precision: config.precision,
-        subspace_rank,
-        wall_seconds_total: data_seconds + startup_seconds + training_seconds,
+    let timings = StageTimings {
+        started,
+        wall_before: data_seconds + startup_seconds,
         data_seconds,
         startup_seconds,
         startup,
-        training_seconds,
-        theory: predict(&config),
-        observed_regime: classify(&last),
-        first_all_fitted_step: first_fit,
-        reference_levels: reference_levels(config.rho, noisy_fraction),
-        final_metrics: last,
-        out_dir: out_dir.clone(),
+        subspace_rank,
     };
-    if let Some(dir) = &out_dir {
-        write_metrics(&dir.join("metrics.jsonl"), &records)?;
-        write_attention(&dir.join("attention.csv"), &tracked)?;
-        write_figure(dir, &config, &records, &tracked, &summary.reference_levels)?;
-        io::write_json_atomic(&dir.join("summary.json"), &summary)?;
-    }
-    Ok(RunResult {
+    train_and_report(
         config,
-        records,
-        tracked,
-        summary,
-    })
+        &train,
+        &test_labels,
+        trainer.as_mut(),
+        timings,
+        out_dir,
+        observe,
+    )
 }
