@@ -226,13 +226,17 @@ mod tests {
     fn f32_peak_is_about_twice_f64_peak() {
         // Same instruction count per second, twice the lanes: a probe that is not FMA-bound
         // (e.g. folded or latency-bound) would not show the 2x.
-        let f32_peak = fma_peak_gflops_f32(Duration::from_millis(90));
-        let f64_peak = fma_peak_gflops_f64(Duration::from_millis(90));
-        let ratio = f32_peak / f64_peak;
-        assert!(
-            (1.3..3.0).contains(&ratio),
-            "f32 {f32_peak} / f64 {f64_peak} = {ratio}"
-        );
+        // Other tests run on the same two cores at the same time and can steal either
+        // measurement, so the ratio is taken over the best of a few alternating attempts.
+        let (mut f32_peak, mut f64_peak) = (0.0f64, 0.0f64);
+        for _ in 0..5 {
+            f32_peak = f32_peak.max(fma_peak_gflops_f32(Duration::from_millis(60)));
+            f64_peak = f64_peak.max(fma_peak_gflops_f64(Duration::from_millis(60)));
+            if (1.3..3.0).contains(&(f32_peak / f64_peak)) {
+                return;
+            }
+        }
+        panic!("f32 {f32_peak} / f64 {f64_peak} = {}", f32_peak / f64_peak);
     }
 
     #[test]

@@ -128,14 +128,25 @@ pub fn col_sums(rows: usize, cols: usize, x: &[f64], ldx: usize, out: &mut [f64]
     }
 }
 
+/// The maximum of a row, NaN when the row holds a NaN (`f64::max` alone would skip it, and an
+/// all-NaN row would pass for an all `-inf` one).
+fn row_max(row: &[f64]) -> f64 {
+    if row.iter().any(|v| v.is_nan()) {
+        f64::NAN
+    } else {
+        row.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
 /// Row softmax over contiguous rows of `cols` entries: `y_ij = exp(x_ij - m_i) / sum_j exp(..)`.
-/// A row whose entries are all `-inf` yields all zeros (it attends to nothing).
+/// A row whose entries are all `-inf` yields all zeros (it attends to nothing); a row holding a NaN
+/// or `+inf` yields all NaN.
 pub fn softmax_rows(cols: usize, x: &[f64], y: &mut [f64]) {
     if cols == 0 {
         return;
     }
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let m = xr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let m = row_max(xr);
         if m == f64::NEG_INFINITY {
             yr.iter_mut().for_each(|v| *v = 0.0);
             continue;
@@ -171,14 +182,14 @@ pub fn log_softmax_rows(cols: usize, x: &[f64], y: &mut [f64]) {
         return;
     }
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let m = xr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let m = row_max(xr);
         if m == f64::NEG_INFINITY {
             yr.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
             continue;
         }
-        let lse = m + xr.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let log_sum = xr.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
         for (yv, xv) in yr.iter_mut().zip(xr) {
-            *yv = xv - lse;
+            *yv = (xv - m) - log_sum;
         }
     }
 }

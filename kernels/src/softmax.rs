@@ -184,15 +184,16 @@ fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
     }
     // Pass 3: normalise.
     if log {
-        let lse = S::splat(m + s.ln());
+        // (x - m) - log s, not x - (m + log s): with a huge max (1e30) the latter loses log s.
+        let log_sum = s.ln();
+        let (max_v, log_sum_v) = (S::splat(m), S::splat(log_sum));
         let mut yc = y.chunks_exact_mut(l);
         let mut xc = x.chunks_exact(l);
         for (yv, xv) in (&mut yc).zip(&mut xc) {
-            S::store(S::load(xv) - lse, yv);
+            S::store((S::load(xv) - max_v) - log_sum_v, yv);
         }
-        let lse = m + s.ln();
         for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-            *yv = xv - lse;
+            *yv = (xv - m) - log_sum;
         }
     } else {
         let inv = S::ONE / s;

@@ -548,3 +548,61 @@ fn stable_scalar_helpers() {
         assert!(l32.is_finite());
     }
 }
+
+/// Found by the softmax fuzz target: a row of NaN once passed for an all `-inf` row in the
+/// reference (its `f64::max` fold skipped the NaN) and disagreed with the kernel. A row holding a
+/// NaN is all NaN in both, whatever else it holds, and leaves the other rows alone.
+#[test]
+fn nan_rows_are_nan_in_kernel_and_reference() {
+    let nan = f64::NAN;
+    let ninf = f64::NEG_INFINITY;
+    for cols in [1usize, 2, 3, 8, 9, 17] {
+        for row in [vec![nan; cols], {
+            let mut r = vec![ninf; cols];
+            r[cols - 1] = nan;
+            r
+        }] {
+            let mut x = row.clone();
+            x.extend((0..cols).map(|j| j as f64 / 4.0));
+            for softmax in [
+                benign_kernels::softmax_rows::<f64> as fn(usize, &[f64], &mut [f64]),
+                benign_kernels::log_softmax_rows::<f64>,
+                reference::softmax_rows,
+                reference::log_softmax_rows,
+            ] {
+                let mut y = vec![0.0; x.len()];
+                softmax(cols, &x, &mut y);
+                assert!(y[..cols].iter().all(|v| v.is_nan()), "cols {cols}: {y:?}");
+                assert!(
+                    y[cols..].iter().all(|v| v.is_finite()),
+                    "cols {cols}: {y:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Found by the softmax fuzz target: with a huge row max, `x - (m + log s)` rounds `log s` away;
+/// log-softmax computes `(x - m) - log s` so that `log_softmax([1e30, 1e30]) = -log 2`.
+#[test]
+fn log_softmax_keeps_the_log_sum_under_a_huge_max() {
+    let mut y32 = [0.0f32; 2];
+    benign_kernels::log_softmax_rows(2, &[1e30f32, 1e30], &mut y32);
+    assert!(
+        y32.iter()
+            .all(|&v| (v + std::f32::consts::LN_2).abs() < 1e-6),
+        "{y32:?}"
+    );
+    for f in [
+        benign_kernels::log_softmax_rows::<f64> as fn(usize, &[f64], &mut [f64]),
+        reference::log_softmax_rows,
+    ] {
+        let mut y = [0.0f64; 2];
+        f(2, &[1e300, 1e300], &mut y);
+        assert!(
+            y.iter()
+                .all(|&v| (v + std::f64::consts::LN_2).abs() < 1e-15),
+            "{y:?}"
+        );
+    }
+}
