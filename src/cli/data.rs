@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use benign::synthetic::{LabelNoise, Preset, RunConfig, SignalDirections};
+use benign::synthetic::{LabelNoise, Precision, Preset, RunConfig, SignalDirections, TrainerKind};
 
 /// The options that determine the synthetic data (shared by `run` and `data export`).
 /// Unset options keep the preset's or the paper's default.
@@ -127,5 +127,47 @@ pub fn execute(command: DataCommand) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+    }
+}
+
+/// Training options shared by `benign run` and `benign sweep`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainingArgs {
+    /// Learning rate (> 0) [default: 0.005].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Gradient-descent steps (>= 1) [default: 1000].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Evaluate every this many steps (>= 1) [default: 10].
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Trainer [default: subspace, exact for this model].
+    #[arg(long, value_enum)]
+    pub trainer: Option<TrainerKind>,
+    /// Element type of the training state [default: f64].
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+}
+
+impl TrainingArgs {
+    /// Overrides the configuration's training settings with the options given.
+    pub fn apply(&self, mut config: RunConfig) -> RunConfig {
+        if let Some(v) = self.lr {
+            config.lr = v;
+        }
+        if let Some(v) = self.steps {
+            config.steps = v;
+        }
+        if let Some(v) = self.eval_every {
+            config.eval_every = v;
+        }
+        if let Some(v) = self.trainer {
+            config.trainer = v;
+        }
+        if let Some(v) = self.precision {
+            config.precision = v;
+        }
+        config
     }
 }

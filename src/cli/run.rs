@@ -6,30 +6,17 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use benign::synthetic::{self, export, Precision, RunConfig, RunOptions, TrainerKind};
+use benign::synthetic::{self, export, Precision, RunConfig, RunOptions};
 
-use super::data::DataArgs;
+use super::data::{DataArgs, TrainingArgs};
 
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
 pub struct RunArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Learning rate (> 0) [default: 0.005].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Gradient-descent steps (>= 1) [default: 1000].
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Evaluate every this many steps (>= 1) [default: 10].
-    #[arg(long)]
-    pub eval_every: Option<usize>,
-    /// Trainer [default: subspace, exact for this model].
-    #[arg(long, value_enum)]
-    pub trainer: Option<TrainerKind>,
-    /// Element type of the training state [default: f64].
-    #[arg(long, value_enum)]
-    pub precision: Option<Precision>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     /// Element type of the subspace start-up products (f32 halves their cost)
     /// [default: f64 below d = 50,000, f32 from there on].
     #[arg(long, value_enum)]
@@ -75,22 +62,8 @@ pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
             base.track_samples = None;
         }
     }
-    let mut config = args.data.apply(base);
-    if let Some(v) = args.lr {
-        config.lr = v;
-    }
-    if let Some(v) = args.steps {
-        config.steps = v;
-    }
-    if let Some(v) = args.eval_every {
-        config.eval_every = v;
-    }
-    if let Some(v) = args.trainer {
-        config.trainer = v;
-    }
-    if let Some(v) = args.precision {
-        config.precision = v;
-    }
+    let config = args.data.apply(base);
+    let mut config = args.training.apply(config);
     if let Some(v) = args.startup_precision {
         config.startup_precision = Some(v);
     }

@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use benign::sweep::{self, grid, ExecOptions, Progress, Shard, SweepSpec};
-use benign::synthetic::{Precision, RunConfig, TrainerKind};
+use benign::synthetic::RunConfig;
 use benign::Error;
 
-use super::data::DataArgs;
+use super::data::{DataArgs, TrainingArgs};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -88,21 +88,8 @@ pub struct SweepRunArgs {
     pub json: bool,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Learning rate (> 0) [default: 0.005].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Gradient-descent steps (>= 1) [default: 1000].
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Evaluate every this many steps (>= 1) [default: 10].
-    #[arg(long)]
-    pub eval_every: Option<usize>,
-    /// Trainer [default: subspace].
-    #[arg(long, value_enum)]
-    pub trainer: Option<TrainerKind>,
-    /// Element type of the training state [default: f64].
-    #[arg(long, value_enum)]
-    pub precision: Option<Precision>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
 }
 
 /// The parts of a sweep file.
@@ -182,22 +169,8 @@ fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
     if let Some(table) = &file.base {
         config = apply_base(config, table)?;
     }
-    let mut config = args.data.apply(config);
-    if let Some(v) = args.lr {
-        config.lr = v;
-    }
-    if let Some(v) = args.steps {
-        config.steps = v;
-    }
-    if let Some(v) = args.eval_every {
-        config.eval_every = v;
-    }
-    if let Some(v) = args.trainer {
-        config.trainer = v;
-    }
-    if let Some(v) = args.precision {
-        config.precision = v;
-    }
+    let config = args.data.apply(config);
+    let config = args.training.apply(config);
     let mut axes = file.axes;
     for text in &args.grid {
         axes.push(grid::parse_axis(text)?);
