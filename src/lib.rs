@@ -12,6 +12,7 @@ pub mod gradcheck;
 pub mod io;
 pub mod model;
 pub mod plot;
+pub mod realdata;
 pub mod sweep;
 pub mod synthetic;
 
