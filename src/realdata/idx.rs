@@ -332,3 +332,197 @@ pub fn load_mnist_like(name: DatasetName, dir: &Path, classes: &[&str]) -> Resul
         test: Split::Images(test),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A scratch directory unique to this test and process.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("benign-idx-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, TYPE_U8, dims.len() as u8];
+        for d in dims {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn format_message(result: Result<IdxArray>) -> String {
+        match result {
+            Err(Error::Format { path, message }) => format!("{}: {message}", path.display()),
+            other => panic!("expected a format error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_and_gzip_files_read_the_same() {
+        let dir = scratch("roundtrip");
+        let data: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8 * 7).collect();
+        let bytes = idx_bytes(&[2, 3, 4], &data);
+        for path in [
+            write(&dir, "raw", &bytes),
+            write(&dir, "packed.gz", &gzip(&bytes)),
+            // A gzip file is recognised by content, whatever its name.
+            write(&dir, "packed-without-suffix", &gzip(&bytes)),
+        ] {
+            let array = read_idx(&path).unwrap();
+            assert_eq!(array.dims, [2, 3, 4]);
+            assert_eq!(array.data, data);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn malformed_files_are_format_errors_naming_file_and_offset() {
+        let dir = scratch("malformed");
+        let good = idx_bytes(&[2, 2, 2], &[1; 8]);
+        let packed = gzip(&good);
+        let mut bad_magic = good.clone();
+        bad_magic[1] = 9;
+        let mut bad_type = good.clone();
+        bad_type[2] = 0x0d;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut corrupt_crc = packed.clone();
+        let crc_at = corrupt_crc.len() - 8;
+        corrupt_crc[crc_at] ^= 0xff;
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("empty", vec![], "inside the 4-byte IDX magic"),
+            (
+                "magic",
+                bad_magic,
+                "not an IDX file: magic [00, 09, 08, 03] at byte offset 0",
+            ),
+            ("type", bad_type, "data type 0x0d at byte offset 2"),
+            ("dims", good[..9].to_vec(), "inside the 3 dimensions"),
+            (
+                "truncated",
+                good[..20].to_vec(),
+                "need more data than the file can hold",
+            ),
+            ("trailing", trailing, "trailing bytes at byte offset 24"),
+            (
+                "truncated.gz",
+                packed[..packed.len() / 2].to_vec(),
+                "decompressed byte offset",
+            ),
+            ("crc.gz", corrupt_crc, "decompressed byte offset 24"),
+            // 4 GB claimed by a 24-byte file: refused before allocating.
+            (
+                "huge",
+                idx_bytes(&[u32::MAX, 1, 1], &[0; 8]),
+                "at most 24 bytes (the file length)",
+            ),
+            (
+                "huge.gz",
+                gzip(&idx_bytes(&[u32::MAX, u32::MAX, 2], &[0; 8])),
+                "the most a gzip file of this size can expand to",
+            ),
+            ("zero-dims", vec![0, 0, 8, 0], "0 dimensions"),
+        ];
+        for (name, bytes, needle) in cases {
+            let path = write(&dir, name, &bytes);
+            let message = format_message(read_idx(&path));
+            assert!(message.contains(needle), "{name}: {message}");
+            assert!(
+                message.contains(&*path.to_string_lossy()),
+                "{name}: {message}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn truncated_gzip_data_is_reported_not_short_read() {
+        // Cut inside the deflate stream of a larger file: the decoder either errors or ends
+        // early; both must be a format error, never a short array.
+        let dir = scratch("truncated-gzip");
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let packed = gzip(&idx_bytes(&[50, 10, 10], &data));
+        for cut in [11, packed.len() / 3, packed.len() - 9, packed.len() - 1] {
+            let path = write(&dir, "cut.gz", &packed[..cut]);
+            let message = format_message(read_idx(&path));
+            assert!(message.contains("cut.gz"), "{cut}: {message}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mnist_layout_loads_and_checks_labels() {
+        let dir = scratch("layout");
+        let images = idx_bytes(&[3, 4, 4], &(0..48).collect::<Vec<u8>>());
+        write(&dir, "train-images-idx3-ubyte.gz", &gzip(&images));
+        write(
+            &dir,
+            "train-labels-idx1-ubyte",
+            &idx_bytes(&[3], &[2, 0, 9]),
+        );
+        write(
+            &dir,
+            "t10k-images.idx3-ubyte",
+            &idx_bytes(&[1, 4, 4], &[5; 16]),
+        );
+        write(
+            &dir,
+            "t10k-labels-idx1-ubyte.gz",
+            &gzip(&idx_bytes(&[1], &[7])),
+        );
+        let dataset = load_mnist_like(DatasetName::Mnist, &dir, &MNIST_CLASSES).unwrap();
+        let Split::Images(train) = &dataset.train else {
+            panic!("images expected")
+        };
+        assert_eq!((train.len(), train.height, train.width), (3, 4, 4));
+        assert_eq!(train.labels, [2, 0, 9]);
+        assert_eq!(train.image(1), &(16..32).collect::<Vec<u8>>()[..]);
+        assert_eq!(dataset.test.labels(), [7]);
+
+        // An out-of-range label names its offset; a count mismatch names both files.
+        write(
+            &dir,
+            "train-labels-idx1-ubyte",
+            &idx_bytes(&[3], &[2, 10, 9]),
+        );
+        let err = load_mnist_like(DatasetName::Mnist, &dir, &MNIST_CLASSES).unwrap_err();
+        assert!(
+            err.to_string().contains("label 10 at byte offset 9"),
+            "{err}"
+        );
+        write(&dir, "train-labels-idx1-ubyte", &idx_bytes(&[2], &[2, 1]));
+        let err = load_mnist_like(DatasetName::Mnist, &dir, &MNIST_CLASSES).unwrap_err();
+        assert!(err.to_string().contains("2 labels for 3 images"), "{err}");
+        write(
+            &dir,
+            "train-labels-idx1-ubyte",
+            &idx_bytes(&[3, 1], &[2, 1, 0]),
+        );
+        let err = load_mnist_like(DatasetName::Mnist, &dir, &MNIST_CLASSES).unwrap_err();
+        assert!(err.to_string().contains("expected 1 dimension"), "{err}");
+
+        std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+        let err = load_mnist_like(DatasetName::Mnist, &dir, &MNIST_CLASSES).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(err.to_string().contains("t10k-labels-idx1-ubyte"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -42,15 +42,17 @@ pub use patches::patchify;
 pub use subset::{subset, subset_disjoint, Sampling};
 pub use vocab::Vocabulary;
 
-/// The datasets `benign` knows how to read.
+/// The datasets `benign` knows how to read. Serialised as their CLI spellings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
     Mnist,
     FashionMnist,
+    #[serde(rename = "breastmnist")]
     BreastMnist,
     Trec,
     Sst2,
+    #[serde(rename = "agnews")]
     AgNews,
 }
 

@@ -222,3 +222,166 @@ pub fn load_breastmnist_split(dir: &Path, split: &str) -> Result<ImageSplit> {
     let mut npz = Npz::open(&find_breastmnist(dir)?)?;
     read_medmnist_split(&mut npz, split, BREASTMNIST_CLASSES.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use zip::write::SimpleFileOptions;
+
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("benign-npz-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The bytes of a `.npy` holding `data` with `shape`, via the project's writer.
+    fn npy_bytes<T: npy::NpyElement>(dir: &Path, shape: &[usize], data: &[T]) -> Vec<u8> {
+        let path = dir.join("member.npy");
+        npy::write_npy(&path, shape, data).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        bytes
+    }
+
+    fn write_npz(path: &Path, members: &[(&str, Vec<u8>)]) {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let options =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in members {
+            zip.start_file(format!("{name}.npy"), options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    /// A well-formed BreastMNIST-like archive: 3 train, 1 val, 2 test images of 2x2.
+    fn good_members(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("train_images", npy_bytes(dir, &[3, 2, 2], &[7u8; 12])),
+            ("train_labels", npy_bytes(dir, &[3, 1], &[0u8, 1, 1])),
+            ("val_images", npy_bytes(dir, &[1, 2, 2], &[1u8; 4])),
+            ("val_labels", npy_bytes(dir, &[1], &[1i64])),
+            ("test_images", npy_bytes(dir, &[2, 2, 2], &[9u8; 8])),
+            ("test_labels", npy_bytes(dir, &[2], &[1u8, 0])),
+        ]
+    }
+
+    #[test]
+    fn breastmnist_archive_loads_train_and_test() {
+        let dir = scratch("good");
+        write_npz(&dir.join("breastmnist.npz"), &good_members(&dir));
+        let dataset = load_breastmnist(&dir).unwrap();
+        assert_eq!(dataset.classes.len(), 2);
+        let Split::Images(train) = &dataset.train else {
+            panic!("images expected")
+        };
+        assert_eq!((train.len(), train.height, train.width), (3, 2, 2));
+        assert_eq!(train.labels, [0, 1, 1]);
+        assert_eq!(dataset.test.labels(), [1, 0]);
+        // Labels stored as int64 convert; the val split is available separately.
+        assert_eq!(load_breastmnist_split(&dir, "val").unwrap().labels, [1]);
+        let keys = Npz::open(&dir.join("breastmnist.npz")).unwrap().keys();
+        assert_eq!(keys.len(), 6);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn another_archive_name_is_found_when_alone() {
+        let dir = scratch("name");
+        write_npz(&dir.join("breastmnist_28.npz"), &good_members(&dir));
+        assert!(load_breastmnist(&dir).is_ok());
+        write_npz(&dir.join("breastmnist_64.npz"), &good_members(&dir));
+        let err = load_breastmnist(&dir).unwrap_err();
+        assert!(
+            err.to_string().contains("several BreastMNIST archives"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn malformed_archives_are_errors_naming_the_member() {
+        let dir = scratch("bad");
+        let replace = |key: &str, bytes: Vec<u8>| {
+            let mut members = good_members(&dir);
+            for member in &mut members {
+                if member.0 == key {
+                    member.1 = bytes.clone();
+                }
+            }
+            members
+        };
+        let mut wrong_magic = npy_bytes(&dir, &[3, 1], &[0u8, 1, 1]);
+        wrong_magic[1] = b'X';
+        let truncated = npy_bytes(&dir, &[3, 2, 2], &[7u8; 12]);
+        let truncated = truncated[..truncated.len() - 3].to_vec();
+        let cases = vec![
+            (
+                replace("train_labels", npy_bytes(&dir, &[3], &[0u8, 2, 1])),
+                "train_labels.npy: label 2 at element 1",
+            ),
+            (
+                replace("train_labels", npy_bytes(&dir, &[2], &[0u8, 1])),
+                "expected shape (3,) or (3, 1)",
+            ),
+            (
+                replace("train_labels", npy_bytes(&dir, &[3], &[0.5f32, 1.0, 0.0])),
+                "label 0.5 at element 0",
+            ),
+            (
+                replace("train_images", npy_bytes(&dir, &[3, 4], &[7u8; 12])),
+                "expected shape (n, height, width)",
+            ),
+            (
+                replace("train_images", npy_bytes(&dir, &[3, 2, 2], &[7f32; 12])),
+                "train_images.npy: dtype is '<f4', expected '|u1'",
+            ),
+            (replace("train_labels", wrong_magic), "bad magic"),
+            (replace("train_images", truncated), "truncated data"),
+            (
+                good_members(&dir)
+                    .into_iter()
+                    .filter(|m| m.0 != "test_labels")
+                    .collect(),
+                "no array 'test_labels'",
+            ),
+        ];
+        for (i, (members, needle)) in cases.into_iter().enumerate() {
+            let path = dir.join("breastmnist.npz");
+            write_npz(&path, &members);
+            let err = load_breastmnist(&dir).unwrap_err();
+            assert!(matches!(err, Error::Format { .. }), "case {i}: {err}");
+            assert!(err.to_string().contains(needle), "case {i}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn not_a_zip_and_a_cut_archive_are_format_errors() {
+        let dir = scratch("notzip");
+        let path = dir.join("breastmnist.npz");
+        std::fs::write(&path, b"\x93NUMPY this is an npy, not an npz").unwrap();
+        let err = load_breastmnist(&dir).unwrap_err();
+        assert!(err.to_string().contains("not a readable zip"), "{err}");
+        write_npz(&path, &good_members(&dir));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_breastmnist(&dir).unwrap_err();
+        assert!(matches!(err, Error::Format { .. }), "{err}");
+        // A member whose deflate stream is corrupted (CRC or decoder error), directory intact.
+        write_npz(&path, &good_members(&dir));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let data_start = 30 + "train_images.npy".len();
+        for b in &mut bytes[data_start + 2..data_start + 20] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load_breastmnist(&dir).unwrap_err();
+        assert!(err.to_string().contains("train_images.npy"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -295,7 +295,8 @@ pub fn clean_agnews(text: &str) -> String {
 
 /// An entity without its `&` at the start of `text`: its text (None for one to drop) and length.
 fn entity(text: &str) -> Option<(Option<String>, usize)> {
-    let end = text.find(';')?;
+    // Entities are short; looking further would make cleaning quadratic in the text length.
+    let end = text.bytes().take(12).position(|b| b == b';')?;
     let body = &text[..end];
     let decoded = if let Some(digits) = body.strip_prefix('#') {
         if digits.is_empty() || digits.len() > 7 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -363,4 +364,173 @@ pub fn load_agnews(dir: &Path) -> Result<RawDataset> {
         train: Split::Text(train),
         test: Split::Text(test),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(result: Result<TextSplit>) -> String {
+        match result {
+            Err(Error::Format { message, .. }) => message,
+            other => panic!("expected a format error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trec_parses_coarse_labels_and_latin1() {
+        let path = Path::new("TREC.train");
+        // 0xe9 is 'é' in latin-1 and invalid as UTF-8 here; it must decode, not fail.
+        let bytes = b"DESC:manner How did serfdom develop ?\r\n\nNUM:date When was Caf\xe9 born ?\nABBR:exp What is .com ?\n";
+        let split = parse_trec(path, bytes).unwrap();
+        assert_eq!(split.labels, [1, 5, 0]);
+        assert_eq!(split.texts[1], "When was Café born ?");
+        assert_eq!(split.num_classes, 6);
+        for (bad, needle) in [
+            (
+                &b"FOO:bar What ?\n"[..],
+                "line 1: unknown coarse class 'FOO'",
+            ),
+            (
+                b"DESC:def ok ?\nDESCmanner no colon\n",
+                "line 2: label 'DESCmanner'",
+            ),
+            (b"DESC:def\n", "line 1: expected 'COARSE:fine question'"),
+            (b"DESC: What ?\n", "line 1: empty fine class"),
+            (b"\n\nHUM:ind   \n", "line 3: empty question"),
+        ] {
+            let got = message(parse_trec(path, bad));
+            assert!(got.contains(needle), "{got}");
+        }
+    }
+
+    #[test]
+    fn sst2_parses_labels_and_rejects_bad_lines() {
+        let path = Path::new("stsa.binary.train");
+        let split = parse_sst2(
+            path,
+            "1 a charming , funny film\n0 it 's a mess .\n".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(split.labels, [1, 0]);
+        assert_eq!(split.texts[1], "it 's a mess .");
+        for (bad, needle) in [
+            (&b"2 too good\n"[..], "line 1: label '2' is not 0 or 1"),
+            (b"1 fine\n1\n", "line 2: empty sentence"),
+            (b"1 ok\n0 caf\xe9\n", "line 2: invalid UTF-8 at byte 6"),
+        ] {
+            let got = message(parse_sst2(path, bad));
+            assert!(got.contains(needle), "{got}");
+        }
+    }
+
+    #[test]
+    fn agnews_csv_follows_rfc4180() {
+        let path = Path::new("test.csv");
+        let csv = concat!(
+            "\"3\",\"Title\",\"He said \"\"no\"\" to the\\\\deal, it #39;s off.\"\n",
+            "\"1\",\"Multi\nline title\",\"A, B and C\"\r\n",
+            "4,bare,unquoted words\n",
+        );
+        let split = parse_agnews_csv(path, csv.as_bytes(), 4).unwrap();
+        assert_eq!(split.labels, [2, 0, 3]);
+        assert_eq!(split.texts[0], "He said \"no\" to the deal, it 's off.");
+        assert_eq!(split.texts[1], "A, B and C");
+        assert_eq!(split.texts[2], "unquoted words");
+
+        for (bad, needle) in [
+            (
+                "\"5\",\"t\",\"d\"\n",
+                "line 1, byte offset 0: class '5' is not a number in 1..=4",
+            ),
+            (
+                "\"1\",\"t\",\"d\"\n\"x\",\"t\",\"d\"\n",
+                "line 2, byte offset 12: class 'x'",
+            ),
+            ("\"1\",\"t\",\"d\"\n\"2\",\"t\"\n", "line 2"),
+            // An unbalanced quote swallows the rest of the file into one field.
+            (
+                "\"1\",\"t\",\"d\"\n\"2\",\"broken,\"d\"\n\"3\",\"t\",\"d\"\n",
+                "line 2",
+            ),
+            ("\"2\",\"t\"\n", "expected 3 fields"),
+        ] {
+            let got = message(parse_agnews_csv(path, bad.as_bytes(), 4));
+            assert!(got.contains(needle), "{bad:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn agnews_tsv_uses_class_names() {
+        let classes = parse_agnews_classes(
+            Path::new("classes.txt"),
+            b"World\nSports\nBusiness\nSci/Tech\n",
+        )
+        .unwrap();
+        let path = Path::new("train_subset.tsv");
+        let split = parse_agnews_tsv(
+            path,
+            b"Stocks \"rally\" #36;5 gain\tBusiness\nA\\B\tSci/Tech\n",
+            &classes,
+        )
+        .unwrap();
+        assert_eq!(split.labels, [2, 3]);
+        assert_eq!(split.texts, ["Stocks \"rally\" $5 gain", "A B"]);
+        let got = message(parse_agnews_tsv(
+            path,
+            b"ok\tWorld\ntext\tWeather\n",
+            &classes,
+        ));
+        assert!(got.contains("line 2: unknown class 'Weather'"), "{got}");
+        let got = message(parse_agnews_tsv(path, b"no tab here\n", &classes));
+        assert!(
+            got.contains("line 1: expected 'text<TAB>class name'"),
+            "{got}"
+        );
+        assert!(parse_agnews_classes(Path::new("classes.txt"), b"A\nA\n").is_err());
+        assert!(parse_agnews_classes(Path::new("classes.txt"), b"\n").is_err());
+    }
+
+    #[test]
+    fn agnews_cleaning_decodes_dropped_ampersand_entities_only() {
+        assert_eq!(clean_agnews("a quot;b quot; c"), "a \"b \" c");
+        assert_eq!(clean_agnews("x #151; y #39;s"), "x y 's");
+        assert_eq!(clean_agnews("AT amp;T"), "AT &T");
+        // Not at a word start, or not an entity: left alone.
+        assert_eq!(clean_agnews("a#39; b;c #abc; d"), "a#39; b;c #abc; d");
+    }
+
+    #[test]
+    fn loaders_find_their_files_or_name_them() {
+        let dir = std::env::temp_dir().join(format!("benign-text-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("train_5500.label"), b"HUM:ind Who ?\n").unwrap();
+        let err = load_trec(&dir).unwrap_err();
+        assert!(
+            err.to_string().contains("TREC.test, TREC_10.label"),
+            "{err}"
+        );
+        std::fs::write(dir.join("TREC_10.label"), b"LOC:city Where ?\n").unwrap();
+        let dataset = load_trec(&dir).unwrap();
+        assert_eq!(
+            (dataset.train.labels(), dataset.test.labels()),
+            (&[3][..], &[4][..])
+        );
+        std::fs::write(dir.join("classes.txt"), b"A\nB\n").unwrap();
+        std::fs::write(dir.join("train_subset.tsv"), b"x\tB\n").unwrap();
+        std::fs::write(dir.join("test.csv"), b"\"1\",\"t\",\"y\"\n").unwrap();
+        let dataset = load_agnews(&dir).unwrap();
+        assert_eq!(
+            (dataset.train.labels(), dataset.test.labels()),
+            (&[1][..], &[0][..])
+        );
+        std::fs::write(
+            dir.join("train.csv"),
+            b"\"2\",\"t\",\"full\"\n\"1\",\"t\",\"z\"\n",
+        )
+        .unwrap();
+        assert_eq!(load_agnews(&dir).unwrap().train.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
