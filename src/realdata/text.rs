@@ -191,6 +191,7 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
         .flexible(false)
         .from_reader(bytes);
     let mut record = csv::StringRecord::new();
+    let mut last_start = None;
     loop {
         let more = reader.read_record(&mut record).map_err(|e| {
             let at = e
@@ -203,6 +204,7 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
             break;
         }
         let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        last_start = Some((line, byte));
         let at = format!("line {line}, byte offset {byte}");
         if record.len() != 3 {
             return Err(format_error(
@@ -230,6 +232,21 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
             })?;
         split.texts.push(clean_agnews(&record[2]));
         split.labels.push(class as u32 - 1);
+    }
+    // The csv crate ends a quoted field silently at the end of input. An unterminated quote
+    // swallows everything after it into the last record, and leaves an odd number of quotes
+    // from that record's start on.
+    if let Some((line, byte)) = last_start {
+        let tail = bytes.get(byte as usize..).unwrap_or_default();
+        if tail.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+            return Err(format_error(
+                path,
+                format!(
+                    "line {line}, byte offset {byte}: a quoted field of this record is never \
+                     closed (unbalanced quote)"
+                ),
+            ));
+        }
     }
     Ok(split)
 }
@@ -454,6 +471,10 @@ mod tests {
                 "line 2",
             ),
             ("\"2\",\"t\"\n", "expected 3 fields"),
+            (
+                "\"1\",\"t\",\"d\"\n\"2\",\"t\",\"never closed\n",
+                "line 2, byte offset 12: a quoted field of this record is never closed",
+            ),
         ] {
             let got = message(parse_agnews_csv(path, bad.as_bytes(), 4));
             assert!(got.contains(needle), "{bad:?}: {got}");
