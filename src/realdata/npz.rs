@@ -30,20 +30,25 @@ fn format_error(path: &Path, message: impl Into<String>) -> Error {
 pub struct Npz {
     path: PathBuf,
     archive: zip::ZipArchive<File>,
+    /// Length of the archive file: no member's compressed data can be longer.
+    file_len: u64,
 }
 
 impl Npz {
     /// Opens the archive and reads its central directory.
     pub fn open(path: &Path) -> Result<Npz> {
-        let file = File::open(path).map_err(|source| Error::Io {
+        let io_err = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let file_len = file.metadata().map_err(io_err)?.len();
         let archive = zip::ZipArchive::new(file)
             .map_err(|e| format_error(path, format!("not a readable zip (.npz) archive: {e}")))?;
         Ok(Npz {
             path: path.to_path_buf(),
             archive,
+            file_len,
         })
     }
 
@@ -71,6 +76,7 @@ impl Npz {
         let declared = member.size();
         let bound = member
             .compressed_size()
+            .min(self.file_len)
             .saturating_mul(MAX_DEFLATE_RATIO)
             .saturating_add(SMALL_MEMBER);
         if declared > bound {
@@ -357,6 +363,42 @@ mod tests {
             assert!(matches!(err, Error::Format { .. }), "case {i}: {err}");
             assert!(err.to_string().contains(needle), "case {i}: {err}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_member_declaring_gigabytes_is_refused_before_allocating() {
+        let dir = scratch("huge");
+        let path = dir.join("breastmnist.npz");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let stored =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in good_members(&dir) {
+            zip.start_file(format!("{name}.npy"), stored).unwrap();
+            zip.write_all(&bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        // Rewrite the uncompressed size of every entry (local header offset 22, central
+        // directory offset 24) to nearly 4 GB.
+        let mut bytes = std::fs::read(&path).unwrap();
+        for (signature, offset) in [(0x0403_4b50u32, 22), (0x0201_4b50, 24)] {
+            let marker = signature.to_le_bytes();
+            let starts: Vec<usize> = (0..bytes.len() - 4)
+                .filter(|&i| bytes[i..i + 4] == marker)
+                .collect();
+            for start in starts {
+                bytes[start + offset..start + offset + 4]
+                    .copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load_breastmnist(&dir).unwrap_err();
+        assert!(matches!(err, Error::Format { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("train_images.npy: declares 4294967280 uncompressed bytes"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
