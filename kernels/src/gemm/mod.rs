@@ -44,7 +44,8 @@
 //!
 //! Calls with at least [`GEMM_PARALLEL_MIN_MULADDS`] multiply-adds run on the current rayon
 //! pool: per depth panel, the B block is packed by column ranges in parallel, then each task
-//! packs and multiplies one row panel of at most MC rows (at least one task per thread). When
+//! packs and multiplies one row panel of at most MC rows (a multiple of the thread count of
+//! tasks, sharing the MR-row strips evenly: see `row_tasks`). When
 //! C has fewer than two MR-row strips per thread (short, wide products, `m <= MR` included),
 //! tasks own NR-aligned column ranges of C over all rows instead. Packing buffers are
 //! thread-local and 64-byte aligned, reused across calls and bounded by the blocking (`KC x NC`
@@ -510,16 +511,18 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                             )
                         });
                 } else if parallel_tasks > 1 {
-                    // loop over the row panels of C, one rayon task each: as many tasks as
-                    // needed for MC-row blocks, at least one per thread
-                    let tasks = m.div_ceil(mc).max(parallel_tasks);
-                    let rows_per_task = m.div_ceil(tasks).next_multiple_of(mr);
-                    c.par_chunks_mut(rows_per_task * ldc)
-                        .enumerate()
-                        .for_each(|(t, c_rows)| {
-                            let first = t * rows_per_task;
-                            row_block(c_rows, first..m.min(first + rows_per_task));
-                        });
+                    // loop over the row panels of C, one rayon task each
+                    let mut c_rest = &mut *c;
+                    let mut c_panels = Vec::new();
+                    for rows in row_tasks(m, mr, mc, parallel_tasks) {
+                        let (c_rows, tail) =
+                            c_rest.split_at_mut((rows.len() * ldc).min(c_rest.len()));
+                        c_panels.push((c_rows, rows));
+                        c_rest = tail;
+                    }
+                    c_panels
+                        .into_par_iter()
+                        .for_each(|(c_rows, rows)| row_block(c_rows, rows));
                 } else {
                     // loop over the MC-tall row panels of C
                     for (t, c_rows) in c.chunks_mut(mc * ldc).enumerate() {
@@ -530,6 +533,26 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
             });
         }
     }
+}
+
+/// The row panels of C that the parallel row split hands out as tasks, in order: MR-aligned,
+/// at most MC rows each, and as many as MC-row blocks need rounded up to a multiple of
+/// `threads`, with the MR-row strips spread over them as evenly as possible.
+///
+/// Every thread then gets the same share of tiles. Rounding only to "at least one task per
+/// thread" left, for example, 2000 rows with MC = 288 as 7 tasks of up to 288 rows: on 2
+/// threads one of them ran 4 of the 7, 15% more than half of the work, capping sgemm 2000^3 at
+/// 1.74x one thread (8 tasks of 20 or 21 strips run 996 and 1004 rows per thread). Which thread
+/// runs which task never changes a bit of C.
+fn row_tasks(m: usize, mr: usize, mc: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
+    let strips = m.div_ceil(mr);
+    let tasks = strips
+        .div_ceil(mc / mr)
+        .next_multiple_of(threads)
+        .min(strips);
+    (0..tasks)
+        .map(|t| (t * strips / tasks * mr)..((t + 1) * strips / tasks * mr).min(m))
+        .collect()
 }
 
 /// One row panel: packs `op(A)[rows, depth]` and updates `C[rows, cols]` (whose first row is
@@ -663,4 +686,38 @@ fn with_pack_buffer<S: bytemuck::Pod, R>(
     let result = f(&mut scalars[offset..][..len]);
     slot.with(|cell| cell.set(buffer));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row split covers `0..m` in order with MR-aligned panels of at most MC rows, hands
+    /// each thread the same number of tasks, and no task more than one strip above another.
+    #[test]
+    fn row_tasks_tile_the_rows_evenly() {
+        for (mr, mc) in [(12, 288), (14, 280), (6, 168), (6, 144)] {
+            for threads in 2..=5 {
+                for m in (2 * threads * mr..3000).step_by(7).chain([2000, 1024, 160]) {
+                    let tasks = row_tasks(m, mr, mc, threads);
+                    let strips = m.div_ceil(mr);
+                    assert_eq!(tasks.first().unwrap().start, 0);
+                    assert_eq!(tasks.last().unwrap().end, m);
+                    for pair in tasks.windows(2) {
+                        assert_eq!(pair[0].end, pair[1].start, "m {m}: gap or overlap");
+                    }
+                    let sizes: Vec<usize> = tasks.iter().map(|r| r.len().div_ceil(mr)).collect();
+                    assert!(tasks.iter().all(|r| r.start % mr == 0 && r.len() <= mc));
+                    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+                    if strips >= tasks.len().next_multiple_of(threads) {
+                        assert_eq!(tasks.len() % threads, 0, "m {m}, {threads} threads");
+                    }
+                }
+            }
+        }
+        // the case that motivated it: 2000 rows of sgemm AVX-512 on 2 threads
+        let tasks = row_tasks(2000, 12, 288, 2);
+        let first_half: usize = tasks[..4].iter().map(|r| r.len()).sum();
+        assert_eq!((tasks.len(), first_half), (8, 996));
+    }
 }
