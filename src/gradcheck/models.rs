@@ -145,6 +145,7 @@ pub fn model_cases() -> Vec<Case> {
         },
     ];
     cases.extend(super::transformer::block_cases());
+    cases.extend(super::transformer::encoder_cases());
     cases
 }
 

@@ -217,3 +217,125 @@ pub fn block_cases() -> Vec<Case> {
         ),
     ]
 }
+
+/// The synthetic task's encoder ([`crate::synthetic::encoder`]) end to end: its mean logistic
+/// loss. Inputs: tokens `[n, T, d]` and labels (constants), then [CLS], the block (one head, no
+/// q/k/v bias, no output projection), the final LayerNorm and the head.
+fn encoder_inputs(n: usize, t: usize, d: usize, mlp: usize) -> Vec<Input> {
+    let scale = 1.0 / (d as f64).sqrt();
+    let weight = |name, rows, cols| Input::var_in(name, &[rows, cols], Domain::Uniform(scale));
+    vec![
+        Input::constant("tokens", &[n, t, d], Domain::Normal(1.0)),
+        Input::constant("labels", &[n], Domain::Labels),
+        Input::var("cls", &[d]),
+        Input::var_in("ln1.gamma", &[d], Domain::Normal(1.0)),
+        Input::var_in("ln1.beta", &[d], Domain::Normal(0.2)),
+        weight("query.weight", d, d),
+        weight("key.weight", d, d),
+        weight("value.weight", d, d),
+        Input::var_in("ln2.gamma", &[d], Domain::Normal(1.0)),
+        Input::var_in("ln2.beta", &[d], Domain::Normal(0.2)),
+        weight("fc1.weight", mlp, d),
+        Input::var_in("fc1.bias", &[mlp], Domain::Uniform(scale)),
+        Input::var_in(
+            "fc2.weight",
+            &[d, mlp],
+            Domain::Uniform(1.0 / (mlp as f64).sqrt()),
+        ),
+        Input::var_in("fc2.bias", &[d], Domain::Uniform(scale)),
+        Input::var_in("final_ln.gamma", &[d], Domain::Normal(1.0)),
+        Input::var_in("final_ln.beta", &[d], Domain::Normal(0.2)),
+        weight("head.weight", 1, d),
+        Input::var_in("head.bias", &[1], Domain::Uniform(scale)),
+    ]
+}
+
+fn encoder_loss<T: Float>(tape: &mut Tape<T>, v: &[Var], residual: bool) -> Var {
+    use crate::synthetic::encoder::{block_config, encoder_forward, EncoderVars};
+    let dims = tape.shape(v[0]);
+    let d = dims.dim(2);
+    let mlp = tape.shape(v[10]).dim(0);
+    let config = block_config(d, mlp, residual);
+    let linear = |weight, bias| LinearVars {
+        weight,
+        bias: Some(bias),
+    };
+    let vars = EncoderVars {
+        cls: v[2],
+        block: BlockVars {
+            ln1: (v[3], v[4]),
+            query: LinearVars {
+                weight: v[5],
+                bias: None,
+            },
+            key: LinearVars {
+                weight: v[6],
+                bias: None,
+            },
+            value: LinearVars {
+                weight: v[7],
+                bias: None,
+            },
+            out: None,
+            ln2: (v[8], v[9]),
+            fc1: linear(v[10], v[11]),
+            fc2: linear(v[12], v[13]),
+        },
+        final_ln: (v[14], v[15]),
+        head: linear(v[16], v[17]),
+    };
+    let labels = tape.value(v[1]).to_vec();
+    let out = encoder_forward(tape, &vars, &config, v[0]);
+    tape.logistic_loss(out.f, &labels)
+}
+
+fn encoder_with_skip<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
+    encoder_loss(tape, v, true)
+}
+
+fn encoder_no_skip<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
+    encoder_loss(tape, v, false)
+}
+
+/// The encoder with and without its residuals: a small one with the full Jacobian, the paper's
+/// n = 20, T = 8 at d = 64 along directions.
+pub fn encoder_cases() -> Vec<Case> {
+    let case = |variant: &str, (n, t, d, mlp), build, mode| Case {
+        kind: CaseKind::Model,
+        family: "encoder",
+        name: format!("encoder/{variant}"),
+        inputs: encoder_inputs(n, t, d, mlp),
+        build,
+        mode,
+        f32: true,
+        taylor: true,
+        threads: true,
+        extra: None,
+    };
+    vec![
+        case(
+            "skip_n3_T3_d4_mlp5",
+            (3, 3, 4, 5),
+            crate::gradcheck_builder!(encoder_with_skip),
+            Mode::Jacobian,
+        ),
+        case(
+            "no_skip_n3_T3_d4_mlp5",
+            (3, 3, 4, 5),
+            crate::gradcheck_builder!(encoder_no_skip),
+            Mode::Jacobian,
+        ),
+        case(
+            "skip_n20_T8_d64_mlp64",
+            (20, 8, 64, 64),
+            crate::gradcheck_builder!(encoder_with_skip),
+            Mode::Direction,
+        ),
+        case(
+            "no_skip_n20_T8_d64_mlp48",
+            (20, 8, 64, 48),
+            crate::gradcheck_builder!(encoder_no_skip),
+            Mode::Direction,
+        ),
+    ]
+}
