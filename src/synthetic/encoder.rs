@@ -22,6 +22,7 @@
 //! reassociated); the test `matches_the_generic_block` compares it with
 //! [`crate::transformer::block_forward`] on the full sequence.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -566,6 +567,36 @@ pub fn run_encoder(
         timings,
         out_dir,
     )
+}
+
+/// Writes the encoder's seeded initial parameters of `config` to `dir` as `<name>.npy` in the
+/// run's precision (e.g. `block.attn.query.weight.npy`, PyTorch layout `[out, in]`), so that
+/// another implementation can start from the same point (`scripts/compare_encoder.py`).
+pub fn save_initial_params(config: &RunConfig, dir: &Path) -> Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let (d, mlp, residual) = (config.dim, config.effective_mlp_dim(), !config.no_skip);
+    match config.precision {
+        Precision::F32 => write_params(
+            &EncoderModel::<f32>::new(d, mlp, residual, config.seed)?,
+            dir,
+        ),
+        Precision::F64 => write_params(
+            &EncoderModel::<f64>::new(d, mlp, residual, config.seed)?,
+            dir,
+        ),
+    }
+}
+
+fn write_params<T: Float + io::npy::NpyElement>(model: &EncoderModel<T>, dir: &Path) -> Result<()> {
+    for id in model.store.ids() {
+        let path = dir.join(format!("{}.npy", model.store.name(id)));
+        io::npy::write_npy(&path, model.store.shape(id).dims(), model.store.value(id))?;
+    }
+    Ok(())
 }
 
 /// Steps `0..=steps` as in the attention model's loop: track the chosen samples' [CLS] rows
