@@ -628,12 +628,21 @@ fn write_figure(
         title: "loss".into(),
         x_label: "step".into(),
         y_label: "mean logistic loss".into(),
-        series: vec![
-            curve("train", false, &|r| Some(r.train_loss)),
-            curve("test", false, &|r| Some(r.test_loss)),
-            level("benign level", levels.benign_train_loss),
-            level("not-overfitting level", levels.not_overfitting_train_loss),
-        ],
+        series: {
+            let mut series = vec![
+                curve("train", false, &|r| Some(r.train_loss)),
+                curve("test", false, &|r| Some(r.test_loss)),
+            ];
+            // The levels are the fixed-head model's; the encoder's trainable head goes below.
+            if config.model == ModelKind::Attention {
+                series.push(level("benign level", levels.benign_train_loss));
+                series.push(level(
+                    "not-overfitting level",
+                    levels.not_overfitting_train_loss,
+                ));
+            }
+            series
+        },
         y_range: None,
         log_x: false,
     });
