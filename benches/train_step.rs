@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use benign::synthetic::data::{training_set, Signals, TestSource};
 use benign::synthetic::dense::DenseTrainer;
+use benign::synthetic::encoder::{EncoderModel, EncoderTrainer};
 use benign::synthetic::init::InitSource;
 use benign::synthetic::subspace::SubspaceTrainer;
 use benign::synthetic::{Precision, RunConfig, Trainer};
@@ -88,5 +89,42 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, train_step);
+/// One step of the one-layer transformer encoder (f32, d = mlp = 2000, n = 20, T = 8 + [CLS]),
+/// and its evaluation on 1000 test samples.
+fn encoder_step(c: &mut Criterion) {
+    let config = RunConfig::default();
+    let signals = Signals::new(&config);
+    let train = training_set(&config, &signals);
+    let test = TestSource::Generated {
+        config: config.clone(),
+        signals: signals.clone(),
+        seed: config.effective_test_seed(),
+    };
+    let mut test_tokens = Vec::new();
+    test.for_each_chunk(100, |_, t| test_tokens.extend_from_slice(t));
+    let model = EncoderModel::<f32>::new(config.dim, config.dim, true, config.seed).unwrap();
+    let mut trainer = EncoderTrainer::new(
+        model,
+        config.tokens,
+        &train.tokens,
+        &train.labels,
+        &test_tokens,
+        config.lr,
+    );
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    let mut step = 0;
+    group.bench_function("encoder", |b| {
+        b.iter(|| {
+            step += 1;
+            trainer.step(step).unwrap()
+        })
+    });
+    group.bench_function("encoder_eval_test1000", |b| {
+        b.iter(|| trainer.test_readout())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, train_step, encoder_step);
 criterion_main!(benches);

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use benign::synthetic::{LabelNoise, Precision, Preset, RunConfig, SignalDirections, TrainerKind};
+use benign::synthetic::{
+    LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
+};
 
 /// The options that determine the synthetic data (shared by `run` and `data export`).
 /// Unset options keep the preset's or the paper's default.
@@ -145,9 +147,19 @@ pub struct TrainingArgs {
     /// Trainer [default: subspace, exact for this model].
     #[arg(long, value_enum)]
     pub trainer: Option<TrainerKind>,
-    /// Element type of the training state [default: f64].
+    /// Element type of the training state [default: f64; f32 for the encoder].
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
+    /// Model: the paper's attention model, or the one-layer transformer encoder of its appendix
+    /// [default: attention].
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// Encoder only: hidden width of the MLP [default: d].
+    #[arg(long)]
+    pub mlp_dim: Option<usize>,
+    /// Encoder only: drop both residual connections.
+    #[arg(long)]
+    pub no_skip: bool,
 }
 
 impl TrainingArgs {
@@ -165,8 +177,21 @@ impl TrainingArgs {
         if let Some(v) = self.trainer {
             config.trainer = v;
         }
+        if let Some(v) = self.model {
+            config.model = v;
+            if v == ModelKind::Encoder && self.precision.is_none() {
+                // The encoder is trained in f32 unless asked otherwise, as PyTorch does.
+                config.precision = Precision::F32;
+            }
+        }
         if let Some(v) = self.precision {
             config.precision = v;
+        }
+        if let Some(v) = self.mlp_dim {
+            config.mlp_dim = Some(v);
+        }
+        if self.no_skip {
+            config.no_skip = true;
         }
         config
     }

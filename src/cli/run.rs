@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Initial W (d x d .npy) instead of the seeded stream.
     #[arg(long)]
     pub init_w: Option<PathBuf>,
+    /// Encoder only: also write its seeded initial parameters to DIR as <name>.npy.
+    #[arg(long, value_name = "DIR")]
+    pub save_init: Option<PathBuf>,
     /// Output directory [default: runs/<UTC time>-<id>].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -82,6 +85,14 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         .map(export::load_data)
         .transpose()?;
     let init = args.init_w.as_deref().map(export::load_init).transpose()?;
+    if let Some(dir) = &args.save_init {
+        if config.model != synthetic::ModelKind::Encoder {
+            return Err(
+                benign::Error::invalid("save-init", "applies to `--model encoder` only").into(),
+            );
+        }
+        synthetic::encoder::save_initial_params(&config, dir)?;
+    }
     let options = RunOptions {
         out_dir: args.out.clone(),
         write_files: !args.no_write,

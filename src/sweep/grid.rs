@@ -483,6 +483,12 @@ impl SweepSpec {
     pub fn expand(&self) -> Result<Vec<PlannedRun>> {
         self.base.validate()?;
         if self.common_random_numbers {
+            if self.base.model != crate::synthetic::ModelKind::Attention {
+                return Err(Error::invalid(
+                    "common-random-numbers",
+                    "applies to the attention model only (the encoder has no shared start-up)",
+                ));
+            }
             if self.base.trainer != crate::synthetic::TrainerKind::Subspace {
                 return Err(Error::invalid(
                     "common-random-numbers",

@@ -35,6 +35,18 @@ pub enum TrainerKind {
     Subspace,
 }
 
+/// Which model is trained on the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// The paper's model: attention with a trainable `W` (or `p`) and the fixed head `nu`.
+    #[default]
+    Attention,
+    /// The one-layer transformer encoder of the paper's appendix (Figures 6-7), every parameter
+    /// trained.
+    Encoder,
+}
+
 /// Element type of the training state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -112,6 +124,15 @@ pub struct RunConfig {
     /// Training samples whose full attention row is recorded at every step; `None` until resolved
     /// (then the first clean and the first noisy sample).
     pub track_samples: Option<Vec<usize>>,
+    /// The model trained.
+    #[serde(default)]
+    pub model: ModelKind,
+    /// Hidden width of the encoder's MLP; `None`: equal to `dim`.
+    #[serde(default)]
+    pub mlp_dim: Option<usize>,
+    /// The encoder without its two residual connections.
+    #[serde(default)]
+    pub no_skip: bool,
 }
 
 impl Default for RunConfig {
@@ -137,6 +158,9 @@ impl Default for RunConfig {
             precision: Precision::F64,
             startup_precision: None,
             track_samples: None,
+            model: ModelKind::Attention,
+            mlp_dim: None,
+            no_skip: false,
         }
     }
 }
@@ -189,6 +213,11 @@ impl RunConfig {
     pub fn effective_startup_precision(&self) -> Precision {
         self.startup_precision
             .unwrap_or_else(|| auto_startup_precision(self.dim))
+    }
+
+    /// The encoder's MLP width in effect.
+    pub fn effective_mlp_dim(&self) -> usize {
+        self.mlp_dim.unwrap_or(self.dim)
     }
 
     /// The test seed in effect.
@@ -285,6 +314,15 @@ impl RunConfig {
             return Err(Error::invalid(
                 "reference-compat",
                 "implies --label-noise block, --signal-directions axis and the training seed for the test set",
+            ));
+        }
+        if self.mlp_dim == Some(0) {
+            return Err(Error::invalid("mlp-dim", "must be at least 1, got 0"));
+        }
+        if self.model == ModelKind::Attention && (self.mlp_dim.is_some() || self.no_skip) {
+            return Err(Error::invalid(
+                if self.no_skip { "no-skip" } else { "mlp-dim" },
+                "applies to `--model encoder` only",
             ));
         }
         if let Some(tracked) = &self.track_samples {

@@ -158,32 +158,21 @@ impl EvalContext<'_> {
         let t = self.tokens_per_sample;
         let train = sample_outputs(t, train_logits, self.train_scores);
         let test = sample_outputs(t, test_logits, self.test_scores);
-        let noisy = self.noisy;
-        let (train_loss, train_acc) =
-            loss_and_accuracy(&train.outputs, self.train_labels, |_| true).unwrap_or_default();
-        let (test_loss, test_acc) =
-            loss_and_accuracy(&test.outputs, self.test_labels, |_| true).unwrap_or_default();
-        let clean_acc =
-            loss_and_accuracy(&train.outputs, self.train_labels, |i| !noisy[i]).map(|v| v.1);
-        let noisy_acc =
-            loss_and_accuracy(&train.outputs, self.train_labels, |i| noisy[i]).map(|v| v.1);
-        EvalRecord {
+        evaluate_outputs(
+            EvalInputs {
+                tokens_per_sample: t,
+                train: &train,
+                train_logits,
+                train_labels: self.train_labels,
+                noisy: self.noisy,
+                test: &test,
+                test_labels: self.test_labels,
+            },
             step,
             wall_seconds,
-            train_loss,
-            train_acc,
-            test_loss,
-            test_acc,
-            train_acc_clean: clean_acc,
-            train_acc_noisy: noisy_acc,
-            attention_clean: role_attention(t, &train.attention, |i| !noisy[i]),
-            attention_noisy: role_attention(t, &train.attention, |i| noisy[i]),
-            attention_test: role_attention(t, &test.attention, |_| true).unwrap_or_default(),
-            lambda_clean: gap(t, train_logits, 0, |i| !noisy[i]),
-            gamma_noisy: gap(t, train_logits, 2, |i| noisy[i]),
             p_norm,
             w_delta_norm,
-        }
+        )
     }
 
     /// Whether every training sample is fitted (`y f > 0`), from training logits.
@@ -194,6 +183,60 @@ impl EvalContext<'_> {
             .iter()
             .zip(self.train_labels)
             .all(|(f, y)| y * f > 0.0)
+    }
+}
+
+/// What an evaluation is computed from, whatever the model: per-sample outputs and attention
+/// rows, the training attention logits (only their differences matter) and the labels.
+pub struct EvalInputs<'a> {
+    pub tokens_per_sample: usize,
+    pub train: &'a SampleOutputs,
+    pub train_logits: &'a [f64],
+    pub train_labels: &'a [f64],
+    pub noisy: &'a [bool],
+    pub test: &'a SampleOutputs,
+    pub test_labels: &'a [f64],
+}
+
+/// Every metric of one evaluation step from the models' outputs and attention rows.
+pub fn evaluate_outputs(
+    inputs: EvalInputs<'_>,
+    step: usize,
+    wall_seconds: f64,
+    p_norm: f64,
+    w_delta_norm: f64,
+) -> EvalRecord {
+    let EvalInputs {
+        tokens_per_sample: t,
+        train,
+        train_logits,
+        train_labels,
+        noisy,
+        test,
+        test_labels,
+    } = inputs;
+    let (train_loss, train_acc) =
+        loss_and_accuracy(&train.outputs, train_labels, |_| true).unwrap_or_default();
+    let (test_loss, test_acc) =
+        loss_and_accuracy(&test.outputs, test_labels, |_| true).unwrap_or_default();
+    let clean_acc = loss_and_accuracy(&train.outputs, train_labels, |i| !noisy[i]).map(|v| v.1);
+    let noisy_acc = loss_and_accuracy(&train.outputs, train_labels, |i| noisy[i]).map(|v| v.1);
+    EvalRecord {
+        step,
+        wall_seconds,
+        train_loss,
+        train_acc,
+        test_loss,
+        test_acc,
+        train_acc_clean: clean_acc,
+        train_acc_noisy: noisy_acc,
+        attention_clean: role_attention(t, &train.attention, |i| !noisy[i]),
+        attention_noisy: role_attention(t, &train.attention, |i| noisy[i]),
+        attention_test: role_attention(t, &test.attention, |_| true).unwrap_or_default(),
+        lambda_clean: gap(t, train_logits, 0, |i| !noisy[i]),
+        gamma_noisy: gap(t, train_logits, 2, |i| noisy[i]),
+        p_norm,
+        w_delta_norm,
     }
 }
 

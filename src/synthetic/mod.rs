@@ -8,6 +8,7 @@
 pub mod config;
 pub mod data;
 pub mod dense;
+pub mod encoder;
 pub mod export;
 pub mod init;
 pub mod metrics;
@@ -15,7 +16,9 @@ pub mod run;
 pub mod subspace;
 pub mod theory;
 
-pub use config::{LabelNoise, Precision, Preset, RunConfig, SignalDirections, TrainerKind};
+pub use config::{
+    LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
+};
 pub use run::{run, run_with, RunOptions, RunResult, Summary};
 
 use crate::Result;

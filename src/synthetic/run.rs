@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
-use super::config::{Precision, RunConfig, TrainerKind};
+use super::config::{ModelKind, Precision, RunConfig, TrainerKind};
 use super::data::{training_set, Signals, TestSource, TrainSet};
 use super::dense::DenseTrainer;
 use super::export::LoadedData;
@@ -44,6 +44,7 @@ pub struct TrackedSample {
 /// The end-of-run summary (`summary.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    pub model: ModelKind,
     pub trainer: TrainerKind,
     pub precision: Precision,
     /// Subspace rank r (subspace trainer only).
@@ -74,15 +75,15 @@ pub struct RunResult {
 
 /// `config.json`: the resolved configuration and where and how it ran.
 #[derive(Serialize)]
-struct ConfigFile<'a> {
+pub(crate) struct ConfigFile<'a> {
     #[serde(flatten)]
-    config: &'a RunConfig,
-    crate_version: &'static str,
-    git_commit: Option<String>,
-    cpu_features: Vec<&'static str>,
-    threads: usize,
-    data_dir: Option<PathBuf>,
-    init_w: Option<String>,
+    pub(crate) config: &'a RunConfig,
+    pub(crate) crate_version: &'static str,
+    pub(crate) git_commit: Option<String>,
+    pub(crate) cpu_features: Vec<&'static str>,
+    pub(crate) threads: usize,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) init_w: Option<String>,
 }
 
 /// Runs the synthetic experiment; see [`run_with`].
@@ -98,6 +99,9 @@ pub fn run_with(
 ) -> Result<RunResult> {
     let started = Instant::now();
     config.validate()?;
+    if config.model == ModelKind::Encoder {
+        return super::encoder::run_encoder(config, options, observe);
+    }
     let RunOptions {
         out_dir,
         write_files,
@@ -270,15 +274,15 @@ pub fn run_with(
 }
 
 /// Where the time before training went, and what the start-up built.
-struct StageTimings {
+pub(crate) struct StageTimings {
     /// When the run's clock started.
-    started: Instant,
+    pub(crate) started: Instant,
     /// Seconds spent before `started` (a start-up shared with other runs).
-    wall_before: f64,
-    data_seconds: f64,
-    startup_seconds: f64,
-    startup: Option<StartupTimings>,
-    subspace_rank: Option<usize>,
+    pub(crate) wall_before: f64,
+    pub(crate) data_seconds: f64,
+    pub(crate) startup_seconds: f64,
+    pub(crate) startup: Option<StartupTimings>,
+    pub(crate) subspace_rank: Option<usize>,
 }
 
 /// The part of a run after its trainer exists: the training loop, the summary and the output
@@ -315,12 +319,32 @@ fn train_and_report(
             return Err(err);
         }
     };
+    report_run(
+        config,
+        &train.noisy,
+        (records, tracked, first_fit),
+        training_seconds,
+        timings,
+        out_dir,
+    )
+}
+
+/// The summary and output files of a finished training loop (any model).
+pub(crate) fn report_run(
+    config: RunConfig,
+    noisy: &[bool],
+    (records, tracked, first_fit): LoopOutput,
+    training_seconds: f64,
+    timings: StageTimings,
+    out_dir: Option<PathBuf>,
+) -> Result<RunResult> {
     let last = records
         .last()
         .cloned()
         .expect("at least the step-0 evaluation");
-    let noisy_fraction = train.noisy.iter().filter(|&&v| v).count() as f64 / train.samples as f64;
+    let noisy_fraction = noisy.iter().filter(|&&v| v).count() as f64 / noisy.len().max(1) as f64;
     let mut summary = Summary {
+        model: config.model,
         trainer: config.trainer,
         precision: config.precision,
         subspace_rank: timings.subspace_rank,
@@ -411,7 +435,7 @@ fn check_memory(config: &RunConfig) -> Result<()> {
     Ok(())
 }
 
-type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
+pub(crate) type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
 
 /// Steps `0..=steps`: track the chosen samples every step, evaluate every `eval_every` steps
 /// and at the last, update between. On failure returns the records made so far.
@@ -496,7 +520,7 @@ fn train_loop(
     Ok((records, tracked, first_fit))
 }
 
-fn write_metrics(path: &Path, records: &[EvalRecord]) -> Result<()> {
+pub(crate) fn write_metrics(path: &Path, records: &[EvalRecord]) -> Result<()> {
     io::write_atomic_with(path, |w| {
         for r in records {
             serde_json::to_writer(&mut *w, r)?;
@@ -559,7 +583,12 @@ fn write_figure(
             .collect();
         panels.push(Panel {
             title: format!(
-                "attention of {} sample {}",
+                "{}attention of {} sample {}",
+                if config.model == ModelKind::Encoder {
+                    "[CLS] "
+                } else {
+                    ""
+                },
                 if sample.noisy { "noisy" } else { "clean" },
                 sample.sample
             ),
@@ -599,24 +628,33 @@ fn write_figure(
         title: "loss".into(),
         x_label: "step".into(),
         y_label: "mean logistic loss".into(),
-        series: vec![
-            curve("train", false, &|r| Some(r.train_loss)),
-            curve("test", false, &|r| Some(r.test_loss)),
-            level("benign level", levels.benign_train_loss),
-            level("not-overfitting level", levels.not_overfitting_train_loss),
-        ],
+        series: {
+            let mut series = vec![
+                curve("train", false, &|r| Some(r.train_loss)),
+                curve("test", false, &|r| Some(r.test_loss)),
+            ];
+            // The levels are the fixed-head model's; the encoder's trainable head goes below.
+            if config.model == ModelKind::Attention {
+                series.push(level("benign level", levels.benign_train_loss));
+                series.push(level(
+                    "not-overfitting level",
+                    levels.not_overfitting_train_loss,
+                ));
+            }
+            series
+        },
         y_range: None,
         log_x: false,
     });
     let title = format!(
-        "n={} T={} d={} ||mu||={} rho={} eta={} ({:?} trainer)",
+        "n={} T={} d={} ||mu||={} rho={} eta={} ({})",
         config.samples,
         config.tokens,
         config.dim,
         config.signal_norm,
         config.rho,
         config.eta,
-        config.trainer
+        model_label(config)
     );
     plot::render_panels(
         &panels,
@@ -627,8 +665,20 @@ fn write_figure(
     )
 }
 
+/// The model (and trainer) of a run, for titles and summaries.
+fn model_label(config: &RunConfig) -> String {
+    match config.model {
+        ModelKind::Attention => format!("{:?} trainer", config.trainer),
+        ModelKind::Encoder => format!(
+            "encoder, mlp {}{}",
+            config.effective_mlp_dim(),
+            if config.no_skip { ", no skip" } else { "" }
+        ),
+    }
+}
+
 /// `runs/<UTC time>-<short id>`.
-fn default_out_dir() -> PathBuf {
+pub(crate) fn default_out_dir() -> PathBuf {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -662,7 +712,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// The git commit of the working directory, when git is available.
-fn git_commit() -> Option<String> {
+pub(crate) fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .stderr(std::process::Stdio::null())
@@ -683,7 +733,7 @@ pub fn human_summary(result: &RunResult) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let _ = writeln!(
         out,
-        "n={} T={} d={} ||mu||={} rho={} eta={} sigma={}  ({:?} trainer, {:?}, {} steps)",
+        "n={} T={} d={} ||mu||={} rho={} eta={} sigma={}  ({}, {:?}, {} steps)",
         c.samples,
         c.tokens,
         c.dim,
@@ -691,7 +741,7 @@ pub fn human_summary(result: &RunResult) -> String {
         c.rho,
         c.eta,
         c.sigma,
-        c.trainer,
+        model_label(c),
         c.precision,
         c.steps
     );
