@@ -8,8 +8,8 @@ use benign::model::attention::{self, Shape};
 use benign::synthetic::data::{training_set, Signals, TestSource};
 use benign::synthetic::dense::DenseTrainer;
 use benign::synthetic::init::InitSource;
-use benign::synthetic::metrics::EvalRecord;
 use benign::synthetic::metrics::sample_outputs;
+use benign::synthetic::metrics::EvalRecord;
 use benign::synthetic::subspace::{orthonormal_basis, SubspaceTrainer, TestDraw};
 use benign::synthetic::{run, Precision, Preset, RunConfig, RunOptions, Trainer, TrainerKind};
 
@@ -554,7 +554,11 @@ fn test_projections_drawn_in_the_subspace_have_the_projected_law() {
         let (z, u) = (trainer.test_logits(), trainer.test_scores().to_vec());
         for y in [1.0, -1.0] {
             for role in 0..4 {
-                let positions: Vec<usize> = if role < 3 { vec![role] } else { (3..t).collect() };
+                let positions: Vec<usize> = if role < 3 {
+                    vec![role]
+                } else {
+                    (3..t).collect()
+                };
                 let (mut zs, mut us) = (Vec::new(), Vec::new());
                 for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l == y) {
                     for &pos in &positions {

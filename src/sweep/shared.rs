@@ -27,14 +27,14 @@ use std::time::Instant;
 
 use benign_kernels::{self as k, Transpose};
 
+use crate::synthetic::data::TestSource;
 use crate::synthetic::data::{balanced_labels, fill_samples, training_labels, Signals};
 use crate::synthetic::init::InitSource;
 use crate::synthetic::metrics::{first_non_finite, EvalContext, EvalRecord};
 use crate::synthetic::run::{run_prepared, PreparedRun};
-use crate::synthetic::data::TestSource;
 use crate::synthetic::subspace::{
-    fill_test_normals, init_products, loss_and_delta, orthonormal_basis,
-    projection_noise_factor, StartupTimings, SubspaceParts, SubspaceTrainer, TestDraw,
+    fill_test_normals, init_products, loss_and_delta, orthonormal_basis, projection_noise_factor,
+    StartupTimings, SubspaceParts, SubspaceTrainer, TestDraw,
 };
 use crate::synthetic::theory::{classify, Regime};
 use crate::synthetic::{Precision, RunConfig, RunResult, Trainer};
@@ -829,8 +829,7 @@ mod tests {
             for j in 0..width {
                 // Standard error of a covariance estimate of a Gaussian pair, for the difference
                 // of two independent estimates.
-                let se = ((cp[i * width + i] * cp[j * width + j] + cp[i * width + j].powi(2))
-                    / m
+                let se = ((cp[i * width + i] * cp[j * width + j] + cp[i * width + j].powi(2)) / m
                     * 2.0)
                     .sqrt()
                     .max(1e-12);

@@ -397,9 +397,8 @@ fn check_memory(config: &RunConfig) -> Result<()> {
                 Precision::F32 => 4,
                 Precision::F64 => 8,
             };
-            let startup = d * (3 * r + 1) * element
-                + super::subspace::INIT_BLOCK_BYTES as u128
-                + (256 << 20);
+            let startup =
+                d * (3 * r + 1) * element + super::subspace::INIT_BLOCK_BYTES as u128 + (256 << 20);
             (
                 train_bytes + startup + test_rows * 2 * r * 8,
                 format!("the subspace trainer at d = {}", config.dim),

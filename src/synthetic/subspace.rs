@@ -62,7 +62,15 @@ const TEST_CHUNK_MAX_BYTES: usize = 256 << 20;
 
 /// How the subspace trainer obtains the test tokens' projections `P^T x` (module docs).
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum TestDraw {
@@ -222,7 +230,9 @@ pub fn psd_factor(gram: &[f64], n: usize, tolerance: f64) -> (Vec<f64>, usize) {
             .filter(|&i| !chosen[i])
             .max_by(|&a, &b| residual[a].total_cmp(&residual[b]));
         let Some(p) = pivot else { break };
-        if !(residual[p] > tolerance) {
+        // A NaN pivot stops the factor too.
+        let positive = residual[p] > tolerance;
+        if !positive {
             break;
         }
         let lpp = residual[p].sqrt();
@@ -567,12 +577,8 @@ impl<T: Float> SubspaceTrainer<T> {
     ) -> Result<Self> {
         let draw = draw.effective(test);
         match startup {
-            Precision::F64 => {
-                Self::build::<f64>(train, extra_directions, nu, init, test, lr, draw)
-            }
-            Precision::F32 => {
-                Self::build::<f32>(train, extra_directions, nu, init, test, lr, draw)
-            }
+            Precision::F64 => Self::build::<f64>(train, extra_directions, nu, init, test, lr, draw),
+            Precision::F32 => Self::build::<f32>(train, extra_directions, nu, init, test, lr, draw),
         }
     }
 
