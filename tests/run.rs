@@ -8,12 +8,22 @@ use benign::model::attention::{self, Shape};
 use benign::synthetic::data::{training_set, Signals, TestSource};
 use benign::synthetic::dense::DenseTrainer;
 use benign::synthetic::init::InitSource;
+use benign::synthetic::metrics::sample_outputs;
 use benign::synthetic::metrics::EvalRecord;
-use benign::synthetic::subspace::SubspaceTrainer;
+use benign::synthetic::subspace::{orthonormal_basis, SubspaceTrainer, TestDraw};
 use benign::synthetic::{run, Precision, Preset, RunConfig, RunOptions, Trainer, TrainerKind};
 
 fn quick(config: RunConfig) -> benign::synthetic::RunResult {
     run(config, RunOptions::default()).expect("run succeeds")
+}
+
+/// A run whose test tokens are generated in R^d and projected, like the dense trainer's.
+fn quick_tokens(config: RunConfig) -> benign::synthetic::RunResult {
+    let options = RunOptions {
+        test_draw: TestDraw::Tokens,
+        ..RunOptions::default()
+    };
+    run(config, options).expect("run succeeds")
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -66,7 +76,7 @@ fn agreement(dim: usize, precision: Precision, test_size: usize) -> f64 {
         trainer: TrainerKind::Dense,
         ..base.clone()
     });
-    let subspace = quick(RunConfig {
+    let subspace = quick_tokens(RunConfig {
         trainer: TrainerKind::Subspace,
         ..base
     });
@@ -341,7 +351,8 @@ fn exported_data_reproduces_the_generated_run() {
         ..RunConfig::default()
     };
     benign::synthetic::export::export_data(config.clone(), &dir).unwrap();
-    let direct = quick(config.clone());
+    // Loaded test sets are projected token by token: compare with the same draw.
+    let direct = quick_tokens(config.clone());
     for trainer in [TrainerKind::Subspace, TrainerKind::Dense] {
         let loaded = RunOptions {
             data: Some(benign::synthetic::export::load_data(&dir).unwrap()),
@@ -447,4 +458,203 @@ fn a_diverging_run_names_the_step_and_keeps_its_metrics() {
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 1);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Mean and variance of a sample.
+fn moments(values: &[f64]) -> (f64, f64) {
+    let m = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / m;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1.0);
+    (mean, var)
+}
+
+/// Drawing the test projections in the subspace (`TestDraw::Subspace`) leaves training
+/// bit-identical and gives the test tokens the law of projected d-dimensional tokens.
+///
+/// At a trained state `(p, W)` a test token `x = s + eps` has logit `z = x^T W p` and score
+/// `u = nu^T x`: a Gaussian pair with means `(s^T W p, nu^T s)` and covariance
+/// `sigma^2 [|Wp|^2, (Wp).nu; (Wp).nu, |nu|^2]`. Both draws must match these moments, role by
+/// role, within 5 standard errors over 3000 test samples (at most 18% on a variance); a law
+/// missing the part of `W p` outside span(B) (checked to carry over 35% of `|W p|^2`) would miss
+/// the variance of `z` by about twice that. The
+/// mean test loss of the two draws agrees within 5 standard errors of the difference.
+#[test]
+fn test_projections_drawn_in_the_subspace_have_the_projected_law() {
+    // d large next to r = n T + 2 = 18, so that W_0 p is far from span(B).
+    let config = RunConfig {
+        dim: 300,
+        samples: 4,
+        tokens: 4,
+        signal_norm: 4.0,
+        sigma: 1.5,
+        test_size: 3000,
+        ..RunConfig::default()
+    };
+    let signals = Signals::new(&config);
+    let train = training_set(&config, &signals);
+    let init = InitSource::from_seed(config.seed, config.dim);
+    let test = TestSource::Generated {
+        config: config.clone(),
+        signals: signals.clone(),
+        seed: config.effective_test_seed(),
+    };
+    let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
+    let build = |draw| {
+        SubspaceTrainer::<f64>::with_test_draw(
+            &train,
+            &extra,
+            &signals.nu,
+            &init,
+            &test,
+            0.05,
+            Precision::F64,
+            draw,
+        )
+        .unwrap()
+    };
+    let (mut drawn, mut projected) = (build(TestDraw::Subspace), build(TestDraw::Tokens));
+    assert_eq!(drawn.timings.test_draw, TestDraw::Subspace);
+    assert_eq!(projected.timings.test_draw, TestDraw::Tokens);
+    // Training is exactly the same: logits, norms, state, bit for bit.
+    for step in 0..60 {
+        let (a, b) = (drawn.step(step).unwrap(), projected.step(step).unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    assert_eq!(drawn.train_logits(), projected.train_logits());
+    assert_eq!(drawn.p_norm().to_bits(), projected.p_norm().to_bits());
+    assert_eq!(drawn.state(), projected.state());
+
+    let (p, w) = drawn.reconstruct_dense(&train, &extra, &init);
+    let d = config.dim;
+    let mut wp = vec![0.0; d];
+    for i in 0..d {
+        wp[i] = (0..d).map(|j| w[i * d + j] * p[j]).sum();
+    }
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let sigma2 = config.sigma * config.sigma;
+    let (var_z, var_u, cov_zu) = (
+        sigma2 * dot(&wp, &wp),
+        sigma2 * dot(&signals.nu, &signals.nu),
+        sigma2 * dot(&wp, &signals.nu),
+    );
+    // Most of W p lies outside span(B): a law that kept only the in-span part of h would be off.
+    let mut columns: Vec<&[f64]> = train.tokens.chunks_exact(d).collect();
+    columns.extend_from_slice(&extra);
+    let basis = orthonormal_basis(&columns);
+    let inside: f64 = basis.iter().map(|q| dot(q, &wp).powi(2)).sum();
+    let share = inside / dot(&wp, &wp);
+    eprintln!("share of |W p|^2 inside span(B): {share:.3}");
+    // The variance tolerance below is at most 18%: a law without the outside part would miss
+    // the variance of z by over 35%.
+    assert!(share < 0.65, "W p is mostly in span(B): {share}");
+
+    let t = config.tokens;
+    let labels = test.labels();
+    for trainer in [&mut drawn, &mut projected] {
+        let (z, u) = (trainer.test_logits(), trainer.test_scores().to_vec());
+        for y in [1.0, -1.0] {
+            for role in 0..4 {
+                let positions: Vec<usize> = if role < 3 {
+                    vec![role]
+                } else {
+                    (3..t).collect()
+                };
+                let (mut zs, mut us) = (Vec::new(), Vec::new());
+                for (i, _) in labels.iter().enumerate().filter(|(_, &l)| l == y) {
+                    for &pos in &positions {
+                        zs.push(z[i * t + pos]);
+                        us.push(u[i * t + pos]);
+                    }
+                }
+                let signal: Vec<f64> = {
+                    let (same, other) = (signals.class_signal(y), signals.class_signal(-y));
+                    match role {
+                        0 => same.to_vec(),
+                        1 => same.iter().map(|v| v * config.rho).collect(),
+                        2 => other.iter().map(|v| v * config.rho).collect(),
+                        _ => vec![0.0; d],
+                    }
+                };
+                let m = zs.len() as f64;
+                let (mz, vz) = moments(&zs);
+                let (mu_, vu) = moments(&us);
+                let cz: f64 = zs
+                    .iter()
+                    .zip(&us)
+                    .map(|(a, b)| (a - mz) * (b - mu_))
+                    .sum::<f64>()
+                    / (m - 1.0);
+                let context = format!("{:?} y={y} role {role}", trainer.timings.test_draw);
+                assert!(
+                    (mz - dot(&signal, &wp)).abs() < 5.0 * (var_z / m).sqrt(),
+                    "{context}: mean z {mz} vs {}",
+                    dot(&signal, &wp)
+                );
+                assert!(
+                    (mu_ - dot(&signal, &signals.nu)).abs() < 5.0 * (var_u / m).sqrt(),
+                    "{context}: mean u"
+                );
+                assert!(
+                    (vz / var_z - 1.0).abs() < 5.0 * (2.0 / m).sqrt(),
+                    "{context}: var z {vz} vs {var_z}"
+                );
+                assert!(
+                    (vu / var_u - 1.0).abs() < 5.0 * (2.0 / m).sqrt(),
+                    "{context}: var u {vu} vs {var_u}"
+                );
+                assert!(
+                    (cz - cov_zu).abs() < 5.0 * ((var_z * var_u + cov_zu * cov_zu) / m).sqrt(),
+                    "{context}: cov {cz} vs {cov_zu}"
+                );
+            }
+        }
+    }
+    // The test loss, sample by sample: the two means agree within sampling error.
+    let losses = |trainer: &mut SubspaceTrainer<f64>| -> Vec<f64> {
+        let out = sample_outputs(t, &trainer.test_logits(), trainer.test_scores());
+        out.outputs
+            .iter()
+            .zip(&labels)
+            .map(|(f, y)| (1.0 + (-y * f).exp()).ln())
+            .collect()
+    };
+    let (ld, lp) = (losses(&mut drawn), losses(&mut projected));
+    let ((md, vd), (mp, vp)) = (moments(&ld), moments(&lp));
+    let se = ((vd + vp) / ld.len() as f64).sqrt();
+    eprintln!("test loss: drawn {md:.5}, projected {mp:.5}, standard error {se:.5}");
+    assert!((md - mp).abs() < 5.0 * se, "{md} vs {mp} (se {se})");
+}
+
+/// `run` draws the test set in the subspace by default and records it; training metrics are
+/// bit-identical to those of the projected test set. Reference-compatible runs (test set drawn
+/// with the training seed) fall back to projected tokens.
+#[test]
+fn run_records_its_test_draw_and_keeps_training_exact() {
+    let config = RunConfig {
+        dim: 120,
+        steps: 80,
+        eval_every: 20,
+        test_size: 100,
+        ..RunConfig::default()
+    };
+    let drawn = quick(config.clone());
+    let projected = quick_tokens(config.clone());
+    let draw_of = |r: &benign::synthetic::RunResult| r.summary.startup.as_ref().unwrap().test_draw;
+    assert_eq!(draw_of(&drawn), TestDraw::Subspace);
+    assert_eq!(draw_of(&projected), TestDraw::Tokens);
+    for (a, b) in drawn.records.iter().zip(&projected.records) {
+        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
+        assert_eq!(a.train_acc, b.train_acc);
+        assert_eq!(a.attention_clean, b.attention_clean);
+        assert_eq!(a.attention_noisy, b.attention_noisy);
+        assert_eq!(a.p_norm.to_bits(), b.p_norm.to_bits());
+        assert_eq!(a.w_delta_norm.to_bits(), b.w_delta_norm.to_bits());
+    }
+    assert_ne!(
+        drawn.summary.final_metrics.test_loss,
+        projected.summary.final_metrics.test_loss
+    );
+    let mut compat = config;
+    compat.apply_reference_compat();
+    assert_eq!(draw_of(&quick(compat)), TestDraw::Tokens);
 }

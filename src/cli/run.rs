@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use benign::synthetic::subspace::TestDraw;
 use benign::synthetic::{self, export, Precision, RunConfig, RunOptions};
 
 use super::data::{DataArgs, TrainingArgs};
@@ -33,6 +34,12 @@ pub struct RunArgs {
     /// Encoder only: also write its seeded initial parameters to DIR as <name>.npy.
     #[arg(long, value_name = "DIR")]
     pub save_init: Option<PathBuf>,
+    /// How the subspace trainer gets the test tokens' projections: `subspace` draws them from
+    /// their exact law (k <= 2r + 1 normals per token), `tokens` generates each test token in
+    /// R^d and projects it. Two independent samples of the same test law; `tokens` is used
+    /// anyway for loaded test sets and a test set drawn with the training seed.
+    #[arg(long, value_enum, default_value_t = TestDraw::Subspace)]
+    pub test_draw: TestDraw,
     /// Output directory [default: runs/<UTC time>-<id>].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -98,6 +105,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
         write_files: !args.no_write,
         data,
         init,
+        test_draw: args.test_draw,
     };
     let show = !args.quiet && std::io::stderr().is_terminal();
     let bar = if show {

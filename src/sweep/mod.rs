@@ -21,6 +21,13 @@
 //!   are one draw seen at several signal strengths, their errors are correlated, and a column's
 //!   average over the signal axis is no better an estimate than one cell. Different columns (other
 //!   `d`, `n`, `T`, `sigma`, ... or another seed index) remain independent.
+//!
+//! In both modes the test set is drawn in the subspace (`synthetic::subspace`, `TestDraw`): each
+//! test token's projections come from their exact law given the training set and `W_0`, an
+//! independent sample of the same law as generating d-dimensional test tokens and projecting
+//! them, so a cell's test metrics have the same distribution either way. A cell of a column and
+//! the standalone run of its configuration train identically (to rounding) but draw their test
+//! samples in different bases of the same span, so their test metrics are two samples.
 
 pub mod exec;
 pub mod figures;

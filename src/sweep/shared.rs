@@ -8,33 +8,38 @@
 //! `e_-` (r = nT + 2, the same span as a single run's basis of its tokens and `mu_+`, `mu_-`):
 //!
 //! ```text
-//! A = W_0^T B,  G = A^T A,  H = W_0 A                          (two streamed passes over W_0)
-//! [H | B | nu_1]^T eps   for every training and test noise token  (nu_1 = (e_+ - e_-)/sqrt 2)
-//! [H | B | nu_1]^T e_+, [H | B | nu_1]^T e_-
+//! A = W_0^T B,  G = A^T A,  H = W_0 A        (subspace::init_products, streamed passes over W_0)
+//! P^T eps   for every training noise token, P = [H | B | nu_1], nu_1 = (e_+ - e_-)/sqrt 2
+//! P^T eps   for every test noise token, drawn from its exact law N(0, sigma^2 P^T P)
+//! P^T e_+, P^T e_-
 //! ```
 //!
 //! and a cell combines them: `h_x = h_eps + c h_e`, `c_x = c_eps + c c_e`, and
 //! `u_x = (nu_1^T eps + c nu_1^T e) / ||mu||` since `nu = nu_1 / ||mu||`. The cell's run then
-//! follows exactly the dynamics of an independent run with the column's seed (the same data and
-//! `W_0`, another basis of the same span), to rounding.
+//! follows exactly the training dynamics of an independent run with the column's seed (the same
+//! data and `W_0`, another basis of the same span), to rounding. Its test noise is drawn in the
+//! subspace as in `synthetic::subspace` (shared by the column; an independent sample of the law
+//! of projected test tokens, not the standalone run's sample); with [`TestDraw::Tokens`] the
+//! column projects generated test tokens instead and matches the standalone run with that draw
+//! to rounding, test metrics included.
 
 use std::time::Instant;
 
 use benign_kernels::{self as k, Transpose};
 
+use crate::synthetic::data::TestSource;
 use crate::synthetic::data::{balanced_labels, fill_samples, training_labels, Signals};
 use crate::synthetic::init::InitSource;
 use crate::synthetic::metrics::{first_non_finite, EvalContext, EvalRecord};
 use crate::synthetic::run::{run_prepared, PreparedRun};
 use crate::synthetic::subspace::{
-    loss_and_delta, orthonormal_basis, StartupTimings, SubspaceParts, SubspaceTrainer,
+    fill_test_normals, init_products, loss_and_delta, orthonormal_basis, projection_noise_factor,
+    StartupTimings, SubspaceParts, SubspaceTrainer, TestDraw,
 };
 use crate::synthetic::theory::{classify, Regime};
 use crate::synthetic::{Precision, RunConfig, RunResult, Trainer};
 use crate::Result;
 
-/// Bytes of `W_0` rows generated at once.
-const INIT_BLOCK_BYTES: usize = 32 << 20;
 /// Bytes of test tokens generated at once.
 const TEST_CHUNK_BYTES: usize = 32 << 20;
 
@@ -66,8 +71,15 @@ pub struct SharedStartup {
 }
 
 impl SharedStartup {
-    /// The start-up of the column of `config` (its seed, dimension, sizes, sigma, ...).
+    /// The start-up of the column of `config` (its seed, dimension, sizes, sigma, ...), with
+    /// the test noise drawn in the subspace ([`TestDraw::Subspace`]).
     pub fn new(config: &RunConfig) -> Result<Self> {
+        Self::with_test_draw(config, TestDraw::Subspace)
+    }
+
+    /// The start-up of the column of `config`, its test noise projections obtained as `draw`
+    /// says (`Subspace` applies when the test seed differs from the training seed).
+    pub fn with_test_draw(config: &RunConfig, draw: TestDraw) -> Result<Self> {
         config.validate()?;
         let started = Instant::now();
         let (n, t, d) = (config.samples, config.tokens, config.dim);
@@ -80,6 +92,12 @@ impl SharedStartup {
             mu_minus: vec![0.0; d],
             nu: vec![0.0; d],
         };
+        let test_seed = config.effective_test_seed();
+        let draw = draw.effective(&TestSource::Generated {
+            config: config.clone(),
+            signals: silent.clone(),
+            seed: test_seed,
+        });
         // Training noise: the tokens of the column's runs without their signal parts.
         let (clean, _, _) = training_labels(config);
         let mut noise = vec![0.0; n * t * d];
@@ -107,67 +125,7 @@ impl SharedStartup {
 
         let clock = Instant::now();
         let init = InitSource::from_seed(config.seed, d);
-        let block_rows = (INIT_BLOCK_BYTES / (8 * d)).clamp(1, d);
-        let mut w0_block = vec![0.0f64; block_rows * d];
-        let mut a = vec![0.0f64; d * r];
-        for first in (0..d).step_by(block_rows) {
-            let m = block_rows.min(d - first);
-            let blk = &mut w0_block[..m * d];
-            init.fill_rows(first, blk);
-            k::gemm(
-                Transpose::Yes,
-                Transpose::No,
-                d,
-                r,
-                m,
-                1.0,
-                blk,
-                d,
-                &projector[first * width + r..],
-                width,
-                if first == 0 { 0.0 } else { 1.0 },
-                &mut a,
-                r,
-            );
-        }
-        let mut gram = vec![0.0f64; r * r];
-        k::gemm(
-            Transpose::Yes,
-            Transpose::No,
-            r,
-            r,
-            d,
-            1.0,
-            &a,
-            r,
-            &a,
-            r,
-            0.0,
-            &mut gram,
-            r,
-        );
-        for first in (0..d).step_by(block_rows) {
-            let m = block_rows.min(d - first);
-            let blk = &mut w0_block[..m * d];
-            init.fill_rows(first, blk);
-            k::gemm(
-                Transpose::No,
-                Transpose::No,
-                m,
-                r,
-                d,
-                1.0,
-                blk,
-                d,
-                &a,
-                r,
-                0.0,
-                &mut projector[first * width..],
-                width,
-            );
-        }
-        drop(w0_block);
-        drop(a);
+        let gram = init_products(&init, &mut projector, width, r);
         let init_products_seconds = clock.elapsed().as_secs_f64();
 
         let clock = Instant::now();
@@ -196,21 +154,46 @@ impl SharedStartup {
         project(&unit.mu_plus, &mut plus);
         let mut minus = vec![0.0; width];
         project(&unit.mu_minus, &mut minus);
-        // Test noise, chunk by chunk, with the test seed of the column.
         let test_size = config.test_size;
-        let test_labels = balanced_labels(test_size);
-        let chunk = (TEST_CHUNK_BYTES / (8 * t * d)).max(1);
-        let mut buffer = vec![0.0; chunk.min(test_size) * t * d];
         let mut test_rows = vec![0.0; test_size * t * width];
-        let test_seed = config.effective_test_seed();
-        for (c, labels) in test_labels.chunks(chunk).enumerate() {
-            let first = c * chunk;
-            let tokens = &mut buffer[..labels.len() * t * d];
-            fill_samples(config, &silent, test_seed, first, labels, tokens);
-            project(
-                tokens,
-                &mut test_rows[first * t * width..(first + labels.len()) * t * width],
-            );
+        match draw {
+            TestDraw::Subspace => {
+                // P^T eps = sigma L w with L L^T = P^T P, w ~ N(0, I_k): exactly the law of the
+                // projected test noise (see `synthetic::subspace`).
+                let (factor, rank) = projection_noise_factor(&projector, d, width)?;
+                let mut normals = vec![0.0f64; test_size * t * rank];
+                fill_test_normals(test_seed, t, rank, rank, &mut normals);
+                k::gemm(
+                    Transpose::No,
+                    Transpose::Yes,
+                    test_size * t,
+                    width,
+                    rank,
+                    config.sigma,
+                    &normals,
+                    rank,
+                    &factor,
+                    rank,
+                    0.0,
+                    &mut test_rows,
+                    width,
+                );
+            }
+            TestDraw::Tokens => {
+                // Test noise, chunk by chunk, with the test seed of the column.
+                let test_labels = balanced_labels(test_size);
+                let chunk = (TEST_CHUNK_BYTES / (8 * t * d)).max(1);
+                let mut buffer = vec![0.0; chunk.min(test_size) * t * d];
+                for (c, labels) in test_labels.chunks(chunk).enumerate() {
+                    let first = c * chunk;
+                    let tokens = &mut buffer[..labels.len() * t * d];
+                    fill_samples(config, &silent, test_seed, first, labels, tokens);
+                    project(
+                        tokens,
+                        &mut test_rows[first * t * width..(first + labels.len()) * t * width],
+                    );
+                }
+            }
         }
         let test_projection_seconds = clock.elapsed().as_secs_f64();
         Ok(SharedStartup {
@@ -225,6 +208,7 @@ impl SharedStartup {
                 basis_seconds,
                 init_products_seconds,
                 test_projection_seconds,
+                test_draw: draw,
             },
             seconds: started.elapsed().as_secs_f64(),
         })
@@ -594,14 +578,19 @@ impl SharedStartup {
                     .map(|j| a_all[j * kk + kc] + dp * c_plus[j] + dm * c_minus[j])
                     .collect();
                 let old_b: Vec<f64> = (0..r).map(|j| b[j * kk + kc]).collect();
-                // b' = b - lr (a + D^T a), D' = D - lr a b^T with the old b.
-                let mut step_b = a.clone();
-                k::gemv(Transpose::Yes, r, r, 1.0, &d[kc], r, &a, 1.0, &mut step_b);
+                // b' = b - lr (a + D^T a), D' = D - lr a b^T with the old b, in one pass over D
+                // (D^T a = sum_i a_i D_i, each row read before its update): the cells' D
+                // (r x r each, 210 KB at r = 162) do not fit in L2 together, and passes over
+                // them are a large part of a step.
                 let lr = cells[kc].lr;
+                let mut step_b = a.clone();
+                for (row, &ai) in d[kc].chunks_exact_mut(r).zip(&a) {
+                    k::axpy(ai, row, &mut step_b);
+                    k::axpy(-lr * ai, &old_b, row);
+                }
                 for j in 0..r {
                     b[j * kk + kc] = old_b[j] - lr * step_b[j];
                 }
-                k::ger(r, r, -lr, &a, &old_b, &mut d[kc], r);
             }
         }
         // Final evaluation: test logits of every cell from one product with the noise rows.
@@ -722,7 +711,8 @@ mod tests {
             eval_every: 20,
             ..RunConfig::default()
         };
-        let shared = SharedStartup::new(&base).unwrap();
+        // Test tokens generated and projected, as the standalone runs do with `TestDraw::Tokens`.
+        let shared = SharedStartup::with_test_draw(&base, TestDraw::Tokens).unwrap();
         assert_eq!(shared.rank(), 20 * 8 + 2);
         for (signal_norm, rho, eta) in [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)] {
             let config = RunConfig {
@@ -732,7 +722,11 @@ mod tests {
                 ..base.clone()
             };
             let a = shared.run(&config, None).unwrap();
-            let b = run(config.clone(), RunOptions::default()).unwrap();
+            let options = RunOptions {
+                test_draw: TestDraw::Tokens,
+                ..RunOptions::default()
+            };
+            let b = run(config.clone(), options).unwrap();
             for (x, y) in a.records.iter().zip(&b.records) {
                 for (u, v) in [
                     (x.train_loss, y.train_loss),
@@ -786,5 +780,84 @@ mod tests {
         }
         let other = RunConfig { dim: 201, ..base };
         assert!(shared.run(&other, None).is_err());
+    }
+
+    /// The test noise drawn in the subspace has the law of the projected test noise: the
+    /// empirical covariances of the two start-ups' test noise rows (both estimates of
+    /// `sigma^2 P^T P`, same basis) agree entrywise within sampling error, and would not if a
+    /// part of the law were missing (the `H` block outside the span of `B`, or sigma).
+    #[test]
+    fn drawn_test_noise_has_the_projected_law() {
+        let config = RunConfig {
+            samples: 4,
+            tokens: 4,
+            dim: 60,
+            sigma: 1.5,
+            test_size: 3000,
+            steps: 1,
+            ..RunConfig::default()
+        };
+        let drawn = SharedStartup::with_test_draw(&config, TestDraw::Subspace).unwrap();
+        let projected = SharedStartup::with_test_draw(&config, TestDraw::Tokens).unwrap();
+        assert_eq!(drawn.timings.test_draw, TestDraw::Subspace);
+        assert_eq!(projected.timings.test_draw, TestDraw::Tokens);
+        // Training projections and Gram matrix do not depend on the test draw.
+        assert_eq!(drawn.train_noise.rows, projected.train_noise.rows);
+        assert_eq!(drawn.gram, projected.gram);
+        let width = 2 * drawn.rank() + 1;
+        let covariance = |rows: &[f64]| {
+            let m = rows.len() / width;
+            let mut c = vec![0.0; width * width];
+            for row in rows.chunks_exact(width) {
+                for i in 0..width {
+                    for j in 0..width {
+                        c[i * width + j] += row[i] * row[j];
+                    }
+                }
+            }
+            c.iter().map(|v| v / m as f64).collect::<Vec<f64>>()
+        };
+        let (cd, cp) = (
+            covariance(&drawn.test_noise.rows),
+            covariance(&projected.test_noise.rows),
+        );
+        let m = (drawn.test_noise.rows.len() / width) as f64;
+        let mut worst: f64 = 0.0;
+        let r = drawn.rank();
+        let mut h_variance = 0.0;
+        for i in 0..width {
+            for j in 0..width {
+                // Standard error of a covariance estimate of a Gaussian pair, for the difference
+                // of two independent estimates.
+                let se = ((cp[i * width + i] * cp[j * width + j] + cp[i * width + j].powi(2)) / m
+                    * 2.0)
+                    .sqrt()
+                    .max(1e-12);
+                worst = worst.max((cd[i * width + j] - cp[i * width + j]).abs() / se);
+            }
+            if i < r {
+                h_variance += cp[i * width + i];
+            }
+        }
+        assert!(
+            worst < 6.0,
+            "largest covariance difference {worst:.2} standard errors"
+        );
+        // The H block's variance is mostly outside span(B): a law without it would be far off.
+        let inside: f64 = (0..r)
+            .map(|i| {
+                (0..r)
+                    .map(|j| {
+                        let g = drawn.gram[i * r + j];
+                        g * g
+                    })
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            * config.sigma.powi(2);
+        assert!(
+            inside < 0.8 * h_variance,
+            "in-span part {inside} of the h variance {h_variance}"
+        );
     }
 }

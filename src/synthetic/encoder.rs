@@ -414,6 +414,8 @@ pub fn run_encoder(
         write_files,
         data,
         init,
+        // The encoder has no subspace: its test tokens are always generated in R^d.
+        test_draw: _,
     } = options;
     if init.is_some() {
         return Err(Error::invalid(

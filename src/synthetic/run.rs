@@ -14,7 +14,7 @@ use super::dense::DenseTrainer;
 use super::export::LoadedData;
 use super::init::InitSource;
 use super::metrics::{first_non_finite, sample_outputs, EvalContext, EvalRecord};
-use super::subspace::{StartupTimings, SubspaceTrainer};
+use super::subspace::{StartupTimings, SubspaceTrainer, TestDraw};
 use super::theory::{classify, predict, reference_levels, Prediction, ReferenceLevels, Regime};
 use super::Trainer;
 use crate::{io, plot};
@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub data: Option<LoadedData>,
     /// Use this `W_0` instead of the seeded stream.
     pub init: Option<InitSource>,
+    /// How the subspace trainer obtains the test projections (default: drawn in the subspace,
+    /// an independent sample of the same law; see `synthetic::subspace`).
+    pub test_draw: TestDraw,
 }
 
 /// The full attention row of one tracked training sample at every step.
@@ -107,6 +110,7 @@ pub fn run_with(
         write_files,
         data,
         init,
+        test_draw,
     } = options;
     if data.is_none() {
         check_memory(&config)?;
@@ -188,7 +192,7 @@ pub fn run_with(
         (TrainerKind::Subspace, precision) => {
             let boxed: Box<dyn Trainer> = match precision {
                 Precision::F64 => {
-                    let t = SubspaceTrainer::<f64>::new(
+                    let t = SubspaceTrainer::<f64>::with_test_draw(
                         &train,
                         &extra_refs,
                         &nu,
@@ -196,13 +200,14 @@ pub fn run_with(
                         &test,
                         config.lr,
                         config.effective_startup_precision(),
+                        test_draw,
                     )?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
                     Box::new(t)
                 }
                 Precision::F32 => {
-                    let t = SubspaceTrainer::<f32>::new(
+                    let t = SubspaceTrainer::<f32>::with_test_draw(
                         &train,
                         &extra_refs,
                         &nu,
@@ -210,6 +215,7 @@ pub fn run_with(
                         &test,
                         config.lr,
                         config.effective_startup_precision(),
+                        test_draw,
                     )?;
                     startup = Some(t.timings.clone());
                     rank = Some(t.rank());
@@ -415,7 +421,8 @@ fn check_memory(config: &RunConfig) -> Result<()> {
                 Precision::F32 => 4,
                 Precision::F64 => 8,
             };
-            let startup = d * (3 * r + 1) * element + (192 << 20) + (256 << 20);
+            let startup =
+                d * (3 * r + 1) * element + super::subspace::INIT_BLOCK_BYTES as u128 + (256 << 20);
             (
                 train_bytes + startup + test_rows * 2 * r * 8,
                 format!("the subspace trainer at d = {}", config.dim),

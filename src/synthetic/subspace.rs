@@ -14,34 +14,98 @@
 //! A test token `x` needs `h = H^T x`, `c = B^T x` and `u = nu^T x` once; its logit is
 //! `h^T b + c^T D G b`. `||p||^2 = b^T G b`, `||W - W_0||_F^2 = trace(D G D^T)`.
 //!
-//! Start-up streams `W_0` in row blocks twice (`A` needs every block before `H` can start) and
-//! projects the test set chunk by chunk, so neither `W_0` nor the test set is ever held whole.
+//! Start-up streams `W_0` in row blocks twice (`A` needs every block before `H` can start; when
+//! one block holds all of `W_0` it is generated once), so `W_0` is never held whole at large d.
 //! Start-up products run in f64 by default whatever the training precision; f32 start-up
 //! (`--startup-precision f32`) halves their cost.
+//!
+//! # The test set, drawn in the subspace
+//!
+//! Everything the model computes on a token `x` is a function of `P^T x` with
+//! `P = [H | B | nu]` (d x (2r + 1)): the logit `h^T b + c^T D G b` and the score `u`. A generated
+//! test token is `x = s + eps`, its signal part `s` a combination of `mu_+`, `mu_-` fixed by its
+//! role and label, and `eps ~ N(0, sigma^2 I_d)` independent of the training set and of `W_0`.
+//! Given them, `P^T eps` is exactly `N(0, sigma^2 K)` with `K = P^T P`. So with `L L^T = K`
+//! (Cholesky with diagonal pivoting; `L` is (2r + 1) x k, k = rank K <= min(d, 2r + 1)) and
+//! `w ~ N(0, I_k)`, `P^T x = P^T s + sigma L w` has exactly the law of the projection of a
+//! d-dimensional test token ([`TestDraw::Subspace`], the default for generated test sets). It
+//! costs k normal draws per token instead of d draws and a d x (2r + 1) projection, and the test
+//! logits are `w^T (sigma L^T v) + s^T P v` with `v = [b; D G b]`, so the draws `w` are all that is
+//! stored. The test set is then another independent sample of the same law as the projected one
+//! ([`TestDraw::Tokens`], used for loaded test sets, for a test set drawn with the training seed,
+//! as the reference-compatible mode does, and to compare with the dense trainer token by token).
+//! Training never touches the test set, so it is bit-identical under both draws.
 
 use benign_kernels::{self as k, Float, Transpose};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
 
 use crate::{Error, Result};
 
 use super::config::Precision;
-use super::data::{TestSource, TrainSet};
+use super::data::{balanced_labels, mix_seed, TestSource, TrainSet};
 use super::init::InitSource;
 use super::Trainer;
 
 /// Bytes of `W_0` rows generated at once during start-up: large enough that the `A` / `H`
-/// operands streamed per block (d x r) cost little next to the block's multiply-adds.
-const INIT_BLOCK_BYTES: usize = 192 << 20;
+/// operands streamed per block (d x r) cost little next to the block's multiply-adds, small
+/// enough that the allocator reuses the block from run to run (fresh pages of a 200 MB block
+/// cost twice as much to fault in as generating it again) and that `W_0` stays in cache-sized
+/// pieces. `W_0` is generated once when it fits (d <= 1,773 in f64), twice otherwise.
+pub const INIT_BLOCK_BYTES: usize = 24 << 20;
 /// Test tokens generated at once: at least 64 samples (so each projection GEMM has enough
 /// rows) when they fit in `TEST_CHUNK_MAX_BYTES`, else fewer; at least `TEST_CHUNK_MIN_BYTES`.
 const TEST_CHUNK_MIN_BYTES: usize = 32 << 20;
 const TEST_CHUNK_MAX_BYTES: usize = 256 << 20;
+
+/// How the subspace trainer obtains the test tokens' projections `P^T x` (module docs).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestDraw {
+    /// Draw `P^T x` from its exact law, k <= 2r + 1 normal draws per token (the default).
+    /// Applies to generated test sets with their own seed; others fall back to `Tokens`.
+    #[default]
+    Subspace,
+    /// Generate every test token in `R^d` and project it.
+    Tokens,
+}
+
+impl TestDraw {
+    /// The draw actually used for `test`: `Subspace` needs a generated test set independent of
+    /// the training set (not loaded, not drawn with the training seed).
+    pub fn effective(self, test: &TestSource) -> TestDraw {
+        match (self, test) {
+            (TestDraw::Subspace, TestSource::Generated { config, seed, .. })
+                if *seed != config.seed =>
+            {
+                TestDraw::Subspace
+            }
+            _ => TestDraw::Tokens,
+        }
+    }
+}
 
 /// Timings of the start-up, in seconds.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StartupTimings {
     pub basis_seconds: f64,
     pub init_products_seconds: f64,
+    /// Projecting the test tokens, or drawing their projections (see `test_draw`).
     pub test_projection_seconds: f64,
+    /// How the test projections were obtained.
+    pub test_draw: TestDraw,
 }
 
 /// An orthonormal basis of the columns `vectors` (each of length d), by modified Gram-Schmidt
@@ -68,6 +132,218 @@ pub fn orthonormal_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
         }
     }
     basis
+}
+
+/// The start-up products with `W_0` (SPEC.md section 3), shared by the subspace trainer and the
+/// sweep's common-random-numbers start-up. `projector` is d x `width` row-major and holds the
+/// orthonormal basis `B` in columns `r..2r`; this writes `H = W_0 A` into columns `0..r` and
+/// returns `G = A^T A` (r x r), with `A = W_0^T B`.
+///
+/// `W_0` is streamed in row blocks of [`INIT_BLOCK_BYTES`]: pass 1 sums `A = sum W0_blk^T B_blk`
+/// over the blocks, pass 2 computes each `H_blk = W0_blk A`. When one block holds every row,
+/// `W_0` is generated once and both passes use it.
+pub fn init_products<S: Float>(
+    init: &InitSource,
+    projector: &mut [S],
+    width: usize,
+    r: usize,
+) -> Vec<S> {
+    let d = init.dim();
+    debug_assert!(projector.len() == d * width && width >= 2 * r);
+    let block_rows = (INIT_BLOCK_BYTES / (std::mem::size_of::<S>() * d)).clamp(1, d);
+    let whole = block_rows == d;
+    let mut w0_block = vec![S::ZERO; block_rows * d];
+    let mut a = vec![S::ZERO; d * r];
+    for first in (0..d).step_by(block_rows) {
+        let m = block_rows.min(d - first);
+        let blk = &mut w0_block[..m * d];
+        init.fill_rows(first, blk);
+        k::gemm(
+            Transpose::Yes,
+            Transpose::No,
+            d,
+            r,
+            m,
+            S::ONE,
+            blk,
+            d,
+            &projector[first * width + r..],
+            width,
+            if first == 0 { S::ZERO } else { S::ONE },
+            &mut a,
+            r,
+        );
+    }
+    let mut gram = vec![S::ZERO; r * r];
+    k::gemm(
+        Transpose::Yes,
+        Transpose::No,
+        r,
+        r,
+        d,
+        S::ONE,
+        &a,
+        r,
+        &a,
+        r,
+        S::ZERO,
+        &mut gram,
+        r,
+    );
+    for first in (0..d).step_by(block_rows) {
+        let m = block_rows.min(d - first);
+        let blk = &mut w0_block[..m * d];
+        if !whole {
+            init.fill_rows(first, blk);
+        }
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            m,
+            r,
+            d,
+            S::ONE,
+            blk,
+            d,
+            &a,
+            r,
+            S::ZERO,
+            &mut projector[first * width..],
+            width,
+        );
+    }
+    gram
+}
+
+/// A factor `L` (n x rank, row-major) with `L L^T = K` for a symmetric positive semi-definite
+/// `K` (n x n, row-major), by Cholesky with diagonal pivoting (the largest remaining pivot first);
+/// it stops when every remaining pivot is at most `tolerance`, which is where `K` is singular to
+/// rounding (rank < n when d < n, or when columns of the projector are dependent). Returns
+/// `(L, rank)`. Left-looking: column j of `L` takes one dot product per remaining row.
+pub fn psd_factor(gram: &[f64], n: usize, tolerance: f64) -> (Vec<f64>, usize) {
+    let mut residual: Vec<f64> = (0..n).map(|i| gram[i * n + i]).collect();
+    let mut full = vec![0.0f64; n * n];
+    let mut chosen = vec![false; n];
+    let mut rank = 0;
+    for j in 0..n {
+        let pivot = (0..n)
+            .filter(|&i| !chosen[i])
+            .max_by(|&a, &b| residual[a].total_cmp(&residual[b]));
+        let Some(p) = pivot else { break };
+        // A NaN pivot stops the factor too.
+        let positive = residual[p] > tolerance;
+        if !positive {
+            break;
+        }
+        let lpp = residual[p].sqrt();
+        chosen[p] = true;
+        full[p * n + j] = lpp;
+        for i in 0..n {
+            if chosen[i] {
+                continue;
+            }
+            let dot = k::dot(&full[i * n..i * n + j], &full[p * n..p * n + j]);
+            let v = (gram[i * n + p] - dot) / lpp;
+            full[i * n + j] = v;
+            residual[i] -= v * v;
+        }
+        rank = j + 1;
+    }
+    let mut factor = vec![0.0f64; n * rank];
+    for i in 0..n {
+        factor[i * rank..(i + 1) * rank].copy_from_slice(&full[i * n..i * n + rank]);
+    }
+    (factor, rank)
+}
+
+/// The law of a token's noise projections: for `eps ~ N(0, sigma^2 I_d)`, `P^T eps` is
+/// `N(0, sigma^2 K)` with `K = P^T P`; returns `L` (width x rank, row-major, f64) with
+/// `L L^T = K` and the rank. `projector` is P, d x `width` row-major.
+pub fn projection_noise_factor<S: Float>(
+    projector: &[S],
+    d: usize,
+    width: usize,
+) -> Result<(Vec<f64>, usize)> {
+    let mut gram_s = vec![S::ZERO; width * width];
+    k::gemm(
+        Transpose::Yes,
+        Transpose::No,
+        width,
+        width,
+        d,
+        S::ONE,
+        projector,
+        width,
+        projector,
+        width,
+        S::ZERO,
+        &mut gram_s,
+        width,
+    );
+    let mut gram: Vec<f64> = gram_s.iter().map(|v| v.to_f64()).collect();
+    if let Some(bad) = gram.iter().find(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            step: 0,
+            quantity: "Gram matrix P^T P of the test projections".into(),
+            value: *bad,
+        });
+    }
+    // Symmetrise (the GEMM's two triangles may differ in the last bit).
+    for i in 0..width {
+        for j in 0..i {
+            let v = 0.5 * (gram[i * width + j] + gram[j * width + i]);
+            gram[i * width + j] = v;
+            gram[j * width + i] = v;
+        }
+    }
+    let largest = (0..width).map(|i| gram[i * width + i]).fold(0.0, f64::max);
+    // Pivots below rounding of K's entries are numerically zero directions.
+    let tolerance = largest * 4.0 * width as f64 * S::EPSILON.to_f64();
+    Ok(psd_factor(&gram, width, tolerance))
+}
+
+/// Standard normal draws for the test tokens: token j of sample i gets `draws` values at
+/// `out[(i T + j) stride ..][..draws]` (the other `stride - draws` entries are left alone).
+/// Sample i draws from ChaCha stream i of the named stream "test-projections" of `seed`, so any
+/// chunking or thread count gives the same values.
+pub fn fill_test_normals<T: Float>(
+    seed: u64,
+    tokens_per_sample: usize,
+    draws: usize,
+    stride: usize,
+    out: &mut [T],
+) {
+    let base = ChaCha8Rng::seed_from_u64(mix_seed(seed, "test-projections"));
+    let per_sample = (tokens_per_sample * stride).max(1);
+    out.par_chunks_mut(per_sample)
+        .enumerate()
+        .for_each(|(i, sample)| {
+            let mut rng = base.clone();
+            rng.set_stream(i as u64);
+            rng.set_word_pos(0);
+            for token in sample.chunks_mut(stride.max(1)) {
+                for v in token[..draws].iter_mut() {
+                    let e: f64 = rng.sample(StandardNormal);
+                    *v = T::from_f64(e);
+                }
+            }
+        });
+}
+
+/// Coefficients `(a_+, a_-)` of the signal part `a_+ mu_+ + a_- mu_-` of token `pos` of a
+/// sample with clean label `y` (SPEC.md section 2; `mu_+`, `mu_-` of norm `||mu||`).
+pub fn signal_coefficients_of(y: f64, pos: usize, rho: f64) -> (f64, f64) {
+    let same = match pos {
+        0 => 1.0,
+        1 => rho,
+        _ => 0.0,
+    };
+    let other = if pos == 2 { rho } else { 0.0 };
+    if y > 0.0 {
+        (same, other)
+    } else {
+        (other, same)
+    }
 }
 
 /// Softmax attention, outputs, loss and `delta_it = (1/n) l'_i s_it (u_it - f_i)` from logits.
@@ -111,6 +387,135 @@ fn non_negative(x: f64) -> f64 {
     }
 }
 
+/// The test tokens as the trainer keeps them: their logits are `rows (map v)` with
+/// `v = [b; D G b]` (2r), `map` the identity when absent.
+struct TestTokens<T> {
+    /// (m T) x `width`: `[h | c]` of each token (projected), or its normal draws `w` and signal
+    /// coefficients `(a_+, a_-)` (drawn in the subspace).
+    rows: Vec<T>,
+    width: usize,
+    /// `width x 2r`: `[sigma L_hc^T; (P^T mu_+)_hc^T; (P^T mu_-)_hc^T]` for drawn tokens.
+    map: Option<Vec<T>>,
+    /// `u = nu^T x` of each token.
+    scores: Vec<f64>,
+}
+
+/// Projects every test token onto `P = [H | B | nu]` (d x (2r + 1)), chunk by chunk as the
+/// source generates them.
+fn project_test_tokens<S: Float, T: Float>(
+    test: &TestSource,
+    projector: &[S],
+    d: usize,
+    r: usize,
+    t: usize,
+) -> TestTokens<T> {
+    let width = 2 * r + 1;
+    let test_rows = test.len() * t;
+    let mut hc = vec![T::ZERO; test_rows * 2 * r];
+    let mut scores = vec![0.0f64; test_rows];
+    let sample_bytes = 8 * t * d;
+    let chunk_samples = (TEST_CHUNK_MIN_BYTES / sample_bytes)
+        .max(64)
+        .min(TEST_CHUNK_MAX_BYTES / sample_bytes)
+        .clamp(1, test.len().max(1));
+    let mut proj = vec![S::ZERO; chunk_samples * t * width];
+    let mut chunk_s: Vec<S> = Vec::new();
+    test.for_each_chunk(chunk_samples, |first, tokens| {
+        let m = tokens.len() / d;
+        chunk_s.clear();
+        chunk_s.extend(tokens.iter().map(|&v| S::from_f64(v)));
+        let out = &mut proj[..m * width];
+        k::gemm(
+            Transpose::No,
+            Transpose::No,
+            m,
+            width,
+            d,
+            S::ONE,
+            &chunk_s,
+            d,
+            projector,
+            width,
+            S::ZERO,
+            out,
+            width,
+        );
+        for (row, values) in out.chunks_exact(width).enumerate() {
+            let at = first * t + row;
+            for (dst, &v) in hc[at * 2 * r..(at + 1) * 2 * r]
+                .iter_mut()
+                .zip(&values[..2 * r])
+            {
+                *dst = T::from_f64(v.to_f64());
+            }
+            scores[at] = values[2 * r].to_f64();
+        }
+    });
+    TestTokens {
+        rows: hc,
+        width: 2 * r,
+        map: None,
+        scores,
+    }
+}
+
+/// Draws the test tokens' projections in the subspace (module docs): token `x = s + eps` of a
+/// balanced test set of `samples` samples keeps its draws `w` (k = `rank` normals) and its
+/// signal coefficients `(a_+, a_-)`; `P^T x = sigma L w + a_+ P^T mu_+ + a_- P^T mu_-`.
+/// `factor` is `L` ((2r + 1) x rank), `plus` and `minus` are `P^T mu_+` and `P^T mu_-`.
+#[allow(clippy::too_many_arguments)]
+fn draw_test_tokens<T: Float>(
+    samples: usize,
+    t: usize,
+    rho: f64,
+    sigma: f64,
+    seed: u64,
+    r: usize,
+    factor: &[f64],
+    rank: usize,
+    plus: &[f64],
+    minus: &[f64],
+) -> TestTokens<T> {
+    let two_r = 2 * r;
+    let width = rank + 2;
+    let labels = balanced_labels(samples);
+    let mut rows = vec![T::ZERO; samples * t * width];
+    fill_test_normals(seed, t, rank, width, &mut rows);
+    let nu_row: Vec<T> = factor[two_r * rank..(two_r + 1) * rank]
+        .iter()
+        .map(|&v| T::from_f64(v))
+        .collect();
+    let mut scores = vec![0.0f64; samples * t];
+    for (i, &y) in labels.iter().enumerate() {
+        for pos in 0..t {
+            let at = i * t + pos;
+            let row = &mut rows[at * width..(at + 1) * width];
+            let (a_plus, a_minus) = signal_coefficients_of(y, pos, rho);
+            row[rank] = T::from_f64(a_plus);
+            row[rank + 1] = T::from_f64(a_minus);
+            scores[at] = sigma * k::dot(&nu_row, &row[..rank]).to_f64()
+                + a_plus * plus[two_r]
+                + a_minus * minus[two_r];
+        }
+    }
+    let mut map = vec![T::ZERO; width * two_r];
+    for j in 0..rank {
+        for col in 0..two_r {
+            map[j * two_r + col] = T::from_f64(sigma * factor[col * rank + j]);
+        }
+    }
+    for col in 0..two_r {
+        map[rank * two_r + col] = T::from_f64(plus[col]);
+        map[(rank + 1) * two_r + col] = T::from_f64(minus[col]);
+    }
+    TestTokens {
+        rows,
+        width,
+        map: Some(map),
+        scores,
+    }
+}
+
 /// Gradient descent in the span of the training tokens.
 pub struct SubspaceTrainer<T> {
     tokens_per_sample: usize,
@@ -123,17 +528,16 @@ pub struct SubspaceTrainer<T> {
     gram: Vec<T>,
     b: Vec<T>,
     d: Vec<T>,
-    /// `[h | c] = [H^T x | B^T x]` of every test token, (m T) x 2r.
-    test_hc: Vec<T>,
+    test: TestTokens<T>,
     train_scores: Vec<f64>,
-    test_scores: Vec<f64>,
     attention: Vec<T>,
     delta: Vec<T>,
     pub timings: StartupTimings,
 }
 
 impl<T: Float> SubspaceTrainer<T> {
-    /// Start-up: basis, the two streamed passes over `W_0`, and the test projections.
+    /// Start-up: basis, the two streamed passes over `W_0`, and the test projections, each test
+    /// token generated in `R^d` and projected ([`TestDraw::Tokens`]; see [`Self::with_test_draw`]).
     /// `extra_directions` (e.g. `mu_+`, `mu_-`) join the basis after the training tokens.
     /// `startup` is the element type of the start-up products (f32 halves their cost).
     #[allow(clippy::too_many_arguments)]
@@ -146,9 +550,35 @@ impl<T: Float> SubspaceTrainer<T> {
         lr: f64,
         startup: Precision,
     ) -> Result<Self> {
+        Self::with_test_draw(
+            train,
+            extra_directions,
+            nu,
+            init,
+            test,
+            lr,
+            startup,
+            TestDraw::Tokens,
+        )
+    }
+
+    /// As [`Self::new`], with the test projections obtained as `draw` says (falling back to
+    /// `Tokens` where `Subspace` does not apply, see [`TestDraw::effective`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_test_draw(
+        train: &TrainSet,
+        extra_directions: &[&[f64]],
+        nu: &[f64],
+        init: &InitSource,
+        test: &TestSource,
+        lr: f64,
+        startup: Precision,
+        draw: TestDraw,
+    ) -> Result<Self> {
+        let draw = draw.effective(test);
         match startup {
-            Precision::F64 => Self::build::<f64>(train, extra_directions, nu, init, test, lr),
-            Precision::F32 => Self::build::<f32>(train, extra_directions, nu, init, test, lr),
+            Precision::F64 => Self::build::<f64>(train, extra_directions, nu, init, test, lr, draw),
+            Precision::F32 => Self::build::<f32>(train, extra_directions, nu, init, test, lr, draw),
         }
     }
 
@@ -159,6 +589,7 @@ impl<T: Float> SubspaceTrainer<T> {
         init: &InitSource,
         test: &TestSource,
         lr: f64,
+        draw: TestDraw,
     ) -> Result<Self> {
         let d = train.dim;
         let rows = train.samples * train.tokens_per_sample;
@@ -200,116 +631,54 @@ impl<T: Float> SubspaceTrainer<T> {
         drop(train_tokens);
         let basis_seconds = clock.elapsed().as_secs_f64();
 
-        // Pass 1: A = W_0^T B = sum over row blocks W0_blk^T B_blk.
         let clock = std::time::Instant::now();
-        let block_rows = (INIT_BLOCK_BYTES / (std::mem::size_of::<S>() * d)).clamp(1, d);
-        let mut w0_block = vec![S::ZERO; block_rows * d];
-        let mut a = vec![S::ZERO; d * r];
-        for first in (0..d).step_by(block_rows) {
-            let m = block_rows.min(d - first);
-            let blk = &mut w0_block[..m * d];
-            init.fill_rows(first, blk);
-            k::gemm(
-                Transpose::Yes,
-                Transpose::No,
-                d,
-                r,
-                m,
-                S::ONE,
-                blk,
-                d,
-                &projector[first * width + r..],
-                width,
-                if first == 0 { S::ZERO } else { S::ONE },
-                &mut a,
-                r,
-            );
-        }
-        let mut gram = vec![S::ZERO; r * r];
-        k::gemm(
-            Transpose::Yes,
-            Transpose::No,
-            r,
-            r,
-            d,
-            S::ONE,
-            &a,
-            r,
-            &a,
-            r,
-            S::ZERO,
-            &mut gram,
-            r,
-        );
-        // Pass 2: H_blk = W0_blk A, written into the first r columns of P.
-        for first in (0..d).step_by(block_rows) {
-            let m = block_rows.min(d - first);
-            let blk = &mut w0_block[..m * d];
-            init.fill_rows(first, blk);
-            k::gemm(
-                Transpose::No,
-                Transpose::No,
-                m,
-                r,
-                d,
-                S::ONE,
-                blk,
-                d,
-                &a,
-                r,
-                S::ZERO,
-                &mut projector[first * width..],
-                width,
-            );
-        }
-        drop(w0_block);
-        drop(a);
+        let gram = init_products(init, &mut projector, width, r);
         let init_products_seconds = clock.elapsed().as_secs_f64();
 
-        // Test tokens: project each chunk onto [H | B | nu] as it is generated, then drop it.
         let clock = std::time::Instant::now();
         let t = train.tokens_per_sample;
-        let test_rows = test.len() * t;
-        let mut test_hc = vec![T::ZERO; test_rows * 2 * r];
-        let mut test_scores = vec![0.0f64; test_rows];
-        let sample_bytes = 8 * t * d;
-        let chunk_samples = (TEST_CHUNK_MIN_BYTES / sample_bytes)
-            .max(64)
-            .min(TEST_CHUNK_MAX_BYTES / sample_bytes)
-            .clamp(1, test.len().max(1));
-        let mut proj = vec![S::ZERO; chunk_samples * t * width];
-        let mut chunk_s: Vec<S> = Vec::new();
-        test.for_each_chunk(chunk_samples, |first, tokens| {
-            let m = tokens.len() / d;
-            chunk_s.clear();
-            chunk_s.extend(tokens.iter().map(|&v| S::from_f64(v)));
-            let out = &mut proj[..m * width];
-            k::gemm(
-                Transpose::No,
-                Transpose::No,
-                m,
-                width,
-                d,
-                S::ONE,
-                &chunk_s,
-                d,
-                &projector,
-                width,
-                S::ZERO,
-                out,
-                width,
-            );
-            for (row, values) in out.chunks_exact(width).enumerate() {
-                let at = first * t + row;
-                for (dst, &v) in test_hc[at * 2 * r..(at + 1) * 2 * r]
-                    .iter_mut()
-                    .zip(&values[..2 * r])
-                {
-                    *dst = T::from_f64(v.to_f64());
-                }
-                test_scores[at] = values[2 * r].to_f64();
+        let test_tokens = match (draw, test) {
+            (
+                TestDraw::Subspace,
+                TestSource::Generated {
+                    config,
+                    signals,
+                    seed,
+                },
+            ) => {
+                let (factor, k_rank) = projection_noise_factor(&projector, d, width)?;
+                let project = |mu: &[f64]| {
+                    let mu_s: Vec<S> = mu.iter().map(|&v| S::from_f64(v)).collect();
+                    let mut out = vec![S::ZERO; width];
+                    k::gemv(
+                        Transpose::Yes,
+                        d,
+                        width,
+                        S::ONE,
+                        &projector,
+                        width,
+                        &mu_s,
+                        S::ZERO,
+                        &mut out,
+                    );
+                    out.into_iter().map(S::to_f64).collect::<Vec<f64>>()
+                };
+                let (plus, minus) = (project(&signals.mu_plus), project(&signals.mu_minus));
+                draw_test_tokens(
+                    config.test_size,
+                    t,
+                    config.rho,
+                    config.sigma,
+                    *seed,
+                    r,
+                    &factor,
+                    k_rank,
+                    &plus,
+                    &minus,
+                )
             }
-        });
+            _ => project_test_tokens(test, &projector, d, r, t),
+        };
         let test_projection_seconds = clock.elapsed().as_secs_f64();
 
         let mut coords = vec![T::ZERO; rows * r];
@@ -338,15 +707,15 @@ impl<T: Float> SubspaceTrainer<T> {
             gram: gram.iter().map(|v| T::from_f64(v.to_f64())).collect(),
             b: vec![T::ZERO; r],
             d: vec![T::ZERO; r * r],
-            test_hc,
+            test: test_tokens,
             train_scores,
-            test_scores,
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
             timings: StartupTimings {
                 basis_seconds,
                 init_products_seconds,
                 test_projection_seconds,
+                test_draw: draw,
             },
         })
     }
@@ -499,7 +868,7 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
     }
 
     fn test_scores(&self) -> &[f64] {
-        &self.test_scores
+        &self.test.scores
     }
 
     fn train_logits(&mut self) -> Vec<f64> {
@@ -509,18 +878,38 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
     fn test_logits(&mut self) -> Vec<f64> {
         let r = self.rank;
         let (_, dgb) = self.query_coefficients();
-        // z = h^T b + c^T (D G b) = [h | c] [b; D G b]
-        let mut coefficients = self.b.clone();
-        coefficients.extend_from_slice(&dgb);
-        let rows = self.test_scores.len();
+        // z = h^T b + c^T (D G b) = [h | c] v with v = [b; D G b], or (w, a) (map v) for drawn
+        // tokens.
+        let mut v = self.b.clone();
+        v.extend_from_slice(&dgb);
+        let test = &self.test;
+        let coefficients = match &test.map {
+            Some(map) => {
+                let mut c = vec![T::ZERO; test.width];
+                k::gemv(
+                    Transpose::No,
+                    test.width,
+                    2 * r,
+                    T::ONE,
+                    map,
+                    2 * r,
+                    &v,
+                    T::ZERO,
+                    &mut c,
+                );
+                c
+            }
+            None => v,
+        };
+        let rows = test.scores.len();
         let mut z = vec![T::ZERO; rows];
         k::gemv(
             Transpose::No,
             rows,
-            2 * r,
+            test.width,
             T::ONE,
-            &self.test_hc,
-            2 * r,
+            &test.rows,
+            test.width,
             &coefficients,
             T::ZERO,
             &mut z,
@@ -675,15 +1064,19 @@ impl<T: Float> SubspaceTrainer<T> {
             gram: cast(&parts.gram),
             b: vec![T::ZERO; r],
             d: vec![T::ZERO; r * r],
-            test_hc: parts
-                .test_h
-                .chunks_exact(r.max(1))
-                .zip(parts.test_c.chunks_exact(r.max(1)))
-                .flat_map(|(h, c)| h.iter().chain(c))
-                .map(|&x| T::from_f64(x))
-                .collect(),
+            test: TestTokens {
+                rows: parts
+                    .test_h
+                    .chunks_exact(r.max(1))
+                    .zip(parts.test_c.chunks_exact(r.max(1)))
+                    .flat_map(|(h, c)| h.iter().chain(c))
+                    .map(|&x| T::from_f64(x))
+                    .collect(),
+                width: 2 * r,
+                map: None,
+                scores: parts.test_scores,
+            },
             train_scores: parts.train_scores,
-            test_scores: parts.test_scores,
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
             timings: parts.timings,
