@@ -16,6 +16,7 @@ pub mod plot;
 pub mod realdata;
 pub mod sweep;
 pub mod synthetic;
+pub mod transformer;
 
 pub use benign_kernels as kernels;
 pub use error::{Error, Result};

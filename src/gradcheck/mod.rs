@@ -29,6 +29,7 @@
 mod cases;
 mod check;
 mod models;
+mod transformer;
 
 pub use cases::{op_cases, Builder, Case, CaseKind, Domain, Input, Mode};
 pub use check::{run_case, CheckResult, Config, Summary};

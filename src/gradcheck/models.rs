@@ -92,7 +92,7 @@ fn tiny_encoder_loss<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
 
 /// The registered models.
 pub fn model_cases() -> Vec<Case> {
-    vec![
+    let mut cases = vec![
         attention_case(
             "n3_T4_d5",
             Shape {
@@ -143,7 +143,9 @@ pub fn model_cases() -> Vec<Case> {
             threads: true,
             extra: None,
         },
-    ]
+    ];
+    cases.extend(super::transformer::block_cases());
+    cases
 }
 
 /// The tape gradient of the paper model against the closed form `dL/dW = g p^T`,

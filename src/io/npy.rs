@@ -296,6 +296,13 @@ fn open(path: &Path) -> Result<(Header, BufReader<File>, usize)> {
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut reader = BufReader::new(file);
     let header = read_header(path, &mut reader)?;
+    let count = check_length(path, &header, file_len)?;
+    Ok((header, reader, count))
+}
+
+/// The element count of the array, after checking that a file of `file_len` bytes holds exactly
+/// its data after the header.
+fn check_length(path: &Path, header: &Header, file_len: u64) -> Result<usize> {
     let count = element_count(&header.shape)
         .ok_or_else(|| format_error(path, format!("shape {:?} overflows", header.shape)))?;
     let expected = count
@@ -325,7 +332,42 @@ fn open(path: &Path) -> Result<(Header, BufReader<File>, usize)> {
             ),
         ));
     }
-    Ok((header, reader, count))
+    Ok(count)
+}
+
+/// Same as [`read_npy`] for a `.npy` already in memory (e.g. a member of an `.npz` archive);
+/// `path` names it in errors.
+pub fn read_npy_bytes<T: NpyElement>(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>)> {
+    let mut reader = bytes;
+    let header = read_header(path, &mut reader)?;
+    let count = check_length(path, &header, bytes.len() as u64)?;
+    let wanted = Dtype::parse(T::DESCR).expect("every NpyElement has a supported descr");
+    if header.dtype != wanted {
+        return Err(format_error(
+            path,
+            format!(
+                "dtype is '{}', expected '{}'",
+                header.dtype.descr(),
+                T::DESCR
+            ),
+        ));
+    }
+    let data = read_data(path, &header, &mut reader, count, |bytes, out| {
+        out.extend(bytes.chunks_exact(T::SIZE).map(T::from_le_slice));
+    })?;
+    Ok((header.shape, data))
+}
+
+/// Same as [`read_npy_f64`] for a `.npy` already in memory; `path` names it in errors.
+pub fn read_npy_f64_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f64>)> {
+    let mut reader = bytes;
+    let header = read_header(path, &mut reader)?;
+    let count = check_length(path, &header, bytes.len() as u64)?;
+    let dtype = header.dtype;
+    let data = read_data(path, &header, &mut reader, count, |bytes, out| {
+        out.extend(bytes.chunks_exact(dtype.size()).map(|b| dtype.to_f64(b)));
+    })?;
+    Ok((header.shape, data))
 }
 
 fn read_data<T>(
