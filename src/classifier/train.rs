@@ -91,7 +91,9 @@ impl TrainConfig {
                 format!("must be a finite number > 0, got {}", self.lr),
             ));
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0 && self.lr * self.weight_decay < 1.0)
+        if !(self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0
+            && self.lr * self.weight_decay < 1.0)
         {
             return Err(Error::invalid(
                 "weight-decay",
@@ -276,7 +278,12 @@ impl<T: Float> Trainer<T> {
         }
         if let Some((test_split, test_labels)) = test {
             model.check_split(test_split, "test split")?;
-            check_labels(test_split, test_labels, model.config.num_classes, "test labels")?;
+            check_labels(
+                test_split,
+                test_labels,
+                model.config.num_classes,
+                "test labels",
+            )?;
         }
         let epoch = self.epochs_done;
         let order = self.epoch_order(epoch, split.n);
@@ -368,7 +375,9 @@ impl<T: Float> Trainer<T> {
         self.epochs_done += 1;
         let eval_start = Instant::now();
         let test_eval = match test {
-            Some((test_split, test_labels)) => Some(self.evaluate(model, test_split, test_labels)?),
+            Some((test_split, test_labels)) => {
+                Some(self.evaluate(model, test_split, test_labels)?)
+            }
             None => None,
         };
         Ok(EpochMetrics {
