@@ -68,7 +68,7 @@ impl ModelConfig {
             InputKind::Patches { patch_dim } => at_least("patch dimension", patch_dim, 1)?,
             InputKind::Words { vocab_size } => at_least("vocabulary size", vocab_size, 2)?,
         }
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return Err(Error::invalid(
                 "heads",
                 format!(

@@ -122,10 +122,10 @@ impl PretrainSpec {
     /// Checks the settings; errors name the option.
     pub fn validate(&self) -> Result<()> {
         match self.tokenizer {
-            TokenizerSpec::Patches { patch } if patch == 0 => {
+            TokenizerSpec::Patches { patch: 0 } => {
                 return Err(Error::invalid("patch", "must be at least 1, got 0"))
             }
-            TokenizerSpec::Words { max_len, .. } if max_len == 0 => {
+            TokenizerSpec::Words { max_len: 0, .. } => {
                 return Err(Error::invalid("max-len", "must be at least 1, got 0"))
             }
             _ => {}

@@ -414,7 +414,7 @@ impl<T: Float> Trainer<T> {
         let seq = model.config.seq_len + 1;
         let tape_count = self.tapes.len().min(chunks.len()).max(1);
         // Each tape takes every `tape_count`-th chunk; results are put back in chunk order.
-        let per_tape: Vec<Vec<(usize, f64, Vec<u32>, Vec<f64>)>> = self.tapes[..tape_count]
+        let per_tape: Vec<Vec<ChunkEval>> = self.tapes[..tape_count]
             .par_iter_mut()
             .enumerate()
             .map(|(t, tape)| {
@@ -441,8 +441,7 @@ impl<T: Float> Trainer<T> {
                 out
             })
             .collect();
-        let mut ordered: Vec<(usize, f64, Vec<u32>, Vec<f64>)> =
-            per_tape.into_iter().flatten().collect();
+        let mut ordered: Vec<ChunkEval> = per_tape.into_iter().flatten().collect();
         ordered.sort_by_key(|r| r.0);
         let (mut loss, mut attention) = (0.0, 0.0);
         let mut predictions = Vec::with_capacity(split.n);
@@ -498,6 +497,9 @@ impl<T: Float> Trainer<T> {
         self.steps_done = steps_done;
     }
 }
+
+/// One evaluation chunk's index, loss sum, predictions and per-example [CLS] attention maxima.
+type ChunkEval = (usize, f64, Vec<u32>, Vec<f64>);
 
 /// Examples per evaluation chunk (recording off, so larger than training chunks).
 pub const EVAL_CHUNK: usize = 128;
