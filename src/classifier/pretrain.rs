@@ -324,7 +324,8 @@ pub struct PretrainOptions {
 
 /// Progress notifications of [`pretrain`].
 pub enum Event<'a> {
-    /// Training starts (or resumes) at `epoch` of `epochs`, `steps_per_epoch` steps each.
+    /// Training starts (or resumes) after `epoch` completed epochs of `epochs`, over `examples`
+    /// training examples each.
     Start {
         epochs: usize,
         epoch: usize,
