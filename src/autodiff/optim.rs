@@ -201,6 +201,26 @@ impl<T: Float> AdamW<T> {
     }
 }
 
+impl<T: Float> AdamW<T> {
+    /// Step count and first and second moment estimates of parameter `id` (`None` before its
+    /// first update), e.g. to save them in a checkpoint.
+    pub fn moments(&self, id: ParamId) -> Option<(i32, &[T], &[T])> {
+        self.state
+            .get(id.0)?
+            .as_ref()
+            .map(|s| (s.step, s.m.as_slice(), s.v.as_slice()))
+    }
+
+    /// Restores the state [`AdamW::moments`] returned, so a resumed run continues exactly.
+    pub fn set_moments(&mut self, id: ParamId, step: i32, m: Vec<T>, v: Vec<T>) {
+        assert_eq!(m.len(), v.len(), "AdamW moments of different lengths");
+        if self.state.len() <= id.0 {
+            self.state.resize_with(id.0 + 1, || None);
+        }
+        self.state[id.0] = Some(AdamState { step, m, v });
+    }
+}
+
 /// Scales all gradients by `max_norm / (norm + 1e-6)` when their global L2 norm exceeds
 /// `max_norm` (as `torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping.
 pub fn clip_grad_norm<T: Float>(grads: &mut Gradients<T>, max_norm: f64) -> f64 {

@@ -7,6 +7,7 @@ mod bench;
 mod data;
 mod gradcheck;
 mod plot;
+mod pretrain;
 mod run;
 mod sweep;
 
@@ -35,6 +36,8 @@ enum Command {
     Sweep(Box<sweep::SweepArgs>),
     /// Re-render a sweep's results.csv and heatmaps from its saved results.
     Plot(plot::PlotArgs),
+    /// Train (or reuse) a transformer classifier on a real dataset; prints train/test accuracy.
+    Pretrain(Box<pretrain::PretrainArgs>),
 }
 
 /// Parses the command line, runs the subcommand, and returns the process exit status:
@@ -48,6 +51,7 @@ pub fn main() -> i32 {
         Command::Data(args) => data::execute(args),
         Command::Sweep(args) => sweep::execute(*args),
         Command::Plot(args) => plot::execute(args),
+        Command::Pretrain(args) => pretrain::execute(*args),
     };
     match result {
         Ok(code) => code,

@@ -81,6 +81,29 @@ impl Broadcast {
         (plan, shape)
     }
 
+    /// Whether neither operand is stretched along the last axis, so every output row pairs a
+    /// contiguous row of `a` with a contiguous row of `b` (e.g. `[R, C] + [C]`).
+    fn rows_contiguous(&self) -> bool {
+        self.sa[3] == 1 && self.sb[3] == 1
+    }
+
+    /// Calls `f(out_start, a_start, b_start)` for every output row of length `out[3]`, in order.
+    /// Only for plans whose rows are contiguous ([`Broadcast::rows_contiguous`]).
+    fn for_each_row(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let [d0, d1, d2, d3] = self.out;
+        let mut o = 0;
+        for i0 in 0..d0 {
+            for i1 in 0..d1 {
+                for i2 in 0..d2 {
+                    let ba = i0 * self.sa[0] + i1 * self.sa[1] + i2 * self.sa[2];
+                    let bb = i0 * self.sb[0] + i1 * self.sb[1] + i2 * self.sb[2];
+                    f(o, ba, bb);
+                    o += d3;
+                }
+            }
+        }
+    }
+
     /// Calls `f(out_index, a_index, b_index)` for every output element in order.
     pub(crate) fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
         let [d0, d1, d2, d3] = self.out;
@@ -134,10 +157,24 @@ impl<T: Float> Tape<T> {
             BinaryKind::Mul => x * y,
             BinaryKind::Div => x / y,
         };
+        // The kind is matched once per row, not per element, so the row loops vectorize.
+        let rows = |out: &mut [T], x: &[T], y: &[T]| match kind {
+            BinaryKind::Add => zip_rows(out, x, y, |x, y| x + y),
+            BinaryKind::Sub => zip_rows(out, x, y, |x, y| x - y),
+            BinaryKind::Mul => zip_rows(out, x, y, |x, y| x * y),
+            BinaryKind::Div => zip_rows(out, x, y, |x, y| x / y),
+        };
         if plan.same {
-            for ((o, &x), &y) in out.iter_mut().zip(av).zip(bv) {
-                *o = f(x, y);
-            }
+            rows(&mut out, av, bv);
+        } else if plan.rows_contiguous() {
+            let width = plan.out[3];
+            plan.for_each_row(|o, ia, ib| {
+                rows(
+                    &mut out[o..o + width],
+                    &av[ia..ia + width],
+                    &bv[ib..ib + width],
+                )
+            });
         } else {
             plan.for_each(|o, ia, ib| out[o] = f(av[ia], bv[ib]));
         }
@@ -182,19 +219,47 @@ impl Binary {
             if !ctx.needs(input) {
                 continue;
             }
-            if self.plan.same {
+            let is_a = input == self.a;
+            if self.plan.same && kind == BinaryKind::Add {
+                // The common residual case, without a dynamic call per element.
+                let (g, fresh) = ctx.grad(input);
+                write_or_add(g, fresh, |i| dy[i]);
+            } else if self.plan.same {
                 let (g, fresh) = ctx.grad(input);
                 write_or_add(g, fresh, |i| local(i, i, i));
+            } else if kind == BinaryKind::Add && self.plan.rows_contiguous() {
+                // d(a + b) = dy row by row: a stretched operand sums the rows it was copied to
+                // (e.g. a bias), in output order as the general path does.
+                let len = ctx.shape(input).numel();
+                let mut g = ctx.scratch(len);
+                g.iter_mut().for_each(|v| *v = T::ZERO);
+                let width = self.plan.out[3];
+                self.plan.for_each_row(|o, ia, ib| {
+                    let start = if is_a { ia } else { ib };
+                    for (gv, &d) in g[start..start + width].iter_mut().zip(&dy[o..o + width]) {
+                        *gv += d;
+                    }
+                });
+                ctx.accumulate(input, g);
             } else {
                 let len = ctx.shape(input).numel();
                 let mut g = ctx.scratch(len);
                 g.iter_mut().for_each(|v| *v = T::ZERO);
-                let is_a = input == self.a;
                 self.plan.for_each(|o, ia, ib| {
                     g[if is_a { ia } else { ib }] += local(o, ia, ib);
                 });
                 ctx.accumulate(input, g);
             }
         }
+    }
+}
+
+/// `out[i] = f(x[i], y[i])` over equal-length rows.
+#[inline(always)]
+fn zip_rows<T: Float>(out: &mut [T], x: &[T], y: &[T], f: impl Fn(T, T) -> T) {
+    let n = out.len();
+    let (x, y) = (&x[..n], &y[..n]);
+    for i in 0..n {
+        out[i] = f(x[i], y[i]);
     }
 }

@@ -1,0 +1,527 @@
+//! `benign pretrain`: train a classifier on a clean subset of a real dataset, or reuse the
+//! checkpoint of an identical earlier run.
+//!
+//! A run is identified by its [`PretrainSpec`] (dataset, subset size, seed, tokenizer, model,
+//! trainer): its key is 16 hex digits of FNV-1a over the spec's canonical JSON, and its files
+//! live in `<out>/<dataset>-<key>/`:
+//!
+//! - `checkpoint.safetensors`: parameters, AdamW moments, epochs done, the spec, the vocabulary
+//!   of a text model; rewritten atomically after every epoch, so a killed run resumes from its
+//!   last completed epoch;
+//! - `metrics.jsonl`: one [`EpochMetrics`] per epoch;
+//! - `result.json`: the final [`PretrainResult`] (its presence with a complete checkpoint means
+//!   the run is reused as is; `force` retrains from scratch).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{self, Checkpoint};
+use super::embed::InputKind;
+use super::model::{Classifier, ModelConfig};
+use super::train::{EpochMetrics, Evaluation, TrainConfig, Trainer};
+use crate::realdata::{self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary};
+use crate::synthetic::data::named_rng;
+use crate::{Error, Result};
+
+/// How examples become tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerSpec {
+    /// Square patches of `patch x patch` pixels.
+    Patches { patch: usize },
+    /// Words of a vocabulary built from the pretraining subset (lower-cased; at least
+    /// `min_count` occurrences, at most `max_vocab` entries with PAD and UNK), truncated or
+    /// padded to `max_len` tokens.
+    Words {
+        max_len: usize,
+        min_count: usize,
+        max_vocab: usize,
+    },
+}
+
+/// The model's size (its input side follows from the data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSize {
+    pub layers: usize,
+    pub heads: usize,
+    pub dim: usize,
+    pub mlp_dim: usize,
+}
+
+/// Everything that determines a pretraining run's result (hashed into its key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainSpec {
+    pub dataset: DatasetName,
+    /// Training examples drawn (class-stratified, seeded) from the training split; `None` or a
+    /// number at least the split's size: all of it.
+    pub subset: Option<usize>,
+    /// Seeds the subset, the initialisation and the shuffling (each its own stream).
+    pub seed: u64,
+    pub tokenizer: TokenizerSpec,
+    pub model: ModelSize,
+    pub train: TrainConfig,
+}
+
+impl PretrainSpec {
+    /// The defaults for `dataset`: the paper's clean-subset sizes (10,000 examples; 3,000 for
+    /// TREC, 200 for BreastMNIST) and a small model that trains in minutes on two cores.
+    pub fn defaults(dataset: DatasetName) -> Self {
+        let image = |subset, epochs| PretrainSpec {
+            dataset,
+            subset: Some(subset),
+            seed: 0,
+            tokenizer: TokenizerSpec::Patches { patch: 4 },
+            model: ModelSize {
+                layers: 3,
+                heads: 4,
+                dim: 64,
+                mlp_dim: 128,
+            },
+            train: TrainConfig {
+                epochs,
+                batch_size: 64,
+                lr: 1e-3,
+                weight_decay: 0.05,
+                ..TrainConfig::default()
+            },
+        };
+        let text = |subset, max_len, epochs| PretrainSpec {
+            dataset,
+            subset: Some(subset),
+            seed: 0,
+            tokenizer: TokenizerSpec::Words {
+                max_len,
+                min_count: 1,
+                max_vocab: 20_000,
+            },
+            model: ModelSize {
+                layers: 2,
+                heads: 4,
+                dim: 64,
+                mlp_dim: 128,
+            },
+            train: TrainConfig {
+                epochs,
+                batch_size: 32,
+                lr: 5e-4,
+                weight_decay: 0.05,
+                ..TrainConfig::default()
+            },
+        };
+        match dataset {
+            DatasetName::Mnist | DatasetName::FashionMnist => image(10_000, 20),
+            DatasetName::BreastMnist => image(200, 60),
+            DatasetName::Trec => text(3_000, 24, 20),
+            DatasetName::Sst2 => text(10_000, 48, 10),
+            DatasetName::AgNews => text(10_000, 64, 10),
+        }
+    }
+
+    /// Checks the settings; errors name the option.
+    pub fn validate(&self) -> Result<()> {
+        match self.tokenizer {
+            TokenizerSpec::Patches { patch: 0 } => {
+                return Err(Error::invalid("patch", "must be at least 1, got 0"))
+            }
+            TokenizerSpec::Words { max_len: 0, .. } => {
+                return Err(Error::invalid("max-len", "must be at least 1, got 0"))
+            }
+            _ => {}
+        }
+        if self.subset == Some(0) {
+            return Err(Error::invalid("subset", "must be at least 1, got 0"));
+        }
+        if self.dataset.is_text() != matches!(self.tokenizer, TokenizerSpec::Words { .. }) {
+            return Err(Error::invalid(
+                "tokenizer",
+                format!(
+                    "{} needs {} tokens",
+                    self.dataset,
+                    if self.dataset.is_text() {
+                        "word"
+                    } else {
+                        "patch"
+                    }
+                ),
+            ));
+        }
+        self.train.validate()
+    }
+
+    /// 16 hex digits of FNV-1a over the canonical JSON of the spec.
+    pub fn key(&self) -> String {
+        let value = serde_json::to_value(self).expect("the spec serializes");
+        format!(
+            "{:016x}",
+            crate::sweep::grid::fnv1a(value.to_string().as_bytes())
+        )
+    }
+
+    /// The run's folder under `out`.
+    pub fn run_dir(&self, out: &Path) -> PathBuf {
+        out.join(format!("{}-{}", self.dataset, self.key()))
+    }
+}
+
+/// A dataset tokenized for a spec: the whole training split (so later experiments can pick
+/// other subsets with the same tokens), the pretraining subset's indices into it, the test split.
+pub struct PreparedData {
+    pub classes: Vec<String>,
+    pub train: TokenizedSplit,
+    /// Sorted indices of the pretraining subset in `train`.
+    pub subset: Vec<usize>,
+    pub test: TokenizedSplit,
+    /// The vocabulary of a text dataset (built from the pretraining subset).
+    pub vocabulary: Option<Vocabulary>,
+}
+
+/// The examples `indices` of a tokenized split, in that order.
+pub fn select_examples(split: &TokenizedSplit, indices: &[usize]) -> TokenizedSplit {
+    let seq = split.seq_len;
+    let tokens = match &split.tokens {
+        Tokens::Patches { patch_dim, values } => {
+            let example = seq * patch_dim;
+            Tokens::Patches {
+                patch_dim: *patch_dim,
+                values: indices
+                    .iter()
+                    .flat_map(|&i| values[i * example..(i + 1) * example].iter().copied())
+                    .collect(),
+            }
+        }
+        Tokens::Words { vocab_size, ids } => Tokens::Words {
+            vocab_size: *vocab_size,
+            ids: indices
+                .iter()
+                .flat_map(|&i| ids[i * seq..(i + 1) * seq].iter().copied())
+                .collect(),
+        },
+    };
+    TokenizedSplit {
+        n: indices.len(),
+        seq_len: seq,
+        num_classes: split.num_classes,
+        tokens,
+        labels: indices.iter().map(|&i| split.labels[i]).collect(),
+    }
+}
+
+/// Loads `spec.dataset` from `data_dir/<dataset>` and tokenizes it as the spec says. A text
+/// dataset's vocabulary is built from the pretraining subset only, unless `vocabulary` is given
+/// (e.g. read back from a checkpoint).
+pub fn prepare_data(
+    spec: &PretrainSpec,
+    data_dir: &Path,
+    vocabulary: Option<Vocabulary>,
+) -> Result<PreparedData> {
+    let dir = realdata::default_dir(data_dir, spec.dataset);
+    let RawDataset {
+        classes,
+        train,
+        test,
+        ..
+    } = realdata::load(spec.dataset, &dir)?;
+    let subset = match spec.subset {
+        Some(n) if n < train.len() => realdata::subset(&train, n, spec.seed)?,
+        _ => (0..train.len()).collect(),
+    };
+    let (train, test, vocabulary) = match (&spec.tokenizer, train, test) {
+        (TokenizerSpec::Patches { patch }, Split::Images(train), Split::Images(test)) => (
+            realdata::patchify(&train, *patch)?,
+            realdata::patchify(&test, *patch)?,
+            None,
+        ),
+        (
+            TokenizerSpec::Words {
+                max_len,
+                min_count,
+                max_vocab,
+            },
+            Split::Text(train),
+            Split::Text(test),
+        ) => {
+            let vocabulary = match vocabulary {
+                Some(v) => v,
+                None => {
+                    let texts: Vec<String> =
+                        subset.iter().map(|&i| train.texts[i].clone()).collect();
+                    Vocabulary::build(&texts, *min_count, *max_vocab)?
+                }
+            };
+            (
+                vocabulary.tokenize(&train, *max_len)?,
+                vocabulary.tokenize(&test, *max_len)?,
+                Some(vocabulary),
+            )
+        }
+        _ => {
+            return Err(Error::invalid(
+                "tokenizer",
+                format!("does not match the kind of data of {}", spec.dataset),
+            ))
+        }
+    };
+    Ok(PreparedData {
+        classes,
+        train,
+        subset,
+        test,
+        vocabulary,
+    })
+}
+
+/// The model configuration of a spec over prepared data.
+pub fn model_config(spec: &PretrainSpec, data: &PreparedData) -> ModelConfig {
+    ModelConfig {
+        input: InputKind::of(&data.train),
+        seq_len: data.train.seq_len,
+        num_classes: data.classes.len().max(data.train.num_classes),
+        dim: spec.model.dim,
+        heads: spec.model.heads,
+        layers: spec.model.layers,
+        mlp_dim: spec.model.mlp_dim,
+        ln_eps: 1e-5,
+    }
+}
+
+/// What a pretraining run reports (`result.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainResult {
+    pub dataset: DatasetName,
+    pub key: String,
+    pub run_dir: PathBuf,
+    /// True if an identical earlier run was reused without training.
+    #[serde(default)]
+    pub reused: bool,
+    pub train_examples: usize,
+    pub test_examples: usize,
+    pub parameters: usize,
+    pub epochs: usize,
+    /// On the pretraining subset, with the final parameters.
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    /// Wall time of the training steps (evaluations excluded), summed over epochs and resumes.
+    pub train_seconds: f64,
+    pub examples_per_second: f64,
+    pub threads: usize,
+    pub spec: PretrainSpec,
+}
+
+/// Where the run's output goes and whether to reuse it.
+#[derive(Clone, Debug)]
+pub struct PretrainOptions {
+    /// Parent folder of the dataset folders (`<data_dir>/mnist`, ...).
+    pub data_dir: PathBuf,
+    /// Parent folder of the run folders.
+    pub out: PathBuf,
+    /// Retrain even if a checkpoint exists.
+    pub force: bool,
+}
+
+/// Progress notifications of [`pretrain`].
+pub enum Event<'a> {
+    /// Training starts (or resumes) after `epoch` completed epochs of `epochs`, over `examples`
+    /// training examples each.
+    Start {
+        epochs: usize,
+        epoch: usize,
+        examples: usize,
+    },
+    /// After each step: examples done in the current epoch, its mean loss so far.
+    Step {
+        epoch: usize,
+        examples_done: usize,
+        loss: f64,
+    },
+    Epoch(&'a EpochMetrics),
+}
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const METRICS: &str = "metrics.jsonl";
+const RESULT: &str = "result.json";
+
+/// The pretrained classifier of `spec`: trained now, resumed from its last epoch, or read back
+/// from a finished run.
+pub fn pretrain(
+    spec: &PretrainSpec,
+    options: &PretrainOptions,
+    observe: &mut dyn FnMut(Event<'_>),
+) -> Result<(PretrainResult, Classifier<f32>, PreparedData)> {
+    spec.validate()?;
+    if !options.data_dir.is_dir() {
+        return Err(Error::invalid(
+            "data-dir",
+            format!(
+                "{} does not exist or is not a directory",
+                options.data_dir.display()
+            ),
+        ));
+    }
+    let run_dir = spec.run_dir(&options.out);
+    let checkpoint_path = run_dir.join(CHECKPOINT);
+    let existing = if options.force || !checkpoint_path.exists() {
+        None
+    } else {
+        Some(checkpoint::load::<f32>(&checkpoint_path)?)
+    };
+    let vocabulary = match existing.as_ref().and_then(|c| c.metadata.get("vocabulary")) {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| Error::Format {
+            path: checkpoint_path.clone(),
+            message: format!("metadata `vocabulary`: {e}"),
+        })?),
+        None => None,
+    };
+    let data = prepare_data(spec, &options.data_dir, vocabulary)?;
+    let config = model_config(spec, &data);
+    let train_split = select_examples(&data.train, &data.subset);
+
+    if let Some(Checkpoint { model, state, .. }) = &existing {
+        if model.config != config {
+            return Err(Error::Format {
+                path: checkpoint_path.clone(),
+                message: "the checkpoint's model does not match its key's settings".into(),
+            });
+        }
+        let result_path = run_dir.join(RESULT);
+        if state.epochs_done >= spec.train.epochs && result_path.exists() {
+            let text = std::fs::read_to_string(&result_path).map_err(|source| Error::Io {
+                path: result_path.clone(),
+                source,
+            })?;
+            let mut result: PretrainResult =
+                serde_json::from_str(&text).map_err(|e| Error::Format {
+                    path: result_path.clone(),
+                    message: e.to_string(),
+                })?;
+            result.reused = true;
+            let model = existing.expect("checked above").model;
+            return Ok((result, model, data));
+        }
+    }
+
+    // Training (again): an older result no longer describes the checkpoint.
+    let result_path = run_dir.join(RESULT);
+    if result_path.exists() {
+        std::fs::remove_file(&result_path).map_err(|source| Error::Io {
+            path: result_path.clone(),
+            source,
+        })?;
+    }
+    let mut trainer = Trainer::<f32>::new(spec.train.clone())?;
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    let mut model = match existing {
+        Some(Checkpoint {
+            model,
+            state,
+            moments,
+            ..
+        }) => {
+            history = read_metrics(&run_dir.join(METRICS), state.epochs_done)?;
+            trainer.restore(moments, state.epochs_done, state.steps_done);
+            model
+        }
+        None => Classifier::new(config, &mut named_rng(spec.seed, "classifier-init"))?,
+    };
+    let mut metadata = BTreeMap::new();
+    metadata.insert(
+        "spec".to_string(),
+        serde_json::to_string(spec).expect("the spec serializes"),
+    );
+    if let Some(v) = &data.vocabulary {
+        metadata.insert(
+            "vocabulary".to_string(),
+            serde_json::to_string(v).expect("a vocabulary serializes"),
+        );
+    }
+    let test_labels = data.test.labels.clone();
+    observe(Event::Start {
+        epochs: spec.train.epochs,
+        epoch: trainer.epochs_done,
+        examples: train_split.n,
+    });
+    while trainer.epochs_done < spec.train.epochs {
+        let epoch = trainer.epochs_done + 1;
+        let metrics = trainer.run_epoch(
+            &mut model,
+            &train_split,
+            &train_split.labels,
+            Some((&data.test, &test_labels)),
+            &mut |examples_done, loss| {
+                observe(Event::Step {
+                    epoch,
+                    examples_done,
+                    loss,
+                })
+            },
+        )?;
+        history.push(metrics);
+        write_metrics(&run_dir.join(METRICS), &history)?;
+        checkpoint::save(&checkpoint_path, &model, Some(&trainer), &metadata)?;
+        observe(Event::Epoch(history.last().expect("just pushed")));
+    }
+    let train_eval: Evaluation = trainer.evaluate(&model, &train_split, &train_split.labels)?;
+    let test_eval = trainer.evaluate(&model, &data.test, &test_labels)?;
+    let train_seconds: f64 = history.iter().map(|m| m.train_seconds).sum();
+    let examples = (train_split.n * history.len()) as f64;
+    let result = PretrainResult {
+        dataset: spec.dataset,
+        key: spec.key(),
+        run_dir: run_dir.clone(),
+        reused: false,
+        train_examples: train_split.n,
+        test_examples: data.test.n,
+        parameters: model
+            .store
+            .ids()
+            .map(|id| model.store.value(id).len())
+            .sum(),
+        epochs: spec.train.epochs,
+        train_loss: train_eval.loss,
+        train_accuracy: train_eval.accuracy,
+        test_loss: test_eval.loss,
+        test_accuracy: test_eval.accuracy,
+        train_seconds,
+        examples_per_second: examples / train_seconds.max(1e-9),
+        threads: rayon::current_num_threads(),
+        spec: spec.clone(),
+    };
+    crate::io::write_json_atomic(&result_path, &result)?;
+    Ok((result, model, data))
+}
+
+fn write_metrics(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in history {
+        text.push_str(&serde_json::to_string(m).expect("metrics serialize"));
+        text.push('\n');
+    }
+    crate::io::write_atomic(path, text.as_bytes())
+}
+
+/// The first `epochs` records of a metrics file (a resumed run keeps its earlier epochs).
+fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochMetrics>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    text.lines()
+        .take(epochs)
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| Error::Format {
+                path: path.to_path_buf(),
+                message: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}

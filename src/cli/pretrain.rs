@@ -1,0 +1,236 @@
+//! `benign pretrain`: train (or reuse) a transformer classifier on a real dataset (library:
+//! `benign::classifier::pretrain`).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use benign::classifier::pretrain::{self, Event, PretrainOptions, PretrainSpec, TokenizerSpec};
+use benign::classifier::Schedule;
+use benign::realdata::DatasetName;
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// mnist, fashion-mnist, breastmnist, trec, sst2 or agnews.
+    #[arg(long)]
+    pub dataset: String,
+    /// Folder holding one folder per dataset (`<DIR>/mnist/...`).
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Training examples (class-stratified, seeded) [default: 10,000; TREC 3,000; BreastMNIST 200].
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Train on the whole training split.
+    #[arg(long, conflicts_with = "subset")]
+    pub full: bool,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Width of the token representations.
+    #[arg(long)]
+    pub dim: Option<usize>,
+    #[arg(long)]
+    pub mlp_dim: Option<usize>,
+    /// Patch side in pixels (images).
+    #[arg(long)]
+    pub patch: Option<usize>,
+    /// Tokens per sentence (text).
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (AdamW).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate decay after the warm-up.
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    /// Gradient-norm clipping bound (0: none).
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Seeds the subset, the initialisation and the shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Parent folder of the run folders (`<DIR>/<dataset>-<key>/`).
+    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    pub out: PathBuf,
+    /// Retrain even if a finished checkpoint with the same settings exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The run's spec: the dataset's defaults with the given options applied.
+pub fn spec_from(args: &PretrainArgs) -> anyhow::Result<PretrainSpec> {
+    let dataset: DatasetName = args.dataset.parse()?;
+    let mut spec = PretrainSpec::defaults(dataset);
+    if args.full {
+        spec.subset = None;
+    } else if let Some(n) = args.subset {
+        spec.subset = Some(n);
+    }
+    spec.seed = args.seed;
+    spec.train.seed = args.seed;
+    let set = |target: &mut usize, value: Option<usize>| {
+        if let Some(v) = value {
+            *target = v;
+        }
+    };
+    set(&mut spec.train.epochs, args.epochs);
+    set(&mut spec.model.layers, args.layers);
+    set(&mut spec.model.heads, args.heads);
+    set(&mut spec.model.dim, args.dim);
+    set(&mut spec.model.mlp_dim, args.mlp_dim);
+    set(&mut spec.train.batch_size, args.batch_size);
+    match &mut spec.tokenizer {
+        TokenizerSpec::Patches { patch } => {
+            set(patch, args.patch);
+            if args.max_len.is_some() {
+                return Err(
+                    benign::Error::invalid("max-len", "applies to text datasets only").into(),
+                );
+            }
+        }
+        TokenizerSpec::Words { max_len, .. } => {
+            set(max_len, args.max_len);
+            if args.patch.is_some() {
+                return Err(
+                    benign::Error::invalid("patch", "applies to image datasets only").into(),
+                );
+            }
+        }
+    }
+    if let Some(lr) = args.lr {
+        spec.train.lr = lr;
+    }
+    if let Some(wd) = args.weight_decay {
+        spec.train.weight_decay = wd;
+    }
+    if let Some(s) = args.schedule {
+        spec.train.schedule = s;
+    }
+    if let Some(c) = args.clip_norm {
+        spec.train.clip_norm = (c != 0.0).then_some(c);
+    }
+    if args.threads == Some(0) {
+        return Err(benign::Error::invalid("threads", "must be at least 1, got 0").into());
+    }
+    spec.validate()?;
+    Ok(spec)
+}
+
+pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
+    let spec = spec_from(&args)?;
+    if !args.data_dir.is_dir() {
+        return Err(benign::Error::invalid(
+            "data-dir",
+            format!(
+                "{} does not exist or is not a directory (expected one folder per dataset, e.g. {}/mnist)",
+                args.data_dir.display(),
+                args.data_dir.display()
+            ),
+        )
+        .into());
+    }
+    let options = PretrainOptions {
+        data_dir: args.data_dir.clone(),
+        out: args.out.clone(),
+        force: args.force,
+    };
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let bar = if show {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} {bar:30} {pos}/{len} examples {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let quiet = args.quiet;
+    let mut observe = |event: Event<'_>| match event {
+        Event::Start {
+            epochs,
+            epoch,
+            examples,
+        } => {
+            bar.set_length((epochs * examples) as u64);
+            bar.set_position((epoch * examples) as u64);
+            bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+        }
+        Event::Step {
+            epoch,
+            examples_done,
+            loss,
+        } => {
+            let per_epoch = bar.length().unwrap_or(0) / spec.train.epochs.max(1) as u64;
+            bar.set_position((epoch as u64 - 1) * per_epoch + examples_done as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        }
+        Event::Epoch(m) => {
+            bar.set_prefix(format!(
+                "{}/{}",
+                (m.epoch + 1).min(spec.train.epochs),
+                spec.train.epochs
+            ));
+            let line = format!(
+                "epoch {:>3}: train loss {:.4} acc {:.4}  test loss {:.4} acc {:.4}  {:.0} ex/s",
+                m.epoch,
+                m.train_loss,
+                m.train_accuracy,
+                m.test_loss.unwrap_or(f64::NAN),
+                m.test_accuracy.unwrap_or(f64::NAN),
+                m.examples_per_second
+            );
+            if !quiet {
+                bar.println(line);
+            }
+        }
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()?;
+    let outcome = pool.install(|| pretrain::pretrain(&spec, &options, &mut observe));
+    bar.finish_and_clear();
+    let (result, _, _) = outcome?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&result)?
+    } else {
+        format!(
+            "{} ({}): train acc {:.4} loss {:.4}, test acc {:.4} loss {:.4}; {} epochs on {} examples, {:.1} s training ({:.0} ex/s, {} threads){}\nrun folder: {}",
+            result.dataset,
+            result.key,
+            result.train_accuracy,
+            result.train_loss,
+            result.test_accuracy,
+            result.test_loss,
+            result.epochs,
+            result.train_examples,
+            result.train_seconds,
+            result.examples_per_second,
+            result.threads,
+            if result.reused { " [reused checkpoint]" } else { "" },
+            result.run_dir.display()
+        )
+    };
+    let _ = writeln!(std::io::stdout(), "{text}");
+    Ok(0)
+}
