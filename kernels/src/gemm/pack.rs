@@ -111,22 +111,92 @@ pub fn pack_b<S: Float>(
             }
         }
         Transpose::Yes => {
-            // column j of op(B) is row j of storage, contiguous along the depth
+            // Column j of op(B) is row j of storage, contiguous along the depth, so a panel is
+            // the transpose of nr source rows. Taking them one whole row at a time would
+            // scatter each with stride nr and, worse, issue the row's cache misses one after
+            // another (one short stream per row, then a jump of ldb). Instead the depth goes
+            // by cache-line-sized steps across all nr rows: the nr lines of a step are copied
+            // to a tile first (a few vector loads per row, so their misses overlap and the
+            // prefetcher sees nr parallel streams), then the tile is transposed from L1.
+            let line = 64 / std::mem::size_of::<S>();
             for (panel_index, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
                 let first_col = cols.start + panel_index * nr;
                 let panel_cols = nr.min(cols.end - first_col);
-                for jj in 0..nr {
-                    if jj < panel_cols {
-                        let src = &b.data[(first_col + jj) * b.ld + depth.start..][..kc];
-                        for (dst_row, &x) in panel.chunks_exact_mut(nr).zip(src) {
-                            dst_row[jj] = x;
-                        }
-                    } else {
-                        for dst_row in panel.chunks_exact_mut(nr) {
-                            dst_row[jj] = S::ZERO;
-                        }
-                    }
+                let sources = &b.data[first_col * b.ld + depth.start..];
+                // fixed tile sizes for the kernels' NR and a 64-byte line of f32 or f64
+                match (nr, line) {
+                    (8, 8) => transpose_panel::<S, 8, 8>(panel, sources, b.ld, panel_cols),
+                    (16, 8) => transpose_panel::<S, 16, 8>(panel, sources, b.ld, panel_cols),
+                    (16, 16) => transpose_panel::<S, 16, 16>(panel, sources, b.ld, panel_cols),
+                    (32, 16) => transpose_panel::<S, 32, 16>(panel, sources, b.ld, panel_cols),
+                    _ => transpose_panel_any(panel, sources, b.ld, panel_cols, nr),
                 }
+            }
+        }
+    }
+}
+
+/// Fills a `kc x NR` micro-panel of op(B) (`kc = panel.len() / NR`, k-major) with the
+/// transpose of the first `panel_cols` rows of storage `sources` (row `jj` at `jj * ld`, at
+/// least `kc` long each), zeros in the columns past `panel_cols`; `LINE`-deep steps of the
+/// depth at a time, through an `NR x LINE` tile.
+#[inline(always)]
+fn transpose_panel<S: Float, const NR: usize, const LINE: usize>(
+    panel: &mut [S],
+    sources: &[S],
+    ld: usize,
+    panel_cols: usize,
+) {
+    // rows past `panel_cols` are never written: they stay the zero padding
+    let mut tile = [[S::ZERO; LINE]; NR];
+    let (steps, rest) = panel.as_chunks_mut::<NR>();
+    // loop over the whole LINE-deep steps of the depth
+    let (whole_steps, last_steps) = steps.as_chunks_mut::<LINE>();
+    for (step_index, dst_rows) in whole_steps.iter_mut().enumerate() {
+        let first_p = step_index * LINE;
+        for (jj, tile_row) in tile.iter_mut().enumerate().take(panel_cols) {
+            *tile_row = *sources[jj * ld + first_p..]
+                .first_chunk::<LINE>()
+                .expect("source rows hold the whole depth");
+        }
+        for (t, dst_row) in dst_rows.iter_mut().enumerate() {
+            for (jj, x) in dst_row.iter_mut().enumerate() {
+                *x = tile[jj][t];
+            }
+        }
+    }
+    debug_assert!(rest.is_empty());
+    // the last, partial step
+    let first_p = whole_steps.len() * LINE;
+    for (t, dst_row) in last_steps.iter_mut().enumerate() {
+        for (jj, x) in dst_row.iter_mut().enumerate() {
+            *x = if jj < panel_cols {
+                sources[jj * ld + first_p + t]
+            } else {
+                S::ZERO
+            };
+        }
+    }
+}
+
+/// [`transpose_panel`] for any `nr` (no tile: one source row at a time).
+fn transpose_panel_any<S: Float>(
+    panel: &mut [S],
+    sources: &[S],
+    ld: usize,
+    panel_cols: usize,
+    nr: usize,
+) {
+    let kc = panel.len() / nr;
+    for jj in 0..nr {
+        if jj < panel_cols {
+            let src = &sources[jj * ld..][..kc];
+            for (dst_row, &x) in panel.chunks_exact_mut(nr).zip(src) {
+                dst_row[jj] = x;
+            }
+        } else {
+            for dst_row in panel.chunks_exact_mut(nr) {
+                dst_row[jj] = S::ZERO;
             }
         }
     }
