@@ -4,9 +4,10 @@
 //! columns (of B) beyond the matrix edge are padded with zeros: the microkernel always computes
 //! full tiles, and the padding contributes exact zeros that the write-back never stores.
 
+use std::any::Any;
 use std::ops::Range;
 
-use super::Transpose;
+use super::{prefetch_tile, Transpose};
 use crate::Float;
 
 /// A read-only operand `op(X)` seen through its storage: `op(X)(r, c)` is `data[r * ld + c]`
@@ -125,10 +126,10 @@ pub fn pack_b<S: Float>(
                 let sources = &b.data[first_col * b.ld + depth.start..];
                 // fixed tile sizes for the kernels' NR and a 64-byte line of f32 or f64
                 match (nr, line) {
-                    (8, 8) => transpose_panel::<S, 8, 8>(panel, sources, b.ld, panel_cols),
-                    (16, 8) => transpose_panel::<S, 16, 8>(panel, sources, b.ld, panel_cols),
-                    (16, 16) => transpose_panel::<S, 16, 16>(panel, sources, b.ld, panel_cols),
-                    (32, 16) => transpose_panel::<S, 32, 16>(panel, sources, b.ld, panel_cols),
+                    (8, 8) => transpose_panel::<S, 8, 8, 4>(panel, sources, b.ld, panel_cols),
+                    (16, 8) => transpose_panel::<S, 16, 8, 4>(panel, sources, b.ld, panel_cols),
+                    (16, 16) => transpose_panel::<S, 16, 16, 8>(panel, sources, b.ld, panel_cols),
+                    (32, 16) => transpose_panel::<S, 32, 16, 8>(panel, sources, b.ld, panel_cols),
                     _ => transpose_panel_any(panel, sources, b.ld, panel_cols, nr),
                 }
             }
@@ -136,12 +137,15 @@ pub fn pack_b<S: Float>(
     }
 }
 
+/// How many LINE-deep steps ahead [`transpose_panel`] asks for the source lines.
+const PREFETCH_STEPS: usize = 4;
+
 /// Fills a `kc x NR` micro-panel of op(B) (`kc = panel.len() / NR`, k-major) with the
 /// transpose of the first `panel_cols` rows of storage `sources` (row `jj` at `jj * ld`, at
 /// least `kc` long each), zeros in the columns past `panel_cols`; `LINE`-deep steps of the
 /// depth at a time, through an `NR x LINE` tile.
 #[inline(always)]
-fn transpose_panel<S: Float, const NR: usize, const LINE: usize>(
+fn transpose_panel<S: Float, const NR: usize, const LINE: usize, const BLOCK: usize>(
     panel: &mut [S],
     sources: &[S],
     ld: usize,
@@ -149,19 +153,36 @@ fn transpose_panel<S: Float, const NR: usize, const LINE: usize>(
 ) {
     // rows past `panel_cols` are never written: they stay the zero padding
     let mut tile = [[S::ZERO; LINE]; NR];
+    let kc = panel.len() / NR;
     let (steps, rest) = panel.as_chunks_mut::<NR>();
     // loop over the whole LINE-deep steps of the depth
     let (whole_steps, last_steps) = steps.as_chunks_mut::<LINE>();
     for (step_index, dst_rows) in whole_steps.iter_mut().enumerate() {
         let first_p = step_index * LINE;
+        let ahead = first_p + PREFETCH_STEPS * LINE;
+        if ahead + LINE <= kc {
+            prefetch_tile(&sources[ahead..], ld, panel_cols, LINE);
+        }
         for (jj, tile_row) in tile.iter_mut().enumerate().take(panel_cols) {
             *tile_row = *sources[jj * ld + first_p..]
                 .first_chunk::<LINE>()
                 .expect("source rows hold the whole depth");
         }
-        for (t, dst_row) in dst_rows.iter_mut().enumerate() {
-            for (jj, x) in dst_row.iter_mut().enumerate() {
-                *x = tile[jj][t];
+        // loop over BLOCK x BLOCK blocks of the tile, each transposed as a whole (a form the
+        // compiler turns into vector shuffles)
+        for first_jj in (0..NR).step_by(BLOCK) {
+            for first_t in (0..LINE).step_by(BLOCK) {
+                let block: [[S; BLOCK]; BLOCK] = std::array::from_fn(|r| {
+                    *tile[first_jj + r][first_t..]
+                        .first_chunk::<BLOCK>()
+                        .expect("BLOCK divides LINE")
+                });
+                let transposed = transpose_block(&block);
+                for (dst_row, transposed_row) in dst_rows[first_t..].iter_mut().zip(transposed) {
+                    *dst_row[first_jj..]
+                        .first_chunk_mut::<BLOCK>()
+                        .expect("BLOCK divides NR") = transposed_row;
+                }
             }
         }
     }
@@ -177,6 +198,29 @@ fn transpose_panel<S: Float, const NR: usize, const LINE: usize>(
             };
         }
     }
+}
+
+/// The transpose of a square block: with `wide`'s 8 x 8 shuffle network for f32 (the
+/// unpack/shuffle/permute sequence of `i32x8::transpose`: bit moves only, so values are
+/// unchanged), element by element otherwise (the compiler does not vectorize that form).
+#[inline(always)]
+fn transpose_block<S: Float, const BLOCK: usize>(
+    block: &[[S; BLOCK]; BLOCK],
+) -> [[S; BLOCK]; BLOCK] {
+    // `S` and `BLOCK` are fixed at monomorphization, so this type test folds away
+    let f32_8x8 = (block as &dyn Any)
+        .downcast_ref::<[[f32; 8]; 8]>()
+        .map(|block| {
+            let rows: [wide::i32x8; 8] = bytemuck::cast(*block);
+            let columns: [[f32; 8]; 8] = bytemuck::cast(wide::i32x8::transpose(rows));
+            columns
+        });
+    if let Some(columns) = f32_8x8 {
+        if let Some(&columns) = (&columns as &dyn Any).downcast_ref::<[[S; BLOCK]; BLOCK]>() {
+            return columns;
+        }
+    }
+    std::array::from_fn(|t| std::array::from_fn(|r| block[r][t]))
 }
 
 /// [`transpose_panel`] for any `nr` (no tile: one source row at a time).
@@ -215,5 +259,135 @@ fn scatter_row<S: Copy, const NR: usize>(
     for (panel, src) in dst.chunks_exact_mut(panel_len).zip(chunks) {
         let dst_row: &mut [S; NR] = (&mut panel[step * NR..][..NR]).try_into().unwrap();
         *dst_row = *src;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct, exactly representable values (the element's index + 1), so that a misplaced
+    /// or missing copy cannot go unnoticed; storage padding past each row is -1.
+    fn stored<S: Float>(rows: usize, cols: usize, ld: usize) -> Vec<S> {
+        (0..rows * ld)
+            .map(|index| {
+                let (r, c) = (index / ld, index % ld);
+                S::from_f64(if c < cols {
+                    (r * cols + c + 1) as f64
+                } else {
+                    -1.0
+                })
+            })
+            .collect()
+    }
+
+    /// `op(X)(r, c)` read directly from storage.
+    fn element<S: Float>(x: Operand<'_, S>, r: usize, c: usize) -> S {
+        match x.trans {
+            Transpose::No => x.data[r * x.ld + c],
+            Transpose::Yes => x.data[c * x.ld + r],
+        }
+    }
+
+    /// The micro-panel layout written out element by element: in panel `q`, depth step `p`
+    /// and lane `l` hold `op(X)(o, p)` for A (`outer_is_row`), `op(X)(p, o)` for B, where
+    /// `o = outer.start + q * width + l`; zero when `o` is past `outer.end`.
+    fn naive_pack<S: Float>(
+        x: Operand<'_, S>,
+        outer: Range<usize>,
+        depth: Range<usize>,
+        width: usize,
+        outer_is_row: bool,
+    ) -> Vec<S> {
+        let mut packed = Vec::new();
+        for q in 0..outer.len().div_ceil(width) {
+            for p in depth.clone() {
+                for lane in 0..width {
+                    let o = outer.start + q * width + lane;
+                    packed.push(if o >= outer.end {
+                        S::ZERO
+                    } else if outer_is_row {
+                        element(x, o, p)
+                    } else {
+                        element(x, p, o)
+                    });
+                }
+            }
+        }
+        packed
+    }
+
+    /// `pack_a` and `pack_b`, both transposes, against [`naive_pack`]: widths of the kernels
+    /// and odd ones, ranges starting inside the matrix, depths shorter than, equal to and not a
+    /// multiple of a cache line, partial last panels, leading dimensions past the width.
+    fn check_packing<S: Float>() {
+        let sizes: [usize; 7] = [1, 3, 8, 17, 33, 64, 70];
+        for &width in &[4, 6, 8, 12, 14, 16, 32] {
+            for &outer_len in &sizes {
+                for &depth_len in &sizes {
+                    for trans in [Transpose::No, Transpose::Yes] {
+                        // op(X) is (outer_start + outer_len + 2) x (depth_start + depth_len + 3)
+                        // for A, its transpose for B; start inside the matrix
+                        let (outer_start, depth_start) = (2, 1);
+                        let outer_total = outer_start + outer_len + 2;
+                        let depth_total = depth_start + depth_len + 3;
+                        let outer = outer_start..outer_start + outer_len;
+                        let depth = depth_start..depth_start + depth_len;
+                        let canary = S::from_f64(-7.0);
+                        let len = outer_len.div_ceil(width) * width * depth_len;
+
+                        // A: op(A) is outer_total x depth_total
+                        let (rows, cols) = match trans {
+                            Transpose::No => (outer_total, depth_total),
+                            Transpose::Yes => (depth_total, outer_total),
+                        };
+                        let data = stored::<S>(rows, cols, cols + 5);
+                        let a = Operand {
+                            data: &data,
+                            ld: cols + 5,
+                            trans,
+                        };
+                        let mut packed = vec![canary; len + 3];
+                        pack_a(&mut packed, a, outer.clone(), depth.clone(), width);
+                        let expected = naive_pack(a, outer.clone(), depth.clone(), width, true);
+                        assert!(
+                            packed[..len] == expected[..] && packed[len..] == [canary; 3],
+                            "pack_a {} {trans:?} width {width} rows {outer:?} depth {depth:?}",
+                            S::NAME
+                        );
+
+                        // B: op(B) is depth_total x outer_total
+                        let (rows, cols) = match trans {
+                            Transpose::No => (depth_total, outer_total),
+                            Transpose::Yes => (outer_total, depth_total),
+                        };
+                        let data = stored::<S>(rows, cols, cols + 3);
+                        let b = Operand {
+                            data: &data,
+                            ld: cols + 3,
+                            trans,
+                        };
+                        let mut packed = vec![canary; len + 3];
+                        pack_b(&mut packed, b, depth.clone(), outer.clone(), width);
+                        let expected = naive_pack(b, outer.clone(), depth.clone(), width, false);
+                        assert!(
+                            packed[..len] == expected[..] && packed[len..] == [canary; 3],
+                            "pack_b {} {trans:?} width {width} cols {outer:?} depth {depth:?}",
+                            S::NAME
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_matches_naive_packing_f32() {
+        check_packing::<f32>();
+    }
+
+    #[test]
+    fn packing_matches_naive_packing_f64() {
+        check_packing::<f64>();
     }
 }
