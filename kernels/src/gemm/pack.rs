@@ -4,6 +4,7 @@
 //! columns (of B) beyond the matrix edge are padded with zeros: the microkernel always computes
 //! full tiles, and the padding contributes exact zeros that the write-back never stores.
 
+use std::any::Any;
 use std::ops::Range;
 
 use super::Transpose;
@@ -111,22 +112,127 @@ pub fn pack_b<S: Float>(
             }
         }
         Transpose::Yes => {
-            // column j of op(B) is row j of storage, contiguous along the depth
+            // Column j of op(B) is row j of storage, contiguous along the depth, so a panel is
+            // the transpose of nr source rows. Taking them one whole row at a time, scattering
+            // each element with stride nr, issues the row's loads one after another behind
+            // those scattered stores (2.2 to 3x the time of the untransposed product for
+            // m = 20). Instead the depth goes by steps of four cache lines across all nr rows:
+            // the nr runs of a step are first copied to a tile (a few vector loads per row, so
+            // that their misses overlap), then the tile is transposed by blocks from L1.
             for (panel_index, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
                 let first_col = cols.start + panel_index * nr;
                 let panel_cols = nr.min(cols.end - first_col);
-                for jj in 0..nr {
-                    if jj < panel_cols {
-                        let src = &b.data[(first_col + jj) * b.ld + depth.start..][..kc];
-                        for (dst_row, &x) in panel.chunks_exact_mut(nr).zip(src) {
-                            dst_row[jj] = x;
-                        }
-                    } else {
-                        for dst_row in panel.chunks_exact_mut(nr) {
-                            dst_row[jj] = S::ZERO;
-                        }
-                    }
+                let sources = &b.data[first_col * b.ld + depth.start..];
+                // fixed tile sizes for the kernels' NR: steps of 256 bytes, 8 x 8 blocks of
+                // f32 (one AVX2 transpose), 4 x 4 of f64
+                match (nr, std::mem::size_of::<S>()) {
+                    (8, 8) => transpose_panel::<S, 8, 32, 4>(panel, sources, b.ld, panel_cols),
+                    (16, 8) => transpose_panel::<S, 16, 32, 4>(panel, sources, b.ld, panel_cols),
+                    (16, 4) => transpose_panel::<S, 16, 64, 8>(panel, sources, b.ld, panel_cols),
+                    (32, 4) => transpose_panel::<S, 32, 64, 8>(panel, sources, b.ld, panel_cols),
+                    _ => transpose_panel_any(panel, sources, b.ld, panel_cols, nr),
                 }
+            }
+        }
+    }
+}
+
+/// Fills a `kc x NR` micro-panel of op(B) (`kc = panel.len() / NR`, k-major) with the
+/// transpose of the first `panel_cols` rows of storage `sources` (row `jj` at `jj * ld`, at
+/// least `kc` long each), zeros in the columns past `panel_cols`: `STEP`-deep steps of the
+/// depth at a time through an `NR x STEP` tile, transposed by `BLOCK x BLOCK` blocks
+/// (`BLOCK` divides `NR` and `STEP`).
+#[inline(always)]
+fn transpose_panel<S: Float, const NR: usize, const STEP: usize, const BLOCK: usize>(
+    panel: &mut [S],
+    sources: &[S],
+    ld: usize,
+    panel_cols: usize,
+) {
+    // rows past `panel_cols` are never written: they stay the zero padding
+    let mut tile = [[S::ZERO; STEP]; NR];
+    let (steps, rest) = panel.as_chunks_mut::<NR>();
+    // loop over the whole STEP-deep steps of the depth
+    let (whole_steps, last_steps) = steps.as_chunks_mut::<STEP>();
+    for (step_index, dst_rows) in whole_steps.iter_mut().enumerate() {
+        let first_p = step_index * STEP;
+        for (jj, tile_row) in tile.iter_mut().enumerate().take(panel_cols) {
+            *tile_row = *sources[jj * ld + first_p..]
+                .first_chunk::<STEP>()
+                .expect("source rows hold the whole depth");
+        }
+        // loop over the BLOCK x BLOCK blocks of the tile, each transposed as a whole
+        for first_jj in (0..NR).step_by(BLOCK) {
+            for first_t in (0..STEP).step_by(BLOCK) {
+                let block: [[S; BLOCK]; BLOCK] = std::array::from_fn(|r| {
+                    *tile[first_jj + r][first_t..]
+                        .first_chunk::<BLOCK>()
+                        .expect("BLOCK divides STEP")
+                });
+                let transposed = transpose_block(&block);
+                for (dst_row, transposed_row) in dst_rows[first_t..].iter_mut().zip(transposed) {
+                    *dst_row[first_jj..]
+                        .first_chunk_mut::<BLOCK>()
+                        .expect("BLOCK divides NR") = transposed_row;
+                }
+            }
+        }
+    }
+    debug_assert!(rest.is_empty());
+    // the last, partial step
+    let first_p = whole_steps.len() * STEP;
+    for (t, dst_row) in last_steps.iter_mut().enumerate() {
+        for (jj, x) in dst_row.iter_mut().enumerate() {
+            *x = if jj < panel_cols {
+                sources[jj * ld + first_p + t]
+            } else {
+                S::ZERO
+            };
+        }
+    }
+}
+
+/// The transpose of a square block: with `wide`'s 8 x 8 shuffle network for f32 (the
+/// unpack/shuffle/permute sequence of `i32x8::transpose`: bit moves only, so values are
+/// unchanged), element by element otherwise (the compiler does not vectorize that form).
+#[inline(always)]
+fn transpose_block<S: Float, const BLOCK: usize>(
+    block: &[[S; BLOCK]; BLOCK],
+) -> [[S; BLOCK]; BLOCK] {
+    // `S` and `BLOCK` are fixed at monomorphization, so this type test folds away
+    let f32_8x8 = (block as &dyn Any)
+        .downcast_ref::<[[f32; 8]; 8]>()
+        .map(|block| {
+            let rows: [wide::i32x8; 8] = bytemuck::cast(*block);
+            let columns: [[f32; 8]; 8] = bytemuck::cast(wide::i32x8::transpose(rows));
+            columns
+        });
+    if let Some(columns) = f32_8x8 {
+        if let Some(&columns) = (&columns as &dyn Any).downcast_ref::<[[S; BLOCK]; BLOCK]>() {
+            return columns;
+        }
+    }
+    std::array::from_fn(|t| std::array::from_fn(|r| block[r][t]))
+}
+
+/// [`transpose_panel`] for any `nr` (no tile: one source row at a time).
+fn transpose_panel_any<S: Float>(
+    panel: &mut [S],
+    sources: &[S],
+    ld: usize,
+    panel_cols: usize,
+    nr: usize,
+) {
+    let kc = panel.len() / nr;
+    for jj in 0..nr {
+        if jj < panel_cols {
+            let src = &sources[jj * ld..][..kc];
+            for (dst_row, &x) in panel.chunks_exact_mut(nr).zip(src) {
+                dst_row[jj] = x;
+            }
+        } else {
+            for dst_row in panel.chunks_exact_mut(nr) {
+                dst_row[jj] = S::ZERO;
             }
         }
     }
@@ -145,5 +251,135 @@ fn scatter_row<S: Copy, const NR: usize>(
     for (panel, src) in dst.chunks_exact_mut(panel_len).zip(chunks) {
         let dst_row: &mut [S; NR] = (&mut panel[step * NR..][..NR]).try_into().unwrap();
         *dst_row = *src;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct, exactly representable values (the element's index + 1), so that a misplaced
+    /// or missing copy cannot go unnoticed; storage padding past each row is -1.
+    fn stored<S: Float>(rows: usize, cols: usize, ld: usize) -> Vec<S> {
+        (0..rows * ld)
+            .map(|index| {
+                let (r, c) = (index / ld, index % ld);
+                S::from_f64(if c < cols {
+                    (r * cols + c + 1) as f64
+                } else {
+                    -1.0
+                })
+            })
+            .collect()
+    }
+
+    /// `op(X)(r, c)` read directly from storage.
+    fn element<S: Float>(x: Operand<'_, S>, r: usize, c: usize) -> S {
+        match x.trans {
+            Transpose::No => x.data[r * x.ld + c],
+            Transpose::Yes => x.data[c * x.ld + r],
+        }
+    }
+
+    /// The micro-panel layout written out element by element: in panel `q`, depth step `p`
+    /// and lane `l` hold `op(X)(o, p)` for A (`outer_is_row`), `op(X)(p, o)` for B, where
+    /// `o = outer.start + q * width + l`; zero when `o` is past `outer.end`.
+    fn naive_pack<S: Float>(
+        x: Operand<'_, S>,
+        outer: Range<usize>,
+        depth: Range<usize>,
+        width: usize,
+        outer_is_row: bool,
+    ) -> Vec<S> {
+        let mut packed = Vec::new();
+        for q in 0..outer.len().div_ceil(width) {
+            for p in depth.clone() {
+                for lane in 0..width {
+                    let o = outer.start + q * width + lane;
+                    packed.push(if o >= outer.end {
+                        S::ZERO
+                    } else if outer_is_row {
+                        element(x, o, p)
+                    } else {
+                        element(x, p, o)
+                    });
+                }
+            }
+        }
+        packed
+    }
+
+    /// `pack_a` and `pack_b`, both transposes, against [`naive_pack`]: widths of the kernels
+    /// and odd ones, ranges starting inside the matrix, depths shorter than, equal to and not a
+    /// multiple of a tile step, partial last panels, leading dimensions past the width.
+    fn check_packing<S: Float>() {
+        let sizes: [usize; 8] = [1, 3, 8, 17, 33, 64, 70, 140];
+        for &width in &[4, 6, 8, 12, 14, 16, 32] {
+            for &outer_len in &sizes {
+                for &depth_len in &sizes {
+                    for trans in [Transpose::No, Transpose::Yes] {
+                        // op(X) is (outer_start + outer_len + 2) x (depth_start + depth_len + 3)
+                        // for A, its transpose for B; start inside the matrix
+                        let (outer_start, depth_start) = (2, 1);
+                        let outer_total = outer_start + outer_len + 2;
+                        let depth_total = depth_start + depth_len + 3;
+                        let outer = outer_start..outer_start + outer_len;
+                        let depth = depth_start..depth_start + depth_len;
+                        let canary = S::from_f64(-7.0);
+                        let len = outer_len.div_ceil(width) * width * depth_len;
+
+                        // A: op(A) is outer_total x depth_total
+                        let (rows, cols) = match trans {
+                            Transpose::No => (outer_total, depth_total),
+                            Transpose::Yes => (depth_total, outer_total),
+                        };
+                        let data = stored::<S>(rows, cols, cols + 5);
+                        let a = Operand {
+                            data: &data,
+                            ld: cols + 5,
+                            trans,
+                        };
+                        let mut packed = vec![canary; len + 3];
+                        pack_a(&mut packed, a, outer.clone(), depth.clone(), width);
+                        let expected = naive_pack(a, outer.clone(), depth.clone(), width, true);
+                        assert!(
+                            packed[..len] == expected[..] && packed[len..] == [canary; 3],
+                            "pack_a {} {trans:?} width {width} rows {outer:?} depth {depth:?}",
+                            S::NAME
+                        );
+
+                        // B: op(B) is depth_total x outer_total
+                        let (rows, cols) = match trans {
+                            Transpose::No => (depth_total, outer_total),
+                            Transpose::Yes => (outer_total, depth_total),
+                        };
+                        let data = stored::<S>(rows, cols, cols + 3);
+                        let b = Operand {
+                            data: &data,
+                            ld: cols + 3,
+                            trans,
+                        };
+                        let mut packed = vec![canary; len + 3];
+                        pack_b(&mut packed, b, depth.clone(), outer.clone(), width);
+                        let expected = naive_pack(b, outer.clone(), depth.clone(), width, false);
+                        assert!(
+                            packed[..len] == expected[..] && packed[len..] == [canary; 3],
+                            "pack_b {} {trans:?} width {width} cols {outer:?} depth {depth:?}",
+                            S::NAME
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_matches_naive_packing_f32() {
+        check_packing::<f32>();
+    }
+
+    #[test]
+    fn packing_matches_naive_packing_f64() {
+        check_packing::<f64>();
     }
 }
