@@ -68,6 +68,11 @@ pub struct FinetuneArgs {
     /// Test measurements every this many phase-2 epochs [default: 10].
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Size of the clean pretraining subset [default: `benign pretrain`'s: 10,000; TREC 3,000;
+    /// BreastMNIST 200]. SST-2's training file has 6,920 sentences, so its fine-tuning subsets
+    /// need a smaller one (e.g. 5000).
+    #[arg(long)]
+    pub pretrain_subset: Option<usize>,
     /// Seed of the pretraining run (phases 0 and 1).
     #[arg(long, default_value_t = 0)]
     pub pretrain_seed: u64,
@@ -167,6 +172,10 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     let mut spec = PretrainSpec::defaults(dataset);
     spec.seed = args.pretrain_seed;
     spec.train.seed = args.pretrain_seed;
+    if let Some(n) = args.pretrain_subset {
+        spec.subset = Some(n);
+    }
+    spec.validate()?;
     let config = config_from(&args)?;
     let etas = match &args.eta_grid {
         Some(text) => parse_grid(text)?,

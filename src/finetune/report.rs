@@ -168,6 +168,10 @@ impl Table {
                         pm(r.test_accuracy, 1),
                         r.seeds
                     ),
+                    Some(TableRow {
+                        skipped: Some(reason),
+                        ..
+                    }) => format!("- ({reason})"),
                     _ => "-".into(),
                 };
                 let _ = write!(out, " {text} |");
@@ -239,6 +243,9 @@ pub fn write_outputs(run: &FinetuneRun, table: &Table) -> Result<Outputs> {
     Ok(outputs)
 }
 
+/// Reads one statistic of a table row.
+type Pick = dyn Fn(&TableRow) -> Option<MeanStd>;
+
 fn heatmaps(run: &FinetuneRun, table: &Table, dir: &Path, outputs: &mut Outputs) -> Result<()> {
     let mut etas = run.plan.etas.clone();
     etas.sort_by(f64::total_cmp);
@@ -249,7 +256,7 @@ fn heatmaps(run: &FinetuneRun, table: &Table, dir: &Path, outputs: &mut Outputs)
     if etas.len() < 2 {
         return Ok(());
     }
-    let value = |eta: f64, n: usize, pick: &dyn Fn(&TableRow) -> Option<MeanStd>| {
+    let value = |eta: f64, n: usize, pick: &Pick| {
         table
             .rows
             .iter()
@@ -257,7 +264,7 @@ fn heatmaps(run: &FinetuneRun, table: &Table, dir: &Path, outputs: &mut Outputs)
             .and_then(pick)
             .map_or(f64::NAN, |v| v.mean)
     };
-    let maps: [(&str, &str, &dyn Fn(&TableRow) -> Option<MeanStd>); 2] = [
+    let maps: [(&str, &str, &Pick); 2] = [
         ("train_loss", "final train loss (noisy labels)", &|r| {
             r.train_loss
         }),
