@@ -88,5 +88,61 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, train_step);
+/// One optimizer step of the real-data classifier at its MNIST defaults (4x4 patches: 49 tokens
+/// + [CLS], d = 64, 4 heads, 3 blocks, MLP 128, batch 64), on MNIST-shaped random patches.
+fn classifier_step(c: &mut Criterion) {
+    use benign::classifier::pretrain::{PretrainSpec, TokenizerSpec};
+    use benign::classifier::{embed::InputKind, Classifier, ModelConfig, Trainer};
+    use benign::realdata::{DatasetName, TokenizedSplit, Tokens};
+    use rand::{Rng, SeedableRng};
+
+    let spec = PretrainSpec::defaults(DatasetName::Mnist);
+    let TokenizerSpec::Patches { patch } = spec.tokenizer else {
+        unreachable!("MNIST takes patches")
+    };
+    let (batch, seq, patch_dim) = (
+        spec.train.batch_size,
+        (28 / patch) * (28 / patch),
+        patch * patch,
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let split = TokenizedSplit {
+        n: batch,
+        seq_len: seq,
+        num_classes: 10,
+        tokens: Tokens::Patches {
+            patch_dim,
+            values: (0..batch * seq * patch_dim)
+                .map(|_| rng.random_range(0.0..1.0))
+                .collect(),
+        },
+        labels: (0..batch).map(|_| rng.random_range(0..10)).collect(),
+    };
+    let config = ModelConfig {
+        input: InputKind::Patches { patch_dim },
+        seq_len: seq,
+        num_classes: 10,
+        dim: spec.model.dim,
+        heads: spec.model.heads,
+        layers: spec.model.layers,
+        mlp_dim: spec.model.mlp_dim,
+        ln_eps: 1e-5,
+    };
+    let mut model = Classifier::<f32>::new(config, &mut rng).unwrap();
+    let mut train_config = spec.train.clone();
+    train_config.epochs = 1_000_000;
+    let mut trainer = Trainer::new(train_config).unwrap();
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    group.bench_function("classifier", |b| {
+        b.iter(|| {
+            trainer
+                .run_epoch(&mut model, &split, &split.labels, None, &mut |_, _| {})
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, train_step, classifier_step);
 criterion_main!(benches);

@@ -56,7 +56,10 @@ fn to_bytes<T: Float>(values: &[T]) -> Vec<u8> {
             .flat_map(|&v| (v.to_f64() as f32).to_le_bytes())
             .collect()
     } else {
-        values.iter().flat_map(|&v| v.to_f64().to_le_bytes()).collect()
+        values
+            .iter()
+            .flat_map(|&v| v.to_f64().to_le_bytes())
+            .collect()
     }
 }
 

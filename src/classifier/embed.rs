@@ -16,8 +16,8 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::autodiff::{ParamId, ParamStore, Tape, Tensor, Var};
+use crate::realdata::{TokenizedSplit, Tokens, PAD_ID};
 use crate::transformer::{linear_forward, Linear, LinearVars};
-use crate::realdata::{Tokens, TokenizedSplit, PAD_ID};
 
 /// Standard deviation of the embeddings, [CLS] and positions at initialisation.
 const EMBEDDING_STD: f64 = 0.02;
@@ -89,10 +89,7 @@ impl EmbedParams {
                 // `padding_idx` does so checkpoints do not carry noise there.
                 let pad = PAD_ID as usize;
                 values[pad * dim..(pad + 1) * dim].fill(T::ZERO);
-                let table = store.add(
-                    "embed.word.weight",
-                    Tensor::new(&[vocab_size, dim], values),
-                );
+                let table = store.add("embed.word.weight", Tensor::new(&[vocab_size, dim], values));
                 TokenParams::Words { table }
             }
         };

@@ -68,7 +68,7 @@ impl ModelConfig {
             InputKind::Patches { patch_dim } => at_least("patch dimension", patch_dim, 1)?,
             InputKind::Words { vocab_size } => at_least("vocabulary size", vocab_size, 2)?,
         }
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return Err(Error::invalid(
                 "heads",
                 format!(
@@ -137,7 +137,14 @@ impl<T: Float> Classifier<T> {
             .map(|l| BlockParams::new(&mut store, &format!("blocks.{l}"), &block_config, rng))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = LayerNormParams::new(&mut store, "norm", config.dim);
-        let head = Linear::new(&mut store, "head", config.dim, config.num_classes, true, rng);
+        let head = Linear::new(
+            &mut store,
+            "head",
+            config.dim,
+            config.num_classes,
+            true,
+            rng,
+        );
         Ok(Classifier {
             config,
             store,
@@ -165,15 +172,24 @@ impl<T: Float> Classifier<T> {
             ));
         }
         if split.labels.len() != split.n {
-            return mismatch(format!("{} labels for {} examples", split.labels.len(), split.n));
+            return mismatch(format!(
+                "{} labels for {} examples",
+                split.labels.len(),
+                split.n
+            ));
         }
         match (&split.tokens, c.input) {
             (Tokens::Patches { patch_dim, values }, InputKind::Patches { patch_dim: p }) => {
                 if *patch_dim != p {
-                    return mismatch(format!("patches of {patch_dim} values, the model takes {p}"));
+                    return mismatch(format!(
+                        "patches of {patch_dim} values, the model takes {p}"
+                    ));
                 }
                 if values.len() != split.n * split.seq_len * patch_dim {
-                    return mismatch(format!("{} patch values, expected n x seq x patch", values.len()));
+                    return mismatch(format!(
+                        "{} patch values, expected n x seq x patch",
+                        values.len()
+                    ));
                 }
             }
             (Tokens::Words { ids, .. }, InputKind::Words { vocab_size }) => {
@@ -181,7 +197,9 @@ impl<T: Float> Classifier<T> {
                     return mismatch(format!("{} word ids, expected n x seq", ids.len()));
                 }
                 if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
-                    return mismatch(format!("word id {bad} outside the vocabulary of {vocab_size}"));
+                    return mismatch(format!(
+                        "word id {bad} outside the vocabulary of {vocab_size}"
+                    ));
                 }
             }
             _ => return mismatch("image patches for a text model or the reverse".into()),
@@ -192,12 +210,20 @@ impl<T: Float> Classifier<T> {
     /// The tape handles of every parameter, indexed by [`ParamId::index`] (frozen ones enter as
     /// constants).
     pub fn param_vars(&self, tape: &mut Tape<T>) -> Vec<Var> {
-        self.store.ids().map(|id| tape.param(&self.store, id)).collect()
+        self.store
+            .ids()
+            .map(|id| tape.param(&self.store, id))
+            .collect()
     }
 
     /// Logits and last-block attention for the examples `indices` of `split`, parameters read
     /// from the store.
-    pub fn forward(&self, tape: &mut Tape<T>, split: &TokenizedSplit, indices: &[usize]) -> Forward {
+    pub fn forward(
+        &self,
+        tape: &mut Tape<T>,
+        split: &TokenizedSplit,
+        indices: &[usize],
+    ) -> Forward {
         let vars = self.param_vars(tape);
         self.forward_vars(tape, &vars, split, indices)
     }

@@ -21,9 +21,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::embed::InputKind;
 use super::model::{Classifier, ModelConfig};
 use super::train::{EpochMetrics, Evaluation, TrainConfig, Trainer};
-use crate::realdata::{
-    self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary,
-};
+use crate::realdata::{self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary};
 use crate::synthetic::data::named_rng;
 use crate::{Error, Result};
 
@@ -124,10 +122,10 @@ impl PretrainSpec {
     /// Checks the settings; errors name the option.
     pub fn validate(&self) -> Result<()> {
         match self.tokenizer {
-            TokenizerSpec::Patches { patch } if patch == 0 => {
+            TokenizerSpec::Patches { patch: 0 } => {
                 return Err(Error::invalid("patch", "must be at least 1, got 0"))
             }
-            TokenizerSpec::Words { max_len, .. } if max_len == 0 => {
+            TokenizerSpec::Words { max_len: 0, .. } => {
                 return Err(Error::invalid("max-len", "must be at least 1, got 0"))
             }
             _ => {}
@@ -138,7 +136,15 @@ impl PretrainSpec {
         if self.dataset.is_text() != matches!(self.tokenizer, TokenizerSpec::Words { .. }) {
             return Err(Error::invalid(
                 "tokenizer",
-                format!("{} needs {} tokens", self.dataset, if self.dataset.is_text() { "word" } else { "patch" }),
+                format!(
+                    "{} needs {} tokens",
+                    self.dataset,
+                    if self.dataset.is_text() {
+                        "word"
+                    } else {
+                        "patch"
+                    }
+                ),
             ));
         }
         self.train.validate()
@@ -318,7 +324,8 @@ pub struct PretrainOptions {
 
 /// Progress notifications of [`pretrain`].
 pub enum Event<'a> {
-    /// Training starts (or resumes) at `epoch` of `epochs`, `steps_per_epoch` steps each.
+    /// Training starts (or resumes) after `epoch` completed epochs of `epochs`, over `examples`
+    /// training examples each.
     Start {
         epochs: usize,
         epoch: usize,
@@ -396,6 +403,14 @@ pub fn pretrain(
         }
     }
 
+    // Training (again): an older result no longer describes the checkpoint.
+    let result_path = run_dir.join(RESULT);
+    if result_path.exists() {
+        std::fs::remove_file(&result_path).map_err(|source| Error::Io {
+            path: result_path.clone(),
+            source,
+        })?;
+    }
     let mut trainer = Trainer::<f32>::new(spec.train.clone())?;
     let mut history: Vec<EpochMetrics> = Vec::new();
     let mut model = match existing {
@@ -459,7 +474,11 @@ pub fn pretrain(
         reused: false,
         train_examples: train_split.n,
         test_examples: data.test.n,
-        parameters: model.store.ids().map(|id| model.store.value(id).len()).sum(),
+        parameters: model
+            .store
+            .ids()
+            .map(|id| model.store.value(id).len())
+            .sum(),
         epochs: spec.train.epochs,
         train_loss: train_eval.loss,
         train_accuracy: train_eval.accuracy,
@@ -470,7 +489,7 @@ pub fn pretrain(
         threads: rayon::current_num_threads(),
         spec: spec.clone(),
     };
-    crate::io::write_json_atomic(&run_dir.join(RESULT), &result)?;
+    crate::io::write_json_atomic(&result_path, &result)?;
     Ok((result, model, data))
 }
 

@@ -91,7 +91,9 @@ impl TrainConfig {
                 format!("must be a finite number > 0, got {}", self.lr),
             ));
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0 && self.lr * self.weight_decay < 1.0)
+        if !(self.weight_decay.is_finite()
+            && self.weight_decay >= 0.0
+            && self.lr * self.weight_decay < 1.0)
         {
             return Err(Error::invalid(
                 "weight-decay",
@@ -276,7 +278,12 @@ impl<T: Float> Trainer<T> {
         }
         if let Some((test_split, test_labels)) = test {
             model.check_split(test_split, "test split")?;
-            check_labels(test_split, test_labels, model.config.num_classes, "test labels")?;
+            check_labels(
+                test_split,
+                test_labels,
+                model.config.num_classes,
+                "test labels",
+            )?;
         }
         let epoch = self.epochs_done;
         let order = self.epoch_order(epoch, split.n);
@@ -368,7 +375,9 @@ impl<T: Float> Trainer<T> {
         self.epochs_done += 1;
         let eval_start = Instant::now();
         let test_eval = match test {
-            Some((test_split, test_labels)) => Some(self.evaluate(model, test_split, test_labels)?),
+            Some((test_split, test_labels)) => {
+                Some(self.evaluate(model, test_split, test_labels)?)
+            }
             None => None,
         };
         Ok(EpochMetrics {
@@ -405,7 +414,7 @@ impl<T: Float> Trainer<T> {
         let seq = model.config.seq_len + 1;
         let tape_count = self.tapes.len().min(chunks.len()).max(1);
         // Each tape takes every `tape_count`-th chunk; results are put back in chunk order.
-        let per_tape: Vec<Vec<(usize, f64, Vec<u32>, Vec<f64>)>> = self.tapes[..tape_count]
+        let per_tape: Vec<Vec<ChunkEval>> = self.tapes[..tape_count]
             .par_iter_mut()
             .enumerate()
             .map(|(t, tape)| {
@@ -432,8 +441,7 @@ impl<T: Float> Trainer<T> {
                 out
             })
             .collect();
-        let mut ordered: Vec<(usize, f64, Vec<u32>, Vec<f64>)> =
-            per_tape.into_iter().flatten().collect();
+        let mut ordered: Vec<ChunkEval> = per_tape.into_iter().flatten().collect();
         ordered.sort_by_key(|r| r.0);
         let (mut loss, mut attention) = (0.0, 0.0);
         let mut predictions = Vec::with_capacity(split.n);
@@ -489,6 +497,9 @@ impl<T: Float> Trainer<T> {
         self.steps_done = steps_done;
     }
 }
+
+/// One evaluation chunk's index, loss sum, predictions and per-example [CLS] attention maxima.
+type ChunkEval = (usize, f64, Vec<u32>, Vec<f64>);
 
 /// Examples per evaluation chunk (recording off, so larger than training chunks).
 pub const EVAL_CHUNK: usize = 128;

@@ -101,13 +101,17 @@ pub fn spec_from(args: &PretrainArgs) -> anyhow::Result<PretrainSpec> {
         TokenizerSpec::Patches { patch } => {
             set(patch, args.patch);
             if args.max_len.is_some() {
-                return Err(benign::Error::invalid("max-len", "applies to text datasets only").into());
+                return Err(
+                    benign::Error::invalid("max-len", "applies to text datasets only").into(),
+                );
             }
         }
         TokenizerSpec::Words { max_len, .. } => {
             set(max_len, args.max_len);
             if args.patch.is_some() {
-                return Err(benign::Error::invalid("patch", "applies to image datasets only").into());
+                return Err(
+                    benign::Error::invalid("patch", "applies to image datasets only").into(),
+                );
             }
         }
     }
@@ -182,7 +186,11 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
             bar.set_message(format!("loss {loss:.4}"));
         }
         Event::Epoch(m) => {
-            bar.set_prefix(format!("{}/{}", (m.epoch + 1).min(spec.train.epochs), spec.train.epochs));
+            bar.set_prefix(format!(
+                "{}/{}",
+                (m.epoch + 1).min(spec.train.epochs),
+                spec.train.epochs
+            ));
             let line = format!(
                 "epoch {:>3}: train loss {:.4} acc {:.4}  test loss {:.4} acc {:.4}  {:.0} ex/s",
                 m.epoch,
