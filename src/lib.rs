@@ -9,6 +9,7 @@ pub mod bench;
 pub mod classifier;
 pub mod cpu;
 pub mod error;
+pub mod finetune;
 pub mod gradcheck;
 pub mod io;
 pub mod model;

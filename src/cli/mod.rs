@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod data;
+mod finetune;
 mod gradcheck;
 mod plot;
 mod pretrain;
@@ -38,6 +39,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Train (or reuse) a transformer classifier on a real dataset; prints train/test accuracy.
     Pretrain(Box<pretrain::PretrainArgs>),
+    /// Fine-tune the last attention layer's query/key on noisy labels (paper Table 2, Figures 8-9).
+    Finetune(Box<finetune::FinetuneArgs>),
 }
 
 /// Parses the command line, runs the subcommand, and returns the process exit status:
@@ -52,6 +55,7 @@ pub fn main() -> i32 {
         Command::Sweep(args) => sweep::execute(*args),
         Command::Plot(args) => plot::execute(args),
         Command::Pretrain(args) => pretrain::execute(*args),
+        Command::Finetune(args) => finetune::execute(*args),
     };
     match result {
         Ok(code) => code,

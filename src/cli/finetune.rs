@@ -1,0 +1,315 @@
+//! `benign finetune`: the noisy-label fine-tuning table of paper section 5 (library:
+//! `benign::finetune`).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use benign::classifier::pretrain::{self, PretrainSpec};
+use benign::finetune::{self, report, Event, FinetuneConfig, FinetuneOptions, Plan};
+use benign::realdata::DatasetName;
+use benign::Error;
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// mnist, fashion-mnist, breastmnist, trec, sst2 or agnews.
+    #[arg(long)]
+    pub dataset: String,
+    /// Folder holding one folder per dataset (`<DIR>/mnist/...`).
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Fine-tuning subset sizes.
+    #[arg(long, value_delimiter = ',', default_value = "20,200,1000")]
+    pub n: Vec<usize>,
+    /// Label-noise rates in [0, 1].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,0.2",
+        conflicts_with = "eta_grid"
+    )]
+    pub eta: Vec<f64>,
+    /// A grid of noise rates START:STOP:STEP (inclusive), e.g. 0:0.2:0.01 (Figure 8).
+    #[arg(long, value_name = "START:STOP:STEP")]
+    pub eta_grid: Option<String>,
+    /// Seeds 0..SEEDS per (n, eta) cell.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
+    /// Phase-2 epochs [default: 40].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Phase-2 peak learning rate (AdamW, cosine decay) [default: 1e-2].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Phase-1 (head only) epochs [default: 2].
+    #[arg(long)]
+    pub phase1_epochs: Option<usize>,
+    /// Phase-1 peak learning rate [default: 1e-3].
+    #[arg(long)]
+    pub phase1_lr: Option<f64>,
+    /// Batch size of both phases [default: 16].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Gradient-norm clipping bound of both phases (0: none) [default: 1].
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// AdamW weight decay of both phases [default: 0.01].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Keep the pretrained query and key of the last block instead of redrawing them.
+    #[arg(long)]
+    pub no_reinit: bool,
+    /// Test examples for every test measurement (a fixed stratified subset), or `all`
+    /// [default: 1000].
+    #[arg(long)]
+    pub test_examples: Option<String>,
+    /// Test measurements every this many phase-2 epochs [default: 10].
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Size of the clean pretraining subset [default: `benign pretrain`'s: 10,000; TREC 3,000;
+    /// BreastMNIST 200]. SST-2's training file has 6,920 sentences, so its fine-tuning subsets
+    /// need a smaller one (e.g. 5000).
+    #[arg(long)]
+    pub pretrain_subset: Option<usize>,
+    /// Seed of the pretraining run (phases 0 and 1).
+    #[arg(long, default_value_t = 0)]
+    pub pretrain_seed: u64,
+    /// Parent folder of the pretraining, phase-1 and table folders.
+    #[arg(long, value_name = "DIR", default_value = "runs/finetune")]
+    pub out: PathBuf,
+    /// Threads (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar and no per-cell lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `START:STOP:STEP` as the values START, START + STEP, ... up to STOP (inclusive, with a
+/// tolerance of STEP/1000), rounded to 9 decimals so 0.1 + 0.2 prints as 0.3.
+pub fn parse_grid(text: &str) -> Result<Vec<f64>, Error> {
+    let bad = |why: &str| {
+        Error::invalid(
+            "eta-grid",
+            format!("{why} (expected START:STOP:STEP, e.g. 0:0.2:0.01), got '{text}'"),
+        )
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 3 {
+        return Err(bad("needs three numbers"));
+    }
+    let numbers: Vec<f64> = parts
+        .iter()
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("not numbers"))?;
+    let (start, stop, step) = (numbers[0], numbers[1], numbers[2]);
+    if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&stop) || start > stop {
+        return Err(bad("START and STOP must satisfy 0 <= START <= STOP <= 1"));
+    }
+    if !(step > 0.0 && step.is_finite()) {
+        return Err(bad("STEP must be > 0"));
+    }
+    let count = ((stop - start) / step + 1e-3).floor() as usize + 1;
+    if count > 1000 {
+        return Err(bad("more than 1000 values"));
+    }
+    Ok((0..count)
+        .map(|i| ((start + i as f64 * step) * 1e9).round() / 1e9)
+        .collect())
+}
+
+/// The configuration of both phases: defaults with the options applied.
+pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
+    let mut config = FinetuneConfig::default();
+    if let Some(e) = args.epochs {
+        config.phase2.epochs = e;
+    }
+    if let Some(lr) = args.lr {
+        config.phase2.lr = lr;
+    }
+    if let Some(e) = args.phase1_epochs {
+        config.phase1.epochs = e;
+    }
+    if let Some(lr) = args.phase1_lr {
+        config.phase1.lr = lr;
+    }
+    for phase in [&mut config.phase1, &mut config.phase2] {
+        if let Some(b) = args.batch_size {
+            phase.batch_size = b;
+        }
+        if let Some(c) = args.clip_norm {
+            phase.clip_norm = (c != 0.0).then_some(c);
+        }
+        if let Some(wd) = args.weight_decay {
+            phase.weight_decay = wd;
+        }
+    }
+    config.reinit = !args.no_reinit;
+    if let Some(text) = &args.test_examples {
+        config.test_examples = if text.trim() == "all" {
+            None
+        } else {
+            Some(text.trim().parse().map_err(|_| {
+                Error::invalid(
+                    "test-examples",
+                    format!("must be a number >= 1 or `all`, got '{text}'"),
+                )
+            })?)
+        };
+    }
+    if let Some(e) = args.eval_every {
+        config.eval_every = e;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
+    let dataset: DatasetName = args.dataset.parse()?;
+    let mut spec = PretrainSpec::defaults(dataset);
+    spec.seed = args.pretrain_seed;
+    spec.train.seed = args.pretrain_seed;
+    if let Some(n) = args.pretrain_subset {
+        spec.subset = Some(n);
+    }
+    spec.validate()?;
+    let config = config_from(&args)?;
+    let etas = match &args.eta_grid {
+        Some(text) => parse_grid(text)?,
+        None => args.eta.clone(),
+    };
+    let plan = Plan {
+        ns: args.n.clone(),
+        etas,
+        seeds: args.seeds,
+    };
+    plan.validate()?;
+    if args.threads == Some(0) {
+        return Err(Error::invalid("threads", "must be at least 1, got 0").into());
+    }
+    if !args.data_dir.is_dir() {
+        return Err(Error::invalid(
+            "data-dir",
+            format!(
+                "{} does not exist or is not a directory (expected one folder per dataset, e.g. {}/mnist)",
+                args.data_dir.display(),
+                args.data_dir.display()
+            ),
+        )
+        .into());
+    }
+    let options = FinetuneOptions {
+        data_dir: args.data_dir.clone(),
+        out: args.out.clone(),
+    };
+    let total = plan.cells().len() as u64;
+    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {bar:30} {pos}/{len} cells {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(dataset.to_string());
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let quiet = args.quiet;
+    let epochs = config.phase2.epochs;
+    // Lines go above the bar on a terminal, to stderr otherwise (logs of background runs).
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let mut observe = |event: Event<'_>| match event {
+        Event::Pretrain(pretrain::Event::Start { epochs, epoch, .. }) => {
+            bar.set_message(format!("pretraining epoch {}/{epochs}", epoch + 1));
+        }
+        Event::Pretrain(pretrain::Event::Step { .. }) => {}
+        Event::Pretrain(pretrain::Event::Epoch(m)) => {
+            bar.set_message(format!("pretraining epoch {} done", m.epoch));
+            if !quiet {
+                say(format!(
+                    "pretrain epoch {}: test acc {:.4}",
+                    m.epoch,
+                    m.test_accuracy.unwrap_or(f64::NAN)
+                ));
+            }
+        }
+        Event::Phase1Start { epochs, examples } => {
+            bar.set_message(format!("phase 1: {epochs} epochs on {examples} examples"));
+        }
+        Event::Phase1Epoch {
+            epoch,
+            test_accuracy,
+        } => {
+            if !quiet {
+                say(format!(
+                    "phase 1 epoch {epoch}: test acc {test_accuracy:.4}"
+                ));
+            }
+        }
+        Event::CellStart { cell, .. } => {
+            bar.set_message(format!("n={} eta={} seed={}", cell.n, cell.eta, cell.seed));
+        }
+        Event::CellEpoch(r) => {
+            if r.epoch % 5 == 0 {
+                bar.set_message(format!(
+                    "epoch {}/{epochs} train loss {:.3}",
+                    r.epoch, r.train_loss
+                ));
+            }
+        }
+        Event::CellDone { result, reused, .. } => {
+            bar.inc(1);
+            if !quiet {
+                let r = &result.final_record;
+                say(format!(
+                    "n={} eta={} seed={}: train loss {:.4} (flipped fitted {}), test acc {:.4}, max attention {:.3}, {:.0} s{}",
+                    result.cell.n,
+                    result.cell.eta,
+                    result.cell.seed,
+                    r.train_loss,
+                    r.train_accuracy_flipped
+                        .map_or("-".to_string(), |a| format!("{a:.2}")),
+                    r.test_accuracy.unwrap_or(f64::NAN),
+                    r.mean_max_cls_attention,
+                    result.seconds,
+                    if reused { " [done earlier]" } else { "" }
+                ));
+            }
+        }
+        Event::CellSkipped { cell, reason, .. } => {
+            bar.inc(1);
+            if !quiet {
+                say(format!(
+                    "n={} eta={} seed={}: skipped: {reason}",
+                    cell.n, cell.eta, cell.seed
+                ));
+            }
+        }
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()?;
+    let outcome =
+        pool.install(|| finetune::finetune(&spec, &config, &plan, &options, &mut observe));
+    bar.finish_and_clear();
+    let run = outcome?;
+    let table = report::table(&run);
+    let outputs = report::write_outputs(&run, &table)?;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{}", table.markdown());
+    for f in &outputs.files {
+        let _ = writeln!(stdout, "wrote {}", f.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,477 @@
+//! `benign finetune`: label flipping, what phase 2 may change, resuming, an end-to-end run on a
+//! small synthetic split, and a cheap run on MNIST from `../shared/data` (skipped with the
+//! reason printed when absent; `BENIGN_DATA_DIR` overrides the folder).
+
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+
+use benign::classifier::embed::InputKind;
+use benign::classifier::pretrain::{PretrainResult, PretrainSpec};
+use benign::classifier::{Classifier, ModelConfig};
+use benign::finetune::report;
+use benign::finetune::{
+    flip_labels, run_cell, run_cells, test_examples, train_head, Cell, CellOutcome, Event,
+    Experiment, FinetuneConfig, FinetuneOptions, FinetuneRun, Phase1Result, Plan,
+};
+use benign::realdata::{DatasetName, TokenizedSplit, Tokens};
+use benign::synthetic::data::named_rng;
+use benign::Error;
+
+/// A split of `n` examples over `classes` classes: 6 tokens of 4 values each, Gaussian noise,
+/// and one token (at a random position) carrying the class as a spike of height 3 in
+/// coordinate `label` (classes up to 4).
+fn toy_split(n: usize, classes: usize, seed: u64) -> TokenizedSplit {
+    let (seq, dim) = (6, 4);
+    let mut rng = named_rng(seed, "toy-split");
+    let mut values = Vec::with_capacity(n * seq * dim);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let label = (i % classes) as u32;
+        let signal = rng.random_range(0..seq);
+        for t in 0..seq {
+            for j in 0..dim {
+                let noise: f32 = rng.random_range(-0.5..0.5);
+                let spike = if t == signal && j == label as usize {
+                    3.0
+                } else {
+                    0.0
+                };
+                values.push(noise + spike);
+            }
+        }
+        labels.push(label);
+    }
+    TokenizedSplit {
+        n,
+        seq_len: seq,
+        num_classes: classes,
+        tokens: Tokens::Patches {
+            patch_dim: dim,
+            values,
+        },
+        labels,
+    }
+}
+
+fn toy_model(classes: usize) -> Classifier<f32> {
+    let config = ModelConfig {
+        input: InputKind::Patches { patch_dim: 4 },
+        seq_len: 6,
+        num_classes: classes,
+        dim: 8,
+        heads: 2,
+        layers: 2,
+        mlp_dim: 16,
+        ln_eps: 1e-5,
+    };
+    Classifier::new(config, &mut named_rng(7, "toy-model")).unwrap()
+}
+
+fn fast_config(epochs: usize) -> FinetuneConfig {
+    let mut config = FinetuneConfig::default();
+    config.phase1.epochs = 3;
+    config.phase1.lr = 1e-2;
+    config.phase2.epochs = epochs;
+    config.phase2.lr = 1e-2;
+    config.eval_every = 2;
+    config.test_examples = None;
+    config
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("benign-finetune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn flipping_changes_exactly_the_flipped_labels_at_rate_eta() {
+    let classes = 10;
+    let mut rng = named_rng(1, "labels");
+    let labels: Vec<u32> = (0..20_000)
+        .map(|_| rng.random_range(0..classes as u32))
+        .collect();
+    let noisy = flip_labels(&labels, classes, 0.2, &mut named_rng(3, "noise")).unwrap();
+    let mut flipped = 0;
+    let mut landed = vec![0usize; classes];
+    for ((&clean, &new), &f) in labels.iter().zip(&noisy.labels).zip(&noisy.flipped) {
+        if f {
+            assert_ne!(clean, new, "a flipped label must change");
+            flipped += 1;
+            landed[((new + classes as u32 - clean) % classes as u32) as usize] += 1;
+        } else {
+            assert_eq!(clean, new, "an unflipped label must stay");
+        }
+    }
+    let rate = flipped as f64 / labels.len() as f64;
+    // 20,000 Bernoulli(0.2): standard deviation 0.0028; 4 sigma.
+    assert!((rate - 0.2).abs() < 0.012, "flip rate {rate}");
+    // The new class is uniform over the 9 others (each offset about flipped / 9).
+    assert_eq!(landed[0], 0);
+    for &count in &landed[1..] {
+        let expected = flipped as f64 / 9.0;
+        assert!(
+            (count as f64 - expected).abs() < 5.0 * expected.sqrt(),
+            "{landed:?}"
+        );
+    }
+    // Seeded and deterministic; another seed differs.
+    let again = flip_labels(&labels, classes, 0.2, &mut named_rng(3, "noise")).unwrap();
+    assert_eq!(again, noisy);
+    let other = flip_labels(&labels, classes, 0.2, &mut named_rng(4, "noise")).unwrap();
+    assert_ne!(other.flipped, noisy.flipped);
+    // Nested in eta for one stream; the extremes.
+    let more = flip_labels(&labels, classes, 0.3, &mut named_rng(3, "noise")).unwrap();
+    assert!(noisy
+        .flipped
+        .iter()
+        .zip(&more.flipped)
+        .all(|(&a, &b)| !a || b));
+    let none = flip_labels(&labels, classes, 0.0, &mut named_rng(3, "noise")).unwrap();
+    assert_eq!(none.labels, labels);
+    let all = flip_labels(&labels, classes, 1.0, &mut named_rng(3, "noise")).unwrap();
+    assert!(all.labels.iter().zip(&labels).all(|(a, b)| a != b));
+    // Binary labels: a flip is the other class.
+    let binary: Vec<u32> = labels.iter().map(|l| l % 2).collect();
+    let flipped_binary = flip_labels(&binary, 2, 1.0, &mut named_rng(3, "noise")).unwrap();
+    assert!(flipped_binary
+        .labels
+        .iter()
+        .zip(&binary)
+        .all(|(a, b)| a + b == 1));
+}
+
+#[test]
+fn bad_noise_settings_name_the_field() {
+    let labels = [0u32, 1, 2];
+    for (eta, classes, labels, field) in [
+        (1.5, 3, &labels[..], "eta"),
+        (-0.1, 3, &labels[..], "eta"),
+        (f64::NAN, 3, &labels[..], "eta"),
+        (0.1, 1, &labels[..1], "classes"),
+        (0.1, 2, &labels[..], "labels"),
+    ] {
+        match flip_labels(labels, classes, eta, &mut named_rng(0, "x")) {
+            Err(Error::InvalidOption { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("eta {eta}: expected an invalid {field}, got {other:?}"),
+        }
+    }
+    let plan = Plan {
+        ns: vec![20],
+        etas: vec![0.2],
+        seeds: 0,
+    };
+    assert!(matches!(plan.validate(), Err(Error::InvalidOption { field, .. }) if field == "seeds"));
+    let plan = Plan {
+        ns: vec![0],
+        etas: vec![0.2],
+        seeds: 1,
+    };
+    assert!(matches!(plan.validate(), Err(Error::InvalidOption { field, .. }) if field == "n"));
+}
+
+#[test]
+fn phase_two_changes_only_the_last_query_and_key() {
+    let train = toy_split(60, 3, 1);
+    let test = toy_split(30, 3, 2);
+    let model = toy_model(3);
+    let pretrain_subset: Vec<usize> = (0..30).collect();
+    let experiment = Experiment {
+        model: &model,
+        train: &train,
+        pretrain_subset: &pretrain_subset,
+        test: &test,
+    };
+    let config = fast_config(3);
+    let cell = Cell {
+        n: 20,
+        eta: 0.3,
+        seed: 5,
+    };
+    let run = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
+    let query_key = run.model.last_query_key();
+    assert_eq!(query_key.len(), 4, "query and key weights and biases");
+    for id in model.store.ids() {
+        let (before, after) = (model.store.value(id), run.model.store.value(id));
+        if query_key.contains(&id) {
+            assert_ne!(before, after, "{} should be trained", model.store.name(id));
+        } else {
+            let same = before
+                .iter()
+                .zip(after)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} changed in phase 2", model.store.name(id));
+        }
+    }
+    assert_eq!(run.records.len(), 4, "epoch 0 and three epochs");
+    assert!(run.records[1].test_loss.is_none() && run.records[2].test_loss.is_some());
+    assert!(
+        run.records[3].test_accuracy.is_some(),
+        "the last epoch is tested"
+    );
+    // The fine-tuning subset avoids the pretraining examples, and a rerun is bit-identical.
+    let again = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
+    assert_eq!(
+        again.records.last().unwrap().train_loss.to_bits(),
+        run.records.last().unwrap().train_loss.to_bits()
+    );
+    assert_eq!(again.noisy, run.noisy);
+    let indices = benign::finetune::finetune_subset(&train, &pretrain_subset, 20, 5).unwrap();
+    assert!(indices.iter().all(|i| *i >= 30));
+
+    // Without re-initialisation, phase 2 starts from the model's own query and key: its
+    // epoch-0 record is the unchanged model's evaluation.
+    let config = FinetuneConfig {
+        reinit: false,
+        ..fast_config(1)
+    };
+    let kept = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
+    let split = benign::classifier::pretrain::select_examples(&train, &indices);
+    let mut trainer = benign::classifier::Trainer::<f32>::new(config.phase2.clone()).unwrap();
+    let unchanged = trainer
+        .evaluate(&model, &split, &kept.noisy.labels)
+        .unwrap();
+    assert_eq!(kept.records[0].train_loss, unchanged.loss);
+    assert_ne!(
+        run.records[0].train_loss, unchanged.loss,
+        "re-initialised by default"
+    );
+}
+
+fn toy_run(dir: &Path, plan: &Plan, config: &FinetuneConfig) -> (Vec<CellOutcome>, Vec<bool>) {
+    let train = toy_split(120, 3, 1);
+    let test = toy_split(60, 3, 2);
+    let mut model = toy_model(3);
+    let pretrain_subset: Vec<usize> = (0..60).collect();
+    let clean = benign::classifier::pretrain::select_examples(&train, &pretrain_subset);
+    train_head(&mut model, &clean, &test, &config.phase1, 0, &mut |_| {}).unwrap();
+    let experiment = Experiment {
+        model: &model,
+        train: &train,
+        pretrain_subset: &pretrain_subset,
+        test: &test,
+    };
+    let mut reused = Vec::new();
+    let outcomes = run_cells(&experiment, config, plan, dir, &mut |e| {
+        if let Event::CellDone { reused: r, .. } = e {
+            reused.push(r);
+        }
+    })
+    .unwrap();
+    (outcomes, reused)
+}
+
+/// The outcomes with their wall times zeroed (everything else is deterministic).
+fn without_times(mut outcomes: Vec<CellOutcome>) -> Vec<CellOutcome> {
+    for outcome in &mut outcomes {
+        if let CellOutcome::Done(r) = outcome {
+            r.seconds = 0.0;
+            r.final_record.seconds = 0.0;
+        }
+    }
+    outcomes
+}
+
+#[test]
+fn finished_cells_are_skipped_on_rerun() {
+    let dir = temp_dir("resume");
+    let plan = Plan {
+        ns: vec![10, 80],
+        etas: vec![0.0, 0.5],
+        seeds: 2,
+    };
+    let config = fast_config(2);
+    let (first, reused) = toy_run(&dir, &plan, &config);
+    // n = 80 is more than the 60 examples outside the pretraining subset.
+    let skipped = first
+        .iter()
+        .filter(|o| matches!(o, CellOutcome::Skipped { .. }))
+        .count();
+    assert_eq!(skipped, 4);
+    assert_eq!(reused, vec![false; 4]);
+    let (second, reused) = toy_run(&dir, &plan, &config);
+    assert_eq!(reused, vec![true; 4]);
+    assert_eq!(first, second);
+    // A removed result is recomputed, bit-identically; the others are still reused.
+    let cell = Cell {
+        n: 10,
+        eta: 0.5,
+        seed: 1,
+    };
+    std::fs::remove_file(dir.join("cells").join(format!("{}.json", cell.stem()))).unwrap();
+    let (third, reused) = toy_run(&dir, &plan, &config);
+    assert_eq!(reused, vec![true, true, true, false]);
+    assert_eq!(without_times(first), without_times(third));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fake_pretrain_result(dir: &Path) -> PretrainResult {
+    let spec = PretrainSpec::defaults(DatasetName::Mnist);
+    PretrainResult {
+        dataset: DatasetName::Mnist,
+        key: spec.key(),
+        run_dir: dir.to_path_buf(),
+        reused: false,
+        train_examples: 60,
+        test_examples: 60,
+        parameters: 0,
+        epochs: 0,
+        train_loss: f64::NAN,
+        train_accuracy: 0.0,
+        test_loss: 0.0,
+        test_accuracy: 0.0,
+        train_seconds: 0.0,
+        examples_per_second: 0.0,
+        threads: 1,
+        spec,
+    }
+}
+
+#[test]
+fn end_to_end_on_a_toy_split_trains_and_writes_the_table_and_figures() {
+    let dir = temp_dir("e2e");
+    let plan = Plan {
+        ns: vec![12, 40],
+        etas: vec![0.0, 0.25, 0.5],
+        seeds: 2,
+    };
+    let config = fast_config(40);
+    let (outcomes, _) = toy_run(&dir, &plan, &config);
+    // Phase 2 lowers the loss on the (noisy) training labels in every cell.
+    let mut done = 0;
+    for outcome in &outcomes {
+        let CellOutcome::Done(r) = outcome else {
+            panic!("no cell of this plan is impossible: {outcome:?}")
+        };
+        let records = benign::finetune::read_records(&dir, &r.cell).unwrap();
+        assert_eq!(records.len(), 41);
+        assert!(
+            records[40].train_loss < records[0].train_loss,
+            "{:?}: {} -> {}",
+            r.cell,
+            records[0].train_loss,
+            records[40].train_loss
+        );
+        done += 1;
+    }
+    assert_eq!(done, 12);
+    let run = FinetuneRun {
+        pretrain: fake_pretrain_result(&dir),
+        phase1: Phase1Result {
+            key: "toy".into(),
+            epochs: 3,
+            train_accuracy: 1.0,
+            seconds: 0.0,
+        },
+        baseline_test_accuracy: 0.9,
+        baseline_test_loss: 0.3,
+        test_examples: 60,
+        config,
+        plan: plan.clone(),
+        dir: dir.clone(),
+        outcomes,
+    };
+    let table = report::table(&run);
+    assert_eq!(table.rows.len(), 6);
+    for row in &table.rows {
+        assert_eq!(row.seeds, 2);
+        let loss = row.train_loss.unwrap();
+        assert!(loss.mean.is_finite() && loss.std >= 0.0);
+        let acc = row.test_accuracy.unwrap();
+        assert!((0.0..=100.0).contains(&acc.mean));
+    }
+    let markdown = table.markdown();
+    assert!(markdown.contains("| n = 12 | n = 40 |"), "{markdown}");
+    assert_eq!(table.csv().lines().count(), 7);
+    let outputs = report::write_outputs(&run, &table).unwrap();
+    for name in [
+        "table.md",
+        "table.csv",
+        "table.json",
+        "heatmap_train_loss.svg",
+        "heatmap_test_loss.png",
+        "attention.svg",
+        "attention.png",
+    ] {
+        let path = dir.join(name);
+        assert!(outputs.files.contains(&path), "{name} not reported");
+        assert!(
+            std::fs::metadata(&path).unwrap().len() > 100,
+            "{name} is empty"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn data_root() -> PathBuf {
+    match std::env::var_os("BENIGN_DATA_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+    }
+}
+
+/// Cheap: a small pretraining (1,000 examples, 2 epochs, 1 layer), then n = 20 at eta = 0.2
+/// for a few epochs on 300 test examples. Checks the protocol runs on real files and its
+/// records; the paper-level results come from the README's commands.
+#[test]
+fn mnist_protocol_runs_on_the_shared_data() {
+    let root = data_root();
+    if !root.join("mnist").is_dir() {
+        println!("skipping: {} is absent", root.join("mnist").display());
+        return;
+    }
+    let out = temp_dir("mnist");
+    let mut spec = PretrainSpec::defaults(DatasetName::Mnist);
+    spec.subset = Some(1000);
+    spec.train.epochs = 2;
+    spec.model.layers = 1;
+    let mut config = FinetuneConfig::default();
+    config.phase1.epochs = 1;
+    config.phase2.epochs = 4;
+    config.test_examples = Some(300);
+    let plan = Plan {
+        ns: vec![20],
+        etas: vec![0.2],
+        seeds: 1,
+    };
+    let options = FinetuneOptions {
+        data_dir: root,
+        out: out.clone(),
+    };
+    let run = benign::finetune::finetune(&spec, &config, &plan, &options, &mut |_| {}).unwrap();
+    assert_eq!(run.test_examples, 300);
+    let CellOutcome::Done(result) = &run.outcomes[0] else {
+        panic!("the cell did not run: {:?}", run.outcomes[0]);
+    };
+    let records = benign::finetune::read_records(&run.dir, &result.cell).unwrap();
+    assert_eq!(records.len(), 5);
+    assert!(records
+        .iter()
+        .all(|r| (0.0..=1.0).contains(&r.mean_max_cls_attention)));
+    assert!(
+        result.flipped > 0 && result.flipped < 20,
+        "{} flipped",
+        result.flipped
+    );
+    // A rerun reuses phases 0 and 1 and the finished cell.
+    let mut events = Vec::new();
+    let again = benign::finetune::finetune(&spec, &config, &plan, &options, &mut |e| {
+        events.push(match e {
+            Event::Phase1Start { .. } => "phase1",
+            Event::CellDone { reused: true, .. } => "reused",
+            _ => "other",
+        })
+    })
+    .unwrap();
+    assert!(
+        !events.contains(&"phase1") && events.contains(&"reused"),
+        "{events:?}"
+    );
+    assert!(again.pretrain.reused);
+    assert_eq!(again.baseline_test_accuracy, run.baseline_test_accuracy);
+    let test = test_examples(&toy_split(10, 2, 0), Some(4)).unwrap();
+    assert_eq!(test.n, 4);
+    std::fs::remove_dir_all(&out).unwrap();
+}
