@@ -38,7 +38,7 @@ use super::config::{Precision, RunConfig};
 use super::data::{named_rng, training_set, Signals, TestSource, TrainSet};
 use super::metrics::{evaluate_outputs, first_non_finite, EvalInputs, EvalRecord, SampleOutputs};
 use super::run::{
-    report_run, ConfigFile, LoopOutput, RunOptions, RunResult, StageTimings, TrackedSample,
+    report_run, tracked_samples, ConfigFile, LoopOutput, RunOptions, RunResult, StageTimings,
 };
 use crate::io;
 
@@ -611,15 +611,7 @@ fn encoder_loop<T: Float>(
     observe: &mut dyn FnMut(&EvalRecord, usize),
 ) -> std::result::Result<LoopOutput, (Error, Vec<EvalRecord>)> {
     let t = config.tokens;
-    let tracked_ids = config.track_samples.clone().unwrap_or_default();
-    let mut tracked: Vec<TrackedSample> = tracked_ids
-        .iter()
-        .map(|&i| TrackedSample {
-            sample: i,
-            noisy: train.noisy[i],
-            rows: Vec::with_capacity(config.steps + 1),
-        })
-        .collect();
+    let mut tracked = tracked_samples(config, train);
     let mut records = Vec::with_capacity(config.steps / config.eval_every + 2);
     let mut first_fit = None;
     let clock = Instant::now();

@@ -444,6 +444,19 @@ fn check_memory(config: &RunConfig) -> Result<()> {
 
 pub(crate) type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
 
+/// The samples whose full attention row is recorded at every step (`track_samples`), before any step.
+pub(crate) fn tracked_samples(config: &RunConfig, train: &TrainSet) -> Vec<TrackedSample> {
+    let tracked_ids = config.track_samples.clone().unwrap_or_default();
+    tracked_ids
+        .iter()
+        .map(|&i| TrackedSample {
+            sample: i,
+            noisy: train.noisy[i],
+            rows: Vec::with_capacity(config.steps + 1),
+        })
+        .collect()
+}
+
 /// Steps `0..=steps`: track the chosen samples every step, evaluate every `eval_every` steps
 /// and at the last, update between. On failure returns the records made so far.
 fn train_loop(
@@ -454,15 +467,7 @@ fn train_loop(
     observe: &mut dyn FnMut(&EvalRecord, usize),
 ) -> std::result::Result<LoopOutput, (Error, Vec<EvalRecord>)> {
     let t = config.tokens;
-    let tracked_ids = config.track_samples.clone().unwrap_or_default();
-    let mut tracked: Vec<TrackedSample> = tracked_ids
-        .iter()
-        .map(|&i| TrackedSample {
-            sample: i,
-            noisy: train.noisy[i],
-            rows: Vec::with_capacity(config.steps + 1),
-        })
-        .collect();
+    let mut tracked = tracked_samples(config, train);
     let mut records = Vec::with_capacity(config.steps / config.eval_every + 2);
     let mut first_fit = None;
     let clock = Instant::now();
