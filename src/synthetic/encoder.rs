@@ -30,7 +30,9 @@ use benign_kernels::Float;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::autodiff::{ParamId, ParamStore, Sgd, Tape, Tensor, Var};
-use crate::transformer::{linear_forward, BlockConfig, BlockParams, LayerNormParams, Linear};
+use crate::transformer::{
+    attention_residual_and_mlp, linear_forward, BlockConfig, BlockParams, LayerNormParams, Linear,
+};
 use crate::transformer::{BlockVars, LinearVars};
 use crate::{Error, Result};
 
@@ -168,20 +170,7 @@ pub fn encoder_forward<T: Float>(
     let mixed = tape.reshape(mixed, &[n, d]);
     let context = linear_forward(tape, mixed, &block.value);
     let x_cls = tape.select(cls_rows, 1, 0);
-    let x1 = if config.residual {
-        tape.add(x_cls, context)
-    } else {
-        context
-    };
-    let h2 = tape.layer_norm(x1, block.ln2.0, block.ln2.1, eps);
-    let hidden = linear_forward(tape, h2, &block.fc1);
-    let hidden = tape.gelu(hidden);
-    let mlp = linear_forward(tape, hidden, &block.fc2);
-    let out = if config.residual {
-        tape.add(x1, mlp)
-    } else {
-        mlp
-    };
+    let out = attention_residual_and_mlp(tape, block, config, x_cls, context);
     let normed = tape.layer_norm(out, vars.final_ln.0, vars.final_ln.1, eps);
     let f = linear_forward(tape, normed, &vars.head);
     let f = tape.reshape(f, &[n]);
@@ -506,41 +495,12 @@ pub fn run_encoder(
     drop(test);
     let data_seconds = started.elapsed().as_secs_f64();
 
-    let clock = Instant::now();
-    let residual = !config.no_skip;
-    let mlp = config.effective_mlp_dim();
     let outcome = match config.precision {
         Precision::F32 => {
-            let model = EncoderModel::<f32>::new(config.dim, mlp, residual, config.seed)?;
-            let mut trainer = EncoderTrainer::new(
-                model,
-                config.tokens,
-                &train.tokens,
-                &train.labels,
-                &test_tokens,
-                config.lr,
-            );
-            drop(test_tokens);
-            let startup_seconds = clock.elapsed().as_secs_f64();
-            let clock = Instant::now();
-            let outcome = encoder_loop(&config, &train, &test_labels, &mut trainer, observe);
-            (outcome, startup_seconds, clock.elapsed().as_secs_f64())
+            train_encoder::<f32>(&config, &train, test_tokens, &test_labels, observe)?
         }
         Precision::F64 => {
-            let model = EncoderModel::<f64>::new(config.dim, mlp, residual, config.seed)?;
-            let mut trainer = EncoderTrainer::new(
-                model,
-                config.tokens,
-                &train.tokens,
-                &train.labels,
-                &test_tokens,
-                config.lr,
-            );
-            drop(test_tokens);
-            let startup_seconds = clock.elapsed().as_secs_f64();
-            let clock = Instant::now();
-            let outcome = encoder_loop(&config, &train, &test_labels, &mut trainer, observe);
-            (outcome, startup_seconds, clock.elapsed().as_secs_f64())
+            train_encoder::<f64>(&config, &train, test_tokens, &test_labels, observe)?
         }
     };
     let (outcome, startup_seconds, training_seconds) = outcome;
@@ -599,6 +559,39 @@ fn write_params<T: Float + io::npy::NpyElement>(model: &EncoderModel<T>, dir: &P
         io::npy::write_npy(&path, model.store.shape(id).dims(), model.store.value(id))?;
     }
     Ok(())
+}
+
+type EncoderOutcome = (
+    std::result::Result<LoopOutput, (Error, Vec<EvalRecord>)>,
+    f64,
+    f64,
+);
+
+/// Builds the encoder in precision `T` and trains it: the loop's outcome, the start-up and the
+/// training seconds.
+fn train_encoder<T: Float>(
+    config: &RunConfig,
+    train: &TrainSet,
+    test_tokens: Vec<f64>,
+    test_labels: &[f64],
+    observe: &mut dyn FnMut(&EvalRecord, usize),
+) -> Result<EncoderOutcome> {
+    let clock = Instant::now();
+    let mlp = config.effective_mlp_dim();
+    let model = EncoderModel::<T>::new(config.dim, mlp, !config.no_skip, config.seed)?;
+    let mut trainer = EncoderTrainer::new(
+        model,
+        config.tokens,
+        &train.tokens,
+        &train.labels,
+        &test_tokens,
+        config.lr,
+    );
+    drop(test_tokens);
+    let startup_seconds = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    let outcome = encoder_loop(config, train, test_labels, &mut trainer, observe);
+    Ok((outcome, startup_seconds, clock.elapsed().as_secs_f64()))
 }
 
 /// Steps `0..=steps` as in the attention model's loop: track the chosen samples' [CLS] rows

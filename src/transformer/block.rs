@@ -345,6 +345,21 @@ pub fn block_forward_vars<T: Float>(
         Some(out) => linear_forward(tape, context, out),
         None => context,
     };
+    let out = attention_residual_and_mlp(tape, vars, config, x, context);
+    BlockOutput { out, attention }
+}
+
+/// The block after its attention: `x1 = x + context` (or `context` without the residual), then
+/// the MLP sub-layer `out = x1 + fc2(gelu(fc1(LN2(x1))))` (or without its residual). Shared by
+/// [`block_forward_vars`] and models that compute the attention for a subset of the queries.
+pub fn attention_residual_and_mlp<T: Float>(
+    tape: &mut Tape<T>,
+    vars: &BlockVars,
+    config: &BlockConfig,
+    x: Var,
+    context: Var,
+) -> Var {
+    let eps = T::from_f64(config.ln_eps);
     let x1 = if config.residual {
         tape.add(x, context)
     } else {
@@ -354,12 +369,11 @@ pub fn block_forward_vars<T: Float>(
     let hidden = linear_forward(tape, h2, &vars.fc1);
     let hidden = tape.gelu(hidden);
     let mlp = linear_forward(tape, hidden, &vars.fc2);
-    let out = if config.residual {
+    if config.residual {
         tape.add(x1, mlp)
     } else {
         mlp
-    };
-    BlockOutput { out, attention }
+    }
 }
 
 #[cfg(test)]
