@@ -13,73 +13,15 @@ use std::hint::black_box;
 use benign_kernels::{Float, Transpose};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-/// Criterion measurement: CPU time of the measuring thread (`/proc/thread-self/schedstat`,
-/// nanoseconds on CPU), so time the thread spends descheduled on a busy shared machine is not
-/// counted. Memory bandwidth is still shared with whatever else runs; compare ratios from one
-/// run. Falls back to wall time where the file does not exist.
-struct ThreadCpuTime;
-
-static WALL: criterion::measurement::WallTime = criterion::measurement::WallTime;
-
-fn thread_cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
-impl criterion::measurement::Measurement for ThreadCpuTime {
-    type Intermediate = (Option<u64>, std::time::Instant);
-    type Value = std::time::Duration;
-    fn start(&self) -> Self::Intermediate {
-        (thread_cpu_ns(), std::time::Instant::now())
-    }
-    fn end(&self, (cpu, wall): Self::Intermediate) -> Self::Value {
-        match (cpu, thread_cpu_ns()) {
-            (Some(a), Some(b)) => std::time::Duration::from_nanos(b - a),
-            _ => wall.elapsed(),
-        }
-    }
-    fn add(&self, v1: &Self::Value, v2: &Self::Value) -> Self::Value {
-        *v1 + *v2
-    }
-    fn zero(&self) -> Self::Value {
-        std::time::Duration::ZERO
-    }
-    fn to_f64(&self, val: &Self::Value) -> f64 {
-        val.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
-        criterion::measurement::Measurement::formatter(&WALL)
-    }
-}
-
-fn one_thread() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-}
-
-fn filled<T: Float>(len: usize, seed: u64) -> Vec<T> {
-    // Cheap deterministic fill (an LCG): values in [-1, 1).
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            T::from_f64(((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
-        })
-        .collect()
-}
+mod common;
+use common::{filled, one_thread, ThreadCpuTime};
 
 /// STREAM triad `a = b + s c` over three arrays of 64 MiB (8 Mi f64), far beyond L3: the
 /// single-thread memory bandwidth ceiling for the GEMV/GER figures.
 fn triad(c: &mut Criterion<ThreadCpuTime>) {
     let n = 8 << 20;
-    let b = filled::<f64>(n, 1);
-    let cc = filled::<f64>(n, 2);
+    let b = filled::<f64>(n, 1, 1.0);
+    let cc = filled::<f64>(n, 2, 1.0);
     let mut a = vec![0.0f64; n];
     let mut g = c.benchmark_group("triad");
     g.sample_size(10);
@@ -155,9 +97,9 @@ fn mm_gemv<T: Float>(ta: Transpose, m: usize, n: usize, a: &[T], x: &[T], y: &mu
 
 fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
     let pool = one_thread();
-    let a = filled::<T>(d * d, 3);
-    let x = filled::<T>(d, 4);
-    let mut y = filled::<T>(d, 5);
+    let a = filled::<T>(d * d, 3, 1.0);
+    let x = filled::<T>(d, 4, 1.0);
+    let mut y = filled::<T>(d, 5, 1.0);
     for ta in [Transpose::No, Transpose::Yes] {
         let name = format!("gemv_{:?}_{}", ta, T::NAME).to_lowercase();
         let mut g = c.benchmark_group(&name);
@@ -220,8 +162,8 @@ fn gemv_ger(c: &mut Criterion<ThreadCpuTime>) {
 
 fn level1(c: &mut Criterion<ThreadCpuTime>) {
     let n = 1 << 20;
-    let x = filled::<f32>(n, 6);
-    let mut y = filled::<f32>(n, 7);
+    let x = filled::<f32>(n, 6, 1.0);
+    let mut y = filled::<f32>(n, 7, 1.0);
     let mut g = c.benchmark_group("level1_f32");
     g.sample_size(10);
     g.throughput(Throughput::Bytes((2 * n * 4) as u64));
