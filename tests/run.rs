@@ -242,6 +242,73 @@ fn preset_large_signal_does_not_overfit() {
     assert!(last.test_acc >= 0.99, "test acc {}", last.test_acc);
 }
 
+/// SPEC.md section 5 expects the balanced preset's noisy samples to put "about 0.7 to 0.97" of
+/// their attention on the weak-other token. That describes one noisy sample of one data draw (the
+/// reference's plot notebook shows the first noisy sample of a run on its seed-42 data, which
+/// happens to favour the weak-other token). Over data draws, each noisy sample is fitted through
+/// the token that supports its flipped label most at the start: the weak-other token carries
+/// `y u = rho / sqrt(2) = 0.071` plus noise of standard deviation `sigma / ||mu|| = 0.05`, an
+/// irrelevant token the noise alone, so the weak-other token wins against the best of the T - 3
+/// irrelevant ones with probability 0.59, and an irrelevant token is attended otherwise
+/// (`scripts/weak_other_seeds.py`: the reference's data generator and model give the same
+/// distribution, mean weak-other attention 0.56 +- 0.05 against our 0.53 +- 0.05 over 16 seeds).
+/// Pooled over 16 seeds (64 noisy samples), checked here: the share attending the weak-other
+/// token most, and that the initial-support rule predicts which role each sample attends.
+#[test]
+fn balanced_noisy_samples_attend_the_token_supporting_their_flipped_label() {
+    let noisy_ids = vec![0, 1, 10, 11];
+    let (mut weak_other_most, mut predicted, mut rule_agrees, mut total) = (0, 0, 0, 0usize);
+    for seed in 1..=16u64 {
+        let config = RunConfig {
+            seed,
+            test_size: 10,
+            eval_every: 1000,
+            track_samples: Some(noisy_ids.clone()),
+            ..RunConfig::preset(Preset::Balanced)
+        };
+        let result = quick(config.clone());
+        let signals = Signals::new(&result.config);
+        let train = training_set(&result.config, &signals);
+        let (t, d) = (config.tokens, config.dim);
+        for tracked in &result.tracked {
+            let i = tracked.sample;
+            assert!(train.noisy[i], "sample {i} of seed {seed} is not noisy");
+            let last = tracked.rows.last().expect("rows for every step");
+            let attended = (0..t).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap();
+            // Support of each token for the observed (flipped) label: y nu^T x_t.
+            let support: Vec<f64> = (0..t)
+                .map(|k| {
+                    let x = &train.tokens[(i * t + k) * d..(i * t + k + 1) * d];
+                    train.labels[i] * x.iter().zip(&signals.nu).map(|(a, b)| a * b).sum::<f64>()
+                })
+                .collect();
+            let best_irrelevant = support[3..].iter().copied().fold(f64::MIN, f64::max);
+            let predicted_weak_other = support[2] > best_irrelevant;
+            weak_other_most += usize::from(attended == 2);
+            predicted += usize::from(predicted_weak_other);
+            rule_agrees += usize::from((attended == 2) == predicted_weak_other && attended != 0);
+            total += 1;
+        }
+    }
+    let share = weak_other_most as f64 / total as f64;
+    let predicted_share = predicted as f64 / total as f64;
+    let agreement = rule_agrees as f64 / total as f64;
+    // Agreement of a rule unrelated to the outcome with the same marginals.
+    let chance = share * predicted_share + (1.0 - share) * (1.0 - predicted_share);
+    eprintln!(
+        "{total} noisy samples: weak-other attended most {share:.3}, predicted {predicted_share:.3}, \
+         support rule agrees {agreement:.3} (chance {chance:.3})"
+    );
+    assert_eq!(total, 64);
+    // 0.59 expected; 64 samples give a standard error of about 0.06.
+    assert!((0.4..=0.8).contains(&share), "weak-other share {share}");
+    // A standard error of about 0.06 too: the rule must beat chance by well over one.
+    assert!(
+        agreement >= chance + 0.1,
+        "support rule agreement {agreement}, chance {chance}"
+    );
+}
+
 #[test]
 fn same_result_whatever_the_thread_count() {
     let config = RunConfig {
