@@ -585,7 +585,6 @@ fn row_panel<S: GemmScalar>(
             for (ir, a_panel) in a_pack.chunks_exact(kc * mr).enumerate() {
                 let tile_rows = mr.min(row_count - ir * mr);
                 let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
-                prefetch_tile(c_tile, ldc, tile_rows, tile_cols);
                 tile(
                     kc, a_panel, b_panel, alpha, beta, c_tile, ldc, tile_rows, tile_cols,
                 );

@@ -36,7 +36,31 @@ pub fn pack_a<S: Float>(
         let panel_rows = mr.min(rows.end - first_row);
         match a.trans {
             Transpose::No => {
-                // row i of A is contiguous along the depth: scatter it with stride mr
+                // Row i of A is contiguous along the depth, so a micro-panel is the transpose
+                // of mr source rows: the same problem as packing a transposed B, solved the
+                // same way (steps of a few cache lines across all rows, so that their misses
+                // overlap, then a transpose from L1) for the kernels' MR.
+                let sources = &a.data[first_row * a.ld + depth.start..];
+                match (mr, std::mem::size_of::<S>()) {
+                    (12, 4) => {
+                        transpose_panel::<S, 12, 64, 4>(panel, sources, a.ld, panel_rows);
+                        continue;
+                    }
+                    (14, 8) => {
+                        transpose_panel::<S, 14, 32, 2>(panel, sources, a.ld, panel_rows);
+                        continue;
+                    }
+                    (6, 4) => {
+                        transpose_panel::<S, 6, 64, 2>(panel, sources, a.ld, panel_rows);
+                        continue;
+                    }
+                    (6, 8) => {
+                        transpose_panel::<S, 6, 32, 2>(panel, sources, a.ld, panel_rows);
+                        continue;
+                    }
+                    _ => {}
+                }
+                // any other mr: scatter each row with stride mr
                 for ii in 0..mr {
                     if ii < panel_rows {
                         let src = &a.data[(first_row + ii) * a.ld + depth.start..][..kc];
