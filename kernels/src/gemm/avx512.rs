@@ -13,6 +13,10 @@
 //! chains hide the 4-cycle FMA latency on both 512-bit FMA ports, and each pair of B loads
 //! is amortised over 24 or 28 FMAs. These are BLIS's Skylake-X shapes (transposed: BLIS's C is
 //! column-major).
+//!
+//! Memory: the A micro-panel streams from L2 and is prefetched a few steps ahead; the C tile is
+//! prefetched by the kernel itself, one row per step over the last steps of the k loop (see
+//! `C_PREFETCH_STEPS`), rather than all at once before the call.
 
 use std::arch::x86_64::{
     _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd,
