@@ -126,7 +126,7 @@ pub fn pack_b<S: Float>(
                     .enumerate()
                 {
                     let first_col = cols.start + group_index * PANEL_GROUP * nr;
-                    let width = group.len() / kc;
+                    let width = (full_panels - group_index * PANEL_GROUP).min(PANEL_GROUP) * nr;
                     for (step, p) in depth.clone().enumerate() {
                         if p + B_PREFETCH_ROWS < depth.end {
                             let ahead = &b.data[(p + B_PREFETCH_ROWS) * b.ld + first_col..];
