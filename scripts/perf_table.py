@@ -53,6 +53,20 @@ def fmt(value, digits=2):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def avx512_line(machine1, machine2):
+    """The 512-bit FMA peaks, or a note that this CPU has none."""
+    f32_peak = machine1.get("fma_peak_f32_avx512_gflops_per_core")
+    f64_peak = machine1.get("fma_peak_f64_avx512_gflops_per_core")
+    if f32_peak is None or f64_peak is None:
+        return "- FMA peak per core, 512-bit vectors: - (no AVX-512 on this CPU)."
+    return (
+        f"- FMA peak per core, 512-bit vectors (AVX-512): {f32_peak:.1f} GFLOP/s f32, {f64_peak:.1f} GFLOP/s f64 "
+        f"({machine2['threads']} threads at once: "
+        f"{fmt(machine2.get('fma_peak_f32_avx512_gflops_all_threads'), 1)} f32, "
+        f"{fmt(machine2.get('fma_peak_f64_avx512_gflops_all_threads'), 1)} f64)."
+    )
+
+
 def table(machine1, machine2, records, loads):
     today = datetime.date.today().isoformat()
     load = ", ".join("-" if v is None else f"{v:.1f}" for v in loads)
@@ -61,17 +75,22 @@ def table(machine1, machine2, records, loads):
         f"(built for {'+'.join(machine1['compiled_features'])}, {os.cpu_count()} logical CPUs) "
         f"with `benign bench --json`; 1-minute load average before / between / after the runs: {load}.",
         "",
-        f"- FMA peak per core: {machine1['fma_peak_f32_gflops_per_core']:.1f} GFLOP/s f32, "
+        f"- FMA peak per core, 256-bit vectors: {machine1['fma_peak_f32_gflops_per_core']:.1f} GFLOP/s f32, "
         f"{machine1['fma_peak_f64_gflops_per_core']:.1f} GFLOP/s f64 "
         f"({machine2['threads']} threads at once: {machine2['fma_peak_f32_gflops_all_threads']:.1f} f32, "
         f"{machine2['fma_peak_f64_gflops_all_threads']:.1f} f64).",
+        avx512_line(machine1, machine2),
+        f"- GEMM kernel: `{machine1['gemm_kernel']}`; its *of peak* is against "
+        f"{machine1['gemm_peak_f32_gflops_per_core']:.1f} GFLOP/s f32, "
+        f"{machine1['gemm_peak_f64_gflops_per_core']:.1f} GFLOP/s f64 per core, "
+        "the FMA peak of the vector width it runs.",
         f"- STREAM triad: {machine1['triad_gbps']:.1f} GB/s on 1 thread, "
         f"{machine2['triad_gbps']:.1f} GB/s on {machine2['threads']} "
         f"(3 x {machine1['triad_bytes_per_array'] >> 20} MB arrays, 24 bytes per element, write-allocate not counted).",
         "- *vs matrixmultiply*: our GFLOP/s over `matrixmultiply`'s on the same shape in the same run; "
         "above 1 is faster. `benign bench` sets `MATMUL_NUM_THREADS` to its thread count (matrixmultiply "
         "caps it at 4), so both run on the same number of threads: see the `matrixmultiply::gemm` rows.",
-        "- *of peak*: GEMM: GFLOP/s / (FMA peak per core of that dtype x threads) [fma]; "
+        "- *of peak*: GEMM: GFLOP/s / (GEMM kernel's FMA peak per core of that dtype x threads) [fma]; "
         "the other kernels are memory-bound: GB/s / triad GB/s [triad] (inputs that fit in cache can exceed 1).",
         "- GB/s counts every array read once and written once (STREAM convention).",
         "",

@@ -1,8 +1,9 @@
 //! The kernel report: how fast the kernels run on this machine, next to what the machine can do.
 //!
 //! [`run`] first measures the machine ([`MachineFigures`]: FMA peak per core and on every
-//! thread, STREAM triad bandwidth), then times each kernel on a fixed list of shapes and
-//! reports one [`BenchRecord`] per (kernel, shape, dtype).
+//! thread with 256-bit and, where the CPU has them, 512-bit vectors; STREAM triad bandwidth),
+//! then times each kernel on a fixed list of shapes and reports one [`BenchRecord`] per
+//! (kernel, shape, dtype).
 //!
 //! # What the figures mean
 //! - `gflops`: useful floating-point operations per second, 10^9/s (a multiply-add counts 2;
@@ -15,7 +16,10 @@
 //!   call unless the variable is already set; it caps itself at 4 threads. The count it
 //!   actually uses is [`MachineFigures::matrixmultiply_threads`].
 //! - `frac_of_peak`: for compute-bound kernels ([`PeakKind::Fma`], GEMM) the GFLOP/s over
-//!   `FMA peak per core (same dtype) x threads`; for memory-bound ones ([`PeakKind::Triad`]:
+//!   `FMA peak per core (same dtype) x threads`, the peak measured with the vector width of
+//!   the GEMM kernel this process dispatches to ([`MachineFigures::gemm_kernel`]: 512-bit
+//!   AVX-512 on CPUs with avx512f, else 256-bit). Measuring a 512-bit kernel against the
+//!   256-bit peak would report it above 1 of a ceiling it is far from; for memory-bound ones ([`PeakKind::Triad`]:
 //!   GEMV, GER, softmax, layer norm, GELU) the GB/s over the triad bandwidth. Small inputs that
 //!   stay in cache can exceed 1 of triad.
 //!
@@ -27,6 +31,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use benign_kernels::gemm::KernelVariant;
 use benign_kernels::probe;
 use benign_kernels::{Float, Transpose};
 use serde::{Deserialize, Serialize};
@@ -49,7 +54,8 @@ pub struct BenchOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeakKind {
-    /// FMA peak per core (same dtype) times threads: compute-bound kernels.
+    /// FMA peak per core (same dtype, vector width of the GEMM kernel) times threads:
+    /// compute-bound kernels.
     Fma,
     /// STREAM triad bandwidth: memory-bound kernels.
     Triad,
@@ -64,14 +70,33 @@ pub struct MachineFigures {
     pub threads: usize,
     /// Threads `matrixmultiply` runs on (see the module documentation).
     pub matrixmultiply_threads: usize,
-    /// f32x8 FMA throughput of one core, GFLOP/s.
+    /// The GEMM kernel variant this process dispatches to (`avx2` or `avx512`, see
+    /// `benign_kernels::gemm::KernelVariant`): its vector width picks the peak GEMM records
+    /// are measured against.
+    pub gemm_kernel: String,
+    /// FMA peak per core of the GEMM kernel's vector width, f32, GFLOP/s: one of
+    /// `fma_peak_f32_avx512_gflops_per_core` and `fma_peak_f32_gflops_per_core`.
+    pub gemm_peak_f32_gflops_per_core: f64,
+    /// As `gemm_peak_f32_gflops_per_core`, f64.
+    pub gemm_peak_f64_gflops_per_core: f64,
+    /// f32x8 (256-bit) FMA throughput of one core, GFLOP/s.
     pub fma_peak_f32_gflops_per_core: f64,
-    /// f64x4 FMA throughput of one core, GFLOP/s.
+    /// f64x4 (256-bit) FMA throughput of one core, GFLOP/s.
     pub fma_peak_f64_gflops_per_core: f64,
+    /// 512-bit (AVX-512, 16 x f32) FMA throughput of one core, GFLOP/s; `None` without avx512f.
+    pub fma_peak_f32_avx512_gflops_per_core: Option<f64>,
+    /// 512-bit (AVX-512, 8 x f64) FMA throughput of one core, GFLOP/s; `None` without avx512f.
+    pub fma_peak_f64_avx512_gflops_per_core: Option<f64>,
     /// f32x8 FMA throughput with every pool thread running the probe at once, GFLOP/s (summed).
     pub fma_peak_f32_gflops_all_threads: f64,
     /// f64x4 FMA throughput with every pool thread running the probe at once, GFLOP/s (summed).
     pub fma_peak_f64_gflops_all_threads: f64,
+    /// 512-bit f32 FMA throughput with every pool thread running the probe at once, GFLOP/s
+    /// (summed); `None` without avx512f.
+    pub fma_peak_f32_avx512_gflops_all_threads: Option<f64>,
+    /// 512-bit f64 FMA throughput with every pool thread running the probe at once, GFLOP/s
+    /// (summed); `None` without avx512f.
+    pub fma_peak_f64_avx512_gflops_all_threads: Option<f64>,
     /// STREAM triad bandwidth on the pool, GB/s (24 bytes per element, no write-allocate).
     pub triad_gbps: f64,
     /// Size of each of the three triad arrays, bytes.
@@ -168,28 +193,56 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Re
 
     // The probes and kernels run inside the pool; `progress` (which need not be Send) runs on
     // the calling thread between measurements.
-    let machine = pool.install(|| MachineFigures {
-        cpu_model: cpu_model(),
-        threads,
-        matrixmultiply_threads,
-        fma_peak_f32_gflops_per_core: probe::fma_peak_gflops_f32(plan.probe_time),
-        fma_peak_f64_gflops_per_core: probe::fma_peak_gflops_f64(plan.probe_time),
-        fma_peak_f32_gflops_all_threads: rayon::broadcast(|_| {
-            probe::fma_peak_gflops_f32(plan.probe_time)
-        })
-        .iter()
-        .sum(),
-        fma_peak_f64_gflops_all_threads: rayon::broadcast(|_| {
-            probe::fma_peak_gflops_f64(plan.probe_time)
-        })
-        .iter()
-        .sum(),
-        triad_gbps: probe::triad_bandwidth_gbps(plan.triad_bytes_per_array, plan.probe_time * 3),
-        triad_bytes_per_array: plan.triad_bytes_per_array,
-        compiled_features: crate::cpu::compiled_features()
-            .into_iter()
-            .map(String::from)
-            .collect(),
+    let machine = pool.install(|| {
+        let fma_peak_f32_gflops_per_core = probe::fma_peak_gflops_f32(plan.probe_time);
+        let fma_peak_f64_gflops_per_core = probe::fma_peak_gflops_f64(plan.probe_time);
+        let fma_peak_f32_avx512_gflops_per_core =
+            probe::fma_peak_gflops_f32_avx512(plan.probe_time);
+        let fma_peak_f64_avx512_gflops_per_core =
+            probe::fma_peak_gflops_f64_avx512(plan.probe_time);
+        let gemm_kernel = benign_kernels::gemm::kernel_variant();
+        let gemm_peak = |avx512: Option<f64>, avx2: f64| kernel_peak(gemm_kernel, avx512, avx2);
+        MachineFigures {
+            cpu_model: cpu_model(),
+            threads,
+            matrixmultiply_threads,
+            gemm_kernel: gemm_kernel.name().to_string(),
+            gemm_peak_f32_gflops_per_core: gemm_peak(
+                fma_peak_f32_avx512_gflops_per_core,
+                fma_peak_f32_gflops_per_core,
+            ),
+            gemm_peak_f64_gflops_per_core: gemm_peak(
+                fma_peak_f64_avx512_gflops_per_core,
+                fma_peak_f64_gflops_per_core,
+            ),
+            fma_peak_f32_gflops_per_core,
+            fma_peak_f64_gflops_per_core,
+            fma_peak_f32_avx512_gflops_per_core,
+            fma_peak_f64_avx512_gflops_per_core,
+            fma_peak_f32_gflops_all_threads: all_threads(|| {
+                Some(probe::fma_peak_gflops_f32(plan.probe_time))
+            })
+            .unwrap_or(0.0),
+            fma_peak_f64_gflops_all_threads: all_threads(|| {
+                Some(probe::fma_peak_gflops_f64(plan.probe_time))
+            })
+            .unwrap_or(0.0),
+            fma_peak_f32_avx512_gflops_all_threads: all_threads(|| {
+                probe::fma_peak_gflops_f32_avx512(plan.probe_time)
+            }),
+            fma_peak_f64_avx512_gflops_all_threads: all_threads(|| {
+                probe::fma_peak_gflops_f64_avx512(plan.probe_time)
+            }),
+            triad_gbps: probe::triad_bandwidth_gbps(
+                plan.triad_bytes_per_array,
+                plan.probe_time * 3,
+            ),
+            triad_bytes_per_array: plan.triad_bytes_per_array,
+            compiled_features: crate::cpu::compiled_features()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
     });
     progress(Progress::Machine(&machine));
     let mut records = Vec::new();
@@ -217,9 +270,26 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Re
     Ok(BenchReport { machine, records })
 }
 
+/// The FMA peak a GEMM running `variant`'s kernels is bounded by, from the 512-bit and the
+/// 256-bit peaks of the same dtype: the 512-bit one only when the kernels are 512-bit
+/// (`BENIGN_GEMM_KERNEL=avx2` on an AVX-512 CPU runs the 256-bit ones).
+fn kernel_peak(variant: KernelVariant, avx512: Option<f64>, avx2: f64) -> f64 {
+    match variant {
+        KernelVariant::Avx512 => avx512.unwrap_or(avx2),
+        KernelVariant::Avx2 => avx2,
+    }
+}
+
+/// `probe` run on every thread of the current pool at once, summed; `None` if it is `None`
+/// anywhere (the probe does not apply to this CPU).
+fn all_threads(probe: impl Fn() -> Option<f64> + Sync) -> Option<f64> {
+    rayon::broadcast(|_| probe()).into_iter().sum()
+}
+
 /// The element types the report runs, with their `matrixmultiply` baseline and peak.
 trait Element: Float {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]);
+    /// FMA peak per core of the GEMM kernel's vector width.
     fn peak_per_core(machine: &MachineFigures) -> f64;
 }
 
@@ -228,7 +298,7 @@ impl Element for f32 {
         probe::matrixmultiply_sgemm(m, n, k, a, b, c);
     }
     fn peak_per_core(machine: &MachineFigures) -> f64 {
-        machine.fma_peak_f32_gflops_per_core
+        machine.gemm_peak_f32_gflops_per_core
     }
 }
 
@@ -237,7 +307,7 @@ impl Element for f64 {
         probe::matrixmultiply_dgemm(m, n, k, a, b, c);
     }
     fn peak_per_core(machine: &MachineFigures) -> f64 {
-        machine.fma_peak_f64_gflops_per_core
+        machine.gemm_peak_f64_gflops_per_core
     }
 }
 
@@ -590,6 +660,53 @@ mod tests {
         let err = run(&options, |_| {}).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("threads"), "{err}");
+    }
+
+    #[test]
+    fn gemm_peak_has_the_kernel_width() {
+        assert_eq!(
+            kernel_peak(KernelVariant::Avx512, Some(170.0), 100.0),
+            170.0
+        );
+        assert_eq!(kernel_peak(KernelVariant::Avx2, Some(170.0), 100.0), 100.0);
+        assert_eq!(kernel_peak(KernelVariant::Avx512, None, 100.0), 100.0);
+    }
+
+    /// The report's machine figures on this CPU: the GEMM peak is the probe of the width the
+    /// dispatched kernel uses, and GEMM records are measured against it.
+    #[test]
+    fn quick_report_measures_gemm_against_its_kernel_width() {
+        let options = BenchOptions {
+            threads: Some(1),
+            quick: true,
+        };
+        let report = run(&options, |_| {}).unwrap();
+        let machine = &report.machine;
+        let variant = benign_kernels::gemm::kernel_variant();
+        assert_eq!(machine.gemm_kernel, variant.name());
+        let has_avx512 = KernelVariant::Avx512.is_available();
+        assert_eq!(
+            machine.fma_peak_f32_avx512_gflops_per_core.is_some(),
+            has_avx512
+        );
+        assert_eq!(
+            machine.fma_peak_f64_avx512_gflops_all_threads.is_some(),
+            has_avx512
+        );
+        let expected = kernel_peak(
+            variant,
+            machine.fma_peak_f32_avx512_gflops_per_core,
+            machine.fma_peak_f32_gflops_per_core,
+        );
+        assert_eq!(machine.gemm_peak_f32_gflops_per_core, expected);
+        let gemm = report
+            .records
+            .iter()
+            .find(|r| r.kernel == "gemm" && r.dtype == "f32")
+            .unwrap();
+        let frac = gemm.frac_of_peak.unwrap();
+        let want = gemm.gflops.unwrap() / machine.gemm_peak_f32_gflops_per_core;
+        assert!((frac - want).abs() <= 1e-12 * want, "{frac} vs {want}");
     }
 
     #[test]

@@ -75,12 +75,30 @@ fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()>
     )?;
     writeln!(
         out,
-        "FMA peak per core: {:.1} GFLOP/s f32, {:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
+        "FMA peak per core, 256-bit: {:.1} GFLOP/s f32, {:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
         m.fma_peak_f32_gflops_per_core,
         m.fma_peak_f64_gflops_per_core,
         m.threads,
         m.fma_peak_f32_gflops_all_threads,
         m.fma_peak_f64_gflops_all_threads
+    )?;
+    match (
+        m.fma_peak_f32_avx512_gflops_per_core,
+        m.fma_peak_f64_avx512_gflops_per_core,
+    ) {
+        (Some(f32_peak), Some(f64_peak)) => writeln!(
+            out,
+            "FMA peak per core, 512-bit (AVX-512): {f32_peak:.1} GFLOP/s f32, {f64_peak:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
+            m.threads,
+            m.fma_peak_f32_avx512_gflops_all_threads.unwrap_or(0.0),
+            m.fma_peak_f64_avx512_gflops_all_threads.unwrap_or(0.0)
+        )?,
+        _ => writeln!(out, "FMA peak per core, 512-bit: - (no AVX-512 on this CPU)")?,
+    }
+    writeln!(
+        out,
+        "GEMM kernel: {} (of peak [fma] is against {:.1} GFLOP/s f32, {:.1} GFLOP/s f64 per core: the peak of its vector width)",
+        m.gemm_kernel, m.gemm_peak_f32_gflops_per_core, m.gemm_peak_f64_gflops_per_core
     )?;
     writeln!(
         out,
@@ -90,7 +108,7 @@ fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()>
     )?;
     writeln!(
         out,
-        "vs mm = our GFLOP/s / matrixmultiply's ({} threads); of peak = GFLOP/s / (FMA peak per core x threads) [fma] or GB/s / triad [triad]",
+        "vs mm = our GFLOP/s / matrixmultiply's ({} threads); of peak = GFLOP/s / (GEMM kernel's FMA peak per core x threads) [fma] or GB/s / triad [triad]",
         m.matrixmultiply_threads
     )?;
     writeln!(out)?;

@@ -13,6 +13,10 @@
 //! chains hide the 4-cycle FMA latency on both 512-bit FMA ports, and each pair of B loads
 //! is amortised over 24 or 28 FMAs. These are BLIS's Skylake-X shapes (transposed: BLIS's C is
 //! column-major).
+//!
+//! Memory: the A micro-panel streams from L2 and is prefetched a few steps ahead; the C tile is
+//! prefetched by the kernel itself, one row per step over the last steps of the k loop (see
+//! `C_PREFETCH_STEPS`), rather than all at once before the call.
 
 use std::arch::x86_64::{
     _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd,
@@ -31,6 +35,13 @@ pub const NR_F64: usize = 16;
 
 /// How many depth steps ahead the kernels prefetch the A micro-panel.
 const A_PREFETCH_STEPS: usize = 8;
+
+/// How many depth steps before the end of the k loop the kernels start fetching the C tile,
+/// one row per step. C rows are `ldc` apart (no hardware prefetcher follows them) and the
+/// write-back would otherwise stall on a cache miss per row; issuing all of them at once
+/// before the kernel (as the `wide` variant does) fills the line-fill buffers and stalls the
+/// A and B loads behind them instead.
+const C_PREFETCH_STEPS: usize = 24;
 
 /// Whether the running CPU has AVX-512F (std caches the CPUID answer: a load and a test).
 #[inline]
@@ -132,8 +143,21 @@ macro_rules! avx512_tile {
             ldc: usize,
         ) {
             let mut ab = [[$setzero(); 2]; $mr];
+            // The C tile is fetched during the last C_PREFETCH_STEPS steps, one row per step
+            // (see C_PREFETCH_STEPS); with kc shorter than that, from the first step on.
+            let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
             // loop over the depth: one rank-1 update of the tile per step
             for p in 0..kc {
+                let c_row = p.wrapping_sub(c_prefetch_start);
+                if c_row < $mr {
+                    // Every 64-byte line row `c_row` can touch: its first, middle and last
+                    // element (NR scalars are 128 bytes). A prefetch never faults, so the
+                    // addresses are formed with wrapping_add and never dereferenced.
+                    let row_start = c.wrapping_add(c_row * ldc);
+                    _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($lanes).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($nr - 1).cast());
+                }
                 // The A micro-panel streams from L2: ask for it a few steps ahead. A prefetch
                 // never faults, so running past the panel's end (wrapping_add, no deref) is fine.
                 _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((p + A_PREFETCH_STEPS) * $mr).cast());

@@ -172,10 +172,12 @@ fn write_back_full<V: Lanes>(
 /// A tile function: `C <- alpha AB + beta C` on the `rows x cols` top-left part of one tile
 /// (`c[i * ldc + j]`), `AB` from a packed A micro-panel and a packed B micro-panel of depth
 /// `kc` (arguments in that order: `kc, a_panel, b_panel, alpha, beta, c, ldc, rows, cols`).
-/// One per kernel variant and element type; the AVX-512 ones live in `gemm/avx512.rs`.
+/// One per kernel variant and element type; the AVX-512 ones live in `gemm/avx512.rs`. Each
+/// brings the C tile into cache itself, at the point of its k loop that suits it.
 pub type TileFn<S> = fn(usize, &[S], &[S], S, S, &mut [S], usize, usize, usize);
 
-/// The `wide` tile function: [`microkernel`] then [`write_back`], with the B micro-panel given
+/// The `wide` tile function: [`prefetch_tile`], [`microkernel`] then [`write_back`], with the
+/// B micro-panel given
 /// as scalars (`kc * NR` of them). From the packing buffers it is 32-byte aligned (they are
 /// 64-byte aligned and each micro-panel is a whole number of vectors long) and is used in
 /// place; an unaligned panel is copied first.
@@ -192,6 +194,7 @@ pub fn tile_wide<V: Lanes>(
     cols: usize,
 ) {
     let b_panel = &b_panel[..kc * V::NR];
+    prefetch_tile(c, ldc, rows, cols);
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) => microkernel::<V>(kc, a_panel, b_vectors),
         // not from the packing buffers (a test): copy into vectors, same values
@@ -361,7 +364,8 @@ mod tests {
     /// stay untouched; then partial tiles must equal the matching part of the full tile bitwise.
     fn check_tile_fn<S: Float>(tile: TileFn<S>, mr: usize, nr: usize) {
         let eps = S::EPSILON.to_f64();
-        for kc in [1, 2, 5, 16, 257] {
+        // 23..=25: around the start of the AVX-512 kernels' C prefetch window
+        for kc in [1, 2, 5, 16, 23, 24, 25, 257] {
             let a: Vec<S> = values(kc * mr, 11).into_iter().map(S::from_f64).collect();
             let b: Vec<S> = values(kc * nr, 12).into_iter().map(S::from_f64).collect();
             let ldc = nr + 3;
