@@ -30,6 +30,7 @@
 //! - `<dataset>-<grid key>/cells/n<N>-eta<ETA>-seed<S>.json` (a [`CellResult`], written last, so
 //!   its presence marks a finished cell that a rerun skips) and `.jsonl` (its [`EpochRecord`]s).
 
+pub mod cached;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ use crate::realdata::subset::draw;
 use crate::realdata::{Sampling, TokenizedSplit};
 use crate::synthetic::data::named_rng;
 use crate::{Error, Result};
+use cached::{CachedTrainer, LastBlockInputs};
 
 /// Labels after the noise, and which ones were changed.
 #[derive(Clone, Debug, PartialEq)]
@@ -453,9 +455,24 @@ pub struct CellRun {
     pub model: Classifier<f32>,
 }
 
-/// Phase 2 of one cell.
+/// Phase 2 of one cell. Everything before the last block's attention is frozen, so the last
+/// block's inputs of the fine-tuning and test examples are computed once ([`cached`]) and the
+/// epochs train and evaluate on them.
 pub fn run_cell(
     experiment: &Experiment<'_>,
+    config: &FinetuneConfig,
+    cell: Cell,
+    observe: &mut dyn FnMut(Event<'_>),
+) -> Result<CellRun> {
+    let test_inputs = LastBlockInputs::compute(experiment.model, experiment.test)?;
+    run_cell_cached(experiment, &test_inputs, config, cell, observe)
+}
+
+/// [`run_cell`] with the test examples' last-block inputs already computed (they depend on the
+/// phase-1 model only, so a table computes them once).
+fn run_cell_cached(
+    experiment: &Experiment<'_>,
+    test_inputs: &LastBlockInputs<f32>,
     config: &FinetuneConfig,
     cell: Cell,
     observe: &mut dyn FnMut(Event<'_>),
@@ -481,15 +498,16 @@ pub fn run_cell(
         model.reinitialize(&query_key, &mut named_rng(cell.seed, "finetune-query-key"));
     }
     model.freeze_all_except(&query_key);
-    let mut trainer = Trainer::<f32>::new(TrainConfig {
+    let train_inputs = LastBlockInputs::compute(&model, &split)?;
+    let mut trainer = CachedTrainer::new(TrainConfig {
         seed: cell.seed,
         ..config.phase2.clone()
     })?;
-    let test = experiment.test;
+    let test_labels = &experiment.test.labels;
     let epochs = config.phase2.epochs;
     let mut records = Vec::with_capacity(epochs + 1);
-    let train_eval = trainer.evaluate(&model, &split, &noisy.labels)?;
-    let test_eval = trainer.evaluate(&model, test, &test.labels)?;
+    let train_eval = trainer.evaluate(&model, &train_inputs, &noisy.labels)?;
+    let test_eval = trainer.evaluate(&model, test_inputs, test_labels)?;
     records.push(record(
         0,
         &train_eval,
@@ -502,10 +520,10 @@ pub fn run_cell(
     observe(Event::CellEpoch(records.last().expect("pushed")));
     for epoch in 1..=epochs {
         let epoch_start = Instant::now();
-        let metrics = trainer.run_epoch(&mut model, &split, &noisy.labels, None, &mut |_, _| {})?;
-        let train_eval = trainer.evaluate(&model, &split, &noisy.labels)?;
+        let metrics = trainer.run_epoch(&mut model, &train_inputs, &noisy.labels)?;
+        let train_eval = trainer.evaluate(&model, &train_inputs, &noisy.labels)?;
         let test_eval = if epoch % config.eval_every == 0 || epoch == epochs {
-            Some(trainer.evaluate(&model, test, &test.labels)?)
+            Some(trainer.evaluate(&model, test_inputs, test_labels)?)
         } else {
             None
         };
@@ -556,6 +574,7 @@ pub fn run_cells(
     let cells = plan.cells();
     let available = experiment.train.n - experiment.pretrain_subset.len();
     let mut outcomes = Vec::with_capacity(cells.len());
+    let mut test_inputs = None;
     for (index, cell) in cells.iter().copied().enumerate() {
         let json = dir.join("cells").join(format!("{}.json", cell.stem()));
         if cell.n > available {
@@ -588,7 +607,13 @@ pub fn run_cells(
         });
         let CellRun {
             result, records, ..
-        } = run_cell(experiment, config, cell, observe)?;
+        } = {
+            if test_inputs.is_none() {
+                test_inputs = Some(LastBlockInputs::compute(experiment.model, experiment.test)?);
+            }
+            let test_inputs = test_inputs.as_ref().expect("computed above");
+            run_cell_cached(experiment, test_inputs, config, cell, observe)?
+        };
         let mut lines = String::new();
         for r in &records {
             lines.push_str(&serde_json::to_string(r).expect("records serialize"));
