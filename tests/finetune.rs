@@ -76,6 +76,8 @@ fn fast_config(epochs: usize) -> FinetuneConfig {
     config.phase2.lr = 1e-2;
     config.eval_every = 2;
     config.test_examples = None;
+    // The toy model is 8 wide: its own heads (the default's 64 is for the 64-wide backbones).
+    config.last_heads = None;
     config
 }
 
@@ -170,6 +172,53 @@ fn bad_noise_settings_name_the_field() {
         seeds: 1,
     };
     assert!(matches!(plan.validate(), Err(Error::InvalidOption { field, .. }) if field == "n"));
+    let bad_scale = FinetuneConfig {
+        score_scale: 0.0,
+        ..FinetuneConfig::default()
+    };
+    assert!(
+        matches!(bad_scale.validate(), Err(Error::InvalidOption { field, .. }) if field == "score-scale")
+    );
+}
+
+#[test]
+fn phase_two_can_split_the_last_attention_into_other_heads() {
+    let train = toy_split(60, 3, 1);
+    let test = toy_split(30, 3, 2);
+    let model = toy_model(3);
+    let pretrain_subset: Vec<usize> = (0..30).collect();
+    let experiment = Experiment {
+        model: &model,
+        train: &train,
+        pretrain_subset: &pretrain_subset,
+        test: &test,
+    };
+    let cell = Cell {
+        n: 20,
+        eta: 0.3,
+        seed: 5,
+    };
+    // The toy model is 8 wide: 3 heads do not divide it.
+    let config = FinetuneConfig {
+        last_heads: Some(3),
+        ..fast_config(2)
+    };
+    match run_cell(&experiment, &config, cell, &mut |_| {}) {
+        Err(Error::InvalidOption { field, .. }) => assert_eq!(field, "last-heads"),
+        other => panic!("expected an invalid last-heads, got {:?}", other.err()),
+    }
+    // One head per coordinate, sharper scores: a different function of the same query and key.
+    let base = run_cell(&experiment, &fast_config(2), cell, &mut |_| {}).unwrap();
+    let config = FinetuneConfig {
+        last_heads: Some(8),
+        score_scale: 4.0,
+        ..fast_config(2)
+    };
+    let split = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
+    let (a, b) = (&base.records[0], &split.records[0]);
+    assert_ne!(a.train_loss, b.train_loss);
+    assert!(b.mean_max_cls_attention > a.mean_max_cls_attention);
+    assert!(split.records.iter().all(|r| r.train_loss.is_finite()));
 }
 
 #[test]
@@ -303,7 +352,9 @@ fn max_param_difference(a: &Classifier<f32>, b: &Classifier<f32>) -> f64 {
 #[test]
 fn cached_last_block_inputs_give_the_full_models_logits_and_training() {
     use benign::classifier::{TrainConfig, Trainer};
-    use benign::finetune::cached::{cached_logits, CachedTrainer, LastBlockInputs};
+    use benign::finetune::cached::{
+        cached_logits, CachedTrainer, LastBlockInputs, Phase2Attention,
+    };
     let text_config = ModelConfig {
         input: InputKind::Words { vocab_size: 12 },
         seq_len: 7,
@@ -334,7 +385,7 @@ fn cached_last_block_inputs_give_the_full_models_logits_and_training() {
     ];
     for (what, mut model, split) in cases {
         let inputs = LastBlockInputs::compute(&model, &split).unwrap();
-        let cached = cached_logits(&model, &inputs);
+        let cached = cached_logits(&model, &inputs, Phase2Attention::of(&model));
         let mut tape = benign::autodiff::Tape::<f32>::new();
         let indices: Vec<usize> = (0..split.n).collect();
         let full = tape.no_grad(|tape| {
@@ -365,7 +416,7 @@ fn cached_last_block_inputs_give_the_full_models_logits_and_training() {
         };
         let labels: Vec<u32> = split.labels.iter().map(|&l| (l + 1) % 3).collect();
         let mut full_trainer = Trainer::<f32>::new(config.clone()).unwrap();
-        let mut cached_trainer = CachedTrainer::new(config).unwrap();
+        let mut cached_trainer = CachedTrainer::new(config, Phase2Attention::of(&model)).unwrap();
         for _ in 0..2 {
             full_trainer
                 .run_epoch(&mut reference, &split, &labels, None, &mut |_, _| {})

@@ -5,17 +5,24 @@
 //!
 //! ```text
 //! h = LN1(x_{L-1})                     cached   [S + 1, d]
-//! V = h W_v^T + b_v (split into heads) cached   [H, S + 1, d / H]
+//! V = h W_v^T + b_v                     cached   [S + 1, d]
 //! q = W_q h_cls + b_q,  K = h W_k^T + b_k          (the trainable part)
-//! a_h = softmax(q_h K_h^T / sqrt(d / H) + padding mask)     [CLS] query only
+//! a_h = softmax(s q_h K_h^T / sqrt(d / H) + padding mask)     [CLS] query only, H heads
 //! out = x_cls + W_o concat_h(a_h V_h) + b_o, then the MLP on that one row
 //! logits = LN(out) W_head^T + b_head
 //! ```
 //!
-//! which is [`crate::classifier::Classifier::forward`]'s function of the query and key (the
+//! With the model's own head count and `s = 1` this is
+//! [`crate::classifier::Classifier::forward`]'s function of the query and key (the
 //! head reads the [CLS] position only, and everything after the attention acts token by token,
 //! so the other positions' outputs never reach the loss). Only the summation order of some
-//! products differs; the test `cached_forward_matches_the_full_model` compares the two.
+//! products differs; the test `cached_last_block_inputs_give_the_full_models_logits_and_training`
+//! compares the two.
+//!
+//! Phase 2 may also split the last block's attention into a different number of heads `H`
+//! (the query and key are redrawn anyway; the values are cut into `H` slices of `d / H`
+//! coordinates, each mixed by its own attention row) and scale the scores by `s` (an inverse
+//! temperature): [`Phase2Attention`].
 //!
 //! The training loop is [`crate::classifier::Trainer::run_epoch`]'s (same shuffles, chunks,
 //! clipping, AdamW and schedule), on the cached inputs.
@@ -34,6 +41,25 @@ use crate::{Error, Result};
 /// Examples per no-tape forward pass when filling the cache or evaluating.
 const CACHE_CHUNK: usize = 128;
 
+/// How phase 2 computes the last block's [CLS] attention.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Phase2Attention {
+    /// Heads (must divide the width).
+    pub heads: usize,
+    /// Factor on the scores `q . k / sqrt(d / heads)` (1: the model's attention).
+    pub score_scale: f64,
+}
+
+impl Phase2Attention {
+    /// The model's own attention.
+    pub fn of<T: Float>(model: &Classifier<T>) -> Self {
+        Phase2Attention {
+            heads: model.config.heads,
+            score_scale: 1.0,
+        }
+    }
+}
+
 /// The fixed inputs of the last block for every example of a split.
 #[derive(Clone, Debug)]
 pub struct LastBlockInputs<T> {
@@ -41,10 +67,9 @@ pub struct LastBlockInputs<T> {
     /// Positions per example, [CLS] included.
     pub seq: usize,
     pub dim: usize,
-    pub heads: usize,
     /// `LN1(x)` of the last block, `[examples, seq, dim]`.
     pub normed: Vec<T>,
-    /// The last block's values, `[examples, heads, seq, dim / heads]`.
+    /// The last block's values, `[examples, seq, dim]`.
     pub values: Vec<T>,
     /// The [CLS] row of the last block's input (its residual stream), `[examples, dim]`.
     pub cls_input: Vec<T>,
@@ -59,15 +84,13 @@ impl<T: Float> LastBlockInputs<T> {
     pub fn compute(model: &Classifier<T>, split: &TokenizedSplit) -> Result<Self> {
         model.check_split(split, "fine-tuning split")?;
         let c = model.config;
-        let (seq, dim, heads) = (c.seq_len + 1, c.dim, c.heads);
-        let head_dim = dim / heads;
+        let (seq, dim) = (c.seq_len + 1, c.dim);
         let indices: Vec<usize> = (0..split.n).collect();
         let parts: Vec<(Vec<T>, Vec<T>, Vec<T>)> = indices
             .par_chunks(CACHE_CHUNK)
             .map(|chunk| {
                 let mut tape = Tape::<T>::new();
                 tape.no_grad(|tape| {
-                    let batch = chunk.len();
                     let vars = model.param_vars(tape);
                     let real = key_padding_mask(split, chunk);
                     let block_config = c.block();
@@ -88,8 +111,6 @@ impl<T: Float> LastBlockInputs<T> {
                     let eps = T::from_f64(c.ln_eps);
                     let normed = tape.layer_norm(x, last_vars.ln1.0, last_vars.ln1.1, eps);
                     let values = linear_forward(tape, normed, &last_vars.value);
-                    let values = tape.reshape(values, &[batch, seq, heads, head_dim]);
-                    let values = tape.permute(values, &[0, 2, 1, 3]);
                     let cls_input = tape.select(x, 1, 0);
                     (
                         tape.value(normed).to_vec(),
@@ -103,7 +124,6 @@ impl<T: Float> LastBlockInputs<T> {
             examples: split.n,
             seq,
             dim,
-            heads,
             normed: Vec::with_capacity(split.n * seq * dim),
             values: Vec::with_capacity(split.n * seq * dim),
             cls_input: Vec::with_capacity(split.n * dim),
@@ -145,9 +165,10 @@ fn forward_cached<T: Float>(
     tape: &mut Tape<T>,
     model: &Classifier<T>,
     inputs: &LastBlockInputs<T>,
+    attention: Phase2Attention,
     indices: &[usize],
 ) -> CachedForward {
-    let (batch, seq, dim, heads) = (indices.len(), inputs.seq, inputs.dim, inputs.heads);
+    let (batch, seq, dim, heads) = (indices.len(), inputs.seq, inputs.dim, attention.heads);
     let head_dim = dim / heads;
     let config = model.config.block();
     let last = model.blocks.last().expect("at least one block");
@@ -155,7 +176,8 @@ fn forward_cached<T: Float>(
     let normed = LastBlockInputs::gather(&inputs.normed, seq * dim, indices);
     let normed = tape.constant(&[batch, seq, dim], &normed);
     let values = LastBlockInputs::gather(&inputs.values, seq * dim, indices);
-    let values = tape.constant(&[batch, heads, seq, head_dim], &values);
+    let values = tape.constant(&[batch, seq, heads, head_dim], &values);
+    let values = tape.permute(values, &[0, 2, 1, 3]);
     let cls_input = LastBlockInputs::gather(&inputs.cls_input, dim, indices);
     let cls_input = tape.constant(&[batch, 1, dim], &cls_input);
 
@@ -167,7 +189,10 @@ fn forward_cached<T: Float>(
     let key = tape.reshape(key, &[batch, seq, heads, head_dim]);
     let key = tape.permute(key, &[0, 2, 1, 3]);
     let scores = tape.matmul_t(query, key, false, true);
-    let scores = tape.scale(scores, T::from_f64(1.0 / (head_dim as f64).sqrt()));
+    let scores = tape.scale(
+        scores,
+        T::from_f64(attention.score_scale / (head_dim as f64).sqrt()),
+    );
     let mask = inputs.key_mask.as_ref().map(|mask| {
         // [batch, heads, 1, seq]: each example's key row repeated over its heads.
         let mut repeated = Vec::with_capacity(batch * heads * seq);
@@ -217,11 +242,15 @@ fn argmax_rows<T: Float>(logits: &[T], classes: usize) -> Vec<u32> {
 
 /// The logits of every cached example (no tape recorded), `[examples, classes]`: for tests and
 /// comparisons with the full model.
-pub fn cached_logits<T: Float>(model: &Classifier<T>, inputs: &LastBlockInputs<T>) -> Vec<T> {
+pub fn cached_logits<T: Float>(
+    model: &Classifier<T>,
+    inputs: &LastBlockInputs<T>,
+    attention: Phase2Attention,
+) -> Vec<T> {
     let mut tape = Tape::new();
     let indices: Vec<usize> = (0..inputs.examples).collect();
     tape.no_grad(|tape| {
-        let forward = forward_cached(tape, model, inputs, &indices);
+        let forward = forward_cached(tape, model, inputs, attention, &indices);
         tape.value(forward.logits).to_vec()
     })
 }
@@ -232,6 +261,7 @@ pub fn cached_logits<T: Float>(model: &Classifier<T>, inputs: &LastBlockInputs<T
 pub struct CachedTrainer {
     /// Holds the settings and draws the epoch orders.
     schedule: Trainer<f32>,
+    attention: Phase2Attention,
     optimizer: AdamW<f32>,
     tapes: Vec<Tape<f32>>,
 }
@@ -246,10 +276,11 @@ pub struct CachedEpoch {
 }
 
 impl CachedTrainer {
-    pub fn new(config: TrainConfig) -> Result<Self> {
+    pub fn new(config: TrainConfig, attention: Phase2Attention) -> Result<Self> {
         let optimizer = AdamW::new(config.lr).with_weight_decay(config.weight_decay);
         Ok(CachedTrainer {
             schedule: Trainer::new(config)?,
+            attention,
             optimizer,
             tapes: Vec::new(),
         })
@@ -280,13 +311,14 @@ impl CachedTrainer {
             }
             let batch_len = batch.len() as f64;
             let model_ref: &Classifier<f32> = model;
+            let attention = self.attention;
             let results: Vec<(f64, Gradients<f32>)> = self.tapes[..chunks.len()]
                 .par_iter_mut()
                 .zip(chunks.par_iter())
                 .map(|(tape, &indices)| {
                     tape.clear();
                     tape.set_grad_enabled(true);
-                    let forward = forward_cached(tape, model_ref, inputs, indices);
+                    let forward = forward_cached(tape, model_ref, inputs, attention, indices);
                     let targets: Vec<usize> = indices.iter().map(|&i| labels[i] as usize).collect();
                     let loss = tape.cross_entropy(forward.logits, &targets);
                     let loss_value = tape.scalar(loss).to_f64();
@@ -356,7 +388,13 @@ impl CachedTrainer {
         inputs: &LastBlockInputs<f32>,
         labels: &[u32],
     ) -> Result<Evaluation> {
-        evaluate_cached(model, inputs, labels, self.schedule.steps_done)
+        evaluate_cached(
+            model,
+            inputs,
+            self.attention,
+            labels,
+            self.schedule.steps_done,
+        )
     }
 }
 
@@ -383,6 +421,7 @@ fn check_labels(labels: &[u32], n: usize, classes: usize) -> Result<()> {
 pub fn evaluate_cached(
     model: &Classifier<f32>,
     inputs: &LastBlockInputs<f32>,
+    attention: Phase2Attention,
     labels: &[u32],
     step: usize,
 ) -> Result<Evaluation> {
@@ -396,14 +435,17 @@ pub fn evaluate_cached(
         .map(|chunk| {
             let mut tape = Tape::new();
             tape.no_grad(|tape| {
-                let forward = forward_cached(tape, model, inputs, chunk);
+                let forward = forward_cached(tape, model, inputs, attention, chunk);
                 let targets: Vec<usize> = chunk.iter().map(|&i| labels[i] as usize).collect();
                 let loss = tape.cross_entropy(forward.logits, &targets);
                 let predictions = argmax_rows(tape.value(forward.logits), classes);
-                let attention: f64 =
-                    max_cls_attention(tape.value(forward.cls_attention), inputs.heads, inputs.seq)
-                        .iter()
-                        .sum();
+                let attention: f64 = max_cls_attention(
+                    tape.value(forward.cls_attention),
+                    attention.heads,
+                    inputs.seq,
+                )
+                .iter()
+                .sum();
                 (
                     tape.scalar(loss).to_f64() * chunk.len() as f64,
                     predictions,
