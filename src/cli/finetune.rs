@@ -8,6 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use benign::classifier::pretrain::{self, PretrainSpec};
+use benign::classifier::Schedule;
 use benign::finetune::{self, report, Event, FinetuneConfig, FinetuneOptions, Plan};
 use benign::realdata::DatasetName;
 use benign::Error;
@@ -37,12 +38,23 @@ pub struct FinetuneArgs {
     /// Seeds 0..SEEDS per (n, eta) cell.
     #[arg(long, default_value_t = 3)]
     pub seeds: usize,
-    /// Phase-2 epochs [default: 40].
+    /// Phase-2 epochs [default: 200].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Phase-2 peak learning rate (AdamW, cosine decay) [default: 1e-2].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Phase-2 learning-rate schedule [default: cosine].
+    #[arg(long, value_enum)]
+    pub schedule: Option<Schedule>,
+    /// Heads of the last block's attention in phase 2 (must divide the width; 4 is the
+    /// pretrained models' own) [default: 64, one per coordinate].
+    #[arg(long)]
+    pub last_heads: Option<usize>,
+    /// Factor on the last block's attention scores in phase 2 (inverse temperature)
+    /// [default: 1].
+    #[arg(long)]
+    pub score_scale: Option<f64>,
     /// Phase-1 (head only) epochs [default: 2].
     #[arg(long)]
     pub phase1_epochs: Option<usize>,
@@ -65,7 +77,7 @@ pub struct FinetuneArgs {
     /// [default: 1000].
     #[arg(long)]
     pub test_examples: Option<String>,
-    /// Test measurements every this many phase-2 epochs [default: 10].
+    /// Test measurements every this many phase-2 epochs [default: 50].
     #[arg(long)]
     pub eval_every: Option<usize>,
     /// Size of the clean pretraining subset [default: `benign pretrain`'s: 10,000; TREC 3,000;
@@ -129,6 +141,15 @@ pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
     }
     if let Some(lr) = args.lr {
         config.phase2.lr = lr;
+    }
+    if let Some(schedule) = args.schedule {
+        config.phase2.schedule = schedule;
+    }
+    if args.last_heads.is_some() {
+        config.last_heads = args.last_heads;
+    }
+    if let Some(s) = args.score_scale {
+        config.score_scale = s;
     }
     if let Some(e) = args.phase1_epochs {
         config.phase1.epochs = e;
