@@ -317,11 +317,18 @@ pub fn block_forward_vars<T: Float>(
     let qkv = packed_qkv(tape, h, vars);
     let attention = tape.multi_head_attention(qkv, config.heads, real_tokens);
     let context = attention.context;
-    let context = match &vars.out {
-        Some(out) => linear_forward(tape, context, out),
-        None => context,
+    let out = match (&vars.out, config.residual) {
+        // x1 = x + c Wo^T + bo in one op.
+        (Some(out), true) => {
+            let x1 = tape.linear_residual(context, out.weight, out.bias, x);
+            mlp_sublayer(tape, vars, config, x1)
+        }
+        (Some(out), false) => {
+            let context = linear_forward(tape, context, out);
+            attention_residual_and_mlp(tape, vars, config, x, context)
+        }
+        (None, _) => attention_residual_and_mlp(tape, vars, config, x, context),
     };
-    let out = attention_residual_and_mlp(tape, vars, config, x, context);
     BlockOutput {
         out,
         attention: attention.probabilities,
@@ -333,10 +340,7 @@ pub fn block_forward_vars<T: Float>(
 /// Stacking copies `3 d^2` parameters per step; the GEMM reads `h` (`batch * seq` rows) once
 /// instead of three times.
 fn packed_qkv<T: Float>(tape: &mut Tape<T>, h: Var, vars: &BlockVars) -> Var {
-    let weight = tape.concat(
-        &[vars.query.weight, vars.key.weight, vars.value.weight],
-        0,
-    );
+    let weight = tape.concat(&[vars.query.weight, vars.key.weight, vars.value.weight], 0);
     let bias = match (vars.query.bias, vars.key.bias, vars.value.bias) {
         (Some(q), Some(k), Some(v)) => Some(tape.concat(&[q, k, v], 0)),
         (None, None, None) => None,
@@ -355,19 +359,29 @@ pub fn attention_residual_and_mlp<T: Float>(
     x: Var,
     context: Var,
 ) -> Var {
-    let eps = T::from_f64(config.ln_eps);
     let x1 = if config.residual {
         tape.add(x, context)
     } else {
         context
     };
+    mlp_sublayer(tape, vars, config, x1)
+}
+
+/// `x1 + fc2(gelu(fc1(LN2(x1))))` (without the `x1` term without the residual), with the GELU
+/// fused into fc1 and the residual into fc2.
+fn mlp_sublayer<T: Float>(
+    tape: &mut Tape<T>,
+    vars: &BlockVars,
+    config: &BlockConfig,
+    x1: Var,
+) -> Var {
+    let eps = T::from_f64(config.ln_eps);
     let h2 = tape.layer_norm(x1, vars.ln2.0, vars.ln2.1, eps);
     let hidden = tape.linear_gelu(h2, vars.fc1.weight, vars.fc1.bias);
-    let mlp = linear_forward(tape, hidden, &vars.fc2);
     if config.residual {
-        tape.add(x1, mlp)
+        tape.linear_residual(hidden, vars.fc2.weight, vars.fc2.bias, x1)
     } else {
-        mlp
+        linear_forward(tape, hidden, &vars.fc2)
     }
 }
 

@@ -133,11 +133,7 @@ impl<T: Float> Tape<T> {
                         let keys = &real[b * seq..(b + 1) * seq];
                         for row in scores.chunks_exact_mut(seq.max(1)) {
                             for (z, &is_real) in row.iter_mut().zip(keys) {
-                                *z = if is_real {
-                                    *z * scale
-                                } else {
-                                    T::NEG_INFINITY
-                                };
+                                *z = if is_real { *z * scale } else { T::NEG_INFINITY };
                             }
                         }
                     }
@@ -166,11 +162,7 @@ impl<T: Float> Tape<T> {
             probs: probabilities.index(),
             ..op
         };
-        let context = self.push_op(
-            Shape::new(&[batch, seq, d]),
-            context,
-            Op::Attention(op),
-        );
+        let context = self.push_op(Shape::new(&[batch, seq, d]), context, Op::Attention(op));
         AttentionOutput {
             context,
             probabilities,
@@ -401,7 +393,10 @@ mod tests {
         let close = |a: &[f32], b: &[f32], what: &str| {
             assert_eq!(a.len(), b.len());
             for (i, (u, v)) in a.iter().zip(b).enumerate() {
-                assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "{what}[{i}]: {u} vs {v}");
+                assert!(
+                    (u - v).abs() <= 1e-6 * (1.0 + v.abs()),
+                    "{what}[{i}]: {u} vs {v}"
+                );
             }
         };
         close(tape.value(c), &context, "context");

@@ -4,19 +4,21 @@
 //! ```text
 //! z = x W^T + b          y = z            (linear)
 //!                        y = gelu(z)      (linear_gelu; z is kept for the backward pass)
+//!                        y = r + z        (linear_residual: a residual connection r [..., out])
 //! ```
 //!
-//! The bias is written into the output first and the GEMM accumulates onto it (`beta = 1`), so
-//! there is no separate broadcast-add node or pass. Derivatives, with `dz = dy` (linear) or
-//! `dz = dy gelu'(z)`:
+//! The bias (plus the residual) is written into the output first and the GEMM accumulates onto
+//! it (`beta = 1`), so there is no separate broadcast-add or residual-add node or pass.
+//! Derivatives, with `dz = dy` (linear, residual) or `dz = dy gelu'(z)`:
 //!
 //! ```text
 //! dx = dz W        dW = dz^T x        db = sum_rows dz     (rows summed in order)
+//! dr = dy
 //! ```
 
 use benign_kernels::{self as k, Float, Transpose};
 
-use crate::autodiff::tape::{BackwardCtx, Pool, Tape, Var};
+use crate::autodiff::tape::{write_or_add, BackwardCtx, Pool, Tape, Var};
 
 use super::matmul::product;
 use super::Op;
@@ -25,6 +27,7 @@ pub(crate) struct Linear<T> {
     x: usize,
     weight: usize,
     bias: Option<usize>,
+    residual: Option<usize>,
     rows: usize,
     inputs: usize,
     outputs: usize,
@@ -35,17 +38,36 @@ pub(crate) struct Linear<T> {
 impl<T: Float> Tape<T> {
     /// `x W^T + b` over the last axis (`b` optional).
     pub fn linear(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Var {
-        self.linear_impl(x, weight, bias, false)
+        self.linear_impl(x, weight, bias, None, false)
     }
 
     /// `gelu(x W^T + b)` (erf form) over the last axis.
     pub fn linear_gelu(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Var {
-        self.linear_impl(x, weight, bias, true)
+        self.linear_impl(x, weight, bias, None, true)
     }
 
-    fn linear_impl(&mut self, x: Var, weight: Var, bias: Option<Var>, gelu: bool) -> Var {
+    /// `residual + x W^T + b` over the last axis; `residual` has the output's shape.
+    pub fn linear_residual(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        residual: Var,
+    ) -> Var {
+        self.linear_impl(x, weight, bias, Some(residual), false)
+    }
+
+    fn linear_impl(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        residual: Option<Var>,
+        gelu: bool,
+    ) -> Var {
         let (xi, wi) = (self.check(x), self.check(weight));
         let bi = bias.map(|b| self.check(b));
+        let ri = residual.map(|r| self.check(r));
         let (sx, sw) = (self.node_shape(xi), self.node_shape(wi));
         assert!(
             sx.rank() >= 1 && sw.rank() == 2 && sw.dim(1) == sx.last(),
@@ -62,16 +84,37 @@ impl<T: Float> Tape<T> {
         }
         let rows = sx.numel() / inputs.max(1);
         let out_shape = sx.with_axis(sx.rank() - 1, outputs);
+        if let Some(ri) = ri {
+            let sr = self.node_shape(ri);
+            assert_eq!(
+                sr, out_shape,
+                "linear_residual: residual {sr} must have the output's shape {out_shape}"
+            );
+        }
         let mut z = self.buffer(rows * outputs);
-        let beta = match bi {
-            Some(bi) => {
+        let width = outputs.max(1);
+        let beta = match (bi, ri) {
+            (Some(bi), None) => {
                 let b = self.node_value(bi);
-                for row in z.chunks_exact_mut(outputs.max(1)) {
+                for row in z.chunks_exact_mut(width) {
                     row.copy_from_slice(b);
                 }
                 T::ONE
             }
-            None => T::ZERO,
+            (Some(bi), Some(ri)) => {
+                let (b, r) = (self.node_value(bi), self.node_value(ri));
+                for (row, res) in z.chunks_exact_mut(width).zip(r.chunks_exact(width)) {
+                    for ((o, &rv), &bv) in row.iter_mut().zip(res).zip(b) {
+                        *o = rv + bv;
+                    }
+                }
+                T::ONE
+            }
+            (None, Some(ri)) => {
+                z.copy_from_slice(self.node_value(ri));
+                T::ONE
+            }
+            (None, None) => T::ZERO,
         };
         product(
             Transpose::No,
@@ -98,6 +141,7 @@ impl<T: Float> Tape<T> {
             x: xi,
             weight: wi,
             bias: bi,
+            residual: ri,
             rows,
             inputs,
             outputs,
@@ -113,6 +157,9 @@ impl<T: Float> Linear<T> {
         f(self.weight);
         if let Some(b) = self.bias {
             f(b);
+        }
+        if let Some(r) = self.residual {
+            f(r);
         }
     }
 
@@ -183,6 +230,10 @@ impl<T: Float> Linear<T> {
                 }
             }
         }
+        if let Some(r) = self.residual.filter(|&r| ctx.needs(r)) {
+            let (dr, fresh) = ctx.grad(r);
+            write_or_add(dr, fresh, |i| dy[i]);
+        }
         if let Some(buf) = gelu_grad {
             ctx.pool.put(buf);
         }
@@ -206,6 +257,15 @@ mod tests {
 
     fn affine_gelu<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
         t.linear_gelu(v[0], v[1], Some(v[2]))
+    }
+
+    fn affine_residual<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        t.linear_residual(v[0], v[1], Some(v[2]), v[3])
+    }
+
+    /// The residual is also the input: its gradient gets both contributions.
+    fn residual_is_input<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        t.linear_residual(v[0], v[1], None, v[0])
     }
 
     /// A value used twice, so the second contribution accumulates onto the first.
@@ -252,6 +312,22 @@ mod tests {
             ),
             Case::op(
                 "linear",
+                "residual",
+                {
+                    let mut list = inputs(true);
+                    list.push(Input::var("r", &[2, 3, 5]));
+                    list
+                },
+                crate::gradcheck_builder!(affine_residual),
+            ),
+            Case::op(
+                "linear",
+                "residual_is_input",
+                vec![Input::var("x", &[3, 4]), Input::var("w", &[4, 4])],
+                crate::gradcheck_builder!(residual_is_input),
+            ),
+            Case::op(
+                "linear",
                 "vector_gelu",
                 vec![
                     Input::var("x", &[4]),
@@ -278,7 +354,8 @@ mod tests {
     #[test]
     fn matches_the_unfused_graph() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5..1.5)).collect() };
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5..1.5)).collect() };
         let (x, w, b, seed) = (draw(7 * 9), draw(6 * 9), draw(6), draw(7 * 6));
         let run = |fused: bool| {
             let mut tape = Tape::<f32>::new();
