@@ -128,7 +128,7 @@ impl<T: Float> Tape<T> {
                     seq,
                 );
                 match real_tokens {
-                    None => scores.iter_mut().for_each(|z| *z = *z * scale),
+                    None => scores.iter_mut().for_each(|z| *z *= scale),
                     Some(real) => {
                         let keys = &real[b * seq..(b + 1) * seq];
                         for row in scores.chunks_exact_mut(seq.max(1)) {
@@ -225,7 +225,7 @@ impl MultiHeadAttention {
                         3 * d,
                     );
                     k::softmax_rows_backward(seq, p, &dp, &mut dz);
-                    dz.iter_mut().for_each(|z| *z = *z * scale);
+                    dz.iter_mut().for_each(|z| *z *= scale);
                     // dQ = s dZ K
                     product(
                         Transpose::No,
