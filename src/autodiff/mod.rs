@@ -31,6 +31,7 @@ pub mod params;
 pub mod tape;
 pub mod tensor;
 
+pub use ops::attention::AttentionOutput;
 pub use optim::{clip_grad_norm, AdamW, Sgd};
 pub use params::{GroupId, ParamGroup, ParamId, ParamStore};
 pub use tape::{GradEntry, Gradients, MemoryStats, Tape, Var};

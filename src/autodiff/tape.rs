@@ -469,6 +469,19 @@ impl<T: Float> Tape<T> {
         })
     }
 
+    /// Appends a by-product of an op (e.g. attention probabilities) that no gradient flows
+    /// into or through; the op that produced it may read it in its backward pass.
+    pub(crate) fn push_untracked(&mut self, shape: Shape, value: Vec<T>) -> Var {
+        debug_assert_eq!(value.len(), shape.numel());
+        self.push_node(Node {
+            shape,
+            value: Storage::Owned(value),
+            op: Op::Leaf,
+            requires_grad: false,
+            param: None,
+        })
+    }
+
     fn push_node(&mut self, node: Node<T>) -> Var {
         let index = u32::try_from(self.nodes.len()).expect("a tape holds at most 2^32 nodes");
         self.nodes.push(node);

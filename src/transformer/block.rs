@@ -15,9 +15,10 @@
 //! an all `-inf` row), again without NaN.
 //!
 //! Query, key and value have separate parameters (the fine-tuning experiment freezes all but the
-//! last block's query and key and redraws those). Each projection is one GEMM over all
-//! `batch * seq` rows and all heads; scores and context are batched matmuls over
-//! `batch * heads`. With one head the split and merge are skipped (no copies).
+//! last block's query and key and redraws those); the forward pass stacks them and computes
+//! all three projections as one GEMM over all `batch * seq` rows. The fused
+//! [`Tape::multi_head_attention`] op reads the heads in place from that packed output (no
+//! split, permute or merge copies), and the MLP's first layer is one fused linear + GELU op.
 
 use benign_kernels::Float;
 use rand::Rng;
@@ -311,42 +312,41 @@ pub fn block_forward_vars<T: Float>(
         config.out_proj,
         "block_forward: output projection parameters do not match config.out_proj"
     );
-    let (batch, seq, d) = (shape.dim(0), shape.dim(1), config.d_model);
-    let heads = config.heads;
-    let head_dim = config.head_dim();
     let eps = T::from_f64(config.ln_eps);
-
     let h = tape.layer_norm(x, vars.ln1.0, vars.ln1.1, eps);
-    let q = linear_forward(tape, h, &vars.query);
-    let k = linear_forward(tape, h, &vars.key);
-    let v = linear_forward(tape, h, &vars.value);
-    // [batch, seq, d] -> [batch, heads, seq, head_dim]; one head needs no copy.
-    let split = |tape: &mut Tape<T>, t: Var| {
-        if heads == 1 {
-            t
-        } else {
-            let t = tape.reshape(t, &[batch, seq, heads, head_dim]);
-            tape.permute(t, &[0, 2, 1, 3])
+    let qkv = packed_qkv(tape, h, vars);
+    let attention = tape.multi_head_attention(qkv, config.heads, real_tokens);
+    let context = attention.context;
+    let out = match (&vars.out, config.residual) {
+        // x1 = x + c Wo^T + bo in one op.
+        (Some(out), true) => {
+            let x1 = tape.linear_residual(context, out.weight, out.bias, x);
+            mlp_sublayer(tape, vars, config, x1)
         }
+        (Some(out), false) => {
+            let context = linear_forward(tape, context, out);
+            attention_residual_and_mlp(tape, vars, config, x, context)
+        }
+        (None, _) => attention_residual_and_mlp(tape, vars, config, x, context),
     };
-    let (q, k, v) = (split(tape, q), split(tape, k), split(tape, v));
-    let scores = tape.matmul_t(q, k, false, true);
-    let scores = tape.scale(scores, T::from_f64(1.0 / (head_dim as f64).sqrt()));
-    let mask = real_tokens.map(|real| key_padding_mask(tape, real, batch, heads, seq));
-    let weights = tape.softmax(scores, mask);
-    let context = tape.matmul(weights, v);
-    let (context, attention) = if heads == 1 {
-        (context, tape.reshape(weights, &[batch, 1, seq, seq]))
-    } else {
-        let merged = tape.permute(context, &[0, 2, 1, 3]);
-        (tape.reshape(merged, &[batch, seq, d]), weights)
+    BlockOutput {
+        out,
+        attention: attention.probabilities,
+    }
+}
+
+/// `h [Wq; Wk; Wv]^T + [bq; bk; bv]`: the three projections as one GEMM over the stacked
+/// weights, `[batch, seq, 3 d]`, which the attention op reads head by head without copies.
+/// Stacking copies `3 d^2` parameters per step; the GEMM reads `h` (`batch * seq` rows) once
+/// instead of three times.
+fn packed_qkv<T: Float>(tape: &mut Tape<T>, h: Var, vars: &BlockVars) -> Var {
+    let weight = tape.concat(&[vars.query.weight, vars.key.weight, vars.value.weight], 0);
+    let bias = match (vars.query.bias, vars.key.bias, vars.value.bias) {
+        (Some(q), Some(k), Some(v)) => Some(tape.concat(&[q, k, v], 0)),
+        (None, None, None) => None,
+        _ => panic!("block_forward: query, key and value must all have a bias or none"),
     };
-    let context = match &vars.out {
-        Some(out) => linear_forward(tape, context, out),
-        None => context,
-    };
-    let out = attention_residual_and_mlp(tape, vars, config, x, context);
-    BlockOutput { out, attention }
+    tape.linear(h, weight, bias)
 }
 
 /// The block after its attention: `x1 = x + context` (or `context` without the residual), then
@@ -359,20 +359,29 @@ pub fn attention_residual_and_mlp<T: Float>(
     x: Var,
     context: Var,
 ) -> Var {
-    let eps = T::from_f64(config.ln_eps);
     let x1 = if config.residual {
         tape.add(x, context)
     } else {
         context
     };
+    mlp_sublayer(tape, vars, config, x1)
+}
+
+/// `x1 + fc2(gelu(fc1(LN2(x1))))` (without the `x1` term without the residual), with the GELU
+/// fused into fc1 and the residual into fc2.
+fn mlp_sublayer<T: Float>(
+    tape: &mut Tape<T>,
+    vars: &BlockVars,
+    config: &BlockConfig,
+    x1: Var,
+) -> Var {
+    let eps = T::from_f64(config.ln_eps);
     let h2 = tape.layer_norm(x1, vars.ln2.0, vars.ln2.1, eps);
-    let hidden = linear_forward(tape, h2, &vars.fc1);
-    let hidden = tape.gelu(hidden);
-    let mlp = linear_forward(tape, hidden, &vars.fc2);
+    let hidden = tape.linear_gelu(h2, vars.fc1.weight, vars.fc1.bias);
     if config.residual {
-        tape.add(x1, mlp)
+        tape.linear_residual(hidden, vars.fc2.weight, vars.fc2.bias, x1)
     } else {
-        mlp
+        linear_forward(tape, hidden, &vars.fc2)
     }
 }
 

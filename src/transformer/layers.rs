@@ -95,13 +95,10 @@ impl Linear {
     }
 }
 
-/// `x W^T + b` for `x` of shape `[..., in]`: one GEMM over all leading rows.
+/// `x W^T + b` for `x` of shape `[..., in]`: one GEMM over all leading rows, accumulated onto
+/// the bias (one tape op).
 pub fn linear_forward<T: Float>(tape: &mut Tape<T>, x: Var, layer: &LinearVars) -> Var {
-    let y = tape.matmul_t(x, layer.weight, false, true);
-    match layer.bias {
-        Some(b) => tape.add(y, b),
-        None => y,
-    }
+    tape.linear(x, layer.weight, layer.bias)
 }
 
 /// The affine parameters of a LayerNorm over a width-`width` axis.

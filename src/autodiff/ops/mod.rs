@@ -3,10 +3,12 @@
 //!
 //! [`Tape`]: crate::autodiff::Tape
 
+pub(crate) mod attention;
 pub(crate) mod binary;
 pub(crate) mod embedding;
 pub(crate) mod layer_norm;
 pub(crate) mod layout;
+pub(crate) mod linear;
 pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
@@ -34,6 +36,8 @@ pub(crate) enum Op<T> {
     Reshape(layout::Reshape),
     Permute(layout::Permute),
     Embedding(embedding::Embedding),
+    Linear(linear::Linear<T>),
+    Attention(attention::MultiHeadAttention),
 }
 
 impl<T: Float> Op<T> {
@@ -59,6 +63,8 @@ impl<T: Float> Op<T> {
             Op::Reshape(op) => op.inputs(f),
             Op::Permute(op) => op.inputs(f),
             Op::Embedding(op) => op.inputs(f),
+            Op::Linear(op) => op.inputs(f),
+            Op::Attention(op) => op.inputs(f),
         }
     }
 
@@ -79,6 +85,8 @@ impl<T: Float> Op<T> {
             Op::Reshape(op) => op.backward(ctx, dy),
             Op::Permute(op) => op.backward(ctx, dy),
             Op::Embedding(op) => op.backward(ctx, dy),
+            Op::Linear(op) => op.backward(ctx, dy),
+            Op::Attention(op) => op.backward(ctx, dy),
         }
     }
 
@@ -88,6 +96,7 @@ impl<T: Float> Op<T> {
             Op::Logistic(op) => op.release(pool),
             Op::CrossEntropy(op) => op.release(pool),
             Op::LayerNorm(op) => op.release(pool),
+            Op::Linear(op) => op.release(pool),
             _ => {}
         }
     }
@@ -98,6 +107,7 @@ impl<T: Float> Op<T> {
             Op::Logistic(op) => op.saved_len(),
             Op::CrossEntropy(op) => op.saved_len(),
             Op::LayerNorm(op) => op.saved_len(),
+            Op::Linear(op) => op.saved_len(),
             _ => 0,
         }
     }

@@ -1,0 +1,383 @@
+//! The affine map of a linear layer in one op, optionally followed by GELU: over the last
+//! axis of `x` `[..., in]`, with `W` `[out, in]` (PyTorch layout) and `b` `[out]`,
+//!
+//! ```text
+//! z = x W^T + b          y = z            (linear)
+//!                        y = gelu(z)      (linear_gelu; z is kept for the backward pass)
+//!                        y = r + z        (linear_residual: a residual connection r [..., out])
+//! ```
+//!
+//! The bias (plus the residual) is written into the output first and the GEMM accumulates onto
+//! it (`beta = 1`), so there is no separate broadcast-add or residual-add node or pass.
+//! Derivatives, with `dz = dy` (linear, residual) or `dz = dy gelu'(z)`:
+//!
+//! ```text
+//! dx = dz W        dW = dz^T x        db = sum_rows dz     (rows summed in order)
+//! dr = dy
+//! ```
+
+use benign_kernels::{self as k, Float, Transpose};
+
+use crate::autodiff::tape::{write_or_add, BackwardCtx, Pool, Tape, Var};
+
+use super::matmul::product;
+use super::Op;
+
+pub(crate) struct Linear<T> {
+    x: usize,
+    weight: usize,
+    bias: Option<usize>,
+    residual: Option<usize>,
+    rows: usize,
+    inputs: usize,
+    outputs: usize,
+    /// The pre-activation `z` when GELU follows (empty otherwise).
+    pre_gelu: Vec<T>,
+}
+
+impl<T: Float> Tape<T> {
+    /// `x W^T + b` over the last axis (`b` optional).
+    pub fn linear(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Var {
+        self.linear_impl(x, weight, bias, None, false)
+    }
+
+    /// `gelu(x W^T + b)` (erf form) over the last axis.
+    pub fn linear_gelu(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Var {
+        self.linear_impl(x, weight, bias, None, true)
+    }
+
+    /// `residual + x W^T + b` over the last axis; `residual` has the output's shape.
+    pub fn linear_residual(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        residual: Var,
+    ) -> Var {
+        self.linear_impl(x, weight, bias, Some(residual), false)
+    }
+
+    fn linear_impl(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        residual: Option<Var>,
+        gelu: bool,
+    ) -> Var {
+        let (xi, wi) = (self.check(x), self.check(weight));
+        let bi = bias.map(|b| self.check(b));
+        let ri = residual.map(|r| self.check(r));
+        let (sx, sw) = (self.node_shape(xi), self.node_shape(wi));
+        assert!(
+            sx.rank() >= 1 && sw.rank() == 2 && sw.dim(1) == sx.last(),
+            "linear: x {sx} and weight {sw} (must be [out, {}])",
+            sx.last()
+        );
+        let (inputs, outputs) = (sw.dim(1), sw.dim(0));
+        if let Some(bi) = bi {
+            let sb = self.node_shape(bi);
+            assert!(
+                sb.rank() == 1 && sb.dim(0) == outputs,
+                "linear: bias must have shape [{outputs}], got {sb}"
+            );
+        }
+        let rows = sx.numel() / inputs.max(1);
+        let out_shape = sx.with_axis(sx.rank() - 1, outputs);
+        if let Some(ri) = ri {
+            let sr = self.node_shape(ri);
+            assert_eq!(
+                sr, out_shape,
+                "linear_residual: residual {sr} must have the output's shape {out_shape}"
+            );
+        }
+        let mut z = self.buffer(rows * outputs);
+        let width = outputs.max(1);
+        let beta = match (bi, ri) {
+            (Some(bi), None) => {
+                let b = self.node_value(bi);
+                for row in z.chunks_exact_mut(width) {
+                    row.copy_from_slice(b);
+                }
+                T::ONE
+            }
+            (Some(bi), Some(ri)) => {
+                let (b, r) = (self.node_value(bi), self.node_value(ri));
+                for (row, res) in z.chunks_exact_mut(width).zip(r.chunks_exact(width)) {
+                    for ((o, &rv), &bv) in row.iter_mut().zip(res).zip(b) {
+                        *o = rv + bv;
+                    }
+                }
+                T::ONE
+            }
+            (None, Some(ri)) => {
+                z.copy_from_slice(self.node_value(ri));
+                T::ONE
+            }
+            (None, None) => T::ZERO,
+        };
+        product(
+            Transpose::No,
+            Transpose::Yes,
+            rows,
+            outputs,
+            inputs,
+            self.node_value(xi),
+            inputs,
+            self.node_value(wi),
+            inputs,
+            beta,
+            &mut z,
+            outputs,
+        );
+        let (out, pre_gelu) = if gelu {
+            let mut y = self.buffer(z.len());
+            k::gelu(&z, &mut y);
+            (y, z)
+        } else {
+            (z, Vec::new())
+        };
+        let op = Linear {
+            x: xi,
+            weight: wi,
+            bias: bi,
+            residual: ri,
+            rows,
+            inputs,
+            outputs,
+            pre_gelu,
+        };
+        self.push_op(out_shape, out, Op::Linear(op))
+    }
+}
+
+impl<T: Float> Linear<T> {
+    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+        f(self.x);
+        f(self.weight);
+        if let Some(b) = self.bias {
+            f(b);
+        }
+        if let Some(r) = self.residual {
+            f(r);
+        }
+    }
+
+    pub(crate) fn release(self, pool: &mut Pool<T>) {
+        pool.put(self.pre_gelu);
+    }
+
+    pub(crate) fn saved_len(&self) -> usize {
+        self.pre_gelu.len()
+    }
+
+    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+        let (rows, n_in, n_out) = (self.rows, self.inputs, self.outputs);
+        let gelu_grad = if self.pre_gelu.is_empty() {
+            None
+        } else {
+            let mut dz = ctx.scratch(dy.len());
+            k::gelu_backward(&self.pre_gelu, dy, &mut dz);
+            Some(dz)
+        };
+        let dz: &[T] = gelu_grad.as_deref().unwrap_or(dy);
+        let (x, w) = (ctx.value(self.x), ctx.value(self.weight));
+        let beta = |fresh: bool| if fresh { T::ZERO } else { T::ONE };
+        if ctx.needs(self.x) {
+            let (dx, fresh) = ctx.grad(self.x);
+            // dx (rows x in) = dz (rows x out) W (out x in)
+            product(
+                Transpose::No,
+                Transpose::No,
+                rows,
+                n_in,
+                n_out,
+                dz,
+                n_out,
+                w,
+                n_in,
+                beta(fresh),
+                dx,
+                n_in,
+            );
+        }
+        if ctx.needs(self.weight) {
+            let (dw, fresh) = ctx.grad(self.weight);
+            // dW (out x in) = dz^T (out x rows) x (rows x in)
+            product(
+                Transpose::Yes,
+                Transpose::No,
+                n_out,
+                n_in,
+                rows,
+                dz,
+                n_out,
+                x,
+                n_in,
+                beta(fresh),
+                dw,
+                n_in,
+            );
+        }
+        if let Some(b) = self.bias.filter(|&b| ctx.needs(b)) {
+            let (db, fresh) = ctx.grad(b);
+            if fresh {
+                db.iter_mut().for_each(|v| *v = T::ZERO);
+            }
+            for row in dz.chunks_exact(n_out.max(1)) {
+                for (g, &d) in db.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+        }
+        if let Some(r) = self.residual.filter(|&r| ctx.needs(r)) {
+            let (dr, fresh) = ctx.grad(r);
+            write_or_add(dr, fresh, |i| dy[i]);
+        }
+        if let Some(buf) = gelu_grad {
+            ctx.pool.put(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{run_case, Case, Config, Domain, Input, Mode};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn affine<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        t.linear(v[0], v[1], Some(v[2]))
+    }
+
+    fn affine_no_bias<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        t.linear(v[0], v[1], None)
+    }
+
+    fn affine_gelu<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        t.linear_gelu(v[0], v[1], Some(v[2]))
+    }
+
+    fn affine_residual<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        t.linear_residual(v[0], v[1], Some(v[2]), v[3])
+    }
+
+    /// The residual is also the input: its gradient gets both contributions.
+    fn residual_is_input<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        t.linear_residual(v[0], v[1], None, v[0])
+    }
+
+    /// A value used twice, so the second contribution accumulates onto the first.
+    fn shared_input<T: Float>(t: &mut Tape<T>, v: &[Var]) -> Var {
+        let a = t.linear_gelu(v[0], v[1], Some(v[2]));
+        let b = t.linear(v[0], v[1], None);
+        t.add(a, b)
+    }
+
+    #[test]
+    fn central_differences_in_f64_agree() {
+        let config = Config::default();
+        let inputs = |bias: bool| {
+            let mut list = vec![Input::var("x", &[2, 3, 4]), Input::var("w", &[5, 4])];
+            if bias {
+                list.push(Input::var_in("b", &[5], Domain::Uniform(1.0)));
+            }
+            list
+        };
+        for case in [
+            Case::op(
+                "linear",
+                "bias",
+                inputs(true),
+                crate::gradcheck_builder!(affine),
+            ),
+            Case::op(
+                "linear",
+                "no_bias",
+                inputs(false),
+                crate::gradcheck_builder!(affine_no_bias),
+            ),
+            Case::op(
+                "linear",
+                "gelu",
+                inputs(true),
+                crate::gradcheck_builder!(affine_gelu),
+            ),
+            Case::op(
+                "linear",
+                "shared_input",
+                inputs(true),
+                crate::gradcheck_builder!(shared_input),
+            ),
+            Case::op(
+                "linear",
+                "residual",
+                {
+                    let mut list = inputs(true);
+                    list.push(Input::var("r", &[2, 3, 5]));
+                    list
+                },
+                crate::gradcheck_builder!(affine_residual),
+            ),
+            Case::op(
+                "linear",
+                "residual_is_input",
+                vec![Input::var("x", &[3, 4]), Input::var("w", &[4, 4])],
+                crate::gradcheck_builder!(residual_is_input),
+            ),
+            Case::op(
+                "linear",
+                "vector_gelu",
+                vec![
+                    Input::var("x", &[4]),
+                    Input::var("w", &[3, 4]),
+                    Input::var("b", &[3]),
+                ],
+                crate::gradcheck_builder!(affine_gelu),
+            )
+            .with_mode(Mode::Direction),
+        ] {
+            let results = run_case(&case, &config);
+            assert!(!results.is_empty());
+            for r in &results {
+                assert!(
+                    r.passed,
+                    "{} {} {}: {:e} ({})",
+                    r.case, r.check, r.input, r.max_abs_error, r.detail
+                );
+            }
+        }
+    }
+
+    /// Same values and gradients as the unfused matmul, bias add and GELU.
+    #[test]
+    fn matches_the_unfused_graph() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5..1.5)).collect() };
+        let (x, w, b, seed) = (draw(7 * 9), draw(6 * 9), draw(6), draw(7 * 6));
+        let run = |fused: bool| {
+            let mut tape = Tape::<f32>::new();
+            let xv = tape.variable(&[7, 9], &x);
+            let wv = tape.variable(&[6, 9], &w);
+            let bv = tape.variable(&[6], &b);
+            let y = if fused {
+                tape.linear_gelu(xv, wv, Some(bv))
+            } else {
+                let z = tape.matmul_t(xv, wv, false, true);
+                let z = tape.add(z, bv);
+                tape.gelu(z)
+            };
+            let grads = tape.backward_from(y, &seed, None);
+            let mut all = tape.value(y).to_vec();
+            for v in [xv, wv, bv] {
+                all.extend_from_slice(grads.get(v).unwrap());
+            }
+            all
+        };
+        for (u, v) in run(true).iter().zip(&run(false)) {
+            assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "{u} vs {v}");
+        }
+    }
+}
