@@ -31,7 +31,7 @@ pub mod simd;
 pub mod softmax;
 pub mod threading;
 
-pub use activation::{gelu, gelu_backward};
+pub use activation::{gelu, gelu_backward, gelu_with_derivative};
 pub use float::Float;
 pub use gemm::{gemm, Transpose};
 pub use level1::{axpy, col_sums, dot, row_sums, scale, sum};

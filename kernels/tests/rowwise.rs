@@ -327,6 +327,20 @@ fn check_gelu<T: Float>(rng: &mut ChaCha8Rng, len: usize, spread: f64) {
     reference::gelu_backward(&xw, &widen(&dy), &mut dxw);
     // Phi + x phi cancels for x < 0: absolute error ~ t |dy| (Phi + |x| phi) <= t.
     assert_close(&format!("gelu backward len={len}"), &dx, &dxw, t, t);
+
+    // The one-pass forward (value and slope) must give the same bits as the two separate
+    // kernels: the same gelu, and dy * slope = gelu_backward's dy (Phi + x phi).
+    let (mut y2, mut slope) = (vec![T::ZERO; len], vec![T::ZERO; len]);
+    benign_kernels::gelu_with_derivative(&x, &mut y2, &mut slope);
+    for i in 0..len {
+        assert_eq!(y2[i].to_f64().to_bits(), y[i].to_f64().to_bits(), "gelu_with_derivative value {i}");
+        assert_eq!(
+            (dy[i] * slope[i]).to_f64().to_bits(),
+            dx[i].to_f64().to_bits(),
+            "gelu_with_derivative slope {i} (x {})",
+            xw[i]
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! z = x W^T + b          y = z            (linear)
-//!                        y = gelu(z)      (linear_gelu; z is kept for the backward pass)
+//!                        y = gelu(z)      (linear_gelu; gelu'(z) is kept for the backward pass)
 //!                        y = r + z        (linear_residual: a residual connection r [..., out])
 //! ```
 //!
@@ -31,8 +31,9 @@ pub(crate) struct Linear<T> {
     rows: usize,
     inputs: usize,
     outputs: usize,
-    /// The pre-activation `z` when GELU follows (empty otherwise).
-    pre_gelu: Vec<T>,
+    /// `gelu'(z)` when GELU follows and the tape records gradients (empty otherwise): saved by
+    /// the forward pass, which evaluates `Phi(z)` once for both `gelu(z)` and `gelu'(z)`.
+    gelu_slope: Vec<T>,
 }
 
 impl<T: Float> Tape<T> {
@@ -130,12 +131,19 @@ impl<T: Float> Tape<T> {
             &mut z,
             outputs,
         );
-        let (out, pre_gelu) = if gelu {
+        let (out, gelu_slope) = if !gelu {
+            (z, Vec::new())
+        } else if self.grad_enabled() {
+            // Phi(z) is the costly part of gelu and of gelu': evaluate it once, keep gelu'(z).
+            let (mut y, mut slope) = (self.buffer(z.len()), self.buffer(z.len()));
+            k::gelu_with_derivative(&z, &mut y, &mut slope);
+            self.recycle(z);
+            (y, slope)
+        } else {
             let mut y = self.buffer(z.len());
             k::gelu(&z, &mut y);
-            (y, z)
-        } else {
-            (z, Vec::new())
+            self.recycle(z);
+            (y, Vec::new())
         };
         let op = Linear {
             x: xi,
@@ -145,7 +153,7 @@ impl<T: Float> Tape<T> {
             rows,
             inputs,
             outputs,
-            pre_gelu,
+            gelu_slope,
         };
         self.push_op(out_shape, out, Op::Linear(op))
     }
@@ -164,20 +172,22 @@ impl<T: Float> Linear<T> {
     }
 
     pub(crate) fn release(self, pool: &mut Pool<T>) {
-        pool.put(self.pre_gelu);
+        pool.put(self.gelu_slope);
     }
 
     pub(crate) fn saved_len(&self) -> usize {
-        self.pre_gelu.len()
+        self.gelu_slope.len()
     }
 
     pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
         let (rows, n_in, n_out) = (self.rows, self.inputs, self.outputs);
-        let gelu_grad = if self.pre_gelu.is_empty() {
+        let gelu_grad = if self.gelu_slope.is_empty() {
             None
         } else {
             let mut dz = ctx.scratch(dy.len());
-            k::gelu_backward(&self.pre_gelu, dy, &mut dz);
+            for ((d, &g), &slope) in dz.iter_mut().zip(dy).zip(&self.gelu_slope) {
+                *d = g * slope;
+            }
             Some(dz)
         };
         let dz: &[T] = gelu_grad.as_deref().unwrap_or(dy);
