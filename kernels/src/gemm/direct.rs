@@ -36,7 +36,7 @@
 //! - axpy form: one FMA chain over `p = 0, 1, .., k - 1` in order (each lane of a vector is
 //!   its own element; columns past the last full vector use a zero-padded vector, same lanes);
 //! - dot form: `LANES` FMA chains, lane `l` over `p = l, l + LANES, ..` in order (the last
-//!   partial vector zero-padded), then `Simd::hsum` of the lanes in its fixed order.
+//!   partial vector zero-padded), then `DirectVector::hsum` of the lanes in its fixed order.
 //!
 //! Neither depends on where a register block, a column chunk or a thread boundary falls, so
 //! the result is a function of the shape only: bit-identical for any rayon pool size. It
@@ -52,19 +52,29 @@ use std::array;
 use std::cell::Cell;
 use std::ops::Range;
 
-use rayon::prelude::*;
+use std::cell::RefCell;
+use std::ops::Mul;
 
-use super::{Transpose, GEMM_PARALLEL_MIN_MULADDS};
-use crate::simd::{cast, cast_mut, dispatch, same, Simd};
+use rayon::prelude::*;
+use wide::{f32x8, f64x4};
+
+use super::{current_variant, KernelVariant, Transpose, GEMM_PARALLEL_MIN_MULADDS};
+use crate::simd::{cast, cast_mut, dispatch, same};
 use crate::Float;
 
-/// Problems with at most this many multiply-adds (`m * n * k`) take the direct path whatever
-/// their shape: below it, packing A and B and padding to whole tiles cost more than the
-/// product. Measured with `cargo bench --bench gemm -- direct` (see `benches/gemm.rs`).
+/// Problems with at most this many multiply-adds (`m * n * k`, 64^3) take the direct path
+/// whatever their shape and transposes: below it, packing A and B and padding them to whole
+/// 12 x 32 tiles cost more than the product. Measured (`examples/direct_probe.rs`, f32, one
+/// thread, AVX-512 machine, direct vs packed time ratio): 50x16x50 NN 2.3x faster, 50x50x16 NN
+/// 1.45x, 64^3 NN 1.18x, but 96^3 NN 0.82x (slower).
 pub const DIRECT_MAX_MULADDS: usize = 1 << 18;
 
-/// Products with at most this many rows of C (`m`) take the direct path whatever `n` and `k`:
-/// each value of B is then used at most this many times, too few to repay packing it.
+/// Products with at most this many rows of C (`m`) and B used transposed (`x W^T`, either A)
+/// take the direct path whatever `n` and `k`: each value of B is then used at most this many
+/// times, too few to repay packing it, and the direct kernels read rows of B in place, along
+/// the depth. Measured as above: 20x2000x2000 NT 2.3x faster than packed, TT 2.2x. Not for B
+/// as stored (NN, TN: the axpy form must stride across rows of B, 0.85x of packed at
+/// 20x2000x2000), nor for more rows (180x2000x2000 NT runs 0.55x of packed).
 pub const DIRECT_MAX_ROWS: usize = 32;
 
 /// Columns of C per parallel task: a multiple of every register block width (24 and 12
@@ -88,12 +98,153 @@ const DOT_ROWS_A: usize = 4;
 /// Rows of B in the register block of the dot form.
 const DOT_ROWS_B: usize = 3;
 
+/// The dot form (`ta == No`, `tb == Yes`) is used for skinny products (`m <=`
+/// [`DIRECT_MAX_ROWS`]) at least this deep. Shallower, or with more rows, the horizontal sums
+/// cost more than the products (64^3 NT ran 0.42x of packed): B is then transposed into a
+/// `k x n` scratch (a plain copy of `n k` values, no padding) and the product runs in the axpy
+/// form (64^3 NT then matches NN).
+pub const DOT_MIN_DEPTH: usize = 64;
+
+/// Most lanes of any vector type here (f32 in a zmm register).
+const MAX_LANES: usize = 16;
+
 const _: () = assert!(
     PARALLEL_COLUMNS.is_multiple_of(AXPY_ROWS)
         && PARALLEL_COLUMNS.is_multiple_of(DOT_ROWS_B)
-        && PARALLEL_COLUMNS.is_multiple_of(24)
-        && COLUMN_BLOCK.is_multiple_of(24)
+        && PARALLEL_COLUMNS.is_multiple_of(AXPY_VECTORS * MAX_LANES)
+        && COLUMN_BLOCK.is_multiple_of(AXPY_VECTORS * MAX_LANES)
 );
+
+/// A SIMD vector the direct kernels are written over: `wide`'s f32x8 / f64x4 (the portable
+/// variant) or a zmm register (`gemm/direct_avx512.rs`).
+pub(crate) trait DirectVector: Copy + Mul<Output = Self> {
+    type Scalar: DirectScalar;
+    /// Scalars per vector (at most [`MAX_LANES`]).
+    const LANES: usize;
+    fn splat(x: Self::Scalar) -> Self;
+    /// The first `LANES` scalars of `src`.
+    fn load(src: &[Self::Scalar]) -> Self;
+    /// The first `len < LANES` scalars of `src`, the other lanes zero.
+    fn load_partial(src: &[Self::Scalar], len: usize) -> Self;
+    /// Stores into the first `LANES` scalars of `dst`.
+    fn store(self, dst: &mut [Self::Scalar]);
+    /// `a * b + c`, one rounding when the target has FMA.
+    fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// Sum of the lanes, in a fixed order.
+    fn hsum(self) -> Self::Scalar;
+}
+
+macro_rules! impl_direct_wide {
+    ($vector:ty, $scalar:ty, $lanes:literal) => {
+        impl DirectVector for $vector {
+            type Scalar = $scalar;
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            fn splat(x: $scalar) -> Self {
+                <$vector>::splat(x)
+            }
+            #[inline(always)]
+            fn load(src: &[$scalar]) -> Self {
+                let lanes: [$scalar; $lanes] = src[..$lanes].try_into().unwrap();
+                <$vector>::from(lanes)
+            }
+            #[inline(always)]
+            fn load_partial(src: &[$scalar], len: usize) -> Self {
+                let mut lanes = [0.0; $lanes];
+                lanes[..len].copy_from_slice(&src[..len]);
+                <$vector>::from(lanes)
+            }
+            #[inline(always)]
+            fn store(self, dst: &mut [$scalar]) {
+                dst[..$lanes].copy_from_slice(self.as_array_ref());
+            }
+            #[inline(always)]
+            fn fma(a: Self, b: Self, c: Self) -> Self {
+                a.mul_add(b, c)
+            }
+            #[inline(always)]
+            fn hsum(self) -> $scalar {
+                self.reduce_add()
+            }
+        }
+    };
+}
+
+impl_direct_wide!(f32x8, f32, 8);
+impl_direct_wide!(f64x4, f64, 4);
+
+/// An element type of the direct path: its `wide` vector, its AVX-512 entry point and a
+/// thread-local scratch buffer.
+pub(crate) trait DirectScalar: Float {
+    type Wide: DirectVector<Scalar = Self>;
+
+    /// [`columns`] with this type's zmm vector; `None` when the build has no AVX-512 kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn columns_avx512<O: OutRows<Self>>(
+        ta: Transpose,
+        tb: Transpose,
+        shape: Shape,
+        scalars: Scalars<Self>,
+        a: (&[Self], usize),
+        b: (&[Self], usize),
+        cols: Range<usize>,
+        scratch: &mut [Self],
+        out: &mut O,
+    ) -> Option<()>;
+
+    /// Runs `f` on a thread-local buffer of `len` scalars, reused across calls (a nested call
+    /// on the same thread gets a fresh one).
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+macro_rules! impl_direct_scalar {
+    ($scalar:ty, $wide:ty, $slot:ident, $avx512:ident) => {
+        thread_local! {
+            static $slot: RefCell<Vec<$scalar>> = const { RefCell::new(Vec::new()) };
+        }
+
+        impl DirectScalar for $scalar {
+            type Wide = $wide;
+
+            #[allow(clippy::too_many_arguments)]
+            #[allow(unused_variables)]
+            fn columns_avx512<O: OutRows<Self>>(
+                ta: Transpose,
+                tb: Transpose,
+                shape: Shape,
+                scalars: Scalars<Self>,
+                a: (&[Self], usize),
+                b: (&[Self], usize),
+                cols: Range<usize>,
+                scratch: &mut [Self],
+                out: &mut O,
+            ) -> Option<()> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    super::direct_avx512::$avx512(
+                        ta, tb, shape, scalars, a, b, cols, scratch, out,
+                    );
+                    Some(())
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                None
+            }
+
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                let mut buffer = $slot.with(|slot| slot.take());
+                if buffer.len() < len {
+                    buffer.resize(len, 0.0);
+                }
+                let result = f(&mut buffer[..len]);
+                $slot.with(|slot| slot.replace(buffer));
+                result
+            }
+        }
+    };
+}
+
+impl_direct_scalar!(f32, f32x8, SCRATCH_F32, columns_f32);
+impl_direct_scalar!(f64, f64x4, SCRATCH_F64, columns_f64);
 
 /// Which GEMM algorithm a call uses: chosen by shape ([`use_direct`]) unless overridden with
 /// [`with_gemm_path`] (tests and benchmarks).
@@ -123,16 +274,23 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether `gemm` sends an `m x n x k` product to the direct path: when it has at most
-/// [`DIRECT_MAX_MULADDS`] multiply-adds or at most [`DIRECT_MAX_ROWS`] rows, unless
-/// [`with_gemm_path`] says otherwise. A function of the shape only (see the module docs).
-pub fn use_direct(m: usize, n: usize, k: usize) -> bool {
+/// [`DIRECT_MAX_MULADDS`] multiply-adds, or B is used transposed and C has at most
+/// [`DIRECT_MAX_ROWS`] rows, unless [`with_gemm_path`] says otherwise. A function of the shape
+/// and transposes only (see the module docs).
+pub fn use_direct(tb: Transpose, m: usize, n: usize, k: usize) -> bool {
     match PATH_OVERRIDE.with(Cell::get) {
         GemmPath::Packed => false,
         GemmPath::Direct => true,
         GemmPath::Auto => {
-            m.saturating_mul(n).saturating_mul(k) <= DIRECT_MAX_MULADDS || m <= DIRECT_MAX_ROWS
+            m.saturating_mul(n).saturating_mul(k) <= DIRECT_MAX_MULADDS
+                || (tb == Transpose::Yes && m <= DIRECT_MAX_ROWS)
         }
     }
+}
+
+/// Whether the `(No, Yes)` product runs in the dot form (else B is transposed into scratch).
+fn dot_form_for(m: usize, k: usize) -> bool {
+    m <= DIRECT_MAX_ROWS && k >= DOT_MIN_DEPTH
 }
 
 /// `C <- alpha op(A) op(B) + beta C` by the direct path. The caller (`gemm`) has checked the
@@ -167,20 +325,20 @@ pub(crate) fn gemm_direct<T: Float>(
 }
 
 #[derive(Clone, Copy)]
-struct Shape {
-    m: usize,
-    n: usize,
-    k: usize,
+pub(crate) struct Shape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
 }
 
 #[derive(Clone, Copy)]
-struct Scalars<S> {
-    alpha: S,
-    beta: S,
+pub(crate) struct Scalars<S> {
+    pub alpha: S,
+    pub beta: S,
 }
 
 /// Rows of C restricted to a range of columns `first..`: `row(i)[j - first]` is `C[i][j]`.
-trait OutRows<S> {
+pub(crate) trait OutRows<S> {
     fn row(&mut self, i: usize) -> &mut [S];
 }
 
@@ -209,7 +367,7 @@ impl<S> OutRows<S> for Split<'_, '_, S> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn direct<S: Simd>(
+fn direct<S: DirectScalar>(
     ta: Transpose,
     tb: Transpose,
     shape: Shape,
@@ -223,9 +381,10 @@ fn direct<S: Simd>(
     let parallel = m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS
         && rayon::current_num_threads() > 1
         && n > PARALLEL_COLUMNS;
+    let avx512 = current_variant() == KernelVariant::Avx512;
     if !parallel {
         let mut out = Strided { c, ldc, first: 0 };
-        columns(ta, tb, shape, scalars, a, b, 0..n, &mut out);
+        columns_by_variant(avx512, ta, tb, shape, scalars, a, b, 0..n, &mut out);
         return;
     }
     // loop over fixed chunks of PARALLEL_COLUMNS columns of C, one rayon task each
@@ -245,20 +404,58 @@ fn direct<S: Simd>(
         .for_each(|(chunk, mut rows)| {
             let first = chunk * PARALLEL_COLUMNS;
             let cols = first..n.min(first + PARALLEL_COLUMNS);
-            columns(ta, tb, shape, scalars, a, b, cols, &mut Split(&mut rows));
+            let mut out = Split(&mut rows);
+            columns_by_variant(avx512, ta, tb, shape, scalars, a, b, cols, &mut out);
         });
 }
 
-/// Columns `cols` of C (all rows), by the kernel of the transpose combination.
+/// [`columns`] with the zmm vectors when `avx512` (the caller's kernel variant), the `wide`
+/// ones otherwise.
 #[allow(clippy::too_many_arguments)]
-fn columns<S: Simd, O: OutRows<S>>(
+fn columns_by_variant<S: DirectScalar, O: OutRows<S>>(
+    avx512: bool,
     ta: Transpose,
     tb: Transpose,
     shape: Shape,
     scalars: Scalars<S>,
-    (a, lda): (&[S], usize),
-    (b, ldb): (&[S], usize),
+    a: (&[S], usize),
+    b: (&[S], usize),
     cols: Range<usize>,
+    out: &mut O,
+) {
+    // the shallow dot form's transposed copy of B (see `DOT_MIN_DEPTH`), taken here, outside
+    // the AVX-512 functions
+    let Shape { k, .. } = shape;
+    let scratch_len = if (ta, tb) == (Transpose::No, Transpose::Yes) && !dot_form_for(shape.m, k) {
+        k * cols.len()
+    } else {
+        0
+    };
+    S::with_scratch(scratch_len, |scratch| {
+        if avx512
+            && S::columns_avx512(ta, tb, shape, scalars, a, b, cols.clone(), scratch, out)
+                .is_some()
+        {
+            return;
+        }
+        columns::<S::Wide, O>(ta, tb, shape, scalars, a, b, cols, scratch, out);
+    });
+}
+
+/// Columns `cols` of C (all rows), by the kernel of the transpose combination, with vector
+/// type `V`. Everything from here down is `#[inline(always)]`: the AVX-512 entry points
+/// (`gemm/direct_avx512.rs`) compile this whole tree inside one `avx512f` function.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn columns<V: DirectVector, O: OutRows<V::Scalar>>(
+    ta: Transpose,
+    tb: Transpose,
+    shape: Shape,
+    scalars: Scalars<V::Scalar>,
+    (a, lda): (&[V::Scalar], usize),
+    (b, ldb): (&[V::Scalar], usize),
+    cols: Range<usize>,
+    scratch: &mut [V::Scalar],
     out: &mut O,
 ) {
     let Shape { m, k, .. } = shape;
@@ -274,11 +471,12 @@ fn columns<S: Simd, O: OutRows<S>>(
                 x,
                 y: b,
                 ldy: ldb,
+                y_first: 0,
                 k,
                 transposed: false,
                 first,
             };
-            axpy_form(&view, 0..m, cols, scalars, k > DEPTH_BLOCK, out);
+            axpy_form::<V, O>(&view, 0..m, cols, scalars, k > DEPTH_BLOCK, out);
         }
         (Transpose::Yes, Transpose::Yes) => {
             // C^T = B_stored A_stored: V rows are columns of C, V columns are rows of C
@@ -291,13 +489,41 @@ fn columns<S: Simd, O: OutRows<S>>(
                 x,
                 y: a,
                 ldy: lda,
+                y_first: 0,
                 k,
                 transposed: true,
                 first,
             };
-            axpy_form(&view, cols, 0..m, scalars, false, out);
+            axpy_form::<V, O>(&view, cols, 0..m, scalars, false, out);
         }
-        (Transpose::No, Transpose::Yes) => dot_form(a, lda, b, ldb, m, cols, k, scalars, out),
+        (Transpose::No, Transpose::Yes) if !dot_form_for(m, k) => {
+            // shallow or tall: B^T (rows cols of B) copied into a k x width scratch, then the axpy form
+            let width = cols.len();
+            let b_transposed = &mut scratch[..k * width];
+            for (j, b_row) in b[cols.start * ldb..].chunks(ldb).take(width).enumerate() {
+                for (p, &value) in b_row[..k].iter().enumerate() {
+                    b_transposed[p * width + j] = value;
+                }
+            }
+            let x = XView {
+                data: a,
+                ld: lda,
+                column_major: false,
+            };
+            let view = AxpyView {
+                x,
+                y: b_transposed,
+                ldy: width,
+                y_first: cols.start,
+                k,
+                transposed: false,
+                first,
+            };
+            axpy_form::<V, O>(&view, 0..m, cols, scalars, false, out);
+        }
+        (Transpose::No, Transpose::Yes) => {
+            dot_form::<V, O>(a, lda, b, ldb, m, cols, k, scalars, out)
+        }
     }
 }
 
@@ -309,13 +535,14 @@ struct XView<'a, S> {
     column_major: bool,
 }
 
-/// The axpy form `V = X Y` of one call: `Y[p][c] = y[p * ldy + c]`, and `V[r][c]` is
-/// `C[r][c]`, or `C[c][r]` when `transposed`. `first` is the first column of C the output
+/// The axpy form `V = X Y` of one call: `Y[p][c] = y[p * ldy + c - y_first]`, and `V[r][c]`
+/// is `C[r][c]`, or `C[c][r]` when `transposed`. `first` is the first column of C the output
 /// rows start at.
 struct AxpyView<'a, S> {
     x: XView<'a, S>,
     y: &'a [S],
     ldy: usize,
+    y_first: usize,
     k: usize,
     transposed: bool,
     first: usize,
@@ -323,20 +550,21 @@ struct AxpyView<'a, S> {
 
 /// `V[rows][cols] <- alpha X Y + beta V` in register blocks; with `block_depth`, blocked over
 /// the depth in slabs of `DEPTH_BLOCK x COLUMN_BLOCK` (see the module docs).
-fn axpy_form<S: Simd, O: OutRows<S>>(
-    view: &AxpyView<'_, S>,
+#[inline(always)]
+fn axpy_form<V: DirectVector, O: OutRows<V::Scalar>>(
+    view: &AxpyView<'_, V::Scalar>,
     rows: Range<usize>,
     cols: Range<usize>,
-    scalars: Scalars<S>,
+    scalars: Scalars<V::Scalar>,
     block_depth: bool,
     out: &mut O,
 ) {
     let k = view.k;
     if !block_depth {
-        axpy_depth_block(view, rows, cols, 0..k, None, Some(scalars), out);
+        axpy_depth_block::<V, O>(view, rows, cols, 0..k, None, Some(scalars), out);
         return;
     }
-    let mut partial = vec![S::ZERO; rows.len() * COLUMN_BLOCK];
+    let mut partial = vec![V::Scalar::ZERO; rows.len() * COLUMN_BLOCK];
     // loop over COLUMN_BLOCK-wide slabs of Y
     for slab_start in cols.clone().step_by(COLUMN_BLOCK) {
         let slab = slab_start..cols.end.min(slab_start + COLUMN_BLOCK);
@@ -351,7 +579,7 @@ fn axpy_form<S: Simd, O: OutRows<S>>(
                 fresh: depth_start == 0,
             };
             let finish = if last { Some(scalars) } else { None };
-            axpy_depth_block(
+            axpy_depth_block::<V, O>(
                 view,
                 rows.clone(),
                 slab.clone(),
@@ -376,50 +604,48 @@ struct Partial<'p, S> {
 /// One depth range of the axpy form over `rows x cols` of V, register block by register
 /// block. Accumulators start from zero (`partial` absent or fresh) or from `partial`; they end
 /// in `partial` unless `finish` gives the scalars of the final write to C.
-fn axpy_depth_block<S: Simd, O: OutRows<S>>(
-    view: &AxpyView<'_, S>,
+#[inline(always)]
+fn axpy_depth_block<V: DirectVector, O: OutRows<V::Scalar>>(
+    view: &AxpyView<'_, V::Scalar>,
     rows: Range<usize>,
     cols: Range<usize>,
     depth: Range<usize>,
-    mut partial: Option<Partial<'_, S>>,
-    finish: Option<Scalars<S>>,
+    mut partial: Option<Partial<'_, V::Scalar>>,
+    finish: Option<Scalars<V::Scalar>>,
     out: &mut O,
 ) {
-    let lanes = S::LANES;
+    let lanes = V::LANES;
     // loop over the AXPY_ROWS-tall row blocks of V
     let mut row = rows.start;
     while row < rows.end {
         let height = AXPY_ROWS.min(rows.end - row);
-        // loop over the column blocks: 3 vectors, then the last 1 or 2, then a partial one
+        // loop over the column blocks: 3 vectors, then the last 1 or 2 (the last one of them
+        // partial when the columns end inside it)
         let mut col = cols.start;
         while col < cols.end {
             let remaining = cols.end - col;
-            let (vectors, width) = if remaining >= AXPY_VECTORS * lanes {
-                (AXPY_VECTORS, AXPY_VECTORS * lanes)
-            } else if remaining >= lanes {
-                (remaining / lanes, remaining / lanes * lanes)
-            } else {
-                (1, remaining)
-            };
+            let vectors = remaining.div_ceil(lanes).min(AXPY_VECTORS);
+            let width = remaining.min(vectors * lanes);
             let block = Block {
                 row,
                 col,
                 width,
                 depth: depth.clone(),
             };
+            let p = &mut partial;
             match (height, vectors) {
-                (4, 3) => axpy_block::<S, 4, 3, O>(view, &block, &mut partial, finish, out),
-                (4, 2) => axpy_block::<S, 4, 2, O>(view, &block, &mut partial, finish, out),
-                (4, _) => axpy_block::<S, 4, 1, O>(view, &block, &mut partial, finish, out),
-                (3, 3) => axpy_block::<S, 3, 3, O>(view, &block, &mut partial, finish, out),
-                (3, 2) => axpy_block::<S, 3, 2, O>(view, &block, &mut partial, finish, out),
-                (3, _) => axpy_block::<S, 3, 1, O>(view, &block, &mut partial, finish, out),
-                (2, 3) => axpy_block::<S, 2, 3, O>(view, &block, &mut partial, finish, out),
-                (2, 2) => axpy_block::<S, 2, 2, O>(view, &block, &mut partial, finish, out),
-                (2, _) => axpy_block::<S, 2, 1, O>(view, &block, &mut partial, finish, out),
-                (_, 3) => axpy_block::<S, 1, 3, O>(view, &block, &mut partial, finish, out),
-                (_, 2) => axpy_block::<S, 1, 2, O>(view, &block, &mut partial, finish, out),
-                (_, _) => axpy_block::<S, 1, 1, O>(view, &block, &mut partial, finish, out),
+                (4, 3) => axpy_block::<V, 4, 3, O>(view, &block, p, finish, out),
+                (4, 2) => axpy_block::<V, 4, 2, O>(view, &block, p, finish, out),
+                (4, _) => axpy_block::<V, 4, 1, O>(view, &block, p, finish, out),
+                (3, 3) => axpy_block::<V, 3, 3, O>(view, &block, p, finish, out),
+                (3, 2) => axpy_block::<V, 3, 2, O>(view, &block, p, finish, out),
+                (3, _) => axpy_block::<V, 3, 1, O>(view, &block, p, finish, out),
+                (2, 3) => axpy_block::<V, 2, 3, O>(view, &block, p, finish, out),
+                (2, 2) => axpy_block::<V, 2, 2, O>(view, &block, p, finish, out),
+                (2, _) => axpy_block::<V, 2, 1, O>(view, &block, p, finish, out),
+                (_, 3) => axpy_block::<V, 1, 3, O>(view, &block, p, finish, out),
+                (_, 2) => axpy_block::<V, 1, 2, O>(view, &block, p, finish, out),
+                (_, _) => axpy_block::<V, 1, 1, O>(view, &block, p, finish, out),
             }
             col += width;
         }
@@ -427,8 +653,8 @@ fn axpy_depth_block<S: Simd, O: OutRows<S>>(
     }
 }
 
-/// A register block of V: rows `row..row + R`, columns `col..col + width` (`width` is `NV`
-/// whole vectors, or fewer than one vector's lanes with `NV == 1`), over `depth`.
+/// A register block of V: rows `row..row + R`, columns `col..col + width` (`NV` vectors, the
+/// last one possibly partial), over `depth`.
 struct Block {
     row: usize,
     col: usize,
@@ -436,69 +662,92 @@ struct Block {
     depth: Range<usize>,
 }
 
-/// `V` values `Y[p][col..col + width]` as `NV` vectors, zero-padded past `width`.
+/// `Y[p][col..col + width]` as `NV` vectors, `y_row` starting at `Y[p][col]`. Lanes past
+/// `width` are never written to C (each lane of the axpy form is its own element), so when the
+/// storage holds whole vectors (`whole`) they are loaded as they are, whatever they contain;
+/// otherwise the last vector is zero-padded.
+///
+/// No closures here or below: the AVX-512 instantiation relies on everything down to the
+/// intrinsics being inlined into its `avx512f` function, and closures are not forced inline.
 #[inline(always)]
-fn load_row<S: Simd, const NV: usize>(y_row: &[S], width: usize) -> [S::V; NV] {
-    let lanes = S::LANES;
-    if width == NV * lanes {
+fn load_row<V: DirectVector, const NV: usize>(
+    y_row: &[V::Scalar],
+    width: usize,
+    whole: bool,
+) -> [V; NV] {
+    let lanes = V::LANES;
+    let mut vectors = [V::splat(V::Scalar::ZERO); NV];
+    if whole {
         let y_row = &y_row[..NV * lanes];
-        array::from_fn(|v| S::load(&y_row[v * lanes..][..lanes]))
+        for (v, vector) in vectors.iter_mut().enumerate() {
+            *vector = V::load(&y_row[v * lanes..][..lanes]);
+        }
     } else {
-        let mut padded = [S::ZERO; 8];
-        padded[..width].copy_from_slice(&y_row[..width]);
-        array::from_fn(|_| S::load(&padded[..lanes]))
+        for (v, vector) in vectors.iter_mut().enumerate() {
+            let start = v * lanes;
+            *vector = if start + lanes <= width {
+                V::load(&y_row[start..][..lanes])
+            } else {
+                V::load_partial(&y_row[start..], width - start)
+            };
+        }
     }
+    vectors
 }
 
 /// The rank-`depth` update of one `R x NV`-vector register block, then its write (see
 /// [`axpy_depth_block`]).
 #[inline(always)]
-fn axpy_block<S: Simd, const R: usize, const NV: usize, O: OutRows<S>>(
-    view: &AxpyView<'_, S>,
+fn axpy_block<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+    view: &AxpyView<'_, V::Scalar>,
     block: &Block,
-    partial: &mut Option<Partial<'_, S>>,
-    finish: Option<Scalars<S>>,
+    partial: &mut Option<Partial<'_, V::Scalar>>,
+    finish: Option<Scalars<V::Scalar>>,
     out: &mut O,
 ) {
-    let lanes = S::LANES;
+    let lanes = V::LANES;
     let Block {
         row,
         col,
         width,
         ref depth,
     } = *block;
-    let mut acc = [[S::splat(S::ZERO); NV]; R];
+    let mut acc = [[V::splat(V::Scalar::ZERO); NV]; R];
     if let Some(partial) = partial.as_ref().filter(|partial| !partial.fresh) {
         for (r, acc_row) in acc.iter_mut().enumerate() {
             let start = (row + r - partial.first_row) * COLUMN_BLOCK + col - partial.first_col;
             let sums = &partial.sums[start..][..NV * lanes];
-            *acc_row = array::from_fn(|v| S::load(&sums[v * lanes..][..lanes]));
+            for (v, acc) in acc_row.iter_mut().enumerate() {
+                *acc = V::load(&sums[v * lanes..][..lanes]);
+            }
         }
     }
-    let y = &view.y[col..];
+    let y = &view.y[col - view.y_first..];
     let ldy = view.ldy;
     let x = view.x;
     // loop over the depth: one rank-1 update of the block per step
+    // steps whose Y row is followed by a whole register block of storage load it whole
+    let whole_rows = (y.len() + ldy).saturating_sub(NV * lanes) / ldy.max(1);
     if x.column_major {
         for p in depth.clone() {
-            let y_row: [S::V; NV] = load_row::<S, NV>(&y[p * ldy..], width);
+            let y_row: [V; NV] = load_row::<V, NV>(&y[p * ldy..], width, p < whole_rows);
             let x_column = &x.data[p * x.ld + row..][..R];
             for (acc_row, &x_value) in acc.iter_mut().zip(x_column) {
-                let x_value = S::splat(x_value);
+                let x_value = V::splat(x_value);
                 for (acc, &y_value) in acc_row.iter_mut().zip(&y_row) {
-                    *acc = S::fma(x_value, y_value, *acc);
+                    *acc = V::fma(x_value, y_value, *acc);
                 }
             }
         }
     } else {
-        let x_rows: [&[S]; R] =
+        let x_rows: [&[V::Scalar]; R] =
             array::from_fn(|r| &x.data[(row + r) * x.ld + depth.start..][..depth.len()]);
         for (step, p) in depth.clone().enumerate() {
-            let y_row: [S::V; NV] = load_row::<S, NV>(&y[p * ldy..], width);
+            let y_row: [V; NV] = load_row::<V, NV>(&y[p * ldy..], width, p < whole_rows);
             for (acc_row, x_row) in acc.iter_mut().zip(&x_rows) {
-                let x_value = S::splat(x_row[step]);
+                let x_value = V::splat(x_row[step]);
                 for (acc, &y_value) in acc_row.iter_mut().zip(&y_row) {
-                    *acc = S::fma(x_value, y_value, *acc);
+                    *acc = V::fma(x_value, y_value, *acc);
                 }
             }
         }
@@ -512,59 +761,51 @@ fn axpy_block<S: Simd, const R: usize, const NV: usize, O: OutRows<S>>(
                 let start = (row + r - partial.first_row) * COLUMN_BLOCK + col - partial.first_col;
                 let sums = &mut partial.sums[start..][..NV * lanes];
                 for (v, &acc) in acc_row.iter().enumerate() {
-                    S::store(acc, &mut sums[v * lanes..][..lanes]);
+                    acc.store(&mut sums[v * lanes..][..lanes]);
                 }
             }
         }
-        Some(scalars) if !view.transposed => write_rows::<S, R, NV, O>(
-            &acc,
-            row,
-            col - view.first,
-            width,
-            scalars,
-            out,
-        ),
-        Some(scalars) => write_transposed::<S, R, NV, O>(
-            &acc,
-            row - view.first,
-            col,
-            width,
-            scalars,
-            out,
-        ),
+        Some(scalars) if !view.transposed => {
+            write_rows::<V, R, NV, O>(&acc, row, col - view.first, width, scalars, out)
+        }
+        Some(scalars) => {
+            write_transposed::<V, R, NV, O>(&acc, row - view.first, col, width, scalars, out)
+        }
     }
 }
 
 /// `C[row + r][col + c] <- alpha acc + beta C` for the block (`col` relative to the output
 /// rows), whole vectors where the block is whole.
 #[inline(always)]
-fn write_rows<S: Simd, const R: usize, const NV: usize, O: OutRows<S>>(
-    acc: &[[S::V; NV]; R],
+fn write_rows<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+    acc: &[[V; NV]; R],
     row: usize,
     col: usize,
     width: usize,
-    Scalars { alpha, beta }: Scalars<S>,
+    Scalars { alpha, beta }: Scalars<V::Scalar>,
     out: &mut O,
 ) {
-    let lanes = S::LANES;
-    let (alpha_v, beta_v) = (S::splat(alpha), S::splat(beta));
+    let lanes = V::LANES;
+    let (alpha_v, beta_v) = (V::splat(alpha), V::splat(beta));
     for (r, acc_row) in acc.iter().enumerate() {
         let c_row = &mut out.row(row + r)[col..][..width];
-        if width == NV * lanes {
-            for (c_lanes, &acc) in c_row.chunks_exact_mut(lanes).zip(acc_row) {
+        for (v, &acc) in acc_row.iter().enumerate() {
+            let start = v * lanes;
+            if start + lanes <= width {
+                let c_lanes = &mut c_row[start..][..lanes];
                 let scaled = acc * alpha_v;
-                let result = if beta == S::ZERO {
+                let result = if beta == V::Scalar::ZERO {
                     scaled
                 } else {
-                    S::fma(beta_v, S::load(c_lanes), scaled)
+                    V::fma(beta_v, V::load(c_lanes), scaled)
                 };
-                S::store(result, c_lanes);
-            }
-        } else {
-            let mut sums = [S::ZERO; 8];
-            S::store(acc_row[0], &mut sums[..lanes]);
-            for (c_value, &sum) in c_row.iter_mut().zip(&sums) {
-                *c_value = scale_add(sum, alpha, beta, *c_value);
+                result.store(c_lanes);
+            } else {
+                let mut sums = [V::Scalar::ZERO; MAX_LANES];
+                acc.store(&mut sums[..lanes]);
+                for (c_value, &sum) in c_row[start..].iter_mut().zip(&sums) {
+                    *c_value = scale_add(sum, alpha, beta, *c_value);
+                }
             }
         }
     }
@@ -573,19 +814,19 @@ fn write_rows<S: Simd, const R: usize, const NV: usize, O: OutRows<S>>(
 /// `C[col + c][row + r] <- alpha acc[r][c] + beta C` for a block of `V = C^T` (`row`
 /// relative to the output rows).
 #[inline(always)]
-fn write_transposed<S: Simd, const R: usize, const NV: usize, O: OutRows<S>>(
-    acc: &[[S::V; NV]; R],
+fn write_transposed<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+    acc: &[[V; NV]; R],
     row: usize,
     col: usize,
     width: usize,
-    Scalars { alpha, beta }: Scalars<S>,
+    Scalars { alpha, beta }: Scalars<V::Scalar>,
     out: &mut O,
 ) {
-    let lanes = S::LANES;
-    let mut sums = [[S::ZERO; 24]; R];
+    let lanes = V::LANES;
+    let mut sums = [[V::Scalar::ZERO; AXPY_VECTORS * MAX_LANES]; R];
     for (sums_row, acc_row) in sums.iter_mut().zip(acc) {
         for (v, &acc) in acc_row.iter().enumerate() {
-            S::store(acc, &mut sums_row[v * lanes..][..lanes]);
+            acc.store(&mut sums_row[v * lanes..][..lanes]);
         }
     }
     for c in 0..width {
@@ -611,15 +852,16 @@ fn scale_add<S: Float>(sum: S, alpha: S, beta: S, c: S) -> S {
 /// The dot form `C[i][j] <- alpha sum_p A[i][p] B[j][p] + beta C[i][j]` for rows `0..m` and
 /// columns `cols`, `DOT_ROWS_A x DOT_ROWS_B` elements at a time.
 #[allow(clippy::too_many_arguments)]
-fn dot_form<S: Simd, O: OutRows<S>>(
-    a: &[S],
+#[inline(always)]
+fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
+    a: &[V::Scalar],
     lda: usize,
-    b: &[S],
+    b: &[V::Scalar],
     ldb: usize,
     m: usize,
     cols: Range<usize>,
     k: usize,
-    scalars: Scalars<S>,
+    scalars: Scalars<V::Scalar>,
     out: &mut O,
 ) {
     // loop over DOT_ROWS_B rows of B (columns of C): they stay in L1 while all of A passes
@@ -632,18 +874,18 @@ fn dot_form<S: Simd, O: OutRows<S>>(
             let height = DOT_ROWS_A.min(m - row);
             let at = (row, col, cols.start);
             match (height, width) {
-                (4, 3) => dot_block::<S, 4, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (4, 2) => dot_block::<S, 4, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (4, _) => dot_block::<S, 4, 1, O>(a, lda, b, ldb, k, at, scalars, out),
-                (3, 3) => dot_block::<S, 3, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (3, 2) => dot_block::<S, 3, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (3, _) => dot_block::<S, 3, 1, O>(a, lda, b, ldb, k, at, scalars, out),
-                (2, 3) => dot_block::<S, 2, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (2, 2) => dot_block::<S, 2, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (2, _) => dot_block::<S, 2, 1, O>(a, lda, b, ldb, k, at, scalars, out),
-                (_, 3) => dot_block::<S, 1, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (_, 2) => dot_block::<S, 1, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (_, _) => dot_block::<S, 1, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (4, 3) => dot_block::<V, 4, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (4, 2) => dot_block::<V, 4, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (4, _) => dot_block::<V, 4, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (3, 3) => dot_block::<V, 3, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (3, 2) => dot_block::<V, 3, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (3, _) => dot_block::<V, 3, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (2, 3) => dot_block::<V, 2, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (2, 2) => dot_block::<V, 2, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (2, _) => dot_block::<V, 2, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (_, 3) => dot_block::<V, 1, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (_, 2) => dot_block::<V, 1, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (_, _) => dot_block::<V, 1, 1, O>(a, lda, b, ldb, k, at, scalars, out),
             }
             row += height;
         }
@@ -655,43 +897,44 @@ fn dot_form<S: Simd, O: OutRows<S>>(
 /// output rows start at.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn dot_block<S: Simd, const RA: usize, const RB: usize, O: OutRows<S>>(
-    a: &[S],
+fn dot_block<V: DirectVector, const RA: usize, const RB: usize, O: OutRows<V::Scalar>>(
+    a: &[V::Scalar],
     lda: usize,
-    b: &[S],
+    b: &[V::Scalar],
     ldb: usize,
     k: usize,
     (row, col, first): (usize, usize, usize),
-    scalars: Scalars<S>,
+    scalars: Scalars<V::Scalar>,
     out: &mut O,
 ) {
-    let lanes = S::LANES;
-    let a_rows: [&[S]; RA] = array::from_fn(|r| &a[(row + r) * lda..][..k]);
-    let b_rows: [&[S]; RB] = array::from_fn(|r| &b[(col + r) * ldb..][..k]);
-    let mut acc = [[S::splat(S::ZERO); RB]; RA];
+    let lanes = V::LANES;
+    let a_rows: [&[V::Scalar]; RA] = array::from_fn(|r| &a[(row + r) * lda..][..k]);
+    let b_rows: [&[V::Scalar]; RB] = array::from_fn(|r| &b[(col + r) * ldb..][..k]);
+    let mut acc = [[V::splat(V::Scalar::ZERO); RB]; RA];
     let whole = k - k % lanes;
     // loop over the depth, one vector of each row at a time
     for p in (0..whole).step_by(lanes) {
-        let b_vectors: [S::V; RB] = array::from_fn(|r| S::load(&b_rows[r][p..][..lanes]));
+        let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
+        for (b_vector, b_row) in b_vectors.iter_mut().zip(&b_rows) {
+            *b_vector = V::load(&b_row[p..][..lanes]);
+        }
         for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
-            let a_vector = S::load(&a_row[p..][..lanes]);
+            let a_vector = V::load(&a_row[p..][..lanes]);
             for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
-                *acc = S::fma(a_vector, b_vector, *acc);
+                *acc = V::fma(a_vector, b_vector, *acc);
             }
         }
     }
     if whole < k {
         // the last partial vector, zero-padded
-        let padded = |row: &[S]| {
-            let mut lanes_buffer = [S::ZERO; 8];
-            lanes_buffer[..k - whole].copy_from_slice(&row[whole..]);
-            S::load(&lanes_buffer[..lanes])
-        };
-        let b_vectors: [S::V; RB] = array::from_fn(|r| padded(b_rows[r]));
+        let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
+        for (b_vector, b_row) in b_vectors.iter_mut().zip(&b_rows) {
+            *b_vector = V::load_partial(&b_row[whole..], k - whole);
+        }
         for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
-            let a_vector = padded(a_row);
+            let a_vector = V::load_partial(&a_row[whole..], k - whole);
             for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
-                *acc = S::fma(a_vector, b_vector, *acc);
+                *acc = V::fma(a_vector, b_vector, *acc);
             }
         }
     }
@@ -699,7 +942,7 @@ fn dot_block<S: Simd, const RA: usize, const RB: usize, O: OutRows<S>>(
     for (r, acc_row) in acc.iter().enumerate() {
         let c_row = &mut out.row(row + r)[col - first..][..RB];
         for (c_value, &acc) in c_row.iter_mut().zip(acc_row) {
-            *c_value = scale_add(S::hsum(acc), alpha, beta, *c_value);
+            *c_value = scale_add(acc.hsum(), alpha, beta, *c_value);
         }
     }
 }

@@ -59,6 +59,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_avx512;
 mod microkernel;
 mod pack;
 
@@ -75,7 +77,8 @@ use microkernel::{tile_wide, TileFn};
 use pack::{pack_a, pack_b, Operand};
 
 pub use direct::{
-    use_direct, with_gemm_path, GemmPath, DIRECT_MAX_MULADDS, DIRECT_MAX_ROWS, PARALLEL_COLUMNS,
+    use_direct, with_gemm_path, GemmPath, DIRECT_MAX_MULADDS, DIRECT_MAX_ROWS, DOT_MIN_DEPTH,
+    PARALLEL_COLUMNS,
 };
 
 /// Whether an operand is used as stored (`No`) or transposed (`Yes`).
@@ -414,7 +417,7 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
         return;
     }
     // small and skinny products: no packing (`gemm/direct.rs`)
-    if use_direct(m, n, k) {
+    if use_direct(tb, m, n, k) {
         direct::gemm_direct(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
