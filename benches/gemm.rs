@@ -286,7 +286,10 @@ fn direct(criterion: &mut Criterion) {
             });
         }
         if m * n * k >= 1 << 24 {
-            for (name, path) in [("packed/2t", GemmPath::Packed), ("direct/2t", GemmPath::Direct)] {
+            for (name, path) in [
+                ("packed/2t", GemmPath::Packed),
+                ("direct/2t", GemmPath::Direct),
+            ] {
                 group.bench_function(BenchmarkId::new(name, &shape), |bench| {
                     pools[1].install(|| with_gemm_path(path, || bench.iter(|| run(&mut c))))
                 });

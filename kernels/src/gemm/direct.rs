@@ -51,6 +51,7 @@
 use std::array;
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use std::cell::RefCell;
 use std::ops::Mul;
@@ -221,9 +222,7 @@ macro_rules! impl_direct_scalar {
             ) -> Option<()> {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    super::direct_avx512::$avx512(
-                        ta, tb, shape, scalars, a, b, cols, scratch, out,
-                    );
+                    super::direct_avx512::$avx512(ta, tb, shape, scalars, a, b, cols, scratch, out);
                     Some(())
                 }
                 #[cfg(not(target_arch = "x86_64"))]
@@ -246,8 +245,9 @@ macro_rules! impl_direct_scalar {
 impl_direct_scalar!(f32, f32x8, SCRATCH_F32, columns_f32);
 impl_direct_scalar!(f64, f64x4, SCRATCH_F64, columns_f64);
 
-/// Which GEMM algorithm a call uses: chosen by shape ([`use_direct`]) unless overridden with
-/// [`with_gemm_path`] (tests and benchmarks).
+/// Which GEMM algorithm a call uses: chosen by shape ([`use_direct`]) unless overridden for
+/// the process with the environment variable `BENIGN_GEMM_PATH=auto|packed|direct` (read
+/// once), or for a thread with [`with_gemm_path`] (tests and benchmarks; it takes precedence).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmPath {
     /// By shape: direct for small and skinny problems, packed otherwise.
@@ -278,7 +278,11 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
 /// [`DIRECT_MAX_ROWS`] rows, unless [`with_gemm_path`] says otherwise. A function of the shape
 /// and transposes only (see the module docs).
 pub fn use_direct(tb: Transpose, m: usize, n: usize, k: usize) -> bool {
-    match PATH_OVERRIDE.with(Cell::get) {
+    let path = match PATH_OVERRIDE.with(Cell::get) {
+        GemmPath::Auto => process_path(),
+        forced => forced,
+    };
+    match path {
         GemmPath::Packed => false,
         GemmPath::Direct => true,
         GemmPath::Auto => {
@@ -286,6 +290,29 @@ pub fn use_direct(tb: Transpose, m: usize, n: usize, k: usize) -> bool {
                 || (tb == Transpose::Yes && m <= DIRECT_MAX_ROWS)
         }
     }
+}
+
+/// The process-wide path: `BENIGN_GEMM_PATH` (`auto`, `packed` or `direct`, read once; for
+/// before/after measurements of whole programs), `Auto` when unset or unknown (with a warning).
+fn process_path() -> GemmPath {
+    static SELECTED: OnceLock<GemmPath> = OnceLock::new();
+    *SELECTED.get_or_init(|| {
+        match std::env::var("BENIGN_GEMM_PATH")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" | "auto" => GemmPath::Auto,
+            "packed" => GemmPath::Packed,
+            "direct" => GemmPath::Direct,
+            other => {
+                eprintln!(
+                    "warning: BENIGN_GEMM_PATH={other:?} is not one of auto, packed, direct; \
+                     using auto"
+                );
+                GemmPath::Auto
+            }
+        }
+    })
 }
 
 /// Whether the `(No, Yes)` product runs in the dot form (else B is transposed into scratch).
@@ -433,8 +460,7 @@ fn columns_by_variant<S: DirectScalar, O: OutRows<S>>(
     };
     S::with_scratch(scratch_len, |scratch| {
         if avx512
-            && S::columns_avx512(ta, tb, shape, scalars, a, b, cols.clone(), scratch, out)
-                .is_some()
+            && S::columns_avx512(ta, tb, shape, scalars, a, b, cols.clone(), scratch, out).is_some()
         {
             return;
         }
