@@ -13,11 +13,20 @@
 //!   it dispatches to AVX-512 kernels at run time on CPUs that have them,
 //! - `ours/2t/..`: our kernel inside a 2-thread rayon pool (parallel scaling).
 //!
+//! Group `direct` (f32, 1 thread unless the id says `2t`): the small and skinny shapes of the
+//! models with their transposes (`NN`, `NT` = B transposed, `TN`; id `impl/shape-transposes`),
+//! plus the shapes the dispatch thresholds were measured on:
+//! - `auto`: `gemm` as called (the shape rule picks the direct or the packed path),
+//! - `packed` / `direct`: the path forced with `with_gemm_path`,
+//! - `matrixmultiply`: `matrixmultiply::sgemm` on the same strided operands (1 thread).
+//!
 //! Filter, e.g.: `cargo bench --bench gemm -- 'sgemm/.*/2000x2000x2000' --warm-up-time 1`.
 
 use std::time::Duration;
 
-use benign_kernels::gemm::{kernel_variant, with_kernel_variant, KernelVariant};
+use benign_kernels::gemm::{
+    kernel_variant, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant,
+};
 use benign_kernels::{gemm, Float, Transpose};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -185,5 +194,136 @@ fn dgemm(criterion: &mut Criterion) {
     bench_type::<f64>(criterion, "dgemm");
 }
 
-criterion_group!(benches, sgemm, dgemm);
+/// (m, n, k, ta, tb) of the `direct` group: the per-head attention products of the real-data
+/// classifier (sequence 50, head width 16: scores `Q K^T`, `P V`, and the backward `P^T dO`),
+/// the [CLS]-only encoder's `x W^T` with 20 and 180 rows, then threshold probes.
+const DIRECT_SHAPES: [(usize, usize, usize, Transpose, Transpose); 17] = {
+    use Transpose::{No, Yes};
+    [
+        (50, 50, 16, No, Yes),
+        (50, 16, 50, No, No),
+        (50, 16, 50, Yes, No),
+        (50, 50, 16, No, No),
+        (20, 2000, 2000, No, Yes),
+        (180, 2000, 2000, No, Yes),
+        (20, 2000, 2000, No, No),
+        (20, 2000, 2000, Yes, Yes),
+        (64, 64, 64, No, No),
+        (64, 64, 64, No, Yes),
+        (96, 96, 96, No, No),
+        (96, 96, 96, No, Yes),
+        (128, 128, 128, No, No),
+        (32, 2000, 2000, No, Yes),
+        (48, 2000, 2000, No, Yes),
+        (32, 2000, 2000, No, No),
+        (48, 2000, 2000, No, No),
+    ]
+};
+
+fn transpose_name(t: Transpose) -> &'static str {
+    match t {
+        Transpose::No => "N",
+        Transpose::Yes => "T",
+    }
+}
+
+/// Row and column strides of a stored `rows x cols` operand used as `op(X)`.
+fn strides(t: Transpose, ld: usize) -> (isize, isize) {
+    match t {
+        Transpose::No => (ld as isize, 1),
+        Transpose::Yes => (1, ld as isize),
+    }
+}
+
+fn direct(criterion: &mut Criterion) {
+    std::env::set_var("MATMUL_NUM_THREADS", "1");
+    let pools: Vec<rayon::ThreadPool> = [1, 2]
+        .into_iter()
+        .map(|threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut group = criterion.benchmark_group("direct");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(2));
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (m, n, k, ta, tb) in DIRECT_SHAPES {
+        let shape = format!("{m}x{n}x{k}-{}{}", transpose_name(ta), transpose_name(tb));
+        let a = random::<f32>(m * k, &mut rng);
+        let b = random::<f32>(k * n, &mut rng);
+        let lda = if ta == Transpose::No { k } else { m };
+        let ldb = if tb == Transpose::No { n } else { k };
+        let mut c = vec![0.0f32; m * n];
+        group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        let run = |c: &mut [f32]| {
+            gemm(
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                1.0,
+                black_box(&a),
+                lda,
+                black_box(&b),
+                ldb,
+                0.0,
+                c,
+                n,
+            )
+        };
+        for (name, path) in [
+            ("auto", GemmPath::Auto),
+            ("packed", GemmPath::Packed),
+            ("direct", GemmPath::Direct),
+        ] {
+            group.bench_function(BenchmarkId::new(name, &shape), |bench| {
+                pools[0].install(|| with_gemm_path(path, || bench.iter(|| run(&mut c))))
+            });
+        }
+        if m * n * k >= 1 << 24 {
+            for (name, path) in [
+                ("packed/2t", GemmPath::Packed),
+                ("direct/2t", GemmPath::Direct),
+            ] {
+                group.bench_function(BenchmarkId::new(name, &shape), |bench| {
+                    pools[1].install(|| with_gemm_path(path, || bench.iter(|| run(&mut c))))
+                });
+            }
+        }
+        let (rsa, csa) = strides(ta, lda);
+        let (rsb, csb) = strides(tb, ldb);
+        group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
+            bench.iter(|| {
+                // SAFETY: op(A) is m x k and op(B) k x n read through the strides of their
+                // stored shapes (exactly m * k and k * n elements), C is m x n row-major.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        black_box(&a).as_ptr(),
+                        rsa,
+                        csa,
+                        black_box(&b).as_ptr(),
+                        rsb,
+                        csb,
+                        0.0,
+                        c.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sgemm, dgemm, direct);
 criterion_main!(benches);

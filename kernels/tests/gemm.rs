@@ -19,7 +19,9 @@
 //! Every test runs once per kernel variant this CPU has (`Avx2`, and `Avx512` on AVX-512
 //! machines), selected per call with `with_kernel_variant`.
 
-use benign_kernels::gemm::{blocking, with_kernel_variant, KernelVariant};
+use benign_kernels::gemm::{
+    blocking, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant,
+};
 use benign_kernels::{gemm, reference, Float, Transpose};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -113,26 +115,30 @@ fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
     values.iter().map(|&x| T::from_f64(x)).collect()
 }
 
-/// Runs `gemm::<T>` with the case's kernel variant in the current rayon pool.
+/// Runs `gemm::<T>` with the case's kernel variant in the current rayon pool, on the packed
+/// path whatever the shape (the direct path of small and skinny shapes has its own tests in
+/// `tests/gemm_direct.rs`; here the packed blocking edges must stay covered).
 fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
     let mut c = to_type::<T>(&ops.c);
     let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
-    with_kernel_variant(case.kernel, || {
-        gemm(
-            case.ta,
-            case.tb,
-            case.m,
-            case.n,
-            case.k,
-            T::from_f64(case.alpha),
-            &a,
-            ops.lda,
-            &b,
-            ops.ldb,
-            T::from_f64(case.beta),
-            &mut c,
-            ops.ldc,
-        )
+    with_gemm_path(GemmPath::Packed, || {
+        with_kernel_variant(case.kernel, || {
+            gemm(
+                case.ta,
+                case.tb,
+                case.m,
+                case.n,
+                case.k,
+                T::from_f64(case.alpha),
+                &a,
+                ops.lda,
+                &b,
+                ops.ldb,
+                T::from_f64(case.beta),
+                &mut c,
+                ops.ldc,
+            )
+        })
     });
     c
 }

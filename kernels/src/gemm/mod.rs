@@ -58,6 +58,9 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_avx512;
 mod microkernel;
 mod pack;
 
@@ -72,6 +75,11 @@ use crate::Float;
 pub use microkernel::{microkernel, prefetch_tile, write_back, Lanes, Tile, MR, NR_VECTORS};
 use microkernel::{tile_wide, TileFn};
 use pack::{pack_a, pack_b, Operand};
+
+pub use direct::{
+    use_direct, with_gemm_path, GemmPath, DIRECT_MAX_MULADDS, DIRECT_MAX_ROWS, DOT_MIN_DEPTH,
+    PARALLEL_COLUMNS,
+};
 
 /// Whether an operand is used as stored (`No`) or transposed (`Yes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -410,6 +418,11 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
     let c = &mut c[..(m - 1) * ldc + n];
     if k == 0 || alpha == S::ZERO {
         scale_c(beta, c, m, n, ldc);
+        return;
+    }
+    // small and skinny products: no packing (`gemm/direct.rs`)
+    if use_direct(tb, m, n, k) {
+        direct::gemm_direct(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     let a = Operand {

@@ -1,0 +1,129 @@
+//! Interleaved timing of the packed and direct GEMM paths (and `matrixmultiply`) on the shapes
+//! given as arguments `MxNxK-TT` (e.g. `50x50x16-NT`): each round runs every variant once, and
+//! the best time per variant over the rounds is reported, so load from other processes on a
+//! shared machine hits all variants alike. `cargo run --release -p benign-kernels --example
+//! direct_probe -- 50x50x16-NT 20x2000x2000-NT`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use benign_kernels::gemm::{with_gemm_path, GemmPath};
+use benign_kernels::{gemm, Transpose};
+
+fn parse(spec: &str) -> (usize, usize, usize, Transpose, Transpose) {
+    let (dims, trans) = spec.split_once('-').unwrap_or((spec, "NN"));
+    let d: Vec<usize> = dims.split('x').map(|x| x.parse().unwrap()).collect();
+    let t = |c: char| {
+        if c == 'T' {
+            Transpose::Yes
+        } else {
+            Transpose::No
+        }
+    };
+    let mut tc = trans.chars();
+    (
+        d[0],
+        d[1],
+        d[2],
+        t(tc.next().unwrap()),
+        t(tc.next().unwrap()),
+    )
+}
+
+fn main() {
+    std::env::set_var("MATMUL_NUM_THREADS", "1");
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    for spec in std::env::args().skip(1) {
+        let (m, n, k, ta, tb) = parse(&spec);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let lda = if ta == Transpose::No { k } else { m };
+        let ldb = if tb == Transpose::No { n } else { k };
+        let mut c = vec![0.0f32; m * n];
+        let reps = (20_000_000 / (m * n * k).max(1)).clamp(1, 10_000);
+        let mut best = [Duration::MAX; 3];
+        let (rsa, csa) = if ta == Transpose::No {
+            (lda as isize, 1)
+        } else {
+            (1, lda as isize)
+        };
+        let (rsb, csb) = if tb == Transpose::No {
+            (ldb as isize, 1)
+        } else {
+            (1, ldb as isize)
+        };
+        pool.install(|| {
+            for _round in 0..15 {
+                for (v, slot) in best.iter_mut().enumerate() {
+                    let start = Instant::now();
+                    for _ in 0..reps {
+                        match v {
+                            0 | 1 => {
+                                let path = if v == 0 {
+                                    GemmPath::Packed
+                                } else {
+                                    GemmPath::Direct
+                                };
+                                with_gemm_path(path, || {
+                                    gemm(
+                                        ta,
+                                        tb,
+                                        m,
+                                        n,
+                                        k,
+                                        1.0,
+                                        black_box(&a),
+                                        lda,
+                                        black_box(&b),
+                                        ldb,
+                                        0.0,
+                                        &mut c,
+                                        n,
+                                    )
+                                })
+                            }
+                            // SAFETY: strided views of exactly m x k, k x n and m x n elements.
+                            _ => unsafe {
+                                matrixmultiply::sgemm(
+                                    m,
+                                    k,
+                                    n,
+                                    1.0,
+                                    black_box(&a).as_ptr(),
+                                    rsa,
+                                    csa,
+                                    black_box(&b).as_ptr(),
+                                    rsb,
+                                    csb,
+                                    0.0,
+                                    c.as_mut_ptr(),
+                                    n as isize,
+                                    1,
+                                )
+                            },
+                        }
+                    }
+                    *slot = (*slot).min(start.elapsed() / reps as u32);
+                }
+            }
+        });
+        let gf = |d: Duration| 2.0 * (m * n * k) as f64 / d.as_secs_f64() / 1e9;
+        println!(
+            "{spec:>20} {threads}t  packed {:>10.2?} ({:5.1} GF/s)  direct {:>10.2?} ({:5.1} GF/s)  mm {:>10.2?}  packed/direct {:.2}x  mm/direct {:.2}x",
+            best[0], gf(best[0]), best[1], gf(best[1]), best[2],
+            best[0].as_secs_f64() / best[1].as_secs_f64(),
+            best[2].as_secs_f64() / best[1].as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,974 @@
+//! Direct GEMM for small and skinny problems: `C <- alpha op(A) op(B) + beta C` computed
+//! straight from the strided operands, without packing.
+//!
+//! # Why
+//!
+//! The packed path (`gemm/mod.rs`) copies `op(A)` and `op(B)` into micro-panels before
+//! multiplying. For tiny products (per-head attention: 50 x 50 x 16, 50 x 16 x 50) that copy and
+//! the padding of the 12 x 32 tiles cost more than the product; for skinny ones (20 rows times
+//! a 2000 x 2000 weight) packing B reads and writes 16 MB to use every value only 20 times.
+//! Here the operands are read in place by register-blocked `wide` kernels (f32x8 / f64x4).
+//!
+//! # Kernels
+//!
+//! Every transpose combination maps onto one of two register-blocked kernels:
+//!
+//! ```text
+//! axpy form  V[r][c] = sum_p X[r][p] Y[p][c]   Y rows contiguous: vectors along c, X broadcast
+//!   (No,  No ):  V = C,    X = A (rows),     Y = B          (k x n as stored)
+//!   (Yes, No ):  V = C,    X = A (columns),  Y = B
+//!   (Yes, Yes):  V = C^T,  X = B (rows),     Y = A          (C^T = B_stored A_stored)
+//! dot form   C[i][j] = sum_p A[i][p] B[j][p]    (No, Yes): rows of A and rows of B (x W^T)
+//!            are both contiguous along k: vectors along p, one horizontal sum per element
+//! ```
+//!
+//! The axpy kernel keeps a 4 x 3-vector block of `V` in 12 registers (4 x 24 for f32, 4 x 12
+//! for f64); the dot kernel keeps 4 rows of A against 3 rows of B (12 vector accumulators).
+//! For the axpy form with `Y = B` streamed from memory (`k > DEPTH_BLOCK`), the depth is
+//! blocked so a `DEPTH_BLOCK x COLUMN_BLOCK` slab of B stays in L1 while every row of `V` uses
+//! it; partial sums wait in a small buffer between depth blocks (storing a float and loading it
+//! back is exact, so this does not change a bit).
+//!
+//! # Arithmetic and determinism
+//!
+//! Element `C[i][j]` is `alpha * s + beta * C[i][j]` (one fused multiply-add; `beta == 0`
+//! never reads C), where `s` is
+//! - axpy form: one FMA chain over `p = 0, 1, .., k - 1` in order (each lane of a vector is
+//!   its own element; columns past the last full vector use a zero-padded vector, same lanes);
+//! - dot form: `LANES` FMA chains, lane `l` over `p = l, l + LANES, ..` in order (the last
+//!   partial vector zero-padded), then `DirectVector::hsum` of the lanes in its fixed order.
+//!
+//! Neither depends on where a register block, a column chunk or a thread boundary falls, so
+//! the result is a function of the shape only: bit-identical for any rayon pool size. It
+//! differs in the last bits from the packed path (another summation grouping), which is why
+//! the choice between the two ([`use_direct`]) depends on the shape only too.
+//!
+//! # Threads
+//!
+//! Problems of at least [`super::GEMM_PARALLEL_MIN_MULADDS`] multiply-adds are split over the
+//! current rayon pool in fixed chunks of [`PARALLEL_COLUMNS`] columns of C.
+
+use std::array;
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use std::cell::RefCell;
+use std::ops::Mul;
+
+use rayon::prelude::*;
+use wide::{f32x8, f64x4};
+
+use super::{current_variant, KernelVariant, Transpose, GEMM_PARALLEL_MIN_MULADDS};
+use crate::simd::{cast, cast_mut, dispatch, same};
+use crate::Float;
+
+/// Problems with at most this many multiply-adds (`m * n * k`, 64^3) take the direct path
+/// whatever their shape and transposes: below it, packing A and B and padding them to whole
+/// 12 x 32 tiles cost more than the product. Measured (`examples/direct_probe.rs`, f32, one
+/// thread, AVX-512 machine, direct vs packed time ratio): 50x16x50 NN 2.3x faster, 50x50x16 NN
+/// 1.45x, 64^3 NN 1.18x, but 96^3 NN 0.82x (slower).
+pub const DIRECT_MAX_MULADDS: usize = 1 << 18;
+
+/// Products with at most this many rows of C (`m`) and B used transposed (`x W^T`, either A)
+/// take the direct path whatever `n` and `k`: each value of B is then used at most this many
+/// times, too few to repay packing it, and the direct kernels read rows of B in place, along
+/// the depth. Measured as above: 20x2000x2000 NT 2.3x faster than packed, TT 2.2x. Not for B
+/// as stored (NN, TN: the axpy form must stride across rows of B, 0.85x of packed at
+/// 20x2000x2000), nor for more rows (180x2000x2000 NT runs 0.55x of packed).
+pub const DIRECT_MAX_ROWS: usize = 32;
+
+/// Columns of C per parallel task: a multiple of every register block width (24 and 12
+/// columns in the axpy form, 3 rows of B in the dot form) and of 4 (the row block of the
+/// transposed axpy form), fixed so that the split depends on the shape only.
+pub const PARALLEL_COLUMNS: usize = 96;
+
+/// Depth of one block of B in the axpy form when B is streamed (`k` larger than this): with
+/// [`COLUMN_BLOCK`] columns it is a 24 KB (f32) slab that stays in L1 while all rows of C use it.
+const DEPTH_BLOCK: usize = 64;
+
+/// Columns of C per slab of B in the axpy form (four 24-column f32 blocks, eight f64 ones).
+const COLUMN_BLOCK: usize = 96;
+
+/// Rows of the register block of the axpy form.
+const AXPY_ROWS: usize = 4;
+/// Vectors per row of the register block of the axpy form.
+const AXPY_VECTORS: usize = 3;
+/// Rows of A in the register block of the dot form.
+const DOT_ROWS_A: usize = 4;
+/// Rows of B in the register block of the dot form.
+const DOT_ROWS_B: usize = 3;
+
+/// The dot form (`ta == No`, `tb == Yes`) is used for skinny products (`m <=`
+/// [`DIRECT_MAX_ROWS`]) at least this deep. Shallower, or with more rows, the horizontal sums
+/// cost more than the products (64^3 NT ran 0.42x of packed): B is then transposed into a
+/// `k x n` scratch (a plain copy of `n k` values, no padding) and the product runs in the axpy
+/// form (64^3 NT then matches NN).
+pub const DOT_MIN_DEPTH: usize = 64;
+
+/// Most lanes of any vector type here (f32 in a zmm register).
+const MAX_LANES: usize = 16;
+
+const _: () = assert!(
+    PARALLEL_COLUMNS.is_multiple_of(AXPY_ROWS)
+        && PARALLEL_COLUMNS.is_multiple_of(DOT_ROWS_B)
+        && PARALLEL_COLUMNS.is_multiple_of(AXPY_VECTORS * MAX_LANES)
+        && COLUMN_BLOCK.is_multiple_of(AXPY_VECTORS * MAX_LANES)
+);
+
+/// A SIMD vector the direct kernels are written over: `wide`'s f32x8 / f64x4 (the portable
+/// variant) or a zmm register (`gemm/direct_avx512.rs`).
+pub(crate) trait DirectVector: Copy + Mul<Output = Self> {
+    type Scalar: DirectScalar;
+    /// Scalars per vector (at most [`MAX_LANES`]).
+    const LANES: usize;
+    fn splat(x: Self::Scalar) -> Self;
+    /// The first `LANES` scalars of `src`.
+    fn load(src: &[Self::Scalar]) -> Self;
+    /// The first `len < LANES` scalars of `src`, the other lanes zero.
+    fn load_partial(src: &[Self::Scalar], len: usize) -> Self;
+    /// Stores into the first `LANES` scalars of `dst`.
+    fn store(self, dst: &mut [Self::Scalar]);
+    /// `a * b + c`, one rounding when the target has FMA.
+    fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// Sum of the lanes, in a fixed order.
+    fn hsum(self) -> Self::Scalar;
+}
+
+macro_rules! impl_direct_wide {
+    ($vector:ty, $scalar:ty, $lanes:literal) => {
+        impl DirectVector for $vector {
+            type Scalar = $scalar;
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            fn splat(x: $scalar) -> Self {
+                <$vector>::splat(x)
+            }
+            #[inline(always)]
+            fn load(src: &[$scalar]) -> Self {
+                let lanes: [$scalar; $lanes] = src[..$lanes].try_into().unwrap();
+                <$vector>::from(lanes)
+            }
+            #[inline(always)]
+            fn load_partial(src: &[$scalar], len: usize) -> Self {
+                let mut lanes = [0.0; $lanes];
+                lanes[..len].copy_from_slice(&src[..len]);
+                <$vector>::from(lanes)
+            }
+            #[inline(always)]
+            fn store(self, dst: &mut [$scalar]) {
+                dst[..$lanes].copy_from_slice(self.as_array_ref());
+            }
+            #[inline(always)]
+            fn fma(a: Self, b: Self, c: Self) -> Self {
+                a.mul_add(b, c)
+            }
+            #[inline(always)]
+            fn hsum(self) -> $scalar {
+                self.reduce_add()
+            }
+        }
+    };
+}
+
+impl_direct_wide!(f32x8, f32, 8);
+impl_direct_wide!(f64x4, f64, 4);
+
+/// An element type of the direct path: its `wide` vector, its AVX-512 entry point and a
+/// thread-local scratch buffer.
+pub(crate) trait DirectScalar: Float {
+    type Wide: DirectVector<Scalar = Self>;
+
+    /// [`columns`] with this type's zmm vector; `None` when the build has no AVX-512 kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn columns_avx512<O: OutRows<Self>>(
+        ta: Transpose,
+        tb: Transpose,
+        shape: Shape,
+        scalars: Scalars<Self>,
+        a: (&[Self], usize),
+        b: (&[Self], usize),
+        cols: Range<usize>,
+        scratch: &mut [Self],
+        out: &mut O,
+    ) -> Option<()>;
+
+    /// Runs `f` on a thread-local buffer of `len` scalars, reused across calls (a nested call
+    /// on the same thread gets a fresh one).
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+macro_rules! impl_direct_scalar {
+    ($scalar:ty, $wide:ty, $slot:ident, $avx512:ident) => {
+        thread_local! {
+            static $slot: RefCell<Vec<$scalar>> = const { RefCell::new(Vec::new()) };
+        }
+
+        impl DirectScalar for $scalar {
+            type Wide = $wide;
+
+            #[allow(clippy::too_many_arguments)]
+            #[allow(unused_variables)]
+            fn columns_avx512<O: OutRows<Self>>(
+                ta: Transpose,
+                tb: Transpose,
+                shape: Shape,
+                scalars: Scalars<Self>,
+                a: (&[Self], usize),
+                b: (&[Self], usize),
+                cols: Range<usize>,
+                scratch: &mut [Self],
+                out: &mut O,
+            ) -> Option<()> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    super::direct_avx512::$avx512(ta, tb, shape, scalars, a, b, cols, scratch, out);
+                    Some(())
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                None
+            }
+
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                let mut buffer = $slot.with(|slot| slot.take());
+                if buffer.len() < len {
+                    buffer.resize(len, 0.0);
+                }
+                let result = f(&mut buffer[..len]);
+                $slot.with(|slot| slot.replace(buffer));
+                result
+            }
+        }
+    };
+}
+
+impl_direct_scalar!(f32, f32x8, SCRATCH_F32, columns_f32);
+impl_direct_scalar!(f64, f64x4, SCRATCH_F64, columns_f64);
+
+/// Which GEMM algorithm a call uses: chosen by shape ([`use_direct`]) unless overridden for
+/// the process with the environment variable `BENIGN_GEMM_PATH=auto|packed|direct` (read
+/// once), or for a thread with [`with_gemm_path`] (tests and benchmarks; it takes precedence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmPath {
+    /// By shape: direct for small and skinny problems, packed otherwise.
+    Auto,
+    /// Always the packed, blocked path.
+    Packed,
+    /// Always the direct path of this module.
+    Direct,
+}
+
+thread_local! {
+    /// A per-thread override of the shape rule, set by [`with_gemm_path`].
+    static PATH_OVERRIDE: Cell<GemmPath> = const { Cell::new(GemmPath::Auto) };
+}
+
+/// Runs `f` with GEMM calls made *from this thread* using `path` (the work they spread over
+/// rayon follows the caller's choice). For tests and benchmarks of both paths in one process.
+#[doc(hidden)]
+pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
+    let previous = PATH_OVERRIDE.with(|cell| cell.replace(path));
+    let result = f();
+    PATH_OVERRIDE.with(|cell| cell.set(previous));
+    result
+}
+
+/// Whether `gemm` sends an `m x n x k` product to the direct path: when it has at most
+/// [`DIRECT_MAX_MULADDS`] multiply-adds, or B is used transposed and C has at most
+/// [`DIRECT_MAX_ROWS`] rows, unless [`with_gemm_path`] says otherwise. A function of the shape
+/// and transposes only (see the module docs).
+pub fn use_direct(tb: Transpose, m: usize, n: usize, k: usize) -> bool {
+    let path = match PATH_OVERRIDE.with(Cell::get) {
+        GemmPath::Auto => process_path(),
+        forced => forced,
+    };
+    match path {
+        GemmPath::Packed => false,
+        GemmPath::Direct => true,
+        GemmPath::Auto => {
+            m.saturating_mul(n).saturating_mul(k) <= DIRECT_MAX_MULADDS
+                || (tb == Transpose::Yes && m <= DIRECT_MAX_ROWS)
+        }
+    }
+}
+
+/// The process-wide path: `BENIGN_GEMM_PATH` (`auto`, `packed` or `direct`, read once; for
+/// before/after measurements of whole programs), `Auto` when unset or unknown (with a warning).
+fn process_path() -> GemmPath {
+    static SELECTED: OnceLock<GemmPath> = OnceLock::new();
+    *SELECTED.get_or_init(|| {
+        match std::env::var("BENIGN_GEMM_PATH")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" | "auto" => GemmPath::Auto,
+            "packed" => GemmPath::Packed,
+            "direct" => GemmPath::Direct,
+            other => {
+                eprintln!(
+                    "warning: BENIGN_GEMM_PATH={other:?} is not one of auto, packed, direct; \
+                     using auto"
+                );
+                GemmPath::Auto
+            }
+        }
+    })
+}
+
+/// Whether the `(No, Yes)` product runs in the dot form (else B is transposed into scratch).
+fn dot_form_for(m: usize, k: usize) -> bool {
+    m <= DIRECT_MAX_ROWS && k >= DOT_MIN_DEPTH
+}
+
+/// `C <- alpha op(A) op(B) + beta C` by the direct path. The caller (`gemm`) has checked the
+/// operands and handled `m == 0`, `n == 0`, `k == 0` and `alpha == 0`; `c` ends at the last
+/// element of C.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_direct<T: Float>(
+    ta: Transpose,
+    tb: Transpose,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    dispatch!(T, S => direct::<S>(
+        ta,
+        tb,
+        Shape { m, n, k },
+        Scalars { alpha: same(alpha), beta: same(beta) },
+        (cast(a), lda),
+        (cast(b), ldb),
+        cast_mut(c),
+        ldc,
+    ))
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Scalars<S> {
+    pub alpha: S,
+    pub beta: S,
+}
+
+/// Rows of C restricted to a range of columns `first..`: `row(i)[j - first]` is `C[i][j]`.
+pub(crate) trait OutRows<S> {
+    fn row(&mut self, i: usize) -> &mut [S];
+}
+
+/// All of C, from column `first`.
+struct Strided<'a, S> {
+    c: &'a mut [S],
+    ldc: usize,
+    first: usize,
+}
+
+impl<S> OutRows<S> for Strided<'_, S> {
+    #[inline(always)]
+    fn row(&mut self, i: usize) -> &mut [S] {
+        &mut self.c[i * self.ldc + self.first..]
+    }
+}
+
+/// One parallel task's column range of every row of C.
+struct Split<'s, 'a, S>(&'s mut [&'a mut [S]]);
+
+impl<S> OutRows<S> for Split<'_, '_, S> {
+    #[inline(always)]
+    fn row(&mut self, i: usize) -> &mut [S] {
+        &mut *self.0[i]
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn direct<S: DirectScalar>(
+    ta: Transpose,
+    tb: Transpose,
+    shape: Shape,
+    scalars: Scalars<S>,
+    a: (&[S], usize),
+    b: (&[S], usize),
+    c: &mut [S],
+    ldc: usize,
+) {
+    let Shape { m, n, k } = shape;
+    let parallel = m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS
+        && rayon::current_num_threads() > 1
+        && n > PARALLEL_COLUMNS;
+    let avx512 = current_variant() == KernelVariant::Avx512;
+    if !parallel {
+        let mut out = Strided { c, ldc, first: 0 };
+        columns_by_variant(avx512, ta, tb, shape, scalars, a, b, 0..n, &mut out);
+        return;
+    }
+    // loop over fixed chunks of PARALLEL_COLUMNS columns of C, one rayon task each
+    let chunks = n.div_ceil(PARALLEL_COLUMNS);
+    let mut parts: Vec<Vec<&mut [S]>> = (0..chunks).map(|_| Vec::with_capacity(m)).collect();
+    for c_row in c.chunks_mut(ldc).take(m) {
+        let mut rest = &mut c_row[..n];
+        for part in &mut parts {
+            let (head, tail) = rest.split_at_mut(PARALLEL_COLUMNS.min(rest.len()));
+            part.push(head);
+            rest = tail;
+        }
+    }
+    parts
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(chunk, mut rows)| {
+            let first = chunk * PARALLEL_COLUMNS;
+            let cols = first..n.min(first + PARALLEL_COLUMNS);
+            let mut out = Split(&mut rows);
+            columns_by_variant(avx512, ta, tb, shape, scalars, a, b, cols, &mut out);
+        });
+}
+
+/// [`columns`] with the zmm vectors when `avx512` (the caller's kernel variant), the `wide`
+/// ones otherwise.
+#[allow(clippy::too_many_arguments)]
+fn columns_by_variant<S: DirectScalar, O: OutRows<S>>(
+    avx512: bool,
+    ta: Transpose,
+    tb: Transpose,
+    shape: Shape,
+    scalars: Scalars<S>,
+    a: (&[S], usize),
+    b: (&[S], usize),
+    cols: Range<usize>,
+    out: &mut O,
+) {
+    // the shallow dot form's transposed copy of B (see `DOT_MIN_DEPTH`), taken here, outside
+    // the AVX-512 functions
+    let Shape { k, .. } = shape;
+    let scratch_len = if (ta, tb) == (Transpose::No, Transpose::Yes) && !dot_form_for(shape.m, k) {
+        k * cols.len()
+    } else {
+        0
+    };
+    S::with_scratch(scratch_len, |scratch| {
+        if avx512
+            && S::columns_avx512(ta, tb, shape, scalars, a, b, cols.clone(), scratch, out).is_some()
+        {
+            return;
+        }
+        columns::<S::Wide, O>(ta, tb, shape, scalars, a, b, cols, scratch, out);
+    });
+}
+
+/// Columns `cols` of C (all rows), by the kernel of the transpose combination, with vector
+/// type `V`. Everything from here down is `#[inline(always)]`: the AVX-512 entry points
+/// (`gemm/direct_avx512.rs`) compile this whole tree inside one `avx512f` function.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn columns<V: DirectVector, O: OutRows<V::Scalar>>(
+    ta: Transpose,
+    tb: Transpose,
+    shape: Shape,
+    scalars: Scalars<V::Scalar>,
+    (a, lda): (&[V::Scalar], usize),
+    (b, ldb): (&[V::Scalar], usize),
+    cols: Range<usize>,
+    scratch: &mut [V::Scalar],
+    out: &mut O,
+) {
+    let Shape { m, k, .. } = shape;
+    let first = cols.start;
+    match (ta, tb) {
+        (Transpose::No, Transpose::No) | (Transpose::Yes, Transpose::No) => {
+            let x = XView {
+                data: a,
+                ld: lda,
+                column_major: ta == Transpose::Yes,
+            };
+            let view = AxpyView {
+                x,
+                y: b,
+                ldy: ldb,
+                y_first: 0,
+                k,
+                transposed: false,
+                first,
+            };
+            axpy_form::<V, O>(&view, 0..m, cols, scalars, k > DEPTH_BLOCK, out);
+        }
+        (Transpose::Yes, Transpose::Yes) => {
+            // C^T = B_stored A_stored: V rows are columns of C, V columns are rows of C
+            let x = XView {
+                data: b,
+                ld: ldb,
+                column_major: false,
+            };
+            let view = AxpyView {
+                x,
+                y: a,
+                ldy: lda,
+                y_first: 0,
+                k,
+                transposed: true,
+                first,
+            };
+            axpy_form::<V, O>(&view, cols, 0..m, scalars, false, out);
+        }
+        (Transpose::No, Transpose::Yes) if !dot_form_for(m, k) => {
+            // shallow or tall: B^T (rows cols of B) copied into a k x width scratch, then the axpy form
+            let width = cols.len();
+            let b_transposed = &mut scratch[..k * width];
+            for (j, b_row) in b[cols.start * ldb..].chunks(ldb).take(width).enumerate() {
+                for (p, &value) in b_row[..k].iter().enumerate() {
+                    b_transposed[p * width + j] = value;
+                }
+            }
+            let x = XView {
+                data: a,
+                ld: lda,
+                column_major: false,
+            };
+            let view = AxpyView {
+                x,
+                y: b_transposed,
+                ldy: width,
+                y_first: cols.start,
+                k,
+                transposed: false,
+                first,
+            };
+            axpy_form::<V, O>(&view, 0..m, cols, scalars, false, out);
+        }
+        (Transpose::No, Transpose::Yes) => {
+            dot_form::<V, O>(a, lda, b, ldb, m, cols, k, scalars, out)
+        }
+    }
+}
+
+/// `X[r][p]`: `data[r * ld + p]` (row-major) or `data[p * ld + r]` (`column_major`).
+#[derive(Clone, Copy)]
+struct XView<'a, S> {
+    data: &'a [S],
+    ld: usize,
+    column_major: bool,
+}
+
+/// The axpy form `V = X Y` of one call: `Y[p][c] = y[p * ldy + c - y_first]`, and `V[r][c]`
+/// is `C[r][c]`, or `C[c][r]` when `transposed`. `first` is the first column of C the output
+/// rows start at.
+struct AxpyView<'a, S> {
+    x: XView<'a, S>,
+    y: &'a [S],
+    ldy: usize,
+    y_first: usize,
+    k: usize,
+    transposed: bool,
+    first: usize,
+}
+
+/// `V[rows][cols] <- alpha X Y + beta V` in register blocks; with `block_depth`, blocked over
+/// the depth in slabs of `DEPTH_BLOCK x COLUMN_BLOCK` (see the module docs).
+#[inline(always)]
+fn axpy_form<V: DirectVector, O: OutRows<V::Scalar>>(
+    view: &AxpyView<'_, V::Scalar>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    scalars: Scalars<V::Scalar>,
+    block_depth: bool,
+    out: &mut O,
+) {
+    let k = view.k;
+    if !block_depth {
+        axpy_depth_block::<V, O>(view, rows, cols, 0..k, None, Some(scalars), out);
+        return;
+    }
+    let mut partial = vec![V::Scalar::ZERO; rows.len() * COLUMN_BLOCK];
+    // loop over COLUMN_BLOCK-wide slabs of Y
+    for slab_start in cols.clone().step_by(COLUMN_BLOCK) {
+        let slab = slab_start..cols.end.min(slab_start + COLUMN_BLOCK);
+        // loop over the depth blocks, in order
+        for depth_start in (0..k).step_by(DEPTH_BLOCK) {
+            let depth = depth_start..k.min(depth_start + DEPTH_BLOCK);
+            let last = depth.end == k;
+            let partial = Partial {
+                sums: &mut partial,
+                first_row: rows.start,
+                first_col: slab.start,
+                fresh: depth_start == 0,
+            };
+            let finish = if last { Some(scalars) } else { None };
+            axpy_depth_block::<V, O>(
+                view,
+                rows.clone(),
+                slab.clone(),
+                depth,
+                Some(partial),
+                finish,
+                out,
+            );
+        }
+    }
+}
+
+/// Raw sums of a `rows x COLUMN_BLOCK` part of V carried between depth blocks (row-major,
+/// leading dimension COLUMN_BLOCK); `fresh`: this is the first depth block (start from zero).
+struct Partial<'p, S> {
+    sums: &'p mut [S],
+    first_row: usize,
+    first_col: usize,
+    fresh: bool,
+}
+
+/// One depth range of the axpy form over `rows x cols` of V, register block by register
+/// block. Accumulators start from zero (`partial` absent or fresh) or from `partial`; they end
+/// in `partial` unless `finish` gives the scalars of the final write to C.
+#[inline(always)]
+fn axpy_depth_block<V: DirectVector, O: OutRows<V::Scalar>>(
+    view: &AxpyView<'_, V::Scalar>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    depth: Range<usize>,
+    mut partial: Option<Partial<'_, V::Scalar>>,
+    finish: Option<Scalars<V::Scalar>>,
+    out: &mut O,
+) {
+    let lanes = V::LANES;
+    // loop over the AXPY_ROWS-tall row blocks of V
+    let mut row = rows.start;
+    while row < rows.end {
+        let height = AXPY_ROWS.min(rows.end - row);
+        // loop over the column blocks: 3 vectors, then the last 1 or 2 (the last one of them
+        // partial when the columns end inside it)
+        let mut col = cols.start;
+        while col < cols.end {
+            let remaining = cols.end - col;
+            let vectors = remaining.div_ceil(lanes).min(AXPY_VECTORS);
+            let width = remaining.min(vectors * lanes);
+            let block = Block {
+                row,
+                col,
+                width,
+                depth: depth.clone(),
+            };
+            let p = &mut partial;
+            match (height, vectors) {
+                (4, 3) => axpy_block::<V, 4, 3, O>(view, &block, p, finish, out),
+                (4, 2) => axpy_block::<V, 4, 2, O>(view, &block, p, finish, out),
+                (4, _) => axpy_block::<V, 4, 1, O>(view, &block, p, finish, out),
+                (3, 3) => axpy_block::<V, 3, 3, O>(view, &block, p, finish, out),
+                (3, 2) => axpy_block::<V, 3, 2, O>(view, &block, p, finish, out),
+                (3, _) => axpy_block::<V, 3, 1, O>(view, &block, p, finish, out),
+                (2, 3) => axpy_block::<V, 2, 3, O>(view, &block, p, finish, out),
+                (2, 2) => axpy_block::<V, 2, 2, O>(view, &block, p, finish, out),
+                (2, _) => axpy_block::<V, 2, 1, O>(view, &block, p, finish, out),
+                (_, 3) => axpy_block::<V, 1, 3, O>(view, &block, p, finish, out),
+                (_, 2) => axpy_block::<V, 1, 2, O>(view, &block, p, finish, out),
+                (_, _) => axpy_block::<V, 1, 1, O>(view, &block, p, finish, out),
+            }
+            col += width;
+        }
+        row += height;
+    }
+}
+
+/// A register block of V: rows `row..row + R`, columns `col..col + width` (`NV` vectors, the
+/// last one possibly partial), over `depth`.
+struct Block {
+    row: usize,
+    col: usize,
+    width: usize,
+    depth: Range<usize>,
+}
+
+/// `Y[p][col..col + width]` as `NV` vectors, `y_row` starting at `Y[p][col]`. Lanes past
+/// `width` are never written to C (each lane of the axpy form is its own element), so when the
+/// storage holds whole vectors (`whole`) they are loaded as they are, whatever they contain;
+/// otherwise the last vector is zero-padded.
+///
+/// No closures here or below: the AVX-512 instantiation relies on everything down to the
+/// intrinsics being inlined into its `avx512f` function, and closures are not forced inline.
+#[inline(always)]
+fn load_row<V: DirectVector, const NV: usize>(
+    y_row: &[V::Scalar],
+    width: usize,
+    whole: bool,
+) -> [V; NV] {
+    let lanes = V::LANES;
+    let mut vectors = [V::splat(V::Scalar::ZERO); NV];
+    if whole {
+        let y_row = &y_row[..NV * lanes];
+        for (v, vector) in vectors.iter_mut().enumerate() {
+            *vector = V::load(&y_row[v * lanes..][..lanes]);
+        }
+    } else {
+        for (v, vector) in vectors.iter_mut().enumerate() {
+            let start = v * lanes;
+            *vector = if start + lanes <= width {
+                V::load(&y_row[start..][..lanes])
+            } else {
+                V::load_partial(&y_row[start..], width - start)
+            };
+        }
+    }
+    vectors
+}
+
+/// The rank-`depth` update of one `R x NV`-vector register block, then its write (see
+/// [`axpy_depth_block`]).
+#[inline(always)]
+fn axpy_block<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+    view: &AxpyView<'_, V::Scalar>,
+    block: &Block,
+    partial: &mut Option<Partial<'_, V::Scalar>>,
+    finish: Option<Scalars<V::Scalar>>,
+    out: &mut O,
+) {
+    let lanes = V::LANES;
+    let Block {
+        row,
+        col,
+        width,
+        ref depth,
+    } = *block;
+    let mut acc = [[V::splat(V::Scalar::ZERO); NV]; R];
+    if let Some(partial) = partial.as_ref().filter(|partial| !partial.fresh) {
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let start = (row + r - partial.first_row) * COLUMN_BLOCK + col - partial.first_col;
+            let sums = &partial.sums[start..][..NV * lanes];
+            for (v, acc) in acc_row.iter_mut().enumerate() {
+                *acc = V::load(&sums[v * lanes..][..lanes]);
+            }
+        }
+    }
+    let y = &view.y[col - view.y_first..];
+    let ldy = view.ldy;
+    let x = view.x;
+    // loop over the depth: one rank-1 update of the block per step
+    // steps whose Y row is followed by a whole register block of storage load it whole
+    let whole_rows = (y.len() + ldy).saturating_sub(NV * lanes) / ldy.max(1);
+    if x.column_major {
+        for p in depth.clone() {
+            let y_row: [V; NV] = load_row::<V, NV>(&y[p * ldy..], width, p < whole_rows);
+            let x_column = &x.data[p * x.ld + row..][..R];
+            for (acc_row, &x_value) in acc.iter_mut().zip(x_column) {
+                let x_value = V::splat(x_value);
+                for (acc, &y_value) in acc_row.iter_mut().zip(&y_row) {
+                    *acc = V::fma(x_value, y_value, *acc);
+                }
+            }
+        }
+    } else {
+        let x_rows: [&[V::Scalar]; R] =
+            array::from_fn(|r| &x.data[(row + r) * x.ld + depth.start..][..depth.len()]);
+        for (step, p) in depth.clone().enumerate() {
+            let y_row: [V; NV] = load_row::<V, NV>(&y[p * ldy..], width, p < whole_rows);
+            for (acc_row, x_row) in acc.iter_mut().zip(&x_rows) {
+                let x_value = V::splat(x_row[step]);
+                for (acc, &y_value) in acc_row.iter_mut().zip(&y_row) {
+                    *acc = V::fma(x_value, y_value, *acc);
+                }
+            }
+        }
+    }
+    match finish {
+        None => {
+            let partial = partial
+                .as_mut()
+                .expect("gemm direct: a depth block without its partial sums");
+            for (r, acc_row) in acc.iter().enumerate() {
+                let start = (row + r - partial.first_row) * COLUMN_BLOCK + col - partial.first_col;
+                let sums = &mut partial.sums[start..][..NV * lanes];
+                for (v, &acc) in acc_row.iter().enumerate() {
+                    acc.store(&mut sums[v * lanes..][..lanes]);
+                }
+            }
+        }
+        Some(scalars) if !view.transposed => {
+            write_rows::<V, R, NV, O>(&acc, row, col - view.first, width, scalars, out)
+        }
+        Some(scalars) => {
+            write_transposed::<V, R, NV, O>(&acc, row - view.first, col, width, scalars, out)
+        }
+    }
+}
+
+/// `C[row + r][col + c] <- alpha acc + beta C` for the block (`col` relative to the output
+/// rows), whole vectors where the block is whole.
+#[inline(always)]
+fn write_rows<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+    acc: &[[V; NV]; R],
+    row: usize,
+    col: usize,
+    width: usize,
+    Scalars { alpha, beta }: Scalars<V::Scalar>,
+    out: &mut O,
+) {
+    let lanes = V::LANES;
+    let (alpha_v, beta_v) = (V::splat(alpha), V::splat(beta));
+    for (r, acc_row) in acc.iter().enumerate() {
+        let c_row = &mut out.row(row + r)[col..][..width];
+        for (v, &acc) in acc_row.iter().enumerate() {
+            let start = v * lanes;
+            if start + lanes <= width {
+                let c_lanes = &mut c_row[start..][..lanes];
+                let scaled = acc * alpha_v;
+                let result = if beta == V::Scalar::ZERO {
+                    scaled
+                } else {
+                    V::fma(beta_v, V::load(c_lanes), scaled)
+                };
+                result.store(c_lanes);
+            } else {
+                let mut sums = [V::Scalar::ZERO; MAX_LANES];
+                acc.store(&mut sums[..lanes]);
+                for (c_value, &sum) in c_row[start..].iter_mut().zip(&sums) {
+                    *c_value = scale_add(sum, alpha, beta, *c_value);
+                }
+            }
+        }
+    }
+}
+
+/// `C[col + c][row + r] <- alpha acc[r][c] + beta C` for a block of `V = C^T` (`row`
+/// relative to the output rows).
+#[inline(always)]
+fn write_transposed<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+    acc: &[[V; NV]; R],
+    row: usize,
+    col: usize,
+    width: usize,
+    Scalars { alpha, beta }: Scalars<V::Scalar>,
+    out: &mut O,
+) {
+    let lanes = V::LANES;
+    let mut sums = [[V::Scalar::ZERO; AXPY_VECTORS * MAX_LANES]; R];
+    for (sums_row, acc_row) in sums.iter_mut().zip(acc) {
+        for (v, &acc) in acc_row.iter().enumerate() {
+            acc.store(&mut sums_row[v * lanes..][..lanes]);
+        }
+    }
+    for c in 0..width {
+        let c_row = &mut out.row(col + c)[row..][..R];
+        for (c_value, sums_row) in c_row.iter_mut().zip(&sums) {
+            *c_value = scale_add(sums_row[c], alpha, beta, *c_value);
+        }
+    }
+}
+
+/// `alpha sum + beta c` with one FMA, the scalar twin of the vector write (C unread when
+/// `beta == 0`).
+#[inline(always)]
+fn scale_add<S: Float>(sum: S, alpha: S, beta: S, c: S) -> S {
+    let scaled = sum * alpha;
+    if beta == S::ZERO {
+        scaled
+    } else {
+        beta.mul_add(c, scaled)
+    }
+}
+
+/// The dot form `C[i][j] <- alpha sum_p A[i][p] B[j][p] + beta C[i][j]` for rows `0..m` and
+/// columns `cols`, `DOT_ROWS_A x DOT_ROWS_B` elements at a time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
+    a: &[V::Scalar],
+    lda: usize,
+    b: &[V::Scalar],
+    ldb: usize,
+    m: usize,
+    cols: Range<usize>,
+    k: usize,
+    scalars: Scalars<V::Scalar>,
+    out: &mut O,
+) {
+    // loop over DOT_ROWS_B rows of B (columns of C): they stay in L1 while all of A passes
+    let mut col = cols.start;
+    while col < cols.end {
+        let width = DOT_ROWS_B.min(cols.end - col);
+        // loop over DOT_ROWS_A rows of A
+        let mut row = 0;
+        while row < m {
+            let height = DOT_ROWS_A.min(m - row);
+            let at = (row, col, cols.start);
+            match (height, width) {
+                (4, 3) => dot_block::<V, 4, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (4, 2) => dot_block::<V, 4, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (4, _) => dot_block::<V, 4, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (3, 3) => dot_block::<V, 3, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (3, 2) => dot_block::<V, 3, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (3, _) => dot_block::<V, 3, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (2, 3) => dot_block::<V, 2, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (2, 2) => dot_block::<V, 2, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (2, _) => dot_block::<V, 2, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (_, 3) => dot_block::<V, 1, 3, O>(a, lda, b, ldb, k, at, scalars, out),
+                (_, 2) => dot_block::<V, 1, 2, O>(a, lda, b, ldb, k, at, scalars, out),
+                (_, _) => dot_block::<V, 1, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+            }
+            row += height;
+        }
+        col += width;
+    }
+}
+
+/// `RA x RB` elements of the dot form at `(row, col)`; `first` is the first column of C the
+/// output rows start at.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn dot_block<V: DirectVector, const RA: usize, const RB: usize, O: OutRows<V::Scalar>>(
+    a: &[V::Scalar],
+    lda: usize,
+    b: &[V::Scalar],
+    ldb: usize,
+    k: usize,
+    (row, col, first): (usize, usize, usize),
+    scalars: Scalars<V::Scalar>,
+    out: &mut O,
+) {
+    let lanes = V::LANES;
+    let a_rows: [&[V::Scalar]; RA] = array::from_fn(|r| &a[(row + r) * lda..][..k]);
+    let b_rows: [&[V::Scalar]; RB] = array::from_fn(|r| &b[(col + r) * ldb..][..k]);
+    let mut acc = [[V::splat(V::Scalar::ZERO); RB]; RA];
+    let whole = k - k % lanes;
+    // loop over the depth, one vector of each row at a time
+    for p in (0..whole).step_by(lanes) {
+        let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
+        for (b_vector, b_row) in b_vectors.iter_mut().zip(&b_rows) {
+            *b_vector = V::load(&b_row[p..][..lanes]);
+        }
+        for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
+            let a_vector = V::load(&a_row[p..][..lanes]);
+            for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
+                *acc = V::fma(a_vector, b_vector, *acc);
+            }
+        }
+    }
+    if whole < k {
+        // the last partial vector, zero-padded
+        let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
+        for (b_vector, b_row) in b_vectors.iter_mut().zip(&b_rows) {
+            *b_vector = V::load_partial(&b_row[whole..], k - whole);
+        }
+        for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
+            let a_vector = V::load_partial(&a_row[whole..], k - whole);
+            for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
+                *acc = V::fma(a_vector, b_vector, *acc);
+            }
+        }
+    }
+    let Scalars { alpha, beta } = scalars;
+    for (r, acc_row) in acc.iter().enumerate() {
+        let c_row = &mut out.row(row + r)[col - first..][..RB];
+        for (c_value, &acc) in c_row.iter_mut().zip(acc_row) {
+            *c_value = scale_add(acc.hsum(), alpha, beta, *c_value);
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The direct (unpacked) GEMM path (`gemm/direct.rs`) against the plain f64 reference: forced
+//! with `with_gemm_path(GemmPath::Direct, ..)` over awkward shapes, all transposes, alpha and
+//! beta in {0, 1, other}, padded leading dimensions (NaN in the padding of A and B, a sentinel
+//! in the padding of C that must survive), NaN in C when beta is 0, both element types and
+//! every kernel variant of this CPU; then the shape rule at its thresholds, and bit-identical
+//! results for 1 and 4 threads.
+//!
+//! Error bound per element as in `tests/gemm.rs`: `|c - ref| <= 2 (k + 2) eps (|alpha| sum_p
+//! |a_ip| |b_pj| + |beta c_ij|)`.
+
+use benign_kernels::gemm::{
+    use_direct, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant, DIRECT_MAX_MULADDS,
+    DIRECT_MAX_ROWS, DOT_MIN_DEPTH, PARALLEL_COLUMNS,
+};
+use benign_kernels::{gemm, reference, Float, Transpose};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Rows and columns: around the register blocks (4 rows; 8 / 16 lanes times 1..3 vectors).
+const SIDES: [usize; 12] = [0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33];
+/// Depths: around the vector widths, the dot-form threshold and the axpy depth block (64).
+const DEPTHS: [usize; 12] = [0, 1, 2, 7, 8, 9, 17, 33, 63, 64, 65, 129];
+const TRANSPOSES: [(Transpose, Transpose); 4] = [
+    (Transpose::No, Transpose::No),
+    (Transpose::No, Transpose::Yes),
+    (Transpose::Yes, Transpose::No),
+    (Transpose::Yes, Transpose::Yes),
+];
+const ALPHAS: [f64; 3] = [0.0, 1.0, -1.7];
+const BETAS: [f64; 3] = [0.0, 1.0, 0.6];
+const C_PADDING: f64 = 12345.0;
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    kernel: KernelVariant,
+    path: GemmPath,
+    ta: Transpose,
+    tb: Transpose,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    beta: f64,
+    pad: usize,
+}
+
+struct Operands {
+    a: Vec<f64>,
+    lda: usize,
+    b: Vec<f64>,
+    ldb: usize,
+    c: Vec<f64>,
+    ldc: usize,
+}
+
+fn matrix<T: Float>(
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    padding: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f64> {
+    let mut data = vec![padding; rows * ld];
+    for row in data.chunks_mut(ld.max(1)) {
+        for x in &mut row[..cols] {
+            *x = T::from_f64(rng.random_range(-1.0..1.0)).to_f64();
+        }
+    }
+    data
+}
+
+fn operands<T: Float>(case: &Case, rng: &mut ChaCha8Rng) -> Operands {
+    let (a_rows, a_cols) = if case.ta == Transpose::No {
+        (case.m, case.k)
+    } else {
+        (case.k, case.m)
+    };
+    let (b_rows, b_cols) = if case.tb == Transpose::No {
+        (case.k, case.n)
+    } else {
+        (case.n, case.k)
+    };
+    let (lda, ldb, ldc) = (a_cols + case.pad, b_cols + case.pad, case.n + case.pad);
+    let a = matrix::<T>(a_rows, a_cols, lda, f64::NAN, rng);
+    let b = matrix::<T>(b_rows, b_cols, ldb, f64::NAN, rng);
+    let mut c = matrix::<T>(case.m, case.n, ldc, C_PADDING, rng);
+    if case.beta == 0.0 {
+        for row in c.chunks_mut(ldc.max(1)) {
+            row[..case.n].fill(f64::NAN);
+        }
+    }
+    Operands {
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+    }
+}
+
+fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
+    values.iter().map(|&x| T::from_f64(x)).collect()
+}
+
+fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
+    let mut c = to_type::<T>(&ops.c);
+    let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
+    with_kernel_variant(case.kernel, || {
+        with_gemm_path(case.path, || {
+            gemm(
+                case.ta,
+                case.tb,
+                case.m,
+                case.n,
+                case.k,
+                T::from_f64(case.alpha),
+                &a,
+                ops.lda,
+                &b,
+                ops.ldb,
+                T::from_f64(case.beta),
+                &mut c,
+                ops.ldc,
+            )
+        })
+    });
+    c
+}
+
+fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
+    let Case {
+        ta, tb, m, n, k, ..
+    } = *case;
+    let alpha = T::from_f64(case.alpha).to_f64();
+    let beta = T::from_f64(case.beta).to_f64();
+    let mut expected = ops.c.clone();
+    reference::gemm(
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        &ops.a,
+        ops.lda,
+        &ops.b,
+        ops.ldb,
+        beta,
+        &mut expected,
+        ops.ldc,
+    );
+    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let mut magnitude = vec![0.0; ops.c.len()];
+    reference::gemm(
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        1.0,
+        &abs(&ops.a),
+        ops.lda,
+        &abs(&ops.b),
+        ops.ldb,
+        0.0,
+        &mut magnitude,
+        ops.ldc,
+    );
+    let tol = 2.0 * (k + 2) as f64 * T::EPSILON.to_f64();
+    for i in 0..m {
+        for j in 0..ops.ldc {
+            let index = i * ops.ldc + j;
+            let value = got[index].to_f64();
+            if j >= n {
+                assert_eq!(
+                    value,
+                    C_PADDING,
+                    "{case:?} {}: padding of C at ({i}, {j}) written",
+                    T::NAME
+                );
+                continue;
+            }
+            let old_c = if beta == 0.0 { 0.0 } else { ops.c[index] };
+            let bound = tol * (alpha.abs() * magnitude[index] + (beta * old_c).abs());
+            assert!(
+                (value - expected[index]).abs() <= bound,
+                "{case:?} {}: C({i}, {j}) = {value}, reference {}, bound {bound}",
+                T::NAME,
+                expected[index]
+            );
+        }
+    }
+}
+
+fn check_case<T: Float>(case: Case, rng: &mut ChaCha8Rng) {
+    let ops = operands::<T>(&case, rng);
+    let got = run::<T>(&case, &ops);
+    check::<T>(&case, &ops, &got);
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+/// Every (m, n, k) of `SIDES x SIDES x DEPTHS` with every transpose pair, forced direct;
+/// alpha, beta and padding cycle with the case index.
+fn direct_grid<T: Float>(kernel: KernelVariant, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut index = 0;
+    for m in SIDES {
+        for n in SIDES {
+            for k in DEPTHS {
+                for (ta, tb) in TRANSPOSES {
+                    let case = Case {
+                        kernel,
+                        path: GemmPath::Direct,
+                        ta,
+                        tb,
+                        m,
+                        n,
+                        k,
+                        alpha: ALPHAS[(index / 4) % 3],
+                        beta: BETAS[(index / 12) % 3],
+                        pad: index % 3,
+                    };
+                    check_case::<T>(case, &mut rng);
+                    index += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn direct_grid_f32() {
+    for kernel in KernelVariant::available() {
+        direct_grid::<f32>(kernel, 21);
+    }
+}
+
+#[test]
+fn direct_grid_f64() {
+    for kernel in KernelVariant::available() {
+        direct_grid::<f64>(kernel, 22);
+    }
+}
+
+/// Shapes the grid cannot reach: several column slabs and depth blocks of the axpy form
+/// (n > 96, k > 128), the dot form over long rows with a partial last vector, the transposed
+/// scratch for many rows, the attention and encoder shapes.
+fn direct_larger<T: Float>(kernel: KernelVariant, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let shapes = [
+        (20, 200, 150),
+        (5, 193, 257),
+        (33, 97, 200),
+        (50, 50, 16),
+        (50, 16, 50),
+        (20, 300, 301),
+        (70, 45, 30),
+    ];
+    for (index, (m, n, k)) in shapes.into_iter().enumerate() {
+        for (t, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+            let case = Case {
+                kernel,
+                path: GemmPath::Direct,
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                alpha: ALPHAS[1 + (index + t) % 2],
+                beta: BETAS[(index + t) % 3],
+                pad: (index + t) % 2,
+            };
+            check_case::<T>(case, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn direct_larger_f32() {
+    for kernel in KernelVariant::available() {
+        direct_larger::<f32>(kernel, 23);
+    }
+}
+
+#[test]
+fn direct_larger_f64() {
+    for kernel in KernelVariant::available() {
+        direct_larger::<f64>(kernel, 24);
+    }
+}
+
+/// The shape rule at its thresholds (`Auto`), and `gemm` correct on both sides of each.
+#[test]
+fn shape_rule_thresholds() {
+    use Transpose::{No, Yes};
+    let side = 1usize << 6;
+    assert_eq!(side * side * side, DIRECT_MAX_MULADDS);
+    assert!(use_direct(No, side, side, side));
+    assert!(!use_direct(No, side, side, side + 1));
+    assert!(use_direct(Yes, DIRECT_MAX_ROWS, 2000, 2000));
+    assert!(!use_direct(Yes, DIRECT_MAX_ROWS + 1, 2000, 2000));
+    assert!(!use_direct(No, DIRECT_MAX_ROWS, 2000, 2000));
+    assert!(with_gemm_path(GemmPath::Packed, || !use_direct(
+        No, 1, 1, 1
+    )));
+    assert!(with_gemm_path(GemmPath::Direct, || use_direct(
+        No, 999, 999, 999
+    )));
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    let shapes = [
+        (side, side, side),
+        (side, side, side + 1),
+        (DIRECT_MAX_ROWS, 300, 100),
+        (DIRECT_MAX_ROWS + 1, 300, 100),
+        (DIRECT_MAX_ROWS, 100, DOT_MIN_DEPTH - 1),
+        (DIRECT_MAX_ROWS, 100, DOT_MIN_DEPTH),
+    ];
+    for kernel in KernelVariant::available() {
+        for (index, (m, n, k)) in shapes.into_iter().enumerate() {
+            for (ta, tb) in TRANSPOSES {
+                let case = Case {
+                    kernel,
+                    path: GemmPath::Auto,
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    alpha: -1.7,
+                    beta: BETAS[index % 3],
+                    pad: 1,
+                };
+                check_case::<f32>(case, &mut rng);
+                check_case::<f64>(case, &mut rng);
+            }
+        }
+    }
+}
+
+/// Above the parallel threshold the direct path splits C into fixed column chunks: 1 and 4
+/// threads must give the same bits (chunk edges: n around multiples of PARALLEL_COLUMNS).
+fn threads_bit_identical<T: Float>(kernel: KernelVariant, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (one, four) = (pool(1), pool(4));
+    let shapes = [
+        (20, 4 * PARALLEL_COLUMNS + 1, 1100),
+        (9, 3 * PARALLEL_COLUMNS - 1, 2100),
+        (32, 2 * PARALLEL_COLUMNS, 400),
+    ];
+    for (m, n, k) in shapes {
+        assert!(m * n * k >= benign_kernels::gemm::GEMM_PARALLEL_MIN_MULADDS);
+        for (index, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+            let case = Case {
+                kernel,
+                path: GemmPath::Direct,
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                alpha: 0.7,
+                beta: BETAS[index % 3],
+                pad: 3,
+            };
+            let ops = operands::<T>(&case, &mut rng);
+            let serial = one.install(|| run::<T>(&case, &ops));
+            let parallel = four.install(|| run::<T>(&case, &ops));
+            check::<T>(&case, &ops, &serial);
+            for (i, (s, p)) in serial.iter().zip(&parallel).enumerate() {
+                assert!(
+                    s.to_f64().to_bits() == p.to_f64().to_bits(),
+                    "{case:?} {}: element {i} differs between 1 and 4 threads: {s} vs {p}",
+                    T::NAME
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn threads_bit_identical_f32() {
+    for kernel in KernelVariant::available() {
+        threads_bit_identical::<f32>(kernel, 26);
+    }
+}
+
+#[test]
+fn threads_bit_identical_f64() {
+    for kernel in KernelVariant::available() {
+        threads_bit_identical::<f64>(kernel, 27);
+    }
+}
