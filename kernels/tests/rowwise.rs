@@ -333,7 +333,11 @@ fn check_gelu<T: Float>(rng: &mut ChaCha8Rng, len: usize, spread: f64) {
     let (mut y2, mut slope) = (vec![T::ZERO; len], vec![T::ZERO; len]);
     benign_kernels::gelu_with_derivative(&x, &mut y2, &mut slope);
     for i in 0..len {
-        assert_eq!(y2[i].to_f64().to_bits(), y[i].to_f64().to_bits(), "gelu_with_derivative value {i}");
+        assert_eq!(
+            y2[i].to_f64().to_bits(),
+            y[i].to_f64().to_bits(),
+            "gelu_with_derivative value {i}"
+        );
         assert_eq!(
             (dy[i] * slope[i]).to_f64().to_bits(),
             dx[i].to_f64().to_bits(),
