@@ -1,235 +1,22 @@
-//! `gemm` against the plain f64 reference over awkward shapes, block edges, all transposes,
-//! scalars, padded leading dimensions, both element types and several thread counts.
-//!
-//! Error bound, per element:
-//!
-//! ```text
-//! |c - ref| <= tol * (|alpha| * sum_p |a_ip| |b_pj| + |beta c_ij|),   tol = 2 (k + 2) eps
-//! ```
-//!
-//! A length-k dot product accumulated with FMAs has a worst-case error of about `k u` (`u =
-//! eps / 2`) relative to `sum |a||b|`; on top come one rounding for alpha and one for the add
-//! to C per depth panel, and one for beta. `(k + 2) eps` is `2 (k + 2) u`, which covers all of
-//! them with room to spare; the extra factor 2 keeps the test from depending on luck. Inputs
-//! are rounded to the element type first, so the f64 reference sees exactly the same numbers.
-//!
-//! Padding in A and B (between the width and the leading dimension) is NaN, so a kernel that
-//! reads outside the matrix fails; padding in C must come back untouched.
+//! `gemm` on the packed path against the plain f64 reference over awkward shapes, block
+//! edges, all transposes, scalars, padded leading dimensions, both element types and several
+//! thread counts (the harness and its error bound: `tests/common/mod.rs`). Every case forces
+//! `GemmPath::Packed`: the direct path of small and skinny shapes has its own tests in
+//! `tests/gemm_direct.rs`, and here the packed blocking edges must stay covered.
 //!
 //! Every test runs once per kernel variant this CPU has (`Avx2`, and `Avx512` on AVX-512
 //! machines), selected per call with `with_kernel_variant`.
 
-use benign_kernels::gemm::{
-    blocking, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant,
-};
-use benign_kernels::{gemm, reference, Float, Transpose};
-use rand::{Rng, SeedableRng};
+mod common;
+
+use common::{check, check_case, operands, pool, run, Case, Operands, ALPHAS, BETAS, TRANSPOSES};
+
+use benign_kernels::gemm::{blocking, GemmPath, KernelVariant};
+use benign_kernels::{gemm, Float, Transpose};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const SIZES: [usize; 12] = [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65];
-const TRANSPOSES: [(Transpose, Transpose); 4] = [
-    (Transpose::No, Transpose::No),
-    (Transpose::No, Transpose::Yes),
-    (Transpose::Yes, Transpose::No),
-    (Transpose::Yes, Transpose::Yes),
-];
-const ALPHAS: [f64; 3] = [0.0, 1.0, -1.7];
-const BETAS: [f64; 3] = [0.0, 1.0, 0.6];
-/// Sentinel stored in the padding of C: must survive the call.
-const C_PADDING: f64 = 12345.0;
-
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    kernel: KernelVariant,
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f64,
-    beta: f64,
-    /// Extra columns of storage beyond the width, for A, B and C.
-    pad: usize,
-}
-
-/// Operands of one case: values already rounded to the element type, stored as f64.
-struct Operands {
-    a: Vec<f64>,
-    lda: usize,
-    b: Vec<f64>,
-    ldb: usize,
-    c: Vec<f64>,
-    ldc: usize,
-}
-
-/// A `rows x cols` matrix with leading dimension `ld`: uniform values rounded to `T` inside,
-/// `padding` outside.
-fn matrix<T: Float>(
-    rows: usize,
-    cols: usize,
-    ld: usize,
-    padding: f64,
-    rng: &mut ChaCha8Rng,
-) -> Vec<f64> {
-    let mut data = vec![padding; rows * ld];
-    for row in data.chunks_mut(ld.max(1)) {
-        for x in &mut row[..cols] {
-            *x = T::from_f64(rng.random_range(-1.0..1.0)).to_f64();
-        }
-    }
-    data
-}
-
-fn operands<T: Float>(case: &Case, rng: &mut ChaCha8Rng) -> Operands {
-    let (a_rows, a_cols) = if case.ta == Transpose::No {
-        (case.m, case.k)
-    } else {
-        (case.k, case.m)
-    };
-    let (b_rows, b_cols) = if case.tb == Transpose::No {
-        (case.k, case.n)
-    } else {
-        (case.n, case.k)
-    };
-    let (lda, ldb, ldc) = (a_cols + case.pad, b_cols + case.pad, case.n + case.pad);
-    let a = matrix::<T>(a_rows, a_cols, lda, f64::NAN, rng);
-    let b = matrix::<T>(b_rows, b_cols, ldb, f64::NAN, rng);
-    let mut c = matrix::<T>(case.m, case.n, ldc, C_PADDING, rng);
-    if case.beta == 0.0 {
-        // beta == 0 must never read C: NaN must not leak into the result
-        for row in c.chunks_mut(ldc.max(1)) {
-            row[..case.n].fill(f64::NAN);
-        }
-    }
-    Operands {
-        a,
-        lda,
-        b,
-        ldb,
-        c,
-        ldc,
-    }
-}
-
-fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
-    values.iter().map(|&x| T::from_f64(x)).collect()
-}
-
-/// Runs `gemm::<T>` with the case's kernel variant in the current rayon pool, on the packed
-/// path whatever the shape (the direct path of small and skinny shapes has its own tests in
-/// `tests/gemm_direct.rs`; here the packed blocking edges must stay covered).
-fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
-    let mut c = to_type::<T>(&ops.c);
-    let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
-    with_gemm_path(GemmPath::Packed, || {
-        with_kernel_variant(case.kernel, || {
-            gemm(
-                case.ta,
-                case.tb,
-                case.m,
-                case.n,
-                case.k,
-                T::from_f64(case.alpha),
-                &a,
-                ops.lda,
-                &b,
-                ops.ldb,
-                T::from_f64(case.beta),
-                &mut c,
-                ops.ldc,
-            )
-        })
-    });
-    c
-}
-
-/// Checks `got` against the f64 reference within the error bound of the module docs.
-fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
-    let Case {
-        kernel: _,
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        alpha,
-        beta,
-        ..
-    } = *case;
-    let alpha = T::from_f64(alpha).to_f64();
-    let beta = T::from_f64(beta).to_f64();
-    let mut expected = ops.c.clone();
-    reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        alpha,
-        &ops.a,
-        ops.lda,
-        &ops.b,
-        ops.ldb,
-        beta,
-        &mut expected,
-        ops.ldc,
-    );
-    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-    let mut magnitude = vec![0.0; ops.c.len()];
-    reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        1.0,
-        &abs(&ops.a),
-        ops.lda,
-        &abs(&ops.b),
-        ops.ldb,
-        0.0,
-        &mut magnitude,
-        ops.ldc,
-    );
-    let tol = 2.0 * (k + 2) as f64 * T::EPSILON.to_f64();
-    for i in 0..m {
-        for j in 0..ops.ldc {
-            let index = i * ops.ldc + j;
-            let value = got[index].to_f64();
-            if j >= n {
-                assert_eq!(
-                    value,
-                    C_PADDING,
-                    "{case:?} {}: padding of C at ({i}, {j}) was written",
-                    T::NAME
-                );
-                continue;
-            }
-            let old_c = if beta == 0.0 { 0.0 } else { ops.c[index] };
-            let bound = tol * (alpha.abs() * magnitude[index] + (beta * old_c).abs());
-            assert!(
-                (value - expected[index]).abs() <= bound,
-                "{case:?} {}: C({i}, {j}) = {value}, reference {}, bound {bound}",
-                T::NAME,
-                expected[index]
-            );
-        }
-    }
-}
-
-fn check_case<T: Float>(case: Case, rng: &mut ChaCha8Rng) {
-    let ops = operands::<T>(&case, rng);
-    let got = run::<T>(&case, &ops);
-    check::<T>(&case, &ops, &got);
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-}
-
 /// Every (m, n, k) over `SIZES`; transposes, alpha, beta and padding cycle with the case index
 /// so that each combination shows up across the grid.
 fn shape_grid<T: Float>(kernel: KernelVariant, seed: u64) {
@@ -241,6 +28,7 @@ fn shape_grid<T: Float>(kernel: KernelVariant, seed: u64) {
                 let (ta, tb) = TRANSPOSES[index % 4];
                 let case = Case {
                     kernel,
+                    path: GemmPath::Packed,
                     ta,
                     tb,
                     m,
@@ -282,6 +70,7 @@ fn transposes_and_scalars<T: Float>(kernel: KernelVariant, seed: u64) {
                         check_case::<T>(
                             Case {
                                 kernel,
+                                path: GemmPath::Packed,
                                 ta,
                                 tb,
                                 m,
@@ -341,6 +130,7 @@ fn block_edges<T: Float>(kernel: KernelVariant, seed: u64) {
         let (ta, tb) = TRANSPOSES[index % 4];
         let case = Case {
             kernel,
+            path: GemmPath::Packed,
             ta,
             tb,
             m,
@@ -390,6 +180,7 @@ fn large<T: Float>(kernel: KernelVariant, seed: u64) {
     // ta = No, tb = Yes makes the reference's inner loop contiguous (it takes seconds otherwise)
     let case = Case {
         kernel,
+        path: GemmPath::Packed,
         ta: Transpose::No,
         tb: Transpose::Yes,
         m: 2000,
@@ -409,6 +200,7 @@ fn large<T: Float>(kernel: KernelVariant, seed: u64) {
     for (ta, tb) in TRANSPOSES {
         let case = Case {
             kernel,
+            path: GemmPath::Packed,
             ta,
             tb,
             m: 700,
@@ -455,6 +247,7 @@ fn short_and_wide<T: Float>(kernel: KernelVariant, seed: u64) {
         let (ta, tb) = TRANSPOSES[index % 4];
         let case = Case {
             kernel,
+            path: GemmPath::Packed,
             ta,
             tb,
             m,
@@ -500,6 +293,7 @@ fn beta_zero_ignores_c<T: Float>(kernel: KernelVariant) {
     ] {
         let case = Case {
             kernel,
+            path: GemmPath::Packed,
             ta: Transpose::No,
             tb: Transpose::No,
             m,

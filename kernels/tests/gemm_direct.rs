@@ -5,207 +5,24 @@
 //! every kernel variant of this CPU; then the shape rule at its thresholds, and bit-identical
 //! results for 1 and 4 threads.
 //!
-//! Error bound per element as in `tests/gemm.rs`: `|c - ref| <= 2 (k + 2) eps (|alpha| sum_p
+//! Harness and error bound per element as in `tests/common/mod.rs`: `|c - ref| <= 2 (k + 2) eps (|alpha| sum_p
 //! |a_ip| |b_pj| + |beta c_ij|)`.
 
 use benign_kernels::gemm::{
-    use_direct, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant, DIRECT_MAX_MULADDS,
-    DIRECT_MAX_ROWS, DOT_MIN_DEPTH, PARALLEL_COLUMNS,
+    use_direct, with_gemm_path, GemmPath, KernelVariant, DIRECT_MAX_MULADDS, DIRECT_MAX_ROWS,
+    DOT_MIN_DEPTH, PARALLEL_COLUMNS,
 };
-use benign_kernels::{gemm, reference, Float, Transpose};
-use rand::{Rng, SeedableRng};
+mod common;
+
+use benign_kernels::{Float, Transpose};
+use common::{check, check_case, operands, pool, run, Case, ALPHAS, BETAS, TRANSPOSES};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Rows and columns: around the register blocks (4 rows; 8 / 16 lanes times 1..3 vectors).
 const SIDES: [usize; 12] = [0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33];
 /// Depths: around the vector widths, the dot-form threshold and the axpy depth block (64).
 const DEPTHS: [usize; 12] = [0, 1, 2, 7, 8, 9, 17, 33, 63, 64, 65, 129];
-const TRANSPOSES: [(Transpose, Transpose); 4] = [
-    (Transpose::No, Transpose::No),
-    (Transpose::No, Transpose::Yes),
-    (Transpose::Yes, Transpose::No),
-    (Transpose::Yes, Transpose::Yes),
-];
-const ALPHAS: [f64; 3] = [0.0, 1.0, -1.7];
-const BETAS: [f64; 3] = [0.0, 1.0, 0.6];
-const C_PADDING: f64 = 12345.0;
-
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    kernel: KernelVariant,
-    path: GemmPath,
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f64,
-    beta: f64,
-    pad: usize,
-}
-
-struct Operands {
-    a: Vec<f64>,
-    lda: usize,
-    b: Vec<f64>,
-    ldb: usize,
-    c: Vec<f64>,
-    ldc: usize,
-}
-
-fn matrix<T: Float>(
-    rows: usize,
-    cols: usize,
-    ld: usize,
-    padding: f64,
-    rng: &mut ChaCha8Rng,
-) -> Vec<f64> {
-    let mut data = vec![padding; rows * ld];
-    for row in data.chunks_mut(ld.max(1)) {
-        for x in &mut row[..cols] {
-            *x = T::from_f64(rng.random_range(-1.0..1.0)).to_f64();
-        }
-    }
-    data
-}
-
-fn operands<T: Float>(case: &Case, rng: &mut ChaCha8Rng) -> Operands {
-    let (a_rows, a_cols) = if case.ta == Transpose::No {
-        (case.m, case.k)
-    } else {
-        (case.k, case.m)
-    };
-    let (b_rows, b_cols) = if case.tb == Transpose::No {
-        (case.k, case.n)
-    } else {
-        (case.n, case.k)
-    };
-    let (lda, ldb, ldc) = (a_cols + case.pad, b_cols + case.pad, case.n + case.pad);
-    let a = matrix::<T>(a_rows, a_cols, lda, f64::NAN, rng);
-    let b = matrix::<T>(b_rows, b_cols, ldb, f64::NAN, rng);
-    let mut c = matrix::<T>(case.m, case.n, ldc, C_PADDING, rng);
-    if case.beta == 0.0 {
-        for row in c.chunks_mut(ldc.max(1)) {
-            row[..case.n].fill(f64::NAN);
-        }
-    }
-    Operands {
-        a,
-        lda,
-        b,
-        ldb,
-        c,
-        ldc,
-    }
-}
-
-fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
-    values.iter().map(|&x| T::from_f64(x)).collect()
-}
-
-fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
-    let mut c = to_type::<T>(&ops.c);
-    let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
-    with_kernel_variant(case.kernel, || {
-        with_gemm_path(case.path, || {
-            gemm(
-                case.ta,
-                case.tb,
-                case.m,
-                case.n,
-                case.k,
-                T::from_f64(case.alpha),
-                &a,
-                ops.lda,
-                &b,
-                ops.ldb,
-                T::from_f64(case.beta),
-                &mut c,
-                ops.ldc,
-            )
-        })
-    });
-    c
-}
-
-fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
-    let Case {
-        ta, tb, m, n, k, ..
-    } = *case;
-    let alpha = T::from_f64(case.alpha).to_f64();
-    let beta = T::from_f64(case.beta).to_f64();
-    let mut expected = ops.c.clone();
-    reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        alpha,
-        &ops.a,
-        ops.lda,
-        &ops.b,
-        ops.ldb,
-        beta,
-        &mut expected,
-        ops.ldc,
-    );
-    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-    let mut magnitude = vec![0.0; ops.c.len()];
-    reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        1.0,
-        &abs(&ops.a),
-        ops.lda,
-        &abs(&ops.b),
-        ops.ldb,
-        0.0,
-        &mut magnitude,
-        ops.ldc,
-    );
-    let tol = 2.0 * (k + 2) as f64 * T::EPSILON.to_f64();
-    for i in 0..m {
-        for j in 0..ops.ldc {
-            let index = i * ops.ldc + j;
-            let value = got[index].to_f64();
-            if j >= n {
-                assert_eq!(
-                    value,
-                    C_PADDING,
-                    "{case:?} {}: padding of C at ({i}, {j}) written",
-                    T::NAME
-                );
-                continue;
-            }
-            let old_c = if beta == 0.0 { 0.0 } else { ops.c[index] };
-            let bound = tol * (alpha.abs() * magnitude[index] + (beta * old_c).abs());
-            assert!(
-                (value - expected[index]).abs() <= bound,
-                "{case:?} {}: C({i}, {j}) = {value}, reference {}, bound {bound}",
-                T::NAME,
-                expected[index]
-            );
-        }
-    }
-}
-
-fn check_case<T: Float>(case: Case, rng: &mut ChaCha8Rng) {
-    let ops = operands::<T>(&case, rng);
-    let got = run::<T>(&case, &ops);
-    check::<T>(&case, &ops, &got);
-}
-
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-}
-
 /// Every (m, n, k) of `SIDES x SIDES x DEPTHS` with every transpose pair, forced direct;
 /// alpha, beta and padding cycle with the case index.
 fn direct_grid<T: Float>(kernel: KernelVariant, seed: u64) {

@@ -1,0 +1,228 @@
+//! The GEMM test harness shared by `tests/gemm.rs` (the packed path) and
+//! `tests/gemm_direct.rs` (the direct path): cases, operands with padded leading dimensions,
+//! the run under a chosen kernel variant and path, and the check against the f64 reference.
+//!
+//! Error bound, per element:
+//!
+//! ```text
+//! |c - ref| <= tol * (|alpha| * sum_p |a_ip| |b_pj| + |beta c_ij|),   tol = 2 (k + 2) eps
+//! ```
+//!
+//! A length-k dot product accumulated with FMAs has a worst-case error of about `k u` (`u =
+//! eps / 2`) relative to `sum |a||b|`; on top come one rounding for alpha and one for the add
+//! to C per depth panel, and one for beta. `(k + 2) eps` is `2 (k + 2) u`, which covers all of
+//! them with room to spare; the extra factor 2 keeps the test from depending on luck. Inputs
+//! are rounded to the element type first, so the f64 reference sees exactly the same numbers.
+//!
+//! Padding in A and B (between the width and the leading dimension) is NaN, so a kernel that
+//! reads outside the matrix fails; padding in C must come back untouched.
+
+// Each test crate that includes this module uses a different subset of it.
+#![allow(dead_code)]
+
+use benign_kernels::gemm::{with_gemm_path, with_kernel_variant, GemmPath, KernelVariant};
+use benign_kernels::{gemm, reference, Float, Transpose};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+pub const TRANSPOSES: [(Transpose, Transpose); 4] = [
+    (Transpose::No, Transpose::No),
+    (Transpose::No, Transpose::Yes),
+    (Transpose::Yes, Transpose::No),
+    (Transpose::Yes, Transpose::Yes),
+];
+pub const ALPHAS: [f64; 3] = [0.0, 1.0, -1.7];
+pub const BETAS: [f64; 3] = [0.0, 1.0, 0.6];
+/// Sentinel stored in the padding of C: must survive the call.
+pub const C_PADDING: f64 = 12345.0;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub kernel: KernelVariant,
+    /// Packed, direct, or the shape rule's choice (`Auto`).
+    pub path: GemmPath,
+    pub ta: Transpose,
+    pub tb: Transpose,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    /// Extra columns of storage beyond the width, for A, B and C.
+    pub pad: usize,
+}
+
+/// Operands of one case: values already rounded to the element type, stored as f64.
+pub struct Operands {
+    pub a: Vec<f64>,
+    pub lda: usize,
+    pub b: Vec<f64>,
+    pub ldb: usize,
+    pub c: Vec<f64>,
+    pub ldc: usize,
+}
+
+/// A `rows x cols` matrix with leading dimension `ld`: uniform values rounded to `T` inside,
+/// `padding` outside.
+pub fn matrix<T: Float>(
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    padding: f64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f64> {
+    let mut data = vec![padding; rows * ld];
+    for row in data.chunks_mut(ld.max(1)) {
+        for x in &mut row[..cols] {
+            *x = T::from_f64(rng.random_range(-1.0..1.0)).to_f64();
+        }
+    }
+    data
+}
+
+pub fn operands<T: Float>(case: &Case, rng: &mut ChaCha8Rng) -> Operands {
+    let (a_rows, a_cols) = if case.ta == Transpose::No {
+        (case.m, case.k)
+    } else {
+        (case.k, case.m)
+    };
+    let (b_rows, b_cols) = if case.tb == Transpose::No {
+        (case.k, case.n)
+    } else {
+        (case.n, case.k)
+    };
+    let (lda, ldb, ldc) = (a_cols + case.pad, b_cols + case.pad, case.n + case.pad);
+    let a = matrix::<T>(a_rows, a_cols, lda, f64::NAN, rng);
+    let b = matrix::<T>(b_rows, b_cols, ldb, f64::NAN, rng);
+    let mut c = matrix::<T>(case.m, case.n, ldc, C_PADDING, rng);
+    if case.beta == 0.0 {
+        // beta == 0 must never read C: NaN must not leak into the result
+        for row in c.chunks_mut(ldc.max(1)) {
+            row[..case.n].fill(f64::NAN);
+        }
+    }
+    Operands {
+        a,
+        lda,
+        b,
+        ldb,
+        c,
+        ldc,
+    }
+}
+
+pub fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
+    values.iter().map(|&x| T::from_f64(x)).collect()
+}
+
+/// Runs `gemm::<T>` with the case's kernel variant and GEMM path in the current rayon pool.
+pub fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
+    let mut c = to_type::<T>(&ops.c);
+    let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
+    with_gemm_path(case.path, || {
+        with_kernel_variant(case.kernel, || {
+            gemm(
+                case.ta,
+                case.tb,
+                case.m,
+                case.n,
+                case.k,
+                T::from_f64(case.alpha),
+                &a,
+                ops.lda,
+                &b,
+                ops.ldb,
+                T::from_f64(case.beta),
+                &mut c,
+                ops.ldc,
+            )
+        })
+    });
+    c
+}
+
+/// Checks `got` against the f64 reference within the error bound of the module docs.
+pub fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
+    let Case {
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        ..
+    } = *case;
+    let alpha = T::from_f64(alpha).to_f64();
+    let beta = T::from_f64(beta).to_f64();
+    let mut expected = ops.c.clone();
+    reference::gemm(
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        &ops.a,
+        ops.lda,
+        &ops.b,
+        ops.ldb,
+        beta,
+        &mut expected,
+        ops.ldc,
+    );
+    let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let mut magnitude = vec![0.0; ops.c.len()];
+    reference::gemm(
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        1.0,
+        &abs(&ops.a),
+        ops.lda,
+        &abs(&ops.b),
+        ops.ldb,
+        0.0,
+        &mut magnitude,
+        ops.ldc,
+    );
+    let tol = 2.0 * (k + 2) as f64 * T::EPSILON.to_f64();
+    for i in 0..m {
+        for j in 0..ops.ldc {
+            let index = i * ops.ldc + j;
+            let value = got[index].to_f64();
+            if j >= n {
+                assert_eq!(
+                    value,
+                    C_PADDING,
+                    "{case:?} {}: padding of C at ({i}, {j}) was written",
+                    T::NAME
+                );
+                continue;
+            }
+            let old_c = if beta == 0.0 { 0.0 } else { ops.c[index] };
+            let bound = tol * (alpha.abs() * magnitude[index] + (beta * old_c).abs());
+            assert!(
+                (value - expected[index]).abs() <= bound,
+                "{case:?} {}: C({i}, {j}) = {value}, reference {}, bound {bound}",
+                T::NAME,
+                expected[index]
+            );
+        }
+    }
+}
+
+pub fn check_case<T: Float>(case: Case, rng: &mut ChaCha8Rng) {
+    let ops = operands::<T>(&case, rng);
+    let got = run::<T>(&case, &ops);
+    check::<T>(&case, &ops, &got);
+}
+
+pub fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
