@@ -25,19 +25,8 @@ fn shape_grid<T: Float>(kernel: KernelVariant, seed: u64) {
     for m in SIZES {
         for n in SIZES {
             for k in SIZES {
-                let (ta, tb) = TRANSPOSES[index % 4];
-                let case = Case {
-                    kernel,
-                    path: GemmPath::Packed,
-                    ta,
-                    tb,
-                    m,
-                    n,
-                    k,
-                    alpha: ALPHAS[(index / 4) % 3],
-                    beta: BETAS[(index / 12) % 3],
-                    pad: index % 3,
-                };
+                let transposes = TRANSPOSES[index % 4];
+                let case = Case::cycled(kernel, GemmPath::Packed, transposes, m, n, k, index);
                 check_case::<T>(case, &mut rng);
                 index += 1;
             }

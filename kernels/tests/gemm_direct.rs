@@ -31,19 +31,8 @@ fn direct_grid<T: Float>(kernel: KernelVariant, seed: u64) {
     for m in SIDES {
         for n in SIDES {
             for k in DEPTHS {
-                for (ta, tb) in TRANSPOSES {
-                    let case = Case {
-                        kernel,
-                        path: GemmPath::Direct,
-                        ta,
-                        tb,
-                        m,
-                        n,
-                        k,
-                        alpha: ALPHAS[(index / 4) % 3],
-                        beta: BETAS[(index / 12) % 3],
-                        pad: index % 3,
-                    };
+                for transposes in TRANSPOSES {
+                    let case = Case::cycled(kernel, GemmPath::Direct, transposes, m, n, k, index);
                     check_case::<T>(case, &mut rng);
                     index += 1;
                 }

@@ -52,6 +52,34 @@ pub struct Case {
     pub pad: usize,
 }
 
+impl Case {
+    /// A case of a shape grid: alpha, beta and the padding cycle with the case's `index`, so
+    /// that every combination shows up across the grid.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cycled(
+        kernel: KernelVariant,
+        path: GemmPath,
+        (ta, tb): (Transpose, Transpose),
+        m: usize,
+        n: usize,
+        k: usize,
+        index: usize,
+    ) -> Case {
+        Case {
+            kernel,
+            path,
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha: ALPHAS[(index / 4) % 3],
+            beta: BETAS[(index / 12) % 3],
+            pad: index % 3,
+        }
+    }
+}
+
 /// Operands of one case: values already rounded to the element type, stored as f64.
 pub struct Operands {
     pub a: Vec<f64>,
