@@ -141,7 +141,11 @@ macro_rules! impl_float {
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
             }
-            #[inline]
+            // Not `#[inline]`: the GEMM below it is generic, and an inlinable dispatch made every
+            // crate calling `gemm` compile its own copy of the whole packed and direct paths
+            // (about 90 s of release build per test or example binary). Out of line, it is
+            // compiled once, here.
+            #[inline(never)]
             fn gemm_dispatch(
                 ta: crate::Transpose,
                 tb: crate::Transpose,

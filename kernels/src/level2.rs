@@ -26,6 +26,10 @@ const ROW_GROUP: usize = 4;
 /// Bytes of the y accumulator block of GEMV `Yes` (about L1).
 const YES_BLOCK_BYTES: usize = 32 * 1024;
 
+/// Fewest columns of y per parallel task of the transposed GEMV (a multiple of 64: see
+/// `threading::cols_per_chunk`).
+const YES_MIN_TASK_COLS: usize = 1024;
+
 /// `y <- alpha op(A) x + beta y` with A stored m x n (leading dimension lda).
 /// `ta == No`: x has n entries and y has m; `ta == Yes`: x has m entries and y has n.
 /// `beta == 0` never reads y.
@@ -184,7 +188,11 @@ fn gemv_yes<S: Simd>(
         }
     };
     if threading::parallel(m * n) {
-        let cb = threading::cols_per_chunk(m);
+        // Each task reads its columns of every row: at least YES_MIN_TASK_COLS of them, so a
+        // task streams whole kilobytes per row. The shared column blocking gives 64 columns
+        // once m reaches 512 rows, and at 8192 x 8192 f32 those 256-byte pieces of rows 32 KB
+        // apart ran 2 threads at 0.42 of the triad bandwidth, below one thread's 1.1.
+        let cb = threading::cols_per_chunk(m).max(YES_MIN_TASK_COLS);
         y.par_chunks_mut(cb)
             .enumerate()
             .for_each(|(b, yb)| block(b * cb, yb));

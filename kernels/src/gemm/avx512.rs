@@ -16,7 +16,8 @@
 //!
 //! Memory: the A micro-panel streams from L2 and is prefetched a few steps ahead; the C tile is
 //! prefetched by the kernel itself, one row per step over the last steps of the k loop (see
-//! `C_PREFETCH_STEPS`), rather than all at once before the call.
+//! `C_PREFETCH_STEPS`), rather than all at once before the call, and so is the tile below it,
+//! the next call's, from the first steps on (see `NEXT_TILE_SPACING`).
 
 use std::arch::x86_64::{
     _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd,
@@ -36,12 +37,28 @@ pub const NR_F64: usize = 16;
 /// How many depth steps ahead the kernels prefetch the A micro-panel.
 const A_PREFETCH_STEPS: usize = 8;
 
+/// How many elements ahead of step `p` the kernels prefetch an A row read in place (row-major
+/// A): 64 f32 or f64, one to four cache lines. Each row is fetched every MR steps.
+const A_PREFETCH_ROW_AHEAD: usize = 64;
+
 /// How many depth steps before the end of the k loop the kernels start fetching the C tile,
 /// one row per step. C rows are `ldc` apart (no hardware prefetcher follows them) and the
 /// write-back would otherwise stall on a cache miss per row; issuing all of them at once
 /// before the kernel (as the `wide` variant does) fills the line-fill buffers and stalls the
 /// A and B loads behind them instead.
 const C_PREFETCH_STEPS: usize = 24;
+
+/// The kernels also fetch the C tile *below* theirs (`MR` rows further down), one row every
+/// `NEXT_TILE_SPACING` steps from the start of the k loop. The packed path walks the tiles of
+/// a B micro-panel top to bottom, so that is the next call's tile, fetched a whole kernel call
+/// (thousands of cycles) ahead: enough to hide a DRAM miss, which the last-steps prefetch above
+/// is not (the C of a 2000 x 2000 product does not fit in cache, and each of the k / KC depth
+/// panels reads and writes all of it). In interleaved runs of sgemm on the 2-core Ice Lake
+/// machine this took 2000^3 from 129-135 to 139-142 GFLOP/s and 2000 x 2000 x 160 from 124-134
+/// to 151-155; fetching every second step or with a write hint measured the same or worse.
+/// When there is no tile below (the last row strip, or a tile buffer), the addresses are
+/// never dereferenced and the prefetches are harmless.
+const NEXT_TILE_SPACING: usize = 4;
 
 /// Whether the running CPU has AVX-512F (std caches the CPUID answer: a load and a test).
 #[inline]
@@ -51,7 +68,7 @@ pub fn detected() -> bool {
 
 macro_rules! avx512_tile {
     (
-        $tile:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
+        $tile:ident, $strided:ident, $run:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
         $setzero:ident, $set1:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
     ) => {
         /// `C <- alpha AB + beta C` on the `rows x cols` top-left part of an `$mr x NR` tile
@@ -79,25 +96,118 @@ macro_rules! avx512_tile {
             );
             let a_panel = &a_panel[..kc * $mr];
             let b_panel = &b_panel[..kc * $nr];
+            // SAFETY: avx512f is present (asserted above); the panels hold kc * $mr and kc * NR
+            // scalars (sliced above), exactly what the kernel reads with a_stride = $mr.
+            unsafe {
+                $run::<false>(
+                    kc,
+                    a_panel.as_ptr(),
+                    $mr,
+                    b_panel.as_ptr(),
+                    alpha,
+                    beta,
+                    c,
+                    ldc,
+                    rows,
+                    cols,
+                )
+            }
+        }
+
+        /// Like the function of the same type without `strided`, for a whole `$mr`-row strip of
+        /// A read in place instead of from a packed micro-panel: A's element `(i, p)` is
+        /// `a[i * a_stride + p]` when `a_rows` (A stored row-major, `a_stride = lda >= kc`),
+        /// `a[p * a_stride + i]` otherwise (`op(A)` stored transposed, `a_stride = lda >= $mr`).
+        /// The result is bit-identical to packing the strip first.
+        ///
+        /// # Panics
+        ///
+        /// If the CPU lacks AVX-512F, `kc == 0`, or a slice is too short for what it must hold.
+        #[allow(clippy::too_many_arguments)]
+        pub fn $strided(
+            kc: usize,
+            a: &[$scalar],
+            a_stride: usize,
+            a_rows: bool,
+            b_panel: &[$scalar],
+            alpha: $scalar,
+            beta: $scalar,
+            c: &mut [$scalar],
+            ldc: usize,
+            cols: usize,
+        ) {
+            assert!(
+                detected(),
+                "gemm: the AVX-512 kernel needs a CPU with avx512f"
+            );
+            assert!(kc >= 1);
+            let b_panel = &b_panel[..kc * $nr];
+            let (depth_stride, row_stride) = if a_rows { (1, a_stride) } else { (a_stride, 1) };
+            assert!(a_stride >= if a_rows { kc } else { $mr });
+            // the last element the kernel reads: row $mr - 1, step kc - 1
+            let a = &a[..($mr - 1) * row_stride + (kc - 1) * depth_stride + 1];
+            // SAFETY: avx512f is present (asserted above). Every element the kernel reads,
+            // (i, p) for i < $mr and p < kc, is at i * row_stride + p * depth_stride, at most
+            // the last index of `a` as sliced above; the B panel is sliced to kc * NR.
+            unsafe {
+                if a_rows {
+                    $run::<true>(
+                        kc,
+                        a.as_ptr(),
+                        a_stride,
+                        b_panel.as_ptr(),
+                        alpha,
+                        beta,
+                        c,
+                        ldc,
+                        $mr,
+                        cols,
+                    )
+                } else {
+                    $run::<false>(
+                        kc,
+                        a.as_ptr(),
+                        a_stride,
+                        b_panel.as_ptr(),
+                        alpha,
+                        beta,
+                        c,
+                        ldc,
+                        $mr,
+                        cols,
+                    )
+                }
+            }
+        }
+
+        /// The kernel on an A block the caller has checked, storing the `rows x cols` part of
+        /// the tile: in place when whole, else through a full-size buffer, so the arithmetic
+        /// is the same.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has avx512f, and `a`, `a_stride` and `b` are as the kernel requires.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $run<const A_ROWS: bool>(
+            kc: usize,
+            a: *const $scalar,
+            a_stride: usize,
+            b: *const $scalar,
+            alpha: $scalar,
+            beta: $scalar,
+            c: &mut [$scalar],
+            ldc: usize,
+            rows: usize,
+            cols: usize,
+        ) {
             assert!((1..=$mr).contains(&rows) && (1..=$nr).contains(&cols));
             if rows == $mr && cols == $nr {
                 let c = &mut c[..($mr - 1) * ldc + $nr];
                 assert!(ldc >= $nr);
-                // SAFETY: avx512f is present (asserted above). The panels hold kc * $mr and
-                // kc * NR scalars (sliced above), exactly what the kernel reads; C rows
+                // SAFETY: A, B and avx512f are the caller's contract; C rows
                 // i * ldc .. i * ldc + NR for i < $mr lie within `c` (its length is checked by
                 // the slice above, and ldc >= NR keeps the rows disjoint).
-                unsafe {
-                    $kernel(
-                        kc,
-                        a_panel.as_ptr(),
-                        b_panel.as_ptr(),
-                        alpha,
-                        beta,
-                        c.as_mut_ptr(),
-                        ldc,
-                    )
-                };
+                unsafe { $kernel::<A_ROWS>(kc, a, a_stride, b, alpha, beta, c.as_mut_ptr(), ldc) };
                 return;
             }
             // A partial tile: through a full-size buffer, so the arithmetic is the same as above.
@@ -107,19 +217,9 @@ macro_rules! avx512_tile {
                     tile_row[..cols].copy_from_slice(&c[i * ldc..][..cols]);
                 }
             }
-            // SAFETY: avx512f is present (asserted above); the panels are as above and the
-            // buffer is exactly $mr rows of NR scalars with ldc = NR.
-            unsafe {
-                $kernel(
-                    kc,
-                    a_panel.as_ptr(),
-                    b_panel.as_ptr(),
-                    alpha,
-                    beta,
-                    buffer.as_mut_ptr(),
-                    $nr,
-                )
-            };
+            // SAFETY: A, B and avx512f as above; the buffer is exactly $mr rows of NR scalars
+            // with ldc = NR.
+            unsafe { $kernel::<A_ROWS>(kc, a, a_stride, b, alpha, beta, buffer.as_mut_ptr(), $nr) };
             for (i, tile_row) in buffer.chunks_exact($nr).enumerate().take(rows) {
                 c[i * ldc..][..cols].copy_from_slice(&tile_row[..cols]);
             }
@@ -127,15 +227,23 @@ macro_rules! avx512_tile {
 
         /// The full-tile kernel behind the function of the same type without `kernel`.
         ///
+        /// A's element `(i, p)` (row `i < $mr` of the tile, depth step `p < kc`) is read at
+        /// `a + p * a_stride + i` (`A_ROWS == false`: a packed micro-panel with
+        /// `a_stride = $mr`, or `op(A)` stored transposed with `a_stride = lda`) or at
+        /// `a + i * a_stride + p` (`A_ROWS == true`: A stored row-major, `a_stride = lda`).
+        /// Either way each element is the same FMA chain in order of `p`.
+        ///
         /// # Safety
         ///
-        /// The CPU has avx512f; `a` points to `kc * $mr` readable scalars, `b` to `kc * NR`, and
-        /// `c + i * ldc .. c + i * ldc + NR` is writable (and readable when `beta != 0`) for
-        /// every `i < $mr`.
+        /// The CPU has avx512f; `a` points to an A block with every element above readable,
+        /// `b` to `kc * NR` readable scalars, and `c + i * ldc .. c + i * ldc + NR` is writable
+        /// (and readable when `beta != 0`) for every `i < $mr`.
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f")]
-        unsafe fn $kernel(
+        unsafe fn $kernel<const A_ROWS: bool>(
             kc: usize,
             a: *const $scalar,
+            a_stride: usize,
             b: *const $scalar,
             alpha: $scalar,
             beta: $scalar,
@@ -148,6 +256,14 @@ macro_rules! avx512_tile {
             let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
             // loop over the depth: one rank-1 update of the tile per step
             for p in 0..kc {
+                // The next tile's rows (see NEXT_TILE_SPACING), one row every few steps.
+                let next_row = p / NEXT_TILE_SPACING;
+                if p % NEXT_TILE_SPACING == 0 && next_row < $mr {
+                    let row_start = c.wrapping_add(($mr + next_row) * ldc);
+                    _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($lanes).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($nr - 1).cast());
+                }
                 let c_row = p.wrapping_sub(c_prefetch_start);
                 if c_row < $mr {
                     // Every 64-byte line row `c_row` can touch: its first, middle and last
@@ -158,21 +274,26 @@ macro_rules! avx512_tile {
                     _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($lanes).cast());
                     _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($nr - 1).cast());
                 }
-                // The A micro-panel streams from L2: ask for it a few steps ahead. A prefetch
-                // never faults, so running past the panel's end (wrapping_add, no deref) is fine.
-                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((p + A_PREFETCH_STEPS) * $mr).cast());
-                // SAFETY: p < kc, so b[p * NR .. p * NR + NR] and a[p * MR .. p * MR + MR] are
-                // within the panels (the caller's contract).
-                let (b_low, b_high, a_column) = unsafe {
-                    (
-                        $loadu(b.add(p * $nr)),
-                        $loadu(b.add(p * $nr + $lanes)),
-                        a.add(p * $mr),
-                    )
+                // A streams from L2: ask for it a few steps ahead (stored by rows: one row's
+                // next cache lines per step, each row every MR steps). A prefetch never faults,
+                // so running past A's end (wrapping_add, no deref) is fine.
+                let a_ahead = if A_ROWS {
+                    a.wrapping_add((p % $mr) * a_stride + p + A_PREFETCH_ROW_AHEAD)
+                } else {
+                    a.wrapping_add((p + A_PREFETCH_STEPS) * a_stride)
                 };
+                _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
+                // SAFETY: p < kc, so b[p * NR .. p * NR + NR] is within the B panel.
+                let (b_low, b_high) =
+                    unsafe { ($loadu(b.add(p * $nr)), $loadu(b.add(p * $nr + $lanes))) };
                 for (i, ab_row) in ab.iter_mut().enumerate() {
-                    // SAFETY: i < MR, within the A column of step p.
-                    let a_value = $set1(unsafe { *a_column.add(i) });
+                    let a_element = if A_ROWS {
+                        a.wrapping_add(i * a_stride + p)
+                    } else {
+                        a.wrapping_add(p * a_stride + i)
+                    };
+                    // SAFETY: i < MR and p < kc: a readable element of A (the caller's contract).
+                    let a_value = $set1(unsafe { *a_element });
                     ab_row[0] = $fmadd(a_value, b_low, ab_row[0]);
                     ab_row[1] = $fmadd(a_value, b_high, ab_row[1]);
                 }
@@ -201,6 +322,8 @@ macro_rules! avx512_tile {
 
 avx512_tile!(
     tile_f32,
+    strided_tile_f32,
+    run_f32,
     kernel_f32,
     f32,
     MR_F32,
@@ -216,6 +339,8 @@ avx512_tile!(
 
 avx512_tile!(
     tile_f64,
+    strided_tile_f64,
+    run_f64,
     kernel_f64,
     f64,
     MR_F64,

@@ -447,4 +447,104 @@ mod tests {
         check_tile_fn::<f32>(avx512::tile_f32, avx512::MR_F32, avx512::NR_F32);
         check_tile_fn::<f64>(avx512::tile_f64, avx512::MR_F64, avx512::NR_F64);
     }
+
+    /// A strided tile function (A read in place, row-major or transposed, inside a wider
+    /// matrix) against the packed tile function on the same values: bitwise equal, full and
+    /// partial column counts, `beta` 0 (C holds NaN), 1 and another value.
+    #[cfg(target_arch = "x86_64")]
+    fn check_strided_tile_fn<S: Float>(
+        tile: TileFn<S>,
+        strided: super::super::StridedTileFn<S>,
+        mr: usize,
+        nr: usize,
+    ) {
+        for kc in [1, 2, 23, 24, 25, 64, 257] {
+            // A stored with 3 spare rows and columns around the strip, so reading past the
+            // strip would read other values (and past the slice, panic)
+            let lda_rows = kc + 3;
+            let stored_rows: Vec<S> = values((mr + 3) * lda_rows, 21)
+                .into_iter()
+                .map(S::from_f64)
+                .collect();
+            let lda_transposed = mr + 3;
+            let stored_transposed: Vec<S> = values((kc + 3) * lda_transposed, 22)
+                .into_iter()
+                .map(S::from_f64)
+                .collect();
+            let b: Vec<S> = values(kc * nr, 23).into_iter().map(S::from_f64).collect();
+            let c_old: Vec<S> = values(mr * nr, 24).into_iter().map(S::from_f64).collect();
+            for (a_rows, stored, lda) in [
+                (true, &stored_rows, lda_rows),
+                (false, &stored_transposed, lda_transposed),
+            ] {
+                // the strip starts at row 1, depth 2 of the stored matrix
+                let (offset, element) = if a_rows {
+                    (
+                        lda + 2,
+                        Box::new(move |i: usize, p: usize| i * lda + p) as Box<dyn Fn(_, _) -> _>,
+                    )
+                } else {
+                    (
+                        2 * lda + 1,
+                        Box::new(move |i: usize, p: usize| p * lda + i) as Box<dyn Fn(_, _) -> _>,
+                    )
+                };
+                let a_strip = &stored[offset..];
+                let mut packed = vec![S::ZERO; kc * mr];
+                for p in 0..kc {
+                    for i in 0..mr {
+                        packed[p * mr + i] = a_strip[element(i, p)];
+                    }
+                }
+                for beta in [0.0, 1.0, -0.75] {
+                    for cols in [nr, nr - 1, 1] {
+                        let (alpha_s, beta_s) = (S::from_f64(1.5), S::from_f64(beta));
+                        let mut expected = c_old.clone();
+                        tile(
+                            kc,
+                            &packed,
+                            &b,
+                            alpha_s,
+                            beta_s,
+                            &mut expected,
+                            nr,
+                            mr,
+                            cols,
+                        );
+                        let mut got = c_old.clone();
+                        if beta == 0.0 {
+                            got.fill(S::from_f64(f64::NAN));
+                            for (row, old) in got.chunks_exact_mut(nr).zip(c_old.chunks_exact(nr)) {
+                                row[cols..].copy_from_slice(&old[cols..]);
+                            }
+                        }
+                        strided(
+                            kc, a_strip, lda, a_rows, &b, alpha_s, beta_s, &mut got, nr, cols,
+                        );
+                        for (index, (g, e)) in got.iter().zip(&expected).enumerate() {
+                            assert_eq!(
+                                g.to_f64().to_bits(),
+                                e.to_f64().to_bits(),
+                                "kc={kc} a_rows={a_rows} beta={beta} cols={cols} at {index}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn strided_avx512_tiles_equal_packed_tiles_bitwise() {
+        use super::super::avx512;
+        if !avx512::detected() {
+            eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
+            return;
+        }
+        let (mr, nr) = (avx512::MR_F32, avx512::NR_F32);
+        check_strided_tile_fn::<f32>(avx512::tile_f32, avx512::strided_tile_f32, mr, nr);
+        let (mr, nr) = (avx512::MR_F64, avx512::NR_F64);
+        check_strided_tile_fn::<f64>(avx512::tile_f64, avx512::strided_tile_f64, mr, nr);
+    }
 }
