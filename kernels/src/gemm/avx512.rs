@@ -146,37 +146,23 @@ macro_rules! avx512_tile {
             assert!(a_stride >= if a_rows { kc } else { $mr });
             // the last element the kernel reads: row $mr - 1, step kc - 1
             let a = &a[..($mr - 1) * row_stride + (kc - 1) * depth_stride + 1];
+            let run = if a_rows { $run::<true> } else { $run::<false> };
             // SAFETY: avx512f is present (asserted above). Every element the kernel reads,
             // (i, p) for i < $mr and p < kc, is at i * row_stride + p * depth_stride, at most
             // the last index of `a` as sliced above; the B panel is sliced to kc * NR.
             unsafe {
-                if a_rows {
-                    $run::<true>(
-                        kc,
-                        a.as_ptr(),
-                        a_stride,
-                        b_panel.as_ptr(),
-                        alpha,
-                        beta,
-                        c,
-                        ldc,
-                        $mr,
-                        cols,
-                    )
-                } else {
-                    $run::<false>(
-                        kc,
-                        a.as_ptr(),
-                        a_stride,
-                        b_panel.as_ptr(),
-                        alpha,
-                        beta,
-                        c,
-                        ldc,
-                        $mr,
-                        cols,
-                    )
-                }
+                run(
+                    kc,
+                    a.as_ptr(),
+                    a_stride,
+                    b_panel.as_ptr(),
+                    alpha,
+                    beta,
+                    c,
+                    ldc,
+                    $mr,
+                    cols,
+                )
             }
         }
 
