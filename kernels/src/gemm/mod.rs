@@ -19,6 +19,11 @@
 //!                                                        panel, 1 afterwards)
 //! ```
 //!
+//! When the B block is narrow (at most `IN_PLACE_A_MAX_STRIPS` micro-panels, so a packed A
+//! micro-panel would be used only a few times), the AVX-512 kernels read whole MR-row strips of
+//! `op(A)` in place instead and only a last partial strip is packed: the same FMA chains, so
+//! the same bits.
+//!
 //! # Kernel variants
 //!
 //! Two microkernel families exist ([`KernelVariant`]): `Avx2`, the portable `wide` kernels
