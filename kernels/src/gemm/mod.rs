@@ -630,67 +630,43 @@ fn row_panel<S: GemmScalar>(
     let Blocking { mr, nr, .. } = blocking;
     let kc = depth.len();
     let row_count = rows.len();
-    if let Some(strided) = strided.filter(|_| b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr) {
-        let full_strips = row_count / mr;
-        let partial_rows = row_count % mr;
-        let partial_len = if partial_rows > 0 { mr * kc } else { 0 };
-        with_pack_buffer::<S, _>(&PACK_A, partial_len, |partial_pack| {
-            let first_partial_row = rows.start + full_strips * mr;
-            pack_a(
-                partial_pack,
-                a,
-                first_partial_row..rows.end,
-                depth.clone(),
-                mr,
-            );
-            // loop over the NR-wide strips of the B block
-            for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
-                let first_col = cols.start + jr * nr;
-                let tile_cols = nr.min(cols.end - first_col);
-                // loop over the whole MR-tall strips of A, read in place
-                for ir in 0..full_strips {
-                    let first_row = rows.start + ir * mr;
-                    let (a_strip, a_rows) = match a.trans {
-                        Transpose::No => (&a.data[first_row * a.ld + depth.start..], true),
-                        Transpose::Yes => (&a.data[depth.start * a.ld + first_row..], false),
-                    };
-                    let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
-                    strided(
-                        kc, a_strip, a.ld, a_rows, b_panel, alpha, beta, c_tile, ldc, tile_cols,
-                    );
-                }
-                if partial_rows > 0 {
-                    let c_tile = &mut c_rows[full_strips * mr * ldc + first_col..];
-                    tile(
-                        kc,
-                        partial_pack,
-                        b_panel,
-                        alpha,
-                        beta,
-                        c_tile,
-                        ldc,
-                        partial_rows,
-                        tile_cols,
-                    );
-                }
-            }
-        });
-        return;
-    }
-    let a_len = row_count.div_ceil(mr) * mr * kc;
+    // The first `in_place_strips` MR-row strips are read from A's storage, the rest packed.
+    let in_place = strided.filter(|_| b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr);
+    let in_place_strips = if in_place.is_some() {
+        row_count / mr
+    } else {
+        0
+    };
+    let first_packed_row = rows.start + in_place_strips * mr;
+    let a_len = (rows.end - first_packed_row).div_ceil(mr) * mr * kc;
     with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
-        pack_a(a_pack, a, rows, depth, mr);
+        pack_a(a_pack, a, first_packed_row..rows.end, depth.clone(), mr);
         // loop over the NR-wide strips of the B block
         for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
             let first_col = cols.start + jr * nr;
             let tile_cols = nr.min(cols.end - first_col);
             // loop over the MR-tall strips of the A block
-            for (ir, a_panel) in a_pack.chunks_exact(kc * mr).enumerate() {
-                let tile_rows = mr.min(row_count - ir * mr);
+            for ir in 0..row_count.div_ceil(mr) {
+                let first_row = rows.start + ir * mr;
                 let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
-                tile(
-                    kc, a_panel, b_panel, alpha, beta, c_tile, ldc, tile_rows, tile_cols,
-                );
+                match in_place {
+                    Some(strided) if ir < in_place_strips => {
+                        let (a_strip, a_rows) = match a.trans {
+                            Transpose::No => (&a.data[first_row * a.ld + depth.start..], true),
+                            Transpose::Yes => (&a.data[depth.start * a.ld + first_row..], false),
+                        };
+                        strided(
+                            kc, a_strip, a.ld, a_rows, b_panel, alpha, beta, c_tile, ldc, tile_cols,
+                        );
+                    }
+                    _ => {
+                        let a_panel = &a_pack[(ir - in_place_strips) * kc * mr..][..kc * mr];
+                        let tile_rows = mr.min(rows.end - first_row);
+                        tile(
+                            kc, a_panel, b_panel, alpha, beta, c_tile, ldc, tile_rows, tile_cols,
+                        );
+                    }
+                }
             }
         }
     });
