@@ -10,6 +10,7 @@
 
 use std::hint::black_box;
 
+use benign_kernels::probe::matrixmultiply_gemm;
 use benign_kernels::{Float, Transpose};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -42,57 +43,10 @@ fn gemv_bytes<T: Float>(m: usize, n: usize) -> u64 {
     ((m * n + m + n) * std::mem::size_of::<T>()) as u64
 }
 
-/// `matrixmultiply` as a GEMV: C (rows x 1) = A_op (rows x inner) x (inner x 1).
+/// `matrixmultiply` as a GEMV: y (rows x 1) = op(A) (rows x inner) x (inner x 1), A m x n.
 fn mm_gemv<T: Float>(ta: Transpose, m: usize, n: usize, a: &[T], x: &[T], y: &mut [T]) {
-    // A is m x n row-major: op = No is (m x n, strides n, 1); op = Yes is (n x m, strides 1, n).
-    let (rows, inner, rsa, csa) = match ta {
-        Transpose::No => (m, n, n as isize, 1),
-        Transpose::Yes => (n, m, 1, n as isize),
-    };
-    assert!(a.len() >= m * n && x.len() >= inner && y.len() >= rows);
-    if T::NAME == "f32" {
-        // SAFETY: T is f32 (checked by name; Float is implemented for f32 and f64 only), the
-        // slices hold every element addressed by the shapes and strides (asserted above), and
-        // y does not alias a or x.
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                inner,
-                1,
-                1.0,
-                a.as_ptr().cast(),
-                rsa,
-                csa,
-                x.as_ptr().cast(),
-                1,
-                1,
-                0.0,
-                y.as_mut_ptr().cast(),
-                1,
-                1,
-            )
-        }
-    } else {
-        // SAFETY: as above with T = f64.
-        unsafe {
-            matrixmultiply::dgemm(
-                rows,
-                inner,
-                1,
-                1.0,
-                a.as_ptr().cast(),
-                rsa,
-                csa,
-                x.as_ptr().cast(),
-                1,
-                1,
-                0.0,
-                y.as_mut_ptr().cast(),
-                1,
-                1,
-            )
-        }
-    }
+    let (rows, inner) = if ta == Transpose::No { (m, n) } else { (n, m) };
+    matrixmultiply_gemm(ta, Transpose::No, rows, 1, inner, a, n, x, 1, y, 1);
 }
 
 fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {

@@ -27,6 +27,7 @@ use std::time::Duration;
 use benign_kernels::gemm::{
     kernel_variant, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant,
 };
+use benign_kernels::probe::matrixmultiply_gemm;
 use benign_kernels::{gemm, Float, Transpose};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -50,61 +51,7 @@ fn random<T: Float>(len: usize, rng: &mut ChaCha8Rng) -> Vec<T> {
         .collect()
 }
 
-/// `matrixmultiply` for one element type, row-major (row stride = width, column stride = 1).
-trait Reference: Float {
-    #[allow(clippy::too_many_arguments)]
-    fn matrixmultiply(m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]);
-}
-
-impl Reference for f32 {
-    fn matrixmultiply(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-        // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and exactly that long.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        }
-    }
-}
-
-impl Reference for f64 {
-    fn matrixmultiply(m: usize, n: usize, k: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-        // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and exactly that long.
-        unsafe {
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        }
-    }
-}
-
-fn bench_type<T: Reference>(criterion: &mut Criterion, group_name: &str) {
+fn bench_type<T: Float>(criterion: &mut Criterion, group_name: &str) {
     let pools: Vec<(usize, rayon::ThreadPool)> = [1, 2]
         .into_iter()
         .map(|threads| {
@@ -178,7 +125,21 @@ fn bench_type<T: Reference>(criterion: &mut Criterion, group_name: &str) {
             });
         }
         group.bench_function(BenchmarkId::new("matrixmultiply/1t", &shape), |bench| {
-            bench.iter(|| T::matrixmultiply(m, n, k, black_box(&a), black_box(&b), &mut c))
+            bench.iter(|| {
+                matrixmultiply_gemm(
+                    Transpose::No,
+                    Transpose::No,
+                    m,
+                    n,
+                    k,
+                    black_box(&a),
+                    k,
+                    black_box(&b),
+                    n,
+                    &mut c,
+                    n,
+                )
+            })
         });
     }
     group.finish();
@@ -228,13 +189,6 @@ fn transpose_name(t: Transpose) -> &'static str {
 }
 
 /// Row and column strides of a stored `rows x cols` operand used as `op(X)`.
-fn strides(t: Transpose, ld: usize) -> (isize, isize) {
-    match t {
-        Transpose::No => (ld as isize, 1),
-        Transpose::Yes => (1, ld as isize),
-    }
-}
-
 fn direct(criterion: &mut Criterion) {
     std::env::set_var("MATMUL_NUM_THREADS", "1");
     let pools: Vec<rayon::ThreadPool> = [1, 2]
@@ -295,30 +249,10 @@ fn direct(criterion: &mut Criterion) {
                 });
             }
         }
-        let (rsa, csa) = strides(ta, lda);
-        let (rsb, csb) = strides(tb, ldb);
         group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
             bench.iter(|| {
-                // SAFETY: op(A) is m x k and op(B) k x n read through the strides of their
-                // stored shapes (exactly m * k and k * n elements), C is m x n row-major.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        black_box(&a).as_ptr(),
-                        rsa,
-                        csa,
-                        black_box(&b).as_ptr(),
-                        rsb,
-                        csb,
-                        0.0,
-                        c.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                }
+                let (a, b) = (black_box(&a), black_box(&b));
+                matrixmultiply_gemm(ta, tb, m, n, k, a, lda, b, ldb, &mut c, n)
             })
         });
     }

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use benign_kernels::gemm::{with_gemm_path, GemmPath};
+use benign_kernels::probe::matrixmultiply_gemm;
 use benign_kernels::{gemm, Transpose};
 
 fn parse(spec: &str) -> (usize, usize, usize, Transpose, Transpose) {
@@ -53,16 +54,6 @@ fn main() {
         let mut c = vec![0.0f32; m * n];
         let reps = (20_000_000 / (m * n * k).max(1)).clamp(1, 10_000);
         let mut best = [Duration::MAX; 3];
-        let (rsa, csa) = if ta == Transpose::No {
-            (lda as isize, 1)
-        } else {
-            (1, lda as isize)
-        };
-        let (rsb, csb) = if tb == Transpose::No {
-            (ldb as isize, 1)
-        } else {
-            (1, ldb as isize)
-        };
         pool.install(|| {
             for _round in 0..15 {
                 for (v, slot) in best.iter_mut().enumerate() {
@@ -93,25 +84,19 @@ fn main() {
                                     )
                                 })
                             }
-                            // SAFETY: strided views of exactly m x k, k x n and m x n elements.
-                            _ => unsafe {
-                                matrixmultiply::sgemm(
-                                    m,
-                                    k,
-                                    n,
-                                    1.0,
-                                    black_box(&a).as_ptr(),
-                                    rsa,
-                                    csa,
-                                    black_box(&b).as_ptr(),
-                                    rsb,
-                                    csb,
-                                    0.0,
-                                    c.as_mut_ptr(),
-                                    n as isize,
-                                    1,
-                                )
-                            },
+                            _ => matrixmultiply_gemm(
+                                ta,
+                                tb,
+                                m,
+                                n,
+                                k,
+                                black_box(&a),
+                                lda,
+                                black_box(&b),
+                                ldb,
+                                &mut c,
+                                n,
+                            ),
                         }
                     }
                     *slot = (*slot).min(start.elapsed() / reps as u32);

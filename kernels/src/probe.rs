@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use wide::{f32x8, f64x4};
 
+use crate::gemm::check_operand;
+use crate::simd::{cast, cast_mut, precision, Precision};
+use crate::{Float, Transpose};
+
 /// How many timed repetitions each probe runs (the best one is reported).
 const REPETITIONS: u32 = 3;
 
@@ -297,7 +301,7 @@ fn triad_chunk(a: &mut [f64], b: &[f64], c: &[f64], s: f64) {
 }
 
 macro_rules! matrixmultiply_gemm {
-    ($name:ident, $t:ty, $inner:path) => {
+    ($name:ident, $op_name:ident, $t:ty, $inner:path) => {
         #[doc = concat!("`C <- A B` with `matrixmultiply::", stringify!($inner), "`, all ")]
         /// operands row-major and contiguous (A m x k, B k x n, C m x n; C is overwritten, never
         /// read). The baseline the GEMM of this crate is compared with. `matrixmultiply` runs on
@@ -307,28 +311,42 @@ macro_rules! matrixmultiply_gemm {
         /// # Panics
         /// If a slice is shorter than its shape requires.
         pub fn $name(m: usize, n: usize, k: usize, a: &[$t], b: &[$t], c: &mut [$t]) {
-            assert!(
-                a.len() >= m * k,
-                "A has {} elements, needs {m} x {k}",
-                a.len()
-            );
-            assert!(
-                b.len() >= k * n,
-                "B has {} elements, needs {k} x {n}",
-                b.len()
-            );
-            assert!(
-                c.len() >= m * n,
-                "C has {} elements, needs {m} x {n}",
-                c.len()
-            );
+            $op_name(Transpose::No, Transpose::No, m, n, k, a, k, b, n, c, n);
+        }
+
+        /// The general form behind the function of the same name without `op`.
+        #[allow(clippy::too_many_arguments)]
+        fn $op_name(
+            ta: Transpose,
+            tb: Transpose,
+            m: usize,
+            n: usize,
+            k: usize,
+            a: &[$t],
+            lda: usize,
+            b: &[$t],
+            ldb: usize,
+            c: &mut [$t],
+            ldc: usize,
+        ) {
+            let (a_rows, a_cols) = if ta == Transpose::No { (m, k) } else { (k, m) };
+            let (b_rows, b_cols) = if tb == Transpose::No { (k, n) } else { (n, k) };
+            check_operand("A", a_rows, a_cols, lda, a.len());
+            check_operand("B", b_rows, b_cols, ldb, b.len());
+            check_operand("C", m, n, ldc, c.len());
             if m == 0 || n == 0 {
                 return;
             }
-            // SAFETY: the asserts above guarantee that every element addressed with these
-            // strides lies inside its slice: A (i, p) at i*k + p < m*k, B (p, j) at p*n + j < k*n,
-            // C (i, j) at i*n + j < m*n. `c` is borrowed mutably, so it cannot alias `a` or `b`.
-            // With beta = 0 matrixmultiply does not read C (it may hold anything).
+            let strides = |t: Transpose, ld: usize| match t {
+                Transpose::No => (ld as isize, 1),
+                Transpose::Yes => (1, ld as isize),
+            };
+            let ((rsa, csa), (rsb, csb)) = (strides(ta, lda), strides(tb, ldb));
+            // SAFETY: the checks above guarantee that every element addressed through these
+            // strides lies inside its slice: op(A) (i, p) is A's stored (i, p) or (p, i), within
+            // the a_rows x a_cols matrix of leading dimension lda that `a` holds; likewise B and
+            // C. `c` is borrowed mutably, so it cannot alias `a` or `b`. With beta = 0
+            // matrixmultiply does not read C (it may hold anything).
             unsafe {
                 $inner(
                     m,
@@ -336,14 +354,14 @@ macro_rules! matrixmultiply_gemm {
                     n,
                     1.0,
                     a.as_ptr(),
-                    k as isize,
-                    1,
+                    rsa,
+                    csa,
                     b.as_ptr(),
-                    n as isize,
-                    1,
+                    rsb,
+                    csb,
                     0.0,
                     c.as_mut_ptr(),
-                    n as isize,
+                    ldc as isize,
                     1,
                 );
             }
@@ -351,8 +369,58 @@ macro_rules! matrixmultiply_gemm {
     };
 }
 
-matrixmultiply_gemm!(matrixmultiply_sgemm, f32, matrixmultiply::sgemm);
-matrixmultiply_gemm!(matrixmultiply_dgemm, f64, matrixmultiply::dgemm);
+matrixmultiply_gemm!(matrixmultiply_sgemm, sgemm_op, f32, matrixmultiply::sgemm);
+matrixmultiply_gemm!(matrixmultiply_dgemm, dgemm_op, f64, matrixmultiply::dgemm);
+
+/// `C <- op(A) op(B)` with `matrixmultiply` (its sgemm or dgemm), the operands stored as for
+/// [`crate::gemm`] (row-major, `ta`/`tb` and leading dimensions with the same meaning; C is
+/// overwritten, never read): the comparator of benches and probes on any shape the GEMM takes.
+///
+/// # Panics
+/// If a leading dimension is smaller than the width it strides over, or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn matrixmultiply_gemm<T: Float>(
+    ta: Transpose,
+    tb: Transpose,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    c: &mut [T],
+    ldc: usize,
+) {
+    match precision::<T>() {
+        Precision::F32 => sgemm_op(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            cast(a),
+            lda,
+            cast(b),
+            ldb,
+            cast_mut(c),
+            ldc,
+        ),
+        Precision::F64 => dgemm_op(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            cast(a),
+            lda,
+            cast(b),
+            ldb,
+            cast_mut(c),
+            ldc,
+        ),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -482,5 +550,39 @@ mod tests {
         matrixmultiply_dgemm(0, 3, 2, &[], &[0.0; 6], &mut []);
         matrixmultiply_dgemm(2, 3, 0, &[], &[], &mut c[..6]);
         assert_eq!(&c[..6], &[0.0; 6], "k = 0 gives C = 0");
+    }
+
+    /// The general form against the f64 reference: both transposes, padded leading
+    /// dimensions, NaN in C (never read), f32 and f64.
+    #[test]
+    fn matrixmultiply_gemm_matches_reference_with_transposes() {
+        let (m, n, k) = (6, 5, 4);
+        for ta in [Transpose::No, Transpose::Yes] {
+            for tb in [Transpose::No, Transpose::Yes] {
+                let (a_rows, a_cols) = if ta == Transpose::No { (m, k) } else { (k, m) };
+                let (b_rows, b_cols) = if tb == Transpose::No { (k, n) } else { (n, k) };
+                let (lda, ldb, ldc) = (a_cols + 2, b_cols + 1, n + 3);
+                let a: Vec<f64> = (0..a_rows * lda).map(|v| (v % 7) as f64 - 2.5).collect();
+                let b: Vec<f64> = (0..b_rows * ldb).map(|v| 1.5 - (v % 5) as f64).collect();
+                let mut want = vec![0.0; m * ldc];
+                crate::reference::gemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut want, ldc);
+                let mut c = vec![f64::NAN; m * ldc];
+                matrixmultiply_gemm(ta, tb, m, n, k, &a, lda, &b, ldb, &mut c, ldc);
+                let (af, bf): (Vec<f32>, Vec<f32>) = (
+                    a.iter().map(|&v| v as f32).collect(),
+                    b.iter().map(|&v| v as f32).collect(),
+                );
+                let mut cf = vec![f32::NAN; m * ldc];
+                matrixmultiply_gemm(ta, tb, m, n, k, &af, lda, &bf, ldb, &mut cf, ldc);
+                for i in 0..m {
+                    for j in 0..n {
+                        let w = want[i * ldc + j];
+                        // small integers and halves: exact in both precisions
+                        assert_eq!(c[i * ldc + j], w, "{ta:?}{tb:?} ({i}, {j})");
+                        assert_eq!(cf[i * ldc + j] as f64, w, "{ta:?}{tb:?} ({i}, {j}) f32");
+                    }
+                }
+            }
+        }
     }
 }

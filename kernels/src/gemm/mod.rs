@@ -406,7 +406,7 @@ pub fn gemm<T: Float>(
 
 /// Panics with a message naming `name` unless a `rows x cols` matrix with leading dimension
 /// `ld` fits in `len` elements.
-fn check_operand(name: &str, rows: usize, cols: usize, ld: usize, len: usize) {
+pub(crate) fn check_operand(name: &str, rows: usize, cols: usize, ld: usize, len: usize) {
     if rows == 0 || cols == 0 {
         return;
     }
