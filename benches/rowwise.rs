@@ -3,6 +3,10 @@
 //! and GELU on (4096 x 768) and (160 x 2000). Throughput counts bytes read + written (input
 //! and output; the per-row statistics and gamma/beta are negligible). Reference point: PyTorch
 //! CPU softmax on (8000 x 8) f32, one thread, about 2 GB/s on the target machine.
+//! The fused multi-head attention kernels run on the MNIST classifier's chunk (32 samples x 50
+//! tokens, 4 heads of 16) and a ViT-like one (8 x 197, 4 heads of 16), forward and backward;
+//! their throughput counts multiply-adds x 2 as "elements" (criterion prints Gelem/s = GFLOP/s):
+//! `2 B H S^2 dh` multiply-adds forward, twice that backward.
 //! Run e.g. `cargo bench --bench rowwise -- --warm-up-time 1 --measurement-time 2`.
 
 use std::hint::black_box;
@@ -121,7 +125,65 @@ fn norm_gelu_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
     g.finish();
 }
 
+fn attention_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
+    use benign_kernels::AttentionShape;
+    let pool = one_thread();
+    let mut g = c.benchmark_group(format!("attention_{}", T::NAME));
+    g.sample_size(10);
+    for (batch, seq, heads, head_dim) in [(32, 50, 4, 16), (8, 197, 4, 16)] {
+        let shape = AttentionShape {
+            batch,
+            seq,
+            heads,
+            head_dim,
+        };
+        let scale = T::from_f64(1.0 / (head_dim as f64).sqrt());
+        let qkv = filled::<T>(shape.qkv_len(), 1, 2.0);
+        let dcontext = filled::<T>(shape.context_len(), 2, 1.0);
+        let mut probs = vec![T::ZERO; shape.probs_len()];
+        let mut context = vec![T::ZERO; shape.context_len()];
+        let mut dqkv = vec![T::ZERO; shape.qkv_len()];
+        let flops = 4 * batch * heads * seq * seq * head_dim;
+        let id = format!("{batch}x{seq}x{heads}x{head_dim}");
+        g.throughput(Throughput::Elements(flops as u64));
+        g.bench_function(BenchmarkId::new("forward", &id), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::attention_forward(
+                        shape,
+                        scale,
+                        &qkv,
+                        None,
+                        &mut probs,
+                        &mut context,
+                    );
+                    black_box(&context);
+                })
+            })
+        });
+        g.throughput(Throughput::Elements(2 * flops as u64));
+        g.bench_function(BenchmarkId::new("backward", &id), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    benign_kernels::attention_backward(
+                        shape,
+                        scale,
+                        &qkv,
+                        &probs,
+                        &dcontext,
+                        T::ZERO,
+                        &mut dqkv,
+                    );
+                    black_box(&dqkv);
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 fn rowwise(c: &mut Criterion<ThreadCpuTime>) {
+    attention_for::<f32>(c);
     softmax_for::<f32>(c);
     softmax_for::<f64>(c);
     norm_gelu_for::<f32>(c);

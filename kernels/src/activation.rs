@@ -1,13 +1,13 @@
 //! GELU (erf form) forward and backward, elementwise with `wide` vectors.
 //!
-//! `Phi` is evaluated by [`crate::simd::normal_cdf`] (an erfc Chebyshev approximation, relative
-//! error about 1e-15 in f64 and a few f32 ulp in f32, accurate far into the left tail where
-//! `1 + erf` would cancel) and `phi` by the vector exp. The last `len % LANES` elements go
+//! `Phi` and `phi` are evaluated together by [`crate::simd::normal_cdf_and_pdf`] (an erfc
+//! Chebyshev approximation, relative error about 1e-15 in f64 and a few f32 ulp in f32, accurate
+//! far into the left tail where `1 + erf` would cancel; one shared `exp(-x^2 / 2)`). The last `len % LANES` elements go
 //! through the same vector code on a zero-padded copy, so every element gets the same formula.
 //! Elementwise, so threads (fixed blocks of [`crate::threading::CHUNK_ELEMS`]) cannot change
 //! any bit.
 
-use crate::simd::{cast, cast_mut, dispatch, normal_cdf, Simd};
+use crate::simd::{cast, cast_mut, dispatch, normal_cdf_and_pdf, Simd};
 use crate::threading;
 use crate::Float;
 
@@ -18,7 +18,7 @@ pub fn gelu<T: Float>(x: &[T], y: &mut [T]) {
         let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
         threading::for_row_blocks(1, x.len() * 16, y, |i0, yb| {
             let xb = &x[i0..i0 + yb.len()];
-            map_lanes::<S, _>(&[xb], yb, |[xv]| xv * normal_cdf::<S>(xv));
+            map_lanes::<S, _>(&[xb], yb, |[xv]| xv * normal_cdf_and_pdf::<S>(xv).0);
         })
     })
 }
@@ -72,20 +72,28 @@ pub fn gelu_with_derivative<T: Float>(x: &[T], y: &mut [T], dydx: &mut [T]) {
 fn gelu_with_derivative_block<S: Simd>(x: &[S], y: &mut [S], dydx: &mut [S]) {
     let l = S::LANES;
     let both = |xv: S::V| {
-        let inv_sqrt_2pi = S::splat(S::from_f64(0.398_942_280_401_432_7));
-        let pdf = S::vexp(xv * xv * S::splat(S::from_f64(-0.5))) * inv_sqrt_2pi;
-        let cdf = normal_cdf::<S>(xv);
+        let (cdf, pdf) = normal_cdf_and_pdf::<S>(xv);
         (xv * cdf, S::fma(xv, pdf, cdf))
     };
     let full = x.len() - x.len() % l;
-    for ((xc, yc), dc) in x[..full]
-        .chunks_exact(l)
-        .zip(y[..full].chunks_exact_mut(l))
-        .zip(dydx[..full].chunks_exact_mut(l))
+    // Two vectors per step, as in `map_lanes`: independent dependency chains side by side.
+    let pairs = full - full % (2 * l);
+    for ((xc, yc), dc) in x[..pairs]
+        .chunks_exact(2 * l)
+        .zip(y[..pairs].chunks_exact_mut(2 * l))
+        .zip(dydx[..pairs].chunks_exact_mut(2 * l))
     {
-        let (value, slope) = both(S::load(xc));
-        S::store(value, yc);
-        S::store(slope, dc);
+        let (value0, slope0) = both(S::load(&xc[..l]));
+        let (value1, slope1) = both(S::load(&xc[l..]));
+        S::store(value0, &mut yc[..l]);
+        S::store(value1, &mut yc[l..]);
+        S::store(slope0, &mut dc[..l]);
+        S::store(slope1, &mut dc[l..]);
+    }
+    if pairs < full {
+        let (value, slope) = both(S::load(&x[pairs..full]));
+        S::store(value, &mut y[pairs..full]);
+        S::store(slope, &mut dydx[pairs..full]);
     }
     let tail = x.len() - full;
     if tail > 0 {
@@ -102,9 +110,8 @@ fn gelu_with_derivative_block<S: Simd>(x: &[S], y: &mut [S], dydx: &mut [S]) {
 
 #[inline(always)]
 fn gelu_derivative<S: Simd>(xv: S::V) -> S::V {
-    let inv_sqrt_2pi = S::splat(S::from_f64(0.398_942_280_401_432_7));
-    let pdf = S::vexp(xv * xv * S::splat(S::from_f64(-0.5))) * inv_sqrt_2pi;
-    S::fma(xv, pdf, normal_cdf::<S>(xv))
+    let (cdf, pdf) = normal_cdf_and_pdf::<S>(xv);
+    S::fma(xv, pdf, cdf)
 }
 
 /// `out = f(inputs)` vector by vector; the tail runs on zero-padded vectors.

@@ -19,6 +19,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod activation;
+pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_avx512;
 pub mod float;
 pub mod gemm;
 pub mod level1;
@@ -32,6 +35,7 @@ pub mod softmax;
 pub mod threading;
 
 pub use activation::{gelu, gelu_backward, gelu_with_derivative};
+pub use attention::{attention_backward, attention_forward, AttentionShape};
 pub use float::Float;
 pub use gemm::{gemm, Transpose};
 pub use level1::{axpy, col_sums, dot, row_sums, scale, sum};

@@ -351,3 +351,110 @@ pub fn gelu_backward(x: &[f64], dy: &[f64], dx: &mut [f64]) {
         *d = g * (cdf + xv * pdf);
     }
 }
+
+/// Multi-head self-attention forward (layout and math in [`crate::attention`]): for each sample
+/// `b` and head `h`, `P = softmax_rows(scale Q K^T + M_b)` into `probs` `[B, H, S, S]` and
+/// `C = P V` into `context` `[B, S, d]`, with `M_b` `-inf` on the keys where `real_keys` is false.
+pub fn attention_forward(
+    shape: crate::attention::AttentionShape,
+    scale: f64,
+    qkv: &[f64],
+    real_keys: Option<&[bool]>,
+    probs: &mut [f64],
+    context: &mut [f64],
+) {
+    let crate::attention::AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim: dh,
+    } = shape;
+    let d = heads * dh;
+    let at = |b: usize, i: usize, part: usize, h: usize, t: usize| {
+        qkv[(b * seq + i) * 3 * d + part * d + h * dh + t]
+    };
+    let mut scores = vec![0.0; seq * seq];
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..seq {
+                for j in 0..seq {
+                    let real = real_keys.is_none_or(|r| r[b * seq + j]);
+                    scores[i * seq + j] = if real {
+                        scale
+                            * (0..dh)
+                                .map(|t| at(b, i, 0, h, t) * at(b, j, 1, h, t))
+                                .sum::<f64>()
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                }
+            }
+            let p = &mut probs[(b * heads + h) * seq * seq..][..seq * seq];
+            softmax_rows(seq, &scores, p);
+            for i in 0..seq {
+                for t in 0..dh {
+                    context[(b * seq + i) * d + h * dh + t] =
+                        (0..seq).map(|j| p[i * seq + j] * at(b, j, 2, h, t)).sum();
+                }
+            }
+        }
+    }
+}
+
+/// Multi-head self-attention backward (math in [`crate::attention`]): from `qkv`, the forward's
+/// `probs` and `dcontext`, `dqkv <- [dQ | dK | dV] + beta dqkv` (`beta == 0` never reads it).
+pub fn attention_backward(
+    shape: crate::attention::AttentionShape,
+    scale: f64,
+    qkv: &[f64],
+    probs: &[f64],
+    dcontext: &[f64],
+    beta: f64,
+    dqkv: &mut [f64],
+) {
+    let crate::attention::AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim: dh,
+    } = shape;
+    let d = heads * dh;
+    let index = |b: usize, i: usize, part: usize, h: usize, t: usize| {
+        (b * seq + i) * 3 * d + part * d + h * dh + t
+    };
+    let mut dz = vec![0.0; seq * seq];
+    for b in 0..batch {
+        for h in 0..heads {
+            let p = &probs[(b * heads + h) * seq * seq..][..seq * seq];
+            let g = |i: usize, t: usize| dcontext[(b * seq + i) * d + h * dh + t];
+            for i in 0..seq {
+                let dp: Vec<f64> = (0..seq)
+                    .map(|j| (0..dh).map(|t| g(i, t) * qkv[index(b, j, 2, h, t)]).sum())
+                    .collect();
+                let inner: f64 = (0..seq).map(|j| p[i * seq + j] * dp[j]).sum();
+                for j in 0..seq {
+                    dz[i * seq + j] = scale * p[i * seq + j] * (dp[j] - inner);
+                }
+            }
+            for i in 0..seq {
+                for t in 0..dh {
+                    let dq: f64 = (0..seq)
+                        .map(|j| dz[i * seq + j] * qkv[index(b, j, 1, h, t)])
+                        .sum();
+                    let dk: f64 = (0..seq)
+                        .map(|j| dz[j * seq + i] * qkv[index(b, j, 0, h, t)])
+                        .sum();
+                    let dv: f64 = (0..seq).map(|j| p[j * seq + i] * g(j, t)).sum();
+                    for (part, value) in [(0, dq), (1, dk), (2, dv)] {
+                        let o = &mut dqkv[index(b, i, part, h, t)];
+                        *o = if beta == 0.0 {
+                            value
+                        } else {
+                            value + beta * *o
+                        };
+                    }
+                }
+            }
+        }
+    }
+}

@@ -191,6 +191,14 @@ fn exp_edges<S: Simd>(x: S::V, e: S::V, safe: S::V) -> S::V {
 /// `erfc(z)` for `z >= 0` lane-wise (relative accuracy; `+inf -> 0`, NaN -> NaN).
 #[inline(always)]
 pub(crate) fn erfc_nonneg<S: Simd>(z: S::V) -> S::V {
+    let (t, f) = erfc_parts::<S>(z);
+    t * S::vexp(f - z * z)
+}
+
+/// `(t, F(4t - 2))` with `erfc(z) = t exp(F - z^2)` for `z >= 0`; `F` lies in about
+/// `[-1.3, -0.6]`, so `exp(F)` needs no range handling.
+#[inline(always)]
+fn erfc_parts<S: Simd>(z: S::V) -> (S::V, S::V) {
     let two = S::splat(S::from_f64(2.0));
     let t = two / (two + z);
     // ty = 4t - 2 in (-2, 2]; Clenshaw recurrence in ty (= 2u, u the Chebyshev variable).
@@ -204,8 +212,27 @@ pub(crate) fn erfc_nonneg<S: Simd>(z: S::V) -> S::V {
         dd = tmp;
     }
     let half = S::splat(S::from_f64(0.5));
-    let f = S::fma(half, S::fma(ty, d, S::splat(c[0])), -dd);
-    t * S::vexp(f - z * z)
+    (t, S::fma(half, S::fma(ty, d, S::splat(c[0])), -dd))
+}
+
+/// `(Phi(x), phi(x))` lane-wise for the GELU kernels, sharing one `e = exp(-x^2 / 2)`:
+/// `phi(x) = e / sqrt(2 pi)`, and with `z = |x| / sqrt 2`, `erfc(z) = t exp(F) e` (as in
+/// [`erfc_nonneg`], since `z^2 = x^2 / 2`), `Phi(x) = erfc(z) / 2` for `x < 0` and
+/// `1 - erfc(z) / 2` otherwise. Relative accuracy of `Phi` in the left tail as for
+/// [`normal_cdf`] (the exponent's rounding, about `x^2 eps / 2`).
+#[inline(always)]
+pub(crate) fn normal_cdf_and_pdf<S: Simd>(x: S::V) -> (S::V, S::V) {
+    let half = S::splat(S::from_f64(0.5));
+    let e = S::vexp(x * x * -half);
+    let z = S::vabs(x * S::splat(S::from_f64(std::f64::consts::FRAC_1_SQRT_2)));
+    let (t, f) = erfc_parts::<S>(z);
+    let half_erfc = t * S::wide_exp(f) * e * half;
+    let cdf = S::select(
+        S::vlt(x, S::splat(S::ZERO)),
+        half_erfc,
+        S::splat(S::ONE) - half_erfc,
+    );
+    (cdf, e * S::splat(S::from_f64(0.398_942_280_401_432_7)))
 }
 
 /// `erf(x)` lane-wise: `sign(x) (1 - erfc|x|)` for `|x| >= ERF_SERIES_MAX` (1/2 in f64, 1 in

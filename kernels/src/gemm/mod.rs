@@ -194,7 +194,7 @@ pub fn with_kernel_variant<R>(variant: KernelVariant, f: impl FnOnce() -> R) -> 
 }
 
 /// The variant a call made now on this thread uses.
-fn current_variant() -> KernelVariant {
+pub(crate) fn current_variant() -> KernelVariant {
     VARIANT_OVERRIDE
         .with(Cell::get)
         .unwrap_or_else(kernel_variant)

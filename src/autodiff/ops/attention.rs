@@ -13,21 +13,22 @@
 //!
 //! ```text
 //! dP   = G V^T
-//! dZ   = P (dP - rowsum(dP P))                     (softmax backward; 0 on masked keys)
-//! dQ   = s dZ K        dK = s dZ^T Q        dV = P^T G
+//! dZ   = s P (dP - rowsum(dP P))                   (softmax backward times s; 0 on masked keys)
+//! dQ   = dZ K          dK = dZ^T Q          dV = P^T G
 //! ```
 //!
-//! The probabilities `P` `[B, H, S, S]` are a second, non-differentiable output (the models
-//! report attention rows); the backward pass reads them instead of recomputing the softmax.
-//! Each (sample, head) pair writes disjoint blocks of the output and of `dqkv`, in a fixed
-//! order, so results do not depend on the number of threads.
+//! Both directions are one call each to the fused kernels
+//! [`benign_kernels::attention_forward`] / [`benign_kernels::attention_backward`], which keep
+//! every head's operands in L1 and normalize the score rows in place. The probabilities `P`
+//! `[B, H, S, S]` are a second, non-differentiable output (the models report attention rows);
+//! the backward pass reads them instead of recomputing the softmax. Results do not depend on the
+//! number of threads.
 
-use benign_kernels::{self as k, Float, Transpose};
+use benign_kernels::{self as k, Float};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::matmul::product;
 use super::Op;
 
 pub(crate) struct MultiHeadAttention {
@@ -50,20 +51,17 @@ pub struct AttentionOutput {
 }
 
 impl MultiHeadAttention {
-    fn width(&self) -> usize {
-        self.heads * self.head_dim
+    fn kernel_shape(&self) -> k::AttentionShape {
+        k::AttentionShape {
+            batch: self.batch,
+            seq: self.seq,
+            heads: self.heads,
+            head_dim: self.head_dim,
+        }
     }
 
     fn scale<T: Float>(&self) -> T {
         T::from_f64(1.0 / (self.head_dim as f64).sqrt())
-    }
-
-    /// Offsets of `Q_bh`, `K_bh`, `V_bh` in `qkv` (leading dimension `3d`) and of `C_bh` in
-    /// the output (leading dimension `d`).
-    fn offsets(&self, b: usize, h: usize) -> (usize, usize, usize, usize) {
-        let d = self.width();
-        let q = b * self.seq * 3 * d + h * self.head_dim;
-        (q, q + d, q + 2 * d, b * self.seq * d + h * self.head_dim)
     }
 }
 
@@ -103,60 +101,16 @@ impl<T: Float> Tape<T> {
             heads,
             head_dim: d / heads,
         };
-        let ss = seq * seq;
-        let mut probs = self.buffer(batch * heads * ss);
+        let mut probs = self.buffer(batch * heads * seq * seq);
         let mut context = self.buffer(batch * seq * d);
-        let mut scores = self.buffer(ss);
-        let x = self.node_value(qi);
-        let (scale, dh) = (op.scale::<T>(), op.head_dim);
-        for b in 0..batch {
-            for h in 0..heads {
-                let (q, kk, v, c) = op.offsets(b, h);
-                // Z = Q K^T, then s Z + M in place (the same roundings as scale, then mask).
-                product(
-                    Transpose::No,
-                    Transpose::Yes,
-                    seq,
-                    seq,
-                    dh,
-                    &x[q..],
-                    3 * d,
-                    &x[kk..],
-                    3 * d,
-                    T::ZERO,
-                    &mut scores,
-                    seq,
-                );
-                match real_tokens {
-                    None => scores.iter_mut().for_each(|z| *z *= scale),
-                    Some(real) => {
-                        let keys = &real[b * seq..(b + 1) * seq];
-                        for row in scores.chunks_exact_mut(seq.max(1)) {
-                            for (z, &is_real) in row.iter_mut().zip(keys) {
-                                *z = if is_real { *z * scale } else { T::NEG_INFINITY };
-                            }
-                        }
-                    }
-                }
-                let p = &mut probs[(b * heads + h) * ss..][..ss];
-                k::softmax_rows(seq, &scores, p);
-                product(
-                    Transpose::No,
-                    Transpose::No,
-                    seq,
-                    dh,
-                    seq,
-                    p,
-                    seq,
-                    &x[v..],
-                    3 * d,
-                    T::ZERO,
-                    &mut context[c..],
-                    d,
-                );
-            }
-        }
-        self.recycle(scores);
+        k::attention_forward(
+            op.kernel_shape(),
+            op.scale::<T>(),
+            self.node_value(qi),
+            real_tokens,
+            &mut probs,
+            &mut context,
+        );
         let probabilities = self.push_untracked(Shape::new(&[batch, heads, seq, seq]), probs);
         let op = MultiHeadAttention {
             probs: probabilities.index(),
@@ -180,87 +134,17 @@ impl MultiHeadAttention {
             return;
         }
         let (x, probs) = (ctx.value(self.qkv), ctx.value(self.probs));
-        let (seq, dh, d) = (self.seq, self.head_dim, self.width());
-        let ss = seq * seq;
-        let scale = self.scale::<T>();
-        let mut dp = ctx.scratch(ss);
-        let mut dz = ctx.scratch(ss);
-        {
-            let (dx, fresh) = ctx.grad(self.qkv);
-            // Every (b, h) writes its own blocks of dqkv, which together cover it.
-            let beta = if fresh { T::ZERO } else { T::ONE };
-            for b in 0..self.batch {
-                for h in 0..self.heads {
-                    let (q, kk, v, c) = self.offsets(b, h);
-                    let p = &probs[(b * self.heads + h) * ss..][..ss];
-                    let g = &dc[c..];
-                    // dP = G V^T
-                    product(
-                        Transpose::No,
-                        Transpose::Yes,
-                        seq,
-                        seq,
-                        dh,
-                        g,
-                        d,
-                        &x[v..],
-                        3 * d,
-                        T::ZERO,
-                        &mut dp,
-                        seq,
-                    );
-                    // dV = P^T G
-                    product(
-                        Transpose::Yes,
-                        Transpose::No,
-                        seq,
-                        dh,
-                        seq,
-                        p,
-                        seq,
-                        g,
-                        d,
-                        beta,
-                        &mut dx[v..],
-                        3 * d,
-                    );
-                    k::softmax_rows_backward(seq, p, &dp, &mut dz);
-                    dz.iter_mut().for_each(|z| *z *= scale);
-                    // dQ = s dZ K
-                    product(
-                        Transpose::No,
-                        Transpose::No,
-                        seq,
-                        dh,
-                        seq,
-                        &dz,
-                        seq,
-                        &x[kk..],
-                        3 * d,
-                        beta,
-                        &mut dx[q..],
-                        3 * d,
-                    );
-                    // dK = s dZ^T Q
-                    product(
-                        Transpose::Yes,
-                        Transpose::No,
-                        seq,
-                        dh,
-                        seq,
-                        &dz,
-                        seq,
-                        &x[q..],
-                        3 * d,
-                        beta,
-                        &mut dx[kk..],
-                        3 * d,
-                    );
-                }
-            }
-        }
-        ctx.pool.put(dp);
-        ctx.pool.put(dz);
+        let (dx, fresh) = ctx.grad(self.qkv);
+        let beta = if fresh { T::ZERO } else { T::ONE };
+        k::attention_backward(
+            self.kernel_shape(),
+            self.scale::<T>(),
+            x,
+            probs,
+            dc,
+            beta,
+            dx,
+        );
     }
 }
 

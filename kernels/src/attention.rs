@@ -1,0 +1,839 @@
+//! Multi-head scaled dot-product self-attention, forward and backward, fused per (sample, head).
+//!
+//! # Layout
+//!
+//! `qkv` `[B, S, 3d]` holds the packed projections `[Q | K | V]` of every token (row-major,
+//! leading dimension `3d`); head `h` owns columns `h dh .. (h + 1) dh` of each third
+//! (`d = H dh`). The probabilities `P` are `[B, H, S, S]` (query rows, key columns); the context
+//! and its gradient are `[B, S, d]` (head `h` in columns `h dh ..`); `dqkv` is `[B, S, 3d]`.
+//!
+//! # Math
+//!
+//! For every sample `b` and head `h`, with the scale `s` and the key mask `M_b` (0 on real keys,
+//! `-inf` on masked ones), and `G = dC`:
+//!
+//! ```text
+//! P  = softmax_rows(s Q K^T + M_b)                   C  = P V
+//! dP = G V^T        dZ = s P * (dP - rowsum(P * dP))  (softmax backward, times s)
+//! dQ = dZ K         dK = dZ^T Q                      dV = P^T G
+//! ```
+//!
+//! A sample whose keys are all masked gets all-zero `P` rows, hence a zero context and zero
+//! gradients. Row special values follow [`softmax_rows`](crate::softmax_rows): a NaN or `+inf`
+//! score makes its whole `P` row NaN.
+//!
+//! # How
+//!
+//! Attention heads are small (S ~ 50-200 tokens, dh ~ 16-64): a general GEMM call per product
+//! spends as much time on edges, dispatch and call overhead as on multiply-adds, and a separate
+//! softmax pass reads every score back. Here, per (sample, head), the operands are copied once
+//! into zero-padded panels of whole vectors (`K^T`, `V^T` as `dh x S'`; `K`, `V`, `Q`, `G` as
+//! `S x dh'`, with `S'`, `dh'` rounded up to the vector width), and every product is one
+//! register-tiled loop, [`tile`]: `out[r, :] = sum_t A(r, t) B[t, :]` with A read in place
+//! (row-major or transposed) and broadcast, and B a padded panel read as whole vectors. Score rows
+//! are scaled, masked and normalized while they sit in L1; padding keys have score `-inf`, hence
+//! probability exactly 0, so they add nothing to any product.
+//!
+//! The code is written once over [`Lanes`]: `wide`'s 256-bit vectors (f32 and f64, any target)
+//! and, for f32 on CPUs with AVX-512F, 512-bit ones (`attention_avx512.rs`), chosen like the
+//! GEMM kernels ([`crate::gemm::KernelVariant`], `BENIGN_GEMM_KERNEL`). On the 2-core Ice Lake machine
+//! (`examples/attention_probe.rs`, interleaved best-of-20, 32 samples x 50 tokens x 4 heads of
+//! 16, one thread) the fused forward took 0.81-0.86 ms with 512-bit vectors, 0.90-0.92 ms with
+//! 256-bit ones, and 1.2 ms as per-head GEMM calls plus a softmax pass; the backward 1.3-1.4 ms
+//! either width, against 1.4-1.5 ms. Both are bound less by multiply-adds than by the short
+//! rows' packing, the score rows' exp, and the probabilities' memory traffic.
+//!
+//! Samples are independent: threads take whole samples, and each output element has one fixed
+//! reduction order, so results are bit-identical for any thread count.
+
+use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::{current_variant, KernelVariant};
+use crate::simd::{cast, cast_mut, precision, same, Precision, Simd};
+use crate::threading;
+use crate::Float;
+
+/// The vector operations the attention kernels are written with, for one element type `E` and
+/// width: `wide`'s 256-bit vectors ([`Wide`]) everywhere, and 512-bit ones on AVX-512 CPUs
+/// (`attention_avx512`).
+pub(crate) trait Lanes: Copy {
+    type E: Float;
+    /// Elements per vector, at most 16.
+    const LANES: usize;
+    fn splat(v: Self::E) -> Self;
+    /// Load exactly `LANES` elements.
+    fn load(s: &[Self::E]) -> Self;
+    /// Store exactly `LANES` elements.
+    fn store(self, s: &mut [Self::E]);
+    /// `a * b + c`, fused.
+    fn fma(a: Self, b: Self, c: Self) -> Self;
+    fn add(self, other: Self) -> Self;
+    fn sub(self, other: Self) -> Self;
+    fn mul(self, other: Self) -> Self;
+    /// Lane-wise maximum (either operand when one is NaN).
+    fn max(self, other: Self) -> Self;
+    /// Largest lane.
+    fn hmax(self) -> Self::E;
+    /// Sum of the lanes, in a fixed order.
+    fn hsum(self) -> Self::E;
+    /// `e^x` for `x <= 0`: about 1 ulp down to the smallest normal result, 0 below that and
+    /// for `-inf` (what a softmax over max-subtracted scores needs).
+    fn exp_nonpositive(self) -> Self;
+
+    /// One sample's forward; vectors that need CPU features wrap it in a function compiled
+    /// with them.
+    fn forward_sample(
+        panels: &Panels<Self>,
+        scale: Self::E,
+        qkv: &[Self::E],
+        real_keys: Option<&[bool]>,
+        probs: &mut [Self::E],
+        context: &mut [Self::E],
+        ws: &mut Workspace<Self::E>,
+    ) {
+        forward_sample(panels, scale, qkv, real_keys, probs, context, ws)
+    }
+
+    /// One sample's backward (see [`Lanes::forward_sample`]).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_sample(
+        panels: &Panels<Self>,
+        scale: Self::E,
+        qkv: &[Self::E],
+        probs: &[Self::E],
+        dcontext: &[Self::E],
+        beta: Self::E,
+        dqkv: &mut [Self::E],
+        ws: &mut Workspace<Self::E>,
+    ) {
+        backward_sample(panels, scale, qkv, probs, dcontext, beta, dqkv, ws)
+    }
+}
+
+/// `wide`'s vectors: `f32x8` / `f64x4` (AVX2 + FMA on x86-64-v3, portable elsewhere).
+#[derive(Clone, Copy)]
+pub(crate) struct Wide<S: Simd>(S::V);
+
+impl<S: Simd> Lanes for Wide<S> {
+    type E = S;
+    const LANES: usize = S::LANES;
+    #[inline(always)]
+    fn splat(v: S) -> Self {
+        Wide(S::splat(v))
+    }
+    #[inline(always)]
+    fn load(s: &[S]) -> Self {
+        Wide(S::load(s))
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [S]) {
+        S::store(self.0, s)
+    }
+    #[inline(always)]
+    fn fma(a: Self, b: Self, c: Self) -> Self {
+        Wide(S::fma(a.0, b.0, c.0))
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        Wide(self.0 + other.0)
+    }
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        Wide(self.0 - other.0)
+    }
+    #[inline(always)]
+    fn mul(self, other: Self) -> Self {
+        Wide(self.0 * other.0)
+    }
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        Wide(S::vmax(self.0, other.0))
+    }
+    #[inline(always)]
+    fn hmax(self) -> S {
+        S::hmax(self.0)
+    }
+    #[inline(always)]
+    fn hsum(self) -> S {
+        S::hsum(self.0)
+    }
+    #[inline(always)]
+    fn exp_nonpositive(self) -> Self {
+        // wide's exp maps lanes out of its range (and -inf) to 0.
+        Wide(S::wide_exp(self.0))
+    }
+}
+
+/// The sizes of one batched multi-head attention problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Samples `B`.
+    pub batch: usize,
+    /// Tokens per sample `S` (queries and keys).
+    pub seq: usize,
+    /// Heads `H`.
+    pub heads: usize,
+    /// Columns per head `dh`; the model width is `d = H dh`.
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// The model width `d = H dh`.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Entries of `qkv` and `dqkv`: `B S 3d`.
+    pub fn qkv_len(&self) -> usize {
+        self.batch * self.seq * 3 * self.width()
+    }
+
+    /// Entries of the probabilities: `B H S S`.
+    pub fn probs_len(&self) -> usize {
+        self.batch * self.heads * self.seq * self.seq
+    }
+
+    /// Entries of the context and its gradient: `B S d`.
+    pub fn context_len(&self) -> usize {
+        self.batch * self.seq * self.width()
+    }
+
+    fn check(&self, what: &str, name: &str, len: usize, expected: usize) {
+        assert_eq!(
+            len, expected,
+            "{what}: {name} has {len} entries, the shape {self:?} needs {expected}"
+        );
+    }
+}
+
+/// Attention forward (see the module documentation): `probs <- P`, `context <- P V`.
+/// `real_keys` (`B S` entries, `true` on a real token) masks keys out; `None` attends to all.
+/// Neither output is read.
+pub fn attention_forward<T: Float>(
+    shape: AttentionShape,
+    scale: T,
+    qkv: &[T],
+    real_keys: Option<&[bool]>,
+    probs: &mut [T],
+    context: &mut [T],
+) {
+    let what = "attention_forward";
+    shape.check(what, "qkv", qkv.len(), shape.qkv_len());
+    shape.check(what, "probs", probs.len(), shape.probs_len());
+    shape.check(what, "context", context.len(), shape.context_len());
+    if let Some(real) = real_keys {
+        shape.check(what, "real_keys", real.len(), shape.batch * shape.seq);
+    }
+    if shape.batch * shape.seq * shape.heads == 0 {
+        return;
+    }
+    match precision::<T>() {
+        Precision::F32 => {
+            let args = (
+                same(scale),
+                cast(qkv),
+                real_keys,
+                cast_mut(probs),
+                cast_mut(context),
+            );
+            #[cfg(target_arch = "x86_64")]
+            if current_variant() == KernelVariant::Avx512 {
+                let (scale, qkv, real_keys, probs, context) = args;
+                return forward_with::<crate::attention_avx512::F32x16>(
+                    shape, scale, qkv, real_keys, probs, context,
+                );
+            }
+            let (scale, qkv, real_keys, probs, context) = args;
+            forward_with::<Wide<f32>>(shape, scale, qkv, real_keys, probs, context)
+        }
+        Precision::F64 => forward_with::<Wide<f64>>(
+            shape,
+            same(scale),
+            cast(qkv),
+            real_keys,
+            cast_mut(probs),
+            cast_mut(context),
+        ),
+    }
+}
+
+/// [`attention_forward`] with the vectors `V`, sample by sample (in parallel above
+/// [`threading::PARALLEL_MIN_FLOPS`]).
+fn forward_with<V: Lanes>(
+    shape: AttentionShape,
+    scale: V::E,
+    qkv: &[V::E],
+    real_keys: Option<&[bool]>,
+    probs: &mut [V::E],
+    context: &mut [V::E],
+) {
+    let panels = Panels::<V>::new(shape);
+    let (seq, d) = (shape.seq, shape.width());
+    let per_qkv = seq * 3 * d;
+    let sample = |ws: &mut Workspace<V::E>, b: usize, p: &mut [V::E], c: &mut [V::E]| {
+        let real = real_keys.map(|r| &r[b * seq..(b + 1) * seq]);
+        let x = &qkv[b * per_qkv..][..per_qkv];
+        V::forward_sample(&panels, scale, x, real, p, c, ws);
+    };
+    // Each sample's context rows (none when d = 0: the probabilities are still defined).
+    let contexts: Vec<&mut [V::E]> = if d == 0 {
+        (0..shape.batch).map(|_| <&mut [V::E]>::default()).collect()
+    } else {
+        context.chunks_exact_mut(seq * d).collect()
+    };
+    let per_probs = shape.heads * seq * seq;
+    if threading::parallel(work(shape)) {
+        probs
+            .par_chunks_mut(per_probs)
+            .zip(contexts)
+            .enumerate()
+            .for_each_init(|| panels.workspace(), |ws, (b, (p, c))| sample(ws, b, p, c));
+    } else {
+        let mut ws = panels.workspace();
+        for (b, (p, c)) in probs.chunks_exact_mut(per_probs).zip(contexts).enumerate() {
+            sample(&mut ws, b, p, c);
+        }
+    }
+}
+
+/// Attention backward (see the module documentation): from `qkv`, the forward's `probs` and
+/// `dcontext = G`, `dqkv <- [dQ | dK | dV] + beta dqkv` (`beta == 0` never reads `dqkv`).
+pub fn attention_backward<T: Float>(
+    shape: AttentionShape,
+    scale: T,
+    qkv: &[T],
+    probs: &[T],
+    dcontext: &[T],
+    beta: T,
+    dqkv: &mut [T],
+) {
+    let what = "attention_backward";
+    shape.check(what, "qkv", qkv.len(), shape.qkv_len());
+    shape.check(what, "probs", probs.len(), shape.probs_len());
+    shape.check(what, "dcontext", dcontext.len(), shape.context_len());
+    shape.check(what, "dqkv", dqkv.len(), shape.qkv_len());
+    if dqkv.is_empty() {
+        return;
+    }
+    match precision::<T>() {
+        Precision::F32 => {
+            let args = (
+                same(scale),
+                cast(qkv),
+                cast(probs),
+                cast(dcontext),
+                same(beta),
+            );
+            let (scale, qkv, probs, dcontext, beta) = args;
+            #[cfg(target_arch = "x86_64")]
+            if current_variant() == KernelVariant::Avx512 {
+                return backward_with::<crate::attention_avx512::F32x16>(
+                    shape,
+                    scale,
+                    qkv,
+                    probs,
+                    dcontext,
+                    beta,
+                    cast_mut(dqkv),
+                );
+            }
+            backward_with::<Wide<f32>>(shape, scale, qkv, probs, dcontext, beta, cast_mut(dqkv))
+        }
+        Precision::F64 => backward_with::<Wide<f64>>(
+            shape,
+            same(scale),
+            cast(qkv),
+            cast(probs),
+            cast(dcontext),
+            same(beta),
+            cast_mut(dqkv),
+        ),
+    }
+}
+
+/// [`attention_backward`] with the vectors `V`, sample by sample.
+fn backward_with<V: Lanes>(
+    shape: AttentionShape,
+    scale: V::E,
+    qkv: &[V::E],
+    probs: &[V::E],
+    dcontext: &[V::E],
+    beta: V::E,
+    dqkv: &mut [V::E],
+) {
+    let panels = Panels::<V>::new(shape);
+    let (seq, d) = (shape.seq, shape.width());
+    let (per_qkv, per_probs, per_ctx) = (seq * 3 * d, shape.heads * seq * seq, seq * d);
+    let sample = |ws: &mut Workspace<V::E>, b: usize, dx: &mut [V::E]| {
+        V::backward_sample(
+            &panels,
+            scale,
+            &qkv[b * per_qkv..][..per_qkv],
+            &probs[b * per_probs..][..per_probs],
+            &dcontext[b * per_ctx..][..per_ctx],
+            beta,
+            dx,
+            ws,
+        );
+    };
+    if threading::parallel(work(shape)) {
+        dqkv.par_chunks_mut(per_qkv)
+            .enumerate()
+            .for_each_init(|| panels.workspace(), |ws, (b, dx)| sample(ws, b, dx));
+    } else {
+        let mut ws = panels.workspace();
+        for (b, dx) in dqkv.chunks_exact_mut(per_qkv).enumerate() {
+            sample(&mut ws, b, dx);
+        }
+    }
+}
+
+/// Multiply-adds of the forward pass (the backward does twice as many).
+fn work(shape: AttentionShape) -> usize {
+    2 * shape.batch * shape.heads * shape.seq * shape.seq * shape.head_dim
+}
+
+/// Rows of one register tile, and its width in vectors. 4 rows x 2 vectors of accumulators,
+/// the 2 loaded B vectors and a broadcast A value fit AVX2's 16 vector registers; per step, 2
+/// loads and 4 broadcasts feed 8 FMAs. A remainder of 1 to 3 rows gets a tile of its height.
+const TILE_ROWS: usize = 4;
+const TILE_VECS: usize = 2;
+
+/// `acc[r][c] = sum_{t < k} A(r, t) B[t, c L .. (c + 1) L]` for `r < R`, `c < C`, with
+/// `A(r, t) = a[r lda + t]`, or `a[t lda + r]` when `A_TRANSPOSED`, and `B[t, j] = b[t ldb + j]`.
+/// Each accumulator sums `t = 0, 1, ..` in order.
+///
+/// No closures here or in [`product`]: a closure is a function of its own, compiled without
+/// the CPU features of the `#[target_feature]` function the rest is inlined into, so the
+/// vector intrinsics inside it would become calls.
+#[inline(always)]
+fn tile<V: Lanes, const R: usize, const C: usize, const A_TRANSPOSED: bool>(
+    k: usize,
+    a: &[V::E],
+    lda: usize,
+    b: &[V::E],
+    ldb: usize,
+) -> [[V; C]; R] {
+    let l = V::LANES;
+    let zero = V::splat(V::E::ZERO);
+    let mut acc = [[zero; C]; R];
+    let (mut av, mut bv) = ([zero; R], [zero; C]);
+    for t in 0..k {
+        if A_TRANSPOSED {
+            let column = &a[t * lda..t * lda + R];
+            for (v, &x) in av.iter_mut().zip(column) {
+                *v = V::splat(x);
+            }
+        } else {
+            for (r, v) in av.iter_mut().enumerate() {
+                *v = V::splat(a[r * lda + t]);
+            }
+        }
+        let bt = &b[t * ldb..t * ldb + C * l];
+        for (v, chunk) in bv.iter_mut().zip(bt.chunks_exact(l)) {
+            *v = V::load(chunk);
+        }
+        for (acc_r, &a_rt) in acc.iter_mut().zip(&av) {
+            for (acc_rc, &b_tc) in acc_r.iter_mut().zip(&bv) {
+                *acc_rc = V::fma(a_rt, b_tc, *acc_rc);
+            }
+        }
+    }
+    acc
+}
+
+/// Where the vectors of a [`product`] go.
+trait Sink<V: Lanes> {
+    /// Vector `c` of output row `r`.
+    fn put(&mut self, r: usize, c: usize, v: V);
+}
+
+/// Whole-vector rows of a padded panel: `out[r ld + c L ..] = v`, or `scale v + mask[c L ..]`
+/// (the scores) when `masked` is given.
+struct Panel<'a, V: Lanes> {
+    out: &'a mut [V::E],
+    ld: usize,
+    masked: Option<(V, &'a [V::E])>,
+}
+
+impl<V: Lanes> Sink<V> for Panel<'_, V> {
+    #[inline(always)]
+    fn put(&mut self, r: usize, c: usize, v: V) {
+        let l = V::LANES;
+        let v = match self.masked {
+            Some((scale, mask)) => V::fma(v, scale, V::load(&mask[c * l..(c + 1) * l])),
+            None => v,
+        };
+        let start = r * self.ld + c * l;
+        v.store(&mut self.out[start..start + l]);
+    }
+}
+
+/// One head's columns `0 .. dh` of row-major rows: `out[r ld + c L ..] <- v + beta out`,
+/// clipped to `dh` (`beta == 0` never reads `out`).
+struct HeadColumns<'a, V: Lanes> {
+    out: &'a mut [V::E],
+    ld: usize,
+    dh: usize,
+    beta: V::E,
+}
+
+impl<V: Lanes> Sink<V> for HeadColumns<'_, V> {
+    #[inline(always)]
+    fn put(&mut self, r: usize, c: usize, v: V) {
+        let l = V::LANES;
+        let start = c * l;
+        let row = &mut self.out[r * self.ld..];
+        if start + l <= self.dh {
+            let out = &mut row[start..start + l];
+            let v = if self.beta == V::E::ZERO {
+                v
+            } else {
+                V::fma(V::splat(self.beta), V::load(out), v)
+            };
+            v.store(out);
+        } else {
+            let mut lanes = [V::E::ZERO; 16];
+            v.store(&mut lanes[..l]);
+            for (o, &x) in row[start..self.dh].iter_mut().zip(&lanes) {
+                *o = if self.beta == V::E::ZERO {
+                    x
+                } else {
+                    self.beta.mul_add(*o, x)
+                };
+            }
+        }
+    }
+}
+
+/// The tiles of `R` rows starting at row `r` of [`product`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn row_tiles<V: Lanes, const R: usize, const A_TRANSPOSED: bool>(
+    r: usize,
+    vecs: usize,
+    k: usize,
+    a: &[V::E],
+    lda: usize,
+    b: &[V::E],
+    ldb: usize,
+    sink: &mut impl Sink<V>,
+) {
+    let l = V::LANES;
+    let a = if A_TRANSPOSED { &a[r..] } else { &a[r * lda..] };
+    let mut c = 0;
+    while c + TILE_VECS <= vecs {
+        let acc = tile::<V, R, TILE_VECS, A_TRANSPOSED>(k, a, lda, &b[c * l..], ldb);
+        for (i, row) in acc.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                sink.put(r + i, c + j, v);
+            }
+        }
+        c += TILE_VECS;
+    }
+    if c < vecs {
+        let acc = tile::<V, R, 1, A_TRANSPOSED>(k, a, lda, &b[c * l..], ldb);
+        for (i, row) in acc.iter().enumerate() {
+            sink.put(r + i, c, row[0]);
+        }
+    }
+}
+
+/// `sink.put(r, c, v)` with `v = sum_t A(r, t) B[t, c L .. (c + 1) L]` for every row `r < m`
+/// and vector `c < vecs` (A and B as in [`tile`]), tile by tile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn product<V: Lanes, const A_TRANSPOSED: bool>(
+    m: usize,
+    vecs: usize,
+    k: usize,
+    a: &[V::E],
+    lda: usize,
+    b: &[V::E],
+    ldb: usize,
+    mut sink: impl Sink<V>,
+) {
+    let mut r = 0;
+    while r + TILE_ROWS <= m {
+        row_tiles::<V, TILE_ROWS, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink);
+        r += TILE_ROWS;
+    }
+    match m - r {
+        3 => row_tiles::<V, 3, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink),
+        2 => row_tiles::<V, 2, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink),
+        1 => row_tiles::<V, 1, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink),
+        _ => {}
+    }
+}
+
+/// The padded panel geometry of one head.
+pub(crate) struct Panels<V> {
+    shape: AttentionShape,
+    /// `S'`: keys rounded up to whole vectors.
+    seq_padded: usize,
+    /// `dh'`: head columns rounded up to whole vectors.
+    dim_padded: usize,
+    _vectors: std::marker::PhantomData<fn() -> V>,
+}
+
+/// Per-thread scratch for one head at a time (every buffer is rewritten before it is read).
+pub(crate) struct Workspace<E> {
+    /// `dh x S'`: `K^T` (forward) or `V^T` (backward), zero beyond `S` keys.
+    transposed: Vec<E>,
+    /// `S x dh'` row panels, zero beyond `dh` columns: `V` (forward); `K`, `Q`, `G` (backward).
+    rows: [Vec<E>; 3],
+    /// `S x S'`: the scores (forward), `P` (backward), zero beyond `S` keys.
+    probs: Vec<E>,
+    /// `S x S'`: `dP`, then `dZ` (backward).
+    dscores: Vec<E>,
+    /// `S'`: the additive key mask of the current sample (`-inf` on padding keys too).
+    mask: Vec<E>,
+}
+
+impl<V: Lanes> Panels<V> {
+    fn new(shape: AttentionShape) -> Self {
+        let l = V::LANES;
+        Self {
+            shape,
+            seq_padded: shape.seq.div_ceil(l) * l,
+            dim_padded: shape.head_dim.div_ceil(l) * l,
+            _vectors: std::marker::PhantomData,
+        }
+    }
+
+    fn workspace(&self) -> Workspace<V::E> {
+        let (seq, sp, dp) = (self.shape.seq, self.seq_padded, self.dim_padded);
+        let zeros = |n: usize| vec![V::E::ZERO; n];
+        Workspace {
+            transposed: zeros(self.shape.head_dim * sp),
+            rows: std::array::from_fn(|_| zeros(seq * dp)),
+            probs: zeros(seq * sp),
+            dscores: zeros(seq * sp),
+            mask: zeros(sp),
+        }
+    }
+
+    /// `out[t S' + j] = x[j ld + t]` for `j < S`, `t < dh` (the padding stays zero).
+    #[inline(always)]
+    fn pack_transposed(&self, x: &[V::E], ld: usize, out: &mut [V::E]) {
+        let (seq, dh, sp) = (self.shape.seq, self.shape.head_dim, self.seq_padded);
+        if dh == 0 {
+            return;
+        }
+        for (t, out_row) in out.chunks_exact_mut(sp).enumerate() {
+            for (j, o) in out_row[..seq].iter_mut().enumerate() {
+                *o = x[j * ld + t];
+            }
+        }
+    }
+
+    /// `out[j dh' + t] = x[j ld + t]` for `j < S`, `t < dh` (the padding stays zero).
+    #[inline(always)]
+    fn pack_rows(&self, x: &[V::E], ld: usize, out: &mut [V::E]) {
+        let (dh, dp) = (self.shape.head_dim, self.dim_padded);
+        if dp == 0 {
+            return;
+        }
+        for (row, packed) in x.chunks(ld).zip(out.chunks_exact_mut(dp)) {
+            copy_short::<V>(&row[..dh], &mut packed[..dh]);
+        }
+    }
+}
+
+/// `out.copy_from_slice(x)` by whole vectors, for the short rows packed here (a `memcpy` call
+/// per 64-byte row costs more than the copy).
+#[inline(always)]
+fn copy_short<V: Lanes>(x: &[V::E], out: &mut [V::E]) {
+    let l = V::LANES;
+    let full = x.len() - x.len() % l;
+    for (o, v) in out[..full].chunks_exact_mut(l).zip(x.chunks_exact(l)) {
+        V::load(v).store(o);
+    }
+    for (o, &v) in out[full..].iter_mut().zip(&x[full..]) {
+        *o = v;
+    }
+}
+
+/// One sample's forward, head by head.
+#[inline(always)]
+pub(crate) fn forward_sample<V: Lanes>(
+    panels: &Panels<V>,
+    scale: V::E,
+    qkv: &[V::E],
+    real_keys: Option<&[bool]>,
+    probs: &mut [V::E],
+    context: &mut [V::E],
+    ws: &mut Workspace<V::E>,
+) {
+    let AttentionShape {
+        seq, head_dim: dh, ..
+    } = panels.shape;
+    let (d, sp, dp, l) = (
+        panels.shape.width(),
+        panels.seq_padded,
+        panels.dim_padded,
+        V::LANES,
+    );
+    let ld = 3 * d;
+    for (j, m) in ws.mask.iter_mut().enumerate() {
+        let real = j < seq && real_keys.is_none_or(|r| r[j]);
+        *m = if real { V::E::ZERO } else { V::E::NEG_INFINITY };
+    }
+    let scale_v = V::splat(scale);
+    let [values, _, _] = &mut ws.rows;
+    for (h, head_probs) in probs.chunks_exact_mut(seq * seq).enumerate() {
+        let (q, k, v) = (&qkv[h * dh..], &qkv[d + h * dh..], &qkv[2 * d + h * dh..]);
+        panels.pack_transposed(k, ld, &mut ws.transposed);
+        panels.pack_rows(v, ld, values);
+        // Z = s Q K^T + M, row by row into the padded score panel.
+        let scores = Panel {
+            out: &mut ws.probs,
+            ld: sp,
+            masked: Some((scale_v, &ws.mask)),
+        };
+        product::<V, false>(seq, sp / l, dh, q, ld, &ws.transposed, sp, scores);
+        for (padded, out) in ws
+            .probs
+            .chunks_exact_mut(sp)
+            .zip(head_probs.chunks_exact_mut(seq))
+        {
+            softmax_padded_row::<V>(padded, out);
+        }
+        // C = P V
+        let out = HeadColumns {
+            out: &mut context[h * dh..],
+            ld: d,
+            dh,
+            beta: V::E::ZERO,
+        };
+        product::<V, false>(seq, dp / l, seq, head_probs, seq, values, dp, out);
+    }
+}
+
+/// Softmax of one score row padded with `-inf` to whole vectors into `out` (the row's real
+/// length); `row` is overwritten.
+#[inline(always)]
+fn softmax_padded_row<V: Lanes>(row: &mut [V::E], out: &mut [V::E]) {
+    let l = V::LANES;
+    let mut max_v = V::splat(V::E::NEG_INFINITY);
+    for c in row.chunks_exact(l) {
+        max_v = max_v.max(V::load(c));
+    }
+    let m = max_v.hmax();
+    if m == V::E::NEG_INFINITY {
+        // Every key masked: the row attends to nothing (NaN stays NaN).
+        let fill = if row.iter().any(|v| v.is_nan()) {
+            V::E::from_f64(f64::NAN)
+        } else {
+            V::E::ZERO
+        };
+        out.fill(fill);
+        return;
+    }
+    let (max_v, zero) = (V::splat(m), V::splat(V::E::ZERO));
+    // `exponents` sums d = z - max <= 0: NaN exactly when the row holds a NaN or +inf (the
+    // vector exp maps those lanes, and -inf ones, to 0).
+    let (mut sum, mut exponents) = (zero, zero);
+    for c in row.chunks_exact_mut(l) {
+        let d = V::load(c).sub(max_v);
+        exponents = exponents.add(d);
+        let e = d.exp_nonpositive();
+        sum = sum.add(e);
+        e.store(c);
+    }
+    if exponents.hsum().is_nan() {
+        out.fill(V::E::from_f64(f64::NAN));
+        return;
+    }
+    let inv = V::splat(V::E::ONE / sum.hsum());
+    let (len, full) = (out.len(), out.len() - out.len() % l);
+    for (o, c) in out[..full].chunks_exact_mut(l).zip(row.chunks_exact(l)) {
+        V::load(c).mul(inv).store(o);
+    }
+    if full < len {
+        let last = &mut row[full..full + l];
+        V::load(last).mul(inv).store(last);
+        out[full..].copy_from_slice(&last[..len - full]);
+    }
+}
+
+/// One sample's backward, head by head.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_sample<V: Lanes>(
+    panels: &Panels<V>,
+    scale: V::E,
+    qkv: &[V::E],
+    probs: &[V::E],
+    dcontext: &[V::E],
+    beta: V::E,
+    dqkv: &mut [V::E],
+    ws: &mut Workspace<V::E>,
+) {
+    let AttentionShape {
+        seq, head_dim: dh, ..
+    } = panels.shape;
+    let (d, sp, dp, l) = (
+        panels.shape.width(),
+        panels.seq_padded,
+        panels.dim_padded,
+        V::LANES,
+    );
+    let ld = 3 * d;
+    let scale_v = V::splat(scale);
+    let [keys, queries, grads] = &mut ws.rows;
+    for (h, head_probs) in probs.chunks_exact(seq * seq).enumerate() {
+        let (q, k, v) = (&qkv[h * dh..], &qkv[d + h * dh..], &qkv[2 * d + h * dh..]);
+        let g = &dcontext[h * dh..];
+        panels.pack_transposed(v, ld, &mut ws.transposed);
+        panels.pack_rows(k, ld, keys);
+        panels.pack_rows(q, ld, queries);
+        panels.pack_rows(g, d, grads);
+        for (padded, row) in ws
+            .probs
+            .chunks_exact_mut(sp)
+            .zip(head_probs.chunks_exact(seq))
+        {
+            copy_short::<V>(row, &mut padded[..seq]);
+        }
+        // dP = G V^T
+        let dp_panel = Panel {
+            out: &mut ws.dscores,
+            ld: sp,
+            masked: None,
+        };
+        product::<V, false>(seq, sp / l, dh, g, d, &ws.transposed, sp, dp_panel);
+        // dZ = s P (dP - <P, dP>) row by row (0 on padding keys, where P is 0).
+        for (dz, p) in ws
+            .dscores
+            .chunks_exact_mut(sp)
+            .zip(ws.probs.chunks_exact(sp))
+        {
+            let mut inner = V::splat(V::E::ZERO);
+            for (dzc, pc) in dz.chunks_exact(l).zip(p.chunks_exact(l)) {
+                inner = V::fma(V::load(pc), V::load(dzc), inner);
+            }
+            let inner = V::splat(inner.hsum());
+            for (dzc, pc) in dz.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
+                V::load(pc)
+                    .mul(V::load(dzc).sub(inner))
+                    .mul(scale_v)
+                    .store(dzc);
+            }
+        }
+        let dscores = &ws.dscores;
+        // dQ = dZ K
+        let out = &mut dqkv[h * dh..];
+        let dq = HeadColumns { out, ld, dh, beta };
+        product::<V, false>(seq, dp / l, seq, dscores, sp, keys, dp, dq);
+        // dK = dZ^T Q
+        let out = &mut dqkv[d + h * dh..];
+        let dk = HeadColumns { out, ld, dh, beta };
+        product::<V, true>(seq, dp / l, seq, dscores, sp, queries, dp, dk);
+        // dV = P^T G
+        let out = &mut dqkv[2 * d + h * dh..];
+        let dv = HeadColumns { out, ld, dh, beta };
+        product::<V, true>(seq, dp / l, seq, head_probs, seq, grads, dp, dv);
+    }
+}
