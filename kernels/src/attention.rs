@@ -207,6 +207,28 @@ impl AttentionShape {
     }
 }
 
+/// Evaluate `$body` with `$V` the [`Lanes`] for `$T` on this CPU: 512-bit vectors for f32 when
+/// the GEMM kernels use AVX-512 (see [`crate::gemm::KernelVariant`]), `wide`'s otherwise.
+macro_rules! with_lanes {
+    ($T:ty, $V:ident => $body:expr) => {
+        match precision::<$T>() {
+            Precision::F32 => {
+                #[cfg(target_arch = "x86_64")]
+                if current_variant() == KernelVariant::Avx512 {
+                    type $V = crate::attention_avx512::F32x16;
+                    return $body;
+                }
+                type $V = Wide<f32>;
+                $body
+            }
+            Precision::F64 => {
+                type $V = Wide<f64>;
+                $body
+            }
+        }
+    };
+}
+
 /// Attention forward (see the module documentation): `probs <- P`, `context <- P V`.
 /// `real_keys` (`B S` entries, `true` on a real token) masks keys out; `None` attends to all.
 /// Neither output is read.
@@ -228,34 +250,14 @@ pub fn attention_forward<T: Float>(
     if shape.batch * shape.seq * shape.heads == 0 {
         return;
     }
-    match precision::<T>() {
-        Precision::F32 => {
-            let args = (
-                same(scale),
-                cast(qkv),
-                real_keys,
-                cast_mut(probs),
-                cast_mut(context),
-            );
-            #[cfg(target_arch = "x86_64")]
-            if current_variant() == KernelVariant::Avx512 {
-                let (scale, qkv, real_keys, probs, context) = args;
-                return forward_with::<crate::attention_avx512::F32x16>(
-                    shape, scale, qkv, real_keys, probs, context,
-                );
-            }
-            let (scale, qkv, real_keys, probs, context) = args;
-            forward_with::<Wide<f32>>(shape, scale, qkv, real_keys, probs, context)
-        }
-        Precision::F64 => forward_with::<Wide<f64>>(
-            shape,
-            same(scale),
-            cast(qkv),
-            real_keys,
-            cast_mut(probs),
-            cast_mut(context),
-        ),
-    }
+    with_lanes!(T, V => forward_with::<V>(
+        shape,
+        same(scale),
+        cast(qkv),
+        real_keys,
+        cast_mut(probs),
+        cast_mut(context),
+    ))
 }
 
 /// [`attention_forward`] with the vectors `V`, sample by sample (in parallel above
@@ -282,17 +284,30 @@ fn forward_with<V: Lanes>(
     } else {
         context.chunks_exact_mut(seq * d).collect()
     };
-    let per_probs = shape.heads * seq * seq;
-    if threading::parallel(work(shape)) {
-        probs
-            .par_chunks_mut(per_probs)
-            .zip(contexts)
+    let outputs = probs
+        .chunks_exact_mut(shape.heads * seq * seq)
+        .zip(contexts);
+    for_each_sample(&panels, outputs.collect(), |ws, b, (p, c)| {
+        sample(ws, b, p, c)
+    });
+}
+
+/// `sample(workspace, b, output_b)` for every sample `b`: on the rayon pool when the problem is
+/// large enough (one workspace per task), else in order on this thread.
+fn for_each_sample<V: Lanes, O: Send>(
+    panels: &Panels<V>,
+    outputs: Vec<O>,
+    sample: impl Fn(&mut Workspace<V::E>, usize, O) + Sync,
+) {
+    if threading::parallel(work(panels.shape)) {
+        outputs
+            .into_par_iter()
             .enumerate()
-            .for_each_init(|| panels.workspace(), |ws, (b, (p, c))| sample(ws, b, p, c));
+            .for_each_init(|| panels.workspace(), |ws, (b, o)| sample(ws, b, o));
     } else {
         let mut ws = panels.workspace();
-        for (b, (p, c)) in probs.chunks_exact_mut(per_probs).zip(contexts).enumerate() {
-            sample(&mut ws, b, p, c);
+        for (b, o) in outputs.into_iter().enumerate() {
+            sample(&mut ws, b, o);
         }
     }
 }
@@ -316,40 +331,15 @@ pub fn attention_backward<T: Float>(
     if dqkv.is_empty() {
         return;
     }
-    match precision::<T>() {
-        Precision::F32 => {
-            let args = (
-                same(scale),
-                cast(qkv),
-                cast(probs),
-                cast(dcontext),
-                same(beta),
-            );
-            let (scale, qkv, probs, dcontext, beta) = args;
-            #[cfg(target_arch = "x86_64")]
-            if current_variant() == KernelVariant::Avx512 {
-                return backward_with::<crate::attention_avx512::F32x16>(
-                    shape,
-                    scale,
-                    qkv,
-                    probs,
-                    dcontext,
-                    beta,
-                    cast_mut(dqkv),
-                );
-            }
-            backward_with::<Wide<f32>>(shape, scale, qkv, probs, dcontext, beta, cast_mut(dqkv))
-        }
-        Precision::F64 => backward_with::<Wide<f64>>(
-            shape,
-            same(scale),
-            cast(qkv),
-            cast(probs),
-            cast(dcontext),
-            same(beta),
-            cast_mut(dqkv),
-        ),
-    }
+    with_lanes!(T, V => backward_with::<V>(
+        shape,
+        same(scale),
+        cast(qkv),
+        cast(probs),
+        cast(dcontext),
+        same(beta),
+        cast_mut(dqkv),
+    ))
 }
 
 /// [`attention_backward`] with the vectors `V`, sample by sample.
@@ -377,16 +367,7 @@ fn backward_with<V: Lanes>(
             ws,
         );
     };
-    if threading::parallel(work(shape)) {
-        dqkv.par_chunks_mut(per_qkv)
-            .enumerate()
-            .for_each_init(|| panels.workspace(), |ws, (b, dx)| sample(ws, b, dx));
-    } else {
-        let mut ws = panels.workspace();
-        for (b, dx) in dqkv.chunks_exact_mut(per_qkv).enumerate() {
-            sample(&mut ws, b, dx);
-        }
-    }
+    for_each_sample(&panels, dqkv.chunks_exact_mut(per_qkv).collect(), sample);
 }
 
 /// Multiply-adds of the forward pass (the backward does twice as many).
@@ -591,7 +572,30 @@ pub(crate) struct Workspace<E> {
     mask: Vec<E>,
 }
 
+/// The sizes one head's loops use.
+struct Dims {
+    /// Tokens `S`.
+    seq: usize,
+    /// Head columns `dh`.
+    dh: usize,
+    /// Model width `d` (the context's leading dimension; `qkv`'s is `3d`).
+    d: usize,
+    /// `S'`, `dh'`: rounded up to whole vectors.
+    sp: usize,
+    dp: usize,
+}
+
 impl<V: Lanes> Panels<V> {
+    fn dims(&self) -> Dims {
+        Dims {
+            seq: self.shape.seq,
+            dh: self.shape.head_dim,
+            d: self.shape.width(),
+            sp: self.seq_padded,
+            dp: self.dim_padded,
+        }
+    }
+
     fn new(shape: AttentionShape) -> Self {
         let l = V::LANES;
         Self {
@@ -666,16 +670,8 @@ pub(crate) fn forward_sample<V: Lanes>(
     context: &mut [V::E],
     ws: &mut Workspace<V::E>,
 ) {
-    let AttentionShape {
-        seq, head_dim: dh, ..
-    } = panels.shape;
-    let (d, sp, dp, l) = (
-        panels.shape.width(),
-        panels.seq_padded,
-        panels.dim_padded,
-        V::LANES,
-    );
-    let ld = 3 * d;
+    let Dims { seq, dh, d, sp, dp } = panels.dims();
+    let (ld, l) = (3 * d, V::LANES);
     for (j, m) in ws.mask.iter_mut().enumerate() {
         let real = j < seq && real_keys.is_none_or(|r| r[j]);
         *m = if real { V::E::ZERO } else { V::E::NEG_INFINITY };
@@ -683,7 +679,7 @@ pub(crate) fn forward_sample<V: Lanes>(
     let scale_v = V::splat(scale);
     let [values, _, _] = &mut ws.rows;
     for (h, head_probs) in probs.chunks_exact_mut(seq * seq).enumerate() {
-        let (q, k, v) = (&qkv[h * dh..], &qkv[d + h * dh..], &qkv[2 * d + h * dh..]);
+        let [q, k, v] = [0, d, 2 * d].map(|part| &qkv[part + h * dh..]);
         panels.pack_transposed(k, ld, &mut ws.transposed);
         panels.pack_rows(v, ld, values);
         // Z = s Q K^T + M, row by row into the padded score panel.
@@ -771,20 +767,12 @@ pub(crate) fn backward_sample<V: Lanes>(
     dqkv: &mut [V::E],
     ws: &mut Workspace<V::E>,
 ) {
-    let AttentionShape {
-        seq, head_dim: dh, ..
-    } = panels.shape;
-    let (d, sp, dp, l) = (
-        panels.shape.width(),
-        panels.seq_padded,
-        panels.dim_padded,
-        V::LANES,
-    );
-    let ld = 3 * d;
+    let Dims { seq, dh, d, sp, dp } = panels.dims();
+    let (ld, l) = (3 * d, V::LANES);
     let scale_v = V::splat(scale);
     let [keys, queries, grads] = &mut ws.rows;
     for (h, head_probs) in probs.chunks_exact(seq * seq).enumerate() {
-        let (q, k, v) = (&qkv[h * dh..], &qkv[d + h * dh..], &qkv[2 * d + h * dh..]);
+        let [q, k, v] = [0, d, 2 * d].map(|part| &qkv[part + h * dh..]);
         let g = &dcontext[h * dh..];
         panels.pack_transposed(v, ld, &mut ws.transposed);
         panels.pack_rows(k, ld, keys);
