@@ -2,8 +2,9 @@
 //!
 //! `Phi` and `phi` are evaluated together by [`crate::simd::normal_cdf_and_pdf`] (an erfc
 //! Chebyshev approximation, relative error about 1e-15 in f64 and a few f32 ulp in f32, accurate
-//! far into the left tail where `1 + erf` would cancel; one shared `exp(-x^2 / 2)`). The last `len % LANES` elements go
-//! through the same vector code on a zero-padded copy, so every element gets the same formula.
+//! far into the left tail where `1 + erf` would cancel; one shared `exp(-x^2 / 2)`). The last
+//! `len % LANES` elements go through the same vector code on a zero-padded copy, so every
+//! element gets the same formula.
 //! Elementwise, so threads (fixed blocks of [`crate::threading::CHUNK_ELEMS`]) cannot change
 //! any bit.
 

@@ -195,8 +195,8 @@ pub(crate) fn erfc_nonneg<S: Simd>(z: S::V) -> S::V {
     t * S::vexp(f - z * z)
 }
 
-/// `(t, F(4t - 2))` with `erfc(z) = t exp(F - z^2)` for `z >= 0`; `F` lies in about
-/// `[-1.3, -0.6]`, so `exp(F)` needs no range handling.
+/// `(t, F(4t - 2))` with `erfc(z) = t exp(F - z^2)` for `z >= 0`; `F` lies in
+/// `[log(1 / (2 sqrt pi)), 0] = [-1.27, 0]`, so `exp(F)` needs no range handling.
 #[inline(always)]
 fn erfc_parts<S: Simd>(z: S::V) -> (S::V, S::V) {
     let two = S::splat(S::from_f64(2.0));
