@@ -36,12 +36,15 @@
 //!
 //! The code is written once over [`Lanes`]: `wide`'s 256-bit vectors (f32 and f64, any target)
 //! and, for f32 on CPUs with AVX-512F, 512-bit ones (`attention_avx512.rs`), chosen like the
-//! GEMM kernels ([`crate::gemm::KernelVariant`], `BENIGN_GEMM_KERNEL`). On the 2-core Ice Lake machine
-//! (`examples/attention_probe.rs`, interleaved best-of-20, 32 samples x 50 tokens x 4 heads of
-//! 16, one thread) the fused forward took 0.81-0.86 ms with 512-bit vectors, 0.90-0.92 ms with
-//! 256-bit ones, and 1.2 ms as per-head GEMM calls plus a softmax pass; the backward 1.3-1.4 ms
-//! either width, against 1.4-1.5 ms. Both are bound less by multiply-adds than by the short
-//! rows' packing, the score rows' exp, and the probabilities' memory traffic.
+//! GEMM kernels ([`crate::gemm::KernelVariant`], `BENIGN_GEMM_KERNEL`).
+//!
+//! Measured on the 2-core Ice Lake machine (`examples/attention_probe.rs`, interleaved best of
+//! 20, 32 samples x 50 tokens x 4 heads of 16, one thread): the forward took 0.81-0.86 ms with
+//! 512-bit vectors, 0.90-0.92 ms with 256-bit ones, and 1.2 ms as per-head GEMM calls plus a
+//! softmax pass; the backward 1.3-1.4 ms with either width, against 1.4-1.5 ms. Leaving out one
+//! step of the 256-bit forward at a time, the score rows' softmax (their exp) was about 40% of
+//! it, the scores and the `P V` product about 20% each: the multiply-adds are not what bounds
+//! these short rows, which is why the wider vectors gain little.
 //!
 //! Samples are independent: threads take whole samples, and each output element has one fixed
 //! reduction order, so results are bit-identical for any thread count.
