@@ -17,26 +17,8 @@ use benign_kernels::{attention_backward, attention_forward, reference, Attention
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn random<T: Float>(rng: &mut ChaCha8Rng, len: usize, scale: f64) -> Vec<T> {
-    (0..len)
-        .map(|_| T::from_f64(scale * rng.random_range(-1.0..1.0)))
-        .collect()
-}
-
-fn widen<T: Float>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| x.to_f64()).collect()
-}
-
-fn bits<T: Float>(v: &[T]) -> Vec<u64> {
-    v.iter().map(|x| x.to_f64().to_bits()).collect()
-}
-
-fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .unwrap()
-}
+mod common;
+use common::{bits, pool, random, widen};
 
 /// `|got - want| <= tol (|want| + max |want|)` element by element (NaN only where the
 /// reference has NaN).

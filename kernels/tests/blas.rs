@@ -10,31 +10,13 @@
 //! widened exactly to f64, so the reference error is negligible.
 
 use benign_kernels::{reference, Float, Transpose};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::{bits, pool, random, widen};
+
 const SIZES: [usize; 15] = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65];
-
-fn random<T: Float>(rng: &mut ChaCha8Rng, len: usize) -> Vec<T> {
-    (0..len)
-        .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
-        .collect()
-}
-
-fn widen<T: Float>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| x.to_f64()).collect()
-}
-
-fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .unwrap()
-}
-
-fn bits<T: Float>(v: &[T]) -> Vec<u64> {
-    v.iter().map(|x| x.to_f64().to_bits()).collect()
-}
 
 /// `|got - want| <= (k + 4) eps scale + tiny`, element by element, with a message.
 fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], k: usize, scale: &[f64]) {
@@ -53,8 +35,8 @@ fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], k: usize, scale: 
 
 fn check_level1<T: Float>(rng: &mut ChaCha8Rng) {
     for &n in SIZES.iter().chain(&[127, 128, 129, 1000, 4097]) {
-        let x = random::<T>(rng, n);
-        let y = random::<T>(rng, n);
+        let x = random::<T>(rng, n, 1.0);
+        let y = random::<T>(rng, n, 1.0);
         let (xw, yw) = (widen(&x), widen(&y));
         let abs_dot: f64 = xw.iter().zip(&yw).map(|(a, b)| (a * b).abs()).sum();
         assert_close(
@@ -109,6 +91,7 @@ fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usi
         } else {
             (rows - 1) * ldx + cols
         },
+        1.0,
     );
     let xw = widen(&x);
     let abs: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
@@ -165,13 +148,13 @@ fn check_gemv<T: Float>(
     alpha: f64,
     beta: f64,
 ) {
-    let a = random::<T>(rng, if m == 0 { 0 } else { (m - 1) * lda + n });
+    let a = random::<T>(rng, if m == 0 { 0 } else { (m - 1) * lda + n }, 1.0);
     let (xl, yl) = match ta {
         Transpose::No => (n, m),
         Transpose::Yes => (m, n),
     };
-    let x = random::<T>(rng, xl);
-    let mut y = random::<T>(rng, yl);
+    let x = random::<T>(rng, xl, 1.0);
+    let mut y = random::<T>(rng, yl, 1.0);
     if beta == 0.0 {
         // beta == 0 must never read y.
         y.iter_mut().for_each(|v| *v = T::from_f64(f64::NAN));
@@ -246,9 +229,9 @@ fn gemv_matches_reference_on_large_and_threaded_shapes() {
 }
 
 fn check_ger<T: Float>(rng: &mut ChaCha8Rng, m: usize, n: usize, lda: usize, alpha: f64) {
-    let mut a = random::<T>(rng, if m == 0 { 0 } else { (m - 1) * lda + n });
-    let x = random::<T>(rng, m);
-    let y = random::<T>(rng, n);
+    let mut a = random::<T>(rng, if m == 0 { 0 } else { (m - 1) * lda + n }, 1.0);
+    let x = random::<T>(rng, m, 1.0);
+    let y = random::<T>(rng, n, 1.0);
     let (xw, yw) = (widen(&x), widen(&y));
     let mut want = widen(&a);
     reference::ger(m, n, alpha, &xw, &yw, &mut want, lda);
@@ -290,9 +273,9 @@ fn ger_matches_reference() {
 
 fn threaded_bits<T: Float>(rng: &mut ChaCha8Rng) {
     let (m, n) = (1031, 1543);
-    let a = random::<T>(rng, m * n);
-    let xs = random::<T>(rng, n.max(m));
-    let y0 = random::<T>(rng, n.max(m));
+    let a = random::<T>(rng, m * n, 1.0);
+    let xs = random::<T>(rng, n.max(m), 1.0);
+    let y0 = random::<T>(rng, n.max(m), 1.0);
     let run = |threads: usize| {
         pool(threads).install(|| {
             let mut out = Vec::new();

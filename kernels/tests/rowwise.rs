@@ -13,28 +13,10 @@ use benign_kernels::{reference, simd::testing, Float};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::{bits, pool, random, widen};
+
 const COLS: [usize; 16] = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65];
-
-fn random<T: Float>(rng: &mut ChaCha8Rng, len: usize, scale: f64) -> Vec<T> {
-    (0..len)
-        .map(|_| T::from_f64(scale * rng.random_range(-1.0..1.0)))
-        .collect()
-}
-
-fn widen<T: Float>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| x.to_f64()).collect()
-}
-
-fn bits<T: Float>(v: &[T]) -> Vec<u64> {
-    v.iter().map(|x| x.to_f64().to_bits()).collect()
-}
-
-fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .unwrap()
-}
 
 /// `|got - want| <= rel |want| + abs`, with equal infinities and NaN == NaN accepted.
 fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], rel: f64, abs: f64) {

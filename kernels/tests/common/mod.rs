@@ -1,5 +1,6 @@
 //! The GEMM test harness shared by `tests/gemm.rs` (the packed path) and
-//! `tests/gemm_direct.rs` (the direct path): cases, operands with padded leading dimensions,
+//! `tests/gemm_direct.rs` (the direct path), and the small helpers (random inputs, f64 copies,
+//! bit patterns, pools) the row-wise and attention tests share: cases, operands with padded leading dimensions,
 //! the run under a chosen kernel variant and path, and the check against the f64 reference.
 //!
 //! Error bound, per element:
@@ -253,4 +254,21 @@ pub fn pool(threads: usize) -> rayon::ThreadPool {
         .num_threads(threads)
         .build()
         .unwrap()
+}
+
+/// `len` values uniform in `[-scale, scale)`, rounded to `T`.
+pub fn random<T: Float>(rng: &mut ChaCha8Rng, len: usize, scale: f64) -> Vec<T> {
+    (0..len)
+        .map(|_| T::from_f64(scale * rng.random_range(-1.0..1.0)))
+        .collect()
+}
+
+/// The values in f64 (exact).
+pub fn widen<T: Float>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+/// The values' bit patterns (through f64, exact), for bit-identity checks.
+pub fn bits<T: Float>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.to_f64().to_bits()).collect()
 }
