@@ -83,6 +83,11 @@ pub(crate) trait Lanes: Copy {
     /// `e^x` for `x <= 0`: about 1 ulp down to the smallest normal result, 0 below that and
     /// for `-inf` (what a softmax over max-subtracted scores needs).
     fn exp_nonpositive(self) -> Self;
+    /// `out[t ldo + j] = x[j ld + t]` for `j, t < LANES` (one block transposed), or `false`
+    /// without touching `out` when this vector type has no fast transpose.
+    fn transpose_block(_x: &[Self::E], _ld: usize, _out: &mut [Self::E], _ldo: usize) -> bool {
+        false
+    }
 
     /// One sample's forward; vectors that need CPU features wrap it in a function compiled
     /// with them.
@@ -165,6 +170,22 @@ impl<S: Simd> Lanes for Wide<S> {
     fn exp_nonpositive(self) -> Self {
         // wide's exp maps lanes out of its range (and -inf) to 0.
         Wide(S::wide_exp(self.0))
+    }
+    #[inline(always)]
+    fn transpose_block(x: &[S], ld: usize, out: &mut [S], ldo: usize) -> bool {
+        let l = S::LANES;
+        let mut block = [S::ZERO; 64];
+        let mut columns = [S::splat(S::ZERO); 8];
+        for (j, row) in block[..l * l].chunks_exact_mut(l).enumerate() {
+            row.copy_from_slice(&x[j * ld..j * ld + l]);
+        }
+        if !S::transpose_in(&block[..l * l], &mut columns) {
+            return false;
+        }
+        for (t, &column) in columns[..l].iter().enumerate() {
+            S::store(column, &mut out[t * ldo..t * ldo + l]);
+        }
+        true
     }
 }
 
@@ -566,6 +587,7 @@ pub(crate) struct Workspace<E> {
     /// `dh x S'`: `K^T` (forward) or `V^T` (backward), zero beyond `S` keys.
     transposed: Vec<E>,
     /// `S x dh'` row panels, zero beyond `dh` columns: `V` (forward); `K`, `Q`, `G` (backward).
+    /// Used only when `dh` is not a whole number of vectors (else the rows are read in place).
     rows: [Vec<E>; 3],
     /// `S x S'`: the scores (forward), `P` (backward), zero beyond `S` keys.
     probs: Vec<E>,
@@ -614,37 +636,64 @@ impl<V: Lanes> Panels<V> {
         let zeros = |n: usize| vec![V::E::ZERO; n];
         Workspace {
             transposed: zeros(self.shape.head_dim * sp),
-            rows: std::array::from_fn(|_| zeros(seq * dp)),
+            rows: std::array::from_fn(|_| {
+                zeros(if self.shape.head_dim == dp {
+                    0
+                } else {
+                    seq * dp
+                })
+            }),
             probs: zeros(seq * sp),
             dscores: zeros(seq * sp),
             mask: zeros(sp),
         }
     }
 
-    /// `out[t S' + j] = x[j ld + t]` for `j < S`, `t < dh` (the padding stays zero).
+    /// `out[t S' + j] = x[j ld + t]` for `j < S`, `t < dh` (the padding stays zero): whole
+    /// `L x L` blocks by [`Lanes::transpose_block`] where the vector type has one, the rest
+    /// element by element.
     #[inline(always)]
     fn pack_transposed(&self, x: &[V::E], ld: usize, out: &mut [V::E]) {
-        let (seq, dh, sp) = (self.shape.seq, self.shape.head_dim, self.seq_padded);
+        let (seq, dh, sp, l) = (
+            self.shape.seq,
+            self.shape.head_dim,
+            self.seq_padded,
+            V::LANES,
+        );
         if dh == 0 {
             return;
         }
+        let (mut full_seq, full_dh) = (seq - seq % l, dh - dh % l);
+        'blocks: for j0 in (0..full_seq).step_by(l) {
+            for t0 in (0..full_dh).step_by(l) {
+                if !V::transpose_block(&x[j0 * ld + t0..], ld, &mut out[t0 * sp + j0..], sp) {
+                    full_seq = 0;
+                    break 'blocks;
+                }
+            }
+        }
         for (t, out_row) in out.chunks_exact_mut(sp).enumerate() {
-            for (j, o) in out_row[..seq].iter_mut().enumerate() {
+            // the block columns of this row are done when t < full_dh
+            let start = if t < full_dh { full_seq } else { 0 };
+            for (j, o) in out_row[..seq].iter_mut().enumerate().skip(start) {
                 *o = x[j * ld + t];
             }
         }
     }
 
-    /// `out[j dh' + t] = x[j ld + t]` for `j < S`, `t < dh` (the padding stays zero).
+    /// The `S x dh` rows `x[j ld ..][..dh]` as a B operand of [`product`] (which reads `dh'`
+    /// columns of each row): in place when `dh` is a whole number of vectors (`dh' = dh`), else
+    /// packed into `out` as `out[j dh' + t] = x[j ld + t]` with zero padding.
     #[inline(always)]
-    fn pack_rows(&self, x: &[V::E], ld: usize, out: &mut [V::E]) {
+    fn rows<'a>(&self, x: &'a [V::E], ld: usize, out: &'a mut [V::E]) -> (&'a [V::E], usize) {
         let (dh, dp) = (self.shape.head_dim, self.dim_padded);
-        if dp == 0 {
-            return;
+        if dh == dp {
+            return (x, ld);
         }
         for (row, packed) in x.chunks(ld).zip(out.chunks_exact_mut(dp)) {
             copy_short::<V>(&row[..dh], &mut packed[..dh]);
         }
+        (out, dp)
     }
 }
 
@@ -684,7 +733,7 @@ pub(crate) fn forward_sample<V: Lanes>(
     for (h, head_probs) in probs.chunks_exact_mut(seq * seq).enumerate() {
         let [q, k, v] = [0, d, 2 * d].map(|part| &qkv[part + h * dh..]);
         panels.pack_transposed(k, ld, &mut ws.transposed);
-        panels.pack_rows(v, ld, values);
+        let (values, ldv) = panels.rows(v, ld, values);
         // Z = s Q K^T + M, row by row into the padded score panel.
         let scores = Panel {
             out: &mut ws.probs,
@@ -706,7 +755,7 @@ pub(crate) fn forward_sample<V: Lanes>(
             dh,
             beta: V::E::ZERO,
         };
-        product::<V, false>(seq, dp / l, seq, head_probs, seq, values, dp, out);
+        product::<V, false>(seq, dp / l, seq, head_probs, seq, values, ldv, out);
     }
 }
 
@@ -778,9 +827,9 @@ pub(crate) fn backward_sample<V: Lanes>(
         let [q, k, v] = [0, d, 2 * d].map(|part| &qkv[part + h * dh..]);
         let g = &dcontext[h * dh..];
         panels.pack_transposed(v, ld, &mut ws.transposed);
-        panels.pack_rows(k, ld, keys);
-        panels.pack_rows(q, ld, queries);
-        panels.pack_rows(g, d, grads);
+        let (keys, ldk) = panels.rows(k, ld, keys);
+        let (queries, ldq) = panels.rows(q, ld, queries);
+        let (grads, ldg) = panels.rows(g, d, grads);
         for (padded, row) in ws
             .probs
             .chunks_exact_mut(sp)
@@ -817,14 +866,14 @@ pub(crate) fn backward_sample<V: Lanes>(
         // dQ = dZ K
         let out = &mut dqkv[h * dh..];
         let dq = HeadColumns { out, ld, dh, beta };
-        product::<V, false>(seq, dp / l, seq, dscores, sp, keys, dp, dq);
+        product::<V, false>(seq, dp / l, seq, dscores, sp, keys, ldk, dq);
         // dK = dZ^T Q
         let out = &mut dqkv[d + h * dh..];
         let dk = HeadColumns { out, ld, dh, beta };
-        product::<V, true>(seq, dp / l, seq, dscores, sp, queries, dp, dk);
+        product::<V, true>(seq, dp / l, seq, dscores, sp, queries, ldq, dk);
         // dV = P^T G
         let out = &mut dqkv[2 * d + h * dh..];
         let dv = HeadColumns { out, ld, dh, beta };
-        product::<V, true>(seq, dp / l, seq, head_probs, seq, grads, dp, dv);
+        product::<V, true>(seq, dp / l, seq, head_probs, seq, grads, ldg, dv);
     }
 }

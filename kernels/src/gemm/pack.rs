@@ -76,13 +76,44 @@ pub fn pack_a<S: Float>(
                 }
             }
             Transpose::Yes => {
-                // column p of op(A) is contiguous in storage: copy mr at a time
-                for (p, dst_column) in depth.clone().zip(panel.chunks_exact_mut(mr)) {
-                    let src = &a.data[p * a.ld + first_row..][..panel_rows];
-                    dst_column[..panel_rows].copy_from_slice(src);
-                    dst_column[panel_rows..].fill(S::ZERO);
+                // column p of op(A) is contiguous in storage: copy mr at a time, with the
+                // kernels' MR as a constant so that a column is a few moves, not a memcpy call
+                let sources = &a.data[first_row..];
+                match mr {
+                    6 => copy_columns::<S, 6>(panel, sources, a.ld, depth.clone(), panel_rows),
+                    12 => copy_columns::<S, 12>(panel, sources, a.ld, depth.clone(), panel_rows),
+                    14 => copy_columns::<S, 14>(panel, sources, a.ld, depth.clone(), panel_rows),
+                    _ => {
+                        for (p, dst_column) in depth.clone().zip(panel.chunks_exact_mut(mr)) {
+                            let src = &sources[p * a.ld..][..panel_rows];
+                            dst_column[..panel_rows].copy_from_slice(src);
+                            dst_column[panel_rows..].fill(S::ZERO);
+                        }
+                    }
                 }
             }
+        }
+    }
+}
+
+/// One A micro-panel from a transposed A: column `p` of the panel is `MR` consecutive
+/// scalars of storage row `p` (`sources[p * ld..]`), zero-padded past `rows`.
+#[inline(always)]
+fn copy_columns<S: Float, const MR: usize>(
+    panel: &mut [S],
+    sources: &[S],
+    ld: usize,
+    depth: Range<usize>,
+    rows: usize,
+) {
+    for (p, dst_column) in depth.zip(panel.chunks_exact_mut(MR)) {
+        let src = &sources[p * ld..];
+        if rows == MR {
+            let src: &[S; MR] = src[..MR].try_into().expect("MR scalars");
+            dst_column.copy_from_slice(src);
+        } else {
+            dst_column[..rows].copy_from_slice(&src[..rows]);
+            dst_column[rows..].fill(S::ZERO);
         }
     }
 }
