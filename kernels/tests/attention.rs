@@ -18,28 +18,16 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
-use common::{bits, pool, random, widen};
+use common::{assert_close, bits, pool, random, widen};
 
 /// `|got - want| <= tol (|want| + max |want|)` element by element (NaN only where the
 /// reference has NaN).
-fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
+fn assert_scaled_close<T: Float>(what: &str, got: &[T], want: &[f64], tol: f64) {
     let scale = want
         .iter()
         .filter(|w| w.is_finite())
         .fold(0.0f64, |m, w| m.max(w.abs()));
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let g = g.to_f64();
-        if g == w || (g.is_nan() && w.is_nan()) {
-            continue;
-        }
-        let err = (g - w).abs();
-        assert!(
-            err <= tol * (w.abs() + scale),
-            "{what} ({}): element {i}: got {g:e}, want {w:e}, err {err:e}",
-            T::NAME
-        );
-    }
+    assert_close(what, got, want, tol, tol * scale);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -120,8 +108,8 @@ fn check<T: Float>(rng: &mut ChaCha8Rng, shape: AttentionShape, mask: Mask, beta
     let (probs, context) = problem.forward();
     let (want_probs, want_context) = problem.reference_forward();
     let tol = problem.tol();
-    assert_close(&format!("probs {what}"), &probs, &want_probs, tol);
-    assert_close(&format!("context {what}"), &context, &want_context, tol);
+    assert_scaled_close(&format!("probs {what}"), &probs, &want_probs, tol);
+    assert_scaled_close(&format!("context {what}"), &context, &want_context, tol);
 
     // The backward from the kernel's own probabilities (what the autodiff op does), against the
     // reference from the same probabilities.
@@ -150,7 +138,7 @@ fn check<T: Float>(rng: &mut ChaCha8Rng, shape: AttentionShape, mask: Mask, beta
         beta,
         &mut want,
     );
-    assert_close(&format!("dqkv {what}"), &dqkv, &want, tol);
+    assert_scaled_close(&format!("dqkv {what}"), &dqkv, &want, tol);
     if let Some(real) = &problem.real {
         // Masked keys get probability exactly 0; a sample without real keys is all zeros.
         let (b, s, h) = (shape.batch, shape.seq, shape.heads);

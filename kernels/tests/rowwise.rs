@@ -14,26 +14,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
-use common::{bits, pool, random, widen};
+use common::{assert_close, bits, pool, random, widen};
 
 const COLS: [usize; 16] = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65];
-
-/// `|got - want| <= rel |want| + abs`, with equal infinities and NaN == NaN accepted.
-fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], rel: f64, abs: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let g = g.to_f64();
-        if g == w || (g.is_nan() && w.is_nan()) {
-            continue;
-        }
-        let err = (g - w).abs();
-        assert!(
-            err <= rel * w.abs() + abs,
-            "{what} ({}): element {i}: got {g:e}, want {w:e}, err {err:e}",
-            T::NAME
-        );
-    }
-}
 
 fn tol<T: Float>(cols: usize) -> f64 {
     (cols as f64 + 16.0) * T::EPSILON.to_f64()

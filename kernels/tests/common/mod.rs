@@ -272,3 +272,20 @@ pub fn widen<T: Float>(v: &[T]) -> Vec<f64> {
 pub fn bits<T: Float>(v: &[T]) -> Vec<u64> {
     v.iter().map(|x| x.to_f64().to_bits()).collect()
 }
+
+/// `|got - want| <= rel |want| + abs`, with equal infinities and NaN == NaN accepted.
+pub fn assert_close<T: Float>(what: &str, got: &[T], want: &[f64], rel: f64, abs: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = g.to_f64();
+        if g == w || (g.is_nan() && w.is_nan()) {
+            continue;
+        }
+        let err = (g - w).abs();
+        assert!(
+            err <= rel * w.abs() + abs,
+            "{what} ({}): element {i}: got {g:e}, want {w:e}, err {err:e}",
+            T::NAME
+        );
+    }
+}
