@@ -644,7 +644,7 @@ fn axpy_depth_block<V: DirectVector, O: OutRows<V::Scalar>>(
     // loop over the AXPY_ROWS-tall row blocks of V
     let mut row = rows.start;
     while row < rows.end {
-        let height = AXPY_ROWS.min(rows.end - row);
+        let height = edge_rows(AXPY_ROWS, rows.end - row);
         // loop over the column blocks: 3 vectors, then the last 1 or 2 (the last one of them
         // partial when the columns end inside it)
         let mut col = cols.start;
@@ -660,15 +660,9 @@ fn axpy_depth_block<V: DirectVector, O: OutRows<V::Scalar>>(
             };
             let p = &mut partial;
             match (height, vectors) {
-                (4, 3) => axpy_block::<V, 4, 3, O>(view, &block, p, finish, out),
-                (4, 2) => axpy_block::<V, 4, 2, O>(view, &block, p, finish, out),
-                (4, _) => axpy_block::<V, 4, 1, O>(view, &block, p, finish, out),
-                (3, 3) => axpy_block::<V, 3, 3, O>(view, &block, p, finish, out),
-                (3, 2) => axpy_block::<V, 3, 2, O>(view, &block, p, finish, out),
-                (3, _) => axpy_block::<V, 3, 1, O>(view, &block, p, finish, out),
-                (2, 3) => axpy_block::<V, 2, 3, O>(view, &block, p, finish, out),
-                (2, 2) => axpy_block::<V, 2, 2, O>(view, &block, p, finish, out),
-                (2, _) => axpy_block::<V, 2, 1, O>(view, &block, p, finish, out),
+                (AXPY_ROWS, 3) => axpy_block::<V, AXPY_ROWS, 3, O>(view, &block, p, finish, out),
+                (AXPY_ROWS, 2) => axpy_block::<V, AXPY_ROWS, 2, O>(view, &block, p, finish, out),
+                (AXPY_ROWS, _) => axpy_block::<V, AXPY_ROWS, 1, O>(view, &block, p, finish, out),
                 (_, 3) => axpy_block::<V, 1, 3, O>(view, &block, p, finish, out),
                 (_, 2) => axpy_block::<V, 1, 2, O>(view, &block, p, finish, out),
                 (_, _) => axpy_block::<V, 1, 1, O>(view, &block, p, finish, out),
@@ -719,6 +713,21 @@ fn load_row<V: DirectVector, const NV: usize>(
         }
     }
     vectors
+}
+
+/// The height of the next register block: the full `block` rows while `remaining` holds them,
+/// else 1 (the last rows go one at a time). Every `R x NV` shape of [`axpy_block`] and
+/// [`dot_block`] is inlined whole for each vector type and output; with 2- and 3-row edge shapes
+/// too, they were over half of this crate's code and of its compile time (a fuzz build
+/// instruments all of it), for a few rows at the bottom edge. Each element's sum is the same
+/// whatever block it falls in, so this does not change a bit.
+#[inline(always)]
+fn edge_rows(block: usize, remaining: usize) -> usize {
+    if remaining >= block {
+        block
+    } else {
+        1
+    }
 }
 
 /// The rank-`depth` update of one `R x NV`-vector register block, then its write (see
@@ -897,18 +906,18 @@ fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
         // loop over DOT_ROWS_A rows of A
         let mut row = 0;
         while row < m {
-            let height = DOT_ROWS_A.min(m - row);
+            let height = edge_rows(DOT_ROWS_A, m - row);
             let at = (row, col, cols.start);
             match (height, width) {
-                (4, 3) => dot_block::<V, 4, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (4, 2) => dot_block::<V, 4, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (4, _) => dot_block::<V, 4, 1, O>(a, lda, b, ldb, k, at, scalars, out),
-                (3, 3) => dot_block::<V, 3, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (3, 2) => dot_block::<V, 3, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (3, _) => dot_block::<V, 3, 1, O>(a, lda, b, ldb, k, at, scalars, out),
-                (2, 3) => dot_block::<V, 2, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (2, 2) => dot_block::<V, 2, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (2, _) => dot_block::<V, 2, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (DOT_ROWS_A, 3) => {
+                    dot_block::<V, DOT_ROWS_A, 3, O>(a, lda, b, ldb, k, at, scalars, out)
+                }
+                (DOT_ROWS_A, 2) => {
+                    dot_block::<V, DOT_ROWS_A, 2, O>(a, lda, b, ldb, k, at, scalars, out)
+                }
+                (DOT_ROWS_A, _) => {
+                    dot_block::<V, DOT_ROWS_A, 1, O>(a, lda, b, ldb, k, at, scalars, out)
+                }
                 (_, 3) => dot_block::<V, 1, 3, O>(a, lda, b, ldb, k, at, scalars, out),
                 (_, 2) => dot_block::<V, 1, 2, O>(a, lda, b, ldb, k, at, scalars, out),
                 (_, _) => dot_block::<V, 1, 1, O>(a, lda, b, ldb, k, at, scalars, out),
