@@ -1,5 +1,5 @@
 //! Engine tests of the autodiff tape. Per-op finite-difference checks live in the gradcheck
-//! suite (tests/gradcheck.rs); these cover the engine's bookkeeping and the optimizers.
+//! suite (tests/integration/gradcheck.rs); these cover the engine's bookkeeping and the optimizers.
 
 use benign::autodiff::{clip_grad_norm, AdamW, ParamGroup, ParamStore, Sgd, Tape, Tensor};
 use benign::model::attention::{self, Shape};

@@ -597,7 +597,7 @@ fn missing_font_is_a_clear_error() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "font_probe_child",
+            "io_plot::font_probe_child",
             "--include-ignored",
             "--nocapture",
         ])
