@@ -3,19 +3,15 @@
 //! `--model encoder` end to end.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use benign::sweep::results::{read_records, RESULTS_FILE};
 use benign::synthetic::{run, ModelKind, Precision, Preset, RunConfig, RunOptions};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_benign"))
-}
+use super::bin;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("benign-encoder-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    super::temp_scratch("encoder", name)
 }
 
 fn ok(output: &Output) {

@@ -12,3 +12,16 @@ mod pretrain;
 mod realdata;
 mod run;
 mod sweep;
+
+/// The `benign` binary built with these tests.
+fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_benign"))
+}
+
+/// A fresh (removed, not yet created) directory under the system temp dir for test `name` of
+/// `area`, unique to this process.
+fn temp_scratch(area: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("benign-{area}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

@@ -16,9 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("benign-pretrain-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    super::temp_scratch("pretrain", name)
 }
 
 // ---- gradient check --------------------------------------------------------------------------

@@ -5,19 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use benign::sweep::results::{read_records, RunRecord};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_benign"))
-}
+use super::bin;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("benign-sweep-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    super::temp_scratch("sweep", name)
 }
 
 /// A small fast grid: 4 x 3 cells x 2 seeds = 24 runs.
