@@ -19,6 +19,11 @@ For each thread count it runs `target/release/benign pretrain --dataset mnist ..
 (which reports `examples_per_second` over its training steps) and then the PyTorch model, and
 prints the ratio benign / PyTorch. `--attention sdpa` uses PyTorch's fused
 `scaled_dot_product_attention` instead of the explicit softmax (same maths).
+
+benign's classifier computes only the [CLS] row of its last block (the head reads nothing else;
+`cls_block_forward_vars` in src/transformer/block.rs). The default PyTorch model is the usual
+one, every row of every block; `--torch-last-block cls` gives PyTorch the same shortcut, so the
+ratio then compares the same work (the script checks first that both PyTorch forms agree).
 """
 
 import argparse
@@ -83,10 +88,28 @@ class Block(nn.Module):
         x = x + self.out(c.transpose(1, 2).reshape(b, s, d))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
+    def forward_cls(self, x):
+        """Row 0 of `forward(x)`, computed as benign's last block does (`cls_block_forward_vars`):
+        only the [CLS] query, with the key and value projections folded into it."""
+        b, s, d = x.shape
+        hd = d // self.heads
+        h = self.ln1(x)
+        head_mask = torch.zeros(self.heads, d)
+        for i in range(self.heads):
+            head_mask[i, i * hd : (i + 1) * hd] = 1.0
+        q = self.query(h[:, 0])  # [b, d]
+        folded = (q[:, None, :] * head_mask) @ self.key.weight  # [b, H, d]: Wk_h^T q_h
+        a = torch.softmax(folded @ h.transpose(1, 2) / math.sqrt(hd), dim=-1)  # [b, H, s]
+        mixed = a @ h  # [b, H, d]
+        c = ((mixed @ self.value.weight.T) * head_mask).sum(1) + self.value.bias
+        x = x[:, 0] + self.out(c)
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
 
 class Classifier(nn.Module):
-    def __init__(self, patch_dim, seq, d, heads, layers, mlp, classes, sdpa):
+    def __init__(self, patch_dim, seq, d, heads, layers, mlp, classes, sdpa, cls_last_block):
         super().__init__()
+        self.cls_last_block = cls_last_block
         self.embed = nn.Linear(patch_dim, d)
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, seq + 1, d) * 0.02)
@@ -97,6 +120,10 @@ class Classifier(nn.Module):
     def forward(self, x):
         x = self.embed(x)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        if self.cls_last_block:
+            for block in self.blocks[:-1]:
+                x = block(x)
+            return self.head(self.norm(self.blocks[-1].forward_cls(x)))
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x[:, 0]))
@@ -106,9 +133,16 @@ def torch_epochs(x, y, args, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
     model = Classifier(x.shape[2], x.shape[1], args.dim, args.heads, args.layers, args.mlp_dim, 10,
-                       args.attention == "sdpa")
+                       args.attention == "sdpa", args.torch_last_block == "cls")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     x, y = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    if model.cls_last_block:
+        with torch.no_grad():
+            model.cls_last_block = False
+            full = model(x[: args.batch_size])
+            model.cls_last_block = True
+            folded = model(x[: args.batch_size])
+        assert torch.allclose(full, folded, atol=1e-4), (full - folded).abs().max()
     g = torch.Generator().manual_seed(args.seed)
     seconds, examples = 0.0, 0
     for _ in range(args.epochs):
@@ -156,6 +190,9 @@ def main():
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--attention", choices=["manual", "sdpa"], default="manual")
+    p.add_argument("--torch-last-block", choices=["full", "cls"], default="full",
+                   help="full: the usual PyTorch model (every row of every block); cls: the last "
+                        "block computes only the [CLS] row, folded as benign does (same work)")
     p.add_argument("--json", action="store_true", help="print one JSON object per thread count")
     args = p.parse_args()
 
@@ -166,7 +203,8 @@ def main():
     torch.set_num_interop_threads(1)
     print(f"torch {torch.__version__}; model L={args.layers} H={args.heads} d={args.dim} "
           f"mlp={args.mlp_dim}, {x.shape[1]} tokens + [CLS], batch {args.batch_size}, "
-          f"{args.subset} examples x {args.epochs} epochs; attention {args.attention}")
+          f"{args.subset} examples x {args.epochs} epochs; attention {args.attention}; "
+          f"torch last block {args.torch_last_block}")
     for threads in [int(t) for t in args.threads.split(",")]:
         ours = benign_epochs(args, threads)
         theirs = torch_epochs(x, labels, args, threads)

@@ -316,8 +316,135 @@ pub fn block_forward_vars<T: Float>(
     let h = tape.layer_norm(x, vars.ln1.0, vars.ln1.1, eps);
     let qkv = packed_qkv(tape, h, vars);
     let attention = tape.multi_head_attention(qkv, config.heads, real_tokens);
-    let context = attention.context;
-    let out = match (&vars.out, config.residual) {
+    BlockOutput {
+        out: after_attention(tape, vars, config, x, attention.context),
+        attention: attention.probabilities,
+    }
+}
+
+/// What [`cls_block_forward_vars`] computes.
+#[derive(Clone, Copy, Debug)]
+pub struct ClsBlockOutput {
+    /// The block's output at position 0 (the [CLS] token), `[batch, d_model]`.
+    pub out: Var,
+    /// The [CLS] query's attention, `[batch, heads, seq (key)]`: row 0 of
+    /// [`BlockOutput::attention`].
+    pub attention: Var,
+}
+
+/// The block's output at position 0 only: the [CLS] row of [`block_forward_vars`], for a last
+/// block whose other rows nothing reads (a classifier head on [CLS]). Everything after the
+/// attention acts row by row, so only the [CLS] query's attention is needed, and the key and
+/// value projections fold into that one query (per head `h`, with `s = 1/sqrt(d/H)`):
+///
+/// ```text
+/// score_j = s q_h . (Wk_h h_j + bk_h) = s (Wk_h^T q_h) . h_j + const   (the constant cancels
+///                                                                       in the softmax)
+/// c_h     = sum_j a_j (Wv_h h_j + bv_h) = Wv_h (sum_j a_j h_j) + bv_h   (sum_j a_j = 1)
+/// ```
+///
+/// so no key or value is formed for any token: the cost is `O(batch (H d^2 + H seq d))`
+/// instead of the full block's `O(batch seq d (4 d + 2 mlp + 2 seq))`. Position 0 must be a real
+/// token in every sample (the [CLS] token always is), which is what makes `sum_j a_j = 1`. The
+/// query is `Wk_h^T q_h` for every head at once as `(q masked to head h) Wk`, and the context
+/// as the head-masked sum of `(sum_j a_j h_j) Wv^T`: `H` times the multiply-adds of the
+/// per-head products, which at these sizes costs less than splitting the weights per head.
+/// `bk`'s gradient is exactly zero here (in the full block it is rounding noise).
+pub fn cls_block_forward_vars<T: Float>(
+    tape: &mut Tape<T>,
+    vars: &BlockVars,
+    config: &BlockConfig,
+    x: Var,
+    real_tokens: Option<&[bool]>,
+) -> ClsBlockOutput {
+    let shape = tape.shape(x);
+    assert!(
+        shape.rank() == 3 && shape.dim(2) == config.d_model && shape.dim(1) > 0,
+        "cls_block_forward: x must be [batch, seq >= 1, {}], got {shape}",
+        config.d_model
+    );
+    let (batch, seq, d, heads) = (shape.dim(0), shape.dim(1), config.d_model, config.heads);
+    assert!(
+        heads > 0 && d.is_multiple_of(heads),
+        "cls_block_forward: {heads} heads do not divide d_model {d}"
+    );
+    assert_eq!(
+        vars.out.is_some(),
+        config.out_proj,
+        "cls_block_forward: output projection parameters do not match config.out_proj"
+    );
+    let head_dim = d / heads;
+    let eps = T::from_f64(config.ln_eps);
+    let h = tape.layer_norm(x, vars.ln1.0, vars.ln1.1, eps);
+    let h_cls = tape.select(h, 1, 0);
+    let query = linear_forward(tape, h_cls, &vars.query);
+    // head_mask[h, c] = 1 on head h's columns c
+    let head_mask: Vec<T> = (0..heads * d)
+        .map(|i| {
+            T::from_f64(if (i % d) / head_dim == i / d {
+                1.0
+            } else {
+                0.0
+            })
+        })
+        .collect();
+    let head_mask = tape.constant(&[heads, d], &head_mask);
+    let query = tape.reshape(query, &[batch, 1, d]);
+    let query_per_head = tape.mul(query, head_mask);
+    // [batch, heads, d]: row h is Wk_h^T q_h
+    let folded_query = tape.matmul(query_per_head, vars.key.weight);
+    let scores = tape.matmul_t(folded_query, h, false, true);
+    let scores = tape.scale(scores, T::from_f64(1.0 / (head_dim as f64).sqrt()));
+    let mask = real_tokens.map(|real| {
+        assert_eq!(
+            real.len(),
+            batch * seq,
+            "cls_block_forward: key padding mask has {} entries for batch {batch} x seq {seq}",
+            real.len()
+        );
+        // [batch, heads, seq]: each sample's key row repeated over its heads
+        let mut repeated = Vec::with_capacity(batch * heads * seq);
+        for sample in real.chunks_exact(seq) {
+            assert!(
+                sample[0],
+                "cls_block_forward: position 0 must be a real token"
+            );
+            let row = sample
+                .iter()
+                .map(|&r| if r { T::ZERO } else { T::NEG_INFINITY });
+            for _ in 0..heads {
+                repeated.extend(row.clone());
+            }
+        }
+        tape.constant(&[batch, heads, seq], &repeated)
+    });
+    let attention = tape.softmax(scores, mask);
+    // [batch, heads, d]: row h is sum_j a_hj h_j
+    let mixed = tape.matmul(attention, h);
+    let values = tape.matmul_t(mixed, vars.value.weight, false, true);
+    let values = tape.mul(values, head_mask);
+    let context = tape.sum_axis(values, 1);
+    let context = match vars.value.bias {
+        Some(bias) => tape.add(context, bias),
+        None => context,
+    };
+    let x_cls = tape.select(x, 1, 0);
+    ClsBlockOutput {
+        out: after_attention(tape, vars, config, x_cls, context),
+        attention,
+    }
+}
+
+/// The block after the heads are merged into `context`: the output projection (if any), the
+/// residual and the MLP sub-layer.
+fn after_attention<T: Float>(
+    tape: &mut Tape<T>,
+    vars: &BlockVars,
+    config: &BlockConfig,
+    x: Var,
+    context: Var,
+) -> Var {
+    match (&vars.out, config.residual) {
         // x1 = x + c Wo^T + bo in one op.
         (Some(out), true) => {
             let x1 = tape.linear_residual(context, out.weight, out.bias, x);
@@ -328,10 +455,6 @@ pub fn block_forward_vars<T: Float>(
             attention_residual_and_mlp(tape, vars, config, x, context)
         }
         (None, _) => attention_residual_and_mlp(tape, vars, config, x, context),
-    };
-    BlockOutput {
-        out,
-        attention: attention.probabilities,
     }
 }
 
@@ -567,6 +690,85 @@ mod tests {
                 let (sample, query) = (row / (heads * seq), row % seq);
                 if mask[sample * seq + query] {
                     assert_eq!(a, b, "attention row {row}");
+                }
+            }
+        }
+    }
+
+    /// `|a - b| <= 1e-10 (1 + max |b|)` elementwise, with the same length.
+    fn assert_close(a: &[f64], b: &[f64], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let scale = 1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (i, (u, v)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (u - v).abs() <= 1e-10 * scale,
+                "{what}: entry {i}: {u} vs {v}"
+            );
+        }
+    }
+
+    /// `cls_block_forward_vars` against row 0 of the full block in f64: the output, the [CLS]
+    /// attention row, and the gradients of a random linear function of the output with
+    /// respect to the input and every parameter, over head counts, block variants and padding.
+    #[test]
+    fn cls_block_equals_row_zero_of_the_full_block_with_its_gradients() {
+        let (batch, seq, d) = (3, 6, 8);
+        // sample 1 has two padding tokens, sample 2 one in the middle
+        let mut mask = vec![true; batch * seq];
+        mask[seq + 4] = false;
+        mask[seq + 5] = false;
+        mask[2 * seq + 2] = false;
+        for heads in [1, 2, 4] {
+            for (qkv_bias, out_proj, residual) in [
+                (true, true, true),
+                (false, false, true),
+                (true, true, false),
+            ] {
+                let config = BlockConfig {
+                    qkv_bias,
+                    out_proj,
+                    residual,
+                    ..BlockConfig::new(d, heads, 12)
+                };
+                let (store, p) = setup(&config, 21);
+                let x = tokens(batch, seq, d, 22);
+                let weights = tokens(batch, 1, d, 23);
+                for padding in [None, Some(mask.as_slice())] {
+                    let run = |cls_only: bool| {
+                        let mut tape = Tape::<f64>::new();
+                        let xv = tape.variable(&[batch, seq, d], &x);
+                        let vars = p.vars(&mut tape, &store);
+                        let (out, attention) = if cls_only {
+                            let out =
+                                cls_block_forward_vars(&mut tape, &vars, &config, xv, padding);
+                            (out.out, tape.value(out.attention).to_vec())
+                        } else {
+                            let out = block_forward_vars(&mut tape, &vars, &config, xv, padding);
+                            let rows = tape.value(out.attention).chunks(seq * seq);
+                            let first: Vec<f64> = rows.flat_map(|r| r[..seq].to_vec()).collect();
+                            (tape.select(out.out, 1, 0), first)
+                        };
+                        let w = tape.constant(&[batch, d], &weights);
+                        let weighted = tape.mul(out, w);
+                        let loss = tape.sum_all(weighted);
+                        let value = tape.value(out).to_vec();
+                        let grads = tape.backward(loss);
+                        // the key bias is unused by the [CLS] path (its gradient is zero)
+                        let mut all = vec![grads.get(xv).unwrap().to_vec()];
+                        for id in p.ids() {
+                            let zero = vec![0.0; store.value(id).len()];
+                            all.push(grads.param(id).map_or(zero, |g| g.to_vec()));
+                        }
+                        (value, attention, all)
+                    };
+                    let (out_c, att_c, grads_c) = run(true);
+                    let (out_f, att_f, grads_f) = run(false);
+                    let what = format!("heads {heads}, bias {qkv_bias}, out {out_proj}, residual {residual}, padding {}", padding.is_some());
+                    assert_close(&out_c, &out_f, &format!("output, {what}"));
+                    assert_close(&att_c, &att_f, &format!("attention, {what}"));
+                    for (i, (gc, gf)) in grads_c.iter().zip(&grads_f).enumerate() {
+                        assert_close(gc, gf, &format!("gradient {i}, {what}"));
+                    }
                 }
             }
         }

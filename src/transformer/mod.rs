@@ -26,7 +26,7 @@ pub mod block;
 pub mod layers;
 
 pub use block::{
-    attention_residual_and_mlp, block_forward, block_forward_vars, key_padding_mask, BlockConfig,
-    BlockOutput, BlockParams, BlockVars,
+    attention_residual_and_mlp, block_forward, block_forward_vars, cls_block_forward_vars,
+    key_padding_mask, BlockConfig, BlockOutput, BlockParams, BlockVars, ClsBlockOutput,
 };
 pub use layers::{init_uniform, linear_forward, LayerNormParams, Linear, LinearVars};
