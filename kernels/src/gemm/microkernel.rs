@@ -111,6 +111,46 @@ pub fn microkernel<V: Lanes>(kc: usize, a_panel: &[V::Scalar], b_panel: &[V]) ->
     ab
 }
 
+/// [`microkernel`] with a whole `MR`-row strip of A read in place instead of from a packed
+/// micro-panel: A's element `(i, p)` is `a[i * a_stride + p]` when `A_ROWS` (A stored
+/// row-major), `a[p * a_stride + i]` otherwise (`op(A)` stored transposed). Each element is the
+/// same FMA chain in order of `p`, so the tile is bit-identical to packing the strip first.
+#[doc(hidden)]
+#[inline(never)]
+pub fn microkernel_strided<V: Lanes, const A_ROWS: bool>(
+    kc: usize,
+    a: &[V::Scalar],
+    a_stride: usize,
+    b_panel: &[V],
+) -> Tile<V> {
+    let b_panel = &b_panel[..kc * NR_VECTORS];
+    let mut ab = [[V::ZERO; NR_VECTORS]; MR];
+    // one rank-1 update of the tile per depth step, as in `microkernel`
+    let mut update = |a_column: [V::Scalar; MR], b_row: &[V; NR_VECTORS]| {
+        for (ab_row, &a) in ab.iter_mut().zip(&a_column) {
+            let a = V::splat(a);
+            for (acc, &b) in ab_row.iter_mut().zip(b_row) {
+                *acc = a.mul_add(b, *acc);
+            }
+        }
+    };
+    if A_ROWS {
+        // the strip's rows, each exactly kc long, so `row[p]` needs no bounds check
+        let rows: [&[V::Scalar]; MR] = std::array::from_fn(|i| &a[i * a_stride..][..kc]);
+        for p in 0..kc {
+            let b_row: &[V; NR_VECTORS] =
+                b_panel[p * NR_VECTORS..][..NR_VECTORS].try_into().unwrap();
+            update(std::array::from_fn(|i| rows[i][p]), b_row);
+        }
+    } else {
+        for (a_row, b_row) in a.chunks(a_stride).zip(b_panel.chunks_exact(NR_VECTORS)) {
+            let a_column: &[V::Scalar; MR] = a_row[..MR].try_into().unwrap();
+            update(*a_column, b_row.try_into().unwrap());
+        }
+    }
+    ab
+}
+
 /// `C <- alpha AB + beta C` on the `rows x cols` top-left part of a tile (`rows <= MR`,
 /// `cols <= NR`); element `(i, j)` of the tile is `c[i * ldc + j]`. Never reads C when
 /// `beta == 0`. Each element is `beta * c + (alpha * ab)` with one FMA (when the target has it).
@@ -204,6 +244,51 @@ pub fn tile_wide<V: Lanes>(
         }
     };
     write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
+}
+
+/// The `wide` strided tile function (see `StridedTileFn` in `gemm/mod.rs`): like
+/// [`tile_wide`] for a whole `MR`-row strip of A read in place ([`microkernel_strided`]).
+#[allow(clippy::too_many_arguments)]
+pub fn strided_tile_wide<V: Lanes>(
+    kc: usize,
+    a: &[V::Scalar],
+    a_stride: usize,
+    a_rows: bool,
+    b_panel: &[V::Scalar],
+    alpha: V::Scalar,
+    beta: V::Scalar,
+    c: &mut [V::Scalar],
+    ldc: usize,
+    cols: usize,
+) {
+    if kc == 0 {
+        // the packed path's tile with an empty depth: AB = 0
+        return tile_wide::<V>(0, &[], b_panel, alpha, beta, c, ldc, MR, cols);
+    }
+    assert!(
+        a_stride >= if a_rows { kc } else { MR },
+        "gemm: A stride {a_stride} is too short for its strip"
+    );
+    let b_panel = &b_panel[..kc * V::NR];
+    prefetch_tile(c, ldc, MR, cols);
+    let strip = |b_vectors: &[V]| {
+        if a_rows {
+            microkernel_strided::<V, true>(kc, a, a_stride, b_vectors)
+        } else {
+            microkernel_strided::<V, false>(kc, a, a_stride, b_vectors)
+        }
+    };
+    let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
+        Ok(b_vectors) => strip(b_vectors),
+        // not from the packing buffers (a test): copy into vectors, same values
+        Err(_) => strip(
+            &b_panel
+                .chunks_exact(V::LANES)
+                .map(V::load)
+                .collect::<Vec<V>>(),
+        ),
+    };
+    write_back::<V>(&ab, alpha, beta, c, ldc, MR, cols);
 }
 
 /// Asks the cache to fetch the first `rows` rows of a C tile `width` scalars wide before the
@@ -451,7 +536,6 @@ mod tests {
     /// A strided tile function (A read in place, row-major or transposed, inside a wider
     /// matrix) against the packed tile function on the same values: bitwise equal, full and
     /// partial column counts, `beta` 0 (C holds NaN), 1 and another value.
-    #[cfg(target_arch = "x86_64")]
     fn check_strided_tile_fn<S: Float>(
         tile: TileFn<S>,
         strided: super::super::StridedTileFn<S>,
@@ -532,6 +616,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn strided_wide_tiles_equal_packed_tiles_bitwise() {
+        check_strided_tile_fn::<f32>(tile_wide::<f32x8>, strided_tile_wide::<f32x8>, MR, 16);
+        check_strided_tile_fn::<f64>(tile_wide::<f64x4>, strided_tile_wide::<f64x4>, MR, 8);
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -20,7 +20,7 @@
 //! ```
 //!
 //! When the B block is narrow (at most `IN_PLACE_A_MAX_STRIPS` micro-panels, so a packed A
-//! micro-panel would be used only a few times), the AVX-512 kernels read whole MR-row strips of
+//! micro-panel would be used only a few times), the kernels read whole MR-row strips of
 //! `op(A)` in place instead and only a last partial strip is packed: the same FMA chains, so
 //! the same bits.
 //!
@@ -81,7 +81,7 @@ use crate::Float;
 pub use avx512::{tile_f32 as avx512_tile_f32, tile_f64 as avx512_tile_f64};
 #[doc(hidden)]
 pub use microkernel::{microkernel, prefetch_tile, write_back, Lanes, Tile, MR, NR_VECTORS};
-use microkernel::{tile_wide, TileFn};
+use microkernel::{strided_tile_wide, tile_wide, TileFn};
 use pack::{pack_a, pack_b, Operand};
 
 pub use direct::{
@@ -305,7 +305,12 @@ pub(crate) type StridedTileFn<S> = fn(usize, &[S], usize, bool, &[S], S, S, &mut
 /// against 108, 64 x 64 x 3200 TN 96 against 81 (the shapes of the classifier's linear
 /// layers), 2000 x 256 x 2000 127 against 123; with up to 64 strips, 2000 x 512 x 2000 TN fell
 /// from 126 to 106 and 2000^3 from 135 to 121 (A re-read 16 to 63 times from its strided
-/// storage costs more than packing it once).
+/// storage costs more than packing it once). The `wide` (AVX2) kernel reads in place too; on
+/// the 2-core Zen 1 machine the gain is smaller (`direct_probe`, the packed path's speed
+/// relative to `matrixmultiply` in the same process, three alternating runs per binary):
+/// 3200 x 64 x 64 NT 0.90-0.93 before against 0.95-1.05, 3200 x 64 x 128 NN 0.95-1.00
+/// against 1.00-1.08, 64 x 64 x 3200 TN 0.83-0.89 against 0.86-0.95, other shapes within the
+/// noise (`microkernel_strided` broadcasts A from six rows instead of one packed panel).
 const IN_PLACE_A_MAX_STRIPS: usize = 8;
 
 /// An element type with SIMD GEMM kernels.
@@ -326,7 +331,7 @@ impl GemmScalar for f32 {
             _ => Kernel {
                 blocking: SGEMM_BLOCKING,
                 tile: tile_wide::<f32x8>,
-                strided: None,
+                strided: Some(strided_tile_wide::<f32x8>),
             },
         }
     }
@@ -344,7 +349,7 @@ impl GemmScalar for f64 {
             _ => Kernel {
                 blocking: DGEMM_BLOCKING,
                 tile: tile_wide::<f64x4>,
-                strided: None,
+                strided: Some(strided_tile_wide::<f64x4>),
             },
         }
     }
