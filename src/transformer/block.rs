@@ -348,8 +348,9 @@ pub struct ClsBlockOutput {
 /// token in every sample (the [CLS] token always is), which is what makes `sum_j a_j = 1`. The
 /// query is `Wk_h^T q_h` for every head at once as `(q masked to head h) Wk`, and the context
 /// as the head-masked sum of `(sum_j a_j h_j) Wv^T`: `H` times the multiply-adds of the
-/// per-head products, which at these sizes costs less than splitting the weights per head.
-/// `bk`'s gradient is exactly zero here (in the full block it is rounding noise).
+/// per-head products, and still small (MNIST's classifier, d = 64, H = 4, 50 tokens: about 4%
+/// of the full block's multiply-adds), without per-head weight slices. `bk` is not used, so it
+/// gets no gradient (in the full block its gradient is rounding noise around zero).
 pub fn cls_block_forward_vars<T: Float>(
     tape: &mut Tape<T>,
     vars: &BlockVars,
