@@ -295,23 +295,7 @@ pub fn block_forward_vars<T: Float>(
     x: Var,
     real_tokens: Option<&[bool]>,
 ) -> BlockOutput {
-    let shape = tape.shape(x);
-    assert!(
-        shape.rank() == 3 && shape.dim(2) == config.d_model,
-        "block_forward: x must be [batch, seq, {}], got {shape}",
-        config.d_model
-    );
-    assert!(
-        config.heads > 0 && config.d_model.is_multiple_of(config.heads),
-        "block_forward: {} heads do not divide d_model {}",
-        config.heads,
-        config.d_model
-    );
-    assert_eq!(
-        vars.out.is_some(),
-        config.out_proj,
-        "block_forward: output projection parameters do not match config.out_proj"
-    );
+    check_block_input(tape, vars, config, x, "block_forward");
     let eps = T::from_f64(config.ln_eps);
     let h = tape.layer_norm(x, vars.ln1.0, vars.ln1.1, eps);
     let qkv = packed_qkv(tape, h, vars);
@@ -358,22 +342,9 @@ pub fn cls_block_forward_vars<T: Float>(
     x: Var,
     real_tokens: Option<&[bool]>,
 ) -> ClsBlockOutput {
-    let shape = tape.shape(x);
-    assert!(
-        shape.rank() == 3 && shape.dim(2) == config.d_model && shape.dim(1) > 0,
-        "cls_block_forward: x must be [batch, seq >= 1, {}], got {shape}",
-        config.d_model
-    );
-    let (batch, seq, d, heads) = (shape.dim(0), shape.dim(1), config.d_model, config.heads);
-    assert!(
-        heads > 0 && d.is_multiple_of(heads),
-        "cls_block_forward: {heads} heads do not divide d_model {d}"
-    );
-    assert_eq!(
-        vars.out.is_some(),
-        config.out_proj,
-        "cls_block_forward: output projection parameters do not match config.out_proj"
-    );
+    let [batch, seq] = check_block_input(tape, vars, config, x, "cls_block_forward");
+    assert!(seq > 0, "cls_block_forward: x has no position 0");
+    let (d, heads) = (config.d_model, config.heads);
     let head_dim = d / heads;
     let eps = T::from_f64(config.ln_eps);
     let h = tape.layer_norm(x, vars.ln1.0, vars.ln1.1, eps);
@@ -434,6 +405,35 @@ pub fn cls_block_forward_vars<T: Float>(
         out: after_attention(tape, vars, config, x_cls, context),
         attention,
     }
+}
+
+/// Panics (naming `what`) unless `x` is `[batch, seq, d_model]`, the heads divide `d_model` and
+/// the output projection's parameters match the config; returns `[batch, seq]`.
+fn check_block_input<T: Float>(
+    tape: &Tape<T>,
+    vars: &BlockVars,
+    config: &BlockConfig,
+    x: Var,
+    what: &str,
+) -> [usize; 2] {
+    let shape = tape.shape(x);
+    assert!(
+        shape.rank() == 3 && shape.dim(2) == config.d_model,
+        "{what}: x must be [batch, seq, {}], got {shape}",
+        config.d_model
+    );
+    assert!(
+        config.heads > 0 && config.d_model.is_multiple_of(config.heads),
+        "{what}: {} heads do not divide d_model {}",
+        config.heads,
+        config.d_model
+    );
+    assert_eq!(
+        vars.out.is_some(),
+        config.out_proj,
+        "{what}: output projection parameters do not match config.out_proj"
+    );
+    [shape.dim(0), shape.dim(1)]
 }
 
 /// The block after the heads are merged into `context`: the output projection (if any), the
