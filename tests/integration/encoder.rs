@@ -3,25 +3,14 @@
 //! `--model encoder` end to end.
 
 use std::path::PathBuf;
-use std::process::Output;
 
 use benign::sweep::results::{read_records, RESULTS_FILE};
 use benign::synthetic::{run, ModelKind, Precision, Preset, RunConfig, RunOptions};
 
-use super::bin;
+use super::{bin, ok};
 
 fn scratch(name: &str) -> PathBuf {
     super::temp_scratch("encoder", name)
-}
-
-fn ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn encoder(config: RunConfig) -> RunConfig {

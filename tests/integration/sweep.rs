@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use benign::sweep::results::{read_records, RunRecord};
 
-use super::bin;
+use super::{bin, ok};
 
 fn scratch(name: &str) -> PathBuf {
     super::temp_scratch("sweep", name)
@@ -47,16 +47,6 @@ fn sweep_grid(grid: &[&str], out: &Path, extra: &[&str]) -> Output {
         .env_remove("SLURM_ARRAY_TASK_COUNT")
         .output()
         .expect("benign runs")
-}
-
-fn ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Records by run id, failing on duplicates.
