@@ -14,6 +14,7 @@ pub mod gradcheck;
 pub mod io;
 pub mod model;
 pub mod plot;
+pub mod provenance;
 pub mod realdata;
 pub mod sweep;
 pub mod synthetic;

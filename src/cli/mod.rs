@@ -9,13 +9,14 @@ mod finetune;
 mod gradcheck;
 mod plot;
 mod pretrain;
+mod progress;
 mod run;
 mod sweep;
 
 #[derive(Parser)]
 #[command(
     name = "benign",
-    version,
+    version = benign::provenance::VERSION_TEXT,
     about = "Benign overfitting in attention token selection"
 )]
 struct Cli {
@@ -47,6 +48,8 @@ enum Command {
 /// 0 success, 1 failure, 2 invalid input.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // Library warnings reach stderr in every command; long commands widen this with progress.
+    progress::warnings_only();
     let result = match cli.command {
         Command::Bench(args) => bench::execute(args),
         Command::Gradcheck(args) => gradcheck::execute(args),

@@ -16,11 +16,15 @@ pub struct PlotArgs {
 
 pub fn execute(args: PlotArgs) -> anyhow::Result<i32> {
     let axes = super::sweep::parse_axes(args.axes.as_deref())?;
-    let outputs = benign::sweep::finish(
-        &args.dir,
-        axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
-        true,
-    )?;
+    let axes = axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str()));
+    // Bad axes are bad input (exit 2), not a drawing failure.
+    let spec = benign::sweep::results::read_spec(&args.dir)?;
+    benign::sweep::figures::choose_axes(&spec, axes)?;
+    let outputs = benign::sweep::finish(&args.dir, axes, true)?;
+    if let Some(error) = outputs.figure_error {
+        // Drawing is this command's whole job.
+        return Err(anyhow::anyhow!("no figure drawn: {error}"));
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(
         stdout,

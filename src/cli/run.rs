@@ -1,19 +1,23 @@
 //! `benign run`: the paper's synthetic experiment (library: `benign::synthetic::run`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use benign::synthetic::subspace::TestDraw;
 use benign::synthetic::{self, export, Precision, RunConfig, RunOptions};
 
 use super::data::{DataArgs, TrainingArgs};
+use super::progress::{Field, LogArgs, Reporter};
 
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
 pub struct RunArgs {
+    /// Re-run the configuration saved in a run's config.json (options given as well override
+    /// it); its data directory and initial W are reused when it names them.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -46,29 +50,53 @@ pub struct RunArgs {
     /// Do not write any file.
     #[arg(long)]
     pub no_write: bool,
+    /// Write the data files but draw no figure.
+    #[arg(long)]
+    pub no_plot: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }
 
-/// The configuration these arguments describe: defaults < preset < an export directory's
-/// config.json < explicit options.
+/// A saved run's config.json: the configuration and where its data and initial W came from.
+#[derive(serde::Deserialize)]
+struct SavedRun {
+    #[serde(flatten)]
+    config: RunConfig,
+    #[serde(default)]
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    init_w_file: Option<PathBuf>,
+}
+
+fn read_saved_run(path: &std::path::Path) -> anyhow::Result<SavedRun> {
+    let text = std::fs::read_to_string(path).map_err(|source| benign::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(
+        serde_json::from_str(&text).map_err(|e| benign::Error::Format {
+            path: path.to_path_buf(),
+            message: format!("not a run's config.json: {e}"),
+        })?,
+    )
+}
+
+/// The configuration these arguments describe: defaults < preset < a saved config.json
+/// (`--config`) or an export directory's config.json < explicit options.
 pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
     let mut base = RunConfig::default();
-    if let Some(dir) = &args.data_dir {
+    if let Some(path) = &args.config {
+        base = read_saved_run(path)?.config;
+    } else if let Some(dir) = &args.data_dir {
         let path = dir.join("config.json");
         if path.exists() {
-            let text = std::fs::read_to_string(&path)?;
-            base = serde_json::from_str(&text).map_err(|e| benign::Error::Format {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            base = read_saved_run(&path)?.config;
             base.track_samples = None;
         }
     }
@@ -83,7 +111,17 @@ pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
     Ok(config)
 }
 
-pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
+pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
+    if let Some(path) = &args.config {
+        // The saved run's data directory and initial W, unless given again.
+        let saved = read_saved_run(path)?;
+        if args.data_dir.is_none() {
+            args.data_dir = saved.data_dir;
+        }
+        if args.init_w.is_none() {
+            args.init_w = saved.init_w_file;
+        }
+    }
     let config = config_from(&args)?;
     config.validate()?;
     let data = args
@@ -103,33 +141,31 @@ pub fn execute(args: RunArgs) -> anyhow::Result<i32> {
     let options = RunOptions {
         out_dir: args.out.clone(),
         write_files: !args.no_write,
+        no_figures: args.no_plot,
         data,
         init,
+        init_file: args.init_w.clone(),
         test_draw: args.test_draw,
-    };
-    let show = !args.quiet && std::io::stderr().is_terminal();
-    let bar = if show {
-        let bar = ProgressBar::new(config.steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} {msg}")
-                .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut observe = |record: &synthetic::metrics::EvalRecord, _steps: usize| {
-        bar.set_position(record.step as u64);
-        bar.set_message(format!(
-            "train acc {:.3} test acc {:.3} train loss {:.4}",
-            record.train_acc, record.test_acc, record.train_loss
-        ));
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
+    // The bar (or the first log line) starts before the start-up, which can take minutes at
+    // large d; the library reports its phases through the log.
+    let progress = Reporter::start(&args.log, "run", "steps", true);
+    progress.set_total(config.steps as u64, 0);
+    let mut observe = |record: &synthetic::metrics::EvalRecord, _steps: usize| {
+        progress.update(
+            record.step as u64,
+            vec![
+                ("train_acc", Field::Float(record.train_acc, 3)),
+                ("test_acc", Field::Float(record.test_acc, 3)),
+                ("train_loss", Field::Float(record.train_loss, 4)),
+            ],
+        );
+    };
     let result = pool.install(|| synthetic::run_with(config, options, &mut observe));
-    bar.finish_and_clear();
+    progress.finish();
     let result = result?;
     let text = if args.json {
         serde_json::to_string_pretty(&result.summary)?

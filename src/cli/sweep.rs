@@ -1,16 +1,17 @@
 //! `benign sweep`: grids of runs and their phase diagrams (library: `benign::sweep`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use benign::sweep::{self, grid, ExecOptions, Progress, Shard, SweepSpec};
 use benign::synthetic::RunConfig;
 use benign::Error;
 
 use super::data::{DataArgs, TrainingArgs};
+use super::progress::{Field, LogArgs, Reporter};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -42,6 +43,9 @@ pub struct MergeArgs {
     /// Do not draw figures.
     #[arg(long)]
     pub no_plot: bool,
+    /// Print the report (missing runs with their parameters, seed and shard) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -50,6 +54,10 @@ pub struct SweepRunArgs {
     /// A TOML sweep file (keys `out`, `seeds`, `common_random_numbers`, tables `[base]` of run
     /// options and `[grid]` of axes); command-line options override it.
     pub file: Option<PathBuf>,
+    /// Re-run the sweep saved in a sweep's sweep.json (into --out; run options given as well
+    /// override its base configuration).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "grid"])]
+    pub config: Option<PathBuf>,
     /// An axis: NAME=start:stop:step (stop included when on the grid) or NAME=v1,v2,...
     /// NAME is a run parameter (d, signal_norm, n, T, rho, eta, sigma, lr, steps, eval_every,
     /// test_size, trainer, precision, label_noise, signal_directions). Repeatable.
@@ -68,7 +76,8 @@ pub struct SweepRunArgs {
     /// Worker threads, one run each [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Run only shard i of N (i/N, 0-based) [default: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT if set].
+    /// Run only shard i of N (i/N, 0-based) [default under a Slurm array: (SLURM_ARRAY_TASK_ID -
+    /// SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP of SLURM_ARRAY_TASK_COUNT].
     #[arg(long, value_name = "i/N")]
     pub shard: Option<String>,
     /// Keep each run's own outputs under OUT/runs/<id>/.
@@ -80,9 +89,8 @@ pub struct SweepRunArgs {
     /// Do not draw figures at the end.
     #[arg(long)]
     pub no_plot: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -161,6 +169,23 @@ fn apply_base(config: RunConfig, table: &toml::Table) -> anyhow::Result<RunConfi
 
 /// The sweep these arguments describe and its output directory.
 fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
+    if let Some(path) = &args.config {
+        let saved = sweep::results::read_spec_file(path)?;
+        let base = args.training.apply(args.data.apply(saved.base));
+        let spec = SweepSpec::new(
+            base,
+            saved.axes,
+            args.seeds.unwrap_or(saved.seeds),
+            args.common_random_numbers || saved.common_random_numbers,
+        )?;
+        let out = args.out.clone().ok_or_else(|| {
+            Error::invalid(
+                "out",
+                "--config re-runs a saved sweep into a new directory: give --out DIR",
+            )
+        })?;
+        return Ok((spec, out));
+    }
     let file = match &args.file {
         Some(path) => read_sweep_file(path)?,
         None => SweepFile::default(),
@@ -212,9 +237,9 @@ pub fn execute(args: SweepArgs) -> anyhow::Result<i32> {
 
 fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
     let (spec, out) = spec_from(&args)?;
-    let shard = match &args.shard {
-        Some(text) => Some(Shard::parse(text)?),
-        None => Shard::from_slurm_env()?,
+    let (shard, shard_source) = match &args.shard {
+        Some(text) => (Some(Shard::parse(text)?), "--shard"),
+        None => (Shard::from_slurm_env()?, "the Slurm array variables"),
     };
     let axes = parse_axes(args.axes.as_deref())?;
     if !args.no_plot {
@@ -228,30 +253,38 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
         shard,
         save_runs: args.save_runs,
     };
-    let show = !args.quiet && std::io::stderr().is_terminal();
-    let bar = if show {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {per_sec}  ETA {eta}  {msg}")
-                .expect("valid template"),
+    let progress = Reporter::start(&args.log, "sweep", "runs", false);
+    if let Some(shard) = shard {
+        progress.event(
+            &format!("shard {} (from {shard_source})", shard.label()),
+            Vec::new(),
         );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let progress = |event: &Progress| match event {
+    }
+    let failed = AtomicU64::new(0);
+    let on_progress = |event: &Progress| match event {
         Progress::Planned {
-            to_run, skipped, ..
+            in_shard, skipped, ..
         } => {
-            bar.set_length(*to_run as u64);
+            progress.set_total(*in_shard as u64, *skipped as u64);
             if *skipped > 0 {
-                bar.set_message(format!("{skipped} already done"));
+                progress.event(
+                    &format!("resuming: {skipped} of {in_shard} runs already recorded"),
+                    Vec::new(),
+                );
             }
         }
-        Progress::Finished { .. } => bar.inc(1),
+        Progress::Finished { failed: f, .. } => {
+            if *f {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            progress.increment(vec![(
+                "failed",
+                Field::Count(failed.load(Ordering::Relaxed)),
+            )]);
+        }
     };
-    let report = sweep::run_sweep(&spec, &out, &options, &progress);
-    bar.finish_and_clear();
+    let report = sweep::run_sweep(&spec, &out, &options, &on_progress);
+    progress.finish();
     let report = report?;
     let outputs = sweep::finish(
         &out,
@@ -308,6 +341,10 @@ fn execute_merge(args: MergeArgs) -> anyhow::Result<i32> {
         !args.no_plot,
     )?;
     let mut stdout = std::io::stdout();
+    if args.json {
+        let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?);
+        return Ok(if report.missing.is_empty() { 0 } else { 1 });
+    }
     let _ = writeln!(
         stdout,
         "merged {} of {} runs into {} ({} figures)",
@@ -325,12 +362,28 @@ fn execute_merge(args: MergeArgs) -> anyhow::Result<i32> {
         )
     };
     if !report.missing.is_empty() {
-        let _ = writeln!(
-            stdout,
-            "missing {} runs: {}",
-            report.missing.len(),
-            list(&report.missing)
-        );
+        let _ = writeln!(stdout, "missing {} runs:", report.missing.len());
+        for run in &report.missing {
+            let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                stdout,
+                "  {} {} seed_index={} seed={}{}",
+                run.run_id,
+                params.join(" "),
+                run.seed_index,
+                run.seed,
+                run.shard.as_ref().map_or(String::new(), |s| format!(
+                    " (shard {s}: rerun with --shard {s})"
+                ))
+            );
+        }
+        if report.shard_counts.len() > 1 {
+            let _ = writeln!(
+                stdout,
+                "  (shard files of several shard counts {:?}: owning shards not named)",
+                report.shard_counts
+            );
+        }
     }
     if !report.duplicated.is_empty() {
         let _ = writeln!(

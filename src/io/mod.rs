@@ -6,6 +6,7 @@
 //! one, never a half-written one, even if the process is killed mid-write.
 
 pub mod npy;
+pub mod table;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -188,4 +189,67 @@ mod tests {
         let err = write_atomic(Path::new("/"), b"x").unwrap_err();
         assert!(err.to_string().contains("does not name a file"), "{err}");
     }
+}
+
+/// Serde for 64-bit seeds as decimal strings. Derived seeds use all 64 bits, and JSON numbers
+/// above 2^53 lose their low digits in jq, JavaScript and pandas' float columns; a string keeps
+/// them exact everywhere. Reading also takes a JSON number (files written before, hand-written
+/// configurations). Use as `#[serde(with = "crate::io::seed_text")]`.
+pub mod seed_text {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Number(u64),
+        String(String),
+    }
+
+    fn parse<E: de::Error>(text: Text) -> Result<u64, E> {
+        match text {
+            Text::Number(v) => Ok(v),
+            Text::String(s) => s.trim().parse().map_err(|_| {
+                E::custom(format!(
+                    "seed `{s}` is not a whole number from 0 to 18446744073709551615"
+                ))
+            }),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(seed: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(seed)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        parse(Text::deserialize(deserializer)?)
+    }
+
+    /// The same for `Option<u64>` (`null` stays `null`).
+    pub mod option {
+        use super::{Deserialize, Deserializer, Serializer, Text};
+
+        pub fn serialize<S: Serializer>(
+            seed: &Option<u64>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match seed {
+                Some(v) => serializer.collect_str(v),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<u64>, D::Error> {
+            Option::<Text>::deserialize(deserializer)?
+                .map(super::parse)
+                .transpose()
+        }
+    }
+}
+
+/// A float as a CSV cell that always loads back as a float: Rust's shortest round-trip form
+/// with a decimal point or exponent (`5.0`, not `5`; `1e-7`), `NaN`, `inf` and `-inf`.
+pub fn float_cell(v: f64) -> String {
+    format!("{v:?}")
 }

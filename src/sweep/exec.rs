@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::synthetic::theory::predict;
 use crate::synthetic::{run, Precision, RunConfig, RunOptions, RunResult};
-use crate::{io, Error, Result};
+use crate::{Error, Result};
 
 use super::grid::{PlannedRun, SweepSpec};
 use super::results::{shard_file_name, ResultsFile, RunRecord, RESULTS_FILE, SPEC_FILE};
@@ -65,24 +65,68 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
-    /// The shard of a SLURM array task (`SLURM_ARRAY_TASK_ID` of `SLURM_ARRAY_TASK_COUNT`),
-    /// if both are set.
+    /// The shard of a Slurm array task, if `SLURM_ARRAY_TASK_ID` is set: task
+    /// `(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP` of
+    /// `SLURM_ARRAY_TASK_COUNT` (MIN 0 and STEP 1 when unset), so `--array=0-15`,
+    /// `--array=1-16` and `--array=0-30:2` all cover shards 0 to 15. An id without a count is an
+    /// error: running the whole sweep in every array task is never what was meant.
     pub fn from_slurm_env() -> Result<Option<Self>> {
-        let read = |name: &str| std::env::var(name).ok();
-        match (read("SLURM_ARRAY_TASK_ID"), read("SLURM_ARRAY_TASK_COUNT")) {
-            (Some(id), Some(count)) => {
-                let parse = |name: &str, v: &str| {
-                    v.trim().parse::<usize>().map_err(|_| {
-                        Error::invalid("shard", format!("{name}=`{v}` is not a count"))
-                    })
-                };
-                Ok(Some(Self::new(
-                    parse("SLURM_ARRAY_TASK_ID", &id)?,
-                    parse("SLURM_ARRAY_TASK_COUNT", &count)?,
-                )?))
-            }
-            _ => Ok(None),
+        Self::from_slurm_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Shard::from_slurm_env`] over any source of variables.
+    pub fn from_slurm_vars(read: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        if read("SLURM_ARRAY_TASK_ID").is_none() {
+            return Ok(None);
         }
+        let number = |name: &str, default: Option<usize>| -> Result<usize> {
+            match read(name) {
+                Some(v) => v.trim().parse::<usize>().map_err(|_| {
+                    Error::invalid("shard", format!("{name}=`{v}` is not a whole number"))
+                }),
+                None => default.ok_or_else(|| {
+                    Error::invalid(
+                        "shard",
+                        format!(
+                            "SLURM_ARRAY_TASK_ID is set but {name} is not: cannot tell this task's \
+                             shard; run under `sbatch --array`, or give --shard i/N"
+                        ),
+                    )
+                }),
+            }
+        };
+        let id = number("SLURM_ARRAY_TASK_ID", None)?;
+        let count = number("SLURM_ARRAY_TASK_COUNT", None)?;
+        let min = number("SLURM_ARRAY_TASK_MIN", Some(0))?;
+        let step = number("SLURM_ARRAY_TASK_STEP", Some(1))?;
+        if step == 0 {
+            return Err(Error::invalid("shard", "SLURM_ARRAY_TASK_STEP is 0"));
+        }
+        if id < min || (id - min) % step != 0 {
+            return Err(Error::invalid(
+                "shard",
+                format!(
+                    "SLURM_ARRAY_TASK_ID={id} is not on the array's grid (minimum {min}, step {step})"
+                ),
+            ));
+        }
+        let index = (id - min) / step;
+        if index >= count {
+            return Err(Error::invalid(
+                "shard",
+                format!(
+                    "SLURM_ARRAY_TASK_ID={id} is task {index} of an array of \
+                     SLURM_ARRAY_TASK_COUNT={count} tasks (minimum {min}, step {step}); \
+                     Slurm arrays with gaps (`--array=1,5,9`) are not supported: use a range"
+                ),
+            ));
+        }
+        Self::new(index, count).map(Some)
+    }
+
+    /// `i/N`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.index, self.count)
     }
 
     /// The results file this shard writes.
@@ -131,7 +175,7 @@ pub struct SweepReport {
 }
 
 /// Writes `sweep.json`, or checks that an existing one describes the same sweep.
-pub fn prepare_dir(spec: &SweepSpec, dir: &Path) -> Result<()> {
+pub fn prepare_dir(spec: &SweepSpec, dir: &Path, threads: usize) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
@@ -151,7 +195,7 @@ pub fn prepare_dir(spec: &SweepSpec, dir: &Path) -> Result<()> {
         }
         Ok(())
     } else {
-        io::write_json_atomic(&path, spec)
+        super::results::write_spec(dir, spec, threads)
     }
 }
 
@@ -194,6 +238,16 @@ fn record_of(planned: &PlannedRun, outcome: Result<CellOutcome>, wall_seconds: f
     }
 }
 
+/// The shard index of each planned run (in the order given) when the sweep is split into
+/// `count` shards: a shard takes the groups whose position is its index mod `count`.
+pub fn shard_indices(runs: &[PlannedRun], count: usize) -> std::collections::HashMap<&str, usize> {
+    groups(runs)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(g, members)| members.into_iter().map(move |r| (r.id.as_str(), g % count)))
+        .collect()
+}
+
 /// Groups of runs in canonical order: runs sharing a column stay together.
 fn groups(runs: &[PlannedRun]) -> Vec<Vec<&PlannedRun>> {
     let mut order: Vec<&str> = Vec::new();
@@ -225,12 +279,22 @@ pub fn run_sweep(
 ) -> Result<SweepReport> {
     let started = Instant::now();
     let planned = spec.expand()?;
-    prepare_dir(spec, dir)?;
-    let results_path = dir.join(
-        options
-            .shard
-            .map_or(RESULTS_FILE.to_string(), |s| s.file_name()),
-    );
+    let threads = if options.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        options.threads
+    };
+    prepare_dir(spec, dir, threads)?;
+    let results_name = options
+        .shard
+        .map_or(RESULTS_FILE.to_string(), |s| s.file_name());
+    let results_path = dir.join(&results_name);
+    super::results::record_invocation(
+        dir,
+        options.shard.map(|s| s.label()),
+        &results_name,
+        threads,
+    )?;
     let (file, existing) = ResultsFile::open(&results_path)?;
     let done: HashSet<String> = existing.into_iter().map(|r| r.run_id).collect();
     let all_groups = groups(&planned);
@@ -259,11 +323,6 @@ pub fn run_sweep(
         to_run,
     });
 
-    let threads = if options.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        options.threads
-    };
     let workers = threads.min(pending.len()).max(1);
     let inner_threads = (threads / workers).max(1);
     let next = AtomicUsize::new(0);
@@ -442,5 +501,68 @@ mod tests {
             Shard { index: 2, count: 3 }.file_name(),
             "results.shard-2-of-3.jsonl"
         );
+    }
+
+    fn slurm(vars: &[(&str, &str)]) -> Result<Option<Shard>> {
+        Shard::from_slurm_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn slurm_arrays_map_onto_every_shard_once() {
+        assert_eq!(slurm(&[]).unwrap(), None);
+        // --array=0-3, --array=1-4 and --array=10-16:2 each give shards 0..4 exactly once.
+        for (min, step) in [(None, None), (Some(1), None), (Some(10), Some(2))] {
+            let mut seen = Vec::new();
+            for task in 0..4 {
+                let id = min.unwrap_or(0) + task * step.unwrap_or(1);
+                let id = id.to_string();
+                let (min_text, step_text) =
+                    (min.map(|m| m.to_string()), step.map(|s| s.to_string()));
+                let mut vars = vec![
+                    ("SLURM_ARRAY_TASK_ID", id.as_str()),
+                    ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ];
+                if let Some(m) = &min_text {
+                    vars.push(("SLURM_ARRAY_TASK_MIN", m));
+                }
+                if let Some(s) = &step_text {
+                    vars.push(("SLURM_ARRAY_TASK_STEP", s));
+                }
+                seen.push(slurm(&vars).unwrap().unwrap());
+            }
+            let want: Vec<Shard> = (0..4).map(|i| Shard { index: i, count: 4 }).collect();
+            assert_eq!(seen, want, "min {min:?} step {step:?}");
+        }
+    }
+
+    #[test]
+    fn slurm_ids_that_cannot_be_placed_are_refused() {
+        let message = |vars: &[(&str, &str)]| match slurm(vars) {
+            Err(Error::InvalidOption { message, .. }) => message,
+            other => panic!("expected an invalid-option error, got {other:?}"),
+        };
+        assert!(message(&[("SLURM_ARRAY_TASK_ID", "3")]).contains("SLURM_ARRAY_TASK_COUNT is not"));
+        // 1-based array of 4 without MIN: task 4 is past the count.
+        assert!(message(&[
+            ("SLURM_ARRAY_TASK_ID", "4"),
+            ("SLURM_ARRAY_TASK_COUNT", "4")
+        ])
+        .contains("task 4 of an array of"));
+        assert!(message(&[
+            ("SLURM_ARRAY_TASK_ID", "11"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "10"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+        ])
+        .contains("not on the array's grid"));
+        assert!(message(&[
+            ("SLURM_ARRAY_TASK_ID", "x"),
+            ("SLURM_ARRAY_TASK_COUNT", "4")
+        ])
+        .contains("not a whole number"));
     }
 }

@@ -37,7 +37,7 @@ pub mod shared;
 
 pub use exec::{run_sweep, ExecOptions, Progress, Shard, SweepReport};
 pub use grid::{parse_axis, Axis, PlannedRun, SweepSpec};
-pub use results::{merge, MergeReport, RunRecord};
+pub use results::{merge, MergeReport, MissingRun, RunRecord};
 
 use std::path::{Path, PathBuf};
 
@@ -49,23 +49,34 @@ pub struct Outputs {
     pub records: usize,
     pub csv: PathBuf,
     pub figures: Vec<PathBuf>,
+    /// Why the figures were not drawn, when drawing failed (the data files are written).
+    pub figure_error: Option<String>,
 }
 
 /// Regenerates `results.csv` (atomically) and the figures of an output directory from its saved
-/// results (every results file in it, shards included), without running anything.
+/// results (every results file in it, shards included), without running anything. The table is
+/// written first; a figure that cannot be drawn is logged as a warning and reported in
+/// [`Outputs::figure_error`], not returned as an error.
 pub fn finish(dir: &Path, axes: Option<(&str, &str)>, draw: bool) -> Result<Outputs> {
     let spec = results::read_spec(dir)?;
     let (records, _) = results::collect(&[dir.to_path_buf()])?;
     let csv = dir.join(results::CSV_FILE);
     results::write_csv(&csv, &spec, &records)?;
-    let figures = if draw {
-        figures::render(dir, &spec, &records, axes)?
+    let (figures, figure_error) = if draw {
+        match figures::render(dir, &spec, &records, axes) {
+            Ok(figures) => (figures, None),
+            Err(err) => {
+                log::warn!("no figure drawn ({err}); {} is complete", csv.display());
+                (Vec::new(), Some(err.to_string()))
+            }
+        }
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     Ok(Outputs {
         records: records.len(),
         csv,
         figures,
+        figure_error,
     })
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::provenance::Provenance;
 use crate::synthetic::metrics::EvalRecord;
 use crate::synthetic::theory::Regime;
 use crate::synthetic::RunConfig;
@@ -26,6 +27,74 @@ pub const SPEC_FILE: &str = "sweep.json";
 pub const RESULTS_FILE: &str = "results.jsonl";
 /// The flat table.
 pub const CSV_FILE: &str = "results.csv";
+/// One line per invocation that worked on the sweep (its shard and provenance).
+pub const INVOCATIONS_FILE: &str = "invocations.jsonl";
+
+/// `sweep.json`: the sweep, and the provenance of the invocation that created the file.
+#[derive(Serialize)]
+struct SpecFile<'a> {
+    #[serde(flatten)]
+    spec: &'a SweepSpec,
+    provenance: Provenance,
+}
+
+/// Writes `sweep.json` with this process's provenance.
+pub fn write_spec(dir: &Path, spec: &SweepSpec, threads: usize) -> Result<()> {
+    io::write_json_atomic(
+        &dir.join(SPEC_FILE),
+        &SpecFile {
+            spec,
+            provenance: Provenance::capture(threads),
+        },
+    )
+}
+
+/// One line of `invocations.jsonl`.
+#[derive(Serialize)]
+struct Invocation<'a> {
+    /// `i/N`, or `None` for the whole sweep.
+    shard: Option<String>,
+    results_file: &'a str,
+    provenance: Provenance,
+}
+
+/// Appends this invocation (its shard and provenance) to `invocations.jsonl`: every process
+/// that worked on a sweep, shards on other hosts included, is on record.
+pub fn record_invocation(
+    dir: &Path,
+    shard: Option<String>,
+    results_file: &str,
+    threads: usize,
+) -> Result<()> {
+    let path = dir.join(INVOCATIONS_FILE);
+    let mut line = serde_json::to_vec(&Invocation {
+        shard,
+        results_file,
+        provenance: Provenance::capture(threads),
+    })
+    .map_err(|e| Error::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    line.push(b'\n');
+    // One write of a whole line in append mode: lines of concurrent shards do not interleave.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&line))
+        .map_err(io_err(&path))
+}
+
+/// The shard count N of a file named `results.shard-i-of-N.jsonl`.
+fn shard_count_of(name: &str) -> Option<usize> {
+    name.strip_prefix("results.shard-")?
+        .strip_suffix(".jsonl")?
+        .split_once("-of-")?
+        .1
+        .parse()
+        .ok()
+}
 
 /// The results file of shard `index` of `count`.
 pub fn shard_file_name(index: usize, count: usize) -> String {
@@ -39,6 +108,8 @@ pub struct RunRecord {
     /// Position in the canonical expansion of the sweep.
     pub index: usize,
     pub seed_index: usize,
+    /// The run's seed, a decimal string in JSON (exact beyond 2^53).
+    #[serde(with = "crate::io::seed_text")]
     pub seed: u64,
     /// Values of the varying parameters.
     pub params: BTreeMap<String, Value>,
@@ -156,7 +227,12 @@ pub fn results_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads a directory's `sweep.json`.
 pub fn read_spec(dir: &Path) -> Result<SweepSpec> {
-    let path = dir.join(SPEC_FILE);
+    read_spec_file(&dir.join(SPEC_FILE))
+}
+
+/// Reads a `sweep.json` (its provenance is not part of the spec).
+pub fn read_spec_file(path: &Path) -> Result<SweepSpec> {
+    let path = path.to_path_buf();
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
     serde_json::from_str(&text).map_err(|e| Error::Format {
         path: path.clone(),
@@ -188,15 +264,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<(Vec<RunRecord>, Vec<String>)> {
 }
 
 fn opt(v: Option<f64>) -> String {
-    v.map_or(String::new(), |v| v.to_string())
-}
-
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
+    v.map_or(String::new(), io::float_cell)
 }
 
 fn json_text(v: &Value) -> String {
@@ -228,6 +296,7 @@ pub fn write_csv(path: &Path, spec: &SweepSpec, records: &[RunRecord]) -> Result
         .filter(|name| !FIXED.contains(name))
         .collect();
     io::write_atomic_with(path, |w| {
+        let mut out = csv::Writer::from_writer(w);
         let mut header = vec!["index", "run_id", "seed_index", "seed"];
         header.extend(axes.iter().copied());
         header.extend([
@@ -261,7 +330,7 @@ pub fn write_csv(path: &Path, spec: &SweepSpec, records: &[RunRecord]) -> Result
             "wall_seconds",
             "error",
         ]);
-        writeln!(w, "{}", header.join(","))?;
+        out.write_record(&header).map_err(std::io::Error::other)?;
         for r in records {
             let c = &r.config;
             let mut row: Vec<String> = vec![
@@ -278,14 +347,14 @@ pub fn write_csv(path: &Path, spec: &SweepSpec, records: &[RunRecord]) -> Result
                 c.samples.to_string(),
                 c.tokens.to_string(),
                 c.dim.to_string(),
-                c.signal_norm.to_string(),
-                c.rho.to_string(),
-                c.eta.to_string(),
-                c.sigma.to_string(),
-                c.lr.to_string(),
+                io::float_cell(c.signal_norm),
+                io::float_cell(c.rho),
+                io::float_cell(c.eta),
+                io::float_cell(c.sigma),
+                io::float_cell(c.lr),
                 c.steps.to_string(),
                 c.test_size.to_string(),
-                r.snr.to_string(),
+                io::float_cell(r.snr),
                 regime_name(r.predicted_regime).to_string(),
                 r.observed_regime
                     .map_or(String::new(), |g| regime_name(g).to_string()),
@@ -308,12 +377,12 @@ pub fn write_csv(path: &Path, spec: &SweepSpec, records: &[RunRecord]) -> Result
                 f(&|m| Some(m.w_delta_norm)),
                 r.first_all_fitted_step
                     .map_or(String::new(), |s| s.to_string()),
-                r.wall_seconds.to_string(),
-                csv_field(r.error.as_deref().unwrap_or("")),
+                io::float_cell(r.wall_seconds),
+                r.error.clone().unwrap_or_default(),
             ]);
-            writeln!(w, "{}", row.join(","))?;
+            out.write_record(&row).map_err(std::io::Error::other)?;
         }
-        Ok(())
+        out.flush()
     })
 }
 
@@ -327,13 +396,30 @@ pub fn regime_name(regime: Regime) -> &'static str {
     }
 }
 
+/// A run of the sweep that no input has a record of.
+#[derive(Clone, Debug, Serialize)]
+pub struct MissingRun {
+    pub run_id: String,
+    /// Position in the canonical expansion.
+    pub index: usize,
+    /// Values of the varying parameters.
+    pub params: BTreeMap<String, Value>,
+    pub seed_index: usize,
+    #[serde(with = "crate::io::seed_text")]
+    pub seed: u64,
+    /// The shard that owns it (`i/N`), when the inputs hold shard files of one shard count.
+    pub shard: Option<String>,
+}
+
 /// What [`merge`] found.
 #[derive(Clone, Debug, Serialize)]
 pub struct MergeReport {
     pub expected: usize,
     pub merged: usize,
-    /// Expected runs with no complete record (ids, in canonical order).
-    pub missing: Vec<String>,
+    /// Expected runs with no complete record, in canonical order.
+    pub missing: Vec<MissingRun>,
+    /// Shard counts of the shard files found in the inputs.
+    pub shard_counts: Vec<usize>,
     /// Runs recorded more than once across the inputs (kept once).
     pub duplicated: Vec<String>,
     /// Records whose id is not part of the sweep (dropped).
@@ -367,14 +453,39 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport> {
         .into_iter()
         .partition(|r| expected.contains_key(r.run_id.as_str()));
     let have: std::collections::HashSet<&str> = kept.iter().map(|r| r.run_id.as_str()).collect();
-    let missing: Vec<String> = planned
+    let mut shard_counts: Vec<usize> = Vec::new();
+    for dir in dirs {
+        for file in results_files(dir)? {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(count) = shard_count_of(name) {
+                if !shard_counts.contains(&count) {
+                    shard_counts.push(count);
+                }
+            }
+        }
+    }
+    shard_counts.sort_unstable();
+    let owners = match shard_counts.as_slice() {
+        [count] => Some((*count, super::exec::shard_indices(&planned, *count))),
+        _ => None,
+    };
+    let missing: Vec<MissingRun> = planned
         .iter()
         .filter(|r| !have.contains(r.id.as_str()))
-        .map(|r| r.id.clone())
+        .map(|r| MissingRun {
+            run_id: r.id.clone(),
+            index: r.index,
+            params: r.params.clone(),
+            seed_index: r.seed_index,
+            seed: r.config.seed,
+            shard: owners
+                .as_ref()
+                .and_then(|(count, of)| of.get(r.id.as_str()).map(|i| format!("{i}/{count}"))),
+        })
         .collect();
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     if out.join(SPEC_FILE) != first.join(SPEC_FILE) {
-        io::write_json_atomic(&out.join(SPEC_FILE), &spec)?;
+        write_spec(out, &spec, 1)?;
     }
     io::write_atomic_with(&out.join(RESULTS_FILE), |w| {
         for r in &kept {
@@ -388,6 +499,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport> {
         expected: planned.len(),
         merged: kept.len(),
         missing,
+        shard_counts,
         duplicated,
         unexpected: unexpected.into_iter().map(|r| r.run_id).collect(),
         out_dir: out.to_path_buf(),

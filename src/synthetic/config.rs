@@ -99,10 +99,13 @@ pub struct RunConfig {
     pub sigma: f64,
     pub signal_directions: SignalDirections,
     pub label_noise: LabelNoise,
-    /// Seed of the training set, `W_0` and the random signal directions.
+    /// Seed of the training set, `W_0` and the random signal directions (a decimal string in
+    /// JSON, exact beyond 2^53).
+    #[serde(with = "crate::io::seed_text")]
     pub seed: u64,
     /// Seed of the test set; `None` until resolved (then derived from `seed`, or equal to it in
     /// reference-compatible mode).
+    #[serde(default, with = "crate::io::seed_text::option")]
     pub test_seed: Option<u64>,
     /// Test samples (clean labels).
     pub test_size: usize,

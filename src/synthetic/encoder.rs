@@ -40,7 +40,8 @@ use super::config::{Precision, RunConfig};
 use super::data::{named_rng, training_set, Signals, TestSource, TrainSet};
 use super::metrics::{evaluate_outputs, first_non_finite, EvalInputs, EvalRecord, SampleOutputs};
 use super::run::{
-    report_run, tracked_samples, ConfigFile, LoopOutput, RunOptions, RunResult, StageTimings,
+    open_run_dir, report_run, tracked_samples, LoopOutput, RunInputs, RunOptions, RunResult,
+    StageTimings,
 };
 use crate::io;
 
@@ -401,8 +402,10 @@ pub fn run_encoder(
     let RunOptions {
         out_dir,
         write_files,
+        no_figures,
         data,
         init,
+        init_file: _,
         // The encoder has no subspace: its test tokens are always generated in R^d.
         test_draw: _,
     } = options;
@@ -467,28 +470,19 @@ pub fn run_encoder(
         }
     };
     config.resolve(&train.noisy)?;
-    let out_dir = if write_files {
-        let dir = out_dir.unwrap_or_else(super::run::default_out_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-            path: dir.clone(),
-            source: e,
-        })?;
-        io::write_json_atomic(
-            &dir.join("config.json"),
-            &ConfigFile {
-                config: &config,
-                crate_version: env!("CARGO_PKG_VERSION"),
-                git_commit: super::run::git_commit(),
-                cpu_features: crate::cpu::detected_features(),
-                threads: rayon::current_num_threads(),
-                data_dir,
-                init_w: None,
-            },
-        )?;
-        Some(dir)
-    } else {
-        None
-    };
+    let out_dir = write_files
+        .then(|| {
+            open_run_dir(
+                out_dir,
+                !no_figures,
+                &config,
+                RunInputs {
+                    data_dir: data_dir.as_deref(),
+                    ..RunInputs::default()
+                },
+            )
+        })
+        .transpose()?;
     let mut test_tokens = Vec::with_capacity(test.len() * config.tokens * config.dim);
     test.for_each_chunk(64, |_, chunk| test_tokens.extend_from_slice(chunk));
     let test_labels = test.labels();
@@ -508,7 +502,7 @@ pub fn run_encoder(
         Ok(v) => v,
         Err((err, records)) => {
             if let Some(dir) = &out_dir {
-                super::run::write_metrics(&dir.join("metrics.jsonl"), &records)?;
+                super::run::write_metrics(&dir.path, &records)?;
             }
             return Err(err);
         }

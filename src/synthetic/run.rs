@@ -17,6 +17,7 @@ use super::metrics::{first_non_finite, sample_outputs, EvalContext, EvalRecord};
 use super::subspace::{StartupTimings, SubspaceTrainer, TestDraw};
 use super::theory::{classify, predict, reference_levels, Prediction, ReferenceLevels, Regime};
 use super::Trainer;
+use crate::provenance::Provenance;
 use crate::{io, plot};
 
 /// How to run, beyond the configuration.
@@ -24,12 +25,18 @@ use crate::{io, plot};
 pub struct RunOptions {
     /// Directory of the output files; `None` with `write_files` picks `runs/<UTC time>-<id>`.
     pub out_dir: Option<PathBuf>,
-    /// Write config.json, metrics.jsonl, attention.csv, summary.json and the figures.
+    /// Write config.json, metrics.jsonl, metrics.csv, attention.csv, summary.json and the
+    /// figures.
     pub write_files: bool,
+    /// With `write_files`: write the data files but draw no figure.
+    pub no_figures: bool,
     /// Train on given data instead of generating it (shapes override the configuration's).
     pub data: Option<LoadedData>,
     /// Use this `W_0` instead of the seeded stream.
     pub init: Option<InitSource>,
+    /// The `.npy` file `init` was read from, recorded in config.json so `benign run --config`
+    /// can read it again.
+    pub init_file: Option<PathBuf>,
     /// How the subspace trainer obtains the test projections (default: drawn in the subspace,
     /// an independent sample of the same law; see `synthetic::subspace`).
     pub test_draw: TestDraw,
@@ -76,17 +83,57 @@ pub struct RunResult {
     pub summary: Summary,
 }
 
-/// `config.json`: the resolved configuration and where and how it ran.
+/// `config.json`: the resolved configuration, the inputs it was given, and where and how it ran.
+/// `benign run --config` reads it back.
 #[derive(Serialize)]
-pub(crate) struct ConfigFile<'a> {
+struct ConfigFile<'a> {
     #[serde(flatten)]
-    pub(crate) config: &'a RunConfig,
-    pub(crate) crate_version: &'static str,
-    pub(crate) git_commit: Option<String>,
-    pub(crate) cpu_features: Vec<&'static str>,
-    pub(crate) threads: usize,
-    pub(crate) data_dir: Option<PathBuf>,
-    pub(crate) init_w: Option<String>,
+    config: &'a RunConfig,
+    data_dir: Option<&'a Path>,
+    /// How `W_0` was obtained when not from the run's own seed.
+    init_w: Option<String>,
+    init_w_file: Option<&'a Path>,
+    provenance: Provenance,
+}
+
+/// Where a run writes its files, and whether it draws figures there.
+pub(crate) struct RunDir {
+    pub(crate) path: PathBuf,
+    pub(crate) figures: bool,
+}
+
+/// The inputs a run's config.json records besides its configuration.
+#[derive(Default)]
+pub(crate) struct RunInputs<'a> {
+    pub(crate) data_dir: Option<&'a Path>,
+    pub(crate) init_label: Option<String>,
+    pub(crate) init_file: Option<&'a Path>,
+}
+
+/// Creates a run's output directory (`runs/<UTC time>-<id>` when none is given) and writes its
+/// config.json with the provenance of this process.
+pub(crate) fn open_run_dir(
+    out_dir: Option<PathBuf>,
+    figures: bool,
+    config: &RunConfig,
+    inputs: RunInputs<'_>,
+) -> Result<RunDir> {
+    let path = out_dir.unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&path).map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    io::write_json_atomic(
+        &path.join("config.json"),
+        &ConfigFile {
+            config,
+            data_dir: inputs.data_dir,
+            init_w: inputs.init_label,
+            init_w_file: inputs.init_file,
+            provenance: Provenance::capture(rayon::current_num_threads()),
+        },
+    )?;
+    Ok(RunDir { path, figures })
 }
 
 /// Runs the synthetic experiment; see [`run_with`].
@@ -108,14 +155,25 @@ pub fn run_with(
     let RunOptions {
         out_dir,
         write_files,
+        no_figures,
         data,
         init,
+        init_file,
         test_draw,
     } = options;
     if data.is_none() {
         check_memory(&config)?;
     }
     let data_dir = data.as_ref().map(|d| d.dir.clone());
+    match &data_dir {
+        Some(dir) => log::info!("data: loading {}", dir.display()),
+        None => log::info!(
+            "data: generating n = {}, T = {}, d = {}",
+            config.samples,
+            config.tokens,
+            config.dim
+        ),
+    }
     let (train, test, nu, extra) = match data {
         Some(loaded) => {
             config.samples = loaded.train.samples;
@@ -160,28 +218,20 @@ pub fn run_with(
             ),
         ));
     }
-    let out_dir = if write_files {
-        let dir = out_dir.unwrap_or_else(default_out_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-            path: dir.clone(),
-            source: e,
-        })?;
-        io::write_json_atomic(
-            &dir.join("config.json"),
-            &ConfigFile {
-                config: &config,
-                crate_version: env!("CARGO_PKG_VERSION"),
-                git_commit: git_commit(),
-                cpu_features: crate::cpu::detected_features(),
-                threads: rayon::current_num_threads(),
-                data_dir,
-                init_w: init_label,
-            },
-        )?;
-        Some(dir)
-    } else {
-        None
-    };
+    let out_dir = write_files
+        .then(|| {
+            open_run_dir(
+                out_dir,
+                !no_figures,
+                &config,
+                RunInputs {
+                    data_dir: data_dir.as_deref(),
+                    init_label,
+                    init_file: init_file.as_deref(),
+                },
+            )
+        })
+        .transpose()?;
     let data_seconds = started.elapsed().as_secs_f64();
 
     let clock = Instant::now();
@@ -257,6 +307,7 @@ pub fn run_with(
     };
     drop(extra);
     let startup_seconds = clock.elapsed().as_secs_f64();
+    log::info!("training: {} steps", config.steps);
 
     let test_labels = test.labels();
     drop(test);
@@ -300,7 +351,7 @@ fn train_and_report(
     test_labels: &[f64],
     trainer: &mut dyn Trainer,
     timings: StageTimings,
-    out_dir: Option<PathBuf>,
+    out_dir: Option<RunDir>,
     observe: &mut dyn FnMut(&EvalRecord, usize),
 ) -> Result<RunResult> {
     let train_scores = trainer.train_scores().to_vec();
@@ -320,7 +371,7 @@ fn train_and_report(
         Ok(v) => v,
         Err((err, records)) => {
             if let Some(dir) = &out_dir {
-                write_metrics(&dir.join("metrics.jsonl"), &records)?;
+                write_metrics(&dir.path, &records)?;
             }
             return Err(err);
         }
@@ -342,7 +393,7 @@ pub(crate) fn report_run(
     (records, tracked, first_fit): LoopOutput,
     training_seconds: f64,
     timings: StageTimings,
-    out_dir: Option<PathBuf>,
+    out_dir: Option<RunDir>,
 ) -> Result<RunResult> {
     let last = records
         .last()
@@ -364,17 +415,22 @@ pub(crate) fn report_run(
         first_all_fitted_step: first_fit,
         reference_levels: reference_levels(config.rho, noisy_fraction),
         final_metrics: last,
-        out_dir: out_dir.clone(),
+        out_dir: out_dir.as_ref().map(|d| d.path.clone()),
     };
     let wall = |started: Instant| timings.wall_before + started.elapsed().as_secs_f64();
-    if let Some(dir) = &out_dir {
-        write_metrics(&dir.join("metrics.jsonl"), &records)?;
+    summary.wall_seconds_total = wall(timings.started);
+    if let Some(RunDir { path: dir, figures }) = &out_dir {
+        // Data first: a figure that cannot be drawn costs the figure, never the results.
+        write_metrics(dir, &records)?;
         write_attention(&dir.join("attention.csv"), &tracked)?;
-        write_figure(dir, &config, &records, &tracked, &summary.reference_levels)?;
-        summary.wall_seconds_total = wall(timings.started);
         io::write_json_atomic(&dir.join("summary.json"), &summary)?;
-    } else {
-        summary.wall_seconds_total = wall(timings.started);
+        if *figures {
+            if let Err(err) =
+                write_figure(dir, &config, &records, &tracked, &summary.reference_levels)
+            {
+                log::warn!("no figure drawn ({err}); the data files are complete");
+            }
+        }
     }
     Ok(RunResult {
         config,
@@ -532,14 +588,21 @@ fn train_loop(
     Ok((records, tracked, first_fit))
 }
 
-pub(crate) fn write_metrics(path: &Path, records: &[EvalRecord]) -> Result<()> {
-    io::write_atomic_with(path, |w| {
+/// Writes `metrics.jsonl` (one evaluation per line) and `metrics.csv` (the same evaluations,
+/// one flat column per scalar, e.g. `attention_clean_relevant`) into `dir`.
+pub(crate) fn write_metrics(dir: &Path, records: &[EvalRecord]) -> Result<()> {
+    io::write_atomic_with(&dir.join("metrics.jsonl"), |w| {
         for r in records {
             serde_json::to_writer(&mut *w, r)?;
             w.write_all(b"\n")?;
         }
         Ok(())
-    })
+    })?;
+    let rows = records
+        .iter()
+        .map(io::table::flatten)
+        .collect::<Result<Vec<_>>>()?;
+    io::table::write_csv(&dir.join("metrics.csv"), &rows)
 }
 
 /// Name of the role of token position `t`.
@@ -559,7 +622,13 @@ fn write_attention(path: &Path, tracked: &[TrackedSample]) -> Result<()> {
         for step in 0..steps {
             for sample in tracked {
                 for (t, p) in sample.rows[step].iter().enumerate() {
-                    writeln!(w, "{step},{},{t},{},{p}", sample.sample, role_name(t))?;
+                    writeln!(
+                        w,
+                        "{step},{},{t},{},{}",
+                        sample.sample,
+                        role_name(t),
+                        io::float_cell(*p)
+                    )?;
                 }
             }
         }
@@ -691,49 +760,17 @@ fn model_label(config: &RunConfig) -> String {
 
 /// `runs/<UTC time>-<short id>`.
 pub(crate) fn default_out_dir() -> PathBuf {
-    let now = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now();
+    let nanos = now
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    let id = super::data::mix_seed(
-        now.as_nanos() as u64 ^ u64::from(std::process::id()),
-        "run-id",
-    );
+        .unwrap_or_default()
+        .as_nanos();
+    let id = super::data::mix_seed(nanos as u64 ^ u64::from(std::process::id()), "run-id");
     PathBuf::from("runs").join(format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:06x}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
+        "{}-{:06x}",
+        crate::provenance::utc_compact(now),
         id & 0xff_ffff
     ))
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// The git commit of the working directory, when git is available.
-pub(crate) fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
 }
 
 /// A few lines for a human: the outcome, the theory next to it, and where the files are.
@@ -855,9 +892,9 @@ pub fn run_prepared(
         clean_labels,
         noisy,
     };
-    if let Some(dir) = &out_dir {
-        io::write_json_atomic(&dir.join("config.json"), &config)?;
-    }
+    let out_dir = out_dir
+        .map(|dir| open_run_dir(Some(dir), true, &config, RunInputs::default()))
+        .transpose()?;
     let timings = StageTimings {
         started,
         wall_before: data_seconds + startup_seconds,

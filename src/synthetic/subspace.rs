@@ -593,6 +593,7 @@ impl<T: Float> SubspaceTrainer<T> {
     ) -> Result<Self> {
         let d = train.dim;
         let rows = train.samples * train.tokens_per_sample;
+        log::info!("start-up: basis of the span of the {rows} training tokens (d = {d})");
         let clock = std::time::Instant::now();
         let mut columns: Vec<&[f64]> = train.tokens.chunks_exact(d).collect();
         columns.extend_from_slice(extra_directions);
@@ -631,10 +632,19 @@ impl<T: Float> SubspaceTrainer<T> {
         drop(train_tokens);
         let basis_seconds = clock.elapsed().as_secs_f64();
 
+        log::info!("start-up: products with W_0 (two passes over {d} x {d}, rank {r})");
         let clock = std::time::Instant::now();
         let gram = init_products(init, &mut projector, width, r);
         let init_products_seconds = clock.elapsed().as_secs_f64();
 
+        log::info!(
+            "start-up: test projections ({} samples, {})",
+            test.len(),
+            match draw {
+                TestDraw::Subspace => "drawn in the subspace",
+                TestDraw::Tokens => "tokens generated and projected",
+            }
+        );
         let clock = std::time::Instant::now();
         let t = train.tokens_per_sample;
         let test_tokens = match (draw, test) {
