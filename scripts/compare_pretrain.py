@@ -168,7 +168,7 @@ def benign_epochs(args, threads):
                "--mlp-dim", str(args.mlp_dim), "--patch", str(args.patch),
                "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                "--weight-decay", str(args.weight_decay), "--seed", str(args.seed),
-               "--threads", str(threads), "--out", out, "--force", "--json", "--quiet"]
+               "--threads", str(threads), "--checkpoints", out, "--force", "--json", "--quiet"]
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     return result["examples_per_second"]
 

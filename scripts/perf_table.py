@@ -21,7 +21,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 START = "<!-- perf-table:start -->"
 END = "<!-- perf-table:end -->"
-MULTI_THREAD_SHAPE = "2000x2000x2000"
+MULTI_THREAD_DIMS = (2000, 2000, 2000)  # GEMM m, n, k
+
+
+# The machine figures repeat on every line of `benign bench --json`; these are the ones the
+# table's header reads.
+MACHINE_KEYS = (
+    "cpu_model", "pool_threads", "compiled_features", "gemm_kernel",
+    "gemm_peak_f32_gflops_per_core", "gemm_peak_f64_gflops_per_core",
+    "fma_peak_f32_gflops_per_core", "fma_peak_f64_gflops_per_core",
+    "fma_peak_f32_avx512_gflops_per_core", "fma_peak_f64_avx512_gflops_per_core",
+    "fma_peak_f32_gflops_all_threads", "fma_peak_f64_gflops_all_threads",
+    "fma_peak_f32_avx512_gflops_all_threads", "fma_peak_f64_avx512_gflops_all_threads",
+    "triad_gbps", "triad_bytes_per_array",
+)
 
 
 def bench(threads):
@@ -34,10 +47,10 @@ def bench(threads):
         [binary, "bench", "--json", "--threads", str(threads)],
         check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     ).stdout
-    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
-    if not lines or "machine" not in lines[0]:
-        sys.exit("perf_table: first line of `benign bench --json` is not the machine figures")
-    return lines[0]["machine"], lines[1:]
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    if not records or any(key not in records[0] for key in MACHINE_KEYS):
+        sys.exit("perf_table: `benign bench --json` printed no records with the machine figures")
+    return {key: records[0][key] for key in MACHINE_KEYS}, records
 
 
 def load_average():
@@ -61,7 +74,7 @@ def avx512_line(machine1, machine2):
         return "- FMA peak per core, 512-bit vectors: - (no AVX-512 on this CPU)."
     return (
         f"- FMA peak per core, 512-bit vectors (AVX-512): {f32_peak:.1f} GFLOP/s f32, {f64_peak:.1f} GFLOP/s f64 "
-        f"({machine2['threads']} threads at once: "
+        f"({machine2['pool_threads']} threads at once: "
         f"{fmt(machine2.get('fma_peak_f32_avx512_gflops_all_threads'), 1)} f32, "
         f"{fmt(machine2.get('fma_peak_f64_avx512_gflops_all_threads'), 1)} f64)."
     )
@@ -72,12 +85,12 @@ def table(machine1, machine2, records, loads):
     load = ", ".join("-" if v is None else f"{v:.1f}" for v in loads)
     lines = [
         f"Measured {today} on {machine1['cpu_model']} "
-        f"(built for {'+'.join(machine1['compiled_features'])}, {os.cpu_count()} logical CPUs) "
+        f"(built for {machine1['compiled_features']}, {os.cpu_count()} logical CPUs) "
         f"with `benign bench --json`; 1-minute load average before / between / after the runs: {load}.",
         "",
         f"- FMA peak per core, 256-bit vectors: {machine1['fma_peak_f32_gflops_per_core']:.1f} GFLOP/s f32, "
         f"{machine1['fma_peak_f64_gflops_per_core']:.1f} GFLOP/s f64 "
-        f"({machine2['threads']} threads at once: {machine2['fma_peak_f32_gflops_all_threads']:.1f} f32, "
+        f"({machine2['pool_threads']} threads at once: {machine2['fma_peak_f32_gflops_all_threads']:.1f} f32, "
         f"{machine2['fma_peak_f64_gflops_all_threads']:.1f} f64).",
         avx512_line(machine1, machine2),
         f"- GEMM kernel: `{machine1['gemm_kernel']}`; its *of peak* is against "
@@ -85,7 +98,7 @@ def table(machine1, machine2, records, loads):
         f"{machine1['gemm_peak_f64_gflops_per_core']:.1f} GFLOP/s f64 per core, "
         "the FMA peak of the vector width it runs.",
         f"- STREAM triad: {machine1['triad_gbps']:.1f} GB/s on 1 thread, "
-        f"{machine2['triad_gbps']:.1f} GB/s on {machine2['threads']} "
+        f"{machine2['triad_gbps']:.1f} GB/s on {machine2['pool_threads']} "
         f"(3 x {machine1['triad_bytes_per_array'] >> 20} MB arrays, 24 bytes per element, write-allocate not counted).",
         "- *vs matrixmultiply*: our GFLOP/s over `matrixmultiply`'s on the same shape in the same run; "
         "above 1 is faster. `benign bench` sets `MATMUL_NUM_THREADS` to its thread count (matrixmultiply "
@@ -128,7 +141,7 @@ def main():
     cpus = os.cpu_count() or 1
     if any(v is not None and v > cpus for v in loads):
         print(f"perf_table: warning: load average above {cpus} during the runs; figures are low", file=sys.stderr)
-    records += [r for r in records2 if r["kernel"].endswith("gemm") and r["shape"] == MULTI_THREAD_SHAPE]
+    records += [r for r in records2 if r["kernel"].endswith("gemm") and (r["m"], r["n"], r["k"]) == MULTI_THREAD_DIMS]
 
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)

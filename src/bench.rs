@@ -3,7 +3,9 @@
 //! [`run`] first measures the machine ([`MachineFigures`]: FMA peak per core and on every
 //! thread with 256-bit and, where the CPU has them, 512-bit vectors; STREAM triad bandwidth),
 //! then times each kernel on a fixed list of shapes and reports one [`BenchRecord`] per
-//! (kernel, shape, dtype).
+//! (kernel, shape, dtype). `benign bench --json` prints each record as a [`BenchRow`]: one
+//! JSON object per line that stands alone (integer dimensions, the ceiling of its
+//! `frac_of_peak`, the machine figures), every line with the same keys.
 //!
 //! # What the figures mean
 //! - `gflops`: useful floating-point operations per second, 10^9/s (a multiply-add counts 2;
@@ -16,7 +18,9 @@
 //!   call unless the variable is already set; it caps itself at 4 threads. The count it
 //!   actually uses is [`MachineFigures::matrixmultiply_threads`].
 //! - `frac_of_peak`: for compute-bound kernels ([`PeakKind::Fma`], GEMM) the GFLOP/s over
-//!   `FMA peak per core (same dtype) x threads`, the peak measured with the vector width of
+//!   `FMA peak per core (same dtype) x threads` (the threads that kernel ran on: the pool's for
+//!   ours, [`MachineFigures::matrixmultiply_threads`] for `matrixmultiply`'s), the peak
+//!   measured with the vector width of
 //!   the GEMM kernel this process dispatches to ([`MachineFigures::gemm_kernel`]: 512-bit
 //!   AVX-512 on CPUs with avx512f, else 256-bit). Measuring a 512-bit kernel against the
 //!   256-bit peak would report it above 1 of a ceiling it is far from; for memory-bound ones ([`PeakKind::Triad`]:
@@ -105,14 +109,34 @@ pub struct MachineFigures {
     pub compiled_features: Vec<String>,
 }
 
+/// The dimensions of one measurement. BLAS kernels use BLAS's names: GEMM computes
+/// `C[m x n] = A[m x k] B[k x n]`; GEMV and GER work on an `m x n` matrix (no `k`). Row-wise
+/// kernels (`softmax_rows`, `layer_norm`, `gelu`) work on `rows` rows of `cols` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dims {
+    Gemm { m: usize, n: usize, k: usize },
+    Matrix { m: usize, n: usize },
+    Rows { rows: usize, cols: usize },
+}
+
+impl Dims {
+    /// `m x n x k`, `m x n` or `rows x cols`, for display.
+    pub fn label(&self) -> String {
+        match *self {
+            Dims::Gemm { m, n, k } => format!("{m}x{n}x{k}"),
+            Dims::Matrix { m, n } => format!("{m}x{n}"),
+            Dims::Rows { rows, cols } => format!("{rows}x{cols}"),
+        }
+    }
+}
+
 /// One kernel on one shape and element type.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchRecord {
     /// Kernel name (`gemm`, `matrixmultiply::gemm`, `gemv_n`, `gemv_t`, `ger`, `softmax_rows`,
     /// `layer_norm`, `gelu`).
     pub kernel: String,
-    /// `m x n x k` for GEMM, `rows x cols` otherwise.
-    pub shape: String,
+    pub dims: Dims,
     /// `f32` or `f64`.
     pub dtype: String,
     /// Threads the kernel ran on.
@@ -127,10 +151,130 @@ pub struct BenchRecord {
     pub frac_of_peak: Option<f64>,
     /// Which ceiling `frac_of_peak` refers to.
     pub peak: PeakKind,
+    /// The ceiling itself, in the unit of `peak`: GFLOP/s for [`PeakKind::Fma`] (the GEMM
+    /// kernel's FMA peak per core of this dtype x `threads`), GB/s for [`PeakKind::Triad`].
+    pub ceiling: f64,
     /// Median time of one call, seconds.
     pub median_seconds: f64,
     /// Timed calls the median is taken over.
     pub runs: usize,
+}
+
+/// One line of `benign bench --json`: a measurement that stands alone, with its dimensions as
+/// integers and the machine figures needed to read it, so that `jq -s .` or pandas'
+/// `read_json(lines=True)` load the report as one table with the same columns on every line.
+///
+/// Conventions: every key is on every line; a dimension a kernel does not have is `null`
+/// (GEMM: `m`, `n`, `k`; GEMV and GER: `m`, `n`; row-wise kernels: `rows`, `cols`); a rate or
+/// ratio that does not apply is `null`. The machine fields repeat on every line of a report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchRow {
+    pub kernel: String,
+    /// `f32` or `f64`.
+    pub dtype: String,
+    /// GEMM: rows of `A` and `C`; GEMV, GER: rows of the matrix.
+    pub m: Option<usize>,
+    /// GEMM: columns of `B` and `C`; GEMV, GER: columns of the matrix.
+    pub n: Option<usize>,
+    /// GEMM: the inner dimension (columns of `A`, rows of `B`).
+    pub k: Option<usize>,
+    /// Row-wise kernels: rows of the input.
+    pub rows: Option<usize>,
+    /// Row-wise kernels: values per row.
+    pub cols: Option<usize>,
+    /// The dimensions as text, for display (`512x512x512`, `2000x2000`).
+    pub shape: String,
+    /// Threads this kernel ran on (`matrixmultiply::gemm`: `matrixmultiply_threads`).
+    pub threads: usize,
+    pub gflops: Option<f64>,
+    pub gbps: Option<f64>,
+    pub ratio_vs_matrixmultiply: Option<f64>,
+    /// `gflops / ceiling_gflops` (peak `fma`) or `gbps / ceiling_gbps` (peak `triad`).
+    pub frac_of_peak: Option<f64>,
+    pub peak: PeakKind,
+    /// The compute ceiling of this line (peak `fma`): `gemm_peak_<dtype>_gflops_per_core x
+    /// threads`; `null` for peak `triad`.
+    pub ceiling_gflops: Option<f64>,
+    /// The memory ceiling of this line (peak `triad`): `triad_gbps`; `null` for peak `fma`.
+    pub ceiling_gbps: Option<f64>,
+    pub median_seconds: f64,
+    pub runs: usize,
+    /// The machine: [`MachineFigures`], flat.
+    pub cpu_model: String,
+    /// Threads of the rayon pool (`--threads`).
+    pub pool_threads: usize,
+    pub matrixmultiply_threads: usize,
+    pub gemm_kernel: String,
+    pub gemm_peak_f32_gflops_per_core: f64,
+    pub gemm_peak_f64_gflops_per_core: f64,
+    pub fma_peak_f32_gflops_per_core: f64,
+    pub fma_peak_f64_gflops_per_core: f64,
+    pub fma_peak_f32_avx512_gflops_per_core: Option<f64>,
+    pub fma_peak_f64_avx512_gflops_per_core: Option<f64>,
+    pub fma_peak_f32_gflops_all_threads: f64,
+    pub fma_peak_f64_gflops_all_threads: f64,
+    pub fma_peak_f32_avx512_gflops_all_threads: Option<f64>,
+    pub fma_peak_f64_avx512_gflops_all_threads: Option<f64>,
+    pub triad_gbps: f64,
+    pub triad_bytes_per_array: usize,
+    /// SIMD features this binary was compiled for, joined with `+` (`sse4.2+avx+avx2+fma`).
+    pub compiled_features: String,
+}
+
+impl BenchRow {
+    pub fn new(machine: &MachineFigures, record: &BenchRecord) -> BenchRow {
+        let (mut m, mut n, mut k, mut rows, mut cols) = (None, None, None, None, None);
+        match record.dims {
+            Dims::Gemm {
+                m: dm,
+                n: dn,
+                k: dk,
+            } => (m, n, k) = (Some(dm), Some(dn), Some(dk)),
+            Dims::Matrix { m: dm, n: dn } => (m, n) = (Some(dm), Some(dn)),
+            Dims::Rows { rows: r, cols: c } => (rows, cols) = (Some(r), Some(c)),
+        }
+        let (ceiling_gflops, ceiling_gbps) = match record.peak {
+            PeakKind::Fma => (Some(record.ceiling), None),
+            PeakKind::Triad => (None, Some(record.ceiling)),
+        };
+        BenchRow {
+            kernel: record.kernel.clone(),
+            dtype: record.dtype.clone(),
+            m,
+            n,
+            k,
+            rows,
+            cols,
+            shape: record.dims.label(),
+            threads: record.threads,
+            gflops: record.gflops,
+            gbps: record.gbps,
+            ratio_vs_matrixmultiply: record.ratio_vs_matrixmultiply,
+            frac_of_peak: record.frac_of_peak,
+            peak: record.peak,
+            ceiling_gflops,
+            ceiling_gbps,
+            median_seconds: record.median_seconds,
+            runs: record.runs,
+            cpu_model: machine.cpu_model.clone(),
+            pool_threads: machine.threads,
+            matrixmultiply_threads: machine.matrixmultiply_threads,
+            gemm_kernel: machine.gemm_kernel.clone(),
+            gemm_peak_f32_gflops_per_core: machine.gemm_peak_f32_gflops_per_core,
+            gemm_peak_f64_gflops_per_core: machine.gemm_peak_f64_gflops_per_core,
+            fma_peak_f32_gflops_per_core: machine.fma_peak_f32_gflops_per_core,
+            fma_peak_f64_gflops_per_core: machine.fma_peak_f64_gflops_per_core,
+            fma_peak_f32_avx512_gflops_per_core: machine.fma_peak_f32_avx512_gflops_per_core,
+            fma_peak_f64_avx512_gflops_per_core: machine.fma_peak_f64_avx512_gflops_per_core,
+            fma_peak_f32_gflops_all_threads: machine.fma_peak_f32_gflops_all_threads,
+            fma_peak_f64_gflops_all_threads: machine.fma_peak_f64_gflops_all_threads,
+            fma_peak_f32_avx512_gflops_all_threads: machine.fma_peak_f32_avx512_gflops_all_threads,
+            fma_peak_f64_avx512_gflops_all_threads: machine.fma_peak_f64_avx512_gflops_all_threads,
+            triad_gbps: machine.triad_gbps,
+            triad_bytes_per_array: machine.triad_bytes_per_array,
+            compiled_features: machine.compiled_features.join("+"),
+        }
+    }
 }
 
 /// Everything [`run`] measured.
@@ -328,7 +472,7 @@ impl Context<'_> {
     fn record<T: Element>(
         &self,
         kernel: &str,
-        shape: String,
+        dims: Dims,
         threads: usize,
         timing: Timing,
         flops: Option<f64>,
@@ -338,22 +482,21 @@ impl Context<'_> {
         let rate = |count: Option<f64>| count.map(|c| c / timing.median_seconds / 1e9);
         let gflops = rate(flops);
         let gbps = rate(bytes);
-        let frac_of_peak = match peak {
-            PeakKind::Fma => {
-                gflops.map(|g| g / (T::peak_per_core(self.machine) * self.machine.threads as f64))
-            }
-            PeakKind::Triad => gbps.map(|g| g / self.machine.triad_gbps),
+        let (ceiling, rate) = match peak {
+            PeakKind::Fma => (T::peak_per_core(self.machine) * threads as f64, gflops),
+            PeakKind::Triad => (self.machine.triad_gbps, gbps),
         };
         BenchRecord {
             kernel: kernel.to_string(),
-            shape,
+            dims,
             dtype: T::NAME.to_string(),
             threads,
             gflops,
             gbps,
             ratio_vs_matrixmultiply: None,
-            frac_of_peak: frac_of_peak.filter(|f| f.is_finite()),
+            frac_of_peak: rate.map(|r| r / ceiling).filter(|f| f.is_finite()),
             peak,
+            ceiling,
             median_seconds: timing.median_seconds,
             runs: timing.runs,
         }
@@ -378,7 +521,7 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
         let b = filled::<T>(k * n, 2);
         let mut c = vec![T::ZERO; m * n];
         let flops = Some(2.0 * (m * n * k) as f64);
-        let shape = format!("{m}x{n}x{k}");
+        let dims = Dims::Gemm { m, n, k };
         let ours = ctx.time(|| {
             benign_kernels::gemm(
                 Transpose::No,
@@ -400,7 +543,7 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
             ctx.time(|| T::baseline_gemm(m, n, k, black_box(&a), black_box(&b), black_box(&mut c)));
         let mut record = ctx.record::<T>(
             "gemm",
-            shape.clone(),
+            dims,
             ctx.machine.threads,
             ours,
             flops,
@@ -409,7 +552,7 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
         );
         let baseline = ctx.record::<T>(
             "matrixmultiply::gemm",
-            shape,
+            dims,
             ctx.machine.matrixmultiply_threads,
             theirs,
             flops,
@@ -434,7 +577,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
         let a = filled::<T>(d * d, 3);
         let x = filled::<T>(d, 4);
         let mut y = vec![T::ZERO; d];
-        let shape = format!("{d}x{d}");
+        let dims = Dims::Matrix { m: d, n: d };
         let flops = Some(2.0 * (d * d) as f64);
         // Matrix read once, x read once, y written once (beta = 0 never reads y).
         let gemv_bytes = Some(((d * d + 2 * d) as f64) * size);
@@ -454,7 +597,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
             });
             emit(ctx.record::<T>(
                 name,
-                shape.clone(),
+                dims,
                 threads,
                 timing,
                 flops,
@@ -480,7 +623,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
         let ger_bytes = Some(((2 * d * d + 2 * d) as f64) * size);
         emit(ctx.record::<T>(
             "ger",
-            shape,
+            dims,
             threads,
             timing,
             flops,
@@ -503,7 +646,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
         let bytes = Some(2.0 * (rows * cols) as f64 * size);
         emit(ctx.record::<T>(
             "softmax_rows",
-            format!("{rows}x{cols}"),
+            Dims::Rows { rows, cols },
             threads,
             timing,
             None,
@@ -536,7 +679,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
     let bytes = Some((2 * rows * cols + 2 * cols + 2 * rows) as f64 * size);
     emit(ctx.record::<T>(
         "layer_norm",
-        format!("{rows}x{cols}"),
+        Dims::Rows { rows, cols },
         threads,
         timing,
         None,
@@ -547,7 +690,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
     let bytes = Some(2.0 * (rows * cols) as f64 * size);
     emit(ctx.record::<T>(
         "gelu",
-        format!("{rows}x{cols}"),
+        Dims::Rows { rows, cols },
         threads,
         timing,
         None,
@@ -707,6 +850,120 @@ mod tests {
         let frac = gemm.frac_of_peak.unwrap();
         let want = gemm.gflops.unwrap() / machine.gemm_peak_f32_gflops_per_core;
         assert!((frac - want).abs() <= 1e-12 * want, "{frac} vs {want}");
+        assert_eq!(gemm.ceiling, machine.gemm_peak_f32_gflops_per_core);
+        let triad = report.records.iter().find(|r| r.kernel == "gelu").unwrap();
+        assert_eq!(triad.ceiling, machine.triad_gbps);
+    }
+
+    fn machine() -> MachineFigures {
+        MachineFigures {
+            cpu_model: "Test CPU".into(),
+            threads: 2,
+            matrixmultiply_threads: 2,
+            gemm_kernel: "avx2".into(),
+            gemm_peak_f32_gflops_per_core: 64.0,
+            gemm_peak_f64_gflops_per_core: 32.0,
+            fma_peak_f32_gflops_per_core: 64.0,
+            fma_peak_f64_gflops_per_core: 32.0,
+            fma_peak_f32_avx512_gflops_per_core: None,
+            fma_peak_f64_avx512_gflops_per_core: None,
+            fma_peak_f32_gflops_all_threads: 120.0,
+            fma_peak_f64_gflops_all_threads: 60.0,
+            fma_peak_f32_avx512_gflops_all_threads: None,
+            fma_peak_f64_avx512_gflops_all_threads: None,
+            triad_gbps: 10.0,
+            triad_bytes_per_array: 64 << 20,
+            compiled_features: vec!["avx2".into(), "fma".into()],
+        }
+    }
+
+    fn record(kernel: &str, dims: Dims, peak: PeakKind, ceiling: f64) -> BenchRecord {
+        BenchRecord {
+            kernel: kernel.into(),
+            dims,
+            dtype: "f32".into(),
+            threads: 2,
+            gflops: Some(64.0),
+            gbps: (peak == PeakKind::Triad).then_some(5.0),
+            ratio_vs_matrixmultiply: None,
+            frac_of_peak: Some(0.5),
+            peak,
+            ceiling,
+            median_seconds: 1e-3,
+            runs: 10,
+        }
+    }
+
+    /// Every line of `--json` has the same keys, integer dimensions (null where the kernel has
+    /// none), the ceiling of its own peak and the machine figures.
+    #[test]
+    fn json_rows_stand_alone_with_integer_dimensions() {
+        let machine = machine();
+        let rows: Vec<serde_json::Value> = [
+            record(
+                "gemm",
+                Dims::Gemm {
+                    m: 160,
+                    n: 2000,
+                    k: 200,
+                },
+                PeakKind::Fma,
+                128.0,
+            ),
+            record(
+                "gemv_n",
+                Dims::Matrix { m: 30, n: 20 },
+                PeakKind::Triad,
+                10.0,
+            ),
+            record(
+                "gelu",
+                Dims::Rows {
+                    rows: 4096,
+                    cols: 2000,
+                },
+                PeakKind::Triad,
+                10.0,
+            ),
+        ]
+        .iter()
+        .map(|r| serde_json::to_value(BenchRow::new(&machine, r)).unwrap())
+        .collect();
+        let keys = |v: &serde_json::Value| {
+            v.as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<String>>()
+        };
+        assert_eq!(keys(&rows[0]), keys(&rows[1]));
+        assert_eq!(keys(&rows[0]), keys(&rows[2]));
+        let (gemm, gemv, gelu) = (&rows[0], &rows[1], &rows[2]);
+        assert_eq!(
+            (&gemm["m"], &gemm["n"], &gemm["k"]),
+            (&160.into(), &2000.into(), &200.into())
+        );
+        assert!(gemm["m"].is_u64() && gemm["rows"].is_null() && gemm["cols"].is_null());
+        assert_eq!(gemm["shape"], "160x2000x200");
+        assert_eq!((&gemv["m"], &gemv["n"]), (&30.into(), &20.into()));
+        assert!(gemv["k"].is_null() && gemv["rows"].is_null());
+        assert_eq!((&gelu["rows"], &gelu["cols"]), (&4096.into(), &2000.into()));
+        assert!(gelu["m"].is_null() && gelu["n"].is_null() && gelu["k"].is_null());
+        assert_eq!(gemm["ceiling_gflops"], 128.0);
+        assert!(gemm["ceiling_gbps"].is_null());
+        assert_eq!(gelu["ceiling_gbps"], 10.0);
+        assert!(gelu["ceiling_gflops"].is_null());
+        for row in &rows {
+            assert_eq!(row["cpu_model"], "Test CPU");
+            assert_eq!(row["pool_threads"], 2);
+            assert_eq!(row["gemm_kernel"], "avx2");
+            assert_eq!(row["gemm_peak_f32_gflops_per_core"], 64.0);
+            assert_eq!(row["compiled_features"], "avx2+fma");
+            assert!(row.get("machine").is_none());
+            // The row reads back.
+            let back: BenchRow = serde_json::from_value(row.clone()).unwrap();
+            assert_eq!(serde_json::to_value(back).unwrap(), *row);
+        }
     }
 
     #[test]

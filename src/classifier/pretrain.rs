@@ -3,7 +3,10 @@
 //!
 //! A run is identified by its [`PretrainSpec`] (dataset, subset size, seed, tokenizer, model,
 //! trainer): its key is 16 hex digits of FNV-1a over the spec's canonical JSON, and its files
-//! live in `<out>/<dataset>-<key>/`:
+//! live in `<checkpoints>/<dataset>-<key>/`, where `<checkpoints>` is the one checkpoint folder
+//! that `benign pretrain` and `benign finetune` share (`--checkpoints`, default
+//! [`DEFAULT_CHECKPOINTS_DIR`]), so a fine-tuning run reuses a finished pretraining run of the
+//! same settings:
 //!
 //! - `checkpoint.safetensors`: parameters, AdamW moments, epochs done, the spec, the vocabulary
 //!   of a text model; rewritten atomically after every epoch, so a killed run resumes from its
@@ -24,6 +27,10 @@ use super::train::{EpochMetrics, Evaluation, TrainConfig, Trainer};
 use crate::realdata::{self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary};
 use crate::synthetic::data::named_rng;
 use crate::{Error, Result};
+
+/// The default checkpoint folder of `benign pretrain` and `benign finetune` (relative to the
+/// working directory).
+pub const DEFAULT_CHECKPOINTS_DIR: &str = "checkpoints";
 
 /// How examples become tokens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,6 +124,15 @@ impl PretrainSpec {
             DatasetName::Sst2 => text(10_000, 48, 10),
             DatasetName::AgNews => text(10_000, 64, 10),
         }
+    }
+
+    /// The same settings with `seed` driving the subset, the initialisation and the shuffling
+    /// (the `--seed` of `benign pretrain`, the `--pretrain-seed` of `benign finetune`: both go
+    /// through here, so equal options give equal keys).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self.train.seed = seed;
+        self
     }
 
     /// Checks the settings; errors name the option.
@@ -299,9 +315,15 @@ pub struct PretrainResult {
     pub test_examples: usize,
     pub parameters: usize,
     pub epochs: usize,
-    /// On the pretraining subset, with the final parameters.
-    pub train_loss: f64,
-    pub train_accuracy: f64,
+    /// Loss of an evaluation pass over the pretraining subset with the final parameters (not
+    /// the running mean over the last epoch's minibatches: that is `metrics.jsonl`'s
+    /// `train_loss_running`). Written `train_loss` before it was renamed; older `result.json`
+    /// files still read.
+    #[serde(alias = "train_loss")]
+    pub train_loss_eval: f64,
+    /// Accuracy of the same evaluation pass. Formerly `train_accuracy`.
+    #[serde(alias = "train_accuracy")]
+    pub train_accuracy_eval: f64,
     pub test_loss: f64,
     pub test_accuracy: f64,
     /// Wall time of the training steps (evaluations excluded), summed over epochs and resumes.
@@ -311,12 +333,19 @@ pub struct PretrainResult {
     pub spec: PretrainSpec,
 }
 
+impl PretrainResult {
+    /// The run's checkpoint file.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.run_dir.join(CHECKPOINT)
+    }
+}
+
 /// Where the run's output goes and whether to reuse it.
 #[derive(Clone, Debug)]
 pub struct PretrainOptions {
     /// Parent folder of the dataset folders (`<data_dir>/mnist`, ...).
     pub data_dir: PathBuf,
-    /// Parent folder of the run folders.
+    /// The checkpoint folder: parent of the run folders (`<dataset>-<key>/`).
     pub out: PathBuf,
     /// Retrain even if a checkpoint exists.
     pub force: bool,
@@ -398,6 +427,8 @@ pub fn pretrain(
                     message: e.to_string(),
                 })?;
             result.reused = true;
+            // The folder may have been moved or reached through another path since.
+            result.run_dir = run_dir.clone();
             let model = existing.expect("checked above").model;
             return Ok((result, model, data));
         }
@@ -480,8 +511,8 @@ pub fn pretrain(
             .map(|id| model.store.value(id).len())
             .sum(),
         epochs: spec.train.epochs,
-        train_loss: train_eval.loss,
-        train_accuracy: train_eval.accuracy,
+        train_loss_eval: train_eval.loss,
+        train_accuracy_eval: train_eval.accuracy,
         test_loss: test_eval.loss,
         test_accuracy: test_eval.accuracy,
         train_seconds,
@@ -524,4 +555,59 @@ fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochMetrics>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `result.json` names the post-training evaluation pass; files written before the rename
+    /// (`train_loss`, `train_accuracy`) still read, so finished runs are still reused.
+    #[test]
+    fn result_names_the_evaluation_pass_and_reads_old_files() {
+        let spec = PretrainSpec::defaults(DatasetName::Trec);
+        let result = PretrainResult {
+            dataset: DatasetName::Trec,
+            key: spec.key(),
+            run_dir: PathBuf::from("checkpoints/trec-x"),
+            reused: false,
+            train_examples: 3,
+            test_examples: 2,
+            parameters: 7,
+            epochs: 1,
+            train_loss_eval: 0.5,
+            train_accuracy_eval: 0.75,
+            test_loss: 0.25,
+            test_accuracy: 0.5,
+            train_seconds: 1.0,
+            examples_per_second: 3.0,
+            threads: 1,
+            spec,
+        };
+        let mut json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["train_loss_eval"], 0.5);
+        assert_eq!(json["train_accuracy_eval"], 0.75);
+        let object = json.as_object_mut().unwrap();
+        assert!(!object.contains_key("train_loss") && !object.contains_key("train_accuracy"));
+        let loss = object.remove("train_loss_eval").unwrap();
+        let accuracy = object.remove("train_accuracy_eval").unwrap();
+        object.insert("train_loss".into(), loss);
+        object.insert("train_accuracy".into(), accuracy);
+        let old: PretrainResult = serde_json::from_value(json).unwrap();
+        assert_eq!(old, result);
+        assert_eq!(
+            result.checkpoint_path(),
+            Path::new("checkpoints/trec-x/checkpoint.safetensors")
+        );
+    }
+
+    #[test]
+    fn with_seed_seeds_the_run_and_the_shuffling() {
+        let spec = PretrainSpec::defaults(DatasetName::Mnist).with_seed(3);
+        assert_eq!((spec.seed, spec.train.seed), (3, 3));
+        let mut by_hand = PretrainSpec::defaults(DatasetName::Mnist);
+        by_hand.seed = 3;
+        by_hand.train.seed = 3;
+        assert_eq!(spec.key(), by_hand.key());
+    }
 }

@@ -164,9 +164,16 @@ pub struct EpochMetrics {
     pub steps: usize,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
-    /// Mean training loss over the epoch's batches (parameters changing along the way).
-    pub train_loss: f64,
-    pub train_accuracy: f64,
+    /// Running mean of the training loss over the epoch's minibatches, each taken with the
+    /// parameters before its own step (so the parameters change along the way): not the loss of
+    /// the parameters at the end of the epoch. Written `train_loss` before it was renamed;
+    /// older `metrics.jsonl` files still read.
+    #[serde(alias = "train_loss")]
+    pub train_loss_running: f64,
+    /// Running fraction of the epoch's examples classified correctly, each counted in its
+    /// minibatch before the step (as `train_loss_running`). Formerly `train_accuracy`.
+    #[serde(alias = "train_accuracy")]
+    pub train_accuracy_running: f64,
     /// Mean gradient norm before clipping.
     pub grad_norm: f64,
     pub test_loss: Option<f64>,
@@ -384,8 +391,8 @@ impl<T: Float> Trainer<T> {
             epoch: epoch + 1,
             steps: self.steps_done,
             lr,
-            train_loss: loss_sum / split.n as f64,
-            train_accuracy: correct as f64 / split.n as f64,
+            train_loss_running: loss_sum / split.n as f64,
+            train_accuracy_running: correct as f64 / split.n as f64,
             grad_norm: norm_sum / steps.max(1) as f64,
             test_loss: test_eval.as_ref().map(|e| e.loss),
             test_accuracy: test_eval.as_ref().map(|e| e.accuracy),
@@ -519,4 +526,37 @@ fn check_params_finite<T: Float>(model: &Classifier<T>, step: usize, epoch: usiz
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-epoch figures say they are running means; `metrics.jsonl` lines written before the
+    /// rename (`train_loss`, `train_accuracy`) still read.
+    #[test]
+    fn epoch_metrics_name_the_running_figures_and_read_old_lines() {
+        let metrics = EpochMetrics {
+            epoch: 2,
+            steps: 10,
+            lr: 1e-3,
+            train_loss_running: 0.5,
+            train_accuracy_running: 0.75,
+            grad_norm: 1.0,
+            test_loss: Some(0.25),
+            test_accuracy: Some(0.875),
+            train_seconds: 1.0,
+            examples_per_second: 100.0,
+            eval_seconds: 0.5,
+        };
+        let json = serde_json::to_value(&metrics).unwrap();
+        assert_eq!(json["train_loss_running"], 0.5);
+        assert_eq!(json["train_accuracy_running"], 0.75);
+        assert!(json.get("train_loss").is_none() && json.get("train_accuracy").is_none());
+        let old = r#"{"epoch":2,"steps":10,"lr":0.001,"train_loss":0.5,"train_accuracy":0.75,
+            "grad_norm":1.0,"test_loss":0.25,"test_accuracy":0.875,"train_seconds":1.0,
+            "examples_per_second":100.0,"eval_seconds":0.5}"#;
+        let read: EpochMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!(read, metrics);
+    }
 }

@@ -2,14 +2,17 @@
 
 use std::io::Write;
 
-use benign::bench::{BenchOptions, BenchRecord, MachineFigures, PeakKind, Progress};
+use benign::bench::{BenchOptions, BenchRecord, BenchRow, MachineFigures, PeakKind, Progress};
 use clap::Args;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Print JSON lines instead of a table: first line `{"machine": {...}}` with the machine
-    /// figures, then one object per kernel measurement (kernel, shape, dtype, threads, gflops,
-    /// gbps, ratio_vs_matrixmultiply, frac_of_peak, peak, median_seconds, runs).
+    /// Print JSON lines instead of a table: one object per kernel measurement, each standing
+    /// alone with the same keys (`benign::bench::BenchRow`): kernel, dtype, integer dimensions
+    /// (`m`, `n`, `k` for GEMM; `m`, `n` for GEMV and GER; `rows`, `cols` for the row-wise
+    /// kernels; the others null), shape, threads, gflops, gbps, ratio_vs_matrixmultiply,
+    /// frac_of_peak, peak, ceiling_gflops / ceiling_gbps, median_seconds, runs, and the machine
+    /// figures (cpu_model, pool_threads, gemm_kernel, the FMA peaks, triad_gbps, ...).
     #[arg(long)]
     pub json: bool,
     /// Threads to run the kernels on (default: all logical CPUs).
@@ -28,12 +31,13 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_error = None;
+    let mut machine = None;
     benign::bench::run(&options, |event| {
         if write_error.is_some() {
             return;
         }
         let result = if args.json {
-            print_json(&mut out, event)
+            print_json(&mut out, &mut machine, event)
         } else {
             print_table(&mut out, event)
         };
@@ -47,12 +51,25 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_json(out: &mut impl Write, event: Progress<'_>) -> std::io::Result<()> {
-    let line = match event {
-        Progress::Machine(machine) => serde_json::json!({ "machine": machine }),
-        Progress::Record(record) => serde_json::to_value(record)?,
-    };
-    writeln!(out, "{line}")
+/// One line per record, with the machine figures (reported once, first) on each.
+fn print_json(
+    out: &mut impl Write,
+    machine: &mut Option<MachineFigures>,
+    event: Progress<'_>,
+) -> std::io::Result<()> {
+    match event {
+        Progress::Machine(figures) => {
+            *machine = Some(figures.clone());
+            Ok(())
+        }
+        Progress::Record(record) => {
+            let figures = machine
+                .as_ref()
+                .expect("the machine figures come before the first record");
+            let line = serde_json::to_string(&BenchRow::new(figures, record))?;
+            writeln!(out, "{line}")
+        }
+    }
 }
 
 /// Column widths of the table (kernel, shape, dtype, threads, GFLOP/s, GB/s, vs mm, of peak).
@@ -131,7 +148,7 @@ fn print_row(out: &mut impl Write, r: &BenchRecord) -> std::io::Result<()> {
     };
     let cells = [
         r.kernel.clone(),
-        r.shape.clone(),
+        r.dims.label(),
         r.dtype.clone(),
         r.threads.to_string(),
         num(r.gflops, 2),

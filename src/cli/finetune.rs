@@ -2,16 +2,18 @@
 //! `benign::finetune`).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use benign::classifier::pretrain::{self, PretrainSpec};
+use benign::classifier::pretrain::{self, PretrainResult, PretrainSpec};
 use benign::classifier::Schedule;
 use benign::finetune::{self, report, Event, FinetuneConfig, FinetuneOptions, Plan};
 use benign::realdata::DatasetName;
 use benign::Error;
+
+use super::pretrain::CheckpointArgs;
 
 #[derive(Args)]
 pub struct FinetuneArgs {
@@ -88,7 +90,11 @@ pub struct FinetuneArgs {
     /// Seed of the pretraining run (phases 0 and 1).
     #[arg(long, default_value_t = 0)]
     pub pretrain_seed: u64,
-    /// Parent folder of the pretraining, phase-1 and table folders.
+    /// Phase 0 is `benign pretrain --dataset D [--subset N] [--seed S]` with its other settings
+    /// at their defaults, read from (or trained into) this folder.
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
+    /// Parent folder of the phase-1 and table folders.
     #[arg(long, value_name = "DIR", default_value = "runs/finetune")]
     pub out: PathBuf,
     /// Threads (default: all cores). Results do not depend on it.
@@ -190,9 +196,9 @@ pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
 
 pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     let dataset: DatasetName = args.dataset.parse()?;
-    let mut spec = PretrainSpec::defaults(dataset);
-    spec.seed = args.pretrain_seed;
-    spec.train.seed = args.pretrain_seed;
+    // Phase 0 is `benign pretrain --dataset D --seed S [--subset N]`: the same spec, the same
+    // key, the same run folder under the shared checkpoint folder.
+    let mut spec = PretrainSpec::defaults(dataset).with_seed(args.pretrain_seed);
     if let Some(n) = args.pretrain_subset {
         spec.subset = Some(n);
     }
@@ -222,8 +228,11 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         )
         .into());
     }
+    let checkpoints = args.checkpoints.checkpoints.clone();
+    refuse_old_pretrain_folder(&spec, &checkpoints, &args.out)?;
     let options = FinetuneOptions {
         data_dir: args.data_dir.clone(),
+        checkpoints,
         out: args.out.clone(),
     };
     let total = plan.cells().len() as u64;
@@ -263,6 +272,11 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
                     m.epoch,
                     m.test_accuracy.unwrap_or(f64::NAN)
                 ));
+            }
+        }
+        Event::Pretrained(result) => {
+            if !quiet {
+                say(pretrained_line(result));
             }
         }
         Event::Phase1Start { epochs, examples } => {
@@ -328,9 +342,52 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     let table = report::table(&run);
     let outputs = report::write_outputs(&run, &table)?;
     let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{}", pretrained_line(&run.pretrain));
     let _ = writeln!(stdout, "{}", table.markdown());
     for f in &outputs.files {
         let _ = writeln!(stdout, "wrote {}", f.display());
     }
     Ok(0)
+}
+
+/// Which phase-0 checkpoint a run uses and whether it was reused.
+fn pretrained_line(result: &PretrainResult) -> String {
+    let how = if result.reused {
+        "reused the pretrained checkpoint"
+    } else {
+        "pretrained now, checkpoint"
+    };
+    format!(
+        "phase 0: {how} {} (key {}, test acc {:.4})",
+        result.checkpoint_path().display(),
+        result.key,
+        result.test_accuracy
+    )
+}
+
+/// Earlier versions kept phase 0 in `<out>/pretrain/`. Rather than pretrain again next to a
+/// finished run of the same settings there, stop and say how to move it into the shared
+/// checkpoint folder.
+fn refuse_old_pretrain_folder(
+    spec: &PretrainSpec,
+    checkpoints: &Path,
+    out: &Path,
+) -> Result<(), Error> {
+    let old = spec.run_dir(&out.join("pretrain"));
+    let new = spec.run_dir(checkpoints);
+    if old.join("checkpoint.safetensors").is_file() && !new.exists() {
+        return Err(Error::invalid(
+            "checkpoints",
+            format!(
+                "the pretraining of these settings is in {}, where earlier versions kept it; \
+                 move it with `mkdir -p {} && mv {} {}` (or pass --checkpoints {}) to reuse it",
+                old.display(),
+                checkpoints.display(),
+                old.display(),
+                new.display(),
+                out.join("pretrain").display()
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -7,9 +7,22 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use benign::classifier::pretrain::{self, Event, PretrainOptions, PretrainSpec, TokenizerSpec};
+use benign::classifier::pretrain::{
+    self, Event, PretrainOptions, PretrainSpec, TokenizerSpec, DEFAULT_CHECKPOINTS_DIR,
+};
 use benign::classifier::Schedule;
 use benign::realdata::DatasetName;
+
+/// The checkpoint folder, declared once and flattened into `benign pretrain` and `benign
+/// finetune`, so both commands read and write the same pretraining runs.
+#[derive(Args, Clone, Debug)]
+pub struct CheckpointArgs {
+    /// Checkpoint folder shared by `benign pretrain` and `benign finetune`: a pretraining run
+    /// lives in `<DIR>/<dataset>-<key>/` (the key is a hash of its settings) and either command
+    /// reuses a finished one of the same settings.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CHECKPOINTS_DIR)]
+    pub checkpoints: PathBuf,
+}
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -65,9 +78,11 @@ pub struct PretrainArgs {
     /// Seeds the subset, the initialisation and the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Parent folder of the run folders (`<DIR>/<dataset>-<key>/`).
-    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
+    /// Renamed `--checkpoints`: rejected with a message saying so.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub out: Option<PathBuf>,
     /// Retrain even if a finished checkpoint with the same settings exists.
     #[arg(long)]
     pub force: bool,
@@ -84,15 +99,20 @@ pub struct PretrainArgs {
 
 /// The run's spec: the dataset's defaults with the given options applied.
 pub fn spec_from(args: &PretrainArgs) -> anyhow::Result<PretrainSpec> {
+    if args.out.is_some() {
+        return Err(benign::Error::invalid(
+            "out",
+            "was renamed --checkpoints (the checkpoint folder `benign finetune` shares)",
+        )
+        .into());
+    }
     let dataset: DatasetName = args.dataset.parse()?;
-    let mut spec = PretrainSpec::defaults(dataset);
+    let mut spec = PretrainSpec::defaults(dataset).with_seed(args.seed);
     if args.full {
         spec.subset = None;
     } else if let Some(n) = args.subset {
         spec.subset = Some(n);
     }
-    spec.seed = args.seed;
-    spec.train.seed = args.seed;
     let set = |target: &mut usize, value: Option<usize>| {
         if let Some(v) = value {
             *target = v;
@@ -156,7 +176,7 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
     }
     let options = PretrainOptions {
         data_dir: args.data_dir.clone(),
-        out: args.out.clone(),
+        out: args.checkpoints.checkpoints.clone(),
         force: args.force,
     };
     let show = !args.quiet && std::io::stderr().is_terminal();
@@ -199,10 +219,10 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
                 spec.train.epochs
             ));
             let line = format!(
-                "epoch {:>3}: train loss {:.4} acc {:.4}  test loss {:.4} acc {:.4}  {:.0} ex/s",
+                "epoch {:>3}: train loss {:.4} acc {:.4} (running, over the epoch's batches)  test loss {:.4} acc {:.4}  {:.0} ex/s",
                 m.epoch,
-                m.train_loss,
-                m.train_accuracy,
+                m.train_loss_running,
+                m.train_accuracy_running,
                 m.test_loss.unwrap_or(f64::NAN),
                 m.test_accuracy.unwrap_or(f64::NAN),
                 m.examples_per_second
@@ -222,11 +242,11 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
         serde_json::to_string_pretty(&result)?
     } else {
         format!(
-            "{} ({}): train acc {:.4} loss {:.4}, test acc {:.4} loss {:.4}; {} epochs on {} examples, {:.1} s training ({:.0} ex/s, {} threads){}\nrun folder: {}",
+            "{} ({}): train acc {:.4} loss {:.4} (evaluated after training), test acc {:.4} loss {:.4}; {} epochs on {} examples, {:.1} s training ({:.0} ex/s, {} threads){}\nrun folder: {}\ncheckpoint: {}",
             result.dataset,
             result.key,
-            result.train_accuracy,
-            result.train_loss,
+            result.train_accuracy_eval,
+            result.train_loss_eval,
             result.test_accuracy,
             result.test_loss,
             result.epochs,
@@ -235,7 +255,8 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
             result.examples_per_second,
             result.threads,
             if result.reused { " [reused checkpoint]" } else { "" },
-            result.run_dir.display()
+            result.run_dir.display(),
+            result.checkpoint_path().display()
         )
     };
     let _ = writeln!(std::io::stdout(), "{text}");

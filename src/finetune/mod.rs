@@ -4,7 +4,10 @@
 //! # Protocol
 //!
 //! - Phase 0: the classifier of `benign pretrain` on its clean, seeded pretraining subset
-//!   ([`crate::classifier::pretrain`], reused from its checkpoint or trained now).
+//!   ([`crate::classifier::pretrain`], reused from its checkpoint or trained now). Both
+//!   commands keep these checkpoints in one folder ([`FinetuneOptions::checkpoints`], the
+//!   `--checkpoints` option, default `checkpoints/`), keyed by the pretraining settings, so a
+//!   finished `benign pretrain` of the same settings is reused, not repeated.
 //! - Phase 1: the head alone is redrawn and trained on the same clean subset (the linear probe
 //!   of the paper's pretrained backbones; its test accuracy is the table's "baseline"). Its
 //!   checkpoint is keyed by the pretraining key and the phase-1 settings and reused.
@@ -23,9 +26,11 @@
 //! flipped iff its uniform draw `u_i < eta`, so the flipped sets of one seed are nested as `eta`
 //! grows and a heatmap over `eta` is smooth rather than re-randomised cell by cell.
 //!
-//! # Files (under `<out>/`)
+//! # Files
 //!
-//! - `pretrain/<dataset>-<key>/`: phase 0 (see [`crate::classifier::pretrain`]);
+//! Under `<checkpoints>/`: `<dataset>-<key>/`, phase 0 (see [`crate::classifier::pretrain`]).
+//! Under `<out>/`:
+//!
 //! - `<dataset>-<key>-phase1-<key>/`: `checkpoint.safetensors`, `metrics.jsonl`, `result.json`;
 //! - `<dataset>-<grid key>/cells/n<N>-eta<ETA>-seed<S>.json` (a [`CellResult`], written last, so
 //!   its presence marks a finished cell that a rerun skips) and `.jsonl` (its [`EpochRecord`]s).
@@ -313,6 +318,9 @@ pub struct Experiment<'a> {
 /// Progress notifications of [`finetune`] and [`run_cells`].
 pub enum Event<'a> {
     Pretrain(pretrain::Event<'a>),
+    /// Phase 0 is ready: reused from its checkpoint (`result.reused`) or trained now; the
+    /// checkpoint is `result.checkpoint_path()`.
+    Pretrained(&'a PretrainResult),
     /// Phase 1 trains `epochs` epochs over `examples` (not sent when its checkpoint is reused).
     Phase1Start {
         epochs: usize,
@@ -721,10 +729,14 @@ fn key_of<S: Serialize>(value: &S) -> String {
     )
 }
 
-/// Where a table's outputs go and where the data is.
+/// Where the data is, where the phase-0 checkpoints are, and where a table's outputs go.
 #[derive(Clone, Debug)]
 pub struct FinetuneOptions {
     pub data_dir: PathBuf,
+    /// The checkpoint folder shared with `benign pretrain` (its `--checkpoints`): phase 0 is
+    /// read from (or trained into) `<checkpoints>/<dataset>-<pretrain key>/`.
+    pub checkpoints: PathBuf,
+    /// Phase 1, the cells, the table and the figures.
     pub out: PathBuf,
 }
 
@@ -733,7 +745,10 @@ pub struct FinetuneOptions {
 pub struct Phase1Result {
     pub key: String,
     pub epochs: usize,
-    pub train_accuracy: f64,
+    /// Accuracy of an evaluation pass over the clean pretraining subset after phase 1 (not the
+    /// running figure of its `metrics.jsonl`). Formerly `train_accuracy`; older files still read.
+    #[serde(alias = "train_accuracy")]
+    pub train_accuracy_eval: f64,
     pub seconds: f64,
 }
 
@@ -741,6 +756,9 @@ pub struct Phase1Result {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneRun {
     pub pretrain: PretrainResult,
+    /// The phase-0 checkpoint file the run started from (`pretrain.reused` tells whether it
+    /// was reused or trained by this run).
+    pub pretrain_checkpoint: PathBuf,
     pub phase1: Phase1Result,
     /// Test accuracy and loss of the phase-1 model on the test examples.
     pub baseline_test_accuracy: f64,
@@ -767,11 +785,12 @@ pub fn finetune(
         spec,
         &PretrainOptions {
             data_dir: options.data_dir.clone(),
-            out: options.out.join("pretrain"),
+            out: options.checkpoints.clone(),
             force: false,
         },
         &mut |e| observe(Event::Pretrain(e)),
     )?;
+    observe(Event::Pretrained(&pretrained));
     let test = test_examples(&data.test, config.test_examples)?;
 
     let phase1_key = key_of(&(&pretrained.key, &config.phase1));
@@ -820,7 +839,7 @@ pub fn finetune(
         let result = Phase1Result {
             key: phase1_key.clone(),
             epochs: config.phase1.epochs,
-            train_accuracy: clean_eval.accuracy,
+            train_accuracy_eval: clean_eval.accuracy,
             seconds: start.elapsed().as_secs_f64(),
         };
         crate::io::write_json_atomic(&phase1_result, &result)?;
@@ -839,6 +858,7 @@ pub fn finetune(
     };
     let outcomes = run_cells(&experiment, config, plan, &dir, observe)?;
     Ok(FinetuneRun {
+        pretrain_checkpoint: pretrained.checkpoint_path(),
         pretrain: pretrained,
         phase1,
         baseline_test_accuracy: baseline.accuracy,

@@ -34,15 +34,16 @@ impl MeanStd {
     }
 }
 
-/// One (eta, n) entry of the table, over the seeds that finished.
+/// One (eta, n) entry of the table, over the seeds that finished. Accuracies are fractions in
+/// [0, 1], as everywhere in `benign`'s outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TableRow {
     pub eta: f64,
     pub n: usize,
     pub seeds: usize,
-    /// Final cross-entropy on the noisy labels.
+    /// Final cross-entropy on the noisy labels (an evaluation pass after the last epoch).
     pub train_loss: Option<MeanStd>,
-    /// Final test accuracy in percent.
+    /// Final test accuracy, a fraction.
     pub test_accuracy: Option<MeanStd>,
     pub test_loss: Option<MeanStd>,
     /// Final fraction of flipped examples predicted as their noisy label (noise fitted).
@@ -54,13 +55,20 @@ pub struct TableRow {
     pub skipped: Option<String>,
 }
 
-/// The table of a run.
+/// The table of a run. Accuracies are fractions in [0, 1].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Table {
     pub dataset: String,
-    /// Phase-0 (pretrained) test accuracy in percent, on the whole test split.
+    /// Key of the phase-0 (pretraining) settings, as in `benign pretrain`'s run folders.
+    pub pretrain_key: String,
+    /// The phase-0 checkpoint the run started from.
+    pub pretrain_checkpoint: PathBuf,
+    /// True if that checkpoint was reused (a finished `benign pretrain` of the same settings),
+    /// false if this run trained it.
+    pub pretrain_reused: bool,
+    /// Phase-0 (pretrained) test accuracy (fraction), on the whole test split.
     pub pretrain_test_accuracy: f64,
-    /// Phase-1 test accuracy in percent, on the run's test examples.
+    /// Phase-1 test accuracy (fraction), on the run's test examples.
     pub baseline_test_accuracy: f64,
     pub test_examples: usize,
     pub rows: Vec<TableRow>,
@@ -92,7 +100,7 @@ pub fn table(run: &FinetuneRun) -> Table {
                 n,
                 seeds: done.len(),
                 train_loss: stat(&|r| Some(r.train_loss)),
-                test_accuracy: stat(&|r| r.test_accuracy.map(|a| 100.0 * a)),
+                test_accuracy: stat(&|r| r.test_accuracy),
                 test_loss: stat(&|r| r.test_loss),
                 train_accuracy_flipped: stat(&|r| r.train_accuracy_flipped),
                 max_cls_attention: stat(&|r| Some(r.mean_max_cls_attention)),
@@ -102,8 +110,11 @@ pub fn table(run: &FinetuneRun) -> Table {
     }
     Table {
         dataset: run.pretrain.dataset.to_string(),
-        pretrain_test_accuracy: 100.0 * run.pretrain.test_accuracy,
-        baseline_test_accuracy: 100.0 * run.baseline_test_accuracy,
+        pretrain_key: run.pretrain.key.clone(),
+        pretrain_checkpoint: run.pretrain_checkpoint.clone(),
+        pretrain_reused: run.pretrain.reused,
+        pretrain_test_accuracy: run.pretrain.test_accuracy,
+        baseline_test_accuracy: run.baseline_test_accuracy,
         test_examples: run.test_examples,
         rows,
     }
@@ -132,11 +143,17 @@ impl Table {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{}: pretrained {:.1}% test accuracy, baseline (phase 1) {:.1}% on {} test examples. \
-             Entries: final train loss on the noisy labels, test accuracy % (mean ± std over seeds \
-             [seeds done]).\n",
+            "{}: pretrained test accuracy {:.3} (checkpoint `{}`, {}), baseline (phase 1) {:.3} \
+             on {} test examples. Entries: final train loss on the noisy labels, test accuracy \
+             (a fraction; mean ± std over seeds [seeds done]).\n",
             self.dataset,
             self.pretrain_test_accuracy,
+            self.pretrain_checkpoint.display(),
+            if self.pretrain_reused {
+                "reused"
+            } else {
+                "trained by this run"
+            },
             self.baseline_test_accuracy,
             self.test_examples
         );
@@ -153,7 +170,7 @@ impl Table {
             if i == 0 {
                 let _ = write!(
                     out,
-                    "| {} ({:.1}) | {eta} |",
+                    "| {} ({:.3}) | {eta} |",
                     self.dataset, self.baseline_test_accuracy
                 );
             } else {
@@ -165,7 +182,7 @@ impl Table {
                     Some(r) if r.seeds > 0 => format!(
                         "{}, {} [{}]",
                         pm(r.train_loss, 2),
-                        pm(r.test_accuracy, 1),
+                        pm(r.test_accuracy, 3),
                         r.seeds
                     ),
                     Some(TableRow {
@@ -181,38 +198,72 @@ impl Table {
         out
     }
 
-    /// One line per (eta, n) with every statistic.
+    /// A header and one line per (eta, n) with every statistic, through the `csv` crate: floats
+    /// in [`crate::io::float_cell`]'s form (`0.0`, never `0`), missing values as empty cells,
+    /// accuracies as fractions.
     pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "dataset,pretrain_test_accuracy,baseline_test_accuracy,test_examples,eta,n,seeds,\
-             train_loss_mean,train_loss_std,test_accuracy_mean,test_accuracy_std,test_loss_mean,\
-             test_loss_std,train_accuracy_flipped_mean,train_accuracy_flipped_std,\
-             max_cls_attention_mean,max_cls_attention_std\n",
-        );
-        let cols = |v: Option<MeanStd>| match v {
-            Some(v) => format!("{},{}", v.mean, v.std),
-            None => ",".into(),
+        let mut out = csv::Writer::from_writer(Vec::new());
+        out.write_record(CSV_COLUMNS).expect("writing to memory");
+        let float = |v: f64| crate::io::float_cell(v);
+        let stats = |v: Option<MeanStd>| match v {
+            Some(v) => [float(v.mean), float(v.std)],
+            None => [String::new(), String::new()],
         };
         for r in &self.rows {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{},{},{},{},{},{},{}",
-                self.dataset,
-                self.pretrain_test_accuracy,
-                self.baseline_test_accuracy,
-                self.test_examples,
-                r.eta,
-                r.n,
-                r.seeds,
-                cols(r.train_loss),
-                cols(r.test_accuracy),
-                cols(r.test_loss),
-                cols(r.train_accuracy_flipped),
-                cols(r.max_cls_attention)
-            );
+            let mut record = vec![
+                self.dataset.clone(),
+                self.pretrain_key.clone(),
+                float(self.pretrain_test_accuracy),
+                float(self.baseline_test_accuracy),
+                self.test_examples.to_string(),
+                float(r.eta),
+                r.n.to_string(),
+                r.seeds.to_string(),
+            ];
+            for stat in [
+                r.train_loss,
+                r.test_accuracy,
+                r.test_loss,
+                r.train_accuracy_flipped,
+                r.max_cls_attention,
+            ] {
+                record.extend(stats(stat));
+            }
+            record.push(r.skipped.clone().unwrap_or_default());
+            out.write_record(&record).expect("writing to memory");
         }
-        out
+        String::from_utf8(out.into_inner().expect("writing to memory")).expect("UTF-8 cells")
     }
+}
+
+/// The columns of `table.csv`, in order.
+pub const CSV_COLUMNS: [&str; 19] = [
+    "dataset",
+    "pretrain_key",
+    "pretrain_test_accuracy",
+    "baseline_test_accuracy",
+    "test_examples",
+    "eta",
+    "n",
+    "seeds",
+    "train_loss_mean",
+    "train_loss_std",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "test_loss_mean",
+    "test_loss_std",
+    "train_accuracy_flipped_mean",
+    "train_accuracy_flipped_std",
+    "max_cls_attention_mean",
+    "max_cls_attention_std",
+    "skipped",
+];
+
+/// `table.json`: the table and the run it summarises.
+#[derive(Serialize)]
+struct TableJson<'a> {
+    table: &'a Table,
+    run: &'a FinetuneRun,
 }
 
 /// Paths of the files [`write_outputs`] wrote.
@@ -221,8 +272,8 @@ pub struct Outputs {
     pub files: Vec<PathBuf>,
 }
 
-/// Writes `table.md`, `table.csv`, `table.json` and the figures into the run's folder
-/// (atomically). Heatmaps need at least two etas; attention curves need finished cells.
+/// Writes `table.md`, `table.csv`, `table.json` (`{"table": ..., "run": ...}`) and the figures
+/// into the run's folder (atomically). Heatmaps need at least two etas; attention curves need finished cells.
 pub fn write_outputs(run: &FinetuneRun, table: &Table) -> Result<Outputs> {
     let dir = &run.dir;
     let mut files = Vec::new();
@@ -234,7 +285,8 @@ pub fn write_outputs(run: &FinetuneRun, table: &Table) -> Result<Outputs> {
     };
     put("table.md", table.markdown().as_bytes())?;
     put("table.csv", table.csv().as_bytes())?;
-    let mut json = serde_json::to_vec_pretty(&(table, run)).expect("the table serializes");
+    let mut json =
+        serde_json::to_vec_pretty(&TableJson { table, run }).expect("the table serializes");
     json.push(b'\n');
     put("table.json", &json)?;
     let mut outputs = Outputs { files };
@@ -382,4 +434,181 @@ fn attention_curves(run: &FinetuneRun, dir: &Path, outputs: &mut Outputs) -> Res
     outputs.files.push(svg);
     outputs.files.push(png);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classifier::pretrain::{PretrainResult, PretrainSpec};
+    use crate::finetune::{Cell, CellResult, FinetuneConfig, Phase1Result, Plan};
+    use crate::realdata::DatasetName;
+
+    fn final_record(train_loss: f64, test_accuracy: f64) -> EpochRecord {
+        EpochRecord {
+            epoch: 3,
+            lr: 0.0,
+            train_loss,
+            train_accuracy: 1.0,
+            train_accuracy_flipped: None,
+            train_accuracy_clean: Some(1.0),
+            test_loss: Some(0.25),
+            test_accuracy: Some(test_accuracy),
+            mean_max_cls_attention: 0.5,
+            grad_norm: 0.0,
+            seconds: 0.0,
+        }
+    }
+
+    fn done(n: usize, eta: f64, seed: u64, train_loss: f64, test_accuracy: f64) -> CellOutcome {
+        CellOutcome::Done(CellResult {
+            cell: Cell { n, eta, seed },
+            flipped: 0,
+            epochs: 3,
+            final_record: final_record(train_loss, test_accuracy),
+            seconds: 0.0,
+        })
+    }
+
+    /// Two etas, two sizes: (0, 20) with two seeds, (0, 200) impossible, (0.2, 20) with a
+    /// non-finite loss, (0.2, 200) never run.
+    fn run() -> FinetuneRun {
+        let spec = PretrainSpec::defaults(DatasetName::Mnist);
+        let dir = PathBuf::from("/tmp/benign-report-test");
+        let pretrain = PretrainResult {
+            dataset: DatasetName::Mnist,
+            key: spec.key(),
+            run_dir: dir.join("mnist-key"),
+            reused: true,
+            train_examples: 10,
+            test_examples: 10,
+            parameters: 1,
+            epochs: 1,
+            train_loss_eval: 0.1,
+            train_accuracy_eval: 1.0,
+            test_loss: 0.3,
+            test_accuracy: 0.904,
+            train_seconds: 1.0,
+            examples_per_second: 10.0,
+            threads: 1,
+            spec,
+        };
+        FinetuneRun {
+            pretrain_checkpoint: pretrain.checkpoint_path(),
+            pretrain,
+            phase1: Phase1Result {
+                key: "k".into(),
+                epochs: 1,
+                train_accuracy_eval: 1.0,
+                seconds: 0.0,
+            },
+            baseline_test_accuracy: 0.875,
+            baseline_test_loss: 0.4,
+            test_examples: 1000,
+            config: FinetuneConfig::default(),
+            plan: Plan {
+                ns: vec![20, 200],
+                etas: vec![0.0, 0.2],
+                seeds: 2,
+            },
+            dir,
+            outcomes: vec![
+                done(20, 0.0, 0, 5.0, 0.9),
+                done(20, 0.0, 1, 5.0, 0.8),
+                CellOutcome::Skipped {
+                    cell: Cell {
+                        n: 200,
+                        eta: 0.0,
+                        seed: 0,
+                    },
+                    reason: "too few examples, \"n\" = 200".into(),
+                },
+                done(20, 0.2, 0, f64::NAN, 0.5),
+            ],
+        }
+    }
+
+    #[test]
+    fn accuracies_are_fractions_in_the_table_and_its_markdown() {
+        let run = run();
+        let table = table(&run);
+        assert_eq!(table.pretrain_test_accuracy, 0.904);
+        assert_eq!(table.baseline_test_accuracy, 0.875);
+        assert!(table.pretrain_reused);
+        assert_eq!(
+            table.pretrain_checkpoint,
+            run.pretrain.run_dir.join("checkpoint.safetensors")
+        );
+        let row = &table.rows[0];
+        assert_eq!((row.eta, row.n, row.seeds), (0.0, 20, 2));
+        let acc = row.test_accuracy.unwrap();
+        assert!((acc.mean - 0.85).abs() < 1e-12, "{acc:?}");
+        let markdown = table.markdown();
+        assert!(
+            markdown.contains("pretrained test accuracy 0.904")
+                && markdown.contains("baseline (phase 1) 0.875")
+                && markdown.contains("| mnist (0.875) |")
+                && markdown.contains("5.00 ± 0.00, 0.850 ± 0.071 [2]"),
+            "{markdown}"
+        );
+        assert!(
+            !markdown.contains("90.4") && !markdown.contains('%'),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("mnist-key/checkpoint.safetensors`, reused)"),
+            "{markdown}"
+        );
+    }
+
+    #[test]
+    fn csv_cells_are_floats_fractions_or_empty() {
+        let table = table(&run());
+        let text = table.csv();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+        assert_eq!(header, CSV_COLUMNS);
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 4);
+        let column = |name: &str| CSV_COLUMNS.iter().position(|c| *c == name).unwrap();
+        let integers = ["test_examples", "n", "seeds"];
+        let text_columns = ["dataset", "pretrain_key", "skipped"];
+        for row in &rows {
+            for (name, cell) in CSV_COLUMNS.iter().zip(row.iter()) {
+                if text_columns.contains(name) || cell.is_empty() {
+                    continue;
+                }
+                if integers.contains(name) {
+                    assert!(cell.parse::<u64>().is_ok(), "{name} = {cell}");
+                } else {
+                    // A float that stays a float: never `5` for 5.0, never `90.4` for 0.904.
+                    let value: f64 = cell.parse().unwrap_or_else(|_| panic!("{name} = {cell}"));
+                    assert!(
+                        cell.contains(['.', 'e']) || cell == "NaN" || cell.ends_with("inf"),
+                        "{name} = {cell}"
+                    );
+                    if name.contains("accuracy") {
+                        assert!((0.0..=1.0).contains(&value), "{name} = {cell}");
+                    }
+                }
+            }
+        }
+        let first = &rows[0];
+        assert_eq!(&first[column("pretrain_test_accuracy")], "0.904");
+        assert_eq!(&first[column("eta")], "0.0");
+        assert_eq!(&first[column("train_loss_mean")], "5.0");
+        assert_eq!(&first[column("train_loss_std")], "0.0");
+        let acc: f64 = first[column("test_accuracy_mean")].parse().unwrap();
+        assert!((acc - 0.85).abs() < 1e-12);
+        // Flipped accuracy is undefined without flipped examples: an empty cell.
+        assert_eq!(&first[column("train_accuracy_flipped_mean")], "");
+        assert_eq!(&first[column("skipped")], "");
+        // The impossible entry: empty statistics and its reason, quoted as CSV needs.
+        let skipped = &rows[1];
+        assert_eq!(&skipped[column("seeds")], "0");
+        assert_eq!(&skipped[column("train_loss_mean")], "");
+        assert_eq!(&skipped[column("skipped")], "too few examples, \"n\" = 200");
+        // A non-finite mean is written as NaN, not dropped.
+        assert_eq!(&rows[2][column("train_loss_mean")], "NaN");
+        assert_eq!(&rows[2][column("eta")], "0.2");
+    }
 }

@@ -1,4 +1,4 @@
-//! Files the engine writes and reads: atomic writes, JSON, and NumPy's `.npy` arrays.
+//! Files the engine writes and reads: atomic writes, JSON, CSV cells, and NumPy's `.npy` arrays.
 //!
 //! Every output goes through [`write_atomic_with`]: the bytes land in a temporary file next to
 //! the destination (same directory, hence same file system), which is flushed, fsynced and then
@@ -108,6 +108,16 @@ pub fn write_json_atomic<S: serde::Serialize>(path: &Path, value: &S) -> Result<
     write_atomic(path, &bytes)
 }
 
+/// A float as a CSV cell that every reader loads back as the same float, and as a float: Rust's
+/// `Debug` form, the shortest text that round-trips, always with a `.` or an exponent (`5.0`,
+/// not `5`, so pandas keeps a float column even when every value is whole; `1e-7`, `1e20`),
+/// `NaN` for not-a-number and `inf` / `-inf` for the infinities (pandas, NumPy and Python's
+/// `float` read all three). A missing value is the empty cell, written by the caller: this
+/// takes an `f64`, never an `Option`.
+pub fn float_cell(v: f64) -> String {
+    format!("{v:?}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +192,34 @@ mod tests {
             "{text}"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn float_cells_stay_floats_and_round_trip() {
+        for (value, text) in [
+            (5.0, "5.0"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (0.904, "0.904"),
+            (1e-7, "1e-7"),
+            (1e20, "1e20"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(float_cell(value), text);
+        }
+        for value in [
+            0.1 + 0.2,
+            1.0 / 3.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            123456789.0,
+        ] {
+            let cell = float_cell(value);
+            assert!(cell.contains(['.', 'e']), "{cell} would load as an integer");
+            assert_eq!(cell.parse::<f64>().unwrap().to_bits(), value.to_bits());
+        }
     }
 
     #[test]

@@ -521,8 +521,8 @@ fn fake_pretrain_result(dir: &Path) -> PretrainResult {
         test_examples: 60,
         parameters: 0,
         epochs: 0,
-        train_loss: f64::NAN,
-        train_accuracy: 0.0,
+        train_loss_eval: f64::NAN,
+        train_accuracy_eval: 0.0,
         test_loss: 0.0,
         test_accuracy: 0.0,
         train_seconds: 0.0,
@@ -562,10 +562,11 @@ fn end_to_end_on_a_toy_split_trains_and_writes_the_table_and_figures() {
     assert_eq!(done, 12);
     let run = FinetuneRun {
         pretrain: fake_pretrain_result(&dir),
+        pretrain_checkpoint: dir.join("checkpoint.safetensors"),
         phase1: Phase1Result {
             key: "toy".into(),
             epochs: 3,
-            train_accuracy: 1.0,
+            train_accuracy_eval: 1.0,
             seconds: 0.0,
         },
         baseline_test_accuracy: 0.9,
@@ -582,13 +583,24 @@ fn end_to_end_on_a_toy_split_trains_and_writes_the_table_and_figures() {
         assert_eq!(row.seeds, 2);
         let loss = row.train_loss.unwrap();
         assert!(loss.mean.is_finite() && loss.std >= 0.0);
+        // A fraction, as in the cells' records.
         let acc = row.test_accuracy.unwrap();
-        assert!((0.0..=100.0).contains(&acc.mean));
+        assert!((0.0..=1.0).contains(&acc.mean), "{acc:?}");
     }
     let markdown = table.markdown();
     assert!(markdown.contains("| n = 12 | n = 40 |"), "{markdown}");
     assert_eq!(table.csv().lines().count(), 7);
     let outputs = report::write_outputs(&run, &table).unwrap();
+    // table.json is one object: the table (fractions) and the run it summarises.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("table.json")).unwrap()).unwrap();
+    assert_eq!(json["table"]["rows"].as_array().unwrap().len(), 6);
+    assert_eq!(json["table"]["baseline_test_accuracy"], 0.9);
+    assert_eq!(json["run"]["baseline_test_accuracy"], 0.9);
+    assert_eq!(
+        json["table"]["rows"][0]["test_accuracy"]["mean"],
+        serde_json::json!(table.rows[0].test_accuracy.unwrap().mean)
+    );
     for name in [
         "table.md",
         "table.csv",
@@ -641,6 +653,7 @@ fn mnist_protocol_runs_on_the_shared_data() {
     };
     let options = FinetuneOptions {
         data_dir: root,
+        checkpoints: out.join("checkpoints"),
         out: out.clone(),
     };
     let run = benign::finetune::finetune(&spec, &config, &plan, &options, &mut |_| {}).unwrap();
@@ -673,8 +686,151 @@ fn mnist_protocol_runs_on_the_shared_data() {
         "{events:?}"
     );
     assert!(again.pretrain.reused);
+    assert_eq!(again.pretrain_checkpoint, run.pretrain_checkpoint);
+    assert!(run.pretrain_checkpoint.starts_with(out.join("checkpoints")));
+    assert!(run.pretrain_checkpoint.is_file());
     assert_eq!(again.baseline_test_accuracy, run.baseline_test_accuracy);
     let test = test_examples(&toy_split(10, 2, 0), Some(4)).unwrap();
     assert_eq!(test.n, 4);
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `benign pretrain` and `benign finetune` share one `--checkpoints` folder: a finetune with the
+/// pretraining settings of a finished `benign pretrain` (dataset defaults, `--subset` /
+/// `--pretrain-subset`, seed 0) reuses its checkpoint, runs no pretraining epoch, names the
+/// checkpoint on stdout and records it in `table.json`; `table.csv` loads with fractions.
+#[test]
+fn finetune_reuses_the_checkpoint_of_benign_pretrain() {
+    let root = temp_dir("shared-checkpoints");
+    let data = root.join("data");
+    super::pretrain::mnist_fixture(&data);
+    let checkpoints = root.join("checkpoints");
+    let output = super::bin()
+        .args(["pretrain", "--dataset", "mnist", "--subset", "100"])
+        .args(["--threads", "1", "--json", "--quiet", "--data-dir"])
+        .arg(&data)
+        .arg("--checkpoints")
+        .arg(&checkpoints)
+        .output()
+        .unwrap();
+    super::ok(&output);
+    let pretrained: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(pretrained["reused"], false);
+    let run_dir = PathBuf::from(pretrained["run_dir"].as_str().unwrap());
+    assert!(run_dir.starts_with(&checkpoints), "{run_dir:?}");
+    let checkpoint = run_dir.join("checkpoint.safetensors");
+    let files = ["checkpoint.safetensors", "metrics.jsonl", "result.json"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(run_dir.join(f)).unwrap())
+        .collect();
+    // The renamed figures: the final evaluation pass in result.json, the running means per epoch.
+    assert!(pretrained["train_loss_eval"].is_f64() && pretrained.get("train_loss").is_none());
+    let metrics = String::from_utf8(before[1].clone()).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(first["train_loss_running"].is_f64() && first.get("train_loss").is_none());
+
+    let finetune = |checkpoints: &Path, out: &Path| {
+        super::bin()
+            .args(["finetune", "--dataset", "mnist", "--pretrain-subset", "100"])
+            .args(["--n", "10", "--eta", "0.2", "--seeds", "1", "--epochs", "2"])
+            .args(["--test-examples", "all", "--threads", "1", "--data-dir"])
+            .arg(&data)
+            .arg("--checkpoints")
+            .arg(checkpoints)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = root.join("finetune");
+    let output = finetune(&checkpoints, &out);
+    super::ok(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = format!("reused the pretrained checkpoint {}", checkpoint.display());
+    assert!(stdout.contains(&message), "stdout: {stdout}");
+    assert!(stderr.contains(&message), "stderr: {stderr}");
+    assert!(
+        !stderr.contains("pretrain epoch"),
+        "pretraining ran again: {stderr}"
+    );
+    for (file, bytes) in files.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read(run_dir.join(file)).unwrap(),
+            bytes,
+            "{file} changed"
+        );
+    }
+    // Nothing pretrained under --out.
+    assert!(!out.join("pretrain").exists());
+
+    let table_dir = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("table.json").is_file())
+        .expect("a table folder");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(table_dir.join("table.json")).unwrap()).unwrap();
+    let table = &json["table"];
+    assert_eq!(
+        table["pretrain_checkpoint"],
+        checkpoint.display().to_string()
+    );
+    assert_eq!(table["pretrain_reused"], true);
+    assert_eq!(table["pretrain_key"], pretrained["key"]);
+    assert_eq!(json["run"]["pretrain"]["reused"], true);
+    assert_eq!(
+        json["run"]["pretrain_checkpoint"],
+        checkpoint.display().to_string()
+    );
+    assert_eq!(table["pretrain_test_accuracy"], pretrained["test_accuracy"]);
+    let mut reader = csv::Reader::from_path(table_dir.join("table.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let column = |name: &str| header.iter().position(|c| c == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    for name in [
+        "pretrain_test_accuracy",
+        "baseline_test_accuracy",
+        "test_accuracy_mean",
+    ] {
+        let cell = &rows[0][column(name)];
+        let value: f64 = cell.parse().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&value) && cell.contains('.'),
+            "{name} = {cell}"
+        );
+    }
+    assert_eq!(&rows[0][column("eta")], "0.2");
+
+    // Another checkpoint folder has no such run: phase 0 trains there and says so.
+    let elsewhere = root.join("other-checkpoints");
+    let output = finetune(&elsewhere, &root.join("finetune-2"));
+    super::ok(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let trained = elsewhere.join(run_dir.file_name().unwrap());
+    assert!(
+        stdout.contains(&format!(
+            "pretrained now, checkpoint {}",
+            trained.join("checkpoint.safetensors").display()
+        )),
+        "stdout: {stdout}"
+    );
+    assert!(stderr.contains("pretrain epoch 20:"), "stderr: {stderr}");
+
+    // A pretraining left in `<out>/pretrain/` by earlier versions is not silently repeated.
+    let old_out = root.join("old-layout");
+    let old_dir = old_out.join("pretrain").join(run_dir.file_name().unwrap());
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::copy(&checkpoint, old_dir.join("checkpoint.safetensors")).unwrap();
+    let output = finetune(&root.join("empty-checkpoints"), &old_out);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("checkpoints") && stderr.contains(&old_dir.display().to_string()),
+        "stderr: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

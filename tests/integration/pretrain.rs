@@ -479,9 +479,9 @@ fn write_idx(path: &Path, dims: &[u32], data: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// An MNIST-format folder of 8x8 images: class 0 has a bright top half, class 1 a bright
-/// bottom half.
-fn mnist_fixture(root: &Path) {
+/// An MNIST-format folder of 8x8 images (120 training, 40 test): class 0 has a bright top half,
+/// class 1 a bright bottom half.
+pub(crate) fn mnist_fixture(root: &Path) {
     let dir = root.join("mnist");
     std::fs::create_dir_all(&dir).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(21);
