@@ -285,9 +285,3 @@ pub mod seed_text {
         }
     }
 }
-
-/// A float as a CSV cell that always loads back as a float: Rust's shortest round-trip form
-/// with a decimal point or exponent (`5.0`, not `5`; `1e-7`), `NaN`, `inf` and `-inf`.
-pub fn float_cell(v: f64) -> String {
-    format!("{v:?}")
-}
