@@ -1,11 +1,10 @@
 //! `benign finetune`: the noisy-label fine-tuning table of paper section 5 (library:
 //! `benign::finetune`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use benign::classifier::pretrain::{self, PretrainResult, PretrainSpec};
 use benign::classifier::Schedule;
@@ -14,6 +13,7 @@ use benign::realdata::DatasetName;
 use benign::Error;
 
 use super::pretrain::CheckpointArgs;
+use super::progress::{Field, LogArgs, Reporter};
 
 #[derive(Args)]
 pub struct FinetuneArgs {
@@ -100,9 +100,11 @@ pub struct FinetuneArgs {
     /// Threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// No progress bar and no per-cell lines.
+    /// Write the tables but draw no figure.
     #[arg(long)]
-    pub quiet: bool,
+    pub no_plot: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// `START:STOP:STEP` as the values START, START + STEP, ... up to STOP (inclusive, with a
@@ -236,76 +238,47 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         out: args.out.clone(),
     };
     let total = plan.cells().len() as u64;
-    let bar = if !args.quiet && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} {bar:30} {pos}/{len} cells {elapsed_precise} eta {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_prefix(dataset.to_string());
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let quiet = args.quiet;
+    let progress = Reporter::start(&args.log, "finetune", "cells", true);
+    progress.set_total(total, 0);
     let epochs = config.phase2.epochs;
-    // Lines go above the bar on a terminal, to stderr otherwise (logs of background runs).
-    let say = |line: String| {
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
-    };
+    let say = |line: String| progress.event(&line, Vec::new());
     let mut observe = |event: Event<'_>| match event {
         Event::Pretrain(pretrain::Event::Start { epochs, epoch, .. }) => {
-            bar.set_message(format!("pretraining epoch {}/{epochs}", epoch + 1));
+            say(format!("pretraining epoch {}/{epochs}", epoch + 1));
         }
         Event::Pretrain(pretrain::Event::Step { .. }) => {}
         Event::Pretrain(pretrain::Event::Epoch(m)) => {
-            bar.set_message(format!("pretraining epoch {} done", m.epoch));
-            if !quiet {
-                say(format!(
-                    "pretrain epoch {}: test acc {:.4}",
-                    m.epoch,
-                    m.test_accuracy.unwrap_or(f64::NAN)
-                ));
-            }
+            say(format!(
+                "pretrain epoch {}: test acc {:.4}, {:.0} ex/s",
+                m.epoch,
+                m.test_accuracy.unwrap_or(f64::NAN),
+                m.examples_per_second
+            ));
         }
-        Event::Pretrained(result) => {
-            if !quiet {
-                say(pretrained_line(result));
-            }
-        }
+        Event::Pretrained(result) => say(pretrained_line(result)),
         Event::Phase1Start { epochs, examples } => {
-            bar.set_message(format!("phase 1: {epochs} epochs on {examples} examples"));
+            say(format!("phase 1: {epochs} epochs on {examples} examples"));
         }
         Event::Phase1Epoch {
             epoch,
             test_accuracy,
-        } => {
-            if !quiet {
-                say(format!(
-                    "phase 1 epoch {epoch}: test acc {test_accuracy:.4}"
-                ));
-            }
-        }
-        Event::CellStart { cell, .. } => {
-            bar.set_message(format!("n={} eta={} seed={}", cell.n, cell.eta, cell.seed));
-        }
+        } => say(format!(
+            "phase 1 epoch {epoch}: test acc {test_accuracy:.4}"
+        )),
+        Event::CellStart { .. } => {}
         Event::CellEpoch(r) => {
-            if r.epoch % 5 == 0 {
-                bar.set_message(format!(
-                    "epoch {}/{epochs} train loss {:.3}",
-                    r.epoch, r.train_loss
-                ));
-            }
+            progress.update(
+                progress.done(),
+                vec![
+                    ("epoch", Field::Count(r.epoch as u64)),
+                    ("of", Field::Count(epochs as u64)),
+                    ("train_loss", Field::Float(r.train_loss, 4)),
+                ],
+            );
         }
         Event::CellDone { result, reused, .. } => {
-            bar.inc(1);
-            if !quiet {
+            progress.increment(Vec::new());
+            {
                 let r = &result.final_record;
                 say(format!(
                     "n={} eta={} seed={}: train loss {:.4} (flipped fitted {}), test acc {:.4}, max attention {:.3}, {:.0} s{}",
@@ -323,13 +296,11 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
             }
         }
         Event::CellSkipped { cell, reason, .. } => {
-            bar.inc(1);
-            if !quiet {
-                say(format!(
-                    "n={} eta={} seed={}: skipped: {reason}",
-                    cell.n, cell.eta, cell.seed
-                ));
-            }
+            progress.increment(Vec::new());
+            say(format!(
+                "n={} eta={} seed={}: skipped: {reason}",
+                cell.n, cell.eta, cell.seed
+            ));
         }
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -337,10 +308,10 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         .build()?;
     let outcome =
         pool.install(|| finetune::finetune(&spec, &config, &plan, &options, &mut observe));
-    bar.finish_and_clear();
+    progress.finish();
     let run = outcome?;
     let table = report::table(&run);
-    let outputs = report::write_outputs(&run, &table)?;
+    let outputs = report::write_outputs(&run, &table, !args.no_plot)?;
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{}", pretrained_line(&run.pretrain));
     let _ = writeln!(stdout, "{}", table.markdown());

@@ -1,17 +1,18 @@
 //! `benign pretrain`: train (or reuse) a transformer classifier on a real dataset (library:
 //! `benign::classifier::pretrain`).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use benign::classifier::pretrain::{
     self, Event, PretrainOptions, PretrainSpec, TokenizerSpec, DEFAULT_CHECKPOINTS_DIR,
 };
 use benign::classifier::Schedule;
 use benign::realdata::DatasetName;
+
+use super::progress::{Field, LogArgs, Reporter};
 
 /// The checkpoint folder, declared once and flattened into `benign pretrain` and `benign
 /// finetune`, so both commands read and write the same pretraining runs.
@@ -92,9 +93,8 @@ pub struct PretrainArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The run's spec: the dataset's defaults with the given options applied.
@@ -179,64 +179,57 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
         out: args.checkpoints.checkpoints.clone(),
         force: args.force,
     };
-    let show = !args.quiet && std::io::stderr().is_terminal();
-    let bar = if show {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} {bar:30} {pos}/{len} examples {elapsed_precise} eta {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let quiet = args.quiet;
+    let progress = Reporter::start(&args.log, "pretrain", "examples", true);
+    let mut per_epoch = 0u64;
     let mut observe = |event: Event<'_>| match event {
         Event::Start {
             epochs,
             epoch,
             examples,
         } => {
-            bar.set_length((epochs * examples) as u64);
-            bar.set_position((epoch * examples) as u64);
-            bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+            per_epoch = examples as u64;
+            progress.set_total((epochs * examples) as u64, (epoch * examples) as u64);
         }
         Event::Step {
             epoch,
             examples_done,
             loss,
         } => {
-            let per_epoch = bar.length().unwrap_or(0) / spec.train.epochs.max(1) as u64;
-            bar.set_position((epoch as u64 - 1) * per_epoch + examples_done as u64);
-            bar.set_message(format!("loss {loss:.4}"));
+            progress.update(
+                (epoch as u64 - 1) * per_epoch + examples_done as u64,
+                vec![
+                    ("epoch", Field::Count(epoch as u64)),
+                    ("batch_loss", Field::Float(loss, 4)),
+                ],
+            );
         }
         Event::Epoch(m) => {
-            bar.set_prefix(format!(
-                "{}/{}",
-                (m.epoch + 1).min(spec.train.epochs),
-                spec.train.epochs
-            ));
-            let line = format!(
-                "epoch {:>3}: train loss {:.4} acc {:.4} (running, over the epoch's batches)  test loss {:.4} acc {:.4}  {:.0} ex/s",
-                m.epoch,
-                m.train_loss_running,
-                m.train_accuracy_running,
-                m.test_loss.unwrap_or(f64::NAN),
-                m.test_accuracy.unwrap_or(f64::NAN),
-                m.examples_per_second
-            );
-            if !quiet {
-                bar.println(line);
+            let mut fields = vec![
+                ("train_loss_running", Field::Float(m.train_loss_running, 4)),
+                (
+                    "train_accuracy_running",
+                    Field::Float(m.train_accuracy_running, 4),
+                ),
+            ];
+            if let (Some(loss), Some(accuracy)) = (m.test_loss, m.test_accuracy) {
+                fields.push(("test_loss", Field::Float(loss, 4)));
+                fields.push(("test_accuracy", Field::Float(accuracy, 4)));
             }
+            fields.push((
+                "examples_per_second",
+                Field::Float(m.examples_per_second, 0),
+            ));
+            progress.event(
+                &format!("epoch {}/{} done", m.epoch, spec.train.epochs),
+                fields,
+            );
         }
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
     let outcome = pool.install(|| pretrain::pretrain(&spec, &options, &mut observe));
-    bar.finish_and_clear();
+    progress.finish();
     let (result, _, _) = outcome?;
     let text = if args.json {
         serde_json::to_string_pretty(&result)?

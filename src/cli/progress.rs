@@ -209,6 +209,11 @@ impl Reporter {
         }
     }
 
+    /// Units done so far.
+    pub fn done(&self) -> u64 {
+        self.state().done
+    }
+
     /// Adds one unit of progress (work finished out of order, e.g. sweep runs).
     pub fn increment(&self, fields: Vec<(&'static str, Field)>) {
         let done = self.state().done + 1;

@@ -274,7 +274,7 @@ pub struct Outputs {
 
 /// Writes `table.md`, `table.csv`, `table.json` (`{"table": ..., "run": ...}`) and the figures
 /// into the run's folder (atomically). Heatmaps need at least two etas; attention curves need finished cells.
-pub fn write_outputs(run: &FinetuneRun, table: &Table) -> Result<Outputs> {
+pub fn write_outputs(run: &FinetuneRun, table: &Table, figures: bool) -> Result<Outputs> {
     let dir = &run.dir;
     let mut files = Vec::new();
     let mut put = |name: &str, bytes: &[u8]| -> Result<()> {
@@ -290,8 +290,14 @@ pub fn write_outputs(run: &FinetuneRun, table: &Table) -> Result<Outputs> {
     json.push(b'\n');
     put("table.json", &json)?;
     let mut outputs = Outputs { files };
-    heatmaps(run, table, dir, &mut outputs)?;
-    attention_curves(run, dir, &mut outputs)?;
+    if figures {
+        // The tables are written: a figure that cannot be drawn costs only the figure.
+        let drawn = heatmaps(run, table, dir, &mut outputs)
+            .and_then(|()| attention_curves(run, dir, &mut outputs));
+        if let Err(err) = drawn {
+            log::warn!("not every figure was drawn ({err}); the tables are complete");
+        }
+    }
     Ok(outputs)
 }
 

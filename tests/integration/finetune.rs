@@ -590,7 +590,7 @@ fn end_to_end_on_a_toy_split_trains_and_writes_the_table_and_figures() {
     let markdown = table.markdown();
     assert!(markdown.contains("| n = 12 | n = 40 |"), "{markdown}");
     assert_eq!(table.csv().lines().count(), 7);
-    let outputs = report::write_outputs(&run, &table).unwrap();
+    let outputs = report::write_outputs(&run, &table, true).unwrap();
     // table.json is one object: the table (fractions) and the run it summarises.
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("table.json")).unwrap()).unwrap();

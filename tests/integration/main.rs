@@ -4,6 +4,7 @@
 
 mod autodiff;
 mod cli_bench;
+mod cluster;
 mod encoder;
 mod finetune;
 mod gradcheck;
