@@ -449,7 +449,10 @@ fn slurm_misconfigurations_exit_2_and_merge_names_the_missing_shard() {
     assert!(!missing.is_empty() && missing.len() < 12, "{report}");
     for run in missing {
         assert_eq!(run["shard"], "2/4", "{run}");
-        assert!(run["params"]["d"].is_number() && run["params"]["signal_norm"].is_number());
+        assert!(
+            run["params"]["dim"].is_number() && run["params"]["signal_norm"].is_number(),
+            "{run}"
+        );
         assert!(run["seed"].as_str().unwrap().parse::<u64>().is_ok());
     }
     // The text report says how to finish.
@@ -709,11 +712,20 @@ fn the_cluster_scripts_run_a_sweep_end_to_end() {
         let out = command.output().unwrap();
         ok(&out);
         let first = stderr(&out).lines().next().unwrap_or_default().to_string();
-        assert!(first.contains(&format!("shard {}/4 (from the Slurm array variables)", task - 1)), "{first}");
+        assert!(
+            first.contains(&format!(
+                "shard {}/4 (from the Slurm array variables)",
+                task - 1
+            )),
+            "{first}"
+        );
     }
     let (out, report) = merge(&dir);
     ok(&out);
-    assert_eq!((report["merged"].as_u64(), report["expected"].as_u64()), (Some(12), Some(12)));
+    assert_eq!(
+        (report["merged"].as_u64(), report["expected"].as_u64()),
+        (Some(12), Some(12))
+    );
     // Outside an array the script refuses to run the whole sweep.
     let out = Command::new("bash")
         .arg(scripts.join("sweep.sbatch"))
@@ -739,7 +751,9 @@ fn the_cluster_scripts_run_a_sweep_end_to_end() {
     let merged = std::fs::read_to_string(parallel.join("merged/results.jsonl")).unwrap();
     assert_eq!(merged.lines().count(), 12);
     for shard in 0..3 {
-        assert!(parallel.join(format!("results.shard-{shard}-of-3.jsonl")).is_file());
+        assert!(parallel
+            .join(format!("results.shard-{shard}-of-3.jsonl"))
+            .is_file());
     }
     for d in [dir, parallel] {
         std::fs::remove_dir_all(d).unwrap();

@@ -563,27 +563,22 @@ fn heatmaps_refuse_inconsistent_grids() {
 
 /// Runs in a child process (see below) where fontconfig sees no fonts at all.
 #[test]
-#[ignore = "run by missing_font_is_a_clear_error in a child process"]
+#[ignore = "run by figures_need_no_system_font in a child process"]
 fn font_probe_child() {
     if std::env::var_os("BENIGN_FONT_PROBE").is_none() {
         return;
     }
-    let dir = scratch("figures-no-font");
+    let dir = scratch("figures-no-system-font");
     let (svg, png) = (dir.join("x.svg"), dir.join("x.png"));
-    let err = render_panels(&training_panels(), 2, "t", &svg, &png).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("no usable 'sans-serif' TrueType font"),
-        "{err}"
-    );
-    let err = render_heatmap(&phase_map(true), &svg, &png).unwrap_err();
-    assert!(err.to_string().contains("fonts-dejavu-core"), "{err}");
-    assert!(!svg.exists() && !png.exists());
+    render_panels(&training_panels(), 2, "t", &svg, &png).unwrap();
+    render_heatmap(&phase_map(true), &svg, &png).unwrap();
+    assert!(svg.is_file() && png.is_file());
 }
 
+/// Figures draw their text with the embedded font: a child process whose fontconfig knows no
+/// font at all (and has no font folder) still draws both formats.
 #[test]
-fn missing_font_is_a_clear_error() {
+fn figures_need_no_system_font() {
     let dir = scratch("fontconfig-empty");
     let config = dir.join("fonts.conf");
     fs::write(
@@ -603,6 +598,7 @@ fn missing_font_is_a_clear_error() {
         ])
         .env("BENIGN_FONT_PROBE", "1")
         .env("FONTCONFIG_FILE", &config)
+        .env("XDG_DATA_HOME", dir.join("none"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
