@@ -16,6 +16,7 @@ pub mod model;
 pub mod plot;
 pub mod provenance;
 pub mod realdata;
+pub mod rundir;
 pub mod sweep;
 pub mod synthetic;
 pub mod transformer;

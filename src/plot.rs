@@ -265,6 +265,10 @@ fn render_both(
     (width, height): (u32, u32),
 ) -> Result<()> {
     check_font().map_err(|m| render_error(svg, m))?;
+    // Fault injection for the tests of "results before pictures": every figure fails.
+    if std::env::var_os("BENIGN_FAIL_FIGURES").is_some() {
+        return Err(render_error(svg, "BENIGN_FAIL_FIGURES is set".into()));
+    }
     // The two backends draw independently: the vector figure on one thread while the other
     // rasterises and compresses.
     let draw_svg = || -> Result<String> {

@@ -25,6 +25,7 @@ use super::embed::InputKind;
 use super::model::{Classifier, ModelConfig};
 use super::train::{EpochMetrics, Evaluation, TrainConfig, Trainer};
 use crate::realdata::{self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary};
+use crate::rundir::{JobDir, JobSpec, Reuse};
 use crate::synthetic::data::named_rng;
 use crate::{Error, Result};
 
@@ -391,6 +392,38 @@ pub fn pretrain(
         ));
     }
     let run_dir = spec.run_dir(&options.out);
+    // Locked while training: a second process on the same checkpoint is refused; `--force`
+    // empties the folder before retraining.
+    let mut job = JobDir::open(
+        &run_dir,
+        &JobSpec {
+            kind: "pretrain",
+            key: spec.key(),
+            description: format!(
+                "pretraining of {} ({} epochs)",
+                spec.dataset, spec.train.epochs
+            ),
+            reuse: Reuse::Resume,
+            force: options.force,
+            option: "checkpoints",
+            legacy_file: Some(CHECKPOINT),
+            lock_name: None,
+            track_state: true,
+            threads: rayon::current_num_threads(),
+        },
+    )?;
+    let result = pretrain_in(spec, options, &run_dir, observe);
+    job.finish(result)
+}
+
+/// [`pretrain`] in its opened, locked folder.
+fn pretrain_in(
+    spec: &PretrainSpec,
+    options: &PretrainOptions,
+    run_dir: &Path,
+    observe: &mut dyn FnMut(Event<'_>),
+) -> Result<(PretrainResult, Classifier<f32>, PreparedData)> {
+    let run_dir = run_dir.to_path_buf();
     let checkpoint_path = run_dir.join(CHECKPOINT);
     let existing = if options.force || !checkpoint_path.exists() {
         None

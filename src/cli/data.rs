@@ -59,6 +59,30 @@ pub struct DataArgs {
 
 impl DataArgs {
     /// Applies these options to `base` (preset first, then explicit values).
+    /// The options given that a data set fixes (everything but the seeds of `W_0`), as the
+    /// user typed them.
+    pub fn data_fixed_options(&self) -> Vec<&'static str> {
+        let given = [
+            (self.preset.is_some(), "--preset"),
+            (self.samples.is_some(), "-n/--samples"),
+            (self.tokens.is_some(), "-T/--tokens"),
+            (self.dim.is_some(), "-d/--dim"),
+            (self.signal_norm.is_some(), "--signal-norm"),
+            (self.rho.is_some(), "--rho"),
+            (self.eta.is_some(), "--eta"),
+            (self.sigma.is_some(), "--sigma"),
+            (self.signal_directions.is_some(), "--signal-directions"),
+            (self.label_noise.is_some(), "--label-noise"),
+            (self.test_seed.is_some(), "--test-seed"),
+            (self.test_size.is_some(), "--test-size"),
+            (self.reference_compat, "--reference-compat"),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .collect()
+    }
+
     pub fn apply(&self, mut config: RunConfig) -> RunConfig {
         if let Some(preset) = self.preset {
             config.apply_preset(preset);
@@ -112,13 +136,16 @@ pub struct ExportArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace what --out holds (an earlier export, another job): the folder is emptied first.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn execute(command: DataCommand) -> anyhow::Result<i32> {
     match command.action {
         DataAction::Export(args) => {
             let config = args.data.apply(RunConfig::default());
-            let resolved = benign::synthetic::export::export_data(config, &args.out)?;
+            let resolved = benign::synthetic::export::export_data(config, &args.out, args.force)?;
             eprintln!(
                 "wrote n={} T={} d={} test={} to {}",
                 resolved.samples,

@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// Write the data files but draw no figure.
     #[arg(long)]
     pub no_plot: bool,
+    /// Replace what --out holds (a finished run, another job): the folder is emptied first.
+    #[arg(long)]
+    pub force: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -122,6 +125,24 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
             args.init_w = saved.init_w_file;
         }
     }
+    if let Some(dir) = &args.data_dir {
+        // The data fixes these; silently overriding them would report a configuration the
+        // data was not made with.
+        let fixed = args.data.data_fixed_options();
+        if !fixed.is_empty() {
+            return Err(benign::Error::invalid(
+                "data",
+                format!(
+                    "{} fixes the data, so {} cannot be given with it (the data's own values are \
+                     in {}/config.json)",
+                    dir.display(),
+                    fixed.join(", "),
+                    dir.display()
+                ),
+            )
+            .into());
+        }
+    }
     let config = config_from(&args)?;
     config.validate()?;
     let data = args
@@ -130,13 +151,10 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
         .map(export::load_data)
         .transpose()?;
     let init = args.init_w.as_deref().map(export::load_init).transpose()?;
-    if let Some(dir) = &args.save_init {
-        if config.model != synthetic::ModelKind::Encoder {
-            return Err(
-                benign::Error::invalid("save-init", "applies to `--model encoder` only").into(),
-            );
-        }
-        synthetic::encoder::save_initial_params(&config, dir)?;
+    if args.save_init.is_some() && config.model != synthetic::ModelKind::Encoder {
+        return Err(
+            benign::Error::invalid("save-init", "applies to `--model encoder` only").into(),
+        );
     }
     let options = RunOptions {
         out_dir: args.out.clone(),
@@ -145,6 +163,7 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
         data,
         init,
         init_file: args.init_w.clone(),
+        force: args.force,
         test_draw: args.test_draw,
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -167,6 +186,10 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
     let result = pool.install(|| synthetic::run_with(config, options, &mut observe));
     progress.finish();
     let result = result?;
+    // After the run, so that DIR may lie inside the run's own folder.
+    if let Some(dir) = &args.save_init {
+        synthetic::encoder::save_initial_params(&result.config, dir)?;
+    }
     let text = if args.json {
         serde_json::to_string_pretty(&result.summary)?
     } else {

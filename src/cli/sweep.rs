@@ -46,6 +46,9 @@ pub struct MergeArgs {
     /// Print the report (missing runs with their parameters, seed and shard) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Replace what --out holds when it is not an earlier merge of this sweep.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args)]
@@ -83,6 +86,10 @@ pub struct SweepRunArgs {
     /// Keep each run's own outputs under OUT/runs/<id>/.
     #[arg(long)]
     pub save_runs: bool,
+    /// Replace what --out holds, this sweep's own results included (the folder is emptied
+    /// first; never with shards of it still running).
+    #[arg(long)]
+    pub force: bool,
     /// Heatmap axes [default: d,signal_norm when both vary, else the first two numeric axes].
     #[arg(long, value_name = "X,Y")]
     pub axes: Option<String>,
@@ -252,6 +259,7 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
         threads: args.threads.unwrap_or(0),
         shard,
         save_runs: args.save_runs,
+        force: args.force,
     };
     let progress = Reporter::start(&args.log, "sweep", "runs", false);
     if let Some(shard) = shard {
@@ -334,7 +342,7 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
 
 fn execute_merge(args: MergeArgs) -> anyhow::Result<i32> {
     let axes = parse_axes(args.axes.as_deref())?;
-    let report = sweep::merge(&args.dirs, &args.out)?;
+    let report = sweep::merge(&args.dirs, &args.out, args.force)?;
     let outputs = sweep::finish(
         &args.out,
         axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),

@@ -50,6 +50,7 @@ use crate::classifier::pretrain::{self, PretrainOptions, PretrainResult, Pretrai
 use crate::classifier::{Classifier, Evaluation, Schedule, TrainConfig, Trainer};
 use crate::realdata::subset::draw;
 use crate::realdata::{Sampling, TokenizedSplit};
+use crate::rundir::{JobDir, JobSpec, Reuse};
 use crate::synthetic::data::named_rng;
 use crate::{Error, Result};
 use cached::{CachedTrainer, LastBlockInputs, Phase2Attention};
@@ -848,15 +849,36 @@ pub fn finetune(
     let mut trainer = Trainer::<f32>::new(config.phase2.clone())?;
     let baseline = trainer.evaluate(&model, &test, &test.labels)?;
 
-    let grid_key = key_of(&(&pretrained.key, config));
+    // The plan is part of the key: a table over other sizes, rates or seeds gets a folder of its
+    // own instead of replacing this one's table.
+    let grid_key = key_of(&(&pretrained.key, config, plan));
     let dir = options.out.join(format!("{}-{grid_key}", spec.dataset));
+    // Locked while the cells run: a second process on the same table is refused.
+    let mut job = JobDir::open(
+        &dir,
+        &JobSpec {
+            kind: "finetune",
+            key: grid_key.clone(),
+            description: format!(
+                "finetune table of {} (n {:?}, eta {:?}, {} seeds)",
+                spec.dataset, plan.ns, plan.etas, plan.seeds
+            ),
+            reuse: Reuse::Resume,
+            force: false,
+            option: "out",
+            legacy_file: None,
+            lock_name: None,
+            track_state: true,
+            threads: rayon::current_num_threads(),
+        },
+    )?;
     let experiment = Experiment {
         model: &model,
         train: &data.train,
         pretrain_subset: &data.subset,
         test: &test,
     };
-    let outcomes = run_cells(&experiment, config, plan, &dir, observe)?;
+    let outcomes = job.finish(run_cells(&experiment, config, plan, &dir, observe))?;
     Ok(FinetuneRun {
         pretrain_checkpoint: pretrained.checkpoint_path(),
         pretrain: pretrained,

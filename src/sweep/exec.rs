@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::rundir::{self, JobDir, JobSpec, Reuse};
 use crate::synthetic::theory::predict;
 use crate::synthetic::{run, Precision, RunConfig, RunOptions, RunResult};
 use crate::{Error, Result};
@@ -143,6 +144,8 @@ pub struct ExecOptions {
     pub shard: Option<Shard>,
     /// Write each run's own files under `DIR/runs/<id>/`.
     pub save_runs: bool,
+    /// Replace whatever the output folder holds when it is not this sweep.
+    pub force: bool,
 }
 
 /// Progress of a sweep, reported to the caller.
@@ -174,12 +177,48 @@ pub struct SweepReport {
     pub out_dir: PathBuf,
 }
 
-/// Writes `sweep.json`, or checks that an existing one describes the same sweep.
-pub fn prepare_dir(spec: &SweepSpec, dir: &Path, threads: usize) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
+/// Opens the sweep's folder under the folder policy of [`crate::rundir`] (a folder holding
+/// anything but this sweep is refused), locks this shard's results file against a second
+/// writer, and writes `sweep.json` or checks that an existing one describes the same sweep.
+pub fn prepare_dir(
+    spec: &SweepSpec,
+    dir: &Path,
+    results_name: &str,
+    threads: usize,
+    force: bool,
+) -> Result<JobDir> {
+    let defining = serde_json::to_string(spec).map_err(|e| Error::Format {
+        path: dir.join(SPEC_FILE),
+        message: e.to_string(),
     })?;
+    let axes: Vec<String> = spec
+        .axes
+        .iter()
+        .map(|a| format!("{} ({} values)", a.name, a.values.len()))
+        .collect();
+    let job = JobDir::open(
+        dir,
+        &JobSpec {
+            kind: "sweep",
+            key: rundir::job_key(&defining),
+            description: format!(
+                "sweep of {} runs over {}",
+                spec.len(),
+                if axes.is_empty() {
+                    "no axis".to_string()
+                } else {
+                    axes.join(", ")
+                }
+            ),
+            reuse: Reuse::Resume,
+            force,
+            option: "out",
+            legacy_file: Some(SPEC_FILE),
+            lock_name: Some(format!(".lock-{results_name}")),
+            track_state: false,
+            threads,
+        },
+    )?;
     let path = dir.join(SPEC_FILE);
     if path.exists() {
         let existing = super::results::read_spec(dir)?;
@@ -193,10 +232,10 @@ pub fn prepare_dir(spec: &SweepSpec, dir: &Path, threads: usize) -> Result<()> {
                 ),
             ));
         }
-        Ok(())
     } else {
-        super::results::write_spec(dir, spec, threads)
+        super::results::write_spec(dir, spec, threads)?;
     }
+    Ok(job)
 }
 
 /// What a record keeps of a run.
@@ -284,10 +323,11 @@ pub fn run_sweep(
     } else {
         options.threads
     };
-    prepare_dir(spec, dir, threads)?;
     let results_name = options
         .shard
         .map_or(RESULTS_FILE.to_string(), |s| s.file_name());
+    // Held until the sweep returns: a second writer of this results file is refused.
+    let _job = prepare_dir(spec, dir, &results_name, threads, options.force)?;
     let results_path = dir.join(&results_name);
     super::results::record_invocation(
         dir,
@@ -296,7 +336,12 @@ pub fn run_sweep(
         threads,
     )?;
     let (file, existing) = ResultsFile::open(&results_path)?;
-    let done: HashSet<String> = existing.into_iter().map(|r| r.run_id).collect();
+    // Failed runs are not done: they run again, and their new record supersedes the old one.
+    let done: HashSet<String> = existing
+        .into_iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.run_id)
+        .collect();
     let all_groups = groups(&planned);
     let shard_groups: Vec<Vec<&PlannedRun>> = all_groups
         .into_iter()
@@ -336,6 +381,19 @@ pub fn run_sweep(
     let finish = |planned: &PlannedRun, outcome: Result<CellOutcome>, seconds: f64| {
         let record = record_of(planned, outcome, seconds);
         let is_failure = record.error.is_some();
+        if let Some(error) = &record.error {
+            let params: Vec<String> = planned
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            log::warn!(
+                "run {} ({} seed_index={}) failed: {error}",
+                planned.id,
+                params.join(" "),
+                planned.seed_index
+            );
+        }
         let appended = file
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::provenance::Provenance;
+use crate::rundir::{JobDir, JobSpec, Reuse};
 use crate::synthetic::metrics::EvalRecord;
 use crate::synthetic::theory::Regime;
 use crate::synthetic::RunConfig;
@@ -144,6 +145,64 @@ pub fn parse_records(text: &str) -> (Vec<RunRecord>, usize) {
     (records, ignored)
 }
 
+/// The complete records of a results file's text, and the 1-based numbers of the lines that are
+/// not records (corrupted by a crash of the file system, a stray edit, a foreign writer). Blank
+/// lines are neither.
+fn split_records(text: &str) -> (Vec<RunRecord>, Vec<usize>) {
+    let mut records = Vec::new();
+    let mut corrupt = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<RunRecord>(line) {
+            Ok(r) if r.complete => records.push(r),
+            _ => corrupt.push(i + 1),
+        }
+    }
+    (records, corrupt)
+}
+
+/// Moves the corrupt lines of a results file to `<file>.corrupt` (appended, each with its line
+/// number), rewrites the file without them so their runs are done again, warns, and reopens it.
+fn set_aside(
+    path: &Path,
+    text: &str,
+    corrupt: &[usize],
+    reopen: impl Fn() -> Result<File>,
+) -> Result<File> {
+    let mut aside_name = path.as_os_str().to_owned();
+    aside_name.push(".corrupt");
+    let aside = PathBuf::from(aside_name);
+    let mut kept = String::with_capacity(text.len());
+    let mut moved = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if corrupt.contains(&(i + 1)) {
+            moved.push_str(&format!("line {}: {line}\n", i + 1));
+        } else if !line.trim().is_empty() {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&aside)
+        .and_then(|mut f| f.write_all(moved.as_bytes()).and_then(|()| f.sync_all()))
+        .map_err(io_err(&aside))?;
+    io::write_atomic(path, kept.as_bytes())?;
+    let shown: Vec<String> = corrupt.iter().take(10).map(usize::to_string).collect();
+    log::warn!(
+        "{}: {} corrupt line(s) ({}{}) moved to {}; their runs will be done again",
+        path.display(),
+        corrupt.len(),
+        shown.join(", "),
+        if corrupt.len() > 10 { ", ..." } else { "" },
+        aside.display()
+    );
+    reopen()
+}
+
 /// Reads the complete records of a results file (missing file: none).
 pub fn read_records(path: &Path) -> Result<(Vec<RunRecord>, usize)> {
     match std::fs::read_to_string(path) {
@@ -174,12 +233,15 @@ impl ResultsFile {
     /// last newline) so the next record starts on a line of its own. Returns the file and the
     /// complete records already in it.
     pub fn open(path: &Path) -> Result<(Self, Vec<RunRecord>)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io_err(path))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(io_err(path))
+        };
+        let mut file = open()?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io_err(path))?;
         let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
@@ -187,8 +249,12 @@ impl ResultsFile {
             file.set_len(keep as u64).map_err(io_err(path))?;
             file.sync_all().map_err(io_err(path))?;
         }
+        let text = String::from_utf8_lossy(&bytes[..keep]).into_owned();
+        let (records, corrupt) = split_records(&text);
+        if !corrupt.is_empty() {
+            file = set_aside(path, &text, &corrupt, open)?;
+        }
         file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
-        let (records, _) = parse_records(&String::from_utf8_lossy(&bytes[..keep]));
         Ok((
             ResultsFile {
                 path: path.to_path_buf(),
@@ -247,11 +313,24 @@ pub fn collect(dirs: &[PathBuf]) -> Result<(Vec<RunRecord>, Vec<String>)> {
     let mut duplicated = Vec::new();
     for dir in dirs {
         for file in results_files(dir)? {
-            for record in read_records(&file)?.0 {
-                if by_id.contains_key(&record.run_id) {
-                    duplicated.push(record.run_id.clone());
-                } else {
-                    by_id.insert(record.run_id.clone(), record);
+            let (file_records, ignored) = read_records(&file)?;
+            if ignored > 0 {
+                log::warn!(
+                    "{}: {ignored} line(s) are not complete records and were left out",
+                    file.display()
+                );
+            }
+            for record in file_records {
+                match by_id.get(&record.run_id) {
+                    // A failed run that ran again: its new record supersedes the failure.
+                    Some(old) if old.error.is_some() => {
+                        by_id.insert(record.run_id.clone(), record);
+                    }
+                    Some(_) if record.error.is_some() => {}
+                    Some(_) => duplicated.push(record.run_id.clone()),
+                    None => {
+                        by_id.insert(record.run_id.clone(), record);
+                    }
                 }
             }
         }
@@ -429,7 +508,7 @@ pub struct MergeReport {
 
 /// Combines the results of output directories of the same sweep (e.g. its shards) into
 /// `out/results.jsonl` and `out/results.csv`. Every input must hold the same `sweep.json`.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport> {
+pub fn merge(dirs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport> {
     let first = dirs
         .first()
         .ok_or_else(|| Error::invalid("merge", "no directory given"))?;
@@ -483,10 +562,28 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport> {
                 .and_then(|(count, of)| of.get(r.id.as_str()).map(|i| format!("{i}/{count}"))),
         })
         .collect();
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    if out.join(SPEC_FILE) != first.join(SPEC_FILE) {
-        write_spec(out, &spec, 1)?;
-    }
+    // The merged folder is derived output: an earlier merge of this sweep is replaced whole;
+    // anything else (a sweep's own folder, an input, another job) is refused.
+    let defining = serde_json::to_string(&spec).map_err(|e| Error::Format {
+        path: out.join(SPEC_FILE),
+        message: e.to_string(),
+    })?;
+    let mut job = JobDir::open(
+        out,
+        &JobSpec {
+            kind: "merge",
+            key: crate::rundir::job_key(&defining),
+            description: format!("merge of a sweep of {} runs", planned.len()),
+            reuse: Reuse::Replace,
+            force,
+            option: "out",
+            legacy_file: None,
+            lock_name: None,
+            track_state: true,
+            threads: 1,
+        },
+    )?;
+    write_spec(out, &spec, 1)?;
     io::write_atomic_with(&out.join(RESULTS_FILE), |w| {
         for r in &kept {
             serde_json::to_writer(&mut *w, r)?;
@@ -495,6 +592,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport> {
         Ok(())
     })?;
     write_csv(&out.join(CSV_FILE), &spec, &kept)?;
+    job.complete()?;
     Ok(MergeReport {
         expected: planned.len(),
         merged: kept.len(),

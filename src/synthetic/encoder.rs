@@ -406,6 +406,7 @@ pub fn run_encoder(
         data,
         init,
         init_file: _,
+        force,
         // The encoder has no subspace: its test tokens are always generated in R^d.
         test_draw: _,
     } = options;
@@ -470,11 +471,12 @@ pub fn run_encoder(
         }
     };
     config.resolve(&train.noisy)?;
-    let out_dir = write_files
+    let mut out_dir = write_files
         .then(|| {
             open_run_dir(
                 out_dir,
                 !no_figures,
+                force,
                 &config,
                 RunInputs {
                     data_dir: data_dir.as_deref(),
@@ -501,8 +503,9 @@ pub fn run_encoder(
     let output = match outcome {
         Ok(v) => v,
         Err((err, records)) => {
-            if let Some(dir) = &out_dir {
+            if let Some(dir) = &mut out_dir {
                 super::run::write_metrics(&dir.path, &records)?;
+                dir.fail(&err);
             }
             return Err(err);
         }

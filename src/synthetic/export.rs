@@ -13,6 +13,7 @@ use super::data::{training_set, Signals, TestSource, TrainSet};
 use super::dense::available_memory_bytes;
 use super::init::InitSource;
 use crate::io::{self, npy};
+use crate::rundir::{self, JobDir, JobSpec, Reuse};
 
 /// A data set read from an export directory.
 #[derive(Clone, Debug)]
@@ -26,7 +27,7 @@ pub struct LoadedData {
 
 /// Writes the data, `W_0` and the resolved configuration of `config` to `dir`.
 /// Returns the resolved configuration.
-pub fn export_data(mut config: RunConfig, dir: &Path) -> Result<RunConfig> {
+pub fn export_data(mut config: RunConfig, dir: &Path, force: bool) -> Result<RunConfig> {
     config.validate()?;
     let (n, t, d, m) = (config.samples, config.tokens, config.dim, config.test_size);
     let needed = ((d * d + (n + m) * t * d) as u128) * 8;
@@ -41,12 +42,37 @@ pub fn export_data(mut config: RunConfig, dir: &Path) -> Result<RunConfig> {
             });
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
+    let defining = serde_json::to_string(&config).map_err(|e| Error::Format {
+        path: dir.join("config.json"),
+        message: e.to_string(),
     })?;
-    let signals = Signals::new(&config);
-    let train = training_set(&config, &signals);
+    let mut job = JobDir::open(
+        dir,
+        &JobSpec {
+            kind: "export",
+            key: rundir::job_key(&defining),
+            description: format!(
+                "export n={} T={} d={} test={} seed={}",
+                n, t, d, m, config.seed
+            ),
+            reuse: Reuse::Refuse,
+            force,
+            option: "out",
+            legacy_file: None,
+            lock_name: None,
+            track_state: true,
+            threads: 1,
+        },
+    )?;
+    let result = write_export(&mut config, dir);
+    job.finish(result.map(|()| config))
+}
+
+/// The arrays and config.json of an export, into an opened folder.
+fn write_export(config: &mut RunConfig, dir: &Path) -> Result<()> {
+    let (n, t, d, m) = (config.samples, config.tokens, config.dim, config.test_size);
+    let signals = Signals::new(config);
+    let train = training_set(config, &signals);
     config.resolve(&train.noisy)?;
     npy::write_npy(&dir.join("train_x.npy"), &[n, t, d], &train.tokens)?;
     npy::write_npy(&dir.join("train_y.npy"), &[n], &train.labels)?;
@@ -65,8 +91,7 @@ pub fn export_data(mut config: RunConfig, dir: &Path) -> Result<RunConfig> {
     npy::write_npy(&dir.join("test_y.npy"), &[m], &test.labels())?;
     let w0: Vec<f64> = InitSource::from_seed(config.seed, d).matrix();
     npy::write_npy(&dir.join("w0.npy"), &[d, d], &w0)?;
-    io::write_json_atomic(&dir.join("config.json"), &config)?;
-    Ok(config)
+    io::write_json_atomic(&dir.join("config.json"), &*config)
 }
 
 fn read_shaped(dir: &Path, name: &str, dims: usize) -> Result<(Vec<usize>, Vec<f64>)> {

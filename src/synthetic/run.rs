@@ -18,6 +18,7 @@ use super::subspace::{StartupTimings, SubspaceTrainer, TestDraw};
 use super::theory::{classify, predict, reference_levels, Prediction, ReferenceLevels, Regime};
 use super::Trainer;
 use crate::provenance::Provenance;
+use crate::rundir::{self, JobDir, JobSpec, JobState, Reuse};
 use crate::{io, plot};
 
 /// How to run, beyond the configuration.
@@ -37,6 +38,9 @@ pub struct RunOptions {
     /// The `.npy` file `init` was read from, recorded in config.json so `benign run --config`
     /// can read it again.
     pub init_file: Option<PathBuf>,
+    /// Replace whatever `out_dir` holds (by default a folder holding another job, or this same
+    /// run complete, is refused: see [`crate::rundir`]).
+    pub force: bool,
     /// How the subspace trainer obtains the test projections (default: drawn in the subspace,
     /// an independent sample of the same law; see `synthetic::subspace`).
     pub test_draw: TestDraw,
@@ -93,13 +97,31 @@ struct ConfigFile<'a> {
     /// How `W_0` was obtained when not from the run's own seed.
     init_w: Option<String>,
     init_w_file: Option<&'a Path>,
-    provenance: Provenance,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<Provenance>,
 }
 
-/// Where a run writes its files, and whether it draws figures there.
+/// Where a run writes its files, and whether it draws figures there. The folder is a locked
+/// job folder ([`crate::rundir`]); a run dropped before it completed is marked failed.
 pub(crate) struct RunDir {
     pub(crate) path: PathBuf,
     pub(crate) figures: bool,
+    pub(crate) job: JobDir,
+}
+
+impl RunDir {
+    /// Marks the run failed with `error`.
+    pub(crate) fn fail(&mut self, error: &Error) {
+        self.job.fail(&error.to_string());
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.job.state() == Some(JobState::Running) {
+            self.job.fail("the run stopped before it finished");
+        }
+    }
 }
 
 /// The inputs a run's config.json records besides its configuration.
@@ -110,30 +132,55 @@ pub(crate) struct RunInputs<'a> {
     pub(crate) init_file: Option<&'a Path>,
 }
 
-/// Creates a run's output directory (`runs/<UTC time>-<id>` when none is given) and writes its
-/// config.json with the provenance of this process.
+/// Opens a run's output folder (`runs/<UTC time>-<id>` when none is given) under the folder
+/// policy of [`crate::rundir`] and writes its config.json with the provenance of this process.
 pub(crate) fn open_run_dir(
     out_dir: Option<PathBuf>,
     figures: bool,
+    force: bool,
     config: &RunConfig,
     inputs: RunInputs<'_>,
 ) -> Result<RunDir> {
     let path = out_dir.unwrap_or_else(default_out_dir);
-    std::fs::create_dir_all(&path).map_err(|e| Error::Io {
-        path: path.clone(),
-        source: e,
+    let mut file = ConfigFile {
+        config,
+        data_dir: inputs.data_dir,
+        init_w: inputs.init_label,
+        init_w_file: inputs.init_file,
+        provenance: None,
+    };
+    let defining = serde_json::to_string(&file).map_err(|e| Error::Format {
+        path: path.join("config.json"),
+        message: e.to_string(),
     })?;
-    io::write_json_atomic(
-        &path.join("config.json"),
-        &ConfigFile {
-            config,
-            data_dir: inputs.data_dir,
-            init_w: inputs.init_label,
-            init_w_file: inputs.init_file,
-            provenance: Provenance::capture(rayon::current_num_threads()),
+    let job = JobDir::open(
+        &path,
+        &JobSpec {
+            kind: "run",
+            key: rundir::job_key(&defining),
+            description: format!(
+                "run n={} T={} d={} ||mu||={} rho={} eta={} seed={} ({} steps)",
+                config.samples,
+                config.tokens,
+                config.dim,
+                config.signal_norm,
+                config.rho,
+                config.eta,
+                config.seed,
+                config.steps
+            ),
+            reuse: Reuse::Refuse,
+            force,
+            option: "out",
+            legacy_file: None,
+            lock_name: None,
+            track_state: true,
+            threads: rayon::current_num_threads(),
         },
     )?;
-    Ok(RunDir { path, figures })
+    file.provenance = Some(Provenance::capture(rayon::current_num_threads()));
+    io::write_json_atomic(&path.join("config.json"), &file)?;
+    Ok(RunDir { path, figures, job })
 }
 
 /// Runs the synthetic experiment; see [`run_with`].
@@ -159,6 +206,7 @@ pub fn run_with(
         data,
         init,
         init_file,
+        force,
         test_draw,
     } = options;
     if data.is_none() {
@@ -223,6 +271,7 @@ pub fn run_with(
             open_run_dir(
                 out_dir,
                 !no_figures,
+                force,
                 &config,
                 RunInputs {
                     data_dir: data_dir.as_deref(),
@@ -351,7 +400,7 @@ fn train_and_report(
     test_labels: &[f64],
     trainer: &mut dyn Trainer,
     timings: StageTimings,
-    out_dir: Option<RunDir>,
+    mut out_dir: Option<RunDir>,
     observe: &mut dyn FnMut(&EvalRecord, usize),
 ) -> Result<RunResult> {
     let train_scores = trainer.train_scores().to_vec();
@@ -370,8 +419,9 @@ fn train_and_report(
     let (records, tracked, first_fit) = match outcome {
         Ok(v) => v,
         Err((err, records)) => {
-            if let Some(dir) = &out_dir {
+            if let Some(dir) = &mut out_dir {
                 write_metrics(&dir.path, &records)?;
+                dir.fail(&err);
             }
             return Err(err);
         }
@@ -393,7 +443,7 @@ pub(crate) fn report_run(
     (records, tracked, first_fit): LoopOutput,
     training_seconds: f64,
     timings: StageTimings,
-    out_dir: Option<RunDir>,
+    mut out_dir: Option<RunDir>,
 ) -> Result<RunResult> {
     let last = records
         .last()
@@ -419,18 +469,20 @@ pub(crate) fn report_run(
     };
     let wall = |started: Instant| timings.wall_before + started.elapsed().as_secs_f64();
     summary.wall_seconds_total = wall(timings.started);
-    if let Some(RunDir { path: dir, figures }) = &out_dir {
+    if let Some(run_dir) = &mut out_dir {
+        let dir = &run_dir.path;
         // Data first: a figure that cannot be drawn costs the figure, never the results.
         write_metrics(dir, &records)?;
         write_attention(&dir.join("attention.csv"), &tracked)?;
         io::write_json_atomic(&dir.join("summary.json"), &summary)?;
-        if *figures {
+        if run_dir.figures {
             if let Err(err) =
                 write_figure(dir, &config, &records, &tracked, &summary.reference_levels)
             {
                 log::warn!("no figure drawn ({err}); the data files are complete");
             }
         }
+        run_dir.job.complete()?;
     }
     Ok(RunResult {
         config,
@@ -893,7 +945,7 @@ pub fn run_prepared(
         noisy,
     };
     let out_dir = out_dir
-        .map(|dir| open_run_dir(Some(dir), true, &config, RunInputs::default()))
+        .map(|dir| open_run_dir(Some(dir), true, false, &config, RunInputs::default()))
         .transpose()?;
     let timings = StageTimings {
         started,

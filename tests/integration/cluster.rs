@@ -108,13 +108,13 @@ fn run_draws_compact_png_and_svg_with_the_embedded_font() {
 #[test]
 fn a_figure_that_cannot_be_drawn_leaves_every_data_file_and_exit_0() {
     let dir = temp_scratch("cluster", "figure-fails");
-    // A directory where the PNG should go: the atomic rename of the figure fails.
-    std::fs::create_dir_all(dir.join("dynamics.png")).unwrap();
+    // Every figure fails to render (the renderer's fault-injection switch).
     let out = bin()
         .arg("run")
         .args(SMALL_RUN)
         .args(["--quiet", "--out"])
         .arg(&dir)
+        .env("BENIGN_FAIL_FIGURES", "1")
         .output()
         .unwrap();
     ok(&out);
@@ -133,15 +133,14 @@ fn a_figure_that_cannot_be_drawn_leaves_every_data_file_and_exit_0() {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
 
-    // A sweep whose figures folder cannot be created: results.csv is written, exit 0.
+    // A sweep whose figures cannot be drawn: results.csv is written, exit 0.
     let sweep = temp_scratch("cluster", "sweep-figure-fails");
-    std::fs::create_dir_all(&sweep).unwrap();
-    std::fs::write(sweep.join("figures"), "not a folder").unwrap();
     let out = bin()
         .arg("sweep")
         .args(SMALL_GRID)
         .args(["--quiet", "--out"])
         .arg(&sweep)
+        .env("BENIGN_FAIL_FIGURES", "1")
         .output()
         .unwrap();
     ok(&out);

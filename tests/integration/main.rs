@@ -12,6 +12,7 @@ mod io_plot;
 mod pretrain;
 mod realdata;
 mod run;
+mod safety;
 mod sweep;
 
 /// The `benign` binary built with these tests.

@@ -417,7 +417,7 @@ fn exported_data_reproduces_the_generated_run() {
         test_size: 30,
         ..RunConfig::default()
     };
-    benign::synthetic::export::export_data(config.clone(), &dir).unwrap();
+    benign::synthetic::export::export_data(config.clone(), &dir, false).unwrap();
     // Loaded test sets are projected token by token: compare with the same draw.
     let direct = quick_tokens(config.clone());
     for trainer in [TrainerKind::Subspace, TrainerKind::Dense] {

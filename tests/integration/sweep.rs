@@ -480,7 +480,11 @@ fn bad_input_is_refused_before_any_run() {
         .output()
         .unwrap();
     assert_eq!(other.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&other.stderr).contains("different sweep"));
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("already holds another sweep"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
