@@ -441,11 +441,32 @@ fn pretrain_in(
     let config = model_config(spec, &data);
     let train_split = select_examples(&data.train, &data.subset);
 
-    if let Some(Checkpoint { model, state, .. }) = &existing {
+    if let Some(Checkpoint {
+        model,
+        state,
+        metadata,
+        ..
+    }) = &existing
+    {
         if model.config != config {
             return Err(Error::Format {
                 path: checkpoint_path.clone(),
                 message: "the checkpoint's model does not match its key's settings".into(),
+            });
+        }
+        // The shape can match while the training differed (another seed, subset, schedule):
+        // the checkpoint must carry this very spec, or it is not this run's.
+        let stored: Option<PretrainSpec> = metadata
+            .get("spec")
+            .and_then(|text| serde_json::from_str(text).ok());
+        if stored.as_ref() != Some(spec) {
+            return Err(Error::Format {
+                path: checkpoint_path.clone(),
+                message: format!(
+                    "the checkpoint was trained with other settings than its folder's key says \
+                     (stored spec {}); move it away or retrain with --force",
+                    metadata.get("spec").map_or("missing", String::as_str)
+                ),
             });
         }
         let result_path = run_dir.join(RESULT);
@@ -459,6 +480,14 @@ fn pretrain_in(
                     path: result_path.clone(),
                     message: e.to_string(),
                 })?;
+            if result.spec != *spec {
+                return Err(Error::Format {
+                    path: result_path.clone(),
+                    message: "result.json describes another pretraining than its checkpoint; \
+                              move the folder away or retrain with --force"
+                        .into(),
+                });
+            }
             result.reused = true;
             // The folder may have been moved or reached through another path since.
             result.run_dir = run_dir.clone();

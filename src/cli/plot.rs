@@ -21,6 +21,12 @@ pub fn execute(args: PlotArgs) -> anyhow::Result<i32> {
     let spec = benign::sweep::results::read_spec(&args.dir)?;
     benign::sweep::figures::choose_axes(&spec, axes)?;
     let outputs = benign::sweep::finish(&args.dir, axes, true)?;
+    if outputs.records == 0 {
+        return Err(anyhow::anyhow!(
+            "{} has no results yet (no complete record in its results files): nothing to draw",
+            args.dir.display()
+        ));
+    }
     if let Some(error) = outputs.figure_error {
         // Drawing is this command's whole job.
         return Err(anyhow::anyhow!("no figure drawn: {error}"));

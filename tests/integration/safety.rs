@@ -590,3 +590,73 @@ fn a_full_disk_or_a_read_only_folder_fails_cleanly() {
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn a_checkpoint_of_other_settings_is_never_reused() {
+    let data = temp_scratch("safety", "swap-data");
+    super::pretrain::mnist_fixture(&data);
+    let checkpoints = temp_scratch("safety", "swap-checkpoints");
+    let pretrain = |seed: &str| {
+        bin()
+            .args([
+                "pretrain",
+                "--dataset",
+                "mnist",
+                "--subset",
+                "100",
+                "--epochs",
+                "1",
+            ])
+            .args([
+                "--threads",
+                "1",
+                "--quiet",
+                "--json",
+                "--seed",
+                seed,
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg("--checkpoints")
+            .arg(&checkpoints)
+            .output()
+            .unwrap()
+    };
+    let folder = |out: &Output| {
+        let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+        PathBuf::from(result["run_dir"].as_str().unwrap())
+    };
+    let first = pretrain("0");
+    ok(&first);
+    let second = pretrain("1");
+    ok(&second);
+    // The same shape, other settings: seed 1's files swapped into seed 0's folder.
+    for file in ["checkpoint.safetensors", "result.json"] {
+        std::fs::copy(folder(&second).join(file), folder(&first).join(file)).unwrap();
+    }
+    let reused = pretrain("0");
+    assert_eq!(reused.status.code(), Some(1), "{}", stderr(&reused));
+    assert!(
+        stderr(&reused).contains("other settings"),
+        "{}",
+        stderr(&reused)
+    );
+    for d in [data, checkpoints] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn plot_says_when_a_sweep_has_no_results() {
+    let dir = temp_scratch("safety", "plot-empty");
+    ok(&sweep_into(&dir, &["--shard", "0/2"]));
+    std::fs::remove_file(dir.join("results.shard-0-of-2.jsonl")).unwrap();
+    let out = bin().arg("plot").arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no results yet"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
