@@ -10,7 +10,7 @@
 //! - [`pretrain`]: [`pretrain::pretrain`], keyed by a hash of the run's settings, reused or
 //!   resumed per epoch.
 //!
-//! # Fine-tuning a pretrained classifier (issue 8)
+//! # Fine-tuning a pretrained classifier
 //!
 //! ```text
 //! // Phase 0: the pretrained model (trained now or read back from its checkpoint) and the

@@ -1,5 +1,5 @@
 //! Seeded subsets of a split: the clean pretraining subset and, disjoint from it, the
-//! fine-tuning subset of the real-data protocol (paper section 5, issue 8).
+//! fine-tuning subset of the real-data protocol (paper section 5).
 //!
 //! Class-stratified draws give each class `floor(n * c_k / N)` examples (`c_k` of the `N`
 //! candidates are in class `k`), and hand the remaining ones to the classes with the largest

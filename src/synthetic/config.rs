@@ -31,7 +31,7 @@ pub enum LabelNoise {
 pub enum TrainerKind {
     /// Stores `W` (d x d) and steps it in place.
     Dense,
-    /// The exact reduction to the span of the training tokens (SPEC.md section 3); never stores `W`.
+    /// The exact reduction to the span of the training tokens (docs/model.md section 4); never stores `W`.
     Subspace,
 }
 
@@ -79,7 +79,7 @@ impl Preset {
 }
 
 /// Everything that determines a synthetic run. [`RunConfig::default`] is the paper's setting
-/// (SPEC.md section 3); [`RunConfig::resolve`] fills in the derived fields so that the written
+/// (docs/model.md section 4); [`RunConfig::resolve`] fills in the derived fields so that the written
 /// `config.json` is complete.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {

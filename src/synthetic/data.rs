@@ -1,4 +1,4 @@
-//! The synthetic data of SPEC.md section 2.
+//! The synthetic data of docs/model.md section 2.
 //!
 //! A sample is `T` tokens in `R^d`: position 0 is relevant (`mu_{y*} + eps`), 1 weakly relevant for
 //! the clean class (`rho mu_{y*} + eps`), 2 weakly relevant for the other class

@@ -1,4 +1,4 @@
-//! The paper's one-layer transformer encoder on the synthetic data (SPEC.md section 5, Figures
+//! The paper's one-layer transformer encoder on the synthetic data (the paper's Figures
 //! 6-7), every parameter trained by full-batch gradient descent.
 //!
 //! A learned [CLS] token (init `N(0, 1)`) is prepended to each sample's T tokens; one pre-LN block

@@ -1,5 +1,5 @@
 //! What a run records at an evaluation step, computed from the token logits `z`, the token
-//! scores `u = nu^T x` and the labels (SPEC.md section 4).
+//! scores `u = nu^T x` and the labels (docs/model.md section 5).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! The paper's synthetic experiment end to end (SPEC.md sections 2-5).
+//! The paper's synthetic experiment end to end (docs/model.md).
 //!
 //! [`config`] holds the settings, presets and validation; [`data`] generates the tokens;
 //! [`init`] streams `W_0`; [`dense`] and [`subspace`] are the two trainers, which agree to

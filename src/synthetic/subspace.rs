@@ -1,4 +1,4 @@
-//! The exact subspace trainer (SPEC.md section 3, "The exact subspace reduction, written out").
+//! The exact subspace trainer (docs/model.md section 4).
 //!
 //! With `B` (d x r) an orthonormal basis of the training tokens (and of `mu_+`, `mu_-`),
 //! `A = W_0^T B`, `G = A^T A` and `H = W_0 A`, gradient descent keeps `p = A b` and
@@ -134,7 +134,7 @@ pub fn orthonormal_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
     basis
 }
 
-/// The start-up products with `W_0` (SPEC.md section 3), shared by the subspace trainer and the
+/// The start-up products with `W_0` (docs/model.md section 4), shared by the subspace trainer and the
 /// sweep's common-random-numbers start-up. `projector` is d x `width` row-major and holds the
 /// orthonormal basis `B` in columns `r..2r`; this writes `H = W_0 A` into columns `0..r` and
 /// returns `G = A^T A` (r x r), with `A = W_0^T B`.
@@ -331,7 +331,7 @@ pub fn fill_test_normals<T: Float>(
 }
 
 /// Coefficients `(a_+, a_-)` of the signal part `a_+ mu_+ + a_- mu_-` of token `pos` of a
-/// sample with clean label `y` (SPEC.md section 2; `mu_+`, `mu_-` of norm `||mu||`).
+/// sample with clean label `y` (docs/model.md section 2; `mu_+`, `mu_-` of norm `||mu||`).
 pub fn signal_coefficients_of(y: f64, pos: usize, rho: f64) -> (f64, f64) {
     let same = match pos {
         0 => 1.0,

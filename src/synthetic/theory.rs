@@ -91,7 +91,7 @@ pub fn classify(last: &EvalRecord) -> Regime {
     }
 }
 
-/// Loss levels that identify the regime (SPEC.md section 4), computed from `rho` and the noisy
+/// Loss levels that identify the regime (docs/model.md section 5), computed from `rho` and the noisy
 /// fraction: the head scores the relevant token `+-1/sqrt(2)` and a weak token `+-rho/sqrt(2)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReferenceLevels {

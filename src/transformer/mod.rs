@@ -1,4 +1,4 @@
-//! The transformer building blocks shared by the synthetic encoder (issue 6), the real-data
+//! The transformer building blocks shared by the synthetic encoder, the real-data
 //! classifier and the fine-tuning experiment: a pre-LayerNorm encoder block over the autodiff
 //! tape, its parameters in a [`ParamStore`] under stable names, and PyTorch's default
 //! initialisation.

@@ -1,4 +1,4 @@
-//! The one-layer transformer encoder on the synthetic task (issue 6): the paper's expectations
+//! The one-layer transformer encoder on the synthetic task: the paper's expectations
 //! with fixed seeds, determinism across thread counts, and `benign run` / `benign sweep` with
 //! `--model encoder` end to end.
 
@@ -21,7 +21,7 @@ fn encoder(config: RunConfig) -> RunConfig {
     }
 }
 
-/// SPEC.md section 5, Figures 6-7, balanced preset at the paper's size (d = mlp = 2000, 1000 steps
+/// The paper's Figures 6-7, balanced preset at the paper's size (d = mlp = 2000, 1000 steps
 /// of lr 5e-3): every training sample fitted, noisy ones included, and a training loss far below
 /// the fixed-head model's (whose head cannot grow); the clean samples' [CLS] attention goes to
 /// their relevant token.

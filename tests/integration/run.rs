@@ -242,7 +242,7 @@ fn preset_large_signal_does_not_overfit() {
     assert!(last.test_acc >= 0.99, "test acc {}", last.test_acc);
 }
 
-/// SPEC.md section 5 expects the balanced preset's noisy samples to put "about 0.7 to 0.97" of
+/// The reference code's figures lead one to expect the balanced preset's noisy samples to put "about 0.7 to 0.97" of
 /// their attention on the weak-other token. That describes one noisy sample of one data draw (the
 /// reference's plot notebook shows the first noisy sample of a run on its seed-42 data, which
 /// happens to favour the weak-other token). Over data draws, each noisy sample is fitted through
