@@ -17,6 +17,7 @@ pub mod plot;
 pub mod provenance;
 pub mod realdata;
 pub mod rundir;
+pub mod seed;
 pub mod sweep;
 pub mod synthetic;
 pub mod transformer;

@@ -113,11 +113,7 @@ pub struct JobDir {
 
 /// A stable short hash of a job's defining text (64-bit FNV-1a, hex).
 pub fn job_key(defining: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in defining.as_bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    crate::seed::hex_key(defining.as_bytes())
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {

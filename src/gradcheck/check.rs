@@ -113,12 +113,8 @@ pub fn run_case(case: &Case, config: &Config) -> Vec<CheckResult> {
 }
 
 fn seed_for(case: &Case, config: &Config) -> u64 {
-    // FNV-1a of the case name: each case draws its own stream, independent of suite order.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in case.name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    h ^ config.seed
+    // Each case draws its own stream, independent of suite order.
+    crate::seed::fnv1a(case.name.as_bytes()) ^ config.seed
 }
 
 fn draw(input: &Input, rng: &mut ChaCha8Rng) -> Vec<f64> {

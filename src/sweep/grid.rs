@@ -390,14 +390,7 @@ pub struct PlannedRun {
     pub config: RunConfig,
 }
 
-/// 64-bit FNV-1a.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub use crate::seed::fnv1a;
 
 /// `config` with `updates` applied through its JSON form (so any field can be set).
 fn apply(base: &Value, updates: &BTreeMap<String, Value>) -> Result<RunConfig> {

@@ -9,31 +9,13 @@
 //! parallel, with the same result; in reference-compatible mode the test set uses the training
 //! seed, so test sample i has the noise of training sample i.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
 use super::config::{LabelNoise, RunConfig, SignalDirections};
 
-/// Mixes a seed with a name into an independent 64-bit seed (SplitMix64 finaliser over an FNV-1a
-/// hash of the name), so each random quantity has its own named stream.
-pub fn mix_seed(seed: u64, name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut z = seed ^ h;
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A ChaCha8 generator for the named stream of a seed.
-pub fn named_rng(seed: u64, name: &str) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(mix_seed(seed, name))
-}
+pub use crate::seed::{mix_seed, named_rng};
 
 /// The class signals and the fixed head `nu = (mu_+ - mu_-) / ||mu_+ - mu_-|| / ||mu||`.
 #[derive(Clone, Debug)]
