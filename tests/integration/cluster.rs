@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use super::{bin, ok, temp_scratch};
+use super::{bin, in_ci, ok, temp_scratch};
 
 const SMALL_RUN: [&str; 8] = [
     "-d",
@@ -36,9 +36,6 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 fn json_file(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -660,7 +657,7 @@ fn saved_configurations_rerun_bit_for_bit() {
 
 #[test]
 fn tables_load_in_pandas_with_float_columns() {
-    let python = std::env::var("BENIGN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = super::python();
     let has_pandas = Command::new(&python)
         .args(["-c", "import pandas"])
         .output()

@@ -620,12 +620,7 @@ fn end_to_end_on_a_toy_split_trains_and_writes_the_table_and_figures() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn data_root() -> PathBuf {
-    match std::env::var_os("BENIGN_DATA_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-    }
-}
+use super::{data_root, missing};
 
 /// Cheap: a small pretraining (1,000 examples, 2 epochs, 1 layer), then n = 20 at eta = 0.2
 /// for a few epochs on 300 test examples. Checks the protocol runs on real files and its
@@ -634,7 +629,7 @@ fn data_root() -> PathBuf {
 fn mnist_protocol_runs_on_the_shared_data() {
     let root = data_root();
     if !root.join("mnist").is_dir() {
-        println!("skipping: {} is absent", root.join("mnist").display());
+        missing(&format!("{} is absent", root.join("mnist").display()));
         return;
     }
     let out = temp_dir("mnist");

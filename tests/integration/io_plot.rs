@@ -205,15 +205,12 @@ fn npy_malformed_files_are_named_format_errors() {
 }
 
 fn numpy_available() -> bool {
-    match Command::new("python3")
-        .args(["-c", "import numpy"])
-        .output()
-    {
+    let python = super::python();
+    match Command::new(&python).args(["-c", "import numpy"]).output() {
         Ok(out) if out.status.success() => true,
-        _ => {
-            eprintln!("SKIPPED numpy cross-check: `python3 -c \"import numpy\"` failed (numpy not installed)");
-            false
-        }
+        _ => super::missing(&format!(
+            "numpy cross-check: `{python} -c \"import numpy\"` failed (set BENIGN_PYTHON)"
+        )),
     }
 }
 
@@ -245,7 +242,7 @@ np.save(d + '/theirs_scalar.npy', np.float64(-1.5))
 np.save(d + '/theirs_fortran.npy', np.asfortranarray(np.ones((2, 3))))
 np.lib.format.write_array(open(d + '/theirs_v2.npy', 'wb'), np.arange(3.0), version=(2, 0))
 "#;
-    let out = Command::new("python3")
+    let out = Command::new(super::python())
         .args(["-c", script])
         .arg(&dir)
         .output()

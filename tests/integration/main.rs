@@ -38,3 +38,30 @@ fn ok(output: &std::process::Output) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Whether the tests run in CI (`CI=true`), where nothing they need may be missing.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Reports that `what` is missing: a failure in CI, a printed skip elsewhere. Returns false so
+/// a test can `return` on it.
+fn missing(what: &str) -> bool {
+    assert!(!in_ci(), "{what}: required in CI (CI=true), where a test may not skip");
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
+/// The folder of the real datasets: `BENIGN_DATA_DIR`, else `../shared/data` beside the
+/// project.
+fn data_root() -> std::path::PathBuf {
+    match std::env::var_os("BENIGN_DATA_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+    }
+}
+
+/// The Python the tests call for numpy and pandas cross-checks: `BENIGN_PYTHON`, else `python3`.
+fn python() -> String {
+    std::env::var("BENIGN_PYTHON").unwrap_or_else(|_| "python3".into())
+}

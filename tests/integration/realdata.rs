@@ -3,7 +3,7 @@
 //! and checks split sizes and class counts against that folder's README. Prints the reason and
 //! passes when a folder is absent: the project never requires the data.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use benign::realdata::{
@@ -11,18 +11,13 @@ use benign::realdata::{
     Vocabulary, PAD_ID,
 };
 
-fn data_root() -> PathBuf {
-    match std::env::var_os("BENIGN_DATA_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-    }
-}
+use super::{data_root, missing};
 
 /// The loaded dataset, or None (with the reason printed) when its folder is absent.
 fn load_if_present(name: DatasetName) -> Option<RawDataset> {
     let dir = default_dir(&data_root(), name);
     if !dir.is_dir() {
-        println!("skipping {name}: {} is absent", dir.display());
+        missing(&format!("{name}: {} is absent", dir.display()));
         return None;
     }
     let start = Instant::now();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{bin, ok, temp_scratch};
+use super::{bin, in_ci, ok, temp_scratch};
 
 const RUN: [&str; 8] = [
     "-d",
@@ -32,9 +32,6 @@ const GRID: [&str; 10] = [
     "40",
 ];
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
