@@ -50,7 +50,10 @@ mod tests {
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
         // Every derived seed in saved sweeps and checkpoints depends on these staying put.
-        assert_eq!(mix_seed(42, "test-set"), crate::synthetic::config::derived_test_seed(42));
+        assert_eq!(
+            mix_seed(42, "test-set"),
+            crate::synthetic::config::derived_test_seed(42)
+        );
         assert_eq!(mix_seed(42, "test-set"), 7_896_769_831_063_896_958);
         assert_ne!(mix_seed(42, "a"), mix_seed(42, "b"));
         assert_ne!(mix_seed(42, "a"), mix_seed(43, "a"));

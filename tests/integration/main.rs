@@ -47,7 +47,10 @@ fn in_ci() -> bool {
 /// Reports that `what` is missing: a failure in CI, a printed skip elsewhere. Returns false so
 /// a test can `return` on it.
 fn missing(what: &str) -> bool {
-    assert!(!in_ci(), "{what}: required in CI (CI=true), where a test may not skip");
+    assert!(
+        !in_ci(),
+        "{what}: required in CI (CI=true), where a test may not skip"
+    );
     eprintln!("SKIPPED: {what}");
     false
 }

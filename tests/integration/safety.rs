@@ -32,7 +32,6 @@ const GRID: [&str; 10] = [
     "40",
 ];
 
-
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
