@@ -467,8 +467,8 @@ pub(crate) fn report_run(
         final_metrics: last,
         out_dir: out_dir.as_ref().map(|d| d.path.clone()),
     };
-    let wall = |started: Instant| timings.wall_before + started.elapsed().as_secs_f64();
-    summary.wall_seconds_total = wall(timings.started);
+    // Everything but the figures, which are drawn after the summary is written.
+    summary.wall_seconds_total = timings.wall_before + timings.started.elapsed().as_secs_f64();
     if let Some(run_dir) = &mut out_dir {
         let dir = &run_dir.path;
         // Data first: a figure that cannot be drawn costs the figure, never the results.
