@@ -669,22 +669,26 @@ pub fn role_name(t: usize) -> &'static str {
 
 fn write_attention(path: &Path, tracked: &[TrackedSample]) -> Result<()> {
     io::write_atomic_with(path, |w| {
-        writeln!(w, "step,sample,token,role,probability")?;
+        let mut out = csv::Writer::from_writer(w);
+        let csv_error = std::io::Error::other;
+        out.write_record(["step", "sample", "token", "role", "probability"])
+            .map_err(csv_error)?;
         let steps = tracked.first().map_or(0, |s| s.rows.len());
         for step in 0..steps {
             for sample in tracked {
                 for (t, p) in sample.rows[step].iter().enumerate() {
-                    writeln!(
-                        w,
-                        "{step},{},{t},{},{}",
-                        sample.sample,
-                        role_name(t),
-                        io::float_cell(*p)
-                    )?;
+                    out.write_record([
+                        step.to_string(),
+                        sample.sample.to_string(),
+                        t.to_string(),
+                        role_name(t).to_string(),
+                        io::float_cell(*p),
+                    ])
+                    .map_err(csv_error)?;
                 }
             }
         }
-        Ok(())
+        out.flush()
     })
 }
 
