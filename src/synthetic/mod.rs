@@ -17,7 +17,7 @@ pub mod subspace;
 pub mod theory;
 
 pub use config::{
-    LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
+    InitKind, LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
 };
 pub use run::{run, run_with, RunOptions, RunResult, Summary};
 

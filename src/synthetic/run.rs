@@ -255,7 +255,7 @@ pub fn run_with(
         InitSource::Matrix { .. } => "given matrix".to_string(),
         InitSource::Stream { seed, .. } => format!("stream of seed {seed}"),
     });
-    let init = init.unwrap_or_else(|| InitSource::from_seed(config.seed, config.dim));
+    let init = init.unwrap_or_else(|| InitSource::from_config(&config));
     if init.dim() != config.dim {
         return Err(Error::invalid(
             "init-w",
