@@ -96,7 +96,7 @@ pub const PARAMETERS: &[Parameter] = &[
     Parameter {
         field: "trainer",
         aliases: &[],
-        kind: Kind::Choice(&["dense", "subspace"]),
+        kind: Kind::Choice(&["dense", "subspace", "law"]),
     },
     Parameter {
         field: "init",

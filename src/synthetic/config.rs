@@ -33,6 +33,9 @@ pub enum TrainerKind {
     Dense,
     /// The exact reduction to the span of the training tokens (SPEC.md section 3); never stores `W`.
     Subspace,
+    /// The exact reduction with its inputs drawn from their joint law, never forming a d-vector:
+    /// cost independent of d (`--init gaussian` and generated data only; see `synthetic::law`).
+    Law,
 }
 
 /// The entrywise law of `W_0`.

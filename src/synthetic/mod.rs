@@ -11,6 +11,7 @@ pub mod dense;
 pub mod encoder;
 pub mod export;
 pub mod init;
+pub mod law;
 pub mod metrics;
 pub mod run;
 pub mod subspace;

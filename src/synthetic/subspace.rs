@@ -1093,3 +1093,78 @@ impl<T: Float> SubspaceTrainer<T> {
         })
     }
 }
+
+// ---- Hook for the law trainer (`synthetic::law`): a trainer whose test tokens are given as
+// rows and a linear map, drawn elsewhere. ----
+
+/// The inputs of a [`SubspaceTrainer`] whose test logits are `rows (map v)` with
+/// `v = [b; D G b]`: each test token is a row of `test_width` numbers and `map` turns the state
+/// into one coefficient per column.
+pub struct DrawnParts<T> {
+    pub tokens_per_sample: usize,
+    pub rank: usize,
+    pub lr: f64,
+    /// `e_it` of the training tokens in an orthonormal basis of their span, (n T) x r.
+    pub coords: Vec<f64>,
+    /// `u_it = nu^T x_it` of the training tokens.
+    pub train_scores: Vec<f64>,
+    /// Observed training labels `+-1`.
+    pub labels: Vec<f64>,
+    /// `G = A^T A` in the same basis, r x r.
+    pub gram: Vec<f64>,
+    /// Test tokens, (m T) x `test_width`.
+    pub test_rows: Vec<T>,
+    pub test_width: usize,
+    /// `test_width x 2r`.
+    pub test_map: Vec<f64>,
+    /// `u = nu^T x` of the test tokens.
+    pub test_scores: Vec<f64>,
+    pub timings: StartupTimings,
+}
+
+impl<T: Float> SubspaceTrainer<T> {
+    /// A trainer at the initial state (`b = 0`, `D = 0`) from drawn parts.
+    pub fn from_drawn_parts(parts: DrawnParts<T>) -> Result<Self> {
+        let r = parts.rank;
+        let rows = parts.train_scores.len();
+        let test_rows = parts.test_scores.len();
+        let shapes_ok = parts.tokens_per_sample > 0
+            && rows == parts.labels.len() * parts.tokens_per_sample
+            && parts.coords.len() == rows * r
+            && parts.gram.len() == r * r
+            && parts.test_rows.len() == test_rows * parts.test_width
+            && parts.test_map.len() == parts.test_width * 2 * r;
+        if !shapes_ok {
+            return Err(Error::invalid("drawn parts", "inconsistent shapes"));
+        }
+        if let Some(bad) = parts.gram.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                step: 0,
+                quantity: "Gram matrix A^T A of the start-up".into(),
+                value: *bad,
+            });
+        }
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        Ok(SubspaceTrainer {
+            tokens_per_sample: parts.tokens_per_sample,
+            rank: r,
+            lr: T::from_f64(parts.lr),
+            coords: cast(&parts.coords),
+            scores: cast(&parts.train_scores),
+            labels: cast(&parts.labels),
+            gram: cast(&parts.gram),
+            b: vec![T::ZERO; r],
+            d: vec![T::ZERO; r * r],
+            test: TestTokens {
+                rows: parts.test_rows,
+                width: parts.test_width,
+                map: Some(cast(&parts.test_map)),
+                scores: parts.test_scores,
+            },
+            train_scores: parts.train_scores,
+            attention: vec![T::ZERO; rows],
+            delta: vec![T::ZERO; rows],
+            timings: parts.timings,
+        })
+    }
+}

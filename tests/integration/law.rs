@@ -81,3 +81,96 @@ fn data_export_writes_the_gaussian_w0() {
     assert_eq!(w0.matrix::<f64>(), expected);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--trainer law` runs only where its law is the model's: refused with exit 2, naming the
+/// option and why, with a uniform `W_0`, given data, a given `W_0`, or a test set that reuses
+/// the training noise.
+#[test]
+fn law_is_refused_where_its_law_does_not_hold() {
+    let dir = crate::temp_scratch("law", "refusals");
+    let export = crate::bin()
+        .args(["data", "export", "-d", "30", "-n", "4", "--test-size", "2"])
+        .args(["--init", "gaussian", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    crate::ok(&export);
+    let w0 = dir.join("w0.npy");
+    let data = dir.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "--init gaussian"),
+        (vec!["--init", "gaussian", "--data", data], "--data"),
+        (
+            vec![
+                "--init",
+                "gaussian",
+                "-d",
+                "30",
+                "--init-w",
+                w0.to_str().unwrap(),
+            ],
+            "--init-w",
+        ),
+        (
+            vec!["--init", "gaussian", "--reference-compat"],
+            "independent",
+        ),
+    ];
+    for (args, why) in cases {
+        let out = crate::bin()
+            .args([
+                "run",
+                "--trainer",
+                "law",
+                "--quiet",
+                "--no-write",
+                "--steps",
+                "2",
+            ])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("trainer") && stderr.contains(why),
+            "{args:?}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Where the subspace trainer cannot hold its d x r start-up, the refusal points at `law`; `law`
+/// itself runs there in a fraction of a second.
+#[test]
+fn law_runs_where_subspace_is_refused() {
+    let refused = crate::bin()
+        .args([
+            "run",
+            "--init",
+            "gaussian",
+            "-d",
+            "1000000000",
+            "--quiet",
+            "--no-write",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("--trainer law"), "{stderr}");
+    let result = run_ok(
+        RunConfig {
+            dim: 1_000_000_000,
+            steps: 100,
+            trainer: TrainerKind::Law,
+            init: InitKind::Gaussian,
+            ..RunConfig::default()
+        },
+        TestDraw::Subspace,
+    );
+    let last = result.records.last().unwrap();
+    assert!(last.train_loss.is_finite() && last.test_loss.is_finite());
+    assert_eq!(result.summary.subspace_rank, Some(162));
+    assert_eq!(result.tracked.len(), 2);
+}
