@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use benign::synthetic::{
-    LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
+    InitKind, LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
 };
 
 /// The options that determine the synthetic data (shared by `run` and `data export`).
@@ -42,6 +42,10 @@ pub struct DataArgs {
     /// How training labels are flipped [default: block].
     #[arg(long, value_enum)]
     pub label_noise: Option<LabelNoise>,
+    /// Entrywise law of W_0: the reference's U(-1/sqrt(d), 1/sqrt(d)), or N(0, 1/(3d)) (same
+    /// variance; needed by `--trainer law`) [default: uniform].
+    #[arg(long, value_enum)]
+    pub init: Option<InitKind>,
     /// Seed of the training set and W_0 [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -101,7 +105,8 @@ impl DataArgs {
             signal_directions,
             label_noise,
             seed,
-            test_size
+            test_size,
+            init
         );
         if let Some(seed) = self.test_seed {
             config.test_seed = Some(seed);

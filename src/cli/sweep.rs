@@ -63,7 +63,7 @@ pub struct SweepRunArgs {
     pub config: Option<PathBuf>,
     /// An axis: NAME=start:stop:step (stop included when on the grid) or NAME=v1,v2,...
     /// NAME is a run parameter (d, signal_norm, n, T, rho, eta, sigma, lr, steps, eval_every,
-    /// test_size, trainer, precision, label_noise, signal_directions). Repeatable.
+    /// test_size, trainer, init, precision, label_noise, signal_directions). Repeatable.
     #[arg(long = "grid", value_name = "NAME=VALUES")]
     pub grid: Vec<String>,
     /// Seeds per grid cell [default: 1].

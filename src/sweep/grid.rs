@@ -96,7 +96,12 @@ pub const PARAMETERS: &[Parameter] = &[
     Parameter {
         field: "trainer",
         aliases: &[],
-        kind: Kind::Choice(&["dense", "subspace"]),
+        kind: Kind::Choice(&["dense", "subspace", "law"]),
+    },
+    Parameter {
+        field: "init",
+        aliases: &[],
+        kind: Kind::Choice(&["uniform", "gaussian"]),
     },
     Parameter {
         field: "precision",
@@ -660,6 +665,35 @@ mod tests {
         .expand()
         .unwrap();
         assert_ne!(other[0].config.seed, a[0].config.seed);
+    }
+
+    #[test]
+    fn init_is_an_axis_and_uniform_keeps_old_ids() {
+        let base = RunConfig {
+            steps: 5,
+            test_size: 4,
+            ..RunConfig::default()
+        };
+        let runs = SweepSpec::new(
+            base.clone(),
+            vec![parse_axis("init=uniform,gaussian").unwrap()],
+            1,
+            false,
+        )
+        .unwrap()
+        .expand()
+        .unwrap();
+        use crate::synthetic::InitKind;
+        assert_eq!(runs[0].config.init, InitKind::Uniform);
+        assert_eq!(runs[1].config.init, InitKind::Gaussian);
+        assert_ne!(runs[0].id, runs[1].id);
+        // The default law is omitted from the canonical JSON: the id of a uniform run is the id
+        // it had before `init` existed.
+        let plain = SweepSpec::new(base, vec![], 1, false)
+            .unwrap()
+            .expand()
+            .unwrap();
+        assert_eq!(plain[0].id, runs[0].id);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl SharedStartup {
         let basis_seconds = clock.elapsed().as_secs_f64();
 
         let clock = Instant::now();
-        let init = InitSource::from_seed(config.seed, d);
+        let init = InitSource::from_seed_with(config.seed, d, config.init);
         let gram = init_products(&init, &mut projector, width, r);
         let init_products_seconds = clock.elapsed().as_secs_f64();
 

@@ -33,6 +33,29 @@ pub enum TrainerKind {
     Dense,
     /// The exact reduction to the span of the training tokens (docs/model.md section 4); never stores `W`.
     Subspace,
+    /// The exact reduction with its inputs drawn from their joint law, never forming a d-vector:
+    /// cost independent of d (`--init gaussian` and generated data only; see `synthetic::law`).
+    Law,
+}
+
+/// The entrywise law of `W_0`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitKind {
+    /// `U(-1/sqrt(d), 1/sqrt(d))`, the reference's draw.
+    #[default]
+    Uniform,
+    /// `N(0, 1/(3d))`: the uniform draw's variance, and a rotation-invariant law, which is what
+    /// lets `--trainer law` sample the start-up without forming `W_0`.
+    Gaussian,
+}
+
+impl InitKind {
+    /// Whether this is the default (omitted from config.json, so that run ids and job keys of
+    /// configurations written before the option existed are unchanged).
+    pub fn is_uniform(&self) -> bool {
+        *self == InitKind::Uniform
+    }
 }
 
 /// Which model is trained on the data.
@@ -119,6 +142,9 @@ pub struct RunConfig {
     /// Evaluate the metrics every this many steps (and at the last step).
     pub eval_every: usize,
     pub trainer: TrainerKind,
+    /// The entrywise law of `W_0` (absent from older config.json files: uniform).
+    #[serde(default, skip_serializing_if = "InitKind::is_uniform")]
+    pub init: InitKind,
     pub precision: Precision,
     /// Element type of the subspace trainer's start-up products (`W_0^T B`, `W_0 A`, test
     /// projections); `None` until resolved, then [`auto_startup_precision`].
@@ -158,6 +184,7 @@ impl Default for RunConfig {
             steps: 1000,
             eval_every: 10,
             trainer: TrainerKind::Subspace,
+            init: InitKind::Uniform,
             precision: Precision::F64,
             startup_precision: None,
             track_samples: None,
@@ -376,6 +403,24 @@ mod tests {
         );
         c.validate().unwrap();
         assert_ne!(c.effective_test_seed(), c.seed);
+    }
+
+    #[test]
+    fn init_defaults_to_uniform_and_is_written_only_when_gaussian() {
+        let c = RunConfig::default();
+        let mut json = serde_json::to_value(&c).unwrap();
+        assert!(json.get("init").is_none());
+        // A config.json written before the option existed reads as uniform.
+        json.as_object_mut().unwrap().remove("init");
+        let back: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.init, InitKind::Uniform);
+        let g = RunConfig {
+            init: InitKind::Gaussian,
+            ..RunConfig::default()
+        };
+        let json = serde_json::to_value(&g).unwrap();
+        assert_eq!(json["init"], "gaussian");
+        assert_eq!(serde_json::from_value::<RunConfig>(json).unwrap(), g);
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn write_export(config: &mut RunConfig, dir: &Path) -> Result<()> {
     npy::write_npy(&dir.join("test_x.npy"), &[m, t, d], &test_x)?;
     drop(test_x);
     npy::write_npy(&dir.join("test_y.npy"), &[m], &test.labels())?;
-    let w0: Vec<f64> = InitSource::from_seed(config.seed, d).matrix();
+    let w0: Vec<f64> = InitSource::from_config(config).matrix();
     npy::write_npy(&dir.join("w0.npy"), &[d, d], &w0)?;
     io::write_json_atomic(&dir.join("config.json"), &*config)
 }

@@ -1,31 +1,56 @@
-//! The initial `W_0`, entrywise `U(-1/sqrt(d), 1/sqrt(d))`, from a counter-based stream.
+//! The initial `W_0`, entrywise `U(-1/sqrt(d), 1/sqrt(d))` (default) or `N(0, 1/(3d))`, from a
+//! counter-based stream.
 //!
-//! Row `i` of `W_0` is the ChaCha8 stream number `i` under a key derived from the seed: entry
-//! `(i, j)` comes from the `j`-th 32-bit word of that stream, mapped to the midpoint of its cell,
-//! `(2 (u + 1/2) / 2^32 - 1) / sqrt(d)`. Any block of rows can therefore be generated on its own,
-//! in parallel, bit-identically: the dense trainer (which stores `W`) and the subspace trainer
-//! (which streams `W_0` twice and never stores it) see the same matrix.
+//! Uniform: row `i` of `W_0` is the ChaCha8 stream number `i` under the key `mix_seed(seed,
+//! "w0")`: entry `(i, j)` comes from the `j`-th 32-bit word of that stream, mapped to the
+//! midpoint of its cell, `(2 (u + 1/2) / 2^32 - 1) / sqrt(d)`.
+//!
+//! Gaussian: row `i` is the ChaCha8 stream number `i` under the key `mix_seed(seed,
+//! "w0-gaussian")` (a different key, so the two laws never share words); its entries are the
+//! successive `StandardNormal` draws (rand_distr's ziggurat, which consumes a variable number of
+//! words per draw) of that stream from word 0, times `1 / sqrt(3d)`, the variance of the uniform
+//! draw. A row is therefore still a function of `(seed, i)` alone.
+//!
+//! Either way any block of rows can be generated on its own, in parallel, bit-identically: the
+//! dense trainer (which stores `W`) and the subspace trainer (which streams `W_0` twice and never
+//! stores it) see the same matrix.
 
 use benign_kernels::Float;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
+use super::config::{InitKind, RunConfig};
 use super::data::mix_seed;
 
 /// Where `W_0` comes from.
 #[derive(Clone, Debug)]
 pub enum InitSource {
     /// Generated from the counter-based stream of a seed.
-    Stream { seed: u64, dim: usize },
+    Stream {
+        seed: u64,
+        dim: usize,
+        kind: InitKind,
+    },
     /// Given explicitly (d x d row-major), e.g. loaded from `w0.npy`.
     Matrix { dim: usize, values: Vec<f64> },
 }
 
 impl InitSource {
-    /// The stream of a run seed.
+    /// The uniform stream of a run seed.
     pub fn from_seed(seed: u64, dim: usize) -> Self {
-        InitSource::Stream { seed, dim }
+        Self::from_seed_with(seed, dim, InitKind::Uniform)
+    }
+
+    /// The stream of a run seed with the given entrywise law.
+    pub fn from_seed_with(seed: u64, dim: usize, kind: InitKind) -> Self {
+        InitSource::Stream { seed, dim, kind }
+    }
+
+    /// The stream a configuration names (its seed, `d` and `init`).
+    pub fn from_config(config: &RunConfig) -> Self {
+        Self::from_seed_with(config.seed, config.dim, config.init)
     }
 
     pub fn dim(&self) -> usize {
@@ -39,6 +64,23 @@ impl InitSource {
         let d = self.dim();
         assert_eq!(out.len() % d, 0, "out must hold whole rows");
         match self {
+            InitSource::Stream {
+                seed,
+                kind: InitKind::Gaussian,
+                ..
+            } => {
+                let base = ChaCha8Rng::seed_from_u64(mix_seed(*seed, "w0-gaussian"));
+                let scale = 1.0 / (3.0 * d as f64).sqrt();
+                out.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
+                    let mut rng = base.clone();
+                    rng.set_stream((first + r) as u64);
+                    rng.set_word_pos(0);
+                    for cell in row.iter_mut() {
+                        let e: f64 = rng.sample(StandardNormal);
+                        *cell = T::from_f64(e * scale);
+                    }
+                });
+            }
             InitSource::Stream { seed, .. } => {
                 let base = ChaCha8Rng::seed_from_u64(mix_seed(*seed, "w0"));
                 let scale = 2.0 / (d as f64).sqrt() / 4_294_967_296.0;
@@ -100,5 +142,27 @@ mod tests {
         );
         let other: Vec<f64> = InitSource::from_seed(8, 300).matrix();
         assert_ne!(other[0], whole[0]);
+    }
+
+    #[test]
+    fn gaussian_rows_are_independent_with_the_uniform_variance() {
+        let d = 300;
+        let source = InitSource::from_seed_with(7, d, InitKind::Gaussian);
+        let whole: Vec<f64> = source.matrix();
+        let mut block = vec![0.0f64; 3 * d];
+        source.fill_rows(101, &mut block);
+        assert_eq!(&block[..], &whole[101 * d..104 * d]);
+        let m = whole.len() as f64;
+        let target = 1.0 / (3.0 * d as f64);
+        let mean = whole.iter().sum::<f64>() / m;
+        let var = whole.iter().map(|v| v * v).sum::<f64>() / m;
+        let kurt = whole.iter().map(|v| v.powi(4)).sum::<f64>() / m / (var * var);
+        // 90,000 entries: sd of the mean is sqrt(target / m), of var / target about
+        // sqrt(2 / m) = 0.0047, of the kurtosis about sqrt(24 / m) = 0.016; bounds at ~5 sd.
+        assert!(mean.abs() < 5.0 * (target / m).sqrt(), "mean {mean}");
+        assert!((var / target - 1.0).abs() < 0.025, "variance {var}");
+        assert!((kurt - 3.0).abs() < 0.1, "kurtosis {kurt} (uniform: 1.8)");
+        let uniform: Vec<f64> = InitSource::from_seed(7, d).matrix();
+        assert_ne!(uniform[0], whole[0]);
     }
 }

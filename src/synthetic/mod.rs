@@ -11,13 +11,14 @@ pub mod dense;
 pub mod encoder;
 pub mod export;
 pub mod init;
+pub mod law;
 pub mod metrics;
 pub mod run;
 pub mod subspace;
 pub mod theory;
 
 pub use config::{
-    LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
+    InitKind, LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
 };
 pub use run::{run, run_with, RunOptions, RunResult, Summary};
 

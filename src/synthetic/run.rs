@@ -199,6 +199,9 @@ pub fn run_with(
     if config.model == ModelKind::Encoder {
         return super::encoder::run_encoder(config, options, observe);
     }
+    if config.trainer == TrainerKind::Law {
+        return super::law::run_law(config, options, observe);
+    }
     let RunOptions {
         out_dir,
         write_files,
@@ -255,7 +258,7 @@ pub fn run_with(
         InitSource::Matrix { .. } => "given matrix".to_string(),
         InitSource::Stream { seed, .. } => format!("stream of seed {seed}"),
     });
-    let init = init.unwrap_or_else(|| InitSource::from_seed(config.seed, config.dim));
+    let init = init.unwrap_or_else(|| InitSource::from_config(&config));
     if init.dim() != config.dim {
         return Err(Error::invalid(
             "init-w",
@@ -323,6 +326,7 @@ pub fn run_with(
             };
             boxed
         }
+        (TrainerKind::Law, _) => unreachable!("the law trainer is dispatched above"),
         (TrainerKind::Dense, precision) => {
             let element = match precision {
                 Precision::F32 => 4,
@@ -394,7 +398,7 @@ pub(crate) struct StageTimings {
 /// The part of a run after its trainer exists: the training loop, the summary and the output
 /// files (shared by [`run_with`] and [`run_prepared`]). On a failure during training the metrics
 /// recorded so far are still written.
-fn train_and_report(
+pub(crate) fn train_and_report(
     config: RunConfig,
     train: &TrainSet,
     test_labels: &[f64],
@@ -534,9 +538,23 @@ fn check_memory(config: &RunConfig) -> Result<()> {
             (
                 train_bytes + startup + test_rows * 2 * r * 8,
                 format!("the subspace trainer at d = {}", config.dim),
-                "reduce --dim, --samples or --tokens",
+                match config.init {
+                    super::InitKind::Gaussian => {
+                        "reduce --dim, --samples or --tokens, or use `--trainer law`, which runs \
+                         at any d"
+                    }
+                    super::InitKind::Uniform => {
+                        "reduce --dim, --samples or --tokens, or use `--trainer law --init \
+                         gaussian`, which runs at any d"
+                    }
+                },
             )
         }
+        TrainerKind::Law => (
+            super::law::law_bytes(config),
+            "the law trainer".to_string(),
+            "reduce --samples, --tokens or --test-size",
+        ),
     };
     if let Some(available) = super::dense::available_memory_bytes() {
         if needed > available {

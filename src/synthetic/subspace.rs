@@ -532,6 +532,11 @@ pub struct SubspaceTrainer<T> {
     train_scores: Vec<f64>,
     attention: Vec<T>,
     delta: Vec<T>,
+    /// `||W - W_0||_F^2 = tr(D G D^T)`, kept up to date by each step: the rank-one update of
+    /// `D` changes it by `-2 lr a^T D G b + lr^2 ||a||^2 b^T G b` (both from the step's own
+    /// `G b`, `D G b`), where recomputing it costs an r x r x r product per evaluation, the
+    /// largest cost of a run at large r.
+    w_delta_sq: f64,
     pub timings: StartupTimings,
 }
 
@@ -721,6 +726,7 @@ impl<T: Float> SubspaceTrainer<T> {
             train_scores,
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
+            w_delta_sq: 0.0,
             timings: StartupTimings {
                 basis_seconds,
                 init_products_seconds,
@@ -929,7 +935,22 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
 
     fn step(&mut self, step: usize) -> Result<Vec<f64>> {
         let r = self.rank;
-        let z = self.logits_t();
+        let (gb, dgb) = self.query_coefficients();
+        let mut v = gb.clone();
+        k::axpy(T::ONE, &dgb, &mut v);
+        let rows = self.scores.len();
+        let mut z = vec![T::ZERO; rows];
+        k::gemv(
+            Transpose::No,
+            rows,
+            r,
+            T::ONE,
+            &self.coords,
+            r,
+            &v,
+            T::ZERO,
+            &mut z,
+        );
         let loss = loss_and_delta(
             self.tokens_per_sample,
             &z,
@@ -945,7 +966,6 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
                 value: loss.to_f64(),
             });
         }
-        let rows = self.scores.len();
         let mut a = vec![T::ZERO; r];
         k::gemv(
             Transpose::Yes,
@@ -971,6 +991,11 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
             T::ONE,
             &mut step_b,
         );
+        let dot = |x: &[T], y: &[T]| -> f64 {
+            x.iter().zip(y).map(|(p, q)| p.to_f64() * q.to_f64()).sum()
+        };
+        let lr = self.lr.to_f64();
+        self.w_delta_sq += -2.0 * lr * dot(&a, &dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &gb);
         let old_b = self.b.clone();
         k::axpy(-self.lr, &step_b, &mut self.b);
         k::ger(r, r, -self.lr, &a, &old_b, &mut self.d, r);
@@ -989,30 +1014,7 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
     }
 
     fn w_delta_norm(&self) -> f64 {
-        // trace(D G D^T) = sum_i (D G)_i . D_i
-        let r = self.rank;
-        let mut dg = vec![T::ZERO; r * r];
-        k::gemm(
-            Transpose::No,
-            Transpose::No,
-            r,
-            r,
-            r,
-            T::ONE,
-            &self.d,
-            r,
-            &self.gram,
-            r,
-            T::ZERO,
-            &mut dg,
-            r,
-        );
-        let sq: f64 = dg
-            .iter()
-            .zip(&self.d)
-            .map(|(x, y)| x.to_f64() * y.to_f64())
-            .sum();
-        non_negative(sq).sqrt()
+        non_negative(self.w_delta_sq).sqrt()
     }
 }
 
@@ -1089,6 +1091,83 @@ impl<T: Float> SubspaceTrainer<T> {
             train_scores: parts.train_scores,
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
+            w_delta_sq: 0.0,
+            timings: parts.timings,
+        })
+    }
+}
+
+// ---- Hook for the law trainer (`synthetic::law`): a trainer whose test tokens are given as
+// rows and a linear map, drawn elsewhere. ----
+
+/// The inputs of a [`SubspaceTrainer`] whose test logits are `rows (map v)` with
+/// `v = [b; D G b]`: each test token is a row of `test_width` numbers and `map` turns the state
+/// into one coefficient per column.
+pub struct DrawnParts<T> {
+    pub tokens_per_sample: usize,
+    pub rank: usize,
+    pub lr: f64,
+    /// `e_it` of the training tokens in an orthonormal basis of their span, (n T) x r.
+    pub coords: Vec<f64>,
+    /// `u_it = nu^T x_it` of the training tokens.
+    pub train_scores: Vec<f64>,
+    /// Observed training labels `+-1`.
+    pub labels: Vec<f64>,
+    /// `G = A^T A` in the same basis, r x r.
+    pub gram: Vec<f64>,
+    /// Test tokens, (m T) x `test_width`.
+    pub test_rows: Vec<T>,
+    pub test_width: usize,
+    /// `test_width x 2r`.
+    pub test_map: Vec<f64>,
+    /// `u = nu^T x` of the test tokens.
+    pub test_scores: Vec<f64>,
+    pub timings: StartupTimings,
+}
+
+impl<T: Float> SubspaceTrainer<T> {
+    /// A trainer at the initial state (`b = 0`, `D = 0`) from drawn parts.
+    pub fn from_drawn_parts(parts: DrawnParts<T>) -> Result<Self> {
+        let r = parts.rank;
+        let rows = parts.train_scores.len();
+        let test_rows = parts.test_scores.len();
+        let shapes_ok = parts.tokens_per_sample > 0
+            && rows == parts.labels.len() * parts.tokens_per_sample
+            && parts.coords.len() == rows * r
+            && parts.gram.len() == r * r
+            && parts.test_rows.len() == test_rows * parts.test_width
+            && parts.test_map.len() == parts.test_width * 2 * r;
+        if !shapes_ok {
+            return Err(Error::invalid("drawn parts", "inconsistent shapes"));
+        }
+        if let Some(bad) = parts.gram.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                step: 0,
+                quantity: "Gram matrix A^T A of the start-up".into(),
+                value: *bad,
+            });
+        }
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        Ok(SubspaceTrainer {
+            tokens_per_sample: parts.tokens_per_sample,
+            rank: r,
+            lr: T::from_f64(parts.lr),
+            coords: cast(&parts.coords),
+            scores: cast(&parts.train_scores),
+            labels: cast(&parts.labels),
+            gram: cast(&parts.gram),
+            b: vec![T::ZERO; r],
+            d: vec![T::ZERO; r * r],
+            test: TestTokens {
+                rows: parts.test_rows,
+                width: parts.test_width,
+                map: Some(cast(&parts.test_map)),
+                scores: parts.test_scores,
+            },
+            train_scores: parts.train_scores,
+            attention: vec![T::ZERO; rows],
+            delta: vec![T::ZERO; rows],
+            w_delta_sq: 0.0,
             timings: parts.timings,
         })
     }

@@ -9,6 +9,7 @@ mod encoder;
 mod finetune;
 mod gradcheck;
 mod io_plot;
+mod law;
 mod pretrain;
 mod realdata;
 mod run;
