@@ -123,13 +123,14 @@ fn io_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-/// The entries of a folder other than lock files.
+/// The entries of a folder other than hidden ones: lock files, the temporary files of atomic
+/// writes in progress, and whatever else hides (which is never counted and never removed).
 fn entries(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| io_error(dir, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with(".benign") && !n.starts_with(".lock-"))
+        .filter(|n| !n.starts_with('.'))
         .collect();
     names.sort();
     Ok(names)
@@ -172,8 +173,9 @@ fn list(names: &[String]) -> String {
     )
 }
 
-/// Takes the folder's lock file without blocking; a held lock is an error naming its holder.
-fn lock(dir: &Path, name: &str, option: &str) -> Result<File> {
+/// Takes a lock file of the folder, retrying for up to `patience` (zero: one try); a lock still
+/// held then is an error naming its holder.
+fn lock(dir: &Path, name: &str, option: &str, patience: std::time::Duration) -> Result<File> {
     let path = dir.join(name);
     let mut file = OpenOptions::new()
         .read(true)
@@ -182,7 +184,15 @@ fn lock(dir: &Path, name: &str, option: &str) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| io_error(&path, e))?;
-    match file.try_lock() {
+    let deadline = std::time::Instant::now() + patience;
+    let mut attempt = file.try_lock();
+    while matches!(attempt, Err(std::fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        attempt = file.try_lock();
+    }
+    match attempt {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
@@ -273,7 +283,13 @@ impl JobDir {
             }
         }
         std::fs::create_dir_all(path).map_err(|e| io_error(path, e))?;
-        let lock_file = lock(path, spec.lock_name.as_deref().unwrap_or(LOCK), option)?;
+        // The folder lock: held for the job's life by a single writer; taken only while deciding
+        // by writers that share the folder by design (they wait for each other's decision, a
+        // moment, and then hold a lock of their own).
+        let folder_lock = match spec.lock_name {
+            None => lock(path, LOCK, option, std::time::Duration::ZERO)?,
+            Some(_) => lock(path, LOCK, option, std::time::Duration::from_secs(30))?,
+        };
         // Under the lock, the folder cannot change under us: look again and act.
         let existing = read_marker(path)?;
         let same = existing
@@ -306,6 +322,14 @@ impl JobDir {
             (_, _, _) => {
                 io::write_json_atomic(&path.join(MARKER), &marker)?;
                 Some(marker)
+            }
+        };
+        let lock_file = match &spec.lock_name {
+            None => folder_lock,
+            Some(name) => {
+                let own = lock(path, name, option, std::time::Duration::ZERO)?;
+                drop(folder_lock);
+                own
             }
         };
         Ok(JobDir {
