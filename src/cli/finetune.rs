@@ -14,6 +14,7 @@ use benign::Error;
 
 use super::pretrain::CheckpointArgs;
 use super::progress::{Field, LogArgs, Reporter};
+use super::threads::ThreadsArg;
 
 #[derive(Args)]
 pub struct FinetuneArgs {
@@ -97,9 +98,8 @@ pub struct FinetuneArgs {
     /// Parent folder of the phase-1 and table folders.
     #[arg(long, value_name = "DIR", default_value = "runs/finetune")]
     pub out: PathBuf,
-    /// Threads (default: all cores). Results do not depend on it.
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
     /// Write the tables but draw no figure.
     #[arg(long)]
     pub no_plot: bool,
@@ -216,9 +216,6 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         seeds: args.seeds,
     };
     plan.validate()?;
-    if args.threads == Some(0) {
-        return Err(Error::invalid("threads", "must be at least 1, got 0").into());
-    }
     if !args.data_dir.is_dir() {
         return Err(Error::invalid(
             "data-dir",
@@ -303,9 +300,7 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
             ));
         }
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or(0))
-        .build()?;
+    let pool = args.threads.pool()?;
     let outcome =
         pool.install(|| finetune::finetune(&spec, &config, &plan, &options, &mut observe));
     progress.finish();

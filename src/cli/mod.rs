@@ -12,6 +12,7 @@ mod pretrain;
 mod progress;
 mod run;
 mod sweep;
+mod threads;
 
 #[derive(Parser)]
 #[command(

@@ -725,3 +725,59 @@ fn run_records_its_test_draw_and_keeps_training_exact() {
     compat.apply_reference_compat();
     assert_eq!(draw_of(&quick(compat)), TestDraw::Tokens);
 }
+
+/// Runs `benign args`, killed after `seconds`: a command that hangs fails its test instead of
+/// stalling the suite.
+fn output_within(args: &[&str], seconds: u64) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = benign()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "`benign {}` still running after {seconds} s; stderr: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `--threads` means the same in every command: 1..=1024, refused by the parser (exit 2, the
+/// option and its range named) before anything starts, 0 included.
+#[test]
+fn every_command_refuses_threads_outside_1_to_1024() {
+    let out = temp_dir("threads");
+    let out_text = out.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["run", "-d", "300", "--steps", "10", "--no-write", "--quiet"],
+        &["sweep", "--grid", "d=20,30", "--quiet", "--out", out_text],
+        &["pretrain", "--dataset", "mnist", "--data-dir", out_text],
+        &["finetune", "--dataset", "mnist", "--data-dir", out_text],
+        &["bench", "--quick"],
+    ];
+    for value in ["0", "-3", "1025", "100000"] {
+        for command in commands {
+            let mut args = command.to_vec();
+            args.extend(["--threads", value]);
+            let o = output_within(&args, 20);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("--threads") && stderr.contains("1..=1024"),
+                "{args:?}: {stderr}"
+            );
+            assert!(o.stdout.is_empty(), "{args:?} printed before refusing");
+            assert!(!out.exists(), "{args:?} wrote before refusing");
+        }
+    }
+}
