@@ -204,8 +204,16 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     if let Some(n) = args.pretrain_subset {
         spec.subset = Some(n);
     }
-    spec.validate()?;
+    // The spec's `subset` is this command's `--pretrain-subset`.
+    spec.validate().map_err(|e| match e {
+        Error::InvalidOption { field, message } if field == "subset" => {
+            Error::invalid("pretrain-subset", message)
+        }
+        other => other,
+    })?;
     let config = config_from(&args)?;
+    // Before the pretraining (minutes to an hour): the settings that depend on its model.
+    config.validate_for(&spec)?;
     let etas = match &args.eta_grid {
         Some(text) => parse_grid(text)?,
         None => args.eta.clone(),
