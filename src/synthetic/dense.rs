@@ -68,6 +68,8 @@ pub struct DenseTrainer<T: Float> {
     /// Tokens, `W`, `p` and `nu`, shared with the tape during a step.
     inputs: SharedInputs<T>,
     w0: Vec<T>,
+    /// A non-finite state found after an update, reported by the next `step` call.
+    diverged: Option<Error>,
     tape: Tape<T>,
     grad_w: Vec<T>,
     grad_p: Vec<T>,
@@ -121,6 +123,7 @@ impl<T: Float> DenseTrainer<T> {
                 nu: Arc::new(nu_t),
             },
             w0,
+            diverged: None,
             tape: Tape::new(),
             grad_w: Vec::new(),
             grad_p: Vec::new(),
@@ -189,6 +192,9 @@ impl<T: Float> Trainer for DenseTrainer<T> {
     }
 
     fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+        if let Some(err) = self.diverged.take() {
+            return Err(err);
+        }
         let (loss, logits) = attention_tape::loss_and_gradients_into(
             &mut self.tape,
             self.shape,
@@ -208,10 +214,31 @@ impl<T: Float> Trainer for DenseTrainer<T> {
         // step and leaves this trainer the only owner, so the update below is in place.
         self.tape.clear();
         let w = Arc::get_mut(&mut self.inputs.w).expect("the cleared tape holds no W");
-        k::axpy(-self.lr, &self.grad_w, w);
+        let w_finite = k::axpy_finite(-self.lr, &self.grad_w, w);
         let p = Arc::get_mut(&mut self.inputs.p).expect("the cleared tape holds no p");
-        k::axpy(-self.lr, &self.grad_p, p);
+        let p_finite = k::axpy_finite(-self.lr, &self.grad_p, p);
+        // The updated state, charged to this step: `||p||` as the evaluations compute it (d
+        // terms), and every entry of `W` (checked during the update's own pass).
+        let p_norm = self.p_norm();
+        if !(p_finite && p_norm.is_finite()) {
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "||p|| after the update".into(),
+                value: p_norm,
+            });
+        } else if !w_finite {
+            let bad = self.inputs.w.iter().find(|v| !v.is_finite()).copied();
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "W after the update".into(),
+                value: bad.map_or(f64::NAN, T::to_f64),
+            });
+        }
         Ok(logits.into_iter().map(T::to_f64).collect())
+    }
+
+    fn pending_error(&mut self) -> Option<Error> {
+        self.diverged.take()
     }
 
     fn p_norm(&self) -> f64 {

@@ -527,7 +527,12 @@ pub struct SubspaceTrainer<T> {
     labels: Vec<T>,
     gram: Vec<T>,
     b: Vec<T>,
+    /// `G b`, updated with `b` (each step's update checks `||p||^2 = b^T G b` with it, and the
+    /// next step's logits use it).
+    gb: Vec<T>,
     d: Vec<T>,
+    /// A non-finite state found after an update, reported by the next `step` call.
+    diverged: Option<Error>,
     test: TestTokens<T>,
     train_scores: Vec<f64>,
     attention: Vec<T>,
@@ -707,7 +712,7 @@ impl<T: Float> SubspaceTrainer<T> {
             });
         }
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
-        Ok(SubspaceTrainer {
+        let mut trainer = SubspaceTrainer {
             tokens_per_sample: t,
             rank: r,
             lr: T::from_f64(lr),
@@ -716,7 +721,9 @@ impl<T: Float> SubspaceTrainer<T> {
             labels: cast(&train.labels),
             gram: gram.iter().map(|v| T::from_f64(v.to_f64())).collect(),
             b: vec![T::ZERO; r],
+            gb: Vec::new(),
             d: vec![T::ZERO; r * r],
+            diverged: None,
             test: test_tokens,
             train_scores,
             attention: vec![T::ZERO; rows],
@@ -727,7 +734,9 @@ impl<T: Float> SubspaceTrainer<T> {
                 test_projection_seconds,
                 test_draw: draw,
             },
-        })
+        };
+        trainer.gb = trainer.gram_times_b();
+        Ok(trainer)
     }
 
     /// Rank r of the basis.
@@ -821,8 +830,8 @@ impl<T: Float> SubspaceTrainer<T> {
         (p, w)
     }
 
-    /// `(G b, D G b)`.
-    fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
+    /// `G b` from `b` (kept in `self.gb`).
+    fn gram_times_b(&self) -> Vec<T> {
         let r = self.rank;
         let mut gb = vec![T::ZERO; r];
         k::gemv(
@@ -836,6 +845,22 @@ impl<T: Float> SubspaceTrainer<T> {
             T::ZERO,
             &mut gb,
         );
+        gb
+    }
+
+    /// `||p||^2 = b^T G b`, accumulated in f64.
+    fn p_norm_squared(&self) -> f64 {
+        self.b
+            .iter()
+            .zip(&self.gb)
+            .map(|(x, y)| x.to_f64() * y.to_f64())
+            .sum()
+    }
+
+    /// `(G b, D G b)`.
+    fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
+        let r = self.rank;
+        let gb = self.gb.clone();
         let mut dgb = vec![T::ZERO; r];
         k::gemv(
             Transpose::No,
@@ -928,6 +953,9 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
     }
 
     fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+        if let Some(err) = self.diverged.take() {
+            return Err(err);
+        }
         let r = self.rank;
         let z = self.logits_t();
         let loss = loss_and_delta(
@@ -972,20 +1000,35 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
             &mut step_b,
         );
         let old_b = self.b.clone();
-        k::axpy(-self.lr, &step_b, &mut self.b);
-        k::ger(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        let b_finite = k::axpy_finite(-self.lr, &step_b, &mut self.b);
+        let d_finite = k::ger_finite(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        self.gb = self.gram_times_b();
+        // The updated state, charged to this step: `||p||` as the evaluations compute it, and
+        // every coefficient of `W - W_0 = B D A^T`.
+        let p_sq = self.p_norm_squared();
+        if !(b_finite && p_sq.is_finite()) {
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "||p|| after the update".into(),
+                value: non_negative(p_sq).sqrt(),
+            });
+        } else if !d_finite {
+            let bad = self.d.iter().find(|v| !v.is_finite()).copied();
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "W after the update (its coefficients D)".into(),
+                value: bad.map_or(f64::NAN, T::to_f64),
+            });
+        }
         Ok(z.into_iter().map(T::to_f64).collect())
     }
 
+    fn pending_error(&mut self) -> Option<Error> {
+        self.diverged.take()
+    }
+
     fn p_norm(&self) -> f64 {
-        let (gb, _) = self.query_coefficients();
-        let sq: f64 = self
-            .b
-            .iter()
-            .zip(&gb)
-            .map(|(x, y)| x.to_f64() * y.to_f64())
-            .sum();
-        non_negative(sq).sqrt()
+        non_negative(self.p_norm_squared()).sqrt()
     }
 
     fn w_delta_norm(&self) -> f64 {
@@ -1064,7 +1107,7 @@ impl<T: Float> SubspaceTrainer<T> {
             });
         }
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
-        Ok(SubspaceTrainer {
+        let mut trainer = SubspaceTrainer {
             tokens_per_sample: parts.tokens_per_sample,
             rank: r,
             lr: T::from_f64(parts.lr),
@@ -1073,7 +1116,9 @@ impl<T: Float> SubspaceTrainer<T> {
             labels: cast(&parts.labels),
             gram: cast(&parts.gram),
             b: vec![T::ZERO; r],
+            gb: Vec::new(),
             d: vec![T::ZERO; r * r],
+            diverged: None,
             test: TestTokens {
                 rows: parts
                     .test_h
@@ -1090,6 +1135,8 @@ impl<T: Float> SubspaceTrainer<T> {
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
             timings: parts.timings,
-        })
+        };
+        trainer.gb = trainer.gram_times_b();
+        Ok(trainer)
     }
 }

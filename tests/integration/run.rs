@@ -781,3 +781,40 @@ fn every_command_refuses_threads_outside_1_to_1024() {
         }
     }
 }
+
+/// The step of a non-finite value is the gradient step whose update produced it, whatever the
+/// evaluation schedule, trainer or precision, and the error names the quantity.
+#[test]
+fn a_diverging_run_names_the_gradient_step_that_diverged() {
+    for (trainer, precision) in [("subspace", "f64"), ("subspace", "f32"), ("dense", "f64")] {
+        for eval_every in ["1", "10"] {
+            let args = [
+                "run",
+                "--quiet",
+                "--no-write",
+                "-d",
+                "50",
+                "--test-size",
+                "10",
+                "--steps",
+                "30",
+                "--lr",
+                "1e300",
+                "--trainer",
+                trainer,
+                "--precision",
+                precision,
+                "--eval-every",
+                eval_every,
+            ];
+            let o = benign().args(args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("non-finite value at step 0:")
+                    && stderr.contains("after the update"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
