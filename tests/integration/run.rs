@@ -818,3 +818,23 @@ fn a_diverging_run_names_the_gradient_step_that_diverged() {
         }
     }
 }
+
+/// An I/O error prints its OS error once: the error's own text names the file and the cause,
+/// and the cause chain does not repeat it.
+#[test]
+fn an_io_error_prints_its_cause_once() {
+    let missing = temp_dir("io-cause").join("config.json");
+    let o = benign()
+        .args(["run", "--quiet", "--no-write", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("config.json"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -549,3 +549,40 @@ fn huge_sweeps_are_refused_before_allocating() {
         assert!(!dir.exists(), "{args:?} wrote before refusing");
     }
 }
+
+/// `--axes` with an unknown name is an error of `--axes`, not of `--grid`, in `sweep` and `plot`.
+#[test]
+fn unknown_heatmap_axes_name_axes() {
+    let dir = scratch("axes");
+    let grid = ["--grid", "d=20,30", "--grid", "mu=5,10"];
+    ok(&sweep_grid(
+        &grid,
+        &dir,
+        &["--steps", "20", "--test-size", "20"],
+    ));
+    let plot = bin()
+        .arg("plot")
+        .arg(&dir)
+        .args(["--axes", "d,foo"])
+        .output()
+        .unwrap();
+    let never_written = scratch("axes-sweep");
+    let sweep = bin()
+        .arg("sweep")
+        .args(grid)
+        .args(["--axes", "d,foo", "--quiet", "--out"])
+        .arg(&never_written)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .output()
+        .unwrap();
+    for o in [plot, sweep] {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("`axes`") && stderr.contains("foo") && !stderr.contains("`grid`"),
+            "{stderr}"
+        );
+    }
+    assert!(!never_written.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
