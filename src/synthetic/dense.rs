@@ -52,13 +52,33 @@ pub fn check_dense_fits(
             return Err(Error::OutOfMemory {
                 what: format!("the dense trainer (W and W_0 are {dim} x {dim}, plus the test set)"),
                 needed_bytes: needed,
-                hint: format!(
-                    "only {available} bytes are available; use `--trainer subspace`, which never stores W"
-                ),
+                hint: dense_hint(dim, train_tokens, test_tokens, available),
             });
         }
     }
     Ok(())
+}
+
+/// The advice when the dense trainer does not fit in `available` bytes: the subspace trainer
+/// when its own arrays fit (at the start-up precision it picks for `dim`), else smaller data.
+pub fn dense_hint(dim: usize, train_tokens: usize, test_tokens: usize, available: u128) -> String {
+    let subspace = super::subspace::memory_bytes(
+        dim,
+        train_tokens,
+        test_tokens,
+        super::config::auto_startup_precision(dim),
+    );
+    if subspace <= available {
+        format!(
+            "only {available} bytes are available; use `--trainer subspace`, which never stores W \
+             (about {subspace} bytes here)"
+        )
+    } else {
+        format!(
+            "only {available} bytes are available, and the subspace trainer would need about \
+             {subspace}; use data of a smaller --dim"
+        )
+    }
 }
 
 /// Dense gradient descent on `(W, p)`.
@@ -261,5 +281,34 @@ impl<T: Float> Trainer for DenseTrainer<T> {
             })
             .sum::<f64>()
             .sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The advice of a refused dense trainer is one that would be accepted: the subspace
+    /// trainer when its own arrays fit, a smaller `--dim` when they would not either.
+    #[test]
+    fn refusals_suggest_what_would_fit() {
+        let Some(available) = available_memory_bytes() else {
+            return;
+        };
+        // W alone is 720 GB at d = 300,000; the subspace trainer needs about 1 GB.
+        if available > 8 << 30 && available < 700 << 30 {
+            let hint = match check_dense_fits(300_000, 160, 8_000, 8) {
+                Err(Error::OutOfMemory { hint, .. }) => hint,
+                other => panic!("{other:?}"),
+            };
+            assert!(hint.contains("--trainer subspace"), "{hint}");
+        }
+        // At d = 10^11 the subspace trainer's token projections alone are 128 TB.
+        let hint = match check_dense_fits(100_000_000_000, 160, 8_000, 8) {
+            Err(Error::OutOfMemory { hint, .. }) => hint,
+            other => panic!("{other:?}"),
+        };
+        assert!(!hint.contains("--trainer subspace"), "{hint}");
+        assert!(hint.contains("--dim"), "{hint}");
     }
 }

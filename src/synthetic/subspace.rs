@@ -60,6 +60,20 @@ pub const INIT_BLOCK_BYTES: usize = 24 << 20;
 const TEST_CHUNK_MIN_BYTES: usize = 32 << 20;
 const TEST_CHUNK_MAX_BYTES: usize = 256 << 20;
 
+/// Bytes the subspace trainer needs at dimension `dim` for `train_rows` training and `test_rows`
+/// test tokens: the training tokens (f64), the d x (3r + 1) start-up products in `startup`
+/// precision, a block of `W_0` and a test chunk, and the test projections (r = train_rows + 2).
+pub fn memory_bytes(dim: usize, train_rows: usize, test_rows: usize, startup: Precision) -> u128 {
+    let (d, rows, test_rows) = (dim as u128, train_rows as u128, test_rows as u128);
+    let r = rows + 2;
+    let element = match startup {
+        Precision::F32 => 4,
+        Precision::F64 => 8,
+    };
+    let startup = d * (3 * r + 1) * element + INIT_BLOCK_BYTES as u128 + (256 << 20);
+    rows * d * 8 + startup + test_rows * 2 * r * 8
+}
+
 /// How the subspace trainer obtains the test tokens' projections `P^T x` (module docs).
 #[derive(
     Clone,
