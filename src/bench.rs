@@ -42,13 +42,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Largest thread count accepted (a typo guard; more threads than this is not a real machine).
-pub const MAX_THREADS: usize = 4096;
+/// Largest thread count accepted: the library-wide limit.
+pub use crate::cpu::MAX_THREADS;
 
 /// What to run.
 #[derive(Clone, Debug, Default)]
 pub struct BenchOptions {
-    /// Size of the rayon pool everything runs in (`None`: every logical CPU).
+    /// Size of the rayon pool everything runs in, `1..=MAX_THREADS` (`None`: every core,
+    /// [`crate::cpu::all_cores`]).
     pub threads: Option<usize>,
     /// Fewer shapes and shorter budgets: a few seconds instead of about thirty.
     pub quick: bool,
@@ -305,14 +306,8 @@ struct Plan {
 /// documentation); call it before spawning threads that read the environment.
 pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Result<BenchReport> {
     let threads = match options.threads {
-        Some(t) if !(1..=MAX_THREADS).contains(&t) => {
-            return Err(Error::invalid(
-                "threads",
-                format!("must be between 1 and {MAX_THREADS}, got {t}"),
-            ))
-        }
-        Some(t) => t,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(t) => crate::cpu::check_threads(t)?,
+        None => crate::cpu::all_cores(),
     };
     let plan = if options.quick {
         Plan {
@@ -803,6 +798,18 @@ mod tests {
         let err = run(&options, |_| {}).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("threads"), "{err}");
+    }
+
+    /// The library refuses what `--threads` refuses: beyond 1024 nothing starts.
+    #[test]
+    fn threads_beyond_the_limit_are_invalid() {
+        let options = BenchOptions {
+            threads: Some(1025),
+            quick: true,
+        };
+        let err = run(&options, |_| panic!("measured on 1025 threads")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("1..=1024"), "{err}");
     }
 
     #[test]

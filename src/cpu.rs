@@ -1,4 +1,32 @@
-//! What the CPU supports, and whether it supports what this binary was compiled for.
+//! What the CPU supports, whether it supports what this binary was compiled for, and how many
+//! threads a computation may ask for.
+
+use crate::{Error, Result};
+
+/// Most threads any entry point accepts (`--threads`, [`crate::bench::BenchOptions::threads`],
+/// `sweep::ExecOptions::threads`): a guard against typos such as `--threads 100000`, which
+/// would start that many OS threads. Above every machine this code targets.
+pub const MAX_THREADS: usize = 1024;
+
+/// Every core this process may run on (its affinity mask and cgroup quota, as reported by
+/// [`std::thread::available_parallelism`]), at most [`MAX_THREADS`].
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+}
+
+/// `threads` if it is in `1..=MAX_THREADS`, else [`Error::InvalidOption`] for `threads`.
+pub fn check_threads(threads: usize) -> Result<usize> {
+    if (1..=MAX_THREADS).contains(&threads) {
+        Ok(threads)
+    } else {
+        Err(Error::invalid(
+            "threads",
+            format!("must be in 1..={MAX_THREADS}, got {threads}"),
+        ))
+    }
+}
 
 /// SIMD features the binary was compiled to use (from `-C target-cpu` / `target-feature`).
 pub fn compiled_features() -> Vec<&'static str> {
@@ -72,5 +100,22 @@ pub fn check_compiled_features() -> Result<(), String> {
              (the default x86-64-v3 target is set in .cargo/config.toml)",
             missing.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        assert_eq!(check_threads(1).unwrap(), 1);
+        assert_eq!(check_threads(MAX_THREADS).unwrap(), MAX_THREADS);
+        for bad in [0, MAX_THREADS + 1, 100_000] {
+            let err = check_threads(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("1..=1024"), "{err}");
+        }
+        assert!((1..=MAX_THREADS).contains(&all_cores()));
     }
 }

@@ -23,4 +23,5 @@ pub mod synthetic;
 pub mod transformer;
 
 pub use benign_kernels as kernels;
+pub use cpu::MAX_THREADS;
 pub use error::{Error, Result};

@@ -29,6 +29,14 @@ pub fn axpy<T: Float>(alpha: T, x: &[T], y: &mut [T]) {
     dispatch!(T, S => axpy_simd::<S>(same(alpha), cast(x), cast_mut(y)))
 }
 
+/// `y <- alpha x + y` (the same values as [`axpy`]); returns whether every updated `y_i` is
+/// finite. The check rides along in the same pass (one multiply-add per vector on data already
+/// in registers), so a trainer can test its parameters after every update at no memory cost.
+pub fn axpy_finite<T: Float>(alpha: T, x: &[T], y: &mut [T]) -> bool {
+    assert_eq!(x.len(), y.len());
+    dispatch!(T, S => axpy_finite_simd::<S>(same(alpha), cast(x), cast_mut(y)))
+}
+
 /// `x <- alpha x`.
 pub fn scale<T: Float>(alpha: T, x: &mut [T]) {
     dispatch!(T, S => scale_simd::<S>(same(alpha), cast_mut(x)))
@@ -156,6 +164,28 @@ pub(crate) fn axpy_simd<S: Simd>(alpha: S, x: &[S], y: &mut [S]) {
     for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
         *yv += alpha * xv;
     }
+}
+
+/// [`axpy_simd`] that also returns whether every updated element is finite: `v * 0` is 0 for a
+/// finite `v` and NaN for an infinite or NaN one, so the accumulated sum stays 0 exactly when
+/// every `v` is finite.
+pub(crate) fn axpy_finite_simd<S: Simd>(alpha: S, x: &[S], y: &mut [S]) -> bool {
+    let av = S::splat(alpha);
+    let zero = S::splat(S::ZERO);
+    let mut probe = zero;
+    let mut yc = y.chunks_exact_mut(S::LANES);
+    let mut xc = x.chunks_exact(S::LANES);
+    for (ys, xs) in (&mut yc).zip(&mut xc) {
+        let v = S::fma(av, S::load(xs), S::load(ys));
+        S::store(v, ys);
+        probe = S::fma(v, zero, probe);
+    }
+    let mut tail = S::ZERO;
+    for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *yv += alpha * xv;
+        tail += *yv * S::ZERO;
+    }
+    (S::hsum(probe) + tail) == S::ZERO
 }
 
 pub(crate) fn scale_simd<S: Simd>(alpha: S, x: &mut [S]) {

@@ -262,3 +262,44 @@ pub fn ger<T: Float>(m: usize, n: usize, alpha: T, x: &[T], y: &[T], a: &mut [T]
         }
     })
 }
+
+/// [`ger`] (the same values) that also returns whether every updated entry of A is finite,
+/// checked in the same pass ([`crate::level1::axpy_finite`]).
+pub fn ger_finite<T: Float>(
+    m: usize,
+    n: usize,
+    alpha: T,
+    x: &[T],
+    y: &[T],
+    a: &mut [T],
+    lda: usize,
+) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    assert!(lda >= n, "ger: lda = {lda} < n = {n}");
+    assert!(a.len() >= (m - 1) * lda + n, "ger: A slice too short");
+    let (x, y) = (&x[..m], &y[..n]);
+    dispatch!(T, S => {
+        let (x, y, a): (&[S], &[S], &mut [S]) = (cast(x), cast(y), cast_mut(a));
+        let alpha: S = same(alpha);
+        let a = &mut a[..(m - 1) * lda + n];
+        let block = |row0: usize, a: &mut [S]| {
+            let mut finite = true;
+            for (r, row) in a.chunks_mut(lda).enumerate() {
+                finite &=
+                    crate::level1::axpy_finite_simd::<S>(alpha * x[row0 + r], y, &mut row[..n]);
+            }
+            finite
+        };
+        if threading::parallel(m * n) {
+            let rb = threading::rows_per_chunk(n);
+            a.par_chunks_mut(rb * lda)
+                .enumerate()
+                .map(|(b, ab)| block(b * rb, ab))
+                .reduce(|| true, |p, q| p && q)
+        } else {
+            block(0, a)
+        }
+    })
+}

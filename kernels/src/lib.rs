@@ -38,8 +38,8 @@ pub use activation::{gelu, gelu_backward, gelu_with_derivative};
 pub use attention::{attention_backward, attention_forward, AttentionShape};
 pub use float::Float;
 pub use gemm::{gemm, Transpose};
-pub use level1::{axpy, col_sums, dot, row_sums, scale, sum};
-pub use level2::{gemv, ger};
+pub use level1::{axpy, axpy_finite, col_sums, dot, row_sums, scale, sum};
+pub use level2::{gemv, ger, ger_finite};
 pub use norm::{layer_norm, layer_norm_backward};
 pub use softmax::{
     log_softmax_rows, log_softmax_rows_backward, logistic_loss, logistic_loss_derivative,

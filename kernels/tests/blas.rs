@@ -333,3 +333,84 @@ fn gemv_beta_zero_ignores_nan_in_y_and_alpha_zero_scales() {
     benign_kernels::gemv(Transpose::No, 9, 17, 0.0, &a64, 17, &[1.0; 17], 2.0, &mut y);
     assert!(y.iter().all(|&v| v == 6.0), "{y:?}");
 }
+
+/// `axpy_finite` and `ger_finite` write exactly what `axpy` and `ger` write and report a
+/// non-finite result wherever it lands (vector body, tail, any row, any thread's block).
+fn finite_checks<T: Float>(rng: &mut ChaCha8Rng) {
+    for &n in &SIZES {
+        let x = random::<T>(rng, n, 1.0);
+        let y = random::<T>(rng, n, 1.0);
+        let alpha = T::from_f64(-0.75);
+        let (mut plain, mut checked) = (y.clone(), y.clone());
+        benign_kernels::axpy(alpha, &x, &mut plain);
+        assert!(benign_kernels::axpy_finite(alpha, &x, &mut checked));
+        assert_eq!(bits(&plain), bits(&checked));
+        for i in 0..n {
+            for bad in [T::INFINITY, T::NEG_INFINITY, T::from_f64(f64::NAN)] {
+                let mut y_bad = y.clone();
+                y_bad[i] = bad;
+                assert!(
+                    !benign_kernels::axpy_finite(alpha, &x, &mut y_bad),
+                    "{n} {i}"
+                );
+            }
+            // Overflow of finite inputs is caught too.
+            let mut huge = x.clone();
+            huge[i] = T::from_f64(f32::MAX as f64);
+            let mut y_over = y.clone();
+            y_over[i] = T::from_f64(f32::MAX as f64);
+            let big = T::from_f64(if T::NAME == "f32" { 2.0 } else { 1e300 });
+            assert!(
+                !benign_kernels::axpy_finite(big, &huge, &mut y_over),
+                "{n} {i}"
+            );
+        }
+    }
+    for (m, n, lda) in [(1, 1, 1), (5, 9, 11), (37, 19, 19), (1031, 1543, 1543)] {
+        let a = random::<T>(rng, (m - 1) * lda + n, 1.0);
+        let x = random::<T>(rng, m, 1.0);
+        let y = random::<T>(rng, n, 1.0);
+        let alpha = T::from_f64(0.3);
+        let (mut plain, mut checked) = (a.clone(), a.clone());
+        benign_kernels::ger(m, n, alpha, &x, &y, &mut plain, lda);
+        assert!(benign_kernels::ger_finite(
+            m,
+            n,
+            alpha,
+            &x,
+            &y,
+            &mut checked,
+            lda
+        ));
+        assert_eq!(bits(&plain), bits(&checked));
+        for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
+            let mut a_bad = a.clone();
+            a_bad[i * lda + j] = T::from_f64(f64::NAN);
+            assert!(
+                !benign_kernels::ger_finite(m, n, alpha, &x, &y, &mut a_bad, lda),
+                "{m} x {n} at ({i}, {j})"
+            );
+        }
+        // Padding between rows (lda > n) is not part of A.
+        if lda > n {
+            let mut padded = a.clone();
+            padded[n] = T::INFINITY;
+            assert!(benign_kernels::ger_finite(
+                m,
+                n,
+                alpha,
+                &x,
+                &y,
+                &mut padded,
+                lda
+            ));
+        }
+    }
+}
+
+#[test]
+fn finite_checking_updates_match_and_detect() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    finite_checks::<f32>(&mut rng);
+    finite_checks::<f64>(&mut rng);
+}

@@ -87,7 +87,7 @@ impl ModelConfig {
             return Err(Error::OutOfMemory {
                 what: "classifier parameters".into(),
                 needed_bytes: params as u128 * 4,
-                hint: "reduce --dim, --mlp-dim, --layers or the vocabulary size".into(),
+                hint: "reduce --dim, --mlp-dim or --layers".into(),
             });
         }
         self.block().validate()

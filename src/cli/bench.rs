@@ -5,6 +5,8 @@ use std::io::Write;
 use benign::bench::{BenchOptions, BenchRecord, BenchRow, MachineFigures, PeakKind, Progress};
 use clap::Args;
 
+use super::threads::ThreadsArg;
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// Print JSON lines instead of a table: one object per kernel measurement, each standing
@@ -15,9 +17,8 @@ pub struct BenchArgs {
     /// figures (cpu_model, pool_threads, gemm_kernel, the FMA peaks, triad_gbps, ...).
     #[arg(long)]
     pub json: bool,
-    /// Threads to run the kernels on (default: all logical CPUs).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
     /// Fewer shapes and shorter timing (a few seconds instead of about thirty).
     #[arg(long)]
     pub quick: bool,
@@ -25,7 +26,7 @@ pub struct BenchArgs {
 
 pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     let options = BenchOptions {
-        threads: args.threads,
+        threads: args.threads.given(),
         quick: args.quick,
     };
     let stdout = std::io::stdout();

@@ -14,6 +14,7 @@ use benign::Error;
 
 use super::pretrain::CheckpointArgs;
 use super::progress::{Field, LogArgs, Reporter};
+use super::threads::ThreadsArg;
 
 #[derive(Args)]
 pub struct FinetuneArgs {
@@ -97,9 +98,8 @@ pub struct FinetuneArgs {
     /// Parent folder of the phase-1 and table folders.
     #[arg(long, value_name = "DIR", default_value = "runs/finetune")]
     pub out: PathBuf,
-    /// Threads (default: all cores). Results do not depend on it.
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
     /// Write the tables but draw no figure.
     #[arg(long)]
     pub no_plot: bool,
@@ -204,8 +204,16 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     if let Some(n) = args.pretrain_subset {
         spec.subset = Some(n);
     }
-    spec.validate()?;
+    // The spec's `subset` is this command's `--pretrain-subset`.
+    spec.validate().map_err(|e| match e {
+        Error::InvalidOption { field, message } if field == "subset" => {
+            Error::invalid("pretrain-subset", message)
+        }
+        other => other,
+    })?;
     let config = config_from(&args)?;
+    // Before the pretraining (minutes to an hour): the settings that depend on its model.
+    config.validate_for(&spec)?;
     let etas = match &args.eta_grid {
         Some(text) => parse_grid(text)?,
         None => args.eta.clone(),
@@ -216,9 +224,6 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         seeds: args.seeds,
     };
     plan.validate()?;
-    if args.threads == Some(0) {
-        return Err(Error::invalid("threads", "must be at least 1, got 0").into());
-    }
     if !args.data_dir.is_dir() {
         return Err(Error::invalid(
             "data-dir",
@@ -303,9 +308,7 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
             ));
         }
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or(0))
-        .build()?;
+    let pool = args.threads.pool()?;
     let outcome =
         pool.install(|| finetune::finetune(&spec, &config, &plan, &options, &mut observe));
     progress.finish();

@@ -7,6 +7,7 @@ use clap::Args;
 use benign::gradcheck::{self, CheckResult, Config, Selection};
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 pub struct GradcheckArgs {
     /// Print one JSON object per check per line instead of a table.
     #[arg(long)]
@@ -20,14 +21,14 @@ pub struct GradcheckArgs {
     /// Seed of the random inputs and directions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Central-difference step.
-    #[arg(long, default_value_t = gradcheck::DEFAULT_STEP)]
+    /// Central-difference step (> 0).
+    #[arg(long, default_value_t = gradcheck::DEFAULT_STEP, allow_hyphen_values = true)]
     pub step: f64,
-    /// Absolute tolerance.
-    #[arg(long, default_value_t = gradcheck::DEFAULT_ATOL)]
+    /// Absolute tolerance (> 0).
+    #[arg(long, default_value_t = gradcheck::DEFAULT_ATOL, allow_hyphen_values = true)]
     pub atol: f64,
-    /// Relative tolerance.
-    #[arg(long, default_value_t = gradcheck::DEFAULT_RTOL)]
+    /// Relative tolerance (> 0).
+    #[arg(long, default_value_t = gradcheck::DEFAULT_RTOL, allow_hyphen_values = true)]
     pub rtol: f64,
 }
 
@@ -73,6 +74,8 @@ pub fn execute(args: GradcheckArgs) -> anyhow::Result<i32> {
         ops: args.ops,
         models: args.models,
     };
+    // Unknown names are refused before the table's header is printed.
+    gradcheck::select(&selection)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !args.json {

@@ -12,6 +12,7 @@ mod pretrain;
 mod progress;
 mod run;
 mod sweep;
+mod threads;
 
 #[derive(Parser)]
 #[command(
@@ -68,10 +69,44 @@ pub fn main() -> i32 {
 
 /// Prints an error with its causes and returns its exit status.
 fn report(err: &anyhow::Error) -> i32 {
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+    for line in report_lines(err) {
+        eprintln!("{line}");
     }
     err.downcast_ref::<benign::Error>()
         .map_or(1, benign::Error::exit_code)
+}
+
+/// The lines [`report`] prints: the error, then each cause whose text the line before does not
+/// already include (`benign::Error::Io` shows its OS error and also returns it as its source).
+fn report_lines(err: &anyhow::Error) -> Vec<String> {
+    let mut lines = vec![format!("error: {err}")];
+    let mut previous = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !previous.contains(&text) {
+            lines.push(format!("  caused by: {text}"));
+        }
+        previous = text;
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(benign::Error::Io {
+            path: "a/b.json".into(),
+            source: io(),
+        });
+        assert_eq!(report_lines(&err), ["error: a/b.json: no such file"]);
+        let err = anyhow::Error::new(io()).context("writing the report");
+        assert_eq!(
+            report_lines(&err),
+            ["error: writing the report", "  caused by: no such file"]
+        );
+    }
 }

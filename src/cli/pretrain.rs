@@ -13,6 +13,7 @@ use benign::classifier::Schedule;
 use benign::realdata::DatasetName;
 
 use super::progress::{Field, LogArgs, Reporter};
+use super::threads::ThreadsArg;
 
 /// The checkpoint folder, declared once and flattened into `benign pretrain` and `benign
 /// finetune`, so both commands read and write the same pretraining runs.
@@ -87,9 +88,8 @@ pub struct PretrainArgs {
     /// Retrain even if a finished checkpoint with the same settings exists.
     #[arg(long)]
     pub force: bool,
-    /// Threads (default: all cores). Results do not depend on it.
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -153,9 +153,6 @@ pub fn spec_from(args: &PretrainArgs) -> anyhow::Result<PretrainSpec> {
     }
     if let Some(c) = args.clip_norm {
         spec.train.clip_norm = (c != 0.0).then_some(c);
-    }
-    if args.threads == Some(0) {
-        return Err(benign::Error::invalid("threads", "must be at least 1, got 0").into());
     }
     spec.validate()?;
     Ok(spec)
@@ -225,9 +222,7 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
             );
         }
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or(0))
-        .build()?;
+    let pool = args.threads.pool()?;
     let outcome = pool.install(|| pretrain::pretrain(&spec, &options, &mut observe));
     progress.finish();
     let (result, _, _) = outcome?;

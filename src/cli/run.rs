@@ -10,6 +10,7 @@ use benign::synthetic::{self, export, Precision, RunConfig, RunOptions};
 
 use super::data::{DataArgs, TrainingArgs};
 use super::progress::{Field, LogArgs, Reporter};
+use super::threads::ThreadsArg;
 
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
@@ -61,9 +62,8 @@ pub struct RunArgs {
     pub json: bool,
     #[command(flatten)]
     pub log: LogArgs,
-    /// Threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
 }
 
 /// A saved run's config.json: the configuration and where its data and initial W came from.
@@ -166,9 +166,7 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
         force: args.force,
         test_draw: args.test_draw,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or(0))
-        .build()?;
+    let pool = args.threads.pool()?;
     // The bar (or the first log line) starts before the start-up, which can take minutes at
     // large d; the library reports its phases through the log.
     let progress = Reporter::start(&args.log, "run", "steps", true);

@@ -12,6 +12,7 @@ use benign::Error;
 
 use super::data::{DataArgs, TrainingArgs};
 use super::progress::{Field, LogArgs, Reporter};
+use super::threads::ThreadsArg;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -76,9 +77,9 @@ pub struct SweepRunArgs {
     /// per column; smoother maps with correlated errors).
     #[arg(long)]
     pub common_random_numbers: bool,
-    /// Worker threads, one run each [default: all cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
+    // Each worker thread runs one run at a time.
+    #[command(flatten)]
+    pub threads: ThreadsArg,
     /// Run only shard i of N (i/N, 0-based) [default under a Slurm array: (SLURM_ARRAY_TASK_ID -
     /// SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP of SLURM_ARRAY_TASK_COUNT].
     #[arg(long, value_name = "i/N")]
@@ -256,11 +257,13 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
     // Expanding validates every configuration before anything starts.
     spec.expand()?;
     let options = ExecOptions {
-        threads: args.threads.unwrap_or(0),
+        threads: args.threads.count(),
         shard,
         save_runs: args.save_runs,
         force: args.force,
     };
+    // The bound of every other entry point; `run_sweep` does not check it itself.
+    benign::cpu::check_threads(options.threads)?;
     let progress = Reporter::start(&args.log, "sweep", "runs", false);
     if let Some(shard) = shard {
         progress.event(

@@ -185,8 +185,21 @@ impl Default for FinetuneConfig {
 }
 
 impl FinetuneConfig {
+    /// Checks the settings on their own. Errors name the `benign finetune` option: phase 2's
+    /// epochs and learning rate are `epochs` and `lr`, phase 1's `phase1-epochs` and
+    /// `phase1-lr`; the batch size, clipping and weight decay are shared.
     pub fn validate(&self) -> Result<()> {
-        self.phase1.validate()?;
+        self.phase1.validate().map_err(|e| match e {
+            Error::InvalidOption { field, message } => match field.as_str() {
+                "epochs" | "lr" => Error::invalid(format!("phase1-{field}"), message),
+                "weight-decay" => Error::invalid(
+                    field,
+                    format!("{message} (phase 1, at --phase1-lr {})", self.phase1.lr),
+                ),
+                _ => Error::InvalidOption { field, message },
+            },
+            other => other,
+        })?;
         self.phase2.validate()?;
         if self.test_examples == Some(0) {
             return Err(Error::invalid(
@@ -208,6 +221,29 @@ impl FinetuneConfig {
         }
         Ok(())
     }
+
+    /// [`Self::validate`], and the settings that depend on the pretrained model, checked
+    /// against the model `spec` describes: everything that can be refused before phase 0.
+    pub fn validate_for(&self, spec: &PretrainSpec) -> Result<()> {
+        self.validate()?;
+        last_heads(self.last_heads, spec.model.dim, spec.model.heads)?;
+        Ok(())
+    }
+}
+
+/// The head count of the last block's attention in phase 2 (`last_heads`, else the model's
+/// own), which must divide the model's width.
+fn last_heads(last_heads: Option<usize>, dim: usize, heads: usize) -> Result<usize> {
+    let heads = last_heads.unwrap_or(heads);
+    if heads == 0 || !dim.is_multiple_of(heads) {
+        return Err(Error::invalid(
+            "last-heads",
+            format!(
+                "must be at least 1 and divide the pretrained model's width {dim}, got {heads}"
+            ),
+        ));
+    }
+    Ok(heads)
 }
 
 /// The cells of a table: every `n` x every `eta` x seeds `0..seeds`.
@@ -509,14 +545,7 @@ pub fn phase2_attention(
     model: &Classifier<f32>,
     config: &FinetuneConfig,
 ) -> Result<Phase2Attention> {
-    let dim = model.config.dim;
-    let heads = config.last_heads.unwrap_or(model.config.heads);
-    if heads == 0 || !dim.is_multiple_of(heads) {
-        return Err(Error::invalid(
-            "last-heads",
-            format!("must be at least 1 and divide the width {dim}, got {heads}"),
-        ));
-    }
+    let heads = last_heads(config.last_heads, model.config.dim, model.config.heads)?;
     Ok(Phase2Attention {
         heads,
         score_scale: config.score_scale,
@@ -772,7 +801,8 @@ pub struct FinetuneRun {
     pub outcomes: Vec<CellOutcome>,
 }
 
-/// Phases 0 and 1 (each reused when its files exist), then every cell of `plan`.
+/// Phases 0 and 1 (each reused when its files exist), then every cell of `plan`. Every setting
+/// that can be checked without the data is checked first ([`FinetuneConfig::validate_for`]).
 pub fn finetune(
     spec: &PretrainSpec,
     config: &FinetuneConfig,
@@ -780,7 +810,8 @@ pub fn finetune(
     options: &FinetuneOptions,
     observe: &mut dyn FnMut(Event<'_>),
 ) -> Result<FinetuneRun> {
-    config.validate()?;
+    spec.validate()?;
+    config.validate_for(spec)?;
     plan.validate()?;
     let (pretrained, mut model, data) = pretrain::pretrain(
         spec,

@@ -74,7 +74,14 @@ pub fn choose_axes(
 ) -> Result<Option<(String, String)>> {
     let numeric = |name: &str| spec.axis(name).is_some_and(|a| a.numbers().is_some());
     if let Some((x, y)) = requested {
-        let (x, y) = (parameter(x)?.field, parameter(y)?.field);
+        // An unknown name is an error of `--axes` (the lookup's own errors name `--grid`).
+        let field = |name: &str| {
+            parameter(name).map(|p| p.field).map_err(|e| match e {
+                Error::InvalidOption { message, .. } => Error::invalid("axes", message),
+                other => other,
+            })
+        };
+        let (x, y) = (field(x)?, field(y)?);
         for name in [x, y] {
             if !numeric(name) {
                 let varying: Vec<&str> = spec.axes.iter().map(|a| a.name.as_str()).collect();

@@ -120,6 +120,11 @@ pub const PARAMETERS: &[Parameter] = &[
     },
 ];
 
+/// Most runs one sweep may have (grid cells x seeds). Every invocation and every shard expands
+/// the whole sweep, holding each run's configuration in memory: about 1 KB and 17 us per run,
+/// so 1 GB and 20 s at this limit. A bigger study is several sweeps.
+pub const MAX_RUNS: usize = 1_000_000;
+
 /// Parameters that common random numbers may vary inside one column (they only scale the
 /// signal parts of the tokens, never the noise or `W_0`).
 pub const SIGNAL_PARAMETERS: &[&str] = &["signal_norm", "rho", "eta"];
@@ -453,13 +458,53 @@ impl SweepSpec {
                 .unwrap_or(usize::MAX)
         };
         axes.sort_by_key(|a| rank(&a.name));
-        Ok(SweepSpec {
+        let spec = SweepSpec {
             version: 1,
             base,
             axes,
             seeds,
             common_random_numbers,
-        })
+        };
+        spec.checked_len()?;
+        Ok(spec)
+    }
+
+    /// Number of grid cells (the product of the axes' lengths), `None` beyond `usize`.
+    fn cells(&self) -> Option<usize> {
+        self.axes
+            .iter()
+            .try_fold(1usize, |n, a| n.checked_mul(a.values.len()))
+    }
+
+    /// Number of runs, or [`Error::InvalidOption`] when it exceeds [`MAX_RUNS`] (checked with
+    /// overflow-free arithmetic, before anything is allocated for the runs).
+    pub fn checked_len(&self) -> Result<usize> {
+        let cells = self.cells();
+        let total = cells.and_then(|c| c.checked_mul(self.seeds));
+        match total {
+            Some(total) if total <= MAX_RUNS => Ok(total),
+            _ => {
+                let cells_text =
+                    cells.map_or_else(|| format!("more than {}", usize::MAX), |c| c.to_string());
+                let total_text =
+                    total.map_or_else(|| format!("more than {}", usize::MAX), |t| t.to_string());
+                // Name the grid when it alone is too large, else the seeds.
+                let field = if cells.is_none_or(|c| c > MAX_RUNS) {
+                    "grid"
+                } else {
+                    "seeds"
+                };
+                Err(Error::invalid(
+                    field,
+                    format!(
+                        "the sweep has {cells_text} grid cells x {} seeds = {total_text} runs, \
+                         above the limit of {MAX_RUNS} runs; use fewer or shorter --grid axes or \
+                         fewer --seeds, or split the study into several sweeps",
+                        self.seeds
+                    ),
+                ))
+            }
+        }
     }
 
     /// The axis of a name, if it varies.
@@ -467,9 +512,12 @@ impl SweepSpec {
         self.axes.iter().find(|a| a.name == name)
     }
 
-    /// Number of runs.
+    /// Number of runs (saturating at `usize::MAX`; [`Self::checked_len`] refuses more than
+    /// [`MAX_RUNS`]).
     pub fn len(&self) -> usize {
-        self.axes.iter().map(|a| a.values.len()).product::<usize>() * self.seeds
+        self.cells()
+            .and_then(|c| c.checked_mul(self.seeds))
+            .unwrap_or(usize::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -477,8 +525,13 @@ impl SweepSpec {
     }
 
     /// Every run in canonical order (first axis slowest, seeds fastest), each configuration
-    /// validated. Errors name the parameter and the grid point.
+    /// validated. Errors name the parameter and the grid point. A spec of more than
+    /// [`MAX_RUNS`] runs (e.g. read from a `sweep.json`) is refused before allocating.
     pub fn expand(&self) -> Result<Vec<PlannedRun>> {
+        let total = self.checked_len()?;
+        if self.seeds == 0 {
+            return Err(Error::invalid("seeds", "must be at least 1, got 0"));
+        }
         self.base.validate()?;
         if self.common_random_numbers {
             if self.base.model != crate::synthetic::ModelKind::Attention {
@@ -507,7 +560,6 @@ impl SweepSpec {
             }
         }
         let base_value = serde_json::to_value(&self.base).expect("RunConfig serializes");
-        let total = self.len();
         let mut runs = Vec::with_capacity(total);
         let mut ids = HashSet::with_capacity(total);
         let mut position = vec![0usize; self.axes.len()];
@@ -723,5 +775,55 @@ mod tests {
             err.to_string().contains("eta") && err.to_string().contains("0.6"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn huge_totals_are_refused_before_expanding() {
+        let huge = |axes: Vec<Axis>, seeds: usize| {
+            SweepSpec::new(RunConfig::default(), axes, seeds, false)
+                .unwrap_err()
+                .to_string()
+        };
+        let message = huge(
+            vec![
+                parse_axis("d=3:900000:1").unwrap(),
+                parse_axis("rho=0.001:900:0.001").unwrap(),
+            ],
+            1,
+        );
+        assert!(
+            message.contains("809998200000") && message.contains("1000000 runs"),
+            "{message}"
+        );
+        let message = huge(Vec::new(), 1_000_000_000_000);
+        assert!(message.contains("--seeds"), "{message}");
+        // The product overflows 64 bits: still refused, not wrapped around.
+        let message = huge(
+            vec![
+                parse_axis("d=3:900000:1").unwrap(),
+                parse_axis("rho=0.001:900:0.001").unwrap(),
+            ],
+            usize::MAX / 2,
+        );
+        assert!(message.contains("more than"), "{message}");
+        // A spec read from a sweep.json skips `new`: expanding refuses it just the same.
+        let spec = SweepSpec {
+            version: 1,
+            base: RunConfig::default(),
+            axes: Vec::new(),
+            seeds: usize::MAX,
+            common_random_numbers: false,
+        };
+        assert!(spec.expand().is_err());
+        // At the limit is fine.
+        let spec = SweepSpec::new(
+            RunConfig::default(),
+            vec![parse_axis("d=1:10000:1").unwrap()],
+            100,
+            false,
+        )
+        .unwrap();
+        assert_eq!(spec.len(), MAX_RUNS);
+        assert!(SweepSpec::new(spec.base, spec.axes, 101, false).is_err());
     }
 }

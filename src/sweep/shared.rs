@@ -436,6 +436,9 @@ impl SharedStartup {
         let mut delta_all = vec![0.0f64; rows * kk];
         let mut a_all = vec![0.0f64; r * kk];
         let mut first_fit: Vec<Option<usize>> = vec![None; kk];
+        // A non-finite entry of a cell's D written by the last update (reported after the
+        // check of its `||p||`, as the single-run trainer orders them).
+        let mut bad_d: Vec<Option<f64>> = vec![None; kk];
         let mut last_logits: Vec<Vec<f64>> = vec![Vec::new(); kk];
         let (mut z, mut attention, mut delta, mut column) = (
             vec![0.0; rows],
@@ -461,6 +464,31 @@ impl SharedStartup {
                 &mut gb,
                 kk,
             );
+            // The state the last update produced, charged to that update's step: `||p||^2 =
+            // b^T G b` as the final evaluation computes it, then the entries of D.
+            if step > 0 {
+                for kc in 0..kk {
+                    if !live(&outcome, kc) {
+                        continue;
+                    }
+                    let p_sq: f64 = (0..r).map(|j| b[j * kk + kc] * gb[j * kk + kc]).sum();
+                    let quantity = if !p_sq.is_finite() {
+                        Some((
+                            "||p|| after the update",
+                            (if p_sq < 0.0 { 0.0 } else { p_sq }).sqrt(),
+                        ))
+                    } else {
+                        bad_d[kc].map(|v| ("W after the update (its coefficients D)", v))
+                    };
+                    if let Some((quantity, value)) = quantity {
+                        outcome[kc] = Some(Err(crate::Error::NonFinite {
+                            step: step - 1,
+                            quantity: quantity.into(),
+                            value,
+                        }));
+                    }
+                }
+            }
             for kc in 0..kk {
                 for j in 0..r {
                     column[j] = gb[j * kk + kc];
@@ -584,9 +612,13 @@ impl SharedStartup {
                 // them are a large part of a step.
                 let lr = cells[kc].lr;
                 let mut step_b = a.clone();
+                let mut d_finite = true;
                 for (row, &ai) in d[kc].chunks_exact_mut(r).zip(&a) {
                     k::axpy(ai, row, &mut step_b);
-                    k::axpy(-lr * ai, &old_b, row);
+                    d_finite &= k::axpy_finite(-lr * ai, &old_b, row);
+                }
+                if !d_finite {
+                    bad_d[kc] = d[kc].iter().copied().find(|v| !v.is_finite());
                 }
                 for j in 0..r {
                     b[j * kk + kc] = old_b[j] - lr * step_b[j];
@@ -780,6 +812,43 @@ mod tests {
         }
         let other = RunConfig { dim: 201, ..base };
         assert!(shared.run(&other, None).is_err());
+    }
+
+    /// A cell that diverges fails at the gradient step whose update produced the non-finite
+    /// value, in the lockstep column as in a run of its own.
+    #[test]
+    fn a_diverging_cell_names_its_gradient_step() {
+        let base = RunConfig {
+            dim: 60,
+            test_size: 10,
+            steps: 30,
+            eval_every: 30,
+            lr: 1e300,
+            ..RunConfig::default()
+        };
+        let cells = vec![
+            base.clone(),
+            RunConfig {
+                signal_norm: 5.0,
+                ..base.clone()
+            },
+        ];
+        let shared = SharedStartup::new(&cells[0]).unwrap();
+        let mut errors: Vec<crate::Error> = shared
+            .run_column(&cells)
+            .into_iter()
+            .map(|o| o.expect_err("diverges"))
+            .collect();
+        errors.push(shared.run(&cells[1], None).expect_err("diverges"));
+        for err in &errors {
+            match err {
+                crate::Error::NonFinite { step, quantity, .. } => {
+                    assert_eq!(*step, 0, "{err}");
+                    assert!(quantity.contains("after the update"), "{err}");
+                }
+                other => panic!("{other}"),
+            }
+        }
     }
 
     /// The test noise drawn in the subspace has the law of the projected test noise: the

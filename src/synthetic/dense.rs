@@ -52,13 +52,33 @@ pub fn check_dense_fits(
             return Err(Error::OutOfMemory {
                 what: format!("the dense trainer (W and W_0 are {dim} x {dim}, plus the test set)"),
                 needed_bytes: needed,
-                hint: format!(
-                    "only {available} bytes are available; use `--trainer subspace`, which never stores W"
-                ),
+                hint: dense_hint(dim, train_tokens, test_tokens, available),
             });
         }
     }
     Ok(())
+}
+
+/// The advice when the dense trainer does not fit in `available` bytes: the subspace trainer
+/// when its own arrays fit (at the start-up precision it picks for `dim`), else smaller data.
+pub fn dense_hint(dim: usize, train_tokens: usize, test_tokens: usize, available: u128) -> String {
+    let subspace = super::subspace::memory_bytes(
+        dim,
+        train_tokens,
+        test_tokens,
+        super::config::auto_startup_precision(dim),
+    );
+    if subspace <= available {
+        format!(
+            "only {available} bytes are available; use `--trainer subspace`, which never stores W \
+             (about {subspace} bytes here)"
+        )
+    } else {
+        format!(
+            "only {available} bytes are available, and the subspace trainer would need about \
+             {subspace}; use data of a smaller --dim"
+        )
+    }
 }
 
 /// Dense gradient descent on `(W, p)`.
@@ -68,6 +88,8 @@ pub struct DenseTrainer<T: Float> {
     /// Tokens, `W`, `p` and `nu`, shared with the tape during a step.
     inputs: SharedInputs<T>,
     w0: Vec<T>,
+    /// A non-finite state found after an update, reported by the next `step` call.
+    diverged: Option<Error>,
     tape: Tape<T>,
     grad_w: Vec<T>,
     grad_p: Vec<T>,
@@ -121,6 +143,7 @@ impl<T: Float> DenseTrainer<T> {
                 nu: Arc::new(nu_t),
             },
             w0,
+            diverged: None,
             tape: Tape::new(),
             grad_w: Vec::new(),
             grad_p: Vec::new(),
@@ -189,6 +212,9 @@ impl<T: Float> Trainer for DenseTrainer<T> {
     }
 
     fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+        if let Some(err) = self.diverged.take() {
+            return Err(err);
+        }
         let (loss, logits) = attention_tape::loss_and_gradients_into(
             &mut self.tape,
             self.shape,
@@ -208,10 +234,31 @@ impl<T: Float> Trainer for DenseTrainer<T> {
         // step and leaves this trainer the only owner, so the update below is in place.
         self.tape.clear();
         let w = Arc::get_mut(&mut self.inputs.w).expect("the cleared tape holds no W");
-        k::axpy(-self.lr, &self.grad_w, w);
+        let w_finite = k::axpy_finite(-self.lr, &self.grad_w, w);
         let p = Arc::get_mut(&mut self.inputs.p).expect("the cleared tape holds no p");
-        k::axpy(-self.lr, &self.grad_p, p);
+        let p_finite = k::axpy_finite(-self.lr, &self.grad_p, p);
+        // The updated state, charged to this step: `||p||` as the evaluations compute it (d
+        // terms), and every entry of `W` (checked during the update's own pass).
+        let p_norm = self.p_norm();
+        if !(p_finite && p_norm.is_finite()) {
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "||p|| after the update".into(),
+                value: p_norm,
+            });
+        } else if !w_finite {
+            let bad = self.inputs.w.iter().find(|v| !v.is_finite()).copied();
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "W after the update".into(),
+                value: bad.map_or(f64::NAN, T::to_f64),
+            });
+        }
         Ok(logits.into_iter().map(T::to_f64).collect())
+    }
+
+    fn pending_error(&mut self) -> Option<Error> {
+        self.diverged.take()
     }
 
     fn p_norm(&self) -> f64 {
@@ -234,5 +281,34 @@ impl<T: Float> Trainer for DenseTrainer<T> {
             })
             .sum::<f64>()
             .sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The advice of a refused dense trainer is one that would be accepted: the subspace
+    /// trainer when its own arrays fit, a smaller `--dim` when they would not either.
+    #[test]
+    fn refusals_suggest_what_would_fit() {
+        let Some(available) = available_memory_bytes() else {
+            return;
+        };
+        // W alone is 720 GB at d = 300,000; the subspace trainer needs about 1 GB.
+        if available > 8 << 30 && available < 700 << 30 {
+            let hint = match check_dense_fits(300_000, 160, 8_000, 8) {
+                Err(Error::OutOfMemory { hint, .. }) => hint,
+                other => panic!("{other:?}"),
+            };
+            assert!(hint.contains("--trainer subspace"), "{hint}");
+        }
+        // At d = 10^11 the subspace trainer's token projections alone are 128 TB.
+        let hint = match check_dense_fits(100_000_000_000, 160, 8_000, 8) {
+            Err(Error::OutOfMemory { hint, .. }) => hint,
+            other => panic!("{other:?}"),
+        };
+        assert!(!hint.contains("--trainer subspace"), "{hint}");
+        assert!(hint.contains("--dim"), "{hint}");
     }
 }

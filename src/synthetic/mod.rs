@@ -38,7 +38,17 @@ pub trait Trainer {
     fn test_logits(&mut self) -> Vec<f64>;
     /// One gradient-descent step; returns the training logits of the state *before* the step.
     /// `step` (the number of steps taken so far) names the step in errors.
+    ///
+    /// A trainer checks the state each update produces (at least `||p||` and the entries of
+    /// `W`). A non-finite one is reported as [`crate::Error::NonFinite`] with the step of that
+    /// update, by the next call of `step`, so that this call still returns the logits of the
+    /// finite state before the update (its evaluation is recorded); after the last step,
+    /// [`Self::pending_error`] returns it.
     fn step(&mut self, step: usize) -> Result<Vec<f64>>;
+    /// The error of the last update not yet returned by [`Self::step`] (taken: returned once).
+    fn pending_error(&mut self) -> Option<crate::Error> {
+        None
+    }
     /// `||p||`.
     fn p_norm(&self) -> f64;
     /// `||W - W_0||_F`.

@@ -60,6 +60,20 @@ pub const INIT_BLOCK_BYTES: usize = 24 << 20;
 const TEST_CHUNK_MIN_BYTES: usize = 32 << 20;
 const TEST_CHUNK_MAX_BYTES: usize = 256 << 20;
 
+/// Bytes the subspace trainer needs at dimension `dim` for `train_rows` training and `test_rows`
+/// test tokens: the training tokens (f64), the d x (3r + 1) start-up products in `startup`
+/// precision, a block of `W_0` and a test chunk, and the test projections (r = train_rows + 2).
+pub fn memory_bytes(dim: usize, train_rows: usize, test_rows: usize, startup: Precision) -> u128 {
+    let (d, rows, test_rows) = (dim as u128, train_rows as u128, test_rows as u128);
+    let r = rows + 2;
+    let element = match startup {
+        Precision::F32 => 4,
+        Precision::F64 => 8,
+    };
+    let startup = d * (3 * r + 1) * element + INIT_BLOCK_BYTES as u128 + (256 << 20);
+    rows * d * 8 + startup + test_rows * 2 * r * 8
+}
+
 /// How the subspace trainer obtains the test tokens' projections `P^T x` (module docs).
 #[derive(
     Clone,
@@ -527,7 +541,12 @@ pub struct SubspaceTrainer<T> {
     labels: Vec<T>,
     gram: Vec<T>,
     b: Vec<T>,
+    /// `G b`, updated with `b` (each step's update checks `||p||^2 = b^T G b` with it, and the
+    /// next step's logits use it).
+    gb: Vec<T>,
     d: Vec<T>,
+    /// A non-finite state found after an update, reported by the next `step` call.
+    diverged: Option<Error>,
     test: TestTokens<T>,
     train_scores: Vec<f64>,
     attention: Vec<T>,
@@ -712,7 +731,7 @@ impl<T: Float> SubspaceTrainer<T> {
             });
         }
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
-        Ok(SubspaceTrainer {
+        let mut trainer = SubspaceTrainer {
             tokens_per_sample: t,
             rank: r,
             lr: T::from_f64(lr),
@@ -721,7 +740,9 @@ impl<T: Float> SubspaceTrainer<T> {
             labels: cast(&train.labels),
             gram: gram.iter().map(|v| T::from_f64(v.to_f64())).collect(),
             b: vec![T::ZERO; r],
+            gb: Vec::new(),
             d: vec![T::ZERO; r * r],
+            diverged: None,
             test: test_tokens,
             train_scores,
             attention: vec![T::ZERO; rows],
@@ -733,7 +754,9 @@ impl<T: Float> SubspaceTrainer<T> {
                 test_projection_seconds,
                 test_draw: draw,
             },
-        })
+        };
+        trainer.gb = trainer.gram_times_b();
+        Ok(trainer)
     }
 
     /// Rank r of the basis.
@@ -827,8 +850,8 @@ impl<T: Float> SubspaceTrainer<T> {
         (p, w)
     }
 
-    /// `(G b, D G b)`.
-    fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
+    /// `G b` from `b` (kept in `self.gb`).
+    fn gram_times_b(&self) -> Vec<T> {
         let r = self.rank;
         let mut gb = vec![T::ZERO; r];
         k::gemv(
@@ -842,6 +865,22 @@ impl<T: Float> SubspaceTrainer<T> {
             T::ZERO,
             &mut gb,
         );
+        gb
+    }
+
+    /// `||p||^2 = b^T G b`, accumulated in f64.
+    fn p_norm_squared(&self) -> f64 {
+        self.b
+            .iter()
+            .zip(&self.gb)
+            .map(|(x, y)| x.to_f64() * y.to_f64())
+            .sum()
+    }
+
+    /// `(G b, D G b)`.
+    fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
+        let r = self.rank;
+        let gb = self.gb.clone();
         let mut dgb = vec![T::ZERO; r];
         k::gemv(
             Transpose::No,
@@ -934,6 +973,9 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
     }
 
     fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+        if let Some(err) = self.diverged.take() {
+            return Err(err);
+        }
         let r = self.rank;
         let (gb, dgb) = self.query_coefficients();
         let mut v = gb.clone();
@@ -997,20 +1039,35 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
         let lr = self.lr.to_f64();
         self.w_delta_sq += -2.0 * lr * dot(&a, &dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &gb);
         let old_b = self.b.clone();
-        k::axpy(-self.lr, &step_b, &mut self.b);
-        k::ger(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        let b_finite = k::axpy_finite(-self.lr, &step_b, &mut self.b);
+        let d_finite = k::ger_finite(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        self.gb = self.gram_times_b();
+        // The updated state, charged to this step: `||p||` as the evaluations compute it, and
+        // every coefficient of `W - W_0 = B D A^T`.
+        let p_sq = self.p_norm_squared();
+        if !(b_finite && p_sq.is_finite()) {
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "||p|| after the update".into(),
+                value: non_negative(p_sq).sqrt(),
+            });
+        } else if !d_finite {
+            let bad = self.d.iter().find(|v| !v.is_finite()).copied();
+            self.diverged = Some(Error::NonFinite {
+                step,
+                quantity: "W after the update (its coefficients D)".into(),
+                value: bad.map_or(f64::NAN, T::to_f64),
+            });
+        }
         Ok(z.into_iter().map(T::to_f64).collect())
     }
 
+    fn pending_error(&mut self) -> Option<Error> {
+        self.diverged.take()
+    }
+
     fn p_norm(&self) -> f64 {
-        let (gb, _) = self.query_coefficients();
-        let sq: f64 = self
-            .b
-            .iter()
-            .zip(&gb)
-            .map(|(x, y)| x.to_f64() * y.to_f64())
-            .sum();
-        non_negative(sq).sqrt()
+        non_negative(self.p_norm_squared()).sqrt()
     }
 
     fn w_delta_norm(&self) -> f64 {
@@ -1066,7 +1123,7 @@ impl<T: Float> SubspaceTrainer<T> {
             });
         }
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
-        Ok(SubspaceTrainer {
+        let mut trainer = SubspaceTrainer {
             tokens_per_sample: parts.tokens_per_sample,
             rank: r,
             lr: T::from_f64(parts.lr),
@@ -1075,7 +1132,9 @@ impl<T: Float> SubspaceTrainer<T> {
             labels: cast(&parts.labels),
             gram: cast(&parts.gram),
             b: vec![T::ZERO; r],
+            gb: Vec::new(),
             d: vec![T::ZERO; r * r],
+            diverged: None,
             test: TestTokens {
                 rows: parts
                     .test_h
@@ -1169,6 +1228,8 @@ impl<T: Float> SubspaceTrainer<T> {
             delta: vec![T::ZERO; rows],
             w_delta_sq: 0.0,
             timings: parts.timings,
-        })
+        };
+        trainer.gb = trainer.gram_times_b();
+        Ok(trainer)
     }
 }

@@ -829,3 +829,91 @@ fn finetune_reuses_the_checkpoint_of_benign_pretrain() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Options that can be checked without the data are refused (exit 2, the option named as typed)
+/// before phase 0: no pretraining epoch runs and no checkpoint or output folder is written.
+#[test]
+fn finetune_refuses_bad_options_before_pretraining() {
+    let root = temp_dir("up-front");
+    let data = root.join("data");
+    super::pretrain::mnist_fixture(&data);
+    let cases: [(&[&str], &str); 5] = [
+        // The pretrained models are 64 wide: 7 heads cannot split them.
+        (&["--last-heads", "7"], "`last-heads`"),
+        (&["--last-heads", "128"], "`last-heads`"),
+        (&["--phase1-epochs", "0"], "`phase1-epochs`"),
+        (&["--phase1-lr", "0"], "`phase1-lr`"),
+        (&["--pretrain-subset", "0"], "`pretrain-subset`"),
+    ];
+    for (args, needle) in cases {
+        let checkpoints = root.join("checkpoints");
+        let out = root.join("out");
+        let subset: &[&str] = if args[0] == "--pretrain-subset" {
+            &[]
+        } else {
+            &["--pretrain-subset", "100"]
+        };
+        let output = super::bin()
+            .args([
+                "finetune",
+                "--dataset",
+                "mnist",
+                "--n",
+                "10",
+                "--seeds",
+                "1",
+            ])
+            .args(["--epochs", "1", "--threads", "1"])
+            .args(subset)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--checkpoints")
+            .arg(&checkpoints)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: no {needle} in {stderr}");
+        for progress in ["pretraining epoch", "pretrain epoch", "phase 1:"] {
+            assert!(!stderr.contains(progress), "{args:?} trained: {stderr}");
+        }
+        assert!(
+            !checkpoints.exists() && !out.exists(),
+            "{args:?} wrote before refusing"
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The library refuses a head count that cannot split the pretrained width before it loads
+/// anything (here the data folder does not even exist).
+#[test]
+fn finetune_library_checks_last_heads_against_the_spec_first() {
+    let root = temp_dir("up-front-lib");
+    let spec = PretrainSpec::defaults(DatasetName::Mnist);
+    let config = FinetuneConfig {
+        last_heads: Some(7),
+        ..FinetuneConfig::default()
+    };
+    let plan = Plan {
+        ns: vec![10],
+        etas: vec![0.2],
+        seeds: 1,
+    };
+    let options = FinetuneOptions {
+        data_dir: root.join("missing"),
+        checkpoints: root.join("checkpoints"),
+        out: root.join("out"),
+    };
+    let err = benign::finetune::finetune(&spec, &config, &plan, &options, &mut |_| {})
+        .expect_err("refused");
+    assert!(
+        matches!(&err, Error::InvalidOption { field, message }
+            if field == "last-heads" && message.contains("64")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -212,3 +212,30 @@ fn the_cli_reports_json_and_exit_statuses() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Bad values are errors of their option (a negative `--step` is a value, not an unknown
+/// argument) and nothing is printed to stdout before the arguments are known to be valid.
+#[test]
+fn the_cli_validates_before_printing() {
+    let bin = env!("CARGO_BIN_EXE_benign");
+    for (args, needle) in [
+        (&["gradcheck", "--step", "-1"][..], "`step`"),
+        (&["gradcheck", "--atol", "-1e-3"][..], "`atol`"),
+        (&["gradcheck", "--op", "nosuchop"][..], "nosuchop"),
+        (&["gradcheck", "--model", "nosuchmodel"][..], "nosuchmodel"),
+    ] {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("unexpected argument"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -490,12 +490,13 @@ fn dense_trainer_refuses_a_w_that_cannot_fit() {
             "--trainer",
             "dense",
             "--dim",
-            "10000000",
+            "300000",
         ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
+    // W alone is 720 GB; the subspace trainer needs about 1 GB here.
     assert!(stderr.contains("--trainer subspace"), "{stderr}");
 }
 
@@ -724,4 +725,117 @@ fn run_records_its_test_draw_and_keeps_training_exact() {
     let mut compat = config;
     compat.apply_reference_compat();
     assert_eq!(draw_of(&quick(compat)), TestDraw::Tokens);
+}
+
+/// Runs `benign args`, killed after `seconds`: a command that hangs fails its test instead of
+/// stalling the suite.
+fn output_within(args: &[&str], seconds: u64) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = benign()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "`benign {}` still running after {seconds} s; stderr: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `--threads` means the same in every command: 1..=1024, refused by the parser (exit 2, the
+/// option and its range named) before anything starts, 0 included.
+#[test]
+fn every_command_refuses_threads_outside_1_to_1024() {
+    let out = temp_dir("threads");
+    let out_text = out.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["run", "-d", "300", "--steps", "10", "--no-write", "--quiet"],
+        &["sweep", "--grid", "d=20,30", "--quiet", "--out", out_text],
+        &["pretrain", "--dataset", "mnist", "--data-dir", out_text],
+        &["finetune", "--dataset", "mnist", "--data-dir", out_text],
+        &["bench", "--quick"],
+    ];
+    for value in ["0", "-3", "1025", "100000"] {
+        for command in commands {
+            let mut args = command.to_vec();
+            args.extend(["--threads", value]);
+            let o = output_within(&args, 20);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("--threads") && stderr.contains("1..=1024"),
+                "{args:?}: {stderr}"
+            );
+            assert!(o.stdout.is_empty(), "{args:?} printed before refusing");
+            assert!(!out.exists(), "{args:?} wrote before refusing");
+        }
+    }
+}
+
+/// The step of a non-finite value is the gradient step whose update produced it, whatever the
+/// evaluation schedule, trainer or precision, and the error names the quantity.
+#[test]
+fn a_diverging_run_names_the_gradient_step_that_diverged() {
+    for (trainer, precision) in [("subspace", "f64"), ("subspace", "f32"), ("dense", "f64")] {
+        for eval_every in ["1", "10"] {
+            let args = [
+                "run",
+                "--quiet",
+                "--no-write",
+                "-d",
+                "50",
+                "--test-size",
+                "10",
+                "--steps",
+                "30",
+                "--lr",
+                "1e300",
+                "--trainer",
+                trainer,
+                "--precision",
+                precision,
+                "--eval-every",
+                eval_every,
+            ];
+            let o = benign().args(args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("non-finite value at step 0:")
+                    && stderr.contains("after the update"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
+
+/// An I/O error prints its OS error once: the error's own text names the file and the cause,
+/// and the cause chain does not repeat it.
+#[test]
+fn an_io_error_prints_its_cause_once() {
+    let missing = temp_dir("io-cause").join("config.json");
+    let o = benign()
+        .args(["run", "--quiet", "--no-write", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("config.json"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
 }

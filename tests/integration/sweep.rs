@@ -516,3 +516,77 @@ fn saved_runs_keep_their_own_files() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// A sweep whose total (grid cells x seeds) is beyond the limit is refused with exit 2 naming
+/// --grid and --seeds, the total and the limit, before anything is allocated or written.
+#[test]
+fn huge_sweeps_are_refused_before_allocating() {
+    let dir = scratch("huge");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--grid", "d=3:900000:1", "--grid", "rho=0.001:900:0.001"],
+            "809998200000",
+        ),
+        (&["--seeds", "1000000000000"], "1000000000000"),
+        (
+            &["--grid", "d=3:900000:1", "--seeds", "100000000000000"],
+            "more than",
+        ),
+    ];
+    for (args, total) in cases {
+        let output = bin()
+            .arg("sweep")
+            .args(args)
+            .arg("--out")
+            .arg(&dir)
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        for needle in ["--grid", "--seeds", total, "limit of 1000000 runs"] {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: no `{needle}` in {stderr}"
+            );
+        }
+        assert!(!dir.exists(), "{args:?} wrote before refusing");
+    }
+}
+
+/// `--axes` with an unknown name is an error of `--axes`, not of `--grid`, in `sweep` and `plot`.
+#[test]
+fn unknown_heatmap_axes_name_axes() {
+    let dir = scratch("axes");
+    let grid = ["--grid", "d=20,30", "--grid", "mu=5,10"];
+    ok(&sweep_grid(
+        &grid,
+        &dir,
+        &["--steps", "20", "--test-size", "20"],
+    ));
+    let plot = bin()
+        .arg("plot")
+        .arg(&dir)
+        .args(["--axes", "d,foo"])
+        .output()
+        .unwrap();
+    let never_written = scratch("axes-sweep");
+    let sweep = bin()
+        .arg("sweep")
+        .args(grid)
+        .args(["--axes", "d,foo", "--quiet", "--out"])
+        .arg(&never_written)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .output()
+        .unwrap();
+    for o in [plot, sweep] {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("`axes`") && stderr.contains("foo") && !stderr.contains("`grid`"),
+            "{stderr}"
+        );
+    }
+    assert!(!never_written.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
