@@ -1152,7 +1152,9 @@ impl<T: Float> SubspaceTrainer<T> {
             delta: vec![T::ZERO; rows],
             w_delta_sq: 0.0,
             timings: parts.timings,
-        })
+        };
+        trainer.gb = trainer.gram_times_b();
+        Ok(trainer)
     }
 }
 
@@ -1207,7 +1209,7 @@ impl<T: Float> SubspaceTrainer<T> {
             });
         }
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
-        Ok(SubspaceTrainer {
+        let mut trainer = SubspaceTrainer {
             tokens_per_sample: parts.tokens_per_sample,
             rank: r,
             lr: T::from_f64(parts.lr),
@@ -1216,7 +1218,9 @@ impl<T: Float> SubspaceTrainer<T> {
             labels: cast(&parts.labels),
             gram: cast(&parts.gram),
             b: vec![T::ZERO; r],
+            gb: Vec::new(),
             d: vec![T::ZERO; r * r],
+            diverged: None,
             test: TestTokens {
                 rows: parts.test_rows,
                 width: parts.test_width,
