@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    // `--no-optional-locks`: `git status` would otherwise refresh the index, whose change makes
+    // cargo run this script again on every build.
     let out = Command::new("git")
+        .arg("--no-optional-locks")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -41,8 +44,12 @@ fn main() {
     ];
     watched.extend(git(root, &["symbolic-ref", "-q", "HEAD"]));
     for file in watched {
+        // Only existing files: cargo treats a missing one as changed, on every build.
         if let Some(path) = git(root, &["rev-parse", "--git-path", &file]) {
-            println!("cargo:rerun-if-changed={}", root.join(path).display());
+            let path = root.join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
     }
     for path in ["src", "kernels/src", "Cargo.toml", "Cargo.lock", "build.rs"] {

@@ -139,7 +139,7 @@ impl Shard {
 /// How to execute a sweep.
 #[derive(Clone, Debug, Default)]
 pub struct ExecOptions {
-    /// Worker threads; 0 = every core.
+    /// Worker threads, at most [`crate::MAX_THREADS`]; 0 = every core.
     pub threads: usize,
     pub shard: Option<Shard>,
     /// Write each run's own files under `DIR/runs/<id>/`.
@@ -317,12 +317,12 @@ pub fn run_sweep(
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<SweepReport> {
     let started = Instant::now();
-    let planned = spec.expand()?;
     let threads = if options.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        crate::cpu::all_cores()
     } else {
-        options.threads
+        crate::cpu::check_threads(options.threads)?
     };
+    let planned = spec.expand()?;
     let results_name = options
         .shard
         .map_or(RESULTS_FILE.to_string(), |s| s.file_name());

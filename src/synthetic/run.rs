@@ -524,7 +524,18 @@ fn check_memory(config: &RunConfig) -> Result<()> {
                     "the dense trainer (W and W_0 are {0} x {0}, plus the test set)",
                     config.dim
                 ),
-                "use `--trainer subspace`, which never stores W",
+                // The advice names a trainer only when that trainer would fit.
+                super::dense::available_memory_bytes().map_or_else(
+                    || "use `--trainer subspace`, which never stores W".to_string(),
+                    |available| {
+                        super::dense::dense_hint(
+                            config.dim,
+                            rows as usize,
+                            test_rows as usize,
+                            available,
+                        )
+                    },
+                ),
             )
         }
         TrainerKind::Subspace => {
@@ -547,21 +558,27 @@ fn check_memory(config: &RunConfig) -> Result<()> {
                         "reduce --dim, --samples or --tokens, or use `--trainer law --init \
                          gaussian`, which runs at any d"
                     }
-                },
+                }
+                .to_string(),
             )
         }
         TrainerKind::Law => (
             super::law::law_bytes(config),
             "the law trainer".to_string(),
-            "reduce --samples, --tokens or --test-size",
+            "reduce --samples, --tokens or --test-size".to_string(),
         ),
     };
     if let Some(available) = super::dense::available_memory_bytes() {
         if needed > available {
+            let hint = if hint.starts_with("only ") {
+                hint
+            } else {
+                format!("only {available} bytes are available; {hint}")
+            };
             return Err(Error::OutOfMemory {
                 what,
                 needed_bytes: needed,
-                hint: format!("only {available} bytes are available; {hint}"),
+                hint,
             });
         }
     }
@@ -611,6 +628,10 @@ fn train_loop(
                 Err(e) => return Err((e, records)),
             }
         } else {
+            // A non-finite state made by the last update, reported with that update's step.
+            if let Some(err) = trainer.pending_error() {
+                return Err((err, records));
+            }
             trainer.train_logits()
         };
         if let Some(bad) = logits.iter().find(|v| !v.is_finite()) {

@@ -656,3 +656,52 @@ fn plot_says_when_a_sweep_has_no_results() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_finetune_with_another_plan_keeps_the_first_table() {
+    let data = temp_scratch("safety", "plan-data");
+    super::pretrain::mnist_fixture(&data);
+    let checkpoints = temp_scratch("safety", "plan-checkpoints");
+    let out = temp_scratch("safety", "plan-out");
+    let finetune = |n: &str| {
+        bin()
+            .args(["finetune", "--dataset", "mnist", "--pretrain-subset", "100"])
+            .args(["--n", n, "--eta", "0.2", "--seeds", "1", "--epochs", "2"])
+            .args([
+                "--test-examples",
+                "all",
+                "--threads",
+                "1",
+                "--quiet",
+                "--no-plot",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg("--checkpoints")
+            .arg(&checkpoints)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let tables = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path().join("table.json"))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    };
+    ok(&finetune("10"));
+    let first = tables();
+    assert_eq!(first.len(), 1);
+    let before = std::fs::read(&first[0]).unwrap();
+    ok(&finetune("20"));
+    // The second plan gets a table of its own; the first is untouched.
+    assert_eq!(tables().len(), 2);
+    assert_eq!(std::fs::read(&first[0]).unwrap(), before);
+    for d in [data, checkpoints, out] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
