@@ -705,3 +705,46 @@ fn a_finetune_with_another_plan_keeps_the_first_table() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn a_moved_checkpoint_folder_reports_where_it_is_now() {
+    let data = temp_scratch("safety", "moved-data");
+    super::pretrain::mnist_fixture(&data);
+    let first = temp_scratch("safety", "moved-first");
+    let second = temp_scratch("safety", "moved-second");
+    let pretrain = |checkpoints: &Path| {
+        let out = bin()
+            .args([
+                "pretrain",
+                "--dataset",
+                "mnist",
+                "--subset",
+                "100",
+                "--epochs",
+                "1",
+            ])
+            .args(["--threads", "1", "--quiet", "--json", "--data-dir"])
+            .arg(&data)
+            .arg("--checkpoints")
+            .arg(checkpoints)
+            .output()
+            .unwrap();
+        ok(&out);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let trained = pretrain(&first);
+    assert_eq!(trained["reused"], false);
+    std::fs::rename(&first, &second).unwrap();
+    let reused = pretrain(&second);
+    assert_eq!(reused["reused"], true, "{reused}");
+    let run_dir = PathBuf::from(reused["run_dir"].as_str().unwrap());
+    assert!(
+        run_dir.starts_with(&second),
+        "reports {}",
+        run_dir.display()
+    );
+    assert!(run_dir.join("checkpoint.safetensors").is_file());
+    for d in [data, second] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
