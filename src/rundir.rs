@@ -100,6 +100,25 @@ pub struct JobSpec {
     pub threads: usize,
 }
 
+impl JobSpec {
+    /// A single-writer job named by `--out` that tracks its state, with no `--force`, on the
+    /// current thread pool: the common case; change fields with struct update syntax.
+    pub fn new(kind: &'static str, key: String, description: String, reuse: Reuse) -> Self {
+        JobSpec {
+            kind,
+            key,
+            description,
+            reuse,
+            force: false,
+            option: "out",
+            legacy_file: None,
+            lock_name: None,
+            track_state: true,
+            threads: rayon::current_num_threads(),
+        }
+    }
+}
+
 /// An open job folder: locked, marked, ready to write.
 #[derive(Debug)]
 pub struct JobDir {
@@ -385,16 +404,8 @@ mod tests {
 
     fn spec(kind: &'static str, key: &str, reuse: Reuse, force: bool) -> JobSpec {
         JobSpec {
-            kind,
-            key: key.into(),
-            description: format!("{kind} {key}"),
-            reuse,
             force,
-            option: "out",
-            legacy_file: None,
-            lock_name: None,
-            track_state: true,
-            threads: 1,
+            ..JobSpec::new(kind, key.into(), format!("{kind} {key}"), reuse)
         }
     }
 

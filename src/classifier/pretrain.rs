@@ -397,19 +397,18 @@ pub fn pretrain(
     let mut job = JobDir::open(
         &run_dir,
         &JobSpec {
-            kind: "pretrain",
-            key: spec.key(),
-            description: format!(
-                "pretraining of {} ({} epochs)",
-                spec.dataset, spec.train.epochs
-            ),
-            reuse: Reuse::Resume,
             force: options.force,
             option: "checkpoints",
             legacy_file: Some(CHECKPOINT),
-            lock_name: None,
-            track_state: true,
-            threads: rayon::current_num_threads(),
+            ..JobSpec::new(
+                "pretrain",
+                spec.key(),
+                format!(
+                    "pretraining of {} ({} epochs)",
+                    spec.dataset, spec.train.epochs
+                ),
+                Reuse::Resume,
+            )
         },
     )?;
     let result = pretrain_in(spec, options, &run_dir, observe);

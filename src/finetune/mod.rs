@@ -888,19 +888,15 @@ pub fn finetune(
     let mut job = JobDir::open(
         &dir,
         &JobSpec {
-            kind: "finetune",
-            key: grid_key.clone(),
-            description: format!(
-                "finetune table of {} (n {:?}, eta {:?}, {} seeds)",
-                spec.dataset, plan.ns, plan.etas, plan.seeds
-            ),
-            reuse: Reuse::Resume,
-            force: false,
-            option: "out",
-            legacy_file: None,
-            lock_name: None,
-            track_state: true,
-            threads: rayon::current_num_threads(),
+            ..JobSpec::new(
+                "finetune",
+                grid_key.clone(),
+                format!(
+                    "finetune table of {} (n {:?}, eta {:?}, {} seeds)",
+                    spec.dataset, plan.ns, plan.etas, plan.seeds
+                ),
+                Reuse::Resume,
+            )
         },
     )?;
     let experiment = Experiment {

@@ -199,24 +199,25 @@ pub fn prepare_dir(
     let job = JobDir::open(
         dir,
         &JobSpec {
-            kind: "sweep",
-            key: rundir::job_key(&defining),
-            description: format!(
-                "sweep of {} runs over {}",
-                spec.len(),
-                if axes.is_empty() {
-                    "no axis".to_string()
-                } else {
-                    axes.join(", ")
-                }
-            ),
-            reuse: Reuse::Resume,
             force,
-            option: "out",
             legacy_file: Some(SPEC_FILE),
             lock_name: Some(format!(".lock-{results_name}")),
             track_state: false,
             threads,
+            ..JobSpec::new(
+                "sweep",
+                rundir::job_key(&defining),
+                format!(
+                    "sweep of {} runs over {}",
+                    spec.len(),
+                    if axes.is_empty() {
+                        "no axis".to_string()
+                    } else {
+                        axes.join(", ")
+                    }
+                ),
+                Reuse::Resume,
+            )
         },
     )?;
     let path = dir.join(SPEC_FILE);

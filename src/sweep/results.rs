@@ -571,16 +571,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path, force: bool) -> Result<MergeReport> {
     let mut job = JobDir::open(
         out,
         &JobSpec {
-            kind: "merge",
-            key: crate::rundir::job_key(&defining),
-            description: format!("merge of a sweep of {} runs", planned.len()),
-            reuse: Reuse::Replace,
             force,
-            option: "out",
-            legacy_file: None,
-            lock_name: None,
-            track_state: true,
-            threads: 1,
+            ..JobSpec::new(
+                "merge",
+                crate::rundir::job_key(&defining),
+                format!("merge of a sweep of {} runs", planned.len()),
+                Reuse::Replace,
+            )
         },
     )?;
     write_spec(out, &spec, 1)?;

@@ -49,19 +49,16 @@ pub fn export_data(mut config: RunConfig, dir: &Path, force: bool) -> Result<Run
     let mut job = JobDir::open(
         dir,
         &JobSpec {
-            kind: "export",
-            key: rundir::job_key(&defining),
-            description: format!(
-                "export n={} T={} d={} test={} seed={}",
-                n, t, d, m, config.seed
-            ),
-            reuse: Reuse::Refuse,
             force,
-            option: "out",
-            legacy_file: None,
-            lock_name: None,
-            track_state: true,
-            threads: 1,
+            ..JobSpec::new(
+                "export",
+                rundir::job_key(&defining),
+                format!(
+                    "export n={} T={} d={} test={} seed={}",
+                    n, t, d, m, config.seed
+                ),
+                Reuse::Refuse,
+            )
         },
     )?;
     let result = write_export(&mut config, dir);

@@ -156,26 +156,23 @@ pub(crate) fn open_run_dir(
     let job = JobDir::open(
         &path,
         &JobSpec {
-            kind: "run",
-            key: rundir::job_key(&defining),
-            description: format!(
-                "run n={} T={} d={} ||mu||={} rho={} eta={} seed={} ({} steps)",
-                config.samples,
-                config.tokens,
-                config.dim,
-                config.signal_norm,
-                config.rho,
-                config.eta,
-                config.seed,
-                config.steps
-            ),
-            reuse: Reuse::Refuse,
             force,
-            option: "out",
-            legacy_file: None,
-            lock_name: None,
-            track_state: true,
-            threads: rayon::current_num_threads(),
+            ..JobSpec::new(
+                "run",
+                rundir::job_key(&defining),
+                format!(
+                    "run n={} T={} d={} ||mu||={} rho={} eta={} seed={} ({} steps)",
+                    config.samples,
+                    config.tokens,
+                    config.dim,
+                    config.signal_norm,
+                    config.rho,
+                    config.eta,
+                    config.seed,
+                    config.steps
+                ),
+                Reuse::Refuse,
+            )
         },
     )?;
     file.provenance = Some(Provenance::capture(rayon::current_num_threads()));
