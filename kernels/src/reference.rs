@@ -391,12 +391,71 @@ pub fn attention_forward(
             }
             let p = &mut probs[(b * heads + h) * seq * seq..][..seq * seq];
             softmax_rows(seq, &scores, p);
-            for i in 0..seq {
-                for t in 0..dh {
-                    context[(b * seq + i) * d + h * dh + t] =
-                        (0..seq).map(|j| p[i * seq + j] * at(b, j, 2, h, t)).sum();
-                }
-            }
+            attention_context(shape, b, h, qkv, p, Terms::Signed, context);
+        }
+    }
+}
+
+/// Which sum the reference attention computes: the value itself, or the sum of the absolute
+/// values of its terms, with each difference counted as a sum. A length-n reduction in floating
+/// point errs by at most about `n eps / 2` of its absolute-term sum, so the second is the scale
+/// a kernel's rounding error is measured against; the value alone can cancel far below it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Terms {
+    Signed,
+    Absolute,
+}
+
+impl Terms {
+    fn of(self, x: f64) -> f64 {
+        match self {
+            Terms::Signed => x,
+            Terms::Absolute => x.abs(),
+        }
+    }
+
+    fn minus(self, a: f64, b: f64) -> f64 {
+        match self {
+            Terms::Signed => a - b,
+            Terms::Absolute => a + b,
+        }
+    }
+}
+
+/// `C = P V` for sample `b`, head `h`, from that head's probabilities `p` (`[S, S]`).
+fn attention_context(
+    shape: crate::attention::AttentionShape,
+    b: usize,
+    h: usize,
+    qkv: &[f64],
+    p: &[f64],
+    terms: Terms,
+    context: &mut [f64],
+) {
+    let (seq, dh) = (shape.seq, shape.head_dim);
+    let d = shape.heads * dh;
+    for i in 0..seq {
+        for t in 0..dh {
+            context[(b * seq + i) * d + h * dh + t] = (0..seq)
+                .map(|j| p[i * seq + j] * terms.of(qkv[(b * seq + j) * 3 * d + 2 * d + h * dh + t]))
+                .sum();
+        }
+    }
+}
+
+/// The rounding scale of [`attention_forward`]'s `context` (see [`Terms`]): `sum_j P_ij |V_j|`
+/// from the reference probabilities `probs`.
+pub fn attention_context_magnitude(
+    shape: crate::attention::AttentionShape,
+    qkv: &[f64],
+    probs: &[f64],
+    context: &mut [f64],
+) {
+    let seq = shape.seq;
+    for b in 0..shape.batch {
+        for h in 0..shape.heads {
+            let p = &probs[(b * shape.heads + h) * seq * seq..][..seq * seq];
+            attention_context(shape, b, h, qkv, p, Terms::Absolute, context);
         }
     }
 }
@@ -410,6 +469,52 @@ pub fn attention_backward(
     probs: &[f64],
     dcontext: &[f64],
     beta: f64,
+    dqkv: &mut [f64],
+) {
+    attention_backward_terms(
+        shape,
+        scale,
+        qkv,
+        probs,
+        dcontext,
+        beta,
+        Terms::Signed,
+        dqkv,
+    );
+}
+
+/// The rounding scale of [`attention_backward`]'s `dqkv` (see [`Terms`]): the same sums over
+/// absolute terms, `dP - <P, dP>` counted as `|dP| + <P, |dP|>`, `beta dqkv` as `|beta dqkv|`.
+pub fn attention_backward_magnitude(
+    shape: crate::attention::AttentionShape,
+    scale: f64,
+    qkv: &[f64],
+    probs: &[f64],
+    dcontext: &[f64],
+    beta: f64,
+    dqkv: &mut [f64],
+) {
+    attention_backward_terms(
+        shape,
+        scale,
+        qkv,
+        probs,
+        dcontext,
+        beta,
+        Terms::Absolute,
+        dqkv,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_backward_terms(
+    shape: crate::attention::AttentionShape,
+    scale: f64,
+    qkv: &[f64],
+    probs: &[f64],
+    dcontext: &[f64],
+    beta: f64,
+    terms: Terms,
     dqkv: &mut [f64],
 ) {
     let crate::attention::AttentionShape {
@@ -426,31 +531,30 @@ pub fn attention_backward(
     for b in 0..batch {
         for h in 0..heads {
             let p = &probs[(b * heads + h) * seq * seq..][..seq * seq];
-            let g = |i: usize, t: usize| dcontext[(b * seq + i) * d + h * dh + t];
+            let g = |i: usize, t: usize| terms.of(dcontext[(b * seq + i) * d + h * dh + t]);
+            let x = |b: usize, i: usize, part: usize, h: usize, t: usize| {
+                terms.of(qkv[index(b, i, part, h, t)])
+            };
             for i in 0..seq {
                 let dp: Vec<f64> = (0..seq)
-                    .map(|j| (0..dh).map(|t| g(i, t) * qkv[index(b, j, 2, h, t)]).sum())
+                    .map(|j| (0..dh).map(|t| g(i, t) * x(b, j, 2, h, t)).sum())
                     .collect();
                 let inner: f64 = (0..seq).map(|j| p[i * seq + j] * dp[j]).sum();
                 for j in 0..seq {
-                    dz[i * seq + j] = scale * p[i * seq + j] * (dp[j] - inner);
+                    dz[i * seq + j] = terms.of(scale) * p[i * seq + j] * terms.minus(dp[j], inner);
                 }
             }
             for i in 0..seq {
                 for t in 0..dh {
-                    let dq: f64 = (0..seq)
-                        .map(|j| dz[i * seq + j] * qkv[index(b, j, 1, h, t)])
-                        .sum();
-                    let dk: f64 = (0..seq)
-                        .map(|j| dz[j * seq + i] * qkv[index(b, j, 0, h, t)])
-                        .sum();
+                    let dq: f64 = (0..seq).map(|j| dz[i * seq + j] * x(b, j, 1, h, t)).sum();
+                    let dk: f64 = (0..seq).map(|j| dz[j * seq + i] * x(b, j, 0, h, t)).sum();
                     let dv: f64 = (0..seq).map(|j| p[j * seq + i] * g(j, t)).sum();
                     for (part, value) in [(0, dq), (1, dk), (2, dv)] {
                         let o = &mut dqkv[index(b, i, part, h, t)];
                         *o = if beta == 0.0 {
                             value
                         } else {
-                            value + beta * *o
+                            value + terms.of(beta * *o)
                         };
                     }
                 }

@@ -4,8 +4,8 @@
 //! `dh` (a score, or `dP`) and one of length `S` (the softmax sum, the products with `P` or
 //! `dZ`). A length-n reduction errs by at most about `n eps / 2` relative to its absolute-term
 //! sum, and a score error `e` perturbs the probabilities by a relative `e` (softmax is
-//! 1-Lipschitz in that sense), so `tol = 8 (S + dh + 16) eps` relative to the largest reference
-//! magnitude of the same output covers the worst case with room; an indexing, masking or
+//! 1-Lipschitz in that sense), so `tol = 8 (S + dh + 16) eps` relative to the largest
+//! absolute-term sum of the same output covers the worst case with room; an indexing, masking or
 //! formula error is O(1) and fails by orders of magnitude. For f32 at S = 65, dh = 17 that is
 //! 9e-5; for f64 2e-13.
 //!
@@ -20,10 +20,12 @@ use rand_chacha::ChaCha8Rng;
 mod common;
 use common::{assert_close, bits, pool, random, widen};
 
-/// `|got - want| <= tol (|want| + max |want|)` element by element (NaN only where the
-/// reference has NaN).
-fn assert_scaled_close<T: Float>(what: &str, got: &[T], want: &[f64], tol: f64) {
-    let scale = want
+/// `|got - want| <= tol (|want| + max magnitude)` element by element (NaN only where the
+/// reference has NaN), `magnitude` the reference's absolute-term sums
+/// ([`reference::Terms::Absolute`]): outputs that cancel to far below their terms are still
+/// measured against the terms' scale, which is what their rounding error scales with.
+fn assert_scaled_close<T: Float>(what: &str, got: &[T], want: &[f64], magnitude: &[f64], tol: f64) {
+    let scale = magnitude
         .iter()
         .filter(|w| w.is_finite())
         .fold(0.0f64, |m, w| m.max(w.abs()));
@@ -104,21 +106,51 @@ impl<T: Float> Problem<T> {
 
 fn check<T: Float>(rng: &mut ChaCha8Rng, shape: AttentionShape, mask: Mask, beta: f64) {
     let problem = Problem::<T>::new(rng, shape, mask);
-    let what = format!("{shape:?} {mask:?} beta {beta}");
-    let (probs, context) = problem.forward();
-    let (want_probs, want_context) = problem.reference_forward();
-    let tol = problem.tol();
-    assert_scaled_close(&format!("probs {what}"), &probs, &want_probs, tol);
-    assert_scaled_close(&format!("context {what}"), &context, &want_context, tol);
-
-    // The backward from the kernel's own probabilities (what the autodiff op does), against the
-    // reference from the same probabilities.
     let initial: Vec<T> = if beta == 0.0 {
         vec![T::from_f64(f64::NAN); shape.qkv_len()]
     } else {
         random(rng, shape.qkv_len(), 1.0)
     };
-    let mut dqkv = initial.clone();
+    check_problem(
+        &problem,
+        &initial,
+        beta,
+        &format!("{shape:?} {mask:?} beta {beta}"),
+    );
+}
+
+/// The kernels' forward and backward against the reference on one problem, the backward
+/// accumulating into `initial` with `beta`.
+fn check_problem<T: Float>(problem: &Problem<T>, initial: &[T], beta: f64, what: &str) {
+    let shape = problem.shape;
+    let (probs, context) = problem.forward();
+    let (want_probs, want_context) = problem.reference_forward();
+    let tol = problem.tol();
+    let mut context_terms = vec![0.0; shape.context_len()];
+    reference::attention_context_magnitude(
+        shape,
+        &widen(&problem.qkv),
+        &want_probs,
+        &mut context_terms,
+    );
+    assert_scaled_close(
+        &format!("probs {what}"),
+        &probs,
+        &want_probs,
+        &want_probs,
+        tol,
+    );
+    assert_scaled_close(
+        &format!("context {what}"),
+        &context,
+        &want_context,
+        &context_terms,
+        tol,
+    );
+
+    // The backward from the kernel's own probabilities (what the autodiff op does), against the
+    // reference from the same probabilities.
+    let mut dqkv = initial.to_vec();
     attention_backward(
         shape,
         problem.scale,
@@ -128,17 +160,18 @@ fn check<T: Float>(rng: &mut ChaCha8Rng, shape: AttentionShape, mask: Mask, beta
         T::from_f64(beta),
         &mut dqkv,
     );
-    let mut want = widen(&initial);
-    reference::attention_backward(
-        shape,
+    let backward_args = (
         problem.scale.to_f64(),
-        &widen(&problem.qkv),
-        &widen(&probs),
-        &widen(&problem.dcontext),
-        beta,
-        &mut want,
+        widen(&problem.qkv),
+        widen(&probs),
+        widen(&problem.dcontext),
     );
-    assert_scaled_close(&format!("dqkv {what}"), &dqkv, &want, tol);
+    let (scale, qkv, p, dcontext) = &backward_args;
+    let mut want = widen(initial);
+    reference::attention_backward(shape, *scale, qkv, p, dcontext, beta, &mut want);
+    let mut want_terms = widen(initial);
+    reference::attention_backward_magnitude(shape, *scale, qkv, p, dcontext, beta, &mut want_terms);
+    assert_scaled_close(&format!("dqkv {what}"), &dqkv, &want, &want_terms, tol);
     if let Some(real) = &problem.real {
         // Masked keys get probability exactly 0; a sample without real keys is all zeros.
         let (b, s, h) = (shape.batch, shape.seq, shape.heads);
@@ -214,6 +247,52 @@ fn large_heads() {
     };
     check::<f32>(&mut rng, shape, Mask::Random, 0.0);
     check::<f64>(&mut rng, shape, Mask::None, 1.0);
+}
+
+/// One head of width 1 whose three real keys' values cancel under the probabilities: the context
+/// is about 1e-8 while its terms are about 1e-2, so the error allowed is set by the terms. Found
+/// by the `attention` fuzz target.
+#[test]
+fn cancelling_outputs_are_measured_against_their_terms() {
+    let shape = AttentionShape {
+        batch: 1,
+        seq: 12,
+        heads: 1,
+        head_dim: 1,
+    };
+    let value = |i: usize| -1.0 / 32.0 + (i % 7) as f64 / 64.0;
+    let qkv: Vec<f32> = (0..shape.qkv_len()).map(|i| value(i) as f32).collect();
+    let real: Vec<bool> = (0..shape.seq).map(|j| [1, 2, 4].contains(&j)).collect();
+    let problem = Problem {
+        shape,
+        scale: 1.0f32,
+        qkv,
+        real: Some(real),
+        dcontext: (0..shape.context_len())
+            .map(|i| value(i + 3) as f32)
+            .collect(),
+    };
+    let (mut probs, mut context) = (vec![0.0; shape.probs_len()], vec![0.0; shape.context_len()]);
+    let real = problem.real.as_deref();
+    reference::attention_forward(
+        shape,
+        1.0,
+        &widen(&problem.qkv),
+        real,
+        &mut probs,
+        &mut context,
+    );
+    let mut terms = vec![0.0; shape.context_len()];
+    reference::attention_context_magnitude(shape, &widen(&problem.qkv), &probs, &mut terms);
+    let largest = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(
+        largest(&context) < 1e-4 * largest(&terms),
+        "the context should cancel: {} against terms {}",
+        largest(&context),
+        largest(&terms)
+    );
+    let initial: Vec<f32> = (0..shape.qkv_len()).map(|i| value(i + 5) as f32).collect();
+    for_each_variant(|_| check_problem(&problem, &initial, 0.5, "cancelling context"));
 }
 
 #[test]
