@@ -6,6 +6,7 @@
 
 pub mod autodiff;
 pub mod bench;
+pub mod boundary;
 pub mod classifier;
 pub mod cpu;
 pub mod error;

@@ -24,7 +24,8 @@ use crate::{Error, Result};
 /// One curve of a panel.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
-    /// Legend entry; empty for no entry.
+    /// Legend entry; empty for no entry. A series without one is drawn in the colour of the
+    /// labelled series before it (error bars after their curve).
     pub label: String,
     /// Points in data coordinates, drawn in order. Non-finite points break the line.
     pub points: Vec<(f64, f64)>,
@@ -507,8 +508,12 @@ where
         .map_err(text)?;
 
     let mut any_label = false;
-    for (k, (series, runs)) in panel.series.iter().zip(runs).enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
+    let mut labelled = 0usize;
+    for (series, runs) in panel.series.iter().zip(runs) {
+        if !series.label.is_empty() {
+            labelled += 1;
+        }
+        let color = PALETTE[labelled.saturating_sub(1) % PALETTE.len()];
         let style = line_style(color, 2 * scale);
         // An empty series carries the legend entry, so a curve with no drawable point still
         // appears in the legend (and its absence from the plot is visible).

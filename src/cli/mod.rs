@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod boundary;
 mod data;
 mod finetune;
 mod gradcheck;
@@ -37,6 +38,9 @@ enum Command {
     Data(data::DataCommand),
     /// Run a grid of synthetic runs (in parallel, resumable, shardable) and draw phase diagrams.
     Sweep(Box<sweep::SweepArgs>),
+    /// Measure the two phase boundaries (harmful|benign, benign|not overfitting) over a grid of
+    /// d and n, with bootstrap intervals and a power-law fit against the theory's slopes.
+    Boundary(Box<boundary::BoundaryArgs>),
     /// Re-render a sweep's results.csv and heatmaps from its saved results.
     Plot(plot::PlotArgs),
     /// Train (or reuse) a transformer classifier on a real dataset; prints train/test accuracy.
@@ -55,6 +59,7 @@ pub fn main() -> i32 {
         Command::Bench(args) => bench::execute(args),
         Command::Gradcheck(args) => gradcheck::execute(args),
         Command::Run(args) => run::execute(*args),
+        Command::Boundary(args) => boundary::execute(*args),
         Command::Data(args) => data::execute(args),
         Command::Sweep(args) => sweep::execute(*args),
         Command::Plot(args) => plot::execute(args),

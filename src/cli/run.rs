@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// anyway for loaded test sets and a test set drawn with the training seed.
     #[arg(long, value_enum, default_value_t = TestDraw::Subspace)]
     pub test_draw: TestDraw,
+    /// A `benign boundary` fit.json whose measured boundaries predict the regime
+    /// [default: the built-in calibration, assets/calibration/boundary-fit.json].
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
     /// Output directory [default: runs/<UTC time>-<id>].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -115,6 +119,11 @@ pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
 }
 
 pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
+    if let Some(path) = &args.calibration {
+        benign::boundary::calibration::install(benign::boundary::calibration::Calibration::read(
+            path,
+        )?)?;
+    }
     if let Some(path) = &args.config {
         // The saved run's data directory and initial W, unless given again.
         let saved = read_saved_run(path)?;

@@ -5,6 +5,7 @@
 //! renamed over the destination. A reader therefore sees either the old file or the complete new
 //! one, never a half-written one, even if the process is killed mid-write.
 
+pub mod jsonl;
 pub mod npy;
 pub mod table;
 

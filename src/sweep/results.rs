@@ -1,18 +1,18 @@
 //! Result records: one JSON line per finished run, appended durably; the flat CSV; merging.
 //!
-//! A line is written with one `write` on a file opened for appending, then `fsync`ed, and ends
-//! with `"complete":true` followed by a newline. A process killed mid-write leaves at most one
-//! torn last line, which readers ignore and [`ResultsFile::open`] cuts off before appending, so
-//! a restarted sweep neither loses nor duplicates a finished run.
+//! Lines are appended durably by [`crate::io::jsonl`] and end with `"complete":true`: a process
+//! killed mid-write leaves at most one torn last line, which readers ignore and
+//! [`ResultsFile::open`] cuts off before appending, so a restarted sweep neither loses nor
+//! duplicates a finished run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::io::jsonl::{self, io_err};
 use crate::provenance::Provenance;
 use crate::rundir::{JobDir, JobSpec, Reuse};
 use crate::synthetic::metrics::EvalRecord;
@@ -134,147 +134,22 @@ pub struct RunRecord {
 /// Parses a results file's text: complete records and the number of ignored (torn or foreign)
 /// lines.
 pub fn parse_records(text: &str) -> (Vec<RunRecord>, usize) {
-    let mut records = Vec::new();
-    let mut ignored = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<RunRecord>(line) {
-            Ok(r) if r.complete => records.push(r),
-            _ => ignored += 1,
-        }
-    }
-    (records, ignored)
-}
-
-/// The complete records of a results file's text, and the 1-based numbers of the lines that are
-/// not records (corrupted by a crash of the file system, a stray edit, a foreign writer). Blank
-/// lines are neither.
-fn split_records(text: &str) -> (Vec<RunRecord>, Vec<usize>) {
-    let mut records = Vec::new();
-    let mut corrupt = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<RunRecord>(line) {
-            Ok(r) if r.complete => records.push(r),
-            _ => corrupt.push(i + 1),
-        }
-    }
-    (records, corrupt)
-}
-
-/// Moves the corrupt lines of a results file to `<file>.corrupt` (appended, each with its line
-/// number), rewrites the file without them so their runs are done again, warns, and reopens it.
-fn set_aside(
-    path: &Path,
-    text: &str,
-    corrupt: &[usize],
-    reopen: impl Fn() -> Result<File>,
-) -> Result<File> {
-    let mut aside_name = path.as_os_str().to_owned();
-    aside_name.push(".corrupt");
-    let aside = PathBuf::from(aside_name);
-    let mut kept = String::with_capacity(text.len());
-    let mut moved = String::new();
-    for (i, line) in text.lines().enumerate() {
-        if corrupt.contains(&(i + 1)) {
-            moved.push_str(&format!("line {}: {line}\n", i + 1));
-        } else if !line.trim().is_empty() {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&aside)
-        .and_then(|mut f| f.write_all(moved.as_bytes()).and_then(|()| f.sync_all()))
-        .map_err(io_err(&aside))?;
-    io::write_atomic(path, kept.as_bytes())?;
-    let shown: Vec<String> = corrupt.iter().take(10).map(usize::to_string).collect();
-    log::warn!(
-        "{}: {} corrupt line(s) ({}{}) moved to {}; their runs will be done again",
-        path.display(),
-        corrupt.len(),
-        shown.join(", "),
-        if corrupt.len() > 10 { ", ..." } else { "" },
-        aside.display()
-    );
-    reopen()
+    jsonl::parse_records(text)
 }
 
 /// Reads the complete records of a results file (missing file: none).
 pub fn read_records(path: &Path) -> Result<(Vec<RunRecord>, usize)> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(parse_records(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), 0)),
-        Err(source) => Err(Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+    jsonl::read_records(path)
+}
+
+impl jsonl::Record for RunRecord {
+    fn complete(&self) -> bool {
+        self.complete
     }
 }
 
 /// An append-only results file.
-pub struct ResultsFile {
-    path: PathBuf,
-    file: File,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-impl ResultsFile {
-    /// Opens (creating) `path` for appending, after cutting a torn last line (bytes after the
-    /// last newline) so the next record starts on a line of its own. Returns the file and the
-    /// complete records already in it.
-    pub fn open(path: &Path) -> Result<(Self, Vec<RunRecord>)> {
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(path)
-                .map_err(io_err(path))
-        };
-        let mut file = open()?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err(path))?;
-        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-        if keep < bytes.len() {
-            file.set_len(keep as u64).map_err(io_err(path))?;
-            file.sync_all().map_err(io_err(path))?;
-        }
-        let text = String::from_utf8_lossy(&bytes[..keep]).into_owned();
-        let (records, corrupt) = split_records(&text);
-        if !corrupt.is_empty() {
-            file = set_aside(path, &text, &corrupt, open)?;
-        }
-        file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
-        Ok((
-            ResultsFile {
-                path: path.to_path_buf(),
-                file,
-            },
-            records,
-        ))
-    }
-
-    /// Appends one record as a single write, then fsyncs.
-    pub fn append(&mut self, record: &RunRecord) -> Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(|e| Error::Format {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        line.push(b'\n');
-        self.file.write_all(&line).map_err(io_err(&self.path))?;
-        self.file.sync_data().map_err(io_err(&self.path))
-    }
-}
+pub type ResultsFile = jsonl::RecordFile<RunRecord>;
 
 /// Every results file in a directory (`results.jsonl` and the shard files), sorted by name.
 pub fn results_files(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -913,15 +913,25 @@ pub fn human_summary(result: &RunResult) -> String {
         "reference train loss: benign {:.3}, not overfitting {:.3} (clean fit {:.3}, noisy fit {:.3}, noisy unfit {:.3})",
         l.benign_train_loss, l.not_overfitting_train_loss, l.clean_fitted_by_relevant, l.noisy_fitted_by_weak_other, l.noisy_unfitted
     );
+    let t = &s.theory;
+    let basis = match (t.snr_harmful_benign, t.snr_benign_not_overfitting) {
+        (Some(lower), Some(upper)) => format!(
+            "from the measured boundaries (harmful|benign at SNR {lower:.4}, benign|not overfitting at {upper:.4}; {})",
+            t.calibration
+        ),
+        _ => format!(
+            "by the bare orders (n^-1/2 {:.4}, d^-1/4 {:.4}; calibration {})",
+            t.n_pow_minus_half, t.d_pow_minus_quarter, t.calibration
+        ),
+    };
     let _ = writeln!(
         out,
-        "SNR {:.4} (n^-1/2 {:.4}, d^-1/4 {:.4}): predicted {}, observed {}; all samples fitted from step {}",
-        s.theory.snr,
-        s.theory.n_pow_minus_half,
-        s.theory.d_pow_minus_quarter,
-        s.theory.predicted,
+        "SNR {:.4}: predicted {} {basis}; observed {}; all samples fitted from step {}",
+        t.snr,
+        t.predicted,
         s.observed_regime,
-        s.first_all_fitted_step.map_or("never".into(), |v| v.to_string())
+        s.first_all_fitted_step
+            .map_or("never".into(), |v| v.to_string())
     );
     let _ = write!(
         out,

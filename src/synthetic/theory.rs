@@ -1,10 +1,16 @@
 //! What the theory predicts for a configuration, and the regime a finished run shows.
 //!
-//! The paper's conditions are asymptotic orders (constants unknown), so the predicted regime is
-//! only a rough guide: with `SNR = ||mu|| / (sigma sqrt(d))`,
+//! The paper's conditions are asymptotic orders (constants unknown): with
+//! `SNR = ||mu|| / (sigma sqrt(d))`,
 //! - `SNR >= n^(-1/2)`: not overfitting (the signal dominates, noisy samples are not fitted);
 //! - else `SNR <= d^(-1/4)`: harmful overfitting;
 //! - else (`d^(-1/4) < SNR < n^(-1/2)`): benign overfitting.
+//!
+//! With the constants set to 1 these *bare orders* are only a rough guide (at the paper's
+//! default they predict "not overfitting" for a run that is benign). So the prediction uses the
+//! boundaries measured by `benign boundary` when a calibration describes the run's protocol
+//! (`crate::boundary::calibration`), the same rule with `SNR*` in place of the orders, and says
+//! which it used.
 //!
 //! The observed regime of a finished run uses the final metrics:
 //! - all training samples fitted and test accuracy >= [`GOOD_TEST_ACCURACY`]: benign overfitting
@@ -42,36 +48,96 @@ impl std::fmt::Display for Regime {
     }
 }
 
-/// The signal-to-noise ratio and the two thresholds of the theory.
+/// What the prediction was based on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PredictionBasis {
+    /// The boundaries measured by `benign boundary` (a calibration, `crate::boundary::calibration`).
+    Calibrated,
+    /// The asymptotic orders with their unknown constants set to 1.
+    BareOrders,
+}
+
+/// The signal-to-noise ratio, the theory's two thresholds, and the predicted regime.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub snr: f64,
     pub n_pow_minus_half: f64,
     pub d_pow_minus_quarter: f64,
+    /// From the calibrated boundaries when a calibration describes this run's protocol, else
+    /// from the bare orders.
     pub predicted: Regime,
+    pub basis: PredictionBasis,
+    /// The bare orders' regime, always.
+    pub predicted_by_orders: Regime,
+    /// The calibrated boundary SNRs at this (d, n), when calibrated.
+    pub snr_harmful_benign: Option<f64>,
+    pub snr_benign_not_overfitting: Option<f64>,
+    /// The calibration used, or why none applies; and whether (d, n) was extrapolated.
+    pub calibration: String,
     pub rule: String,
 }
 
-/// The prediction for a configuration.
-pub fn predict(config: &RunConfig) -> Prediction {
-    let snr = config.signal_norm / (config.sigma * (config.dim as f64).sqrt());
-    let n_bound = (config.samples as f64).powf(-0.5);
-    let d_bound = (config.dim as f64).powf(-0.25);
-    let predicted = if snr >= n_bound {
+/// The regime of `snr` between a lower (harmful|benign) and an upper (benign|not overfitting)
+/// boundary.
+fn regime_between(snr: f64, lower: f64, upper: f64) -> Regime {
+    if snr >= upper {
         Regime::NotOverfitting
-    } else if snr <= d_bound {
+    } else if snr <= lower {
         Regime::HarmfulOverfitting
     } else {
         Regime::BenignOverfitting
-    };
-    Prediction {
-        snr,
-        n_pow_minus_half: n_bound,
-        d_pow_minus_quarter: d_bound,
-        predicted,
-        rule: "SNR >= n^-1/2: not overfitting; else SNR <= d^-1/4: harmful; else benign \
-               (asymptotic orders, constants unknown)"
-            .into(),
+    }
+}
+
+/// The prediction for a configuration, with the calibration in use
+/// ([`crate::boundary::calibration::current`]).
+pub fn predict(config: &RunConfig) -> Prediction {
+    predict_with(config, crate::boundary::calibration::current())
+}
+
+/// The prediction for a configuration with a given calibration.
+pub fn predict_with(
+    config: &RunConfig,
+    calibration: &crate::boundary::calibration::Calibration,
+) -> Prediction {
+    let snr = config.signal_norm / (config.sigma * (config.dim as f64).sqrt());
+    let n_bound = (config.samples as f64).powf(-0.5);
+    let d_bound = (config.dim as f64).powf(-0.25);
+    let by_orders = regime_between(snr, d_bound, n_bound);
+    let orders_rule = "SNR >= n^-1/2: not overfitting; else SNR <= d^-1/4: harmful; else benign \
+                       (asymptotic orders, constants unknown)";
+    match calibration.boundaries(config) {
+        Ok(b) => Prediction {
+            snr,
+            n_pow_minus_half: n_bound,
+            d_pow_minus_quarter: d_bound,
+            predicted: regime_between(snr, b.snr_harmful_benign, b.snr_benign_not_overfitting),
+            basis: PredictionBasis::Calibrated,
+            predicted_by_orders: by_orders,
+            snr_harmful_benign: Some(b.snr_harmful_benign),
+            snr_benign_not_overfitting: Some(b.snr_benign_not_overfitting),
+            calibration: match b.extrapolated {
+                Some(note) => format!("{} ({note})", calibration.source),
+                None => calibration.source.clone(),
+            },
+            rule: "SNR >= SNR*(benign|not overfitting): not overfitting; else SNR <= \
+                   SNR*(harmful|benign): harmful; else benign (boundaries measured by \
+                   `benign boundary`: medians over seeds at the calibration's horizon)"
+                .into(),
+        },
+        Err(why) => Prediction {
+            snr,
+            n_pow_minus_half: n_bound,
+            d_pow_minus_quarter: d_bound,
+            predicted: by_orders,
+            basis: PredictionBasis::BareOrders,
+            predicted_by_orders: by_orders,
+            snr_harmful_benign: None,
+            snr_benign_not_overfitting: None,
+            calibration: format!("not used ({}): {why}", calibration.source),
+            rule: orders_rule.into(),
+        },
     }
 }
 
@@ -145,14 +211,46 @@ mod tests {
     fn presets_predictions() {
         use super::super::config::Preset;
         assert_eq!(
-            predict(&RunConfig::preset(Preset::Harmful)).predicted,
+            predict(&RunConfig::preset(Preset::Harmful)).predicted_by_orders,
             Regime::HarmfulOverfitting
         );
         assert_eq!(
-            predict(&RunConfig::preset(Preset::LargeSignal)).predicted,
+            predict(&RunConfig::preset(Preset::LargeSignal)).predicted_by_orders,
             Regime::NotOverfitting
         );
         let snr = predict(&RunConfig::default()).snr;
         assert!((snr - 20.0 / 2000f64.sqrt()).abs() < 1e-12);
+    }
+
+    /// The calibrated rule: below the lower boundary harmful, above the upper one not
+    /// overfitting, benign between; the paper's default run (benign, docs/model.md) is predicted
+    /// benign by the built-in calibration, where the bare orders say "not overfitting".
+    #[test]
+    fn calibrated_predictions_follow_the_measured_boundaries() {
+        let default = predict(&RunConfig::default());
+        assert_eq!(default.basis, PredictionBasis::Calibrated, "{default:?}");
+        assert_eq!(default.predicted, Regime::BenignOverfitting, "{default:?}");
+        assert_eq!(default.predicted_by_orders, Regime::NotOverfitting);
+        let (lower, upper) = (
+            default.snr_harmful_benign.unwrap(),
+            default.snr_benign_not_overfitting.unwrap(),
+        );
+        let at = |snr: f64| {
+            let config = RunConfig {
+                signal_norm: snr * 2000f64.sqrt(),
+                ..RunConfig::default()
+            };
+            predict(&config).predicted
+        };
+        assert_eq!(at(lower * 0.9), Regime::HarmfulOverfitting);
+        assert_eq!(at(lower * 1.1), Regime::BenignOverfitting);
+        assert_eq!(at(upper * 0.9), Regime::BenignOverfitting);
+        assert_eq!(at(upper * 1.1), Regime::NotOverfitting);
+        let other = predict(&RunConfig {
+            rho: 0.3,
+            ..RunConfig::default()
+        });
+        assert_eq!(other.basis, PredictionBasis::BareOrders);
+        assert!(other.calibration.contains("rho"), "{other:?}");
     }
 }

@@ -3,6 +3,7 @@
 //! `cargo test --release --test integration run::` runs one area.
 
 mod autodiff;
+mod boundary;
 mod cli_bench;
 mod cluster;
 mod encoder;

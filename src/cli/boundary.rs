@@ -1,0 +1,318 @@
+//! `benign boundary`: the phase boundaries measured over a grid of (d, n) (library:
+//! `benign::boundary`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clap::Args;
+
+use benign::boundary::{self, report, BoundarySpec, Progress, StepScaling};
+use benign::sweep::Shard;
+use benign::synthetic::config::{InitKind, TrainerKind};
+use benign::synthetic::RunConfig;
+use benign::Error;
+
+use super::data::{DataArgs, TrainingArgs};
+use super::progress::{Field, LogArgs, Reporter};
+use super::threads::ThreadsArg;
+
+#[derive(Args)]
+pub struct BoundaryArgs {
+    /// Output directory (rerunning into it resumes; shards share it).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Dimensions: a list (`1000,20000`) or START:STOP:COUNT, COUNT values log-spaced from
+    /// START to STOP (`1e3:1e7:5`), rounded to whole numbers.
+    #[arg(long, default_value = "1e3:1e7:5")]
+    pub dims: String,
+    /// Training-set sizes n, in the same forms as --dims.
+    #[arg(long, default_value = "10,20,50")]
+    pub samples: String,
+    /// Seeds per (d, n).
+    #[arg(long, default_value_t = 16)]
+    pub seeds: usize,
+    /// The SNR range searched, LOW:HIGH (one scan point per decade, then bisection).
+    #[arg(long, default_value = "1e-3:1e2")]
+    pub snr_range: String,
+    /// Bisection steps inside the decade where a seed's regime switches (resolution 2^-steps
+    /// decades).
+    #[arg(long, default_value_t = 7)]
+    pub bisection_steps: usize,
+    /// Learning rate across d: per-dim holds lr sigma^2 d at its value at d = 2000 (lr = lr0 *
+    /// 2000 / d); fixed keeps lr0.
+    #[arg(long, value_enum, default_value_t = StepScaling::PerDim)]
+    pub step_scaling: StepScaling,
+    /// Bootstrap resamples for the 95% intervals.
+    #[arg(long, default_value_t = 2000)]
+    pub bootstrap: usize,
+    /// Do not run: write the estimates, table, fit and figure from the thresholds saved in --out.
+    #[arg(long)]
+    pub report: bool,
+    /// Run only shard i of N (i/N, 0-based) [default under a Slurm array: from its variables].
+    #[arg(long, value_name = "i/N")]
+    pub shard: Option<String>,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    /// Replace what --out holds, this measurement's own thresholds included.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not draw the figure.
+    #[arg(long)]
+    pub no_plot: bool,
+    /// Print the fits as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+}
+
+/// Parses a list of positive numbers or `START:STOP:COUNT` (log-spaced), for `option`.
+pub fn parse_sizes(option: &str, text: &str) -> Result<Vec<usize>, Error> {
+    let number = |s: &str| -> Result<f64, Error> {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 1.0 && *v <= 1e15)
+            .ok_or_else(|| {
+                Error::invalid(
+                    option,
+                    format!("`{s}` is not a number in 1..=1e15 (`{text}`)"),
+                )
+            })
+    };
+    let mut values: Vec<usize> =
+        if let [start, stop, count] = text.split(':').collect::<Vec<_>>()[..] {
+            let (start, stop) = (number(start)?, number(stop)?);
+            let count: usize = count
+                .trim()
+                .parse()
+                .ok()
+                .filter(|c| (1..=1000).contains(c))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        option,
+                        format!("COUNT `{count}` must be in 1..=1000 (`{text}`)"),
+                    )
+                })?;
+            if stop < start {
+                return Err(Error::invalid(
+                    option,
+                    format!("STOP below START in `{text}`"),
+                ));
+            }
+            if count == 1 {
+                vec![start.round() as usize]
+            } else {
+                (0..count)
+                    .map(|i| {
+                        let t = i as f64 / (count - 1) as f64;
+                        10f64
+                            .powf(start.log10() + t * (stop.log10() - start.log10()))
+                            .round() as usize
+                    })
+                    .collect()
+            }
+        } else if text.contains(':') {
+            return Err(Error::invalid(
+                option,
+                format!("`{text}`: expected v1,v2,... or START:STOP:COUNT"),
+            ));
+        } else {
+            text.split(',')
+                .map(|s| number(s).map(|v| v.round() as usize))
+                .collect::<Result<_, _>>()?
+        };
+    values.sort_unstable();
+    values.dedup();
+    Ok(values)
+}
+
+fn parse_range(text: &str) -> Result<(f64, f64), Error> {
+    let bad = || {
+        Error::invalid(
+            "snr-range",
+            format!("`{text}`: expected LOW:HIGH, 0 < LOW < HIGH"),
+        )
+    };
+    let (lo, hi) = text.split_once(':').ok_or_else(bad)?;
+    let lo: f64 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: f64 = hi.trim().parse().map_err(|_| bad())?;
+    Ok((lo, hi))
+}
+
+/// The measurement these arguments describe. The grid, the search and the seeds set `-d`, `-n`,
+/// `--signal-norm`, the test seed and the evaluation schedule; giving them is an error.
+fn spec_from(args: &BoundaryArgs) -> anyhow::Result<BoundarySpec> {
+    let set_by_grid = [
+        (args.data.dim.is_some(), "-d/--dim (use --dims)"),
+        (
+            args.data.samples.is_some(),
+            "-n/--samples (use --samples on boundary's grid)",
+        ),
+        (
+            args.data.signal_norm.is_some(),
+            "--signal-norm (the search sets it)",
+        ),
+        (args.data.preset.is_some(), "--preset"),
+        (
+            args.data.test_seed.is_some(),
+            "--test-seed (each seed draws its own test set)",
+        ),
+        (args.data.reference_compat, "--reference-compat"),
+        (
+            args.training.eval_every.is_some(),
+            "--eval-every (only the horizon is evaluated)",
+        ),
+    ];
+    if let Some((_, name)) = set_by_grid.iter().find(|(given, _)| *given) {
+        return Err(Error::invalid(
+            "boundary",
+            format!("{name} cannot be given to `benign boundary`: the measurement sets it"),
+        )
+        .into());
+    }
+    let mut base = RunConfig {
+        trainer: TrainerKind::Law,
+        init: InitKind::Gaussian,
+        ..RunConfig::default()
+    };
+    base = args.training.apply(args.data.apply(base));
+    let (snr_low, snr_high) = parse_range(&args.snr_range)?;
+    let spec = BoundarySpec {
+        base_seed: base.seed,
+        base,
+        dims: parse_sizes("dims", &args.dims)?,
+        samples: parse_sizes("samples", &args.samples)?,
+        seeds: args.seeds,
+        snr_low,
+        snr_high,
+        bisection_steps: args.bisection_steps,
+        step_scaling: args.step_scaling,
+        bootstrap: args.bootstrap,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+pub fn execute(args: BoundaryArgs) -> anyhow::Result<i32> {
+    if args.report {
+        return write_report(&args);
+    }
+    let spec = spec_from(&args)?;
+    let (shard, shard_source) = match &args.shard {
+        Some(text) => (Some(Shard::parse(text)?), "--shard"),
+        None => (Shard::from_slurm_env()?, "the Slurm array variables"),
+    };
+    let options = boundary::ExecOptions {
+        threads: args.threads.count(),
+        shard,
+        force: args.force,
+    };
+    benign::cpu::check_threads(options.threads)?;
+    let progress = Reporter::start(&args.log, "boundary", "searches", false);
+    if let Some(shard) = shard {
+        progress.event(
+            &format!("shard {} (from {shard_source})", shard.label()),
+            Vec::new(),
+        );
+    }
+    let failed = AtomicU64::new(0);
+    let on_progress = |event: &Progress| match event {
+        Progress::Planned { in_shard, skipped } => {
+            progress.set_total(*in_shard as u64, *skipped as u64);
+            if *skipped > 0 {
+                progress.event(
+                    &format!("resuming: {skipped} of {in_shard} searches already recorded"),
+                    Vec::new(),
+                );
+            }
+        }
+        Progress::Finished(record) => {
+            if let Some(error) = &record.error {
+                failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "search d={} n={} seed {} failed: {error}",
+                    record.dim,
+                    record.samples,
+                    record.seed_index
+                );
+            }
+            progress.increment(vec![
+                ("d", Field::Count(record.dim as u64)),
+                ("n", Field::Count(record.samples as u64)),
+                ("failed", Field::Count(failed.load(Ordering::Relaxed))),
+            ]);
+        }
+    };
+    let report = boundary::run_boundary(&spec, &args.out, &options, &on_progress);
+    progress.finish();
+    let report = report?;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "{} searches done ({} skipped as already recorded, {} failed) of {}{} in {:.1} s ({} threads); {} of {} recorded in {}",
+        report.ran,
+        report.skipped,
+        report.failed,
+        report.in_shard,
+        shard.map_or(String::new(), |s| format!(" in shard {}", s.label())),
+        report.wall_seconds,
+        report.threads,
+        report.recorded,
+        report.total,
+        args.out.display()
+    );
+    let status = finish(&args)?;
+    Ok(if report.failed > 0 { 1 } else { status })
+}
+
+fn write_report(args: &BoundaryArgs) -> anyhow::Result<i32> {
+    if !args.out.join(boundary::SPEC_FILE).exists() {
+        return Err(Error::invalid(
+            "out",
+            format!(
+                "{} holds no boundary measurement ({} is missing)",
+                args.out.display(),
+                boundary::SPEC_FILE
+            ),
+        )
+        .into());
+    }
+    finish(args)
+}
+
+/// Writes the estimates when every search is in; exit status 1 when the report had to say
+/// something is missing and `--report` asked for it.
+fn finish(args: &BoundaryArgs) -> anyhow::Result<i32> {
+    let mut stdout = std::io::stdout();
+    match report::finish(&args.out, !args.no_plot)? {
+        report::Finished::Incomplete { missing, total } => {
+            let _ = writeln!(
+                stdout,
+                "{} of {total} searches not yet recorded (first: {:?}); the estimates are written when every shard has finished (or with --report)",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
+            Ok(if args.report { 1 } else { 0 })
+        }
+        report::Finished::Written {
+            estimates,
+            files,
+            figure_error: _,
+        } => {
+            if args.json {
+                let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&estimates.fits)?);
+            } else {
+                let _ = write!(stdout, "{}", report::summary_text(&estimates));
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                let _ = writeln!(stdout, "wrote {}", names.join(", "));
+            }
+            Ok(0)
+        }
+    }
+}
