@@ -19,6 +19,8 @@ pub mod provenance;
 pub mod realdata;
 pub mod rundir;
 pub mod seed;
+#[cfg(test)]
+pub(crate) mod stats;
 pub mod sweep;
 pub mod synthetic;
 pub mod transformer;

@@ -579,82 +579,11 @@ mod tests {
     //! deliberately wrong laws.
 
     use super::*;
+    use crate::stats::{ks_test, mean_test};
     use crate::synthetic::data::{training_set, Signals};
     use crate::synthetic::init::InitSource;
     use crate::synthetic::subspace::orthonormal_basis;
     use crate::synthetic::{run, RunOptions};
-
-    /// `erfc` (Numerical Recipes' Chebyshev fit, relative error below 1.2e-7).
-    fn erfc(x: f64) -> f64 {
-        let z = x.abs();
-        let t = 1.0 / (1.0 + 0.5 * z);
-        let poly = -z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-        let ans = t * poly.exp();
-        if x >= 0.0 {
-            ans
-        } else {
-            2.0 - ans
-        }
-    }
-
-    /// Two-sided p-value of the difference of means over its standard error (normal).
-    fn mean_test(a: &[f64], b: &[f64]) -> f64 {
-        let stats = |v: &[f64]| {
-            let n = v.len() as f64;
-            let m = v.iter().sum::<f64>() / n;
-            let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
-            (m, var / n)
-        };
-        let ((ma, va), (mb, vb)) = (stats(a), stats(b));
-        let se = (va + vb).sqrt();
-        if se == 0.0 {
-            return if ma == mb { 1.0 } else { 0.0 };
-        }
-        erfc(((ma - mb) / se).abs() / std::f64::consts::SQRT_2)
-    }
-
-    /// Two-sample Kolmogorov-Smirnov: the statistic and its asymptotic p-value (with the
-    /// small-sample correction of Stephens). Ties make it conservative.
-    fn ks_test(a: &[f64], b: &[f64]) -> (f64, f64) {
-        let mut a = a.to_vec();
-        let mut b = b.to_vec();
-        a.sort_by(f64::total_cmp);
-        b.sort_by(f64::total_cmp);
-        let (na, nb) = (a.len() as f64, b.len() as f64);
-        let (mut i, mut j, mut dmax) = (0usize, 0usize, 0.0f64);
-        while i < a.len() && j < b.len() {
-            let x = a[i].min(b[j]);
-            while i < a.len() && a[i] <= x {
-                i += 1;
-            }
-            while j < b.len() && b[j] <= x {
-                j += 1;
-            }
-            dmax = dmax.max((i as f64 / na - j as f64 / nb).abs());
-        }
-        let ne = (na * nb / (na + nb)).sqrt();
-        let lambda = (ne + 0.12 + 0.11 / ne) * dmax;
-        let mut p = 0.0;
-        if lambda < 0.2 {
-            return (dmax, 1.0);
-        }
-        for k in 1..=100 {
-            let term = (-2.0 * (k * k) as f64 * lambda * lambda).exp();
-            p += if k % 2 == 1 { 2.0 * term } else { -2.0 * term };
-            if term < 1e-12 {
-                break;
-            }
-        }
-        (dmax, p.clamp(0.0, 1.0))
-    }
 
     const METRICS: [&str; 7] = [
         "train_loss",

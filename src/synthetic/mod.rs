@@ -11,6 +11,8 @@ pub mod dense;
 pub mod encoder;
 pub mod export;
 pub mod init;
+#[cfg(test)]
+mod init_compare;
 pub mod law;
 pub mod metrics;
 pub mod run;
