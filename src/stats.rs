@@ -86,14 +86,7 @@ pub(crate) fn ks_test(a: &[f64], b: &[f64]) -> (f64, f64) {
 
 /// The median (of a copy).
 pub(crate) fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        0.5 * (s[n / 2 - 1] + s[n / 2])
-    }
+    crate::boundary::estimate::median(&mut v.to_vec())
 }
 
 /// Brown-Forsythe test of equal spread: the mean test on each sample's absolute deviations
