@@ -60,29 +60,17 @@ use crate::io::jsonl::{self, RecordFile};
 use crate::provenance::Provenance;
 use crate::rundir::{self, JobDir, JobSpec, Reuse};
 use crate::sweep::Shard;
+pub use crate::synthetic::config::{StepScaling, REFERENCE_DIM};
 use crate::synthetic::theory::GOOD_TEST_ACCURACY;
 use crate::synthetic::{self, RunConfig, RunOptions};
 use crate::{io, Error, Result};
 
-/// The dimension whose default learning rate [`StepScaling::PerDim`] holds fixed: the paper's
-/// `d = 2000`.
-pub const REFERENCE_DIM: usize = 2000;
 /// The spec file of a boundary folder.
 pub const SPEC_FILE: &str = "boundary.json";
 /// The thresholds of an unsharded measurement.
 pub const THRESHOLDS_FILE: &str = "thresholds.jsonl";
 /// Most `(d, n, seed)` searches one measurement may plan.
 pub const MAX_SEARCHES: usize = 1_000_000;
-
-/// How the learning rate follows the dimension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepScaling {
-    /// `lr = lr0 * REFERENCE_DIM / d`: the effective step `lr sigma^2 d` of the paper's default.
-    PerDim,
-    /// `lr = lr0` at every d.
-    Fixed,
-}
 
 /// The two transitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -248,10 +236,7 @@ impl BoundarySpec {
 
     /// The learning rate at dimension `d`.
     pub fn lr_at(&self, d: usize) -> f64 {
-        match self.step_scaling {
-            StepScaling::PerDim => self.base.lr * REFERENCE_DIM as f64 / d as f64,
-            StepScaling::Fixed => self.base.lr,
-        }
+        self.step_scaling.lr(self.base.lr, d)
     }
 
     /// The run at `(d, n, seed)` and `SNR = 10^log10_snr`, evaluated at step 0 and at the horizon.

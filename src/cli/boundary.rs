@@ -22,9 +22,9 @@ pub struct BoundaryArgs {
     /// Output directory (rerunning into it resumes; shards share it).
     #[arg(long)]
     pub out: PathBuf,
-    /// Dimensions: a list (`1000,20000`) or START:STOP:COUNT, COUNT values log-spaced from
-    /// START to STOP (`1e3:1e7:5`), rounded to whole numbers.
-    #[arg(long, default_value = "1e3:1e7:5")]
+    /// Dimensions: a list (`1000,20000`), log:START:STOP:COUNT (COUNT values log-spaced from
+    /// START to STOP, rounded to whole numbers) or START:STOP:STEP, as a sweep's axes.
+    #[arg(long, default_value = "log:1e3:1e7:5")]
     pub dims: String,
     /// Training-set sizes n, in the same forms as --dims.
     #[arg(long, default_value = "10,20,50")]
@@ -71,65 +71,22 @@ pub struct BoundaryArgs {
     pub training: TrainingArgs,
 }
 
-/// Parses a list of positive numbers or `START:STOP:COUNT` (log-spaced), for `option`.
-pub fn parse_sizes(option: &str, text: &str) -> Result<Vec<usize>, Error> {
-    let number = |s: &str| -> Result<f64, Error> {
-        s.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 1.0 && *v <= 1e15)
-            .ok_or_else(|| {
-                Error::invalid(
-                    option,
-                    format!("`{s}` is not a number in 1..=1e15 (`{text}`)"),
-                )
-            })
-    };
-    let mut values: Vec<usize> =
-        if let [start, stop, count] = text.split(':').collect::<Vec<_>>()[..] {
-            let (start, stop) = (number(start)?, number(stop)?);
-            let count: usize = count
-                .trim()
-                .parse()
-                .ok()
-                .filter(|c| (1..=1000).contains(c))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        option,
-                        format!("COUNT `{count}` must be in 1..=1000 (`{text}`)"),
-                    )
-                })?;
-            if stop < start {
-                return Err(Error::invalid(
-                    option,
-                    format!("STOP below START in `{text}`"),
-                ));
-            }
-            if count == 1 {
-                vec![start.round() as usize]
-            } else {
-                (0..count)
-                    .map(|i| {
-                        let t = i as f64 / (count - 1) as f64;
-                        10f64
-                            .powf(start.log10() + t * (stop.log10() - start.log10()))
-                            .round() as usize
-                    })
-                    .collect()
-            }
-        } else if text.contains(':') {
-            return Err(Error::invalid(
-                option,
-                format!("`{text}`: expected v1,v2,... or START:STOP:COUNT"),
-            ));
-        } else {
-            text.split(',')
-                .map(|s| number(s).map(|v| v.round() as usize))
-                .collect::<Result<_, _>>()?
-        };
-    values.sort_unstable();
-    values.dedup();
-    Ok(values)
+/// Parses `--dims` / `--samples` with the sweep's axis syntax for `d` / `n`, sorted and
+/// without repeats; errors name `option`.
+pub fn parse_sizes(option: &str, parameter: &str, text: &str) -> Result<Vec<usize>, Error> {
+    let param = benign::sweep::grid::parameter(parameter)?;
+    let values = benign::sweep::grid::parse_axis_values(param, text).map_err(|e| match e {
+        Error::InvalidOption { message, .. } => Error::invalid(option, message),
+        other => other,
+    })?;
+    let mut sizes: Vec<usize> = values
+        .iter()
+        .map(|v| v.as_u64().map(|x| x as usize))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::invalid(option, format!("`{text}`: whole numbers expected")))?;
+    sizes.sort_unstable();
+    sizes.dedup();
+    Ok(sizes)
 }
 
 fn parse_range(text: &str) -> Result<(f64, f64), Error> {
@@ -186,8 +143,8 @@ fn spec_from(args: &BoundaryArgs) -> anyhow::Result<BoundarySpec> {
     let spec = BoundarySpec {
         base_seed: base.seed,
         base,
-        dims: parse_sizes("dims", &args.dims)?,
-        samples: parse_sizes("samples", &args.samples)?,
+        dims: parse_sizes("dims", "d", &args.dims)?,
+        samples: parse_sizes("samples", "n", &args.samples)?,
         seeds: args.seeds,
         snr_low,
         snr_high,

@@ -152,7 +152,7 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
             .into());
         }
     }
-    let config = config_from(&args)?;
+    let mut config = config_from(&args)?;
     config.validate()?;
     let data = args
         .data_dir
@@ -160,6 +160,19 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
         .map(export::load_data)
         .transpose()?;
     let init = args.init_w.as_deref().map(export::load_init).transpose()?;
+    // Above law::AUTO_DIM with no trainer named (here or in a saved config), the d-free law
+    // trainer where it applies; a warning where it does not.
+    let mut chosen = None;
+    if args.training.trainer.is_none() && args.config.is_none() {
+        match synthetic::law::automatic_choice(&config, data.is_some(), init.is_some()) {
+            synthetic::law::AutomaticChoice::Law(why) => {
+                config.trainer = synthetic::TrainerKind::Law;
+                chosen = Some(why);
+            }
+            synthetic::law::AutomaticChoice::Keep(Some(warning)) => log::warn!("{warning}"),
+            synthetic::law::AutomaticChoice::Keep(None) => {}
+        }
+    }
     if args.save_init.is_some() && config.model != synthetic::ModelKind::Encoder {
         return Err(
             benign::Error::invalid("save-init", "applies to `--model encoder` only").into(),
@@ -180,6 +193,9 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
     // large d; the library reports its phases through the log.
     let progress = Reporter::start(&args.log, "run", "steps", true);
     progress.set_total(config.steps as u64, 0);
+    if let Some(why) = &chosen {
+        progress.event(why, Vec::new());
+    }
     let mut observe = |record: &synthetic::metrics::EvalRecord, _steps: usize| {
         progress.update(
             record.step as u64,
@@ -200,7 +216,11 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
     let text = if args.json {
         serde_json::to_string_pretty(&result.summary)?
     } else {
-        synthetic::run::human_summary(&result)
+        let summary = synthetic::run::human_summary(&result);
+        match &chosen {
+            Some(why) => format!("{why}\n{summary}"),
+            None => summary,
+        }
     };
     // A closed stdout (e.g. `| head`) is not an error of the run.
     let _ = writeln!(std::io::stdout(), "{text}");

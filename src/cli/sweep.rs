@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::{Args, Subcommand};
 
 use benign::sweep::{self, grid, ExecOptions, Progress, Shard, SweepSpec};
+use benign::synthetic::config::StepScaling;
 use benign::synthetic::RunConfig;
 use benign::Error;
 
@@ -62,7 +63,8 @@ pub struct SweepRunArgs {
     /// override its base configuration).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "grid"])]
     pub config: Option<PathBuf>,
-    /// An axis: NAME=start:stop:step (stop included when on the grid) or NAME=v1,v2,...
+    /// An axis: NAME=start:stop:step (stop included when on the grid), NAME=log:start:stop:count
+    /// (count log-spaced values, both ends included) or NAME=v1,v2,...
     /// NAME is a run parameter (d, signal_norm, n, T, rho, eta, sigma, lr, steps, eval_every,
     /// test_size, trainer, init, precision, label_noise, signal_directions). Repeatable.
     #[arg(long = "grid", value_name = "NAME=VALUES")]
@@ -77,6 +79,11 @@ pub struct SweepRunArgs {
     /// per column; smoother maps with correlated errors).
     #[arg(long)]
     pub common_random_numbers: bool,
+    /// Learning rate across d: fixed uses --lr at every d; per-dim uses lr * 2000 / d, holding
+    /// the effective step lr sigma^2 d at its d = 2000 value, so a grid over decades of d
+    /// compares like with like [default: fixed, or the saved sweep's].
+    #[arg(long, value_enum)]
+    pub step_scaling: Option<StepScaling>,
     // Each worker thread runs one run at a time.
     #[command(flatten)]
     pub threads: ThreadsArg,
@@ -180,12 +187,13 @@ fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
     if let Some(path) = &args.config {
         let saved = sweep::results::read_spec_file(path)?;
         let base = args.training.apply(args.data.apply(saved.base));
-        let spec = SweepSpec::new(
+        let mut spec = SweepSpec::new(
             base,
             saved.axes,
             args.seeds.unwrap_or(saved.seeds),
             args.common_random_numbers || saved.common_random_numbers,
         )?;
+        spec.step_scaling = args.step_scaling.unwrap_or(saved.step_scaling);
         let out = args.out.clone().ok_or_else(|| {
             Error::invalid(
                 "out",
@@ -209,12 +217,13 @@ fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
         axes.push(grid::parse_axis(text)?);
     }
     let seeds = args.seeds.or(file.seeds).unwrap_or(1);
-    let spec = SweepSpec::new(
+    let mut spec = SweepSpec::new(
         config,
         axes,
         seeds,
         args.common_random_numbers || file.common_random_numbers,
     )?;
+    spec.step_scaling = args.step_scaling.unwrap_or_default();
     let out = args.out.clone().or(file.out).ok_or_else(|| {
         Error::invalid(
             "out",

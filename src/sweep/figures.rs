@@ -5,7 +5,10 @@
 //! without one is missing (grey). The observed regime is a categorical map: the most frequent
 //! regime over seeds, ties going to the first in the legend's order. When the axes are `d` and
 //! `||mu||`, the theory's boundaries are drawn over the map: `SNR = ||mu|| / (sigma sqrt d)`
-//! equals `n^(-1/2)` on `||mu|| = sigma sqrt(d / n)` and `d^(-1/4)` on `||mu|| = sigma d^(1/4)`.
+//! equals `n^(-1/2)` on `||mu|| = sigma sqrt(d / n)` and `d^(-1/4)` on `||mu|| = sigma d^(1/4)`;
+//! and, over the d where the calibration in use describes the runs (same protocol and
+//! effective step, `crate::boundary::calibration`), the measured boundaries
+//! `||mu|| = SNR*(d, n) sigma sqrt(d)`.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,7 @@ use serde_json::Value;
 use crate::plot::{self, Heatmap, Series};
 use crate::synthetic::metrics::EvalRecord;
 use crate::synthetic::theory::Regime;
+use crate::synthetic::RunConfig;
 use crate::{Error, Result};
 
 use super::grid::{parameter, SweepSpec};
@@ -124,14 +128,31 @@ fn sorted_values(spec: &SweepSpec, name: &str) -> Vec<f64> {
 
 /// The boundaries `||mu|| = sigma sqrt(d / n)` and `||mu|| = sigma d^(1/4)` as curves over the
 /// range of `d`, in (x, y) order of the map.
-fn boundaries(d_values: &[f64], sigma: f64, n: f64, d_is_x: bool) -> Vec<Series> {
+fn boundaries(
+    d_values: &[f64],
+    example: &RunConfig,
+    spec: &SweepSpec,
+    d_is_x: bool,
+) -> Vec<Series> {
     let (lo, hi) = (d_values[0], d_values[d_values.len() - 1]);
+    let (sigma, n) = (example.sigma, example.samples as f64);
     let samples = 200;
+    // Log-spaced samples where the axis spans a decade or more (the map is then drawn on a log
+    // scale), linear otherwise.
+    let log = lo > 0.0 && hi >= 10.0 * lo;
+    let d_at = |i: usize| {
+        let t = i as f64 / samples as f64;
+        if log {
+            10f64.powf(lo.log10() + t * (hi.log10() - lo.log10()))
+        } else {
+            lo + (hi - lo) * t
+        }
+    };
     let curve = |label: &str, f: &dyn Fn(f64) -> f64| Series {
         label: label.into(),
         points: (0..=samples)
             .map(|i| {
-                let d = lo + (hi - lo) * i as f64 / samples as f64;
+                let d = d_at(i);
                 if d_is_x {
                     (d, f(d))
                 } else {
@@ -141,10 +162,41 @@ fn boundaries(d_values: &[f64], sigma: f64, n: f64, d_is_x: bool) -> Vec<Series>
             .collect(),
         dashed: true,
     };
-    vec![
+    let mut curves = vec![
         curve("SNR = n^-1/2", &|d| sigma * (d / n).sqrt()),
         curve("SNR = d^-1/4", &|d| sigma * d.powf(0.25)),
-    ]
+    ];
+    // The measured boundaries where the calibration describes the runs at that d (the
+    // learning rate of an `lr` axis varies per cell: no single curve then).
+    if spec.axis("lr").is_none() {
+        let calibration = crate::boundary::calibration::current();
+        let at = |d: f64| {
+            let config = RunConfig {
+                dim: d.round() as usize,
+                lr: spec.step_scaling.lr(spec.base.lr, d.round() as usize),
+                ..example.clone()
+            };
+            calibration.boundaries(&config).ok()
+        };
+        let lower = curve("measured harmful|benign", &|d| {
+            at(d).map_or(f64::NAN, |b| b.snr_harmful_benign * sigma * d.sqrt())
+        });
+        let upper = curve("measured benign|not overfitting", &|d| {
+            at(d).map_or(f64::NAN, |b| {
+                b.snr_benign_not_overfitting * sigma * d.sqrt()
+            })
+        });
+        for measured in [lower, upper] {
+            if measured
+                .points
+                .iter()
+                .any(|p| p.0.is_finite() && p.1.is_finite())
+            {
+                curves.push(measured);
+            }
+        }
+    }
+    curves
 }
 
 /// Renders every map of the sweep into `dir/figures/` (SVG and PNG). Returns the SVG paths.
@@ -216,18 +268,8 @@ pub fn render(
             }
         }
         let overlays = match (x_name.as_str(), y_name.as_str()) {
-            ("dim", "signal_norm") => boundaries(
-                &xs,
-                example.config.sigma,
-                example.config.samples as f64,
-                true,
-            ),
-            ("signal_norm", "dim") => boundaries(
-                &ys,
-                example.config.sigma,
-                example.config.samples as f64,
-                false,
-            ),
+            ("dim", "signal_norm") => boundaries(&xs, &example.config, spec, true),
+            ("signal_norm", "dim") => boundaries(&ys, &example.config, spec, false),
             _ => Vec::new(),
         };
         let c = &example.config;

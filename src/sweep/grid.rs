@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::synthetic::config::StepScaling;
 use crate::synthetic::data::mix_seed;
 use crate::synthetic::RunConfig;
 use crate::{Error, Result};
@@ -299,11 +300,82 @@ fn expand_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
         .collect()
 }
 
-/// Parses one axis from its text form: `start:stop:step` or a comma-separated list.
+/// `log:START:STOP:COUNT`: COUNT values log-spaced from START to STOP (both included, both
+/// > 0), `START (STOP/START)^(i/(COUNT-1))`, rounded to whole numbers for integer parameters
+/// (where two would round alike the axis is refused: fewer values were asked for than given).
+fn expand_log_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 4 {
+        return Err(Error::invalid(
+            param.field,
+            format!("`{text}`: a log range is log:start:stop:count"),
+        ));
+    }
+    let (start, stop) = (
+        parse_number(param.field, parts[1])?,
+        parse_number(param.field, parts[2])?,
+    );
+    let count: usize = parts[3]
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| (1..=1_000_000).contains(c))
+        .ok_or_else(|| {
+            Error::invalid(
+                param.field,
+                format!(
+                    "`{text}`: count `{}` must be a whole number in 1..=1000000",
+                    parts[3]
+                ),
+            )
+        })?;
+    if !(start > 0.0 && stop >= start) {
+        return Err(Error::invalid(
+            param.field,
+            format!("`{text}`: a log range needs 0 < start <= stop"),
+        ));
+    }
+    let values: Vec<Value> = (0..count)
+        .map(|i| {
+            let t = if count == 1 {
+                0.0
+            } else {
+                i as f64 / (count - 1) as f64
+            };
+            let raw = 10f64.powf(start.log10() + t * (stop.log10() - start.log10()));
+            let v = match param.kind {
+                Kind::Integer => raw.round(),
+                _ => raw,
+            };
+            number_value(param, v, &format!("{v} (from {text})"))
+        })
+        .collect::<Result<_>>()?;
+    if values.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::invalid(
+            param.field,
+            format!(
+                "`{text}`: {count} whole numbers between {start} and {stop} repeat; ask for fewer"
+            ),
+        ));
+    }
+    Ok(values)
+}
+
+/// Parses one axis from its text form: `start:stop:step`, `log:start:stop:count` or a
+/// comma-separated list.
 pub fn parse_axis_values(param: &Parameter, text: &str) -> Result<Vec<Value>> {
     let text = text.trim();
     if text.is_empty() {
         return Err(Error::invalid(param.field, "no values given"));
+    }
+    if let Some(rest) = text.strip_prefix("log:") {
+        if matches!(param.kind, Kind::Choice(_)) {
+            return Err(Error::invalid(
+                param.field,
+                "a range needs a numeric parameter",
+            ));
+        }
+        return expand_log_range(param, &format!("log:{rest}"));
     }
     if text.contains(':') {
         if matches!(param.kind, Kind::Choice(_)) {
@@ -325,7 +397,7 @@ pub fn parse_axis(spec: &str) -> Result<Axis> {
     let (name, values) = spec.split_once('=').ok_or_else(|| {
         Error::invalid(
             "grid",
-            format!("`{spec}`: expected NAME=start:stop:step or NAME=v1,v2,..."),
+            format!("`{spec}`: expected NAME=start:stop:step, NAME=log:start:stop:count or NAME=v1,v2,..."),
         )
     })?;
     let param = parameter(name)?;
@@ -383,6 +455,9 @@ pub struct SweepSpec {
     pub seeds: usize,
     /// Share the noise and `W_0` across cells that differ only in signal_norm, rho or eta.
     pub common_random_numbers: bool,
+    /// How each run's learning rate follows its d (absent from sweep.json when fixed).
+    #[serde(default, skip_serializing_if = "StepScaling::is_fixed")]
+    pub step_scaling: StepScaling,
 }
 
 /// One run of a sweep.
@@ -464,6 +539,7 @@ impl SweepSpec {
             axes,
             seeds,
             common_random_numbers,
+            step_scaling: StepScaling::Fixed,
         };
         spec.checked_len()?;
         Ok(spec)
@@ -577,7 +653,8 @@ impl SweepSpec {
                 .zip(&position)
                 .map(|(a, &i)| (a.name.clone(), a.values[i].clone()))
                 .collect();
-            let config = apply(&base_value, &params)?;
+            let mut config = apply(&base_value, &params)?;
+            config.lr = self.step_scaling.lr(config.lr, config.dim);
             let mut canonical = serde_json::to_value(&config).expect("RunConfig serializes");
             let map = canonical.as_object_mut().expect("object");
             map.remove("seed");
@@ -636,6 +713,69 @@ mod tests {
 
     fn values(spec: &str) -> Vec<f64> {
         parse_axis(spec).unwrap().numbers().unwrap()
+    }
+
+    #[test]
+    fn log_ranges_include_both_ends_and_refuse_repeats() {
+        let d = parse_axis("d=log:1e3:1e7:5").unwrap();
+        let want: Vec<Value> = [1000u64, 10_000, 100_000, 1_000_000, 10_000_000]
+            .into_iter()
+            .map(Value::from)
+            .collect();
+        assert_eq!(d.values, want);
+        let d = parse_axis("d=log:1000:1e7:25").unwrap();
+        assert_eq!(d.values.len(), 25);
+        assert_eq!(d.values[24], Value::from(10_000_000u64));
+        // 10^(4 * 6/24) = 10: exact values stay exact.
+        assert_eq!(d.values[6], Value::from(10_000u64));
+        let mu = parse_axis("signal_norm=log:0.1:10:3").unwrap();
+        let reals: Vec<f64> = mu.values.iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(
+            (reals[1] - 1.0).abs() < 1e-12 && (reals[2] - 10.0).abs() < 1e-12,
+            "{reals:?}"
+        );
+        for bad in [
+            "d=log:1:5:10",
+            "d=log:0:10:3",
+            "d=log:10:1:3",
+            "d=log:1:10",
+            "d=log:1:10:0",
+        ] {
+            assert!(parse_axis(bad).is_err(), "{bad}");
+        }
+        assert!(parse_axis("trainer=log:1:2:2").is_err());
+    }
+
+    #[test]
+    fn per_dim_step_scaling_sets_each_runs_learning_rate() {
+        let mut spec = SweepSpec::new(
+            RunConfig::default(),
+            vec![parse_axis("d=1000,4000").unwrap()],
+            1,
+            false,
+        )
+        .unwrap();
+        let fixed: Vec<f64> = spec.expand().unwrap().iter().map(|r| r.config.lr).collect();
+        assert_eq!(fixed, vec![0.005, 0.005]);
+        spec.step_scaling = StepScaling::PerDim;
+        let runs = spec.expand().unwrap();
+        let scaled: Vec<f64> = runs.iter().map(|r| r.config.lr).collect();
+        assert_eq!(scaled, vec![0.01, 0.0025]);
+        // Another learning rate is another run: the ids differ from the fixed sweep's.
+        let fixed_ids: Vec<String> = {
+            spec.step_scaling = StepScaling::Fixed;
+            spec.expand().unwrap().into_iter().map(|r| r.id).collect()
+        };
+        assert!(runs.iter().zip(&fixed_ids).all(|(r, id)| &r.id != id));
+        // A fixed spec's sweep.json is unchanged (no step_scaling key), a per-dim one records it.
+        assert!(!serde_json::to_string(&spec)
+            .unwrap()
+            .contains("step_scaling"));
+        spec.step_scaling = StepScaling::PerDim;
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(text.contains("\"step_scaling\":\"per-dim\""), "{text}");
+        let back: SweepSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, spec);
     }
 
     #[test]
@@ -813,6 +953,7 @@ mod tests {
             axes: Vec::new(),
             seeds: usize::MAX,
             common_random_numbers: false,
+            step_scaling: StepScaling::Fixed,
         };
         assert!(spec.expand().is_err());
         // At the limit is fine.

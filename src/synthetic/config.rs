@@ -5,6 +5,36 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// Where the two class signals point.
+/// The dimension whose learning rate [`StepScaling::PerDim`] holds fixed: the paper's d = 2000.
+pub const REFERENCE_DIM: usize = 2000;
+
+/// How a sweep or a boundary measurement sets the learning rate across dimensions. One step
+/// moves a token's logit by about `lr sigma^2 d / 3` (docs/law.md), so a fixed `lr` is a
+/// different experiment at each d.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepScaling {
+    /// The learning rate as given, at every d.
+    #[default]
+    Fixed,
+    /// `lr0 * REFERENCE_DIM / d`: the effective step `lr sigma^2 d` of `lr0` at d = 2000.
+    PerDim,
+}
+
+impl StepScaling {
+    /// The learning rate at dimension `dim` for the given one, `lr0`.
+    pub fn lr(self, lr0: f64, dim: usize) -> f64 {
+        match self {
+            StepScaling::Fixed => lr0,
+            StepScaling::PerDim => lr0 * REFERENCE_DIM as f64 / dim as f64,
+        }
+    }
+
+    pub fn is_fixed(&self) -> bool {
+        *self == StepScaling::Fixed
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignalDirections {

@@ -102,8 +102,56 @@ pub(crate) enum LawVariant {
     FreshPerpGram,
 }
 
+/// The dimension above which `benign run` picks the law trainer when no trainer is named: the
+/// materialised trainers' start-up makes two passes over the d x d `W_0` (about 45 s at
+/// d = 10^5 on 2 cores, growing like d^2: minutes above this, over an hour at 10^6), while the
+/// law trainer's cost does not depend on d.
+pub const AUTO_DIM: usize = 200_000;
+
+/// With no trainer named: whether to run `config` (on given data, from a given `W_0`) with the
+/// law trainer instead, and why (the message the output shows), or why not when the dimension
+/// alone would call for it.
+pub fn automatic_choice(config: &RunConfig, given_data: bool, given_init: bool) -> AutomaticChoice {
+    if config.model != ModelKind::Attention || config.dim <= AUTO_DIM {
+        return AutomaticChoice::Keep(None);
+    }
+    let law = RunConfig {
+        trainer: TrainerKind::Law,
+        ..config.clone()
+    };
+    match refusal_given(&law, given_data, given_init) {
+        None => AutomaticChoice::Law(format!(
+            "trainer law chosen: d = {} is above {AUTO_DIM}, where the subspace trainer's start-up \
+             (two passes over the d x d W_0) takes minutes to hours; the law trainer samples the \
+             same experiment exactly in distribution at a cost independent of d (`--trainer \
+             subspace` insists on the materialised one)",
+            config.dim
+        )),
+        Some(why) => AutomaticChoice::Keep(Some(format!(
+            "d = {} is above {AUTO_DIM}: the subspace start-up (two passes over the d x d W_0) \
+             will take minutes to hours; the d-free law trainer cannot run this configuration \
+             ({why})",
+            config.dim
+        ))),
+    }
+}
+
+/// What [`automatic_choice`] decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AutomaticChoice {
+    /// Run with the law trainer; the message says why.
+    Law(String),
+    /// Keep the configured trainer; with a warning when d is large.
+    Keep(Option<String>),
+}
+
 /// Why `--trainer law` cannot run this configuration, if it cannot.
 pub fn refusal(config: &RunConfig, options: &RunOptions) -> Option<String> {
+    refusal_given(config, options.data.is_some(), options.init.is_some())
+}
+
+/// [`refusal`] knowing only whether data and a `W_0` are given.
+fn refusal_given(config: &RunConfig, given_data: bool, given_init: bool) -> Option<String> {
     if config.model != ModelKind::Attention {
         return Some("law applies to the attention model only".into());
     }
@@ -114,12 +162,12 @@ pub fn refusal(config: &RunConfig, options: &RunOptions) -> Option<String> {
                 .into(),
         );
     }
-    if options.data.is_some() {
+    if given_data {
         return Some(
             "law draws the data from its law: it cannot train on given data (`--data`)".into(),
         );
     }
-    if options.init.is_some() {
+    if given_init {
         return Some(
             "law draws W_0's projections from their law: it cannot use a given W_0 (`--init-w`)"
                 .into(),
@@ -584,6 +632,37 @@ mod tests {
     use crate::synthetic::init::InitSource;
     use crate::synthetic::subspace::orthonormal_basis;
     use crate::synthetic::{run, RunOptions};
+
+    #[test]
+    fn the_law_trainer_is_chosen_only_above_the_dimension_and_where_it_applies() {
+        let gaussian = |dim: usize| RunConfig {
+            dim,
+            init: InitKind::Gaussian,
+            ..RunConfig::default()
+        };
+        assert_eq!(
+            automatic_choice(&gaussian(AUTO_DIM), false, false),
+            AutomaticChoice::Keep(None)
+        );
+        let AutomaticChoice::Law(why) = automatic_choice(&gaussian(AUTO_DIM + 1), false, false)
+        else {
+            panic!("law not chosen above AUTO_DIM");
+        };
+        assert!(why.contains("--trainer subspace"), "{why}");
+        let warn =
+            |config: &RunConfig, data: bool, init: bool| match automatic_choice(config, data, init)
+            {
+                AutomaticChoice::Keep(Some(w)) => w,
+                other => panic!("{other:?}"),
+            };
+        let uniform = RunConfig {
+            dim: AUTO_DIM + 1,
+            ..RunConfig::default()
+        };
+        assert!(warn(&uniform, false, false).contains("--init gaussian"));
+        assert!(warn(&gaussian(AUTO_DIM + 1), true, false).contains("--data"));
+        assert!(warn(&gaussian(AUTO_DIM + 1), false, true).contains("--init-w"));
+    }
 
     const METRICS: [&str; 7] = [
         "train_loss",

@@ -174,3 +174,51 @@ fn law_runs_where_subspace_is_refused() {
     assert_eq!(result.summary.subspace_rank, Some(162));
     assert_eq!(result.tracked.len(), 2);
 }
+
+/// With no trainer named, a Gaussian run above `law::AUTO_DIM` runs with the law trainer and says
+/// so; naming a trainer keeps it.
+#[test]
+fn run_chooses_the_law_trainer_above_the_automatic_dimension() {
+    let out = super::bin()
+        .args([
+            "run",
+            "-d",
+            "1000000",
+            "--init",
+            "gaussian",
+            "--no-write",
+            "--log-format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    super::ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("trainer law chosen: d = 1000000"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(Law trainer"), "{stdout}");
+    assert!(stderr.contains("trainer law chosen"), "{stderr}");
+    let named = super::bin()
+        .args([
+            "run",
+            "-d",
+            "1000000",
+            "--init",
+            "gaussian",
+            "--trainer",
+            "dense",
+            "--no-write",
+        ])
+        .output()
+        .unwrap();
+    // The dense trainer cannot hold a 10^6 x 10^6 W: refused before any work, not replaced.
+    let stderr = String::from_utf8_lossy(&named.stderr);
+    assert_eq!(named.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to allocate") && !stderr.contains("law chosen"),
+        "{stderr}"
+    );
+}
