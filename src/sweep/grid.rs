@@ -301,8 +301,9 @@ fn expand_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
 }
 
 /// `log:START:STOP:COUNT`: COUNT values log-spaced from START to STOP (both included, both
-/// > 0), `START (STOP/START)^(i/(COUNT-1))`, rounded to whole numbers for integer parameters
-/// (where two would round alike the axis is refused: fewer values were asked for than given).
+/// positive), `START (STOP/START)^(i/(COUNT-1))`, rounded to whole numbers for integer
+/// parameters (where two would round alike the axis is refused: fewer values were asked for
+/// than given).
 fn expand_log_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
     let parts: Vec<&str> = text.split(':').collect();
     if parts.len() != 4 {
