@@ -147,6 +147,8 @@ fn law_runs_where_subspace_is_refused() {
     let refused = crate::bin()
         .args([
             "run",
+            "--trainer",
+            "subspace",
             "--init",
             "gaussian",
             "-d",
