@@ -398,6 +398,100 @@ impl JobDir {
     }
 }
 
+/// A job whose folder several writers fill by design (the shards of a sweep or of a boundary
+/// measurement), described by a spec file.
+pub struct SharedJob<'a, S> {
+    pub kind: &'static str,
+    /// The spec file's name (`sweep.json`, `boundary.json`).
+    pub spec_file: &'static str,
+    pub spec: &'a S,
+    pub description: String,
+    /// This writer's own file; its lock keeps a second writer of the same file out.
+    pub writer_file: &'a str,
+    /// Whether a folder holding the spec file but no marker (written before markers) is adopted.
+    pub adopt_unmarked: bool,
+    pub threads: usize,
+    pub force: bool,
+}
+
+/// `<spec file>`: the spec, and the provenance of the invocation that created the file.
+#[derive(Serialize)]
+struct SpecWithProvenance<'a, S> {
+    #[serde(flatten)]
+    spec: &'a S,
+    provenance: Provenance,
+}
+
+/// Opens a shared job's folder under the folder policy (a folder holding anything but this job
+/// is refused), locks this writer's file, and writes the spec file with this process's
+/// provenance, or checks that the one there describes the same job.
+pub fn open_shared<S>(dir: &Path, job: &SharedJob<'_, S>) -> Result<JobDir>
+where
+    S: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    let path = dir.join(job.spec_file);
+    let defining = serde_json::to_string(job.spec).map_err(|e| Error::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let opened = JobDir::open(
+        dir,
+        &JobSpec {
+            force: job.force,
+            legacy_file: job.adopt_unmarked.then_some(job.spec_file),
+            lock_name: Some(format!(".lock-{}", job.writer_file)),
+            track_state: false,
+            threads: job.threads,
+            ..JobSpec::new(
+                job.kind,
+                job_key(&defining),
+                job.description.clone(),
+                Reuse::Resume,
+            )
+        },
+    )?;
+    if path.exists() {
+        if &read_spec_file::<S>(&path)? != job.spec {
+            return Err(Error::invalid(
+                "out",
+                format!(
+                    "{} already holds a different {} ({}); use another output directory or the \
+                     same options",
+                    dir.display(),
+                    job.kind,
+                    job.spec_file
+                ),
+            ));
+        }
+    } else {
+        write_spec_file(&path, job.spec, job.threads)?;
+    }
+    Ok(opened)
+}
+
+/// Writes a spec file: the spec with the provenance of this process (on `threads` threads).
+pub fn write_spec_file<S: Serialize>(path: &Path, spec: &S, threads: usize) -> Result<()> {
+    io::write_json_atomic(
+        path,
+        &SpecWithProvenance {
+            spec,
+            provenance: Provenance::capture(threads),
+        },
+    )
+}
+
+/// Reads a spec file written by [`open_shared`] (its provenance is not part of the spec).
+pub fn read_spec_file<S: serde::de::DeserializeOwned>(path: &Path) -> Result<S> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

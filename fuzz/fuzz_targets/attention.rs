@@ -67,7 +67,13 @@ fn run<T: Float>(shape: AttentionShape, input: &Input, real: Option<&[bool]>, be
     let mut context_terms = vec![0.0; context.len()];
     reference::attention_context_magnitude(shape, &widen(&qkv), &want_probs, &mut context_terms);
     check_close("probs", &widen(&probs), &want_probs, &want_probs, tol);
-    check_close("context", &widen(&context), &want_context, &context_terms, tol);
+    check_close(
+        "context",
+        &widen(&context),
+        &want_context,
+        &context_terms,
+        tol,
+    );
 
     let initial: Vec<T> = (0..shape.qkv_len())
         .map(|i| {
@@ -93,7 +99,16 @@ fn run<T: Float>(shape: AttentionShape, input: &Input, real: Option<&[bool]>, be
     let mut want = widen(&initial);
     reference::attention_backward(shape, scale, &qkv, &probs, &dcontext, beta, &mut want);
     let mut terms = widen(&initial);
-    reference::attention_backward_magnitude(shape, scale, &qkv, &probs, &dcontext, beta, &mut terms);
+    reference::attention_backward_terms(
+        shape,
+        scale,
+        &qkv,
+        &probs,
+        &dcontext,
+        beta,
+        reference::Terms::Absolute,
+        &mut terms,
+    );
     check_close("dqkv", &widen(&dqkv), &want, &terms, tol);
 }
 

@@ -483,31 +483,11 @@ pub fn attention_backward(
     );
 }
 
-/// The rounding scale of [`attention_backward`]'s `dqkv` (see [`Terms`]): the same sums over
-/// absolute terms, `dP - <P, dP>` counted as `|dP| + <P, |dP|>`, `beta dqkv` as `|beta dqkv|`.
-pub fn attention_backward_magnitude(
-    shape: crate::attention::AttentionShape,
-    scale: f64,
-    qkv: &[f64],
-    probs: &[f64],
-    dcontext: &[f64],
-    beta: f64,
-    dqkv: &mut [f64],
-) {
-    attention_backward_terms(
-        shape,
-        scale,
-        qkv,
-        probs,
-        dcontext,
-        beta,
-        Terms::Absolute,
-        dqkv,
-    );
-}
-
+/// [`attention_backward`] computing the sums `terms` asks for: with [`Terms::Absolute`], the
+/// rounding scale of each `dqkv` entry, `dP - <P, dP>` counted as `|dP| + <P, |dP|>` and
+/// `beta dqkv` as `|beta dqkv|`.
 #[allow(clippy::too_many_arguments)]
-fn attention_backward_terms(
+pub fn attention_backward_terms(
     shape: crate::attention::AttentionShape,
     scale: f64,
     qkv: &[f64],

@@ -170,7 +170,16 @@ fn check_problem<T: Float>(problem: &Problem<T>, initial: &[T], beta: f64, what:
     let mut want = widen(initial);
     reference::attention_backward(shape, *scale, qkv, p, dcontext, beta, &mut want);
     let mut want_terms = widen(initial);
-    reference::attention_backward_magnitude(shape, *scale, qkv, p, dcontext, beta, &mut want_terms);
+    reference::attention_backward_terms(
+        shape,
+        *scale,
+        qkv,
+        p,
+        dcontext,
+        beta,
+        reference::Terms::Absolute,
+        &mut want_terms,
+    );
     assert_scaled_close(&format!("dqkv {what}"), &dqkv, &want, &want_terms, tol);
     if let Some(real) = &problem.real {
         // Masked keys get probability exactly 0; a sample without real keys is all zeros.

@@ -57,13 +57,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::io::jsonl::{self, RecordFile};
-use crate::provenance::Provenance;
-use crate::rundir::{self, JobDir, JobSpec, Reuse};
+use crate::rundir::{self, JobDir};
 use crate::sweep::Shard;
 pub use crate::synthetic::config::{StepScaling, REFERENCE_DIM};
 use crate::synthetic::theory::GOOD_TEST_ACCURACY;
 use crate::synthetic::{self, RunConfig, RunOptions};
-use crate::{io, Error, Result};
+use crate::{Error, Result};
 
 /// The spec file of a boundary folder.
 pub const SPEC_FILE: &str = "boundary.json";
@@ -402,25 +401,9 @@ pub fn search(spec: &BoundarySpec, task: &Search) -> Result<ThresholdRecord> {
     })
 }
 
-/// `boundary.json`: the spec, and the provenance of the invocation that created it.
-#[derive(Serialize)]
-struct SpecFile<'a> {
-    #[serde(flatten)]
-    spec: &'a BoundarySpec,
-    provenance: Provenance,
-}
-
 /// Reads a folder's `boundary.json` (its provenance is not part of the spec).
 pub fn read_spec(dir: &Path) -> Result<BoundarySpec> {
-    let path = dir.join(SPEC_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Format {
-        path,
-        message: e.to_string(),
-    })
+    rundir::read_spec_file(&dir.join(SPEC_FILE))
 }
 
 /// The thresholds file of shard `index` of `count`.
@@ -579,49 +562,22 @@ fn prepare_dir(
     threads: usize,
     force: bool,
 ) -> Result<JobDir> {
-    let defining = serde_json::to_string(spec).map_err(|e| Error::Format {
-        path: dir.join(SPEC_FILE),
-        message: e.to_string(),
-    })?;
-    let job = JobDir::open(
+    rundir::open_shared(
         dir,
-        &JobSpec {
-            force,
-            lock_name: Some(format!(".lock-{file_name}")),
-            track_state: false,
+        &rundir::SharedJob {
+            kind: "boundary measurement",
+            spec_file: SPEC_FILE,
+            spec,
+            description: format!(
+                "boundary measurement over {} dims x {} sample sizes x {} seeds",
+                spec.dims.len(),
+                spec.samples.len(),
+                spec.seeds
+            ),
+            writer_file: file_name,
+            adopt_unmarked: false,
             threads,
-            ..JobSpec::new(
-                "boundary",
-                rundir::job_key(&defining),
-                format!(
-                    "boundary measurement over {} dims x {} sample sizes x {} seeds",
-                    spec.dims.len(),
-                    spec.samples.len(),
-                    spec.seeds
-                ),
-                Reuse::Resume,
-            )
+            force,
         },
-    )?;
-    if dir.join(SPEC_FILE).exists() {
-        if &read_spec(dir)? != spec {
-            return Err(Error::invalid(
-                "out",
-                format!(
-                    "{} holds a different boundary measurement ({SPEC_FILE}); use another folder \
-                     or the same options",
-                    dir.display()
-                ),
-            ));
-        }
-    } else {
-        io::write_json_atomic(
-            &dir.join(SPEC_FILE),
-            &SpecFile {
-                spec,
-                provenance: Provenance::capture(threads),
-            },
-        )?;
-    }
-    Ok(job)
+    )
 }

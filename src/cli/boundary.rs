@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::Args;
 
 use benign::boundary::{self, report, BoundarySpec, Progress, StepScaling};
-use benign::sweep::Shard;
 use benign::synthetic::config::{InitKind, TrainerKind};
 use benign::synthetic::RunConfig;
 use benign::Error;
@@ -161,10 +160,7 @@ pub fn execute(args: BoundaryArgs) -> anyhow::Result<i32> {
         return write_report(&args);
     }
     let spec = spec_from(&args)?;
-    let (shard, shard_source) = match &args.shard {
-        Some(text) => (Some(Shard::parse(text)?), "--shard"),
-        None => (Shard::from_slurm_env()?, "the Slurm array variables"),
-    };
+    let shard = super::sweep::resolve_shard(args.shard.as_deref())?;
     let options = boundary::ExecOptions {
         threads: args.threads.count(),
         shard,
@@ -172,12 +168,7 @@ pub fn execute(args: BoundaryArgs) -> anyhow::Result<i32> {
     };
     benign::cpu::check_threads(options.threads)?;
     let progress = Reporter::start(&args.log, "boundary", "searches", false);
-    if let Some(shard) = shard {
-        progress.event(
-            &format!("shard {} (from {shard_source})", shard.label()),
-            Vec::new(),
-        );
-    }
+    super::sweep::announce_shard(&progress, args.shard.is_some(), shard);
     let failed = AtomicU64::new(0);
     let on_progress = |event: &Progress| match event {
         Progress::Planned { in_shard, skipped } => {

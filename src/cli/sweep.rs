@@ -245,6 +245,29 @@ pub fn parse_axes(text: Option<&str>) -> anyhow::Result<Option<(String, String)>
     Ok(Some((x.trim().to_string(), y.trim().to_string())))
 }
 
+/// The shard this process runs: `--shard i/N`, else the Slurm array task's, else none.
+pub fn resolve_shard(text: Option<&str>) -> anyhow::Result<Option<Shard>> {
+    Ok(match text {
+        Some(text) => Some(Shard::parse(text)?),
+        None => Shard::from_slurm_env()?,
+    })
+}
+
+/// Says which shard runs and where it came from (`--shard`, or the Slurm array variables).
+pub fn announce_shard(progress: &Reporter, from_option: bool, shard: Option<Shard>) {
+    if let Some(shard) = shard {
+        let source = if from_option {
+            "--shard"
+        } else {
+            "the Slurm array variables"
+        };
+        progress.event(
+            &format!("shard {} (from {source})", shard.label()),
+            Vec::new(),
+        );
+    }
+}
+
 pub fn execute(args: SweepArgs) -> anyhow::Result<i32> {
     match args.action {
         Some(SweepAction::Merge(merge)) => execute_merge(merge),
@@ -254,10 +277,7 @@ pub fn execute(args: SweepArgs) -> anyhow::Result<i32> {
 
 fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
     let (spec, out) = spec_from(&args)?;
-    let (shard, shard_source) = match &args.shard {
-        Some(text) => (Some(Shard::parse(text)?), "--shard"),
-        None => (Shard::from_slurm_env()?, "the Slurm array variables"),
-    };
+    let shard = resolve_shard(args.shard.as_deref())?;
     let axes = parse_axes(args.axes.as_deref())?;
     if !args.no_plot {
         // Reject bad axes before running.
@@ -274,12 +294,7 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
     // The bound of every other entry point; `run_sweep` does not check it itself.
     benign::cpu::check_threads(options.threads)?;
     let progress = Reporter::start(&args.log, "sweep", "runs", false);
-    if let Some(shard) = shard {
-        progress.event(
-            &format!("shard {} (from {shard_source})", shard.label()),
-            Vec::new(),
-        );
-    }
+    announce_shard(&progress, args.shard.is_some(), shard);
     let failed = AtomicU64::new(0);
     let on_progress = |event: &Progress| match event {
         Progress::Planned {

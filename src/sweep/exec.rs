@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::rundir::{self, JobDir, JobSpec, Reuse};
+use crate::rundir::{self, JobDir};
 use crate::synthetic::theory::predict;
 use crate::synthetic::{run, Precision, RunConfig, RunOptions, RunResult};
 use crate::{Error, Result};
@@ -187,56 +187,32 @@ pub fn prepare_dir(
     threads: usize,
     force: bool,
 ) -> Result<JobDir> {
-    let defining = serde_json::to_string(spec).map_err(|e| Error::Format {
-        path: dir.join(SPEC_FILE),
-        message: e.to_string(),
-    })?;
     let axes: Vec<String> = spec
         .axes
         .iter()
         .map(|a| format!("{} ({} values)", a.name, a.values.len()))
         .collect();
-    let job = JobDir::open(
+    rundir::open_shared(
         dir,
-        &JobSpec {
-            force,
-            legacy_file: Some(SPEC_FILE),
-            lock_name: Some(format!(".lock-{results_name}")),
-            track_state: false,
+        &rundir::SharedJob {
+            kind: "sweep",
+            spec_file: SPEC_FILE,
+            spec,
+            description: format!(
+                "sweep of {} runs over {}",
+                spec.len(),
+                if axes.is_empty() {
+                    "no axis".to_string()
+                } else {
+                    axes.join(", ")
+                }
+            ),
+            writer_file: results_name,
+            adopt_unmarked: true,
             threads,
-            ..JobSpec::new(
-                "sweep",
-                rundir::job_key(&defining),
-                format!(
-                    "sweep of {} runs over {}",
-                    spec.len(),
-                    if axes.is_empty() {
-                        "no axis".to_string()
-                    } else {
-                        axes.join(", ")
-                    }
-                ),
-                Reuse::Resume,
-            )
+            force,
         },
-    )?;
-    let path = dir.join(SPEC_FILE);
-    if path.exists() {
-        let existing = super::results::read_spec(dir)?;
-        if &existing != spec {
-            return Err(Error::invalid(
-                "out",
-                format!(
-                    "{} already holds a different sweep ({}); use another output directory or the same grid and options",
-                    dir.display(),
-                    SPEC_FILE
-                ),
-            ));
-        }
-    } else {
-        super::results::write_spec(dir, spec, threads)?;
-    }
-    Ok(job)
+    )
 }
 
 /// What a record keeps of a run.

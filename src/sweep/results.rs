@@ -31,23 +31,9 @@ pub const CSV_FILE: &str = "results.csv";
 /// One line per invocation that worked on the sweep (its shard and provenance).
 pub const INVOCATIONS_FILE: &str = "invocations.jsonl";
 
-/// `sweep.json`: the sweep, and the provenance of the invocation that created the file.
-#[derive(Serialize)]
-struct SpecFile<'a> {
-    #[serde(flatten)]
-    spec: &'a SweepSpec,
-    provenance: Provenance,
-}
-
 /// Writes `sweep.json` with this process's provenance.
 pub fn write_spec(dir: &Path, spec: &SweepSpec, threads: usize) -> Result<()> {
-    io::write_json_atomic(
-        &dir.join(SPEC_FILE),
-        &SpecFile {
-            spec,
-            provenance: Provenance::capture(threads),
-        },
-    )
+    crate::rundir::write_spec_file(&dir.join(SPEC_FILE), spec, threads)
 }
 
 /// One line of `invocations.jsonl`.
@@ -173,12 +159,7 @@ pub fn read_spec(dir: &Path) -> Result<SweepSpec> {
 
 /// Reads a `sweep.json` (its provenance is not part of the spec).
 pub fn read_spec_file(path: &Path) -> Result<SweepSpec> {
-    let path = path.to_path_buf();
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| Error::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })
+    crate::rundir::read_spec_file(path)
 }
 
 /// The complete records of a directory, one per run id (first occurrence in file order), sorted
