@@ -482,14 +482,7 @@ pub fn write_spec_file<S: Serialize>(path: &Path, spec: &S, threads: usize) -> R
 
 /// Reads a spec file written by [`open_shared`] (its provenance is not part of the spec).
 pub fn read_spec_file<S: serde::de::DeserializeOwned>(path: &Path) -> Result<S> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    io::read_json(path)
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::checkpoint;
+use crate::io::read_json;
 use crate::classifier::pretrain::{self, PretrainOptions, PretrainResult, PretrainSpec};
 use crate::classifier::{Classifier, Evaluation, Schedule, TrainConfig, Trainer};
 use crate::realdata::subset::draw;
@@ -720,17 +721,6 @@ pub fn run_cells(
         outcomes.push(CellOutcome::Done(result));
     }
     Ok(outcomes)
-}
-
-fn read_json<D: serde::de::DeserializeOwned>(path: &Path) -> Result<D> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
 }
 
 /// The per-epoch records of a finished cell.

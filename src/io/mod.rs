@@ -26,6 +26,16 @@ fn io_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+/// Reads a JSON file into `D`; a missing or unreadable file is an I/O error naming it, bad JSON a
+/// format error naming it.
+pub fn read_json<D: serde::de::DeserializeOwned>(path: &Path) -> Result<D> {
+    let text = fs::read_to_string(path).map_err(|source| io_error(path, source))?;
+    serde_json::from_str(&text).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |out| out.write_all(bytes))
