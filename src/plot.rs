@@ -74,7 +74,7 @@ const FONT: &str = "sans-serif";
 /// The font every figure's text is measured and drawn with.
 const FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-/// Line colours (the "tab10" palette without its grey, which marks missing cells).
+/// Line colours of panels (the "tab10" palette without its grey).
 const PALETTE: [RGBColor; 9] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -86,12 +86,24 @@ const PALETTE: [RGBColor; 9] = [
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
 ];
-/// Overlay colours: chosen to stay visible over viridis and the palette (with a white halo).
+/// Category colours of categorical maps: the Okabe-Ito palette (distinguishable with the common
+/// colour-vision deficiencies), none of them an overlay colour or the missing grey.
+const CATEGORY_COLORS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(240, 228, 66),
+    RGBColor(86, 180, 233),
+    RGBColor(230, 159, 0),
+    RGBColor(204, 121, 167),
+];
+/// Overlay colours: visible over viridis and the category colours (with a white halo), and
+/// shared with no category, so a line is never read as a region.
 const OVERLAY_COLORS: [RGBColor; 4] = [
-    RGBColor(220, 20, 20),
     RGBColor(0, 0, 0),
-    RGBColor(255, 140, 0),
-    RGBColor(255, 0, 255),
+    RGBColor(230, 0, 230),
+    RGBColor(110, 60, 20),
+    RGBColor(0, 220, 255),
 ];
 const MISSING: RGBColor = RGBColor(190, 190, 190);
 
@@ -763,7 +775,7 @@ impl Figure for Heatmap {
             if v.is_nan() {
                 MISSING
             } else if self.categories.is_some() {
-                PALETTE[v as usize % PALETTE.len()]
+                CATEGORY_COLORS[v as usize % CATEGORY_COLORS.len()]
             } else {
                 viridis((v - v_lo) / (v_hi - v_lo))
             }
@@ -880,7 +892,7 @@ fn draw_side_panel<DB: DrawingBackend>(
             for (k, name) in names.iter().enumerate() {
                 swatch(
                     (14 + ROW * (k as i32 + 1)) * s,
-                    PALETTE[k % PALETTE.len()],
+                    CATEGORY_COLORS[k % CATEGORY_COLORS.len()],
                     name,
                 )?;
             }

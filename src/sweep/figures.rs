@@ -163,8 +163,8 @@ fn boundaries(
         dashed: true,
     };
     let mut curves = vec![
-        curve("SNR = n^-1/2", &|d| sigma * (d / n).sqrt()),
-        curve("SNR = d^-1/4", &|d| sigma * d.powf(0.25)),
+        curve("order SNR = n^-1/2", &|d| sigma * (d / n).sqrt()),
+        curve("order SNR = d^-1/4", &|d| sigma * d.powf(0.25)),
     ];
     // The measured boundaries where the calibration describes the runs at that d (the
     // learning rate of an `lr` axis varies per cell: no single curve then).
