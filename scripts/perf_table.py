@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Regenerate the performance table of README.md from `benign bench --json`.
+"""Regenerate the performance table of docs/performance.md from `benign bench --json`.
 
 Builds the release binary, runs the full report on 1 thread, then on 2 threads (keeping only
 GEMM 2000x2000x2000 from that run: the one kernel where the thread count is the question), and
 rewrites the block between `<!-- perf-table:start -->` and `<!-- perf-table:end -->` in
-README.md (written to a temporary file, then renamed over README.md).
+docs/performance.md (written to a temporary file, then renamed over it).
 
 Usage (from anywhere): python3 scripts/perf_table.py [--threads-extra N]
 """
@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(ROOT, "README.md")
+TABLE_FILE = os.path.join(ROOT, "docs", "performance.md")
 START = "<!-- perf-table:start -->"
 END = "<!-- perf-table:end -->"
 MULTI_THREAD_DIMS = (2000, 2000, 2000)  # GEMM m, n, k
@@ -127,10 +127,10 @@ def main():
     if args.threads_extra < 1:
         sys.exit("perf_table: --threads-extra must be at least 1")
 
-    with open(README, encoding="utf-8") as f:
+    with open(TABLE_FILE, encoding="utf-8") as f:
         readme = f.read()
     if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
-        sys.exit(f"perf_table: README.md must contain exactly one {START} ... {END} block")
+        sys.exit(f"perf_table: docs/performance.md must contain exactly one {START} ... {END} block")
 
     subprocess.run(["cargo", "build", "--release", "--bin", "benign"], check=True, cwd=ROOT)
     loads = [load_average()]
@@ -146,11 +146,11 @@ def main():
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     new = f"{head}{START}\n{table(machine1, machine2, records, loads)}\n{END}{tail}"
-    fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".README.md.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(TABLE_FILE), prefix=".performance.md.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(new)
-    os.replace(tmp, README)
-    print(f"perf_table: wrote {len(records)} rows to {README}", file=sys.stderr)
+    os.replace(tmp, TABLE_FILE)
+    print(f"perf_table: wrote {len(records)} rows to {TABLE_FILE}", file=sys.stderr)
 
 
 if __name__ == "__main__":

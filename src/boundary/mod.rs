@@ -565,7 +565,7 @@ fn prepare_dir(
     rundir::open_shared(
         dir,
         &rundir::SharedJob {
-            kind: "boundary measurement",
+            kind: "boundary",
             spec_file: SPEC_FILE,
             spec,
             description: format!(

@@ -46,9 +46,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::checkpoint;
-use crate::io::read_json;
 use crate::classifier::pretrain::{self, PretrainOptions, PretrainResult, PretrainSpec};
 use crate::classifier::{Classifier, Evaluation, Schedule, TrainConfig, Trainer};
+use crate::io::read_json;
 use crate::realdata::subset::draw;
 use crate::realdata::{Sampling, TokenizedSplit};
 use crate::rundir::{JobDir, JobSpec, Reuse};
@@ -146,7 +146,7 @@ pub struct FinetuneConfig {
 
 impl Default for FinetuneConfig {
     /// Defaults chosen to fit the noise and run a table in minutes on two cores (see the
-    /// README): the reference's AdamW, batch 16 and clipping at 1; phase 2 at lr 1e-2 with
+    /// docs/reproduction.md): the reference's AdamW, batch 16 and clipping at 1; phase 2 at lr 1e-2 with
     /// cosine decay for 200 epochs (the reference: 5e-5 for 2000 epochs on far larger models)
     /// with the last block's attention split into 64 heads, one per coordinate of the 64-wide
     /// `benign pretrain` models (with its own 4 heads the noisy-label loss stays at 0.13-0.21

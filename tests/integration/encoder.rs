@@ -39,7 +39,7 @@ fn encoder(config: RunConfig) -> RunConfig {
 /// initialisations (`--sides refdata --reference-data-seed 42`). The
 /// trainable head and MLP fit the flipped labels whichever token the [CLS] query attends, so a
 /// single seed's weak-other attention is a coin with a small chance of heads: asserting it would
-/// only test the seed. See the README's encoder section.
+/// only test the seed. See docs/reproduction.md, the encoder section.
 /// About a minute and a half in release mode on two cores.
 #[test]
 fn balanced_preset_fits_every_sample_with_a_trainable_head() {

@@ -624,7 +624,7 @@ use super::{data_root, missing};
 
 /// Cheap: a small pretraining (1,000 examples, 2 epochs, 1 layer), then n = 20 at eta = 0.2
 /// for a few epochs on 300 test examples. Checks the protocol runs on real files and its
-/// records; the paper-level results come from the README's commands.
+/// records; the paper-level results come from the commands of docs/reproduction.md.
 #[test]
 fn mnist_protocol_runs_on_the_shared_data() {
     let root = data_root();
