@@ -145,7 +145,7 @@ pub struct FinetuneConfig {
 }
 
 impl Default for FinetuneConfig {
-    /// Defaults chosen to fit the noise and run a table in minutes on two cores (see the
+    /// Defaults chosen to fit the noise and run a table in minutes on two cores (see
     /// docs/reproduction.md): the reference's AdamW, batch 16 and clipping at 1; phase 2 at lr 1e-2 with
     /// cosine decay for 200 epochs (the reference: 5e-5 for 2000 epochs on far larger models)
     /// with the last block's attention split into 64 heads, one per coordinate of the 64-wide
