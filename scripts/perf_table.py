@@ -33,7 +33,7 @@ MACHINE_KEYS = (
     "fma_peak_f32_avx512_gflops_per_core", "fma_peak_f64_avx512_gflops_per_core",
     "fma_peak_f32_gflops_all_threads", "fma_peak_f64_gflops_all_threads",
     "fma_peak_f32_avx512_gflops_all_threads", "fma_peak_f64_avx512_gflops_all_threads",
-    "triad_gbps", "triad_bytes_per_array",
+    "triad_gbps", "triad_bytes_per_array", "machine_warnings",
 )
 
 
@@ -106,16 +106,32 @@ def table(machine1, machine2, records, loads):
         "- *of peak*: GEMM: GFLOP/s / (GEMM kernel's FMA peak per core of that dtype x threads) [fma]; "
         "the other kernels are memory-bound: GB/s / triad GB/s [triad] (inputs that fit in cache can exceed 1).",
         "- GB/s counts every array read once and written once (STREAM convention).",
+        "- Ours and `matrixmultiply` run in interleaved rounds; rates are at the median call; *IQR* is "
+        "the interquartile range of the call times in % of the median, over *runs* calls; *runs* 1* "
+        "marks a row that is a single call (it overran its time budget: no spread). The ratio is called "
+        "*faster* or *slower* only when the two IQRs do not overlap.",
         "",
-        "| kernel | shape | dtype | threads | GFLOP/s | GB/s | vs matrixmultiply | of peak |",
-        "|---|---|---|--:|--:|--:|--:|--:|",
+        "| kernel | shape | dtype | threads | GFLOP/s | GB/s | vs matrixmultiply | of peak | IQR % | runs |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
+    warnings = []
     for r in records:
         peak = "-" if r["frac_of_peak"] is None else f"{r['frac_of_peak']:.2f} {r['peak']}"
+        ratio = fmt(r["ratio_vs_matrixmultiply"])
+        if r["vs_matrixmultiply"] is not None:
+            ratio += f" ({r['vs_matrixmultiply'].replace('_', ' ')})"
+        spread = "-" if r["single_call"] else f"{100 * r['iqr_seconds'] / r['median_seconds']:.1f}"
+        runs = "1*" if r["single_call"] else str(r["runs"])
         lines.append(
             f"| {r['kernel']} | {r['shape']} | {r['dtype']} | {r['threads']} | {fmt(r['gflops'])} | "
-            f"{fmt(r['gbps'])} | {fmt(r['ratio_vs_matrixmultiply'])} | {peak} |"
+            f"{fmt(r['gbps'])} | {ratio} | {peak} | {spread} | {runs} |"
         )
+        name = f"{r['kernel']} {r['shape']} {r['dtype']}, {r['threads']} threads"
+        warnings += [f"{name}: {w}" for w in r["warnings"]]
+    for machine in (machine1, machine2):
+        warnings += [w for w in machine["machine_warnings"] if w not in warnings]
+    if warnings:
+        lines += ["", "Warnings of these runs:", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines)
 
 

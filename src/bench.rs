@@ -28,9 +28,30 @@
 //!   stay in cache can exceed 1 of triad.
 //!
 //! # Timing
-//! Each measurement calls the kernel once untimed (page faults, caches), then repeats it until
-//! its time budget is spent and reports the median. A call slower than the whole budget is
-//! timed once (its warm-up call is the measurement).
+//! A measurement runs one or more sides: a GEMM row runs ours and `matrixmultiply` on the same
+//! data, every other row ours alone. Each side is called once untimed (page faults, caches),
+//! then the sides run in interleaved rounds (each round calls every side once, the order
+//! rotating from round to round) until the budget of `sides x per-side budget` is spent. A
+//! slow spell of a shared machine then lands on every side alike instead of on whichever ran
+//! second. Each row reports the median time of a call (its rates are computed from it), the
+//! fastest call, the interquartile range (IQR: third minus first quartile, the spread) and the
+//! number of timed calls. When the untimed calls alone overrun the budget, repeating them would
+//! blow the report's time, so the warm-up calls are the measurement: such a row has one run,
+//! no spread, `single_call` set, and includes what the warm-up was meant to absorb.
+//!
+//! # Comparisons and warnings
+//! Ours against `matrixmultiply` is called faster or slower only when the two IQRs do not
+//! overlap; otherwise it is within the spread, and a single-call row cannot be called either
+//! way. The same rule holds in both directions, so neither a win nor a loss is read off noise.
+//! The report warns, without failing, when:
+//! - a GEMM row's GFLOP/s exceed its FMA ceiling, or the FMA peak measured with that many
+//!   threads at once (the timing or a probe is wrong: no kernel beats the hardware);
+//!   memory-bound rows are not checked, since inputs that stay in cache legitimately beat triad;
+//! - an f64 FMA peak exceeds the f32 one of the same vector width (half as many lanes cannot
+//!   be faster: a probe was disturbed);
+//! - the 1-minute load average (/proc/loadavg), read at the start and before each row,
+//!   exceeds the number of logical CPUs (other work was competing for the cores). The report's
+//!   own threads count towards it, and it lags by about a minute.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -108,6 +129,40 @@ pub struct MachineFigures {
     pub triad_bytes_per_array: usize,
     /// SIMD features this binary was compiled for.
     pub compiled_features: Vec<String>,
+    /// Logical CPUs online: what the load average is compared with.
+    pub logical_cpus: usize,
+    /// 1-minute load average when the report started (/proc/loadavg); `None` where unreadable.
+    pub load_average_1min: Option<f64>,
+    /// Warnings about the machine figures and the load at the start (see the module
+    /// documentation); empty when there are none.
+    pub warnings: Vec<String>,
+}
+
+/// Ours against the baseline on one row, by the rule of the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// Our slowest typical call (third quartile) beats the baseline's fastest typical call
+    /// (first quartile).
+    Faster,
+    /// The mirror image: the baseline's third quartile beats our first quartile.
+    Slower,
+    /// The IQRs overlap: the difference is within the spread.
+    WithinSpread,
+    /// One side was measured by a single call: no spread to compare with.
+    SingleCall,
+}
+
+impl Comparison {
+    /// `faster`, `slower`, `within spread`, `single call`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Comparison::Faster => "faster",
+            Comparison::Slower => "slower",
+            Comparison::WithinSpread => "within spread",
+            Comparison::SingleCall => "single call",
+        }
+    }
 }
 
 /// The dimensions of one measurement. BLAS kernels use BLAS's names: GEMM computes
@@ -148,6 +203,8 @@ pub struct BenchRecord {
     pub gbps: Option<f64>,
     /// Our GFLOP/s over `matrixmultiply`'s on the same shape (GEMM only).
     pub ratio_vs_matrixmultiply: Option<f64>,
+    /// Whether that ratio is outside the spread (GEMM only).
+    pub vs_matrixmultiply: Option<Comparison>,
     /// Fraction of the ceiling named by `peak`.
     pub frac_of_peak: Option<f64>,
     /// Which ceiling `frac_of_peak` refers to.
@@ -157,8 +214,18 @@ pub struct BenchRecord {
     pub ceiling: f64,
     /// Median time of one call, seconds.
     pub median_seconds: f64,
-    /// Timed calls the median is taken over.
+    /// Fastest call, seconds.
+    pub min_seconds: f64,
+    /// Interquartile range of the call times, seconds (0 for a single call).
+    pub iqr_seconds: f64,
+    /// Timed calls the figures are taken over.
     pub runs: usize,
+    /// The row is its one warm-up call: that call alone overran the time budget.
+    pub single_call: bool,
+    /// 1-minute load average just before this row was measured; `None` where unreadable.
+    pub load_average_1min: Option<f64>,
+    /// Warnings about this row (see the module documentation); empty when there are none.
+    pub warnings: Vec<String>,
 }
 
 /// One line of `benign bench --json`: a measurement that stands alone, with its dimensions as
@@ -190,6 +257,8 @@ pub struct BenchRow {
     pub gflops: Option<f64>,
     pub gbps: Option<f64>,
     pub ratio_vs_matrixmultiply: Option<f64>,
+    /// `faster`, `slower`, `within_spread` or `single_call` (GEMM `gemm` rows; else `null`).
+    pub vs_matrixmultiply: Option<Comparison>,
     /// `gflops / ceiling_gflops` (peak `fma`) or `gbps / ceiling_gbps` (peak `triad`).
     pub frac_of_peak: Option<f64>,
     pub peak: PeakKind,
@@ -198,8 +267,17 @@ pub struct BenchRow {
     pub ceiling_gflops: Option<f64>,
     /// The memory ceiling of this line (peak `triad`): `triad_gbps`; `null` for peak `fma`.
     pub ceiling_gbps: Option<f64>,
+    /// Median time of one call; the rates are computed from it.
     pub median_seconds: f64,
+    pub min_seconds: f64,
+    pub iqr_seconds: f64,
     pub runs: usize,
+    /// `true` when the row is one call that overran the time budget (`runs` 1, no spread).
+    pub single_call: bool,
+    /// 1-minute load average just before this row.
+    pub load_average_1min: Option<f64>,
+    /// This row's warnings (an empty list when none).
+    pub warnings: Vec<String>,
     /// The machine: [`MachineFigures`], flat.
     pub cpu_model: String,
     /// Threads of the rayon pool (`--threads`).
@@ -220,6 +298,9 @@ pub struct BenchRow {
     pub triad_bytes_per_array: usize,
     /// SIMD features this binary was compiled for, joined with `+` (`sse4.2+avx+avx2+fma`).
     pub compiled_features: String,
+    pub logical_cpus: usize,
+    /// The machine's warnings (an empty list when none).
+    pub machine_warnings: Vec<String>,
 }
 
 impl BenchRow {
@@ -251,12 +332,18 @@ impl BenchRow {
             gflops: record.gflops,
             gbps: record.gbps,
             ratio_vs_matrixmultiply: record.ratio_vs_matrixmultiply,
+            vs_matrixmultiply: record.vs_matrixmultiply,
             frac_of_peak: record.frac_of_peak,
             peak: record.peak,
             ceiling_gflops,
             ceiling_gbps,
             median_seconds: record.median_seconds,
+            min_seconds: record.min_seconds,
+            iqr_seconds: record.iqr_seconds,
             runs: record.runs,
+            single_call: record.single_call,
+            load_average_1min: record.load_average_1min,
+            warnings: record.warnings.clone(),
             cpu_model: machine.cpu_model.clone(),
             pool_threads: machine.threads,
             matrixmultiply_threads: machine.matrixmultiply_threads,
@@ -274,6 +361,8 @@ impl BenchRow {
             triad_gbps: machine.triad_gbps,
             triad_bytes_per_array: machine.triad_bytes_per_array,
             compiled_features: machine.compiled_features.join("+"),
+            logical_cpus: machine.logical_cpus,
+            machine_warnings: machine.warnings.clone(),
         }
     }
 }
@@ -332,7 +421,7 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Re
 
     // The probes and kernels run inside the pool; `progress` (which need not be Send) runs on
     // the calling thread between measurements.
-    let machine = pool.install(|| {
+    let mut machine = pool.install(|| {
         let fma_peak_f32_gflops_per_core = probe::fma_peak_gflops_f32(plan.probe_time);
         let fma_peak_f64_gflops_per_core = probe::fma_peak_gflops_f64(plan.probe_time);
         let fma_peak_f32_avx512_gflops_per_core =
@@ -381,8 +470,12 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Re
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_average_1min: load_average_1min(),
+            warnings: Vec::new(),
         }
     });
+    machine.warnings = machine_warnings(&machine);
     progress(Progress::Machine(&machine));
     let mut records = Vec::new();
     let mut emit = |record: BenchRecord| {
@@ -430,6 +523,13 @@ trait Element: Float {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]);
     /// FMA peak per core of the GEMM kernel's vector width.
     fn peak_per_core(machine: &MachineFigures) -> f64;
+    /// FMA peak of the GEMM kernel's vector width with every pool thread probing at once.
+    fn peak_all_threads(machine: &MachineFigures) -> f64;
+}
+
+/// Whether the report's GEMM kernel is the 512-bit one (its peaks are the 512-bit probes).
+fn gemm_kernel_is_avx512(machine: &MachineFigures) -> bool {
+    machine.gemm_kernel == KernelVariant::Avx512.name()
 }
 
 impl Element for f32 {
@@ -438,6 +538,12 @@ impl Element for f32 {
     }
     fn peak_per_core(machine: &MachineFigures) -> f64 {
         machine.gemm_peak_f32_gflops_per_core
+    }
+    fn peak_all_threads(machine: &MachineFigures) -> f64 {
+        match machine.fma_peak_f32_avx512_gflops_all_threads {
+            Some(peak) if gemm_kernel_is_avx512(machine) => peak,
+            _ => machine.fma_peak_f32_gflops_all_threads,
+        }
     }
 }
 
@@ -448,6 +554,12 @@ impl Element for f64 {
     fn peak_per_core(machine: &MachineFigures) -> f64 {
         machine.gemm_peak_f64_gflops_per_core
     }
+    fn peak_all_threads(machine: &MachineFigures) -> f64 {
+        match machine.fma_peak_f64_avx512_gflops_all_threads {
+            Some(peak) if gemm_kernel_is_avx512(machine) => peak,
+            _ => machine.fma_peak_f64_gflops_all_threads,
+        }
+    }
 }
 
 struct Context<'a> {
@@ -457,9 +569,20 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// [`time_median`] of `f` run inside the report's pool.
-    fn time(&self, f: impl FnMut() + Send) -> Timing {
-        self.pool.install(|| time_median(self.budget, f))
+    /// [`time_rounds`] of `sides` inside the report's pool, with the load average read just
+    /// before.
+    fn time_interleaved(&self, sides: &mut [&mut (dyn FnMut() + Send)]) -> Vec<Timing> {
+        let load = load_average_1min();
+        let mut timings = self.pool.install(|| time_rounds(self.budget, sides));
+        for timing in &mut timings {
+            timing.load_average_1min = load;
+        }
+        timings
+    }
+
+    /// [`Context::time_interleaved`] of one side.
+    fn time(&self, mut f: impl FnMut() + Send) -> Timing {
+        self.time_interleaved(&mut [&mut f]).remove(0)
     }
 
     /// A record from a timing, with the rates and fractions derived from the counts.
@@ -481,6 +604,17 @@ impl Context<'_> {
             PeakKind::Fma => (T::peak_per_core(self.machine) * threads as f64, gflops),
             PeakKind::Triad => (self.machine.triad_gbps, gbps),
         };
+        let mut warnings: Vec<String> =
+            load_warning(timing.load_average_1min, self.machine.logical_cpus)
+                .into_iter()
+                .collect();
+        if let (PeakKind::Fma, Some(gflops)) = (peak, gflops) {
+            // The all-threads probe ran on the pool's threads; a different count (matrixmultiply
+            // capped at 4) has only the per-core ceiling to go by.
+            let all_threads_peak = (threads > 1 && threads == self.machine.threads)
+                .then(|| T::peak_all_threads(self.machine));
+            warnings.extend(over_peak_warning(gflops, ceiling, all_threads_peak));
+        }
         BenchRecord {
             kernel: kernel.to_string(),
             dims,
@@ -489,11 +623,17 @@ impl Context<'_> {
             gflops,
             gbps,
             ratio_vs_matrixmultiply: None,
+            vs_matrixmultiply: None,
             frac_of_peak: rate.map(|r| r / ceiling).filter(|f| f.is_finite()),
             peak,
             ceiling,
             median_seconds: timing.median_seconds,
+            min_seconds: timing.min_seconds,
+            iqr_seconds: timing.q3_seconds - timing.q1_seconds,
             runs: timing.runs,
+            single_call: timing.single_call,
+            load_average_1min: timing.load_average_1min,
+            warnings,
         }
     }
 }
@@ -517,7 +657,7 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
         let mut c = vec![T::ZERO; m * n];
         let flops = Some(2.0 * (m * n * k) as f64);
         let dims = Dims::Gemm { m, n, k };
-        let ours = ctx.time(|| {
+        let mut ours = || {
             benign_kernels::gemm(
                 Transpose::No,
                 Transpose::No,
@@ -533,9 +673,23 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
                 black_box(&mut c),
                 n,
             )
-        });
-        let theirs =
-            ctx.time(|| T::baseline_gemm(m, n, k, black_box(&a), black_box(&b), black_box(&mut c)));
+        };
+        // Each side writes its own C: both closures live through the rounds.
+        let mut c_theirs = vec![T::ZERO; m * n];
+        let mut theirs = || {
+            T::baseline_gemm(
+                m,
+                n,
+                k,
+                black_box(&a),
+                black_box(&b),
+                black_box(&mut c_theirs),
+            )
+        };
+        let [ours, theirs]: [Timing; 2] = ctx
+            .time_interleaved(&mut [&mut ours, &mut theirs])
+            .try_into()
+            .expect("two sides, two timings");
         let mut record = ctx.record::<T>(
             "gemm",
             dims,
@@ -558,6 +712,7 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
             (Some(ours), Some(theirs)) if theirs > 0.0 => Some(ours / theirs),
             _ => None,
         };
+        record.vs_matrixmultiply = Some(compare(&ours, &theirs));
         emit(record);
         emit(baseline);
     }
@@ -694,45 +849,192 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
     ));
 }
 
-/// Median time of one call and how many calls it is taken over.
-#[derive(Clone, Copy, Debug)]
+/// Call-time statistics of one side of a measurement, seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Timing {
     median_seconds: f64,
+    min_seconds: f64,
+    q1_seconds: f64,
+    q3_seconds: f64,
     runs: usize,
+    /// The warm-up call is the measurement (see [`time_rounds`]).
+    single_call: bool,
+    /// 1-minute load average just before the measurement.
+    load_average_1min: Option<f64>,
 }
 
-/// Calls `f` once untimed, then times calls until `budget` is spent (at least one timed call,
-/// at most 10 000), and returns the median. If the untimed call alone overran the budget, it is
-/// the measurement: repeating a call that slow would blow the report's time.
-fn time_median(budget: Duration, mut f: impl FnMut()) -> Timing {
-    const MAX_RUNS: usize = 10_000;
-    let warm_up = Instant::now();
-    f();
-    let warm_up = warm_up.elapsed();
-    if warm_up >= budget {
-        return Timing {
-            median_seconds: warm_up.as_secs_f64(),
-            runs: 1,
-        };
+/// Shortest time a call is reported as: keeps rates finite for calls below the clock's
+/// resolution.
+const MIN_SECONDS: f64 = 1e-9;
+
+impl Timing {
+    /// The statistics of `times` (at least one).
+    fn from_times(times: &mut [f64]) -> Timing {
+        assert!(!times.is_empty(), "a timing needs at least one call");
+        times.sort_by(f64::total_cmp);
+        let at = |p: f64| quantile(times, p).max(MIN_SECONDS);
+        Timing {
+            median_seconds: at(0.5),
+            min_seconds: at(0.0),
+            q1_seconds: at(0.25),
+            q3_seconds: at(0.75),
+            runs: times.len(),
+            single_call: false,
+            load_average_1min: None,
+        }
     }
+
+    /// One call of `seconds`: no spread.
+    fn single_call(seconds: f64) -> Timing {
+        Timing {
+            single_call: true,
+            ..Timing::from_times(&mut [seconds])
+        }
+    }
+}
+
+/// The `p` quantile of ascending `sorted`, interpolated linearly between neighbouring values
+/// (numpy's default), so the median of an even count is the mean of the middle two.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let position = p * (sorted.len() - 1) as f64;
+    let (low, high) = (position.floor() as usize, position.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
+}
+
+/// Calls every side once untimed, then times them in rounds (each round calls every side
+/// once, starting one side later than the round before) until `budget_per_side x sides` is
+/// spent (at least one round, at most 10 000), and returns each side's statistics. If the
+/// untimed calls alone overran that budget, they are the measurement (single calls):
+/// repeating calls that slow would blow the report's time.
+fn time_rounds(budget_per_side: Duration, sides: &mut [&mut (dyn FnMut() + Send)]) -> Vec<Timing> {
+    const MAX_ROUNDS: usize = 10_000;
+    let budget = budget_per_side * sides.len() as u32;
+    let warm_ups: Vec<f64> = sides
+        .iter_mut()
+        .map(|side| {
+            let start = Instant::now();
+            side();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    if warm_ups.iter().sum::<f64>() >= budget.as_secs_f64() {
+        return warm_ups.into_iter().map(Timing::single_call).collect();
+    }
+    let mut times = vec![Vec::new(); sides.len()];
     let start = Instant::now();
-    let mut times = Vec::new();
-    while times.is_empty() || (start.elapsed() < budget && times.len() < MAX_RUNS) {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64());
+    let mut round = 0;
+    while round == 0 || (start.elapsed() < budget && round < MAX_ROUNDS) {
+        for offset in 0..sides.len() {
+            let side = (round + offset) % sides.len();
+            let call = Instant::now();
+            (sides[side])();
+            times[side].push(call.elapsed().as_secs_f64());
+        }
+        round += 1;
     }
-    times.sort_by(f64::total_cmp);
-    let mid = times.len() / 2;
-    let median_seconds = if times.len() % 2 == 1 {
-        times[mid]
+    times
+        .iter_mut()
+        .map(|side_times| Timing::from_times(side_times))
+        .collect()
+}
+
+/// Ours against the baseline by the rule of the module documentation: faster or slower only
+/// when the IQRs do not overlap, the same test in both directions.
+fn compare(ours: &Timing, theirs: &Timing) -> Comparison {
+    if ours.single_call || theirs.single_call {
+        Comparison::SingleCall
+    } else if ours.q3_seconds < theirs.q1_seconds {
+        Comparison::Faster
+    } else if theirs.q3_seconds < ours.q1_seconds {
+        Comparison::Slower
     } else {
-        0.5 * (times[mid - 1] + times[mid])
-    };
-    Timing {
-        median_seconds: median_seconds.max(1e-9),
-        runs: times.len(),
+        Comparison::WithinSpread
     }
+}
+
+/// A warning when a compute-bound rate exceeds its ceiling (FMA peak per core x threads) or
+/// the FMA peak measured with all its threads at once: no kernel beats the hardware, so the
+/// timing or a probe is wrong.
+fn over_peak_warning(gflops: f64, ceiling: f64, all_threads_peak: Option<f64>) -> Option<String> {
+    if gflops > ceiling {
+        return Some(format!(
+            "{gflops:.2} GFLOP/s is {:.2} of its FMA ceiling ({ceiling:.1} GFLOP/s): impossible, \
+             the timing or the peak probe is wrong",
+            gflops / ceiling
+        ));
+    }
+    match all_threads_peak {
+        Some(peak) if gflops > peak => Some(format!(
+            "{gflops:.2} GFLOP/s exceeds the FMA peak measured on all its threads at once \
+             ({peak:.1} GFLOP/s): the timing or that probe is wrong"
+        )),
+        _ => None,
+    }
+}
+
+/// A warning when the 1-minute load average exceeds the logical CPUs: other work competed for
+/// the cores, so every figure may be low.
+pub fn load_warning(load_average_1min: Option<f64>, logical_cpus: usize) -> Option<String> {
+    let load = load_average_1min?;
+    (load > logical_cpus as f64).then(|| {
+        format!(
+            "1-minute load average {load:.2} exceeds the {logical_cpus} logical CPUs: other work \
+             competed for the cores, figures may be low"
+        )
+    })
+}
+
+/// Warnings about the machine figures: any f64 FMA peak above the f32 peak of the same vector
+/// width and thread count (half the lanes cannot be faster), and the load at the start.
+fn machine_warnings(machine: &MachineFigures) -> Vec<String> {
+    let pairs = [
+        (
+            "256-bit, one core",
+            Some(machine.fma_peak_f32_gflops_per_core),
+            Some(machine.fma_peak_f64_gflops_per_core),
+        ),
+        (
+            "256-bit, all threads",
+            Some(machine.fma_peak_f32_gflops_all_threads),
+            Some(machine.fma_peak_f64_gflops_all_threads),
+        ),
+        (
+            "512-bit, one core",
+            machine.fma_peak_f32_avx512_gflops_per_core,
+            machine.fma_peak_f64_avx512_gflops_per_core,
+        ),
+        (
+            "512-bit, all threads",
+            machine.fma_peak_f32_avx512_gflops_all_threads,
+            machine.fma_peak_f64_avx512_gflops_all_threads,
+        ),
+    ];
+    let mut warnings = Vec::new();
+    for (what, f32_peak, f64_peak) in pairs {
+        if let (Some(f32_peak), Some(f64_peak)) = (f32_peak, f64_peak) {
+            if f64_peak > f32_peak {
+                warnings.push(format!(
+                    "the f64 FMA peak ({what}: {f64_peak:.1} GFLOP/s) exceeds the f32 one \
+                     ({f32_peak:.1}): half the lanes cannot be faster, a probe was disturbed"
+                ));
+            }
+        }
+    }
+    warnings.extend(load_warning(
+        machine.load_average_1min,
+        machine.logical_cpus,
+    ));
+    warnings
+}
+
+/// The 1-minute load average from /proc/loadavg (Linux), or `None`.
+fn load_average_1min() -> Option<f64> {
+    parse_load_average(&std::fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+/// The first field of /proc/loadavg's text (`0.52 0.58 0.59 1/389 12345`).
+fn parse_load_average(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// `len` values in [-1, 1) from a fixed, cheap sequence (a multiplicative hash of the index and
@@ -858,6 +1160,9 @@ mod tests {
         let want = gemm.gflops.unwrap() / machine.gemm_peak_f32_gflops_per_core;
         assert!((frac - want).abs() <= 1e-12 * want, "{frac} vs {want}");
         assert_eq!(gemm.ceiling, machine.gemm_peak_f32_gflops_per_core);
+        assert!(gemm.vs_matrixmultiply.is_some());
+        assert!(gemm.runs >= 1 && gemm.min_seconds <= gemm.median_seconds);
+        assert_eq!(gemm.single_call, gemm.runs == 1 && gemm.iqr_seconds == 0.0);
         let triad = report.records.iter().find(|r| r.kernel == "gelu").unwrap();
         assert_eq!(triad.ceiling, machine.triad_gbps);
     }
@@ -881,6 +1186,9 @@ mod tests {
             triad_gbps: 10.0,
             triad_bytes_per_array: 64 << 20,
             compiled_features: vec!["avx2".into(), "fma".into()],
+            logical_cpus: 2,
+            load_average_1min: Some(0.5),
+            warnings: Vec::new(),
         }
     }
 
@@ -893,11 +1201,17 @@ mod tests {
             gflops: Some(64.0),
             gbps: (peak == PeakKind::Triad).then_some(5.0),
             ratio_vs_matrixmultiply: None,
+            vs_matrixmultiply: None,
             frac_of_peak: Some(0.5),
             peak,
             ceiling,
             median_seconds: 1e-3,
+            min_seconds: 0.9e-3,
+            iqr_seconds: 0.1e-3,
             runs: 10,
+            single_call: false,
+            load_average_1min: Some(0.5),
+            warnings: Vec::new(),
         }
     }
 
@@ -967,6 +1281,11 @@ mod tests {
             assert_eq!(row["gemm_peak_f32_gflops_per_core"], 64.0);
             assert_eq!(row["compiled_features"], "avx2+fma");
             assert!(row.get("machine").is_none());
+            assert_eq!(row["machine_warnings"], serde_json::json!([]));
+            assert_eq!(row["warnings"], serde_json::json!([]));
+            assert_eq!(row["single_call"], false);
+            assert_eq!(row["runs"], 10);
+            assert!(row["min_seconds"].is_f64() && row["iqr_seconds"].is_f64());
             // The row reads back.
             let back: BenchRow = serde_json::from_value(row.clone()).unwrap();
             assert_eq!(serde_json::to_value(back).unwrap(), *row);
@@ -976,17 +1295,148 @@ mod tests {
     #[test]
     fn warm_up_is_untimed_and_slow_calls_run_once() {
         let mut calls = 0;
-        let timing = time_median(Duration::from_millis(5), || {
-            calls += 1;
-            std::thread::sleep(Duration::from_micros(200));
-        });
-        assert_eq!(calls, timing.runs + 1, "warm-up call is not timed");
-        assert!(timing.median_seconds >= 200e-6, "{timing:?}");
-        let slow = time_median(Duration::from_millis(1), || {
-            std::thread::sleep(Duration::from_millis(3))
-        });
-        assert_eq!(slow.runs, 1);
-        assert!(slow.median_seconds >= 3e-3);
+        let timing = time_rounds(
+            Duration::from_millis(5),
+            &mut [&mut || {
+                calls += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }],
+        );
+        assert_eq!(timing.len(), 1);
+        assert_eq!(calls, timing[0].runs + 1, "warm-up call is not timed");
+        assert!(!timing[0].single_call);
+        assert!(timing[0].median_seconds >= 200e-6, "{timing:?}");
+        assert!(timing[0].min_seconds <= timing[0].median_seconds);
+        let slow = time_rounds(
+            Duration::from_millis(1),
+            &mut [&mut || std::thread::sleep(Duration::from_millis(3))],
+        );
+        assert_eq!(slow[0].runs, 1);
+        assert!(slow[0].single_call);
+        assert_eq!(slow[0].q1_seconds, slow[0].q3_seconds, "no spread");
+        assert!(slow[0].median_seconds >= 3e-3);
+    }
+
+    /// Every round calls every side once, and the side that starts a round rotates.
+    #[test]
+    fn sides_run_in_interleaved_rounds_with_rotating_order() {
+        let log = std::sync::Mutex::new(Vec::new());
+        let mut first = || log.lock().unwrap().push('a');
+        let mut second = || log.lock().unwrap().push('b');
+        let timings = time_rounds(Duration::from_millis(2), &mut [&mut first, &mut second]);
+        let log = log.into_inner().unwrap();
+        assert_eq!(timings.len(), 2);
+        assert_eq!(
+            timings[0].runs, timings[1].runs,
+            "one call per side per round"
+        );
+        assert_eq!(
+            log.len(),
+            2 * (timings[0].runs + 1),
+            "plus one warm-up each"
+        );
+        assert_eq!(&log[..2], &['a', 'b'], "warm-ups");
+        assert_eq!(
+            &log[2..4],
+            &['a', 'b'],
+            "round 0 starts with the first side"
+        );
+        if timings[0].runs > 1 {
+            assert_eq!(&log[4..6], &['b', 'a'], "round 1 starts with the second");
+        }
+    }
+
+    #[test]
+    fn quartiles_interpolate_and_the_median_of_an_even_count_is_the_middle_mean() {
+        let timing = Timing::from_times(&mut [4.0, 1.0, 3.0, 2.0]);
+        assert_eq!(timing.median_seconds, 2.5);
+        assert_eq!(timing.min_seconds, 1.0);
+        assert_eq!(timing.q1_seconds, 1.75);
+        assert_eq!(timing.q3_seconds, 3.25);
+        assert_eq!(timing.runs, 4);
+        let odd = Timing::from_times(&mut [5.0, 1.0, 3.0]);
+        assert_eq!(
+            (odd.median_seconds, odd.q1_seconds, odd.q3_seconds),
+            (3.0, 2.0, 4.0)
+        );
+    }
+
+    fn spread(q1: f64, q3: f64, single_call: bool) -> Timing {
+        Timing {
+            median_seconds: 0.5 * (q1 + q3),
+            min_seconds: q1,
+            q1_seconds: q1,
+            q3_seconds: q3,
+            runs: if single_call { 1 } else { 9 },
+            single_call,
+            load_average_1min: None,
+        }
+    }
+
+    /// Faster and slower by one rule: the IQRs must not overlap, whichever side is ahead.
+    #[test]
+    fn wins_and_losses_need_separate_spreads() {
+        let fast = spread(1.0, 1.1, false);
+        let slow = spread(1.2, 1.3, false);
+        let overlapping = spread(1.05, 1.25, false);
+        assert_eq!(compare(&fast, &slow), Comparison::Faster);
+        assert_eq!(compare(&slow, &fast), Comparison::Slower);
+        assert_eq!(compare(&fast, &overlapping), Comparison::WithinSpread);
+        assert_eq!(compare(&overlapping, &fast), Comparison::WithinSpread);
+        assert_eq!(
+            compare(&spread(1.0, 1.0, true), &slow),
+            Comparison::SingleCall
+        );
+        assert_eq!(
+            compare(&slow, &spread(1.0, 1.0, true)),
+            Comparison::SingleCall
+        );
+    }
+
+    #[test]
+    fn rates_above_a_measured_peak_are_flagged() {
+        assert_eq!(over_peak_warning(90.0, 100.0, None), None);
+        assert_eq!(over_peak_warning(90.0, 200.0, Some(180.0)), None);
+        let over_ceiling = over_peak_warning(339.0, 100.0, None).unwrap();
+        assert!(
+            over_ceiling.contains("3.39 of its FMA ceiling"),
+            "{over_ceiling}"
+        );
+        // Two threads that share one core's FMA units: within 2 x per core, above the
+        // all-threads probe.
+        let shared = over_peak_warning(150.0, 200.0, Some(100.0)).unwrap();
+        assert!(shared.contains("all its threads"), "{shared}");
+    }
+
+    #[test]
+    fn load_above_the_cpus_is_flagged() {
+        assert_eq!(load_warning(Some(2.0), 2), None);
+        assert_eq!(load_warning(None, 2), None);
+        let busy = load_warning(Some(3.5), 2).unwrap();
+        assert!(
+            busy.contains("3.50") && busy.contains("2 logical CPUs"),
+            "{busy}"
+        );
+        assert_eq!(
+            parse_load_average("0.52 0.58 0.59 1/389 12345\n"),
+            Some(0.52)
+        );
+        assert_eq!(parse_load_average(""), None);
+    }
+
+    #[test]
+    fn machine_warnings_flag_an_f64_peak_above_f32_and_the_load() {
+        assert!(machine_warnings(&machine()).is_empty());
+        let mut disturbed = machine();
+        disturbed.fma_peak_f64_gflops_all_threads = 130.0;
+        disturbed.fma_peak_f32_avx512_gflops_per_core = Some(100.0);
+        disturbed.fma_peak_f64_avx512_gflops_per_core = Some(101.0);
+        disturbed.load_average_1min = Some(4.0);
+        let warnings = machine_warnings(&disturbed);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("256-bit, all threads"), "{warnings:?}");
+        assert!(warnings[1].contains("512-bit, one core"), "{warnings:?}");
+        assert!(warnings[2].contains("load average"), "{warnings:?}");
     }
 
     #[test]

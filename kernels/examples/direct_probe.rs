@@ -3,6 +3,11 @@
 //! the best time per variant over the rounds is reported, so load from other processes on a
 //! shared machine hits all variants alike. `cargo run --release -p benign-kernels --example
 //! direct_probe -- 50x50x16-NT 20x2000x2000-NT`.
+//!
+//! `THREADS=N` (default 1) runs every side on N threads: ours in a rayon pool of N, and
+//! `matrixmultiply` (which ignores rayon and starts its own threads) with `MATMUL_NUM_THREADS`
+//! set to N unless it is already set; `matrixmultiply` caps itself at 4. The line printed per
+//! shape names both thread counts.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -32,11 +37,19 @@ fn parse(spec: &str) -> (usize, usize, usize, Transpose, Transpose) {
 }
 
 fn main() {
-    std::env::set_var("MATMUL_NUM_THREADS", "1");
     let threads: usize = std::env::var("THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(1);
+    // matrixmultiply reads the variable once, at its first call: set it before any.
+    let matmul_threads: usize = match std::env::var("MATMUL_NUM_THREADS") {
+        Ok(value) if !value.is_empty() => value.parse().unwrap_or(1),
+        _ => {
+            std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+            threads
+        }
+    }
+    .clamp(1, 4);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -105,7 +118,7 @@ fn main() {
         });
         let gf = |d: Duration| 2.0 * (m * n * k) as f64 / d.as_secs_f64() / 1e9;
         println!(
-            "{spec:>20} {threads}t  packed {:>10.2?} ({:5.1} GF/s)  direct {:>10.2?} ({:5.1} GF/s)  mm {:>10.2?}  packed/direct {:.2}x  mm/direct {:.2}x",
+            "{spec:>20} {threads}t (mm {matmul_threads}t)  packed {:>10.2?} ({:5.1} GF/s)  direct {:>10.2?} ({:5.1} GF/s)  mm {:>10.2?}  packed/direct {:.2}x  mm/direct {:.2}x",
             best[0], gf(best[0]), best[1], gf(best[1]), best[2],
             best[0].as_secs_f64() / best[1].as_secs_f64(),
             best[2].as_secs_f64() / best[1].as_secs_f64()

@@ -43,14 +43,14 @@ fn direct_grid<T: Float>(kernel: KernelVariant, seed: u64) {
 
 #[test]
 fn direct_grid_f32() {
-    for kernel in KernelVariant::available() {
+    for kernel in common::kernel_variants() {
         direct_grid::<f32>(kernel, 21);
     }
 }
 
 #[test]
 fn direct_grid_f64() {
-    for kernel in KernelVariant::available() {
+    for kernel in common::kernel_variants() {
         direct_grid::<f64>(kernel, 22);
     }
 }
@@ -90,14 +90,14 @@ fn direct_larger<T: Float>(kernel: KernelVariant, seed: u64) {
 
 #[test]
 fn direct_larger_f32() {
-    for kernel in KernelVariant::available() {
+    for kernel in common::kernel_variants() {
         direct_larger::<f32>(kernel, 23);
     }
 }
 
 #[test]
 fn direct_larger_f64() {
-    for kernel in KernelVariant::available() {
+    for kernel in common::kernel_variants() {
         direct_larger::<f64>(kernel, 24);
     }
 }
@@ -128,7 +128,7 @@ fn shape_rule_thresholds() {
         (DIRECT_MAX_ROWS, 100, DOT_MIN_DEPTH - 1),
         (DIRECT_MAX_ROWS, 100, DOT_MIN_DEPTH),
     ];
-    for kernel in KernelVariant::available() {
+    for kernel in common::kernel_variants() {
         for (index, (m, n, k)) in shapes.into_iter().enumerate() {
             for (ta, tb) in TRANSPOSES {
                 let case = Case {
@@ -192,14 +192,14 @@ fn threads_bit_identical<T: Float>(kernel: KernelVariant, seed: u64) {
 
 #[test]
 fn threads_bit_identical_f32() {
-    for kernel in KernelVariant::available() {
+    for kernel in common::kernel_variants() {
         threads_bit_identical::<f32>(kernel, 26);
     }
 }
 
 #[test]
 fn threads_bit_identical_f64() {
-    for kernel in KernelVariant::available() {
+    for kernel in common::kernel_variants() {
         threads_bit_identical::<f64>(kernel, 27);
     }
 }

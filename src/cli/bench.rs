@@ -13,8 +13,10 @@ pub struct BenchArgs {
     /// alone with the same keys (`benign::bench::BenchRow`): kernel, dtype, integer dimensions
     /// (`m`, `n`, `k` for GEMM; `m`, `n` for GEMV and GER; `rows`, `cols` for the row-wise
     /// kernels; the others null), shape, threads, gflops, gbps, ratio_vs_matrixmultiply,
-    /// frac_of_peak, peak, ceiling_gflops / ceiling_gbps, median_seconds, runs, and the machine
-    /// figures (cpu_model, pool_threads, gemm_kernel, the FMA peaks, triad_gbps, ...).
+    /// vs_matrixmultiply, frac_of_peak, peak, ceiling_gflops / ceiling_gbps, median_seconds,
+    /// min_seconds, iqr_seconds, runs, single_call, load_average_1min, warnings, and the machine
+    /// figures (cpu_model, pool_threads, gemm_kernel, the FMA peaks, triad_gbps, logical_cpus,
+    /// machine_warnings, ...). Warnings are also printed to stderr.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -32,15 +34,16 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_error = None;
-    let mut machine = None;
+    let mut json_state = JsonState::default();
+    let mut logical_cpus = 1;
     benign::bench::run(&options, |event| {
         if write_error.is_some() {
             return;
         }
         let result = if args.json {
-            print_json(&mut out, &mut machine, event)
+            print_json(&mut out, &mut json_state, event)
         } else {
-            print_table(&mut out, event)
+            print_table(&mut out, &mut logical_cpus, event)
         };
         if let Err(e) = result.and_then(|()| out.flush()) {
             write_error = Some(e);
@@ -52,34 +55,82 @@ pub fn execute(args: BenchArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// One line per record, with the machine figures (reported once, first) on each.
+/// What `--json` output remembers between events.
+#[derive(Default)]
+struct JsonState {
+    /// The machine figures, repeated on every line.
+    machine: Option<MachineFigures>,
+    /// The load warning last printed to stderr.
+    last_load_warning: Option<String>,
+}
+
+/// One line per record, with the machine figures (reported once, first) on each. Warnings
+/// also go to stderr, where someone piping stdout to a file still sees them; a load warning
+/// only when its text changes, since it holds for row after row.
 fn print_json(
     out: &mut impl Write,
-    machine: &mut Option<MachineFigures>,
+    state: &mut JsonState,
     event: Progress<'_>,
 ) -> std::io::Result<()> {
     match event {
         Progress::Machine(figures) => {
-            *machine = Some(figures.clone());
+            for warning in &figures.warnings {
+                eprintln!("benign bench: warning: {warning}");
+            }
+            state.last_load_warning =
+                benign::bench::load_warning(figures.load_average_1min, figures.logical_cpus);
+            state.machine = Some(figures.clone());
             Ok(())
         }
         Progress::Record(record) => {
-            let figures = machine
+            let figures = state
+                .machine
                 .as_ref()
                 .expect("the machine figures come before the first record");
+            let load_warning =
+                benign::bench::load_warning(record.load_average_1min, figures.logical_cpus);
+            for warning in &record.warnings {
+                if Some(warning) == load_warning.as_ref() {
+                    if state.last_load_warning.as_ref() == Some(warning) {
+                        continue;
+                    }
+                    state.last_load_warning = Some(warning.clone());
+                }
+                eprintln!("benign bench: warning: {}: {warning}", row_name(record));
+            }
             let line = serde_json::to_string(&BenchRow::new(figures, record))?;
             writeln!(out, "{line}")
         }
     }
 }
 
-/// Column widths of the table (kernel, shape, dtype, threads, GFLOP/s, GB/s, vs mm, of peak).
-const WIDTHS: [usize; 8] = [21, 14, 5, 7, 9, 8, 8, 12];
+/// `kernel shape dtype, N thread(s)`: what a warning is about.
+fn row_name(r: &BenchRecord) -> String {
+    format!(
+        "{} {} {}, {} thread{}",
+        r.kernel,
+        r.dims.label(),
+        r.dtype,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" }
+    )
+}
 
-fn print_table(out: &mut impl Write, event: Progress<'_>) -> std::io::Result<()> {
+/// Column widths of the table (kernel, shape, dtype, threads, GFLOP/s, GB/s, vs mm, verdict,
+/// of peak, median, min, IQR, runs, load).
+const WIDTHS: [usize; 14] = [21, 14, 5, 7, 9, 8, 6, 13, 10, 10, 10, 6, 6, 6];
+
+fn print_table(
+    out: &mut impl Write,
+    logical_cpus: &mut usize,
+    event: Progress<'_>,
+) -> std::io::Result<()> {
     match event {
-        Progress::Machine(machine) => print_header(out, machine),
-        Progress::Record(record) => print_row(out, record),
+        Progress::Machine(machine) => {
+            *logical_cpus = machine.logical_cpus;
+            print_header(out, machine)
+        }
+        Progress::Record(record) => print_row(out, *logical_cpus, record),
     }
 }
 
@@ -124,14 +175,30 @@ fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()>
         m.triad_gbps,
         m.triad_bytes_per_array >> 20
     )?;
+    let load = m
+        .load_average_1min
+        .map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}"));
     writeln!(
         out,
-        "vs mm = our GFLOP/s / matrixmultiply's ({} threads); of peak = GFLOP/s / (GEMM kernel's FMA peak per core x threads) [fma] or GB/s / triad [triad]",
+        "1-minute load average at the start: {load} ({} logical CPUs)",
+        m.logical_cpus
+    )?;
+    writeln!(
+        out,
+        "vs mm = our GFLOP/s / matrixmultiply's ({} threads), faster or slower only when the IQRs do not overlap; of peak = GFLOP/s / (GEMM kernel's FMA peak per core x threads) [fma] or GB/s / triad [triad]",
         m.matrixmultiply_threads
     )?;
+    writeln!(
+        out,
+        "Timing: ours and matrixmultiply in interleaved rounds after one untimed call each; rates at the median call; IQR in % of the median; runs 1*: a single call that overran the time budget (no spread); load: 1-minute load average before the row, ! above the logical CPUs"
+    )?;
+    for warning in &m.warnings {
+        writeln!(out, "warning: {warning}")?;
+    }
     writeln!(out)?;
     let header = [
-        "kernel", "shape", "dtype", "threads", "GFLOP/s", "GB/s", "vs mm", "of peak",
+        "kernel", "shape", "dtype", "threads", "GFLOP/s", "GB/s", "vs mm", "", "of peak", "median",
+        "min", "IQR %", "runs", "load",
     ];
     let cells: Vec<String> = header.iter().map(|s| s.to_string()).collect();
     write_cells(out, &cells)?;
@@ -139,7 +206,10 @@ fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()>
     write_cells(out, &rule)
 }
 
-fn print_row(out: &mut impl Write, r: &BenchRecord) -> std::io::Result<()> {
+/// One row, then its warnings, but for the load warning: the `load` column marks it on every
+/// row it applies to, where a line each would bury the others.
+fn print_row(out: &mut impl Write, logical_cpus: usize, r: &BenchRecord) -> std::io::Result<()> {
+    let load_warning = benign::bench::load_warning(r.load_average_1min, logical_cpus);
     let num = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
     };
@@ -155,10 +225,48 @@ fn print_row(out: &mut impl Write, r: &BenchRecord) -> std::io::Result<()> {
         num(r.gflops, 2),
         num(r.gbps, 2),
         num(r.ratio_vs_matrixmultiply, 2),
+        r.vs_matrixmultiply
+            .map_or_else(String::new, |v| v.label().to_string()),
         r.frac_of_peak
             .map_or_else(|| "-".to_string(), |f| format!("{f:.2} {peak}")),
+        seconds_text(r.median_seconds),
+        seconds_text(r.min_seconds),
+        if r.single_call {
+            "-".to_string()
+        } else {
+            format!("{:.1}", 100.0 * r.iqr_seconds / r.median_seconds)
+        },
+        if r.single_call {
+            "1*".to_string()
+        } else {
+            r.runs.to_string()
+        },
+        r.load_average_1min.map_or_else(
+            || "-".to_string(),
+            |load| format!("{load:.2}{}", if load_warning.is_some() { "!" } else { "" }),
+        ),
     ];
-    write_cells(out, &cells)
+    write_cells(out, &cells)?;
+    for warning in r
+        .warnings
+        .iter()
+        .filter(|w| Some(*w) != load_warning.as_ref())
+    {
+        writeln!(out, "  warning: {}: {warning}", row_name(r))?;
+    }
+    Ok(())
+}
+
+/// A duration in the unit that keeps three or four significant digits: `812 us`, `4.21 ms`,
+/// `1.93 s`.
+fn seconds_text(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.2} s")
+    } else if seconds >= 1e-3 {
+        format!("{:.2} ms", seconds * 1e3)
+    } else {
+        format!("{:.1} us", seconds * 1e6)
+    }
 }
 
 /// Left-aligns the text columns and right-aligns the numbers.
@@ -168,7 +276,7 @@ fn write_cells(out: &mut impl Write, cells: &[String]) -> std::io::Result<()> {
         if i > 0 {
             line.push_str("  ");
         }
-        if i < 3 {
+        if i < 3 || i == 7 {
             line.push_str(&format!("{cell:<width$}"));
         } else {
             line.push_str(&format!("{cell:>width$}"));

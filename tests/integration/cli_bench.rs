@@ -61,6 +61,16 @@ fn quick_json_on_one_thread_prints_standalone_records() {
             "gemm_kernel",
             "gemm_peak_f32_gflops_per_core",
             "triad_gbps",
+            "median_seconds",
+            "min_seconds",
+            "iqr_seconds",
+            "runs",
+            "single_call",
+            "vs_matrixmultiply",
+            "load_average_1min",
+            "warnings",
+            "logical_cpus",
+            "machine_warnings",
         ] {
             assert!(record.get(key).is_some(), "{key} missing in {record}");
         }
@@ -88,6 +98,26 @@ fn quick_json_on_one_thread_prints_standalone_records() {
         assert!(rate.is_some_and(|r| r.is_finite() && r > 0.0), "{record}");
         let dim = |key: &str| record[key].as_u64();
         let seconds = record["median_seconds"].as_f64().unwrap();
+        // The timing: fastest call <= median, a spread, the number of calls, and a single
+        // call marked as one (no spread).
+        let min_seconds = record["min_seconds"].as_f64().unwrap();
+        let iqr_seconds = record["iqr_seconds"].as_f64().unwrap();
+        let runs = record["runs"].as_u64().unwrap();
+        assert!(min_seconds > 0.0 && min_seconds <= seconds, "{record}");
+        assert!(iqr_seconds >= 0.0 && runs >= 1, "{record}");
+        if record["single_call"]
+            .as_bool()
+            .expect("single_call is a bool")
+        {
+            assert!(runs == 1 && iqr_seconds == 0.0, "{record}");
+        }
+        assert!(record["warnings"].is_array(), "{record}");
+        assert!(record["machine_warnings"].is_array(), "{record}");
+        assert!(record["logical_cpus"].as_u64().is_some_and(|n| n >= 1));
+        assert!(
+            record["load_average_1min"].is_null() || record["load_average_1min"].is_f64(),
+            "{record}"
+        );
         match kernel {
             "gemm" | "matrixmultiply::gemm" => {
                 let (m, n, k) = (dim("m").unwrap(), dim("n").unwrap(), dim("k").unwrap());
@@ -138,6 +168,15 @@ fn quick_json_on_one_thread_prints_standalone_records() {
             let ratio = record["ratio_vs_matrixmultiply"].as_f64();
             assert!(ratio.is_some_and(|r| r > 0.0), "{record}");
             assert_eq!(record["threads"], 1);
+            assert!(
+                matches!(
+                    record["vs_matrixmultiply"].as_str(),
+                    Some("faster" | "slower" | "within_spread" | "single_call")
+                ),
+                "{record}"
+            );
+        } else {
+            assert!(record["vs_matrixmultiply"].is_null(), "{record}");
         }
     }
     for want in [
@@ -161,4 +200,32 @@ fn zero_threads_exits_2_naming_the_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("threads"), "stderr: {stderr}");
     assert!(out.stdout.is_empty(), "nothing measured before validation");
+}
+
+/// The table names the timing columns and says how a single call is marked.
+#[test]
+fn quick_table_shows_the_spread_and_the_number_of_calls() {
+    let out = benign(&["bench", "--quick", "--threads", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
+    let header = stdout
+        .lines()
+        .find(|line| line.starts_with("kernel "))
+        .unwrap_or_else(|| panic!("no table header:\n{stdout}"));
+    for column in ["median", "min", "IQR %", "runs", "load", "vs mm", "of peak"] {
+        assert!(header.contains(column), "{column} missing: {header}");
+    }
+    assert!(stdout.contains("runs 1*: a single call"), "{stdout}");
+    assert!(stdout.contains("interleaved rounds"), "{stdout}");
+    let gemm_rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("gemm ")).collect();
+    assert!(!gemm_rows.is_empty(), "{stdout}");
+    for row in gemm_rows {
+        assert!(
+            ["faster", "slower", "within spread", "single call"]
+                .iter()
+                .any(|verdict| row.contains(verdict)),
+            "{row}"
+        );
+    }
 }
