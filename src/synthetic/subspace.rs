@@ -1103,19 +1103,49 @@ pub struct SubspaceParts {
 impl<T: Float> SubspaceTrainer<T> {
     /// A trainer at the initial state (`b = 0`, `D = 0`) from given projections.
     pub fn from_parts(parts: SubspaceParts) -> Result<Self> {
-        let r = parts.rank;
-        let rows = parts.train_scores.len();
-        let test_rows = parts.test_scores.len();
-        let shapes_ok = parts.tokens_per_sample > 0
-            && rows == parts.labels.len() * parts.tokens_per_sample
-            && parts.coords.len() == rows * r
-            && parts.gram.len() == r * r
-            && parts.test_h.len() == test_rows * r
-            && parts.test_c.len() == test_rows * r;
-        if !shapes_ok {
+        let (r, test_rows) = (parts.rank, parts.test_scores.len());
+        if parts.test_h.len() != test_rows * r || parts.test_c.len() != test_rows * r {
             return Err(Error::invalid("subspace parts", "inconsistent shapes"));
         }
-        if let Some(bad) = parts.gram.iter().find(|v| !v.is_finite()) {
+        let test = TestTokens {
+            rows: parts
+                .test_h
+                .chunks_exact(r.max(1))
+                .zip(parts.test_c.chunks_exact(r.max(1)))
+                .flat_map(|(h, c)| h.iter().chain(c))
+                .map(|&x| T::from_f64(x))
+                .collect(),
+            width: 2 * r,
+            map: None,
+            scores: parts.test_scores,
+        };
+        let training = TrainingInputs {
+            tokens_per_sample: parts.tokens_per_sample,
+            rank: r,
+            lr: parts.lr,
+            coords: parts.coords,
+            train_scores: parts.train_scores,
+            labels: parts.labels,
+            gram: parts.gram,
+            timings: parts.timings,
+        };
+        Self::assemble(training, test, "subspace parts")
+    }
+
+    /// The trainer at the initial state from its training inputs and test tokens, after checking
+    /// their shapes (`what` names the caller's inputs in the error) and that `G` is finite.
+    fn assemble(t: TrainingInputs, test: TestTokens<T>, what: &str) -> Result<Self> {
+        let r = t.rank;
+        let rows = t.train_scores.len();
+        let shapes_ok = t.tokens_per_sample > 0
+            && rows == t.labels.len() * t.tokens_per_sample
+            && t.coords.len() == rows * r
+            && t.gram.len() == r * r
+            && test.rows.len() == test.scores.len() * test.width;
+        if !shapes_ok {
+            return Err(Error::invalid(what, "inconsistent shapes"));
+        }
+        if let Some(bad) = t.gram.iter().find(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 step: 0,
                 quantity: "Gram matrix A^T A of the start-up".into(),
@@ -1124,38 +1154,39 @@ impl<T: Float> SubspaceTrainer<T> {
         }
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
         let mut trainer = SubspaceTrainer {
-            tokens_per_sample: parts.tokens_per_sample,
+            tokens_per_sample: t.tokens_per_sample,
             rank: r,
-            lr: T::from_f64(parts.lr),
-            coords: cast(&parts.coords),
-            scores: cast(&parts.train_scores),
-            labels: cast(&parts.labels),
-            gram: cast(&parts.gram),
+            lr: T::from_f64(t.lr),
+            coords: cast(&t.coords),
+            scores: cast(&t.train_scores),
+            labels: cast(&t.labels),
+            gram: cast(&t.gram),
             b: vec![T::ZERO; r],
             gb: Vec::new(),
             d: vec![T::ZERO; r * r],
             diverged: None,
-            test: TestTokens {
-                rows: parts
-                    .test_h
-                    .chunks_exact(r.max(1))
-                    .zip(parts.test_c.chunks_exact(r.max(1)))
-                    .flat_map(|(h, c)| h.iter().chain(c))
-                    .map(|&x| T::from_f64(x))
-                    .collect(),
-                width: 2 * r,
-                map: None,
-                scores: parts.test_scores,
-            },
-            train_scores: parts.train_scores,
+            test,
+            train_scores: t.train_scores,
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
             w_delta_sq: 0.0,
-            timings: parts.timings,
+            timings: t.timings,
         };
         trainer.gb = trainer.gram_times_b();
         Ok(trainer)
     }
+}
+
+/// The training half of a trainer's inputs, shared by [`SubspaceParts`] and [`DrawnParts`].
+struct TrainingInputs {
+    tokens_per_sample: usize,
+    rank: usize,
+    lr: f64,
+    coords: Vec<f64>,
+    train_scores: Vec<f64>,
+    labels: Vec<f64>,
+    gram: Vec<f64>,
+    timings: StartupTimings,
 }
 
 // ---- Hook for the law trainer (`synthetic::law`): a trainer whose test tokens are given as
@@ -1189,51 +1220,25 @@ pub struct DrawnParts<T> {
 impl<T: Float> SubspaceTrainer<T> {
     /// A trainer at the initial state (`b = 0`, `D = 0`) from drawn parts.
     pub fn from_drawn_parts(parts: DrawnParts<T>) -> Result<Self> {
-        let r = parts.rank;
-        let rows = parts.train_scores.len();
-        let test_rows = parts.test_scores.len();
-        let shapes_ok = parts.tokens_per_sample > 0
-            && rows == parts.labels.len() * parts.tokens_per_sample
-            && parts.coords.len() == rows * r
-            && parts.gram.len() == r * r
-            && parts.test_rows.len() == test_rows * parts.test_width
-            && parts.test_map.len() == parts.test_width * 2 * r;
-        if !shapes_ok {
+        if parts.test_map.len() != parts.test_width * 2 * parts.rank {
             return Err(Error::invalid("drawn parts", "inconsistent shapes"));
         }
-        if let Some(bad) = parts.gram.iter().find(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                step: 0,
-                quantity: "Gram matrix A^T A of the start-up".into(),
-                value: *bad,
-            });
-        }
-        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
-        let mut trainer = SubspaceTrainer {
+        let test = TestTokens {
+            rows: parts.test_rows,
+            width: parts.test_width,
+            map: Some(parts.test_map.iter().map(|&x| T::from_f64(x)).collect()),
+            scores: parts.test_scores,
+        };
+        let training = TrainingInputs {
             tokens_per_sample: parts.tokens_per_sample,
-            rank: r,
-            lr: T::from_f64(parts.lr),
-            coords: cast(&parts.coords),
-            scores: cast(&parts.train_scores),
-            labels: cast(&parts.labels),
-            gram: cast(&parts.gram),
-            b: vec![T::ZERO; r],
-            gb: Vec::new(),
-            d: vec![T::ZERO; r * r],
-            diverged: None,
-            test: TestTokens {
-                rows: parts.test_rows,
-                width: parts.test_width,
-                map: Some(cast(&parts.test_map)),
-                scores: parts.test_scores,
-            },
+            rank: parts.rank,
+            lr: parts.lr,
+            coords: parts.coords,
             train_scores: parts.train_scores,
-            attention: vec![T::ZERO; rows],
-            delta: vec![T::ZERO; rows],
-            w_delta_sq: 0.0,
+            labels: parts.labels,
+            gram: parts.gram,
             timings: parts.timings,
         };
-        trainer.gb = trainer.gram_times_b();
-        Ok(trainer)
+        Self::assemble(training, test, "drawn parts")
     }
 }
