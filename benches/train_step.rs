@@ -9,8 +9,8 @@ use benign::synthetic::data::{training_set, Signals, TestSource};
 use benign::synthetic::dense::DenseTrainer;
 use benign::synthetic::encoder::{EncoderModel, EncoderTrainer};
 use benign::synthetic::init::InitSource;
-use benign::synthetic::subspace::SubspaceTrainer;
-use benign::synthetic::{Precision, RunConfig, Trainer};
+use benign::synthetic::subspace::{SubspaceSetup, SubspaceTrainer, TestDraw};
+use benign::synthetic::{AttentionTrainer, Precision, RunConfig, Trainer};
 
 fn train_step(c: &mut Criterion) {
     let config = RunConfig::default();
@@ -39,50 +39,53 @@ fn train_step(c: &mut Criterion) {
     group.bench_function("dense_f64_d2000", |b| {
         b.iter(|| {
             step += 1;
-            dense.step(step).unwrap()
+            dense.step_logits(step).unwrap()
         })
     });
-    let mut subspace = SubspaceTrainer::<f64>::new(
-        &train,
-        &extra,
-        &signals.nu,
-        &init,
-        &test,
-        config.lr,
-        Precision::F64,
-    )
+    let mut subspace = SubspaceTrainer::<f64>::new(SubspaceSetup {
+        train: &train,
+        extra_directions: &extra,
+        nu: &signals.nu,
+        init: &init,
+        test: &test,
+        lr: config.lr,
+        startup: Precision::F64,
+        draw: TestDraw::Tokens,
+    })
     .unwrap();
     group.bench_function("subspace_f64_d2000", |b| {
         b.iter(|| {
             step += 1;
-            subspace.step(step).unwrap()
+            subspace.step_logits(step).unwrap()
         })
     });
     group.bench_function("subspace_startup_f64_d2000_test100", |b| {
         b.iter(|| {
-            SubspaceTrainer::<f64>::new(
-                &train,
-                &extra,
-                &signals.nu,
-                &init,
-                &test,
-                config.lr,
-                Precision::F64,
-            )
+            SubspaceTrainer::<f64>::new(SubspaceSetup {
+                train: &train,
+                extra_directions: &extra,
+                nu: &signals.nu,
+                init: &init,
+                test: &test,
+                lr: config.lr,
+                startup: Precision::F64,
+                draw: TestDraw::Tokens,
+            })
             .unwrap()
         })
     });
     group.bench_function("subspace_startup_f32_d2000_test100", |b| {
         b.iter(|| {
-            SubspaceTrainer::<f64>::new(
-                &train,
-                &extra,
-                &signals.nu,
-                &init,
-                &test,
-                config.lr,
-                Precision::F32,
-            )
+            SubspaceTrainer::<f64>::new(SubspaceSetup {
+                train: &train,
+                extra_directions: &extra,
+                nu: &signals.nu,
+                init: &init,
+                test: &test,
+                lr: config.lr,
+                startup: Precision::F32,
+                draw: TestDraw::Tokens,
+            })
             .unwrap()
         })
     });

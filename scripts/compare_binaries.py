@@ -2,7 +2,8 @@
 """Golden outputs: checks that two builds of benign compute bit-identical results.
 
 Runs the same jobs with an OLD and a NEW binary and compares their numbers, timing fields aside:
-the default `benign run` (metrics.jsonl, attention.csv), a small sweep with independent draws and
+the default `benign run` (metrics.jsonl, attention.csv) and small runs of the dense and law
+trainers and of the encoder, a small sweep with independent draws and
 one with common random numbers (results.jsonl), `benign gradcheck --json`, and, when a data
 folder with MNIST is given, a one-epoch `benign pretrain` and a tiny `benign finetune`. Use it
 around any refactor that must not change the science:
@@ -62,6 +63,13 @@ def jobs(data_dir):
              "--quiet", "--no-plot"]
     yield ("run, defaults", ["run", "--quiet", "--out", "run"],
            lambda d: (json_lines(d / "run/metrics.jsonl"), (d / "run/attention.csv").read_text()))
+    small = ["--quiet", "-d", "300", "--test-size", "200"]
+    for name, extra in (("dense", ["--trainer", "dense", "--steps", "200"]),
+                        ("law", ["--trainer", "law", "--init", "gaussian", "--steps", "200"]),
+                        ("encoder", ["--model", "encoder", "--steps", "30"])):
+        yield (f"run, {name}", ["run", *small, *extra, "--out", name],
+               lambda d, name=name: (json_lines(d / name / "metrics.jsonl"),
+                                     (d / name / "attention.csv").read_text()))
     yield ("sweep, independent draws", ["sweep", *sweep, "--out", "sweep"],
            lambda d: sorted_records(d / "sweep/results.jsonl"))
     yield ("sweep, common random numbers", ["sweep", *sweep, "--common-random-numbers", "--out", "crn"],
@@ -78,13 +86,16 @@ def jobs(data_dir):
 
 
 def stdout_json(text):
-    lines = [json.loads(l) for l in text.splitlines() if l.strip().startswith(("{", "["))]
-    if not lines:
-        try:
-            lines = [json.loads(text)]
-        except json.JSONDecodeError:
-            return text
-    return normalise(lines)
+    """One JSON document (pretty-printed or not), else JSON lines, else the text itself."""
+    try:
+        return normalise(json.loads(text))
+    except json.JSONDecodeError:
+        pass
+    try:
+        lines = [json.loads(l) for l in text.splitlines() if l.strip().startswith(("{", "["))]
+    except json.JSONDecodeError:
+        return text
+    return normalise(lines) if lines else text
 
 
 def main():

@@ -26,7 +26,7 @@ use super::model::{Classifier, ModelConfig};
 use super::train::{EpochMetrics, Evaluation, TrainConfig, Trainer};
 use crate::realdata::{self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary};
 use crate::rundir::{JobDir, JobSpec, Reuse};
-use crate::synthetic::data::named_rng;
+use crate::seed::named_rng;
 use crate::{Error, Result};
 
 /// The default checkpoint folder of `benign pretrain` and `benign finetune` (relative to the

@@ -94,6 +94,10 @@ impl DataArgs {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
+        if self.reference_compat {
+            // The quirks first: options given explicitly override them.
+            config.apply_reference_compat();
+        }
         set!(
             samples,
             tokens,
@@ -110,12 +114,6 @@ impl DataArgs {
         );
         if let Some(seed) = self.test_seed {
             config.test_seed = Some(seed);
-        }
-        if self.reference_compat {
-            config.reference_compat = true;
-            config.label_noise = self.label_noise.unwrap_or(LabelNoise::Block);
-            config.signal_directions = self.signal_directions.unwrap_or(SignalDirections::Axis);
-            config.test_seed = Some(self.test_seed.unwrap_or(config.seed));
         }
         config
     }
@@ -210,11 +208,7 @@ impl TrainingArgs {
             config.trainer = v;
         }
         if let Some(v) = self.model {
-            config.model = v;
-            if v == ModelKind::Encoder && self.precision.is_none() {
-                // The encoder is trained in f32 unless asked otherwise, as PyTorch does.
-                config.precision = Precision::F32;
-            }
+            config.set_model(v);
         }
         if let Some(v) = self.precision {
             config.precision = v;

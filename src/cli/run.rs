@@ -187,6 +187,7 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
         init_file: args.init_w.clone(),
         force: args.force,
         test_draw: args.test_draw,
+        column: None,
     };
     let pool = args.threads.pool()?;
     // The bar (or the first log line) starts before the start-up, which can take minutes at

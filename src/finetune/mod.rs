@@ -52,7 +52,7 @@ use crate::io::read_json;
 use crate::realdata::subset::draw;
 use crate::realdata::{Sampling, TokenizedSplit};
 use crate::rundir::{JobDir, JobSpec, Reuse};
-use crate::synthetic::data::named_rng;
+use crate::seed::named_rng;
 use crate::{Error, Result};
 use cached::{CachedTrainer, LastBlockInputs, Phase2Attention};
 

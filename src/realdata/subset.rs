@@ -15,7 +15,7 @@
 use rand::Rng;
 
 use super::Split;
-use crate::synthetic::data::named_rng;
+use crate::seed::named_rng;
 use crate::{Error, Result};
 
 /// How a subset is drawn.

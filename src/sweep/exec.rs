@@ -19,19 +19,19 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::rundir::{self, JobDir};
+use crate::synthetic::crn::{CellOutcome, ColumnStartup, LOCKSTEP_CELLS};
 use crate::synthetic::theory::predict;
 use crate::synthetic::{run, Precision, RunConfig, RunOptions, RunResult};
 use crate::{Error, Result};
 
 use super::grid::{PlannedRun, SweepSpec};
 use super::results::{shard_file_name, ResultsFile, RunRecord, RESULTS_FILE, SPEC_FILE};
-use super::shared::{CellOutcome, SharedStartup, LOCKSTEP_CELLS};
 
 /// A slice of the sweep for one process of a cluster job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -413,7 +413,7 @@ pub fn run_sweep(
             let lockstep = runs_dir.is_none()
                 && spec.base.precision == Precision::F64
                 && spec.axis("precision").is_none();
-            match SharedStartup::new(&executed(group[0])) {
+            match ColumnStartup::new(&executed(group[0])).map(Arc::new) {
                 Ok(shared) if lockstep => {
                     // The whole column in lockstep; each cell is charged an equal share.
                     let configs: Vec<RunConfig> = group.iter().map(|p| executed(p)).collect();
@@ -438,8 +438,13 @@ pub fn run_sweep(
                             return;
                         }
                         let clock = Instant::now();
-                        let out = runs_dir.as_ref().map(|d| d.join(&planned.id));
-                        let outcome = outcome_of(shared.run(&executed(planned), out));
+                        let options = RunOptions {
+                            out_dir: runs_dir.as_ref().map(|d| d.join(&planned.id)),
+                            write_files: runs_dir.is_some(),
+                            column: Some(Arc::clone(&shared)),
+                            ..RunOptions::default()
+                        };
+                        let outcome = outcome_of(run(executed(planned), options));
                         finish(planned, outcome, clock.elapsed().as_secs_f64() + extra);
                         extra = 0.0;
                     }

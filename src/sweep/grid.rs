@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::seed::mix_seed;
 use crate::synthetic::config::StepScaling;
-use crate::synthetic::data::mix_seed;
 use crate::synthetic::RunConfig;
 use crate::{Error, Result};
 

@@ -3,7 +3,9 @@
 //! [`grid`] parses axes (`d=250:5000:125`, `eta=0,0.1,0.2`) and expands them canonically into
 //! runs with stable ids and derived seeds; [`exec`] runs them in parallel, resumable and
 //! shardable; [`results`] records one durable JSON line per finished run, writes the CSV and
-//! merges shards; [`figures`] draws the heatmaps; [`shared`] implements common random numbers.
+//! merges shards; [`figures`] draws the heatmaps. Sweeps schedule runs and do no training
+//! mathematics: a run is [`crate::synthetic::run`], and a column of common random numbers is
+//! [`crate::synthetic::crn`].
 //!
 //! # Two ways to draw the randomness, and what each means
 //!
@@ -33,7 +35,6 @@ pub mod exec;
 pub mod figures;
 pub mod grid;
 pub mod results;
-pub mod shared;
 
 pub use exec::{run_sweep, ExecOptions, Progress, Shard, SweepReport};
 pub use grid::{parse_axis, Axis, PlannedRun, SweepSpec};

@@ -100,12 +100,33 @@ pub enum ModelKind {
     Encoder,
 }
 
+impl ModelKind {
+    /// The precision a model trains in unless told otherwise: f64 for the attention model (its
+    /// dynamics are compared with closed forms), f32 for the encoder, as PyTorch trains it.
+    pub fn default_precision(self) -> Precision {
+        match self {
+            ModelKind::Attention => Precision::F64,
+            ModelKind::Encoder => Precision::F32,
+        }
+    }
+}
+
 /// Element type of the training state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
     F32,
     F64,
+}
+
+impl Precision {
+    /// Bytes of one element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F64 => 8,
+        }
+    }
 }
 
 /// The three settings of the paper's Figure 3.
@@ -243,7 +264,7 @@ pub fn auto_startup_precision(dim: usize) -> Precision {
 /// The test seed used when none is given: a fixed function of the training seed that differs
 /// from it, so the two sets are independent draws.
 pub fn derived_test_seed(seed: u64) -> u64 {
-    crate::synthetic::data::mix_seed(seed, "test-set")
+    crate::seed::mix_seed(seed, "test-set")
 }
 
 impl RunConfig {
@@ -261,12 +282,22 @@ impl RunConfig {
         self.signal_norm = signal_norm;
     }
 
-    /// Turns on every quirk of the reference code.
+    /// Turns on every quirk of the reference code: block flips, axis signals, and a test set
+    /// drawn with the training seed (the test seed is cleared, so it follows `seed` however that
+    /// is set afterwards; see [`Self::effective_test_seed`]). Settings made after this call
+    /// override the quirks.
     pub fn apply_reference_compat(&mut self) {
         self.reference_compat = true;
         self.label_noise = LabelNoise::Block;
         self.signal_directions = SignalDirections::Axis;
-        self.test_seed = Some(self.seed);
+        self.test_seed = None;
+    }
+
+    /// Sets the model, with its default training precision ([`ModelKind::default_precision`]);
+    /// a precision set afterwards overrides it.
+    pub fn set_model(&mut self, model: ModelKind) {
+        self.model = model;
+        self.precision = model.default_precision();
     }
 
     /// The start-up precision in effect.
@@ -289,7 +320,8 @@ impl RunConfig {
         }
     }
 
-    /// Checks every setting; errors name the option and its valid range.
+    /// Checks every setting; errors name the option and its valid range. [`Self::resolve`]
+    /// expects a configuration that passed it.
     pub fn validate(&self) -> Result<()> {
         let finite = |field: &str, v: f64| {
             if v.is_finite() {
@@ -396,10 +428,10 @@ impl RunConfig {
         Ok(())
     }
 
-    /// Validates, then fills in the derived fields (`test_seed`, `track_samples`) so the
-    /// configuration is complete. `noisy` marks the noisy training samples.
-    pub fn resolve(&mut self, noisy: &[bool]) -> Result<()> {
-        self.validate()?;
+    /// Fills in the derived fields (`test_seed`, `startup_precision`, `track_samples`) of a
+    /// configuration that passed [`Self::validate`], so that it is complete. `noisy` marks the
+    /// noisy training samples.
+    pub fn resolve(&mut self, noisy: &[bool]) {
         self.test_seed = Some(self.effective_test_seed());
         self.startup_precision = Some(self.effective_startup_precision());
         if self.track_samples.is_none() {
@@ -412,7 +444,6 @@ impl RunConfig {
             }
             self.track_samples = Some(tracked);
         }
-        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::config::{LabelNoise, RunConfig, SignalDirections};
 
-pub use crate::seed::{mix_seed, named_rng};
+use crate::seed::named_rng;
 
 /// The class signals and the fixed head `nu = (mu_+ - mu_-) / ||mu_+ - mu_-|| / ||mu||`.
 #[derive(Clone, Debug)]
@@ -140,9 +140,26 @@ pub fn training_labels(config: &RunConfig) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
     (clean, observed, noisy)
 }
 
+/// The token recipe: coefficients `(a_+, a_-)` of the signal part `a_+ mu_+ + a_- mu_-` of token
+/// `position` of a sample with clean label `y` (docs/model.md section 2). Position 0 (relevant)
+/// carries `mu_y`, position 1 (weak, same class) `rho mu_y`, position 2 (weak, other class)
+/// `rho mu_-y`, the rest none. Every place that builds a token or its projections uses it.
+pub fn token_signal(y: f64, position: usize, rho: f64) -> (f64, f64) {
+    let (same, other) = match position {
+        0 => (1.0, 0.0),
+        1 => (rho, 0.0),
+        2 => (0.0, rho),
+        _ => (0.0, 0.0),
+    };
+    if y > 0.0 {
+        (same, other)
+    } else {
+        (other, same)
+    }
+}
+
 /// Generates the tokens of samples `first .. first + labels.len()` of the set with seed `seed`
 /// into `out` (`labels.len() * T * d` entries, sample-major), in parallel over samples.
-#[allow(clippy::too_many_arguments)]
 pub fn fill_samples(
     config: &RunConfig,
     signals: &Signals,
@@ -166,16 +183,17 @@ pub fn fill_samples(
                 let e: f64 = rng.sample(StandardNormal);
                 *v = sigma * e;
             }
-            let (same, other) = (signals.class_signal(y), signals.class_signal(-y));
-            let add = |token: &mut [f64], signal: &[f64], scale: f64| {
-                token
-                    .iter_mut()
-                    .zip(signal)
-                    .for_each(|(v, s)| *v += scale * s);
-            };
-            add(&mut sample[..d], same, 1.0);
-            add(&mut sample[d..2 * d], same, rho);
-            add(&mut sample[2 * d..3 * d], other, rho);
+            for (position, token) in sample.chunks_exact_mut(d).enumerate() {
+                let (a_plus, a_minus) = token_signal(y, position, rho);
+                for (signal, scale) in [(&signals.mu_plus, a_plus), (&signals.mu_minus, a_minus)] {
+                    if scale != 0.0 {
+                        token
+                            .iter_mut()
+                            .zip(signal)
+                            .for_each(|(v, s)| *v += scale * s);
+                    }
+                }
+            }
         });
 }
 
@@ -230,6 +248,14 @@ impl TestSource {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every test token in one sample-major array of `len() * per_sample` values (`per_sample`
+    /// = T d), for the trainers that hold the test set.
+    pub fn materialise(&self, per_sample: usize) -> Vec<f64> {
+        let mut tokens = Vec::with_capacity(self.len() * per_sample);
+        self.for_each_chunk(64, |_, chunk| tokens.extend_from_slice(chunk));
+        tokens
     }
 
     /// Calls `visit(first_sample, tokens)` for consecutive chunks of at most `chunk` samples;

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 
 use super::data::TrainSet;
 use super::init::InitSource;
-use super::Trainer;
+use super::AttentionTrainer;
 
 /// Bytes the dense trainer allocates for `W`, `W_0`, the training and the test tokens.
 pub fn dense_bytes(
@@ -177,7 +177,11 @@ impl<T: Float> DenseTrainer<T> {
     }
 }
 
-impl<T: Float> Trainer for DenseTrainer<T> {
+impl<T: Float> AttentionTrainer for DenseTrainer<T> {
+    fn tokens_per_sample(&self) -> usize {
+        self.shape.tokens
+    }
+
     fn train_scores(&self) -> &[f64] {
         &self.train_scores
     }
@@ -211,7 +215,7 @@ impl<T: Float> Trainer for DenseTrainer<T> {
         z.into_iter().map(T::to_f64).collect()
     }
 
-    fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+    fn step_logits(&mut self, step: usize) -> Result<Vec<f64>> {
         if let Some(err) = self.diverged.take() {
             return Err(err);
         }

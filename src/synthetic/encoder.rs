@@ -24,7 +24,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use benign_kernels::Float;
 use rand_distr::{Distribution, StandardNormal};
@@ -37,13 +36,10 @@ use crate::transformer::{BlockVars, LinearVars};
 use crate::{Error, Result};
 
 use super::config::{Precision, RunConfig};
-use super::data::{named_rng, training_set, Signals, TestSource, TrainSet};
-use super::metrics::{evaluate_outputs, first_non_finite, EvalInputs, EvalRecord, SampleOutputs};
-use super::run::{
-    open_run_dir, report_run, tracked_samples, LoopOutput, RunInputs, RunOptions, RunResult,
-    StageTimings,
-};
+use super::metrics::{Readout, StateNorms};
+use super::Trainer;
 use crate::io;
+use crate::seed::named_rng;
 
 /// LayerNorm epsilon of the encoder (PyTorch's default).
 pub const LN_EPS: f64 = 1e-5;
@@ -179,32 +175,24 @@ pub fn encoder_forward<T: Float>(
     EncoderOutput { f, cls_attention }
 }
 
-/// Outputs, attention over the input tokens and their score gaps for a set of samples.
-#[derive(Clone, Debug, Default)]
-pub struct Readout {
-    /// `f_i`.
-    pub outputs: Vec<f64>,
-    /// `attention[i * T + t]`: the [CLS] query's probability on input token `t` (the probability
-    /// it keeps on itself is left out, so a row sums to at most 1).
-    pub attention: Vec<f64>,
-    /// `log attention`: equal to the [CLS] scores up to a per-sample constant, so differences
-    /// are score gaps.
-    pub log_attention: Vec<f64>,
-}
-
-impl Readout {
-    fn push<T: Float>(&mut self, f: &[T], cls_attention: &[T], tokens: usize) {
-        self.outputs.extend(f.iter().map(|v| v.to_f64()));
-        for row in cls_attention.chunks_exact(tokens + 1) {
-            for &a in &row[1..] {
-                let a = a.to_f64();
-                self.attention.push(a);
-                // Clamped so that an underflowed probability gives a large finite gap.
-                self.log_attention.push(a.max(f64::MIN_POSITIVE).ln());
-            }
+/// Appends the readout of a forward pass: outputs `f`, and the [CLS] query's attention over
+/// the input tokens (the probability it keeps on itself is left out, so a row sums to at most
+/// one) with its logarithm as the logits: equal to the [CLS] scores up to a per-sample
+/// constant, so differences are score gaps.
+fn push_readout<T: Float>(readout: &mut Readout, f: &[T], cls_attention: &[T], tokens: usize) {
+    readout.outputs.extend(f.iter().map(|v| v.to_f64()));
+    for row in cls_attention.chunks_exact(tokens + 1) {
+        for &a in &row[1..] {
+            let a = a.to_f64();
+            readout.attention.push(a);
+            // Clamped so that an underflowed probability gives a large finite gap.
+            readout.logits.push(a.max(f64::MIN_POSITIVE).ln());
         }
     }
 }
+
+/// What a non-finite encoder output on the training set is called in errors.
+const TRAINING_OUTPUT: &str = "encoder output f on the training set";
 
 /// Samples per forward pass when evaluating a large set (bounds the tape's memory).
 pub const EVAL_CHUNK: usize = 200;
@@ -251,7 +239,7 @@ impl<T: Float> EncoderTrainer<T> {
 
     /// One step of gradient descent; returns the training readout before it. `step` names the
     /// step in errors.
-    pub fn step(&mut self, step: usize) -> Result<Readout> {
+    fn gradient_step(&mut self, step: usize) -> Result<Readout> {
         let (t, d) = (self.tokens_per_sample, self.dim());
         let n = self.train_labels.len();
         self.tape.clear();
@@ -261,7 +249,8 @@ impl<T: Float> EncoderTrainer<T> {
         let out = encoder_forward(&mut self.tape, &vars, &self.model.config, tokens);
         let loss = self.tape.logistic_loss(out.f, &self.train_labels);
         let mut readout = Readout::default();
-        readout.push(
+        push_readout(
+            &mut readout,
             self.tape.value(out.f),
             self.tape.value(out.cls_attention),
             t,
@@ -309,7 +298,8 @@ impl<T: Float> EncoderTrainer<T> {
             let tokens = self.tape.constant(&[n, t, d], chunk);
             let vars = self.model.vars(&mut self.tape);
             let out = encoder_forward(&mut self.tape, &vars, &self.model.config, tokens);
-            readout.push(
+            push_readout(
+                &mut readout,
                 self.tape.value(out.f),
                 self.tape.value(out.cls_attention),
                 t,
@@ -318,14 +308,6 @@ impl<T: Float> EncoderTrainer<T> {
         self.tape.clear();
         self.tape.set_grad_enabled(true);
         readout
-    }
-
-    pub fn train_readout(&mut self) -> Readout {
-        self.readout(Which::Train)
-    }
-
-    pub fn test_readout(&mut self) -> Readout {
-        self.readout(Which::Test)
     }
 
     /// `||head.weight||`, the counterpart of the fixed-head model's `||p||`.
@@ -344,6 +326,27 @@ impl<T: Float> EncoderTrainer<T> {
             })
             .sum::<f64>()
             .sqrt()
+    }
+}
+
+impl<T: Float> Trainer for EncoderTrainer<T> {
+    fn step(&mut self, step: usize) -> Result<Readout> {
+        self.gradient_step(step)?.finite(step, TRAINING_OUTPUT)
+    }
+
+    fn train_readout(&mut self, step: usize) -> Result<Readout> {
+        self.readout(Which::Train).finite(step, TRAINING_OUTPUT)
+    }
+
+    fn test_readout(&mut self) -> Readout {
+        self.readout(Which::Test)
+    }
+
+    fn norms(&self) -> StateNorms {
+        StateNorms {
+            p_norm: self.head_norm(),
+            w_delta_norm: self.attention_weights_delta(),
+        }
     }
 }
 
@@ -387,145 +390,39 @@ pub fn encoder_bytes(
     data * 8 + (data + 3 * params + tape) * element as u128
 }
 
-/// `benign run --model encoder`: the encoder trained on the synthetic data (generated from the
-/// configuration, or loaded through `options.data`), with the metrics, tracked attention rows,
-/// figures and files of [`super::run_with`]. The attention recorded is the [CLS] query's row over
-/// the input tokens; `p_norm` is `||head.weight||` and `w_delta_norm` is
-/// `||(W_q, W_k) - (W_q, W_k)_0||_F`.
-pub fn run_encoder(
-    mut config: RunConfig,
-    options: RunOptions,
-    observe: &mut dyn FnMut(&EvalRecord, usize),
-) -> Result<RunResult> {
-    let started = Instant::now();
-    config.validate()?;
-    let RunOptions {
-        out_dir,
-        write_files,
-        no_figures,
-        data,
-        init,
-        init_file: _,
-        force,
-        // The encoder has no subspace: its test tokens are always generated in R^d.
-        test_draw: _,
-    } = options;
-    if init.is_some() {
-        return Err(Error::invalid(
-            "init-w",
-            "sets W_0 of the attention model; the encoder initialises from --seed",
-        ));
+/// The encoder of `config` in its precision, ready to train on sample-major `[samples, T, d]`
+/// training and test tokens.
+pub(crate) fn trainer(
+    config: &RunConfig,
+    train_tokens: &[f64],
+    train_labels: &[f64],
+    test_tokens: &[f64],
+) -> Result<Box<dyn Trainer>> {
+    fn build<T: Float>(
+        config: &RunConfig,
+        train_tokens: &[f64],
+        train_labels: &[f64],
+        test_tokens: &[f64],
+    ) -> Result<Box<dyn Trainer>> {
+        let model = EncoderModel::<T>::new(
+            config.dim,
+            config.effective_mlp_dim(),
+            !config.no_skip,
+            config.seed,
+        )?;
+        Ok(Box::new(EncoderTrainer::new(
+            model,
+            config.tokens,
+            train_tokens,
+            train_labels,
+            test_tokens,
+            config.lr,
+        )))
     }
-    let element = match config.precision {
-        Precision::F32 => 4,
-        Precision::F64 => 8,
-    };
-    let needed = encoder_bytes(
-        config.dim,
-        config.effective_mlp_dim(),
-        config.tokens,
-        config.samples,
-        config.test_size,
-        element,
-    );
-    if let Some(available) = super::dense::available_memory_bytes() {
-        if needed > available {
-            return Err(Error::OutOfMemory {
-                what: format!(
-                    "the encoder at d = {}, mlp {} with {} test samples",
-                    config.dim,
-                    config.effective_mlp_dim(),
-                    config.test_size
-                ),
-                needed_bytes: needed,
-                hint: format!(
-                    "only {available} bytes are available; reduce --dim, --mlp-dim or --test-size"
-                ),
-            });
-        }
+    match config.precision {
+        Precision::F32 => build::<f32>(config, train_tokens, train_labels, test_tokens),
+        Precision::F64 => build::<f64>(config, train_tokens, train_labels, test_tokens),
     }
-    let data_dir = data.as_ref().map(|d| d.dir.clone());
-    let (train, test) = match data {
-        Some(loaded) => {
-            config.samples = loaded.train.samples;
-            config.tokens = loaded.train.tokens_per_sample;
-            config.dim = loaded.train.dim;
-            config.test_size = loaded.test_labels.len();
-            let test = TestSource::Loaded {
-                tokens_per_sample: loaded.train.tokens_per_sample,
-                dim: loaded.train.dim,
-                tokens: loaded.test_tokens,
-                labels: loaded.test_labels,
-            };
-            (loaded.train, test)
-        }
-        None => {
-            let signals = Signals::new(&config);
-            let train = training_set(&config, &signals);
-            let test = TestSource::Generated {
-                config: config.clone(),
-                seed: config.effective_test_seed(),
-                signals,
-            };
-            (train, test)
-        }
-    };
-    config.resolve(&train.noisy)?;
-    let mut out_dir = write_files
-        .then(|| {
-            open_run_dir(
-                out_dir,
-                !no_figures,
-                force,
-                &config,
-                RunInputs {
-                    data_dir: data_dir.as_deref(),
-                    ..RunInputs::default()
-                },
-            )
-        })
-        .transpose()?;
-    let mut test_tokens = Vec::with_capacity(test.len() * config.tokens * config.dim);
-    test.for_each_chunk(64, |_, chunk| test_tokens.extend_from_slice(chunk));
-    let test_labels = test.labels();
-    drop(test);
-    let data_seconds = started.elapsed().as_secs_f64();
-
-    let outcome = match config.precision {
-        Precision::F32 => {
-            train_encoder::<f32>(&config, &train, test_tokens, &test_labels, observe)?
-        }
-        Precision::F64 => {
-            train_encoder::<f64>(&config, &train, test_tokens, &test_labels, observe)?
-        }
-    };
-    let (outcome, startup_seconds, training_seconds) = outcome;
-    let output = match outcome {
-        Ok(v) => v,
-        Err((err, records)) => {
-            if let Some(dir) = &mut out_dir {
-                super::run::write_metrics(&dir.path, &records)?;
-                dir.fail(&err);
-            }
-            return Err(err);
-        }
-    };
-    let timings = StageTimings {
-        started,
-        wall_before: 0.0,
-        data_seconds,
-        startup_seconds,
-        startup: None,
-        subspace_rank: None,
-    };
-    report_run(
-        config,
-        &train.noisy,
-        output,
-        training_seconds,
-        timings,
-        out_dir,
-    )
 }
 
 /// Writes the encoder's seeded initial parameters of `config` to `dir` as `<name>.npy` in the
@@ -556,132 +453,6 @@ fn write_params<T: Float + io::npy::NpyElement>(model: &EncoderModel<T>, dir: &P
         io::npy::write_npy(&path, model.store.shape(id).dims(), model.store.value(id))?;
     }
     Ok(())
-}
-
-type EncoderOutcome = (
-    std::result::Result<LoopOutput, (Error, Vec<EvalRecord>)>,
-    f64,
-    f64,
-);
-
-/// Builds the encoder in precision `T` and trains it: the loop's outcome, the start-up and the
-/// training seconds.
-fn train_encoder<T: Float>(
-    config: &RunConfig,
-    train: &TrainSet,
-    test_tokens: Vec<f64>,
-    test_labels: &[f64],
-    observe: &mut dyn FnMut(&EvalRecord, usize),
-) -> Result<EncoderOutcome> {
-    let clock = Instant::now();
-    let mlp = config.effective_mlp_dim();
-    let model = EncoderModel::<T>::new(config.dim, mlp, !config.no_skip, config.seed)?;
-    let mut trainer = EncoderTrainer::new(
-        model,
-        config.tokens,
-        &train.tokens,
-        &train.labels,
-        &test_tokens,
-        config.lr,
-    );
-    drop(test_tokens);
-    let startup_seconds = clock.elapsed().as_secs_f64();
-    let clock = Instant::now();
-    let outcome = encoder_loop(config, train, test_labels, &mut trainer, observe);
-    Ok((outcome, startup_seconds, clock.elapsed().as_secs_f64()))
-}
-
-/// Steps `0..=steps` as in the attention model's loop: track the chosen samples' [CLS] rows
-/// every step, evaluate every `eval_every` steps and at the last, update between.
-fn encoder_loop<T: Float>(
-    config: &RunConfig,
-    train: &TrainSet,
-    test_labels: &[f64],
-    trainer: &mut EncoderTrainer<T>,
-    observe: &mut dyn FnMut(&EvalRecord, usize),
-) -> std::result::Result<LoopOutput, (Error, Vec<EvalRecord>)> {
-    let t = config.tokens;
-    let mut tracked = tracked_samples(config, train);
-    let mut records = Vec::with_capacity(config.steps / config.eval_every + 2);
-    let mut first_fit = None;
-    let clock = Instant::now();
-    for step in 0..=config.steps {
-        let evaluate = step % config.eval_every == 0 || step == config.steps;
-        let test = evaluate.then(|| trainer.test_readout());
-        let (head_norm, delta) = if evaluate {
-            (trainer.head_norm(), trainer.attention_weights_delta())
-        } else {
-            (0.0, 0.0)
-        };
-        let readout = if step < config.steps {
-            match trainer.step(step) {
-                Ok(r) => r,
-                Err(e) => return Err((e, records)),
-            }
-        } else {
-            trainer.train_readout()
-        };
-        if let Some(bad) = readout.outputs.iter().find(|v| !v.is_finite()) {
-            let err = Error::NonFinite {
-                step,
-                quantity: "encoder output f on the training set".into(),
-                value: *bad,
-            };
-            return Err((err, records));
-        }
-        for sample in tracked.iter_mut() {
-            let i = sample.sample;
-            sample
-                .rows
-                .push(readout.attention[i * t..(i + 1) * t].to_vec());
-        }
-        if first_fit.is_none()
-            && readout
-                .outputs
-                .iter()
-                .zip(&train.labels)
-                .all(|(f, y)| y * f > 0.0)
-        {
-            first_fit = Some(step);
-        }
-        if let Some(test) = test {
-            let train_outputs = SampleOutputs {
-                attention: readout.attention,
-                outputs: readout.outputs,
-            };
-            let test_outputs = SampleOutputs {
-                attention: test.attention,
-                outputs: test.outputs,
-            };
-            let record = evaluate_outputs(
-                EvalInputs {
-                    tokens_per_sample: t,
-                    train: &train_outputs,
-                    train_logits: &readout.log_attention,
-                    train_labels: &train.labels,
-                    noisy: &train.noisy,
-                    test: &test_outputs,
-                    test_labels,
-                },
-                step,
-                clock.elapsed().as_secs_f64(),
-                head_norm,
-                delta,
-            );
-            if let Some((quantity, value)) = first_non_finite(&record) {
-                let err = Error::NonFinite {
-                    step,
-                    quantity: quantity.into(),
-                    value,
-                };
-                records.push(record);
-                return Err((err, records));
-            }
-            observe(&record, config.steps);
-            records.push(record);
-        }
-    }
-    Ok((records, tracked, first_fit))
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ fn write_export(config: &mut RunConfig, dir: &Path) -> Result<()> {
     let (n, t, d, m) = (config.samples, config.tokens, config.dim, config.test_size);
     let signals = Signals::new(config);
     let train = training_set(config, &signals);
-    config.resolve(&train.noisy)?;
+    config.resolve(&train.noisy);
     npy::write_npy(&dir.join("train_x.npy"), &[n, t, d], &train.tokens)?;
     npy::write_npy(&dir.join("train_y.npy"), &[n], &train.labels)?;
     npy::write_npy(&dir.join("train_y_clean.npy"), &[n], &train.clean_labels)?;

@@ -22,7 +22,7 @@ use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
 use super::config::{InitKind, RunConfig};
-use super::data::mix_seed;
+use crate::seed::mix_seed;
 
 /// Where `W_0` comes from.
 #[derive(Clone, Debug)]

@@ -74,16 +74,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
 use rayon::prelude::*;
 
-use crate::{Error, Result};
+use crate::Result;
 
 use super::config::{InitKind, ModelKind, Precision, RunConfig, TrainerKind};
-use super::data::{balanced_labels, mix_seed, training_labels, TrainSet};
-use super::metrics::EvalRecord;
-use super::run::{open_run_dir, RunInputs, RunOptions, RunResult, StageTimings};
-use super::subspace::{
-    signal_coefficients_of, DrawnParts, StartupTimings, SubspaceTrainer, TestDraw,
-};
-use super::Trainer;
+use super::data::{balanced_labels, token_signal};
+use super::metrics::Labels;
+use super::run::{RunOptions, Startup};
+use super::subspace::{DrawnParts, StartupTimings, SubspaceTrainer, TestDraw};
+use crate::seed::mix_seed;
 
 /// Which law the draw follows: the exact one, or (tests only) a deliberately wrong one, to show
 /// that the distributional tests can tell.
@@ -151,7 +149,11 @@ pub fn refusal(config: &RunConfig, options: &RunOptions) -> Option<String> {
 }
 
 /// [`refusal`] knowing only whether data and a `W_0` are given.
-fn refusal_given(config: &RunConfig, given_data: bool, given_init: bool) -> Option<String> {
+pub(crate) fn refusal_given(
+    config: &RunConfig,
+    given_data: bool,
+    given_init: bool,
+) -> Option<String> {
     if config.model != ModelKind::Attention {
         return Some("law applies to the attention model only".into());
     }
@@ -183,85 +185,24 @@ fn refusal_given(config: &RunConfig, given_data: bool, given_init: bool) -> Opti
     None
 }
 
-/// Runs the synthetic experiment with the law trainer (see [`super::run_with`]).
-pub fn run_law(
-    config: RunConfig,
-    options: RunOptions,
-    observe: &mut dyn FnMut(&EvalRecord, usize),
-) -> Result<RunResult> {
-    run_law_variant(config, options, observe, LawVariant::Exact)
-}
-
-pub(crate) fn run_law_variant(
-    mut config: RunConfig,
-    options: RunOptions,
-    observe: &mut dyn FnMut(&EvalRecord, usize),
-    variant: LawVariant,
-) -> Result<RunResult> {
-    let started = Instant::now();
-    config.validate()?;
-    debug_assert_eq!(config.trainer, TrainerKind::Law);
-    if let Some(why) = refusal(&config, &options) {
-        return Err(Error::invalid("trainer", why));
-    }
-    check_memory(&config)?;
-    let (clean, observed, noisy) = training_labels(&config);
-    config.resolve(&noisy)?;
-    let out_dir = options
-        .write_files
-        .then(|| {
-            open_run_dir(
-                options.out_dir,
-                !options.no_figures,
-                options.force,
-                &config,
-                RunInputs::default(),
-            )
+/// The law trainer of `config` in its precision, for a run with these labels.
+pub(crate) fn trainer(config: &RunConfig, labels: &Labels, variant: LawVariant) -> Result<Startup> {
+    fn start<T: Float>(
+        config: &RunConfig,
+        labels: &Labels,
+        variant: LawVariant,
+    ) -> Result<Startup> {
+        let trainer = build::<T>(config, &labels.clean, &labels.train, variant)?;
+        Ok(Startup {
+            subspace_rank: Some(trainer.rank()),
+            timings: Some(trainer.timings.clone()),
+            trainer: Box::new(trainer),
         })
-        .transpose()?;
-    let data_seconds = started.elapsed().as_secs_f64();
-    let clock = Instant::now();
-    let (mut trainer, rank, timings): (Box<dyn Trainer>, usize, StartupTimings) =
-        match config.precision {
-            Precision::F64 => {
-                let t = build::<f64>(&config, &clean, &observed, variant)?;
-                let (r, tm) = (t.rank(), t.timings.clone());
-                (Box::new(t), r, tm)
-            }
-            Precision::F32 => {
-                let t = build::<f32>(&config, &clean, &observed, variant)?;
-                let (r, tm) = (t.rank(), t.timings.clone());
-                (Box::new(t), r, tm)
-            }
-        };
-    let startup_seconds = clock.elapsed().as_secs_f64();
-    let train = TrainSet {
-        samples: config.samples,
-        tokens_per_sample: config.tokens,
-        dim: config.dim,
-        tokens: Vec::new(),
-        labels: observed,
-        clean_labels: clean,
-        noisy,
-    };
-    let test_labels = balanced_labels(config.test_size);
-    let stage = StageTimings {
-        started,
-        wall_before: 0.0,
-        data_seconds,
-        startup_seconds,
-        startup: Some(timings),
-        subspace_rank: Some(rank),
-    };
-    super::run::train_and_report(
-        config,
-        &train,
-        &test_labels,
-        trainer.as_mut(),
-        stage,
-        out_dir,
-        observe,
-    )
+    }
+    match config.precision {
+        Precision::F64 => start::<f64>(config, labels, variant),
+        Precision::F32 => start::<f32>(config, labels, variant),
+    }
 }
 
 /// Bytes the law trainer holds: training coordinates, `G`, `F` and their factors, the test rows.
@@ -275,26 +216,6 @@ pub fn law_bytes(config: &RunConfig) -> u128 {
         Precision::F64 => 8,
     };
     8 * (2 * rows * r + 6 * r * r) + test_rows * (r + k) * element + 8 * (r + k) * 2 * r
-}
-
-fn check_memory(config: &RunConfig) -> Result<()> {
-    let needed = law_bytes(config);
-    if let Some(available) = super::dense::available_memory_bytes() {
-        if needed > available {
-            return Err(Error::OutOfMemory {
-                what: format!(
-                    "the law trainer (rank {}, {} test tokens)",
-                    config.samples * config.tokens + 2,
-                    config.test_size * config.tokens
-                ),
-                needed_bytes: needed,
-                hint: format!(
-                    "only {available} bytes are available; reduce --samples, --tokens or --test-size"
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The Bartlett factor of `Wishart_m(dof, I)` (m x m lower triangular, row-major): `chi_{dof-i}`
@@ -427,7 +348,7 @@ pub(crate) fn draw<T: Float>(config: &RunConfig, clean: &[f64], variant: LawVari
             rng.set_word_pos(0);
             for (pos, row) in sample.chunks_exact_mut(r).enumerate() {
                 let j = i * t + pos;
-                let (a_plus, a_minus) = signal_coefficients_of(y, pos, rho);
+                let (a_plus, a_minus) = token_signal(y, pos, rho);
                 let e1: f64 = rng.sample(StandardNormal);
                 let e2: f64 = rng.sample(StandardNormal);
                 row[0] = a_plus * mu + sigma * e1;
@@ -520,7 +441,7 @@ pub(crate) fn draw<T: Float>(config: &RunConfig, clean: &[f64], variant: LawVari
                 .zip(scores.iter_mut())
                 .enumerate()
             {
-                let (a_plus, a_minus) = signal_coefficients_of(y, pos, rho);
+                let (a_plus, a_minus) = token_signal(y, pos, rho);
                 let mut signal = [0.0f64; 2];
                 for (l, v) in row[..r].iter_mut().enumerate() {
                     let e: f64 = rng.sample(StandardNormal);
@@ -675,7 +596,7 @@ mod tests {
     ];
 
     /// The compared quantities of one run (`None` where a run has no noisy sample).
-    fn final_metrics(result: &RunResult, trace_g: f64) -> [Option<f64>; 7] {
+    fn final_metrics(result: &crate::synthetic::RunResult, trace_g: f64) -> [Option<f64>; 7] {
         let last = result.records.last().unwrap();
         [
             Some(last.train_loss),
@@ -708,7 +629,7 @@ mod tests {
     }
 
     fn law_trace(config: &RunConfig, variant: LawVariant) -> f64 {
-        let (clean, _, _) = training_labels(config);
+        let (clean, _, _) = crate::synthetic::data::training_labels(config);
         draw::<f64>(config, &clean, variant).gram_trace()
     }
 
@@ -744,7 +665,7 @@ mod tests {
         let mut out = vec![Vec::new(); METRICS.len()];
         for seed in seeds {
             let config = config_for(base, seed, TrainerKind::Law);
-            let result = run_law_variant(
+            let result = crate::synthetic::run::run_pipeline(
                 config.clone(),
                 RunOptions::default(),
                 &mut |_, _| {},
@@ -878,7 +799,7 @@ mod tests {
                     seed,
                     ..base.clone()
                 };
-                let (clean, _, _) = training_labels(&config);
+                let (clean, _, _) = crate::synthetic::data::training_labels(&config);
                 let drawn = draw::<f64>(&config, &clean, variant);
                 let r = drawn.rank;
                 // Any query independent of the draw will do.

@@ -49,23 +49,60 @@ pub struct EvalRecord {
     pub w_delta_norm: f64,
 }
 
-/// Per-sample forward quantities from logits.
-pub struct SampleOutputs {
+/// What a model computes on a set of samples at its current state: everything an evaluation,
+/// the tracked attention rows and the first-fit step are computed from, whatever the model.
+#[derive(Clone, Debug, Default)]
+pub struct Readout {
+    /// Attention logits `[samples, T]`, sample-major; only differences within a sample matter
+    /// (the gaps Lambda and Gamma).
+    pub logits: Vec<f64>,
+    /// Attention probabilities `[samples, T]`.
     pub attention: Vec<f64>,
+    /// The model's output `f_i` of each sample.
     pub outputs: Vec<f64>,
 }
 
-/// Softmax over each sample's tokens and `f_i = sum_t s_it u_it`.
-pub fn sample_outputs(tokens_per_sample: usize, logits: &[f64], scores: &[f64]) -> SampleOutputs {
-    let t = tokens_per_sample;
-    let mut attention = vec![0.0; logits.len()];
-    k::softmax_rows(t, logits, &mut attention);
-    let outputs = attention
-        .chunks_exact(t)
-        .zip(scores.chunks_exact(t))
-        .map(|(s, u)| k::dot(s, u))
-        .collect();
-    SampleOutputs { attention, outputs }
+impl Readout {
+    /// The attention model's readout from its logits `z` and token scores `u`: softmax over each
+    /// sample's tokens and `f_i = sum_t s_it u_it`.
+    pub fn of_logits(tokens_per_sample: usize, logits: Vec<f64>, scores: &[f64]) -> Readout {
+        let t = tokens_per_sample;
+        let mut attention = vec![0.0; logits.len()];
+        k::softmax_rows(t, &logits, &mut attention);
+        let outputs = attention
+            .chunks_exact(t)
+            .zip(scores.chunks_exact(t))
+            .map(|(s, u)| k::dot(s, u))
+            .collect();
+        Readout {
+            logits,
+            attention,
+            outputs,
+        }
+    }
+
+    /// Whether every sample is fitted: `y_i f_i > 0`.
+    pub fn all_fitted(&self, labels: &[f64]) -> bool {
+        self.outputs.iter().zip(labels).all(|(f, y)| y * f > 0.0)
+    }
+
+    /// The readout as a training-set readout of step `step`: an error naming `quantity` when a
+    /// logit or an output is not finite.
+    pub fn finite(self, step: usize, quantity: &str) -> crate::Result<Readout> {
+        match self
+            .logits
+            .iter()
+            .chain(&self.outputs)
+            .find(|v| !v.is_finite())
+        {
+            Some(&value) => Err(crate::Error::NonFinite {
+                step,
+                quantity: quantity.into(),
+                value,
+            }),
+            None => Ok(self),
+        }
+    }
 }
 
 /// Mean logistic loss and accuracy (`y f > 0`) over the samples in `which`.
@@ -133,94 +170,44 @@ fn gap(t: usize, logits: &[f64], lead: usize, which: impl Fn(usize) -> bool) -> 
     })
 }
 
-/// Labels and token scores of the training and test sets, fixed for a run.
-pub struct EvalContext<'a> {
-    pub tokens_per_sample: usize,
-    pub train_scores: &'a [f64],
-    pub train_labels: &'a [f64],
-    pub noisy: &'a [bool],
-    pub test_scores: &'a [f64],
-    pub test_labels: &'a [f64],
+/// The labels of a run: fixed for the run, whatever the model.
+#[derive(Clone, Debug)]
+pub struct Labels {
+    /// Observed training labels `+-1` (flipped on the noisy samples).
+    pub train: Vec<f64>,
+    /// Training labels before the flips.
+    pub clean: Vec<f64>,
+    /// Which training samples had their label flipped.
+    pub noisy: Vec<bool>,
+    /// Test labels `+-1` (test samples are clean).
+    pub test: Vec<f64>,
 }
 
-impl EvalContext<'_> {
-    /// Every metric of one evaluation step.
-    #[allow(clippy::too_many_arguments)]
-    pub fn evaluate(
-        &self,
-        step: usize,
-        wall_seconds: f64,
-        train_logits: &[f64],
-        test_logits: &[f64],
-        p_norm: f64,
-        w_delta_norm: f64,
-    ) -> EvalRecord {
-        let t = self.tokens_per_sample;
-        let train = sample_outputs(t, train_logits, self.train_scores);
-        let test = sample_outputs(t, test_logits, self.test_scores);
-        evaluate_outputs(
-            EvalInputs {
-                tokens_per_sample: t,
-                train: &train,
-                train_logits,
-                train_labels: self.train_labels,
-                noisy: self.noisy,
-                test: &test,
-                test_labels: self.test_labels,
-            },
-            step,
-            wall_seconds,
-            p_norm,
-            w_delta_norm,
-        )
-    }
-
-    /// Whether every training sample is fitted (`y f > 0`), from training logits.
-    pub fn all_fitted(&self, train_logits: &[f64]) -> bool {
-        let train = sample_outputs(self.tokens_per_sample, train_logits, self.train_scores);
-        train
-            .outputs
-            .iter()
-            .zip(self.train_labels)
-            .all(|(f, y)| y * f > 0.0)
-    }
+/// The state norms recorded beside the metrics: `||p||` and `||W - W_0||_F` for the attention
+/// model, the encoder's counterparts for it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StateNorms {
+    pub p_norm: f64,
+    pub w_delta_norm: f64,
 }
 
-/// What an evaluation is computed from, whatever the model: per-sample outputs and attention
-/// rows, the training attention logits (only their differences matter) and the labels.
-pub struct EvalInputs<'a> {
-    pub tokens_per_sample: usize,
-    pub train: &'a SampleOutputs,
-    pub train_logits: &'a [f64],
-    pub train_labels: &'a [f64],
-    pub noisy: &'a [bool],
-    pub test: &'a SampleOutputs,
-    pub test_labels: &'a [f64],
-}
-
-/// Every metric of one evaluation step from the models' outputs and attention rows.
-pub fn evaluate_outputs(
-    inputs: EvalInputs<'_>,
+/// Every metric of one evaluation step from the training and test readouts.
+pub fn evaluate(
+    labels: &Labels,
+    tokens_per_sample: usize,
+    (train, test): (&Readout, &Readout),
     step: usize,
     wall_seconds: f64,
-    p_norm: f64,
-    w_delta_norm: f64,
+    norms: StateNorms,
 ) -> EvalRecord {
-    let EvalInputs {
-        tokens_per_sample: t,
-        train,
-        train_logits,
-        train_labels,
-        noisy,
-        test,
-        test_labels,
-    } = inputs;
+    let t = tokens_per_sample;
+    let noisy = &labels.noisy;
     let (train_loss, train_acc) =
-        loss_and_accuracy(&train.outputs, train_labels, |_| true).unwrap_or_default();
+        loss_and_accuracy(&train.outputs, &labels.train, |_| true).unwrap_or_default();
     let (test_loss, test_acc) =
-        loss_and_accuracy(&test.outputs, test_labels, |_| true).unwrap_or_default();
-    let clean_acc = loss_and_accuracy(&train.outputs, train_labels, |i| !noisy[i]).map(|v| v.1);
-    let noisy_acc = loss_and_accuracy(&train.outputs, train_labels, |i| noisy[i]).map(|v| v.1);
+        loss_and_accuracy(&test.outputs, &labels.test, |_| true).unwrap_or_default();
+    let clean_acc = loss_and_accuracy(&train.outputs, &labels.train, |i| !noisy[i]).map(|v| v.1);
+    let noisy_acc = loss_and_accuracy(&train.outputs, &labels.train, |i| noisy[i]).map(|v| v.1);
     EvalRecord {
         step,
         wall_seconds,
@@ -233,10 +220,10 @@ pub fn evaluate_outputs(
         attention_clean: role_attention(t, &train.attention, |i| !noisy[i]),
         attention_noisy: role_attention(t, &train.attention, |i| noisy[i]),
         attention_test: role_attention(t, &test.attention, |_| true).unwrap_or_default(),
-        lambda_clean: gap(t, train_logits, 0, |i| !noisy[i]),
-        gamma_noisy: gap(t, train_logits, 2, |i| noisy[i]),
-        p_norm,
-        w_delta_norm,
+        lambda_clean: gap(t, &train.logits, 0, |i| !noisy[i]),
+        gamma_noisy: gap(t, &train.logits, 2, |i| noisy[i]),
+        p_norm: norms.p_norm,
+        w_delta_norm: norms.w_delta_norm,
     }
 }
 
@@ -263,7 +250,7 @@ mod tests {
         let g = gap(4, &logits, 0, |_| true).unwrap();
         assert_eq!(g.min, 1.0);
         assert_eq!(g.mean, (2.0 + 3.0 + 1.0) / 3.0);
-        let out = sample_outputs(4, &logits, &[1.0, 0.0, 0.0, 0.0]);
+        let out = Readout::of_logits(4, logits.to_vec(), &[1.0, 0.0, 0.0, 0.0]);
         let roles = role_attention(4, &out.attention, |_| true).unwrap();
         let z: f64 = logits.iter().map(|v: &f64| v.exp()).sum();
         assert!((roles.relevant - 3f64.exp() / z).abs() < 1e-15);

@@ -1,11 +1,16 @@
 //! The paper's synthetic experiment end to end (docs/model.md).
 //!
 //! [`config`] holds the settings, presets and validation; [`data`] generates the tokens;
-//! [`init`] streams `W_0`; [`dense`] and [`subspace`] are the two trainers, which agree to
-//! rounding; [`metrics`] and [`theory`] turn logits into what a run records; [`run`] ties them
-//! together and writes the outputs; [`export`] writes and reads the data as .npy files.
+//! [`init`] streams `W_0`. The trainers all implement [`Trainer`]: [`dense`] and [`subspace`]
+//! train the attention model on its tokens (they agree to rounding), [`law`] on inputs drawn from
+//! their law at any `d`, [`crn`] a column of runs from one shared start-up (common random
+//! numbers), and [`encoder`] the one-layer transformer. [`metrics`] and [`theory`] turn readouts
+//! into what a run records; [`run`] is the one pipeline (data, start-up, [`run::train_loop`],
+//! summary, files) behind `benign run`, `benign sweep` and the library; [`export`] writes and
+//! reads the data as .npy files.
 
 pub mod config;
+pub mod crn;
 pub mod data;
 pub mod dense;
 pub mod encoder;
@@ -25,29 +30,50 @@ pub use config::{
 pub use run::{run, run_with, RunOptions, RunResult, Summary};
 
 use crate::Result;
+use metrics::{Readout, StateNorms};
 
-/// Full-batch gradient descent on the attention model, as the run loop drives it.
+/// A model trained by full-batch gradient descent on the synthetic data, as the one training
+/// loop ([`run::train_loop`]) drives it: the attention model's trainers (subspace, dense, law,
+/// a common-random-numbers cell) through [`AttentionTrainer`], and the encoder.
 ///
-/// Logits are sample-major (`i * T + t`) and returned in f64 whatever the training precision.
+/// A trainer checks the state each update produces. A non-finite one is reported as
+/// [`crate::Error::NonFinite`] with the step of that update, by the next call of `step`, so that
+/// this call still returns the readout of the finite state before the update (its evaluation is
+/// recorded); after the last step, [`Self::pending_error`] returns it.
 pub trait Trainer {
+    /// One gradient-descent step; returns the training readout of the state *before* the step.
+    /// `step` (the number of steps taken so far) names the step in errors.
+    fn step(&mut self, step: usize) -> Result<Readout>;
+    /// The training readout at the current state (after the last step, numbered `step`).
+    fn train_readout(&mut self, step: usize) -> Result<Readout>;
+    /// The test readout at the current state.
+    fn test_readout(&mut self) -> Readout;
+    /// The error of the last update not yet returned by [`Self::step`] (taken: returned once).
+    fn pending_error(&mut self) -> Option<crate::Error> {
+        None
+    }
+    /// The state norms recorded with an evaluation.
+    fn norms(&self) -> StateNorms;
+}
+
+/// A trainer of the attention model `f(X) = sum_t softmax(X W p)_t nu^T x_t`, read out through
+/// its token logits `z = x^T W p` and token scores `u = nu^T x`. Logits are sample-major
+/// (`i * T + t`) and in f64 whatever the training precision. Every such trainer is a [`Trainer`].
+pub trait AttentionTrainer {
+    /// Tokens per sample, `T`.
+    fn tokens_per_sample(&self) -> usize;
     /// `u = nu^T x` of every training token.
     fn train_scores(&self) -> &[f64];
     /// `u = nu^T x` of every test token.
     fn test_scores(&self) -> &[f64];
-    /// Logits `z = x^T W p` of the training tokens at the current state.
+    /// Logits of the training tokens at the current state.
     fn train_logits(&mut self) -> Vec<f64>;
     /// Logits of the test tokens at the current state.
     fn test_logits(&mut self) -> Vec<f64>;
-    /// One gradient-descent step; returns the training logits of the state *before* the step.
-    /// `step` (the number of steps taken so far) names the step in errors.
-    ///
-    /// A trainer checks the state each update produces (at least `||p||` and the entries of
-    /// `W`). A non-finite one is reported as [`crate::Error::NonFinite`] with the step of that
-    /// update, by the next call of `step`, so that this call still returns the logits of the
-    /// finite state before the update (its evaluation is recorded); after the last step,
-    /// [`Self::pending_error`] returns it.
-    fn step(&mut self, step: usize) -> Result<Vec<f64>>;
-    /// The error of the last update not yet returned by [`Self::step`] (taken: returned once).
+    /// One gradient-descent step (see [`Trainer`]); returns the training logits of the state
+    /// before the step.
+    fn step_logits(&mut self, step: usize) -> Result<Vec<f64>>;
+    /// The error of the last update not yet returned (see [`Trainer::pending_error`]).
     fn pending_error(&mut self) -> Option<crate::Error> {
         None
     }
@@ -55,4 +81,37 @@ pub trait Trainer {
     fn p_norm(&self) -> f64;
     /// `||W - W_0||_F`.
     fn w_delta_norm(&self) -> f64;
+}
+
+/// What a non-finite training logit is called in errors.
+const TRAINING_LOGIT: &str = "training token logit";
+
+impl<A: AttentionTrainer> Trainer for A {
+    fn step(&mut self, step: usize) -> Result<Readout> {
+        let logits = self.step_logits(step)?;
+        Readout::of_logits(self.tokens_per_sample(), logits, self.train_scores())
+            .finite(step, TRAINING_LOGIT)
+    }
+
+    fn train_readout(&mut self, step: usize) -> Result<Readout> {
+        let logits = self.train_logits();
+        Readout::of_logits(self.tokens_per_sample(), logits, self.train_scores())
+            .finite(step, TRAINING_LOGIT)
+    }
+
+    fn test_readout(&mut self) -> Readout {
+        let logits = self.test_logits();
+        Readout::of_logits(self.tokens_per_sample(), logits, self.test_scores())
+    }
+
+    fn pending_error(&mut self) -> Option<crate::Error> {
+        AttentionTrainer::pending_error(self)
+    }
+
+    fn norms(&self) -> StateNorms {
+        StateNorms {
+            p_norm: self.p_norm(),
+            w_delta_norm: self.w_delta_norm(),
+        }
+    }
 }

@@ -2,19 +2,24 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::{Error, Result};
 
+use benign_kernels::Float;
+
 use super::config::{ModelKind, Precision, RunConfig, TrainerKind};
-use super::data::{training_set, Signals, TestSource, TrainSet};
+use super::crn::ColumnStartup;
+use super::data::{balanced_labels, training_labels, training_set, Signals, TestSource, TrainSet};
 use super::dense::DenseTrainer;
 use super::export::LoadedData;
 use super::init::InitSource;
-use super::metrics::{first_non_finite, sample_outputs, EvalContext, EvalRecord};
-use super::subspace::{StartupTimings, SubspaceTrainer, TestDraw};
+use super::law::{self, LawVariant};
+use super::metrics::{self, first_non_finite, EvalRecord, Labels, StateNorms};
+use super::subspace::{StartupTimings, SubspaceSetup, SubspaceTrainer, TestDraw};
 use super::theory::{classify, predict, reference_levels, Prediction, ReferenceLevels, Regime};
 use super::Trainer;
 use crate::provenance::Provenance;
@@ -44,6 +49,9 @@ pub struct RunOptions {
     /// How the subspace trainer obtains the test projections (default: drawn in the subspace,
     /// an independent sample of the same law; see `synthetic::subspace`).
     pub test_draw: TestDraw,
+    /// Run as a cell of this column: start from its shared start-up (common random numbers,
+    /// see [`super::crn`]) instead of generating the data and computing a start-up.
+    pub column: Option<Arc<ColumnStartup>>,
 }
 
 /// The full attention row of one tracked training sample at every step.
@@ -186,19 +194,28 @@ pub fn run(config: RunConfig, options: RunOptions) -> Result<RunResult> {
 }
 
 /// Runs the synthetic experiment, calling `observe(record, steps)` after every evaluation.
+///
+/// The one pipeline of every synthetic run, whatever the model and trainer: validate the
+/// configuration and what the options add to it; check memory; generate or load the data (or
+/// only the labels, where the trainer draws its inputs: the law trainer, a cell of a column);
+/// open the output folder; build the trainer (its start-up); then [`train_loop`] and the summary
+/// and files.
 pub fn run_with(
-    mut config: RunConfig,
+    config: RunConfig,
     options: RunOptions,
     observe: &mut dyn FnMut(&EvalRecord, usize),
 ) -> Result<RunResult> {
+    run_pipeline(config, options, observe, LawVariant::Exact)
+}
+
+/// [`run_with`] with the law trainer's variant (the wrong laws exist for its tests).
+pub(crate) fn run_pipeline(
+    mut config: RunConfig,
+    options: RunOptions,
+    observe: &mut dyn FnMut(&EvalRecord, usize),
+    law_variant: LawVariant,
+) -> Result<RunResult> {
     let started = Instant::now();
-    config.validate()?;
-    if config.model == ModelKind::Encoder {
-        return super::encoder::run_encoder(config, options, observe);
-    }
-    if config.trainer == TrainerKind::Law {
-        return super::law::run_law(config, options, observe);
-    }
     let RunOptions {
         out_dir,
         write_files,
@@ -208,64 +225,87 @@ pub fn run_with(
         init_file,
         force,
         test_draw,
+        column,
     } = options;
-    if data.is_none() {
-        check_memory(&config)?;
+    if let Some(loaded) = &data {
+        // The data fixes the shapes.
+        config.samples = loaded.train.samples;
+        config.tokens = loaded.train.tokens_per_sample;
+        config.dim = loaded.train.dim;
+        config.test_size = loaded.test_labels.len();
+    }
+    // The one validation of a run: everything below may rely on it.
+    config.validate()?;
+    refuse_inputs(&config, data.is_some(), init.is_some(), column.as_deref())?;
+    if column.is_none() {
+        check_memory(&config, data.is_some())?;
     }
     let data_dir = data.as_ref().map(|d| d.dir.clone());
-    match &data_dir {
-        Some(dir) => log::info!("data: loading {}", dir.display()),
-        None => log::info!(
-            "data: generating n = {}, T = {}, d = {}",
-            config.samples,
-            config.tokens,
-            config.dim
-        ),
-    }
-    let (train, test, nu, extra) = match data {
+    let draws_its_inputs = column.is_some()
+        || (config.model == ModelKind::Attention && config.trainer == TrainerKind::Law);
+    let tokens = match data {
         Some(loaded) => {
-            config.samples = loaded.train.samples;
-            config.tokens = loaded.train.tokens_per_sample;
-            config.dim = loaded.train.dim;
-            config.test_size = loaded.test_labels.len();
+            log::info!("data: loading {}", loaded.dir.display());
             let test = TestSource::Loaded {
                 tokens_per_sample: loaded.train.tokens_per_sample,
                 dim: loaded.train.dim,
                 tokens: loaded.test_tokens,
                 labels: loaded.test_labels,
             };
-            (loaded.train, test, loaded.nu, Vec::new())
+            Some(Tokens {
+                train: loaded.train,
+                test,
+                nu: loaded.nu,
+                signals: Vec::new(),
+            })
         }
+        None if draws_its_inputs => None,
         None => {
-            config.validate()?;
+            log::info!(
+                "data: generating n = {}, T = {}, d = {}",
+                config.samples,
+                config.tokens,
+                config.dim
+            );
             let signals = Signals::new(&config);
             let train = training_set(&config, &signals);
             let nu = signals.nu.clone();
-            let extra = vec![signals.mu_plus.clone(), signals.mu_minus.clone()];
+            let signal_vectors = vec![signals.mu_plus.clone(), signals.mu_minus.clone()];
             let test = TestSource::Generated {
                 config: config.clone(),
                 seed: config.effective_test_seed(),
                 signals,
             };
-            (train, test, nu, extra)
+            Some(Tokens {
+                train,
+                test,
+                nu,
+                signals: signal_vectors,
+            })
         }
     };
-    config.resolve(&train.noisy)?;
+    let labels = match &tokens {
+        Some(tokens) => Labels {
+            train: tokens.train.labels.clone(),
+            clean: tokens.train.clean_labels.clone(),
+            noisy: tokens.train.noisy.clone(),
+            test: tokens.test.labels(),
+        },
+        None => {
+            let (clean, train, noisy) = training_labels(&config);
+            Labels {
+                train,
+                clean,
+                noisy,
+                test: balanced_labels(config.test_size),
+            }
+        }
+    };
+    config.resolve(&labels.noisy);
     let init_label = init.as_ref().map(|i| match i {
         InitSource::Matrix { .. } => "given matrix".to_string(),
         InitSource::Stream { seed, .. } => format!("stream of seed {seed}"),
     });
-    let init = init.unwrap_or_else(|| InitSource::from_config(&config));
-    if init.dim() != config.dim {
-        return Err(Error::invalid(
-            "init-w",
-            format!(
-                "W_0 is {0} x {0} but the tokens have dimension {1}",
-                init.dim(),
-                config.dim
-            ),
-        ));
-    }
     let out_dir = write_files
         .then(|| {
             open_run_dir(
@@ -284,161 +324,208 @@ pub fn run_with(
     let data_seconds = started.elapsed().as_secs_f64();
 
     let clock = Instant::now();
-    let extra_refs: Vec<&[f64]> = extra.iter().map(Vec::as_slice).collect();
-    let mut startup = None;
-    let mut rank = None;
-    let mut trainer: Box<dyn Trainer> = match (config.trainer, config.precision) {
-        (TrainerKind::Subspace, precision) => {
-            let boxed: Box<dyn Trainer> = match precision {
-                Precision::F64 => {
-                    let t = SubspaceTrainer::<f64>::with_test_draw(
-                        &train,
-                        &extra_refs,
-                        &nu,
-                        &init,
-                        &test,
-                        config.lr,
-                        config.effective_startup_precision(),
-                        test_draw,
-                    )?;
-                    startup = Some(t.timings.clone());
-                    rank = Some(t.rank());
-                    Box::new(t)
-                }
-                Precision::F32 => {
-                    let t = SubspaceTrainer::<f32>::with_test_draw(
-                        &train,
-                        &extra_refs,
-                        &nu,
-                        &init,
-                        &test,
-                        config.lr,
-                        config.effective_startup_precision(),
-                        test_draw,
-                    )?;
-                    startup = Some(t.timings.clone());
-                    rank = Some(t.rank());
-                    Box::new(t)
-                }
-            };
-            boxed
-        }
-        (TrainerKind::Law, _) => unreachable!("the law trainer is dispatched above"),
-        (TrainerKind::Dense, precision) => {
-            let element = match precision {
-                Precision::F32 => 4,
-                Precision::F64 => 8,
-            };
-            super::dense::check_dense_fits(
-                config.dim,
-                train.tokens.len() / config.dim,
-                test.len() * config.tokens,
-                element,
-            )?;
-            let mut test_tokens = Vec::with_capacity(test.len() * config.tokens * config.dim);
-            test.for_each_chunk(64, |_, chunk| test_tokens.extend_from_slice(chunk));
-            match precision {
-                Precision::F64 => Box::new(DenseTrainer::<f64>::new(
-                    &train,
-                    &test_tokens,
-                    &nu,
-                    &init,
-                    config.lr,
-                )?),
-                Precision::F32 => Box::new(DenseTrainer::<f32>::new(
-                    &train,
-                    &test_tokens,
-                    &nu,
-                    &init,
-                    config.lr,
-                )?),
-            }
-        }
+    let startup = match (column, tokens) {
+        (Some(column), _) => column.cell(&config, &labels)?,
+        (None, None) => law::trainer(&config, &labels, law_variant)?,
+        (None, Some(tokens)) => tokens.trainer(&config, &labels, init, test_draw)?,
     };
-    drop(extra);
     let startup_seconds = clock.elapsed().as_secs_f64();
     log::info!("training: {} steps", config.steps);
-
-    let test_labels = test.labels();
-    drop(test);
+    let Startup {
+        mut trainer,
+        subspace_rank,
+        timings: startup,
+    } = startup;
     let timings = StageTimings {
         started,
-        wall_before: 0.0,
         data_seconds,
         startup_seconds,
         startup,
-        subspace_rank: rank,
+        subspace_rank,
     };
-    train_and_report(
-        config,
-        &train,
-        &test_labels,
-        trainer.as_mut(),
-        timings,
-        out_dir,
-        observe,
-    )
+    let clock = Instant::now();
+    let outcome = train_loop(&config, &labels, trainer.as_mut(), observe);
+    let training_seconds = clock.elapsed().as_secs_f64();
+    drop(trainer);
+    let mut out_dir = out_dir;
+    match outcome {
+        Ok(output) => report_run(
+            config,
+            &labels.noisy,
+            output,
+            training_seconds,
+            timings,
+            out_dir,
+        ),
+        Err((err, records)) => {
+            // The metrics recorded before the failure are kept.
+            if let Some(dir) = &mut out_dir {
+                write_metrics(&dir.path, &records)?;
+                dir.fail(&err);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Refuses inputs the configuration's model or trainer cannot use, before any work.
+fn refuse_inputs(
+    config: &RunConfig,
+    given_data: bool,
+    given_init: bool,
+    column: Option<&ColumnStartup>,
+) -> Result<()> {
+    if let Some(column) = column {
+        if given_data || given_init {
+            return Err(Error::invalid(
+                "common-random-numbers",
+                "a cell of a column starts from the column's data and W_0, not given ones",
+            ));
+        }
+        return column.check_serves(config);
+    }
+    match (config.model, config.trainer) {
+        (ModelKind::Encoder, _) if given_init => Err(Error::invalid(
+            "init-w",
+            "sets W_0 of the attention model; the encoder initialises from --seed",
+        )),
+        (ModelKind::Attention, TrainerKind::Law) => {
+            match law::refusal_given(config, given_data, given_init) {
+                Some(why) => Err(Error::invalid("trainer", why)),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A run's training and test tokens, generated or loaded, with `nu` and the signal vectors the
+/// subspace basis spans.
+struct Tokens {
+    train: TrainSet,
+    test: TestSource,
+    nu: Vec<f64>,
+    /// `mu_+` and `mu_-` when generated (loaded tokens carry theirs inside).
+    signals: Vec<Vec<f64>>,
+}
+
+impl Tokens {
+    /// The trainer of `config` on these tokens: the encoder, or the attention model's subspace
+    /// or dense trainer, in the configuration's precision.
+    fn trainer(
+        self,
+        config: &RunConfig,
+        labels: &Labels,
+        init: Option<InitSource>,
+        test_draw: TestDraw,
+    ) -> Result<Startup> {
+        let Tokens {
+            train,
+            test,
+            nu,
+            signals,
+        } = self;
+        if config.model == ModelKind::Encoder {
+            let test_tokens = test.materialise(config.tokens * config.dim);
+            drop(test);
+            return Ok(Startup {
+                trainer: super::encoder::trainer(
+                    config,
+                    &train.tokens,
+                    &labels.train,
+                    &test_tokens,
+                )?,
+                subspace_rank: None,
+                timings: None,
+            });
+        }
+        let init = init.unwrap_or_else(|| InitSource::from_config(config));
+        if init.dim() != config.dim {
+            return Err(Error::invalid(
+                "init-w",
+                format!(
+                    "W_0 is {0} x {0} but the tokens have dimension {1}",
+                    init.dim(),
+                    config.dim
+                ),
+            ));
+        }
+        let signals: Vec<&[f64]> = signals.iter().map(Vec::as_slice).collect();
+        match config.trainer {
+            TrainerKind::Subspace => {
+                let setup = SubspaceSetup {
+                    train: &train,
+                    extra_directions: &signals,
+                    nu: &nu,
+                    init: &init,
+                    test: &test,
+                    lr: config.lr,
+                    startup: config.effective_startup_precision(),
+                    draw: test_draw,
+                };
+                fn build<T: Float>(setup: SubspaceSetup<'_>) -> Result<Startup> {
+                    let trainer = SubspaceTrainer::<T>::new(setup)?;
+                    Ok(Startup {
+                        subspace_rank: Some(trainer.rank()),
+                        timings: Some(trainer.timings.clone()),
+                        trainer: Box::new(trainer),
+                    })
+                }
+                match config.precision {
+                    Precision::F64 => build::<f64>(setup),
+                    Precision::F32 => build::<f32>(setup),
+                }
+            }
+            TrainerKind::Dense => {
+                let test_tokens = test.materialise(config.tokens * config.dim);
+                drop(test);
+                let trainer: Box<dyn Trainer> = match config.precision {
+                    Precision::F64 => Box::new(DenseTrainer::<f64>::new(
+                        &train,
+                        &test_tokens,
+                        &nu,
+                        &init,
+                        config.lr,
+                    )?),
+                    Precision::F32 => Box::new(DenseTrainer::<f32>::new(
+                        &train,
+                        &test_tokens,
+                        &nu,
+                        &init,
+                        config.lr,
+                    )?),
+                };
+                Ok(Startup {
+                    trainer,
+                    subspace_rank: None,
+                    timings: None,
+                })
+            }
+            TrainerKind::Law => unreachable!("the law trainer draws its inputs"),
+        }
+    }
+}
+
+/// A trainer ready to train, and what its start-up built.
+pub(crate) struct Startup {
+    pub(crate) trainer: Box<dyn Trainer>,
+    /// Subspace rank r (the subspace and law trainers, a column's cells).
+    pub(crate) subspace_rank: Option<usize>,
+    pub(crate) timings: Option<StartupTimings>,
 }
 
 /// Where the time before training went, and what the start-up built.
 pub(crate) struct StageTimings {
     /// When the run's clock started.
     pub(crate) started: Instant,
-    /// Seconds spent before `started` (a start-up shared with other runs).
-    pub(crate) wall_before: f64,
     pub(crate) data_seconds: f64,
     pub(crate) startup_seconds: f64,
     pub(crate) startup: Option<StartupTimings>,
     pub(crate) subspace_rank: Option<usize>,
 }
 
-/// The part of a run after its trainer exists: the training loop, the summary and the output
-/// files (shared by [`run_with`] and [`run_prepared`]). On a failure during training the metrics
-/// recorded so far are still written.
-pub(crate) fn train_and_report(
-    config: RunConfig,
-    train: &TrainSet,
-    test_labels: &[f64],
-    trainer: &mut dyn Trainer,
-    timings: StageTimings,
-    mut out_dir: Option<RunDir>,
-    observe: &mut dyn FnMut(&EvalRecord, usize),
-) -> Result<RunResult> {
-    let train_scores = trainer.train_scores().to_vec();
-    let test_scores = trainer.test_scores().to_vec();
-    let context = EvalContext {
-        tokens_per_sample: config.tokens,
-        train_scores: &train_scores,
-        train_labels: &train.labels,
-        noisy: &train.noisy,
-        test_scores: &test_scores,
-        test_labels,
-    };
-    let clock = Instant::now();
-    let outcome = train_loop(&config, train, trainer, &context, observe);
-    let training_seconds = clock.elapsed().as_secs_f64();
-    let (records, tracked, first_fit) = match outcome {
-        Ok(v) => v,
-        Err((err, records)) => {
-            if let Some(dir) = &mut out_dir {
-                write_metrics(&dir.path, &records)?;
-                dir.fail(&err);
-            }
-            return Err(err);
-        }
-    };
-    report_run(
-        config,
-        &train.noisy,
-        (records, tracked, first_fit),
-        training_seconds,
-        timings,
-        out_dir,
-    )
-}
-
-/// The summary and output files of a finished training loop (any model).
-pub(crate) fn report_run(
+/// The summary and output files of a finished training loop.
+fn report_run(
     config: RunConfig,
     noisy: &[bool],
     (records, tracked, first_fit): LoopOutput,
@@ -469,7 +556,7 @@ pub(crate) fn report_run(
         out_dir: out_dir.as_ref().map(|d| d.path.clone()),
     };
     // Everything but the figures, which are drawn after the summary is written.
-    summary.wall_seconds_total = timings.wall_before + timings.started.elapsed().as_secs_f64();
+    summary.wall_seconds_total = timings.started.elapsed().as_secs_f64();
     if let Some(run_dir) = &mut out_dir {
         let dir = &run_dir.path;
         // Data first: a figure that cannot be drawn costs the figure, never the results.
@@ -495,20 +582,39 @@ pub(crate) fn report_run(
 
 /// Refuses up front, before generating anything, a run whose arrays would not fit in the
 /// available memory (dense: `W`, `W_0` and the test set; subspace: the training tokens, the
-/// d x (3r + 1) start-up matrices, a `W_0` block and a test chunk).
-fn check_memory(config: &RunConfig) -> Result<()> {
+/// d x (3r + 1) start-up matrices, a `W_0` block and a test chunk; law: its drawn inputs;
+/// encoder: tokens, parameters and tapes). `tokens_held`: the training tokens are loaded already.
+fn check_memory(config: &RunConfig, tokens_held: bool) -> Result<()> {
     let (d, rows, test_rows) = (
         config.dim as u128,
         (config.samples * config.tokens) as u128,
         (config.test_size * config.tokens) as u128,
     );
-    let train_bytes = rows * d * 8;
-    let (needed, what, hint) = match config.trainer {
-        TrainerKind::Dense => {
-            let element = match config.precision {
-                Precision::F32 => 4,
-                Precision::F64 => 8,
-            };
+    let train_bytes = if tokens_held { 0 } else { rows * d * 8 };
+    let trainer = match config.model {
+        ModelKind::Encoder => None,
+        ModelKind::Attention => Some(config.trainer),
+    };
+    let (needed, what, hint) = match trainer {
+        None => (
+            super::encoder::encoder_bytes(
+                config.dim,
+                config.effective_mlp_dim(),
+                config.tokens,
+                config.samples,
+                config.test_size,
+                config.precision.bytes(),
+            ),
+            format!(
+                "the encoder at d = {}, mlp {} with {} test samples",
+                config.dim,
+                config.effective_mlp_dim(),
+                config.test_size
+            ),
+            "reduce --dim, --mlp-dim or --test-size".to_string(),
+        ),
+        Some(TrainerKind::Dense) => {
+            let element = config.precision.bytes();
             (
                 train_bytes
                     + super::dense::dense_bytes(
@@ -535,12 +641,9 @@ fn check_memory(config: &RunConfig) -> Result<()> {
                 ),
             )
         }
-        TrainerKind::Subspace => {
+        Some(TrainerKind::Subspace) => {
             let r = rows + 2;
-            let element = match config.effective_startup_precision() {
-                Precision::F32 => 4,
-                Precision::F64 => 8,
-            };
+            let element = config.effective_startup_precision().bytes() as u128;
             let startup =
                 d * (3 * r + 1) * element + super::subspace::INIT_BLOCK_BYTES as u128 + (256 << 20);
             (
@@ -559,9 +662,13 @@ fn check_memory(config: &RunConfig) -> Result<()> {
                 .to_string(),
             )
         }
-        TrainerKind::Law => (
+        Some(TrainerKind::Law) => (
             super::law::law_bytes(config),
-            "the law trainer".to_string(),
+            format!(
+                "the law trainer (rank {}, {} test tokens)",
+                rows + 2,
+                test_rows
+            ),
             "reduce --samples, --tokens or --test-size".to_string(),
         ),
     };
@@ -582,83 +689,73 @@ fn check_memory(config: &RunConfig) -> Result<()> {
     Ok(())
 }
 
-pub(crate) type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
+type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
 
 /// The samples whose full attention row is recorded at every step (`track_samples`), before any step.
-pub(crate) fn tracked_samples(config: &RunConfig, train: &TrainSet) -> Vec<TrackedSample> {
+fn tracked_samples(config: &RunConfig, noisy: &[bool]) -> Vec<TrackedSample> {
     let tracked_ids = config.track_samples.clone().unwrap_or_default();
     tracked_ids
         .iter()
         .map(|&i| TrackedSample {
             sample: i,
-            noisy: train.noisy[i],
+            noisy: noisy[i],
             rows: Vec::with_capacity(config.steps + 1),
         })
         .collect()
 }
 
-/// Steps `0..=steps`: track the chosen samples every step, evaluate every `eval_every` steps
-/// and at the last, update between. On failure returns the records made so far.
-fn train_loop(
+/// The one training loop of every synthetic run. Steps `0..=steps`: track the chosen samples'
+/// attention rows every step, evaluate every `eval_every` steps and at the last, update between.
+/// On failure returns the records made so far.
+pub(crate) fn train_loop(
     config: &RunConfig,
-    train: &TrainSet,
+    labels: &Labels,
     trainer: &mut dyn Trainer,
-    context: &EvalContext<'_>,
     observe: &mut dyn FnMut(&EvalRecord, usize),
 ) -> std::result::Result<LoopOutput, (Error, Vec<EvalRecord>)> {
     let t = config.tokens;
-    let mut tracked = tracked_samples(config, train);
+    let mut tracked = tracked_samples(config, &labels.noisy);
     let mut records = Vec::with_capacity(config.steps / config.eval_every + 2);
     let mut first_fit = None;
     let clock = Instant::now();
     for step in 0..=config.steps {
         let evaluate = step % config.eval_every == 0 || step == config.steps;
-        let test_logits = evaluate.then(|| trainer.test_logits());
-        let (p_norm, w_delta_norm) = if evaluate {
-            (trainer.p_norm(), trainer.w_delta_norm())
+        let test = evaluate.then(|| trainer.test_readout());
+        let norms = if evaluate {
+            trainer.norms()
         } else {
-            (0.0, 0.0)
+            StateNorms::default()
         };
-        let logits = if step < config.steps {
-            match trainer.step(step) {
-                Ok(z) => z,
-                Err(e) => return Err((e, records)),
-            }
+        let readout = if step < config.steps {
+            trainer.step(step)
         } else {
             // A non-finite state made by the last update, reported with that update's step.
-            if let Some(err) = trainer.pending_error() {
-                return Err((err, records));
+            match trainer.pending_error() {
+                Some(err) => Err(err),
+                None => trainer.train_readout(step),
             }
-            trainer.train_logits()
         };
-        if let Some(bad) = logits.iter().find(|v| !v.is_finite()) {
-            let err = Error::NonFinite {
-                step,
-                quantity: "training token logit".into(),
-                value: *bad,
-            };
-            return Err((err, records));
-        }
+        let readout = match readout {
+            Ok(readout) => readout,
+            Err(err) => return Err((err, records)),
+        };
         for sample in tracked.iter_mut() {
             let i = sample.sample;
-            let row = sample_outputs(
-                t,
-                &logits[i * t..(i + 1) * t],
-                &context.train_scores[i * t..(i + 1) * t],
-            );
-            sample.rows.push(row.attention);
+            sample
+                .rows
+                .push(readout.attention[i * t..(i + 1) * t].to_vec());
         }
-        if first_fit.is_none() && context.all_fitted(&logits) {
+        if first_fit.is_none() && readout.all_fitted(&labels.train) {
             first_fit = Some(step);
         }
-        if let Some(test_logits) = test_logits {
-            let record = context.evaluate(
+        if let Some(test) = test {
+            let record = metrics::evaluate(
+                labels,
+                t,
+                (&readout, &test),
                 step,
                 clock.elapsed().as_secs_f64(),
-                &logits,
-                &test_logits,
-                p_norm,
-                w_delta_norm,
+                norms,
             );
             if let Some((quantity, value)) = first_non_finite(&record) {
                 let err = Error::NonFinite {
@@ -857,7 +954,7 @@ pub(crate) fn default_out_dir() -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let id = super::data::mix_seed(nanos as u64 ^ u64::from(std::process::id()), "run-id");
+    let id = crate::seed::mix_seed(nanos as u64 ^ u64::from(std::process::id()), "run-id");
     PathBuf::from("runs").join(format!(
         "{}-{:06x}",
         crate::provenance::utc_compact(now),
@@ -942,76 +1039,4 @@ pub fn human_summary(result: &RunResult) -> String {
         let _ = write!(out, "\noutputs: {}", dir.display());
     }
     out
-}
-
-// ---- Hook for `benign sweep` (common random numbers): the training loop and summary of
-// `run_with` on a trainer the caller built itself (e.g. from a start-up shared by a column of
-// runs). Additive; `run_with` does not use it. ----
-
-/// What [`run_prepared`] needs besides the configuration.
-pub struct PreparedRun {
-    pub trainer: Box<dyn Trainer>,
-    /// Observed training labels `+-1`.
-    pub train_labels: Vec<f64>,
-    pub clean_labels: Vec<f64>,
-    pub noisy: Vec<bool>,
-    /// Clean test labels `+-1`.
-    pub test_labels: Vec<f64>,
-    pub subspace_rank: Option<usize>,
-    pub data_seconds: f64,
-    pub startup_seconds: f64,
-    pub startup: Option<StartupTimings>,
-    /// Write metrics.jsonl, attention.csv, the figure, config.json and summary.json here.
-    pub out_dir: Option<PathBuf>,
-}
-
-/// Runs the training loop of [`run_with`] on a prepared trainer and summarises it.
-pub fn run_prepared(
-    mut config: RunConfig,
-    prepared: PreparedRun,
-    observe: &mut dyn FnMut(&EvalRecord, usize),
-) -> Result<RunResult> {
-    let started = Instant::now();
-    let PreparedRun {
-        mut trainer,
-        train_labels,
-        clean_labels,
-        noisy,
-        test_labels,
-        subspace_rank,
-        data_seconds,
-        startup_seconds,
-        startup,
-        out_dir,
-    } = prepared;
-    config.resolve(&noisy)?;
-    let train = TrainSet {
-        samples: train_labels.len(),
-        tokens_per_sample: config.tokens,
-        dim: config.dim,
-        tokens: Vec::new(),
-        labels: train_labels,
-        clean_labels,
-        noisy,
-    };
-    let out_dir = out_dir
-        .map(|dir| open_run_dir(Some(dir), true, false, &config, RunInputs::default()))
-        .transpose()?;
-    let timings = StageTimings {
-        started,
-        wall_before: data_seconds + startup_seconds,
-        data_seconds,
-        startup_seconds,
-        startup,
-        subspace_rank,
-    };
-    train_and_report(
-        config,
-        &train,
-        &test_labels,
-        trainer.as_mut(),
-        timings,
-        out_dir,
-        observe,
-    )
 }

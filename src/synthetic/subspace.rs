@@ -45,9 +45,10 @@ use rayon::prelude::*;
 use crate::{Error, Result};
 
 use super::config::Precision;
-use super::data::{balanced_labels, mix_seed, TestSource, TrainSet};
+use super::data::{balanced_labels, token_signal, TestSource, TrainSet};
 use super::init::InitSource;
-use super::Trainer;
+use super::AttentionTrainer;
+use crate::seed::mix_seed;
 
 /// Bytes of `W_0` rows generated at once during start-up: large enough that the `A` / `H`
 /// operands streamed per block (d x r) cost little next to the block's multiply-adds, small
@@ -344,22 +345,6 @@ pub fn fill_test_normals<T: Float>(
         });
 }
 
-/// Coefficients `(a_+, a_-)` of the signal part `a_+ mu_+ + a_- mu_-` of token `pos` of a
-/// sample with clean label `y` (docs/model.md section 2; `mu_+`, `mu_-` of norm `||mu||`).
-pub fn signal_coefficients_of(y: f64, pos: usize, rho: f64) -> (f64, f64) {
-    let same = match pos {
-        0 => 1.0,
-        1 => rho,
-        _ => 0.0,
-    };
-    let other = if pos == 2 { rho } else { 0.0 };
-    if y > 0.0 {
-        (same, other)
-    } else {
-        (other, same)
-    }
-}
-
 /// Softmax attention, outputs, loss and `delta_it = (1/n) l'_i s_it (u_it - f_i)` from logits.
 /// Returns the loss; fills `attention` and `delta` (both n T).
 pub fn loss_and_delta<T: Float>(
@@ -504,7 +489,7 @@ fn draw_test_tokens<T: Float>(
         for pos in 0..t {
             let at = i * t + pos;
             let row = &mut rows[at * width..(at + 1) * width];
-            let (a_plus, a_minus) = signal_coefficients_of(y, pos, rho);
+            let (a_plus, a_minus) = token_signal(y, pos, rho);
             row[rank] = T::from_f64(a_plus);
             row[rank + 1] = T::from_f64(a_minus);
             scores[at] = sigma * k::dot(&nu_row, &row[..rank]).to_f64()
@@ -559,62 +544,44 @@ pub struct SubspaceTrainer<T> {
     pub timings: StartupTimings,
 }
 
+/// What the subspace trainer starts from when it computes its own start-up.
+#[derive(Clone, Copy)]
+pub struct SubspaceSetup<'a> {
+    pub train: &'a TrainSet,
+    /// Directions the basis spans after the training tokens (e.g. `mu_+`, `mu_-`).
+    pub extra_directions: &'a [&'a [f64]],
+    pub nu: &'a [f64],
+    pub init: &'a InitSource,
+    pub test: &'a TestSource,
+    pub lr: f64,
+    /// Element type of the start-up products (f32 halves their cost).
+    pub startup: Precision,
+    /// How the test projections are obtained.
+    pub draw: TestDraw,
+}
+
 impl<T: Float> SubspaceTrainer<T> {
-    /// Start-up: basis, the two streamed passes over `W_0`, and the test projections, each test
-    /// token generated in `R^d` and projected ([`TestDraw::Tokens`]; see [`Self::with_test_draw`]).
-    /// `extra_directions` (e.g. `mu_+`, `mu_-`) join the basis after the training tokens.
-    /// `startup` is the element type of the start-up products (f32 halves their cost).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        train: &TrainSet,
-        extra_directions: &[&[f64]],
-        nu: &[f64],
-        init: &InitSource,
-        test: &TestSource,
-        lr: f64,
-        startup: Precision,
-    ) -> Result<Self> {
-        Self::with_test_draw(
+    /// Start-up: basis, the two streamed passes over `W_0`, and the test projections (obtained
+    /// as `setup.draw` says, falling back to [`TestDraw::Tokens`] where `Subspace` does not
+    /// apply, see [`TestDraw::effective`]).
+    pub fn new(setup: SubspaceSetup<'_>) -> Result<Self> {
+        let draw = setup.draw.effective(setup.test);
+        match setup.startup {
+            Precision::F64 => Self::build::<f64>(&setup, draw),
+            Precision::F32 => Self::build::<f32>(&setup, draw),
+        }
+    }
+
+    fn build<S: Float>(setup: &SubspaceSetup<'_>, draw: TestDraw) -> Result<Self> {
+        let SubspaceSetup {
             train,
             extra_directions,
             nu,
             init,
             test,
             lr,
-            startup,
-            TestDraw::Tokens,
-        )
-    }
-
-    /// As [`Self::new`], with the test projections obtained as `draw` says (falling back to
-    /// `Tokens` where `Subspace` does not apply, see [`TestDraw::effective`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_test_draw(
-        train: &TrainSet,
-        extra_directions: &[&[f64]],
-        nu: &[f64],
-        init: &InitSource,
-        test: &TestSource,
-        lr: f64,
-        startup: Precision,
-        draw: TestDraw,
-    ) -> Result<Self> {
-        let draw = draw.effective(test);
-        match startup {
-            Precision::F64 => Self::build::<f64>(train, extra_directions, nu, init, test, lr, draw),
-            Precision::F32 => Self::build::<f32>(train, extra_directions, nu, init, test, lr, draw),
-        }
-    }
-
-    fn build<S: Float>(
-        train: &TrainSet,
-        extra_directions: &[&[f64]],
-        nu: &[f64],
-        init: &InitSource,
-        test: &TestSource,
-        lr: f64,
-        draw: TestDraw,
-    ) -> Result<Self> {
+            ..
+        } = *setup;
         let d = train.dim;
         let rows = train.samples * train.tokens_per_sample;
         log::info!("start-up: basis of the span of the {rows} training tokens (d = {d})");
@@ -917,7 +884,11 @@ impl<T: Float> SubspaceTrainer<T> {
     }
 }
 
-impl<T: Float> Trainer for SubspaceTrainer<T> {
+impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
+    fn tokens_per_sample(&self) -> usize {
+        self.tokens_per_sample
+    }
+
     fn train_scores(&self) -> &[f64] {
         &self.train_scores
     }
@@ -972,7 +943,7 @@ impl<T: Float> Trainer for SubspaceTrainer<T> {
         z.into_iter().map(T::to_f64).collect()
     }
 
-    fn step(&mut self, step: usize) -> Result<Vec<f64>> {
+    fn step_logits(&mut self, step: usize) -> Result<Vec<f64>> {
         if let Some(err) = self.diverged.take() {
             return Err(err);
         }

@@ -15,7 +15,7 @@ use benign::finetune::{
     Experiment, FinetuneConfig, FinetuneOptions, FinetuneRun, Phase1Result, Plan,
 };
 use benign::realdata::{DatasetName, TokenizedSplit, Tokens};
-use benign::synthetic::data::named_rng;
+use benign::seed::named_rng;
 use benign::Error;
 
 /// A split of `n` examples over `classes` classes: 6 tokens of 4 values each, Gaussian noise,

@@ -8,10 +8,12 @@ use benign::model::attention::{self, Shape};
 use benign::synthetic::data::{training_set, Signals, TestSource};
 use benign::synthetic::dense::DenseTrainer;
 use benign::synthetic::init::InitSource;
-use benign::synthetic::metrics::sample_outputs;
 use benign::synthetic::metrics::EvalRecord;
-use benign::synthetic::subspace::{orthonormal_basis, SubspaceTrainer, TestDraw};
-use benign::synthetic::{run, Precision, Preset, RunConfig, RunOptions, Trainer, TrainerKind};
+use benign::synthetic::metrics::Readout;
+use benign::synthetic::subspace::{orthonormal_basis, SubspaceSetup, SubspaceTrainer, TestDraw};
+use benign::synthetic::{
+    run, AttentionTrainer, Precision, Preset, RunConfig, RunOptions, TrainerKind,
+};
 
 fn quick(config: RunConfig) -> benign::synthetic::RunResult {
     run(config, RunOptions::default()).expect("run succeeds")
@@ -131,15 +133,16 @@ fn trainers_follow_the_closed_form_gradient() {
     let mut dense =
         DenseTrainer::<f64>::new(&train, &test_tokens, &signals.nu, &init, config.lr).unwrap();
     let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
-    let mut subspace = SubspaceTrainer::<f64>::new(
-        &train,
-        &extra,
-        &signals.nu,
-        &init,
-        &test,
-        config.lr,
-        Precision::F64,
-    )
+    let mut subspace = SubspaceTrainer::<f64>::new(SubspaceSetup {
+        train: &train,
+        extra_directions: &extra,
+        nu: &signals.nu,
+        init: &init,
+        test: &test,
+        lr: config.lr,
+        startup: Precision::F64,
+        draw: TestDraw::Tokens,
+    })
     .unwrap();
     let (mut w, mut p): (Vec<f64>, Vec<f64>) = (init.matrix(), vec![0.0; d]);
     for step in 0..3 {
@@ -158,8 +161,8 @@ fn trainers_follow_the_closed_form_gradient() {
         p.iter_mut()
             .zip(&grad.grad_p)
             .for_each(|(v, g)| *v -= config.lr * g);
-        dense.step(step).unwrap();
-        subspace.step(step).unwrap();
+        dense.step_logits(step).unwrap();
+        subspace.step_logits(step).unwrap();
         let (dw, dp) = dense.state();
         let scale = p.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         for (a, b) in dp.iter().zip(&p) {
@@ -184,8 +187,8 @@ fn trainers_follow_the_closed_form_gradient() {
     }
     // After more steps the two states still coincide.
     for step in 3..200 {
-        dense.step(step).unwrap();
-        subspace.step(step).unwrap();
+        dense.step_logits(step).unwrap();
+        subspace.step_logits(step).unwrap();
     }
     let (dw, dp) = dense.state();
     let (sp, sw) = subspace.reconstruct_dense(&train, &extra, &init);
@@ -568,16 +571,16 @@ fn test_projections_drawn_in_the_subspace_have_the_projected_law() {
     };
     let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
     let build = |draw| {
-        SubspaceTrainer::<f64>::with_test_draw(
-            &train,
-            &extra,
-            &signals.nu,
-            &init,
-            &test,
-            0.05,
-            Precision::F64,
+        SubspaceTrainer::<f64>::new(SubspaceSetup {
+            train: &train,
+            extra_directions: &extra,
+            nu: &signals.nu,
+            init: &init,
+            test: &test,
+            lr: 0.05,
+            startup: Precision::F64,
             draw,
-        )
+        })
         .unwrap()
     };
     let (mut drawn, mut projected) = (build(TestDraw::Subspace), build(TestDraw::Tokens));
@@ -585,7 +588,10 @@ fn test_projections_drawn_in_the_subspace_have_the_projected_law() {
     assert_eq!(projected.timings.test_draw, TestDraw::Tokens);
     // Training is exactly the same: logits, norms, state, bit for bit.
     for step in 0..60 {
-        let (a, b) = (drawn.step(step).unwrap(), projected.step(step).unwrap());
+        let (a, b) = (
+            drawn.step_logits(step).unwrap(),
+            projected.step_logits(step).unwrap(),
+        );
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
     assert_eq!(drawn.train_logits(), projected.train_logits());
@@ -679,7 +685,7 @@ fn test_projections_drawn_in_the_subspace_have_the_projected_law() {
     }
     // The test loss, sample by sample: the two means agree within sampling error.
     let losses = |trainer: &mut SubspaceTrainer<f64>| -> Vec<f64> {
-        let out = sample_outputs(t, &trainer.test_logits(), trainer.test_scores());
+        let out = Readout::of_logits(t, trainer.test_logits(), trainer.test_scores());
         out.outputs
             .iter()
             .zip(&labels)

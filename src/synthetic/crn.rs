@@ -28,16 +28,18 @@ use std::time::Instant;
 use benign_kernels::{self as k, Transpose};
 
 use crate::synthetic::data::TestSource;
-use crate::synthetic::data::{balanced_labels, fill_samples, training_labels, Signals};
+use crate::synthetic::data::{
+    balanced_labels, fill_samples, token_signal, training_labels, Signals,
+};
 use crate::synthetic::init::InitSource;
-use crate::synthetic::metrics::{first_non_finite, EvalContext, EvalRecord};
-use crate::synthetic::run::{run_prepared, PreparedRun};
+use crate::synthetic::metrics::{self, first_non_finite, EvalRecord, Labels, Readout, StateNorms};
+use crate::synthetic::run::Startup;
 use crate::synthetic::subspace::{
     fill_test_normals, init_products, loss_and_delta, orthonormal_basis, projection_noise_factor,
     StartupTimings, SubspaceParts, SubspaceTrainer, TestDraw,
 };
 use crate::synthetic::theory::{classify, Regime};
-use crate::synthetic::{Precision, RunConfig, RunResult, Trainer};
+use crate::synthetic::{Precision, RunConfig, Trainer};
 use crate::Result;
 
 /// Bytes of test tokens generated at once.
@@ -56,7 +58,7 @@ struct Projected {
 }
 
 /// The start-up shared by a column: noise projections and the projections of `e_+`, `e_-`.
-pub struct SharedStartup {
+pub struct ColumnStartup {
     /// The column's configuration (any cell's; only the shared fields are used).
     column: RunConfig,
     rank: usize,
@@ -70,7 +72,7 @@ pub struct SharedStartup {
     pub seconds: f64,
 }
 
-impl SharedStartup {
+impl ColumnStartup {
     /// The start-up of the column of `config` (its seed, dimension, sizes, sigma, ...), with
     /// the test noise drawn in the subspace ([`TestDraw::Subspace`]).
     pub fn new(config: &RunConfig) -> Result<Self> {
@@ -196,7 +198,7 @@ impl SharedStartup {
             }
         }
         let test_projection_seconds = clock.elapsed().as_secs_f64();
-        Ok(SharedStartup {
+        Ok(ColumnStartup {
             column: config.clone(),
             rank: r,
             gram,
@@ -245,20 +247,9 @@ impl SharedStartup {
         let rows = labels.len() * t;
         let (mut h, mut c, mut u) = (vec![0.0; rows * r], vec![0.0; rows * r], vec![0.0; rows]);
         for (i, &y) in labels.iter().enumerate() {
-            let (same, other) = if y > 0.0 {
-                (&self.plus, &self.minus)
-            } else {
-                (&self.minus, &self.plus)
-            };
             for pos in 0..t {
                 let row = i * t + pos;
                 let base = &noise.rows[row * width..(row + 1) * width];
-                let signal: Option<(&Vec<f64>, f64)> = match pos {
-                    0 => Some((same, s)),
-                    1 => Some((same, config.rho * s)),
-                    2 => Some((other, config.rho * s)),
-                    _ => None,
-                };
                 let (hr, cr) = (
                     &mut h[row * r..(row + 1) * r],
                     &mut c[row * r..(row + 1) * r],
@@ -266,10 +257,14 @@ impl SharedStartup {
                 hr.copy_from_slice(&base[..r]);
                 cr.copy_from_slice(&base[r..2 * r]);
                 let mut score = base[2 * r];
-                if let Some((e, coef)) = signal {
-                    k::axpy(coef, &e[..r], hr);
-                    k::axpy(coef, &e[r..2 * r], cr);
-                    score += coef * e[2 * r];
+                let (a_plus, a_minus) = token_signal(y, pos, config.rho);
+                for (e, a) in [(&self.plus, a_plus), (&self.minus, a_minus)] {
+                    if a != 0.0 {
+                        let coef = a * s;
+                        k::axpy(coef, &e[..r], hr);
+                        k::axpy(coef, &e[r..2 * r], cr);
+                        score += coef * e[2 * r];
+                    }
                 }
                 u[row] = score / s;
             }
@@ -277,31 +272,31 @@ impl SharedStartup {
         (h, c, u)
     }
 
-    /// Runs one cell of the column; `out_dir` receives the run's files when given.
-    pub fn run(
-        &self,
-        config: &RunConfig,
-        out_dir: Option<std::path::PathBuf>,
-    ) -> Result<RunResult> {
-        config.validate()?;
-        if !self.serves(config) {
-            return Err(crate::Error::invalid(
+    /// Refuses a configuration outside this column.
+    pub(crate) fn check_serves(&self, config: &RunConfig) -> Result<()> {
+        if self.serves(config) {
+            Ok(())
+        } else {
+            Err(crate::Error::invalid(
                 "common-random-numbers",
                 "the configuration is not in this column (it differs in more than signal_norm, rho, eta)",
-            ));
+            ))
         }
-        let clock = Instant::now();
-        let (clean, observed, noisy) = training_labels(config);
-        let (_, coords, train_scores) = self.combine(&self.train_noise, &clean, config);
-        let test_labels = balanced_labels(config.test_size);
-        let (test_h, test_c, test_scores) = self.combine(&self.test_noise, &test_labels, config);
+    }
+
+    /// The subspace trainer of one cell of the column, for the resolved configuration of a run
+    /// that [`Self::check_serves`] accepted before resolving it (the pipeline of
+    /// [`crate::synthetic::run_with`] does both, given this column in its options).
+    pub(crate) fn cell(&self, config: &RunConfig, labels: &Labels) -> Result<Startup> {
+        let (_, coords, train_scores) = self.combine(&self.train_noise, &labels.clean, config);
+        let (test_h, test_c, test_scores) = self.combine(&self.test_noise, &labels.test, config);
         let parts = SubspaceParts {
             tokens_per_sample: config.tokens,
             rank: self.rank,
             lr: config.lr,
             coords,
             train_scores,
-            labels: observed.clone(),
+            labels: labels.train.clone(),
             gram: self.gram.clone(),
             test_h,
             test_c,
@@ -312,19 +307,11 @@ impl SharedStartup {
             Precision::F64 => Box::new(SubspaceTrainer::<f64>::from_parts(parts)?),
             Precision::F32 => Box::new(SubspaceTrainer::<f32>::from_parts(parts)?),
         };
-        let prepared = PreparedRun {
+        Ok(Startup {
             trainer,
-            train_labels: observed,
-            clean_labels: clean,
-            noisy,
-            test_labels,
             subspace_rank: Some(self.rank),
-            data_seconds: 0.0,
-            startup_seconds: clock.elapsed().as_secs_f64(),
-            startup: Some(self.timings.clone()),
-            out_dir,
-        };
-        run_prepared(config.clone(), prepared, &mut |_, _| {})
+            timings: Some(self.timings.clone()),
+        })
     }
 }
 
@@ -355,19 +342,16 @@ fn signal_coefficients(
 ) -> (Vec<f64>, Vec<f64>) {
     let (mut plus, mut minus) = (vec![0.0; clean.len() * t], vec![0.0; clean.len() * t]);
     for (i, &y) in clean.iter().enumerate() {
-        let (same, other) = if y > 0.0 {
-            (&mut plus, &mut minus)
-        } else {
-            (&mut minus, &mut plus)
-        };
-        same[i * t] = signal_norm;
-        same[i * t + 1] = rho * signal_norm;
-        other[i * t + 2] = rho * signal_norm;
+        for pos in 0..t {
+            let (a_plus, a_minus) = token_signal(y, pos, rho);
+            plus[i * t + pos] = a_plus * signal_norm;
+            minus[i * t + pos] = a_minus * signal_norm;
+        }
     }
     (plus, minus)
 }
 
-impl SharedStartup {
+impl ColumnStartup {
     /// `u = nu^T x` of tokens with the given signal coefficients, from the noise rows.
     fn scores(&self, noise: &Projected, plus: &[f64], minus: &[f64], signal_norm: f64) -> Vec<f64> {
         let (r, width) = (self.rank, 2 * self.rank + 1);
@@ -387,7 +371,7 @@ impl SharedStartup {
     /// `C + coef_+ c_+^T + coef_- c_-^T`, so `coords v` and `coords^T delta` for all cells at once
     /// are `C [v_1 .. v_K]` and `C^T [delta_1 .. delta_K]` plus rank-two corrections; only the
     /// products with each cell's own `D` stay matrix-vector. Same mathematics as
-    /// [`SharedStartup::run`], so the two agree to rounding.
+    /// [`ColumnStartup::run`], so the two agree to rounding.
     ///
     /// The result of a cell depends on the whole column (the products' shapes include K):
     /// callers pass the complete column for results independent of resumption and sharding.
@@ -692,21 +676,24 @@ impl SharedStartup {
             let w_sq: f64 = dg.iter().zip(&d[kc]).map(|(x, y)| x * y).sum();
             let clamp = |x: f64| if x < 0.0 { 0.0 } else { x };
             let cell = &data[kc];
-            let context = EvalContext {
-                tokens_per_sample: t,
-                train_scores: &cell.scores,
-                train_labels: &cell.labels,
-                noisy: &cell.noisy,
-                test_scores: &test_scores,
-                test_labels: &test_labels,
+            let labels = Labels {
+                train: cell.labels.clone(),
+                clean: Vec::new(),
+                noisy: cell.noisy.clone(),
+                test: test_labels.clone(),
             };
-            let record = context.evaluate(
+            let train = Readout::of_logits(t, std::mem::take(&mut last_logits[kc]), &cell.scores);
+            let test = Readout::of_logits(t, test_logits, &test_scores);
+            let record = metrics::evaluate(
+                &labels,
+                t,
+                (&train, &test),
                 steps,
                 0.0,
-                &last_logits[kc],
-                &test_logits,
-                clamp(p_sq).sqrt(),
-                clamp(w_sq).sqrt(),
+                StateNorms {
+                    p_norm: clamp(p_sq).sqrt(),
+                    w_delta_norm: clamp(w_sq).sqrt(),
+                },
             );
             outcome[kc] = Some(match first_non_finite(&record) {
                 Some((quantity, value)) => Err(crate::Error::NonFinite {
@@ -731,7 +718,17 @@ impl SharedStartup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{run, RunOptions};
+    use crate::synthetic::{run, RunOptions, RunResult};
+    use std::sync::Arc;
+
+    /// The run of one cell of `column`, through the pipeline of every run.
+    fn cell_run(column: &Arc<ColumnStartup>, config: &RunConfig) -> Result<RunResult> {
+        let options = RunOptions {
+            column: Some(Arc::clone(column)),
+            ..RunOptions::default()
+        };
+        run(config.clone(), options)
+    }
 
     /// A cell run from the shared start-up follows the independent run with the same seed.
     #[test]
@@ -744,7 +741,7 @@ mod tests {
             ..RunConfig::default()
         };
         // Test tokens generated and projected, as the standalone runs do with `TestDraw::Tokens`.
-        let shared = SharedStartup::with_test_draw(&base, TestDraw::Tokens).unwrap();
+        let shared = Arc::new(ColumnStartup::with_test_draw(&base, TestDraw::Tokens).unwrap());
         assert_eq!(shared.rank(), 20 * 8 + 2);
         for (signal_norm, rho, eta) in [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)] {
             let config = RunConfig {
@@ -753,7 +750,7 @@ mod tests {
                 eta,
                 ..base.clone()
             };
-            let a = shared.run(&config, None).unwrap();
+            let a = cell_run(&shared, &config).unwrap();
             let options = RunOptions {
                 test_draw: TestDraw::Tokens,
                 ..RunOptions::default()
@@ -786,10 +783,10 @@ mod tests {
                 ..base.clone()
             })
             .collect();
-        let shared = SharedStartup::new(&cells[0]).unwrap();
+        let shared = Arc::new(ColumnStartup::new(&cells[0]).unwrap());
         for (config, outcome) in cells.iter().zip(shared.run_column(&cells)) {
             let outcome = outcome.unwrap();
-            let single = shared.run(config, None).unwrap();
+            let single = cell_run(&shared, config).unwrap();
             let (x, y) = (&outcome.final_metrics, &single.summary.final_metrics);
             for (u, v) in [
                 (x.train_loss, y.train_loss),
@@ -811,7 +808,7 @@ mod tests {
             assert_eq!(outcome.observed_regime, single.summary.observed_regime);
         }
         let other = RunConfig { dim: 201, ..base };
-        assert!(shared.run(&other, None).is_err());
+        assert!(cell_run(&shared, &other).is_err());
     }
 
     /// A cell that diverges fails at the gradient step whose update produced the non-finite
@@ -833,13 +830,13 @@ mod tests {
                 ..base.clone()
             },
         ];
-        let shared = SharedStartup::new(&cells[0]).unwrap();
+        let shared = Arc::new(ColumnStartup::new(&cells[0]).unwrap());
         let mut errors: Vec<crate::Error> = shared
             .run_column(&cells)
             .into_iter()
             .map(|o| o.expect_err("diverges"))
             .collect();
-        errors.push(shared.run(&cells[1], None).expect_err("diverges"));
+        errors.push(cell_run(&shared, &cells[1]).expect_err("diverges"));
         for err in &errors {
             match err {
                 crate::Error::NonFinite { step, quantity, .. } => {
@@ -866,8 +863,8 @@ mod tests {
             steps: 1,
             ..RunConfig::default()
         };
-        let drawn = SharedStartup::with_test_draw(&config, TestDraw::Subspace).unwrap();
-        let projected = SharedStartup::with_test_draw(&config, TestDraw::Tokens).unwrap();
+        let drawn = ColumnStartup::with_test_draw(&config, TestDraw::Subspace).unwrap();
+        let projected = ColumnStartup::with_test_draw(&config, TestDraw::Tokens).unwrap();
         assert_eq!(drawn.timings.test_draw, TestDraw::Subspace);
         assert_eq!(projected.timings.test_draw, TestDraw::Tokens);
         // Training projections and Gram matrix do not depend on the test draw.
