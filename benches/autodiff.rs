@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use benign::autodiff::{Tape, Var};
-use benign::model::attention::{self, Shape};
+use benign::model::attention::{self, TokenShape};
 use benign::model::attention_tape::{self, SharedInputs};
 use benign_kernels::Float;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -96,7 +96,7 @@ fn bench_small_graph(c: &mut Criterion) {
 }
 
 fn bench_attention<T: Float>(c: &mut Criterion) {
-    let shape = Shape {
+    let shape = TokenShape {
         samples: 20,
         tokens: 8,
         dim: 2000,

@@ -14,13 +14,22 @@ around any refactor that must not change the science:
 
 Seeds written as JSON numbers by older builds and as strings by newer ones compare equal.
 Exit status 0 when every job matches, 1 otherwise (each difference is printed).
+
+`--speed ROUNDS` times instead: the default run, a Figure-5 sweep with each draw (the paper's
+grid at half resolution), and (with --data-dir) a one-epoch pretrain, OLD and NEW alternating
+within each round, and prints per job the median NEW/OLD ratio of wall time and of CPU time
+(user + system of the child) with their range over rounds. On a shared machine the CPU ratio
+is the steadier one.
 """
 
 import argparse
 import json
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 TIMING = {"wall_seconds", "seconds", "examples_per_second", "train_seconds",
@@ -98,12 +107,57 @@ def stdout_json(text):
     return normalise(lines) if lines else text
 
 
+def speed_jobs(data_dir):
+    grid = ["sweep", "--grid", "d=250:5000:250", "--grid", "signal_norm=5:100:5", "--threads", "2",
+            "--quiet", "--no-plot", "--force"]
+    yield "run, defaults (1 thread)", ["run", "--no-write", "--quiet", "--threads", "1"]
+    yield "Figure-5 sweep, independent draws", [*grid, "--out", "fig5"]
+    yield "Figure-5 sweep, common random numbers", [*grid, "--common-random-numbers", "--out", "fig5c"]
+    if data_dir:
+        yield "pretrain, 1 epoch (2 threads)", [
+            "pretrain", "--dataset", "mnist", "--subset", "2000", "--epochs", "1", "--threads", "2",
+            "--quiet", "--data-dir", str(data_dir), "--checkpoints", "ck", "--force"]
+
+
+def timed(binary, args, cwd):
+    """Wall and CPU seconds of one run of `binary args`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        sys.exit(f"{binary} {' '.join(args)} failed: {result.stderr.strip()[-300:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def speed(args):
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, command in speed_jobs(args.data_dir):
+            ratios = {"wall": [], "cpu": []}
+            for _ in range(args.speed):
+                times = {}
+                for side, binary in (("old", args.old), ("new", args.new)):
+                    times[side] = timed(Path(binary).resolve(), command, tmp)
+                ratios["wall"].append(times["new"][0] / times["old"][0])
+                ratios["cpu"].append(times["new"][1] / times["old"][1])
+            print(f"{name}: " + "; ".join(
+                f"{kind} NEW/OLD median {statistics.median(v):.3f} (range {min(v):.3f}-{max(v):.3f})"
+                for kind, v in ratios.items()) + f"; {args.speed} rounds")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("--data-dir", type=Path, help="folder with mnist/ for pretrain and finetune")
+    parser.add_argument("--speed", type=int, metavar="ROUNDS",
+                        help="time the jobs instead of comparing their outputs")
     args = parser.parse_args()
+    if args.speed:
+        speed(args)
+        return 0
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
         roots = {side: Path(tmp) / side for side in ("old", "new")}

@@ -9,14 +9,14 @@ use rand_distr::{Distribution, StandardNormal};
 use super::cases::{Case, CaseKind, Domain, Input, Mode};
 use super::check::{CheckResult, Config};
 use crate::autodiff::{Tape, Var};
-use crate::model::attention::{self, Shape};
+use crate::model::attention::{self, TokenShape};
 use crate::model::attention_tape::{self, AttentionVars, SharedInputs};
 
 /// The paper model's mean logistic loss. Inputs: tokens `[n, T, d]`, labels `[n]`, `W`, `p`,
 /// `nu`.
 fn attention_loss<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
     let dims = tape.shape(v[0]);
-    let shape = Shape {
+    let shape = TokenShape {
         samples: dims.dim(0),
         tokens: dims.dim(1),
         dim: dims.dim(2),
@@ -36,11 +36,11 @@ fn attention_loss<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
 
 fn attention_case(
     variant: &str,
-    shape: Shape,
+    shape: TokenShape,
     mode: Mode,
     extra: Option<fn(&Config) -> Vec<CheckResult>>,
 ) -> Case {
-    let Shape {
+    let TokenShape {
         samples: n,
         tokens: t,
         dim: d,
@@ -95,7 +95,7 @@ pub fn model_cases() -> Vec<Case> {
     let mut cases = vec![
         attention_case(
             "n3_T4_d5",
-            Shape {
+            TokenShape {
                 samples: 3,
                 tokens: 4,
                 dim: 5,
@@ -105,7 +105,7 @@ pub fn model_cases() -> Vec<Case> {
         ),
         attention_case(
             "n20_T8_d200",
-            Shape {
+            TokenShape {
                 samples: 20,
                 tokens: 8,
                 dim: 200,
@@ -115,7 +115,7 @@ pub fn model_cases() -> Vec<Case> {
         ),
         attention_case(
             "n20_T8_d2000",
-            Shape {
+            TokenShape {
                 samples: 20,
                 tokens: 8,
                 dim: 2000,
@@ -152,7 +152,7 @@ pub fn model_cases() -> Vec<Case> {
 /// The tape gradient of the paper model against the closed form `dL/dW = g p^T`,
 /// `dL/dp = W^T g` (both in f64, through the copying and the sharing entry points).
 fn closed_form_check(config: &Config, d: usize) -> Vec<CheckResult> {
-    let shape = Shape {
+    let shape = TokenShape {
         samples: 20,
         tokens: 8,
         dim: d,

@@ -20,13 +20,13 @@ use benign_kernels::{self as k, Float, Transpose};
 
 /// Sizes of a batch: `samples` sequences of `tokens` tokens in `R^dim`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shape {
+pub struct TokenShape {
     pub samples: usize,
     pub tokens: usize,
     pub dim: usize,
 }
 
-impl Shape {
+impl TokenShape {
     /// Number of tokens in the batch, `n T`.
     pub fn total_tokens(&self) -> usize {
         self.samples * self.tokens
@@ -51,8 +51,14 @@ pub struct ForwardPass<T> {
 
 /// Forward pass over a batch. `tokens` is `(n T) x d` row-major (sample-major, token-minor),
 /// `w` is `d x d` row-major, `p` and `nu` have d entries.
-pub fn forward<T: Float>(shape: Shape, tokens: &[T], w: &[T], p: &[T], nu: &[T]) -> ForwardPass<T> {
-    let Shape {
+pub fn forward<T: Float>(
+    shape: TokenShape,
+    tokens: &[T],
+    w: &[T],
+    p: &[T],
+    nu: &[T],
+) -> ForwardPass<T> {
+    let TokenShape {
         tokens: t, dim: d, ..
     } = shape;
     let rows = shape.total_tokens();
@@ -129,7 +135,7 @@ pub struct ClosedFormGradient<T> {
 
 /// Loss and closed-form gradient of the mean logistic loss with respect to `W` and `p`.
 pub fn closed_form_gradient<T: Float>(
-    shape: Shape,
+    shape: TokenShape,
     tokens: &[T],
     labels: &[T],
     w: &[T],
@@ -142,13 +148,13 @@ pub fn closed_form_gradient<T: Float>(
 
 /// As [`closed_form_gradient`], reusing a forward pass already computed.
 pub fn closed_form_gradient_from<T: Float>(
-    shape: Shape,
+    shape: TokenShape,
     tokens: &[T],
     labels: &[T],
     w: &[T],
     pass: &ForwardPass<T>,
 ) -> ClosedFormGradient<T> {
-    let Shape {
+    let TokenShape {
         samples: n,
         tokens: t,
         dim: d,
@@ -215,7 +221,7 @@ mod tests {
     /// Central finite differences in f64 on a tiny problem confirm the closed form.
     #[test]
     fn closed_form_matches_finite_differences() {
-        let shape = Shape {
+        let shape = TokenShape {
             samples: 3,
             tokens: 4,
             dim: 5,

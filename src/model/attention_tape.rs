@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use benign_kernels::Float;
 
-use super::attention::Shape;
+use super::attention::TokenShape;
 use crate::autodiff::{Tape, Var};
 
 /// The model's inputs as tape values: `tokens` `[n T, d]`, `w` `[d, d]`, `p` and `nu` `[d]`.
@@ -77,11 +77,11 @@ pub struct AttentionOutputs<T> {
 /// Records the model (and the loss when `labels` are given) on `tape`.
 pub fn record<T: Float>(
     tape: &mut Tape<T>,
-    shape: Shape,
+    shape: TokenShape,
     vars: AttentionVars,
     labels: Option<&[T]>,
 ) -> AttentionGraph {
-    let Shape {
+    let TokenShape {
         samples: n,
         tokens: t,
         dim: d,
@@ -110,7 +110,7 @@ pub fn record<T: Float>(
 
 fn gradients<T: Float>(
     tape: &mut Tape<T>,
-    shape: Shape,
+    shape: TokenShape,
     vars: AttentionVars,
     labels: &[T],
 ) -> AttentionGradients<T> {
@@ -136,7 +136,7 @@ fn gradients<T: Float>(
 /// Loss and gradients, copying the inputs into the tape's (reused) buffers.
 pub fn loss_and_gradients<T: Float>(
     tape: &mut Tape<T>,
-    shape: Shape,
+    shape: TokenShape,
     tokens: &[T],
     labels: &[T],
     w: &[T],
@@ -157,7 +157,7 @@ pub fn loss_and_gradients<T: Float>(
 /// Loss and gradients without copying the inputs: the tape shares them until its next clear.
 pub fn loss_and_gradients_shared<T: Float>(
     tape: &mut Tape<T>,
-    shape: Shape,
+    shape: TokenShape,
     inputs: &SharedInputs<T>,
     labels: &[T],
 ) -> AttentionGradients<T> {
@@ -179,7 +179,7 @@ pub fn loss_and_gradients_shared<T: Float>(
 /// the token logits of the forward pass.
 pub fn loss_and_gradients_into<T: Float>(
     tape: &mut Tape<T>,
-    shape: Shape,
+    shape: TokenShape,
     inputs: &SharedInputs<T>,
     labels: &[T],
     grad_w: &mut Vec<T>,
@@ -194,7 +194,7 @@ pub fn loss_and_gradients_into<T: Float>(
 /// Forward pass only, in evaluation mode (nothing recorded for backward).
 pub fn forward<T: Float>(
     tape: &mut Tape<T>,
-    shape: Shape,
+    shape: TokenShape,
     tokens: &[T],
     w: &[T],
     p: &[T],

@@ -47,8 +47,7 @@ const TEST_CHUNK_BYTES: usize = 32 << 20;
 
 /// Cells of a column run in lockstep at once. Larger blocks make the shared products wider
 /// (better GEMMs) but push the cells' `D` matrices (r x r each, 210 KB at the paper's r = 162)
-/// out of cache; 8 was fastest on the Figure-5 column at d = 2500 (blocks of 1/2/4/8/16/39:
-/// 5.7/4.0/3.3/2.3/2.5/2.7 s for 39 cells).
+/// out of cache; 8 balances the two at the paper's sizes (r = 162).
 pub const LOCKSTEP_CELLS: usize = 8;
 
 /// Projections of one token part onto `[H | B | nu_1]`: `width = 2r + 1` values per row.

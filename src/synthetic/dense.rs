@@ -12,7 +12,7 @@ use std::sync::Arc;
 use benign_kernels::{self as k, Float, Transpose};
 
 use crate::autodiff::Tape;
-use crate::model::attention::{self, Shape};
+use crate::model::attention::{self, TokenShape};
 use crate::model::attention_tape::{self, SharedInputs};
 use crate::{Error, Result};
 
@@ -83,7 +83,7 @@ pub fn dense_hint(dim: usize, train_tokens: usize, test_tokens: usize, available
 
 /// Dense gradient descent on `(W, p)`.
 pub struct DenseTrainer<T: Float> {
-    shape: Shape,
+    shape: TokenShape,
     labels: Vec<T>,
     /// Tokens, `W`, `p` and `nu`, shared with the tape during a step.
     inputs: SharedInputs<T>,
@@ -115,7 +115,7 @@ impl<T: Float> DenseTrainer<T> {
             test_tokens.len() / d,
             std::mem::size_of::<T>(),
         )?;
-        let shape = Shape {
+        let shape = TokenShape {
             samples: train.samples,
             tokens: train.tokens_per_sample,
             dim: d,

@@ -101,9 +101,9 @@ pub(crate) enum LawVariant {
 }
 
 /// The dimension above which `benign run` picks the law trainer when no trainer is named: the
-/// materialised trainers' start-up makes two passes over the d x d `W_0` (about 45 s at
-/// d = 10^5 on 2 cores, growing like d^2: minutes above this, over an hour at 10^6), while the
-/// law trainer's cost does not depend on d.
+/// materialised trainers' start-up makes two passes over the d x d `W_0`, a cost growing like
+/// d^2 (docs/reproduction.md has the measured time at d = 100,000),
+/// while the law trainer's cost does not depend on d.
 pub const AUTO_DIM: usize = 200_000;
 
 /// With no trainer named: whether to run `config` (on given data, from a given `W_0`) with the

@@ -44,7 +44,7 @@ use rayon::prelude::*;
 
 use crate::{Error, Result};
 
-use super::config::Precision;
+use super::config::{Precision, RunConfig};
 use super::data::{balanced_labels, token_signal, TestSource, TrainSet};
 use super::init::InitSource;
 use super::AttentionTrainer;
@@ -458,23 +458,36 @@ fn project_test_tokens<S: Float, T: Float>(
     }
 }
 
-/// Draws the test tokens' projections in the subspace (module docs): token `x = s + eps` of a
-/// balanced test set of `samples` samples keeps its draws `w` (k = `rank` normals) and its
-/// signal coefficients `(a_+, a_-)`; `P^T x = sigma L w + a_+ P^T mu_+ + a_- P^T mu_-`.
-/// `factor` is `L` ((2r + 1) x rank), `plus` and `minus` are `P^T mu_+` and `P^T mu_-`.
-#[allow(clippy::too_many_arguments)]
-fn draw_test_tokens<T: Float>(
-    samples: usize,
-    t: usize,
-    rho: f64,
-    sigma: f64,
-    seed: u64,
+/// The law of a test token's projections `P^T x = sigma L w + a_+ P^T mu_+ + a_- P^T mu_-`
+/// (module docs), `P = [H | B | nu]` of width 2r + 1, `w` a vector of `rank` standard normals.
+struct ProjectedTestLaw<'a> {
+    /// Subspace rank r of the run.
     r: usize,
-    factor: &[f64],
+    /// `L`, (2r + 1) x rank.
+    factor: &'a [f64],
+    /// Normals per token, k.
     rank: usize,
-    plus: &[f64],
-    minus: &[f64],
+    /// `P^T mu_+` and `P^T mu_-`.
+    plus: &'a [f64],
+    minus: &'a [f64],
+}
+
+/// Draws the test tokens' projections in the subspace from their law: token `x = s + eps` of
+/// the balanced test set of `config` (seed `seed`) keeps its draws `w` and its signal
+/// coefficients `(a_+, a_-)`.
+fn draw_test_tokens<T: Float>(
+    config: &RunConfig,
+    seed: u64,
+    law: &ProjectedTestLaw<'_>,
 ) -> TestTokens<T> {
+    let (samples, t, rho, sigma) = (config.test_size, config.tokens, config.rho, config.sigma);
+    let ProjectedTestLaw {
+        r,
+        factor,
+        rank,
+        plus,
+        minus,
+    } = *law;
     let two_r = 2 * r;
     let width = rank + 2;
     let labels = balanced_labels(samples);
@@ -666,16 +679,15 @@ impl<T: Float> SubspaceTrainer<T> {
                 };
                 let (plus, minus) = (project(&signals.mu_plus), project(&signals.mu_minus));
                 draw_test_tokens(
-                    config.test_size,
-                    t,
-                    config.rho,
-                    config.sigma,
+                    config,
                     *seed,
-                    r,
-                    &factor,
-                    k_rank,
-                    &plus,
-                    &minus,
+                    &ProjectedTestLaw {
+                        r,
+                        factor: &factor,
+                        rank: k_rank,
+                        plus: &plus,
+                        minus: &minus,
+                    },
                 )
             }
             _ => project_test_tokens(test, &projector, d, r, t),

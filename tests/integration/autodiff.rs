@@ -2,7 +2,7 @@
 //! suite (tests/integration/gradcheck.rs); these cover the engine's bookkeeping and the optimizers.
 
 use benign::autodiff::{clip_grad_norm, AdamW, ParamGroup, ParamStore, Sgd, Tape, Tensor};
-use benign::model::attention::{self, Shape};
+use benign::model::attention::{self, TokenShape};
 use benign::model::attention_tape;
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
@@ -323,7 +323,7 @@ fn gradient_clipping_scales_to_the_global_norm() {
 /// the same number of bytes at step 10 and at step 1000.
 #[test]
 fn memory_is_flat_over_1000_training_steps() {
-    let shape = Shape {
+    let shape = TokenShape {
         samples: 6,
         tokens: 4,
         dim: 16,
@@ -387,7 +387,7 @@ fn memory_is_flat_over_1000_training_steps() {
 
 #[test]
 fn the_tape_model_matches_the_closed_form_forward_and_gradient() {
-    let shape = Shape {
+    let shape = TokenShape {
         samples: 4,
         tokens: 3,
         dim: 7,
@@ -485,7 +485,7 @@ fn overhead_loop() {
 
 #[test]
 fn the_training_entry_point_allocates_nothing_after_the_first_step() {
-    let shape = Shape {
+    let shape = TokenShape {
         samples: 5,
         tokens: 3,
         dim: 12,

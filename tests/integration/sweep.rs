@@ -280,7 +280,7 @@ fn common_random_numbers_share_columns_and_keep_them_in_one_shard() {
     // A cell trains exactly like, to rounding, the standalone run of its configuration (the
     // column's seed). Both draw their test sets in the subspace, each in its own basis of the
     // same span: two independent test samples of the same law, compared exactly in
-    // `sweep::shared`'s tests with projected test tokens.
+    // `synthetic::crn`'s tests with projected test tokens.
     for record in shard.values().take(4) {
         let standalone = benign::synthetic::run(record.config.clone(), Default::default()).unwrap();
         let (a, b) = (
