@@ -6,9 +6,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+use benign::attention_model::closed_form::{self as attention, TokenShape};
+use benign::attention_model::tape::{self as attention_tape, SharedInputs};
 use benign::autodiff::{Tape, Var};
-use benign::model::attention::{self, TokenShape};
-use benign::model::attention_tape::{self, SharedInputs};
 use benign_kernels::Float;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::{Rng, SeedableRng};

@@ -4,6 +4,7 @@
 //! metrics and the reports; underneath them a small tape-based autodiff over the SIMD kernels of
 //! [`benign_kernels`], and the gradient checker that verifies it.
 
+pub mod attention_model;
 pub mod autodiff;
 pub mod bench;
 pub mod boundary;
@@ -13,7 +14,6 @@ pub mod error;
 pub mod finetune;
 pub mod gradcheck;
 pub mod io;
-pub mod model;
 pub mod plot;
 pub mod provenance;
 pub mod realdata;

@@ -8,9 +8,9 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::cases::{Case, CaseKind, Domain, Input, Mode};
 use super::check::{CheckResult, Config};
+use crate::attention_model::closed_form::{self as attention, TokenShape};
+use crate::attention_model::tape::{self as attention_tape, AttentionVars, SharedInputs};
 use crate::autodiff::{Tape, Var};
-use crate::model::attention::{self, TokenShape};
-use crate::model::attention_tape::{self, AttentionVars, SharedInputs};
 
 /// The paper model's mean logistic loss. Inputs: tokens `[n, T, d]`, labels `[n]`, `W`, `p`,
 /// `nu`.

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use benign_kernels::{self as k, Float, Transpose};
 
+use crate::attention_model::closed_form::{self as attention, TokenShape};
+use crate::attention_model::tape::{self as attention_tape, SharedInputs};
 use crate::autodiff::Tape;
-use crate::model::attention::{self, TokenShape};
-use crate::model::attention_tape::{self, SharedInputs};
 use crate::{Error, Result};
 
 use super::data::TrainSet;

@@ -1,9 +1,9 @@
 //! Engine tests of the autodiff tape. Per-op finite-difference checks live in the gradcheck
 //! suite (tests/integration/gradcheck.rs); these cover the engine's bookkeeping and the optimizers.
 
+use benign::attention_model::closed_form::{self as attention, TokenShape};
+use benign::attention_model::tape as attention_tape;
 use benign::autodiff::{clip_grad_norm, AdamW, ParamGroup, ParamStore, Sgd, Tape, Tensor};
-use benign::model::attention::{self, TokenShape};
-use benign::model::attention_tape;
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use benign::model::attention::{self, TokenShape};
+use benign::attention_model::closed_form::{self as attention, TokenShape};
 use benign::synthetic::data::{training_set, Signals, TestSource};
 use benign::synthetic::dense::DenseTrainer;
 use benign::synthetic::init::InitSource;

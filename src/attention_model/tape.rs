@@ -1,7 +1,7 @@
 //! The paper's model `f(X) = nu^T X^T softmax(X W p)` built on the autodiff tape.
 //!
 //! The graph computes `W p` first (a GEMV), so a forward pass costs `d^2 + n T d` like the
-//! closed form in [`super::attention`], and its backward pass produces `dW` as one outer product
+//! closed form in [`super::closed_form`], and its backward pass produces `dW` as one outer product
 //! `dq p^T` written directly into the gradient buffer:
 //!
 //! ```text
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use benign_kernels::Float;
 
-use super::attention::TokenShape;
+use super::closed_form::TokenShape;
 use crate::autodiff::{Tape, Var};
 
 /// The model's inputs as tape values: `tokens` `[n T, d]`, `w` `[d, d]`, `p` and `nu` `[d]`.
