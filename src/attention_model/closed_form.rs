@@ -16,7 +16,7 @@
 //!
 //! `W p` is computed first, so a forward pass costs `d^2 + n T d`, not `n T d^2`.
 
-use benign_kernels::{self as k, Float, Transpose};
+use benign_kernels::{self as kernels, Float, Transpose};
 
 /// Sizes of a batch: `samples` sequences of `tokens` tokens in `R^dim`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +65,9 @@ pub fn forward<T: Float>(
     assert_eq!(tokens.len(), rows * d, "tokens must be (n T) x d");
     assert_eq!(w.len(), d * d, "W must be d x d");
     let mut query = vec![T::ZERO; d];
-    k::gemv(Transpose::No, d, d, T::ONE, w, d, p, T::ZERO, &mut query);
+    kernels::gemv(Transpose::No, d, d, T::ONE, w, d, p, T::ZERO, &mut query);
     let mut logits = vec![T::ZERO; rows];
-    k::gemv(
+    kernels::gemv(
         Transpose::No,
         rows,
         d,
@@ -79,7 +79,7 @@ pub fn forward<T: Float>(
         &mut logits,
     );
     let mut token_scores = vec![T::ZERO; rows];
-    k::gemv(
+    kernels::gemv(
         Transpose::No,
         rows,
         d,
@@ -91,11 +91,11 @@ pub fn forward<T: Float>(
         &mut token_scores,
     );
     let mut attention = vec![T::ZERO; rows];
-    k::softmax_rows(t, &logits, &mut attention);
+    kernels::softmax_rows(t, &logits, &mut attention);
     let outputs = attention
         .chunks_exact(t.max(1))
         .zip(token_scores.chunks_exact(t.max(1)))
-        .map(|(s, u)| k::dot(s, u))
+        .map(|(s, u)| kernels::dot(s, u))
         .collect();
     ForwardPass {
         query,
@@ -115,7 +115,7 @@ pub fn mean_logistic_loss<T: Float>(outputs: &[T], labels: &[T]) -> T {
     let total: T = outputs
         .iter()
         .zip(labels)
-        .map(|(&f, &y)| k::logistic_loss(y * f))
+        .map(|(&f, &y)| kernels::logistic_loss(y * f))
         .sum();
     total / T::from_usize(outputs.len())
 }
@@ -169,13 +169,13 @@ pub fn closed_form_gradient_from<T: Float>(
         .zip(pass.token_scores.chunks_exact(t.max(1)));
     for (((delta_i, s_i), u_i), (&y, &f)) in per_sample.zip(labels.iter().zip(&pass.outputs)) {
         // d/df log(1 + e^{-y f}) = y * l'(y f) with l'(m) = -1 / (1 + e^m)
-        let dloss_df = y * k::logistic_loss_derivative(y * f) * inv_n;
+        let dloss_df = y * kernels::logistic_loss_derivative(y * f) * inv_n;
         for ((dt, &st), &ut) in delta_i.iter_mut().zip(s_i).zip(u_i) {
             *dt = dloss_df * st * (ut - f);
         }
     }
     let mut token_direction = vec![T::ZERO; d];
-    k::gemv(
+    kernels::gemv(
         Transpose::Yes,
         n * t,
         d,
@@ -187,7 +187,7 @@ pub fn closed_form_gradient_from<T: Float>(
         &mut token_direction,
     );
     let mut grad_p = vec![T::ZERO; d];
-    k::gemv(
+    kernels::gemv(
         Transpose::Yes,
         d,
         d,
@@ -210,7 +210,7 @@ pub fn closed_form_gradient_from<T: Float>(
 pub fn dense_grad_w<T: Float>(token_direction: &[T], p: &[T]) -> Vec<T> {
     let d = p.len();
     let mut grad = vec![T::ZERO; d * d];
-    k::ger(d, d, T::ONE, token_direction, p, &mut grad, d);
+    kernels::ger(d, d, T::ONE, token_direction, p, &mut grad, d);
     grad
 }
 

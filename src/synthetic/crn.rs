@@ -25,7 +25,7 @@
 
 use std::time::Instant;
 
-use benign_kernels::{self as k, Transpose};
+use benign_kernels::{self as kernels, Transpose};
 
 use crate::synthetic::data::TestSource;
 use crate::synthetic::data::{
@@ -132,7 +132,7 @@ impl ColumnStartup {
         let clock = Instant::now();
         let project = |tokens: &[f64], out: &mut [f64]| {
             let m = tokens.len() / d;
-            k::gemm(
+            kernels::gemm(
                 Transpose::No,
                 Transpose::No,
                 m,
@@ -164,7 +164,7 @@ impl ColumnStartup {
                 let (factor, rank) = projection_noise_factor(&projector, d, width)?;
                 let mut normals = vec![0.0f64; test_size * t * rank];
                 fill_test_normals(test_seed, t, rank, rank, &mut normals);
-                k::gemm(
+                kernels::gemm(
                     Transpose::No,
                     Transpose::Yes,
                     test_size * t,
@@ -260,8 +260,8 @@ impl ColumnStartup {
                 for (e, a) in [(&self.plus, a_plus), (&self.minus, a_minus)] {
                     if a != 0.0 {
                         let coef = a * s;
-                        k::axpy(coef, &e[..r], hr);
-                        k::axpy(coef, &e[r..2 * r], cr);
+                        kernels::axpy(coef, &e[..r], hr);
+                        kernels::axpy(coef, &e[r..2 * r], cr);
                         score += coef * e[2 * r];
                     }
                 }
@@ -432,7 +432,7 @@ impl ColumnStartup {
         let live = |outcome: &[Option<Result<CellOutcome>>], k: usize| outcome[k].is_none();
         for step in 0..=steps {
             // Gb for every cell, then v = (I + D) G b.
-            k::gemm(
+            kernels::gemm(
                 Transpose::No,
                 Transpose::No,
                 r,
@@ -477,14 +477,14 @@ impl ColumnStartup {
                     column[j] = gb[j * kk + kc];
                 }
                 let mut dgb = vec![0.0; r];
-                k::gemv(Transpose::No, r, r, 1.0, &d[kc], r, &column, 0.0, &mut dgb);
+                kernels::gemv(Transpose::No, r, r, 1.0, &d[kc], r, &column, 0.0, &mut dgb);
                 for j in 0..r {
                     v[j * kk + kc] = column[j] + dgb[j];
                     dgb_all[j * kk + kc] = dgb[j];
                 }
             }
             // Logits of every cell: C V plus the signal parts.
-            k::gemm(
+            kernels::gemm(
                 Transpose::No,
                 Transpose::No,
                 rows,
@@ -534,7 +534,7 @@ impl ColumnStartup {
                         .chunks_exact(t)
                         .zip(cell.scores.chunks_exact(t))
                         .zip(&cell.labels)
-                        .all(|((s, u), y)| y * k::dot(s, u) > 0.0);
+                        .all(|((s, u), y)| y * kernels::dot(s, u) > 0.0);
                     if fitted {
                         first_fit[kc] = Some(step);
                     }
@@ -560,7 +560,7 @@ impl ColumnStartup {
                 break;
             }
             // a = coords^T delta for every cell: C^T Delta plus the signal parts.
-            k::gemm(
+            kernels::gemm(
                 Transpose::Yes,
                 Transpose::No,
                 r,
@@ -597,8 +597,8 @@ impl ColumnStartup {
                 let mut step_b = a.clone();
                 let mut d_finite = true;
                 for (row, &ai) in d[kc].chunks_exact_mut(r).zip(&a) {
-                    k::axpy(ai, row, &mut step_b);
-                    d_finite &= k::axpy_finite(-lr * ai, &old_b, row);
+                    kernels::axpy(ai, row, &mut step_b);
+                    d_finite &= kernels::axpy_finite(-lr * ai, &old_b, row);
                 }
                 if !d_finite {
                     bad_d[kc] = d[kc].iter().copied().find(|v| !v.is_finite());
@@ -618,7 +618,7 @@ impl ColumnStartup {
             }
         }
         let mut zt_all = vec![0.0f64; test_rows * kk];
-        k::gemm(
+        kernels::gemm(
             Transpose::No,
             Transpose::No,
             test_rows,
@@ -657,7 +657,7 @@ impl ColumnStartup {
             let gbk: Vec<f64> = (0..r).map(|j| gb[j * kk + kc]).collect();
             let p_sq: f64 = bk.iter().zip(&gbk).map(|(x, y)| x * y).sum();
             let mut dg = vec![0.0; r * r];
-            k::gemm(
+            kernels::gemm(
                 Transpose::No,
                 Transpose::No,
                 r,

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use benign_kernels::{self as k, Float, Transpose};
+use benign_kernels::{self as kernels, Float, Transpose};
 
 use crate::attention_model::closed_form::{self as attention, TokenShape};
 use crate::attention_model::tape::{self as attention_tape, SharedInputs};
@@ -127,7 +127,7 @@ impl<T: Float> DenseTrainer<T> {
         let scores = |x: &[T]| {
             let rows = x.len() / d;
             let mut u = vec![T::ZERO; rows];
-            k::gemv(Transpose::No, rows, d, T::ONE, x, d, &nu_t, T::ZERO, &mut u);
+            kernels::gemv(Transpose::No, rows, d, T::ONE, x, d, &nu_t, T::ZERO, &mut u);
             u.into_iter().map(T::to_f64).collect::<Vec<f64>>()
         };
         let train_scores = scores(&tokens);
@@ -162,7 +162,7 @@ impl<T: Float> DenseTrainer<T> {
     fn query(&self) -> Vec<T> {
         let d = self.shape.dim;
         let mut q = vec![T::ZERO; d];
-        k::gemv(
+        kernels::gemv(
             Transpose::No,
             d,
             d,
@@ -201,7 +201,7 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
         let q = self.query();
         let rows = self.test_tokens.len() / d;
         let mut z = vec![T::ZERO; rows];
-        k::gemv(
+        kernels::gemv(
             Transpose::No,
             rows,
             d,
@@ -238,9 +238,9 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
         // step and leaves this trainer the only owner, so the update below is in place.
         self.tape.clear();
         let w = Arc::get_mut(&mut self.inputs.w).expect("the cleared tape holds no W");
-        let w_finite = k::axpy_finite(-self.lr, &self.grad_w, w);
+        let w_finite = kernels::axpy_finite(-self.lr, &self.grad_w, w);
         let p = Arc::get_mut(&mut self.inputs.p).expect("the cleared tape holds no p");
-        let p_finite = k::axpy_finite(-self.lr, &self.grad_p, p);
+        let p_finite = kernels::axpy_finite(-self.lr, &self.grad_p, p);
         // The updated state, charged to this step: `||p||` as the evaluations compute it (d
         // terms), and every entry of `W` (checked during the update's own pass).
         let p_norm = self.p_norm();

@@ -68,7 +68,7 @@
 
 use std::time::Instant;
 
-use benign_kernels::{self as k, Float, Transpose};
+use benign_kernels::{self as kernels, Float, Transpose};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
@@ -242,7 +242,7 @@ fn chi(rng: &mut ChaCha8Rng, dof: f64) -> f64 {
 fn matmul(a: &[f64], b: &[f64], m: usize, n: usize, p: usize) -> Vec<f64> {
     let mut c = vec![0.0f64; m * p];
     if m * n * p > 0 {
-        k::gemm(
+        kernels::gemm(
             Transpose::No,
             Transpose::No,
             m,
@@ -313,7 +313,7 @@ impl<T: Float> LawDraw<T> {
     pub(crate) fn perp_logits(&self, b: &[f64]) -> Vec<f64> {
         let (r, w) = (self.rank, self.test_width);
         let coef: Vec<f64> = (r..w)
-            .map(|row| k::dot(&self.test_map[row * 2 * r..row * 2 * r + r], b))
+            .map(|row| kernels::dot(&self.test_map[row * 2 * r..row * 2 * r + r], b))
             .collect();
         self.test_rows
             .chunks_exact(w)
@@ -389,7 +389,7 @@ pub(crate) fn draw<T: Float>(config: &RunConfig, clean: &[f64], variant: LawVari
     };
     // G = s^2 L L^T.
     let mut gram = vec![0.0f64; r * r];
-    k::gemm(
+    kernels::gemm(
         Transpose::No,
         Transpose::Yes,
         r,
@@ -466,7 +466,7 @@ pub(crate) fn draw<T: Float>(config: &RunConfig, clean: &[f64], variant: LawVari
                     Some((f, kk)) => {
                         xi.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
                         for (a, v) in row[r..].iter_mut().enumerate() {
-                            *v = T::from_f64(k::dot(&f[a * kk..(a + 1) * kk], &xi[..*kk]));
+                            *v = T::from_f64(kernels::dot(&f[a * kk..(a + 1) * kk], &xi[..*kk]));
                         }
                     }
                 }
@@ -622,8 +622,8 @@ mod tests {
         let mut total = 0.0;
         for q in &basis {
             let mut a = vec![0.0f64; d];
-            k::gemv(Transpose::Yes, d, d, 1.0, &w0, d, q, 0.0, &mut a);
-            total += k::dot(&a, &a);
+            kernels::gemv(Transpose::Yes, d, d, 1.0, &w0, d, q, 0.0, &mut a);
+            total += kernels::dot(&a, &a);
         }
         total
     }
@@ -805,8 +805,8 @@ mod tests {
                 // Any query independent of the draw will do.
                 let b: Vec<f64> = (0..r).map(|i| 1.0 + (i % 7) as f64 / 7.0).collect();
                 let mut gb = vec![0.0f64; r];
-                k::gemv(Transpose::No, r, r, 1.0, &drawn.gram, r, &b, 0.0, &mut gb);
-                let p2 = k::dot(&b, &gb);
+                kernels::gemv(Transpose::No, r, r, 1.0, &drawn.gram, r, &b, 0.0, &mut gb);
+                let p2 = kernels::dot(&b, &gb);
                 let z = drawn.perp_logits(&b);
                 let msq = z.iter().map(|v| v * v).sum::<f64>() / z.len() as f64;
                 let sigma = config.sigma;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use benign_kernels as k;
+use benign_kernels as kernels;
 
 /// Attention probability on each token role, averaged over a group of samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -68,11 +68,11 @@ impl Readout {
     pub fn of_logits(tokens_per_sample: usize, logits: Vec<f64>, scores: &[f64]) -> Readout {
         let t = tokens_per_sample;
         let mut attention = vec![0.0; logits.len()];
-        k::softmax_rows(t, &logits, &mut attention);
+        kernels::softmax_rows(t, &logits, &mut attention);
         let outputs = attention
             .chunks_exact(t)
             .zip(scores.chunks_exact(t))
-            .map(|(s, u)| k::dot(s, u))
+            .map(|(s, u)| kernels::dot(s, u))
             .collect();
         Readout {
             logits,
@@ -114,7 +114,7 @@ pub fn loss_and_accuracy(
     let (mut loss, mut correct, mut count) = (0.0, 0usize, 0usize);
     for (i, (&f, &y)) in outputs.iter().zip(labels).enumerate() {
         if which(i) {
-            loss += k::logistic_loss(y * f);
+            loss += kernels::logistic_loss(y * f);
             correct += usize::from(y * f > 0.0);
             count += 1;
         }

@@ -36,7 +36,7 @@
 //! as the reference-compatible mode does, and to compare with the dense trainer token by token).
 //! Training never touches the test set, so it is bit-identical under both draws.
 
-use benign_kernels::{self as k, Float, Transpose};
+use benign_kernels::{self as kernels, Float, Transpose};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -129,20 +129,20 @@ pub struct StartupTimings {
 pub fn orthonormal_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
     let mut basis: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
     for v in vectors {
-        let original = k::dot(v, v).sqrt();
+        let original = kernels::dot(v, v).sqrt();
         if original == 0.0 {
             continue;
         }
         let mut w = v.to_vec();
         for _pass in 0..2 {
             for q in &basis {
-                let c = k::dot(q, &w);
-                k::axpy(-c, q, &mut w);
+                let c = kernels::dot(q, &w);
+                kernels::axpy(-c, q, &mut w);
             }
         }
-        let norm = k::dot(&w, &w).sqrt();
+        let norm = kernels::dot(&w, &w).sqrt();
         if norm > 1e-10 * original {
-            k::scale(1.0 / norm, &mut w);
+            kernels::scale(1.0 / norm, &mut w);
             basis.push(w);
         }
     }
@@ -173,7 +173,7 @@ pub fn init_products<S: Float>(
         let m = block_rows.min(d - first);
         let blk = &mut w0_block[..m * d];
         init.fill_rows(first, blk);
-        k::gemm(
+        kernels::gemm(
             Transpose::Yes,
             Transpose::No,
             d,
@@ -190,7 +190,7 @@ pub fn init_products<S: Float>(
         );
     }
     let mut gram = vec![S::ZERO; r * r];
-    k::gemm(
+    kernels::gemm(
         Transpose::Yes,
         Transpose::No,
         r,
@@ -211,7 +211,7 @@ pub fn init_products<S: Float>(
         if !whole {
             init.fill_rows(first, blk);
         }
-        k::gemm(
+        kernels::gemm(
             Transpose::No,
             Transpose::No,
             m,
@@ -257,7 +257,7 @@ pub fn psd_factor(gram: &[f64], n: usize, tolerance: f64) -> (Vec<f64>, usize) {
             if chosen[i] {
                 continue;
             }
-            let dot = k::dot(&full[i * n..i * n + j], &full[p * n..p * n + j]);
+            let dot = kernels::dot(&full[i * n..i * n + j], &full[p * n..p * n + j]);
             let v = (gram[i * n + p] - dot) / lpp;
             full[i * n + j] = v;
             residual[i] -= v * v;
@@ -280,7 +280,7 @@ pub fn projection_noise_factor<S: Float>(
     width: usize,
 ) -> Result<(Vec<f64>, usize)> {
     let mut gram_s = vec![S::ZERO; width * width];
-    k::gemm(
+    kernels::gemm(
         Transpose::Yes,
         Transpose::No,
         width,
@@ -358,7 +358,7 @@ pub fn loss_and_delta<T: Float>(
     let t = tokens_per_sample;
     let n = labels.len();
     debug_assert_eq!(logits.len(), n * t);
-    k::softmax_rows(t, logits, attention);
+    kernels::softmax_rows(t, logits, attention);
     let inv_n = T::ONE / T::from_usize(n);
     let mut loss = T::ZERO;
     for (((&y, s), u), dl) in labels
@@ -367,9 +367,9 @@ pub fn loss_and_delta<T: Float>(
         .zip(scores.chunks_exact(t))
         .zip(delta.chunks_exact_mut(t))
     {
-        let f = k::dot(s, u);
-        loss += k::logistic_loss(y * f);
-        let dloss_df = y * k::logistic_loss_derivative(y * f) * inv_n;
+        let f = kernels::dot(s, u);
+        loss += kernels::logistic_loss(y * f);
+        let dloss_df = y * kernels::logistic_loss_derivative(y * f) * inv_n;
         for ((dv, &sv), &uv) in dl.iter_mut().zip(s).zip(u) {
             *dv = dloss_df * sv * (uv - f);
         }
@@ -424,7 +424,7 @@ fn project_test_tokens<S: Float, T: Float>(
         chunk_s.clear();
         chunk_s.extend(tokens.iter().map(|&v| S::from_f64(v)));
         let out = &mut proj[..m * width];
-        k::gemm(
+        kernels::gemm(
             Transpose::No,
             Transpose::No,
             m,
@@ -505,7 +505,7 @@ fn draw_test_tokens<T: Float>(
             let (a_plus, a_minus) = token_signal(y, pos, rho);
             row[rank] = T::from_f64(a_plus);
             row[rank + 1] = T::from_f64(a_minus);
-            scores[at] = sigma * k::dot(&nu_row, &row[..rank]).to_f64()
+            scores[at] = sigma * kernels::dot(&nu_row, &row[..rank]).to_f64()
                 + a_plus * plus[two_r]
                 + a_minus * minus[two_r];
         }
@@ -618,7 +618,7 @@ impl<T: Float> SubspaceTrainer<T> {
         // e_it = B^T x_it and u_it = nu^T x_it for the training tokens.
         let train_tokens: Vec<S> = train.tokens.iter().map(|&v| S::from_f64(v)).collect();
         let mut train_proj = vec![S::ZERO; rows * (r + 1)];
-        k::gemm(
+        kernels::gemm(
             Transpose::No,
             Transpose::No,
             rows,
@@ -664,7 +664,7 @@ impl<T: Float> SubspaceTrainer<T> {
                 let project = |mu: &[f64]| {
                     let mu_s: Vec<S> = mu.iter().map(|&v| S::from_f64(v)).collect();
                     let mut out = vec![S::ZERO; width];
-                    k::gemv(
+                    kernels::gemv(
                         Transpose::Yes,
                         d,
                         width,
@@ -774,7 +774,7 @@ impl<T: Float> SubspaceTrainer<T> {
         }
         let w0: Vec<f64> = init.matrix();
         let mut a = vec![0.0f64; d * r];
-        k::gemm(
+        kernels::gemm(
             Transpose::Yes,
             Transpose::No,
             d,
@@ -792,10 +792,10 @@ impl<T: Float> SubspaceTrainer<T> {
         let coeff: Vec<f64> = self.b.iter().map(|v| v.to_f64()).collect();
         let dmat: Vec<f64> = self.d.iter().map(|v| v.to_f64()).collect();
         let mut p = vec![0.0f64; d];
-        k::gemv(Transpose::No, d, r, 1.0, &a, r, &coeff, 0.0, &mut p);
+        kernels::gemv(Transpose::No, d, r, 1.0, &a, r, &coeff, 0.0, &mut p);
         // W = W_0 + (B D) A^T
         let mut bd = vec![0.0f64; d * r];
-        k::gemm(
+        kernels::gemm(
             Transpose::No,
             Transpose::No,
             d,
@@ -811,7 +811,7 @@ impl<T: Float> SubspaceTrainer<T> {
             r,
         );
         let mut w = w0;
-        k::gemm(
+        kernels::gemm(
             Transpose::No,
             Transpose::Yes,
             d,
@@ -833,7 +833,7 @@ impl<T: Float> SubspaceTrainer<T> {
     fn gram_times_b(&self) -> Vec<T> {
         let r = self.rank;
         let mut gb = vec![T::ZERO; r];
-        k::gemv(
+        kernels::gemv(
             Transpose::No,
             r,
             r,
@@ -861,7 +861,7 @@ impl<T: Float> SubspaceTrainer<T> {
         let r = self.rank;
         let gb = self.gb.clone();
         let mut dgb = vec![T::ZERO; r];
-        k::gemv(
+        kernels::gemv(
             Transpose::No,
             r,
             r,
@@ -878,10 +878,10 @@ impl<T: Float> SubspaceTrainer<T> {
     fn logits_t(&self) -> Vec<T> {
         let r = self.rank;
         let (mut v, dgb) = self.query_coefficients();
-        k::axpy(T::ONE, &dgb, &mut v);
+        kernels::axpy(T::ONE, &dgb, &mut v);
         let rows = self.scores.len();
         let mut z = vec![T::ZERO; rows];
-        k::gemv(
+        kernels::gemv(
             Transpose::No,
             rows,
             r,
@@ -924,7 +924,7 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         let coefficients = match &test.map {
             Some(map) => {
                 let mut c = vec![T::ZERO; test.width];
-                k::gemv(
+                kernels::gemv(
                     Transpose::No,
                     test.width,
                     2 * r,
@@ -941,7 +941,7 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         };
         let rows = test.scores.len();
         let mut z = vec![T::ZERO; rows];
-        k::gemv(
+        kernels::gemv(
             Transpose::No,
             rows,
             test.width,
@@ -962,10 +962,10 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         let r = self.rank;
         let (gb, dgb) = self.query_coefficients();
         let mut v = gb.clone();
-        k::axpy(T::ONE, &dgb, &mut v);
+        kernels::axpy(T::ONE, &dgb, &mut v);
         let rows = self.scores.len();
         let mut z = vec![T::ZERO; rows];
-        k::gemv(
+        kernels::gemv(
             Transpose::No,
             rows,
             r,
@@ -992,7 +992,7 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
             });
         }
         let mut a = vec![T::ZERO; r];
-        k::gemv(
+        kernels::gemv(
             Transpose::Yes,
             rows,
             r,
@@ -1005,7 +1005,7 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         );
         // b' = b - lr (a + D^T a), then D' = D - lr a b^T with the old b.
         let mut step_b = a.clone();
-        k::gemv(
+        kernels::gemv(
             Transpose::Yes,
             r,
             r,
@@ -1022,8 +1022,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         let lr = self.lr.to_f64();
         self.w_delta_sq += -2.0 * lr * dot(&a, &dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &gb);
         let old_b = self.b.clone();
-        let b_finite = k::axpy_finite(-self.lr, &step_b, &mut self.b);
-        let d_finite = k::ger_finite(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        let b_finite = kernels::axpy_finite(-self.lr, &step_b, &mut self.b);
+        let d_finite = kernels::ger_finite(r, r, -self.lr, &a, &old_b, &mut self.d, r);
         self.gb = self.gram_times_b();
         // The updated state, charged to this step: `||p||` as the evaluations compute it, and
         // every coefficient of `W - W_0 = B D A^T`.
