@@ -42,53 +42,31 @@ fn train_step(c: &mut Criterion) {
             dense.step_logits(step).unwrap()
         })
     });
-    let mut subspace = SubspaceTrainer::<f64>::new(SubspaceSetup {
+    let setup = |startup| SubspaceSetup {
         train: &train,
         extra_directions: &extra,
         nu: &signals.nu,
         init: &init,
         test: &test,
         lr: config.lr,
-        startup: Precision::F64,
+        startup,
         draw: TestDraw::Tokens,
-    })
-    .unwrap();
+    };
+    let mut subspace = SubspaceTrainer::<f64>::new(setup(Precision::F64)).unwrap();
     group.bench_function("subspace_f64_d2000", |b| {
         b.iter(|| {
             step += 1;
             subspace.step_logits(step).unwrap()
         })
     });
-    group.bench_function("subspace_startup_f64_d2000_test100", |b| {
-        b.iter(|| {
-            SubspaceTrainer::<f64>::new(SubspaceSetup {
-                train: &train,
-                extra_directions: &extra,
-                nu: &signals.nu,
-                init: &init,
-                test: &test,
-                lr: config.lr,
-                startup: Precision::F64,
-                draw: TestDraw::Tokens,
-            })
-            .unwrap()
-        })
-    });
-    group.bench_function("subspace_startup_f32_d2000_test100", |b| {
-        b.iter(|| {
-            SubspaceTrainer::<f64>::new(SubspaceSetup {
-                train: &train,
-                extra_directions: &extra,
-                nu: &signals.nu,
-                init: &init,
-                test: &test,
-                lr: config.lr,
-                startup: Precision::F32,
-                draw: TestDraw::Tokens,
-            })
-            .unwrap()
-        })
-    });
+    for (name, startup) in [
+        ("subspace_startup_f64_d2000_test100", Precision::F64),
+        ("subspace_startup_f32_d2000_test100", Precision::F32),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| SubspaceTrainer::<f64>::new(setup(startup)).unwrap())
+        });
+    }
     group.finish();
 }
 
