@@ -406,6 +406,19 @@ pub fn run_sweep(
         }
         config
     };
+    // One run through the pipeline of `benign run` (from a column's start-up when given); its
+    // folder under runs/ when the runs' own files are kept.
+    let run_one = |planned: &PlannedRun, column: Option<Arc<ColumnStartup>>| {
+        let clock = Instant::now();
+        let options = RunOptions {
+            out_dir: runs_dir.as_ref().map(|d| d.join(&planned.id)),
+            write_files: runs_dir.is_some(),
+            column,
+            ..RunOptions::default()
+        };
+        let outcome = outcome_of(run(executed(planned), options));
+        (outcome, clock.elapsed().as_secs_f64())
+    };
     let run_group = |group: &[&PlannedRun]| {
         let todo = || group.iter().filter(|p| !done.contains(&p.id));
         if spec.common_random_numbers {
@@ -437,15 +450,8 @@ pub fn run_sweep(
                         if stop.load(Ordering::SeqCst) {
                             return;
                         }
-                        let clock = Instant::now();
-                        let options = RunOptions {
-                            out_dir: runs_dir.as_ref().map(|d| d.join(&planned.id)),
-                            write_files: runs_dir.is_some(),
-                            column: Some(Arc::clone(&shared)),
-                            ..RunOptions::default()
-                        };
-                        let outcome = outcome_of(run(executed(planned), options));
-                        finish(planned, outcome, clock.elapsed().as_secs_f64() + extra);
+                        let (outcome, seconds) = run_one(planned, Some(Arc::clone(&shared)));
+                        finish(planned, outcome, seconds + extra);
                         extra = 0.0;
                     }
                 }
@@ -465,14 +471,8 @@ pub fn run_sweep(
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let clock = Instant::now();
-                let options = RunOptions {
-                    out_dir: runs_dir.as_ref().map(|d| d.join(&planned.id)),
-                    write_files: runs_dir.is_some(),
-                    ..RunOptions::default()
-                };
-                let outcome = outcome_of(run(executed(planned), options));
-                finish(planned, outcome, clock.elapsed().as_secs_f64());
+                let (outcome, seconds) = run_one(planned, None);
+                finish(planned, outcome, seconds);
             }
         }
     };

@@ -301,6 +301,15 @@ impl RunConfig {
         self.precision = model.default_precision();
     }
 
+    /// The data's settings in one line, `n=20 T=8 d=2000 ||mu||=20 rho=0.1 eta=0.2`, for titles,
+    /// job descriptions and summaries.
+    pub fn data_label(&self) -> String {
+        format!(
+            "n={} T={} d={} ||mu||={} rho={} eta={}",
+            self.samples, self.tokens, self.dim, self.signal_norm, self.rho, self.eta
+        )
+    }
+
     /// The start-up precision in effect.
     pub fn effective_startup_precision(&self) -> Precision {
         self.startup_precision

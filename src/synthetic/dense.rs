@@ -18,7 +18,7 @@ use crate::{Error, Result};
 
 use super::data::TrainSet;
 use super::init::InitSource;
-use super::AttentionTrainer;
+use super::{update_error, AttentionTrainer};
 
 /// Bytes the dense trainer allocates for `W`, `W_0`, the training and the test tokens.
 pub fn dense_bytes(
@@ -244,20 +244,7 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
         // The updated state, charged to this step: `||p||` as the evaluations compute it (d
         // terms), and every entry of `W` (checked during the update's own pass).
         let p_norm = self.p_norm();
-        if !(p_finite && p_norm.is_finite()) {
-            self.diverged = Some(Error::NonFinite {
-                step,
-                quantity: "||p|| after the update".into(),
-                value: p_norm,
-            });
-        } else if !w_finite {
-            let bad = self.inputs.w.iter().find(|v| !v.is_finite()).copied();
-            self.diverged = Some(Error::NonFinite {
-                step,
-                quantity: "W after the update".into(),
-                value: bad.map_or(f64::NAN, T::to_f64),
-            });
-        }
+        self.diverged = update_error(step, (p_finite, p_norm), (w_finite, &self.inputs.w, "W"));
         Ok(logits.into_iter().map(T::to_f64).collect())
     }
 

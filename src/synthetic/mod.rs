@@ -83,6 +83,32 @@ pub trait AttentionTrainer {
     fn w_delta_norm(&self) -> f64;
 }
 
+/// The error of an update that left a non-finite state, charged to that update's `step`:
+/// `||p||` first (`p_finite` false or `p_norm` not finite), then the first non-finite entry of
+/// `w` (the entries of `W` a trainer holds, called `w_name`) when `w_finite` is false.
+pub(crate) fn update_error<T: benign_kernels::Float>(
+    step: usize,
+    (p_finite, p_norm): (bool, f64),
+    (w_finite, w, w_name): (bool, &[T], &str),
+) -> Option<crate::Error> {
+    let (quantity, value) = if !(p_finite && p_norm.is_finite()) {
+        ("||p|| after the update".to_string(), p_norm)
+    } else if !w_finite {
+        let bad = w.iter().find(|v| !v.is_finite()).copied();
+        (
+            format!("{w_name} after the update"),
+            bad.map_or(f64::NAN, T::to_f64),
+        )
+    } else {
+        return None;
+    };
+    Some(crate::Error::NonFinite {
+        step,
+        quantity,
+        value,
+    })
+}
+
 /// What a non-finite training logit is called in errors.
 const TRAINING_LOGIT: &str = "training token logit";
 

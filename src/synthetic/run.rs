@@ -169,13 +169,8 @@ pub(crate) fn open_run_dir(
                 "run",
                 rundir::job_key(&defining),
                 format!(
-                    "run n={} T={} d={} ||mu||={} rho={} eta={} seed={} ({} steps)",
-                    config.samples,
-                    config.tokens,
-                    config.dim,
-                    config.signal_norm,
-                    config.rho,
-                    config.eta,
+                    "run {} seed={} ({} steps)",
+                    config.data_label(),
                     config.seed,
                     config.steps
                 ),
@@ -916,16 +911,7 @@ fn write_figure(
         y_range: None,
         log_x: false,
     });
-    let title = format!(
-        "n={} T={} d={} ||mu||={} rho={} eta={} ({})",
-        config.samples,
-        config.tokens,
-        config.dim,
-        config.signal_norm,
-        config.rho,
-        config.eta,
-        model_label(config)
-    );
+    let title = format!("{} ({})", config.data_label(), model_label(config));
     plot::render_panels(
         &panels,
         2,
@@ -971,13 +957,8 @@ pub fn human_summary(result: &RunResult) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let _ = writeln!(
         out,
-        "n={} T={} d={} ||mu||={} rho={} eta={} sigma={}  ({}, {:?}, {} steps)",
-        c.samples,
-        c.tokens,
-        c.dim,
-        c.signal_norm,
-        c.rho,
-        c.eta,
+        "{} sigma={}  ({}, {:?}, {} steps)",
+        c.data_label(),
         c.sigma,
         model_label(c),
         c.precision,

@@ -47,7 +47,7 @@ use crate::{Error, Result};
 use super::config::{Precision, RunConfig};
 use super::data::{balanced_labels, token_signal, TestSource, TrainSet};
 use super::init::InitSource;
-use super::AttentionTrainer;
+use super::{update_error, AttentionTrainer};
 use crate::seed::mix_seed;
 
 /// Bytes of `W_0` rows generated at once during start-up: large enough that the `A` / `H`
@@ -1028,20 +1028,11 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         // The updated state, charged to this step: `||p||` as the evaluations compute it, and
         // every coefficient of `W - W_0 = B D A^T`.
         let p_sq = self.p_norm_squared();
-        if !(b_finite && p_sq.is_finite()) {
-            self.diverged = Some(Error::NonFinite {
-                step,
-                quantity: "||p|| after the update".into(),
-                value: non_negative(p_sq).sqrt(),
-            });
-        } else if !d_finite {
-            let bad = self.d.iter().find(|v| !v.is_finite()).copied();
-            self.diverged = Some(Error::NonFinite {
-                step,
-                quantity: "W after the update (its coefficients D)".into(),
-                value: bad.map_or(f64::NAN, T::to_f64),
-            });
-        }
+        self.diverged = update_error(
+            step,
+            (b_finite && p_sq.is_finite(), non_negative(p_sq).sqrt()),
+            (d_finite, &self.d, "W (its coefficients D)"),
+        );
         Ok(z.into_iter().map(T::to_f64).collect())
     }
 
