@@ -36,7 +36,7 @@ use crate::synthetic::metrics::{self, first_non_finite, EvalRecord, Labels, Read
 use crate::synthetic::run::Startup;
 use crate::synthetic::subspace::{
     fill_test_normals, init_products, loss_and_delta, orthonormal_basis, projection_noise_factor,
-    StartupTimings, SubspaceParts, SubspaceTrainer, TestDraw,
+    StartupTimings, SubspaceParts, SubspaceTrainer, SubspaceTraining, TestDraw,
 };
 use crate::synthetic::theory::{classify, Regime};
 use crate::synthetic::{Precision, RunConfig, Trainer};
@@ -290,17 +290,19 @@ impl ColumnStartup {
         let (_, coords, train_scores) = self.combine(&self.train_noise, &labels.clean, config);
         let (test_h, test_c, test_scores) = self.combine(&self.test_noise, &labels.test, config);
         let parts = SubspaceParts {
-            tokens_per_sample: config.tokens,
-            rank: self.rank,
-            lr: config.lr,
-            coords,
-            train_scores,
-            labels: labels.train.clone(),
-            gram: self.gram.clone(),
+            training: SubspaceTraining {
+                tokens_per_sample: config.tokens,
+                rank: self.rank,
+                lr: config.lr,
+                coords,
+                train_scores,
+                labels: labels.train.clone(),
+                gram: self.gram.clone(),
+                timings: self.timings.clone(),
+            },
             test_h,
             test_c,
             test_scores,
-            timings: self.timings.clone(),
         };
         let trainer: Box<dyn Trainer> = match config.precision {
             Precision::F64 => Box::new(SubspaceTrainer::<f64>::from_parts(parts)?),

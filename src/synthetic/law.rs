@@ -80,7 +80,7 @@ use super::config::{InitKind, ModelKind, Precision, RunConfig, TrainerKind};
 use super::data::{balanced_labels, token_signal};
 use super::metrics::Labels;
 use super::run::{RunOptions, Startup};
-use super::subspace::{DrawnParts, StartupTimings, SubspaceTrainer, TestDraw};
+use super::subspace::{DrawnParts, StartupTimings, SubspaceTrainer, SubspaceTraining, TestDraw};
 use crate::seed::mix_seed;
 
 /// Which law the draw follows: the exact one, or (tests only) a deliberately wrong one, to show
@@ -524,18 +524,20 @@ pub(crate) fn build<T: Float>(
     );
     let drawn = draw::<T>(config, clean, variant);
     SubspaceTrainer::from_drawn_parts(DrawnParts {
-        tokens_per_sample: config.tokens,
-        rank: drawn.rank,
-        lr: config.lr,
-        coords: drawn.coords,
-        train_scores: drawn.train_scores,
-        labels: observed.to_vec(),
-        gram: drawn.gram,
+        training: SubspaceTraining {
+            tokens_per_sample: config.tokens,
+            rank: drawn.rank,
+            lr: config.lr,
+            coords: drawn.coords,
+            train_scores: drawn.train_scores,
+            labels: observed.to_vec(),
+            gram: drawn.gram,
+            timings: drawn.timings,
+        },
         test_rows: drawn.test_rows,
         test_width: drawn.test_width,
         test_map: drawn.test_map,
         test_scores: drawn.test_scores,
-        timings: drawn.timings,
     })
 }
 

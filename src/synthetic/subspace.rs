@@ -1049,35 +1049,40 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
     }
 }
 
-// ---- Hook for `benign sweep` (common random numbers): a trainer from projections computed
-// elsewhere, e.g. one start-up shared by a column of runs. Additive; nothing above uses it. ----
-
-/// The projections a [`SubspaceTrainer`] works from, in f64, row-major with `rank` columns.
-pub struct SubspaceParts {
+/// The training side of a [`SubspaceTrainer`] built from projections computed elsewhere (a
+/// column's shared start-up, [`super::crn`], or inputs drawn from their law, [`super::law`]):
+/// f64, row-major with `rank` columns.
+pub struct SubspaceTraining {
     pub tokens_per_sample: usize,
     pub rank: usize,
     pub lr: f64,
-    /// `e_it = B^T x_it` of the training tokens, (n T) x r.
+    /// `e_it = B^T x_it` of the training tokens in an orthonormal basis of their span, (n T) x r.
     pub coords: Vec<f64>,
     /// `u_it = nu^T x_it` of the training tokens.
     pub train_scores: Vec<f64>,
     /// Observed training labels `+-1`.
     pub labels: Vec<f64>,
-    /// `G = A^T A`, r x r.
+    /// `G = A^T A` in the same basis, r x r.
     pub gram: Vec<f64>,
+    pub timings: StartupTimings,
+}
+
+/// A trainer's inputs whose test tokens are given by their projections `h = H^T x` and
+/// `c = B^T x` (a column of common random numbers).
+pub struct SubspaceParts {
+    pub training: SubspaceTraining,
     /// `h = H^T x` of the test tokens, (m T) x r.
     pub test_h: Vec<f64>,
     /// `c = B^T x` of the test tokens, (m T) x r.
     pub test_c: Vec<f64>,
     /// `u = nu^T x` of the test tokens.
     pub test_scores: Vec<f64>,
-    pub timings: StartupTimings,
 }
 
 impl<T: Float> SubspaceTrainer<T> {
     /// A trainer at the initial state (`b = 0`, `D = 0`) from given projections.
     pub fn from_parts(parts: SubspaceParts) -> Result<Self> {
-        let (r, test_rows) = (parts.rank, parts.test_scores.len());
+        let (r, test_rows) = (parts.training.rank, parts.test_scores.len());
         if parts.test_h.len() != test_rows * r || parts.test_c.len() != test_rows * r {
             return Err(Error::invalid("subspace parts", "inconsistent shapes"));
         }
@@ -1093,22 +1098,12 @@ impl<T: Float> SubspaceTrainer<T> {
             map: None,
             scores: parts.test_scores,
         };
-        let training = TrainingInputs {
-            tokens_per_sample: parts.tokens_per_sample,
-            rank: r,
-            lr: parts.lr,
-            coords: parts.coords,
-            train_scores: parts.train_scores,
-            labels: parts.labels,
-            gram: parts.gram,
-            timings: parts.timings,
-        };
-        Self::assemble(training, test, "subspace parts")
+        Self::assemble(parts.training, test, "subspace parts")
     }
 
     /// The trainer at the initial state from its training inputs and test tokens, after checking
     /// their shapes (`what` names the caller's inputs in the error) and that `G` is finite.
-    fn assemble(t: TrainingInputs, test: TestTokens<T>, what: &str) -> Result<Self> {
+    fn assemble(t: SubspaceTraining, test: TestTokens<T>, what: &str) -> Result<Self> {
         let r = t.rank;
         let rows = t.train_scores.len();
         let shapes_ok = t.tokens_per_sample > 0
@@ -1151,36 +1146,11 @@ impl<T: Float> SubspaceTrainer<T> {
     }
 }
 
-/// The training half of a trainer's inputs, shared by [`SubspaceParts`] and [`DrawnParts`].
-struct TrainingInputs {
-    tokens_per_sample: usize,
-    rank: usize,
-    lr: f64,
-    coords: Vec<f64>,
-    train_scores: Vec<f64>,
-    labels: Vec<f64>,
-    gram: Vec<f64>,
-    timings: StartupTimings,
-}
-
-// ---- Hook for the law trainer (`synthetic::law`): a trainer whose test tokens are given as
-// rows and a linear map, drawn elsewhere. ----
-
 /// The inputs of a [`SubspaceTrainer`] whose test logits are `rows (map v)` with
 /// `v = [b; D G b]`: each test token is a row of `test_width` numbers and `map` turns the state
 /// into one coefficient per column.
 pub struct DrawnParts<T> {
-    pub tokens_per_sample: usize,
-    pub rank: usize,
-    pub lr: f64,
-    /// `e_it` of the training tokens in an orthonormal basis of their span, (n T) x r.
-    pub coords: Vec<f64>,
-    /// `u_it = nu^T x_it` of the training tokens.
-    pub train_scores: Vec<f64>,
-    /// Observed training labels `+-1`.
-    pub labels: Vec<f64>,
-    /// `G = A^T A` in the same basis, r x r.
-    pub gram: Vec<f64>,
+    pub training: SubspaceTraining,
     /// Test tokens, (m T) x `test_width`.
     pub test_rows: Vec<T>,
     pub test_width: usize,
@@ -1188,13 +1158,12 @@ pub struct DrawnParts<T> {
     pub test_map: Vec<f64>,
     /// `u = nu^T x` of the test tokens.
     pub test_scores: Vec<f64>,
-    pub timings: StartupTimings,
 }
 
 impl<T: Float> SubspaceTrainer<T> {
     /// A trainer at the initial state (`b = 0`, `D = 0`) from drawn parts.
     pub fn from_drawn_parts(parts: DrawnParts<T>) -> Result<Self> {
-        if parts.test_map.len() != parts.test_width * 2 * parts.rank {
+        if parts.test_map.len() != parts.test_width * 2 * parts.training.rank {
             return Err(Error::invalid("drawn parts", "inconsistent shapes"));
         }
         let test = TestTokens {
@@ -1203,16 +1172,6 @@ impl<T: Float> SubspaceTrainer<T> {
             map: Some(parts.test_map.iter().map(|&x| T::from_f64(x)).collect()),
             scores: parts.test_scores,
         };
-        let training = TrainingInputs {
-            tokens_per_sample: parts.tokens_per_sample,
-            rank: parts.rank,
-            lr: parts.lr,
-            coords: parts.coords,
-            train_scores: parts.train_scores,
-            labels: parts.labels,
-            gram: parts.gram,
-            timings: parts.timings,
-        };
-        Self::assemble(training, test, "drawn parts")
+        Self::assemble(parts.training, test, "drawn parts")
     }
 }
