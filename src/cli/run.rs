@@ -152,8 +152,8 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
             .into());
         }
     }
+    // Validated once, by the library's run pipeline.
     let mut config = config_from(&args)?;
-    config.validate()?;
     let data = args
         .data_dir
         .as_deref()
