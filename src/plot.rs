@@ -67,6 +67,11 @@ pub struct Heatmap {
     pub overlays: Vec<Series>,
 }
 
+/// Continuous maps with at most this many cells along each axis print every cell's value in
+/// the cell: on a few cells the colours alone exaggerate small differences (the colour scale
+/// spans the values shown, however close they are).
+pub const MAX_LABELLED_CELLS_PER_AXIS: usize = 12;
+
 /// Width of the SVG output in pixels; the PNG is [`PNG_SCALE`] times larger.
 const WIDTH: u32 = 1200;
 const PNG_SCALE: u32 = 2;
@@ -850,7 +855,87 @@ impl Figure for Heatmap {
             }
         }
 
+        if self.categories.is_none()
+            && nx <= MAX_LABELLED_CELLS_PER_AXIS
+            && ny <= MAX_LABELLED_CELLS_PER_AXIS
+        {
+            draw_cell_values(&mut chart, self, &color_of, scale)?;
+        }
+
         draw_side_panel(&side, self, (v_lo, v_hi), scale)
+    }
+}
+
+/// Prints each finite value at the centre of its cell, in black or white, whichever contrasts
+/// more with the cell's colour, at a size that fits the cell.
+fn draw_cell_values<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    map: &Heatmap,
+    color_of: &dyn Fn(f64) -> RGBColor,
+    scale: u32,
+) -> std::result::Result<(), String> {
+    let (nx, ny) = (map.x_values.len(), map.y_values.len());
+    let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
+    let cell_width = f64::from(x_pixels.end - x_pixels.start) / nx as f64;
+    let cell_height = f64::from(y_pixels.end - y_pixels.start) / ny as f64;
+    let labels: Vec<String> = map.values.iter().map(|&v| cell_value_text(v)).collect();
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(1);
+    // DejaVu Sans digits are about 0.64 em wide; leave a margin on each side.
+    let size = (0.8 * cell_width / (0.64 * longest as f64))
+        .min(0.45 * cell_height)
+        .min(f64::from(14 * scale));
+    if size < f64::from(7 * scale) {
+        return Ok(());
+    }
+    let cells = map.values.iter().zip(&labels).enumerate();
+    chart
+        .draw_series(cells.filter(|(_, (v, _))| v.is_finite()).map(|(k, (&v, label))| {
+            let style = TextStyle {
+                font: (FONT, size).into_font(),
+                color: text_color_on(color_of(v)).to_backend_color(),
+                pos: Pos::new(HPos::Center, VPos::Center),
+            };
+            Text::new(label.clone(), ((k % nx) as f64, (k / nx) as f64), style)
+        }))
+        .map_err(text)?;
+    Ok(())
+}
+
+/// A cell's value: three significant digits, trailing zeros kept so that neighbouring cells
+/// read alike (0.700 beside 0.674); integers as integers; compact exponents outside
+/// 1e-3..1e5.
+fn cell_value_text(v: f64) -> String {
+    if !v.is_finite() {
+        return String::new();
+    }
+    let magnitude = v.abs();
+    if v == 0.0 || (v.fract() == 0.0 && magnitude < 1e5) {
+        return format!("{v:.0}");
+    }
+    if !(1e-3..1e5).contains(&magnitude) {
+        return format!("{v:.1e}");
+    }
+    let decimals = (2 - magnitude.log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// Black or white, whichever has the higher contrast ratio (WCAG 2) against `background`.
+fn text_color_on(background: RGBColor) -> RGBColor {
+    let linear = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.03928 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let RGBColor(r, g, b) = background;
+    let luminance = 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+    // Contrast with black (L + 0.05) / 0.05 against with white 1.05 / (L + 0.05).
+    if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) {
+        BLACK
+    } else {
+        WHITE
     }
 }
 
