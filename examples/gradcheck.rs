@@ -56,7 +56,11 @@ impl OneSample {
     }
 
     fn output(&self, p: &[f64]) -> f64 {
-        self.attention(p).iter().zip(&self.u).map(|(s, u)| s * u).sum()
+        self.attention(p)
+            .iter()
+            .zip(&self.u)
+            .map(|(s, u)| s * u)
+            .sum()
     }
 
     fn loss(&self, p: &[f64]) -> f64 {

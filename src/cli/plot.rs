@@ -43,10 +43,7 @@ pub fn execute(args: PlotArgs) -> anyhow::Result<i32> {
         let _ = writeln!(stdout, "{}", f.display());
     }
     if outputs.figures.is_empty() {
-        let _ = writeln!(
-            stdout,
-            "no figure: the sweep varies no numeric parameter"
-        );
+        let _ = writeln!(stdout, "no figure: the sweep varies no numeric parameter");
     }
     Ok(0)
 }

@@ -282,7 +282,10 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
     let wrt: Vec<(usize, String)> = differentiable(case)
         .map(|i| (i, describe(&case.inputs[i])))
         .collect();
-    let mut probe = TapeProbe { tape: &mut tape, case };
+    let mut probe = TapeProbe {
+        tape: &mut tape,
+        case,
+    };
     let mut results = finite_difference_checks(
         &mut probe,
         &FiniteDifferences {

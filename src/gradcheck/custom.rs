@@ -290,7 +290,11 @@ where
     fn vjp(&mut self, values: &[Vec<f64>], seed: &[f64]) -> Vec<Vec<f64>> {
         let g = (self.vjp)(&values[0], seed);
         let len = values[0].len();
-        vec![if g.len() == len { g } else { vec![f64::NAN; len] }]
+        vec![if g.len() == len {
+            g
+        } else {
+            vec![f64::NAN; len]
+        }]
     }
 }
 

@@ -40,8 +40,8 @@ mod transformer;
 pub use cases::{op_cases, Builder, Case, CaseKind, Domain, Input, Mode};
 pub use check::{run_case, CheckResult, Config, Summary, AUTO_JACOBIAN_ENTRIES};
 pub use custom::{
-    check_case, check_gradient, check_graph, check_vjp, json_line, summary_json_line,
-    summary_text, table_header, table_row, validate_config, Report,
+    check_case, check_gradient, check_graph, check_vjp, json_line, summary_json_line, summary_text,
+    table_header, table_row, validate_config, Report,
 };
 pub use models::model_cases;
 

@@ -261,28 +261,30 @@ fn groups<'a>(spec: &SweepSpec, records: &'a [RunRecord], plotted: &[&str]) -> V
         .collect()
 }
 
-/// The fixed setting of a figure, for its title.
-fn setting(spec: &SweepSpec, c: &RunConfig, context: &[String]) -> String {
-    format!(
-        "n={} T={} rho={} eta={} sigma={} {} steps, {} seed(s){}{}",
-        c.samples,
-        c.tokens,
-        c.rho,
-        c.eta,
-        c.sigma,
-        c.steps,
-        spec.seeds,
-        if spec.common_random_numbers {
-            ", common random numbers"
-        } else {
-            ""
-        },
-        if context.is_empty() {
-            String::new()
-        } else {
-            format!("; {}", context.join(" "))
-        }
-    )
+/// The fixed setting of a figure, for its title: the parameters it does not plot.
+fn setting(spec: &SweepSpec, c: &RunConfig, context: &[String], plotted: &[&str]) -> String {
+    let fixed = [
+        ("samples", format!("n={}", c.samples)),
+        ("tokens", format!("T={}", c.tokens)),
+        ("rho", format!("rho={}", c.rho)),
+        ("eta", format!("eta={}", c.eta)),
+        ("sigma", format!("sigma={}", c.sigma)),
+        ("steps", format!("{} steps,", c.steps)),
+    ];
+    let mut words: Vec<String> = fixed
+        .into_iter()
+        .filter(|(name, _)| !plotted.contains(name))
+        .map(|(_, word)| word)
+        .collect();
+    words.push(format!("{} seed(s)", spec.seeds));
+    let mut text = words.join(" ");
+    if spec.common_random_numbers {
+        text.push_str(", common random numbers");
+    }
+    if !context.is_empty() {
+        text.push_str(&format!("; {}", context.join(" ")));
+    }
+    text
 }
 
 /// The one numeric axis of a sweep that varies exactly one, if so.
@@ -313,7 +315,7 @@ pub fn render(
 
 /// One figure per group: each final metric against the axis (mean over seeds, with the lowest
 /// and highest seed dashed when there are several), and the share of seeds in each observed
-/// regime. File `lines-<axis><suffix>.svg`.
+/// regime (the regimes seen). File `lines-<axis><suffix>.svg`.
 fn render_lines(
     dir: &Path,
     spec: &SweepSpec,
@@ -356,8 +358,9 @@ fn render_lines(
                         .map(|(&x, v)| (x, if v.is_empty() { f64::NAN } else { f(v) }))
                         .collect()
                 };
+                // The title says what the lines are: a legend would only cover them.
                 let mut series = vec![Series {
-                    label: format!("mean over {} seed(s)", spec.seeds),
+                    label: String::new(),
                     points: curve(&|v| v.iter().sum::<f64>() / v.len() as f64),
                     dashed: false,
                 }];
@@ -365,7 +368,9 @@ fn render_lines(
                     for extreme in [f64::min, f64::max] {
                         series.push(Series {
                             label: String::new(),
-                            points: curve(&|v| v.iter().copied().reduce(extreme).unwrap_or(f64::NAN)),
+                            points: curve(&|v| {
+                                v.iter().copied().reduce(extreme).unwrap_or(f64::NAN)
+                            }),
                             dashed: true,
                         });
                     }
@@ -380,11 +385,16 @@ fn render_lines(
                 }
             })
             .collect();
+        let seen: Vec<Regime> = REGIMES
+            .iter()
+            .copied()
+            .filter(|&g| group.members.iter().any(|r| r.observed_regime == Some(g)))
+            .collect();
         panels.push(plot::Panel {
             title: "observed regime".into(),
             x_label: x_label.clone(),
             y_label: "share of seeds".into(),
-            series: REGIMES
+            series: seen
                 .iter()
                 .map(|&regime| Series {
                     label: regime.to_string(),
@@ -404,21 +414,28 @@ fn render_lines(
                     dashed: false,
                 })
                 .collect(),
-            y_range: Some((-0.05, 1.05)),
+            // Head room above 1 for the legend, so that it hides no curve.
+            y_range: Some((-0.05, 1.05 + 0.2 * seen.len() as f64)),
             log_x,
         });
-        let spread = if spec.seeds > 1 {
-            "; dashed: lowest and highest seed"
+        let lines = if spec.seeds > 1 {
+            "; solid: mean, dashed: lowest and highest seed"
         } else {
             ""
         };
         let title = format!(
-            "final metrics by {x_label} ({}){spread}",
-            setting(spec, &group.members[0].config, &group.context)
+            "final metrics by {x_label} ({}){lines}",
+            setting(spec, &group.members[0].config, &group.context, &[x_name])
         );
         let stem = format!("lines-{x_name}{}", group.suffix);
         let svg = figures.join(format!("{stem}.svg"));
-        plot::render_panels(&panels, 3, &title, &svg, &figures.join(format!("{stem}.png")))?;
+        plot::render_panels(
+            &panels,
+            3,
+            &title,
+            &svg,
+            &figures.join(format!("{stem}.png")),
+        )?;
         written.push(svg);
     }
     Ok(written)
@@ -457,7 +474,7 @@ fn render_maps(
             ("signal_norm", "dim") => boundaries(&ys, &example.config, spec, false),
             _ => Vec::new(),
         };
-        let setting = setting(spec, &example.config, &group.context);
+        let setting = setting(spec, &example.config, &group.context, &[x_name, y_name]);
         let base = Heatmap {
             title: String::new(),
             x_label: axis_label(x_name),

@@ -387,7 +387,9 @@ fn the_report_prints_what_the_cli_prints() {
         (Some("--json"), report.json_lines()),
     ] {
         let mut command = std::process::Command::new(bin);
-        command.args(["gradcheck", "--op", "layer_norm"]).args(extra);
+        command
+            .args(["gradcheck", "--op", "layer_norm"])
+            .args(extra);
         let out = command.output().unwrap();
         assert_eq!(out.status.code(), Some(0));
         assert_eq!(String::from_utf8(out.stdout).unwrap(), expected + "\n");

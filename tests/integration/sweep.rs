@@ -639,25 +639,40 @@ fn a_one_axis_sweep_draws_line_plots() {
     for text in [
         "final metrics by eta",
         "trainer=subspace",
-        "mean over 3 seed(s)",
-        "dashed: lowest and highest seed",
+        "3 seed(s)); solid: mean, dashed: lowest and highest seed",
         "final test accuracy",
         "share of seeds",
-        "benign overfitting",
     ] {
         assert!(svg.contains(text), "the line plot lacks '{text}'");
     }
+    // The plotted axis is not part of the fixed setting in the title.
+    assert!(!svg.contains("eta=0 "), "eta is the x axis, not a setting");
+    assert!(
+        ["not overfitting", "benign overfitting", "not yet fitted"]
+            .iter()
+            .any(|g| svg.contains(g)),
+        "the regime panel names the regimes seen"
+    );
 
     // One seed: the mean alone, and `benign plot` redraws the same files.
     let single = scratch("one-axis-single");
     ok(&sweep_grid(
-        &["--grid", "eta=0,0.2", "--dim", "40", "--steps", "100", "--test-size", "60"],
+        &[
+            "--grid",
+            "eta=0,0.2",
+            "--dim",
+            "40",
+            "--steps",
+            "100",
+            "--test-size",
+            "60",
+        ],
         &single,
         &[],
     ));
     ok(&bin().arg("plot").arg(&single).output().unwrap());
     let svg = std::fs::read_to_string(single.join("figures/lines-eta.svg")).unwrap();
-    assert!(svg.contains("mean over 1 seed(s)") && !svg.contains("dashed"));
+    assert!(svg.contains("1 seed(s))") && !svg.contains("dashed"));
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(single).unwrap();
 }
