@@ -287,7 +287,7 @@ fn setting(spec: &SweepSpec, c: &RunConfig, context: &[String], plotted: &[&str]
     text
 }
 
-/// The one numeric axis of a sweep that varies exactly one, if so.
+/// The only numeric axis of a sweep, when it has exactly one.
 fn single_numeric_axis(spec: &SweepSpec) -> Option<String> {
     let mut numeric = spec.axes.iter().filter(|a| a.numbers().is_some());
     match (numeric.next(), numeric.next()) {

@@ -639,7 +639,7 @@ fn a_one_axis_sweep_draws_line_plots() {
     for text in [
         "final metrics by eta",
         "trainer=subspace",
-        "3 seed(s)); solid: mean, dashed: lowest and highest seed",
+        "3 seed(s); trainer=subspace); solid: mean, dashed: lowest and highest seed",
         "final test accuracy",
         "share of seeds",
     ] {
