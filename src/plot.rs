@@ -67,6 +67,11 @@ pub struct Heatmap {
     pub overlays: Vec<Series>,
 }
 
+/// Continuous maps with at most this many cells along each axis print every cell's value in
+/// the cell: on a few cells the colours alone exaggerate small differences (the colour scale
+/// spans the values shown, however close they are).
+pub const MAX_LABELLED_CELLS_PER_AXIS: usize = 12;
+
 /// Width of the SVG output in pixels; the PNG is [`PNG_SCALE`] times larger.
 const WIDTH: u32 = 1200;
 const PNG_SCALE: u32 = 2;
@@ -341,7 +346,18 @@ fn titled_body<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(text)?;
     let (band, body) = root.split_vertically(TITLE_BAND * scale);
     let (width, height) = band.dim_in_pixel();
-    let style = font(20, scale)
+    // A long title is set smaller rather than cut at the edges.
+    let mut size = 20;
+    while size > 11 {
+        let fits = font(size, scale)
+            .box_size(title)
+            .is_ok_and(|(w, _)| w + 20 * scale <= width);
+        if fits {
+            break;
+        }
+        size -= 1;
+    }
+    let style = font(size, scale)
         .into_text_style(&band)
         .pos(Pos::new(HPos::Center, VPos::Center));
     band.draw(&Text::new(
@@ -610,14 +626,36 @@ where
         (SeriesLabelPosition::LowerLeft, true, false),
     ];
     let mut counts = [0usize; 4];
-    for &point in runs.iter().flatten().flatten() {
-        let (px, py) = chart.backend_coord(&point);
-        let fx = f64::from(px - x_pixels.start) / width;
-        let fy = f64::from(py - y_pixels.start) / height;
+    let mut count = |fx: f64, fy: f64| {
         for (count, &(_, left, top)) in counts.iter_mut().zip(&corners) {
             let in_x = if left { fx < 0.45 } else { fx > 0.55 };
             let in_y = if top { fy < 0.45 } else { fy > 0.55 };
             *count += usize::from(in_x && in_y);
+        }
+    };
+    // Points along each drawn segment, not only its ends: a curve of few points still crosses
+    // the corners between them.
+    const SAMPLES_PER_SEGMENT: usize = 16;
+    for run in runs.iter().flatten() {
+        let pixels: Vec<(f64, f64)> = run
+            .iter()
+            .map(|point| {
+                let (px, py) = chart.backend_coord(point);
+                (
+                    f64::from(px - x_pixels.start) / width,
+                    f64::from(py - y_pixels.start) / height,
+                )
+            })
+            .collect();
+        if let Some(&(fx, fy)) = pixels.last() {
+            count(fx, fy);
+        }
+        for pair in pixels.windows(2) {
+            let ((ax, ay), (bx, by)) = (pair[0], pair[1]);
+            for k in 0..SAMPLES_PER_SEGMENT {
+                let t = k as f64 / SAMPLES_PER_SEGMENT as f64;
+                count(ax + (bx - ax) * t, ay + (by - ay) * t);
+            }
         }
     }
     let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
@@ -850,7 +888,96 @@ impl Figure for Heatmap {
             }
         }
 
+        if self.categories.is_none()
+            && nx <= MAX_LABELLED_CELLS_PER_AXIS
+            && ny <= MAX_LABELLED_CELLS_PER_AXIS
+        {
+            draw_cell_values(&mut chart, self, &color_of, scale)?;
+        }
+
         draw_side_panel(&side, self, (v_lo, v_hi), scale)
+    }
+}
+
+/// Prints each finite value at the centre of its cell, in black or white, whichever contrasts
+/// more with the cell's colour, at a size that fits the cell.
+fn draw_cell_values<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    map: &Heatmap,
+    color_of: &dyn Fn(f64) -> RGBColor,
+    scale: u32,
+) -> std::result::Result<(), String> {
+    let (nx, ny) = (map.x_values.len(), map.y_values.len());
+    let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
+    let cell_width = f64::from(x_pixels.end - x_pixels.start) / nx as f64;
+    let cell_height = f64::from(y_pixels.end - y_pixels.start) / ny as f64;
+    let labels: Vec<String> = map.values.iter().map(|&v| cell_value_text(v)).collect();
+    let longest = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    // DejaVu Sans digits are about 0.64 em wide; leave a margin on each side.
+    let size = (0.8 * cell_width / (0.64 * longest as f64))
+        .min(0.45 * cell_height)
+        .min(f64::from(14 * scale));
+    if size < f64::from(7 * scale) {
+        return Ok(());
+    }
+    let cells = map.values.iter().zip(&labels).enumerate();
+    chart
+        .draw_series(
+            cells
+                .filter(|(_, (v, _))| v.is_finite())
+                .map(|(k, (&v, label))| {
+                    let style = TextStyle {
+                        font: (FONT, size).into_font(),
+                        color: text_color_on(color_of(v)).to_backend_color(),
+                        pos: Pos::new(HPos::Center, VPos::Center),
+                    };
+                    Text::new(label.clone(), ((k % nx) as f64, (k / nx) as f64), style)
+                }),
+        )
+        .map_err(text)?;
+    Ok(())
+}
+
+/// A cell's value: three significant digits, trailing zeros kept so that neighbouring cells
+/// read alike (0.700 beside 0.674); integers as integers; compact exponents outside
+/// 1e-3..1e5.
+fn cell_value_text(v: f64) -> String {
+    if !v.is_finite() {
+        return String::new();
+    }
+    let magnitude = v.abs();
+    if v == 0.0 || (v.fract() == 0.0 && magnitude < 1e5) {
+        return format!("{v:.0}");
+    }
+    if !(1e-3..1e5).contains(&magnitude) {
+        return format!("{v:.1e}");
+    }
+    let decimals = (2 - magnitude.log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// Black or white, whichever has the higher contrast ratio (WCAG 2) against `background`.
+fn text_color_on(background: RGBColor) -> RGBColor {
+    let linear = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.03928 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let RGBColor(r, g, b) = background;
+    let luminance = 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+    // Contrast with black (L + 0.05) / 0.05 against with white 1.05 / (L + 0.05).
+    if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) {
+        BLACK
+    } else {
+        WHITE
     }
 }
 
@@ -965,4 +1092,32 @@ fn draw_side_panel<DB: DrawingBackend>(
         swatch(y, MISSING, "missing")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_values_keep_three_significant_digits() {
+        for (v, text) in [
+            (0.7, "0.700"),
+            (0.674, "0.674"),
+            (0.00990, "0.00990"),
+            (12.34, "12.3"),
+            (1000.0, "1000"),
+            (0.0, "0"),
+            (6.7e-4, "6.7e-4"),
+            (f64::NAN, ""),
+        ] {
+            assert_eq!(cell_value_text(v), text, "{v}");
+        }
+    }
+
+    #[test]
+    fn cell_text_is_white_on_dark_and_black_on_light_cells() {
+        assert_eq!(text_color_on(viridis(0.0)), WHITE);
+        assert_eq!(text_color_on(viridis(1.0)), BLACK);
+        assert_eq!(text_color_on(MISSING), BLACK);
+    }
 }

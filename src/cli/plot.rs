@@ -1,4 +1,5 @@
-//! `benign plot DIR`: re-renders a sweep's table and figures from its saved results.
+//! `benign plot DIR`: re-renders a sweep's table and figures (heatmaps over two numeric axes,
+//! line plots over a single one) from its saved results.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,10 +43,7 @@ pub fn execute(args: PlotArgs) -> anyhow::Result<i32> {
         let _ = writeln!(stdout, "{}", f.display());
     }
     if outputs.figures.is_empty() {
-        let _ = writeln!(
-            stdout,
-            "no figure: the sweep varies fewer than two numeric parameters"
-        );
+        let _ = writeln!(stdout, "no figure: the sweep varies no numeric parameter");
     }
     Ok(0)
 }

@@ -8,11 +8,12 @@ use benign_kernels::Float;
 use super::check::{CheckResult, Config};
 use crate::autodiff::{Tape, Var};
 
-/// Op or composite model.
+/// Built-in op, built-in composite model, or a graph or function of the caller's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaseKind {
     Op,
     Model,
+    Custom,
 }
 
 impl CaseKind {
@@ -20,6 +21,7 @@ impl CaseKind {
         match self {
             CaseKind::Op => "op",
             CaseKind::Model => "model",
+            CaseKind::Custom => "custom",
         }
     }
 }
@@ -29,6 +31,9 @@ impl CaseKind {
 pub enum Mode {
     Jacobian,
     Direction,
+    /// The full Jacobian when it has at most [`super::AUTO_JACOBIAN_ENTRIES`] entries (checked
+    /// input elements times outputs), else a direction.
+    Auto,
 }
 
 /// How an input is drawn.
@@ -70,6 +75,11 @@ impl Input {
             domain,
             differentiable: true,
         }
+    }
+
+    /// A differentiable input at given values (row-major over `dims`).
+    pub fn given(name: &'static str, dims: &[usize], values: Vec<f64>) -> Self {
+        Input::var_in(name, dims, Domain::Values(values))
     }
 
     /// A constant input.
@@ -139,6 +149,31 @@ impl Case {
             threads: false,
             extra: None,
         }
+    }
+
+    /// A graph of the caller's: the full Jacobian or a direction by size ([`Mode::Auto`]), f32
+    /// against f64, reentrancy and 1 against 4 threads; no Taylor check (it needs a curved
+    /// function: see [`Case::with_taylor`]).
+    pub fn custom(name: &str, inputs: Vec<Input>, build: Builder) -> Self {
+        Case {
+            kind: CaseKind::Custom,
+            family: "custom",
+            name: name.to_string(),
+            inputs,
+            build,
+            mode: Mode::Auto,
+            f32: true,
+            taylor: false,
+            threads: true,
+            extra: None,
+        }
+    }
+
+    /// Adds or removes the Taylor-remainder check, which fails for functions that are linear
+    /// along the direction (their remainder is rounding noise, with no slope 2).
+    pub fn with_taylor(mut self, taylor: bool) -> Self {
+        self.taylor = taylor;
+        self
     }
 
     pub fn with_mode(mut self, mode: Mode) -> Self {

@@ -55,6 +55,31 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+impl CheckResult {
+    /// A passing result with no figures yet, to be filled in by its check.
+    pub(crate) fn blank(
+        kind: &'static str,
+        case: &str,
+        check: &'static str,
+        input: String,
+        dtype: &'static str,
+    ) -> Self {
+        CheckResult {
+            kind,
+            case: case.to_string(),
+            check,
+            input,
+            dtype,
+            step: None,
+            max_abs_error: 0.0,
+            max_rel_error: 0.0,
+            tolerance: String::new(),
+            passed: true,
+            detail: String::new(),
+        }
+    }
+}
+
 /// Totals over a run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
@@ -258,129 +283,36 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
     let mut tape = Tape::<f64>::new();
     let y0 = output(&mut tape, case, &values);
     // Output weights v (the seed of every backward pass) and a unit input direction u.
-    let weights: Vec<f64> = if y0.len() == 1 {
-        vec![1.0]
-    } else {
-        (0..y0.len())
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect()
-    };
-    let mut direction: Vec<Vec<f64>> = differentiable(case)
-        .map(|i| {
-            (0..case.inputs[i].numel())
-                .map(|_| StandardNormal.sample(&mut rng))
-                .collect()
-        })
-        .collect();
-    let norm = direction
-        .iter()
-        .flatten()
-        .map(|v| v * v)
-        .sum::<f64>()
-        .sqrt();
-    direction
-        .iter_mut()
-        .flatten()
-        .for_each(|v| *v /= norm.max(f64::MIN_POSITIVE));
+    let (weights, direction) = draw_weights_and_direction(
+        &mut rng,
+        y0.len(),
+        differentiable(case).map(|i| case.inputs[i].numel()),
+    );
 
-    let result = |check: &'static str, input: String, dtype: &'static str| CheckResult {
-        kind: case.kind.as_str(),
-        case: case.name.clone(),
-        check,
-        input,
-        dtype,
-        step: None,
-        max_abs_error: 0.0,
-        max_rel_error: 0.0,
-        tolerance: String::new(),
-        passed: true,
-        detail: String::new(),
+    let result = |check: &'static str, input: String, dtype: &'static str| {
+        CheckResult::blank(case.kind.as_str(), &case.name, check, input, dtype)
     };
-    let fd_tolerance = format!("|a - n| <= {:e} + {:e} |n|", config.atol, config.rtol);
-    let mut results = Vec::new();
 
     // Finite differences.
-    match case.mode {
-        Mode::Jacobian => {
-            let m = y0.len();
-            let diff: Vec<usize> = differentiable(case).collect();
-            // Analytic Jacobian, row j from the backward pass seeded with e_j.
-            let mut analytic: Vec<Vec<f64>> = diff
-                .iter()
-                .map(|&i| vec![0.0; m * case.inputs[i].numel()])
-                .collect();
-            tape.set_grad_enabled(true);
-            let (vars, out) = record(&mut tape, case, case.build.f64, &values);
-            let mut seed = vec![0.0; m];
-            for j in 0..m {
-                seed[j] = 1.0;
-                let rows = backward_once(&mut tape, case, &vars, out, &seed);
-                seed[j] = 0.0;
-                for (a, row) in analytic.iter_mut().zip(rows) {
-                    let len = row.len();
-                    a[j * len..(j + 1) * len].copy_from_slice(&row);
-                }
-            }
-            let h = config.step;
-            let mut perturbed = values.clone();
-            for (slot, &i) in diff.iter().enumerate() {
-                let len = case.inputs[i].numel();
-                let mut numeric = vec![0.0; m * len];
-                for e in 0..len {
-                    let x = values[i][e];
-                    perturbed[i][e] = x + h;
-                    let plus = output(&mut tape, case, &perturbed);
-                    perturbed[i][e] = x - h;
-                    let minus = output(&mut tape, case, &perturbed);
-                    perturbed[i][e] = x;
-                    for j in 0..m {
-                        numeric[j * len + e] = (plus[j] - minus[j]) / (2.0 * h);
-                    }
-                }
-                let (max_abs, max_rel, passed) = compare(&analytic[slot], &numeric, config);
-                let mut r = result("jacobian", describe(&case.inputs[i]), "f64");
-                r.step = Some(h);
-                r.max_abs_error = max_abs;
-                r.max_rel_error = max_rel;
-                r.tolerance = fd_tolerance.clone();
-                r.passed = passed;
-                r.detail = format!("{m} x {len} Jacobian");
-                results.push(r);
-            }
-        }
-        Mode::Direction => {
-            let (_, grads) = gradients(&mut tape, case, case.build.f64, &values, &weights);
-            let analytic: f64 = grads
-                .iter()
-                .flatten()
-                .zip(direction.iter().flatten())
-                .map(|(g, u)| g * u)
-                .sum();
-            let h = config.step;
-            let shifted = |t: f64| -> Vec<Vec<f64>> {
-                let mut v = values.clone();
-                for (slot, i) in differentiable(case).enumerate() {
-                    for (x, u) in v[i].iter_mut().zip(&direction[slot]) {
-                        *x += t * u;
-                    }
-                }
-                v
-            };
-            let plus = weighted_output(&mut tape, case, &shifted(h), &weights);
-            let minus = weighted_output(&mut tape, case, &shifted(-h), &weights);
-            let numeric = (plus - minus) / (2.0 * h);
-            let (max_abs, max_rel, passed) = compare(&[analytic], &[numeric], config);
-            let mut r = result("direction", "all".into(), "f64");
-            r.step = Some(h);
-            r.max_abs_error = max_abs;
-            r.max_rel_error = max_rel;
-            r.tolerance = fd_tolerance.clone();
-            r.passed = passed;
-            r.detail = format!("v^T J u = {analytic:.6e}, finite difference {numeric:.6e}");
-            results.push(r);
-        }
-    }
-
+    let wrt: Vec<(usize, String)> = differentiable(case)
+        .map(|i| (i, describe(&case.inputs[i])))
+        .collect();
+    let mut probe = TapeProbe {
+        tape: &mut tape,
+        case,
+    };
+    let mut results = finite_difference_checks(
+        &mut probe,
+        &FiniteDifferences {
+            mode: case.mode,
+            values: &values,
+            wrt: &wrt,
+            weights: &weights,
+            direction: &direction,
+        },
+        config,
+        &|check| result(check, "all".into(), "f64"),
+    );
     let (y64, g64) = gradients(&mut tape, case, case.build.f64, &values, &weights);
 
     // f32 analytic gradients against f64 analytic gradients, normwise per input.
@@ -482,6 +414,214 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
         results.extend(extra(config));
     }
     results
+}
+
+/// Above this many Jacobian entries (checked input elements times outputs), [`Mode::Auto`]
+/// checks a random direction instead of the full Jacobian: the Jacobian costs one backward
+/// pass per output and two forward passes per input element.
+pub const AUTO_JACOBIAN_ENTRIES: usize = 4096;
+
+/// A function of several inputs as the finite-difference checks see it: its output, and the
+/// vector-Jacobian products of the analytic gradient under test.
+pub(crate) trait Probe {
+    /// The flattened output at `values` (one vector per input).
+    fn output(&mut self, values: &[Vec<f64>]) -> Vec<f64>;
+
+    /// The gradient of `<seed, y>` with respect to each checked input, in the order of
+    /// [`FiniteDifferences::wrt`].
+    fn vjp(&mut self, values: &[Vec<f64>], seed: &[f64]) -> Vec<Vec<f64>>;
+
+    /// The analytic Jacobian, row `j` (the gradient of output `j`) passed to `row(j, grads)`.
+    fn jacobian_rows(
+        &mut self,
+        values: &[Vec<f64>],
+        outputs: usize,
+        row: &mut dyn FnMut(usize, Vec<Vec<f64>>),
+    ) {
+        let mut seed = vec![0.0; outputs];
+        for j in 0..outputs {
+            seed[j] = 1.0;
+            row(j, self.vjp(values, &seed));
+            seed[j] = 0.0;
+        }
+    }
+}
+
+/// A recorded case: its backward passes are the gradients under test.
+struct TapeProbe<'a> {
+    tape: &'a mut Tape<f64>,
+    case: &'a Case,
+}
+
+impl Probe for TapeProbe<'_> {
+    fn output(&mut self, values: &[Vec<f64>]) -> Vec<f64> {
+        output(self.tape, self.case, values)
+    }
+
+    fn vjp(&mut self, values: &[Vec<f64>], seed: &[f64]) -> Vec<Vec<f64>> {
+        gradients(self.tape, self.case, self.case.build.f64, values, seed).1
+    }
+
+    fn jacobian_rows(
+        &mut self,
+        values: &[Vec<f64>],
+        outputs: usize,
+        row: &mut dyn FnMut(usize, Vec<Vec<f64>>),
+    ) {
+        // One recording serves every backward pass.
+        self.tape.set_grad_enabled(true);
+        let (vars, out) = record(self.tape, self.case, self.case.build.f64, values);
+        let mut seed = vec![0.0; outputs];
+        for j in 0..outputs {
+            seed[j] = 1.0;
+            row(j, backward_once(self.tape, self.case, &vars, out, &seed));
+            seed[j] = 0.0;
+        }
+    }
+}
+
+/// What the finite-difference checks compare, at one point.
+pub(crate) struct FiniteDifferences<'a> {
+    pub mode: Mode,
+    pub values: &'a [Vec<f64>],
+    /// The checked inputs: index into `values` and description (name and shape).
+    pub wrt: &'a [(usize, String)],
+    /// Output weights `v` of the direction check (one per output element).
+    pub weights: &'a [f64],
+    /// Unit input direction `u`, one vector per checked input.
+    pub direction: &'a [Vec<f64>],
+}
+
+/// The `jacobian` checks (one per checked input) or the `direction` check; `blank(check)` is
+/// a passing result naming the case, to be filled in.
+pub(crate) fn finite_difference_checks(
+    probe: &mut dyn Probe,
+    at: &FiniteDifferences<'_>,
+    config: &Config,
+    blank: &dyn Fn(&'static str) -> CheckResult,
+) -> Vec<CheckResult> {
+    let h = config.step;
+    let tolerance = format!("|a - n| <= {:e} + {:e} |n|", config.atol, config.rtol);
+    let outputs = at.weights.len();
+    let checked: usize = at.wrt.iter().map(|&(i, _)| at.values[i].len()).sum();
+    let mode = match at.mode {
+        Mode::Auto if checked.saturating_mul(outputs) <= AUTO_JACOBIAN_ENTRIES => Mode::Jacobian,
+        Mode::Auto => Mode::Direction,
+        fixed => fixed,
+    };
+    let finish = |check, input: String, analytic: &[f64], numeric: &[f64], detail| {
+        let (max_abs, max_rel, passed) = compare(analytic, numeric, config);
+        CheckResult {
+            input,
+            step: Some(h),
+            max_abs_error: max_abs,
+            max_rel_error: max_rel,
+            tolerance: tolerance.clone(),
+            passed,
+            detail,
+            ..blank(check)
+        }
+    };
+    match mode {
+        Mode::Jacobian => {
+            // Analytic Jacobian, row j from the backward pass seeded with e_j.
+            let mut analytic: Vec<Vec<f64>> = at
+                .wrt
+                .iter()
+                .map(|&(i, _)| vec![0.0; outputs * at.values[i].len()])
+                .collect();
+            probe.jacobian_rows(at.values, outputs, &mut |j, rows| {
+                for (a, row) in analytic.iter_mut().zip(rows) {
+                    let len = row.len();
+                    a[j * len..(j + 1) * len].copy_from_slice(&row);
+                }
+            });
+            let mut perturbed = at.values.to_vec();
+            let mut results = Vec::new();
+            for (slot, (i, description)) in at.wrt.iter().enumerate() {
+                let (i, len) = (*i, at.values[*i].len());
+                let mut numeric = vec![0.0; outputs * len];
+                for e in 0..len {
+                    let x = at.values[i][e];
+                    perturbed[i][e] = x + h;
+                    let plus = probe.output(&perturbed);
+                    perturbed[i][e] = x - h;
+                    let minus = probe.output(&perturbed);
+                    perturbed[i][e] = x;
+                    for j in 0..outputs {
+                        numeric[j * len + e] = (plus[j] - minus[j]) / (2.0 * h);
+                    }
+                }
+                let detail = format!("{outputs} x {len} Jacobian");
+                results.push(finish(
+                    "jacobian",
+                    description.clone(),
+                    &analytic[slot],
+                    &numeric,
+                    detail,
+                ));
+            }
+            results
+        }
+        Mode::Direction | Mode::Auto => {
+            let grads = probe.vjp(at.values, at.weights);
+            let analytic: f64 = grads
+                .iter()
+                .flatten()
+                .zip(at.direction.iter().flatten())
+                .map(|(g, u)| g * u)
+                .sum();
+            let mut weighted_at = |t: f64| -> f64 {
+                let mut v = at.values.to_vec();
+                for ((i, _), u) in at.wrt.iter().zip(at.direction) {
+                    for (x, u) in v[*i].iter_mut().zip(u) {
+                        *x += t * u;
+                    }
+                }
+                let y = probe.output(&v);
+                y.iter().zip(at.weights).map(|(a, b)| a * b).sum()
+            };
+            let plus = weighted_at(h);
+            let minus = weighted_at(-h);
+            let numeric = (plus - minus) / (2.0 * h);
+            let detail = format!("v^T J u = {analytic:.6e}, finite difference {numeric:.6e}");
+            vec![finish(
+                "direction",
+                "all".into(),
+                &[analytic],
+                &[numeric],
+                detail,
+            )]
+        }
+    }
+}
+
+/// Output weights `v` (1 for a scalar output, else standard normal) and a unit input direction
+/// `u` over the inputs of the given sizes, drawn in this order from `rng`.
+pub(crate) fn draw_weights_and_direction(
+    rng: &mut ChaCha8Rng,
+    outputs: usize,
+    input_sizes: impl Iterator<Item = usize>,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let weights: Vec<f64> = if outputs == 1 {
+        vec![1.0]
+    } else {
+        (0..outputs).map(|_| StandardNormal.sample(rng)).collect()
+    };
+    let mut direction: Vec<Vec<f64>> = input_sizes
+        .map(|len| (0..len).map(|_| StandardNormal.sample(rng)).collect())
+        .collect();
+    let norm = direction
+        .iter()
+        .flatten()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt();
+    direction
+        .iter_mut()
+        .flatten()
+        .for_each(|v| *v /= norm.max(f64::MIN_POSITIVE));
+    (weights, direction)
 }
 
 /// Least-squares slope of `y` against `x`.

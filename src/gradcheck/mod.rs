@@ -1,6 +1,11 @@
 //! Gradient verification: every autodiff op and every composite model checked against central
 //! finite differences in f64, plus f32-vs-f64, reentrancy, thread-count and Taylor checks.
 //!
+//! The same checks apply to the caller's own code in one call: [`check_graph`] for a graph
+//! recorded on the tape, [`check_gradient`] and [`check_vjp`] for a plain function against its
+//! gradient or vector-Jacobian product (see `examples/gradcheck.rs`). `benign gradcheck` runs
+//! the built-in cases ([`run`]) and prints the [`Report`] format.
+//!
 //! # Checks
 //!
 //! - `jacobian` (small shapes): the full Jacobian, one backward pass per output element
@@ -28,11 +33,16 @@
 
 mod cases;
 mod check;
+mod custom;
 mod models;
 mod transformer;
 
 pub use cases::{op_cases, Builder, Case, CaseKind, Domain, Input, Mode};
-pub use check::{run_case, CheckResult, Config, Summary};
+pub use check::{run_case, CheckResult, Config, Summary, AUTO_JACOBIAN_ENTRIES};
+pub use custom::{
+    check_case, check_gradient, check_graph, check_vjp, json_line, summary_json_line, summary_text,
+    table_header, table_row, validate_config, Report,
+};
 pub use models::model_cases;
 
 use crate::Error;

@@ -1,8 +1,12 @@
-//! Phase diagrams: heatmaps of final metrics over two grid axes, averaged over seeds.
+//! Phase diagrams: heatmaps of final metrics over two grid axes, averaged over seeds; or, when a
+//! single numeric axis varies, line plots over it.
 //!
 //! One figure per metric and per combination of the values of the remaining axes (named after
 //! them, e.g. `test_loss-eta=0.1.svg`). Cells average the successful runs of their seeds; a cell
-//! without one is missing (grey). The observed regime is a categorical map: the most frequent
+//! without one is missing (grey); small maps print the averages in their cells. A one-axis sweep
+//! draws one figure per combination of the other axes (`lines-eta.svg`): each metric's mean over
+//! seeds with the lowest and highest seed dashed, and the share of seeds in each observed
+//! regime. The observed regime is a categorical map: the most frequent
 //! regime over seeds, ties going to the first in the legend's order. When the axes are `d` and
 //! `||mu||`, the theory's boundaries are drawn over the map: `SNR = ||mu|| / (sigma sqrt d)`
 //! equals `n^(-1/2)` on `||mu|| = sigma sqrt(d / n)` and `d^(-1/4)` on `||mu|| = sigma d^(1/4)`;
@@ -199,24 +203,22 @@ fn boundaries(
     curves
 }
 
-/// Renders every map of the sweep into `dir/figures/` (SVG and PNG). Returns the SVG paths.
-pub fn render(
-    dir: &Path,
-    spec: &SweepSpec,
-    records: &[RunRecord],
-    axes: Option<(&str, &str)>,
-) -> Result<Vec<PathBuf>> {
-    let Some((x_name, y_name)) = choose_axes(spec, axes)? else {
-        return Ok(Vec::new());
-    };
-    let xs = sorted_values(spec, &x_name);
-    let ys = sorted_values(spec, &y_name);
+/// The runs sharing one combination of the values of the axes not plotted, and how figures of
+/// them are named (`-eta=0.1`) and captioned (`eta=0.1`).
+struct Group<'a> {
+    members: Vec<&'a RunRecord>,
+    suffix: String,
+    context: Vec<String>,
+}
+
+/// The records split by every combination of the values of the axes not in `plotted`
+/// (odometer order); combinations without a record are left out.
+fn groups<'a>(spec: &SweepSpec, records: &'a [RunRecord], plotted: &[&str]) -> Vec<Group<'a>> {
     let others: Vec<&super::grid::Axis> = spec
         .axes
         .iter()
-        .filter(|a| a.name != x_name && a.name != y_name)
+        .filter(|a| !plotted.contains(&a.name.as_str()))
         .collect();
-    // Every combination of the other axes' values (odometer order).
     let mut combos: Vec<Vec<Value>> = vec![Vec::new()];
     for axis in &others {
         combos = combos
@@ -230,73 +232,253 @@ pub fn render(
             })
             .collect();
     }
+    combos
+        .into_iter()
+        .filter_map(|combo| {
+            let members: Vec<&RunRecord> = records
+                .iter()
+                .filter(|r| {
+                    others
+                        .iter()
+                        .zip(&combo)
+                        .all(|(a, v)| r.params.get(&a.name) == Some(v))
+                })
+                .collect();
+            if members.is_empty() {
+                return None;
+            }
+            let named = || others.iter().zip(&combo);
+            Some(Group {
+                members,
+                suffix: named()
+                    .map(|(a, v)| format!("-{}={}", a.name, value_text(v)))
+                    .collect(),
+                context: named()
+                    .map(|(a, v)| format!("{}={}", axis_label(&a.name), value_text(v)))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The fixed setting of a figure, for its title: the parameters it does not plot.
+fn setting(spec: &SweepSpec, c: &RunConfig, context: &[String], plotted: &[&str]) -> String {
+    let fixed = [
+        ("samples", format!("n={}", c.samples)),
+        ("tokens", format!("T={}", c.tokens)),
+        ("rho", format!("rho={}", c.rho)),
+        ("eta", format!("eta={}", c.eta)),
+        ("sigma", format!("sigma={}", c.sigma)),
+        ("steps", format!("{} steps,", c.steps)),
+    ];
+    let mut words: Vec<String> = fixed
+        .into_iter()
+        .filter(|(name, _)| !plotted.contains(name))
+        .map(|(_, word)| word)
+        .collect();
+    words.push(format!("{} seed(s)", spec.seeds));
+    let mut text = words.join(" ");
+    if spec.common_random_numbers {
+        text.push_str(", common random numbers");
+    }
+    if !context.is_empty() {
+        text.push_str(&format!("; {}", context.join(" ")));
+    }
+    text
+}
+
+/// The only numeric axis of a sweep, when it has exactly one.
+fn single_numeric_axis(spec: &SweepSpec) -> Option<String> {
+    let mut numeric = spec.axes.iter().filter(|a| a.numbers().is_some());
+    match (numeric.next(), numeric.next()) {
+        (Some(axis), None) => Some(axis.name.clone()),
+        _ => None,
+    }
+}
+
+/// Renders the figures of the sweep into `dir/figures/` (SVG and PNG): heatmaps over two numeric
+/// axes, or line plots over the only one. Returns the SVG paths.
+pub fn render(
+    dir: &Path,
+    spec: &SweepSpec,
+    records: &[RunRecord],
+    axes: Option<(&str, &str)>,
+) -> Result<Vec<PathBuf>> {
+    match choose_axes(spec, axes)? {
+        Some((x_name, y_name)) => render_maps(dir, spec, records, &x_name, &y_name),
+        None => match single_numeric_axis(spec) {
+            Some(x_name) => render_lines(dir, spec, records, &x_name),
+            None => Ok(Vec::new()),
+        },
+    }
+}
+
+/// One figure per group: each final metric against the axis (mean over seeds, with the lowest
+/// and highest seed dashed when there are several), and the share of seeds in each observed
+/// regime (the regimes seen). File `lines-<axis><suffix>.svg`.
+fn render_lines(
+    dir: &Path,
+    spec: &SweepSpec,
+    records: &[RunRecord],
+    x_name: &str,
+) -> Result<Vec<PathBuf>> {
+    let xs = sorted_values(spec, x_name);
+    let x_label = axis_label(x_name);
+    // A log axis where the values span a decade or more, as the maps do.
+    let log_x = xs[0] > 0.0 && xs[xs.len() - 1] >= 10.0 * xs[0];
+    let figures = dir.join("figures");
+    let mut written = Vec::new();
+    for group in groups(spec, records, &[x_name]) {
+        // runs[ix] = the records at xs[ix].
+        let runs: Vec<Vec<&RunRecord>> = xs
+            .iter()
+            .map(|&x| {
+                group
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|r| r.params.get(x_name).and_then(Value::as_f64) == Some(x))
+                    .collect()
+            })
+            .collect();
+        let mut panels: Vec<plot::Panel> = METRICS
+            .iter()
+            .map(|&(_, title, label, extract)| {
+                let per_x: Vec<Vec<f64>> = runs
+                    .iter()
+                    .map(|cell| {
+                        cell.iter()
+                            .filter_map(|r| r.final_metrics.as_ref().and_then(extract))
+                            .collect()
+                    })
+                    .collect();
+                let curve = |f: &dyn Fn(&[f64]) -> f64| -> Vec<(f64, f64)> {
+                    xs.iter()
+                        .zip(&per_x)
+                        .map(|(&x, v)| (x, if v.is_empty() { f64::NAN } else { f(v) }))
+                        .collect()
+                };
+                // The title says what the lines are: a legend would only cover them.
+                let mut series = vec![Series {
+                    label: String::new(),
+                    points: curve(&|v| v.iter().sum::<f64>() / v.len() as f64),
+                    dashed: false,
+                }];
+                if spec.seeds > 1 {
+                    for extreme in [f64::min, f64::max] {
+                        series.push(Series {
+                            label: String::new(),
+                            points: curve(&|v| {
+                                v.iter().copied().reduce(extreme).unwrap_or(f64::NAN)
+                            }),
+                            dashed: true,
+                        });
+                    }
+                }
+                plot::Panel {
+                    title: title.into(),
+                    x_label: x_label.clone(),
+                    y_label: label.into(),
+                    series,
+                    y_range: None,
+                    log_x,
+                }
+            })
+            .collect();
+        let seen: Vec<Regime> = REGIMES
+            .iter()
+            .copied()
+            .filter(|&g| group.members.iter().any(|r| r.observed_regime == Some(g)))
+            .collect();
+        panels.push(plot::Panel {
+            title: "observed regime".into(),
+            x_label: x_label.clone(),
+            y_label: "share of seeds".into(),
+            series: seen
+                .iter()
+                .map(|&regime| Series {
+                    label: regime.to_string(),
+                    points: xs
+                        .iter()
+                        .zip(&runs)
+                        .map(|(&x, cell)| {
+                            let seen = cell.iter().filter(|r| r.observed_regime.is_some()).count();
+                            let share = cell
+                                .iter()
+                                .filter(|r| r.observed_regime == Some(regime))
+                                .count() as f64
+                                / seen as f64;
+                            (x, share)
+                        })
+                        .collect(),
+                    dashed: false,
+                })
+                .collect(),
+            // Head room above 1 for the legend, so that it hides no curve.
+            y_range: Some((-0.05, 1.05 + 0.2 * seen.len() as f64)),
+            log_x,
+        });
+        let lines = if spec.seeds > 1 {
+            "; solid: mean, dashed: lowest and highest seed"
+        } else {
+            ""
+        };
+        let title = format!(
+            "final metrics by {x_label} ({}){lines}",
+            setting(spec, &group.members[0].config, &group.context, &[x_name])
+        );
+        let stem = format!("lines-{x_name}{}", group.suffix);
+        let svg = figures.join(format!("{stem}.svg"));
+        plot::render_panels(
+            &panels,
+            3,
+            &title,
+            &svg,
+            &figures.join(format!("{stem}.png")),
+        )?;
+        written.push(svg);
+    }
+    Ok(written)
+}
+
+/// One set of maps per group: the final metrics averaged over seeds and the most frequent
+/// observed regime.
+fn render_maps(
+    dir: &Path,
+    spec: &SweepSpec,
+    records: &[RunRecord],
+    x_name: &str,
+    y_name: &str,
+) -> Result<Vec<PathBuf>> {
+    let xs = sorted_values(spec, x_name);
+    let ys = sorted_values(spec, y_name);
     let figures = dir.join("figures");
     let mut written = Vec::new();
     let (nx, ny) = (xs.len(), ys.len());
     let index_of =
         |values: &[f64], v: Option<f64>| v.and_then(|v| values.iter().position(|&w| w == v));
-    for combo in combos {
-        let members: Vec<&RunRecord> = records
-            .iter()
-            .filter(|r| {
-                others
-                    .iter()
-                    .zip(&combo)
-                    .all(|(a, v)| r.params.get(&a.name) == Some(v))
-            })
-            .collect();
-        let Some(example) = members.first() else {
-            continue;
-        };
-        let suffix: String = others
-            .iter()
-            .zip(&combo)
-            .map(|(a, v)| format!("-{}={}", a.name, value_text(v)))
-            .collect();
-        let context: Vec<String> = others
-            .iter()
-            .zip(&combo)
-            .map(|(a, v)| format!("{}={}", axis_label(&a.name), value_text(v)))
-            .collect();
+    for group in groups(spec, records, &[x_name, y_name]) {
+        let example = group.members[0];
+        let suffix = &group.suffix;
         // cells[iy * nx + ix] = the records of that cell.
         let mut cells: Vec<Vec<&RunRecord>> = vec![Vec::new(); nx * ny];
-        for r in &members {
-            let ix = index_of(&xs, r.params.get(&x_name).and_then(Value::as_f64));
-            let iy = index_of(&ys, r.params.get(&y_name).and_then(Value::as_f64));
+        for r in &group.members {
+            let ix = index_of(&xs, r.params.get(x_name).and_then(Value::as_f64));
+            let iy = index_of(&ys, r.params.get(y_name).and_then(Value::as_f64));
             if let (Some(ix), Some(iy)) = (ix, iy) {
                 cells[iy * nx + ix].push(r);
             }
         }
-        let overlays = match (x_name.as_str(), y_name.as_str()) {
+        let overlays = match (x_name, y_name) {
             ("dim", "signal_norm") => boundaries(&xs, &example.config, spec, true),
             ("signal_norm", "dim") => boundaries(&ys, &example.config, spec, false),
             _ => Vec::new(),
         };
-        let c = &example.config;
-        let setting = format!(
-            "n={} T={} rho={} eta={} sigma={} {} steps, {} seed(s){}{}",
-            c.samples,
-            c.tokens,
-            c.rho,
-            c.eta,
-            c.sigma,
-            c.steps,
-            spec.seeds,
-            if spec.common_random_numbers {
-                ", common random numbers"
-            } else {
-                ""
-            },
-            if context.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", context.join(" "))
-            }
-        );
+        let setting = setting(spec, &example.config, &group.context, &[x_name, y_name]);
         let base = Heatmap {
             title: String::new(),
-            x_label: axis_label(&x_name),
-            y_label: axis_label(&y_name),
+            x_label: axis_label(x_name),
+            y_label: axis_label(y_name),
             x_values: xs.clone(),
             y_values: ys.clone(),
             values: Vec::new(),

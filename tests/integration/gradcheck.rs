@@ -239,3 +239,159 @@ fn the_cli_validates_before_printing() {
         );
     }
 }
+
+#[test]
+fn check_graph_passes_a_correct_op_and_catches_a_wrong_derivative() {
+    let inputs = || {
+        vec![
+            Input::var("x", &[3, 4]),
+            Input::given("scale", &[4], vec![0.5, -1.0, 2.0, 0.25]),
+        ]
+    };
+    let config = Config::default();
+    let good = gradcheck::check_graph(
+        "sine",
+        inputs(),
+        benign::gradcheck_builder!(good_sine),
+        &config,
+    )
+    .unwrap();
+    assert!(good.passed(), "{}", good.table());
+    // 16 input elements x 12 outputs: small enough for the full Jacobian.
+    let checks: Vec<&str> = good.results.iter().map(|r| r.check).collect();
+    for check in ["jacobian", "f32_vs_f64", "reentrant", "threads"] {
+        assert!(checks.contains(&check), "{checks:?}");
+    }
+    assert!(good.results.iter().all(|r| r.kind == "custom"));
+
+    let bad = gradcheck::check_graph(
+        "sine",
+        inputs(),
+        benign::gradcheck_builder!(broken_sine),
+        &config,
+    )
+    .unwrap();
+    assert!(!bad.passed());
+    assert_eq!(bad.summary.failures, ["sine/jacobian/x[3, 4]"]);
+    assert!(bad.table().contains("FAILED: sine/jacobian/x[3, 4]"));
+}
+
+#[test]
+fn check_graph_refuses_given_values_that_do_not_fit_their_shape() {
+    let err = gradcheck::check_graph(
+        "sine",
+        vec![
+            Input::var("x", &[3, 4]),
+            Input::given("scale", &[4], vec![1.0; 3]),
+        ],
+        benign::gradcheck_builder!(good_sine),
+        &Config::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("`scale` has 3 values"), "{err}");
+}
+
+fn logsumexp(x: &[f64]) -> f64 {
+    let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+fn softmax(x: &[f64]) -> Vec<f64> {
+    let l = logsumexp(x);
+    x.iter().map(|v| (v - l).exp()).collect()
+}
+
+#[test]
+fn check_gradient_compares_a_closed_form_with_finite_differences() {
+    let x = [0.3, -1.2, 2.0, 0.7];
+    let config = Config::default();
+    let good = gradcheck::check_gradient("logsumexp", &x, logsumexp, softmax, &config).unwrap();
+    assert!(good.passed(), "{}", good.table());
+    assert_eq!(good.results.len(), 1);
+    assert_eq!(good.results[0].check, "jacobian");
+    assert_eq!(good.results[0].input, "x[4]");
+    assert!(good.results[0].max_abs_error < 1e-8);
+
+    // A gradient 0.1% too large in one entry fails.
+    let off = |x: &[f64]| {
+        let mut g = softmax(x);
+        g[2] *= 1.001;
+        g
+    };
+    let bad = gradcheck::check_gradient("logsumexp", &x, logsumexp, off, &config).unwrap();
+    assert!(!bad.passed(), "{}", bad.table());
+
+    let short = |x: &[f64]| softmax(&x[..3]);
+    let err = gradcheck::check_gradient("logsumexp", &x, logsumexp, short, &config).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("`vjp`"), "{err}");
+}
+
+/// `y = A tanh(x)` with 100 inputs and 100 outputs: beyond the full Jacobian's size, so one
+/// random direction is checked, and it catches a transposed `A`.
+#[test]
+fn check_vjp_checks_a_direction_on_large_functions() {
+    let n = 100;
+    let a: Vec<f64> = (0..n * n)
+        .map(|k| ((k * 7919 % 101) as f64 - 50.0) / 50.0)
+        .collect();
+    let f = |x: &[f64]| -> Vec<f64> {
+        (0..n)
+            .map(|i| (0..n).map(|j| a[i * n + j] * x[j].tanh()).sum())
+            .collect()
+    };
+    let vjp = |x: &[f64], v: &[f64]| -> Vec<f64> {
+        (0..n)
+            .map(|j| {
+                let column: f64 = (0..n).map(|i| v[i] * a[i * n + j]).sum();
+                column * (1.0 - x[j].tanh().powi(2))
+            })
+            .collect()
+    };
+    let transposed = |x: &[f64], v: &[f64]| -> Vec<f64> {
+        (0..n)
+            .map(|j| {
+                let row: f64 = (0..n).map(|i| v[i] * a[j * n + i]).sum();
+                row * (1.0 - x[j].tanh().powi(2))
+            })
+            .collect()
+    };
+    let x: Vec<f64> = (0..n).map(|k| (k as f64 * 0.37).sin()).collect();
+    let config = Config::default();
+    let good = gradcheck::check_vjp("dense_tanh", &x, f, vjp, &config).unwrap();
+    assert!(good.passed(), "{}", good.table());
+    assert_eq!(good.results.len(), 1);
+    assert_eq!(good.results[0].check, "direction");
+    let bad = gradcheck::check_vjp("dense_tanh", &x, f, transposed, &config).unwrap();
+    assert!(!bad.passed(), "{}", bad.table());
+}
+
+/// The library's report of the cases `--op layer_norm` selects is, line for line, what the
+/// command prints.
+#[test]
+fn the_report_prints_what_the_cli_prints() {
+    let selection = Selection {
+        ops: vec!["layer_norm".into()],
+        models: vec![],
+    };
+    let config = Config::default();
+    let mut results = Vec::new();
+    for case in gradcheck::select(&selection).unwrap() {
+        results.extend(gradcheck::check_case(&case, &config).unwrap().results);
+    }
+    let report = gradcheck::Report::new(results);
+    let bin = env!("CARGO_BIN_EXE_benign");
+    for (extra, expected) in [
+        (None, report.table()),
+        (Some("--json"), report.json_lines()),
+    ] {
+        let mut command = std::process::Command::new(bin);
+        command
+            .args(["gradcheck", "--op", "layer_norm"])
+            .args(extra);
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected + "\n");
+    }
+}

@@ -530,6 +530,65 @@ fn heatmaps_render_continuous_and_categorical() {
     }
 }
 
+/// The opening tag of the `<text>` element whose content is exactly `content`, if any (the
+/// SVG backend writes the content on a line of its own).
+fn svg_text_element<'a>(svg: &'a str, content: &str) -> Option<&'a str> {
+    let end = svg.find(&format!(">\n{content}\n</text>"))?;
+    let start = svg[..end].rfind("<text")?;
+    Some(&svg[start..end])
+}
+
+/// A small map prints its values in the cells (two cells 0.674 and 0.700 would otherwise read
+/// as the two ends of the colour scale), each in the colour that contrasts with its cell; a
+/// large one does not.
+#[test]
+fn small_heatmaps_print_their_values_and_large_ones_do_not() {
+    let dir = scratch("figures-heatmap-values");
+    let (svg, png) = (dir.join("two.svg"), dir.join("two.png"));
+    let two_cells = Heatmap {
+        title: "test accuracy by eta".into(),
+        x_label: "eta".into(),
+        y_label: "model".into(),
+        x_values: vec![0.1, 0.2],
+        y_values: vec![0.0],
+        values: vec![0.674, 0.7],
+        value_label: "test accuracy".into(),
+        ..Heatmap::default()
+    };
+    render_heatmap(&two_cells, &svg, &png).unwrap();
+    assert_figure_files(&svg, &png, 1000);
+    let text = fs::read_to_string(&svg).unwrap();
+    // The low end of viridis is dark purple, the high end yellow.
+    let low = svg_text_element(&text, "0.674").expect("0.674 printed");
+    let high = svg_text_element(&text, "0.700").expect("0.700 printed");
+    assert!(low.contains("#FFFFFF"), "white on dark purple: {low}");
+    assert!(high.contains("#000000"), "black on yellow: {high}");
+
+    // Missing cells stay blank; 12 x 12 is still labelled.
+    let mut twelve = Heatmap {
+        x_values: (0..12).map(f64::from).collect(),
+        y_values: (0..12).map(f64::from).collect(),
+        values: (0..144).map(|k| 0.5 + f64::from(k) / 1000.0).collect(),
+        ..two_cells.clone()
+    };
+    twelve.values[7] = f64::NAN;
+    render_heatmap(&twelve, &svg, &png).unwrap();
+    let text = fs::read_to_string(&svg).unwrap();
+    assert!(svg_text_element(&text, "0.643").is_some());
+    assert!(svg_text_element(&text, "0.507").is_none());
+    assert!(text.contains("missing"));
+
+    let large = Heatmap {
+        x_values: (0..13).map(f64::from).collect(),
+        y_values: (0..12).map(f64::from).collect(),
+        values: (0..156).map(|k| 0.5 + f64::from(k) / 1000.0).collect(),
+        ..two_cells
+    };
+    render_heatmap(&large, &svg, &png).unwrap();
+    let text = fs::read_to_string(&svg).unwrap();
+    assert!(svg_text_element(&text, "0.643").is_none());
+}
+
 #[test]
 fn heatmaps_refuse_inconsistent_grids() {
     let dir = scratch("figures-heatmap-bad");

@@ -590,3 +590,89 @@ fn unknown_heatmap_axes_name_axes() {
     assert!(!never_written.exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A sweep with one numeric axis draws line plots over it (one figure per value of the other
+/// axes), with the seeds' spread when there are several seeds, and no degenerate heatmap.
+#[test]
+fn a_one_axis_sweep_draws_line_plots() {
+    let dir = scratch("one-axis");
+    let output = bin()
+        .arg("sweep")
+        .args([
+            "--grid",
+            "eta=0,0.1,0.2",
+            "--grid",
+            "trainer=subspace,dense",
+            "--seeds",
+            "3",
+            "--dim",
+            "40",
+            "--steps",
+            "150",
+            "--test-size",
+            "60",
+            "--eval-every",
+            "25",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    ok(&output);
+    let figures = dir.join("figures");
+    let mut names: Vec<String> = std::fs::read_dir(&figures)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "lines-eta-trainer=dense.png",
+            "lines-eta-trainer=dense.svg",
+            "lines-eta-trainer=subspace.png",
+            "lines-eta-trainer=subspace.svg",
+        ]
+    );
+    let svg = std::fs::read_to_string(figures.join("lines-eta-trainer=subspace.svg")).unwrap();
+    for text in [
+        "final metrics by eta",
+        "trainer=subspace",
+        "3 seed(s); trainer=subspace); solid: mean, dashed: lowest and highest seed",
+        "final test accuracy",
+        "share of seeds",
+    ] {
+        assert!(svg.contains(text), "the line plot lacks '{text}'");
+    }
+    // The plotted axis is not part of the fixed setting in the title.
+    assert!(!svg.contains("eta=0 "), "eta is the x axis, not a setting");
+    assert!(
+        ["not overfitting", "benign overfitting", "not yet fitted"]
+            .iter()
+            .any(|g| svg.contains(g)),
+        "the regime panel names the regimes seen"
+    );
+
+    // One seed: the mean alone, and `benign plot` redraws the same files.
+    let single = scratch("one-axis-single");
+    ok(&sweep_grid(
+        &[
+            "--grid",
+            "eta=0,0.2",
+            "--dim",
+            "40",
+            "--steps",
+            "100",
+            "--test-size",
+            "60",
+        ],
+        &single,
+        &[],
+    ));
+    ok(&bin().arg("plot").arg(&single).output().unwrap());
+    let svg = std::fs::read_to_string(single.join("figures/lines-eta.svg")).unwrap();
+    assert!(svg.contains("1 seed(s))") && !svg.contains("dashed"));
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(single).unwrap();
+}
