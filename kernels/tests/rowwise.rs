@@ -328,9 +328,20 @@ fn gelu_matches_reference() {
 /// erfc(-x / sqrt 2) / 2` (`libm::erfc`: relative accuracy in the left tail too). The kernels
 /// stay within 6.1 f32 ulp (`examples/gelu_accuracy.rs`, 36 M points); the bound here is 16
 /// ulp: the value's ulp for gelu, the ulp of `Phi + |x| phi` (its terms' size) for the slope,
-/// which cancels near x = -0.75.
+/// which cancels near x = -0.75. Runs each vector width this CPU has (256-bit `wide`, and
+/// 512-bit where AVX-512F is present; it says so when it is not).
 #[test]
 fn gelu_f32_is_within_ulps_of_the_f64_reference() {
+    use benign_kernels::gemm::{with_kernel_variant, KernelVariant};
+    if !KernelVariant::Avx512.is_available() {
+        eprintln!("no avx512f on this CPU: the 512-bit GELU kernels were not exercised");
+    }
+    for variant in KernelVariant::available() {
+        with_kernel_variant(variant, check_gelu_f32_ulps);
+    }
+}
+
+fn check_gelu_f32_ulps() {
     fn ulp(v: f64) -> f64 {
         let v = v.abs().max(f64::from(f32::MIN_POSITIVE));
         2f64.powi(v.log2().floor() as i32 - 23)
