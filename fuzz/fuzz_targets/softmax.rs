@@ -2,7 +2,7 @@
 //! Softmax invariants on arbitrary rows: outputs in [0, 1]; each finite row sums to 1; adding
 //! an exactly representable constant to a row changes no bit; huge and -inf logits; an all
 //! -inf row gives zeros (log-softmax: -inf) and never poisons other rows; NaN / +inf rows give
-//! NaN rows only. Also f64 against the reference.
+//! NaN rows only. Also f32 and f64 against the f64 reference.
 
 use arbitrary::Arbitrary;
 use benign_kernels::reference;
@@ -108,8 +108,19 @@ fuzz_target!(|input: Input| {
             );
         }
     }
-    // f64 against the reference.
+    // f32 against the f64 reference on the same (widened) logits: relative error within the
+    // row-wise tests' bound, plus an absolute floor for results that underflow f32.
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let mut want32 = vec![0.0f64; x.len()];
+    reference::softmax_rows(cols, &x64, &mut want32);
+    for (i, (&g, &w)) in y.iter().zip(&want32).enumerate() {
+        let g = g as f64;
+        assert!(
+            (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol as f64 * w.abs() + 1e-37,
+            "f32 element {i}: {g} vs {w}"
+        );
+    }
+    // f64 against the reference.
     let mut y64 = vec![0.0f64; x.len()];
     benign_kernels::softmax_rows(cols, &x64, &mut y64);
     let mut want = vec![0.0f64; x.len()];

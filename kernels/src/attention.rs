@@ -74,6 +74,13 @@ pub(crate) trait Lanes: Copy {
     fn add(self, other: Self) -> Self;
     fn sub(self, other: Self) -> Self;
     fn mul(self, other: Self) -> Self;
+    fn div(self, other: Self) -> Self;
+    /// Lane-wise `|x|`.
+    fn abs(self) -> Self;
+    /// Lane-wise `if self < 0 { negative } else { otherwise }` (NaN lanes take `otherwise`).
+    fn where_negative(self, negative: Self, otherwise: Self) -> Self;
+    /// Whether every lane is below `limit` (false when a lane is NaN).
+    fn all_below(self, limit: Self::E) -> bool;
     /// Lane-wise maximum (either operand when one is NaN).
     fn max(self, other: Self) -> Self;
     /// Largest lane.
@@ -121,7 +128,7 @@ pub(crate) trait Lanes: Copy {
 
 /// `wide`'s vectors: `f32x8` / `f64x4` (AVX2 + FMA on x86-64-v3, portable elsewhere).
 #[derive(Clone, Copy)]
-pub(crate) struct Wide<S: Simd>(S::V);
+pub(crate) struct Wide<S: Simd>(pub(crate) S::V);
 
 impl<S: Simd> Lanes for Wide<S> {
     type E = S;
@@ -153,6 +160,23 @@ impl<S: Simd> Lanes for Wide<S> {
     #[inline(always)]
     fn mul(self, other: Self) -> Self {
         Wide(self.0 * other.0)
+    }
+    #[inline(always)]
+    fn div(self, other: Self) -> Self {
+        Wide(self.0 / other.0)
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        Wide(S::vabs(self.0))
+    }
+    #[inline(always)]
+    fn where_negative(self, negative: Self, otherwise: Self) -> Self {
+        let mask = S::vlt(self.0, S::splat(S::ZERO));
+        Wide(S::select(mask, negative.0, otherwise.0))
+    }
+    #[inline(always)]
+    fn all_below(self, limit: S) -> bool {
+        S::all(S::vlt(self.0, S::splat(limit)))
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {

@@ -8,18 +8,21 @@
 //!
 //! # Soundness
 //!
-//! An `F32x16` is only ever created inside those two entry points, and `attention.rs` calls
-//! them only when [`crate::gemm::current_variant`] is `Avx512`, which is never the case unless
-//! the running CPU reports `avx512f` (`KernelVariant::is_available`). So every intrinsic below
-//! runs on a CPU that has it.
+//! An `F32x16` is only ever created inside those two entry points and [`gelu_pass`] (the f32
+//! GELU kernels of `activation.rs`, written over the same trait), and `attention.rs` and
+//! `activation.rs` call them only when [`crate::gemm::current_variant`] is `Avx512`, which is
+//! never the case unless the running CPU reports `avx512f` (`KernelVariant::is_available`). So
+//! every intrinsic below runs on a CPU that has it.
 
 use std::arch::x86_64::{
-    __m512, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_loadu_ps,
-    _mm512_maskz_scalef_ps, _mm512_max_ps, _mm512_mul_ps, _mm512_reduce_add_ps,
-    _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_ps, _mm512_storeu_ps, _mm512_sub_ps,
-    _CMP_GE_OQ, _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
+    __m512, _mm512_abs_ps, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_div_ps, _mm512_fmadd_ps,
+    _mm512_fnmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_maskz_scalef_ps, _mm512_max_ps,
+    _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps, _CMP_GE_OQ, _CMP_LT_OQ,
+    _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
 };
 
+use crate::activation::{run_gelu_pass, GeluPass};
 use crate::attention::{backward_sample, forward_sample, Lanes, Panels, Workspace};
 
 /// Sixteen f32 lanes in a zmm register.
@@ -69,6 +72,29 @@ impl Lanes for F32x16 {
     fn mul(self, other: Self) -> Self {
         // SAFETY: as for `fma`.
         F32x16(unsafe { _mm512_mul_ps(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn div(self, other: Self) -> Self {
+        // SAFETY: as for `fma`.
+        F32x16(unsafe { _mm512_div_ps(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        // SAFETY: as for `fma`.
+        F32x16(unsafe { _mm512_abs_ps(self.0) })
+    }
+    #[inline(always)]
+    fn where_negative(self, negative: Self, otherwise: Self) -> Self {
+        // SAFETY: as for `fma`.
+        unsafe {
+            let mask = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
+            F32x16(_mm512_mask_blend_ps(mask, otherwise.0, negative.0))
+        }
+    }
+    #[inline(always)]
+    fn all_below(self, limit: f32) -> bool {
+        // SAFETY: as for `fma`.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_set1_ps(limit)) == 0xffff }
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {
@@ -162,4 +188,15 @@ impl Lanes for F32x16 {
         // SAFETY: AVX-512F is present (module documentation).
         unsafe { run(panels, scale, qkv, probs, dcontext, beta, dqkv, ws) }
     }
+}
+
+/// One f32 GELU pass (`activation.rs`) on 512-bit vectors; call only when
+/// [`crate::gemm::current_variant`] is `Avx512` (module documentation).
+pub(crate) fn gelu_pass(pass: GeluPass) {
+    #[target_feature(enable = "avx512f")]
+    fn run(pass: GeluPass) {
+        run_gelu_pass::<F32x16>(pass)
+    }
+    // SAFETY: AVX-512F is present (module documentation).
+    unsafe { run(pass) }
 }

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Row-wise kernels (GELU forward / backward, layer norm, row softmax; f32) in `benign` and in
+PyTorch on one thread, in interleaved rounds, written into docs/performance.md.
+
+Each round runs our kernels (`kernels/examples/rowwise_bench.rs`, its own process with
+RAYON_NUM_THREADS=1), then PyTorch's on the same shapes (torch.set_num_threads(1), `out=`
+variants so neither side allocates per call), then, with --baseline-bench, an older build of
+the same example (e.g. the starting commit's kernels). A row's figure is the median over rounds
+of each round's median call; the spread is the range of the round medians.
+
+    python3 -m venv /work/venv-rowwise && /work/venv-rowwise/bin/pip install torch numpy
+    cargo build --release -p benign-kernels --example rowwise_bench
+    /work/venv-rowwise/bin/python scripts/compare_rowwise.py \
+        --bench target/release/examples/rowwise_bench [--baseline-bench OLD] [--write]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+import torch.nn.functional as F
+
+DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "performance.md")
+START, END = "<!-- rowwise-table:start -->", "<!-- rowwise-table:end -->"
+
+
+def run_bench(binary, reps):
+    env = dict(os.environ, RAYON_NUM_THREADS="1")
+    out = subprocess.run([binary, str(reps)], env=env, check=True, capture_output=True, text=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return {(r["kernel"], r["rows"], r["cols"]): r["median_seconds"] for r in rows}
+
+
+def torch_calls(kernel, rows, cols):
+    """A no-argument call of PyTorch's kernel on this shape writing into preallocated outputs."""
+    x = torch.randn(rows, cols) * 1.7
+    y = torch.empty_like(x)
+    if kernel == "gelu":
+        return lambda: torch._C._nn.gelu(x, out=y)
+    if kernel == "gelu_backward":
+        dy = torch.randn(rows, cols)
+        return lambda: torch.ops.aten.gelu_backward.grad_input(dy, x, grad_input=y)
+    if kernel == "layer_norm":
+        gamma, beta = torch.randn(cols), torch.randn(cols)
+        mean, rstd = torch.empty(rows, 1), torch.empty(rows, 1)
+        return lambda: torch.ops.aten.native_layer_norm.out(
+            x, [cols], gamma, beta, 1e-5, out0=y, out1=mean, out2=rstd
+        )
+    if kernel == "softmax_rows":
+        return lambda: torch.ops.aten._softmax.out(x, -1, False, out=y)
+    raise ValueError(kernel)
+
+
+def time_torch(keys, reps):
+    torch.set_num_threads(1)
+    medians = {}
+    with torch.no_grad():
+        for key in keys:
+            call = torch_calls(*key)
+            call()
+            seconds = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                call()
+                seconds.append(time.perf_counter() - start)
+            medians[key] = statistics.median(seconds)
+    return medians
+
+
+def copy_bandwidth(reps):
+    """GB/s of one-thread `y.copy_(x)` on 4096 x 2000 f32 (read + write): the ceiling of the
+    memory-bound rows."""
+    torch.set_num_threads(1)
+    x = torch.randn(4096, 2000)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    seconds = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        y.copy_(x)
+        seconds.append(time.perf_counter() - start)
+    return 2 * 4 * x.numel() / statistics.median(seconds) / 1e9
+
+
+def machine():
+    model = "unknown CPU"
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    ours = os.environ.get("BENIGN_GEMM_KERNEL", "auto")
+    isa = "AVX-512F" if "avx512f" in flags and ours in ("auto", "avx512") else "AVX2 + FMA"
+    return model, isa, os.cpu_count()
+
+
+def bytes_moved(kernel, rows, cols):
+    # Every array read once and written once (STREAM convention), f32.
+    arrays = {"gelu": 2, "gelu_backward": 3, "layer_norm": 2, "softmax_rows": 2}[kernel]
+    return 4 * arrays * rows * cols
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--bench", default="target/release/examples/rowwise_bench")
+    p.add_argument("--baseline-bench", help="an older build of the same example")
+    p.add_argument("--baseline-name", default="afda169")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--write", action="store_true", help="rewrite the block in docs/performance.md")
+    args = p.parse_args()
+    if args.rounds < 3:
+        p.error("--rounds: at least 3")
+    if args.reps < 1:
+        p.error("--reps: at least 1")
+
+    copy_gbps = copy_bandwidth(args.reps)
+    loads = [os.getloadavg()[0]]
+    sides = {"ours": [], "torch": [], "baseline": []}
+    for _ in range(args.rounds):
+        sides["ours"].append(run_bench(args.bench, args.reps))
+        sides["torch"].append(time_torch(list(sides["ours"][-1]), args.reps))
+        if args.baseline_bench:
+            sides["baseline"].append(run_bench(args.baseline_bench, args.reps))
+        loads.append(os.getloadavg()[0])
+
+    def summary(side, key):
+        values = [r[key] for r in sides[side] if key in r]
+        return (statistics.median(values), min(values), max(values)) if values else None
+
+    model, isa, cores = machine()
+    lines = [
+        f"Measured {datetime.date.today()} on {model} ({cores} logical CPUs, {platform.machine()}),"
+        f" ours on {isa} vectors, PyTorch {torch.__version__} (CPU capability"
+        f" {torch.backends.cpu.get_cpu_capability()}), f32, 1 thread each, {args.rounds}"
+        f" interleaved rounds of {args.reps} calls; 1-minute load average before and after each"
+        f" round: {', '.join(f'{v:.1f}' for v in loads)}. The machine is shared: compare the"
+        " ratios, measured side by side, rather than absolute figures. One-thread copy"
+        f" bandwidth (PyTorch `y.copy_(x)`, 4096x2000 f32, read + write): {copy_gbps:.1f} GB/s,"
+        " the ceiling of the 4096-row shapes (the 180-row ones fit in L2).",
+        "",
+        "Time per call: median over rounds of each round's median (range of the round medians)."
+        " *vs PyTorch* is PyTorch's time over ours (above 1: ours is faster)"
+        + (f"; *vs {args.baseline_name}* is that build's time over ours." if args.baseline_bench else "."),
+        "",
+        "| kernel | shape | ours ms | GB/s | PyTorch ms | vs PyTorch"
+        + (f" | {args.baseline_name} ms | vs {args.baseline_name} |" if args.baseline_bench else " |"),
+        "|---|---|--:|--:|--:|--:" + ("|--:|--:|" if args.baseline_bench else "|"),
+    ]
+    for key in sides["ours"][0]:
+        kernel, rows, cols = key
+        ours, torch_t = summary("ours", key), summary("torch", key)
+        cell = lambda s: f"{1e3 * s[0]:.3f} ({1e3 * s[1]:.3f}-{1e3 * s[2]:.3f})"
+        row = (
+            f"| {kernel} | {rows}x{cols} | {cell(ours)} | {bytes_moved(*key) / ours[0] / 1e9:.1f}"
+            f" | {cell(torch_t)} | {torch_t[0] / ours[0]:.2f}"
+        )
+        if args.baseline_bench:
+            base = summary("baseline", key)
+            row += f" | {cell(base)} | {base[0] / ours[0]:.2f}" if base else " | - | -"
+        lines.append(row + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        with open(DOC) as f:
+            doc = f.read()
+        block = f"{START}\n{table}\n{END}"
+        if START in doc:
+            head, rest = doc.split(START, 1)
+            doc = head + block + rest.split(END, 1)[1]
+        else:
+            doc = doc.rstrip("\n") + "\n\n## Row-wise kernels against PyTorch\n\n" + (
+                "Generated by `scripts/compare_rowwise.py` (see its docstring for the venv and the"
+                " build).\n\n"
+            ) + block + "\n"
+        with open(DOC, "w") as f:
+            f.write(doc)
+
+
+if __name__ == "__main__":
+    main()
