@@ -7,7 +7,7 @@
 use benign_kernels::Float;
 
 use super::params::{ParamId, ParamStore};
-use super::tape::Gradients;
+use super::gradients::Gradients;
 
 fn lr_and_decay<T: Float>(
     store: &ParamStore<T>,
