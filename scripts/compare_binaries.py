@@ -78,13 +78,16 @@ def jobs(data_dir):
 
 
 def stdout_json(text):
-    lines = [json.loads(l) for l in text.splitlines() if l.strip().startswith(("{", "["))]
-    if not lines:
-        try:
-            lines = [json.loads(text)]
-        except json.JSONDecodeError:
-            return text
-    return normalise(lines)
+    """One JSON document (possibly pretty-printed), else JSON lines, else the raw text."""
+    try:
+        return normalise([json.loads(text)])
+    except json.JSONDecodeError:
+        pass
+    try:
+        lines = [json.loads(l) for l in text.splitlines() if l.strip().startswith(("{", "["))]
+    except json.JSONDecodeError:
+        return text
+    return normalise(lines) if lines else text
 
 
 def main():
