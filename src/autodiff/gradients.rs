@@ -71,7 +71,8 @@ impl<T: Float> Gradients<T> {
 
     /// Gradient with respect to `var`, or `None` if the loss does not depend on it.
     pub fn get(&self, var: Var) -> Option<&[T]> {
-        self.position(var).map(|pos| self.entries[pos].grad.as_slice())
+        self.position(var)
+            .map(|pos| self.entries[pos].grad.as_slice())
     }
 
     /// Moves the gradient of `var` out (no copy).
@@ -113,7 +114,9 @@ impl<T: Float> Gradients<T> {
     /// Adds `other`'s gradient of every parameter this holds a gradient of (`self += other`).
     fn add_params(&mut self, other: &Gradients<T>) {
         for entry in &mut self.entries {
-            let param = entry.param.expect("chunk gradients are parameters' gradients");
+            let param = entry
+                .param
+                .expect("chunk gradients are parameters' gradients");
             if let Some(g) = other.param(param) {
                 for (a, &b) in entry.grad.iter_mut().zip(g) {
                     *a += b;

@@ -16,9 +16,9 @@
 //! - [`Tensor`]: up to 4-D, contiguous row-major, `f32` or `f64` ([`Float`]).
 //! - [`Tape`]: an arena of nodes; [`Var`] is a `Copy` handle (index + generation). Ops are methods
 //!   of the tape (files under `ops/`, one per family), each recording its backward rule beside
-//!   its forward pass; buffers an op saves belong to the tape, which pools them for every op. [`Tape::backward`] returns
-//!   [`Gradients`] for the leaves; a value used several times accumulates its gradients.
-//!   [`Tape::clear`] keeps every allocation for the next step.
+//!   its forward pass; buffers an op saves belong to the tape, which pools them for every op.
+//!   [`Tape::backward`] returns [`Gradients`] for the leaves; a value used several times
+//!   accumulates its gradients. [`Tape::clear`] keeps every allocation for the next step.
 //! - [`Gradients`]: found by leaf handle or, in constant time, by [`ParamId`];
 //!   [`sum_chunk_gradients`] sums a data-parallel batch's chunks in a fixed order.
 //! - [`ParamStore`], [`Sgd`], [`AdamW`], [`clip_grad_norm`]: training.
@@ -35,8 +35,8 @@ pub mod params;
 pub mod tape;
 pub mod tensor;
 
-pub use ops::attention::AttentionOutput;
 pub use gradients::{sum_chunk_gradients, GradEntry, Gradients};
+pub use ops::attention::AttentionOutput;
 pub use optim::{clip_grad_norm, AdamW, Sgd};
 pub use params::{GroupId, ParamGroup, ParamId, ParamStore};
 pub use tape::{MemoryStats, Tape, Var};

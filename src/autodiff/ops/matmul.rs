@@ -237,7 +237,6 @@ impl MatMul {
             );
         }
     }
-
 }
 
 impl<T: Float> Op<T> for MatMul {

@@ -23,12 +23,11 @@ use super::tape::BackwardCtx;
 /// What a recorded node keeps for the backward pass: its input edges and its backward rule.
 ///
 /// An op holds indices and sizes only. Element buffers its backward rule needs (statistics,
-/// saved derivatives) are handed to [`Tape::push_op`] as the node's one saved buffer and read back
+/// saved derivatives) are handed to `Tape::push_op` as the node's one saved buffer and read back
 /// with [`BackwardCtx::saved`]; the tape owns them, so it returns every one of them to the pool
 /// and counts them in [`Tape::memory`] whatever the op, and there is no per-op release code to
 /// forget.
 ///
-/// [`Tape::push_op`]: crate::autodiff::Tape
 /// [`Tape::memory`]: crate::autodiff::Tape::memory
 pub(crate) trait Op<T: Float>: Send + Sync + 'static {
     /// Calls `f` with the arena index of every input.
