@@ -15,9 +15,12 @@
 //!
 //! - [`Tensor`]: up to 4-D, contiguous row-major, `f32` or `f64` ([`Float`]).
 //! - [`Tape`]: an arena of nodes; [`Var`] is a `Copy` handle (index + generation). Ops are methods
-//!   of the tape (files under `ops/`, one per family). [`Tape::backward`] returns
-//!   [`Gradients`] for the leaves; a value used several times accumulates its gradients.
-//!   [`Tape::clear`] keeps every allocation for the next step.
+//!   of the tape (files under `ops/`, one per family), each recording its backward rule beside
+//!   its forward pass; buffers an op saves belong to the tape, which pools them for every op.
+//!   [`Tape::backward`] returns [`Gradients`] for the leaves; a value used several times
+//!   accumulates its gradients. [`Tape::clear`] keeps every allocation for the next step.
+//! - [`Gradients`]: found by leaf handle or, in constant time, by [`ParamId`];
+//!   [`sum_chunk_gradients`] sums a data-parallel batch's chunks in a fixed order.
 //! - [`ParamStore`], [`Sgd`], [`AdamW`], [`clip_grad_norm`]: training.
 //!
 //! Graph-construction mistakes (shape mismatches, stale handles) are programming errors and
@@ -25,14 +28,16 @@
 //!
 //! [`Float`]: benign_kernels::Float
 
+pub mod gradients;
 mod ops;
 pub mod optim;
 pub mod params;
 pub mod tape;
 pub mod tensor;
 
+pub use gradients::{sum_chunk_gradients, GradEntry, Gradients};
 pub use ops::attention::AttentionOutput;
 pub use optim::{clip_grad_norm, AdamW, Sgd};
 pub use params::{GroupId, ParamGroup, ParamId, ParamStore};
-pub use tape::{GradEntry, Gradients, MemoryStats, Tape, Var};
+pub use tape::{MemoryStats, Tape, Var};
 pub use tensor::{Shape, Tensor, MAX_RANK};

@@ -6,8 +6,8 @@
 
 use benign_kernels::Float;
 
+use super::gradients::Gradients;
 use super::params::{ParamId, ParamStore};
-use super::tape::Gradients;
 
 fn lr_and_decay<T: Float>(
     store: &ParamStore<T>,

@@ -1,7 +1,7 @@
 //! The tape: a plain arena of nodes, values addressed by `Copy` handles.
 //!
-//! Every op appends one node holding its output value and what its backward pass needs (input
-//! indices, plus saved statistics for a few ops). [`Tape::backward`] walks the arena once in
+//! Every op appends one node holding its output value and, when it records, its backward rule
+//! (an [`Op`]: input indices and sizes) plus at most one saved buffer of statistics. [`Tape::backward`] walks the arena once in
 //! reverse. Buffers come from a pool keyed by length, so after [`Tape::clear`] the next step of a
 //! training loop reuses the same allocations: memory stays flat however many steps run.
 //!
@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use benign_kernels::{self as k, Float};
 
+use super::gradients::{GradEntry, Gradients};
 use super::ops::Op;
 use super::params::{ParamId, ParamStore};
 use super::tensor::{Shape, Tensor};
@@ -59,7 +60,11 @@ impl<T> Storage<T> {
 pub(crate) struct Node<T> {
     pub(crate) shape: Shape,
     pub(crate) value: Storage<T>,
-    pub(crate) op: Op<T>,
+    /// The backward rule; `None` for leaves and for values computed with recording off.
+    op: Option<Box<dyn Op<T>>>,
+    /// Elements the backward rule reads besides the values (empty when there are none). Owned
+    /// here rather than by the op, so clearing returns it to the pool for every op alike.
+    saved: Vec<T>,
     pub(crate) requires_grad: bool,
     pub(crate) param: Option<ParamId>,
 }
@@ -135,67 +140,6 @@ pub struct MemoryStats {
     pub fresh_allocations: u64,
 }
 
-/// Gradients of the leaves a backward pass was asked for.
-#[derive(Debug)]
-pub struct Gradients<T> {
-    generation: u32,
-    entries: Vec<GradEntry<T>>,
-}
-
-/// The gradient of one leaf.
-#[derive(Debug)]
-pub struct GradEntry<T> {
-    /// Arena index of the leaf.
-    pub index: usize,
-    /// The parameter the leaf was created from, if any.
-    pub param: Option<ParamId>,
-    pub grad: Vec<T>,
-}
-
-impl<T: Float> Gradients<T> {
-    /// Gradient with respect to `var`, or `None` if the loss does not depend on it.
-    pub fn get(&self, var: Var) -> Option<&[T]> {
-        assert_eq!(
-            var.generation, self.generation,
-            "handle from another tape generation"
-        );
-        self.entries
-            .iter()
-            .find(|e| e.index == var.index())
-            .map(|e| e.grad.as_slice())
-    }
-
-    /// Moves the gradient of `var` out (no copy).
-    pub fn take(&mut self, var: Var) -> Option<Vec<T>> {
-        assert_eq!(
-            var.generation, self.generation,
-            "handle from another tape generation"
-        );
-        let pos = self.entries.iter().position(|e| e.index == var.index())?;
-        Some(self.entries.swap_remove(pos).grad)
-    }
-
-    /// Gradient with respect to a parameter of a [`ParamStore`].
-    pub fn param(&self, id: ParamId) -> Option<&[T]> {
-        self.entries
-            .iter()
-            .find(|e| e.param == Some(id))
-            .map(|e| e.grad.as_slice())
-    }
-
-    pub fn entries(&self) -> &[GradEntry<T>] {
-        &self.entries
-    }
-
-    pub fn entries_mut(&mut self) -> &mut [GradEntry<T>] {
-        &mut self.entries
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
 /// The reverse-mode tape. One per thread; reuse it across steps with [`Tape::clear`].
 pub struct Tape<T: Float> {
     pub(crate) nodes: Vec<Node<T>>,
@@ -230,7 +174,7 @@ impl<T: Float> Tape<T> {
             if let Storage::Owned(buf) = node.value {
                 self.pool.put(buf);
             }
-            node.op.release(&mut self.pool);
+            self.pool.put(node.saved);
         }
         for grad in self.grads.drain(..).flatten() {
             self.pool.put(grad);
@@ -260,7 +204,7 @@ impl<T: Float> Tape<T> {
 
     /// Number of nodes that recorded a backward rule (0 in evaluation mode).
     pub fn recorded_ops(&self) -> usize {
-        self.nodes.iter().filter(|n| !n.op.is_leaf()).count()
+        self.nodes.iter().filter(|n| n.op.is_some()).count()
     }
 
     pub fn len(&self) -> usize {
@@ -279,7 +223,7 @@ impl<T: Float> Tape<T> {
             .map(|n| match &n.value {
                 Storage::Owned(v) => v.len() * size,
                 Storage::Shared(_) => 0,
-            } + n.op.saved_len() * size)
+            } + n.saved.len() * size)
             .sum();
         let grads: usize = self.grads.iter().flatten().map(|g| g.len() * size).sum();
         MemoryStats {
@@ -298,7 +242,7 @@ impl<T: Float> Tape<T> {
 
     /// Hands every gradient buffer back to the pool.
     pub fn recycle_gradients(&mut self, grads: Gradients<T>) {
-        for e in grads.entries {
+        for e in grads.into_entries() {
             self.pool.put(e.grad);
         }
     }
@@ -322,7 +266,8 @@ impl<T: Float> Tape<T> {
         self.push_node(Node {
             shape,
             value,
-            op: Op::Leaf,
+            op: None,
+            saved: Vec::new(),
             requires_grad,
             param,
         })
@@ -447,23 +392,31 @@ impl<T: Float> Tape<T> {
         self.nodes[i].shape
     }
 
-    /// Appends an op's output. `op` is dropped (its buffers recycled) when nothing upstream
+    /// Appends an op's output with its backward rule and the buffer that rule reads (`saved`,
+    /// empty for none). Both are dropped, the buffer back to the pool, when nothing upstream
     /// requires a gradient, so evaluation mode records nothing.
-    pub(crate) fn push_op(&mut self, shape: Shape, value: Vec<T>, op: Op<T>) -> Var {
+    pub(crate) fn push_op(
+        &mut self,
+        shape: Shape,
+        value: Vec<T>,
+        op: impl Op<T>,
+        saved: Vec<T>,
+    ) -> Var {
         debug_assert_eq!(value.len(), shape.numel());
         let mut requires_grad = false;
-        op.for_each_input(|i| requires_grad |= self.nodes[i].requires_grad);
+        op.inputs(&mut |i| requires_grad |= self.nodes[i].requires_grad);
         requires_grad &= self.grad_enabled;
-        let op = if requires_grad {
-            op
+        let (op, saved) = if requires_grad {
+            (Some(Box::new(op) as Box<dyn Op<T>>), saved)
         } else {
-            op.release(&mut self.pool);
-            Op::Leaf
+            self.pool.put(saved);
+            (None, Vec::new())
         };
         self.push_node(Node {
             shape,
             value: Storage::Owned(value),
             op,
+            saved,
             requires_grad,
             param: None,
         })
@@ -476,7 +429,8 @@ impl<T: Float> Tape<T> {
         self.push_node(Node {
             shape,
             value: Storage::Owned(value),
-            op: Op::Leaf,
+            op: None,
+            saved: Vec::new(),
             requires_grad: false,
             param: None,
         })
@@ -551,7 +505,7 @@ impl<T: Float> Tape<T> {
             }
             None => {
                 for (i, node) in self.nodes[..count].iter().enumerate() {
-                    if node.requires_grad && node.op.is_leaf() {
+                    if node.requires_grad && node.op.is_none() {
                         self.needed[i] = true;
                         wanted_leaves.push(i);
                     }
@@ -560,9 +514,11 @@ impl<T: Float> Tape<T> {
         }
         for i in 0..count {
             if !self.needed[i] && self.nodes[i].requires_grad {
-                let mut any = false;
-                self.nodes[i].op.for_each_input(|j| any |= self.needed[j]);
-                self.needed[i] = any;
+                if let Some(op) = &self.nodes[i].op {
+                    let mut any = false;
+                    op.inputs(&mut |j| any |= self.needed[j]);
+                    self.needed[i] = any;
+                }
             }
         }
         for grad in self.grads.drain(..).flatten() {
@@ -580,30 +536,28 @@ impl<T: Float> Tape<T> {
             grads: &mut self.grads,
             pool: &mut self.pool,
         };
+        let nodes = ctx.nodes;
         for i in (0..count).rev() {
-            if !ctx.needed[i] || ctx.nodes[i].op.is_leaf() {
+            let Some(op) = &nodes[i].op else {
+                continue;
+            };
+            if !ctx.needed[i] {
                 continue;
             }
             let Some(dy) = ctx.grads[i].take() else {
                 continue;
             };
-            ctx.nodes[i].op.backward(&mut ctx, i, &dy);
+            op.backward(&mut ctx, i, &dy);
             ctx.pool.put(dy);
         }
         let entries = wanted_leaves
             .into_iter()
             .filter_map(|i| {
-                self.grads[i].take().map(|grad| GradEntry {
-                    index: i,
-                    param: self.nodes[i].param,
-                    grad,
-                })
+                let grad = self.grads[i].take()?;
+                Some(GradEntry::new(i, self.nodes[i].param, grad))
             })
             .collect();
-        Gradients {
-            generation: self.generation,
-            entries,
-        }
+        Gradients::new(self.generation, entries)
     }
 }
 
@@ -622,6 +576,11 @@ impl<'a, T: Float> BackwardCtx<'a, T> {
 
     pub(crate) fn shape(&self, i: usize) -> Shape {
         self.nodes[i].shape
+    }
+
+    /// The buffer node `i` saved for its backward rule (see [`Tape::push_op`]).
+    pub(crate) fn saved(&self, i: usize) -> &'a [T] {
+        &self.nodes[i].saved
     }
 
     /// Whether node `i` wants a gradient contribution.

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::model::{cls_attention, max_cls_attention, Classifier};
-use crate::autodiff::{clip_grad_norm, AdamW, Gradients, ParamId, Tape};
+use crate::autodiff::{clip_grad_norm, sum_chunk_gradients, AdamW, Gradients, ParamId, Tape};
 use crate::realdata::TokenizedSplit;
 use crate::{Error, Result};
 
@@ -330,23 +330,12 @@ impl<T: Float> Trainer<T> {
                 })
                 .collect();
             let step = self.steps_done;
-            let mut results = results.into_iter();
-            let first = results.next().expect("a batch has at least one chunk");
-            let (mut batch_loss, mut batch_correct, mut grads) =
-                (first.loss_sum, first.correct, first.grads);
-            for (i, other) in results.enumerate() {
-                batch_loss += other.loss_sum;
-                batch_correct += other.correct;
-                for entry in grads.entries_mut() {
-                    let param = entry.param.expect("every gradient is a parameter's");
-                    if let Some(g) = other.grads.param(param) {
-                        for (a, &b) in entry.grad.iter_mut().zip(g) {
-                            *a += b;
-                        }
-                    }
-                }
-                self.tapes[i + 1].recycle_gradients(other.grads);
-            }
+            // Summed in chunk order, as the gradients are (-0.0 is the exact identity of addition,
+            // so the sum starts from the first chunk's loss).
+            let batch_loss = results.iter().map(|r| r.loss_sum).fold(-0.0, |a, b| a + b);
+            let batch_correct: usize = results.iter().map(|r| r.correct).sum();
+            let mut grads =
+                sum_chunk_gradients(results.into_iter().map(|r| r.grads), &mut self.tapes);
             let mean_loss = batch_loss / batch_len;
             if !mean_loss.is_finite() {
                 return Err(Error::NonFinite {

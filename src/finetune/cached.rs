@@ -30,7 +30,7 @@
 use benign_kernels::Float;
 use rayon::prelude::*;
 
-use crate::autodiff::{clip_grad_norm, AdamW, Gradients, Tape, Var};
+use crate::autodiff::{clip_grad_norm, sum_chunk_gradients, AdamW, Gradients, Tape, Var};
 use crate::classifier::embed::key_padding_mask;
 use crate::classifier::model::max_cls_attention;
 use crate::classifier::{Classifier, Evaluation, TrainConfig, Trainer};
@@ -330,20 +330,10 @@ impl CachedTrainer {
                 })
                 .collect();
             let step = self.schedule.steps_done;
-            let mut results = results.into_iter();
-            let (mut batch_loss, mut grads) = results.next().expect("a batch has a chunk");
-            for (i, (other_loss, other)) in results.enumerate() {
-                batch_loss += other_loss;
-                for entry in grads.entries_mut() {
-                    let param = entry.param.expect("every gradient is a parameter's");
-                    if let Some(g) = other.param(param) {
-                        for (a, &b) in entry.grad.iter_mut().zip(g) {
-                            *a += b;
-                        }
-                    }
-                }
-                self.tapes[i + 1].recycle_gradients(other);
-            }
+            // -0.0 is the exact identity of addition: the sum is the first chunk's loss plus the
+            // others in chunk order, as the gradients are summed.
+            let batch_loss = results.iter().map(|r| r.0).fold(-0.0, |a, b| a + b);
+            let mut grads = sum_chunk_gradients(results.into_iter().map(|r| r.1), &mut self.tapes);
             if !(batch_loss / batch_len).is_finite() {
                 return Err(Error::NonFinite {
                     step,

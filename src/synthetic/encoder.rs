@@ -269,7 +269,7 @@ impl<T: Float> EncoderTrainer<T> {
             .iter()
             .find(|e| e.grad.iter().any(|g| !g.is_finite()))
         {
-            let name = bad.param.map_or("input", |id| self.model.store.name(id));
+            let name = bad.param().map_or("input", |id| self.model.store.name(id));
             return Err(Error::NonFinite {
                 step,
                 quantity: format!("gradient of {name}"),

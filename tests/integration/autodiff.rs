@@ -514,3 +514,79 @@ fn the_training_entry_point_allocates_nothing_after_the_first_step() {
     assert_eq!(gw, reference.grad_w);
     assert_eq!(gp, reference.grad_p);
 }
+
+/// Every op that saves a buffer for its backward pass (layer norm, linear with GELU,
+/// cross-entropy, logistic loss) hands it back to the pool on clear: after a warm-up step the
+/// tape allocates nothing, and a cleared tape holds no live bytes.
+#[test]
+fn saved_buffers_return_to_the_pool() {
+    let mut store = ParamStore::<f64>::new();
+    let w = store.add(
+        "w",
+        Tensor::new(&[3, 4], (0..12).map(|i| 0.1 * i as f64 - 0.5).collect()),
+    );
+    let gamma = store.add("gamma", Tensor::new(&[4], vec![1.0; 4]));
+    let beta = store.add("beta", Tensor::zeros(&[4]));
+    let x: Vec<f64> = (0..8).map(|i| (i as f64 * 0.7).sin()).collect();
+    let mut tape = Tape::new();
+    let mut stats = Vec::new();
+    for _ in 0..4 {
+        tape.clear();
+        assert_eq!(tape.memory().live_bytes, 0, "a cleared tape holds nothing");
+        let xv = tape.constant(&[2, 4], &x);
+        let (g, b) = (tape.param(&store, gamma), tape.param(&store, beta));
+        let h = tape.layer_norm(xv, g, b, 1e-5);
+        let wv = tape.param(&store, w);
+        let logits = tape.linear_gelu(h, wv, None);
+        let ce = tape.cross_entropy(logits, &[0, 2]);
+        let margin = tape.sum_axis(logits, 1);
+        let logistic = tape.logistic_loss(margin, &[1.0, -1.0]);
+        let loss = tape.add(ce, logistic);
+        let grads = tape.backward(loss);
+        assert_eq!(grads.entries().len(), 3);
+        tape.recycle_gradients(grads);
+        stats.push(tape.memory());
+    }
+    tape.clear();
+    assert_eq!(tape.memory().live_bytes, 0);
+    assert_eq!(stats[1].fresh_allocations, stats[3].fresh_allocations);
+    assert_eq!(stats[1].live_bytes, stats[3].live_bytes);
+}
+
+#[test]
+fn gradients_are_found_by_parameter_and_chunks_sum_by_parameter() {
+    let mut store = ParamStore::<f64>::new();
+    let a = store.add("a", Tensor::new(&[2], vec![1.0, 2.0]));
+    let b = store.add("b", Tensor::new(&[2], vec![3.0, 4.0]));
+    let c = store.add("c", Tensor::new(&[1], vec![0.5]));
+    let mut tapes: Vec<Tape<f64>> = (0..3).map(|_| Tape::new()).collect();
+    let mut parts = Vec::new();
+    for (i, tape) in tapes.iter_mut().enumerate() {
+        // L = (i + 1) c sum(a b): dL/da = (i + 1) c b, dL/db = (i + 1) c a, dL/dc = (i + 1) 11.
+        let (av, bv, cv) = (
+            tape.param(&store, a),
+            tape.param(&store, b),
+            tape.param(&store, c),
+        );
+        let ab = tape.mul(av, bv);
+        let abc = tape.mul(ab, cv);
+        let scaled = tape.scale(abc, (i + 1) as f64);
+        let loss = tape.sum_all(scaled);
+        let grads = tape.backward(loss);
+        assert_eq!(grads.param(c).unwrap(), &[11.0 * (i + 1) as f64]);
+        if i == 0 {
+            // Taking a leaf's gradient out moves another entry; the index follows it.
+            let mut copy = tape.backward(loss);
+            assert_eq!(copy.take(av).unwrap(), &[1.5, 2.0]);
+            assert!(copy.param(a).is_none());
+            assert_eq!(copy.param(b).unwrap(), &[0.5, 1.0]);
+            assert_eq!(copy.param(c).unwrap(), &[11.0]);
+            tape.recycle_gradients(copy);
+        }
+        parts.push(grads);
+    }
+    let sum = benign::autodiff::sum_chunk_gradients(parts, &mut tapes);
+    assert_eq!(sum.param(a).unwrap(), &[9.0, 12.0]);
+    assert_eq!(sum.param(b).unwrap(), &[3.0, 6.0]);
+    assert_eq!(sum.param(c).unwrap(), &[66.0]);
+}

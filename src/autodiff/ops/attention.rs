@@ -116,7 +116,7 @@ impl<T: Float> Tape<T> {
             probs: probabilities.index(),
             ..op
         };
-        let context = self.push_op(Shape::new(&[batch, seq, d]), context, Op::Attention(op));
+        let context = self.push_op(Shape::new(&[batch, seq, d]), context, op, Vec::new());
         AttentionOutput {
             context,
             probabilities,
@@ -124,12 +124,12 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl MultiHeadAttention {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for MultiHeadAttention {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.qkv);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dc: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dc: &[T]) {
         if !ctx.needs(self.qkv) {
             return;
         }

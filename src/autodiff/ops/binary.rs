@@ -178,26 +178,23 @@ impl<T: Float> Tape<T> {
         } else {
             plan.for_each(|o, ia, ib| out[o] = f(av[ia], bv[ib]));
         }
-        self.push_op(
-            shape,
-            out,
-            Op::Binary(Binary {
-                kind,
-                a: ai,
-                b: bi,
-                plan,
-            }),
-        )
+        let op = Binary {
+            kind,
+            a: ai,
+            b: bi,
+            plan,
+        };
+        self.push_op(shape, out, op, Vec::new())
     }
 }
 
-impl Binary {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Binary {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.a);
         f(self.b);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let (a, b, y) = (ctx.value(self.a), ctx.value(self.b), ctx.value(out));
         let kind = self.kind;
         // Local derivative of y with respect to each operand at (out, a, b) indices.

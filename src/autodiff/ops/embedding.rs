@@ -34,25 +34,28 @@ impl<T: Float> Tape<T> {
         for (row, &id) in out.chunks_exact_mut(width.max(1)).zip(ids) {
             row.copy_from_slice(&tv[id * width..(id + 1) * width]);
         }
-        let op = if self.records(&[ti]) {
-            Op::Embedding(Embedding {
-                table: ti,
-                ids: ids.to_vec(),
-                width,
-            })
+        let shape = Shape::new(&[ids.len(), width]);
+        // The ids are copied only for a backward pass that will read them.
+        let ids = if self.records(&[ti]) {
+            ids.to_vec()
         } else {
-            Op::Leaf
+            Vec::new()
         };
-        self.push_op(Shape::new(&[ids.len(), width]), out, op)
+        let op = Embedding {
+            table: ti,
+            ids,
+            width,
+        };
+        self.push_op(shape, out, op, Vec::new())
     }
 }
 
-impl Embedding {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Embedding {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.table);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         if !ctx.needs(self.table) {
             return;
         }

@@ -9,17 +9,16 @@
 
 use benign_kernels::{self as k, Float};
 
-use crate::autodiff::tape::{BackwardCtx, Pool, Tape, Var};
+use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 
 use super::Op;
 
-pub(crate) struct LayerNorm<T> {
+/// Saves each row's mean followed by each row's `rstd` (`2 rows` elements).
+pub(crate) struct LayerNorm {
     x: usize,
     gamma: usize,
     beta: usize,
     cols: usize,
-    mean: Vec<T>,
-    rstd: Vec<T>,
 }
 
 impl<T: Float> Tape<T> {
@@ -37,8 +36,8 @@ impl<T: Float> Tape<T> {
         }
         let rows = shape.numel() / cols.max(1);
         let mut out = self.buffer(shape.numel());
-        let mut mean = self.buffer(rows);
-        let mut rstd = self.buffer(rows);
+        let mut stats = self.buffer(2 * rows);
+        let (mean, rstd) = stats.split_at_mut(rows);
         k::layer_norm(
             cols,
             eps,
@@ -46,45 +45,30 @@ impl<T: Float> Tape<T> {
             self.node_value(gi),
             self.node_value(bi),
             &mut out,
-            &mut mean,
-            &mut rstd,
+            mean,
+            rstd,
         );
-        let op = if self.records(&[xi, gi, bi]) {
-            Op::LayerNorm(LayerNorm {
-                x: xi,
-                gamma: gi,
-                beta: bi,
-                cols,
-                mean,
-                rstd,
-            })
-        } else {
-            self.pool.put(mean);
-            self.pool.put(rstd);
-            Op::Leaf
+        let op = LayerNorm {
+            x: xi,
+            gamma: gi,
+            beta: bi,
+            cols,
         };
-        self.push_op(shape, out, op)
+        self.push_op(shape, out, op, stats)
     }
 }
 
-impl<T: Float> LayerNorm<T> {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for LayerNorm {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
         f(self.gamma);
         f(self.beta);
     }
 
-    pub(crate) fn release(self, pool: &mut Pool<T>) {
-        pool.put(self.mean);
-        pool.put(self.rstd);
-    }
-
-    pub(crate) fn saved_len(&self) -> usize {
-        self.mean.len() + self.rstd.len()
-    }
-
-    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let (x, gamma) = (ctx.value(self.x), ctx.value(self.gamma));
+        let stats = ctx.saved(out);
+        let (mean, rstd) = stats.split_at(stats.len() / 2);
         let mut dx = ctx.scratch(x.len());
         let mut dgamma = ctx.scratch(self.cols);
         let mut dbeta = ctx.scratch(self.cols);
@@ -92,8 +76,8 @@ impl<T: Float> LayerNorm<T> {
             self.cols,
             x,
             gamma,
-            &self.mean,
-            &self.rstd,
+            mean,
+            rstd,
             dy,
             &mut dx,
             &mut dgamma,

@@ -101,7 +101,7 @@ impl<T: Float> Tape<T> {
             outer,
             inner,
         };
-        self.push_op(out_shape, out, Op::Concat(op))
+        self.push_op(out_shape, out, op, Vec::new())
     }
 
     /// Elements `start .. start + len` along `axis` (the axis keeps its place, with size len).
@@ -159,7 +159,7 @@ impl<T: Float> Tape<T> {
             start,
             take,
         };
-        self.push_op(out_shape, out, Op::Slice(op))
+        self.push_op(out_shape, out, op, Vec::new())
     }
 
     /// The same elements under new dimensions (the element count must not change).
@@ -176,7 +176,7 @@ impl<T: Float> Tape<T> {
         );
         let mut out = self.buffer(shape.numel());
         out.copy_from_slice(self.node_value(xi));
-        self.push_op(out_shape, out, Op::Reshape(Reshape { x: xi }))
+        self.push_op(out_shape, out, Reshape { x: xi }, Vec::new())
     }
 
     /// Swaps two axes.
@@ -222,16 +222,16 @@ impl<T: Float> Tape<T> {
         let mut out = self.buffer(shape.numel());
         let xv = self.node_value(xi);
         op.for_each(|o, i| out[o] = xv[i]);
-        self.push_op(Shape::new(&dims), out, Op::Permute(op))
+        self.push_op(Shape::new(&dims), out, op, Vec::new())
     }
 }
 
-impl Concat {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Concat {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         self.inputs.iter().for_each(|&i| f(i));
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         let total: usize = self.lens.iter().sum();
         let inner = self.inner;
         let mut offset = 0;
@@ -249,12 +249,12 @@ impl Concat {
     }
 }
 
-impl Slice {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Slice {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         if !ctx.needs(self.x) {
             return;
         }
@@ -273,12 +273,12 @@ impl Slice {
     }
 }
 
-impl Reshape {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Reshape {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         if ctx.needs(self.x) {
             let (dx, fresh) = ctx.grad(self.x);
             write_or_add(dx, fresh, |i| dy[i]);
@@ -286,12 +286,12 @@ impl Reshape {
     }
 }
 
-impl Permute {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Permute {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         if !ctx.needs(self.x) {
             return;
         }

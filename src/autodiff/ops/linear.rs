@@ -18,12 +18,14 @@
 
 use benign_kernels::{self as k, Float, Transpose};
 
-use crate::autodiff::tape::{write_or_add, BackwardCtx, Pool, Tape, Var};
+use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 
 use super::matmul::product;
 use super::Op;
 
-pub(crate) struct Linear<T> {
+/// Saves `gelu'(z)` when GELU follows and the tape records gradients (nothing otherwise): the
+/// forward pass evaluates `Phi(z)` once for both `gelu(z)` and `gelu'(z)`.
+pub(crate) struct Linear {
     x: usize,
     weight: usize,
     bias: Option<usize>,
@@ -31,9 +33,6 @@ pub(crate) struct Linear<T> {
     rows: usize,
     inputs: usize,
     outputs: usize,
-    /// `gelu'(z)` when GELU follows and the tape records gradients (empty otherwise): saved by
-    /// the forward pass, which evaluates `Phi(z)` once for both `gelu(z)` and `gelu'(z)`.
-    gelu_slope: Vec<T>,
 }
 
 impl<T: Float> Tape<T> {
@@ -153,14 +152,13 @@ impl<T: Float> Tape<T> {
             rows,
             inputs,
             outputs,
-            gelu_slope,
         };
-        self.push_op(out_shape, out, Op::Linear(op))
+        self.push_op(out_shape, out, op, gelu_slope)
     }
 }
 
-impl<T: Float> Linear<T> {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Linear {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
         f(self.weight);
         if let Some(b) = self.bias {
@@ -171,21 +169,14 @@ impl<T: Float> Linear<T> {
         }
     }
 
-    pub(crate) fn release(self, pool: &mut Pool<T>) {
-        pool.put(self.gelu_slope);
-    }
-
-    pub(crate) fn saved_len(&self) -> usize {
-        self.gelu_slope.len()
-    }
-
-    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let (rows, n_in, n_out) = (self.rows, self.inputs, self.outputs);
-        let gelu_grad = if self.gelu_slope.is_empty() {
+        let gelu_slope = ctx.saved(out);
+        let gelu_grad = if gelu_slope.is_empty() {
             None
         } else {
             let mut dz = ctx.scratch(dy.len());
-            for ((d, &g), &slope) in dz.iter_mut().zip(dy).zip(&self.gelu_slope) {
+            for ((d, &g), &slope) in dz.iter_mut().zip(dy).zip(gelu_slope) {
                 *d = g * slope;
             }
             Some(dz)

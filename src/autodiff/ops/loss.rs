@@ -14,20 +14,20 @@
 
 use benign_kernels::{self as k, Float};
 
-use crate::autodiff::tape::{write_or_add, BackwardCtx, Pool, Tape, Var};
+use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
 use super::Op;
 
-pub(crate) struct Logistic<T> {
+/// Saves the labels.
+pub(crate) struct Logistic {
     f: usize,
-    labels: Vec<T>,
 }
 
-pub(crate) struct CrossEntropy<T> {
+/// Saves the log-probabilities.
+pub(crate) struct CrossEntropy {
     logits: usize,
     labels: Vec<usize>,
-    log_probs: Vec<T>,
 }
 
 impl<T: Float> Tape<T> {
@@ -50,17 +50,15 @@ impl<T: Float> Tape<T> {
         let loss = total / T::from_usize(fv.len().max(1));
         let mut out = self.buffer(1);
         out[0] = loss;
-        let op = if self.records(&[fi]) {
+        // The labels are copied only for a backward pass that will read them.
+        let saved = if self.records(&[fi]) {
             let mut saved = self.buffer(labels.len());
             saved.copy_from_slice(labels);
-            Op::Logistic(Logistic {
-                f: fi,
-                labels: saved,
-            })
+            saved
         } else {
-            Op::Leaf
+            Vec::new()
         };
-        self.push_op(Shape::scalar(), out, op)
+        self.push_op(Shape::scalar(), out, Logistic { f: fi }, saved)
     }
 
     /// Mean cross-entropy of logits `[N, C]` against class indices (one per row, each `< C`).
@@ -91,40 +89,28 @@ impl<T: Float> Tape<T> {
             .sum();
         let mut out = self.buffer(1);
         out[0] = -total / T::from_usize(rows.max(1));
-        let op = if self.records(&[li]) {
-            Op::CrossEntropy(CrossEntropy {
-                logits: li,
-                labels: labels.to_vec(),
-                log_probs,
-            })
+        let labels = if self.records(&[li]) {
+            labels.to_vec()
         } else {
-            self.pool.put(log_probs);
-            Op::Leaf
+            Vec::new()
         };
-        self.push_op(Shape::scalar(), out, op)
+        let op = CrossEntropy { logits: li, labels };
+        self.push_op(Shape::scalar(), out, op, log_probs)
     }
 }
 
-impl<T: Float> Logistic<T> {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Logistic {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.f);
     }
 
-    pub(crate) fn release(self, pool: &mut Pool<T>) {
-        pool.put(self.labels);
-    }
-
-    pub(crate) fn saved_len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         if !ctx.needs(self.f) {
             return;
         }
         let fv = ctx.value(self.f);
         let g = dy[0] / T::from_usize(fv.len().max(1));
-        let labels = &self.labels;
+        let labels = ctx.saved(out);
         let (df, fresh) = ctx.grad(self.f);
         write_or_add(df, fresh, |i| {
             let y = labels[i];
@@ -133,27 +119,20 @@ impl<T: Float> Logistic<T> {
     }
 }
 
-impl<T: Float> CrossEntropy<T> {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for CrossEntropy {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.logits);
     }
 
-    pub(crate) fn release(self, pool: &mut Pool<T>) {
-        pool.put(self.log_probs);
-    }
-
-    pub(crate) fn saved_len(&self) -> usize {
-        self.log_probs.len()
-    }
-
-    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         if !ctx.needs(self.logits) {
             return;
         }
+        let log_probs = ctx.saved(out);
         let rows = self.labels.len();
-        let classes = self.log_probs.len() / rows.max(1);
+        let classes = log_probs.len() / rows.max(1);
         let g = dy[0] / T::from_usize(rows.max(1));
-        let (labels, log_probs) = (&self.labels, &self.log_probs);
+        let labels = &self.labels;
         let (dz, fresh) = ctx.grad(self.logits);
         write_or_add(dz, fresh, |e| {
             let (i, j) = (e / classes, e % classes);

@@ -195,7 +195,7 @@ impl<T: Float> Tape<T> {
         };
         let mut out = self.buffer(out_shape.numel());
         op.forward(self.node_value(ai), self.node_value(bi), &mut out);
-        self.push_op(out_shape, out, Op::MatMul(op))
+        self.push_op(out_shape, out, op, Vec::new())
     }
 }
 
@@ -237,13 +237,15 @@ impl MatMul {
             );
         }
     }
+}
 
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for MatMul {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.a);
         f(self.b);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dc: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dc: &[T]) {
         let (m, n, kk) = (self.m, self.n, self.k);
         let (ta, tb) = (tr(self.ta), tr(self.tb));
         let (a, b) = (ctx.value(self.a), ctx.value(self.b));

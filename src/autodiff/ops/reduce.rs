@@ -82,16 +82,16 @@ impl<T: Float> Tape<T> {
             inner,
             mean,
         };
-        self.push_op(out_shape, out, Op::Reduce(op))
+        self.push_op(out_shape, out, op, Vec::new())
     }
 }
 
-impl Reduce {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Reduce {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         if !ctx.needs(self.x) {
             return;
         }

@@ -77,16 +77,16 @@ impl<T: Float> Tape<T> {
                 self.pool.put(shifted);
             }
         }
-        self.push_op(shape, out, Op::Softmax(Softmax { x: xi, cols, log }))
+        self.push_op(shape, out, Softmax { x: xi, cols, log }, Vec::new())
     }
 }
 
-impl Softmax {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Softmax {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
     }
 
-    pub(crate) fn backward<T: Float>(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         if !ctx.needs(self.x) {
             return;
         }

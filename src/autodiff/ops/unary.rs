@@ -61,14 +61,11 @@ impl<T: Float> Tape<T> {
         let shape = self.node_shape(xi);
         let mut out = self.buffer(shape.numel());
         k::gelu(self.node_value(xi), &mut out);
-        self.push_op(
-            shape,
-            out,
-            Op::Unary(Unary {
-                kind: UnaryKind::Gelu,
-                x: xi,
-            }),
-        )
+        let op = Unary {
+            kind: UnaryKind::Gelu,
+            x: xi,
+        };
+        self.push_op(shape, out, op, Vec::new())
     }
 
     /// An elementwise function with its derivative supplied by the caller: for activations the
@@ -85,16 +82,16 @@ impl<T: Float> Tape<T> {
         for (o, &v) in out.iter_mut().zip(self.node_value(xi)) {
             *o = f(v);
         }
-        self.push_op(shape, out, Op::Unary(Unary { kind, x: xi }))
+        self.push_op(shape, out, Unary { kind, x: xi }, Vec::new())
     }
 }
 
-impl<T: Float> Unary<T> {
-    pub(crate) fn inputs(&self, f: &mut impl FnMut(usize)) {
+impl<T: Float> Op<T> for Unary<T> {
+    fn inputs(&self, f: &mut dyn FnMut(usize)) {
         f(self.x);
     }
 
-    pub(crate) fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
+    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         if !ctx.needs(self.x) {
             return;
         }
