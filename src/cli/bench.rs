@@ -5,7 +5,7 @@ use std::io::Write;
 use benign::bench::{BenchOptions, BenchRecord, BenchRow, MachineFigures, PeakKind, Progress};
 use clap::Args;
 
-use super::threads::ThreadsArg;
+use super::common::ThreadsArg;
 
 #[derive(Args)]
 pub struct BenchArgs {

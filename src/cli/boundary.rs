@@ -12,9 +12,9 @@ use benign::synthetic::config::{InitKind, TrainerKind};
 use benign::synthetic::RunConfig;
 use benign::Error;
 
+use super::common::CommonArgs;
 use super::data::{DataArgs, TrainingArgs};
-use super::progress::{Field, LogArgs, Reporter};
-use super::threads::ThreadsArg;
+use super::progress::Field;
 
 #[derive(Args)]
 pub struct BoundaryArgs {
@@ -51,19 +51,15 @@ pub struct BoundaryArgs {
     /// Run only shard i of N (i/N, 0-based) [default under a Slurm array: from its variables].
     #[arg(long, value_name = "i/N")]
     pub shard: Option<String>,
-    #[command(flatten)]
-    pub threads: ThreadsArg,
     /// Replace what --out holds, this measurement's own thresholds included.
     #[arg(long)]
     pub force: bool,
     /// Do not draw the figure.
     #[arg(long)]
     pub no_plot: bool,
-    /// Print the fits as JSON.
-    #[arg(long)]
-    pub json: bool,
+    // `--json` prints the fits.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub common: CommonArgs,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -162,12 +158,12 @@ pub fn execute(args: BoundaryArgs) -> anyhow::Result<i32> {
     let spec = spec_from(&args)?;
     let shard = super::sweep::resolve_shard(args.shard.as_deref())?;
     let options = boundary::ExecOptions {
-        threads: args.threads.count(),
+        threads: args.common.threads.count(),
         shard,
         force: args.force,
     };
     benign::cpu::check_threads(options.threads)?;
-    let progress = Reporter::start(&args.log, "boundary", "searches", false);
+    let progress = args.common.reporter("boundary", "searches", false);
     super::sweep::announce_shard(&progress, args.shard.is_some(), shard);
     let failed = AtomicU64::new(0);
     let on_progress = |event: &Progress| match event {
@@ -253,7 +249,7 @@ fn finish(args: &BoundaryArgs) -> anyhow::Result<i32> {
             files,
             figure_error: _,
         } => {
-            if args.json {
+            if args.common.json {
                 let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&estimates.fits)?);
             } else {
                 let _ = write!(stdout, "{}", report::summary_text(&estimates));

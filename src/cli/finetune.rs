@@ -12,15 +12,15 @@ use benign::finetune::{self, report, Event, FinetuneConfig, FinetuneOptions, Pla
 use benign::realdata::DatasetName;
 use benign::Error;
 
+use super::common::CommonArgs;
 use super::pretrain::CheckpointArgs;
-use super::progress::{Field, LogArgs, Reporter};
-use super::threads::ThreadsArg;
+use super::progress::Field;
 
 #[derive(Args)]
 pub struct FinetuneArgs {
-    /// mnist, fashion-mnist, breastmnist, trec, sst2 or agnews.
-    #[arg(long)]
-    pub dataset: String,
+    /// The dataset (its folder under --data-dir).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub dataset: DatasetName,
     /// Folder holding one folder per dataset (`<DIR>/mnist/...`).
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -89,7 +89,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub pretrain_subset: Option<usize>,
     /// Seed of the pretraining run (phases 0 and 1).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = pretrain::DEFAULT_SEED)]
     pub pretrain_seed: u64,
     /// Phase 0 is `benign pretrain --dataset D [--subset N] [--seed S]` with its other settings
     /// at their defaults, read from (or trained into) this folder.
@@ -98,47 +98,33 @@ pub struct FinetuneArgs {
     /// Parent folder of the phase-1 and table folders.
     #[arg(long, value_name = "DIR", default_value = "runs/finetune")]
     pub out: PathBuf,
-    #[command(flatten)]
-    pub threads: ThreadsArg,
     /// Write the tables but draw no figure.
     #[arg(long)]
     pub no_plot: bool,
+    // `--json` prints the table (the `table` of table.json) instead of its markdown.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub common: CommonArgs,
 }
 
-/// `START:STOP:STEP` as the values START, START + STEP, ... up to STOP (inclusive, with a
-/// tolerance of STEP/1000), rounded to 9 decimals so 0.1 + 0.2 prints as 0.3.
-pub fn parse_grid(text: &str) -> Result<Vec<f64>, Error> {
-    let bad = |why: &str| {
-        Error::invalid(
+/// Most noise rates `--eta-grid` may give (each is a column of the table).
+const MAX_ETAS: usize = 1000;
+
+/// `--eta-grid START:STOP:STEP`: the values of a sweep axis's range (`benign sweep --grid
+/// eta=START:STOP:STEP` gives the same), increasing, in [0, 1], at most [`MAX_ETAS`].
+pub fn parse_eta_grid(text: &str) -> Result<Vec<f64>, Error> {
+    let etas = benign::sweep::grid::parse_real_range("eta-grid", text)?;
+    let increasing = etas.windows(2).all(|w| w[0] < w[1]);
+    let in_range = etas.iter().all(|e| (0.0..=1.0).contains(e));
+    if !(increasing && in_range && etas.len() <= MAX_ETAS) {
+        return Err(Error::invalid(
             "eta-grid",
-            format!("{why} (expected START:STOP:STEP, e.g. 0:0.2:0.01), got '{text}'"),
-        )
-    };
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() != 3 {
-        return Err(bad("needs three numbers"));
+            format!(
+                "`{text}`: expected START:STOP:STEP with 0 <= START <= STOP <= 1, STEP > 0 and \
+                 at most {MAX_ETAS} values (e.g. 0:0.2:0.01)"
+            ),
+        ));
     }
-    let numbers: Vec<f64> = parts
-        .iter()
-        .map(|p| p.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad("not numbers"))?;
-    let (start, stop, step) = (numbers[0], numbers[1], numbers[2]);
-    if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&stop) || start > stop {
-        return Err(bad("START and STOP must satisfy 0 <= START <= STOP <= 1"));
-    }
-    if !(step > 0.0 && step.is_finite()) {
-        return Err(bad("STEP must be > 0"));
-    }
-    let count = ((stop - start) / step + 1e-3).floor() as usize + 1;
-    if count > 1000 {
-        return Err(bad("more than 1000 values"));
-    }
-    Ok((0..count)
-        .map(|i| ((start + i as f64 * step) * 1e9).round() / 1e9)
-        .collect())
+    Ok(etas)
 }
 
 /// The configuration of both phases: defaults with the options applied.
@@ -197,10 +183,9 @@ pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
 }
 
 pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
-    let dataset: DatasetName = args.dataset.parse()?;
     // Phase 0 is `benign pretrain --dataset D --seed S [--subset N]`: the same spec, the same
     // key, the same run folder under the shared checkpoint folder.
-    let mut spec = PretrainSpec::defaults(dataset).with_seed(args.pretrain_seed);
+    let mut spec = PretrainSpec::defaults(args.dataset).with_seed(args.pretrain_seed);
     if let Some(n) = args.pretrain_subset {
         spec.subset = Some(n);
     }
@@ -215,7 +200,7 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     // Before the pretraining (minutes to an hour): the settings that depend on its model.
     config.validate_for(&spec)?;
     let etas = match &args.eta_grid {
-        Some(text) => parse_grid(text)?,
+        Some(text) => parse_eta_grid(text)?,
         None => args.eta.clone(),
     };
     let plan = Plan {
@@ -243,7 +228,7 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         out: args.out.clone(),
     };
     let total = plan.cells().len() as u64;
-    let progress = Reporter::start(&args.log, "finetune", "cells", true);
+    let progress = args.common.reporter("finetune", "cells", true);
     progress.set_total(total, 0);
     let epochs = config.phase2.epochs;
     let say = |line: String| progress.event(&line, Vec::new());
@@ -308,7 +293,7 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
             ));
         }
     };
-    let pool = args.threads.pool()?;
+    let pool = args.common.pool()?;
     let outcome =
         pool.install(|| finetune::finetune(&spec, &config, &plan, &options, &mut observe));
     progress.finish();
@@ -316,6 +301,10 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     let table = report::table(&run);
     let outputs = report::write_outputs(&run, &table, !args.no_plot)?;
     let mut stdout = std::io::stdout();
+    if args.common.json {
+        let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&table)?);
+        return Ok(0);
+    }
     let _ = writeln!(stdout, "{}", pretrained_line(&run.pretrain));
     let _ = writeln!(stdout, "{}", table.markdown());
     for f in &outputs.files {
@@ -364,4 +353,63 @@ fn refuse_old_pretrain_folder(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values of the rule `--eta-grid` had before it became the sweep's: up to STOP with a
+    /// tolerance of STEP/1000, rounded to 9 decimals.
+    fn former_rule(start: f64, stop: f64, step: f64) -> Vec<f64> {
+        let count = ((stop - start) / step + 1e-3).floor() as usize + 1;
+        (0..count)
+            .map(|i| ((start + i as f64 * step) * 1e9).round() / 1e9)
+            .collect()
+    }
+
+    #[test]
+    fn eta_grid_keeps_the_values_of_the_former_rule_where_it_stopped_at_stop() {
+        for (text, start, stop, step) in [
+            ("0:0.2:0.01", 0.0, 0.2, 0.01),
+            ("0:0.2:0.05", 0.0, 0.2, 0.05),
+            ("0.1:0.3:0.1", 0.1, 0.3, 0.1),
+            ("0:0.2:0.03", 0.0, 0.2, 0.03),
+            ("0.05:0.05:0.1", 0.05, 0.05, 0.1),
+        ] {
+            assert_eq!(
+                parse_eta_grid(text).unwrap(),
+                former_rule(start, stop, step),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_eta_grid("0:0.3:0.1").unwrap(), [0.0, 0.1, 0.2, 0.3]);
+    }
+
+    #[test]
+    fn eta_grid_never_passes_stop() {
+        // The former rule's tolerance of STEP/1000 added 0.3 here, beyond STOP.
+        assert_eq!(former_rule(0.0, 0.29995, 0.1).len(), 4);
+        assert_eq!(parse_eta_grid("0:0.29995:0.1").unwrap(), [0.0, 0.1, 0.2]);
+    }
+
+    #[test]
+    fn eta_grid_refusals_name_the_option_and_the_range() {
+        for bad in [
+            "0:1.5:0.5",
+            "0.2:0:0.1",
+            "0.2:0:-0.1",
+            "0:0.2:0",
+            "0:0.2",
+            "a:b:c",
+            "0:1:0.0001",
+        ] {
+            let err = parse_eta_grid(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            let text = err.to_string();
+            assert!(text.contains("eta-grid"), "{bad}: {text}");
+        }
+        let err = parse_eta_grid("0:1.5:0.5").unwrap_err().to_string();
+        assert!(err.contains("0 <= START <= STOP <= 1"), "{err}");
+    }
 }

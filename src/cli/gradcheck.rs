@@ -20,7 +20,7 @@ pub struct GradcheckArgs {
     #[arg(long = "model", value_name = "NAME")]
     pub models: Vec<String>,
     /// Seed of the random inputs and directions.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Config::default().seed)]
     pub seed: u64,
     /// Central-difference step (> 0).
     #[arg(long, default_value_t = gradcheck::DEFAULT_STEP, allow_hyphen_values = true)]

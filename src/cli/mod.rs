@@ -5,15 +5,17 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod boundary;
+mod common;
 mod data;
 mod finetune;
 mod gradcheck;
+#[cfg(test)]
+mod help_defaults;
 mod plot;
 mod pretrain;
 mod progress;
 mod run;
 mod sweep;
-mod threads;
 
 #[derive(Parser)]
 #[command(

@@ -16,7 +16,7 @@ pub struct PlotArgs {
 }
 
 pub fn execute(args: PlotArgs) -> anyhow::Result<i32> {
-    let axes = super::sweep::parse_axes(args.axes.as_deref())?;
+    let axes = benign::sweep::figures::parse_axes(args.axes.as_deref())?;
     let axes = axes.as_ref().map(|(x, y)| (x.as_str(), y.as_str()));
     // Bad axes are bad input (exit 2), not a drawing failure.
     let spec = benign::sweep::results::read_spec(&args.dir)?;

@@ -12,8 +12,8 @@ use benign::classifier::pretrain::{
 use benign::classifier::Schedule;
 use benign::realdata::DatasetName;
 
-use super::progress::{Field, LogArgs, Reporter};
-use super::threads::ThreadsArg;
+use super::common::CommonArgs;
+use super::progress::Field;
 
 /// The checkpoint folder, declared once and flattened into `benign pretrain` and `benign
 /// finetune`, so both commands read and write the same pretraining runs.
@@ -28,9 +28,9 @@ pub struct CheckpointArgs {
 
 #[derive(Args)]
 pub struct PretrainArgs {
-    /// mnist, fashion-mnist, breastmnist, trec, sst2 or agnews.
-    #[arg(long)]
-    pub dataset: String,
+    /// The dataset (its folder under --data-dir).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub dataset: DatasetName,
     /// Folder holding one folder per dataset (`<DIR>/mnist/...`).
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -78,7 +78,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub clip_norm: Option<f64>,
     /// Seeds the subset, the initialisation and the shuffling.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = pretrain::DEFAULT_SEED)]
     pub seed: u64,
     #[command(flatten)]
     pub checkpoints: CheckpointArgs,
@@ -89,12 +89,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
-    pub threads: ThreadsArg,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub log: LogArgs,
+    pub common: CommonArgs,
 }
 
 /// The run's spec: the dataset's defaults with the given options applied.
@@ -106,8 +101,7 @@ pub fn spec_from(args: &PretrainArgs) -> anyhow::Result<PretrainSpec> {
         )
         .into());
     }
-    let dataset: DatasetName = args.dataset.parse()?;
-    let mut spec = PretrainSpec::defaults(dataset).with_seed(args.seed);
+    let mut spec = PretrainSpec::defaults(args.dataset).with_seed(args.seed);
     if args.full {
         spec.subset = None;
     } else if let Some(n) = args.subset {
@@ -176,7 +170,7 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
         out: args.checkpoints.checkpoints.clone(),
         force: args.force,
     };
-    let progress = Reporter::start(&args.log, "pretrain", "examples", true);
+    let progress = args.common.reporter("pretrain", "examples", true);
     let mut per_epoch = 0u64;
     let mut observe = |event: Event<'_>| match event {
         Event::Start {
@@ -222,11 +216,11 @@ pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
             );
         }
     };
-    let pool = args.threads.pool()?;
+    let pool = args.common.pool()?;
     let outcome = pool.install(|| pretrain::pretrain(&spec, &options, &mut observe));
     progress.finish();
     let (result, _, _) = outcome?;
-    let text = if args.json {
+    let text = if args.common.json {
         serde_json::to_string_pretty(&result)?
     } else {
         format!(

@@ -8,9 +8,9 @@ use clap::Args;
 use benign::synthetic::subspace::TestDraw;
 use benign::synthetic::{self, export, Precision, RunConfig, RunOptions};
 
+use super::common::CommonArgs;
 use super::data::{DataArgs, TrainingArgs};
-use super::progress::{Field, LogArgs, Reporter};
-use super::threads::ThreadsArg;
+use super::progress::Field;
 
 #[derive(Args)]
 #[command(allow_negative_numbers = true)]
@@ -61,13 +61,8 @@ pub struct RunArgs {
     /// Replace what --out holds (a finished run, another job): the folder is emptied first.
     #[arg(long)]
     pub force: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub threads: ThreadsArg,
+    pub common: CommonArgs,
 }
 
 /// A saved run's config.json: the configuration and where its data and initial W came from.
@@ -189,10 +184,10 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
         test_draw: args.test_draw,
         column: None,
     };
-    let pool = args.threads.pool()?;
+    let pool = args.common.pool()?;
     // The bar (or the first log line) starts before the start-up, which can take minutes at
     // large d; the library reports its phases through the log.
-    let progress = Reporter::start(&args.log, "run", "steps", true);
+    let progress = args.common.reporter("run", "steps", true);
     progress.set_total(config.steps as u64, 0);
     if let Some(why) = &chosen {
         progress.event(why, Vec::new());
@@ -214,7 +209,7 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
     if let Some(dir) = &args.save_init {
         synthetic::encoder::save_initial_params(&result.config, dir)?;
     }
-    let text = if args.json {
+    let text = if args.common.json {
         serde_json::to_string_pretty(&result.summary)?
     } else {
         let summary = synthetic::run::human_summary(&result);

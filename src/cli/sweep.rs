@@ -1,19 +1,23 @@
 //! `benign sweep`: grids of runs and their phase diagrams (library: `benign::sweep`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Args, Subcommand};
 
-use benign::sweep::{self, grid, ExecOptions, Progress, Shard, SweepSpec};
+use benign::sweep::figures::parse_axes;
+use benign::sweep::{self, grid, ExecOptions, Progress, Shard, SweepFile, SweepSpec};
 use benign::synthetic::config::StepScaling;
 use benign::synthetic::RunConfig;
 use benign::Error;
 
+use super::common::CommonArgs;
 use super::data::{DataArgs, TrainingArgs};
-use super::progress::{Field, LogArgs, Reporter};
-use super::threads::ThreadsArg;
+use super::progress::{Field, Reporter};
+
+/// Seeds per grid cell when neither `--seeds` nor the sweep file sets them.
+pub const DEFAULT_SEEDS: usize = 1;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -84,9 +88,6 @@ pub struct SweepRunArgs {
     /// compares like with like [default: fixed, or the saved sweep's].
     #[arg(long, value_enum)]
     pub step_scaling: Option<StepScaling>,
-    // Each worker thread runs one run at a time.
-    #[command(flatten)]
-    pub threads: ThreadsArg,
     /// Run only shard i of N (i/N, 0-based) [default under a Slurm array: (SLURM_ARRAY_TASK_ID -
     /// SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP of SLURM_ARRAY_TASK_COUNT].
     #[arg(long, value_name = "i/N")]
@@ -104,82 +105,13 @@ pub struct SweepRunArgs {
     /// Do not draw figures at the end.
     #[arg(long)]
     pub no_plot: bool,
+    // Each worker thread runs one run at a time.
     #[command(flatten)]
-    pub log: LogArgs,
-    /// Print the final report as JSON.
-    #[arg(long)]
-    pub json: bool,
+    pub common: CommonArgs,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
     pub training: TrainingArgs,
-}
-
-/// The parts of a sweep file.
-#[derive(Default)]
-struct SweepFile {
-    out: Option<PathBuf>,
-    seeds: Option<usize>,
-    common_random_numbers: bool,
-    base: Option<toml::Table>,
-    axes: Vec<grid::Axis>,
-}
-
-fn read_sweep_file(path: &Path) -> anyhow::Result<SweepFile> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bad =
-        |message: String| Error::invalid("sweep file", format!("{}: {message}", path.display()));
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| bad(format!("malformed TOML: {e}")))?;
-    let mut file = SweepFile::default();
-    for (key, value) in table {
-        match (key.as_str(), value) {
-            ("out", toml::Value::String(s)) => file.out = Some(PathBuf::from(s)),
-            ("seeds", toml::Value::Integer(i)) if i >= 0 => file.seeds = Some(i as usize),
-            ("common_random_numbers" | "common-random-numbers", toml::Value::Boolean(b)) => {
-                file.common_random_numbers = b;
-            }
-            ("base", toml::Value::Table(t)) => file.base = Some(t),
-            ("grid", toml::Value::Table(t)) => {
-                for (name, v) in t {
-                    file.axes.push(grid::axis_from_toml(&name, &v)?);
-                }
-            }
-            (key, value) => {
-                return Err(bad(format!(
-                    "unexpected `{key} = {value}` (valid: out = \"DIR\", seeds = N, common_random_numbers = bool, [base], [grid])"
-                ))
-                .into())
-            }
-        }
-    }
-    Ok(file)
-}
-
-/// Applies a `[base]` table to a configuration (keys: field names or the grid's aliases).
-fn apply_base(config: RunConfig, table: &toml::Table) -> anyhow::Result<RunConfig> {
-    let mut value = serde_json::to_value(&config)?;
-    let map = value.as_object_mut().expect("RunConfig is an object");
-    for (key, v) in table {
-        let field = match grid::parameter(key) {
-            Ok(p) => p.field.to_string(),
-            Err(_) if map.contains_key(key.as_str()) => key.clone(),
-            Err(_) => {
-                let fields: Vec<&String> = map.keys().collect();
-                return Err(Error::invalid(
-                    "sweep file",
-                    format!("[base] has unknown key `{key}`; valid: {fields:?}"),
-                )
-                .into());
-            }
-        };
-        map.insert(field, serde_json::to_value(v)?);
-    }
-    serde_json::from_value(value)
-        .map_err(|e| Error::invalid("sweep file", format!("[base]: {e}")).into())
 }
 
 /// The sweep these arguments describe and its output directory.
@@ -203,20 +135,16 @@ fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
         return Ok((spec, out));
     }
     let file = match &args.file {
-        Some(path) => read_sweep_file(path)?,
+        Some(path) => SweepFile::read(path)?,
         None => SweepFile::default(),
     };
-    let mut config = RunConfig::default();
-    if let Some(table) = &file.base {
-        config = apply_base(config, table)?;
-    }
-    let config = args.data.apply(config);
+    let config = args.data.apply(file.apply_base(RunConfig::default())?);
     let config = args.training.apply(config);
     let mut axes = file.axes;
     for text in &args.grid {
         axes.push(grid::parse_axis(text)?);
     }
-    let seeds = args.seeds.or(file.seeds).unwrap_or(1);
+    let seeds = args.seeds.or(file.seeds).unwrap_or(DEFAULT_SEEDS);
     let mut spec = SweepSpec::new(
         config,
         axes,
@@ -231,18 +159,6 @@ fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
         )
     })?;
     Ok((spec, out))
-}
-
-/// Parses `--axes X,Y`.
-pub fn parse_axes(text: Option<&str>) -> anyhow::Result<Option<(String, String)>> {
-    let Some(text) = text else { return Ok(None) };
-    let (x, y) = text.split_once(',').ok_or_else(|| {
-        Error::invalid(
-            "axes",
-            format!("`{text}`: expected X,Y (e.g. d,signal_norm)"),
-        )
-    })?;
-    Ok(Some((x.trim().to_string(), y.trim().to_string())))
 }
 
 /// The shard this process runs: `--shard i/N`, else the Slurm array task's, else none.
@@ -286,14 +202,14 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
     // Expanding validates every configuration before anything starts.
     spec.expand()?;
     let options = ExecOptions {
-        threads: args.threads.count(),
+        threads: args.common.threads.count(),
         shard,
         save_runs: args.save_runs,
         force: args.force,
     };
     // The bound of every other entry point; `run_sweep` does not check it itself.
     benign::cpu::check_threads(options.threads)?;
-    let progress = Reporter::start(&args.log, "sweep", "runs", false);
+    let progress = args.common.reporter("sweep", "runs", false);
     announce_shard(&progress, args.shard.is_some(), shard);
     let failed = AtomicU64::new(0);
     let on_progress = |event: &Progress| match event {
@@ -327,7 +243,7 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
         !args.no_plot && shard.is_none(),
     )?;
     let mut stdout = std::io::stdout();
-    if args.json {
+    if args.common.json {
         let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?);
     } else {
         let rate = report.ran as f64 / report.wall_seconds.max(1e-9);

@@ -42,17 +42,22 @@ pub use patches::patchify;
 pub use subset::{subset, subset_disjoint, Sampling};
 pub use vocab::Vocabulary;
 
-/// The datasets `benign` knows how to read. Serialised as their CLI spellings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The datasets `benign` knows how to read. Serialised as their CLI spellings; the command line
+/// also takes the spellings [`FromStr`] accepts, case ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
     Mnist,
+    #[value(aliases = ["fashion_mnist", "fashionmnist"])]
     FashionMnist,
     #[serde(rename = "breastmnist")]
+    #[value(name = "breastmnist", aliases = ["breast-mnist", "breast_mnist"])]
     BreastMnist,
     Trec,
+    #[value(name = "sst2", aliases = ["sst-2", "sst_2"])]
     Sst2,
     #[serde(rename = "agnews")]
+    #[value(name = "agnews", aliases = ["ag-news", "ag_news"])]
     AgNews,
 }
 

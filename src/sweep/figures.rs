@@ -74,6 +74,18 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// Parses the axes of the maps as written (`--axes X,Y`); [`choose_axes`] checks them.
+pub fn parse_axes(text: Option<&str>) -> Result<Option<(String, String)>> {
+    let Some(text) = text else { return Ok(None) };
+    let (x, y) = text.split_once(',').ok_or_else(|| {
+        Error::invalid(
+            "axes",
+            format!("`{text}`: expected X,Y (e.g. d,signal_norm)"),
+        )
+    })?;
+    Ok(Some((x.trim().to_string(), y.trim().to_string())))
+}
+
 /// The two axes of the maps: the requested ones, else `d` and `||mu||` when both vary, else the
 /// first two numeric axes. `None` when fewer than two numeric axes vary.
 pub fn choose_axes(

@@ -300,6 +300,21 @@ fn expand_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// `start:stop:step` as real numbers by the rule of a sweep's axes ([`expand_range`]), for the
+/// ranges of options outside a sweep (`benign finetune --eta-grid`); errors name `option`.
+pub fn parse_real_range(option: &'static str, text: &str) -> Result<Vec<f64>> {
+    let param = Parameter {
+        field: option,
+        aliases: &[],
+        kind: Kind::Real,
+    };
+    let values = expand_range(&param, text.trim())?;
+    Ok(values
+        .iter()
+        .map(|v| v.as_f64().expect("a real range holds numbers"))
+        .collect())
+}
+
 /// `log:START:STOP:COUNT`: COUNT values log-spaced from START to STOP (both included, both
 /// positive), `START (STOP/START)^(i/(COUNT-1))`, rounded to whole numbers for integer
 /// parameters (where two would round alike the axis is refused: fewer values were asked for

@@ -1,7 +1,7 @@
 //! `benign sweep`: grids of synthetic runs, on one machine or a cluster, and their phase diagrams.
 //!
 //! [`grid`] parses axes (`d=250:5000:125`, `eta=0,0.1,0.2`) and expands them canonically into
-//! runs with stable ids and derived seeds; [`exec`] runs them in parallel, resumable and
+//! runs with stable ids and derived seeds; [`file`] reads sweep files (TOML); [`exec`] runs them in parallel, resumable and
 //! shardable; [`results`] records one durable JSON line per finished run, writes the CSV and
 //! merges shards; [`figures`] draws the heatmaps. Sweeps schedule runs and do no training
 //! mathematics: a run is [`crate::synthetic::run`], and a column of common random numbers is
@@ -33,10 +33,12 @@
 
 pub mod exec;
 pub mod figures;
+pub mod file;
 pub mod grid;
 pub mod results;
 
 pub use exec::{run_sweep, ExecOptions, Progress, Shard, SweepReport};
+pub use file::SweepFile;
 pub use grid::{parse_axis, Axis, PlannedRun, SweepSpec};
 pub use results::{merge, MergeReport, MissingRun, RunRecord};
 

@@ -627,4 +627,12 @@ fn pretrain_cli_rejects_a_missing_data_dir() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+    // The parser refuses it, naming the option and every valid dataset.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--dataset")
+            && stderr.contains("fashion-mnist")
+            && stderr.contains("agnews"),
+        "{stderr}"
+    );
 }

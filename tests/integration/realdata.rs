@@ -168,6 +168,27 @@ fn every_dataset_name_round_trips_through_its_cli_spelling() {
     );
     let err = "cifar10".parse::<DatasetName>().unwrap_err();
     assert_eq!(err.exit_code(), 2);
+    // The command line's parser (clap, case ignored) takes the same spellings as `FromStr`.
+    for text in [
+        "mnist",
+        "MNIST",
+        "fashion-mnist",
+        "Fashion_MNIST",
+        "fashionmnist",
+        "breastmnist",
+        "breast-mnist",
+        "trec",
+        "sst2",
+        "SST-2",
+        "sst_2",
+        "agnews",
+        "ag-news",
+        "AG_news",
+    ] {
+        let by_clap = <DatasetName as clap::ValueEnum>::from_str(text, true);
+        assert_eq!(by_clap.ok(), text.parse::<DatasetName>().ok(), "{text}");
+    }
+    assert!(<DatasetName as clap::ValueEnum>::from_str("cifar10", true).is_err());
     let missing = load(DatasetName::Mnist, Path::new("/nonexistent/mnist")).unwrap_err();
     assert!(
         missing.to_string().contains("/nonexistent/mnist"),

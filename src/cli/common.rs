@@ -1,4 +1,7 @@
-//! `--threads`: one definition for every command that takes it.
+//! The options every long command takes, declared once and flattened into each: `--threads`
+//! (one meaning everywhere: a count in 1..=1024, every core when not given), `--json` and the
+//! progress options (`--quiet`, `--log-every`, `--log-format`), with the one helper that builds
+//! the thread pool and the one that starts the progress report.
 
 use std::num::NonZeroUsize;
 
@@ -6,7 +9,35 @@ use clap::Args;
 
 use benign::cpu::{all_cores, MAX_THREADS};
 
-/// `--threads N`, flattened into every command that runs in a thread pool.
+use super::progress::{LogArgs, Reporter};
+
+/// `--threads`, `--json` and the progress options, flattened into `run`, `sweep`, `boundary`,
+/// `pretrain` and `finetune`.
+#[derive(Args, Clone, Debug)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    /// Print the result on stdout as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl CommonArgs {
+    /// The thread pool the command runs in (`--threads`, else every core).
+    pub fn pool(&self) -> anyhow::Result<rayon::ThreadPool> {
+        self.threads.pool()
+    }
+
+    /// Starts the progress report of `command`, counted in `unit`s; `phases`: whether the
+    /// library's phase messages are shown (see [`Reporter::start`]).
+    pub fn reporter(&self, command: &'static str, unit: &'static str, phases: bool) -> Reporter {
+        Reporter::start(&self.log, command, unit, phases)
+    }
+}
+
+/// `--threads N`: part of [`CommonArgs`], and alone in `bench` (which has no progress to report).
 #[derive(Args, Clone, Copy, Debug, Default)]
 pub struct ThreadsArg {
     /// Threads to run on, 1..=1024 [default: all cores].

@@ -1,0 +1,381 @@
+//! Every default a help text states, checked against the value it stands for.
+//!
+//! Options whose absence means "the library decides" (`Option<T>` fields) cannot let clap print
+//! the library's value, so their help writes it as `[default: ...]`; options with a clap default
+//! show it the same way. This test reads each option of every command as `--help` shows it and
+//! compares every stated default with the library's value (or, for the few defaults that belong
+//! to the command line itself, the constant the command uses). A default stated nowhere in the
+//! table below, or a table row no option states any more, fails the test too.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use clap::{CommandFactory, ValueEnum};
+
+use benign::classifier::pretrain::{self, PretrainSpec, TokenizerSpec};
+use benign::finetune::FinetuneConfig;
+use benign::realdata::DatasetName;
+use benign::synthetic::config::StepScaling;
+use benign::synthetic::subspace::TestDraw;
+use benign::synthetic::RunConfig;
+
+use super::Cli;
+
+/// What a stated default must say.
+enum Expected {
+    /// Exactly these numbers, as a set (a per-dataset default states several).
+    Numbers(Vec<f64>),
+    /// This word first: a choice's name or a path.
+    Word(String),
+    /// A rule in words (e.g. "all cores", "derived from --seed"): no single value to compare.
+    Described,
+}
+
+fn word<T: ValueEnum>(value: T) -> Expected {
+    Expected::Word(
+        value
+            .to_possible_value()
+            .expect("no skipped variants")
+            .get_name()
+            .to_string(),
+    )
+}
+
+fn numbers(values: impl IntoIterator<Item = f64>) -> Expected {
+    Expected::Numbers(values.into_iter().collect())
+}
+
+fn one(value: impl Into<f64>) -> Expected {
+    Expected::Numbers(vec![value.into()])
+}
+
+/// Every pretraining spec's value of a setting, over the datasets it applies to.
+fn per_dataset(value: impl Fn(&PretrainSpec) -> Option<f64>) -> Expected {
+    numbers(
+        DatasetName::ALL
+            .iter()
+            .filter_map(|&name| value(&PretrainSpec::defaults(name))),
+    )
+}
+
+/// `(command, option) -> expected` for every option whose help states a default.
+fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
+    let run = RunConfig::default();
+    let finetune = FinetuneConfig::default();
+    let gradcheck = benign::gradcheck::Config::default();
+    let mut rows: Vec<((&str, &str), Expected)> = Vec::new();
+    // The synthetic data and training options, in every command that takes them.
+    for command in ["run", "sweep", "data export"] {
+        rows.push(((command, "samples"), one(run.samples as f64)));
+    }
+    for command in ["run", "sweep", "boundary", "data export"] {
+        rows.extend([
+            ((command, "tokens"), one(run.tokens as f64)),
+            ((command, "dim"), one(run.dim as f64)),
+            ((command, "signal-norm"), one(run.signal_norm)),
+            ((command, "rho"), one(run.rho)),
+            ((command, "eta"), one(run.eta)),
+            ((command, "sigma"), one(run.sigma)),
+            ((command, "signal-directions"), word(run.signal_directions)),
+            ((command, "label-noise"), word(run.label_noise)),
+            ((command, "init"), word(run.init)),
+            ((command, "seed"), one(run.seed as f64)),
+            ((command, "test-seed"), Expected::Described),
+            ((command, "test-size"), one(run.test_size as f64)),
+        ]);
+    }
+    assert_eq!(run.mlp_dim, None, "--mlp-dim's help says the default is d");
+    for command in ["run", "sweep", "boundary"] {
+        rows.extend([
+            ((command, "lr"), one(run.lr)),
+            ((command, "steps"), one(run.steps as f64)),
+            ((command, "eval-every"), one(run.eval_every as f64)),
+            ((command, "trainer"), word(run.trainer)),
+            ((command, "precision"), word(run.precision)),
+            ((command, "model"), word(run.model)),
+            ((command, "mlp-dim"), Expected::Described),
+        ]);
+    }
+    // Progress and threads, in every long command.
+    for command in ["run", "sweep", "boundary", "pretrain", "finetune"] {
+        rows.extend([
+            ((command, "threads"), Expected::Described),
+            (
+                (command, "log-every"),
+                one(super::progress::DEFAULT_LOG_EVERY),
+            ),
+            (
+                (command, "log-format"),
+                word(super::progress::LogFormat::Text),
+            ),
+        ]);
+    }
+    rows.extend([
+        (("bench", "threads"), Expected::Described),
+        (("run", "startup-precision"), Expected::Described),
+        (("run", "track-samples"), Expected::Described),
+        (("run", "test-draw"), word(TestDraw::default())),
+        (("run", "calibration"), Expected::Described),
+        (("run", "out"), Expected::Described),
+        (("sweep", "seeds"), one(super::sweep::DEFAULT_SEEDS as f64)),
+        (("sweep", "step-scaling"), word(StepScaling::default())),
+        (("sweep", "axes"), Expected::Described),
+        (("plot", "axes"), Expected::Described),
+        // `benign boundary`'s grid and search are this command's own (no library default).
+        (("boundary", "dims"), numbers([1e3, 1e7, 5.0])),
+        // Two options are named `--samples` here, the grid's and the data's `-n`: the parser
+        // gives the value to the grid's, the help shows the data's default for both.
+        (("boundary", "samples"), Expected::Described),
+        (("boundary", "seeds"), one(16)),
+        (("boundary", "snr-range"), numbers([1e-3, 1e2])),
+        (("boundary", "bisection-steps"), one(7)),
+        (("boundary", "step-scaling"), word(StepScaling::PerDim)),
+        (("boundary", "bootstrap"), one(2000)),
+        (("gradcheck", "seed"), one(gradcheck.seed as f64)),
+        (("gradcheck", "step"), one(gradcheck.step)),
+        (("gradcheck", "atol"), one(gradcheck.atol)),
+        (("gradcheck", "rtol"), one(gradcheck.rtol)),
+    ]);
+    let checkpoints = Expected::Word(pretrain::DEFAULT_CHECKPOINTS_DIR.to_string());
+    rows.extend([
+        (("pretrain", "data-dir"), Expected::Word("data".into())),
+        (("pretrain", "checkpoints"), checkpoints),
+        (("pretrain", "seed"), one(pretrain::DEFAULT_SEED as f64)),
+        (
+            ("pretrain", "subset"),
+            per_dataset(|s| s.subset.map(|n| n as f64)),
+        ),
+        (
+            ("pretrain", "epochs"),
+            per_dataset(|s| Some(s.train.epochs as f64)),
+        ),
+        (
+            ("pretrain", "layers"),
+            per_dataset(|s| Some(s.model.layers as f64)),
+        ),
+        (
+            ("pretrain", "heads"),
+            per_dataset(|s| Some(s.model.heads as f64)),
+        ),
+        (
+            ("pretrain", "dim"),
+            per_dataset(|s| Some(s.model.dim as f64)),
+        ),
+        (
+            ("pretrain", "mlp-dim"),
+            per_dataset(|s| Some(s.model.mlp_dim as f64)),
+        ),
+        (
+            ("pretrain", "patch"),
+            per_dataset(|s| match s.tokenizer {
+                TokenizerSpec::Patches { patch } => Some(patch as f64),
+                TokenizerSpec::Words { .. } => None,
+            }),
+        ),
+        (
+            ("pretrain", "max-len"),
+            per_dataset(|s| match s.tokenizer {
+                TokenizerSpec::Words { max_len, .. } => Some(max_len as f64),
+                TokenizerSpec::Patches { .. } => None,
+            }),
+        ),
+        (
+            ("pretrain", "batch-size"),
+            per_dataset(|s| Some(s.train.batch_size as f64)),
+        ),
+        (("pretrain", "lr"), per_dataset(|s| Some(s.train.lr))),
+        (
+            ("pretrain", "weight-decay"),
+            per_dataset(|s| Some(s.train.weight_decay)),
+        ),
+        (
+            ("pretrain", "schedule"),
+            word(PretrainSpec::defaults(DatasetName::Mnist).train.schedule),
+        ),
+        (
+            ("pretrain", "clip-norm"),
+            per_dataset(|s| Some(s.train.clip_norm.unwrap_or(0.0))),
+        ),
+    ]);
+    let checkpoints = Expected::Word(pretrain::DEFAULT_CHECKPOINTS_DIR.to_string());
+    let both_phases = |value: fn(&benign::classifier::TrainConfig) -> f64| {
+        numbers([value(&finetune.phase1), value(&finetune.phase2)])
+    };
+    rows.extend([
+        (("finetune", "data-dir"), Expected::Word("data".into())),
+        (("finetune", "checkpoints"), checkpoints),
+        (("finetune", "out"), Expected::Word("runs/finetune".into())),
+        (("finetune", "n"), numbers([20.0, 200.0, 1000.0])),
+        (("finetune", "eta"), numbers([0.0, 0.2])),
+        (("finetune", "seeds"), one(3)),
+        (("finetune", "epochs"), one(finetune.phase2.epochs as f64)),
+        (("finetune", "lr"), one(finetune.phase2.lr)),
+        (("finetune", "schedule"), word(finetune.phase2.schedule)),
+        (
+            ("finetune", "last-heads"),
+            numbers(finetune.last_heads.map(|h| h as f64)),
+        ),
+        (("finetune", "score-scale"), one(finetune.score_scale)),
+        (
+            ("finetune", "phase1-epochs"),
+            one(finetune.phase1.epochs as f64),
+        ),
+        (("finetune", "phase1-lr"), one(finetune.phase1.lr)),
+        (
+            ("finetune", "batch-size"),
+            both_phases(|t| t.batch_size as f64),
+        ),
+        (
+            ("finetune", "clip-norm"),
+            both_phases(|t| t.clip_norm.unwrap_or(0.0)),
+        ),
+        (
+            ("finetune", "weight-decay"),
+            both_phases(|t| t.weight_decay),
+        ),
+        (
+            ("finetune", "test-examples"),
+            numbers(finetune.test_examples.map(|n| n as f64)),
+        ),
+        (("finetune", "eval-every"), one(finetune.eval_every as f64)),
+        (
+            ("finetune", "pretrain-subset"),
+            per_dataset(|s| s.subset.map(|n| n as f64)),
+        ),
+        (
+            ("finetune", "pretrain-seed"),
+            one(pretrain::DEFAULT_SEED as f64),
+        ),
+    ]);
+    let mut table = BTreeMap::new();
+    for (key, expected) in rows {
+        assert!(table.insert(key, expected).is_none(), "{key:?} twice");
+    }
+    table
+}
+
+/// Each option's stated default, as `--help` shows it, by `(command path, long name)`.
+fn stated_defaults() -> BTreeMap<(String, String), String> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![(String::new(), Cli::command())];
+    while let Some((path, command)) = pending.pop() {
+        for arg in command.get_arguments() {
+            if !arg.get_action().takes_values() {
+                continue;
+            }
+            let name = arg
+                .get_long()
+                .map_or_else(|| arg.get_id().to_string(), str::to_string);
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let stated = if let Some(start) = help.find("[default: ") {
+                let rest = &help[start + "[default: ".len()..];
+                let end = rest.find(']').expect("a closed [default: ...]");
+                Some(rest[..end].to_string())
+            } else if !arg.get_default_values().is_empty() && !arg.is_hide_default_value_set() {
+                let values: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                Some(values.join(","))
+            } else {
+                None
+            };
+            if let Some(stated) = stated {
+                found.insert((path.clone(), name), stated);
+            }
+        }
+        for sub in command.get_subcommands() {
+            let sub_path = if path.is_empty() {
+                sub.get_name().to_string()
+            } else {
+                format!("{path} {}", sub.get_name())
+            };
+            pending.push((sub_path, sub.clone()));
+        }
+    }
+    found
+}
+
+/// The numbers a stated default writes: `10,000` is ten thousand, `20,200` two numbers, and
+/// names such as `SST-2` hold none.
+fn stated_numbers(text: &str) -> BTreeSet<u64> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut joined = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let thousands = c == ','
+            && i > 0
+            && chars[i - 1].is_ascii_digit()
+            && chars.len() > i + 3
+            && chars[i + 1..i + 4].iter().all(char::is_ascii_digit)
+            && !chars
+                .get(i + 4)
+                .is_some_and(|c| c.is_ascii_digit() || *c == ',');
+        if !thousands {
+            joined.push(c);
+        }
+    }
+    joined
+        .split(|c: char| c.is_whitespace() || ",;:()`'".contains(c))
+        .filter_map(|token| token.trim_end_matches('.').parse::<f64>().ok())
+        .map(f64::to_bits)
+        .collect()
+}
+
+#[test]
+fn every_stated_default_is_the_value_it_stands_for() {
+    let table = table();
+    let stated = stated_defaults();
+    let mut problems = Vec::new();
+    for ((command, option), text) in &stated {
+        let Some(expected) = table.get(&(command.as_str(), option.as_str())) else {
+            problems.push(format!(
+                "{command} --{option} states [default: {text}], which no row of this test checks"
+            ));
+            continue;
+        };
+        let agrees = match expected {
+            Expected::Numbers(values) => {
+                stated_numbers(text) == values.iter().map(|v| v.to_bits()).collect()
+            }
+            Expected::Word(w) => text.split([' ', ',', ';']).next() == Some(w.as_str()),
+            Expected::Described => true,
+        };
+        if !agrees {
+            let wanted = match expected {
+                Expected::Numbers(values) => format!("the numbers {values:?}"),
+                Expected::Word(w) => format!("`{w}` first"),
+                Expected::Described => unreachable!(),
+            };
+            problems.push(format!(
+                "{command} --{option} states [default: {text}]; the library's is {wanted}"
+            ));
+        }
+    }
+    for (command, option) in table.keys() {
+        if !stated.contains_key(&(command.to_string(), option.to_string())) {
+            problems.push(format!(
+                "{command} --{option} states no default any more: drop its row"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn stated_numbers_read_thousands_lists_and_names() {
+    let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        stated_numbers("10,000; TREC 3,000; BreastMNIST 200"),
+        bits(&[10_000.0, 3_000.0, 200.0])
+    );
+    assert_eq!(stated_numbers("20,200,1000"), bits(&[20.0, 200.0, 1000.0]));
+    assert_eq!(
+        stated_numbers("10 SST-2 and AG news; 1e-3"),
+        bits(&[10.0, 1e-3])
+    );
+    assert_eq!(stated_numbers("log:1e3:1e7:5"), bits(&[1e3, 1e7, 5.0]));
+}
