@@ -221,6 +221,137 @@ fn phase_two_can_split_the_last_attention_into_other_heads() {
     assert!(split.records.iter().all(|r| r.train_loss.is_finite()));
 }
 
+/// A wider query and key (`last_qk_dim`) whose extra coordinates are zero and whose others
+/// copy the block's own, per head, with the score scale making up for the divisor `sqrt(w)`,
+/// is the block's own attention: the logits agree. This checks the per-head layout of the
+/// wide projections independently of how phase 2 draws them.
+#[test]
+fn a_wider_query_key_padded_with_zeros_is_the_blocks_own_attention() {
+    use benign::finetune::cached::{cached_logits, LastBlockInputs, Phase2Attention};
+    use benign::transformer::Linear;
+    let mut model = toy_model(3);
+    let split = toy_split(23, 3, 17);
+    let own = Phase2Attention::of(&model);
+    let (heads, dim) = (own.heads, model.config.dim);
+    let (head_dim, wide) = (dim / heads, 3 * dim / heads);
+    let mut rng = named_rng(1, "wide");
+    let query = Linear::new(&mut model.store, "wide.query", dim, heads * wide, true, &mut rng);
+    let key = Linear::new(&mut model.store, "wide.key", dim, heads * wide, true, &mut rng);
+    for (narrow, wide_layer) in [(own.query, query), (own.key, key)] {
+        let weight = model.store.value(narrow.weight).to_vec();
+        let bias = model.store.value(narrow.bias.unwrap()).to_vec();
+        let mut wide_weight = vec![0.0f32; heads * wide * dim];
+        let mut wide_bias = vec![0.0f32; heads * wide];
+        for h in 0..heads {
+            for j in 0..head_dim {
+                let (from, to) = (h * head_dim + j, h * wide + j);
+                wide_weight[to * dim..(to + 1) * dim]
+                    .copy_from_slice(&weight[from * dim..(from + 1) * dim]);
+                wide_bias[to] = bias[from];
+            }
+        }
+        model.store.value_mut(wide_layer.weight).copy_from_slice(&wide_weight);
+        model
+            .store
+            .value_mut(wide_layer.bias.unwrap())
+            .copy_from_slice(&wide_bias);
+    }
+    let inputs = LastBlockInputs::compute(&model, &split).unwrap();
+    let expected = cached_logits(&model, &inputs, own);
+    let padded = Phase2Attention {
+        score_scale: ((wide as f64) / (head_dim as f64)).sqrt(),
+        query,
+        key,
+        ..own
+    };
+    assert_eq!(padded.query_key_head_dim(), wide);
+    let got = cached_logits(&model, &inputs, padded);
+    for (a, b) in expected.iter().zip(&got) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    // Unpadded, the same wide projections score differently.
+    let unscaled = Phase2Attention {
+        score_scale: 1.0,
+        ..padded
+    };
+    assert_ne!(cached_logits(&model, &inputs, unscaled), expected);
+}
+
+/// `last_qk_dim`: the block's own width changes nothing; another width trains new projections
+/// of `heads x width` outputs and leaves every parameter of the model as it was, the block's
+/// query and key included; out of range or with `reinit` off it is refused by name.
+#[test]
+fn phase_two_can_score_with_a_wider_query_and_key() {
+    let train = toy_split(60, 3, 1);
+    let test = toy_split(30, 3, 2);
+    let model = toy_model(3);
+    let pretrain_subset: Vec<usize> = (0..30).collect();
+    let experiment = Experiment {
+        model: &model,
+        train: &train,
+        pretrain_subset: &pretrain_subset,
+        test: &test,
+    };
+    let cell = Cell {
+        n: 20,
+        eta: 0.3,
+        seed: 5,
+    };
+    let base = run_cell(&experiment, &fast_config(3), cell, &mut |_| {}).unwrap();
+    // The toy model: width 8, 2 heads of 4.
+    let same = FinetuneConfig {
+        last_qk_dim: Some(4),
+        ..fast_config(3)
+    };
+    let same = run_cell(&experiment, &same, cell, &mut |_| {}).unwrap();
+    for (a, b) in base.records.iter().zip(&same.records) {
+        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
+    }
+    let wide = FinetuneConfig {
+        last_qk_dim: Some(16),
+        ..fast_config(3)
+    };
+    let wide = run_cell(&experiment, &wide, cell, &mut |_| {}).unwrap();
+    let store = &wide.model.store;
+    for name in ["phase2.query.weight", "phase2.key.weight"] {
+        let id = store.id(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(store.shape(id).dims(), &[32, 8], "{name}");
+    }
+    for id in model.store.ids() {
+        let same_bits = model
+            .store
+            .value(id)
+            .iter()
+            .zip(store.value(id))
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_bits, "{} changed", model.store.name(id));
+    }
+    assert_ne!(wide.records[0].train_loss, base.records[0].train_loss);
+    assert!(wide.records.iter().all(|r| r.train_loss.is_finite()));
+    assert!(wide.records.last().unwrap().train_loss < wide.records[0].train_loss);
+    for bad in [
+        FinetuneConfig {
+            last_qk_dim: Some(0),
+            ..fast_config(1)
+        },
+        FinetuneConfig {
+            last_qk_dim: Some(benign::finetune::MAX_LAST_QK_DIM + 1),
+            ..fast_config(1)
+        },
+        FinetuneConfig {
+            last_qk_dim: Some(16),
+            reinit: false,
+            ..fast_config(1)
+        },
+    ] {
+        assert!(
+            matches!(bad.validate(), Err(Error::InvalidOption { field, .. }) if field == "last-qk-dim"),
+            "{:?}",
+            bad.last_qk_dim
+        );
+    }
+}
+
 #[test]
 fn phase_two_changes_only_the_last_query_and_key() {
     let train = toy_split(60, 3, 1);
@@ -837,10 +968,12 @@ fn finetune_refuses_bad_options_before_pretraining() {
     let root = temp_dir("up-front");
     let data = root.join("data");
     super::pretrain::mnist_fixture(&data);
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         // The pretrained models are 64 wide: 7 heads cannot split them.
         (&["--last-heads", "7"], "`last-heads`"),
         (&["--last-heads", "128"], "`last-heads`"),
+        (&["--last-qk-dim", "0"], "`last-qk-dim`"),
+        (&["--last-qk-dim", "2000"], "`last-qk-dim`"),
         (&["--phase1-epochs", "0"], "`phase1-epochs`"),
         (&["--phase1-lr", "0"], "`phase1-lr`"),
         (&["--pretrain-subset", "0"], "`pretrain-subset`"),
