@@ -53,6 +53,16 @@ MEASUREMENTS = [
     ("trec-qk32", "trec", "(b) query/key 32 wide a head", ["--last-qk-dim", "32"], 1),
     ("breast-patch2", "breastmnist", "(c) 2x2 patches (196 tokens)", ["--pretrain-patch", "2"], 1),
     ("trec-dim128", "trec", "(d) backbone width 128", ["--pretrain-dim", "128"], 1),
+    ("breast-layers1", "breastmnist", "(d') one-block backbone", ["--pretrain-layers", "1"], 1),
+    ("trec-layers1", "trec", "(d') one-block backbone", ["--pretrain-layers", "1"], 1),
+    # Reachability: every label flipped on one example a class. If attention alone cannot fit
+    # even these (with 10x the steps and 5x the learning rate), no query/key lever will.
+    ("breast-all-flipped", "breastmnist", "all flipped, n = 2", ["--n", "2", "--eta", "1"], 3),
+    ("trec-all-flipped", "trec", "all flipped, n = 6", ["--n", "6", "--eta", "1"], 3),
+    ("breast-all-flipped-long", "breastmnist", "all flipped, n = 2, 2000 epochs, lr 5e-2, no decay",
+     ["--n", "2", "--eta", "1", "--epochs", "2000", "--lr", "0.05", "--weight-decay", "0"], 3),
+    ("trec-all-flipped-long", "trec", "all flipped, n = 6, 2000 epochs, lr 5e-2, no decay",
+     ["--n", "6", "--eta", "1", "--epochs", "2000", "--lr", "0.05", "--weight-decay", "0"], 3),
 ]
 
 PAPER_N20_ETA02_LOSS = {"mnist": 0.00, "breastmnist": 0.12, "trec": 0.24, "sst2": 0.10, "agnews": 0.00}
@@ -104,7 +114,8 @@ def summarise(cells):
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return statistics.fmean(values), sd
 
-    noisy, clean = at(0.2), at(0.0)
+    noisy = [c for c in cells if c["cell"]["eta"] > 0]
+    clean = at(0.0)
     loss, loss_sd = mean_sd([c["final_record"]["train_loss"] for c in noisy])
     flips = sum(c["flipped"] for c in noisy)
     fitted = sum(
@@ -131,9 +142,10 @@ def summarise(cells):
 
 def run(args, name, dataset, lever, extra, seeds):
     out = os.path.join(args.work, name)
+    cells = [] if "--n" in extra else ["--n", "20", "--eta", "0,0.2"]
     command = [
         args.bin, "finetune", "--dataset", dataset, "--data-dir", args.data_dir,
-        "--n", "20", "--eta", "0,0.2", "--seeds", str(seeds),
+        *cells, "--seeds", str(seeds),
         "--checkpoints", os.path.join(args.work, "checkpoints"), "--out", out, "--no-plot",
     ] + EXTRA.get(dataset, []) + extra
     print("running:", " ".join(command), flush=True)
@@ -147,8 +159,8 @@ def run(args, name, dataset, lever, extra, seeds):
         "name": name,
         "dataset": dataset,
         "lever": lever,
-        "n": 20,
-        "eta": [0, 0.2],
+        "n": int(extra[extra.index("--n") + 1]) if "--n" in extra else 20,
+        "eta": [float(extra[extra.index("--eta") + 1])] if "--eta" in extra else [0, 0.2],
         "seeds": seeds,
         "command": " ".join(["benign"] + command[1:]),
         "wall_seconds": round(seconds, 1),
@@ -176,17 +188,18 @@ def table(records):
     lines = [
         BEGIN,
         "",
-        "| dataset | lever | seeds | noisy-label loss (eta 0.2) | paper | flipped fitted | clean loss (eta 0) | test acc % eta 0 / 0.2 | max [CLS] attention | wall s | load |",
+        "| dataset | lever | seeds | noisy-label loss (eta 0.2; all-flipped rows: eta 1) | paper | flipped fitted | clean loss (eta 0) | test acc % eta 0 / 0.2 | max [CLS] attention | wall s | load |",
         "|---|---|--:|---|--:|---|--:|---|--:|--:|--:|",
     ]
     for r in records:
         flipped = f"{r['flips_fitted']}/{r['flips']}" if r["flips"] else "no flips"
-        acc = f"{fmt(100 * r['test_accuracy_eta0'], 1)} / {fmt(100 * r['test_accuracy_eta02'], 1)}"
+        pct = lambda x: None if x is None else 100 * x
+        acc = f"{fmt(pct(r['test_accuracy_eta0']), 1)} / {fmt(pct(r['test_accuracy_eta02']), 1)}"
         load = r.get("load_average_before")
         lines.append(
             f"| {r['dataset']} | {r['lever']} | {r['seeds']} | "
             f"{fmt(r['noisy_loss_mean'])} ± {fmt(r['noisy_loss_sd'])} | "
-            f"{fmt(PAPER_N20_ETA02_LOSS.get(r['dataset']))} | {flipped} | "
+            f"{fmt(PAPER_N20_ETA02_LOSS.get(r['dataset']) if r['n'] == 20 else None)} | {flipped} | "
             f"{fmt(r['clean_loss_mean'])} | {acc} | {fmt(r['max_cls_attention_eta02'])} | "
             f"{r['wall_seconds']:.0f} | {fmt(load, 1)} |"
         )

@@ -107,6 +107,10 @@ pub struct FinetuneArgs {
     /// Width of the pretrained model [default: `benign pretrain`'s, 64].
     #[arg(long)]
     pub pretrain_dim: Option<usize>,
+    /// Transformer blocks of the pretrained model, at least 1 (with 1 the last block reads the
+    /// embeddings) [default: `benign pretrain`'s: 3 for images, 2 for text].
+    #[arg(long)]
+    pub pretrain_layers: Option<usize>,
     /// Phase 0 is `benign pretrain --dataset D [--subset N] [--seed S]` with its other settings
     /// at their defaults, read from (or trained into) this folder.
     #[command(flatten)]
@@ -346,9 +350,10 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The `--pretrain-patch`, `--pretrain-max-len` and `--pretrain-dim` options on the phase-0
-/// spec (`benign pretrain`'s `--patch`, `--max-len` and `--dim`: the same settings give the same
-/// checkpoint key), each refused on the wrong kind of dataset or at 0.
+/// The `--pretrain-patch`, `--pretrain-max-len`, `--pretrain-dim` and `--pretrain-layers`
+/// options on the phase-0 spec (`benign pretrain`'s `--patch`, `--max-len`, `--dim` and
+/// `--layers`: the same settings give the same checkpoint key), each refused on the wrong kind
+/// of dataset or at 0.
 fn apply_pretrain_model_options(spec: &mut PretrainSpec, args: &FinetuneArgs) -> Result<(), Error> {
     match &mut spec.tokenizer {
         TokenizerSpec::Patches { patch } => {
@@ -385,6 +390,12 @@ fn apply_pretrain_model_options(spec: &mut PretrainSpec, args: &FinetuneArgs) ->
             ));
         }
         spec.model.dim = dim;
+    }
+    if let Some(layers) = args.pretrain_layers {
+        if layers == 0 {
+            return Err(Error::invalid("pretrain-layers", "must be at least 1, got 0"));
+        }
+        spec.model.layers = layers;
     }
     Ok(())
 }

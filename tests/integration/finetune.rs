@@ -968,12 +968,16 @@ fn finetune_refuses_bad_options_before_pretraining() {
     let root = temp_dir("up-front");
     let data = root.join("data");
     super::pretrain::mnist_fixture(&data);
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 11] = [
         // The pretrained models are 64 wide: 7 heads cannot split them.
         (&["--last-heads", "7"], "`last-heads`"),
         (&["--last-heads", "128"], "`last-heads`"),
         (&["--last-qk-dim", "0"], "`last-qk-dim`"),
         (&["--last-qk-dim", "2000"], "`last-qk-dim`"),
+        (&["--pretrain-patch", "0"], "`pretrain-patch`"),
+        (&["--pretrain-max-len", "30"], "`pretrain-max-len`"),
+        (&["--pretrain-dim", "30"], "`pretrain-dim`"),
+        (&["--pretrain-layers", "0"], "`pretrain-layers`"),
         (&["--phase1-epochs", "0"], "`phase1-epochs`"),
         (&["--phase1-lr", "0"], "`phase1-lr`"),
         (&["--pretrain-subset", "0"], "`pretrain-subset`"),
