@@ -55,6 +55,11 @@ MEASUREMENTS = [
     ("trec-dim128", "trec", "(d) backbone width 128", ["--pretrain-dim", "128"], 1),
     ("breast-layers1", "breastmnist", "(d') one-block backbone", ["--pretrain-layers", "1"], 1),
     ("trec-layers1", "trec", "(d') one-block backbone", ["--pretrain-layers", "1"], 1),
+    ("breast-default-3", "breastmnist", "defaults (200 epochs, 64 heads)", [], 3),
+    ("trec-default-3", "trec", "defaults (200 epochs, 64 heads)", [], 3),
+    ("breast-layers1-3", "breastmnist", "(d') one-block backbone", ["--pretrain-layers", "1"], 3),
+    ("trec-layers1-3", "trec", "(d') one-block backbone", ["--pretrain-layers", "1"], 3),
+    ("sst2-layers1-3", "sst2", "(d') one-block backbone", ["--pretrain-layers", "1"], 3),
     # Reachability: every label flipped on one example a class. If attention alone cannot fit
     # even these (with 10x the steps and 5x the learning rate), no query/key lever will.
     ("breast-all-flipped", "breastmnist", "all flipped, n = 2", ["--n", "2", "--eta", "1"], 3),

@@ -393,7 +393,10 @@ fn apply_pretrain_model_options(spec: &mut PretrainSpec, args: &FinetuneArgs) ->
     }
     if let Some(layers) = args.pretrain_layers {
         if layers == 0 {
-            return Err(Error::invalid("pretrain-layers", "must be at least 1, got 0"));
+            return Err(Error::invalid(
+                "pretrain-layers",
+                "must be at least 1, got 0",
+            ));
         }
         spec.model.layers = layers;
     }

@@ -235,8 +235,22 @@ fn a_wider_query_key_padded_with_zeros_is_the_blocks_own_attention() {
     let (heads, dim) = (own.heads, model.config.dim);
     let (head_dim, wide) = (dim / heads, 3 * dim / heads);
     let mut rng = named_rng(1, "wide");
-    let query = Linear::new(&mut model.store, "wide.query", dim, heads * wide, true, &mut rng);
-    let key = Linear::new(&mut model.store, "wide.key", dim, heads * wide, true, &mut rng);
+    let query = Linear::new(
+        &mut model.store,
+        "wide.query",
+        dim,
+        heads * wide,
+        true,
+        &mut rng,
+    );
+    let key = Linear::new(
+        &mut model.store,
+        "wide.key",
+        dim,
+        heads * wide,
+        true,
+        &mut rng,
+    );
     for (narrow, wide_layer) in [(own.query, query), (own.key, key)] {
         let weight = model.store.value(narrow.weight).to_vec();
         let bias = model.store.value(narrow.bias.unwrap()).to_vec();
@@ -250,7 +264,10 @@ fn a_wider_query_key_padded_with_zeros_is_the_blocks_own_attention() {
                 wide_bias[to] = bias[from];
             }
         }
-        model.store.value_mut(wide_layer.weight).copy_from_slice(&wide_weight);
+        model
+            .store
+            .value_mut(wide_layer.weight)
+            .copy_from_slice(&wide_weight);
         model
             .store
             .value_mut(wide_layer.bias.unwrap())
