@@ -68,6 +68,42 @@ fn toy_model(classes: usize) -> Classifier<f32> {
     Classifier::new(config, &mut named_rng(7, "toy-model")).unwrap()
 }
 
+/// The toy model with a 60-example training split (the first 30 its pretraining subset) and a
+/// 30-example test split, for the phase-2 tests.
+struct ToyExperiment {
+    train: TokenizedSplit,
+    test: TokenizedSplit,
+    model: Classifier<f32>,
+    pretrain_subset: Vec<usize>,
+}
+
+impl ToyExperiment {
+    fn new() -> Self {
+        ToyExperiment {
+            train: toy_split(60, 3, 1),
+            test: toy_split(30, 3, 2),
+            model: toy_model(3),
+            pretrain_subset: (0..30).collect(),
+        }
+    }
+
+    fn experiment(&self) -> Experiment<'_> {
+        Experiment {
+            model: &self.model,
+            train: &self.train,
+            pretrain_subset: &self.pretrain_subset,
+            test: &self.test,
+        }
+    }
+}
+
+/// The phase-2 tests' cell: 20 examples, noise 0.3.
+const TOY_CELL: Cell = Cell {
+    n: 20,
+    eta: 0.3,
+    seed: 5,
+};
+
 fn fast_config(epochs: usize) -> FinetuneConfig {
     let mut config = FinetuneConfig::default();
     config.phase1.epochs = 3;
@@ -183,21 +219,9 @@ fn bad_noise_settings_name_the_field() {
 
 #[test]
 fn phase_two_can_split_the_last_attention_into_other_heads() {
-    let train = toy_split(60, 3, 1);
-    let test = toy_split(30, 3, 2);
-    let model = toy_model(3);
-    let pretrain_subset: Vec<usize> = (0..30).collect();
-    let experiment = Experiment {
-        model: &model,
-        train: &train,
-        pretrain_subset: &pretrain_subset,
-        test: &test,
-    };
-    let cell = Cell {
-        n: 20,
-        eta: 0.3,
-        seed: 5,
-    };
+    let toy = ToyExperiment::new();
+    let experiment = toy.experiment();
+    let cell = TOY_CELL;
     // The toy model is 8 wide: 3 heads do not divide it.
     let config = FinetuneConfig {
         last_heads: Some(3),
@@ -299,21 +323,9 @@ fn a_wider_query_key_padded_with_zeros_is_the_blocks_own_attention() {
 /// query and key included; out of range or with `reinit` off it is refused by name.
 #[test]
 fn phase_two_can_score_with_a_wider_query_and_key() {
-    let train = toy_split(60, 3, 1);
-    let test = toy_split(30, 3, 2);
-    let model = toy_model(3);
-    let pretrain_subset: Vec<usize> = (0..30).collect();
-    let experiment = Experiment {
-        model: &model,
-        train: &train,
-        pretrain_subset: &pretrain_subset,
-        test: &test,
-    };
-    let cell = Cell {
-        n: 20,
-        eta: 0.3,
-        seed: 5,
-    };
+    let toy = ToyExperiment::new();
+    let (experiment, model) = (toy.experiment(), &toy.model);
+    let cell = TOY_CELL;
     let base = run_cell(&experiment, &fast_config(3), cell, &mut |_| {}).unwrap();
     // The toy model: width 8, 2 heads of 4.
     let same = FinetuneConfig {
@@ -371,22 +383,10 @@ fn phase_two_can_score_with_a_wider_query_and_key() {
 
 #[test]
 fn phase_two_changes_only_the_last_query_and_key() {
-    let train = toy_split(60, 3, 1);
-    let test = toy_split(30, 3, 2);
-    let model = toy_model(3);
-    let pretrain_subset: Vec<usize> = (0..30).collect();
-    let experiment = Experiment {
-        model: &model,
-        train: &train,
-        pretrain_subset: &pretrain_subset,
-        test: &test,
-    };
+    let toy = ToyExperiment::new();
+    let (experiment, model) = (toy.experiment(), &toy.model);
     let config = fast_config(3);
-    let cell = Cell {
-        n: 20,
-        eta: 0.3,
-        seed: 5,
-    };
+    let cell = TOY_CELL;
     let run = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
     let query_key = run.model.last_query_key();
     assert_eq!(query_key.len(), 4, "query and key weights and biases");
@@ -415,7 +415,8 @@ fn phase_two_changes_only_the_last_query_and_key() {
         run.records.last().unwrap().train_loss.to_bits()
     );
     assert_eq!(again.noisy, run.noisy);
-    let indices = benign::finetune::finetune_subset(&train, &pretrain_subset, 20, 5).unwrap();
+    let indices =
+        benign::finetune::finetune_subset(&toy.train, &toy.pretrain_subset, 20, 5).unwrap();
     assert!(indices.iter().all(|i| *i >= 30));
 
     // Without re-initialisation, phase 2 starts from the model's own query and key: its
@@ -425,11 +426,9 @@ fn phase_two_changes_only_the_last_query_and_key() {
         ..fast_config(1)
     };
     let kept = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
-    let split = benign::classifier::pretrain::select_examples(&train, &indices);
+    let split = benign::classifier::pretrain::select_examples(&toy.train, &indices);
     let mut trainer = benign::classifier::Trainer::<f32>::new(config.phase2.clone()).unwrap();
-    let unchanged = trainer
-        .evaluate(&model, &split, &kept.noisy.labels)
-        .unwrap();
+    let unchanged = trainer.evaluate(model, &split, &kept.noisy.labels).unwrap();
     // Phase 2 runs on cached last-block inputs: the same function up to summation order.
     assert!(
         (kept.records[0].train_loss - unchanged.loss).abs() <= 1e-5 * unchanged.loss.max(1.0),
