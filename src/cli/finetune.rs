@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use benign::classifier::pretrain::{self, PretrainResult, PretrainSpec};
+use benign::classifier::pretrain::{self, PretrainResult, PretrainSpec, TokenizerSpec};
 use benign::classifier::Schedule;
 use benign::finetune::{self, report, Event, FinetuneConfig, FinetuneOptions, Plan};
 use benign::realdata::DatasetName;
@@ -58,6 +58,11 @@ pub struct FinetuneArgs {
     /// [default: 1].
     #[arg(long)]
     pub score_scale: Option<f64>,
+    /// Width of each head's query and key in the last block's attention in phase 2, 1 to 1024:
+    /// a width other than the model's width over `--last-heads` draws a new query and key
+    /// projection of `heads x width` outputs [default: width / heads, the block's own].
+    #[arg(long)]
+    pub last_qk_dim: Option<usize>,
     /// Phase-1 (head only) epochs [default: 2].
     #[arg(long)]
     pub phase1_epochs: Option<usize>,
@@ -91,6 +96,21 @@ pub struct FinetuneArgs {
     /// Seed of the pretraining run (phases 0 and 1).
     #[arg(long, default_value_t = pretrain::DEFAULT_SEED)]
     pub pretrain_seed: u64,
+    /// Patch side in pixels of the pretrained model (images; 2 gives 196 tokens on 28x28)
+    /// [default: `benign pretrain`'s, 4].
+    #[arg(long)]
+    pub pretrain_patch: Option<usize>,
+    /// Tokens per sentence of the pretrained model (text) [default: `benign pretrain`'s: TREC
+    /// 24, SST-2 48, AG news 64].
+    #[arg(long)]
+    pub pretrain_max_len: Option<usize>,
+    /// Width of the pretrained model [default: `benign pretrain`'s, 64].
+    #[arg(long)]
+    pub pretrain_dim: Option<usize>,
+    /// Transformer blocks of the pretrained model, at least 1 (with 1 the last block reads the
+    /// embeddings) [default: `benign pretrain`'s: 3 for images, 2 for text].
+    #[arg(long)]
+    pub pretrain_layers: Option<usize>,
     /// Phase 0 is `benign pretrain --dataset D [--subset N] [--seed S]` with its other settings
     /// at their defaults, read from (or trained into) this folder.
     #[command(flatten)]
@@ -145,6 +165,9 @@ pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
     if let Some(s) = args.score_scale {
         config.score_scale = s;
     }
+    if args.last_qk_dim.is_some() {
+        config.last_qk_dim = args.last_qk_dim;
+    }
     if let Some(e) = args.phase1_epochs {
         config.phase1.epochs = e;
     }
@@ -189,10 +212,13 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
     if let Some(n) = args.pretrain_subset {
         spec.subset = Some(n);
     }
-    // The spec's `subset` is this command's `--pretrain-subset`.
+    apply_pretrain_model_options(&mut spec, &args)?;
+    // The spec's `subset`, `patch`, `max-len` and `dim` are this command's `--pretrain-*`.
     spec.validate().map_err(|e| match e {
-        Error::InvalidOption { field, message } if field == "subset" => {
-            Error::invalid("pretrain-subset", message)
+        Error::InvalidOption { field, message }
+            if ["subset", "patch", "max-len", "dim"].contains(&field.as_str()) =>
+        {
+            Error::invalid(format!("pretrain-{field}"), message)
         }
         other => other,
     })?;
@@ -311,6 +337,59 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         let _ = writeln!(stdout, "wrote {}", f.display());
     }
     Ok(0)
+}
+
+/// The `--pretrain-patch`, `--pretrain-max-len`, `--pretrain-dim` and `--pretrain-layers`
+/// options on the phase-0 spec (`benign pretrain`'s `--patch`, `--max-len`, `--dim` and
+/// `--layers`: the same settings give the same checkpoint key), each refused on the wrong kind
+/// of dataset or at 0.
+fn apply_pretrain_model_options(spec: &mut PretrainSpec, args: &FinetuneArgs) -> Result<(), Error> {
+    match &mut spec.tokenizer {
+        TokenizerSpec::Patches { patch } => {
+            if let Some(p) = args.pretrain_patch {
+                *patch = p;
+            }
+            if args.pretrain_max_len.is_some() {
+                return Err(Error::invalid(
+                    "pretrain-max-len",
+                    "applies to text datasets only",
+                ));
+            }
+        }
+        TokenizerSpec::Words { max_len, .. } => {
+            if let Some(m) = args.pretrain_max_len {
+                *max_len = m;
+            }
+            if args.pretrain_patch.is_some() {
+                return Err(Error::invalid(
+                    "pretrain-patch",
+                    "applies to image datasets only",
+                ));
+            }
+        }
+    }
+    if let Some(dim) = args.pretrain_dim {
+        if dim == 0 || !dim.is_multiple_of(spec.model.heads) {
+            return Err(Error::invalid(
+                "pretrain-dim",
+                format!(
+                    "must be a positive multiple of the pretrained model's {} heads, got {dim}",
+                    spec.model.heads
+                ),
+            ));
+        }
+        spec.model.dim = dim;
+    }
+    if let Some(layers) = args.pretrain_layers {
+        if layers == 0 {
+            return Err(Error::invalid(
+                "pretrain-layers",
+                "must be at least 1, got 0",
+            ));
+        }
+        spec.model.layers = layers;
+    }
+    Ok(())
 }
 
 /// Which phase-0 checkpoint a run uses and whether it was reused.

@@ -21,8 +21,10 @@
 //!
 //! Phase 2 may also split the last block's attention into a different number of heads `H`
 //! (the query and key are redrawn anyway; the values are cut into `H` slices of `d / H`
-//! coordinates, each mixed by its own attention row) and scale the scores by `s` (an inverse
-//! temperature): [`Phase2Attention`].
+//! coordinates, each mixed by its own attention row), scale the scores by `s` (an inverse
+//! temperature), and score with a query and key of its own width `H * w` instead of the
+//! block's `d` (each head then compares `w`-wide query and key slices and the score divisor is
+//! `sqrt(w)`; the values keep their `d / H` coordinates a head): [`Phase2Attention`].
 //!
 //! The training loop is [`crate::classifier::Trainer::run_epoch`]'s (same shuffles, chunks,
 //! clipping, AdamW and schedule), on the cached inputs.
@@ -35,7 +37,7 @@ use crate::classifier::embed::key_padding_mask;
 use crate::classifier::model::max_cls_attention;
 use crate::classifier::{Classifier, Evaluation, TrainConfig, Trainer};
 use crate::realdata::TokenizedSplit;
-use crate::transformer::{attention_residual_and_mlp, block_forward_vars, linear_forward};
+use crate::transformer::{attention_residual_and_mlp, block_forward_vars, linear_forward, Linear};
 use crate::{Error, Result};
 
 /// Examples per no-tape forward pass when filling the cache or evaluating.
@@ -46,17 +48,30 @@ const CACHE_CHUNK: usize = 128;
 pub struct Phase2Attention {
     /// Heads (must divide the width).
     pub heads: usize,
-    /// Factor on the scores `q . k / sqrt(d / heads)` (1: the model's attention).
+    /// Factor on the scores `q . k / sqrt(w)`, `w` the query and key width of a head (1: the
+    /// model's attention).
     pub score_scale: f64,
+    /// The [CLS] query's projection, `d -> heads * w` (the last block's own, or a wider one).
+    pub query: Linear,
+    /// The keys' projection, the same shape as `query`.
+    pub key: Linear,
 }
 
 impl Phase2Attention {
     /// The model's own attention.
     pub fn of<T: Float>(model: &Classifier<T>) -> Self {
+        let last = model.blocks.last().expect("at least one block");
         Phase2Attention {
             heads: model.config.heads,
             score_scale: 1.0,
+            query: last.query,
+            key: last.key,
         }
+    }
+
+    /// Width of one head's query and key.
+    pub fn query_key_head_dim(&self) -> usize {
+        self.query.out_features / self.heads
     }
 }
 
@@ -170,6 +185,7 @@ fn forward_cached<T: Float>(
 ) -> CachedForward {
     let (batch, seq, dim, heads) = (indices.len(), inputs.seq, inputs.dim, attention.heads);
     let head_dim = dim / heads;
+    let qk_dim = attention.query_key_head_dim();
     let config = model.config.block();
     let last = model.blocks.last().expect("at least one block");
     let vars = last.vars(tape, &model.store);
@@ -182,16 +198,25 @@ fn forward_cached<T: Float>(
     let cls_input = tape.constant(&[batch, 1, dim], &cls_input);
 
     let cls_normed = tape.select(normed, 1, 0);
-    let query = linear_forward(tape, cls_normed, &vars.query);
-    let query = tape.reshape(query, &[batch, 1, heads, head_dim]);
+    // The block's own projections are already leaves of `vars`: one leaf per parameter.
+    let (query_vars, key_vars) = if (attention.query, attention.key) == (last.query, last.key) {
+        (vars.query, vars.key)
+    } else {
+        (
+            attention.query.vars(tape, &model.store),
+            attention.key.vars(tape, &model.store),
+        )
+    };
+    let query = linear_forward(tape, cls_normed, &query_vars);
+    let query = tape.reshape(query, &[batch, 1, heads, qk_dim]);
     let query = tape.permute(query, &[0, 2, 1, 3]);
-    let key = linear_forward(tape, normed, &vars.key);
-    let key = tape.reshape(key, &[batch, seq, heads, head_dim]);
+    let key = linear_forward(tape, normed, &key_vars);
+    let key = tape.reshape(key, &[batch, seq, heads, qk_dim]);
     let key = tape.permute(key, &[0, 2, 1, 3]);
     let scores = tape.matmul_t(query, key, false, true);
     let scores = tape.scale(
         scores,
-        T::from_f64(attention.score_scale / (head_dim as f64).sqrt()),
+        T::from_f64(attention.score_scale / (qk_dim as f64).sqrt()),
     );
     let mask = inputs.key_mask.as_ref().map(|mask| {
         // [batch, heads, 1, seq]: each example's key row repeated over its heads.

@@ -45,6 +45,7 @@ use std::time::Instant;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::autodiff::ParamId;
 use crate::classifier::checkpoint;
 use crate::classifier::pretrain::{self, PretrainOptions, PretrainResult, PretrainSpec};
 use crate::classifier::{Classifier, Evaluation, Schedule, TrainConfig, Trainer};
@@ -53,6 +54,7 @@ use crate::realdata::subset::draw;
 use crate::realdata::{Sampling, TokenizedSplit};
 use crate::rundir::{JobDir, JobSpec, Reuse};
 use crate::seed::named_rng;
+use crate::transformer::Linear;
 use crate::{Error, Result};
 use cached::{CachedTrainer, LastBlockInputs, Phase2Attention};
 
@@ -120,6 +122,9 @@ fn check_eta(eta: f64) -> Result<()> {
 /// 64-wide models of `benign pretrain`.
 pub const DEFAULT_LAST_HEADS: usize = 64;
 
+/// The largest `last_qk_dim`: a bound on the size of the projections phase 2 draws.
+pub const MAX_LAST_QK_DIM: usize = 1024;
+
 /// Settings of phases 1 and 2 (all part of the keys of their files).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneConfig {
@@ -137,6 +142,13 @@ pub struct FinetuneConfig {
     /// Factor on the last block's attention scores in phase 2 (an inverse temperature).
     #[serde(default = "one")]
     pub score_scale: f64,
+    /// Width of each head's query and key in phase 2 (`None`: the model's width over the head
+    /// count). Another width draws a new query and key projection `d -> heads * width` in place
+    /// of the block's: every head then selects tokens through a `width`-dimensional comparison
+    /// while still mixing its own `d / heads` coordinates of the values. Left out of the
+    /// serialized settings when unset, so the keys of earlier runs stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_qk_dim: Option<usize>,
     /// Test examples (a fixed stratified subset of the test split, the same for every cell and
     /// the baseline) used for every test measurement; `None`: the whole test split.
     pub test_examples: Option<usize>,
@@ -179,6 +191,7 @@ impl Default for FinetuneConfig {
             reinit: true,
             last_heads: Some(DEFAULT_LAST_HEADS),
             score_scale: 1.0,
+            last_qk_dim: None,
             test_examples: Some(1000),
             eval_every: 50,
         }
@@ -210,6 +223,20 @@ impl FinetuneConfig {
         }
         if self.last_heads == Some(0) {
             return Err(Error::invalid("last-heads", "must be at least 1, got 0"));
+        }
+        if let Some(width) = self.last_qk_dim {
+            if !(1..=MAX_LAST_QK_DIM).contains(&width) {
+                return Err(Error::invalid(
+                    "last-qk-dim",
+                    format!("must be between 1 and {MAX_LAST_QK_DIM}, got {width}"),
+                ));
+            }
+            if !self.reinit {
+                return Err(Error::invalid(
+                    "last-qk-dim",
+                    "draws a new query and key, so it cannot be combined with --no-reinit",
+                ));
+            }
         }
         if !(self.score_scale.is_finite() && self.score_scale > 0.0) {
             return Err(Error::invalid(
@@ -541,7 +568,8 @@ pub fn run_cell(
 }
 
 /// The last block's attention in phase 2: the model's, with `config`'s head count and score
-/// scale.
+/// scale, scored by the block's own query and key (see [`query_key_for_phase2`] for a wider
+/// one).
 pub fn phase2_attention(
     model: &Classifier<f32>,
     config: &FinetuneConfig,
@@ -550,7 +578,41 @@ pub fn phase2_attention(
     Ok(Phase2Attention {
         heads,
         score_scale: config.score_scale,
+        ..Phase2Attention::of(model)
     })
+}
+
+/// Prepares the query and key phase 2 trains and returns their parameters, leaving `model`'s
+/// others to be frozen: the last block's own, redrawn from `rng` unless `config.reinit` is off,
+/// or, when `config.last_qk_dim` asks for another width than the block's, new projections
+/// `d -> heads * last_qk_dim` drawn from `rng` as PyTorch initialises a linear layer (with a
+/// bias if the block's query has one) and put in `attention`.
+fn query_key_for_phase2(
+    model: &mut Classifier<f32>,
+    config: &FinetuneConfig,
+    attention: &mut Phase2Attention,
+    rng: &mut impl Rng,
+) -> Vec<ParamId> {
+    let dim = model.config.dim;
+    let wide = config
+        .last_qk_dim
+        .map(|width| width * attention.heads)
+        .filter(|&width| width != dim);
+    match wide {
+        Some(width) => {
+            let bias = attention.query.bias.is_some();
+            attention.query = Linear::new(&mut model.store, "phase2.query", dim, width, bias, rng);
+            attention.key = Linear::new(&mut model.store, "phase2.key", dim, width, bias, rng);
+            attention.query.ids().chain(attention.key.ids()).collect()
+        }
+        None => {
+            let query_key = model.last_query_key();
+            if config.reinit {
+                model.reinitialize(&query_key, rng);
+            }
+            query_key
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -582,18 +644,21 @@ fn run_cell_cached(
         &mut named_rng(cell.seed, "finetune-label-noise"),
     )?;
     let mut model = clone_classifier(experiment.model)?;
-    let query_key = model.last_query_key();
-    if config.reinit {
-        model.reinitialize(&query_key, &mut named_rng(cell.seed, "finetune-query-key"));
-    }
-    model.freeze_all_except(&query_key);
+    let mut attention = phase2_attention(&model, config)?;
+    let trainable = query_key_for_phase2(
+        &mut model,
+        config,
+        &mut attention,
+        &mut named_rng(cell.seed, "finetune-query-key"),
+    );
+    model.freeze_all_except(&trainable);
     let train_inputs = LastBlockInputs::compute(&model, &split)?;
     let mut trainer = CachedTrainer::new(
         TrainConfig {
             seed: cell.seed,
             ..config.phase2.clone()
         },
-        phase2_attention(&model, config)?,
+        attention,
     )?;
     let test_labels = &experiment.test.labels;
     let epochs = config.phase2.epochs;

@@ -68,6 +68,42 @@ fn toy_model(classes: usize) -> Classifier<f32> {
     Classifier::new(config, &mut named_rng(7, "toy-model")).unwrap()
 }
 
+/// The toy model with a 60-example training split (the first 30 its pretraining subset) and a
+/// 30-example test split, for the phase-2 tests.
+struct ToyExperiment {
+    train: TokenizedSplit,
+    test: TokenizedSplit,
+    model: Classifier<f32>,
+    pretrain_subset: Vec<usize>,
+}
+
+impl ToyExperiment {
+    fn new() -> Self {
+        ToyExperiment {
+            train: toy_split(60, 3, 1),
+            test: toy_split(30, 3, 2),
+            model: toy_model(3),
+            pretrain_subset: (0..30).collect(),
+        }
+    }
+
+    fn experiment(&self) -> Experiment<'_> {
+        Experiment {
+            model: &self.model,
+            train: &self.train,
+            pretrain_subset: &self.pretrain_subset,
+            test: &self.test,
+        }
+    }
+}
+
+/// The phase-2 tests' cell: 20 examples, noise 0.3.
+const TOY_CELL: Cell = Cell {
+    n: 20,
+    eta: 0.3,
+    seed: 5,
+};
+
 fn fast_config(epochs: usize) -> FinetuneConfig {
     let mut config = FinetuneConfig::default();
     config.phase1.epochs = 3;
@@ -183,21 +219,9 @@ fn bad_noise_settings_name_the_field() {
 
 #[test]
 fn phase_two_can_split_the_last_attention_into_other_heads() {
-    let train = toy_split(60, 3, 1);
-    let test = toy_split(30, 3, 2);
-    let model = toy_model(3);
-    let pretrain_subset: Vec<usize> = (0..30).collect();
-    let experiment = Experiment {
-        model: &model,
-        train: &train,
-        pretrain_subset: &pretrain_subset,
-        test: &test,
-    };
-    let cell = Cell {
-        n: 20,
-        eta: 0.3,
-        seed: 5,
-    };
+    let toy = ToyExperiment::new();
+    let experiment = toy.experiment();
+    let cell = TOY_CELL;
     // The toy model is 8 wide: 3 heads do not divide it.
     let config = FinetuneConfig {
         last_heads: Some(3),
@@ -221,24 +245,148 @@ fn phase_two_can_split_the_last_attention_into_other_heads() {
     assert!(split.records.iter().all(|r| r.train_loss.is_finite()));
 }
 
+/// A wider query and key (`last_qk_dim`) whose extra coordinates are zero and whose others
+/// copy the block's own, per head, with the score scale making up for the divisor `sqrt(w)`,
+/// is the block's own attention: the logits agree. This checks the per-head layout of the
+/// wide projections independently of how phase 2 draws them.
+#[test]
+fn a_wider_query_key_padded_with_zeros_is_the_blocks_own_attention() {
+    use benign::finetune::cached::{cached_logits, LastBlockInputs, Phase2Attention};
+    use benign::transformer::Linear;
+    let mut model = toy_model(3);
+    let split = toy_split(23, 3, 17);
+    let own = Phase2Attention::of(&model);
+    let (heads, dim) = (own.heads, model.config.dim);
+    let (head_dim, wide) = (dim / heads, 3 * dim / heads);
+    let mut rng = named_rng(1, "wide");
+    let query = Linear::new(
+        &mut model.store,
+        "wide.query",
+        dim,
+        heads * wide,
+        true,
+        &mut rng,
+    );
+    let key = Linear::new(
+        &mut model.store,
+        "wide.key",
+        dim,
+        heads * wide,
+        true,
+        &mut rng,
+    );
+    for (narrow, wide_layer) in [(own.query, query), (own.key, key)] {
+        let weight = model.store.value(narrow.weight).to_vec();
+        let bias = model.store.value(narrow.bias.unwrap()).to_vec();
+        let mut wide_weight = vec![0.0f32; heads * wide * dim];
+        let mut wide_bias = vec![0.0f32; heads * wide];
+        for h in 0..heads {
+            for j in 0..head_dim {
+                let (from, to) = (h * head_dim + j, h * wide + j);
+                wide_weight[to * dim..(to + 1) * dim]
+                    .copy_from_slice(&weight[from * dim..(from + 1) * dim]);
+                wide_bias[to] = bias[from];
+            }
+        }
+        model
+            .store
+            .value_mut(wide_layer.weight)
+            .copy_from_slice(&wide_weight);
+        model
+            .store
+            .value_mut(wide_layer.bias.unwrap())
+            .copy_from_slice(&wide_bias);
+    }
+    let inputs = LastBlockInputs::compute(&model, &split).unwrap();
+    let expected = cached_logits(&model, &inputs, own);
+    let padded = Phase2Attention {
+        score_scale: ((wide as f64) / (head_dim as f64)).sqrt(),
+        query,
+        key,
+        ..own
+    };
+    assert_eq!(padded.query_key_head_dim(), wide);
+    let got = cached_logits(&model, &inputs, padded);
+    for (a, b) in expected.iter().zip(&got) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    // Unpadded, the same wide projections score differently.
+    let unscaled = Phase2Attention {
+        score_scale: 1.0,
+        ..padded
+    };
+    assert_ne!(cached_logits(&model, &inputs, unscaled), expected);
+}
+
+/// `last_qk_dim`: the block's own width changes nothing; another width trains new projections
+/// of `heads x width` outputs and leaves every parameter of the model as it was, the block's
+/// query and key included; out of range or with `reinit` off it is refused by name.
+#[test]
+fn phase_two_can_score_with_a_wider_query_and_key() {
+    let toy = ToyExperiment::new();
+    let (experiment, model) = (toy.experiment(), &toy.model);
+    let cell = TOY_CELL;
+    let base = run_cell(&experiment, &fast_config(3), cell, &mut |_| {}).unwrap();
+    // The toy model: width 8, 2 heads of 4.
+    let same = FinetuneConfig {
+        last_qk_dim: Some(4),
+        ..fast_config(3)
+    };
+    let same = run_cell(&experiment, &same, cell, &mut |_| {}).unwrap();
+    for (a, b) in base.records.iter().zip(&same.records) {
+        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
+    }
+    let wide = FinetuneConfig {
+        last_qk_dim: Some(16),
+        ..fast_config(3)
+    };
+    let wide = run_cell(&experiment, &wide, cell, &mut |_| {}).unwrap();
+    let store = &wide.model.store;
+    for name in ["phase2.query.weight", "phase2.key.weight"] {
+        let id = store.id(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(store.shape(id).dims(), &[32, 8], "{name}");
+    }
+    for id in model.store.ids() {
+        let same_bits = model
+            .store
+            .value(id)
+            .iter()
+            .zip(store.value(id))
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_bits, "{} changed", model.store.name(id));
+    }
+    assert_ne!(wide.records[0].train_loss, base.records[0].train_loss);
+    assert!(wide.records.iter().all(|r| r.train_loss.is_finite()));
+    assert!(wide.records.last().unwrap().train_loss < wide.records[0].train_loss);
+    for bad in [
+        FinetuneConfig {
+            last_qk_dim: Some(0),
+            ..fast_config(1)
+        },
+        FinetuneConfig {
+            last_qk_dim: Some(benign::finetune::MAX_LAST_QK_DIM + 1),
+            ..fast_config(1)
+        },
+        FinetuneConfig {
+            last_qk_dim: Some(16),
+            reinit: false,
+            ..fast_config(1)
+        },
+    ] {
+        assert!(
+            matches!(bad.validate(), Err(Error::InvalidOption { field, .. }) if field == "last-qk-dim"),
+            "{:?}",
+            bad.last_qk_dim
+        );
+    }
+}
+
 #[test]
 fn phase_two_changes_only_the_last_query_and_key() {
-    let train = toy_split(60, 3, 1);
-    let test = toy_split(30, 3, 2);
-    let model = toy_model(3);
-    let pretrain_subset: Vec<usize> = (0..30).collect();
-    let experiment = Experiment {
-        model: &model,
-        train: &train,
-        pretrain_subset: &pretrain_subset,
-        test: &test,
-    };
+    let toy = ToyExperiment::new();
+    let (experiment, model) = (toy.experiment(), &toy.model);
     let config = fast_config(3);
-    let cell = Cell {
-        n: 20,
-        eta: 0.3,
-        seed: 5,
-    };
+    let cell = TOY_CELL;
     let run = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
     let query_key = run.model.last_query_key();
     assert_eq!(query_key.len(), 4, "query and key weights and biases");
@@ -267,7 +415,8 @@ fn phase_two_changes_only_the_last_query_and_key() {
         run.records.last().unwrap().train_loss.to_bits()
     );
     assert_eq!(again.noisy, run.noisy);
-    let indices = benign::finetune::finetune_subset(&train, &pretrain_subset, 20, 5).unwrap();
+    let indices =
+        benign::finetune::finetune_subset(&toy.train, &toy.pretrain_subset, 20, 5).unwrap();
     assert!(indices.iter().all(|i| *i >= 30));
 
     // Without re-initialisation, phase 2 starts from the model's own query and key: its
@@ -277,11 +426,9 @@ fn phase_two_changes_only_the_last_query_and_key() {
         ..fast_config(1)
     };
     let kept = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
-    let split = benign::classifier::pretrain::select_examples(&train, &indices);
+    let split = benign::classifier::pretrain::select_examples(&toy.train, &indices);
     let mut trainer = benign::classifier::Trainer::<f32>::new(config.phase2.clone()).unwrap();
-    let unchanged = trainer
-        .evaluate(&model, &split, &kept.noisy.labels)
-        .unwrap();
+    let unchanged = trainer.evaluate(model, &split, &kept.noisy.labels).unwrap();
     // Phase 2 runs on cached last-block inputs: the same function up to summation order.
     assert!(
         (kept.records[0].train_loss - unchanged.loss).abs() <= 1e-5 * unchanged.loss.max(1.0),
@@ -837,10 +984,16 @@ fn finetune_refuses_bad_options_before_pretraining() {
     let root = temp_dir("up-front");
     let data = root.join("data");
     super::pretrain::mnist_fixture(&data);
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 11] = [
         // The pretrained models are 64 wide: 7 heads cannot split them.
         (&["--last-heads", "7"], "`last-heads`"),
         (&["--last-heads", "128"], "`last-heads`"),
+        (&["--last-qk-dim", "0"], "`last-qk-dim`"),
+        (&["--last-qk-dim", "2000"], "`last-qk-dim`"),
+        (&["--pretrain-patch", "0"], "`pretrain-patch`"),
+        (&["--pretrain-max-len", "30"], "`pretrain-max-len`"),
+        (&["--pretrain-dim", "30"], "`pretrain-dim`"),
+        (&["--pretrain-layers", "0"], "`pretrain-layers`"),
         (&["--phase1-epochs", "0"], "`phase1-epochs`"),
         (&["--phase1-lr", "0"], "`phase1-lr`"),
         (&["--pretrain-subset", "0"], "`pretrain-subset`"),
