@@ -111,7 +111,7 @@ fn encoder_step(c: &mut Criterion) {
 /// + [CLS], d = 64, 4 heads, 3 blocks, MLP 128, batch 64), on MNIST-shaped random patches.
 fn classifier_step(c: &mut Criterion) {
     use benign::classifier::pretrain::{PretrainSpec, TokenizerSpec};
-    use benign::classifier::{embed::InputKind, Classifier, ModelConfig, Trainer};
+    use benign::classifier::{embed::InputKind, Classifier, ClassifierTrainer, ModelConfig};
     use benign::realdata::{DatasetName, TokenizedSplit, Tokens};
     use rand::{Rng, SeedableRng};
 
@@ -150,7 +150,7 @@ fn classifier_step(c: &mut Criterion) {
     let mut model = Classifier::<f32>::new(config, &mut rng).unwrap();
     let mut train_config = spec.train.clone();
     train_config.epochs = 1_000_000;
-    let mut trainer = Trainer::new(train_config).unwrap();
+    let mut trainer = ClassifierTrainer::new(train_config).unwrap();
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     group.bench_function("classifier", |b| {

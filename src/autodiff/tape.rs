@@ -13,7 +13,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use super::gradients::{GradEntry, Gradients};
 use super::ops::Op;
@@ -603,7 +603,7 @@ impl<'a, T: Float> BackwardCtx<'a, T> {
     pub(crate) fn accumulate(&mut self, i: usize, contribution: Vec<T>) {
         match &mut self.grads[i] {
             Some(g) => {
-                k::axpy(T::ONE, &contribution, g);
+                kernels::axpy(T::ONE, &contribution, g);
                 self.pool.put(contribution);
             }
             slot @ None => *slot = Some(contribution),

@@ -17,7 +17,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::model::{Classifier, ModelConfig};
-use super::train::{Moments, Trainer};
+use super::train::{ClassifierTrainer, Moments};
 use crate::{Error, Result};
 
 /// The value of the `format` metadata entry.
@@ -98,7 +98,7 @@ fn from_view<T: Float>(path: &Path, name: &str, view: &TensorView<'_>) -> Result
 pub fn save<T: Float>(
     path: &Path,
     model: &Classifier<T>,
-    trainer: Option<&Trainer<T>>,
+    trainer: Option<&ClassifierTrainer<T>>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let store = &model.store;

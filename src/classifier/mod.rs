@@ -4,7 +4,7 @@
 //! - [`model`]: [`Classifier`] = patch or word embedding + learned positions + [CLS]
 //!   ([`embed`]), `L` pre-LN blocks of `H`-head attention with a key padding mask and a GELU MLP
 //!   ([`crate::transformer`]), a final LayerNorm and a linear head on [CLS].
-//! - [`train`]: [`Trainer`] (AdamW, gradient clipping, warm-up + cosine schedule, seeded
+//! - [`train`]: [`ClassifierTrainer`] (AdamW, gradient clipping, warm-up + cosine schedule, seeded
 //!   shuffling, data-parallel chunks with bit-identical results for any thread count).
 //! - [`checkpoint`]: safetensors files with parameters, optimizer moments and metadata.
 //! - [`pretrain`]: [`pretrain::pretrain`], keyed by a hash of the run's settings, reused or
@@ -25,7 +25,7 @@
 //! let qk = model.last_query_key();
 //! model.reinitialize(&qk, &mut rng);           // PyTorch default init, from a ChaCha rng
 //! model.freeze_all_except(&qk);
-//! let mut trainer = Trainer::<f32>::new(TrainConfig { lr: 5e-5, batch_size: 16, .. })?;
+//! let mut trainer = ClassifierTrainer::<f32>::new(TrainConfig { lr: 5e-5, batch_size: 16, .. })?;
 //! let metrics = trainer.run_epoch(&mut model, &finetune, &noisy_labels, Some((&data.test,
 //!     &data.test.labels)), &mut |_, _| {})?;   // one call per epoch
 //! // Per-epoch measurements: loss, accuracy, per-example predictions (flipped vs clean), and
@@ -46,4 +46,4 @@ pub mod train;
 
 pub use model::{Classifier, Forward, ModelConfig};
 pub use pretrain::{pretrain, PretrainOptions, PretrainResult, PretrainSpec};
-pub use train::{EpochMetrics, Evaluation, Schedule, TrainConfig, Trainer};
+pub use train::{ClassifierTrainer, EpochMetrics, Evaluation, Schedule, TrainConfig};

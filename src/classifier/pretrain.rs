@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{self, Checkpoint};
 use super::embed::InputKind;
 use super::model::{Classifier, ModelConfig};
-use super::train::{EpochMetrics, Evaluation, TrainConfig, Trainer};
+use super::train::{ClassifierTrainer, EpochMetrics, Evaluation, TrainConfig};
 use crate::realdata::{self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary};
 use crate::rundir::{JobDir, JobSpec, Reuse};
 use crate::seed::named_rng;
@@ -510,7 +510,7 @@ fn pretrain_in(
             source,
         })?;
     }
-    let mut trainer = Trainer::<f32>::new(spec.train.clone())?;
+    let mut trainer = ClassifierTrainer::<f32>::new(spec.train.clone())?;
     let mut history: Vec<EpochMetrics> = Vec::new();
     let mut model = match existing {
         Some(Checkpoint {

@@ -201,7 +201,7 @@ pub struct Moments<T> {
 }
 
 /// Trains a classifier epoch by epoch; holds the optimizer state and one tape per chunk.
-pub struct Trainer<T: Float> {
+pub struct ClassifierTrainer<T: Float> {
     pub config: TrainConfig,
     optimizer: AdamW<T>,
     tapes: Vec<Tape<T>>,
@@ -239,11 +239,11 @@ fn check_labels(split: &TokenizedSplit, labels: &[u32], classes: usize, what: &s
     Ok(())
 }
 
-impl<T: Float> Trainer<T> {
+impl<T: Float> ClassifierTrainer<T> {
     pub fn new(config: TrainConfig) -> Result<Self> {
         config.validate()?;
         let optimizer = AdamW::new(config.lr).with_weight_decay(config.weight_decay);
-        Ok(Trainer {
+        Ok(ClassifierTrainer {
             config,
             optimizer,
             tapes: Vec::new(),

@@ -26,7 +26,7 @@
 //! block's `d` (each head then compares `w`-wide query and key slices and the score divisor is
 //! `sqrt(w)`; the values keep their `d / H` coordinates a head): [`Phase2Attention`].
 //!
-//! The training loop is [`crate::classifier::Trainer::run_epoch`]'s (same shuffles, chunks,
+//! The training loop is [`crate::classifier::ClassifierTrainer::run_epoch`]'s (same shuffles, chunks,
 //! clipping, AdamW and schedule), on the cached inputs.
 
 use benign_kernels::Float;
@@ -35,7 +35,7 @@ use rayon::prelude::*;
 use crate::autodiff::{clip_grad_norm, sum_chunk_gradients, AdamW, Gradients, Tape, Var};
 use crate::classifier::embed::key_padding_mask;
 use crate::classifier::model::max_cls_attention;
-use crate::classifier::{Classifier, Evaluation, TrainConfig, Trainer};
+use crate::classifier::{Classifier, ClassifierTrainer, Evaluation, TrainConfig};
 use crate::realdata::TokenizedSplit;
 use crate::transformer::{attention_residual_and_mlp, block_forward_vars, linear_forward, Linear};
 use crate::{Error, Result};
@@ -281,11 +281,11 @@ pub fn cached_logits<T: Float>(
 }
 
 /// Phase-2 training of the last block's query and key on cached inputs: the step loop of
-/// [`Trainer::run_epoch`] (its epoch orders, chunks of `chunk_size` summed in chunk order,
+/// [`ClassifierTrainer::run_epoch`] (its epoch orders, chunks of `chunk_size` summed in chunk order,
 /// clipping, AdamW with the schedule over `epochs`).
 pub struct CachedTrainer {
     /// Holds the settings and draws the epoch orders.
-    schedule: Trainer<f32>,
+    schedule: ClassifierTrainer<f32>,
     attention: Phase2Attention,
     optimizer: AdamW<f32>,
     tapes: Vec<Tape<f32>>,
@@ -304,7 +304,7 @@ impl CachedTrainer {
     pub fn new(config: TrainConfig, attention: Phase2Attention) -> Result<Self> {
         let optimizer = AdamW::new(config.lr).with_weight_decay(config.weight_decay);
         Ok(CachedTrainer {
-            schedule: Trainer::new(config)?,
+            schedule: ClassifierTrainer::new(config)?,
             attention,
             optimizer,
             tapes: Vec::new(),
@@ -396,7 +396,7 @@ impl CachedTrainer {
     }
 
     /// Loss, accuracy, predictions and [CLS] attention of `model` on the cached examples
-    /// against `labels` (as [`Trainer::evaluate`], recording nothing).
+    /// against `labels` (as [`ClassifierTrainer::evaluate`], recording nothing).
     pub fn evaluate(
         &mut self,
         model: &Classifier<f32>,

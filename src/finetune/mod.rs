@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::autodiff::ParamId;
 use crate::classifier::checkpoint;
 use crate::classifier::pretrain::{self, PretrainOptions, PretrainResult, PretrainSpec};
-use crate::classifier::{Classifier, Evaluation, Schedule, TrainConfig, Trainer};
+use crate::classifier::{Classifier, ClassifierTrainer, Evaluation, Schedule, TrainConfig};
 use crate::io::read_json;
 use crate::realdata::subset::draw;
 use crate::realdata::{Sampling, TokenizedSplit};
@@ -481,7 +481,7 @@ pub fn train_head(
     let head = model.head_params();
     model.reinitialize(&head, &mut named_rng(seed, "phase1-head"));
     model.freeze_all_except(&head);
-    let mut trainer = Trainer::<f32>::new(config.clone())?;
+    let mut trainer = ClassifierTrainer::<f32>::new(config.clone())?;
     observe(Event::Phase1Start {
         epochs: config.epochs,
         examples: clean.n,
@@ -908,7 +908,7 @@ pub fn finetune(
             spec.seed,
             observe,
         )?;
-        let mut trainer = Trainer::<f32>::new(config.phase1.clone())?;
+        let mut trainer = ClassifierTrainer::<f32>::new(config.phase1.clone())?;
         let clean_eval = trainer.evaluate(&model, &clean, &clean.labels)?;
         let mut metadata = BTreeMap::new();
         metadata.insert("pretrain_key".into(), pretrained.key.clone());
@@ -932,7 +932,7 @@ pub fn finetune(
         crate::io::write_json_atomic(&phase1_result, &result)?;
         result
     };
-    let mut trainer = Trainer::<f32>::new(config.phase2.clone())?;
+    let mut trainer = ClassifierTrainer::<f32>::new(config.phase2.clone())?;
     let baseline = trainer.evaluate(&model, &test, &test.labels)?;
 
     // The plan is part of the key: a table over other sizes, rates or seeds gets a folder of its

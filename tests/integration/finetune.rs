@@ -427,7 +427,8 @@ fn phase_two_changes_only_the_last_query_and_key() {
     };
     let kept = run_cell(&experiment, &config, cell, &mut |_| {}).unwrap();
     let split = benign::classifier::pretrain::select_examples(&toy.train, &indices);
-    let mut trainer = benign::classifier::Trainer::<f32>::new(config.phase2.clone()).unwrap();
+    let mut trainer =
+        benign::classifier::ClassifierTrainer::<f32>::new(config.phase2.clone()).unwrap();
     let unchanged = trainer.evaluate(model, &split, &kept.noisy.labels).unwrap();
     // Phase 2 runs on cached last-block inputs: the same function up to summation order.
     assert!(
@@ -498,7 +499,7 @@ fn max_param_difference(a: &Classifier<f32>, b: &Classifier<f32>) -> f64 {
 
 #[test]
 fn cached_last_block_inputs_give_the_full_models_logits_and_training() {
-    use benign::classifier::{TrainConfig, Trainer};
+    use benign::classifier::{ClassifierTrainer, TrainConfig};
     use benign::finetune::cached::{
         cached_logits, CachedTrainer, LastBlockInputs, Phase2Attention,
     };
@@ -562,7 +563,7 @@ fn cached_last_block_inputs_give_the_full_models_logits_and_training() {
             ..TrainConfig::default()
         };
         let labels: Vec<u32> = split.labels.iter().map(|&l| (l + 1) % 3).collect();
-        let mut full_trainer = Trainer::<f32>::new(config.clone()).unwrap();
+        let mut full_trainer = ClassifierTrainer::<f32>::new(config.clone()).unwrap();
         let mut cached_trainer = CachedTrainer::new(config, Phase2Attention::of(&model)).unwrap();
         for _ in 0..2 {
             full_trainer

@@ -8,7 +8,7 @@ use benign::autodiff::{Tape, Var};
 use benign::classifier::checkpoint;
 use benign::classifier::embed::InputKind;
 use benign::classifier::pretrain::{self, PretrainOptions, PretrainSpec, TokenizerSpec};
-use benign::classifier::{Classifier, ModelConfig, TrainConfig, Trainer};
+use benign::classifier::{Classifier, ClassifierTrainer, ModelConfig, TrainConfig};
 use benign::gradcheck::{self, Case, CaseKind, Domain, Input, Mode};
 use benign::kernels::Float;
 use benign::realdata::{DatasetName, TokenizedSplit, Tokens, PAD_ID};
@@ -311,13 +311,13 @@ fn train(
     split: &TokenizedSplit,
     config: TrainConfig,
     threads: usize,
-) -> Trainer<f32> {
+) -> ClassifierTrainer<f32> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        let mut trainer = Trainer::new(config).unwrap();
+        let mut trainer = ClassifierTrainer::new(config).unwrap();
         while trainer.epochs_done < trainer.config.epochs {
             trainer
                 .run_epoch(model, split, &split.labels, None, &mut |_, _| {})
@@ -387,7 +387,7 @@ fn checkpoints_round_trip_and_resume_exactly() {
     // One epoch, a checkpoint, then a fresh process-like resume for the second.
     let mut first = toy_model(&split, 10);
     let config = toy_train_config(2);
-    let mut trainer = Trainer::new(config.clone()).unwrap();
+    let mut trainer = ClassifierTrainer::new(config.clone()).unwrap();
     trainer
         .run_epoch(&mut first, &split, &split.labels, None, &mut |_, _| {})
         .unwrap();
@@ -412,7 +412,7 @@ fn checkpoints_round_trip_and_resume_exactly() {
     assert!(loaded.moments.iter().all(|m| m.param != key_bias));
     assert_eq!(loaded.moments.len(), loaded.model.store.len() - 1);
     let mut resumed = loaded.model;
-    let mut trainer = Trainer::new(config).unwrap();
+    let mut trainer = ClassifierTrainer::new(config).unwrap();
     trainer.restore(
         loaded.moments,
         loaded.state.epochs_done,

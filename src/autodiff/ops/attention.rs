@@ -24,7 +24,7 @@
 //! the backward pass reads them instead of recomputing the softmax. Results do not depend on the
 //! number of threads.
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
@@ -51,8 +51,8 @@ pub struct AttentionOutput {
 }
 
 impl MultiHeadAttention {
-    fn kernel_shape(&self) -> k::AttentionShape {
-        k::AttentionShape {
+    fn kernel_shape(&self) -> kernels::AttentionShape {
+        kernels::AttentionShape {
             batch: self.batch,
             seq: self.seq,
             heads: self.heads,
@@ -103,7 +103,7 @@ impl<T: Float> Tape<T> {
         };
         let mut probs = self.buffer(batch * heads * seq * seq);
         let mut context = self.buffer(batch * seq * d);
-        k::attention_forward(
+        kernels::attention_forward(
             op.kernel_shape(),
             op.scale::<T>(),
             self.node_value(qi),
@@ -136,7 +136,7 @@ impl<T: Float> Op<T> for MultiHeadAttention {
         let (x, probs) = (ctx.value(self.qkv), ctx.value(self.probs));
         let (dx, fresh) = ctx.grad(self.qkv);
         let beta = if fresh { T::ZERO } else { T::ONE };
-        k::attention_backward(
+        kernels::attention_backward(
             self.kernel_shape(),
             self.scale::<T>(),
             x,

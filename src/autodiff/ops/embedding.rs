@@ -2,7 +2,7 @@
 //! `[ids.len(), D]`. Backward scatter-adds: `dtable[ids[r]] += dy[r]` (an id that appears twice
 //! receives both rows).
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
@@ -65,7 +65,7 @@ impl<T: Float> Op<T> for Embedding {
             dt.iter_mut().for_each(|v| *v = T::ZERO);
         }
         for (r, &id) in self.ids.iter().enumerate() {
-            k::axpy(
+            kernels::axpy(
                 T::ONE,
                 &dy[r * width..(r + 1) * width],
                 &mut dt[id * width..(id + 1) * width],

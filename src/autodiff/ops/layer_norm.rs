@@ -7,7 +7,7 @@
 //! dbeta  = sum_rows dy
 //! ```
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 
@@ -38,7 +38,7 @@ impl<T: Float> Tape<T> {
         let mut out = self.buffer(shape.numel());
         let mut stats = self.buffer(2 * rows);
         let (mean, rstd) = stats.split_at_mut(rows);
-        k::layer_norm(
+        kernels::layer_norm(
             cols,
             eps,
             self.node_value(xi),
@@ -72,7 +72,7 @@ impl<T: Float> Op<T> for LayerNorm {
         let mut dx = ctx.scratch(x.len());
         let mut dgamma = ctx.scratch(self.cols);
         let mut dbeta = ctx.scratch(self.cols);
-        k::layer_norm_backward(
+        kernels::layer_norm_backward(
             self.cols,
             x,
             gamma,

@@ -16,7 +16,7 @@
 //! dr = dy
 //! ```
 
-use benign_kernels::{self as k, Float, Transpose};
+use benign_kernels::{self as kernels, Float, Transpose};
 
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 
@@ -135,12 +135,12 @@ impl<T: Float> Tape<T> {
         } else if self.grad_enabled() {
             // Phi(z) is the costly part of gelu and of gelu': evaluate it once, keep gelu'(z).
             let (mut y, mut slope) = (self.buffer(z.len()), self.buffer(z.len()));
-            k::gelu_with_derivative(&z, &mut y, &mut slope);
+            kernels::gelu_with_derivative(&z, &mut y, &mut slope);
             self.recycle(z);
             (y, slope)
         } else {
             let mut y = self.buffer(z.len());
-            k::gelu(&z, &mut y);
+            kernels::gelu(&z, &mut y);
             self.recycle(z);
             (y, Vec::new())
         };

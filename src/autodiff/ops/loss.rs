@@ -12,7 +12,7 @@
 //! L = -(1/N) sum_i log_softmax(z_i)[y_i],   dL/dz_ij = (1/N) (softmax(z_i)_j - [j = y_i])
 //! ```
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
@@ -45,7 +45,7 @@ impl<T: Float> Tape<T> {
         let total: T = fv
             .iter()
             .zip(labels)
-            .map(|(&f, &y)| k::logistic_loss(y * f))
+            .map(|(&f, &y)| kernels::logistic_loss(y * f))
             .sum();
         let loss = total / T::from_usize(fv.len().max(1));
         let mut out = self.buffer(1);
@@ -81,7 +81,7 @@ impl<T: Float> Tape<T> {
             panic!("cross_entropy: label {bad} out of range for {classes} classes");
         }
         let mut log_probs = self.buffer(shape.numel());
-        k::log_softmax_rows(classes, self.node_value(li), &mut log_probs);
+        kernels::log_softmax_rows(classes, self.node_value(li), &mut log_probs);
         let total: T = labels
             .iter()
             .enumerate()
@@ -114,7 +114,7 @@ impl<T: Float> Op<T> for Logistic {
         let (df, fresh) = ctx.grad(self.f);
         write_or_add(df, fresh, |i| {
             let y = labels[i];
-            g * y * k::logistic_loss_derivative(y * fv[i])
+            g * y * kernels::logistic_loss_derivative(y * fv[i])
         });
     }
 }

@@ -15,7 +15,7 @@
 //! column, and the corresponding output dimension is dropped (as in NumPy). Batch dimensions
 //! must be equal, or one operand has none and is shared by every batch.
 
-use benign_kernels::{self as k, Float, Transpose};
+use benign_kernels::{self as kernels, Float, Transpose};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
@@ -85,15 +85,23 @@ pub(crate) fn product<T: Float>(
         // c (m) = op(A) x, x the k entries of the k x 1 operand (contiguous either way).
         let x = &b[..kk];
         match ta {
-            Transpose::No => k::gemv(Transpose::No, m, kk, T::ONE, a, lda, x, beta, &mut c[..m]),
-            Transpose::Yes => k::gemv(Transpose::Yes, kk, m, T::ONE, a, lda, x, beta, &mut c[..m]),
+            Transpose::No => {
+                kernels::gemv(Transpose::No, m, kk, T::ONE, a, lda, x, beta, &mut c[..m])
+            }
+            Transpose::Yes => {
+                kernels::gemv(Transpose::Yes, kk, m, T::ONE, a, lda, x, beta, &mut c[..m])
+            }
         }
     } else if m == 1 {
         // c^T (n) = op(B)^T x, x the k entries of the 1 x k operand.
         let x = &a[..kk];
         match tb {
-            Transpose::No => k::gemv(Transpose::Yes, kk, n, T::ONE, b, ldb, x, beta, &mut c[..n]),
-            Transpose::Yes => k::gemv(Transpose::No, n, kk, T::ONE, b, ldb, x, beta, &mut c[..n]),
+            Transpose::No => {
+                kernels::gemv(Transpose::Yes, kk, n, T::ONE, b, ldb, x, beta, &mut c[..n])
+            }
+            Transpose::Yes => {
+                kernels::gemv(Transpose::No, n, kk, T::ONE, b, ldb, x, beta, &mut c[..n])
+            }
         }
     } else if kk == 1 {
         // Outer product x y^T: written directly when C is fresh, a GER update otherwise.
@@ -106,10 +114,10 @@ pub(crate) fn product<T: Float>(
                 }
             }
         } else {
-            k::ger(m, n, T::ONE, x, y, c, ldc);
+            kernels::ger(m, n, T::ONE, x, y, c, ldc);
         }
     } else {
-        k::gemm(ta, tb, m, n, kk, T::ONE, a, lda, b, ldb, beta, c, ldc);
+        kernels::gemm(ta, tb, m, n, kk, T::ONE, a, lda, b, ldb, beta, c, ldc);
     }
 }
 

@@ -5,7 +5,7 @@
 //! y = (1/N) sum_j x_j:  dx_j = dy / N
 //! ```
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
@@ -58,11 +58,11 @@ impl<T: Float> Tape<T> {
         let mut out = self.buffer(outer * inner);
         let xv = self.node_value(xi);
         if inner == 1 {
-            k::row_sums(outer, len, xv, len, &mut out);
+            kernels::row_sums(outer, len, xv, len, &mut out);
         } else {
             for o in 0..outer {
                 let block = &xv[o * len * inner..(o + 1) * len * inner];
-                k::col_sums(
+                kernels::col_sums(
                     len,
                     inner,
                     block,
@@ -73,7 +73,7 @@ impl<T: Float> Tape<T> {
         }
         if mean {
             let inv = T::ONE / T::from_usize(len.max(1));
-            k::scale(inv, &mut out);
+            kernels::scale(inv, &mut out);
         }
         let op = Reduce {
             x: xi,

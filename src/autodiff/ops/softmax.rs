@@ -9,7 +9,7 @@
 //! The mask is a constant whose shape is the trailing part of `x`'s shape (e.g. `[T]` or
 //! `[S, T]` for `x` of shape `[B, S, T]`); it is repeated over the leading rows.
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 
@@ -42,9 +42,9 @@ impl<T: Float> Tape<T> {
             None => {
                 let xv = self.node_value(xi);
                 if log {
-                    k::log_softmax_rows(cols, xv, &mut out);
+                    kernels::log_softmax_rows(cols, xv, &mut out);
                 } else {
-                    k::softmax_rows(cols, xv, &mut out);
+                    kernels::softmax_rows(cols, xv, &mut out);
                 }
             }
             Some(mask) => {
@@ -70,9 +70,9 @@ impl<T: Float> Tape<T> {
                     }
                 }
                 if log {
-                    k::log_softmax_rows(cols, &shifted, &mut out);
+                    kernels::log_softmax_rows(cols, &shifted, &mut out);
                 } else {
-                    k::softmax_rows(cols, &shifted, &mut out);
+                    kernels::softmax_rows(cols, &shifted, &mut out);
                 }
                 self.pool.put(shifted);
             }
@@ -93,9 +93,9 @@ impl<T: Float> Op<T> for Softmax {
         let y = ctx.value(out);
         let run = |dx: &mut [T]| {
             if self.log {
-                k::log_softmax_rows_backward(self.cols, y, dy, dx);
+                kernels::log_softmax_rows_backward(self.cols, y, dy, dx);
             } else {
-                k::softmax_rows_backward(self.cols, y, dy, dx);
+                kernels::softmax_rows_backward(self.cols, y, dy, dx);
             }
         };
         let (dx, fresh) = ctx.grad(self.x);

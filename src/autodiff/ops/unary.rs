@@ -10,7 +10,7 @@
 //! map(f, f'):   dx = dy f'(x)              (a caller-supplied function and derivative)
 //! ```
 
-use benign_kernels::{self as k, Float};
+use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 
@@ -60,7 +60,7 @@ impl<T: Float> Tape<T> {
         let xi = self.check(x);
         let shape = self.node_shape(xi);
         let mut out = self.buffer(shape.numel());
-        k::gelu(self.node_value(xi), &mut out);
+        kernels::gelu(self.node_value(xi), &mut out);
         let op = Unary {
             kind: UnaryKind::Gelu,
             x: xi,
@@ -108,10 +108,10 @@ impl<T: Float> Op<T> for Unary<T> {
             UnaryKind::Map { derivative } => write_or_add(dx, fresh, |i| dy[i] * derivative(x[i])),
             UnaryKind::Gelu => {
                 if fresh {
-                    k::gelu_backward(x, dy, dx);
+                    kernels::gelu_backward(x, dy, dx);
                 } else {
                     let mut tmp = ctx.scratch(x.len());
-                    k::gelu_backward(x, dy, &mut tmp);
+                    kernels::gelu_backward(x, dy, &mut tmp);
                     ctx.accumulate(self.x, tmp);
                 }
             }
