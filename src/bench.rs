@@ -585,18 +585,16 @@ impl Context<'_> {
         self.time_interleaved(&mut [&mut f]).remove(0)
     }
 
-    /// A record from a timing, with the rates and fractions derived from the counts.
-    #[allow(clippy::too_many_arguments)]
+    /// A record from a timing, with the rates and fractions derived from the work's counts.
     fn record<T: Element>(
         &self,
         kernel: &str,
         dims: Dims,
         threads: usize,
         timing: Timing,
-        flops: Option<f64>,
-        bytes: Option<f64>,
-        peak: PeakKind,
+        work: Work,
     ) -> BenchRecord {
+        let Work { flops, bytes, peak } = work;
         let rate = |count: Option<f64>| count.map(|c| c / timing.median_seconds / 1e9);
         let gflops = rate(flops);
         let gbps = rate(bytes);
@@ -695,18 +693,22 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
             dims,
             ctx.machine.threads,
             ours,
-            flops,
-            None,
-            PeakKind::Fma,
+            Work {
+                flops,
+                bytes: None,
+                peak: PeakKind::Fma,
+            },
         );
         let baseline = ctx.record::<T>(
             "matrixmultiply::gemm",
             dims,
             ctx.machine.matrixmultiply_threads,
             theirs,
-            flops,
-            None,
-            PeakKind::Fma,
+            Work {
+                flops,
+                bytes: None,
+                peak: PeakKind::Fma,
+            },
         );
         record.ratio_vs_matrixmultiply = match (record.gflops, baseline.gflops) {
             (Some(ours), Some(theirs)) if theirs > 0.0 => Some(ours / theirs),
@@ -750,9 +752,11 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
                 dims,
                 threads,
                 timing,
-                flops,
-                gemv_bytes,
-                PeakKind::Triad,
+                Work {
+                    flops,
+                    bytes: gemv_bytes,
+                    peak: PeakKind::Triad,
+                },
             ));
         }
         // A read and written once, x and y read once. A small alpha keeps A bounded over the
@@ -776,9 +780,11 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
             dims,
             threads,
             timing,
-            flops,
-            ger_bytes,
-            PeakKind::Triad,
+            Work {
+                flops,
+                bytes: ger_bytes,
+                peak: PeakKind::Triad,
+            },
         ));
     }
 
@@ -799,9 +805,11 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
             Dims::Rows { rows, cols },
             threads,
             timing,
-            None,
-            bytes,
-            PeakKind::Triad,
+            Work {
+                flops: None,
+                bytes,
+                peak: PeakKind::Triad,
+            },
         ));
     }
 
@@ -832,9 +840,11 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
         Dims::Rows { rows, cols },
         threads,
         timing,
-        None,
-        bytes,
-        PeakKind::Triad,
+        Work {
+            flops: None,
+            bytes,
+            peak: PeakKind::Triad,
+        },
     ));
     let timing = ctx.time(|| benign_kernels::gelu(black_box(&x), black_box(&mut y)));
     let bytes = Some(2.0 * (rows * cols) as f64 * size);
@@ -843,10 +853,20 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
         Dims::Rows { rows, cols },
         threads,
         timing,
-        None,
-        bytes,
-        PeakKind::Triad,
+        Work {
+            flops: None,
+            bytes,
+            peak: PeakKind::Triad,
+        },
     ));
+}
+
+/// What one call of a measured kernel does: floating-point operations and bytes moved (where
+/// they are the measure), and the machine ceiling its rate is compared with.
+struct Work {
+    flops: Option<f64>,
+    bytes: Option<f64>,
+    peak: PeakKind,
 }
 
 /// Call-time statistics of one side of a measurement, seconds.
