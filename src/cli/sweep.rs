@@ -269,7 +269,7 @@ fn execute_sweep(args: SweepRunArgs) -> anyhow::Result<i32> {
         if !outputs.figures.is_empty() {
             let _ = writeln!(
                 stdout,
-                "figures: {} ({} maps)",
+                "figures: {} ({} figures, SVG and PNG)",
                 out.join("figures").display(),
                 outputs.figures.len()
             );
