@@ -118,10 +118,12 @@ mod tests {
         assert_eq!(file.out, Some(PathBuf::from("o")));
         assert_eq!(file.seeds, Some(3));
         assert!(file.common_random_numbers);
+        // A TOML table's keys come in sorted order (`n` before `signal_norm`), as they always
+        // have: the axes' order is the table's, with aliases resolved.
         let names: Vec<&str> = file.axes.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["signal_norm", "samples"]);
+        assert_eq!(names, ["samples", "signal_norm"]);
         assert_eq!(
-            file.axes[0],
+            file.axes[1],
             grid::parse_axis("signal_norm=5:15:5").unwrap()
         );
         let config = file.apply_base(RunConfig::default()).unwrap();
