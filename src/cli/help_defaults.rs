@@ -245,6 +245,30 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
             ("finetune", "pretrain-seed"),
             one(pretrain::DEFAULT_SEED as f64),
         ),
+        // The phase-0 backbone options default to `benign pretrain`'s per-dataset settings.
+        (
+            ("finetune", "pretrain-layers"),
+            per_dataset(|s| Some(s.model.layers as f64)),
+        ),
+        (
+            ("finetune", "pretrain-dim"),
+            per_dataset(|s| Some(s.model.dim as f64)),
+        ),
+        (
+            ("finetune", "pretrain-patch"),
+            per_dataset(|s| match s.tokenizer {
+                TokenizerSpec::Patches { patch } => Some(patch as f64),
+                TokenizerSpec::Words { .. } => None,
+            }),
+        ),
+        (
+            ("finetune", "pretrain-max-len"),
+            per_dataset(|s| match s.tokenizer {
+                TokenizerSpec::Words { max_len, .. } => Some(max_len as f64),
+                TokenizerSpec::Patches { .. } => None,
+            }),
+        ),
+        (("finetune", "last-qk-dim"), Expected::Described),
     ]);
     let mut table = BTreeMap::new();
     for (key, expected) in rows {
