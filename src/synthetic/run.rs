@@ -297,6 +297,16 @@ pub(crate) fn run_pipeline(
         }
     };
     config.resolve(&labels.noisy);
+    if let Some(init) = init.as_ref().filter(|i| i.dim() != config.dim) {
+        return Err(Error::invalid(
+            "init-w",
+            format!(
+                "W_0 is {0} x {0} but the tokens have dimension {1}",
+                init.dim(),
+                config.dim
+            ),
+        ));
+    }
     let init_label = init.as_ref().map(|i| match i {
         InitSource::Matrix { .. } => "given matrix".to_string(),
         InitSource::Stream { seed, .. } => format!("stream of seed {seed}"),
@@ -434,17 +444,8 @@ impl Tokens {
                 timings: None,
             });
         }
+        // A given W_0's size was checked before the output folder was opened.
         let init = init.unwrap_or_else(|| InitSource::from_config(config));
-        if init.dim() != config.dim {
-            return Err(Error::invalid(
-                "init-w",
-                format!(
-                    "W_0 is {0} x {0} but the tokens have dimension {1}",
-                    init.dim(),
-                    config.dim
-                ),
-            ));
-        }
         let signals: Vec<&[f64]> = signals.iter().map(Vec::as_slice).collect();
         match config.trainer {
             TrainerKind::Subspace => {

@@ -893,3 +893,24 @@ fn an_f32_startup_changes_the_final_metrics_by_rounding_only() {
         "the two start-ups must differ in rounding at least"
     );
 }
+
+/// A given `W_0` of the wrong size is refused naming `init-w`, before the output folder exists.
+#[test]
+fn a_wrong_sized_initial_matrix_is_refused_before_any_folder_is_made() {
+    let out = super::temp_scratch("run", "wrong-init").join("run");
+    let options = RunOptions {
+        out_dir: Some(out.clone()),
+        write_files: true,
+        init: Some(InitSource::Matrix {
+            dim: 10,
+            values: vec![0.0; 100],
+        }),
+        ..RunOptions::default()
+    };
+    let err = run(RunConfig::default(), options).expect_err("a 10 x 10 W_0 at d = 2000");
+    assert!(
+        matches!(&err, benign::Error::InvalidOption { field, .. } if field == "init-w"),
+        "{err}"
+    );
+    assert!(!out.exists(), "{} was created", out.display());
+}
