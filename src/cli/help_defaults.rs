@@ -149,34 +149,12 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
             per_dataset(|s| Some(s.train.epochs as f64)),
         ),
         (
-            ("pretrain", "layers"),
-            per_dataset(|s| Some(s.model.layers as f64)),
-        ),
-        (
             ("pretrain", "heads"),
             per_dataset(|s| Some(s.model.heads as f64)),
         ),
         (
-            ("pretrain", "dim"),
-            per_dataset(|s| Some(s.model.dim as f64)),
-        ),
-        (
             ("pretrain", "mlp-dim"),
             per_dataset(|s| Some(s.model.mlp_dim as f64)),
-        ),
-        (
-            ("pretrain", "patch"),
-            per_dataset(|s| match s.tokenizer {
-                TokenizerSpec::Patches { patch } => Some(patch as f64),
-                TokenizerSpec::Words { .. } => None,
-            }),
-        ),
-        (
-            ("pretrain", "max-len"),
-            per_dataset(|s| match s.tokenizer {
-                TokenizerSpec::Words { max_len, .. } => Some(max_len as f64),
-                TokenizerSpec::Patches { .. } => None,
-            }),
         ),
         (
             ("pretrain", "batch-size"),
@@ -196,6 +174,43 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
             per_dataset(|s| Some(s.train.clip_norm.unwrap_or(0.0))),
         ),
     ]);
+    // The backbone's shape: `benign pretrain`'s own options, and finetune's phase-0 ones, which
+    // default to the same per-dataset settings.
+    let backbone = [
+        ("pretrain", ["layers", "dim", "patch", "max-len"]),
+        (
+            "finetune",
+            [
+                "pretrain-layers",
+                "pretrain-dim",
+                "pretrain-patch",
+                "pretrain-max-len",
+            ],
+        ),
+    ];
+    for (command, [layers, dim, patch, max_len]) in backbone {
+        rows.extend([
+            (
+                (command, layers),
+                per_dataset(|s| Some(s.model.layers as f64)),
+            ),
+            ((command, dim), per_dataset(|s| Some(s.model.dim as f64))),
+            (
+                (command, patch),
+                per_dataset(|s| match s.tokenizer {
+                    TokenizerSpec::Patches { patch } => Some(patch as f64),
+                    TokenizerSpec::Words { .. } => None,
+                }),
+            ),
+            (
+                (command, max_len),
+                per_dataset(|s| match s.tokenizer {
+                    TokenizerSpec::Words { max_len, .. } => Some(max_len as f64),
+                    TokenizerSpec::Patches { .. } => None,
+                }),
+            ),
+        ]);
+    }
     let checkpoints = Expected::Word(pretrain::DEFAULT_CHECKPOINTS_DIR.to_string());
     let both_phases = |value: fn(&benign::classifier::TrainConfig) -> f64| {
         numbers([value(&finetune.phase1), value(&finetune.phase2)])
@@ -244,29 +259,6 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
         (
             ("finetune", "pretrain-seed"),
             one(pretrain::DEFAULT_SEED as f64),
-        ),
-        // The phase-0 backbone options default to `benign pretrain`'s per-dataset settings.
-        (
-            ("finetune", "pretrain-layers"),
-            per_dataset(|s| Some(s.model.layers as f64)),
-        ),
-        (
-            ("finetune", "pretrain-dim"),
-            per_dataset(|s| Some(s.model.dim as f64)),
-        ),
-        (
-            ("finetune", "pretrain-patch"),
-            per_dataset(|s| match s.tokenizer {
-                TokenizerSpec::Patches { patch } => Some(patch as f64),
-                TokenizerSpec::Words { .. } => None,
-            }),
-        ),
-        (
-            ("finetune", "pretrain-max-len"),
-            per_dataset(|s| match s.tokenizer {
-                TokenizerSpec::Words { max_len, .. } => Some(max_len as f64),
-                TokenizerSpec::Patches { .. } => None,
-            }),
         ),
         (("finetune", "last-qk-dim"), Expected::Described),
     ]);
