@@ -44,7 +44,7 @@ pub struct FinetuneArgs {
     /// Phase-2 epochs [default: 200].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Phase-2 peak learning rate (AdamW, cosine decay) [default: 1e-2].
+    /// Phase-2 peak learning rate (AdamW, cosine decay) [default: 1e-2; AG news 3e-3].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Phase-2 learning-rate schedule [default: cosine].
@@ -88,9 +88,9 @@ pub struct FinetuneArgs {
     /// Test measurements every this many phase-2 epochs [default: 50].
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Size of the clean pretraining subset [default: `benign pretrain`'s: 10,000; TREC 3,000;
-    /// BreastMNIST 200]. SST-2's training file has 6,920 sentences, so its fine-tuning subsets
-    /// need a smaller one (e.g. 5000).
+    /// Size of the clean pretraining subset [default: 10,000; TREC 3,000; BreastMNIST 200;
+    /// SST-2 and AG news 5,000]. The fine-tuning subsets are drawn from the rest of the training
+    /// split, so SST-2's 6,920 and AG news's 10,001 training examples need the smaller one.
     #[arg(long)]
     pub pretrain_subset: Option<usize>,
     /// Seed of the pretraining run (phases 0 and 1).
@@ -108,11 +108,12 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub pretrain_dim: Option<usize>,
     /// Transformer blocks of the pretrained model, at least 1 (with 1 the last block reads the
-    /// embeddings) [default: `benign pretrain`'s: 3 for images, 2 for text].
+    /// embeddings) [default: 3 for MNIST and Fashion-MNIST, 1 for the others; see
+    /// docs/reproduction.md].
     #[arg(long)]
     pub pretrain_layers: Option<usize>,
-    /// Phase 0 is `benign pretrain --dataset D [--subset N] [--seed S]` with its other settings
-    /// at their defaults, read from (or trained into) this folder.
+    /// Phase 0 is `benign pretrain --dataset D` with the `--pretrain-*` settings, read from (or
+    /// trained into) this folder.
     #[command(flatten)]
     pub checkpoints: CheckpointArgs,
     /// Parent folder of the phase-1 and table folders.
@@ -149,7 +150,7 @@ pub fn parse_eta_grid(text: &str) -> Result<Vec<f64>, Error> {
 
 /// The configuration of both phases: defaults with the options applied.
 pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
-    let mut config = FinetuneConfig::default();
+    let mut config = FinetuneConfig::for_dataset(args.dataset);
     if let Some(e) = args.epochs {
         config.phase2.epochs = e;
     }
@@ -206,9 +207,9 @@ pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
 }
 
 pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
-    // Phase 0 is `benign pretrain --dataset D --seed S [--subset N]`: the same spec, the same
-    // key, the same run folder under the shared checkpoint folder.
-    let mut spec = PretrainSpec::defaults(args.dataset).with_seed(args.pretrain_seed);
+    // Phase 0 is `benign pretrain` with the dataset's backbone: the same spec gives the same key
+    // and the same run folder under the shared checkpoint folder.
+    let mut spec = finetune::backbone(args.dataset).with_seed(args.pretrain_seed);
     if let Some(n) = args.pretrain_subset {
         spec.subset = Some(n);
     }

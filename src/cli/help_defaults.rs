@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use clap::{CommandFactory, ValueEnum};
 
 use benign::classifier::pretrain::{self, PretrainSpec, TokenizerSpec};
-use benign::finetune::FinetuneConfig;
+use benign::finetune::{self, FinetuneConfig};
 use benign::realdata::DatasetName;
 use benign::synthetic::config::StepScaling;
 use benign::synthetic::subspace::TestDraw;
@@ -48,19 +48,24 @@ fn one(value: impl Into<f64>) -> Expected {
     Expected::Numbers(vec![value.into()])
 }
 
-/// Every pretraining spec's value of a setting, over the datasets it applies to.
-fn per_dataset(value: impl Fn(&PretrainSpec) -> Option<f64>) -> Expected {
+/// A setting's value in every dataset's pretraining spec (`benign pretrain`'s
+/// [`PretrainSpec::defaults`] or finetune's [`finetune::backbone`]), over the datasets it
+/// applies to.
+fn per_dataset(
+    spec_of: fn(DatasetName) -> PretrainSpec,
+    value: impl Fn(&PretrainSpec) -> Option<f64>,
+) -> Expected {
     numbers(
         DatasetName::ALL
             .iter()
-            .filter_map(|&name| value(&PretrainSpec::defaults(name))),
+            .filter_map(|&name| value(&spec_of(name))),
     )
 }
 
 /// `(command, option) -> expected` for every option whose help states a default.
 fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
     let run = RunConfig::default();
-    let finetune = FinetuneConfig::default();
+    let finetune_config = FinetuneConfig::default();
     let gradcheck = benign::gradcheck::Config::default();
     let mut rows: Vec<((&str, &str), Expected)> = Vec::new();
     // The synthetic data and training options, in every command that takes them.
@@ -142,28 +147,31 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
         (("pretrain", "seed"), one(pretrain::DEFAULT_SEED as f64)),
         (
             ("pretrain", "subset"),
-            per_dataset(|s| s.subset.map(|n| n as f64)),
+            per_dataset(PretrainSpec::defaults, |s| s.subset.map(|n| n as f64)),
         ),
         (
             ("pretrain", "epochs"),
-            per_dataset(|s| Some(s.train.epochs as f64)),
+            per_dataset(PretrainSpec::defaults, |s| Some(s.train.epochs as f64)),
         ),
         (
             ("pretrain", "heads"),
-            per_dataset(|s| Some(s.model.heads as f64)),
+            per_dataset(PretrainSpec::defaults, |s| Some(s.model.heads as f64)),
         ),
         (
             ("pretrain", "mlp-dim"),
-            per_dataset(|s| Some(s.model.mlp_dim as f64)),
+            per_dataset(PretrainSpec::defaults, |s| Some(s.model.mlp_dim as f64)),
         ),
         (
             ("pretrain", "batch-size"),
-            per_dataset(|s| Some(s.train.batch_size as f64)),
+            per_dataset(PretrainSpec::defaults, |s| Some(s.train.batch_size as f64)),
         ),
-        (("pretrain", "lr"), per_dataset(|s| Some(s.train.lr))),
+        (
+            ("pretrain", "lr"),
+            per_dataset(PretrainSpec::defaults, |s| Some(s.train.lr)),
+        ),
         (
             ("pretrain", "weight-decay"),
-            per_dataset(|s| Some(s.train.weight_decay)),
+            per_dataset(PretrainSpec::defaults, |s| Some(s.train.weight_decay)),
         ),
         (
             ("pretrain", "schedule"),
@@ -171,15 +179,22 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
         ),
         (
             ("pretrain", "clip-norm"),
-            per_dataset(|s| Some(s.train.clip_norm.unwrap_or(0.0))),
+            per_dataset(PretrainSpec::defaults, |s| {
+                Some(s.train.clip_norm.unwrap_or(0.0))
+            }),
         ),
     ]);
     // The backbone's shape: `benign pretrain`'s own options, and finetune's phase-0 ones, which
-    // default to the same per-dataset settings.
+    // default to the dataset's fine-tuning backbone.
     let backbone = [
-        ("pretrain", ["layers", "dim", "patch", "max-len"]),
+        (
+            "pretrain",
+            PretrainSpec::defaults as fn(DatasetName) -> PretrainSpec,
+            ["layers", "dim", "patch", "max-len"],
+        ),
         (
             "finetune",
+            finetune::backbone as fn(DatasetName) -> PretrainSpec,
             [
                 "pretrain-layers",
                 "pretrain-dim",
@@ -188,23 +203,26 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
             ],
         ),
     ];
-    for (command, [layers, dim, patch, max_len]) in backbone {
+    for (command, spec_of, [layers, dim, patch, max_len]) in backbone {
         rows.extend([
             (
                 (command, layers),
-                per_dataset(|s| Some(s.model.layers as f64)),
+                per_dataset(spec_of, |s| Some(s.model.layers as f64)),
             ),
-            ((command, dim), per_dataset(|s| Some(s.model.dim as f64))),
+            (
+                (command, dim),
+                per_dataset(spec_of, |s| Some(s.model.dim as f64)),
+            ),
             (
                 (command, patch),
-                per_dataset(|s| match s.tokenizer {
+                per_dataset(spec_of, |s| match s.tokenizer {
                     TokenizerSpec::Patches { patch } => Some(patch as f64),
                     TokenizerSpec::Words { .. } => None,
                 }),
             ),
             (
                 (command, max_len),
-                per_dataset(|s| match s.tokenizer {
+                per_dataset(spec_of, |s| match s.tokenizer {
                     TokenizerSpec::Words { max_len, .. } => Some(max_len as f64),
                     TokenizerSpec::Patches { .. } => None,
                 }),
@@ -213,7 +231,10 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
     }
     let checkpoints = Expected::Word(pretrain::DEFAULT_CHECKPOINTS_DIR.to_string());
     let both_phases = |value: fn(&benign::classifier::TrainConfig) -> f64| {
-        numbers([value(&finetune.phase1), value(&finetune.phase2)])
+        numbers([
+            value(&finetune_config.phase1),
+            value(&finetune_config.phase2),
+        ])
     };
     rows.extend([
         (("finetune", "data-dir"), Expected::Word("data".into())),
@@ -222,19 +243,35 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
         (("finetune", "n"), numbers([20.0, 200.0, 1000.0])),
         (("finetune", "eta"), numbers([0.0, 0.2])),
         (("finetune", "seeds"), one(3)),
-        (("finetune", "epochs"), one(finetune.phase2.epochs as f64)),
-        (("finetune", "lr"), one(finetune.phase2.lr)),
-        (("finetune", "schedule"), word(finetune.phase2.schedule)),
+        (
+            ("finetune", "epochs"),
+            one(finetune_config.phase2.epochs as f64),
+        ),
+        (
+            ("finetune", "lr"),
+            numbers(
+                DatasetName::ALL
+                    .iter()
+                    .map(|&name| FinetuneConfig::for_dataset(name).phase2.lr),
+            ),
+        ),
+        (
+            ("finetune", "schedule"),
+            word(finetune_config.phase2.schedule),
+        ),
         (
             ("finetune", "last-heads"),
-            numbers(finetune.last_heads.map(|h| h as f64)),
+            numbers(finetune_config.last_heads.map(|h| h as f64)),
         ),
-        (("finetune", "score-scale"), one(finetune.score_scale)),
+        (
+            ("finetune", "score-scale"),
+            one(finetune_config.score_scale),
+        ),
         (
             ("finetune", "phase1-epochs"),
-            one(finetune.phase1.epochs as f64),
+            one(finetune_config.phase1.epochs as f64),
         ),
-        (("finetune", "phase1-lr"), one(finetune.phase1.lr)),
+        (("finetune", "phase1-lr"), one(finetune_config.phase1.lr)),
         (
             ("finetune", "batch-size"),
             both_phases(|t| t.batch_size as f64),
@@ -249,12 +286,15 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
         ),
         (
             ("finetune", "test-examples"),
-            numbers(finetune.test_examples.map(|n| n as f64)),
+            numbers(finetune_config.test_examples.map(|n| n as f64)),
         ),
-        (("finetune", "eval-every"), one(finetune.eval_every as f64)),
+        (
+            ("finetune", "eval-every"),
+            one(finetune_config.eval_every as f64),
+        ),
         (
             ("finetune", "pretrain-subset"),
-            per_dataset(|s| s.subset.map(|n| n as f64)),
+            per_dataset(finetune::backbone, |s| s.subset.map(|n| n as f64)),
         ),
         (
             ("finetune", "pretrain-seed"),
