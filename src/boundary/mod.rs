@@ -111,18 +111,55 @@ impl Boundary {
 pub struct BoundarySpec {
     /// Every setting but `dim`, `samples`, `signal_norm`, `seed` and (with per-d scaling) `lr`.
     pub base: RunConfig,
+    /// The grid's token dimensions d, increasing, without repeats.
     pub dims: Vec<usize>,
+    /// The grid's training-set sizes n, increasing, without repeats.
     pub samples: Vec<usize>,
+    /// Independent searches (training set, `W_0`, test set) per `(d, n)`; the boundary is their
+    /// median.
     pub seeds: usize,
     /// Seeds of the searches and the bootstrap are derived from it.
     #[serde(with = "crate::io::seed_text")]
     pub base_seed: u64,
+    /// Lowest SNR `||mu|| / (sigma sqrt(d))` of the scan (> 0).
     pub snr_low: f64,
+    /// Highest SNR of the scan (> `snr_low`); the scan has one point per decade in between.
     pub snr_high: f64,
+    /// Halvings of the decade where a seed's indicator switches: the resolution is
+    /// `2^-bisection_steps` decades of SNR.
     pub bisection_steps: usize,
+    /// How the learning rate follows d (see the module docs).
     pub step_scaling: StepScaling,
     /// Bootstrap resamples for the confidence intervals.
     pub bootstrap: usize,
+}
+
+impl Default for BoundarySpec {
+    /// The measurement `benign boundary` runs when given only `--out`: d from 10^3 to 10^7 (one
+    /// per decade), n in {10, 20, 50}, 16 seeds, SNR searched over `[1e-3, 1e2]` to 2^-7 decades,
+    /// on the paper's defaults but for the trainer and `W_0`'s law: [`TrainerKind::Law`], whose
+    /// cost does not grow with d, and the Gaussian start it needs.
+    ///
+    /// [`TrainerKind::Law`]: crate::synthetic::config::TrainerKind::Law
+    fn default() -> Self {
+        let base = RunConfig {
+            trainer: synthetic::config::TrainerKind::Law,
+            init: synthetic::config::InitKind::Gaussian,
+            ..RunConfig::default()
+        };
+        BoundarySpec {
+            base_seed: base.seed,
+            base,
+            dims: vec![1_000, 10_000, 100_000, 1_000_000, 10_000_000],
+            samples: vec![10, 20, 50],
+            seeds: 16,
+            snr_low: 1e-3,
+            snr_high: 1e2,
+            bisection_steps: 7,
+            step_scaling: StepScaling::PerDim,
+            bootstrap: 2000,
+        }
+    }
 }
 
 /// One `(d, n, seed)` search.
