@@ -36,9 +36,13 @@ pub struct Series {
 /// One line chart of a grid.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Panel {
+    /// Drawn above the panel.
     pub title: String,
+    /// Label of the x axis, with its unit if any.
     pub x_label: String,
+    /// Label of the y axis, with its unit if any.
     pub y_label: String,
+    /// The curves, drawn in order (later ones on top); labelled ones get a legend entry and the next palette colour.
     pub series: Vec<Series>,
     /// `None` fits the data (with a small margin).
     pub y_range: Option<(f64, f64)>,
@@ -49,13 +53,17 @@ pub struct Panel {
 /// A map of values over a grid of `(x, y)` settings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Heatmap {
+    /// Drawn above the map.
     pub title: String,
+    /// Label of the x axis (the grid's first parameter).
     pub x_label: String,
+    /// Label of the y axis (the grid's second parameter).
     pub y_label: String,
     /// Grid coordinates, strictly increasing. Cells are drawn equally wide; when every value is
     /// positive and they span a factor of 10 or more, positions between them (overlays) are
     /// interpolated on a log scale, otherwise linearly.
     pub x_values: Vec<f64>,
+    /// Grid coordinates of the rows, strictly increasing, with the same drawing rule as `x_values`.
     pub y_values: Vec<f64>,
     /// Row-major over (y, x): `values[iy * x_values.len() + ix]`; NaN = missing (drawn grey).
     pub values: Vec<f64>,
