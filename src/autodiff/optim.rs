@@ -173,7 +173,8 @@ impl<T: Float> AdamW<T> {
         self
     }
 
-    /// Updates every trainable parameter of `store` that `grads` holds a gradient of, in place; each parameter's step count starts at its first update.
+    /// Updates every trainable parameter of `store` that `grads` holds a gradient of, in place;
+    /// each parameter's step count starts at its first update.
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
         self.state.resize_with(store.len(), || None);
         let ids: Vec<ParamId> = store.ids().collect();

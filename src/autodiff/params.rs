@@ -168,7 +168,8 @@ impl<T: Float> ParamStore<T> {
         GroupId(self.params[id.0].group)
     }
 
-    /// Freezes (or unfreezes) one parameter: a frozen one enters tapes as a constant and is never updated.
+    /// Freezes (or unfreezes) one parameter: a frozen one enters tapes as a constant and is never
+    /// updated.
     pub fn set_frozen(&mut self, id: ParamId, frozen: bool) {
         self.params[id.0].frozen = frozen;
     }

@@ -1,9 +1,10 @@
 //! The tape: a plain arena of nodes, values addressed by `Copy` handles.
 //!
 //! Every op appends one node holding its output value and, when it records, its backward rule
-//! (an `Op`: input indices and sizes) plus at most one saved buffer of statistics. [`Tape::backward`] walks the arena once in
-//! reverse. Buffers come from a pool keyed by length, so after [`Tape::clear`] the next step of a
-//! training loop reuses the same allocations: memory stays flat however many steps run.
+//! (an `Op`: input indices and sizes) plus at most one saved buffer of statistics.
+//! [`Tape::backward`] walks the arena once in reverse. Buffers come from a pool keyed by length, so
+//! after [`Tape::clear`] the next step of a training loop reuses the same allocations: memory stays
+//! flat however many steps run.
 //!
 //! Graph construction errors (mismatched shapes, a handle from a cleared tape, an axis out of
 //! range) are programming errors: they panic with a message naming the op and the shapes.
@@ -343,7 +344,8 @@ impl<T: Float> Tape<T> {
         var.index()
     }
 
-    /// The value of `var`, row-major over its shape; panics on a handle of another or a cleared tape.
+    /// The value of `var`, row-major over its shape; panics on a handle of another or a cleared
+    /// tape.
     pub fn value(&self, var: Var) -> &[T] {
         let i = self.check(var);
         self.nodes[i].value.as_slice()
@@ -375,7 +377,8 @@ impl<T: Float> Tape<T> {
         }
     }
 
-    /// Whether a backward pass reaches a gradient to `var` (it is, or depends on, a differentiable leaf).
+    /// Whether a backward pass reaches a gradient to `var` (it is, or depends on, a differentiable
+    /// leaf).
     pub fn requires_grad(&self, var: Var) -> bool {
         let i = self.check(var);
         self.nodes[i].requires_grad

@@ -35,7 +35,8 @@ impl CaseKind {
 pub enum Mode {
     /// Every entry of the Jacobian, one backward pass per output element.
     Jacobian,
-    /// One random direction: `v^T J u` from one backward pass against a central difference along `u`.
+    /// One random direction: `v^T J u` from one backward pass against a central difference along
+    /// `u`.
     Direction,
     /// The full Jacobian when it has at most [`super::AUTO_JACOBIAN_ENTRIES`] entries (checked
     /// input elements times outputs), else a direction.

@@ -13,7 +13,8 @@ use crate::autodiff::{Tape, Var};
 /// Step size, tolerances and seed of a gradcheck run.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Seed of the inputs, output weights and directions each case draws (each case derives its own stream from it and its name).
+    /// Seed of the inputs, output weights and directions each case draws (each case derives its own
+    /// stream from it and its name).
     pub seed: u64,
     /// Central finite-difference step (in input units).
     pub step: f64,
@@ -54,7 +55,8 @@ pub struct CheckResult {
     pub step: Option<f64>,
     /// Largest absolute difference between the gradient and its reference in this check.
     pub max_abs_error: f64,
-    /// Largest difference relative to the reference's magnitude, as the check's tolerance defines it.
+    /// Largest difference relative to the reference's magnitude, as the check's tolerance defines
+    /// it.
     pub max_rel_error: f64,
     /// The pass criterion.
     pub tolerance: String,

@@ -5,8 +5,8 @@
 //! The data's path: [`load`] reads a dataset's files into a [`RawDataset`] (images as bytes, texts
 //! as strings, labels as class indices); a tokenizer turns a split into a [`TokenizedSplit`]
 //! (patches for images via [`patchify`], word ids for text via [`Vocabulary::tokenize`]), which
-//! is what the models and trainers consume. [`subset()`](subset::subset) draws the seeded, class-stratified subsets
-//! (a clean pretraining subset, then a disjoint fine-tuning one).
+//! is what the models and trainers consume. [`subset()`](subset::subset) draws the seeded,
+//! class-stratified subsets (a clean pretraining subset, then a disjoint fine-tuning one).
 //!
 //! Files read for each dataset (in the folder [`default_dir`] names under a data directory):
 //!
@@ -292,7 +292,8 @@ impl Split {
         }
     }
 
-    /// The examples at `indices`, in that order (e.g. a subset drawn by [`subset()`](subset::subset)).
+    /// The examples at `indices`, in that order (e.g. a subset drawn by
+    /// [`subset()`](subset::subset)).
     pub fn select(&self, indices: &[usize]) -> Result<Split> {
         Ok(match self {
             Split::Images(split) => Split::Images(split.select(indices)?),

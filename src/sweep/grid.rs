@@ -485,7 +485,8 @@ pub struct SweepSpec {
 pub struct PlannedRun {
     /// Position in the canonical expansion.
     pub index: usize,
-    /// Identifier of the run: a hash of its parameters and seed index (16 hex digits), stable across sweeps that contain it.
+    /// Identifier of the run: a hash of its parameters and seed index (16 hex digits), stable
+    /// across sweeps that contain it.
     pub id: String,
     /// The group of runs that share a start-up (its own id when draws are independent).
     pub column: String,

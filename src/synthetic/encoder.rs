@@ -1,10 +1,10 @@
 //! The paper's one-layer transformer encoder on the synthetic data (the paper's Figures
 //! 6-7), every parameter trained by full-batch gradient descent.
 //!
-//! A learned `[CLS]` token (init `N(0, 1)`) is prepended to each sample's T tokens; one pre-LN block
-//! of [`crate::transformer`] with one head, bias-free query/key/value, no output projection and
-//! (unless `--no-skip`) both residuals; a final LayerNorm; a linear head `d -> 1` on the `[CLS]`
-//! position. The reported attention is the `[CLS]` query's row over the T input tokens.
+//! A learned `[CLS]` token (init `N(0, 1)`) is prepended to each sample's T tokens; one pre-LN
+//! block of [`crate::transformer`] with one head, bias-free query/key/value, no output projection
+//! and (unless `--no-skip`) both residuals; a final LayerNorm; a linear head `d -> 1` on the
+//! `[CLS]` position. The reported attention is the `[CLS]` query's row over the T input tokens.
 //!
 //! # Only the `[CLS]` query is computed
 //!

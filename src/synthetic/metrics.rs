@@ -44,7 +44,8 @@ pub struct EvalRecord {
     pub test_acc: f64,
     /// Accuracy on the clean training samples; `None` without such samples.
     pub train_acc_clean: Option<f64>,
-    /// Accuracy on the flipped training samples against their flipped labels; `None` without such samples.
+    /// Accuracy on the flipped training samples against their flipped labels; `None` without such
+    /// samples.
     pub train_acc_noisy: Option<f64>,
     /// Attention by role, mean over clean training samples; `None` without such samples.
     pub attention_clean: Option<RoleAttention>,
