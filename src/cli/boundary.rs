@@ -42,7 +42,12 @@ pub struct BoundaryArgs {
     pub dims: String,
     /// Training-set sizes n, in the same forms as --dims.
     // Its own id: the data options' `-n` (refused here) has the id `samples`.
-    #[arg(id = "grid_samples", long = "samples", default_value = "10,20,50")]
+    #[arg(
+        id = "grid_samples",
+        long = "samples",
+        value_name = "SAMPLES",
+        default_value = "10,20,50"
+    )]
     pub samples: String,
     /// Seeds per (d, n).
     #[arg(long, default_value_t = 16)]

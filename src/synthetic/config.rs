@@ -117,7 +117,7 @@ impl ModelKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
-    /// Single precision: half the memory traffic, about 1e-7 relative rounding.
+    /// Single precision: half the memory traffic of f64, relative rounding about 6e-8.
     F32,
     /// Double precision.
     F64,

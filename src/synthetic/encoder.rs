@@ -59,7 +59,7 @@ pub fn block_config(dim: usize, mlp_dim: usize, residual: bool) -> BlockConfig {
 
 /// The encoder's parameters.
 pub struct EncoderModel<T> {
-    /// Every parameter, named as the fields below say.
+    /// Every parameter of the model; the fields below are handles into it.
     pub store: ParamStore<T>,
     /// `cls` `[d]`.
     pub cls: ParamId,
