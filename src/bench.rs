@@ -170,9 +170,29 @@ impl Comparison {
 /// kernels (`softmax_rows`, `layer_norm`, `gelu`) work on `rows` rows of `cols` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Dims {
-    Gemm { m: usize, n: usize, k: usize },
-    Matrix { m: usize, n: usize },
-    Rows { rows: usize, cols: usize },
+    /// GEMM: `C[m x n] = A[m x k] B[k x n]`.
+    Gemm {
+        /// Rows of `A` and `C`.
+        m: usize,
+        /// Columns of `B` and `C`.
+        n: usize,
+        /// The inner dimension: columns of `A`, rows of `B`.
+        k: usize,
+    },
+    /// GEMV or GER on an `m x n` matrix.
+    Matrix {
+        /// Rows of the matrix.
+        m: usize,
+        /// Columns of the matrix.
+        n: usize,
+    },
+    /// A row-wise kernel on a `rows x cols` input.
+    Rows {
+        /// Rows of the input, each processed on its own.
+        rows: usize,
+        /// Values per row.
+        cols: usize,
+    },
 }
 
 impl Dims {
@@ -192,6 +212,7 @@ pub struct BenchRecord {
     /// Kernel name (`gemm`, `matrixmultiply::gemm`, `gemv_n`, `gemv_t`, `ger`, `softmax_rows`,
     /// `layer_norm`, `gelu`).
     pub kernel: String,
+    /// The shape measured.
     pub dims: Dims,
     /// `f32` or `f64`.
     pub dtype: String,
@@ -237,6 +258,7 @@ pub struct BenchRecord {
 /// ratio that does not apply is `null`. The machine fields repeat on every line of a report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchRow {
+    /// Kernel name, as in [`BenchRecord::kernel`].
     pub kernel: String,
     /// `f32` or `f64`.
     pub dtype: String,
@@ -254,13 +276,17 @@ pub struct BenchRow {
     pub shape: String,
     /// Threads this kernel ran on (`matrixmultiply::gemm`: `matrixmultiply_threads`).
     pub threads: usize,
+    /// GFLOP/s, for kernels whose flops are counted; computed from `median_seconds`.
     pub gflops: Option<f64>,
+    /// GB/s (STREAM convention), for memory-bound kernels; computed from `median_seconds`.
     pub gbps: Option<f64>,
+    /// Our GFLOP/s over `matrixmultiply`'s on the same shape (GEMM `gemm` rows only).
     pub ratio_vs_matrixmultiply: Option<f64>,
     /// `faster`, `slower`, `within_spread` or `single_call` (GEMM `gemm` rows; else `null`).
     pub vs_matrixmultiply: Option<Comparison>,
     /// `gflops / ceiling_gflops` (peak `fma`) or `gbps / ceiling_gbps` (peak `triad`).
     pub frac_of_peak: Option<f64>,
+    /// Which ceiling `frac_of_peak` refers to: `fma` or `triad`.
     pub peak: PeakKind,
     /// The compute ceiling of this line (peak `fma`): `gemm_peak_<dtype>_gflops_per_core x
     /// threads`; `null` for peak `triad`.
@@ -269,8 +295,11 @@ pub struct BenchRow {
     pub ceiling_gbps: Option<f64>,
     /// Median time of one call; the rates are computed from it.
     pub median_seconds: f64,
+    /// Fastest call, seconds.
     pub min_seconds: f64,
+    /// Interquartile range of the call times, seconds (0 for a single call).
     pub iqr_seconds: f64,
+    /// Timed calls the figures are taken over.
     pub runs: usize,
     /// `true` when the row is one call that overran the time budget (`runs` 1, no spread).
     pub single_call: bool,
@@ -282,28 +311,44 @@ pub struct BenchRow {
     pub cpu_model: String,
     /// Threads of the rayon pool (`--threads`).
     pub pool_threads: usize,
+    /// As [`MachineFigures::matrixmultiply_threads`].
     pub matrixmultiply_threads: usize,
+    /// As [`MachineFigures::gemm_kernel`].
     pub gemm_kernel: String,
+    /// As [`MachineFigures::gemm_peak_f32_gflops_per_core`].
     pub gemm_peak_f32_gflops_per_core: f64,
+    /// As [`MachineFigures::gemm_peak_f64_gflops_per_core`].
     pub gemm_peak_f64_gflops_per_core: f64,
+    /// As [`MachineFigures::fma_peak_f32_gflops_per_core`].
     pub fma_peak_f32_gflops_per_core: f64,
+    /// As [`MachineFigures::fma_peak_f64_gflops_per_core`].
     pub fma_peak_f64_gflops_per_core: f64,
+    /// As [`MachineFigures::fma_peak_f32_avx512_gflops_per_core`].
     pub fma_peak_f32_avx512_gflops_per_core: Option<f64>,
+    /// As [`MachineFigures::fma_peak_f64_avx512_gflops_per_core`].
     pub fma_peak_f64_avx512_gflops_per_core: Option<f64>,
+    /// As [`MachineFigures::fma_peak_f32_gflops_all_threads`].
     pub fma_peak_f32_gflops_all_threads: f64,
+    /// As [`MachineFigures::fma_peak_f64_gflops_all_threads`].
     pub fma_peak_f64_gflops_all_threads: f64,
+    /// As [`MachineFigures::fma_peak_f32_avx512_gflops_all_threads`].
     pub fma_peak_f32_avx512_gflops_all_threads: Option<f64>,
+    /// As [`MachineFigures::fma_peak_f64_avx512_gflops_all_threads`].
     pub fma_peak_f64_avx512_gflops_all_threads: Option<f64>,
+    /// As [`MachineFigures::triad_gbps`].
     pub triad_gbps: f64,
+    /// As [`MachineFigures::triad_bytes_per_array`].
     pub triad_bytes_per_array: usize,
     /// SIMD features this binary was compiled for, joined with `+` (`sse4.2+avx+avx2+fma`).
     pub compiled_features: String,
+    /// As [`MachineFigures::logical_cpus`].
     pub logical_cpus: usize,
     /// The machine's warnings (an empty list when none).
     pub machine_warnings: Vec<String>,
 }
 
 impl BenchRow {
+    /// The JSON line of `record`, measured on `machine`.
     pub fn new(machine: &MachineFigures, record: &BenchRecord) -> BenchRow {
         let (mut m, mut n, mut k, mut rows, mut cols) = (None, None, None, None, None);
         match record.dims {
@@ -370,13 +415,17 @@ impl BenchRow {
 /// Everything [`run`] measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchReport {
+    /// The machine figures every record is read against.
     pub machine: MachineFigures,
+    /// One record per kernel, shape and element type, in the order measured.
     pub records: Vec<BenchRecord>,
 }
 
 /// What [`run`] reports while it runs, in order: the machine figures once, then every record.
 pub enum Progress<'a> {
+    /// The machine figures, measured before any kernel.
     Machine(&'a MachineFigures),
+    /// One kernel's record, as soon as it is measured.
     Record(&'a BenchRecord),
 }
 

@@ -7,31 +7,49 @@ use std::path::PathBuf;
 pub enum Error {
     /// A setting is outside its valid range. The CLI exits with status 2 for it.
     #[error("invalid value for `{field}`: {message}")]
-    InvalidOption { field: String, message: String },
+    InvalidOption {
+        /// The option or setting, as the CLI spells it (e.g. `snr-range`).
+        field: String,
+        /// What is wrong and the valid range.
+        message: String,
+    },
     /// A computation produced NaN or infinity.
     #[error("non-finite value at step {step}: {quantity} = {value}")]
     NonFinite {
+        /// The training step (0 = before the first update) at which it appeared.
         step: usize,
+        /// What went non-finite (e.g. `loss`).
         quantity: String,
+        /// The value: NaN or an infinity.
         value: f64,
     },
     /// A memory request that cannot be satisfied, refused before allocating.
     #[error("refusing to allocate {needed_bytes} bytes for {what}: {hint}")]
     OutOfMemory {
+        /// What the memory was for.
         what: String,
+        /// Bytes the request needs (u128: a product of sizes may overflow u64).
         needed_bytes: u128,
+        /// How to make the request smaller.
         hint: String,
     },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A file's content is malformed.
     #[error("{path}: {message}")]
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is malformed, and where in the file when known.
+        message: String,
+    },
 }
 
 impl Error {

@@ -25,7 +25,8 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
     /// Legend entry; empty for no entry. A series without one is drawn in the colour of the
-    /// labelled series before it (error bars after their curve).
+    /// labelled series before it (error bars after their curve). In a heatmap's legend column
+    /// (overlays) a `\n` starts a new line.
     pub label: String,
     /// Points in data coordinates, drawn in order. Non-finite points break the line.
     pub points: Vec<(f64, f64)>,
@@ -36,9 +37,14 @@ pub struct Series {
 /// One line chart of a grid.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Panel {
+    /// Drawn above the panel.
     pub title: String,
+    /// Label of the x axis, with its unit if any.
     pub x_label: String,
+    /// Label of the y axis, with its unit if any.
     pub y_label: String,
+    /// The curves, drawn in order (later ones on top); labelled ones get a legend entry and the
+    /// next palette colour.
     pub series: Vec<Series>,
     /// `None` fits the data (with a small margin).
     pub y_range: Option<(f64, f64)>,
@@ -49,13 +55,17 @@ pub struct Panel {
 /// A map of values over a grid of `(x, y)` settings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Heatmap {
+    /// Drawn above the map.
     pub title: String,
+    /// Label of the x axis (the grid's first parameter).
     pub x_label: String,
+    /// Label of the y axis (the grid's second parameter).
     pub y_label: String,
     /// Grid coordinates, strictly increasing. Cells are drawn equally wide; when every value is
     /// positive and they span a factor of 10 or more, positions between them (overlays) are
     /// interpolated on a log scale, otherwise linearly.
     pub x_values: Vec<f64>,
+    /// Grid coordinates of the rows, strictly increasing, with the same drawing rule as `x_values`.
     pub y_values: Vec<f64>,
     /// Row-major over (y, x): `values[iy * x_values.len() + ix]`; NaN = missing (drawn grey).
     pub values: Vec<f64>,
@@ -171,13 +181,23 @@ pub fn render_panels(
     }
     let columns = columns.min(panels.len());
     let rows = panels.len().div_ceil(columns);
-    let panel_height = (WIDTH / columns as u32 * 3 / 4).clamp(300, 440);
+    // Each panel's legend sits below its plot, never over the data: every panel gets the strip
+    // the largest legend needs, on top of the plot's own height.
+    check_font().map_err(|m| render_error(svg, m))?;
+    let panel_width = WIDTH / columns as u32;
+    let legend_height = panels
+        .iter()
+        .map(|panel| legend_strip_height(&legend_rows(panel, panel_width)))
+        .max()
+        .unwrap_or(0);
+    let panel_height = (panel_width * 3 / 4).clamp(300, 440) + legend_height;
     let size = (WIDTH, TITLE_BAND + panel_height * rows as u32);
     let figure = PanelGrid {
         panels,
         rows,
         columns,
         title,
+        legend_height,
     };
     render_both(&figure, svg, png, size)
 }
@@ -457,6 +477,8 @@ struct PanelGrid<'a> {
     rows: usize,
     columns: usize,
     title: &'a str,
+    /// Height of every panel's legend strip at scale 1.
+    legend_height: u32,
 }
 
 impl Figure for PanelGrid<'_> {
@@ -468,7 +490,10 @@ impl Figure for PanelGrid<'_> {
         let body = titled_body(root, self.title, scale)?;
         let cells = body.split_evenly((self.rows, self.columns));
         for (panel, area) in self.panels.iter().zip(cells.iter()) {
-            draw_panel(area, panel, scale)?;
+            let (_, height) = area.dim_in_pixel();
+            let (plot, legend) = area.split_vertically(height - self.legend_height * scale);
+            draw_panel(&plot, panel, scale)?;
+            draw_legend(&legend, panel, scale)?;
         }
         Ok(())
     }
@@ -535,36 +560,8 @@ where
         .draw()
         .map_err(text)?;
 
-    let mut any_label = false;
-    let mut labelled = 0usize;
-    for (series, runs) in panel.series.iter().zip(runs) {
-        if !series.label.is_empty() {
-            labelled += 1;
-        }
-        let color = PALETTE[labelled.saturating_sub(1) % PALETTE.len()];
+    for ((series, runs), color) in panel.series.iter().zip(runs).zip(series_colors(panel)) {
         let style = line_style(color, 2 * scale);
-        // An empty series carries the legend entry, so a curve with no drawable point still
-        // appears in the legend (and its absence from the plot is visible).
-        let legend_entry = chart
-            .draw_series(LineSeries::new(std::iter::empty::<(f64, f64)>(), style))
-            .map_err(text)?;
-        if !series.label.is_empty() {
-            any_label = true;
-            let dashed = series.dashed;
-            legend_entry
-                .label(series.label.as_str())
-                .legend(move |(x, y)| {
-                    let (x, y) = (x - 4 * scale as i32, y);
-                    let s = scale as i32;
-                    let (a, b) = if dashed { (8 * s, 14 * s) } else { (24 * s, 0) };
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (a, 0)], style)
-                        + PathElement::new(
-                            vec![(b, 0), (if dashed { 22 * s } else { 0 }, 0)],
-                            style,
-                        )
-                });
-        }
         for run in runs {
             if run.len() == 1 {
                 chart
@@ -590,76 +587,128 @@ where
             }
         }
     }
-    if any_label {
-        let corner = quietest_corner(&chart, runs);
-        chart
-            .configure_series_labels()
-            .position(corner)
-            .margin(8 * scale)
-            .legend_area_size(30 * scale)
-            .label_font(font(12, scale))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(text)?;
-    }
     Ok(())
 }
 
-/// The plot corner with the fewest curve points, so the legend hides as little as possible.
-fn quietest_corner<DB, X>(
-    chart: &ChartContext<'_, DB, Cartesian2d<X, RangedCoordf64>>,
-    runs: &[Vec<Vec<(f64, f64)>>],
-) -> SeriesLabelPosition
-where
-    DB: DrawingBackend,
-    X: Ranged<ValueType = f64>,
-{
-    let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
-    let width = f64::from((x_pixels.end - x_pixels.start).max(1));
-    let height = f64::from((y_pixels.end - y_pixels.start).max(1));
-    // (left, top) of each candidate, in the order preferred on ties.
-    let corners = [
-        (SeriesLabelPosition::UpperRight, false, true),
-        (SeriesLabelPosition::LowerRight, false, false),
-        (SeriesLabelPosition::UpperLeft, true, true),
-        (SeriesLabelPosition::LowerLeft, true, false),
-    ];
-    let mut counts = [0usize; 4];
-    let mut count = |fx: f64, fy: f64| {
-        for (count, &(_, left, top)) in counts.iter_mut().zip(&corners) {
-            let in_x = if left { fx < 0.45 } else { fx > 0.55 };
-            let in_y = if top { fy < 0.45 } else { fy > 0.55 };
-            *count += usize::from(in_x && in_y);
+/// The colour of each series: a labelled series takes the next palette colour, an unlabelled
+/// one that of the labelled series before it.
+fn series_colors(panel: &Panel) -> Vec<RGBColor> {
+    let mut labelled = 0usize;
+    panel
+        .series
+        .iter()
+        .map(|series| {
+            if !series.label.is_empty() {
+                labelled += 1;
+            }
+            PALETTE[labelled.saturating_sub(1) % PALETTE.len()]
+        })
+        .collect()
+}
+
+/// Legend geometry at scale 1: a line sample, a gap, the label, then space to the next entry.
+const LEGEND_SAMPLE: u32 = 24;
+const LEGEND_GAP: u32 = 6;
+const LEGEND_SPACING: u32 = 18;
+const LEGEND_ROW: u32 = 18;
+const LEGEND_PAD: u32 = 6;
+const LEGEND_FONT: u32 = 12;
+
+/// One legend entry: the series it names and its width at scale 1.
+struct LegendEntry {
+    series: usize,
+    width: u32,
+}
+
+/// The labelled series of a panel laid out in rows no wider than `width` (scale 1), in order.
+/// An entry wider than a row gets a row of its own.
+fn legend_rows(panel: &Panel, width: u32) -> Vec<Vec<LegendEntry>> {
+    let usable = width.saturating_sub(2 * LEGEND_PAD);
+    let mut rows: Vec<Vec<LegendEntry>> = Vec::new();
+    let mut row_width = 0;
+    for (index, series) in panel.series.iter().enumerate() {
+        if series.label.is_empty() {
+            continue;
         }
-    };
-    // Points along each drawn segment, not only its ends: a curve of few points still crosses
-    // the corners between them.
-    const SAMPLES_PER_SEGMENT: usize = 16;
-    for run in runs.iter().flatten() {
-        let pixels: Vec<(f64, f64)> = run
-            .iter()
-            .map(|point| {
-                let (px, py) = chart.backend_coord(point);
-                (
-                    f64::from(px - x_pixels.start) / width,
-                    f64::from(py - y_pixels.start) / height,
-                )
-            })
-            .collect();
-        if let Some(&(fx, fy)) = pixels.last() {
-            count(fx, fy);
-        }
-        for pair in pixels.windows(2) {
-            let ((ax, ay), (bx, by)) = (pair[0], pair[1]);
-            for k in 0..SAMPLES_PER_SEGMENT {
-                let t = k as f64 / SAMPLES_PER_SEGMENT as f64;
-                count(ax + (bx - ax) * t, ay + (by - ay) * t);
+        let (text_width, _) = font(LEGEND_FONT, 1)
+            .box_size(&series.label)
+            .unwrap_or((8 * series.label.len() as u32, LEGEND_ROW));
+        let width = LEGEND_SAMPLE + LEGEND_GAP + text_width;
+        let spaced = if row_width == 0 {
+            width
+        } else {
+            width + LEGEND_SPACING
+        };
+        match rows.last_mut() {
+            Some(row) if row_width + spaced <= usable => {
+                row.push(LegendEntry {
+                    series: index,
+                    width,
+                });
+                row_width += spaced;
+            }
+            _ => {
+                rows.push(vec![LegendEntry {
+                    series: index,
+                    width,
+                }]);
+                row_width = width;
             }
         }
     }
-    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
-    corners[best].0.clone()
+    rows
+}
+
+/// Height of a legend strip of these rows at scale 1 (0 for no entry).
+fn legend_strip_height(rows: &[Vec<LegendEntry>]) -> u32 {
+    if rows.is_empty() {
+        0
+    } else {
+        LEGEND_ROW * rows.len() as u32 + 2 * LEGEND_PAD
+    }
+}
+
+/// Draws a panel's legend in `area`, the strip below its plot: each row centred, each entry a
+/// line sample in the series' colour and dash, then its label.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    scale: u32,
+) -> std::result::Result<(), String> {
+    let (width, _) = area.dim_in_pixel();
+    let s = scale as i32;
+    let colors = series_colors(panel);
+    let label_style = font(LEGEND_FONT, scale)
+        .into_text_style(area)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for (r, row) in legend_rows(panel, width / scale).iter().enumerate() {
+        let row_width: u32 =
+            row.iter().map(|e| e.width).sum::<u32>() + LEGEND_SPACING * (row.len() as u32 - 1);
+        let mut x = (width as i32 - (row_width * scale) as i32).max(0) / 2;
+        let y = (LEGEND_PAD as i32 + LEGEND_ROW as i32 * r as i32 + LEGEND_ROW as i32 / 2) * s;
+        for entry in row {
+            let series = &panel.series[entry.series];
+            let style = line_style(colors[entry.series], 2 * scale);
+            let sample = LEGEND_SAMPLE as i32 * s;
+            let segments = if series.dashed {
+                vec![(0, sample * 3 / 8), (sample * 5 / 8, sample)]
+            } else {
+                vec![(0, sample)]
+            };
+            for (a, b) in segments {
+                area.draw(&PathElement::new(vec![(x + a, y), (x + b, y)], style))
+                    .map_err(text)?;
+            }
+            area.draw(&Text::new(
+                series.label.clone(),
+                (x + sample + LEGEND_GAP as i32 * s, y),
+                label_style.clone(),
+            ))
+            .map_err(text)?;
+            x += ((entry.width + LEGEND_SPACING) * scale) as i32;
+        }
+    }
+    Ok(())
 }
 
 /// Maps grid coordinates to cell-index space: value `values[i]` sits at index `i`, positions in
@@ -993,6 +1042,8 @@ fn draw_side_panel<DB: DrawingBackend>(
     let (_, height) = side.dim_in_pixel();
     let label_font = font(12, scale);
     const ROW: i32 = 24;
+    // Height of one line of a multi-line overlay label.
+    const LINE: i32 = 16;
     let swatch = |y: i32, color: RGBColor, name: &str| {
         let corners = [(12 * s, y), (30 * s, y + 16 * s)];
         side.draw(&Rectangle::new(corners, color.filled()))
@@ -1080,13 +1131,17 @@ fn draw_side_panel<DB: DrawingBackend>(
             ))
             .map_err(text)?;
         }
-        side.draw(&Text::new(
-            overlay.label.clone(),
-            (34 * s, y),
-            label_font.clone(),
-        ))
-        .map_err(text)?;
-        y += ROW * s;
+        // A label of several lines (`\n`) takes a row per line, so a caption fits the column.
+        for line in overlay.label.lines() {
+            side.draw(&Text::new(
+                line.to_string(),
+                (34 * s, y),
+                label_font.clone(),
+            ))
+            .map_err(text)?;
+            y += LINE * s;
+        }
+        y += (ROW - LINE) * s;
     }
     if map.values.iter().any(|v| v.is_nan()) {
         swatch(y, MISSING, "missing")?;
@@ -1097,6 +1152,62 @@ fn draw_side_panel<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn labelled(labels: &[&str]) -> Panel {
+        Panel {
+            series: labels
+                .iter()
+                .map(|label| Series {
+                    label: label.to_string(),
+                    points: vec![(0.0, 0.0), (1.0, 1.0)],
+                    dashed: false,
+                })
+                .collect(),
+            ..Panel::default()
+        }
+    }
+
+    #[test]
+    fn legend_rows_keep_every_label_in_order_within_the_width() {
+        check_font().unwrap();
+        let names = [
+            "relevant",
+            "weak same",
+            "weak other",
+            "irrelevant 3",
+            "irrelevant 4",
+            "irrelevant 5",
+            "irrelevant 6",
+            "irrelevant 7",
+        ];
+        let mut panel = labelled(&names);
+        // An unlabelled series (error bars) has no entry.
+        panel.series.insert(1, Series::default());
+        let rows = legend_rows(&panel, 600);
+        assert!(rows.len() >= 2, "eight labels do not fit one 600 px row");
+        let order: Vec<usize> = rows.iter().flatten().map(|e| e.series).collect();
+        assert_eq!(order, [0, 2, 3, 4, 5, 6, 7, 8]);
+        for row in &rows {
+            let width: u32 =
+                row.iter().map(|e| e.width).sum::<u32>() + LEGEND_SPACING * (row.len() as u32 - 1);
+            assert!(width <= 600 - 2 * LEGEND_PAD, "a row of {width} px");
+        }
+        assert_eq!(
+            legend_strip_height(&rows),
+            LEGEND_ROW * rows.len() as u32 + 2 * LEGEND_PAD
+        );
+        // A label wider than the panel gets a row of its own; no label, no strip.
+        let long = labelled(&["a", &"x".repeat(200), "b"]);
+        assert_eq!(legend_rows(&long, 300).len(), 3);
+        assert_eq!(legend_strip_height(&legend_rows(&labelled(&[]), 600)), 0);
+    }
+
+    #[test]
+    fn an_unlabelled_series_takes_the_colour_of_the_labelled_one_before_it() {
+        let mut panel = labelled(&["a", "b"]);
+        panel.series.insert(1, Series::default());
+        assert_eq!(series_colors(&panel), [PALETTE[0], PALETTE[0], PALETTE[1]]);
+    }
 
     #[test]
     fn cell_values_keep_three_significant_digits() {

@@ -55,32 +55,42 @@ pub enum Reuse {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// The job is writing (or was killed while writing).
     Running,
+    /// The job finished and its outputs are whole.
     Complete,
+    /// The job stopped on an error (recorded in the marker).
     Failed,
 }
 
 /// `job.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Marker {
+    /// The kind of job: `run`, `sweep`, `export`, `merge`, `finetune`, `pretrain`, ...
     pub kind: String,
     /// A hash of everything that defines the job.
     pub key: String,
     /// What the job is, in one line (shown when the folder is refused).
     pub description: String,
+    /// Whether the job is running, complete or failed.
     pub state: JobState,
     /// The error of a failed job.
     #[serde(default)]
     pub error: Option<String>,
+    /// Version, machine and time of the process that wrote the folder.
     pub provenance: Provenance,
 }
 
 /// What a job is, for [`JobDir::open`].
 #[derive(Clone, Debug)]
 pub struct JobSpec {
+    /// The kind of job, as [`Marker::kind`].
     pub kind: &'static str,
+    /// A hash of everything that defines the job: a folder with another key holds another job.
     pub key: String,
+    /// What the job is, in one line (shown when the folder is refused).
     pub description: String,
+    /// What to do with a folder holding this same job.
     pub reuse: Reuse,
     /// Replace whatever the folder holds.
     pub force: bool,
@@ -401,16 +411,21 @@ impl JobDir {
 /// A job whose folder several writers fill by design (the shards of a sweep or of a boundary
 /// measurement), described by a spec file.
 pub struct SharedJob<'a, S> {
+    /// The kind of job, as [`Marker::kind`].
     pub kind: &'static str,
     /// The spec file's name (`sweep.json`, `boundary.json`).
     pub spec_file: &'static str,
+    /// The spec the folder's spec file must hold for a writer to join it.
     pub spec: &'a S,
+    /// What the job is, in one line (shown when the folder is refused).
     pub description: String,
     /// This writer's own file; its lock keeps a second writer of the same file out.
     pub writer_file: &'a str,
     /// Whether a folder holding the spec file but no marker (written before markers) is adopted.
     pub adopt_unmarked: bool,
+    /// Threads this writer runs on (recorded in the marker's provenance).
     pub threads: usize,
+    /// Replace whatever the folder holds, other writers' files included.
     pub force: bool,
 }
 

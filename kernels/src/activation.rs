@@ -9,17 +9,17 @@
 //! AVX-512, 512-bit ones (`attention_avx512.rs`), for `|x| < F32_NEAR`:
 //! - `erfc(z) = 2 r G(u) e^(-z^2)` with `r = 1 / (2 + z)` and `u = 4r - 1 = (2 - z) / (2 + z)`
 //!   in `(-1, 1]`, where `G = erfcx(z) (2 + z) / 2` lies in `[0.28, 1]` and is smooth in `u`:
-//!   a degree-12 polynomial ([`ERFCX_POLY`]) fits it to 1.5 f32 ulp. One division, one
+//!   a degree-12 polynomial (`ERFCX_POLY`) fits it to 1.5 f32 ulp. One division, one
 //!   polynomial and one exp, shared by the forward and backward formulas (`phi = e^(-z^2) /
 //!   sqrt(2 pi)`).
 //! - The exponent `z^2 = x^2 / 2` is carried as an exact sum `h + l` (`x / 2` is exact and an
 //!   FMA gives the product's rounding error `l`), and `e^(-h - l) = e^(-h) (1 - l)`: rounding
 //!   the exponent would otherwise cost about `x^2 / 2` ulp in the left tail.
 //! - Lanes with `|x| >= F32_NEAR`, infinities and NaN (rare: the products above would leave
-//!   the normal range there) are recomputed in f64 ([`gelu_f64_lane`]) in a cold branch, so
+//!   the normal range there) are recomputed in f64 (`gelu_f64_lane`) in a cold branch, so
 //!   gradual underflow in the left tail and the special values follow the f64 path.
 //!
-//! f64 uses [`normal_cdf_and_pdf`] (an erfc Chebyshev approximation, relative error about
+//! f64 uses `normal_cdf_and_pdf` (an erfc Chebyshev approximation, relative error about
 //! 1e-15, with gradual underflow) on `wide`'s vectors.
 //!
 //! The last `len % LANES` elements go through the same vector code on a zero-padded copy, so

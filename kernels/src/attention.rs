@@ -29,12 +29,12 @@
 //! softmax pass reads every score back. Here, per (sample, head), the operands are copied once
 //! into zero-padded panels of whole vectors (`K^T`, `V^T` as `dh x S'`; `K`, `V`, `Q`, `G` as
 //! `S x dh'`, with `S'`, `dh'` rounded up to the vector width), and every product is one
-//! register-tiled loop, [`tile`]: `out[r, :] = sum_t A(r, t) B[t, :]` with A read in place
+//! register-tiled loop, `tile`: `out[r, :] = sum_t A(r, t) B[t, :]` with A read in place
 //! (row-major or transposed) and broadcast, and B a padded panel read as whole vectors. Score rows
 //! are scaled, masked and normalized while they sit in L1; padding keys have score `-inf`, hence
 //! probability exactly 0, so they add nothing to any product.
 //!
-//! The code is written once over [`Lanes`]: `wide`'s 256-bit vectors (f32 and f64, any target)
+//! The code is written once over `Lanes`: `wide`'s 256-bit vectors (f32 and f64, any target)
 //! and, for f32 on CPUs with AVX-512F, 512-bit ones (`attention_avx512.rs`), chosen like the
 //! GEMM kernels ([`crate::gemm::KernelVariant`], `BENIGN_GEMM_KERNEL`).
 //!

@@ -29,30 +29,51 @@ pub trait Float:
     + Sum
     + 'static
 {
+    /// Additive identity, `0.0`.
     const ZERO: Self;
+    /// Multiplicative identity, `1.0`.
     const ONE: Self;
+    /// Positive infinity: the neutral start of a running minimum.
     const INFINITY: Self;
+    /// Negative infinity: the neutral start of a running maximum (softmax's row max).
     const NEG_INFINITY: Self;
+    /// Machine epsilon: the gap between 1 and the next representable value.
     const EPSILON: Self;
     /// `"f32"` or `"f64"`, for reports.
     const NAME: &'static str;
 
+    /// Converts from `f64`: exact for `f64`, round-to-nearest for `f32` (out-of-range values
+    /// become infinite).
     fn from_f64(x: f64) -> Self;
+    /// Converts to `f64`; always exact.
     fn to_f64(self) -> f64;
+    /// Converts a count or index, through `f64` (exact up to 2^53, 2^24 for `f32`).
     fn from_usize(x: usize) -> Self {
         Self::from_f64(x as f64)
     }
+    /// `e^self`, the standard library's.
     fn exp(self) -> Self;
+    /// Natural logarithm (NaN below zero, `-inf` at zero).
     fn ln(self) -> Self;
+    /// `ln(1 + self)`, accurate for `self` near zero (the logistic loss needs it).
     fn ln_1p(self) -> Self;
+    /// Square root (NaN below zero).
     fn sqrt(self) -> Self;
+    /// Hyperbolic tangent.
     fn tanh(self) -> Self;
+    /// Absolute value.
     fn abs(self) -> Self;
+    /// `self` to the integer power `n`.
     fn powi(self, n: i32) -> Self;
+    /// The larger of the two; if one is NaN, the other.
     fn max(self, other: Self) -> Self;
+    /// The smaller of the two; if one is NaN, the other.
     fn min(self, other: Self) -> Self;
+    /// `self * a + b` with one rounding (a fused multiply-add).
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Neither infinite nor NaN.
     fn is_finite(self) -> bool;
+    /// Is NaN.
     fn is_nan(self) -> bool;
 
     /// Routes [`crate::gemm`] to the SIMD GEMM of this element type (not part of the API).

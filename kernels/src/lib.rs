@@ -12,11 +12,13 @@
 //!   already in the output does not leak into the result.
 //! - Kernels are pure functions: no allocation visible to the caller, no global state besides
 //!   the rayon pool they may run on, no autodiff.
-//! - Every kernel has a plain `f64` twin in [`reference`], used by tests, fuzzers and benches.
+//! - Every kernel has a plain `f64` twin in [`reference`](mod@reference), used by tests, fuzzers
+//!   and benches.
 //!
 //! Element types are `f32` and `f64` through the [`Float`] trait.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod activation;
 pub mod attention;

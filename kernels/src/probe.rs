@@ -46,7 +46,7 @@ macro_rules! fma_probe {
         /// Best-of-repetitions FMA throughput of the calling thread, in GFLOP/s (one FMA on
         #[doc = concat!("`", stringify!($vector), "` counts ", stringify!($lanes), " x 2 flops).")]
         ///
-        /// Runs [`FMA_CHAINS`] independent chains `acc <- acc * m + a` for about `duration`
+        /// Runs `FMA_CHAINS` independent chains `acc <- acc * m + a` for about `duration`
         /// in total (split over the repetitions). With `m` just below 1 every chain converges
         /// to `a / (1 - m)`, so values stay normal (no denormal slow path, no overflow).
         pub fn $name(duration: Duration) -> f64 {
@@ -100,7 +100,7 @@ macro_rules! fma_probe_avx512 {
         /// Best-of-repetitions FMA throughput of the calling thread with 512-bit AVX-512
         #[doc = concat!("vectors, in GFLOP/s (one FMA counts ", stringify!($lanes), " x 2 flops), or `None` when")]
         /// the CPU lacks `avx512f` (or is not x86-64). Same chains and timing as the 256-bit
-        /// probe, [`FMA_CHAINS_AVX512`] of them.
+        /// probe, `FMA_CHAINS_AVX512` of them.
         pub fn $name(duration: Duration) -> Option<f64> {
             if !crate::gemm::KernelVariant::Avx512.is_available() {
                 return None;
@@ -373,7 +373,7 @@ matrixmultiply_gemm!(matrixmultiply_sgemm, sgemm_op, f32, matrixmultiply::sgemm)
 matrixmultiply_gemm!(matrixmultiply_dgemm, dgemm_op, f64, matrixmultiply::dgemm);
 
 /// `C <- op(A) op(B)` with `matrixmultiply` (its sgemm or dgemm), the operands stored as for
-/// [`crate::gemm`] (row-major, `ta`/`tb` and leading dimensions with the same meaning; C is
+/// [`crate::gemm()`] (row-major, `ta`/`tb` and leading dimensions with the same meaning; C is
 /// overwritten, never read): the comparator of benches and probes on any shape the GEMM takes.
 ///
 /// # Panics

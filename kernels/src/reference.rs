@@ -402,7 +402,9 @@ pub fn attention_forward(
 /// a kernel's rounding error is measured against; the value alone can cancel far below it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Terms {
+    /// The value itself, terms keeping their signs.
     Signed,
+    /// The sum of the terms' absolute values: the scale a rounding error is measured against.
     Absolute,
 }
 

@@ -1,22 +1,22 @@
 //! Shared SIMD helpers for the level-1/level-2 and row-wise kernels.
 //!
 //! The public kernels are generic over [`Float`]; their bodies are written once, generic over
-//! [`Simd`], which binds each element type to its `wide` vector (`f32x8` for `f32`, `f64x4` for
+//! `Simd`, which binds each element type to its `wide` vector (`f32x8` for `f32`, `f64x4` for
 //! `f64`: one 256-bit AVX2 register each, and a portable fallback when the target lacks AVX2).
-//! [`Precision`] plus [`cast`] / [`cast_mut`] route a `T: Float` call to the matching
+//! `Precision` plus `cast` / `cast_mut` route a `T: Float` call to the matching
 //! instantiation; `Float` is implemented for `f32` and `f64` only.
 //!
 //! Transcendentals over vectors:
-//! - [`Simd::vexp`]: `wide`'s range-reduced polynomial exp (about 1 ulp; checked over a dense
+//! - `Simd::vexp`: `wide`'s range-reduced polynomial exp (about 1 ulp; checked over a dense
 //!   grid against `f64::exp` in the tests), with the edge cases `wide` gets wrong fixed up in a
 //!   rarely taken branch: `exp(+inf) = +inf`, `exp(NaN) = NaN`, overflow to `+inf` and gradual
 //!   underflow near the ends of the range.
-//! - [`erfc_nonneg`]: `erfc(z) = t exp(-z^2 + F(4t - 2))` with `t = 2 / (2 + z)` and `F` a
+//! - `erfc_nonneg`: `erfc(z) = t exp(-z^2 + F(4t - 2))` with `t = 2 / (2 + z)` and `F` a
 //!   Chebyshev series (Numerical Recipes 3rd ed., `Erf::erfccheb`; coefficients refitted with
 //!   `libm::erfc` and the erfc continued fraction at 80 Chebyshev nodes). Relative accuracy about
 //!   1e-15 (f64, 25 terms) and 1e-8 (f32, 13 terms) for all `z >= 0`.
-//! - [`erf`] (odd Maclaurin series near 0, `1 - erfc` beyond: relative accuracy everywhere)
-//!   and [`normal_cdf`] `Phi(x) = erfc(-x / sqrt 2) / 2` (relative accuracy in the left tail).
+//! - `erf` (odd Maclaurin series near 0, `1 - erfc` beyond: relative accuracy everywhere)
+//!   and `normal_cdf` `Phi(x) = erfc(-x / sqrt 2) / 2` (relative accuracy in the left tail).
 
 use std::any::TypeId;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
@@ -495,7 +495,7 @@ pub mod testing {
         }
     }
 
-    /// Lane-wise [`Simd::vexp`].
+    /// Lane-wise `Simd::vexp`.
     pub fn exp<T: Float>(x: &[T], out: &mut [T]) {
         map(x, out, <f32 as Simd>::vexp, <f64 as Simd>::vexp)
     }

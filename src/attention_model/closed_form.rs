@@ -21,8 +21,11 @@ use benign_kernels::{self as kernels, Float, Transpose};
 /// Sizes of a batch: `samples` sequences of `tokens` tokens in `R^dim`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenShape {
+    /// Sequences n.
     pub samples: usize,
+    /// Tokens per sequence T.
     pub tokens: usize,
+    /// Token dimension d.
     pub dim: usize,
 }
 
@@ -124,6 +127,7 @@ pub fn mean_logistic_loss<T: Float>(outputs: &[T], labels: &[T]) -> T {
 /// not materialised; see [`dense_grad_w`].
 #[derive(Clone, Debug)]
 pub struct ClosedFormGradient<T> {
+    /// The mean logistic loss over the samples.
     pub loss: T,
     /// `delta_it` (sample-major).
     pub delta: Vec<T>,

@@ -27,9 +27,13 @@ use crate::autodiff::{Tape, Var};
 /// The model's inputs as tape values: `tokens` `[n T, d]`, `w` `[d, d]`, `p` and `nu` `[d]`.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionVars {
+    /// The tokens, `[n T, d]`.
     pub tokens: Var,
+    /// The attention matrix `W`, `[d, d]`.
     pub w: Var,
+    /// The query vector `p`, `[d]`.
     pub p: Var,
+    /// The fixed head `nu`, `[d]`.
     pub nu: Var,
 }
 
@@ -49,19 +53,26 @@ pub struct AttentionGraph {
 /// Inputs shared with the tape without copying (the `d x d` matrix is the expensive one).
 #[derive(Clone, Debug)]
 pub struct SharedInputs<T> {
+    /// The tokens, `n T x d` row-major.
     pub tokens: Arc<Vec<T>>,
+    /// `W`, `d x d` row-major.
     pub w: Arc<Vec<T>>,
+    /// `p`, length d.
     pub p: Arc<Vec<T>>,
+    /// `nu`, length d.
     pub nu: Arc<Vec<T>>,
 }
 
 /// Loss and gradients with respect to `W` (dense, `d x d` row-major) and `p`.
 #[derive(Clone, Debug)]
 pub struct AttentionGradients<T> {
+    /// The mean logistic loss.
     pub loss: T,
     /// The token logits `z_it` of the forward pass (sample-major), for metrics.
     pub logits: Vec<T>,
+    /// `dL/dW`, `d x d` row-major.
     pub grad_w: Vec<T>,
+    /// `dL/dp`, length d.
     pub grad_p: Vec<T>,
 }
 

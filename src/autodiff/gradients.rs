@@ -22,6 +22,7 @@ pub struct Gradients<T> {
 pub struct GradEntry<T> {
     index: usize,
     param: Option<ParamId>,
+    /// The gradient, one value per element of the leaf, row-major over its shape.
     pub grad: Vec<T>,
 }
 
@@ -95,10 +96,12 @@ impl<T: Float> Gradients<T> {
         Some(self.entries[pos].grad.as_slice())
     }
 
+    /// Every leaf's gradient, in the order of the leaves on the tape.
     pub fn entries(&self) -> &[GradEntry<T>] {
         &self.entries
     }
 
+    /// The same, mutable (e.g. to clip or scale gradients before a step).
     pub fn entries_mut(&mut self) -> &mut [GradEntry<T>] {
         &mut self.entries
     }
@@ -107,6 +110,7 @@ impl<T: Float> Gradients<T> {
         self.entries
     }
 
+    /// Whether no leaf received a gradient.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -29,13 +29,17 @@ fn lr_and_decay<T: Float>(
 /// g <- g + wd p;   b <- g (first step) or mu b + g;   p <- p - lr b   (b = g when mu = 0)
 /// ```
 pub struct Sgd<T> {
+    /// Learning rate of parameters whose group does not set one.
     pub lr: f64,
+    /// Momentum `mu` (0: plain gradient descent).
     pub momentum: f64,
+    /// L2 weight decay `wd`, added to the gradient, for groups that do not set one.
     pub weight_decay: f64,
     buffers: Vec<Option<Vec<T>>>,
 }
 
 impl<T: Float> Sgd<T> {
+    /// Plain SGD at learning rate `lr`: no momentum, no weight decay.
     pub fn new(lr: f64) -> Self {
         Sgd {
             lr,
@@ -45,16 +49,19 @@ impl<T: Float> Sgd<T> {
         }
     }
 
+    /// Sets the momentum.
     pub fn with_momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
         self
     }
 
+    /// Sets the weight decay.
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
         self
     }
 
+    /// Updates every trainable parameter of `store` that `grads` holds a gradient of, in place.
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
         self.buffers.resize_with(store.len(), || None);
         let ids: Vec<ParamId> = store.ids().collect();
@@ -106,10 +113,15 @@ impl<T: Float> Sgd<T> {
 /// p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 /// ```
 pub struct AdamW<T> {
+    /// Learning rate of parameters whose group does not set one.
     pub lr: f64,
+    /// Decay of the first-moment average `b1`.
     pub beta1: f64,
+    /// Decay of the second-moment average `b2`.
     pub beta2: f64,
+    /// Added to the bias-corrected root second moment, against division by zero.
     pub eps: f64,
+    /// Decoupled weight decay `wd`, for groups that do not set one.
     pub weight_decay: f64,
     state: Vec<Option<AdamState<T>>>,
 }
@@ -142,22 +154,27 @@ impl<T: Float> AdamW<T> {
         }
     }
 
+    /// Sets the weight decay.
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
         self
     }
 
+    /// Sets `b1` and `b2`.
     pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Self {
         self.beta1 = beta1;
         self.beta2 = beta2;
         self
     }
 
+    /// Sets `eps`.
     pub fn with_eps(mut self, eps: f64) -> Self {
         self.eps = eps;
         self
     }
 
+    /// Updates every trainable parameter of `store` that `grads` holds a gradient of, in place;
+    /// each parameter's step count starts at its first update.
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
         self.state.resize_with(store.len(), || None);
         let ids: Vec<ParamId> = store.ids().collect();

@@ -18,6 +18,7 @@ use super::tensor::{Shape, Tensor};
 pub struct ParamId(pub(crate) usize);
 
 impl ParamId {
+    /// Position of the parameter in its store (the order it was added in).
     pub fn index(&self) -> usize {
         self.0
     }
@@ -30,6 +31,7 @@ pub struct GroupId(pub(crate) usize);
 /// Optimizer settings shared by a set of parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamGroup {
+    /// Name in reports and checkpoints.
     pub name: String,
     /// Learning rate for this group (`None`: the optimizer's).
     pub lr: Option<f64>,
@@ -73,19 +75,23 @@ impl<T: Float> ParamStore<T> {
         }
     }
 
+    /// The group every store starts with, `"default"`.
     pub fn default_group(&self) -> GroupId {
         GroupId(0)
     }
 
+    /// Adds a group and returns its handle.
     pub fn add_group(&mut self, group: ParamGroup) -> GroupId {
         self.groups.push(group);
         GroupId(self.groups.len() - 1)
     }
 
+    /// The settings of group `id`.
     pub fn group(&self, id: GroupId) -> &ParamGroup {
         &self.groups[id.0]
     }
 
+    /// The settings of group `id`, mutable.
     pub fn group_mut(&mut self, id: GroupId) -> &mut ParamGroup {
         &mut self.groups[id.0]
     }
@@ -95,6 +101,7 @@ impl<T: Float> ParamStore<T> {
         self.add_to(GroupId(0), name, value)
     }
 
+    /// Adds a parameter to `group`. Names must be unique (a repeated name panics).
     pub fn add_to(&mut self, group: GroupId, name: &str, value: Tensor<T>) -> ParamId {
         assert!(self.id(name).is_none(), "parameter `{name}` already exists");
         assert!(
@@ -112,30 +119,37 @@ impl<T: Float> ParamStore<T> {
         ParamId(self.params.len() - 1)
     }
 
+    /// The parameter named `name`, if any.
     pub fn id(&self, name: &str) -> Option<ParamId> {
         self.params.iter().position(|p| p.name == name).map(ParamId)
     }
 
+    /// Every parameter, in the order added.
     pub fn ids(&self) -> impl Iterator<Item = ParamId> {
         (0..self.params.len()).map(ParamId)
     }
 
+    /// Number of parameters.
     pub fn len(&self) -> usize {
         self.params.len()
     }
 
+    /// Whether the store holds no parameter.
     pub fn is_empty(&self) -> bool {
         self.params.is_empty()
     }
 
+    /// Name of parameter `id`.
     pub fn name(&self, id: ParamId) -> &str {
         &self.params[id.0].name
     }
 
+    /// Shape of parameter `id`.
     pub fn shape(&self, id: ParamId) -> Shape {
         self.params[id.0].shape
     }
 
+    /// Values of parameter `id`, row-major over its shape.
     pub fn value(&self, id: ParamId) -> &[T] {
         &self.params[id.0].value
     }
@@ -149,10 +163,13 @@ impl<T: Float> ParamStore<T> {
         &self.params[id.0].value
     }
 
+    /// The group parameter `id` belongs to.
     pub fn group_of(&self, id: ParamId) -> GroupId {
         GroupId(self.params[id.0].group)
     }
 
+    /// Freezes (or unfreezes) one parameter: a frozen one enters tapes as a constant and is never
+    /// updated.
     pub fn set_frozen(&mut self, id: ParamId, frozen: bool) {
         self.params[id.0].frozen = frozen;
     }

@@ -1,9 +1,10 @@
 //! The tape: a plain arena of nodes, values addressed by `Copy` handles.
 //!
 //! Every op appends one node holding its output value and, when it records, its backward rule
-//! (an [`Op`]: input indices and sizes) plus at most one saved buffer of statistics. [`Tape::backward`] walks the arena once in
-//! reverse. Buffers come from a pool keyed by length, so after [`Tape::clear`] the next step of a
-//! training loop reuses the same allocations: memory stays flat however many steps run.
+//! (an `Op`: input indices and sizes) plus at most one saved buffer of statistics.
+//! [`Tape::backward`] walks the arena once in reverse. Buffers come from a pool keyed by length, so
+//! after [`Tape::clear`] the next step of a training loop reuses the same allocations: memory stays
+//! flat however many steps run.
 //!
 //! Graph construction errors (mismatched shapes, a handle from a cleared tape, an axis out of
 //! range) are programming errors: they panic with a message naming the op and the shapes.
@@ -157,6 +158,7 @@ impl<T: Float> Default for Tape<T> {
 }
 
 impl<T: Float> Tape<T> {
+    /// An empty tape, recording on.
     pub fn new() -> Self {
         Tape {
             nodes: Vec::new(),
@@ -189,6 +191,7 @@ impl<T: Float> Tape<T> {
         self.grad_enabled = enabled;
     }
 
+    /// Whether ops record their backward rules.
     pub fn grad_enabled(&self) -> bool {
         self.grad_enabled
     }
@@ -207,14 +210,17 @@ impl<T: Float> Tape<T> {
         self.nodes.iter().filter(|n| n.op.is_some()).count()
     }
 
+    /// Number of values (nodes) on the tape, leaves and constants included.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether the tape holds no value.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
 
+    /// What the tape holds now: nodes, live and pooled bytes, allocations so far.
     pub fn memory(&self) -> MemoryStats {
         let size = std::mem::size_of::<T>();
         let values: usize = self
@@ -338,11 +344,14 @@ impl<T: Float> Tape<T> {
         var.index()
     }
 
+    /// The value of `var`, row-major over its shape; panics on a handle of another or a cleared
+    /// tape.
     pub fn value(&self, var: Var) -> &[T] {
         let i = self.check(var);
         self.nodes[i].value.as_slice()
     }
 
+    /// The shape of `var`.
     pub fn shape(&self, var: Var) -> Shape {
         let i = self.check(var);
         self.nodes[i].shape
@@ -368,6 +377,8 @@ impl<T: Float> Tape<T> {
         }
     }
 
+    /// Whether a backward pass reaches a gradient to `var` (it is, or depends on, a differentiable
+    /// leaf).
     pub fn requires_grad(&self, var: Var) -> bool {
         let i = self.check(var);
         self.nodes[i].requires_grad

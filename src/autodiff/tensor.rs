@@ -35,10 +35,12 @@ impl Shape {
         Shape::new(&[])
     }
 
+    /// The dimensions, outermost first (empty for a scalar).
     pub fn dims(&self) -> &[usize] {
         &self.dims[..self.rank]
     }
 
+    /// Number of dimensions (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.rank
     }
@@ -126,7 +128,9 @@ impl fmt::Debug for Shape {
 /// A contiguous row-major tensor that owns its elements.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor<T> {
+    /// The dimensions.
     pub shape: Shape,
+    /// The elements, row-major over `shape`.
     pub data: Vec<T>,
 }
 
@@ -144,6 +148,7 @@ impl<T: Float> Tensor<T> {
         Tensor { shape, data }
     }
 
+    /// A tensor of zeros of the given dimensions.
     pub fn zeros(dims: &[usize]) -> Self {
         let shape = Shape::new(dims);
         Tensor {
@@ -152,6 +157,7 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// A rank-0 tensor holding `value`.
     pub fn scalar(value: T) -> Self {
         Tensor {
             shape: Shape::scalar(),

@@ -33,10 +33,14 @@ pub struct Calibration {
     /// Where it was read from (not in the file).
     #[serde(skip)]
     pub source: String,
+    /// The measurement the fits come from: its base configuration and grid bound what they
+    /// describe.
     pub spec: BoundarySpec,
     /// `lr sigma^2 d` of every run of the measurement; `None` if it varied with d.
     pub effective_step: Option<f64>,
+    /// One power-law fit per boundary.
     pub fits: Vec<Fit>,
+    /// Machine, version and time of the measurement, as written (not interpreted).
     #[serde(default)]
     pub provenance: serde_json::Value,
 }
@@ -44,7 +48,10 @@ pub struct Calibration {
 /// The two boundaries a calibration predicts at one `(d, n)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CalibratedBoundaries {
+    /// The harmful|benign boundary: the SNR above which the model generalises.
     pub snr_harmful_benign: f64,
+    /// The benign|not-overfitting boundary: the SNR above which it no longer fits every noisy
+    /// label.
     pub snr_benign_not_overfitting: f64,
     /// Set when `(d, n)` lies outside the measured grid.
     pub extrapolated: Option<String>,

@@ -22,17 +22,24 @@ pub const CONFIDENCE: f64 = 0.95;
 /// One boundary at one grid point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PointEstimate {
+    /// Which of the two transitions.
     pub boundary: Boundary,
+    /// The grid point's token dimension d.
     pub dim: usize,
+    /// The grid point's training-set size n.
     pub samples: usize,
     /// Median over seeds of `log10` of the transition SNR; `None` when half or more of the seeds
     /// are censored on one side.
     pub log10_snr: Option<f64>,
     /// Percentile-bootstrap interval of the median; an end is `None` where it is censored.
     pub ci_low: Option<f64>,
+    /// Upper end of that interval.
     pub ci_high: Option<f64>,
+    /// Seeds searched at this point.
     pub seeds: usize,
+    /// Seeds already switched at the low end of the SNR range.
     pub below_range: usize,
+    /// Seeds that never switched within the range.
     pub above_range: usize,
     /// Seeds whose scan switched more than once.
     pub non_monotone: usize,
@@ -46,15 +53,20 @@ pub struct PointEstimate {
 /// One fitted exponent (or intercept) with its interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Coefficient {
+    /// The least-squares estimate on the full grid.
     pub value: f64,
+    /// Lower end of its percentile-bootstrap interval.
     pub ci_low: f64,
+    /// Upper end of that interval.
     pub ci_high: f64,
 }
 
 /// `log10 SNR* = intercept + a log10 d + b log10 n` for one boundary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fit {
+    /// Which of the two transitions.
     pub boundary: Boundary,
+    /// `log10 SNR*` at `d = n = 1`: the unknown constant of the theory's order.
     pub intercept: Coefficient,
     /// `None` when the grid has one dimension only.
     pub a: Option<Coefficient>,
@@ -62,6 +74,7 @@ pub struct Fit {
     pub b: Option<Coefficient>,
     /// The theory's exponents, for comparison.
     pub theory_a: f64,
+    /// The theory's exponent of n, for comparison with `b`.
     pub theory_b: f64,
     /// Grid points fitted: a finite median and a benign band.
     pub points: usize,
@@ -76,7 +89,9 @@ pub struct Fit {
 /// Everything estimated from a complete set of thresholds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Estimates {
+    /// One estimate per boundary and grid point.
     pub points: Vec<PointEstimate>,
+    /// One fit per boundary.
     pub fits: Vec<Fit>,
 }
 

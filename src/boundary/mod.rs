@@ -75,13 +75,17 @@ pub const MAX_SEARCHES: usize = 1_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Boundary {
+    /// The SNR above which the model generalises (test accuracy reaches the good level).
     HarmfulBenign,
+    /// The SNR above which the model no longer fits every noisy training label.
     BenignNotOverfitting,
 }
 
 impl Boundary {
+    /// Both boundaries, in increasing order of SNR.
     pub const ALL: [Boundary; 2] = [Boundary::HarmfulBenign, Boundary::BenignNotOverfitting];
 
+    /// The name in files and reports: `harmful-benign` or `benign-not-overfitting`.
     pub fn name(self) -> &'static str {
         match self {
             Boundary::HarmfulBenign => "harmful-benign",
@@ -111,27 +115,69 @@ impl Boundary {
 pub struct BoundarySpec {
     /// Every setting but `dim`, `samples`, `signal_norm`, `seed` and (with per-d scaling) `lr`.
     pub base: RunConfig,
+    /// The grid's token dimensions d, increasing, without repeats.
     pub dims: Vec<usize>,
+    /// The grid's training-set sizes n, increasing, without repeats.
     pub samples: Vec<usize>,
+    /// Independent searches (training set, `W_0`, test set) per `(d, n)`; the boundary is their
+    /// median.
     pub seeds: usize,
     /// Seeds of the searches and the bootstrap are derived from it.
     #[serde(with = "crate::io::seed_text")]
     pub base_seed: u64,
+    /// Lowest SNR `||mu|| / (sigma sqrt(d))` of the scan (> 0).
     pub snr_low: f64,
+    /// Highest SNR of the scan (> `snr_low`); the scan has one point per decade in between.
     pub snr_high: f64,
+    /// Halvings of the decade where a seed's indicator switches: the resolution is
+    /// `2^-bisection_steps` decades of SNR.
     pub bisection_steps: usize,
+    /// How the learning rate follows d (see the module docs).
     pub step_scaling: StepScaling,
     /// Bootstrap resamples for the confidence intervals.
     pub bootstrap: usize,
 }
 
+impl Default for BoundarySpec {
+    /// The measurement `benign boundary` runs when given only `--out`: d from 10^3 to 10^7 (one
+    /// per decade), n in {10, 20, 50}, 16 seeds, SNR searched over `[1e-3, 1e2]` to 2^-7 decades,
+    /// on the paper's defaults but for the trainer and `W_0`'s law: [`TrainerKind::Law`], whose
+    /// cost does not grow with d, and the Gaussian start it needs.
+    ///
+    /// [`TrainerKind::Law`]: crate::synthetic::config::TrainerKind::Law
+    fn default() -> Self {
+        let base = RunConfig {
+            trainer: synthetic::config::TrainerKind::Law,
+            init: synthetic::config::InitKind::Gaussian,
+            ..RunConfig::default()
+        };
+        BoundarySpec {
+            base_seed: base.seed,
+            base,
+            dims: vec![1_000, 10_000, 100_000, 1_000_000, 10_000_000],
+            samples: vec![10, 20, 50],
+            seeds: 16,
+            snr_low: 1e-3,
+            snr_high: 1e2,
+            bisection_steps: 7,
+            step_scaling: StepScaling::PerDim,
+            bootstrap: 2000,
+        }
+    }
+}
+
 /// One `(d, n, seed)` search.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Search {
+    /// Position in the measurement's plan (d, then n, then seed): the key of its record.
     pub index: usize,
+    /// Token dimension d.
     pub dim: usize,
+    /// Training-set size n.
     pub samples: usize,
+    /// Which of the `seeds` draws at this `(d, n)`, from 0.
     pub seed_index: usize,
+    /// The seed of this search's training set, `W_0` and test set, derived from the base seed.
     pub seed: u64,
 }
 
@@ -263,8 +309,11 @@ impl BoundarySpec {
 /// A run's outcome at the horizon.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
+    /// `log10` of the SNR the run was trained at.
     pub log10_snr: f64,
+    /// Training accuracy on the noisy labels at the horizon.
     pub train_acc: f64,
+    /// Test accuracy (clean labels) at the horizon.
     pub test_acc: f64,
 }
 
@@ -280,10 +329,13 @@ pub struct Threshold {
     pub scan_switches: usize,
 }
 
+/// Why a seed has no transition inside the searched SNR range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Censoring {
+    /// The indicator had already switched at the low end of the range.
     Below,
+    /// The indicator never switched up to the high end.
     Above,
 }
 
@@ -301,18 +353,26 @@ impl Threshold {
 /// One finished search (one line of `thresholds.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdRecord {
+    /// As [`Search::index`].
     pub index: usize,
+    /// As [`Search::dim`].
     pub dim: usize,
+    /// As [`Search::samples`].
     pub samples: usize,
+    /// As [`Search::seed_index`].
     pub seed_index: usize,
+    /// As [`Search::seed`].
     #[serde(with = "crate::io::seed_text")]
     pub seed: u64,
     /// `None` on success; a failed search is retried on the next invocation.
     pub error: Option<String>,
+    /// Where generalisation switched on; `None` when the search failed.
     pub harmful_benign: Option<Threshold>,
+    /// Where fitting every label switched off; `None` when the search failed.
     pub benign_not_overfitting: Option<Threshold>,
     /// Every run of the search, in order.
     pub evaluations: Vec<Evaluation>,
+    /// Wall-clock time of the search, seconds.
     pub wall_seconds: f64,
     /// Always `true`; a line without it is torn.
     pub complete: bool,
@@ -325,6 +385,7 @@ impl jsonl::Record for ThresholdRecord {
 }
 
 impl ThresholdRecord {
+    /// This search's threshold of `boundary`.
     pub fn threshold(&self, boundary: Boundary) -> Option<&Threshold> {
         match boundary {
             Boundary::HarmfulBenign => self.harmful_benign.as_ref(),
@@ -443,7 +504,9 @@ pub fn collect(dir: &Path) -> Result<Vec<ThresholdRecord>> {
 /// How to execute a measurement.
 #[derive(Clone, Debug, Default)]
 pub struct ExecOptions {
+    /// Threads the searches run on.
     pub threads: usize,
+    /// Run only this shard of the plan; `None` runs all of it.
     pub shard: Option<Shard>,
     /// Empty the folder first (its own earlier results included).
     pub force: bool,
@@ -452,21 +515,36 @@ pub struct ExecOptions {
 /// What an invocation did.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExecReport {
+    /// Searches in the whole plan.
     pub total: usize,
+    /// Searches in this invocation's shard.
     pub in_shard: usize,
+    /// Searches of the shard already recorded, not rerun.
     pub skipped: usize,
+    /// Searches run by this invocation.
     pub ran: usize,
+    /// Searches of this invocation that failed (retried by the next one).
     pub failed: usize,
     /// Searches recorded in the folder by every shard, after this invocation.
     pub recorded: usize,
+    /// Wall-clock time of this invocation, seconds.
     pub wall_seconds: f64,
+    /// Threads the searches ran on.
     pub threads: usize,
+    /// The JSON-lines file this invocation appended to.
     pub thresholds_file: PathBuf,
 }
 
 /// Progress events of [`run_boundary`].
 pub enum Progress<'a> {
-    Planned { in_shard: usize, skipped: usize },
+    /// The plan is made: searches of this shard, and how many of them are already recorded.
+    Planned {
+        /// Searches in this invocation's shard.
+        in_shard: usize,
+        /// Of those, the ones already recorded.
+        skipped: usize,
+    },
+    /// One search finished (successfully or not) and was recorded.
     Finished(&'a ThresholdRecord),
 }
 

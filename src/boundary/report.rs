@@ -11,31 +11,47 @@ use crate::plot::{self, Panel, Series};
 use crate::provenance::Provenance;
 use crate::{io, Error, Result};
 
+/// The per-point table of a boundary folder: one row per boundary and `(d, n)`.
 pub const CSV_FILE: &str = "boundaries.csv";
+/// The fits, the spec and the provenance (also the calibration format `benign run` reads).
 pub const FIT_FILE: &str = "fit.json";
 
 /// `fit.json`: the estimates, the spec they come from and the provenance of the report. This is
 /// also the calibration format `benign run` reads.
 #[derive(Serialize)]
 pub struct FitFile<'a> {
+    /// The measurement.
     pub spec: &'a BoundarySpec,
+    /// The d at which per-d step scaling keeps the given learning rate.
     pub reference_dim: usize,
     /// The effective step `lr sigma^2 d` of every run (per-d scaling), or `None` when it varies.
     pub effective_step: Option<f64>,
+    /// One fit per boundary.
     pub fits: &'a [Fit],
+    /// One estimate per boundary and grid point.
     pub points: &'a [PointEstimate],
+    /// Version, machine and time of this report.
     pub provenance: Provenance,
 }
 
 /// What [`finish`] wrote, or why it could not yet.
 pub enum Finished {
+    /// Every search is in: the estimates, and the files written.
     Written {
+        /// The estimates the files hold.
         estimates: Estimates,
+        /// Every file written.
         files: Vec<PathBuf>,
+        /// Why the figure was not drawn, when drawing failed (the other files are written).
         figure_error: Option<String>,
     },
     /// Searches not yet recorded (by any shard), by index.
-    Incomplete { missing: Vec<usize>, total: usize },
+    Incomplete {
+        /// Indices of the missing searches, in the plan's order.
+        missing: Vec<usize>,
+        /// Searches in the whole plan.
+        total: usize,
+    },
 }
 
 /// Writes the estimates, table, fit and figure of a folder from its saved thresholds, if every

@@ -8,15 +8,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::Args;
 
 use benign::boundary::{self, report, BoundarySpec, Progress, StepScaling};
-use benign::synthetic::config::{InitKind, TrainerKind};
-use benign::synthetic::RunConfig;
 use benign::Error;
 
 use super::common::CommonArgs;
 use super::data::{DataArgs, TrainingArgs};
 use super::progress::Field;
 
+/// The options of `benign boundary`. It takes the data and training options of `benign run`,
+/// but the grid and the search set some of them (refused when given: hidden from the help) and
+/// it trains with other defaults (the help states them).
 #[derive(Args)]
+#[command(mut_arg("samples", |a| a.long(None).hide(true)))]
+#[command(mut_arg("dim", |a| a.hide(true)))]
+#[command(mut_arg("signal_norm", |a| a.hide(true)))]
+#[command(mut_arg("preset", |a| a.hide(true)))]
+#[command(mut_arg("test_seed", |a| a.hide(true)))]
+#[command(mut_arg("reference_compat", |a| a.hide(true)))]
+#[command(mut_arg("eval_every", |a| a.hide(true)))]
+#[command(mut_arg("init", |a| a.help(
+    "Entrywise law of W_0: N(0, 1/(3d)), which `--trainer law` needs, or the reference's \
+     U(-1/sqrt(d), 1/sqrt(d)) [default: gaussian]"
+).long_help(None)))]
+#[command(mut_arg("trainer", |a| a.help(
+    "Trainer [default: law, whose cost does not grow with d]"
+).long_help(None)))]
 pub struct BoundaryArgs {
     /// Output directory (rerunning into it resumes; shards share it).
     #[arg(long)]
@@ -26,7 +41,13 @@ pub struct BoundaryArgs {
     #[arg(long, default_value = "log:1e3:1e7:5")]
     pub dims: String,
     /// Training-set sizes n, in the same forms as --dims.
-    #[arg(long, default_value = "10,20,50")]
+    // Its own id: the data options' `-n` (refused here) has the id `samples`.
+    #[arg(
+        id = "grid_samples",
+        long = "samples",
+        value_name = "SAMPLES",
+        default_value = "10,20,50"
+    )]
     pub samples: String,
     /// Seeds per (d, n).
     #[arg(long, default_value_t = 16)]
@@ -84,7 +105,8 @@ pub fn parse_sizes(option: &str, parameter: &str, text: &str) -> Result<Vec<usiz
     Ok(sizes)
 }
 
-fn parse_range(text: &str) -> Result<(f64, f64), Error> {
+/// Parses `--snr-range` (`LOW:HIGH`); [`BoundarySpec::validate`] checks the bounds.
+pub fn parse_range(text: &str) -> Result<(f64, f64), Error> {
     let bad = || {
         Error::invalid(
             "snr-range",
@@ -104,7 +126,7 @@ fn spec_from(args: &BoundaryArgs) -> anyhow::Result<BoundarySpec> {
         (args.data.dim.is_some(), "-d/--dim (use --dims)"),
         (
             args.data.samples.is_some(),
-            "-n/--samples (use --samples on boundary's grid)",
+            "-n (use --samples, the grid's training-set sizes)",
         ),
         (
             args.data.signal_norm.is_some(),
@@ -128,12 +150,9 @@ fn spec_from(args: &BoundaryArgs) -> anyhow::Result<BoundarySpec> {
         )
         .into());
     }
-    let mut base = RunConfig {
-        trainer: TrainerKind::Law,
-        init: InitKind::Gaussian,
-        ..RunConfig::default()
-    };
-    base = args.training.apply(args.data.apply(base));
+    let base = args
+        .training
+        .apply(args.data.apply(BoundarySpec::default().base));
     let (snr_low, snr_high) = parse_range(&args.snr_range)?;
     let spec = BoundarySpec {
         base_seed: base.seed,

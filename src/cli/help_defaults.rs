@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use clap::{CommandFactory, ValueEnum};
 
+use benign::boundary::BoundarySpec;
 use benign::classifier::pretrain::{self, PretrainSpec, TokenizerSpec};
 use benign::finetune::{self, FinetuneConfig};
 use benign::realdata::DatasetName;
@@ -26,8 +27,19 @@ enum Expected {
     Numbers(Vec<f64>),
     /// This word first: a choice's name or a path.
     Word(String),
+    /// Text the command's own parser reads as this value (both written with `{:?}`).
+    Parsed {
+        value: String,
+        parse: fn(&str) -> String,
+    },
     /// A rule in words (e.g. "all cores", "derived from --seed"): no single value to compare.
     Described,
+}
+
+/// How `benign boundary` reads a list of sizes, for [`Expected::Parsed`].
+fn boundary_sizes(text: &str) -> String {
+    super::boundary::parse_sizes("dims", "d", text)
+        .map_or_else(|e| e.to_string(), |sizes| format!("{sizes:?}"))
 }
 
 fn word<T: ValueEnum>(value: T) -> Expected {
@@ -67,38 +79,53 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
     let run = RunConfig::default();
     let finetune_config = FinetuneConfig::default();
     let gradcheck = benign::gradcheck::Config::default();
+    let boundary = BoundarySpec::default();
     let mut rows: Vec<((&str, &str), Expected)> = Vec::new();
     // The synthetic data and training options, in every command that takes them.
     for command in ["run", "sweep", "data export"] {
         rows.push(((command, "samples"), one(run.samples as f64)));
     }
-    for command in ["run", "sweep", "boundary", "data export"] {
+    // `benign boundary` trains from its own base configuration, and hides the options its grid
+    // and search set (`-n`, `-d`, `--signal-norm`, `--test-seed`, `--eval-every`).
+    let commands = [
+        ("run", &run),
+        ("sweep", &run),
+        ("boundary", &boundary.base),
+        ("data export", &run),
+    ];
+    for (command, base) in commands {
         rows.extend([
-            ((command, "tokens"), one(run.tokens as f64)),
-            ((command, "dim"), one(run.dim as f64)),
-            ((command, "signal-norm"), one(run.signal_norm)),
-            ((command, "rho"), one(run.rho)),
-            ((command, "eta"), one(run.eta)),
-            ((command, "sigma"), one(run.sigma)),
-            ((command, "signal-directions"), word(run.signal_directions)),
-            ((command, "label-noise"), word(run.label_noise)),
-            ((command, "init"), word(run.init)),
-            ((command, "seed"), one(run.seed as f64)),
-            ((command, "test-seed"), Expected::Described),
-            ((command, "test-size"), one(run.test_size as f64)),
+            ((command, "tokens"), one(base.tokens as f64)),
+            ((command, "rho"), one(base.rho)),
+            ((command, "eta"), one(base.eta)),
+            ((command, "sigma"), one(base.sigma)),
+            ((command, "signal-directions"), word(base.signal_directions)),
+            ((command, "label-noise"), word(base.label_noise)),
+            ((command, "init"), word(base.init)),
+            ((command, "seed"), one(base.seed as f64)),
+            ((command, "test-size"), one(base.test_size as f64)),
         ]);
+        if command != "boundary" {
+            rows.extend([
+                ((command, "dim"), one(base.dim as f64)),
+                ((command, "signal-norm"), one(base.signal_norm)),
+                ((command, "test-seed"), Expected::Described),
+            ]);
+        }
     }
-    assert_eq!(run.mlp_dim, None, "--mlp-dim's help says the default is d");
-    for command in ["run", "sweep", "boundary"] {
+    for (command, base) in &commands[..3] {
+        assert_eq!(base.mlp_dim, None, "--mlp-dim's help says the default is d");
         rows.extend([
-            ((command, "lr"), one(run.lr)),
-            ((command, "steps"), one(run.steps as f64)),
-            ((command, "eval-every"), one(run.eval_every as f64)),
-            ((command, "trainer"), word(run.trainer)),
-            ((command, "precision"), word(run.precision)),
-            ((command, "model"), word(run.model)),
-            ((command, "mlp-dim"), Expected::Described),
+            ((*command, "lr"), one(base.lr)),
+            ((*command, "steps"), one(base.steps as f64)),
+            ((*command, "trainer"), word(base.trainer)),
+            ((*command, "precision"), word(base.precision)),
+            ((*command, "model"), word(base.model)),
+            ((*command, "mlp-dim"), Expected::Described),
         ]);
+        if *command != "boundary" {
+            rows.push(((*command, "eval-every"), one(base.eval_every as f64)));
+        }
     }
     // Progress and threads, in every long command.
     for command in ["run", "sweep", "boundary", "pretrain", "finetune"] {
@@ -125,16 +152,37 @@ fn table() -> BTreeMap<(&'static str, &'static str), Expected> {
         (("sweep", "step-scaling"), word(StepScaling::default())),
         (("sweep", "axes"), Expected::Described),
         (("plot", "axes"), Expected::Described),
-        // `benign boundary`'s grid and search are this command's own (no library default).
-        (("boundary", "dims"), numbers([1e3, 1e7, 5.0])),
-        // Two options are named `--samples` here, the grid's and the data's `-n`: the parser
-        // gives the value to the grid's, the help shows the data's default for both.
-        (("boundary", "samples"), Expected::Described),
-        (("boundary", "seeds"), one(16)),
-        (("boundary", "snr-range"), numbers([1e-3, 1e2])),
-        (("boundary", "bisection-steps"), one(7)),
-        (("boundary", "step-scaling"), word(StepScaling::PerDim)),
-        (("boundary", "bootstrap"), one(2000)),
+        (
+            ("boundary", "dims"),
+            Expected::Parsed {
+                value: format!("{:?}", boundary.dims),
+                parse: boundary_sizes,
+            },
+        ),
+        (
+            ("boundary", "samples"),
+            Expected::Parsed {
+                value: format!("{:?}", boundary.samples),
+                parse: boundary_sizes,
+            },
+        ),
+        (("boundary", "seeds"), one(boundary.seeds as f64)),
+        (
+            ("boundary", "snr-range"),
+            Expected::Parsed {
+                value: format!("{:?}", (boundary.snr_low, boundary.snr_high)),
+                parse: |text| {
+                    super::boundary::parse_range(text)
+                        .map_or_else(|e| e.to_string(), |range| format!("{range:?}"))
+                },
+            },
+        ),
+        (
+            ("boundary", "bisection-steps"),
+            one(boundary.bisection_steps as f64),
+        ),
+        (("boundary", "step-scaling"), word(boundary.step_scaling)),
+        (("boundary", "bootstrap"), one(boundary.bootstrap as f64)),
         (("gradcheck", "seed"), one(gradcheck.seed as f64)),
         (("gradcheck", "step"), one(gradcheck.step)),
         (("gradcheck", "atol"), one(gradcheck.atol)),
@@ -315,7 +363,8 @@ fn stated_defaults() -> BTreeMap<(String, String), String> {
     let mut pending = vec![(String::new(), Cli::command())];
     while let Some((path, command)) = pending.pop() {
         for arg in command.get_arguments() {
-            if !arg.get_action().takes_values() {
+            // A hidden option's help is never shown.
+            if !arg.get_action().takes_values() || arg.is_hide_set() {
                 continue;
             }
             let name = arg
@@ -398,12 +447,14 @@ fn every_stated_default_is_the_value_it_stands_for() {
                 stated_numbers(text) == values.iter().map(|v| v.to_bits()).collect()
             }
             Expected::Word(w) => text.split([' ', ',', ';']).next() == Some(w.as_str()),
+            Expected::Parsed { value, parse } => parse(text) == *value,
             Expected::Described => true,
         };
         if !agrees {
             let wanted = match expected {
                 Expected::Numbers(values) => format!("the numbers {values:?}"),
                 Expected::Word(w) => format!("`{w}` first"),
+                Expected::Parsed { value, .. } => format!("{value}, read as the command reads it"),
                 Expected::Described => unreachable!(),
             };
             problems.push(format!(

@@ -11,12 +11,16 @@ use crate::autodiff::{Tape, Var};
 /// Built-in op, built-in composite model, or a graph or function of the caller's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaseKind {
+    /// One of the engine's built-in ops (`benign gradcheck --op`).
     Op,
+    /// One of the engine's composite models (`benign gradcheck --model`).
     Model,
+    /// A graph or function the caller supplied through the library API.
     Custom,
 }
 
 impl CaseKind {
+    /// The kind as written in reports: `op`, `model` or `custom`.
     pub fn as_str(&self) -> &'static str {
         match self {
             CaseKind::Op => "op",
@@ -29,7 +33,10 @@ impl CaseKind {
 /// Full Jacobian (small shapes) or a random-direction product (realistic shapes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Every entry of the Jacobian, one backward pass per output element.
     Jacobian,
+    /// One random direction: `v^T J u` from one backward pass against a central difference along
+    /// `u`.
     Direction,
     /// The full Jacobian when it has at most [`super::AUTO_JACOBIAN_ENTRIES`] entries (checked
     /// input elements times outputs), else a direction.
@@ -56,9 +63,13 @@ pub enum Domain {
 /// One input of a case.
 #[derive(Clone, Debug)]
 pub struct Input {
+    /// Name in reports (e.g. `x`, `W`).
     pub name: &'static str,
+    /// Shape, outermost first; the values are row-major over it.
     pub dims: Vec<usize>,
+    /// How its values are drawn (or the fixed values).
     pub domain: Domain,
+    /// Whether gradients with respect to it are checked (a constant input is not).
     pub differentiable: bool,
 }
 
@@ -68,6 +79,7 @@ impl Input {
         Input::var_in(name, dims, Domain::Normal(1.0))
     }
 
+    /// A differentiable input drawn from `domain`.
     pub fn var_in(name: &'static str, dims: &[usize], domain: Domain) -> Self {
         Input {
             name,
@@ -92,6 +104,7 @@ impl Input {
         }
     }
 
+    /// Number of elements: the product of `dims`.
     pub fn numel(&self) -> usize {
         self.dims.iter().product()
     }
@@ -101,7 +114,9 @@ impl Input {
 /// graph and returns its output.
 #[derive(Clone, Copy, Debug)]
 pub struct Builder {
+    /// The graph recorded in f64 (the finite-difference checks run here).
     pub f64: fn(&mut Tape<f64>, &[Var]) -> Var,
+    /// The same graph in f32, compared with the f64 gradients.
     pub f32: fn(&mut Tape<f32>, &[Var]) -> Var,
 }
 
@@ -119,16 +134,23 @@ macro_rules! gradcheck_builder {
 /// A checked graph.
 #[derive(Clone, Debug)]
 pub struct Case {
+    /// Built-in op, built-in model or the caller's.
     pub kind: CaseKind,
     /// Name selected by `--op` / `--model`.
     pub family: &'static str,
     /// Unique name of this case, `family/variant`.
     pub name: String,
+    /// The inputs, in the order the builder receives their handles.
     pub inputs: Vec<Input>,
+    /// Records the graph on a tape and returns its output.
     pub build: Builder,
+    /// Full Jacobian, a random direction, or chosen by size.
     pub mode: Mode,
+    /// Also compare f32 gradients with f64 ones (`f32_vs_f64`).
     pub f32: bool,
+    /// Also check that the first-order Taylor remainder shrinks with slope 2 (`taylor`).
     pub taylor: bool,
+    /// Also check that gradients are bit-identical on 1 and 4 threads (`threads`).
     pub threads: bool,
     /// Further checks specific to this case (e.g. against a closed form).
     pub extra: Option<fn(&Config) -> Vec<CheckResult>>,
@@ -176,6 +198,7 @@ impl Case {
         self
     }
 
+    /// Sets how the gradient is compared with finite differences.
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self

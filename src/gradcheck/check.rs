@@ -13,10 +13,16 @@ use crate::autodiff::{Tape, Var};
 /// Step size, tolerances and seed of a gradcheck run.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Seed of the inputs, output weights and directions each case draws (each case derives its own
+    /// stream from it and its name).
     pub seed: u64,
+    /// Central finite-difference step (in input units).
     pub step: f64,
+    /// Absolute tolerance: an element passes when `|analytic - numeric| <= atol + rtol |numeric|`.
     pub atol: f64,
+    /// Relative tolerance of the same criterion.
     pub rtol: f64,
+    /// Bound on `max|g32 - g64| / max|g64|` for the f32-against-f64 check.
     pub f32_rtol: f64,
 }
 
@@ -37,6 +43,7 @@ impl Default for Config {
 pub struct CheckResult {
     /// `"op"` or `"model"`.
     pub kind: &'static str,
+    /// The case's unique name (`family/variant` for built-in ones).
     pub case: String,
     /// `jacobian`, `direction`, `f32_vs_f64`, `reentrant`, `threads`, `taylor`, `closed_form`.
     pub check: &'static str,
@@ -46,10 +53,14 @@ pub struct CheckResult {
     pub dtype: &'static str,
     /// Finite-difference step, when the check uses one.
     pub step: Option<f64>,
+    /// Largest absolute difference between the gradient and its reference in this check.
     pub max_abs_error: f64,
+    /// Largest difference relative to the reference's magnitude, as the check's tolerance defines
+    /// it.
     pub max_rel_error: f64,
     /// The pass criterion.
     pub tolerance: String,
+    /// Whether every compared element met the tolerance (NaN fails).
     pub passed: bool,
     /// Extra figures (e.g. the fitted Taylor slope).
     pub detail: String,
@@ -83,16 +94,20 @@ impl CheckResult {
 /// Totals over a run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+    /// Checks run.
     pub checks: usize,
+    /// Checks that failed.
     pub failed: usize,
     /// Largest errors over the finite-difference checks (`jacobian`, `direction`).
     pub max_abs_error: f64,
+    /// Largest relative error over the same checks.
     pub max_rel_error: f64,
     /// `case/check/input` of every failure.
     pub failures: Vec<String>,
 }
 
 impl Summary {
+    /// Counts one result, and its errors if it is a finite-difference check.
     pub fn add(&mut self, r: &CheckResult) {
         self.checks += 1;
         if !r.passed {
@@ -106,6 +121,7 @@ impl Summary {
         }
     }
 
+    /// Whether no check failed.
     pub fn all_passed(&self) -> bool {
         self.failed == 0
     }

@@ -17,7 +17,9 @@ use crate::{Error, Result};
 /// The results of a set of checks and their totals.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// One result per check, in the order they ran.
     pub results: Vec<CheckResult>,
+    /// Counts of checks passed and failed, and the worst errors.
     pub summary: Summary,
 }
 

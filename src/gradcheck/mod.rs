@@ -59,7 +59,9 @@ pub const F32_RTOL: f64 = 1e-3;
 /// Which cases to run: `None` for a kind means all of it unless the other kind was selected.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
+    /// Op families to check (names from `--op`); empty: none, or all when `models` is empty too.
     pub ops: Vec<String>,
+    /// Models to check (names from `--model`); empty: none, or all when `ops` is empty too.
     pub models: Vec<String>,
 }
 

@@ -265,10 +265,12 @@ pub mod seed_text {
         }
     }
 
+    /// Writes the seed as a decimal string.
     pub fn serialize<S: Serializer>(seed: &u64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(seed)
     }
 
+    /// Reads a seed written as a number or a decimal string.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         parse(Text::deserialize(deserializer)?)
     }
@@ -277,6 +279,7 @@ pub mod seed_text {
     pub mod option {
         use super::{Deserialize, Deserializer, Serializer, Text};
 
+        /// Writes `Some` as a decimal string, `None` as `null`.
         pub fn serialize<S: Serializer>(
             seed: &Option<u64>,
             serializer: S,
@@ -287,6 +290,7 @@ pub mod seed_text {
             }
         }
 
+        /// Reads a number, a decimal string or `null`.
         pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
         ) -> Result<Option<u64>, D::Error> {

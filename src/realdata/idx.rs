@@ -46,7 +46,9 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 /// An IDX array of bytes: its dimensions and row-major data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxArray {
+    /// Size of each dimension, outermost first (e.g. `[60000, 28, 28]` for MNIST images).
     pub dims: Vec<usize>,
+    /// The bytes, row-major over `dims`.
     pub data: Vec<u8>,
 }
 

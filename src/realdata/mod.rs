@@ -5,8 +5,8 @@
 //! The data's path: [`load`] reads a dataset's files into a [`RawDataset`] (images as bytes, texts
 //! as strings, labels as class indices); a tokenizer turns a split into a [`TokenizedSplit`]
 //! (patches for images via [`patchify`], word ids for text via [`Vocabulary::tokenize`]), which
-//! is what the models and trainers consume. [`subset`] draws the seeded, class-stratified subsets
-//! (a clean pretraining subset, then a disjoint fine-tuning one).
+//! is what the models and trainers consume. [`subset()`](subset::subset) draws the seeded,
+//! class-stratified subsets (a clean pretraining subset, then a disjoint fine-tuning one).
 //!
 //! Files read for each dataset (in the folder [`default_dir`] names under a data directory):
 //!
@@ -47,15 +47,21 @@ pub use vocab::Vocabulary;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
+    /// MNIST: 28x28 grey-scale handwritten digits, 10 classes.
     Mnist,
+    /// Fashion-MNIST: 28x28 grey-scale clothing images, 10 classes.
     #[value(aliases = ["fashion_mnist", "fashionmnist"])]
     FashionMnist,
+    /// BreastMNIST (MedMNIST): 28x28 breast ultrasound images, benign or malignant.
     #[serde(rename = "breastmnist")]
     #[value(name = "breastmnist", aliases = ["breast-mnist", "breast_mnist"])]
     BreastMnist,
+    /// TREC: questions by answer type, 6 classes.
     Trec,
+    /// SST-2: movie-review sentences, positive or negative.
     #[value(name = "sst2", aliases = ["sst-2", "sst_2"])]
     Sst2,
+    /// AG News: news articles by topic, 4 classes.
     #[serde(rename = "agnews")]
     #[value(name = "agnews", aliases = ["ag-news", "ag_news"])]
     AgNews,
@@ -159,9 +165,13 @@ pub fn load(name: DatasetName, dir: &Path) -> Result<RawDataset> {
 /// Grey-scale images, row-major `n x height x width` bytes, with one class index per image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSplit {
+    /// Rows of every image, pixels.
     pub height: usize,
+    /// Columns of every image, pixels.
     pub width: usize,
+    /// Grey levels 0..=255, row-major `n x height x width`.
     pub pixels: Vec<u8>,
+    /// Class index of each image, below `num_classes`.
     pub labels: Vec<u32>,
     /// Number of classes of the dataset (labels are below it), kept with the split because a
     /// subset may miss a class.
@@ -174,6 +184,7 @@ impl ImageSplit {
         self.labels.len()
     }
 
+    /// Whether the split has no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -205,7 +216,9 @@ impl ImageSplit {
 /// Sentences as read from the files (before lower-casing and tokenizing), one class per sentence.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextSplit {
+    /// The sentences, as in the files.
     pub texts: Vec<String>,
+    /// Class index of each sentence, below `num_classes`.
     pub labels: Vec<u32>,
     /// Number of classes of the dataset (labels are below it).
     pub num_classes: usize,
@@ -217,6 +230,7 @@ impl TextSplit {
         self.labels.len()
     }
 
+    /// Whether the split has no sentence.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -245,7 +259,9 @@ fn check_indices(indices: &[usize], len: usize) -> Result<()> {
 /// One split of a dataset, either images or text.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Split {
+    /// An image dataset's split.
     Images(ImageSplit),
+    /// A text dataset's split.
     Text(TextSplit),
 }
 
@@ -255,6 +271,7 @@ impl Split {
         self.labels().len()
     }
 
+    /// Whether the split has no example.
     pub fn is_empty(&self) -> bool {
         self.labels().is_empty()
     }
@@ -267,6 +284,7 @@ impl Split {
         }
     }
 
+    /// Number of classes of the dataset (labels are below it).
     pub fn num_classes(&self) -> usize {
         match self {
             Split::Images(split) => split.num_classes,
@@ -274,7 +292,8 @@ impl Split {
         }
     }
 
-    /// The examples at `indices`, in that order (e.g. a subset drawn by [`subset`]).
+    /// The examples at `indices`, in that order (e.g. a subset drawn by
+    /// [`subset()`](subset::subset)).
     pub fn select(&self, indices: &[usize]) -> Result<Split> {
         Ok(match self {
             Split::Images(split) => Split::Images(split.select(indices)?),
@@ -297,21 +316,35 @@ impl Split {
 /// A dataset as parsed from its files: class names, a training and a test split.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawDataset {
+    /// Which dataset.
     pub name: DatasetName,
+    /// Class names, indexed by label.
     pub classes: Vec<String>,
+    /// The training split, as the files define it.
     pub train: Split,
+    /// The test split, as the files define it.
     pub test: Split,
 }
 
-/// The token inputs of a split, `n` examples of `seq_len` tokens each (before the [CLS] token,
+/// The token inputs of a split, `n` examples of `seq_len` tokens each (before the `[CLS]` token,
 /// which the model prepends).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Tokens {
     /// Image patches: `values` is `n x seq_len x patch_dim`, pixels scaled to [0, 1].
-    Patches { patch_dim: usize, values: Vec<f32> },
+    Patches {
+        /// Pixels per patch (`patch x patch`).
+        patch_dim: usize,
+        /// The patches' pixels in [0, 1].
+        values: Vec<f32>,
+    },
     /// Word ids, `n x seq_len`, padded with [`PAD_ID`] (masked out of attention); unknown words
     /// map to [`UNK_ID`]. Ids are below `vocab_size`.
-    Words { vocab_size: usize, ids: Vec<u32> },
+    Words {
+        /// Size of the vocabulary, padding and unknown-word tokens included.
+        vocab_size: usize,
+        /// The word ids.
+        ids: Vec<u32>,
+    },
 }
 
 /// Id of the padding token in every vocabulary.
@@ -322,16 +355,22 @@ pub const UNK_ID: u32 = 1;
 /// A tokenized split: `n` examples of `seq_len` tokens, one class index per example.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenizedSplit {
+    /// Number of examples.
     pub n: usize,
+    /// Tokens per example (before `[CLS]`).
     pub seq_len: usize,
+    /// Number of classes of the dataset (labels are below it).
     pub num_classes: usize,
+    /// The examples' tokens, row-major by example.
     pub tokens: Tokens,
+    /// Class index of each example.
     pub labels: Vec<u32>,
 }
 
 /// What a split holds, for reports and tests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitSummary {
+    /// Number of examples.
     pub examples: usize,
     /// Examples per class, in class order.
     pub class_counts: Vec<usize>,
@@ -346,9 +385,13 @@ pub struct SplitSummary {
 /// What a dataset holds: its name, classes and per-split summaries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetSummary {
+    /// Which dataset.
     pub name: DatasetName,
+    /// Class names, indexed by label.
     pub classes: Vec<String>,
+    /// The training split.
     pub train: SplitSummary,
+    /// The test split.
     pub test: SplitSummary,
 }
 

@@ -172,7 +172,7 @@ impl Vocabulary {
 
     /// The word ids of every sentence, truncated to `max_len` and padded with [`PAD_ID`] to it.
     /// `max_len` must be at least 1. A sentence with no words is one `<unk>` token, so that every
-    /// example has a token to attend to besides [CLS] and padding.
+    /// example has a token to attend to besides `[CLS]` and padding.
     pub fn tokenize(&self, split: &TextSplit, max_len: usize) -> Result<TokenizedSplit> {
         if max_len == 0 {
             return Err(Error::invalid("max_len", "must be at least 1"));

@@ -36,7 +36,9 @@ use super::results::{shard_file_name, ResultsFile, RunRecord, RESULTS_FILE, SPEC
 /// A slice of the sweep for one process of a cluster job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Shard {
+    /// Which shard, `0 <= index < count`: it runs the runs whose index is `index` modulo `count`.
     pub index: usize,
+    /// Number of shards the sweep is split into.
     pub count: usize,
 }
 
@@ -50,6 +52,7 @@ impl Shard {
         Self::new(index, count)
     }
 
+    /// Shard `index` of `count`; invalid (naming `shard`) unless `index < count`.
     pub fn new(index: usize, count: usize) -> Result<Self> {
         if count == 0 {
             return Err(Error::invalid(
@@ -141,6 +144,7 @@ impl Shard {
 pub struct ExecOptions {
     /// Worker threads, at most [`crate::MAX_THREADS`]; 0 = every core.
     pub threads: usize,
+    /// Run only this shard's runs; `None` runs them all.
     pub shard: Option<Shard>,
     /// Write each run's own files under `DIR/runs/<id>/`.
     pub save_runs: bool,
@@ -153,27 +157,44 @@ pub struct ExecOptions {
 pub enum Progress {
     /// Before any run: runs of the sweep, of this shard, already finished, and to run now.
     Planned {
+        /// Runs in the whole sweep.
         total: usize,
+        /// Runs in this invocation's shard.
         in_shard: usize,
+        /// Runs of the shard already recorded.
         skipped: usize,
+        /// Runs this invocation will run.
         to_run: usize,
     },
     /// A run finished (or failed).
-    Finished { run_id: String, failed: bool },
+    Finished {
+        /// The run's id ([`PlannedRun::id`]).
+        run_id: String,
+        /// Whether it ended with an error (recorded like a result).
+        failed: bool,
+    },
 }
 
 /// What a sweep invocation did.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepReport {
+    /// Runs in the whole sweep.
     pub total: usize,
+    /// Runs in this invocation's shard.
     pub in_shard: usize,
     /// Runs skipped because their results were already recorded.
     pub skipped: usize,
+    /// Runs this invocation ran.
     pub ran: usize,
+    /// Runs of this invocation that failed (their errors are recorded).
     pub failed: usize,
+    /// Wall-clock time of this invocation, seconds.
     pub wall_seconds: f64,
+    /// Threads the runs ran on.
     pub threads: usize,
+    /// The JSON-lines file this invocation appended to.
     pub results_file: PathBuf,
+    /// The sweep's output folder.
     pub out_dir: PathBuf,
 }
 

@@ -178,9 +178,17 @@ fn boundaries(
             .collect(),
         dashed: true,
     };
+    // The orders are drawn with their unknown constants set to 1; the labels say so, lest the
+    // lines be read as predicted boundaries.
     let mut curves = vec![
-        curve("order SNR = n^-1/2", &|d| sigma * (d / n).sqrt()),
-        curve("order SNR = d^-1/4", &|d| sigma * d.powf(0.25)),
+        curve(
+            "SNR = n^-1/2, constant 1:\nan order, not a prediction",
+            &|d| sigma * (d / n).sqrt(),
+        ),
+        curve(
+            "SNR = d^-1/4, constant 1:\nan order, not a prediction",
+            &|d| sigma * d.powf(0.25),
+        ),
     ];
     // The measured boundaries where the calibration describes the runs at that d (the
     // learning rate of an `lr` axis varies per cell: no single curve then).
@@ -370,7 +378,7 @@ fn render_lines(
                         .map(|(&x, v)| (x, if v.is_empty() { f64::NAN } else { f(v) }))
                         .collect()
                 };
-                // The title says what the lines are: a legend would only cover them.
+                // The title says what the lines are (mean, lowest and highest seed): no legend.
                 let mut series = vec![Series {
                     label: String::new(),
                     points: curve(&|v| v.iter().sum::<f64>() / v.len() as f64),
@@ -426,8 +434,7 @@ fn render_lines(
                     dashed: false,
                 })
                 .collect(),
-            // Head room above 1 for the legend, so that it hides no curve.
-            y_range: Some((-0.05, 1.05 + 0.2 * seen.len() as f64)),
+            y_range: Some((-0.05, 1.05)),
             log_x,
         });
         let lines = if spec.seeds > 1 {

@@ -23,11 +23,15 @@ use crate::{Error, Result};
 /// The parts of a sweep file, each absent when the file does not set it.
 #[derive(Clone, Debug, Default)]
 pub struct SweepFile {
+    /// `out = "DIR"`: the output folder.
     pub out: Option<PathBuf>,
+    /// `seeds = N`: seeds per cell.
     pub seeds: Option<usize>,
+    /// `common_random_numbers = true`: the cells of a column share their draws.
     pub common_random_numbers: bool,
     /// The `[base]` table of run options.
     pub base: Option<toml::Table>,
+    /// The `[grid]` table: one axis per key, in the table's (sorted) key order.
     pub axes: Vec<Axis>,
 }
 

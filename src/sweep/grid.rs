@@ -32,8 +32,11 @@ pub enum Kind {
 /// A parameter that can vary: its [`RunConfig`] field name, other accepted spellings, its kind.
 #[derive(Clone, Copy, Debug)]
 pub struct Parameter {
+    /// The [`RunConfig`] field it sets, its canonical name.
     pub field: &'static str,
+    /// Other spellings accepted for it (e.g. `d` for `dim`).
     pub aliases: &'static [&'static str],
+    /// What values it takes.
     pub kind: Kind,
 }
 
@@ -169,6 +172,7 @@ pub fn parameter(name: &str) -> Result<&'static Parameter> {
 pub struct Axis {
     /// Canonical field name.
     pub name: String,
+    /// The values, in the order given.
     pub values: Vec<Value>,
 }
 
@@ -300,7 +304,7 @@ fn expand_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
         .collect()
 }
 
-/// `start:stop:step` as real numbers by the rule of a sweep's axes ([`expand_range`]), for the
+/// `start:stop:step` as real numbers by the rule of a sweep's axes (`expand_range`), for the
 /// ranges of options outside a sweep (`benign finetune --eta-grid`); errors name `option`.
 pub fn parse_real_range(option: &'static str, text: &str) -> Result<Vec<f64>> {
     let param = Parameter {
@@ -481,9 +485,12 @@ pub struct SweepSpec {
 pub struct PlannedRun {
     /// Position in the canonical expansion.
     pub index: usize,
+    /// Identifier of the run: a hash of its parameters and seed index (16 hex digits), stable
+    /// across sweeps that contain it.
     pub id: String,
     /// The group of runs that share a start-up (its own id when draws are independent).
     pub column: String,
+    /// Which of the cell's seeds, from 0.
     pub seed_index: usize,
     /// The values of the varying parameters, by canonical name.
     pub params: BTreeMap<String, Value>,
@@ -612,6 +619,7 @@ impl SweepSpec {
             .unwrap_or(usize::MAX)
     }
 
+    /// Whether the sweep has no run.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,11 +1,11 @@
 //! `benign sweep`: grids of synthetic runs, on one machine or a cluster, and their phase diagrams.
 //!
 //! [`grid`] parses axes (`d=250:5000:125`, `eta=0,0.1,0.2`) and expands them canonically into
-//! runs with stable ids and derived seeds; [`file`] reads sweep files (TOML); [`exec`] runs them in parallel, resumable and
-//! shardable; [`results`] records one durable JSON line per finished run, writes the CSV and
-//! merges shards; [`figures`] draws the heatmaps. Sweeps schedule runs and do no training
-//! mathematics: a run is [`crate::synthetic::run`], and a column of common random numbers is
-//! [`crate::synthetic::crn`].
+//! runs with stable ids and derived seeds; [`file`](mod@file) reads sweep files (TOML); [`exec`]
+//! runs them in parallel, resumable and shardable; [`results`] records one durable JSON line per
+//! finished run, writes the CSV and merges shards; [`figures`] draws the heatmaps. Sweeps schedule
+//! runs and do no training mathematics: a run is [`crate::synthetic::run()`], and a column of
+//! common random numbers is [`crate::synthetic::crn`].
 //!
 //! # Two ways to draw the randomness, and what each means
 //!
@@ -49,8 +49,11 @@ use crate::Result;
 /// What [`finish`] wrote.
 #[derive(Clone, Debug)]
 pub struct Outputs {
+    /// Runs recorded in `results.csv`.
     pub records: usize,
+    /// Path of the `results.csv` written.
     pub csv: PathBuf,
+    /// The SVG files of the figures drawn (each has a PNG twin).
     pub figures: Vec<PathBuf>,
     /// Why the figures were not drawn, when drawing failed (the data files are written).
     pub figure_error: Option<String>,

@@ -91,15 +91,18 @@ pub fn shard_file_name(index: usize, count: usize) -> String {
 /// One finished run (one line of `results.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// As [`PlannedRun::id`](super::PlannedRun::id).
     pub run_id: String,
     /// Position in the canonical expansion of the sweep.
     pub index: usize,
+    /// Which of the cell's seeds, from 0.
     pub seed_index: usize,
     /// The run's seed, a decimal string in JSON (exact beyond 2^53).
     #[serde(with = "crate::io::seed_text")]
     pub seed: u64,
     /// Values of the varying parameters.
     pub params: BTreeMap<String, Value>,
+    /// The run's full configuration, seed included.
     pub config: RunConfig,
     /// `None` when the run succeeded; the error otherwise (a failure is a result too: it is
     /// deterministic, and rerunning would fail the same way).
@@ -107,11 +110,15 @@ pub struct RunRecord {
     /// Metrics at the last step (train/test loss and accuracy, clean/noisy train accuracy,
     /// attention by role, gaps, norms).
     pub final_metrics: Option<EvalRecord>,
+    /// The regime the final metrics show; `None` when the run failed.
     pub observed_regime: Option<Regime>,
+    /// The regime the theory predicts for the run's setting.
     pub predicted_regime: Regime,
+    /// `||mu|| / (sigma sqrt(d))` of the run.
     pub snr: f64,
     /// First step at which every training sample (noisy ones included) is fitted.
     pub first_all_fitted_step: Option<usize>,
+    /// Wall-clock time of the run, seconds.
     pub wall_seconds: f64,
     /// Always `true`; a line without it is torn.
     pub complete: bool,
@@ -334,12 +341,15 @@ pub fn regime_name(regime: Regime) -> &'static str {
 /// A run of the sweep that no input has a record of.
 #[derive(Clone, Debug, Serialize)]
 pub struct MissingRun {
+    /// As [`PlannedRun::id`](super::PlannedRun::id).
     pub run_id: String,
     /// Position in the canonical expansion.
     pub index: usize,
     /// Values of the varying parameters.
     pub params: BTreeMap<String, Value>,
+    /// Which of the cell's seeds, from 0.
     pub seed_index: usize,
+    /// The run's seed.
     #[serde(with = "crate::io::seed_text")]
     pub seed: u64,
     /// The shard that owns it (`i/N`), when the inputs hold shard files of one shard count.
@@ -349,7 +359,9 @@ pub struct MissingRun {
 /// What [`merge`] found.
 #[derive(Clone, Debug, Serialize)]
 pub struct MergeReport {
+    /// Runs the sweep has.
     pub expected: usize,
+    /// Runs with a complete record in the merged results.
     pub merged: usize,
     /// Expected runs with no complete record, in canonical order.
     pub missing: Vec<MissingRun>,
@@ -359,6 +371,7 @@ pub struct MergeReport {
     pub duplicated: Vec<String>,
     /// Records whose id is not part of the sweep (dropped).
     pub unexpected: Vec<String>,
+    /// The folder the merged results were written to.
     pub out_dir: PathBuf,
 }
 

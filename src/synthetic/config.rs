@@ -30,11 +30,13 @@ impl StepScaling {
         }
     }
 
+    /// Whether the learning rate stays as given at every d.
     pub fn is_fixed(&self) -> bool {
         *self == StepScaling::Fixed
     }
 }
 
+/// How the two class signals are oriented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignalDirections {
@@ -115,7 +117,9 @@ impl ModelKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
+    /// Single precision: half the memory traffic of f64, relative rounding about 6e-8.
     F32,
+    /// Double precision.
     F64,
 }
 
@@ -171,7 +175,9 @@ pub struct RunConfig {
     pub eta: f64,
     /// Standard deviation of the Gaussian token noise.
     pub sigma: f64,
+    /// How the class signals are oriented.
     pub signal_directions: SignalDirections,
+    /// How training labels are flipped.
     pub label_noise: LabelNoise,
     /// Seed of the training set, `W_0` and the random signal directions (a decimal string in
     /// JSON, exact beyond 2^53).
@@ -192,10 +198,12 @@ pub struct RunConfig {
     pub steps: usize,
     /// Evaluate the metrics every this many steps (and at the last step).
     pub eval_every: usize,
+    /// The algorithm that trains the model.
     pub trainer: TrainerKind,
     /// The entrywise law of `W_0` (absent from older config.json files: uniform).
     #[serde(default, skip_serializing_if = "InitKind::is_uniform")]
     pub init: InitKind,
+    /// Element type of the training state.
     pub precision: Precision,
     /// Element type of the subspace trainer's start-up products (`W_0^T B`, `W_0 A`, test
     /// projections); `None` until resolved, then [`auto_startup_precision`].

@@ -67,7 +67,9 @@ pub struct ColumnStartup {
     /// `[H | B | nu_1]^T e_+` and `... e_-`.
     plus: Vec<f64>,
     minus: Vec<f64>,
+    /// How long each part of the shared start-up took.
     pub timings: StartupTimings,
+    /// Wall-clock time of the whole shared start-up, seconds.
     pub seconds: f64,
 }
 
@@ -319,8 +321,11 @@ impl ColumnStartup {
 /// The final state of one cell of a column run in lockstep.
 #[derive(Clone, Debug)]
 pub struct CellOutcome {
+    /// The cell's last evaluation.
     pub final_metrics: EvalRecord,
+    /// The regime that evaluation shows.
     pub observed_regime: Regime,
+    /// First evaluated step with every training sample fitted, if any.
     pub first_all_fitted_step: Option<usize>,
 }
 
@@ -371,8 +376,9 @@ impl ColumnStartup {
     /// `C = B^T eps` the noise coordinates of the training tokens, a cell's coordinates are
     /// `C + coef_+ c_+^T + coef_- c_-^T`, so `coords v` and `coords^T delta` for all cells at once
     /// are `C [v_1 .. v_K]` and `C^T [delta_1 .. delta_K]` plus rank-two corrections; only the
-    /// products with each cell's own `D` stay matrix-vector. Same mathematics as
-    /// [`ColumnStartup::run`], so the two agree to rounding.
+    /// products with each cell's own `D` stay matrix-vector. Same mathematics as the single-cell
+    /// pipeline (`ColumnStartup::cell` under [`crate::synthetic::run_with`]), so the two agree
+    /// to rounding.
     ///
     /// The result of a cell depends on the whole column (the products' shapes include K):
     /// callers pass the complete column for results independent of resumption and sharding.

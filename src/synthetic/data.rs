@@ -20,8 +20,11 @@ use crate::seed::named_rng;
 /// The class signals and the fixed head `nu = (mu_+ - mu_-) / ||mu_+ - mu_-|| / ||mu||`.
 #[derive(Clone, Debug)]
 pub struct Signals {
+    /// `mu_+`, the signal of class +1, length d (generated: norm `signal_norm`).
     pub mu_plus: Vec<f64>,
+    /// `mu_-`, the signal of class -1, length d (generated: orthogonal to `mu_+`, same norm).
     pub mu_minus: Vec<f64>,
+    /// The fixed head `nu`, length d.
     pub nu: Vec<f64>,
 }
 
@@ -88,9 +91,13 @@ fn normalise(v: &mut [f64]) {
 /// A training set: tokens `(n T) x d` sample-major, observed and clean labels, noise flags.
 #[derive(Clone, Debug)]
 pub struct TrainSet {
+    /// Training samples n.
     pub samples: usize,
+    /// Tokens per sample T.
     pub tokens_per_sample: usize,
+    /// Token dimension d.
     pub dim: usize,
+    /// The `n T` tokens of length d, sample-major: token `t` of sample `i` starts at `(i T + t) d`.
     pub tokens: Vec<f64>,
     /// Observed (possibly flipped) labels `+-1`.
     pub labels: Vec<f64>,
@@ -217,15 +224,24 @@ pub fn training_set(config: &RunConfig, signals: &Signals) -> TrainSet {
 /// Where test samples come from: generated chunk by chunk, or a set loaded from files.
 #[derive(Clone, Debug)]
 pub enum TestSource {
+    /// Drawn from the configuration's law, a chunk at a time, never held whole.
     Generated {
+        /// The data settings (`test_size` samples of `tokens` x `dim`).
         config: RunConfig,
+        /// The class signals the test tokens carry (the training set's).
         signals: Signals,
+        /// Seed of the test draw (the configuration's effective test seed).
         seed: u64,
     },
+    /// A test set read from files (`--data-dir`).
     Loaded {
+        /// Tokens per sample T.
         tokens_per_sample: usize,
+        /// Token dimension d.
         dim: usize,
+        /// The tokens, sample-major as in [`TrainSet::tokens`].
         tokens: Vec<f64>,
+        /// Clean labels `+-1`.
         labels: Vec<f64>,
     },
 }
@@ -239,6 +255,7 @@ impl TestSource {
         }
     }
 
+    /// Number of test samples.
     pub fn len(&self) -> usize {
         match self {
             TestSource::Generated { config, .. } => config.test_size,
@@ -246,6 +263,7 @@ impl TestSource {
         }
     }
 
+    /// Whether there is no test sample.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

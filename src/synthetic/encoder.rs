@@ -1,16 +1,16 @@
 //! The paper's one-layer transformer encoder on the synthetic data (the paper's Figures
 //! 6-7), every parameter trained by full-batch gradient descent.
 //!
-//! A learned [CLS] token (init `N(0, 1)`) is prepended to each sample's T tokens; one pre-LN block
-//! of [`crate::transformer`] with one head, bias-free query/key/value, no output projection and
-//! (unless `--no-skip`) both residuals; a final LayerNorm; a linear head `d -> 1` on the [CLS]
-//! position. The reported attention is the [CLS] query's row over the T input tokens.
+//! A learned `[CLS]` token (init `N(0, 1)`) is prepended to each sample's T tokens; one pre-LN
+//! block of [`crate::transformer`] with one head, bias-free query/key/value, no output projection
+//! and (unless `--no-skip`) both residuals; a final LayerNorm; a linear head `d -> 1` on the
+//! `[CLS]` position. The reported attention is the `[CLS]` query's row over the T input tokens.
 //!
-//! # Only the [CLS] query is computed
+//! # Only the `[CLS]` query is computed
 //!
-//! The head reads the [CLS] position only, and the MLP and LayerNorms act position by position,
+//! The head reads the `[CLS]` position only, and the MLP and LayerNorms act position by position,
 //! so the other positions' outputs never reach the loss: the forward pass computes the block for
-//! the [CLS] query alone. With `h_j = LN1(x_j)` and `q = W_q h_cls`, its attention needs
+//! the `[CLS]` query alone. With `h_j = LN1(x_j)` and `q = W_q h_cls`, its attention needs
 //!
 //! ```text
 //! score_j = q . (W_k h_j) / sqrt(d) = h_j . r / sqrt(d),   r = W_k^T q
@@ -59,6 +59,7 @@ pub fn block_config(dim: usize, mlp_dim: usize, residual: bool) -> BlockConfig {
 
 /// The encoder's parameters.
 pub struct EncoderModel<T> {
+    /// Every parameter of the model; the fields below are handles into it.
     pub store: ParamStore<T>,
     /// `cls` `[d]`.
     pub cls: ParamId,
@@ -68,15 +69,20 @@ pub struct EncoderModel<T> {
     pub final_ln: LayerNormParams,
     /// `head.weight` `[1, d]`, `head.bias` `[1]`.
     pub head: Linear,
+    /// The block's sizes and options (heads, MLP width, residuals).
     pub config: BlockConfig,
 }
 
 /// The encoder's parameters as tape handles.
 #[derive(Clone, Copy, Debug)]
 pub struct EncoderVars {
+    /// The `[CLS]` token.
     pub cls: Var,
+    /// The encoder block.
     pub block: BlockVars,
+    /// The final LayerNorm's `(gamma, beta)`.
     pub final_ln: (Var, Var),
+    /// The classification head.
     pub head: LinearVars,
 }
 
@@ -85,12 +91,12 @@ pub struct EncoderVars {
 pub struct EncoderOutput {
     /// Outputs `f` `[n]`.
     pub f: Var,
-    /// The [CLS] query's attention over `[CLS] + T` keys, `[n, T + 1]`.
+    /// The `[CLS]` query's attention over `[CLS] + T` keys, `[n, T + 1]`.
     pub cls_attention: Var,
 }
 
 impl<T: Float> EncoderModel<T> {
-    /// The seeded initialisation: [CLS] from `N(0, 1)`, then the block, final LayerNorm and head
+    /// The seeded initialisation: `[CLS]` from `N(0, 1)`, then the block, final LayerNorm and head
     /// as PyTorch initialises them, all drawn from the stream named `encoder-init` of `seed`.
     pub fn new(dim: usize, mlp_dim: usize, residual: bool, seed: u64) -> Result<Self> {
         let config = block_config(dim, mlp_dim, residual);
@@ -117,6 +123,7 @@ impl<T: Float> EncoderModel<T> {
         })
     }
 
+    /// Puts every parameter on `tape` and returns their handles.
     pub fn vars(&self, tape: &mut Tape<T>) -> EncoderVars {
         EncoderVars {
             cls: tape.param(&self.store, self.cls),
@@ -199,6 +206,7 @@ pub const EVAL_CHUNK: usize = 200;
 
 /// Full-batch gradient descent on the encoder.
 pub struct EncoderTrainer<T: Float> {
+    /// The model being trained.
     pub model: EncoderModel<T>,
     tokens_per_sample: usize,
     train_tokens: Arc<Vec<T>>,

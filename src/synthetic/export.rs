@@ -18,10 +18,15 @@ use crate::rundir::{self, JobDir, JobSpec, Reuse};
 /// A data set read from an export directory.
 #[derive(Clone, Debug)]
 pub struct LoadedData {
+    /// The export folder it was read from.
     pub dir: PathBuf,
+    /// The training set.
     pub train: TrainSet,
+    /// Test tokens, sample-major as in [`TrainSet::tokens`](super::data::TrainSet::tokens).
     pub test_tokens: Vec<f64>,
+    /// Clean test labels `+-1`.
     pub test_labels: Vec<f64>,
+    /// The fixed head `nu`, length d.
     pub nu: Vec<f64>,
 }
 

@@ -29,12 +29,20 @@ use crate::seed::mix_seed;
 pub enum InitSource {
     /// Generated from the counter-based stream of a seed.
     Stream {
+        /// The run seed the stream is derived from.
         seed: u64,
+        /// Dimension d of the `d x d` matrix.
         dim: usize,
+        /// The entrywise law.
         kind: InitKind,
     },
     /// Given explicitly (d x d row-major), e.g. loaded from `w0.npy`.
-    Matrix { dim: usize, values: Vec<f64> },
+    Matrix {
+        /// Dimension d.
+        dim: usize,
+        /// The `d^2` entries, row-major.
+        values: Vec<f64>,
+    },
 }
 
 impl InitSource {
@@ -53,6 +61,7 @@ impl InitSource {
         Self::from_seed_with(config.seed, config.dim, config.init)
     }
 
+    /// Dimension d of the `d x d` matrix.
     pub fn dim(&self) -> usize {
         match self {
             InitSource::Stream { dim, .. } | InitSource::Matrix { dim, .. } => *dim,

@@ -21,23 +21,35 @@ pub struct RoleAttention {
 /// A logit gap `z_lead - z_competitor`, min and mean over competitors, averaged over samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gap {
+    /// The smallest gap over competitors, averaged over samples.
     pub min: f64,
+    /// The mean gap over competitors, averaged over samples.
     pub mean: f64,
 }
 
 /// One evaluation (one line of `metrics.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
+    /// Gradient steps taken before this evaluation (0: the initial state).
     pub step: usize,
     /// Seconds since training started (after the start-up).
     pub wall_seconds: f64,
+    /// Mean logistic loss on the observed (noisy) training labels.
     pub train_loss: f64,
+    /// Training accuracy against the observed (noisy) labels.
     pub train_acc: f64,
+    /// Mean logistic loss on the clean test set.
     pub test_loss: f64,
+    /// Test accuracy (clean labels).
     pub test_acc: f64,
+    /// Accuracy on the clean training samples; `None` without such samples.
     pub train_acc_clean: Option<f64>,
+    /// Accuracy on the flipped training samples against their flipped labels; `None` without such
+    /// samples.
     pub train_acc_noisy: Option<f64>,
+    /// Attention by role, mean over clean training samples; `None` without such samples.
     pub attention_clean: Option<RoleAttention>,
+    /// Attention by role, mean over noisy training samples; `None` without such samples.
     pub attention_noisy: Option<RoleAttention>,
     /// Test-set attention by role (test samples are clean).
     pub attention_test: RoleAttention,
@@ -45,7 +57,9 @@ pub struct EvalRecord {
     pub lambda_clean: Option<Gap>,
     /// Gamma: noisy samples, weak-other token's lead over each other token.
     pub gamma_noisy: Option<Gap>,
+    /// `||p||` (the encoder: the norm of its classification head).
     pub p_norm: f64,
+    /// `||W - W_0||_F` (the encoder: `||(W_q, W_k) - (W_q, W_k)_0||_F`).
     pub w_delta_norm: f64,
 }
 
@@ -187,7 +201,9 @@ pub struct Labels {
 /// model, the encoder's counterparts for it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StateNorms {
+    /// As [`EvalRecord::p_norm`].
     pub p_norm: f64,
+    /// As [`EvalRecord::w_delta_norm`].
     pub w_delta_norm: f64,
 }
 

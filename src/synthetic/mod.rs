@@ -5,7 +5,7 @@
 //! train the attention model on its tokens (they agree to rounding), [`law`] on inputs drawn from
 //! their law at any `d`, [`crn`] a column of runs from one shared start-up (common random
 //! numbers), and [`encoder`] the one-layer transformer. [`metrics`] and [`theory`] turn readouts
-//! into what a run records; [`run`] is the one pipeline (data, start-up, [`run::train_loop`],
+//! into what a run records; [`run()`] is the one pipeline (data, start-up, `run::train_loop`,
 //! summary, files) behind `benign run`, `benign sweep` and the library; [`export`] writes and
 //! reads the data as .npy files.
 
@@ -33,7 +33,7 @@ use crate::Result;
 use metrics::{Readout, StateNorms};
 
 /// A model trained by full-batch gradient descent on the synthetic data, as the one training
-/// loop ([`run::train_loop`]) drives it: the attention model's trainers (subspace, dense, law,
+/// loop (`run::train_loop`) drives it: the attention model's trainers (subspace, dense, law,
 /// a common-random-numbers cell) through [`AttentionTrainer`], and the encoder.
 ///
 /// A trainer checks the state each update produces. A non-finite one is reported as

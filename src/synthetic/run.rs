@@ -57,7 +57,9 @@ pub struct RunOptions {
 /// The full attention row of one tracked training sample at every step.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrackedSample {
+    /// Index of the training sample.
     pub sample: usize,
+    /// Whether its observed label is flipped.
     pub noisy: bool,
     /// `rows[step][token]`, steps `0..=steps`.
     pub rows: Vec<Vec<f64>>,
@@ -66,22 +68,35 @@ pub struct TrackedSample {
 /// The end-of-run summary (`summary.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// The model trained.
     pub model: ModelKind,
+    /// The trainer that trained it.
     pub trainer: TrainerKind,
+    /// Element type of the training state.
     pub precision: Precision,
     /// Subspace rank r (subspace trainer only).
     pub subspace_rank: Option<usize>,
+    /// Wall-clock time of the whole run, seconds.
     pub wall_seconds_total: f64,
+    /// Seconds spent drawing or loading the data and opening the output folder.
     pub data_seconds: f64,
+    /// Seconds of the start-up: the trainer's state before step 1 (e.g. the subspace basis).
     pub startup_seconds: f64,
+    /// The start-up's parts, where the trainer reports them.
     pub startup: Option<StartupTimings>,
+    /// Seconds of the gradient steps and evaluations.
     pub training_seconds: f64,
+    /// The regime the theory's orders (or the calibrated boundaries) predict for this setting.
     pub theory: Prediction,
+    /// The regime the final evaluation shows.
     pub observed_regime: Regime,
     /// First step at which every training sample (noisy ones included) is fitted.
     pub first_all_fitted_step: Option<usize>,
+    /// The loss levels that identify the regimes at this `rho` and noise rate.
     pub reference_levels: ReferenceLevels,
+    /// The last evaluation.
     pub final_metrics: EvalRecord,
+    /// The output folder, when the run wrote one.
     pub out_dir: Option<PathBuf>,
 }
 
@@ -90,8 +105,11 @@ pub struct Summary {
 pub struct RunResult {
     /// The resolved configuration.
     pub config: RunConfig,
+    /// One record per evaluation, in step order (`metrics.jsonl`).
     pub records: Vec<EvalRecord>,
+    /// The attention rows of the tracked training samples.
     pub tracked: Vec<TrackedSample>,
+    /// The end-of-run summary (`summary.json`).
     pub summary: Summary,
 }
 
@@ -193,7 +211,7 @@ pub fn run(config: RunConfig, options: RunOptions) -> Result<RunResult> {
 /// The one pipeline of every synthetic run, whatever the model and trainer: validate the
 /// configuration and what the options add to it; check memory; generate or load the data (or
 /// only the labels, where the trainer draws its inputs: the law trainer, a cell of a column);
-/// open the output folder; build the trainer (its start-up); then [`train_loop`] and the summary
+/// open the output folder; build the trainer (its start-up); then `train_loop` and the summary
 /// and files.
 pub fn run_with(
     config: RunConfig,

@@ -115,7 +115,9 @@ impl TestDraw {
 /// Timings of the start-up, in seconds.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StartupTimings {
+    /// Building the orthonormal basis of the training tokens' span.
     pub basis_seconds: f64,
+    /// The products with `W_0` (two passes over the `d x d` matrix, or its law).
     pub init_products_seconds: f64,
     /// Projecting the test tokens, or drawing their projections (see `test_draw`).
     pub test_projection_seconds: f64,
@@ -554,18 +556,24 @@ pub struct SubspaceTrainer<T> {
     /// `G b`, `D G b`), where recomputing it costs an r x r x r product per evaluation, the
     /// largest cost of a run at large r.
     w_delta_sq: f64,
+    /// How long the start-up took, by part.
     pub timings: StartupTimings,
 }
 
 /// What the subspace trainer starts from when it computes its own start-up.
 #[derive(Clone, Copy)]
 pub struct SubspaceSetup<'a> {
+    /// The training set.
     pub train: &'a TrainSet,
     /// Directions the basis spans after the training tokens (e.g. `mu_+`, `mu_-`).
     pub extra_directions: &'a [&'a [f64]],
+    /// The fixed head `nu`.
     pub nu: &'a [f64],
+    /// Where `W_0` comes from (drawn from a seed, or read from a file).
     pub init: &'a InitSource,
+    /// The test set.
     pub test: &'a TestSource,
+    /// Learning rate.
     pub lr: f64,
     /// Element type of the start-up products (f32 halves their cost).
     pub startup: Precision,
@@ -1053,8 +1061,11 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
 /// column's shared start-up, [`super::crn`], or inputs drawn from their law, [`super::law`]):
 /// f64, row-major with `rank` columns.
 pub struct SubspaceTraining {
+    /// Tokens per sample T.
     pub tokens_per_sample: usize,
+    /// Dimension r of the basis (at most n T, plus the extra directions).
     pub rank: usize,
+    /// Learning rate.
     pub lr: f64,
     /// `e_it = B^T x_it` of the training tokens in an orthonormal basis of their span, (n T) x r.
     pub coords: Vec<f64>,
@@ -1064,12 +1075,14 @@ pub struct SubspaceTraining {
     pub labels: Vec<f64>,
     /// `G = A^T A` in the same basis, r x r.
     pub gram: Vec<f64>,
+    /// How long computing these took, by part.
     pub timings: StartupTimings,
 }
 
 /// A trainer's inputs whose test tokens are given by their projections `h = H^T x` and
 /// `c = B^T x` (a column of common random numbers).
 pub struct SubspaceParts {
+    /// The training side.
     pub training: SubspaceTraining,
     /// `h = H^T x` of the test tokens, (m T) x r.
     pub test_h: Vec<f64>,
@@ -1150,9 +1163,11 @@ impl<T: Float> SubspaceTrainer<T> {
 /// `v = [b; D G b]`: each test token is a row of `test_width` numbers and `map` turns the state
 /// into one coefficient per column.
 pub struct DrawnParts<T> {
+    /// The training side.
     pub training: SubspaceTraining,
     /// Test tokens, (m T) x `test_width`.
     pub test_rows: Vec<T>,
+    /// Numbers per test token row.
     pub test_width: usize,
     /// `test_width x 2r`.
     pub test_map: Vec<f64>,

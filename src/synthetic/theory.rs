@@ -28,12 +28,17 @@ use super::metrics::EvalRecord;
 /// Test accuracy from which a run counts as generalising.
 pub const GOOD_TEST_ACCURACY: f64 = 0.95;
 
+/// A training regime of the theory, as predicted or as observed (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Regime {
+    /// The signal dominates: clean samples fitted, noisy ones not, and the model generalises.
     NotOverfitting,
+    /// Every training label fitted, noisy ones included, and the model still generalises.
     BenignOverfitting,
+    /// Every training label fitted, and test accuracy below the good level.
     HarmfulOverfitting,
+    /// None of the above at the horizon (observed only): training has not settled.
     NotYetFitted,
 }
 
@@ -61,20 +66,26 @@ pub enum PredictionBasis {
 /// The signal-to-noise ratio, the theory's two thresholds, and the predicted regime.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
+    /// `||mu|| / (sigma sqrt(d))`.
     pub snr: f64,
+    /// `n^(-1/2)`: the bare order of the benign|not-overfitting boundary.
     pub n_pow_minus_half: f64,
+    /// `d^(-1/4)`: the bare order of the harmful|benign boundary.
     pub d_pow_minus_quarter: f64,
     /// From the calibrated boundaries when a calibration describes this run's protocol, else
     /// from the bare orders.
     pub predicted: Regime,
+    /// Whether `predicted` comes from calibrated boundaries or the bare orders.
     pub basis: PredictionBasis,
     /// The bare orders' regime, always.
     pub predicted_by_orders: Regime,
     /// The calibrated boundary SNRs at this (d, n), when calibrated.
     pub snr_harmful_benign: Option<f64>,
+    /// The calibrated benign|not-overfitting boundary SNR, when calibrated.
     pub snr_benign_not_overfitting: Option<f64>,
     /// The calibration used, or why none applies; and whether (d, n) was extrapolated.
     pub calibration: String,
+    /// The rule applied, in words.
     pub rule: String,
 }
 

@@ -98,13 +98,21 @@ impl BlockConfig {
 /// `{prefix}.mlp.fc2.*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockParams {
+    /// LayerNorm before attention (`LN1`).
     pub ln1: LayerNormParams,
+    /// Query projection `Wq`, `bq`.
     pub query: Linear,
+    /// Key projection `Wk`, `bk`.
     pub key: Linear,
+    /// Value projection `Wv`, `bv`.
     pub value: Linear,
+    /// Output projection `Wo`, `bo`; `None` without `out_proj`.
     pub out: Option<Linear>,
+    /// LayerNorm before the MLP (`LN2`).
     pub ln2: LayerNormParams,
+    /// First MLP layer, width `d` to the MLP's hidden width.
     pub fc1: Linear,
+    /// Second MLP layer, back to width `d`.
     pub fc2: Linear,
 }
 
@@ -221,13 +229,21 @@ impl BlockParams {
 /// free variables (gradient checks). Layer norms are `(gamma, beta)`.
 #[derive(Clone, Copy, Debug)]
 pub struct BlockVars {
+    /// `LN1`'s `(gamma, beta)`.
     pub ln1: (Var, Var),
+    /// Query projection.
     pub query: LinearVars,
+    /// Key projection.
     pub key: LinearVars,
+    /// Value projection.
     pub value: LinearVars,
+    /// Output projection; `None` without `out_proj`.
     pub out: Option<LinearVars>,
+    /// `LN2`'s `(gamma, beta)`.
     pub ln2: (Var, Var),
+    /// First MLP layer.
     pub fc1: LinearVars,
+    /// Second MLP layer.
     pub fc2: LinearVars,
 }
 
@@ -309,16 +325,16 @@ pub fn block_forward_vars<T: Float>(
 /// What [`cls_block_forward_vars`] computes.
 #[derive(Clone, Copy, Debug)]
 pub struct ClsBlockOutput {
-    /// The block's output at position 0 (the [CLS] token), `[batch, d_model]`.
+    /// The block's output at position 0 (the `[CLS]` token), `[batch, d_model]`.
     pub out: Var,
-    /// The [CLS] query's attention, `[batch, heads, seq (key)]`: row 0 of
+    /// The `[CLS]` query's attention, `[batch, heads, seq (key)]`: row 0 of
     /// [`BlockOutput::attention`].
     pub attention: Var,
 }
 
-/// The block's output at position 0 only: the [CLS] row of [`block_forward_vars`], for a last
-/// block whose other rows nothing reads (a classifier head on [CLS]). Everything after the
-/// attention acts row by row, so only the [CLS] query's attention is needed, and the key and
+/// The block's output at position 0 only: the `[CLS]` row of [`block_forward_vars`], for a last
+/// block whose other rows nothing reads (a classifier head on `[CLS]`). Everything after the
+/// attention acts row by row, so only the `[CLS]` query's attention is needed, and the key and
 /// value projections fold into that one query (per head `h`, with `s = 1/sqrt(d/H)`):
 ///
 /// ```text
@@ -329,7 +345,7 @@ pub struct ClsBlockOutput {
 ///
 /// so no key or value is formed for any token: the cost is `O(batch (H d^2 + H seq d))`
 /// instead of the full block's `O(batch seq d (4 d + 2 mlp + 2 seq))`. Position 0 must be a real
-/// token in every sample (the [CLS] token always is), which is what makes `sum_j a_j = 1`. The
+/// token in every sample (the `[CLS]` token always is), which is what makes `sum_j a_j = 1`. The
 /// query is `Wk_h^T q_h` for every head at once as `(q masked to head h) Wk`, and the context
 /// as the head-masked sum of `(sum_j a_j h_j) Wv^T`: `H` times the multiply-adds of the
 /// per-head products, and still small (MNIST's classifier, d = 64, H = 4, 50 tokens: about 4%

@@ -28,16 +28,22 @@ pub fn init_uniform<T: Float>(
 /// A linear map `y = x W^T + b` over the last axis; `weight` has shape `[out, in]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Linear {
+    /// `W`, shape `[out_features, in_features]`.
     pub weight: ParamId,
+    /// `b`, shape `[out_features]`; `None` for a map without bias.
     pub bias: Option<ParamId>,
+    /// Width of the input's last axis.
     pub in_features: usize,
+    /// Width of the output's last axis.
     pub out_features: usize,
 }
 
 /// The tape handles of a [`Linear`] (or of free variables shaped like one, for gradient checks).
 #[derive(Clone, Copy, Debug)]
 pub struct LinearVars {
+    /// `W`, shape `[out, in]`.
     pub weight: Var,
+    /// `b`, shape `[out]`, if any.
     pub bias: Option<Var>,
 }
 
@@ -83,6 +89,7 @@ impl Linear {
         }
     }
 
+    /// Puts the layer's parameters on `tape` (trainable unless frozen) and returns their handles.
     pub fn vars<T: Float>(&self, tape: &mut Tape<T>, store: &ParamStore<T>) -> LinearVars {
         LinearVars {
             weight: tape.param(store, self.weight),
@@ -90,6 +97,7 @@ impl Linear {
         }
     }
 
+    /// The weight's id, then the bias's if any.
     pub fn ids(&self) -> impl Iterator<Item = ParamId> {
         std::iter::once(self.weight).chain(self.bias)
     }
@@ -104,7 +112,9 @@ pub fn linear_forward<T: Float>(tape: &mut Tape<T>, x: Var, layer: &LinearVars) 
 /// The affine parameters of a LayerNorm over a width-`width` axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerNormParams {
+    /// The scale `gamma`, shape `[width]` (PyTorch's `weight`).
     pub gamma: ParamId,
+    /// The shift `beta`, shape `[width]` (PyTorch's `bias`).
     pub beta: ParamId,
 }
 
@@ -129,10 +139,12 @@ impl LayerNormParams {
         }
     }
 
+    /// Puts `(gamma, beta)` on `tape` and returns their handles.
     pub fn vars<T: Float>(&self, tape: &mut Tape<T>, store: &ParamStore<T>) -> (Var, Var) {
         (tape.param(store, self.gamma), tape.param(store, self.beta))
     }
 
+    /// `gamma`'s id, then `beta`'s.
     pub fn ids(&self) -> impl Iterator<Item = ParamId> {
         [self.gamma, self.beta].into_iter()
     }

@@ -183,6 +183,7 @@ fn options_the_measurement_sets_are_refused() {
     let dir = scratch("refused");
     for (extra, needle) in [
         (&["-d", "500"][..], "-d/--dim"),
+        (&["-n", "30"][..], "-n (use --samples"),
         (&["--signal-norm", "3"][..], "--signal-norm"),
         (&["--eval-every", "5"][..], "--eval-every"),
         (&["--init", "uniform"][..], "--init gaussian"),

@@ -37,12 +37,15 @@ pub const NR_VECTORS: usize = 2;
 /// `Pod` lets the packing buffers be allocated as vectors (so they are 32-byte aligned) and be
 /// viewed as scalars through `bytemuck`'s checked casts.
 pub trait Lanes: Copy + Pod + Send + Sync + Mul<Output = Self> {
+    /// The element type of each lane.
     type Scalar: Float + Pod;
     /// Scalars per vector.
     const LANES: usize;
     /// Columns of a C tile.
     const NR: usize = NR_VECTORS * Self::LANES;
+    /// The vector with every lane zero.
     const ZERO: Self;
+    /// The vector with every lane `x`.
     fn splat(x: Self::Scalar) -> Self;
     /// `self * m + a`, fused when the target has FMA.
     fn mul_add(self, m: Self, a: Self) -> Self;

@@ -92,7 +92,9 @@ pub use direct::{
 /// Whether an operand is used as stored (`No`) or transposed (`Yes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transpose {
+    /// The operand as stored: `op(A) = A`.
     No,
+    /// The operand's transpose: `op(A) = A^T`, read from the same storage.
     Yes,
 }
 

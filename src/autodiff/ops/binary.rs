@@ -124,18 +124,22 @@ impl Broadcast {
 }
 
 impl<T: Float> Tape<T> {
+    /// `a + b`, elementwise with NumPy broadcasting.
     pub fn add(&mut self, a: Var, b: Var) -> Var {
         self.binary(BinaryKind::Add, a, b)
     }
 
+    /// `a - b`, elementwise with NumPy broadcasting.
     pub fn sub(&mut self, a: Var, b: Var) -> Var {
         self.binary(BinaryKind::Sub, a, b)
     }
 
+    /// `a * b`, elementwise with NumPy broadcasting.
     pub fn mul(&mut self, a: Var, b: Var) -> Var {
         self.binary(BinaryKind::Mul, a, b)
     }
 
+    /// `a / b`, elementwise with NumPy broadcasting (the caller keeps `b` away from zero).
     pub fn div(&mut self, a: Var, b: Var) -> Var {
         self.binary(BinaryKind::Div, a, b)
     }

@@ -112,7 +112,7 @@ impl<T: Float> Tape<T> {
         self.slice_impl(xi, axis, start, len, out_shape)
     }
 
-    /// Entry `index` along `axis`, with the axis removed (e.g. the [CLS] row of `[B, T, D]`
+    /// Entry `index` along `axis`, with the axis removed (e.g. the `[CLS]` row of `[B, T, D]`
     /// is `select(x, 1, 0)`, of shape `[B, D]`).
     pub fn select(&mut self, x: Var, axis: usize, index: usize) -> Var {
         let xi = self.check(x);

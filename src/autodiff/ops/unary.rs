@@ -38,6 +38,7 @@ impl<T: Float> Tape<T> {
         self.unary(UnaryKind::Scale(alpha), x, |v| alpha * v)
     }
 
+    /// `e^x`, elementwise.
     pub fn exp(&mut self, x: Var) -> Var {
         self.unary(UnaryKind::Exp, x, T::exp)
     }
@@ -47,10 +48,12 @@ impl<T: Float> Tape<T> {
         self.unary(UnaryKind::Log, x, T::ln)
     }
 
+    /// `tanh x`, elementwise.
     pub fn tanh(&mut self, x: Var) -> Var {
         self.unary(UnaryKind::Tanh, x, T::tanh)
     }
 
+    /// `max(x, 0)`, elementwise; its derivative at 0 is taken as 0.
     pub fn relu(&mut self, x: Var) -> Var {
         self.unary(UnaryKind::Relu, x, |v| v.max(T::ZERO))
     }
