@@ -10,23 +10,9 @@ pub mod attention_model;
 pub mod autodiff;
 pub mod bench;
 pub mod boundary;
-// Not yet documented item by item, and their docs hold links rustdoc cannot resolve (being
-// reworked); every other module is held to `missing_docs` and rustdoc's link lints.
-#[allow(
-    missing_docs,
-    rustdoc::broken_intra_doc_links,
-    rustdoc::private_intra_doc_links,
-    rustdoc::redundant_explicit_links
-)]
 pub mod classifier;
 pub mod cpu;
 pub mod error;
-#[allow(
-    missing_docs,
-    rustdoc::broken_intra_doc_links,
-    rustdoc::private_intra_doc_links,
-    rustdoc::redundant_explicit_links
-)]
 pub mod finetune;
 pub mod gradcheck;
 pub mod io;

@@ -26,7 +26,9 @@ pub const FORMAT: &str = "benign-classifier/1";
 /// Training progress stored with the parameters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingState {
+    /// Training epochs completed; a resumed run continues with the next one.
     pub epochs_done: usize,
+    /// Optimizer steps taken so far, which place the learning-rate schedule.
     pub steps_done: usize,
     /// AdamW step count of each parameter with saved moments, by name.
     pub adam_steps: BTreeMap<String, i32>,
@@ -34,7 +36,9 @@ pub struct TrainingState {
 
 /// A loaded checkpoint.
 pub struct Checkpoint<T: Float> {
+    /// The classifier, its configuration read from the `model` metadata entry.
     pub model: Classifier<T>,
+    /// Progress at the time of saving (all zero if the model was saved without its trainer).
     pub state: TrainingState,
     /// The optimizer's moments (empty if none were saved).
     pub moments: Vec<Moments<T>>,

@@ -1,5 +1,5 @@
 //! Token embeddings of the classifier: a linear patch embedding (images) or a word-embedding
-//! table (text), a learned [CLS] token prepended to every sequence, and learned positions.
+//! table (text), a learned `[CLS]` token prepended to every sequence, and learned positions.
 //!
 //! ```text
 //! images: x_t = W_patch^T p_t + b_patch      text: x_t = E[id_t]
@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Initialisation follows PyTorch/BERT practice: the patch projection as `nn.Linear`
-//! (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weight and bias), word embeddings, [CLS] and
+//! (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weight and bias), word embeddings, `[CLS]` and
 //! positions `N(0, 0.02^2)`.
 
 use benign_kernels::Float;
@@ -19,7 +19,7 @@ use crate::autodiff::{ParamId, ParamStore, Tape, Tensor, Var};
 use crate::realdata::{TokenizedSplit, Tokens, PAD_ID};
 use crate::transformer::{linear_forward, Linear, LinearVars};
 
-/// Standard deviation of the embeddings, [CLS] and positions at initialisation.
+/// Standard deviation of the embeddings, `[CLS]` and positions at initialisation.
 const EMBEDDING_STD: f64 = 0.02;
 
 /// What the classifier reads: image patches of `patch_dim` values, or word ids below
@@ -27,8 +27,16 @@ const EMBEDDING_STD: f64 = 0.02;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InputKind {
-    Patches { patch_dim: usize },
-    Words { vocab_size: usize },
+    /// Image patches, flattened.
+    Patches {
+        /// Values per patch (its `patch * patch` grey levels, scaled to [0, 1]).
+        patch_dim: usize,
+    },
+    /// Word ids.
+    Words {
+        /// Size of the vocabulary, PAD and UNK included; every id is below it.
+        vocab_size: usize,
+    },
 }
 
 impl InputKind {
@@ -48,19 +56,26 @@ impl InputKind {
 /// How the input tokens enter the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenParams {
-    /// A linear map `[patch_dim] -> [d]` (PyTorch layout: weight `[d, patch_dim]`, bias `[d]`).
-    Patches { projection: Linear },
-    /// `table` `[vocab_size, d]`.
-    Words { table: ParamId },
+    /// A linear map `[patch_dim] -> [d]`.
+    Patches {
+        /// Handles of its weight `[d, patch_dim]` and bias `[d]` (PyTorch layout).
+        projection: Linear,
+    },
+    /// A lookup table, one row per word id.
+    Words {
+        /// Handle of the table, `[vocab_size, d]`.
+        table: ParamId,
+    },
 }
 
 /// The embedding's parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EmbedParams {
+    /// How the input tokens are embedded (patch projection or word table).
     pub tokens: TokenParams,
     /// `[1, d]`.
     pub cls: ParamId,
-    /// `[seq_len + 1, d]` (position 0 is the [CLS] token's).
+    /// `[seq_len + 1, d]` (position 0 is the `[CLS]` token's).
     pub positions: ParamId,
 }
 
@@ -223,7 +238,7 @@ impl EmbedParams {
 }
 
 /// Key padding mask of the examples `indices`: `[indices.len() * (seq_len + 1)]`, true for a
-/// real token ([CLS] always), false for padding. `None` for images (nothing is padded).
+/// real token (`[CLS]` always), false for padding. `None` for images (nothing is padded).
 pub fn key_padding_mask(split: &TokenizedSplit, indices: &[usize]) -> Option<Vec<bool>> {
     let Tokens::Words { ids, .. } = &split.tokens else {
         return None;

@@ -1,14 +1,14 @@
 //! A transformer encoder classifier for the real datasets, its trainer and checkpoints
 //! (`benign pretrain`), and the hooks the fine-tuning experiment needs.
 //!
-//! - [`model`]: [`Classifier`] = patch or word embedding + learned positions + [CLS]
+//! - [`model`]: [`Classifier`] = patch or word embedding + learned positions + `[CLS]`
 //!   ([`embed`]), `L` pre-LN blocks of `H`-head attention with a key padding mask and a GELU MLP
-//!   ([`crate::transformer`]), a final LayerNorm and a linear head on [CLS].
+//!   ([`crate::transformer`]), a final LayerNorm and a linear head on `[CLS]`.
 //! - [`train`]: [`ClassifierTrainer`] (AdamW, gradient clipping, warm-up + cosine schedule, seeded
 //!   shuffling, data-parallel chunks with bit-identical results for any thread count).
 //! - [`checkpoint`]: safetensors files with parameters, optimizer moments and metadata.
-//! - [`pretrain`]: [`pretrain::pretrain`], keyed by a hash of the run's settings, reused or
-//!   resumed per epoch.
+//! - [`pretrain`](mod@pretrain): [`pretrain::pretrain`], keyed by a hash of the run's
+//!   settings, reused or resumed per epoch.
 //!
 //! # Fine-tuning a pretrained classifier
 //!
@@ -36,7 +36,7 @@
 //!
 //! For custom measurements, [`Classifier::forward`] returns the logits and the last block's
 //! attention probabilities (`[batch, heads, S + 1, S + 1]`); [`model::cls_attention`] extracts
-//! the [CLS] rows. A checkpoint is read with [`checkpoint::load`].
+//! the `[CLS]` rows. A checkpoint is read with [`checkpoint::load`].
 
 pub mod checkpoint;
 pub mod embed;

@@ -6,11 +6,10 @@
 //! logits = LN(h_L[:, 0]) W_head^T + b_head   [batch, classes]
 //! ```
 //!
-//! The head reads the [CLS] row only, and everything after a block's attention acts token by
-//! token, so the last block computes that one row
-//! ([`cls_block_forward_vars`](crate::transformer::cls_block_forward_vars): the [CLS] query's
-//! attention, with the key and value projections folded into it), and the final LayerNorm
-//! normalises that row alone. The function is the same as running the full last block and
+//! The head reads the `[CLS]` row only, and everything after a block's attention acts token by
+//! token, so the last block computes that one row ([`cls_block_forward_vars`]: the `[CLS]`
+//! query's attention, with the key and value projections folded into it), and the final
+//! LayerNorm normalises that row alone. The function is the same as running the full last block and
 //! reading `h_L[:, 0]`; the work of that block falls from about a third of the model's to a few
 //! percent of it.
 
@@ -30,15 +29,21 @@ use crate::{Error, Result};
 /// The shape of a classifier.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// What the model reads (patch width or vocabulary size).
     pub input: InputKind,
-    /// Input tokens per example (the [CLS] token is added on top).
+    /// Input tokens per example (the `[CLS]` token is added on top).
     pub seq_len: usize,
+    /// Number of classes, the width of the head's output.
     pub num_classes: usize,
     /// Width d of the token representations.
     pub dim: usize,
+    /// Attention heads per block; must divide `dim`.
     pub heads: usize,
+    /// Number of transformer blocks.
     pub layers: usize,
+    /// Hidden width of each block's MLP.
     pub mlp_dim: usize,
+    /// Epsilon of every LayerNorm (added to the variance).
     pub ln_eps: f64,
 }
 
@@ -110,11 +115,15 @@ impl ModelConfig {
 
 /// A transformer classifier: its configuration, parameters and their handles.
 pub struct Classifier<T: Float> {
+    /// The shape the parameters were built for.
     pub config: ModelConfig,
+    /// Every parameter's values (and frozen flags), addressed by the handles below.
     pub store: ParamStore<T>,
+    /// Handles of the embedding's parameters.
     pub embed: EmbedParams,
+    /// Handles of each block's parameters, first block first.
     pub blocks: Vec<BlockParams>,
-    /// LayerNorm on the final [CLS] representation.
+    /// LayerNorm on the final `[CLS]` representation.
     pub final_norm: LayerNormParams,
     /// `[classes, d]` weight and `[classes]` bias.
     pub head: Linear,
@@ -125,7 +134,7 @@ pub struct Classifier<T: Float> {
 pub struct Forward {
     /// `[batch, classes]`.
     pub logits: Var,
-    /// The last block's [CLS] query attention `[batch, heads, S + 1]` (keys in order, [CLS]
+    /// The last block's `[CLS]` query attention `[batch, heads, S + 1]` (keys in order, `[CLS]`
     /// first).
     pub cls_attention: Var,
 }
@@ -303,15 +312,15 @@ impl<T: Float> Classifier<T> {
     }
 }
 
-/// The [CLS] query's attention rows of the last block, `[batch, heads, S + 1]` (keys in order,
-/// [CLS] first), read from a recorded forward pass.
+/// The `[CLS]` query's attention rows of the last block, `[batch, heads, S + 1]` (keys in order,
+/// `[CLS]` first), read from a recorded forward pass.
 pub fn cls_attention<T: Float>(tape: &Tape<T>, forward: &Forward) -> Vec<T> {
     tape.value(forward.cls_attention).to_vec()
 }
 
-/// For each example, the largest probability the [CLS] query gives one input token in the last
+/// For each example, the largest probability the `[CLS]` query gives one input token in the last
 /// block, averaged over heads (`cls_rows` from [`cls_attention`], `heads` rows of `seq` keys per
-/// example; the [CLS] key itself is skipped: the quantity measures token selection).
+/// example; the `[CLS]` key itself is skipped: the quantity measures token selection).
 pub fn max_cls_attention<T: Float>(cls_rows: &[T], heads: usize, seq: usize) -> Vec<f64> {
     cls_rows
         .chunks_exact(heads * seq)

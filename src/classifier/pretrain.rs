@@ -44,13 +44,19 @@ pub const DEFAULT_SEED: u64 = 0;
 #[serde(rename_all = "snake_case")]
 pub enum TokenizerSpec {
     /// Square patches of `patch x patch` pixels.
-    Patches { patch: usize },
+    Patches {
+        /// Side of a patch in pixels; must divide the images' height and width.
+        patch: usize,
+    },
     /// Words of a vocabulary built from the pretraining subset (lower-cased; at least
     /// `min_count` occurrences, at most `max_vocab` entries with PAD and UNK), truncated or
     /// padded to `max_len` tokens.
     Words {
+        /// Tokens per example after truncation or padding.
         max_len: usize,
+        /// Fewest occurrences in the pretraining subset for a word to enter the vocabulary.
         min_count: usize,
+        /// Largest vocabulary size, PAD and UNK included.
         max_vocab: usize,
     },
 }
@@ -58,23 +64,31 @@ pub enum TokenizerSpec {
 /// The model's size (its input side follows from the data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSize {
+    /// Number of transformer blocks.
     pub layers: usize,
+    /// Attention heads per block; must divide `dim`.
     pub heads: usize,
+    /// Width d of the token representations.
     pub dim: usize,
+    /// Hidden width of each block's MLP.
     pub mlp_dim: usize,
 }
 
 /// Everything that determines a pretraining run's result (hashed into its key).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainSpec {
+    /// The dataset, read from `<data_dir>/<dataset>/`.
     pub dataset: DatasetName,
     /// Training examples drawn (class-stratified, seeded) from the training split; `None` or a
     /// number at least the split's size: all of it.
     pub subset: Option<usize>,
     /// Seeds the subset, the initialisation and the shuffling (each its own stream).
     pub seed: u64,
+    /// How its examples become tokens.
     pub tokenizer: TokenizerSpec,
+    /// The transformer's size.
     pub model: ModelSize,
+    /// The trainer's settings (epochs, batches, optimizer, schedule, shuffling seed).
     pub train: TrainConfig,
 }
 
@@ -192,10 +206,13 @@ impl PretrainSpec {
 /// A dataset tokenized for a spec: the whole training split (so later experiments can pick
 /// other subsets with the same tokens), the pretraining subset's indices into it, the test split.
 pub struct PreparedData {
+    /// Class names, in label order.
     pub classes: Vec<String>,
+    /// The whole training split, tokenized.
     pub train: TokenizedSplit,
     /// Sorted indices of the pretraining subset in `train`.
     pub subset: Vec<usize>,
+    /// The whole test split, tokenized.
     pub test: TokenizedSplit,
     /// The vocabulary of a text dataset (built from the pretraining subset).
     pub vocabulary: Option<Vocabulary>,
@@ -313,15 +330,22 @@ pub fn model_config(spec: &PretrainSpec, data: &PreparedData) -> ModelConfig {
 /// What a pretraining run reports (`result.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainResult {
+    /// The dataset trained on.
     pub dataset: DatasetName,
+    /// The run's key: 16 hex digits of FNV-1a over the spec's canonical JSON.
     pub key: String,
+    /// The run's folder, `<checkpoints>/<dataset>-<key>/`.
     pub run_dir: PathBuf,
     /// True if an identical earlier run was reused without training.
     #[serde(default)]
     pub reused: bool,
+    /// Size of the pretraining subset.
     pub train_examples: usize,
+    /// Size of the test split the test figures are taken on.
     pub test_examples: usize,
+    /// Number of scalar parameters of the model.
     pub parameters: usize,
+    /// Epochs trained (the spec's, whether or not some were resumed from a checkpoint).
     pub epochs: usize,
     /// Loss of an evaluation pass over the pretraining subset with the final parameters (not
     /// the running mean over the last epoch's minibatches: that is `metrics.jsonl`'s
@@ -332,12 +356,17 @@ pub struct PretrainResult {
     /// Accuracy of the same evaluation pass. Formerly `train_accuracy`.
     #[serde(alias = "train_accuracy")]
     pub train_accuracy_eval: f64,
+    /// Mean cross-entropy on the test split with the final parameters.
     pub test_loss: f64,
+    /// Fraction in [0, 1] of the test split classified correctly with the final parameters.
     pub test_accuracy: f64,
     /// Wall time of the training steps (evaluations excluded), summed over epochs and resumes.
     pub train_seconds: f64,
+    /// Training examples processed per second of `train_seconds`.
     pub examples_per_second: f64,
+    /// Size of the thread pool the run trained with (results do not depend on it).
     pub threads: usize,
+    /// The settings the run was made with.
     pub spec: PretrainSpec,
 }
 
@@ -364,16 +393,23 @@ pub enum Event<'a> {
     /// Training starts (or resumes) after `epoch` completed epochs of `epochs`, over `examples`
     /// training examples each.
     Start {
+        /// Epochs the run trains in all.
         epochs: usize,
+        /// Epochs already completed (nonzero when resuming).
         epoch: usize,
+        /// Training examples per epoch.
         examples: usize,
     },
     /// After each step: examples done in the current epoch, its mean loss so far.
     Step {
+        /// The current epoch, 1-based.
         epoch: usize,
+        /// Examples of the current epoch processed so far.
         examples_done: usize,
+        /// Mean training loss over those examples.
         loss: f64,
     },
+    /// An epoch finished; its record was appended to `metrics.jsonl` and the checkpoint saved.
     Epoch(&'a EpochMetrics),
 }
 

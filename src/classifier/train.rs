@@ -30,15 +30,20 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Schedule {
+    /// Holds the peak learning rate after the warm-up.
     Constant,
+    /// Decays linearly from the peak towards 0 at the end of training.
     Linear,
+    /// Decays along a half cosine from the peak towards 0 at the end of training.
     Cosine,
 }
 
 /// The trainer's settings (all part of a checkpoint's key).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Passes over the training examples (at least 1).
     pub epochs: usize,
+    /// Examples per optimizer step (at least 1; the last batch of an epoch may be smaller).
     pub batch_size: usize,
     /// Peak learning rate.
     pub lr: f64,
@@ -46,6 +51,7 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Fraction of all steps spent warming the learning rate up linearly from 0.
     pub warmup_fraction: f64,
+    /// How the learning rate decays after the warm-up.
     pub schedule: Schedule,
     /// Global gradient-norm bound (`None`: no clipping).
     pub clip_norm: Option<f64>,
@@ -141,13 +147,14 @@ impl TrainConfig {
     }
 }
 
-/// Loss, accuracy and [CLS] attention of a model on a split.
+/// Loss, accuracy and `[CLS]` attention of a model on a split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Mean cross-entropy.
     pub loss: f64,
+    /// Fraction in [0, 1] of examples whose predicted class (largest logit) is the label given.
     pub accuracy: f64,
-    /// Mean over examples of the largest probability the last block's [CLS] query gives an
+    /// Mean over examples of the largest probability the last block's `[CLS]` query gives an
     /// input token (averaged over heads).
     pub mean_max_cls_attention: f64,
     /// Predicted class of each example, in split order.
@@ -176,11 +183,16 @@ pub struct EpochMetrics {
     pub train_accuracy_running: f64,
     /// Mean gradient norm before clipping.
     pub grad_norm: f64,
+    /// Mean cross-entropy on the test split after the epoch (`None` when no test split was given).
     pub test_loss: Option<f64>,
+    /// Fraction in [0, 1] of the test split classified correctly after the epoch (`None` when no
+    /// test split was given).
     pub test_accuracy: Option<f64>,
     /// Wall time of the epoch's training steps (evaluation excluded).
     pub train_seconds: f64,
+    /// Training examples per second of `train_seconds`.
     pub examples_per_second: f64,
+    /// Wall time of the epoch's evaluation on the test split, in seconds.
     pub eval_seconds: f64,
 }
 
@@ -194,19 +206,25 @@ struct ChunkResult<T: Float> {
 /// The moment estimates of one parameter's AdamW state, for checkpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Moments<T> {
+    /// The parameter the moments belong to.
     pub param: ParamId,
+    /// AdamW steps taken on it (they set its bias correction).
     pub step: i32,
+    /// First-moment estimate, one value per parameter element.
     pub m: Vec<T>,
+    /// Second-moment estimate, one value per parameter element.
     pub v: Vec<T>,
 }
 
 /// Trains a classifier epoch by epoch; holds the optimizer state and one tape per chunk.
 pub struct ClassifierTrainer<T: Float> {
+    /// The settings, checked by [`ClassifierTrainer::new`].
     pub config: TrainConfig,
     optimizer: AdamW<T>,
     tapes: Vec<Tape<T>>,
     /// Epochs completed (a resumed trainer starts from its checkpoint's count).
     pub epochs_done: usize,
+    /// Optimizer steps taken so far (they place the learning-rate schedule).
     pub steps_done: usize,
 }
 
@@ -240,6 +258,8 @@ fn check_labels(split: &TokenizedSplit, labels: &[u32], classes: usize, what: &s
 }
 
 impl<T: Float> ClassifierTrainer<T> {
+    /// A trainer with a fresh optimizer and no progress; errors if a setting is out of range
+    /// ([`TrainConfig::validate`]).
     pub fn new(config: TrainConfig) -> Result<Self> {
         config.validate()?;
         let optimizer = AdamW::new(config.lr).with_weight_decay(config.weight_decay);
@@ -391,7 +411,7 @@ impl<T: Float> ClassifierTrainer<T> {
         })
     }
 
-    /// Loss, accuracy, predictions and [CLS] attention of `model` on `split` against `labels`,
+    /// Loss, accuracy, predictions and `[CLS]` attention of `model` on `split` against `labels`,
     /// recording nothing (chunks of [`EVAL_CHUNK`] examples in parallel).
     pub fn evaluate(
         &mut self,
@@ -494,7 +514,7 @@ impl<T: Float> ClassifierTrainer<T> {
     }
 }
 
-/// One evaluation chunk's index, loss sum, predictions and per-example [CLS] attention maxima.
+/// One evaluation chunk's index, loss sum, predictions and per-example `[CLS]` attention maxima.
 type ChunkEval = (usize, f64, Vec<u32>, Vec<f64>);
 
 /// Examples per evaluation chunk (recording off, so larger than training chunks).

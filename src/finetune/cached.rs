@@ -1,6 +1,6 @@
 //! Phase 2 on cached activations: with only the last block's query and key trainable, the
 //! input of the last block is fixed per example, and so are its first LayerNorm, its values
-//! and the [CLS] row of its residual stream. [`LastBlockInputs`] computes them once (no tape),
+//! and the `[CLS]` row of its residual stream. [`LastBlockInputs`] computes them once (no tape),
 //! and [`CachedTrainer`] trains and evaluates on them, forming per step only
 //!
 //! ```text
@@ -14,7 +14,7 @@
 //!
 //! With the model's own head count and `s = 1` this is
 //! [`crate::classifier::Classifier::forward`]'s function of the query and key (the
-//! head reads the [CLS] position only, and everything after the attention acts token by token,
+//! head reads the `[CLS]` position only, and everything after the attention acts token by token,
 //! so the other positions' outputs never reach the loss). Only the summation order of some
 //! products differs; the test `cached_last_block_inputs_give_the_full_models_logits_and_training`
 //! compares the two.
@@ -43,7 +43,7 @@ use crate::{Error, Result};
 /// Examples per no-tape forward pass when filling the cache or evaluating.
 const CACHE_CHUNK: usize = 128;
 
-/// How phase 2 computes the last block's [CLS] attention.
+/// How phase 2 computes the last block's `[CLS]` attention.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Phase2Attention {
     /// Heads (must divide the width).
@@ -51,7 +51,7 @@ pub struct Phase2Attention {
     /// Factor on the scores `q . k / sqrt(w)`, `w` the query and key width of a head (1: the
     /// model's attention).
     pub score_scale: f64,
-    /// The [CLS] query's projection, `d -> heads * w` (the last block's own, or a wider one).
+    /// The `[CLS]` query's projection, `d -> heads * w` (the last block's own, or a wider one).
     pub query: Linear,
     /// The keys' projection, the same shape as `query`.
     pub key: Linear,
@@ -78,15 +78,17 @@ impl Phase2Attention {
 /// The fixed inputs of the last block for every example of a split.
 #[derive(Clone, Debug)]
 pub struct LastBlockInputs<T> {
+    /// Number of examples.
     pub examples: usize,
-    /// Positions per example, [CLS] included.
+    /// Positions per example, `[CLS]` included.
     pub seq: usize,
+    /// Width d of the token representations.
     pub dim: usize,
     /// `LN1(x)` of the last block, `[examples, seq, dim]`.
     pub normed: Vec<T>,
     /// The last block's values, `[examples, seq, dim]`.
     pub values: Vec<T>,
-    /// The [CLS] row of the last block's input (its residual stream), `[examples, dim]`.
+    /// The `[CLS]` row of the last block's input (its residual stream), `[examples, dim]`.
     pub cls_input: Vec<T>,
     /// Additive key mask, `[examples, seq]`: 0 on real tokens, `-inf` on padding (`None` for
     /// images, which have no padding).
@@ -170,7 +172,7 @@ impl<T: Float> LastBlockInputs<T> {
 struct CachedForward {
     /// `[batch, classes]`.
     logits: Var,
-    /// The [CLS] query's attention, `[batch, heads, 1, seq]`.
+    /// The `[CLS]` query's attention, `[batch, heads, 1, seq]`.
     cls_attention: Var,
 }
 
@@ -301,6 +303,8 @@ pub struct CachedEpoch {
 }
 
 impl CachedTrainer {
+    /// A trainer with a fresh optimizer for the query and key of `attention`; errors if a setting
+    /// of `config` is out of range ([`TrainConfig::validate`]).
     pub fn new(config: TrainConfig, attention: Phase2Attention) -> Result<Self> {
         let optimizer = AdamW::new(config.lr).with_weight_decay(config.weight_decay);
         Ok(CachedTrainer {
@@ -311,6 +315,7 @@ impl CachedTrainer {
         })
     }
 
+    /// The trainer's settings.
     pub fn config(&self) -> &TrainConfig {
         &self.schedule.config
     }
@@ -395,7 +400,7 @@ impl CachedTrainer {
         })
     }
 
-    /// Loss, accuracy, predictions and [CLS] attention of `model` on the cached examples
+    /// Loss, accuracy, predictions and `[CLS]` attention of `model` on the cached examples
     /// against `labels` (as [`ClassifierTrainer::evaluate`], recording nothing).
     pub fn evaluate(
         &mut self,

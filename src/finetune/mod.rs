@@ -4,7 +4,7 @@
 //! # Protocol
 //!
 //! - Phase 0: the classifier of `benign pretrain` on its clean, seeded pretraining subset
-//!   ([`crate::classifier::pretrain`], reused from its checkpoint or trained now). Both
+//!   ([`crate::classifier::pretrain()`], reused from its checkpoint or trained now). Both
 //!   commands keep these checkpoints in one folder ([`FinetuneOptions::checkpoints`], the
 //!   `--checkpoints` option, default `checkpoints/`), keyed by the pretraining settings, so a
 //!   finished `benign pretrain` of the same settings is reused, not repeated.
@@ -28,7 +28,8 @@
 //!
 //! # Files
 //!
-//! Under `<checkpoints>/`: `<dataset>-<key>/`, phase 0 (see [`crate::classifier::pretrain`]).
+//! Under `<checkpoints>/`: `<dataset>-<key>/`, phase 0 (see
+//! [`crate::classifier::pretrain`](mod@crate::classifier::pretrain)).
 //! Under `<out>/`:
 //!
 //! - `<dataset>-<key>-phase1-<key>/`: `checkpoint.safetensors`, `metrics.jsonl`, `result.json`;
@@ -61,7 +62,9 @@ use cached::{CachedTrainer, LastBlockInputs, Phase2Attention};
 /// Labels after the noise, and which ones were changed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NoisyLabels {
+    /// The label of each example after the noise.
     pub labels: Vec<u32>,
+    /// Whether each example's label was changed (then to another class than its own).
     pub flipped: Vec<bool>,
 }
 
@@ -161,7 +164,7 @@ pub struct FinetuneConfig {
     pub reinit: bool,
     /// Heads of the last block's attention in phase 2 (`None`: the model's). The query and key
     /// are redrawn, so only the split of the values into heads is a change of the model: with
-    /// `d` heads every coordinate of the [CLS] context picks its own mix of tokens.
+    /// `d` heads every coordinate of the `[CLS]` context picks its own mix of tokens.
     #[serde(default)]
     pub last_heads: Option<usize>,
     /// Factor on the last block's attention scores in phase 2 (an inverse temperature).
@@ -315,12 +318,16 @@ fn last_heads(last_heads: Option<usize>, dim: usize, heads: usize) -> Result<usi
 /// The cells of a table: every `n` x every `eta` x seeds `0..seeds`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// Fine-tuning subset sizes (each at least 1).
     pub ns: Vec<usize>,
+    /// Label-noise rates, each the probability in [0, 1] that a label is flipped.
     pub etas: Vec<f64>,
+    /// Seeds per (n, eta), in 1..=1000; the cells use seeds `0..seeds`.
     pub seeds: usize,
 }
 
 impl Plan {
+    /// Checks every setting; errors name the option (`n`, `eta`, `seeds`) and its valid range.
     pub fn validate(&self) -> Result<()> {
         if self.ns.is_empty() || self.ns.contains(&0) {
             return Err(Error::invalid(
@@ -360,8 +367,11 @@ impl Plan {
 /// One fine-tuning run of a table.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
+    /// Size of the fine-tuning subset (training examples outside the pretraining subset).
     pub n: usize,
+    /// Probability in [0, 1] that each fine-tuning label is flipped to another class.
     pub eta: f64,
+    /// Seeds the subset, the label noise, the query and key draw and the shuffling.
     pub seed: u64,
 }
 
@@ -375,34 +385,46 @@ impl Cell {
 /// One epoch of phase 2 (a line of the cell's `.jsonl`). Epoch 0 is the state before training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
+    /// 0 before training, then 1-based.
     pub epoch: usize,
     /// Learning rate of the epoch's last step (0 for epoch 0).
     pub lr: f64,
     /// Mean cross-entropy on the noisy labels, parameters as at the end of the epoch.
     pub train_loss: f64,
-    /// Agreement with the noisy labels, on all / the flipped / the unflipped examples (`None`
-    /// when there are no such examples).
+    /// Fraction in [0, 1] of the fine-tuning examples predicted as their noisy label.
     pub train_accuracy: f64,
+    /// The same fraction on the flipped examples alone (how much of the noise is fitted);
+    /// `None` when no label was flipped.
     pub train_accuracy_flipped: Option<f64>,
+    /// The same fraction on the unflipped examples alone; `None` when every label was flipped.
     pub train_accuracy_clean: Option<f64>,
-    /// On the test examples, every `eval_every` epochs and at the last.
+    /// Mean cross-entropy on the test examples (clean labels), every `eval_every` epochs and at
+    /// the last; `None` on the other epochs.
     pub test_loss: Option<f64>,
+    /// Fraction in [0, 1] of the test examples classified correctly, on the same epochs as
+    /// `test_loss`.
     pub test_accuracy: Option<f64>,
-    /// Mean over the fine-tuning examples of the largest probability the last block's [CLS]
+    /// Mean over the fine-tuning examples of the largest probability the last block's `[CLS]`
     /// query gives one input token (averaged over heads).
     pub mean_max_cls_attention: f64,
     /// Mean gradient norm (before clipping) over the epoch's steps.
     pub grad_norm: f64,
+    /// Wall time of the epoch's training and evaluations, in seconds (0 for epoch 0).
     pub seconds: f64,
 }
 
 /// The outcome of one cell (its `.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
+    /// The cell's settings.
     pub cell: Cell,
+    /// How many of the `n` fine-tuning labels the noise flipped.
     pub flipped: usize,
+    /// Phase-2 epochs trained.
     pub epochs: usize,
+    /// The record of the last epoch (the final figures of the table).
     pub final_record: EpochRecord,
+    /// Wall time of the whole cell, in seconds.
     pub seconds: f64,
 }
 
@@ -420,36 +442,52 @@ pub struct Experiment<'a> {
 
 /// Progress notifications of [`finetune`] and [`run_cells`].
 pub enum Event<'a> {
+    /// A phase-0 notification, passed through from [`crate::classifier::pretrain()`].
     Pretrain(pretrain::Event<'a>),
     /// Phase 0 is ready: reused from its checkpoint (`result.reused`) or trained now; the
     /// checkpoint is `result.checkpoint_path()`.
     Pretrained(&'a PretrainResult),
     /// Phase 1 trains `epochs` epochs over `examples` (not sent when its checkpoint is reused).
     Phase1Start {
+        /// Phase-1 epochs.
         epochs: usize,
+        /// Size of the clean pretraining subset the head trains on.
         examples: usize,
     },
+    /// A phase-1 epoch finished.
     Phase1Epoch {
+        /// The epoch, 1-based.
         epoch: usize,
+        /// Fraction in [0, 1] of the run's test examples classified correctly after it.
         test_accuracy: f64,
     },
     /// Cell `index` of `total` starts.
     CellStart {
+        /// 0-based position of the cell in the plan's run order.
         index: usize,
+        /// Number of cells in the plan.
         total: usize,
+        /// The cell's settings.
         cell: Cell,
     },
+    /// A phase-2 epoch of the running cell finished (epoch 0 first: the state before training).
     CellEpoch(&'a EpochRecord),
     /// Cell `index` finished, or was found finished (`reused`).
     CellDone {
+        /// 0-based position of the cell in the plan's run order.
         index: usize,
+        /// The cell's outcome, as written to (or read from) its `.json`.
         result: &'a CellResult,
+        /// True if the cell's `.json` already existed and nothing was run.
         reused: bool,
     },
     /// Cell skipped: it cannot be run (e.g. fewer candidates than `n`).
     CellSkipped {
+        /// 0-based position of the cell in the plan's run order.
         index: usize,
+        /// The cell's settings.
         cell: Cell,
+        /// Why it cannot be run.
         reason: String,
     },
 }
@@ -584,9 +622,11 @@ fn record(
 
 /// What phase 2 of one cell produced.
 pub struct CellRun {
+    /// The cell's outcome (its `.json`).
     pub result: CellResult,
     /// Epoch 0 (before training) first.
     pub records: Vec<EpochRecord>,
+    /// The noisy labels the cell trained on.
     pub noisy: NoisyLabels,
     /// The fine-tuned classifier.
     pub model: Classifier<f32>,
@@ -606,7 +646,7 @@ pub fn run_cell(
 }
 
 /// The last block's attention in phase 2: the model's, with `config`'s head count and score
-/// scale, scored by the block's own query and key (see [`query_key_for_phase2`] for a wider
+/// scale, scored by the block's own query and key (see `query_key_for_phase2` for a wider
 /// one).
 pub fn phase2_attention(
     model: &Classifier<f32>,
@@ -751,8 +791,15 @@ fn run_cell_cached(
 /// A cell's outcome in a table: finished (now or earlier) or impossible.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CellOutcome {
+    /// The cell finished, now or in an earlier run.
     Done(CellResult),
-    Skipped { cell: Cell, reason: String },
+    /// The cell cannot be run.
+    Skipped {
+        /// The cell's settings.
+        cell: Cell,
+        /// Why it cannot be run.
+        reason: String,
+    },
 }
 
 /// Runs the cells of `plan` into `dir/cells/`, skipping the finished ones (their `.json`
@@ -855,6 +902,7 @@ fn key_of<S: Serialize>(value: &S) -> String {
 /// Where the data is, where the phase-0 checkpoints are, and where a table's outputs go.
 #[derive(Clone, Debug)]
 pub struct FinetuneOptions {
+    /// Parent folder of the dataset folders (`<data_dir>/mnist`, ...).
     pub data_dir: PathBuf,
     /// The checkpoint folder shared with `benign pretrain` (its `--checkpoints`): phase 0 is
     /// read from (or trained into) `<checkpoints>/<dataset>-<pretrain key>/`.
@@ -866,31 +914,43 @@ pub struct FinetuneOptions {
 /// Phase 1's record (`result.json` of its folder).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Phase1Result {
+    /// 16 hex digits of FNV-1a over the pretraining key and the phase-1 settings (the folder's
+    /// last part).
     pub key: String,
+    /// Epochs the head was trained.
     pub epochs: usize,
     /// Accuracy of an evaluation pass over the clean pretraining subset after phase 1 (not the
     /// running figure of its `metrics.jsonl`). Formerly `train_accuracy`; older files still read.
     #[serde(alias = "train_accuracy")]
     pub train_accuracy_eval: f64,
+    /// Wall time of phase 1 (training, the evaluation and writing its files), in seconds.
     pub seconds: f64,
 }
 
 /// Everything a table run produced.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneRun {
+    /// Phase 0's record (its `result.json`).
     pub pretrain: PretrainResult,
     /// The phase-0 checkpoint file the run started from (`pretrain.reused` tells whether it
     /// was reused or trained by this run).
     pub pretrain_checkpoint: PathBuf,
+    /// Phase 1's record.
     pub phase1: Phase1Result,
-    /// Test accuracy and loss of the phase-1 model on the test examples.
+    /// Fraction in [0, 1] of the test examples the phase-1 model classifies correctly (the
+    /// table's baseline).
     pub baseline_test_accuracy: f64,
+    /// Mean cross-entropy of the phase-1 model on the test examples.
     pub baseline_test_loss: f64,
+    /// Number of test examples the baseline and the cells are evaluated on.
     pub test_examples: usize,
+    /// The settings of phases 1 and 2.
     pub config: FinetuneConfig,
+    /// The cells of the table.
     pub plan: Plan,
     /// The folder of the cells (and of the table and figures).
     pub dir: PathBuf,
+    /// Every cell's outcome, in the plan's run order.
     pub outcomes: Vec<CellOutcome>,
 }
 

@@ -1,6 +1,6 @@
 //! The Table-2-style summary of a fine-tuning run (Markdown, CSV, JSON) and its figures:
 //! Figure-8-style heatmaps of final train and test loss over (eta, n), Figure-9-style curves of
-//! the [CLS] attention and the noisy-label train loss over the epochs.
+//! the `[CLS]` attention and the noisy-label train loss over the epochs.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,14 @@ use crate::Result;
 /// Mean and sample standard deviation (`ddof = 1`; 0 for a single value).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MeanStd {
+    /// Arithmetic mean.
     pub mean: f64,
+    /// Sample standard deviation (`ddof = 1`); 0 for a single value.
     pub std: f64,
 }
 
 impl MeanStd {
+    /// The mean and standard deviation of `values`; `None` if there are none.
     pub fn of(values: &[f64]) -> Option<MeanStd> {
         if values.is_empty() {
             return None;
@@ -38,17 +41,21 @@ impl MeanStd {
 /// [0, 1], as everywhere in `benign`'s outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TableRow {
+    /// Label-noise rate of the entry, in [0, 1].
     pub eta: f64,
+    /// Fine-tuning subset size of the entry.
     pub n: usize,
+    /// Number of seeds that finished (the figures are over these).
     pub seeds: usize,
     /// Final cross-entropy on the noisy labels (an evaluation pass after the last epoch).
     pub train_loss: Option<MeanStd>,
     /// Final test accuracy, a fraction.
     pub test_accuracy: Option<MeanStd>,
+    /// Final test cross-entropy.
     pub test_loss: Option<MeanStd>,
     /// Final fraction of flipped examples predicted as their noisy label (noise fitted).
     pub train_accuracy_flipped: Option<MeanStd>,
-    /// Final mean over examples of the largest [CLS] attention probability.
+    /// Final mean over examples of the largest `[CLS]` attention probability.
     pub max_cls_attention: Option<MeanStd>,
     /// Why the entry is empty, if it is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +65,7 @@ pub struct TableRow {
 /// The table of a run. Accuracies are fractions in [0, 1].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Table {
+    /// Name of the dataset (as in its folder under `--data-dir`).
     pub dataset: String,
     /// Key of the phase-0 (pretraining) settings, as in `benign pretrain`'s run folders.
     pub pretrain_key: String,
@@ -70,7 +78,9 @@ pub struct Table {
     pub pretrain_test_accuracy: f64,
     /// Phase-1 test accuracy (fraction), on the run's test examples.
     pub baseline_test_accuracy: f64,
+    /// Number of test examples the baseline and the cells are evaluated on.
     pub test_examples: usize,
+    /// One entry per (eta, n), eta-major in the plan's order.
     pub rows: Vec<TableRow>,
 }
 
@@ -269,6 +279,7 @@ struct TableJson<'a> {
 /// Paths of the files [`write_outputs`] wrote.
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
+    /// Every file written, in writing order.
     pub files: Vec<PathBuf>,
 }
 
