@@ -57,21 +57,12 @@ pub trait Float:
 
     /// Routes [`crate::gemm`] to the SIMD GEMM of this element type (not part of the API).
     #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
     fn gemm_dispatch(
-        ta: crate::Transpose,
-        tb: crate::Transpose,
-        m: usize,
-        n: usize,
-        k: usize,
         alpha: Self,
-        a: &[Self],
-        lda: usize,
-        b: &[Self],
-        ldb: usize,
+        a: crate::MatRef<'_, Self>,
+        b: crate::MatRef<'_, Self>,
         beta: Self,
-        c: &mut [Self],
-        ldc: usize,
+        c: crate::MatMut<'_, Self>,
     );
 }
 
@@ -147,23 +138,13 @@ macro_rules! impl_float {
             // compiled once, here.
             #[inline(never)]
             fn gemm_dispatch(
-                ta: crate::Transpose,
-                tb: crate::Transpose,
-                m: usize,
-                n: usize,
-                k: usize,
                 alpha: Self,
-                a: &[Self],
-                lda: usize,
-                b: &[Self],
-                ldb: usize,
+                a: crate::MatRef<'_, Self>,
+                b: crate::MatRef<'_, Self>,
                 beta: Self,
-                c: &mut [Self],
-                ldc: usize,
+                c: crate::MatMut<'_, Self>,
             ) {
-                crate::gemm::gemm_packed::<$t>(
-                    ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-                );
+                crate::gemm::gemm_packed::<$t>(alpha, a, b, beta, c);
             }
         }
     };
