@@ -54,16 +54,6 @@ pub trait Float:
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn is_finite(self) -> bool;
     fn is_nan(self) -> bool;
-
-    /// Routes [`crate::gemm`] to the SIMD GEMM of this element type (not part of the API).
-    #[doc(hidden)]
-    fn gemm_dispatch(
-        alpha: Self,
-        a: crate::MatRef<'_, Self>,
-        b: crate::MatRef<'_, Self>,
-        beta: Self,
-        c: crate::MatMut<'_, Self>,
-    );
 }
 
 macro_rules! impl_float {
@@ -131,20 +121,6 @@ macro_rules! impl_float {
             #[inline(always)]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
-            }
-            // Not `#[inline]`: the GEMM below it is generic, and an inlinable dispatch made every
-            // crate calling `gemm` compile its own copy of the whole packed and direct paths
-            // (about 90 s of release build per test or example binary). Out of line, it is
-            // compiled once, here.
-            #[inline(never)]
-            fn gemm_dispatch(
-                alpha: Self,
-                a: crate::MatRef<'_, Self>,
-                b: crate::MatRef<'_, Self>,
-                beta: Self,
-                c: crate::MatMut<'_, Self>,
-            ) {
-                crate::gemm::gemm_packed::<$t>(alpha, a, b, beta, c);
             }
         }
     };

@@ -78,6 +78,7 @@ use std::thread::LocalKey;
 use wide::f64x4;
 
 pub use crate::matrix::Transpose;
+use crate::simd::{dispatch, same};
 use crate::{Float, MatMut, MatRef};
 pub use kernel::{Avx512, Blocking, GemmKernel, Portable};
 use kernel::{Kernel, MAX_TILE};
@@ -199,10 +200,7 @@ pub(crate) fn current_variant() -> KernelVariant {
 /// The blocking `gemm::<T>` uses with `variant` (for the edge-case tests).
 #[doc(hidden)]
 pub fn blocking<T: Float>(variant: KernelVariant) -> Blocking {
-    match T::NAME {
-        "f32" => f32::kernel(variant).blocking,
-        _ => f64::kernel(variant).blocking,
-    }
+    dispatch!(T, S => S::kernel(variant).blocking)
 }
 
 /// A row panel reads A in place, without packing it, when the B block has at most this many
@@ -225,11 +223,23 @@ const IN_PLACE_A_MAX_STRIPS: usize = 8;
 pub(crate) trait GemmScalar: Float + bytemuck::Pod {
     /// The kernel of `variant` (which must be available: checked again by the AVX-512 tile).
     fn kernel(variant: KernelVariant) -> Kernel<Self>;
+
+    /// [`gemm`] for this element type.
+    fn gemm(alpha: Self, a: MatRef<'_, Self>, b: MatRef<'_, Self>, beta: Self, c: MatMut<'_, Self>);
 }
 
 macro_rules! impl_gemm_scalar {
     ($t:ty) => {
         impl GemmScalar for $t {
+            // Not `#[inline]`, and not generic: the packed and direct paths are compiled once,
+            // here. Reached from the generic `gemm`, an inlinable body made every crate calling
+            // `gemm` compile its own copy of them (about 90 s of release build per test or
+            // example binary).
+            #[inline(never)]
+            fn gemm(alpha: $t, a: MatRef<'_, $t>, b: MatRef<'_, $t>, beta: $t, c: MatMut<'_, $t>) {
+                gemm_packed(alpha, a, b, beta, c);
+            }
+
             fn kernel(variant: KernelVariant) -> Kernel<$t> {
                 match variant {
                     #[cfg(target_arch = "x86_64")]
@@ -255,7 +265,7 @@ impl_gemm_scalar!(f64);
 /// If the shapes of `op(A)`, `op(B)` and C do not agree (the crate contract: a programming
 /// error, never silent).
 pub fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
-    T::gemm_dispatch(alpha, a, b, beta, c);
+    dispatch!(T, S => S::gemm(same(alpha), a.cast(), b.cast(), same(beta), c.cast()))
 }
 
 /// Panics with a message naming the operands unless `op(A) op(B)` is a product C can hold.
@@ -274,7 +284,7 @@ pub(crate) fn check_shapes<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &MatMut<'
     );
 }
 
-/// The typed body of [`gemm`], reached through `Float::gemm_dispatch`.
+/// The typed body of [`gemm`], reached through `GemmScalar::gemm`.
 pub(crate) fn gemm_packed<S: GemmScalar>(
     alpha: S,
     a: MatRef<'_, S>,
