@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use benign_kernels::probe::matrixmultiply_gemm;
-use benign_kernels::{Float, Transpose};
+use benign_kernels::{Float, MatMut, MatRef, Transpose};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 mod common;
@@ -46,7 +46,11 @@ fn gemv_bytes<T: Float>(m: usize, n: usize) -> u64 {
 /// `matrixmultiply` as a GEMV: y (rows x 1) = op(A) (rows x inner) x (inner x 1), A m x n.
 fn mm_gemv<T: Float>(ta: Transpose, m: usize, n: usize, a: &[T], x: &[T], y: &mut [T]) {
     let (rows, inner) = if ta == Transpose::No { (m, n) } else { (n, m) };
-    matrixmultiply_gemm(ta, Transpose::No, rows, 1, inner, a, n, x, 1, y, 1);
+    matrixmultiply_gemm(
+        MatRef::op_with_ld(ta, a, rows, inner, n),
+        MatRef::new(x, inner, 1),
+        MatMut::new(y, rows, 1),
+    );
 }
 
 fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
@@ -62,7 +66,7 @@ fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
         g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
             pool.install(|| {
                 b.iter(|| {
-                    benign_kernels::gemv(ta, d, d, T::ONE, &a, d, &x, T::ZERO, &mut y);
+                    benign_kernels::gemv(T::ONE, MatRef::new(&a, d, d).op(ta), &x, T::ZERO, &mut y);
                     black_box(&y);
                 })
             })
@@ -80,7 +84,7 @@ fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
         g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
             pool.install(|| {
                 b.iter(|| {
-                    benign_kernels::gemv(ta, d, d, T::ONE, &a, d, &x, T::ZERO, &mut y);
+                    benign_kernels::gemv(T::ONE, MatRef::new(&a, d, d).op(ta), &x, T::ZERO, &mut y);
                     black_box(&y);
                 })
             })
@@ -97,7 +101,7 @@ fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
     g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
         pool.install(|| {
             b.iter(|| {
-                benign_kernels::ger(d, d, T::from_f64(1e-9), &x, &y, &mut am, d);
+                benign_kernels::ger(T::from_f64(1e-9), &x, &y, MatMut::new(&mut am, d, d));
                 black_box(&am);
             })
         })

@@ -28,7 +28,7 @@ use benign_kernels::gemm::{
     kernel_variant, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant,
 };
 use benign_kernels::probe::matrixmultiply_gemm;
-use benign_kernels::{gemm, Float, Transpose};
+use benign_kernels::{gemm, Float, MatMut, MatRef, Transpose};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,44 +80,28 @@ fn bench_type<T: Float>(criterion: &mut Criterion, group_name: &str) {
                     pool.install(|| {
                         bench.iter(|| {
                             gemm(
-                                Transpose::No,
-                                Transpose::No,
-                                m,
-                                n,
-                                k,
                                 T::ONE,
-                                black_box(&a),
-                                k,
-                                black_box(&b),
-                                n,
+                                MatRef::new(black_box(&a), m, k),
+                                MatRef::new(black_box(&b), k, n),
                                 T::ZERO,
-                                &mut c,
-                                n,
+                                MatMut::new(&mut c, m, n),
                             )
                         })
                     })
                 },
             );
         }
-        if kernel_variant() != KernelVariant::Avx2 {
+        if kernel_variant() != KernelVariant::Portable {
             group.bench_function(BenchmarkId::new("ours-avx2/1t", &shape), |bench| {
                 pools[0].1.install(|| {
-                    with_kernel_variant(KernelVariant::Avx2, || {
+                    with_kernel_variant(KernelVariant::Portable, || {
                         bench.iter(|| {
                             gemm(
-                                Transpose::No,
-                                Transpose::No,
-                                m,
-                                n,
-                                k,
                                 T::ONE,
-                                black_box(&a),
-                                k,
-                                black_box(&b),
-                                n,
+                                MatRef::new(black_box(&a), m, k),
+                                MatRef::new(black_box(&b), k, n),
                                 T::ZERO,
-                                &mut c,
-                                n,
+                                MatMut::new(&mut c, m, n),
                             )
                         })
                     })
@@ -127,17 +111,9 @@ fn bench_type<T: Float>(criterion: &mut Criterion, group_name: &str) {
         group.bench_function(BenchmarkId::new("matrixmultiply/1t", &shape), |bench| {
             bench.iter(|| {
                 matrixmultiply_gemm(
-                    Transpose::No,
-                    Transpose::No,
-                    m,
-                    n,
-                    k,
-                    black_box(&a),
-                    k,
-                    black_box(&b),
-                    n,
-                    &mut c,
-                    n,
+                    MatRef::new(black_box(&a), m, k),
+                    MatRef::new(black_box(&b), k, n),
+                    MatMut::new(&mut c, m, n),
                 )
             })
         });
@@ -215,19 +191,11 @@ fn direct(criterion: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         let run = |c: &mut [f32]| {
             gemm(
-                ta,
-                tb,
-                m,
-                n,
-                k,
                 1.0,
-                black_box(&a),
-                lda,
-                black_box(&b),
-                ldb,
+                MatRef::op_with_ld(ta, black_box(&a), m, k, lda),
+                MatRef::op_with_ld(tb, black_box(&b), k, n, ldb),
                 0.0,
-                c,
-                n,
+                MatMut::new(c, m, n),
             )
         };
         for (name, path) in [
@@ -252,7 +220,11 @@ fn direct(criterion: &mut Criterion) {
         group.bench_function(BenchmarkId::new("matrixmultiply", &shape), |bench| {
             bench.iter(|| {
                 let (a, b) = (black_box(&a), black_box(&b));
-                matrixmultiply_gemm(ta, tb, m, n, k, a, lda, b, ldb, &mut c, n)
+                matrixmultiply_gemm(
+                    MatRef::op_with_ld(ta, a, m, k, lda),
+                    MatRef::op_with_ld(tb, b, k, n, ldb),
+                    MatMut::new(&mut c, m, n),
+                )
             })
         });
     }

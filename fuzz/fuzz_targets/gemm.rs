@@ -15,7 +15,7 @@
 
 use arbitrary::Arbitrary;
 use benign_kernels::gemm::{blocking, kernel_variant, DIRECT_MAX_MULADDS};
-use benign_kernels::{gemm, reference, Float, Transpose};
+use benign_kernels::{gemm, reference, Float, Transpose, MatMut, MatRef};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -105,55 +105,13 @@ fn check<T: Float>(input: &Input) {
     }
     let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
     let mut got = cast(&c);
-    gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        T::from_f64(alpha),
-        &cast(&a),
-        lda,
-        &cast(&b),
-        ldb,
-        T::from_f64(beta),
-        &mut got,
-        ldc,
-    );
+    gemm(T::from_f64(alpha), MatRef::op_with_ld(ta, &cast(&a), m, k, lda), MatRef::op_with_ld(tb, &cast(&b), k, n, ldb), T::from_f64(beta), MatMut::with_ld(&mut got, m, n, ldc));
 
     let mut expected = c.clone();
-    reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        alpha,
-        &a,
-        lda,
-        &b,
-        ldb,
-        beta,
-        &mut expected,
-        ldc,
-    );
+    reference::gemm(alpha, MatRef::op_with_ld(ta, &a, m, k, lda), MatRef::op_with_ld(tb, &b, k, n, ldb), beta, MatMut::with_ld(&mut expected, m, n, ldc));
     let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<f64>>();
     let mut magnitude = vec![0.0; m * ldc];
-    reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        1.0,
-        &abs(&a),
-        lda,
-        &abs(&b),
-        ldb,
-        0.0,
-        &mut magnitude,
-        ldc,
-    );
+    reference::gemm(1.0, MatRef::op_with_ld(ta, &abs(&a), m, k, lda), MatRef::op_with_ld(tb, &abs(&b), k, n, ldb), 0.0, MatMut::with_ld(&mut magnitude, m, n, ldc));
     let tol = 2.0 * (k + 2) as f64 * T::EPSILON.to_f64();
     for i in 0..m {
         for j in 0..ldc {

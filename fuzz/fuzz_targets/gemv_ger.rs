@@ -3,7 +3,7 @@
 //! shapes, leading dimensions and alpha / beta (including 0: y must not be read then).
 
 use arbitrary::Arbitrary;
-use benign_kernels::{reference, Float, Transpose};
+use benign_kernels::{reference, Float, Transpose, MatMut, MatRef};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -50,33 +50,13 @@ fn run<T: Float>(input: &Input) {
     if beta == 0.0 {
         yt.iter_mut().for_each(|v| *v = T::from_f64(f64::NAN));
     }
-    benign_kernels::gemv(
-        ta,
-        m,
-        n,
-        T::from_f64(alpha),
-        &at,
-        lda,
-        &xt,
-        T::from_f64(beta),
-        &mut yt,
-    );
+    benign_kernels::gemv(T::from_f64(alpha), MatRef::with_ld(&at, m, n, lda).op(ta), &xt, T::from_f64(beta), &mut yt);
     let mut want = y0.clone();
-    reference::gemv(ta, m, n, alpha, &a, lda, &x, beta, &mut want);
+    reference::gemv(alpha, MatRef::with_ld(&a, m, n, lda).op(ta), &x, beta, &mut want);
     let abs_a: Vec<f64> = a.iter().map(|v| v.abs()).collect();
     let abs_x: Vec<f64> = x.iter().map(|v| v.abs()).collect();
     let mut scale: Vec<f64> = y0.iter().map(|v| v.abs()).collect();
-    reference::gemv(
-        ta,
-        m,
-        n,
-        alpha.abs(),
-        &abs_a,
-        lda,
-        &abs_x,
-        beta.abs(),
-        &mut scale,
-    );
+    reference::gemv(alpha.abs(), MatRef::with_ld(&abs_a, m, n, lda).op(ta), &abs_x, beta.abs(), &mut scale);
     let eps = T::EPSILON.to_f64();
     for (i, (&g, &w)) in yt.iter().zip(&want).enumerate() {
         let tol = (k as f64 + 4.0) * eps * scale[i] + 1e-300;
@@ -89,17 +69,9 @@ fn run<T: Float>(input: &Input) {
 
     let mut ag = at.clone();
     let (xg, yg) = (take(m), take(n));
-    benign_kernels::ger(
-        m,
-        n,
-        T::from_f64(alpha),
-        &to_t(&xg),
-        &to_t(&yg),
-        &mut ag,
-        lda,
-    );
+    benign_kernels::ger(T::from_f64(alpha), &to_t(&xg), &to_t(&yg), MatMut::with_ld(&mut ag, m, n, lda));
     let mut want = a.clone();
-    reference::ger(m, n, alpha, &xg, &yg, &mut want, lda);
+    reference::ger(alpha, &xg, &yg, MatMut::with_ld(&mut want, m, n, lda));
     for (p, (&g, &w)) in ag.iter().zip(&want).enumerate() {
         let tol = 3.0 * eps * (a[p].abs() + (w - a[p]).abs()) + 1e-300;
         assert!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use benign_kernels::{
     attention_backward, attention_forward, gemm, softmax_rows, softmax_rows_backward,
-    AttentionShape, Transpose,
+    AttentionShape, MatMut, MatRef,
 };
 
 /// Forward by GEMM calls: per (sample, head) `Z = s Q K^T`, softmax, `C = P V`.
@@ -34,36 +34,20 @@ fn forward_by_gemm(
             let q = b * seq * 3 * d + h * dh;
             let (k, v) = (q + d, q + 2 * d);
             gemm(
-                Transpose::No,
-                Transpose::Yes,
-                seq,
-                seq,
-                dh,
                 scale,
-                &qkv[q..],
-                3 * d,
-                &qkv[k..],
-                3 * d,
+                MatRef::with_ld(&qkv[q..], seq, dh, 3 * d),
+                MatRef::with_ld(&qkv[k..], seq, dh, 3 * d).transpose(),
                 0.0,
-                &mut scores,
-                seq,
+                MatMut::new(&mut scores, seq, seq),
             );
             let p = &mut probs[(b * heads + h) * seq * seq..][..seq * seq];
             softmax_rows(seq, &scores, p);
             gemm(
-                Transpose::No,
-                Transpose::No,
-                seq,
-                dh,
-                seq,
                 1.0,
-                p,
-                seq,
-                &qkv[v..],
-                3 * d,
+                MatRef::new(p, seq, seq),
+                MatRef::with_ld(&qkv[v..], seq, dh, 3 * d),
                 0.0,
-                &mut ctx[b * seq * d + h * dh..],
-                d,
+                MatMut::with_ld(&mut ctx[b * seq * d + h * dh..], seq, dh, d),
             );
         }
     }
@@ -93,65 +77,33 @@ fn backward_by_gemm(
             let (k, v, c) = (q + d, q + 2 * d, b * seq * d + h * dh);
             let p = &probs[(b * heads + h) * seq * seq..][..seq * seq];
             gemm(
-                Transpose::No,
-                Transpose::Yes,
-                seq,
-                seq,
-                dh,
                 1.0,
-                &dctx[c..],
-                d,
-                &qkv[v..],
-                3 * d,
+                MatRef::with_ld(&dctx[c..], seq, dh, d),
+                MatRef::with_ld(&qkv[v..], seq, dh, 3 * d).transpose(),
                 0.0,
-                &mut dp,
-                seq,
+                MatMut::new(&mut dp, seq, seq),
             );
             gemm(
-                Transpose::Yes,
-                Transpose::No,
-                seq,
-                dh,
-                seq,
                 1.0,
-                p,
-                seq,
-                &dctx[c..],
-                d,
+                MatRef::new(p, seq, seq).transpose(),
+                MatRef::with_ld(&dctx[c..], seq, dh, d),
                 0.0,
-                &mut dqkv[v..],
-                3 * d,
+                MatMut::with_ld(&mut dqkv[v..], seq, dh, 3 * d),
             );
             softmax_rows_backward(seq, p, &dp, &mut dz);
             gemm(
-                Transpose::No,
-                Transpose::No,
-                seq,
-                dh,
-                seq,
                 scale,
-                &dz,
-                seq,
-                &qkv[k..],
-                3 * d,
+                MatRef::new(&dz, seq, seq),
+                MatRef::with_ld(&qkv[k..], seq, dh, 3 * d),
                 0.0,
-                &mut dqkv[q..],
-                3 * d,
+                MatMut::with_ld(&mut dqkv[q..], seq, dh, 3 * d),
             );
             gemm(
-                Transpose::Yes,
-                Transpose::No,
-                seq,
-                dh,
-                seq,
                 scale,
-                &dz,
-                seq,
-                &qkv[q..],
-                3 * d,
+                MatRef::new(&dz, seq, seq).transpose(),
+                MatRef::with_ld(&qkv[q..], seq, dh, 3 * d),
                 0.0,
-                &mut dqkv[k..],
-                3 * d,
+                MatMut::with_ld(&mut dqkv[k..], seq, dh, 3 * d),
             );
         }
     }

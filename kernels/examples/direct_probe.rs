@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use benign_kernels::gemm::{with_gemm_path, GemmPath};
 use benign_kernels::probe::matrixmultiply_gemm;
-use benign_kernels::{gemm, Transpose};
+use benign_kernels::{gemm, MatMut, MatRef, Transpose};
 
 fn parse(spec: &str) -> (usize, usize, usize, Transpose, Transpose) {
     let (dims, trans) = spec.split_once('-').unwrap_or((spec, "NN"));
@@ -81,34 +81,18 @@ fn main() {
                                 };
                                 with_gemm_path(path, || {
                                     gemm(
-                                        ta,
-                                        tb,
-                                        m,
-                                        n,
-                                        k,
                                         1.0,
-                                        black_box(&a),
-                                        lda,
-                                        black_box(&b),
-                                        ldb,
+                                        MatRef::op_with_ld(ta, black_box(&a), m, k, lda),
+                                        MatRef::op_with_ld(tb, black_box(&b), k, n, ldb),
                                         0.0,
-                                        &mut c,
-                                        n,
+                                        MatMut::new(&mut c, m, n),
                                     )
                                 })
                             }
                             _ => matrixmultiply_gemm(
-                                ta,
-                                tb,
-                                m,
-                                n,
-                                k,
-                                black_box(&a),
-                                lda,
-                                black_box(&b),
-                                ldb,
-                                &mut c,
-                                n,
+                                MatRef::op_with_ld(ta, black_box(&a), m, k, lda),
+                                MatRef::op_with_ld(tb, black_box(&b), k, n, ldb),
+                                MatMut::new(&mut c, m, n),
                             ),
                         }
                     }

@@ -14,7 +14,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use benign_kernels::{gemm, Float, Transpose};
+use benign_kernels::{gemm, Float, MatMut, MatRef, Transpose};
 
 /// Deterministic values in [-1, 1) (no RNG needed for timing).
 fn filled<T: Float>(len: usize, seed: u64) -> Vec<T> {
@@ -70,19 +70,11 @@ fn time_shape<T: Float>(m: usize, n: usize, k: usize, rounds: usize) {
             let seconds = timed(|| {
                 for _ in 0..repeats {
                     gemm(
-                        ta,
-                        tb,
-                        m,
-                        n,
-                        k,
                         T::ONE,
-                        black_box(&a),
-                        lda,
-                        black_box(&b),
-                        ldb,
+                        MatRef::op_with_ld(ta, black_box(&a), m, k, lda),
+                        MatRef::op_with_ld(tb, black_box(&b), k, n, ldb),
                         T::ZERO,
-                        &mut c,
-                        n,
+                        MatMut::new(&mut c, m, n),
                     );
                 }
             });

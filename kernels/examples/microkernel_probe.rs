@@ -10,8 +10,9 @@
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    use benign_kernels::gemm::avx512_tile_f32 as tile;
+    use benign_kernels::gemm::{Avx512, GemmKernel};
     use benign_kernels::probe;
+    use benign_kernels::MatMut;
     use std::hint::black_box;
     use std::time::{Duration, Instant};
 
@@ -51,16 +52,14 @@ fn main() {
                     (ir * mr, 0)
                 };
                 let b_panel = &b[if b_cycles { jr } else { 0 } * kc * nr..];
-                tile(
+                let c_tile = MatMut::with_ld(&mut c[row * ldc + col..], mr, nr, ldc);
+                <Avx512 as GemmKernel<f32>>::tile(
                     kc,
                     &a[ir * kc * mr..],
                     b_panel,
                     1.0,
                     1.0,
-                    &mut c[row * ldc + col..],
-                    ldc,
-                    mr,
-                    nr,
+                    c_tile,
                 );
             }
             best = best.min(start.elapsed().as_secs_f64());

@@ -536,19 +536,26 @@ impl<V: Lanes> Sink<V> for HeadColumns<'_, V> {
     }
 }
 
+/// The two factors of a [`product`] over depth `k`: `A(r, t)` is `a[r lda + t]`, or
+/// `a[t lda + r]` when the product is `A_TRANSPOSED`, and `B[t, j]` is `b[t ldb + j]`.
+#[derive(Clone, Copy)]
+struct Factors<'a, E> {
+    a: &'a [E],
+    lda: usize,
+    b: &'a [E],
+    ldb: usize,
+    k: usize,
+}
+
 /// The tiles of `R` rows starting at row `r` of [`product`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn row_tiles<V: Lanes, const R: usize, const A_TRANSPOSED: bool>(
     r: usize,
     vecs: usize,
-    k: usize,
-    a: &[V::E],
-    lda: usize,
-    b: &[V::E],
-    ldb: usize,
+    factors: Factors<'_, V::E>,
     sink: &mut impl Sink<V>,
 ) {
+    let Factors { a, lda, b, ldb, k } = factors;
     let l = V::LANES;
     let a = if A_TRANSPOSED { &a[r..] } else { &a[r * lda..] };
     let mut c = 0;
@@ -570,28 +577,23 @@ fn row_tiles<V: Lanes, const R: usize, const A_TRANSPOSED: bool>(
 }
 
 /// `sink.put(r, c, v)` with `v = sum_t A(r, t) B[t, c L .. (c + 1) L]` for every row `r < m`
-/// and vector `c < vecs` (A and B as in [`tile`]), tile by tile.
+/// and vector `c < vecs` (A and B as in [`Factors`]), tile by tile.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn product<V: Lanes, const A_TRANSPOSED: bool>(
     m: usize,
     vecs: usize,
-    k: usize,
-    a: &[V::E],
-    lda: usize,
-    b: &[V::E],
-    ldb: usize,
+    factors: Factors<'_, V::E>,
     mut sink: impl Sink<V>,
 ) {
     let mut r = 0;
     while r + TILE_ROWS <= m {
-        row_tiles::<V, TILE_ROWS, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink);
+        row_tiles::<V, TILE_ROWS, A_TRANSPOSED>(r, vecs, factors, &mut sink);
         r += TILE_ROWS;
     }
     match m - r {
-        3 => row_tiles::<V, 3, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink),
-        2 => row_tiles::<V, 2, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink),
-        1 => row_tiles::<V, 1, A_TRANSPOSED>(r, vecs, k, a, lda, b, ldb, &mut sink),
+        3 => row_tiles::<V, 3, A_TRANSPOSED>(r, vecs, factors, &mut sink),
+        2 => row_tiles::<V, 2, A_TRANSPOSED>(r, vecs, factors, &mut sink),
+        1 => row_tiles::<V, 1, A_TRANSPOSED>(r, vecs, factors, &mut sink),
         _ => {}
     }
 }
@@ -764,7 +766,18 @@ pub(crate) fn forward_sample<V: Lanes>(
             ld: sp,
             masked: Some((scale_v, &ws.mask)),
         };
-        product::<V, false>(seq, sp / l, dh, q, ld, &ws.transposed, sp, scores);
+        product::<V, false>(
+            seq,
+            sp / l,
+            Factors {
+                a: q,
+                lda: ld,
+                b: &ws.transposed,
+                ldb: sp,
+                k: dh,
+            },
+            scores,
+        );
         for (padded, out) in ws
             .probs
             .chunks_exact_mut(sp)
@@ -779,7 +792,18 @@ pub(crate) fn forward_sample<V: Lanes>(
             dh,
             beta: V::E::ZERO,
         };
-        product::<V, false>(seq, dp / l, seq, head_probs, seq, values, ldv, out);
+        product::<V, false>(
+            seq,
+            dp / l,
+            Factors {
+                a: head_probs,
+                lda: seq,
+                b: values,
+                ldb: ldv,
+                k: seq,
+            },
+            out,
+        );
     }
 }
 
@@ -867,7 +891,18 @@ pub(crate) fn backward_sample<V: Lanes>(
             ld: sp,
             masked: None,
         };
-        product::<V, false>(seq, sp / l, dh, g, d, &ws.transposed, sp, dp_panel);
+        product::<V, false>(
+            seq,
+            sp / l,
+            Factors {
+                a: g,
+                lda: d,
+                b: &ws.transposed,
+                ldb: sp,
+                k: dh,
+            },
+            dp_panel,
+        );
         // dZ = s P (dP - <P, dP>) row by row (0 on padding keys, where P is 0).
         for (dz, p) in ws
             .dscores
@@ -890,14 +925,47 @@ pub(crate) fn backward_sample<V: Lanes>(
         // dQ = dZ K
         let out = &mut dqkv[h * dh..];
         let dq = HeadColumns { out, ld, dh, beta };
-        product::<V, false>(seq, dp / l, seq, dscores, sp, keys, ldk, dq);
+        product::<V, false>(
+            seq,
+            dp / l,
+            Factors {
+                a: dscores,
+                lda: sp,
+                b: keys,
+                ldb: ldk,
+                k: seq,
+            },
+            dq,
+        );
         // dK = dZ^T Q
         let out = &mut dqkv[d + h * dh..];
         let dk = HeadColumns { out, ld, dh, beta };
-        product::<V, true>(seq, dp / l, seq, dscores, sp, queries, ldq, dk);
+        product::<V, true>(
+            seq,
+            dp / l,
+            Factors {
+                a: dscores,
+                lda: sp,
+                b: queries,
+                ldb: ldq,
+                k: seq,
+            },
+            dk,
+        );
         // dV = P^T G
         let out = &mut dqkv[2 * d + h * dh..];
         let dv = HeadColumns { out, ld, dh, beta };
-        product::<V, true>(seq, dp / l, seq, head_probs, seq, grads, ldg, dv);
+        product::<V, true>(
+            seq,
+            dp / l,
+            Factors {
+                a: head_probs,
+                lda: seq,
+                b: grads,
+                ldb: ldg,
+                k: seq,
+            },
+            dv,
+        );
     }
 }

@@ -75,25 +75,6 @@ pub trait Float:
     fn is_finite(self) -> bool;
     /// Is NaN.
     fn is_nan(self) -> bool;
-
-    /// Routes [`crate::gemm`] to the SIMD GEMM of this element type (not part of the API).
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_dispatch(
-        ta: crate::Transpose,
-        tb: crate::Transpose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: Self,
-        a: &[Self],
-        lda: usize,
-        b: &[Self],
-        ldb: usize,
-        beta: Self,
-        c: &mut [Self],
-        ldc: usize,
-    );
 }
 
 macro_rules! impl_float {
@@ -161,30 +142,6 @@ macro_rules! impl_float {
             #[inline(always)]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
-            }
-            // Not `#[inline]`: the GEMM below it is generic, and an inlinable dispatch made every
-            // crate calling `gemm` compile its own copy of the whole packed and direct paths
-            // (about 90 s of release build per test or example binary). Out of line, it is
-            // compiled once, here.
-            #[inline(never)]
-            fn gemm_dispatch(
-                ta: crate::Transpose,
-                tb: crate::Transpose,
-                m: usize,
-                n: usize,
-                k: usize,
-                alpha: Self,
-                a: &[Self],
-                lda: usize,
-                b: &[Self],
-                ldb: usize,
-                beta: Self,
-                c: &mut [Self],
-                ldc: usize,
-            ) {
-                crate::gemm::gemm_packed::<$t>(
-                    ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-                );
             }
         }
     };

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::simd::{cast, cast_mut, dispatch, same, Simd};
 use crate::threading;
-use crate::{Float, Transpose};
+use crate::{Float, MatMut, MatRef, Transpose};
 
 /// Rows that share each load of `x` in GEMV `No` / each accumulator pass in GEMV `Yes`.
 const ROW_GROUP: usize = 4;
@@ -30,37 +30,21 @@ const YES_BLOCK_BYTES: usize = 32 * 1024;
 /// `threading::cols_per_chunk`).
 const YES_MIN_TASK_COLS: usize = 1024;
 
-/// `y <- alpha op(A) x + beta y` with A stored m x n (leading dimension lda).
-/// `ta == No`: x has n entries and y has m; `ta == Yes`: x has m entries and y has n.
+/// `y <- alpha op(A) x + beta y`: x has `op(A).cols()` entries and y has `op(A).rows()`.
 /// `beta == 0` never reads y.
-#[allow(clippy::too_many_arguments)]
-pub fn gemv<T: Float>(
-    ta: Transpose,
-    m: usize,
-    n: usize,
-    alpha: T,
-    a: &[T],
-    lda: usize,
-    x: &[T],
-    beta: T,
-    y: &mut [T],
-) {
-    let (x_len, y_len) = match ta {
-        Transpose::No => (n, m),
-        Transpose::Yes => (m, n),
-    };
-    let x = &x[..x_len];
-    let y = &mut y[..y_len];
-    if m > 0 && n > 0 {
-        assert!(lda >= n, "gemv: lda = {lda} < n = {n}");
-        assert!(a.len() >= (m - 1) * lda + n, "gemv: A slice too short");
-    }
+///
+/// # Panics
+///
+/// If x or y is shorter than that.
+pub fn gemv<T: Float>(alpha: T, a: MatRef<'_, T>, x: &[T], beta: T, y: &mut [T]) {
+    let x = &x[..a.cols()];
+    let y = &mut y[..a.rows()];
     dispatch!(T, S => {
-        let (a, x, y): (&[S], &[S], &mut [S]) = (cast(a), cast(x), cast_mut(y));
+        let (a, x, y): (MatRef<'_, S>, &[S], &mut [S]) = (a.cast(), cast(x), cast_mut(y));
         let (alpha, beta): (S, S) = (same(alpha), same(beta));
-        match ta {
-            Transpose::No => gemv_no::<S>(m, n, alpha, a, lda, x, beta, y),
-            Transpose::Yes => gemv_yes::<S>(m, n, alpha, a, lda, x, beta, y),
+        match a.trans() {
+            Transpose::No => gemv_no::<S>(alpha, a, x, beta, y),
+            Transpose::Yes => gemv_yes::<S>(alpha, a, x, beta, y),
         }
     })
 }
@@ -72,17 +56,9 @@ fn finish<S: Simd>(alpha: S, acc: S, beta: S, y: &mut S) {
     *y = alpha * acc + old;
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gemv_no<S: Simd>(
-    m: usize,
-    n: usize,
-    alpha: S,
-    a: &[S],
-    lda: usize,
-    x: &[S],
-    beta: S,
-    y: &mut [S],
-) {
+/// [`gemv`] with `a` used as stored.
+fn gemv_no<S: Simd>(alpha: S, a: MatRef<'_, S>, x: &[S], beta: S, y: &mut [S]) {
+    let (m, n, lda, a) = (a.stored_rows(), a.stored_cols(), a.ld(), a.data());
     let block = |row0: usize, y: &mut [S]| {
         let mut groups = y.chunks_exact_mut(ROW_GROUP);
         let mut r = row0;
@@ -153,17 +129,9 @@ fn rows_dot<S: Simd, const R: usize>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gemv_yes<S: Simd>(
-    m: usize,
-    n: usize,
-    alpha: S,
-    a: &[S],
-    lda: usize,
-    x: &[S],
-    beta: S,
-    y: &mut [S],
-) {
+/// [`gemv`] with `a` used transposed.
+fn gemv_yes<S: Simd>(alpha: S, a: MatRef<'_, S>, x: &[S], beta: S, y: &mut [S]) {
+    let (m, n, lda, a) = (a.stored_rows(), a.stored_cols(), a.ld(), a.data());
     // Column block of y accumulated in L1; a multiple of 64 so only the last block of the whole
     // matrix has a scalar tail.
     let jb = (YES_BLOCK_BYTES / std::mem::size_of::<S>() / 64).max(1) * 64;
@@ -234,15 +202,18 @@ fn axpy_rows<S: Simd, const R: usize>(
     }
 }
 
-/// `A <- A + alpha x y^T`, A m x n (leading dimension lda), x m entries, y n entries.
+/// `A <- A + alpha x y^T`, x `A.rows()` entries, y `A.cols()` entries.
 /// Row i is updated as `A_ij <- fma(alpha x_i, y_j, A_ij)`.
-pub fn ger<T: Float>(m: usize, n: usize, alpha: T, x: &[T], y: &[T], a: &mut [T], lda: usize) {
+///
+/// # Panics
+///
+/// If x or y is shorter than that.
+pub fn ger<T: Float>(alpha: T, x: &[T], y: &[T], a: MatMut<'_, T>) {
+    let (m, n, lda) = (a.rows(), a.cols(), a.ld());
     if m == 0 || n == 0 {
         return;
     }
-    assert!(lda >= n, "ger: lda = {lda} < n = {n}");
-    assert!(a.len() >= (m - 1) * lda + n, "ger: A slice too short");
-    let (x, y) = (&x[..m], &y[..n]);
+    let (x, y, a) = (&x[..m], &y[..n], a.into_data());
     dispatch!(T, S => {
         let (x, y, a): (&[S], &[S], &mut [S]) = (cast(x), cast(y), cast_mut(a));
         let alpha: S = same(alpha);
@@ -265,21 +236,12 @@ pub fn ger<T: Float>(m: usize, n: usize, alpha: T, x: &[T], y: &[T], a: &mut [T]
 
 /// [`ger`] (the same values) that also returns whether every updated entry of A is finite,
 /// checked in the same pass ([`crate::level1::axpy_finite`]).
-pub fn ger_finite<T: Float>(
-    m: usize,
-    n: usize,
-    alpha: T,
-    x: &[T],
-    y: &[T],
-    a: &mut [T],
-    lda: usize,
-) -> bool {
+pub fn ger_finite<T: Float>(alpha: T, x: &[T], y: &[T], a: MatMut<'_, T>) -> bool {
+    let (m, n, lda) = (a.rows(), a.cols(), a.ld());
     if m == 0 || n == 0 {
         return true;
     }
-    assert!(lda >= n, "ger: lda = {lda} < n = {n}");
-    assert!(a.len() >= (m - 1) * lda + n, "ger: A slice too short");
-    let (x, y) = (&x[..m], &y[..n]);
+    let (x, y, a) = (&x[..m], &y[..n], a.into_data());
     dispatch!(T, S => {
         let (x, y, a): (&[S], &[S], &mut [S]) = (cast(x), cast(y), cast_mut(a));
         let alpha: S = same(alpha);

@@ -4,8 +4,10 @@
 //!
 //! - Matrices are **row-major** with an explicit leading dimension: element `(i, j)` of a matrix
 //!   `A` with leading dimension `lda` is `a[i * lda + j]`, and `lda >= cols` (any `lda` is fine
-//!   when the matrix has zero rows or columns). Slices must be long enough to hold every element
-//!   addressed; a too-short slice panics (it is a programming error, never silent).
+//!   when the matrix has zero rows or columns). The matrix kernels take them as views
+//!   ([`MatRef`], [`MatMut`]: the slice with its shape, leading dimension and, for operands,
+//!   whether it is used transposed), checked when made: a too-short slice or a product of
+//!   disagreeing shapes panics (it is a programming error, never silent).
 //! - Output elements are computed with a **fixed reduction order** that depends only on the
 //!   shapes, never on the number of threads: results are bit-identical for any rayon pool size.
 //! - When a kernel has a `beta` and `beta == 0`, its output is **never read**: NaN or garbage
@@ -28,6 +30,7 @@ pub mod float;
 pub mod gemm;
 pub mod level1;
 pub mod level2;
+pub mod matrix;
 pub mod norm;
 pub mod probe;
 pub mod reference;
@@ -39,9 +42,10 @@ pub mod threading;
 pub use activation::{gelu, gelu_backward, gelu_with_derivative};
 pub use attention::{attention_backward, attention_forward, AttentionShape};
 pub use float::Float;
-pub use gemm::{gemm, Transpose};
+pub use gemm::gemm;
 pub use level1::{axpy, axpy_finite, col_sums, dot, row_sums, scale, sum};
 pub use level2::{gemv, ger, ger_finite};
+pub use matrix::{MatMut, MatRef, Transpose};
 pub use norm::{layer_norm, layer_norm_backward};
 pub use softmax::{
     log_softmax_rows, log_softmax_rows_backward, logistic_loss, logistic_loss_derivative,

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use wide::{f32x8, f64x4};
 
-use crate::gemm::check_operand;
-use crate::simd::{cast, cast_mut, precision, Precision};
-use crate::{Float, Transpose};
+use crate::gemm::check_shapes;
+use crate::simd::{precision, Precision};
+use crate::{Float, MatMut, MatRef, Transpose};
 
 /// How many timed repetitions each probe runs (the best one is reported).
 const REPETITIONS: u32 = 3;
@@ -202,18 +202,18 @@ pub fn fma_peak_gflops_f64_avx512(_duration: Duration) -> Option<f64> {
 
 /// The FMA peak of one core (GFLOP/s, `f32` when `is_f32`, else `f64`) with the vector width
 /// of `variant`'s GEMM microkernels: 512-bit for [`KernelVariant::Avx512`], 256-bit for
-/// [`KernelVariant::Avx2`]. Pass [`crate::gemm::kernel_variant`] for the ceiling of the GEMM
+/// [`KernelVariant::Portable`]. Pass [`crate::gemm::kernel_variant`] for the ceiling of the GEMM
 /// calls of this process.
 ///
 /// [`KernelVariant::Avx512`]: crate::gemm::KernelVariant::Avx512
-/// [`KernelVariant::Avx2`]: crate::gemm::KernelVariant::Avx2
+/// [`KernelVariant::Portable`]: crate::gemm::KernelVariant::Portable
 pub fn gemm_fma_peak_gflops(
     variant: crate::gemm::KernelVariant,
     is_f32: bool,
     duration: Duration,
 ) -> f64 {
     let avx512 = match (variant, is_f32) {
-        (crate::gemm::KernelVariant::Avx2, _) => None,
+        (crate::gemm::KernelVariant::Portable, _) => None,
         (crate::gemm::KernelVariant::Avx512, true) => fma_peak_gflops_f32_avx512(duration),
         (crate::gemm::KernelVariant::Avx512, false) => fma_peak_gflops_f64_avx512(duration),
     };
@@ -311,41 +311,32 @@ macro_rules! matrixmultiply_gemm {
         /// # Panics
         /// If a slice is shorter than its shape requires.
         pub fn $name(m: usize, n: usize, k: usize, a: &[$t], b: &[$t], c: &mut [$t]) {
-            $op_name(Transpose::No, Transpose::No, m, n, k, a, k, b, n, c, n);
+            $op_name(
+                MatRef::new(a, m, k),
+                MatRef::new(b, k, n),
+                MatMut::new(c, m, n),
+            );
         }
 
         /// The general form behind the function of the same name without `op`.
-        #[allow(clippy::too_many_arguments)]
-        fn $op_name(
-            ta: Transpose,
-            tb: Transpose,
-            m: usize,
-            n: usize,
-            k: usize,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-        ) {
-            let (a_rows, a_cols) = if ta == Transpose::No { (m, k) } else { (k, m) };
-            let (b_rows, b_cols) = if tb == Transpose::No { (k, n) } else { (n, k) };
-            check_operand("A", a_rows, a_cols, lda, a.len());
-            check_operand("B", b_rows, b_cols, ldb, b.len());
-            check_operand("C", m, n, ldc, c.len());
+        fn $op_name(a: MatRef<'_, $t>, b: MatRef<'_, $t>, c: MatMut<'_, $t>) {
+            check_shapes(&a, &b, &c);
+            let (m, n, k, ldc) = (a.rows(), b.cols(), a.cols(), c.ld());
             if m == 0 || n == 0 {
                 return;
             }
+            let (ta, lda, a) = (a.trans(), a.ld(), a.data());
+            let (tb, ldb, b) = (b.trans(), b.ld(), b.data());
+            let c = c.into_data();
             let strides = |t: Transpose, ld: usize| match t {
                 Transpose::No => (ld as isize, 1),
                 Transpose::Yes => (1, ld as isize),
             };
             let ((rsa, csa), (rsb, csb)) = (strides(ta, lda), strides(tb, ldb));
-            // SAFETY: the checks above guarantee that every element addressed through these
-            // strides lies inside its slice: op(A) (i, p) is A's stored (i, p) or (p, i), within
-            // the a_rows x a_cols matrix of leading dimension lda that `a` holds; likewise B and
-            // C. `c` is borrowed mutably, so it cannot alias `a` or `b`. With beta = 0
+            // SAFETY: the views were checked when made (each slice holds its stored matrix with
+            // its leading dimension) and `check_shapes` above that the shapes agree, so every
+            // element addressed through these strides lies inside its slice: op(A) (i, p) is A's
+            // stored (i, p) or (p, i); likewise B and C. `c` is borrowed mutably, so it cannot alias `a` or `b`. With beta = 0
             // matrixmultiply does not read C (it may hold anything).
             unsafe {
                 $inner(
@@ -372,53 +363,16 @@ macro_rules! matrixmultiply_gemm {
 matrixmultiply_gemm!(matrixmultiply_sgemm, sgemm_op, f32, matrixmultiply::sgemm);
 matrixmultiply_gemm!(matrixmultiply_dgemm, dgemm_op, f64, matrixmultiply::dgemm);
 
-/// `C <- op(A) op(B)` with `matrixmultiply` (its sgemm or dgemm), the operands stored as for
-/// [`crate::gemm()`] (row-major, `ta`/`tb` and leading dimensions with the same meaning; C is
-/// overwritten, never read): the comparator of benches and probes on any shape the GEMM takes.
+/// `C <- op(A) op(B)` with `matrixmultiply` (its sgemm or dgemm), the operands as for
+/// [`crate::gemm()`] (C is overwritten, never read): the comparator of benches and probes on any
+/// shape the GEMM takes.
 ///
 /// # Panics
-/// If a leading dimension is smaller than the width it strides over, or a slice is too short.
-#[allow(clippy::too_many_arguments)]
-pub fn matrixmultiply_gemm<T: Float>(
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[T],
-    lda: usize,
-    b: &[T],
-    ldb: usize,
-    c: &mut [T],
-    ldc: usize,
-) {
+/// If the shapes of `op(A)`, `op(B)` and C do not agree.
+pub fn matrixmultiply_gemm<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, c: MatMut<'_, T>) {
     match precision::<T>() {
-        Precision::F32 => sgemm_op(
-            ta,
-            tb,
-            m,
-            n,
-            k,
-            cast(a),
-            lda,
-            cast(b),
-            ldb,
-            cast_mut(c),
-            ldc,
-        ),
-        Precision::F64 => dgemm_op(
-            ta,
-            tb,
-            m,
-            n,
-            k,
-            cast(a),
-            lda,
-            cast(b),
-            ldb,
-            cast_mut(c),
-            ldc,
-        ),
+        Precision::F32 => sgemm_op(a.cast(), b.cast(), c.cast()),
+        Precision::F64 => dgemm_op(a.cast(), b.cast(), c.cast()),
     }
 }
 
@@ -495,7 +449,7 @@ mod tests {
     #[test]
     fn gemm_peak_follows_the_kernel_width() {
         use crate::gemm::KernelVariant;
-        let avx2 = gemm_fma_peak_gflops(KernelVariant::Avx2, true, Duration::from_millis(30));
+        let avx2 = gemm_fma_peak_gflops(KernelVariant::Portable, true, Duration::from_millis(30));
         assert!(avx2.is_finite() && avx2 > 0.0);
         // Without AVX-512 the 512-bit request falls back to the 256-bit probe (never panics).
         let avx512 = gemm_fma_peak_gflops(KernelVariant::Avx512, false, Duration::from_millis(30));
@@ -565,15 +519,29 @@ mod tests {
                 let a: Vec<f64> = (0..a_rows * lda).map(|v| (v % 7) as f64 - 2.5).collect();
                 let b: Vec<f64> = (0..b_rows * ldb).map(|v| 1.5 - (v % 5) as f64).collect();
                 let mut want = vec![0.0; m * ldc];
-                crate::reference::gemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut want, ldc);
+                crate::reference::gemm(
+                    1.0,
+                    MatRef::op_with_ld(ta, &a, m, k, lda),
+                    MatRef::op_with_ld(tb, &b, k, n, ldb),
+                    0.0,
+                    MatMut::with_ld(&mut want, m, n, ldc),
+                );
                 let mut c = vec![f64::NAN; m * ldc];
-                matrixmultiply_gemm(ta, tb, m, n, k, &a, lda, &b, ldb, &mut c, ldc);
+                matrixmultiply_gemm(
+                    MatRef::op_with_ld(ta, &a, m, k, lda),
+                    MatRef::op_with_ld(tb, &b, k, n, ldb),
+                    MatMut::with_ld(&mut c, m, n, ldc),
+                );
                 let (af, bf): (Vec<f32>, Vec<f32>) = (
                     a.iter().map(|&v| v as f32).collect(),
                     b.iter().map(|&v| v as f32).collect(),
                 );
                 let mut cf = vec![f32::NAN; m * ldc];
-                matrixmultiply_gemm(ta, tb, m, n, k, &af, lda, &bf, ldb, &mut cf, ldc);
+                matrixmultiply_gemm(
+                    MatRef::op_with_ld(ta, &af, m, k, lda),
+                    MatRef::op_with_ld(tb, &bf, k, n, ldb),
+                    MatMut::with_ld(&mut cf, m, n, ldc),
+                );
                 for i in 0..m {
                     for j in 0..n {
                         let w = want[i * ldc + j];

@@ -7,39 +7,19 @@
 // Index loops mirror the math notation; that is the point of a reference.
 #![allow(clippy::needless_range_loop)]
 
-use crate::gemm::Transpose;
-
-#[inline]
-fn at(t: Transpose, m: &[f64], ld: usize, i: usize, j: usize) -> f64 {
-    match t {
-        Transpose::No => m[i * ld + j],
-        Transpose::Yes => m[j * ld + i],
-    }
-}
+use crate::{MatMut, MatRef};
 
 /// `C <- alpha op(A) op(B) + beta C`, with `op(A)` m x k and `op(B)` k x n. `beta == 0` never
 /// reads C.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f64,
-    a: &[f64],
-    lda: usize,
-    b: &[f64],
-    ldb: usize,
-    beta: f64,
-    c: &mut [f64],
-    ldc: usize,
-) {
+pub fn gemm(alpha: f64, a: MatRef<'_, f64>, b: MatRef<'_, f64>, beta: f64, c: MatMut<'_, f64>) {
+    crate::gemm::check_shapes(&a, &b, &c);
+    let (m, n, k, ldc) = (a.rows(), b.cols(), a.cols(), c.ld());
+    let c = c.into_data();
     for i in 0..m {
         for j in 0..n {
             let mut acc = 0.0;
             for p in 0..k {
-                acc += at(ta, a, lda, i, p) * at(tb, b, ldb, p, j);
+                acc += a.at(i, p) * b.at(p, j);
             }
             let old = if beta == 0.0 {
                 0.0
@@ -51,36 +31,23 @@ pub fn gemm(
     }
 }
 
-/// `y <- alpha op(A) x + beta y` with A stored m x n. `op = No`: x has n entries, y has m;
-/// `op = Yes`: x has m entries, y has n. `beta == 0` never reads y.
-#[allow(clippy::too_many_arguments)]
-pub fn gemv(
-    ta: Transpose,
-    m: usize,
-    n: usize,
-    alpha: f64,
-    a: &[f64],
-    lda: usize,
-    x: &[f64],
-    beta: f64,
-    y: &mut [f64],
-) {
-    let (rows, inner) = match ta {
-        Transpose::No => (m, n),
-        Transpose::Yes => (n, m),
-    };
-    for i in 0..rows {
+/// `y <- alpha op(A) x + beta y`: x has `op(A).cols()` entries, y `op(A).rows()`.
+/// `beta == 0` never reads y.
+pub fn gemv(alpha: f64, a: MatRef<'_, f64>, x: &[f64], beta: f64, y: &mut [f64]) {
+    for i in 0..a.rows() {
         let mut acc = 0.0;
-        for p in 0..inner {
-            acc += at(ta, a, lda, i, p) * x[p];
+        for p in 0..a.cols() {
+            acc += a.at(i, p) * x[p];
         }
         let old = if beta == 0.0 { 0.0 } else { beta * y[i] };
         y[i] = alpha * acc + old;
     }
 }
 
-/// `A <- A + alpha x y^T` with A m x n, x m entries, y n entries.
-pub fn ger(m: usize, n: usize, alpha: f64, x: &[f64], y: &[f64], a: &mut [f64], lda: usize) {
+/// `A <- A + alpha x y^T`, x `A.rows()` entries, y `A.cols()` entries.
+pub fn ger(alpha: f64, x: &[f64], y: &[f64], a: MatMut<'_, f64>) {
+    let (m, n, lda) = (a.rows(), a.cols(), a.ld());
+    let a = a.into_data();
     for i in 0..m {
         for j in 0..n {
             a[i * lda + j] += alpha * x[i] * y[j];

@@ -9,7 +9,7 @@
 //! or blocking error (those are O(1) relative). The reference inputs are the same f32 values
 //! widened exactly to f64, so the reference error is negligible.
 
-use benign_kernels::{reference, Float, Transpose};
+use benign_kernels::{reference, Float, MatMut, MatRef, Transpose};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -138,15 +138,13 @@ fn row_and_col_sums_match_reference() {
     check_sums::<f64>(&mut rng, 8192, 65, 65);
 }
 
-#[allow(clippy::too_many_arguments)]
+/// GEMV of an `m x n` matrix stored with leading dimension `lda`, used as `ta` says, against
+/// the f64 reference.
 fn check_gemv<T: Float>(
     rng: &mut ChaCha8Rng,
     ta: Transpose,
-    m: usize,
-    n: usize,
-    lda: usize,
-    alpha: f64,
-    beta: f64,
+    (m, n, lda): (usize, usize, usize),
+    (alpha, beta): (f64, f64),
 ) {
     let a = random::<T>(rng, if m == 0 { 0 } else { (m - 1) * lda + n }, 1.0);
     let (xl, yl) = match ta {
@@ -161,7 +159,13 @@ fn check_gemv<T: Float>(
     }
     let (aw, xw, yw) = (widen(&a), widen(&x), widen(&y));
     let mut want = yw.clone();
-    reference::gemv(ta, m, n, alpha, &aw, lda, &xw, beta, &mut want);
+    reference::gemv(
+        alpha,
+        MatRef::with_ld(&aw, m, n, lda).op(ta),
+        &xw,
+        beta,
+        &mut want,
+    );
     // Scale: the same product on absolute values.
     let abs_a: Vec<f64> = aw.iter().map(|v| v.abs()).collect();
     let abs_x: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
@@ -170,23 +174,15 @@ fn check_gemv<T: Float>(
         .map(|v| if beta == 0.0 { 0.0 } else { v.abs() })
         .collect();
     reference::gemv(
-        ta,
-        m,
-        n,
         alpha.abs(),
-        &abs_a,
-        lda,
+        MatRef::with_ld(&abs_a, m, n, lda).op(ta),
         &abs_x,
         beta.abs(),
         &mut scale,
     );
     benign_kernels::gemv(
-        ta,
-        m,
-        n,
         T::from_f64(alpha),
-        &a,
-        lda,
+        MatRef::with_ld(&a, m, n, lda).op(ta),
         &x,
         T::from_f64(beta),
         &mut y,
@@ -206,8 +202,8 @@ fn gemv_matches_reference_over_awkward_shapes() {
         for &m in &SIZES {
             for &n in &SIZES {
                 for (alpha, beta) in [(1.0, 0.0), (0.0, 1.0), (-0.7, 1.3), (1.0, 1.0), (2.5, 0.0)] {
-                    check_gemv::<f32>(&mut rng, ta, m, n, n + 5, alpha, beta);
-                    check_gemv::<f64>(&mut rng, ta, m, n, n, alpha, beta);
+                    check_gemv::<f32>(&mut rng, ta, (m, n, n + 5), (alpha, beta));
+                    check_gemv::<f64>(&mut rng, ta, (m, n, n), (alpha, beta));
                 }
             }
         }
@@ -220,11 +216,11 @@ fn gemv_matches_reference_on_large_and_threaded_shapes() {
     for ta in [Transpose::No, Transpose::Yes] {
         // Parallel (>= 2^18 multiply-adds), row/column-block edges, L1 y-block edges (Yes:
         // 8192 f32 / 4096 f64 columns per block).
-        check_gemv::<f32>(&mut rng, ta, 2000, 2000, 2000, 0.5, 0.0);
-        check_gemv::<f64>(&mut rng, ta, 2000, 2000, 2003, 1.0, -2.0);
-        check_gemv::<f32>(&mut rng, ta, 8192, 513, 513, 1.0, 1.0);
-        check_gemv::<f64>(&mut rng, ta, 513, 8197, 8200, -1.5, 0.0);
-        check_gemv::<f32>(&mut rng, ta, 65, 8193, 8193, 1.0, 0.0);
+        check_gemv::<f32>(&mut rng, ta, (2000, 2000, 2000), (0.5, 0.0));
+        check_gemv::<f64>(&mut rng, ta, (2000, 2000, 2003), (1.0, -2.0));
+        check_gemv::<f32>(&mut rng, ta, (8192, 513, 513), (1.0, 1.0));
+        check_gemv::<f64>(&mut rng, ta, (513, 8197, 8200), (-1.5, 0.0));
+        check_gemv::<f32>(&mut rng, ta, (65, 8193, 8193), (1.0, 0.0));
     }
 }
 
@@ -234,7 +230,7 @@ fn check_ger<T: Float>(rng: &mut ChaCha8Rng, m: usize, n: usize, lda: usize, alp
     let y = random::<T>(rng, n, 1.0);
     let (xw, yw) = (widen(&x), widen(&y));
     let mut want = widen(&a);
-    reference::ger(m, n, alpha, &xw, &yw, &mut want, lda);
+    reference::ger(alpha, &xw, &yw, MatMut::with_ld(&mut want, m, n, lda));
     let scale: Vec<f64> = (0..a.len())
         .map(|p| {
             let (i, j) = (p / lda.max(1), p % lda.max(1));
@@ -246,7 +242,12 @@ fn check_ger<T: Float>(rng: &mut ChaCha8Rng, m: usize, n: usize, lda: usize, alp
             a[p].to_f64().abs() + prod
         })
         .collect();
-    benign_kernels::ger(m, n, T::from_f64(alpha), &x, &y, &mut a, lda);
+    benign_kernels::ger(
+        T::from_f64(alpha),
+        &x,
+        &y,
+        MatMut::with_ld(&mut a, m, n, lda),
+    );
     assert_close(
         &format!("ger m={m} n={n} lda={lda} alpha={alpha}"),
         &a,
@@ -281,11 +282,22 @@ fn threaded_bits<T: Float>(rng: &mut ChaCha8Rng) {
             let mut out = Vec::new();
             for ta in [Transpose::No, Transpose::Yes] {
                 let mut y = y0.clone();
-                benign_kernels::gemv(ta, m, n, T::ONE, &a, n, &xs, T::from_f64(0.5), &mut y);
+                benign_kernels::gemv(
+                    T::ONE,
+                    MatRef::new(&a, m, n).op(ta),
+                    &xs,
+                    T::from_f64(0.5),
+                    &mut y,
+                );
                 out.extend(bits(&y));
             }
             let mut g = a.clone();
-            benign_kernels::ger(m, n, T::from_f64(0.3), &xs[..m], &xs[..n], &mut g, n);
+            benign_kernels::ger(
+                T::from_f64(0.3),
+                &xs[..m],
+                &xs[..n],
+                MatMut::new(&mut g, m, n),
+            );
             out.extend(bits(&g));
             let mut rs = vec![T::ZERO; m];
             benign_kernels::row_sums(m, n, &a, n, &mut rs);
@@ -323,14 +335,20 @@ fn gemv_beta_zero_ignores_nan_in_y_and_alpha_zero_scales() {
     let a = vec![1.0f32; 9 * 17];
     let x = vec![2.0f32; 17];
     let mut y = vec![f32::NAN; 9];
-    benign_kernels::gemv(Transpose::No, 9, 17, 1.0, &a, 17, &x, 0.0, &mut y);
+    benign_kernels::gemv(1.0, MatRef::new(&a, 9, 17), &x, 0.0, &mut y);
     assert!(y.iter().all(|&v| v == 34.0), "{y:?}");
     let mut y = vec![f32::NAN; 17];
-    benign_kernels::gemv(Transpose::Yes, 9, 17, 1.0, &a, 17, &x[..9], 0.0, &mut y);
+    benign_kernels::gemv(
+        1.0,
+        MatRef::new(&a, 9, 17).transpose(),
+        &x[..9],
+        0.0,
+        &mut y,
+    );
     assert!(y.iter().all(|&v| v == 18.0), "{y:?}");
     let mut y = vec![3.0f64; 9];
     let a64 = vec![1.0f64; 9 * 17];
-    benign_kernels::gemv(Transpose::No, 9, 17, 0.0, &a64, 17, &[1.0; 17], 2.0, &mut y);
+    benign_kernels::gemv(0.0, MatRef::new(&a64, 9, 17), &[1.0; 17], 2.0, &mut y);
     assert!(y.iter().all(|&v| v == 6.0), "{y:?}");
 }
 
@@ -372,22 +390,19 @@ fn finite_checks<T: Float>(rng: &mut ChaCha8Rng) {
         let y = random::<T>(rng, n, 1.0);
         let alpha = T::from_f64(0.3);
         let (mut plain, mut checked) = (a.clone(), a.clone());
-        benign_kernels::ger(m, n, alpha, &x, &y, &mut plain, lda);
+        benign_kernels::ger(alpha, &x, &y, MatMut::with_ld(&mut plain, m, n, lda));
         assert!(benign_kernels::ger_finite(
-            m,
-            n,
             alpha,
             &x,
             &y,
-            &mut checked,
-            lda
+            MatMut::with_ld(&mut checked, m, n, lda)
         ));
         assert_eq!(bits(&plain), bits(&checked));
         for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
             let mut a_bad = a.clone();
             a_bad[i * lda + j] = T::from_f64(f64::NAN);
             assert!(
-                !benign_kernels::ger_finite(m, n, alpha, &x, &y, &mut a_bad, lda),
+                !benign_kernels::ger_finite(alpha, &x, &y, MatMut::with_ld(&mut a_bad, m, n, lda)),
                 "{m} x {n} at ({i}, {j})"
             );
         }
@@ -396,13 +411,10 @@ fn finite_checks<T: Float>(rng: &mut ChaCha8Rng) {
             let mut padded = a.clone();
             padded[n] = T::INFINITY;
             assert!(benign_kernels::ger_finite(
-                m,
-                n,
                 alpha,
                 &x,
                 &y,
-                &mut padded,
-                lda
+                MatMut::with_ld(&mut padded, m, n, lda)
             ));
         }
     }

@@ -13,7 +13,7 @@ mod common;
 use common::{check, check_case, operands, pool, run, Case, Operands, ALPHAS, BETAS, TRANSPOSES};
 
 use benign_kernels::gemm::{blocking, GemmPath, KernelVariant};
-use benign_kernels::{gemm, Float, Transpose};
+use benign_kernels::{gemm, Float, MatMut, MatRef, Transpose};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -348,47 +348,59 @@ fn beta_zero_ignores_c_f64() {
 }
 
 #[test]
-#[should_panic(expected = "leading dimension of A")]
+#[should_panic(expected = "leading dimension 3 is smaller than its 4 columns")]
 fn leading_dimension_too_small_panics() {
     let a = vec![0.0f32; 12];
     let b = vec![0.0f32; 12];
     let mut c = vec![0.0f32; 9];
     gemm(
-        Transpose::No,
-        Transpose::No,
-        3,
-        3,
-        4,
         1.0,
-        &a,
-        3,
-        &b,
-        3,
+        MatRef::with_ld(&a, 3, 4, 3),
+        MatRef::new(&b, 4, 3),
         0.0,
-        &mut c,
-        3,
+        MatMut::new(&mut c, 3, 3),
     );
 }
 
 #[test]
-#[should_panic(expected = "C has 8 elements")]
+#[should_panic(expected = "8 elements, a 3 x 3 matrix with leading dimension 3 needs 9")]
 fn short_output_panics() {
     let a = vec![0.0f64; 12];
     let b = vec![0.0f64; 12];
     let mut c = vec![0.0f64; 8];
     gemm(
-        Transpose::No,
-        Transpose::No,
-        3,
-        3,
-        4,
         1.0,
-        &a,
-        4,
-        &b,
-        3,
+        MatRef::new(&a, 3, 4),
+        MatRef::new(&b, 4, 3),
         0.0,
-        &mut c,
-        3,
+        MatMut::new(&mut c, 3, 3),
+    );
+}
+
+#[test]
+#[should_panic(expected = "op(A) is 3 x 4 but op(B) is 3 x 4: inner dimensions differ")]
+fn disagreeing_inner_dimensions_panic() {
+    let (a, b) = (vec![0.0f32; 12], vec![0.0f32; 12]);
+    let mut c = vec![0.0f32; 16];
+    gemm(
+        1.0,
+        MatRef::new(&a, 3, 4),
+        MatRef::new(&b, 4, 3).transpose(),
+        0.0,
+        MatMut::new(&mut c, 3, 4),
+    );
+}
+
+#[test]
+#[should_panic(expected = "op(A) op(B) is 3 x 3 but C is 3 x 4")]
+fn output_of_the_wrong_shape_panics() {
+    let (a, b) = (vec![0.0f64; 12], vec![0.0f64; 12]);
+    let mut c = vec![0.0f64; 12];
+    gemm(
+        1.0,
+        MatRef::new(&a, 3, 4),
+        MatRef::new(&b, 4, 3),
+        0.0,
+        MatMut::new(&mut c, 3, 4),
     );
 }

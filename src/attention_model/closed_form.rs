@@ -16,7 +16,7 @@
 //!
 //! `W p` is computed first, so a forward pass costs `d^2 + n T d`, not `n T d^2`.
 
-use benign_kernels::{self as kernels, Float, Transpose};
+use benign_kernels::{self as kernels, Float, MatMut, MatRef};
 
 /// Sizes of a batch: `samples` sequences of `tokens` tokens in `R^dim`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,27 +68,19 @@ pub fn forward<T: Float>(
     assert_eq!(tokens.len(), rows * d, "tokens must be (n T) x d");
     assert_eq!(w.len(), d * d, "W must be d x d");
     let mut query = vec![T::ZERO; d];
-    kernels::gemv(Transpose::No, d, d, T::ONE, w, d, p, T::ZERO, &mut query);
+    kernels::gemv(T::ONE, MatRef::new(w, d, d), p, T::ZERO, &mut query);
     let mut logits = vec![T::ZERO; rows];
     kernels::gemv(
-        Transpose::No,
-        rows,
-        d,
         T::ONE,
-        tokens,
-        d,
+        MatRef::new(tokens, rows, d),
         &query,
         T::ZERO,
         &mut logits,
     );
     let mut token_scores = vec![T::ZERO; rows];
     kernels::gemv(
-        Transpose::No,
-        rows,
-        d,
         T::ONE,
-        tokens,
-        d,
+        MatRef::new(tokens, rows, d),
         nu,
         T::ZERO,
         &mut token_scores,
@@ -180,24 +172,16 @@ pub fn closed_form_gradient_from<T: Float>(
     }
     let mut token_direction = vec![T::ZERO; d];
     kernels::gemv(
-        Transpose::Yes,
-        n * t,
-        d,
         T::ONE,
-        tokens,
-        d,
+        MatRef::new(tokens, n * t, d).transpose(),
         &delta,
         T::ZERO,
         &mut token_direction,
     );
     let mut grad_p = vec![T::ZERO; d];
     kernels::gemv(
-        Transpose::Yes,
-        d,
-        d,
         T::ONE,
-        w,
-        d,
+        MatRef::new(w, d, d).transpose(),
         &token_direction,
         T::ZERO,
         &mut grad_p,
@@ -214,7 +198,7 @@ pub fn closed_form_gradient_from<T: Float>(
 pub fn dense_grad_w<T: Float>(token_direction: &[T], p: &[T]) -> Vec<T> {
     let d = p.len();
     let mut grad = vec![T::ZERO; d * d];
-    kernels::ger(d, d, T::ONE, token_direction, p, &mut grad, d);
+    kernels::ger(T::ONE, token_direction, p, MatMut::new(&mut grad, d, d));
     grad
 }
 

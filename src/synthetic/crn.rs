@@ -25,7 +25,7 @@
 
 use std::time::Instant;
 
-use benign_kernels::{self as kernels, Transpose};
+use benign_kernels::{self as kernels, MatMut, MatRef};
 
 use crate::synthetic::data::TestSource;
 use crate::synthetic::data::{
@@ -135,19 +135,11 @@ impl ColumnStartup {
         let project = |tokens: &[f64], out: &mut [f64]| {
             let m = tokens.len() / d;
             kernels::gemm(
-                Transpose::No,
-                Transpose::No,
-                m,
-                width,
-                d,
                 1.0,
-                tokens,
-                d,
-                &projector,
-                width,
+                MatRef::new(tokens, m, d),
+                MatRef::new(&projector, d, width),
                 0.0,
-                out,
-                width,
+                MatMut::new(out, m, width),
             );
         };
         let mut train_rows = vec![0.0; n * t * width];
@@ -167,19 +159,11 @@ impl ColumnStartup {
                 let mut normals = vec![0.0f64; test_size * t * rank];
                 fill_test_normals(test_seed, t, rank, rank, &mut normals);
                 kernels::gemm(
-                    Transpose::No,
-                    Transpose::Yes,
-                    test_size * t,
-                    width,
-                    rank,
                     config.sigma,
-                    &normals,
-                    rank,
-                    &factor,
-                    rank,
+                    MatRef::new(&normals, test_size * t, rank),
+                    MatRef::new(&factor, width, rank).transpose(),
                     0.0,
-                    &mut test_rows,
-                    width,
+                    MatMut::new(&mut test_rows, test_size * t, width),
                 );
             }
             TestDraw::Tokens => {
@@ -441,19 +425,11 @@ impl ColumnStartup {
         for step in 0..=steps {
             // Gb for every cell, then v = (I + D) G b.
             kernels::gemm(
-                Transpose::No,
-                Transpose::No,
-                r,
-                kk,
-                r,
                 1.0,
-                &self.gram,
-                r,
-                &b,
-                kk,
+                MatRef::new(&self.gram, r, r),
+                MatRef::new(&b, r, kk),
                 0.0,
-                &mut gb,
-                kk,
+                MatMut::new(&mut gb, r, kk),
             );
             // The state the last update produced, charged to that update's step: `||p||^2 =
             // b^T G b` as the final evaluation computes it, then the entries of D.
@@ -485,7 +461,7 @@ impl ColumnStartup {
                     column[j] = gb[j * kk + kc];
                 }
                 let mut dgb = vec![0.0; r];
-                kernels::gemv(Transpose::No, r, r, 1.0, &d[kc], r, &column, 0.0, &mut dgb);
+                kernels::gemv(1.0, MatRef::new(&d[kc], r, r), &column, 0.0, &mut dgb);
                 for j in 0..r {
                     v[j * kk + kc] = column[j] + dgb[j];
                     dgb_all[j * kk + kc] = dgb[j];
@@ -493,19 +469,11 @@ impl ColumnStartup {
             }
             // Logits of every cell: C V plus the signal parts.
             kernels::gemm(
-                Transpose::No,
-                Transpose::No,
-                rows,
-                kk,
-                r,
                 1.0,
-                coords,
-                width,
-                &v,
-                kk,
+                MatRef::with_ld(coords, rows, r, width),
+                MatRef::new(&v, r, kk),
                 0.0,
-                &mut z_all,
-                kk,
+                MatMut::new(&mut z_all, rows, kk),
             );
             for kc in 0..kk {
                 if !live(&outcome, kc) {
@@ -569,19 +537,11 @@ impl ColumnStartup {
             }
             // a = coords^T delta for every cell: C^T Delta plus the signal parts.
             kernels::gemm(
-                Transpose::Yes,
-                Transpose::No,
-                r,
-                kk,
-                rows,
                 1.0,
-                coords,
-                width,
-                &delta_all,
-                kk,
+                MatRef::with_ld(coords, rows, r, width).transpose(),
+                MatRef::new(&delta_all, rows, kk),
                 0.0,
-                &mut a_all,
-                kk,
+                MatMut::new(&mut a_all, r, kk),
             );
             for kc in 0..kk {
                 if !live(&outcome, kc) {
@@ -627,19 +587,11 @@ impl ColumnStartup {
         }
         let mut zt_all = vec![0.0f64; test_rows * kk];
         kernels::gemm(
-            Transpose::No,
-            Transpose::No,
-            test_rows,
-            kk,
-            2 * r,
             1.0,
-            &self.test_noise.rows,
-            width,
-            &w,
-            kk,
+            MatRef::with_ld(&self.test_noise.rows, test_rows, 2 * r, width),
+            MatRef::new(&w, 2 * r, kk),
             0.0,
-            &mut zt_all,
-            kk,
+            MatMut::new(&mut zt_all, test_rows, kk),
         );
         let test_labels = balanced_labels(self.column.test_size);
         let mut clean_test = Vec::new();
@@ -666,19 +618,11 @@ impl ColumnStartup {
             let p_sq: f64 = bk.iter().zip(&gbk).map(|(x, y)| x * y).sum();
             let mut dg = vec![0.0; r * r];
             kernels::gemm(
-                Transpose::No,
-                Transpose::No,
-                r,
-                r,
-                r,
                 1.0,
-                &d[kc],
-                r,
-                &self.gram,
-                r,
+                MatRef::new(&d[kc], r, r),
+                MatRef::new(&self.gram, r, r),
                 0.0,
-                &mut dg,
-                r,
+                MatMut::new(&mut dg, r, r),
             );
             let w_sq: f64 = dg.iter().zip(&d[kc]).map(|(x, y)| x * y).sum();
             let clamp = |x: f64| if x < 0.0 { 0.0 } else { x };

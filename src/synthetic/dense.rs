@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use benign_kernels::{self as kernels, Float, Transpose};
+use benign_kernels::{self as kernels, Float, MatRef};
 
 use crate::attention_model::closed_form::{self as attention, TokenShape};
 use crate::attention_model::tape::{self as attention_tape, SharedInputs};
@@ -127,7 +127,7 @@ impl<T: Float> DenseTrainer<T> {
         let scores = |x: &[T]| {
             let rows = x.len() / d;
             let mut u = vec![T::ZERO; rows];
-            kernels::gemv(Transpose::No, rows, d, T::ONE, x, d, &nu_t, T::ZERO, &mut u);
+            kernels::gemv(T::ONE, MatRef::new(x, rows, d), &nu_t, T::ZERO, &mut u);
             u.into_iter().map(T::to_f64).collect::<Vec<f64>>()
         };
         let train_scores = scores(&tokens);
@@ -163,12 +163,8 @@ impl<T: Float> DenseTrainer<T> {
         let d = self.shape.dim;
         let mut q = vec![T::ZERO; d];
         kernels::gemv(
-            Transpose::No,
-            d,
-            d,
             T::ONE,
-            &self.inputs.w,
-            d,
+            MatRef::new(&self.inputs.w, d, d),
             &self.inputs.p,
             T::ZERO,
             &mut q,
@@ -202,12 +198,8 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
         let rows = self.test_tokens.len() / d;
         let mut z = vec![T::ZERO; rows];
         kernels::gemv(
-            Transpose::No,
-            rows,
-            d,
             T::ONE,
-            &self.test_tokens,
-            d,
+            MatRef::new(&self.test_tokens, rows, d),
             &q,
             T::ZERO,
             &mut z,

@@ -68,7 +68,7 @@
 
 use std::time::Instant;
 
-use benign_kernels::{self as kernels, Float, Transpose};
+use benign_kernels::{self as kernels, Float, MatMut, MatRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
@@ -243,19 +243,11 @@ fn matmul(a: &[f64], b: &[f64], m: usize, n: usize, p: usize) -> Vec<f64> {
     let mut c = vec![0.0f64; m * p];
     if m * n * p > 0 {
         kernels::gemm(
-            Transpose::No,
-            Transpose::No,
-            m,
-            p,
-            n,
             1.0,
-            a,
-            n,
-            b,
-            p,
+            MatRef::new(a, m, n),
+            MatRef::new(b, n, p),
             0.0,
-            &mut c,
-            p,
+            MatMut::new(&mut c, m, p),
         );
     }
     c
@@ -390,19 +382,11 @@ pub(crate) fn draw<T: Float>(config: &RunConfig, clean: &[f64], variant: LawVari
     // G = s^2 L L^T.
     let mut gram = vec![0.0f64; r * r];
     kernels::gemm(
-        Transpose::No,
-        Transpose::Yes,
-        r,
-        r,
-        r,
         s2,
-        &l_gram,
-        r,
-        &l_gram,
-        r,
+        MatRef::new(&l_gram, r, r),
+        MatRef::new(&l_gram, r, r).transpose(),
         0.0,
-        &mut gram,
-        r,
+        MatMut::new(&mut gram, r, r),
     );
     for i in 0..r {
         for j in 0..i {
@@ -624,7 +608,7 @@ mod tests {
         let mut total = 0.0;
         for q in &basis {
             let mut a = vec![0.0f64; d];
-            kernels::gemv(Transpose::Yes, d, d, 1.0, &w0, d, q, 0.0, &mut a);
+            kernels::gemv(1.0, MatRef::new(&w0, d, d).transpose(), q, 0.0, &mut a);
             total += kernels::dot(&a, &a);
         }
         total
@@ -807,7 +791,7 @@ mod tests {
                 // Any query independent of the draw will do.
                 let b: Vec<f64> = (0..r).map(|i| 1.0 + (i % 7) as f64 / 7.0).collect();
                 let mut gb = vec![0.0f64; r];
-                kernels::gemv(Transpose::No, r, r, 1.0, &drawn.gram, r, &b, 0.0, &mut gb);
+                kernels::gemv(1.0, MatRef::new(&drawn.gram, r, r), &b, 0.0, &mut gb);
                 let p2 = kernels::dot(&b, &gb);
                 let z = drawn.perp_logits(&b);
                 let msq = z.iter().map(|v| v * v).sum::<f64>() / z.len() as f64;

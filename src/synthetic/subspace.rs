@@ -36,7 +36,7 @@
 //! as the reference-compatible mode does, and to compare with the dense trainer token by token).
 //! Training never touches the test set, so it is bit-identical under both draws.
 
-use benign_kernels::{self as kernels, Float, Transpose};
+use benign_kernels::{self as kernels, Float, MatMut, MatRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -176,36 +176,20 @@ pub fn init_products<S: Float>(
         let blk = &mut w0_block[..m * d];
         init.fill_rows(first, blk);
         kernels::gemm(
-            Transpose::Yes,
-            Transpose::No,
-            d,
-            r,
-            m,
             S::ONE,
-            blk,
-            d,
-            &projector[first * width + r..],
-            width,
+            MatRef::new(blk, m, d).transpose(),
+            MatRef::with_ld(&projector[first * width + r..], m, r, width),
             if first == 0 { S::ZERO } else { S::ONE },
-            &mut a,
-            r,
+            MatMut::new(&mut a, d, r),
         );
     }
     let mut gram = vec![S::ZERO; r * r];
     kernels::gemm(
-        Transpose::Yes,
-        Transpose::No,
-        r,
-        r,
-        d,
         S::ONE,
-        &a,
-        r,
-        &a,
-        r,
+        MatRef::new(&a, d, r).transpose(),
+        MatRef::new(&a, d, r),
         S::ZERO,
-        &mut gram,
-        r,
+        MatMut::new(&mut gram, r, r),
     );
     for first in (0..d).step_by(block_rows) {
         let m = block_rows.min(d - first);
@@ -214,19 +198,11 @@ pub fn init_products<S: Float>(
             init.fill_rows(first, blk);
         }
         kernels::gemm(
-            Transpose::No,
-            Transpose::No,
-            m,
-            r,
-            d,
             S::ONE,
-            blk,
-            d,
-            &a,
-            r,
+            MatRef::new(blk, m, d),
+            MatRef::new(&a, d, r),
             S::ZERO,
-            &mut projector[first * width..],
-            width,
+            MatMut::with_ld(&mut projector[first * width..], m, r, width),
         );
     }
     gram
@@ -283,19 +259,11 @@ pub fn projection_noise_factor<S: Float>(
 ) -> Result<(Vec<f64>, usize)> {
     let mut gram_s = vec![S::ZERO; width * width];
     kernels::gemm(
-        Transpose::Yes,
-        Transpose::No,
-        width,
-        width,
-        d,
         S::ONE,
-        projector,
-        width,
-        projector,
-        width,
+        MatRef::new(projector, d, width).transpose(),
+        MatRef::new(projector, d, width),
         S::ZERO,
-        &mut gram_s,
-        width,
+        MatMut::new(&mut gram_s, width, width),
     );
     let mut gram: Vec<f64> = gram_s.iter().map(|v| v.to_f64()).collect();
     if let Some(bad) = gram.iter().find(|v| !v.is_finite()) {
@@ -427,19 +395,11 @@ fn project_test_tokens<S: Float, T: Float>(
         chunk_s.extend(tokens.iter().map(|&v| S::from_f64(v)));
         let out = &mut proj[..m * width];
         kernels::gemm(
-            Transpose::No,
-            Transpose::No,
-            m,
-            width,
-            d,
             S::ONE,
-            &chunk_s,
-            d,
-            projector,
-            width,
+            MatRef::new(&chunk_s, m, d),
+            MatRef::new(projector, d, width),
             S::ZERO,
-            out,
-            width,
+            MatMut::new(out, m, width),
         );
         for (row, values) in out.chunks_exact(width).enumerate() {
             let at = first * t + row;
@@ -627,19 +587,11 @@ impl<T: Float> SubspaceTrainer<T> {
         let train_tokens: Vec<S> = train.tokens.iter().map(|&v| S::from_f64(v)).collect();
         let mut train_proj = vec![S::ZERO; rows * (r + 1)];
         kernels::gemm(
-            Transpose::No,
-            Transpose::No,
-            rows,
-            r + 1,
-            d,
             S::ONE,
-            &train_tokens,
-            d,
-            &projector[r..],
-            width,
+            MatRef::new(&train_tokens, rows, d),
+            MatRef::with_ld(&projector[r..], d, r + 1, width),
             S::ZERO,
-            &mut train_proj,
-            r + 1,
+            MatMut::new(&mut train_proj, rows, r + 1),
         );
         drop(train_tokens);
         let basis_seconds = clock.elapsed().as_secs_f64();
@@ -673,12 +625,8 @@ impl<T: Float> SubspaceTrainer<T> {
                     let mu_s: Vec<S> = mu.iter().map(|&v| S::from_f64(v)).collect();
                     let mut out = vec![S::ZERO; width];
                     kernels::gemv(
-                        Transpose::Yes,
-                        d,
-                        width,
                         S::ONE,
-                        &projector,
-                        width,
+                        MatRef::new(&projector, d, width).transpose(),
                         &mu_s,
                         S::ZERO,
                         &mut out,
@@ -783,56 +731,32 @@ impl<T: Float> SubspaceTrainer<T> {
         let w0: Vec<f64> = init.matrix();
         let mut a = vec![0.0f64; d * r];
         kernels::gemm(
-            Transpose::Yes,
-            Transpose::No,
-            d,
-            r,
-            d,
             1.0,
-            &w0,
-            d,
-            &b_mat,
-            r,
+            MatRef::new(&w0, d, d).transpose(),
+            MatRef::new(&b_mat, d, r),
             0.0,
-            &mut a,
-            r,
+            MatMut::new(&mut a, d, r),
         );
         let coeff: Vec<f64> = self.b.iter().map(|v| v.to_f64()).collect();
         let dmat: Vec<f64> = self.d.iter().map(|v| v.to_f64()).collect();
         let mut p = vec![0.0f64; d];
-        kernels::gemv(Transpose::No, d, r, 1.0, &a, r, &coeff, 0.0, &mut p);
+        kernels::gemv(1.0, MatRef::new(&a, d, r), &coeff, 0.0, &mut p);
         // W = W_0 + (B D) A^T
         let mut bd = vec![0.0f64; d * r];
         kernels::gemm(
-            Transpose::No,
-            Transpose::No,
-            d,
-            r,
-            r,
             1.0,
-            &b_mat,
-            r,
-            &dmat,
-            r,
+            MatRef::new(&b_mat, d, r),
+            MatRef::new(&dmat, r, r),
             0.0,
-            &mut bd,
-            r,
+            MatMut::new(&mut bd, d, r),
         );
         let mut w = w0;
         kernels::gemm(
-            Transpose::No,
-            Transpose::Yes,
-            d,
-            d,
-            r,
             1.0,
-            &bd,
-            r,
-            &a,
-            r,
+            MatRef::new(&bd, d, r),
+            MatRef::new(&a, d, r).transpose(),
             1.0,
-            &mut w,
-            d,
+            MatMut::new(&mut w, d, d),
         );
         (p, w)
     }
@@ -842,12 +766,8 @@ impl<T: Float> SubspaceTrainer<T> {
         let r = self.rank;
         let mut gb = vec![T::ZERO; r];
         kernels::gemv(
-            Transpose::No,
-            r,
-            r,
             T::ONE,
-            &self.gram,
-            r,
+            MatRef::new(&self.gram, r, r),
             &self.b,
             T::ZERO,
             &mut gb,
@@ -869,17 +789,7 @@ impl<T: Float> SubspaceTrainer<T> {
         let r = self.rank;
         let gb = self.gb.clone();
         let mut dgb = vec![T::ZERO; r];
-        kernels::gemv(
-            Transpose::No,
-            r,
-            r,
-            T::ONE,
-            &self.d,
-            r,
-            &gb,
-            T::ZERO,
-            &mut dgb,
-        );
+        kernels::gemv(T::ONE, MatRef::new(&self.d, r, r), &gb, T::ZERO, &mut dgb);
         (gb, dgb)
     }
 
@@ -890,12 +800,8 @@ impl<T: Float> SubspaceTrainer<T> {
         let rows = self.scores.len();
         let mut z = vec![T::ZERO; rows];
         kernels::gemv(
-            Transpose::No,
-            rows,
-            r,
             T::ONE,
-            &self.coords,
-            r,
+            MatRef::new(&self.coords, rows, r),
             &v,
             T::ZERO,
             &mut z,
@@ -933,12 +839,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
             Some(map) => {
                 let mut c = vec![T::ZERO; test.width];
                 kernels::gemv(
-                    Transpose::No,
-                    test.width,
-                    2 * r,
                     T::ONE,
-                    map,
-                    2 * r,
+                    MatRef::new(map, test.width, 2 * r),
                     &v,
                     T::ZERO,
                     &mut c,
@@ -950,12 +852,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         let rows = test.scores.len();
         let mut z = vec![T::ZERO; rows];
         kernels::gemv(
-            Transpose::No,
-            rows,
-            test.width,
             T::ONE,
-            &test.rows,
-            test.width,
+            MatRef::new(&test.rows, rows, test.width),
             &coefficients,
             T::ZERO,
             &mut z,
@@ -974,12 +872,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         let rows = self.scores.len();
         let mut z = vec![T::ZERO; rows];
         kernels::gemv(
-            Transpose::No,
-            rows,
-            r,
             T::ONE,
-            &self.coords,
-            r,
+            MatRef::new(&self.coords, rows, r),
             &v,
             T::ZERO,
             &mut z,
@@ -1001,12 +895,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         }
         let mut a = vec![T::ZERO; r];
         kernels::gemv(
-            Transpose::Yes,
-            rows,
-            r,
             T::ONE,
-            &self.coords,
-            r,
+            MatRef::new(&self.coords, rows, r).transpose(),
             &self.delta,
             T::ZERO,
             &mut a,
@@ -1014,12 +904,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         // b' = b - lr (a + D^T a), then D' = D - lr a b^T with the old b.
         let mut step_b = a.clone();
         kernels::gemv(
-            Transpose::Yes,
-            r,
-            r,
             T::ONE,
-            &self.d,
-            r,
+            MatRef::new(&self.d, r, r).transpose(),
             &a,
             T::ONE,
             &mut step_b,
@@ -1031,7 +917,7 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         self.w_delta_sq += -2.0 * lr * dot(&a, &dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &gb);
         let old_b = self.b.clone();
         let b_finite = kernels::axpy_finite(-self.lr, &step_b, &mut self.b);
-        let d_finite = kernels::ger_finite(r, r, -self.lr, &a, &old_b, &mut self.d, r);
+        let d_finite = kernels::ger_finite(-self.lr, &a, &old_b, MatMut::new(&mut self.d, r, r));
         self.gb = self.gram_times_b();
         // The updated state, charged to this step: `||p||` as the evaluations compute it, and
         // every coefficient of `W - W_0 = B D A^T`.

@@ -25,6 +25,8 @@ use std::arch::x86_64::{
     _mm512_storeu_pd, _mm512_storeu_ps, _mm_prefetch, _MM_HINT_T0,
 };
 
+use crate::{MatMut, MatRef, Transpose};
+
 /// Rows of C computed by one f32 AVX-512 microkernel call.
 pub const MR_F32: usize = 12;
 /// Rows of C computed by one f64 AVX-512 microkernel call.
@@ -60,6 +62,18 @@ const C_PREFETCH_STEPS: usize = 24;
 /// never dereferenced and the prefetches are harmless.
 const NEXT_TILE_SPACING: usize = 4;
 
+/// The A and B operands of one kernel call, as the kernel reads them: A's element `(i, p)`
+/// (row `i < MR` of the tile, depth step `p < kc`) at `a + p * a_stride + i`, or at
+/// `a + i * a_stride + p` when the kernel is called with `A_ROWS`; B's `(p, j)` at
+/// `b + p * NR + j` (a packed micro-panel).
+#[derive(Clone, Copy)]
+struct Panels<S> {
+    kc: usize,
+    a: *const S,
+    a_stride: usize,
+    b: *const S,
+}
+
 /// Whether the running CPU has AVX-512F (std caches the CPUID answer: a load and a test).
 #[inline]
 pub fn detected() -> bool {
@@ -71,24 +85,20 @@ macro_rules! avx512_tile {
         $tile:ident, $strided:ident, $run:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
         $setzero:ident, $set1:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
     ) => {
-        /// `C <- alpha AB + beta C` on the `rows x cols` top-left part of an `$mr x NR` tile
-        /// (`1 <= rows <= $mr`, `1 <= cols <= NR`, element `(i, j)` is `c[i * ldc + j]`), with
-        /// `AB` from `a_panel` (at least `kc * $mr` scalars) and `b_panel` (at least `kc * NR`).
+        /// `C <- alpha AB + beta C` on the tile `c` (`1 <= rows <= $mr`, `1 <= cols <= NR`),
+        /// with `AB` from `a_panel` (at least `kc * $mr` scalars) and `b_panel` (at least
+        /// `kc * NR`).
         ///
         /// # Panics
         ///
         /// If the CPU lacks AVX-512F, or a slice is too short for the tile it must hold.
-        #[allow(clippy::too_many_arguments)]
         pub fn $tile(
             kc: usize,
             a_panel: &[$scalar],
             b_panel: &[$scalar],
             alpha: $scalar,
             beta: $scalar,
-            c: &mut [$scalar],
-            ldc: usize,
-            rows: usize,
-            cols: usize,
+            c: MatMut<'_, $scalar>,
         ) {
             assert!(
                 detected(),
@@ -96,74 +106,56 @@ macro_rules! avx512_tile {
             );
             let a_panel = &a_panel[..kc * $mr];
             let b_panel = &b_panel[..kc * $nr];
+            let panels = Panels {
+                kc,
+                a: a_panel.as_ptr(),
+                a_stride: $mr,
+                b: b_panel.as_ptr(),
+            };
             // SAFETY: avx512f is present (asserted above); the panels hold kc * $mr and kc * NR
             // scalars (sliced above), exactly what the kernel reads with a_stride = $mr.
-            unsafe {
-                $run::<false>(
-                    kc,
-                    a_panel.as_ptr(),
-                    $mr,
-                    b_panel.as_ptr(),
-                    alpha,
-                    beta,
-                    c,
-                    ldc,
-                    rows,
-                    cols,
-                )
-            }
+            unsafe { $run::<false>(panels, alpha, beta, c) }
         }
 
         /// Like the function of the same type without `strided`, for a whole `$mr`-row strip of
-        /// A read in place instead of from a packed micro-panel: A's element `(i, p)` is
-        /// `a[i * a_stride + p]` when `a_rows` (A stored row-major, `a_stride = lda >= kc`),
-        /// `a[p * a_stride + i]` otherwise (`op(A)` stored transposed, `a_stride = lda >= $mr`).
-        /// The result is bit-identical to packing the strip first.
+        /// A (`a`, `$mr x kc`, used as stored or transposed) read in place instead of from a
+        /// packed micro-panel; `c` has `$mr` rows. The result is bit-identical to packing the
+        /// strip first.
         ///
         /// # Panics
         ///
         /// If the CPU lacks AVX-512F, `kc == 0`, or a slice is too short for what it must hold.
-        #[allow(clippy::too_many_arguments)]
         pub fn $strided(
-            kc: usize,
-            a: &[$scalar],
-            a_stride: usize,
-            a_rows: bool,
+            a: MatRef<'_, $scalar>,
             b_panel: &[$scalar],
             alpha: $scalar,
             beta: $scalar,
-            c: &mut [$scalar],
-            ldc: usize,
-            cols: usize,
+            c: MatMut<'_, $scalar>,
         ) {
             assert!(
                 detected(),
                 "gemm: the AVX-512 kernel needs a CPU with avx512f"
             );
-            assert!(kc >= 1);
+            let kc = a.cols();
+            assert!(kc >= 1 && a.rows() == $mr && c.rows() == $mr);
             let b_panel = &b_panel[..kc * $nr];
+            let (a_rows, a_stride) = (a.trans() == Transpose::No, a.ld());
             let (depth_stride, row_stride) = if a_rows { (1, a_stride) } else { (a_stride, 1) };
-            assert!(a_stride >= if a_rows { kc } else { $mr });
+            // the view guarantees a_stride >= kc (A_ROWS) or >= $mr (transposed)
+            let a = a.data();
             // the last element the kernel reads: row $mr - 1, step kc - 1
             let a = &a[..($mr - 1) * row_stride + (kc - 1) * depth_stride + 1];
             let run = if a_rows { $run::<true> } else { $run::<false> };
+            let panels = Panels {
+                kc,
+                a: a.as_ptr(),
+                a_stride,
+                b: b_panel.as_ptr(),
+            };
             // SAFETY: avx512f is present (asserted above). Every element the kernel reads,
             // (i, p) for i < $mr and p < kc, is at i * row_stride + p * depth_stride, at most
             // the last index of `a` as sliced above; the B panel is sliced to kc * NR.
-            unsafe {
-                run(
-                    kc,
-                    a.as_ptr(),
-                    a_stride,
-                    b_panel.as_ptr(),
-                    alpha,
-                    beta,
-                    c,
-                    ldc,
-                    $mr,
-                    cols,
-                )
-            }
+            unsafe { run(panels, alpha, beta, c) }
         }
 
         /// The kernel on an A block the caller has checked, storing the `rows x cols` part of
@@ -172,20 +164,15 @@ macro_rules! avx512_tile {
         ///
         /// # Safety
         ///
-        /// The CPU has avx512f, and `a`, `a_stride` and `b` are as the kernel requires.
-        #[allow(clippy::too_many_arguments)]
+        /// The CPU has avx512f, and `panels` are as the kernel requires.
         unsafe fn $run<const A_ROWS: bool>(
-            kc: usize,
-            a: *const $scalar,
-            a_stride: usize,
-            b: *const $scalar,
+            panels: Panels<$scalar>,
             alpha: $scalar,
             beta: $scalar,
-            c: &mut [$scalar],
-            ldc: usize,
-            rows: usize,
-            cols: usize,
+            c: MatMut<'_, $scalar>,
         ) {
+            let (rows, cols, ldc) = (c.rows(), c.cols(), c.ld());
+            let c = c.into_data();
             assert!((1..=$mr).contains(&rows) && (1..=$nr).contains(&cols));
             if rows == $mr && cols == $nr {
                 let c = &mut c[..($mr - 1) * ldc + $nr];
@@ -193,7 +180,7 @@ macro_rules! avx512_tile {
                 // SAFETY: A, B and avx512f are the caller's contract; C rows
                 // i * ldc .. i * ldc + NR for i < $mr lie within `c` (its length is checked by
                 // the slice above, and ldc >= NR keeps the rows disjoint).
-                unsafe { $kernel::<A_ROWS>(kc, a, a_stride, b, alpha, beta, c.as_mut_ptr(), ldc) };
+                unsafe { $kernel::<A_ROWS>(panels, alpha, beta, c.as_mut_ptr(), ldc) };
                 return;
             }
             // A partial tile: through a full-size buffer, so the arithmetic is the same as above.
@@ -205,7 +192,7 @@ macro_rules! avx512_tile {
             }
             // SAFETY: A, B and avx512f as above; the buffer is exactly $mr rows of NR scalars
             // with ldc = NR.
-            unsafe { $kernel::<A_ROWS>(kc, a, a_stride, b, alpha, beta, buffer.as_mut_ptr(), $nr) };
+            unsafe { $kernel::<A_ROWS>(panels, alpha, beta, buffer.as_mut_ptr(), $nr) };
             for (i, tile_row) in buffer.chunks_exact($nr).enumerate().take(rows) {
                 c[i * ldc..][..cols].copy_from_slice(&tile_row[..cols]);
             }
@@ -221,21 +208,19 @@ macro_rules! avx512_tile {
         ///
         /// # Safety
         ///
-        /// The CPU has avx512f; `a` points to an A block with every element above readable,
-        /// `b` to `kc * NR` readable scalars, and `c + i * ldc .. c + i * ldc + NR` is writable
-        /// (and readable when `beta != 0`) for every `i < $mr`.
-        #[allow(clippy::too_many_arguments)]
+        /// The CPU has avx512f; `panels.a` points to an A block with every element above
+        /// readable, `panels.b` to `kc * NR` readable scalars, and
+        /// `c + i * ldc .. c + i * ldc + NR` is writable (and readable when `beta != 0`) for
+        /// every `i < $mr`.
         #[target_feature(enable = "avx512f")]
         unsafe fn $kernel<const A_ROWS: bool>(
-            kc: usize,
-            a: *const $scalar,
-            a_stride: usize,
-            b: *const $scalar,
+            panels: Panels<$scalar>,
             alpha: $scalar,
             beta: $scalar,
             c: *mut $scalar,
             ldc: usize,
         ) {
+            let Panels { kc, a, a_stride, b } = panels;
             let mut ab = [[$setzero(); 2]; $mr];
             // The C tile is fetched during the last C_PREFETCH_STEPS steps, one row per step
             // (see C_PREFETCH_STEPS); with kc shorter than that, from the first step on.

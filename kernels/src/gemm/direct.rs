@@ -60,8 +60,8 @@ use rayon::prelude::*;
 use wide::{f32x8, f64x4};
 
 use super::{current_variant, KernelVariant, Transpose, GEMM_PARALLEL_MIN_MULADDS};
-use crate::simd::{cast, cast_mut, dispatch, same};
-use crate::Float;
+use crate::simd::{dispatch, same};
+use crate::{Float, MatMut, MatRef};
 
 /// Problems with at most this many multiply-adds (`m * n * k`, 64^3) take the direct path
 /// whatever their shape and transposes: below it, packing A and B and padding them to whole
@@ -180,14 +180,8 @@ pub(crate) trait DirectScalar: Float {
     type Wide: DirectVector<Scalar = Self>;
 
     /// [`columns`] with this type's zmm vector; `None` when the build has no AVX-512 kernels.
-    #[allow(clippy::too_many_arguments)]
     fn columns_avx512<O: OutRows<Self>>(
-        ta: Transpose,
-        tb: Transpose,
-        shape: Shape,
-        scalars: Scalars<Self>,
-        a: (&[Self], usize),
-        b: (&[Self], usize),
+        product: Product<'_, Self>,
         cols: Range<usize>,
         scratch: &mut [Self],
         out: &mut O,
@@ -207,22 +201,16 @@ macro_rules! impl_direct_scalar {
         impl DirectScalar for $scalar {
             type Wide = $wide;
 
-            #[allow(clippy::too_many_arguments)]
             #[allow(unused_variables)]
             fn columns_avx512<O: OutRows<Self>>(
-                ta: Transpose,
-                tb: Transpose,
-                shape: Shape,
-                scalars: Scalars<Self>,
-                a: (&[Self], usize),
-                b: (&[Self], usize),
+                product: Product<'_, Self>,
                 cols: Range<usize>,
                 scratch: &mut [Self],
                 out: &mut O,
             ) -> Option<()> {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    super::direct_avx512::$avx512(ta, tb, shape, scalars, a, b, cols, scratch, out);
+                    super::direct_avx512::$avx512(product, cols, scratch, out);
                     Some(())
                 }
                 #[cfg(not(target_arch = "x86_64"))]
@@ -321,41 +309,31 @@ fn dot_form_for(m: usize, k: usize) -> bool {
 }
 
 /// `C <- alpha op(A) op(B) + beta C` by the direct path. The caller (`gemm`) has checked the
-/// operands and handled `m == 0`, `n == 0`, `k == 0` and `alpha == 0`; `c` ends at the last
-/// element of C.
-#[allow(clippy::too_many_arguments)]
+/// shapes and handled `m == 0`, `n == 0`, `k == 0` and `alpha == 0`; `c`'s storage ends at its
+/// last element.
 pub(crate) fn gemm_direct<T: Float>(
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
     alpha: T,
-    a: &[T],
-    lda: usize,
-    b: &[T],
-    ldb: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
     beta: T,
-    c: &mut [T],
-    ldc: usize,
+    c: MatMut<'_, T>,
 ) {
-    dispatch!(T, S => direct::<S>(
-        ta,
-        tb,
-        Shape { m, n, k },
-        Scalars { alpha: same(alpha), beta: same(beta) },
-        (cast(a), lda),
-        (cast(b), ldb),
-        cast_mut(c),
-        ldc,
-    ))
+    dispatch!(T, S => {
+        let product = Product {
+            a: a.cast::<S>(),
+            b: b.cast::<S>(),
+            scalars: Scalars { alpha: same(alpha), beta: same(beta) },
+        };
+        direct::<S>(product, c.cast::<S>())
+    })
 }
 
+/// The operands of one product `alpha op(A) op(B) + beta C`, all but C.
 #[derive(Clone, Copy)]
-pub(crate) struct Shape {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
+pub(crate) struct Product<'a, S> {
+    pub a: MatRef<'a, S>,
+    pub b: MatRef<'a, S>,
+    pub scalars: Scalars<S>,
 }
 
 #[derive(Clone, Copy)]
@@ -393,25 +371,16 @@ impl<S> OutRows<S> for Split<'_, '_, S> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn direct<S: DirectScalar>(
-    ta: Transpose,
-    tb: Transpose,
-    shape: Shape,
-    scalars: Scalars<S>,
-    a: (&[S], usize),
-    b: (&[S], usize),
-    c: &mut [S],
-    ldc: usize,
-) {
-    let Shape { m, n, k } = shape;
+fn direct<S: DirectScalar>(product: Product<'_, S>, c: MatMut<'_, S>) {
+    let (m, n, k, ldc) = (product.a.rows(), product.b.cols(), product.a.cols(), c.ld());
+    let c = c.into_data();
     let parallel = m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS
         && rayon::current_num_threads() > 1
         && n > PARALLEL_COLUMNS;
     let avx512 = current_variant() == KernelVariant::Avx512;
     if !parallel {
         let mut out = Strided { c, ldc, first: 0 };
-        columns_by_variant(avx512, ta, tb, shape, scalars, a, b, 0..n, &mut out);
+        columns_by_variant(avx512, product, 0..n, &mut out);
         return;
     }
     // loop over fixed chunks of PARALLEL_COLUMNS columns of C, one rayon task each
@@ -432,59 +401,49 @@ fn direct<S: DirectScalar>(
             let first = chunk * PARALLEL_COLUMNS;
             let cols = first..n.min(first + PARALLEL_COLUMNS);
             let mut out = Split(&mut rows);
-            columns_by_variant(avx512, ta, tb, shape, scalars, a, b, cols, &mut out);
+            columns_by_variant(avx512, product, cols, &mut out);
         });
 }
 
 /// [`columns`] with the zmm vectors when `avx512` (the caller's kernel variant), the `wide`
 /// ones otherwise.
-#[allow(clippy::too_many_arguments)]
 fn columns_by_variant<S: DirectScalar, O: OutRows<S>>(
     avx512: bool,
-    ta: Transpose,
-    tb: Transpose,
-    shape: Shape,
-    scalars: Scalars<S>,
-    a: (&[S], usize),
-    b: (&[S], usize),
+    product: Product<'_, S>,
     cols: Range<usize>,
     out: &mut O,
 ) {
     // the shallow dot form's transposed copy of B (see `DOT_MIN_DEPTH`), taken here, outside
     // the AVX-512 functions
-    let Shape { k, .. } = shape;
-    let scratch_len = if (ta, tb) == (Transpose::No, Transpose::Yes) && !dot_form_for(shape.m, k) {
+    let (m, k) = (product.a.rows(), product.a.cols());
+    let transposes = (product.a.trans(), product.b.trans());
+    let scratch_len = if transposes == (Transpose::No, Transpose::Yes) && !dot_form_for(m, k) {
         k * cols.len()
     } else {
         0
     };
     S::with_scratch(scratch_len, |scratch| {
-        if avx512
-            && S::columns_avx512(ta, tb, shape, scalars, a, b, cols.clone(), scratch, out).is_some()
-        {
+        if avx512 && S::columns_avx512(product, cols.clone(), scratch, out).is_some() {
             return;
         }
-        columns::<S::Wide, O>(ta, tb, shape, scalars, a, b, cols, scratch, out);
+        columns::<S::Wide, O>(product, cols, scratch, out);
     });
 }
 
 /// Columns `cols` of C (all rows), by the kernel of the transpose combination, with vector
 /// type `V`. Everything from here down is `#[inline(always)]`: the AVX-512 entry points
 /// (`gemm/direct_avx512.rs`) compile this whole tree inside one `avx512f` function.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn columns<V: DirectVector, O: OutRows<V::Scalar>>(
-    ta: Transpose,
-    tb: Transpose,
-    shape: Shape,
-    scalars: Scalars<V::Scalar>,
-    (a, lda): (&[V::Scalar], usize),
-    (b, ldb): (&[V::Scalar], usize),
+    product: Product<'_, V::Scalar>,
     cols: Range<usize>,
     scratch: &mut [V::Scalar],
     out: &mut O,
 ) {
-    let Shape { m, k, .. } = shape;
+    let Product { a, b, scalars } = product;
+    let (m, k) = (a.rows(), a.cols());
+    let (ta, lda, tb, ldb) = (a.trans(), a.ld(), b.trans(), b.ld());
+    let (a, b) = (a.data(), b.data());
     let first = cols.start;
     match (ta, tb) {
         (Transpose::No, Transpose::No) | (Transpose::Yes, Transpose::No) => {
@@ -547,9 +506,7 @@ pub(crate) fn columns<V: DirectVector, O: OutRows<V::Scalar>>(
             };
             axpy_form::<V, O>(&view, 0..m, cols, scalars, false, out);
         }
-        (Transpose::No, Transpose::Yes) => {
-            dot_form::<V, O>(a, lda, b, ldb, m, cols, k, scalars, out)
-        }
+        (Transpose::No, Transpose::Yes) => dot_form::<V, O>(product, cols, out),
     }
 }
 
@@ -886,19 +843,13 @@ fn scale_add<S: Float>(sum: S, alpha: S, beta: S, c: S) -> S {
 
 /// The dot form `C[i][j] <- alpha sum_p A[i][p] B[j][p] + beta C[i][j]` for rows `0..m` and
 /// columns `cols`, `DOT_ROWS_A x DOT_ROWS_B` elements at a time.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
-    a: &[V::Scalar],
-    lda: usize,
-    b: &[V::Scalar],
-    ldb: usize,
-    m: usize,
+    product: Product<'_, V::Scalar>,
     cols: Range<usize>,
-    k: usize,
-    scalars: Scalars<V::Scalar>,
     out: &mut O,
 ) {
+    let m = product.a.rows();
     // loop over DOT_ROWS_B rows of B (columns of C): they stay in L1 while all of A passes
     let mut col = cols.start;
     while col < cols.end {
@@ -909,18 +860,12 @@ fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
             let height = edge_rows(DOT_ROWS_A, m - row);
             let at = (row, col, cols.start);
             match (height, width) {
-                (DOT_ROWS_A, 3) => {
-                    dot_block::<V, DOT_ROWS_A, 3, O>(a, lda, b, ldb, k, at, scalars, out)
-                }
-                (DOT_ROWS_A, 2) => {
-                    dot_block::<V, DOT_ROWS_A, 2, O>(a, lda, b, ldb, k, at, scalars, out)
-                }
-                (DOT_ROWS_A, _) => {
-                    dot_block::<V, DOT_ROWS_A, 1, O>(a, lda, b, ldb, k, at, scalars, out)
-                }
-                (_, 3) => dot_block::<V, 1, 3, O>(a, lda, b, ldb, k, at, scalars, out),
-                (_, 2) => dot_block::<V, 1, 2, O>(a, lda, b, ldb, k, at, scalars, out),
-                (_, _) => dot_block::<V, 1, 1, O>(a, lda, b, ldb, k, at, scalars, out),
+                (DOT_ROWS_A, 3) => dot_block::<V, DOT_ROWS_A, 3, O>(product, at, out),
+                (DOT_ROWS_A, 2) => dot_block::<V, DOT_ROWS_A, 2, O>(product, at, out),
+                (DOT_ROWS_A, _) => dot_block::<V, DOT_ROWS_A, 1, O>(product, at, out),
+                (_, 3) => dot_block::<V, 1, 3, O>(product, at, out),
+                (_, 2) => dot_block::<V, 1, 2, O>(product, at, out),
+                (_, _) => dot_block::<V, 1, 1, O>(product, at, out),
             }
             row += height;
         }
@@ -930,18 +875,14 @@ fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
 
 /// `RA x RB` elements of the dot form at `(row, col)`; `first` is the first column of C the
 /// output rows start at.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn dot_block<V: DirectVector, const RA: usize, const RB: usize, O: OutRows<V::Scalar>>(
-    a: &[V::Scalar],
-    lda: usize,
-    b: &[V::Scalar],
-    ldb: usize,
-    k: usize,
+    product: Product<'_, V::Scalar>,
     (row, col, first): (usize, usize, usize),
-    scalars: Scalars<V::Scalar>,
     out: &mut O,
 ) {
+    let Product { a, b, scalars } = product;
+    let (k, lda, ldb, a, b) = (a.cols(), a.ld(), b.ld(), a.data(), b.data());
     let lanes = V::LANES;
     let a_rows: [&[V::Scalar]; RA] = array::from_fn(|r| &a[(row + r) * lda..][..k]);
     let b_rows: [&[V::Scalar]; RB] = array::from_fn(|r| &b[(col + r) * ldb..][..k]);

@@ -16,8 +16,7 @@ use std::arch::x86_64::{
 };
 use std::ops::{Mul, Range};
 
-use super::direct::{columns, DirectVector, OutRows, Scalars, Shape};
-use super::Transpose;
+use super::direct::{columns, DirectVector, OutRows, Product};
 
 /// Sixteen f32 lanes in a zmm register.
 #[derive(Clone, Copy)]
@@ -118,14 +117,8 @@ macro_rules! entry {
         /// # Panics
         ///
         /// If the CPU lacks AVX-512F (the caller checks the kernel variant first).
-        #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name<O: OutRows<$scalar>>(
-            ta: Transpose,
-            tb: Transpose,
-            shape: Shape,
-            scalars: Scalars<$scalar>,
-            a: (&[$scalar], usize),
-            b: (&[$scalar], usize),
+            product: Product<'_, $scalar>,
             cols: Range<usize>,
             scratch: &mut [$scalar],
             out: &mut O,
@@ -135,23 +128,17 @@ macro_rules! entry {
                 "gemm: the AVX-512 direct kernels need a CPU with avx512f"
             );
             // SAFETY: avx512f is present (asserted above); the function only needs that.
-            unsafe { $inner(ta, tb, shape, scalars, a, b, cols, scratch, out) }
+            unsafe { $inner(product, cols, scratch, out) }
         }
 
-        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f")]
         fn $inner<O: OutRows<$scalar>>(
-            ta: Transpose,
-            tb: Transpose,
-            shape: Shape,
-            scalars: Scalars<$scalar>,
-            a: (&[$scalar], usize),
-            b: (&[$scalar], usize),
+            product: Product<'_, $scalar>,
             cols: Range<usize>,
             scratch: &mut [$scalar],
             out: &mut O,
         ) {
-            columns::<$vector, O>(ta, tb, shape, scalars, a, b, cols, scratch, out)
+            columns::<$vector, O>(product, cols, scratch, out)
         }
     };
 }

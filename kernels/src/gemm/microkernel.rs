@@ -1,5 +1,5 @@
-//! The portable register-blocked GEMM microkernel (`wide`; the `Avx2` kernel variant) and
-//! the tile-function type every variant implements; the AVX-512 variant is in `gemm/avx512.rs`.
+//! The portable register-blocked GEMM microkernel (`wide`; the `Portable` kernel, see
+//! `gemm/kernel.rs`); the AVX-512 one is in `gemm/avx512.rs`.
 //!
 //! One call computes an `MR x NR` tile of `A B` from a packed A micro-panel (`kc x MR`, stored
 //! k-major: the `MR` values of column `p` are contiguous) and a packed B micro-panel (`kc x NR`,
@@ -24,7 +24,7 @@ use std::ops::Mul;
 use bytemuck::Pod;
 use wide::{f32x8, f64x4};
 
-use crate::Float;
+use crate::{Float, MatMut, MatRef, Transpose};
 
 /// Rows of C computed by one microkernel call.
 pub const MR: usize = 6;
@@ -212,30 +212,25 @@ fn write_back_full<V: Lanes>(
     }
 }
 
-/// A tile function: `C <- alpha AB + beta C` on the `rows x cols` top-left part of one tile
-/// (`c[i * ldc + j]`), `AB` from a packed A micro-panel and a packed B micro-panel of depth
-/// `kc` (arguments in that order: `kc, a_panel, b_panel, alpha, beta, c, ldc, rows, cols`).
-/// One per kernel variant and element type; the AVX-512 ones live in `gemm/avx512.rs`. Each
-/// brings the C tile into cache itself, at the point of its k loop that suits it.
-pub type TileFn<S> = fn(usize, &[S], &[S], S, S, &mut [S], usize, usize, usize);
-
-/// The `wide` tile function: [`prefetch_tile`], [`microkernel`] then [`write_back`], with the
-/// B micro-panel given
-/// as scalars (`kc * NR` of them). From the packing buffers it is 32-byte aligned (they are
-/// 64-byte aligned and each micro-panel is a whole number of vectors long) and is used in
-/// place; an unaligned panel is copied first.
-#[allow(clippy::too_many_arguments)]
+/// The `wide` tile function (see `GemmKernel::tile`): [`prefetch_tile`], [`microkernel`] then
+/// [`write_back`], with the B micro-panel given as scalars (`kc * NR` of them). From the
+/// packing buffers it is 32-byte aligned (they are 64-byte aligned and each micro-panel is a
+/// whole number of vectors long) and is used in place; an unaligned panel is copied first.
 pub fn tile_wide<V: Lanes>(
     kc: usize,
     a_panel: &[V::Scalar],
     b_panel: &[V::Scalar],
     alpha: V::Scalar,
     beta: V::Scalar,
-    c: &mut [V::Scalar],
-    ldc: usize,
-    rows: usize,
-    cols: usize,
+    c: MatMut<'_, V::Scalar>,
 ) {
+    let (rows, cols, ldc) = (c.rows(), c.cols(), c.ld());
+    assert!(
+        rows <= MR && cols <= V::NR,
+        "gemm: a {rows} x {cols} tile exceeds {MR} x {}",
+        V::NR
+    );
+    let c = c.into_data();
     let b_panel = &b_panel[..kc * V::NR];
     prefetch_tile(c, ldc, rows, cols);
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
@@ -249,29 +244,30 @@ pub fn tile_wide<V: Lanes>(
     write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
 }
 
-/// The `wide` strided tile function (see `StridedTileFn` in `gemm/mod.rs`): like
-/// [`tile_wide`] for a whole `MR`-row strip of A read in place ([`microkernel_strided`]).
-#[allow(clippy::too_many_arguments)]
+/// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`] for
+/// a whole `MR`-row strip of A (`a`, `MR x kc`) read in place ([`microkernel_strided`]).
 pub fn strided_tile_wide<V: Lanes>(
-    kc: usize,
-    a: &[V::Scalar],
-    a_stride: usize,
-    a_rows: bool,
+    a: MatRef<'_, V::Scalar>,
     b_panel: &[V::Scalar],
     alpha: V::Scalar,
     beta: V::Scalar,
-    c: &mut [V::Scalar],
-    ldc: usize,
-    cols: usize,
+    c: MatMut<'_, V::Scalar>,
 ) {
+    let kc = a.cols();
+    assert!(
+        a.rows() == MR && c.rows() == MR && c.cols() <= V::NR,
+        "gemm: a strided tile is {MR} rows of at most {} columns",
+        V::NR
+    );
     if kc == 0 {
         // the packed path's tile with an empty depth: AB = 0
-        return tile_wide::<V>(0, &[], b_panel, alpha, beta, c, ldc, MR, cols);
+        return tile_wide::<V>(0, &[], b_panel, alpha, beta, c);
     }
-    assert!(
-        a_stride >= if a_rows { kc } else { MR },
-        "gemm: A stride {a_stride} is too short for its strip"
-    );
+    // the view guarantees a_stride >= kc (rows) or >= MR (transposed) and that `a` holds it
+    let (a_rows, a_stride) = (a.trans() == Transpose::No, a.ld());
+    let a = a.data();
+    let (cols, ldc) = (c.cols(), c.ld());
+    let c = c.into_data();
     let b_panel = &b_panel[..kc * V::NR];
     prefetch_tile(c, ldc, MR, cols);
     let strip = |b_vectors: &[V]| {
@@ -321,6 +317,7 @@ pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize, width: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernel::{Avx512, GemmKernel, Portable};
     use super::*;
 
     /// A small deterministic generator (the kernel tests in `tests/gemm.rs` use ChaCha; here a
@@ -450,7 +447,8 @@ mod tests {
     /// A tile function against the f64 sum on full and partial tiles, `beta` 0 (C holds NaN,
     /// never read), 1 and another value, C embedded in a wider matrix whose other elements must
     /// stay untouched; then partial tiles must equal the matching part of the full tile bitwise.
-    fn check_tile_fn<S: Float>(tile: TileFn<S>, mr: usize, nr: usize) {
+    fn check_tile_fn<S: Float, K: GemmKernel<S>>() {
+        let (mr, nr) = (K::MR, K::NR);
         let eps = S::EPSILON.to_f64();
         // 23..=25: around the start of the AVX-512 kernels' C prefetch window
         for kc in [1, 2, 5, 16, 23, 24, 25, 257] {
@@ -464,17 +462,9 @@ mod tests {
             let (alpha, beta_values) = (1.5, [0.0, 1.0, -0.75]);
             for beta in beta_values {
                 let mut full = c_old.clone();
-                tile(
-                    kc,
-                    &a,
-                    &b,
-                    S::from_f64(alpha),
-                    S::from_f64(beta),
-                    &mut full,
-                    ldc,
-                    mr,
-                    nr,
-                );
+                let (alpha_s, beta_s) = (S::from_f64(alpha), S::from_f64(beta));
+                let c = MatMut::with_ld(&mut full, mr, nr, ldc);
+                K::tile(kc, &a, &b, alpha_s, beta_s, c);
                 for (rows, cols) in [(mr, nr), (1, 1), (mr - 1, nr - 1), (mr, 3), (2, nr)] {
                     let mut c = c_old.clone();
                     if beta == 0.0 {
@@ -482,8 +472,14 @@ mod tests {
                             c[i * ldc..][..cols].fill(S::from_f64(f64::NAN));
                         }
                     }
-                    let (alpha_s, beta_s) = (S::from_f64(alpha), S::from_f64(beta));
-                    tile(kc, &a, &b, alpha_s, beta_s, &mut c, ldc, rows, cols);
+                    K::tile(
+                        kc,
+                        &a,
+                        &b,
+                        alpha_s,
+                        beta_s,
+                        MatMut::with_ld(&mut c, rows, cols, ldc),
+                    );
                     for i in 0..mr + 1 {
                         for j in 0..ldc {
                             let (got, old) = (c[i * ldc + j].to_f64(), c_old[i * ldc + j].to_f64());
@@ -520,8 +516,8 @@ mod tests {
 
     #[test]
     fn tile_wide_full_and_partial_tiles() {
-        check_tile_fn::<f32>(tile_wide::<f32x8>, MR, 16);
-        check_tile_fn::<f64>(tile_wide::<f64x4>, MR, 8);
+        check_tile_fn::<f32, Portable>();
+        check_tile_fn::<f64, Portable>();
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -532,19 +528,15 @@ mod tests {
             eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
             return;
         }
-        check_tile_fn::<f32>(avx512::tile_f32, avx512::MR_F32, avx512::NR_F32);
-        check_tile_fn::<f64>(avx512::tile_f64, avx512::MR_F64, avx512::NR_F64);
+        check_tile_fn::<f32, Avx512>();
+        check_tile_fn::<f64, Avx512>();
     }
 
     /// A strided tile function (A read in place, row-major or transposed, inside a wider
     /// matrix) against the packed tile function on the same values: bitwise equal, full and
     /// partial column counts, `beta` 0 (C holds NaN), 1 and another value.
-    fn check_strided_tile_fn<S: Float>(
-        tile: TileFn<S>,
-        strided: super::super::StridedTileFn<S>,
-        mr: usize,
-        nr: usize,
-    ) {
+    fn check_strided_tile_fn<S: Float, K: GemmKernel<S>>() {
+        let (mr, nr) = (K::MR, K::NR);
         for kc in [1, 2, 23, 24, 25, 64, 257] {
             // A stored with 3 spare rows and columns around the strip, so reading past the
             // strip would read other values (and past the slice, panic)
@@ -577,6 +569,12 @@ mod tests {
                     )
                 };
                 let a_strip = &stored[offset..];
+                // the strip as the packed path gives it to the strided tile: mr x kc, as stored or transposed
+                let strip = if a_rows {
+                    MatRef::with_ld(&stored[lda + 2..], mr, kc, lda)
+                } else {
+                    MatRef::with_ld(&stored[2 * lda + 1..], kc, mr, lda).transpose()
+                };
                 let mut packed = vec![S::ZERO; kc * mr];
                 for p in 0..kc {
                     for i in 0..mr {
@@ -587,17 +585,8 @@ mod tests {
                     for cols in [nr, nr - 1, 1] {
                         let (alpha_s, beta_s) = (S::from_f64(1.5), S::from_f64(beta));
                         let mut expected = c_old.clone();
-                        tile(
-                            kc,
-                            &packed,
-                            &b,
-                            alpha_s,
-                            beta_s,
-                            &mut expected,
-                            nr,
-                            mr,
-                            cols,
-                        );
+                        let c = MatMut::with_ld(&mut expected, mr, cols, nr);
+                        K::tile(kc, &packed, &b, alpha_s, beta_s, c);
                         let mut got = c_old.clone();
                         if beta == 0.0 {
                             got.fill(S::from_f64(f64::NAN));
@@ -605,9 +594,8 @@ mod tests {
                                 row[cols..].copy_from_slice(&old[cols..]);
                             }
                         }
-                        strided(
-                            kc, a_strip, lda, a_rows, &b, alpha_s, beta_s, &mut got, nr, cols,
-                        );
+                        let c = MatMut::with_ld(&mut got, mr, cols, nr);
+                        K::strided_tile(strip, &b, alpha_s, beta_s, c);
                         for (index, (g, e)) in got.iter().zip(&expected).enumerate() {
                             assert_eq!(
                                 g.to_f64().to_bits(),
@@ -623,8 +611,8 @@ mod tests {
 
     #[test]
     fn strided_wide_tiles_equal_packed_tiles_bitwise() {
-        check_strided_tile_fn::<f32>(tile_wide::<f32x8>, strided_tile_wide::<f32x8>, MR, 16);
-        check_strided_tile_fn::<f64>(tile_wide::<f64x4>, strided_tile_wide::<f64x4>, MR, 8);
+        check_strided_tile_fn::<f32, Portable>();
+        check_strided_tile_fn::<f64, Portable>();
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -635,9 +623,7 @@ mod tests {
             eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
             return;
         }
-        let (mr, nr) = (avx512::MR_F32, avx512::NR_F32);
-        check_strided_tile_fn::<f32>(avx512::tile_f32, avx512::strided_tile_f32, mr, nr);
-        let (mr, nr) = (avx512::MR_F64, avx512::NR_F64);
-        check_strided_tile_fn::<f64>(avx512::tile_f64, avx512::strided_tile_f64, mr, nr);
+        check_strided_tile_fn::<f32, Avx512>();
+        check_strided_tile_fn::<f64, Avx512>();
     }
 }

@@ -26,13 +26,14 @@
 //!
 //! # Kernel variants
 //!
-//! Two microkernel families exist ([`KernelVariant`]): `Avx2`, the portable `wide` kernels
-//! (f32 6 x 16, f64 6 x 8; AVX2 + FMA in the default x86-64-v3 build), and `Avx512`, written
-//! with `std::arch` intrinsics under `#[target_feature(enable = "avx512f")]` (f32 12 x 32, f64
+//! Two microkernel families exist ([`KernelVariant`]): `Portable`, the `wide` kernels (f32
+//! 6 x 16, f64 6 x 8; AVX2 + FMA in the default x86-64-v3 build), and `Avx512`, written with
+//! `std::arch` intrinsics under `#[target_feature(enable = "avx512f")]` (f32 12 x 32, f64
 //! 14 x 16). The variant is chosen once per process at run time ([`kernel_variant`]: AVX-512
-//! when the CPU has `avx512f`, overridable with `BENIGN_GEMM_KERNEL=auto|avx2|avx512`); each
-//! has its own blocking (MR, NR, KC, MC, NC), and packing follows the chosen variant. Non-x86
-//! builds have the `wide` kernels only.
+//! when the CPU has `avx512f`, overridable with `BENIGN_GEMM_KERNEL=auto|portable|avx512`).
+//! Each kernel is one [`GemmKernel`] implementation per element type (`gemm/kernel.rs`) that
+//! holds its tile functions and its blocking (MR, NR, KC, MC, NC) together, and packing
+//! follows the chosen kernel. Non-x86 builds have the `wide` kernels only.
 //!
 //! # Determinism
 //!
@@ -66,6 +67,7 @@ mod avx512;
 mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_avx512;
+mod kernel;
 mod microkernel;
 mod pack;
 
@@ -73,30 +75,21 @@ use rayon::prelude::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
 use std::thread::LocalKey;
-use wide::{f32x8, f64x4};
+use wide::f64x4;
 
-use crate::Float;
-#[cfg(target_arch = "x86_64")]
-#[doc(hidden)]
-pub use avx512::{tile_f32 as avx512_tile_f32, tile_f64 as avx512_tile_f64};
+pub use crate::matrix::Transpose;
+use crate::simd::{dispatch, same};
+use crate::{Float, MatMut, MatRef};
+pub use kernel::{Avx512, Blocking, GemmKernel, Portable};
+use kernel::{Kernel, MAX_TILE};
 #[doc(hidden)]
 pub use microkernel::{microkernel, prefetch_tile, write_back, Lanes, Tile, MR, NR_VECTORS};
-use microkernel::{strided_tile_wide, tile_wide, TileFn};
-use pack::{pack_a, pack_b, Operand};
+use pack::{pack_a, pack_b};
 
 pub use direct::{
     use_direct, with_gemm_path, GemmPath, DIRECT_MAX_MULADDS, DIRECT_MAX_ROWS, DOT_MIN_DEPTH,
     PARALLEL_COLUMNS,
 };
-
-/// Whether an operand is used as stored (`No`) or transposed (`Yes`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transpose {
-    /// The operand as stored: `op(A) = A`.
-    No,
-    /// The operand's transpose: `op(A) = A^T`, read from the same storage.
-    Yes,
-}
 
 /// Problems with fewer multiply-adds (`m * n * k`) than this run on the calling thread: below
 /// about 2M multiply-adds (roughly 50 µs on one core) rayon's fork/join per depth panel costs
@@ -106,16 +99,18 @@ pub const GEMM_PARALLEL_MIN_MULADDS: usize = 1 << 21;
 /// The microkernel family a GEMM call runs with.
 ///
 /// Chosen once per process by [`kernel_variant`]: `Avx512` when the CPU has AVX-512F (x86-64
-/// only; detected at run time, so an x86-64-v3 build uses it on AVX-512 machines), `Avx2`
-/// otherwise. The environment variable `BENIGN_GEMM_KERNEL` (`auto`, `avx2` or `avx512`, read
-/// once) overrides the choice; an unknown value or `avx512` on a CPU without it falls back to
-/// `auto` with a warning on stderr.
+/// only; detected at run time, so an x86-64-v3 build uses it on AVX-512 machines), `Portable`
+/// otherwise. The environment variable `BENIGN_GEMM_KERNEL` (`auto`, `portable` or `avx512`,
+/// read once; `avx2`, the portable kernel's former name, is accepted too) overrides the
+/// choice; an unknown value or `avx512` on a CPU without it falls back to `auto` with a
+/// warning on stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelVariant {
     /// The portable `wide` kernels (f32x8 6 x 16, f64x4 6 x 8): AVX2 + FMA instructions when
-    /// the build targets x86-64-v3, whatever `wide` lowers to elsewhere.
-    Avx2,
-    /// 512-bit kernels (f32 12 x 32, f64 14 x 16) written with `std::arch` intrinsics.
+    /// the build targets x86-64-v3, whatever `wide` lowers to elsewhere ([`Portable`]).
+    Portable,
+    /// 512-bit kernels (f32 12 x 32, f64 14 x 16) written with `std::arch` intrinsics
+    /// ([`Avx512`]).
     Avx512,
 }
 
@@ -123,7 +118,7 @@ impl KernelVariant {
     /// Whether this variant can run on this CPU.
     pub fn is_available(self) -> bool {
         match self {
-            KernelVariant::Avx2 => true,
+            KernelVariant::Portable => true,
             #[cfg(target_arch = "x86_64")]
             KernelVariant::Avx512 => avx512::detected(),
             #[cfg(not(target_arch = "x86_64"))]
@@ -133,7 +128,7 @@ impl KernelVariant {
 
     /// The variants this CPU can run, portable first.
     pub fn available() -> Vec<KernelVariant> {
-        [KernelVariant::Avx2, KernelVariant::Avx512]
+        [KernelVariant::Portable, KernelVariant::Avx512]
             .into_iter()
             .filter(|variant| variant.is_available())
             .collect()
@@ -142,7 +137,7 @@ impl KernelVariant {
     /// The name `BENIGN_GEMM_KERNEL` accepts for it.
     pub fn name(self) -> &'static str {
         match self {
-            KernelVariant::Avx2 => "avx2",
+            KernelVariant::Portable => "portable",
             KernelVariant::Avx512 => "avx512",
         }
     }
@@ -154,16 +149,16 @@ pub fn kernel_variant() -> KernelVariant {
     *SELECTED.get_or_init(|| {
         let best = *KernelVariant::available()
             .last()
-            .unwrap_or(&KernelVariant::Avx2);
+            .unwrap_or(&KernelVariant::Portable);
         let requested = std::env::var("BENIGN_GEMM_KERNEL").unwrap_or_default();
         match requested.as_str() {
             "" | "auto" => best,
-            "avx2" => KernelVariant::Avx2,
+            "portable" | "avx2" => KernelVariant::Portable,
             "avx512" if KernelVariant::Avx512.is_available() => KernelVariant::Avx512,
             other => {
                 eprintln!(
                     "warning: BENIGN_GEMM_KERNEL={other:?} is not usable here (valid: auto, \
-                     avx2, avx512 on CPUs with avx512f); using {}",
+                     portable, avx512 on CPUs with avx512f); using {}",
                     best.name()
                 );
                 best
@@ -202,102 +197,11 @@ pub(crate) fn current_variant() -> KernelVariant {
         .unwrap_or_else(kernel_variant)
 }
 
-/// Cache blocking of one kernel variant and element type (exposed for the edge-case tests).
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug)]
-pub struct Blocking {
-    /// Rows of a microkernel tile.
-    pub mr: usize,
-    /// Columns of a microkernel tile.
-    pub nr: usize,
-    /// Depth of a panel.
-    pub kc: usize,
-    /// Rows of an A block; a multiple of `mr`.
-    pub mc: usize,
-    /// Columns of a B block; a multiple of `nr`.
-    pub nc: usize,
-}
-
-/// f32, `Avx2` variant: 6 x 16 tiles (12 `f32x8` accumulators).
-///
-/// The `Avx2` blocking starts from BLIS's Haswell choices for the same 6 x 16 / 6 x 8
-/// microkernels: a `KC x NR` B micro-panel (16 KB) plus an `MR x KC` A micro-panel (6 KB f32,
-/// 12 KB f64) stay in L1, the `MC x KC` A block (168 KB f32, 288 KB f64) in L2, the `KC x NC`
-/// B block (4 MB f32, 8 MB f64) in L3. Other choices (KC 384, MC 72..168, NC 1024..4080)
-/// measured within the noise of the shared benchmark machine; f64 MC was raised from BLIS's 72
-/// to 144.
-#[doc(hidden)]
-pub const SGEMM_BLOCKING: Blocking = Blocking {
-    mr: MR,
-    nr: 16,
-    kc: 256,
-    mc: 168,
-    nc: 4080,
-};
-
-/// f64, `Avx2` variant: 6 x 8 tiles (12 `f64x4` accumulators).
-#[doc(hidden)]
-pub const DGEMM_BLOCKING: Blocking = Blocking {
-    mr: MR,
-    nr: 8,
-    kc: 256,
-    mc: 144,
-    nc: 4080,
-};
-
-/// f32, `Avx512` variant: 12 x 32 tiles (24 zmm accumulators). The B micro-panel (`KC x 32`,
-/// 32 KB) stays in Ice Lake's 48 KB L1 while A micro-panels (12 KB) stream from L2, which holds
-/// the `MC x KC` A block (288 KB of 1.25 MB); the B block (`KC x NC`, 4 MB) lives in L3.
-#[doc(hidden)]
-pub const SGEMM_BLOCKING_AVX512: Blocking = Blocking {
-    mr: 12,
-    nr: 32,
-    kc: 256,
-    mc: 288,
-    nc: 4096,
-};
-
-/// f64, `Avx512` variant: 14 x 16 tiles (28 zmm accumulators; BLIS's Skylake-X dgemm shape).
-/// KC 192: the B micro-panel (24 KB) and an A micro-panel (21 KB) share the 48 KB L1, the A
-/// block (420 KB) stays in L2 and the B block (3 MB) in L3. KC 128
-/// (16 + 14 KB) was chosen while the C tile was prefetched all at once before each call; once
-/// the kernel fetched it row by row during its last steps, KC 192 measured 13-19% faster at
-/// 2000^3 and at 2000 x 2000 x 160 (one depth panel instead of two) than 128, and 256 in
-/// between, in interleaved runs on the loaded 2-core Ice Lake machine.
-#[doc(hidden)]
-pub const DGEMM_BLOCKING_AVX512: Blocking = Blocking {
-    mr: 14,
-    nr: 16,
-    kc: 192,
-    mc: 280,
-    nc: 2048,
-};
-
 /// The blocking `gemm::<T>` uses with `variant` (for the edge-case tests).
 #[doc(hidden)]
 pub fn blocking<T: Float>(variant: KernelVariant) -> Blocking {
-    match (T::NAME, variant) {
-        ("f32", KernelVariant::Avx2) => SGEMM_BLOCKING,
-        ("f32", KernelVariant::Avx512) => SGEMM_BLOCKING_AVX512,
-        (_, KernelVariant::Avx2) => DGEMM_BLOCKING,
-        (_, KernelVariant::Avx512) => DGEMM_BLOCKING_AVX512,
-    }
+    dispatch!(T, S => S::kernel(variant).blocking)
 }
-
-/// One kernel variant for one element type: its blocking and its tile function.
-#[derive(Clone, Copy)]
-pub(crate) struct Kernel<S> {
-    blocking: Blocking,
-    tile: TileFn<S>,
-    /// The tile function reading whole MR-row strips of A in place (see `row_panel`), for
-    /// the variants that have one.
-    strided: Option<StridedTileFn<S>>,
-}
-
-/// A tile function that reads a whole MR-row strip of A in place: `(kc, a, a_stride, a_rows,
-/// b_panel, alpha, beta, c, ldc, cols)`, A's element `(i, p)` at `a[i * a_stride + p]` when
-/// `a_rows`, else at `a[p * a_stride + i]` (see `avx512::strided_tile_f32`).
-pub(crate) type StridedTileFn<S> = fn(usize, &[S], usize, bool, &[S], S, S, &mut [S], usize, usize);
 
 /// A row panel reads A in place, without packing it, when the B block has at most this many
 /// NR-wide strips: a packed A micro-panel is reused once per strip, so with few strips
@@ -319,166 +223,92 @@ const IN_PLACE_A_MAX_STRIPS: usize = 8;
 pub(crate) trait GemmScalar: Float + bytemuck::Pod {
     /// The kernel of `variant` (which must be available: checked again by the AVX-512 tile).
     fn kernel(variant: KernelVariant) -> Kernel<Self>;
+
+    /// [`gemm`] for this element type.
+    fn gemm(alpha: Self, a: MatRef<'_, Self>, b: MatRef<'_, Self>, beta: Self, c: MatMut<'_, Self>);
 }
 
-impl GemmScalar for f32 {
-    fn kernel(variant: KernelVariant) -> Kernel<f32> {
-        match variant {
-            #[cfg(target_arch = "x86_64")]
-            KernelVariant::Avx512 => Kernel {
-                blocking: SGEMM_BLOCKING_AVX512,
-                tile: avx512::tile_f32,
-                strided: Some(avx512::strided_tile_f32),
-            },
-            _ => Kernel {
-                blocking: SGEMM_BLOCKING,
-                tile: tile_wide::<f32x8>,
-                strided: Some(strided_tile_wide::<f32x8>),
-            },
+macro_rules! impl_gemm_scalar {
+    ($t:ty) => {
+        impl GemmScalar for $t {
+            // Not `#[inline]`, and not generic: the packed and direct paths are compiled once,
+            // here. Reached from the generic `gemm`, an inlinable body made every crate calling
+            // `gemm` compile its own copy of them (about 90 s of release build per test or
+            // example binary).
+            #[inline(never)]
+            fn gemm(alpha: $t, a: MatRef<'_, $t>, b: MatRef<'_, $t>, beta: $t, c: MatMut<'_, $t>) {
+                gemm_packed(alpha, a, b, beta, c);
+            }
+
+            fn kernel(variant: KernelVariant) -> Kernel<$t> {
+                match variant {
+                    #[cfg(target_arch = "x86_64")]
+                    KernelVariant::Avx512 => Kernel::of::<Avx512>(),
+                    _ => Kernel::of::<Portable>(),
+                }
+            }
         }
-    }
+    };
 }
 
-impl GemmScalar for f64 {
-    fn kernel(variant: KernelVariant) -> Kernel<f64> {
-        match variant {
-            #[cfg(target_arch = "x86_64")]
-            KernelVariant::Avx512 => Kernel {
-                blocking: DGEMM_BLOCKING_AVX512,
-                tile: avx512::tile_f64,
-                strided: Some(avx512::strided_tile_f64),
-            },
-            _ => Kernel {
-                blocking: DGEMM_BLOCKING,
-                tile: tile_wide::<f64x4>,
-                strided: Some(strided_tile_wide::<f64x4>),
-            },
-        }
-    }
-}
-
-// The blocking tables agree with the kernels and with themselves.
-const _: () = {
-    assert!(SGEMM_BLOCKING.nr == <f32x8 as Lanes>::NR && DGEMM_BLOCKING.nr == <f64x4 as Lanes>::NR);
-    #[cfg(target_arch = "x86_64")]
-    assert!(
-        SGEMM_BLOCKING_AVX512.mr == avx512::MR_F32
-            && SGEMM_BLOCKING_AVX512.nr == avx512::NR_F32
-            && DGEMM_BLOCKING_AVX512.mr == avx512::MR_F64
-            && DGEMM_BLOCKING_AVX512.nr == avx512::NR_F64
-    );
-    let tables = [
-        SGEMM_BLOCKING,
-        DGEMM_BLOCKING,
-        SGEMM_BLOCKING_AVX512,
-        DGEMM_BLOCKING_AVX512,
-    ];
-    let mut index = 0;
-    while index < tables.len() {
-        let table = tables[index];
-        assert!(table.mc.is_multiple_of(table.mr) && table.nc.is_multiple_of(table.nr));
-        index += 1;
-    }
-};
+impl_gemm_scalar!(f32);
+impl_gemm_scalar!(f64);
 
 /// `C <- alpha op(A) op(B) + beta C`, `op(A)` m x k, `op(B)` k x n, C m x n (row-major).
 ///
-/// `ta == No`: A stored m x k (`lda >= k`); `ta == Yes`: A stored k x m (`lda >= m`). Same for B
-/// (`tb == No`: stored k x n, `ldb >= n`; `Yes`: stored n x k, `ldb >= k`); `ldc >= n`.
+/// `op(A)` is `a` as used ([`MatRef::transpose`] marks a transposed operand), likewise `op(B)`.
 /// `beta == 0` never reads C. Runs on the current rayon pool when `m * n * k` is at least
 /// [`GEMM_PARALLEL_MIN_MULADDS`]; results are bit-identical for any pool size.
 ///
 /// # Panics
 ///
-/// If a leading dimension is smaller than the width it strides over, or a slice is too short
-/// for the elements it must hold (the crate contract: a programming error, never silent).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm<T: Float>(
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: T,
-    a: &[T],
-    lda: usize,
-    b: &[T],
-    ldb: usize,
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-) {
-    T::gemm_dispatch(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+/// If the shapes of `op(A)`, `op(B)` and C do not agree (the crate contract: a programming
+/// error, never silent).
+pub fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
+    dispatch!(T, S => S::gemm(same(alpha), a.cast(), b.cast(), same(beta), c.cast()))
 }
 
-/// Panics with a message naming `name` unless a `rows x cols` matrix with leading dimension
-/// `ld` fits in `len` elements.
-pub(crate) fn check_operand(name: &str, rows: usize, cols: usize, ld: usize, len: usize) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
+/// Panics with a message naming the operands unless `op(A) op(B)` is a product C can hold.
+pub(crate) fn check_shapes<T>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &MatMut<'_, T>) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
     assert!(
-        ld >= cols,
-        "gemm: leading dimension of {name} is {ld}, must be >= {cols}"
+        b.rows() == k,
+        "gemm: op(A) is {m} x {k} but op(B) is {} x {n}: inner dimensions differ",
+        b.rows()
     );
-    let needed = (rows - 1) * ld + cols;
     assert!(
-        len >= needed,
-        "gemm: {name} has {len} elements, a {rows} x {cols} matrix with leading dimension {ld} needs {needed}"
+        c.rows() == m && c.cols() == n,
+        "gemm: op(A) op(B) is {m} x {n} but C is {} x {}",
+        c.rows(),
+        c.cols()
     );
 }
 
-/// The typed body of [`gemm`], reached through `Float::gemm_dispatch`.
-#[allow(clippy::too_many_arguments)]
+/// The typed body of [`gemm`], reached through `GemmScalar::gemm`.
 pub(crate) fn gemm_packed<S: GemmScalar>(
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    k: usize,
     alpha: S,
-    a: &[S],
-    lda: usize,
-    b: &[S],
-    ldb: usize,
+    a: MatRef<'_, S>,
+    b: MatRef<'_, S>,
     beta: S,
-    c: &mut [S],
-    ldc: usize,
+    c: MatMut<'_, S>,
 ) {
-    let (a_rows, a_cols) = if ta == Transpose::No { (m, k) } else { (k, m) };
-    let (b_rows, b_cols) = if tb == Transpose::No { (k, n) } else { (n, k) };
-    check_operand("A", a_rows, a_cols, lda, a.len());
-    check_operand("B", b_rows, b_cols, ldb, b.len());
-    check_operand("C", m, n, ldc, c.len());
+    check_shapes(&a, &b, &c);
+    let (m, k, n, ldc) = (a.rows(), a.cols(), b.cols(), c.ld());
     if m == 0 || n == 0 {
         return;
     }
-    let c = &mut c[..(m - 1) * ldc + n];
+    let c = &mut c.into_data()[..(m - 1) * ldc + n];
     if k == 0 || alpha == S::ZERO {
         scale_c(beta, c, m, n, ldc);
         return;
     }
     // small and skinny products: no packing (`gemm/direct.rs`)
-    if use_direct(tb, m, n, k) {
-        direct::gemm_direct(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if use_direct(b.trans(), m, n, k) {
+        direct::gemm_direct(alpha, a, b, beta, MatMut::with_ld(c, m, n, ldc));
         return;
     }
-    let a = Operand {
-        data: a,
-        ld: lda,
-        trans: ta,
-    };
-    let b = Operand {
-        data: b,
-        ld: ldb,
-        trans: tb,
-    };
-    let Kernel {
-        blocking,
-        tile,
-        strided,
-    } = S::kernel(current_variant());
-    let Blocking { mr, nr, kc, mc, nc } = blocking;
+    let kernel = S::kernel(current_variant());
+    let Blocking { mr, nr, kc, mc, nc } = kernel.blocking;
     let threads = if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS {
         rayon::current_num_threads()
     } else {
@@ -522,21 +352,15 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                     pack_b(b_pack, b, depth.clone(), cols.clone(), nr);
                 }
                 let b_pack: &[S] = b_pack;
+                let panel = DepthPanel {
+                    a,
+                    depth: depth.clone(),
+                    alpha,
+                    beta: beta_panel,
+                    kernel,
+                };
                 let row_block = |c_rows: &mut [S], rows: std::ops::Range<usize>| {
-                    row_panel(
-                        c_rows,
-                        ldc,
-                        a,
-                        rows,
-                        depth.clone(),
-                        cols.clone(),
-                        b_pack,
-                        alpha,
-                        beta_panel,
-                        blocking,
-                        tile,
-                        strided,
-                    )
+                    row_panel(&panel, b_pack, c_rows, ldc, rows, cols.clone())
                 };
                 if parallel_tasks > 1 && split_columns {
                     // loop over column ranges of C, one rayon task each, all rows
@@ -558,17 +382,7 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                         .into_par_iter()
                         .zip(b_pack.par_chunks(panels_per_task * panel_len))
                         .for_each(|(mut c_part, b_part)| {
-                            column_panel(
-                                &mut c_part,
-                                a,
-                                0..m,
-                                depth.clone(),
-                                b_part,
-                                alpha,
-                                beta_panel,
-                                blocking,
-                                tile,
-                            )
+                            column_panel(&panel, b_part, &mut c_part, 0..m)
                         });
                 } else if parallel_tasks > 1 {
                     // loop over the row panels of C, one rayon task each
@@ -615,35 +429,41 @@ fn row_tasks(m: usize, mr: usize, mc: usize, threads: usize) -> Vec<std::ops::Ra
         .collect()
 }
 
-/// One row panel: packs `op(A)[rows, depth]` and updates `C[rows, cols]` (whose first row is
-/// `c_rows[0..]`) with the packed B block, tile by tile. With a `strided` tile function and a
-/// B block of at most [`IN_PLACE_A_MAX_STRIPS`] strips, whole MR-row strips of A are read in
-/// place and only a last partial strip is packed (zero-padded); the arithmetic is the same.
-#[allow(clippy::too_many_arguments)]
-fn row_panel<S: GemmScalar>(
-    c_rows: &mut [S],
-    ldc: usize,
-    a: Operand<'_, S>,
-    rows: std::ops::Range<usize>,
+/// What every row or column panel of one depth panel shares: A, the depth range, the scalars
+/// (`beta` is the call's beta on the first depth panel, 1 afterwards) and the kernel.
+struct DepthPanel<'a, S> {
+    a: MatRef<'a, S>,
     depth: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-    b_pack: &[S],
     alpha: S,
     beta: S,
-    blocking: Blocking,
-    tile: TileFn<S>,
-    strided: Option<StridedTileFn<S>>,
+    kernel: Kernel<S>,
+}
+
+/// One row panel: packs `op(A)[rows, depth]` and updates `C[rows, cols]` (whose first row is
+/// `c_rows[0..]`) with the packed B block, tile by tile. With a B block of at most
+/// [`IN_PLACE_A_MAX_STRIPS`] strips, whole MR-row strips of A are read in place and only a last
+/// partial strip is packed (zero-padded); the arithmetic is the same.
+fn row_panel<S: GemmScalar>(
+    panel: &DepthPanel<'_, S>,
+    b_pack: &[S],
+    c_rows: &mut [S],
+    ldc: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
 ) {
-    let Blocking { mr, nr, .. } = blocking;
+    let DepthPanel {
+        a,
+        ref depth,
+        alpha,
+        beta,
+        kernel,
+    } = *panel;
+    let Blocking { mr, nr, .. } = kernel.blocking;
     let kc = depth.len();
     let row_count = rows.len();
     // The first `in_place_strips` MR-row strips are read from A's storage, the rest packed.
-    let in_place = strided.filter(|_| b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr);
-    let in_place_strips = if in_place.is_some() {
-        row_count / mr
-    } else {
-        0
-    };
+    let in_place = b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr;
+    let in_place_strips = if in_place { row_count / mr } else { 0 };
     let first_packed_row = rows.start + in_place_strips * mr;
     let a_len = (rows.end - first_packed_row).div_ceil(mr) * mr * kc;
     with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
@@ -656,58 +476,50 @@ fn row_panel<S: GemmScalar>(
             for ir in 0..row_count.div_ceil(mr) {
                 let first_row = rows.start + ir * mr;
                 let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
-                match in_place {
-                    Some(strided) if ir < in_place_strips => {
-                        let (a_strip, a_rows) = match a.trans {
-                            Transpose::No => (&a.data[first_row * a.ld + depth.start..], true),
-                            Transpose::Yes => (&a.data[depth.start * a.ld + first_row..], false),
-                        };
-                        strided(
-                            kc, a_strip, a.ld, a_rows, b_panel, alpha, beta, c_tile, ldc, tile_cols,
-                        );
-                    }
-                    _ => {
-                        let a_panel = &a_pack[(ir - in_place_strips) * kc * mr..][..kc * mr];
-                        let tile_rows = mr.min(rows.end - first_row);
-                        tile(
-                            kc, a_panel, b_panel, alpha, beta, c_tile, ldc, tile_rows, tile_cols,
-                        );
-                    }
+                let tile_rows = mr.min(rows.end - first_row);
+                let c_tile = MatMut::with_ld(c_tile, tile_rows, tile_cols, ldc);
+                if ir < in_place_strips {
+                    let ld = a.ld();
+                    let a_strip = match a.trans() {
+                        Transpose::No => {
+                            let strip = &a.data()[first_row * ld + depth.start..];
+                            MatRef::with_ld(strip, mr, kc, ld)
+                        }
+                        Transpose::Yes => {
+                            let strip = &a.data()[depth.start * ld + first_row..];
+                            MatRef::with_ld(strip, kc, mr, ld).transpose()
+                        }
+                    };
+                    (kernel.strided)(a_strip, b_panel, alpha, beta, c_tile);
+                } else {
+                    let a_panel = &a_pack[(ir - in_place_strips) * kc * mr..][..kc * mr];
+                    (kernel.tile)(kc, a_panel, b_panel, alpha, beta, c_tile);
                 }
             }
         }
     });
 }
 
-/// Largest tile of any kernel variant, in scalars (f32 AVX-512: 12 x 32).
-const MAX_TILE: usize = 12 * 32;
-const _: () = assert!(MAX_TILE >= 14 * 16);
-
 /// One column range of C for all rows `rows`: packs `op(A)[rows, depth]` and updates
 /// `c_rows[i][..]` (row `rows.start + i` of C, restricted to the range) with the packed B
 /// micro-panels `b_pack` of the range. The tiles go through a full-size buffer, which is the
 /// same arithmetic as writing them in place (partial tiles do that anyway).
-#[allow(clippy::too_many_arguments)]
 fn column_panel<S: GemmScalar>(
-    c_rows: &mut [&mut [S]],
-    a: Operand<'_, S>,
-    rows: std::ops::Range<usize>,
-    depth: std::ops::Range<usize>,
+    panel: &DepthPanel<'_, S>,
     b_pack: &[S],
-    alpha: S,
-    beta: S,
-    blocking: Blocking,
-    tile: TileFn<S>,
+    c_rows: &mut [&mut [S]],
+    rows: std::ops::Range<usize>,
 ) {
-    let Blocking { mr, nr, .. } = blocking;
+    let (alpha, beta, tile) = (panel.alpha, panel.beta, panel.kernel.tile);
+    let Blocking { mr, nr, .. } = panel.kernel.blocking;
     assert!(mr * nr <= MAX_TILE);
-    let kc = depth.len();
+    let kc = panel.depth.len();
     let row_count = rows.len();
     let a_len = row_count.div_ceil(mr) * mr * kc;
     let mut buffer = [S::ZERO; MAX_TILE];
     let buffer = &mut buffer[..mr * nr];
     with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
-        pack_a(a_pack, a, rows, depth, mr);
+        pack_a(a_pack, panel.a, rows, panel.depth.clone(), mr);
         // loop over the NR-wide strips of the range
         for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
             let first_col = jr * nr;
@@ -719,7 +531,14 @@ fn column_panel<S: GemmScalar>(
                         buffer_row[..tile_cols].copy_from_slice(&c_row[first_col..][..tile_cols]);
                     }
                 }
-                tile(kc, a_panel, b_panel, alpha, beta, buffer, nr, mr, nr);
+                tile(
+                    kc,
+                    a_panel,
+                    b_panel,
+                    alpha,
+                    beta,
+                    MatMut::new(buffer, mr, nr),
+                );
                 for (buffer_row, c_row) in buffer.chunks_exact(nr).zip(c_tile_rows) {
                     c_row[first_col..][..tile_cols].copy_from_slice(&buffer_row[..tile_cols]);
                 }

@@ -8,24 +8,14 @@ use std::any::Any;
 use std::ops::Range;
 
 use super::microkernel::prefetch_tile;
-use super::Transpose;
-use crate::Float;
-
-/// A read-only operand `op(X)` seen through its storage: `op(X)(r, c)` is `data[r * ld + c]`
-/// when `trans == No`, `data[c * ld + r]` when `trans == Yes`.
-#[derive(Clone, Copy)]
-pub struct Operand<'a, S> {
-    pub data: &'a [S],
-    pub ld: usize,
-    pub trans: Transpose,
-}
+use crate::{Float, MatRef, Transpose};
 
 /// Packs rows `rows` and depth `depth` of `op(A)` into `dst` as `ceil(rows.len() / mr)`
 /// micro-panels of `depth.len() x mr` scalars, each stored k-major (the `mr` values of one
 /// column `p` contiguous); rows past the end are zero. `mr` is the kernel variant's `MR`.
 pub fn pack_a<S: Float>(
     dst: &mut [S],
-    a: Operand<'_, S>,
+    a: MatRef<'_, S>,
     rows: Range<usize>,
     depth: Range<usize>,
     mr: usize,
@@ -35,28 +25,28 @@ pub fn pack_a<S: Float>(
     for (panel_index, panel) in dst.chunks_exact_mut(kc * mr).take(panels).enumerate() {
         let first_row = rows.start + panel_index * mr;
         let panel_rows = mr.min(rows.end - first_row);
-        match a.trans {
+        match a.trans() {
             Transpose::No => {
                 // Row i of A is contiguous along the depth, so a micro-panel is the transpose
                 // of mr source rows: the same problem as packing a transposed B, solved the
                 // same way (steps of a few cache lines across all rows, so that their misses
                 // overlap, then a transpose from L1) for the kernels' MR.
-                let sources = &a.data[first_row * a.ld + depth.start..];
+                let sources = &a.data()[first_row * a.ld() + depth.start..];
                 match (mr, std::mem::size_of::<S>()) {
                     (12, 4) => {
-                        transpose_panel::<S, 12, 64, 4>(panel, sources, a.ld, panel_rows);
+                        transpose_panel::<S, 12, 64, 4>(panel, sources, a.ld(), panel_rows);
                         continue;
                     }
                     (14, 8) => {
-                        transpose_panel::<S, 14, 32, 2>(panel, sources, a.ld, panel_rows);
+                        transpose_panel::<S, 14, 32, 2>(panel, sources, a.ld(), panel_rows);
                         continue;
                     }
                     (6, 4) => {
-                        transpose_panel::<S, 6, 64, 2>(panel, sources, a.ld, panel_rows);
+                        transpose_panel::<S, 6, 64, 2>(panel, sources, a.ld(), panel_rows);
                         continue;
                     }
                     (6, 8) => {
-                        transpose_panel::<S, 6, 32, 2>(panel, sources, a.ld, panel_rows);
+                        transpose_panel::<S, 6, 32, 2>(panel, sources, a.ld(), panel_rows);
                         continue;
                     }
                     _ => {}
@@ -64,7 +54,7 @@ pub fn pack_a<S: Float>(
                 // any other mr: scatter each row with stride mr
                 for ii in 0..mr {
                     if ii < panel_rows {
-                        let src = &a.data[(first_row + ii) * a.ld + depth.start..][..kc];
+                        let src = &a.data()[(first_row + ii) * a.ld() + depth.start..][..kc];
                         for (dst_column, &x) in panel.chunks_exact_mut(mr).zip(src) {
                             dst_column[ii] = x;
                         }
@@ -78,14 +68,14 @@ pub fn pack_a<S: Float>(
             Transpose::Yes => {
                 // column p of op(A) is contiguous in storage: copy mr at a time, with the
                 // kernels' MR as a constant so that a column is a few moves, not a memcpy call
-                let sources = &a.data[first_row..];
+                let sources = &a.data()[first_row..];
                 match mr {
-                    6 => copy_columns::<S, 6>(panel, sources, a.ld, depth.clone(), panel_rows),
-                    12 => copy_columns::<S, 12>(panel, sources, a.ld, depth.clone(), panel_rows),
-                    14 => copy_columns::<S, 14>(panel, sources, a.ld, depth.clone(), panel_rows),
+                    6 => copy_columns::<S, 6>(panel, sources, a.ld(), depth.clone(), panel_rows),
+                    12 => copy_columns::<S, 12>(panel, sources, a.ld(), depth.clone(), panel_rows),
+                    14 => copy_columns::<S, 14>(panel, sources, a.ld(), depth.clone(), panel_rows),
                     _ => {
                         for (p, dst_column) in depth.clone().zip(panel.chunks_exact_mut(mr)) {
-                            let src = &sources[p * a.ld..][..panel_rows];
+                            let src = &sources[p * a.ld()..][..panel_rows];
                             dst_column[..panel_rows].copy_from_slice(src);
                             dst_column[panel_rows..].fill(S::ZERO);
                         }
@@ -130,7 +120,7 @@ const B_PREFETCH_ROWS: usize = 4;
 /// `p` contiguous); columns past the end are zero. `nr` is the kernel variant's `NR`.
 pub fn pack_b<S: Float>(
     dst: &mut [S],
-    b: Operand<'_, S>,
+    b: MatRef<'_, S>,
     depth: Range<usize>,
     cols: Range<usize>,
     nr: usize,
@@ -139,7 +129,7 @@ pub fn pack_b<S: Float>(
     let panel_len = kc * nr;
     let panels = cols.len().div_ceil(nr);
     let full_panels = cols.len() / nr;
-    match b.trans {
+    match b.trans() {
         Transpose::No => {
             // Row p of B is contiguous. The block goes by groups of PANEL_GROUP micro-panels
             // (1 KB of each row): for each p, the group's part of row p is copied to row p of
@@ -160,10 +150,10 @@ pub fn pack_b<S: Float>(
                     let width = (full_panels - group_index * PANEL_GROUP).min(PANEL_GROUP) * nr;
                     for (step, p) in depth.clone().enumerate() {
                         if p + B_PREFETCH_ROWS < depth.end {
-                            let ahead = &b.data[(p + B_PREFETCH_ROWS) * b.ld + first_col..];
-                            prefetch_tile(ahead, b.ld, 1, width);
+                            let ahead = &b.data()[(p + B_PREFETCH_ROWS) * b.ld() + first_col..];
+                            prefetch_tile(ahead, b.ld(), 1, width);
                         }
-                        let src_row = &b.data[p * b.ld + first_col..][..width];
+                        let src_row = &b.data()[p * b.ld() + first_col..][..width];
                         // fixed-size copies for the kernels' NR (a call to memcpy per 64 or
                         // 128 bytes otherwise)
                         match nr {
@@ -188,7 +178,7 @@ pub fn pack_b<S: Float>(
                 let first_col = cols.start + full_panels * nr;
                 let panel_cols = cols.end - first_col;
                 for (p, dst_row) in depth.clone().zip(panel.chunks_exact_mut(nr)) {
-                    let src = &b.data[p * b.ld + first_col..][..panel_cols];
+                    let src = &b.data()[p * b.ld() + first_col..][..panel_cols];
                     dst_row[..panel_cols].copy_from_slice(src);
                     dst_row[panel_cols..].fill(S::ZERO);
                 }
@@ -205,15 +195,15 @@ pub fn pack_b<S: Float>(
             for (panel_index, panel) in dst.chunks_exact_mut(panel_len).take(panels).enumerate() {
                 let first_col = cols.start + panel_index * nr;
                 let panel_cols = nr.min(cols.end - first_col);
-                let sources = &b.data[first_col * b.ld + depth.start..];
+                let sources = &b.data()[first_col * b.ld() + depth.start..];
                 // fixed tile sizes for the kernels' NR: steps of 256 bytes, 8 x 8 blocks of
                 // f32 (one AVX2 transpose), 4 x 4 of f64
                 match (nr, std::mem::size_of::<S>()) {
-                    (8, 8) => transpose_panel::<S, 8, 32, 4>(panel, sources, b.ld, panel_cols),
-                    (16, 8) => transpose_panel::<S, 16, 32, 4>(panel, sources, b.ld, panel_cols),
-                    (16, 4) => transpose_panel::<S, 16, 64, 8>(panel, sources, b.ld, panel_cols),
-                    (32, 4) => transpose_panel::<S, 32, 64, 8>(panel, sources, b.ld, panel_cols),
-                    _ => transpose_panel_any(panel, sources, b.ld, panel_cols, nr),
+                    (8, 8) => transpose_panel::<S, 8, 32, 4>(panel, sources, b.ld(), panel_cols),
+                    (16, 8) => transpose_panel::<S, 16, 32, 4>(panel, sources, b.ld(), panel_cols),
+                    (16, 4) => transpose_panel::<S, 16, 64, 8>(panel, sources, b.ld(), panel_cols),
+                    (32, 4) => transpose_panel::<S, 32, 64, 8>(panel, sources, b.ld(), panel_cols),
+                    _ => transpose_panel_any(panel, sources, b.ld(), panel_cols, nr),
                 }
             }
         }
@@ -356,19 +346,11 @@ mod tests {
             .collect()
     }
 
-    /// `op(X)(r, c)` read directly from storage.
-    fn element<S: Float>(x: Operand<'_, S>, r: usize, c: usize) -> S {
-        match x.trans {
-            Transpose::No => x.data[r * x.ld + c],
-            Transpose::Yes => x.data[c * x.ld + r],
-        }
-    }
-
     /// The micro-panel layout written out element by element: in panel `q`, depth step `p`
     /// and lane `l` hold `op(X)(o, p)` for A (`outer_is_row`), `op(X)(p, o)` for B, where
     /// `o = outer.start + q * width + l`; zero when `o` is past `outer.end`.
     fn naive_pack<S: Float>(
-        x: Operand<'_, S>,
+        x: MatRef<'_, S>,
         outer: Range<usize>,
         depth: Range<usize>,
         width: usize,
@@ -382,9 +364,9 @@ mod tests {
                     packed.push(if o >= outer.end {
                         S::ZERO
                     } else if outer_is_row {
-                        element(x, o, p)
+                        x.at(o, p)
                     } else {
-                        element(x, p, o)
+                        x.at(p, o)
                     });
                 }
             }
@@ -420,11 +402,7 @@ mod tests {
                             Transpose::Yes => (depth_total, outer_total),
                         };
                         let data = stored::<S>(rows, cols, cols + 5);
-                        let a = Operand {
-                            data: &data,
-                            ld: cols + 5,
-                            trans,
-                        };
+                        let a = MatRef::with_ld(&data, rows, cols, cols + 5).op(trans);
                         let mut packed = vec![canary; len + 3];
                         pack_a(&mut packed, a, outer.clone(), depth.clone(), width);
                         let expected = naive_pack(a, outer.clone(), depth.clone(), width, true);
@@ -440,11 +418,7 @@ mod tests {
                             Transpose::Yes => (outer_total, depth_total),
                         };
                         let data = stored::<S>(rows, cols, cols + 3);
-                        let b = Operand {
-                            data: &data,
-                            ld: cols + 3,
-                            trans,
-                        };
+                        let b = MatRef::with_ld(&data, rows, cols, cols + 3).op(trans);
                         let mut packed = vec![canary; len + 3];
                         pack_b(&mut packed, b, depth.clone(), outer.clone(), width);
                         let expected = naive_pack(b, outer.clone(), depth.clone(), width, false);

@@ -22,7 +22,7 @@
 #![allow(dead_code)]
 
 use benign_kernels::gemm::{with_gemm_path, with_kernel_variant, GemmPath, KernelVariant};
-use benign_kernels::{gemm, reference, Float, Transpose};
+use benign_kernels::{gemm, reference, Float, MatMut, MatRef, Transpose};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -76,7 +76,6 @@ pub struct Case {
 impl Case {
     /// A case of a shape grid: alpha, beta and the padding cycle with the case's `index`, so
     /// that every combination shows up across the grid.
-    #[allow(clippy::too_many_arguments)]
     pub fn cycled(
         kernel: KernelVariant,
         path: GemmPath,
@@ -171,19 +170,11 @@ pub fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
     with_gemm_path(case.path, || {
         with_kernel_variant(case.kernel, || {
             gemm(
-                case.ta,
-                case.tb,
-                case.m,
-                case.n,
-                case.k,
                 T::from_f64(case.alpha),
-                &a,
-                ops.lda,
-                &b,
-                ops.ldb,
+                MatRef::op_with_ld(case.ta, &a, case.m, case.k, ops.lda),
+                MatRef::op_with_ld(case.tb, &b, case.k, case.n, ops.ldb),
                 T::from_f64(case.beta),
-                &mut c,
-                ops.ldc,
+                MatMut::with_ld(&mut c, case.m, case.n, ops.ldc),
             )
         })
     });
@@ -206,36 +197,20 @@ pub fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
     let beta = T::from_f64(beta).to_f64();
     let mut expected = ops.c.clone();
     reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
         alpha,
-        &ops.a,
-        ops.lda,
-        &ops.b,
-        ops.ldb,
+        MatRef::op_with_ld(ta, &ops.a, m, k, ops.lda),
+        MatRef::op_with_ld(tb, &ops.b, k, n, ops.ldb),
         beta,
-        &mut expected,
-        ops.ldc,
+        MatMut::with_ld(&mut expected, m, n, ops.ldc),
     );
     let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
     let mut magnitude = vec![0.0; ops.c.len()];
     reference::gemm(
-        ta,
-        tb,
-        m,
-        n,
-        k,
         1.0,
-        &abs(&ops.a),
-        ops.lda,
-        &abs(&ops.b),
-        ops.ldb,
+        MatRef::op_with_ld(ta, &abs(&ops.a), m, k, ops.lda),
+        MatRef::op_with_ld(tb, &abs(&ops.b), k, n, ops.ldb),
         0.0,
-        &mut magnitude,
-        ops.ldc,
+        MatMut::with_ld(&mut magnitude, m, n, ops.ldc),
     );
     let tol = 2.0 * (k + 2) as f64 * T::EPSILON.to_f64();
     for i in 0..m {

@@ -16,7 +16,7 @@
 //! dr = dy
 //! ```
 
-use benign_kernels::{self as kernels, Float, Transpose};
+use benign_kernels::{self as kernels, Float, MatMut, MatRef};
 
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 
@@ -117,18 +117,10 @@ impl<T: Float> Tape<T> {
             (None, None) => T::ZERO,
         };
         product(
-            Transpose::No,
-            Transpose::Yes,
-            rows,
-            outputs,
-            inputs,
-            self.node_value(xi),
-            inputs,
-            self.node_value(wi),
-            inputs,
+            MatRef::new(self.node_value(xi), rows, inputs),
+            MatRef::new(self.node_value(wi), outputs, inputs).transpose(),
             beta,
-            &mut z,
-            outputs,
+            MatMut::new(&mut z, rows, outputs),
         );
         let (out, gelu_slope) = if !gelu {
             (z, Vec::new())
@@ -188,36 +180,20 @@ impl<T: Float> Op<T> for Linear {
             let (dx, fresh) = ctx.grad(self.x);
             // dx (rows x in) = dz (rows x out) W (out x in)
             product(
-                Transpose::No,
-                Transpose::No,
-                rows,
-                n_in,
-                n_out,
-                dz,
-                n_out,
-                w,
-                n_in,
+                MatRef::new(dz, rows, n_out),
+                MatRef::new(w, n_out, n_in),
                 beta(fresh),
-                dx,
-                n_in,
+                MatMut::new(dx, rows, n_in),
             );
         }
         if ctx.needs(self.weight) {
             let (dw, fresh) = ctx.grad(self.weight);
             // dW (out x in) = dz^T (out x rows) x (rows x in)
             product(
-                Transpose::Yes,
-                Transpose::No,
-                n_out,
-                n_in,
-                rows,
-                dz,
-                n_out,
-                x,
-                n_in,
+                MatRef::new(dz, rows, n_out).transpose(),
+                MatRef::new(x, rows, n_in),
                 beta(fresh),
-                dw,
-                n_in,
+                MatMut::new(dw, n_out, n_in),
             );
         }
         if let Some(b) = self.bias.filter(|&b| ctx.needs(b)) {

@@ -15,7 +15,7 @@
 //! column, and the corresponding output dimension is dropped (as in NumPy). Batch dimensions
 //! must be equal, or one operand has none and is shared by every batch.
 
-use benign_kernels::{self as kernels, Float, Transpose};
+use benign_kernels::{self as kernels, Float, MatMut, MatRef, Transpose};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
@@ -43,36 +43,17 @@ fn tr(t: bool) -> Transpose {
     }
 }
 
-fn flip(t: Transpose) -> Transpose {
-    match t {
-        Transpose::No => Transpose::Yes,
-        Transpose::Yes => Transpose::No,
-    }
-}
-
 /// `C <- op(A) op(B) + beta C` (`beta` is 0 or 1) over contiguous row-major storage, dispatched
 /// to the cheapest kernel. With `beta == 0`, C is only written.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn product<T: Float>(
-    ta: Transpose,
-    tb: Transpose,
-    m: usize,
-    n: usize,
-    kk: usize,
-    a: &[T],
-    lda: usize,
-    b: &[T],
-    ldb: usize,
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-) {
+pub(crate) fn product<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
     debug_assert!(beta == T::ZERO || beta == T::ONE);
+    let (m, n, kk, ldc) = (c.rows(), c.cols(), a.cols(), c.ld());
     if m == 0 || n == 0 {
         return;
     }
     if kk == 0 {
         if beta == T::ZERO {
+            let c = c.into_data();
             for i in 0..m {
                 c[i * ldc..i * ldc + n]
                     .iter_mut()
@@ -83,30 +64,17 @@ pub(crate) fn product<T: Float>(
     }
     if n == 1 {
         // c (m) = op(A) x, x the k entries of the k x 1 operand (contiguous either way).
-        let x = &b[..kk];
-        match ta {
-            Transpose::No => {
-                kernels::gemv(Transpose::No, m, kk, T::ONE, a, lda, x, beta, &mut c[..m])
-            }
-            Transpose::Yes => {
-                kernels::gemv(Transpose::Yes, kk, m, T::ONE, a, lda, x, beta, &mut c[..m])
-            }
-        }
+        let x = &b.data()[..kk];
+        kernels::gemv(T::ONE, a, x, beta, &mut c.into_data()[..m]);
     } else if m == 1 {
         // c^T (n) = op(B)^T x, x the k entries of the 1 x k operand.
-        let x = &a[..kk];
-        match tb {
-            Transpose::No => {
-                kernels::gemv(Transpose::Yes, kk, n, T::ONE, b, ldb, x, beta, &mut c[..n])
-            }
-            Transpose::Yes => {
-                kernels::gemv(Transpose::No, n, kk, T::ONE, b, ldb, x, beta, &mut c[..n])
-            }
-        }
+        let x = &a.data()[..kk];
+        kernels::gemv(T::ONE, b.transpose(), x, beta, &mut c.into_data()[..n]);
     } else if kk == 1 {
         // Outer product x y^T: written directly when C is fresh, a GER update otherwise.
-        let (x, y) = (&a[..m], &b[..n]);
+        let (x, y) = (&a.data()[..m], &b.data()[..n]);
         if beta == T::ZERO {
+            let c = c.into_data();
             for (i, &xi) in x.iter().enumerate() {
                 let row = &mut c[i * ldc..i * ldc + n];
                 for (cv, &yv) in row.iter_mut().zip(y) {
@@ -114,10 +82,10 @@ pub(crate) fn product<T: Float>(
                 }
             }
         } else {
-            kernels::ger(m, n, T::ONE, x, y, c, ldc);
+            kernels::ger(T::ONE, x, y, c);
         }
     } else {
-        kernels::gemm(ta, tb, m, n, kk, T::ONE, a, lda, b, ldb, beta, c, ldc);
+        kernels::gemm(T::ONE, a, b, beta, c);
     }
 }
 
@@ -230,18 +198,10 @@ impl MatMul {
             let ao = if self.a_batched { bi * m * kk } else { 0 };
             let bo = if self.b_batched { bi * kk * n } else { 0 };
             product(
-                tr(self.ta),
-                tr(self.tb),
-                m,
-                n,
-                kk,
-                &a[ao..],
-                self.lda(),
-                &b[bo..],
-                self.ldb(),
+                MatRef::op_with_ld(tr(self.ta), &a[ao..], m, kk, self.lda()),
+                MatRef::op_with_ld(tr(self.tb), &b[bo..], kk, n, self.ldb()),
                 T::ZERO,
-                &mut c[bi * m * n..],
-                n,
+                MatMut::new(&mut c[bi * m * n..], m, n),
             );
         }
     }
@@ -272,34 +232,18 @@ impl<T: Float> Op<T> for MatMul {
                 if self.ta {
                     // dA (k x m) = op(B) dC^T
                     product(
-                        tb,
-                        Transpose::Yes,
-                        kk,
-                        m,
-                        n,
-                        &b[bo..],
-                        ldb,
-                        dcb,
-                        n,
+                        MatRef::op_with_ld(tb, &b[bo..], kk, n, ldb),
+                        MatRef::new(dcb, m, n).transpose(),
                         beta,
-                        &mut da[ao..],
-                        m,
+                        MatMut::new(&mut da[ao..], kk, m),
                     );
                 } else {
                     // dA (m x k) = dC op(B)^T
                     product(
-                        Transpose::No,
-                        flip(tb),
-                        m,
-                        kk,
-                        n,
-                        dcb,
-                        n,
-                        &b[bo..],
-                        ldb,
+                        MatRef::new(dcb, m, n),
+                        MatRef::op_with_ld(tb.flip(), &b[bo..], n, kk, ldb),
                         beta,
-                        &mut da[ao..],
-                        kk,
+                        MatMut::new(&mut da[ao..], m, kk),
                     );
                 }
             }
@@ -318,34 +262,18 @@ impl<T: Float> Op<T> for MatMul {
                 if self.tb {
                     // dB (n x k) = dC^T op(A)
                     product(
-                        Transpose::Yes,
-                        ta,
-                        n,
-                        kk,
-                        m,
-                        dcb,
-                        n,
-                        &a[ao..],
-                        lda,
+                        MatRef::new(dcb, m, n).transpose(),
+                        MatRef::op_with_ld(ta, &a[ao..], m, kk, lda),
                         beta,
-                        &mut db[bo..],
-                        kk,
+                        MatMut::new(&mut db[bo..], n, kk),
                     );
                 } else {
                     // dB (k x n) = op(A)^T dC
                     product(
-                        flip(ta),
-                        Transpose::No,
-                        kk,
-                        n,
-                        m,
-                        &a[ao..],
-                        lda,
-                        dcb,
-                        n,
+                        MatRef::op_with_ld(ta.flip(), &a[ao..], kk, m, lda),
+                        MatRef::new(dcb, m, n),
                         beta,
-                        &mut db[bo..],
-                        n,
+                        MatMut::new(&mut db[bo..], kk, n),
                     );
                 }
             }

@@ -1,0 +1,202 @@
+//! The microkernel contract: everything that defines a GEMM kernel for one instruction set and
+//! element type, in one trait implementation.
+//!
+//! A kernel is its register tile (`MR x NR`), the cache blocking built around that tile (`KC`,
+//! `MC`, `NC`) and its two tile functions. Keeping them in one `impl` means the blocking the
+//! packed path uses can never disagree with the tile the kernel computes: the packing width
+//! comes from the same constants as the tile, and [`Blocking::of`] checks at compile time that
+//! the blocks are whole multiples of the tile (the matrixmultiply crate's `GemmKernel` in the
+//! same spirit).
+//!
+//! Two kernels exist: [`Portable`], the `wide` kernels (`gemm/microkernel.rs`: f32x8 and
+//! f64x4, AVX2 + FMA instructions in the default x86-64-v3 build, whatever `wide` lowers to
+//! elsewhere), and [`Avx512`], written with `std::arch` intrinsics (`gemm/avx512.rs`, x86-64
+//! only, run only on CPUs with avx512f).
+
+use wide::{f32x8, f64x4};
+
+#[cfg(target_arch = "x86_64")]
+use super::avx512;
+use super::microkernel::{strided_tile_wide, tile_wide, Lanes, MR};
+use crate::{MatMut, MatRef};
+
+/// One GEMM microkernel for element type `S`: tile shape, cache blocking and tile functions.
+pub trait GemmKernel<S> {
+    /// Rows of a C tile.
+    const MR: usize;
+    /// Columns of a C tile.
+    const NR: usize;
+    /// Depth of a panel: the k-sum of an element is grouped in panels of `KC` (this fixes the
+    /// rounding, so it belongs to the kernel, not to the call).
+    const KC: usize;
+    /// Rows of an A block; a multiple of `MR`.
+    const MC: usize;
+    /// Columns of a B block; a multiple of `NR`.
+    const NC: usize;
+
+    /// `C <- alpha AB + beta C` on the tile `c` (at most `MR x NR`; C is not read when
+    /// `beta == 0`), `AB[i][j] = sum_p a_panel[p * MR + i] * b_panel[p * NR + j]` over the
+    /// depth `kc`, one FMA chain per element in order of `p`. Partial tiles use the same
+    /// arithmetic as full ones. The kernel brings the C tile into cache itself.
+    fn tile(kc: usize, a_panel: &[S], b_panel: &[S], alpha: S, beta: S, c: MatMut<'_, S>);
+
+    /// [`GemmKernel::tile`] for a whole `MR`-row strip of A read in place (`a` is the strip,
+    /// `MR x kc`, used as stored or transposed) instead of a packed micro-panel; `c` has `MR`
+    /// rows. Bit-identical to packing the strip first.
+    fn strided_tile(a: MatRef<'_, S>, b_panel: &[S], alpha: S, beta: S, c: MatMut<'_, S>);
+}
+
+/// The portable `wide` kernels: f32 6 x 16 (12 `f32x8` accumulators), f64 6 x 8 (12 `f64x4`).
+#[derive(Clone, Copy, Debug)]
+pub struct Portable;
+
+/// The 512-bit kernels: f32 12 x 32 (24 zmm accumulators), f64 14 x 16 (28).
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512;
+
+/// `impl GemmKernel<$scalar> for $kernel` with the given constants, forwarding to the tile
+/// functions `$tile` and `$strided`.
+macro_rules! gemm_kernel {
+    (
+        $(#[$doc:meta])*
+        $kernel:ty, $scalar:ty,
+        MR = $mr:expr, NR = $nr:expr, KC = $kc:expr, MC = $mc:expr, NC = $nc:expr,
+        $tile:path, $strided:path
+    ) => {
+        $(#[$doc])*
+        impl GemmKernel<$scalar> for $kernel {
+            const MR: usize = $mr;
+            const NR: usize = $nr;
+            const KC: usize = $kc;
+            const MC: usize = $mc;
+            const NC: usize = $nc;
+
+            fn tile(
+                kc: usize,
+                a_panel: &[$scalar],
+                b_panel: &[$scalar],
+                alpha: $scalar,
+                beta: $scalar,
+                c: MatMut<'_, $scalar>,
+            ) {
+                $tile(kc, a_panel, b_panel, alpha, beta, c);
+            }
+
+            fn strided_tile(
+                a: MatRef<'_, $scalar>,
+                b_panel: &[$scalar],
+                alpha: $scalar,
+                beta: $scalar,
+                c: MatMut<'_, $scalar>,
+            ) {
+                $strided(a, b_panel, alpha, beta, c);
+            }
+        }
+    };
+}
+
+gemm_kernel!(
+    /// The `Portable` blocking starts from BLIS's Haswell choices for the same 6 x 16 / 6 x 8
+    /// microkernels: a `KC x NR` B micro-panel (16 KB) plus an `MR x KC` A micro-panel (6 KB
+    /// f32, 12 KB f64) stay in L1, the `MC x KC` A block (168 KB f32, 288 KB f64) in L2, the
+    /// `KC x NC` B block (4 MB f32, 8 MB f64) in L3. Other choices (KC 384, MC 72..168, NC
+    /// 1024..4080) measured within the noise of the shared benchmark machine; f64 MC was
+    /// raised from BLIS's 72 to 144.
+    Portable, f32,
+    MR = MR, NR = <f32x8 as Lanes>::NR, KC = 256, MC = 168, NC = 4080,
+    tile_wide::<f32x8>, strided_tile_wide::<f32x8>
+);
+
+gemm_kernel!(
+    /// See the f32 implementation.
+    Portable, f64,
+    MR = MR, NR = <f64x4 as Lanes>::NR, KC = 256, MC = 144, NC = 4080,
+    tile_wide::<f64x4>, strided_tile_wide::<f64x4>
+);
+
+#[cfg(target_arch = "x86_64")]
+gemm_kernel!(
+    /// 12 x 32 tiles (24 zmm accumulators). The B micro-panel (`KC x 32`, 32 KB) stays in Ice
+    /// Lake's 48 KB L1 while A micro-panels (12 KB) stream from L2, which holds the `MC x KC`
+    /// A block (288 KB of 1.25 MB); the B block (`KC x NC`, 4 MB) lives in L3.
+    Avx512, f32,
+    MR = avx512::MR_F32, NR = avx512::NR_F32, KC = 256, MC = 288, NC = 4096,
+    avx512::tile_f32, avx512::strided_tile_f32
+);
+
+#[cfg(target_arch = "x86_64")]
+gemm_kernel!(
+    /// 14 x 16 tiles (28 zmm accumulators; BLIS's Skylake-X dgemm shape). KC 192: the B
+    /// micro-panel (24 KB) and an A micro-panel (21 KB) share the 48 KB L1, the A block
+    /// (420 KB) stays in L2 and the B block (3 MB) in L3. KC 128 (16 + 14 KB) was chosen while
+    /// the C tile was prefetched all at once before each call; once the kernel fetched it row
+    /// by row during its last steps, KC 192 measured 13-19% faster at 2000^3 and at
+    /// 2000 x 2000 x 160 (one depth panel instead of two) than 128, and 256 in between, in
+    /// interleaved runs on the loaded 2-core Ice Lake machine.
+    Avx512, f64,
+    MR = avx512::MR_F64, NR = avx512::NR_F64, KC = 192, MC = 280, NC = 2048,
+    avx512::tile_f64, avx512::strided_tile_f64
+);
+
+/// Largest tile of any kernel, in scalars (f32 AVX-512: 12 x 32): the size of the tile buffers
+/// of the column split.
+pub(crate) const MAX_TILE: usize = 12 * 32;
+
+/// Cache blocking of one kernel (exposed for the edge-case tests and the fuzzer).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Blocking {
+    /// Rows of a microkernel tile.
+    pub mr: usize,
+    /// Columns of a microkernel tile.
+    pub nr: usize,
+    /// Depth of a panel.
+    pub kc: usize,
+    /// Rows of an A block; a multiple of `mr`.
+    pub mc: usize,
+    /// Columns of a B block; a multiple of `nr`.
+    pub nc: usize,
+}
+
+impl Blocking {
+    /// The blocking of kernel `K`, checked: blocks are whole multiples of the tile and the tile
+    /// fits the tile buffers. Evaluated in a `const` block, so a kernel that breaks this fails
+    /// to compile.
+    pub(crate) const fn of<S, K: GemmKernel<S>>() -> Blocking {
+        assert!(K::MR > 0 && K::NR > 0 && K::KC > 0);
+        assert!(K::MC.is_multiple_of(K::MR) && K::NC.is_multiple_of(K::NR));
+        assert!(K::MR * K::NR <= MAX_TILE);
+        Blocking {
+            mr: K::MR,
+            nr: K::NR,
+            kc: K::KC,
+            mc: K::MC,
+            nc: K::NC,
+        }
+    }
+}
+
+/// A tile function (see [`GemmKernel::tile`]).
+pub(crate) type TileFn<S> = fn(usize, &[S], &[S], S, S, MatMut<'_, S>);
+
+/// A strided tile function (see [`GemmKernel::strided_tile`]).
+pub(crate) type StridedTileFn<S> = fn(MatRef<'_, S>, &[S], S, S, MatMut<'_, S>);
+
+/// One kernel as values, so the packed path is compiled once per element type and picks the
+/// kernel at run time: built only from a [`GemmKernel`] implementation ([`Kernel::of`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<S> {
+    pub blocking: Blocking,
+    pub tile: TileFn<S>,
+    pub strided: StridedTileFn<S>,
+}
+
+impl<S> Kernel<S> {
+    pub(crate) fn of<K: GemmKernel<S>>() -> Kernel<S> {
+        Kernel {
+            blocking: const { Blocking::of::<S, K>() },
+            tile: K::tile,
+            strided: K::strided_tile,
+        }
+    }
+}
