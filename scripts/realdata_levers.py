@@ -195,6 +195,27 @@ def summarise(cells):
     }
 
 
+def timed_run(command, what):
+    """Runs a `benign` command (exiting with its stderr, naming `what`, if it fails): its stdout
+    and the record of the run (the command as `benign ...`, wall time, load before and after,
+    machine, date)."""
+    print("running:", " ".join(command), flush=True)
+    load_before = load_average()
+    start = time.time()
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seconds = time.time() - start
+    if done.returncode != 0:
+        sys.exit(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout, {
+        "command": " ".join(["benign"] + command[1:]),
+        "wall_seconds": round(seconds, 1),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "machine": machine(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+
+
 def run(args, name, dataset, lever, extra, seeds):
     out = os.path.join(args.work, name)
     cells = [] if "--n" in extra else ["--n", "20", "--eta", "0,0.2"]
@@ -203,13 +224,7 @@ def run(args, name, dataset, lever, extra, seeds):
         *cells, "--seeds", str(seeds),
         "--checkpoints", os.path.join(args.work, "checkpoints"), "--out", out, "--no-plot",
     ] + EXTRA.get(dataset, []) + extra
-    print("running:", " ".join(command), flush=True)
-    load_before = load_average()
-    start = time.time()
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.time() - start
-    if done.returncode != 0:
-        sys.exit(f"realdata_levers: {name} failed ({done.returncode}):\n{done.stdout[-3000:]}")
+    _, timing = timed_run(command, f"realdata_levers: {name}")
     record = {
         "name": name,
         "dataset": dataset,
@@ -217,22 +232,22 @@ def run(args, name, dataset, lever, extra, seeds):
         "n": int(extra[extra.index("--n") + 1]) if "--n" in extra else 20,
         "eta": [float(extra[extra.index("--eta") + 1])] if "--eta" in extra else [0, 0.2],
         "seeds": seeds,
-        "command": " ".join(["benign"] + command[1:]),
-        "wall_seconds": round(seconds, 1),
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
-        "machine": machine(),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        **timing,
     }
     record.update(summarise(read_cells(out, dataset)))
     return record
 
 
-def read_records():
-    if not os.path.exists(JSONL):
+def read_jsonl(path):
+    """The records of a JSON-lines file, none if it does not exist yet."""
+    if not os.path.exists(path):
         return []
-    with open(JSONL) as f:
+    with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_records():
+    return read_jsonl(JSONL)
 
 
 def fmt(x, digits=2):

@@ -30,12 +30,12 @@ import argparse
 import glob
 import json
 import os
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from realdata_levers import load_average, machine, replace_section  # noqa: E402
+from realdata_levers import (  # noqa: E402  (one machine record, one JSONL and docs format)
+    fmt, read_jsonl, replace_section, timed_run,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JSONL = os.path.join(ROOT, "docs", "table2.jsonl")
@@ -99,14 +99,8 @@ def run_command(args, dataset, kind, options):
     command = [args.bin, "finetune", "--dataset", dataset, "--data-dir", args.data_dir,
                "--checkpoints", os.path.join(args.work, "checkpoints"),
                "--out", os.path.join(args.work, "out"), "--json", "--quiet"] + options
-    print("running:", " ".join(command), flush=True)
-    load_before = load_average()
-    start = time.time()
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seconds = time.time() - start
-    if done.returncode != 0:
-        sys.exit(f"table2: {dataset} {kind} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    table = json.loads(done.stdout)
+    stdout, timing = timed_run(command, f"table2: {dataset} {kind}")
+    table = json.loads(stdout)
     ns = [row["n"] for row in table["rows"]]
     etas = [row["eta"] for row in table["rows"]]
     plan = (sorted(set(ns), key=ns.index), sorted({round(e, 10) for e in etas}),
@@ -115,12 +109,7 @@ def run_command(args, dataset, kind, options):
     record = {
         "dataset": dataset,
         "kind": kind,
-        "command": " ".join(["benign"] + command[1:]),
-        "wall_seconds": round(seconds, 1),
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
-        "machine": machine(),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        **timing,
         "run_dir": os.path.dirname(path),
         "table": table,
     }
@@ -129,10 +118,7 @@ def run_command(args, dataset, kind, options):
 
 
 def read_records():
-    if not os.path.exists(JSONL):
-        return []
-    with open(JSONL) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(JSONL)
 
 
 def rows_by_cell(table):
@@ -184,10 +170,6 @@ def verdicts(dataset, table):
         previous = (drop, spread)
         result[n] = v
     return result
-
-
-def fmt(x, digits=2):
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def mark(ok):
