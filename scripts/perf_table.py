@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 
+from machine_info import load_average
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE_FILE = os.path.join(ROOT, "docs", "performance.md")
 START = "<!-- perf-table:start -->"
@@ -53,13 +55,6 @@ def bench(threads):
     return {key: records[0][key] for key in MACHINE_KEYS}, records
 
 
-def load_average():
-    """1-minute load average (Linux), or None: a busy machine lowers every figure."""
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def fmt(value, digits=2):

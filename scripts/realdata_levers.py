@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+from machine_info import cpu_model, load_average
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JSONL = os.path.join(ROOT, "docs", "realdata_levers.jsonl")
 DOC = os.path.join(ROOT, "docs", "reproduction.md")
@@ -123,23 +125,7 @@ EXTRA = {"sst2": ["--pretrain-subset", "5000"], "agnews": ["--pretrain-subset", 
 
 
 def machine():
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
-
-
-def load_average():
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
+    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def read_cells(out_dir, dataset):
