@@ -33,6 +33,7 @@ pub mod level2;
 pub mod matrix;
 pub mod norm;
 pub mod probe;
+pub mod random;
 pub mod reference;
 #[doc(hidden)]
 pub mod simd;

@@ -151,62 +151,7 @@ pub fn orthonormal_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
     basis
 }
 
-/// The start-up products with `W_0` (docs/model.md section 4), shared by the subspace trainer and the
-/// sweep's common-random-numbers start-up. `projector` is d x `width` row-major and holds the
-/// orthonormal basis `B` in columns `r..2r`; this writes `H = W_0 A` into columns `0..r` and
-/// returns `G = A^T A` (r x r), with `A = W_0^T B`.
-///
-/// `W_0` is streamed in row blocks of [`INIT_BLOCK_BYTES`]: pass 1 sums `A = sum W0_blk^T B_blk`
-/// over the blocks, pass 2 computes each `H_blk = W0_blk A`. When one block holds every row,
-/// `W_0` is generated once and both passes use it.
-pub fn init_products<S: Float>(
-    init: &InitSource,
-    projector: &mut [S],
-    width: usize,
-    r: usize,
-) -> Vec<S> {
-    let d = init.dim();
-    debug_assert!(projector.len() == d * width && width >= 2 * r);
-    let block_rows = (INIT_BLOCK_BYTES / (std::mem::size_of::<S>() * d)).clamp(1, d);
-    let whole = block_rows == d;
-    let mut w0_block = vec![S::ZERO; block_rows * d];
-    let mut a = vec![S::ZERO; d * r];
-    for first in (0..d).step_by(block_rows) {
-        let m = block_rows.min(d - first);
-        let blk = &mut w0_block[..m * d];
-        init.fill_rows(first, blk);
-        kernels::gemm(
-            S::ONE,
-            MatRef::new(blk, m, d).transpose(),
-            MatRef::with_ld(&projector[first * width + r..], m, r, width),
-            if first == 0 { S::ZERO } else { S::ONE },
-            MatMut::new(&mut a, d, r),
-        );
-    }
-    let mut gram = vec![S::ZERO; r * r];
-    kernels::gemm(
-        S::ONE,
-        MatRef::new(&a, d, r).transpose(),
-        MatRef::new(&a, d, r),
-        S::ZERO,
-        MatMut::new(&mut gram, r, r),
-    );
-    for first in (0..d).step_by(block_rows) {
-        let m = block_rows.min(d - first);
-        let blk = &mut w0_block[..m * d];
-        if !whole {
-            init.fill_rows(first, blk);
-        }
-        kernels::gemm(
-            S::ONE,
-            MatRef::new(blk, m, d),
-            MatRef::new(&a, d, r),
-            S::ZERO,
-            MatMut::with_ld(&mut projector[first * width..], m, r, width),
-        );
-    }
-    gram
-}
+pub use super::init::init_products;
 
 /// A factor `L` (n x rank, row-major) with `L L^T = K` for a symmetric positive semi-definite
 /// `K` (n x n, row-major), by Cholesky with diagonal pivoting (the largest remaining pivot first);

@@ -190,8 +190,10 @@ pub fn with_kernel_variant<R>(variant: KernelVariant, f: impl FnOnce() -> R) -> 
     result
 }
 
-/// The variant a call made now on this thread uses.
-pub(crate) fn current_variant() -> KernelVariant {
+/// The variant a [`gemm`] call made now on this thread uses: [`kernel_variant`] unless
+/// [`with_kernel_variant`] overrides it. Callers that spread their own GEMM calls over rayon
+/// pass it on to the workers with [`with_kernel_variant`] (the override is per thread).
+pub fn current_variant() -> KernelVariant {
     VARIANT_OVERRIDE
         .with(Cell::get)
         .unwrap_or_else(kernel_variant)
