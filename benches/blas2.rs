@@ -15,7 +15,7 @@ use benign_kernels::{Float, MatMut, MatRef, Transpose};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 mod common;
-use common::{filled, one_thread, ThreadCpuTime};
+use common::{bench_in_pool, filled, group, one_thread, ThreadCpuTime};
 
 /// STREAM triad `a = b + s c` over three arrays of 64 MiB (8 Mi f64), far beyond L3: the
 /// single-thread memory bandwidth ceiling for the GEMV/GER figures.
@@ -24,8 +24,7 @@ fn triad(c: &mut Criterion<ThreadCpuTime>) {
     let b = filled::<f64>(n, 1, 1.0);
     let cc = filled::<f64>(n, 2, 1.0);
     let mut a = vec![0.0f64; n];
-    let mut g = c.benchmark_group("triad");
-    g.sample_size(10);
+    let mut g = group(c, "triad");
     g.throughput(Throughput::Bytes((3 * n * 8) as u64));
     g.bench_function("f64_3x64MiB", |bench| {
         bench.iter(|| {
@@ -60,17 +59,14 @@ fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
     let mut y = filled::<T>(d, 5, 1.0);
     for ta in [Transpose::No, Transpose::Yes] {
         let name = format!("gemv_{:?}_{}", ta, T::NAME).to_lowercase();
-        let mut g = c.benchmark_group(&name);
-        g.sample_size(10);
+        let mut g = group(c, &name);
         g.throughput(Throughput::Bytes(gemv_bytes::<T>(d, d)));
-        g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::gemv(T::ONE, MatRef::new(&a, d, d).op(ta), &x, T::ZERO, &mut y);
-                    black_box(&y);
-                })
-            })
-        });
+        // Ours, y = op(A) x: measured for its bytes, then for its flops.
+        let gemv = |y: &mut Vec<T>| {
+            benign_kernels::gemv(T::ONE, MatRef::new(&a, d, d).op(ta), &x, T::ZERO, y);
+            black_box(&y);
+        };
+        bench_in_pool(&mut g, &pool, "benign", d, || gemv(&mut y));
         g.bench_with_input(BenchmarkId::new("matrixmultiply", d), &d, |b, &d| {
             b.iter(|| {
                 mm_gemv(ta, d, d, &a, &x, &mut y);
@@ -78,33 +74,20 @@ fn gemv_ger_for<T: Float>(c: &mut Criterion<ThreadCpuTime>, d: usize) {
             })
         });
         g.finish();
-        let mut g = c.benchmark_group(format!("{name}_flops"));
-        g.sample_size(10);
+        let mut g = group(c, format!("{name}_flops"));
         g.throughput(Throughput::Elements((2 * d * d) as u64));
-        g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::gemv(T::ONE, MatRef::new(&a, d, d).op(ta), &x, T::ZERO, &mut y);
-                    black_box(&y);
-                })
-            })
-        });
+        bench_in_pool(&mut g, &pool, "benign", d, || gemv(&mut y));
         g.finish();
     }
     let mut am = a.clone();
-    let mut g = c.benchmark_group(format!("ger_{}", T::NAME));
-    g.sample_size(10);
+    let mut g = group(c, format!("ger_{}", T::NAME));
     // A read and written, x and y read.
     g.throughput(Throughput::Bytes(
         ((2 * d * d + 2 * d) * std::mem::size_of::<T>()) as u64,
     ));
-    g.bench_with_input(BenchmarkId::new("benign", d), &d, |b, &d| {
-        pool.install(|| {
-            b.iter(|| {
-                benign_kernels::ger(T::from_f64(1e-9), &x, &y, MatMut::new(&mut am, d, d));
-                black_box(&am);
-            })
-        })
+    bench_in_pool(&mut g, &pool, "benign", d, || {
+        benign_kernels::ger(T::from_f64(1e-9), &x, &y, MatMut::new(&mut am, d, d));
+        black_box(&am);
     });
     g.finish();
 }
@@ -122,8 +105,7 @@ fn level1(c: &mut Criterion<ThreadCpuTime>) {
     let n = 1 << 20;
     let x = filled::<f32>(n, 6, 1.0);
     let mut y = filled::<f32>(n, 7, 1.0);
-    let mut g = c.benchmark_group("level1_f32");
-    g.sample_size(10);
+    let mut g = group(c, "level1_f32");
     g.throughput(Throughput::Bytes((2 * n * 4) as u64));
     g.bench_function("dot_1Mi", |b| {
         b.iter(|| black_box(benign_kernels::dot(&x, &y)))

@@ -73,38 +73,25 @@ fn bench_type<T: Float>(criterion: &mut Criterion, group_name: &str) {
         let b = random::<T>(k * n, &mut rng);
         let mut c = vec![T::ZERO; m * n];
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        let ours = |c: &mut [T]| {
+            gemm(
+                T::ONE,
+                MatRef::new(black_box(&a), m, k),
+                MatRef::new(black_box(&b), k, n),
+                T::ZERO,
+                MatMut::new(c, m, n),
+            )
+        };
         for (threads, pool) in &pools {
             group.bench_function(
                 BenchmarkId::new(format!("ours/{threads}t"), &shape),
-                |bench| {
-                    pool.install(|| {
-                        bench.iter(|| {
-                            gemm(
-                                T::ONE,
-                                MatRef::new(black_box(&a), m, k),
-                                MatRef::new(black_box(&b), k, n),
-                                T::ZERO,
-                                MatMut::new(&mut c, m, n),
-                            )
-                        })
-                    })
-                },
+                |bench| pool.install(|| bench.iter(|| ours(&mut c))),
             );
         }
         if kernel_variant() != KernelVariant::Portable {
             group.bench_function(BenchmarkId::new("ours-avx2/1t", &shape), |bench| {
                 pools[0].1.install(|| {
-                    with_kernel_variant(KernelVariant::Portable, || {
-                        bench.iter(|| {
-                            gemm(
-                                T::ONE,
-                                MatRef::new(black_box(&a), m, k),
-                                MatRef::new(black_box(&b), k, n),
-                                T::ZERO,
-                                MatMut::new(&mut c, m, n),
-                            )
-                        })
-                    })
+                    with_kernel_variant(KernelVariant::Portable, || bench.iter(|| ours(&mut c)))
                 })
             });
         }

@@ -12,15 +12,14 @@
 use std::hint::black_box;
 
 use benign_kernels::Float;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 mod common;
-use common::{filled, one_thread, ThreadCpuTime};
+use common::{bench_in_pool, filled, group, one_thread, ThreadCpuTime};
 
 fn softmax_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
     let pool = one_thread();
-    let mut g = c.benchmark_group(format!("softmax_{}", T::NAME));
-    g.sample_size(10);
+    let mut g = group(c, format!("softmax_{}", T::NAME));
     for (rows, cols) in [(8000, 8), (20 * 197, 197), (4096, 4096)] {
         let x = filled::<T>(rows * cols, 1, 4.0);
         let mut y = vec![T::ZERO; rows * cols];
@@ -30,24 +29,16 @@ fn softmax_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
         g.throughput(Throughput::Bytes(
             (2 * rows * cols * std::mem::size_of::<T>()) as u64,
         ));
-        g.bench_with_input(BenchmarkId::new("forward", &id), &cols, |b, &cols| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::softmax_rows(cols, &x, &mut y);
-                    black_box(&y);
-                })
-            })
+        bench_in_pool(&mut g, &pool, "forward", &id, || {
+            benign_kernels::softmax_rows(cols, &x, &mut y);
+            black_box(&y);
         });
         g.throughput(Throughput::Bytes(
             (3 * rows * cols * std::mem::size_of::<T>()) as u64,
         ));
-        g.bench_with_input(BenchmarkId::new("backward", &id), &cols, |b, &cols| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::softmax_rows_backward(cols, &y, &dy, &mut dx);
-                    black_box(&dx);
-                })
-            })
+        bench_in_pool(&mut g, &pool, "backward", &id, || {
+            benign_kernels::softmax_rows_backward(cols, &y, &dy, &mut dx);
+            black_box(&dx);
         });
     }
     g.finish();
@@ -55,8 +46,7 @@ fn softmax_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
 
 fn norm_gelu_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
     let pool = one_thread();
-    let mut g = c.benchmark_group(format!("layer_norm_gelu_{}", T::NAME));
-    g.sample_size(10);
+    let mut g = group(c, format!("layer_norm_gelu_{}", T::NAME));
     for (rows, cols) in [(4096, 768), (160, 2000)] {
         let len = rows * cols;
         let x = filled::<T>(len, 3, 3.0);
@@ -68,58 +58,38 @@ fn norm_gelu_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
         let bytes =
             |arrays: usize| Throughput::Bytes((arrays * len * std::mem::size_of::<T>()) as u64);
         g.throughput(bytes(2));
-        g.bench_with_input(BenchmarkId::new("layer_norm", &id), &cols, |b, &cols| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::layer_norm(
-                        cols,
-                        T::from_f64(1e-5),
-                        &x,
-                        &gamma,
-                        &beta,
-                        &mut y,
-                        &mut mean,
-                        &mut rstd,
-                    );
-                    black_box(&y);
-                })
-            })
+        bench_in_pool(&mut g, &pool, "layer_norm", &id, || {
+            benign_kernels::layer_norm(
+                cols,
+                T::from_f64(1e-5),
+                &x,
+                &gamma,
+                &beta,
+                &mut y,
+                &mut mean,
+                &mut rstd,
+            );
+            black_box(&y);
         });
         let dy = filled::<T>(len, 6, 1.0);
         let mut dx = vec![T::ZERO; len];
         let (mut dg, mut db) = (vec![T::ZERO; cols], vec![T::ZERO; cols]);
         g.throughput(bytes(3));
-        g.bench_with_input(
-            BenchmarkId::new("layer_norm_backward", &id),
-            &cols,
-            |b, &cols| {
-                pool.install(|| {
-                    b.iter(|| {
-                        benign_kernels::layer_norm_backward(
-                            cols, &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db,
-                        );
-                        black_box(&dx);
-                    })
-                })
-            },
-        );
+        bench_in_pool(&mut g, &pool, "layer_norm_backward", &id, || {
+            benign_kernels::layer_norm_backward(
+                cols, &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db,
+            );
+            black_box(&dx);
+        });
         g.throughput(bytes(2));
-        g.bench_with_input(BenchmarkId::new("gelu", &id), &len, |b, _| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::gelu(&x, &mut y);
-                    black_box(&y);
-                })
-            })
+        bench_in_pool(&mut g, &pool, "gelu", &id, || {
+            benign_kernels::gelu(&x, &mut y);
+            black_box(&y);
         });
         g.throughput(bytes(3));
-        g.bench_with_input(BenchmarkId::new("gelu_backward", &id), &len, |b, _| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::gelu_backward(&x, &dy, &mut dx);
-                    black_box(&dx);
-                })
-            })
+        bench_in_pool(&mut g, &pool, "gelu_backward", &id, || {
+            benign_kernels::gelu_backward(&x, &dy, &mut dx);
+            black_box(&dx);
         });
     }
     g.finish();
@@ -128,8 +98,7 @@ fn norm_gelu_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
 fn attention_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
     use benign_kernels::AttentionShape;
     let pool = one_thread();
-    let mut g = c.benchmark_group(format!("attention_{}", T::NAME));
-    g.sample_size(10);
+    let mut g = group(c, format!("attention_{}", T::NAME));
     for (batch, seq, heads, head_dim) in [(32, 50, 4, 16), (8, 197, 4, 16)] {
         let shape = AttentionShape {
             batch,
@@ -146,37 +115,22 @@ fn attention_for<T: Float>(c: &mut Criterion<ThreadCpuTime>) {
         let flops = 4 * batch * heads * seq * seq * head_dim;
         let id = format!("{batch}x{seq}x{heads}x{head_dim}");
         g.throughput(Throughput::Elements(flops as u64));
-        g.bench_function(BenchmarkId::new("forward", &id), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::attention_forward(
-                        shape,
-                        scale,
-                        &qkv,
-                        None,
-                        &mut probs,
-                        &mut context,
-                    );
-                    black_box(&context);
-                })
-            })
+        bench_in_pool(&mut g, &pool, "forward", &id, || {
+            benign_kernels::attention_forward(shape, scale, &qkv, None, &mut probs, &mut context);
+            black_box(&context);
         });
         g.throughput(Throughput::Elements(2 * flops as u64));
-        g.bench_function(BenchmarkId::new("backward", &id), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    benign_kernels::attention_backward(
-                        shape,
-                        scale,
-                        &qkv,
-                        &probs,
-                        &dcontext,
-                        T::ZERO,
-                        &mut dqkv,
-                    );
-                    black_box(&dqkv);
-                })
-            })
+        bench_in_pool(&mut g, &pool, "backward", &id, || {
+            benign_kernels::attention_backward(
+                shape,
+                scale,
+                &qkv,
+                &probs,
+                &dcontext,
+                T::ZERO,
+                &mut dqkv,
+            );
+            black_box(&dqkv);
         });
     }
     g.finish();

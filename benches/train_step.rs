@@ -12,6 +12,18 @@ use benign::synthetic::init::InitSource;
 use benign::synthetic::subspace::{SubspaceSetup, SubspaceTrainer, TestDraw};
 use benign::synthetic::{AttentionTrainer, Precision, RunConfig, Trainer};
 
+/// The generated test set of `config` (drawn with its own test seed) and its tokens.
+fn test_set(config: &RunConfig, signals: &Signals) -> (TestSource, Vec<f64>) {
+    let test = TestSource::Generated {
+        config: config.clone(),
+        signals: signals.clone(),
+        seed: config.effective_test_seed(),
+    };
+    let mut tokens = Vec::new();
+    test.for_each_chunk(100, |_, t| tokens.extend_from_slice(t));
+    (test, tokens)
+}
+
 fn train_step(c: &mut Criterion) {
     let config = RunConfig::default();
     let signals = Signals::new(&config);
@@ -22,13 +34,7 @@ fn train_step(c: &mut Criterion) {
         test_size: 100,
         ..config.clone()
     };
-    let test = TestSource::Generated {
-        config: test_config.clone(),
-        signals: signals.clone(),
-        seed: test_config.effective_test_seed(),
-    };
-    let mut test_tokens = Vec::new();
-    test.for_each_chunk(100, |_, t| test_tokens.extend_from_slice(t));
+    let (test, test_tokens) = test_set(&test_config, &signals);
     let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
 
     let mut group = c.benchmark_group("train_step");
@@ -76,13 +82,7 @@ fn encoder_step(c: &mut Criterion) {
     let config = RunConfig::default();
     let signals = Signals::new(&config);
     let train = training_set(&config, &signals);
-    let test = TestSource::Generated {
-        config: config.clone(),
-        signals: signals.clone(),
-        seed: config.effective_test_seed(),
-    };
-    let mut test_tokens = Vec::new();
-    test.for_each_chunk(100, |_, t| test_tokens.extend_from_slice(t));
+    let (_, test_tokens) = test_set(&config, &signals);
     let model = EncoderModel::<f32>::new(config.dim, config.dim, true, config.seed).unwrap();
     let mut trainer = EncoderTrainer::new(
         model,

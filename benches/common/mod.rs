@@ -50,17 +50,41 @@ pub fn one_thread() -> rayon::ThreadPool {
         .unwrap()
 }
 
+/// A benchmark group of 10 samples (the kernels run long enough that more add only time).
+pub fn group<'a>(
+    c: &'a mut criterion::Criterion<ThreadCpuTime>,
+    name: impl Into<String>,
+) -> criterion::BenchmarkGroup<'a, ThreadCpuTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10);
+    g
+}
+
+/// Measures `routine` as `function/parameter` in `group`, inside `pool` (a [`one_thread`] pool,
+/// so that the kernels' parallel paths run on the measuring thread whose CPU time is counted).
+pub fn bench_in_pool<R>(
+    group: &mut criterion::BenchmarkGroup<'_, ThreadCpuTime>,
+    pool: &rayon::ThreadPool,
+    function: &str,
+    parameter: impl std::fmt::Display,
+    mut routine: impl FnMut() -> R + Send,
+) {
+    let id = criterion::BenchmarkId::new(function, parameter);
+    group.bench_function(id, |b| pool.install(|| b.iter(&mut routine)));
+}
+
 /// Cheap deterministic fill (an LCG, so benches need no RNG crate): values uniform in
 /// [-spread, spread).
 pub fn filled<T: Float>(len: usize, seed: u64, spread: f64) -> Vec<T> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    // One step of Knuth's MMIX linear congruential generator.
+    let next = |s: u64| {
+        s.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    };
+    let mut s = next(seed);
     (0..len)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = next(s);
             T::from_f64((((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * spread)
         })
         .collect()

@@ -9,6 +9,29 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())
 }
 
+/// Deterministic inputs of the attention model without a random generator: value `i` of a
+/// vector of phase `phase` is `(wave(i freq + phase) amplitude)` clamped to `[-bound, bound]`.
+/// Each test picks its own wave so that the models differ.
+struct Wave {
+    wave: fn(f64) -> f64,
+    freq: f64,
+    amplitude: f64,
+    bound: f64,
+}
+
+impl Wave {
+    /// `len` values of phase `phase`, each multiplied by `scale`.
+    fn values(&self, len: usize, phase: f64, scale: f64) -> Vec<f64> {
+        (0..len)
+            .map(|i| {
+                let v = ((self.wave)(i as f64 * self.freq + phase) * self.amplitude)
+                    .clamp(-self.bound, self.bound);
+                scale * v
+            })
+            .collect()
+    }
+}
+
 #[test]
 fn gradients_accumulate_when_a_value_is_used_several_times() {
     let mut tape = Tape::<f64>::new();
@@ -329,16 +352,18 @@ fn memory_is_flat_over_1000_training_steps() {
         dim: 16,
     };
     let d = shape.dim;
-    let det = |i: usize, s: f64| ((i as f64 * 0.37 + s).sin() * 1.7).clamp(-1.0, 1.0);
-    let tokens: Vec<f64> = (0..shape.total_tokens() * d).map(|i| det(i, 0.3)).collect();
+    let wave = Wave {
+        wave: f64::sin,
+        freq: 0.37,
+        amplitude: 1.7,
+        bound: 1.0,
+    };
+    let tokens = wave.values(shape.total_tokens() * d, 0.3, 1.0);
     let labels: Vec<f64> = (0..shape.samples)
         .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
         .collect();
     let mut store = ParamStore::<f64>::new();
-    let w = store.add(
-        "W",
-        Tensor::new(&[d, d], (0..d * d).map(|i| 0.2 * det(i, 1.1)).collect()),
-    );
+    let w = store.add("W", Tensor::new(&[d, d], wave.values(d * d, 1.1, 0.2)));
     let p = store.add("p", Tensor::zeros(&[d]));
     let mut opt = AdamW::new(1e-2);
     let mut tape = Tape::new();
@@ -393,11 +418,16 @@ fn the_tape_model_matches_the_closed_form_forward_and_gradient() {
         dim: 7,
     };
     let d = shape.dim;
-    let det = |i: usize, s: f64| ((i as f64 * 0.61 + s).cos() * 1.3).clamp(-1.2, 1.2);
-    let tokens: Vec<f64> = (0..shape.total_tokens() * d).map(|i| det(i, 0.2)).collect();
-    let w: Vec<f64> = (0..d * d).map(|i| 0.3 * det(i, 0.9)).collect();
-    let p: Vec<f64> = (0..d).map(|i| 0.5 * det(i, 1.4)).collect();
-    let nu: Vec<f64> = (0..d).map(|i| 0.4 * det(i, 2.1)).collect();
+    let wave = Wave {
+        wave: f64::cos,
+        freq: 0.61,
+        amplitude: 1.3,
+        bound: 1.2,
+    };
+    let tokens = wave.values(shape.total_tokens() * d, 0.2, 1.0);
+    let w = wave.values(d * d, 0.9, 0.3);
+    let p = wave.values(d, 1.4, 0.5);
+    let nu = wave.values(d, 2.1, 0.4);
     let labels = [1.0, -1.0, -1.0, 1.0];
     let mut tape = Tape::new();
     let ours = attention_tape::loss_and_gradients(&mut tape, shape, &tokens, &labels, &w, &p, &nu);
@@ -491,12 +521,17 @@ fn the_training_entry_point_allocates_nothing_after_the_first_step() {
         dim: 12,
     };
     let d = shape.dim;
-    let det = |i: usize, s: f64| ((i as f64 * 0.83 + s).sin() * 1.5).clamp(-1.0, 1.0);
+    let wave = Wave {
+        wave: f64::sin,
+        freq: 0.83,
+        amplitude: 1.5,
+        bound: 1.0,
+    };
     let inputs = attention_tape::SharedInputs {
-        tokens: std::sync::Arc::new((0..shape.total_tokens() * d).map(|i| det(i, 0.1)).collect()),
-        w: std::sync::Arc::new((0..d * d).map(|i| 0.3 * det(i, 0.4)).collect()),
-        p: std::sync::Arc::new((0..d).map(|i| 0.5 * det(i, 0.7)).collect()),
-        nu: std::sync::Arc::new((0..d).map(|i| 0.3 * det(i, 1.9)).collect()),
+        tokens: std::sync::Arc::new(wave.values(shape.total_tokens() * d, 0.1, 1.0)),
+        w: std::sync::Arc::new(wave.values(d * d, 0.4, 0.3)),
+        p: std::sync::Arc::new(wave.values(d, 0.7, 0.5)),
+        nu: std::sync::Arc::new(wave.values(d, 1.9, 0.3)),
     };
     let labels = [1.0, -1.0, 1.0, 1.0, -1.0];
     let mut tape = Tape::new();

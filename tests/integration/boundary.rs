@@ -37,14 +37,7 @@ const GRID: [&str; 16] = [
 ];
 
 fn boundary(out: &Path, extra: &[&str]) -> Output {
-    bin()
-        .arg("boundary")
-        .args(GRID)
-        .args(["--quiet", "--no-plot", "--out"])
-        .arg(out)
-        .args(extra)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_ARRAY_TASK_COUNT")
+    super::grid_command("boundary", &GRID, out, extra)
         .output()
         .expect("benign runs")
 }
@@ -193,8 +186,7 @@ fn options_the_measurement_sets_are_refused() {
         (&["--bisection-steps", "0"][..], "bisection-steps"),
     ] {
         let out = boundary(&dir, extra);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        let stderr = super::exit_stderr(&out, 2, &format!("{extra:?}"));
         assert!(stderr.contains(needle), "{extra:?}: {stderr}");
         assert!(!dir.join("thresholds.jsonl").exists(), "{extra:?} ran");
     }

@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use super::{bin, in_ci, ok, temp_scratch};
+use super::{
+    assert_exit, bin, in_ci, json_file, json_lines_without_time, ok, stderr, sweep_records,
+    temp_scratch, SMALL_GRID,
+};
 
 const SMALL_RUN: [&str; 8] = [
     "-d",
@@ -19,30 +22,9 @@ const SMALL_RUN: [&str; 8] = [
     "--eval-every",
     "10",
 ];
-const SMALL_GRID: [&str; 10] = [
-    "--grid",
-    "d=40,60,80",
-    "--grid",
-    "signal_norm=5,10",
-    "--seeds",
-    "2",
-    "--steps",
-    "30",
-    "--test-size",
-    "40",
-];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn json_file(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
@@ -103,22 +85,26 @@ fn run_draws_compact_png_and_svg_with_the_embedded_font() {
 
 #[test]
 fn a_figure_that_cannot_be_drawn_leaves_every_data_file_and_exit_0() {
+    // `benign command args` into `dir` with every figure failing to render (the renderer's
+    // fault-injection switch): it succeeds with a warning.
+    let figures_fail = |command: &str, args: &[&str], dir: &Path| {
+        let out = bin()
+            .arg(command)
+            .args(args)
+            .args(["--quiet", "--out"])
+            .arg(dir)
+            .env("BENIGN_FAIL_FIGURES", "1")
+            .output()
+            .unwrap();
+        ok(&out);
+        assert!(
+            stderr(&out).contains("warning: no figure drawn"),
+            "{}",
+            stderr(&out)
+        );
+    };
     let dir = temp_scratch("cluster", "figure-fails");
-    // Every figure fails to render (the renderer's fault-injection switch).
-    let out = bin()
-        .arg("run")
-        .args(SMALL_RUN)
-        .args(["--quiet", "--out"])
-        .arg(&dir)
-        .env("BENIGN_FAIL_FIGURES", "1")
-        .output()
-        .unwrap();
-    ok(&out);
-    assert!(
-        stderr(&out).contains("warning: no figure drawn"),
-        "{}",
-        stderr(&out)
-    );
+    figures_fail("run", &SMALL_RUN, &dir);
     for file in [
         "config.json",
         "metrics.jsonl",
@@ -131,20 +117,7 @@ fn a_figure_that_cannot_be_drawn_leaves_every_data_file_and_exit_0() {
 
     // A sweep whose figures cannot be drawn: results.csv is written, exit 0.
     let sweep = temp_scratch("cluster", "sweep-figure-fails");
-    let out = bin()
-        .arg("sweep")
-        .args(SMALL_GRID)
-        .args(["--quiet", "--out"])
-        .arg(&sweep)
-        .env("BENIGN_FAIL_FIGURES", "1")
-        .output()
-        .unwrap();
-    ok(&out);
-    assert!(
-        stderr(&out).contains("warning: no figure drawn"),
-        "{}",
-        stderr(&out)
-    );
+    figures_fail("sweep", &SMALL_GRID, &sweep);
     assert!(sweep.join("results.csv").is_file());
 
     // --no-plot draws nothing and warns about nothing.
@@ -204,20 +177,16 @@ fn batch_logs_report_progress_at_a_bounded_rate() {
     let log = ["--log-format", "json", "--log-every", every_text.as_str()];
 
     // run: start-up phases, then training progress.
-    let out = bin()
-        .arg("run")
-        .args([
-            "-d",
-            "400",
-            "--steps",
-            "3000",
-            "--test-size",
-            "200",
-            "--no-write",
-        ])
-        .args(log)
-        .output()
-        .unwrap();
+    let run_logging = |log: &[&str]| {
+        bin()
+            .arg("run")
+            .args(["-d", "400", "--steps", "3000", "--test-size", "200"])
+            .arg("--no-write")
+            .args(log)
+            .output()
+            .unwrap()
+    };
+    let out = run_logging(&log);
     ok(&out);
     let lines = log_lines(&out);
     let phases: Vec<&str> = lines
@@ -244,20 +213,7 @@ fn batch_logs_report_progress_at_a_bounded_rate() {
     assert_eq!(lines.last().unwrap()["total"], 3000);
 
     // A long interval leaves only the phases and the closing line.
-    let out = bin()
-        .arg("run")
-        .args([
-            "-d",
-            "400",
-            "--steps",
-            "3000",
-            "--test-size",
-            "200",
-            "--no-write",
-        ])
-        .args(["--log-format", "json", "--log-every", "3600"])
-        .output()
-        .unwrap();
+    let out = run_logging(&["--log-format", "json", "--log-every", "3600"]);
     ok(&out);
     assert_eq!(check_rate_limited(&log_lines(&out), "run", 3600.0), 0);
 
@@ -297,16 +253,8 @@ fn batch_logs_report_progress_at_a_bounded_rate() {
     super::pretrain::mnist_fixture(&data);
     let checkpoints = temp_scratch("cluster", "pretrain-checkpoints");
     let out = bin()
-        .args([
-            "pretrain",
-            "--dataset",
-            "mnist",
-            "--subset",
-            "100",
-            "--epochs",
-            "2",
-        ])
-        .args(["--threads", "1", "--data-dir"])
+        .args(["pretrain", "--dataset", "mnist", "--subset", "100"])
+        .args(["--epochs", "2", "--threads", "1", "--data-dir"])
         .arg(&data)
         .arg("--checkpoints")
         .arg(&checkpoints)
@@ -412,12 +360,7 @@ fn slurm_misconfigurations_exit_2_and_merge_names_the_missing_shard() {
     let dir = temp_scratch("cluster", "slurm-bad");
     // An array id without the array's size.
     let out = slurm_task(&dir, &[("SLURM_ARRAY_TASK_ID", "3".to_string())]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("SLURM_ARRAY_TASK_COUNT"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 2, &["SLURM_ARRAY_TASK_COUNT"]);
     // A 1-based array read without its minimum would ask for shard 4 of 4.
     let out = slurm_task(
         &dir,
@@ -426,7 +369,7 @@ fn slurm_misconfigurations_exit_2_and_merge_names_the_missing_shard() {
             ("SLURM_ARRAY_TASK_COUNT", "4".to_string()),
         ],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_exit(&out, 2, &[]);
 
     // Three of four shards: merge names each missing run with its parameters, seed and shard.
     for shard in ["0/4", "1/4", "3/4"] {
@@ -562,15 +505,7 @@ fn provenance_names_benigns_own_commit_from_another_repository() {
 
 /// metrics.jsonl without its timing field, line by line.
 fn metrics_without_time(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("wall_seconds");
-            v
-        })
-        .collect()
+    json_lines_without_time(&dir.join("metrics.jsonl"))
 }
 
 #[test]
@@ -632,23 +567,10 @@ fn saved_configurations_rerun_bit_for_bit() {
         .arg(&again)
         .output()
         .unwrap());
-    let records = |dir: &Path| {
-        let mut v: Vec<Value> = std::fs::read_to_string(dir.join("results.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut r: Value = serde_json::from_str(l).unwrap();
-                r.as_object_mut().unwrap().remove("wall_seconds");
-                if let Some(m) = r["final_metrics"].as_object_mut() {
-                    m.remove("wall_seconds");
-                }
-                r
-            })
-            .collect();
-        v.sort_by_key(|r| r["index"].as_u64());
-        v
-    };
-    assert_eq!(records(&sweep), records(&again));
+    assert_eq!(
+        sweep_records(&sweep.join("results.jsonl")),
+        sweep_records(&again.join("results.jsonl"))
+    );
     for d in [first, second, sweep, again] {
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -684,19 +606,22 @@ fn tables_load_in_pandas_with_float_columns() {
 
 #[test]
 fn the_cluster_scripts_run_a_sweep_end_to_end() {
-    let scripts = repo().join("scripts/cluster");
+    // `bash scripts/cluster/<script> --out out SMALL_GRID`, calling this build of benign.
+    let script_sweep = |script: &str, out: &Path| {
+        let mut command = Command::new("bash");
+        command
+            .arg(repo().join("scripts/cluster").join(script))
+            .arg("--out")
+            .arg(out)
+            .args(SMALL_GRID)
+            .env("BENIGN", env!("CARGO_BIN_EXE_benign"));
+        command
+    };
     // The sbatch script as four tasks of `sbatch --array=1-4`.
     let dir = temp_scratch("cluster", "sbatch");
     for task in 1..=4 {
-        let mut command = Command::new("bash");
-        command
-            .arg(scripts.join("sweep.sbatch"))
-            .arg("--out")
-            .arg(&dir)
-            .args(SMALL_GRID)
-            .arg("--no-plot")
-            .env("BENIGN", env!("CARGO_BIN_EXE_benign"))
-            .env("SLURM_CPUS_PER_TASK", "1");
+        let mut command = script_sweep("sweep.sbatch", &dir);
+        command.arg("--no-plot").env("SLURM_CPUS_PER_TASK", "1");
         for name in benign::provenance::SLURM_VARIABLES {
             command.env_remove(name);
         }
@@ -723,7 +648,7 @@ fn the_cluster_scripts_run_a_sweep_end_to_end() {
     );
     // Outside an array the script refuses to run the whole sweep.
     let out = Command::new("bash")
-        .arg(scripts.join("sweep.sbatch"))
+        .arg(repo().join("scripts/cluster/sweep.sbatch"))
         .env_remove("SLURM_ARRAY_TASK_ID")
         .output()
         .unwrap();
@@ -731,13 +656,8 @@ fn the_cluster_scripts_run_a_sweep_end_to_end() {
 
     // The GNU parallel (or xargs) recipe: three shards, then the merge.
     let parallel = temp_scratch("cluster", "parallel");
-    let out = Command::new("bash")
-        .arg(scripts.join("parallel_sweep.sh"))
-        .arg("--out")
-        .arg(&parallel)
-        .args(SMALL_GRID)
+    let out = script_sweep("parallel_sweep.sh", &parallel)
         .arg("--quiet")
-        .env("BENIGN", env!("CARGO_BIN_EXE_benign"))
         .env("SHARDS", "3")
         .env("JOBS", "2")
         .output()

@@ -133,23 +133,13 @@ fn run_writes_every_output_and_rejects_bad_options() {
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["model"], "encoder");
     assert_eq!(summary["precision"], "f32");
-    for file in [
-        "config.json",
-        "metrics.jsonl",
-        "attention.csv",
-        "summary.json",
-        "dynamics.svg",
-        "dynamics.png",
-    ] {
-        assert!(out.join(file).is_file(), "{file} missing");
-    }
+    super::assert_run_files(&out);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 4); // steps 0, 4, 8, 12
     let attention = std::fs::read_to_string(out.join("attention.csv")).unwrap();
     // 13 steps x 2 tracked samples x 8 input tokens, plus the header.
     assert_eq!(attention.lines().count(), 13 * 2 * 8 + 1);
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config = super::json_file(&out.join("config.json"));
     assert_eq!(config["model"], "encoder");
     assert_eq!(config["mlp_dim"], 16);
     let (shape, query) =
@@ -186,13 +176,13 @@ fn run_writes_every_output_and_rejects_bad_options() {
 #[test]
 fn sweep_runs_the_encoder_grid() {
     let out = scratch("sweep");
-    let output = bin()
-        .args(["sweep", "--model", "encoder", "--grid", "d=16,24", "--grid"])
-        .args(["signal_norm=5,20", "--steps", "20", "--test-size", "40"])
-        .args(["--mlp-dim", "16", "--quiet", "--no-plot", "--out"])
-        .arg(&out)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_ARRAY_TASK_COUNT")
+    let grid = [
+        ["--model", "encoder", "--grid", "d=16,24", "--grid"].as_slice(),
+        &["signal_norm=5,20", "--steps", "20", "--test-size", "40"],
+        &["--mlp-dim", "16"],
+    ]
+    .concat();
+    let output = super::grid_command("sweep", &grid, &out, &[])
         .output()
         .unwrap();
     ok(&output);

@@ -874,15 +874,13 @@ fn finetune_reuses_the_checkpoint_of_benign_pretrain() {
     assert!(first["train_loss_running"].is_f64() && first.get("train_loss").is_none());
 
     let finetune = |checkpoints: &Path, out: &Path| {
-        super::bin()
-            .args(["finetune", "--dataset", "mnist", "--pretrain-subset", "100"])
-            .args(["--n", "10", "--eta", "0.2", "--seeds", "1", "--epochs", "2"])
-            .args(["--test-examples", "all", "--threads", "1", "--data-dir"])
-            .arg(&data)
-            .arg("--checkpoints")
-            .arg(checkpoints)
-            .arg("--out")
-            .arg(out)
+        let args = [
+            ["finetune", "--dataset", "mnist", "--pretrain-subset", "100"].as_slice(),
+            &["--n", "10", "--eta", "0.2", "--seeds", "1", "--epochs", "2"],
+            &["--test-examples", "all", "--threads", "1"],
+        ]
+        .concat();
+        super::real_data_command(&args, &data, checkpoints, out)
             .output()
             .unwrap()
     };
@@ -908,11 +906,7 @@ fn finetune_reuses_the_checkpoint_of_benign_pretrain() {
     // Nothing pretrained under --out.
     assert!(!out.join("pretrain").exists());
 
-    let table_dir = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("table.json").is_file())
-        .expect("a table folder");
+    let table_dir = super::table_folder(&out);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(table_dir.join("table.json")).unwrap()).unwrap();
     let table = &json["table"];
@@ -1007,8 +1001,8 @@ fn finetune_refuses_bad_options_before_pretraining() {
         } else {
             &["--pretrain-subset", "100"]
         };
-        let output = super::bin()
-            .args([
+        let command = [
+            [
                 "finetune",
                 "--dataset",
                 "mnist",
@@ -1016,20 +1010,17 @@ fn finetune_refuses_bad_options_before_pretraining() {
                 "10",
                 "--seeds",
                 "1",
-            ])
-            .args(["--epochs", "1", "--threads", "1"])
-            .args(subset)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--checkpoints")
-            .arg(&checkpoints)
-            .arg("--out")
-            .arg(&out)
+            ]
+            .as_slice(),
+            &["--epochs", "1", "--threads", "1"],
+            subset,
+            args,
+        ]
+        .concat();
+        let output = super::real_data_command(&command, &data, &checkpoints, &out)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = super::exit_stderr(&output, 2, &format!("{args:?}"));
         assert!(stderr.contains(needle), "{args:?}: no {needle} in {stderr}");
         for progress in ["pretraining epoch", "pretrain epoch", "phase 1:"] {
             assert!(!stderr.contains(progress), "{args:?} trained: {stderr}");

@@ -2,7 +2,7 @@
 //! a wrong gradient.
 
 use benign::autodiff::{Tape, Var};
-use benign::gradcheck::{self, run_case, Case, CaseKind, Config, Domain, Input, Mode, Selection};
+use benign::gradcheck::{self, run_case, Case, Config, Domain, Input, Mode, Selection};
 use benign_kernels::Float;
 
 #[test]
@@ -71,21 +71,17 @@ fn broken_sine<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
     tape.mul(y, v[1])
 }
 
+/// An op case of every check (f32, Taylor, threads) in `mode`.
 fn sine_case(build: gradcheck::Builder, mode: Mode) -> Case {
+    let inputs = vec![
+        Input::var("x", &[3, 4]),
+        Input::var_in("scale", &[4], Domain::Normal(1.0)),
+    ];
     Case {
-        kind: CaseKind::Op,
-        family: "sine",
-        name: "sine/test".into(),
-        inputs: vec![
-            Input::var("x", &[3, 4]),
-            Input::var_in("scale", &[4], Domain::Normal(1.0)),
-        ],
-        build,
         mode,
-        f32: true,
         taylor: true,
         threads: true,
-        extra: None,
+        ..Case::op("sine", "test", inputs, build)
     }
 }
 
@@ -132,13 +128,17 @@ fn a_wrong_derivative_is_caught() {
     );
 }
 
+/// The selection of the ops named `ops` (no model), as `--op` makes it.
+fn ops(ops: &[&str]) -> Selection {
+    Selection {
+        ops: ops.iter().map(|&op| op.into()).collect(),
+        models: vec![],
+    }
+}
+
 #[test]
 fn unknown_names_are_invalid_options_listing_the_valid_ones() {
-    let err = gradcheck::select(&Selection {
-        ops: vec!["matmull".into()],
-        models: vec![],
-    })
-    .unwrap_err();
+    let err = gradcheck::select(&ops(&["matmull"])).unwrap_err();
     assert_eq!(err.exit_code(), 2);
     let message = err.to_string();
     assert!(
@@ -157,28 +157,16 @@ fn unknown_names_are_invalid_options_listing_the_valid_ones() {
 
 #[test]
 fn selection_runs_only_the_named_cases() {
-    let cases = gradcheck::select(&Selection {
-        ops: vec!["softmax".into()],
-        models: vec![],
-    })
-    .unwrap();
+    let cases = gradcheck::select(&ops(&["softmax"])).unwrap();
     assert!(!cases.is_empty());
     assert!(cases.iter().all(|c| c.family == "softmax"));
 }
 
 #[test]
 fn the_cli_reports_json_and_exit_statuses() {
-    let bin = env!("CARGO_BIN_EXE_benign");
-    let out = std::process::Command::new(bin)
-        .args(["gradcheck", "--op", "layer_norm", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let gradcheck = |args: &[&str]| super::bin().arg("gradcheck").args(args).output().unwrap();
+    let out = gradcheck(&["--op", "layer_norm", "--json"]);
+    super::ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -190,26 +178,10 @@ fn the_cli_reports_json_and_exit_statuses() {
         .all(|v| v["passed"] == true && v["case"].is_string()));
     assert_eq!(lines.last().unwrap()["summary"]["failed"], 0);
 
-    let out = std::process::Command::new(bin)
-        .args(["gradcheck", "--model", "nope"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("attention"));
+    super::assert_exit(&gradcheck(&["--model", "nope"]), 2, &["attention"]);
 
     // Impossible tolerances make checks fail: exit status 1.
-    let out = std::process::Command::new(bin)
-        .args([
-            "gradcheck",
-            "--op",
-            "exp",
-            "--atol",
-            "1e-30",
-            "--rtol",
-            "1e-30",
-        ])
-        .output()
-        .unwrap();
+    let out = gradcheck(&["--op", "exp", "--atol", "1e-30", "--rtol", "1e-30"]);
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -217,16 +189,14 @@ fn the_cli_reports_json_and_exit_statuses() {
 /// argument) and nothing is printed to stdout before the arguments are known to be valid.
 #[test]
 fn the_cli_validates_before_printing() {
-    let bin = env!("CARGO_BIN_EXE_benign");
     for (args, needle) in [
         (&["gradcheck", "--step", "-1"][..], "`step`"),
         (&["gradcheck", "--atol", "-1e-3"][..], "`atol`"),
         (&["gradcheck", "--op", "nosuchop"][..], "nosuchop"),
         (&["gradcheck", "--model", "nosuchmodel"][..], "nosuchmodel"),
     ] {
-        let out = std::process::Command::new(bin).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let out = super::bin().args(args).output().unwrap();
+        let stderr = super::exit_stderr(&out, 2, &format!("{args:?}"));
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(
             !stderr.contains("unexpected argument"),
@@ -249,13 +219,8 @@ fn check_graph_passes_a_correct_op_and_catches_a_wrong_derivative() {
         ]
     };
     let config = Config::default();
-    let good = gradcheck::check_graph(
-        "sine",
-        inputs(),
-        benign::gradcheck_builder!(good_sine),
-        &config,
-    )
-    .unwrap();
+    let check = |build| gradcheck::check_graph("sine", inputs(), build, &config).unwrap();
+    let good = check(benign::gradcheck_builder!(good_sine));
     assert!(good.passed(), "{}", good.table());
     // 16 input elements x 12 outputs: small enough for the full Jacobian.
     let checks: Vec<&str> = good.results.iter().map(|r| r.check).collect();
@@ -264,13 +229,7 @@ fn check_graph_passes_a_correct_op_and_catches_a_wrong_derivative() {
     }
     assert!(good.results.iter().all(|r| r.kind == "custom"));
 
-    let bad = gradcheck::check_graph(
-        "sine",
-        inputs(),
-        benign::gradcheck_builder!(broken_sine),
-        &config,
-    )
-    .unwrap();
+    let bad = check(benign::gradcheck_builder!(broken_sine));
     assert!(!bad.passed());
     assert_eq!(bad.summary.failures, ["sine/jacobian/x[3, 4]"]);
     assert!(bad.table().contains("FAILED: sine/jacobian/x[3, 4]"));
@@ -333,30 +292,29 @@ fn check_gradient_compares_a_closed_form_with_finite_differences() {
 #[test]
 fn check_vjp_checks_a_direction_on_large_functions() {
     let n = 100;
-    let a: Vec<f64> = (0..n * n)
+    let matrix: Vec<f64> = (0..n * n)
         .map(|k| ((k * 7919 % 101) as f64 - 50.0) / 50.0)
         .collect();
+    let a = matrix.as_slice();
     let f = |x: &[f64]| -> Vec<f64> {
         (0..n)
             .map(|i| (0..n).map(|j| a[i * n + j] * x[j].tanh()).sum())
             .collect()
     };
-    let vjp = |x: &[f64], v: &[f64]| -> Vec<f64> {
-        (0..n)
-            .map(|j| {
-                let column: f64 = (0..n).map(|i| v[i] * a[i * n + j]).sum();
-                column * (1.0 - x[j].tanh().powi(2))
-            })
-            .collect()
+    // `v^T A diag(tanh'(x))`, reading `A_ij` at `a[at(i, j)]`: the VJP when `at` is row-major,
+    // a wrong one (through `A^T`) when it is column-major.
+    let vjp_reading = |at: fn(usize, usize, usize) -> usize| {
+        move |x: &[f64], v: &[f64]| -> Vec<f64> {
+            (0..n)
+                .map(|j| {
+                    let column: f64 = (0..n).map(|i| v[i] * a[at(n, i, j)]).sum();
+                    column * (1.0 - x[j].tanh().powi(2))
+                })
+                .collect()
+        }
     };
-    let transposed = |x: &[f64], v: &[f64]| -> Vec<f64> {
-        (0..n)
-            .map(|j| {
-                let row: f64 = (0..n).map(|i| v[i] * a[j * n + i]).sum();
-                row * (1.0 - x[j].tanh().powi(2))
-            })
-            .collect()
-    };
+    let vjp = vjp_reading(|n, i, j| i * n + j);
+    let transposed = vjp_reading(|n, i, j| j * n + i);
     let x: Vec<f64> = (0..n).map(|k| (k as f64 * 0.37).sin()).collect();
     let config = Config::default();
     let good = gradcheck::check_vjp("dense_tanh", &x, f, vjp, &config).unwrap();
@@ -371,26 +329,22 @@ fn check_vjp_checks_a_direction_on_large_functions() {
 /// command prints.
 #[test]
 fn the_report_prints_what_the_cli_prints() {
-    let selection = Selection {
-        ops: vec!["layer_norm".into()],
-        models: vec![],
-    };
+    let selection = ops(&["layer_norm"]);
     let config = Config::default();
     let mut results = Vec::new();
     for case in gradcheck::select(&selection).unwrap() {
         results.extend(gradcheck::check_case(&case, &config).unwrap().results);
     }
     let report = gradcheck::Report::new(results);
-    let bin = env!("CARGO_BIN_EXE_benign");
     for (extra, expected) in [
         (None, report.table()),
         (Some("--json"), report.json_lines()),
     ] {
-        let mut command = std::process::Command::new(bin);
-        command
+        let out = super::bin()
             .args(["gradcheck", "--op", "layer_norm"])
-            .args(extra);
-        let out = command.output().unwrap();
+            .args(extra)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0));
         assert_eq!(String::from_utf8(out.stdout).unwrap(), expected + "\n");
     }

@@ -242,15 +242,12 @@ np.save(d + '/theirs_scalar.npy', np.float64(-1.5))
 np.save(d + '/theirs_fortran.npy', np.asfortranarray(np.ones((2, 3))))
 np.lib.format.write_array(open(d + '/theirs_v2.npy', 'wb'), np.arange(3.0), version=(2, 0))
 "#;
-    let out = Command::new(super::python())
-        .args(["-c", script])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "numpy side failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    super::ok(
+        &Command::new(super::python())
+            .args(["-c", script])
+            .arg(&dir)
+            .output()
+            .unwrap(),
     );
 
     let (shape, f4) = read_npy::<f32>(&dir.join("theirs_f4.npy")).unwrap();
@@ -376,14 +373,17 @@ fn training_panels() -> Vec<Panel> {
 fn panels_render_to_svg_and_png_deterministically() {
     let dir = scratch("figures-panels");
     let (svg, png) = (dir.join("panels.svg"), dir.join("panels.png"));
-    render_panels(
-        &training_panels(),
-        2,
-        "benign run: n = 20, d = 2000",
-        &svg,
-        &png,
-    )
-    .unwrap();
+    let render = || {
+        render_panels(
+            &training_panels(),
+            2,
+            "benign run: n = 20, d = 2000",
+            &svg,
+            &png,
+        )
+        .unwrap()
+    };
+    render();
     assert_figure_files(&svg, &png, 2000);
     let svg_text = fs::read_to_string(&svg).unwrap();
     for text in [
@@ -394,14 +394,7 @@ fn panels_render_to_svg_and_png_deterministically() {
         assert!(svg_text.contains(text), "SVG lacks '{text}'");
     }
     let (first_svg, first_png) = (fs::read(&svg).unwrap(), fs::read(&png).unwrap());
-    render_panels(
-        &training_panels(),
-        2,
-        "benign run: n = 20, d = 2000",
-        &svg,
-        &png,
-    )
-    .unwrap();
+    render();
     assert_eq!(
         fs::read(&svg).unwrap(),
         first_svg,

@@ -24,19 +24,18 @@ fn gaussian_init_dense_and_subspace_agree() {
         precision: Precision::F64,
         ..RunConfig::default()
     };
-    let dense = run_ok(
-        RunConfig {
-            trainer: TrainerKind::Dense,
-            ..base.clone()
-        },
-        TestDraw::Tokens,
-    );
-    let subspace = run_ok(
-        RunConfig {
-            trainer: TrainerKind::Subspace,
-            ..base.clone()
-        },
-        TestDraw::Tokens,
+    let trained_by = |trainer| {
+        run_ok(
+            RunConfig {
+                trainer,
+                ..base.clone()
+            },
+            TestDraw::Tokens,
+        )
+    };
+    let (dense, subspace) = (
+        trained_by(TrainerKind::Dense),
+        trained_by(TrainerKind::Subspace),
     );
     for (a, b) in dense.records.iter().zip(&subspace.records) {
         for (u, v) in [
@@ -61,19 +60,24 @@ fn gaussian_init_dense_and_subspace_agree() {
     assert_eq!(subspace.config.init, InitKind::Gaussian);
 }
 
+/// Exports the data of a 4-sample problem of dimension `dim` with a Gaussian `W_0` into `dir`.
+fn export_gaussian(dim: &str, dir: &std::path::Path) {
+    crate::ok(
+        &crate::bin()
+            .args(["data", "export", "-d", dim, "-n", "4", "--test-size", "2"])
+            .args(["--init", "gaussian", "--out"])
+            .arg(dir)
+            .output()
+            .unwrap(),
+    );
+}
+
 /// `benign data export --init gaussian` writes the Gaussian `W_0` and records the law.
 #[test]
 fn data_export_writes_the_gaussian_w0() {
     let dir = crate::temp_scratch("law", "export");
-    let out = crate::bin()
-        .args(["data", "export", "-d", "40", "-n", "4", "--test-size", "2"])
-        .args(["--init", "gaussian", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    crate::ok(&out);
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    export_gaussian("40", &dir);
+    let config = crate::json_file(&dir.join("config.json"));
     assert_eq!(config["init"], "gaussian");
     let w0 = benign::synthetic::export::load_init(&dir.join("w0.npy")).unwrap();
     let expected: Vec<f64> =
@@ -88,13 +92,7 @@ fn data_export_writes_the_gaussian_w0() {
 #[test]
 fn law_is_refused_where_its_law_does_not_hold() {
     let dir = crate::temp_scratch("law", "refusals");
-    let export = crate::bin()
-        .args(["data", "export", "-d", "30", "-n", "4", "--test-size", "2"])
-        .args(["--init", "gaussian", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    crate::ok(&export);
+    export_gaussian("30", &dir);
     let w0 = dir.join("w0.npy");
     let data = dir.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -118,20 +116,12 @@ fn law_is_refused_where_its_law_does_not_hold() {
     ];
     for (args, why) in cases {
         let out = crate::bin()
-            .args([
-                "run",
-                "--trainer",
-                "law",
-                "--quiet",
-                "--no-write",
-                "--steps",
-                "2",
-            ])
+            .args(["run", "--trainer", "law", "--quiet", "--no-write"])
+            .args(["--steps", "2"])
             .args(&args)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = crate::exit_stderr(&out, 2, &format!("{args:?}"));
         assert!(
             stderr.contains("trainer") && stderr.contains(why),
             "{args:?}: {stderr}"
@@ -204,21 +194,12 @@ fn run_chooses_the_law_trainer_above_the_automatic_dimension() {
     assert!(stdout.contains("(Law trainer"), "{stdout}");
     assert!(stderr.contains("trainer law chosen"), "{stderr}");
     let named = super::bin()
-        .args([
-            "run",
-            "-d",
-            "1000000",
-            "--init",
-            "gaussian",
-            "--trainer",
-            "dense",
-            "--no-write",
-        ])
+        .args(["run", "-d", "1000000", "--init", "gaussian"])
+        .args(["--trainer", "dense", "--no-write"])
         .output()
         .unwrap();
     // The dense trainer cannot hold a 10^6 x 10^6 W: refused before any work, not replaced.
-    let stderr = String::from_utf8_lossy(&named.stderr);
-    assert_eq!(named.status.code(), Some(1), "{stderr}");
+    let stderr = super::exit_stderr(&named, 1, "--trainer dense");
     assert!(
         stderr.contains("refusing to allocate") && !stderr.contains("law chosen"),
         "{stderr}"

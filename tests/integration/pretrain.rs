@@ -8,7 +8,7 @@ use benign::autodiff::{Tape, Var};
 use benign::classifier::checkpoint;
 use benign::classifier::embed::InputKind;
 use benign::classifier::pretrain::{self, PretrainOptions, PretrainSpec, TokenizerSpec};
-use benign::classifier::{Classifier, ClassifierTrainer, ModelConfig, TrainConfig};
+use benign::classifier::{Classifier, ClassifierTrainer, Evaluation, ModelConfig, TrainConfig};
 use benign::gradcheck::{self, Case, CaseKind, Domain, Input, Mode};
 use benign::kernels::Float;
 use benign::realdata::{DatasetName, TokenizedSplit, Tokens, PAD_ID};
@@ -335,14 +335,17 @@ fn params(model: &Classifier<f32>) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// A toy model of seed `seed` trained on `split` for 12 epochs on two threads, evaluated on
+/// `split` itself and on `test`.
+fn learn_toy(split: &TokenizedSplit, test: &TokenizedSplit, seed: u64) -> [Evaluation; 2] {
+    let mut model = toy_model(split, seed);
+    let mut trainer = train(&mut model, split, toy_train_config(12), 2);
+    [split, test].map(|s| trainer.evaluate(&model, s, &s.labels).unwrap())
+}
+
 #[test]
 fn toy_images_are_learned() {
-    let split = toy_patches(400, 1);
-    let test = toy_patches(200, 2);
-    let mut model = toy_model(&split, 3);
-    let mut trainer = train(&mut model, &split, toy_train_config(12), 2);
-    let train_eval = trainer.evaluate(&model, &split, &split.labels).unwrap();
-    let test_eval = trainer.evaluate(&model, &test, &test.labels).unwrap();
+    let [train_eval, test_eval] = learn_toy(&toy_patches(400, 1), &toy_patches(200, 2), 3);
     assert!(train_eval.accuracy >= 0.95, "{train_eval:?}");
     assert!(test_eval.accuracy >= 0.95, "{test_eval:?}");
     assert!(test_eval.loss < 0.3, "{test_eval:?}");
@@ -350,11 +353,7 @@ fn toy_images_are_learned() {
 
 #[test]
 fn toy_sentences_with_padding_are_learned() {
-    let split = toy_words(300, 4);
-    let test = toy_words(200, 5);
-    let mut model = toy_model(&split, 6);
-    let mut trainer = train(&mut model, &split, toy_train_config(12), 2);
-    let test_eval = trainer.evaluate(&model, &test, &test.labels).unwrap();
+    let [_, test_eval] = learn_toy(&toy_words(300, 4), &toy_words(200, 5), 6);
     assert!(test_eval.accuracy >= 0.95, "{test_eval:?}");
     assert!(test_eval.mean_max_cls_attention > 0.0 && test_eval.mean_max_cls_attention <= 1.0);
 }
@@ -611,24 +610,22 @@ fn pretrain_trains_saves_and_reuses_by_key() {
 #[test]
 fn pretrain_cli_rejects_a_missing_data_dir() {
     let missing = scratch("missing").join("nowhere");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_benign"))
+    let output = super::bin()
         .args(["pretrain", "--dataset", "mnist", "--data-dir"])
         .arg(&missing)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = super::exit_stderr(&output, 2, "a missing --data-dir");
     assert!(
         stderr.contains("nowhere") && stderr.contains("data-dir"),
         "{stderr}"
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_benign"))
+    let output = super::bin()
         .args(["pretrain", "--dataset", "imagenet", "--data-dir", "."])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
     // The parser refuses it, naming the option and every valid dataset.
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = super::exit_stderr(&output, 2, "--dataset imagenet");
     assert!(
         stderr.contains("--dataset")
             && stderr.contains("fashion-mnist")

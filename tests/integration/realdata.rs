@@ -30,6 +30,8 @@ fn load_if_present(name: DatasetName) -> Option<RawDataset> {
     Some(dataset)
 }
 
+/// The dataset `name` when present, checked to hold `train` and `test` examples of each class
+/// (and so their sums in all).
 fn check(name: DatasetName, train: &[usize], test: &[usize]) -> Option<RawDataset> {
     let dataset = load_if_present(name)?;
     let summary = describe(&dataset);
@@ -37,6 +39,8 @@ fn check(name: DatasetName, train: &[usize], test: &[usize]) -> Option<RawDatase
     assert_eq!(summary.classes.len(), train.len(), "{name} classes");
     assert_eq!(summary.train.class_counts, train, "{name} train");
     assert_eq!(summary.test.class_counts, test, "{name} test");
+    assert_eq!(summary.train.examples, train.iter().sum::<usize>());
+    assert_eq!(summary.test.examples, test.iter().sum::<usize>());
     Some(dataset)
 }
 
@@ -69,15 +73,10 @@ fn fashion_mnist_has_6000_and_1000_per_class() {
 #[test]
 fn breastmnist_has_the_canonical_split_sizes() {
     // 546 train / 156 test (the 78 validation images are not loaded); malignant is the minority.
-    let Some(dataset) = load_if_present(DatasetName::BreastMnist) else {
+    let Some(dataset) = check(DatasetName::BreastMnist, &[147, 399], &[42, 114]) else {
         return;
     };
-    let summary = describe(&dataset);
-    assert_eq!(summary.train.examples, 546);
-    assert_eq!(summary.test.examples, 156);
-    assert_eq!(summary.train.image_size, Some([28, 28]));
-    assert_eq!(summary.train.class_counts, [147, 399]);
-    assert_eq!(summary.test.class_counts, [42, 114]);
+    assert_eq!(describe(&dataset).train.image_size, Some([28, 28]));
     let val = benign::realdata::npz::load_breastmnist_split(
         &default_dir(&data_root(), DatasetName::BreastMnist),
         "val",
@@ -92,19 +91,16 @@ fn breastmnist_has_the_canonical_split_sizes() {
 
 #[test]
 fn trec_has_5452_train_and_500_test_questions() {
-    let Some(dataset) = load_if_present(DatasetName::Trec) else {
+    // Li & Roth's coarse-class distribution, 5452 and 500 questions.
+    let train_counts = [86, 1162, 1250, 1223, 835, 896];
+    let test_counts = [9, 138, 94, 65, 81, 113];
+    let Some(dataset) = check(DatasetName::Trec, &train_counts, &test_counts) else {
         return;
     };
-    let summary = describe(&dataset);
     assert_eq!(
-        summary.classes,
+        describe(&dataset).classes,
         ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
     );
-    assert_eq!(summary.train.examples, 5452);
-    assert_eq!(summary.test.examples, 500);
-    // Li & Roth's coarse-class distribution.
-    assert_eq!(summary.train.class_counts, [86, 1162, 1250, 1223, 835, 896]);
-    assert_eq!(summary.test.class_counts, [9, 138, 94, 65, 81, 113]);
     let Split::Text(train) = &dataset.train else {
         panic!("TREC holds text")
     };
@@ -126,14 +122,8 @@ fn trec_has_5452_train_and_500_test_questions() {
 
 #[test]
 fn sst2_has_the_kim_split_sizes() {
-    let Some(dataset) = load_if_present(DatasetName::Sst2) else {
-        return;
-    };
-    let summary = describe(&dataset);
-    assert_eq!(summary.train.examples, 6920);
-    assert_eq!(summary.test.examples, 1821);
-    assert_eq!(summary.train.class_counts, [3310, 3610]);
-    assert_eq!(summary.test.class_counts, [912, 909]);
+    // 6920 and 1821 sentences.
+    check(DatasetName::Sst2, &[3310, 3610], &[912, 909]);
 }
 
 #[test]

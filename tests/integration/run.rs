@@ -1,11 +1,11 @@
 //! End-to-end tests of the synthetic experiment: the two trainers agree, they follow the closed
 //! form, the presets show their regimes, outputs and bad input behave.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
-use std::process::Command;
 
 use benign::attention_model::closed_form::{self as attention, TokenShape};
-use benign::synthetic::data::{training_set, Signals, TestSource};
+use benign::synthetic::data::{training_set, Signals, TestSource, TrainSet};
 use benign::synthetic::dense::DenseTrainer;
 use benign::synthetic::init::InitSource;
 use benign::synthetic::metrics::EvalRecord;
@@ -14,6 +14,8 @@ use benign::synthetic::subspace::{orthonormal_basis, SubspaceSetup, SubspaceTrai
 use benign::synthetic::{
     run, AttentionTrainer, Precision, Preset, RunConfig, RunOptions, TrainerKind,
 };
+
+use super::{bin, exit_stderr, ok};
 
 fn quick(config: RunConfig) -> benign::synthetic::RunResult {
     run(config, RunOptions::default()).expect("run succeeds")
@@ -105,6 +107,62 @@ fn dense_and_subspace_agree_in_f32_to_rounding() {
     assert!(agreement(250, Precision::F32, 1000) < 3e-4);
 }
 
+/// Panics unless each `actual[i]` is within `tol` of `expected[i]`; `what` heads the message.
+fn assert_all_within(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
+    for (a, b) in actual.iter().zip(expected) {
+        assert!((a - b).abs() <= tol, "{what}: {a} vs {b}");
+    }
+}
+
+/// What a trainer is built from: the signals, training set and seeded `W_0` of a configuration,
+/// and a generated test set.
+struct Problem {
+    signals: Signals,
+    train: TrainSet,
+    init: InitSource,
+    test: TestSource,
+}
+
+impl Problem {
+    /// The problem of `config`, its test set drawn with `test_seed`.
+    fn new(config: &RunConfig, test_seed: u64) -> Self {
+        let signals = Signals::new(config);
+        Problem {
+            train: training_set(config, &signals),
+            init: InitSource::from_seed(config.seed, config.dim),
+            test: TestSource::Generated {
+                config: config.clone(),
+                signals: signals.clone(),
+                seed: test_seed,
+            },
+            signals,
+        }
+    }
+
+    /// `mu_+` and `mu_-`: the directions the subspace spans beside the training tokens.
+    fn extra_directions(&self) -> [&[f64]; 2] {
+        [
+            self.signals.mu_plus.as_slice(),
+            self.signals.mu_minus.as_slice(),
+        ]
+    }
+
+    /// The subspace trainer of this problem with an f64 start-up.
+    fn subspace_trainer(&self, lr: f64, draw: TestDraw) -> SubspaceTrainer<f64> {
+        SubspaceTrainer::new(SubspaceSetup {
+            train: &self.train,
+            extra_directions: &self.extra_directions(),
+            nu: &self.signals.nu,
+            init: &self.init,
+            test: &self.test,
+            lr,
+            startup: Precision::F64,
+            draw,
+        })
+        .unwrap()
+    }
+}
+
 /// Dense GD steps 1..3 equal steps taken with `closed_form_gradient` directly, and the subspace
 /// state maps back to the dense one: `p = A b`, `W = W_0 + B D A^T`.
 #[test]
@@ -116,16 +174,12 @@ fn trainers_follow_the_closed_form_gradient() {
         test_size: 4,
         ..RunConfig::default()
     };
-    let signals = Signals::new(&config);
-    let train = training_set(&config, &signals);
-    let init = InitSource::from_seed(config.seed, config.dim);
-    let test = TestSource::Generated {
-        config: config.clone(),
-        signals: signals.clone(),
-        seed: 1,
-    };
+    let problem = Problem::new(&config, 1);
+    let (signals, train, init) = (&problem.signals, &problem.train, &problem.init);
     let mut test_tokens = Vec::new();
-    test.for_each_chunk(4, |_, t| test_tokens.extend_from_slice(t));
+    problem
+        .test
+        .for_each_chunk(4, |_, t| test_tokens.extend_from_slice(t));
     let shape = TokenShape {
         samples: 6,
         tokens: 5,
@@ -133,19 +187,9 @@ fn trainers_follow_the_closed_form_gradient() {
     };
     let d = config.dim;
     let mut dense =
-        DenseTrainer::<f64>::new(&train, &test_tokens, &signals.nu, &init, config.lr).unwrap();
-    let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
-    let mut subspace = SubspaceTrainer::<f64>::new(SubspaceSetup {
-        train: &train,
-        extra_directions: &extra,
-        nu: &signals.nu,
-        init: &init,
-        test: &test,
-        lr: config.lr,
-        startup: Precision::F64,
-        draw: TestDraw::Tokens,
-    })
-    .unwrap();
+        DenseTrainer::<f64>::new(train, &test_tokens, &signals.nu, init, config.lr).unwrap();
+    let extra = problem.extra_directions();
+    let mut subspace = problem.subspace_trainer(config.lr, TestDraw::Tokens);
     let (mut w, mut p): (Vec<f64>, Vec<f64>) = (init.matrix(), vec![0.0; d]);
     for step in 0..3 {
         let grad = attention::closed_form_gradient(
@@ -167,25 +211,12 @@ fn trainers_follow_the_closed_form_gradient() {
         subspace.step_logits(step).unwrap();
         let (dw, dp) = dense.state();
         let scale = p.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        for (a, b) in dp.iter().zip(&p) {
-            assert!(
-                (a - b).abs() <= 1e-12 * scale.max(1e-300),
-                "step {step}: p {a} vs {b}"
-            );
-        }
-        for (a, b) in dw.iter().zip(&w) {
-            assert!((a - b).abs() <= 1e-13, "step {step}: W {a} vs {b}");
-        }
-        let (sp, sw) = subspace.reconstruct_dense(&train, &extra, &init);
-        for (a, b) in sp.iter().zip(&p) {
-            assert!(
-                (a - b).abs() <= 1e-10 * scale.max(1e-300),
-                "step {step}: subspace p {a} vs {b}"
-            );
-        }
-        for (a, b) in sw.iter().zip(&w) {
-            assert!((a - b).abs() <= 1e-12, "step {step}: subspace W {a} vs {b}");
-        }
+        let p_tol = |relative: f64| relative * scale.max(1e-300);
+        assert_all_within(dp, &p, p_tol(1e-12), &format!("step {step}: p"));
+        assert_all_within(dw, &w, 1e-13, &format!("step {step}: W"));
+        let (sp, sw) = subspace.reconstruct_dense(train, &extra, init);
+        assert_all_within(&sp, &p, p_tol(1e-10), &format!("step {step}: subspace p"));
+        assert_all_within(&sw, &w, 1e-12, &format!("step {step}: subspace W"));
     }
     // After more steps the two states still coincide.
     for step in 3..200 {
@@ -193,13 +224,10 @@ fn trainers_follow_the_closed_form_gradient() {
         subspace.step_logits(step).unwrap();
     }
     let (dw, dp) = dense.state();
-    let (sp, sw) = subspace.reconstruct_dense(&train, &extra, &init);
+    let (sp, sw) = subspace.reconstruct_dense(train, &extra, init);
     let pmax = dp.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    assert!(dp
-        .iter()
-        .zip(&sp)
-        .all(|(a, b)| (a - b).abs() <= 1e-9 * pmax));
-    assert!(dw.iter().zip(&sw).all(|(a, b)| (a - b).abs() <= 1e-11));
+    assert_all_within(dp, &sp, 1e-9 * pmax, "step 200: p");
+    assert_all_within(dw, &sw, 1e-11, "step 200: W");
     assert!(rel(dense.p_norm(), subspace.p_norm()) < 1e-9);
     assert!(rel(dense.w_delta_norm(), subspace.w_delta_norm()) < 1e-9);
     let (zt_dense, zt_sub) = (dense.test_logits(), subspace.test_logits());
@@ -223,28 +251,32 @@ fn preset_run(preset: Preset) -> benign::synthetic::RunResult {
     result
 }
 
+/// Runs `preset` and checks its final accuracies: the train accuracy exactly (1 when every
+/// sample is fitted, 0.8 when the 20% noisy ones are not), the test accuracy within `test_acc`.
+fn assert_preset_accuracies(preset: Preset, train_acc: f64, test_acc: RangeInclusive<f64>) {
+    let r = preset_run(preset);
+    let last = &r.summary.final_metrics;
+    assert_eq!(last.train_acc, train_acc);
+    assert!(
+        test_acc.contains(&last.test_acc),
+        "test acc {}",
+        last.test_acc
+    );
+}
+
 #[test]
 fn preset_balanced_overfits_benignly() {
-    let r = preset_run(Preset::Balanced);
-    let last = &r.summary.final_metrics;
-    assert_eq!(last.train_acc, 1.0);
-    assert!(last.test_acc >= 0.99, "test acc {}", last.test_acc);
+    assert_preset_accuracies(Preset::Balanced, 1.0, 0.99..=1.0);
 }
 
 #[test]
 fn preset_harmful_overfits_harmfully() {
-    let r = preset_run(Preset::Harmful);
-    let last = &r.summary.final_metrics;
-    assert_eq!(last.train_acc, 1.0);
-    assert!(last.test_acc <= 0.92, "test acc {}", last.test_acc);
+    assert_preset_accuracies(Preset::Harmful, 1.0, 0.0..=0.92);
 }
 
 #[test]
 fn preset_large_signal_does_not_overfit() {
-    let r = preset_run(Preset::LargeSignal);
-    let last = &r.summary.final_metrics;
-    assert_eq!(last.train_acc, 0.8);
-    assert!(last.test_acc >= 0.99, "test acc {}", last.test_acc);
+    assert_preset_accuracies(Preset::LargeSignal, 0.8, 0.99..=1.0);
 }
 
 /// The reference code's figures lead one to expect the balanced preset's noisy samples to put "about 0.7 to 0.97" of
@@ -346,54 +378,19 @@ fn same_result_whatever_the_thread_count() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("benign-run-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn benign() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_benign"))
+    super::temp_scratch("run", name)
 }
 
 #[test]
 fn run_writes_every_output_file() {
     let out = temp_dir("outputs");
-    let status = benign()
-        .args([
-            "run",
-            "--quiet",
-            "--dim",
-            "120",
-            "--steps",
-            "50",
-            "--test-size",
-            "50",
-            "--out",
-        ])
+    ok(&bin()
+        .args(["run", "--quiet", "--dim", "120", "--steps", "50"])
+        .args(["--test-size", "50", "--out"])
         .arg(&out)
         .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    for file in [
-        "config.json",
-        "metrics.jsonl",
-        "attention.csv",
-        "summary.json",
-        "dynamics.svg",
-        "dynamics.png",
-    ] {
-        assert!(
-            out.join(file)
-                .metadata()
-                .map(|m| m.len() > 0)
-                .unwrap_or(false),
-            "{file} missing"
-        );
-    }
+        .unwrap());
+    super::assert_run_files(&out);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = metrics
         .lines()
@@ -407,8 +404,7 @@ fn run_writes_every_output_file() {
     let csv = std::fs::read_to_string(out.join("attention.csv")).unwrap();
     // 51 steps x 2 tracked samples x 8 tokens + header.
     assert_eq!(csv.lines().count(), 51 * 2 * 8 + 1);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = super::json_file(&out.join("summary.json"));
     assert!(summary["wall_seconds_total"].as_f64().unwrap() > 0.0);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -444,7 +440,7 @@ fn exported_data_reproduces_the_generated_run() {
     }
     // And through the command line.
     let out = dir.join("out");
-    let o = benign()
+    let o = bin()
         .args(["run", "--quiet", "--json", "--data"])
         .arg(&dir)
         .arg("--init-w")
@@ -453,7 +449,7 @@ fn exported_data_reproduces_the_generated_run() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&o);
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let final_loss = summary["final_metrics"]["train_loss"].as_f64().unwrap();
     assert!(rel(final_loss, direct.summary.final_metrics.train_loss) < 1e-9);
@@ -474,33 +470,24 @@ fn invalid_options_exit_with_status_2_naming_the_option() {
         (&["--lr", "NaN"], "lr"),
     ];
     for (args, field) in cases {
-        let o = benign()
+        let o = bin()
             .args(["run", "--quiet", "--no-write"])
             .args(args)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = exit_stderr(&o, 2, &format!("{args:?}"));
         assert!(stderr.contains(field), "{args:?}: {stderr}");
     }
 }
 
 #[test]
 fn dense_trainer_refuses_a_w_that_cannot_fit() {
-    let o = benign()
-        .args([
-            "run",
-            "--quiet",
-            "--no-write",
-            "--trainer",
-            "dense",
-            "--dim",
-            "300000",
-        ])
+    let o = bin()
+        .args(["run", "--quiet", "--no-write", "--trainer", "dense"])
+        .args(["--dim", "300000"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let stderr = exit_stderr(&o, 1, "--dim 300000");
     // W alone is 720 GB; the subspace trainer needs about 1 GB here.
     assert!(stderr.contains("--trainer subspace"), "{stderr}");
 }
@@ -508,25 +495,13 @@ fn dense_trainer_refuses_a_w_that_cannot_fit() {
 #[test]
 fn a_diverging_run_names_the_step_and_keeps_its_metrics() {
     let out = temp_dir("diverge");
-    let o = benign()
-        .args([
-            "run",
-            "--quiet",
-            "--dim",
-            "50",
-            "--test-size",
-            "10",
-            "--eval-every",
-            "1",
-            "--lr",
-            "1e300",
-            "--out",
-        ])
+    let o = bin()
+        .args(["run", "--quiet", "--dim", "50", "--test-size", "10"])
+        .args(["--eval-every", "1", "--lr", "1e300", "--out"])
         .arg(&out)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let stderr = exit_stderr(&o, 1, "--lr 1e300");
     assert!(stderr.contains("non-finite value at step"), "{stderr}");
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 1);
@@ -563,29 +538,13 @@ fn test_projections_drawn_in_the_subspace_have_the_projected_law() {
         test_size: 3000,
         ..RunConfig::default()
     };
-    let signals = Signals::new(&config);
-    let train = training_set(&config, &signals);
-    let init = InitSource::from_seed(config.seed, config.dim);
-    let test = TestSource::Generated {
-        config: config.clone(),
-        signals: signals.clone(),
-        seed: config.effective_test_seed(),
-    };
-    let extra = [signals.mu_plus.as_slice(), signals.mu_minus.as_slice()];
-    let build = |draw| {
-        SubspaceTrainer::<f64>::new(SubspaceSetup {
-            train: &train,
-            extra_directions: &extra,
-            nu: &signals.nu,
-            init: &init,
-            test: &test,
-            lr: 0.05,
-            startup: Precision::F64,
-            draw,
-        })
-        .unwrap()
-    };
-    let (mut drawn, mut projected) = (build(TestDraw::Subspace), build(TestDraw::Tokens));
+    let problem = Problem::new(&config, config.effective_test_seed());
+    let (signals, train, test) = (&problem.signals, &problem.train, &problem.test);
+    let extra = problem.extra_directions();
+    let (mut drawn, mut projected) = (
+        problem.subspace_trainer(0.05, TestDraw::Subspace),
+        problem.subspace_trainer(0.05, TestDraw::Tokens),
+    );
     assert_eq!(drawn.timings.test_draw, TestDraw::Subspace);
     assert_eq!(projected.timings.test_draw, TestDraw::Tokens);
     // Training is exactly the same: logits, norms, state, bit for bit.
@@ -600,7 +559,7 @@ fn test_projections_drawn_in_the_subspace_have_the_projected_law() {
     assert_eq!(drawn.p_norm().to_bits(), projected.p_norm().to_bits());
     assert_eq!(drawn.state(), projected.state());
 
-    let (p, w) = drawn.reconstruct_dense(&train, &extra, &init);
+    let (p, w) = drawn.reconstruct_dense(train, &extra, &problem.init);
     let d = config.dim;
     let mut wp = vec![0.0; d];
     for i in 0..d {
@@ -739,7 +698,7 @@ fn run_records_its_test_draw_and_keeps_training_exact() {
 /// stalling the suite.
 fn output_within(args: &[&str], seconds: u64) -> std::process::Output {
     use std::process::Stdio;
-    let mut child = benign()
+    let mut child = bin()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -779,8 +738,7 @@ fn every_command_refuses_threads_outside_1_to_1024() {
             let mut args = command.to_vec();
             args.extend(["--threads", value]);
             let o = output_within(&args, 20);
-            let stderr = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+            let stderr = exit_stderr(&o, 2, &format!("{args:?}"));
             assert!(
                 stderr.contains("--threads") && stderr.contains("1..=1024"),
                 "{args:?}: {stderr}"
@@ -816,9 +774,8 @@ fn a_diverging_run_names_the_gradient_step_that_diverged() {
                 "--eval-every",
                 eval_every,
             ];
-            let o = benign().args(args).output().unwrap();
-            let stderr = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+            let o = bin().args(args).output().unwrap();
+            let stderr = exit_stderr(&o, 1, &format!("{args:?}"));
             assert!(
                 stderr.contains("non-finite value at step 0:")
                     && stderr.contains("after the update"),
@@ -833,13 +790,12 @@ fn a_diverging_run_names_the_gradient_step_that_diverged() {
 #[test]
 fn an_io_error_prints_its_cause_once() {
     let missing = temp_dir("io-cause").join("config.json");
-    let o = benign()
+    let o = bin()
         .args(["run", "--quiet", "--no-write", "--config"])
         .arg(&missing)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let stderr = exit_stderr(&o, 1, "--config");
     assert!(stderr.contains("config.json"), "{stderr}");
     assert_eq!(
         stderr.matches("No such file or directory").count(),

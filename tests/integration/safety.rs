@@ -2,12 +2,15 @@
 //! faults a cluster job meets (SIGKILL, a full disk, a read-only folder, corrupt files).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{bin, in_ci, ok, temp_scratch};
+use super::{
+    assert_exit, bin, in_ci, json_file, json_lines_without_time, ok, real_data_command,
+    spawn_silently, stderr, sweep_records as records, temp_scratch, SMALL_GRID as GRID,
+};
 
 const RUN: [&str; 8] = [
     "-d",
@@ -19,23 +22,6 @@ const RUN: [&str; 8] = [
     "--no-plot",
     "--quiet",
 ];
-const GRID: [&str; 10] = [
-    "--grid",
-    "d=40,60,80",
-    "--grid",
-    "signal_norm=5,10",
-    "--seeds",
-    "2",
-    "--steps",
-    "30",
-    "--test-size",
-    "40",
-];
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn run_into(dir: &Path, extra: &[&str]) -> Output {
     bin()
         .arg("run")
@@ -47,10 +33,11 @@ fn run_into(dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn sweep_into(dir: &Path, extra: &[&str]) -> Output {
+/// `benign sweep` of `grid`, quiet and without figures, into `dir`.
+fn sweep_grid_into(grid: &[&str], dir: &Path, extra: &[&str]) -> Output {
     bin()
         .arg("sweep")
-        .args(GRID)
+        .args(grid)
         .args(["--quiet", "--no-plot"])
         .args(extra)
         .arg("--out")
@@ -59,49 +46,18 @@ fn sweep_into(dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json_file(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+fn sweep_into(dir: &Path, extra: &[&str]) -> Output {
+    sweep_grid_into(&GRID, dir, extra)
 }
 
-/// The records of a results file without their timing fields, by index.
-fn records(path: &Path) -> Vec<Value> {
-    let mut v: Vec<Value> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut r: Value = serde_json::from_str(l).unwrap();
-            r.as_object_mut().unwrap().remove("wall_seconds");
-            if let Some(m) = r["final_metrics"].as_object_mut() {
-                m.remove("wall_seconds");
-            }
-            r
-        })
-        .collect();
-    v.sort_by_key(|r| r["index"].as_u64());
-    v
-}
-
+/// metrics.jsonl without its timing field, line by line.
 fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("wall_seconds");
-            v
-        })
-        .collect()
+    json_lines_without_time(&dir.join("metrics.jsonl"))
 }
 
+/// A refusal: exit status 2 with every one of `needles` in stderr.
 fn assert_refused(output: &Output, needles: &[&str]) {
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(output));
-    for needle in needles {
-        assert!(
-            stderr(output).contains(needle),
-            "no `{needle}` in: {}",
-            stderr(output)
-        );
-    }
+    assert_exit(output, 2, needles);
 }
 
 #[test]
@@ -142,8 +98,7 @@ fn run_out_is_never_overwritten_or_mixed() {
 #[test]
 fn a_failed_run_is_marked_failed_and_redone_on_rerun() {
     let dir = temp_scratch("safety", "failed-run");
-    let out = run_into(&dir, &["--lr", "1e300"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&run_into(&dir, &["--lr", "1e300"]), 1, &[]);
     let job = json_file(&dir.join("job.json"));
     assert_eq!(job["state"], "failed");
     assert!(
@@ -173,29 +128,24 @@ fn export_and_merge_refuse_folders_holding_other_jobs() {
     ok(&sweep_into(&sweep, &[]));
     let before = std::fs::read(sweep.join("results.jsonl")).unwrap();
     // Merging into the sweep's own folder, or into the export, is refused.
-    for out in [&sweep, &export] {
-        let merged = bin()
+    let merge_into = |out: &Path| {
+        bin()
             .args(["sweep", "merge"])
             .arg(&sweep)
             .arg("--out")
             .arg(out)
             .arg("--no-plot")
             .output()
-            .unwrap();
-        assert_refused(&merged, &["already holds"]);
+            .unwrap()
+    };
+    for out in [&sweep, &export] {
+        assert_refused(&merge_into(out), &["already holds"]);
     }
     assert_eq!(std::fs::read(sweep.join("results.jsonl")).unwrap(), before);
     // An earlier merge of the same sweep is replaced whole.
     let merged = temp_scratch("safety", "merged");
     for _ in 0..2 {
-        ok(&bin()
-            .args(["sweep", "merge"])
-            .arg(&sweep)
-            .arg("--out")
-            .arg(&merged)
-            .arg("--no-plot")
-            .output()
-            .unwrap());
+        ok(&merge_into(&merged));
     }
     assert_eq!(records(&merged.join("results.jsonl")).len(), 12);
     for d in [export, sweep, merged] {
@@ -214,27 +164,22 @@ fn a_second_writer_of_a_sweep_is_refused_with_the_holder_named() {
         "--steps",
         "2000",
     ];
-    let mut first = bin()
-        .arg("sweep")
-        .args(slow)
-        .args(["--threads", "1", "--quiet", "--no-plot", "--out"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let writer = || {
+        let mut command = bin();
+        command
+            .arg("sweep")
+            .args(slow)
+            .args(["--threads", "1", "--quiet", "--no-plot", "--out"])
+            .arg(&dir);
+        command
+    };
+    let mut first = spawn_silently(&mut writer());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !dir.join("sweep.json").is_file() {
         assert!(Instant::now() < deadline, "the first sweep never started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let second = bin()
-        .arg("sweep")
-        .args(slow)
-        .args(["--threads", "1", "--quiet", "--no-plot", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let second = writer().output().unwrap();
     let still_running = first.try_wait().unwrap().is_none();
     assert!(first.wait().unwrap().success());
     if still_running {
@@ -265,28 +210,11 @@ fn failed_sweep_cells_are_reported_and_retried() {
         "--test-size",
         "20",
     ];
-    let out = bin()
-        .arg("sweep")
-        .args(grid)
-        .args(["--quiet", "--no-plot", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("failed: non-finite"),
-        "{}",
-        stderr(&out)
-    );
+    let out = sweep_grid_into(&grid, &dir, &[]);
+    assert_exit(&out, 1, &["failed: non-finite"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 failed"));
     // The rerun does the failed cell again (it is not done), and says so again.
-    let out = bin()
-        .arg("sweep")
-        .args(grid)
-        .args(["--quiet", "--no-plot", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = sweep_grid_into(&grid, &dir, &[]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -383,11 +311,7 @@ fn corrupt_result_lines_are_set_aside_and_their_runs_redone() {
 
 /// Starts `command`, kills it (SIGKILL) after `delay`, and waits for it.
 fn kill_after(mut command: Command, delay: Duration) -> bool {
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_silently(&mut command);
     std::thread::sleep(delay);
     let finished = child.try_wait().unwrap().is_some();
     let _ = child.kill();
@@ -408,14 +332,13 @@ fn killed_runs_and_finetunes_rerun_to_the_uninterrupted_results() {
         "200",
         "--quiet",
     ];
+    let run_command = |dir: &Path| {
+        let mut command = bin();
+        command.arg("run").args(args).arg("--out").arg(dir);
+        command
+    };
     let reference = temp_scratch("safety", "kill-run-reference");
-    ok(&bin()
-        .arg("run")
-        .args(args)
-        .arg("--out")
-        .arg(&reference)
-        .output()
-        .unwrap());
+    ok(&run_command(&reference).output().unwrap());
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut killed = 0;
     for round in 0..3 {
@@ -424,19 +347,11 @@ fn killed_runs_and_finetunes_rerun_to_the_uninterrupted_results() {
             .wrapping_add(1_442_695_040_888_963_407);
         let delay = Duration::from_millis(20 + (state >> 33) % 400);
         let dir = temp_scratch("safety", &format!("kill-run-{round}"));
-        let mut command = bin();
-        command.arg("run").args(args).arg("--out").arg(&dir);
-        let was_killed = kill_after(command, delay);
+        let was_killed = kill_after(run_command(&dir), delay);
         killed += usize::from(was_killed);
         // A run that finished before the kill is complete, and a rerun would be refused.
         if was_killed {
-            ok(&bin()
-                .arg("run")
-                .args(args)
-                .arg("--out")
-                .arg(&dir)
-                .output()
-                .unwrap());
+            ok(&run_command(&dir).output().unwrap());
         }
         assert_eq!(
             metrics(&dir),
@@ -456,27 +371,7 @@ fn killed_runs_and_finetunes_rerun_to_the_uninterrupted_results() {
     let data = temp_scratch("safety", "kill-finetune-data");
     super::pretrain::mnist_fixture(&data);
     let finetune = |out: &Path, checkpoints: &Path| {
-        let mut command = bin();
-        command
-            .args(["finetune", "--dataset", "mnist", "--pretrain-subset", "100"])
-            .args([
-                "--n", "10,20", "--eta", "0,0.2", "--seeds", "1", "--epochs", "3",
-            ])
-            .args([
-                "--test-examples",
-                "all",
-                "--threads",
-                "1",
-                "--quiet",
-                "--no-plot",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .arg("--checkpoints")
-            .arg(checkpoints)
-            .arg("--out")
-            .arg(out);
-        command
+        finetune_mnist(&data, checkpoints, out, ["10,20", "0,0.2", "3"])
     };
     let checkpoints = temp_scratch("safety", "kill-finetune-checkpoints");
     let reference = temp_scratch("safety", "kill-finetune-reference");
@@ -488,12 +383,8 @@ fn killed_runs_and_finetunes_rerun_to_the_uninterrupted_results() {
     );
     ok(&finetune(&killed_dir, &checkpoints).output().unwrap());
     let table = |dir: &Path| -> Vec<Value> {
-        let table_dir = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.join("table.json").is_file())
-            .expect("a table folder");
-        let mut rows = json_file(&table_dir.join("table.json"))["table"]["rows"].clone();
+        let mut rows =
+            json_file(&super::table_folder(dir).join("table.json"))["table"]["rows"].clone();
         for row in rows.as_array_mut().unwrap() {
             row.as_object_mut()
                 .unwrap()
@@ -505,6 +396,42 @@ fn killed_runs_and_finetunes_rerun_to_the_uninterrupted_results() {
     for d in [data, checkpoints, reference, killed_dir] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+/// `benign finetune` on the MNIST fixture in `data`, one thread, one seed, no figures, with
+/// `[n, eta, epochs]` as given.
+fn finetune_mnist(
+    data: &Path,
+    checkpoints: &Path,
+    out: &Path,
+    [n, eta, epochs]: [&str; 3],
+) -> Command {
+    let mut args = vec!["finetune", "--dataset", "mnist", "--pretrain-subset", "100"];
+    args.extend(["--n", n, "--eta", eta, "--seeds", "1", "--epochs", epochs]);
+    args.extend([
+        "--test-examples",
+        "all",
+        "--threads",
+        "1",
+        "--quiet",
+        "--no-plot",
+    ]);
+    real_data_command(&args, data, checkpoints, out)
+}
+
+/// `benign pretrain` of a 100-image MNIST fixture in `data` for one epoch on one thread, with
+/// `extra` options; its result is printed as JSON.
+fn pretrain_mnist(data: &Path, checkpoints: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args(["pretrain", "--dataset", "mnist", "--subset", "100"])
+        .args(["--epochs", "1", "--threads", "1", "--quiet", "--json"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--checkpoints")
+        .arg(checkpoints)
+        .output()
+        .unwrap()
 }
 
 /// Mounts a tmpfs of `size` (read-only with `ro`) at a fresh folder, or says why it cannot.
@@ -549,12 +476,7 @@ fn a_full_disk_or_a_read_only_folder_fails_cleanly() {
             .arg(&dir)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(
-            stderr(&out).contains("No space left on device"),
-            "{}",
-            stderr(&out)
-        );
+        assert_exit(&out, 1, &["No space left on device"]);
         assert_eq!(
             stderr(&out).matches("No space left on device").count(),
             1,
@@ -580,14 +502,8 @@ fn a_full_disk_or_a_read_only_folder_fails_cleanly() {
             .arg(read_only.0.join("run"))
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        assert!(
-            stderr(&out).contains("Read-only file system"),
-            "{}",
-            stderr(&out)
-        );
-        let out = sweep_into(&read_only.0.join("sweep"), &[]);
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_exit(&out, 1, &["Read-only file system"]);
+        assert_exit(&sweep_into(&read_only.0.join("sweep"), &[]), 1, &[]);
     }
 }
 
@@ -596,32 +512,7 @@ fn a_checkpoint_of_other_settings_is_never_reused() {
     let data = temp_scratch("safety", "swap-data");
     super::pretrain::mnist_fixture(&data);
     let checkpoints = temp_scratch("safety", "swap-checkpoints");
-    let pretrain = |seed: &str| {
-        bin()
-            .args([
-                "pretrain",
-                "--dataset",
-                "mnist",
-                "--subset",
-                "100",
-                "--epochs",
-                "1",
-            ])
-            .args([
-                "--threads",
-                "1",
-                "--quiet",
-                "--json",
-                "--seed",
-                seed,
-                "--data-dir",
-            ])
-            .arg(&data)
-            .arg("--checkpoints")
-            .arg(&checkpoints)
-            .output()
-            .unwrap()
-    };
+    let pretrain = |seed: &str| pretrain_mnist(&data, &checkpoints, &["--seed", seed]);
     let folder = |out: &Output| {
         let result: Value = serde_json::from_slice(&out.stdout).unwrap();
         PathBuf::from(result["run_dir"].as_str().unwrap())
@@ -634,13 +525,7 @@ fn a_checkpoint_of_other_settings_is_never_reused() {
     for file in ["checkpoint.safetensors", "result.json"] {
         std::fs::copy(folder(&second).join(file), folder(&first).join(file)).unwrap();
     }
-    let reused = pretrain("0");
-    assert_eq!(reused.status.code(), Some(1), "{}", stderr(&reused));
-    assert!(
-        stderr(&reused).contains("other settings"),
-        "{}",
-        stderr(&reused)
-    );
+    assert_exit(&pretrain("0"), 1, &["other settings"]);
     for d in [data, checkpoints] {
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -652,12 +537,7 @@ fn plot_says_when_a_sweep_has_no_results() {
     ok(&sweep_into(&dir, &["--shard", "0/2"]));
     std::fs::remove_file(dir.join("results.shard-0-of-2.jsonl")).unwrap();
     let out = bin().arg("plot").arg(&dir).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("has no results yet"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 1, &["has no results yet"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -668,23 +548,7 @@ fn a_finetune_with_another_plan_keeps_the_first_table() {
     let checkpoints = temp_scratch("safety", "plan-checkpoints");
     let out = temp_scratch("safety", "plan-out");
     let finetune = |n: &str| {
-        bin()
-            .args(["finetune", "--dataset", "mnist", "--pretrain-subset", "100"])
-            .args(["--n", n, "--eta", "0.2", "--seeds", "1", "--epochs", "2"])
-            .args([
-                "--test-examples",
-                "all",
-                "--threads",
-                "1",
-                "--quiet",
-                "--no-plot",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .arg("--checkpoints")
-            .arg(&checkpoints)
-            .arg("--out")
-            .arg(&out)
+        finetune_mnist(&data, &checkpoints, &out, [n, "0.2", "2"])
             .output()
             .unwrap()
     };
@@ -717,22 +581,7 @@ fn a_moved_checkpoint_folder_reports_where_it_is_now() {
     let first = temp_scratch("safety", "moved-first");
     let second = temp_scratch("safety", "moved-second");
     let pretrain = |checkpoints: &Path| {
-        let out = bin()
-            .args([
-                "pretrain",
-                "--dataset",
-                "mnist",
-                "--subset",
-                "100",
-                "--epochs",
-                "1",
-            ])
-            .args(["--threads", "1", "--quiet", "--json", "--data-dir"])
-            .arg(&data)
-            .arg("--checkpoints")
-            .arg(checkpoints)
-            .output()
-            .unwrap();
+        let out = pretrain_mnist(&data, checkpoints, &[]);
         ok(&out);
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };

@@ -5,48 +5,63 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use benign::sweep::results::{read_records, RunRecord};
 
-use super::{bin, ok};
+use super::{bin, exit_stderr, grid_command, ok, spawn_silently};
 
 fn scratch(name: &str) -> PathBuf {
     super::temp_scratch("sweep", name)
 }
 
-/// A small fast grid: 4 x 3 cells x 2 seeds = 24 runs.
-const GRID: [&str; 12] = [
-    "--grid",
-    "d=20:50:10",
-    "--grid",
-    "signal_norm=5,15,40",
-    "--seeds",
-    "2",
-    "--steps",
-    "150",
-    "--test-size",
-    "60",
-    "--eval-every",
-    "25",
-];
+/// 4 x 3 cells x 2 seeds = 24 runs of `steps` steps, evaluated every `eval_every`.
+const fn grid_of(steps: &'static str, eval_every: &'static str) -> [&'static str; 12] {
+    [
+        "--grid",
+        "d=20:50:10",
+        "--grid",
+        "signal_norm=5,15,40",
+        "--seeds",
+        "2",
+        "--steps",
+        steps,
+        "--test-size",
+        "60",
+        "--eval-every",
+        eval_every,
+    ]
+}
+
+/// A small fast grid.
+const GRID: [&str; 12] = grid_of("150", "25");
 
 fn sweep(out: &Path, extra: &[&str]) -> Output {
     sweep_grid(&GRID, out, extra)
 }
 
+/// `benign sweep` of `grid` into `out`, quiet, without figures, outside any Slurm array.
+fn sweep_command(grid: &[&str], out: &Path, extra: &[&str]) -> Command {
+    grid_command("sweep", grid, out, extra)
+}
+
 fn sweep_grid(grid: &[&str], out: &Path, extra: &[&str]) -> Output {
-    bin()
-        .arg("sweep")
-        .args(grid)
-        .args(["--quiet", "--no-plot", "--out"])
-        .arg(out)
-        .args(extra)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_ARRAY_TASK_COUNT")
+    sweep_command(grid, out, extra)
         .output()
         .expect("benign runs")
+}
+
+/// `benign sweep merge` of `inputs` into `out`.
+fn merge(inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args(["sweep", "merge"])
+        .args(inputs)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 /// Records by run id, failing on duplicates.
@@ -100,20 +115,7 @@ fn line_count(path: &Path) -> usize {
 }
 
 /// [`GRID`] with ten times the steps, so that the sweep is still running when it is killed.
-const SLOW_GRID: [&str; 12] = [
-    "--grid",
-    "d=20:50:10",
-    "--grid",
-    "signal_norm=5,15,40",
-    "--seeds",
-    "2",
-    "--steps",
-    "1500",
-    "--test-size",
-    "60",
-    "--eval-every",
-    "250",
-];
+const SLOW_GRID: [&str; 12] = grid_of("1500", "250");
 
 #[test]
 fn killed_sweep_resumes_to_the_uninterrupted_results() {
@@ -123,15 +125,7 @@ fn killed_sweep_resumes_to_the_uninterrupted_results() {
     assert_eq!(expected.len(), 24);
 
     let dir = scratch("killed");
-    let mut child = bin()
-        .arg("sweep")
-        .args(SLOW_GRID)
-        .args(["--quiet", "--no-plot", "--threads", "2", "--out"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_silently(&mut sweep_command(&SLOW_GRID, &dir, &["--threads", "2"]));
     let file = dir.join("results.jsonl");
     let deadline = Instant::now() + Duration::from_secs(120);
     while line_count(&file) < 3 {
@@ -182,11 +176,7 @@ fn shards_merge_to_the_unsharded_sweep() {
     let (a, b) = (scratch("shard-a"), scratch("shard-b"));
     ok(&sweep(&a, &["--shard", "0/2", "--threads", "1"]));
     // The second shard from the SLURM array variables.
-    let output = bin()
-        .arg("sweep")
-        .args(GRID)
-        .args(["--quiet", "--no-plot", "--out"])
-        .arg(&b)
+    let output = sweep_command(&GRID, &b, &[])
         .env("SLURM_ARRAY_TASK_ID", "1")
         .env("SLURM_ARRAY_TASK_COUNT", "2")
         .output()
@@ -199,27 +189,13 @@ fn shards_merge_to_the_unsharded_sweep() {
 
     // One shard alone: merge reports the missing runs and fails.
     let merged = scratch("merged");
-    let partial = bin()
-        .args(["sweep", "merge"])
-        .arg(&a)
-        .arg("--out")
-        .arg(&merged)
-        .arg("--no-plot")
-        .output()
-        .unwrap();
+    let partial = merge(&[&a], &merged, &["--no-plot"]);
     assert_eq!(partial.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&partial.stdout)
         .contains(&format!("missing {} runs", second.len())));
 
     // Both shards, one given twice: complete, duplicates reported and kept once.
-    let full = bin()
-        .args(["sweep", "merge"])
-        .args([&a, &b, &a])
-        .arg("--out")
-        .arg(&merged)
-        .arg("--no-plot")
-        .output()
-        .unwrap();
+    let full = merge(&[&a, &b, &a], &merged, &["--no-plot"]);
     ok(&full);
     let text = String::from_utf8_lossy(&full.stdout);
     assert!(
@@ -237,13 +213,7 @@ fn shards_merge_to_the_unsharded_sweep() {
     // Merging directories of different sweeps is refused.
     let other = scratch("other");
     ok(&sweep(&other, &["--seed", "7", "--shard", "0/4"]));
-    let mixed = bin()
-        .args(["sweep", "merge"])
-        .args([&a, &other])
-        .arg("--out")
-        .arg(&merged)
-        .output()
-        .unwrap();
+    let mixed = merge(&[&a, &other], &merged, &[]);
     assert_eq!(mixed.status.code(), Some(2));
     for d in [whole, a, b, merged, other] {
         std::fs::remove_dir_all(d).unwrap();
@@ -369,26 +339,26 @@ fn sweep_files_match_the_command_line_and_plot_rerenders() {
     );
     std::fs::remove_dir_all(&figures).unwrap();
     std::fs::remove_file(dir.join("results.csv")).unwrap();
-    let replot = bin().arg("plot").arg(&dir).output().unwrap();
-    ok(&replot);
+    let plot = |args: &[&str]| bin().arg("plot").arg(&dir).args(args).output().unwrap();
+    ok(&plot(&[]));
     assert!(figures.join("regime.png").exists() && dir.join("results.csv").exists());
-    let by_eta = bin()
-        .arg("plot")
-        .arg(&dir)
-        .args(["--axes", "signal_norm,d"])
-        .output()
-        .unwrap();
-    ok(&by_eta);
-    let bad_axes = bin()
-        .arg("plot")
-        .arg(&dir)
-        .args(["--axes", "d,eta"])
-        .output()
-        .unwrap();
-    assert_eq!(bad_axes.status.code(), Some(2));
+    ok(&plot(&["--axes", "signal_norm,d"]));
+    assert_eq!(plot(&["--axes", "d,eta"]).status.code(), Some(2));
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(cli).unwrap();
     std::fs::remove_file(file).unwrap();
+}
+
+/// `benign sweep args --out dir` outside a Slurm array, for arguments it must refuse.
+fn unwritten_sweep(args: &[&str], dir: &Path) -> Output {
+    bin()
+        .arg("sweep")
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -423,16 +393,7 @@ fn bad_input_is_refused_before_any_run() {
         ),
     ];
     for (args, needle) in cases {
-        let output = bin()
-            .arg("sweep")
-            .args(&args)
-            .arg("--out")
-            .arg(&dir)
-            .env_remove("SLURM_ARRAY_TASK_ID")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = exit_stderr(&unwritten_sweep(&args, &dir), 2, &format!("{args:?}"));
         assert!(
             stderr.contains(needle),
             "{args:?}: expected `{needle}` in {stderr}"
@@ -454,8 +415,7 @@ fn bad_input_is_refused_before_any_run() {
             .arg(&dir)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        let stderr = exit_stderr(&output, 2, text);
         assert!(
             stderr.contains(needle),
             "{text}: expected `{needle}` in {stderr}"
@@ -534,16 +494,7 @@ fn huge_sweeps_are_refused_before_allocating() {
         ),
     ];
     for (args, total) in cases {
-        let output = bin()
-            .arg("sweep")
-            .args(args)
-            .arg("--out")
-            .arg(&dir)
-            .env_remove("SLURM_ARRAY_TASK_ID")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let stderr = exit_stderr(&unwritten_sweep(args, &dir), 2, &format!("{args:?}"));
         for needle in ["--grid", "--seeds", total, "limit of 1000000 runs"] {
             assert!(
                 stderr.contains(needle),
@@ -580,8 +531,7 @@ fn unknown_heatmap_axes_name_axes() {
         .output()
         .unwrap();
     for o in [plot, sweep] {
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        let stderr = exit_stderr(&o, 2, "--axes d,foo");
         assert!(
             stderr.contains("`axes`") && stderr.contains("foo") && !stderr.contains("`grid`"),
             "{stderr}"
