@@ -29,7 +29,7 @@ use benign_kernels::{self as kernels, Float};
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::Op;
+use super::SingleInputOp;
 
 pub(crate) struct MultiHeadAttention {
     qkv: usize,
@@ -124,15 +124,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for MultiHeadAttention {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.qkv);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dc: &[T]) {
-        if !ctx.needs(self.qkv) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for MultiHeadAttention {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dc: &[T]) {
         let (x, probs) = (ctx.value(self.qkv), ctx.value(self.probs));
         let (dx, fresh) = ctx.grad(self.qkv);
         let beta = if fresh { T::ZERO } else { T::ONE };
@@ -147,6 +140,8 @@ impl<T: Float> Op<T> for MultiHeadAttention {
         );
     }
 }
+
+single_input_op!(MultiHeadAttention, qkv);
 
 #[cfg(test)]
 mod tests {

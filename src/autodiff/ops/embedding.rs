@@ -7,7 +7,7 @@ use benign_kernels::{self as kernels, Float};
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::Op;
+use super::SingleInputOp;
 
 pub(crate) struct Embedding {
     table: usize,
@@ -50,15 +50,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for Embedding {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.table);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
-        if !ctx.needs(self.table) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Embedding {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         let width = self.width;
         let (dt, fresh) = ctx.grad(self.table);
         if fresh {
@@ -73,3 +66,5 @@ impl<T: Float> Op<T> for Embedding {
         }
     }
 }
+
+single_input_op!(Embedding, table);

@@ -17,7 +17,7 @@ use benign_kernels::{self as kernels, Float};
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::Op;
+use super::SingleInputOp;
 
 /// Saves the labels.
 pub(crate) struct Logistic {
@@ -99,15 +99,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for Logistic {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.f);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
-        if !ctx.needs(self.f) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Logistic {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let fv = ctx.value(self.f);
         let g = dy[0] / T::from_usize(fv.len().max(1));
         let labels = ctx.saved(out);
@@ -119,15 +112,10 @@ impl<T: Float> Op<T> for Logistic {
     }
 }
 
-impl<T: Float> Op<T> for CrossEntropy {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.logits);
-    }
+single_input_op!(Logistic, f);
 
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
-        if !ctx.needs(self.logits) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for CrossEntropy {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let log_probs = ctx.saved(out);
         let rows = self.labels.len();
         let classes = log_probs.len() / rows.max(1);
@@ -141,3 +129,5 @@ impl<T: Float> Op<T> for CrossEntropy {
         });
     }
 }
+
+single_input_op!(CrossEntropy, logits);
