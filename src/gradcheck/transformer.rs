@@ -5,8 +5,9 @@
 
 use benign_kernels::Float;
 
-use super::cases::{Case, CaseKind, Domain, Input, Mode};
+use super::cases::{Case, Domain, Input, Mode};
 use crate::autodiff::{Tape, Var};
+use crate::gradcheck_builder as builder;
 use crate::transformer::{block_forward_vars, BlockConfig, BlockVars, LinearVars};
 
 /// The inputs of a block case, in the order [`block_vars`] consumes them.
@@ -154,66 +155,26 @@ block_case!(wide_one_head, WIDE_ONE_HEAD);
 
 /// Every block variant: small shapes with the full Jacobian, wider ones along directions.
 pub fn block_cases() -> Vec<Case> {
-    let case = |variant: &str, config: &BlockConfig, batch, seq, build, mode| Case {
-        kind: CaseKind::Model,
-        family: "transformer_block",
-        name: format!("transformer_block/{variant}"),
-        inputs: block_inputs(config, batch, seq),
-        build,
-        mode,
-        f32: true,
-        taylor: true,
-        threads: true,
-        extra: None,
+    let case = |variant: &str, config: &BlockConfig, (batch, seq), build, mode| {
+        let inputs = block_inputs(config, batch, seq);
+        Case::model("transformer_block", variant, inputs, build, mode)
     };
+    let jacobian = |variant, config, build| case(variant, config, (2, 3), build, Mode::Jacobian);
+    let direction = |variant, config, build| case(variant, config, (3, 9), build, Mode::Direction);
     vec![
-        case(
-            "h2_bias_out_residual_b2_s3_d4",
-            &FULL,
-            2,
-            3,
-            crate::gradcheck_builder!(full),
-            Mode::Jacobian,
-        ),
-        case(
-            "h2_bare_residual_b2_s3_d4",
-            &BARE,
-            2,
-            3,
-            crate::gradcheck_builder!(bare),
-            Mode::Jacobian,
-        ),
-        case(
-            "h2_bias_out_no_skip_b2_s3_d4",
-            &NO_SKIP,
-            2,
-            3,
-            crate::gradcheck_builder!(no_skip),
-            Mode::Jacobian,
-        ),
-        case(
+        jacobian("h2_bias_out_residual_b2_s3_d4", &FULL, builder!(full)),
+        jacobian("h2_bare_residual_b2_s3_d4", &BARE, builder!(bare)),
+        jacobian("h2_bias_out_no_skip_b2_s3_d4", &NO_SKIP, builder!(no_skip)),
+        jacobian(
             "h1_bare_no_skip_b2_s3_d4",
             &BARE_ONE_HEAD_NO_SKIP,
-            2,
-            3,
-            crate::gradcheck_builder!(bare_one_head_no_skip),
-            Mode::Jacobian,
+            builder!(bare_one_head_no_skip),
         ),
-        case(
-            "h4_bias_out_residual_b3_s9_d48",
-            &WIDE,
-            3,
-            9,
-            crate::gradcheck_builder!(wide),
-            Mode::Direction,
-        ),
-        case(
+        direction("h4_bias_out_residual_b3_s9_d48", &WIDE, builder!(wide)),
+        direction(
             "h1_bare_residual_b3_s9_d48",
             &WIDE_ONE_HEAD,
-            3,
-            9,
-            crate::gradcheck_builder!(wide_one_head),
-            Mode::Direction,
+            builder!(wide_one_head),
         ),
     ]
 }
@@ -300,41 +261,34 @@ fn encoder_no_skip<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
 /// The encoder with and without its residuals: a small one with the full Jacobian, the paper's
 /// n = 20, T = 8 at d = 64 along directions.
 pub fn encoder_cases() -> Vec<Case> {
-    let case = |variant: &str, (n, t, d, mlp), build, mode| Case {
-        kind: CaseKind::Model,
-        family: "encoder",
-        name: format!("encoder/{variant}"),
-        inputs: encoder_inputs(n, t, d, mlp),
-        build,
-        mode,
-        f32: true,
-        taylor: true,
-        threads: true,
-        extra: None,
+    let case = |variant: &str, (n, t, d, mlp), build, mode| {
+        Case::model(
+            "encoder",
+            variant,
+            encoder_inputs(n, t, d, mlp),
+            build,
+            mode,
+        )
     };
+    let (skip, no_skip) = (builder!(encoder_with_skip), builder!(encoder_no_skip));
     vec![
-        case(
-            "skip_n3_T3_d4_mlp5",
-            (3, 3, 4, 5),
-            crate::gradcheck_builder!(encoder_with_skip),
-            Mode::Jacobian,
-        ),
+        case("skip_n3_T3_d4_mlp5", (3, 3, 4, 5), skip, Mode::Jacobian),
         case(
             "no_skip_n3_T3_d4_mlp5",
             (3, 3, 4, 5),
-            crate::gradcheck_builder!(encoder_no_skip),
+            no_skip,
             Mode::Jacobian,
         ),
         case(
             "skip_n20_T8_d64_mlp64",
             (20, 8, 64, 64),
-            crate::gradcheck_builder!(encoder_with_skip),
+            skip,
             Mode::Direction,
         ),
         case(
             "no_skip_n20_T8_d64_mlp48",
             (20, 8, 64, 48),
-            crate::gradcheck_builder!(encoder_no_skip),
+            no_skip,
             Mode::Direction,
         ),
     ]
