@@ -146,7 +146,7 @@ single_input_op!(MultiHeadAttention, qkv);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{run_case, Case, Config, Input, Mode};
+    use crate::gradcheck::{assert_case_passes, Case, Input, Mode};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -187,7 +187,6 @@ mod tests {
 
     #[test]
     fn central_differences_in_f64_agree() {
-        let config = Config::default();
         for case in [
             case(
                 "h2_masked",
@@ -208,15 +207,7 @@ mod tests {
                 Mode::Direction,
             ),
         ] {
-            let results = run_case(&case, &config);
-            assert!(!results.is_empty());
-            for r in &results {
-                assert!(
-                    r.passed,
-                    "{} {} {}: {:e} ({})",
-                    r.case, r.check, r.input, r.max_abs_error, r.detail
-                );
-            }
+            assert_case_passes(&case);
         }
     }
 

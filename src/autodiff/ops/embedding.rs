@@ -19,13 +19,7 @@ impl<T: Float> Tape<T> {
     /// Gathers rows of `table` (shape `[V, D]`) by id; the output has shape `[ids.len(), D]`.
     pub fn embedding(&mut self, table: Var, ids: &[usize]) -> Var {
         let ti = self.check(table);
-        let shape = self.node_shape(ti);
-        assert_eq!(
-            shape.rank(),
-            2,
-            "embedding: table must be [V, D], got {shape}"
-        );
-        let (vocab, width) = (shape.dim(0), shape.dim(1));
+        let (vocab, width) = self.matrix_dims(ti, "embedding: table must be [V, D]");
         if let Some(&bad) = ids.iter().find(|&&id| id >= vocab) {
             panic!("embedding: id {bad} out of range for a table of {vocab} rows");
         }

@@ -64,23 +64,17 @@ impl<T: Float> Tape<T> {
     /// Mean cross-entropy of logits `[N, C]` against class indices (one per row, each `< C`).
     pub fn cross_entropy(&mut self, logits: Var, labels: &[usize]) -> Var {
         let li = self.check(logits);
-        let shape = self.node_shape(li);
-        assert_eq!(
-            shape.rank(),
-            2,
-            "cross_entropy: logits must be [N, C], got {shape}"
-        );
-        let (rows, classes) = (shape.dim(0), shape.dim(1));
+        let (rows, classes) = self.matrix_dims(li, "cross_entropy: logits must be [N, C]");
         assert_eq!(
             labels.len(),
             rows,
-            "cross_entropy: {} labels for logits {shape}",
+            "cross_entropy: {} labels for logits [{rows}x{classes}]",
             labels.len()
         );
         if let Some(&bad) = labels.iter().find(|&&c| c >= classes) {
             panic!("cross_entropy: label {bad} out of range for {classes} classes");
         }
-        let mut log_probs = self.buffer(shape.numel());
+        let mut log_probs = self.buffer(rows * classes);
         kernels::log_softmax_rows(classes, self.node_value(li), &mut log_probs);
         let total: T = labels
             .iter()
