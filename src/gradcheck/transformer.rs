@@ -56,34 +56,22 @@ fn block_inputs(config: &BlockConfig, batch: usize, seq: usize) -> Vec<Input> {
 fn block_vars(config: &BlockConfig, v: &[Var]) -> (Var, BlockVars) {
     let mut next = v.iter().copied();
     let mut take = || next.next().expect("as many handles as block_inputs");
+    let linear = |take: &mut dyn FnMut() -> Var, bias: bool| LinearVars {
+        weight: take(),
+        bias: bias.then(take),
+    };
     let x = take();
-    let ln1 = (take(), take());
-    let mut attn = |bias: bool| LinearVars {
-        weight: take(),
-        bias: bias.then(&mut take),
-    };
-    let query = attn(config.qkv_bias);
-    let key = attn(config.qkv_bias);
-    let value = attn(config.qkv_bias);
-    let out = config.out_proj.then(|| attn(config.qkv_bias));
-    let ln2 = (take(), take());
-    let fc1 = LinearVars {
-        weight: take(),
-        bias: Some(take()),
-    };
-    let fc2 = LinearVars {
-        weight: take(),
-        bias: Some(take()),
-    };
+    let qkv_bias = config.qkv_bias;
+    // Fields are evaluated in order, so the handles are taken in block_inputs' order.
     let vars = BlockVars {
-        ln1,
-        query,
-        key,
-        value,
-        out,
-        ln2,
-        fc1,
-        fc2,
+        ln1: (take(), take()),
+        query: linear(&mut take, qkv_bias),
+        key: linear(&mut take, qkv_bias),
+        value: linear(&mut take, qkv_bias),
+        out: config.out_proj.then(|| linear(&mut take, qkv_bias)),
+        ln2: (take(), take()),
+        fc1: linear(&mut take, true),
+        fc2: linear(&mut take, true),
     };
     (x, vars)
 }
