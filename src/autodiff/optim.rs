@@ -22,6 +22,36 @@ fn lr_and_decay<T: Float>(
     )
 }
 
+/// Calls `update(state, value, gradient, lr, weight_decay)` for every trainable parameter of
+/// `store` that `grads` holds a gradient of, in id order, with the optimizer's per-parameter
+/// `state` slot (`None` before its first update) and its group's learning rate and weight decay
+/// (`lr` and `weight_decay` where the group sets none): what every optimizer's step visits.
+fn for_each_update<T: Float, S>(
+    store: &mut ParamStore<T>,
+    grads: &Gradients<T>,
+    (lr, weight_decay): (f64, f64),
+    states: &mut Vec<Option<S>>,
+    mut update: impl FnMut(&mut Option<S>, &mut [T], &[T], f64, f64),
+) {
+    states.resize_with(store.len(), || None);
+    let ids: Vec<ParamId> = store.ids().collect();
+    for id in ids {
+        let Some(g) = grads.param(id) else { continue };
+        if !store.is_trainable(id) {
+            continue;
+        }
+        let (lr, wd) = lr_and_decay(store, id, lr, weight_decay);
+        let p = store.value_mut(id);
+        assert_eq!(
+            g.len(),
+            p.len(),
+            "gradient of parameter {} has the wrong length",
+            id.0
+        );
+        update(&mut states[id.0], p, g, lr, wd);
+    }
+}
+
 /// Stochastic gradient descent with momentum and (L2, coupled) weight decay, as `torch.optim.SGD`
 /// with `dampening = 0`, `nesterov = false`:
 ///
@@ -63,44 +93,38 @@ impl<T: Float> Sgd<T> {
 
     /// Updates every trainable parameter of `store` that `grads` holds a gradient of, in place.
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
-        self.buffers.resize_with(store.len(), || None);
-        let ids: Vec<ParamId> = store.ids().collect();
-        for id in ids {
-            let Some(g) = grads.param(id) else { continue };
-            if !store.is_trainable(id) {
-                continue;
-            }
-            let (lr, wd) = lr_and_decay(store, id, self.lr, self.weight_decay);
-            let (lr, wd, mu) = (T::from_f64(lr), T::from_f64(wd), T::from_f64(self.momentum));
-            let p = store.value_mut(id);
-            assert_eq!(
-                g.len(),
-                p.len(),
-                "gradient of `{}` has the wrong length",
-                id.0
-            );
-            if self.momentum == 0.0 {
-                for (pv, &gv) in p.iter_mut().zip(g) {
-                    *pv -= lr * (gv + wd * *pv);
-                }
-                continue;
-            }
-            match &mut self.buffers[id.0] {
-                slot @ None => {
-                    let buf: Vec<T> = p.iter().zip(g).map(|(&pv, &gv)| gv + wd * pv).collect();
-                    for (pv, &b) in p.iter_mut().zip(&buf) {
-                        *pv -= lr * b;
+        let mu = T::from_f64(self.momentum);
+        let defaults = (self.lr, self.weight_decay);
+        for_each_update(
+            store,
+            grads,
+            defaults,
+            &mut self.buffers,
+            |buffer, p, g, lr, wd| {
+                let (lr, wd) = (T::from_f64(lr), T::from_f64(wd));
+                if self.momentum == 0.0 {
+                    for (pv, &gv) in p.iter_mut().zip(g) {
+                        *pv -= lr * (gv + wd * *pv);
                     }
-                    *slot = Some(buf);
+                    return;
                 }
-                Some(buf) => {
-                    for ((pv, &gv), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
-                        *b = mu * *b + gv + wd * *pv;
-                        *pv -= lr * *b;
+                match buffer {
+                    slot @ None => {
+                        let buf: Vec<T> = p.iter().zip(g).map(|(&pv, &gv)| gv + wd * pv).collect();
+                        for (pv, &b) in p.iter_mut().zip(&buf) {
+                            *pv -= lr * b;
+                        }
+                        *slot = Some(buf);
+                    }
+                    Some(buf) => {
+                        for ((pv, &gv), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+                            *b = mu * *b + gv + wd * *pv;
+                            *pv -= lr * *b;
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
     }
 }
 
@@ -176,45 +200,38 @@ impl<T: Float> AdamW<T> {
     /// Updates every trainable parameter of `store` that `grads` holds a gradient of, in place;
     /// each parameter's step count starts at its first update.
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
-        self.state.resize_with(store.len(), || None);
-        let ids: Vec<ParamId> = store.ids().collect();
-        for id in ids {
-            let Some(g) = grads.param(id) else { continue };
-            if !store.is_trainable(id) {
-                continue;
-            }
-            let (lr, wd) = lr_and_decay(store, id, self.lr, self.weight_decay);
-            let state = self.state[id.0].get_or_insert_with(|| AdamState {
-                step: 0,
-                m: vec![T::ZERO; g.len()],
-                v: vec![T::ZERO; g.len()],
-            });
-            state.step += 1;
-            let bias1 = 1.0 - self.beta1.powi(state.step);
-            let bias2 = 1.0 - self.beta2.powi(state.step);
-            let decay = T::from_f64(1.0 - lr * wd);
-            let step_size = T::from_f64(lr / bias1);
-            let inv_sqrt_bias2 = T::from_f64(1.0 / bias2.sqrt());
-            let (b1, b2, eps) = (
-                T::from_f64(self.beta1),
-                T::from_f64(self.beta2),
-                T::from_f64(self.eps),
-            );
-            let p = store.value_mut(id);
-            assert_eq!(
-                g.len(),
-                p.len(),
-                "gradient of parameter {} has the wrong length",
-                id.0
-            );
-            for (((pv, &gv), m), v) in p.iter_mut().zip(g).zip(&mut state.m).zip(&mut state.v) {
-                *pv *= decay;
-                *m = b1 * *m + (T::ONE - b1) * gv;
-                *v = b2 * *v + (T::ONE - b2) * gv * gv;
-                let denom = v.sqrt() * inv_sqrt_bias2 + eps;
-                *pv -= step_size * *m / denom;
-            }
-        }
+        let (b1, b2, eps) = (
+            T::from_f64(self.beta1),
+            T::from_f64(self.beta2),
+            T::from_f64(self.eps),
+        );
+        let defaults = (self.lr, self.weight_decay);
+        for_each_update(
+            store,
+            grads,
+            defaults,
+            &mut self.state,
+            |state, p, g, lr, wd| {
+                let state = state.get_or_insert_with(|| AdamState {
+                    step: 0,
+                    m: vec![T::ZERO; g.len()],
+                    v: vec![T::ZERO; g.len()],
+                });
+                state.step += 1;
+                let bias1 = 1.0 - self.beta1.powi(state.step);
+                let bias2 = 1.0 - self.beta2.powi(state.step);
+                let decay = T::from_f64(1.0 - lr * wd);
+                let step_size = T::from_f64(lr / bias1);
+                let inv_sqrt_bias2 = T::from_f64(1.0 / bias2.sqrt());
+                for (((pv, &gv), m), v) in p.iter_mut().zip(g).zip(&mut state.m).zip(&mut state.v) {
+                    *pv *= decay;
+                    *m = b1 * *m + (T::ONE - b1) * gv;
+                    *v = b2 * *v + (T::ONE - b2) * gv * gv;
+                    let denom = v.sqrt() * inv_sqrt_bias2 + eps;
+                    *pv -= step_size * *m / denom;
+                }
+            },
+        );
     }
 }
 

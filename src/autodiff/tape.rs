@@ -403,6 +403,14 @@ impl<T: Float> Tape<T> {
         self.nodes[i].shape
     }
 
+    /// The rows and columns of node `i`, which must be a matrix: otherwise panics with
+    /// `"{what}, got {shape}"`, `what` saying which op wanted which matrix.
+    pub(crate) fn matrix_dims(&self, i: usize, what: &str) -> (usize, usize) {
+        let shape = self.node_shape(i);
+        assert_eq!(shape.rank(), 2, "{what}, got {shape}");
+        (shape.dim(0), shape.dim(1))
+    }
+
     /// Appends an op's output with its backward rule and the buffer that rule reads (`saved`,
     /// empty for none). Both are dropped, the buffer back to the pool, when nothing upstream
     /// requires a gradient, so evaluation mode records nothing.

@@ -173,6 +173,23 @@ impl Case {
         }
     }
 
+    /// A built-in model case: every check, Taylor remainder and 1 against 4 threads included.
+    pub(crate) fn model(
+        family: &'static str,
+        variant: &str,
+        inputs: Vec<Input>,
+        build: Builder,
+        mode: Mode,
+    ) -> Self {
+        Case {
+            kind: CaseKind::Model,
+            mode,
+            taylor: true,
+            threads: true,
+            ..Case::op(family, variant, inputs, build)
+        }
+    }
+
     /// A graph of the caller's: the full Jacobian or a direction by size ([`Mode::Auto`]), f32
     /// against f64, reentrancy and 1 against 4 threads; no Taylor check (it needs a curved
     /// function: see [`Case::with_taylor`]).
@@ -265,8 +282,24 @@ graph!(permute3, |t, v| t.permute(v[0], &[2, 0, 1]));
 graph!(permute4, |t, v| t.permute(v[0], &[1, 3, 0, 2]));
 graph!(embedding, |t, v| t.embedding(v[0], &[1, 4, 1, 0]));
 
+/// An op case on one variable named `a`, as most are.
+fn on_a(family: &'static str, variant: &str, a: &[usize], build: Builder) -> Case {
+    Case::op(family, variant, vec![Input::var("a", a)], build)
+}
+
+/// An op case on two variables named `a` and `b`.
+fn on_ab(family: &'static str, variant: &str, a: &[usize], b: &[usize], build: Builder) -> Case {
+    Case::op(
+        family,
+        variant,
+        vec![Input::var("a", a), Input::var("b", b)],
+        build,
+    )
+}
+
 /// Every op family with small shapes (full Jacobian) and a few realistic ones (directions).
 pub fn op_cases() -> Vec<Case> {
+    use crate::gradcheck_builder as builder;
     use Input as I;
     let nonzero = Domain::AwayFromZero;
     let mut mask = vec![0.0; 5];
@@ -276,164 +309,103 @@ pub fn op_cases() -> Vec<Case> {
     // that removes the entry just as completely (exp(-1000) = 0) but keeps outputs finite.
     let mut log_mask = mask.clone();
     log_mask[3] = -1000.0;
+    // A [3, 5] input whose rows get the additive `mask`.
+    let masked = |family, mask, build| {
+        let inputs = vec![
+            I::var("a", &[3, 5]),
+            I::constant("mask", &[5], Domain::Values(mask)),
+        ];
+        Case::op(family, "masked", inputs, build)
+    };
+    // Margins f drawn with standard deviation `spread` against fixed +-1 labels.
+    let logistic_loss = |variant, spread| {
+        let inputs = vec![
+            I::var_in("f", &[6], Domain::Normal(spread)),
+            I::constant("labels", &[6], Domain::Labels),
+        ];
+        Case::op("logistic_loss", variant, inputs, builder!(logistic))
+    };
+    // Rows of x normalised over the last axis, whose width gamma and beta share.
+    let layer_norm = |variant, x: &[usize]| {
+        let width = x[x.len() - 1];
+        let inputs = vec![
+            I::var("x", x),
+            I::var("gamma", &[width]),
+            I::var("beta", &[width]),
+        ];
+        Case::op("layer_norm", variant, inputs, builder!(layer_norm))
+    };
     vec![
-        Case::op(
-            "matmul",
-            "nn",
-            vec![I::var("a", &[3, 4]), I::var("b", &[4, 5])],
-            crate::gradcheck_builder!(mm),
-        ),
-        Case::op(
-            "matmul",
-            "tn",
-            vec![I::var("a", &[4, 3]), I::var("b", &[4, 5])],
-            crate::gradcheck_builder!(mm_tn),
-        ),
-        Case::op(
-            "matmul",
-            "nt",
-            vec![I::var("a", &[3, 4]), I::var("b", &[5, 4])],
-            crate::gradcheck_builder!(mm_nt),
-        ),
-        Case::op(
-            "matmul",
-            "tt",
-            vec![I::var("a", &[4, 3]), I::var("b", &[5, 4])],
-            crate::gradcheck_builder!(mm_tt),
-        ),
+        on_ab("matmul", "nn", &[3, 4], &[4, 5], builder!(mm)),
+        on_ab("matmul", "tn", &[4, 3], &[4, 5], builder!(mm_tn)),
+        on_ab("matmul", "nt", &[3, 4], &[5, 4], builder!(mm_nt)),
+        on_ab("matmul", "tt", &[4, 3], &[5, 4], builder!(mm_tt)),
         Case::op(
             "matmul",
             "gemv",
             vec![I::var("a", &[3, 4]), I::var("x", &[4])],
-            crate::gradcheck_builder!(mm),
+            builder!(mm),
         ),
         Case::op(
             "matmul",
             "gemv_t",
             vec![I::var("a", &[4, 3]), I::var("x", &[4])],
-            crate::gradcheck_builder!(mm_tn),
+            builder!(mm_tn),
         ),
         Case::op(
             "matmul",
             "vecmat",
             vec![I::var("x", &[4]), I::var("b", &[4, 5])],
-            crate::gradcheck_builder!(mm),
+            builder!(mm),
         ),
         Case::op(
             "matmul",
             "vecmat_t",
             vec![I::var("x", &[4]), I::var("b", &[5, 4])],
-            crate::gradcheck_builder!(mm_nt),
+            builder!(mm_nt),
         ),
-        Case::op(
-            "matmul",
-            "outer",
-            vec![I::var("a", &[3, 1]), I::var("b", &[1, 5])],
-            crate::gradcheck_builder!(mm),
-        ),
+        on_ab("matmul", "outer", &[3, 1], &[1, 5], builder!(mm)),
         Case::op(
             "matmul",
             "dot",
             vec![I::var("x", &[4]), I::var("y", &[4])],
-            crate::gradcheck_builder!(mm),
+            builder!(mm),
         ),
-        Case::op(
-            "matmul",
-            "batched",
-            vec![I::var("a", &[2, 3, 4]), I::var("b", &[2, 4, 5])],
-            crate::gradcheck_builder!(mm),
-        ),
-        Case::op(
+        on_ab("matmul", "batched", &[2, 3, 4], &[2, 4, 5], builder!(mm)),
+        on_ab(
             "matmul",
             "batched_tt",
-            vec![I::var("a", &[2, 4, 3]), I::var("b", &[2, 5, 4])],
-            crate::gradcheck_builder!(mm_tt),
+            &[2, 4, 3],
+            &[2, 5, 4],
+            builder!(mm_tt),
         ),
-        Case::op(
-            "matmul",
-            "shared_b",
-            vec![I::var("a", &[2, 3, 4]), I::var("b", &[4, 5])],
-            crate::gradcheck_builder!(mm),
-        ),
-        Case::op(
+        on_ab("matmul", "shared_b", &[2, 3, 4], &[4, 5], builder!(mm)),
+        on_ab(
             "matmul",
             "shared_b_tn",
-            vec![I::var("a", &[2, 4, 3]), I::var("b", &[4, 5])],
-            crate::gradcheck_builder!(mm_tn),
+            &[2, 4, 3],
+            &[4, 5],
+            builder!(mm_tn),
         ),
-        Case::op(
-            "matmul",
-            "shared_a",
-            vec![I::var("a", &[3, 4]), I::var("b", &[2, 4, 5])],
-            crate::gradcheck_builder!(mm),
-        ),
-        Case::op(
-            "matmul",
-            "4d",
-            vec![I::var("a", &[2, 2, 3, 2]), I::var("b", &[2, 2, 2, 3])],
-            crate::gradcheck_builder!(mm),
-        ),
-        Case::op(
-            "matmul",
-            "large_nt",
-            vec![I::var("a", &[48, 40]), I::var("b", &[56, 40])],
-            crate::gradcheck_builder!(mm_nt),
-        )
-        .with_mode(Mode::Direction),
-        Case::op(
-            "add",
-            "same",
-            vec![I::var("a", &[3, 4]), I::var("b", &[3, 4])],
-            crate::gradcheck_builder!(add),
-        ),
-        Case::op(
-            "add",
-            "row_broadcast",
-            vec![I::var("a", &[3, 4]), I::var("b", &[4])],
-            crate::gradcheck_builder!(add),
-        ),
-        Case::op(
-            "add",
-            "column_broadcast",
-            vec![I::var("a", &[3, 4]), I::var("b", &[3, 1])],
-            crate::gradcheck_builder!(add),
-        ),
-        Case::op(
-            "add",
-            "both_broadcast",
-            vec![I::var("a", &[3, 1]), I::var("b", &[2, 1, 4])],
-            crate::gradcheck_builder!(add),
-        ),
-        Case::op(
-            "sub",
-            "row_broadcast",
-            vec![I::var("a", &[2, 3, 4]), I::var("b", &[4])],
-            crate::gradcheck_builder!(sub),
-        ),
-        Case::op(
-            "sub",
-            "scalar",
-            vec![I::var("a", &[3, 4]), I::var("b", &[])],
-            crate::gradcheck_builder!(sub),
-        ),
-        Case::op(
-            "mul",
-            "same",
-            vec![I::var("a", &[3, 4]), I::var("b", &[3, 4])],
-            crate::gradcheck_builder!(mul),
-        ),
-        Case::op(
+        on_ab("matmul", "shared_a", &[3, 4], &[2, 4, 5], builder!(mm)),
+        on_ab("matmul", "4d", &[2, 2, 3, 2], &[2, 2, 2, 3], builder!(mm)),
+        on_ab("matmul", "large_nt", &[48, 40], &[56, 40], builder!(mm_nt))
+            .with_mode(Mode::Direction),
+        on_ab("add", "same", &[3, 4], &[3, 4], builder!(add)),
+        on_ab("add", "row_broadcast", &[3, 4], &[4], builder!(add)),
+        on_ab("add", "column_broadcast", &[3, 4], &[3, 1], builder!(add)),
+        on_ab("add", "both_broadcast", &[3, 1], &[2, 1, 4], builder!(add)),
+        on_ab("sub", "row_broadcast", &[2, 3, 4], &[4], builder!(sub)),
+        on_ab("sub", "scalar", &[3, 4], &[], builder!(sub)),
+        on_ab("mul", "same", &[3, 4], &[3, 4], builder!(mul)),
+        on_ab(
             "mul",
             "column_broadcast",
-            vec![I::var("a", &[2, 3, 4]), I::var("b", &[3, 1])],
-            crate::gradcheck_builder!(mul),
+            &[2, 3, 4],
+            &[3, 1],
+            builder!(mul),
         ),
-        Case::op(
-            "mul",
-            "used_twice",
-            vec![I::var("a", &[3, 4])],
-            crate::gradcheck_builder!(square),
-        ),
+        on_a("mul", "used_twice", &[3, 4], builder!(square)),
         Case::op(
             "div",
             "same",
@@ -441,172 +413,57 @@ pub fn op_cases() -> Vec<Case> {
                 I::var("a", &[3, 4]),
                 I::var_in("b", &[3, 4], Domain::Positive),
             ],
-            crate::gradcheck_builder!(div),
+            builder!(div),
         ),
         Case::op(
             "div",
             "row_broadcast",
             vec![I::var("a", &[3, 4]), I::var_in("b", &[4], nonzero.clone())],
-            crate::gradcheck_builder!(div),
+            builder!(div),
         ),
-        Case::op(
-            "scale",
-            "matrix",
-            vec![I::var("a", &[3, 4])],
-            crate::gradcheck_builder!(scale),
-        ),
-        Case::op(
-            "sum",
-            "all",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(sum_all),
-        ),
-        Case::op(
-            "sum",
-            "axis0",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(sum_axis0),
-        ),
-        Case::op(
-            "sum",
-            "axis1",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(sum_axis1),
-        ),
-        Case::op(
-            "sum",
-            "axis2",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(sum_axis2),
-        ),
-        Case::op(
-            "mean",
-            "all",
-            vec![I::var("a", &[3, 5])],
-            crate::gradcheck_builder!(mean_all),
-        ),
-        Case::op(
-            "mean",
-            "axis1",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(mean_axis1),
-        ),
-        Case::op(
-            "exp",
-            "matrix",
-            vec![I::var("a", &[3, 4])],
-            crate::gradcheck_builder!(exp),
-        ),
+        on_a("scale", "matrix", &[3, 4], builder!(scale)),
+        on_a("sum", "all", &[2, 3, 4], builder!(sum_all)),
+        on_a("sum", "axis0", &[2, 3, 4], builder!(sum_axis0)),
+        on_a("sum", "axis1", &[2, 3, 4], builder!(sum_axis1)),
+        on_a("sum", "axis2", &[2, 3, 4], builder!(sum_axis2)),
+        on_a("mean", "all", &[3, 5], builder!(mean_all)),
+        on_a("mean", "axis1", &[2, 3, 4], builder!(mean_axis1)),
+        on_a("exp", "matrix", &[3, 4], builder!(exp)),
         Case::op(
             "log",
             "matrix",
             vec![I::var_in("a", &[3, 4], Domain::Positive)],
-            crate::gradcheck_builder!(log),
+            builder!(log),
         ),
-        Case::op(
-            "tanh",
-            "matrix",
-            vec![I::var("a", &[3, 4])],
-            crate::gradcheck_builder!(tanh),
-        ),
+        on_a("tanh", "matrix", &[3, 4], builder!(tanh)),
         Case::op(
             "relu",
             "matrix",
             vec![I::var_in("a", &[3, 4], nonzero.clone())],
-            crate::gradcheck_builder!(relu),
+            builder!(relu),
         ),
         Case::op(
             "gelu",
             "matrix",
             vec![I::var_in("a", &[3, 5], Domain::Normal(2.0))],
-            crate::gradcheck_builder!(gelu),
+            builder!(gelu),
         ),
-        Case::op(
-            "softmax",
-            "rows",
-            vec![I::var("a", &[3, 5])],
-            crate::gradcheck_builder!(softmax),
-        ),
-        Case::op(
-            "softmax",
-            "batched",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(softmax),
-        ),
-        Case::op(
-            "softmax",
-            "masked",
-            vec![
-                I::var("a", &[3, 5]),
-                I::constant("mask", &[5], Domain::Values(mask.clone())),
-            ],
-            crate::gradcheck_builder!(softmax_masked),
-        ),
-        Case::op(
-            "log_softmax",
-            "rows",
-            vec![I::var("a", &[3, 5])],
-            crate::gradcheck_builder!(log_softmax),
-        ),
-        Case::op(
-            "log_softmax",
-            "masked",
-            vec![
-                I::var("a", &[3, 5]),
-                I::constant("mask", &[5], Domain::Values(log_mask)),
-            ],
-            crate::gradcheck_builder!(log_softmax_masked),
-        ),
-        Case::op(
-            "logistic_loss",
-            "mean",
-            vec![
-                I::var_in("f", &[6], Domain::Normal(2.0)),
-                I::constant("labels", &[6], Domain::Labels),
-            ],
-            crate::gradcheck_builder!(logistic),
-        ),
-        Case::op(
-            "logistic_loss",
-            "large_margins",
-            vec![
-                I::var_in("f", &[6], Domain::Normal(30.0)),
-                I::constant("labels", &[6], Domain::Labels),
-            ],
-            crate::gradcheck_builder!(logistic),
-        ),
+        on_a("softmax", "rows", &[3, 5], builder!(softmax)),
+        on_a("softmax", "batched", &[2, 3, 4], builder!(softmax)),
+        masked("softmax", mask.clone(), builder!(softmax_masked)),
+        on_a("log_softmax", "rows", &[3, 5], builder!(log_softmax)),
+        masked("log_softmax", log_mask, builder!(log_softmax_masked)),
+        logistic_loss("mean", 2.0),
+        logistic_loss("large_margins", 30.0),
         Case::op(
             "cross_entropy",
             "mean",
             vec![I::var("logits", &[4, 5])],
-            crate::gradcheck_builder!(cross_entropy),
+            builder!(cross_entropy),
         ),
-        Case::op(
-            "layer_norm",
-            "rows",
-            vec![
-                I::var("x", &[3, 5]),
-                I::var("gamma", &[5]),
-                I::var("beta", &[5]),
-            ],
-            crate::gradcheck_builder!(layer_norm),
-        ),
-        Case::op(
-            "layer_norm",
-            "batched",
-            vec![
-                I::var("x", &[2, 3, 4]),
-                I::var("gamma", &[4]),
-                I::var("beta", &[4]),
-            ],
-            crate::gradcheck_builder!(layer_norm),
-        ),
-        Case::op(
-            "concat",
-            "axis0",
-            vec![I::var("a", &[2, 3]), I::var("b", &[1, 3])],
-            crate::gradcheck_builder!(concat0),
-        ),
+        layer_norm("rows", &[3, 5]),
+        layer_norm("batched", &[2, 3, 4]),
+        on_ab("concat", "axis0", &[2, 3], &[1, 3], builder!(concat0)),
         Case::op(
             "concat",
             "axis1",
@@ -615,55 +472,20 @@ pub fn op_cases() -> Vec<Case> {
                 I::var("b", &[2, 1, 2]),
                 I::var("c", &[2, 2, 2]),
             ],
-            crate::gradcheck_builder!(concat1),
+            builder!(concat1),
         ),
-        Case::op(
-            "slice",
-            "axis1",
-            vec![I::var("a", &[2, 4, 3])],
-            crate::gradcheck_builder!(slice1),
-        ),
-        Case::op(
-            "select",
-            "cls_row",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(select_cls),
-        ),
-        Case::op(
-            "select",
-            "last_axis",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(select_last),
-        ),
-        Case::op(
-            "reshape",
-            "2x6_to_3x4",
-            vec![I::var("a", &[2, 6])],
-            crate::gradcheck_builder!(reshape),
-        ),
-        Case::op(
-            "transpose",
-            "matrix",
-            vec![I::var("a", &[3, 4])],
-            crate::gradcheck_builder!(transpose),
-        ),
-        Case::op(
-            "permute",
-            "3d",
-            vec![I::var("a", &[2, 3, 4])],
-            crate::gradcheck_builder!(permute3),
-        ),
-        Case::op(
-            "permute",
-            "4d",
-            vec![I::var("a", &[2, 3, 2, 2])],
-            crate::gradcheck_builder!(permute4),
-        ),
+        on_a("slice", "axis1", &[2, 4, 3], builder!(slice1)),
+        on_a("select", "cls_row", &[2, 3, 4], builder!(select_cls)),
+        on_a("select", "last_axis", &[2, 3, 4], builder!(select_last)),
+        on_a("reshape", "2x6_to_3x4", &[2, 6], builder!(reshape)),
+        on_a("transpose", "matrix", &[3, 4], builder!(transpose)),
+        on_a("permute", "3d", &[2, 3, 4], builder!(permute3)),
+        on_a("permute", "4d", &[2, 3, 2, 2], builder!(permute4)),
         Case::op(
             "embedding",
             "repeated_ids",
             vec![I::var("table", &[5, 3])],
-            crate::gradcheck_builder!(embedding),
+            builder!(embedding),
         ),
     ]
 }

@@ -153,6 +153,21 @@ pub fn run_case(case: &Case, config: &Config) -> Vec<CheckResult> {
     run_case_with(case, config, &Pools::new())
 }
 
+/// Runs every check of `case` with the default configuration and panics naming each failed one:
+/// the assertion of the op families' own gradient tests.
+#[cfg(test)]
+pub(crate) fn assert_case_passes(case: &Case) {
+    let results = run_case(case, &Config::default());
+    assert!(!results.is_empty());
+    for r in &results {
+        assert!(
+            r.passed,
+            "{} {} {}: {:e} ({})",
+            r.case, r.check, r.input, r.max_abs_error, r.detail
+        );
+    }
+}
+
 fn seed_for(case: &Case, config: &Config) -> u64 {
     // Each case draws its own stream, independent of suite order.
     crate::seed::fnv1a(case.name.as_bytes()) ^ config.seed

@@ -38,6 +38,8 @@ mod models;
 mod transformer;
 
 pub use cases::{op_cases, Builder, Case, CaseKind, Domain, Input, Mode};
+#[cfg(test)]
+pub(crate) use check::assert_case_passes;
 pub use check::{run_case, CheckResult, Config, Summary, AUTO_JACOBIAN_ENTRIES};
 pub use custom::{
     check_case, check_gradient, check_graph, check_vjp, json_line, summary_json_line, summary_text,

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::cases::{Case, CaseKind, Domain, Input, Mode};
+use super::cases::{Case, Domain, Input, Mode};
 use super::check::{CheckResult, Config};
 use crate::attention_model::closed_form::{self as attention, TokenShape};
 use crate::attention_model::tape::{self as attention_tape, AttentionVars, SharedInputs};
@@ -46,23 +46,22 @@ fn attention_case(
         dim: d,
     } = shape;
     let scale = 1.0 / (d as f64).sqrt();
+    let inputs = vec![
+        Input::constant("tokens", &[n, t, d], Domain::Normal(1.0)),
+        Input::constant("labels", &[n], Domain::Labels),
+        Input::var_in("W", &[d, d], Domain::Uniform(scale)),
+        Input::var_in("p", &[d], Domain::Normal(2.0 * scale)),
+        Input::constant("nu", &[d], Domain::Normal(scale)),
+    ];
     Case {
-        kind: CaseKind::Model,
-        family: "attention",
-        name: format!("attention/{variant}"),
-        inputs: vec![
-            Input::constant("tokens", &[n, t, d], Domain::Normal(1.0)),
-            Input::constant("labels", &[n], Domain::Labels),
-            Input::var_in("W", &[d, d], Domain::Uniform(scale)),
-            Input::var_in("p", &[d], Domain::Normal(2.0 * scale)),
-            Input::constant("nu", &[d], Domain::Normal(scale)),
-        ],
-        build: crate::gradcheck_builder!(attention_loss),
-        mode,
-        f32: true,
-        taylor: true,
-        threads: true,
         extra,
+        ..Case::model(
+            "attention",
+            variant,
+            inputs,
+            crate::gradcheck_builder!(attention_loss),
+            mode,
+        )
     }
 }
 
@@ -123,11 +122,10 @@ pub fn model_cases() -> Vec<Case> {
             Mode::Direction,
             Some(|c| closed_form_check(c, 2000)),
         ),
-        Case {
-            kind: CaseKind::Model,
-            family: "tiny_encoder",
-            name: "tiny_encoder/b2_s3_w4".into(),
-            inputs: vec![
+        Case::model(
+            "tiny_encoder",
+            "b2_s3_w4",
+            vec![
                 Input::var("embedding", &[6, 4]),
                 Input::var("gamma", &[4]),
                 Input::var("beta", &[4]),
@@ -136,13 +134,9 @@ pub fn model_cases() -> Vec<Case> {
                 Input::var_in("Wv", &[4, 4], Domain::Normal(0.5)),
                 Input::var_in("Wo", &[4, 3], Domain::Normal(0.5)),
             ],
-            build: crate::gradcheck_builder!(tiny_encoder_loss),
-            mode: Mode::Jacobian,
-            f32: true,
-            taylor: true,
-            threads: true,
-            extra: None,
-        },
+            crate::gradcheck_builder!(tiny_encoder_loss),
+            Mode::Jacobian,
+        ),
     ];
     cases.extend(super::transformer::block_cases());
     cases.extend(super::transformer::encoder_cases());

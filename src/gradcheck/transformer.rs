@@ -5,8 +5,9 @@
 
 use benign_kernels::Float;
 
-use super::cases::{Case, CaseKind, Domain, Input, Mode};
+use super::cases::{Case, Domain, Input, Mode};
 use crate::autodiff::{Tape, Var};
+use crate::gradcheck_builder as builder;
 use crate::transformer::{block_forward_vars, BlockConfig, BlockVars, LinearVars};
 
 /// The inputs of a block case, in the order [`block_vars`] consumes them.
@@ -55,34 +56,22 @@ fn block_inputs(config: &BlockConfig, batch: usize, seq: usize) -> Vec<Input> {
 fn block_vars(config: &BlockConfig, v: &[Var]) -> (Var, BlockVars) {
     let mut next = v.iter().copied();
     let mut take = || next.next().expect("as many handles as block_inputs");
+    let linear = |take: &mut dyn FnMut() -> Var, bias: bool| LinearVars {
+        weight: take(),
+        bias: bias.then(take),
+    };
     let x = take();
-    let ln1 = (take(), take());
-    let mut attn = |bias: bool| LinearVars {
-        weight: take(),
-        bias: bias.then(&mut take),
-    };
-    let query = attn(config.qkv_bias);
-    let key = attn(config.qkv_bias);
-    let value = attn(config.qkv_bias);
-    let out = config.out_proj.then(|| attn(config.qkv_bias));
-    let ln2 = (take(), take());
-    let fc1 = LinearVars {
-        weight: take(),
-        bias: Some(take()),
-    };
-    let fc2 = LinearVars {
-        weight: take(),
-        bias: Some(take()),
-    };
+    let qkv_bias = config.qkv_bias;
+    // Fields are evaluated in order, so the handles are taken in block_inputs' order.
     let vars = BlockVars {
-        ln1,
-        query,
-        key,
-        value,
-        out,
-        ln2,
-        fc1,
-        fc2,
+        ln1: (take(), take()),
+        query: linear(&mut take, qkv_bias),
+        key: linear(&mut take, qkv_bias),
+        value: linear(&mut take, qkv_bias),
+        out: config.out_proj.then(|| linear(&mut take, qkv_bias)),
+        ln2: (take(), take()),
+        fc1: linear(&mut take, true),
+        fc2: linear(&mut take, true),
     };
     (x, vars)
 }
@@ -154,66 +143,26 @@ block_case!(wide_one_head, WIDE_ONE_HEAD);
 
 /// Every block variant: small shapes with the full Jacobian, wider ones along directions.
 pub fn block_cases() -> Vec<Case> {
-    let case = |variant: &str, config: &BlockConfig, batch, seq, build, mode| Case {
-        kind: CaseKind::Model,
-        family: "transformer_block",
-        name: format!("transformer_block/{variant}"),
-        inputs: block_inputs(config, batch, seq),
-        build,
-        mode,
-        f32: true,
-        taylor: true,
-        threads: true,
-        extra: None,
+    let case = |variant: &str, config: &BlockConfig, (batch, seq), build, mode| {
+        let inputs = block_inputs(config, batch, seq);
+        Case::model("transformer_block", variant, inputs, build, mode)
     };
+    let jacobian = |variant, config, build| case(variant, config, (2, 3), build, Mode::Jacobian);
+    let direction = |variant, config, build| case(variant, config, (3, 9), build, Mode::Direction);
     vec![
-        case(
-            "h2_bias_out_residual_b2_s3_d4",
-            &FULL,
-            2,
-            3,
-            crate::gradcheck_builder!(full),
-            Mode::Jacobian,
-        ),
-        case(
-            "h2_bare_residual_b2_s3_d4",
-            &BARE,
-            2,
-            3,
-            crate::gradcheck_builder!(bare),
-            Mode::Jacobian,
-        ),
-        case(
-            "h2_bias_out_no_skip_b2_s3_d4",
-            &NO_SKIP,
-            2,
-            3,
-            crate::gradcheck_builder!(no_skip),
-            Mode::Jacobian,
-        ),
-        case(
+        jacobian("h2_bias_out_residual_b2_s3_d4", &FULL, builder!(full)),
+        jacobian("h2_bare_residual_b2_s3_d4", &BARE, builder!(bare)),
+        jacobian("h2_bias_out_no_skip_b2_s3_d4", &NO_SKIP, builder!(no_skip)),
+        jacobian(
             "h1_bare_no_skip_b2_s3_d4",
             &BARE_ONE_HEAD_NO_SKIP,
-            2,
-            3,
-            crate::gradcheck_builder!(bare_one_head_no_skip),
-            Mode::Jacobian,
+            builder!(bare_one_head_no_skip),
         ),
-        case(
-            "h4_bias_out_residual_b3_s9_d48",
-            &WIDE,
-            3,
-            9,
-            crate::gradcheck_builder!(wide),
-            Mode::Direction,
-        ),
-        case(
+        direction("h4_bias_out_residual_b3_s9_d48", &WIDE, builder!(wide)),
+        direction(
             "h1_bare_residual_b3_s9_d48",
             &WIDE_ONE_HEAD,
-            3,
-            9,
-            crate::gradcheck_builder!(wide_one_head),
-            Mode::Direction,
+            builder!(wide_one_head),
         ),
     ]
 }
@@ -300,41 +249,34 @@ fn encoder_no_skip<T: Float>(tape: &mut Tape<T>, v: &[Var]) -> Var {
 /// The encoder with and without its residuals: a small one with the full Jacobian, the paper's
 /// n = 20, T = 8 at d = 64 along directions.
 pub fn encoder_cases() -> Vec<Case> {
-    let case = |variant: &str, (n, t, d, mlp), build, mode| Case {
-        kind: CaseKind::Model,
-        family: "encoder",
-        name: format!("encoder/{variant}"),
-        inputs: encoder_inputs(n, t, d, mlp),
-        build,
-        mode,
-        f32: true,
-        taylor: true,
-        threads: true,
-        extra: None,
+    let case = |variant: &str, (n, t, d, mlp), build, mode| {
+        Case::model(
+            "encoder",
+            variant,
+            encoder_inputs(n, t, d, mlp),
+            build,
+            mode,
+        )
     };
+    let (skip, no_skip) = (builder!(encoder_with_skip), builder!(encoder_no_skip));
     vec![
-        case(
-            "skip_n3_T3_d4_mlp5",
-            (3, 3, 4, 5),
-            crate::gradcheck_builder!(encoder_with_skip),
-            Mode::Jacobian,
-        ),
+        case("skip_n3_T3_d4_mlp5", (3, 3, 4, 5), skip, Mode::Jacobian),
         case(
             "no_skip_n3_T3_d4_mlp5",
             (3, 3, 4, 5),
-            crate::gradcheck_builder!(encoder_no_skip),
+            no_skip,
             Mode::Jacobian,
         ),
         case(
             "skip_n20_T8_d64_mlp64",
             (20, 8, 64, 64),
-            crate::gradcheck_builder!(encoder_with_skip),
+            skip,
             Mode::Direction,
         ),
         case(
             "no_skip_n20_T8_d64_mlp48",
             (20, 8, 64, 48),
-            crate::gradcheck_builder!(encoder_no_skip),
+            no_skip,
             Mode::Direction,
         ),
     ]

@@ -268,18 +268,36 @@ pub fn read_npy_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
 /// Reads a C-order little-endian `.npy` whose dtype is exactly `T`'s.
 pub fn read_npy<T: NpyElement>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
     let (header, mut reader, count) = open(path)?;
+    read_exact_dtype(
+        path,
+        header,
+        &mut reader,
+        count,
+        " (use read_npy_f64 to convert)",
+    )
+}
+
+/// The data of a file whose dtype must be exactly `T`'s; on a mismatch, an error ending with
+/// `hint`.
+fn read_exact_dtype<T: NpyElement>(
+    path: &Path,
+    header: Header,
+    reader: &mut impl Read,
+    count: usize,
+    hint: &str,
+) -> Result<(Vec<usize>, Vec<T>)> {
     let wanted = Dtype::parse(T::DESCR).expect("every NpyElement has a supported descr");
     if header.dtype != wanted {
         return Err(format_error(
             path,
             format!(
-                "dtype is '{}', expected '{}' (use read_npy_f64 to convert)",
+                "dtype is '{}', expected '{}'{hint}",
                 header.dtype.descr(),
                 T::DESCR
             ),
         ));
     }
-    let data = read_data(path, &header, &mut reader, count, |bytes, out| {
+    let data = read_data(path, &header, reader, count, |bytes, out| {
         out.extend(bytes.chunks_exact(T::SIZE).map(T::from_le_slice));
     })?;
     Ok((header.shape, data))
@@ -341,21 +359,7 @@ pub fn read_npy_bytes<T: NpyElement>(path: &Path, bytes: &[u8]) -> Result<(Vec<u
     let mut reader = bytes;
     let header = read_header(path, &mut reader)?;
     let count = check_length(path, &header, bytes.len() as u64)?;
-    let wanted = Dtype::parse(T::DESCR).expect("every NpyElement has a supported descr");
-    if header.dtype != wanted {
-        return Err(format_error(
-            path,
-            format!(
-                "dtype is '{}', expected '{}'",
-                header.dtype.descr(),
-                T::DESCR
-            ),
-        ));
-    }
-    let data = read_data(path, &header, &mut reader, count, |bytes, out| {
-        out.extend(bytes.chunks_exact(T::SIZE).map(T::from_le_slice));
-    })?;
-    Ok((header.shape, data))
+    read_exact_dtype(path, header, &mut reader, count, "")
 }
 
 /// Same as [`read_npy_f64`] for a `.npy` already in memory; `path` names it in errors.

@@ -339,25 +339,35 @@ fn entity(text: &str) -> Option<(Option<String>, usize)> {
 
 /// TREC from `dir`: `TREC.train` (or `train_5500.label`) and `TREC.test` (or `TREC_10.label`).
 pub fn load_trec(dir: &Path) -> Result<RawDataset> {
-    let train_path = find_file(dir, &["TREC.train", "train_5500.label"])?;
-    let test_path = find_file(dir, &["TREC.test", "TREC_10.label"])?;
-    Ok(RawDataset {
-        name: DatasetName::Trec,
-        classes: TREC_CLASSES.iter().map(|c| c.to_string()).collect(),
-        train: Split::Text(parse_trec(&train_path, &read_bytes(&train_path)?)?),
-        test: Split::Text(parse_trec(&test_path, &read_bytes(&test_path)?)?),
-    })
+    let files = (
+        &["TREC.train", "train_5500.label"][..],
+        &["TREC.test", "TREC_10.label"][..],
+    );
+    load_text_dataset(dir, DatasetName::Trec, &TREC_CLASSES, files, parse_trec)
 }
 
 /// SST-2 from `dir`: `stsa.binary.train` and `stsa.binary.test` (the dev file is not used).
 pub fn load_sst2(dir: &Path) -> Result<RawDataset> {
-    let train_path = find_file(dir, &["stsa.binary.train"])?;
-    let test_path = find_file(dir, &["stsa.binary.test"])?;
+    let files = (&["stsa.binary.train"][..], &["stsa.binary.test"][..]);
+    load_text_dataset(dir, DatasetName::Sst2, &SST2_CLASSES, files, parse_sst2)
+}
+
+/// A dataset whose train and test files, each the first of its candidate names found in `dir`
+/// (both looked for before either is read), are read by the same `parse`.
+fn load_text_dataset(
+    dir: &Path,
+    name: DatasetName,
+    classes: &[&str],
+    (train_names, test_names): (&[&str], &[&str]),
+    parse: fn(&Path, &[u8]) -> Result<TextSplit>,
+) -> Result<RawDataset> {
+    let train_path = find_file(dir, train_names)?;
+    let test_path = find_file(dir, test_names)?;
     Ok(RawDataset {
-        name: DatasetName::Sst2,
-        classes: SST2_CLASSES.iter().map(|c| c.to_string()).collect(),
-        train: Split::Text(parse_sst2(&train_path, &read_bytes(&train_path)?)?),
-        test: Split::Text(parse_sst2(&test_path, &read_bytes(&test_path)?)?),
+        name,
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+        train: Split::Text(parse(&train_path, &read_bytes(&train_path)?)?),
+        test: Split::Text(parse(&test_path, &read_bytes(&test_path)?)?),
     })
 }
 

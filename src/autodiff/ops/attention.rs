@@ -29,7 +29,7 @@ use benign_kernels::{self as kernels, Float};
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::Op;
+use super::SingleInputOp;
 
 pub(crate) struct MultiHeadAttention {
     qkv: usize,
@@ -124,15 +124,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for MultiHeadAttention {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.qkv);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dc: &[T]) {
-        if !ctx.needs(self.qkv) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for MultiHeadAttention {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dc: &[T]) {
         let (x, probs) = (ctx.value(self.qkv), ctx.value(self.probs));
         let (dx, fresh) = ctx.grad(self.qkv);
         let beta = if fresh { T::ZERO } else { T::ONE };
@@ -148,10 +141,12 @@ impl<T: Float> Op<T> for MultiHeadAttention {
     }
 }
 
+single_input_op!(MultiHeadAttention, qkv);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{run_case, Case, Config, Input, Mode};
+    use crate::gradcheck::{assert_case_passes, Case, Input, Mode};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -192,7 +187,6 @@ mod tests {
 
     #[test]
     fn central_differences_in_f64_agree() {
-        let config = Config::default();
         for case in [
             case(
                 "h2_masked",
@@ -213,15 +207,7 @@ mod tests {
                 Mode::Direction,
             ),
         ] {
-            let results = run_case(&case, &config);
-            assert!(!results.is_empty());
-            for r in &results {
-                assert!(
-                    r.passed,
-                    "{} {} {}: {:e} ({})",
-                    r.case, r.check, r.input, r.max_abs_error, r.detail
-                );
-            }
+            assert_case_passes(&case);
         }
     }
 

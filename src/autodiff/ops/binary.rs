@@ -88,7 +88,8 @@ impl Broadcast {
     }
 
     /// Calls `f(out_start, a_start, b_start)` for every output row of length `out[3]`, in order.
-    /// Only for plans whose rows are contiguous ([`Broadcast::rows_contiguous`]).
+    /// The row's elements then step by `sa[3]` in `a` and `sb[3]` in `b`: callers that slice
+    /// whole rows need a plan whose rows are contiguous ([`Broadcast::rows_contiguous`]).
     fn for_each_row(&self, mut f: impl FnMut(usize, usize, usize)) {
         let [d0, d1, d2, d3] = self.out;
         let mut o = 0;
@@ -106,20 +107,12 @@ impl Broadcast {
 
     /// Calls `f(out_index, a_index, b_index)` for every output element in order.
     pub(crate) fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
-        let [d0, d1, d2, d3] = self.out;
-        let mut o = 0;
-        for i0 in 0..d0 {
-            for i1 in 0..d1 {
-                for i2 in 0..d2 {
-                    let ba = i0 * self.sa[0] + i1 * self.sa[1] + i2 * self.sa[2];
-                    let bb = i0 * self.sb[0] + i1 * self.sb[1] + i2 * self.sb[2];
-                    for i3 in 0..d3 {
-                        f(o, ba + i3 * self.sa[3], bb + i3 * self.sb[3]);
-                        o += 1;
-                    }
-                }
+        let (d3, sa3, sb3) = (self.out[3], self.sa[3], self.sb[3]);
+        self.for_each_row(|o, ba, bb| {
+            for i3 in 0..d3 {
+                f(o + i3, ba + i3 * sa3, bb + i3 * sb3);
             }
-        }
+        });
     }
 }
 

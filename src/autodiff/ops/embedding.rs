@@ -7,7 +7,7 @@ use benign_kernels::{self as kernels, Float};
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::Op;
+use super::SingleInputOp;
 
 pub(crate) struct Embedding {
     table: usize,
@@ -19,13 +19,7 @@ impl<T: Float> Tape<T> {
     /// Gathers rows of `table` (shape `[V, D]`) by id; the output has shape `[ids.len(), D]`.
     pub fn embedding(&mut self, table: Var, ids: &[usize]) -> Var {
         let ti = self.check(table);
-        let shape = self.node_shape(ti);
-        assert_eq!(
-            shape.rank(),
-            2,
-            "embedding: table must be [V, D], got {shape}"
-        );
-        let (vocab, width) = (shape.dim(0), shape.dim(1));
+        let (vocab, width) = self.matrix_dims(ti, "embedding: table must be [V, D]");
         if let Some(&bad) = ids.iter().find(|&&id| id >= vocab) {
             panic!("embedding: id {bad} out of range for a table of {vocab} rows");
         }
@@ -50,15 +44,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for Embedding {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.table);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
-        if !ctx.needs(self.table) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Embedding {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         let width = self.width;
         let (dt, fresh) = ctx.grad(self.table);
         if fresh {
@@ -73,3 +60,5 @@ impl<T: Float> Op<T> for Embedding {
         }
     }
 }
+
+single_input_op!(Embedding, table);

@@ -13,7 +13,7 @@ use benign_kernels::Float;
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::{Shape, MAX_RANK};
 
-use super::Op;
+use super::{Op, SingleInputOp};
 
 pub(crate) struct Concat {
     inputs: Vec<usize>,
@@ -249,15 +249,8 @@ impl<T: Float> Op<T> for Concat {
     }
 }
 
-impl<T: Float> Op<T> for Slice {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.x);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
-        if !ctx.needs(self.x) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Slice {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         let (len, inner, start, take) = (self.len, self.inner, self.start, self.take);
         let (dx, fresh) = ctx.grad(self.x);
         if fresh {
@@ -273,28 +266,19 @@ impl<T: Float> Op<T> for Slice {
     }
 }
 
-impl<T: Float> Op<T> for Reshape {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.x);
-    }
+single_input_op!(Slice, x);
 
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
-        if ctx.needs(self.x) {
-            let (dx, fresh) = ctx.grad(self.x);
-            write_or_add(dx, fresh, |i| dy[i]);
-        }
+impl<T: Float> SingleInputOp<T> for Reshape {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
+        let (dx, fresh) = ctx.grad(self.x);
+        write_or_add(dx, fresh, |i| dy[i]);
     }
 }
 
-impl<T: Float> Op<T> for Permute {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.x);
-    }
+single_input_op!(Reshape, x);
 
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
-        if !ctx.needs(self.x) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Permute {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         let (dx, fresh) = ctx.grad(self.x);
         if fresh {
             self.for_each(|o, i| dx[i] = dy[o]);
@@ -303,3 +287,5 @@ impl<T: Float> Op<T> for Permute {
         }
     }
 }
+
+single_input_op!(Permute, x);

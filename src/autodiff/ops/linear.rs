@@ -220,7 +220,7 @@ impl<T: Float> Op<T> for Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{run_case, Case, Config, Domain, Input, Mode};
+    use crate::gradcheck::{assert_case_passes, Case, Domain, Input, Mode};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn central_differences_in_f64_agree() {
-        let config = Config::default();
+        use crate::gradcheck_builder as builder;
         let inputs = |bias: bool| {
             let mut list = vec![Input::var("x", &[2, 3, 4]), Input::var("w", &[5, 4])];
             if bias {
@@ -262,68 +262,25 @@ mod tests {
             }
             list
         };
+        let case = |variant, inputs, build| Case::op("linear", variant, inputs, build);
+        let mut with_residual = inputs(true);
+        with_residual.push(Input::var("r", &[2, 3, 5]));
+        let square = vec![Input::var("x", &[3, 4]), Input::var("w", &[4, 4])];
+        let vector = vec![
+            Input::var("x", &[4]),
+            Input::var("w", &[3, 4]),
+            Input::var("b", &[3]),
+        ];
         for case in [
-            Case::op(
-                "linear",
-                "bias",
-                inputs(true),
-                crate::gradcheck_builder!(affine),
-            ),
-            Case::op(
-                "linear",
-                "no_bias",
-                inputs(false),
-                crate::gradcheck_builder!(affine_no_bias),
-            ),
-            Case::op(
-                "linear",
-                "gelu",
-                inputs(true),
-                crate::gradcheck_builder!(affine_gelu),
-            ),
-            Case::op(
-                "linear",
-                "shared_input",
-                inputs(true),
-                crate::gradcheck_builder!(shared_input),
-            ),
-            Case::op(
-                "linear",
-                "residual",
-                {
-                    let mut list = inputs(true);
-                    list.push(Input::var("r", &[2, 3, 5]));
-                    list
-                },
-                crate::gradcheck_builder!(affine_residual),
-            ),
-            Case::op(
-                "linear",
-                "residual_is_input",
-                vec![Input::var("x", &[3, 4]), Input::var("w", &[4, 4])],
-                crate::gradcheck_builder!(residual_is_input),
-            ),
-            Case::op(
-                "linear",
-                "vector_gelu",
-                vec![
-                    Input::var("x", &[4]),
-                    Input::var("w", &[3, 4]),
-                    Input::var("b", &[3]),
-                ],
-                crate::gradcheck_builder!(affine_gelu),
-            )
-            .with_mode(Mode::Direction),
+            case("bias", inputs(true), builder!(affine)),
+            case("no_bias", inputs(false), builder!(affine_no_bias)),
+            case("gelu", inputs(true), builder!(affine_gelu)),
+            case("shared_input", inputs(true), builder!(shared_input)),
+            case("residual", with_residual, builder!(affine_residual)),
+            case("residual_is_input", square, builder!(residual_is_input)),
+            case("vector_gelu", vector, builder!(affine_gelu)).with_mode(Mode::Direction),
         ] {
-            let results = run_case(&case, &config);
-            assert!(!results.is_empty());
-            for r in &results {
-                assert!(
-                    r.passed,
-                    "{} {} {}: {:e} ({})",
-                    r.case, r.check, r.input, r.max_abs_error, r.detail
-                );
-            }
+            assert_case_passes(&case);
         }
     }
 

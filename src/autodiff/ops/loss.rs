@@ -17,7 +17,7 @@ use benign_kernels::{self as kernels, Float};
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::Op;
+use super::SingleInputOp;
 
 /// Saves the labels.
 pub(crate) struct Logistic {
@@ -64,23 +64,17 @@ impl<T: Float> Tape<T> {
     /// Mean cross-entropy of logits `[N, C]` against class indices (one per row, each `< C`).
     pub fn cross_entropy(&mut self, logits: Var, labels: &[usize]) -> Var {
         let li = self.check(logits);
-        let shape = self.node_shape(li);
-        assert_eq!(
-            shape.rank(),
-            2,
-            "cross_entropy: logits must be [N, C], got {shape}"
-        );
-        let (rows, classes) = (shape.dim(0), shape.dim(1));
+        let (rows, classes) = self.matrix_dims(li, "cross_entropy: logits must be [N, C]");
         assert_eq!(
             labels.len(),
             rows,
-            "cross_entropy: {} labels for logits {shape}",
+            "cross_entropy: {} labels for logits [{rows}x{classes}]",
             labels.len()
         );
         if let Some(&bad) = labels.iter().find(|&&c| c >= classes) {
             panic!("cross_entropy: label {bad} out of range for {classes} classes");
         }
-        let mut log_probs = self.buffer(shape.numel());
+        let mut log_probs = self.buffer(rows * classes);
         kernels::log_softmax_rows(classes, self.node_value(li), &mut log_probs);
         let total: T = labels
             .iter()
@@ -99,15 +93,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for Logistic {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.f);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
-        if !ctx.needs(self.f) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Logistic {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let fv = ctx.value(self.f);
         let g = dy[0] / T::from_usize(fv.len().max(1));
         let labels = ctx.saved(out);
@@ -119,15 +106,10 @@ impl<T: Float> Op<T> for Logistic {
     }
 }
 
-impl<T: Float> Op<T> for CrossEntropy {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.logits);
-    }
+single_input_op!(Logistic, f);
 
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
-        if !ctx.needs(self.logits) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for CrossEntropy {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let log_probs = ctx.saved(out);
         let rows = self.labels.len();
         let classes = log_probs.len() / rows.max(1);
@@ -141,3 +123,5 @@ impl<T: Float> Op<T> for CrossEntropy {
         });
     }
 }
+
+single_input_op!(CrossEntropy, logits);

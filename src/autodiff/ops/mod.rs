@@ -4,6 +4,30 @@
 //!
 //! [`Tape`]: crate::autodiff::Tape
 
+/// Implements [`Op`] for a [`SingleInputOp`] whose input index is the field `$input`. A blanket
+/// impl over every `SingleInputOp` would need no macro, but coherence rejects it beside the
+/// multi-input ops' own `Op` impls.
+macro_rules! single_input_op {
+    ($ty:ty, $input:ident) => {
+        impl<T: benign_kernels::Float> $crate::autodiff::ops::Op<T> for $ty {
+            fn inputs(&self, f: &mut dyn FnMut(usize)) {
+                f(self.$input);
+            }
+
+            fn backward(
+                &self,
+                ctx: &mut $crate::autodiff::tape::BackwardCtx<'_, T>,
+                out: usize,
+                dy: &[T],
+            ) {
+                if ctx.needs(self.$input) {
+                    $crate::autodiff::ops::SingleInputOp::<T>::backward_input(self, ctx, out, dy);
+                }
+            }
+        }
+    };
+}
+
 pub(crate) mod attention;
 pub(crate) mod binary;
 pub(crate) mod embedding;
@@ -36,4 +60,13 @@ pub(crate) trait Op<T: Float>: Send + Sync + 'static {
     /// Adds this node's contribution to its inputs' gradients, given the gradient `dy` of its
     /// output, node `out`.
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]);
+}
+
+/// The backward rule of an op with exactly one input, as most ops are; `single_input_op!` turns
+/// it into an [`Op`], so the input is named once and the skip for an input that wants no
+/// gradient is written once.
+pub(crate) trait SingleInputOp<T: Float>: Send + Sync + 'static {
+    /// Adds this node's contribution to its input's gradient, given the gradient `dy` of its
+    /// output, node `out`. Called only when the input wants a gradient.
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]);
 }

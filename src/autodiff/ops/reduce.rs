@@ -10,7 +10,7 @@ use benign_kernels::{self as kernels, Float};
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 use crate::autodiff::tensor::Shape;
 
-use super::Op;
+use super::SingleInputOp;
 
 pub(crate) struct Reduce {
     x: usize,
@@ -86,15 +86,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for Reduce {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.x);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
-        if !ctx.needs(self.x) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Reduce {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, _out: usize, dy: &[T]) {
         let factor = if self.mean {
             T::ONE / T::from_usize(self.len.max(1))
         } else {
@@ -110,3 +103,5 @@ impl<T: Float> Op<T> for Reduce {
         });
     }
 }
+
+single_input_op!(Reduce, x);

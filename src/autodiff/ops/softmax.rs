@@ -13,7 +13,7 @@ use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{BackwardCtx, Tape, Var};
 
-use super::Op;
+use super::SingleInputOp;
 
 pub(crate) struct Softmax {
     x: usize,
@@ -81,15 +81,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for Softmax {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.x);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
-        if !ctx.needs(self.x) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Softmax {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let y = ctx.value(out);
         let run = |dx: &mut [T]| {
             if self.log {
@@ -108,3 +101,5 @@ impl<T: Float> Op<T> for Softmax {
         }
     }
 }
+
+single_input_op!(Softmax, x);

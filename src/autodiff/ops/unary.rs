@@ -14,7 +14,7 @@ use benign_kernels::{self as kernels, Float};
 
 use crate::autodiff::tape::{write_or_add, BackwardCtx, Tape, Var};
 
-use super::Op;
+use super::SingleInputOp;
 
 #[derive(Clone, Copy)]
 pub(crate) enum UnaryKind<T> {
@@ -89,15 +89,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Op<T> for Unary<T> {
-    fn inputs(&self, f: &mut dyn FnMut(usize)) {
-        f(self.x);
-    }
-
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
-        if !ctx.needs(self.x) {
-            return;
-        }
+impl<T: Float> SingleInputOp<T> for Unary<T> {
+    fn backward_input(&self, ctx: &mut BackwardCtx<'_, T>, out: usize, dy: &[T]) {
         let (x, y) = (ctx.value(self.x), ctx.value(out));
         let (dx, fresh) = ctx.grad(self.x);
         match self.kind {
@@ -121,3 +114,5 @@ impl<T: Float> Op<T> for Unary<T> {
         }
     }
 }
+
+single_input_op!(Unary<T>, x);
