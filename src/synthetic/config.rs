@@ -341,21 +341,31 @@ impl RunConfig {
     /// Checks every setting; errors name the option and its valid range. [`Self::resolve`]
     /// expects a configuration that passed it.
     pub fn validate(&self) -> Result<()> {
-        let finite = |field: &str, v: f64| {
-            if v.is_finite() {
-                Ok(())
-            } else {
-                Err(Error::invalid(
-                    field,
-                    format!("must be a finite number, got {v}"),
-                ))
-            }
-        };
-        finite("signal-norm", self.signal_norm)?;
-        finite("rho", self.rho)?;
-        finite("eta", self.eta)?;
-        finite("sigma", self.sigma)?;
-        finite("lr", self.lr)?;
+        // Each real-valued setting with its valid range, in the order errors report them: every
+        // one is checked finite first, its range only after the counts below.
+        let ranges: [(&str, f64, bool, &str); 5] = [
+            (
+                "signal-norm",
+                self.signal_norm,
+                self.signal_norm > 0.0,
+                "> 0",
+            ),
+            ("rho", self.rho, self.rho > 0.0, "> 0"),
+            (
+                "eta",
+                self.eta,
+                (0.0..0.5).contains(&self.eta),
+                "in [0, 0.5)",
+            ),
+            ("sigma", self.sigma, self.sigma >= 0.0, ">= 0"),
+            ("lr", self.lr, self.lr > 0.0, "> 0"),
+        ];
+        if let Some(&(field, v, ..)) = ranges.iter().find(|(_, v, ..)| !v.is_finite()) {
+            return Err(Error::invalid(
+                field,
+                format!("must be a finite number, got {v}"),
+            ));
+        }
         if self.samples < 2 {
             return Err(Error::invalid(
                 "samples",
@@ -377,35 +387,8 @@ impl RunConfig {
                 format!("must be at least 3, got {}", self.dim),
             ));
         }
-        if self.signal_norm <= 0.0 {
-            return Err(Error::invalid(
-                "signal-norm",
-                format!("must be > 0, got {}", self.signal_norm),
-            ));
-        }
-        if self.rho <= 0.0 {
-            return Err(Error::invalid(
-                "rho",
-                format!("must be > 0, got {}", self.rho),
-            ));
-        }
-        if !(0.0..0.5).contains(&self.eta) {
-            return Err(Error::invalid(
-                "eta",
-                format!("must be in [0, 0.5), got {}", self.eta),
-            ));
-        }
-        if self.sigma < 0.0 {
-            return Err(Error::invalid(
-                "sigma",
-                format!("must be >= 0, got {}", self.sigma),
-            ));
-        }
-        if self.lr <= 0.0 {
-            return Err(Error::invalid(
-                "lr",
-                format!("must be > 0, got {}", self.lr),
-            ));
+        if let Some(&(field, v, _, range)) = ranges.iter().find(|(_, _, ok, _)| !ok) {
+            return Err(Error::invalid(field, format!("must be {range}, got {v}")));
         }
         if self.test_size == 0 {
             return Err(Error::invalid("test-size", "must be at least 1, got 0"));

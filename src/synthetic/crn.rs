@@ -25,7 +25,7 @@
 
 use std::time::Instant;
 
-use benign_kernels::{self as kernels, MatMut, MatRef};
+use benign_kernels::{self as kernels, MatMut, MatRef, Transpose};
 
 use crate::synthetic::data::TestSource;
 use crate::synthetic::data::{
@@ -39,7 +39,7 @@ use crate::synthetic::subspace::{
     StartupTimings, SubspaceParts, SubspaceTrainer, SubspaceTraining, TestDraw,
 };
 use crate::synthetic::theory::{classify, Regime};
-use crate::synthetic::{Precision, RunConfig, Trainer};
+use crate::synthetic::{check_training_loss, mat_vec, Precision, RunConfig, Trainer};
 use crate::Result;
 
 /// Bytes of test tokens generated at once.
@@ -341,6 +341,18 @@ fn signal_coefficients(
     (plus, minus)
 }
 
+/// The dot products of `plus` and of `minus` with column `k` of the row-major matrix `m` of
+/// `stride` columns (one row per entry of `plus`), summed in row order.
+fn column_dots(plus: &[f64], minus: &[f64], m: &[f64], stride: usize, k: usize) -> (f64, f64) {
+    let (mut dot_plus, mut dot_minus) = (0.0, 0.0);
+    for (row, (p, q)) in plus.iter().zip(minus).enumerate() {
+        let x = m[row * stride + k];
+        dot_plus += p * x;
+        dot_minus += q * x;
+    }
+    (dot_plus, dot_minus)
+}
+
 impl ColumnStartup {
     /// `u = nu^T x` of tokens with the given signal coefficients, from the noise rows.
     fn scores(&self, noise: &Projected, plus: &[f64], minus: &[f64], signal_norm: f64) -> Vec<f64> {
@@ -400,6 +412,18 @@ impl ColumnStartup {
             .collect();
         // C (rows x r) with the row stride of the noise projections.
         let coords = &self.train_noise.rows[r..];
+        // `op(C) X` into `out`, for `X` with one column per cell.
+        let coords_times = |trans: Transpose, x: &[f64], out: &mut [f64]| {
+            let c = MatRef::with_ld(coords, rows, r, width).op(trans);
+            let (inner, outer) = (c.cols(), c.rows());
+            kernels::gemm(
+                1.0,
+                c,
+                MatRef::new(x, inner, kk),
+                0.0,
+                MatMut::new(out, outer, kk),
+            );
+        };
         let (c_plus, c_minus) = (&self.plus[r..2 * r], &self.minus[r..2 * r]);
         // States: b as the columns of an r x K matrix, D per cell.
         let mut b = vec![0.0f64; r * kk];
@@ -460,31 +484,20 @@ impl ColumnStartup {
                 for j in 0..r {
                     column[j] = gb[j * kk + kc];
                 }
-                let mut dgb = vec![0.0; r];
-                kernels::gemv(1.0, MatRef::new(&d[kc], r, r), &column, 0.0, &mut dgb);
+                let dgb = mat_vec(MatRef::new(&d[kc], r, r), &column);
                 for j in 0..r {
                     v[j * kk + kc] = column[j] + dgb[j];
                     dgb_all[j * kk + kc] = dgb[j];
                 }
             }
             // Logits of every cell: C V plus the signal parts.
-            kernels::gemm(
-                1.0,
-                MatRef::with_ld(coords, rows, r, width),
-                MatRef::new(&v, r, kk),
-                0.0,
-                MatMut::new(&mut z_all, rows, kk),
-            );
+            coords_times(Transpose::No, &v, &mut z_all);
             for kc in 0..kk {
                 if !live(&outcome, kc) {
                     continue;
                 }
                 let cell = &data[kc];
-                let (mut sp, mut sm) = (0.0, 0.0);
-                for j in 0..r {
-                    sp += c_plus[j] * v[j * kk + kc];
-                    sm += c_minus[j] * v[j * kk + kc];
-                }
+                let (sp, sm) = column_dots(c_plus, c_minus, &v, kk, kc);
                 for row in 0..rows {
                     z[row] =
                         z_all[row * kk + kc] + cell.coef_plus[row] * sp + cell.coef_minus[row] * sm;
@@ -517,12 +530,8 @@ impl ColumnStartup {
                 }
                 if step == steps {
                     last_logits[kc] = z.clone();
-                } else if !loss.is_finite() {
-                    outcome[kc] = Some(Err(crate::Error::NonFinite {
-                        step,
-                        quantity: "training loss".into(),
-                        value: loss,
-                    }));
+                } else if let Err(err) = check_training_loss(step, loss) {
+                    outcome[kc] = Some(Err(err));
                 }
                 for row in 0..rows {
                     delta_all[row * kk + kc] = if outcome[kc].is_none() {
@@ -536,23 +545,13 @@ impl ColumnStartup {
                 break;
             }
             // a = coords^T delta for every cell: C^T Delta plus the signal parts.
-            kernels::gemm(
-                1.0,
-                MatRef::with_ld(coords, rows, r, width).transpose(),
-                MatRef::new(&delta_all, rows, kk),
-                0.0,
-                MatMut::new(&mut a_all, r, kk),
-            );
+            coords_times(Transpose::Yes, &delta_all, &mut a_all);
             for kc in 0..kk {
                 if !live(&outcome, kc) {
                     continue;
                 }
                 let cell = &data[kc];
-                let (mut dp, mut dm) = (0.0, 0.0);
-                for row in 0..rows {
-                    dp += cell.coef_plus[row] * delta_all[row * kk + kc];
-                    dm += cell.coef_minus[row] * delta_all[row * kk + kc];
-                }
+                let (dp, dm) = column_dots(&cell.coef_plus, &cell.coef_minus, &delta_all, kk, kc);
                 let a: Vec<f64> = (0..r)
                     .map(|j| a_all[j * kk + kc] + dp * c_plus[j] + dm * c_minus[j])
                     .collect();
@@ -681,6 +680,30 @@ mod tests {
         run(config.clone(), options)
     }
 
+    /// `(signal_norm, rho, eta)` of the cells the shared start-up serves in the tests.
+    const CELLS: [(f64, f64, f64); 3] = [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)];
+
+    /// Asserts that two evaluations agree: losses and norms to `rel` (relative, absolute below
+    /// 1), accuracies exactly.
+    fn assert_records_agree(x: &EvalRecord, y: &EvalRecord, rel: f64, context: &str) {
+        for (u, v) in [
+            (x.train_loss, y.train_loss),
+            (x.test_loss, y.test_loss),
+            (x.p_norm, y.p_norm),
+            (x.w_delta_norm, y.w_delta_norm),
+        ] {
+            assert!(
+                (u - v).abs() <= rel * v.abs().max(1.0),
+                "{context}: {u} vs {v}"
+            );
+        }
+        assert_eq!(
+            (x.train_acc, x.test_acc),
+            (y.train_acc, y.test_acc),
+            "{context}"
+        );
+    }
+
     /// A cell run from the shared start-up follows the independent run with the same seed.
     #[test]
     fn shared_cells_match_independent_runs() {
@@ -694,7 +717,7 @@ mod tests {
         // Test tokens generated and projected, as the standalone runs do with `TestDraw::Tokens`.
         let shared = Arc::new(ColumnStartup::with_test_draw(&base, TestDraw::Tokens).unwrap());
         assert_eq!(shared.rank(), 20 * 8 + 2);
-        for (signal_norm, rho, eta) in [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)] {
+        for (signal_norm, rho, eta) in CELLS {
             let config = RunConfig {
                 signal_norm,
                 rho,
@@ -708,23 +731,11 @@ mod tests {
             };
             let b = run(config.clone(), options).unwrap();
             for (x, y) in a.records.iter().zip(&b.records) {
-                for (u, v) in [
-                    (x.train_loss, y.train_loss),
-                    (x.test_loss, y.test_loss),
-                    (x.p_norm, y.p_norm),
-                    (x.w_delta_norm, y.w_delta_norm),
-                ] {
-                    assert!(
-                        (u - v).abs() <= 1e-8 * v.abs().max(1.0),
-                        "{signal_norm} {rho} {eta}: {u} vs {v}"
-                    );
-                }
-                assert_eq!(x.train_acc, y.train_acc);
-                assert_eq!(x.test_acc, y.test_acc);
+                assert_records_agree(x, y, 1e-8, &format!("{signal_norm} {rho} {eta}"));
             }
         }
         // The lockstep column agrees with the cells run one by one.
-        let cells: Vec<RunConfig> = [(20.0, 0.1, 0.2), (3.0, 0.3, 0.0), (7.5, 0.05, 0.1)]
+        let cells: Vec<RunConfig> = CELLS
             .iter()
             .map(|&(signal_norm, rho, eta)| RunConfig {
                 signal_norm,
@@ -739,19 +750,12 @@ mod tests {
             let outcome = outcome.unwrap();
             let single = cell_run(&shared, config).unwrap();
             let (x, y) = (&outcome.final_metrics, &single.summary.final_metrics);
-            for (u, v) in [
-                (x.train_loss, y.train_loss),
-                (x.test_loss, y.test_loss),
-                (x.p_norm, y.p_norm),
-                (x.w_delta_norm, y.w_delta_norm),
-                (
-                    x.attention_clean.unwrap().relevant,
-                    y.attention_clean.unwrap().relevant,
-                ),
-            ] {
-                assert!((u - v).abs() <= 1e-9 * v.abs().max(1.0), "{u} vs {v}");
-            }
-            assert_eq!((x.train_acc, x.test_acc), (y.train_acc, y.test_acc));
+            assert_records_agree(x, y, 1e-9, "lockstep column");
+            let (u, v) = (
+                x.attention_clean.unwrap().relevant,
+                y.attention_clean.unwrap().relevant,
+            );
+            assert!((u - v).abs() <= 1e-9 * v.abs().max(1.0), "{u} vs {v}");
             assert_eq!(
                 outcome.first_all_fitted_step,
                 single.summary.first_all_fitted_step

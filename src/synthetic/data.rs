@@ -247,6 +247,16 @@ pub enum TestSource {
 }
 
 impl TestSource {
+    /// The test set of `config`, drawn from its law with the training set's `signals` and the
+    /// configuration's effective test seed.
+    pub fn generated(config: &RunConfig, signals: Signals) -> TestSource {
+        TestSource::Generated {
+            config: config.clone(),
+            signals,
+            seed: config.effective_test_seed(),
+        }
+    }
+
     /// Clean labels of all test samples.
     pub fn labels(&self) -> Vec<f64> {
         match self {
@@ -355,11 +365,7 @@ mod tests {
         config.apply_reference_compat();
         let signals = Signals::new(&config);
         let train = training_set(&config, &signals);
-        let source = TestSource::Generated {
-            config: config.clone(),
-            signals: signals.clone(),
-            seed: config.effective_test_seed(),
-        };
+        let source = TestSource::generated(&config, signals.clone());
         let mut whole = Vec::new();
         source.for_each_chunk(5, |first, tokens| {
             assert_eq!(first * 8 * 17, whole.len());
@@ -369,15 +375,14 @@ mod tests {
         // Test samples 0..9 are training inputs 0..9 in reference-compatible mode.
         assert_eq!(&whole[..10 * 8 * 17], &train.tokens[..10 * 8 * 17]);
         // With an independent seed they differ.
-        let independent = TestSource::Generated {
-            config: RunConfig {
+        let independent = TestSource::generated(
+            &RunConfig {
                 dim: 17,
                 test_size: 23,
                 ..RunConfig::default()
             },
             signals,
-            seed: RunConfig::default().effective_test_seed(),
-        };
+        );
         independent.for_each_chunk(64, |_, tokens| assert_ne!(tokens[5], whole[5]));
     }
 

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 
 use super::data::TrainSet;
 use super::init::InitSource;
-use super::{update_error, AttentionTrainer};
+use super::{check_training_loss, distance_f64, mat_vec, update_error, AttentionTrainer};
 
 /// Bytes the dense trainer allocates for `W`, `W_0`, the training and the test tokens.
 pub fn dense_bytes(
@@ -125,9 +125,7 @@ impl<T: Float> DenseTrainer<T> {
         let nu_t = cast(nu);
         let test = cast(test_tokens);
         let scores = |x: &[T]| {
-            let rows = x.len() / d;
-            let mut u = vec![T::ZERO; rows];
-            kernels::gemv(T::ONE, MatRef::new(x, rows, d), &nu_t, T::ZERO, &mut u);
+            let u = mat_vec(MatRef::new(x, x.len() / d, d), &nu_t);
             u.into_iter().map(T::to_f64).collect::<Vec<f64>>()
         };
         let train_scores = scores(&tokens);
@@ -161,15 +159,7 @@ impl<T: Float> DenseTrainer<T> {
 
     fn query(&self) -> Vec<T> {
         let d = self.shape.dim;
-        let mut q = vec![T::ZERO; d];
-        kernels::gemv(
-            T::ONE,
-            MatRef::new(&self.inputs.w, d, d),
-            &self.inputs.p,
-            T::ZERO,
-            &mut q,
-        );
-        q
+        mat_vec(MatRef::new(&self.inputs.w, d, d), &self.inputs.p)
     }
 }
 
@@ -196,14 +186,7 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
         let d = self.shape.dim;
         let q = self.query();
         let rows = self.test_tokens.len() / d;
-        let mut z = vec![T::ZERO; rows];
-        kernels::gemv(
-            T::ONE,
-            MatRef::new(&self.test_tokens, rows, d),
-            &q,
-            T::ZERO,
-            &mut z,
-        );
+        let z = mat_vec(MatRef::new(&self.test_tokens, rows, d), &q);
         z.into_iter().map(T::to_f64).collect()
     }
 
@@ -219,13 +202,7 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
             &mut self.grad_w,
             &mut self.grad_p,
         );
-        if !loss.is_finite() {
-            return Err(Error::NonFinite {
-                step,
-                quantity: "training loss".into(),
-                value: loss.to_f64(),
-            });
-        }
+        check_training_loss(step, loss)?;
         // The tape shares W and p until it is cleared; clearing keeps its buffers for the next
         // step and leaves this trainer the only owner, so the update below is in place.
         self.tape.clear();
@@ -254,16 +231,7 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
     }
 
     fn w_delta_norm(&self) -> f64 {
-        self.inputs
-            .w
-            .iter()
-            .zip(&self.w0)
-            .map(|(a, b)| {
-                let x = a.to_f64() - b.to_f64();
-                x * x
-            })
-            .sum::<f64>()
-            .sqrt()
+        distance_f64(&self.inputs.w, &self.w0)
     }
 }
 

@@ -37,7 +37,7 @@ use crate::{Error, Result};
 
 use super::config::{Precision, RunConfig};
 use super::metrics::{Readout, StateNorms};
-use super::Trainer;
+use super::{distance_f64, Trainer};
 use crate::io;
 use crate::seed::named_rng;
 
@@ -325,15 +325,10 @@ impl<T: Float> EncoderTrainer<T> {
 
     /// `||(W_q, W_k) - (W_q, W_k)_0||_F`, the counterpart of `||W - W_0||_F`.
     pub fn attention_weights_delta(&self) -> f64 {
-        let now = self.model.attention_weights();
-        now.iter()
-            .zip(&self.initial_attention_weights)
-            .map(|(a, b)| {
-                let diff = a.to_f64() - b.to_f64();
-                diff * diff
-            })
-            .sum::<f64>()
-            .sqrt()
+        distance_f64(
+            &self.model.attention_weights(),
+            &self.initial_attention_weights,
+        )
     }
 }
 

@@ -81,13 +81,8 @@ fn write_export(config: &mut RunConfig, dir: &Path) -> Result<()> {
     npy::write_npy(&dir.join("train_y_clean.npy"), &[n], &train.clean_labels)?;
     npy::write_npy(&dir.join("train_noisy.npy"), &[n], &train.noisy)?;
     npy::write_npy(&dir.join("nu.npy"), &[d], &signals.nu)?;
-    let test = TestSource::Generated {
-        config: config.clone(),
-        seed: config.effective_test_seed(),
-        signals,
-    };
-    let mut test_x = Vec::with_capacity(m * t * d);
-    test.for_each_chunk(64, |_, chunk| test_x.extend_from_slice(chunk));
+    let test = TestSource::generated(config, signals);
+    let test_x = test.materialise(t * d);
     npy::write_npy(&dir.join("test_x.npy"), &[m, t, d], &test_x)?;
     drop(test_x);
     npy::write_npy(&dir.join("test_y.npy"), &[m], &test.labels())?;
@@ -108,6 +103,21 @@ fn read_shaped(dir: &Path, name: &str, dims: usize) -> Result<(Vec<usize>, Vec<f
     Ok((shape, values))
 }
 
+/// Reads a one-dimensional array that must have `len` entries; `describe` words a mismatch
+/// from the length found.
+fn read_vector(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    describe: impl FnOnce(usize) -> String,
+) -> Result<Vec<f64>> {
+    let (shape, values) = read_shaped(dir, name, 1)?;
+    if shape[0] != len {
+        return Err(mismatch(dir, name, describe(shape[0])));
+    }
+    Ok(values)
+}
+
 fn mismatch(dir: &Path, name: &str, message: String) -> Error {
     Error::Format {
         path: dir.join(name),
@@ -119,24 +129,11 @@ fn mismatch(dir: &Path, name: &str, message: String) -> Error {
 pub fn load_data(dir: &Path) -> Result<LoadedData> {
     let (xs, train_x) = read_shaped(dir, "train_x.npy", 3)?;
     let (n, t, d) = (xs[0], xs[1], xs[2]);
-    let (ys, train_y) = read_shaped(dir, "train_y.npy", 1)?;
-    if ys[0] != n {
-        return Err(mismatch(
-            dir,
-            "train_y.npy",
-            format!("{} labels for {n} samples", ys[0]),
-        ));
-    }
+    let labels_for =
+        |samples: usize| move |len: usize| format!("{len} labels for {samples} samples");
+    let train_y = read_vector(dir, "train_y.npy", n, labels_for(n))?;
     let clean = if dir.join("train_y_clean.npy").exists() {
-        let (cs, clean) = read_shaped(dir, "train_y_clean.npy", 1)?;
-        if cs[0] != n {
-            return Err(mismatch(
-                dir,
-                "train_y_clean.npy",
-                format!("{} labels for {n} samples", cs[0]),
-            ));
-        }
-        clean
+        read_vector(dir, "train_y_clean.npy", n, labels_for(n))?
     } else {
         train_y.clone()
     };
@@ -148,22 +145,10 @@ pub fn load_data(dir: &Path) -> Result<LoadedData> {
             format!("shape {ts:?} does not match training (_, {t}, {d})"),
         ));
     }
-    let (tys, test_y) = read_shaped(dir, "test_y.npy", 1)?;
-    if tys[0] != ts[0] {
-        return Err(mismatch(
-            dir,
-            "test_y.npy",
-            format!("{} labels for {} samples", tys[0], ts[0]),
-        ));
-    }
-    let (nus, nu) = read_shaped(dir, "nu.npy", 1)?;
-    if nus[0] != d {
-        return Err(mismatch(
-            dir,
-            "nu.npy",
-            format!("{} entries, tokens have dimension {d}", nus[0]),
-        ));
-    }
+    let test_y = read_vector(dir, "test_y.npy", ts[0], labels_for(ts[0]))?;
+    let nu = read_vector(dir, "nu.npy", d, |len| {
+        format!("{len} entries, tokens have dimension {d}")
+    })?;
     for (name, labels) in [
         ("train_y.npy", &train_y),
         ("train_y_clean.npy", &clean),

@@ -538,7 +538,7 @@ mod tests {
     use crate::synthetic::data::{training_set, Signals};
     use crate::synthetic::init::InitSource;
     use crate::synthetic::subspace::orthonormal_basis;
-    use crate::synthetic::{run, RunOptions};
+    use crate::synthetic::{mat_vec, run, RunOptions};
 
     #[test]
     fn the_law_trainer_is_chosen_only_above_the_dimension_and_where_it_applies() {
@@ -607,8 +607,7 @@ mod tests {
         let w0: Vec<f64> = InitSource::from_config(config).matrix();
         let mut total = 0.0;
         for q in &basis {
-            let mut a = vec![0.0f64; d];
-            kernels::gemv(1.0, MatRef::new(&w0, d, d).transpose(), q, 0.0, &mut a);
+            let a = mat_vec(MatRef::new(&w0, d, d).transpose(), q);
             total += kernels::dot(&a, &a);
         }
         total
@@ -754,12 +753,7 @@ mod tests {
         let base = RunConfig {
             dim: 60,
             samples: 5,
-            tokens: 8,
-            test_size: 100,
-            steps: 200,
-            eval_every: 200,
-            init: InitKind::Gaussian,
-            ..RunConfig::default()
+            ..small_base()
         };
         let seeds = 2000..2150;
         let reference = subspace_samples(&base, seeds.clone());
@@ -790,8 +784,7 @@ mod tests {
                 let r = drawn.rank;
                 // Any query independent of the draw will do.
                 let b: Vec<f64> = (0..r).map(|i| 1.0 + (i % 7) as f64 / 7.0).collect();
-                let mut gb = vec![0.0f64; r];
-                kernels::gemv(1.0, MatRef::new(&drawn.gram, r, r), &b, 0.0, &mut gb);
+                let gb = mat_vec(MatRef::new(&drawn.gram, r, r), &b);
                 let p2 = kernels::dot(&b, &gb);
                 let z = drawn.perp_logits(&b);
                 let msq = z.iter().map(|v| v * v).sum::<f64>() / z.len() as f64;

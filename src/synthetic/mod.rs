@@ -29,6 +29,8 @@ pub use config::{
 };
 pub use run::{run, run_with, RunOptions, RunResult, Summary};
 
+use benign_kernels::{Float, MatRef};
+
 use crate::Result;
 use metrics::{Readout, StateNorms};
 
@@ -86,7 +88,7 @@ pub trait AttentionTrainer {
 /// The error of an update that left a non-finite state, charged to that update's `step`:
 /// `||p||` first (`p_finite` false or `p_norm` not finite), then the first non-finite entry of
 /// `w` (the entries of `W` a trainer holds, called `w_name`) when `w_finite` is false.
-pub(crate) fn update_error<T: benign_kernels::Float>(
+pub(crate) fn update_error<T: Float>(
     step: usize,
     (p_finite, p_norm): (bool, f64),
     (w_finite, w, w_name): (bool, &[T], &str),
@@ -107,6 +109,39 @@ pub(crate) fn update_error<T: benign_kernels::Float>(
         quantity,
         value,
     })
+}
+
+/// The error of a step whose training loss is not finite (the attention model's trainers).
+pub(crate) fn check_training_loss<T: Float>(step: usize, loss: T) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(crate::Error::NonFinite {
+            step,
+            quantity: "training loss".into(),
+            value: loss.to_f64(),
+        })
+    }
+}
+
+/// `op(A) x` as a new vector of `a.rows()` entries.
+pub(crate) fn mat_vec<T: Float>(a: MatRef<'_, T>, x: &[T]) -> Vec<T> {
+    let mut y = vec![T::ZERO; a.rows()];
+    benign_kernels::gemv(T::ONE, a, x, T::ZERO, &mut y);
+    y
+}
+
+/// The Euclidean (Frobenius) distance between two arrays of the same length, accumulated in f64
+/// in index order.
+pub(crate) fn distance_f64<T: Float>(a: &[T], b: &[T]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let diff = x.to_f64() - y.to_f64();
+            diff * diff
+        })
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// What a non-finite training logit is called in errors.

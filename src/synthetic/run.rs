@@ -284,11 +284,7 @@ pub(crate) fn run_pipeline(
             let train = training_set(&config, &signals);
             let nu = signals.nu.clone();
             let signal_vectors = vec![signals.mu_plus.clone(), signals.mu_minus.clone()];
-            let test = TestSource::Generated {
-                config: config.clone(),
-                seed: config.effective_test_seed(),
-                signals,
-            };
+            let test = TestSource::generated(&config, signals);
             Some(Tokens {
                 train,
                 test,
@@ -493,24 +489,27 @@ impl Tokens {
             TrainerKind::Dense => {
                 let test_tokens = test.materialise(config.tokens * config.dim);
                 drop(test);
-                let trainer: Box<dyn Trainer> = match config.precision {
-                    Precision::F64 => Box::new(DenseTrainer::<f64>::new(
-                        &train,
-                        &test_tokens,
-                        &nu,
-                        &init,
-                        config.lr,
-                    )?),
-                    Precision::F32 => Box::new(DenseTrainer::<f32>::new(
-                        &train,
-                        &test_tokens,
-                        &nu,
-                        &init,
-                        config.lr,
-                    )?),
+                fn build<T: Float>(
+                    train: &TrainSet,
+                    test_tokens: &[f64],
+                    nu: &[f64],
+                    init: &InitSource,
+                    lr: f64,
+                ) -> Result<Box<dyn Trainer>> {
+                    Ok(Box::new(DenseTrainer::<T>::new(
+                        train,
+                        test_tokens,
+                        nu,
+                        init,
+                        lr,
+                    )?))
+                }
+                let build = match config.precision {
+                    Precision::F64 => build::<f64>,
+                    Precision::F32 => build::<f32>,
                 };
                 Ok(Startup {
-                    trainer,
+                    trainer: build(&train, &test_tokens, &nu, &init, config.lr)?,
                     subspace_rank: None,
                     timings: None,
                 })

@@ -47,7 +47,7 @@ use crate::{Error, Result};
 use super::config::{Precision, RunConfig};
 use super::data::{balanced_labels, token_signal, TestSource, TrainSet};
 use super::init::InitSource;
-use super::{update_error, AttentionTrainer};
+use super::{check_training_loss, mat_vec, update_error, AttentionTrainer};
 use crate::seed::mix_seed;
 
 /// Bytes of `W_0` rows generated at once during start-up: large enough that the `A` / `H`
@@ -211,13 +211,7 @@ pub fn projection_noise_factor<S: Float>(
         MatMut::new(&mut gram_s, width, width),
     );
     let mut gram: Vec<f64> = gram_s.iter().map(|v| v.to_f64()).collect();
-    if let Some(bad) = gram.iter().find(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            step: 0,
-            quantity: "Gram matrix P^T P of the test projections".into(),
-            value: *bad,
-        });
-    }
+    check_gram_finite(&gram, "Gram matrix P^T P of the test projections")?;
     // Symmetrise (the GEMM's two triangles may differ in the last bit).
     for i in 0..width {
         for j in 0..i {
@@ -290,6 +284,21 @@ pub fn loss_and_delta<T: Float>(
         }
     }
     loss * inv_n
+}
+
+/// What the start-up's Gram matrix `A^T A` is called in errors.
+const STARTUP_GRAM: &str = "Gram matrix A^T A of the start-up";
+
+/// Refuses a Gram matrix of the start-up (step 0) with a non-finite entry, naming it `quantity`.
+fn check_gram_finite<S: Float>(gram: &[S], quantity: &str) -> Result<()> {
+    match gram.iter().find(|v| !v.is_finite()) {
+        Some(bad) => Err(Error::NonFinite {
+            step: 0,
+            quantity: quantity.into(),
+            value: bad.to_f64(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Clamps rounding below zero to zero but keeps NaN visible (`f64::max` would hide it).
@@ -568,14 +577,7 @@ impl<T: Float> SubspaceTrainer<T> {
                 let (factor, k_rank) = projection_noise_factor(&projector, d, width)?;
                 let project = |mu: &[f64]| {
                     let mu_s: Vec<S> = mu.iter().map(|&v| S::from_f64(v)).collect();
-                    let mut out = vec![S::ZERO; width];
-                    kernels::gemv(
-                        S::ONE,
-                        MatRef::new(&projector, d, width).transpose(),
-                        &mu_s,
-                        S::ZERO,
-                        &mut out,
-                    );
+                    let out = mat_vec(MatRef::new(&projector, d, width).transpose(), &mu_s);
                     out.into_iter().map(S::to_f64).collect::<Vec<f64>>()
                 };
                 let (plus, minus) = (project(&signals.mu_plus), project(&signals.mu_minus));
@@ -603,13 +605,7 @@ impl<T: Float> SubspaceTrainer<T> {
             }
             train_scores[row] = values[r].to_f64();
         }
-        if let Some(bad) = gram.iter().find(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                step: 0,
-                quantity: "Gram matrix A^T A of the start-up".into(),
-                value: bad.to_f64(),
-            });
-        }
+        check_gram_finite(&gram, STARTUP_GRAM)?;
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
         let mut trainer = SubspaceTrainer {
             tokens_per_sample: t,
@@ -684,8 +680,7 @@ impl<T: Float> SubspaceTrainer<T> {
         );
         let coeff: Vec<f64> = self.b.iter().map(|v| v.to_f64()).collect();
         let dmat: Vec<f64> = self.d.iter().map(|v| v.to_f64()).collect();
-        let mut p = vec![0.0f64; d];
-        kernels::gemv(1.0, MatRef::new(&a, d, r), &coeff, 0.0, &mut p);
+        let p = mat_vec(MatRef::new(&a, d, r), &coeff);
         // W = W_0 + (B D) A^T
         let mut bd = vec![0.0f64; d * r];
         kernels::gemm(
@@ -709,15 +704,7 @@ impl<T: Float> SubspaceTrainer<T> {
     /// `G b` from `b` (kept in `self.gb`).
     fn gram_times_b(&self) -> Vec<T> {
         let r = self.rank;
-        let mut gb = vec![T::ZERO; r];
-        kernels::gemv(
-            T::ONE,
-            MatRef::new(&self.gram, r, r),
-            &self.b,
-            T::ZERO,
-            &mut gb,
-        );
-        gb
+        mat_vec(MatRef::new(&self.gram, r, r), &self.b)
     }
 
     /// `||p||^2 = b^T G b`, accumulated in f64.
@@ -733,25 +720,15 @@ impl<T: Float> SubspaceTrainer<T> {
     fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
         let r = self.rank;
         let gb = self.gb.clone();
-        let mut dgb = vec![T::ZERO; r];
-        kernels::gemv(T::ONE, MatRef::new(&self.d, r, r), &gb, T::ZERO, &mut dgb);
+        let dgb = mat_vec(MatRef::new(&self.d, r, r), &gb);
         (gb, dgb)
     }
 
-    fn logits_t(&self) -> Vec<T> {
-        let r = self.rank;
-        let (mut v, dgb) = self.query_coefficients();
-        kernels::axpy(T::ONE, &dgb, &mut v);
-        let rows = self.scores.len();
-        let mut z = vec![T::ZERO; rows];
-        kernels::gemv(
-            T::ONE,
-            MatRef::new(&self.coords, rows, r),
-            &v,
-            T::ZERO,
-            &mut z,
-        );
-        z
+    /// The training logits `z = E (G b + D G b)` from the query coefficients `(G b, D G b)`.
+    fn logits_of(&self, gb: &[T], dgb: &[T]) -> Vec<T> {
+        let mut v = gb.to_vec();
+        kernels::axpy(T::ONE, dgb, &mut v);
+        mat_vec(MatRef::new(&self.coords, self.scores.len(), self.rank), &v)
     }
 }
 
@@ -769,7 +746,11 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
     }
 
     fn train_logits(&mut self) -> Vec<f64> {
-        self.logits_t().into_iter().map(T::to_f64).collect()
+        let (gb, dgb) = self.query_coefficients();
+        self.logits_of(&gb, &dgb)
+            .into_iter()
+            .map(T::to_f64)
+            .collect()
     }
 
     fn test_logits(&mut self) -> Vec<f64> {
@@ -781,28 +762,11 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         v.extend_from_slice(&dgb);
         let test = &self.test;
         let coefficients = match &test.map {
-            Some(map) => {
-                let mut c = vec![T::ZERO; test.width];
-                kernels::gemv(
-                    T::ONE,
-                    MatRef::new(map, test.width, 2 * r),
-                    &v,
-                    T::ZERO,
-                    &mut c,
-                );
-                c
-            }
+            Some(map) => mat_vec(MatRef::new(map, test.width, 2 * r), &v),
             None => v,
         };
         let rows = test.scores.len();
-        let mut z = vec![T::ZERO; rows];
-        kernels::gemv(
-            T::ONE,
-            MatRef::new(&test.rows, rows, test.width),
-            &coefficients,
-            T::ZERO,
-            &mut z,
-        );
+        let z = mat_vec(MatRef::new(&test.rows, rows, test.width), &coefficients);
         z.into_iter().map(T::to_f64).collect()
     }
 
@@ -812,17 +776,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
         }
         let r = self.rank;
         let (gb, dgb) = self.query_coefficients();
-        let mut v = gb.clone();
-        kernels::axpy(T::ONE, &dgb, &mut v);
+        let z = self.logits_of(&gb, &dgb);
         let rows = self.scores.len();
-        let mut z = vec![T::ZERO; rows];
-        kernels::gemv(
-            T::ONE,
-            MatRef::new(&self.coords, rows, r),
-            &v,
-            T::ZERO,
-            &mut z,
-        );
         let loss = loss_and_delta(
             self.tokens_per_sample,
             &z,
@@ -831,21 +786,8 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
             &mut self.attention,
             &mut self.delta,
         );
-        if !loss.is_finite() {
-            return Err(Error::NonFinite {
-                step,
-                quantity: "training loss".into(),
-                value: loss.to_f64(),
-            });
-        }
-        let mut a = vec![T::ZERO; r];
-        kernels::gemv(
-            T::ONE,
-            MatRef::new(&self.coords, rows, r).transpose(),
-            &self.delta,
-            T::ZERO,
-            &mut a,
-        );
+        check_training_loss(step, loss)?;
+        let a = mat_vec(MatRef::new(&self.coords, rows, r).transpose(), &self.delta);
         // b' = b - lr (a + D^T a), then D' = D - lr a b^T with the old b.
         let mut step_b = a.clone();
         kernels::gemv(
@@ -958,13 +900,7 @@ impl<T: Float> SubspaceTrainer<T> {
         if !shapes_ok {
             return Err(Error::invalid(what, "inconsistent shapes"));
         }
-        if let Some(bad) = t.gram.iter().find(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                step: 0,
-                quantity: "Gram matrix A^T A of the start-up".into(),
-                value: *bad,
-            });
-        }
+        check_gram_finite(&t.gram, STARTUP_GRAM)?;
         let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
         let mut trainer = SubspaceTrainer {
             tokens_per_sample: t.tokens_per_sample,
