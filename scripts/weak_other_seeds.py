@@ -77,6 +77,22 @@ def reference_data(seed, n, tokens, dim, signal_norm, rho, eta):
 # Models in PyTorch
 
 
+def fit_logistic(opt, forward, y, steps):
+    """`steps` full-batch steps of `opt` on the logistic loss of `forward()`'s outputs f against
+    the +-1 labels y; returns the attention `forward()` gives afterwards (float64 numpy) and
+    which samples it fits (y f > 0)."""
+    import torch
+
+    for _ in range(steps):
+        opt.zero_grad()
+        f, _ = forward()
+        torch.nn.functional.softplus(-y * f).mean().backward()
+        opt.step()
+    with torch.no_grad():
+        f, a = forward()
+    return a.numpy().astype(np.float64), (y * f > 0).numpy()
+
+
 def train_attention(x, y, w0, nu, lr, steps, threads):
     """f(X) = nu^T X^T softmax(X W p), W and p trained by full-batch SGD; returns [n, T] attention
     after the last step. The logits are computed as X (W p), the same function as the reference's
@@ -96,14 +112,7 @@ def train_attention(x, y, w0, nu, lr, steps, threads):
         a = torch.softmax(x @ (w @ p), -1)
         return (a * scores).sum(-1), a
 
-    for _ in range(steps):
-        opt.zero_grad()
-        f, _ = forward()
-        torch.nn.functional.softplus(-y * f).mean().backward()
-        opt.step()
-    with torch.no_grad():
-        f, a = forward()
-    return a.numpy().astype(np.float64), (y * f > 0).numpy()
+    return fit_logistic(opt, forward, y, steps)
 
 
 def kaiming_w0(seed, dim):
@@ -154,14 +163,7 @@ def train_encoder(x, y, seed, mlp_dim, skip, lr, steps, threads):
         f = head(final_ln(h[:, 0])).squeeze(-1)
         return f, a[:, 0, 1:]
 
-    for _ in range(steps):
-        opt.zero_grad()
-        f, _ = forward()
-        torch.nn.functional.softplus(-y * f).mean().backward()
-        opt.step()
-    with torch.no_grad():
-        f, a = forward()
-    return a.numpy().astype(np.float64), (y * f > 0).numpy()
+    return fit_logistic(opt, forward, y, steps)
 
 
 # ---------------------------------------------------------------------------------------------

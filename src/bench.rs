@@ -634,6 +634,24 @@ impl Context<'_> {
         self.time_interleaved(&mut [&mut f]).remove(0)
     }
 
+    /// The record of a memory-bound kernel run on the pool's threads: `bytes` moved per call
+    /// (its rate is measured against the triad bandwidth) and, where they are counted, `flops`.
+    fn memory_bound_record<T: Element>(
+        &self,
+        kernel: &str,
+        dims: Dims,
+        timing: Timing,
+        flops: Option<f64>,
+        bytes: f64,
+    ) -> BenchRecord {
+        let work = Work {
+            flops,
+            bytes: Some(bytes),
+            peak: PeakKind::Triad,
+        };
+        self.record::<T>(kernel, dims, self.machine.threads, timing, work)
+    }
+
     /// A record from a timing, with the rates and fractions derived from the work's counts.
     fn record<T: Element>(
         &self,
@@ -702,7 +720,11 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
         let a = filled::<T>(m * k, 1);
         let b = filled::<T>(k * n, 2);
         let mut c = vec![T::ZERO; m * n];
-        let flops = Some(2.0 * (m * n * k) as f64);
+        let work = Work {
+            flops: Some(2.0 * (m * n * k) as f64),
+            bytes: None,
+            peak: PeakKind::Fma,
+        };
         let dims = Dims::Gemm { m, n, k };
         let mut ours = || {
             benign_kernels::gemm(
@@ -729,27 +751,13 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
             .time_interleaved(&mut [&mut ours, &mut theirs])
             .try_into()
             .expect("two sides, two timings");
-        let mut record = ctx.record::<T>(
-            "gemm",
-            dims,
-            ctx.machine.threads,
-            ours,
-            Work {
-                flops,
-                bytes: None,
-                peak: PeakKind::Fma,
-            },
-        );
+        let mut record = ctx.record::<T>("gemm", dims, ctx.machine.threads, ours, work);
         let baseline = ctx.record::<T>(
             "matrixmultiply::gemm",
             dims,
             ctx.machine.matrixmultiply_threads,
             theirs,
-            Work {
-                flops,
-                bytes: None,
-                peak: PeakKind::Fma,
-            },
+            work,
         );
         record.ratio_vs_matrixmultiply = match (record.gflops, baseline.gflops) {
             (Some(ours), Some(theirs)) if theirs > 0.0 => Some(ours / theirs),
@@ -763,7 +771,6 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
 
 /// GEMV (both orientations), GER, row softmax, layer norm and GELU.
 fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(BenchRecord)) {
-    let threads = ctx.machine.threads;
     let size = std::mem::size_of::<T>() as f64;
     let dims: &[usize] = if plan.quick { &[2000] } else { &[2000, 8192] };
     for &d in dims {
@@ -773,7 +780,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
         let dims = Dims::Matrix { m: d, n: d };
         let flops = Some(2.0 * (d * d) as f64);
         // Matrix read once, x read once, y written once (beta = 0 never reads y).
-        let gemv_bytes = Some(((d * d + 2 * d) as f64) * size);
+        let gemv_bytes = ((d * d + 2 * d) as f64) * size;
         for (name, ta) in [("gemv_n", Transpose::No), ("gemv_t", Transpose::Yes)] {
             let timing = ctx.time(|| {
                 benign_kernels::gemv(
@@ -784,17 +791,7 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
                     black_box(&mut y),
                 )
             });
-            emit(ctx.record::<T>(
-                name,
-                dims,
-                threads,
-                timing,
-                Work {
-                    flops,
-                    bytes: gemv_bytes,
-                    peak: PeakKind::Triad,
-                },
-            ));
+            emit(ctx.memory_bound_record::<T>(name, dims, timing, flops, gemv_bytes));
         }
         // A read and written once, x and y read once. A small alpha keeps A bounded over the
         // repetitions.
@@ -808,18 +805,8 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
                 MatMut::new(black_box(&mut a), d, d),
             )
         });
-        let ger_bytes = Some(((2 * d * d + 2 * d) as f64) * size);
-        emit(ctx.record::<T>(
-            "ger",
-            dims,
-            threads,
-            timing,
-            Work {
-                flops,
-                bytes: ger_bytes,
-                peak: PeakKind::Triad,
-            },
-        ));
+        let ger_bytes = ((2 * d * d + 2 * d) as f64) * size;
+        emit(ctx.memory_bound_record::<T>("ger", dims, timing, flops, ger_bytes));
     }
 
     // Softmax: the model's attention rows (many short rows) and one large square.
@@ -833,18 +820,9 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
         let mut y = vec![T::ZERO; rows * cols];
         let timing =
             ctx.time(|| benign_kernels::softmax_rows(cols, black_box(&x), black_box(&mut y)));
-        let bytes = Some(2.0 * (rows * cols) as f64 * size);
-        emit(ctx.record::<T>(
-            "softmax_rows",
-            Dims::Rows { rows, cols },
-            threads,
-            timing,
-            Work {
-                flops: None,
-                bytes,
-                peak: PeakKind::Triad,
-            },
-        ));
+        let bytes = 2.0 * (rows * cols) as f64 * size;
+        let dims = Dims::Rows { rows, cols };
+        emit(ctx.memory_bound_record::<T>("softmax_rows", dims, timing, None, bytes));
     }
 
     // Layer norm and GELU on a batch of activations larger than the last-level cache.
@@ -868,35 +846,17 @@ fn rowwise_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut
             &mut rstd,
         )
     });
-    let bytes = Some((2 * rows * cols + 2 * cols + 2 * rows) as f64 * size);
-    emit(ctx.record::<T>(
-        "layer_norm",
-        Dims::Rows { rows, cols },
-        threads,
-        timing,
-        Work {
-            flops: None,
-            bytes,
-            peak: PeakKind::Triad,
-        },
-    ));
+    let bytes = (2 * rows * cols + 2 * cols + 2 * rows) as f64 * size;
+    let dims = Dims::Rows { rows, cols };
+    emit(ctx.memory_bound_record::<T>("layer_norm", dims, timing, None, bytes));
     let timing = ctx.time(|| benign_kernels::gelu(black_box(&x), black_box(&mut y)));
-    let bytes = Some(2.0 * (rows * cols) as f64 * size);
-    emit(ctx.record::<T>(
-        "gelu",
-        Dims::Rows { rows, cols },
-        threads,
-        timing,
-        Work {
-            flops: None,
-            bytes,
-            peak: PeakKind::Triad,
-        },
-    ));
+    let bytes = 2.0 * (rows * cols) as f64 * size;
+    emit(ctx.memory_bound_record::<T>("gelu", dims, timing, None, bytes));
 }
 
 /// What one call of a measured kernel does: floating-point operations and bytes moved (where
 /// they are the measure), and the machine ceiling its rate is compared with.
+#[derive(Clone, Copy)]
 struct Work {
     flops: Option<f64>,
     bytes: Option<f64>,
@@ -1145,27 +1105,19 @@ pub fn cpu_model() -> String {
 mod tests {
     use super::*;
 
+    /// The library refuses what `--threads` refuses: zero threads, and beyond 1024 nothing
+    /// starts.
     #[test]
-    fn zero_threads_is_invalid_and_names_the_field() {
-        let options = BenchOptions {
-            threads: Some(0),
-            quick: true,
-        };
-        let err = run(&options, |_| {}).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("threads"), "{err}");
-    }
-
-    /// The library refuses what `--threads` refuses: beyond 1024 nothing starts.
-    #[test]
-    fn threads_beyond_the_limit_are_invalid() {
-        let options = BenchOptions {
-            threads: Some(1025),
-            quick: true,
-        };
-        let err = run(&options, |_| panic!("measured on 1025 threads")).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("1..=1024"), "{err}");
+    fn thread_counts_out_of_range_are_invalid() {
+        for (threads, named) in [(0, "threads"), (1025, "1..=1024")] {
+            let options = BenchOptions {
+                threads: Some(threads),
+                quick: true,
+            };
+            let err = run(&options, |_| panic!("measured on {threads} threads")).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(named), "{threads}: {err}");
+        }
     }
 
     #[test]

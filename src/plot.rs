@@ -571,22 +571,36 @@ where
                         style.filled(),
                     )))
                     .map_err(text)?;
-            } else if series.dashed {
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        run.iter().copied(),
-                        8 * scale,
-                        5 * scale,
-                        style,
-                    ))
-                    .map_err(text)?;
             } else {
-                chart
-                    .draw_series(LineSeries::new(run.iter().copied(), style))
-                    .map_err(text)?;
+                let dashes = series.dashed.then_some((8 * scale, 5 * scale));
+                draw_polyline(&mut chart, run, style, dashes)?;
             }
         }
     }
+    Ok(())
+}
+
+/// Draws `points` joined by straight segments: solid, or with `dashes` (dash length, gap) in
+/// pixels.
+fn draw_polyline<'a, DB, X>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, RangedCoordf64>>,
+    points: &[(f64, f64)],
+    style: ShapeStyle,
+    dashes: Option<(u32, u32)>,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+{
+    let points = points.iter().copied();
+    match dashes {
+        Some((dash, gap)) => chart
+            .draw_series(DashedLineSeries::new(points, dash, gap, style))
+            .map_err(text)?,
+        None => chart
+            .draw_series(LineSeries::new(points, style))
+            .map_err(text)?,
+    };
     Ok(())
 }
 
@@ -913,27 +927,9 @@ impl Figure for Heatmap {
             let color = OVERLAY_COLORS[k % OVERLAY_COLORS.len()];
             for line in overlay_polylines(overlay, &x_axis, &y_axis, x_box, y_box) {
                 // A white halo keeps the line visible over any cell colour.
-                chart
-                    .draw_series(LineSeries::new(
-                        line.iter().copied(),
-                        line_style(WHITE, 5 * scale),
-                    ))
-                    .map_err(text)?;
-                let style = line_style(color, 2 * scale);
-                if overlay.dashed {
-                    chart
-                        .draw_series(DashedLineSeries::new(
-                            line.iter().copied(),
-                            9 * scale,
-                            5 * scale,
-                            style,
-                        ))
-                        .map_err(text)?;
-                } else {
-                    chart
-                        .draw_series(LineSeries::new(line.iter().copied(), style))
-                        .map_err(text)?;
-                }
+                draw_polyline(&mut chart, &line, line_style(WHITE, 5 * scale), None)?;
+                let dashes = overlay.dashed.then_some((9 * scale, 5 * scale));
+                draw_polyline(&mut chart, &line, line_style(color, 2 * scale), dashes)?;
             }
         }
 

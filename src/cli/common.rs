@@ -1,7 +1,8 @@
 //! The options every long command takes, declared once and flattened into each: `--threads`
 //! (one meaning everywhere: a count in 1..=1024, every core when not given), `--json` and the
 //! progress options (`--quiet`, `--log-every`, `--log-format`), with the one helper that builds
-//! the thread pool and the one that starts the progress report.
+//! the thread pool, the one that starts the progress report and the one that lays a given option
+//! over a default.
 
 use std::num::NonZeroUsize;
 
@@ -82,6 +83,14 @@ impl ThreadsArg {
             .num_threads(threads)
             .build()
             .map_err(|e| anyhow::anyhow!("cannot start a pool of {threads} threads: {e}"))
+    }
+}
+
+/// Overrides `target` with an option's value when the option was given: how every command
+/// lays its options over the defaults.
+pub fn set_if_given<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
     }
 }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::common::set_if_given;
+
 use benign::synthetic::{
     InitKind, LabelNoise, ModelKind, Precision, Preset, RunConfig, SignalDirections, TrainerKind,
 };
@@ -195,26 +197,16 @@ pub struct TrainingArgs {
 impl TrainingArgs {
     /// Overrides the configuration's training settings with the options given.
     pub fn apply(&self, mut config: RunConfig) -> RunConfig {
-        if let Some(v) = self.lr {
-            config.lr = v;
-        }
-        if let Some(v) = self.steps {
-            config.steps = v;
-        }
-        if let Some(v) = self.eval_every {
-            config.eval_every = v;
-        }
-        if let Some(v) = self.trainer {
-            config.trainer = v;
-        }
+        set_if_given(&mut config.lr, self.lr);
+        set_if_given(&mut config.steps, self.steps);
+        set_if_given(&mut config.eval_every, self.eval_every);
+        set_if_given(&mut config.trainer, self.trainer);
         if let Some(v) = self.model {
             config.set_model(v);
         }
-        if let Some(v) = self.precision {
-            config.precision = v;
-        }
-        if let Some(v) = self.mlp_dim {
-            config.mlp_dim = Some(v);
+        set_if_given(&mut config.precision, self.precision);
+        if self.mlp_dim.is_some() {
+            config.mlp_dim = self.mlp_dim;
         }
         if self.no_skip {
             config.no_skip = true;

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use benign::classifier::pretrain::{self, PretrainResult, PretrainSpec, TokenizerSpec};
+use benign::classifier::pretrain::{self, PretrainResult, PretrainSpec};
 use benign::classifier::Schedule;
 use benign::finetune::{self, report, Event, FinetuneConfig, FinetuneOptions, Plan};
 use benign::realdata::DatasetName;
 use benign::Error;
 
-use super::common::CommonArgs;
-use super::pretrain::CheckpointArgs;
+use super::common::{set_if_given, CommonArgs};
+use super::pretrain::{apply_tokenizer_options, check_data_dir, clip_bound, CheckpointArgs};
 use super::progress::Field;
 
 #[derive(Args)]
@@ -151,40 +151,22 @@ pub fn parse_eta_grid(text: &str) -> Result<Vec<f64>, Error> {
 /// The configuration of both phases: defaults with the options applied.
 pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
     let mut config = FinetuneConfig::for_dataset(args.dataset);
-    if let Some(e) = args.epochs {
-        config.phase2.epochs = e;
-    }
-    if let Some(lr) = args.lr {
-        config.phase2.lr = lr;
-    }
-    if let Some(schedule) = args.schedule {
-        config.phase2.schedule = schedule;
-    }
+    set_if_given(&mut config.phase2.epochs, args.epochs);
+    set_if_given(&mut config.phase2.lr, args.lr);
+    set_if_given(&mut config.phase2.schedule, args.schedule);
     if args.last_heads.is_some() {
         config.last_heads = args.last_heads;
     }
-    if let Some(s) = args.score_scale {
-        config.score_scale = s;
-    }
+    set_if_given(&mut config.score_scale, args.score_scale);
     if args.last_qk_dim.is_some() {
         config.last_qk_dim = args.last_qk_dim;
     }
-    if let Some(e) = args.phase1_epochs {
-        config.phase1.epochs = e;
-    }
-    if let Some(lr) = args.phase1_lr {
-        config.phase1.lr = lr;
-    }
+    set_if_given(&mut config.phase1.epochs, args.phase1_epochs);
+    set_if_given(&mut config.phase1.lr, args.phase1_lr);
     for phase in [&mut config.phase1, &mut config.phase2] {
-        if let Some(b) = args.batch_size {
-            phase.batch_size = b;
-        }
-        if let Some(c) = args.clip_norm {
-            phase.clip_norm = (c != 0.0).then_some(c);
-        }
-        if let Some(wd) = args.weight_decay {
-            phase.weight_decay = wd;
-        }
+        set_if_given(&mut phase.batch_size, args.batch_size);
+        set_if_given(&mut phase.clip_norm, args.clip_norm.map(clip_bound));
+        set_if_given(&mut phase.weight_decay, args.weight_decay);
     }
     config.reinit = !args.no_reinit;
     if let Some(text) = &args.test_examples {
@@ -199,9 +181,7 @@ pub fn config_from(args: &FinetuneArgs) -> anyhow::Result<FinetuneConfig> {
             })?)
         };
     }
-    if let Some(e) = args.eval_every {
-        config.eval_every = e;
-    }
+    set_if_given(&mut config.eval_every, args.eval_every);
     config.validate()?;
     Ok(config)
 }
@@ -236,17 +216,7 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
         seeds: args.seeds,
     };
     plan.validate()?;
-    if !args.data_dir.is_dir() {
-        return Err(Error::invalid(
-            "data-dir",
-            format!(
-                "{} does not exist or is not a directory (expected one folder per dataset, e.g. {}/mnist)",
-                args.data_dir.display(),
-                args.data_dir.display()
-            ),
-        )
-        .into());
-    }
+    check_data_dir(&args.data_dir)?;
     let checkpoints = args.checkpoints.checkpoints.clone();
     refuse_old_pretrain_folder(&spec, &checkpoints, &args.out)?;
     let options = FinetuneOptions {
@@ -345,30 +315,12 @@ pub fn execute(args: FinetuneArgs) -> anyhow::Result<i32> {
 /// `--layers`: the same settings give the same checkpoint key), each refused on the wrong kind
 /// of dataset or at 0.
 fn apply_pretrain_model_options(spec: &mut PretrainSpec, args: &FinetuneArgs) -> Result<(), Error> {
-    match &mut spec.tokenizer {
-        TokenizerSpec::Patches { patch } => {
-            if let Some(p) = args.pretrain_patch {
-                *patch = p;
-            }
-            if args.pretrain_max_len.is_some() {
-                return Err(Error::invalid(
-                    "pretrain-max-len",
-                    "applies to text datasets only",
-                ));
-            }
-        }
-        TokenizerSpec::Words { max_len, .. } => {
-            if let Some(m) = args.pretrain_max_len {
-                *max_len = m;
-            }
-            if args.pretrain_patch.is_some() {
-                return Err(Error::invalid(
-                    "pretrain-patch",
-                    "applies to image datasets only",
-                ));
-            }
-        }
-    }
+    apply_tokenizer_options(
+        &mut spec.tokenizer,
+        args.pretrain_patch,
+        args.pretrain_max_len,
+        "pretrain-",
+    )?;
     if let Some(dim) = args.pretrain_dim {
         if dim == 0 || !dim.is_multiple_of(spec.model.heads) {
             return Err(Error::invalid(

@@ -2,7 +2,7 @@
 //! `benign::classifier::pretrain`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -12,7 +12,7 @@ use benign::classifier::pretrain::{
 use benign::classifier::Schedule;
 use benign::realdata::DatasetName;
 
-use super::common::CommonArgs;
+use super::common::{set_if_given, CommonArgs};
 use super::progress::Field;
 
 /// The checkpoint folder, declared once and flattened into `benign pretrain` and `benign
@@ -24,6 +24,22 @@ pub struct CheckpointArgs {
     /// reuses a finished one of the same settings.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CHECKPOINTS_DIR)]
     pub checkpoints: PathBuf,
+}
+
+/// Refuses a `--data-dir` that is not a folder, before any work starts (`benign pretrain` and
+/// `benign finetune`).
+pub fn check_data_dir(data_dir: &Path) -> Result<(), benign::Error> {
+    if data_dir.is_dir() {
+        return Ok(());
+    }
+    Err(benign::Error::invalid(
+        "data-dir",
+        format!(
+            "{} does not exist or is not a directory (expected one folder per dataset, e.g. {}/mnist)",
+            data_dir.display(),
+            data_dir.display()
+        ),
+    ))
 }
 
 #[derive(Args)]
@@ -92,6 +108,34 @@ pub struct PretrainArgs {
     pub common: CommonArgs,
 }
 
+/// Sets the patch side (image datasets) or the sentence length (text datasets) of a tokenizer;
+/// the option that does not apply to its kind of data is refused, named with `prefix` (`""` in
+/// `benign pretrain`, `"pretrain-"` in `benign finetune`).
+pub fn apply_tokenizer_options(
+    tokenizer: &mut TokenizerSpec,
+    patch: Option<usize>,
+    max_len: Option<usize>,
+    prefix: &str,
+) -> Result<(), benign::Error> {
+    let (value, target, other, other_name, data) = match tokenizer {
+        TokenizerSpec::Patches { patch: side } => (patch, side, max_len, "max-len", "text"),
+        TokenizerSpec::Words { max_len: len, .. } => (max_len, len, patch, "patch", "image"),
+    };
+    set_if_given(target, value);
+    if other.is_some() {
+        return Err(benign::Error::invalid(
+            format!("{prefix}{other_name}"),
+            format!("applies to {data} datasets only"),
+        ));
+    }
+    Ok(())
+}
+
+/// `--clip-norm` as the bound it sets: 0 means no clipping.
+pub fn clip_bound(clip_norm: f64) -> Option<f64> {
+    (clip_norm != 0.0).then_some(clip_norm)
+}
+
 /// The run's spec: the dataset's defaults with the given options applied.
 pub fn spec_from(args: &PretrainArgs) -> anyhow::Result<PretrainSpec> {
     if args.out.is_some() {
@@ -107,64 +151,24 @@ pub fn spec_from(args: &PretrainArgs) -> anyhow::Result<PretrainSpec> {
     } else if let Some(n) = args.subset {
         spec.subset = Some(n);
     }
-    let set = |target: &mut usize, value: Option<usize>| {
-        if let Some(v) = value {
-            *target = v;
-        }
-    };
-    set(&mut spec.train.epochs, args.epochs);
-    set(&mut spec.model.layers, args.layers);
-    set(&mut spec.model.heads, args.heads);
-    set(&mut spec.model.dim, args.dim);
-    set(&mut spec.model.mlp_dim, args.mlp_dim);
-    set(&mut spec.train.batch_size, args.batch_size);
-    match &mut spec.tokenizer {
-        TokenizerSpec::Patches { patch } => {
-            set(patch, args.patch);
-            if args.max_len.is_some() {
-                return Err(
-                    benign::Error::invalid("max-len", "applies to text datasets only").into(),
-                );
-            }
-        }
-        TokenizerSpec::Words { max_len, .. } => {
-            set(max_len, args.max_len);
-            if args.patch.is_some() {
-                return Err(
-                    benign::Error::invalid("patch", "applies to image datasets only").into(),
-                );
-            }
-        }
-    }
-    if let Some(lr) = args.lr {
-        spec.train.lr = lr;
-    }
-    if let Some(wd) = args.weight_decay {
-        spec.train.weight_decay = wd;
-    }
-    if let Some(s) = args.schedule {
-        spec.train.schedule = s;
-    }
-    if let Some(c) = args.clip_norm {
-        spec.train.clip_norm = (c != 0.0).then_some(c);
-    }
+    set_if_given(&mut spec.train.epochs, args.epochs);
+    set_if_given(&mut spec.model.layers, args.layers);
+    set_if_given(&mut spec.model.heads, args.heads);
+    set_if_given(&mut spec.model.dim, args.dim);
+    set_if_given(&mut spec.model.mlp_dim, args.mlp_dim);
+    set_if_given(&mut spec.train.batch_size, args.batch_size);
+    apply_tokenizer_options(&mut spec.tokenizer, args.patch, args.max_len, "")?;
+    set_if_given(&mut spec.train.lr, args.lr);
+    set_if_given(&mut spec.train.weight_decay, args.weight_decay);
+    set_if_given(&mut spec.train.schedule, args.schedule);
+    set_if_given(&mut spec.train.clip_norm, args.clip_norm.map(clip_bound));
     spec.validate()?;
     Ok(spec)
 }
 
 pub fn execute(args: PretrainArgs) -> anyhow::Result<i32> {
     let spec = spec_from(&args)?;
-    if !args.data_dir.is_dir() {
-        return Err(benign::Error::invalid(
-            "data-dir",
-            format!(
-                "{} does not exist or is not a directory (expected one folder per dataset, e.g. {}/mnist)",
-                args.data_dir.display(),
-                args.data_dir.display()
-            ),
-        )
-        .into());
-    }
+    check_data_dir(&args.data_dir)?;
     let options = PretrainOptions {
         data_dir: args.data_dir.clone(),
         out: args.checkpoints.checkpoints.clone(),

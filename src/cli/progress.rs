@@ -310,25 +310,19 @@ impl Reporter {
                 }
                 line
             }
-            LogFormat::Json => {
-                let mut object = Map::new();
-                object.insert("time".into(), Value::from(now_stamp()));
-                object.insert("command".into(), Value::from(command));
-                object.insert("event".into(), Value::from(event));
-                object.insert("done".into(), Value::from(state.done));
-                object.insert("total".into(), Value::from(state.total));
-                object.insert("unit".into(), Value::from(unit));
-                object.insert("elapsed_seconds".into(), json_float(elapsed));
-                object.insert(
-                    "rate_per_second".into(),
-                    rate.map_or(Value::Null, json_float),
-                );
-                object.insert("eta_seconds".into(), eta.map_or(Value::Null, json_float));
-                for (key, field) in &state.fields {
-                    object.insert((*key).into(), field.json());
-                }
-                Value::Object(object).to_string()
-            }
+            LogFormat::Json => json_line(
+                command,
+                event,
+                [
+                    ("done", Value::from(state.done)),
+                    ("total", Value::from(state.total)),
+                    ("unit", Value::from(unit)),
+                    ("elapsed_seconds", json_float(elapsed)),
+                    ("rate_per_second", rate.map_or(Value::Null, json_float)),
+                    ("eta_seconds", eta.map_or(Value::Null, json_float)),
+                ],
+                &state.fields,
+            ),
         }
     }
 }
@@ -395,18 +389,28 @@ fn message_line(
             }
             line
         }
-        LogFormat::Json => {
-            let mut object = Map::new();
-            object.insert("time".into(), Value::from(now_stamp()));
-            object.insert("command".into(), Value::from(command));
-            object.insert("event".into(), Value::from(event));
-            object.insert("message".into(), Value::from(message));
-            for (key, field) in fields {
-                object.insert((*key).into(), field.json());
-            }
-            Value::Object(object).to_string()
-        }
+        LogFormat::Json => json_line(command, event, [("message", Value::from(message))], fields),
     }
+}
+
+/// One JSON log line: the time, the command and the event, then `entries`, then `fields`.
+fn json_line<const N: usize>(
+    command: &str,
+    event: &str,
+    entries: [(&str, Value); N],
+    fields: &[(&'static str, Field)],
+) -> String {
+    let mut object = Map::new();
+    object.insert("time".into(), Value::from(now_stamp()));
+    object.insert("command".into(), Value::from(command));
+    object.insert("event".into(), Value::from(event));
+    for (key, value) in entries {
+        object.insert(key.into(), value);
+    }
+    for (key, field) in fields {
+        object.insert((*key).into(), field.json());
+    }
+    Value::Object(object).to_string()
 }
 
 /// Routes the library's `log` records: warnings always (above the bar, or as lines), phase

@@ -304,14 +304,6 @@ fn execute_merge(args: MergeArgs) -> anyhow::Result<i32> {
         report.out_dir.display(),
         outputs.figures.len()
     );
-    let list = |ids: &[String]| {
-        let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
-        format!(
-            "{}{}",
-            shown.join(" "),
-            if ids.len() > 10 { " ..." } else { "" }
-        )
-    };
     if !report.missing.is_empty() {
         let _ = writeln!(stdout, "missing {} runs:", report.missing.len());
         for run in &report.missing {
@@ -336,21 +328,21 @@ fn execute_merge(args: MergeArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    if !report.duplicated.is_empty() {
-        let _ = writeln!(
-            stdout,
-            "duplicated {} runs (kept once): {}",
-            report.duplicated.len(),
-            list(&report.duplicated)
-        );
-    }
-    if !report.unexpected.is_empty() {
-        let _ = writeln!(
-            stdout,
-            "dropped {} records not in the sweep: {}",
-            report.unexpected.len(),
-            list(&report.unexpected)
-        );
+    // Each non-empty list of ids on one line: what happened to them, their count, the first ten.
+    for (verb, ids, what) in [
+        ("duplicated", &report.duplicated, "runs (kept once)"),
+        ("dropped", &report.unexpected, "records not in the sweep"),
+    ] {
+        if !ids.is_empty() {
+            let shown: Vec<&str> = ids.iter().take(10).map(String::as_str).collect();
+            let more = if ids.len() > 10 { " ..." } else { "" };
+            let _ = writeln!(
+                stdout,
+                "{verb} {} {what}: {}{more}",
+                ids.len(),
+                shown.join(" ")
+            );
+        }
     }
     Ok(if report.missing.is_empty() { 0 } else { 1 })
 }

@@ -251,13 +251,7 @@ fn item_value(param: &Parameter, text: &str) -> Result<Value> {
 /// on the grid (within 1e-9 of a step), `floor(...) + 1` otherwise; values are `start + i step`
 /// rounded to the decimals written in `start` and `step`, so `0:0.3:0.1` gives 0, 0.1, 0.2, 0.3.
 fn expand_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() != 3 {
-        return Err(Error::invalid(
-            param.field,
-            format!("`{text}`: a range is start:stop:step"),
-        ));
-    }
+    let parts: [&str; 3] = range_parts(param, text, "a range is start:stop:step")?;
     let (start, stop, step) = (
         parse_number(param.field, parts[0])?,
         parse_number(param.field, parts[1])?,
@@ -304,6 +298,19 @@ fn expand_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// The `N` colon-separated parts of a range; any other count is refused with `form`, the
+/// syntax the range should have had.
+fn range_parts<'t, const N: usize>(
+    param: &Parameter,
+    text: &'t str,
+    form: &str,
+) -> Result<[&'t str; N]> {
+    let parts: Vec<&str> = text.split(':').collect();
+    parts
+        .try_into()
+        .map_err(|_| Error::invalid(param.field, format!("`{text}`: {form}")))
+}
+
 /// `start:stop:step` as real numbers by the rule of a sweep's axes (`expand_range`), for the
 /// ranges of options outside a sweep (`benign finetune --eta-grid`); errors name `option`.
 pub fn parse_real_range(option: &'static str, text: &str) -> Result<Vec<f64>> {
@@ -324,13 +331,7 @@ pub fn parse_real_range(option: &'static str, text: &str) -> Result<Vec<f64>> {
 /// parameters (where two would round alike the axis is refused: fewer values were asked for
 /// than given).
 fn expand_log_range(param: &Parameter, text: &str) -> Result<Vec<Value>> {
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() != 4 {
-        return Err(Error::invalid(
-            param.field,
-            format!("`{text}`: a log range is log:start:stop:count"),
-        ));
-    }
+    let parts: [&str; 4] = range_parts(param, text, "a log range is log:start:stop:count")?;
     let (start, stop) = (
         parse_number(param.field, parts[1])?,
         parse_number(param.field, parts[2])?,

@@ -218,7 +218,8 @@ fn json_text(v: &Value) -> String {
 
 /// Writes the flat table atomically: one row per record, axis columns first.
 pub fn write_csv(path: &Path, spec: &SweepSpec, records: &[RunRecord]) -> Result<()> {
-    // Axes whose parameter is not among the fixed configuration columns below.
+    // The configuration columns every table has, after the axes (the row below writes them in
+    // this order); an axis over one of them is not repeated.
     const FIXED: [&str; 10] = [
         "samples",
         "tokens",
@@ -241,17 +242,8 @@ pub fn write_csv(path: &Path, spec: &SweepSpec, records: &[RunRecord]) -> Result
         let mut out = csv::Writer::from_writer(w);
         let mut header = vec!["index", "run_id", "seed_index", "seed"];
         header.extend(axes.iter().copied());
+        header.extend(FIXED);
         header.extend([
-            "samples",
-            "tokens",
-            "dim",
-            "signal_norm",
-            "rho",
-            "eta",
-            "sigma",
-            "lr",
-            "steps",
-            "test_size",
             "snr",
             "predicted_regime",
             "observed_regime",
