@@ -165,11 +165,19 @@ pub fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
 
 /// Runs `gemm::<T>` with the case's kernel variant and GEMM path in the current rayon pool.
 pub fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
+    run_entry(case, ops, gemm::<T>)
+}
+
+/// A product entry with `gemm`'s signature (`gemm` itself, or `matmul`).
+pub type Entry<T> = fn(T, MatRef<'_, T>, MatRef<'_, T>, T, MatMut<'_, T>);
+
+/// Runs `entry` on the case as [`run`] runs `gemm`.
+pub fn run_entry<T: Float>(case: &Case, ops: &Operands, entry: Entry<T>) -> Vec<T> {
     let mut c = to_type::<T>(&ops.c);
     let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
     with_gemm_path(case.path, || {
         with_kernel_variant(case.kernel, || {
-            gemm(
+            entry(
                 T::from_f64(case.alpha),
                 MatRef::op_with_ld(case.ta, &a, case.m, case.k, ops.lda),
                 MatRef::op_with_ld(case.tb, &b, case.k, case.n, ops.ldb),
