@@ -83,7 +83,7 @@ use crate::{Float, MatMut, MatRef};
 pub use kernel::{Avx512, Blocking, GemmKernel, Portable};
 use kernel::{Kernel, MAX_TILE};
 #[doc(hidden)]
-pub use microkernel::{microkernel, prefetch_tile, write_back, Lanes, Tile, MR, NR_VECTORS};
+pub use microkernel::{microkernel, prefetch_tile, tile_cols, write_back, Tile, MR, NR_VECTORS};
 use pack::{pack_a, pack_b};
 
 pub use direct::{
