@@ -26,6 +26,8 @@ pub mod activation;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx512;
+#[cfg(feature = "baseline")]
+pub mod baseline;
 pub mod float;
 pub mod gemm;
 pub mod level1;
