@@ -478,24 +478,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tile_wide_full_and_partial_tiles() {
-        check_tile_fn::<f32, Portable>();
-        check_tile_fn::<f64, Portable>();
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn tile_avx512_full_and_partial_tiles() {
-        use super::super::avx512;
-        if !avx512::detected() {
-            eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
-            return;
-        }
-        check_tile_fn::<f32, Avx512>();
-        check_tile_fn::<f64, Avx512>();
-    }
-
     /// A strided tile function (A read in place, row-major or transposed, inside a wider
     /// matrix) against the packed tile function on the same values: bitwise equal, full and
     /// partial column counts, `beta` 0 (C holds NaN), 1 and another value.
@@ -573,21 +555,27 @@ mod tests {
         }
     }
 
+    /// Both tile functions of kernel `K`, both element types: full and partial tiles, and the
+    /// strided tile bit for bit against the packed one.
+    fn check_kernel<K: GemmKernel<f32> + GemmKernel<f64>>() {
+        check_tile_fn::<f32, K>();
+        check_tile_fn::<f64, K>();
+        check_strided_tile_fn::<f32, K>();
+        check_strided_tile_fn::<f64, K>();
+    }
+
     #[test]
-    fn strided_wide_tiles_equal_packed_tiles_bitwise() {
-        check_strided_tile_fn::<f32, Portable>();
-        check_strided_tile_fn::<f64, Portable>();
+    fn wide_tiles_full_partial_and_strided() {
+        check_kernel::<Portable>();
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn strided_avx512_tiles_equal_packed_tiles_bitwise() {
-        use super::super::avx512;
-        if !avx512::detected() {
+    fn avx512_tiles_full_partial_and_strided() {
+        if !super::super::avx512::detected() {
             eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
             return;
         }
-        check_strided_tile_fn::<f32, Avx512>();
-        check_strided_tile_fn::<f64, Avx512>();
+        check_kernel::<Avx512>();
     }
 }

@@ -46,6 +46,22 @@ pub fn kernel_variants() -> Vec<KernelVariant> {
     variants
 }
 
+/// `#[test]` functions that each run a check once per kernel variant this CPU has
+/// ([`kernel_variants`]): `name => check::<T>(args);` calls `check::<T>(kernel, args)`.
+#[allow(unused_macros)] // not every test crate including this module has per-variant tests
+macro_rules! tests_per_kernel_variant {
+    ($($name:ident => $check:ident::<$t:ty>($($arg:expr),*);)*) => {$(
+        #[test]
+        fn $name() {
+            for kernel in crate::common::kernel_variants() {
+                $check::<$t>(kernel $(, $arg)*);
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use tests_per_kernel_variant;
+
 pub const TRANSPOSES: [(Transpose, Transpose); 4] = [
     (Transpose::No, Transpose::No),
     (Transpose::No, Transpose::Yes),
@@ -243,6 +259,19 @@ pub fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
                 expected[index]
             );
         }
+    }
+}
+
+/// Panics unless `parallel` holds the same bits as `serial` (NaN matching NaN): the same case
+/// run on more threads.
+pub fn assert_bitwise_equal<T: Float>(serial: &[T], parallel: &[T], case: &Case) {
+    assert_eq!(serial.len(), parallel.len());
+    for (index, (s, p)) in serial.iter().zip(parallel).enumerate() {
+        assert!(
+            s.to_f64().to_bits() == p.to_f64().to_bits() || (s.is_nan() && p.is_nan()),
+            "{case:?} {}: element {index} differs between 1 thread ({s}) and more ({p})",
+            T::NAME
+        );
     }
 }
 
