@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use benign_kernels::probe::matrixmultiply_gemm;
+use benign_kernels::baseline::matrixmultiply_gemm;
 use benign_kernels::{Float, MatMut, MatRef, Transpose};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

@@ -24,10 +24,10 @@
 
 use std::time::Duration;
 
+use benign_kernels::baseline::matrixmultiply_gemm;
 use benign_kernels::gemm::{
     kernel_variant, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant,
 };
-use benign_kernels::probe::matrixmultiply_gemm;
 use benign_kernels::{gemm, Float, MatMut, MatRef, Transpose};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};

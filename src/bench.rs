@@ -57,7 +57,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use benign_kernels::gemm::KernelVariant;
-use benign_kernels::probe;
+use benign_kernels::{baseline, probe};
 use benign_kernels::{Float, MatMut, MatRef, Transpose};
 use serde::{Deserialize, Serialize};
 
@@ -583,7 +583,7 @@ fn gemm_kernel_is_avx512(machine: &MachineFigures) -> bool {
 
 impl Element for f32 {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-        probe::matrixmultiply_sgemm(m, n, k, a, b, c);
+        baseline::matrixmultiply_sgemm(m, n, k, a, b, c);
     }
     fn peak_per_core(machine: &MachineFigures) -> f64 {
         machine.gemm_peak_f32_gflops_per_core
@@ -598,7 +598,7 @@ impl Element for f32 {
 
 impl Element for f64 {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-        probe::matrixmultiply_dgemm(m, n, k, a, b, c);
+        baseline::matrixmultiply_dgemm(m, n, k, a, b, c);
     }
     fn peak_per_core(machine: &MachineFigures) -> f64 {
         machine.gemm_peak_f64_gflops_per_core

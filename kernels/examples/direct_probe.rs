@@ -12,8 +12,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use benign_kernels::baseline::matrixmultiply_gemm;
 use benign_kernels::gemm::{with_gemm_path, GemmPath};
-use benign_kernels::probe::matrixmultiply_gemm;
 use benign_kernels::{gemm, MatMut, MatRef, Transpose};
 
 fn parse(spec: &str) -> (usize, usize, usize, Transpose, Transpose) {

@@ -28,10 +28,10 @@
 
 use rayon::prelude::*;
 
-use crate::attention::{Lanes, Wide};
+use crate::attention::{AttentionVector, Wide};
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::{current_variant, KernelVariant};
-use crate::simd::{cast, cast_mut, normal_cdf_and_pdf, precision, Precision, Simd};
+use crate::simd::{cast, cast_mut, normal_cdf_and_pdf, precision, Precision, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
 
@@ -193,7 +193,7 @@ fn gelu_f32(wide512: bool, pass: GeluPass) {
 
 /// Run one f32 pass with vectors `V` (inlined into the AVX-512 entry point for `F32x16`).
 #[inline(always)]
-pub(crate) fn run_gelu_pass<V: Lanes<E = f32>>(pass: GeluPass) {
+pub(crate) fn run_gelu_pass<V: AttentionVector<Scalar = f32>>(pass: GeluPass) {
     // The closures are inlined so that, in the AVX-512 entry point, they are compiled with its
     // target features too (an outlined closure would call every intrinsic out of line).
     match pass {
@@ -223,27 +223,27 @@ pub(crate) fn run_gelu_pass<V: Lanes<E = f32>>(pass: GeluPass) {
 
 /// `(gelu(x), gelu'(x))` lane-wise in f32 (module documentation).
 #[inline(always)]
-fn gelu_f32_vector<V: Lanes<E = f32>>(x: V) -> (V, V) {
+fn gelu_f32_vector<V: AttentionVector<Scalar = f32>>(x: V) -> (V, V) {
     let zero = V::splat(0.0);
     let ax = x.abs();
     // x^2 / 2 = h + l exactly.
     let half_x = x.mul(V::splat(0.5));
     let h = half_x.mul(x);
-    let l = V::fma(half_x, x, zero.sub(h));
+    let l = V::mul_add(half_x, x, zero.sub(h));
     let e_h = zero.sub(h).exp_nonpositive();
-    let e = V::fma(e_h, zero.sub(l), e_h);
+    let e = V::mul_add(e_h, zero.sub(l), e_h);
     let z = ax.mul(V::splat(std::f32::consts::FRAC_1_SQRT_2));
     let r = V::splat(1.0).div(V::splat(2.0).add(z));
-    let u = V::fma(V::splat(4.0), r, V::splat(-1.0));
+    let u = V::mul_add(V::splat(4.0), r, V::splat(-1.0));
     let mut g = V::splat(ERFCX_POLY[12]);
     for &c in ERFCX_POLY[..12].iter().rev() {
-        g = V::fma(g, u, V::splat(c));
+        g = V::mul_add(g, u, V::splat(c));
     }
     // q = Phi(-|x|) = erfc(z) / 2 = r G e^(-z^2).
     let q = g.mul(r).mul(e);
-    let mut value = V::fma(zero.sub(ax), q, x.max(zero));
+    let mut value = V::mul_add(zero.sub(ax), q, x.max(zero));
     let cdf = x.where_negative(q, V::splat(1.0).sub(q));
-    let mut slope = V::fma(x, e.mul(V::splat(FRAC_1_SQRT_2PI as f32)), cdf);
+    let mut slope = V::mul_add(x, e.mul(V::splat(FRAC_1_SQRT_2PI as f32)), cdf);
     if !ax.all_below(F32_NEAR) {
         let l = V::LANES;
         let (mut xs, mut values, mut slopes) = ([0.0f32; 16], [0.0f32; 16], [0.0f32; 16]);
@@ -271,10 +271,10 @@ fn gelu_f32_far_lanes(x: &[f32], value: &mut [f32], slope: &mut [f32]) {
 
 /// `(gelu(x), gelu'(x))` for one f64 value, through the f64 vector formula.
 fn gelu_f64_lane(x: f64) -> (f64, f64) {
-    let (value, slope) = gelu_f64_vector(<f64 as Simd>::splat(x));
+    let (value, slope) = gelu_f64_vector(<f64 as Simd>::V::splat(x));
     let (mut v, mut s) = ([0.0; 4], [0.0; 4]);
-    <f64 as Simd>::store(value, &mut v);
-    <f64 as Simd>::store(slope, &mut s);
+    value.store(&mut v);
+    slope.store(&mut s);
     (v[0], s[0])
 }
 
@@ -282,14 +282,14 @@ fn gelu_f64_lane(x: f64) -> (f64, f64) {
 #[inline(always)]
 fn gelu_f64_vector(x: <f64 as Simd>::V) -> (<f64 as Simd>::V, <f64 as Simd>::V) {
     let (cdf, pdf) = normal_cdf_and_pdf::<f64>(x);
-    (x * cdf, <f64 as Simd>::fma(x, pdf, cdf))
+    (x * cdf, x.mul_add(pdf, cdf))
 }
 
 /// `outputs = f(inputs)` vector by vector; the tail runs on zero-padded vectors.
 #[inline(always)]
-fn map_vectors<V: Lanes, const K: usize, const M: usize>(
-    inputs: [&[V::E]; K],
-    mut outputs: [&mut [V::E]; M],
+fn map_vectors<V: AttentionVector, const K: usize, const M: usize>(
+    inputs: [&[V::Scalar]; K],
+    mut outputs: [&mut [V::Scalar]; M],
     f: impl Fn([V; K]) -> [V; M],
 ) {
     let l = V::LANES;
@@ -317,12 +317,12 @@ fn map_vectors<V: Lanes, const K: usize, const M: usize>(
     let tail = len - full;
     if tail > 0 {
         let result = f(std::array::from_fn(|i| {
-            let mut buf = [V::E::ZERO; 16];
+            let mut buf = [V::Scalar::ZERO; 16];
             buf[..tail].copy_from_slice(&inputs[i][full..]);
             V::load(&buf[..l])
         }));
         for (out, v) in outputs.iter_mut().zip(result) {
-            let mut buf = [V::E::ZERO; 16];
+            let mut buf = [V::Scalar::ZERO; 16];
             v.store(&mut buf[..l]);
             out[full..].copy_from_slice(&buf[..tail]);
         }

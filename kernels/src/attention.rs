@@ -34,7 +34,7 @@
 //! are scaled, masked and normalized while they sit in L1; padding keys have score `-inf`, hence
 //! probability exactly 0, so they add nothing to any product.
 //!
-//! The code is written once over `Lanes`: `wide`'s 256-bit vectors (f32 and f64, any target)
+//! The code is written once over `AttentionVector`: `wide`'s 256-bit vectors (f32 and f64, any target)
 //! and, for f32 on CPUs with AVX-512F, 512-bit ones (`attention_avx512.rs`), chosen like the
 //! GEMM kernels ([`crate::gemm::KernelVariant`], `BENIGN_GEMM_KERNEL`).
 //!
@@ -53,46 +53,35 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::{current_variant, KernelVariant};
-use crate::simd::{cast, cast_mut, precision, same, Precision, Simd};
+use crate::simd::{cast, cast_mut, precision, same, Precision, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
 
-/// The vector operations the attention kernels are written with, for one element type `E` and
+/// What the attention kernels need of a vector beyond [`SimdVector`], for one element type and
 /// width: `wide`'s 256-bit vectors ([`Wide`]) everywhere, and 512-bit ones on AVX-512 CPUs
 /// (`attention_avx512`).
-pub(crate) trait Lanes: Copy {
-    type E: Float;
-    /// Elements per vector, at most 16.
-    const LANES: usize;
-    fn splat(v: Self::E) -> Self;
-    /// Load exactly `LANES` elements.
-    fn load(s: &[Self::E]) -> Self;
-    /// Store exactly `LANES` elements.
-    fn store(self, s: &mut [Self::E]);
-    /// `a * b + c`, fused.
-    fn fma(a: Self, b: Self, c: Self) -> Self;
-    fn add(self, other: Self) -> Self;
-    fn sub(self, other: Self) -> Self;
-    fn mul(self, other: Self) -> Self;
-    fn div(self, other: Self) -> Self;
+pub(crate) trait AttentionVector: SimdVector {
     /// Lane-wise `|x|`.
     fn abs(self) -> Self;
     /// Lane-wise `if self < 0 { negative } else { otherwise }` (NaN lanes take `otherwise`).
     fn where_negative(self, negative: Self, otherwise: Self) -> Self;
     /// Whether every lane is below `limit` (false when a lane is NaN).
-    fn all_below(self, limit: Self::E) -> bool;
+    fn all_below(self, limit: Self::Scalar) -> bool;
     /// Lane-wise maximum (either operand when one is NaN).
     fn max(self, other: Self) -> Self;
     /// Largest lane.
-    fn hmax(self) -> Self::E;
-    /// Sum of the lanes, in a fixed order.
-    fn hsum(self) -> Self::E;
+    fn hmax(self) -> Self::Scalar;
     /// `e^x` for `x <= 0`: about 1 ulp down to the smallest normal result, 0 below that and
     /// for `-inf` (what a softmax over max-subtracted scores needs).
     fn exp_nonpositive(self) -> Self;
     /// `out[t ldo + j] = x[j ld + t]` for `j, t < LANES` (one block transposed), or `false`
     /// without touching `out` when this vector type has no fast transpose.
-    fn transpose_block(_x: &[Self::E], _ld: usize, _out: &mut [Self::E], _ldo: usize) -> bool {
+    fn transpose_block(
+        _x: &[Self::Scalar],
+        _ld: usize,
+        _out: &mut [Self::Scalar],
+        _ldo: usize,
+    ) -> bool {
         false
     }
 
@@ -100,83 +89,88 @@ pub(crate) trait Lanes: Copy {
     /// with them.
     fn forward_sample(
         panels: &Panels<Self>,
-        scale: Self::E,
-        qkv: &[Self::E],
+        scale: Self::Scalar,
+        qkv: &[Self::Scalar],
         real_keys: Option<&[bool]>,
-        probs: &mut [Self::E],
-        context: &mut [Self::E],
-        ws: &mut Workspace<Self::E>,
+        probs: &mut [Self::Scalar],
+        context: &mut [Self::Scalar],
+        ws: &mut Workspace<Self::Scalar>,
     ) {
         forward_sample(panels, scale, qkv, real_keys, probs, context, ws)
     }
 
-    /// One sample's backward (see [`Lanes::forward_sample`]).
+    /// One sample's backward (see [`AttentionVector::forward_sample`]).
     #[allow(clippy::too_many_arguments)]
     fn backward_sample(
         panels: &Panels<Self>,
-        scale: Self::E,
-        qkv: &[Self::E],
-        probs: &[Self::E],
-        dcontext: &[Self::E],
-        beta: Self::E,
-        dqkv: &mut [Self::E],
-        ws: &mut Workspace<Self::E>,
+        scale: Self::Scalar,
+        qkv: &[Self::Scalar],
+        probs: &[Self::Scalar],
+        dcontext: &[Self::Scalar],
+        beta: Self::Scalar,
+        dqkv: &mut [Self::Scalar],
+        ws: &mut Workspace<Self::Scalar>,
     ) {
         backward_sample(panels, scale, qkv, probs, dcontext, beta, dqkv, ws)
     }
 }
 
-/// `wide`'s vectors: `f32x8` / `f64x4` (AVX2 + FMA on x86-64-v3, portable elsewhere).
+/// `wide`'s vectors: `f32x8` / `f64x4` (AVX2 + FMA on x86-64-v3, portable elsewhere), wrapped
+/// so that [`AttentionVector`] can be implemented once for both through [`Simd`].
 #[derive(Clone, Copy)]
 pub(crate) struct Wide<S: Simd>(pub(crate) S::V);
 
-impl<S: Simd> Lanes for Wide<S> {
-    type E = S;
-    const LANES: usize = S::LANES;
+macro_rules! impl_wide_operator {
+    ($($trait:ident $method:ident),*) => {$(
+        impl<S: Simd> std::ops::$trait for Wide<S> {
+            type Output = Self;
+            #[inline(always)]
+            fn $method(self, other: Self) -> Self {
+                Wide(std::ops::$trait::$method(self.0, other.0))
+            }
+        }
+    )*};
+}
+impl_wide_operator!(Add add, Sub sub, Mul mul, Div div);
+
+impl<S: Simd> SimdVector for Wide<S> {
+    type Scalar = S;
+    const LANES: usize = S::V::LANES;
     #[inline(always)]
-    fn splat(v: S) -> Self {
-        Wide(S::splat(v))
+    fn splat(x: S) -> Self {
+        Wide(S::V::splat(x))
     }
     #[inline(always)]
-    fn load(s: &[S]) -> Self {
-        Wide(S::load(s))
+    fn load(src: &[S]) -> Self {
+        Wide(S::V::load(src))
     }
     #[inline(always)]
-    fn store(self, s: &mut [S]) {
-        S::store(self.0, s)
+    fn store(self, dst: &mut [S]) {
+        self.0.store(dst)
     }
     #[inline(always)]
-    fn fma(a: Self, b: Self, c: Self) -> Self {
-        Wide(S::fma(a.0, b.0, c.0))
+    fn mul_add(self, m: Self, a: Self) -> Self {
+        Wide(self.0.mul_add(m.0, a.0))
     }
     #[inline(always)]
-    fn add(self, other: Self) -> Self {
-        Wide(self.0 + other.0)
+    fn hsum(self) -> S {
+        self.0.hsum()
     }
-    #[inline(always)]
-    fn sub(self, other: Self) -> Self {
-        Wide(self.0 - other.0)
-    }
-    #[inline(always)]
-    fn mul(self, other: Self) -> Self {
-        Wide(self.0 * other.0)
-    }
-    #[inline(always)]
-    fn div(self, other: Self) -> Self {
-        Wide(self.0 / other.0)
-    }
+}
+
+impl<S: Simd> AttentionVector for Wide<S> {
     #[inline(always)]
     fn abs(self) -> Self {
         Wide(S::vabs(self.0))
     }
     #[inline(always)]
     fn where_negative(self, negative: Self, otherwise: Self) -> Self {
-        let mask = S::vlt(self.0, S::splat(S::ZERO));
+        let mask = S::vlt(self.0, S::V::splat(S::ZERO));
         Wide(S::select(mask, negative.0, otherwise.0))
     }
     #[inline(always)]
     fn all_below(self, limit: S) -> bool {
-        S::all(S::vlt(self.0, S::splat(limit)))
+        S::all(S::vlt(self.0, S::V::splat(limit)))
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {
@@ -187,19 +181,15 @@ impl<S: Simd> Lanes for Wide<S> {
         S::hmax(self.0)
     }
     #[inline(always)]
-    fn hsum(self) -> S {
-        S::hsum(self.0)
-    }
-    #[inline(always)]
     fn exp_nonpositive(self) -> Self {
         // wide's exp maps lanes out of its range (and -inf) to 0.
         Wide(S::wide_exp(self.0))
     }
     #[inline(always)]
     fn transpose_block(x: &[S], ld: usize, out: &mut [S], ldo: usize) -> bool {
-        let l = S::LANES;
+        let l = S::V::LANES;
         let mut block = [S::ZERO; 64];
-        let mut columns = [S::splat(S::ZERO); 8];
+        let mut columns = [S::V::splat(S::ZERO); 8];
         for (j, row) in block[..l * l].chunks_exact_mut(l).enumerate() {
             row.copy_from_slice(&x[j * ld..j * ld + l]);
         }
@@ -207,7 +197,7 @@ impl<S: Simd> Lanes for Wide<S> {
             return false;
         }
         for (t, &column) in columns[..l].iter().enumerate() {
-            S::store(column, &mut out[t * ldo..t * ldo + l]);
+            S::V::store(column, &mut out[t * ldo..t * ldo + l]);
         }
         true
     }
@@ -255,7 +245,7 @@ impl AttentionShape {
     }
 }
 
-/// Evaluate `$body` with `$V` the [`Lanes`] for `$T` on this CPU: 512-bit vectors for f32 when
+/// Evaluate `$body` with `$V` the [`AttentionVector`] for `$T` on this CPU: 512-bit vectors for f32 when
 /// the GEMM kernels use AVX-512 (see [`crate::gemm::KernelVariant`]), `wide`'s otherwise.
 macro_rules! with_lanes {
     ($T:ty, $V:ident => $body:expr) => {
@@ -310,25 +300,28 @@ pub fn attention_forward<T: Float>(
 
 /// [`attention_forward`] with the vectors `V`, sample by sample (in parallel above
 /// [`threading::PARALLEL_MIN_FLOPS`]).
-fn forward_with<V: Lanes>(
+fn forward_with<V: AttentionVector>(
     shape: AttentionShape,
-    scale: V::E,
-    qkv: &[V::E],
+    scale: V::Scalar,
+    qkv: &[V::Scalar],
     real_keys: Option<&[bool]>,
-    probs: &mut [V::E],
-    context: &mut [V::E],
+    probs: &mut [V::Scalar],
+    context: &mut [V::Scalar],
 ) {
     let panels = Panels::<V>::new(shape);
     let (seq, d) = (shape.seq, shape.width());
     let per_qkv = seq * 3 * d;
-    let sample = |ws: &mut Workspace<V::E>, b: usize, p: &mut [V::E], c: &mut [V::E]| {
-        let real = real_keys.map(|r| &r[b * seq..(b + 1) * seq]);
-        let x = &qkv[b * per_qkv..][..per_qkv];
-        V::forward_sample(&panels, scale, x, real, p, c, ws);
-    };
+    let sample =
+        |ws: &mut Workspace<V::Scalar>, b: usize, p: &mut [V::Scalar], c: &mut [V::Scalar]| {
+            let real = real_keys.map(|r| &r[b * seq..(b + 1) * seq]);
+            let x = &qkv[b * per_qkv..][..per_qkv];
+            V::forward_sample(&panels, scale, x, real, p, c, ws);
+        };
     // Each sample's context rows (none when d = 0: the probabilities are still defined).
-    let contexts: Vec<&mut [V::E]> = if d == 0 {
-        (0..shape.batch).map(|_| <&mut [V::E]>::default()).collect()
+    let contexts: Vec<&mut [V::Scalar]> = if d == 0 {
+        (0..shape.batch)
+            .map(|_| <&mut [V::Scalar]>::default())
+            .collect()
     } else {
         context.chunks_exact_mut(seq * d).collect()
     };
@@ -342,10 +335,10 @@ fn forward_with<V: Lanes>(
 
 /// `sample(workspace, b, output_b)` for every sample `b`: on the rayon pool when the problem is
 /// large enough (one workspace per task), else in order on this thread.
-fn for_each_sample<V: Lanes, O: Send>(
+fn for_each_sample<V: AttentionVector, O: Send>(
     panels: &Panels<V>,
     outputs: Vec<O>,
-    sample: impl Fn(&mut Workspace<V::E>, usize, O) + Sync,
+    sample: impl Fn(&mut Workspace<V::Scalar>, usize, O) + Sync,
 ) {
     if threading::parallel(work(panels.shape)) {
         outputs
@@ -391,19 +384,19 @@ pub fn attention_backward<T: Float>(
 }
 
 /// [`attention_backward`] with the vectors `V`, sample by sample.
-fn backward_with<V: Lanes>(
+fn backward_with<V: AttentionVector>(
     shape: AttentionShape,
-    scale: V::E,
-    qkv: &[V::E],
-    probs: &[V::E],
-    dcontext: &[V::E],
-    beta: V::E,
-    dqkv: &mut [V::E],
+    scale: V::Scalar,
+    qkv: &[V::Scalar],
+    probs: &[V::Scalar],
+    dcontext: &[V::Scalar],
+    beta: V::Scalar,
+    dqkv: &mut [V::Scalar],
 ) {
     let panels = Panels::<V>::new(shape);
     let (seq, d) = (shape.seq, shape.width());
     let (per_qkv, per_probs, per_ctx) = (seq * 3 * d, shape.heads * seq * seq, seq * d);
-    let sample = |ws: &mut Workspace<V::E>, b: usize, dx: &mut [V::E]| {
+    let sample = |ws: &mut Workspace<V::Scalar>, b: usize, dx: &mut [V::Scalar]| {
         V::backward_sample(
             &panels,
             scale,
@@ -437,15 +430,15 @@ const TILE_VECS: usize = 2;
 /// the CPU features of the `#[target_feature]` function the rest is inlined into, so the
 /// vector intrinsics inside it would become calls.
 #[inline(always)]
-fn tile<V: Lanes, const R: usize, const C: usize, const A_TRANSPOSED: bool>(
+fn tile<V: AttentionVector, const R: usize, const C: usize, const A_TRANSPOSED: bool>(
     k: usize,
-    a: &[V::E],
+    a: &[V::Scalar],
     lda: usize,
-    b: &[V::E],
+    b: &[V::Scalar],
     ldb: usize,
 ) -> [[V; C]; R] {
     let l = V::LANES;
-    let zero = V::splat(V::E::ZERO);
+    let zero = V::splat(V::Scalar::ZERO);
     let mut acc = [[zero; C]; R];
     let (mut av, mut bv) = ([zero; R], [zero; C]);
     for t in 0..k {
@@ -465,7 +458,7 @@ fn tile<V: Lanes, const R: usize, const C: usize, const A_TRANSPOSED: bool>(
         }
         for (acc_r, &a_rt) in acc.iter_mut().zip(&av) {
             for (acc_rc, &b_tc) in acc_r.iter_mut().zip(&bv) {
-                *acc_rc = V::fma(a_rt, b_tc, *acc_rc);
+                *acc_rc = V::mul_add(a_rt, b_tc, *acc_rc);
             }
         }
     }
@@ -473,25 +466,25 @@ fn tile<V: Lanes, const R: usize, const C: usize, const A_TRANSPOSED: bool>(
 }
 
 /// Where the vectors of a [`product`] go.
-trait Sink<V: Lanes> {
+trait Sink<V: AttentionVector> {
     /// Vector `c` of output row `r`.
     fn put(&mut self, r: usize, c: usize, v: V);
 }
 
 /// Whole-vector rows of a padded panel: `out[r ld + c L ..] = v`, or `scale v + mask[c L ..]`
 /// (the scores) when `masked` is given.
-struct Panel<'a, V: Lanes> {
-    out: &'a mut [V::E],
+struct Panel<'a, V: AttentionVector> {
+    out: &'a mut [V::Scalar],
     ld: usize,
-    masked: Option<(V, &'a [V::E])>,
+    masked: Option<(V, &'a [V::Scalar])>,
 }
 
-impl<V: Lanes> Sink<V> for Panel<'_, V> {
+impl<V: AttentionVector> Sink<V> for Panel<'_, V> {
     #[inline(always)]
     fn put(&mut self, r: usize, c: usize, v: V) {
         let l = V::LANES;
         let v = match self.masked {
-            Some((scale, mask)) => V::fma(v, scale, V::load(&mask[c * l..(c + 1) * l])),
+            Some((scale, mask)) => V::mul_add(v, scale, V::load(&mask[c * l..(c + 1) * l])),
             None => v,
         };
         let start = r * self.ld + c * l;
@@ -501,14 +494,14 @@ impl<V: Lanes> Sink<V> for Panel<'_, V> {
 
 /// One head's columns `0 .. dh` of row-major rows: `out[r ld + c L ..] <- v + beta out`,
 /// clipped to `dh` (`beta == 0` never reads `out`).
-struct HeadColumns<'a, V: Lanes> {
-    out: &'a mut [V::E],
+struct HeadColumns<'a, V: AttentionVector> {
+    out: &'a mut [V::Scalar],
     ld: usize,
     dh: usize,
-    beta: V::E,
+    beta: V::Scalar,
 }
 
-impl<V: Lanes> Sink<V> for HeadColumns<'_, V> {
+impl<V: AttentionVector> Sink<V> for HeadColumns<'_, V> {
     #[inline(always)]
     fn put(&mut self, r: usize, c: usize, v: V) {
         let l = V::LANES;
@@ -516,17 +509,17 @@ impl<V: Lanes> Sink<V> for HeadColumns<'_, V> {
         let row = &mut self.out[r * self.ld..];
         if start + l <= self.dh {
             let out = &mut row[start..start + l];
-            let v = if self.beta == V::E::ZERO {
+            let v = if self.beta == V::Scalar::ZERO {
                 v
             } else {
-                V::fma(V::splat(self.beta), V::load(out), v)
+                V::mul_add(V::splat(self.beta), V::load(out), v)
             };
             v.store(out);
         } else {
-            let mut lanes = [V::E::ZERO; 16];
+            let mut lanes = [V::Scalar::ZERO; 16];
             v.store(&mut lanes[..l]);
             for (o, &x) in row[start..self.dh].iter_mut().zip(&lanes) {
-                *o = if self.beta == V::E::ZERO {
+                *o = if self.beta == V::Scalar::ZERO {
                     x
                 } else {
                     self.beta.mul_add(*o, x)
@@ -549,10 +542,10 @@ struct Factors<'a, E> {
 
 /// The tiles of `R` rows starting at row `r` of [`product`].
 #[inline(always)]
-fn row_tiles<V: Lanes, const R: usize, const A_TRANSPOSED: bool>(
+fn row_tiles<V: AttentionVector, const R: usize, const A_TRANSPOSED: bool>(
     r: usize,
     vecs: usize,
-    factors: Factors<'_, V::E>,
+    factors: Factors<'_, V::Scalar>,
     sink: &mut impl Sink<V>,
 ) {
     let Factors { a, lda, b, ldb, k } = factors;
@@ -579,10 +572,10 @@ fn row_tiles<V: Lanes, const R: usize, const A_TRANSPOSED: bool>(
 /// `sink.put(r, c, v)` with `v = sum_t A(r, t) B[t, c L .. (c + 1) L]` for every row `r < m`
 /// and vector `c < vecs` (A and B as in [`Factors`]), tile by tile.
 #[inline(always)]
-fn product<V: Lanes, const A_TRANSPOSED: bool>(
+fn product<V: AttentionVector, const A_TRANSPOSED: bool>(
     m: usize,
     vecs: usize,
-    factors: Factors<'_, V::E>,
+    factors: Factors<'_, V::Scalar>,
     mut sink: impl Sink<V>,
 ) {
     let mut r = 0;
@@ -636,7 +629,7 @@ struct Dims {
     dp: usize,
 }
 
-impl<V: Lanes> Panels<V> {
+impl<V: AttentionVector> Panels<V> {
     fn dims(&self) -> Dims {
         Dims {
             seq: self.shape.seq,
@@ -657,9 +650,9 @@ impl<V: Lanes> Panels<V> {
         }
     }
 
-    fn workspace(&self) -> Workspace<V::E> {
+    fn workspace(&self) -> Workspace<V::Scalar> {
         let (seq, sp, dp) = (self.shape.seq, self.seq_padded, self.dim_padded);
-        let zeros = |n: usize| vec![V::E::ZERO; n];
+        let zeros = |n: usize| vec![V::Scalar::ZERO; n];
         Workspace {
             transposed: zeros(self.shape.head_dim * sp),
             rows: std::array::from_fn(|_| {
@@ -676,10 +669,10 @@ impl<V: Lanes> Panels<V> {
     }
 
     /// `out[t S' + j] = x[j ld + t]` for `j < S`, `t < dh` (the padding stays zero): whole
-    /// `L x L` blocks by [`Lanes::transpose_block`] where the vector type has one, the rest
+    /// `L x L` blocks by [`AttentionVector::transpose_block`] where the vector type has one, the rest
     /// element by element.
     #[inline(always)]
-    fn pack_transposed(&self, x: &[V::E], ld: usize, out: &mut [V::E]) {
+    fn pack_transposed(&self, x: &[V::Scalar], ld: usize, out: &mut [V::Scalar]) {
         let (seq, dh, sp, l) = (
             self.shape.seq,
             self.shape.head_dim,
@@ -711,7 +704,12 @@ impl<V: Lanes> Panels<V> {
     /// columns of each row): in place when `dh` is a whole number of vectors (`dh' = dh`), else
     /// packed into `out` as `out[j dh' + t] = x[j ld + t]` with zero padding.
     #[inline(always)]
-    fn rows<'a>(&self, x: &'a [V::E], ld: usize, out: &'a mut [V::E]) -> (&'a [V::E], usize) {
+    fn rows<'a>(
+        &self,
+        x: &'a [V::Scalar],
+        ld: usize,
+        out: &'a mut [V::Scalar],
+    ) -> (&'a [V::Scalar], usize) {
         let (dh, dp) = (self.shape.head_dim, self.dim_padded);
         if dh == dp {
             return (x, ld);
@@ -726,7 +724,7 @@ impl<V: Lanes> Panels<V> {
 /// `out.copy_from_slice(x)` by whole vectors, for the short rows packed here (a `memcpy` call
 /// per 64-byte row costs more than the copy).
 #[inline(always)]
-fn copy_short<V: Lanes>(x: &[V::E], out: &mut [V::E]) {
+fn copy_short<V: AttentionVector>(x: &[V::Scalar], out: &mut [V::Scalar]) {
     let l = V::LANES;
     let full = x.len() - x.len() % l;
     for (o, v) in out[..full].chunks_exact_mut(l).zip(x.chunks_exact(l)) {
@@ -739,20 +737,24 @@ fn copy_short<V: Lanes>(x: &[V::E], out: &mut [V::E]) {
 
 /// One sample's forward, head by head.
 #[inline(always)]
-pub(crate) fn forward_sample<V: Lanes>(
+pub(crate) fn forward_sample<V: AttentionVector>(
     panels: &Panels<V>,
-    scale: V::E,
-    qkv: &[V::E],
+    scale: V::Scalar,
+    qkv: &[V::Scalar],
     real_keys: Option<&[bool]>,
-    probs: &mut [V::E],
-    context: &mut [V::E],
-    ws: &mut Workspace<V::E>,
+    probs: &mut [V::Scalar],
+    context: &mut [V::Scalar],
+    ws: &mut Workspace<V::Scalar>,
 ) {
     let Dims { seq, dh, d, sp, dp } = panels.dims();
     let (ld, l) = (3 * d, V::LANES);
     for (j, m) in ws.mask.iter_mut().enumerate() {
         let real = j < seq && real_keys.is_none_or(|r| r[j]);
-        *m = if real { V::E::ZERO } else { V::E::NEG_INFINITY };
+        *m = if real {
+            V::Scalar::ZERO
+        } else {
+            V::Scalar::NEG_INFINITY
+        };
     }
     let scale_v = V::splat(scale);
     let [values, _, _] = &mut ws.rows;
@@ -790,7 +792,7 @@ pub(crate) fn forward_sample<V: Lanes>(
             out: &mut context[h * dh..],
             ld: d,
             dh,
-            beta: V::E::ZERO,
+            beta: V::Scalar::ZERO,
         };
         product::<V, false>(
             seq,
@@ -810,24 +812,24 @@ pub(crate) fn forward_sample<V: Lanes>(
 /// Softmax of one score row padded with `-inf` to whole vectors into `out` (the row's real
 /// length); `row` is overwritten.
 #[inline(always)]
-fn softmax_padded_row<V: Lanes>(row: &mut [V::E], out: &mut [V::E]) {
+fn softmax_padded_row<V: AttentionVector>(row: &mut [V::Scalar], out: &mut [V::Scalar]) {
     let l = V::LANES;
-    let mut max_v = V::splat(V::E::NEG_INFINITY);
+    let mut max_v = V::splat(V::Scalar::NEG_INFINITY);
     for c in row.chunks_exact(l) {
         max_v = max_v.max(V::load(c));
     }
     let m = max_v.hmax();
-    if m == V::E::NEG_INFINITY {
+    if m == V::Scalar::NEG_INFINITY {
         // Every key masked: the row attends to nothing (NaN stays NaN).
         let fill = if row.iter().any(|v| v.is_nan()) {
-            V::E::from_f64(f64::NAN)
+            V::Scalar::from_f64(f64::NAN)
         } else {
-            V::E::ZERO
+            V::Scalar::ZERO
         };
         out.fill(fill);
         return;
     }
-    let (max_v, zero) = (V::splat(m), V::splat(V::E::ZERO));
+    let (max_v, zero) = (V::splat(m), V::splat(V::Scalar::ZERO));
     // `exponents` sums d = z - max <= 0: NaN exactly when the row holds a NaN or +inf (the
     // vector exp maps those lanes, and -inf ones, to 0).
     let (mut sum, mut exponents) = (zero, zero);
@@ -839,10 +841,10 @@ fn softmax_padded_row<V: Lanes>(row: &mut [V::E], out: &mut [V::E]) {
         e.store(c);
     }
     if exponents.hsum().is_nan() {
-        out.fill(V::E::from_f64(f64::NAN));
+        out.fill(V::Scalar::from_f64(f64::NAN));
         return;
     }
-    let inv = V::splat(V::E::ONE / sum.hsum());
+    let inv = V::splat(V::Scalar::ONE / sum.hsum());
     let (len, full) = (out.len(), out.len() - out.len() % l);
     for (o, c) in out[..full].chunks_exact_mut(l).zip(row.chunks_exact(l)) {
         V::load(c).mul(inv).store(o);
@@ -857,15 +859,15 @@ fn softmax_padded_row<V: Lanes>(row: &mut [V::E], out: &mut [V::E]) {
 /// One sample's backward, head by head.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_sample<V: Lanes>(
+pub(crate) fn backward_sample<V: AttentionVector>(
     panels: &Panels<V>,
-    scale: V::E,
-    qkv: &[V::E],
-    probs: &[V::E],
-    dcontext: &[V::E],
-    beta: V::E,
-    dqkv: &mut [V::E],
-    ws: &mut Workspace<V::E>,
+    scale: V::Scalar,
+    qkv: &[V::Scalar],
+    probs: &[V::Scalar],
+    dcontext: &[V::Scalar],
+    beta: V::Scalar,
+    dqkv: &mut [V::Scalar],
+    ws: &mut Workspace<V::Scalar>,
 ) {
     let Dims { seq, dh, d, sp, dp } = panels.dims();
     let (ld, l) = (3 * d, V::LANES);
@@ -909,9 +911,9 @@ pub(crate) fn backward_sample<V: Lanes>(
             .chunks_exact_mut(sp)
             .zip(ws.probs.chunks_exact(sp))
         {
-            let mut inner = V::splat(V::E::ZERO);
+            let mut inner = V::splat(V::Scalar::ZERO);
             for (dzc, pc) in dz.chunks_exact(l).zip(p.chunks_exact(l)) {
-                inner = V::fma(V::load(pc), V::load(dzc), inner);
+                inner = V::mul_add(V::load(pc), V::load(dzc), inner);
             }
             let inner = V::splat(inner.hsum());
             for (dzc, pc) in dz.chunks_exact_mut(l).zip(p.chunks_exact(l)) {

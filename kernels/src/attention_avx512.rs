@@ -1,7 +1,7 @@
 //! 512-bit vectors for the fused attention kernels (`attention.rs`) on CPUs with AVX-512F,
 //! f32 only (training runs in f32; f64 keeps `wide`'s 256-bit vectors).
 //!
-//! The attention code is written once, generic over [`Lanes`]; [`F32x16`] implements it with
+//! The attention code is written once, generic over [`AttentionVector`]; [`F32x16`] implements it with
 //! `std::arch` intrinsics, and its `forward_sample` / `backward_sample` enter that generic code
 //! through functions compiled with `avx512f` enabled, so everything they inline (the
 //! `#[inline(always)]` generic functions and these methods) is compiled for AVX-512 too.
@@ -23,7 +23,8 @@ use std::arch::x86_64::{
 };
 
 use crate::activation::{run_gelu_pass, GeluPass};
-use crate::attention::{backward_sample, forward_sample, Lanes, Panels, Workspace};
+use crate::attention::{backward_sample, forward_sample, AttentionVector, Panels, Workspace};
+use crate::simd::SimdVector;
 
 /// Sixteen f32 lanes in a zmm register.
 #[derive(Clone, Copy)]
@@ -32,60 +33,68 @@ pub(crate) struct F32x16(__m512);
 /// Below this `e^x` is not a normal f32 (`e^-87.33 = 2^-126`); the kernels' exp returns 0 there.
 const EXP_MIN: f32 = -87.33;
 
-impl Lanes for F32x16 {
-    type E = f32;
+macro_rules! impl_f32x16_operator {
+    ($($trait:ident $method:ident $intrinsic:ident),*) => {$(
+        impl std::ops::$trait for F32x16 {
+            type Output = Self;
+            #[inline(always)]
+            fn $method(self, other: Self) -> Self {
+                // SAFETY: register-only arithmetic; AVX-512F is present whenever an F32x16
+                // exists (module documentation).
+                F32x16(unsafe { $intrinsic(self.0, other.0) })
+            }
+        }
+    )*};
+}
+impl_f32x16_operator!(
+    Add add _mm512_add_ps,
+    Sub sub _mm512_sub_ps,
+    Mul mul _mm512_mul_ps,
+    Div div _mm512_div_ps
+);
+
+impl SimdVector for F32x16 {
+    type Scalar = f32;
     const LANES: usize = 16;
 
     #[inline(always)]
-    fn splat(v: f32) -> Self {
+    fn splat(x: f32) -> Self {
         // SAFETY: see the module documentation (AVX-512F is present whenever an F32x16 exists).
-        F32x16(unsafe { _mm512_set1_ps(v) })
+        F32x16(unsafe { _mm512_set1_ps(x) })
     }
     #[inline(always)]
-    fn load(s: &[f32]) -> Self {
-        assert_eq!(s.len(), 16, "F32x16::load needs exactly 16 lanes");
-        // SAFETY: 16 readable f32 (checked above); unaligned load; AVX-512F as above.
-        F32x16(unsafe { _mm512_loadu_ps(s.as_ptr()) })
+    fn load(src: &[f32]) -> Self {
+        let src = &src[..16];
+        // SAFETY: 16 readable f32 (sliced above); unaligned load; AVX-512F as above.
+        F32x16(unsafe { _mm512_loadu_ps(src.as_ptr()) })
     }
     #[inline(always)]
-    fn store(self, s: &mut [f32]) {
-        assert_eq!(s.len(), 16, "F32x16::store needs exactly 16 lanes");
-        // SAFETY: 16 writable f32 (checked above), uniquely borrowed; AVX-512F as above.
-        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), self.0) }
+    fn store(self, dst: &mut [f32]) {
+        let dst = &mut dst[..16];
+        // SAFETY: 16 writable f32 (sliced above), uniquely borrowed; AVX-512F as above.
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), self.0) }
     }
     #[inline(always)]
-    fn fma(a: Self, b: Self, c: Self) -> Self {
+    fn mul_add(self, m: Self, a: Self) -> Self {
         // SAFETY: register-only arithmetic; AVX-512F as above.
-        F32x16(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
+        F32x16(unsafe { _mm512_fmadd_ps(self.0, m.0, a.0) })
     }
     #[inline(always)]
-    fn add(self, other: Self) -> Self {
-        // SAFETY: as for `fma`.
-        F32x16(unsafe { _mm512_add_ps(self.0, other.0) })
+    fn hsum(self) -> f32 {
+        // SAFETY: as for `mul_add` (a fixed tree of adds: deterministic).
+        unsafe { _mm512_reduce_add_ps(self.0) }
     }
-    #[inline(always)]
-    fn sub(self, other: Self) -> Self {
-        // SAFETY: as for `fma`.
-        F32x16(unsafe { _mm512_sub_ps(self.0, other.0) })
-    }
-    #[inline(always)]
-    fn mul(self, other: Self) -> Self {
-        // SAFETY: as for `fma`.
-        F32x16(unsafe { _mm512_mul_ps(self.0, other.0) })
-    }
-    #[inline(always)]
-    fn div(self, other: Self) -> Self {
-        // SAFETY: as for `fma`.
-        F32x16(unsafe { _mm512_div_ps(self.0, other.0) })
-    }
+}
+
+impl AttentionVector for F32x16 {
     #[inline(always)]
     fn abs(self) -> Self {
-        // SAFETY: as for `fma`.
+        // SAFETY: register-only arithmetic; AVX-512F as above.
         F32x16(unsafe { _mm512_abs_ps(self.0) })
     }
     #[inline(always)]
     fn where_negative(self, negative: Self, otherwise: Self) -> Self {
-        // SAFETY: as for `fma`.
+        // SAFETY: register-only arithmetic; AVX-512F as above.
         unsafe {
             let mask = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_setzero_ps());
             F32x16(_mm512_mask_blend_ps(mask, otherwise.0, negative.0))
@@ -93,23 +102,18 @@ impl Lanes for F32x16 {
     }
     #[inline(always)]
     fn all_below(self, limit: f32) -> bool {
-        // SAFETY: as for `fma`.
+        // SAFETY: register-only arithmetic; AVX-512F as above.
         unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, _mm512_set1_ps(limit)) == 0xffff }
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {
-        // SAFETY: as for `fma`.
+        // SAFETY: register-only arithmetic; AVX-512F as above.
         F32x16(unsafe { _mm512_max_ps(self.0, other.0) })
     }
     #[inline(always)]
     fn hmax(self) -> f32 {
-        // SAFETY: as for `fma`.
+        // SAFETY: register-only arithmetic; AVX-512F as above.
         unsafe { _mm512_reduce_max_ps(self.0) }
-    }
-    #[inline(always)]
-    fn hsum(self) -> f32 {
-        // SAFETY: as for `fma` (a fixed tree of adds: deterministic).
-        unsafe { _mm512_reduce_add_ps(self.0) }
     }
     /// `e^x = 2^r e^f` with `r = round(x log2 e)`, `f = x - r ln 2` (Cody-Waite, two parts) in
     /// `[-ln2/2, ln2/2]`, `e^f` by the same degree-7 Taylor polynomial as `wide`'s f32 exp, and
@@ -117,7 +121,7 @@ impl Lanes for F32x16 {
     #[inline(always)]
     fn exp_nonpositive(self) -> Self {
         const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        // SAFETY: as for `fma`.
+        // SAFETY: register-only arithmetic; AVX-512F as above.
         unsafe {
             let c = |v: f32| _mm512_set1_ps(v);
             let in_range = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.0, c(EXP_MIN));

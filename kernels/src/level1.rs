@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::{cast, cast_mut, dispatch, same, Simd};
+use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
 
@@ -97,10 +97,10 @@ fn col_sums_block<S: Simd>(rows: usize, x: &[S], ldx: usize, first_col: usize, o
     let w = out.len();
     for i in 0..rows {
         let row = &x[i * ldx + first_col..i * ldx + first_col + w];
-        let mut oc = out.chunks_exact_mut(S::LANES);
-        let mut rc = row.chunks_exact(S::LANES);
+        let mut oc = out.chunks_exact_mut(S::V::LANES);
+        let mut rc = row.chunks_exact(S::V::LANES);
         for (o, r) in (&mut oc).zip(&mut rc) {
-            S::store(S::load(o) + S::load(r), o);
+            S::V::store(S::V::load(o) + S::V::load(r), o);
         }
         for (o, &r) in oc.into_remainder().iter_mut().zip(rc.remainder()) {
             *o += r;
@@ -109,23 +109,27 @@ fn col_sums_block<S: Simd>(rows: usize, x: &[S], ldx: usize, first_col: usize, o
 }
 
 pub(crate) fn dot_simd<S: Simd>(x: &[S], y: &[S]) -> S {
-    let l = S::LANES;
-    let zero = S::splat(S::ZERO);
+    let l = S::V::LANES;
+    let zero = S::V::splat(S::ZERO);
     let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
     let mut xb = x.chunks_exact(4 * l);
     let mut yb = y.chunks_exact(4 * l);
     for (xs, ys) in (&mut xb).zip(&mut yb) {
-        a0 = S::fma(S::load(&xs[..l]), S::load(&ys[..l]), a0);
-        a1 = S::fma(S::load(&xs[l..2 * l]), S::load(&ys[l..2 * l]), a1);
-        a2 = S::fma(S::load(&xs[2 * l..3 * l]), S::load(&ys[2 * l..3 * l]), a2);
-        a3 = S::fma(S::load(&xs[3 * l..]), S::load(&ys[3 * l..]), a3);
+        a0 = S::V::mul_add(S::V::load(&xs[..l]), S::V::load(&ys[..l]), a0);
+        a1 = S::V::mul_add(S::V::load(&xs[l..2 * l]), S::V::load(&ys[l..2 * l]), a1);
+        a2 = S::V::mul_add(
+            S::V::load(&xs[2 * l..3 * l]),
+            S::V::load(&ys[2 * l..3 * l]),
+            a2,
+        );
+        a3 = S::V::mul_add(S::V::load(&xs[3 * l..]), S::V::load(&ys[3 * l..]), a3);
     }
     let mut xv = xb.remainder().chunks_exact(l);
     let mut yv = yb.remainder().chunks_exact(l);
     for (xs, ys) in (&mut xv).zip(&mut yv) {
-        a0 = S::fma(S::load(xs), S::load(ys), a0);
+        a0 = S::V::mul_add(S::V::load(xs), S::V::load(ys), a0);
     }
-    let mut s = S::hsum((a0 + a1) + (a2 + a3));
+    let mut s = S::V::hsum((a0 + a1) + (a2 + a3));
     for (&a, &b) in xv.remainder().iter().zip(yv.remainder()) {
         s += a * b;
     }
@@ -133,21 +137,21 @@ pub(crate) fn dot_simd<S: Simd>(x: &[S], y: &[S]) -> S {
 }
 
 pub(crate) fn sum_simd<S: Simd>(x: &[S]) -> S {
-    let l = S::LANES;
-    let zero = S::splat(S::ZERO);
+    let l = S::V::LANES;
+    let zero = S::V::splat(S::ZERO);
     let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
     let mut xb = x.chunks_exact(4 * l);
     for xs in &mut xb {
-        a0 += S::load(&xs[..l]);
-        a1 += S::load(&xs[l..2 * l]);
-        a2 += S::load(&xs[2 * l..3 * l]);
-        a3 += S::load(&xs[3 * l..]);
+        a0 += S::V::load(&xs[..l]);
+        a1 += S::V::load(&xs[l..2 * l]);
+        a2 += S::V::load(&xs[2 * l..3 * l]);
+        a3 += S::V::load(&xs[3 * l..]);
     }
     let mut xv = xb.remainder().chunks_exact(l);
     for xs in &mut xv {
-        a0 += S::load(xs);
+        a0 += S::V::load(xs);
     }
-    let mut s = S::hsum((a0 + a1) + (a2 + a3));
+    let mut s = S::V::hsum((a0 + a1) + (a2 + a3));
     for &a in xv.remainder() {
         s += a;
     }
@@ -155,11 +159,11 @@ pub(crate) fn sum_simd<S: Simd>(x: &[S]) -> S {
 }
 
 pub(crate) fn axpy_simd<S: Simd>(alpha: S, x: &[S], y: &mut [S]) {
-    let av = S::splat(alpha);
-    let mut yc = y.chunks_exact_mut(S::LANES);
-    let mut xc = x.chunks_exact(S::LANES);
+    let av = S::V::splat(alpha);
+    let mut yc = y.chunks_exact_mut(S::V::LANES);
+    let mut xc = x.chunks_exact(S::V::LANES);
     for (ys, xs) in (&mut yc).zip(&mut xc) {
-        S::store(S::fma(av, S::load(xs), S::load(ys)), ys);
+        S::V::store(S::V::mul_add(av, S::V::load(xs), S::V::load(ys)), ys);
     }
     for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
         *yv += alpha * xv;
@@ -170,29 +174,29 @@ pub(crate) fn axpy_simd<S: Simd>(alpha: S, x: &[S], y: &mut [S]) {
 /// finite `v` and NaN for an infinite or NaN one, so the accumulated sum stays 0 exactly when
 /// every `v` is finite.
 pub(crate) fn axpy_finite_simd<S: Simd>(alpha: S, x: &[S], y: &mut [S]) -> bool {
-    let av = S::splat(alpha);
-    let zero = S::splat(S::ZERO);
+    let av = S::V::splat(alpha);
+    let zero = S::V::splat(S::ZERO);
     let mut probe = zero;
-    let mut yc = y.chunks_exact_mut(S::LANES);
-    let mut xc = x.chunks_exact(S::LANES);
+    let mut yc = y.chunks_exact_mut(S::V::LANES);
+    let mut xc = x.chunks_exact(S::V::LANES);
     for (ys, xs) in (&mut yc).zip(&mut xc) {
-        let v = S::fma(av, S::load(xs), S::load(ys));
-        S::store(v, ys);
-        probe = S::fma(v, zero, probe);
+        let v = S::V::mul_add(av, S::V::load(xs), S::V::load(ys));
+        S::V::store(v, ys);
+        probe = S::V::mul_add(v, zero, probe);
     }
     let mut tail = S::ZERO;
     for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
         *yv += alpha * xv;
         tail += *yv * S::ZERO;
     }
-    (S::hsum(probe) + tail) == S::ZERO
+    (S::V::hsum(probe) + tail) == S::ZERO
 }
 
 pub(crate) fn scale_simd<S: Simd>(alpha: S, x: &mut [S]) {
-    let av = S::splat(alpha);
-    let mut xc = x.chunks_exact_mut(S::LANES);
+    let av = S::V::splat(alpha);
+    let mut xc = x.chunks_exact_mut(S::V::LANES);
     for xs in &mut xc {
-        S::store(av * S::load(xs), xs);
+        S::V::store(av * S::V::load(xs), xs);
     }
     for v in xc.into_remainder() {
         *v *= alpha;

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::{cast, cast_mut, dispatch, same, Simd};
+use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
 use crate::threading;
 use crate::{Float, MatMut, MatRef, Transpose};
 
@@ -96,32 +96,32 @@ fn rows_dot<S: Simd, const R: usize>(
     n: usize,
     x: &[S],
 ) -> [S; R] {
-    let l = S::LANES;
-    let zero = S::splat(S::ZERO);
+    let l = S::V::LANES;
+    let zero = S::V::splat(S::ZERO);
     let mut acc0 = [zero; R];
     let mut acc1 = [zero; R];
     let rows: [&[S]; R] = std::array::from_fn(|r| &a[(row0 + r) * lda..(row0 + r) * lda + n]);
     let pairs = n / (2 * l);
     for p in 0..pairs {
         let j = 2 * l * p;
-        let x0 = S::load(&x[j..j + l]);
-        let x1 = S::load(&x[j + l..j + 2 * l]);
+        let x0 = S::V::load(&x[j..j + l]);
+        let x1 = S::V::load(&x[j + l..j + 2 * l]);
         for r in 0..R {
             let row = &rows[r][j..j + 2 * l];
-            acc0[r] = S::fma(S::load(&row[..l]), x0, acc0[r]);
-            acc1[r] = S::fma(S::load(&row[l..]), x1, acc1[r]);
+            acc0[r] = S::V::mul_add(S::V::load(&row[..l]), x0, acc0[r]);
+            acc1[r] = S::V::mul_add(S::V::load(&row[l..]), x1, acc1[r]);
         }
     }
     let mut j = 2 * l * pairs;
     if j + l <= n {
-        let x0 = S::load(&x[j..j + l]);
+        let x0 = S::V::load(&x[j..j + l]);
         for r in 0..R {
-            acc0[r] = S::fma(S::load(&rows[r][j..j + l]), x0, acc0[r]);
+            acc0[r] = S::V::mul_add(S::V::load(&rows[r][j..j + l]), x0, acc0[r]);
         }
         j += l;
     }
     std::array::from_fn(|r| {
-        let mut s = S::hsum(acc0[r] + acc1[r]);
+        let mut s = S::V::hsum(acc0[r] + acc1[r]);
         for (&av, &xv) in rows[r][j..].iter().zip(&x[j..]) {
             s += av * xv;
         }
@@ -183,16 +183,16 @@ fn axpy_rows<S: Simd, const R: usize>(
     let w = acc.len();
     let rows: [&[S]; R] = std::array::from_fn(|r| &a[(i0 + r) * lda + c0..(i0 + r) * lda + c0 + w]);
     let xs: [S; R] = std::array::from_fn(|r| x[i0 + r]);
-    let xv: [S::V; R] = std::array::from_fn(|r| S::splat(xs[r]));
-    let l = S::LANES;
+    let xv: [S::V; R] = std::array::from_fn(|r| S::V::splat(xs[r]));
+    let l = S::V::LANES;
     let mut chunks = acc.chunks_exact_mut(l);
     for (k, ac) in (&mut chunks).enumerate() {
         let j = k * l;
-        let mut v = S::load(ac);
+        let mut v = S::V::load(ac);
         for r in 0..R {
-            v = S::fma(S::load(&rows[r][j..j + l]), xv[r], v);
+            v = S::V::mul_add(S::V::load(&rows[r][j..j + l]), xv[r], v);
         }
-        S::store(v, ac);
+        S::V::store(v, ac);
     }
     let j0 = w - w % l;
     for (t, av) in chunks.into_remainder().iter_mut().enumerate() {

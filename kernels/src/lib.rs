@@ -26,6 +26,8 @@ pub mod activation;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx512;
+#[cfg(feature = "baseline")]
+pub mod baseline;
 pub mod float;
 pub mod gemm;
 pub mod level1;
@@ -43,7 +45,7 @@ pub mod threading;
 pub use activation::{gelu, gelu_backward, gelu_with_derivative};
 pub use attention::{attention_backward, attention_forward, AttentionShape};
 pub use float::Float;
-pub use gemm::gemm;
+pub use gemm::{gemm, matmul};
 pub use level1::{axpy, axpy_finite, col_sums, dot, row_sums, scale, sum};
 pub use level2::{gemv, ger, ger_finite};
 pub use matrix::{MatMut, MatRef, Transpose};

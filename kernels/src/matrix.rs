@@ -166,6 +166,16 @@ impl<'a, T> MatRef<'a, T> {
     }
 }
 
+impl<'a, T> MatRef<'a, T> {
+    /// The elements of a one-row or one-column matrix, in order, when they are adjacent in
+    /// storage (the stored matrix has one row, or one column with leading dimension 1).
+    pub(crate) fn as_vector(&self) -> Option<&'a [T]> {
+        // `ld >= cols`, so `ld == 1` means at most one stored column.
+        let adjacent = self.stored_rows <= 1 || self.ld == 1;
+        adjacent.then(|| &self.data[..self.stored_rows * self.stored_cols])
+    }
+}
+
 impl<T: Copy> MatRef<'_, T> {
     /// Element `(i, j)` of the matrix as used.
     #[inline]

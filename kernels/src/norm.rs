@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::{cast, cast_mut, dispatch, same, Simd};
+use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
 
@@ -72,36 +72,36 @@ pub fn layer_norm<T: Float>(
 fn layer_norm_row<S: Simd>(eps: S, x: &[S], gamma: &[S], beta: &[S], y: &mut [S]) -> (S, S) {
     let n = S::from_usize(x.len());
     let mu = crate::level1::sum_simd(x) / n;
-    let l = S::LANES;
-    let muv = S::splat(mu);
+    let l = S::V::LANES;
+    let muv = S::V::splat(mu);
     // Biased variance of x - mu, two accumulators.
-    let zero = S::splat(S::ZERO);
+    let zero = S::V::splat(S::ZERO);
     let (mut a0, mut a1) = (zero, zero);
     let mut pairs = x.chunks_exact(2 * l);
     for c in &mut pairs {
-        let d0 = S::load(&c[..l]) - muv;
-        let d1 = S::load(&c[l..]) - muv;
-        a0 = S::fma(d0, d0, a0);
-        a1 = S::fma(d1, d1, a1);
+        let d0 = S::V::load(&c[..l]) - muv;
+        let d1 = S::V::load(&c[l..]) - muv;
+        a0 = S::V::mul_add(d0, d0, a0);
+        a1 = S::V::mul_add(d1, d1, a1);
     }
     let mut rest = pairs.remainder().chunks_exact(l);
     for c in &mut rest {
-        let d = S::load(c) - muv;
-        a0 = S::fma(d, d, a0);
+        let d = S::V::load(c) - muv;
+        a0 = S::V::mul_add(d, d, a0);
     }
-    let mut ss = S::hsum(a0 + a1);
+    let mut ss = S::V::hsum(a0 + a1);
     for &v in rest.remainder() {
         ss += (v - mu) * (v - mu);
     }
     let rs = S::ONE / (ss / n + eps).sqrt();
-    let rsv = S::splat(rs);
+    let rsv = S::V::splat(rs);
     let mut yc = y.chunks_exact_mut(l);
     let mut xc = x.chunks_exact(l);
     let mut gc = gamma.chunks_exact(l);
     let mut bc = beta.chunks_exact(l);
     for (((yv, xv), g), b) in (&mut yc).zip(&mut xc).zip(&mut gc).zip(&mut bc) {
-        let xhat = (S::load(xv) - muv) * rsv;
-        S::store(S::fma(xhat, S::load(g), S::load(b)), yv);
+        let xhat = (S::V::load(xv) - muv) * rsv;
+        S::V::store(S::V::mul_add(xhat, S::V::load(g), S::V::load(b)), yv);
     }
     for (((yv, &xv), &g), &b) in yc
         .into_remainder()
@@ -184,20 +184,20 @@ pub fn layer_norm_backward<T: Float>(
 #[inline(always)]
 fn layer_norm_backward_row<S: Simd>(x: &[S], gamma: &[S], mu: S, rs: S, dy: &[S], dx: &mut [S]) {
     let n = S::from_usize(x.len());
-    let l = S::LANES;
-    let (muv, rsv) = (S::splat(mu), S::splat(rs));
-    let zero = S::splat(S::ZERO);
+    let l = S::V::LANES;
+    let (muv, rsv) = (S::V::splat(mu), S::V::splat(rs));
+    let zero = S::V::splat(S::ZERO);
     let (mut mgv, mut mgxv) = (zero, zero);
     let mut xc = x.chunks_exact(l);
     let mut gc = gamma.chunks_exact(l);
     let mut dc = dy.chunks_exact(l);
     for ((xv, gv), dv) in (&mut xc).zip(&mut gc).zip(&mut dc) {
-        let g = S::load(dv) * S::load(gv);
-        let xhat = (S::load(xv) - muv) * rsv;
+        let g = S::V::load(dv) * S::V::load(gv);
+        let xhat = (S::V::load(xv) - muv) * rsv;
         mgv += g;
-        mgxv = S::fma(g, xhat, mgxv);
+        mgxv = S::V::mul_add(g, xhat, mgxv);
     }
-    let (mut mg, mut mgx) = (S::hsum(mgv), S::hsum(mgxv));
+    let (mut mg, mut mgx) = (S::V::hsum(mgv), S::V::hsum(mgxv));
     for ((&xv, &gv), &dv) in xc
         .remainder()
         .iter()
@@ -210,15 +210,15 @@ fn layer_norm_backward_row<S: Simd>(x: &[S], gamma: &[S], mu: S, rs: S, dy: &[S]
     }
     mg /= n;
     mgx /= n;
-    let (mgv, mgxv) = (S::splat(mg), S::splat(mgx));
+    let (mgv, mgxv) = (S::V::splat(mg), S::V::splat(mgx));
     let mut oc = dx.chunks_exact_mut(l);
     let mut xc = x.chunks_exact(l);
     let mut gc = gamma.chunks_exact(l);
     let mut dc = dy.chunks_exact(l);
     for (((o, xv), gv), dv) in (&mut oc).zip(&mut xc).zip(&mut gc).zip(&mut dc) {
-        let g = S::load(dv) * S::load(gv);
-        let xhat = (S::load(xv) - muv) * rsv;
-        S::store(rsv * (g - mgv - xhat * mgxv), o);
+        let g = S::V::load(dv) * S::V::load(gv);
+        let xhat = (S::V::load(xv) - muv) * rsv;
+        S::V::store(rsv * (g - mgv - xhat * mgxv), o);
     }
     for (((o, &xv), &gv), &dv) in oc
         .into_remainder()
@@ -246,20 +246,20 @@ fn param_grads_block<S: Simd>(
     db: &mut [S],
 ) {
     let w = dg.len();
-    let l = S::LANES;
+    let l = S::V::LANES;
     for (r, (&mu, &rs)) in mean.iter().zip(rstd).enumerate() {
         let xr = &x[r * cols + col0..r * cols + col0 + w];
         let dyr = &dy[r * cols + col0..r * cols + col0 + w];
-        let (muv, rsv) = (S::splat(mu), S::splat(rs));
+        let (muv, rsv) = (S::V::splat(mu), S::V::splat(rs));
         let mut gcs = dg.chunks_exact_mut(l);
         let mut bcs = db.chunks_exact_mut(l);
         let mut xc = xr.chunks_exact(l);
         let mut dc = dyr.chunks_exact(l);
         for (((g, b), xv), dv) in (&mut gcs).zip(&mut bcs).zip(&mut xc).zip(&mut dc) {
-            let d = S::load(dv);
-            let xhat = (S::load(xv) - muv) * rsv;
-            S::store(S::fma(d, xhat, S::load(g)), g);
-            S::store(S::load(b) + d, b);
+            let d = S::V::load(dv);
+            let xhat = (S::V::load(xv) - muv) * rsv;
+            S::V::store(S::V::mul_add(d, xhat, S::V::load(g)), g);
+            S::V::store(S::V::load(b) + d, b);
         }
         for (((g, b), &xv), &dv) in gcs
             .into_remainder()

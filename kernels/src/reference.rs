@@ -270,7 +270,7 @@ pub fn layer_norm_backward(
 }
 
 /// The error function, by its Maclaurin series for |x| < 2 and its continued fraction beyond:
-/// accurate to about 1e-15, independent of the `libm` implementation the kernels use.
+/// accurate to about 1e-15, independent of the vector approximations the kernels use.
 /// (The series alternates with terms up to ~1e3 near |x| = 3, which cost 2e-14 of accuracy
 /// there, so it stops at 2 where the continued fraction already converges in 60 terms.)
 pub fn erf(x: f64) -> f64 {

@@ -1,8 +1,15 @@
-//! Shared SIMD helpers for the level-1/level-2 and row-wise kernels.
+//! The crate's SIMD vector interface, and the helpers of the level-1/level-2 and row-wise
+//! kernels.
+//!
+//! [`SimdVector`] is the one vector trait every SIMD kernel here is written over: the wide GEMM
+//! microkernel, the direct GEMM path, the level-1/level-2 and row-wise kernels and attention.
+//! It is implemented by `wide`'s `f32x8` / `f64x4` (one 256-bit AVX2 register each, a portable
+//! fallback when the target lacks AVX2) and by the zmm wrappers of the AVX-512 modules; kernels
+//! that need more (transcendentals, masks, attention's per-sample entry points) extend it.
 //!
 //! The public kernels are generic over [`Float`]; their bodies are written once, generic over
 //! `Simd`, which binds each element type to its `wide` vector (`f32x8` for `f32`, `f64x4` for
-//! `f64`: one 256-bit AVX2 register each, and a portable fallback when the target lacks AVX2).
+//! `f64`) and adds the lane-wise math the row-wise kernels use.
 //! `Precision` plus `cast` / `cast_mut` route a `T: Float` call to the matching
 //! instantiation; `Float` is implemented for `f32` and `f64` only.
 //!
@@ -22,6 +29,85 @@ use std::any::TypeId;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
 
 use wide::{f32x8, f64x4, CmpLt};
+
+/// A SIMD vector of [`SimdVector::LANES`] scalars, with the operations every kernel's inner
+/// loop needs. The arithmetic operators act lane-wise with one rounding each.
+///
+/// Contract, for every implementation:
+/// - `LANES` is at most [`MAX_LANES`];
+/// - `load` reads and `store` writes exactly the first `LANES` scalars of their slice (any
+///   alignment), and panic when the slice is shorter;
+/// - `mul_add` rounds once when the target has FMA (the AVX2 and AVX-512 builds), twice
+///   otherwise;
+/// - `hsum` adds the lanes in a fixed order, the same on every call, so a kernel's result does
+///   not depend on anything but its inputs.
+pub trait SimdVector:
+    Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
+{
+    /// The element type of each lane.
+    type Scalar: Float;
+    /// Scalars per vector.
+    const LANES: usize;
+    /// The vector with every lane `x`.
+    fn splat(x: Self::Scalar) -> Self;
+    /// The first `LANES` scalars of `src`.
+    fn load(src: &[Self::Scalar]) -> Self;
+    /// The first `len < LANES` scalars of `src`, the other lanes zero.
+    #[inline(always)]
+    fn load_partial(src: &[Self::Scalar], len: usize) -> Self {
+        let mut lanes = [<Self::Scalar as Float>::ZERO; MAX_LANES];
+        lanes[..len].copy_from_slice(&src[..len]);
+        Self::load(&lanes)
+    }
+    /// Stores into the first `LANES` scalars of `dst`.
+    fn store(self, dst: &mut [Self::Scalar]);
+    /// `self * m + a` lane-wise, fused when the target has FMA.
+    fn mul_add(self, m: Self, a: Self) -> Self;
+    /// The sum of the lanes, in a fixed order.
+    fn hsum(self) -> Self::Scalar;
+}
+
+/// The most lanes of any [`SimdVector`] (f32 in a zmm register).
+pub const MAX_LANES: usize = 16;
+
+macro_rules! impl_simd_vector_wide {
+    ($vector:ty, $scalar:ty, $lanes:literal) => {
+        impl SimdVector for $vector {
+            type Scalar = $scalar;
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            fn splat(x: $scalar) -> Self {
+                <$vector>::splat(x)
+            }
+            #[inline(always)]
+            fn load(src: &[$scalar]) -> Self {
+                let lanes: [$scalar; $lanes] = src[..$lanes].try_into().unwrap();
+                <$vector>::from(lanes)
+            }
+            #[inline(always)]
+            fn load_partial(src: &[$scalar], len: usize) -> Self {
+                let mut lanes = [0.0; $lanes];
+                lanes[..len].copy_from_slice(&src[..len]);
+                <$vector>::from(lanes)
+            }
+            #[inline(always)]
+            fn store(self, dst: &mut [$scalar]) {
+                dst[..$lanes].copy_from_slice(self.as_array_ref());
+            }
+            #[inline(always)]
+            fn mul_add(self, m: Self, a: Self) -> Self {
+                <$vector>::mul_add(self, m, a)
+            }
+            #[inline(always)]
+            fn hsum(self) -> $scalar {
+                self.reduce_add()
+            }
+        }
+    };
+}
+
+impl_simd_vector_wide!(f32x8, f32, 8);
+impl_simd_vector_wide!(f64x4, f64, 4);
 
 use crate::Float;
 
@@ -86,18 +172,10 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// An element type together with its 256-bit `wide` vector.
+/// An element type together with its 256-bit `wide` vector, and the lane-wise math of the
+/// row-wise kernels over it.
 pub(crate) trait Simd: Float {
-    type V: Copy
-        + Add<Output = Self::V>
-        + Sub<Output = Self::V>
-        + Mul<Output = Self::V>
-        + Div<Output = Self::V>
-        + Neg<Output = Self::V>
-        + AddAssign
-        + MulAssign;
-    /// Lanes per vector.
-    const LANES: usize;
+    type V: SimdVector<Scalar = Self> + Neg<Output = Self::V> + AddAssign + MulAssign;
     /// Chebyshev coefficients of `F` in [`erfc_nonneg`] (precision-dependent truncation).
     const ERFC_CHEB: &'static [Self];
     /// `|x|` below which [`erf`] uses its Maclaurin series (above it, `1 - erfc` would lose
@@ -108,15 +186,6 @@ pub(crate) trait Simd: Float {
     /// `|x|` below which `wide`'s exp is used as is.
     const EXP_SAFE: f64;
 
-    fn splat(v: Self) -> Self::V;
-    /// Load `LANES` elements; `s.len()` must be `LANES` (as from `chunks_exact`).
-    fn load(s: &[Self]) -> Self::V;
-    /// Store `LANES` elements; `s.len()` must be `LANES`.
-    fn store(v: Self::V, s: &mut [Self]);
-    /// `a * b + c`, fused when the target has FMA.
-    fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// Sum of the lanes (fixed pairwise order).
-    fn hsum(v: Self::V) -> Self;
     /// Maximum of the lanes.
     fn hmax(v: Self::V) -> Self;
     fn vmax(a: Self::V, b: Self::V) -> Self::V;
@@ -141,7 +210,10 @@ pub(crate) trait Simd: Float {
     #[inline(always)]
     fn vexp(x: Self::V) -> Self::V {
         let e = Self::wide_exp(x);
-        let safe = Self::vlt(Self::vabs(x), Self::splat(Self::from_f64(Self::EXP_SAFE)));
+        let safe = Self::vlt(
+            Self::vabs(x),
+            Self::V::splat(Self::from_f64(Self::EXP_SAFE)),
+        );
         if Self::all(safe) {
             return e;
         }
@@ -154,19 +226,19 @@ pub(crate) trait Simd: Float {
 #[inline(never)]
 fn exp_edges<S: Simd>(x: S::V, e: S::V, safe: S::V) -> S::V {
     // e^x = (e^(x/2))^2 extends wide's range to overflow and gradual underflow.
-    let half = S::wide_exp(x * S::splat(S::from_f64(0.5)));
+    let half = S::wide_exp(x * S::V::splat(S::from_f64(0.5)));
     let mut xs = [S::ZERO; 8];
     let mut sq = [S::ZERO; 8];
     let mut ok = [S::ZERO; 8];
     let mut out = [S::ZERO; 8];
-    let l = S::LANES;
-    S::store(x, &mut xs[..l]);
-    S::store(half * half, &mut sq[..l]);
-    S::store(
-        S::select(safe, S::splat(S::ONE), S::splat(S::ZERO)),
+    let l = S::V::LANES;
+    S::V::store(x, &mut xs[..l]);
+    S::V::store(half * half, &mut sq[..l]);
+    S::V::store(
+        S::select(safe, S::V::splat(S::ONE), S::V::splat(S::ZERO)),
         &mut ok[..l],
     );
-    S::store(e, &mut out[..l]);
+    S::V::store(e, &mut out[..l]);
     for k in 0..l {
         if ok[k] == S::ONE {
             continue;
@@ -185,7 +257,7 @@ fn exp_edges<S: Simd>(x: S::V, e: S::V, safe: S::V) -> S::V {
             sq[k]
         };
     }
-    S::load(&out[..l])
+    S::V::load(&out[..l])
 }
 
 /// `erfc(z)` for `z >= 0` lane-wise (relative accuracy; `+inf -> 0`, NaN -> NaN).
@@ -199,20 +271,23 @@ pub(crate) fn erfc_nonneg<S: Simd>(z: S::V) -> S::V {
 /// `[log(1 / (2 sqrt pi)), 0] = [-1.27, 0]`, so `exp(F)` needs no range handling.
 #[inline(always)]
 fn erfc_parts<S: Simd>(z: S::V) -> (S::V, S::V) {
-    let two = S::splat(S::from_f64(2.0));
+    let two = S::V::splat(S::from_f64(2.0));
     let t = two / (two + z);
     // ty = 4t - 2 in (-2, 2]; Clenshaw recurrence in ty (= 2u, u the Chebyshev variable).
-    let ty = S::fma(S::splat(S::from_f64(4.0)), t, -two);
+    let ty = S::V::mul_add(S::V::splat(S::from_f64(4.0)), t, -two);
     let c = S::ERFC_CHEB;
-    let mut d = S::splat(S::ZERO);
-    let mut dd = S::splat(S::ZERO);
+    let mut d = S::V::splat(S::ZERO);
+    let mut dd = S::V::splat(S::ZERO);
     for &cj in c[1..].iter().rev() {
         let tmp = d;
-        d = S::fma(ty, d, S::splat(cj) - dd);
+        d = S::V::mul_add(ty, d, S::V::splat(cj) - dd);
         dd = tmp;
     }
-    let half = S::splat(S::from_f64(0.5));
-    (t, S::fma(half, S::fma(ty, d, S::splat(c[0])), -dd))
+    let half = S::V::splat(S::from_f64(0.5));
+    (
+        t,
+        S::V::mul_add(half, S::V::mul_add(ty, d, S::V::splat(c[0])), -dd),
+    )
 }
 
 /// `(Phi(x), phi(x))` lane-wise for the GELU kernels, sharing one `e = exp(-x^2 / 2)`:
@@ -222,17 +297,17 @@ fn erfc_parts<S: Simd>(z: S::V) -> (S::V, S::V) {
 /// [`normal_cdf`] (the exponent's rounding, about `x^2 eps / 2`).
 #[inline(always)]
 pub(crate) fn normal_cdf_and_pdf<S: Simd>(x: S::V) -> (S::V, S::V) {
-    let half = S::splat(S::from_f64(0.5));
+    let half = S::V::splat(S::from_f64(0.5));
     let e = S::vexp(x * x * -half);
-    let z = S::vabs(x * S::splat(S::from_f64(std::f64::consts::FRAC_1_SQRT_2)));
+    let z = S::vabs(x * S::V::splat(S::from_f64(std::f64::consts::FRAC_1_SQRT_2)));
     let (t, f) = erfc_parts::<S>(z);
     let half_erfc = t * S::wide_exp(f) * e * half;
     let cdf = S::select(
-        S::vlt(x, S::splat(S::ZERO)),
+        S::vlt(x, S::V::splat(S::ZERO)),
         half_erfc,
-        S::splat(S::ONE) - half_erfc,
+        S::V::splat(S::ONE) - half_erfc,
     );
-    (cdf, e * S::splat(S::from_f64(0.398_942_280_401_432_7)))
+    (cdf, e * S::V::splat(S::from_f64(0.398_942_280_401_432_7)))
 }
 
 /// `erf(x)` lane-wise: `sign(x) (1 - erfc|x|)` for `|x| >= ERF_SERIES_MAX` (1/2 in f64, 1 in
@@ -242,18 +317,18 @@ pub(crate) fn erf<S: Simd>(x: S::V) -> S::V {
     let ax = S::vabs(x);
     let x2 = x * x;
     // erf(x) = 2/sqrt(pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1)); Horner in x^2.
-    let mut p = S::splat(S::ZERO);
+    let mut p = S::V::splat(S::ZERO);
     for n in (0..S::ERF_TAYLOR_TERMS).rev() {
         let coef = taylor_coef(n);
-        p = S::fma(p, x2, S::splat(S::from_f64(coef)));
+        p = S::V::mul_add(p, x2, S::V::splat(S::from_f64(coef)));
     }
     let small = p * x;
-    let one = S::splat(S::ONE);
+    let one = S::V::splat(S::ONE);
     let tail = one - erfc_nonneg::<S>(ax);
     // copysign(tail, x): x < 0 -> -tail.
-    let tail = S::select(S::vlt(x, S::splat(S::ZERO)), -tail, tail);
+    let tail = S::select(S::vlt(x, S::V::splat(S::ZERO)), -tail, tail);
     S::select(
-        S::vlt(ax, S::splat(S::from_f64(S::ERF_SERIES_MAX))),
+        S::vlt(ax, S::V::splat(S::from_f64(S::ERF_SERIES_MAX))),
         small,
         tail,
     )
@@ -274,12 +349,12 @@ fn taylor_coef(n: usize) -> f64 {
 /// `u = x/sqrt 2 < 0` (accurate far in the left tail), `1 - erfc(u)/2` otherwise.
 #[inline(always)]
 pub(crate) fn normal_cdf<S: Simd>(x: S::V) -> S::V {
-    let u = x * S::splat(S::from_f64(std::f64::consts::FRAC_1_SQRT_2));
-    let half_erfc = erfc_nonneg::<S>(S::vabs(u)) * S::splat(S::from_f64(0.5));
+    let u = x * S::V::splat(S::from_f64(std::f64::consts::FRAC_1_SQRT_2));
+    let half_erfc = erfc_nonneg::<S>(S::vabs(u)) * S::V::splat(S::from_f64(0.5));
     S::select(
-        S::vlt(u, S::splat(S::ZERO)),
+        S::vlt(u, S::V::splat(S::ZERO)),
         half_erfc,
-        S::splat(S::ONE) - half_erfc,
+        S::V::splat(S::ONE) - half_erfc,
     )
 }
 
@@ -326,34 +401,12 @@ const ERFC_CHEB_F32: [f32; 13] = {
 
 impl Simd for f32 {
     type V = f32x8;
-    const LANES: usize = 8;
     const ERFC_CHEB: &'static [f32] = &ERFC_CHEB_F32;
     const ERF_SERIES_MAX: f64 = 1.0;
     // Next term at |x| = 1 is below 1.3e-8 relative.
     const ERF_TAYLOR_TERMS: usize = 11;
     const EXP_SAFE: f64 = 87.0;
 
-    #[inline(always)]
-    fn splat(v: f32) -> f32x8 {
-        f32x8::splat(v)
-    }
-    #[inline(always)]
-    fn load(s: &[f32]) -> f32x8 {
-        let a: [f32; 8] = s.try_into().expect("load needs exactly 8 lanes");
-        f32x8::from(a)
-    }
-    #[inline(always)]
-    fn store(v: f32x8, s: &mut [f32]) {
-        s.copy_from_slice(v.as_array_ref());
-    }
-    #[inline(always)]
-    fn fma(a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
-        a.mul_add(b, c)
-    }
-    #[inline(always)]
-    fn hsum(v: f32x8) -> f32 {
-        v.reduce_add()
-    }
     #[inline(always)]
     fn hmax(v: f32x8) -> f32 {
         let a = v.to_array();
@@ -387,7 +440,8 @@ impl Simd for f32 {
     }
     #[inline(always)]
     fn transpose_in(block: &[f32], columns: &mut [f32x8]) -> bool {
-        let rows: [f32x8; 8] = std::array::from_fn(|k| Self::load(&block[8 * k..8 * k + 8]));
+        let rows: [f32x8; 8] =
+            std::array::from_fn(|k| <f32x8 as SimdVector>::load(&block[8 * k..8 * k + 8]));
         columns[..8].copy_from_slice(&f32x8::transpose(rows));
         true
     }
@@ -395,7 +449,7 @@ impl Simd for f32 {
     fn transpose_out(columns: &[f32x8], block: &mut [f32]) -> bool {
         let cols: [f32x8; 8] = columns[..8].try_into().expect("8 columns");
         for (k, row) in f32x8::transpose(cols).iter().enumerate() {
-            Self::store(*row, &mut block[8 * k..8 * k + 8]);
+            SimdVector::store(*row, &mut block[8 * k..8 * k + 8]);
         }
         true
     }
@@ -407,34 +461,12 @@ impl Simd for f32 {
 
 impl Simd for f64 {
     type V = f64x4;
-    const LANES: usize = 4;
     const ERFC_CHEB: &'static [f64] = &ERFC_CHEB_F64;
     const ERF_SERIES_MAX: f64 = 0.5;
     // Next term at |x| = 1/2 is below 1e-17 relative.
     const ERF_TAYLOR_TERMS: usize = 13;
     const EXP_SAFE: f64 = 708.0;
 
-    #[inline(always)]
-    fn splat(v: f64) -> f64x4 {
-        f64x4::splat(v)
-    }
-    #[inline(always)]
-    fn load(s: &[f64]) -> f64x4 {
-        let a: [f64; 4] = s.try_into().expect("load needs exactly 4 lanes");
-        f64x4::from(a)
-    }
-    #[inline(always)]
-    fn store(v: f64x4, s: &mut [f64]) {
-        s.copy_from_slice(v.as_array_ref());
-    }
-    #[inline(always)]
-    fn fma(a: f64x4, b: f64x4, c: f64x4) -> f64x4 {
-        a.mul_add(b, c)
-    }
-    #[inline(always)]
-    fn hsum(v: f64x4) -> f64 {
-        v.reduce_add()
-    }
     #[inline(always)]
     fn hmax(v: f64x4) -> f64 {
         let a = v.to_array();

@@ -14,7 +14,7 @@
 //! - entries more than about 87 (f32) / 708 (f64) below the row max get probability exactly 0
 //!   (the true value is below 1e-38 / 1e-307 of the max entry's).
 
-use crate::simd::{cast, cast_mut, dispatch, Simd};
+use crate::simd::{cast, cast_mut, dispatch, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
 
@@ -67,11 +67,11 @@ const ACROSS_MAX_COLS: usize = 16;
 /// `-inf`, NaN, `+inf`) go through [`softmax_row`], which gives the same values up to the
 /// order of the sum.
 fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
-    let l = S::LANES;
+    let l = S::V::LANES;
     let block = l * cols;
     let mut xblocks = x.chunks_exact(block);
     let mut yblocks = y.chunks_exact_mut(block);
-    let mut column = [S::splat(S::ZERO); ACROSS_MAX_COLS];
+    let mut column = [S::V::splat(S::ZERO); ACROSS_MAX_COLS];
     let mut lanes = [S::ZERO; 8];
     for (xb, yb) in (&mut xblocks).zip(&mut yblocks) {
         // Transpose in: column[j] lane k = x[row k, col j].
@@ -80,7 +80,7 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
                 for (k, v) in lanes[..l].iter_mut().enumerate() {
                     *v = xb[k * cols + j];
                 }
-                *cv = S::load(&lanes[..l]);
+                *cv = S::V::load(&lanes[..l]);
             }
         }
         let mut m = column[0];
@@ -89,29 +89,29 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
         }
         // Every row max finite: no all -inf, +inf or NaN-max row. A NaN elsewhere shows up in
         // the sum of the exponents.
-        let finite = S::vlt(S::vabs(m), S::splat(S::INFINITY));
-        let mut sum = S::splat(S::ZERO);
-        let mut dsum = S::splat(S::ZERO);
+        let finite = S::vlt(S::vabs(m), S::V::splat(S::INFINITY));
+        let mut sum = S::V::splat(S::ZERO);
+        let mut dsum = S::V::splat(S::ZERO);
         for cv in &mut column[..cols] {
             let d = *cv - m;
             dsum += d;
             *cv = S::wide_exp(d);
             sum += *cv;
         }
-        if !S::all(finite) || S::hsum(dsum).is_nan() {
+        if !S::all(finite) || S::V::hsum(dsum).is_nan() {
             for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
                 softmax_row::<S>(xr, yr, false);
             }
             continue;
         }
-        let inv = S::splat(S::ONE) / sum;
+        let inv = S::V::splat(S::ONE) / sum;
         for cv in &mut column[..cols] {
             *cv *= inv;
         }
         // Transpose out.
         if !(cols == l && S::transpose_out(&column, yb)) {
             for (j, &cv) in column[..cols].iter().enumerate() {
-                S::store(cv, &mut lanes[..l]);
+                S::V::store(cv, &mut lanes[..l]);
                 for (k, &v) in lanes[..l].iter().enumerate() {
                     yb[k * cols + j] = v;
                 }
@@ -130,14 +130,14 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
 /// One row of softmax (`log == false`) or log-softmax.
 #[inline(always)]
 fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
-    let l = S::LANES;
+    let l = S::V::LANES;
     // Pass 1: the row max.
     let mut xc = x.chunks_exact(l);
     let mut m = S::NEG_INFINITY;
     if let Some(first) = xc.next() {
-        let mut mv = S::load(first);
+        let mut mv = S::V::load(first);
         for c in &mut xc {
-            mv = S::vmax(mv, S::load(c));
+            mv = S::vmax(mv, S::V::load(c));
         }
         m = S::hmax(mv);
     }
@@ -158,20 +158,20 @@ fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
     }
     // Pass 2: e = exp(x - m) into y, summed. `dsum` sums the exponents d = x - m <= 0, which
     // is NaN exactly when the row holds a NaN or +inf (wide's exp maps those lanes to 0).
-    let mv = S::splat(m);
-    let zero = S::splat(S::ZERO);
+    let mv = S::V::splat(m);
+    let zero = S::V::splat(S::ZERO);
     let (mut sv, mut dsum) = (zero, zero);
     let mut yc = y.chunks_exact_mut(l);
     let mut xc = x.chunks_exact(l);
     for (yv, xv) in (&mut yc).zip(&mut xc) {
-        let d = S::load(xv) - mv;
+        let d = S::V::load(xv) - mv;
         dsum += d;
         let e = S::wide_exp(d);
         sv += e;
-        S::store(e, yv);
+        S::V::store(e, yv);
     }
-    let mut s = S::hsum(sv);
-    let mut bad = S::hsum(dsum).is_nan();
+    let mut s = S::V::hsum(sv);
+    let mut bad = S::V::hsum(dsum).is_nan();
     for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
         let d = xv - m;
         bad |= d.is_nan();
@@ -186,11 +186,11 @@ fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
     if log {
         // (x - m) - log s, not x - (m + log s): with a huge max (1e30) the latter loses log s.
         let log_sum = s.ln();
-        let (max_v, log_sum_v) = (S::splat(m), S::splat(log_sum));
+        let (max_v, log_sum_v) = (S::V::splat(m), S::V::splat(log_sum));
         let mut yc = y.chunks_exact_mut(l);
         let mut xc = x.chunks_exact(l);
         for (yv, xv) in (&mut yc).zip(&mut xc) {
-            S::store((S::load(xv) - max_v) - log_sum_v, yv);
+            S::V::store((S::V::load(xv) - max_v) - log_sum_v, yv);
         }
         for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
             *yv = (xv - m) - log_sum;
@@ -247,13 +247,13 @@ fn rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T], log: bo
 #[inline(always)]
 fn softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
     let inner = crate::level1::dot_simd(y, dy);
-    let iv = S::splat(inner);
-    let l = S::LANES;
+    let iv = S::V::splat(inner);
+    let l = S::V::LANES;
     let mut dc = dx.chunks_exact_mut(l);
     let mut yc = y.chunks_exact(l);
     let mut gc = dy.chunks_exact(l);
     for ((d, yv), g) in (&mut dc).zip(&mut yc).zip(&mut gc) {
-        S::store(S::load(yv) * (S::load(g) - iv), d);
+        S::V::store(S::V::load(yv) * (S::V::load(g) - iv), d);
     }
     for ((d, &yv), &g) in dc
         .into_remainder()
@@ -268,14 +268,14 @@ fn softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
 #[inline(always)]
 fn log_softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
     let s = crate::level1::sum_simd(dy);
-    let sv = S::splat(s);
-    let l = S::LANES;
+    let sv = S::V::splat(s);
+    let l = S::V::LANES;
     let mut dc = dx.chunks_exact_mut(l);
     let mut yc = y.chunks_exact(l);
     let mut gc = dy.chunks_exact(l);
     for ((d, yv), g) in (&mut dc).zip(&mut yc).zip(&mut gc) {
         // dy - exp(y) s
-        S::store(S::load(g) - S::vexp(S::load(yv)) * sv, d);
+        S::V::store(S::V::load(g) - S::vexp(S::V::load(yv)) * sv, d);
     }
     for ((d, &yv), &g) in dc
         .into_remainder()

@@ -10,7 +10,10 @@
 
 mod common;
 
-use common::{check, check_case, operands, pool, run, Case, Operands, ALPHAS, BETAS, TRANSPOSES};
+use common::{
+    assert_bitwise_equal, check, check_case, operands, pool, run, Case, Operands, ALPHAS, BETAS,
+    TRANSPOSES,
+};
 
 use benign_kernels::gemm::{blocking, GemmPath, KernelVariant};
 use benign_kernels::{gemm, Float, MatMut, MatRef, Transpose};
@@ -35,18 +38,9 @@ fn shape_grid<T: Float>(kernel: KernelVariant, seed: u64) {
     }
 }
 
-#[test]
-fn shape_grid_f32() {
-    for kernel in common::kernel_variants() {
-        shape_grid::<f32>(kernel, 1);
-    }
-}
-
-#[test]
-fn shape_grid_f64() {
-    for kernel in common::kernel_variants() {
-        shape_grid::<f64>(kernel, 2);
-    }
+common::tests_per_kernel_variant! {
+    shape_grid_f32 => shape_grid::<f32>(1);
+    shape_grid_f64 => shape_grid::<f64>(2);
 }
 
 /// All transposes x alpha x beta on a few shapes crossing tile edges.
@@ -79,18 +73,9 @@ fn transposes_and_scalars<T: Float>(kernel: KernelVariant, seed: u64) {
     }
 }
 
-#[test]
-fn transposes_and_scalars_f32() {
-    for kernel in common::kernel_variants() {
-        transposes_and_scalars::<f32>(kernel, 3);
-    }
-}
-
-#[test]
-fn transposes_and_scalars_f64() {
-    for kernel in common::kernel_variants() {
-        transposes_and_scalars::<f64>(kernel, 4);
-    }
+common::tests_per_kernel_variant! {
+    transposes_and_scalars_f32 => transposes_and_scalars::<f32>(3);
+    transposes_and_scalars_f64 => transposes_and_scalars::<f64>(4);
 }
 
 /// Shapes one below, at and one above the microkernel tile (MR, NR) and the cache blocks (KC,
@@ -138,29 +123,9 @@ fn block_edges<T: Float>(kernel: KernelVariant, seed: u64) {
     }
 }
 
-#[test]
-fn block_edges_f32() {
-    for kernel in common::kernel_variants() {
-        block_edges::<f32>(kernel, 5);
-    }
-}
-
-#[test]
-fn block_edges_f64() {
-    for kernel in common::kernel_variants() {
-        block_edges::<f64>(kernel, 6);
-    }
-}
-
-fn assert_bitwise_equal<T: Float>(serial: &[T], parallel: &[T], case: &Case) {
-    assert_eq!(serial.len(), parallel.len());
-    for (index, (s, p)) in serial.iter().zip(parallel).enumerate() {
-        assert!(
-            s.to_f64().to_bits() == p.to_f64().to_bits() || (s.is_nan() && p.is_nan()),
-            "{case:?} {}: element {index} differs between 1 thread ({s}) and more ({p})",
-            T::NAME
-        );
-    }
+common::tests_per_kernel_variant! {
+    block_edges_f32 => block_edges::<f32>(5);
+    block_edges_f64 => block_edges::<f64>(6);
 }
 
 /// One large case against the reference (1 thread), then bit-identical on 2, 3 and 4 threads
@@ -207,18 +172,9 @@ fn large<T: Float>(kernel: KernelVariant, seed: u64) {
     }
 }
 
-#[test]
-fn large_2000x2000x160_f32() {
-    for kernel in common::kernel_variants() {
-        large::<f32>(kernel, 7);
-    }
-}
-
-#[test]
-fn large_2000x2000x160_f64() {
-    for kernel in common::kernel_variants() {
-        large::<f64>(kernel, 8);
-    }
+common::tests_per_kernel_variant! {
+    large_2000x2000x160_f32 => large::<f32>(7);
+    large_2000x2000x160_f64 => large::<f64>(8);
 }
 
 /// Short, wide products (fewer than two MR-row strips per thread, so threads split C by
@@ -257,18 +213,9 @@ fn short_and_wide<T: Float>(kernel: KernelVariant, seed: u64) {
     }
 }
 
-#[test]
-fn short_and_wide_f32() {
-    for kernel in common::kernel_variants() {
-        short_and_wide::<f32>(kernel, 10);
-    }
-}
-
-#[test]
-fn short_and_wide_f64() {
-    for kernel in common::kernel_variants() {
-        short_and_wide::<f64>(kernel, 11);
-    }
+common::tests_per_kernel_variant! {
+    short_and_wide_f32 => short_and_wide::<f32>(10);
+    short_and_wide_f64 => short_and_wide::<f64>(11);
 }
 
 /// beta == 0 with NaN and infinity in C: the result is alpha op(A) op(B) exactly as if C were
@@ -333,18 +280,9 @@ fn ops_clone(ops: &Operands) -> Operands {
     }
 }
 
-#[test]
-fn beta_zero_ignores_c_f32() {
-    for kernel in common::kernel_variants() {
-        beta_zero_ignores_c::<f32>(kernel);
-    }
-}
-
-#[test]
-fn beta_zero_ignores_c_f64() {
-    for kernel in common::kernel_variants() {
-        beta_zero_ignores_c::<f64>(kernel);
-    }
+common::tests_per_kernel_variant! {
+    beta_zero_ignores_c_f32 => beta_zero_ignores_c::<f32>();
+    beta_zero_ignores_c_f64 => beta_zero_ignores_c::<f64>();
 }
 
 #[test]

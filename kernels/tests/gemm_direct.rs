@@ -15,7 +15,9 @@ use benign_kernels::gemm::{
 mod common;
 
 use benign_kernels::{Float, Transpose};
-use common::{check, check_case, operands, pool, run, Case, ALPHAS, BETAS, TRANSPOSES};
+use common::{
+    assert_bitwise_equal, check, check_case, operands, pool, run, Case, ALPHAS, BETAS, TRANSPOSES,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -41,18 +43,9 @@ fn direct_grid<T: Float>(kernel: KernelVariant, seed: u64) {
     }
 }
 
-#[test]
-fn direct_grid_f32() {
-    for kernel in common::kernel_variants() {
-        direct_grid::<f32>(kernel, 21);
-    }
-}
-
-#[test]
-fn direct_grid_f64() {
-    for kernel in common::kernel_variants() {
-        direct_grid::<f64>(kernel, 22);
-    }
+common::tests_per_kernel_variant! {
+    direct_grid_f32 => direct_grid::<f32>(21);
+    direct_grid_f64 => direct_grid::<f64>(22);
 }
 
 /// Shapes the grid cannot reach: several column slabs and depth blocks of the axpy form
@@ -88,18 +81,9 @@ fn direct_larger<T: Float>(kernel: KernelVariant, seed: u64) {
     }
 }
 
-#[test]
-fn direct_larger_f32() {
-    for kernel in common::kernel_variants() {
-        direct_larger::<f32>(kernel, 23);
-    }
-}
-
-#[test]
-fn direct_larger_f64() {
-    for kernel in common::kernel_variants() {
-        direct_larger::<f64>(kernel, 24);
-    }
+common::tests_per_kernel_variant! {
+    direct_larger_f32 => direct_larger::<f32>(23);
+    direct_larger_f64 => direct_larger::<f64>(24);
 }
 
 /// The shape rule at its thresholds (`Auto`), and `gemm` correct on both sides of each.
@@ -179,27 +163,12 @@ fn threads_bit_identical<T: Float>(kernel: KernelVariant, seed: u64) {
             let serial = one.install(|| run::<T>(&case, &ops));
             let parallel = four.install(|| run::<T>(&case, &ops));
             check::<T>(&case, &ops, &serial);
-            for (i, (s, p)) in serial.iter().zip(&parallel).enumerate() {
-                assert!(
-                    s.to_f64().to_bits() == p.to_f64().to_bits(),
-                    "{case:?} {}: element {i} differs between 1 and 4 threads: {s} vs {p}",
-                    T::NAME
-                );
-            }
+            assert_bitwise_equal(&serial, &parallel, &case);
         }
     }
 }
 
-#[test]
-fn threads_bit_identical_f32() {
-    for kernel in common::kernel_variants() {
-        threads_bit_identical::<f32>(kernel, 26);
-    }
-}
-
-#[test]
-fn threads_bit_identical_f64() {
-    for kernel in common::kernel_variants() {
-        threads_bit_identical::<f64>(kernel, 27);
-    }
+common::tests_per_kernel_variant! {
+    threads_bit_identical_f32 => threads_bit_identical::<f32>(26);
+    threads_bit_identical_f64 => threads_bit_identical::<f64>(27);
 }

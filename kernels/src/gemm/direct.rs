@@ -36,7 +36,7 @@
 //! - axpy form: one FMA chain over `p = 0, 1, .., k - 1` in order (each lane of a vector is
 //!   its own element; columns past the last full vector use a zero-padded vector, same lanes);
 //! - dot form: `LANES` FMA chains, lane `l` over `p = l, l + LANES, ..` in order (the last
-//!   partial vector zero-padded), then `DirectVector::hsum` of the lanes in its fixed order.
+//!   partial vector zero-padded), then `SimdVector::hsum` of the lanes in its fixed order.
 //!
 //! Neither depends on where a register block, a column chunk or a thread boundary falls, so
 //! the result is a function of the shape only: bit-identical for any rayon pool size. It
@@ -54,13 +54,12 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use std::cell::RefCell;
-use std::ops::Mul;
 
 use rayon::prelude::*;
 use wide::{f32x8, f64x4};
 
 use super::{current_variant, KernelVariant, Transpose, GEMM_PARALLEL_MIN_MULADDS};
-use crate::simd::{dispatch, same};
+use crate::simd::{dispatch, same, SimdVector, MAX_LANES};
 use crate::{Float, MatMut, MatRef};
 
 /// Problems with at most this many multiply-adds (`m * n * k`, 64^3) take the direct path
@@ -106,9 +105,6 @@ const DOT_ROWS_B: usize = 3;
 /// form (64^3 NT then matches NN).
 pub const DOT_MIN_DEPTH: usize = 64;
 
-/// Most lanes of any vector type here (f32 in a zmm register).
-const MAX_LANES: usize = 16;
-
 const _: () = assert!(
     PARALLEL_COLUMNS.is_multiple_of(AXPY_ROWS)
         && PARALLEL_COLUMNS.is_multiple_of(DOT_ROWS_B)
@@ -116,68 +112,10 @@ const _: () = assert!(
         && COLUMN_BLOCK.is_multiple_of(AXPY_VECTORS * MAX_LANES)
 );
 
-/// A SIMD vector the direct kernels are written over: `wide`'s f32x8 / f64x4 (the portable
-/// variant) or a zmm register (`gemm/direct_avx512.rs`).
-pub(crate) trait DirectVector: Copy + Mul<Output = Self> {
-    type Scalar: DirectScalar;
-    /// Scalars per vector (at most [`MAX_LANES`]).
-    const LANES: usize;
-    fn splat(x: Self::Scalar) -> Self;
-    /// The first `LANES` scalars of `src`.
-    fn load(src: &[Self::Scalar]) -> Self;
-    /// The first `len < LANES` scalars of `src`, the other lanes zero.
-    fn load_partial(src: &[Self::Scalar], len: usize) -> Self;
-    /// Stores into the first `LANES` scalars of `dst`.
-    fn store(self, dst: &mut [Self::Scalar]);
-    /// `a * b + c`, one rounding when the target has FMA.
-    fn fma(a: Self, b: Self, c: Self) -> Self;
-    /// Sum of the lanes, in a fixed order.
-    fn hsum(self) -> Self::Scalar;
-}
-
-macro_rules! impl_direct_wide {
-    ($vector:ty, $scalar:ty, $lanes:literal) => {
-        impl DirectVector for $vector {
-            type Scalar = $scalar;
-            const LANES: usize = $lanes;
-            #[inline(always)]
-            fn splat(x: $scalar) -> Self {
-                <$vector>::splat(x)
-            }
-            #[inline(always)]
-            fn load(src: &[$scalar]) -> Self {
-                let lanes: [$scalar; $lanes] = src[..$lanes].try_into().unwrap();
-                <$vector>::from(lanes)
-            }
-            #[inline(always)]
-            fn load_partial(src: &[$scalar], len: usize) -> Self {
-                let mut lanes = [0.0; $lanes];
-                lanes[..len].copy_from_slice(&src[..len]);
-                <$vector>::from(lanes)
-            }
-            #[inline(always)]
-            fn store(self, dst: &mut [$scalar]) {
-                dst[..$lanes].copy_from_slice(self.as_array_ref());
-            }
-            #[inline(always)]
-            fn fma(a: Self, b: Self, c: Self) -> Self {
-                a.mul_add(b, c)
-            }
-            #[inline(always)]
-            fn hsum(self) -> $scalar {
-                self.reduce_add()
-            }
-        }
-    };
-}
-
-impl_direct_wide!(f32x8, f32, 8);
-impl_direct_wide!(f64x4, f64, 4);
-
 /// An element type of the direct path: its `wide` vector, its AVX-512 entry point and a
 /// thread-local scratch buffer.
 pub(crate) trait DirectScalar: Float {
-    type Wide: DirectVector<Scalar = Self>;
+    type Wide: SimdVector<Scalar = Self>;
 
     /// [`columns`] with this type's zmm vector; `None` when the build has no AVX-512 kernels.
     fn columns_avx512<O: OutRows<Self>>(
@@ -434,7 +372,7 @@ fn columns_by_variant<S: DirectScalar, O: OutRows<S>>(
 /// type `V`. Everything from here down is `#[inline(always)]`: the AVX-512 entry points
 /// (`gemm/direct_avx512.rs`) compile this whole tree inside one `avx512f` function.
 #[inline(always)]
-pub(crate) fn columns<V: DirectVector, O: OutRows<V::Scalar>>(
+pub(crate) fn columns<V: SimdVector, O: OutRows<V::Scalar>>(
     product: Product<'_, V::Scalar>,
     cols: Range<usize>,
     scratch: &mut [V::Scalar],
@@ -534,7 +472,7 @@ struct AxpyView<'a, S> {
 /// `V[rows][cols] <- alpha X Y + beta V` in register blocks; with `block_depth`, blocked over
 /// the depth in slabs of `DEPTH_BLOCK x COLUMN_BLOCK` (see the module docs).
 #[inline(always)]
-fn axpy_form<V: DirectVector, O: OutRows<V::Scalar>>(
+fn axpy_form<V: SimdVector, O: OutRows<V::Scalar>>(
     view: &AxpyView<'_, V::Scalar>,
     rows: Range<usize>,
     cols: Range<usize>,
@@ -588,7 +526,7 @@ struct Partial<'p, S> {
 /// block. Accumulators start from zero (`partial` absent or fresh) or from `partial`; they end
 /// in `partial` unless `finish` gives the scalars of the final write to C.
 #[inline(always)]
-fn axpy_depth_block<V: DirectVector, O: OutRows<V::Scalar>>(
+fn axpy_depth_block<V: SimdVector, O: OutRows<V::Scalar>>(
     view: &AxpyView<'_, V::Scalar>,
     rows: Range<usize>,
     cols: Range<usize>,
@@ -647,7 +585,7 @@ struct Block {
 /// No closures here or below: the AVX-512 instantiation relies on everything down to the
 /// intrinsics being inlined into its `avx512f` function, and closures are not forced inline.
 #[inline(always)]
-fn load_row<V: DirectVector, const NV: usize>(
+fn load_row<V: SimdVector, const NV: usize>(
     y_row: &[V::Scalar],
     width: usize,
     whole: bool,
@@ -690,7 +628,7 @@ fn edge_rows(block: usize, remaining: usize) -> usize {
 /// The rank-`depth` update of one `R x NV`-vector register block, then its write (see
 /// [`axpy_depth_block`]).
 #[inline(always)]
-fn axpy_block<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+fn axpy_block<V: SimdVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
     view: &AxpyView<'_, V::Scalar>,
     block: &Block,
     partial: &mut Option<Partial<'_, V::Scalar>>,
@@ -727,7 +665,7 @@ fn axpy_block<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Sc
             for (acc_row, &x_value) in acc.iter_mut().zip(x_column) {
                 let x_value = V::splat(x_value);
                 for (acc, &y_value) in acc_row.iter_mut().zip(&y_row) {
-                    *acc = V::fma(x_value, y_value, *acc);
+                    *acc = V::mul_add(x_value, y_value, *acc);
                 }
             }
         }
@@ -739,7 +677,7 @@ fn axpy_block<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Sc
             for (acc_row, x_row) in acc.iter_mut().zip(&x_rows) {
                 let x_value = V::splat(x_row[step]);
                 for (acc, &y_value) in acc_row.iter_mut().zip(&y_row) {
-                    *acc = V::fma(x_value, y_value, *acc);
+                    *acc = V::mul_add(x_value, y_value, *acc);
                 }
             }
         }
@@ -769,7 +707,7 @@ fn axpy_block<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Sc
 /// `C[row + r][col + c] <- alpha acc + beta C` for the block (`col` relative to the output
 /// rows), whole vectors where the block is whole.
 #[inline(always)]
-fn write_rows<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+fn write_rows<V: SimdVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
     acc: &[[V; NV]; R],
     row: usize,
     col: usize,
@@ -789,7 +727,7 @@ fn write_rows<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Sc
                 let result = if beta == V::Scalar::ZERO {
                     scaled
                 } else {
-                    V::fma(beta_v, V::load(c_lanes), scaled)
+                    V::mul_add(beta_v, V::load(c_lanes), scaled)
                 };
                 result.store(c_lanes);
             } else {
@@ -806,7 +744,7 @@ fn write_rows<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Sc
 /// `C[col + c][row + r] <- alpha acc[r][c] + beta C` for a block of `V = C^T` (`row`
 /// relative to the output rows).
 #[inline(always)]
-fn write_transposed<V: DirectVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
+fn write_transposed<V: SimdVector, const R: usize, const NV: usize, O: OutRows<V::Scalar>>(
     acc: &[[V; NV]; R],
     row: usize,
     col: usize,
@@ -844,7 +782,7 @@ fn scale_add<S: Float>(sum: S, alpha: S, beta: S, c: S) -> S {
 /// The dot form `C[i][j] <- alpha sum_p A[i][p] B[j][p] + beta C[i][j]` for rows `0..m` and
 /// columns `cols`, `DOT_ROWS_A x DOT_ROWS_B` elements at a time.
 #[inline(always)]
-fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
+fn dot_form<V: SimdVector, O: OutRows<V::Scalar>>(
     product: Product<'_, V::Scalar>,
     cols: Range<usize>,
     out: &mut O,
@@ -876,7 +814,7 @@ fn dot_form<V: DirectVector, O: OutRows<V::Scalar>>(
 /// `RA x RB` elements of the dot form at `(row, col)`; `first` is the first column of C the
 /// output rows start at.
 #[inline(always)]
-fn dot_block<V: DirectVector, const RA: usize, const RB: usize, O: OutRows<V::Scalar>>(
+fn dot_block<V: SimdVector, const RA: usize, const RB: usize, O: OutRows<V::Scalar>>(
     product: Product<'_, V::Scalar>,
     (row, col, first): (usize, usize, usize),
     out: &mut O,
@@ -897,7 +835,7 @@ fn dot_block<V: DirectVector, const RA: usize, const RB: usize, O: OutRows<V::Sc
         for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
             let a_vector = V::load(&a_row[p..][..lanes]);
             for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
-                *acc = V::fma(a_vector, b_vector, *acc);
+                *acc = V::mul_add(a_vector, b_vector, *acc);
             }
         }
     }
@@ -910,7 +848,7 @@ fn dot_block<V: DirectVector, const RA: usize, const RB: usize, O: OutRows<V::Sc
         for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
             let a_vector = V::load_partial(&a_row[whole..], k - whole);
             for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
-                *acc = V::fma(a_vector, b_vector, *acc);
+                *acc = V::mul_add(a_vector, b_vector, *acc);
             }
         }
     }

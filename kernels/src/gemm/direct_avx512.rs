@@ -9,14 +9,16 @@
 //! use AVX-512 masked moves, which touch no memory in masked-off lanes.
 
 use std::arch::x86_64::{
-    __m512, __m512d, _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps,
-    _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps, _mm512_mul_pd, _mm512_mul_ps,
-    _mm512_reduce_add_pd, _mm512_reduce_add_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_storeu_pd,
-    _mm512_storeu_ps,
+    __m512, __m512d, _mm512_add_pd, _mm512_add_ps, _mm512_div_pd, _mm512_div_ps, _mm512_fmadd_pd,
+    _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_maskz_loadu_pd,
+    _mm512_maskz_loadu_ps, _mm512_mul_pd, _mm512_mul_ps, _mm512_reduce_add_pd,
+    _mm512_reduce_add_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_storeu_pd, _mm512_storeu_ps,
+    _mm512_sub_pd, _mm512_sub_ps,
 };
-use std::ops::{Mul, Range};
+use std::ops::{Add, Div, Mul, Range, Sub};
 
-use super::direct::{columns, DirectVector, OutRows, Product};
+use super::direct::{columns, OutRows, Product};
+use crate::simd::SimdVector;
 
 /// Sixteen f32 lanes in a zmm register.
 #[derive(Clone, Copy)]
@@ -26,22 +28,41 @@ struct Zmm32(__m512);
 #[derive(Clone, Copy)]
 struct Zmm64(__m512d);
 
+macro_rules! impl_zmm_operator {
+    ($vector:ident, $($trait:ident $method:ident $intrinsic:ident),*) => {$(
+        impl $trait for $vector {
+            type Output = Self;
+            #[inline(always)]
+            fn $method(self, other: Self) -> Self {
+                // SAFETY: a vector of this type exists only inside the avx512f functions of
+                // this file, entered after detection (module docs).
+                $vector(unsafe { $intrinsic(self.0, other.0) })
+            }
+        }
+    )*};
+}
+
+impl_zmm_operator!(
+    Zmm32,
+    Add add _mm512_add_ps,
+    Sub sub _mm512_sub_ps,
+    Mul mul _mm512_mul_ps,
+    Div div _mm512_div_ps
+);
+impl_zmm_operator!(
+    Zmm64,
+    Add add _mm512_add_pd,
+    Sub sub _mm512_sub_pd,
+    Mul mul _mm512_mul_pd,
+    Div div _mm512_div_pd
+);
+
 macro_rules! impl_zmm {
     (
         $vector:ident, $scalar:ty, $lanes:literal, $mask:ty, $set1:ident, $loadu:ident,
-        $maskz_loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident, $reduce_add:ident
+        $maskz_loadu:ident, $storeu:ident, $fmadd:ident, $reduce_add:ident
     ) => {
-        impl Mul for $vector {
-            type Output = Self;
-            #[inline(always)]
-            fn mul(self, other: Self) -> Self {
-                // SAFETY: a vector of this type exists only inside the avx512f functions of
-                // this file, entered after detection (module docs).
-                $vector(unsafe { $mul(self.0, other.0) })
-            }
-        }
-
-        impl DirectVector for $vector {
+        impl SimdVector for $vector {
             type Scalar = $scalar;
             const LANES: usize = $lanes;
             #[inline(always)]
@@ -70,9 +91,9 @@ macro_rules! impl_zmm {
                 unsafe { $storeu(dst.as_mut_ptr(), self.0) }
             }
             #[inline(always)]
-            fn fma(a: Self, b: Self, c: Self) -> Self {
+            fn mul_add(self, m: Self, a: Self) -> Self {
                 // SAFETY: avx512f as above.
-                $vector(unsafe { $fmadd(a.0, b.0, c.0) })
+                $vector(unsafe { $fmadd(self.0, m.0, a.0) })
             }
             #[inline(always)]
             fn hsum(self) -> $scalar {
@@ -93,7 +114,6 @@ impl_zmm!(
     _mm512_maskz_loadu_ps,
     _mm512_storeu_ps,
     _mm512_fmadd_ps,
-    _mm512_mul_ps,
     _mm512_reduce_add_ps
 );
 impl_zmm!(
@@ -106,7 +126,6 @@ impl_zmm!(
     _mm512_maskz_loadu_pd,
     _mm512_storeu_pd,
     _mm512_fmadd_pd,
-    _mm512_mul_pd,
     _mm512_reduce_add_pd
 );
 

@@ -17,7 +17,7 @@ use wide::{f32x8, f64x4};
 
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
-use super::microkernel::{strided_tile_wide, tile_wide, Lanes, MR};
+use super::microkernel::{strided_tile_wide, tile_cols, tile_wide, MR};
 use crate::{MatMut, MatRef};
 
 /// One GEMM microkernel for element type `S`: tile shape, cache blocking and tile functions.
@@ -103,14 +103,14 @@ gemm_kernel!(
     /// 1024..4080) measured within the noise of the shared benchmark machine; f64 MC was
     /// raised from BLIS's 72 to 144.
     Portable, f32,
-    MR = MR, NR = <f32x8 as Lanes>::NR, KC = 256, MC = 168, NC = 4080,
+    MR = MR, NR = tile_cols::<f32x8>(), KC = 256, MC = 168, NC = 4080,
     tile_wide::<f32x8>, strided_tile_wide::<f32x8>
 );
 
 gemm_kernel!(
     /// See the f32 implementation.
     Portable, f64,
-    MR = MR, NR = <f64x4 as Lanes>::NR, KC = 256, MC = 144, NC = 4080,
+    MR = MR, NR = tile_cols::<f64x4>(), KC = 256, MC = 144, NC = 4080,
     tile_wide::<f64x4>, strided_tile_wide::<f64x4>
 );
 

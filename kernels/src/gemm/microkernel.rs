@@ -19,11 +19,9 @@
 //! exactly the same vector arithmetic, so an element's value never depends on where the tile
 //! boundaries fall.
 
-use std::ops::Mul;
-
 use bytemuck::Pod;
-use wide::{f32x8, f64x4};
 
+use crate::simd::SimdVector;
 use crate::{Float, MatMut, MatRef, Transpose};
 
 /// Rows of C computed by one microkernel call.
@@ -32,58 +30,10 @@ pub const MR: usize = 6;
 /// SIMD vectors per row of a C tile: a tile has `NR = NR_VECTORS * LANES` columns.
 pub const NR_VECTORS: usize = 2;
 
-/// A SIMD vector of `LANES` scalars: `f32x8` for f32, `f64x4` for f64.
-///
-/// `Pod` lets the packing buffers be allocated as vectors (so they are 32-byte aligned) and be
-/// viewed as scalars through `bytemuck`'s checked casts.
-pub trait Lanes: Copy + Pod + Send + Sync + Mul<Output = Self> {
-    /// The element type of each lane.
-    type Scalar: Float + Pod;
-    /// Scalars per vector.
-    const LANES: usize;
-    /// Columns of a C tile.
-    const NR: usize = NR_VECTORS * Self::LANES;
-    /// The vector with every lane zero.
-    const ZERO: Self;
-    /// The vector with every lane `x`.
-    fn splat(x: Self::Scalar) -> Self;
-    /// `self * m + a`, fused when the target has FMA.
-    fn mul_add(self, m: Self, a: Self) -> Self;
-    /// The first `LANES` scalars of `src` (any alignment).
-    fn load(src: &[Self::Scalar]) -> Self;
-    /// Stores into the first `LANES` scalars of `dst` (any alignment).
-    fn store(self, dst: &mut [Self::Scalar]);
+/// Columns of a C tile of vector type `V`: `NR_VECTORS * LANES`.
+pub const fn tile_cols<V: SimdVector>() -> usize {
+    NR_VECTORS * V::LANES
 }
-
-macro_rules! impl_lanes {
-    ($vector:ty, $scalar:ty, $lanes:literal) => {
-        impl Lanes for $vector {
-            type Scalar = $scalar;
-            const LANES: usize = $lanes;
-            const ZERO: Self = <$vector>::ZERO;
-            #[inline(always)]
-            fn splat(x: $scalar) -> Self {
-                <$vector>::splat(x)
-            }
-            #[inline(always)]
-            fn mul_add(self, m: Self, a: Self) -> Self {
-                <$vector>::mul_add(self, m, a)
-            }
-            #[inline(always)]
-            fn load(src: &[$scalar]) -> Self {
-                let lanes: [$scalar; $lanes] = src[..$lanes].try_into().unwrap();
-                <$vector>::new(lanes)
-            }
-            #[inline(always)]
-            fn store(self, dst: &mut [$scalar]) {
-                dst[..$lanes].copy_from_slice(self.as_array_ref());
-            }
-        }
-    };
-}
-
-impl_lanes!(f32x8, f32, 8);
-impl_lanes!(f64x4, f64, 4);
 
 /// The accumulators of one C tile: row `i`, vector `v` holds columns `v * LANES ..`.
 pub type Tile<V> = [[V; NR_VECTORS]; MR];
@@ -93,10 +43,14 @@ pub type Tile<V> = [[V; NR_VECTORS]; MR];
 /// `a_panel` holds at least `kc * MR` scalars, `b_panel` at least `kc * NR_VECTORS` vectors.
 #[doc(hidden)]
 #[inline(never)]
-pub fn microkernel<V: Lanes>(kc: usize, a_panel: &[V::Scalar], b_panel: &[V]) -> Tile<V> {
+pub fn microkernel<V: SimdVector + Pod>(
+    kc: usize,
+    a_panel: &[V::Scalar],
+    b_panel: &[V],
+) -> Tile<V> {
     let a_panel = &a_panel[..kc * MR];
     let b_panel = &b_panel[..kc * NR_VECTORS];
-    let mut ab = [[V::ZERO; NR_VECTORS]; MR];
+    let mut ab = [[V::splat(V::Scalar::ZERO); NR_VECTORS]; MR];
     // loop over the depth: one rank-1 update of the tile per step
     for (a_column, b_row) in a_panel
         .chunks_exact(MR)
@@ -120,14 +74,14 @@ pub fn microkernel<V: Lanes>(kc: usize, a_panel: &[V::Scalar], b_panel: &[V]) ->
 /// same FMA chain in order of `p`, so the tile is bit-identical to packing the strip first.
 #[doc(hidden)]
 #[inline(never)]
-pub fn microkernel_strided<V: Lanes, const A_ROWS: bool>(
+pub fn microkernel_strided<V: SimdVector + Pod, const A_ROWS: bool>(
     kc: usize,
     a: &[V::Scalar],
     a_stride: usize,
     b_panel: &[V],
 ) -> Tile<V> {
     let b_panel = &b_panel[..kc * NR_VECTORS];
-    let mut ab = [[V::ZERO; NR_VECTORS]; MR];
+    let mut ab = [[V::splat(V::Scalar::ZERO); NR_VECTORS]; MR];
     // one rank-1 update of the tile per depth step, as in `microkernel`
     let mut update = |a_column: [V::Scalar; MR], b_row: &[V; NR_VECTORS]| {
         for (ab_row, &a) in ab.iter_mut().zip(&a_column) {
@@ -159,7 +113,7 @@ pub fn microkernel_strided<V: Lanes, const A_ROWS: bool>(
 /// `beta == 0`. Each element is `beta * c + (alpha * ab)` with one FMA (when the target has it).
 #[doc(hidden)]
 #[inline]
-pub fn write_back<V: Lanes>(
+pub fn write_back<V: SimdVector + Pod>(
     ab: &Tile<V>,
     alpha: V::Scalar,
     beta: V::Scalar,
@@ -167,15 +121,17 @@ pub fn write_back<V: Lanes>(
     ldc: usize,
     rows: usize,
     cols: usize,
-) {
-    if rows == MR && cols == V::NR {
+) where
+    V::Scalar: Pod,
+{
+    if rows == MR && cols == tile_cols::<V>() {
         write_back_full(ab, alpha, beta, c, ldc);
         return;
     }
     // A partial tile: go through a full-size buffer so the arithmetic is the same as above.
-    let mut buffer = [[V::ZERO; NR_VECTORS]; MR];
+    let mut buffer = [[V::splat(V::Scalar::ZERO); NR_VECTORS]; MR];
     let tile: &mut [V::Scalar] = bytemuck::cast_slice_mut(&mut buffer);
-    let nr = V::NR;
+    let nr = tile_cols::<V>();
     if beta != V::Scalar::ZERO {
         for (i, tile_row) in tile.chunks_exact_mut(nr).enumerate().take(rows) {
             tile_row[..cols].copy_from_slice(&c[i * ldc..][..cols]);
@@ -188,7 +144,7 @@ pub fn write_back<V: Lanes>(
 }
 
 #[inline(always)]
-fn write_back_full<V: Lanes>(
+fn write_back_full<V: SimdVector + Pod>(
     ab: &Tile<V>,
     alpha: V::Scalar,
     beta: V::Scalar,
@@ -199,7 +155,7 @@ fn write_back_full<V: Lanes>(
     let beta_is_zero = beta == V::Scalar::ZERO;
     let beta = V::splat(beta);
     for (i, ab_row) in ab.iter().enumerate() {
-        let c_row = &mut c[i * ldc..][..V::NR];
+        let c_row = &mut c[i * ldc..][..tile_cols::<V>()];
         for (c_lanes, &acc) in c_row.chunks_exact_mut(V::LANES).zip(ab_row) {
             let scaled = acc * alpha;
             let result = if beta_is_zero {
@@ -216,22 +172,24 @@ fn write_back_full<V: Lanes>(
 /// [`write_back`], with the B micro-panel given as scalars (`kc * NR` of them). From the
 /// packing buffers it is 32-byte aligned (they are 64-byte aligned and each micro-panel is a
 /// whole number of vectors long) and is used in place; an unaligned panel is copied first.
-pub fn tile_wide<V: Lanes>(
+pub fn tile_wide<V: SimdVector + Pod>(
     kc: usize,
     a_panel: &[V::Scalar],
     b_panel: &[V::Scalar],
     alpha: V::Scalar,
     beta: V::Scalar,
     c: MatMut<'_, V::Scalar>,
-) {
+) where
+    V::Scalar: Pod,
+{
     let (rows, cols, ldc) = (c.rows(), c.cols(), c.ld());
     assert!(
-        rows <= MR && cols <= V::NR,
+        rows <= MR && cols <= tile_cols::<V>(),
         "gemm: a {rows} x {cols} tile exceeds {MR} x {}",
-        V::NR
+        tile_cols::<V>()
     );
     let c = c.into_data();
-    let b_panel = &b_panel[..kc * V::NR];
+    let b_panel = &b_panel[..kc * tile_cols::<V>()];
     prefetch_tile(c, ldc, rows, cols);
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) => microkernel::<V>(kc, a_panel, b_vectors),
@@ -246,18 +204,20 @@ pub fn tile_wide<V: Lanes>(
 
 /// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`] for
 /// a whole `MR`-row strip of A (`a`, `MR x kc`) read in place ([`microkernel_strided`]).
-pub fn strided_tile_wide<V: Lanes>(
+pub fn strided_tile_wide<V: SimdVector + Pod>(
     a: MatRef<'_, V::Scalar>,
     b_panel: &[V::Scalar],
     alpha: V::Scalar,
     beta: V::Scalar,
     c: MatMut<'_, V::Scalar>,
-) {
+) where
+    V::Scalar: Pod,
+{
     let kc = a.cols();
     assert!(
-        a.rows() == MR && c.rows() == MR && c.cols() <= V::NR,
+        a.rows() == MR && c.rows() == MR && c.cols() <= tile_cols::<V>(),
         "gemm: a strided tile is {MR} rows of at most {} columns",
-        V::NR
+        tile_cols::<V>()
     );
     if kc == 0 {
         // the packed path's tile with an empty depth: AB = 0
@@ -268,7 +228,7 @@ pub fn strided_tile_wide<V: Lanes>(
     let a = a.data();
     let (cols, ldc) = (c.cols(), c.ld());
     let c = c.into_data();
-    let b_panel = &b_panel[..kc * V::NR];
+    let b_panel = &b_panel[..kc * tile_cols::<V>()];
     prefetch_tile(c, ldc, MR, cols);
     let strip = |b_vectors: &[V]| {
         if a_rows {
@@ -319,6 +279,7 @@ pub fn prefetch_tile<S: Float>(c: &[S], ldc: usize, rows: usize, width: usize) {
 mod tests {
     use super::super::kernel::{Avx512, GemmKernel, Portable};
     use super::*;
+    use wide::{f32x8, f64x4};
 
     /// A small deterministic generator (the kernel tests in `tests/gemm.rs` use ChaCha; here a
     /// fixed LCG keeps the unit tests dependency-free).
@@ -336,8 +297,11 @@ mod tests {
             .collect()
     }
 
-    fn check_microkernel<V: Lanes>() {
-        let nr = V::NR;
+    fn check_microkernel<V: SimdVector + Pod>()
+    where
+        V::Scalar: Pod,
+    {
+        let nr = tile_cols::<V>();
         for kc in [0, 1, 2, 5, 16, 257] {
             let a: Vec<V::Scalar> = values(kc * MR, 1)
                 .into_iter()
@@ -514,24 +478,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tile_wide_full_and_partial_tiles() {
-        check_tile_fn::<f32, Portable>();
-        check_tile_fn::<f64, Portable>();
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn tile_avx512_full_and_partial_tiles() {
-        use super::super::avx512;
-        if !avx512::detected() {
-            eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
-            return;
-        }
-        check_tile_fn::<f32, Avx512>();
-        check_tile_fn::<f64, Avx512>();
-    }
-
     /// A strided tile function (A read in place, row-major or transposed, inside a wider
     /// matrix) against the packed tile function on the same values: bitwise equal, full and
     /// partial column counts, `beta` 0 (C holds NaN), 1 and another value.
@@ -609,21 +555,27 @@ mod tests {
         }
     }
 
+    /// Both tile functions of kernel `K`, both element types: full and partial tiles, and the
+    /// strided tile bit for bit against the packed one.
+    fn check_kernel<K: GemmKernel<f32> + GemmKernel<f64>>() {
+        check_tile_fn::<f32, K>();
+        check_tile_fn::<f64, K>();
+        check_strided_tile_fn::<f32, K>();
+        check_strided_tile_fn::<f64, K>();
+    }
+
     #[test]
-    fn strided_wide_tiles_equal_packed_tiles_bitwise() {
-        check_strided_tile_fn::<f32, Portable>();
-        check_strided_tile_fn::<f64, Portable>();
+    fn wide_tiles_full_partial_and_strided() {
+        check_kernel::<Portable>();
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn strided_avx512_tiles_equal_packed_tiles_bitwise() {
-        use super::super::avx512;
-        if !avx512::detected() {
+    fn avx512_tiles_full_partial_and_strided() {
+        if !super::super::avx512::detected() {
             eprintln!("no avx512f on this CPU: the AVX-512 tiles cannot run here");
             return;
         }
-        check_strided_tile_fn::<f32, Avx512>();
-        check_strided_tile_fn::<f64, Avx512>();
+        check_kernel::<Avx512>();
     }
 }

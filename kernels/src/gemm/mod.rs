@@ -83,7 +83,7 @@ use crate::{Float, MatMut, MatRef};
 pub use kernel::{Avx512, Blocking, GemmKernel, Portable};
 use kernel::{Kernel, MAX_TILE};
 #[doc(hidden)]
-pub use microkernel::{microkernel, prefetch_tile, write_back, Lanes, Tile, MR, NR_VECTORS};
+pub use microkernel::{microkernel, prefetch_tile, tile_cols, write_back, Tile, MR, NR_VECTORS};
 use pack::{pack_a, pack_b};
 
 pub use direct::{
@@ -268,6 +268,77 @@ impl_gemm_scalar!(f64);
 /// error, never silent).
 pub fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
     dispatch!(T, S => S::gemm(same(alpha), a.cast(), b.cast(), same(beta), c.cast()))
+}
+
+/// `C <- alpha op(A) op(B) + beta C` by the cheapest kernel for the shape, `op(A)` m x k,
+/// `op(B)` k x n, C m x n (row-major): the entry for products whose shapes are known only at run
+/// time, such as the autodiff tape's.
+///
+/// Dispatch, first match wins (each rule a function of the shapes, transposes and leading
+/// dimensions only, so results stay bit-identical for any thread count):
+///
+/// 1. `m == 0`, `n == 0`, `k == 0` or `alpha == 0`: as [`gemm`] (`C <- beta C`, A and B not
+///    read).
+/// 2. `n == 1`, with the column of `op(B)` and of C each adjacent in storage: [`gemv`],
+///    `c <- alpha op(A) b + beta c`.
+/// 3. `m == 1`, with the row of `op(A)` adjacent in storage: [`gemv`] on the transpose,
+///    `c^T <- alpha op(B)^T a^T + beta c^T`.
+/// 4. `k == 1` (the outer product `x y^T`), with x and y adjacent in storage, and `beta` 0 or
+///    1: `C[i][j] <- (alpha x_i) y_j` when `beta == 0` (C only written), the [`ger`] update
+///    `C[i][j] <- fma(alpha x_i, y_j, C[i][j])` when `beta == 1`.
+/// 5. Otherwise [`gemm`], which itself takes the direct kernels for small and skinny
+///    products ([`use_direct`]) and the packed, blocked path for the rest.
+///
+/// # Why a separate entry
+///
+/// [`gemm`] keeps the BLAS contract of one algorithm: whatever the shape, each element is
+/// summed the GEMM way, which its benchmarks and tests measure and which callers with pinned
+/// results rely on. The level-2 kernels group their sums differently (GEMV keeps two
+/// accumulators per row, an outer product has one multiply), so sending degenerate shapes to
+/// them inside `gemm` would change its results for those shapes; `matmul` is where that choice
+/// is made, once, for callers that only want the product fast.
+///
+/// # Panics
+///
+/// As [`gemm`], if the shapes of `op(A)`, `op(B)` and C do not agree.
+///
+/// [`gemv`]: crate::gemv
+/// [`ger`]: crate::ger
+pub fn matmul<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
+    check_shapes(&a, &b, &c);
+    let (m, k, n, ldc) = (a.rows(), a.cols(), b.cols(), c.ld());
+    if m == 0 || n == 0 || k == 0 || alpha == T::ZERO {
+        return gemm(alpha, a, b, beta, c);
+    }
+    // C is one column (or one row) adjacent in storage: `ld >= cols`, so `ld == 1` means one
+    // column.
+    let c_adjacent = m == 1 || ldc == 1;
+    if n == 1 && c_adjacent {
+        if let Some(x) = b.as_vector() {
+            return crate::gemv(alpha, a, x, beta, &mut c.into_data()[..m]);
+        }
+    }
+    if m == 1 {
+        if let Some(x) = a.as_vector() {
+            return crate::gemv(alpha, b.transpose(), x, beta, &mut c.into_data()[..n]);
+        }
+    }
+    if k == 1 && (beta == T::ZERO || beta == T::ONE) {
+        if let (Some(x), Some(y)) = (a.as_vector(), b.as_vector()) {
+            if beta == T::ONE {
+                return crate::ger(alpha, x, y, c);
+            }
+            let rows = c.into_data().chunks_mut(ldc);
+            for (&xi, row) in x.iter().zip(rows) {
+                let scaled = alpha * xi;
+                for (cv, &yv) in row[..n].iter_mut().zip(y) {
+                    *cv = scaled * yv;
+                }
+            }
+            return;
+        }
+    }
+    gemm(alpha, a, b, beta, c)
 }
 
 /// Panics with a message naming the operands unless `op(A) op(B)` is a product C can hold.
@@ -549,8 +620,11 @@ fn column_panel<S: GemmScalar>(
     });
 }
 
-/// `C <- beta C` without reading C when `beta == 0`.
+/// `C <- beta C` without reading C when `beta == 0` (nor touching it when `beta == 1`).
 fn scale_c<S: Float>(beta: S, c: &mut [S], m: usize, n: usize, ldc: usize) {
+    if beta == S::ONE {
+        return;
+    }
     for row in c.chunks_mut(ldc).take(m) {
         let row = &mut row[..n];
         if beta == S::ZERO {

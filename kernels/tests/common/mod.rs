@@ -46,6 +46,22 @@ pub fn kernel_variants() -> Vec<KernelVariant> {
     variants
 }
 
+/// `#[test]` functions that each run a check once per kernel variant this CPU has
+/// ([`kernel_variants`]): `name => check::<T>(args);` calls `check::<T>(kernel, args)`.
+#[allow(unused_macros)] // not every test crate including this module has per-variant tests
+macro_rules! tests_per_kernel_variant {
+    ($($name:ident => $check:ident::<$t:ty>($($arg:expr),*);)*) => {$(
+        #[test]
+        fn $name() {
+            for kernel in crate::common::kernel_variants() {
+                $check::<$t>(kernel $(, $arg)*);
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use tests_per_kernel_variant;
+
 pub const TRANSPOSES: [(Transpose, Transpose); 4] = [
     (Transpose::No, Transpose::No),
     (Transpose::No, Transpose::Yes),
@@ -165,11 +181,19 @@ pub fn to_type<T: Float>(values: &[f64]) -> Vec<T> {
 
 /// Runs `gemm::<T>` with the case's kernel variant and GEMM path in the current rayon pool.
 pub fn run<T: Float>(case: &Case, ops: &Operands) -> Vec<T> {
+    run_entry(case, ops, gemm::<T>)
+}
+
+/// A product entry with `gemm`'s signature (`gemm` itself, or `matmul`).
+pub type Entry<T> = fn(T, MatRef<'_, T>, MatRef<'_, T>, T, MatMut<'_, T>);
+
+/// Runs `entry` on the case as [`run`] runs `gemm`.
+pub fn run_entry<T: Float>(case: &Case, ops: &Operands, entry: Entry<T>) -> Vec<T> {
     let mut c = to_type::<T>(&ops.c);
     let (a, b) = (to_type::<T>(&ops.a), to_type::<T>(&ops.b));
     with_gemm_path(case.path, || {
         with_kernel_variant(case.kernel, || {
-            gemm(
+            entry(
                 T::from_f64(case.alpha),
                 MatRef::op_with_ld(case.ta, &a, case.m, case.k, ops.lda),
                 MatRef::op_with_ld(case.tb, &b, case.k, case.n, ops.ldb),
@@ -235,6 +259,19 @@ pub fn check<T: Float>(case: &Case, ops: &Operands, got: &[T]) {
                 expected[index]
             );
         }
+    }
+}
+
+/// Panics unless `parallel` holds the same bits as `serial` (NaN matching NaN): the same case
+/// run on more threads.
+pub fn assert_bitwise_equal<T: Float>(serial: &[T], parallel: &[T], case: &Case) {
+    assert_eq!(serial.len(), parallel.len());
+    for (index, (s, p)) in serial.iter().zip(parallel).enumerate() {
+        assert!(
+            s.to_f64().to_bits() == p.to_f64().to_bits() || (s.is_nan() && p.is_nan()),
+            "{case:?} {}: element {index} differs between 1 thread ({s}) and more ({p})",
+            T::NAME
+        );
     }
 }
 

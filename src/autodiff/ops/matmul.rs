@@ -7,9 +7,10 @@
 //! ```
 //!
 //! so `dA = dC op(B)^T` (or its transpose `op(B) dC^T` when A is used transposed) and
-//! `dB = op(A)^T dC` (or `dC^T op(A)`). Every product goes through [`product`], which sends a
-//! vector operand to GEMV, an inner dimension of 1 (an outer product, e.g. `dW = dq p^T` for
-//! `q = W p`) to GER or a direct write, and everything else to GEMM.
+//! `dB = op(A)^T dC` (or `dC^T op(A)`). Every product goes through [`product`], that is
+//! [`kernels::matmul`], which sends a vector operand to GEMV, an inner dimension of 1 (an outer
+//! product, e.g. `dW = dq p^T` for `q = W p`) to GER or a direct write, and everything else to
+//! GEMM.
 //!
 //! A rank-1 operand is a vector: `A` of shape `[k]` is a 1 x k row, `B` of shape `[k]` a k x 1
 //! column, and the corresponding output dimension is dropped (as in NumPy). Batch dimensions
@@ -43,50 +44,11 @@ fn tr(t: bool) -> Transpose {
     }
 }
 
-/// `C <- op(A) op(B) + beta C` (`beta` is 0 or 1) over contiguous row-major storage, dispatched
-/// to the cheapest kernel. With `beta == 0`, C is only written.
+/// `C <- op(A) op(B) + beta C` (`beta` is 0 or 1) over contiguous row-major storage, by the
+/// cheapest kernel for the shape ([`kernels::matmul`]). With `beta == 0`, C is only written.
 pub(crate) fn product<T: Float>(a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: MatMut<'_, T>) {
     debug_assert!(beta == T::ZERO || beta == T::ONE);
-    let (m, n, kk, ldc) = (c.rows(), c.cols(), a.cols(), c.ld());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if kk == 0 {
-        if beta == T::ZERO {
-            let c = c.into_data();
-            for i in 0..m {
-                c[i * ldc..i * ldc + n]
-                    .iter_mut()
-                    .for_each(|v| *v = T::ZERO);
-            }
-        }
-        return;
-    }
-    if n == 1 {
-        // c (m) = op(A) x, x the k entries of the k x 1 operand (contiguous either way).
-        let x = &b.data()[..kk];
-        kernels::gemv(T::ONE, a, x, beta, &mut c.into_data()[..m]);
-    } else if m == 1 {
-        // c^T (n) = op(B)^T x, x the k entries of the 1 x k operand.
-        let x = &a.data()[..kk];
-        kernels::gemv(T::ONE, b.transpose(), x, beta, &mut c.into_data()[..n]);
-    } else if kk == 1 {
-        // Outer product x y^T: written directly when C is fresh, a GER update otherwise.
-        let (x, y) = (&a.data()[..m], &b.data()[..n]);
-        if beta == T::ZERO {
-            let c = c.into_data();
-            for (i, &xi) in x.iter().enumerate() {
-                let row = &mut c[i * ldc..i * ldc + n];
-                for (cv, &yv) in row.iter_mut().zip(y) {
-                    *cv = xi * yv;
-                }
-            }
-        } else {
-            kernels::ger(T::ONE, x, y, c);
-        }
-    } else {
-        kernels::gemm(T::ONE, a, b, beta, c);
-    }
+    kernels::matmul(T::ONE, a, b, beta, c);
 }
 
 impl<T: Float> Tape<T> {
