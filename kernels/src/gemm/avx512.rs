@@ -17,7 +17,12 @@
 //! Memory: the A micro-panel streams from L2 and is prefetched a few steps ahead; the C tile is
 //! prefetched by the kernel itself, one row per step over the last steps of the k loop (see
 //! `C_PREFETCH_STEPS`), rather than all at once before the call, and so is the tile below it,
-//! the next call's, from the first steps on (see `NEXT_TILE_SPACING`).
+//! the next call's, from the first steps on (see `NEXT_TILE_SPACING`). A B micro-panel read in
+//! place (rows `ldb` apart) is prefetched row by row (see `B_PREFETCH_STEPS`).
+//!
+//! Tiles short of rows (the bottom edge of C) run a kernel instance with fewer accumulator
+//! rows (`ROWS`, rounded up to even), so their cost follows their size; every element is still
+//! the same FMA chain.
 
 use std::arch::x86_64::{
     _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd,
@@ -43,6 +48,11 @@ const A_PREFETCH_STEPS: usize = 8;
 /// A): 64 f32 or f64, one to four cache lines. Each row is fetched every MR steps.
 const A_PREFETCH_ROW_AHEAD: usize = 64;
 
+/// How many depth steps ahead the kernels prefetch a B micro-panel read in place: its rows are
+/// `ldb` apart, so no hardware prefetcher follows them, and they come from L3 or memory (a
+/// few hundred cycles, about twenty steps).
+const B_PREFETCH_STEPS: usize = 24;
+
 /// How many depth steps before the end of the k loop the kernels start fetching the C tile,
 /// one row per step. C rows are `ldc` apart (no hardware prefetcher follows them) and the
 /// write-back would otherwise stall on a cache miss per row; issuing all of them at once
@@ -65,13 +75,14 @@ const NEXT_TILE_SPACING: usize = 4;
 /// The A and B operands of one kernel call, as the kernel reads them: A's element `(i, p)`
 /// (row `i < MR` of the tile, depth step `p < kc`) at `a + p * a_stride + i`, or at
 /// `a + i * a_stride + p` when the kernel is called with `A_ROWS`; B's `(p, j)` at
-/// `b + p * NR + j` (a packed micro-panel).
+/// `b + p * b_stride + j` (`b_stride == NR`: a packed micro-panel; else B read in place).
 #[derive(Clone, Copy)]
 struct Panels<S> {
     kc: usize,
     a: *const S,
     a_stride: usize,
     b: *const S,
+    b_stride: usize,
 }
 
 /// Whether the running CPU has AVX-512F (std caches the CPUID answer: a load and a test).
@@ -82,7 +93,7 @@ pub fn detected() -> bool {
 
 macro_rules! avx512_tile {
     (
-        $tile:ident, $strided:ident, $run:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
+        $tile:ident, $strided:ident, $b_in_place:ident, $run:ident, $rows_dispatch:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
         $setzero:ident, $set1:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
     ) => {
         /// `C <- alpha AB + beta C` on the tile `c` (`1 <= rows <= $mr`, `1 <= cols <= NR`),
@@ -111,10 +122,11 @@ macro_rules! avx512_tile {
                 a: a_panel.as_ptr(),
                 a_stride: $mr,
                 b: b_panel.as_ptr(),
+                b_stride: $nr,
             };
             // SAFETY: avx512f is present (asserted above); the panels hold kc * $mr and kc * NR
             // scalars (sliced above), exactly what the kernel reads with a_stride = $mr.
-            unsafe { $run::<false>(panels, alpha, beta, c) }
+            unsafe { $run::<false, true, true>(panels, alpha, beta, c) }
         }
 
         /// Like the function of the same type without `strided`, for a whole `$mr`-row strip of
@@ -145,12 +157,17 @@ macro_rules! avx512_tile {
             let a = a.data();
             // the last element the kernel reads: row $mr - 1, step kc - 1
             let a = &a[..($mr - 1) * row_stride + (kc - 1) * depth_stride + 1];
-            let run = if a_rows { $run::<true> } else { $run::<false> };
+            let run = if a_rows {
+                $run::<true, false, true>
+            } else {
+                $run::<false, false, true>
+            };
             let panels = Panels {
                 kc,
                 a: a.as_ptr(),
                 a_stride,
                 b: b_panel.as_ptr(),
+                b_stride: $nr,
             };
             // SAFETY: avx512f is present (asserted above). Every element the kernel reads,
             // (i, p) for i < $mr and p < kc, is at i * row_stride + p * depth_stride, at most
@@ -158,14 +175,55 @@ macro_rules! avx512_tile {
             unsafe { run(panels, alpha, beta, c) }
         }
 
+        /// Like the function of the same type without `b_in_place`, with the B micro-panel
+        /// read in place: `b` is `kc x NR` as stored (not transposed, rows `b.ld()` apart)
+        /// instead of packed. The result is bit-identical to packing it first.
+        ///
+        /// # Panics
+        ///
+        /// If the CPU lacks AVX-512F, `b` is transposed or not `NR` columns wide, or a slice is
+        /// too short for what it must hold.
+        pub fn $b_in_place(
+            a_panel: &[$scalar],
+            b: MatRef<'_, $scalar>,
+            alpha: $scalar,
+            beta: $scalar,
+            c: MatMut<'_, $scalar>,
+        ) {
+            assert!(
+                detected(),
+                "gemm: the AVX-512 kernel needs a CPU with avx512f"
+            );
+            let kc = b.rows();
+            assert!(kc >= 1 && b.cols() == $nr && b.trans() == Transpose::No);
+            let a_panel = &a_panel[..kc * $mr];
+            let ldb = b.ld();
+            // the last element the kernel reads: row kc - 1, column NR - 1
+            let b_data = &b.data()[..(kc - 1) * ldb + $nr];
+            let panels = Panels {
+                kc,
+                a: a_panel.as_ptr(),
+                a_stride: $mr,
+                b: b_data.as_ptr(),
+                b_stride: ldb,
+            };
+            // SAFETY: avx512f is present (asserted above); the A panel holds kc * $mr scalars
+            // and every B element (p, j), p < kc and j < NR, is at p * ldb + j, within
+            // `b_data` as sliced above.
+            unsafe { $run::<false, true, false>(panels, alpha, beta, c) }
+        }
+
         /// The kernel on an A block the caller has checked, storing the `rows x cols` part of
-        /// the tile: in place when whole, else through a full-size buffer, so the arithmetic
-        /// is the same.
+        /// the tile. A tile short of rows (only at the bottom edge of a packed block) runs the
+        /// kernel with the fewest rows (an even number) that covers it, so a 20-row product
+        /// does not pay for 28; each element is the same FMA chain whatever the kernel's row
+        /// count. The tile is stored in place when the kernel's rows and columns are exactly
+        /// the tile's, else through a full-size buffer with the same arithmetic.
         ///
         /// # Safety
         ///
         /// The CPU has avx512f, and `panels` are as the kernel requires.
-        unsafe fn $run<const A_ROWS: bool>(
+        unsafe fn $run<const A_ROWS: bool, const A_PACKED: bool, const B_PACKED: bool>(
             panels: Panels<$scalar>,
             alpha: $scalar,
             beta: $scalar,
@@ -174,13 +232,28 @@ macro_rules! avx512_tile {
             let (rows, cols, ldc) = (c.rows(), c.cols(), c.ld());
             let c = c.into_data();
             assert!((1..=$mr).contains(&rows) && (1..=$nr).contains(&cols));
-            if rows == $mr && cols == $nr {
-                let c = &mut c[..($mr - 1) * ldc + $nr];
+            // strided A is always a whole strip of $mr rows
+            let kernel_rows = if A_PACKED {
+                rows.next_multiple_of(2).min($mr)
+            } else {
+                $mr
+            };
+            if rows == kernel_rows && cols == $nr {
+                let c = &mut c[..(rows - 1) * ldc + $nr];
                 assert!(ldc >= $nr);
                 // SAFETY: A, B and avx512f are the caller's contract; C rows
-                // i * ldc .. i * ldc + NR for i < $mr lie within `c` (its length is checked by
-                // the slice above, and ldc >= NR keeps the rows disjoint).
-                unsafe { $kernel::<A_ROWS>(panels, alpha, beta, c.as_mut_ptr(), ldc) };
+                // i * ldc .. i * ldc + NR for i < rows lie within `c` (its length is checked
+                // by the slice above, and ldc >= NR keeps the rows disjoint).
+                unsafe {
+                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED>(
+                        rows,
+                        panels,
+                        alpha,
+                        beta,
+                        c.as_mut_ptr(),
+                        ldc,
+                    )
+                };
                 return;
             }
             // A partial tile: through a full-size buffer, so the arithmetic is the same as above.
@@ -190,83 +263,199 @@ macro_rules! avx512_tile {
                     tile_row[..cols].copy_from_slice(&c[i * ldc..][..cols]);
                 }
             }
-            // SAFETY: A, B and avx512f as above; the buffer is exactly $mr rows of NR scalars
-            // with ldc = NR.
-            unsafe { $kernel::<A_ROWS>(panels, alpha, beta, buffer.as_mut_ptr(), $nr) };
+            // SAFETY: A, B and avx512f as above; the buffer is $mr >= kernel_rows rows of NR
+            // scalars with ldc = NR.
+            unsafe {
+                $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED>(
+                    kernel_rows,
+                    panels,
+                    alpha,
+                    beta,
+                    buffer.as_mut_ptr(),
+                    $nr,
+                )
+            };
             for (i, tile_row) in buffer.chunks_exact($nr).enumerate().take(rows) {
                 c[i * ldc..][..cols].copy_from_slice(&tile_row[..cols]);
             }
         }
 
-        /// The full-tile kernel behind the function of the same type without `kernel`.
-        ///
-        /// A's element `(i, p)` (row `i < $mr` of the tile, depth step `p < kc`) is read at
-        /// `a + p * a_stride + i` (`A_ROWS == false`: a packed micro-panel with
-        /// `a_stride = $mr`, or `op(A)` stored transposed with `a_stride = lda`) or at
-        /// `a + i * a_stride + p` (`A_ROWS == true`: A stored row-major, `a_stride = lda`).
-        /// Either way each element is the same FMA chain in order of `p`.
+        /// The kernel with `rows` rows (even, at most `$mr`; odd counts round up).
         ///
         /// # Safety
         ///
-        /// The CPU has avx512f; `panels.a` points to an A block with every element above
-        /// readable, `panels.b` to `kc * NR` readable scalars, and
-        /// `c + i * ldc .. c + i * ldc + NR` is writable (and readable when `beta != 0`) for
-        /// every `i < $mr`.
+        /// As for the kernel, with its row count `rows` rounded up to even.
         #[target_feature(enable = "avx512f")]
-        unsafe fn $kernel<const A_ROWS: bool>(
+        unsafe fn $rows_dispatch<const A_ROWS: bool, const A_PACKED: bool, const B_PACKED: bool>(
+            rows: usize,
             panels: Panels<$scalar>,
             alpha: $scalar,
             beta: $scalar,
             c: *mut $scalar,
             ldc: usize,
         ) {
-            let Panels { kc, a, a_stride, b } = panels;
-            let mut ab = [[$setzero(); 2]; $mr];
-            // The C tile is fetched during the last C_PREFETCH_STEPS steps, one row per step
-            // (see C_PREFETCH_STEPS); with kc shorter than that, from the first step on.
-            let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
-            // loop over the depth: one rank-1 update of the tile per step
-            for p in 0..kc {
-                // The next tile's rows (see NEXT_TILE_SPACING), one row every few steps.
-                let next_row = p / NEXT_TILE_SPACING;
-                if p % NEXT_TILE_SPACING == 0 && next_row < $mr {
-                    let row_start = c.wrapping_add(($mr + next_row) * ldc);
-                    _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($lanes).cast());
-                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($nr - 1).cast());
+            // SAFETY (every arm): the caller's contract, for the arm's row count.
+            unsafe {
+                match rows {
+                    1 | 2 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 2>(panels, alpha, beta, c, ldc),
+                    3 | 4 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 4>(panels, alpha, beta, c, ldc),
+                    5 | 6 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 6>(panels, alpha, beta, c, ldc),
+                    7 | 8 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 8>(panels, alpha, beta, c, ldc),
+                    9 | 10 => {
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, 10>(panels, alpha, beta, c, ldc)
+                    }
+                    11 | 12 if $mr > 12 => {
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, 12>(panels, alpha, beta, c, ldc)
+                    }
+                    _ => {
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, { $mr }>(panels, alpha, beta, c, ldc)
+                    }
                 }
-                let c_row = p.wrapping_sub(c_prefetch_start);
-                if c_row < $mr {
-                    // Every 64-byte line row `c_row` can touch: its first, middle and last
-                    // element (NR scalars are 128 bytes). A prefetch never faults, so the
-                    // addresses are formed with wrapping_add and never dereferenced.
-                    let row_start = c.wrapping_add(c_row * ldc);
-                    _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($lanes).cast());
-                    _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($nr - 1).cast());
-                }
+            }
+        }
+
+        /// The kernel behind the function of the same type without `kernel`, on the first
+        /// `ROWS` rows of a tile (`ROWS <= $mr`; `$mr` is the whole tile).
+        ///
+        /// A's element `(i, p)` (row `i < ROWS` of the tile, depth step `p < kc`) is read at
+        /// `a + p * a_stride + i` (`A_ROWS == false`: a packed micro-panel, `A_PACKED` with
+        /// `a_stride = $mr`, or `op(A)` stored transposed with `a_stride = lda`) or at
+        /// `a + i * a_stride + p` (`A_ROWS == true`: A stored row-major, `a_stride = lda`).
+        /// Either way each element is the same FMA chain in order of `p`.
+        ///
+        /// The depth loop runs in three stretches that differ only in what they prefetch (see
+        /// `NEXT_TILE_SPACING` and `C_PREFETCH_STEPS`): groups of `NEXT_TILE_SPACING` steps
+        /// that each fetch one row of the next tile, then plain steps unrolled by four, then
+        /// the last steps, each of which fetches a row of this tile. Deciding per step which
+        /// prefetch is due costs about a dozen scalar instructions, and on a core whose two
+        /// 512-bit FMA ports also execute scalar arithmetic those steal FMA slots.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has avx512f; `panels.a` points to an A block with every element above
+        /// readable (`panels.a_stride == $mr` when `A_PACKED`), `panels.b` to a B block with
+        /// every element `(p, j)`, `p < kc`, `j < NR`, readable at `p * b_stride + j`
+        /// (`panels.b_stride == NR` when `B_PACKED`), and `c + i * ldc .. c + i * ldc + NR` is writable (and readable
+        /// when `beta != 0`) for every `i < ROWS`.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $kernel<
+            const A_ROWS: bool,
+            const A_PACKED: bool,
+            const B_PACKED: bool,
+            const ROWS: usize,
+        >(
+            panels: Panels<$scalar>,
+            alpha: $scalar,
+            beta: $scalar,
+            c: *mut $scalar,
+            ldc: usize,
+        ) {
+            let Panels { kc, a, b, .. } = panels;
+            // compile-time strides let the packed loads use fixed offsets
+            let a_stride = if A_PACKED { $mr } else { panels.a_stride };
+            let b_stride = if B_PACKED { $nr } else { panels.b_stride };
+            let mut ab = [[$setzero(); 2]; ROWS];
+            // Fetch the three 64-byte lines row `row` of a C tile at `tile` can touch: its
+            // first, middle and last element (NR scalars are 128 bytes). A prefetch never
+            // faults, so the addresses are formed with wrapping_add and never dereferenced.
+            let prefetch_c_row = |tile: *mut $scalar, row: usize| {
+                let row_start = tile.wrapping_add(row * ldc);
+                _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
+                _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($lanes).cast());
+                _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($nr - 1).cast());
+            };
+            let next_tile = c.wrapping_add($mr * ldc);
+            // One rank-1 update of the tile: depth step p.
+            let step = |ab: &mut [[_; 2]; ROWS], p: usize| {
                 // A streams from L2: ask for it a few steps ahead (stored by rows: one row's
-                // next cache lines per step, each row every MR steps). A prefetch never faults,
-                // so running past A's end (wrapping_add, no deref) is fine.
+                // next cache lines per step, each row every MR steps). A prefetch never
+                // faults, so running past A's end (wrapping_add, no deref) is fine.
                 let a_ahead = if A_ROWS {
                     a.wrapping_add((p % $mr) * a_stride + p + A_PREFETCH_ROW_AHEAD)
                 } else {
                     a.wrapping_add((p + A_PREFETCH_STEPS) * a_stride)
                 };
                 _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
-                // SAFETY: p < kc, so b[p * NR .. p * NR + NR] is within the B panel.
-                let (b_low, b_high) =
-                    unsafe { ($loadu(b.add(p * $nr)), $loadu(b.add(p * $nr + $lanes))) };
+                if !A_ROWS && $mr * std::mem::size_of::<$scalar>() > 64 {
+                    // a step's A column is longer than a cache line (f64: 112 bytes), so one
+                    // fetch a step would skip every fourth line
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        a_ahead
+                            .wrapping_add(64 / std::mem::size_of::<$scalar>())
+                            .cast(),
+                    );
+                }
+                if !B_PACKED {
+                    // B's rows in place: the three lines of the row B_PREFETCH_STEPS ahead
+                    let b_ahead = b.wrapping_add((p + B_PREFETCH_STEPS) * b_stride);
+                    _mm_prefetch::<_MM_HINT_T0>(b_ahead.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add($lanes).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add($nr - 1).cast());
+                }
+                // SAFETY: p < kc, so b[p * b_stride .. p * b_stride + NR] is within B.
+                let (b_low, b_high) = unsafe {
+                    let b_row = b.add(p * b_stride);
+                    ($loadu(b_row), $loadu(b_row.add($lanes)))
+                };
                 for (i, ab_row) in ab.iter_mut().enumerate() {
                     let a_element = if A_ROWS {
                         a.wrapping_add(i * a_stride + p)
                     } else {
                         a.wrapping_add(p * a_stride + i)
                     };
-                    // SAFETY: i < MR and p < kc: a readable element of A (the caller's contract).
+                    // SAFETY: i < MR and p < kc: a readable element of A (the caller's
+                    // contract).
                     let a_value = $set1(unsafe { *a_element });
                     ab_row[0] = $fmadd(a_value, b_low, ab_row[0]);
                     ab_row[1] = $fmadd(a_value, b_high, ab_row[1]);
+                }
+            };
+            // The C tile is fetched during the last C_PREFETCH_STEPS steps, one row per step
+            // (see C_PREFETCH_STEPS); with kc shorter than that, from the first step on.
+            let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
+            // the prefetches of the C tiles due at step p, decided per step
+            let prefetch_c_due = |p: usize| {
+                let next_row = p / NEXT_TILE_SPACING;
+                if p % NEXT_TILE_SPACING == 0 && next_row < $mr {
+                    prefetch_c_row(next_tile, next_row);
+                }
+                let c_row = p.wrapping_sub(c_prefetch_start);
+                if c_row < ROWS {
+                    prefetch_c_row(c, c_row);
+                }
+            };
+            if A_ROWS {
+                // A read in place by rows needs a register per row already; an unrolled loop
+                // would spill, so this form decides the prefetches step by step
+                for p in 0..kc {
+                    prefetch_c_due(p);
+                    step(&mut ab, p);
+                }
+            } else {
+                // loop over the depth: first the groups that fetch the next tile's rows, as
+                // long as whole groups end before the C tile's own fetches start
+                let next_tile_groups = $mr.min(c_prefetch_start / NEXT_TILE_SPACING);
+                for group in 0..next_tile_groups {
+                    prefetch_c_row(next_tile, group);
+                    let p0 = group * NEXT_TILE_SPACING;
+                    for p in p0..p0 + NEXT_TILE_SPACING {
+                        step(&mut ab, p);
+                    }
+                }
+                // then plain steps, unrolled
+                let mut p = next_tile_groups * NEXT_TILE_SPACING;
+                while p + 4 <= c_prefetch_start {
+                    step(&mut ab, p);
+                    step(&mut ab, p + 1);
+                    step(&mut ab, p + 2);
+                    step(&mut ab, p + 3);
+                    p += 4;
+                }
+                // and the rest step by step, with this tile's rows (and the next tile's still
+                // due when kc is short)
+                for p in p..kc {
+                    prefetch_c_due(p);
+                    step(&mut ab, p);
                 }
             }
             let alpha = $set1(alpha);
@@ -294,7 +483,9 @@ macro_rules! avx512_tile {
 avx512_tile!(
     tile_f32,
     strided_tile_f32,
+    b_in_place_tile_f32,
     run_f32,
+    rows_dispatch_f32,
     kernel_f32,
     f32,
     MR_F32,
@@ -311,7 +502,9 @@ avx512_tile!(
 avx512_tile!(
     tile_f64,
     strided_tile_f64,
+    b_in_place_tile_f64,
     run_f64,
+    rows_dispatch_f64,
     kernel_f64,
     f64,
     MR_F64,

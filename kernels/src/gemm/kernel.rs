@@ -18,7 +18,7 @@ use wide::{f32x8, f64x4};
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use super::microkernel::{strided_tile_wide, tile_cols, tile_wide, MR};
-use crate::{MatMut, MatRef};
+use crate::{MatMut, MatRef, Transpose};
 
 /// One GEMM microkernel for element type `S`: tile shape, cache blocking and tile functions.
 pub trait GemmKernel<S> {
@@ -33,6 +33,12 @@ pub trait GemmKernel<S> {
     const MC: usize;
     /// Columns of a B block; a multiple of `NR`.
     const NC: usize;
+    /// The packed path reads B's micro-panels in place ([`GemmKernel::b_in_place_tile`])
+    /// instead of packing them when C has at most this many MR-row strips. Packing B is a
+    /// pass over all of it for every depth panel, repaid only when each micro-panel serves
+    /// many tiles; read in place, each of its `kc` rows sits on its own page, which costs
+    /// more per tile than the packed panel's contiguous lines. 0: never.
+    const B_IN_PLACE_MAX_STRIPS: usize = 0;
 
     /// `C <- alpha AB + beta C` on the tile `c` (at most `MR x NR`; C is not read when
     /// `beta == 0`), `AB[i][j] = sum_p a_panel[p * MR + i] * b_panel[p * NR + j]` over the
@@ -44,6 +50,21 @@ pub trait GemmKernel<S> {
     /// `MR x kc`, used as stored or transposed) instead of a packed micro-panel; `c` has `MR`
     /// rows. Bit-identical to packing the strip first.
     fn strided_tile(a: MatRef<'_, S>, b_panel: &[S], alpha: S, beta: S, c: MatMut<'_, S>);
+
+    /// [`GemmKernel::tile`] with the B micro-panel read in place: `b` is `kc x NR`, not
+    /// transposed (rows `b.ld()` apart). Bit-identical to packing it first, which is what this
+    /// default does (a kernel with `B_IN_PLACE_MAX_STRIPS == 0` is never called this way by
+    /// the packed path).
+    fn b_in_place_tile(a_panel: &[S], b: MatRef<'_, S>, alpha: S, beta: S, c: MatMut<'_, S>)
+    where
+        S: Copy,
+    {
+        assert!(b.cols() == Self::NR && b.trans() == Transpose::No);
+        let b_panel: Vec<S> = (0..b.rows())
+            .flat_map(|p| b.data()[p * b.ld()..][..Self::NR].iter().copied())
+            .collect();
+        Self::tile(b.rows(), a_panel, &b_panel, alpha, beta, c);
+    }
 }
 
 /// The portable `wide` kernels: f32 6 x 16 (12 `f32x8` accumulators), f64 6 x 8 (12 `f64x4`).
@@ -62,6 +83,7 @@ macro_rules! gemm_kernel {
         $kernel:ty, $scalar:ty,
         MR = $mr:expr, NR = $nr:expr, KC = $kc:expr, MC = $mc:expr, NC = $nc:expr,
         $tile:path, $strided:path
+        $(, B_IN_PLACE_MAX_STRIPS = $b_strips:expr, $b_in_place:path)?
     ) => {
         $(#[$doc])*
         impl GemmKernel<$scalar> for $kernel {
@@ -70,6 +92,7 @@ macro_rules! gemm_kernel {
             const KC: usize = $kc;
             const MC: usize = $mc;
             const NC: usize = $nc;
+            $(const B_IN_PLACE_MAX_STRIPS: usize = $b_strips;)?
 
             fn tile(
                 kc: usize,
@@ -91,6 +114,18 @@ macro_rules! gemm_kernel {
             ) {
                 $strided(a, b_panel, alpha, beta, c);
             }
+
+            $(
+                fn b_in_place_tile(
+                    a_panel: &[$scalar],
+                    b: MatRef<'_, $scalar>,
+                    alpha: $scalar,
+                    beta: $scalar,
+                    c: MatMut<'_, $scalar>,
+                ) {
+                    $b_in_place(a_panel, b, alpha, beta, c);
+                }
+            )?
         }
     };
 }
@@ -121,7 +156,8 @@ gemm_kernel!(
     /// A block (288 KB of 1.25 MB); the B block (`KC x NC`, 4 MB) lives in L3.
     Avx512, f32,
     MR = avx512::MR_F32, NR = avx512::NR_F32, KC = 256, MC = 288, NC = 4096,
-    avx512::tile_f32, avx512::strided_tile_f32
+    avx512::tile_f32, avx512::strided_tile_f32,
+    B_IN_PLACE_MAX_STRIPS = 12, avx512::b_in_place_tile_f32
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -135,7 +171,8 @@ gemm_kernel!(
     /// interleaved runs on the loaded 2-core Ice Lake machine.
     Avx512, f64,
     MR = avx512::MR_F64, NR = avx512::NR_F64, KC = 192, MC = 280, NC = 2048,
-    avx512::tile_f64, avx512::strided_tile_f64
+    avx512::tile_f64, avx512::strided_tile_f64,
+    B_IN_PLACE_MAX_STRIPS = 12, avx512::b_in_place_tile_f64
 );
 
 /// Largest tile of any kernel, in scalars (f32 AVX-512: 12 x 32): the size of the tile buffers
@@ -182,6 +219,9 @@ pub(crate) type TileFn<S> = fn(usize, &[S], &[S], S, S, MatMut<'_, S>);
 /// A strided tile function (see [`GemmKernel::strided_tile`]).
 pub(crate) type StridedTileFn<S> = fn(MatRef<'_, S>, &[S], S, S, MatMut<'_, S>);
 
+/// A tile function reading B in place (see [`GemmKernel::b_in_place_tile`]).
+pub(crate) type BInPlaceTileFn<S> = fn(&[S], MatRef<'_, S>, S, S, MatMut<'_, S>);
+
 /// One kernel as values, so the packed path is compiled once per element type and picks the
 /// kernel at run time: built only from a [`GemmKernel`] implementation ([`Kernel::of`]).
 #[derive(Clone, Copy)]
@@ -189,14 +229,18 @@ pub(crate) struct Kernel<S> {
     pub blocking: Blocking,
     pub tile: TileFn<S>,
     pub strided: StridedTileFn<S>,
+    pub b_in_place: BInPlaceTileFn<S>,
+    pub b_in_place_max_strips: usize,
 }
 
-impl<S> Kernel<S> {
+impl<S: Copy> Kernel<S> {
     pub(crate) fn of<K: GemmKernel<S>>() -> Kernel<S> {
         Kernel {
             blocking: const { Blocking::of::<S, K>() },
             tile: K::tile,
             strided: K::strided_tile,
+            b_in_place: K::b_in_place_tile,
+            b_in_place_max_strips: K::B_IN_PLACE_MAX_STRIPS,
         }
     }
 }

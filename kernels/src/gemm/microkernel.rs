@@ -414,8 +414,10 @@ mod tests {
     fn check_tile_fn<S: Float, K: GemmKernel<S>>() {
         let (mr, nr) = (K::MR, K::NR);
         let eps = S::EPSILON.to_f64();
-        // 23..=25: around the start of the AVX-512 kernels' C prefetch window
-        for kc in [1, 2, 5, 16, 23, 24, 25, 257] {
+        // 23..=25: around the start of the AVX-512 kernels' C prefetch window; 30, 81, 98
+        // and 257 end their groups of next-tile fetches early, or leave 1, 2 or 3 steps
+        // after the unrolled stretch
+        for kc in [1, 2, 5, 16, 23, 24, 25, 30, 81, 98, 257] {
             let a: Vec<S> = values(kc * mr, 11).into_iter().map(S::from_f64).collect();
             let b: Vec<S> = values(kc * nr, 12).into_iter().map(S::from_f64).collect();
             let ldc = nr + 3;
@@ -429,7 +431,11 @@ mod tests {
                 let (alpha_s, beta_s) = (S::from_f64(alpha), S::from_f64(beta));
                 let c = MatMut::with_ld(&mut full, mr, nr, ldc);
                 K::tile(kc, &a, &b, alpha_s, beta_s, c);
-                for (rows, cols) in [(mr, nr), (1, 1), (mr - 1, nr - 1), (mr, 3), (2, nr)] {
+                // every row count, stored in place (all columns) and through the buffer
+                let shapes = (1..=mr)
+                    .flat_map(|rows| [(rows, nr), (rows, nr - 1)])
+                    .chain([(1, 1), (mr, 3)]);
+                for (rows, cols) in shapes {
                     let mut c = c_old.clone();
                     if beta == 0.0 {
                         for i in 0..rows {
@@ -555,13 +561,60 @@ mod tests {
         }
     }
 
-    /// Both tile functions of kernel `K`, both element types: full and partial tiles, and the
-    /// strided tile bit for bit against the packed one.
+    /// The tile function reading B in place (a `kc x NR` strip of a wider row-major matrix)
+    /// against the packed tile function on the same values: bitwise equal, for every row
+    /// count, full and partial columns of C, `beta` 0 (C holds NaN), 1 and another value.
+    fn check_b_in_place_tile_fn<S: Float, K: GemmKernel<S>>() {
+        let (mr, nr) = (K::MR, K::NR);
+        for kc in [1, 2, 23, 24, 25, 30, 64, 257] {
+            let a: Vec<S> = values(kc * mr, 31).into_iter().map(S::from_f64).collect();
+            // B stored with spare columns on both sides and a spare row: reading outside the
+            // strip would read other values (and past the slice, panic)
+            let ldb = nr + 7;
+            let stored: Vec<S> = values((kc + 1) * ldb, 32)
+                .into_iter()
+                .map(S::from_f64)
+                .collect();
+            let b_strip = MatRef::with_ld(&stored[ldb + 3..], kc, nr, ldb);
+            let packed: Vec<S> = (0..kc)
+                .flat_map(|p| stored[(p + 1) * ldb + 3..][..nr].to_vec())
+                .collect();
+            let c_old: Vec<S> = values(mr * nr, 33).into_iter().map(S::from_f64).collect();
+            for beta in [0.0, 1.0, -0.75] {
+                for (rows, cols) in (1..=mr).flat_map(|rows| [(rows, nr), (rows, nr - 1)]) {
+                    let (alpha_s, beta_s) = (S::from_f64(-1.25), S::from_f64(beta));
+                    let mut expected = c_old.clone();
+                    let c = MatMut::with_ld(&mut expected, rows, cols, nr);
+                    K::tile(kc, &a, &packed, alpha_s, beta_s, c);
+                    let mut got = c_old.clone();
+                    if beta == 0.0 {
+                        for row in got.chunks_exact_mut(nr).take(rows) {
+                            row[..cols].fill(S::from_f64(f64::NAN));
+                        }
+                    }
+                    let c = MatMut::with_ld(&mut got, rows, cols, nr);
+                    K::b_in_place_tile(&a, b_strip, alpha_s, beta_s, c);
+                    for (index, (g, e)) in got.iter().zip(&expected).enumerate() {
+                        assert_eq!(
+                            g.to_f64().to_bits(),
+                            e.to_f64().to_bits(),
+                            "kc={kc} rows={rows} cols={cols} beta={beta} at {index}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// All tile functions of kernel `K`, both element types: full and partial tiles, and the
+    /// strided and B-in-place tiles bit for bit against the packed one.
     fn check_kernel<K: GemmKernel<f32> + GemmKernel<f64>>() {
         check_tile_fn::<f32, K>();
         check_tile_fn::<f64, K>();
         check_strided_tile_fn::<f32, K>();
         check_strided_tile_fn::<f64, K>();
+        check_b_in_place_tile_fn::<f32, K>();
+        check_b_in_place_tile_fn::<f64, K>();
     }
 
     #[test]

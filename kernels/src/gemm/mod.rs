@@ -22,7 +22,11 @@
 //! When the B block is narrow (at most `IN_PLACE_A_MAX_STRIPS` micro-panels, so a packed A
 //! micro-panel would be used only a few times), the kernels read whole MR-row strips of
 //! `op(A)` in place instead and only a last partial strip is packed: the same FMA chains, so
-//! the same bits.
+//! the same bits. Conversely, when C has so few rows that a packed B micro-panel would serve
+//! only a few tiles (at most the kernel's `B_IN_PLACE_MAX_STRIPS` MR-row strips, and `op(B)`
+//! not transposed), the AVX-512 kernels read B's NR-column strips in place, prefetching its
+//! rows ahead, and only a last partial strip is packed (packing B for 20 x 2000 x 2000 costs
+//! as much as the product itself). Again the same FMA chains.
 //!
 //! # Kernel variants
 //!
@@ -397,6 +401,11 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
     } else {
         threads.min(m.div_ceil(mr))
     };
+    // With so few rows that a packed B micro-panel would serve only a tile or two, the
+    // kernel reads B's whole NR-column strips in place (see `GemmKernel::b_in_place_tile`)
+    let b_in_place = !split_columns
+        && b.trans() == Transpose::No
+        && m.div_ceil(mr) <= kernel.b_in_place_max_strips;
 
     // loop over the NC-wide column panels of C and B
     for jc in (0..n).step_by(nc) {
@@ -406,9 +415,17 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
             let depth = pc..k.min(pc + kc);
             let beta_panel = if pc == 0 { beta } else { S::ONE };
             let panel_len = depth.len() * nr;
-            let b_len = cols.len().div_ceil(nr) * panel_len;
+            // in place, only a last partial strip is packed
+            let packed_cols = if b_in_place {
+                cols.end - cols.len() % nr..cols.end
+            } else {
+                cols.clone()
+            };
+            let b_len = packed_cols.len().div_ceil(nr) * panel_len;
             with_pack_buffer::<S, _>(&PACK_B, b_len, |b_pack| {
-                if parallel_tasks > 1 {
+                if b_in_place {
+                    pack_b(b_pack, b, depth.clone(), packed_cols, nr);
+                } else if parallel_tasks > 1 {
                     // packing is a few percent of the work: split it too (by columns, so each
                     // task fills whole micro-panels; the packed values do not depend on it)
                     let panels = cols.len().div_ceil(nr);
@@ -425,6 +442,11 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                     pack_b(b_pack, b, depth.clone(), cols.clone(), nr);
                 }
                 let b_pack: &[S] = b_pack;
+                let b_block = if b_in_place {
+                    BBlock::InPlace { b, partial: b_pack }
+                } else {
+                    BBlock::Packed(b_pack)
+                };
                 let panel = DepthPanel {
                     a,
                     depth: depth.clone(),
@@ -433,7 +455,7 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                     kernel,
                 };
                 let row_block = |c_rows: &mut [S], rows: std::ops::Range<usize>| {
-                    row_panel(&panel, b_pack, c_rows, ldc, rows, cols.clone())
+                    row_panel(&panel, b_block, c_rows, ldc, rows, cols.clone())
                 };
                 if parallel_tasks > 1 && split_columns {
                     // loop over column ranges of C, one rayon task each, all rows
@@ -512,13 +534,22 @@ struct DepthPanel<'a, S> {
     kernel: Kernel<S>,
 }
 
+/// Where a row panel reads its B micro-panels: all packed (`kc x NR` each, in order), or
+/// whole NR-column strips read in place from `b` (not transposed; its rows `depth`) with only a
+/// last partial strip packed in `partial`.
+#[derive(Clone, Copy)]
+enum BBlock<'a, S> {
+    Packed(&'a [S]),
+    InPlace { b: MatRef<'a, S>, partial: &'a [S] },
+}
+
 /// One row panel: packs `op(A)[rows, depth]` and updates `C[rows, cols]` (whose first row is
-/// `c_rows[0..]`) with the packed B block, tile by tile. With a B block of at most
+/// `c_rows[0..]`) with the B block, tile by tile. With a packed B block of at most
 /// [`IN_PLACE_A_MAX_STRIPS`] strips, whole MR-row strips of A are read in place and only a last
 /// partial strip is packed (zero-padded); the arithmetic is the same.
 fn row_panel<S: GemmScalar>(
     panel: &DepthPanel<'_, S>,
-    b_pack: &[S],
+    b_block: BBlock<'_, S>,
     c_rows: &mut [S],
     ldc: usize,
     rows: std::ops::Range<usize>,
@@ -535,14 +566,17 @@ fn row_panel<S: GemmScalar>(
     let kc = depth.len();
     let row_count = rows.len();
     // The first `in_place_strips` MR-row strips are read from A's storage, the rest packed.
-    let in_place = b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr;
+    let in_place = match b_block {
+        BBlock::Packed(b_pack) => b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr,
+        BBlock::InPlace { .. } => false,
+    };
     let in_place_strips = if in_place { row_count / mr } else { 0 };
     let first_packed_row = rows.start + in_place_strips * mr;
     let a_len = (rows.end - first_packed_row).div_ceil(mr) * mr * kc;
     with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
         pack_a(a_pack, a, first_packed_row..rows.end, depth.clone(), mr);
         // loop over the NR-wide strips of the B block
-        for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
+        for jr in 0..cols.len().div_ceil(nr) {
             let first_col = cols.start + jr * nr;
             let tile_cols = nr.min(cols.end - first_col);
             // loop over the MR-tall strips of the A block
@@ -552,6 +586,10 @@ fn row_panel<S: GemmScalar>(
                 let tile_rows = mr.min(rows.end - first_row);
                 let c_tile = MatMut::with_ld(c_tile, tile_rows, tile_cols, ldc);
                 if ir < in_place_strips {
+                    let BBlock::Packed(b_pack) = b_block else {
+                        unreachable!("A is read in place only with a packed B block")
+                    };
+                    let b_panel = &b_pack[jr * kc * nr..][..kc * nr];
                     let ld = a.ld();
                     let a_strip = match a.trans() {
                         Transpose::No => {
@@ -564,9 +602,23 @@ fn row_panel<S: GemmScalar>(
                         }
                     };
                     (kernel.strided)(a_strip, b_panel, alpha, beta, c_tile);
-                } else {
-                    let a_panel = &a_pack[(ir - in_place_strips) * kc * mr..][..kc * mr];
-                    (kernel.tile)(kc, a_panel, b_panel, alpha, beta, c_tile);
+                    continue;
+                }
+                let a_panel = &a_pack[(ir - in_place_strips) * kc * mr..][..kc * mr];
+                match b_block {
+                    BBlock::Packed(b_pack) => {
+                        let b_panel = &b_pack[jr * kc * nr..][..kc * nr];
+                        (kernel.tile)(kc, a_panel, b_panel, alpha, beta, c_tile);
+                    }
+                    BBlock::InPlace { b, .. } if tile_cols == nr => {
+                        let ld = b.ld();
+                        let strip = &b.data()[depth.start * ld + first_col..];
+                        let b_strip = MatRef::with_ld(strip, kc, nr, ld);
+                        (kernel.b_in_place)(a_panel, b_strip, alpha, beta, c_tile);
+                    }
+                    BBlock::InPlace { partial, .. } => {
+                        (kernel.tile)(kc, a_panel, partial, alpha, beta, c_tile);
+                    }
                 }
             }
         }
