@@ -238,22 +238,37 @@ macro_rules! avx512_tile {
             } else {
                 $mr
             };
-            if rows == kernel_rows && cols == $nr {
-                let c = &mut c[..(rows - 1) * ldc + $nr];
-                assert!(ldc >= $nr);
-                // SAFETY: A, B and avx512f are the caller's contract; C rows
-                // i * ldc .. i * ldc + NR for i < rows lie within `c` (its length is checked
-                // by the slice above, and ldc >= NR keeps the rows disjoint).
-                unsafe {
-                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED>(
-                        rows,
+            // a strip's last tile may need only one of the two vectors of a row
+            let kernel_cols = if cols <= $lanes { $lanes } else { $nr };
+            // SAFETY (both arms): the caller's contract for A, B and avx512f; C as the kernel
+            // requires for `kernel_rows` rows of `kernel_cols` columns.
+            let run_kernel = |c: *mut $scalar, ldc: usize| unsafe {
+                if kernel_cols == $lanes {
+                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED, 1>(
+                        kernel_rows,
                         panels,
                         alpha,
                         beta,
-                        c.as_mut_ptr(),
+                        c,
                         ldc,
                     )
-                };
+                } else {
+                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED, 2>(
+                        kernel_rows,
+                        panels,
+                        alpha,
+                        beta,
+                        c,
+                        ldc,
+                    )
+                }
+            };
+            if rows == kernel_rows && cols == kernel_cols {
+                let c = &mut c[..(rows - 1) * ldc + cols];
+                assert!(ldc >= cols);
+                // C rows i * ldc .. i * ldc + cols for i < rows lie within `c` (its length is
+                // checked by the slice above, and ldc >= cols keeps the rows disjoint).
+                run_kernel(c.as_mut_ptr(), ldc);
                 return;
             }
             // A partial tile: through a full-size buffer, so the arithmetic is the same as above.
@@ -263,30 +278,26 @@ macro_rules! avx512_tile {
                     tile_row[..cols].copy_from_slice(&c[i * ldc..][..cols]);
                 }
             }
-            // SAFETY: A, B and avx512f as above; the buffer is $mr >= kernel_rows rows of NR
-            // scalars with ldc = NR.
-            unsafe {
-                $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED>(
-                    kernel_rows,
-                    panels,
-                    alpha,
-                    beta,
-                    buffer.as_mut_ptr(),
-                    $nr,
-                )
-            };
+            // the buffer is $mr >= kernel_rows rows of NR >= kernel_cols scalars, ldc = NR
+            run_kernel(buffer.as_mut_ptr(), $nr);
             for (i, tile_row) in buffer.chunks_exact($nr).enumerate().take(rows) {
                 c[i * ldc..][..cols].copy_from_slice(&tile_row[..cols]);
             }
         }
 
-        /// The kernel with `rows` rows (even, at most `$mr`; odd counts round up).
+        /// The kernel with `rows` rows (even, at most `$mr`; odd counts round up) and `VECS`
+        /// vectors a row.
         ///
         /// # Safety
         ///
         /// As for the kernel, with its row count `rows` rounded up to even.
         #[target_feature(enable = "avx512f")]
-        unsafe fn $rows_dispatch<const A_ROWS: bool, const A_PACKED: bool, const B_PACKED: bool>(
+        unsafe fn $rows_dispatch<
+            const A_ROWS: bool,
+            const A_PACKED: bool,
+            const B_PACKED: bool,
+            const VECS: usize,
+        >(
             rows: usize,
             panels: Panels<$scalar>,
             alpha: $scalar,
@@ -297,25 +308,34 @@ macro_rules! avx512_tile {
             // SAFETY (every arm): the caller's contract, for the arm's row count.
             unsafe {
                 match rows {
-                    1 | 2 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 2>(panels, alpha, beta, c, ldc),
-                    3 | 4 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 4>(panels, alpha, beta, c, ldc),
-                    5 | 6 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 6>(panels, alpha, beta, c, ldc),
-                    7 | 8 => $kernel::<A_ROWS, A_PACKED, B_PACKED, 8>(panels, alpha, beta, c, ldc),
+                    1 | 2 => {
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 2>(panels, alpha, beta, c, ldc)
+                    }
+                    3 | 4 => {
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 4>(panels, alpha, beta, c, ldc)
+                    }
+                    5 | 6 => {
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 6>(panels, alpha, beta, c, ldc)
+                    }
+                    7 | 8 => {
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 8>(panels, alpha, beta, c, ldc)
+                    }
                     9 | 10 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, 10>(panels, alpha, beta, c, ldc)
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 10>(panels, alpha, beta, c, ldc)
                     }
                     11 | 12 if $mr > 12 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, 12>(panels, alpha, beta, c, ldc)
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 12>(panels, alpha, beta, c, ldc)
                     }
-                    _ => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, { $mr }>(panels, alpha, beta, c, ldc)
-                    }
+                    _ => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, { $mr }>(
+                        panels, alpha, beta, c, ldc,
+                    ),
                 }
             }
         }
 
         /// The kernel behind the function of the same type without `kernel`, on the first
-        /// `ROWS` rows of a tile (`ROWS <= $mr`; `$mr` is the whole tile).
+        /// `ROWS` rows and `VECS` vectors (1 or 2) of columns of a tile (`ROWS <= $mr`;
+        /// `$mr` rows and 2 vectors are the whole tile).
         ///
         /// A's element `(i, p)` (row `i < ROWS` of the tile, depth step `p < kc`) is read at
         /// `a + p * a_stride + i` (`A_ROWS == false`: a packed micro-panel, `A_PACKED` with
@@ -335,13 +355,15 @@ macro_rules! avx512_tile {
         /// The CPU has avx512f; `panels.a` points to an A block with every element above
         /// readable (`panels.a_stride == $mr` when `A_PACKED`), `panels.b` to a B block with
         /// every element `(p, j)`, `p < kc`, `j < NR`, readable at `p * b_stride + j`
-        /// (`panels.b_stride == NR` when `B_PACKED`), and `c + i * ldc .. c + i * ldc + NR` is writable (and readable
+        /// (`panels.b_stride == NR` when `B_PACKED`), and `c + i * ldc .. c + i * ldc +
+        /// VECS * LANES` is writable (and readable
         /// when `beta != 0`) for every `i < ROWS`.
         #[target_feature(enable = "avx512f")]
         unsafe fn $kernel<
             const A_ROWS: bool,
             const A_PACKED: bool,
             const B_PACKED: bool,
+            const VECS: usize,
             const ROWS: usize,
         >(
             panels: Panels<$scalar>,
@@ -354,7 +376,7 @@ macro_rules! avx512_tile {
             // compile-time strides let the packed loads use fixed offsets
             let a_stride = if A_PACKED { $mr } else { panels.a_stride };
             let b_stride = if B_PACKED { $nr } else { panels.b_stride };
-            let mut ab = [[$setzero(); 2]; ROWS];
+            let mut ab = [[$setzero(); VECS]; ROWS];
             // Fetch the three 64-byte lines row `row` of a C tile at `tile` can touch: its
             // first, middle and last element (NR scalars are 128 bytes). A prefetch never
             // faults, so the addresses are formed with wrapping_add and never dereferenced.
@@ -366,7 +388,7 @@ macro_rules! avx512_tile {
             };
             let next_tile = c.wrapping_add($mr * ldc);
             // One rank-1 update of the tile: depth step p.
-            let step = |ab: &mut [[_; 2]; ROWS], p: usize| {
+            let step = |ab: &mut [[_; VECS]; ROWS], p: usize| {
                 // A streams from L2: ask for it a few steps ahead (stored by rows: one row's
                 // next cache lines per step, each row every MR steps). A prefetch never
                 // faults, so running past A's end (wrapping_add, no deref) is fine.
@@ -393,9 +415,13 @@ macro_rules! avx512_tile {
                     _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add($nr - 1).cast());
                 }
                 // SAFETY: p < kc, so b[p * b_stride .. p * b_stride + NR] is within B.
-                let (b_low, b_high) = unsafe {
-                    let b_row = b.add(p * b_stride);
-                    ($loadu(b_row), $loadu(b_row.add($lanes)))
+                let b_row = unsafe { b.add(p * b_stride) };
+                // SAFETY: as above; the second vector is loaded only when the kernel uses it.
+                let b_low = unsafe { $loadu(b_row) };
+                let b_high = if VECS == 2 {
+                    unsafe { $loadu(b_row.add($lanes)) }
+                } else {
+                    b_low
                 };
                 for (i, ab_row) in ab.iter_mut().enumerate() {
                     let a_element = if A_ROWS {
@@ -406,8 +432,9 @@ macro_rules! avx512_tile {
                     // SAFETY: i < MR and p < kc: a readable element of A (the caller's
                     // contract).
                     let a_value = $set1(unsafe { *a_element });
-                    ab_row[0] = $fmadd(a_value, b_low, ab_row[0]);
-                    ab_row[1] = $fmadd(a_value, b_high, ab_row[1]);
+                    for (acc, &b_vector) in ab_row.iter_mut().zip(&[b_low, b_high]) {
+                        *acc = $fmadd(a_value, b_vector, *acc);
+                    }
                 }
             };
             // The C tile is fetched during the last C_PREFETCH_STEPS steps, one row per step
@@ -463,7 +490,7 @@ macro_rules! avx512_tile {
             let beta = $set1(beta);
             for (i, ab_row) in ab.iter().enumerate() {
                 for (v, &acc) in ab_row.iter().enumerate() {
-                    // SAFETY: i < $mr and v * LANES + LANES <= NR: within row i of the C tile.
+                    // SAFETY: i < ROWS and v < VECS: within row i of the C tile.
                     let c_lanes = unsafe { c.add(i * ldc + v * $lanes) };
                     let scaled = $mul(acc, alpha);
                     let result = if beta_is_zero {

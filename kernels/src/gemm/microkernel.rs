@@ -431,10 +431,11 @@ mod tests {
                 let (alpha_s, beta_s) = (S::from_f64(alpha), S::from_f64(beta));
                 let c = MatMut::with_ld(&mut full, mr, nr, ldc);
                 K::tile(kc, &a, &b, alpha_s, beta_s, c);
-                // every row count, stored in place (all columns) and through the buffer
+                // every row count, stored in place (all columns, or the first half: one
+                // vector of the AVX-512 kernels) and through the buffer
                 let shapes = (1..=mr)
-                    .flat_map(|rows| [(rows, nr), (rows, nr - 1)])
-                    .chain([(1, 1), (mr, 3)]);
+                    .flat_map(|rows| [(rows, nr), (rows, nr - 1), (rows, nr / 2)])
+                    .chain([(1, 1), (mr, 3), (mr, nr / 2 + 1)]);
                 for (rows, cols) in shapes {
                     let mut c = c_old.clone();
                     if beta == 0.0 {
@@ -534,7 +535,7 @@ mod tests {
                     }
                 }
                 for beta in [0.0, 1.0, -0.75] {
-                    for cols in [nr, nr - 1, 1] {
+                    for cols in [nr, nr - 1, nr / 2, 1] {
                         let (alpha_s, beta_s) = (S::from_f64(1.5), S::from_f64(beta));
                         let mut expected = c_old.clone();
                         let c = MatMut::with_ld(&mut expected, mr, cols, nr);
@@ -581,7 +582,8 @@ mod tests {
                 .collect();
             let c_old: Vec<S> = values(mr * nr, 33).into_iter().map(S::from_f64).collect();
             for beta in [0.0, 1.0, -0.75] {
-                for (rows, cols) in (1..=mr).flat_map(|rows| [(rows, nr), (rows, nr - 1)]) {
+                let shapes = (1..=mr).flat_map(|rows| [(rows, nr), (rows, nr - 1), (rows, nr / 2)]);
+                for (rows, cols) in shapes {
                     let (alpha_s, beta_s) = (S::from_f64(-1.25), S::from_f64(beta));
                     let mut expected = c_old.clone();
                     let c = MatMut::with_ld(&mut expected, rows, cols, nr);
