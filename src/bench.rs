@@ -21,7 +21,7 @@
 //!   `FMA peak per core (same dtype) x threads` (the threads that kernel ran on: the pool's for
 //!   ours, [`MachineFigures::matrixmultiply_threads`] for `matrixmultiply`'s), the peak
 //!   measured with the vector width of
-//!   the GEMM kernel this process dispatches to ([`MachineFigures::gemm_kernel`]: 512-bit
+//!   the GEMM kernel this process dispatches to ([`Ceilings::gemm_kernel`]: 512-bit
 //!   AVX-512 on CPUs with avx512f, else 256-bit). Measuring a 512-bit kernel against the
 //!   256-bit peak would report it above 1 of a ceiling it is far from; for memory-bound ones ([`PeakKind::Triad`]:
 //!   GEMV, GER, softmax, layer norm, GELU) the GB/s over the triad bandwidth. Small inputs that
@@ -96,6 +96,24 @@ pub struct MachineFigures {
     pub threads: usize,
     /// Threads `matrixmultiply` runs on (see the module documentation).
     pub matrixmultiply_threads: usize,
+    /// The measured ceilings.
+    #[serde(flatten)]
+    pub ceilings: Ceilings,
+    /// SIMD features this binary was compiled for.
+    pub compiled_features: Vec<String>,
+    /// Logical CPUs online: what the load average is compared with.
+    pub logical_cpus: usize,
+    /// 1-minute load average when the report started (/proc/loadavg); `None` where unreadable.
+    pub load_average_1min: Option<f64>,
+    /// Warnings about the machine figures and the load at the start (see the module
+    /// documentation); empty when there are none.
+    pub warnings: Vec<String>,
+}
+
+/// The ceilings [`MachineFigures`] measured: the FMA peaks and the triad bandwidth. A
+/// [`BenchRow`] repeats them under the same keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ceilings {
     /// The GEMM kernel variant this process dispatches to (`avx2` or `avx512`, see
     /// `benign_kernels::gemm::KernelVariant`): its vector width picks the peak GEMM records
     /// are measured against.
@@ -127,15 +145,6 @@ pub struct MachineFigures {
     pub triad_gbps: f64,
     /// Size of each of the three triad arrays, bytes.
     pub triad_bytes_per_array: usize,
-    /// SIMD features this binary was compiled for.
-    pub compiled_features: Vec<String>,
-    /// Logical CPUs online: what the load average is compared with.
-    pub logical_cpus: usize,
-    /// 1-minute load average when the report started (/proc/loadavg); `None` where unreadable.
-    pub load_average_1min: Option<f64>,
-    /// Warnings about the machine figures and the load at the start (see the module
-    /// documentation); empty when there are none.
-    pub warnings: Vec<String>,
 }
 
 /// Ours against the baseline on one row, by the rule of the module documentation.
@@ -218,21 +227,43 @@ pub struct BenchRecord {
     pub dtype: String,
     /// Threads the kernel ran on.
     pub threads: usize,
+    /// The rates and how they compare.
+    #[serde(flatten)]
+    pub rates: Rates,
+    /// The ceiling itself, in the unit of `peak`: GFLOP/s for [`PeakKind::Fma`] (the GEMM
+    /// kernel's FMA peak per core of this dtype x `threads`), GB/s for [`PeakKind::Triad`].
+    pub ceiling: f64,
+    /// The statistics of the timed calls.
+    #[serde(flatten)]
+    pub times: CallTimes,
+    /// Warnings about this row (see the module documentation); empty when there are none.
+    pub warnings: Vec<String>,
+}
+
+/// The rates of one measurement and how they compare, shared by [`BenchRecord`] and
+/// [`BenchRow`] (see the module documentation for what each figure means).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
     /// GFLOP/s, for kernels whose flops are counted.
     pub gflops: Option<f64>,
     /// GB/s (STREAM convention), for memory-bound kernels.
     pub gbps: Option<f64>,
     /// Our GFLOP/s over `matrixmultiply`'s on the same shape (GEMM only).
     pub ratio_vs_matrixmultiply: Option<f64>,
-    /// Whether that ratio is outside the spread (GEMM only).
+    /// Whether that ratio is outside the spread (GEMM only): `faster`, `slower`,
+    /// `within_spread` or `single_call` in JSON, `null` on other rows.
     pub vs_matrixmultiply: Option<Comparison>,
-    /// Fraction of the ceiling named by `peak`.
+    /// Fraction of the ceiling named by `peak`: `gflops` over the FMA ceiling (peak `fma`) or
+    /// `gbps` over the triad bandwidth (peak `triad`).
     pub frac_of_peak: Option<f64>,
-    /// Which ceiling `frac_of_peak` refers to.
+    /// Which ceiling `frac_of_peak` refers to: `fma` or `triad`.
     pub peak: PeakKind,
-    /// The ceiling itself, in the unit of `peak`: GFLOP/s for [`PeakKind::Fma`] (the GEMM
-    /// kernel's FMA peak per core of this dtype x `threads`), GB/s for [`PeakKind::Triad`].
-    pub ceiling: f64,
+}
+
+/// Call-time statistics of one measurement and the load it ran under, shared by
+/// [`BenchRecord`] and [`BenchRow`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallTimes {
     /// Median time of one call, seconds.
     pub median_seconds: f64,
     /// Fastest call, seconds.
@@ -241,12 +272,11 @@ pub struct BenchRecord {
     pub iqr_seconds: f64,
     /// Timed calls the figures are taken over.
     pub runs: usize,
-    /// The row is its one warm-up call: that call alone overran the time budget.
+    /// The row is its one warm-up call: that call alone overran the time budget (`runs` 1,
+    /// no spread).
     pub single_call: bool,
-    /// 1-minute load average just before this row was measured; `None` where unreadable.
+    /// 1-minute load average just before the row was measured; `None` where unreadable.
     pub load_average_1min: Option<f64>,
-    /// Warnings about this row (see the module documentation); empty when there are none.
-    pub warnings: Vec<String>,
 }
 
 /// One line of `benign bench --json`: a measurement that stands alone, with its dimensions as
@@ -276,35 +306,18 @@ pub struct BenchRow {
     pub shape: String,
     /// Threads this kernel ran on (`matrixmultiply::gemm`: `matrixmultiply_threads`).
     pub threads: usize,
-    /// GFLOP/s, for kernels whose flops are counted; computed from `median_seconds`.
-    pub gflops: Option<f64>,
-    /// GB/s (STREAM convention), for memory-bound kernels; computed from `median_seconds`.
-    pub gbps: Option<f64>,
-    /// Our GFLOP/s over `matrixmultiply`'s on the same shape (GEMM `gemm` rows only).
-    pub ratio_vs_matrixmultiply: Option<f64>,
-    /// `faster`, `slower`, `within_spread` or `single_call` (GEMM `gemm` rows; else `null`).
-    pub vs_matrixmultiply: Option<Comparison>,
-    /// `gflops / ceiling_gflops` (peak `fma`) or `gbps / ceiling_gbps` (peak `triad`).
-    pub frac_of_peak: Option<f64>,
-    /// Which ceiling `frac_of_peak` refers to: `fma` or `triad`.
-    pub peak: PeakKind,
+    /// The rates and how they compare, as in [`BenchRecord::rates`]; computed from
+    /// `median_seconds`.
+    #[serde(flatten)]
+    pub rates: Rates,
     /// The compute ceiling of this line (peak `fma`): `gemm_peak_<dtype>_gflops_per_core x
     /// threads`; `null` for peak `triad`.
     pub ceiling_gflops: Option<f64>,
     /// The memory ceiling of this line (peak `triad`): `triad_gbps`; `null` for peak `fma`.
     pub ceiling_gbps: Option<f64>,
-    /// Median time of one call; the rates are computed from it.
-    pub median_seconds: f64,
-    /// Fastest call, seconds.
-    pub min_seconds: f64,
-    /// Interquartile range of the call times, seconds (0 for a single call).
-    pub iqr_seconds: f64,
-    /// Timed calls the figures are taken over.
-    pub runs: usize,
-    /// `true` when the row is one call that overran the time budget (`runs` 1, no spread).
-    pub single_call: bool,
-    /// 1-minute load average just before this row.
-    pub load_average_1min: Option<f64>,
+    /// The statistics of the timed calls, as in [`BenchRecord::times`].
+    #[serde(flatten)]
+    pub times: CallTimes,
     /// This row's warnings (an empty list when none).
     pub warnings: Vec<String>,
     /// The machine: [`MachineFigures`], flat.
@@ -313,32 +326,9 @@ pub struct BenchRow {
     pub pool_threads: usize,
     /// As [`MachineFigures::matrixmultiply_threads`].
     pub matrixmultiply_threads: usize,
-    /// As [`MachineFigures::gemm_kernel`].
-    pub gemm_kernel: String,
-    /// As [`MachineFigures::gemm_peak_f32_gflops_per_core`].
-    pub gemm_peak_f32_gflops_per_core: f64,
-    /// As [`MachineFigures::gemm_peak_f64_gflops_per_core`].
-    pub gemm_peak_f64_gflops_per_core: f64,
-    /// As [`MachineFigures::fma_peak_f32_gflops_per_core`].
-    pub fma_peak_f32_gflops_per_core: f64,
-    /// As [`MachineFigures::fma_peak_f64_gflops_per_core`].
-    pub fma_peak_f64_gflops_per_core: f64,
-    /// As [`MachineFigures::fma_peak_f32_avx512_gflops_per_core`].
-    pub fma_peak_f32_avx512_gflops_per_core: Option<f64>,
-    /// As [`MachineFigures::fma_peak_f64_avx512_gflops_per_core`].
-    pub fma_peak_f64_avx512_gflops_per_core: Option<f64>,
-    /// As [`MachineFigures::fma_peak_f32_gflops_all_threads`].
-    pub fma_peak_f32_gflops_all_threads: f64,
-    /// As [`MachineFigures::fma_peak_f64_gflops_all_threads`].
-    pub fma_peak_f64_gflops_all_threads: f64,
-    /// As [`MachineFigures::fma_peak_f32_avx512_gflops_all_threads`].
-    pub fma_peak_f32_avx512_gflops_all_threads: Option<f64>,
-    /// As [`MachineFigures::fma_peak_f64_avx512_gflops_all_threads`].
-    pub fma_peak_f64_avx512_gflops_all_threads: Option<f64>,
-    /// As [`MachineFigures::triad_gbps`].
-    pub triad_gbps: f64,
-    /// As [`MachineFigures::triad_bytes_per_array`].
-    pub triad_bytes_per_array: usize,
+    /// As [`MachineFigures::ceilings`].
+    #[serde(flatten)]
+    pub ceilings: Ceilings,
     /// SIMD features this binary was compiled for, joined with `+` (`sse4.2+avx+avx2+fma`).
     pub compiled_features: String,
     /// As [`MachineFigures::logical_cpus`].
@@ -360,7 +350,7 @@ impl BenchRow {
             Dims::Matrix { m: dm, n: dn } => (m, n) = (Some(dm), Some(dn)),
             Dims::Rows { rows: r, cols: c } => (rows, cols) = (Some(r), Some(c)),
         }
-        let (ceiling_gflops, ceiling_gbps) = match record.peak {
+        let (ceiling_gflops, ceiling_gbps) = match record.rates.peak {
             PeakKind::Fma => (Some(record.ceiling), None),
             PeakKind::Triad => (None, Some(record.ceiling)),
         };
@@ -374,37 +364,15 @@ impl BenchRow {
             cols,
             shape: record.dims.label(),
             threads: record.threads,
-            gflops: record.gflops,
-            gbps: record.gbps,
-            ratio_vs_matrixmultiply: record.ratio_vs_matrixmultiply,
-            vs_matrixmultiply: record.vs_matrixmultiply,
-            frac_of_peak: record.frac_of_peak,
-            peak: record.peak,
+            rates: record.rates.clone(),
             ceiling_gflops,
             ceiling_gbps,
-            median_seconds: record.median_seconds,
-            min_seconds: record.min_seconds,
-            iqr_seconds: record.iqr_seconds,
-            runs: record.runs,
-            single_call: record.single_call,
-            load_average_1min: record.load_average_1min,
+            times: record.times.clone(),
             warnings: record.warnings.clone(),
             cpu_model: machine.cpu_model.clone(),
             pool_threads: machine.threads,
             matrixmultiply_threads: machine.matrixmultiply_threads,
-            gemm_kernel: machine.gemm_kernel.clone(),
-            gemm_peak_f32_gflops_per_core: machine.gemm_peak_f32_gflops_per_core,
-            gemm_peak_f64_gflops_per_core: machine.gemm_peak_f64_gflops_per_core,
-            fma_peak_f32_gflops_per_core: machine.fma_peak_f32_gflops_per_core,
-            fma_peak_f64_gflops_per_core: machine.fma_peak_f64_gflops_per_core,
-            fma_peak_f32_avx512_gflops_per_core: machine.fma_peak_f32_avx512_gflops_per_core,
-            fma_peak_f64_avx512_gflops_per_core: machine.fma_peak_f64_avx512_gflops_per_core,
-            fma_peak_f32_gflops_all_threads: machine.fma_peak_f32_gflops_all_threads,
-            fma_peak_f64_gflops_all_threads: machine.fma_peak_f64_gflops_all_threads,
-            fma_peak_f32_avx512_gflops_all_threads: machine.fma_peak_f32_avx512_gflops_all_threads,
-            fma_peak_f64_avx512_gflops_all_threads: machine.fma_peak_f64_avx512_gflops_all_threads,
-            triad_gbps: machine.triad_gbps,
-            triad_bytes_per_array: machine.triad_bytes_per_array,
+            ceilings: machine.ceilings.clone(),
             compiled_features: machine.compiled_features.join("+"),
             logical_cpus: machine.logical_cpus,
             machine_warnings: machine.warnings.clone(),
@@ -483,38 +451,40 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Re
             cpu_model: cpu_model(),
             threads,
             matrixmultiply_threads,
-            gemm_kernel: gemm_kernel.name().to_string(),
-            gemm_peak_f32_gflops_per_core: gemm_peak(
-                fma_peak_f32_avx512_gflops_per_core,
+            ceilings: Ceilings {
+                gemm_kernel: gemm_kernel.name().to_string(),
+                gemm_peak_f32_gflops_per_core: gemm_peak(
+                    fma_peak_f32_avx512_gflops_per_core,
+                    fma_peak_f32_gflops_per_core,
+                ),
+                gemm_peak_f64_gflops_per_core: gemm_peak(
+                    fma_peak_f64_avx512_gflops_per_core,
+                    fma_peak_f64_gflops_per_core,
+                ),
                 fma_peak_f32_gflops_per_core,
-            ),
-            gemm_peak_f64_gflops_per_core: gemm_peak(
-                fma_peak_f64_avx512_gflops_per_core,
                 fma_peak_f64_gflops_per_core,
-            ),
-            fma_peak_f32_gflops_per_core,
-            fma_peak_f64_gflops_per_core,
-            fma_peak_f32_avx512_gflops_per_core,
-            fma_peak_f64_avx512_gflops_per_core,
-            fma_peak_f32_gflops_all_threads: all_threads(|| {
-                Some(probe::fma_peak_gflops_f32(plan.probe_time))
-            })
-            .unwrap_or(0.0),
-            fma_peak_f64_gflops_all_threads: all_threads(|| {
-                Some(probe::fma_peak_gflops_f64(plan.probe_time))
-            })
-            .unwrap_or(0.0),
-            fma_peak_f32_avx512_gflops_all_threads: all_threads(|| {
-                probe::fma_peak_gflops_f32_avx512(plan.probe_time)
-            }),
-            fma_peak_f64_avx512_gflops_all_threads: all_threads(|| {
-                probe::fma_peak_gflops_f64_avx512(plan.probe_time)
-            }),
-            triad_gbps: probe::triad_bandwidth_gbps(
-                plan.triad_bytes_per_array,
-                plan.probe_time * 3,
-            ),
-            triad_bytes_per_array: plan.triad_bytes_per_array,
+                fma_peak_f32_avx512_gflops_per_core,
+                fma_peak_f64_avx512_gflops_per_core,
+                fma_peak_f32_gflops_all_threads: all_threads(|| {
+                    Some(probe::fma_peak_gflops_f32(plan.probe_time))
+                })
+                .unwrap_or(0.0),
+                fma_peak_f64_gflops_all_threads: all_threads(|| {
+                    Some(probe::fma_peak_gflops_f64(plan.probe_time))
+                })
+                .unwrap_or(0.0),
+                fma_peak_f32_avx512_gflops_all_threads: all_threads(|| {
+                    probe::fma_peak_gflops_f32_avx512(plan.probe_time)
+                }),
+                fma_peak_f64_avx512_gflops_all_threads: all_threads(|| {
+                    probe::fma_peak_gflops_f64_avx512(plan.probe_time)
+                }),
+                triad_gbps: probe::triad_bandwidth_gbps(
+                    plan.triad_bytes_per_array,
+                    plan.probe_time * 3,
+                ),
+                triad_bytes_per_array: plan.triad_bytes_per_array,
+            },
             compiled_features: crate::cpu::compiled_features()
                 .into_iter()
                 .map(String::from)
@@ -571,27 +541,27 @@ fn all_threads(probe: impl Fn() -> Option<f64> + Sync) -> Option<f64> {
 trait Element: Float {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]);
     /// FMA peak per core of the GEMM kernel's vector width.
-    fn peak_per_core(machine: &MachineFigures) -> f64;
+    fn peak_per_core(ceilings: &Ceilings) -> f64;
     /// FMA peak of the GEMM kernel's vector width with every pool thread probing at once.
-    fn peak_all_threads(machine: &MachineFigures) -> f64;
+    fn peak_all_threads(ceilings: &Ceilings) -> f64;
 }
 
 /// Whether the report's GEMM kernel is the 512-bit one (its peaks are the 512-bit probes).
-fn gemm_kernel_is_avx512(machine: &MachineFigures) -> bool {
-    machine.gemm_kernel == KernelVariant::Avx512.name()
+fn gemm_kernel_is_avx512(ceilings: &Ceilings) -> bool {
+    ceilings.gemm_kernel == KernelVariant::Avx512.name()
 }
 
 impl Element for f32 {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
         baseline::matrixmultiply_sgemm(m, n, k, a, b, c);
     }
-    fn peak_per_core(machine: &MachineFigures) -> f64 {
-        machine.gemm_peak_f32_gflops_per_core
+    fn peak_per_core(ceilings: &Ceilings) -> f64 {
+        ceilings.gemm_peak_f32_gflops_per_core
     }
-    fn peak_all_threads(machine: &MachineFigures) -> f64 {
-        match machine.fma_peak_f32_avx512_gflops_all_threads {
-            Some(peak) if gemm_kernel_is_avx512(machine) => peak,
-            _ => machine.fma_peak_f32_gflops_all_threads,
+    fn peak_all_threads(ceilings: &Ceilings) -> f64 {
+        match ceilings.fma_peak_f32_avx512_gflops_all_threads {
+            Some(peak) if gemm_kernel_is_avx512(ceilings) => peak,
+            _ => ceilings.fma_peak_f32_gflops_all_threads,
         }
     }
 }
@@ -600,13 +570,13 @@ impl Element for f64 {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
         baseline::matrixmultiply_dgemm(m, n, k, a, b, c);
     }
-    fn peak_per_core(machine: &MachineFigures) -> f64 {
-        machine.gemm_peak_f64_gflops_per_core
+    fn peak_per_core(ceilings: &Ceilings) -> f64 {
+        ceilings.gemm_peak_f64_gflops_per_core
     }
-    fn peak_all_threads(machine: &MachineFigures) -> f64 {
-        match machine.fma_peak_f64_avx512_gflops_all_threads {
-            Some(peak) if gemm_kernel_is_avx512(machine) => peak,
-            _ => machine.fma_peak_f64_gflops_all_threads,
+    fn peak_all_threads(ceilings: &Ceilings) -> f64 {
+        match ceilings.fma_peak_f64_avx512_gflops_all_threads {
+            Some(peak) if gemm_kernel_is_avx512(ceilings) => peak,
+            _ => ceilings.fma_peak_f64_gflops_all_threads,
         }
     }
 }
@@ -666,8 +636,11 @@ impl Context<'_> {
         let gflops = rate(flops);
         let gbps = rate(bytes);
         let (ceiling, rate) = match peak {
-            PeakKind::Fma => (T::peak_per_core(self.machine) * threads as f64, gflops),
-            PeakKind::Triad => (self.machine.triad_gbps, gbps),
+            PeakKind::Fma => (
+                T::peak_per_core(&self.machine.ceilings) * threads as f64,
+                gflops,
+            ),
+            PeakKind::Triad => (self.machine.ceilings.triad_gbps, gbps),
         };
         let mut warnings: Vec<String> =
             load_warning(timing.load_average_1min, self.machine.logical_cpus)
@@ -677,7 +650,7 @@ impl Context<'_> {
             // The all-threads probe ran on the pool's threads; a different count (matrixmultiply
             // capped at 4) has only the per-core ceiling to go by.
             let all_threads_peak = (threads > 1 && threads == self.machine.threads)
-                .then(|| T::peak_all_threads(self.machine));
+                .then(|| T::peak_all_threads(&self.machine.ceilings));
             warnings.extend(over_peak_warning(gflops, ceiling, all_threads_peak));
         }
         BenchRecord {
@@ -685,19 +658,23 @@ impl Context<'_> {
             dims,
             dtype: T::NAME.to_string(),
             threads,
-            gflops,
-            gbps,
-            ratio_vs_matrixmultiply: None,
-            vs_matrixmultiply: None,
-            frac_of_peak: rate.map(|r| r / ceiling).filter(|f| f.is_finite()),
-            peak,
+            rates: Rates {
+                gflops,
+                gbps,
+                ratio_vs_matrixmultiply: None,
+                vs_matrixmultiply: None,
+                frac_of_peak: rate.map(|r| r / ceiling).filter(|f| f.is_finite()),
+                peak,
+            },
             ceiling,
-            median_seconds: timing.median_seconds,
-            min_seconds: timing.min_seconds,
-            iqr_seconds: timing.q3_seconds - timing.q1_seconds,
-            runs: timing.runs,
-            single_call: timing.single_call,
-            load_average_1min: timing.load_average_1min,
+            times: CallTimes {
+                median_seconds: timing.median_seconds,
+                min_seconds: timing.min_seconds,
+                iqr_seconds: timing.q3_seconds - timing.q1_seconds,
+                runs: timing.runs,
+                single_call: timing.single_call,
+                load_average_1min: timing.load_average_1min,
+            },
             warnings,
         }
     }
@@ -759,11 +736,11 @@ fn gemm_records<T: Element>(ctx: &Context, plan: &Plan, emit: &mut impl FnMut(Be
             theirs,
             work,
         );
-        record.ratio_vs_matrixmultiply = match (record.gflops, baseline.gflops) {
+        record.rates.ratio_vs_matrixmultiply = match (record.rates.gflops, baseline.rates.gflops) {
             (Some(ours), Some(theirs)) if theirs > 0.0 => Some(ours / theirs),
             _ => None,
         };
-        record.vs_matrixmultiply = Some(compare(&ours, &theirs));
+        record.rates.vs_matrixmultiply = Some(compare(&ours, &theirs));
         emit(record);
         emit(baseline);
     }
@@ -1001,26 +978,27 @@ pub fn load_warning(load_average_1min: Option<f64>, logical_cpus: usize) -> Opti
 /// Warnings about the machine figures: any f64 FMA peak above the f32 peak of the same vector
 /// width and thread count (half the lanes cannot be faster), and the load at the start.
 fn machine_warnings(machine: &MachineFigures) -> Vec<String> {
+    let peaks = &machine.ceilings;
     let pairs = [
         (
             "256-bit, one core",
-            Some(machine.fma_peak_f32_gflops_per_core),
-            Some(machine.fma_peak_f64_gflops_per_core),
+            Some(peaks.fma_peak_f32_gflops_per_core),
+            Some(peaks.fma_peak_f64_gflops_per_core),
         ),
         (
             "256-bit, all threads",
-            Some(machine.fma_peak_f32_gflops_all_threads),
-            Some(machine.fma_peak_f64_gflops_all_threads),
+            Some(peaks.fma_peak_f32_gflops_all_threads),
+            Some(peaks.fma_peak_f64_gflops_all_threads),
         ),
         (
             "512-bit, one core",
-            machine.fma_peak_f32_avx512_gflops_per_core,
-            machine.fma_peak_f64_avx512_gflops_per_core,
+            peaks.fma_peak_f32_avx512_gflops_per_core,
+            peaks.fma_peak_f64_avx512_gflops_per_core,
         ),
         (
             "512-bit, all threads",
-            machine.fma_peak_f32_avx512_gflops_all_threads,
-            machine.fma_peak_f64_avx512_gflops_all_threads,
+            peaks.fma_peak_f32_avx512_gflops_all_threads,
+            peaks.fma_peak_f64_avx512_gflops_all_threads,
         ),
     ];
     let mut warnings = Vec::new();
@@ -1142,7 +1120,7 @@ mod tests {
             quick: true,
         };
         let report = run(&options, |_| {}).unwrap();
-        let machine = &report.machine;
+        let machine = &report.machine.ceilings;
         let variant = benign_kernels::gemm::kernel_variant();
         assert_eq!(machine.gemm_kernel, variant.name());
         let has_avx512 = KernelVariant::Avx512.is_available();
@@ -1165,13 +1143,16 @@ mod tests {
             .iter()
             .find(|r| r.kernel == "gemm" && r.dtype == "f32")
             .unwrap();
-        let frac = gemm.frac_of_peak.unwrap();
-        let want = gemm.gflops.unwrap() / machine.gemm_peak_f32_gflops_per_core;
+        let frac = gemm.rates.frac_of_peak.unwrap();
+        let want = gemm.rates.gflops.unwrap() / machine.gemm_peak_f32_gflops_per_core;
         assert!((frac - want).abs() <= 1e-12 * want, "{frac} vs {want}");
         assert_eq!(gemm.ceiling, machine.gemm_peak_f32_gflops_per_core);
-        assert!(gemm.vs_matrixmultiply.is_some());
-        assert!(gemm.runs >= 1 && gemm.min_seconds <= gemm.median_seconds);
-        assert_eq!(gemm.single_call, gemm.runs == 1 && gemm.iqr_seconds == 0.0);
+        assert!(gemm.rates.vs_matrixmultiply.is_some());
+        assert!(gemm.times.runs >= 1 && gemm.times.min_seconds <= gemm.times.median_seconds);
+        assert_eq!(
+            gemm.times.single_call,
+            gemm.times.runs == 1 && gemm.times.iqr_seconds == 0.0
+        );
         let triad = report.records.iter().find(|r| r.kernel == "gelu").unwrap();
         assert_eq!(triad.ceiling, machine.triad_gbps);
     }
@@ -1181,19 +1162,21 @@ mod tests {
             cpu_model: "Test CPU".into(),
             threads: 2,
             matrixmultiply_threads: 2,
-            gemm_kernel: "avx2".into(),
-            gemm_peak_f32_gflops_per_core: 64.0,
-            gemm_peak_f64_gflops_per_core: 32.0,
-            fma_peak_f32_gflops_per_core: 64.0,
-            fma_peak_f64_gflops_per_core: 32.0,
-            fma_peak_f32_avx512_gflops_per_core: None,
-            fma_peak_f64_avx512_gflops_per_core: None,
-            fma_peak_f32_gflops_all_threads: 120.0,
-            fma_peak_f64_gflops_all_threads: 60.0,
-            fma_peak_f32_avx512_gflops_all_threads: None,
-            fma_peak_f64_avx512_gflops_all_threads: None,
-            triad_gbps: 10.0,
-            triad_bytes_per_array: 64 << 20,
+            ceilings: Ceilings {
+                gemm_kernel: "avx2".into(),
+                gemm_peak_f32_gflops_per_core: 64.0,
+                gemm_peak_f64_gflops_per_core: 32.0,
+                fma_peak_f32_gflops_per_core: 64.0,
+                fma_peak_f64_gflops_per_core: 32.0,
+                fma_peak_f32_avx512_gflops_per_core: None,
+                fma_peak_f64_avx512_gflops_per_core: None,
+                fma_peak_f32_gflops_all_threads: 120.0,
+                fma_peak_f64_gflops_all_threads: 60.0,
+                fma_peak_f32_avx512_gflops_all_threads: None,
+                fma_peak_f64_avx512_gflops_all_threads: None,
+                triad_gbps: 10.0,
+                triad_bytes_per_array: 64 << 20,
+            },
             compiled_features: vec!["avx2".into(), "fma".into()],
             logical_cpus: 2,
             load_average_1min: Some(0.5),
@@ -1207,19 +1190,23 @@ mod tests {
             dims,
             dtype: "f32".into(),
             threads: 2,
-            gflops: Some(64.0),
-            gbps: (peak == PeakKind::Triad).then_some(5.0),
-            ratio_vs_matrixmultiply: None,
-            vs_matrixmultiply: None,
-            frac_of_peak: Some(0.5),
-            peak,
+            rates: Rates {
+                gflops: Some(64.0),
+                gbps: (peak == PeakKind::Triad).then_some(5.0),
+                ratio_vs_matrixmultiply: None,
+                vs_matrixmultiply: None,
+                frac_of_peak: Some(0.5),
+                peak,
+            },
             ceiling,
-            median_seconds: 1e-3,
-            min_seconds: 0.9e-3,
-            iqr_seconds: 0.1e-3,
-            runs: 10,
-            single_call: false,
-            load_average_1min: Some(0.5),
+            times: CallTimes {
+                median_seconds: 1e-3,
+                min_seconds: 0.9e-3,
+                iqr_seconds: 0.1e-3,
+                runs: 10,
+                single_call: false,
+                load_average_1min: Some(0.5),
+            },
             warnings: Vec::new(),
         }
     }
@@ -1299,6 +1286,113 @@ mod tests {
             let back: BenchRow = serde_json::from_value(row.clone()).unwrap();
             assert_eq!(serde_json::to_value(back).unwrap(), *row);
         }
+    }
+
+    /// The keys of a JSON object in the order written (`serde_json::Value` sorts them).
+    struct KeysInOrder(Vec<String>);
+
+    impl<'de> Deserialize<'de> for KeysInOrder {
+        fn deserialize<D: serde::Deserializer<'de>>(
+            deserializer: D,
+        ) -> std::result::Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = KeysInOrder;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<KeysInOrder, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                        keys.push(key);
+                    }
+                    Ok(KeysInOrder(keys))
+                }
+            }
+            deserializer.deserialize_map(Visitor)
+        }
+    }
+
+    /// A `--json` line byte for byte, the machine figures and a record key for key (the
+    /// flattened groups are written in place), and each reads back to itself.
+    #[test]
+    fn json_is_flat_with_keys_in_their_documented_order() {
+        let machine = machine();
+        let record = record(
+            "gemm",
+            Dims::Gemm { m: 1, n: 2, k: 3 },
+            PeakKind::Fma,
+            128.0,
+        );
+        let row = BenchRow::new(&machine, &record);
+        let row_json = serde_json::to_string(&row).unwrap();
+        assert_eq!(
+            row_json,
+            concat!(
+                r#"{"kernel":"gemm","dtype":"f32","m":1,"n":2,"k":3,"rows":null,"#,
+                r#""cols":null,"shape":"1x2x3","threads":2,"gflops":64.0,"gbps":null,"#,
+                r#""ratio_vs_matrixmultiply":null,"vs_matrixmultiply":null,"#,
+                r#""frac_of_peak":0.5,"peak":"fma","ceiling_gflops":128.0,"#,
+                r#""ceiling_gbps":null,"median_seconds":0.001,"min_seconds":0.0009,"#,
+                r#""iqr_seconds":0.0001,"runs":10,"single_call":false,"#,
+                r#""load_average_1min":0.5,"warnings":[],"cpu_model":"Test CPU","#,
+                r#""pool_threads":2,"matrixmultiply_threads":2,"gemm_kernel":"avx2","#,
+                r#""gemm_peak_f32_gflops_per_core":64.0,"#,
+                r#""gemm_peak_f64_gflops_per_core":32.0,"#,
+                r#""fma_peak_f32_gflops_per_core":64.0,"#,
+                r#""fma_peak_f64_gflops_per_core":32.0,"#,
+                r#""fma_peak_f32_avx512_gflops_per_core":null,"#,
+                r#""fma_peak_f64_avx512_gflops_per_core":null,"#,
+                r#""fma_peak_f32_gflops_all_threads":120.0,"#,
+                r#""fma_peak_f64_gflops_all_threads":60.0,"#,
+                r#""fma_peak_f32_avx512_gflops_all_threads":null,"#,
+                r#""fma_peak_f64_avx512_gflops_all_threads":null,"triad_gbps":10.0,"#,
+                r#""triad_bytes_per_array":67108864,"compiled_features":"avx2+fma","#,
+                r#""logical_cpus":2,"machine_warnings":[]}"#,
+            )
+        );
+        // The machine figures and a record are not printed, but keep the flattened groups in
+        // place too: their keys in the order of the line's, with their own around them.
+        let keys = |json: &str| serde_json::from_str::<KeysInOrder>(json).unwrap().0;
+        let row_keys = keys(&row_json);
+        let row_span = |first: &str, last: &str| {
+            let at = |key: &str| row_keys.iter().position(|k| k == key).unwrap();
+            row_keys[at(first)..=at(last)].to_vec()
+        };
+        let machine_json = serde_json::to_string(&machine).unwrap();
+        let ceiling_keys = row_span("gemm_kernel", "triad_bytes_per_array");
+        assert_eq!(ceiling_keys.len(), 13);
+        let machine_keys = [
+            &["cpu_model", "threads", "matrixmultiply_threads"].map(String::from)[..],
+            &ceiling_keys,
+            &[
+                "compiled_features",
+                "logical_cpus",
+                "load_average_1min",
+                "warnings",
+            ]
+            .map(String::from),
+        ]
+        .concat();
+        assert_eq!(keys(&machine_json), machine_keys);
+        let record_json = serde_json::to_string(&record).unwrap();
+        let record_keys = [
+            &["kernel", "dims", "dtype", "threads"].map(String::from)[..],
+            &row_span("gflops", "peak"),
+            &["ceiling".to_string()],
+            &row_span("median_seconds", "warnings"),
+        ]
+        .concat();
+        assert_eq!(keys(&record_json), record_keys);
+        let row_back: BenchRow = serde_json::from_str(&row_json).unwrap();
+        assert_eq!(row_back, row);
+        let machine_back: MachineFigures = serde_json::from_str(&machine_json).unwrap();
+        assert_eq!(serde_json::to_string(&machine_back).unwrap(), machine_json);
+        let record_back: BenchRecord = serde_json::from_str(&record_json).unwrap();
+        assert_eq!(serde_json::to_string(&record_back).unwrap(), record_json);
     }
 
     #[test]
@@ -1437,9 +1531,9 @@ mod tests {
     fn machine_warnings_flag_an_f64_peak_above_f32_and_the_load() {
         assert!(machine_warnings(&machine()).is_empty());
         let mut disturbed = machine();
-        disturbed.fma_peak_f64_gflops_all_threads = 130.0;
-        disturbed.fma_peak_f32_avx512_gflops_per_core = Some(100.0);
-        disturbed.fma_peak_f64_avx512_gflops_per_core = Some(101.0);
+        disturbed.ceilings.fma_peak_f64_gflops_all_threads = 130.0;
+        disturbed.ceilings.fma_peak_f32_avx512_gflops_per_core = Some(100.0);
+        disturbed.ceilings.fma_peak_f64_avx512_gflops_per_core = Some(101.0);
         disturbed.load_average_1min = Some(4.0);
         let warnings = machine_warnings(&disturbed);
         assert_eq!(warnings.len(), 3, "{warnings:?}");

@@ -61,6 +61,22 @@ impl Error {
         }
     }
 
+    /// Shorthand for [`Error::Io`] on `path`.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Format`] of the file at `path`.
+    pub fn format(path: &std::path::Path, message: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
     /// The process exit status the CLI uses for this error: 2 for bad input, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {

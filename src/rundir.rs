@@ -145,18 +145,11 @@ pub fn job_key(defining: &str) -> String {
     crate::seed::hex_key(defining.as_bytes())
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The entries of a folder other than hidden ones: lock files, the temporary files of atomic
 /// writes in progress, and whatever else hides (which is never counted and never removed).
 fn entries(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| io_error(dir, e))?
+        .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
@@ -175,7 +168,7 @@ fn read_marker(dir: &Path) -> Result<Option<Marker>> {
                 message: format!("not a job marker: {e}"),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(&path, e)),
+        Err(e) => Err(Error::io(&path, e)),
     }
 }
 
@@ -188,7 +181,7 @@ fn empty(dir: &Path) -> Result<()> {
         } else {
             std::fs::remove_file(&path)
         };
-        removed.map_err(|e| io_error(&path, e))?;
+        removed.map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
 }
@@ -212,7 +205,7 @@ fn lock(dir: &Path, name: &str, option: &str, patience: std::time::Duration) -> 
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| io_error(&path, e))?;
+        .map_err(|e| Error::io(&path, e))?;
     let deadline = std::time::Instant::now() + patience;
     let mut attempt = file.try_lock();
     while matches!(attempt, Err(std::fs::TryLockError::WouldBlock))
@@ -241,7 +234,7 @@ fn lock(dir: &Path, name: &str, option: &str, patience: std::time::Duration) -> 
                 ),
             ));
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
     }
     let holder = format!(
         "pid {} on host {} since {}\n",
@@ -251,7 +244,7 @@ fn lock(dir: &Path, name: &str, option: &str, patience: std::time::Duration) -> 
     );
     file.set_len(0)
         .and_then(|()| file.write_all(holder.as_bytes()))
-        .map_err(|e| io_error(&path, e))?;
+        .map_err(|e| Error::io(&path, e))?;
     Ok(file)
 }
 
@@ -311,7 +304,7 @@ impl JobDir {
                 Some(_) => {}
             }
         }
-        std::fs::create_dir_all(path).map_err(|e| io_error(path, e))?;
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         // The folder lock: held for the job's life by a single writer; taken only while deciding
         // by writers that share the folder by design (they wait for each other's decision, a
         // moment, and then hold a lock of their own).

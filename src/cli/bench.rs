@@ -88,7 +88,7 @@ fn print_json(
                 .as_ref()
                 .expect("the machine figures come before the first record");
             let load_warning =
-                benign::bench::load_warning(record.load_average_1min, figures.logical_cpus);
+                benign::bench::load_warning(record.times.load_average_1min, figures.logical_cpus);
             for warning in &record.warnings {
                 if Some(warning) == load_warning.as_ref() {
                     if state.last_load_warning.as_ref() == Some(warning) {
@@ -135,6 +135,7 @@ fn print_table(
 }
 
 fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()> {
+    let peaks = &m.ceilings;
     writeln!(
         out,
         "CPU: {} ({} threads, built for {})",
@@ -145,35 +146,35 @@ fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()>
     writeln!(
         out,
         "FMA peak per core, 256-bit: {:.1} GFLOP/s f32, {:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
-        m.fma_peak_f32_gflops_per_core,
-        m.fma_peak_f64_gflops_per_core,
+        peaks.fma_peak_f32_gflops_per_core,
+        peaks.fma_peak_f64_gflops_per_core,
         m.threads,
-        m.fma_peak_f32_gflops_all_threads,
-        m.fma_peak_f64_gflops_all_threads
+        peaks.fma_peak_f32_gflops_all_threads,
+        peaks.fma_peak_f64_gflops_all_threads
     )?;
     match (
-        m.fma_peak_f32_avx512_gflops_per_core,
-        m.fma_peak_f64_avx512_gflops_per_core,
+        peaks.fma_peak_f32_avx512_gflops_per_core,
+        peaks.fma_peak_f64_avx512_gflops_per_core,
     ) {
         (Some(f32_peak), Some(f64_peak)) => writeln!(
             out,
             "FMA peak per core, 512-bit (AVX-512): {f32_peak:.1} GFLOP/s f32, {f64_peak:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
             m.threads,
-            m.fma_peak_f32_avx512_gflops_all_threads.unwrap_or(0.0),
-            m.fma_peak_f64_avx512_gflops_all_threads.unwrap_or(0.0)
+            peaks.fma_peak_f32_avx512_gflops_all_threads.unwrap_or(0.0),
+            peaks.fma_peak_f64_avx512_gflops_all_threads.unwrap_or(0.0)
         )?,
         _ => writeln!(out, "FMA peak per core, 512-bit: - (no AVX-512 on this CPU)")?,
     }
     writeln!(
         out,
         "GEMM kernel: {} (of peak [fma] is against {:.1} GFLOP/s f32, {:.1} GFLOP/s f64 per core: the peak of its vector width)",
-        m.gemm_kernel, m.gemm_peak_f32_gflops_per_core, m.gemm_peak_f64_gflops_per_core
+        peaks.gemm_kernel, peaks.gemm_peak_f32_gflops_per_core, peaks.gemm_peak_f64_gflops_per_core
     )?;
     writeln!(
         out,
         "STREAM triad: {:.1} GB/s (3 x {} MB arrays, 24 B/element, no write-allocate)",
-        m.triad_gbps,
-        m.triad_bytes_per_array >> 20
+        peaks.triad_gbps,
+        peaks.triad_bytes_per_array >> 20
     )?;
     let load = m
         .load_average_1min
@@ -209,11 +210,11 @@ fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()>
 /// One row, then its warnings, but for the load warning: the `load` column marks it on every
 /// row it applies to, where a line each would bury the others.
 fn print_row(out: &mut impl Write, logical_cpus: usize, r: &BenchRecord) -> std::io::Result<()> {
-    let load_warning = benign::bench::load_warning(r.load_average_1min, logical_cpus);
+    let load_warning = benign::bench::load_warning(r.times.load_average_1min, logical_cpus);
     let num = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
     };
-    let peak = match r.peak {
+    let peak = match r.rates.peak {
         PeakKind::Fma => "fma",
         PeakKind::Triad => "triad",
     };
@@ -222,26 +223,31 @@ fn print_row(out: &mut impl Write, logical_cpus: usize, r: &BenchRecord) -> std:
         r.dims.label(),
         r.dtype.clone(),
         r.threads.to_string(),
-        num(r.gflops, 2),
-        num(r.gbps, 2),
-        num(r.ratio_vs_matrixmultiply, 2),
-        r.vs_matrixmultiply
+        num(r.rates.gflops, 2),
+        num(r.rates.gbps, 2),
+        num(r.rates.ratio_vs_matrixmultiply, 2),
+        r.rates
+            .vs_matrixmultiply
             .map_or_else(String::new, |v| v.label().to_string()),
-        r.frac_of_peak
+        r.rates
+            .frac_of_peak
             .map_or_else(|| "-".to_string(), |f| format!("{f:.2} {peak}")),
-        seconds_text(r.median_seconds),
-        seconds_text(r.min_seconds),
-        if r.single_call {
+        seconds_text(r.times.median_seconds),
+        seconds_text(r.times.min_seconds),
+        if r.times.single_call {
             "-".to_string()
         } else {
-            format!("{:.1}", 100.0 * r.iqr_seconds / r.median_seconds)
+            format!(
+                "{:.1}",
+                100.0 * r.times.iqr_seconds / r.times.median_seconds
+            )
         },
-        if r.single_call {
+        if r.times.single_call {
             "1*".to_string()
         } else {
-            r.runs.to_string()
+            r.times.runs.to_string()
         },
-        r.load_average_1min.map_or_else(
+        r.times.load_average_1min.map_or_else(
             || "-".to_string(),
             |load| format!("{load:.2}{}", if load_warning.is_some() { "!" } else { "" }),
         ),

@@ -24,10 +24,7 @@ pub trait Record: Serialize + DeserializeOwned {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::io(path, source)
 }
 
 /// Parses a records file's text: complete records and the number of ignored (torn or foreign)
@@ -59,10 +56,7 @@ pub fn read_records<R: Record>(path: &Path) -> Result<(Vec<R>, usize)> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(parse_records(&text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), 0)),
-        Err(source) => Err(Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(Error::io(path, source)),
     }
 }
 

@@ -19,17 +19,21 @@ use crate::{Error, Result};
 /// Distinguishes temporary files of concurrent writes from the same process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn io_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+/// `path` opened for reading, with its length in bytes: what a reader checks a header's sizes
+/// against before it allocates anything. Either failure is an I/O error naming the file.
+pub fn open_with_len(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|source| Error::io(path, source))?;
+    let len = file
+        .metadata()
+        .map_err(|source| Error::io(path, source))?
+        .len();
+    Ok((file, len))
 }
 
 /// Reads a JSON file into `D`; a missing or unreadable file is an I/O error naming it, bad JSON a
 /// format error naming it.
 pub fn read_json<D: serde::de::DeserializeOwned>(path: &Path) -> Result<D> {
-    let text = fs::read_to_string(path).map_err(|source| io_error(path, source))?;
+    let text = fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
     serde_json::from_str(&text).map_err(|e| Error::Format {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -49,7 +53,7 @@ pub fn write_atomic_with(
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
-        io_error(
+        Error::io(
             path,
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -61,7 +65,7 @@ pub fn write_atomic_with(
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
 
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(file_name);
@@ -76,12 +80,12 @@ pub fn write_atomic_with(
         .write(true)
         .create_new(true)
         .open(&temp_path)
-        .map_err(|e| io_error(&temp_path, e))?;
+        .map_err(|e| Error::io(&temp_path, e))?;
     let outcome = fill_and_sync(file, write).and_then(|()| fs::rename(&temp_path, path));
     if let Err(source) = outcome {
         // Best effort: the write already failed, a failure to clean up adds nothing useful.
         let _ = fs::remove_file(&temp_path);
-        return Err(io_error(path, source));
+        return Err(Error::io(path, source));
     }
     sync_directory(&dir);
     Ok(())
@@ -127,6 +131,17 @@ pub fn write_json_atomic<S: serde::Serialize>(path: &Path, value: &S) -> Result<
 /// takes an `f64`, never an `Option`.
 pub fn float_cell(v: f64) -> String {
     format!("{v:?}")
+}
+
+/// An empty directory for one test, `benign-{module}-{name}-{pid}` under the system's
+/// temporary directory: what a previous run left there is removed first. `module` and `name`
+/// keep the tests of one process, which run in parallel, apart.
+#[cfg(test)]
+pub(crate) fn empty_scratch_dir(module: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("benign-{module}-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[cfg(test)]

@@ -157,13 +157,6 @@ impl Dtype {
     }
 }
 
-fn format_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::Format {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n))
 }
@@ -288,7 +281,7 @@ fn read_exact_dtype<T: NpyElement>(
 ) -> Result<(Vec<usize>, Vec<T>)> {
     let wanted = Dtype::parse(T::DESCR).expect("every NpyElement has a supported descr");
     if header.dtype != wanted {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "dtype is '{}', expected '{}'{hint}",
@@ -306,12 +299,7 @@ fn read_exact_dtype<T: NpyElement>(
 /// Opens the file, parses the header and checks that the file length matches the shape before
 /// anything is allocated for the data.
 fn open(path: &Path) -> Result<(Header, BufReader<File>, usize)> {
-    let io_err = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let file_len = file.metadata().map_err(io_err)?.len();
+    let (file, file_len) = crate::io::open_with_len(path)?;
     let mut reader = BufReader::new(file);
     let header = read_header(path, &mut reader)?;
     let count = check_length(path, &header, file_len)?;
@@ -322,14 +310,14 @@ fn open(path: &Path) -> Result<(Header, BufReader<File>, usize)> {
 /// its data after the header.
 fn check_length(path: &Path, header: &Header, file_len: u64) -> Result<usize> {
     let count = element_count(&header.shape)
-        .ok_or_else(|| format_error(path, format!("shape {:?} overflows", header.shape)))?;
+        .ok_or_else(|| Error::format(path, format!("shape {:?} overflows", header.shape)))?;
     let expected = count
         .checked_mul(header.dtype.size())
         .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| format_error(path, format!("shape {:?} overflows", header.shape)))?;
+        .ok_or_else(|| Error::format(path, format!("shape {:?} overflows", header.shape)))?;
     let available = file_len.saturating_sub(header.data_offset as u64);
     if available < expected {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "truncated data: shape {:?} of '{}' needs {expected} bytes from offset {}, \
@@ -341,7 +329,7 @@ fn check_length(path: &Path, header: &Header, file_len: u64) -> Result<usize> {
         ));
     }
     if available > expected {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "{} unexpected trailing bytes at offset {}",
@@ -388,9 +376,9 @@ fn read_data<T>(
     while remaining > 0 {
         let take = remaining.min(buffer.len() / size * size);
         let offset = header.data_offset + count * size - remaining;
-        reader
-            .read_exact(&mut buffer[..take])
-            .map_err(|e| format_error(path, format!("cannot read data at offset {offset}: {e}")))?;
+        reader.read_exact(&mut buffer[..take]).map_err(|e| {
+            Error::format(path, format!("cannot read data at offset {offset}: {e}"))
+        })?;
         convert(&buffer[..take], &mut out);
         remaining -= take;
     }
@@ -401,9 +389,9 @@ fn read_header(path: &Path, reader: &mut impl Read) -> Result<Header> {
     let mut fixed = [0u8; 8];
     reader
         .read_exact(&mut fixed)
-        .map_err(|_| format_error(path, "file too short for the .npy magic and version"))?;
+        .map_err(|_| Error::format(path, "file too short for the .npy magic and version"))?;
     if &fixed[..6] != MAGIC {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "not a .npy file: bad magic {:02x?} at offset 0",
@@ -416,19 +404,19 @@ fn read_header(path: &Path, reader: &mut impl Read) -> Result<Header> {
         1 => {
             let mut len = [0u8; 2];
             reader.read_exact(&mut len).map_err(|_| {
-                format_error(path, "file ends inside the header length at offset 8")
+                Error::format(path, "file ends inside the header length at offset 8")
             })?;
             usize::from(u16::from_le_bytes(len))
         }
         2 | 3 => {
             let mut len = [0u8; 4];
             reader.read_exact(&mut len).map_err(|_| {
-                format_error(path, "file ends inside the header length at offset 8")
+                Error::format(path, "file ends inside the header length at offset 8")
             })?;
             u32::from_le_bytes(len) as usize
         }
         _ => {
-            return Err(format_error(
+            return Err(Error::format(
                 path,
                 format!("unsupported .npy format version {major}.{minor} at offset 6"),
             ))
@@ -441,9 +429,9 @@ fn read_header(path: &Path, reader: &mut impl Read) -> Result<Header> {
     reader
         .take(header_len as u64)
         .read_to_end(&mut raw)
-        .map_err(|e| format_error(path, format!("cannot read header: {e}")))?;
+        .map_err(|e| Error::format(path, format!("cannot read header: {e}")))?;
     if raw.len() < header_len {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "truncated header: {header_len} bytes announced at offset {prefix}, file ends at offset {}",
@@ -454,7 +442,7 @@ fn read_header(path: &Path, reader: &mut impl Read) -> Result<Header> {
     // Versions 1 and 2 are latin-1; the dict itself is ASCII in both, so requiring UTF-8 only
     // rejects headers that cannot be valid anyway.
     let text = std::str::from_utf8(&raw).map_err(|e| {
-        format_error(
+        Error::format(
             path,
             format!(
                 "header is not text (byte offset {})",
@@ -463,15 +451,15 @@ fn read_header(path: &Path, reader: &mut impl Read) -> Result<Header> {
         )
     })?;
     let dict = parse_header_dict(text.trim_end()).map_err(|(at, message)| {
-        format_error(
+        Error::format(
             path,
             format!("garbled header at byte offset {}: {message}", prefix + at),
         )
     })?;
     let (dtype, fortran_order, shape) = dict;
-    let dtype = Dtype::parse(&dtype).map_err(|m| format_error(path, m))?;
+    let dtype = Dtype::parse(&dtype).map_err(|m| Error::format(path, m))?;
     if fortran_order {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             "fortran_order is True: only C-order arrays are supported \
              (save with numpy.ascontiguousarray first)",

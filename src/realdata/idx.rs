@@ -11,7 +11,6 @@
 //! so a 4-byte dimension claiming gigabytes is refused up front. Errors name the file and the byte
 //! offset (in the decompressed stream for a gzip file).
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -52,24 +51,12 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-fn format_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::Format {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 /// Reads an IDX file of unsigned bytes, raw or gzip-compressed.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let io_err = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let file_len = file.metadata().map_err(io_err)?.len();
+    let (file, file_len) = crate::io::open_with_len(path)?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut magic = [0u8; 2];
-    let peeked = read_up_to(&mut reader, &mut magic).map_err(io_err)?;
+    let peeked = read_up_to(&mut reader, &mut magic).map_err(|source| Error::io(path, source))?;
     let prefix = std::io::Cursor::new(magic[..peeked].to_vec());
     if peeked == 2 && magic == GZIP_MAGIC {
         let limit = file_len.saturating_mul(MAX_DEFLATE_RATIO);
@@ -113,7 +100,7 @@ fn parse_idx(
         "byte offset"
     };
     let read_err = |offset: u64, e: std::io::Error| {
-        format_error(
+        Error::format(
             path,
             format!("cannot read at {where_} {offset}: {e} (truncated or corrupt file?)"),
         )
@@ -121,13 +108,13 @@ fn parse_idx(
     let mut fixed = [0u8; 4];
     let got = read_up_to(&mut reader, &mut fixed).map_err(|e| read_err(0, e))?;
     if got < 4 {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!("file ends at {where_} {got}, inside the 4-byte IDX magic"),
         ));
     }
     if fixed[0] != 0 || fixed[1] != 0 {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "not an IDX file: magic {:02x?} at {where_} 0 (expected 00 00 08 <ndims>)",
@@ -136,7 +123,7 @@ fn parse_idx(
         ));
     }
     if fixed[2] != TYPE_U8 {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "IDX data type 0x{:02x} at {where_} 2 is not supported (only 0x08, unsigned byte)",
@@ -146,7 +133,7 @@ fn parse_idx(
     }
     let ndims = usize::from(fixed[3]);
     if ndims == 0 {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!("IDX file declares 0 dimensions at {where_} 3"),
         ));
@@ -154,7 +141,7 @@ fn parse_idx(
     let mut raw_dims = vec![0u8; 4 * ndims];
     let got = read_up_to(&mut reader, &mut raw_dims).map_err(|e| read_err(4, e))?;
     if got < raw_dims.len() {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "file ends at {where_} {}, inside the {ndims} dimensions of the header",
@@ -180,7 +167,7 @@ fn parse_idx(
             } else {
                 format!("{max_len} bytes (the file length)")
             };
-            format_error(
+            Error::format(
                 path,
                 format!(
                     "IDX dimensions {dims:?} at {where_} 4 need more data than the file can \
@@ -189,7 +176,7 @@ fn parse_idx(
             )
         })?;
     let count = usize::try_from(count).map_err(|_| {
-        format_error(
+        Error::format(
             path,
             format!("IDX dimensions {dims:?} overflow this platform"),
         )
@@ -200,7 +187,7 @@ fn parse_idx(
         .read_to_end(&mut data)
         .map_err(|e| read_err(header_len + data.len() as u64, e))?;
     if read < count {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "truncated data: dimensions {dims:?} need {count} bytes from {where_} \
@@ -214,7 +201,7 @@ fn parse_idx(
     let extra =
         read_up_to(&mut reader, &mut probe).map_err(|e| read_err(header_len + count as u64, e))?;
     if extra > 0 {
-        return Err(format_error(
+        return Err(Error::format(
             path,
             format!(
                 "unexpected trailing bytes at {where_} {} after the {count} data bytes",
@@ -254,7 +241,7 @@ pub fn read_image_split(images: &Path, labels: &Path, num_classes: usize) -> Res
     let image_array = read_idx(images)?;
     let label_array = read_idx(labels)?;
     let [n, height, width] = image_array.dims[..] else {
-        return Err(format_error(
+        return Err(Error::format(
             images,
             format!(
                 "expected 3 dimensions (images x rows x columns), found {:?}",
@@ -263,7 +250,7 @@ pub fn read_image_split(images: &Path, labels: &Path, num_classes: usize) -> Res
         ));
     };
     let [n_labels] = label_array.dims[..] else {
-        return Err(format_error(
+        return Err(Error::format(
             labels,
             format!(
                 "expected 1 dimension (labels), found {:?}",
@@ -272,7 +259,7 @@ pub fn read_image_split(images: &Path, labels: &Path, num_classes: usize) -> Res
         ));
     };
     if n_labels != n {
-        return Err(format_error(
+        return Err(Error::format(
             labels,
             format!("{n_labels} labels for {n} images in {}", images.display()),
         ));
@@ -283,7 +270,7 @@ pub fn read_image_split(images: &Path, labels: &Path, num_classes: usize) -> Res
         .iter()
         .position(|&label| usize::from(label) >= num_classes)
     {
-        return Err(format_error(
+        return Err(Error::format(
             labels,
             format!(
                 "label {} at byte offset {} (decompressed) is not a class index below {num_classes}",
@@ -319,7 +306,7 @@ pub fn load_mnist_like(name: DatasetName, dir: &Path, classes: &[&str]) -> Resul
     );
     let (train, test) = (train?, test?);
     if (train.height, train.width) != (test.height, test.width) {
-        return Err(format_error(
+        return Err(Error::format(
             &test_images,
             format!(
                 "images are {}x{}, the training images {}x{}",
@@ -340,14 +327,6 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-
-    /// A scratch directory unique to this test and process.
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("benign-idx-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut out = vec![0, 0, TYPE_U8, dims.len() as u8];
@@ -379,7 +358,7 @@ mod tests {
 
     #[test]
     fn raw_and_gzip_files_read_the_same() {
-        let dir = scratch("roundtrip");
+        let dir = crate::io::empty_scratch_dir("idx", "roundtrip");
         let data: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8 * 7).collect();
         let bytes = idx_bytes(&[2, 3, 4], &data);
         for path in [
@@ -397,7 +376,7 @@ mod tests {
 
     #[test]
     fn malformed_files_are_format_errors_naming_file_and_offset() {
-        let dir = scratch("malformed");
+        let dir = crate::io::empty_scratch_dir("idx", "malformed");
         let good = idx_bytes(&[2, 2, 2], &[1; 8]);
         let packed = gzip(&good);
         let mut bad_magic = good.clone();
@@ -459,7 +438,7 @@ mod tests {
     fn truncated_gzip_data_is_reported_not_short_read() {
         // Cut inside the deflate stream of a larger file: the decoder either errors or ends
         // early; both must be a format error, never a short array.
-        let dir = scratch("truncated-gzip");
+        let dir = crate::io::empty_scratch_dir("idx", "truncated-gzip");
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
         let packed = gzip(&idx_bytes(&[50, 10, 10], &data));
         for cut in [11, packed.len() / 3, packed.len() - 9, packed.len() - 1] {
@@ -472,7 +451,7 @@ mod tests {
 
     #[test]
     fn mnist_layout_loads_and_checks_labels() {
-        let dir = scratch("layout");
+        let dir = crate::io::empty_scratch_dir("idx", "layout");
         let images = idx_bytes(&[3, 4, 4], &(0..48).collect::<Vec<u8>>());
         write(&dir, "train-images-idx3-ubyte.gz", &gzip(&images));
         write(

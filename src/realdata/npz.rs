@@ -19,13 +19,6 @@ pub const BREASTMNIST_CLASSES: [&str; 2] = ["malignant", "normal, benign"];
 const MAX_DEFLATE_RATIO: u64 = 1032;
 const SMALL_MEMBER: u64 = 1 << 16;
 
-fn format_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::Format {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 /// An opened `.npz` archive.
 pub struct Npz {
     path: PathBuf,
@@ -37,14 +30,9 @@ pub struct Npz {
 impl Npz {
     /// Opens the archive and reads its central directory.
     pub fn open(path: &Path) -> Result<Npz> {
-        let io_err = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = File::open(path).map_err(io_err)?;
-        let file_len = file.metadata().map_err(io_err)?.len();
+        let (file, file_len) = crate::io::open_with_len(path)?;
         let archive = zip::ZipArchive::new(file)
-            .map_err(|e| format_error(path, format!("not a readable zip (.npz) archive: {e}")))?;
+            .map_err(|e| Error::format(path, format!("not a readable zip (.npz) archive: {e}")))?;
         Ok(Npz {
             path: path.to_path_buf(),
             archive,
@@ -68,7 +56,7 @@ impl Npz {
         let member_path = self.path.join(&member_name);
         let keys = self.keys().join(", ");
         let mut member = self.archive.by_name(&member_name).map_err(|e| {
-            format_error(
+            Error::format(
                 &self.path,
                 format!("no array '{key}' ({e}); the archive holds: {keys}"),
             )
@@ -80,7 +68,7 @@ impl Npz {
             .saturating_mul(MAX_DEFLATE_RATIO)
             .saturating_add(SMALL_MEMBER);
         if declared > bound {
-            return Err(format_error(
+            return Err(Error::format(
                 &member_path,
                 format!(
                     "declares {declared} uncompressed bytes, more than its {} compressed bytes \
@@ -95,7 +83,7 @@ impl Npz {
             .take(declared + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| {
-                format_error(
+                Error::format(
                     &member_path,
                     format!(
                         "cannot decompress (corrupt or truncated archive?) at byte offset {} of \
@@ -105,7 +93,7 @@ impl Npz {
                 )
             })?;
         if bytes.len() as u64 != declared {
-            return Err(format_error(
+            return Err(Error::format(
                 &member_path,
                 format!(
                     "decompressed to {} bytes, the archive declares {declared}",
@@ -136,14 +124,14 @@ impl Npz {
 pub fn read_medmnist_split(npz: &mut Npz, split: &str, num_classes: usize) -> Result<ImageSplit> {
     let (images_path, shape, pixels) = npz.read_u8(&format!("{split}_images"))?;
     let [n, height, width] = shape[..] else {
-        return Err(format_error(
+        return Err(Error::format(
             &images_path,
             format!("expected shape (n, height, width) of grey-scale images, found {shape:?}"),
         ));
     };
     let (labels_path, label_shape, raw_labels) = npz.read_f64(&format!("{split}_labels"))?;
     if !(label_shape == [n] || label_shape == [n, 1]) {
-        return Err(format_error(
+        return Err(Error::format(
             &labels_path,
             format!("expected shape ({n},) or ({n}, 1) to match the images, found {label_shape:?}"),
         ));
@@ -151,7 +139,7 @@ pub fn read_medmnist_split(npz: &mut Npz, split: &str, num_classes: usize) -> Re
     let mut labels = Vec::with_capacity(n);
     for (i, &value) in raw_labels.iter().enumerate() {
         if value.fract() != 0.0 || !(0.0..num_classes as f64).contains(&value) {
-            return Err(format_error(
+            return Err(Error::format(
                 &labels_path,
                 format!("label {value} at element {i} is not a class index below {num_classes}"),
             ));
@@ -174,10 +162,7 @@ pub fn find_breastmnist(dir: &Path) -> Result<PathBuf> {
     if canonical.is_file() {
         return Ok(canonical);
     }
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::io(dir, source))?;
     let mut found: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| {
@@ -237,13 +222,6 @@ mod tests {
 
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("benign-npz-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     /// The bytes of a `.npy` holding `data` with `shape`, via the project's writer.
     fn npy_bytes<T: npy::NpyElement>(dir: &Path, shape: &[usize], data: &[T]) -> Vec<u8> {
         let path = dir.join("member.npy");
@@ -278,7 +256,7 @@ mod tests {
 
     #[test]
     fn breastmnist_archive_loads_train_and_test() {
-        let dir = scratch("good");
+        let dir = crate::io::empty_scratch_dir("npz", "good");
         write_npz(&dir.join("breastmnist.npz"), &good_members(&dir));
         let dataset = load_breastmnist(&dir).unwrap();
         assert_eq!(dataset.classes.len(), 2);
@@ -297,7 +275,7 @@ mod tests {
 
     #[test]
     fn another_archive_name_is_found_when_alone() {
-        let dir = scratch("name");
+        let dir = crate::io::empty_scratch_dir("npz", "name");
         write_npz(&dir.join("breastmnist_28.npz"), &good_members(&dir));
         assert!(load_breastmnist(&dir).is_ok());
         write_npz(&dir.join("breastmnist_64.npz"), &good_members(&dir));
@@ -311,7 +289,7 @@ mod tests {
 
     #[test]
     fn malformed_archives_are_errors_naming_the_member() {
-        let dir = scratch("bad");
+        let dir = crate::io::empty_scratch_dir("npz", "bad");
         let replace = |key: &str, bytes: Vec<u8>| {
             let mut members = good_members(&dir);
             for member in &mut members {
@@ -368,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_member_declaring_gigabytes_is_refused_before_allocating() {
-        let dir = scratch("huge");
+        let dir = crate::io::empty_scratch_dir("npz", "huge");
         let path = dir.join("breastmnist.npz");
         let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
         let stored =
@@ -404,7 +382,7 @@ mod tests {
 
     #[test]
     fn not_a_zip_and_a_cut_archive_are_format_errors() {
-        let dir = scratch("notzip");
+        let dir = crate::io::empty_scratch_dir("npz", "notzip");
         let path = dir.join("breastmnist.npz");
         std::fs::write(&path, b"\x93NUMPY this is an npy, not an npz").unwrap();
         let err = load_breastmnist(&dir).unwrap_err();

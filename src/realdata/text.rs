@@ -26,18 +26,8 @@ pub const TREC_CLASSES: [&str; 6] = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"
 /// SST-2's classes, in label order (the file's label 0 and 1).
 pub const SST2_CLASSES: [&str; 2] = ["negative", "positive"];
 
-fn format_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::Format {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
-
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| Error::io(path, source))
 }
 
 /// The first of `names` that exists in `dir`, or an [`Error::Io`] listing them.
@@ -64,9 +54,29 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
 }
 
+/// The split of a file of one example per non-blank line: `parse_line` turns a line (its 1-based
+/// number and its bytes) into the example's text and class.
+fn parse_lines(
+    bytes: &[u8],
+    num_classes: usize,
+    mut parse_line: impl FnMut(usize, &[u8]) -> Result<(String, u32)>,
+) -> Result<TextSplit> {
+    let mut split = TextSplit {
+        texts: Vec::new(),
+        labels: Vec::new(),
+        num_classes,
+    };
+    for (number, raw) in lines(bytes) {
+        let (text, class) = parse_line(number, raw)?;
+        split.texts.push(text);
+        split.labels.push(class);
+    }
+    Ok(split)
+}
+
 fn utf8_line<'a>(path: &Path, number: usize, line: &'a [u8]) -> Result<&'a str> {
     std::str::from_utf8(line).map_err(|e| {
-        format_error(
+        Error::format(
             path,
             format!(
                 "line {number}: invalid UTF-8 at byte {} of the line",
@@ -83,21 +93,16 @@ fn latin1(line: &[u8]) -> String {
 
 /// Parses a TREC file: `COARSE:fine question` per line, latin-1.
 pub fn parse_trec(path: &Path, bytes: &[u8]) -> Result<TextSplit> {
-    let mut split = TextSplit {
-        texts: Vec::new(),
-        labels: Vec::new(),
-        num_classes: TREC_CLASSES.len(),
-    };
-    for (number, raw) in lines(bytes) {
+    parse_lines(bytes, TREC_CLASSES.len(), |number, raw| {
         let line = latin1(raw);
         let (label, question) = line.split_once(' ').ok_or_else(|| {
-            format_error(
+            Error::format(
                 path,
                 format!("line {number}: expected 'COARSE:fine question', found no space"),
             )
         })?;
         let (coarse, fine) = label.split_once(':').ok_or_else(|| {
-            format_error(
+            Error::format(
                 path,
                 format!("line {number}: label '{label}' is not of the form COARSE:fine"),
             )
@@ -106,7 +111,7 @@ pub fn parse_trec(path: &Path, bytes: &[u8]) -> Result<TextSplit> {
             .iter()
             .position(|&c| c == coarse)
             .ok_or_else(|| {
-                format_error(
+                Error::format(
                     path,
                     format!(
                         "line {number}: unknown coarse class '{coarse}' (valid: {})",
@@ -115,36 +120,32 @@ pub fn parse_trec(path: &Path, bytes: &[u8]) -> Result<TextSplit> {
                 )
             })?;
         if fine.is_empty() {
-            return Err(format_error(
+            return Err(Error::format(
                 path,
                 format!("line {number}: empty fine class in '{label}'"),
             ));
         }
         let question = question.trim();
         if question.is_empty() {
-            return Err(format_error(path, format!("line {number}: empty question")));
+            return Err(Error::format(
+                path,
+                format!("line {number}: empty question"),
+            ));
         }
-        split.texts.push(question.to_string());
-        split.labels.push(class as u32);
-    }
-    Ok(split)
+        Ok((question.to_string(), class as u32))
+    })
 }
 
 /// Parses an SST-2 file: `LABEL words` per line, `LABEL` 0 or 1, UTF-8.
 pub fn parse_sst2(path: &Path, bytes: &[u8]) -> Result<TextSplit> {
-    let mut split = TextSplit {
-        texts: Vec::new(),
-        labels: Vec::new(),
-        num_classes: SST2_CLASSES.len(),
-    };
-    for (number, raw) in lines(bytes) {
+    parse_lines(bytes, SST2_CLASSES.len(), |number, raw| {
         let line = utf8_line(path, number, raw)?;
         let (label, sentence) = line.split_once(' ').unwrap_or((line, ""));
         let class = match label {
             "0" => 0,
             "1" => 1,
             _ => {
-                return Err(format_error(
+                return Err(Error::format(
                     path,
                     format!("line {number}: label '{label}' is not 0 or 1"),
                 ))
@@ -152,12 +153,13 @@ pub fn parse_sst2(path: &Path, bytes: &[u8]) -> Result<TextSplit> {
         };
         let sentence = sentence.trim();
         if sentence.is_empty() {
-            return Err(format_error(path, format!("line {number}: empty sentence")));
+            return Err(Error::format(
+                path,
+                format!("line {number}: empty sentence"),
+            ));
         }
-        split.texts.push(sentence.to_string());
-        split.labels.push(class);
-    }
-    Ok(split)
+        Ok((sentence.to_string(), class))
+    })
 }
 
 /// Parses AG news `classes.txt`: one class name a line, in label order.
@@ -166,7 +168,7 @@ pub fn parse_agnews_classes(path: &Path, bytes: &[u8]) -> Result<Vec<String>> {
     for (number, raw) in lines(bytes) {
         let name = utf8_line(path, number, raw)?.trim().to_string();
         if classes.contains(&name) {
-            return Err(format_error(
+            return Err(Error::format(
                 path,
                 format!("line {number}: class '{name}' is listed twice"),
             ));
@@ -174,7 +176,7 @@ pub fn parse_agnews_classes(path: &Path, bytes: &[u8]) -> Result<Vec<String>> {
         classes.push(name);
     }
     if classes.is_empty() {
-        return Err(format_error(path, "no class names"));
+        return Err(Error::format(path, "no class names"));
     }
     Ok(classes)
 }
@@ -198,7 +200,7 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
                 .position()
                 .map(|p| format!("line {}, byte offset {}: ", p.line(), p.byte()))
                 .unwrap_or_default();
-            format_error(path, format!("{at}malformed CSV: {e}"))
+            Error::format(path, format!("{at}malformed CSV: {e}"))
         })?;
         if !more {
             break;
@@ -207,7 +209,7 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
         last_start = Some((line, byte));
         let at = format!("line {line}, byte offset {byte}");
         if record.len() != 3 {
-            return Err(format_error(
+            return Err(Error::format(
                 path,
                 format!(
                     "{at}: expected 3 fields (class, title, description), found {} \
@@ -222,7 +224,7 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
             .ok()
             .filter(|c| (1..=num_classes).contains(c))
             .ok_or_else(|| {
-                format_error(
+                Error::format(
                     path,
                     format!(
                         "{at}: class '{}' is not a number in 1..={num_classes}",
@@ -239,7 +241,7 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
     if let Some((line, byte)) = last_start {
         let tail = bytes.get(byte as usize..).unwrap_or_default();
         if tail.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
-            return Err(format_error(
+            return Err(Error::format(
                 path,
                 format!(
                     "line {line}, byte offset {byte}: a quoted field of this record is never \
@@ -253,15 +255,10 @@ pub fn parse_agnews_csv(path: &Path, bytes: &[u8], num_classes: usize) -> Result
 
 /// Parses an AG news TSV (`description<TAB>class name`, names from `classes`).
 pub fn parse_agnews_tsv(path: &Path, bytes: &[u8], classes: &[String]) -> Result<TextSplit> {
-    let mut split = TextSplit {
-        texts: Vec::new(),
-        labels: Vec::new(),
-        num_classes: classes.len(),
-    };
-    for (number, raw) in lines(bytes) {
+    parse_lines(bytes, classes.len(), |number, raw| {
         let line = utf8_line(path, number, raw)?;
         let (text, class_name) = line.rsplit_once('\t').ok_or_else(|| {
-            format_error(
+            Error::format(
                 path,
                 format!("line {number}: expected 'text<TAB>class name', found no tab"),
             )
@@ -270,7 +267,7 @@ pub fn parse_agnews_tsv(path: &Path, bytes: &[u8], classes: &[String]) -> Result
             .iter()
             .position(|c| c == class_name.trim())
             .ok_or_else(|| {
-                format_error(
+                Error::format(
                     path,
                     format!(
                         "line {number}: unknown class '{class_name}' (classes.txt lists: {})",
@@ -278,10 +275,8 @@ pub fn parse_agnews_tsv(path: &Path, bytes: &[u8], classes: &[String]) -> Result
                     ),
                 )
             })?;
-        split.texts.push(clean_agnews(text));
-        split.labels.push(class as u32);
-    }
-    Ok(split)
+        Ok((clean_agnews(text), class as u32))
+    })
 }
 
 /// Undoes the AG news release's escapes: `\` for a line break, and HTML entities whose `&` was
@@ -397,10 +392,16 @@ pub fn load_agnews(dir: &Path) -> Result<RawDataset> {
 mod tests {
     use super::*;
 
-    fn message(result: Result<TextSplit>) -> String {
-        match result {
-            Err(Error::Format { message, .. }) => message,
-            other => panic!("expected a format error, got {other:?}"),
+    /// `parse` refuses each input of `cases` with a format error whose message contains the
+    /// text paired with it.
+    fn assert_rejects(parse: impl Fn(&[u8]) -> Result<TextSplit>, cases: &[(&[u8], &str)]) {
+        for &(bad, needle) in cases {
+            match parse(bad) {
+                Err(Error::Format { message, .. }) => {
+                    assert!(message.contains(needle), "{bad:?}: {message}")
+                }
+                other => panic!("{bad:?}: expected a format error, got {other:?}"),
+            }
         }
     }
 
@@ -413,22 +414,19 @@ mod tests {
         assert_eq!(split.labels, [1, 5, 0]);
         assert_eq!(split.texts[1], "When was Café born ?");
         assert_eq!(split.num_classes, 6);
-        for (bad, needle) in [
-            (
-                &b"FOO:bar What ?\n"[..],
-                "line 1: unknown coarse class 'FOO'",
-            ),
-            (
-                b"DESC:def ok ?\nDESCmanner no colon\n",
-                "line 2: label 'DESCmanner'",
-            ),
-            (b"DESC:def\n", "line 1: expected 'COARSE:fine question'"),
-            (b"DESC: What ?\n", "line 1: empty fine class"),
-            (b"\n\nHUM:ind   \n", "line 3: empty question"),
-        ] {
-            let got = message(parse_trec(path, bad));
-            assert!(got.contains(needle), "{got}");
-        }
+        assert_rejects(
+            |bad| parse_trec(path, bad),
+            &[
+                (b"FOO:bar What ?\n", "line 1: unknown coarse class 'FOO'"),
+                (
+                    b"DESC:def ok ?\nDESCmanner no colon\n",
+                    "line 2: label 'DESCmanner'",
+                ),
+                (b"DESC:def\n", "line 1: expected 'COARSE:fine question'"),
+                (b"DESC: What ?\n", "line 1: empty fine class"),
+                (b"\n\nHUM:ind   \n", "line 3: empty question"),
+            ],
+        );
     }
 
     #[test]
@@ -441,14 +439,14 @@ mod tests {
         .unwrap();
         assert_eq!(split.labels, [1, 0]);
         assert_eq!(split.texts[1], "it 's a mess .");
-        for (bad, needle) in [
-            (&b"2 too good\n"[..], "line 1: label '2' is not 0 or 1"),
-            (b"1 fine\n1\n", "line 2: empty sentence"),
-            (b"1 ok\n0 caf\xe9\n", "line 2: invalid UTF-8 at byte 6"),
-        ] {
-            let got = message(parse_sst2(path, bad));
-            assert!(got.contains(needle), "{got}");
-        }
+        assert_rejects(
+            |bad| parse_sst2(path, bad),
+            &[
+                (b"2 too good\n", "line 1: label '2' is not 0 or 1"),
+                (b"1 fine\n1\n", "line 2: empty sentence"),
+                (b"1 ok\n0 caf\xe9\n", "line 2: invalid UTF-8 at byte 6"),
+            ],
+        );
     }
 
     #[test]
@@ -465,30 +463,30 @@ mod tests {
         assert_eq!(split.texts[1], "A, B and C");
         assert_eq!(split.texts[2], "unquoted words");
 
-        for (bad, needle) in [
-            (
-                "\"5\",\"t\",\"d\"\n",
-                "line 1, byte offset 0: class '5' is not a number in 1..=4",
-            ),
-            (
-                "\"1\",\"t\",\"d\"\n\"x\",\"t\",\"d\"\n",
-                "line 2, byte offset 12: class 'x'",
-            ),
-            ("\"1\",\"t\",\"d\"\n\"2\",\"t\"\n", "line 2"),
-            // An unbalanced quote swallows the rest of the file into one field.
-            (
-                "\"1\",\"t\",\"d\"\n\"2\",\"broken,\"d\"\n\"3\",\"t\",\"d\"\n",
-                "line 2",
-            ),
-            ("\"2\",\"t\"\n", "expected 3 fields"),
-            (
-                "\"1\",\"t\",\"d\"\n\"2\",\"t\",\"never closed\n",
-                "line 2, byte offset 12: a quoted field of this record is never closed",
-            ),
-        ] {
-            let got = message(parse_agnews_csv(path, bad.as_bytes(), 4));
-            assert!(got.contains(needle), "{bad:?}: {got}");
-        }
+        assert_rejects(
+            |bad| parse_agnews_csv(path, bad, 4),
+            &[
+                (
+                    b"\"5\",\"t\",\"d\"\n",
+                    "line 1, byte offset 0: class '5' is not a number in 1..=4",
+                ),
+                (
+                    b"\"1\",\"t\",\"d\"\n\"x\",\"t\",\"d\"\n",
+                    "line 2, byte offset 12: class 'x'",
+                ),
+                (b"\"1\",\"t\",\"d\"\n\"2\",\"t\"\n", "line 2"),
+                // An unbalanced quote swallows the rest of the file into one field.
+                (
+                    b"\"1\",\"t\",\"d\"\n\"2\",\"broken,\"d\"\n\"3\",\"t\",\"d\"\n",
+                    "line 2",
+                ),
+                (b"\"2\",\"t\"\n", "expected 3 fields"),
+                (
+                    b"\"1\",\"t\",\"d\"\n\"2\",\"t\",\"never closed\n",
+                    "line 2, byte offset 12: a quoted field of this record is never closed",
+                ),
+            ],
+        );
     }
 
     #[test]
@@ -507,16 +505,15 @@ mod tests {
         .unwrap();
         assert_eq!(split.labels, [2, 3]);
         assert_eq!(split.texts, ["Stocks \"rally\" $5 gain", "A B"]);
-        let got = message(parse_agnews_tsv(
-            path,
-            b"ok\tWorld\ntext\tWeather\n",
-            &classes,
-        ));
-        assert!(got.contains("line 2: unknown class 'Weather'"), "{got}");
-        let got = message(parse_agnews_tsv(path, b"no tab here\n", &classes));
-        assert!(
-            got.contains("line 1: expected 'text<TAB>class name'"),
-            "{got}"
+        assert_rejects(
+            |bad| parse_agnews_tsv(path, bad, &classes),
+            &[
+                (
+                    b"ok\tWorld\ntext\tWeather\n",
+                    "line 2: unknown class 'Weather'",
+                ),
+                (b"no tab here\n", "line 1: expected 'text<TAB>class name'"),
+            ],
         );
         assert!(parse_agnews_classes(Path::new("classes.txt"), b"A\nA\n").is_err());
         assert!(parse_agnews_classes(Path::new("classes.txt"), b"\n").is_err());
@@ -533,9 +530,7 @@ mod tests {
 
     #[test]
     fn loaders_find_their_files_or_name_them() {
-        let dir = std::env::temp_dir().join(format!("benign-text-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::io::empty_scratch_dir("text", "loaders");
         std::fs::write(dir.join("train_5500.label"), b"HUM:ind Who ?\n").unwrap();
         let err = load_trec(&dir).unwrap_err();
         assert!(

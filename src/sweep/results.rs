@@ -487,9 +487,7 @@ mod tests {
 
     #[test]
     fn torn_last_line_is_cut_before_appending() {
-        let dir = std::env::temp_dir().join(format!("benign-results-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::io::empty_scratch_dir("results", "torn-line");
         let path = dir.join(RESULTS_FILE);
         let (mut file, existing) = ResultsFile::open(&path).unwrap();
         assert!(existing.is_empty());
