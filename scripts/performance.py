@@ -16,8 +16,10 @@ It builds what it needs (`cargo build --release`: the `benign` binary and the `g
 - `gemm`: the kernel table (`perf-table` block): `scripts/perf_table.py`, `benign bench --json`
   on 1 thread and GEMM 2000^3 on 2, ours against `matrixmultiply`.
 - `openblas`: GEMM against numpy's OpenBLAS (`openblas-table`): `scripts/compare_openblas.py`.
-- `rowwise`: the row-wise kernels against PyTorch (`rowwise-table`): `scripts/compare_rowwise.py`;
-  `--rowwise-baseline BIN` adds the columns of an older build of `rowwise_bench`.
+- `rowwise`: the row-wise kernels against PyTorch (`rowwise-table`): `scripts/compare_rowwise.py`,
+  with the columns of this checkout's `rowwise_bench` built against the kernels of
+  `--rowwise-baseline-commit` (default afda169, the kernels the table's older column has compared
+  with; built once under the target folder) or of `--rowwise-baseline BIN`.
 - `models`: model steps against PyTorch (`model-table`): `scripts/compare_encoder.py
   --torch-variant cls` and `scripts/compare_pretrain.py --torch-last-block cls` (MNIST from
   `--data-dir`), on 1 and 2 threads, in interleaved rounds.
@@ -39,6 +41,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +60,8 @@ BLOCKS = {"gemm": "perf-table", "openblas": "openblas-table", "rowwise": "rowwis
 NEEDS = {"gemm": (), "openblas": ("numpy",), "rowwise": ("numpy", "torch"),
          "models": ("numpy", "torch"), "startup": ()}
 MODEL_THREADS = "1,2"
+# The kernels the row-wise table's older column compares with (the GELU speed-up).
+ROWWISE_BASELINE_COMMIT = "afda169"
 
 # The start-up jobs: (name, arguments after `benign`, target wall seconds); --quick shrinks them.
 STARTUP_JOBS = [
@@ -105,6 +110,27 @@ def build(parts):
     return target_dir()
 
 
+def build_rowwise_baseline(commit, target):
+    """Builds this checkout's `rowwise_bench` example against COMMIT's kernels (its whole tree
+    from `git archive`, in TARGET/rowwise-baseline/COMMIT, kept for the next run); returns the
+    binary."""
+    folder = os.path.join(target, "rowwise-baseline", commit)
+    source = os.path.join(folder, "source")
+    if not os.path.isdir(source):
+        os.makedirs(folder, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True,
+                                 stdout=subprocess.PIPE).stdout
+        unpacking = tempfile.mkdtemp(dir=folder, prefix="source.")
+        subprocess.run(["tar", "-x", "-C", unpacking], input=archive, check=True)
+        os.rename(unpacking, source)
+    shutil.copy(os.path.join(ROOT, "kernels", "examples", "rowwise_bench.rs"),
+                os.path.join(source, "kernels", "examples", "rowwise_bench.rs"))
+    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(folder, "target"))
+    subprocess.run(["cargo", "build", "--release", "-p", "benign-kernels", "--example", "rowwise_bench"],
+                   check=True, cwd=source, env=env)
+    return os.path.join(folder, "target", "release", "examples", "rowwise_bench")
+
+
 def header(what, rounds, loads, quick, extra=""):
     """The first line of a block: machine, date, instruction set, rounds, load."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -146,7 +172,7 @@ def part_openblas(args, target):
 def part_rowwise(args, target):
     import compare_rowwise
     if args.rowwise_baseline is None:
-        say("rowwise: no --rowwise-baseline, so the table has no column of an older build")
+        say("rowwise: no baseline build, so the table has no column of an older build")
     return compare_rowwise.measure(os.path.join(target, "release", "examples", "rowwise_bench"),
                                    args.rowwise_baseline, args.rowwise_baseline_name, args.rounds,
                                    3 if args.quick else 20)
@@ -316,8 +342,12 @@ def main():
     ap.add_argument("--rounds", type=int, help="interleaved rounds of every part but gemm (default 3, at least 3)")
     ap.add_argument("--data-dir", default=os.environ.get("BENIGN_DATA_DIR", os.path.join(ROOT, "..", "shared", "data")),
                     help="the data folder (MNIST for the pretraining comparison) [default: BENIGN_DATA_DIR]")
-    ap.add_argument("--rowwise-baseline", metavar="BIN", help="an older build of the rowwise_bench example")
-    ap.add_argument("--rowwise-baseline-name", default="afda169", help="its column name (default afda169)")
+    ap.add_argument("--rowwise-baseline-commit", default=ROWWISE_BASELINE_COMMIT, metavar="COMMIT",
+                    help="the row-wise table's older build: this checkout's rowwise_bench built against "
+                         f"COMMIT's kernels (default {ROWWISE_BASELINE_COMMIT}; none: no such column)")
+    ap.add_argument("--rowwise-baseline", metavar="BIN", help="an older rowwise_bench already built "
+                    "(instead of --rowwise-baseline-commit)")
+    ap.add_argument("--rowwise-baseline-name", help="its column name (default: the commit, or baseline)")
     ap.add_argument("--self-test", action="store_true", help=self_test.__doc__)
     args = ap.parse_args()
     if args.self_test:
@@ -336,6 +366,10 @@ def main():
         for part in parts:
             check_block(DOC, BLOCKS[part])
     target = build(parts)
+    if "rowwise" in parts and args.rowwise_baseline is None and args.rowwise_baseline_commit != "none":
+        args.rowwise_baseline = build_rowwise_baseline(args.rowwise_baseline_commit, target)
+        args.rowwise_baseline_name = args.rowwise_baseline_name or args.rowwise_baseline_commit
+    args.rowwise_baseline_name = args.rowwise_baseline_name or "baseline"
     for part in PARTS:
         if part not in parts:
             continue
