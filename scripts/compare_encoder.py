@@ -14,6 +14,12 @@ d -> 3d projection over every position). `--torch-variant cls` runs the same alg
 (only the [CLS] query, `r = W_k^T q`, `g = sum_j a_j h_j`) for an engine-to-engine comparison.
 
     python3 scripts/compare_encoder.py --benign target/release/benign --threads 1,2
+    python3 scripts/compare_encoder.py --torch-variant cls --rounds 3 --json
+
+`--rounds N` repeats the timings N times, each round timing every thread count on both sides
+back to back (interleaved rounds: a change of the machine's load hits both sides); `--json`
+prints the trajectory check and every round's timings as one JSON object instead of the table
+(`scripts/performance.py` reads it).
 """
 
 import argparse
@@ -99,7 +105,7 @@ def torch_worker(args):
             f, _ = model(test_x)
             return F.softplus(-test_y * f).mean().item()
 
-    out = {"losses": [], "variant": args.torch_variant}
+    out = {"losses": [], "variant": args.torch_variant, "torch": torch.__version__}
     if args.trajectory:
         out["losses"] = [step() for _ in range(args.trajectory)]
         with torch.no_grad():
@@ -154,6 +160,8 @@ def main():
     ap.add_argument("--steps-compare", type=int, default=50)
     ap.add_argument("--time-steps", type=int, default=10)
     ap.add_argument("--torch-variant", choices=["full", "cls"], default="full")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     ap.add_argument("--workdir")
     # internal: the PyTorch side in its own process
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -164,6 +172,9 @@ def main():
     args = ap.parse_args()
     if args.torch_worker:
         return torch_worker(args)
+    if args.rounds < 1:
+        ap.error("--rounds: at least 1")
+    say = (lambda *a, **k: None) if args.json else print
 
     work = args.workdir or tempfile.mkdtemp(prefix="compare_encoder-")
     data, init = os.path.join(work, "data"), os.path.join(work, "init")
@@ -189,22 +200,43 @@ def main():
     ours = [json.loads(line)["train_loss"] for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     theirs, _ = torch(2, ["--trajectory", str(steps)])
     diffs = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(ours, theirs["losses"])]
-    print(f"training loss over {steps} steps: benign {ours[0]:.6f} -> {ours[-1]:.6f}, "
-          f"PyTorch {theirs['losses'][0]:.6f} -> {theirs['losses'][-1]:.6f}; "
-          f"max relative difference {max(diffs):.2e}")
+    result = {"dim": args.dim, "torch_variant": args.torch_variant, "torch": theirs["torch"],
+              "time_steps": args.time_steps, "rounds": args.rounds,
+              "trajectory": {"steps": steps, "benign_first": ours[0], "benign_last": ours[-1],
+                             "torch_first": theirs["losses"][0], "torch_last": theirs["losses"][-1],
+                             "max_relative_difference": max(diffs)},
+              "rows": []}
+    say(f"training loss over {steps} steps: benign {ours[0]:.6f} -> {ours[-1]:.6f}, "
+        f"PyTorch {theirs['losses'][0]:.6f} -> {theirs['losses'][-1]:.6f}; "
+        f"max relative difference {max(diffs):.2e}")
 
-    # 2. Timings, back to back per thread count.
-    print(f"{'threads':>7} {'benign step':>12} {'torch step':>11} {'ratio':>6} "
-          f"{'benign eval':>12} {'torch eval':>11} {'benign RSS':>11} {'torch RSS':>10}")
-    for threads in [int(t) for t in args.threads.split(",")]:
-        short, rss_short = benign_run(args, work, threads, 2, 10_000)
-        long_, rss_long = benign_run(args, work, threads, 2 + args.time_steps, 10_000)
-        step = (long_["training_seconds"] - short["training_seconds"]) / args.time_steps
-        evaluation = (short["training_seconds"] - 2 * step) / 2
-        t, rss_torch = torch(threads, [])
-        print(f"{threads:>7} {step * 1e3:>10.1f}ms {t['step_seconds'] * 1e3:>9.1f}ms "
-              f"{t['step_seconds'] / step:>5.2f}x {evaluation:>11.2f}s {t['eval_seconds']:>10.2f}s "
-              f"{max(rss_short, rss_long) / 2**20:>9.0f}MB {rss_torch / 2**20:>8.0f}MB")
+    # 2. Timings, back to back per thread count, round after round.
+    say(f"{'threads':>7} {'benign step':>12} {'torch step':>11} {'ratio':>6} "
+        f"{'benign eval':>12} {'torch eval':>11} {'benign RSS':>11} {'torch RSS':>10}")
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    rows = {t: {"threads": t, "benign_step_seconds": [], "torch_step_seconds": [],
+                "benign_eval_seconds": [], "torch_eval_seconds": [], "benign_rss_bytes": 0,
+                "torch_rss_bytes": 0} for t in thread_counts}
+    for _ in range(args.rounds):
+        for threads in thread_counts:
+            short, rss_short = benign_run(args, work, threads, 2, 10_000)
+            long_, rss_long = benign_run(args, work, threads, 2 + args.time_steps, 10_000)
+            step = (long_["training_seconds"] - short["training_seconds"]) / args.time_steps
+            evaluation = (short["training_seconds"] - 2 * step) / 2
+            t, rss_torch = torch(threads, [])
+            row = rows[threads]
+            row["benign_step_seconds"].append(step)
+            row["torch_step_seconds"].append(t["step_seconds"])
+            row["benign_eval_seconds"].append(evaluation)
+            row["torch_eval_seconds"].append(t["eval_seconds"])
+            row["benign_rss_bytes"] = max(row["benign_rss_bytes"], rss_short, rss_long)
+            row["torch_rss_bytes"] = max(row["torch_rss_bytes"], rss_torch)
+            say(f"{threads:>7} {step * 1e3:>10.1f}ms {t['step_seconds'] * 1e3:>9.1f}ms "
+                f"{t['step_seconds'] / step:>5.2f}x {evaluation:>11.2f}s {t['eval_seconds']:>10.2f}s "
+                f"{max(rss_short, rss_long) / 2**20:>9.0f}MB {rss_torch / 2**20:>8.0f}MB")
+    result["rows"] = list(rows.values())
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ Usage:
 
 For each thread count it runs `target/release/benign pretrain --dataset mnist ... --force --json`
 (which reports `examples_per_second` over its training steps) and then the PyTorch model, and
-prints the ratio benign / PyTorch. `--attention sdpa` uses PyTorch's fused
+prints the ratio benign / PyTorch; `--rounds N` repeats that N times (interleaved rounds: a
+change of the machine's load hits both sides). `--attention sdpa` uses PyTorch's fused
 `scaled_dot_product_attention` instead of the explicit softmax (same maths).
 
 benign's classifier computes only the [CLS] row of its last block (the head reads nothing else;
@@ -193,25 +194,32 @@ def main():
     p.add_argument("--torch-last-block", choices=["full", "cls"], default="full",
                    help="full: the usual PyTorch model (every row of every block); cls: the last "
                         "block computes only the [CLS] row, folded as benign does (same work)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per thread count")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the thread counts")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per round and thread count (the header line too)")
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds: at least 1")
 
     folder = os.path.join(args.data_dir, "mnist")
     images = read_idx(find(folder, "train-images-idx3-ubyte"))[: args.subset]
     labels = read_idx(find(folder, "train-labels-idx1-ubyte"))[: args.subset]
     x = patchify(images, args.patch)
     torch.set_num_interop_threads(1)
-    print(f"torch {torch.__version__}; model L={args.layers} H={args.heads} d={args.dim} "
-          f"mlp={args.mlp_dim}, {x.shape[1]} tokens + [CLS], batch {args.batch_size}, "
-          f"{args.subset} examples x {args.epochs} epochs; attention {args.attention}; "
-          f"torch last block {args.torch_last_block}")
-    for threads in [int(t) for t in args.threads.split(",")]:
-        ours = benign_epochs(args, threads)
-        theirs = torch_epochs(x, labels, args, threads)
-        row = {"threads": threads, "benign_examples_per_s": round(ours, 1),
-               "torch_examples_per_s": round(theirs, 1), "ratio": round(ours / theirs, 3)}
-        print(json.dumps(row) if args.json else
-              f"threads {threads}: benign {ours:.0f} ex/s, torch {theirs:.0f} ex/s, ratio {ours / theirs:.2f}")
+    header = (f"torch {torch.__version__}; model L={args.layers} H={args.heads} d={args.dim} "
+              f"mlp={args.mlp_dim}, {x.shape[1]} tokens + [CLS], batch {args.batch_size}, "
+              f"{args.subset} examples x {args.epochs} epochs; attention {args.attention}; "
+              f"torch last block {args.torch_last_block}")
+    print(json.dumps({"header": header, "torch": torch.__version__}) if args.json else header)
+    for round_index in range(args.rounds):
+        for threads in [int(t) for t in args.threads.split(",")]:
+            ours = benign_epochs(args, threads)
+            theirs = torch_epochs(x, labels, args, threads)
+            row = {"round": round_index, "threads": threads, "benign_examples_per_s": round(ours, 1),
+                   "torch_examples_per_s": round(theirs, 1), "ratio": round(ours / theirs, 3)}
+            print(json.dumps(row) if args.json else
+                  f"threads {threads}: benign {ours:.0f} ex/s, torch {theirs:.0f} ex/s, ratio {ours / theirs:.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

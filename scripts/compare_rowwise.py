@@ -12,22 +12,25 @@ of each round's median call; the spread is the range of the round medians.
     cargo build --release -p benign-kernels --example rowwise_bench
     /work/venv-rowwise/bin/python scripts/compare_rowwise.py \
         --bench target/release/examples/rowwise_bench [--baseline-bench OLD] [--write]
+
+`scripts/performance.py` calls `measure` for the same block among the others.
 """
 
 import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import time
 
 import torch
-import torch.nn.functional as F
+
+from doc_block import replace_block
+from machine_info import format_loads, kernel_isa, load_average, machine_description
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "performance.md")
-START, END = "<!-- rowwise-table:start -->", "<!-- rowwise-table:end -->"
+BLOCK = "rowwise-table"
 
 
 def run_bench(binary, reps):
@@ -88,24 +91,59 @@ def copy_bandwidth(reps):
     return 2 * 4 * x.numel() / statistics.median(seconds) / 1e9
 
 
-def machine():
-    model = "unknown CPU"
-    flags = set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    ours = os.environ.get("BENIGN_GEMM_KERNEL", "auto")
-    isa = "AVX-512F" if "avx512f" in flags and ours in ("auto", "avx512") else "AVX2 + FMA"
-    return model, isa, os.cpu_count()
-
-
 def bytes_moved(kernel, rows, cols):
     # Every array read once and written once (STREAM convention), f32.
     arrays = {"gelu": 2, "gelu_backward": 3, "layer_norm": 2, "softmax_rows": 2}[kernel]
     return 4 * arrays * rows * cols
+
+
+def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=20):
+    """Times both sides in ROUNDS interleaved rounds of REPS calls; returns the block's text."""
+    copy_gbps = copy_bandwidth(reps)
+    loads = [load_average()]
+    sides = {"ours": [], "torch": [], "baseline": []}
+    for _ in range(rounds):
+        sides["ours"].append(run_bench(bench, reps))
+        sides["torch"].append(time_torch(list(sides["ours"][-1]), reps))
+        if baseline_bench:
+            sides["baseline"].append(run_bench(baseline_bench, reps))
+        loads.append(load_average())
+
+    def summary(side, key):
+        values = [r[key] for r in sides[side] if key in r]
+        return (statistics.median(values), min(values), max(values)) if values else None
+
+    lines = [
+        f"Measured {datetime.date.today()} on {machine_description()},"
+        f" ours on {kernel_isa()} vectors, PyTorch {torch.__version__} (CPU capability"
+        f" {torch.backends.cpu.get_cpu_capability()}), f32, 1 thread each, {rounds}"
+        f" interleaved rounds of {reps} calls; 1-minute load average before and after each"
+        f" round: {format_loads(loads)}. The machine is shared: compare the"
+        " ratios, measured side by side, rather than absolute figures. One-thread copy"
+        f" bandwidth (PyTorch `y.copy_(x)`, 4096x2000 f32, read + write): {copy_gbps:.1f} GB/s,"
+        " the ceiling of the 4096-row shapes (the 180-row ones fit in L2).",
+        "",
+        "Time per call: median over rounds of each round's median (range of the round medians)."
+        " *vs PyTorch* is PyTorch's time over ours (above 1: ours is faster)"
+        + (f"; *vs {baseline_name}* is that build's time over ours." if baseline_bench else "."),
+        "",
+        "| kernel | shape | ours ms | GB/s | PyTorch ms | vs PyTorch"
+        + (f" | {baseline_name} ms | vs {baseline_name} |" if baseline_bench else " |"),
+        "|---|---|--:|--:|--:|--:" + ("|--:|--:|" if baseline_bench else "|"),
+    ]
+    for key in sides["ours"][0]:
+        kernel, rows, cols = key
+        ours, torch_t = summary("ours", key), summary("torch", key)
+        cell = lambda s: f"{1e3 * s[0]:.3f} ({1e3 * s[1]:.3f}-{1e3 * s[2]:.3f})"
+        row = (
+            f"| {kernel} | {rows}x{cols} | {cell(ours)} | {bytes_moved(*key) / ours[0] / 1e9:.1f}"
+            f" | {cell(torch_t)} | {torch_t[0] / ours[0]:.2f}"
+        )
+        if baseline_bench:
+            base = summary("baseline", key)
+            row += f" | {cell(base)} | {base[0] / ours[0]:.2f}" if base else " | - | -"
+        lines.append(row + " |")
+    return "\n".join(lines)
 
 
 def main():
@@ -121,68 +159,10 @@ def main():
         p.error("--rounds: at least 3")
     if args.reps < 1:
         p.error("--reps: at least 1")
-
-    copy_gbps = copy_bandwidth(args.reps)
-    loads = [os.getloadavg()[0]]
-    sides = {"ours": [], "torch": [], "baseline": []}
-    for _ in range(args.rounds):
-        sides["ours"].append(run_bench(args.bench, args.reps))
-        sides["torch"].append(time_torch(list(sides["ours"][-1]), args.reps))
-        if args.baseline_bench:
-            sides["baseline"].append(run_bench(args.baseline_bench, args.reps))
-        loads.append(os.getloadavg()[0])
-
-    def summary(side, key):
-        values = [r[key] for r in sides[side] if key in r]
-        return (statistics.median(values), min(values), max(values)) if values else None
-
-    model, isa, cores = machine()
-    lines = [
-        f"Measured {datetime.date.today()} on {model} ({cores} logical CPUs, {platform.machine()}),"
-        f" ours on {isa} vectors, PyTorch {torch.__version__} (CPU capability"
-        f" {torch.backends.cpu.get_cpu_capability()}), f32, 1 thread each, {args.rounds}"
-        f" interleaved rounds of {args.reps} calls; 1-minute load average before and after each"
-        f" round: {', '.join(f'{v:.1f}' for v in loads)}. The machine is shared: compare the"
-        " ratios, measured side by side, rather than absolute figures. One-thread copy"
-        f" bandwidth (PyTorch `y.copy_(x)`, 4096x2000 f32, read + write): {copy_gbps:.1f} GB/s,"
-        " the ceiling of the 4096-row shapes (the 180-row ones fit in L2).",
-        "",
-        "Time per call: median over rounds of each round's median (range of the round medians)."
-        " *vs PyTorch* is PyTorch's time over ours (above 1: ours is faster)"
-        + (f"; *vs {args.baseline_name}* is that build's time over ours." if args.baseline_bench else "."),
-        "",
-        "| kernel | shape | ours ms | GB/s | PyTorch ms | vs PyTorch"
-        + (f" | {args.baseline_name} ms | vs {args.baseline_name} |" if args.baseline_bench else " |"),
-        "|---|---|--:|--:|--:|--:" + ("|--:|--:|" if args.baseline_bench else "|"),
-    ]
-    for key in sides["ours"][0]:
-        kernel, rows, cols = key
-        ours, torch_t = summary("ours", key), summary("torch", key)
-        cell = lambda s: f"{1e3 * s[0]:.3f} ({1e3 * s[1]:.3f}-{1e3 * s[2]:.3f})"
-        row = (
-            f"| {kernel} | {rows}x{cols} | {cell(ours)} | {bytes_moved(*key) / ours[0] / 1e9:.1f}"
-            f" | {cell(torch_t)} | {torch_t[0] / ours[0]:.2f}"
-        )
-        if args.baseline_bench:
-            base = summary("baseline", key)
-            row += f" | {cell(base)} | {base[0] / ours[0]:.2f}" if base else " | - | -"
-        lines.append(row + " |")
-    table = "\n".join(lines)
+    table = measure(args.bench, args.baseline_bench, args.baseline_name, args.rounds, args.reps)
     print(table)
     if args.write:
-        with open(DOC) as f:
-            doc = f.read()
-        block = f"{START}\n{table}\n{END}"
-        if START in doc:
-            head, rest = doc.split(START, 1)
-            doc = head + block + rest.split(END, 1)[1]
-        else:
-            doc = doc.rstrip("\n") + "\n\n## Row-wise kernels against PyTorch\n\n" + (
-                "Generated by `scripts/compare_rowwise.py` (see its docstring for the venv and the"
-                " build).\n\n"
-            ) + block + "\n"
-        with open(DOC, "w") as f:
-            f.write(doc)
+        replace_block(DOC, BLOCK, table)
 
 
 if __name__ == "__main__":

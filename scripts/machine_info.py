@@ -1,18 +1,55 @@
 """Machine facts the measurement scripts record beside their figures (imported, not run)."""
 
 import os
+import platform
+
+
+def _cpuinfo_fields():
+    """The first processor's `key: value` lines of /proc/cpuinfo ({} where there is none)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
 
 
 def cpu_model():
     """The CPU's model name from /proc/cpuinfo, or "unknown CPU" where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    return _cpuinfo_fields().get("model name", "unknown CPU")
+
+
+def cpu_family_model():
+    """"family F model M" from /proc/cpuinfo (which microarchitecture), or None."""
+    fields = _cpuinfo_fields()
+    if "cpu family" in fields and "model" in fields:
+        return f"family {fields['cpu family']} model {fields['model']}"
+    return None
+
+
+def kernel_isa():
+    """The instruction set `benign`'s kernels run here: AVX-512F where the CPU has it and
+    `BENIGN_GEMM_KERNEL` (read by the kernels at their first call) does not ask for the portable
+    kernels, else the AVX2 + FMA of the default x86-64-v3 build."""
+    flags = set(_cpuinfo_fields().get("flags", "").split())
+    requested = os.environ.get("BENIGN_GEMM_KERNEL", "auto")
+    if "avx512f" in flags and requested in ("", "auto", "avx512"):
+        return "AVX-512F"
+    return "AVX2 + FMA"
+
+
+def machine_description():
+    """One phrase naming the machine: model, family / model, logical CPUs, architecture."""
+    family_model = cpu_family_model()
+    details = ", ".join(
+        part for part in (family_model, f"{os.cpu_count()} logical CPUs", platform.machine()) if part
+    )
+    return f"{cpu_model()} ({details})"
 
 
 def load_average():
@@ -22,3 +59,8 @@ def load_average():
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def format_loads(loads):
+    """Load averages as `1.1, 1.3` (`-` where unknown)."""
+    return ", ".join("-" if v is None else f"{v:.1f}" for v in loads)

@@ -5,6 +5,7 @@ Builds the release binary, runs the full report on 1 thread, then on 2 threads (
 GEMM 2000x2000x2000 from that run: the one kernel where the thread count is the question), and
 rewrites the block between `<!-- perf-table:start -->` and `<!-- perf-table:end -->` in
 docs/performance.md (written to a temporary file, then renamed over it).
+`scripts/performance.py` calls `measure` for the same block among the others.
 
 Usage (from anywhere): python3 scripts/perf_table.py [--threads-extra N]
 """
@@ -15,14 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
-from machine_info import load_average
+from doc_block import check_block, replace_block
+from machine_info import cpu_family_model, format_loads, load_average
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE_FILE = os.path.join(ROOT, "docs", "performance.md")
-START = "<!-- perf-table:start -->"
-END = "<!-- perf-table:end -->"
+BLOCK = "perf-table"
 MULTI_THREAD_DIMS = (2000, 2000, 2000)  # GEMM m, n, k
 
 
@@ -39,22 +39,28 @@ MACHINE_KEYS = (
 )
 
 
-def bench(threads):
-    """Runs `benign bench --json --threads N`; returns (machine figures, records)."""
-    binary = os.path.join(ROOT, "target", "release", "benign")
+def target_dir():
+    """Cargo's target folder for this workspace (honours CARGO_TARGET_DIR and config)."""
+    metadata = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    ).stdout
+    return json.loads(metadata)["target_directory"]
+
+
+def bench(binary, threads, quick):
+    """Runs `benign bench --json --threads N [--quick]`; returns (machine figures, records)."""
     print(f"perf_table: benign bench --json --threads {threads}", file=sys.stderr)
     # matrixmultiply must get the same thread count: let `benign bench` set it.
     env = {k: v for k, v in os.environ.items() if k != "MATMUL_NUM_THREADS"}
     out = subprocess.run(
-        [binary, "bench", "--json", "--threads", str(threads)],
+        [binary, "bench", "--json", "--threads", str(threads)] + (["--quick"] if quick else []),
         check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     ).stdout
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
     if not records or any(key not in records[0] for key in MACHINE_KEYS):
         sys.exit("perf_table: `benign bench --json` printed no records with the machine figures")
     return {key: records[0][key] for key in MACHINE_KEYS}, records
-
-
 
 
 def fmt(value, digits=2):
@@ -75,13 +81,15 @@ def avx512_line(machine1, machine2):
     )
 
 
-def table(machine1, machine2, records, loads):
+def table(machine1, machine2, records, loads, quick):
     today = datetime.date.today().isoformat()
-    load = ", ".join("-" if v is None else f"{v:.1f}" for v in loads)
+    family_model = cpu_family_model()
     lines = [
         f"Measured {today} on {machine1['cpu_model']} "
-        f"(built for {machine1['compiled_features']}, {os.cpu_count()} logical CPUs) "
-        f"with `benign bench --json`; 1-minute load average before / between / after the runs: {load}.",
+        f"({family_model + ', ' if family_model else ''}"
+        f"built for {machine1['compiled_features']}, {os.cpu_count()} logical CPUs) "
+        f"with `benign bench --json{' --quick' if quick else ''}`; 1-minute load average "
+        f"before / between / after the runs: {format_loads(loads)}.",
         "",
         f"- FMA peak per core, 256-bit vectors: {machine1['fma_peak_f32_gflops_per_core']:.1f} GFLOP/s f32, "
         f"{machine1['fma_peak_f64_gflops_per_core']:.1f} GFLOP/s f64 "
@@ -130,6 +138,20 @@ def table(machine1, machine2, records, loads):
     return "\n".join(lines)
 
 
+def measure(binary, threads_extra=2, quick=False):
+    """Runs the two `benign bench` reports with BINARY; returns the block's text."""
+    loads = [load_average()]
+    machine1, records = bench(binary, 1, quick)
+    loads.append(load_average())
+    machine2, records2 = bench(binary, threads_extra, quick)
+    loads.append(load_average())
+    cpus = os.cpu_count() or 1
+    if any(v is not None and v > cpus for v in loads):
+        print(f"perf_table: warning: load average above {cpus} during the runs; figures are low", file=sys.stderr)
+    records += [r for r in records2 if r["kernel"].endswith("gemm") and (r["m"], r["n"], r["k"]) == MULTI_THREAD_DIMS]
+    return table(machine1, machine2, records, loads, quick)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads-extra", type=int, default=2,
@@ -138,30 +160,11 @@ def main():
     if args.threads_extra < 1:
         sys.exit("perf_table: --threads-extra must be at least 1")
 
-    with open(TABLE_FILE, encoding="utf-8") as f:
-        readme = f.read()
-    if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
-        sys.exit(f"perf_table: docs/performance.md must contain exactly one {START} ... {END} block")
-
+    check_block(TABLE_FILE, BLOCK)
     subprocess.run(["cargo", "build", "--release", "--bin", "benign"], check=True, cwd=ROOT)
-    loads = [load_average()]
-    machine1, records = bench(1)
-    loads.append(load_average())
-    machine2, records2 = bench(args.threads_extra)
-    loads.append(load_average())
-    cpus = os.cpu_count() or 1
-    if any(v is not None and v > cpus for v in loads):
-        print(f"perf_table: warning: load average above {cpus} during the runs; figures are low", file=sys.stderr)
-    records += [r for r in records2 if r["kernel"].endswith("gemm") and (r["m"], r["n"], r["k"]) == MULTI_THREAD_DIMS]
-
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{table(machine1, machine2, records, loads)}\n{END}{tail}"
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(TABLE_FILE), prefix=".performance.md.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(tmp, TABLE_FILE)
-    print(f"perf_table: wrote {len(records)} rows to {TABLE_FILE}", file=sys.stderr)
+    binary = os.path.join(target_dir(), "release", "benign")
+    replace_block(TABLE_FILE, BLOCK, measure(binary, args.threads_extra))
+    print(f"perf_table: wrote {TABLE_FILE}", file=sys.stderr)
 
 
 if __name__ == "__main__":

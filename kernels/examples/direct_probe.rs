@@ -14,27 +14,11 @@ use std::time::{Duration, Instant};
 
 use benign_kernels::baseline::matrixmultiply_gemm;
 use benign_kernels::gemm::{with_gemm_path, GemmPath};
-use benign_kernels::{gemm, MatMut, MatRef, Transpose};
+use benign_kernels::MatMut;
 
-fn parse(spec: &str) -> (usize, usize, usize, Transpose, Transpose) {
-    let (dims, trans) = spec.split_once('-').unwrap_or((spec, "NN"));
-    let d: Vec<usize> = dims.split('x').map(|x| x.parse().unwrap()).collect();
-    let t = |c: char| {
-        if c == 'T' {
-            Transpose::Yes
-        } else {
-            Transpose::No
-        }
-    };
-    let mut tc = trans.chars();
-    (
-        d[0],
-        d[1],
-        d[2],
-        t(tc.next().unwrap()),
-        t(tc.next().unwrap()),
-    )
-}
+#[path = "common/gemm_case.rs"]
+mod gemm_case;
+use gemm_case::GemmCase;
 
 fn main() {
     let threads: usize = std::env::var("THREADS")
@@ -55,15 +39,9 @@ fn main() {
         .build()
         .unwrap();
     for spec in std::env::args().skip(1) {
-        let (m, n, k, ta, tb) = parse(&spec);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
-            .collect();
-        let lda = if ta == Transpose::No { k } else { m };
-        let ldb = if tb == Transpose::No { n } else { k };
+        let case = GemmCase::parse(&spec).unwrap_or_else(|message| panic!("{message}"));
+        let (m, n, k) = (case.m, case.n, case.k);
+        let (a, b) = case.operands::<f32>();
         let mut c = vec![0.0f32; m * n];
         let reps = (20_000_000 / (m * n * k).max(1)).clamp(1, 10_000);
         let mut best = [Duration::MAX; 3];
@@ -80,20 +58,13 @@ fn main() {
                                     GemmPath::Direct
                                 };
                                 with_gemm_path(path, || {
-                                    gemm(
-                                        1.0,
-                                        MatRef::op_with_ld(ta, black_box(&a), m, k, lda),
-                                        MatRef::op_with_ld(tb, black_box(&b), k, n, ldb),
-                                        0.0,
-                                        MatMut::new(&mut c, m, n),
-                                    )
+                                    case.run(1.0, black_box(&a), black_box(&b), 0.0, &mut c)
                                 })
                             }
-                            _ => matrixmultiply_gemm(
-                                MatRef::op_with_ld(ta, black_box(&a), m, k, lda),
-                                MatRef::op_with_ld(tb, black_box(&b), k, n, ldb),
-                                MatMut::new(&mut c, m, n),
-                            ),
+                            _ => {
+                                let (a, b) = case.views(black_box(&a), black_box(&b));
+                                matrixmultiply_gemm(a, b, MatMut::new(&mut c, m, n))
+                            }
                         }
                     }
                     *slot = (*slot).min(start.elapsed() / reps as u32);

@@ -14,20 +14,14 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use benign_kernels::{gemm, Float, MatMut, MatRef, Transpose};
+use benign_kernels::{Float, Transpose};
 
-/// Deterministic values in [-1, 1) (no RNG needed for timing).
-fn filled<T: Float>(len: usize, seed: u64) -> Vec<T> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            T::from_f64((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-        })
-        .collect()
-}
+// This example builds its cases itself: `GemmCase::parse`, for shapes read from the command
+// line, goes unused here.
+#[allow(dead_code)]
+#[path = "common/gemm_case.rs"]
+mod gemm_case;
+use gemm_case::GemmCase;
 
 /// Seconds of CPU time of the calling thread so far, if Linux's schedstat is readable.
 fn thread_cpu_seconds() -> Option<f64> {
@@ -52,33 +46,32 @@ fn median(mut times: Vec<f64>) -> f64 {
 }
 
 fn time_shape<T: Float>(m: usize, n: usize, k: usize, rounds: usize) {
-    let a = filled::<T>(m * k, 1);
-    let b = filled::<T>(k * n, 2);
-    let mut c = vec![T::ZERO; m * n];
     let cases = [
         (Transpose::No, Transpose::No, "A B"),
         (Transpose::No, Transpose::Yes, "A B^T"),
         (Transpose::Yes, Transpose::No, "A^T B"),
     ];
+    // The same storage read either way: only the layout changes, not the work.
+    let (a, b) = GemmCase {
+        m,
+        n,
+        k,
+        ta: Transpose::No,
+        tb: Transpose::No,
+    }
+    .operands::<T>();
+    let mut c = vec![T::ZERO; m * n];
     let mut times = vec![Vec::new(); cases.len()];
     let repeats = (2_000_000_000 / (m * n * k).max(1)).max(1);
     for _ in 0..rounds {
-        for (case, &(ta, tb, _)) in cases.iter().enumerate() {
-            // the same storage read either way: only the layout changes, not the work
-            let lda = if ta == Transpose::No { k } else { m };
-            let ldb = if tb == Transpose::No { n } else { k };
+        for (index, &(ta, tb, _)) in cases.iter().enumerate() {
+            let case = GemmCase { m, n, k, ta, tb };
             let seconds = timed(|| {
                 for _ in 0..repeats {
-                    gemm(
-                        T::ONE,
-                        MatRef::op_with_ld(ta, black_box(&a), m, k, lda),
-                        MatRef::op_with_ld(tb, black_box(&b), k, n, ldb),
-                        T::ZERO,
-                        MatMut::new(&mut c, m, n),
-                    );
+                    case.run(T::ONE, black_box(&a), black_box(&b), T::ZERO, &mut c);
                 }
             });
-            times[case].push(seconds / repeats as f64);
+            times[index].push(seconds / repeats as f64);
             black_box(&c);
         }
     }
