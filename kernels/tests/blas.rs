@@ -95,33 +95,33 @@ fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usi
     );
     let xw = widen(&x);
     let abs: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
-    let mut got = vec![T::from_f64(f64::NAN); rows];
-    benign_kernels::row_sums(rows, cols, &x, ldx, &mut got);
-    let mut want = vec![0.0; rows];
-    reference::row_sums(rows, cols, &xw, ldx, &mut want);
-    let mut scale = vec![0.0; rows];
-    reference::row_sums(rows, cols, &abs, ldx, &mut scale);
-    assert_close(
-        &format!("row_sums {rows}x{cols}"),
-        &got,
-        &want,
-        cols,
-        &scale,
-    );
-
-    let mut got = vec![T::from_f64(f64::NAN); cols];
-    benign_kernels::col_sums(rows, cols, &x, ldx, &mut got);
-    let mut want = vec![0.0; cols];
-    reference::col_sums(rows, cols, &xw, ldx, &mut want);
-    let mut scale = vec![0.0; cols];
-    reference::col_sums(rows, cols, &abs, ldx, &mut scale);
-    assert_close(
-        &format!("col_sums {rows}x{cols}"),
-        &got,
-        &want,
-        rows,
-        &scale,
-    );
+    // (name, kernel, reference, outputs, terms per output)
+    type Sums<S> = fn(usize, usize, &[S], usize, &mut [S]);
+    let sums: [(&str, Sums<T>, Sums<f64>, usize, usize); 2] = [
+        (
+            "row_sums",
+            benign_kernels::row_sums,
+            reference::row_sums,
+            rows,
+            cols,
+        ),
+        (
+            "col_sums",
+            benign_kernels::col_sums,
+            reference::col_sums,
+            cols,
+            rows,
+        ),
+    ];
+    for (name, kernel, reference, outputs, terms) in sums {
+        let mut got = vec![T::from_f64(f64::NAN); outputs];
+        kernel(rows, cols, &x, ldx, &mut got);
+        let mut want = vec![0.0; outputs];
+        reference(rows, cols, &xw, ldx, &mut want);
+        let mut scale = vec![0.0; outputs];
+        reference(rows, cols, &abs, ldx, &mut scale);
+        assert_close(&format!("{name} {rows}x{cols}"), &got, &want, terms, &scale);
+    }
 }
 
 #[test]
