@@ -83,6 +83,12 @@ fn level1_matches_reference() {
     check_level1::<f64>(&mut rng);
 }
 
+/// `row_sums` or `col_sums`: `(rows, cols, x, ldx, out)`.
+type Sums<S> = fn(usize, usize, &[S], usize, &mut [S]);
+/// A sums kernel to check: its name, the kernel, its reference, its outputs and the terms each
+/// output sums.
+type SumsCase<T> = (&'static str, Sums<T>, Sums<f64>, usize, usize);
+
 fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usize) {
     let x = random::<T>(
         rng,
@@ -95,9 +101,7 @@ fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usi
     );
     let xw = widen(&x);
     let abs: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
-    // (name, kernel, reference, outputs, terms per output)
-    type Sums<S> = fn(usize, usize, &[S], usize, &mut [S]);
-    let sums: [(&str, Sums<T>, Sums<f64>, usize, usize); 2] = [
+    let sums: [SumsCase<T>; 2] = [
         (
             "row_sums",
             benign_kernels::row_sums,
