@@ -30,26 +30,16 @@ pub fn check_threads(threads: usize) -> Result<usize> {
 
 /// SIMD features the binary was compiled to use (from `-C target-cpu` / `target-feature`).
 pub fn compiled_features() -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg!(target_feature = "sse4.2") {
-        v.push("sse4.2");
+    // `cfg!` takes the feature as a literal, not a runtime string: each name with its test.
+    macro_rules! compiled {
+        ($($feature:literal),*) => {
+            [$((cfg!(target_feature = $feature), $feature)),*]
+        };
     }
-    if cfg!(target_feature = "avx") {
-        v.push("avx");
-    }
-    if cfg!(target_feature = "avx2") {
-        v.push("avx2");
-    }
-    if cfg!(target_feature = "fma") {
-        v.push("fma");
-    }
-    if cfg!(target_feature = "avx512f") {
-        v.push("avx512f");
-    }
-    if cfg!(target_feature = "neon") {
-        v.push("neon");
-    }
-    v
+    compiled!("sse4.2", "avx", "avx2", "fma", "avx512f", "neon")
+        .into_iter()
+        .filter_map(|(compiled, name)| compiled.then_some(name))
+        .collect()
 }
 
 /// Whether the running CPU supports `feature` (always true on non-x86 targets for the features

@@ -13,6 +13,39 @@ use benign_kernels::{
     AttentionShape, MatMut, MatRef,
 };
 
+/// Where one (sample, head) pair's pieces start: its query, key and value columns in `qkv` (and
+/// `dqkv`), its context columns, its `S x S` probabilities.
+struct Head {
+    q: usize,
+    k: usize,
+    v: usize,
+    context: usize,
+    probs: usize,
+}
+
+/// Every (sample, head) pair of the shape, sample-major.
+fn heads(shape: AttentionShape) -> impl Iterator<Item = Head> {
+    let AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim: dh,
+    } = shape;
+    let d = shape.width();
+    (0..batch).flat_map(move |b| {
+        (0..heads).map(move |h| {
+            let q = b * seq * 3 * d + h * dh;
+            Head {
+                q,
+                k: q + d,
+                v: q + 2 * d,
+                context: b * seq * d + h * dh,
+                probs: (b * heads + h) * seq * seq,
+            }
+        })
+    })
+}
+
 /// Forward by GEMM calls: per (sample, head) `Z = s Q K^T`, softmax, `C = P V`.
 fn forward_by_gemm(
     shape: AttentionShape,
@@ -21,35 +54,26 @@ fn forward_by_gemm(
     probs: &mut [f32],
     ctx: &mut [f32],
 ) {
-    let AttentionShape {
-        batch,
-        seq,
-        heads,
-        head_dim: dh,
-    } = shape;
-    let d = shape.width();
+    let (seq, dh, d) = (shape.seq, shape.head_dim, shape.width());
     let mut scores = vec![0.0f32; seq * seq];
-    for b in 0..batch {
-        for h in 0..heads {
-            let q = b * seq * 3 * d + h * dh;
-            let (k, v) = (q + d, q + 2 * d);
-            gemm(
-                scale,
-                MatRef::with_ld(&qkv[q..], seq, dh, 3 * d),
-                MatRef::with_ld(&qkv[k..], seq, dh, 3 * d).transpose(),
-                0.0,
-                MatMut::new(&mut scores, seq, seq),
-            );
-            let p = &mut probs[(b * heads + h) * seq * seq..][..seq * seq];
-            softmax_rows(seq, &scores, p);
-            gemm(
-                1.0,
-                MatRef::new(p, seq, seq),
-                MatRef::with_ld(&qkv[v..], seq, dh, 3 * d),
-                0.0,
-                MatMut::with_ld(&mut ctx[b * seq * d + h * dh..], seq, dh, d),
-            );
-        }
+    for head in heads(shape) {
+        let (q, k, v) = (head.q, head.k, head.v);
+        gemm(
+            scale,
+            MatRef::with_ld(&qkv[q..], seq, dh, 3 * d),
+            MatRef::with_ld(&qkv[k..], seq, dh, 3 * d).transpose(),
+            0.0,
+            MatMut::new(&mut scores, seq, seq),
+        );
+        let p = &mut probs[head.probs..][..seq * seq];
+        softmax_rows(seq, &scores, p);
+        gemm(
+            1.0,
+            MatRef::new(p, seq, seq),
+            MatRef::with_ld(&qkv[v..], seq, dh, 3 * d),
+            0.0,
+            MatMut::with_ld(&mut ctx[head.context..], seq, dh, d),
+        );
     }
 }
 
@@ -63,49 +87,40 @@ fn backward_by_gemm(
     dctx: &[f32],
     dqkv: &mut [f32],
 ) {
-    let AttentionShape {
-        batch,
-        seq,
-        heads,
-        head_dim: dh,
-    } = shape;
-    let d = shape.width();
+    let (seq, dh, d) = (shape.seq, shape.head_dim, shape.width());
     let (mut dp, mut dz) = (vec![0.0f32; seq * seq], vec![0.0f32; seq * seq]);
-    for b in 0..batch {
-        for h in 0..heads {
-            let q = b * seq * 3 * d + h * dh;
-            let (k, v, c) = (q + d, q + 2 * d, b * seq * d + h * dh);
-            let p = &probs[(b * heads + h) * seq * seq..][..seq * seq];
-            gemm(
-                1.0,
-                MatRef::with_ld(&dctx[c..], seq, dh, d),
-                MatRef::with_ld(&qkv[v..], seq, dh, 3 * d).transpose(),
-                0.0,
-                MatMut::new(&mut dp, seq, seq),
-            );
-            gemm(
-                1.0,
-                MatRef::new(p, seq, seq).transpose(),
-                MatRef::with_ld(&dctx[c..], seq, dh, d),
-                0.0,
-                MatMut::with_ld(&mut dqkv[v..], seq, dh, 3 * d),
-            );
-            softmax_rows_backward(seq, p, &dp, &mut dz);
-            gemm(
-                scale,
-                MatRef::new(&dz, seq, seq),
-                MatRef::with_ld(&qkv[k..], seq, dh, 3 * d),
-                0.0,
-                MatMut::with_ld(&mut dqkv[q..], seq, dh, 3 * d),
-            );
-            gemm(
-                scale,
-                MatRef::new(&dz, seq, seq).transpose(),
-                MatRef::with_ld(&qkv[q..], seq, dh, 3 * d),
-                0.0,
-                MatMut::with_ld(&mut dqkv[k..], seq, dh, 3 * d),
-            );
-        }
+    for head in heads(shape) {
+        let (q, k, v, c) = (head.q, head.k, head.v, head.context);
+        let p = &probs[head.probs..][..seq * seq];
+        gemm(
+            1.0,
+            MatRef::with_ld(&dctx[c..], seq, dh, d),
+            MatRef::with_ld(&qkv[v..], seq, dh, 3 * d).transpose(),
+            0.0,
+            MatMut::new(&mut dp, seq, seq),
+        );
+        gemm(
+            1.0,
+            MatRef::new(p, seq, seq).transpose(),
+            MatRef::with_ld(&dctx[c..], seq, dh, d),
+            0.0,
+            MatMut::with_ld(&mut dqkv[v..], seq, dh, 3 * d),
+        );
+        softmax_rows_backward(seq, p, &dp, &mut dz);
+        gemm(
+            scale,
+            MatRef::new(&dz, seq, seq),
+            MatRef::with_ld(&qkv[k..], seq, dh, 3 * d),
+            0.0,
+            MatMut::with_ld(&mut dqkv[q..], seq, dh, 3 * d),
+        );
+        gemm(
+            scale,
+            MatRef::new(&dz, seq, seq).transpose(),
+            MatRef::with_ld(&qkv[q..], seq, dh, 3 * d),
+            0.0,
+            MatMut::with_ld(&mut dqkv[k..], seq, dh, 3 * d),
+        );
     }
 }
 

@@ -36,7 +36,9 @@ fn time(reps: usize, mut call: impl FnMut()) -> (f64, f64) {
     (seconds[0], seconds[reps / 2])
 }
 
-fn emit(kernel: &str, rows: usize, cols: usize, (min, median): (f64, f64)) {
+/// Times `call` on a `rows x cols` problem ([`time`]) and prints its line.
+fn emit(kernel: &str, (rows, cols): (usize, usize), reps: usize, call: impl FnMut()) {
+    let (min, median) = time(reps, call);
     println!(
         "{{\"kernel\": \"{kernel}\", \"rows\": {rows}, \"cols\": {cols}, \
          \"min_seconds\": {min:e}, \"median_seconds\": {median:e}}}"
@@ -53,53 +55,35 @@ fn main() {
         let x = sample(rows * cols, 1);
         let dy = sample(rows * cols, 2);
         let mut y = vec![0.0f32; rows * cols];
-        emit(
-            "gelu",
-            rows,
-            cols,
-            time(reps, || benign_kernels::gelu(black_box(&x), &mut y)),
-        );
-        emit(
-            "gelu_backward",
-            rows,
-            cols,
-            time(reps, || {
-                benign_kernels::gelu_backward(black_box(&x), &dy, &mut y)
-            }),
-        );
+        emit("gelu", (rows, cols), reps, || {
+            benign_kernels::gelu(black_box(&x), &mut y)
+        });
+        emit("gelu_backward", (rows, cols), reps, || {
+            benign_kernels::gelu_backward(black_box(&x), &dy, &mut y)
+        });
         let gamma = sample(cols, 3);
         let beta = sample(cols, 4);
         let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
-        emit(
-            "layer_norm",
-            rows,
-            cols,
-            time(reps, || {
-                benign_kernels::layer_norm(
-                    cols,
-                    1e-5,
-                    black_box(&x),
-                    &gamma,
-                    &beta,
-                    &mut y,
-                    &mut mean,
-                    &mut rstd,
-                )
-            }),
-        );
+        emit("layer_norm", (rows, cols), reps, || {
+            benign_kernels::layer_norm(
+                cols,
+                1e-5,
+                black_box(&x),
+                &gamma,
+                &beta,
+                &mut y,
+                &mut mean,
+                &mut rstd,
+            )
+        });
     }
     // Attention score rows: the encoder's [CLS] rows over T = 9 tokens (batch 1000 at
     // evaluation) and the benchmark's short and long rows.
     for (rows, cols) in [(1000, 9), (8000, 8), (4096, 4096)] {
         let x = sample(rows * cols, 5);
         let mut y = vec![0.0f32; rows * cols];
-        emit(
-            "softmax_rows",
-            rows,
-            cols,
-            time(reps, || {
-                benign_kernels::softmax_rows(cols, black_box(&x), &mut y)
-            }),
-        );
+        emit("softmax_rows", (rows, cols), reps, || {
+            benign_kernels::softmax_rows(cols, black_box(&x), &mut y)
+        });
     }
 }

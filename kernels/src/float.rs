@@ -77,6 +77,17 @@ pub trait Float:
     fn is_nan(self) -> bool;
 }
 
+/// The [`Float`] methods that are the primitive type's inherent method of the same name and
+/// arguments, returning `Self`.
+macro_rules! delegate_to_std {
+    ($t:ty; $($method:ident($($arg:ident: $arg_t:ty),*),)*) => {$(
+        #[inline(always)]
+        fn $method(self $(, $arg: $arg_t)*) -> Self {
+            <$t>::$method(self $(, $arg)*)
+        }
+    )*};
+}
+
 macro_rules! impl_float {
     ($t:ty, $name:literal) => {
         impl Float for $t {
@@ -95,46 +106,18 @@ macro_rules! impl_float {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            #[inline(always)]
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            #[inline(always)]
-            fn ln_1p(self) -> Self {
-                <$t>::ln_1p(self)
-            }
-            #[inline(always)]
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            #[inline(always)]
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
-            }
-            #[inline(always)]
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
-            #[inline(always)]
-            fn powi(self, n: i32) -> Self {
-                <$t>::powi(self, n)
-            }
-            #[inline(always)]
-            fn max(self, other: Self) -> Self {
-                <$t>::max(self, other)
-            }
-            #[inline(always)]
-            fn min(self, other: Self) -> Self {
-                <$t>::min(self, other)
-            }
-            #[inline(always)]
-            fn mul_add(self, a: Self, b: Self) -> Self {
-                <$t>::mul_add(self, a, b)
-            }
+            delegate_to_std!($t;
+                exp(),
+                ln(),
+                ln_1p(),
+                sqrt(),
+                tanh(),
+                abs(),
+                powi(n: i32),
+                max(other: Self),
+                min(other: Self),
+                mul_add(a: Self, b: Self),
+            );
             #[inline(always)]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)

@@ -6,8 +6,6 @@
 //! result depends only on the input, never on threads. `dot` and `sum` stay on the calling
 //! thread (a single pass over memory; on the target machines one core nearly saturates it).
 
-use rayon::prelude::*;
-
 use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
@@ -59,14 +57,8 @@ pub fn row_sums<T: Float>(rows: usize, cols: usize, x: &[T], ldx: usize, out: &m
             };
         }
     };
-    if threading::parallel(rows * cols) {
-        let rb = threading::rows_per_chunk(cols);
-        out.par_chunks_mut(rb)
-            .enumerate()
-            .for_each(|(b, o)| block(b * rb, o));
-    } else {
-        block(0, out);
-    }
+    let rb = threading::rows_per_chunk(cols);
+    threading::for_parts(out, threading::parallel(rows * cols), (rb, rb), block);
 }
 
 /// `out_j <- sum_i X_ij`, X rows x cols with leading dimension ldx. Each column is summed from
@@ -80,14 +72,10 @@ pub fn col_sums<T: Float>(rows: usize, cols: usize, x: &[T], ldx: usize, out: &m
     dispatch!(T, S => {
         let x: &[S] = cast(x);
         let out: &mut [S] = cast_mut(out);
-        if threading::parallel(rows * cols) {
-            let cb = threading::cols_per_chunk(rows);
-            out.par_chunks_mut(cb)
-                .enumerate()
-                .for_each(|(b, o)| col_sums_block::<S>(rows, x, ldx, b * cb, o));
-        } else {
-            col_sums_block::<S>(rows, x, ldx, 0, out);
-        }
+        let cb = threading::cols_per_chunk(rows);
+        threading::for_parts(out, threading::parallel(rows * cols), (cb, cb), |first_col, o| {
+            col_sums_block::<S>(rows, x, ldx, first_col, o)
+        });
     })
 }
 

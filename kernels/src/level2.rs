@@ -75,14 +75,8 @@ fn gemv_no<S: Simd>(alpha: S, a: MatRef<'_, S>, x: &[S], beta: S, y: &mut [S]) {
             r += 1;
         }
     };
-    if threading::parallel(m * n) {
-        let rb = threading::rows_per_chunk(n).div_ceil(ROW_GROUP) * ROW_GROUP;
-        y.par_chunks_mut(rb)
-            .enumerate()
-            .for_each(|(b, yb)| block(b * rb, yb));
-    } else {
-        block(0, y);
-    }
+    let rb = threading::rows_per_chunk(n).div_ceil(ROW_GROUP) * ROW_GROUP;
+    threading::for_parts(y, threading::parallel(m * n), (rb, rb), block);
 }
 
 /// Dot products of rows `row0..row0 + R` of A with x. Per row: accumulator 0 takes the even
@@ -155,18 +149,12 @@ fn gemv_yes<S: Simd>(alpha: S, a: MatRef<'_, S>, x: &[S], beta: S, y: &mut [S]) 
             }
         }
     };
-    if threading::parallel(m * n) {
-        // Each task reads its columns of every row: at least YES_MIN_TASK_COLS of them, so a
-        // task streams whole kilobytes per row. The shared column blocking gives 64 columns
-        // once m reaches 512 rows, and at 8192 x 8192 f32 those 256-byte pieces of rows 32 KB
-        // apart ran 2 threads at 0.42 of the triad bandwidth, below one thread's 1.1.
-        let cb = threading::cols_per_chunk(m).max(YES_MIN_TASK_COLS);
-        y.par_chunks_mut(cb)
-            .enumerate()
-            .for_each(|(b, yb)| block(b * cb, yb));
-    } else {
-        block(0, y);
-    }
+    // Each task reads its columns of every row: at least YES_MIN_TASK_COLS of them, so a task
+    // streams whole kilobytes per row. The shared column blocking gives 64 columns once m
+    // reaches 512 rows, and at 8192 x 8192 f32 those 256-byte pieces of rows 32 KB apart ran 2
+    // threads at 0.42 of the triad bandwidth, below one thread's 1.1.
+    let cb = threading::cols_per_chunk(m).max(YES_MIN_TASK_COLS);
+    threading::for_parts(y, threading::parallel(m * n), (cb, cb), block);
 }
 
 /// `acc_j <- acc_j + A_(i0+r, c0+j) x_(i0+r)` for r = 0..R in order, one FMA each (the same
@@ -223,14 +211,8 @@ pub fn ger<T: Float>(alpha: T, x: &[T], y: &[T], a: MatMut<'_, T>) {
                 crate::level1::axpy_simd::<S>(alpha * x[row0 + r], y, &mut row[..n]);
             }
         };
-        if threading::parallel(m * n) {
-            let rb = threading::rows_per_chunk(n);
-            a.par_chunks_mut(rb * lda)
-                .enumerate()
-                .for_each(|(b, ab)| block(b * rb, ab));
-        } else {
-            block(0, a);
-        }
+        let rb = threading::rows_per_chunk(n);
+        threading::for_parts(a, threading::parallel(m * n), (rb * lda, rb), block);
     })
 }
 

@@ -105,28 +105,42 @@ fn row_max(row: &[f64]) -> f64 {
     }
 }
 
-/// Row softmax over contiguous rows of `cols` entries: `y_ij = exp(x_ij - m_i) / sum_j exp(..)`.
-/// A row whose entries are all `-inf` yields all zeros (it attends to nothing); a row holding a NaN
-/// or `+inf` yields all NaN.
-pub fn softmax_rows(cols: usize, x: &[f64], y: &mut [f64]) {
+/// The softmax family row by row over contiguous rows of `cols` entries: with `m_i` the row's
+/// maximum ([`row_max`]) and `s_i = sum_j exp(x_ij - m_i)`, `y_ij = entry(x_ij - m_i, s_i)`; a row
+/// whose entries are all `-inf` is filled with `empty` instead.
+fn shifted_rows(
+    cols: usize,
+    x: &[f64],
+    y: &mut [f64],
+    empty: f64,
+    entry: impl Fn(f64, f64) -> f64,
+) {
     if cols == 0 {
         return;
     }
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
         let m = row_max(xr);
         if m == f64::NEG_INFINITY {
-            yr.iter_mut().for_each(|v| *v = 0.0);
+            yr.iter_mut().for_each(|v| *v = empty);
             continue;
         }
         let s: f64 = xr.iter().map(|v| (v - m).exp()).sum();
         for (yv, xv) in yr.iter_mut().zip(xr) {
-            *yv = (xv - m).exp() / s;
+            *yv = entry(xv - m, s);
         }
     }
 }
 
-/// Softmax backward: `dx = y * (dy - <dy, y>)` row by row.
-pub fn softmax_rows_backward(cols: usize, y: &[f64], dy: &[f64], dx: &mut [f64]) {
+/// The backward pass of the softmax family row by row from the output y: with `r_i =
+/// reduce(y_i, dy_i)` over the row, `dx_ij = entry(y_ij, dy_ij, r_i)`.
+fn rows_backward(
+    cols: usize,
+    y: &[f64],
+    dy: &[f64],
+    dx: &mut [f64],
+    reduce: impl Fn(&[f64], &[f64]) -> f64,
+    entry: impl Fn(f64, f64, f64) -> f64,
+) {
     if cols == 0 {
         return;
     }
@@ -135,47 +149,48 @@ pub fn softmax_rows_backward(cols: usize, y: &[f64], dy: &[f64], dx: &mut [f64])
         .zip(dy.chunks_exact(cols))
         .zip(dx.chunks_exact_mut(cols))
     {
-        let inner: f64 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
-        for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
-            *d = yv * (dyv - inner);
+        let r = reduce(yr, dyr);
+        for ((d, &yv), &dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
+            *d = entry(yv, dyv, r);
         }
     }
+}
+
+/// Row softmax over contiguous rows of `cols` entries: `y_ij = exp(x_ij - m_i) / sum_j exp(..)`.
+/// A row whose entries are all `-inf` yields all zeros (it attends to nothing); a row holding a NaN
+/// or `+inf` yields all NaN.
+pub fn softmax_rows(cols: usize, x: &[f64], y: &mut [f64]) {
+    shifted_rows(cols, x, y, 0.0, |shifted, s| shifted.exp() / s);
+}
+
+/// Softmax backward: `dx = y * (dy - <dy, y>)` row by row.
+pub fn softmax_rows_backward(cols: usize, y: &[f64], dy: &[f64], dx: &mut [f64]) {
+    rows_backward(
+        cols,
+        y,
+        dy,
+        dx,
+        |yr, dyr| yr.iter().zip(dyr).map(|(a, b)| a * b).sum(),
+        |yv, dyv, inner| yv * (dyv - inner),
+    );
 }
 
 /// Row log-softmax: `y_ij = x_ij - m_i - log sum_j exp(x_ij - m_i)`. An all `-inf` row yields
 /// all `-inf`.
 pub fn log_softmax_rows(cols: usize, x: &[f64], y: &mut [f64]) {
-    if cols == 0 {
-        return;
-    }
-    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let m = row_max(xr);
-        if m == f64::NEG_INFINITY {
-            yr.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
-            continue;
-        }
-        let log_sum = xr.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-        for (yv, xv) in yr.iter_mut().zip(xr) {
-            *yv = (xv - m) - log_sum;
-        }
-    }
+    shifted_rows(cols, x, y, f64::NEG_INFINITY, |shifted, s| shifted - s.ln());
 }
 
 /// Log-softmax backward from its output y: `dx = dy - exp(y) * sum_j dy_j`.
 pub fn log_softmax_rows_backward(cols: usize, y: &[f64], dy: &[f64], dx: &mut [f64]) {
-    if cols == 0 {
-        return;
-    }
-    for ((yr, dyr), dxr) in y
-        .chunks_exact(cols)
-        .zip(dy.chunks_exact(cols))
-        .zip(dx.chunks_exact_mut(cols))
-    {
-        let s: f64 = dyr.iter().sum();
-        for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
-            *d = dyv - yv.exp() * s;
-        }
-    }
+    rows_backward(
+        cols,
+        y,
+        dy,
+        dx,
+        |_, dyr| dyr.iter().sum(),
+        |yv, dyv, s| dyv - yv.exp() * s,
+    );
 }
 
 /// `log(1 + e^x)`, computed as `max(x, 0) + log1p(e^-|x|)`.

@@ -399,6 +399,36 @@ const ERFC_CHEB_F32: [f32; 13] = {
     c
 };
 
+/// The [`Simd`] lane-wise operations that are the same call on both of `wide`'s vector types.
+macro_rules! wide_lane_ops {
+    ($v:ty) => {
+        #[inline(always)]
+        fn vmax(a: $v, b: $v) -> $v {
+            a.fast_max(b)
+        }
+        #[inline(always)]
+        fn vabs(v: $v) -> $v {
+            v.abs()
+        }
+        #[inline(always)]
+        fn select(mask: $v, t: $v, f: $v) -> $v {
+            mask.blend(t, f)
+        }
+        #[inline(always)]
+        fn vlt(a: $v, b: $v) -> $v {
+            a.cmp_lt(b)
+        }
+        #[inline(always)]
+        fn all(mask: $v) -> bool {
+            mask.all()
+        }
+        #[inline(always)]
+        fn wide_exp(v: $v) -> $v {
+            v.exp()
+        }
+    };
+}
+
 impl Simd for f32 {
     type V = f32x8;
     const ERFC_CHEB: &'static [f32] = &ERFC_CHEB_F32;
@@ -418,26 +448,7 @@ impl Simd for f32 {
         ];
         m4[0].max(m4[2]).max(m4[1].max(m4[3]))
     }
-    #[inline(always)]
-    fn vmax(a: f32x8, b: f32x8) -> f32x8 {
-        a.fast_max(b)
-    }
-    #[inline(always)]
-    fn vabs(v: f32x8) -> f32x8 {
-        v.abs()
-    }
-    #[inline(always)]
-    fn select(mask: f32x8, t: f32x8, f: f32x8) -> f32x8 {
-        mask.blend(t, f)
-    }
-    #[inline(always)]
-    fn vlt(a: f32x8, b: f32x8) -> f32x8 {
-        a.cmp_lt(b)
-    }
-    #[inline(always)]
-    fn all(mask: f32x8) -> bool {
-        mask.all()
-    }
+    wide_lane_ops!(f32x8);
     #[inline(always)]
     fn transpose_in(block: &[f32], columns: &mut [f32x8]) -> bool {
         let rows: [f32x8; 8] =
@@ -452,10 +463,6 @@ impl Simd for f32 {
             SimdVector::store(*row, &mut block[8 * k..8 * k + 8]);
         }
         true
-    }
-    #[inline(always)]
-    fn wide_exp(v: f32x8) -> f32x8 {
-        v.exp()
     }
 }
 
@@ -472,30 +479,7 @@ impl Simd for f64 {
         let a = v.to_array();
         a[0].max(a[2]).max(a[1].max(a[3]))
     }
-    #[inline(always)]
-    fn vmax(a: f64x4, b: f64x4) -> f64x4 {
-        a.fast_max(b)
-    }
-    #[inline(always)]
-    fn vabs(v: f64x4) -> f64x4 {
-        v.abs()
-    }
-    #[inline(always)]
-    fn select(mask: f64x4, t: f64x4, f: f64x4) -> f64x4 {
-        mask.blend(t, f)
-    }
-    #[inline(always)]
-    fn vlt(a: f64x4, b: f64x4) -> f64x4 {
-        a.cmp_lt(b)
-    }
-    #[inline(always)]
-    fn all(mask: f64x4) -> bool {
-        mask.all()
-    }
-    #[inline(always)]
-    fn wide_exp(v: f64x4) -> f64x4 {
-        v.exp()
-    }
+    wide_lane_ops!(f64x4);
 }
 
 /// Test hooks: the vector approximations applied lane-wise over a slice (tail lanes padded), so

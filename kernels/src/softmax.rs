@@ -31,16 +31,21 @@ pub fn log_softmax_rows<T: Float>(cols: usize, x: &[T], y: &mut [T]) {
     rows_forward(cols, x, y, true)
 }
 
+/// Whether there are rows to compute (none when `cols == 0`); panics unless `len` entries are
+/// whole rows of `cols`.
+fn whole_rows(what: &str, len: usize, cols: usize) -> bool {
+    if cols == 0 {
+        return false;
+    }
+    assert_eq!(len % cols, 0, "{what}: length is not a multiple of cols");
+    true
+}
+
 fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
     assert_eq!(x.len(), y.len(), "softmax: x and y lengths differ");
-    if cols == 0 {
+    if !whole_rows("softmax", x.len(), cols) {
         return;
     }
-    assert_eq!(
-        x.len() % cols,
-        0,
-        "softmax: length is not a multiple of cols"
-    );
     dispatch!(T, S => {
         let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
         threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
@@ -216,14 +221,9 @@ fn rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T], log: bo
         y.len() == dy.len() && y.len() == dx.len(),
         "softmax backward: lengths differ"
     );
-    if cols == 0 {
+    if !whole_rows("softmax backward", y.len(), cols) {
         return;
     }
-    assert_eq!(
-        y.len() % cols,
-        0,
-        "softmax backward: length is not a multiple of cols"
-    );
     dispatch!(T, S => {
         let (y, dy, dx): (&[S], &[S], &mut [S]) = (cast(y), cast(dy), cast_mut(dx));
         threading::for_row_blocks(cols, y.len(), dx, |row0, dxb| {

@@ -50,15 +50,28 @@ pub(crate) fn for_row_blocks<T: Send>(
     out: &mut [T],
     block: impl Fn(usize, &mut [T]) + Sync,
 ) {
-    use rayon::prelude::*;
     if cols == 0 || out.is_empty() {
         return;
     }
-    if parallel(work) {
-        let rb = rows_per_chunk(cols);
-        out.par_chunks_mut(rb * cols)
+    let rb = rows_per_chunk(cols);
+    for_parts(out, parallel(work), (rb * cols, rb), block);
+}
+
+/// Run `block(first, part)` over `out` cut into fixed parts of `part_len` elements, part `b`
+/// starting at unit (row or column) `first = b * units_per_part`, on the rayon pool when
+/// `in_parallel`; else in one call on this thread over all of `out` with `first = 0`. `block`
+/// must compute each unit independently of the parts, so both give the same bits.
+pub(crate) fn for_parts<T: Send>(
+    out: &mut [T],
+    in_parallel: bool,
+    (part_len, units_per_part): (usize, usize),
+    block: impl Fn(usize, &mut [T]) + Sync,
+) {
+    use rayon::prelude::*;
+    if in_parallel {
+        out.par_chunks_mut(part_len)
             .enumerate()
-            .for_each(|(b, o)| block(b * rb, o));
+            .for_each(|(b, part)| block(b * units_per_part, part));
     } else {
         block(0, out);
     }

@@ -83,6 +83,12 @@ fn level1_matches_reference() {
     check_level1::<f64>(&mut rng);
 }
 
+/// `row_sums` or `col_sums`: `(rows, cols, x, ldx, out)`.
+type Sums<S> = fn(usize, usize, &[S], usize, &mut [S]);
+/// A sums kernel to check: its name, the kernel, its reference, its outputs and the terms each
+/// output sums.
+type SumsCase<T> = (&'static str, Sums<T>, Sums<f64>, usize, usize);
+
 fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usize) {
     let x = random::<T>(
         rng,
@@ -95,33 +101,31 @@ fn check_sums<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, ldx: usi
     );
     let xw = widen(&x);
     let abs: Vec<f64> = xw.iter().map(|v| v.abs()).collect();
-    let mut got = vec![T::from_f64(f64::NAN); rows];
-    benign_kernels::row_sums(rows, cols, &x, ldx, &mut got);
-    let mut want = vec![0.0; rows];
-    reference::row_sums(rows, cols, &xw, ldx, &mut want);
-    let mut scale = vec![0.0; rows];
-    reference::row_sums(rows, cols, &abs, ldx, &mut scale);
-    assert_close(
-        &format!("row_sums {rows}x{cols}"),
-        &got,
-        &want,
-        cols,
-        &scale,
-    );
-
-    let mut got = vec![T::from_f64(f64::NAN); cols];
-    benign_kernels::col_sums(rows, cols, &x, ldx, &mut got);
-    let mut want = vec![0.0; cols];
-    reference::col_sums(rows, cols, &xw, ldx, &mut want);
-    let mut scale = vec![0.0; cols];
-    reference::col_sums(rows, cols, &abs, ldx, &mut scale);
-    assert_close(
-        &format!("col_sums {rows}x{cols}"),
-        &got,
-        &want,
-        rows,
-        &scale,
-    );
+    let sums: [SumsCase<T>; 2] = [
+        (
+            "row_sums",
+            benign_kernels::row_sums,
+            reference::row_sums,
+            rows,
+            cols,
+        ),
+        (
+            "col_sums",
+            benign_kernels::col_sums,
+            reference::col_sums,
+            cols,
+            rows,
+        ),
+    ];
+    for (name, kernel, reference, outputs, terms) in sums {
+        let mut got = vec![T::from_f64(f64::NAN); outputs];
+        kernel(rows, cols, &x, ldx, &mut got);
+        let mut want = vec![0.0; outputs];
+        reference(rows, cols, &xw, ldx, &mut want);
+        let mut scale = vec![0.0; outputs];
+        reference(rows, cols, &abs, ldx, &mut scale);
+        assert_close(&format!("{name} {rows}x{cols}"), &got, &want, terms, &scale);
+    }
 }
 
 #[test]

@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    assert_bitwise_equal, check, check_case, operands, pool, run, Case, Operands, ALPHAS, BETAS,
-    TRANSPOSES,
+    assert_bitwise_equal, check_case, check_grid, check_on_threads, operands, pool, run, Case,
+    Operands, ALPHAS, BETAS, TRANSPOSES,
 };
 
 use benign_kernels::gemm::{blocking, GemmPath, KernelVariant};
@@ -21,51 +21,29 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const SIZES: [usize; 12] = [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65];
-/// Every (m, n, k) over `SIZES`; transposes, alpha, beta and padding cycle with the case index
-/// so that each combination shows up across the grid.
-fn shape_grid<T: Float>(kernel: KernelVariant, seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut index = 0;
-    for m in SIZES {
-        for n in SIZES {
-            for k in SIZES {
-                let transposes = TRANSPOSES[index % 4];
-                let case = Case::cycled(kernel, GemmPath::Packed, transposes, m, n, k, index);
-                check_case::<T>(case, &mut rng);
-                index += 1;
-            }
-        }
-    }
-}
-
+// Every (m, n, k) over `SIZES`; transposes, alpha, beta and padding cycle with the case index
+// so that each combination shows up across the grid.
 common::tests_per_kernel_variant! {
-    shape_grid_f32 => shape_grid::<f32>(1);
-    shape_grid_f64 => shape_grid::<f64>(2);
+    shape_grid_f32 => check_grid::<f32>(GemmPath::Packed, (&SIZES, &SIZES), 1, 1);
+    shape_grid_f64 => check_grid::<f64>(GemmPath::Packed, (&SIZES, &SIZES), 1, 2);
 }
 
 /// All transposes x alpha x beta on a few shapes crossing tile edges.
 fn transposes_and_scalars<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (m, n, k) in [(7, 9, 17), (17, 16, 65), (65, 63, 9), (1, 33, 2)] {
-        for (ta, tb) in TRANSPOSES {
+        for transposes in TRANSPOSES {
             for alpha in ALPHAS {
                 for beta in BETAS {
                     for pad in [0, 5] {
-                        check_case::<T>(
-                            Case {
-                                kernel,
-                                path: GemmPath::Packed,
-                                ta,
-                                tb,
-                                m,
-                                n,
-                                k,
-                                alpha,
-                                beta,
-                                pad,
-                            },
-                            &mut rng,
-                        );
+                        let base = Case::new(kernel, GemmPath::Packed, transposes, (m, n, k));
+                        let case = Case {
+                            alpha,
+                            beta,
+                            pad,
+                            ..base
+                        };
+                        check_case::<T>(case, &mut rng);
                     }
                 }
             }
@@ -102,24 +80,13 @@ fn block_edges<T: Float>(kernel: KernelVariant, seed: u64) {
         shapes.push((2 * blocking.mc + 1, n, 9));
     }
     for (index, &(m, n, k)) in shapes.iter().enumerate() {
-        let (ta, tb) = TRANSPOSES[index % 4];
+        let base = Case::new(kernel, GemmPath::Packed, TRANSPOSES[index % 4], (m, n, k));
         let case = Case {
-            kernel,
-            path: GemmPath::Packed,
-            ta,
-            tb,
-            m,
-            n,
-            k,
-            alpha: -1.7,
             beta: BETAS[index % 3],
             pad: 1,
+            ..base
         };
-        let ops = operands::<T>(&case, &mut rng);
-        let serial = pool(1).install(|| run::<T>(&case, &ops));
-        check::<T>(&case, &ops, &serial);
-        let parallel = pool(4).install(|| run::<T>(&case, &ops));
-        assert_bitwise_equal(&serial, &parallel, &case);
+        check_on_threads::<T>(&case, &mut rng, &[4]);
     }
 }
 
@@ -133,37 +100,17 @@ common::tests_per_kernel_variant! {
 fn large<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // ta = No, tb = Yes makes the reference's inner loop contiguous (it takes seconds otherwise)
+    let transposes = (Transpose::No, Transpose::Yes);
     let case = Case {
-        kernel,
-        path: GemmPath::Packed,
-        ta: Transpose::No,
-        tb: Transpose::Yes,
-        m: 2000,
-        n: 2000,
-        k: 160,
         alpha: 0.8,
-        beta: 0.0,
-        pad: 0,
+        ..Case::new(kernel, GemmPath::Packed, transposes, (2000, 2000, 160))
     };
-    let ops = operands::<T>(&case, &mut rng);
-    let serial = pool(1).install(|| run::<T>(&case, &ops));
-    check::<T>(&case, &ops, &serial);
-    for threads in [2, 3, 4] {
-        let parallel = pool(threads).install(|| run::<T>(&case, &ops));
-        assert_bitwise_equal(&serial, &parallel, &case);
-    }
-    for (ta, tb) in TRANSPOSES {
+    check_on_threads::<T>(&case, &mut rng, &[2, 3, 4]);
+    for transposes in TRANSPOSES {
         let case = Case {
-            kernel,
-            path: GemmPath::Packed,
-            ta,
-            tb,
-            m: 700,
-            n: 300,
-            k: 600,
-            alpha: -1.7,
             beta: 0.6,
             pad: 3,
+            ..Case::new(kernel, GemmPath::Packed, transposes, (700, 300, 600))
         };
         let ops = operands::<T>(&case, &mut rng);
         let serial = pool(1).install(|| run::<T>(&case, &ops));
@@ -190,26 +137,13 @@ fn short_and_wide<T: Float>(kernel: KernelVariant, seed: u64) {
     .iter()
     .enumerate()
     {
-        let (ta, tb) = TRANSPOSES[index % 4];
+        let base = Case::new(kernel, GemmPath::Packed, TRANSPOSES[index % 4], (m, n, k));
         let case = Case {
-            kernel,
-            path: GemmPath::Packed,
-            ta,
-            tb,
-            m,
-            n,
-            k,
-            alpha: -1.7,
             beta: BETAS[index % 3],
             pad: 2,
+            ..base
         };
-        let ops = operands::<T>(&case, &mut rng);
-        let serial = pool(1).install(|| run::<T>(&case, &ops));
-        check::<T>(&case, &ops, &serial);
-        for threads in [2, 3, 4] {
-            let parallel = pool(threads).install(|| run::<T>(&case, &ops));
-            assert_bitwise_equal(&serial, &parallel, &case);
-        }
+        check_on_threads::<T>(&case, &mut rng, &[2, 3, 4]);
     }
 }
 
@@ -228,17 +162,10 @@ fn beta_zero_ignores_c<T: Float>(kernel: KernelVariant) {
         (13, 21, 7, 0.0),
         (300, 100, 200, -1.0),
     ] {
+        let transposes = (Transpose::No, Transpose::No);
         let case = Case {
-            kernel,
-            path: GemmPath::Packed,
-            ta: Transpose::No,
-            tb: Transpose::No,
-            m,
-            n,
-            k,
             alpha,
-            beta: 0.0,
-            pad: 0,
+            ..Case::new(kernel, GemmPath::Packed, transposes, (m, n, k))
         };
         let ops = operands::<T>(&case, &mut rng);
         let mut zero_c = ops.c.clone();

@@ -15,9 +15,7 @@ use benign_kernels::gemm::{
 mod common;
 
 use benign_kernels::{Float, Transpose};
-use common::{
-    assert_bitwise_equal, check, check_case, operands, pool, run, Case, ALPHAS, BETAS, TRANSPOSES,
-};
+use common::{check_case, check_grid, check_on_threads, Case, ALPHAS, BETAS, TRANSPOSES};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -25,27 +23,11 @@ use rand_chacha::ChaCha8Rng;
 const SIDES: [usize; 12] = [0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33];
 /// Depths: around the vector widths, the dot-form threshold and the axpy depth block (64).
 const DEPTHS: [usize; 12] = [0, 1, 2, 7, 8, 9, 17, 33, 63, 64, 65, 129];
-/// Every (m, n, k) of `SIDES x SIDES x DEPTHS` with every transpose pair, forced direct;
-/// alpha, beta and padding cycle with the case index.
-fn direct_grid<T: Float>(kernel: KernelVariant, seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut index = 0;
-    for m in SIDES {
-        for n in SIDES {
-            for k in DEPTHS {
-                for transposes in TRANSPOSES {
-                    let case = Case::cycled(kernel, GemmPath::Direct, transposes, m, n, k, index);
-                    check_case::<T>(case, &mut rng);
-                    index += 1;
-                }
-            }
-        }
-    }
-}
-
+// Every (m, n, k) of `SIDES x SIDES x DEPTHS` with every transpose pair, forced direct; alpha,
+// beta and padding cycle with the case index.
 common::tests_per_kernel_variant! {
-    direct_grid_f32 => direct_grid::<f32>(21);
-    direct_grid_f64 => direct_grid::<f64>(22);
+    direct_grid_f32 => check_grid::<f32>(GemmPath::Direct, (&SIDES, &DEPTHS), 4, 21);
+    direct_grid_f64 => check_grid::<f64>(GemmPath::Direct, (&SIDES, &DEPTHS), 4, 22);
 }
 
 /// Shapes the grid cannot reach: several column slabs and depth blocks of the axpy form
@@ -63,18 +45,12 @@ fn direct_larger<T: Float>(kernel: KernelVariant, seed: u64) {
         (70, 45, 30),
     ];
     for (index, (m, n, k)) in shapes.into_iter().enumerate() {
-        for (t, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+        for (t, transposes) in TRANSPOSES.into_iter().enumerate() {
             let case = Case {
-                kernel,
-                path: GemmPath::Direct,
-                ta,
-                tb,
-                m,
-                n,
-                k,
                 alpha: ALPHAS[1 + (index + t) % 2],
                 beta: BETAS[(index + t) % 3],
                 pad: (index + t) % 2,
+                ..Case::new(kernel, GemmPath::Direct, transposes, (m, n, k))
             };
             check_case::<T>(case, &mut rng);
         }
@@ -114,18 +90,11 @@ fn shape_rule_thresholds() {
     ];
     for kernel in common::kernel_variants() {
         for (index, (m, n, k)) in shapes.into_iter().enumerate() {
-            for (ta, tb) in TRANSPOSES {
+            for transposes in TRANSPOSES {
                 let case = Case {
-                    kernel,
-                    path: GemmPath::Auto,
-                    ta,
-                    tb,
-                    m,
-                    n,
-                    k,
-                    alpha: -1.7,
                     beta: BETAS[index % 3],
                     pad: 1,
+                    ..Case::new(kernel, GemmPath::Auto, transposes, (m, n, k))
                 };
                 check_case::<f32>(case, &mut rng);
                 check_case::<f64>(case, &mut rng);
@@ -138,7 +107,6 @@ fn shape_rule_thresholds() {
 /// threads must give the same bits (chunk edges: n around multiples of PARALLEL_COLUMNS).
 fn threads_bit_identical<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (one, four) = (pool(1), pool(4));
     let shapes = [
         (20, 4 * PARALLEL_COLUMNS + 1, 1100),
         (9, 3 * PARALLEL_COLUMNS - 1, 2100),
@@ -146,24 +114,14 @@ fn threads_bit_identical<T: Float>(kernel: KernelVariant, seed: u64) {
     ];
     for (m, n, k) in shapes {
         assert!(m * n * k >= benign_kernels::gemm::GEMM_PARALLEL_MIN_MULADDS);
-        for (index, (ta, tb)) in TRANSPOSES.into_iter().enumerate() {
+        for (index, transposes) in TRANSPOSES.into_iter().enumerate() {
             let case = Case {
-                kernel,
-                path: GemmPath::Direct,
-                ta,
-                tb,
-                m,
-                n,
-                k,
                 alpha: 0.7,
                 beta: BETAS[index % 3],
                 pad: 3,
+                ..Case::new(kernel, GemmPath::Direct, transposes, (m, n, k))
             };
-            let ops = operands::<T>(&case, &mut rng);
-            let serial = one.install(|| run::<T>(&case, &ops));
-            let parallel = four.install(|| run::<T>(&case, &ops));
-            check::<T>(&case, &ops, &serial);
-            assert_bitwise_equal(&serial, &parallel, &case);
+            check_on_threads::<T>(&case, &mut rng, &[4]);
         }
     }
 }

@@ -26,20 +26,14 @@ fn against_reference<T: Float>(seed: u64) {
                 if m.min(n).min(k) > 1 && (m, n, k) != (17, 40, 5) {
                     continue;
                 }
-                for (ta, tb) in TRANSPOSES {
+                for transposes in TRANSPOSES {
                     for (alpha, beta) in ALPHAS.into_iter().zip(BETAS).chain([(1.0, 1.0)]) {
                         for pad in [0, 3] {
                             let case = Case {
-                                kernel,
-                                path: GemmPath::Auto,
-                                ta,
-                                tb,
-                                m,
-                                n,
-                                k,
                                 alpha,
                                 beta,
                                 pad,
+                                ..Case::new(kernel, GemmPath::Auto, transposes, (m, n, k))
                             };
                             let ops = operands::<T>(&case, &mut rng);
                             let got = run_entry::<T>(&case, &ops, matmul::<T>);

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::embed::{key_padding_mask, EmbedParams, InputKind, TokenParams};
 use crate::autodiff::{ParamId, ParamStore, Tape, Var};
 use crate::realdata::{TokenizedSplit, Tokens};
+use crate::transformer::block::check_heads;
 use crate::transformer::{
     block_forward_vars, cls_block_forward_vars, linear_forward, BlockConfig, BlockParams,
     BlockVars, LayerNormParams, Linear, LinearVars,
@@ -77,15 +78,7 @@ impl ModelConfig {
             InputKind::Patches { patch_dim } => at_least("patch dimension", patch_dim, 1)?,
             InputKind::Words { vocab_size } => at_least("vocabulary size", vocab_size, 2)?,
         }
-        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
-            return Err(Error::invalid(
-                "heads",
-                format!(
-                    "must be at least 1 and divide dim = {}, got {}",
-                    self.dim, self.heads
-                ),
-            ));
-        }
+        check_heads(self.heads, ("dim", self.dim))?;
         // A generous bound that keeps parameter counts (and the memory asked for) sane.
         let params = self.parameter_count();
         if params > 1 << 31 {

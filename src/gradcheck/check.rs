@@ -89,6 +89,21 @@ impl CheckResult {
             detail: String::new(),
         }
     }
+
+    /// Fills in a check of bit-identity between two runs: it passes when `same` (the caller's
+    /// comparison, which may cover more than the gradients given); its error is the largest
+    /// difference between the two runs' gradients; `detail` says what the runs were.
+    fn set_bitwise(
+        &mut self,
+        same: bool,
+        (first, second): (&[Vec<f64>], &[Vec<f64>]),
+        detail: &str,
+    ) {
+        self.max_abs_error = max_difference(first, second);
+        self.tolerance = "bitwise equal".into();
+        self.passed = same;
+        self.detail = detail.into();
+    }
 }
 
 /// Totals over a run.
@@ -352,13 +367,7 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
         let (_, g32) = gradients(&mut tape32, case, case.build.f32, &values, &weights);
         for ((slot, i), (a, b)) in differentiable(case).enumerate().zip(g32.iter().zip(&g64)) {
             let _ = slot;
-            let err = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f64::max);
-            let scale = b.iter().map(|v| v.abs()).fold(0.0, f64::max);
-            let rel = if scale > 0.0 { err / scale } else { err };
+            let (err, rel) = normwise_error(a, b);
             let mut r = result("f32_vs_f64", describe(&case.inputs[i]), "f32");
             r.max_abs_error = err;
             r.max_rel_error = rel;
@@ -376,10 +385,11 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
         let second = backward_once(&mut tape, case, &vars, out, &weights);
         let same = bitwise_equal(&first, &second) && bitwise_equal(&first, &g64);
         let mut r = result("reentrant", "all".into(), "f64");
-        r.max_abs_error = max_difference(&first, &second);
-        r.tolerance = "bitwise equal".into();
-        r.passed = same;
-        r.detail = "two backward passes, and a fresh tape".into();
+        r.set_bitwise(
+            same,
+            (&first, &second),
+            "two backward passes, and a fresh tape",
+        );
         results.push(r);
     }
 
@@ -397,10 +407,7 @@ pub(crate) fn run_case_with(case: &Case, config: &Config, pools: &Pools) -> Vec<
             && bitwise_equal(std::slice::from_ref(&y1), &[y4])
             && bitwise_equal(&[y1], &[y64]);
         let mut r = result("threads", "all".into(), "f64");
-        r.max_abs_error = max_difference(&g1, &g4);
-        r.tolerance = "bitwise equal".into();
-        r.passed = same;
-        r.detail = "rayon pools of 1 and 4 threads".into();
+        r.set_bitwise(same, (&g1, &g4), "rayon pools of 1 and 4 threads");
         results.push(r);
     }
 
@@ -673,6 +680,19 @@ fn bitwise_equal(a: &[Vec<f64>], b: &[Vec<f64>]) -> bool {
         && a.iter().zip(b).all(|(x, y)| {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
         })
+}
+
+/// The normwise error of `approx` against `reference`: `max |approx - reference|`, and that over
+/// `max |reference|` (the absolute error itself when the reference is all zero).
+pub(crate) fn normwise_error(approx: &[f64], reference: &[f64]) -> (f64, f64) {
+    let err = approx
+        .iter()
+        .zip(reference)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let scale = reference.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    let rel = if scale > 0.0 { err / scale } else { err };
+    (err, rel)
 }
 
 fn max_difference(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::cases::{Case, Domain, Input, Mode};
-use super::check::{CheckResult, Config};
+use super::check::{normwise_error, CheckResult, Config};
 use crate::attention_model::closed_form::{self as attention, TokenShape};
 use crate::attention_model::tape::{self as attention_tape, AttentionVars, SharedInputs};
 use crate::autodiff::{Tape, Var};
@@ -190,13 +190,7 @@ fn closed_form_check(config: &Config, d: usize) -> Vec<CheckResult> {
         (format!("W[{d}, {d}]"), &copied.grad_w, &closed_w),
         (format!("p[{d}]"), &copied.grad_p, &closed.grad_p),
     ] {
-        let err = ours
-            .iter()
-            .zip(reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        let scale = reference.iter().map(|v| v.abs()).fold(0.0, f64::max);
-        let rel = if scale > 0.0 { err / scale } else { err };
+        let (err, rel) = normwise_error(ours, reference);
         results.push(CheckResult {
             kind: "model",
             case: format!("attention/n20_T8_d{d}"),

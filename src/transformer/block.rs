@@ -70,15 +70,7 @@ impl BlockConfig {
         if self.d_model == 0 {
             return Err(Error::invalid("d-model", "must be at least 1, got 0"));
         }
-        if self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
-            return Err(Error::invalid(
-                "heads",
-                format!(
-                    "must be at least 1 and divide d-model = {}, got {}",
-                    self.d_model, self.heads
-                ),
-            ));
-        }
+        check_heads(self.heads, ("d-model", self.d_model))?;
         if self.mlp_dim == 0 {
             return Err(Error::invalid("mlp-dim", "must be at least 1, got 0"));
         }
@@ -90,6 +82,18 @@ impl BlockConfig {
         }
         Ok(())
     }
+}
+
+/// `heads` must be at least 1 and divide the model width (named `width_name` in the error), so
+/// that every head gets the same number of columns.
+pub(crate) fn check_heads(heads: usize, (width_name, width): (&str, usize)) -> Result<()> {
+    if heads == 0 || !width.is_multiple_of(heads) {
+        return Err(Error::invalid(
+            "heads",
+            format!("must be at least 1 and divide {width_name} = {width}, got {heads}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The parameters of one block in a [`ParamStore`], named `{prefix}.ln1.weight`,

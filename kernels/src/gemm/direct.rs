@@ -322,17 +322,7 @@ fn direct<S: DirectScalar>(product: Product<'_, S>, c: MatMut<'_, S>) {
         return;
     }
     // loop over fixed chunks of PARALLEL_COLUMNS columns of C, one rayon task each
-    let chunks = n.div_ceil(PARALLEL_COLUMNS);
-    let mut parts: Vec<Vec<&mut [S]>> = (0..chunks).map(|_| Vec::with_capacity(m)).collect();
-    for c_row in c.chunks_mut(ldc).take(m) {
-        let mut rest = &mut c_row[..n];
-        for part in &mut parts {
-            let (head, tail) = rest.split_at_mut(PARALLEL_COLUMNS.min(rest.len()));
-            part.push(head);
-            rest = tail;
-        }
-    }
-    parts
+    super::column_parts(c, (m, ldc), 0..n, PARALLEL_COLUMNS)
         .into_par_iter()
         .enumerate()
         .for_each(|(chunk, mut rows)| {

@@ -297,6 +297,33 @@ mod tests {
             .collect()
     }
 
+    /// Entry (i, j) of a tile, `got`, against the f64 value of `alpha A B + beta old` from the
+    /// packed panels of depth `kc` (`A(i, p) = a[p mr + i]`, `B(p, j) = b[p nr + j]`), within
+    /// `2 (kc + 2) eps` of the magnitude of its terms. `tile` (rows, cols) names the case.
+    fn assert_tile_entry<S: Float>(
+        (a, mr, b, nr): (&[S], usize, &[S], usize),
+        (kc, i, j): (usize, usize, usize),
+        (alpha, beta): (f64, f64),
+        (old, got): (f64, f64),
+        tile: (usize, usize),
+    ) {
+        let (mut exact, mut magnitude) = (0.0, 0.0);
+        for p in 0..kc {
+            let term = a[p * mr + i].to_f64() * b[p * nr + j].to_f64();
+            exact += term;
+            magnitude += term.abs();
+        }
+        let beta_c = if beta == 0.0 { 0.0 } else { beta * old };
+        let expected = alpha * exact + beta_c;
+        let bound =
+            2.0 * (kc + 2) as f64 * S::EPSILON.to_f64() * (alpha * magnitude + beta_c.abs());
+        let (rows, cols) = tile;
+        assert!(
+            (got - expected).abs() <= bound,
+            "kc={kc} rows={rows} cols={cols} beta={beta} ({i},{j}): {got} vs {expected}"
+        );
+    }
+
     fn check_microkernel<V: SimdVector + Pod>()
     where
         V::Scalar: Pod,
@@ -343,7 +370,6 @@ mod tests {
                         rows,
                         cols,
                     );
-                    let eps = V::Scalar::EPSILON.to_f64();
                     for i in 0..MR + 1 {
                         for j in 0..ldc {
                             let got = c[i * ldc + j].to_f64();
@@ -352,22 +378,12 @@ mod tests {
                                 assert_eq!(got, old, "outside the tile ({i}, {j}) was written");
                                 continue;
                             }
-                            let (mut exact, mut magnitude) = (0.0, 0.0);
-                            for p in 0..kc {
-                                let term = a[p * MR + i].to_f64() * b_scalars[p * nr + j].to_f64();
-                                exact += term;
-                                magnitude += term.abs();
-                            }
-                            let beta_c = if beta == 0.0 { 0.0 } else { beta * old };
-                            let expected = alpha * exact + beta_c;
-                            let bound = 2.0
-                                * (kc + 2) as f64
-                                * eps
-                                * (alpha * magnitude + (beta * old).abs());
-                            assert!(
-                                (got - expected).abs() <= bound,
-                                "kc={kc} rows={rows} cols={cols} beta={beta} ({i},{j}): \
-                                 {got} vs {expected}"
+                            assert_tile_entry(
+                                (&a, MR, &b_scalars, nr),
+                                (kc, i, j),
+                                (alpha, beta),
+                                (old, got),
+                                (rows, cols),
                             );
                         }
                     }
@@ -377,12 +393,8 @@ mod tests {
     }
 
     #[test]
-    fn microkernel_f32x8_full_and_partial_tiles() {
+    fn microkernel_full_and_partial_tiles_f32x8_and_f64x4() {
         check_microkernel::<f32x8>();
-    }
-
-    #[test]
-    fn microkernel_f64x4_full_and_partial_tiles() {
         check_microkernel::<f64x4>();
     }
 
@@ -413,7 +425,6 @@ mod tests {
     /// stay untouched; then partial tiles must equal the matching part of the full tile bitwise.
     fn check_tile_fn<S: Float, K: GemmKernel<S>>() {
         let (mr, nr) = (K::MR, K::NR);
-        let eps = S::EPSILON.to_f64();
         // 23..=25: around the start of the AVX-512 kernels' C prefetch window; 30, 81, 98
         // and 257 end their groups of next-tile fetches early, or leave 1, 2 or 3 steps
         // after the unrolled stretch
@@ -463,20 +474,12 @@ mod tests {
                                 full[i * ldc + j].to_f64().to_bits(),
                                 "partial tile {rows}x{cols} differs from the full tile at ({i}, {j})"
                             );
-                            let (mut exact, mut magnitude) = (0.0, 0.0);
-                            for p in 0..kc {
-                                let term = a[p * mr + i].to_f64() * b[p * nr + j].to_f64();
-                                exact += term;
-                                magnitude += term.abs();
-                            }
-                            let beta_c = if beta == 0.0 { 0.0 } else { beta * old };
-                            let expected = alpha * exact + beta_c;
-                            let bound =
-                                2.0 * (kc + 2) as f64 * eps * (alpha * magnitude + beta_c.abs());
-                            assert!(
-                                (got - expected).abs() <= bound,
-                                "kc={kc} rows={rows} cols={cols} beta={beta} ({i},{j}): \
-                                 {got} vs {expected}"
+                            assert_tile_entry(
+                                (&a, mr, &b, nr),
+                                (kc, i, j),
+                                (alpha, beta),
+                                (old, got),
+                                (rows, cols),
                             );
                         }
                     }

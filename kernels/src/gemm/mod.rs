@@ -462,18 +462,7 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
                     let panels = cols.len().div_ceil(nr);
                     let panels_per_task = panels.div_ceil(parallel_tasks);
                     let task_width = panels_per_task * nr;
-                    let mut c_parts: Vec<Vec<&mut [S]>> = (0..panels.div_ceil(panels_per_task))
-                        .map(|_| Vec::with_capacity(m))
-                        .collect();
-                    for c_row in c.chunks_mut(ldc) {
-                        let mut rest = &mut c_row[cols.clone()];
-                        for c_part in &mut c_parts {
-                            let (part_row, tail) = rest.split_at_mut(task_width.min(rest.len()));
-                            c_part.push(part_row);
-                            rest = tail;
-                        }
-                    }
-                    c_parts
+                    column_parts(c, (m, ldc), cols.clone(), task_width)
                         .into_par_iter()
                         .zip(b_pack.par_chunks(panels_per_task * panel_len))
                         .for_each(|(mut c_part, b_part)| {
@@ -502,6 +491,29 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
             });
         }
     }
+}
+
+/// The columns `cols` of the first `rows` rows of C (leading dimension `ldc`) cut into parts of
+/// `width` columns (the last one narrower): part `t` holds, row by row, columns `cols.start + t
+/// width ..` of every row, for one parallel task each.
+pub(super) fn column_parts<S>(
+    c: &mut [S],
+    (rows, ldc): (usize, usize),
+    cols: std::ops::Range<usize>,
+    width: usize,
+) -> Vec<Vec<&mut [S]>> {
+    let mut parts: Vec<Vec<&mut [S]>> = (0..cols.len().div_ceil(width))
+        .map(|_| Vec::with_capacity(rows))
+        .collect();
+    for c_row in c.chunks_mut(ldc).take(rows) {
+        let mut rest = &mut c_row[cols.clone()];
+        for part in &mut parts {
+            let (head, tail) = rest.split_at_mut(width.min(rest.len()));
+            part.push(head);
+            rest = tail;
+        }
+    }
+    parts
 }
 
 /// The row panels of C that the parallel row split hands out as tasks, in order: MR-aligned,

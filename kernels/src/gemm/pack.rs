@@ -396,37 +396,35 @@ mod tests {
                         let canary = S::from_f64(-7.0);
                         let len = outer_len.div_ceil(width) * width * depth_len;
 
-                        // A: op(A) is outer_total x depth_total
-                        let (rows, cols) = match trans {
-                            Transpose::No => (outer_total, depth_total),
-                            Transpose::Yes => (depth_total, outer_total),
-                        };
-                        let data = stored::<S>(rows, cols, cols + 5);
-                        let a = MatRef::with_ld(&data, rows, cols, cols + 5).op(trans);
-                        let mut packed = vec![canary; len + 3];
-                        pack_a(&mut packed, a, outer.clone(), depth.clone(), width);
-                        let expected = naive_pack(a, outer.clone(), depth.clone(), width, true);
-                        assert!(
-                            packed[..len] == expected[..] && packed[len..] == [canary; 3],
-                            "pack_a {} {trans:?} width {width} rows {outer:?} depth {depth:?}",
-                            S::NAME
-                        );
-
-                        // B: op(B) is depth_total x outer_total
-                        let (rows, cols) = match trans {
-                            Transpose::No => (depth_total, outer_total),
-                            Transpose::Yes => (outer_total, depth_total),
-                        };
-                        let data = stored::<S>(rows, cols, cols + 3);
-                        let b = MatRef::with_ld(&data, rows, cols, cols + 3).op(trans);
-                        let mut packed = vec![canary; len + 3];
-                        pack_b(&mut packed, b, depth.clone(), outer.clone(), width);
-                        let expected = naive_pack(b, outer.clone(), depth.clone(), width, false);
-                        assert!(
-                            packed[..len] == expected[..] && packed[len..] == [canary; 3],
-                            "pack_b {} {trans:?} width {width} cols {outer:?} depth {depth:?}",
-                            S::NAME
-                        );
+                        // op(A) is outer_total x depth_total, op(B) its transpose; the
+                        // stored matrices have 5 and 3 columns of padding
+                        for (name, outer_is_row, pad) in [("pack_a", true, 5), ("pack_b", false, 3)]
+                        {
+                            let (op_rows, op_cols) = if outer_is_row {
+                                (outer_total, depth_total)
+                            } else {
+                                (depth_total, outer_total)
+                            };
+                            let (rows, cols) = match trans {
+                                Transpose::No => (op_rows, op_cols),
+                                Transpose::Yes => (op_cols, op_rows),
+                            };
+                            let data = stored::<S>(rows, cols, cols + pad);
+                            let x = MatRef::with_ld(&data, rows, cols, cols + pad).op(trans);
+                            let mut packed = vec![canary; len + 3];
+                            if outer_is_row {
+                                pack_a(&mut packed, x, outer.clone(), depth.clone(), width);
+                            } else {
+                                pack_b(&mut packed, x, depth.clone(), outer.clone(), width);
+                            }
+                            let expected =
+                                naive_pack(x, outer.clone(), depth.clone(), width, outer_is_row);
+                            assert!(
+                                packed[..len] == expected[..] && packed[len..] == [canary; 3],
+                                "{name} {} {trans:?} width {width} outer {outer:?} depth {depth:?}",
+                                S::NAME
+                            );
+                        }
                     }
                 }
             }
@@ -434,12 +432,8 @@ mod tests {
     }
 
     #[test]
-    fn packing_matches_naive_packing_f32() {
+    fn packing_matches_naive_packing_f32_and_f64() {
         check_packing::<f32>();
-    }
-
-    #[test]
-    fn packing_matches_naive_packing_f64() {
         check_packing::<f64>();
     }
 }

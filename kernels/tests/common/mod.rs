@@ -23,7 +23,7 @@
 
 use benign_kernels::gemm::{with_gemm_path, with_kernel_variant, GemmPath, KernelVariant};
 use benign_kernels::{gemm, reference, Float, MatMut, MatRef, Transpose};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// The kernel variants this CPU runs (`KernelVariant::available`), for the tests to loop over.
@@ -90,16 +90,13 @@ pub struct Case {
 }
 
 impl Case {
-    /// A case of a shape grid: alpha, beta and the padding cycle with the case's `index`, so
-    /// that every combination shows up across the grid.
-    pub fn cycled(
+    /// A case of `op(A)` m x k times `op(B)` k x n with alpha = -1.7, beta = 0 and no padding;
+    /// a test sets what it varies with struct update syntax (`Case { beta, ..Case::new(..) }`).
+    pub fn new(
         kernel: KernelVariant,
         path: GemmPath,
         (ta, tb): (Transpose, Transpose),
-        m: usize,
-        n: usize,
-        k: usize,
-        index: usize,
+        (m, n, k): (usize, usize, usize),
     ) -> Case {
         Case {
             kernel,
@@ -109,9 +106,25 @@ impl Case {
             m,
             n,
             k,
+            alpha: -1.7,
+            beta: 0.0,
+            pad: 0,
+        }
+    }
+
+    /// A case of a shape grid: the transposes, alpha, beta and the padding cycle with the case's
+    /// `index`, so that every combination shows up across the grid.
+    pub fn cycled(
+        kernel: KernelVariant,
+        path: GemmPath,
+        mnk: (usize, usize, usize),
+        index: usize,
+    ) -> Case {
+        Case {
             alpha: ALPHAS[(index / 4) % 3],
             beta: BETAS[(index / 12) % 3],
             pad: index % 3,
+            ..Case::new(kernel, path, TRANSPOSES[index % 4], mnk)
         }
     }
 }
@@ -279,6 +292,42 @@ pub fn check_case<T: Float>(case: Case, rng: &mut ChaCha8Rng) {
     let ops = operands::<T>(&case, rng);
     let got = run::<T>(&case, &ops);
     check::<T>(&case, &ops, &got);
+}
+
+/// Every (m, n, k) of `sides x sides x depths`, each `repeats` times in a row, as the cases of
+/// a shape grid ([`Case::cycled`]), from the generator seeded with `seed`: 4 repeats give every
+/// transpose pair of each shape.
+pub fn check_grid<T: Float>(
+    kernel: KernelVariant,
+    path: GemmPath,
+    (sides, depths): (&[usize], &[usize]),
+    repeats: usize,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut index = 0;
+    for &m in sides {
+        for &n in sides {
+            for &k in depths {
+                for _ in 0..repeats {
+                    check_case::<T>(Case::cycled(kernel, path, (m, n, k), index), &mut rng);
+                    index += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the case on one thread and checks it against the reference, then runs it on each of
+/// `threads` threads and requires the one-thread bits.
+pub fn check_on_threads<T: Float>(case: &Case, rng: &mut ChaCha8Rng, threads: &[usize]) {
+    let ops = operands::<T>(case, rng);
+    let serial = pool(1).install(|| run::<T>(case, &ops));
+    check::<T>(case, &ops, &serial);
+    for &count in threads {
+        let parallel = pool(count).install(|| run::<T>(case, &ops));
+        assert_bitwise_equal(&serial, &parallel, case);
+    }
 }
 
 pub fn pool(threads: usize) -> rayon::ThreadPool {

@@ -154,11 +154,46 @@ impl MatMul {
         }
     }
 
+    /// Where batch entry `bi` of A and of B starts (an operand that is not batched is shared by
+    /// every entry).
+    fn offsets(&self, bi: usize) -> (usize, usize) {
+        let a = if self.a_batched {
+            bi * self.m * self.k
+        } else {
+            0
+        };
+        let b = if self.b_batched {
+            bi * self.k * self.n
+        } else {
+            0
+        };
+        (a, b)
+    }
+
+    /// `visit((a offset, b offset), beta, dC_bi)` for every batch entry `bi`, towards the
+    /// gradient of an operand that is `batched` or not: `beta` is 0 where the entry overwrites
+    /// a `fresh` gradient (every entry of a batched operand, the first of a shared one), 1 where
+    /// it adds to it.
+    fn for_each_entry<T: Float>(
+        &self,
+        dc: &[T],
+        (fresh, batched): (bool, bool),
+        mut visit: impl FnMut((usize, usize), T, &[T]),
+    ) {
+        for bi in 0..self.batch {
+            let beta = if fresh && (batched || bi == 0) {
+                T::ZERO
+            } else {
+                T::ONE
+            };
+            visit(self.offsets(bi), beta, &dc[bi * self.m * self.n..]);
+        }
+    }
+
     fn forward<T: Float>(&self, a: &[T], b: &[T], c: &mut [T]) {
         let (m, n, kk) = (self.m, self.n, self.k);
         for bi in 0..self.batch {
-            let ao = if self.a_batched { bi * m * kk } else { 0 };
-            let bo = if self.b_batched { bi * kk * n } else { 0 };
+            let (ao, bo) = self.offsets(bi);
             product(
                 MatRef::op_with_ld(tr(self.ta), &a[ao..], m, kk, self.lda()),
                 MatRef::op_with_ld(tr(self.tb), &b[bo..], kk, n, self.ldb()),
@@ -182,15 +217,7 @@ impl<T: Float> Op<T> for MatMul {
         let (lda, ldb) = (self.lda(), self.ldb());
         if ctx.needs(self.a) {
             let (da, fresh) = ctx.grad(self.a);
-            for bi in 0..self.batch {
-                let ao = if self.a_batched { bi * m * kk } else { 0 };
-                let bo = if self.b_batched { bi * kk * n } else { 0 };
-                let beta = if fresh && (self.a_batched || bi == 0) {
-                    T::ZERO
-                } else {
-                    T::ONE
-                };
-                let dcb = &dc[bi * m * n..];
+            self.for_each_entry(dc, (fresh, self.a_batched), |(ao, bo), beta, dcb| {
                 if self.ta {
                     // dA (k x m) = op(B) dC^T
                     product(
@@ -208,19 +235,11 @@ impl<T: Float> Op<T> for MatMul {
                         MatMut::new(&mut da[ao..], m, kk),
                     );
                 }
-            }
+            });
         }
         if ctx.needs(self.b) {
             let (db, fresh) = ctx.grad(self.b);
-            for bi in 0..self.batch {
-                let ao = if self.a_batched { bi * m * kk } else { 0 };
-                let bo = if self.b_batched { bi * kk * n } else { 0 };
-                let beta = if fresh && (self.b_batched || bi == 0) {
-                    T::ZERO
-                } else {
-                    T::ONE
-                };
-                let dcb = &dc[bi * m * n..];
+            self.for_each_entry(dc, (fresh, self.b_batched), |(ao, bo), beta, dcb| {
                 if self.tb {
                     // dB (n x k) = dC^T op(A)
                     product(
@@ -238,7 +257,7 @@ impl<T: Float> Op<T> for MatMul {
                         MatMut::new(&mut db[bo..], kk, n),
                     );
                 }
-            }
+            });
         }
     }
 }
