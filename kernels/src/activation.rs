@@ -7,14 +7,20 @@
 //!
 //! f32 (what training runs in), on `wide`'s 256-bit vectors or, when the GEMM kernels use
 //! AVX-512, 512-bit ones (`attention_avx512.rs`), for `|x| < F32_NEAR`:
-//! - `erfc(z) = 2 r G(u) e^(-z^2)` with `r = 1 / (2 + z)` and `u = 4r - 1 = (2 - z) / (2 + z)`
-//!   in `(-1, 1]`, where `G = erfcx(z) (2 + z) / 2` lies in `[0.28, 1]` and is smooth in `u`:
-//!   a degree-12 polynomial (`ERFCX_POLY`) fits it to 1.5 f32 ulp. One division, one
-//!   polynomial and one exp, shared by the forward and backward formulas (`phi = e^(-z^2) /
-//!   sqrt(2 pi)`).
-//! - The exponent `z^2 = x^2 / 2` is carried as an exact sum `h + l` (`x / 2` is exact and an
-//!   FMA gives the product's rounding error `l`), and `e^(-h - l) = e^(-h) (1 - l)`: rounding
-//!   the exponent would otherwise cost about `x^2 / 2` ulp in the left tail.
+//! - `erfc(z) = 2 r G(v) e^(-z^2)` with `r = 1 / (2 + RECIP_SCALE |x|)` and `v` affine in `r`
+//!   (`[-1, 1]` over the range), where `G = erfcx(z) / (2 r)` lies in `[0.33, 1]` and is
+//!   smooth in `v`: a degree-8 polynomial (`ERFCX_POLY`, from `scripts/fit_gelu_f32.py`) fits
+//!   it to 1.6 x 2^-24 relative. One division, one polynomial and one exp, shared by the
+//!   forward and backward formulas (`phi = e^(-z^2) / sqrt(2 pi)`). The scale `11/16` (an
+//!   effective shift `2 / RECIP_SCALE = 2.06` in `z`) balances the polynomial's degree
+//!   against the rounding of `2 + RECIP_SCALE |x|`: it moves erfcx's argument by up to
+//!   `2^-24 (2 / RECIP_SCALE + |x|) / sqrt 2`, about 2.3 x 2^-24 relative in `q` near `x = 0`,
+//!   and a larger shift (which would allow degree 7 or less) scales that up.
+//! - `e^(-x^2 / 2) = 2^n e^(-w / 2)` with `n = round(-x^2 / (2 ln 2))` and `w = x^2 + 2 n ln 2`
+//!   formed by FMAs from the exact product `x x` (`ln 2` in two parts, the first exact in
+//!   `n 2 ln 2`): rounding the exponent `x^2 / 2` first would cost about `x^2 / 2` ulp in the
+//!   left tail. `e^(-w / 2)` is a degree-6 polynomial (`EXP_HALF_POLY`) and `2^n` is applied
+//!   through the exponent field (`vscalefps` on AVX-512).
 //! - Lanes with `|x| >= F32_NEAR`, infinities and NaN (rare: the products above would leave
 //!   the normal range there) are recomputed in f64 (`gelu_f64_lane`) in a cold branch, so
 //!   gradual underflow in the left tail and the special values follow the f64 path.
@@ -42,25 +48,57 @@ const F32_NEAR: f32 = 12.5;
 /// `1 / sqrt(2 pi)`.
 const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
-/// `G(u) = erfcx(z) (2 + z) / 2` with `z = 2 (1 - u) / (1 + u)`, as a polynomial in `u` on
-/// `(-1, 1]`, constant term first: the monomial form of its first 13 Chebyshev coefficients
-/// (computed at 120 Chebyshev nodes with 40-digit `erfc`; the dropped terms sum to 9e-10).
-/// Evaluated by Horner in f32 its relative error is below 1.5 ulp over the whole interval.
-const ERFCX_POLY: [f32; 13] = [
-    0.510_791_36,
-    0.343_580_34,
-    0.139_736_03,
-    0.018_221_384,
-    -0.010_755_116,
-    -0.003_241_855,
-    0.001_544_047_7,
-    0.000_427_020_16,
-    -0.000_328_100_14,
-    -3.295_154e-5,
-    6.768_780_4e-5,
-    -1.327_395_5e-6,
-    -8.508_869_5e-6,
+/// `r = 1 / (2 + RECIP_SCALE |x|)`: with this scale (exact in binary) `G` below takes values
+/// in `[0.33, 1]` and degree 8 reaches f32 accuracy; larger shifts `2 / RECIP_SCALE` shorten
+/// the polynomial but magnify the rounding of `2 + RECIP_SCALE |x|` near `x = 0`
+/// (`scripts/fit_gelu_f32.py` compares scales).
+const RECIP_SCALE: f32 = 0.687_5;
+
+/// `v = ERFC_V_SCALE r + ERFC_V_OFFSET` maps `r` from `[1 / (2 + RECIP_SCALE F32_NEAR), 1/2]`
+/// (`|x|` from `F32_NEAR` down to 0) onto `[-1, 1]`.
+const ERFC_V_SCALE: f32 = 4.930_909;
+/// See [`ERFC_V_SCALE`].
+const ERFC_V_OFFSET: f32 = -1.465_454_6;
+
+/// `G(v) = erfcx(z) (2 + RECIP_SCALE |x|) / 2` with `z = |x| / sqrt 2` (so that `Phi(-|x|) =
+/// erfc(z) / 2 = r G e^(-z^2)`), smooth in `v` on `[-1, 1]`, as a polynomial in `v`, constant
+/// term first: the monomial form of its degree-8 Chebyshev interpolant against 40-digit
+/// `erfc` (`scripts/fit_gelu_f32.py`; truncation error 0.36 x 2^-24 relative), rounded to
+/// f32. Horner in f32 stays within 1.6 x 2^-24 relative.
+const ERFCX_POLY: [f32; 9] = [
+    0.568_782_5,
+    0.324_067_3,
+    0.104_068_25,
+    0.008_732_324,
+    -0.005_280_695,
+    -0.000_831_395_5,
+    0.000_461_089_42,
+    4.178_114_3e-5,
+    -4.116_174_8e-5,
 ];
+
+/// `e^(-w / 2)` for `w` in `[-ln 2, ln 2]`, constant term first: the monomial form of the
+/// degree-6 Chebyshev interpolant (`scripts/fit_gelu_f32.py`), rounded to f32; relative error
+/// about 1 ulp with Horner in f32.
+const EXP_HALF_POLY: [f32; 7] = [
+    1.0,
+    -0.5,
+    0.125,
+    -0.020_833_02,
+    0.002_604_138_6,
+    -0.000_261_722_77,
+    2.179_465_8e-5,
+];
+
+/// `ln 2` in two parts for the exact reduction: `LN2_HI` has 9 significant bits, so
+/// `n 2 LN2_HI` is exact for every `|n| < 2^15`.
+const LN2_HI: f32 = 0.693_359_4;
+/// `ln 2 - LN2_HI`.
+const LN2_LO: f32 = -2.121_944_4e-4;
+
+/// Adding `1.5 * 2^23` to an f32 of magnitude below `2^22` rounds it to an integer (the sum's
+/// ulp is 1); subtracting it again gives that integer exactly.
+const ROUND_TO_INTEGER: f32 = 12_582_912.0;
 
 /// `y = gelu(x) = x Phi(x) = x/2 (1 + erf(x / sqrt 2))`, elementwise.
 pub fn gelu<T: Float>(x: &[T], y: &mut [T]) {
@@ -226,18 +264,29 @@ pub(crate) fn run_gelu_pass<V: AttentionVector<Scalar = f32>>(pass: GeluPass) {
 fn gelu_f32_vector<V: AttentionVector<Scalar = f32>>(x: V) -> (V, V) {
     let zero = V::splat(0.0);
     let ax = x.abs();
-    // x^2 / 2 = h + l exactly.
-    let half_x = x.mul(V::splat(0.5));
-    let h = half_x.mul(x);
-    let l = V::mul_add(half_x, x, zero.sub(h));
-    let e_h = zero.sub(h).exp_nonpositive();
-    let e = V::mul_add(e_h, zero.sub(l), e_h);
-    let z = ax.mul(V::splat(std::f32::consts::FRAC_1_SQRT_2));
-    let r = V::splat(1.0).div(V::splat(2.0).add(z));
-    let u = V::mul_add(V::splat(4.0), r, V::splat(-1.0));
-    let mut g = V::splat(ERFCX_POLY[12]);
-    for &c in ERFCX_POLY[..12].iter().rev() {
-        g = V::mul_add(g, u, V::splat(c));
+    // e^(-x^2 / 2) = 2^n e^(-w / 2) with n = round(-x^2 / (2 ln 2)) and w = x^2 + 2 n ln 2 in
+    // [-ln 2, ln 2], formed from the exact product x x (one rounding in the FMA). n is in
+    // [-113, 0] for |x| < F32_NEAR; other lanes are recomputed below.
+    let x2 = x.mul(x);
+    let shifted = V::mul_add(
+        x2,
+        V::splat(-0.5 * std::f32::consts::LOG2_E),
+        V::splat(ROUND_TO_INTEGER),
+    );
+    let n = shifted.sub(V::splat(ROUND_TO_INTEGER));
+    let w = V::mul_add(x, x, n.mul(V::splat(2.0 * LN2_HI)));
+    let w = V::mul_add(n, V::splat(2.0 * LN2_LO), w);
+    let mut e = V::splat(EXP_HALF_POLY[6]);
+    for &c in EXP_HALF_POLY[..6].iter().rev() {
+        e = V::mul_add(e, w, V::splat(c));
+    }
+    let e = e.mul_exp2(n);
+    // r = 1 / (2 + RECIP_SCALE |x|), and the polynomial variable v, affine in r.
+    let r = V::splat(1.0).div(V::mul_add(ax, V::splat(RECIP_SCALE), V::splat(2.0)));
+    let v = V::mul_add(r, V::splat(ERFC_V_SCALE), V::splat(ERFC_V_OFFSET));
+    let mut g = V::splat(ERFCX_POLY[8]);
+    for &c in ERFCX_POLY[..8].iter().rev() {
+        g = V::mul_add(g, v, V::splat(c));
     }
     // q = Phi(-|x|) = erfc(z) / 2 = r G e^(-z^2).
     let q = g.mul(r).mul(e);

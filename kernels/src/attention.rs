@@ -74,6 +74,9 @@ pub(crate) trait AttentionVector: SimdVector {
     /// `e^x` for `x <= 0`: about 1 ulp down to the smallest normal result, 0 below that and
     /// for `-inf` (what a softmax over max-subtracted scores needs).
     fn exp_nonpositive(self) -> Self;
+    /// `self 2^n` lane-wise for integral `n` with `2^n` normal (exact when the product is
+    /// normal).
+    fn mul_exp2(self, n: Self) -> Self;
     /// `out[t ldo + j] = x[j ld + t]` for `j, t < LANES` (one block transposed), or `false`
     /// without touching `out` when this vector type has no fast transpose.
     fn transpose_block(
@@ -184,6 +187,10 @@ impl<S: Simd> AttentionVector for Wide<S> {
     fn exp_nonpositive(self) -> Self {
         // wide's exp maps lanes out of its range (and -inf) to 0.
         Wide(S::wide_exp(self.0))
+    }
+    #[inline(always)]
+    fn mul_exp2(self, n: Self) -> Self {
+        Wide(S::vmul_exp2(self.0, n.0))
     }
     #[inline(always)]
     fn transpose_block(x: &[S], ld: usize, out: &mut [S], ldo: usize) -> bool {

@@ -18,8 +18,8 @@ use std::arch::x86_64::{
     __m512, _mm512_abs_ps, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_div_ps, _mm512_fmadd_ps,
     _mm512_fnmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_maskz_scalef_ps, _mm512_max_ps,
     _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps,
-    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps, _CMP_GE_OQ, _CMP_LT_OQ,
-    _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
+    _mm512_scalef_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+    _CMP_GE_OQ, _CMP_LT_OQ, _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
 };
 
 use crate::activation::{run_gelu_pass, GeluPass};
@@ -138,6 +138,11 @@ impl AttentionVector for F32x16 {
             let ef = _mm512_add_ps(_mm512_fmadd_ps(p, f2, f), c(1.0));
             F32x16(_mm512_maskz_scalef_ps(in_range, ef, r))
         }
+    }
+    #[inline(always)]
+    fn mul_exp2(self, n: Self) -> Self {
+        // SAFETY: register-only arithmetic; AVX-512F as above.
+        F32x16(unsafe { _mm512_scalef_ps(self.0, n.0) })
     }
 
     fn forward_sample(

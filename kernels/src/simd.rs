@@ -28,7 +28,7 @@
 use std::any::TypeId;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
 
-use wide::{f32x8, f64x4, CmpLt};
+use wide::{f32x8, f64x4, u32x8, u64x4, CmpLt};
 
 /// A SIMD vector of [`SimdVector::LANES`] scalars, with the operations every kernel's inner
 /// loop needs. The arithmetic operators act lane-wise with one rounding each.
@@ -205,6 +205,9 @@ pub(crate) trait Simd: Float {
     }
     /// `wide`'s exp: accurate for `|x| < EXP_SAFE`, wrong (0) outside.
     fn wide_exp(v: Self::V) -> Self::V;
+    /// `v 2^n` lane-wise for integral `n` with `2^n` a normal number (exact when the product
+    /// is normal): `2^n` is built in the exponent field, `n + bias` shifted into place.
+    fn vmul_exp2(v: Self::V, n: Self::V) -> Self::V;
 
     /// `e^x` lane-wise, about 1 ulp, IEEE edge cases: `+inf -> +inf`, `-inf -> 0`, `NaN -> NaN`.
     #[inline(always)]
@@ -464,6 +467,13 @@ impl Simd for f32 {
         }
         true
     }
+    #[inline(always)]
+    fn vmul_exp2(v: f32x8, n: f32x8) -> f32x8 {
+        // n + 2^23 + 127 holds n + 127 in its low mantissa bits; shifted into the exponent
+        // field they make 2^n (the bits shifted out are the constant's exponent).
+        let biased = n + f32x8::splat(8_388_608.0 + 127.0);
+        v * bytemuck::cast::<u32x8, f32x8>(bytemuck::cast::<f32x8, u32x8>(biased) << 23)
+    }
 }
 
 impl Simd for f64 {
@@ -480,6 +490,12 @@ impl Simd for f64 {
         a[0].max(a[2]).max(a[1].max(a[3]))
     }
     wide_lane_ops!(f64x4);
+    #[inline(always)]
+    fn vmul_exp2(v: f64x4, n: f64x4) -> f64x4 {
+        // As for f32: n + 2^52 + 1023 holds n + 1023 in its low mantissa bits.
+        let biased = n + f64x4::splat(4_503_599_627_370_496.0 + 1023.0);
+        v * bytemuck::cast::<u64x4, f64x4>(bytemuck::cast::<f64x4, u64x4>(biased) << 52)
+    }
 }
 
 /// Test hooks: the vector approximations applied lane-wise over a slice (tail lanes padded), so
@@ -526,5 +542,30 @@ pub mod testing {
     /// Lane-wise standard normal cdf.
     pub fn normal_cdf<T: Float>(x: &[T], out: &mut [T]) {
         map(x, out, super::normal_cdf::<f32>, super::normal_cdf::<f64>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `vmul_exp2` builds `2^n` in the exponent field: check every normal `n` of both widths,
+    /// a different `n` in each lane, against `powi`.
+    #[test]
+    fn vmul_exp2_scales_by_exact_powers_of_two() {
+        for n0 in -126..=120 {
+            let n: [f32; 8] = std::array::from_fn(|k| (n0 + k as i32) as f32);
+            let got = <f32 as Simd>::vmul_exp2(f32x8::splat(1.5), f32x8::from(n)).to_array();
+            for (g, &nk) in got.iter().zip(&n) {
+                assert_eq!(*g, 1.5 * 2f32.powi(nk as i32), "f32, n = {nk}");
+            }
+        }
+        for n0 in -1022..=1020 {
+            let n: [f64; 4] = std::array::from_fn(|k| (n0 + k as i32) as f64);
+            let got = <f64 as Simd>::vmul_exp2(f64x4::splat(-1.25), f64x4::from(n)).to_array();
+            for (g, &nk) in got.iter().zip(&n) {
+                assert_eq!(*g, -1.25 * 2f64.powi(nk as i32), "f64, n = {nk}");
+            }
+        }
     }
 }
