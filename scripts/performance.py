@@ -25,8 +25,8 @@ It builds what it needs (`cargo build --release`: the `benign` binary and the `g
   `--data-dir`), on 1 and 2 threads, in interleaved rounds.
 - `startup`: the start-up targets (`startup-table`): wall and CPU time of
   `benign run -d 100000 --quiet --no-write` (target 50 s) and of the Figure-5 grid
-  `benign sweep --grid d=250:5000:125 --grid signal_norm=5:100:2.5 --common-random-numbers
-  --threads 2` into a temporary folder (target 90 s), in interleaved rounds.
+  `benign sweep --grid d=250:5000:125 --grid signal_norm=5:100:2.5 --threads 2` (independent
+  draws, each run its own W_0) into a temporary folder (target 90 s), in interleaved rounds.
 
 Each block states the machine (CPU model, family and model), the date, the instruction set the
 kernels ran, the 1-minute load average before and after, the rounds and the spread. Each block is
@@ -66,14 +66,14 @@ ROWWISE_BASELINE_COMMIT = "afda169"
 # The start-up jobs: (name, arguments after `benign`, target wall seconds); --quick shrinks them.
 STARTUP_JOBS = [
     ("d = 100,000, other defaults", ["run", "-d", "100000", "--quiet", "--no-write"], 50.0),
-    ("Figure-5 grid, 1,521 runs, common random numbers",
+    ("Figure-5 grid, 1,521 runs, independent draws",
      ["sweep", "--grid", "d=250:5000:125", "--grid", "signal_norm=5:100:2.5",
-      "--common-random-numbers", "--threads", "2", "--quiet"], 90.0),
+      "--threads", "2", "--quiet"], 90.0),
 ]
 QUICK_STARTUP_JOBS = [
     ("d = 2,000 (quick)", ["run", "-d", "2000", "--quiet", "--no-write"], 50.0),
     ("9-run grid (quick)", ["sweep", "--grid", "d=250:750:250", "--grid", "signal_norm=5:100:47.5",
-                            "--common-random-numbers", "--threads", "2", "--quiet"], 90.0),
+                            "--threads", "2", "--quiet"], 90.0),
 ]
 
 

@@ -217,8 +217,9 @@ macro_rules! avx512_tile {
         /// the tile. A tile short of rows (only at the bottom edge of a packed block) runs the
         /// kernel with the fewest rows (an even number) that covers it, so a 20-row product
         /// does not pay for 28; each element is the same FMA chain whatever the kernel's row
-        /// count. The tile is stored in place when the kernel's rows and columns are exactly
-        /// the tile's, else through a full-size buffer with the same arithmetic.
+        /// count. Likewise a tile of at most one vector of columns (a strip's last) runs the
+        /// one-vector kernel. The tile is stored in place when the kernel's rows and columns are
+        /// exactly the tile's, else through a full-size buffer with the same arithmetic.
         ///
         /// # Safety
         ///
@@ -240,8 +241,9 @@ macro_rules! avx512_tile {
             };
             // a strip's last tile may need only one of the two vectors of a row
             let kernel_cols = if cols <= $lanes { $lanes } else { $nr };
-            // SAFETY (both arms): the caller's contract for A, B and avx512f; C as the kernel
-            // requires for `kernel_rows` rows of `kernel_cols` columns.
+            // SAFETY (both arms): the caller's contract for A, B and avx512f; the two calls below
+            // pass a C whose `kernel_rows` rows of `kernel_cols` scalars, `ldc` apart, are
+            // writable (and readable): this tile in place, or the full-size buffer.
             let run_kernel = |c: *mut $scalar, ldc: usize| unsafe {
                 if kernel_cols == $lanes {
                     $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED, 1>(
