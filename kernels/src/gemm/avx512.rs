@@ -91,6 +91,15 @@ pub fn detected() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
+/// Panics unless the running CPU has AVX-512F: the public tile functions' guard before their
+/// `unsafe` calls.
+fn require_avx512f() {
+    assert!(
+        detected(),
+        "gemm: the AVX-512 kernel needs a CPU with avx512f"
+    );
+}
+
 macro_rules! avx512_tile {
     (
         $tile:ident, $strided:ident, $b_in_place:ident, $run:ident, $rows_dispatch:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
@@ -111,10 +120,7 @@ macro_rules! avx512_tile {
             beta: $scalar,
             c: MatMut<'_, $scalar>,
         ) {
-            assert!(
-                detected(),
-                "gemm: the AVX-512 kernel needs a CPU with avx512f"
-            );
+            require_avx512f();
             let a_panel = &a_panel[..kc * $mr];
             let b_panel = &b_panel[..kc * $nr];
             let panels = Panels {
@@ -124,7 +130,7 @@ macro_rules! avx512_tile {
                 b: b_panel.as_ptr(),
                 b_stride: $nr,
             };
-            // SAFETY: avx512f is present (asserted above); the panels hold kc * $mr and kc * NR
+            // SAFETY: avx512f is present (require_avx512f above); the panels hold kc * $mr and kc * NR
             // scalars (sliced above), exactly what the kernel reads with a_stride = $mr.
             unsafe { $run::<false, true, true>(panels, alpha, beta, c) }
         }
@@ -144,10 +150,7 @@ macro_rules! avx512_tile {
             beta: $scalar,
             c: MatMut<'_, $scalar>,
         ) {
-            assert!(
-                detected(),
-                "gemm: the AVX-512 kernel needs a CPU with avx512f"
-            );
+            require_avx512f();
             let kc = a.cols();
             assert!(kc >= 1 && a.rows() == $mr && c.rows() == $mr);
             let b_panel = &b_panel[..kc * $nr];
@@ -169,7 +172,7 @@ macro_rules! avx512_tile {
                 b: b_panel.as_ptr(),
                 b_stride: $nr,
             };
-            // SAFETY: avx512f is present (asserted above). Every element the kernel reads,
+            // SAFETY: avx512f is present (require_avx512f above). Every element the kernel reads,
             // (i, p) for i < $mr and p < kc, is at i * row_stride + p * depth_stride, at most
             // the last index of `a` as sliced above; the B panel is sliced to kc * NR.
             unsafe { run(panels, alpha, beta, c) }
@@ -190,10 +193,7 @@ macro_rules! avx512_tile {
             beta: $scalar,
             c: MatMut<'_, $scalar>,
         ) {
-            assert!(
-                detected(),
-                "gemm: the AVX-512 kernel needs a CPU with avx512f"
-            );
+            require_avx512f();
             let kc = b.rows();
             assert!(kc >= 1 && b.cols() == $nr && b.trans() == Transpose::No);
             let a_panel = &a_panel[..kc * $mr];
@@ -207,7 +207,7 @@ macro_rules! avx512_tile {
                 b: b_data.as_ptr(),
                 b_stride: ldb,
             };
-            // SAFETY: avx512f is present (asserted above); the A panel holds kc * $mr scalars
+            // SAFETY: avx512f is present (require_avx512f above); the A panel holds kc * $mr scalars
             // and every B element (p, j), p < kc and j < NR, is at p * ldb + j, within
             // `b_data` as sliced above.
             unsafe { $run::<false, true, false>(panels, alpha, beta, c) }
