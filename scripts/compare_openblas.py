@@ -21,8 +21,8 @@ default) proves it by stopping at cblas_?gemm and comparing the pointers it is g
 arrays'.
 
     cargo build --release -p benign-kernels --example gemm_rate
-    /work/venv-rowwise/bin/python scripts/compare_openblas.py [--quick] [--rounds 3] [--json PATH]
-    /work/venv-rowwise/bin/python scripts/compare_openblas.py --cases 2000x2000x2000,3200x64x192-NT --dtypes f32
+    .venv/bin/python scripts/compare_openblas.py [--quick] [--rounds 3] [--json PATH]
+    .venv/bin/python scripts/compare_openblas.py --cases 2000x2000x2000,3200x64x192-NT --dtypes f32
     python3 scripts/compare_openblas.py --self-test
 
 Needs numpy built against OpenBLAS (e.g. the wheels on PyPI: scipy-openblas). Prints the

@@ -8,9 +8,9 @@ variants so neither side allocates per call), then, with --baseline-bench, an ol
 the same example (e.g. the starting commit's kernels). A row's figure is the median over rounds
 of each round's median call; the spread is the range of the round medians.
 
-    python3 -m venv /work/venv-rowwise && /work/venv-rowwise/bin/pip install torch numpy
+    python3 -m venv .venv && .venv/bin/pip install torch numpy
     cargo build --release -p benign-kernels --example rowwise_bench
-    /work/venv-rowwise/bin/python scripts/compare_rowwise.py \
+    .venv/bin/python scripts/compare_rowwise.py \
         --bench target/release/examples/rowwise_bench [--baseline-bench OLD] [--write]
 
 `scripts/performance.py` calls `measure` for the same block among the others.

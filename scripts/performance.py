@@ -4,10 +4,10 @@
 Run it with a Python that has numpy and PyTorch (the OpenBLAS table times numpy's OpenBLAS, the
 row-wise and model tables time PyTorch), e.g. the venv of scripts/compare_rowwise.py:
 
-    python3 -m venv /work/venv-rowwise && /work/venv-rowwise/bin/pip install torch numpy
-    /work/venv-rowwise/bin/python scripts/performance.py                  # all blocks, written
-    /work/venv-rowwise/bin/python scripts/performance.py --only openblas,startup
-    /work/venv-rowwise/bin/python scripts/performance.py --quick          # prints, never writes
+    python3 -m venv .venv && .venv/bin/pip install torch numpy
+    .venv/bin/python scripts/performance.py                  # all blocks, written
+    .venv/bin/python scripts/performance.py --only openblas,startup
+    .venv/bin/python scripts/performance.py --quick          # prints, never writes
 
 It builds what it needs (`cargo build --release`: the `benign` binary and the `gemm_rate` and
 `rowwise_bench` examples), then regenerates, in this order, the parts named by `--only`
@@ -86,7 +86,7 @@ def require_modules(parts):
     if missing:
         sys.exit(f"performance: {', '.join(parts)} need numpy and PyTorch, and this Python "
                  f"({sys.executable}) lacks {', '.join(missing)}. Run it with a venv that has them, "
-                 "e.g. /work/venv-rowwise/bin/python (python3 -m venv V && V/bin/pip install numpy torch).")
+                 "e.g. .venv/bin/python (python3 -m venv .venv && .venv/bin/pip install numpy torch).")
 
 
 def module_available(name):
