@@ -20,14 +20,22 @@
 //! the next call's, from the first steps on (see `NEXT_TILE_SPACING`). A B micro-panel read in
 //! place (rows `ldb` apart) is prefetched row by row (see `B_PREFETCH_STEPS`).
 //!
+//! Packing: whole A micro-panels from row-major A are transposed in registers here
+//! ([`pack_a_panel_f32`], [`pack_a_panel_f64`]; `pack_a` calls them): in products with few
+//! columns, such as the start-up products with `W_0`, each packed value serves few
+//! multiply-adds, and the portable transpose through a stack tile made packing a large part of
+//! the time.
+//!
 //! Tiles short of rows (the bottom edge of C) run a kernel instance with fewer accumulator
 //! rows (`ROWS`, rounded up to even), so their cost follows their size; every element is still
 //! the same FMA chain.
 
 use std::arch::x86_64::{
-    _mm512_fmadd_pd, _mm512_fmadd_ps, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd,
-    _mm512_mul_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps,
-    _mm512_storeu_pd, _mm512_storeu_ps, _mm_prefetch, _MM_HINT_T0,
+    __m512, __m512d, _mm512_castpd_ps, _mm512_castps_pd, _mm512_fmadd_pd, _mm512_fmadd_ps,
+    _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd, _mm512_mul_ps, _mm512_set1_pd, _mm512_set1_ps,
+    _mm512_setzero_pd, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_f64x2,
+    _mm512_storeu_pd, _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd,
+    _mm512_unpacklo_ps, _mm_prefetch, _MM_HINT_T0,
 };
 
 use crate::{MatMut, MatRef, Transpose};
@@ -546,3 +554,205 @@ avx512_tile!(
     _mm512_fmadd_pd,
     _mm512_mul_pd
 );
+
+/// Packs one whole f64 A micro-panel from row-major A: `panel[p * MR_F64 + i] = a[i * ld + p]`
+/// for the `MR_F64` rows `i` and the `kc = panel.len() / MR_F64` depth steps `p` (the layout
+/// `pack_a` writes). Values are moved, never computed, so the panel is bit for bit the one the
+/// portable transpose writes.
+///
+/// Eight depth steps at a time: the 14 rows' next eight values are loaded as 14 zmm vectors and
+/// transposed as two 8 x 8 blocks (rows 0-7, and rows 8-13 with two zero rows) by three rounds
+/// of shuffles, so each step's 14 values leave as one full and one 6-lane masked store. The
+/// portable form goes through a stack tile and 2 x 2 blocks, about three times the loads and
+/// stores per value.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512F, `panel.len()` is not a multiple of `MR_F64`, or `a` is shorter
+/// than `(MR_F64 - 1) * ld + kc`.
+pub fn pack_a_panel_f64(panel: &mut [f64], a: &[f64], ld: usize) {
+    require_avx512f();
+    assert!(panel.len().is_multiple_of(MR_F64), "whole panel steps");
+    let kc = panel.len() / MR_F64;
+    if kc == 0 {
+        return;
+    }
+    assert!(
+        ld >= kc && a.len() >= (MR_F64 - 1) * ld + kc,
+        "A holds MR_F64 rows of kc"
+    );
+    // SAFETY: avx512f was checked above; the asserts bound every access: loads read row
+    // `i < MR_F64` at offsets `i * ld + p` with `p < kc`, stores write `panel[p * MR_F64..]`
+    // up to `(p + 1) * MR_F64` with `p < kc`.
+    unsafe { pack_a_panel_f64_avx512(panel.as_mut_ptr(), a.as_ptr(), ld, kc) }
+}
+
+/// The body of [`pack_a_panel_f64`]; `a` holds `MR_F64` rows of `kc` values `ld` apart, `panel`
+/// `kc * MR_F64` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_panel_f64_avx512(panel: *mut f64, a: *const f64, ld: usize, kc: usize) {
+    use std::arch::x86_64::_mm512_mask_storeu_pd;
+    const LANES: usize = 8;
+    // loop over the whole 8-step stretches of the depth
+    let whole = kc / LANES * LANES;
+    for p in (0..whole).step_by(LANES) {
+        let row = |i: usize| {
+            if i < MR_F64 {
+                // SAFETY: row i < MR_F64 of A, values p..p + 8 <= kc (the caller's bounds)
+                unsafe { _mm512_loadu_pd(a.add(i * ld + p)) }
+            } else {
+                _mm512_setzero_pd()
+            }
+        };
+        let top = transpose_8x8(std::array::from_fn(row));
+        let bottom = transpose_8x8(std::array::from_fn(|i| row(LANES + i)));
+        for t in 0..LANES {
+            // SAFETY: step p + t < kc of the panel: its MR_F64 values, 8 stored whole and the
+            // other 6 under the mask (the masked-off lanes are not written)
+            unsafe {
+                let dst = panel.add((p + t) * MR_F64);
+                _mm512_storeu_pd(dst, top[t]);
+                _mm512_mask_storeu_pd(dst.add(LANES), (1 << (MR_F64 - LANES)) - 1, bottom[t]);
+            }
+        }
+    }
+    // the last steps, one value at a time
+    for p in whole..kc {
+        for i in 0..MR_F64 {
+            // SAFETY: p < kc and i < MR_F64, within the caller's bounds
+            unsafe { *panel.add(p * MR_F64 + i) = *a.add(i * ld + p) };
+        }
+    }
+}
+
+/// The transpose of eight rows of eight f64: `columns[t][i] = rows[i][t]`. Round one
+/// interleaves row pairs, rounds two and three gather 128-bit lanes (`0x88` takes lanes 0 and
+/// 2 of each source, `0xDD` lanes 1 and 3).
+#[target_feature(enable = "avx512f")]
+fn transpose_8x8(r: [__m512d; 8]) -> [__m512d; 8] {
+    let t0 = _mm512_unpacklo_pd(r[0], r[1]);
+    let t1 = _mm512_unpackhi_pd(r[0], r[1]);
+    let t2 = _mm512_unpacklo_pd(r[2], r[3]);
+    let t3 = _mm512_unpackhi_pd(r[2], r[3]);
+    let t4 = _mm512_unpacklo_pd(r[4], r[5]);
+    let t5 = _mm512_unpackhi_pd(r[4], r[5]);
+    let t6 = _mm512_unpacklo_pd(r[6], r[7]);
+    let t7 = _mm512_unpackhi_pd(r[6], r[7]);
+    let u0 = _mm512_shuffle_f64x2::<0x88>(t0, t2);
+    let u1 = _mm512_shuffle_f64x2::<0xDD>(t0, t2);
+    let u2 = _mm512_shuffle_f64x2::<0x88>(t1, t3);
+    let u3 = _mm512_shuffle_f64x2::<0xDD>(t1, t3);
+    let u4 = _mm512_shuffle_f64x2::<0x88>(t4, t6);
+    let u5 = _mm512_shuffle_f64x2::<0xDD>(t4, t6);
+    let u6 = _mm512_shuffle_f64x2::<0x88>(t5, t7);
+    let u7 = _mm512_shuffle_f64x2::<0xDD>(t5, t7);
+    [
+        _mm512_shuffle_f64x2::<0x88>(u0, u4),
+        _mm512_shuffle_f64x2::<0x88>(u2, u6),
+        _mm512_shuffle_f64x2::<0x88>(u1, u5),
+        _mm512_shuffle_f64x2::<0x88>(u3, u7),
+        _mm512_shuffle_f64x2::<0xDD>(u0, u4),
+        _mm512_shuffle_f64x2::<0xDD>(u2, u6),
+        _mm512_shuffle_f64x2::<0xDD>(u1, u5),
+        _mm512_shuffle_f64x2::<0xDD>(u3, u7),
+    ]
+}
+
+/// [`pack_a_panel_f64`] for f32: `panel[p * MR_F32 + i] = a[i * ld + p]` for the `MR_F32` rows
+/// and `kc = panel.len() / MR_F32` steps, sixteen steps at a time through one 16 x 16 transpose
+/// (rows 12-15 zero) and a 12-lane masked store per step.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512F, `panel.len()` is not a multiple of `MR_F32`, or `a` is shorter
+/// than `(MR_F32 - 1) * ld + kc`.
+pub fn pack_a_panel_f32(panel: &mut [f32], a: &[f32], ld: usize) {
+    require_avx512f();
+    assert!(panel.len().is_multiple_of(MR_F32), "whole panel steps");
+    let kc = panel.len() / MR_F32;
+    if kc == 0 {
+        return;
+    }
+    assert!(
+        ld >= kc && a.len() >= (MR_F32 - 1) * ld + kc,
+        "A holds MR_F32 rows of kc"
+    );
+    // SAFETY: as in `pack_a_panel_f64`: avx512f checked, every access within the asserted
+    // bounds.
+    unsafe { pack_a_panel_f32_avx512(panel.as_mut_ptr(), a.as_ptr(), ld, kc) }
+}
+
+/// The body of [`pack_a_panel_f32`]; `a` holds `MR_F32` rows of `kc` values `ld` apart, `panel`
+/// `kc * MR_F32` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_panel_f32_avx512(panel: *mut f32, a: *const f32, ld: usize, kc: usize) {
+    use std::arch::x86_64::_mm512_mask_storeu_ps;
+    const LANES: usize = 16;
+    // loop over the whole 16-step stretches of the depth
+    let whole = kc / LANES * LANES;
+    for p in (0..whole).step_by(LANES) {
+        let columns = transpose_16x16(std::array::from_fn(|i| {
+            if i < MR_F32 {
+                // SAFETY: row i < MR_F32 of A, values p..p + 16 <= kc (the caller's bounds)
+                unsafe { _mm512_loadu_ps(a.add(i * ld + p)) }
+            } else {
+                _mm512_setzero_ps()
+            }
+        }));
+        for (t, column) in columns.into_iter().enumerate() {
+            // SAFETY: step p + t < kc of the panel: its MR_F32 values under the mask (the
+            // masked-off lanes are not written)
+            unsafe {
+                _mm512_mask_storeu_ps(panel.add((p + t) * MR_F32), (1 << MR_F32) - 1, column)
+            };
+        }
+    }
+    // the last steps, one value at a time
+    for p in whole..kc {
+        for i in 0..MR_F32 {
+            // SAFETY: p < kc and i < MR_F32, within the caller's bounds
+            unsafe { *panel.add(p * MR_F32 + i) = *a.add(i * ld + p) };
+        }
+    }
+}
+
+/// The transpose of sixteen rows of sixteen f32: `columns[c][i] = rows[i][c]`. Round one
+/// interleaves row pairs (32-bit), round two pairs of those (64-bit): vector `u[4 g + j]` then
+/// holds, in 128-bit lane `l`, column `j + 4 l` of rows `4 g .. 4 g + 4`. Rounds three and four
+/// gather those lanes (`0x88`: lanes 0 and 2 of each source, `0xDD`: 1 and 3).
+#[target_feature(enable = "avx512f")]
+fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        // group g = i / 4 of rows, column offset j = i % 4 within a lane
+        let (g, j) = (i / 4, i % 4);
+        let (a, b) = (
+            _mm512_castps_pd(t[4 * g + j / 2]),
+            _mm512_castps_pd(t[4 * g + 2 + j / 2]),
+        );
+        _mm512_castpd_ps(if j % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    let mut columns = [_mm512_setzero_ps(); 16];
+    for j in 0..4 {
+        let v_even = _mm512_shuffle_f32x4::<0x88>(u[j], u[4 + j]);
+        let v_odd = _mm512_shuffle_f32x4::<0xDD>(u[j], u[4 + j]);
+        let w_even = _mm512_shuffle_f32x4::<0x88>(u[8 + j], u[12 + j]);
+        let w_odd = _mm512_shuffle_f32x4::<0xDD>(u[8 + j], u[12 + j]);
+        columns[j] = _mm512_shuffle_f32x4::<0x88>(v_even, w_even);
+        columns[j + 8] = _mm512_shuffle_f32x4::<0xDD>(v_even, w_even);
+        columns[j + 4] = _mm512_shuffle_f32x4::<0x88>(v_odd, w_odd);
+        columns[j + 12] = _mm512_shuffle_f32x4::<0xDD>(v_odd, w_odd);
+    }
+    columns
+}

@@ -7,7 +7,10 @@
 use std::any::Any;
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512::{pack_a_panel_f32, pack_a_panel_f64};
 use super::microkernel::prefetch_tile;
+use crate::simd::{cast, cast_mut, precision, Precision};
 use crate::{Float, MatRef, Transpose};
 
 /// Packs rows `rows` and depth `depth` of `op(A)` into `dst` as `ceil(rows.len() / mr)`
@@ -33,6 +36,16 @@ pub fn pack_a<S: Float>(
                 // overlap, then a transpose from L1) for the kernels' MR.
                 let sources = &a.data()[first_row * a.ld() + depth.start..];
                 match (mr, std::mem::size_of::<S>()) {
+                    #[cfg(target_arch = "x86_64")]
+                    (12, 4) | (14, 8) if panel_rows == mr && super::avx512::detected() => {
+                        // whole panels of the AVX-512 kernels: a transpose in registers
+                        let (sources, ld) = (&sources[..(mr - 1) * a.ld() + kc], a.ld());
+                        match precision::<S>() {
+                            Precision::F32 => pack_a_panel_f32(cast_mut(panel), cast(sources), ld),
+                            Precision::F64 => pack_a_panel_f64(cast_mut(panel), cast(sources), ld),
+                        }
+                        continue;
+                    }
                     (12, 4) => {
                         transpose_panel::<S, 12, 64, 4>(panel, sources, a.ld(), panel_rows);
                         continue;
