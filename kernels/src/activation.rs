@@ -106,18 +106,7 @@ pub fn gelu<T: Float>(x: &[T], y: &mut [T]) {
     let wide512 = use_512_bit_f32();
     threading::for_row_blocks(1, x.len() * 16, y, |i0, yb| {
         let xb = &x[i0..i0 + yb.len()];
-        match precision::<T>() {
-            Precision::F32 => gelu_f32(
-                wide512,
-                GeluPass::Value {
-                    x: cast(xb),
-                    y: cast_mut(yb),
-                },
-            ),
-            Precision::F64 => map_vectors::<Wide<f64>, 1, 1>([cast(xb)], [cast_mut(yb)], |[xv]| {
-                [Wide(gelu_f64_vector(xv.0).0)]
-            }),
-        }
+        gelu_block(wide512, GeluPass::Value { x: xb, y: yb })
     })
 }
 
@@ -131,21 +120,14 @@ pub fn gelu_backward<T: Float>(x: &[T], dy: &[T], dx: &mut [T]) {
     threading::for_row_blocks(1, x.len() * 16, dx, |i0, db| {
         let range = i0..i0 + db.len();
         let (xb, gb) = (&x[range.clone()], &dy[range]);
-        match precision::<T>() {
-            Precision::F32 => gelu_f32(
-                wide512,
-                GeluPass::Backward {
-                    x: cast(xb),
-                    dy: cast(gb),
-                    dx: cast_mut(db),
-                },
-            ),
-            Precision::F64 => {
-                map_vectors::<Wide<f64>, 2, 1>([cast(xb), cast(gb)], [cast_mut(db)], |[xv, g]| {
-                    [Wide(g.0 * gelu_f64_vector(xv.0).1)]
-                })
-            }
-        }
+        gelu_block(
+            wide512,
+            GeluPass::Backward {
+                x: xb,
+                dy: gb,
+                dx: db,
+            },
+        )
     })
 }
 
@@ -160,21 +142,8 @@ pub fn gelu_with_derivative<T: Float>(x: &[T], y: &mut [T], dydx: &mut [T]) {
         "gelu_with_derivative: lengths differ"
     );
     let wide512 = use_512_bit_f32();
-    let block = |xb: &[T], yb: &mut [T], db: &mut [T]| match precision::<T>() {
-        Precision::F32 => gelu_f32(
-            wide512,
-            GeluPass::ValueAndSlope {
-                x: cast(xb),
-                y: cast_mut(yb),
-                dydx: cast_mut(db),
-            },
-        ),
-        Precision::F64 => {
-            map_vectors::<Wide<f64>, 1, 2>([cast(xb)], [cast_mut(yb), cast_mut(db)], |[xv]| {
-                let (value, slope) = gelu_f64_vector(xv.0);
-                [Wide(value), Wide(slope)]
-            })
-        }
+    let block = |x: &[T], y: &mut [T], dydx: &mut [T]| {
+        gelu_block(wide512, GeluPass::ValueAndSlope { x, y, dydx })
     };
     if threading::parallel(x.len() * 24) {
         // Fixed blocks (a function of the length only): elementwise, so no bit depends on
@@ -202,22 +171,54 @@ fn use_512_bit_f32() -> bool {
     }
 }
 
-/// One f32 GELU pass over a block of elements.
-pub(crate) enum GeluPass<'a> {
+/// One GELU pass over a block of elements (f32 unless said otherwise: the 512-bit vectors take
+/// f32 passes only).
+pub(crate) enum GeluPass<'a, S = f32> {
     Value {
-        x: &'a [f32],
-        y: &'a mut [f32],
+        x: &'a [S],
+        y: &'a mut [S],
     },
     Backward {
-        x: &'a [f32],
-        dy: &'a [f32],
-        dx: &'a mut [f32],
+        x: &'a [S],
+        dy: &'a [S],
+        dx: &'a mut [S],
     },
     ValueAndSlope {
-        x: &'a [f32],
-        y: &'a mut [f32],
-        dydx: &'a mut [f32],
+        x: &'a [S],
+        y: &'a mut [S],
+        dydx: &'a mut [S],
     },
+}
+
+impl<'a, T: Float> GeluPass<'a, T> {
+    /// The same pass over the same slices, typed as `S` (`T` itself: see `simd::cast`).
+    fn cast<S: Float>(self) -> GeluPass<'a, S> {
+        match self {
+            GeluPass::Value { x, y } => GeluPass::Value {
+                x: cast(x),
+                y: cast_mut(y),
+            },
+            GeluPass::Backward { x, dy, dx } => GeluPass::Backward {
+                x: cast(x),
+                dy: cast(dy),
+                dx: cast_mut(dx),
+            },
+            GeluPass::ValueAndSlope { x, y, dydx } => GeluPass::ValueAndSlope {
+                x: cast(x),
+                y: cast_mut(y),
+                dydx: cast_mut(dydx),
+            },
+        }
+    }
+}
+
+/// One pass over a block in the caller's element type: f32 on the vectors `wide512` selects,
+/// f64 on `wide`'s.
+fn gelu_block<T: Float>(wide512: bool, pass: GeluPass<'_, T>) {
+    match precision::<T>() {
+        Precision::F32 => gelu_f32(wide512, pass.cast()),
+        Precision::F64 => run_gelu_pass::<Wide<f64>>(pass.cast()),
+    }
 }
 
 fn gelu_f32(wide512: bool, pass: GeluPass) {
@@ -229,9 +230,39 @@ fn gelu_f32(wide512: bool, pass: GeluPass) {
     run_gelu_pass::<Wide<f32>>(pass)
 }
 
-/// Run one f32 pass with vectors `V` (inlined into the AVX-512 entry point for `F32x16`).
+/// A vector type the GELU passes run on, with its element type's formula.
+pub(crate) trait GeluVector: AttentionVector {
+    /// `(gelu(x), gelu'(x))` lane-wise.
+    fn value_and_slope(self) -> (Self, Self);
+}
+
+impl GeluVector for Wide<f32> {
+    #[inline(always)]
+    fn value_and_slope(self) -> (Self, Self) {
+        gelu_f32_vector(self)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl GeluVector for crate::attention_avx512::F32x16 {
+    #[inline(always)]
+    fn value_and_slope(self) -> (Self, Self) {
+        gelu_f32_vector(self)
+    }
+}
+
+impl GeluVector for Wide<f64> {
+    #[inline(always)]
+    fn value_and_slope(self) -> (Self, Self) {
+        let (value, slope) = gelu_f64_vector(self.0);
+        (Wide(value), Wide(slope))
+    }
+}
+
+/// Run one pass with vectors `V` (inlined into the AVX-512 entry point for `F32x16`). Where a
+/// pass needs only the value, the slope's arithmetic is dead code and compiled away.
 #[inline(always)]
-pub(crate) fn run_gelu_pass<V: AttentionVector<Scalar = f32>>(pass: GeluPass) {
+pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>) {
     // The closures are inlined so that, in the AVX-512 entry point, they are compiled with its
     // target features too (an outlined closure would call every intrinsic out of line).
     match pass {
@@ -239,20 +270,20 @@ pub(crate) fn run_gelu_pass<V: AttentionVector<Scalar = f32>>(pass: GeluPass) {
             [x],
             [y],
             #[inline(always)]
-            |[xv]| [gelu_f32_vector(xv).0],
+            |[xv]| [xv.value_and_slope().0],
         ),
         GeluPass::Backward { x, dy, dx } => map_vectors::<V, 2, 1>(
             [x, dy],
             [dx],
             #[inline(always)]
-            |[xv, g]| [g.mul(gelu_f32_vector(xv).1)],
+            |[xv, g]| [g * xv.value_and_slope().1],
         ),
         GeluPass::ValueAndSlope { x, y, dydx } => map_vectors::<V, 1, 2>(
             [x],
             [y, dydx],
             #[inline(always)]
             |[xv]| {
-                let (value, slope) = gelu_f32_vector(xv);
+                let (value, slope) = xv.value_and_slope();
                 [value, slope]
             },
         ),

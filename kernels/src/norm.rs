@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
+use crate::simd::{cast, cast_mut, dispatch, map_lanes, same, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
 
@@ -95,23 +95,12 @@ fn layer_norm_row<S: Simd>(eps: S, x: &[S], gamma: &[S], beta: &[S], y: &mut [S]
     }
     let rs = S::ONE / (ss / n + eps).sqrt();
     let rsv = S::V::splat(rs);
-    let mut yc = y.chunks_exact_mut(l);
-    let mut xc = x.chunks_exact(l);
-    let mut gc = gamma.chunks_exact(l);
-    let mut bc = beta.chunks_exact(l);
-    for (((yv, xv), g), b) in (&mut yc).zip(&mut xc).zip(&mut gc).zip(&mut bc) {
-        let xhat = (S::V::load(xv) - muv) * rsv;
-        S::V::store(S::V::mul_add(xhat, S::V::load(g), S::V::load(b)), yv);
-    }
-    for (((yv, &xv), &g), &b) in yc
-        .into_remainder()
-        .iter_mut()
-        .zip(xc.remainder())
-        .zip(gc.remainder())
-        .zip(bc.remainder())
-    {
-        *yv = (xv - mu) * rs * g + b;
-    }
+    map_lanes::<S, 3>(
+        y,
+        [x, gamma, beta],
+        |[x, g, b]| S::V::mul_add((x - muv) * rsv, g, b),
+        |[x, g, b]| (x - mu) * rs * g + b,
+    );
     (mu, rs)
 }
 
@@ -211,25 +200,12 @@ fn layer_norm_backward_row<S: Simd>(x: &[S], gamma: &[S], mu: S, rs: S, dy: &[S]
     mg /= n;
     mgx /= n;
     let (mgv, mgxv) = (S::V::splat(mg), S::V::splat(mgx));
-    let mut oc = dx.chunks_exact_mut(l);
-    let mut xc = x.chunks_exact(l);
-    let mut gc = gamma.chunks_exact(l);
-    let mut dc = dy.chunks_exact(l);
-    for (((o, xv), gv), dv) in (&mut oc).zip(&mut xc).zip(&mut gc).zip(&mut dc) {
-        let g = S::V::load(dv) * S::V::load(gv);
-        let xhat = (S::V::load(xv) - muv) * rsv;
-        S::V::store(rsv * (g - mgv - xhat * mgxv), o);
-    }
-    for (((o, &xv), &gv), &dv) in oc
-        .into_remainder()
-        .iter_mut()
-        .zip(xc.remainder())
-        .zip(gc.remainder())
-        .zip(dc.remainder())
-    {
-        let xhat = (xv - mu) * rs;
-        *o = rs * (dv * gv - mg - xhat * mgx);
-    }
+    map_lanes::<S, 3>(
+        dx,
+        [x, gamma, dy],
+        |[x, gamma, dy]| rsv * (dy * gamma - mgv - (x - muv) * rsv * mgxv),
+        |[x, gamma, dy]| rs * (dy * gamma - mg - (x - mu) * rs * mgx),
+    );
 }
 
 /// `dgamma_j = sum_r dy_rj xhat_rj`, `dbeta_j = sum_r dy_rj` for the columns

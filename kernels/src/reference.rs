@@ -345,19 +345,13 @@ pub fn attention_forward(
     probs: &mut [f64],
     context: &mut [f64],
 ) {
-    let crate::attention::AttentionShape {
-        batch,
-        seq,
-        heads,
-        head_dim: dh,
-    } = shape;
-    let d = heads * dh;
+    let (seq, dh) = (shape.seq, shape.head_dim);
     let at = |b: usize, i: usize, part: usize, h: usize, t: usize| {
-        qkv[(b * seq + i) * 3 * d + part * d + h * dh + t]
+        qkv[token_index(shape, 3, (b, i), part, (h, t))]
     };
     let mut scores = vec![0.0; seq * seq];
-    for b in 0..batch {
-        for h in 0..heads {
+    for b in 0..shape.batch {
+        for h in 0..shape.heads {
             for i in 0..seq {
                 for j in 0..seq {
                     let real = real_keys.is_none_or(|r| r[b * seq + j]);
@@ -371,11 +365,25 @@ pub fn attention_forward(
                     };
                 }
             }
-            let p = &mut probs[(b * heads + h) * seq * seq..][..seq * seq];
+            let p = &mut probs[(b * shape.heads + h) * seq * seq..][..seq * seq];
             softmax_rows(seq, &scores, p);
             attention_context(shape, b, h, qkv, p, Terms::Signed, context);
         }
     }
+}
+
+/// Where a `[B, S, parts d]` tensor holds entry `t` of head `h` of part `part` of token `i` of
+/// sample `b`: `qkv` has three parts per token (`[Q | K | V]`, `part` 0, 1, 2), `context` and
+/// `dcontext` one; within a part, head `h` spans columns `h dh..(h + 1) dh`.
+fn token_index(
+    shape: crate::attention::AttentionShape,
+    parts: usize,
+    (b, i): (usize, usize),
+    part: usize,
+    (h, t): (usize, usize),
+) -> usize {
+    let d = shape.heads * shape.head_dim;
+    (b * shape.seq + i) * parts * d + part * d + h * shape.head_dim + t
 }
 
 /// Which sum the reference attention computes: the value itself, or the sum of the absolute
@@ -417,11 +425,10 @@ fn attention_context(
     context: &mut [f64],
 ) {
     let (seq, dh) = (shape.seq, shape.head_dim);
-    let d = shape.heads * dh;
     for i in 0..seq {
         for t in 0..dh {
-            context[(b * seq + i) * d + h * dh + t] = (0..seq)
-                .map(|j| p[i * seq + j] * terms.of(qkv[(b * seq + j) * 3 * d + 2 * d + h * dh + t]))
+            context[token_index(shape, 1, (b, i), 0, (h, t))] = (0..seq)
+                .map(|j| p[i * seq + j] * terms.of(qkv[token_index(shape, 3, (b, j), 2, (h, t))]))
                 .sum();
         }
     }
@@ -487,17 +494,14 @@ pub fn attention_backward_terms(
         heads,
         head_dim: dh,
     } = shape;
-    let d = heads * dh;
-    let index = |b: usize, i: usize, part: usize, h: usize, t: usize| {
-        (b * seq + i) * 3 * d + part * d + h * dh + t
-    };
     let mut dz = vec![0.0; seq * seq];
     for b in 0..batch {
         for h in 0..heads {
             let p = &probs[(b * heads + h) * seq * seq..][..seq * seq];
-            let g = |i: usize, t: usize| terms.of(dcontext[(b * seq + i) * d + h * dh + t]);
+            let g =
+                |i: usize, t: usize| terms.of(dcontext[token_index(shape, 1, (b, i), 0, (h, t))]);
             let x = |b: usize, i: usize, part: usize, h: usize, t: usize| {
-                terms.of(qkv[index(b, i, part, h, t)])
+                terms.of(qkv[token_index(shape, 3, (b, i), part, (h, t))])
             };
             for i in 0..seq {
                 let dp: Vec<f64> = (0..seq)
@@ -514,7 +518,7 @@ pub fn attention_backward_terms(
                     let dk: f64 = (0..seq).map(|j| dz[j * seq + i] * x(b, j, 0, h, t)).sum();
                     let dv: f64 = (0..seq).map(|j| p[j * seq + i] * g(j, t)).sum();
                     for (part, value) in [(0, dq), (1, dk), (2, dv)] {
-                        let o = &mut dqkv[index(b, i, part, h, t)];
+                        let o = &mut dqkv[token_index(shape, 3, (b, i), part, (h, t))];
                         *o = if beta == 0.0 {
                             value
                         } else {

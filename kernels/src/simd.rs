@@ -186,8 +186,21 @@ pub(crate) trait Simd: Float {
     /// `|x|` below which `wide`'s exp is used as is.
     const EXP_SAFE: f64;
 
-    /// Maximum of the lanes.
-    fn hmax(v: Self::V) -> Self;
+    /// Maximum of the lanes, halving them each step (lane `l` against lane `l + half`): a
+    /// fixed order.
+    #[inline(always)]
+    fn hmax(v: Self::V) -> Self {
+        let mut lanes = [Self::ZERO; MAX_LANES];
+        v.store(&mut lanes);
+        let mut half = Self::V::LANES;
+        while half > 1 {
+            half /= 2;
+            for l in 0..half {
+                lanes[l] = lanes[l].max(lanes[l + half]);
+            }
+        }
+        lanes[0]
+    }
     fn vmax(a: Self::V, b: Self::V) -> Self::V;
     fn vabs(v: Self::V) -> Self::V;
     /// Lane-wise `if mask { t } else { f }` with the mask from `lt` / `gt`.
@@ -221,6 +234,33 @@ pub(crate) trait Simd: Float {
             return e;
         }
         exp_edges::<Self>(x, e, safe)
+    }
+}
+
+/// `out = f(inputs)` elementwise: whole vectors through `vector`, the last `out.len() % LANES`
+/// elements one at a time through `scalar`, its twin on scalars (which keeps the kernel's own
+/// rounding there, fused or not). Every input holds at least `out.len()` elements.
+#[inline(always)]
+pub(crate) fn map_lanes<S: Simd, const K: usize>(
+    out: &mut [S],
+    inputs: [&[S]; K],
+    vector: impl Fn([S::V; K]) -> S::V,
+    scalar: impl Fn([S; K]) -> S,
+) {
+    let l = S::V::LANES;
+    let len = out.len();
+    let mut input_chunks = inputs.map(|x| x[..len].chunks_exact(l));
+    let mut out_chunks = out.chunks_exact_mut(l);
+    for o in &mut out_chunks {
+        let lanes = std::array::from_fn(|i| match input_chunks[i].next() {
+            Some(chunk) => S::V::load(chunk),
+            None => unreachable!("every input is as long as the output"),
+        });
+        S::V::store(vector(lanes), o);
+    }
+    let tails = input_chunks.map(|chunks| chunks.remainder());
+    for (j, o) in out_chunks.into_remainder().iter_mut().enumerate() {
+        *o = scalar(std::array::from_fn(|i| tails[i][j]));
     }
 }
 
@@ -440,17 +480,6 @@ impl Simd for f32 {
     const ERF_TAYLOR_TERMS: usize = 11;
     const EXP_SAFE: f64 = 87.0;
 
-    #[inline(always)]
-    fn hmax(v: f32x8) -> f32 {
-        let a = v.to_array();
-        let m4 = [
-            a[0].max(a[4]),
-            a[1].max(a[5]),
-            a[2].max(a[6]),
-            a[3].max(a[7]),
-        ];
-        m4[0].max(m4[2]).max(m4[1].max(m4[3]))
-    }
     wide_lane_ops!(f32x8);
     #[inline(always)]
     fn transpose_in(block: &[f32], columns: &mut [f32x8]) -> bool {
@@ -484,11 +513,6 @@ impl Simd for f64 {
     const ERF_TAYLOR_TERMS: usize = 13;
     const EXP_SAFE: f64 = 708.0;
 
-    #[inline(always)]
-    fn hmax(v: f64x4) -> f64 {
-        let a = v.to_array();
-        a[0].max(a[2]).max(a[1].max(a[3]))
-    }
     wide_lane_ops!(f64x4);
     #[inline(always)]
     fn vmul_exp2(v: f64x4, n: f64x4) -> f64x4 {
@@ -506,24 +530,18 @@ pub mod testing {
 
     fn map<T: Float>(x: &[T], out: &mut [T], f32f: fn(f32x8) -> f32x8, f64f: fn(f64x4) -> f64x4) {
         match precision::<T>() {
-            Precision::F32 => map_f32(cast(x), cast_mut(out), f32f),
-            Precision::F64 => map_f64(cast(x), cast_mut(out), f64f),
+            Precision::F32 => map_vectors::<f32>(cast(x), cast_mut(out), f32f),
+            Precision::F64 => map_vectors::<f64>(cast(x), cast_mut(out), f64f),
         }
     }
-    fn map_f32(x: &[f32], out: &mut [f32], f: fn(f32x8) -> f32x8) {
-        for (xc, oc) in x.chunks(8).zip(out.chunks_mut(8)) {
-            let mut buf = [0.0f32; 8];
+    /// `out = f(x)` a vector at a time, the last one zero-padded.
+    fn map_vectors<S: Simd>(x: &[S], out: &mut [S], f: fn(S::V) -> S::V) {
+        let lanes = S::V::LANES;
+        for (xc, oc) in x.chunks(lanes).zip(out.chunks_mut(lanes)) {
+            let mut buf = [S::ZERO; MAX_LANES];
             buf[..xc.len()].copy_from_slice(xc);
-            let r = f(f32x8::from(buf)).to_array();
-            oc.copy_from_slice(&r[..oc.len()]);
-        }
-    }
-    fn map_f64(x: &[f64], out: &mut [f64], f: fn(f64x4) -> f64x4) {
-        for (xc, oc) in x.chunks(4).zip(out.chunks_mut(4)) {
-            let mut buf = [0.0f64; 4];
-            buf[..xc.len()].copy_from_slice(xc);
-            let r = f(f64x4::from(buf)).to_array();
-            oc.copy_from_slice(&r[..oc.len()]);
+            f(S::V::load(&buf)).store(&mut buf);
+            oc.copy_from_slice(&buf[..oc.len()]);
         }
     }
 

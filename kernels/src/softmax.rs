@@ -14,7 +14,7 @@
 //! - entries more than about 87 (f32) / 708 (f64) below the row max get probability exactly 0
 //!   (the true value is below 1e-38 / 1e-307 of the max entry's).
 
-use crate::simd::{cast, cast_mut, dispatch, Simd, SimdVector};
+use crate::simd::{cast, cast_mut, dispatch, map_lanes, Simd, SimdVector};
 use crate::threading;
 use crate::Float;
 
@@ -192,14 +192,12 @@ fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
         // (x - m) - log s, not x - (m + log s): with a huge max (1e30) the latter loses log s.
         let log_sum = s.ln();
         let (max_v, log_sum_v) = (S::V::splat(m), S::V::splat(log_sum));
-        let mut yc = y.chunks_exact_mut(l);
-        let mut xc = x.chunks_exact(l);
-        for (yv, xv) in (&mut yc).zip(&mut xc) {
-            S::V::store((S::V::load(xv) - max_v) - log_sum_v, yv);
-        }
-        for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-            *yv = (xv - m) - log_sum;
-        }
+        map_lanes::<S, 1>(
+            y,
+            [x],
+            |[x]| (x - max_v) - log_sum_v,
+            |[x]| (x - m) - log_sum,
+        );
     } else {
         let inv = S::ONE / s;
         crate::level1::scale_simd(inv, y);
@@ -248,43 +246,20 @@ fn rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T], log: bo
 fn softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
     let inner = crate::level1::dot_simd(y, dy);
     let iv = S::V::splat(inner);
-    let l = S::V::LANES;
-    let mut dc = dx.chunks_exact_mut(l);
-    let mut yc = y.chunks_exact(l);
-    let mut gc = dy.chunks_exact(l);
-    for ((d, yv), g) in (&mut dc).zip(&mut yc).zip(&mut gc) {
-        S::V::store(S::V::load(yv) * (S::V::load(g) - iv), d);
-    }
-    for ((d, &yv), &g) in dc
-        .into_remainder()
-        .iter_mut()
-        .zip(yc.remainder())
-        .zip(gc.remainder())
-    {
-        *d = yv * (g - inner);
-    }
+    map_lanes::<S, 2>(dx, [y, dy], |[y, g]| y * (g - iv), |[y, g]| y * (g - inner));
 }
 
 #[inline(always)]
 fn log_softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
     let s = crate::level1::sum_simd(dy);
     let sv = S::V::splat(s);
-    let l = S::V::LANES;
-    let mut dc = dx.chunks_exact_mut(l);
-    let mut yc = y.chunks_exact(l);
-    let mut gc = dy.chunks_exact(l);
-    for ((d, yv), g) in (&mut dc).zip(&mut yc).zip(&mut gc) {
-        // dy - exp(y) s
-        S::V::store(S::V::load(g) - S::vexp(S::V::load(yv)) * sv, d);
-    }
-    for ((d, &yv), &g) in dc
-        .into_remainder()
-        .iter_mut()
-        .zip(yc.remainder())
-        .zip(gc.remainder())
-    {
-        *d = g - yv.exp() * s;
-    }
+    // dy - exp(y) s
+    map_lanes::<S, 2>(
+        dx,
+        [y, dy],
+        |[y, g]| g - S::vexp(y) * sv,
+        |[y, g]| g - y.exp() * s,
+    );
 }
 
 /// `log(1 + e^x)` without overflow: `max(x, 0) + log1p(e^-|x|)`.

@@ -86,6 +86,27 @@ impl<T: Float> Problem<T> {
         (probs, context)
     }
 
+    /// `dqkv <- dQKV + beta dqkv` by the kernel, from the forward's probabilities `probs`.
+    fn backward(&self, probs: &[T], beta: T, dqkv: &mut [T]) {
+        attention_backward(
+            self.shape,
+            self.scale,
+            &self.qkv,
+            probs,
+            &self.dcontext,
+            beta,
+            dqkv,
+        );
+    }
+
+    /// The reference context's absolute-term sums ([`reference::Terms::Absolute`]) from the
+    /// probabilities `probs`.
+    fn reference_context_terms(&self, probs: &[f64]) -> Vec<f64> {
+        let mut terms = vec![0.0; self.shape.context_len()];
+        reference::attention_context_magnitude(self.shape, &widen(&self.qkv), probs, &mut terms);
+        terms
+    }
+
     fn reference_forward(&self) -> (Vec<f64>, Vec<f64>) {
         let mut probs = vec![0.0; self.shape.probs_len()];
         let mut context = vec![0.0; self.shape.context_len()];
@@ -127,13 +148,7 @@ fn check_problem<T: Float>(problem: &Problem<T>, initial: &[T], beta: f64, what:
     let (probs, context) = problem.forward();
     let (want_probs, want_context) = problem.reference_forward();
     let tol = problem.tol();
-    let mut context_terms = vec![0.0; shape.context_len()];
-    reference::attention_context_magnitude(
-        shape,
-        &widen(&problem.qkv),
-        &want_probs,
-        &mut context_terms,
-    );
+    let context_terms = problem.reference_context_terms(&want_probs);
     assert_scaled_close(
         &format!("probs {what}"),
         &probs,
@@ -152,15 +167,7 @@ fn check_problem<T: Float>(problem: &Problem<T>, initial: &[T], beta: f64, what:
     // The backward from the kernel's own probabilities (what the autodiff op does), against the
     // reference from the same probabilities.
     let mut dqkv = initial.to_vec();
-    attention_backward(
-        shape,
-        problem.scale,
-        &problem.qkv,
-        &probs,
-        &problem.dcontext,
-        T::from_f64(beta),
-        &mut dqkv,
-    );
+    problem.backward(&probs, T::from_f64(beta), &mut dqkv);
     let backward_args = (
         problem.scale.to_f64(),
         widen(&problem.qkv),
@@ -282,18 +289,8 @@ fn cancelling_outputs_are_measured_against_their_terms() {
             .map(|i| value(i + 3) as f32)
             .collect(),
     };
-    let (mut probs, mut context) = (vec![0.0; shape.probs_len()], vec![0.0; shape.context_len()]);
-    let real = problem.real.as_deref();
-    reference::attention_forward(
-        shape,
-        1.0,
-        &widen(&problem.qkv),
-        real,
-        &mut probs,
-        &mut context,
-    );
-    let mut terms = vec![0.0; shape.context_len()];
-    reference::attention_context_magnitude(shape, &widen(&problem.qkv), &probs, &mut terms);
+    let (probs, context) = problem.reference_forward();
+    let terms = problem.reference_context_terms(&probs);
     let largest = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     assert!(
         largest(&context) < 1e-4 * largest(&terms),
@@ -337,17 +334,7 @@ fn bit_identical_for_any_thread_count() {
             pool(threads).install(|| {
                 let (probs, context) = with_kernel_variant(variant, || problem.forward());
                 let mut dqkv = vec![T::ZERO; shape.qkv_len()];
-                with_kernel_variant(variant, || {
-                    attention_backward(
-                        shape,
-                        problem.scale,
-                        &problem.qkv,
-                        &probs,
-                        &problem.dcontext,
-                        T::ZERO,
-                        &mut dqkv,
-                    )
-                });
+                with_kernel_variant(variant, || problem.backward(&probs, T::ZERO, &mut dqkv));
                 [bits(&probs), bits(&context), bits(&dqkv)]
             })
         };

@@ -212,60 +212,90 @@ common::tests_per_kernel_variant! {
     beta_zero_ignores_c_f64 => beta_zero_ignores_c::<f64>();
 }
 
-#[test]
-#[should_panic(expected = "leading dimension 3 is smaller than its 4 columns")]
-fn leading_dimension_too_small_panics() {
-    let a = vec![0.0f32; 12];
-    let b = vec![0.0f32; 12];
-    let mut c = vec![0.0f32; 9];
-    gemm(
-        1.0,
-        MatRef::with_ld(&a, 3, 4, 3),
-        MatRef::new(&b, 4, 3),
-        0.0,
-        MatMut::new(&mut c, 3, 3),
-    );
+/// Operands `gemm` must refuse, with the words of the panic that names the fault.
+struct Malformed {
+    /// A as stored (12 elements): rows, columns, leading dimension.
+    a: (usize, usize, usize),
+    /// B as stored (12 elements, leading dimension its columns): rows, columns, and whether it
+    /// is used transposed.
+    b: (usize, usize, bool),
+    /// C: rows, columns (its leading dimension), and the length of its storage.
+    c: (usize, usize, usize),
+    message: &'static str,
+}
+
+/// `op(A) op(B) = C` with A 3 x 4, B 4 x 3 and C 3 x 3, all well formed (no panic to name);
+/// each case below spoils it in one way.
+const WELL_FORMED: Malformed = Malformed {
+    a: (3, 4, 4),
+    b: (4, 3, false),
+    c: (3, 3, 9),
+    message: "",
+};
+
+const MALFORMED: [Malformed; 4] = [
+    Malformed {
+        a: (3, 4, 3),
+        message: "leading dimension 3 is smaller than its 4 columns",
+        ..WELL_FORMED
+    },
+    Malformed {
+        c: (3, 3, 8),
+        message: "8 elements, a 3 x 3 matrix with leading dimension 3 needs 9",
+        ..WELL_FORMED
+    },
+    Malformed {
+        b: (4, 3, true),
+        c: (3, 4, 12),
+        message: "op(A) is 3 x 4 but op(B) is 3 x 4: inner dimensions differ",
+        ..WELL_FORMED
+    },
+    Malformed {
+        c: (3, 4, 12),
+        message: "op(A) op(B) is 3 x 3 but C is 3 x 4",
+        ..WELL_FORMED
+    },
+];
+
+fn malformed_operands_panic<T: Float>() {
+    for case in MALFORMED {
+        let (a, b) = (vec![T::ZERO; 12], vec![T::ZERO; 12]);
+        let mut c = vec![T::ZERO; case.c.2];
+        let call = std::panic::AssertUnwindSafe(|| {
+            let (a_rows, a_cols, lda) = case.a;
+            let (b_rows, b_cols, b_transposed) = case.b;
+            let b_stored = MatRef::new(&b, b_rows, b_cols);
+            let op_b = if b_transposed {
+                b_stored.transpose()
+            } else {
+                b_stored
+            };
+            let op_a = MatRef::with_ld(&a, a_rows, a_cols, lda);
+            gemm(
+                T::ONE,
+                op_a,
+                op_b,
+                T::ZERO,
+                MatMut::new(&mut c, case.c.0, case.c.1),
+            );
+        });
+        let panic = std::panic::catch_unwind(call).expect_err(case.message);
+        let said = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        assert!(
+            said.contains(case.message),
+            "{}: the panic says {said:?}, not {:?}",
+            T::NAME,
+            case.message
+        );
+    }
 }
 
 #[test]
-#[should_panic(expected = "8 elements, a 3 x 3 matrix with leading dimension 3 needs 9")]
-fn short_output_panics() {
-    let a = vec![0.0f64; 12];
-    let b = vec![0.0f64; 12];
-    let mut c = vec![0.0f64; 8];
-    gemm(
-        1.0,
-        MatRef::new(&a, 3, 4),
-        MatRef::new(&b, 4, 3),
-        0.0,
-        MatMut::new(&mut c, 3, 3),
-    );
-}
-
-#[test]
-#[should_panic(expected = "op(A) is 3 x 4 but op(B) is 3 x 4: inner dimensions differ")]
-fn disagreeing_inner_dimensions_panic() {
-    let (a, b) = (vec![0.0f32; 12], vec![0.0f32; 12]);
-    let mut c = vec![0.0f32; 16];
-    gemm(
-        1.0,
-        MatRef::new(&a, 3, 4),
-        MatRef::new(&b, 4, 3).transpose(),
-        0.0,
-        MatMut::new(&mut c, 3, 4),
-    );
-}
-
-#[test]
-#[should_panic(expected = "op(A) op(B) is 3 x 3 but C is 3 x 4")]
-fn output_of_the_wrong_shape_panics() {
-    let (a, b) = (vec![0.0f64; 12], vec![0.0f64; 12]);
-    let mut c = vec![0.0f64; 12];
-    gemm(
-        1.0,
-        MatRef::new(&a, 3, 4),
-        MatRef::new(&b, 4, 3),
-        0.0,
-        MatMut::new(&mut c, 3, 4),
-    );
+fn malformed_operands_panic_naming_the_fault() {
+    malformed_operands_panic::<f32>();
+    malformed_operands_panic::<f64>();
 }

@@ -372,24 +372,19 @@ pub(crate) fn columns<V: SimdVector, O: OutRows<V::Scalar>>(
     let (m, k) = (a.rows(), a.cols());
     let (ta, lda, tb, ldb) = (a.trans(), a.ld(), b.trans(), b.ld());
     let (a, b) = (a.data(), b.data());
-    let first = cols.start;
-    match (ta, tb) {
+    // every combination but the deep dot form is an axpy form V = X Y: which operand is X and
+    // which Y, and whether V is C or C^T
+    let (x, y, ldy, y_first, transposed) = match (ta, tb) {
+        (Transpose::No, Transpose::Yes) if dot_form_for(m, k) => {
+            return dot_form::<V, O>(product, cols, out);
+        }
         (Transpose::No, Transpose::No) | (Transpose::Yes, Transpose::No) => {
             let x = XView {
                 data: a,
                 ld: lda,
                 column_major: ta == Transpose::Yes,
             };
-            let view = AxpyView {
-                x,
-                y: b,
-                ldy: ldb,
-                y_first: 0,
-                k,
-                transposed: false,
-                first,
-            };
-            axpy_form::<V, O>(&view, 0..m, cols, scalars, k > DEPTH_BLOCK, out);
+            (x, b, ldb, 0, false)
         }
         (Transpose::Yes, Transpose::Yes) => {
             // C^T = B_stored A_stored: V rows are columns of C, V columns are rows of C
@@ -398,19 +393,10 @@ pub(crate) fn columns<V: SimdVector, O: OutRows<V::Scalar>>(
                 ld: ldb,
                 column_major: false,
             };
-            let view = AxpyView {
-                x,
-                y: a,
-                ldy: lda,
-                y_first: 0,
-                k,
-                transposed: true,
-                first,
-            };
-            axpy_form::<V, O>(&view, cols, 0..m, scalars, false, out);
+            (x, a, lda, 0, true)
         }
-        (Transpose::No, Transpose::Yes) if !dot_form_for(m, k) => {
-            // shallow or tall: B^T (rows cols of B) copied into a k x width scratch, then the axpy form
+        (Transpose::No, Transpose::Yes) => {
+            // shallow or tall: B^T (rows cols of B) copied into a k x width scratch
             let width = cols.len();
             let b_transposed = &mut scratch[..k * width];
             for (j, b_row) in b[cols.start * ldb..].chunks(ldb).take(width).enumerate() {
@@ -423,19 +409,28 @@ pub(crate) fn columns<V: SimdVector, O: OutRows<V::Scalar>>(
                 ld: lda,
                 column_major: false,
             };
-            let view = AxpyView {
-                x,
-                y: b_transposed,
-                ldy: width,
-                y_first: cols.start,
-                k,
-                transposed: false,
-                first,
-            };
-            axpy_form::<V, O>(&view, 0..m, cols, scalars, false, out);
+            (x, &*b_transposed, width, cols.start, false)
         }
-        (Transpose::No, Transpose::Yes) => dot_form::<V, O>(product, cols, out),
-    }
+    };
+    let view = AxpyView {
+        x,
+        y,
+        ldy,
+        y_first,
+        k,
+        transposed,
+        first: cols.start,
+    };
+    // only B as stored is streamed from memory and worth blocking over the depth; A (in the
+    // transposed form) and the scratch copy are read once per register block
+    let block_depth = tb == Transpose::No && k > DEPTH_BLOCK;
+    // V's rows and columns: those of C, or swapped when V = C^T
+    let (rows, view_cols) = if transposed {
+        (cols, 0..m)
+    } else {
+        (0..m, cols)
+    };
+    axpy_form::<V, O>(&view, rows, view_cols, scalars, block_depth, out);
 }
 
 /// `X[r][p]`: `data[r * ld + p]` (row-major) or `data[p * ld + r]` (`column_major`).
@@ -801,6 +796,39 @@ fn dot_form<V: SimdVector, O: OutRows<V::Scalar>>(
     }
 }
 
+/// One step of [`dot_block`] over the depth `p..p + len` (`len` at most `LANES`; with fewer
+/// the vectors are zero-padded): `acc[r][s] += A_r[p..] B_s[p..]` lane-wise. Called with
+/// `len == LANES` in the main loop, where the test in [`load_lanes`] folds away.
+#[inline(always)]
+fn dot_step<V: SimdVector, const RA: usize, const RB: usize>(
+    acc: &mut [[V; RB]; RA],
+    a_rows: &[&[V::Scalar]; RA],
+    b_rows: &[&[V::Scalar]; RB],
+    p: usize,
+    len: usize,
+) {
+    let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
+    for (b_vector, b_row) in b_vectors.iter_mut().zip(b_rows) {
+        *b_vector = load_lanes::<V>(&b_row[p..], len);
+    }
+    for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
+        let a_vector = load_lanes::<V>(&a_row[p..], len);
+        for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
+            *acc = V::mul_add(a_vector, b_vector, *acc);
+        }
+    }
+}
+
+/// The first `len` scalars of `src` (at most `LANES`) as a vector, zero-padded when fewer.
+#[inline(always)]
+fn load_lanes<V: SimdVector>(src: &[V::Scalar], len: usize) -> V {
+    if len == V::LANES {
+        V::load(&src[..len])
+    } else {
+        V::load_partial(src, len)
+    }
+}
+
 /// `RA x RB` elements of the dot form at `(row, col)`; `first` is the first column of C the
 /// output rows start at.
 #[inline(always)]
@@ -818,29 +846,11 @@ fn dot_block<V: SimdVector, const RA: usize, const RB: usize, O: OutRows<V::Scal
     let whole = k - k % lanes;
     // loop over the depth, one vector of each row at a time
     for p in (0..whole).step_by(lanes) {
-        let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
-        for (b_vector, b_row) in b_vectors.iter_mut().zip(&b_rows) {
-            *b_vector = V::load(&b_row[p..][..lanes]);
-        }
-        for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
-            let a_vector = V::load(&a_row[p..][..lanes]);
-            for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
-                *acc = V::mul_add(a_vector, b_vector, *acc);
-            }
-        }
+        dot_step::<V, RA, RB>(&mut acc, &a_rows, &b_rows, p, lanes);
     }
     if whole < k {
         // the last partial vector, zero-padded
-        let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
-        for (b_vector, b_row) in b_vectors.iter_mut().zip(&b_rows) {
-            *b_vector = V::load_partial(&b_row[whole..], k - whole);
-        }
-        for (acc_row, a_row) in acc.iter_mut().zip(&a_rows) {
-            let a_vector = V::load_partial(&a_row[whole..], k - whole);
-            for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
-                *acc = V::mul_add(a_vector, b_vector, *acc);
-            }
-        }
+        dot_step::<V, RA, RB>(&mut acc, &a_rows, &b_rows, whole, k - whole);
     }
     let Scalars { alpha, beta } = scalars;
     for (r, acc_row) in acc.iter().enumerate() {

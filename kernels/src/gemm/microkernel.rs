@@ -281,9 +281,10 @@ mod tests {
     use super::*;
     use wide::{f32x8, f64x4};
 
-    /// A small deterministic generator (the kernel tests in `tests/gemm.rs` use ChaCha; here a
-    /// fixed LCG keeps the unit tests dependency-free).
-    fn values(count: usize, seed: u64) -> Vec<f64> {
+    /// `count` values in [-1, 1) from a small deterministic generator (the kernel tests in
+    /// `tests/gemm.rs` use ChaCha; here a fixed LCG keeps the unit tests dependency-free),
+    /// rounded to `S`.
+    fn values<S: Float>(count: usize, seed: u64) -> Vec<S> {
         let mut state = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -292,7 +293,7 @@ mod tests {
                 state = state
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+                S::from_f64(((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
             })
             .collect()
     }
@@ -324,20 +325,52 @@ mod tests {
         );
     }
 
+    /// C (leading dimension `ldc`) after a `rows x cols` tile was written over `c_old`: the
+    /// entries outside the tile as they were, those inside within the bound of
+    /// [`assert_tile_entry`] (A and B the packed panels of depth `kc`) and, given `full`,
+    /// equal bit for bit to the full tile's.
+    fn assert_written_tile<S: Float>(
+        (c, c_old, full): (&[S], &[S], Option<&[S]>),
+        (ldc, rows, cols): (usize, usize, usize),
+        panels: (&[S], usize, &[S], usize),
+        kc: usize,
+        scalars: (f64, f64),
+    ) {
+        for i in 0..c.len() / ldc {
+            for j in 0..ldc {
+                let (got, old) = (c[i * ldc + j].to_f64(), c_old[i * ldc + j].to_f64());
+                if i >= rows || j >= cols {
+                    assert_eq!(got, old, "outside the tile ({i}, {j}) was written");
+                    continue;
+                }
+                if let Some(full) = full {
+                    assert_eq!(
+                        got.to_bits(),
+                        full[i * ldc + j].to_f64().to_bits(),
+                        "partial tile {rows}x{cols} differs from the full tile at ({i}, {j})"
+                    );
+                }
+                assert_tile_entry(panels, (kc, i, j), scalars, (old, got), (rows, cols));
+            }
+        }
+    }
+
+    /// Fills the `rows x cols` tile of C (leading dimension `ldc`) with NaN: with `beta == 0`
+    /// a tile function must not read it, or the NaN would show in the result.
+    fn poison_tile<S: Float>(c: &mut [S], ldc: usize, rows: usize, cols: usize) {
+        for row in c.chunks_mut(ldc).take(rows) {
+            row[..cols].fill(S::from_f64(f64::NAN));
+        }
+    }
+
     fn check_microkernel<V: SimdVector + Pod>()
     where
         V::Scalar: Pod,
     {
         let nr = tile_cols::<V>();
         for kc in [0, 1, 2, 5, 16, 257] {
-            let a: Vec<V::Scalar> = values(kc * MR, 1)
-                .into_iter()
-                .map(Float::from_f64)
-                .collect();
-            let b_scalars: Vec<V::Scalar> = values(kc * nr, 2)
-                .into_iter()
-                .map(Float::from_f64)
-                .collect();
+            let a: Vec<V::Scalar> = values(kc * MR, 1);
+            let b_scalars: Vec<V::Scalar> = values(kc * nr, 2);
             let b: Vec<V> = b_scalars.chunks_exact(V::LANES).map(V::load).collect();
             let ab = microkernel::<V>(kc, &a, &b);
             for (rows, cols) in [
@@ -352,14 +385,10 @@ mod tests {
                     let alpha = 1.5;
                     // C embedded in a wider matrix (ldc = nr + 3) with a sentinel everywhere
                     let ldc = nr + 3;
-                    let c_old: Vec<f64> = values((MR + 1) * ldc, 3);
-                    let mut c: Vec<V::Scalar> = c_old.iter().map(|&x| Float::from_f64(x)).collect();
+                    let c_old: Vec<V::Scalar> = values((MR + 1) * ldc, 3);
+                    let mut c = c_old.clone();
                     if beta == 0.0 {
-                        for i in 0..rows {
-                            for j in 0..cols {
-                                c[i * ldc + j] = V::Scalar::from_f64(f64::NAN);
-                            }
-                        }
+                        poison_tile(&mut c, ldc, rows, cols);
                     }
                     write_back::<V>(
                         &ab,
@@ -370,23 +399,13 @@ mod tests {
                         rows,
                         cols,
                     );
-                    for i in 0..MR + 1 {
-                        for j in 0..ldc {
-                            let got = c[i * ldc + j].to_f64();
-                            let old = V::Scalar::from_f64(c_old[i * ldc + j]).to_f64();
-                            if i >= rows || j >= cols {
-                                assert_eq!(got, old, "outside the tile ({i}, {j}) was written");
-                                continue;
-                            }
-                            assert_tile_entry(
-                                (&a, MR, &b_scalars, nr),
-                                (kc, i, j),
-                                (alpha, beta),
-                                (old, got),
-                                (rows, cols),
-                            );
-                        }
-                    }
+                    assert_written_tile(
+                        (&c, &c_old, None),
+                        (ldc, rows, cols),
+                        (&a, MR, &b_scalars, nr),
+                        kc,
+                        (alpha, beta),
+                    );
                 }
             }
         }
@@ -402,13 +421,13 @@ mod tests {
     fn partial_tile_matches_full_tile_bitwise() {
         // The same accumulators written as a full tile and as partial tiles give identical bits.
         let kc = 37;
-        let a: Vec<f32> = values(kc * MR, 4).into_iter().map(|x| x as f32).collect();
-        let b: Vec<f32x8> = values(kc * 16, 5)
+        let a: Vec<f32> = values(kc * MR, 4);
+        let b: Vec<f32x8> = values::<f32>(kc * 16, 5)
             .chunks_exact(8)
-            .map(|v| f32x8::new(std::array::from_fn(|l| v[l] as f32)))
+            .map(<f32x8 as SimdVector>::load)
             .collect();
         let ab = microkernel::<f32x8>(kc, &a, &b);
-        let c0: Vec<f32> = values(MR * 16, 6).into_iter().map(|x| x as f32).collect();
+        let c0: Vec<f32> = values(MR * 16, 6);
         let mut full = c0.clone();
         write_back::<f32x8>(&ab, 0.3, 0.7, &mut full, 16, MR, 16);
         let mut partial = c0.clone();
@@ -429,13 +448,10 @@ mod tests {
         // and 257 end their groups of next-tile fetches early, or leave 1, 2 or 3 steps
         // after the unrolled stretch
         for kc in [1, 2, 5, 16, 23, 24, 25, 30, 81, 98, 257] {
-            let a: Vec<S> = values(kc * mr, 11).into_iter().map(S::from_f64).collect();
-            let b: Vec<S> = values(kc * nr, 12).into_iter().map(S::from_f64).collect();
+            let a: Vec<S> = values(kc * mr, 11);
+            let b: Vec<S> = values(kc * nr, 12);
             let ldc = nr + 3;
-            let c_old: Vec<S> = values((mr + 1) * ldc, 13)
-                .into_iter()
-                .map(S::from_f64)
-                .collect();
+            let c_old: Vec<S> = values((mr + 1) * ldc, 13);
             let (alpha, beta_values) = (1.5, [0.0, 1.0, -0.75]);
             for beta in beta_values {
                 let mut full = c_old.clone();
@@ -450,9 +466,7 @@ mod tests {
                 for (rows, cols) in shapes {
                     let mut c = c_old.clone();
                     if beta == 0.0 {
-                        for i in 0..rows {
-                            c[i * ldc..][..cols].fill(S::from_f64(f64::NAN));
-                        }
+                        poison_tile(&mut c, ldc, rows, cols);
                     }
                     K::tile(
                         kc,
@@ -462,27 +476,13 @@ mod tests {
                         beta_s,
                         MatMut::with_ld(&mut c, rows, cols, ldc),
                     );
-                    for i in 0..mr + 1 {
-                        for j in 0..ldc {
-                            let (got, old) = (c[i * ldc + j].to_f64(), c_old[i * ldc + j].to_f64());
-                            if i >= rows || j >= cols {
-                                assert_eq!(got, old, "outside the tile ({i}, {j}) was written");
-                                continue;
-                            }
-                            assert_eq!(
-                                got.to_bits(),
-                                full[i * ldc + j].to_f64().to_bits(),
-                                "partial tile {rows}x{cols} differs from the full tile at ({i}, {j})"
-                            );
-                            assert_tile_entry(
-                                (&a, mr, &b, nr),
-                                (kc, i, j),
-                                (alpha, beta),
-                                (old, got),
-                                (rows, cols),
-                            );
-                        }
-                    }
+                    assert_written_tile(
+                        (&c, &c_old, Some(&full)),
+                        (ldc, rows, cols),
+                        (&a, mr, &b, nr),
+                        kc,
+                        (alpha, beta),
+                    );
                 }
             }
         }
@@ -497,17 +497,11 @@ mod tests {
             // A stored with 3 spare rows and columns around the strip, so reading past the
             // strip would read other values (and past the slice, panic)
             let lda_rows = kc + 3;
-            let stored_rows: Vec<S> = values((mr + 3) * lda_rows, 21)
-                .into_iter()
-                .map(S::from_f64)
-                .collect();
+            let stored_rows: Vec<S> = values((mr + 3) * lda_rows, 21);
             let lda_transposed = mr + 3;
-            let stored_transposed: Vec<S> = values((kc + 3) * lda_transposed, 22)
-                .into_iter()
-                .map(S::from_f64)
-                .collect();
-            let b: Vec<S> = values(kc * nr, 23).into_iter().map(S::from_f64).collect();
-            let c_old: Vec<S> = values(mr * nr, 24).into_iter().map(S::from_f64).collect();
+            let stored_transposed: Vec<S> = values((kc + 3) * lda_transposed, 22);
+            let b: Vec<S> = values(kc * nr, 23);
+            let c_old: Vec<S> = values(mr * nr, 24);
             for (a_rows, stored, lda) in [
                 (true, &stored_rows, lda_rows),
                 (false, &stored_transposed, lda_transposed),
@@ -540,28 +534,47 @@ mod tests {
                 for beta in [0.0, 1.0, -0.75] {
                     for cols in [nr, nr - 1, nr / 2, 1] {
                         let (alpha_s, beta_s) = (S::from_f64(1.5), S::from_f64(beta));
-                        let mut expected = c_old.clone();
-                        let c = MatMut::with_ld(&mut expected, mr, cols, nr);
-                        K::tile(kc, &packed, &b, alpha_s, beta_s, c);
-                        let mut got = c_old.clone();
-                        if beta == 0.0 {
-                            got.fill(S::from_f64(f64::NAN));
-                            for (row, old) in got.chunks_exact_mut(nr).zip(c_old.chunks_exact(nr)) {
-                                row[cols..].copy_from_slice(&old[cols..]);
-                            }
-                        }
-                        let c = MatMut::with_ld(&mut got, mr, cols, nr);
-                        K::strided_tile(strip, &b, alpha_s, beta_s, c);
-                        for (index, (g, e)) in got.iter().zip(&expected).enumerate() {
-                            assert_eq!(
-                                g.to_f64().to_bits(),
-                                e.to_f64().to_bits(),
-                                "kc={kc} a_rows={a_rows} beta={beta} cols={cols} at {index}"
-                            );
-                        }
+                        assert_matches_packed_tile::<S, K>(
+                            (kc, &packed, &b),
+                            &c_old,
+                            (mr, cols),
+                            (alpha_s, beta_s),
+                            |c| K::strided_tile(strip, &b, alpha_s, beta_s, c),
+                            &format!("kc={kc} a_rows={a_rows} beta={beta} cols={cols}"),
+                        );
                     }
                 }
             }
+        }
+    }
+
+    /// A tile function reading an operand in place (`in_place`, given the `rows x cols` tile of
+    /// C with leading dimension `NR`) against the packed one (`K::tile` on the panels `kc`,
+    /// A, B) on the same tile of `c_old`: bit for bit equal. With `beta == 0` the in-place
+    /// function's C holds NaN, which it must not read. `case` names the case.
+    fn assert_matches_packed_tile<S: Float, K: GemmKernel<S>>(
+        (kc, a_panel, b_panel): (usize, &[S], &[S]),
+        c_old: &[S],
+        (rows, cols): (usize, usize),
+        (alpha, beta): (S, S),
+        in_place: impl FnOnce(MatMut<'_, S>),
+        case: &str,
+    ) {
+        let nr = K::NR;
+        let mut expected = c_old.to_vec();
+        let c = MatMut::with_ld(&mut expected, rows, cols, nr);
+        K::tile(kc, a_panel, b_panel, alpha, beta, c);
+        let mut got = c_old.to_vec();
+        if beta == S::ZERO {
+            poison_tile(&mut got, nr, rows, cols);
+        }
+        in_place(MatMut::with_ld(&mut got, rows, cols, nr));
+        for (index, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                g.to_f64().to_bits(),
+                e.to_f64().to_bits(),
+                "{case} at {index}"
+            );
         }
     }
 
@@ -571,41 +584,28 @@ mod tests {
     fn check_b_in_place_tile_fn<S: Float, K: GemmKernel<S>>() {
         let (mr, nr) = (K::MR, K::NR);
         for kc in [1, 2, 23, 24, 25, 30, 64, 257] {
-            let a: Vec<S> = values(kc * mr, 31).into_iter().map(S::from_f64).collect();
+            let a: Vec<S> = values(kc * mr, 31);
             // B stored with spare columns on both sides and a spare row: reading outside the
             // strip would read other values (and past the slice, panic)
             let ldb = nr + 7;
-            let stored: Vec<S> = values((kc + 1) * ldb, 32)
-                .into_iter()
-                .map(S::from_f64)
-                .collect();
+            let stored: Vec<S> = values((kc + 1) * ldb, 32);
             let b_strip = MatRef::with_ld(&stored[ldb + 3..], kc, nr, ldb);
             let packed: Vec<S> = (0..kc)
                 .flat_map(|p| stored[(p + 1) * ldb + 3..][..nr].to_vec())
                 .collect();
-            let c_old: Vec<S> = values(mr * nr, 33).into_iter().map(S::from_f64).collect();
+            let c_old: Vec<S> = values(mr * nr, 33);
             for beta in [0.0, 1.0, -0.75] {
                 let shapes = (1..=mr).flat_map(|rows| [(rows, nr), (rows, nr - 1), (rows, nr / 2)]);
                 for (rows, cols) in shapes {
                     let (alpha_s, beta_s) = (S::from_f64(-1.25), S::from_f64(beta));
-                    let mut expected = c_old.clone();
-                    let c = MatMut::with_ld(&mut expected, rows, cols, nr);
-                    K::tile(kc, &a, &packed, alpha_s, beta_s, c);
-                    let mut got = c_old.clone();
-                    if beta == 0.0 {
-                        for row in got.chunks_exact_mut(nr).take(rows) {
-                            row[..cols].fill(S::from_f64(f64::NAN));
-                        }
-                    }
-                    let c = MatMut::with_ld(&mut got, rows, cols, nr);
-                    K::b_in_place_tile(&a, b_strip, alpha_s, beta_s, c);
-                    for (index, (g, e)) in got.iter().zip(&expected).enumerate() {
-                        assert_eq!(
-                            g.to_f64().to_bits(),
-                            e.to_f64().to_bits(),
-                            "kc={kc} rows={rows} cols={cols} beta={beta} at {index}"
-                        );
-                    }
+                    assert_matches_packed_tile::<S, K>(
+                        (kc, &a, &packed),
+                        &c_old,
+                        (rows, cols),
+                        (alpha_s, beta_s),
+                        |c| K::b_in_place_tile(&a, b_strip, alpha_s, beta_s, c),
+                        &format!("kc={kc} rows={rows} cols={cols} beta={beta}"),
+                    );
                 }
             }
         }
