@@ -27,13 +27,14 @@ fn lr_and_decay<T: Float>(
 /// `store` that `grads` holds a gradient of, in id order, with the optimizer's per-parameter
 /// `state` slot (`None` before its first update) and its group's learning rate and weight decay
 /// (`lr` and `weight_decay` where the group sets none): what every optimizer's step visits.
+/// Stops at the first parameter whose `update` returns false, and returns it.
 fn for_each_update<T: Float, S>(
     store: &mut ParamStore<T>,
     grads: &Gradients<T>,
     (lr, weight_decay): (f64, f64),
     states: &mut Vec<Option<S>>,
-    mut update: impl FnMut(&mut Option<S>, &mut [T], &[T], f64, f64),
-) {
+    mut update: impl FnMut(&mut Option<S>, &mut [T], &[T], f64, f64) -> bool,
+) -> Result<(), ParamId> {
     states.resize_with(store.len(), || None);
     let ids: Vec<ParamId> = store.ids().collect();
     for id in ids {
@@ -49,8 +50,11 @@ fn for_each_update<T: Float, S>(
             "gradient of parameter {} has the wrong length",
             id.0
         );
-        update(&mut states[id.0], p, g, lr, wd);
+        if !update(&mut states[id.0], p, g, lr, wd) {
+            return Err(id);
+        }
     }
+    Ok(())
 }
 
 /// Stochastic gradient descent with momentum and (L2, coupled) weight decay, as `torch.optim.SGD`
@@ -96,7 +100,7 @@ impl<T: Float> Sgd<T> {
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
         let mu = T::from_f64(self.momentum);
         let defaults = (self.lr, self.weight_decay);
-        for_each_update(
+        let applied = for_each_update(
             store,
             grads,
             defaults,
@@ -105,7 +109,7 @@ impl<T: Float> Sgd<T> {
                 let (lr, wd) = (T::from_f64(lr), T::from_f64(wd));
                 if self.momentum == 0.0 {
                     plain_update(p, g, lr, wd);
-                    return;
+                    return true;
                 }
                 match buffer {
                     slot @ None => {
@@ -122,8 +126,10 @@ impl<T: Float> Sgd<T> {
                         }
                     }
                 }
+                true
             },
         );
+        debug_assert!(applied.is_ok(), "every update applies");
     }
 }
 
@@ -152,23 +158,12 @@ impl<T: Float> Sgd<T> {
             self.step(store, grads);
             return Ok(());
         }
-        let ids: Vec<ParamId> = store.ids().collect();
-        for id in ids {
-            let Some(g) = grads.param(id) else { continue };
-            if !store.is_trainable(id) {
-                continue;
-            }
-            let (lr, wd) = lr_and_decay(store, id, self.lr, self.weight_decay);
+        let defaults = (self.lr, self.weight_decay);
+        // Plain SGD keeps no state: the slots are zero-sized.
+        let mut stateless: Vec<Option<()>> = Vec::new();
+        for_each_update(store, grads, defaults, &mut stateless, |_, p, g, lr, wd| {
             let (lr, wd) = (T::from_f64(lr), T::from_f64(wd));
-            let p = store.value_mut(id);
-            assert_eq!(
-                g.len(),
-                p.len(),
-                "gradient of parameter {} has the wrong length",
-                id.0
-            );
-            let finite = p
-                .par_chunks_mut(CHECKED_CHUNK)
+            p.par_chunks_mut(CHECKED_CHUNK)
                 .zip(g.par_chunks(CHECKED_CHUNK))
                 .all(|(p, g)| {
                     let finite = all_finite(g);
@@ -176,12 +171,8 @@ impl<T: Float> Sgd<T> {
                         plain_update(p, g, lr, wd);
                     }
                     finite
-                });
-            if !finite {
-                return Err(id);
-            }
-        }
-        Ok(())
+                })
+        })
     }
 }
 
@@ -279,7 +270,7 @@ impl<T: Float> AdamW<T> {
             T::from_f64(self.eps),
         );
         let defaults = (self.lr, self.weight_decay);
-        for_each_update(
+        let applied = for_each_update(
             store,
             grads,
             defaults,
@@ -303,8 +294,10 @@ impl<T: Float> AdamW<T> {
                     let denom = v.sqrt() * inv_sqrt_bias2 + eps;
                     *pv -= step_size * *m / denom;
                 }
+                true
             },
         );
+        debug_assert!(applied.is_ok(), "every update applies");
     }
 }
 

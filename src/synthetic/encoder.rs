@@ -308,6 +308,7 @@ impl<T: Float> EncoderTrainer<T> {
         let (t, d) = (self.tokens_per_sample, self.dim());
         let per_sample = t * d;
         let chunks = match which {
+            // The training set in one pass: a training step's tape holds it whole already.
             Which::Train => std::slice::from_ref(&self.train_tokens),
             Which::Test => self.test_chunks.as_slice(),
         };
