@@ -17,7 +17,9 @@ d -> 3d projection over every position). `--torch-variant cls` runs the same alg
     python3 scripts/compare_encoder.py --torch-variant cls --rounds 3 --json
 
 `--rounds N` repeats the timings N times, each round timing every thread count on both sides
-back to back (interleaved rounds: a change of the machine's load hits both sides); `--json`
+back to back (interleaved rounds: a change of the machine's load hits both sides);
+`--benign-baseline OLD` times a second `benign` binary in the same rounds, just before `--benign`
+(an A/B of two builds against the same PyTorch figures, e.g. before and after a change); `--json`
 prints the trajectory check and every round's timings as one JSON object instead of the table
 (`scripts/performance.py` reads it).
 """
@@ -138,8 +140,8 @@ def run_child(cmd, env=None):
     return out.decode(), usage.ru_maxrss * 1024
 
 
-def benign_run(args, work, threads, steps, eval_every, out=None):
-    cmd = [args.benign, "run", "--model", "encoder", "--data", os.path.join(work, "data"),
+def benign_run(args, work, threads, steps, eval_every, out=None, binary=None):
+    cmd = [binary or args.benign, "run", "--model", "encoder", "--data", os.path.join(work, "data"),
            "--steps", str(steps), "--eval-every", str(eval_every), "--threads", str(threads),
            "--lr", str(args.lr), "--mlp-dim", str(args.dim), "--quiet", "--json"]
     if args.no_skip:
@@ -149,9 +151,21 @@ def benign_run(args, work, threads, steps, eval_every, out=None):
     return json.loads(text), rss
 
 
+def benign_timing(args, work, threads, binary=None):
+    """One step's and one evaluation's seconds of `binary` (`--benign` by default), and its
+    peak RSS: the difference of two runs, 2 and 2 + --time-steps steps, each evaluating at its
+    first and last step."""
+    short, rss_short = benign_run(args, work, threads, 2, 10_000, binary=binary)
+    long_, rss_long = benign_run(args, work, threads, 2 + args.time_steps, 10_000, binary=binary)
+    step = (long_["training_seconds"] - short["training_seconds"]) / args.time_steps
+    evaluation = (short["training_seconds"] - 2 * step) / 2
+    return step, evaluation, max(rss_short, rss_long)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benign", default="target/release/benign")
+    ap.add_argument("--benign-baseline", help="a second benign binary timed in the same rounds")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--dim", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=42)
@@ -211,30 +225,40 @@ def main():
         f"max relative difference {max(diffs):.2e}")
 
     # 2. Timings, back to back per thread count, round after round.
+    baseline = args.benign_baseline
     say(f"{'threads':>7} {'benign step':>12} {'torch step':>11} {'ratio':>6} "
-        f"{'benign eval':>12} {'torch eval':>11} {'benign RSS':>11} {'torch RSS':>10}")
+        f"{'benign eval':>12} {'torch eval':>11} {'benign RSS':>11} {'torch RSS':>10}"
+        + (f" {'base step':>10} {'ratio':>6} {'base eval':>10}" if baseline else ""))
     thread_counts = [int(t) for t in args.threads.split(",")]
     rows = {t: {"threads": t, "benign_step_seconds": [], "torch_step_seconds": [],
                 "benign_eval_seconds": [], "torch_eval_seconds": [], "benign_rss_bytes": 0,
                 "torch_rss_bytes": 0} for t in thread_counts}
+    if baseline:
+        for row in rows.values():
+            row.update({"baseline_step_seconds": [], "baseline_eval_seconds": []})
     for _ in range(args.rounds):
         for threads in thread_counts:
-            short, rss_short = benign_run(args, work, threads, 2, 10_000)
-            long_, rss_long = benign_run(args, work, threads, 2 + args.time_steps, 10_000)
-            step = (long_["training_seconds"] - short["training_seconds"]) / args.time_steps
-            evaluation = (short["training_seconds"] - 2 * step) / 2
-            t, rss_torch = torch(threads, [])
             row = rows[threads]
+            if baseline:
+                base_step, base_eval, _ = benign_timing(args, work, threads, baseline)
+                row["baseline_step_seconds"].append(base_step)
+                row["baseline_eval_seconds"].append(base_eval)
+            step, evaluation, rss = benign_timing(args, work, threads)
+            t, rss_torch = torch(threads, [])
             row["benign_step_seconds"].append(step)
             row["torch_step_seconds"].append(t["step_seconds"])
             row["benign_eval_seconds"].append(evaluation)
             row["torch_eval_seconds"].append(t["eval_seconds"])
-            row["benign_rss_bytes"] = max(row["benign_rss_bytes"], rss_short, rss_long)
+            row["benign_rss_bytes"] = max(row["benign_rss_bytes"], rss)
             row["torch_rss_bytes"] = max(row["torch_rss_bytes"], rss_torch)
             say(f"{threads:>7} {step * 1e3:>10.1f}ms {t['step_seconds'] * 1e3:>9.1f}ms "
                 f"{t['step_seconds'] / step:>5.2f}x {evaluation:>11.2f}s {t['eval_seconds']:>10.2f}s "
-                f"{max(rss_short, rss_long) / 2**20:>9.0f}MB {rss_torch / 2**20:>8.0f}MB")
+                f"{rss / 2**20:>9.0f}MB {rss_torch / 2**20:>8.0f}MB"
+                + (f" {base_step * 1e3:>8.1f}ms {t['step_seconds'] / base_step:>5.2f}x "
+                   f"{base_eval:>9.2f}s" if baseline else ""))
     result["rows"] = list(rows.values())
+    if baseline:
+        result["benign_baseline"] = baseline
     if args.json:
         print(json.dumps(result))
 

@@ -5,6 +5,7 @@
 //! in f64 and rounded once to the element type.
 
 use benign_kernels::Float;
+use rayon::prelude::*;
 
 use super::gradients::Gradients;
 use super::params::{ParamId, ParamStore};
@@ -26,13 +27,14 @@ fn lr_and_decay<T: Float>(
 /// `store` that `grads` holds a gradient of, in id order, with the optimizer's per-parameter
 /// `state` slot (`None` before its first update) and its group's learning rate and weight decay
 /// (`lr` and `weight_decay` where the group sets none): what every optimizer's step visits.
+/// Stops at the first parameter whose `update` returns false, and returns it.
 fn for_each_update<T: Float, S>(
     store: &mut ParamStore<T>,
     grads: &Gradients<T>,
     (lr, weight_decay): (f64, f64),
     states: &mut Vec<Option<S>>,
-    mut update: impl FnMut(&mut Option<S>, &mut [T], &[T], f64, f64),
-) {
+    mut update: impl FnMut(&mut Option<S>, &mut [T], &[T], f64, f64) -> bool,
+) -> Result<(), ParamId> {
     states.resize_with(store.len(), || None);
     let ids: Vec<ParamId> = store.ids().collect();
     for id in ids {
@@ -48,8 +50,11 @@ fn for_each_update<T: Float, S>(
             "gradient of parameter {} has the wrong length",
             id.0
         );
-        update(&mut states[id.0], p, g, lr, wd);
+        if !update(&mut states[id.0], p, g, lr, wd) {
+            return Err(id);
+        }
     }
+    Ok(())
 }
 
 /// Stochastic gradient descent with momentum and (L2, coupled) weight decay, as `torch.optim.SGD`
@@ -95,7 +100,7 @@ impl<T: Float> Sgd<T> {
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
         let mu = T::from_f64(self.momentum);
         let defaults = (self.lr, self.weight_decay);
-        for_each_update(
+        let applied = for_each_update(
             store,
             grads,
             defaults,
@@ -103,10 +108,8 @@ impl<T: Float> Sgd<T> {
             |buffer, p, g, lr, wd| {
                 let (lr, wd) = (T::from_f64(lr), T::from_f64(wd));
                 if self.momentum == 0.0 {
-                    for (pv, &gv) in p.iter_mut().zip(g) {
-                        *pv -= lr * (gv + wd * *pv);
-                    }
-                    return;
+                    plain_update(p, g, lr, wd);
+                    return true;
                 }
                 match buffer {
                     slot @ None => {
@@ -123,8 +126,69 @@ impl<T: Float> Sgd<T> {
                         }
                     }
                 }
+                true
             },
         );
+        debug_assert!(applied.is_ok(), "every update applies");
+    }
+}
+
+impl<T: Float> Sgd<T> {
+    /// [`Sgd::step`] applying only finite gradients: returns the first parameter, in id order,
+    /// whose gradient holds an infinity or a NaN, as soon as it meets it. Without momentum the
+    /// check and the update share one pass over memory, chunk by chunk on the current rayon pool
+    /// (each chunk checked just before it is applied; the update is elementwise, so the thread
+    /// count never changes a bit): on error the parameters before the reported one, and chunks of
+    /// it, are already updated, and the caller is expected to abandon the state (a run stops at
+    /// a non-finite gradient). With momentum every gradient is checked before any update.
+    pub fn step_finite(
+        &mut self,
+        store: &mut ParamStore<T>,
+        grads: &Gradients<T>,
+    ) -> Result<(), ParamId> {
+        if self.momentum != 0.0 {
+            let applied = |id: &ParamId| store.is_trainable(*id) && grads.param(*id).is_some();
+            let ids: Vec<ParamId> = store.ids().filter(applied).collect();
+            if let Some(&bad) = ids
+                .iter()
+                .find(|&&id| !grads.param(id).is_some_and(all_finite))
+            {
+                return Err(bad);
+            }
+            self.step(store, grads);
+            return Ok(());
+        }
+        let defaults = (self.lr, self.weight_decay);
+        // Plain SGD keeps no state: the slots are zero-sized.
+        let mut stateless: Vec<Option<()>> = Vec::new();
+        for_each_update(store, grads, defaults, &mut stateless, |_, p, g, lr, wd| {
+            let (lr, wd) = (T::from_f64(lr), T::from_f64(wd));
+            p.par_chunks_mut(CHECKED_CHUNK)
+                .zip(g.par_chunks(CHECKED_CHUNK))
+                .all(|(p, g)| {
+                    let finite = all_finite(g);
+                    if finite {
+                        plain_update(p, g, lr, wd);
+                    }
+                    finite
+                })
+        })
+    }
+}
+
+/// Elements of a gradient [`Sgd::step_finite`] checks and applies at a time: the chunk of the
+/// gradient and of the parameter stay in the core's L1/L2 cache between the two.
+const CHECKED_CHUNK: usize = 8192;
+
+/// Whether every element is finite; no early exit, so the loop vectorises.
+fn all_finite<T: Float>(values: &[T]) -> bool {
+    values.iter().fold(true, |all, v| all & v.is_finite())
+}
+
+/// `p <- p - lr (g + wd p)`, plain SGD's update.
+fn plain_update<T: Float>(p: &mut [T], g: &[T], lr: T, wd: T) {
+    for (pv, &gv) in p.iter_mut().zip(g) {
+        *pv -= lr * (gv + wd * *pv);
     }
 }
 
@@ -206,7 +270,7 @@ impl<T: Float> AdamW<T> {
             T::from_f64(self.eps),
         );
         let defaults = (self.lr, self.weight_decay);
-        for_each_update(
+        let applied = for_each_update(
             store,
             grads,
             defaults,
@@ -230,8 +294,10 @@ impl<T: Float> AdamW<T> {
                     let denom = v.sqrt() * inv_sqrt_bias2 + eps;
                     *pv -= step_size * *m / denom;
                 }
+                true
             },
         );
+        debug_assert!(applied.is_ok(), "every update applies");
     }
 }
 
@@ -272,4 +338,94 @@ pub fn clip_grad_norm<T: Float>(grads: &mut Gradients<T>, max_norm: f64) -> f64 
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autodiff::gradients::GradEntry;
+    use crate::autodiff::Tensor;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Three parameters, the middle one spanning several checked chunks, with gradients.
+    fn setup(seed: u64) -> (ParamStore<f32>, Gradients<f32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-2.0..2.0)).collect() };
+        let mut store = ParamStore::new();
+        let mut entries = Vec::new();
+        for (i, len) in [7, 3 * CHECKED_CHUNK + 5, 300].into_iter().enumerate() {
+            let id = store.add(&format!("p{i}"), Tensor::new(&[len], draw(len)));
+            entries.push(GradEntry::new(i, Some(id), draw(len)));
+        }
+        (store, Gradients::new(0, entries))
+    }
+
+    fn values(store: &ParamStore<f32>) -> Vec<Vec<f32>> {
+        store.ids().map(|id| store.value(id).to_vec()).collect()
+    }
+
+    fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(f)
+    }
+
+    /// On finite gradients `step_finite` is `step` bit for bit, on 1 and 3 threads, with and
+    /// without weight decay and momentum (two steps, so momentum's buffers are used).
+    #[test]
+    fn step_finite_is_step_on_finite_gradients() {
+        for (momentum, weight_decay) in [(0.0, 0.0), (0.0, 0.03), (0.9, 0.01)] {
+            let make = || {
+                Sgd::<f32>::new(0.07)
+                    .with_momentum(momentum)
+                    .with_weight_decay(weight_decay)
+            };
+            let (mut expected, grads) = setup(1);
+            let mut sgd = make();
+            sgd.step(&mut expected, &grads);
+            sgd.step(&mut expected, &grads);
+            for threads in [1, 3] {
+                let (mut store, grads) = setup(1);
+                let mut sgd = make();
+                in_pool(threads, || {
+                    sgd.step_finite(&mut store, &grads).unwrap();
+                    sgd.step_finite(&mut store, &grads).unwrap();
+                });
+                assert_eq!(
+                    values(&store),
+                    values(&expected),
+                    "momentum {momentum}, wd {weight_decay}, {threads} threads"
+                );
+            }
+        }
+    }
+
+    /// A non-finite value anywhere names the first parameter holding one; with momentum nothing
+    /// is updated, and parameters after the reported one never are.
+    #[test]
+    fn step_finite_names_the_first_non_finite_gradient() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for momentum in [0.0, 0.5] {
+                let (mut store, mut grads) = setup(2);
+                let before = values(&store);
+                // in the middle parameter's last chunk, and in the last parameter
+                grads.entries_mut()[1].grad[3 * CHECKED_CHUNK + 1] = bad;
+                grads.entries_mut()[2].grad[0] = bad;
+                let mut sgd = Sgd::new(0.1).with_momentum(momentum);
+                let ids: Vec<ParamId> = store.ids().collect();
+                assert_eq!(sgd.step_finite(&mut store, &grads), Err(ids[1]));
+                let after = values(&store);
+                assert_eq!(after[2], before[2]);
+                if momentum != 0.0 {
+                    assert_eq!(after, before);
+                } else {
+                    assert_ne!(after[0], before[0]);
+                }
+            }
+        }
+    }
 }

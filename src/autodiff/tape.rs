@@ -301,6 +301,15 @@ impl<T: Float> Tape<T> {
         )
     }
 
+    /// A constant of zeros, in a buffer from the pool (a fresh allocation every step would
+    /// fault its pages in anew, and grow the pool by one buffer per step).
+    pub fn zeros(&mut self, dims: &[usize]) -> Var {
+        let shape = Shape::new(dims);
+        let mut buf = self.pool.take(shape.numel());
+        buf.fill(T::ZERO);
+        self.push_leaf(shape, Storage::Owned(buf), false, None)
+    }
+
     /// A constant moved in from a tensor.
     pub fn constant_tensor(&mut self, t: Tensor<T>) -> Var {
         self.push_leaf(t.shape, Storage::Owned(t.data), false, None)

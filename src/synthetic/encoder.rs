@@ -37,7 +37,7 @@ use crate::{Error, Result};
 
 use super::config::{Precision, RunConfig};
 use super::metrics::{Readout, StateNorms};
-use super::{distance_f64, Trainer};
+use super::Trainer;
 use crate::io;
 use crate::seed::named_rng;
 
@@ -156,7 +156,7 @@ pub fn encoder_forward<T: Float>(
     let block = &vars.block;
     // [CLS] repeated for every sample (its gradient sums over them) and prepended.
     let cls = tape.reshape(vars.cls, &[1, 1, d]);
-    let zeros = tape.constant_tensor(Tensor::zeros(&[n, 1, d]));
+    let zeros = tape.zeros(&[n, 1, d]);
     let cls_rows = tape.add(zeros, cls);
     let x = tape.concat(&[cls_rows, tokens], 1);
     let h = tape.layer_norm(x, block.ln1.0, block.ln1.1, eps);
@@ -201,8 +201,17 @@ fn push_readout<T: Float>(readout: &mut Readout, f: &[T], cls_attention: &[T], t
 /// What a non-finite encoder output on the training set is called in errors.
 const TRAINING_OUTPUT: &str = "encoder output f on the training set";
 
-/// Samples per forward pass when evaluating a large set (bounds the tape's memory).
-pub const EVAL_CHUNK: usize = 200;
+/// Elements of the largest activation, `[samples, T + 1, d]`, of one evaluation pass: bounds
+/// the tape's memory (2^25 elements, 128 MiB in f32). A test set within it is evaluated in one
+/// pass, as PyTorch does, so that each weight matrix is packed for the GEMM once per evaluation
+/// instead of once per chunk; rows are independent, so the chunking never changes a bit.
+pub const EVAL_CHUNK_ELEMENTS: usize = 1 << 25;
+
+/// Samples per forward pass when evaluating a large set of samples of `tokens` tokens of width
+/// `dim`: as many as [`EVAL_CHUNK_ELEMENTS`] allows, at least one.
+pub fn eval_chunk(tokens: usize, dim: usize) -> usize {
+    (EVAL_CHUNK_ELEMENTS / ((tokens + 1) * dim).max(1)).max(1)
+}
 
 /// Full-batch gradient descent on the encoder.
 pub struct EncoderTrainer<T: Float> {
@@ -211,7 +220,9 @@ pub struct EncoderTrainer<T: Float> {
     tokens_per_sample: usize,
     train_tokens: Arc<Vec<T>>,
     train_labels: Vec<T>,
-    test_tokens: Vec<T>,
+    /// The test tokens in chunks of [`eval_chunk`] samples, each shared with the tape of its
+    /// forward pass without a copy.
+    test_chunks: Vec<Arc<Vec<T>>>,
     tape: Tape<T>,
     sgd: Sgd<T>,
     initial_attention_weights: Vec<T>,
@@ -229,11 +240,16 @@ impl<T: Float> EncoderTrainer<T> {
     ) -> Self {
         let convert = |v: &[f64]| -> Vec<T> { v.iter().map(|&x| T::from_f64(x)).collect() };
         let initial_attention_weights = model.attention_weights();
+        let chunk = eval_chunk(tokens_per_sample, model.config.d_model);
+        let test_chunks = test_tokens
+            .chunks(chunk * tokens_per_sample * model.config.d_model)
+            .map(|c| Arc::new(convert(c)))
+            .collect();
         EncoderTrainer {
             tokens_per_sample,
             train_tokens: Arc::new(convert(train_tokens)),
             train_labels: convert(train_labels),
-            test_tokens: convert(test_tokens),
+            test_chunks,
             tape: Tape::new(),
             sgd: Sgd::new(lr),
             initial_attention_weights,
@@ -272,21 +288,18 @@ impl<T: Float> EncoderTrainer<T> {
             });
         }
         let grads = self.tape.backward(loss);
-        if let Some(bad) = grads
-            .entries()
-            .iter()
-            .find(|e| e.grad.iter().any(|g| !g.is_finite()))
-        {
-            let name = bad.param().map_or("input", |id| self.model.store.name(id));
+        // Cleared first, so that the parameters are no longer shared and update in place.
+        self.tape.clear();
+        // Every gradient is a parameter's (the tokens are constants), checked as it is applied.
+        let applied = self.sgd.step_finite(&mut self.model.store, &grads);
+        self.tape.recycle_gradients(grads);
+        if let Err(bad) = applied {
             return Err(Error::NonFinite {
                 step,
-                quantity: format!("gradient of {name}"),
+                quantity: format!("gradient of {}", self.model.store.name(bad)),
                 value: f64::NAN,
             });
         }
-        self.tape.clear();
-        self.sgd.step(&mut self.model.store, &grads);
-        self.tape.recycle_gradients(grads);
         Ok(readout)
     }
 
@@ -294,16 +307,17 @@ impl<T: Float> EncoderTrainer<T> {
     fn readout(&mut self, which: Which) -> Readout {
         let (t, d) = (self.tokens_per_sample, self.dim());
         let per_sample = t * d;
-        let data: &[T] = match which {
-            Which::Train => &self.train_tokens,
-            Which::Test => &self.test_tokens,
+        let chunks = match which {
+            // The training set in one pass: a training step's tape holds it whole already.
+            Which::Train => std::slice::from_ref(&self.train_tokens),
+            Which::Test => self.test_chunks.as_slice(),
         };
         let mut readout = Readout::default();
-        for chunk in data.chunks(EVAL_CHUNK * per_sample) {
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
             let n = chunk.len() / per_sample;
             self.tape.clear();
             self.tape.set_grad_enabled(false);
-            let tokens = self.tape.constant(&[n, t, d], chunk);
+            let tokens = self.tape.constant_shared(&[n, t, d], chunk);
             let vars = self.model.vars(&mut self.tape);
             let out = encoder_forward(&mut self.tape, &vars, &self.model.config, tokens);
             push_readout(
@@ -323,12 +337,24 @@ impl<T: Float> EncoderTrainer<T> {
         norm(self.model.store.value(self.model.head.weight))
     }
 
-    /// `||(W_q, W_k) - (W_q, W_k)_0||_F`, the counterpart of `||W - W_0||_F`.
+    /// `||(W_q, W_k) - (W_q, W_k)_0||_F`, the counterpart of `||W - W_0||_F`: the f64 sum of
+    /// squared differences over `W_q` then `W_k`, in that order, read in place (forming their
+    /// concatenation allocated and faulted in 2 d^2 values at every evaluation).
     pub fn attention_weights_delta(&self) -> f64 {
-        distance_f64(
-            &self.model.attention_weights(),
-            &self.initial_attention_weights,
-        )
+        let store = &self.model.store;
+        let block = &self.model.block;
+        let current = store
+            .value(block.query.weight)
+            .iter()
+            .chain(store.value(block.key.weight));
+        current
+            .zip(&self.initial_attention_weights)
+            .map(|(x, y)| {
+                let diff = x.to_f64() - y.to_f64();
+                diff * diff
+            })
+            .sum::<f64>()
+            .sqrt()
     }
 }
 
@@ -388,7 +414,7 @@ pub fn encoder_bytes(
     let (d, m, t) = (dim as u128, mlp_dim as u128, tokens as u128 + 1);
     let params = 3 * d * d + 2 * d * m + 8 * d + m;
     let data = ((samples + test_samples) as u128) * (tokens as u128) * d;
-    let rows = (samples.max(EVAL_CHUNK.min(test_samples)) as u128) * t;
+    let rows = (samples.max(eval_chunk(tokens, dim).min(test_samples)) as u128) * t;
     let tape = 8 * rows * d + 12 * (samples as u128) * (d + m);
     data * 8 + (data + 3 * params + tape) * element as u128
 }
