@@ -372,7 +372,10 @@ pub fn project_out_rows<T: Float, const M: usize>(q: &[T], dim: usize, ws: [&mut
     if q.is_empty() || M == 0 {
         return;
     }
-    assert!(dim > 0 && q.len() % dim == 0, "q must hold whole rows");
+    assert!(
+        dim > 0 && q.len().is_multiple_of(dim),
+        "q must hold whole rows"
+    );
     assert!(
         ws.iter().all(|w| w.len() == dim),
         "each vector has dim entries"
