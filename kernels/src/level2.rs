@@ -8,6 +8,11 @@
 //!   accumulator block of y columns that fits in L1 (32 KiB), so A is read in long contiguous
 //!   runs and y never goes back to memory between rows.
 //! - GER: one fused `a_i <- (alpha x_i) y + a_i` per row (y stays in cache).
+//! - GER then GEMV ([`ger_finite_gemv`]): each row is updated and then dotted with a vector while
+//!   it is still in L1, one pass over A where the two calls make two.
+//! - Projections off the rows of a matrix ([`project_out_rows`], modified Gram-Schmidt): the
+//!   update by row k and the dot product with row k + 1 share one pass over the vector, and
+//!   several vectors share each load of a row.
 //!
 //! Every output element has one fixed arithmetic sequence whatever the grouping of rows or the
 //! blocking of columns (a row processed alone uses the same per-row accumulation as in a group
@@ -16,6 +21,7 @@
 
 use rayon::prelude::*;
 
+use crate::level1::{axpy_finite_simd, axpy_simd, dot_simd};
 use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
 use crate::threading;
 use crate::{Float, MatMut, MatRef, Transpose};
@@ -208,7 +214,7 @@ pub fn ger<T: Float>(alpha: T, x: &[T], y: &[T], a: MatMut<'_, T>) {
         let a = &mut a[..(m - 1) * lda + n];
         let block = |row0: usize, a: &mut [S]| {
             for (r, row) in a.chunks_mut(lda).enumerate() {
-                crate::level1::axpy_simd::<S>(alpha * x[row0 + r], y, &mut row[..n]);
+                axpy_simd::<S>(alpha * x[row0 + r], y, &mut row[..n]);
             }
         };
         let rb = threading::rows_per_chunk(n);
@@ -232,7 +238,7 @@ pub fn ger_finite<T: Float>(alpha: T, x: &[T], y: &[T], a: MatMut<'_, T>) -> boo
             let mut finite = true;
             for (r, row) in a.chunks_mut(lda).enumerate() {
                 finite &=
-                    crate::level1::axpy_finite_simd::<S>(alpha * x[row0 + r], y, &mut row[..n]);
+                    axpy_finite_simd::<S>(alpha * x[row0 + r], y, &mut row[..n]);
             }
             finite
         };
@@ -246,4 +252,339 @@ pub fn ger_finite<T: Float>(alpha: T, x: &[T], y: &[T], a: MatMut<'_, T>) -> boo
             block(0, a)
         }
     })
+}
+
+/// [`ger_finite`] followed by `z <- A v` ([`gemv`] with `alpha = 1`, `beta = 0`) on the updated
+/// A, with the values of those two calls: returns whether every updated entry of A is finite.
+/// Rows are updated four at a time and dotted with `v` right after, while they are in L1, so A
+/// is read once where the two calls read it twice; four rows also keep four independent
+/// finiteness checks in flight where one row at a time waits on one chain. Threads take the
+/// fixed row blocks of [`ger_finite`].
+///
+/// # Panics
+///
+/// If x, y, v or z is shorter than the shapes of A need.
+pub fn ger_finite_gemv<T: Float>(
+    alpha: T,
+    x: &[T],
+    y: &[T],
+    a: MatMut<'_, T>,
+    v: &[T],
+    z: &mut [T],
+) -> bool {
+    let (m, n, lda) = (a.rows(), a.cols(), a.ld());
+    let (x, y, v, z) = (&x[..m], &y[..n], &v[..n], &mut z[..m]);
+    if m == 0 {
+        return true;
+    }
+    let a = a.into_data();
+    dispatch!(T, S => {
+        let (x, y, v, z): (&[S], &[S], &[S], &mut [S]) = (cast(x), cast(y), cast(v), cast_mut(z));
+        let a: &mut [S] = cast_mut(a);
+        let a = &mut a[..(m - 1) * lda + n];
+        let alpha: S = same(alpha);
+        // rows row0.. of A (a, leading dimension lda) and of z
+        let block = |row0: usize, a: &mut [S], z: &mut [S]| {
+            let x = &x[row0..];
+            let mut finite = true;
+            let mut i = 0;
+            while i < z.len() {
+                if i + ROW_GROUP <= z.len() {
+                    finite &= update_rows::<S, ROW_GROUP>(alpha, x, y, a, lda, i);
+                    let acc = rows_dot::<S, ROW_GROUP>(a, lda, i, n, v);
+                    for (zi, &ai) in z[i..i + ROW_GROUP].iter_mut().zip(&acc) {
+                        finish(S::ONE, ai, S::ZERO, zi);
+                    }
+                    i += ROW_GROUP;
+                } else {
+                    finite &= update_rows::<S, 1>(alpha, x, y, a, lda, i);
+                    let [acc] = rows_dot::<S, 1>(a, lda, i, n, v);
+                    finish(S::ONE, acc, S::ZERO, &mut z[i]);
+                    i += 1;
+                }
+            }
+            finite
+        };
+        if threading::parallel(m * n) {
+            let rb = threading::rows_per_chunk(n);
+            a.par_chunks_mut(rb * lda)
+                .zip(z.par_chunks_mut(rb))
+                .enumerate()
+                .map(|(b, (ab, zb))| block(b * rb, ab, zb))
+                .reduce(|| true, |p, q| p && q)
+        } else {
+            block(0, a, z)
+        }
+    })
+}
+
+/// Rows `i0..i0 + R` of A (leading dimension `lda`, `y.len()` columns) updated as [`ger`]
+/// updates them, `A_ij <- fma(alpha x_i, y_j, A_ij)` (scalar tail `A_ij + (alpha x_i) y_j`, as
+/// [`axpy_simd`]); returns whether every updated entry is finite (each entry times zero,
+/// accumulated: zero exactly when all are finite, as [`axpy_finite_simd`] checks).
+#[inline(always)]
+fn update_rows<S: Simd, const R: usize>(
+    alpha: S,
+    x: &[S],
+    y: &[S],
+    a: &mut [S],
+    lda: usize,
+    i0: usize,
+) -> bool {
+    let (n, l) = (y.len(), S::V::LANES);
+    let zero = S::V::splat(S::ZERO);
+    let scale: [S; R] = std::array::from_fn(|r| alpha * x[i0 + r]);
+    let scale_v = scale.map(S::V::splat);
+    let mut probe = [zero; R];
+    let mut rows = a[i0 * lda..].chunks_mut(lda);
+    let rows: [&mut [S]; R] = std::array::from_fn(|_| rows.next().expect("row of A"));
+    let mut j = 0;
+    while j + l <= n {
+        let yv = S::V::load(&y[j..]);
+        for r in 0..R {
+            let cell = &mut rows[r][j..j + l];
+            let updated = S::V::mul_add(scale_v[r], yv, S::V::load(cell));
+            S::V::store(updated, cell);
+            probe[r] = S::V::mul_add(updated, zero, probe[r]);
+        }
+        j += l;
+    }
+    let mut tail = S::ZERO;
+    for r in 0..R {
+        for t in j..n {
+            rows[r][t] += scale[r] * y[t];
+            tail += rows[r][t] * S::ZERO;
+        }
+    }
+    probe.iter().all(|&p| S::V::hsum(p) == S::ZERO) && tail == S::ZERO
+}
+
+/// Projects each vector of `ws` off the rows of `q` (`rows x dim`, row-major) in turn, as
+/// modified Gram-Schmidt does: for k = 0, 1, ... and each `w`, `c = dot(q_k, w)` and then
+/// `w <- w - c q_k`, with exactly the values of [`crate::dot`] and [`crate::axpy`] called in
+/// that order. The vectors are independent, so several share each pass over a row; the
+/// update by row k and the dot product with row k + 1 share one pass over `w`.
+///
+/// # Panics
+///
+/// If `q` is not whole rows of `dim` or a vector of `ws` is not `dim` long.
+pub fn project_out_rows<T: Float, const M: usize>(q: &[T], dim: usize, ws: [&mut [T]; M]) {
+    if q.is_empty() || M == 0 {
+        return;
+    }
+    assert!(
+        dim > 0 && q.len().is_multiple_of(dim),
+        "q must hold whole rows"
+    );
+    assert!(
+        ws.iter().all(|w| w.len() == dim),
+        "each vector has dim entries"
+    );
+    dispatch!(T, S => {
+        let q: &[S] = cast(q);
+        let mut ws: [&mut [S]; M] = ws.map(|w| cast_mut(w));
+        let rows: Vec<&[S]> = q.chunks_exact(dim).collect();
+        let mut c: [S; M] = std::array::from_fn(|j| dot_simd::<S>(rows[0], ws[j]));
+        for (k, qk) in rows.iter().enumerate() {
+            let alpha = c.map(|v| -v);
+            match rows.get(k + 1) {
+                Some(next) => c = axpy_dot::<S, M>(alpha, qk, &mut ws, next),
+                None => {
+                    for (w, &al) in ws.iter_mut().zip(&alpha) {
+                        axpy_simd::<S>(al, qk, w);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `w_j <- alpha_j x + w_j` for each vector of `ws` (the values of [`axpy_simd`]), then the dot
+/// product of `z` with each updated `w_j` (the values of [`dot_simd`]), in one pass: the same
+/// element split between vectors and scalar tail, the same four accumulators over blocks of
+/// four vectors, a last unpaired vector into accumulator 0, the same final sum and tail.
+#[inline(always)]
+fn axpy_dot<S: Simd, const M: usize>(
+    alpha: [S; M],
+    x: &[S],
+    ws: &mut [&mut [S]; M],
+    z: &[S],
+) -> [S; M] {
+    let l = S::V::LANES;
+    let n = x.len();
+    let av = alpha.map(S::V::splat);
+    let zero = S::V::splat(S::ZERO);
+    let mut acc = [[zero; 4]; M];
+    let blocks = n / (4 * l);
+    for b in 0..blocks {
+        for (u, lane_block) in (0..4).map(|u| (u, 4 * l * b + u * l)) {
+            let (xv, zv) = (S::V::load(&x[lane_block..]), S::V::load(&z[lane_block..]));
+            for (w, (a, acc)) in ws.iter_mut().zip(av.iter().zip(acc.iter_mut())) {
+                let w = &mut w[lane_block..lane_block + l];
+                let updated = S::V::mul_add(*a, xv, S::V::load(w));
+                S::V::store(updated, w);
+                acc[u] = S::V::mul_add(zv, updated, acc[u]);
+            }
+        }
+    }
+    let mut j = 4 * l * blocks;
+    while j + l <= n {
+        let (xv, zv) = (S::V::load(&x[j..]), S::V::load(&z[j..]));
+        for (w, (a, acc)) in ws.iter_mut().zip(av.iter().zip(acc.iter_mut())) {
+            let w = &mut w[j..j + l];
+            let updated = S::V::mul_add(*a, xv, S::V::load(w));
+            S::V::store(updated, w);
+            acc[0] = S::V::mul_add(zv, updated, acc[0]);
+        }
+        j += l;
+    }
+    std::array::from_fn(|m| {
+        let [a0, a1, a2, a3] = acc[m];
+        let mut s = S::V::hsum((a0 + a1) + (a2 + a3));
+        let w = &mut ws[m];
+        for t in j..n {
+            w[t] += alpha[m] * x[t];
+            s += z[t] * w[t];
+        }
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reproducible values in [-1, 1) with a few exact zeros and repeats.
+    fn values(len: usize, salt: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| (((i * 7919 + salt * 104_729) % 2003) as f64 / 1001.5 - 1.0) * 1.7)
+            .collect()
+    }
+
+    /// Modified Gram-Schmidt on each vector, one call of `dot` and `axpy` per row.
+    fn project_out_by_calls<T: Float>(q: &[T], dim: usize, w: &mut [T]) {
+        for qk in q.chunks_exact(dim) {
+            let c = crate::dot(qk, w);
+            crate::axpy(-c, qk, w);
+        }
+    }
+
+    fn check_project_out<T: Float>(rows: usize, dim: usize) {
+        let q: Vec<T> = values(rows * dim, 1).into_iter().map(T::from_f64).collect();
+        let fresh = |salt| -> Vec<T> { values(dim, salt).into_iter().map(T::from_f64).collect() };
+        let mut expected = [fresh(2), fresh(3)];
+        for w in &mut expected {
+            project_out_by_calls(&q, dim, w);
+        }
+        let (mut one, mut pair) = (fresh(2), [fresh(2), fresh(3)]);
+        project_out_rows(&q, dim, [&mut one[..]]);
+        let [p0, p1] = &mut pair;
+        project_out_rows(&q, dim, [&mut p0[..], &mut p1[..]]);
+        let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one), bits(&expected[0]), "{} rows x {dim}, one", rows);
+        assert_eq!(
+            bits(&pair[0]),
+            bits(&expected[0]),
+            "{} rows x {dim}, pair",
+            rows
+        );
+        assert_eq!(
+            bits(&pair[1]),
+            bits(&expected[1]),
+            "{} rows x {dim}, pair",
+            rows
+        );
+    }
+
+    #[test]
+    fn project_out_rows_gives_the_values_of_dot_then_axpy() {
+        // lengths with and without whole blocks of four vectors, a lone vector and a tail
+        for dim in [1, 3, 4, 7, 16, 17, 29, 32, 37, 64, 100, 203] {
+            for rows in [0, 1, 2, 5] {
+                check_project_out::<f64>(rows, dim);
+                check_project_out::<f32>(rows, dim);
+            }
+        }
+    }
+
+    #[test]
+    fn project_out_rows_removes_orthonormal_directions() {
+        // rows e_0 and (e_1 + e_2) / sqrt 2: what is left has no component along either
+        let dim = 9;
+        let mut q = vec![0.0f64; 2 * dim];
+        q[0] = 1.0;
+        q[dim + 1] = std::f64::consts::FRAC_1_SQRT_2;
+        q[dim + 2] = std::f64::consts::FRAC_1_SQRT_2;
+        let mut w: Vec<f64> = (1..=dim).map(|i| i as f64).collect();
+        project_out_rows(&q, dim, [&mut w[..]]);
+        assert_eq!(w[0], 0.0);
+        assert!((w[1] + w[2]).abs() < 1e-12 && (w[1] - -0.5).abs() < 1e-12);
+        assert_eq!(&w[3..], &[4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    }
+
+    fn check_ger_gemv<T: Float>(m: usize, n: usize, lda: usize, poison: bool) {
+        let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+        let (x, y, v) = (cast(values(m, 4)), cast(values(n, 5)), cast(values(n, 6)));
+        let mut a0 = cast(values(m.max(1) * lda, 7));
+        if poison {
+            a0[(m / 2) * lda] = T::from_f64(f64::INFINITY);
+        }
+        let alpha = T::from_f64(-0.37);
+        let mut expected_a = a0.clone();
+        let expected_finite =
+            ger_finite(alpha, &x, &y, MatMut::with_ld(&mut expected_a, m, n, lda));
+        let mut expected_z = vec![T::ZERO; m];
+        gemv(
+            T::ONE,
+            MatRef::with_ld(&expected_a, m, n, lda),
+            &v,
+            T::ZERO,
+            &mut expected_z,
+        );
+        let mut a = a0;
+        let mut z = vec![T::from_f64(9.0); m];
+        let finite = ger_finite_gemv(
+            alpha,
+            &x,
+            &y,
+            MatMut::with_ld(&mut a, m, n, lda),
+            &v,
+            &mut z,
+        );
+        let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+        assert_eq!(finite, expected_finite, "{m} x {n}");
+        assert_eq!(finite, !poison || m == 0, "{m} x {n}");
+        assert_eq!(bits(&a), bits(&expected_a), "A, {m} x {n}");
+        assert_eq!(bits(&z), bits(&expected_z), "z, {m} x {n}");
+    }
+
+    #[test]
+    fn ger_finite_gemv_gives_the_values_of_the_two_calls() {
+        // the last shape is above the parallel threshold: row blocks on two threads
+        let shapes = [
+            (0, 5),
+            (1, 1),
+            (3, 7),
+            (5, 16),
+            (13, 29),
+            (162, 162),
+            (40, 203),
+            (701, 403),
+        ];
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                for (m, n) in shapes {
+                    for poison in [false, true] {
+                        check_ger_gemv::<f64>(m, n, n, poison);
+                        check_ger_gemv::<f64>(m, n, n + 3, poison);
+                        check_ger_gemv::<f32>(m, n, n + 1, poison);
+                    }
+                }
+            });
+        }
+    }
 }

@@ -35,8 +35,9 @@ use crate::synthetic::init::InitSource;
 use crate::synthetic::metrics::{self, first_non_finite, EvalRecord, Labels, Readout, StateNorms};
 use crate::synthetic::run::Startup;
 use crate::synthetic::subspace::{
-    fill_test_normals, init_products, loss_and_delta, orthonormal_basis, projection_noise_factor,
-    StartupTimings, SubspaceParts, SubspaceTrainer, SubspaceTraining, TestDraw,
+    basis_projector, fill_test_normals, init_products, loss_and_delta, orthonormal_rows,
+    projection_noise_factor, StartupTimings, SubspaceParts, SubspaceTrainer, SubspaceTraining,
+    TestDraw,
 };
 use crate::synthetic::theory::{classify, Regime};
 use crate::synthetic::{check_training_loss, mat_vec, Precision, RunConfig, Trainer};
@@ -110,20 +111,11 @@ impl ColumnStartup {
         let mut columns: Vec<&[f64]> = noise.chunks_exact(d).collect();
         columns.push(&unit.mu_plus);
         columns.push(&unit.mu_minus);
-        let basis = orthonormal_basis(&columns);
-        let r = basis.len();
+        let (basis, r) = orthonormal_rows(&columns);
         let width = 2 * r + 1;
         // P = [H | B | nu_1], d x (2r + 1).
-        let mut projector = vec![0.0f64; d * width];
-        for (j, q) in basis.iter().enumerate() {
-            for (i, &v) in q.iter().enumerate() {
-                projector[i * width + r + j] = v;
-            }
-        }
+        let mut projector = basis_projector::<f64>(&basis, r, &unit.nu);
         drop(basis);
-        for (i, &v) in unit.nu.iter().enumerate() {
-            projector[i * width + 2 * r] = v;
-        }
         let basis_seconds = clock.elapsed().as_secs_f64();
 
         let clock = Instant::now();

@@ -128,12 +128,10 @@ impl InitSource {
                 kind: InitKind::Gaussian,
                 ..
             } => {
-                let base = ChaCha8Rng::seed_from_u64(mix_seed(*seed, "w0-gaussian"));
+                let key = chacha_key(mix_seed(*seed, "w0-gaussian"));
                 let scale = 1.0 / (3.0 * d as f64).sqrt();
                 out.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
-                    let mut rng = base.clone();
-                    rng.set_stream((first + r) as u64);
-                    rng.set_word_pos(0);
+                    let mut rng = ChaChaStream::new(&key, (first + r) as u64);
                     for cell in row.iter_mut() {
                         let e: f64 = rng.sample(StandardNormal);
                         *cell = T::from_f64(e * scale);
@@ -269,7 +267,13 @@ impl UniformCell {
 /// The key of the uniform `W_0`'s stream for a run seed: `ChaCha8Rng`'s 32-byte seed under
 /// `mix_seed(seed, "w0")`, as little-endian words.
 fn uniform_key(seed: u64) -> [u32; 8] {
-    let bytes = ChaCha8Rng::seed_from_u64(mix_seed(seed, "w0")).get_seed();
+    chacha_key(mix_seed(seed, "w0"))
+}
+
+/// The 32-byte seed of `ChaCha8Rng::seed_from_u64(seed)` as little-endian words, the key
+/// [`random`] and [`ChaChaStream`] take.
+pub(crate) fn chacha_key(seed: u64) -> [u32; 8] {
+    let bytes = ChaCha8Rng::seed_from_u64(seed).get_seed();
     std::array::from_fn(|i| {
         u32::from_le_bytes([
             bytes[4 * i],
@@ -278,6 +282,67 @@ fn uniform_key(seed: u64) -> [u32; 8] {
             bytes[4 * i + 3],
         ])
     })
+}
+
+/// Words per refill of a [`ChaChaStream`]: sixteen blocks, what one call of the block function
+/// computes.
+const STREAM_BUFFER_WORDS: usize = 16 * random::STREAMS;
+
+/// One ChaCha8 stream read from word 0 as a random number generator: the words, `u32`s, `u64`s
+/// and bytes of `ChaCha8Rng::seed_from_u64(seed)` after `set_stream(stream)` and
+/// `set_word_pos(0)` (key [`chacha_key`]`(seed)`), in the same order, so any distribution samples
+/// the same values from it. The words come sixteen blocks at a time from
+/// [`random::chacha8_keystream`] (one 512-bit vector per state word where the CPU has AVX-512)
+/// instead of `rand_chacha`'s four.
+pub(crate) struct ChaChaStream {
+    key: [u32; 8],
+    stream: u64,
+    /// Stream position of the first word the next refill reads.
+    next_refill: u64,
+    words: [u32; STREAM_BUFFER_WORDS],
+    /// Next unread entry of `words` (`STREAM_BUFFER_WORDS` when a refill is due).
+    at: usize,
+}
+
+impl ChaChaStream {
+    /// Stream number `stream` under `key`, at word 0.
+    pub(crate) fn new(key: &[u32; 8], stream: u64) -> Self {
+        ChaChaStream {
+            key: *key,
+            stream,
+            next_refill: 0,
+            words: [0; STREAM_BUFFER_WORDS],
+            at: STREAM_BUFFER_WORDS,
+        }
+    }
+}
+
+impl rand::RngCore for ChaChaStream {
+    fn next_u32(&mut self) -> u32 {
+        if self.at == STREAM_BUFFER_WORDS {
+            random::chacha8_keystream(&self.key, self.stream, self.next_refill, &mut self.words);
+            self.next_refill += STREAM_BUFFER_WORDS as u64;
+            self.at = 0;
+        }
+        let word = self.words[self.at];
+        self.at += 1;
+        word
+    }
+
+    /// Two words, the first in the low half (`BlockRng`'s order, across refills too).
+    fn next_u64(&mut self) -> u64 {
+        let low = u64::from(self.next_u32());
+        let high = u64::from(self.next_u32());
+        (high << 32) | low
+    }
+
+    /// One word per four bytes, little-endian; a last partial word is used up (`BlockRng`'s).
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(4) {
+            let bytes = self.next_u32().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
 }
 
 /// Entries `(row, first_col ..)` of the uniform `W_0` (as many as `out` holds): word
@@ -553,6 +618,39 @@ mod tests {
         );
         let other: Vec<f64> = InitSource::from_seed(8, 300).matrix();
         assert_ne!(other[0], whole[0]);
+    }
+
+    #[test]
+    fn the_stream_generator_gives_chacha8rngs_words_and_draws() {
+        use rand::RngCore;
+        for (seed, stream) in [(0u64, 0u64), (7, 1), (12345, 999), (u64::MAX, u64::MAX)] {
+            let key = chacha_key(seed);
+            let mut expected = ChaCha8Rng::seed_from_u64(seed);
+            expected.set_stream(stream);
+            expected.set_word_pos(0);
+            let mut ours = ChaChaStream::new(&key, stream);
+            // u32, u64 and byte reads in turn, each straddling refills of either generator
+            for round in 0..300usize {
+                match round % 4 {
+                    0 => assert_eq!(ours.next_u32(), expected.next_u32()),
+                    1 => assert_eq!(ours.next_u64(), expected.next_u64()),
+                    2 => {
+                        let (mut a, mut b) = ([0u8; 7], [0u8; 7]);
+                        ours.fill_bytes(&mut a);
+                        expected.fill_bytes(&mut b);
+                        assert_eq!(a, b);
+                    }
+                    _ => {
+                        for _ in 0..round {
+                            let x: f64 = ours.sample(StandardNormal);
+                            let y: f64 = expected.sample(StandardNormal);
+                            assert_eq!(x.to_bits(), y.to_bits(), "seed {seed} stream {stream}");
+                        }
+                    }
+                }
+            }
+            assert_eq!(ours.next_u64(), expected.next_u64());
+        }
     }
 
     #[test]

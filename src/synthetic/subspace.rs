@@ -37,8 +37,7 @@
 //! Training never touches the test set, so it is bit-identical under both draws.
 
 use benign_kernels::{self as kernels, Float, MatMut, MatRef};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
@@ -46,7 +45,7 @@ use crate::{Error, Result};
 
 use super::config::{Precision, RunConfig};
 use super::data::{balanced_labels, token_signal, TestSource, TrainSet};
-use super::init::InitSource;
+use super::init::{chacha_key, ChaChaStream, InitSource};
 use super::{check_training_loss, mat_vec, update_error, AttentionTrainer};
 use crate::seed::mix_seed;
 
@@ -129,26 +128,63 @@ pub struct StartupTimings {
 /// with one re-orthogonalisation pass ("twice is enough"). Columns whose remainder is below
 /// `1e-10` of their norm are numerically dependent and dropped. Returns the basis vectors.
 pub fn orthonormal_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
-    let mut basis: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
-    for v in vectors {
+    let (rows, _) = orthonormal_rows(vectors);
+    let d = vectors.first().map_or(1, |v| v.len().max(1));
+    rows.chunks_exact(d).map(<[f64]>::to_vec).collect()
+}
+
+/// [`orthonormal_basis`] as one `r x d` row-major array, with r.
+///
+/// Each vector takes the same operations in the same order as one at a time (both passes over
+/// the basis found before it, `c = dot(q, w)` then `w <- w - c q` per basis vector), so the
+/// values are those of the textbook loop. The order of work between vectors is what changes:
+/// the second pass of one vector and the first pass of the next run over the same basis vectors,
+/// so they share each pass over them ([`kernels::level2::project_out_rows`]); the next vector
+/// then takes its first pass over the vector just added, if any.
+pub fn orthonormal_rows(vectors: &[&[f64]]) -> (Vec<f64>, usize) {
+    let d = vectors.first().map_or(0, |v| v.len());
+    let mut basis: Vec<f64> = Vec::with_capacity(vectors.len() * d);
+    // A zero vector spans nothing and is skipped.
+    let mut pending = vectors.iter().filter_map(|v| {
         let original = kernels::dot(v, v).sqrt();
-        if original == 0.0 {
-            continue;
-        }
-        let mut w = v.to_vec();
-        for _pass in 0..2 {
-            for q in &basis {
-                let c = kernels::dot(q, &w);
-                kernels::axpy(-c, q, &mut w);
-            }
+        (original != 0.0).then(|| (v.to_vec(), original))
+    });
+    // The vector whose first pass is done, and its norm before the passes.
+    let mut current = pending.next();
+    while let Some((mut w, original)) = current.take() {
+        let known = basis.len();
+        current = pending.next();
+        match &mut current {
+            Some((next, _)) => kernels::level2::project_out_rows(&basis, d, [&mut w, next]),
+            None => kernels::level2::project_out_rows(&basis, d, [&mut w]),
         }
         let norm = kernels::dot(&w, &w).sqrt();
         if norm > 1e-10 * original {
             kernels::scale(1.0 / norm, &mut w);
-            basis.push(w);
+            basis.extend_from_slice(&w);
+            if let Some((next, _)) = &mut current {
+                kernels::level2::project_out_rows(&basis[known..], d, [next]);
+            }
         }
     }
-    basis
+    let r = basis.len().checked_div(d).unwrap_or(0);
+    (basis, r)
+}
+
+/// The projector `P = [H | B | nu]` (d x (2r + 1), row-major) before the start-up products:
+/// the basis (`r x d` row-major, [`orthonormal_rows`]) in columns `r..2r`, `nu` in the last
+/// column, zeros where `init_products` writes `H`.
+pub(crate) fn basis_projector<S: Float>(basis: &[f64], r: usize, nu: &[f64]) -> Vec<S> {
+    let d = nu.len();
+    let width = 2 * r + 1;
+    let mut projector = vec![S::ZERO; d * width];
+    for (i, row) in projector.chunks_exact_mut(width).enumerate() {
+        for (j, cell) in row[r..2 * r].iter_mut().enumerate() {
+            *cell = S::from_f64(basis[j * d + i]);
+        }
+        row[2 * r] = S::from_f64(nu[i]);
+    }
+    projector
 }
 
 pub use super::init::init_products;
@@ -237,14 +273,12 @@ pub fn fill_test_normals<T: Float>(
     stride: usize,
     out: &mut [T],
 ) {
-    let base = ChaCha8Rng::seed_from_u64(mix_seed(seed, "test-projections"));
+    let key = chacha_key(mix_seed(seed, "test-projections"));
     let per_sample = (tokens_per_sample * stride).max(1);
     out.par_chunks_mut(per_sample)
         .enumerate()
         .for_each(|(i, sample)| {
-            let mut rng = base.clone();
-            rng.set_stream(i as u64);
-            rng.set_word_pos(0);
+            let mut rng = ChaChaStream::new(&key, i as u64);
             for token in sample.chunks_mut(stride.max(1)) {
                 for v in token[..draws].iter_mut() {
                     let e: f64 = rng.sample(StandardNormal);
@@ -459,6 +493,9 @@ pub struct SubspaceTrainer<T> {
     /// next step's logits use it).
     gb: Vec<T>,
     d: Vec<T>,
+    /// `D G b`, updated with `D` in the same pass over it (the next step's logits, the test
+    /// logits and the step's change of `||W - W_0||_F^2` use it).
+    dgb: Vec<T>,
     /// A non-finite state found after an update, reported by the next `step` call.
     diverged: Option<Error>,
     test: TestTokens<T>,
@@ -523,20 +560,11 @@ impl<T: Float> SubspaceTrainer<T> {
         let clock = std::time::Instant::now();
         let mut columns: Vec<&[f64]> = train.tokens.chunks_exact(d).collect();
         columns.extend_from_slice(extra_directions);
-        let basis = orthonormal_basis(&columns);
-        let r = basis.len();
+        let (basis, r) = orthonormal_rows(&columns);
         // P = [H | B | nu], d x (2r + 1): one GEMM projects a test chunk onto all three.
         let width = 2 * r + 1;
-        let mut projector = vec![S::ZERO; d * width];
-        for (j, q) in basis.iter().enumerate() {
-            for (i, &v) in q.iter().enumerate() {
-                projector[i * width + r + j] = S::from_f64(v);
-            }
-        }
+        let mut projector = basis_projector::<S>(&basis, r, nu);
         drop(basis);
-        for (i, &v) in nu.iter().enumerate() {
-            projector[i * width + 2 * r] = S::from_f64(v);
-        }
         // e_it = B^T x_it and u_it = nu^T x_it for the training tokens.
         let train_tokens: Vec<S> = train.tokens.iter().map(|&v| S::from_f64(v)).collect();
         let mut train_proj = vec![S::ZERO; rows * (r + 1)];
@@ -618,6 +646,7 @@ impl<T: Float> SubspaceTrainer<T> {
             b: vec![T::ZERO; r],
             gb: Vec::new(),
             d: vec![T::ZERO; r * r],
+            dgb: Vec::new(),
             diverged: None,
             test: test_tokens,
             train_scores,
@@ -631,7 +660,7 @@ impl<T: Float> SubspaceTrainer<T> {
                 test_draw: draw,
             },
         };
-        trainer.gb = trainer.gram_times_b();
+        trainer.start_queries();
         Ok(trainer)
     }
 
@@ -707,6 +736,13 @@ impl<T: Float> SubspaceTrainer<T> {
         mat_vec(MatRef::new(&self.gram, r, r), &self.b)
     }
 
+    /// `G b` and `D G b` of the initial state.
+    fn start_queries(&mut self) {
+        let r = self.rank;
+        self.gb = self.gram_times_b();
+        self.dgb = mat_vec(MatRef::new(&self.d, r, r), &self.gb);
+    }
+
     /// `||p||^2 = b^T G b`, accumulated in f64.
     fn p_norm_squared(&self) -> f64 {
         self.b
@@ -716,18 +752,10 @@ impl<T: Float> SubspaceTrainer<T> {
             .sum()
     }
 
-    /// `(G b, D G b)`.
-    fn query_coefficients(&self) -> (Vec<T>, Vec<T>) {
-        let r = self.rank;
-        let gb = self.gb.clone();
-        let dgb = mat_vec(MatRef::new(&self.d, r, r), &gb);
-        (gb, dgb)
-    }
-
-    /// The training logits `z = E (G b + D G b)` from the query coefficients `(G b, D G b)`.
-    fn logits_of(&self, gb: &[T], dgb: &[T]) -> Vec<T> {
-        let mut v = gb.to_vec();
-        kernels::axpy(T::ONE, dgb, &mut v);
+    /// The training logits `z = E (G b + D G b)`.
+    fn logits(&self) -> Vec<T> {
+        let mut v = self.gb.clone();
+        kernels::axpy(T::ONE, &self.dgb, &mut v);
         mat_vec(MatRef::new(&self.coords, self.scores.len(), self.rank), &v)
     }
 }
@@ -746,20 +774,15 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
     }
 
     fn train_logits(&mut self) -> Vec<f64> {
-        let (gb, dgb) = self.query_coefficients();
-        self.logits_of(&gb, &dgb)
-            .into_iter()
-            .map(T::to_f64)
-            .collect()
+        self.logits().into_iter().map(T::to_f64).collect()
     }
 
     fn test_logits(&mut self) -> Vec<f64> {
         let r = self.rank;
-        let (_, dgb) = self.query_coefficients();
         // z = h^T b + c^T (D G b) = [h | c] v with v = [b; D G b], or (w, a) (map v) for drawn
         // tokens.
         let mut v = self.b.clone();
-        v.extend_from_slice(&dgb);
+        v.extend_from_slice(&self.dgb);
         let test = &self.test;
         let coefficients = match &test.map {
             Some(map) => mat_vec(MatRef::new(map, test.width, 2 * r), &v),
@@ -775,8 +798,7 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
             return Err(err);
         }
         let r = self.rank;
-        let (gb, dgb) = self.query_coefficients();
-        let z = self.logits_of(&gb, &dgb);
+        let z = self.logits();
         let rows = self.scores.len();
         let loss = loss_and_delta(
             self.tokens_per_sample,
@@ -801,11 +823,20 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
             x.iter().zip(y).map(|(p, q)| p.to_f64() * q.to_f64()).sum()
         };
         let lr = self.lr.to_f64();
-        self.w_delta_sq += -2.0 * lr * dot(&a, &dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &gb);
+        self.w_delta_sq +=
+            -2.0 * lr * dot(&a, &self.dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &self.gb);
         let old_b = self.b.clone();
         let b_finite = kernels::axpy_finite(-self.lr, &step_b, &mut self.b);
-        let d_finite = kernels::ger_finite(-self.lr, &a, &old_b, MatMut::new(&mut self.d, r, r));
         self.gb = self.gram_times_b();
+        // D' = D - lr a b^T and D' G b' in one pass over D.
+        let d_finite = kernels::level2::ger_finite_gemv(
+            -self.lr,
+            &a,
+            &old_b,
+            MatMut::new(&mut self.d, r, r),
+            &self.gb,
+            &mut self.dgb,
+        );
         // The updated state, charged to this step: `||p||` as the evaluations compute it, and
         // every coefficient of `W - W_0 = B D A^T`.
         let p_sq = self.p_norm_squared();
@@ -913,6 +944,7 @@ impl<T: Float> SubspaceTrainer<T> {
             b: vec![T::ZERO; r],
             gb: Vec::new(),
             d: vec![T::ZERO; r * r],
+            dgb: Vec::new(),
             diverged: None,
             test,
             train_scores: t.train_scores,
@@ -921,7 +953,7 @@ impl<T: Float> SubspaceTrainer<T> {
             w_delta_sq: 0.0,
             timings: t.timings,
         };
-        trainer.gb = trainer.gram_times_b();
+        trainer.start_queries();
         Ok(trainer)
     }
 }
@@ -955,5 +987,65 @@ impl<T: Float> SubspaceTrainer<T> {
             scores: parts.test_scores,
         };
         Self::assemble(parts.training, test, "drawn parts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Modified Gram-Schmidt one vector at a time: both passes over the basis so far, then the
+    /// norm test.
+    fn textbook_basis(vectors: &[&[f64]]) -> Vec<Vec<f64>> {
+        let mut basis: Vec<Vec<f64>> = Vec::new();
+        for v in vectors {
+            let original = kernels::dot(v, v).sqrt();
+            if original == 0.0 {
+                continue;
+            }
+            let mut w = v.to_vec();
+            for _pass in 0..2 {
+                for q in &basis {
+                    let c = kernels::dot(q, &w);
+                    kernels::axpy(-c, q, &mut w);
+                }
+            }
+            let norm = kernels::dot(&w, &w).sqrt();
+            if norm > 1e-10 * original {
+                kernels::scale(1.0 / norm, &mut w);
+                basis.push(w);
+            }
+        }
+        basis
+    }
+
+    #[test]
+    fn the_basis_is_the_textbook_loops_bit_for_bit() {
+        for d in [1, 7, 37, 300] {
+            let mut rng = ChaChaStream::new(&chacha_key(d as u64), 0);
+            let mut vectors: Vec<Vec<f64>> = (0..12)
+                .map(|_| (0..d).map(|_| rng.sample(StandardNormal)).collect())
+                .collect();
+            // a zero vector, a dependent one (the sum of two before it), and one after them
+            vectors[2] = vec![0.0; d];
+            vectors[6] = vectors[3]
+                .iter()
+                .zip(&vectors[4])
+                .map(|(a, b)| a + b)
+                .collect();
+            let refs: Vec<&[f64]> = vectors.iter().map(Vec::as_slice).collect();
+            for count in [0, 1, 2, 3, 7, 12] {
+                let expected = textbook_basis(&refs[..count]);
+                let (rows, r) = orthonormal_rows(&refs[..count]);
+                assert_eq!(r, expected.len(), "d = {d}, {count} vectors");
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&rows), bits(&expected.concat()), "d = {d}, {count}");
+                assert_eq!(orthonormal_basis(&refs[..count]), expected);
+            }
+            // the zero vector and the dependent one are dropped (d >= 12)
+            if d >= 12 {
+                assert_eq!(orthonormal_rows(&refs).1, 10);
+            }
+        }
     }
 }
