@@ -123,28 +123,163 @@ pub struct Ceilings {
     pub gemm_peak_f32_gflops_per_core: f64,
     /// As `gemm_peak_f32_gflops_per_core`, f64.
     pub gemm_peak_f64_gflops_per_core: f64,
-    /// f32x8 (256-bit) FMA throughput of one core, GFLOP/s.
-    pub fma_peak_f32_gflops_per_core: f64,
-    /// f64x4 (256-bit) FMA throughput of one core, GFLOP/s.
-    pub fma_peak_f64_gflops_per_core: f64,
-    /// 512-bit (AVX-512, 16 x f32) FMA throughput of one core, GFLOP/s; `None` without avx512f.
-    pub fma_peak_f32_avx512_gflops_per_core: Option<f64>,
-    /// 512-bit (AVX-512, 8 x f64) FMA throughput of one core, GFLOP/s; `None` without avx512f.
-    pub fma_peak_f64_avx512_gflops_per_core: Option<f64>,
-    /// f32x8 FMA throughput with every pool thread running the probe at once, GFLOP/s (summed).
-    pub fma_peak_f32_gflops_all_threads: f64,
-    /// f64x4 FMA throughput with every pool thread running the probe at once, GFLOP/s (summed).
-    pub fma_peak_f64_gflops_all_threads: f64,
-    /// 512-bit f32 FMA throughput with every pool thread running the probe at once, GFLOP/s
-    /// (summed); `None` without avx512f.
-    pub fma_peak_f32_avx512_gflops_all_threads: Option<f64>,
-    /// 512-bit f64 FMA throughput with every pool thread running the probe at once, GFLOP/s
-    /// (summed); `None` without avx512f.
-    pub fma_peak_f64_avx512_gflops_all_threads: Option<f64>,
+    /// FMA throughput of one core, GFLOP/s: the keys [`FMA_PER_CORE_KEYS`].
+    #[serde(flatten, with = "fma_per_core_keys")]
+    pub fma_peak_per_core: FmaPeaks,
+    /// FMA throughput with every pool thread running the probe at once, GFLOP/s (summed): the
+    /// keys [`FMA_ALL_THREADS_KEYS`].
+    #[serde(flatten, with = "fma_all_threads_keys")]
+    pub fma_peak_all_threads: FmaPeaks,
     /// STREAM triad bandwidth on the pool, GB/s (24 bytes per element, no write-allocate).
     pub triad_gbps: f64,
     /// Size of each of the three triad arrays, bytes.
     pub triad_bytes_per_array: usize,
+}
+
+/// FMA throughput, GFLOP/s, of both vector widths in both precisions, measured one way: on one
+/// core or on every pool thread at once. [`Ceilings`] holds it twice, each figure under a flat
+/// JSON key of its own (`fma_peak_<dtype>[_avx512]_gflops_<per_core|all_threads>`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FmaPeaks {
+    /// 256-bit vectors (f32x8), f32.
+    pub f32: f64,
+    /// 256-bit vectors (f64x4), f64.
+    pub f64: f64,
+    /// 512-bit vectors (AVX-512, 16 x f32), f32; `None` without avx512f.
+    pub f32_avx512: Option<f64>,
+    /// 512-bit vectors (AVX-512, 8 x f64), f64; `None` without avx512f.
+    pub f64_avx512: Option<f64>,
+}
+
+/// The JSON keys of [`Ceilings::fma_peak_per_core`], in the order of [`FmaPeaks`]' fields.
+pub const FMA_PER_CORE_KEYS: [&str; 4] = [
+    "fma_peak_f32_gflops_per_core",
+    "fma_peak_f64_gflops_per_core",
+    "fma_peak_f32_avx512_gflops_per_core",
+    "fma_peak_f64_avx512_gflops_per_core",
+];
+
+/// The JSON keys of [`Ceilings::fma_peak_all_threads`], in the order of [`FmaPeaks`]' fields.
+pub const FMA_ALL_THREADS_KEYS: [&str; 4] = [
+    "fma_peak_f32_gflops_all_threads",
+    "fma_peak_f64_gflops_all_threads",
+    "fma_peak_f32_avx512_gflops_all_threads",
+    "fma_peak_f64_avx512_gflops_all_threads",
+];
+
+impl FmaPeaks {
+    /// The four probes, f32 then f64 at 256 bits, then at 512 bits, each run for `time` by
+    /// `measure` (on this thread, or on every thread at once).
+    fn measure(
+        time: Duration,
+        measure: impl Fn(&(dyn Fn() -> Option<f64> + Sync)) -> Option<f64>,
+    ) -> FmaPeaks {
+        FmaPeaks {
+            f32: measure(&|| Some(probe::fma_peak_gflops_f32(time))).unwrap_or(0.0),
+            f64: measure(&|| Some(probe::fma_peak_gflops_f64(time))).unwrap_or(0.0),
+            f32_avx512: measure(&|| probe::fma_peak_gflops_f32_avx512(time)),
+            f64_avx512: measure(&|| probe::fma_peak_gflops_f64_avx512(time)),
+        }
+    }
+
+    /// The (f32, f64) peaks of one vector width: the 512-bit ones when `avx512` and measured,
+    /// else the 256-bit ones. A GEMM is bounded by its kernels' width (`BENIGN_GEMM_KERNEL=avx2`
+    /// on an AVX-512 CPU runs the 256-bit ones).
+    pub fn of_width(&self, avx512: bool) -> (f64, f64) {
+        let pick = |wide: Option<f64>, narrow: f64| wide.filter(|_| avx512).unwrap_or(narrow);
+        (
+            pick(self.f32_avx512, self.f32),
+            pick(self.f64_avx512, self.f64),
+        )
+    }
+
+    /// The (f32, f64) pairs of the two widths, named: what [`machine_warnings`] compares.
+    fn by_width(&self) -> [(&'static str, Option<f64>, Option<f64>); 2] {
+        [
+            ("256-bit", Some(self.f32), Some(self.f64)),
+            ("512-bit", self.f32_avx512, self.f64_avx512),
+        ]
+    }
+
+    /// Writes the four figures as map entries under `keys` (flattened into the enclosing
+    /// object).
+    fn serialize_under<S: serde::Serializer>(
+        &self,
+        keys: &[&'static str; 4],
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(keys.len()))?;
+        map.serialize_entry(keys[0], &self.f32)?;
+        map.serialize_entry(keys[1], &self.f64)?;
+        map.serialize_entry(keys[2], &self.f32_avx512)?;
+        map.serialize_entry(keys[3], &self.f64_avx512)?;
+        map.end()
+    }
+
+    /// Reads the four figures from the entries under `keys`; other entries are left to the
+    /// enclosing object. A missing 512-bit figure is `None`, a missing 256-bit one an error.
+    fn deserialize_under<'de, D: serde::Deserializer<'de>>(
+        keys: &'static [&'static str; 4],
+        deserializer: D,
+    ) -> std::result::Result<FmaPeaks, D::Error> {
+        struct Entries(&'static [&'static str; 4]);
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = FmaPeaks;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "the FMA peaks {}", self.0.join(", "))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<FmaPeaks, A::Error> {
+                let mut values = [None; 4];
+                while let Some(key) = map.next_key::<String>()? {
+                    match self.0.iter().position(|k| *k == key) {
+                        Some(i) => values[i] = map.next_value::<Option<f64>>()?,
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let required =
+                    |i: usize| values[i].ok_or_else(|| serde::de::Error::missing_field(self.0[i]));
+                Ok(FmaPeaks {
+                    f32: required(0)?,
+                    f64: required(1)?,
+                    f32_avx512: values[2],
+                    f64_avx512: values[3],
+                })
+            }
+        }
+        deserializer.deserialize_struct("FmaPeaks", keys, Entries(keys))
+    }
+}
+
+/// `#[serde(with)]` of [`Ceilings::fma_peak_per_core`].
+mod fma_per_core_keys {
+    use super::{FmaPeaks, FMA_PER_CORE_KEYS};
+
+    pub fn serialize<S: serde::Serializer>(peaks: &FmaPeaks, s: S) -> Result<S::Ok, S::Error> {
+        peaks.serialize_under(&FMA_PER_CORE_KEYS, s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FmaPeaks, D::Error> {
+        FmaPeaks::deserialize_under(&FMA_PER_CORE_KEYS, d)
+    }
+}
+
+/// `#[serde(with)]` of [`Ceilings::fma_peak_all_threads`].
+mod fma_all_threads_keys {
+    use super::{FmaPeaks, FMA_ALL_THREADS_KEYS};
+
+    pub fn serialize<S: serde::Serializer>(peaks: &FmaPeaks, s: S) -> Result<S::Ok, S::Error> {
+        peaks.serialize_under(&FMA_ALL_THREADS_KEYS, s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FmaPeaks, D::Error> {
+        FmaPeaks::deserialize_under(&FMA_ALL_THREADS_KEYS, d)
+    }
 }
 
 /// Ours against the baseline on one row, by the rule of the module documentation.
@@ -439,45 +574,21 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Re
     // The probes and kernels run inside the pool; `progress` (which need not be Send) runs on
     // the calling thread between measurements.
     let mut machine = pool.install(|| {
-        let fma_peak_f32_gflops_per_core = probe::fma_peak_gflops_f32(plan.probe_time);
-        let fma_peak_f64_gflops_per_core = probe::fma_peak_gflops_f64(plan.probe_time);
-        let fma_peak_f32_avx512_gflops_per_core =
-            probe::fma_peak_gflops_f32_avx512(plan.probe_time);
-        let fma_peak_f64_avx512_gflops_per_core =
-            probe::fma_peak_gflops_f64_avx512(plan.probe_time);
+        let fma_peak_per_core = FmaPeaks::measure(plan.probe_time, |probe| probe());
         let gemm_kernel = benign_kernels::gemm::kernel_variant();
-        let gemm_peak = |avx512: Option<f64>, avx2: f64| kernel_peak(gemm_kernel, avx512, avx2);
+        let (gemm_peak_f32, gemm_peak_f64) =
+            fma_peak_per_core.of_width(matches!(gemm_kernel, KernelVariant::Avx512));
         MachineFigures {
             cpu_model: cpu_model(),
             threads,
             matrixmultiply_threads,
             ceilings: Ceilings {
                 gemm_kernel: gemm_kernel.name().to_string(),
-                gemm_peak_f32_gflops_per_core: gemm_peak(
-                    fma_peak_f32_avx512_gflops_per_core,
-                    fma_peak_f32_gflops_per_core,
-                ),
-                gemm_peak_f64_gflops_per_core: gemm_peak(
-                    fma_peak_f64_avx512_gflops_per_core,
-                    fma_peak_f64_gflops_per_core,
-                ),
-                fma_peak_f32_gflops_per_core,
-                fma_peak_f64_gflops_per_core,
-                fma_peak_f32_avx512_gflops_per_core,
-                fma_peak_f64_avx512_gflops_per_core,
-                fma_peak_f32_gflops_all_threads: all_threads(|| {
-                    Some(probe::fma_peak_gflops_f32(plan.probe_time))
-                })
-                .unwrap_or(0.0),
-                fma_peak_f64_gflops_all_threads: all_threads(|| {
-                    Some(probe::fma_peak_gflops_f64(plan.probe_time))
-                })
-                .unwrap_or(0.0),
-                fma_peak_f32_avx512_gflops_all_threads: all_threads(|| {
-                    probe::fma_peak_gflops_f32_avx512(plan.probe_time)
-                }),
-                fma_peak_f64_avx512_gflops_all_threads: all_threads(|| {
-                    probe::fma_peak_gflops_f64_avx512(plan.probe_time)
+                gemm_peak_f32_gflops_per_core: gemm_peak_f32,
+                gemm_peak_f64_gflops_per_core: gemm_peak_f64,
+                fma_peak_per_core,
+                fma_peak_all_threads: FmaPeaks::measure(plan.probe_time, |probe| {
+                    all_threads(probe)
                 }),
                 triad_gbps: probe::triad_bandwidth_gbps(
                     plan.triad_bytes_per_array,
@@ -521,16 +632,6 @@ pub fn run(options: &BenchOptions, mut progress: impl FnMut(Progress<'_>)) -> Re
     Ok(BenchReport { machine, records })
 }
 
-/// The FMA peak a GEMM running `variant`'s kernels is bounded by, from the 512-bit and the
-/// 256-bit peaks of the same dtype: the 512-bit one only when the kernels are 512-bit
-/// (`BENIGN_GEMM_KERNEL=avx2` on an AVX-512 CPU runs the 256-bit ones).
-fn kernel_peak(variant: KernelVariant, avx512: Option<f64>, avx2: f64) -> f64 {
-    match variant {
-        KernelVariant::Avx512 => avx512.unwrap_or(avx2),
-        KernelVariant::Portable => avx2,
-    }
-}
-
 /// `probe` run on every thread of the current pool at once, summed; `None` if it is `None`
 /// anywhere (the probe does not apply to this CPU).
 fn all_threads(probe: impl Fn() -> Option<f64> + Sync) -> Option<f64> {
@@ -540,29 +641,33 @@ fn all_threads(probe: impl Fn() -> Option<f64> + Sync) -> Option<f64> {
 /// The element types the report runs, with their `matrixmultiply` baseline and peak.
 trait Element: Float {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[Self], b: &[Self], c: &mut [Self]);
-    /// FMA peak per core of the GEMM kernel's vector width.
-    fn peak_per_core(ceilings: &Ceilings) -> f64;
-    /// FMA peak of the GEMM kernel's vector width with every pool thread probing at once.
-    fn peak_all_threads(ceilings: &Ceilings) -> f64;
+    /// This element type's figure of an (f32, f64) pair of peaks.
+    fn of_pair(peaks: (f64, f64)) -> f64;
 }
 
-/// Whether the report's GEMM kernel is the 512-bit one (its peaks are the 512-bit probes).
-fn gemm_kernel_is_avx512(ceilings: &Ceilings) -> bool {
-    ceilings.gemm_kernel == KernelVariant::Avx512.name()
+impl Ceilings {
+    /// The (f32, f64) FMA peaks per core of the GEMM kernel's vector width.
+    fn gemm_peaks_per_core(&self) -> (f64, f64) {
+        (
+            self.gemm_peak_f32_gflops_per_core,
+            self.gemm_peak_f64_gflops_per_core,
+        )
+    }
+
+    /// The (f32, f64) FMA peaks of the GEMM kernel's vector width with every pool thread
+    /// probing at once.
+    fn gemm_peaks_all_threads(&self) -> (f64, f64) {
+        self.fma_peak_all_threads
+            .of_width(self.gemm_kernel == KernelVariant::Avx512.name())
+    }
 }
 
 impl Element for f32 {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
         baseline::matrixmultiply_sgemm(m, n, k, a, b, c);
     }
-    fn peak_per_core(ceilings: &Ceilings) -> f64 {
-        ceilings.gemm_peak_f32_gflops_per_core
-    }
-    fn peak_all_threads(ceilings: &Ceilings) -> f64 {
-        match ceilings.fma_peak_f32_avx512_gflops_all_threads {
-            Some(peak) if gemm_kernel_is_avx512(ceilings) => peak,
-            _ => ceilings.fma_peak_f32_gflops_all_threads,
-        }
+    fn of_pair(peaks: (f64, f64)) -> f64 {
+        peaks.0
     }
 }
 
@@ -570,14 +675,8 @@ impl Element for f64 {
     fn baseline_gemm(m: usize, n: usize, k: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
         baseline::matrixmultiply_dgemm(m, n, k, a, b, c);
     }
-    fn peak_per_core(ceilings: &Ceilings) -> f64 {
-        ceilings.gemm_peak_f64_gflops_per_core
-    }
-    fn peak_all_threads(ceilings: &Ceilings) -> f64 {
-        match ceilings.fma_peak_f64_avx512_gflops_all_threads {
-            Some(peak) if gemm_kernel_is_avx512(ceilings) => peak,
-            _ => ceilings.fma_peak_f64_gflops_all_threads,
-        }
+    fn of_pair(peaks: (f64, f64)) -> f64 {
+        peaks.1
     }
 }
 
@@ -637,7 +736,7 @@ impl Context<'_> {
         let gbps = rate(bytes);
         let (ceiling, rate) = match peak {
             PeakKind::Fma => (
-                T::peak_per_core(&self.machine.ceilings) * threads as f64,
+                T::of_pair(self.machine.ceilings.gemm_peaks_per_core()) * threads as f64,
                 gflops,
             ),
             PeakKind::Triad => (self.machine.ceilings.triad_gbps, gbps),
@@ -650,7 +749,7 @@ impl Context<'_> {
             // The all-threads probe ran on the pool's threads; a different count (matrixmultiply
             // capped at 4) has only the per-core ceiling to go by.
             let all_threads_peak = (threads > 1 && threads == self.machine.threads)
-                .then(|| T::peak_all_threads(&self.machine.ceilings));
+                .then(|| T::of_pair(self.machine.ceilings.gemm_peaks_all_threads()));
             warnings.extend(over_peak_warning(gflops, ceiling, all_threads_peak));
         }
         BenchRecord {
@@ -978,29 +1077,18 @@ pub fn load_warning(load_average_1min: Option<f64>, logical_cpus: usize) -> Opti
 /// Warnings about the machine figures: any f64 FMA peak above the f32 peak of the same vector
 /// width and thread count (half the lanes cannot be faster), and the load at the start.
 fn machine_warnings(machine: &MachineFigures) -> Vec<String> {
-    let peaks = &machine.ceilings;
-    let pairs = [
-        (
-            "256-bit, one core",
-            Some(peaks.fma_peak_f32_gflops_per_core),
-            Some(peaks.fma_peak_f64_gflops_per_core),
-        ),
-        (
-            "256-bit, all threads",
-            Some(peaks.fma_peak_f32_gflops_all_threads),
-            Some(peaks.fma_peak_f64_gflops_all_threads),
-        ),
-        (
-            "512-bit, one core",
-            peaks.fma_peak_f32_avx512_gflops_per_core,
-            peaks.fma_peak_f64_avx512_gflops_per_core,
-        ),
-        (
-            "512-bit, all threads",
-            peaks.fma_peak_f32_avx512_gflops_all_threads,
-            peaks.fma_peak_f64_avx512_gflops_all_threads,
-        ),
-    ];
+    let ceilings = &machine.ceilings;
+    let per_core = ceilings.fma_peak_per_core.by_width();
+    let all_threads = ceilings.fma_peak_all_threads.by_width();
+    // Each width on one core, then on all threads.
+    let pairs = per_core
+        .into_iter()
+        .zip(all_threads)
+        .flat_map(|(one, all)| {
+            [(one, "one core"), (all, "all threads")].map(|((width, f32_peak, f64_peak), scope)| {
+                (format!("{width}, {scope}"), f32_peak, f64_peak)
+            })
+        });
     let mut warnings = Vec::new();
     for (what, f32_peak, f64_peak) in pairs {
         if let (Some(f32_peak), Some(f64_peak)) = (f32_peak, f64_peak) {
@@ -1100,15 +1188,20 @@ mod tests {
 
     #[test]
     fn gemm_peak_has_the_kernel_width() {
-        assert_eq!(
-            kernel_peak(KernelVariant::Avx512, Some(170.0), 100.0),
-            170.0
-        );
-        assert_eq!(
-            kernel_peak(KernelVariant::Portable, Some(170.0), 100.0),
-            100.0
-        );
-        assert_eq!(kernel_peak(KernelVariant::Avx512, None, 100.0), 100.0);
+        let measured = FmaPeaks {
+            f32: 100.0,
+            f64: 50.0,
+            f32_avx512: Some(170.0),
+            f64_avx512: Some(85.0),
+        };
+        assert_eq!(measured.of_width(true), (170.0, 85.0));
+        assert_eq!(measured.of_width(false), (100.0, 50.0));
+        let without_avx512 = FmaPeaks {
+            f32_avx512: None,
+            f64_avx512: None,
+            ..measured
+        };
+        assert_eq!(without_avx512.of_width(true), (100.0, 50.0));
     }
 
     /// The report's machine figures on this CPU: the GEMM peak is the probe of the width the
@@ -1124,20 +1217,15 @@ mod tests {
         let variant = benign_kernels::gemm::kernel_variant();
         assert_eq!(machine.gemm_kernel, variant.name());
         let has_avx512 = KernelVariant::Avx512.is_available();
+        assert_eq!(machine.fma_peak_per_core.f32_avx512.is_some(), has_avx512);
         assert_eq!(
-            machine.fma_peak_f32_avx512_gflops_per_core.is_some(),
+            machine.fma_peak_all_threads.f64_avx512.is_some(),
             has_avx512
         );
-        assert_eq!(
-            machine.fma_peak_f64_avx512_gflops_all_threads.is_some(),
-            has_avx512
-        );
-        let expected = kernel_peak(
-            variant,
-            machine.fma_peak_f32_avx512_gflops_per_core,
-            machine.fma_peak_f32_gflops_per_core,
-        );
-        assert_eq!(machine.gemm_peak_f32_gflops_per_core, expected);
+        let expected = machine
+            .fma_peak_per_core
+            .of_width(matches!(variant, KernelVariant::Avx512));
+        assert_eq!(machine.gemm_peaks_per_core(), expected);
         let gemm = report
             .records
             .iter()
@@ -1166,14 +1254,18 @@ mod tests {
                 gemm_kernel: "avx2".into(),
                 gemm_peak_f32_gflops_per_core: 64.0,
                 gemm_peak_f64_gflops_per_core: 32.0,
-                fma_peak_f32_gflops_per_core: 64.0,
-                fma_peak_f64_gflops_per_core: 32.0,
-                fma_peak_f32_avx512_gflops_per_core: None,
-                fma_peak_f64_avx512_gflops_per_core: None,
-                fma_peak_f32_gflops_all_threads: 120.0,
-                fma_peak_f64_gflops_all_threads: 60.0,
-                fma_peak_f32_avx512_gflops_all_threads: None,
-                fma_peak_f64_avx512_gflops_all_threads: None,
+                fma_peak_per_core: FmaPeaks {
+                    f32: 64.0,
+                    f64: 32.0,
+                    f32_avx512: None,
+                    f64_avx512: None,
+                },
+                fma_peak_all_threads: FmaPeaks {
+                    f32: 120.0,
+                    f64: 60.0,
+                    f32_avx512: None,
+                    f64_avx512: None,
+                },
                 triad_gbps: 10.0,
                 triad_bytes_per_array: 64 << 20,
             },
@@ -1531,9 +1623,9 @@ mod tests {
     fn machine_warnings_flag_an_f64_peak_above_f32_and_the_load() {
         assert!(machine_warnings(&machine()).is_empty());
         let mut disturbed = machine();
-        disturbed.ceilings.fma_peak_f64_gflops_all_threads = 130.0;
-        disturbed.ceilings.fma_peak_f32_avx512_gflops_per_core = Some(100.0);
-        disturbed.ceilings.fma_peak_f64_avx512_gflops_per_core = Some(101.0);
+        disturbed.ceilings.fma_peak_all_threads.f64 = 130.0;
+        disturbed.ceilings.fma_peak_per_core.f32_avx512 = Some(100.0);
+        disturbed.ceilings.fma_peak_per_core.f64_avx512 = Some(101.0);
         disturbed.load_average_1min = Some(4.0);
         let warnings = machine_warnings(&disturbed);
         assert_eq!(warnings.len(), 3, "{warnings:?}");

@@ -24,6 +24,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::embed::InputKind;
 use super::model::{Classifier, ModelConfig};
 use super::train::{ClassifierTrainer, EpochMetrics, Evaluation, TrainConfig};
+use crate::io::jsonl;
 use crate::realdata::{self, DatasetName, RawDataset, Split, TokenizedSplit, Tokens, Vocabulary};
 use crate::rundir::{JobDir, JobSpec, Reuse};
 use crate::seed::named_rng;
@@ -649,16 +650,7 @@ fn read_metrics(path: &Path, epochs: usize) -> Result<Vec<EpochMetrics>> {
             })
         }
     };
-    text.lines()
-        .take(epochs)
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| Error::Format {
-                path: path.to_path_buf(),
-                message: format!("line {}: {e}", i + 1),
-            })
-        })
-        .collect()
+    jsonl::parse_every_line(path, text.lines().take(epochs))
 }
 
 #[cfg(test)]

@@ -146,22 +146,22 @@ fn print_header(out: &mut impl Write, m: &MachineFigures) -> std::io::Result<()>
     writeln!(
         out,
         "FMA peak per core, 256-bit: {:.1} GFLOP/s f32, {:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
-        peaks.fma_peak_f32_gflops_per_core,
-        peaks.fma_peak_f64_gflops_per_core,
+        peaks.fma_peak_per_core.f32,
+        peaks.fma_peak_per_core.f64,
         m.threads,
-        peaks.fma_peak_f32_gflops_all_threads,
-        peaks.fma_peak_f64_gflops_all_threads
+        peaks.fma_peak_all_threads.f32,
+        peaks.fma_peak_all_threads.f64
     )?;
     match (
-        peaks.fma_peak_f32_avx512_gflops_per_core,
-        peaks.fma_peak_f64_avx512_gflops_per_core,
+        peaks.fma_peak_per_core.f32_avx512,
+        peaks.fma_peak_per_core.f64_avx512,
     ) {
         (Some(f32_peak), Some(f64_peak)) => writeln!(
             out,
             "FMA peak per core, 512-bit (AVX-512): {f32_peak:.1} GFLOP/s f32, {f64_peak:.1} GFLOP/s f64; all {} threads at once: {:.1} f32, {:.1} f64",
             m.threads,
-            peaks.fma_peak_f32_avx512_gflops_all_threads.unwrap_or(0.0),
-            peaks.fma_peak_f64_avx512_gflops_all_threads.unwrap_or(0.0)
+            peaks.fma_peak_all_threads.f32_avx512.unwrap_or(0.0),
+            peaks.fma_peak_all_threads.f64_avx512.unwrap_or(0.0)
         )?,
         _ => writeln!(out, "FMA peak per core, 512-bit: - (no AVX-512 on this CPU)")?,
     }

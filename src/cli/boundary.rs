@@ -11,7 +11,7 @@ use benign::boundary::{self, report, BoundarySpec, Progress, StepScaling};
 use benign::Error;
 
 use super::common::CommonArgs;
-use super::data::{DataArgs, TrainingArgs};
+use super::data::RunConfigArgs;
 use super::progress::Field;
 
 /// The options of `benign boundary`. It takes the data and training options of `benign run`,
@@ -82,9 +82,7 @@ pub struct BoundaryArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub training: TrainingArgs,
+    pub settings: RunConfigArgs,
 }
 
 /// Parses `--dims` / `--samples` with the sweep's axis syntax for `d` / `n`, sorted and
@@ -123,23 +121,23 @@ pub fn parse_range(text: &str) -> Result<(f64, f64), Error> {
 /// `--signal-norm`, the test seed and the evaluation schedule; giving them is an error.
 fn spec_from(args: &BoundaryArgs) -> anyhow::Result<BoundarySpec> {
     let set_by_grid = [
-        (args.data.dim.is_some(), "-d/--dim (use --dims)"),
+        (args.settings.data.dim.is_some(), "-d/--dim (use --dims)"),
         (
-            args.data.samples.is_some(),
+            args.settings.data.samples.is_some(),
             "-n (use --samples, the grid's training-set sizes)",
         ),
         (
-            args.data.signal_norm.is_some(),
+            args.settings.data.signal_norm.is_some(),
             "--signal-norm (the search sets it)",
         ),
-        (args.data.preset.is_some(), "--preset"),
+        (args.settings.data.preset.is_some(), "--preset"),
         (
-            args.data.test_seed.is_some(),
+            args.settings.data.test_seed.is_some(),
             "--test-seed (each seed draws its own test set)",
         ),
-        (args.data.reference_compat, "--reference-compat"),
+        (args.settings.data.reference_compat, "--reference-compat"),
         (
-            args.training.eval_every.is_some(),
+            args.settings.training.eval_every.is_some(),
             "--eval-every (only the horizon is evaluated)",
         ),
     ];
@@ -150,9 +148,7 @@ fn spec_from(args: &BoundaryArgs) -> anyhow::Result<BoundarySpec> {
         )
         .into());
     }
-    let base = args
-        .training
-        .apply(args.data.apply(BoundarySpec::default().base));
+    let base = args.settings.apply(BoundarySpec::default().base);
     let (snr_low, snr_high) = parse_range(&args.snr_range)?;
     let spec = BoundarySpec {
         base_seed: base.seed,

@@ -214,3 +214,20 @@ impl TrainingArgs {
         config
     }
 }
+
+/// The options that set a synthetic run's configuration, shared by `run`, `sweep` and
+/// `boundary`: the data's, then the training's.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunConfigArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+}
+
+impl RunConfigArgs {
+    /// `base` with the data options applied, then the training options.
+    pub fn apply(&self, base: RunConfig) -> RunConfig {
+        self.training.apply(self.data.apply(base))
+    }
+}

@@ -9,7 +9,7 @@ use benign::synthetic::subspace::TestDraw;
 use benign::synthetic::{self, export, Precision, RunConfig, RunOptions};
 
 use super::common::CommonArgs;
-use super::data::{DataArgs, TrainingArgs};
+use super::data::RunConfigArgs;
 use super::progress::Field;
 
 #[derive(Args)]
@@ -20,9 +20,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub training: TrainingArgs,
+    pub settings: RunConfigArgs,
     /// Element type of the subspace start-up products (f32 halves their cost)
     /// [default: f64 below d = 50,000, f32 from there on].
     #[arg(long, value_enum)]
@@ -102,8 +100,7 @@ pub fn config_from(args: &RunArgs) -> anyhow::Result<RunConfig> {
             base.track_samples = None;
         }
     }
-    let config = args.data.apply(base);
-    let mut config = args.training.apply(config);
+    let mut config = args.settings.apply(base);
     if let Some(v) = args.startup_precision {
         config.startup_precision = Some(v);
     }
@@ -132,7 +129,7 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
     if let Some(dir) = &args.data_dir {
         // The data fixes these; silently overriding them would report a configuration the
         // data was not made with.
-        let fixed = args.data.data_fixed_options();
+        let fixed = args.settings.data.data_fixed_options();
         if !fixed.is_empty() {
             return Err(benign::Error::invalid(
                 "data",
@@ -158,7 +155,7 @@ pub fn execute(mut args: RunArgs) -> anyhow::Result<i32> {
     // Above law::AUTO_DIM with no trainer named (here or in a saved config), the d-free law
     // trainer where it applies; a warning where it does not.
     let mut chosen = None;
-    if args.training.trainer.is_none() && args.config.is_none() {
+    if args.settings.training.trainer.is_none() && args.config.is_none() {
         match synthetic::law::automatic_choice(&config, data.is_some(), init.is_some()) {
             synthetic::law::AutomaticChoice::Law(why) => {
                 config.trainer = synthetic::TrainerKind::Law;

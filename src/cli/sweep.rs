@@ -13,7 +13,7 @@ use benign::synthetic::RunConfig;
 use benign::Error;
 
 use super::common::CommonArgs;
-use super::data::{DataArgs, TrainingArgs};
+use super::data::RunConfigArgs;
 use super::progress::{Field, Reporter};
 
 /// Seeds per grid cell when neither `--seeds` nor the sweep file sets them.
@@ -109,16 +109,14 @@ pub struct SweepRunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub training: TrainingArgs,
+    pub settings: RunConfigArgs,
 }
 
 /// The sweep these arguments describe and its output directory.
 fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
     if let Some(path) = &args.config {
         let saved = sweep::results::read_spec_file(path)?;
-        let base = args.training.apply(args.data.apply(saved.base));
+        let base = args.settings.apply(saved.base);
         let mut spec = SweepSpec::new(
             base,
             saved.axes,
@@ -138,8 +136,7 @@ fn spec_from(args: &SweepRunArgs) -> anyhow::Result<(SweepSpec, PathBuf)> {
         Some(path) => SweepFile::read(path)?,
         None => SweepFile::default(),
     };
-    let config = args.data.apply(file.apply_base(RunConfig::default())?);
-    let config = args.training.apply(config);
+    let config = args.settings.apply(file.apply_base(RunConfig::default())?);
     let mut axes = file.axes;
     for text in &args.grid {
         axes.push(grid::parse_axis(text)?);

@@ -50,7 +50,7 @@ use crate::autodiff::ParamId;
 use crate::classifier::checkpoint;
 use crate::classifier::pretrain::{self, PretrainOptions, PretrainResult, PretrainSpec};
 use crate::classifier::{Classifier, ClassifierTrainer, Evaluation, Schedule, TrainConfig};
-use crate::io::read_json;
+use crate::io::{jsonl, read_json};
 use crate::realdata::subset::draw;
 use crate::realdata::{DatasetName, Sampling, TokenizedSplit};
 use crate::rundir::{JobDir, JobSpec, Reuse};
@@ -880,15 +880,7 @@ pub fn read_records(dir: &Path, cell: &Cell) -> Result<Vec<EpochRecord>> {
         path: path.clone(),
         source,
     })?;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| Error::Format {
-                path: path.clone(),
-                message: format!("line {}: {e}", i + 1),
-            })
-        })
-        .collect()
+    jsonl::parse_every_line(&path, text.lines())
 }
 
 fn key_of<S: Serialize>(value: &S) -> String {

@@ -60,6 +60,24 @@ pub fn read_records<R: Record>(path: &Path) -> Result<(Vec<R>, usize)> {
     }
 }
 
+/// Parses every line of a file written whole (not appended to, so a bad line is a fault, not a
+/// torn write) as a `T`; the first line that does not parse is an error naming the file and its
+/// 1-based line number.
+pub fn parse_every_line<'a, T: DeserializeOwned>(
+    path: &Path,
+    lines: impl Iterator<Item = &'a str>,
+) -> Result<Vec<T>> {
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| Error::Format {
+                path: path.to_path_buf(),
+                message: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
 /// Moves the corrupt lines of a records file to `<file>.corrupt` (appended, each with its line
 /// number), rewrites the file without them, warns, and reopens it.
 fn set_aside(
@@ -153,5 +171,29 @@ impl<R: Record> RecordFile<R> {
         line.push(b'\n');
         self.file.write_all(&line).map_err(io_err(&self.path))?;
         self.file.sync_data().map_err(io_err(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_every_line_reads_each_line_and_names_the_first_bad_one() {
+        let path = Path::new("cells/x.jsonl");
+        let read: Vec<u32> = parse_every_line(path, "1\n2\n3".lines()).unwrap();
+        assert_eq!(read, [1, 2, 3]);
+        let limited: Vec<u32> = parse_every_line(path, "1\n2\nbad".lines().take(2)).unwrap();
+        assert_eq!(limited, [1, 2]);
+        match parse_every_line::<u32>(path, "1\n{\n\"x\"".lines()) {
+            Err(Error::Format {
+                path: named,
+                message,
+            }) => {
+                assert_eq!(named, path);
+                assert!(message.starts_with("line 2: "), "{message}");
+            }
+            other => panic!("expected a format error, got {other:?}"),
+        }
     }
 }

@@ -86,6 +86,16 @@ fn utf8_line<'a>(path: &Path, number: usize, line: &'a [u8]) -> Result<&'a str> 
     })
 }
 
+/// The text of an example on line `number`, trimmed; a line whose text is empty is refused,
+/// naming what the text is (`question`, `sentence`).
+fn example_text(path: &Path, number: usize, text: &str, what: &str) -> Result<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::format(path, format!("line {number}: empty {what}")));
+    }
+    Ok(text.to_string())
+}
+
 /// Latin-1 decoding: byte `b` is code point `b`.
 fn latin1(line: &[u8]) -> String {
     line.iter().map(|&b| char::from(b)).collect()
@@ -125,14 +135,10 @@ pub fn parse_trec(path: &Path, bytes: &[u8]) -> Result<TextSplit> {
                 format!("line {number}: empty fine class in '{label}'"),
             ));
         }
-        let question = question.trim();
-        if question.is_empty() {
-            return Err(Error::format(
-                path,
-                format!("line {number}: empty question"),
-            ));
-        }
-        Ok((question.to_string(), class as u32))
+        Ok((
+            example_text(path, number, question, "question")?,
+            class as u32,
+        ))
     })
 }
 
@@ -151,14 +157,7 @@ pub fn parse_sst2(path: &Path, bytes: &[u8]) -> Result<TextSplit> {
                 ))
             }
         };
-        let sentence = sentence.trim();
-        if sentence.is_empty() {
-            return Err(Error::format(
-                path,
-                format!("line {number}: empty sentence"),
-            ));
-        }
-        Ok((sentence.to_string(), class))
+        Ok((example_text(path, number, sentence, "sentence")?, class))
     })
 }
 
