@@ -571,20 +571,24 @@ avx512_tile!(
 /// If the CPU lacks AVX-512F, `panel.len()` is not a multiple of `MR_F64`, or `a` is shorter
 /// than `(MR_F64 - 1) * ld + kc`.
 pub fn pack_a_panel_f64(panel: &mut [f64], a: &[f64], ld: usize) {
-    require_avx512f();
-    assert!(panel.len().is_multiple_of(MR_F64), "whole panel steps");
-    let kc = panel.len() / MR_F64;
-    if kc == 0 {
-        return;
-    }
-    assert!(
-        ld >= kc && a.len() >= (MR_F64 - 1) * ld + kc,
-        "A holds MR_F64 rows of kc"
-    );
-    // SAFETY: avx512f was checked above; the asserts bound every access: loads read row
-    // `i < MR_F64` at offsets `i * ld + p` with `p < kc`, stores write `panel[p * MR_F64..]`
-    // up to `(p + 1) * MR_F64` with `p < kc`.
+    let kc = checked_panel_depth(panel.len(), a.len(), ld, MR_F64);
+    // SAFETY: avx512f and the bounds of every access were checked by `checked_panel_depth`.
     unsafe { pack_a_panel_f64_avx512(panel.as_mut_ptr(), a.as_ptr(), ld, kc) }
+}
+
+/// The guard of the public packing functions: panics unless the CPU has AVX-512F, the panel
+/// holds whole steps of `mr` values and A holds `mr` rows of the panel's depth `ld` apart;
+/// returns that depth `kc`. The kernels then read row `i < mr` of A at `i * ld + p` and write
+/// the panel at `p * mr + i`, for `p < kc`: all within the checked lengths.
+fn checked_panel_depth(panel_len: usize, a_len: usize, ld: usize, mr: usize) -> usize {
+    require_avx512f();
+    assert!(panel_len.is_multiple_of(mr), "whole panel steps");
+    let kc = panel_len / mr;
+    assert!(
+        kc == 0 || (ld >= kc && a_len >= (mr - 1) * ld + kc),
+        "A holds the panel's rows"
+    );
+    kc
 }
 
 /// The body of [`pack_a_panel_f64`]; `a` holds `MR_F64` rows of `kc` values `ld` apart, `panel`
@@ -667,18 +671,8 @@ fn transpose_8x8(r: [__m512d; 8]) -> [__m512d; 8] {
 /// If the CPU lacks AVX-512F, `panel.len()` is not a multiple of `MR_F32`, or `a` is shorter
 /// than `(MR_F32 - 1) * ld + kc`.
 pub fn pack_a_panel_f32(panel: &mut [f32], a: &[f32], ld: usize) {
-    require_avx512f();
-    assert!(panel.len().is_multiple_of(MR_F32), "whole panel steps");
-    let kc = panel.len() / MR_F32;
-    if kc == 0 {
-        return;
-    }
-    assert!(
-        ld >= kc && a.len() >= (MR_F32 - 1) * ld + kc,
-        "A holds MR_F32 rows of kc"
-    );
-    // SAFETY: as in `pack_a_panel_f64`: avx512f checked, every access within the asserted
-    // bounds.
+    let kc = checked_panel_depth(panel.len(), a.len(), ld, MR_F32);
+    // SAFETY: avx512f and the bounds of every access were checked by `checked_panel_depth`.
     unsafe { pack_a_panel_f32_avx512(panel.as_mut_ptr(), a.as_ptr(), ld, kc) }
 }
 
