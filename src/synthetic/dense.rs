@@ -231,7 +231,7 @@ impl<T: Float> AttentionTrainer for DenseTrainer<T> {
     }
 
     fn w_delta_norm(&self) -> f64 {
-        distance_f64(&self.inputs.w, &self.w0)
+        distance_f64(self.inputs.w.iter(), self.w0.iter())
     }
 }
 

@@ -37,7 +37,7 @@ use crate::{Error, Result};
 
 use super::config::{Precision, RunConfig};
 use super::metrics::{Readout, StateNorms};
-use super::Trainer;
+use super::{distance_f64, Trainer};
 use crate::io;
 use crate::seed::named_rng;
 
@@ -347,14 +347,7 @@ impl<T: Float> EncoderTrainer<T> {
             .value(block.query.weight)
             .iter()
             .chain(store.value(block.key.weight));
-        current
-            .zip(&self.initial_attention_weights)
-            .map(|(x, y)| {
-                let diff = x.to_f64() - y.to_f64();
-                diff * diff
-            })
-            .sum::<f64>()
-            .sqrt()
+        distance_f64(current, &self.initial_attention_weights)
     }
 }
 

@@ -131,10 +131,13 @@ pub(crate) fn mat_vec<T: Float>(a: MatRef<'_, T>, x: &[T]) -> Vec<T> {
     y
 }
 
-/// The Euclidean (Frobenius) distance between two arrays of the same length, accumulated in f64
-/// in index order.
-pub(crate) fn distance_f64<T: Float>(a: &[T], b: &[T]) -> f64 {
-    a.iter()
+/// The Euclidean (Frobenius) distance between two sequences of the same length (arrays, or
+/// several arrays chained), accumulated in f64 in order.
+pub(crate) fn distance_f64<'a, T: Float>(
+    a: impl IntoIterator<Item = &'a T>,
+    b: impl IntoIterator<Item = &'a T>,
+) -> f64 {
+    a.into_iter()
         .zip(b)
         .map(|(x, y)| {
             let diff = x.to_f64() - y.to_f64();
