@@ -32,13 +32,19 @@
 
 use std::arch::x86_64::{
     __m512, __m512d, _mm512_castpd_ps, _mm512_castps_pd, _mm512_fmadd_pd, _mm512_fmadd_ps,
-    _mm512_loadu_pd, _mm512_loadu_ps, _mm512_mul_pd, _mm512_mul_ps, _mm512_set1_pd, _mm512_set1_ps,
-    _mm512_setzero_pd, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_f64x2,
-    _mm512_storeu_pd, _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd,
-    _mm512_unpacklo_ps, _mm_prefetch, _MM_HINT_T0,
+    _mm512_loadu_pd, _mm512_loadu_ps, _mm512_maskz_loadu_pd, _mm512_maskz_loadu_ps, _mm512_mul_pd,
+    _mm512_mul_ps, _mm512_set1_pd, _mm512_set1_ps, _mm512_setzero_pd, _mm512_setzero_ps,
+    _mm512_shuffle_f32x4, _mm512_shuffle_f64x2, _mm512_storeu_pd, _mm512_storeu_ps,
+    _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps, _mm_prefetch,
+    _MM_HINT_T0,
 };
 
 use crate::{MatMut, MatRef, Transpose};
+
+/// Tiles of at most this many columns from a packed A panel run the narrow kernel (vectors down
+/// the rows): up to here its `COLS x ceil(MR / lanes)` FMAs a step cost less than the one-vector
+/// kernel's `MR`, and its few accumulator chains are still long enough for the loads.
+const NARROW_MAX_COLS: usize = 4;
 
 /// Rows of C computed by one f32 AVX-512 microkernel call.
 pub const MR_F32: usize = 12;
@@ -110,8 +116,9 @@ fn require_avx512f() {
 
 macro_rules! avx512_tile {
     (
-        $tile:ident, $strided:ident, $b_in_place:ident, $run:ident, $rows_dispatch:ident, $kernel:ident, $scalar:ty, $mr:expr, $nr:expr, $lanes:expr,
-        $setzero:ident, $set1:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
+        $tile:ident, $strided:ident, $b_in_place:ident, $run:ident, $rows_dispatch:ident, $kernel:ident,
+        $narrow_dispatch:ident, $narrow_kernel:ident, $scalar:ty, $mask:ty, $mr:expr, $nr:expr, $lanes:expr,
+        $setzero:ident, $set1:ident, $loadu:ident, $maskz_loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
     ) => {
         /// `C <- alpha AB + beta C` on the tile `c` (`1 <= rows <= $mr`, `1 <= cols <= NR`),
         /// with `AB` from `a_panel` (at least `kc * $mr` scalars) and `b_panel` (at least
@@ -226,8 +233,10 @@ macro_rules! avx512_tile {
         /// kernel with the fewest rows (an even number) that covers it, so a 20-row product
         /// does not pay for 28; each element is the same FMA chain whatever the kernel's row
         /// count. Likewise a tile of at most one vector of columns (a strip's last) runs the
-        /// one-vector kernel. The tile is stored in place when the kernel's rows and columns are
-        /// exactly the tile's, else through a full-size buffer with the same arithmetic.
+        /// one-vector kernel, and a tile of at most `NARROW_MAX_COLS` columns from a packed A
+        /// panel the narrow kernel. The tile is stored in place when the kernel's rows and
+        /// columns are exactly the tile's, else through a full-size buffer with the same
+        /// arithmetic.
         ///
         /// # Safety
         ///
@@ -241,6 +250,25 @@ macro_rules! avx512_tile {
             let (rows, cols, ldc) = (c.rows(), c.cols(), c.ld());
             let c = c.into_data();
             assert!((1..=$mr).contains(&rows) && (1..=$nr).contains(&cols));
+            if A_PACKED && cols <= NARROW_MAX_COLS {
+                let c = &mut c[..(rows - 1) * ldc + cols];
+                assert!(ldc >= cols);
+                // SAFETY: the caller's contract for A (a packed micro-panel: kc * $mr scalars),
+                // B and avx512f; C's rows i * ldc .. i * ldc + cols for i < rows lie within `c`
+                // (sliced above; ldc >= cols keeps them disjoint).
+                unsafe {
+                    $narrow_dispatch::<B_PACKED>(
+                        cols,
+                        rows,
+                        panels,
+                        alpha,
+                        beta,
+                        c.as_mut_ptr(),
+                        ldc,
+                    )
+                };
+                return;
+            }
             // strided A is always a whole strip of $mr rows
             let kernel_rows = if A_PACKED {
                 rows.next_multiple_of(2).min($mr)
@@ -339,6 +367,104 @@ macro_rules! avx512_tile {
                     _ => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, { $mr }>(
                         panels, alpha, beta, c, ldc,
                     ),
+                }
+            }
+        }
+
+        /// The narrow kernel with `cols` columns (`1 ..= NARROW_MAX_COLS`) on the first `rows`
+        /// rows of the tile.
+        ///
+        /// # Safety
+        ///
+        /// As for the narrow kernel, with `COLS = cols`.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $narrow_dispatch<const B_PACKED: bool>(
+            cols: usize,
+            rows: usize,
+            panels: Panels<$scalar>,
+            alpha: $scalar,
+            beta: $scalar,
+            c: *mut $scalar,
+            ldc: usize,
+        ) {
+            // SAFETY (every arm): the caller's contract, for the arm's column count.
+            unsafe {
+                match cols {
+                    1 => $narrow_kernel::<B_PACKED, 1>(rows, panels, alpha, beta, c, ldc),
+                    2 => $narrow_kernel::<B_PACKED, 2>(rows, panels, alpha, beta, c, ldc),
+                    3 => $narrow_kernel::<B_PACKED, 3>(rows, panels, alpha, beta, c, ldc),
+                    _ => $narrow_kernel::<B_PACKED, NARROW_MAX_COLS>(
+                        rows, panels, alpha, beta, c, ldc,
+                    ),
+                }
+            }
+        }
+
+        /// `C <- alpha AB + beta C` on the first `rows` rows and `COLS` columns of a tile, from
+        /// a packed A micro-panel: the kernel for a strip's last few columns (a product with
+        /// 162 columns leaves 2 after ten 16-column strips). The vectors run down the tile's
+        /// rows instead of along them: each depth step loads the `$mr` values of the A panel
+        /// as `$mr / $lanes` vectors (rounded up, the last one masked) and broadcasts each of
+        /// the `COLS` B values, so a step costs `COLS` times that many FMAs, where the
+        /// one-vector kernel pays `$mr` for any width. Every element is the same FMA chain in
+        /// order of `p` (`a * b + acc`, the product commutes exactly) and the same
+        /// `beta * c + (alpha * ab)` FMA, so the values are the full kernel's bit for bit.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has avx512f; `panels.a` points to a packed micro-panel of `kc * $mr`
+        /// readable scalars; `panels.b` to a B block with every element `(p, j)`, `p < kc`,
+        /// `j < COLS`, readable at `p * b_stride + j` (`b_stride == NR` when `B_PACKED`); and
+        /// `c + i * ldc + j` is writable (and readable when `beta != 0`) for every `i < rows`,
+        /// `j < COLS`.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $narrow_kernel<const B_PACKED: bool, const COLS: usize>(
+            rows: usize,
+            panels: Panels<$scalar>,
+            alpha: $scalar,
+            beta: $scalar,
+            c: *mut $scalar,
+            ldc: usize,
+        ) {
+            const ROW_VECS: usize = $mr.div_ceil($lanes);
+            // lanes of row vector v that hold rows of the tile (the last one is partial)
+            let row_mask = |v: usize| -> $mask {
+                let lanes = ($mr - v * $lanes).min($lanes);
+                ((1u32 << lanes) - 1) as $mask
+            };
+            let Panels { kc, a, b, .. } = panels;
+            let b_stride = if B_PACKED { $nr } else { panels.b_stride };
+            let mut ab = [[$setzero(); ROW_VECS]; COLS];
+            for p in 0..kc {
+                // SAFETY: p < kc, so the step's $mr values a[p * $mr ..][..$mr] are in the
+                // panel; the masked-off lanes past them are not read.
+                let a_vectors: [_; ROW_VECS] = std::array::from_fn(|v| unsafe {
+                    $maskz_loadu(row_mask(v), a.add(p * $mr + v * $lanes))
+                });
+                for (j, ab_column) in ab.iter_mut().enumerate() {
+                    // SAFETY: p < kc and j < COLS: a readable element of B.
+                    let b_value = $set1(unsafe { *b.add(p * b_stride + j) });
+                    for (acc, &a_vector) in ab_column.iter_mut().zip(&a_vectors) {
+                        *acc = $fmadd(a_vector, b_value, *acc);
+                    }
+                }
+            }
+            let alpha = $set1(alpha);
+            for (j, ab_column) in ab.iter().enumerate() {
+                for (v, &acc) in ab_column.iter().enumerate() {
+                    let mut scaled = [0.0 as $scalar; $lanes];
+                    // SAFETY: `scaled` holds one vector.
+                    unsafe { $storeu(scaled.as_mut_ptr(), $mul(acc, alpha)) };
+                    let tile_rows = (v * $lanes..rows).take($lanes);
+                    for (i, &value) in tile_rows.zip(&scaled) {
+                        // SAFETY: i < rows and j < COLS: an element of the C tile.
+                        let c_element = unsafe { &mut *c.add(i * ldc + j) };
+                        *c_element = if beta == 0.0 {
+                            value
+                        } else {
+                            c_element.mul_add(beta, value)
+                        };
+                    }
                 }
             }
         }
@@ -524,13 +650,17 @@ avx512_tile!(
     run_f32,
     rows_dispatch_f32,
     kernel_f32,
+    narrow_dispatch_f32,
+    narrow_kernel_f32,
     f32,
+    u16,
     MR_F32,
     NR_F32,
     16,
     _mm512_setzero_ps,
     _mm512_set1_ps,
     _mm512_loadu_ps,
+    _mm512_maskz_loadu_ps,
     _mm512_storeu_ps,
     _mm512_fmadd_ps,
     _mm512_mul_ps
@@ -543,13 +673,17 @@ avx512_tile!(
     run_f64,
     rows_dispatch_f64,
     kernel_f64,
+    narrow_dispatch_f64,
+    narrow_kernel_f64,
     f64,
+    u8,
     MR_F64,
     NR_F64,
     8,
     _mm512_setzero_pd,
     _mm512_set1_pd,
     _mm512_loadu_pd,
+    _mm512_maskz_loadu_pd,
     _mm512_storeu_pd,
     _mm512_fmadd_pd,
     _mm512_mul_pd

@@ -439,6 +439,9 @@ mod tests {
         }
     }
 
+    /// Column counts of a tile at and around the AVX-512 narrow kernel's (1 to 4 columns).
+    const NARROW_WIDTHS: [usize; 5] = [1, 2, 3, 4, 5];
+
     /// A tile function against the f64 sum on full and partial tiles, `beta` 0 (C holds NaN,
     /// never read), 1 and another value, C embedded in a wider matrix whose other elements must
     /// stay untouched; then partial tiles must equal the matching part of the full tile bitwise.
@@ -459,10 +462,15 @@ mod tests {
                 let c = MatMut::with_ld(&mut full, mr, nr, ldc);
                 K::tile(kc, &a, &b, alpha_s, beta_s, c);
                 // every row count, stored in place (all columns, or the first half: one
-                // vector of the AVX-512 kernels) and through the buffer
+                // vector of the AVX-512 kernels), through the buffer, and the few columns of
+                // the AVX-512 narrow kernel
                 let shapes = (1..=mr)
-                    .flat_map(|rows| [(rows, nr), (rows, nr - 1), (rows, nr / 2)])
-                    .chain([(1, 1), (mr, 3), (mr, nr / 2 + 1)]);
+                    .flat_map(|rows| {
+                        [(rows, nr), (rows, nr - 1), (rows, nr / 2)]
+                            .into_iter()
+                            .chain(NARROW_WIDTHS.map(|cols| (rows, cols)))
+                    })
+                    .chain([(mr, nr / 2 + 1)]);
                 for (rows, cols) in shapes {
                     let mut c = c_old.clone();
                     if beta == 0.0 {
@@ -595,7 +603,11 @@ mod tests {
                 .collect();
             let c_old: Vec<S> = values(mr * nr, 33);
             for beta in [0.0, 1.0, -0.75] {
-                let shapes = (1..=mr).flat_map(|rows| [(rows, nr), (rows, nr - 1), (rows, nr / 2)]);
+                let shapes = (1..=mr).flat_map(|rows| {
+                    [(rows, nr), (rows, nr - 1), (rows, nr / 2)]
+                        .into_iter()
+                        .chain(NARROW_WIDTHS.map(|cols| (rows, cols)))
+                });
                 for (rows, cols) in shapes {
                     let (alpha_s, beta_s) = (S::from_f64(-1.25), S::from_f64(beta));
                     assert_matches_packed_tile::<S, K>(
