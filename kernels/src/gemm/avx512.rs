@@ -27,8 +27,9 @@
 //! the time.
 //!
 //! Tiles short of rows (the bottom edge of C) run a kernel instance with fewer accumulator
-//! rows (`ROWS`, rounded up to even), so their cost follows their size; every element is still
-//! the same FMA chain.
+//! rows (`ROWS`, rounded up to even), and tiles of at most `NARROW_MAX_COLS` columns (a strip's
+//! last few) a narrow kernel whose vectors run down the rows, so their cost follows their size;
+//! every element is still the same FMA chain.
 
 use std::arch::x86_64::{
     __m512, __m512d, _mm512_castpd_ps, _mm512_castps_pd, _mm512_fmadd_pd, _mm512_fmadd_ps,
@@ -97,6 +98,16 @@ struct Panels<S> {
     a_stride: usize,
     b: *const S,
     b_stride: usize,
+}
+
+/// Where a kernel call stores its tile and with which scalars: `C <- alpha AB + beta C` on the
+/// elements `c + i * ldc + j` of the tile's rows `i` and columns `j`.
+#[derive(Clone, Copy)]
+struct CTile<S> {
+    c: *mut S,
+    ldc: usize,
+    alpha: S,
+    beta: S,
 }
 
 /// Whether the running CPU has AVX-512F (std caches the CPUID answer: a load and a test).
@@ -256,17 +267,13 @@ macro_rules! avx512_tile {
                 // SAFETY: the caller's contract for A (a packed micro-panel: kc * $mr scalars),
                 // B and avx512f; C's rows i * ldc .. i * ldc + cols for i < rows lie within `c`
                 // (sliced above; ldc >= cols keeps them disjoint).
-                unsafe {
-                    $narrow_dispatch::<B_PACKED>(
-                        cols,
-                        rows,
-                        panels,
-                        alpha,
-                        beta,
-                        c.as_mut_ptr(),
-                        ldc,
-                    )
+                let out = CTile {
+                    c: c.as_mut_ptr(),
+                    ldc,
+                    alpha,
+                    beta,
                 };
+                unsafe { $narrow_dispatch::<B_PACKED>(cols, rows, panels, out) };
                 return;
             }
             // strided A is always a whole strip of $mr rows
@@ -281,24 +288,16 @@ macro_rules! avx512_tile {
             // pass a C whose `kernel_rows` rows of `kernel_cols` scalars, `ldc` apart, are
             // writable (and readable): this tile in place, or the full-size buffer.
             let run_kernel = |c: *mut $scalar, ldc: usize| unsafe {
+                let out = CTile {
+                    c,
+                    ldc,
+                    alpha,
+                    beta,
+                };
                 if kernel_cols == $lanes {
-                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED, 1>(
-                        kernel_rows,
-                        panels,
-                        alpha,
-                        beta,
-                        c,
-                        ldc,
-                    )
+                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED, 1>(kernel_rows, panels, out)
                 } else {
-                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED, 2>(
-                        kernel_rows,
-                        panels,
-                        alpha,
-                        beta,
-                        c,
-                        ldc,
-                    )
+                    $rows_dispatch::<A_ROWS, A_PACKED, B_PACKED, 2>(kernel_rows, panels, out)
                 }
             };
             if rows == kernel_rows && cols == kernel_cols {
@@ -338,35 +337,20 @@ macro_rules! avx512_tile {
         >(
             rows: usize,
             panels: Panels<$scalar>,
-            alpha: $scalar,
-            beta: $scalar,
-            c: *mut $scalar,
-            ldc: usize,
+            out: CTile<$scalar>,
         ) {
             // SAFETY (every arm): the caller's contract, for the arm's row count.
             unsafe {
                 match rows {
-                    1 | 2 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 2>(panels, alpha, beta, c, ldc)
-                    }
-                    3 | 4 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 4>(panels, alpha, beta, c, ldc)
-                    }
-                    5 | 6 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 6>(panels, alpha, beta, c, ldc)
-                    }
-                    7 | 8 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 8>(panels, alpha, beta, c, ldc)
-                    }
-                    9 | 10 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 10>(panels, alpha, beta, c, ldc)
-                    }
+                    1 | 2 => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 2>(panels, out),
+                    3 | 4 => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 4>(panels, out),
+                    5 | 6 => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 6>(panels, out),
+                    7 | 8 => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 8>(panels, out),
+                    9 | 10 => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 10>(panels, out),
                     11 | 12 if $mr > 12 => {
-                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 12>(panels, alpha, beta, c, ldc)
+                        $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, 12>(panels, out)
                     }
-                    _ => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, { $mr }>(
-                        panels, alpha, beta, c, ldc,
-                    ),
+                    _ => $kernel::<A_ROWS, A_PACKED, B_PACKED, VECS, { $mr }>(panels, out),
                 }
             }
         }
@@ -382,20 +366,15 @@ macro_rules! avx512_tile {
             cols: usize,
             rows: usize,
             panels: Panels<$scalar>,
-            alpha: $scalar,
-            beta: $scalar,
-            c: *mut $scalar,
-            ldc: usize,
+            out: CTile<$scalar>,
         ) {
             // SAFETY (every arm): the caller's contract, for the arm's column count.
             unsafe {
                 match cols {
-                    1 => $narrow_kernel::<B_PACKED, 1>(rows, panels, alpha, beta, c, ldc),
-                    2 => $narrow_kernel::<B_PACKED, 2>(rows, panels, alpha, beta, c, ldc),
-                    3 => $narrow_kernel::<B_PACKED, 3>(rows, panels, alpha, beta, c, ldc),
-                    _ => $narrow_kernel::<B_PACKED, NARROW_MAX_COLS>(
-                        rows, panels, alpha, beta, c, ldc,
-                    ),
+                    1 => $narrow_kernel::<B_PACKED, 1>(rows, panels, out),
+                    2 => $narrow_kernel::<B_PACKED, 2>(rows, panels, out),
+                    3 => $narrow_kernel::<B_PACKED, 3>(rows, panels, out),
+                    _ => $narrow_kernel::<B_PACKED, NARROW_MAX_COLS>(rows, panels, out),
                 }
             }
         }
@@ -415,16 +394,13 @@ macro_rules! avx512_tile {
         /// The CPU has avx512f; `panels.a` points to a packed micro-panel of `kc * $mr`
         /// readable scalars; `panels.b` to a B block with every element `(p, j)`, `p < kc`,
         /// `j < COLS`, readable at `p * b_stride + j` (`b_stride == NR` when `B_PACKED`); and
-        /// `c + i * ldc + j` is writable (and readable when `beta != 0`) for every `i < rows`,
-        /// `j < COLS`.
+        /// `out.c + i * out.ldc + j` is writable (and readable when `out.beta != 0`) for every
+        /// `i < rows`, `j < COLS`.
         #[target_feature(enable = "avx512f")]
         unsafe fn $narrow_kernel<const B_PACKED: bool, const COLS: usize>(
             rows: usize,
             panels: Panels<$scalar>,
-            alpha: $scalar,
-            beta: $scalar,
-            c: *mut $scalar,
-            ldc: usize,
+            out: CTile<$scalar>,
         ) {
             const ROW_VECS: usize = $mr.div_ceil($lanes);
             // lanes of row vector v that hold rows of the tile (the last one is partial)
@@ -433,6 +409,7 @@ macro_rules! avx512_tile {
                 ((1u32 << lanes) - 1) as $mask
             };
             let Panels { kc, a, b, .. } = panels;
+            let (c, ldc) = (out.c, out.ldc);
             let b_stride = if B_PACKED { $nr } else { panels.b_stride };
             let mut ab = [[$setzero(); ROW_VECS]; COLS];
             for p in 0..kc {
@@ -449,7 +426,7 @@ macro_rules! avx512_tile {
                     }
                 }
             }
-            let alpha = $set1(alpha);
+            let alpha = $set1(out.alpha);
             for (j, ab_column) in ab.iter().enumerate() {
                 for (v, &acc) in ab_column.iter().enumerate() {
                     let mut scaled = [0.0 as $scalar; $lanes];
@@ -459,10 +436,10 @@ macro_rules! avx512_tile {
                     for (i, &value) in tile_rows.zip(&scaled) {
                         // SAFETY: i < rows and j < COLS: an element of the C tile.
                         let c_element = unsafe { &mut *c.add(i * ldc + j) };
-                        *c_element = if beta == 0.0 {
+                        *c_element = if out.beta == 0.0 {
                             value
                         } else {
-                            c_element.mul_add(beta, value)
+                            c_element.mul_add(out.beta, value)
                         };
                     }
                 }
@@ -491,9 +468,8 @@ macro_rules! avx512_tile {
         /// The CPU has avx512f; `panels.a` points to an A block with every element above
         /// readable (`panels.a_stride == $mr` when `A_PACKED`), `panels.b` to a B block with
         /// every element `(p, j)`, `p < kc`, `j < NR`, readable at `p * b_stride + j`
-        /// (`panels.b_stride == NR` when `B_PACKED`), and `c + i * ldc .. c + i * ldc +
-        /// VECS * LANES` is writable (and readable
-        /// when `beta != 0`) for every `i < ROWS`.
+        /// (`panels.b_stride == NR` when `B_PACKED`), and `out.c + i * out.ldc ..` (`VECS *
+        /// LANES` scalars) is writable (and readable when `out.beta != 0`) for every `i < ROWS`.
         #[target_feature(enable = "avx512f")]
         unsafe fn $kernel<
             const A_ROWS: bool,
@@ -503,12 +479,10 @@ macro_rules! avx512_tile {
             const ROWS: usize,
         >(
             panels: Panels<$scalar>,
-            alpha: $scalar,
-            beta: $scalar,
-            c: *mut $scalar,
-            ldc: usize,
+            out: CTile<$scalar>,
         ) {
             let Panels { kc, a, b, .. } = panels;
+            let (c, ldc) = (out.c, out.ldc);
             // compile-time strides let the packed loads use fixed offsets
             let a_stride = if A_PACKED { $mr } else { panels.a_stride };
             let b_stride = if B_PACKED { $nr } else { panels.b_stride };
@@ -621,9 +595,9 @@ macro_rules! avx512_tile {
                     step(&mut ab, p);
                 }
             }
-            let alpha = $set1(alpha);
-            let beta_is_zero = beta == 0.0;
-            let beta = $set1(beta);
+            let alpha = $set1(out.alpha);
+            let beta_is_zero = out.beta == 0.0;
+            let beta = $set1(out.beta);
             for (i, ab_row) in ab.iter().enumerate() {
                 for (v, &acc) in ab_row.iter().enumerate() {
                     // SAFETY: i < ROWS and v < VECS: within row i of the C tile.
