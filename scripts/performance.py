@@ -26,7 +26,9 @@ It builds what it needs (`cargo build --release`: the `benign` binary and the `g
 - `startup`: the start-up targets (`startup-table`): wall and CPU time of
   `benign run -d 100000 --quiet --no-write` (target 50 s) and of the Figure-5 grid
   `benign sweep --grid d=250:5000:125 --grid signal_norm=5:100:2.5 --threads 2` (independent
-  draws, each run its own W_0) into a temporary folder (target 90 s), in interleaved rounds.
+  draws, each run its own W_0) into a temporary folder (target 90 s), in interleaved rounds;
+  then where a grid run's time goes: the phases one-thread runs at five dimensions report, and
+  the grid's CPU seconds per phase estimated from them.
 
 Each block states the machine (CPU model, family and model), the date, the instruction set the
 kernels ran, the 1-minute load average before and after, the rounds and the spread. Each block is
@@ -70,6 +72,17 @@ STARTUP_JOBS = [
      ["sweep", "--grid", "d=250:5000:125", "--grid", "signal_norm=5:100:2.5",
       "--threads", "2", "--quiet"], 90.0),
 ]
+# The start-up phases timed per run (fields of a run's summary.json), for the grid's breakdown.
+STARTUP_PHASES = [("data", ("data_seconds",)),
+                  ("Gram-Schmidt basis", ("startup", "basis_seconds")),
+                  ("products with W_0 (two passes)", ("startup", "init_products_seconds")),
+                  ("test projections", ("startup", "test_projection_seconds")),
+                  ("training (1000 steps)", ("training_seconds",))]
+# Dimensions of the single runs the breakdown times, and the grid it is summed over.
+PHASE_DIMS = [250, 1250, 2500, 3750, 5000]
+QUICK_PHASE_DIMS = [250, 500, 750]
+GRID_DIMS = range(250, 5001, 125)
+GRID_COLUMNS = 39
 QUICK_STARTUP_JOBS = [
     ("d = 2,000 (quick)", ["run", "-d", "2000", "--quiet", "--no-write"], 50.0),
     ("9-run grid (quick)", ["sweep", "--grid", "d=250:750:250", "--grid", "signal_norm=5:100:47.5",
@@ -278,6 +291,7 @@ def part_startup(args, target):
             for name, job, _ in jobs:
                 extra = ["--out", os.path.join(work, f"sweep-{round_index}")] if job[0] == "sweep" else []
                 times[name].append(timed_child([binary] + job + extra))
+        phase_lines = startup_phases(args, binary, work)
     loads.append(load_average())
     lines = [
         header("`scripts/performance.py --only startup`", args.rounds, loads, args.quick),
@@ -298,7 +312,69 @@ def part_startup(args, target):
         command = "benign " + " ".join(job) + (" --out TMP" if job[0] == "sweep" else "")
         lines.append(f"| {name} | `{command}` | {spread(walls, 1)} | {spread(cpus, 1)} | {peak}"
                      f" | {target_seconds:.0f} s | {met} |")
-    return "\n".join(lines)
+    return "\n".join(lines + phase_lines)
+
+
+def solve3(m, v):
+    """The solution of the 3 x 3 system m x = v (Cramer's rule)."""
+    def det(a):
+        return (a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+                - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+                + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]))
+    whole = det(m)
+    return [det([[v[r] if c == k else m[r][c] for c in range(3)] for r in range(3)]) / whole
+            for k in range(3)]
+
+
+def quadratic_fit(xs, ys):
+    """Least-squares coefficients (a, b, c) of y = a + b x + c x^2."""
+    moments = [sum(x ** k for x in xs) for k in range(5)]
+    normal = [[moments[r + c] for c in range(3)] for r in range(3)]
+    return solve3(normal, [sum(y * x ** r for x, y in zip(xs, ys)) for r in range(3)])
+
+
+def startup_phases(args, binary, work):
+    """The phase table: each phase's seconds in single one-thread runs at PHASE_DIMS (median over
+    rounds, interleaved), and the grid's CPU seconds per phase estimated by a quadratic in d
+    through them, summed over the grid's dimensions and columns."""
+    dims = QUICK_PHASE_DIMS if args.quick else PHASE_DIMS
+    seconds = {(name, d): [] for name, _ in STARTUP_PHASES for d in dims}
+    for round_index in range(args.rounds):
+        for d in dims:
+            out = os.path.join(work, f"phases-{round_index}-{d}")
+            command = [binary, "run", "-d", str(d), "--signal-norm", "5", "--eval-every", "1000",
+                       "--threads", "1", "--quiet", "--no-plot", "--out", out]
+            say(" ".join(command))
+            subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            with open(os.path.join(out, "summary.json")) as f:
+                summary = json.load(f)
+            for name, path in STARTUP_PHASES:
+                value = summary
+                for key in path:
+                    value = value[key]
+                seconds[(name, d)].append(value)
+    grid_dims = list(range(250, 751, 250)) if args.quick else list(GRID_DIMS)
+    columns = 3 if args.quick else GRID_COLUMNS
+    estimates = {}
+    for name, _ in STARTUP_PHASES:
+        a, b, c = quadratic_fit(dims, [statistics.median(seconds[(name, d)]) for d in dims])
+        estimates[name] = columns * sum(max(a + b * d + c * d * d, 0.0) for d in grid_dims)
+    total = sum(estimates.values())
+    lines = [
+        "",
+        f"Where a grid run's time goes: the phases a run reports (its `summary.json`), in one-thread"
+        f" runs `benign run -d D --signal-norm 5 --eval-every 1000 --threads 1` (a sweep evaluates"
+        f" only at the last step), median over the rounds; the last columns estimate the"
+        f" grid's CPU seconds per phase from a quadratic in d through these points, summed over the"
+        f" grid's {len(grid_dims)} dimensions x {columns} columns.",
+        "",
+        "| phase | " + " | ".join(f"d = {d}" for d in dims) + " | grid CPU s (estimate) | share |",
+        "|---|" + "--:|" * (len(dims) + 2),
+    ]
+    for name, _ in STARTUP_PHASES:
+        cells = " | ".join(f"{1e3 * statistics.median(seconds[(name, d)]):.1f} ms" for d in dims)
+        lines.append(f"| {name} | {cells} | {estimates[name]:.1f} | {estimates[name] / total:.0%} |")
+    return lines
 
 
 def self_test():
@@ -326,6 +402,8 @@ def self_test():
     assert compare([2.0, 2.1], [1.0, 1.5], higher_is_better=True) == "faster"
     assert compare([2.0, 2.1], [1.0, 1.5], higher_is_better=False) == "slower"
     assert compare([1.0, 2.1], [1.5, 3.0], higher_is_better=True) == "within spread"
+    fit = quadratic_fit([1.0, 2.0, 3.0, 4.0], [2.0 + 0.5 * x + 0.25 * x * x for x in (1, 2, 3, 4)])
+    assert all(abs(got - want) < 1e-9 for got, want in zip(fit, (2.0, 0.5, 0.25))), fit
     for name in BLOCKS.values():
         check_block(DOC, name)
     print("performance: self-test passed")
