@@ -33,6 +33,9 @@
 //!   that every column block, `KC` columns (the GEMM kernel's panel depth), adds to. Generating
 //!   `W0[I, :]` whole instead made pass 1 read and write all of `A` (`d x r`, 65 MB at
 //!   d = 100,000) once per row block, and pass 2 pack all of `A` once per row block.
+//!   Pass 2 generates its tiles again rather than reading them from a `W_0` stored in pass 1:
+//!   the tiles are generated in cache, whereas a stored `W_0` (200 MB at d = 5,000) is written
+//!   to memory and read back, and that traffic costs more than the ChaCha8 words it saves.
 //!
 //! The tiles change no bit: pass 1 keeps the row blocks (so each element of `A` sums its
 //! `block_rows`-long runs in the same KC panels), and pass 2's column blocks are whole KC panels
@@ -464,11 +467,11 @@ fn products_by_tiles<S: Float>(
     let mut a = vec![S::ZERO; d * r];
     let basis: &[S] = projector;
     let tile_cols = kc * quanta_per_task(d.div_ceil(kc));
-    a.par_chunks_mut(tile_cols * r)
-        .enumerate()
-        .for_each(|(task, a_rows)| {
+    // One tile per worker, reused by its tasks: every task writes the part it reads first.
+    a.par_chunks_mut(tile_cols * r).enumerate().for_each_init(
+        || vec![S::ZERO; block_rows * tile_cols],
+        |tile, (task, a_rows)| {
             let cols = task * tile_cols..d.min((task + 1) * tile_cols);
-            let mut tile = vec![S::ZERO; block_rows * cols.len()];
             on_packed_path(&mut || {
                 for first in (0..d).step_by(block_rows) {
                     let rows = first..d.min(first + block_rows);
@@ -490,7 +493,8 @@ fn products_by_tiles<S: Float>(
                     });
                 }
             });
-        });
+        },
+    );
 
     // pass 2: H[I, :] = sum over column blocks J of W0[I, J] A[J, :], one row block I a task;
     // the column blocks are single KC panels
@@ -499,24 +503,27 @@ fn products_by_tiles<S: Float>(
     h_tiled
         .par_chunks_mut(task_rows * width)
         .enumerate()
-        .for_each(|(task, h_rows)| {
-            let rows = task * task_rows..tiled_rows.min((task + 1) * task_rows);
-            let mut tile = vec![S::ZERO; rows.len() * kc];
-            on_packed_path(&mut || {
-                for first in (0..d).step_by(kc) {
-                    let cols = first..d.min(first + kc);
-                    let tile = &mut tile[..rows.len() * cols.len()];
-                    init.fill_block_transposed(rows.clone(), cols.clone(), tile);
-                    kernels::gemm(
-                        S::ONE,
-                        MatRef::new(tile, cols.len(), rows.len()).transpose(),
-                        MatRef::new(&a[first * r..], cols.len(), r),
-                        if first == 0 { S::ZERO } else { S::ONE },
-                        MatMut::with_ld(&mut *h_rows, rows.len(), r, width),
-                    );
-                }
-            });
-        });
+        // one tile per worker, as in pass 1
+        .for_each_init(
+            || vec![S::ZERO; task_rows * kc],
+            |tile, (task, h_rows)| {
+                let rows = task * task_rows..tiled_rows.min((task + 1) * task_rows);
+                on_packed_path(&mut || {
+                    for first in (0..d).step_by(kc) {
+                        let cols = first..d.min(first + kc);
+                        let tile = &mut tile[..rows.len() * cols.len()];
+                        init.fill_block_transposed(rows.clone(), cols.clone(), tile);
+                        kernels::gemm(
+                            S::ONE,
+                            MatRef::new(tile, cols.len(), rows.len()).transpose(),
+                            MatRef::new(&a[first * r..], cols.len(), r),
+                            if first == 0 { S::ZERO } else { S::ONE },
+                            MatMut::with_ld(&mut *h_rows, rows.len(), r, width),
+                        );
+                    }
+                });
+            },
+        );
     if tail_direct {
         let m = d - tail_first;
         let mut w0_rows = vec![S::ZERO; m * d];
@@ -583,10 +590,10 @@ mod tests {
     #[test]
     fn tiled_products_equal_row_block_products_bit_for_bit() {
         // d not a multiple of KC or of the 168-row quantum, row blocks not dividing d, r giving
-        // partial tiles in both kernels' NR; one and two threads. The f64 case's last row block
-        // is one row (1 x 21 x 1000 multiply-adds: the direct path), the f32 case's 77 rows
-        // (the packed path).
-        for threads in [1, 2] {
+        // partial tiles in both kernels' NR; one to three threads (the tasks' shared tiles go
+        // to the workers differently). The f64 case's last row block is one row (1 x 21 x 1000
+        // multiply-adds: the direct path), the f32 case's 77 rows (the packed path).
+        for threads in [1, 2, 3] {
             let [a_rows, h_rows, a_tiles, h_tiles] = both_forms::<f64>(1000, 21, 37, threads);
             assert_eq!(a_rows, a_tiles, "A, f64, {threads} threads");
             assert_eq!(h_rows, h_tiles, "H, f64, {threads} threads");
@@ -596,7 +603,7 @@ mod tests {
         }
         assert_eq!(
             both_forms::<f64>(1000, 21, 37, 1),
-            both_forms::<f64>(1000, 21, 37, 2)
+            both_forms::<f64>(1000, 21, 37, 3)
         );
     }
 
