@@ -37,15 +37,13 @@
 //! Training never touches the test set, so it is bit-identical under both draws.
 
 use benign_kernels::{self as kernels, Float, MatMut, MatRef};
-use rand::Rng;
-use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
 use crate::{Error, Result};
 
 use super::config::{Precision, RunConfig};
 use super::data::{balanced_labels, token_signal, TestSource, TrainSet};
-use super::init::{chacha_key, ChaChaStream, InitSource};
+use super::init::{chacha_key, InitSource};
 use super::{check_training_loss, mat_vec, update_error, AttentionTrainer};
 use crate::seed::mix_seed;
 
@@ -304,7 +302,8 @@ pub fn projection_noise_factor<S: Float>(
 /// Standard normal draws for the test tokens: token j of sample i gets `draws` values at
 /// `out[(i T + j) stride ..][..draws]` (the other `stride - draws` entries are left alone).
 /// Sample i draws from ChaCha stream i of the named stream "test-projections" of `seed`, so any
-/// chunking or thread count gives the same values.
+/// chunking or thread count gives the same values: rand_distr's `StandardNormal` of that stream,
+/// through [`kernels::random::NormalStream`], which returns the same values faster.
 pub fn fill_test_normals<T: Float>(
     seed: u64,
     tokens_per_sample: usize,
@@ -317,10 +316,11 @@ pub fn fill_test_normals<T: Float>(
     out.par_chunks_mut(per_sample)
         .enumerate()
         .for_each(|(i, sample)| {
-            let mut rng = ChaChaStream::new(&key, i as u64);
+            let mut normals = kernels::random::NormalStream::new(&key, i as u64);
+            let mut values = vec![0.0f64; draws];
             for token in sample.chunks_mut(stride.max(1)) {
-                for v in token[..draws].iter_mut() {
-                    let e: f64 = rng.sample(StandardNormal);
+                normals.fill(&mut values);
+                for (v, &e) in token[..draws].iter_mut().zip(&values) {
                     *v = T::from_f64(e);
                 }
             }
@@ -1032,6 +1032,78 @@ impl<T: Float> SubspaceTrainer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
+    use rand_distr::StandardNormal;
+
+    use super::super::init::ChaChaStream;
+
+    /// [`ChaChaStream`] that keeps the `u64`s it hands out, so a test can tell which path of
+    /// the ziggurat each `StandardNormal` draw took from the words it consumed.
+    struct RecordingStream {
+        inner: ChaChaStream,
+        consumed: Vec<u64>,
+    }
+
+    impl rand::RngCore for RecordingStream {
+        fn next_u32(&mut self) -> u32 {
+            panic!("StandardNormal reads whole u64s")
+        }
+        fn next_u64(&mut self) -> u64 {
+            let bits = self.inner.next_u64();
+            self.consumed.push(bits);
+            bits
+        }
+        fn fill_bytes(&mut self, _: &mut [u8]) {
+            panic!("StandardNormal reads whole u64s")
+        }
+    }
+
+    /// `NormalStream` returns rand_distr's `StandardNormal` over the same ChaCha8 stream bit
+    /// for bit, in fills of every length (across buffer refills), over millions of draws of
+    /// several keys and streams, with many draws of each slow path: the tail (strip 0), a
+    /// wedge accepted on its extra uniform, and a wedge rejected (fresh candidates).
+    #[test]
+    fn normal_stream_equals_rand_distr_standard_normal() {
+        let (mut tails, mut wedges, mut wedge_rejections, mut draws) = (0, 0, 0, 0usize);
+        for (seed, stream) in [(0u64, 0u64), (7, 1), (12345, 999), (u64::MAX, u64::MAX - 3)] {
+            let key = chacha_key(seed);
+            let mut expected = RecordingStream {
+                inner: ChaChaStream::new(&key, stream),
+                consumed: Vec::new(),
+            };
+            let mut ours = kernels::random::NormalStream::new(&key, stream);
+            let mut values = Vec::new();
+            for fill in 0..2600usize {
+                // lengths 0..=1300, so fills start and end anywhere in the buffer
+                values.resize((fill * 389) % 1301, 0.0);
+                ours.fill(&mut values);
+                for &value in &values {
+                    expected.consumed.clear();
+                    let reference: f64 = expected.sample(StandardNormal);
+                    assert_eq!(
+                        value.to_bits(),
+                        reference.to_bits(),
+                        "seed {seed} stream {stream} draw {draws}"
+                    );
+                    draws += 1;
+                    let words = &expected.consumed;
+                    if words.len() > 1 {
+                        if words[0] & 0xff == 0 {
+                            tails += 1;
+                        } else if words.len() == 2 {
+                            wedges += 1;
+                        } else {
+                            wedge_rejections += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(draws > 5_000_000, "{draws} draws");
+        assert!(tails > 100, "{tails} tail draws");
+        assert!(wedges > 1000, "{wedges} wedge draws");
+        assert!(wedge_rejections > 100, "{wedge_rejections} rejected wedges");
+    }
 
     #[test]
     fn the_projector_gram_is_the_full_gemms_bits() {
