@@ -577,24 +577,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn gemv_transposed_is_one_fma_per_row_in_row_order() {
-        // row counts around the group of eight rows, column counts with and without a tail
+    /// Runs `check` in a pool of one thread and in a pool of two.
+    fn on_one_and_two_threads(check: impl Fn() + Sync) {
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            pool.install(|| {
-                for m in [0, 1, 3, 7, 8, 9, 15, 16, 17, 160, 162] {
-                    for n in [1, 3, 4, 9, 16, 37, 162] {
-                        check_gemv_yes::<f64>(m, n, n);
-                        check_gemv_yes::<f64>(m, n, n + 5);
-                        check_gemv_yes::<f32>(m, n, n + 1);
-                    }
-                }
-            });
+            pool.install(&check);
         }
+    }
+
+    #[test]
+    fn gemv_transposed_is_one_fma_per_row_in_row_order() {
+        // row counts around the group of eight rows, column counts with and without a tail
+        on_one_and_two_threads(|| {
+            for m in [0, 1, 3, 7, 8, 9, 15, 16, 17, 160, 162] {
+                for n in [1, 3, 4, 9, 16, 37, 162] {
+                    check_gemv_yes::<f64>(m, n, n);
+                    check_gemv_yes::<f64>(m, n, n + 5);
+                    check_gemv_yes::<f32>(m, n, n + 1);
+                }
+            }
+            // above the parallel threshold (column blocks on two threads), and on one thread
+            // more columns than one accumulator block
+            check_gemv_yes::<f64>(300, 2101, 2101);
+            check_gemv_yes::<f32>(300, 2101, 2103);
+            check_gemv_yes::<f64>(64, 4203, 4203);
+        });
     }
 
     fn check_ger_gemv<T: Float>(m: usize, n: usize, lda: usize, poison: bool) {
@@ -646,20 +656,14 @@ mod tests {
             (40, 203),
             (701, 403),
         ];
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                for (m, n) in shapes {
-                    for poison in [false, true] {
-                        check_ger_gemv::<f64>(m, n, n, poison);
-                        check_ger_gemv::<f64>(m, n, n + 3, poison);
-                        check_ger_gemv::<f32>(m, n, n + 1, poison);
-                    }
+        on_one_and_two_threads(|| {
+            for (m, n) in shapes {
+                for poison in [false, true] {
+                    check_ger_gemv::<f64>(m, n, n, poison);
+                    check_ger_gemv::<f64>(m, n, n + 3, poison);
+                    check_ger_gemv::<f32>(m, n, n + 1, poison);
                 }
-            });
-        }
+            }
+        });
     }
 }
