@@ -4,10 +4,9 @@
 //! to stream A exactly once at full speed:
 //! - GEMV `No` (`y = A x`): four rows at a time share every load of `x`; each row keeps two
 //!   vector accumulators (even and odd vectors of `x`), so eight FMA chains are in flight.
-//! - GEMV `Yes` (`y = A^T x`): rows of A are streamed and axpy'd, eight at a time, into an
+//! - GEMV `Yes` (`y = A^T x`): rows of A are streamed and axpy'd, four at a time, into an
 //!   accumulator block of y columns that fits in L1 (32 KiB), so A is read in long contiguous
-//!   runs and y never goes back to memory between rows; each load and store of the accumulator
-//!   serves eight rows.
+//!   runs and y never goes back to memory between rows.
 //! - GER: one fused `a_i <- (alpha x_i) y + a_i` per row (y stays in cache).
 //! - GER then GEMV ([`ger_finite_gemv`]): each row is updated and then dotted with a vector while
 //!   it is still in L1, one pass over A where the two calls make two.
@@ -27,14 +26,8 @@ use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
 use crate::threading;
 use crate::{Float, MatMut, MatRef, Transpose};
 
-/// Rows that share each load of `x` in GEMV `No` (and in [`ger_finite_gemv`]).
+/// Rows that share each load of `x` in GEMV `No` / each accumulator pass in GEMV `Yes`.
 const ROW_GROUP: usize = 4;
-
-/// Rows that share each load and store of the accumulator in GEMV `Yes`: eight splatted
-/// entries of x and the accumulator fit in the sixteen AVX2 registers, and the accumulator
-/// traffic per row is half that of four rows. The values do not depend on it (each
-/// accumulator entry takes one FMA per row in row order whatever the grouping).
-const YES_ROW_GROUP: usize = 8;
 
 /// Bytes of the y accumulator block of GEMV `Yes` (about L1).
 const YES_BLOCK_BYTES: usize = 32 * 1024;
@@ -149,9 +142,9 @@ fn gemv_yes<S: Simd>(alpha: S, a: MatRef<'_, S>, x: &[S], beta: S, y: &mut [S]) 
             let acc = &mut acc[..ys.len()];
             acc.iter_mut().for_each(|v| *v = S::ZERO);
             let mut i = 0;
-            while i + YES_ROW_GROUP <= m {
-                axpy_rows::<S, YES_ROW_GROUP>(a, lda, i, c0, x, acc);
-                i += YES_ROW_GROUP;
+            while i + ROW_GROUP <= m {
+                axpy_rows::<S, ROW_GROUP>(a, lda, i, c0, x, acc);
+                i += ROW_GROUP;
             }
             while i < m {
                 axpy_rows::<S, 1>(a, lda, i, c0, x, acc);
@@ -531,7 +524,8 @@ mod tests {
 
     /// `y <- alpha A^T x + beta y` as `gemv_yes` computes each entry, one column at a time:
     /// the accumulator takes `fma(A_ij, x_i, acc)` over rows in order on the columns of whole
-    /// vectors, `acc + A_ij x_i` on the scalar tail (one column block: n below its width).
+    /// vectors, `acc + A_ij x_i` on the scalar tail (column blocks are whole vectors, so the
+    /// tail is the last `n % lanes` columns).
     fn gemv_yes_by_columns<T: Float>(
         alpha: T,
         a: &[T],
@@ -590,7 +584,7 @@ mod tests {
 
     #[test]
     fn gemv_transposed_is_one_fma_per_row_in_row_order() {
-        // row counts around the group of eight rows, column counts with and without a tail
+        // row counts around groups of four rows, column counts with and without a tail
         on_one_and_two_threads(|| {
             for m in [0, 1, 3, 7, 8, 9, 15, 16, 17, 160, 162] {
                 for n in [1, 3, 4, 9, 16, 37, 162] {
