@@ -522,6 +522,85 @@ mod tests {
         assert_eq!(&w[3..], &[4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
     }
 
+    /// `y <- alpha A^T x + beta y` as `gemv_yes` computes each entry, one column at a time:
+    /// the accumulator takes `fma(A_ij, x_i, acc)` over rows in order on the columns of whole
+    /// vectors, `acc + A_ij x_i` on the scalar tail (column blocks are whole vectors, so the
+    /// tail is the last `n % lanes` columns).
+    fn gemv_yes_by_columns<T: Float>(
+        alpha: T,
+        a: &[T],
+        (m, n, lda): (usize, usize, usize),
+        x: &[T],
+        beta: T,
+        y: &mut [T],
+    ) {
+        let lanes = 32 / std::mem::size_of::<T>();
+        let vector_cols = n - n % lanes;
+        for (j, yj) in y[..n].iter_mut().enumerate() {
+            let mut acc = T::ZERO;
+            for i in 0..m {
+                acc = if j < vector_cols {
+                    a[i * lda + j].mul_add(x[i], acc)
+                } else {
+                    acc + a[i * lda + j] * x[i]
+                };
+            }
+            let old = if beta == T::ZERO { T::ZERO } else { beta * *yj };
+            *yj = alpha * acc + old;
+        }
+    }
+
+    fn check_gemv_yes<T: Float>(m: usize, n: usize, lda: usize) {
+        let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+        let a = cast(values(m.max(1) * lda, 8));
+        let x = cast(values(m, 9));
+        for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)] {
+            let (alpha, beta) = (T::from_f64(alpha), T::from_f64(beta));
+            let mut expected = cast(values(n, 10));
+            gemv_yes_by_columns(alpha, &a, (m, n, lda), &x, beta, &mut expected);
+            let mut y = cast(values(n, 10));
+            gemv(
+                alpha,
+                MatRef::with_ld(&a, m, n, lda).transpose(),
+                &x,
+                beta,
+                &mut y,
+            );
+            let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&expected), "{m} x {n}, lda {lda}");
+        }
+    }
+
+    /// Runs `check` in a pool of one thread and in a pool of two.
+    fn on_one_and_two_threads(check: impl Fn() + Sync) {
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(&check);
+        }
+    }
+
+    #[test]
+    fn gemv_transposed_is_one_fma_per_row_in_row_order() {
+        // row counts around groups of four rows, column counts with and without a tail
+        on_one_and_two_threads(|| {
+            for m in [0, 1, 3, 7, 8, 9, 15, 16, 17, 160, 162] {
+                for n in [1, 3, 4, 9, 16, 37, 162] {
+                    check_gemv_yes::<f64>(m, n, n);
+                    check_gemv_yes::<f64>(m, n, n + 5);
+                    check_gemv_yes::<f32>(m, n, n + 1);
+                }
+            }
+            // above the parallel threshold (column blocks on two threads), and on one thread
+            // more columns than one accumulator block
+            check_gemv_yes::<f64>(300, 2101, 2101);
+            check_gemv_yes::<f32>(300, 2101, 2103);
+            check_gemv_yes::<f64>(64, 4203, 4203);
+        });
+    }
+
     fn check_ger_gemv<T: Float>(m: usize, n: usize, lda: usize, poison: bool) {
         let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
         let (x, y, v) = (cast(values(m, 4)), cast(values(n, 5)), cast(values(n, 6)));
@@ -571,20 +650,14 @@ mod tests {
             (40, 203),
             (701, 403),
         ];
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                for (m, n) in shapes {
-                    for poison in [false, true] {
-                        check_ger_gemv::<f64>(m, n, n, poison);
-                        check_ger_gemv::<f64>(m, n, n + 3, poison);
-                        check_ger_gemv::<f32>(m, n, n + 1, poison);
-                    }
+        on_one_and_two_threads(|| {
+            for (m, n) in shapes {
+                for poison in [false, true] {
+                    check_ger_gemv::<f64>(m, n, n, poison);
+                    check_ger_gemv::<f64>(m, n, n + 3, poison);
+                    check_ger_gemv::<f32>(m, n, n + 1, poison);
                 }
-            });
-        }
+            }
+        });
     }
 }

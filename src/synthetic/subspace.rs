@@ -769,16 +769,24 @@ impl<T: Float> SubspaceTrainer<T> {
         (p, w)
     }
 
-    /// `G b` from `b` (kept in `self.gb`).
-    fn gram_times_b(&self) -> Vec<T> {
+    /// `G b` from `b`, written over `self.gb` (no new vector each step; `beta = 0`, so the
+    /// old values are never read and the result is that of a fresh [`mat_vec`]).
+    fn gram_times_b(&mut self) {
         let r = self.rank;
-        mat_vec(MatRef::new(&self.gram, r, r), &self.b)
+        self.gb.resize(r, T::ZERO);
+        kernels::gemv(
+            T::ONE,
+            MatRef::new(&self.gram, r, r),
+            &self.b,
+            T::ZERO,
+            &mut self.gb,
+        );
     }
 
     /// `G b` and `D G b` of the initial state.
     fn start_queries(&mut self) {
         let r = self.rank;
-        self.gb = self.gram_times_b();
+        self.gram_times_b();
         self.dgb = mat_vec(MatRef::new(&self.d, r, r), &self.gb);
     }
 
@@ -866,7 +874,7 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
             -2.0 * lr * dot(&a, &self.dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &self.gb);
         let old_b = self.b.clone();
         let b_finite = kernels::axpy_finite(-self.lr, &step_b, &mut self.b);
-        self.gb = self.gram_times_b();
+        self.gram_times_b();
         // D' = D - lr a b^T and D' G b' in one pass over D.
         let d_finite = kernels::level2::ger_finite_gemv(
             -self.lr,
