@@ -24,27 +24,32 @@
 //! The subspace trainer needs `A = W_0^T B` and `H = W_0 A` (docs/model.md section 4): two passes
 //! over `W_0`, `2 d^2 r` multiply-adds, `d^2` stream words each. [`init_products`] computes them:
 //!
-//! - When `W_0` fits in [`INIT_BLOCK_BYTES`], it is generated once and both products are single
-//!   GEMMs.
-//! - Otherwise pass 1 sums `A = sum_I W0[I, :]^T B[I, :]` over row blocks `I` of `block_rows`
-//!   rows, and pass 2 forms `H[I, :] = W0[I, :] A`. With the uniform stream both passes run on
-//!   tiles `W0[I, J]`: pass 1 gives each worker a column block `J` and its rows `A[J, :]` (a
-//!   few hundred KB, kept in cache while every row block adds to it), pass 2 a row block of `H`
-//!   that every column block, `KC` columns (the GEMM kernel's panel depth), adds to. Generating
-//!   `W0[I, :]` whole instead made pass 1 read and write all of `A` (`d x r`, 65 MB at
-//!   d = 100,000) once per row block, and pass 2 pack all of `A` once per row block.
-//!   Pass 2 generates its tiles again rather than reading them from a `W_0` stored in pass 1:
-//!   the tiles are generated in cache, whereas a stored `W_0` (200 MB at d = 5,000) is written
-//!   to memory and read back, and that traffic costs more than the ChaCha8 words it saves.
+//! - With the uniform stream (or a given matrix) both passes run on tiles `W0[I, J]`, each
+//!   generated straight into the GEMM's packed A micro-panels
+//!   ([`kernels::gemm::gemm_prepacked_a`], layouts [`BlockLayout`]), so every entry is written
+//!   once, where the microkernel reads it, instead of into a tile that the GEMM then copies.
+//!   Pass 1 sums `A[J, :] = sum_I W0[I, J]^T B[I, :]` over row blocks `I` of `block_rows`
+//!   rows (all of `d` when `W_0` fits in [`INIT_BLOCK_BYTES`]), one column block `J` a worker,
+//!   its rows `A[J, :]` (a few hundred KB) kept in cache while every row block adds to it;
+//!   pass 2 forms `H[I, :]` for a row block `I` a worker, every column block `J`, `KC`
+//!   columns (the GEMM kernel's panel depth), adding to it. Generating `W0[I, :]` whole
+//!   instead made pass 1 read and write all of `A` (`d x r`, 65 MB at d = 100,000) once per
+//!   row block, and pass 2 pack all of `A` once per row block; generating all of `W_0` once
+//!   when it fits made both GEMMs pack it from memory. Pass 2 generates its tiles again
+//!   rather than reading them from a `W_0` stored in pass 1: the tiles are generated in
+//!   cache, whereas a stored `W_0` (200 MB at d = 5,000) is written to memory and read back,
+//!   and that traffic costs more than the ChaCha8 words it saves.
+//! - The Gaussian stream cannot be cut into columns (a draw consumes a variable number of
+//!   words), so it generates whole row blocks and multiplies them by ordinary GEMMs.
 //!
-//! The tiles change no bit: pass 1 keeps the row blocks (so each element of `A` sums its
-//! `block_rows`-long runs in the same KC panels), and pass 2's column blocks are whole KC panels
-//! (so `H`'s element sums the same panels in the same order as one GEMM over all of `d`, each
-//! added to `C` by the same `beta = 1` step). Both passes take the packed GEMM path, which the
+//! The tiles change no bit against the row-block GEMMs: pass 1 keeps the row blocks and cuts
+//! each into the KC-deep panels the GEMM over it would (so each element of `A` sums the same
+//! runs in the same order, each panel added to `C` by the same `beta = 1` step), and pass 2's
+//! column blocks are whole KC panels (so `H`'s element sums the same panels in the same order
+//! as one GEMM over all of `d`). The prepacked GEMM is the packed path's arithmetic, which the
 //! row-block form took at these sizes, except for a last row block short enough (`m r d` at
 //! most `DIRECT_MAX_MULADDS`) that its GEMMs took the direct path: its rows are computed as the
-//! row-block form computes them. The Gaussian stream cannot be cut into columns (a
-//! draw consumes a variable number of words), so it keeps the row-block form.
+//! row-block form computes them.
 
 use std::ops::Range;
 
@@ -164,7 +169,7 @@ impl InitSource {
         w
     }
 
-    /// Whether [`InitSource::fill_block_transposed`] can give any rectangle: the uniform stream (entry
+    /// Whether [`InitSource::fill_block`] can give any rectangle: the uniform stream (entry
     /// `(i, j)` is one word at a known position) and a given matrix, not the Gaussian stream.
     pub fn has_random_access(&self) -> bool {
         !matches!(
@@ -176,33 +181,32 @@ impl InitSource {
         )
     }
 
-    /// Writes the block `rows x cols` of `W_0`, transposed, into `out_t`: entry `(i, j)` at
-    /// `out_t[(j - cols.start) * rows.len() + (i - rows.start)]`, on the calling thread; the
-    /// values are those [`InitSource::fill_rows`] gives. Transposed because the uniform stream
-    /// comes sixteen rows (streams) at a time, one column (word) per vector
-    /// ([`random::chacha8_streams`]).
+    /// Writes the block `rows x cols` of `W_0` into `out` in `layout` (entry `(i, j)` of `W_0`
+    /// at [`BlockLayout::offset`]`(i - rows.start, j - cols.start)`, the padding of GEMM
+    /// micro-panels zero), on the calling thread; the values are those
+    /// [`InitSource::fill_rows`] gives. The uniform stream comes sixteen rows (streams) at a
+    /// time, one column (word) per vector ([`random::chacha8_streams`]), so each word goes
+    /// straight to its place in the layout.
     ///
     /// # Panics
     ///
-    /// If `out_t` does not hold the block, the block leaves the matrix, or the source has no
-    /// random access (the Gaussian stream).
-    pub fn fill_block_transposed<T: Float>(
+    /// If `out` is not [`BlockLayout::len`] long, the block leaves the matrix, or the source has
+    /// no random access (the Gaussian stream).
+    pub fn fill_block<T: Float>(
         &self,
         rows: Range<usize>,
         cols: Range<usize>,
-        out_t: &mut [T],
+        layout: BlockLayout,
+        out: &mut [T],
     ) {
         let d = self.dim();
-        let height = rows.len();
+        let shape = (rows.len(), cols.len());
         assert!(rows.end <= d && cols.end <= d, "the block leaves W_0");
-        assert_eq!(
-            out_t.len(),
-            height * cols.len(),
-            "out_t must hold the block"
-        );
-        if out_t.is_empty() {
+        assert_eq!(out.len(), layout.len(shape), "out must hold the block");
+        if out.is_empty() {
             return;
         }
+        layout.zero_padding(shape, out);
         match self {
             InitSource::Stream {
                 kind: InitKind::Gaussian,
@@ -212,20 +216,47 @@ impl InitSource {
                 let key = uniform_key(*seed);
                 let cell = UniformCell::new(d);
                 let mut words = [0u32; 16 * random::STREAMS];
+                let mut values = [T::ZERO; 16 * random::STREAMS];
                 // loop over groups of sixteen rows (one ChaCha stream per vector lane)
                 for first_row in rows.clone().step_by(random::STREAMS) {
                     let lanes = (rows.end - first_row).min(random::STREAMS);
-                    let offset = first_row - rows.start;
+                    let group = first_row - rows.start;
                     // loop over the 16-word blocks the columns touch
                     for block in cols.start / 16..cols.end.div_ceil(16) {
                         random::chacha8_streams(&key, first_row as u64, block as u64, &mut words);
-                        let block_cols =
-                            (16 * block).max(cols.start)..(16 * block + 16).min(cols.end);
-                        for j in block_cols {
-                            let lane_words = &words[(j % 16) * random::STREAMS..][..lanes];
-                            let dst = &mut out_t[(j - cols.start) * height + offset..][..lanes];
-                            for (o, &u) in dst.iter_mut().zip(lane_words) {
-                                *o = cell.value(u);
+                        let first_col = (16 * block).max(cols.start);
+                        let (skip, width) = (
+                            first_col - 16 * block,
+                            (16 * block + 16).min(cols.end) - first_col,
+                        );
+                        let col0 = first_col - cols.start;
+                        if layout.columns_contiguous() {
+                            // stream by stream: row `group + l` of the block, `width` columns
+                            for (w, column) in words.chunks_exact(random::STREAMS).enumerate() {
+                                for (l, &u) in column.iter().enumerate() {
+                                    values[l * 16 + w] = cell.value(u);
+                                }
+                            }
+                            for l in 0..lanes {
+                                let at = layout.row_offset(group + l, shape);
+                                let row = &values[l * 16 + skip..][..width];
+                                layout.copy_runs(col0, row, |offset, run| {
+                                    out[at + layout.col_offset(offset, shape)..][..run.len()]
+                                        .copy_from_slice(run)
+                                });
+                            }
+                        } else {
+                            // word by word: column `col0 + w` of the block, `lanes` rows
+                            for (v, &u) in values.iter_mut().zip(&words) {
+                                *v = cell.value(u);
+                            }
+                            for w in 0..width {
+                                let at = layout.col_offset(col0 + w, shape);
+                                let column = &values[(skip + w) * random::STREAMS..][..lanes];
+                                layout.copy_runs(group, column, |offset, run| {
+                                    out[at + layout.row_offset(offset, shape)..][..run.len()]
+                                        .copy_from_slice(run)
+                                });
                             }
                         }
                     }
@@ -233,11 +264,115 @@ impl InitSource {
             }
             InitSource::Matrix { values, .. } => {
                 for (i, row) in rows.clone().enumerate() {
-                    for (jj, &v) in values[row * d + cols.start..row * d + cols.end]
+                    let at = layout.row_offset(i, shape);
+                    for (j, &v) in values[row * d + cols.start..row * d + cols.end]
                         .iter()
                         .enumerate()
                     {
-                        out_t[jj * height + i] = T::from_f64(v);
+                        out[at + layout.col_offset(j, shape)] = T::from_f64(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How [`InitSource::fill_block`] lays out a block of `height x width` entries of `W_0`: entry
+/// `(i, j)` of the block at `row_offset(i) + col_offset(j)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockLayout {
+    /// Transposed: column by column, `(i, j)` at `j height + i`.
+    Transposed,
+    /// The block as a GEMM's A operand (rows M, columns the depth), packed as
+    /// [`kernels::gemm::gemm_prepacked_a`] reads it: micro-panels of `mr` rows, `(i, j)` at
+    /// `(i / mr) width mr + j mr + i % mr`, rows past `height` zero.
+    RowPanels {
+        /// Rows per micro-panel, the GEMM kernel's MR.
+        mr: usize,
+    },
+    /// The block's transpose as a GEMM's A operand (the block's columns M, its rows the
+    /// depth), packed the same way: `(i, j)` at `(j / mr) height mr + i mr + j % mr`, columns
+    /// past `width` zero.
+    ColumnPanels {
+        /// Columns per micro-panel, the GEMM kernel's MR.
+        mr: usize,
+    },
+}
+
+impl BlockLayout {
+    /// Scalars the layout of a `(height, width)` block takes, padding included.
+    pub fn len(self, (height, width): (usize, usize)) -> usize {
+        match self {
+            BlockLayout::Transposed => height * width,
+            BlockLayout::RowPanels { mr } => height.div_ceil(mr) * mr * width,
+            BlockLayout::ColumnPanels { mr } => width.div_ceil(mr) * mr * height,
+        }
+    }
+
+    /// The part of entry `(i, j)`'s offset that depends on its row `i`.
+    fn row_offset(self, i: usize, (height, width): (usize, usize)) -> usize {
+        match self {
+            BlockLayout::Transposed => i,
+            BlockLayout::RowPanels { mr } => i / mr * width * mr + i % mr,
+            BlockLayout::ColumnPanels { mr } => {
+                debug_assert!(i < height);
+                i * mr
+            }
+        }
+    }
+
+    /// The part of entry `(i, j)`'s offset that depends on its column `j`.
+    fn col_offset(self, j: usize, (height, _): (usize, usize)) -> usize {
+        match self {
+            BlockLayout::Transposed => j * height,
+            BlockLayout::RowPanels { mr } => j * mr,
+            BlockLayout::ColumnPanels { mr } => j / mr * height * mr + j % mr,
+        }
+    }
+
+    /// Whether consecutive columns of a row are adjacent in the layout (within a micro-panel),
+    /// rather than consecutive rows of a column.
+    fn columns_contiguous(self) -> bool {
+        matches!(self, BlockLayout::ColumnPanels { .. })
+    }
+
+    /// Calls `copy(index, run)` for the runs of `values` (entries `first ..` along the
+    /// contiguous direction) that stay adjacent in the layout: within one micro-panel.
+    fn copy_runs<T>(self, first: usize, values: &[T], mut copy: impl FnMut(usize, &[T])) {
+        let mut done = 0;
+        while done < values.len() {
+            let index = first + done;
+            let room = match self {
+                BlockLayout::Transposed => values.len(),
+                BlockLayout::RowPanels { mr } | BlockLayout::ColumnPanels { mr } => mr - index % mr,
+            };
+            let run = &values[done..(done + room).min(values.len())];
+            copy(index, run);
+            done += run.len();
+        }
+    }
+
+    /// Offset of entry `(i, j)` of a `(height, width)` block.
+    pub fn offset(self, (i, j): (usize, usize), shape: (usize, usize)) -> usize {
+        self.row_offset(i, shape) + self.col_offset(j, shape)
+    }
+
+    /// Zeroes the padding of the last micro-panel (rows or columns past the block).
+    fn zero_padding<T: Float>(self, (height, width): (usize, usize), out: &mut [T]) {
+        let shape = (height, width);
+        match self {
+            BlockLayout::Transposed => {}
+            BlockLayout::RowPanels { mr } => {
+                for i in height..height.next_multiple_of(mr) {
+                    for j in 0..width {
+                        out[self.offset((i, j), shape)] = T::ZERO;
+                    }
+                }
+            }
+            BlockLayout::ColumnPanels { mr } => {
+                for j in width..width.next_multiple_of(mr) {
+                    for i in 0..height {
+                        out[self.offset((i, j), shape)] = T::ZERO;
                     }
                 }
             }
@@ -382,7 +517,7 @@ pub fn init_products<S: Float>(
     let d = init.dim();
     debug_assert!(projector.len() == d * width && width >= 2 * r);
     let block_rows = (INIT_BLOCK_BYTES / (std::mem::size_of::<S>() * d)).clamp(1, d);
-    let a = if block_rows < d && init.has_random_access() {
+    let a = if init.has_random_access() {
         products_by_tiles(init, projector, width, r, block_rows)
     } else {
         products_by_row_blocks(init, projector, width, r, block_rows)
@@ -398,8 +533,9 @@ pub fn init_products<S: Float>(
     gram
 }
 
-/// Both passes over whole row blocks of `W_0` (generated once when one block holds it); returns
-/// `A` and writes `H`.
+/// Both passes over whole row blocks of `W_0` (generated once when one block holds it), by
+/// ordinary GEMMs: the form of the Gaussian stream, and the reference the tiled form is tested
+/// against; returns `A` and writes `H`.
 fn products_by_row_blocks<S: Float>(
     init: &InitSource,
     projector: &mut [S],
@@ -453,7 +589,7 @@ fn products_by_tiles<S: Float>(
     // The workers make their GEMM calls with the caller's kernel (the override is per thread)
     // and on the packed path, whatever the tile shapes.
     let variant = current_variant();
-    let kc = kernels::gemm::blocking::<S>(variant).kc;
+    let kernels::gemm::Blocking { mr, kc, .. } = kernels::gemm::blocking::<S>(variant);
     let on_packed_path =
         |f: &mut dyn FnMut()| with_kernel_variant(variant, || with_gemm_path(GemmPath::Packed, f));
 
@@ -463,59 +599,88 @@ fn products_by_tiles<S: Float>(
     let tail_direct = kernels::gemm::use_direct(Transpose::No, d - tail_first, r, d);
     let tiled_rows = if tail_direct { tail_first } else { d };
 
-    // pass 1: A[J, :] = sum over row blocks I of W0[I, J]^T B[I, :], one column block J a task
+    // pass 1: A[J, :] = sum over row blocks I of W0[I, J]^T B[I, :], one column block J a task;
+    // each row block's KC-deep panels are generated straight into the GEMM's A micro-panels
     let mut a = vec![S::ZERO; d * r];
     let basis: &[S] = projector;
     let tile_cols = kc * quanta_per_task(d.div_ceil(kc));
-    // One tile per worker, reused by its tasks: every task writes the part it reads first.
+    let column_panels = BlockLayout::ColumnPanels { mr };
+    let tail_tile = if tail_direct {
+        (d - tail_first) * tile_cols
+    } else {
+        0
+    };
+    // One panel buffer per worker, reused by its tasks: every fill writes all of its part.
     a.par_chunks_mut(tile_cols * r).enumerate().for_each_init(
-        || vec![S::ZERO; block_rows * tile_cols],
-        |tile, (task, a_rows)| {
+        || vec![S::ZERO; column_panels.len((kc, tile_cols)).max(tail_tile)],
+        |buffer, (task, a_rows)| {
             let cols = task * tile_cols..d.min((task + 1) * tile_cols);
             on_packed_path(&mut || {
                 for first in (0..d).step_by(block_rows) {
                     let rows = first..d.min(first + block_rows);
-                    let tile = &mut tile[..rows.len() * cols.len()];
-                    init.fill_block_transposed(rows.clone(), cols.clone(), tile);
-                    let path = if first == tail_first && tail_direct {
-                        GemmPath::Direct
-                    } else {
-                        GemmPath::Packed
-                    };
-                    with_gemm_path(path, || {
-                        kernels::gemm(
+                    if first == tail_first && tail_direct {
+                        // the row-block form's direct-path GEMM, on the block as a matrix
+                        let tile = &mut buffer[..rows.len() * cols.len()];
+                        init.fill_block(rows.clone(), cols.clone(), BlockLayout::Transposed, tile);
+                        with_gemm_path(GemmPath::Direct, || {
+                            kernels::gemm(
+                                S::ONE,
+                                MatRef::new(tile, cols.len(), rows.len()),
+                                MatRef::with_ld(&basis[first * width + r..], rows.len(), r, width),
+                                if first == 0 { S::ZERO } else { S::ONE },
+                                MatMut::new(a_rows, cols.len(), r),
+                            )
+                        });
+                        continue;
+                    }
+                    // the depth panels of the row block, as the GEMM over it sums them
+                    for depth_first in rows.clone().step_by(kc) {
+                        let depth = depth_first..rows.end.min(depth_first + kc);
+                        let shape = (depth.len(), cols.len());
+                        let panels = &mut buffer[..column_panels.len(shape)];
+                        init.fill_block(depth.clone(), cols.clone(), column_panels, panels);
+                        kernels::gemm::gemm_prepacked_a(
                             S::ONE,
-                            MatRef::new(tile, cols.len(), rows.len()),
-                            MatRef::with_ld(&basis[first * width + r..], rows.len(), r, width),
-                            if first == 0 { S::ZERO } else { S::ONE },
+                            panels,
+                            (cols.len(), depth.len()),
+                            MatRef::with_ld(
+                                &basis[depth.start * width + r..],
+                                depth.len(),
+                                r,
+                                width,
+                            ),
+                            if depth.start == 0 { S::ZERO } else { S::ONE },
                             MatMut::new(a_rows, cols.len(), r),
-                        )
-                    });
+                        );
+                    }
                 }
             });
         },
     );
 
     // pass 2: H[I, :] = sum over column blocks J of W0[I, J] A[J, :], one row block I a task;
-    // the column blocks are single KC panels
+    // the column blocks are single KC panels, generated straight into the A micro-panels
     let task_rows = H_ROWS_QUANTUM * quanta_per_task(d.div_ceil(H_ROWS_QUANTUM));
+    let row_panels = BlockLayout::RowPanels { mr };
     let (h_tiled, h_tail) = projector.split_at_mut(tiled_rows * width);
     h_tiled
         .par_chunks_mut(task_rows * width)
         .enumerate()
-        // one tile per worker, as in pass 1
+        // one panel buffer per worker, as in pass 1
         .for_each_init(
-            || vec![S::ZERO; task_rows * kc],
-            |tile, (task, h_rows)| {
+            || vec![S::ZERO; row_panels.len((task_rows, kc))],
+            |buffer, (task, h_rows)| {
                 let rows = task * task_rows..tiled_rows.min((task + 1) * task_rows);
                 on_packed_path(&mut || {
                     for first in (0..d).step_by(kc) {
                         let cols = first..d.min(first + kc);
-                        let tile = &mut tile[..rows.len() * cols.len()];
-                        init.fill_block_transposed(rows.clone(), cols.clone(), tile);
-                        kernels::gemm(
+                        let shape = (rows.len(), cols.len());
+                        let panels = &mut buffer[..row_panels.len(shape)];
+                        init.fill_block(rows.clone(), cols.clone(), row_panels, panels);
+                        kernels::gemm::gemm_prepacked_a(
                             S::ONE,
-                            MatRef::new(tile, cols.len(), rows.len()).transpose(),
+                            panels,
+                            (rows.len(), cols.len()),
                             MatRef::new(&a[first * r..], cols.len(), r),
                             if first == 0 { S::ZERO } else { S::ONE },
                             MatMut::with_ld(&mut *h_rows, rows.len(), r, width),
@@ -544,7 +709,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transposed_blocks_are_the_rows_entries() {
+    fn blocks_hold_the_rows_entries_in_every_layout() {
         let d = 300;
         let uniform = InitSource::from_seed(7, d);
         let whole: Vec<f64> = uniform.matrix();
@@ -552,14 +717,31 @@ mod tests {
             dim: d,
             values: whole.clone(),
         };
-        // rows and columns that start and end inside a 16-row group and a 16-word block
+        let layouts = [
+            BlockLayout::Transposed,
+            BlockLayout::RowPanels { mr: 14 },
+            BlockLayout::ColumnPanels { mr: 14 },
+            BlockLayout::RowPanels { mr: 6 },
+        ];
+        // rows and columns that start and end inside a 16-row group, a 16-word block and a
+        // micro-panel
         for source in [&uniform, &given] {
             for (rows, cols) in [(0..300, 0..300), (5..38, 17..250), (290..300, 299..300)] {
-                let mut block = vec![0.0f64; rows.len() * cols.len()];
-                source.fill_block_transposed(rows.clone(), cols.clone(), &mut block);
-                for (i, row) in rows.clone().enumerate() {
-                    for (j, col) in cols.clone().enumerate() {
-                        assert_eq!(block[j * rows.len() + i], whole[row * d + col]);
+                for layout in layouts {
+                    let shape = (rows.len(), cols.len());
+                    let mut block = vec![f64::NAN; layout.len(shape)];
+                    source.fill_block(rows.clone(), cols.clone(), layout, &mut block);
+                    let mut written = vec![false; block.len()];
+                    for (i, row) in rows.clone().enumerate() {
+                        for (j, col) in cols.clone().enumerate() {
+                            let at = layout.offset((i, j), shape);
+                            assert_eq!(block[at], whole[row * d + col], "{layout:?}");
+                            written[at] = true;
+                        }
+                    }
+                    // everything else is the micro-panels' zero padding
+                    for (at, value) in block.iter().enumerate() {
+                        assert!(written[at] || *value == 0.0, "{layout:?}: {at} is {value}");
                     }
                 }
             }
@@ -592,14 +774,34 @@ mod tests {
         // d not a multiple of KC or of the 168-row quantum, row blocks not dividing d, r giving
         // partial tiles in both kernels' NR; one to three threads (the tasks' shared tiles go
         // to the workers differently). The f64 case's last row block is one row (1 x 21 x 1000
-        // multiply-adds: the direct path), the f32 case's 77 rows (the packed path).
+        // multiply-adds: the direct path), the f32 case's 77 rows (the packed path). Row
+        // blocks of 450 (f64) and 600 (f32) rows span several depth panels of either kernel;
+        // one block of all rows is how `init_products` takes a `W_0` that fits in memory.
         for threads in [1, 2, 3] {
-            let [a_rows, h_rows, a_tiles, h_tiles] = both_forms::<f64>(1000, 21, 37, threads);
-            assert_eq!(a_rows, a_tiles, "A, f64, {threads} threads");
-            assert_eq!(h_rows, h_tiles, "H, f64, {threads} threads");
-            let [a_rows, h_rows, a_tiles, h_tiles] = both_forms::<f32>(777, 9, 100, threads);
-            assert_eq!(a_rows, a_tiles, "A, f32, {threads} threads");
-            assert_eq!(h_rows, h_tiles, "H, f32, {threads} threads");
+            for block_rows in [37, 450, 1000] {
+                let [a_rows, h_rows, a_tiles, h_tiles] =
+                    both_forms::<f64>(1000, 21, block_rows, threads);
+                assert_eq!(
+                    a_rows, a_tiles,
+                    "A, f64, {block_rows} rows, {threads} threads"
+                );
+                assert_eq!(
+                    h_rows, h_tiles,
+                    "H, f64, {block_rows} rows, {threads} threads"
+                );
+            }
+            for block_rows in [100, 600, 777] {
+                let [a_rows, h_rows, a_tiles, h_tiles] =
+                    both_forms::<f32>(777, 9, block_rows, threads);
+                assert_eq!(
+                    a_rows, a_tiles,
+                    "A, f32, {block_rows} rows, {threads} threads"
+                );
+                assert_eq!(
+                    h_rows, h_tiles,
+                    "H, f32, {block_rows} rows, {threads} threads"
+                );
+            }
         }
         assert_eq!(
             both_forms::<f64>(1000, 21, 37, 1),
