@@ -300,26 +300,26 @@ fn malformed_operands_panic_naming_the_fault() {
     malformed_operands_panic::<f64>();
 }
 
-/// `op(A)` m x k, row-major, packed as `gemm_prepacked_a` takes it: micro-panels of MR rows,
-/// k-major, the rows past m zero. Written from the contract, independently of the crate's
+/// `B` (k x n, row-major) packed as `gemm_prepacked_b` takes it: micro-panels of NR columns,
+/// k-major, the columns past n zero. Written from the contract, independently of the crate's
 /// packing code.
-fn packed_panels<T: Float>(a: &[T], (m, k): (usize, usize), mr: usize) -> Vec<T> {
-    let mut panels = vec![T::ZERO; m.div_ceil(mr) * mr * k];
-    for row in 0..m {
-        for p in 0..k {
-            panels[(row / mr) * k * mr + p * mr + row % mr] = a[row * k + p];
+fn packed_panels<T: Float>(b: &[T], (k, n): (usize, usize), nr: usize) -> Vec<T> {
+    let mut panels = vec![T::ZERO; n.div_ceil(nr) * nr * k];
+    for p in 0..k {
+        for col in 0..n {
+            panels[(col / nr) * k * nr + p * nr + col % nr] = b[p * n + col];
         }
     }
     panels
 }
 
-/// `gemm_prepacked_a` gives `gemm`'s bits on the packed path: shapes around MR, NR, MC and a
-/// 162-column B (the subspace start-up's), one depth panel or less, B as stored and
-/// transposed, three betas, 1 and 3 threads (the row split, the column split of short
-/// products, and B read in place for few rows). A product deeper than KC summed as one call
-/// per depth panel, the later ones with `beta = 1`, also gives `gemm`'s bits.
-fn prepacked_a_is_gemm_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
-    use benign_kernels::gemm::{gemm_prepacked_a, with_gemm_path, with_kernel_variant};
+/// `gemm_prepacked_b` gives `gemm`'s bits on the packed path: shapes around MR, NR and MC, a
+/// 162-row A (the subspace start-up's), one depth panel or less, A as stored and transposed,
+/// three betas, 1 and 3 threads (the row split and the column split of short products). A
+/// product deeper than KC summed as one call per depth panel, the later ones with `beta = 1`,
+/// also gives `gemm`'s bits.
+fn prepacked_b_is_gemm_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
+    use benign_kernels::gemm::{gemm_prepacked_b, with_gemm_path, with_kernel_variant};
     let blocking = blocking::<T>(kernel);
     let (mr, nr, kc) = (blocking.mr, blocking.nr, blocking.kc);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -329,22 +329,22 @@ fn prepacked_a_is_gemm_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
             .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
             .collect()
     };
-    let by_gemm = |a: &[T], (m, k): (usize, usize), b: MatRef<'_, T>, beta: f64, c: &mut [T]| {
+    let by_gemm = |a: MatRef<'_, T>, b: &[T], n: usize, beta: f64, c: &mut [T]| {
         with_kernel_variant(kernel, || {
             with_gemm_path(GemmPath::Packed, || {
                 gemm(
                     T::ONE,
-                    MatRef::new(a, m, k),
-                    b,
+                    a,
+                    MatRef::new(b, a.cols(), n),
                     T::from_f64(beta),
-                    MatMut::new(c, m, b.cols()),
+                    MatMut::new(c, a.rows(), n),
                 )
             })
         })
     };
     let depths = [1, 7, kc - 1, kc];
-    let rows = [1, mr - 1, mr, mr + 1, 3 * mr + 5, blocking.mc + mr + 2];
-    let cols = [1, 2, nr + 1, 162];
+    let rows = [1, mr - 1, mr + 1, 162, blocking.mc + mr + 2];
+    let cols = [1, 2, nr - 1, nr + 1, 3 * nr + 5, 672];
     for (case, (&m, &n)) in rows
         .iter()
         .flat_map(|m| cols.iter().map(move |n| (m, n)))
@@ -354,23 +354,23 @@ fn prepacked_a_is_gemm_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
         let beta = [0.0, 1.0, 0.6][case % 3];
         let transposed = case % 2 == 1;
         let (a, b, c0) = (random(m * k), random(k * n), random(m * n));
-        let b = if transposed {
-            MatRef::new(&b, n, k).transpose()
+        let a = if transposed {
+            MatRef::new(&a, k, m).transpose()
         } else {
-            MatRef::new(&b, k, n)
+            MatRef::new(&a, m, k)
         };
-        let panels = packed_panels(&a, (m, k), mr);
+        let panels = packed_panels(&b, (k, n), nr);
         let mut expected = c0.clone();
-        by_gemm(&a, (m, k), b, beta, &mut expected);
+        by_gemm(a, &b, n, beta, &mut expected);
         for threads in [1, 3] {
             let mut c = c0.clone();
             pool(threads).install(|| {
                 with_kernel_variant(kernel, || {
-                    gemm_prepacked_a(
+                    gemm_prepacked_b(
                         T::ONE,
+                        a,
                         &panels,
-                        (m, k),
-                        b,
+                        n,
                         T::from_f64(beta),
                         MatMut::new(&mut c, m, n),
                     )
@@ -380,7 +380,7 @@ fn prepacked_a_is_gemm_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
                 assert_eq!(
                     x.to_f64().to_bits(),
                     y.to_f64().to_bits(),
-                    "{kernel:?} {} {m}x{n}x{k} B transposed {transposed} beta {beta}, \
+                    "{kernel:?} {} {m}x{n}x{k} A transposed {transposed} beta {beta}, \
                      {threads} threads: element {index}",
                     T::NAME
                 );
@@ -388,23 +388,20 @@ fn prepacked_a_is_gemm_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
         }
     }
     // deeper than one depth panel: one call per KC-deep panel
-    let (m, n, k) = (2 * mr + 3, 162, 2 * kc + 5);
+    let (m, n, k) = (162, 2 * nr + 3, 2 * kc + 5);
     let (a, b, c0) = (random(m * k), random(k * n), random(m * n));
     let mut expected = c0.clone();
-    by_gemm(&a, (m, k), MatRef::new(&b, k, n), 0.6, &mut expected);
+    by_gemm(MatRef::new(&a, m, k), &b, n, 0.6, &mut expected);
     let mut c = c0;
     for first in (0..k).step_by(kc) {
         let depth = kc.min(k - first);
-        let a_part: Vec<T> = (0..m)
-            .flat_map(|row| a[row * k + first..][..depth].to_vec())
-            .collect();
         let beta = if first == 0 { 0.6 } else { 1.0 };
         with_kernel_variant(kernel, || {
-            gemm_prepacked_a(
+            gemm_prepacked_b(
                 T::ONE,
-                &packed_panels(&a_part, (m, depth), mr),
-                (m, depth),
-                MatRef::with_ld(&b[first * n..], depth, n, n),
+                MatRef::with_ld(&a[first..], m, depth, k),
+                &packed_panels(&b[first * n..][..depth * n], (depth, n), nr),
+                n,
                 T::from_f64(beta),
                 MatMut::new(&mut c, m, n),
             )
@@ -422,6 +419,6 @@ fn prepacked_a_is_gemm_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
 }
 
 common::tests_per_kernel_variant! {
-    prepacked_a_is_gemm_bit_for_bit_f32 => prepacked_a_is_gemm_bit_for_bit::<f32>(12);
-    prepacked_a_is_gemm_bit_for_bit_f64 => prepacked_a_is_gemm_bit_for_bit::<f64>(13);
+    prepacked_b_is_gemm_bit_for_bit_f32 => prepacked_b_is_gemm_bit_for_bit::<f32>(12);
+    prepacked_b_is_gemm_bit_for_bit_f64 => prepacked_b_is_gemm_bit_for_bit::<f64>(13);
 }

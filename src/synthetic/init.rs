@@ -25,9 +25,14 @@
 //! over `W_0`, `2 d^2 r` multiply-adds, `d^2` stream words each. [`init_products`] computes them:
 //!
 //! - With the uniform stream (or a given matrix) both passes run on tiles `W0[I, J]`, each
-//!   generated straight into the GEMM's packed A micro-panels
-//!   ([`kernels::gemm::gemm_prepacked_a`], layouts [`BlockLayout`]), so every entry is written
+//!   generated straight into the GEMM's packed B micro-panels
+//!   ([`kernels::gemm::gemm_prepacked_b`], layouts [`BlockLayout`]), so every entry is written
 //!   once, where the microkernel reads it, instead of into a tile that the GEMM then copies.
+//!   Both products are computed transposed for that (`A^T = B^T W_0`, `H^T = A^T W_0^T`, then
+//!   transposed back): a B micro-panel is NR = 16 (f64) consecutive columns of C, and sixteen
+//!   is the number of ChaCha8 streams (rows of `W_0`) and of words (columns) that one call of
+//!   the block function gives. `fma(a, b, c) = fma(b, a, c)`, so each element is the same FMA
+//!   chain either way.
 //!   Pass 1 sums `A[J, :] = sum_I W0[I, J]^T B[I, :]` over row blocks `I` of `block_rows`
 //!   rows (all of `d` when `W_0` fits in [`INIT_BLOCK_BYTES`]), one column block `J` a worker,
 //!   its rows `A[J, :]` (a few hundred KB) kept in cache while every row block adds to it;
@@ -64,9 +69,10 @@ use super::config::{InitKind, RunConfig};
 use super::subspace::INIT_BLOCK_BYTES;
 use crate::seed::mix_seed;
 
-/// Rows of `H` (and of a pass-2 tile) per worker come in multiples of this: a multiple of both
-/// AVX-512 tile heights (12 and 14 rows), so the GEMM's row panels have no partial tiles.
-const H_ROWS_QUANTUM: usize = 168;
+/// Rows of `H` (and of a pass-2 tile) per worker come in multiples of this: a multiple of the
+/// AVX-512 kernels' NR (16 f64, 32 f32 columns of the transposed product), so the GEMM's
+/// B micro-panels have no zero padding.
+const H_ROWS_QUANTUM: usize = 160;
 
 /// At most this many [`H_ROWS_QUANTUM`]s of rows (pass 2) or KC-wide column blocks (pass 1) per
 /// task. Each pass-2 GEMM packs its `A[J, :]` (KC x r, read from memory: `A` is far larger than
@@ -283,19 +289,19 @@ impl InitSource {
 pub enum BlockLayout {
     /// Transposed: column by column, `(i, j)` at `j height + i`.
     Transposed,
-    /// The block as a GEMM's A operand (rows M, columns the depth), packed as
-    /// [`kernels::gemm::gemm_prepacked_a`] reads it: micro-panels of `mr` rows, `(i, j)` at
-    /// `(i / mr) width mr + j mr + i % mr`, rows past `height` zero.
+    /// The block's transpose as a GEMM's B operand (the block's columns the depth, its rows
+    /// N), packed as [`kernels::gemm::gemm_prepacked_b`] reads it: micro-panels of `size`
+    /// rows, `(i, j)` at `(i / size) width size + j size + i % size`, rows past `height` zero.
     RowPanels {
-        /// Rows per micro-panel, the GEMM kernel's MR.
-        mr: usize,
+        /// Rows per micro-panel, the GEMM kernel's NR.
+        size: usize,
     },
-    /// The block's transpose as a GEMM's A operand (the block's columns M, its rows the
-    /// depth), packed the same way: `(i, j)` at `(j / mr) height mr + i mr + j % mr`, columns
-    /// past `width` zero.
+    /// The block as a GEMM's B operand (its rows the depth, its columns N), packed the same
+    /// way: `(i, j)` at `(j / size) height size + i size + j % size`, columns past `width`
+    /// zero.
     ColumnPanels {
-        /// Columns per micro-panel, the GEMM kernel's MR.
-        mr: usize,
+        /// Columns per micro-panel, the GEMM kernel's NR.
+        size: usize,
     },
 }
 
@@ -304,8 +310,8 @@ impl BlockLayout {
     pub fn len(self, (height, width): (usize, usize)) -> usize {
         match self {
             BlockLayout::Transposed => height * width,
-            BlockLayout::RowPanels { mr } => height.div_ceil(mr) * mr * width,
-            BlockLayout::ColumnPanels { mr } => width.div_ceil(mr) * mr * height,
+            BlockLayout::RowPanels { size: mr } => height.div_ceil(mr) * mr * width,
+            BlockLayout::ColumnPanels { size: mr } => width.div_ceil(mr) * mr * height,
         }
     }
 
@@ -313,8 +319,8 @@ impl BlockLayout {
     fn row_offset(self, i: usize, (height, width): (usize, usize)) -> usize {
         match self {
             BlockLayout::Transposed => i,
-            BlockLayout::RowPanels { mr } => i / mr * width * mr + i % mr,
-            BlockLayout::ColumnPanels { mr } => {
+            BlockLayout::RowPanels { size: mr } => i / mr * width * mr + i % mr,
+            BlockLayout::ColumnPanels { size: mr } => {
                 debug_assert!(i < height);
                 i * mr
             }
@@ -325,8 +331,8 @@ impl BlockLayout {
     fn col_offset(self, j: usize, (height, _): (usize, usize)) -> usize {
         match self {
             BlockLayout::Transposed => j * height,
-            BlockLayout::RowPanels { mr } => j * mr,
-            BlockLayout::ColumnPanels { mr } => j / mr * height * mr + j % mr,
+            BlockLayout::RowPanels { size: mr } => j * mr,
+            BlockLayout::ColumnPanels { size: mr } => j / mr * height * mr + j % mr,
         }
     }
 
@@ -344,7 +350,9 @@ impl BlockLayout {
             let index = first + done;
             let room = match self {
                 BlockLayout::Transposed => values.len(),
-                BlockLayout::RowPanels { mr } | BlockLayout::ColumnPanels { mr } => mr - index % mr,
+                BlockLayout::RowPanels { size: mr } | BlockLayout::ColumnPanels { size: mr } => {
+                    mr - index % mr
+                }
             };
             let run = &values[done..(done + room).min(values.len())];
             copy(index, run);
@@ -362,14 +370,14 @@ impl BlockLayout {
         let shape = (height, width);
         match self {
             BlockLayout::Transposed => {}
-            BlockLayout::RowPanels { mr } => {
+            BlockLayout::RowPanels { size: mr } => {
                 for i in height..height.next_multiple_of(mr) {
                     for j in 0..width {
                         out[self.offset((i, j), shape)] = T::ZERO;
                     }
                 }
             }
-            BlockLayout::ColumnPanels { mr } => {
+            BlockLayout::ColumnPanels { size: mr } => {
                 for j in width..width.next_multiple_of(mr) {
                     for i in 0..height {
                         out[self.offset((i, j), shape)] = T::ZERO;
@@ -589,7 +597,7 @@ fn products_by_tiles<S: Float>(
     // The workers make their GEMM calls with the caller's kernel (the override is per thread)
     // and on the packed path, whatever the tile shapes.
     let variant = current_variant();
-    let kernels::gemm::Blocking { mr, kc, .. } = kernels::gemm::blocking::<S>(variant);
+    let kernels::gemm::Blocking { nr, kc, .. } = kernels::gemm::blocking::<S>(variant);
     let on_packed_path =
         |f: &mut dyn FnMut()| with_kernel_variant(variant, || with_gemm_path(GemmPath::Packed, f));
 
@@ -599,94 +607,110 @@ fn products_by_tiles<S: Float>(
     let tail_direct = kernels::gemm::use_direct(Transpose::No, d - tail_first, r, d);
     let tiled_rows = if tail_direct { tail_first } else { d };
 
-    // pass 1: A[J, :] = sum over row blocks I of W0[I, J]^T B[I, :], one column block J a task;
-    // each row block's KC-deep panels are generated straight into the GEMM's A micro-panels
+    // pass 1: A[J, :] = sum over row blocks I of W0[I, J]^T B[I, :], one column block J a task,
+    // computed transposed, A[J, :]^T = sum_I B[I, :]^T W0[I, J], so that each row block's
+    // KC-deep panels of W0[I, J] are generated straight into the GEMM's B micro-panels
     let mut a = vec![S::ZERO; d * r];
     let basis: &[S] = projector;
     let tile_cols = kc * quanta_per_task(d.div_ceil(kc));
-    let column_panels = BlockLayout::ColumnPanels { mr };
+    let column_panels = BlockLayout::ColumnPanels { size: nr };
     let tail_tile = if tail_direct {
         (d - tail_first) * tile_cols
     } else {
         0
     };
-    // One panel buffer per worker, reused by its tasks: every fill writes all of its part.
+    // One panel buffer and one transposed accumulator per worker, reused by its tasks: every
+    // fill writes all of its part, and the first depth panel overwrites the accumulator.
     a.par_chunks_mut(tile_cols * r).enumerate().for_each_init(
-        || vec![S::ZERO; column_panels.len((kc, tile_cols)).max(tail_tile)],
-        |buffer, (task, a_rows)| {
+        || {
+            let panels = column_panels.len((kc, tile_cols)).max(tail_tile);
+            (vec![S::ZERO; panels], vec![S::ZERO; r * tile_cols])
+        },
+        |(buffer, a_t), (task, a_rows)| {
             let cols = task * tile_cols..d.min((task + 1) * tile_cols);
+            let a_t = &mut a_t[..r * cols.len()];
             on_packed_path(&mut || {
-                for first in (0..d).step_by(block_rows) {
+                for first in (0..tiled_rows).step_by(block_rows) {
                     let rows = first..d.min(first + block_rows);
-                    if first == tail_first && tail_direct {
-                        // the row-block form's direct-path GEMM, on the block as a matrix
-                        let tile = &mut buffer[..rows.len() * cols.len()];
-                        init.fill_block(rows.clone(), cols.clone(), BlockLayout::Transposed, tile);
-                        with_gemm_path(GemmPath::Direct, || {
-                            kernels::gemm(
-                                S::ONE,
-                                MatRef::new(tile, cols.len(), rows.len()),
-                                MatRef::with_ld(&basis[first * width + r..], rows.len(), r, width),
-                                if first == 0 { S::ZERO } else { S::ONE },
-                                MatMut::new(a_rows, cols.len(), r),
-                            )
-                        });
-                        continue;
-                    }
                     // the depth panels of the row block, as the GEMM over it sums them
                     for depth_first in rows.clone().step_by(kc) {
                         let depth = depth_first..rows.end.min(depth_first + kc);
                         let shape = (depth.len(), cols.len());
                         let panels = &mut buffer[..column_panels.len(shape)];
                         init.fill_block(depth.clone(), cols.clone(), column_panels, panels);
-                        kernels::gemm::gemm_prepacked_a(
+                        let basis_rows = MatRef::with_ld(
+                            &basis[depth.start * width + r..],
+                            depth.len(),
+                            r,
+                            width,
+                        );
+                        kernels::gemm::gemm_prepacked_b(
                             S::ONE,
+                            basis_rows.transpose(),
                             panels,
-                            (cols.len(), depth.len()),
-                            MatRef::with_ld(
-                                &basis[depth.start * width + r..],
-                                depth.len(),
-                                r,
-                                width,
-                            ),
+                            cols.len(),
                             if depth.start == 0 { S::ZERO } else { S::ONE },
-                            MatMut::new(a_rows, cols.len(), r),
+                            MatMut::new(a_t, r, cols.len()),
                         );
                     }
+                }
+                if tiled_rows > 0 {
+                    transpose_into(a_t, (r, cols.len()), a_rows, r);
+                }
+                if tail_direct {
+                    // the row-block form's direct-path GEMM, on the block as a matrix
+                    let rows = tail_first..d;
+                    let tile = &mut buffer[..rows.len() * cols.len()];
+                    init.fill_block(rows.clone(), cols.clone(), BlockLayout::Transposed, tile);
+                    with_gemm_path(GemmPath::Direct, || {
+                        kernels::gemm(
+                            S::ONE,
+                            MatRef::new(tile, cols.len(), rows.len()),
+                            MatRef::with_ld(&basis[tail_first * width + r..], rows.len(), r, width),
+                            if tail_first == 0 { S::ZERO } else { S::ONE },
+                            MatMut::new(a_rows, cols.len(), r),
+                        )
+                    });
                 }
             });
         },
     );
 
-    // pass 2: H[I, :] = sum over column blocks J of W0[I, J] A[J, :], one row block I a task;
-    // the column blocks are single KC panels, generated straight into the A micro-panels
+    // pass 2: H[I, :] = sum over column blocks J of W0[I, J] A[J, :], one row block I a task,
+    // computed transposed, H[I, :]^T = sum_J A[J, :]^T W0[I, J]^T; the column blocks are single
+    // KC panels, generated straight into the B micro-panels
     let task_rows = H_ROWS_QUANTUM * quanta_per_task(d.div_ceil(H_ROWS_QUANTUM));
-    let row_panels = BlockLayout::RowPanels { mr };
+    let row_panels = BlockLayout::RowPanels { size: nr };
     let (h_tiled, h_tail) = projector.split_at_mut(tiled_rows * width);
     h_tiled
         .par_chunks_mut(task_rows * width)
         .enumerate()
-        // one panel buffer per worker, as in pass 1
+        // one panel buffer and one transposed accumulator per worker, as in pass 1
         .for_each_init(
-            || vec![S::ZERO; row_panels.len((task_rows, kc))],
-            |buffer, (task, h_rows)| {
+            || {
+                let panels = row_panels.len((task_rows, kc));
+                (vec![S::ZERO; panels], vec![S::ZERO; r * task_rows])
+            },
+            |(buffer, h_t), (task, h_rows)| {
                 let rows = task * task_rows..tiled_rows.min((task + 1) * task_rows);
+                let h_t = &mut h_t[..r * rows.len()];
                 on_packed_path(&mut || {
                     for first in (0..d).step_by(kc) {
                         let cols = first..d.min(first + kc);
                         let shape = (rows.len(), cols.len());
                         let panels = &mut buffer[..row_panels.len(shape)];
                         init.fill_block(rows.clone(), cols.clone(), row_panels, panels);
-                        kernels::gemm::gemm_prepacked_a(
+                        kernels::gemm::gemm_prepacked_b(
                             S::ONE,
+                            MatRef::new(&a[first * r..], cols.len(), r).transpose(),
                             panels,
-                            (rows.len(), cols.len()),
-                            MatRef::new(&a[first * r..], cols.len(), r),
+                            rows.len(),
                             if first == 0 { S::ZERO } else { S::ONE },
-                            MatMut::with_ld(&mut *h_rows, rows.len(), r, width),
+                            MatMut::new(h_t, r, rows.len()),
                         );
                     }
                 });
+                transpose_into(h_t, (r, rows.len()), h_rows, width);
             },
         );
     if tail_direct {
@@ -704,9 +728,26 @@ fn products_by_tiles<S: Float>(
     a
 }
 
+/// Writes the transpose of `source` (`rows x cols`, row-major) into the first `rows` columns of
+/// `dest`, whose rows are `ld` apart.
+fn transpose_into<S: Copy>(source: &[S], (rows, cols): (usize, usize), dest: &mut [S], ld: usize) {
+    // blocks of 16 x 16, so that both sides stay in a few cache lines per block
+    const BLOCK: usize = 16;
+    for row0 in (0..rows).step_by(BLOCK) {
+        for col0 in (0..cols).step_by(BLOCK) {
+            for row in row0..rows.min(row0 + BLOCK) {
+                for col in col0..cols.min(col0 + BLOCK) {
+                    dest[col * ld + row] = source[row * cols + col];
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use benign_kernels::gemm::KernelVariant;
 
     #[test]
     fn blocks_hold_the_rows_entries_in_every_layout() {
@@ -719,9 +760,9 @@ mod tests {
         };
         let layouts = [
             BlockLayout::Transposed,
-            BlockLayout::RowPanels { mr: 14 },
-            BlockLayout::ColumnPanels { mr: 14 },
-            BlockLayout::RowPanels { mr: 6 },
+            BlockLayout::RowPanels { size: 16 },
+            BlockLayout::ColumnPanels { size: 16 },
+            BlockLayout::ColumnPanels { size: 6 },
         ];
         // rows and columns that start and end inside a 16-row group, a 16-word block and a
         // micro-panel
@@ -750,7 +791,11 @@ mod tests {
     }
 
     /// `A` and `H` of both product forms for one start-up, on a pool of `threads`.
-    fn both_forms<S: Float>(d: usize, r: usize, block_rows: usize, threads: usize) -> [Vec<S>; 4] {
+    fn both_forms<S: Float>(
+        variant: KernelVariant,
+        (d, r, block_rows): (usize, usize, usize),
+        threads: usize,
+    ) -> [Vec<S>; 4] {
         let init = InitSource::from_seed(3, d);
         let width = 2 * r + 1;
         let basis: Vec<S> = (0..d * width)
@@ -761,52 +806,52 @@ mod tests {
             .build()
             .unwrap();
         pool.install(|| {
-            let mut by_rows = basis.clone();
-            let a_rows = products_by_row_blocks(&init, &mut by_rows, width, r, block_rows);
-            let mut by_tiles = basis.clone();
-            let a_tiles = products_by_tiles(&init, &mut by_tiles, width, r, block_rows);
-            [a_rows, by_rows, a_tiles, by_tiles]
+            with_kernel_variant(variant, || {
+                let mut by_rows = basis.clone();
+                let a_rows = products_by_row_blocks(&init, &mut by_rows, width, r, block_rows);
+                let mut by_tiles = basis.clone();
+                let a_tiles = products_by_tiles(&init, &mut by_tiles, width, r, block_rows);
+                [a_rows, by_rows, a_tiles, by_tiles]
+            })
         })
+    }
+
+    /// The GEMM kernels this CPU runs: the portable ones, and the AVX-512 ones where present.
+    fn kernel_variants() -> Vec<KernelVariant> {
+        let mut variants = vec![KernelVariant::Portable];
+        if kernels::gemm::kernel_variant() == KernelVariant::Avx512 {
+            variants.push(KernelVariant::Avx512);
+        }
+        variants
     }
 
     #[test]
     fn tiled_products_equal_row_block_products_bit_for_bit() {
-        // d not a multiple of KC or of the 168-row quantum, row blocks not dividing d, r giving
-        // partial tiles in both kernels' NR; one to three threads (the tasks' shared tiles go
-        // to the workers differently). The f64 case's last row block is one row (1 x 21 x 1000
-        // multiply-adds: the direct path), the f32 case's 77 rows (the packed path). Row
-        // blocks of 450 (f64) and 600 (f32) rows span several depth panels of either kernel;
-        // one block of all rows is how `init_products` takes a `W_0` that fits in memory.
-        for threads in [1, 2, 3] {
-            for block_rows in [37, 450, 1000] {
-                let [a_rows, h_rows, a_tiles, h_tiles] =
-                    both_forms::<f64>(1000, 21, block_rows, threads);
-                assert_eq!(
-                    a_rows, a_tiles,
-                    "A, f64, {block_rows} rows, {threads} threads"
-                );
-                assert_eq!(
-                    h_rows, h_tiles,
-                    "H, f64, {block_rows} rows, {threads} threads"
-                );
-            }
-            for block_rows in [100, 600, 777] {
-                let [a_rows, h_rows, a_tiles, h_tiles] =
-                    both_forms::<f32>(777, 9, block_rows, threads);
-                assert_eq!(
-                    a_rows, a_tiles,
-                    "A, f32, {block_rows} rows, {threads} threads"
-                );
-                assert_eq!(
-                    h_rows, h_tiles,
-                    "H, f32, {block_rows} rows, {threads} threads"
-                );
+        // d not a multiple of KC or of the 160-row quantum, row blocks not dividing d, r giving
+        // partial tiles in both kernels' MR; one to three threads (the tasks' shared tiles go
+        // to the workers differently); both kernel families. The f64 case's last row block of
+        // 37 rows is one row (1 x 21 x 1000 multiply-adds: the direct path), the f32 case's 77
+        // rows (the packed path). Row blocks of 450 (f64) and 600 (f32) rows span several depth
+        // panels of either kernel; one block of all rows is how `init_products` takes a `W_0`
+        // that fits in memory.
+        for variant in kernel_variants() {
+            for threads in [1, 2, 3] {
+                for block_rows in [37, 450, 1000] {
+                    let [a_rows, h_rows, a_tiles, h_tiles] =
+                        both_forms::<f64>(variant, (1000, 21, block_rows), threads);
+                    let case = format!("f64, {variant:?}, {block_rows} rows, {threads} threads");
+                    assert_eq!(a_rows, a_tiles, "A, {case}");
+                    assert_eq!(h_rows, h_tiles, "H, {case}");
+                }
+                for block_rows in [100, 600, 777] {
+                    let [a_rows, h_rows, a_tiles, h_tiles] =
+                        both_forms::<f32>(variant, (777, 9, block_rows), threads);
+                    let case = format!("f32, {variant:?}, {block_rows} rows, {threads} threads");
+                    assert_eq!(a_rows, a_tiles, "A, {case}");
+                    assert_eq!(h_rows, h_tiles, "H, {case}");
+                }
             }
         }
-        assert_eq!(
-            both_forms::<f64>(1000, 21, 37, 1),
-            both_forms::<f64>(1000, 21, 37, 3)
-        );
     }
 
     #[test]

@@ -274,79 +274,6 @@ pub fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: 
     dispatch!(T, S => S::gemm(same(alpha), a.cast(), b.cast(), same(beta), c.cast()))
 }
 
-/// `C <- alpha A op(B) + beta C` with A (m x k) given as the packed micro-panels the packed
-/// path would make of it, so that a caller that generates A (such as a random matrix drawn
-/// block by block) writes each value once, where it is read, instead of into a matrix that the
-/// GEMM then copies.
-///
-/// `a_panels` holds `ceil(m / MR)` micro-panels of `k x MR` scalars, `MR` being
-/// [`Blocking::mr`] of [`blocking`]`::<T>(`[`current_variant`]`())`: panel `s` at `s k MR`,
-/// with `A[s MR + i][p]` at `s k MR + p MR + i` and zeros in the rows past `m` of the last
-/// panel. `k` is at most that blocking's `kc` (one depth panel: a deeper product is the sum of
-/// calls over its KC-deep panels, the first with `beta` and the others with `beta = 1`,
-/// exactly as [`gemm`] sums it).
-///
-/// The result is bit-identical to [`gemm`] on the same A with the packed path
-/// ([`GemmPath::Packed`]): the same tiles, the same FMA chains. Runs on the current rayon pool
-/// when `m n k` is at least [`GEMM_PARALLEL_MIN_MULADDS`], bit-identically for any pool size.
-///
-/// # Panics
-///
-/// If `k` exceeds the depth panel, `a_panels` is shorter than the panels, or the shapes of
-/// `op(B)` (k x n) and C (m x n) disagree.
-pub fn gemm_prepacked_a<T: Float>(
-    alpha: T,
-    a_panels: &[T],
-    (m, k): (usize, usize),
-    b: MatRef<'_, T>,
-    beta: T,
-    c: MatMut<'_, T>,
-) {
-    dispatch!(T, S => prepacked_a::<S>(
-        same(alpha),
-        cast(a_panels),
-        (m, k),
-        b.cast(),
-        same(beta),
-        c.cast(),
-    ))
-}
-
-/// The typed body of [`gemm_prepacked_a`].
-fn prepacked_a<S: GemmScalar>(
-    alpha: S,
-    a_panels: &[S],
-    (m, k): (usize, usize),
-    b: MatRef<'_, S>,
-    beta: S,
-    c: MatMut<'_, S>,
-) {
-    let Blocking { mr, kc, .. } = S::kernel(current_variant()).blocking;
-    assert!(k <= kc, "depth {k} exceeds one depth panel ({kc})");
-    assert!(
-        a_panels.len() >= m.div_ceil(mr) * mr * k,
-        "the A panels hold fewer than {m} x {k} (MR {mr})"
-    );
-    assert!(
-        b.rows() == k && c.rows() == m && c.cols() == b.cols(),
-        "op(B) {}x{} and C {}x{} do not fit A {m}x{k}",
-        b.rows(),
-        b.cols(),
-        c.rows(),
-        c.cols()
-    );
-    let (n, ldc) = (b.cols(), c.ld());
-    if m == 0 || n == 0 {
-        return;
-    }
-    let c = &mut c.into_data()[..(m - 1) * ldc + n];
-    if k == 0 || alpha == S::ZERO {
-        scale_c(beta, c, m, n, ldc);
-        return;
-    }
-    packed_path(alpha, ASource::Packed(a_panels), (m, k), b, beta, c, ldc);
-}
-
 /// `C <- alpha op(A) op(B) + beta C` by the cheapest kernel for the shape, `op(A)` m x k,
 /// `op(B)` k x n, C m x n (row-major): the entry for products whose shapes are known only at run
 /// time, such as the autodiff tape's.
@@ -457,22 +384,93 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
         direct::gemm_direct(alpha, a, b, beta, MatMut::with_ld(c, m, n, ldc));
         return;
     }
-    packed_path(alpha, ASource::Matrix(a), (m, k), b, beta, c, ldc);
+    packed_path(alpha, a, BSource::Matrix(b), n, beta, c, ldc);
+}
+
+/// `C <- alpha A B + beta C` with B (k x n) given as the packed micro-panels the packed path
+/// would make of it, so that a caller that generates B (such as a random matrix drawn block by
+/// block) writes each value once, where the microkernel reads it, instead of into a matrix
+/// that the GEMM then copies.
+///
+/// `b_panels` holds `ceil(n / NR)` micro-panels of `k x NR` scalars, `NR` being
+/// [`Blocking::nr`] of [`blocking`]`::<T>(`[`current_variant`]`())`: panel `s` at `s k NR`,
+/// with `B[p][s NR + j]` at `s k NR + p NR + j` and zeros in the columns past `n` of the last
+/// panel. `k` is at most that blocking's `kc` (one depth panel: a deeper product is the sum of
+/// calls over its KC-deep panels, the first with `beta` and the others with `beta = 1`,
+/// exactly as [`gemm`] sums it). `op(A)` is m x k.
+///
+/// The result is bit-identical to [`gemm`] on the same B with the packed path
+/// ([`GemmPath::Packed`]): the same tiles, the same FMA chains. Runs on the current rayon pool
+/// when `m n k` is at least [`GEMM_PARALLEL_MIN_MULADDS`], bit-identically for any pool size.
+///
+/// # Panics
+///
+/// If `k` exceeds the depth panel, `b_panels` is shorter than the panels, or the shapes of
+/// `op(A)` (m x k) and C (m x n) disagree.
+pub fn gemm_prepacked_b<T: Float>(
+    alpha: T,
+    a: MatRef<'_, T>,
+    b_panels: &[T],
+    n: usize,
+    beta: T,
+    c: MatMut<'_, T>,
+) {
+    dispatch!(T, S => prepacked_b::<S>(
+        same(alpha),
+        a.cast(),
+        cast(b_panels),
+        n,
+        same(beta),
+        c.cast(),
+    ))
+}
+
+/// The typed body of [`gemm_prepacked_b`].
+fn prepacked_b<S: GemmScalar>(
+    alpha: S,
+    a: MatRef<'_, S>,
+    b_panels: &[S],
+    n: usize,
+    beta: S,
+    c: MatMut<'_, S>,
+) {
+    let Blocking { nr, kc, .. } = S::kernel(current_variant()).blocking;
+    let (m, k, ldc) = (a.rows(), a.cols(), c.ld());
+    assert!(k <= kc, "depth {k} exceeds one depth panel ({kc})");
+    assert!(
+        b_panels.len() >= n.div_ceil(nr) * nr * k,
+        "the B panels hold fewer than {k} x {n} (NR {nr})"
+    );
+    assert!(
+        c.rows() == m && c.cols() == n,
+        "op(A) B is {m} x {n} but C is {} x {}",
+        c.rows(),
+        c.cols()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let c = &mut c.into_data()[..(m - 1) * ldc + n];
+    if k == 0 || alpha == S::ZERO {
+        scale_c(beta, c, m, n, ldc);
+        return;
+    }
+    packed_path(alpha, a, BSource::Packed(b_panels), n, beta, c, ldc);
 }
 
 /// The packed, blocked loops of [`gemm_packed`] for a product with at least one row, column and
-/// depth step, `op(A)` m x k from `a` (as stored, or already packed), on the C storage `c` with
-/// leading dimension `ldc`.
+/// depth step, `op(A)` m x k and `op(B)` k x n from `b` (as stored, or already packed), on the
+/// C storage `c` with leading dimension `ldc`.
 fn packed_path<S: GemmScalar>(
     alpha: S,
-    a: ASource<'_, S>,
-    (m, k): (usize, usize),
-    b: MatRef<'_, S>,
+    a: MatRef<'_, S>,
+    b: BSource<'_, S>,
+    n: usize,
     beta: S,
     c: &mut [S],
     ldc: usize,
 ) {
-    let n = b.cols();
+    let (m, k) = (a.rows(), a.cols());
     let kernel = S::kernel(current_variant());
     let Blocking { mr, nr, kc, mc, nc } = kernel.blocking;
     let threads = if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS {
@@ -493,7 +491,7 @@ fn packed_path<S: GemmScalar>(
     // With so few rows that a packed B micro-panel would serve only a tile or two, the
     // kernel reads B's whole NR-column strips in place (see `GemmKernel::b_in_place_tile`)
     let b_in_place = !split_columns
-        && b.trans() == Transpose::No
+        && matches!(b, BSource::Matrix(b) if b.trans() == Transpose::No)
         && m.div_ceil(mr) <= kernel.b_in_place_max_strips;
 
     // loop over the NC-wide column panels of C and B
@@ -511,30 +509,10 @@ fn packed_path<S: GemmScalar>(
                 cols.clone()
             };
             let b_len = packed_cols.len().div_ceil(nr) * panel_len;
-            with_pack_buffer::<S, _>(&PACK_B, b_len, |b_pack| {
-                if b_in_place {
-                    pack_b(b_pack, b, depth.clone(), packed_cols, nr);
-                } else if parallel_tasks > 1 {
-                    // packing is a few percent of the work: split it too (by columns, so each
-                    // task fills whole micro-panels; the packed values do not depend on it)
-                    let panels = cols.len().div_ceil(nr);
-                    let panels_per_task = panels.div_ceil(parallel_tasks);
-                    b_pack
-                        .par_chunks_mut(panels_per_task * panel_len)
-                        .enumerate()
-                        .for_each(|(t, b_part)| {
-                            let first = cols.start + t * panels_per_task * nr;
-                            let part = first..cols.end.min(first + panels_per_task * nr);
-                            pack_b(b_part, b, depth.clone(), part, nr);
-                        });
-                } else {
-                    pack_b(b_pack, b, depth.clone(), cols.clone(), nr);
-                }
-                let b_pack: &[S] = b_pack;
-                let b_block = if b_in_place {
-                    BBlock::InPlace { b, partial: b_pack }
-                } else {
-                    BBlock::Packed(b_pack)
+            let mut multiply = |b_pack: &[S]| {
+                let b_block = match b {
+                    BSource::Matrix(b) if b_in_place => BBlock::InPlace { b, partial: b_pack },
+                    _ => BBlock::Packed(b_pack),
                 };
                 let panel = DepthPanel {
                     a,
@@ -577,7 +555,34 @@ fn packed_path<S: GemmScalar>(
                         row_block(c_rows, first..m.min(first + mc));
                     }
                 }
-            });
+            };
+            match b {
+                BSource::Matrix(b) => with_pack_buffer::<S, _>(&PACK_B, b_len, |b_pack| {
+                    if b_in_place {
+                        pack_b(b_pack, b, depth.clone(), packed_cols, nr);
+                    } else if parallel_tasks > 1 {
+                        // packing is a few percent of the work: split it too (by columns, so each
+                        // task fills whole micro-panels; the packed values do not depend on it)
+                        let panels = cols.len().div_ceil(nr);
+                        let panels_per_task = panels.div_ceil(parallel_tasks);
+                        b_pack
+                            .par_chunks_mut(panels_per_task * panel_len)
+                            .enumerate()
+                            .for_each(|(t, b_part)| {
+                                let first = cols.start + t * panels_per_task * nr;
+                                let part = first..cols.end.min(first + panels_per_task * nr);
+                                pack_b(b_part, b, depth.clone(), part, nr);
+                            });
+                    } else {
+                        pack_b(b_pack, b, depth.clone(), cols.clone(), nr);
+                    }
+                    multiply(b_pack)
+                }),
+                // one depth panel (see `gemm_prepacked_b`): the micro-panels of `cols`
+                BSource::Packed(panels) => {
+                    multiply(&panels[cols.start / nr * panel_len..][..b_len])
+                }
+            }
         }
     }
 }
@@ -628,38 +633,19 @@ fn row_tasks(m: usize, mr: usize, mc: usize, threads: usize) -> Vec<std::ops::Ra
 /// What every row or column panel of one depth panel shares: A, the depth range, the scalars
 /// (`beta` is the call's beta on the first depth panel, 1 afterwards) and the kernel.
 struct DepthPanel<'a, S> {
-    a: ASource<'a, S>,
+    a: MatRef<'a, S>,
     depth: std::ops::Range<usize>,
     alpha: S,
     beta: S,
     kernel: Kernel<S>,
 }
 
-/// Where the packed path reads `op(A)`: a matrix it packs itself, or A micro-panels packed by
-/// the caller ([`gemm_prepacked_a`]: one depth panel, every MR-row strip in order).
+/// Where the packed path reads `op(B)`: a matrix it packs itself, or B micro-panels packed by
+/// the caller ([`gemm_prepacked_b`]: one depth panel, every NR-column strip in order).
 #[derive(Clone, Copy)]
-enum ASource<'a, S> {
+enum BSource<'a, S> {
     Matrix(MatRef<'a, S>),
     Packed(&'a [S]),
-}
-
-/// Runs `f` on the packed A micro-panels of rows `rows` (MR-aligned for a packed source) and
-/// the depth panel `depth` of `a`: packed into a thread-local buffer, or the caller's panels.
-fn with_a_panels<S: GemmScalar, R>(
-    a: ASource<'_, S>,
-    rows: std::ops::Range<usize>,
-    depth: std::ops::Range<usize>,
-    mr: usize,
-    f: impl FnOnce(&[S]) -> R,
-) -> R {
-    let a_len = rows.len().div_ceil(mr) * mr * depth.len();
-    match a {
-        ASource::Matrix(a) => with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
-            pack_a(a_pack, a, rows, depth, mr);
-            f(a_pack)
-        }),
-        ASource::Packed(panels) => f(&panels[rows.start * depth.len()..][..a_len]),
-    }
 }
 
 /// Where a row panel reads its B micro-panels: all packed (`kc x NR` each, in order), or
@@ -694,15 +680,15 @@ fn row_panel<S: GemmScalar>(
     let kc = depth.len();
     let row_count = rows.len();
     // The first `in_place_strips` MR-row strips are read from A's storage, the rest packed.
-    let in_place = match (a, b_block) {
-        (ASource::Matrix(_), BBlock::Packed(b_pack)) => {
-            b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr
-        }
-        _ => false,
+    let in_place = match b_block {
+        BBlock::Packed(b_pack) => b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr,
+        BBlock::InPlace { .. } => false,
     };
     let in_place_strips = if in_place { row_count / mr } else { 0 };
     let first_packed_row = rows.start + in_place_strips * mr;
-    with_a_panels(a, first_packed_row..rows.end, depth.clone(), mr, |a_pack| {
+    let a_len = (rows.end - first_packed_row).div_ceil(mr) * mr * kc;
+    with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
+        pack_a(a_pack, a, first_packed_row..rows.end, depth.clone(), mr);
         // loop over the NR-wide strips of the B block
         for jr in 0..cols.len().div_ceil(nr) {
             let first_col = cols.start + jr * nr;
@@ -714,8 +700,8 @@ fn row_panel<S: GemmScalar>(
                 let tile_rows = mr.min(rows.end - first_row);
                 let c_tile = MatMut::with_ld(c_tile, tile_rows, tile_cols, ldc);
                 if ir < in_place_strips {
-                    let (ASource::Matrix(a), BBlock::Packed(b_pack)) = (a, b_block) else {
-                        unreachable!("A is read in place only from a matrix, with a packed B")
+                    let BBlock::Packed(b_pack) = b_block else {
+                        unreachable!("A is read in place only with a packed B block")
                     };
                     let b_panel = &b_pack[jr * kc * nr..][..kc * nr];
                     let ld = a.ld();
@@ -767,9 +753,12 @@ fn column_panel<S: GemmScalar>(
     let Blocking { mr, nr, .. } = panel.kernel.blocking;
     assert!(mr * nr <= MAX_TILE);
     let kc = panel.depth.len();
+    let row_count = rows.len();
+    let a_len = row_count.div_ceil(mr) * mr * kc;
     let mut buffer = [S::ZERO; MAX_TILE];
     let buffer = &mut buffer[..mr * nr];
-    with_a_panels(panel.a, rows, panel.depth.clone(), mr, |a_pack| {
+    with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
+        pack_a(a_pack, panel.a, rows, panel.depth.clone(), mr);
         // loop over the NR-wide strips of the range
         for (jr, b_panel) in b_pack.chunks_exact(kc * nr).enumerate() {
             let first_col = jr * nr;
