@@ -28,6 +28,9 @@
 //! avx512f: `KernelVariant::is_available`). Loads and stores go through [`load`], [`store`]
 //! and their masked twins, which check their bounds against the slice they read or write;
 //! masked moves touch no memory in masked-off lanes.
+//!
+//! The functions here use loops, not closures: a closure does not inherit `avx512f`, so one
+//! touching a vector is compiled apart (not inlined) and its vectors go through memory.
 
 use std::arch::x86_64::{
     __m256d, __m512d, __mmask8, _mm256_add_pd, _mm256_storeu_pd, _mm512_castpd512_pd256,
@@ -253,9 +256,6 @@ fn gemv_no_rows(
         i += 1;
     }
 }
-
-// Closures are avoided in the functions of this file: they do not inherit `avx512f`, so one
-// using a vector would be compiled apart (not inlined) and its vectors kept in memory.
 
 /// Rows accumulated per pass over the accumulator block in [`axpy_all_rows`] (each element
 /// takes its FMAs in row order whatever the count).
