@@ -18,10 +18,18 @@
 //! blocking of columns (a row processed alone uses the same per-row accumulation as in a group
 //! of four), so the results are bit-identical for any thread count. Threads take fixed row
 //! blocks (`No`, GER) or fixed column blocks (`Yes`), see [`crate::threading`].
+//!
+//! In f64, when the GEMM kernels use AVX-512 ([`crate::gemm::current_variant`], decided on the
+//! calling thread), GEMV, [`ger_finite_gemv`] and [`project_out_rows`] run on 512-bit vectors
+//! (`level2_avx512.rs`): half the instructions and loads of the 4-lane loops, with the same
+//! arithmetic sequence for every output, so the same bits (the tests compare the two paths).
+//! GER then GEMV takes each row through its update and its dot product in one pass there.
 
 use rayon::prelude::*;
 
 use crate::level1::{axpy_finite_simd, axpy_simd, dot_simd};
+#[cfg(target_arch = "x86_64")]
+use crate::level2_avx512::Avx512;
 use crate::simd::{cast, cast_mut, dispatch, same, Simd, SimdVector};
 use crate::threading;
 use crate::{Float, MatMut, MatRef, Transpose};
@@ -57,7 +65,7 @@ pub fn gemv<T: Float>(alpha: T, a: MatRef<'_, T>, x: &[T], beta: T, y: &mut [T])
 
 /// `y_i <- alpha acc + beta y_i` (y not read when beta == 0).
 #[inline(always)]
-fn finish<S: Simd>(alpha: S, acc: S, beta: S, y: &mut S) {
+pub(crate) fn finish<S: Simd>(alpha: S, acc: S, beta: S, y: &mut S) {
     let old = if beta == S::ZERO { S::ZERO } else { beta * *y };
     *y = alpha * acc + old;
 }
@@ -65,7 +73,15 @@ fn finish<S: Simd>(alpha: S, acc: S, beta: S, y: &mut S) {
 /// [`gemv`] with `a` used as stored.
 fn gemv_no<S: Simd>(alpha: S, a: MatRef<'_, S>, x: &[S], beta: S, y: &mut [S]) {
     let (m, n, lda, a) = (a.stored_rows(), a.stored_cols(), a.ld(), a.data());
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = Avx512::for_f64::<S>();
     let block = |row0: usize, y: &mut [S]| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx512) = avx512 {
+            let (a, x, y): (&[f64], &[f64], &mut [f64]) = (cast(a), cast(x), cast_mut(y));
+            let scalars = (same(alpha), same(beta));
+            return avx512.gemv_no_rows(scalars, a, (lda, n), row0, x, y);
+        }
         let mut groups = y.chunks_exact_mut(ROW_GROUP);
         let mut r = row0;
         for yg in &mut groups {
@@ -135,12 +151,22 @@ fn gemv_yes<S: Simd>(alpha: S, a: MatRef<'_, S>, x: &[S], beta: S, y: &mut [S]) 
     // Column block of y accumulated in L1; a multiple of 64 so only the last block of the whole
     // matrix has a scalar tail.
     let jb = (YES_BLOCK_BYTES / std::mem::size_of::<S>() / 64).max(1) * 64;
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = Avx512::for_f64::<S>();
     let block = |col0: usize, y: &mut [S]| {
         let mut acc = vec![S::ZERO; y.len().min(jb)];
         for (s, ys) in y.chunks_mut(jb).enumerate() {
             let c0 = col0 + s * jb;
             let acc = &mut acc[..ys.len()];
             acc.iter_mut().for_each(|v| *v = S::ZERO);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx512) = avx512 {
+                avx512.axpy_all_rows(cast(a), (lda, m), c0, cast(x), cast_mut(acc));
+                for (yj, &aj) in ys.iter_mut().zip(acc.iter()) {
+                    finish(alpha, aj, beta, yj);
+                }
+                continue;
+            }
             let mut i = 0;
             while i + ROW_GROUP <= m {
                 axpy_rows::<S, ROW_GROUP>(a, lda, i, c0, x, acc);
@@ -277,15 +303,28 @@ pub fn ger_finite_gemv<T: Float>(
     if m == 0 {
         return true;
     }
+    if n == 0 {
+        // nothing to update, and empty rows (any lda, possibly 0) dot to zero
+        z.iter_mut().for_each(|zi| *zi = T::ZERO);
+        return true;
+    }
     let a = a.into_data();
     dispatch!(T, S => {
         let (x, y, v, z): (&[S], &[S], &[S], &mut [S]) = (cast(x), cast(y), cast(v), cast_mut(z));
         let a: &mut [S] = cast_mut(a);
         let a = &mut a[..(m - 1) * lda + n];
         let alpha: S = same(alpha);
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = Avx512::for_f64::<S>();
         // rows row0.. of A (a, leading dimension lda) and of z
         let block = |row0: usize, a: &mut [S], z: &mut [S]| {
             let x = &x[row0..];
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx512) = avx512 {
+                let (x, y, v): (&[f64], &[f64], &[f64]) = (cast(x), cast(y), cast(v));
+                let (a, z): (&mut [f64], &mut [f64]) = (cast_mut(a), cast_mut(z));
+                return avx512.ger_finite_gemv_rows(same(alpha), x, y, a, lda, v, z);
+            }
             let mut finite = true;
             let mut i = 0;
             while i < z.len() {
@@ -383,6 +422,11 @@ pub fn project_out_rows<T: Float, const M: usize>(q: &[T], dim: usize, ws: [&mut
     dispatch!(T, S => {
         let q: &[S] = cast(q);
         let mut ws: [&mut [S]; M] = ws.map(|w| cast_mut(w));
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx512) = Avx512::for_f64::<S>() {
+            let mut ws: [&mut [f64]; M] = ws.map(cast_mut);
+            return avx512.project_out_rows(cast(q), dim, &mut ws);
+        }
         let rows: Vec<&[S]> = q.chunks_exact(dim).collect();
         let mut c: [S; M] = std::array::from_fn(|j| dot_simd::<S>(rows[0], ws[j]));
         for (k, qk) in rows.iter().enumerate() {
@@ -635,6 +679,149 @@ mod tests {
         assert_eq!(finite, !poison || m == 0, "{m} x {n}");
         assert_eq!(bits(&a), bits(&expected_a), "A, {m} x {n}");
         assert_eq!(bits(&z), bits(&expected_z), "z, {m} x {n}");
+    }
+
+    /// `run` under the portable kernels and under the 512-bit ones (on this thread), or `None`
+    /// when the CPU lacks AVX-512 or the build does not fuse the portable kernels' multiply-adds
+    /// (the 512-bit f64 paths are then never taken), which the first call notes on stderr
+    /// (written to the stream directly: the harness captures `eprintln!` of passing tests).
+    fn portable_and_avx512<R>(run: impl Fn() -> R) -> Option<(R, R)> {
+        use crate::gemm::{with_kernel_variant, KernelVariant};
+        static NOTE: std::sync::Once = std::sync::Once::new();
+        if !(KernelVariant::Avx512.is_available() && cfg!(target_feature = "fma")) {
+            NOTE.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: no AVX-512 (or a build without FMA): the 512-bit level-2 kernels were \
+                     NOT exercised by the level2 tests"
+                );
+            });
+            return None;
+        }
+        let portable = with_kernel_variant(KernelVariant::Portable, &run);
+        let avx512 = with_kernel_variant(KernelVariant::Avx512, &run);
+        Some((portable, avx512))
+    }
+
+    fn f64_bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Lengths around every boundary of the 8-lane blocks, the 4-lane step and the scalar
+    /// tail, and around the trainer's r = 162.
+    fn awkward_lengths() -> impl Iterator<Item = usize> {
+        (0..=40).chain(158..=166)
+    }
+
+    /// Runs `check` in pools of one, two and three threads.
+    fn on_one_to_three_threads(check: impl Fn() + Sync) {
+        for threads in 1..=3 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(&check);
+        }
+    }
+
+    fn check_gemv_variants(m: usize, n: usize, lda: usize) {
+        let a = values(m.max(1) * lda, 11);
+        for transpose in [false, true] {
+            let (x, y0) = if transpose {
+                (values(m, 12), values(n, 13))
+            } else {
+                (values(n, 12), values(m, 13))
+            };
+            for (alpha, beta) in [(1.0, 0.0), (-0.75, 0.5), (1.0, 1.0)] {
+                let run = || {
+                    let mut y = y0.clone();
+                    let view = MatRef::with_ld(&a, m, n, lda);
+                    let view = if transpose { view.transpose() } else { view };
+                    gemv(alpha, view, &x, beta, &mut y);
+                    f64_bits(&y)
+                };
+                if let Some((portable, avx512)) = portable_and_avx512(run) {
+                    assert_eq!(
+                        avx512, portable,
+                        "{m} x {n}, lda {lda}, transposed {transpose}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_avx512_gemv_gives_the_portable_bits() {
+        on_one_to_three_threads(|| {
+            for m in awkward_lengths().step_by(3).chain([1, 2, 3, 4, 5, 7, 8, 9]) {
+                for n in awkward_lengths() {
+                    check_gemv_variants(m, n, n);
+                    check_gemv_variants(m, n, n + 3);
+                }
+            }
+            // above the parallel threshold (row or column blocks over the threads), and more
+            // columns than one accumulator block of the transposed GEMV
+            check_gemv_variants(701, 403, 403);
+            check_gemv_variants(300, 2101, 2105);
+            check_gemv_variants(64, 4203, 4203);
+        });
+    }
+
+    fn check_ger_gemv_variants(m: usize, n: usize, lda: usize, poison: bool) {
+        let (x, y, v) = (values(m, 14), values(n, 15), values(n, 16));
+        let mut a0 = values(m.max(1) * lda, 17);
+        if poison && m > 0 && n > 0 {
+            a0[(m / 2) * lda + n / 2] = f64::INFINITY;
+        }
+        let run = || {
+            let mut a = a0.clone();
+            let mut z = vec![9.0; m];
+            let view = MatMut::with_ld(&mut a, m, n, lda);
+            let finite = ger_finite_gemv(-0.37, &x, &y, view, &v, &mut z);
+            (finite, f64_bits(&a), f64_bits(&z))
+        };
+        if let Some((portable, avx512)) = portable_and_avx512(run) {
+            assert_eq!(avx512, portable, "{m} x {n}, lda {lda}, poison {poison}");
+        }
+    }
+
+    #[test]
+    fn the_avx512_ger_finite_gemv_gives_the_portable_bits() {
+        on_one_to_three_threads(|| {
+            for m in awkward_lengths().step_by(5).chain([1, 2, 3]) {
+                for n in awkward_lengths() {
+                    for poison in [false, true] {
+                        check_ger_gemv_variants(m, n, n, poison);
+                        check_ger_gemv_variants(m, n, n + 1, poison);
+                    }
+                }
+            }
+            check_ger_gemv_variants(701, 403, 405, false);
+            check_ger_gemv_variants(701, 403, 403, true);
+        });
+    }
+
+    #[test]
+    fn the_avx512_projections_give_the_portable_bits() {
+        for dim in awkward_lengths()
+            .filter(|&d| d > 0)
+            .chain([5000, 5001, 5003])
+        {
+            for rows in [0, 1, 2, 3, 6] {
+                let q = values(rows * dim, 18);
+                let run = || {
+                    let (mut one, mut first, mut second) =
+                        (values(dim, 19), values(dim, 19), values(dim, 20));
+                    project_out_rows(&q, dim, [&mut one[..]]);
+                    project_out_rows(&q, dim, [&mut first[..], &mut second[..]]);
+                    [f64_bits(&one), f64_bits(&first), f64_bits(&second)]
+                };
+                if let Some((portable, avx512)) = portable_and_avx512(run) {
+                    assert_eq!(avx512, portable, "{rows} rows x {dim}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub mod float;
 pub mod gemm;
 pub mod level1;
 pub mod level2;
+#[cfg(target_arch = "x86_64")]
+mod level2_avx512;
 pub mod matrix;
 pub mod norm;
 pub mod probe;

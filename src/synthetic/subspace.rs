@@ -541,6 +541,9 @@ pub struct SubspaceTrainer<T> {
     train_scores: Vec<f64>,
     attention: Vec<T>,
     delta: Vec<T>,
+    /// The vectors of a step, kept from step to step so that a step allocates only the logits
+    /// it returns.
+    work: StepVectors<T>,
     /// `||W - W_0||_F^2 = tr(D G D^T)`, kept up to date by each step: the rank-one update of
     /// `D` changes it by `-2 lr a^T D G b + lr^2 ||a||^2 b^T G b` (both from the step's own
     /// `G b`, `D G b`), where recomputing it costs an r x r x r product per evaluation, the
@@ -548,6 +551,29 @@ pub struct SubspaceTrainer<T> {
     w_delta_sq: f64,
     /// How long the start-up took, by part.
     pub timings: StartupTimings,
+}
+
+/// The vectors one step computes besides the state (each overwritten whole by the step).
+struct StepVectors<T> {
+    /// `G b + D G b`, what the training logits are `E` times.
+    query: Vec<T>,
+    /// `a = E^T delta`.
+    grad: Vec<T>,
+    /// `a + D^T a`, the step of `b` per unit learning rate.
+    b_step: Vec<T>,
+    /// `b` before the step (the update of `D` uses it).
+    old_b: Vec<T>,
+}
+
+impl<T> Default for StepVectors<T> {
+    fn default() -> Self {
+        StepVectors {
+            query: Vec::new(),
+            grad: Vec::new(),
+            b_step: Vec::new(),
+            old_b: Vec::new(),
+        }
+    }
 }
 
 /// What the subspace trainer starts from when it computes its own start-up.
@@ -691,6 +717,7 @@ impl<T: Float> SubspaceTrainer<T> {
             train_scores,
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
+            work: StepVectors::default(),
             w_delta_sq: 0.0,
             timings: StartupTimings {
                 basis_seconds,
@@ -800,10 +827,14 @@ impl<T: Float> SubspaceTrainer<T> {
     }
 
     /// The training logits `z = E (G b + D G b)`.
-    fn logits(&self) -> Vec<T> {
-        let mut v = self.gb.clone();
-        kernels::axpy(T::ONE, &self.dgb, &mut v);
-        mat_vec(MatRef::new(&self.coords, self.scores.len(), self.rank), &v)
+    fn logits(&mut self) -> Vec<T> {
+        let query = &mut self.work.query;
+        query.clone_from(&self.gb);
+        kernels::axpy(T::ONE, &self.dgb, query);
+        mat_vec(
+            MatRef::new(&self.coords, self.scores.len(), self.rank),
+            query,
+        )
     }
 }
 
@@ -856,30 +887,43 @@ impl<T: Float> AttentionTrainer for SubspaceTrainer<T> {
             &mut self.delta,
         );
         check_training_loss(step, loss)?;
-        let a = mat_vec(MatRef::new(&self.coords, rows, r).transpose(), &self.delta);
+        let StepVectors {
+            grad: a,
+            b_step,
+            old_b,
+            ..
+        } = &mut self.work;
+        a.resize(r, T::ZERO);
+        let coords = MatRef::new(&self.coords, rows, r);
+        kernels::gemv(T::ONE, coords.transpose(), &self.delta, T::ZERO, a);
         // b' = b - lr (a + D^T a), then D' = D - lr a b^T with the old b.
-        let mut step_b = a.clone();
+        b_step.clone_from(a);
         kernels::gemv(
             T::ONE,
             MatRef::new(&self.d, r, r).transpose(),
-            &a,
+            a,
             T::ONE,
-            &mut step_b,
+            b_step,
         );
-        let dot = |x: &[T], y: &[T]| -> f64 {
-            x.iter().zip(y).map(|(p, q)| p.to_f64() * q.to_f64()).sum()
-        };
+        // a^T D G b, ||a||^2 and b^T G b, each summed in f64 in index order from -0.0 (as
+        // `Iterator::sum`), three independent sums in one loop
+        let (mut a_dgb, mut a_a, mut b_gb) = (-0.0, -0.0, -0.0);
+        for (((&ai, &dgbi), &bi), &gbi) in a.iter().zip(&self.dgb).zip(&self.b).zip(&self.gb) {
+            a_dgb += ai.to_f64() * dgbi.to_f64();
+            a_a += ai.to_f64() * ai.to_f64();
+            b_gb += bi.to_f64() * gbi.to_f64();
+        }
         let lr = self.lr.to_f64();
-        self.w_delta_sq +=
-            -2.0 * lr * dot(&a, &self.dgb) + lr * lr * dot(&a, &a) * dot(&self.b, &self.gb);
-        let old_b = self.b.clone();
-        let b_finite = kernels::axpy_finite(-self.lr, &step_b, &mut self.b);
+        self.w_delta_sq += -2.0 * lr * a_dgb + lr * lr * a_a * b_gb;
+        old_b.clone_from(&self.b);
+        let b_finite = kernels::axpy_finite(-self.lr, b_step, &mut self.b);
         self.gram_times_b();
         // D' = D - lr a b^T and D' G b' in one pass over D.
+        let StepVectors { grad: a, old_b, .. } = &self.work;
         let d_finite = kernels::level2::ger_finite_gemv(
             -self.lr,
-            &a,
-            &old_b,
+            a,
+            old_b,
             MatMut::new(&mut self.d, r, r),
             &self.gb,
             &mut self.dgb,
@@ -997,6 +1041,7 @@ impl<T: Float> SubspaceTrainer<T> {
             train_scores: t.train_scores,
             attention: vec![T::ZERO; rows],
             delta: vec![T::ZERO; rows],
+            work: StepVectors::default(),
             w_delta_sq: 0.0,
             timings: t.timings,
         };
