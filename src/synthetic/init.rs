@@ -236,6 +236,30 @@ impl InitSource {
                             (16 * block + 16).min(cols.end) - first_col,
                         );
                         let col0 = first_col - cols.start;
+                        // A whole 16 x 16 block that is one micro-panel's run of 256 scalars
+                        // (f64's NR is 16): converted straight into place.
+                        let full = lanes == 16 && width == 16;
+                        match layout {
+                            BlockLayout::RowPanels { size: 16 } if full && group % 16 == 0 => {
+                                // word-major, as the words come
+                                let at = layout.offset((group, col0), shape);
+                                for (o, &u) in out[at..][..256].iter_mut().zip(&words) {
+                                    *o = cell.value(u);
+                                }
+                                continue;
+                            }
+                            BlockLayout::ColumnPanels { size: 16 } if full && col0 % 16 == 0 => {
+                                // stream-major: the words transposed
+                                let at = layout.offset((group, col0), shape);
+                                for (l, row) in out[at..][..256].chunks_exact_mut(16).enumerate() {
+                                    for (w, o) in row.iter_mut().enumerate() {
+                                        *o = cell.value(words[w * random::STREAMS + l]);
+                                    }
+                                }
+                                continue;
+                            }
+                            _ => {}
+                        }
                         if layout.columns_contiguous() {
                             // stream by stream: row `group + l` of the block, `width` columns
                             for (w, column) in words.chunks_exact(random::STREAMS).enumerate() {
