@@ -46,6 +46,19 @@
 /// State words 0..4 of every block: "expand 32-byte k".
 const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
 
+/// The quarter rounds of a double round, by the state words they take: a column round, then
+/// a diagonal round.
+const DOUBLE_ROUND: [[usize; 4]; 8] = [
+    [0, 4, 8, 12],
+    [1, 5, 9, 13],
+    [2, 6, 10, 14],
+    [3, 7, 11, 15],
+    [0, 5, 10, 15],
+    [1, 6, 11, 12],
+    [2, 7, 8, 13],
+    [3, 4, 9, 14],
+];
+
 /// Blocks computed together: one per lane of a 512-bit vector of `u32`.
 const BLOCKS: usize = 16;
 
@@ -150,14 +163,9 @@ fn blocks(key: &[u32; 8], counters: &[u64; BLOCKS], nonces: &[u64; BLOCKS]) -> L
     let mut x = input;
     // loop over the double rounds: ChaCha8 has four
     for _ in 0..4 {
-        quarter_round(&mut x, 0, 4, 8, 12);
-        quarter_round(&mut x, 1, 5, 9, 13);
-        quarter_round(&mut x, 2, 6, 10, 14);
-        quarter_round(&mut x, 3, 7, 11, 15);
-        quarter_round(&mut x, 0, 5, 10, 15);
-        quarter_round(&mut x, 1, 6, 11, 12);
-        quarter_round(&mut x, 2, 7, 8, 13);
-        quarter_round(&mut x, 3, 4, 9, 14);
+        for [a, b, c, d] in DOUBLE_ROUND {
+            quarter_round(&mut x, a, b, c, d);
+        }
     }
     // each block is the rounds' result plus the input, word by word
     std::array::from_fn(|w| add(x[w], input[w]))

@@ -24,7 +24,7 @@ use std::arch::x86_64::{
 use std::mem::MaybeUninit;
 
 use super::ziggurat_tables::ZIG_NORM_X;
-use super::{BATCH_WORDS, BLOCKS, BLOCK_WORDS, SIGMA};
+use super::{BATCH_WORDS, BLOCKS, BLOCK_WORDS, DOUBLE_ROUND, SIGMA};
 
 /// The sixteen state words of sixteen blocks (lane `l` is block `l`) after the 4 double rounds
 /// plus the input state: the portable `blocks`, in registers.
@@ -53,14 +53,9 @@ fn block_words(
     let mut x = input;
     // loop over the double rounds: ChaCha8 has four
     for _ in 0..4 {
-        quarter_round(&mut x, 0, 4, 8, 12);
-        quarter_round(&mut x, 1, 5, 9, 13);
-        quarter_round(&mut x, 2, 6, 10, 14);
-        quarter_round(&mut x, 3, 7, 11, 15);
-        quarter_round(&mut x, 0, 5, 10, 15);
-        quarter_round(&mut x, 1, 6, 11, 12);
-        quarter_round(&mut x, 2, 7, 8, 13);
-        quarter_round(&mut x, 3, 4, 9, 14);
+        for [a, b, c, d] in DOUBLE_ROUND {
+            quarter_round(&mut x, a, b, c, d);
+        }
     }
     std::array::from_fn(|w| _mm512_add_epi32(x[w], input[w]))
 }
