@@ -311,20 +311,21 @@ pub fn fill_test_normals<T: Float>(
     stride: usize,
     out: &mut [T],
 ) {
-    let key = chacha_key(mix_seed(seed, "test-projections"));
+    let key = test_normals_key(seed);
     let per_sample = (tokens_per_sample * stride).max(1);
     out.par_chunks_mut(per_sample)
         .enumerate()
         .for_each(|(i, sample)| {
             let mut normals = kernels::random::NormalStream::new(&key, i as u64);
-            let mut values = vec![0.0f64; draws];
             for token in sample.chunks_mut(stride.max(1)) {
-                normals.fill(&mut values);
-                for (v, &e) in token[..draws].iter_mut().zip(&values) {
-                    *v = T::from_f64(e);
-                }
+                normals.fill_as(&mut token[..draws]);
             }
         });
+}
+
+/// The ChaCha key of the test tokens' normal draws ([`fill_test_normals`]).
+fn test_normals_key(seed: u64) -> [u32; 8] {
+    chacha_key(mix_seed(seed, "test-projections"))
 }
 
 /// Softmax attention, outputs, loss and `delta_it = (1/n) l'_i s_it (u_it - f_i)` from logits.
@@ -480,25 +481,27 @@ fn draw_test_tokens<T: Float>(
     let two_r = 2 * r;
     let width = rank + 2;
     let labels = balanced_labels(samples);
-    let mut rows = vec![T::ZERO; samples * t * width];
-    fill_test_normals(seed, t, rank, width, &mut rows);
     let nu_row: Vec<T> = factor[two_r * rank..(two_r + 1) * rank]
         .iter()
         .map(|&v| T::from_f64(v))
         .collect();
-    let mut scores = vec![0.0f64; samples * t];
-    for (i, &y) in labels.iter().enumerate() {
-        for pos in 0..t {
-            let at = i * t + pos;
-            let row = &mut rows[at * width..(at + 1) * width];
-            let (a_plus, a_minus) = token_signal(y, pos, rho);
-            row[rank] = T::from_f64(a_plus);
-            row[rank + 1] = T::from_f64(a_minus);
-            scores[at] = sigma * kernels::dot(&nu_row, &row[..rank]).to_f64()
+    // The normals of `fill_test_normals` (the same streams), each row completed (signal
+    // coefficients and score) while it is in cache, and never zeroed first.
+    let (rows, scores) = kernels::random::normal_rows::<T>(
+        &test_normals_key(seed),
+        samples,
+        t,
+        rank,
+        width,
+        |i, pos, normals, signal| {
+            let (a_plus, a_minus) = token_signal(labels[i], pos, rho);
+            signal[0] = T::from_f64(a_plus);
+            signal[1] = T::from_f64(a_minus);
+            sigma * kernels::dot(&nu_row, normals).to_f64()
                 + a_plus * plus[two_r]
-                + a_minus * minus[two_r];
-        }
-    }
+                + a_minus * minus[two_r]
+        },
+    );
     let mut map = vec![T::ZERO; width * two_r];
     for j in 0..rank {
         for col in 0..two_r {
@@ -1156,6 +1159,69 @@ mod tests {
         assert!(tails > 100, "{tails} tail draws");
         assert!(wedges > 1000, "{wedges} wedge draws");
         assert!(wedge_rejections > 100, "{wedge_rejections} rejected wedges");
+    }
+
+    /// `draw_test_tokens` (normals written straight into the rows, each row completed while
+    /// in cache) holds what its definition says, bit for bit: `fill_test_normals`'s draws, the
+    /// signal coefficients of `token_signal` and the score `sigma nu_L^T w + a_+ (P^T mu_+)_nu
+    /// + a_- (P^T mu_-)_nu` with `kernels::dot`, for f64 and f32 rows and any thread count.
+    #[test]
+    fn drawn_test_tokens_are_their_definition() {
+        fn check<T: Float>(threads: usize) {
+            let config = RunConfig {
+                test_size: 30,
+                tokens: 5,
+                rho: 0.3,
+                sigma: 1.7,
+                ..RunConfig::default()
+            };
+            let (r, rank) = (4, 7);
+            let rows_of_l = 2 * r + 1;
+            let factor: Vec<f64> = (0..rows_of_l * rank)
+                .map(|k| ((k * 37 + 5) % 23) as f64 / 23.0 - 0.4)
+                .collect();
+            let plus: Vec<f64> = (0..rows_of_l).map(|k| 0.1 * k as f64 - 0.3).collect();
+            let minus: Vec<f64> = (0..rows_of_l).map(|k| 0.7 - 0.05 * k as f64).collect();
+            let law = ProjectedTestLaw {
+                r,
+                factor: &factor,
+                rank,
+                plus: &plus,
+                minus: &minus,
+            };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let drawn = pool.install(|| draw_test_tokens::<T>(&config, 11, &law));
+            let (samples, t, width) = (config.test_size, config.tokens, rank + 2);
+            assert_eq!(drawn.width, width);
+            let mut normals = vec![T::ZERO; samples * t * width];
+            fill_test_normals(11, t, rank, width, &mut normals);
+            let nu_row: Vec<T> = factor[2 * r * rank..]
+                .iter()
+                .map(|&v| T::from_f64(v))
+                .collect();
+            let labels = balanced_labels(samples);
+            for at in 0..samples * t {
+                let row = &drawn.rows[at * width..(at + 1) * width];
+                assert_eq!(
+                    &row[..rank],
+                    &normals[at * width..at * width + rank],
+                    "{at}"
+                );
+                let (a_plus, a_minus) = token_signal(labels[at / t], at % t, config.rho);
+                assert_eq!(row[rank..], [T::from_f64(a_plus), T::from_f64(a_minus)]);
+                let score = config.sigma * kernels::dot(&nu_row, &row[..rank]).to_f64()
+                    + a_plus * plus[2 * r]
+                    + a_minus * minus[2 * r];
+                assert_eq!(drawn.scores[at].to_bits(), score.to_bits(), "{at}");
+            }
+        }
+        for threads in [1, 4] {
+            check::<f64>(threads);
+            check::<f32>(threads);
+        }
     }
 
     #[test]
