@@ -416,8 +416,7 @@ unsafe fn assume_init_mut<T>(slots: &mut [MaybeUninit<T>]) -> &mut [T] {
 /// stream's normals in order (rounded to `T`); the other `width - draws` entries (the tail)
 /// start at zero and `finish(i, row, normals, tail)` sets them and returns the row's entry of
 /// the second result (one value per row). Samples run in parallel, each on its own stream, so
-/// the values do not depend on the thread count. The new matrix is asked to be backed by huge
-/// pages (`advise_huge_pages`), which makes its first writes cheaper.
+/// the values do not depend on the thread count.
 pub fn normal_rows<T: Float>(
     key: &[u32; 8],
     samples: usize,
@@ -431,8 +430,6 @@ pub fn normal_rows<T: Float>(
     let mut rows: Vec<T> = Vec::with_capacity(total);
     let mut per_row = vec![0.0f64; samples * rows_per_sample];
     if total > 0 {
-        // a hint only: refused, the rows are the same on ordinary pages
-        let _ = advise_huge_pages(&mut rows.spare_capacity_mut()[..total]);
         rows.spare_capacity_mut()[..total]
             .par_chunks_mut(rows_per_sample * width)
             .zip(per_row.par_chunks_mut(rows_per_sample))
@@ -459,51 +456,6 @@ pub fn normal_rows<T: Float>(
     // vector empty.
     unsafe { rows.set_len(total) };
     (rows, per_row)
-}
-
-/// Asks Linux to back the 2 MB-aligned part of `buffer` (memory not yet touched) with
-/// transparent huge pages: a fresh buffer of tens of megabytes otherwise takes one page fault
-/// per 4 KB page as it is first written, and on this kind of machine those faults cost more
-/// than drawing the values. Only a hint (`madvise(MADV_HUGEPAGE)`): it changes neither the
-/// contents nor the layout, and when the kernel refuses (huge pages off, another OS) nothing
-/// changes. Issued as a raw system call so that the kernels need no C library binding. Returns
-/// whether the kernel took the advice.
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-fn advise_huge_pages<T>(buffer: &mut [MaybeUninit<T>]) -> bool {
-    const HUGE_PAGE: usize = 2 << 20;
-    const SYS_MADVISE: usize = 28;
-    const MADV_HUGEPAGE: usize = 14;
-    let start = buffer.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(buffer);
-    let first = start.next_multiple_of(HUGE_PAGE);
-    let last = end / HUGE_PAGE * HUGE_PAGE;
-    if last <= first {
-        return false;
-    }
-    let status: isize;
-    // SAFETY: madvise only gives the kernel advice about pages of `buffer`, which this
-    // function borrows mutably (no other reference sees them) and whose contents are not yet
-    // initialised; MADV_HUGEPAGE keeps every mapping and byte as it is. The syscall
-    // instruction clobbers rcx and r11 (declared) and returns in rax.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") SYS_MADVISE => status,
-            in("rdi") first,
-            in("rsi") last - first,
-            in("rdx") MADV_HUGEPAGE,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    status == 0
-}
-
-/// Without Linux on x86-64 there is no hint to give.
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-fn advise_huge_pages<T>(_: &mut [MaybeUninit<T>]) -> bool {
-    false
 }
 
 /// The ziggurat's fast path over `words` (stream words, two per `u64`): writes candidate `k` to
@@ -682,23 +634,6 @@ mod tests {
         for threads in [1, 3] {
             check::<f64>(threads);
             check::<f32>(threads);
-        }
-    }
-
-    /// Linux takes the huge-page advice for a buffer spanning whole 2 MB pages when it has
-    /// transparent huge pages (the advice is refused when they are off, so that case is only
-    /// reported), and nothing is advised for a buffer too small to hold one.
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    #[test]
-    fn huge_page_advice_is_taken() {
-        let mut small: Vec<f64> = Vec::with_capacity(1000);
-        assert!(!advise_huge_pages(small.spare_capacity_mut()));
-        let mut large: Vec<f64> = Vec::with_capacity(1 << 20);
-        let taken = advise_huge_pages(large.spare_capacity_mut());
-        let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
-        match mode {
-            Ok(mode) if !mode.contains("[never]") => assert!(taken, "THP mode {mode}"),
-            _ => eprintln!("transparent huge pages are off: the advice was not exercised"),
         }
     }
 }
