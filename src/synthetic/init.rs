@@ -334,8 +334,8 @@ impl BlockLayout {
     pub fn len(self, (height, width): (usize, usize)) -> usize {
         match self {
             BlockLayout::Transposed => height * width,
-            BlockLayout::RowPanels { size: mr } => height.div_ceil(mr) * mr * width,
-            BlockLayout::ColumnPanels { size: mr } => width.div_ceil(mr) * mr * height,
+            BlockLayout::RowPanels { size } => height.div_ceil(size) * size * width,
+            BlockLayout::ColumnPanels { size } => width.div_ceil(size) * size * height,
         }
     }
 
@@ -343,10 +343,10 @@ impl BlockLayout {
     fn row_offset(self, i: usize, (height, width): (usize, usize)) -> usize {
         match self {
             BlockLayout::Transposed => i,
-            BlockLayout::RowPanels { size: mr } => i / mr * width * mr + i % mr,
-            BlockLayout::ColumnPanels { size: mr } => {
+            BlockLayout::RowPanels { size } => i / size * width * size + i % size,
+            BlockLayout::ColumnPanels { size } => {
                 debug_assert!(i < height);
-                i * mr
+                i * size
             }
         }
     }
@@ -355,8 +355,8 @@ impl BlockLayout {
     fn col_offset(self, j: usize, (height, _): (usize, usize)) -> usize {
         match self {
             BlockLayout::Transposed => j * height,
-            BlockLayout::RowPanels { size: mr } => j * mr,
-            BlockLayout::ColumnPanels { size: mr } => j / mr * height * mr + j % mr,
+            BlockLayout::RowPanels { size } => j * size,
+            BlockLayout::ColumnPanels { size } => j / size * height * size + j % size,
         }
     }
 
@@ -374,8 +374,8 @@ impl BlockLayout {
             let index = first + done;
             let room = match self {
                 BlockLayout::Transposed => values.len(),
-                BlockLayout::RowPanels { size: mr } | BlockLayout::ColumnPanels { size: mr } => {
-                    mr - index % mr
+                BlockLayout::RowPanels { size } | BlockLayout::ColumnPanels { size } => {
+                    size - index % size
                 }
             };
             let run = &values[done..(done + room).min(values.len())];
@@ -394,15 +394,15 @@ impl BlockLayout {
         let shape = (height, width);
         match self {
             BlockLayout::Transposed => {}
-            BlockLayout::RowPanels { size: mr } => {
-                for i in height..height.next_multiple_of(mr) {
+            BlockLayout::RowPanels { size } => {
+                for i in height..height.next_multiple_of(size) {
                     for j in 0..width {
                         out[self.offset((i, j), shape)] = T::ZERO;
                     }
                 }
             }
-            BlockLayout::ColumnPanels { size: mr } => {
-                for j in width..width.next_multiple_of(mr) {
+            BlockLayout::ColumnPanels { size } => {
+                for j in width..width.next_multiple_of(size) {
                     for i in 0..height {
                         out[self.offset((i, j), shape)] = T::ZERO;
                     }

@@ -100,7 +100,9 @@ pub use direct::{
 /// more than the second core brings.
 pub const GEMM_PARALLEL_MIN_MULADDS: usize = 1 << 21;
 
-/// The microkernel family a GEMM call runs with.
+/// The microkernel family a GEMM call runs with, and with it the f64 level-2 kernels (GEMV,
+/// GER then GEMV, the Gram-Schmidt projections: `Avx512` runs them on 512-bit vectors with
+/// the portable kernels' bits, see `level2_avx512.rs`).
 ///
 /// Chosen once per process by [`kernel_variant`]: `Avx512` when the CPU has AVX-512F (x86-64
 /// only; detected at run time, so an x86-64-v3 build uses it on AVX-512 machines), `Portable`
