@@ -240,7 +240,9 @@ impl InitSource {
                         // (f64's NR is 16): converted straight into place.
                         let full = lanes == 16 && width == 16;
                         match layout {
-                            BlockLayout::RowPanels { size: 16 } if full && group % 16 == 0 => {
+                            BlockLayout::RowPanels { size: 16 }
+                                if full && group.is_multiple_of(16) =>
+                            {
                                 // word-major, as the words come
                                 let at = layout.offset((group, col0), shape);
                                 for (o, &u) in out[at..][..256].iter_mut().zip(&words) {
@@ -248,7 +250,9 @@ impl InitSource {
                                 }
                                 continue;
                             }
-                            BlockLayout::ColumnPanels { size: 16 } if full && col0 % 16 == 0 => {
+                            BlockLayout::ColumnPanels { size: 16 }
+                                if full && col0.is_multiple_of(16) =>
+                            {
                                 // stream-major: the words transposed
                                 let at = layout.offset((group, col0), shape);
                                 for (l, row) in out[at..][..256].chunks_exact_mut(16).enumerate() {
