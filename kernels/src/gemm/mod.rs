@@ -19,6 +19,10 @@
 //!                                                        panel, 1 afterwards)
 //! ```
 //!
+//! [`gemm_prepacked_b`] runs the same loops on a B block its caller has already packed (one
+//! depth panel): a caller that generates B, such as the start-up's random `W_0`, writes each
+//! value straight into its micro-panel.
+//!
 //! When the B block is narrow (at most `IN_PLACE_A_MAX_STRIPS` micro-panels, so a packed A
 //! micro-panel would be used only a few times), the kernels read whole MR-row strips of
 //! `op(A)` in place instead and only a last partial strip is packed: the same FMA chains, so
@@ -373,14 +377,9 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
 ) {
     check_shapes(&a, &b, &c);
     let (m, k, n, ldc) = (a.rows(), a.cols(), b.cols(), c.ld());
-    if m == 0 || n == 0 {
+    let Some(c) = product_storage(c, (m, n, k), alpha, beta) else {
         return;
-    }
-    let c = &mut c.into_data()[..(m - 1) * ldc + n];
-    if k == 0 || alpha == S::ZERO {
-        scale_c(beta, c, m, n, ldc);
-        return;
-    }
+    };
     // small and skinny products: no packing (`gemm/direct.rs`)
     if use_direct(b.trans(), m, n, k) {
         direct::gemm_direct(alpha, a, b, beta, MatMut::with_ld(c, m, n, ldc));
@@ -449,15 +448,31 @@ fn prepacked_b<S: GemmScalar>(
         c.rows(),
         c.cols()
     );
-    if m == 0 || n == 0 {
+    let Some(c) = product_storage(c, (m, n, k), alpha, beta) else {
         return;
+    };
+    packed_path(alpha, a, BSource::Packed(b_panels), n, beta, c, ldc);
+}
+
+/// C's storage (through its last element) for an `m x n x k` product with something to
+/// multiply, or `None` once the degenerate products are done: nothing to write (`m` or `n`
+/// zero), or `C <- beta C` without reading A or B (`k` or `alpha` zero, the BLAS convention).
+fn product_storage<S: Float>(
+    c: MatMut<'_, S>,
+    (m, n, k): (usize, usize, usize),
+    alpha: S,
+    beta: S,
+) -> Option<&mut [S]> {
+    let ldc = c.ld();
+    if m == 0 || n == 0 {
+        return None;
     }
     let c = &mut c.into_data()[..(m - 1) * ldc + n];
     if k == 0 || alpha == S::ZERO {
         scale_c(beta, c, m, n, ldc);
-        return;
+        return None;
     }
-    packed_path(alpha, a, BSource::Packed(b_panels), n, beta, c, ldc);
+    Some(c)
 }
 
 /// The packed, blocked loops of [`gemm_packed`] for a product with at least one row, column and
