@@ -323,7 +323,7 @@ pub fn ger_finite_gemv<T: Float>(
             if let Some(avx512) = avx512 {
                 let (x, y, v): (&[f64], &[f64], &[f64]) = (cast(x), cast(y), cast(v));
                 let (a, z): (&mut [f64], &mut [f64]) = (cast_mut(a), cast_mut(z));
-                return avx512.ger_finite_gemv_rows(same(alpha), x, y, a, lda, v, z);
+                return avx512.ger_finite_gemv_rows(same(alpha), (x, y), a, lda, v, z);
             }
             let mut finite = true;
             let mut i = 0;

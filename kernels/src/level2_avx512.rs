@@ -103,12 +103,10 @@ impl Avx512 {
     /// `A_ij <- fma(alpha x_i, y_j, A_ij)` (unfused on the last `n % 4`), then `z_i <- A_i v`;
     /// returns whether every updated entry is finite (the values of `level2::ger_finite_gemv`
     /// on one row block).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn ger_finite_gemv_rows(
         self,
         alpha: f64,
-        x: &[f64],
-        y: &[f64],
+        (x, y): (&[f64], &[f64]),
         a: &mut [f64],
         lda: usize,
         v: &[f64],
