@@ -47,7 +47,7 @@ pub mod threading;
 pub use activation::{gelu, gelu_backward, gelu_with_derivative};
 pub use attention::{attention_backward, attention_forward, AttentionShape};
 pub use float::Float;
-pub use gemm::{gemm, matmul};
+pub use gemm::{gemm, matmul, SINGLE_PASS_DEPTH};
 pub use level1::{axpy, axpy_finite, col_sums, dot, row_sums, scale, sum};
 pub use level2::{gemv, ger, ger_finite};
 pub use matrix::{MatMut, MatRef, Transpose};

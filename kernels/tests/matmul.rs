@@ -7,8 +7,10 @@ mod common;
 
 use common::{bits, check, operands, random, run_entry, Case, ALPHAS, BETAS, TRANSPOSES};
 
-use benign_kernels::gemm::GemmPath;
-use benign_kernels::{gemm, gemv, ger, matmul, Float, MatMut, MatRef, Transpose};
+use benign_kernels::gemm::{with_gemm_path, with_kernel_variant, GemmPath, KernelVariant};
+use benign_kernels::{
+    gemm, gemv, ger, matmul, Float, MatMut, MatRef, Transpose, SINGLE_PASS_DEPTH,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -121,4 +123,60 @@ fn every_rule_picks_its_kernel_f32() {
 #[test]
 fn every_rule_picks_its_kernel_f64() {
     every_rule::<f64>();
+}
+
+/// At depths up to `SINGLE_PASS_DEPTH`, `matmul(-lr, L^T, R, 1, W)` is bit for bit
+/// `W - lr G` with `G = matmul(1, L^T, R, 0, _)`, the promise SGD relies on to fold its update
+/// into the product: on both paths (direct and packed), every kernel variant, 1 and 3 threads,
+/// at the shallowest and deepest such depths and across tile and block edges.
+fn folds_an_update<T: Float>(kernel: KernelVariant) {
+    let lr = T::from_f64(0.0123);
+    let shapes = [
+        (2, 2, 2),
+        (20, 2000, 20),
+        (161, 37, 7),
+        (300, 290, SINGLE_PASS_DEPTH),
+        (13, 529, SINGLE_PASS_DEPTH - 1),
+    ];
+    for (rows, cols, depth) in shapes {
+        let mut rng = ChaCha8Rng::seed_from_u64((rows * 7 + cols * 3 + depth) as u64);
+        let left = random::<T>(&mut rng, depth * rows, 1.0);
+        let right = random::<T>(&mut rng, depth * cols, 1.0);
+        let w0 = random::<T>(&mut rng, rows * cols, 1.0);
+        let l = MatRef::new(&left, depth, rows).transpose();
+        let r = MatRef::new(&right, depth, cols);
+        for path in [GemmPath::Auto, GemmPath::Packed, GemmPath::Direct] {
+            for threads in [1, 3] {
+                let (fused, separate) = common::pool(threads).install(|| {
+                    with_kernel_variant(kernel, || {
+                        with_gemm_path(path, || {
+                            let mut fused = w0.clone();
+                            matmul(
+                                T::ZERO - lr,
+                                l,
+                                r,
+                                T::ONE,
+                                MatMut::new(&mut fused, rows, cols),
+                            );
+                            let mut g = vec![T::ZERO; rows * cols];
+                            matmul(T::ONE, l, r, T::ZERO, MatMut::new(&mut g, rows, cols));
+                            let separate: Vec<T> =
+                                w0.iter().zip(&g).map(|(&w, &g)| w - lr * g).collect();
+                            (fused, separate)
+                        })
+                    })
+                });
+                assert_eq!(
+                    bits(&fused),
+                    bits(&separate),
+                    "{kernel:?} {path:?}, {threads} threads, {rows} x {cols} of depth {depth}"
+                );
+            }
+        }
+    }
+}
+
+common::tests_per_kernel_variant! {
+    single_pass_depth_folds_an_update_f32 => folds_an_update::<f32>();
+    single_pass_depth_folds_an_update_f64 => folds_an_update::<f64>();
 }

@@ -35,7 +35,7 @@ pub mod params;
 pub mod tape;
 pub mod tensor;
 
-pub use gradients::{sum_chunk_gradients, GradEntry, Gradients};
+pub use gradients::{sum_chunk_gradients, Factors, GradEntry, Gradients, ParamGrad};
 pub use ops::attention::AttentionOutput;
 pub use optim::{clip_grad_norm, AdamW, Sgd};
 pub use params::{GroupId, ParamGroup, ParamId, ParamStore};

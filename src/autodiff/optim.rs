@@ -7,7 +7,7 @@
 use benign_kernels::Float;
 use rayon::prelude::*;
 
-use super::gradients::Gradients;
+use super::gradients::{Gradients, ParamGrad};
 use super::params::{ParamId, ParamStore};
 
 fn lr_and_decay<T: Float>(
@@ -33,12 +33,14 @@ fn for_each_update<T: Float, S>(
     grads: &Gradients<T>,
     (lr, weight_decay): (f64, f64),
     states: &mut Vec<Option<S>>,
-    mut update: impl FnMut(&mut Option<S>, &mut [T], &[T], f64, f64) -> bool,
+    mut update: impl FnMut(&mut Option<S>, &mut [T], ParamGrad<'_, T>, f64, f64) -> bool,
 ) -> Result<(), ParamId> {
     states.resize_with(store.len(), || None);
     let ids: Vec<ParamId> = store.ids().collect();
     for id in ids {
-        let Some(g) = grads.param(id) else { continue };
+        let Some(g) = grads.param_grad(id) else {
+            continue;
+        };
         if !store.is_trainable(id) {
             continue;
         }
@@ -55,6 +57,21 @@ fn for_each_update<T: Float, S>(
         }
     }
     Ok(())
+}
+
+/// [`for_each_update`] for rules that read the gradient element by element: a gradient held
+/// as [`Factors`](super::Factors) is formed in a scratch buffer first.
+fn for_each_dense_update<T: Float, S>(
+    store: &mut ParamStore<T>,
+    grads: &Gradients<T>,
+    defaults: (f64, f64),
+    states: &mut Vec<Option<S>>,
+    mut update: impl FnMut(&mut Option<S>, &mut [T], &[T], f64, f64) -> bool,
+) -> Result<(), ParamId> {
+    let mut scratch = Vec::new();
+    for_each_update(store, grads, defaults, states, |state, p, g, lr, wd| {
+        update(state, p, g.dense(&mut scratch), lr, wd)
+    })
 }
 
 /// Stochastic gradient descent with momentum and (L2, coupled) weight decay, as `torch.optim.SGD`
@@ -100,7 +117,7 @@ impl<T: Float> Sgd<T> {
     pub fn step(&mut self, store: &mut ParamStore<T>, grads: &Gradients<T>) {
         let mu = T::from_f64(self.momentum);
         let defaults = (self.lr, self.weight_decay);
-        let applied = for_each_update(
+        let applied = for_each_dense_update(
             store,
             grads,
             defaults,
@@ -141,18 +158,28 @@ impl<T: Float> Sgd<T> {
     /// count never changes a bit): on error the parameters before the reported one, and chunks of
     /// it, are already updated, and the caller is expected to abandon the state (a run stops at
     /// a non-finite gradient). With momentum every gradient is checked before any update.
+    ///
+    /// A gradient held as [`Factors`](super::Factors) (from [`Tape::backward_factored`]) is applied without
+    /// being formed, as one GEMM `p <- p - lr L^T R` into the parameter, when there is no weight
+    /// decay and the factors bound every element of the product below overflow
+    /// ([`Factors::certainly_finite`](super::Factors::certainly_finite)): bit for bit the update of the formed gradient, for every
+    /// finite parameter. Otherwise it is formed and checked as any other.
+    ///
+    /// [`Tape::backward_factored`]: super::Tape::backward_factored
     pub fn step_finite(
         &mut self,
         store: &mut ParamStore<T>,
         grads: &Gradients<T>,
     ) -> Result<(), ParamId> {
+        let mut scratch = Vec::new();
         if self.momentum != 0.0 {
-            let applied = |id: &ParamId| store.is_trainable(*id) && grads.param(*id).is_some();
+            let applied = |id: &ParamId| store.is_trainable(*id) && grads.param_grad(*id).is_some();
             let ids: Vec<ParamId> = store.ids().filter(applied).collect();
-            if let Some(&bad) = ids
-                .iter()
-                .find(|&&id| !grads.param(id).is_some_and(all_finite))
-            {
+            if let Some(&bad) = ids.iter().find(|&&id| {
+                !grads
+                    .param_grad(id)
+                    .is_some_and(|g| all_finite(g.dense(&mut scratch)))
+            }) {
                 return Err(bad);
             }
             self.step(store, grads);
@@ -163,6 +190,14 @@ impl<T: Float> Sgd<T> {
         let mut stateless: Vec<Option<()>> = Vec::new();
         for_each_update(store, grads, defaults, &mut stateless, |_, p, g, lr, wd| {
             let (lr, wd) = (T::from_f64(lr), T::from_f64(wd));
+            if let ParamGrad::Factored(f) = g {
+                // `p - lr (g + 0 p)` is `p - lr g` for a finite p, whatever the signs of zeros.
+                if wd == T::ZERO && f.certainly_finite() {
+                    f.apply(T::ZERO - lr, T::ONE, p);
+                    return true;
+                }
+            }
+            let g = g.dense(&mut scratch);
             p.par_chunks_mut(CHECKED_CHUNK)
                 .zip(g.par_chunks(CHECKED_CHUNK))
                 .all(|(p, g)| {
@@ -270,7 +305,7 @@ impl<T: Float> AdamW<T> {
             T::from_f64(self.eps),
         );
         let defaults = (self.lr, self.weight_decay);
-        let applied = for_each_update(
+        let applied = for_each_dense_update(
             store,
             grads,
             defaults,
@@ -324,6 +359,7 @@ impl<T: Float> AdamW<T> {
 /// Scales all gradients by `max_norm / (norm + 1e-6)` when their global L2 norm exceeds
 /// `max_norm` (as `torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping.
 pub fn clip_grad_norm<T: Float>(grads: &mut Gradients<T>, max_norm: f64) -> f64 {
+    grads.densify();
     let total: f64 = grads
         .entries()
         .iter()
@@ -343,7 +379,7 @@ pub fn clip_grad_norm<T: Float>(grads: &mut Gradients<T>, max_norm: f64) -> f64 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autodiff::gradients::GradEntry;
+    use crate::autodiff::gradients::{Factors, GradEntry};
     use crate::autodiff::Tensor;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -360,6 +396,109 @@ mod tests {
             entries.push(GradEntry::new(i, Some(id), draw(len)));
         }
         (store, Gradients::new(0, entries))
+    }
+
+    /// Two `rows x cols` parameters whose gradients are held as factors of depth 20 (the first
+    /// with signed zeros in both the parameter and the factors), beside a plain one; and the
+    /// same gradients formed.
+    fn factored_setup(seed: u64) -> (ParamStore<f32>, Gradients<f32>, Gradients<f32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| match i % 11 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => rng.random_range(-2.0..2.0),
+                })
+                .collect()
+        };
+        let (depth, rows, cols) = (20, 30, 70);
+        let mut store = ParamStore::new();
+        let (mut factored, mut formed) = (Vec::new(), Vec::new());
+        for i in 0..2 {
+            let id = store.add(
+                &format!("w{i}"),
+                Tensor::new(&[rows, cols], draw(rows * cols)),
+            );
+            let f = Factors::new(draw(depth * rows), draw(depth * cols), depth, rows, cols);
+            formed.push(GradEntry::new(i, Some(id), f.form()));
+            factored.push(GradEntry::factored(i, Some(id), f));
+        }
+        let id = store.add("b", Tensor::new(&[9], draw(9)));
+        let g = draw(9);
+        formed.push(GradEntry::new(2, Some(id), g.clone()));
+        factored.push(GradEntry::new(2, Some(id), g));
+        (
+            store,
+            Gradients::new(0, factored),
+            Gradients::new(0, formed),
+        )
+    }
+
+    /// A gradient held as factors updates the parameters bit for bit as the formed gradient
+    /// does: through the one-GEMM update (plain SGD) and through the formed path (weight
+    /// decay, momentum), on 1 and 3 threads, over two steps.
+    #[test]
+    fn factored_gradients_update_as_formed_ones() {
+        for (momentum, weight_decay) in [(0.0, 0.0), (0.0, 0.03), (0.9, 0.0)] {
+            let make = || sgd(momentum, weight_decay);
+            let (mut expected, _, formed) = factored_setup(3);
+            let mut sgd = make();
+            sgd.step_finite(&mut expected, &formed).unwrap();
+            sgd.step_finite(&mut expected, &formed).unwrap();
+            for threads in [1, 3] {
+                let (mut store, factored, _) = factored_setup(3);
+                let mut sgd = make();
+                in_pool(threads, || {
+                    sgd.step_finite(&mut store, &factored).unwrap();
+                    sgd.step_finite(&mut store, &factored).unwrap();
+                });
+                let bits = |s: &ParamStore<f32>| -> Vec<Vec<u32>> {
+                    values(s)
+                        .iter()
+                        .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                        .collect()
+                };
+                assert_eq!(
+                    bits(&store),
+                    bits(&expected),
+                    "momentum {momentum}, wd {weight_decay}, {threads} threads"
+                );
+            }
+        }
+    }
+
+    /// A factor holding a non-finite value, or finite factors whose product overflows, names
+    /// the parameter as a formed non-finite gradient would.
+    #[test]
+    fn factored_gradients_that_are_not_finite_are_refused() {
+        let (depth, rows, cols) = (4, 3, 5);
+        let cases: [(f32, f32); 3] = [(f32::NAN, 1.0), (f32::INFINITY, 1.0), (3e19, 3e19)];
+        for (left, right) in cases {
+            let mut store = ParamStore::<f32>::new();
+            let first = store.add("first", Tensor::new(&[2], vec![1.0, 2.0]));
+            let id = store.add("w", Tensor::new(&[rows, cols], vec![0.5; rows * cols]));
+            let mut l = vec![1.0; depth * rows];
+            l[5] = left;
+            let f = Factors::new(l, vec![right; depth * cols], depth, rows, cols);
+            assert!(!f.certainly_finite());
+            let grads = Gradients::new(
+                0,
+                vec![
+                    GradEntry::new(0, Some(first), vec![0.25, 0.5]),
+                    GradEntry::factored(1, Some(id), f),
+                ],
+            );
+            let result = Sgd::new(0.1).step_finite(&mut store, &grads);
+            assert_eq!(result, Err(id), "factors {left} and {right}");
+        }
+    }
+
+    /// The SGD the step tests compare, at learning rate 0.07.
+    fn sgd(momentum: f64, weight_decay: f64) -> Sgd<f32> {
+        Sgd::new(0.07)
+            .with_momentum(momentum)
+            .with_weight_decay(weight_decay)
     }
 
     fn values(store: &ParamStore<f32>) -> Vec<Vec<f32>> {
@@ -379,11 +518,7 @@ mod tests {
     #[test]
     fn step_finite_is_step_on_finite_gradients() {
         for (momentum, weight_decay) in [(0.0, 0.0), (0.0, 0.03), (0.9, 0.01)] {
-            let make = || {
-                Sgd::<f32>::new(0.07)
-                    .with_momentum(momentum)
-                    .with_weight_decay(weight_decay)
-            };
+            let make = || sgd(momentum, weight_decay);
             let (mut expected, grads) = setup(1);
             let mut sgd = make();
             sgd.step(&mut expected, &grads);

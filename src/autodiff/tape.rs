@@ -14,9 +14,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use benign_kernels::{self as kernels, Float};
+use benign_kernels::{self as kernels, Float, MatMut, MatRef};
 
-use super::gradients::{GradEntry, Gradients};
+use super::gradients::{Factors, GradEntry, Gradients};
+use super::ops::matmul::product;
 use super::ops::Op;
 use super::params::{ParamId, ParamStore};
 use super::tensor::{Shape, Tensor};
@@ -149,6 +150,10 @@ pub struct Tape<T: Float> {
     pub(crate) pool: Pool<T>,
     needed: Vec<bool>,
     grads: Vec<Option<Vec<T>>>,
+    /// Per node, how many recorded edges of needed ops read it (only for a factored pass).
+    consumers: Vec<u32>,
+    /// Gradients kept as factors during a factored pass, by node.
+    factored: Vec<(usize, Factors<T>)>,
 }
 
 impl<T: Float> Default for Tape<T> {
@@ -167,6 +172,8 @@ impl<T: Float> Tape<T> {
             pool: Pool::new(),
             needed: Vec::new(),
             grads: Vec::new(),
+            consumers: Vec::new(),
+            factored: Vec::new(),
         }
     }
 
@@ -248,8 +255,12 @@ impl<T: Float> Tape<T> {
 
     /// Hands every gradient buffer back to the pool.
     pub fn recycle_gradients(&mut self, grads: Gradients<T>) {
-        for e in grads.into_entries() {
-            self.pool.put(e.grad);
+        for buf in grads
+            .into_entries()
+            .into_iter()
+            .flat_map(GradEntry::into_buffers)
+        {
+            self.pool.put(buf);
         }
     }
 
@@ -479,7 +490,20 @@ impl<T: Float> Tape<T> {
     pub fn backward(&mut self, loss: Var) -> Gradients<T> {
         self.check_scalar(loss);
         let seed = [T::ONE];
-        self.backward_from(loss, &seed, None)
+        self.backward_pass(loss, &seed, None, false)
+    }
+
+    /// [`Tape::backward`], keeping as [`Factors`] the gradient of every parameter that one
+    /// shallow product determines: a parameter read by a single op whose backward rule forms
+    /// its gradient as `L^T R` of depth at most [`benign_kernels::SINGLE_PASS_DEPTH`] (the
+    /// weight of a linear layer, or the right operand of a matrix product, applied to a few
+    /// rows). [`Sgd::step_finite`](super::Sgd::step_finite) applies such a gradient in one GEMM
+    /// on the parameter, bit-identical to forming it first; other readers form it
+    /// ([`Gradients::densify`]).
+    pub fn backward_factored(&mut self, loss: Var) -> Gradients<T> {
+        self.check_scalar(loss);
+        let seed = [T::ONE];
+        self.backward_pass(loss, &seed, None, true)
     }
 
     /// Gradients of a scalar `loss` with respect to the listed leaves only; parts of the graph
@@ -487,7 +511,7 @@ impl<T: Float> Tape<T> {
     pub fn backward_wrt(&mut self, loss: Var, wrt: &[Var]) -> Gradients<T> {
         self.check_scalar(loss);
         let seed = [T::ONE];
-        self.backward_from(loss, &seed, Some(wrt))
+        self.backward_pass(loss, &seed, Some(wrt), false)
     }
 
     fn check_scalar(&self, loss: Var) {
@@ -503,6 +527,16 @@ impl<T: Float> Tape<T> {
     /// (all leaves requiring a gradient when `None`). The tape's values are not modified, so
     /// backward may run any number of times.
     pub fn backward_from(&mut self, output: Var, seed: &[T], wrt: Option<&[Var]>) -> Gradients<T> {
+        self.backward_pass(output, seed, wrt, false)
+    }
+
+    fn backward_pass(
+        &mut self,
+        output: Var,
+        seed: &[T],
+        wrt: Option<&[Var]>,
+        factor: bool,
+    ) -> Gradients<T> {
         let out = self.check(output);
         assert_eq!(
             seed.len(),
@@ -553,6 +587,19 @@ impl<T: Float> Tape<T> {
             self.pool.put(grad);
         }
         self.grads.resize_with(count, || None);
+        self.consumers.clear();
+        if factor {
+            self.consumers.resize(count, 0);
+            for (node, _) in self.nodes[..count]
+                .iter()
+                .zip(&self.needed)
+                .filter(|(_, &n)| n)
+            {
+                if let Some(op) = &node.op {
+                    op.inputs(&mut |j| self.consumers[j] += 1);
+                }
+            }
+        }
         if self.needed[out] {
             let mut buf = self.pool.take(seed.len());
             buf.copy_from_slice(seed);
@@ -562,6 +609,8 @@ impl<T: Float> Tape<T> {
             nodes: &self.nodes,
             needed: &self.needed,
             grads: &mut self.grads,
+            consumers: &self.consumers,
+            factored: &mut self.factored,
             pool: &mut self.pool,
         };
         let nodes = ctx.nodes;
@@ -578,13 +627,24 @@ impl<T: Float> Tape<T> {
             op.backward(&mut ctx, i, &dy);
             ctx.pool.put(dy);
         }
+        let mut factored = std::mem::take(&mut self.factored);
         let entries = wanted_leaves
             .into_iter()
             .filter_map(|i| {
+                let param = self.nodes[i].param;
+                if let Some(pos) = factored.iter().position(|&(node, _)| node == i) {
+                    let (_, factors) = factored.swap_remove(pos);
+                    return Some(GradEntry::factored(i, param, factors));
+                }
                 let grad = self.grads[i].take()?;
-                Some(GradEntry::new(i, self.nodes[i].param, grad))
+                Some(GradEntry::new(i, param, grad))
             })
             .collect();
+        debug_assert!(
+            factored.is_empty(),
+            "factors are kept for wanted leaves only"
+        );
+        self.factored = factored;
         Gradients::new(self.generation, entries)
     }
 }
@@ -594,6 +654,9 @@ pub(crate) struct BackwardCtx<'a, T> {
     nodes: &'a [Node<T>],
     needed: &'a [bool],
     grads: &'a mut Vec<Option<Vec<T>>>,
+    /// Empty unless the pass keeps factors (see [`Tape::backward_factored`]).
+    consumers: &'a [u32],
+    factored: &'a mut Vec<(usize, Factors<T>)>,
     pub(crate) pool: &'a mut Pool<T>,
 }
 
@@ -625,6 +688,44 @@ impl<'a, T: Float> BackwardCtx<'a, T> {
             self.grads[i] = Some(self.pool.take(len));
         }
         (self.grads[i].as_mut().expect("just set"), fresh)
+    }
+
+    /// Adds `L^T R` to the gradient of node `i` (`rows x cols`), where `L` is `depth x rows` and
+    /// `R` is `depth x cols`, both row-major: kept as [`Factors`] in a factored pass when this is
+    /// the only contribution a parameter receives and the shape allows it, else computed by
+    /// [`product`] as every other contribution.
+    pub(crate) fn add_transposed_product(
+        &mut self,
+        i: usize,
+        (left, right): (&[T], &[T]),
+        depth: usize,
+        (rows, cols): (usize, usize),
+    ) {
+        let only_contribution = self.consumers.get(i) == Some(&1) && self.grads[i].is_none();
+        let leaf_param = self.nodes[i].op.is_none() && self.nodes[i].param.is_some();
+        if only_contribution && leaf_param && Factors::<T>::fits(depth, rows, cols) {
+            let copy = |pool: &mut Pool<T>, v: &[T]| {
+                let mut buf = pool.take(v.len());
+                buf.copy_from_slice(v);
+                buf
+            };
+            let factors = Factors::new(
+                copy(self.pool, left),
+                copy(self.pool, right),
+                depth,
+                rows,
+                cols,
+            );
+            self.factored.push((i, factors));
+            return;
+        }
+        let (g, fresh) = self.grad(i);
+        product(
+            MatRef::new(left, depth, rows).transpose(),
+            MatRef::new(right, depth, cols),
+            if fresh { T::ZERO } else { T::ONE },
+            MatMut::new(g, rows, cols),
+        );
     }
 
     /// Adds `contribution` to the gradient of `i`, moving it in when it is the first one.

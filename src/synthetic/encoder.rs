@@ -287,7 +287,8 @@ impl<T: Float> EncoderTrainer<T> {
                 value: loss_value,
             });
         }
-        let grads = self.tape.backward(loss);
+        // The weights' gradients stay factored: SGD applies each as one GEMM into the weight.
+        let grads = self.tape.backward_factored(loss);
         // Cleared first, so that the parameters are no longer shared and update in place.
         self.tape.clear();
         // Every gradient is a parameter's (the tokens are constants), checked as it is applied.

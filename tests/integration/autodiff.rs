@@ -3,7 +3,9 @@
 
 use benign::attention_model::closed_form::{self as attention, TokenShape};
 use benign::attention_model::tape as attention_tape;
-use benign::autodiff::{clip_grad_norm, AdamW, ParamGroup, ParamStore, Sgd, Tape, Tensor};
+use benign::autodiff::{
+    clip_grad_norm, AdamW, ParamGrad, ParamGroup, ParamStore, Sgd, Tape, Tensor,
+};
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + b.abs())
@@ -624,4 +626,78 @@ fn gradients_are_found_by_parameter_and_chunks_sum_by_parameter() {
     assert_eq!(sum.param(a).unwrap(), &[9.0, 12.0]);
     assert_eq!(sum.param(b).unwrap(), &[3.0, 6.0]);
     assert_eq!(sum.param(c).unwrap(), &[66.0]);
+}
+
+/// What one pass of [`factored_network`] gives, as bits: each parameter's formed gradient, each
+/// parameter after one plain SGD step, and which gradients the pass held as factors.
+#[derive(Debug, PartialEq)]
+struct NetworkStep {
+    gradients: Vec<Option<Vec<u64>>>,
+    params: Vec<Vec<u64>>,
+    held_as_factors: Vec<bool>,
+}
+
+/// A small network whose parameters cover each case of `backward_factored`: a linear weight
+/// and a product's right operand read once on 6 rows (kept as factors), a bias, a weight read
+/// twice and a weight applied to one row (formed), through a factored or a plain pass.
+fn factored_network(factored: bool) -> NetworkStep {
+    let draw = |n: usize, phase: f64| -> Vec<f64> {
+        (0..n).map(|i| (0.37 * i as f64 + phase).sin()).collect()
+    };
+    let mut store = ParamStore::<f64>::new();
+    let ids = [
+        store.add("linear", Tensor::new(&[5, 7], draw(35, 0.1))),
+        store.add("bias", Tensor::new(&[5], draw(5, 0.2))),
+        store.add("right", Tensor::new(&[5, 4], draw(20, 0.3))),
+        store.add("twice", Tensor::new(&[4, 4], draw(16, 0.4))),
+        store.add("one_row", Tensor::new(&[3, 4], draw(12, 0.5))),
+    ];
+    let mut tape = Tape::new();
+    let [linear, bias, right, twice, one_row] = ids.map(|id| tape.param(&store, id));
+    let x = tape.constant(&[6, 7], &draw(42, 0.6));
+    let h = tape.linear_gelu(x, linear, Some(bias));
+    let r = tape.matmul(h, right);
+    let r = tape.matmul(r, twice);
+    let r = tape.linear(r, twice, None);
+    let last = tape.mean_axis(r, 0);
+    let last = tape.reshape(last, &[1, 4]);
+    let out = tape.linear(last, one_row, None);
+    let loss = tape.mean_all(out);
+    let mut grads = if factored {
+        tape.backward_factored(loss)
+    } else {
+        tape.backward(loss)
+    };
+    let held_as_factors: Vec<bool> = ids
+        .iter()
+        .map(|&id| {
+            grads
+                .param_grad(id)
+                .is_some_and(|g| matches!(g, ParamGrad::Factored(_)))
+        })
+        .collect();
+    tape.clear();
+    Sgd::new(0.3).step_finite(&mut store, &grads).unwrap();
+    let to_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let params = ids.iter().map(|&id| to_bits(store.value(id))).collect();
+    grads.densify();
+    let gradients = ids.iter().map(|&id| grads.param(id).map(to_bits)).collect();
+    NetworkStep {
+        gradients,
+        params,
+        held_as_factors,
+    }
+}
+
+#[test]
+fn factored_backward_keeps_the_shallow_weight_gradients_and_changes_no_bit() {
+    let plain = factored_network(false);
+    let factored = factored_network(true);
+    assert_eq!(plain.held_as_factors, [false; 5]);
+    assert_eq!(factored.held_as_factors, [true, false, true, false, false]);
+    assert_eq!(
+        factored.gradients, plain.gradients,
+        "formed factors against plain gradients"
+    );
+    assert_eq!(factored.params, plain.params, "one SGD step");
 }

@@ -280,6 +280,36 @@ pub fn gemm<T: Float>(alpha: T, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: T, c: 
     dispatch!(T, S => S::gemm(same(alpha), a.cast(), b.cast(), same(beta), c.cast()))
 }
 
+/// The deepest product that [`matmul`] writes to C in one pass, whatever the kernel: for
+/// `m, n >= 2` and `2 <= k <= SINGLE_PASS_DEPTH` (rule 5 below), each element of C is set once,
+/// to `fma(beta, c, alpha s)` with `alpha s` rounded first and `s` the element's sum of
+/// products, which depends on neither `alpha` nor `beta`. (Deeper products add each KC-deep
+/// panel's `alpha s_panel` to C in turn.) So at these depths `matmul(-lr, A, B, 1, W)` is, bit
+/// for bit, `W - lr G` with `G = matmul(1, A, B, 0, _)`: an optimizer can fold its update into
+/// the product that forms the gradient, and never write the gradient.
+pub const SINGLE_PASS_DEPTH: usize = {
+    const fn min(a: usize, b: usize) -> usize {
+        if a < b {
+            a
+        } else {
+            b
+        }
+    }
+    let depth = min(
+        <Portable as GemmKernel<f32>>::KC,
+        <Portable as GemmKernel<f64>>::KC,
+    );
+    #[cfg(target_arch = "x86_64")]
+    let depth = min(
+        depth,
+        min(
+            <Avx512 as GemmKernel<f32>>::KC,
+            <Avx512 as GemmKernel<f64>>::KC,
+        ),
+    );
+    depth
+};
+
 /// `C <- alpha op(A) op(B) + beta C` by the cheapest kernel for the shape, `op(A)` m x k,
 /// `op(B)` k x n, C m x n (row-major): the entry for products whose shapes are known only at run
 /// time, such as the autodiff tape's.

@@ -187,14 +187,8 @@ impl<T: Float> Op<T> for Linear {
             );
         }
         if ctx.needs(self.weight) {
-            let (dw, fresh) = ctx.grad(self.weight);
             // dW (out x in) = dz^T (out x rows) x (rows x in)
-            product(
-                MatRef::new(dz, rows, n_out).transpose(),
-                MatRef::new(x, rows, n_in),
-                beta(fresh),
-                MatMut::new(dw, n_out, n_in),
-            );
+            ctx.add_transposed_product(self.weight, (dz, x), rows, (n_out, n_in));
         }
         if let Some(b) = self.bias.filter(|&b| ctx.needs(b)) {
             let (db, fresh) = ctx.grad(b);

@@ -237,7 +237,10 @@ impl<T: Float> Op<T> for MatMul {
                 }
             });
         }
-        if ctx.needs(self.b) {
+        if ctx.needs(self.b) && self.batch == 1 && !self.ta && !self.tb {
+            // dB (k x n) = A^T dC, with A (m x k) and dC (m x n) stored row by row
+            ctx.add_transposed_product(self.b, (a, dc), m, (kk, n));
+        } else if ctx.needs(self.b) {
             let (db, fresh) = ctx.grad(self.b);
             self.for_each_entry(dc, (fresh, self.b_batched), |(ao, bo), beta, dcb| {
                 if self.tb {
