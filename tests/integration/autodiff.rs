@@ -639,7 +639,8 @@ struct NetworkStep {
 
 /// A small network whose parameters cover each case of `backward_factored`: a linear weight
 /// and a product's right operand read once on 6 rows (kept as factors), a bias, a weight read
-/// twice and a weight applied to one row (formed), through a factored or a plain pass.
+/// twice, a weight applied to one row and one applied to more rows than
+/// `SINGLE_PASS_DEPTH` (formed), through a factored or a plain pass.
 fn factored_network(factored: bool) -> NetworkStep {
     let draw = |n: usize, phase: f64| -> Vec<f64> {
         (0..n).map(|i| (0.37 * i as f64 + phase).sin()).collect()
@@ -651,9 +652,10 @@ fn factored_network(factored: bool) -> NetworkStep {
         store.add("right", Tensor::new(&[5, 4], draw(20, 0.3))),
         store.add("twice", Tensor::new(&[4, 4], draw(16, 0.4))),
         store.add("one_row", Tensor::new(&[3, 4], draw(12, 0.5))),
+        store.add("deep", Tensor::new(&[3, 4], draw(12, 0.7))),
     ];
     let mut tape = Tape::new();
-    let [linear, bias, right, twice, one_row] = ids.map(|id| tape.param(&store, id));
+    let [linear, bias, right, twice, one_row, deep] = ids.map(|id| tape.param(&store, id));
     let x = tape.constant(&[6, 7], &draw(42, 0.6));
     let h = tape.linear_gelu(x, linear, Some(bias));
     let r = tape.matmul(h, right);
@@ -662,7 +664,12 @@ fn factored_network(factored: bool) -> NetworkStep {
     let last = tape.mean_axis(r, 0);
     let last = tape.reshape(last, &[1, 4]);
     let out = tape.linear(last, one_row, None);
-    let loss = tape.mean_all(out);
+    // applied to more rows than a single-pass product is deep
+    let rows = benign_kernels::SINGLE_PASS_DEPTH + 1;
+    let deep_x = tape.constant(&[rows, 4], &draw(rows * 4, 0.8));
+    let deep_out = tape.linear(deep_x, deep, None);
+    let (out, deep_out) = (tape.mean_all(out), tape.mean_all(deep_out));
+    let loss = tape.add(out, deep_out);
     let mut grads = if factored {
         tape.backward_factored(loss)
     } else {
@@ -693,8 +700,11 @@ fn factored_network(factored: bool) -> NetworkStep {
 fn factored_backward_keeps_the_shallow_weight_gradients_and_changes_no_bit() {
     let plain = factored_network(false);
     let factored = factored_network(true);
-    assert_eq!(plain.held_as_factors, [false; 5]);
-    assert_eq!(factored.held_as_factors, [true, false, true, false, false]);
+    assert_eq!(plain.held_as_factors, [false; 6]);
+    assert_eq!(
+        factored.held_as_factors,
+        [true, false, true, false, false, false]
+    );
     assert_eq!(
         factored.gradients, plain.gradients,
         "formed factors against plain gradients"
