@@ -159,11 +159,12 @@ impl<T: Float> Sgd<T> {
     /// it, are already updated, and the caller is expected to abandon the state (a run stops at
     /// a non-finite gradient). With momentum every gradient is checked before any update.
     ///
-    /// A gradient held as [`Factors`](super::Factors) (from [`Tape::backward_factored`]) is applied without
-    /// being formed, as one GEMM `p <- p - lr L^T R` into the parameter, when there is no weight
-    /// decay and the factors bound every element of the product below overflow
-    /// ([`Factors::certainly_finite`](super::Factors::certainly_finite)): bit for bit the update of the formed gradient, for every
-    /// finite parameter. Otherwise it is formed and checked as any other.
+    /// A gradient held as [`Factors`](super::Factors) (from [`Tape::backward_factored`]) is
+    /// applied without being formed, as one GEMM `p <- p - lr L^T R` into the parameter, when
+    /// there is no weight decay and the factors bound every element of the product below
+    /// overflow ([`Factors::certainly_finite`](super::Factors::certainly_finite)): bit for bit
+    /// the update of the formed gradient, for every finite parameter. Otherwise it is formed
+    /// and checked as any other.
     ///
     /// [`Tape::backward_factored`]: super::Tape::backward_factored
     pub fn step_finite(
@@ -398,9 +399,9 @@ mod tests {
         (store, Gradients::new(0, entries))
     }
 
-    /// Two `rows x cols` parameters whose gradients are held as factors of depth 20 (the first
-    /// with signed zeros in both the parameter and the factors), beside a plain one; and the
-    /// same gradients formed.
+    /// Two `rows x cols` parameters whose gradients are held as factors of depth 20, beside a
+    /// plain one, every value drawn with zeros of both signs among them; and the same
+    /// gradients formed.
     fn factored_setup(seed: u64) -> (ParamStore<f32>, Gradients<f32>, Gradients<f32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut draw = |n: usize| -> Vec<f32> {
