@@ -818,6 +818,22 @@ mod tests {
         assert!(!InitSource::from_seed_with(7, d, InitKind::Gaussian).has_random_access());
     }
 
+    /// Asserts that both product forms give the same `A` and `H`, bit for bit.
+    fn assert_forms_agree<S: Float>(
+        variant: KernelVariant,
+        (d, r, block_rows): (usize, usize, usize),
+        threads: usize,
+    ) {
+        let [a_rows, h_rows, a_tiles, h_tiles] =
+            both_forms::<S>(variant, (d, r, block_rows), threads);
+        let case = format!(
+            "{}, {variant:?}, {block_rows} rows, {threads} threads",
+            S::NAME
+        );
+        assert_eq!(a_rows, a_tiles, "A, {case}");
+        assert_eq!(h_rows, h_tiles, "H, {case}");
+    }
+
     /// `A` and `H` of both product forms for one start-up, on a pool of `threads`.
     fn both_forms<S: Float>(
         variant: KernelVariant,
@@ -865,18 +881,10 @@ mod tests {
         for variant in kernel_variants() {
             for threads in [1, 2, 3] {
                 for block_rows in [37, 450, 1000] {
-                    let [a_rows, h_rows, a_tiles, h_tiles] =
-                        both_forms::<f64>(variant, (1000, 21, block_rows), threads);
-                    let case = format!("f64, {variant:?}, {block_rows} rows, {threads} threads");
-                    assert_eq!(a_rows, a_tiles, "A, {case}");
-                    assert_eq!(h_rows, h_tiles, "H, {case}");
+                    assert_forms_agree::<f64>(variant, (1000, 21, block_rows), threads);
                 }
                 for block_rows in [100, 600, 777] {
-                    let [a_rows, h_rows, a_tiles, h_tiles] =
-                        both_forms::<f32>(variant, (777, 9, block_rows), threads);
-                    let case = format!("f32, {variant:?}, {block_rows} rows, {threads} threads");
-                    assert_eq!(a_rows, a_tiles, "A, {case}");
-                    assert_eq!(h_rows, h_tiles, "H, {case}");
+                    assert_forms_agree::<f32>(variant, (777, 9, block_rows), threads);
                 }
             }
         }
