@@ -796,27 +796,45 @@ fn dot_form<V: SimdVector, O: OutRows<V::Scalar>>(
     }
 }
 
-/// One step of [`dot_block`] over the depth `p..p + len` (`len` at most `LANES`; with fewer
-/// the vectors are zero-padded): `acc[r][s] += A_r[p..] B_s[p..]` lane-wise. Called with
-/// `len == LANES` in the main loop, where the test in [`load_lanes`] folds away.
+/// One step of [`dot_block`]: `acc[r][s] += A_r B_s` lane-wise, where `a_parts[r]` and
+/// `b_parts[s]` hold the step's `len` scalars of each row (`len` at most `LANES`; with fewer the
+/// vectors are zero-padded). Called with `len == LANES` in the main loop, where the test in
+/// [`load_lanes`] folds away.
 #[inline(always)]
 fn dot_step<V: SimdVector, const RA: usize, const RB: usize>(
     acc: &mut [[V; RB]; RA],
-    a_rows: &[&[V::Scalar]; RA],
-    b_rows: &[&[V::Scalar]; RB],
-    p: usize,
+    a_parts: [&[V::Scalar]; RA],
+    b_parts: [&[V::Scalar]; RB],
     len: usize,
 ) {
     let mut b_vectors = [V::splat(V::Scalar::ZERO); RB];
-    for (b_vector, b_row) in b_vectors.iter_mut().zip(b_rows) {
-        *b_vector = load_lanes::<V>(&b_row[p..], len);
+    for (b_vector, b_part) in b_vectors.iter_mut().zip(b_parts) {
+        *b_vector = load_lanes::<V>(b_part, len);
     }
-    for (acc_row, a_row) in acc.iter_mut().zip(a_rows) {
-        let a_vector = load_lanes::<V>(&a_row[p..], len);
+    for (acc_row, a_part) in acc.iter_mut().zip(a_parts) {
+        let a_vector = load_lanes::<V>(a_part, len);
         for (acc, &b_vector) in acc_row.iter_mut().zip(&b_vectors) {
             *acc = V::mul_add(a_vector, b_vector, *acc);
         }
     }
+}
+
+/// `rows[r][p..p + len]` for every row, without bounds checks: in the dot form's main loop
+/// the checked slices cost two compares and branches per row and step, and with seven rows
+/// those integer instructions, not the FMAs, bounded the loop (1.39x slower at 20 x 2000 x
+/// 2000 on a Zen 1 core, f32 and f64).
+///
+/// # Safety
+///
+/// `p + len` is at most the length of every row.
+#[inline(always)]
+unsafe fn parts<'a, S, const R: usize>(rows: &[&'a [S]; R], p: usize, len: usize) -> [&'a [S]; R] {
+    let mut parts: [&[S]; R] = [&[]; R];
+    for (part, row) in parts.iter_mut().zip(rows) {
+        // SAFETY: `p..p + len` lies within the row, by the caller's contract.
+        *part = unsafe { row.get_unchecked(p..p + len) };
+    }
+    parts
 }
 
 /// The first `len` scalars of `src` (at most `LANES`) as a vector, zero-padded when fewer.
@@ -846,11 +864,18 @@ fn dot_block<V: SimdVector, const RA: usize, const RB: usize, O: OutRows<V::Scal
     let whole = k - k % lanes;
     // loop over the depth, one vector of each row at a time
     for p in (0..whole).step_by(lanes) {
-        dot_step::<V, RA, RB>(&mut acc, &a_rows, &b_rows, p, lanes);
+        // SAFETY: every row is `k` long (sliced above), `p` is a multiple of `lanes` below
+        // `whole`, itself a multiple of `lanes` at most `k`: so `p + lanes <= whole <= k`.
+        let (a_parts, b_parts) = unsafe { (parts(&a_rows, p, lanes), parts(&b_rows, p, lanes)) };
+        dot_step::<V, RA, RB>(&mut acc, a_parts, b_parts, lanes);
     }
     if whole < k {
         // the last partial vector, zero-padded
-        dot_step::<V, RA, RB>(&mut acc, &a_rows, &b_rows, whole, k - whole);
+        let (a_parts, b_parts) = (
+            a_rows.map(|row| &row[whole..]),
+            b_rows.map(|row| &row[whole..]),
+        );
+        dot_step::<V, RA, RB>(&mut acc, a_parts, b_parts, k - whole);
     }
     let Scalars { alpha, beta } = scalars;
     for (r, acc_row) in acc.iter().enumerate() {

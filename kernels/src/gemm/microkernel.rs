@@ -16,8 +16,9 @@
 //!
 //! [`write_back`] then stores `C <- alpha AB + beta C` for the tile; C is not read when
 //! `beta == 0`. Partial tiles at the right and bottom edges of C go through a small buffer with
-//! exactly the same vector arithmetic, so an element's value never depends on where the tile
-//! boundaries fall.
+//! exactly the same vector arithmetic, and a bottom tile of fewer than `MR` rows updates only
+//! its own rows ([`microkernel_rows`]) with the same FMA chains, so an element's value never
+//! depends on where the tile boundaries fall.
 
 use bytemuck::Pod;
 
@@ -42,21 +43,37 @@ pub type Tile<V> = [[V; NR_VECTORS]; MR];
 ///
 /// `a_panel` holds at least `kc * MR` scalars, `b_panel` at least `kc * NR_VECTORS` vectors.
 #[doc(hidden)]
-#[inline(never)]
+#[inline]
 pub fn microkernel<V: SimdVector + Pod>(
     kc: usize,
     a_panel: &[V::Scalar],
     b_panel: &[V],
 ) -> Tile<V> {
+    microkernel_rows::<V, MR>(kc, a_panel, b_panel)
+}
+
+/// [`microkernel`] for the first `ROWS` rows of the tile only (`1 <= ROWS <= MR`; the other
+/// rows are returned as zeros, and the write-back never stores them): the bottom strip of a C
+/// whose row count is not a multiple of `MR` (20 rows are three strips of 6 and one of 2).
+/// Computing the whole tile there would spend `MR / ROWS` times the multiply-adds; the rows it
+/// does compute are the same FMA chains, so the result is bit-identical.
+#[doc(hidden)]
+#[inline(never)]
+pub fn microkernel_rows<V: SimdVector + Pod, const ROWS: usize>(
+    kc: usize,
+    a_panel: &[V::Scalar],
+    b_panel: &[V],
+) -> Tile<V> {
+    const { assert!(ROWS >= 1 && ROWS <= MR) };
     let a_panel = &a_panel[..kc * MR];
     let b_panel = &b_panel[..kc * NR_VECTORS];
     let mut ab = [[V::splat(V::Scalar::ZERO); NR_VECTORS]; MR];
-    // loop over the depth: one rank-1 update of the tile per step
+    // loop over the depth: one rank-1 update of the tile's first ROWS rows per step
     for (a_column, b_row) in a_panel
         .chunks_exact(MR)
         .zip(b_panel.chunks_exact(NR_VECTORS))
     {
-        let a_column: &[V::Scalar; MR] = a_column.try_into().unwrap();
+        let a_column: &[V::Scalar; ROWS] = a_column[..ROWS].try_into().unwrap();
         let b_row: &[V; NR_VECTORS] = b_row.try_into().unwrap();
         for (ab_row, &a) in ab.iter_mut().zip(a_column) {
             let a = V::splat(a);
@@ -192,14 +209,37 @@ pub fn tile_wide<V: SimdVector + Pod>(
     let b_panel = &b_panel[..kc * tile_cols::<V>()];
     prefetch_tile(c, ldc, rows, cols);
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
-        Ok(b_vectors) => microkernel::<V>(kc, a_panel, b_vectors),
+        Ok(b_vectors) if rows == MR => microkernel::<V>(kc, a_panel, b_vectors),
+        Ok(b_vectors) => bottom_strip::<V>(rows, kc, a_panel, b_vectors),
         // not from the packing buffers (a test): copy into vectors, same values
         Err(_) => {
             let b_vectors: Vec<V> = b_panel.chunks_exact(V::LANES).map(V::load).collect();
-            microkernel::<V>(kc, a_panel, &b_vectors)
+            bottom_strip::<V>(rows, kc, a_panel, &b_vectors)
         }
     };
     write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
+}
+
+/// The tile of a bottom strip of `rows` rows (any count up to `MR`), computing only those rows:
+/// a strip of fewer than `MR` rows costs its own rows. Kept out of [`tile_wide`], whose full
+/// tiles stay a direct call of [`microkernel`].
+#[cold]
+#[inline(never)]
+fn bottom_strip<V: SimdVector + Pod>(
+    rows: usize,
+    kc: usize,
+    a_panel: &[V::Scalar],
+    b_vectors: &[V],
+) -> Tile<V> {
+    const { assert!(MR == 6, "the arms below name every row count below MR") };
+    match rows {
+        1 => microkernel_rows::<V, 1>(kc, a_panel, b_vectors),
+        2 => microkernel_rows::<V, 2>(kc, a_panel, b_vectors),
+        3 => microkernel_rows::<V, 3>(kc, a_panel, b_vectors),
+        4 => microkernel_rows::<V, 4>(kc, a_panel, b_vectors),
+        5 => microkernel_rows::<V, 5>(kc, a_panel, b_vectors),
+        _ => microkernel::<V>(kc, a_panel, b_vectors),
+    }
 }
 
 /// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`] for
