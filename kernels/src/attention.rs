@@ -448,18 +448,37 @@ fn tile<V: AttentionVector, const R: usize, const C: usize, const A_TRANSPOSED: 
     let zero = V::splat(V::Scalar::ZERO);
     let mut acc = [[zero; C]; R];
     let (mut av, mut bv) = ([zero; R], [zero; C]);
+    if k == 0 {
+        return acc;
+    }
+    // Every element the loop reads lies in `a` and `b`, checked once here: checked reads in
+    // the loop cost more integer instructions per step (one compare and branch per row of A
+    // and two for B) than its `R x C` FMAs.
+    let a_end = if A_TRANSPOSED {
+        span_end(k - 1, lda, R)
+    } else {
+        span_end(R - 1, lda, k)
+    };
+    let b_end = span_end(k - 1, ldb, C * l);
+    assert!(matches!(a_end, Some(e) if e <= a.len()) && matches!(b_end, Some(e) if e <= b.len()));
     for t in 0..k {
         if A_TRANSPOSED {
-            let column = &a[t * lda..t * lda + R];
+            // SAFETY: t < k, so t lda + R <= (k - 1) lda + R = a_end <= a.len() (asserted,
+            // without overflow).
+            let column = unsafe { a.get_unchecked(t * lda..t * lda + R) };
             for (v, &x) in av.iter_mut().zip(column) {
                 *v = V::splat(x);
             }
         } else {
             for (r, v) in av.iter_mut().enumerate() {
-                *v = V::splat(a[r * lda + t]);
+                // SAFETY: r < R and t < k, so r lda + t < (R - 1) lda + k = a_end <= a.len()
+                // (asserted, without overflow).
+                *v = V::splat(unsafe { *a.get_unchecked(r * lda + t) });
             }
         }
-        let bt = &b[t * ldb..t * ldb + C * l];
+        // SAFETY: t < k, so t ldb + C L <= (k - 1) ldb + C L = b_end <= b.len() (asserted,
+        // without overflow).
+        let bt = unsafe { b.get_unchecked(t * ldb..t * ldb + C * l) };
         for (v, chunk) in bv.iter_mut().zip(bt.chunks_exact(l)) {
             *v = V::load(chunk);
         }
@@ -470,6 +489,13 @@ fn tile<V: AttentionVector, const R: usize, const C: usize, const A_TRANSPOSED: 
         }
     }
     acc
+}
+
+/// `rows ld + width`, the end of `width` elements starting `rows` leading dimensions in, or
+/// `None` when it overflows (a wrapped bound would pass [`tile`]'s check).
+#[inline(always)]
+fn span_end(rows: usize, ld: usize, width: usize) -> Option<usize> {
+    rows.checked_mul(ld)?.checked_add(width)
 }
 
 /// Where the vectors of a [`product`] go.
