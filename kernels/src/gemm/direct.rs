@@ -821,8 +821,8 @@ fn dot_step<V: SimdVector, const RA: usize, const RB: usize>(
 
 /// `rows[r][p..p + len]` for every row, without bounds checks: in the dot form's main loop
 /// the checked slices cost two compares and branches per row and step, and with seven rows
-/// those integer instructions, not the FMAs, bounded the loop (1.39x slower at 20 x 2000 x
-/// 2000 on a Zen 1 core, f32 and f64).
+/// those integer instructions, not the FMAs, bounded the loop (about 1.4x slower at 20 x 2000
+/// x 2000 on a Zen 1 core, f32 and f64).
 ///
 /// # Safety
 ///
@@ -871,10 +871,13 @@ fn dot_block<V: SimdVector, const RA: usize, const RB: usize, O: OutRows<V::Scal
     }
     if whole < k {
         // the last partial vector, zero-padded
-        let (a_parts, b_parts) = (
-            a_rows.map(|row| &row[whole..]),
-            b_rows.map(|row| &row[whole..]),
-        );
+        // SAFETY: every row is `k` long, and `whole + (k - whole) = k`.
+        let (a_parts, b_parts) = unsafe {
+            (
+                parts(&a_rows, whole, k - whole),
+                parts(&b_rows, whole, k - whole),
+            )
+        };
         dot_step::<V, RA, RB>(&mut acc, a_parts, b_parts, k - whole);
     }
     let Scalars { alpha, beta } = scalars;
