@@ -78,8 +78,9 @@ fn main() {
         });
     }
     // Attention score rows: the encoder's [CLS] rows over T = 9 tokens (batch 1000 at
-    // evaluation) and the benchmark's short and long rows.
-    for (rows, cols) in [(1000, 9), (8000, 8), (4096, 4096)] {
+    // evaluation), the pretraining classifier's [CLS] rows (batch 64 x 4 heads over 49 patches
+    // and [CLS]), and the benchmark's short and long rows.
+    for (rows, cols) in [(1000, 9), (256, 50), (8000, 8), (4096, 4096)] {
         let x = sample(rows * cols, 5);
         let mut y = vec![0.0f32; rows * cols];
         emit("softmax_rows", (rows, cols), reps, || {

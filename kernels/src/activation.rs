@@ -35,9 +35,10 @@
 use rayon::prelude::*;
 
 use crate::attention::{AttentionVector, Wide};
-#[cfg(target_arch = "x86_64")]
-use crate::gemm::{current_variant, KernelVariant};
-use crate::simd::{cast, cast_mut, normal_cdf_and_pdf, precision, Precision, Simd, SimdVector};
+use crate::simd::{
+    cast, cast_mut, f32_on_512_bit_vectors, normal_cdf_and_pdf, precision, Precision, Simd,
+    SimdVector,
+};
 use crate::threading;
 use crate::Float;
 
@@ -103,7 +104,7 @@ const ROUND_TO_INTEGER: f32 = 12_582_912.0;
 /// `y = gelu(x) = x Phi(x) = x/2 (1 + erf(x / sqrt 2))`, elementwise.
 pub fn gelu<T: Float>(x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), y.len(), "gelu: x and y lengths differ");
-    let wide512 = use_512_bit_f32();
+    let wide512 = f32_on_512_bit_vectors();
     threading::for_row_blocks(1, x.len() * 16, y, |i0, yb| {
         let xb = &x[i0..i0 + yb.len()];
         gelu_block(wide512, GeluPass::Value { x: xb, y: yb })
@@ -116,7 +117,7 @@ pub fn gelu_backward<T: Float>(x: &[T], dy: &[T], dx: &mut [T]) {
         x.len() == dy.len() && x.len() == dx.len(),
         "gelu_backward: lengths differ"
     );
-    let wide512 = use_512_bit_f32();
+    let wide512 = f32_on_512_bit_vectors();
     threading::for_row_blocks(1, x.len() * 16, dx, |i0, db| {
         let range = i0..i0 + db.len();
         let (xb, gb) = (&x[range.clone()], &dy[range]);
@@ -141,7 +142,7 @@ pub fn gelu_with_derivative<T: Float>(x: &[T], y: &mut [T], dydx: &mut [T]) {
         x.len() == y.len() && x.len() == dydx.len(),
         "gelu_with_derivative: lengths differ"
     );
-    let wide512 = use_512_bit_f32();
+    let wide512 = f32_on_512_bit_vectors();
     let block = |x: &[T], y: &mut [T], dydx: &mut [T]| {
         gelu_block(wide512, GeluPass::ValueAndSlope { x, y, dydx })
     };
@@ -155,19 +156,6 @@ pub fn gelu_with_derivative<T: Float>(x: &[T], y: &mut [T], dydx: &mut [T]) {
             .for_each(|((xb, yb), db)| block(xb, yb, db));
     } else {
         block(x, y, dydx);
-    }
-}
-
-/// Whether the f32 kernels run on 512-bit vectors; read on the calling thread (the GEMM
-/// variant override is thread-local) and passed to the blocks.
-fn use_512_bit_f32() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        current_variant() == KernelVariant::Avx512
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

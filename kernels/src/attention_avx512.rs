@@ -8,9 +8,10 @@
 //!
 //! # Soundness
 //!
-//! An `F32x16` is only ever created inside those two entry points and [`gelu_pass`] (the f32
-//! GELU kernels of `activation.rs`, written over the same trait), and `attention.rs` and
-//! `activation.rs` call them only when [`crate::gemm::current_variant`] is `Avx512`, which is
+//! An `F32x16` is only ever created inside those two entry points, [`gelu_pass`] (the f32
+//! GELU kernels of `activation.rs`, written over the same trait) and [`softmax_rows`] (the long
+//! f32 rows of `softmax.rs`), and `attention.rs`, `activation.rs` and `softmax.rs` call them
+//! only when [`crate::gemm::current_variant`] is `Avx512`, which is
 //! never the case unless the running CPU reports `avx512f` (`KernelVariant::is_available`). So
 //! every intrinsic below runs on a CPU that has it.
 
@@ -25,6 +26,7 @@ use std::arch::x86_64::{
 use crate::activation::{run_gelu_pass, GeluPass};
 use crate::attention::{backward_sample, forward_sample, AttentionVector, Panels, Workspace};
 use crate::simd::SimdVector;
+use crate::softmax::softmax_row;
 
 /// Sixteen f32 lanes in a zmm register.
 #[derive(Clone, Copy)]
@@ -208,4 +210,18 @@ pub(crate) fn gelu_pass(pass: GeluPass) {
     }
     // SAFETY: AVX-512F is present (module documentation).
     unsafe { run(pass) }
+}
+
+/// Softmax (or, with `log`, log-softmax) of the rows of `x` (`cols` entries each) into `y` on
+/// 512-bit vectors (`softmax.rs`); call only when [`crate::gemm::current_variant`] is `Avx512`
+/// (module documentation).
+pub(crate) fn softmax_rows(cols: usize, x: &[f32], y: &mut [f32], log: bool) {
+    #[target_feature(enable = "avx512f")]
+    fn run(cols: usize, x: &[f32], y: &mut [f32], log: bool) {
+        for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+            softmax_row::<F32x16>(xr, yr, log);
+        }
+    }
+    // SAFETY: AVX-512F is present (module documentation).
+    unsafe { run(cols, x, y, log) }
 }

@@ -172,6 +172,20 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// Whether the f32 row-wise kernels (GELU, long softmax rows) run on 512-bit vectors: when the
+/// GEMM kernels use AVX-512. Read on the calling thread (the GEMM variant override is
+/// thread-local) and passed to the blocks that threads run.
+pub(crate) fn f32_on_512_bit_vectors() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::gemm::current_variant() == crate::gemm::KernelVariant::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// An element type together with its 256-bit `wide` vector, and the lane-wise math of the
 /// row-wise kernels over it.
 pub(crate) trait Simd: Float {

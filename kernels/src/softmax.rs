@@ -1,9 +1,15 @@
 //! Row softmax, log-softmax, their backward passes, and the stable softplus / logistic loss.
 //!
-//! The row kernels are fused single-row passes with `wide` vectors: (1) the row max, (2)
-//! `e = exp(x - max)` stored into the output while summing, (3) normalisation, so each row is
-//! read twice and written twice while it sits in L1. Rows of 8 `f32` (the paper's T = 8, shape
-//! 8000 x 8) are exactly one vector each. Rows are independent, so threads take fixed row blocks
+//! The row kernels are fused single-row passes: (1) the row max, (2) `e = exp(x - max)` stored
+//! into the output while summing, (3) normalisation, so each row is read twice and written
+//! twice while it sits in L1. They run on `wide`'s 256-bit vectors, except f32 rows longer than
+//! `ACROSS_MAX_COLS` (16) on CPUs whose GEMM kernels use AVX-512: those run the same passes on
+//! 512-bit vectors (`attention_avx512::softmax_rows`, with the fused attention's exp), twice the
+//! lanes and a cheaper exp (`vscalefps` for `2^r`, no range blend); that exp is most of a row's
+//! work once the row is in L1. Their sums have 16 lanes instead of 8, so such rows round
+//! differently from the 256-bit kernel (within the tolerance of the f64 reference tests). Short
+//! rows (at most 16 columns) are vectorised across rows instead (rows of 8 `f32`, the
+//! paper's T = 8, are one vector each). Rows are independent, so threads take fixed row blocks
 //! and results are bit-identical for any pool size.
 //!
 //! Special values, per row (other rows are never affected):
@@ -14,7 +20,10 @@
 //! - entries more than about 87 (f32) / 708 (f64) below the row max get probability exactly 0
 //!   (the true value is below 1e-38 / 1e-307 of the max entry's).
 
+use crate::attention::{AttentionVector, Wide};
 use crate::simd::{cast, cast_mut, dispatch, map_lanes, Simd, SimdVector};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{f32_on_512_bit_vectors, precision, Precision};
 use crate::threading;
 use crate::Float;
 
@@ -46,6 +55,15 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
     if !whole_rows("softmax", x.len(), cols) {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if cols > ACROSS_MAX_COLS && precision::<T>() == Precision::F32 && f32_on_512_bit_vectors() {
+        let (x, y): (&[f32], &mut [f32]) = (cast(x), cast_mut(y));
+        threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
+            let xb = &x[row0 * cols..row0 * cols + yb.len()];
+            crate::attention_avx512::softmax_rows(cols, xb, yb, log)
+        });
+        return;
+    }
     dispatch!(T, S => {
         let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
         threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
@@ -54,7 +72,7 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
                 softmax_rows_across::<S>(cols, xb, yb);
             } else {
                 for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
-                    softmax_row::<S>(xr, yr, log);
+                    softmax_row::<Wide<S>>(xr, yr, log);
                 }
             }
         })
@@ -105,7 +123,7 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
         }
         if !S::all(finite) || S::V::hsum(dsum).is_nan() {
             for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
-                softmax_row::<S>(xr, yr, false);
+                softmax_row::<Wide<S>>(xr, yr, false);
             }
             continue;
         }
@@ -128,55 +146,58 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
         .chunks_exact(cols)
         .zip(yblocks.into_remainder().chunks_exact_mut(cols))
     {
-        softmax_row::<S>(xr, yr, false);
+        softmax_row::<Wide<S>>(xr, yr, false);
     }
 }
 
-/// One row of softmax (`log == false`) or log-softmax.
+/// One row of softmax (`log == false`) or log-softmax on the vectors `V`: `wide`'s
+/// ([`Wide`]) everywhere, 512-bit ones for long f32 rows on AVX-512 CPUs (through
+/// `attention_avx512::softmax_rows`, which compiles this function with AVX-512 enabled).
 #[inline(always)]
-fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
-    let l = S::V::LANES;
+pub(crate) fn softmax_row<V: AttentionVector>(x: &[V::Scalar], y: &mut [V::Scalar], log: bool) {
+    let l = V::LANES;
+    let neg_infinity = <V::Scalar as Float>::NEG_INFINITY;
     // Pass 1: the row max.
     let mut xc = x.chunks_exact(l);
-    let mut m = S::NEG_INFINITY;
+    let mut m = neg_infinity;
     if let Some(first) = xc.next() {
-        let mut mv = S::V::load(first);
+        let mut mv = V::load(first);
         for c in &mut xc {
-            mv = S::vmax(mv, S::V::load(c));
+            mv = mv.max(V::load(c));
         }
-        m = S::hmax(mv);
+        m = mv.hmax();
     }
     for &v in xc.remainder() {
         m = m.max(v);
     }
-    if m == S::NEG_INFINITY {
+    if m == neg_infinity {
         // All -inf, or -inf and NaN (max skips NaN).
         let fill = if x.iter().any(|v| v.is_nan()) {
-            S::from_f64(f64::NAN)
+            <V::Scalar as Float>::from_f64(f64::NAN)
         } else if log {
-            S::NEG_INFINITY
+            neg_infinity
         } else {
-            S::ZERO
+            <V::Scalar as Float>::ZERO
         };
         y.iter_mut().for_each(|v| *v = fill);
         return;
     }
     // Pass 2: e = exp(x - m) into y, summed. `dsum` sums the exponents d = x - m <= 0, which
-    // is NaN exactly when the row holds a NaN or +inf (wide's exp maps those lanes to 0).
-    let mv = S::V::splat(m);
-    let zero = S::V::splat(S::ZERO);
+    // is NaN exactly when the row holds a NaN or +inf (the vector exp maps those lanes to 0).
+    let mv = V::splat(m);
+    let zero = V::splat(<V::Scalar as Float>::ZERO);
     let (mut sv, mut dsum) = (zero, zero);
     let mut yc = y.chunks_exact_mut(l);
     let mut xc = x.chunks_exact(l);
     for (yv, xv) in (&mut yc).zip(&mut xc) {
-        let d = S::V::load(xv) - mv;
-        dsum += d;
-        let e = S::wide_exp(d);
-        sv += e;
-        S::V::store(e, yv);
+        let d = V::load(xv) - mv;
+        dsum = dsum + d;
+        let e = d.exp_nonpositive();
+        sv = sv + e;
+        e.store(yv);
     }
-    let mut s = S::V::hsum(sv);
-    let mut bad = S::V::hsum(dsum).is_nan();
+    let mut s = sv.hsum();
+    let mut bad = dsum.hsum().is_nan();
     for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
         let d = xv - m;
         bad |= d.is_nan();
@@ -184,23 +205,33 @@ fn softmax_row<S: Simd>(x: &[S], y: &mut [S], log: bool) {
         s += *yv;
     }
     if bad {
-        y.iter_mut().for_each(|v| *v = S::from_f64(f64::NAN));
+        y.iter_mut()
+            .for_each(|v| *v = <V::Scalar as Float>::from_f64(f64::NAN));
         return;
     }
     // Pass 3: normalise.
     if log {
         // (x - m) - log s, not x - (m + log s): with a huge max (1e30) the latter loses log s.
         let log_sum = s.ln();
-        let (max_v, log_sum_v) = (S::V::splat(m), S::V::splat(log_sum));
-        map_lanes::<S, 1>(
-            y,
-            [x],
-            |[x]| (x - max_v) - log_sum_v,
-            |[x]| (x - m) - log_sum,
-        );
+        let log_sum_v = V::splat(log_sum);
+        let mut yc = y.chunks_exact_mut(l);
+        let mut xc = x.chunks_exact(l);
+        for (yv, xv) in (&mut yc).zip(&mut xc) {
+            ((V::load(xv) - mv) - log_sum_v).store(yv);
+        }
+        for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+            *yv = (xv - m) - log_sum;
+        }
     } else {
-        let inv = S::ONE / s;
-        crate::level1::scale_simd(inv, y);
+        let inv = <V::Scalar as Float>::ONE / s;
+        let inv_v = V::splat(inv);
+        let mut yc = y.chunks_exact_mut(l);
+        for yv in &mut yc {
+            (inv_v * V::load(yv)).store(yv);
+        }
+        for v in yc.into_remainder() {
+            *v *= inv;
+        }
     }
 }
 

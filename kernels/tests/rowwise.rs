@@ -9,6 +9,7 @@
 //! any indexing, masking or formula error (those are O(1)). For f32 at cols = 197 that is
 //! 2.5e-5 relative.
 
+use benign_kernels::gemm::with_kernel_variant;
 use benign_kernels::{reference, simd::testing, Float};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -75,20 +76,26 @@ fn check_softmax<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, sprea
     );
 }
 
+/// Every kernel variant this CPU has: long f32 rows run on 512-bit vectors under `Avx512`.
 #[test]
 fn softmax_family_matches_reference() {
-    let mut rng = ChaCha8Rng::seed_from_u64(10);
-    for &cols in COLS.iter().chain(&[127, 128, 197, 1000]) {
-        for rows in [0, 1, 3, 9] {
-            for spread in [1.0, 30.0] {
-                check_softmax::<f32>(&mut rng, rows, cols, spread);
-                check_softmax::<f64>(&mut rng, rows, cols, spread);
+    for variant in common::kernel_variants() {
+        with_kernel_variant(variant, || {
+            let mut rng = ChaCha8Rng::seed_from_u64(10);
+            for &cols in COLS.iter().chain(&[127, 128, 197, 1000]) {
+                for rows in [0, 1, 3, 9] {
+                    for spread in [1.0, 30.0] {
+                        check_softmax::<f32>(&mut rng, rows, cols, spread);
+                        check_softmax::<f64>(&mut rng, rows, cols, spread);
+                    }
+                }
             }
-        }
+            // Threaded shapes (>= 2^18 elements): the paper's 8000 x 8 and ViT-like 197 columns.
+            check_softmax::<f32>(&mut rng, 8000, 8, 5.0);
+            check_softmax::<f32>(&mut rng, 20 * 197, 197, 5.0);
+            check_softmax::<f64>(&mut rng, 20 * 197, 197, 5.0);
+        })
     }
-    // Threaded shapes (>= 2^18 elements), the paper's 8000 x 8 and ViT-like 197 columns.
-    check_softmax::<f32>(&mut rng, 8000, 8, 5.0);
-    check_softmax::<f64>(&mut rng, 20 * 197, 197, 5.0);
 }
 
 fn check_softmax_invariants<T: Float>(rng: &mut ChaCha8Rng, cols: usize) {
@@ -171,10 +178,14 @@ fn check_softmax_invariants<T: Float>(rng: &mut ChaCha8Rng, cols: usize) {
 
 #[test]
 fn softmax_invariants_and_special_values() {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for &cols in COLS.iter().chain(&[197]) {
-        check_softmax_invariants::<f32>(&mut rng, cols);
-        check_softmax_invariants::<f64>(&mut rng, cols);
+    for variant in common::kernel_variants() {
+        with_kernel_variant(variant, || {
+            let mut rng = ChaCha8Rng::seed_from_u64(11);
+            for &cols in COLS.iter().chain(&[197]) {
+                check_softmax_invariants::<f32>(&mut rng, cols);
+                check_softmax_invariants::<f64>(&mut rng, cols);
+            }
+        })
     }
 }
 
@@ -332,7 +343,7 @@ fn gelu_matches_reference() {
 /// 512-bit where AVX-512F is present; it says so when it is not).
 #[test]
 fn gelu_f32_is_within_ulps_of_the_f64_reference() {
-    use benign_kernels::gemm::{with_kernel_variant, KernelVariant};
+    use benign_kernels::gemm::KernelVariant;
     if !KernelVariant::Avx512.is_available() {
         eprintln!("no avx512f on this CPU: the 512-bit GELU kernels were not exercised");
     }

@@ -210,22 +210,23 @@ pub fn tile_wide<V: SimdVector + Pod>(
     prefetch_tile(c, ldc, rows, cols);
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) if rows == MR => microkernel::<V>(kc, a_panel, b_vectors),
-        Ok(b_vectors) => bottom_strip::<V>(rows, kc, a_panel, b_vectors),
+        Ok(b_vectors) => rows_tile::<V>(rows, kc, a_panel, b_vectors),
         // not from the packing buffers (a test): copy into vectors, same values
         Err(_) => {
             let b_vectors: Vec<V> = b_panel.chunks_exact(V::LANES).map(V::load).collect();
-            bottom_strip::<V>(rows, kc, a_panel, &b_vectors)
+            rows_tile::<V>(rows, kc, a_panel, &b_vectors)
         }
     };
     write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
 }
 
-/// The tile of a bottom strip of `rows` rows (any count up to `MR`), computing only those rows:
-/// a strip of fewer than `MR` rows costs its own rows. Kept out of [`tile_wide`], whose full
-/// tiles stay a direct call of [`microkernel`].
+/// The tile of `rows` rows (any count up to `MR`), computing only those rows: a bottom strip of
+/// fewer than `MR` rows costs its own rows. Kept out of [`tile_wide`], whose full tiles from the
+/// packing buffers stay a direct call of [`microkernel`]; the test-only unaligned panels come
+/// here with any row count.
 #[cold]
 #[inline(never)]
-fn bottom_strip<V: SimdVector + Pod>(
+fn rows_tile<V: SimdVector + Pod>(
     rows: usize,
     kc: usize,
     a_panel: &[V::Scalar],
