@@ -27,10 +27,11 @@
 //! micro-panel would be used only a few times), the kernels read whole MR-row strips of
 //! `op(A)` in place instead and only a last partial strip is packed: the same FMA chains, so
 //! the same bits. Conversely, when C has so few rows that a packed B micro-panel would serve
-//! only a few tiles (at most the kernel's `B_IN_PLACE_MAX_STRIPS` MR-row strips, and `op(B)`
-//! not transposed), the AVX-512 kernels read B's NR-column strips in place, prefetching its
-//! rows ahead, and only a last partial strip is packed (packing B for 20 x 2000 x 2000 costs
-//! as much as the product itself). Again the same FMA chains.
+//! only a few tiles (at most the kernel's `B_IN_PLACE_MAX_STRIPS` MR-row strips, fewer when
+//! B's rows alias in L1, and `op(B)` not transposed), the AVX-512 kernels read B's NR-column
+//! strips in place, prefetching its rows ahead, and only a last partial strip is packed
+//! (packing B for 20 x 2000 x 2000 costs as much as the product itself). Again the same FMA
+//! chains.
 //!
 //! # Kernel variants
 //!
@@ -505,6 +506,22 @@ fn product_storage<S: Float>(
     Some(c)
 }
 
+/// Whether the rows of a matrix with leading dimension `ld` lie a multiple of 256 bytes (four
+/// cache lines) apart. The L1 data caches of the AVX-512 cores (Skylake-X to Sapphire Rapids,
+/// Zen 4) have 64 sets of 64-byte lines, so such rows start in at most 16 of the sets; a B
+/// micro-panel read in place (rows of NR columns, 128 bytes: two lines each) then sits in at
+/// most half of the sets, its `kc` rows (384 or 512 lines) overflow their 8 or 12 ways, and
+/// every tile reads the micro-panel from L2 again instead of from L1. Power-of-two widths
+/// (1024, 2048 columns) alias; 2000 columns do not.
+fn rows_alias_in_l1<S>(ld: usize) -> bool {
+    (ld * std::mem::size_of::<S>()).is_multiple_of(256)
+}
+
+/// With B's rows aliasing in L1 ([`rows_alias_in_l1`]), the packed path reads B in place for
+/// at most this many MR-row strips (instead of the kernel's `B_IN_PLACE_MAX_STRIPS`): past
+/// it, the tiles' re-reads of each micro-panel from L2 cost more than packing it once.
+const ALIASED_B_IN_PLACE_MAX_STRIPS: usize = 6;
+
 /// The packed, blocked loops of [`gemm_packed`] for a product with at least one row, column and
 /// depth step, `op(A)` m x k and `op(B)` k x n from `b` (as stored, or already packed), on the
 /// C storage `c` with leading dimension `ldc`.
@@ -536,10 +553,13 @@ fn packed_path<S: GemmScalar>(
         threads.min(m.div_ceil(mr))
     };
     // With so few rows that a packed B micro-panel would serve only a tile or two, the
-    // kernel reads B's whole NR-column strips in place (see `GemmKernel::b_in_place_tile`)
+    // kernel reads B's whole NR-column strips in place (see `GemmKernel::b_in_place_tile`),
+    // fewer of them when B's rows alias in L1
+    let strips = m.div_ceil(mr);
     let b_in_place = !split_columns
-        && matches!(b, BSource::Matrix(b) if b.trans() == Transpose::No)
-        && m.div_ceil(mr) <= kernel.b_in_place_max_strips;
+        && matches!(b, BSource::Matrix(b) if b.trans() == Transpose::No
+            && strips <= kernel.b_in_place_max_strips
+            && (strips <= ALIASED_B_IN_PLACE_MAX_STRIPS || !rows_alias_in_l1::<S>(b.ld())));
 
     // loop over the NC-wide column panels of C and B
     for jc in (0..n).step_by(nc) {
@@ -912,5 +932,26 @@ mod tests {
         let tasks = row_tasks(2000, 12, 288, 2);
         let first_half: usize = tasks[..4].iter().map(|r| r.len()).sum();
         assert_eq!((tasks.len(), first_half), (8, 996));
+    }
+
+    /// Row strides that are multiples of four cache lines alias; others, including two-line
+    /// multiples such as 2000 f64 (16,000 bytes), do not.
+    #[test]
+    fn power_of_two_widths_alias_in_l1() {
+        for ld in [64, 1024, 2048, 4096, 192, 1984] {
+            assert!(rows_alias_in_l1::<f32>(ld), "f32 ld {ld}");
+            assert!(rows_alias_in_l1::<f64>(ld), "f64 ld {ld}");
+        }
+        for ld in [2000, 1000, 2049, 784, 200] {
+            assert!(!rows_alias_in_l1::<f32>(ld), "f32 ld {ld}");
+            assert!(!rows_alias_in_l1::<f64>(ld), "f64 ld {ld}");
+        }
+        // 128 bytes for f32, 256 for f64
+        for ld in [32, 2016] {
+            assert!(
+                !rows_alias_in_l1::<f32>(ld) && rows_alias_in_l1::<f64>(ld),
+                "ld {ld}"
+            );
+        }
     }
 }
