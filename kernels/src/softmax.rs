@@ -21,9 +21,10 @@
 //!   (the true value is below 1e-38 / 1e-307 of the max entry's).
 
 use crate::attention::{AttentionVector, Wide};
-use crate::simd::{cast, cast_mut, dispatch, map_lanes, Simd, SimdVector};
-#[cfg(target_arch = "x86_64")]
-use crate::simd::{f32_on_512_bit_vectors, precision, Precision};
+use crate::simd::{
+    cast, cast_mut, dispatch, f32_on_512_bit_vectors, map_lanes, precision, Precision, Simd,
+    SimdVector,
+};
 use crate::threading;
 use crate::Float;
 
@@ -55,20 +56,16 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
     if !whole_rows("softmax", x.len(), cols) {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if cols > ACROSS_MAX_COLS && precision::<T>() == Precision::F32 && f32_on_512_bit_vectors() {
-        let (x, y): (&[f32], &mut [f32]) = (cast(x), cast_mut(y));
-        threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
-            let xb = &x[row0 * cols..row0 * cols + yb.len()];
-            crate::attention_avx512::softmax_rows(cols, xb, yb, log)
-        });
-        return;
-    }
+    // read on the calling thread (see `f32_on_512_bit_vectors`), used by every block
+    let long_f32_rows_512 =
+        cols > ACROSS_MAX_COLS && precision::<T>() == Precision::F32 && f32_on_512_bit_vectors();
     dispatch!(T, S => {
         let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
         threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
             let xb = &x[row0 * cols..row0 * cols + yb.len()];
-            if !log && cols <= ACROSS_MAX_COLS {
+            if long_f32_rows_512 {
+                rows_on_512_bit_vectors(cols, cast(xb), cast_mut(yb), log);
+            } else if !log && cols <= ACROSS_MAX_COLS {
                 softmax_rows_across::<S>(cols, xb, yb);
             } else {
                 for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
@@ -77,6 +74,18 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
             }
         })
     })
+}
+
+/// Softmax or log-softmax of whole f32 rows on 512-bit vectors; called only when
+/// `f32_on_512_bit_vectors` holds, which it never does off x86-64.
+fn rows_on_512_bit_vectors(cols: usize, x: &[f32], y: &mut [f32], log: bool) {
+    #[cfg(target_arch = "x86_64")]
+    crate::attention_avx512::softmax_rows(cols, x, y, log);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (cols, x, y, log);
+        unreachable!("512-bit vectors exist on x86-64 only");
+    }
 }
 
 /// Rows up to this many columns are vectorised across rows: a vector holds one column of

@@ -546,16 +546,16 @@ fn packed_path<S: GemmScalar>(
     // then they own NR-aligned column ranges (all rows) instead, so that short, wide products
     // (m <= MR included) still use every thread. Either way each element is computed by the
     // same tile arithmetic, so the split never changes a bit.
-    let split_columns = threads > 1 && m.div_ceil(mr) < 2 * threads;
+    let strips = m.div_ceil(mr);
+    let split_columns = threads > 1 && strips < 2 * threads;
     let parallel_tasks = if split_columns {
         threads.min(n.min(nc).div_ceil(nr))
     } else {
-        threads.min(m.div_ceil(mr))
+        threads.min(strips)
     };
     // With so few rows that a packed B micro-panel would serve only a tile or two, the
     // kernel reads B's whole NR-column strips in place (see `GemmKernel::b_in_place_tile`),
     // fewer of them when B's rows alias in L1
-    let strips = m.div_ceil(mr);
     let b_in_place = !split_columns
         && matches!(b, BSource::Matrix(b) if b.trans() == Transpose::No
             && strips <= kernel.b_in_place_max_strips
