@@ -422,3 +422,82 @@ common::tests_per_kernel_variant! {
     prepacked_b_is_gemm_bit_for_bit_f32 => prepacked_b_is_gemm_bit_for_bit::<f32>(12);
     prepacked_b_is_gemm_bit_for_bit_f64 => prepacked_b_is_gemm_bit_for_bit::<f64>(13);
 }
+
+/// On one thread a product whose rows fit one MC block packs B a few micro-panels at a time,
+/// just before their tiles; that must give the bits of B packed whole, here through
+/// `gemm_prepacked_b` on panels packed by this file's `packed_panels`, one call per depth
+/// panel. Rows from one to MC, columns over several packing groups plus a partial panel, two
+/// depth panels, op(B) as stored and transposed.
+fn deferred_b_packing_is_bit_for_bit<T: Float>(kernel: KernelVariant, seed: u64) {
+    use benign_kernels::gemm::{gemm_prepacked_b, with_gemm_path, with_kernel_variant};
+    let blocking = blocking::<T>(kernel);
+    let (mr, nr, kc, mc) = (blocking.mr, blocking.nr, blocking.kc, blocking.mc);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut random = |len: usize| -> Vec<T> {
+        use rand::Rng;
+        (0..len)
+            .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
+            .collect()
+    };
+    let k = kc + 7;
+    for (case, &(m, n)) in [
+        (1, 3),
+        (mr + 1, 9 * nr + 5),
+        (162, 13 * nr - 3),
+        (mc, 8 * nr),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let b_transposed = case % 2 == 0;
+        let (a, b_kn, c0) = (random(m * k), random(k * n), random(m * n));
+        // op(B) = b_kn (k x n): stored as is, or stored n x k and used transposed
+        let b_nk: Vec<T> = (0..n * k).map(|i| b_kn[(i % k) * n + i / k]).collect();
+        let b = if b_transposed {
+            MatRef::new(&b_nk, n, k).transpose()
+        } else {
+            MatRef::new(&b_kn, k, n)
+        };
+        let mut c = c0.clone();
+        pool(1).install(|| {
+            with_kernel_variant(kernel, || {
+                with_gemm_path(GemmPath::Packed, || {
+                    gemm(
+                        T::ONE,
+                        MatRef::new(&a, m, k),
+                        b,
+                        T::from_f64(0.6),
+                        MatMut::new(&mut c, m, n),
+                    )
+                })
+            })
+        });
+        let mut expected = c0;
+        for first in (0..k).step_by(kc) {
+            let depth = kc.min(k - first);
+            with_kernel_variant(kernel, || {
+                gemm_prepacked_b(
+                    T::ONE,
+                    MatRef::with_ld(&a[first..], m, depth, k),
+                    &packed_panels(&b_kn[first * n..][..depth * n], (depth, n), nr),
+                    n,
+                    T::from_f64(if first == 0 { 0.6 } else { 1.0 }),
+                    MatMut::new(&mut expected, m, n),
+                )
+            });
+        }
+        for (index, (x, y)) in expected.iter().zip(&c).enumerate() {
+            assert_eq!(
+                x.to_f64().to_bits(),
+                y.to_f64().to_bits(),
+                "{kernel:?} {} {m}x{n}x{k}, B transposed {b_transposed}: element {index}",
+                T::NAME
+            );
+        }
+    }
+}
+
+common::tests_per_kernel_variant! {
+    deferred_b_packing_is_bit_for_bit_f32 => deferred_b_packing_is_bit_for_bit::<f32>(14);
+    deferred_b_packing_is_bit_for_bit_f64 => deferred_b_packing_is_bit_for_bit::<f64>(15);
+}

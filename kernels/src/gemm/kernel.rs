@@ -36,8 +36,9 @@ pub trait GemmKernel<S> {
     /// The packed path reads B's micro-panels in place ([`GemmKernel::b_in_place_tile`])
     /// instead of packing them when C has at most this many MR-row strips. Packing B is a
     /// pass over all of it for every depth panel, repaid only when each micro-panel serves
-    /// many tiles; read in place, each of its `kc` rows sits on its own page, which costs
-    /// more per tile than the packed panel's contiguous lines. 0: never.
+    /// enough tiles; read in place, each of its `kc` rows sits on its own page (more pages
+    /// than the L1 TLB holds) and, at widths a multiple of 256 bytes, in a quarter of L1's
+    /// sets, which every tile pays again. 0: never.
     const B_IN_PLACE_MAX_STRIPS: usize = 0;
 
     /// `C <- alpha AB + beta C` on the tile `c` (at most `MR x NR`; C is not read when
@@ -149,6 +150,14 @@ gemm_kernel!(
     tile_wide::<f64x4>, strided_tile_wide::<f64x4>
 );
 
+/// Row strips up to which the AVX-512 kernels read B in place. Against packing, in interleaved
+/// runs (`scripts/compare_gemm_builds.py`, fastest call) on Ice Lake (Xeon model 106) and
+/// Emerald Rapids (model 207) at 2000 to 4096 columns: in place wins at 2 and 3 strips (packing
+/// 0.74-0.88x), the two are level at 4 to 7, and packing wins from 8 strips on Ice Lake
+/// (1.09-1.23x, every width) and from 10 on Emerald Rapids at aliasing widths (1.10-1.21x).
+#[cfg(target_arch = "x86_64")]
+const AVX512_B_IN_PLACE_MAX_STRIPS: usize = 6;
+
 #[cfg(target_arch = "x86_64")]
 gemm_kernel!(
     /// 12 x 32 tiles (24 zmm accumulators). The B micro-panel (`KC x 32`, 32 KB) stays in Ice
@@ -157,7 +166,7 @@ gemm_kernel!(
     Avx512, f32,
     MR = avx512::MR_F32, NR = avx512::NR_F32, KC = 256, MC = 288, NC = 4096,
     avx512::tile_f32, avx512::strided_tile_f32,
-    B_IN_PLACE_MAX_STRIPS = 12, avx512::b_in_place_tile_f32
+    B_IN_PLACE_MAX_STRIPS = AVX512_B_IN_PLACE_MAX_STRIPS, avx512::b_in_place_tile_f32
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -172,7 +181,7 @@ gemm_kernel!(
     Avx512, f64,
     MR = avx512::MR_F64, NR = avx512::NR_F64, KC = 192, MC = 280, NC = 2048,
     avx512::tile_f64, avx512::strided_tile_f64,
-    B_IN_PLACE_MAX_STRIPS = 12, avx512::b_in_place_tile_f64
+    B_IN_PLACE_MAX_STRIPS = AVX512_B_IN_PLACE_MAX_STRIPS, avx512::b_in_place_tile_f64
 );
 
 /// Largest tile of any kernel, in scalars (f32 AVX-512: 12 x 32): the size of the tile buffers

@@ -27,11 +27,16 @@
 //! micro-panel would be used only a few times), the kernels read whole MR-row strips of
 //! `op(A)` in place instead and only a last partial strip is packed: the same FMA chains, so
 //! the same bits. Conversely, when C has so few rows that a packed B micro-panel would serve
-//! only a few tiles (at most the kernel's `B_IN_PLACE_MAX_STRIPS` MR-row strips, fewer when
-//! B's rows alias in L1, and `op(B)` not transposed), the AVX-512 kernels read B's NR-column
-//! strips in place, prefetching its rows ahead, and only a last partial strip is packed
-//! (packing B for 20 x 2000 x 2000 costs as much as the product itself). Again the same FMA
-//! chains.
+//! only a few tiles (at most the kernel's `B_IN_PLACE_MAX_STRIPS` MR-row strips, and `op(B)`
+//! not transposed), the AVX-512 kernels read B's NR-column strips in place, prefetching its
+//! rows ahead, and only a last partial strip is packed (packing B for 20 x 2000 x 2000 costs as
+//! much as the product itself). Again the same FMA chains.
+//!
+//! When one task runs the whole product and its rows fit one MC block, each B micro-panel
+//! serves that block once: the row panel then packs B a few micro-panels at a time, just
+//! before their tiles (`BBlock::Deferred`), so the packed values are read back from L2 instead
+//! of from the L3 or memory a whole packed block spills to. The same packed values, the same
+//! tiles.
 //!
 //! # Kernel variants
 //!
@@ -506,22 +511,6 @@ fn product_storage<S: Float>(
     Some(c)
 }
 
-/// Whether the rows of a matrix with leading dimension `ld` lie a multiple of 256 bytes (four
-/// cache lines) apart. The L1 data caches of the AVX-512 cores (Skylake-X to Sapphire Rapids,
-/// Zen 4) have 64 sets of 64-byte lines, so such rows start in at most 16 of the sets; a B
-/// micro-panel read in place (rows of NR columns, 128 bytes: two lines each) then sits in at
-/// most half of the sets, its `kc` rows (384 or 512 lines) overflow their 8 or 12 ways, and
-/// every tile reads the micro-panel from L2 again instead of from L1. Power-of-two widths
-/// (1024, 2048 columns) alias; 2000 columns do not.
-fn rows_alias_in_l1<S>(ld: usize) -> bool {
-    (ld * std::mem::size_of::<S>()).is_multiple_of(256)
-}
-
-/// With B's rows aliasing in L1 ([`rows_alias_in_l1`]), the packed path reads B in place for
-/// at most this many MR-row strips (instead of the kernel's `B_IN_PLACE_MAX_STRIPS`): past
-/// it, the tiles' re-reads of each micro-panel from L2 cost more than packing it once.
-const ALIASED_B_IN_PLACE_MAX_STRIPS: usize = 6;
-
 /// The packed, blocked loops of [`gemm_packed`] for a product with at least one row, column and
 /// depth step, `op(A)` m x k and `op(B)` k x n from `b` (as stored, or already packed), on the
 /// C storage `c` with leading dimension `ldc`.
@@ -553,13 +542,15 @@ fn packed_path<S: GemmScalar>(
     } else {
         threads.min(strips)
     };
-    // With so few rows that a packed B micro-panel would serve only a tile or two, the
-    // kernel reads B's whole NR-column strips in place (see `GemmKernel::b_in_place_tile`),
-    // fewer of them when B's rows alias in L1
+    // With so few rows that a packed B micro-panel would serve only a few tiles, the kernel
+    // reads B's whole NR-column strips in place (see `GemmKernel::b_in_place_tile`)
     let b_in_place = !split_columns
-        && matches!(b, BSource::Matrix(b) if b.trans() == Transpose::No
-            && strips <= kernel.b_in_place_max_strips
-            && (strips <= ALIASED_B_IN_PLACE_MAX_STRIPS || !rows_alias_in_l1::<S>(b.ld())));
+        && strips <= kernel.b_in_place_max_strips
+        && matches!(b, BSource::Matrix(b) if b.trans() == Transpose::No);
+    // With one row block run by one task, each B micro-panel serves that block's tiles once:
+    // the row panel packs B one group of micro-panels at a time, just before their tiles, so
+    // the packed values are still in L2 when read (see `BBlock::Deferred`)
+    let b_deferred = !b_in_place && parallel_tasks == 1 && m <= mc;
 
     // loop over the NC-wide column panels of C and B
     for jc in (0..n).step_by(nc) {
@@ -576,17 +567,17 @@ fn packed_path<S: GemmScalar>(
                 cols.clone()
             };
             let b_len = packed_cols.len().div_ceil(nr) * panel_len;
+            let panel = DepthPanel {
+                a,
+                depth: depth.clone(),
+                alpha,
+                beta: beta_panel,
+                kernel,
+            };
             let mut multiply = |b_pack: &[S]| {
                 let b_block = match b {
                     BSource::Matrix(b) if b_in_place => BBlock::InPlace { b, partial: b_pack },
                     _ => BBlock::Packed(b_pack),
-                };
-                let panel = DepthPanel {
-                    a,
-                    depth: depth.clone(),
-                    alpha,
-                    beta: beta_panel,
-                    kernel,
                 };
                 let row_block = |c_rows: &mut [S], rows: std::ops::Range<usize>| {
                     row_panel(&panel, b_block, c_rows, ldc, rows, cols.clone())
@@ -624,6 +615,9 @@ fn packed_path<S: GemmScalar>(
                 }
             };
             match b {
+                BSource::Matrix(b) if b_deferred => {
+                    row_panel(&panel, BBlock::Deferred(b), c, ldc, 0..m, cols.clone())
+                }
                 BSource::Matrix(b) => with_pack_buffer::<S, _>(&PACK_B, b_len, |b_pack| {
                     if b_in_place {
                         pack_b(b_pack, b, depth.clone(), packed_cols, nr);
@@ -715,17 +709,26 @@ enum BSource<'a, S> {
     Packed(&'a [S]),
 }
 
-/// Where a row panel reads its B micro-panels: all packed (`kc x NR` each, in order), or
-/// whole NR-column strips read in place from `b` (not transposed; its rows `depth`) with only a
-/// last partial strip packed in `partial`.
+/// Where a row panel reads its B micro-panels: all packed (`kc x NR` each, in order); whole
+/// NR-column strips read in place from `b` (not transposed; its rows `depth`) with only a
+/// last partial strip packed in `partial`; or packed by the row panel itself from `op(B)`,
+/// [`B_DEFERRED_PANELS`] micro-panels at a time, each group just before its tiles.
 #[derive(Clone, Copy)]
 enum BBlock<'a, S> {
     Packed(&'a [S]),
     InPlace { b: MatRef<'a, S>, partial: &'a [S] },
+    Deferred(MatRef<'a, S>),
 }
 
+/// B micro-panels a row panel packs at a time with [`BBlock::Deferred`]: 128 KB of f32 (NR 32,
+/// KC 256) or 96 KB of f64 for the AVX-512 kernels, so a group stays in L2 from its packing to
+/// its last tile. Packed all at once instead, the block (4 MB for 2000 f32 columns) goes out to
+/// L3 or memory and comes back, while packing was already a fifth of a 180 x 2000 x 2000
+/// product on one thread. Groups of 8 and 16 panels measured level with 4 or slower.
+const B_DEFERRED_PANELS: usize = 4;
+
 /// One row panel: packs `op(A)[rows, depth]` and updates `C[rows, cols]` (whose first row is
-/// `c_rows[0..]`) with the B block, tile by tile. With a packed B block of at most
+/// `c_rows[0..]`) with the B block, tile by tile (packing a deferred B block group by group). With a packed B block of at most
 /// [`IN_PLACE_A_MAX_STRIPS`] strips, whole MR-row strips of A are read in place and only a last
 /// partial strip is packed (zero-padded); the arithmetic is the same.
 fn row_panel<S: GemmScalar>(
@@ -739,16 +742,15 @@ fn row_panel<S: GemmScalar>(
     let DepthPanel {
         a,
         ref depth,
-        alpha,
-        beta,
         kernel,
+        ..
     } = *panel;
     let Blocking { mr, nr, .. } = kernel.blocking;
     let kc = depth.len();
     let row_count = rows.len();
     // The first `in_place_strips` MR-row strips are read from A's storage, the rest packed.
     let in_place = match b_block {
-        BBlock::Packed(b_pack) => b_pack.len() <= IN_PLACE_A_MAX_STRIPS * kc * nr,
+        BBlock::Packed(_) | BBlock::Deferred(_) => cols.len().div_ceil(nr) <= IN_PLACE_A_MAX_STRIPS,
         BBlock::InPlace { .. } => false,
     };
     let in_place_strips = if in_place { row_count / mr } else { 0 };
@@ -756,6 +758,60 @@ fn row_panel<S: GemmScalar>(
     let a_len = (rows.end - first_packed_row).div_ceil(mr) * mr * kc;
     with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
         pack_a(a_pack, a, first_packed_row..rows.end, depth.clone(), mr);
+        let packed_a = PackedA {
+            pack: &*a_pack,
+            in_place_strips,
+        };
+        let BBlock::Deferred(b) = b_block else {
+            return row_panel_tiles(panel, b_block, packed_a, c_rows, ldc, rows, cols);
+        };
+        // loop over groups of B_DEFERRED_PANELS micro-panels: pack, then their tiles
+        let group_len = B_DEFERRED_PANELS * kc * nr;
+        with_pack_buffer::<S, _>(&PACK_B, group_len, |b_pack| {
+            for first in cols.clone().step_by(B_DEFERRED_PANELS * nr) {
+                let group = first..cols.end.min(first + B_DEFERRED_PANELS * nr);
+                let b_pack = &mut b_pack[..group.len().div_ceil(nr) * kc * nr];
+                pack_b(b_pack, b, depth.clone(), group.clone(), nr);
+                let b_block = BBlock::Packed(&*b_pack);
+                row_panel_tiles(panel, b_block, packed_a, c_rows, ldc, rows.clone(), group);
+            }
+        });
+    });
+}
+
+/// A row panel's A block: its first `in_place_strips` MR-row strips are read from A's storage,
+/// the others packed in `pack`.
+#[derive(Clone, Copy)]
+struct PackedA<'a, S> {
+    pack: &'a [S],
+    in_place_strips: usize,
+}
+
+/// The tiles of a row panel for the columns `cols` of its B block (not `Deferred`).
+fn row_panel_tiles<S: GemmScalar>(
+    panel: &DepthPanel<'_, S>,
+    b_block: BBlock<'_, S>,
+    packed_a: PackedA<'_, S>,
+    c_rows: &mut [S],
+    ldc: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    let DepthPanel {
+        a,
+        ref depth,
+        alpha,
+        beta,
+        kernel,
+    } = *panel;
+    let Blocking { mr, nr, .. } = kernel.blocking;
+    let PackedA {
+        pack: a_pack,
+        in_place_strips,
+    } = packed_a;
+    let kc = depth.len();
+    let row_count = rows.len();
+    {
         // loop over the NR-wide strips of the B block
         for jr in 0..cols.len().div_ceil(nr) {
             let first_col = cols.start + jr * nr;
@@ -800,10 +856,11 @@ fn row_panel<S: GemmScalar>(
                     BBlock::InPlace { partial, .. } => {
                         (kernel.tile)(kc, a_panel, partial, alpha, beta, c_tile);
                     }
+                    BBlock::Deferred(_) => unreachable!("row_panel packs a deferred B block"),
                 }
             }
         }
-    });
+    }
 }
 
 /// One column range of C for all rows `rows`: packs `op(A)[rows, depth]` and updates
@@ -932,26 +989,5 @@ mod tests {
         let tasks = row_tasks(2000, 12, 288, 2);
         let first_half: usize = tasks[..4].iter().map(|r| r.len()).sum();
         assert_eq!((tasks.len(), first_half), (8, 996));
-    }
-
-    /// Row strides that are multiples of four cache lines alias; others, including two-line
-    /// multiples such as 2000 f64 (16,000 bytes), do not.
-    #[test]
-    fn power_of_two_widths_alias_in_l1() {
-        for ld in [64, 1024, 2048, 4096, 192, 1984] {
-            assert!(rows_alias_in_l1::<f32>(ld), "f32 ld {ld}");
-            assert!(rows_alias_in_l1::<f64>(ld), "f64 ld {ld}");
-        }
-        for ld in [2000, 1000, 2049, 784, 200] {
-            assert!(!rows_alias_in_l1::<f32>(ld), "f32 ld {ld}");
-            assert!(!rows_alias_in_l1::<f64>(ld), "f64 ld {ld}");
-        }
-        // 128 bytes for f32, 256 for f64
-        for ld in [32, 2016] {
-            assert!(
-                !rows_alias_in_l1::<f32>(ld) && rows_alias_in_l1::<f64>(ld),
-                "ld {ld}"
-            );
-        }
     }
 }
