@@ -811,53 +811,51 @@ fn row_panel_tiles<S: GemmScalar>(
     } = packed_a;
     let kc = depth.len();
     let row_count = rows.len();
-    {
-        // loop over the NR-wide strips of the B block
-        for jr in 0..cols.len().div_ceil(nr) {
-            let first_col = cols.start + jr * nr;
-            let tile_cols = nr.min(cols.end - first_col);
-            // loop over the MR-tall strips of the A block
-            for ir in 0..row_count.div_ceil(mr) {
-                let first_row = rows.start + ir * mr;
-                let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
-                let tile_rows = mr.min(rows.end - first_row);
-                let c_tile = MatMut::with_ld(c_tile, tile_rows, tile_cols, ldc);
-                if ir < in_place_strips {
-                    let BBlock::Packed(b_pack) = b_block else {
-                        unreachable!("A is read in place only with a packed B block")
-                    };
+    // loop over the NR-wide strips of the B block
+    for jr in 0..cols.len().div_ceil(nr) {
+        let first_col = cols.start + jr * nr;
+        let tile_cols = nr.min(cols.end - first_col);
+        // loop over the MR-tall strips of the A block
+        for ir in 0..row_count.div_ceil(mr) {
+            let first_row = rows.start + ir * mr;
+            let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
+            let tile_rows = mr.min(rows.end - first_row);
+            let c_tile = MatMut::with_ld(c_tile, tile_rows, tile_cols, ldc);
+            if ir < in_place_strips {
+                let BBlock::Packed(b_pack) = b_block else {
+                    unreachable!("A is read in place only with a packed B block")
+                };
+                let b_panel = &b_pack[jr * kc * nr..][..kc * nr];
+                let ld = a.ld();
+                let a_strip = match a.trans() {
+                    Transpose::No => {
+                        let strip = &a.data()[first_row * ld + depth.start..];
+                        MatRef::with_ld(strip, mr, kc, ld)
+                    }
+                    Transpose::Yes => {
+                        let strip = &a.data()[depth.start * ld + first_row..];
+                        MatRef::with_ld(strip, kc, mr, ld).transpose()
+                    }
+                };
+                (kernel.strided)(a_strip, b_panel, alpha, beta, c_tile);
+                continue;
+            }
+            let a_panel = &a_pack[(ir - in_place_strips) * kc * mr..][..kc * mr];
+            match b_block {
+                BBlock::Packed(b_pack) => {
                     let b_panel = &b_pack[jr * kc * nr..][..kc * nr];
-                    let ld = a.ld();
-                    let a_strip = match a.trans() {
-                        Transpose::No => {
-                            let strip = &a.data()[first_row * ld + depth.start..];
-                            MatRef::with_ld(strip, mr, kc, ld)
-                        }
-                        Transpose::Yes => {
-                            let strip = &a.data()[depth.start * ld + first_row..];
-                            MatRef::with_ld(strip, kc, mr, ld).transpose()
-                        }
-                    };
-                    (kernel.strided)(a_strip, b_panel, alpha, beta, c_tile);
-                    continue;
+                    (kernel.tile)(kc, a_panel, b_panel, alpha, beta, c_tile);
                 }
-                let a_panel = &a_pack[(ir - in_place_strips) * kc * mr..][..kc * mr];
-                match b_block {
-                    BBlock::Packed(b_pack) => {
-                        let b_panel = &b_pack[jr * kc * nr..][..kc * nr];
-                        (kernel.tile)(kc, a_panel, b_panel, alpha, beta, c_tile);
-                    }
-                    BBlock::InPlace { b, .. } if tile_cols == nr => {
-                        let ld = b.ld();
-                        let strip = &b.data()[depth.start * ld + first_col..];
-                        let b_strip = MatRef::with_ld(strip, kc, nr, ld);
-                        (kernel.b_in_place)(a_panel, b_strip, alpha, beta, c_tile);
-                    }
-                    BBlock::InPlace { partial, .. } => {
-                        (kernel.tile)(kc, a_panel, partial, alpha, beta, c_tile);
-                    }
-                    BBlock::Deferred(_) => unreachable!("row_panel packs a deferred B block"),
+                BBlock::InPlace { b, .. } if tile_cols == nr => {
+                    let ld = b.ld();
+                    let strip = &b.data()[depth.start * ld + first_col..];
+                    let b_strip = MatRef::with_ld(strip, kc, nr, ld);
+                    (kernel.b_in_place)(a_panel, b_strip, alpha, beta, c_tile);
                 }
+                BBlock::InPlace { partial, .. } => {
+                    (kernel.tile)(kc, a_panel, partial, alpha, beta, c_tile);
+                }
+                BBlock::Deferred(_) => unreachable!("row_panel packs a deferred B block"),
             }
         }
     }
