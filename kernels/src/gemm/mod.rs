@@ -728,9 +728,10 @@ enum BBlock<'a, S> {
 const B_DEFERRED_PANELS: usize = 4;
 
 /// One row panel: packs `op(A)[rows, depth]` and updates `C[rows, cols]` (whose first row is
-/// `c_rows[0..]`) with the B block, tile by tile (packing a deferred B block group by group). With a packed B block of at most
-/// [`IN_PLACE_A_MAX_STRIPS`] strips, whole MR-row strips of A are read in place and only a last
-/// partial strip is packed (zero-padded); the arithmetic is the same.
+/// `c_rows[0..]`) with the B block, tile by tile, packing a deferred B block group by group.
+/// With a packed or deferred B block of at most [`IN_PLACE_A_MAX_STRIPS`] strips, whole MR-row
+/// strips of A are read in place and only a last partial strip is packed (zero-padded); the
+/// arithmetic is the same.
 fn row_panel<S: GemmScalar>(
     panel: &DepthPanel<'_, S>,
     b_block: BBlock<'_, S>,
