@@ -740,25 +740,25 @@ fn row_panel<S: GemmScalar>(
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
 ) {
-    let DepthPanel {
-        a,
-        ref depth,
-        kernel,
-        ..
-    } = *panel;
-    let Blocking { mr, nr, .. } = kernel.blocking;
+    let Blocking { mr, nr, .. } = panel.kernel.blocking;
+    let depth = &panel.depth;
     let kc = depth.len();
-    let row_count = rows.len();
     // The first `in_place_strips` MR-row strips are read from A's storage, the rest packed.
     let in_place = match b_block {
         BBlock::Packed(_) | BBlock::Deferred(_) => cols.len().div_ceil(nr) <= IN_PLACE_A_MAX_STRIPS,
         BBlock::InPlace { .. } => false,
     };
-    let in_place_strips = if in_place { row_count / mr } else { 0 };
+    let in_place_strips = if in_place { rows.len() / mr } else { 0 };
     let first_packed_row = rows.start + in_place_strips * mr;
     let a_len = (rows.end - first_packed_row).div_ceil(mr) * mr * kc;
     with_pack_buffer::<S, _>(&PACK_A, a_len, |a_pack| {
-        pack_a(a_pack, a, first_packed_row..rows.end, depth.clone(), mr);
+        pack_a(
+            a_pack,
+            panel.a,
+            first_packed_row..rows.end,
+            depth.clone(),
+            mr,
+        );
         let packed_a = PackedA {
             pack: &*a_pack,
             in_place_strips,
