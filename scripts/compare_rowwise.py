@@ -5,8 +5,10 @@ PyTorch on one thread, in interleaved rounds, written into docs/performance.md.
 Each round runs our kernels (`kernels/examples/rowwise_bench.rs`, its own process with
 RAYON_NUM_THREADS=1), then PyTorch's on the same shapes (torch.set_num_threads(1), `out=`
 variants so neither side allocates per call), then, with --baseline-bench, an older build of
-the same example (e.g. the starting commit's kernels). A row's figure is the median over rounds
-of each round's median call; the spread is the range of the round medians.
+the same example (e.g. the starting commit's kernels), or the same build under other
+environment variables (--baseline-env, e.g. BENIGN_STREAMING_STORES=never to time the
+kernels without streaming stores). A row's figure is the median over rounds of each round's
+median call; the spread is the range of the round medians.
 
     python3 -m venv .venv && .venv/bin/pip install torch numpy
     cargo build --release -p benign-kernels --example rowwise_bench
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import time
 
+import numpy
 import torch
 
 from doc_block import replace_block
@@ -33,8 +36,8 @@ DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "performance.md")
 BLOCK = "rowwise-table"
 
 
-def run_bench(binary, reps):
-    env = dict(os.environ, RAYON_NUM_THREADS="1")
+def run_bench(binary, reps, extra_env=None):
+    env = dict(os.environ, RAYON_NUM_THREADS="1", **(extra_env or {}))
     out = subprocess.run([binary, str(reps)], env=env, check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     return {(r["kernel"], r["rows"], r["cols"]): r["median_seconds"] for r in rows}
@@ -77,18 +80,22 @@ def time_torch(keys, reps):
 
 
 def copy_bandwidth(reps):
-    """GB/s of one-thread `y.copy_(x)` on 4096 x 2000 f32 (read + write): the ceiling of the
-    memory-bound rows."""
+    """GB/s (read + write) of one-thread copies of 4096 x 2000 f32, the ceilings of the
+    memory-bound rows: PyTorch's `y.copy_(x)`, whose ordinary stores read every output line
+    before writing it, and numpy's `np.copyto` (glibc's memcpy), which writes a copy this large
+    with streaming stores, as our kernels do past the last-level cache."""
     torch.set_num_threads(1)
     x = torch.randn(4096, 2000)
     y = torch.empty_like(x)
-    y.copy_(x)
-    seconds = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        y.copy_(x)
-        seconds.append(time.perf_counter() - start)
-    return 2 * 4 * x.numel() / statistics.median(seconds) / 1e9
+    xn, yn = x.numpy(), y.numpy()
+    copies = {"torch": lambda: y.copy_(x), "numpy": lambda: numpy.copyto(yn, xn)}
+    seconds = {name: [] for name in copies}
+    for _ in range(reps + 1):
+        for name, copy in copies.items():
+            start = time.perf_counter()
+            copy()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: 2 * 4 * x.numel() / statistics.median(s[1:]) / 1e9 for name, s in seconds.items()}
 
 
 def bytes_moved(kernel, rows, cols):
@@ -97,8 +104,10 @@ def bytes_moved(kernel, rows, cols):
     return 4 * arrays * rows * cols
 
 
-def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=20):
-    """Times both sides in ROUNDS interleaved rounds of REPS calls; returns the block's text."""
+def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=20,
+            baseline_env=None):
+    """Times both sides in ROUNDS interleaved rounds of REPS calls; returns the block's text.
+    BASELINE_ENV (a dict) is added to the baseline's environment."""
     copy_gbps = copy_bandwidth(reps)
     loads = [load_average()]
     sides = {"ours": [], "torch": [], "baseline": []}
@@ -106,7 +115,7 @@ def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=
         sides["ours"].append(run_bench(bench, reps))
         sides["torch"].append(time_torch(list(sides["ours"][-1]), reps))
         if baseline_bench:
-            sides["baseline"].append(run_bench(baseline_bench, reps))
+            sides["baseline"].append(run_bench(baseline_bench, reps, baseline_env))
         loads.append(load_average())
 
     def summary(side, key):
@@ -120,8 +129,12 @@ def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=
         f" interleaved rounds of {reps} calls; 1-minute load average before and after each"
         f" round: {format_loads(loads)}. The machine is shared: compare the"
         " ratios, measured side by side, rather than absolute figures. One-thread copy"
-        f" bandwidth (PyTorch `y.copy_(x)`, 4096x2000 f32, read + write): {copy_gbps:.1f} GB/s,"
-        " the ceiling of the 4096-row shapes (the 180-row ones fit in L2).",
+        " bandwidth (4096x2000 f32, read + write), the ceiling of the 4096-row shapes (the"
+        f" 180-row ones fit in L2): {copy_gbps['torch']:.1f} GB/s with ordinary stores (PyTorch"
+        " `y.copy_(x)`: each output line is read before it is written) and"
+        f" {copy_gbps['numpy']:.1f} GB/s with streaming stores (numpy `copyto`, glibc's memcpy,"
+        " which streams copies this large; ours stream outputs of calls larger than the"
+        " last-level cache).",
         "",
         "Time per call: median over rounds of each round's median (range of the round medians)."
         " *vs PyTorch* is PyTorch's time over ours (above 1: ours is faster)"
@@ -151,6 +164,8 @@ def main():
     p.add_argument("--bench", default="target/release/examples/rowwise_bench")
     p.add_argument("--baseline-bench", help="an older build of the same example")
     p.add_argument("--baseline-name", default="afda169")
+    p.add_argument("--baseline-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the baseline side (repeatable)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--write", action="store_true", help="rewrite the block in docs/performance.md")
@@ -159,7 +174,16 @@ def main():
         p.error("--rounds: at least 3")
     if args.reps < 1:
         p.error("--reps: at least 1")
-    table = measure(args.bench, args.baseline_bench, args.baseline_name, args.rounds, args.reps)
+    if args.baseline_env and not args.baseline_bench:
+        p.error("--baseline-env: needs --baseline-bench")
+    baseline_env = {}
+    for item in args.baseline_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            p.error(f"--baseline-env: {item!r} is not NAME=VALUE")
+        baseline_env[name] = value
+    table = measure(args.bench, args.baseline_bench, args.baseline_name, args.rounds, args.reps,
+                    baseline_env)
     print(table)
     if args.write:
         replace_block(DOC, BLOCK, table)

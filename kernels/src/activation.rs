@@ -31,14 +31,19 @@
 //! The last `len % LANES` elements go through the same vector code on a zero-padded copy, so
 //! every element gets the same formula. Elementwise, so threads (fixed blocks of
 //! [`crate::threading::CHUNK_ELEMS`]) cannot change any bit.
+//!
+//! A call whose inputs and outputs together exceed the last-level cache writes its outputs with
+//! streaming stores and fetches its inputs a page ahead (`crate::stream`): the same bits, about
+//! a third less memory traffic.
 
 use rayon::prelude::*;
 
 use crate::attention::{AttentionVector, Wide};
 use crate::simd::{
-    cast, cast_mut, f32_on_512_bit_vectors, normal_cdf_and_pdf, precision, Precision, Simd,
-    SimdVector,
+    cast, cast_mut, f32_on_512_bit_vectors, normal_cdf_and_pdf, precision, prefetch, Precision,
+    Simd, SimdVector,
 };
+use crate::stream::{output_stores, OutputStores};
 use crate::threading;
 use crate::Float;
 
@@ -105,9 +110,10 @@ const ROUND_TO_INTEGER: f32 = 12_582_912.0;
 pub fn gelu<T: Float>(x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), y.len(), "gelu: x and y lengths differ");
     let wide512 = f32_on_512_bit_vectors();
+    let stores = output_stores(2 * std::mem::size_of_val(x));
     threading::for_row_blocks(1, x.len() * 16, y, |i0, yb| {
         let xb = &x[i0..i0 + yb.len()];
-        gelu_block(wide512, GeluPass::Value { x: xb, y: yb })
+        gelu_block(wide512, GeluPass::Value { x: xb, y: yb }, stores)
     })
 }
 
@@ -118,6 +124,7 @@ pub fn gelu_backward<T: Float>(x: &[T], dy: &[T], dx: &mut [T]) {
         "gelu_backward: lengths differ"
     );
     let wide512 = f32_on_512_bit_vectors();
+    let stores = output_stores(3 * std::mem::size_of_val(x));
     threading::for_row_blocks(1, x.len() * 16, dx, |i0, db| {
         let range = i0..i0 + db.len();
         let (xb, gb) = (&x[range.clone()], &dy[range]);
@@ -128,6 +135,7 @@ pub fn gelu_backward<T: Float>(x: &[T], dy: &[T], dx: &mut [T]) {
                 dy: gb,
                 dx: db,
             },
+            stores,
         )
     })
 }
@@ -143,8 +151,9 @@ pub fn gelu_with_derivative<T: Float>(x: &[T], y: &mut [T], dydx: &mut [T]) {
         "gelu_with_derivative: lengths differ"
     );
     let wide512 = f32_on_512_bit_vectors();
+    let stores = output_stores(3 * std::mem::size_of_val(x));
     let block = |x: &[T], y: &mut [T], dydx: &mut [T]| {
-        gelu_block(wide512, GeluPass::ValueAndSlope { x, y, dydx })
+        gelu_block(wide512, GeluPass::ValueAndSlope { x, y, dydx }, stores)
     };
     if threading::parallel(x.len() * 24) {
         // Fixed blocks (a function of the length only): elementwise, so no bit depends on
@@ -201,21 +210,21 @@ impl<'a, T: Float> GeluPass<'a, T> {
 }
 
 /// One pass over a block in the caller's element type: f32 on the vectors `wide512` selects,
-/// f64 on `wide`'s.
-fn gelu_block<T: Float>(wide512: bool, pass: GeluPass<'_, T>) {
+/// f64 on `wide`'s; outputs written as `stores` says.
+fn gelu_block<T: Float>(wide512: bool, pass: GeluPass<'_, T>, stores: OutputStores) {
     match precision::<T>() {
-        Precision::F32 => gelu_f32(wide512, pass.cast()),
-        Precision::F64 => run_gelu_pass::<Wide<f64>>(pass.cast()),
+        Precision::F32 => gelu_f32(wide512, pass.cast(), stores),
+        Precision::F64 => run_gelu_pass::<Wide<f64>>(pass.cast(), stores),
     }
 }
 
-fn gelu_f32(wide512: bool, pass: GeluPass) {
+fn gelu_f32(wide512: bool, pass: GeluPass, stores: OutputStores) {
     #[cfg(target_arch = "x86_64")]
     if wide512 {
-        return crate::attention_avx512::gelu_pass(pass);
+        return crate::attention_avx512::gelu_pass(pass, stores);
     }
     debug_assert!(!wide512, "512-bit vectors exist on x86-64 only");
-    run_gelu_pass::<Wide<f32>>(pass)
+    run_gelu_pass::<Wide<f32>>(pass, stores)
 }
 
 /// A vector type the GELU passes run on, with its element type's formula.
@@ -250,7 +259,7 @@ impl GeluVector for Wide<f64> {
 /// Run one pass with vectors `V` (inlined into the AVX-512 entry point for `F32x16`). Where a
 /// pass needs only the value, the slope's arithmetic is dead code and compiled away.
 #[inline(always)]
-pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>) {
+pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>, stores: OutputStores) {
     // The closures are inlined so that, in the AVX-512 entry point, they are compiled with its
     // target features too (an outlined closure would call every intrinsic out of line).
     match pass {
@@ -259,12 +268,14 @@ pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>) {
             [y],
             #[inline(always)]
             |[xv]| [xv.value_and_slope().0],
+            stores,
         ),
         GeluPass::Backward { x, dy, dx } => map_vectors::<V, 2, 1>(
             [x, dy],
             [dx],
             #[inline(always)]
             |[xv, g]| [g * xv.value_and_slope().1],
+            stores,
         ),
         GeluPass::ValueAndSlope { x, y, dydx } => map_vectors::<V, 1, 2>(
             [x],
@@ -274,6 +285,7 @@ pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>) {
                 let (value, slope) = xv.value_and_slope();
                 [value, slope]
             },
+            stores,
         ),
     }
 }
@@ -353,33 +365,86 @@ fn gelu_f64_vector(x: <f64 as Simd>::V) -> (<f64 as Simd>::V, <f64 as Simd>::V) 
     (x * cdf, x.mul_add(pdf, cdf))
 }
 
-/// `outputs = f(inputs)` vector by vector; the tail runs on zero-padded vectors.
+/// How far ahead of its loads a streaming [`map_vectors`] pass fetches its inputs.
+const STREAM_PREFETCH_BYTES: usize = 4096;
+
+/// `outputs = f(inputs)` vector by vector; the tail runs on zero-padded vectors. With
+/// streaming `stores`, the elements before the first output's first vector-aligned one go
+/// through ordinary stores, the rest through [`SimdVector::store_streaming`] with the inputs
+/// fetched ahead, and the pass ends with the fence those stores need.
 #[inline(always)]
 fn map_vectors<V: AttentionVector, const K: usize, const M: usize>(
     inputs: [&[V::Scalar]; K],
     mut outputs: [&mut [V::Scalar]; M],
     f: impl Fn([V; K]) -> [V; M],
+    stores: OutputStores,
 ) {
+    if stores == OutputStores::Cached {
+        return map_vectors_storing::<V, K, M, false>(inputs, outputs, &f);
+    }
+    let vector_bytes = V::LANES * std::mem::size_of::<V::Scalar>();
+    let head = outputs[0]
+        .as_ptr()
+        .align_offset(vector_bytes)
+        .min(outputs[0].len());
+    map_vectors_storing::<V, K, M, false>(
+        inputs.map(|input| &input[..head]),
+        outputs.each_mut().map(|output| &mut output[..head]),
+        &f,
+    );
+    map_vectors_storing::<V, K, M, true>(
+        inputs.map(|input| &input[head..]),
+        outputs.each_mut().map(|output| &mut output[head..]),
+        &f,
+    );
+    V::stream_fence();
+}
+
+/// [`map_vectors`] with every whole vector stored by [`SimdVector::store_streaming`] when
+/// `STREAM`, by [`SimdVector::store`] otherwise.
+#[inline(always)]
+fn map_vectors_storing<V: AttentionVector, const K: usize, const M: usize, const STREAM: bool>(
+    inputs: [&[V::Scalar]; K],
+    mut outputs: [&mut [V::Scalar]; M],
+    f: &impl Fn([V; K]) -> [V; M],
+) {
+    let store = |v: V, out: &mut [V::Scalar]| {
+        if STREAM {
+            v.store_streaming(out)
+        } else {
+            v.store(out)
+        }
+    };
     let l = V::LANES;
     let len = outputs[0].len();
     let full = len - len % l;
     // Two vectors per step: the polynomial, division and exp are long dependency chains, and
     // two independent ones in one basic block overlap better than successive iterations.
     let pairs = full - full % (2 * l);
+    // a streaming pass's inputs come from memory: fetch them a page ahead of the loads (the
+    // hardware prefetchers stop at page boundaries, and this loop is long enough per line for
+    // their restarts to show)
+    let ahead = STREAM_PREFETCH_BYTES / std::mem::size_of::<V::Scalar>();
     for j in (0..pairs).step_by(2 * l) {
+        if STREAM {
+            for input in &inputs {
+                prefetch(input, j + ahead);
+                prefetch(input, j + ahead + l);
+            }
+        }
         let first = f(std::array::from_fn(|i| V::load(&inputs[i][j..j + l])));
         let second = f(std::array::from_fn(|i| {
             V::load(&inputs[i][j + l..j + 2 * l])
         }));
         for ((out, a), b) in outputs.iter_mut().zip(first).zip(second) {
-            a.store(&mut out[j..j + l]);
-            b.store(&mut out[j + l..j + 2 * l]);
+            store(a, &mut out[j..j + l]);
+            store(b, &mut out[j + l..j + 2 * l]);
         }
     }
     if pairs < full {
         let result = f(std::array::from_fn(|i| V::load(&inputs[i][pairs..full])));
         for (out, v) in outputs.iter_mut().zip(result) {
-            v.store(&mut out[pairs..full]);
+            store(v, &mut out[pairs..full]);
         }
     }
     let tail = len - full;

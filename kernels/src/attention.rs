@@ -152,6 +152,14 @@ impl<S: Simd> SimdVector for Wide<S> {
         self.0.store(dst)
     }
     #[inline(always)]
+    fn store_streaming(self, dst: &mut [S]) {
+        self.0.store_streaming(dst)
+    }
+    #[inline(always)]
+    fn stream_fence() {
+        S::V::stream_fence()
+    }
+    #[inline(always)]
     fn mul_add(self, m: Self, a: Self) -> Self {
         Wide(self.0.mul_add(m.0, a.0))
     }

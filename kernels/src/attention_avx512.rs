@@ -19,14 +19,16 @@ use std::arch::x86_64::{
     __m512, _mm512_abs_ps, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_div_ps, _mm512_fmadd_ps,
     _mm512_fnmadd_ps, _mm512_loadu_ps, _mm512_mask_blend_ps, _mm512_maskz_scalef_ps, _mm512_max_ps,
     _mm512_mul_ps, _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps,
-    _mm512_scalef_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
-    _CMP_GE_OQ, _CMP_LT_OQ, _MM_FROUND_NO_EXC, _MM_FROUND_TO_NEAREST_INT,
+    _mm512_scalef_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_stream_ps,
+    _mm512_sub_ps, _mm_sfence, _CMP_GE_OQ, _CMP_LT_OQ, _MM_FROUND_NO_EXC,
+    _MM_FROUND_TO_NEAREST_INT,
 };
 
 use crate::activation::{run_gelu_pass, GeluPass};
 use crate::attention::{backward_sample, forward_sample, AttentionVector, Panels, Workspace};
 use crate::simd::SimdVector;
-use crate::softmax::softmax_row;
+use crate::softmax::softmax_block;
+use crate::stream::OutputStores;
 
 /// Sixteen f32 lanes in a zmm register.
 #[derive(Clone, Copy)]
@@ -75,6 +77,22 @@ impl SimdVector for F32x16 {
         let dst = &mut dst[..16];
         // SAFETY: 16 writable f32 (sliced above), uniquely borrowed; AVX-512F as above.
         unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    fn store_streaming(self, dst: &mut [f32]) {
+        let dst = &mut dst[..16];
+        if dst.as_ptr().align_offset(64) != 0 {
+            return self.store(dst);
+        }
+        // SAFETY: 16 writable f32 (sliced above), uniquely borrowed and 64-byte aligned
+        // (checked above), as the streaming store needs; AVX-512F as above. The callers fence
+        // (`stream_fence`) before the memory is read again.
+        unsafe { _mm512_stream_ps(dst.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    fn stream_fence() {
+        // SAFETY: `sfence` has no operands and needs only SSE (every x86-64 CPU).
+        unsafe { _mm_sfence() }
     }
     #[inline(always)]
     fn mul_add(self, m: Self, a: Self) -> Self {
@@ -203,25 +221,23 @@ impl AttentionVector for F32x16 {
 
 /// One f32 GELU pass (`activation.rs`) on 512-bit vectors; call only when
 /// [`crate::gemm::current_variant`] is `Avx512` (module documentation).
-pub(crate) fn gelu_pass(pass: GeluPass) {
+pub(crate) fn gelu_pass(pass: GeluPass, stores: OutputStores) {
     #[target_feature(enable = "avx512f")]
-    fn run(pass: GeluPass) {
-        run_gelu_pass::<F32x16>(pass)
+    fn run(pass: GeluPass, stores: OutputStores) {
+        run_gelu_pass::<F32x16>(pass, stores)
     }
     // SAFETY: AVX-512F is present (module documentation).
-    unsafe { run(pass) }
+    unsafe { run(pass, stores) }
 }
 
 /// Softmax (or, with `log`, log-softmax) of the rows of `x` (`cols` entries each) into `y` on
 /// 512-bit vectors (`softmax.rs`); call only when [`crate::gemm::current_variant`] is `Avx512`
 /// (module documentation).
-pub(crate) fn softmax_rows(cols: usize, x: &[f32], y: &mut [f32], log: bool) {
+pub(crate) fn softmax_rows(cols: usize, x: &[f32], y: &mut [f32], log: bool, stores: OutputStores) {
     #[target_feature(enable = "avx512f")]
-    fn run(cols: usize, x: &[f32], y: &mut [f32], log: bool) {
-        for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-            softmax_row::<F32x16>(xr, yr, log);
-        }
+    fn run(cols: usize, x: &[f32], y: &mut [f32], log: bool, stores: OutputStores) {
+        softmax_block::<F32x16>(cols, x, y, log, stores)
     }
     // SAFETY: AVX-512F is present (module documentation).
-    unsafe { run(cols, x, y, log) }
+    unsafe { run(cols, x, y, log, stores) }
 }

@@ -42,6 +42,7 @@ pub mod reference;
 #[doc(hidden)]
 pub mod simd;
 pub mod softmax;
+pub mod stream;
 pub mod threading;
 
 pub use activation::{gelu, gelu_backward, gelu_with_derivative};

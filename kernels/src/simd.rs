@@ -61,6 +61,18 @@ pub trait SimdVector:
     }
     /// Stores into the first `LANES` scalars of `dst`.
     fn store(self, dst: &mut [Self::Scalar]);
+    /// [`SimdVector::store`] with a streaming (non-temporal) store when this vector type has
+    /// one and `dst` is aligned to the vector's size (`crate::stream`); an ordinary store
+    /// otherwise. The same bits either way. A thread calls [`SimdVector::stream_fence`] after
+    /// its last streaming store and before anything reads what it wrote.
+    #[inline(always)]
+    fn store_streaming(self, dst: &mut [Self::Scalar]) {
+        self.store(dst)
+    }
+    /// Orders this thread's streaming stores before its later memory accesses (`sfence`), as
+    /// the streaming store intrinsics require; nothing for vectors without them.
+    #[inline(always)]
+    fn stream_fence() {}
     /// `self * m + a` lane-wise, fused when the target has FMA.
     fn mul_add(self, m: Self, a: Self) -> Self;
     /// The sum of the lanes, in a fixed order.
@@ -71,7 +83,7 @@ pub trait SimdVector:
 pub const MAX_LANES: usize = 16;
 
 macro_rules! impl_simd_vector_wide {
-    ($vector:ty, $scalar:ty, $lanes:literal) => {
+    ($vector:ty, $scalar:ty, $lanes:literal, $loadu_256:ident, $stream_256:ident) => {
         impl SimdVector for $vector {
             type Scalar = $scalar;
             const LANES: usize = $lanes;
@@ -94,6 +106,29 @@ macro_rules! impl_simd_vector_wide {
             fn store(self, dst: &mut [$scalar]) {
                 dst[..$lanes].copy_from_slice(self.as_array_ref());
             }
+            #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+            #[inline(always)]
+            fn store_streaming(self, dst: &mut [$scalar]) {
+                let dst = &mut dst[..$lanes];
+                if dst.as_ptr().align_offset(32) != 0 {
+                    return self.store(dst);
+                }
+                // SAFETY: `dst` is $lanes writable scalars (32 bytes, sliced above), uniquely
+                // borrowed and 32-byte aligned (checked above), as the streaming store needs;
+                // the build enables AVX (the cfg above). The callers fence (`stream_fence`)
+                // before the memory is read again.
+                unsafe {
+                    use std::arch::x86_64::{$loadu_256, $stream_256};
+                    let vector = $loadu_256(self.as_array_ref().as_ptr());
+                    $stream_256(dst.as_mut_ptr(), vector)
+                }
+            }
+            #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+            #[inline(always)]
+            fn stream_fence() {
+                // SAFETY: `sfence` has no operands and needs only SSE (every x86-64 CPU).
+                unsafe { std::arch::x86_64::_mm_sfence() }
+            }
             #[inline(always)]
             fn mul_add(self, m: Self, a: Self) -> Self {
                 <$vector>::mul_add(self, m, a)
@@ -106,8 +141,8 @@ macro_rules! impl_simd_vector_wide {
     };
 }
 
-impl_simd_vector_wide!(f32x8, f32, 8);
-impl_simd_vector_wide!(f64x4, f64, 4);
+impl_simd_vector_wide!(f32x8, f32, 8, _mm256_loadu_ps, _mm256_stream_ps);
+impl_simd_vector_wide!(f64x4, f64, 4, _mm256_loadu_pd, _mm256_stream_pd);
 
 use crate::Float;
 
@@ -171,6 +206,21 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// Asks the CPU to bring the cache line holding `data[index]` into L1: a hint that never
+/// faults and never changes a value (any `index`), nothing off x86-64.
+#[inline(always)]
+pub(crate) fn prefetch<T>(data: &[T], index: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` needs only SSE (every x86-64 CPU), never faults and does not change
+    // memory; the address is formed with wrapping_add and never dereferenced.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().wrapping_add(index).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, index);
+}
 
 /// Whether the f32 row-wise kernels (GELU, long softmax rows) run on 512-bit vectors: when the
 /// GEMM kernels use AVX-512. Read on the calling thread (the GEMM variant override is

@@ -12,6 +12,11 @@
 //! paper's T = 8, are one vector each). Rows are independent, so threads take fixed row blocks
 //! and results are bit-identical for any pool size.
 //!
+//! Long rows of a call larger than the last-level cache (`crate::stream`) keep each row's
+//! exponentials in a scratch row instead of the output, fetch the next row while computing
+//! them, and write the output once with streaming stores: the output is never read, so its
+//! lines are not fetched before they are written. The same values either way.
+//!
 //! Special values, per row (other rows are never affected):
 //! - all entries `-inf`: softmax gives all zeros (the row attends to nothing), log-softmax all
 //!   `-inf`; `-inf` entries in an otherwise finite row get probability exactly 0;
@@ -22,9 +27,10 @@
 
 use crate::attention::{AttentionVector, Wide};
 use crate::simd::{
-    cast, cast_mut, dispatch, f32_on_512_bit_vectors, map_lanes, precision, Precision, Simd,
-    SimdVector,
+    cast, cast_mut, dispatch, f32_on_512_bit_vectors, map_lanes, precision, prefetch, Precision,
+    Simd, SimdVector,
 };
+use crate::stream::{output_stores, OutputStores};
 use crate::threading;
 use crate::Float;
 
@@ -59,18 +65,17 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
     // read on the calling thread (see `f32_on_512_bit_vectors`), used by every block
     let long_f32_rows_512 =
         cols > ACROSS_MAX_COLS && precision::<T>() == Precision::F32 && f32_on_512_bit_vectors();
+    let stores = output_stores(2 * std::mem::size_of_val(x));
     dispatch!(T, S => {
         let (x, y): (&[S], &mut [S]) = (cast(x), cast_mut(y));
         threading::for_row_blocks(cols, x.len(), y, |row0, yb| {
             let xb = &x[row0 * cols..row0 * cols + yb.len()];
             if long_f32_rows_512 {
-                rows_on_512_bit_vectors(cols, cast(xb), cast_mut(yb), log);
+                rows_on_512_bit_vectors(cols, cast(xb), cast_mut(yb), log, stores);
             } else if !log && cols <= ACROSS_MAX_COLS {
                 softmax_rows_across::<S>(cols, xb, yb);
             } else {
-                for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
-                    softmax_row::<Wide<S>>(xr, yr, log);
-                }
+                softmax_block::<Wide<S>>(cols, xb, yb, log, stores);
             }
         })
     })
@@ -78,12 +83,12 @@ fn rows_forward<T: Float>(cols: usize, x: &[T], y: &mut [T], log: bool) {
 
 /// Softmax or log-softmax of whole f32 rows on 512-bit vectors; called only when
 /// `f32_on_512_bit_vectors` holds, which it never does off x86-64.
-fn rows_on_512_bit_vectors(cols: usize, x: &[f32], y: &mut [f32], log: bool) {
+fn rows_on_512_bit_vectors(cols: usize, x: &[f32], y: &mut [f32], log: bool, stores: OutputStores) {
     #[cfg(target_arch = "x86_64")]
-    crate::attention_avx512::softmax_rows(cols, x, y, log);
+    crate::attention_avx512::softmax_rows(cols, x, y, log, stores);
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (cols, x, y, log);
+        let _ = (cols, x, y, log, stores);
         unreachable!("512-bit vectors exist on x86-64 only");
     }
 }
@@ -132,7 +137,7 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
         }
         if !S::all(finite) || S::V::hsum(dsum).is_nan() {
             for (xr, yr) in xb.chunks_exact(cols).zip(yb.chunks_exact_mut(cols)) {
-                softmax_row::<Wide<S>>(xr, yr, false);
+                softmax_row::<Wide<S>>(xr, yr, false, None);
             }
             continue;
         }
@@ -155,15 +160,62 @@ fn softmax_rows_across<S: Simd>(cols: usize, x: &[S], y: &mut [S]) {
         .chunks_exact(cols)
         .zip(yblocks.into_remainder().chunks_exact_mut(cols))
     {
-        softmax_row::<Wide<S>>(xr, yr, false);
+        softmax_row::<Wide<S>>(xr, yr, false, None);
     }
+}
+
+/// The rows of a block (`cols` entries each), one [`softmax_row`] each. With streaming `stores`
+/// (`crate::stream`), the block's exponentials go to one scratch row, each output row is written
+/// once by streaming stores, and the block ends with their fence.
+#[inline(always)]
+pub(crate) fn softmax_block<V: AttentionVector>(
+    cols: usize,
+    x: &[V::Scalar],
+    y: &mut [V::Scalar],
+    log: bool,
+    stores: OutputStores,
+) {
+    let rows = x.chunks_exact(cols).zip(y.chunks_exact_mut(cols));
+    match stores {
+        OutputStores::Cached => rows.for_each(|(xr, yr)| softmax_row::<V>(xr, yr, log, None)),
+        OutputStores::Streaming => {
+            let mut exps = vec![<V::Scalar as Float>::ZERO; cols];
+            for (i, (xr, yr)) in rows.enumerate() {
+                let next_row = x.get((i + 1) * cols..(i + 2) * cols).unwrap_or(&[]);
+                let streaming = Streaming {
+                    exps: &mut exps,
+                    next_row,
+                };
+                softmax_row::<V>(xr, yr, log, Some(streaming));
+            }
+            V::stream_fence();
+        }
+    }
+}
+
+/// How [`softmax_row`] writes a row that goes out to memory: a scratch row for the
+/// exponentials (at least as long as the row) and the next row of the input, to fetch
+/// meanwhile (empty after the last).
+pub(crate) struct Streaming<'a, S> {
+    exps: &'a mut [S],
+    next_row: &'a [S],
 }
 
 /// One row of softmax (`log == false`) or log-softmax on the vectors `V`: `wide`'s
 /// ([`Wide`]) everywhere, 512-bit ones for long f32 rows on AVX-512 CPUs (through
 /// `attention_avx512::softmax_rows`, which compiles this function with AVX-512 enabled).
+///
+/// With `streaming`, pass 2 keeps the exponentials in its scratch row instead of in `y` and
+/// fetches the next row meanwhile, and pass 3 writes `y` with streaming stores
+/// ([`SimdVector::store_streaming`]), so `y` is written once and never read; the caller fences
+/// ([`SimdVector::stream_fence`]). The same values either way.
 #[inline(always)]
-pub(crate) fn softmax_row<V: AttentionVector>(x: &[V::Scalar], y: &mut [V::Scalar], log: bool) {
+pub(crate) fn softmax_row<V: AttentionVector>(
+    x: &[V::Scalar],
+    y: &mut [V::Scalar],
+    log: bool,
+    mut streaming: Option<Streaming<'_, V::Scalar>>,
+) {
     let l = V::LANES;
     let neg_infinity = <V::Scalar as Float>::NEG_INFINITY;
     // Pass 1: the row max.
@@ -191,28 +243,12 @@ pub(crate) fn softmax_row<V: AttentionVector>(x: &[V::Scalar], y: &mut [V::Scala
         y.iter_mut().for_each(|v| *v = fill);
         return;
     }
-    // Pass 2: e = exp(x - m) into y, summed. `dsum` sums the exponents d = x - m <= 0, which
-    // is NaN exactly when the row holds a NaN or +inf (the vector exp maps those lanes to 0).
+    // Pass 2: e = exp(x - m) into y (or `exps`), summed.
     let mv = V::splat(m);
-    let zero = V::splat(<V::Scalar as Float>::ZERO);
-    let (mut sv, mut dsum) = (zero, zero);
-    let mut yc = y.chunks_exact_mut(l);
-    let mut xc = x.chunks_exact(l);
-    for (yv, xv) in (&mut yc).zip(&mut xc) {
-        let d = V::load(xv) - mv;
-        dsum = dsum + d;
-        let e = d.exp_nonpositive();
-        sv = sv + e;
-        e.store(yv);
-    }
-    let mut s = sv.hsum();
-    let mut bad = dsum.hsum().is_nan();
-    for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-        let d = xv - m;
-        bad |= d.is_nan();
-        *yv = d.exp();
-        s += *yv;
-    }
+    let (s, bad) = match streaming {
+        None => exponentials::<V>(x, m, y, &[]),
+        Some(ref mut to) => exponentials::<V>(x, m, &mut to.exps[..x.len()], to.next_row),
+    };
     if bad {
         y.iter_mut()
             .for_each(|v| *v = <V::Scalar as Float>::from_f64(f64::NAN));
@@ -223,24 +259,102 @@ pub(crate) fn softmax_row<V: AttentionVector>(x: &[V::Scalar], y: &mut [V::Scala
         // (x - m) - log s, not x - (m + log s): with a huge max (1e30) the latter loses log s.
         let log_sum = s.ln();
         let log_sum_v = V::splat(log_sum);
+        let vector = |xv: V| (xv - mv) - log_sum_v;
+        let scalar = |xv: V::Scalar| (xv - m) - log_sum;
+        if streaming.is_some() {
+            return stream_row(x, y, vector, scalar);
+        }
         let mut yc = y.chunks_exact_mut(l);
         let mut xc = x.chunks_exact(l);
         for (yv, xv) in (&mut yc).zip(&mut xc) {
-            ((V::load(xv) - mv) - log_sum_v).store(yv);
+            vector(V::load(xv)).store(yv);
         }
         for (yv, &xv) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-            *yv = (xv - m) - log_sum;
+            *yv = scalar(xv);
         }
     } else {
         let inv = <V::Scalar as Float>::ONE / s;
         let inv_v = V::splat(inv);
+        let vector = |ev: V| inv_v * ev;
+        let scalar = |e: V::Scalar| e * inv;
+        if let Some(to) = streaming {
+            return stream_row(&to.exps[..x.len()], y, vector, scalar);
+        }
         let mut yc = y.chunks_exact_mut(l);
         for yv in &mut yc {
-            (inv_v * V::load(yv)).store(yv);
+            vector(V::load(yv)).store(yv);
         }
         for v in yc.into_remainder() {
-            *v *= inv;
+            *v = scalar(*v);
         }
+    }
+}
+
+/// Pass 2 of [`softmax_row`]: `e = exp(x - m)` into `e` (as long as `x`), the sum of `e`
+/// with whether the row holds a NaN or `+inf`: `dsum` sums the exponents `d = x - m <= 0`,
+/// which is NaN exactly then (the vector exp maps those lanes to 0). Fetches `next_row`
+/// (empty: nothing) into cache meanwhile, a vector's width per vector of `x`.
+#[inline(always)]
+fn exponentials<V: AttentionVector>(
+    x: &[V::Scalar],
+    m: V::Scalar,
+    e: &mut [V::Scalar],
+    next_row: &[V::Scalar],
+) -> (V::Scalar, bool) {
+    let l = V::LANES;
+    let mv = V::splat(m);
+    let zero = V::splat(<V::Scalar as Float>::ZERO);
+    let (mut sv, mut dsum) = (zero, zero);
+    let mut ec = e.chunks_exact_mut(l);
+    let mut xc = x.chunks_exact(l);
+    for (j, (ev, xv)) in (&mut ec).zip(&mut xc).enumerate() {
+        if !next_row.is_empty() {
+            prefetch(next_row, j * l);
+        }
+        let d = V::load(xv) - mv;
+        dsum = dsum + d;
+        let exp = d.exp_nonpositive();
+        sv = sv + exp;
+        exp.store(ev);
+    }
+    let mut s = sv.hsum();
+    let mut bad = dsum.hsum().is_nan();
+    for (ev, &xv) in ec.into_remainder().iter_mut().zip(xc.remainder()) {
+        let d = xv - m;
+        bad |= d.is_nan();
+        *ev = d.exp();
+        s += *ev;
+    }
+    (s, bad)
+}
+
+/// `y = f(src)` elementwise (`vector` on whole vectors, `scalar` on the others, the same
+/// values lane by lane), the whole vectors from `y`'s first vector-aligned element on written
+/// with [`SimdVector::store_streaming`]. The caller fences.
+#[inline(always)]
+fn stream_row<V: AttentionVector>(
+    src: &[V::Scalar],
+    y: &mut [V::Scalar],
+    vector: impl Fn(V) -> V,
+    scalar: impl Fn(V::Scalar) -> V::Scalar,
+) {
+    let l = V::LANES;
+    let head = y
+        .as_ptr()
+        .align_offset(l * std::mem::size_of::<V::Scalar>())
+        .min(y.len());
+    let (y_head, y_body) = y.split_at_mut(head);
+    let (src_head, src_body) = src.split_at(head);
+    for (yv, &v) in y_head.iter_mut().zip(src_head) {
+        *yv = scalar(v);
+    }
+    let mut yc = y_body.chunks_exact_mut(l);
+    let mut sc = src_body.chunks_exact(l);
+    for (yv, sv) in (&mut yc).zip(&mut sc) {
+        vector(V::load(sv)).store_streaming(yv);
+    }
+    for (yv, &v) in yc.into_remainder().iter_mut().zip(sc.remainder()) {
+        *yv = scalar(v);
     }
 }
 

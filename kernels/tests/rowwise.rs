@@ -670,3 +670,67 @@ fn log_softmax_keeps_the_log_sum_under_a_huge_max() {
         );
     }
 }
+
+/// The row-wise outputs written with streaming stores (what calls larger than the last-level
+/// cache use, `benign_kernels::stream`) against ordinary stores: the same bits, for each kernel
+/// variant this CPU has, both element types, outputs at every offset from a vector boundary
+/// (the streaming store needs an aligned address, so each call starts with ordinary stores up
+/// to the first one), lengths around the vector widths, special rows, and 1 or 3 threads.
+#[test]
+fn streaming_stores_write_the_same_bits() {
+    for kernel in common::kernel_variants() {
+        with_kernel_variant(kernel, || {
+            check_streaming_bits::<f32>(kernel);
+            check_streaming_bits::<f64>(kernel);
+        });
+    }
+}
+
+fn check_streaming_bits<T: Float>(kernel: benign_kernels::gemm::KernelVariant) {
+    use benign_kernels::stream::{with_output_stores, OutputStores};
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    // Every output of every kernel, under one choice of stores; `offset` shifts the outputs
+    // off their allocation's alignment.
+    let outputs = |stores: OutputStores, threads: usize, x: &[T], dy: &[T], cols, offset| {
+        let run = || {
+            let len = x.len();
+            let mut out = vec![T::ZERO; 4 * len + 4 * offset];
+            let (y, rest) = out[offset..].split_at_mut(len);
+            let (dx, rest) = rest[offset..].split_at_mut(len);
+            let (value, rest) = rest[offset..].split_at_mut(len);
+            let slope = &mut rest[offset..offset + len];
+            benign_kernels::gelu(x, y);
+            benign_kernels::gelu_backward(x, dy, dx);
+            benign_kernels::gelu_with_derivative(x, value, slope);
+            let mut bits_out = [&*y, &*dx, &*value, &*slope].map(bits).concat();
+            benign_kernels::softmax_rows(cols, x, y);
+            benign_kernels::log_softmax_rows(cols, x, dx);
+            bits_out.extend(bits(y));
+            bits_out.extend(bits(dx));
+            bits_out
+        };
+        pool(threads).install(|| with_kernel_variant(kernel, || with_output_stores(stores, run)))
+    };
+    for (rows, cols) in [(7, 17), (7, 33), (7, 100), (7, 197), (7, 1000), (300, 1000)] {
+        let mut x = random::<T>(&mut rng, rows * cols, 6.0);
+        // special rows: a NaN, all -inf, some -inf, a +inf
+        x[cols + 3] = T::from_f64(f64::NAN);
+        x[2 * cols..3 * cols].fill(T::NEG_INFINITY);
+        x[3 * cols + 1] = T::NEG_INFINITY;
+        x[4 * cols + cols / 2] = T::INFINITY;
+        let dy = random::<T>(&mut rng, rows * cols, 1.0);
+        for offset in 0..16 {
+            let what = format!("{kernel:?} {} cols {cols} offset {offset}", T::NAME);
+            let cached = outputs(OutputStores::Cached, 1, &x, &dy, cols, offset);
+            let streamed = outputs(OutputStores::Streaming, 1, &x, &dy, cols, offset);
+            assert!(cached == streamed, "{what}: streaming stores changed a bit");
+            if offset % 5 == 0 {
+                let threads = outputs(OutputStores::Streaming, 3, &x, &dy, cols, offset);
+                assert!(
+                    cached == threads,
+                    "{what}: 3 threads streaming changed a bit"
+                );
+            }
+        }
+    }
+}
