@@ -40,7 +40,8 @@ def run_bench(binary, reps, extra_env=None):
     env = dict(os.environ, RAYON_NUM_THREADS="1", **(extra_env or {}))
     out = subprocess.run([binary, str(reps)], env=env, check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    return {(r["kernel"], r["rows"], r["cols"]): r["median_seconds"] for r in rows}
+    return {(r["kernel"], r["rows"], r["cols"]): (r["median_seconds"], r["min_seconds"])
+            for r in rows}
 
 
 def torch_calls(kernel, rows, cols):
@@ -64,8 +65,9 @@ def torch_calls(kernel, rows, cols):
 
 
 def time_torch(keys, reps):
+    """{key: (median, fastest)} seconds per call of PyTorch's kernel on each shape."""
     torch.set_num_threads(1)
-    medians = {}
+    times = {}
     with torch.no_grad():
         for key in keys:
             call = torch_calls(*key)
@@ -75,8 +77,8 @@ def time_torch(keys, reps):
                 start = time.perf_counter()
                 call()
                 seconds.append(time.perf_counter() - start)
-            medians[key] = statistics.median(seconds)
-    return medians
+            times[key] = (statistics.median(seconds), min(seconds))
+    return times
 
 
 def copy_bandwidth(reps):
@@ -119,8 +121,11 @@ def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=
         loads.append(load_average())
 
     def summary(side, key):
-        values = [r[key] for r in sides[side] if key in r]
+        values = [r[key][0] for r in sides[side] if key in r]
         return (statistics.median(values), min(values), max(values)) if values else None
+
+    def fastest(side, key):
+        return min(r[key][1] for r in sides[side] if key in r)
 
     lines = [
         f"Measured {datetime.date.today()} on {machine_description()},"
@@ -138,11 +143,13 @@ def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=
         "",
         "Time per call: median over rounds of each round's median (range of the round medians)."
         " *vs PyTorch* is PyTorch's time over ours (above 1: ours is faster)"
-        + (f"; *vs {baseline_name}* is that build's time over ours." if baseline_bench else "."),
+        + (f"; *vs {baseline_name}* is that side's time over ours" if baseline_bench else "")
+        + "; *fastest* is the same ratio of each side's fastest call over all rounds, the"
+        " figure least moved by the host's slower spells.",
         "",
-        "| kernel | shape | ours ms | GB/s | PyTorch ms | vs PyTorch"
-        + (f" | {baseline_name} ms | vs {baseline_name} |" if baseline_bench else " |"),
-        "|---|---|--:|--:|--:|--:" + ("|--:|--:|" if baseline_bench else "|"),
+        "| kernel | shape | ours ms | GB/s | PyTorch ms | vs PyTorch | fastest"
+        + (f" | {baseline_name} ms | vs {baseline_name} | fastest |" if baseline_bench else " |"),
+        "|---|---|--:|--:|--:|--:|--:" + ("|--:|--:|--:|" if baseline_bench else "|"),
     ]
     for key in sides["ours"][0]:
         kernel, rows, cols = key
@@ -151,10 +158,13 @@ def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=
         row = (
             f"| {kernel} | {rows}x{cols} | {cell(ours)} | {bytes_moved(*key) / ours[0] / 1e9:.1f}"
             f" | {cell(torch_t)} | {torch_t[0] / ours[0]:.2f}"
+            f" | {fastest('torch', key) / fastest('ours', key):.2f}"
         )
         if baseline_bench:
             base = summary("baseline", key)
-            row += f" | {cell(base)} | {base[0] / ours[0]:.2f}" if base else " | - | -"
+            row += (f" | {cell(base)} | {base[0] / ours[0]:.2f}"
+                    f" | {fastest('baseline', key) / fastest('ours', key):.2f}"
+                    if base else " | - | - | -")
         lines.append(row + " |")
     return "\n".join(lines)
 

@@ -33,8 +33,8 @@
 //! [`crate::threading::CHUNK_ELEMS`]) cannot change any bit.
 //!
 //! A call whose inputs and outputs together exceed the last-level cache writes its outputs with
-//! streaming stores and fetches its inputs a page ahead (`crate::stream`): the same bits, about
-//! a third less memory traffic.
+//! streaming stores and fetches its inputs a page ahead (`crate::stream`): the same bits, and
+//! the output lines are not read before they are written.
 
 use rayon::prelude::*;
 

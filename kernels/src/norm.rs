@@ -5,10 +5,15 @@
 //! blocks for the row outputs; the backward's `dgamma` / `dbeta` are column sums over rows, so
 //! they run as a second pass over fixed column blocks, each column summed from row 0 down.
 //! Every output element has one arithmetic sequence, whatever the thread count.
+//!
+//! A call larger than the last-level cache (`crate::stream`) writes `y` / `dx` with streaming
+//! stores, and the forward fetches the next row while it computes a row's variance: the same
+//! bits (`map_lanes` keeps each element's formula), less memory traffic.
 
 use rayon::prelude::*;
 
-use crate::simd::{cast, cast_mut, dispatch, map_lanes, same, Simd, SimdVector};
+use crate::simd::{cast, cast_mut, dispatch, map_lanes, prefetch, same, Simd, SimdVector};
+use crate::stream::{output_stores, OutputStores};
 use crate::threading;
 use crate::Float;
 
@@ -38,6 +43,7 @@ pub fn layer_norm<T: Float>(
     let rows = x.len() / cols;
     let (gamma, beta) = (&gamma[..cols], &beta[..cols]);
     let (mean, rstd) = (&mut mean[..rows], &mut rstd[..rows]);
+    let stores = output_stores(2 * std::mem::size_of_val(x));
     dispatch!(T, S => {
         let (x, gamma, beta): (&[S], &[S], &[S]) = (cast(x), cast(gamma), cast(beta));
         let (y, mean, rstd): (&mut [S], &mut [S], &mut [S]) =
@@ -45,13 +51,24 @@ pub fn layer_norm<T: Float>(
         let eps: S = same(eps);
         let block = |row0: usize, y: &mut [S], mean: &mut [S], rstd: &mut [S]| {
             let xb = &x[row0 * cols..row0 * cols + y.len()];
-            for (((xr, yr), mu), rs) in xb
+            for (r, (((xr, yr), mu), rs)) in xb
                 .chunks_exact(cols)
                 .zip(y.chunks_exact_mut(cols))
                 .zip(mean.iter_mut())
                 .zip(rstd.iter_mut())
+                .enumerate()
             {
-                (*mu, *rs) = layer_norm_row::<S>(eps, xr, gamma, beta, yr);
+                // a streaming call's rows come from memory: fetch the next one meanwhile
+                let next_row = match stores {
+                    OutputStores::Cached => &[],
+                    OutputStores::Streaming => {
+                        xb.get((r + 1) * cols..(r + 2) * cols).unwrap_or(&[])
+                    }
+                };
+                (*mu, *rs) = layer_norm_row::<S>(eps, xr, gamma, beta, yr, next_row, stores);
+            }
+            if stores == OutputStores::Streaming {
+                <S as Simd>::V::stream_fence();
             }
         };
         if threading::parallel(x.len()) {
@@ -67,9 +84,18 @@ pub fn layer_norm<T: Float>(
     })
 }
 
-/// One row: returns `(mean, rstd)`.
+/// One row: returns `(mean, rstd)`. Fetches `next_row` (empty: nothing) into cache during
+/// the variance pass; writes `y` as `stores` says (the caller fences).
 #[inline(always)]
-fn layer_norm_row<S: Simd>(eps: S, x: &[S], gamma: &[S], beta: &[S], y: &mut [S]) -> (S, S) {
+fn layer_norm_row<S: Simd>(
+    eps: S,
+    x: &[S],
+    gamma: &[S],
+    beta: &[S],
+    y: &mut [S],
+    next_row: &[S],
+    stores: OutputStores,
+) -> (S, S) {
     let n = S::from_usize(x.len());
     let mu = crate::level1::sum_simd(x) / n;
     let l = S::V::LANES;
@@ -78,7 +104,10 @@ fn layer_norm_row<S: Simd>(eps: S, x: &[S], gamma: &[S], beta: &[S], y: &mut [S]
     let zero = S::V::splat(S::ZERO);
     let (mut a0, mut a1) = (zero, zero);
     let mut pairs = x.chunks_exact(2 * l);
-    for c in &mut pairs {
+    for (j, c) in (&mut pairs).enumerate() {
+        if !next_row.is_empty() {
+            prefetch(next_row, 2 * l * j);
+        }
         let d0 = S::V::load(&c[..l]) - muv;
         let d1 = S::V::load(&c[l..]) - muv;
         a0 = S::V::mul_add(d0, d0, a0);
@@ -100,6 +129,7 @@ fn layer_norm_row<S: Simd>(eps: S, x: &[S], gamma: &[S], beta: &[S], y: &mut [S]
         [x, gamma, beta],
         |[x, g, b]| S::V::mul_add((x - muv) * rsv, g, b),
         |[x, g, b]| (x - mu) * rs * g + b,
+        stores,
     );
     (mu, rs)
 }
@@ -136,6 +166,7 @@ pub fn layer_norm_backward<T: Float>(
     );
     let rows = x.len() / cols;
     let (gamma, mean, rstd) = (&gamma[..cols], &mean[..rows], &rstd[..rows]);
+    let stores = output_stores(3 * std::mem::size_of_val(x));
     dispatch!(T, S => {
         let (x, gamma, dy): (&[S], &[S], &[S]) = (cast(x), cast(gamma), cast(dy));
         let (mean, rstd): (&[S], &[S]) = (cast(mean), cast(rstd));
@@ -150,7 +181,11 @@ pub fn layer_norm_backward<T: Float>(
                 .zip(dxb.chunks_exact_mut(cols))
                 .enumerate()
             {
-                layer_norm_backward_row::<S>(xr, gamma, mean[row0 + r], rstd[row0 + r], dyr, dxr);
+                let (mu, rs) = (mean[row0 + r], rstd[row0 + r]);
+                layer_norm_backward_row::<S>(xr, gamma, mu, rs, dyr, dxr, stores);
+            }
+            if stores == OutputStores::Streaming {
+                <S as Simd>::V::stream_fence();
             }
         });
         // Pass 2: dgamma, dbeta, column blocks.
@@ -170,8 +205,17 @@ pub fn layer_norm_backward<T: Float>(
     })
 }
 
+/// One row of `dx`, written as `stores` says (the caller fences).
 #[inline(always)]
-fn layer_norm_backward_row<S: Simd>(x: &[S], gamma: &[S], mu: S, rs: S, dy: &[S], dx: &mut [S]) {
+fn layer_norm_backward_row<S: Simd>(
+    x: &[S],
+    gamma: &[S],
+    mu: S,
+    rs: S,
+    dy: &[S],
+    dx: &mut [S],
+    stores: OutputStores,
+) {
     let n = S::from_usize(x.len());
     let l = S::V::LANES;
     let (muv, rsv) = (S::V::splat(mu), S::V::splat(rs));
@@ -205,6 +249,7 @@ fn layer_norm_backward_row<S: Simd>(x: &[S], gamma: &[S], mu: S, rs: S, dy: &[S]
         [x, gamma, dy],
         |[x, gamma, dy]| rsv * (dy * gamma - mgv - (x - muv) * rsv * mgxv),
         |[x, gamma, dy]| rs * (dy * gamma - mg - (x - mu) * rs * mgx),
+        stores,
     );
 }
 

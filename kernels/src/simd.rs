@@ -144,6 +144,7 @@ macro_rules! impl_simd_vector_wide {
 impl_simd_vector_wide!(f32x8, f32, 8, _mm256_loadu_ps, _mm256_stream_ps);
 impl_simd_vector_wide!(f64x4, f64, 4, _mm256_loadu_pd, _mm256_stream_pd);
 
+use crate::stream::OutputStores;
 use crate::Float;
 
 /// Which concrete element type a `T: Float` is.
@@ -304,27 +305,64 @@ pub(crate) trait Simd: Float {
 /// `out = f(inputs)` elementwise: whole vectors through `vector`, the last `out.len() % LANES`
 /// elements one at a time through `scalar`, its twin on scalars (which keeps the kernel's own
 /// rounding there, fused or not). Every input holds at least `out.len()` elements.
+///
+/// With streaming `stores` (`crate::stream`) the vectors from `out`'s first vector-aligned
+/// element on are written with [`SimdVector::store_streaming`] (the caller fences), and the
+/// ones before it and the last, partial one of the vector part go through zero-padded vectors
+/// with ordinary stores: every element keeps the formula it has with ordinary stores (vector or
+/// scalar), so the values are the same bits.
 #[inline(always)]
 pub(crate) fn map_lanes<S: Simd, const K: usize>(
     out: &mut [S],
     inputs: [&[S]; K],
     vector: impl Fn([S::V; K]) -> S::V,
     scalar: impl Fn([S; K]) -> S,
+    stores: OutputStores,
 ) {
     let l = S::V::LANES;
     let len = out.len();
-    let mut input_chunks = inputs.map(|x| x[..len].chunks_exact(l));
-    let mut out_chunks = out.chunks_exact_mut(l);
-    for o in &mut out_chunks {
-        let lanes = std::array::from_fn(|i| match input_chunks[i].next() {
-            Some(chunk) => S::V::load(chunk),
-            None => unreachable!("every input is as long as the output"),
-        });
-        S::V::store(vector(lanes), o);
+    let full = len - len % l;
+    let streamed = match stores {
+        OutputStores::Cached => 0..0,
+        OutputStores::Streaming => {
+            let start = out
+                .as_ptr()
+                .align_offset(l * std::mem::size_of::<S>())
+                .min(full);
+            start..start + (full - start) / l * l
+        }
+    };
+    // the vector part outside `streamed`, through zero-padded vectors (lane-wise arithmetic, so
+    // the padding never reaches the real lanes)
+    let padded = |out: &mut [S], range: std::ops::Range<usize>| {
+        for start in range.clone().step_by(l) {
+            let end = (start + l).min(range.end);
+            let lanes =
+                std::array::from_fn(|i| S::V::load_partial(&inputs[i][start..end], end - start));
+            let mut buffer = [S::ZERO; MAX_LANES];
+            S::V::store(vector(lanes), &mut buffer[..l]);
+            out[start..end].copy_from_slice(&buffer[..end - start]);
+        }
+    };
+    if streamed.is_empty() {
+        let mut input_chunks = inputs.map(|x| x[..full].chunks_exact(l));
+        for o in out[..full].chunks_exact_mut(l) {
+            let lanes = std::array::from_fn(|i| match input_chunks[i].next() {
+                Some(chunk) => S::V::load(chunk),
+                None => unreachable!("every input is as long as the output"),
+            });
+            S::V::store(vector(lanes), o);
+        }
+    } else {
+        padded(out, 0..streamed.start);
+        for j in streamed.clone().step_by(l) {
+            let lanes = std::array::from_fn(|i| S::V::load(&inputs[i][j..j + l]));
+            vector(lanes).store_streaming(&mut out[j..j + l]);
+        }
+        padded(out, streamed.end..full);
     }
-    let tails = input_chunks.map(|chunks| chunks.remainder());
-    for (j, o) in out_chunks.into_remainder().iter_mut().enumerate() {
-        *o = scalar(std::array::from_fn(|i| tails[i][j]));
+    for j in full..len {
+        out[j] = scalar(std::array::from_fn(|i| inputs[i][j]));
     }
 }
 

@@ -15,7 +15,8 @@
 //! Long rows of a call larger than the last-level cache (`crate::stream`) keep each row's
 //! exponentials in a scratch row instead of the output, fetch the next row while computing
 //! them, and write the output once with streaming stores: the output is never read, so its
-//! lines are not fetched before they are written. The same values either way.
+//! lines are not fetched before they are written. The backward passes of such calls write `dx`
+//! with streaming stores. The same values either way.
 //!
 //! Special values, per row (other rows are never affected):
 //! - all entries `-inf`: softmax gives all zeros (the row attends to nothing), log-softmax all
@@ -376,6 +377,7 @@ fn rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T], log: bo
     if !whole_rows("softmax backward", y.len(), cols) {
         return;
     }
+    let stores = output_stores(3 * std::mem::size_of_val(y));
     dispatch!(T, S => {
         let (y, dy, dx): (&[S], &[S], &mut [S]) = (cast(y), cast(dy), cast_mut(dx));
         threading::for_row_blocks(cols, y.len(), dx, |row0, dxb| {
@@ -387,24 +389,35 @@ fn rows_backward<T: Float>(cols: usize, y: &[T], dy: &[T], dx: &mut [T], log: bo
                 .zip(dxb.chunks_exact_mut(cols))
             {
                 if log {
-                    log_softmax_backward_row::<S>(yr, dyr, dxr);
+                    log_softmax_backward_row::<S>(yr, dyr, dxr, stores);
                 } else {
-                    softmax_backward_row::<S>(yr, dyr, dxr);
+                    softmax_backward_row::<S>(yr, dyr, dxr, stores);
                 }
+            }
+            if stores == OutputStores::Streaming {
+                <S as Simd>::V::stream_fence();
             }
         })
     })
 }
 
+/// One row of the softmax backward, `dx` written as `stores` says (the caller fences).
 #[inline(always)]
-fn softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
+fn softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S], stores: OutputStores) {
     let inner = crate::level1::dot_simd(y, dy);
     let iv = S::V::splat(inner);
-    map_lanes::<S, 2>(dx, [y, dy], |[y, g]| y * (g - iv), |[y, g]| y * (g - inner));
+    map_lanes::<S, 2>(
+        dx,
+        [y, dy],
+        |[y, g]| y * (g - iv),
+        |[y, g]| y * (g - inner),
+        stores,
+    );
 }
 
+/// One row of the log-softmax backward, `dx` written as `stores` says (the caller fences).
 #[inline(always)]
-fn log_softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
+fn log_softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S], stores: OutputStores) {
     let s = crate::level1::sum_simd(dy);
     let sv = S::V::splat(s);
     // dy - exp(y) s
@@ -413,6 +426,7 @@ fn log_softmax_backward_row<S: Simd>(y: &[S], dy: &[S], dx: &mut [S]) {
         [y, dy],
         |[y, g]| g - S::vexp(y) * sv,
         |[y, g]| g - y.exp() * s,
+        stores,
     );
 }
 

@@ -671,8 +671,9 @@ fn log_softmax_keeps_the_log_sum_under_a_huge_max() {
     }
 }
 
-/// The row-wise outputs written with streaming stores (what calls larger than the last-level
-/// cache use, `benign_kernels::stream`) against ordinary stores: the same bits, for each kernel
+/// The row-wise outputs (GELU, softmax, log-softmax, layer norm, forward and backward) written
+/// with streaming stores (what calls larger than the last-level cache use,
+/// `benign_kernels::stream`) against ordinary stores: the same bits, for each kernel
 /// variant this CPU has, both element types, outputs at every offset from a vector boundary
 /// (the streaming store needs an aligned address, so each call starts with ordinary stores up
 /// to the first one), lengths around the vector widths, special rows, and 1 or 3 threads.
@@ -694,20 +695,44 @@ fn check_streaming_bits<T: Float>(kernel: benign_kernels::gemm::KernelVariant) {
     let outputs = |stores: OutputStores, threads: usize, x: &[T], dy: &[T], cols, offset| {
         let run = || {
             let len = x.len();
-            let mut out = vec![T::ZERO; 4 * len + 4 * offset];
-            let (y, rest) = out[offset..].split_at_mut(len);
-            let (dx, rest) = rest[offset..].split_at_mut(len);
-            let (value, rest) = rest[offset..].split_at_mut(len);
-            let slope = &mut rest[offset..offset + len];
-            benign_kernels::gelu(x, y);
-            benign_kernels::gelu_backward(x, dy, dx);
-            benign_kernels::gelu_with_derivative(x, value, slope);
-            let mut bits_out = [&*y, &*dx, &*value, &*slope].map(bits).concat();
-            benign_kernels::softmax_rows(cols, x, y);
-            benign_kernels::log_softmax_rows(cols, x, dx);
-            bits_out.extend(bits(y));
-            bits_out.extend(bits(dx));
-            bits_out
+            let rows = len / cols;
+            let gamma: Vec<T> = (0..cols)
+                .map(|j| T::from_f64(0.5 + j as f64 / 64.0))
+                .collect();
+            let mut out = vec![T::ZERO; 6 * (len + offset)];
+            let [a, b, c, d, e, f]: [&mut [T]; 6] = {
+                let mut chunks = out.chunks_exact_mut(len + offset);
+                std::array::from_fn(|_| &mut chunks.next().unwrap()[offset..])
+            };
+            let mut all = Vec::new();
+            benign_kernels::gelu(x, a);
+            benign_kernels::gelu_backward(x, dy, b);
+            benign_kernels::gelu_with_derivative(x, c, d);
+            all.extend([&*a, &*b, &*c, &*d].map(bits).concat());
+            benign_kernels::softmax_rows(cols, x, a);
+            benign_kernels::log_softmax_rows(cols, x, b);
+            benign_kernels::softmax_rows_backward(cols, a, dy, c);
+            benign_kernels::log_softmax_rows_backward(cols, b, dy, d);
+            all.extend([&*a, &*b, &*c, &*d].map(bits).concat());
+            let (mut mean, mut rstd) = (vec![T::ZERO; rows], vec![T::ZERO; rows]);
+            let eps = T::from_f64(1e-5);
+            benign_kernels::layer_norm(cols, eps, x, &gamma, dy, e, &mut mean, &mut rstd);
+            let (mut dgamma, mut dbeta) = (vec![T::ZERO; cols], vec![T::ZERO; cols]);
+            benign_kernels::layer_norm_backward(
+                cols,
+                x,
+                &gamma,
+                &mean,
+                &rstd,
+                dy,
+                f,
+                &mut dgamma,
+                &mut dbeta,
+            );
+            for v in [&*e, &*f, &mean, &rstd, &dgamma, &dbeta] {
+                all.extend(bits(v));
+            }
+            all
         };
         pool(threads).install(|| with_kernel_variant(kernel, || with_output_stores(stores, run)))
     };
