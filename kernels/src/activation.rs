@@ -43,7 +43,7 @@ use crate::simd::{
     cast, cast_mut, f32_on_512_bit_vectors, normal_cdf_and_pdf, precision, prefetch, Precision,
     Simd, SimdVector,
 };
-use crate::stream::{output_stores, OutputStores};
+use crate::stream::{first_aligned, output_stores, OutputStores};
 use crate::threading;
 use crate::Float;
 
@@ -382,11 +382,7 @@ fn map_vectors<V: AttentionVector, const K: usize, const M: usize>(
     if stores == OutputStores::Cached {
         return map_vectors_storing::<V, K, M, false>(inputs, outputs, &f);
     }
-    let vector_bytes = V::LANES * std::mem::size_of::<V::Scalar>();
-    let head = outputs[0]
-        .as_ptr()
-        .align_offset(vector_bytes)
-        .min(outputs[0].len());
+    let head = first_aligned(outputs[0], V::LANES);
     map_vectors_storing::<V, K, M, false>(
         inputs.map(|input| &input[..head]),
         outputs.each_mut().map(|output| &mut output[..head]),

@@ -144,7 +144,7 @@ macro_rules! impl_simd_vector_wide {
 impl_simd_vector_wide!(f32x8, f32, 8, _mm256_loadu_ps, _mm256_stream_ps);
 impl_simd_vector_wide!(f64x4, f64, 4, _mm256_loadu_pd, _mm256_stream_pd);
 
-use crate::stream::OutputStores;
+use crate::stream::{first_aligned, OutputStores};
 use crate::Float;
 
 /// Which concrete element type a `T: Float` is.
@@ -325,10 +325,7 @@ pub(crate) fn map_lanes<S: Simd, const K: usize>(
     let streamed = match stores {
         OutputStores::Cached => 0..0,
         OutputStores::Streaming => {
-            let start = out
-                .as_ptr()
-                .align_offset(l * std::mem::size_of::<S>())
-                .min(full);
+            let start = first_aligned(out, l).min(full);
             start..start + (full - start) / l * l
         }
     };

@@ -31,7 +31,7 @@ use crate::simd::{
     cast, cast_mut, dispatch, f32_on_512_bit_vectors, map_lanes, precision, prefetch, Precision,
     Simd, SimdVector,
 };
-use crate::stream::{output_stores, OutputStores};
+use crate::stream::{first_aligned, output_stores, OutputStores};
 use crate::threading;
 use crate::Float;
 
@@ -340,10 +340,7 @@ fn stream_row<V: AttentionVector>(
     scalar: impl Fn(V::Scalar) -> V::Scalar,
 ) {
     let l = V::LANES;
-    let head = y
-        .as_ptr()
-        .align_offset(l * std::mem::size_of::<V::Scalar>())
-        .min(y.len());
+    let head = first_aligned(y, l);
     let (y_head, y_body) = y.split_at_mut(head);
     let (src_head, src_body) = src.split_at(head);
     for (yv, &v) in y_head.iter_mut().zip(src_head) {

@@ -104,6 +104,15 @@ pub fn with_output_stores<R>(stores: OutputStores, f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Where streaming stores of `lanes`-element vectors can begin in `out`: the index of its first
+/// element aligned to the vector's size (the streaming store's requirement), or `out.len()`
+/// when there is none.
+pub(crate) fn first_aligned<T>(out: &[T], lanes: usize) -> usize {
+    out.as_ptr()
+        .align_offset(lanes * std::mem::size_of::<T>())
+        .min(out.len())
+}
+
 /// How a call that reads and writes `bytes_touched` bytes in all writes its outputs (module
 /// documentation). Read on the calling thread and passed to the blocks threads run.
 pub(crate) fn output_stores(bytes_touched: usize) -> OutputStores {
