@@ -7,12 +7,14 @@
 //! one FMA; C is not read when `beta == 0`). Partial tiles go through a full-size buffer with
 //! the same arithmetic, so an element's value never depends on where tile boundaries fall.
 //!
-//! Register blocking: a tile row is two zmm vectors (f32: 32 columns, f64: 16 columns). f32
-//! uses `MR = 12` rows (24 accumulators), f64 `MR = 14` (28 accumulators), plus two B vectors
-//! and one broadcast A value: at most 31 of the 32 zmm registers. That many independent FMA
-//! chains hide the 4-cycle FMA latency on both 512-bit FMA ports, and each pair of B loads
-//! is amortised over 24 or 28 FMAs. These are BLIS's Skylake-X shapes (transposed: BLIS's C is
-//! column-major).
+//! Register blocking: a tile row is two zmm vectors (f32: 32 columns, f64: 16 columns), and a
+//! tile has `MR = 12` rows: 24 accumulators, enough independent FMA chains to hide the 4-cycle
+//! FMA latency on both 512-bit FMA ports. f32 (BLIS's Skylake-X shape, transposed: BLIS's C
+//! is column-major) loads two B vectors a step and broadcasts each A value: 14 loads for 24
+//! FMAs. f64 ([`pair_kernel_f64`], OpenBLAS's Skylake-X dgemm scheme) broadcasts A two rows
+//! at a time against B's even and odd columns: 10 loads for 24 FMAs, where a 14 x 16 tile of
+//! broadcasts (BLIS's shape) takes 16 for 28 and left the FMA ports idle more often, even with
+//! both panels in L1.
 //!
 //! Memory: the A micro-panel streams from L2 and is prefetched a few steps ahead; the C tile is
 //! prefetched by the kernel itself, one row per step over the last steps of the k loop (see
@@ -50,7 +52,7 @@ const NARROW_MAX_COLS: usize = 4;
 /// Rows of C computed by one f32 AVX-512 microkernel call.
 pub const MR_F32: usize = 12;
 /// Rows of C computed by one f64 AVX-512 microkernel call.
-pub const MR_F64: usize = 14;
+pub const MR_F64: usize = 12;
 /// Columns of an f32 tile: two 16-lane zmm vectors.
 pub const NR_F32: usize = 32;
 /// Columns of an f64 tile: two 8-lane zmm vectors.
@@ -130,6 +132,7 @@ macro_rules! avx512_tile {
         $tile:ident, $strided:ident, $b_in_place:ident, $run:ident, $rows_dispatch:ident, $kernel:ident,
         $narrow_dispatch:ident, $narrow_kernel:ident, $scalar:ty, $mask:ty, $mr:expr, $nr:expr, $lanes:expr,
         $setzero:ident, $set1:ident, $loadu:ident, $maskz_loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
+        $(, pairs = $pair_dispatch:ident)?
     ) => {
         /// `C <- alpha AB + beta C` on the tile `c` (`1 <= rows <= $mr`, `1 <= cols <= NR`),
         /// with `AB` from `a_panel` (at least `kc * $mr` scalars) and `b_panel` (at least
@@ -339,6 +342,13 @@ macro_rules! avx512_tile {
             panels: Panels<$scalar>,
             out: CTile<$scalar>,
         ) {
+            $(
+                // A's rows come in adjacent pairs at each depth step unless A is read by rows
+                if !A_ROWS && VECS == 2 {
+                    // SAFETY: the caller's contract, which is the pair kernel's
+                    return unsafe { $pair_dispatch::<B_PACKED>(rows, panels, out) };
+                }
+            )?
             // SAFETY (every arm): the caller's contract, for the arm's row count.
             unsafe {
                 match rows {
@@ -660,17 +670,193 @@ avx512_tile!(
     _mm512_maskz_loadu_pd,
     _mm512_storeu_pd,
     _mm512_fmadd_pd,
-    _mm512_mul_pd
+    _mm512_mul_pd,
+    pairs = pair_dispatch_f64
 );
+
+/// [`pair_kernel_f64`] with `rows` rows (even, at most `MR_F64`; odd counts round up).
+///
+/// # Safety
+///
+/// As for the pair kernel, with its row count `rows` rounded up to even.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_dispatch_f64<const B_PACKED: bool>(
+    rows: usize,
+    panels: Panels<f64>,
+    out: CTile<f64>,
+) {
+    // SAFETY (every arm): the caller's contract, for the arm's row pairs.
+    unsafe {
+        match rows {
+            1 | 2 => pair_kernel_f64::<B_PACKED, 1>(panels, out),
+            3 | 4 => pair_kernel_f64::<B_PACKED, 2>(panels, out),
+            5 | 6 => pair_kernel_f64::<B_PACKED, 3>(panels, out),
+            7 | 8 => pair_kernel_f64::<B_PACKED, 4>(panels, out),
+            9 | 10 => pair_kernel_f64::<B_PACKED, 5>(panels, out),
+            _ => pair_kernel_f64::<B_PACKED, { MR_F64 / 2 }>(panels, out),
+        }
+    }
+}
+
+/// The f64 kernel on the first `2 PAIRS` rows of a full-width tile (two vectors a row), with A
+/// at `a + p * a_stride + i` (a packed micro-panel, or `op(A)` stored transposed): the same
+/// contract, FMA chains and prefetches as `kernel_f64`, with fewer loads a step. Each step
+/// broadcasts A's values two rows at a time (`[a_i, a_i+1]` in every 128-bit lane) and loads
+/// B's row as its even and its odd columns, each duplicated (`[b_0, b_0, b_2, b_2, ..]` and
+/// `[b_1, b_1, b_3, b_3, ..]`, `vmovddup`), so one FMA updates two rows at four columns each:
+/// `PAIRS` A loads and four B loads for `4 PAIRS` FMAs, where broadcasting each A value takes
+/// `2 PAIRS` A loads. (OpenBLAS's Skylake-X dgemm kernel does the same.) The write-back
+/// interleaves each pair of accumulators back into rows (`vunpcklpd` / `vunpckhpd`); every
+/// element is the same chain of `a b + acc` FMAs in order of `p` and the same
+/// `beta c + (alpha ab)` FMA as in `kernel_f64`, so the values are bit for bit the same.
+///
+/// # Safety
+///
+/// The CPU has avx512f; `panels.a` points to A with every element `(i, p)`, `i < 2 PAIRS`,
+/// `p < kc`, readable at `p * a_stride + i`; `panels.b` to a B block with every element
+/// `(p, j)`, `p < kc`, `j < NR_F64`, readable at `p * b_stride + j` (`b_stride == NR_F64`
+/// when `B_PACKED`); and `out.c + i * out.ldc ..` (`NR_F64` scalars) is writable (and readable
+/// when `out.beta != 0`) for every `i < 2 PAIRS`.
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_kernel_f64<const B_PACKED: bool, const PAIRS: usize>(
+    panels: Panels<f64>,
+    out: CTile<f64>,
+) {
+    use std::arch::x86_64::{
+        _mm512_broadcast_f32x4, _mm512_movedup_pd, _mm_castpd_ps, _mm_loadu_pd,
+    };
+    const LANES: usize = 8;
+    let Panels {
+        kc, a, a_stride, b, ..
+    } = panels;
+    let (c, ldc) = (out.c, out.ldc);
+    let b_stride = if B_PACKED { NR_F64 } else { panels.b_stride };
+    // ab[k][0..2]: rows 2k and 2k + 1 at the even / odd columns 0-7, ab[k][2..4] at 8-15
+    let mut ab = [[_mm512_setzero_pd(); 4]; PAIRS];
+    // as in kernel_f64: the three lines of a C tile's row; never dereferenced
+    let prefetch_c_row = |tile: *mut f64, row: usize| {
+        let row_start = tile.wrapping_add(row * ldc);
+        _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
+        _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add(LANES).cast());
+        _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add(NR_F64 - 1).cast());
+    };
+    let next_tile = c.wrapping_add(MR_F64 * ldc);
+    // One rank-1 update of the tile: depth step p (`last`: p is the last step).
+    let step = |ab: &mut [[__m512d; 4]; PAIRS], p: usize, last: bool| {
+        // A a few steps ahead, two lines a step (12 values are 96 bytes); never dereferenced
+        let a_ahead = a.wrapping_add((p + A_PREFETCH_STEPS) * a_stride);
+        _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
+        _mm_prefetch::<_MM_HINT_T0>(a_ahead.wrapping_add(LANES).cast());
+        if !B_PACKED {
+            let b_ahead = b.wrapping_add((p + B_PREFETCH_STEPS) * b_stride);
+            _mm_prefetch::<_MM_HINT_T0>(b_ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(LANES).cast());
+            _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(NR_F64 - 1).cast());
+        }
+        // SAFETY: p < kc, so b[p * b_stride ..][..NR_F64] is within B, and so are the eight
+        // values from column 1 and, on any step but the last, from column 9 (its last one is
+        // the next row's first, or column 16 of this one: within B's rows `b_stride >= 16`
+        // apart). On the last step the load from column 9 leaves that value out (masked), and
+        // vmovddup never uses it: it keeps the even positions 0, 2, 4, 6 (columns 9-15).
+        let (even_low, odd_low, even_high, odd_high) = unsafe {
+            let row = b.add(p * b_stride);
+            let odd_high = if last {
+                _mm512_maskz_loadu_pd(0x7F, row.add(LANES + 1))
+            } else {
+                _mm512_loadu_pd(row.add(LANES + 1))
+            };
+            (
+                _mm512_movedup_pd(_mm512_loadu_pd(row)),
+                _mm512_movedup_pd(_mm512_loadu_pd(row.add(1))),
+                _mm512_movedup_pd(_mm512_loadu_pd(row.add(LANES))),
+                _mm512_movedup_pd(odd_high),
+            )
+        };
+        for (k, acc) in ab.iter_mut().enumerate() {
+            // SAFETY: rows 2k and 2k + 1 < 2 PAIRS at step p < kc: adjacent readable elements
+            // of A (the caller's contract).
+            let pair = unsafe {
+                let two = _mm_castpd_ps(_mm_loadu_pd(a.add(p * a_stride + 2 * k)));
+                _mm512_castps_pd(_mm512_broadcast_f32x4(two))
+            };
+            for (acc, b_vector) in acc.iter_mut().zip([even_low, odd_low, even_high, odd_high]) {
+                *acc = _mm512_fmadd_pd(pair, b_vector, *acc);
+            }
+        }
+    };
+    // the prefetch stretches of kernel_f64 (see there)
+    let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
+    let prefetch_c_due = |p: usize| {
+        let next_row = p / NEXT_TILE_SPACING;
+        if p.is_multiple_of(NEXT_TILE_SPACING) && next_row < MR_F64 {
+            prefetch_c_row(next_tile, next_row);
+        }
+        let c_row = p.wrapping_sub(c_prefetch_start);
+        if c_row < 2 * PAIRS {
+            prefetch_c_row(c, c_row);
+        }
+    };
+    let next_tile_groups = MR_F64.min(c_prefetch_start / NEXT_TILE_SPACING);
+    for group in 0..next_tile_groups {
+        prefetch_c_row(next_tile, group);
+        let p0 = group * NEXT_TILE_SPACING;
+        for p in p0..p0 + NEXT_TILE_SPACING {
+            step(&mut ab, p, false);
+        }
+    }
+    let mut p = next_tile_groups * NEXT_TILE_SPACING;
+    while p + 4 <= c_prefetch_start {
+        step(&mut ab, p, false);
+        step(&mut ab, p + 1, false);
+        step(&mut ab, p + 2, false);
+        step(&mut ab, p + 3, false);
+        p += 4;
+    }
+    for p in p..kc {
+        prefetch_c_due(p);
+        step(&mut ab, p, p + 1 == kc);
+    }
+    let alpha = _mm512_set1_pd(out.alpha);
+    let beta_is_zero = out.beta == 0.0;
+    let beta = _mm512_set1_pd(out.beta);
+    for (k, acc) in ab.iter().enumerate() {
+        // rows 2k (the even lanes of each accumulator pair) and 2k + 1 (the odd lanes)
+        let rows = [
+            [
+                _mm512_unpacklo_pd(acc[0], acc[1]),
+                _mm512_unpacklo_pd(acc[2], acc[3]),
+            ],
+            [
+                _mm512_unpackhi_pd(acc[0], acc[1]),
+                _mm512_unpackhi_pd(acc[2], acc[3]),
+            ],
+        ];
+        for (half, row) in rows.iter().enumerate() {
+            for (v, &values) in row.iter().enumerate() {
+                // SAFETY: row 2k + half < 2 PAIRS and v < 2: within that row of the C tile.
+                let c_lanes = unsafe { c.add((2 * k + half) * ldc + v * LANES) };
+                let scaled = _mm512_mul_pd(values, alpha);
+                let result = if beta_is_zero {
+                    scaled
+                } else {
+                    // SAFETY: as above; C is readable when beta != 0.
+                    _mm512_fmadd_pd(unsafe { _mm512_loadu_pd(c_lanes) }, beta, scaled)
+                };
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_pd(c_lanes, result) };
+            }
+        }
+    }
+}
 
 /// Packs one whole f64 A micro-panel from row-major A: `panel[p * MR_F64 + i] = a[i * ld + p]`
 /// for the `MR_F64` rows `i` and the `kc = panel.len() / MR_F64` depth steps `p` (the layout
 /// `pack_a` writes). Values are moved, never computed, so the panel is bit for bit the one the
 /// portable transpose writes.
 ///
-/// Eight depth steps at a time: the 14 rows' next eight values are loaded as 14 zmm vectors and
-/// transposed as two 8 x 8 blocks (rows 0-7, and rows 8-13 with two zero rows) by three rounds
-/// of shuffles, so each step's 14 values leave as one full and one 6-lane masked store. The
+/// Eight depth steps at a time: the 12 rows' next eight values are loaded as 12 zmm vectors and
+/// transposed as two 8 x 8 blocks (rows 0-7, and rows 8-11 with four zero rows) by three rounds
+/// of shuffles, so each step's 12 values leave as one full and one 4-lane masked store. The
 /// portable form goes through a stack tile and 2 x 2 blocks, about three times the loads and
 /// stores per value.
 ///

@@ -72,7 +72,7 @@ pub trait GemmKernel<S> {
 #[derive(Clone, Copy, Debug)]
 pub struct Portable;
 
-/// The 512-bit kernels: f32 12 x 32 (24 zmm accumulators), f64 14 x 16 (28).
+/// The 512-bit kernels: f32 12 x 32 and f64 12 x 16 (24 zmm accumulators each).
 #[derive(Clone, Copy, Debug)]
 pub struct Avx512;
 
@@ -171,15 +171,16 @@ gemm_kernel!(
 
 #[cfg(target_arch = "x86_64")]
 gemm_kernel!(
-    /// 14 x 16 tiles (28 zmm accumulators; BLIS's Skylake-X dgemm shape). KC 192: the B
-    /// micro-panel (24 KB) and an A micro-panel (21 KB) share the 48 KB L1, the A block
-    /// (420 KB) stays in L2 and the B block (3 MB) in L3. KC 128 (16 + 14 KB) was chosen while
+    /// 12 x 16 tiles (24 zmm accumulators, A broadcast two rows at a time: OpenBLAS's
+    /// Skylake-X dgemm scheme, see `avx512.rs`). KC 192: the B micro-panel (24 KB) and an A
+    /// micro-panel (18 KB) share the 48 KB L1, the A block (414 KB) stays in L2 and the B block
+    /// (3 MB) in L3. KC 128 (16 + 14 KB) was chosen while
     /// the C tile was prefetched all at once before each call; once the kernel fetched it row
     /// by row during its last steps, KC 192 measured 13-19% faster at 2000^3 and at
     /// 2000 x 2000 x 160 (one depth panel instead of two) than 128, and 256 in between, in
     /// interleaved runs on the loaded 2-core Ice Lake machine.
     Avx512, f64,
-    MR = avx512::MR_F64, NR = avx512::NR_F64, KC = 192, MC = 280, NC = 2048,
+    MR = avx512::MR_F64, NR = avx512::NR_F64, KC = 192, MC = 276, NC = 2048,
     avx512::tile_f64, avx512::strided_tile_f64,
     B_IN_PLACE_MAX_STRIPS = AVX512_B_IN_PLACE_MAX_STRIPS, avx512::b_in_place_tile_f64
 );

@@ -43,7 +43,7 @@
 //! Two microkernel families exist ([`KernelVariant`]): `Portable`, the `wide` kernels (f32
 //! 6 x 16, f64 6 x 8; AVX2 + FMA in the default x86-64-v3 build), and `Avx512`, written with
 //! `std::arch` intrinsics under `#[target_feature(enable = "avx512f")]` (f32 12 x 32, f64
-//! 14 x 16). The variant is chosen once per process at run time ([`kernel_variant`]: AVX-512
+//! 12 x 16). The variant is chosen once per process at run time ([`kernel_variant`]: AVX-512
 //! when the CPU has `avx512f`, overridable with `BENIGN_GEMM_KERNEL=auto|portable|avx512`).
 //! Each kernel is one [`GemmKernel`] implementation per element type (`gemm/kernel.rs`) that
 //! holds its tile functions and its blocking (MR, NR, KC, MC, NC) together, and packing
@@ -125,7 +125,7 @@ pub enum KernelVariant {
     /// The portable `wide` kernels (f32x8 6 x 16, f64x4 6 x 8): AVX2 + FMA instructions when
     /// the build targets x86-64-v3, whatever `wide` lowers to elsewhere ([`Portable`]).
     Portable,
-    /// 512-bit kernels (f32 12 x 32, f64 14 x 16) written with `std::arch` intrinsics
+    /// 512-bit kernels (f32 12 x 32, f64 12 x 16) written with `std::arch` intrinsics
     /// ([`Avx512`]).
     Avx512,
 }

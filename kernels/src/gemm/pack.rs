@@ -37,7 +37,7 @@ pub fn pack_a<S: Float>(
                 let sources = &a.data()[first_row * a.ld() + depth.start..];
                 match (mr, std::mem::size_of::<S>()) {
                     #[cfg(target_arch = "x86_64")]
-                    (12, 4) | (14, 8) if panel_rows == mr && super::avx512::detected() => {
+                    (12, 4) | (12, 8) if panel_rows == mr && super::avx512::detected() => {
                         // whole panels of the AVX-512 kernels: a transpose in registers
                         let (sources, ld) = (&sources[..(mr - 1) * a.ld() + kc], a.ld());
                         match precision::<S>() {
@@ -50,8 +50,8 @@ pub fn pack_a<S: Float>(
                         transpose_panel::<S, 12, 64, 4>(panel, sources, a.ld(), panel_rows);
                         continue;
                     }
-                    (14, 8) => {
-                        transpose_panel::<S, 14, 32, 2>(panel, sources, a.ld(), panel_rows);
+                    (12, 8) => {
+                        transpose_panel::<S, 12, 32, 2>(panel, sources, a.ld(), panel_rows);
                         continue;
                     }
                     (6, 4) => {
@@ -85,7 +85,6 @@ pub fn pack_a<S: Float>(
                 match mr {
                     6 => copy_columns::<S, 6>(panel, sources, a.ld(), depth.clone(), panel_rows),
                     12 => copy_columns::<S, 12>(panel, sources, a.ld(), depth.clone(), panel_rows),
-                    14 => copy_columns::<S, 14>(panel, sources, a.ld(), depth.clone(), panel_rows),
                     _ => {
                         for (p, dst_column) in depth.clone().zip(panel.chunks_exact_mut(mr)) {
                             let src = &sources[p * a.ld()..][..panel_rows];
