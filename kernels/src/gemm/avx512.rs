@@ -127,6 +127,86 @@ fn require_avx512f() {
     );
 }
 
+/// A kernel's C tile as its depth loop fetches it: `rows` rows `ldc` apart starting at `c`,
+/// each `nr` scalars (`lanes` to a vector), and the tile below it, `mr` rows further down.
+struct CFetch<S> {
+    c: *mut S,
+    ldc: usize,
+    rows: usize,
+    mr: usize,
+    lanes: usize,
+    nr: usize,
+}
+
+impl<S> CFetch<S> {
+    /// Fetches the three 64-byte lines row `row` of the tile at `tile` can touch: its first,
+    /// middle and last element (NR scalars are 128 bytes). A prefetch never faults, so the
+    /// addresses are formed with wrapping_add and never dereferenced.
+    #[inline(always)]
+    fn fetch_row(&self, tile: *mut S, row: usize) {
+        let row_start = tile.wrapping_add(row * self.ldc);
+        // SAFETY: SSE is part of the x86_64 baseline; a prefetch is a hint that never faults.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add(self.lanes).cast());
+            _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add(self.nr - 1).cast());
+        }
+    }
+
+    /// The fetches due at depth step `p` of `kc`, decided at the step: a row of the next tile
+    /// every `NEXT_TILE_SPACING` steps from the start, and a row of this tile a step over the
+    /// last `C_PREFETCH_STEPS` (from the first step when `kc` is shorter).
+    #[inline(always)]
+    fn fetch_due(&self, p: usize, kc: usize) {
+        let next_row = p / NEXT_TILE_SPACING;
+        if p.is_multiple_of(NEXT_TILE_SPACING) && next_row < self.mr {
+            self.fetch_row(self.c.wrapping_add(self.mr * self.ldc), next_row);
+        }
+        let c_row = p.wrapping_sub(kc.saturating_sub(C_PREFETCH_STEPS));
+        if c_row < self.rows {
+            self.fetch_row(self.c, c_row);
+        }
+    }
+}
+
+/// The depth loop of the kernels: `step(p, last)` for `p` in `0..kc` in order (`last`: `p` is
+/// the last step), with the fetches of the C tiles of [`CFetch::fetch_due`]. `unrolled`
+/// runs it in three stretches that differ only in what they fetch: groups of
+/// `NEXT_TILE_SPACING` steps that each fetch one row of the next tile, then plain steps
+/// unrolled by four, then the last steps, each of which fetches a row of this tile. Deciding
+/// per step which prefetch is due costs about a dozen scalar instructions, and on a core whose
+/// two 512-bit FMA ports also execute scalar arithmetic those steal FMA slots; without
+/// `unrolled` every step decides (for kernels that would spill an unrolled loop).
+#[inline(always)]
+fn depth_loop<S>(kc: usize, unrolled: bool, tile: CFetch<S>, mut step: impl FnMut(usize, bool)) {
+    let mut p = 0;
+    if unrolled {
+        // whole groups, as long as they end before the C tile's own fetches start
+        let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
+        let next_tile_groups = tile.mr.min(c_prefetch_start / NEXT_TILE_SPACING);
+        let next_tile = tile.c.wrapping_add(tile.mr * tile.ldc);
+        for group in 0..next_tile_groups {
+            tile.fetch_row(next_tile, group);
+            let p0 = group * NEXT_TILE_SPACING;
+            for p in p0..p0 + NEXT_TILE_SPACING {
+                step(p, false);
+            }
+        }
+        p = next_tile_groups * NEXT_TILE_SPACING;
+        while p + 4 <= c_prefetch_start {
+            step(p, false);
+            step(p + 1, false);
+            step(p + 2, false);
+            step(p + 3, false);
+            p += 4;
+        }
+    }
+    for p in p..kc {
+        tile.fetch_due(p, kc);
+        step(p, p + 1 == kc);
+    }
+}
+
 macro_rules! avx512_tile {
     (
         $tile:ident, $strided:ident, $b_in_place:ident, $run:ident, $rows_dispatch:ident, $kernel:ident,
@@ -466,12 +546,7 @@ macro_rules! avx512_tile {
         /// `a + i * a_stride + p` (`A_ROWS == true`: A stored row-major, `a_stride = lda`).
         /// Either way each element is the same FMA chain in order of `p`.
         ///
-        /// The depth loop runs in three stretches that differ only in what they prefetch (see
-        /// `NEXT_TILE_SPACING` and `C_PREFETCH_STEPS`): groups of `NEXT_TILE_SPACING` steps
-        /// that each fetch one row of the next tile, then plain steps unrolled by four, then
-        /// the last steps, each of which fetches a row of this tile. Deciding per step which
-        /// prefetch is due costs about a dozen scalar instructions, and on a core whose two
-        /// 512-bit FMA ports also execute scalar arithmetic those steal FMA slots.
+        /// The depth loop, with its fetches of the C tiles, is [`depth_loop`]'s.
         ///
         /// # Safety
         ///
@@ -497,18 +572,20 @@ macro_rules! avx512_tile {
             let a_stride = if A_PACKED { $mr } else { panels.a_stride };
             let b_stride = if B_PACKED { $nr } else { panels.b_stride };
             let mut ab = [[$setzero(); VECS]; ROWS];
-            // Fetch the three 64-byte lines row `row` of a C tile at `tile` can touch: its
-            // first, middle and last element (NR scalars are 128 bytes). A prefetch never
-            // faults, so the addresses are formed with wrapping_add and never dereferenced.
-            let prefetch_c_row = |tile: *mut $scalar, row: usize| {
-                let row_start = tile.wrapping_add(row * ldc);
-                _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
-                _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($lanes).cast());
-                _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add($nr - 1).cast());
+            let tile = CFetch {
+                c,
+                ldc,
+                rows: ROWS,
+                mr: $mr,
+                lanes: $lanes,
+                nr: $nr,
             };
-            let next_tile = c.wrapping_add($mr * ldc);
-            // One rank-1 update of the tile: depth step p.
-            let step = |ab: &mut [[_; VECS]; ROWS], p: usize| {
+            // A read in place by rows needs a register per row already; an unrolled loop would
+            // spill, so that form decides the prefetches step by step. The step, one rank-1
+            // update of the tile, is inlined (like `depth_loop`) so that its intrinsics are
+            // compiled with the kernel's target features.
+            depth_loop(kc, !A_ROWS, tile, #[inline(always)] |p: usize, _last: bool| {
+                let ab = &mut ab;
                 // A streams from L2: ask for it a few steps ahead (stored by rows: one row's
                 // next cache lines per step, each row every MR steps). A prefetch never
                 // faults, so running past A's end (wrapping_add, no deref) is fine.
@@ -519,8 +596,8 @@ macro_rules! avx512_tile {
                 };
                 _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
                 if !A_ROWS && $mr * std::mem::size_of::<$scalar>() > 64 {
-                    // a step's A column is longer than a cache line (f64: 112 bytes), so one
-                    // fetch a step would skip every fourth line
+                    // a step's A column can be longer than a cache line (f64: 96 bytes), and one
+                    // fetch a step would then skip lines
                     _mm_prefetch::<_MM_HINT_T0>(
                         a_ahead
                             .wrapping_add(64 / std::mem::size_of::<$scalar>())
@@ -556,55 +633,7 @@ macro_rules! avx512_tile {
                         *acc = $fmadd(a_value, b_vector, *acc);
                     }
                 }
-            };
-            // The C tile is fetched during the last C_PREFETCH_STEPS steps, one row per step
-            // (see C_PREFETCH_STEPS); with kc shorter than that, from the first step on.
-            let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
-            // the prefetches of the C tiles due at step p, decided per step
-            let prefetch_c_due = |p: usize| {
-                let next_row = p / NEXT_TILE_SPACING;
-                if p % NEXT_TILE_SPACING == 0 && next_row < $mr {
-                    prefetch_c_row(next_tile, next_row);
-                }
-                let c_row = p.wrapping_sub(c_prefetch_start);
-                if c_row < ROWS {
-                    prefetch_c_row(c, c_row);
-                }
-            };
-            if A_ROWS {
-                // A read in place by rows needs a register per row already; an unrolled loop
-                // would spill, so this form decides the prefetches step by step
-                for p in 0..kc {
-                    prefetch_c_due(p);
-                    step(&mut ab, p);
-                }
-            } else {
-                // loop over the depth: first the groups that fetch the next tile's rows, as
-                // long as whole groups end before the C tile's own fetches start
-                let next_tile_groups = $mr.min(c_prefetch_start / NEXT_TILE_SPACING);
-                for group in 0..next_tile_groups {
-                    prefetch_c_row(next_tile, group);
-                    let p0 = group * NEXT_TILE_SPACING;
-                    for p in p0..p0 + NEXT_TILE_SPACING {
-                        step(&mut ab, p);
-                    }
-                }
-                // then plain steps, unrolled
-                let mut p = next_tile_groups * NEXT_TILE_SPACING;
-                while p + 4 <= c_prefetch_start {
-                    step(&mut ab, p);
-                    step(&mut ab, p + 1);
-                    step(&mut ab, p + 2);
-                    step(&mut ab, p + 3);
-                    p += 4;
-                }
-                // and the rest step by step, with this tile's rows (and the next tile's still
-                // due when kc is short)
-                for p in p..kc {
-                    prefetch_c_due(p);
-                    step(&mut ab, p);
-                }
-            }
+            });
             let alpha = $set1(out.alpha);
             let beta_is_zero = out.beta == 0.0;
             let beta = $set1(out.beta);
@@ -733,89 +762,65 @@ unsafe fn pair_kernel_f64<const B_PACKED: bool, const PAIRS: usize>(
     let b_stride = if B_PACKED { NR_F64 } else { panels.b_stride };
     // ab[k][0..2]: rows 2k and 2k + 1 at the even / odd columns 0-7, ab[k][2..4] at 8-15
     let mut ab = [[_mm512_setzero_pd(); 4]; PAIRS];
-    // as in kernel_f64: the three lines of a C tile's row; never dereferenced
-    let prefetch_c_row = |tile: *mut f64, row: usize| {
-        let row_start = tile.wrapping_add(row * ldc);
-        _mm_prefetch::<_MM_HINT_T0>(row_start.cast());
-        _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add(LANES).cast());
-        _mm_prefetch::<_MM_HINT_T0>(row_start.wrapping_add(NR_F64 - 1).cast());
+    let tile = CFetch {
+        c,
+        ldc,
+        rows: 2 * PAIRS,
+        mr: MR_F64,
+        lanes: LANES,
+        nr: NR_F64,
     };
-    let next_tile = c.wrapping_add(MR_F64 * ldc);
-    // One rank-1 update of the tile: depth step p (`last`: p is the last step).
-    let step = |ab: &mut [[__m512d; 4]; PAIRS], p: usize, last: bool| {
-        // A a few steps ahead, two lines a step (12 values are 96 bytes); never dereferenced
-        let a_ahead = a.wrapping_add((p + A_PREFETCH_STEPS) * a_stride);
-        _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
-        _mm_prefetch::<_MM_HINT_T0>(a_ahead.wrapping_add(LANES).cast());
-        if !B_PACKED {
-            let b_ahead = b.wrapping_add((p + B_PREFETCH_STEPS) * b_stride);
-            _mm_prefetch::<_MM_HINT_T0>(b_ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(LANES).cast());
-            _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(NR_F64 - 1).cast());
-        }
-        // SAFETY: p < kc, so b[p * b_stride ..][..NR_F64] is within B, and so are the eight
-        // values from column 1 and, on any step but the last, from column 9 (its last one is
-        // the next row's first, or column 16 of this one: within B's rows `b_stride >= 16`
-        // apart). On the last step the load from column 9 leaves that value out (masked), and
-        // vmovddup never uses it: it keeps the even positions 0, 2, 4, 6 (columns 9-15).
-        let (even_low, odd_low, even_high, odd_high) = unsafe {
-            let row = b.add(p * b_stride);
-            let odd_high = if last {
-                _mm512_maskz_loadu_pd(0x7F, row.add(LANES + 1))
-            } else {
-                _mm512_loadu_pd(row.add(LANES + 1))
-            };
-            (
-                _mm512_movedup_pd(_mm512_loadu_pd(row)),
-                _mm512_movedup_pd(_mm512_loadu_pd(row.add(1))),
-                _mm512_movedup_pd(_mm512_loadu_pd(row.add(LANES))),
-                _mm512_movedup_pd(odd_high),
-            )
-        };
-        for (k, acc) in ab.iter_mut().enumerate() {
-            // SAFETY: rows 2k and 2k + 1 < 2 PAIRS at step p < kc: adjacent readable elements
-            // of A (the caller's contract).
-            let pair = unsafe {
-                let two = _mm_castpd_ps(_mm_loadu_pd(a.add(p * a_stride + 2 * k)));
-                _mm512_castps_pd(_mm512_broadcast_f32x4(two))
-            };
-            for (acc, b_vector) in acc.iter_mut().zip([even_low, odd_low, even_high, odd_high]) {
-                *acc = _mm512_fmadd_pd(pair, b_vector, *acc);
+    // one rank-1 update a step, inlined (like `depth_loop`) so that its intrinsics are compiled
+    // with the kernel's target features
+    depth_loop(
+        kc,
+        true,
+        tile,
+        #[inline(always)]
+        |p: usize, last: bool| {
+            // A a few steps ahead, two lines a step (12 values are 96 bytes); never dereferenced
+            let a_ahead = a.wrapping_add((p + A_PREFETCH_STEPS) * a_stride);
+            _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(a_ahead.wrapping_add(LANES).cast());
+            if !B_PACKED {
+                let b_ahead = b.wrapping_add((p + B_PREFETCH_STEPS) * b_stride);
+                _mm_prefetch::<_MM_HINT_T0>(b_ahead.cast());
+                _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(LANES).cast());
+                _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(NR_F64 - 1).cast());
             }
-        }
-    };
-    // the prefetch stretches of kernel_f64 (see there)
-    let c_prefetch_start = kc.saturating_sub(C_PREFETCH_STEPS);
-    let prefetch_c_due = |p: usize| {
-        let next_row = p / NEXT_TILE_SPACING;
-        if p.is_multiple_of(NEXT_TILE_SPACING) && next_row < MR_F64 {
-            prefetch_c_row(next_tile, next_row);
-        }
-        let c_row = p.wrapping_sub(c_prefetch_start);
-        if c_row < 2 * PAIRS {
-            prefetch_c_row(c, c_row);
-        }
-    };
-    let next_tile_groups = MR_F64.min(c_prefetch_start / NEXT_TILE_SPACING);
-    for group in 0..next_tile_groups {
-        prefetch_c_row(next_tile, group);
-        let p0 = group * NEXT_TILE_SPACING;
-        for p in p0..p0 + NEXT_TILE_SPACING {
-            step(&mut ab, p, false);
-        }
-    }
-    let mut p = next_tile_groups * NEXT_TILE_SPACING;
-    while p + 4 <= c_prefetch_start {
-        step(&mut ab, p, false);
-        step(&mut ab, p + 1, false);
-        step(&mut ab, p + 2, false);
-        step(&mut ab, p + 3, false);
-        p += 4;
-    }
-    for p in p..kc {
-        prefetch_c_due(p);
-        step(&mut ab, p, p + 1 == kc);
-    }
+            // SAFETY: p < kc, so b[p * b_stride ..][..NR_F64] is within B, and so are the eight
+            // values from column 1 and, on any step but the last, from column 9 (its last one is
+            // the next row's first, or column 16 of this one: within B's rows `b_stride >= 16`
+            // apart). On the last step the load from column 9 leaves that value out (masked), and
+            // vmovddup never uses it: it keeps the even positions 0, 2, 4, 6 (columns 9-15).
+            let (even_low, odd_low, even_high, odd_high) = unsafe {
+                let row = b.add(p * b_stride);
+                let odd_high = if last {
+                    _mm512_maskz_loadu_pd(0x7F, row.add(LANES + 1))
+                } else {
+                    _mm512_loadu_pd(row.add(LANES + 1))
+                };
+                (
+                    _mm512_movedup_pd(_mm512_loadu_pd(row)),
+                    _mm512_movedup_pd(_mm512_loadu_pd(row.add(1))),
+                    _mm512_movedup_pd(_mm512_loadu_pd(row.add(LANES))),
+                    _mm512_movedup_pd(odd_high),
+                )
+            };
+            for (k, acc) in ab.iter_mut().enumerate() {
+                // SAFETY: rows 2k and 2k + 1 < 2 PAIRS at step p < kc: adjacent readable elements
+                // of A (the caller's contract).
+                let pair = unsafe {
+                    let two = _mm_castpd_ps(_mm_loadu_pd(a.add(p * a_stride + 2 * k)));
+                    _mm512_castps_pd(_mm512_broadcast_f32x4(two))
+                };
+                for (acc, b_vector) in acc.iter_mut().zip([even_low, odd_low, even_high, odd_high])
+                {
+                    *acc = _mm512_fmadd_pd(pair, b_vector, *acc);
+                }
+            }
+        },
+    );
     let alpha = _mm512_set1_pd(out.alpha);
     let beta_is_zero = out.beta == 0.0;
     let beta = _mm512_set1_pd(out.beta);
