@@ -27,8 +27,9 @@ It builds what it needs (`cargo build --release`: the `benign` binary and the `g
   `benign run -d 100000 --quiet --no-write` (target 50 s) and of the Figure-5 grid
   `benign sweep --grid d=250:5000:125 --grid signal_norm=5:100:2.5 --threads 2` (independent
   draws, each run its own W_0) into a temporary folder (target 90 s), in interleaved rounds;
-  then where a grid run's time goes: the phases one-thread runs at five dimensions report, and
-  the grid's CPU seconds per phase estimated from them.
+  then where a grid run's time goes: the phases one-thread runs at five dimensions report, the
+  grid's CPU seconds per phase estimated from them, and the grid's floor (its products with W_0
+  at the f64 FMA peak that `gemm_rate peak` measures, plus the other phases as estimated).
 
 Each block states the machine (CPU model, family and model), the date, the instruction set the
 kernels ran, the 1-minute load average before and after, the rounds and the spread. Each block is
@@ -113,7 +114,8 @@ def module_available(name):
 def build(parts):
     """Builds the release binary and the examples the parts run; returns the target folder."""
     subprocess.run(["cargo", "build", "--release", "--bin", "benign"], check=True, cwd=ROOT)
-    examples = [e for part, e in (("openblas", "gemm_rate"), ("rowwise", "rowwise_bench")) if part in parts]
+    wanted = (("openblas", "gemm_rate"), ("startup", "gemm_rate"), ("rowwise", "rowwise_bench"))
+    examples = sorted({e for part, e in wanted if part in parts})
     if examples:
         command = ["cargo", "build", "--release", "-p", "benign-kernels"]
         for example in examples:
@@ -291,7 +293,7 @@ def part_startup(args, target):
             for name, job, _ in jobs:
                 extra = ["--out", os.path.join(work, f"sweep-{round_index}")] if job[0] == "sweep" else []
                 times[name].append(timed_child([binary] + job + extra))
-        phase_lines = startup_phases(args, binary, work)
+        phase_lines = startup_phases(args, binary, work, target)
     loads.append(load_average())
     lines = [
         header("`scripts/performance.py --only startup`", args.rounds, loads, args.quick),
@@ -333,12 +335,14 @@ def quadratic_fit(xs, ys):
     return solve3(normal, [sum(y * x ** r for x, y in zip(xs, ys)) for r in range(3)])
 
 
-def startup_phases(args, binary, work):
+def startup_phases(args, binary, work, target):
     """The phase table: each phase's seconds in single one-thread runs at PHASE_DIMS (median over
     rounds, interleaved), and the grid's CPU seconds per phase estimated by a quadratic in d
-    through them, summed over the grid's dimensions and columns."""
+    through them, summed over the grid's dimensions and columns; then the grid's floor: its
+    products with W_0 at the f64 FMA peak (`gemm_rate peak`) plus the other phases' estimate."""
     dims = QUICK_PHASE_DIMS if args.quick else PHASE_DIMS
     seconds = {(name, d): [] for name, _ in STARTUP_PHASES for d in dims}
+    ranks = set()
     for round_index in range(args.rounds):
         for d in dims:
             out = os.path.join(work, f"phases-{round_index}-{d}")
@@ -348,6 +352,7 @@ def startup_phases(args, binary, work):
             subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
             with open(os.path.join(out, "summary.json")) as f:
                 summary = json.load(f)
+            ranks.add(summary["subspace_rank"])
             for name, path in STARTUP_PHASES:
                 value = summary
                 for key in path:
@@ -374,7 +379,32 @@ def startup_phases(args, binary, work):
     for name, _ in STARTUP_PHASES:
         cells = " | ".join(f"{1e3 * statistics.median(seconds[(name, d)]):.1f} ms" for d in dims)
         lines.append(f"| {name} | {cells} | {estimates[name]:.1f} | {estimates[name] / total:.0%} |")
-    return lines
+    return lines + grid_floor(target, ranks, grid_dims, columns, estimates)
+
+
+def grid_floor(target, ranks, grid_dims, columns, estimates):
+    """What the grid would take with its products with W_0 at the f64 FMA peak (the core count
+    the grid job uses: its --threads 2) and every other phase as estimated, as text lines."""
+    if len(ranks) != 1:
+        sys.exit(f"performance: the phase runs reported subspace ranks {sorted(ranks)}, not one")
+    (rank,) = ranks
+    threads = 2
+    peak = json.loads(subprocess.run(
+        [os.path.join(target, "release", "examples", "gemm_rate"), "peak"],
+        check=True, capture_output=True, text=True).stdout)["fma_peak_f64_gflops_per_core"]
+    # two passes over W_0 a run, d^2 r multiply-adds each, two flops a multiply-add
+    flops = columns * sum(2 * 2 * d * d * rank for d in grid_dims)
+    products_wall = flops / (peak * 1e9 * threads)
+    others_wall = sum(v for name, v in estimates.items() if "W_0" not in name) / threads
+    return [
+        "",
+        f"The grid's floor on this machine: its products with W_0 are two passes of d^2 r"
+        f" multiply-adds a run (r = {rank}), {flops / 2:.3g} over the grid; at the f64 FMA peak"
+        f" measured after the runs (`gemm_rate peak`: {peak:.1f} GFLOP/s a core) they would take"
+        f" {products_wall:.0f} s of wall time on {threads} threads, and the other phases as"
+        f" estimated above {others_wall:.0f} s more: {products_wall + others_wall:.0f} s"
+        f" with every product at the peak.",
+    ]
 
 
 def self_test():
