@@ -174,11 +174,10 @@ gemm_kernel!(
     /// 12 x 16 tiles (24 zmm accumulators, A broadcast two rows at a time: OpenBLAS's
     /// Skylake-X dgemm scheme, see `avx512.rs`). KC 192: the B micro-panel (24 KB) and an A
     /// micro-panel (18 KB) share the 48 KB L1, the A block (414 KB) stays in L2 and the B block
-    /// (3 MB) in L3. KC 128 (16 + 14 KB) was chosen while
-    /// the C tile was prefetched all at once before each call; once the kernel fetched it row
-    /// by row during its last steps, KC 192 measured 13-19% faster at 2000^3 and at
-    /// 2000 x 2000 x 160 (one depth panel instead of two) than 128, and 256 in between, in
-    /// interleaved runs on the loaded 2-core Ice Lake machine.
+    /// (3 MB) in L3. A product with k up to 192 (such as 2000 x 2000 x 160) is one depth panel,
+    /// so C is read and written once. KC also fixes f64's summation grouping (each depth panel
+    /// is added to C in turn), so changing it changes bits; deeper panels measured no faster
+    /// (docs/performance.md).
     Avx512, f64,
     MR = avx512::MR_F64, NR = avx512::NR_F64, KC = 192, MC = 276, NC = 2048,
     avx512::tile_f64, avx512::strided_tile_f64,
