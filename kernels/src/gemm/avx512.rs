@@ -9,12 +9,14 @@
 //!
 //! Register blocking: a tile row is two zmm vectors (f32: 32 columns, f64: 16 columns), and a
 //! tile has `MR = 12` rows: 24 accumulators, enough independent FMA chains to hide the 4-cycle
-//! FMA latency on both 512-bit FMA ports. f32 (BLIS's Skylake-X shape, transposed: BLIS's C
-//! is column-major) loads two B vectors a step and broadcasts each A value: 14 loads for 24
-//! FMAs. f64 ([`pair_kernel_f64`], OpenBLAS's Skylake-X dgemm scheme) broadcasts A two rows
-//! at a time against B's even and odd columns: 10 loads for 24 FMAs, where a 14 x 16 tile of
-//! broadcasts (BLIS's shape) takes 16 for 28 and left the FMA ports idle more often, even with
-//! both panels in L1.
+//! FMA latency on both 512-bit FMA ports. With a packed B micro-panel both types run a pair
+//! kernel ([`pair_kernels!`], OpenBLAS's Skylake-X dgemm scheme): A broadcast two rows at a
+//! time against B's even and odd columns, 10 loads for 24 FMAs. The broadcast kernels (BLIS's
+//! Skylake-X shape, transposed: BLIS's C is column-major: two B vectors a step and each A value
+//! broadcast, 14 loads for 24 FMAs) take the tiles whose A is read by rows or whose B is read
+//! in place. In `kernels/examples/microkernel_probe.rs`, the f32 pair stream ran 8-9% faster
+//! than the broadcast stream with everything in cache, and a 14 x 16 f64 broadcast tile (16
+//! loads for 28 FMAs) left the FMA ports idle more often than the f64 pair tile.
 //!
 //! Memory: the A micro-panel streams from L2 and is prefetched a few steps ahead; the C tile is
 //! prefetched by the kernel itself, one row per step over the last steps of the k loop (see
@@ -424,9 +426,9 @@ macro_rules! avx512_tile {
         ) {
             $(
                 // A's rows come in adjacent pairs at each depth step unless A is read by rows
-                if !A_ROWS && VECS == 2 {
+                if !A_ROWS && VECS == 2 && B_PACKED {
                     // SAFETY: the caller's contract, which is the pair kernel's
-                    return unsafe { $pair_dispatch::<B_PACKED>(rows, panels, out) };
+                    return unsafe { $pair_dispatch(rows, panels, out) };
                 }
             )?
             // SAFETY (every arm): the caller's contract, for the arm's row count.
@@ -676,7 +678,8 @@ avx512_tile!(
     _mm512_maskz_loadu_ps,
     _mm512_storeu_ps,
     _mm512_fmadd_ps,
-    _mm512_mul_ps
+    _mm512_mul_ps,
+    pairs = pair_dispatch_f32
 );
 
 avx512_tile!(
@@ -703,156 +706,290 @@ avx512_tile!(
     pairs = pair_dispatch_f64
 );
 
-/// [`pair_kernel_f64`] with `rows` rows (even, at most `MR_F64`; odd counts round up).
+/// f64 B row for a pair step: `[even_low, odd_low, even_high, odd_high]` (`vmovddup` of the
+/// row from columns 0, 1, 8 and 9). The load from column 9 reads one value past the 16-column
+/// row (B's next row on every step but the last); `last` masks it off, and `vmovddup` never
+/// uses that lane: it keeps the even positions 0, 2, 4, 6 (columns 9-15).
 ///
 /// # Safety
 ///
-/// As for the pair kernel, with its row count `rows` rounded up to even.
+/// The CPU has avx512f; `row[..NR_F64]` is readable, and so is `row[NR_F64]` unless `last`.
 #[target_feature(enable = "avx512f")]
-unsafe fn pair_dispatch_f64<const B_PACKED: bool>(
-    rows: usize,
-    panels: Panels<f64>,
-    out: CTile<f64>,
-) {
-    // SAFETY (every arm): the caller's contract, for the arm's row pairs.
+#[inline]
+unsafe fn pair_b_row_f64(row: *const f64, last: bool) -> [__m512d; 4] {
+    use std::arch::x86_64::_mm512_movedup_pd;
+    const LANES: usize = 8;
+    // SAFETY: the caller's contract: columns 0..16 of the row, and column 16 unless `last`.
     unsafe {
-        match rows {
-            1 | 2 => pair_kernel_f64::<B_PACKED, 1>(panels, out),
-            3 | 4 => pair_kernel_f64::<B_PACKED, 2>(panels, out),
-            5 | 6 => pair_kernel_f64::<B_PACKED, 3>(panels, out),
-            7 | 8 => pair_kernel_f64::<B_PACKED, 4>(panels, out),
-            9 | 10 => pair_kernel_f64::<B_PACKED, 5>(panels, out),
-            _ => pair_kernel_f64::<B_PACKED, { MR_F64 / 2 }>(panels, out),
-        }
+        let odd_high = if last {
+            _mm512_maskz_loadu_pd(0x7F, row.add(LANES + 1))
+        } else {
+            _mm512_loadu_pd(row.add(LANES + 1))
+        };
+        [
+            _mm512_movedup_pd(_mm512_loadu_pd(row)),
+            _mm512_movedup_pd(_mm512_loadu_pd(row.add(1))),
+            _mm512_movedup_pd(_mm512_loadu_pd(row.add(LANES))),
+            _mm512_movedup_pd(odd_high),
+        ]
     }
 }
 
-/// The f64 kernel on the first `2 PAIRS` rows of a full-width tile (two vectors a row), with A
-/// at `a + p * a_stride + i` (a packed micro-panel, or `op(A)` stored transposed): the same
-/// contract, FMA chains and prefetches as `kernel_f64`, with fewer loads a step. Each step
-/// broadcasts A's values two rows at a time (`[a_i, a_i+1]` in every 128-bit lane) and loads
-/// B's row as its even and its odd columns, each duplicated (`[b_0, b_0, b_2, b_2, ..]` and
-/// `[b_1, b_1, b_3, b_3, ..]`, `vmovddup`), so one FMA updates two rows at four columns each:
-/// `PAIRS` A loads and four B loads for `4 PAIRS` FMAs, where broadcasting each A value takes
-/// `2 PAIRS` A loads. (OpenBLAS's Skylake-X dgemm kernel does the same.) The write-back
-/// interleaves each pair of accumulators back into rows (`vunpcklpd` / `vunpckhpd`); every
-/// element is the same chain of `a b + acc` FMAs in order of `p` and the same
-/// `beta c + (alpha ab)` FMA as in `kernel_f64`, so the values are bit for bit the same.
+/// f32 B row for a pair step: `[even_low, odd_low, even_high, odd_high]` (`vmovsldup` and
+/// `vmovshdup` of each 16-column half). Written as assembly so that each is a load of its own:
+/// compiled from intrinsics, the two halves are loaded once and the four duplications become
+/// register shuffles, which compete with the FMAs for their port (a throwaway build measured
+/// sgemm 0.92-0.97x the broadcast kernel that way).
 ///
 /// # Safety
 ///
-/// The CPU has avx512f; `panels.a` points to A with every element `(i, p)`, `i < 2 PAIRS`,
-/// `p < kc`, readable at `p * a_stride + i`; `panels.b` to a B block with every element
-/// `(p, j)`, `p < kc`, `j < NR_F64`, readable at `p * b_stride + j` (`b_stride == NR_F64`
-/// when `B_PACKED`); and `out.c + i * out.ldc ..` (`NR_F64` scalars) is writable (and readable
-/// when `out.beta != 0`) for every `i < 2 PAIRS`.
+/// The CPU has avx512f and `row[..NR_F32]` is readable.
 #[target_feature(enable = "avx512f")]
-unsafe fn pair_kernel_f64<const B_PACKED: bool, const PAIRS: usize>(
-    panels: Panels<f64>,
-    out: CTile<f64>,
-) {
-    use std::arch::x86_64::{
-        _mm512_broadcast_f32x4, _mm512_movedup_pd, _mm_castpd_ps, _mm_loadu_pd,
+#[inline]
+unsafe fn pair_b_row_f32(row: *const f32, _last: bool) -> [__m512; 4] {
+    let (even_low, odd_low, even_high, odd_high): (__m512, __m512, __m512, __m512);
+    // SAFETY: the four loads read the row's 32 values (the caller's contract) and write only
+    // the declared registers.
+    unsafe {
+        std::arch::asm!(
+            "vmovsldup {even_low}, zmmword ptr [{row}]",
+            "vmovshdup {odd_low}, zmmword ptr [{row}]",
+            "vmovsldup {even_high}, zmmword ptr [{row} + 64]",
+            "vmovshdup {odd_high}, zmmword ptr [{row} + 64]",
+            row = in(reg) row,
+            even_low = out(zmm_reg) even_low,
+            odd_low = out(zmm_reg) odd_low,
+            even_high = out(zmm_reg) even_high,
+            odd_high = out(zmm_reg) odd_high,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    [even_low, odd_low, even_high, odd_high]
+}
+
+/// Two adjacent f64 A values `[a_i, a_i+1]` in every 128-bit lane (`vbroadcastf32x4`).
+///
+/// # Safety
+///
+/// The CPU has avx512f; `a[0]` and `a[1]` are readable.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn pair_a_f64(a: *const f64) -> __m512d {
+    use std::arch::x86_64::{_mm512_broadcast_f32x4, _mm_castpd_ps, _mm_loadu_pd};
+    // SAFETY: the caller's contract.
+    let two = _mm_castpd_ps(unsafe { _mm_loadu_pd(a) });
+    _mm512_castps_pd(_mm512_broadcast_f32x4(two))
+}
+
+/// Two adjacent f32 A values `[a_i, a_i+1]` in every 64-bit lane (`vbroadcastsd`).
+///
+/// # Safety
+///
+/// The CPU has avx512f; `a[0]` and `a[1]` are readable.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn pair_a_f32(a: *const f32) -> __m512 {
+    // SAFETY: the caller's contract: the two values as one unaligned 8-byte read.
+    let two = unsafe { a.cast::<f64>().read_unaligned() };
+    _mm512_castpd_ps(_mm512_set1_pd(two))
+}
+
+/// An f64 pair's accumulators (`pair x [even_low, odd_low, even_high, odd_high]`) back into
+/// its two rows, `[[row 2k low, high], [row 2k + 1 low, high]]`: row 2k is in the even lanes,
+/// row 2k + 1 in the odd ones (`vunpcklpd` / `vunpckhpd`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn pair_rows_f64(acc: [__m512d; 4]) -> [[__m512d; 2]; 2] {
+    [
+        [
+            _mm512_unpacklo_pd(acc[0], acc[1]),
+            _mm512_unpacklo_pd(acc[2], acc[3]),
+        ],
+        [
+            _mm512_unpackhi_pd(acc[0], acc[1]),
+            _mm512_unpackhi_pd(acc[2], acc[3]),
+        ],
+    ]
+}
+
+/// An f32 pair's accumulators back into its two rows: row 2k takes the even lanes of the
+/// even-column product and, in the odd lanes, the odd-column product's even lanes moved up
+/// (`vmovsldup`); row 2k + 1 the even-column product's odd lanes moved down (`vmovshdup`) and
+/// the odd-column product's odd lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn pair_rows_f32(acc: [__m512; 4]) -> [[__m512; 2]; 2] {
+    use std::arch::x86_64::{_mm512_mask_blend_ps, _mm512_movehdup_ps, _mm512_moveldup_ps};
+    const ODD_LANES: u16 = 0xAAAA;
+    let row = |even: __m512, odd: __m512| {
+        [
+            _mm512_mask_blend_ps(ODD_LANES, even, _mm512_moveldup_ps(odd)),
+            _mm512_mask_blend_ps(ODD_LANES, _mm512_movehdup_ps(even), odd),
+        ]
     };
-    const LANES: usize = 8;
-    let Panels {
-        kc, a, a_stride, b, ..
-    } = panels;
-    let (c, ldc) = (out.c, out.ldc);
-    let b_stride = if B_PACKED { NR_F64 } else { panels.b_stride };
-    // ab[k][0..2]: rows 2k and 2k + 1 at the even / odd columns 0-7, ab[k][2..4] at 8-15
-    let mut ab = [[_mm512_setzero_pd(); 4]; PAIRS];
-    let tile = CFetch {
-        c,
-        ldc,
-        rows: 2 * PAIRS,
-        mr: MR_F64,
-        lanes: LANES,
-        nr: NR_F64,
-    };
-    // one rank-1 update a step, inlined (like `depth_loop`) so that its intrinsics are compiled
-    // with the kernel's target features
-    depth_loop(
-        kc,
-        true,
-        tile,
-        #[inline(always)]
-        |p: usize, last: bool| {
-            // A a few steps ahead, two lines a step (12 values are 96 bytes); never dereferenced
-            let a_ahead = a.wrapping_add((p + A_PREFETCH_STEPS) * a_stride);
-            _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(a_ahead.wrapping_add(LANES).cast());
-            if !B_PACKED {
-                let b_ahead = b.wrapping_add((p + B_PREFETCH_STEPS) * b_stride);
-                _mm_prefetch::<_MM_HINT_T0>(b_ahead.cast());
-                _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(LANES).cast());
-                _mm_prefetch::<_MM_HINT_T0>(b_ahead.wrapping_add(NR_F64 - 1).cast());
-            }
-            // SAFETY: p < kc, so b[p * b_stride ..][..NR_F64] is within B, and so are the eight
-            // values from column 1 and, on any step but the last, from column 9 (its last one is
-            // the next row's first, or column 16 of this one: within B's rows `b_stride >= 16`
-            // apart). On the last step the load from column 9 leaves that value out (masked), and
-            // vmovddup never uses it: it keeps the even positions 0, 2, 4, 6 (columns 9-15).
-            let (even_low, odd_low, even_high, odd_high) = unsafe {
-                let row = b.add(p * b_stride);
-                let odd_high = if last {
-                    _mm512_maskz_loadu_pd(0x7F, row.add(LANES + 1))
-                } else {
-                    _mm512_loadu_pd(row.add(LANES + 1))
-                };
-                (
-                    _mm512_movedup_pd(_mm512_loadu_pd(row)),
-                    _mm512_movedup_pd(_mm512_loadu_pd(row.add(1))),
-                    _mm512_movedup_pd(_mm512_loadu_pd(row.add(LANES))),
-                    _mm512_movedup_pd(odd_high),
-                )
-            };
-            for (k, acc) in ab.iter_mut().enumerate() {
-                // SAFETY: rows 2k and 2k + 1 < 2 PAIRS at step p < kc: adjacent readable elements
-                // of A (the caller's contract).
-                let pair = unsafe {
-                    let two = _mm_castpd_ps(_mm_loadu_pd(a.add(p * a_stride + 2 * k)));
-                    _mm512_castps_pd(_mm512_broadcast_f32x4(two))
-                };
-                for (acc, b_vector) in acc.iter_mut().zip([even_low, odd_low, even_high, odd_high])
-                {
-                    *acc = _mm512_fmadd_pd(pair, b_vector, *acc);
+    let [low_first, low_second] = row(acc[0], acc[1]);
+    let [high_first, high_second] = row(acc[2], acc[3]);
+    [[low_first, high_first], [low_second, high_second]]
+}
+
+/// The pair kernels: for every full-width tile whose A comes by depth steps (packed
+/// micro-panels, or `op(A)` stored transposed) and whose B micro-panel is packed, each step
+/// broadcasts A's values two rows at a time against B's even and odd columns, each
+/// duplicated, so one FMA updates two rows at half the columns of a vector each: `PAIRS` A
+/// loads and four B loads for `4 PAIRS` FMAs, where broadcasting each A value takes `2 PAIRS`
+/// A loads. (OpenBLAS's Skylake-X dgemm kernel does the same.) The write-back interleaves each
+/// pair of accumulators back into rows; every element is the same chain of `a b + acc` FMAs in
+/// order of `p` and the same `beta c + (alpha ab)` FMA as in the broadcast kernels, so the
+/// values are bit for bit the same.
+///
+/// Generates `$dispatch(rows, panels, out)` (the kernel with `rows` rows: even, at most the
+/// type's MR; odd counts round up) and `$kernel::<PAIRS>`, with the broadcast kernels'
+/// contract for a packed B micro-panel, for the first `2 PAIRS` rows. (With B read in place,
+/// rows `ldb` apart, the broadcast kernels measured as fast or faster: sgemm 20 x 2000 x 2000
+/// ran at 0.63x on the f32 pair kernel.)
+macro_rules! pair_kernels {
+    (
+        $dispatch:ident, $kernel:ident, $scalar:ty, $mr:ident, $nr:ident, $lanes:expr,
+        $b_row:ident, $a_pair:ident, $pair_rows:ident,
+        $setzero:ident, $set1:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $mul:ident
+    ) => {
+        /// The pair kernel with `rows` rows (see [`pair_kernels!`]).
+        ///
+        /// # Safety
+        ///
+        /// As for the pair kernel, with its row count `rows` rounded up to even.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $dispatch(rows: usize, panels: Panels<$scalar>, out: CTile<$scalar>) {
+            // SAFETY (every arm): the caller's contract, for the arm's row pairs.
+            unsafe {
+                match rows {
+                    1 | 2 => $kernel::<1>(panels, out),
+                    3 | 4 => $kernel::<2>(panels, out),
+                    5 | 6 => $kernel::<3>(panels, out),
+                    7 | 8 => $kernel::<4>(panels, out),
+                    9 | 10 => $kernel::<5>(panels, out),
+                    _ => $kernel::<{ $mr / 2 }>(panels, out),
                 }
             }
-        },
-    );
-    let alpha = _mm512_set1_pd(out.alpha);
-    let beta_is_zero = out.beta == 0.0;
-    let beta = _mm512_set1_pd(out.beta);
-    for (k, acc) in ab.iter().enumerate() {
-        // rows 2k (the even lanes of each accumulator pair) and 2k + 1 (the odd lanes)
-        let rows = [
-            [
-                _mm512_unpacklo_pd(acc[0], acc[1]),
-                _mm512_unpacklo_pd(acc[2], acc[3]),
-            ],
-            [
-                _mm512_unpackhi_pd(acc[0], acc[1]),
-                _mm512_unpackhi_pd(acc[2], acc[3]),
-            ],
-        ];
-        for (half, row) in rows.iter().enumerate() {
-            for (v, &values) in row.iter().enumerate() {
-                // SAFETY: row 2k + half < 2 PAIRS and v < 2: within that row of the C tile.
-                let c_lanes = unsafe { c.add((2 * k + half) * ldc + v * LANES) };
-                let scaled = _mm512_mul_pd(values, alpha);
-                let result = if beta_is_zero {
-                    scaled
-                } else {
-                    // SAFETY: as above; C is readable when beta != 0.
-                    _mm512_fmadd_pd(unsafe { _mm512_loadu_pd(c_lanes) }, beta, scaled)
-                };
-                // SAFETY: as above.
-                unsafe { _mm512_storeu_pd(c_lanes, result) };
+        }
+
+        /// The pair kernel on the first `2 PAIRS` rows of a full-width tile (see
+        /// [`pair_kernels!`]).
+        ///
+        /// # Safety
+        ///
+        /// The CPU has avx512f; `panels.a` points to A with every element `(i, p)`,
+        /// `i < 2 PAIRS`, `p < kc`, readable at `p * a_stride + i`; `panels.b` to a packed B
+        /// micro-panel, element `(p, j)` at `p * NR + j` for `p < kc`, `j < NR`; and
+        /// `out.c + i * out.ldc ..` (NR scalars) is writable (and readable when
+        /// `out.beta != 0`) for every `i < 2 PAIRS`.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $kernel<const PAIRS: usize>(panels: Panels<$scalar>, out: CTile<$scalar>) {
+            const LANES: usize = $lanes;
+            let Panels {
+                kc, a, a_stride, b, ..
+            } = panels;
+            let (c, ldc) = (out.c, out.ldc);
+            // ab[k]: rows 2k and 2k + 1 times [even_low, odd_low, even_high, odd_high]
+            let mut ab = [[$setzero(); 4]; PAIRS];
+            let tile = CFetch {
+                c,
+                ldc,
+                rows: 2 * PAIRS,
+                mr: $mr,
+                lanes: LANES,
+                nr: $nr,
+            };
+            // one rank-1 update a step, inlined (like `depth_loop`) so that its intrinsics are
+            // compiled with the kernel's target features
+            depth_loop(
+                kc,
+                true,
+                tile,
+                #[inline(always)]
+                |p: usize, last: bool| {
+                    // A a few steps ahead, a line for every 64 bytes of a step; never
+                    // dereferenced
+                    let a_ahead = a.wrapping_add((p + A_PREFETCH_STEPS) * a_stride);
+                    _mm_prefetch::<_MM_HINT_T0>(a_ahead.cast());
+                    if $mr * std::mem::size_of::<$scalar>() > 64 {
+                        let next_line = 64 / std::mem::size_of::<$scalar>();
+                        _mm_prefetch::<_MM_HINT_T0>(a_ahead.wrapping_add(next_line).cast());
+                    }
+                    // SAFETY: p < kc, so the micro-panel's row p, b[p * NR ..][..NR], is
+                    // readable, and so is the value after it on any step but the last (the
+                    // next row's first): what `$b_row` asks for.
+                    let b_vectors = unsafe { $b_row(b.add(p * $nr), last) };
+                    for (k, acc) in ab.iter_mut().enumerate() {
+                        // SAFETY: rows 2k and 2k + 1 < 2 PAIRS at step p < kc: adjacent
+                        // readable elements of A (the caller's contract).
+                        let pair = unsafe { $a_pair(a.add(p * a_stride + 2 * k)) };
+                        for (acc, &b_vector) in acc.iter_mut().zip(&b_vectors) {
+                            *acc = $fmadd(pair, b_vector, *acc);
+                        }
+                    }
+                },
+            );
+            let alpha = $set1(out.alpha);
+            let beta_is_zero = out.beta == 0.0;
+            let beta = $set1(out.beta);
+            for (k, &acc) in ab.iter().enumerate() {
+                for (half, row) in $pair_rows(acc).iter().enumerate() {
+                    for (v, &values) in row.iter().enumerate() {
+                        // SAFETY: row 2k + half < 2 PAIRS and v < 2: within that row of the C
+                        // tile.
+                        let c_lanes = unsafe { c.add((2 * k + half) * ldc + v * LANES) };
+                        let scaled = $mul(values, alpha);
+                        let result = if beta_is_zero {
+                            scaled
+                        } else {
+                            // SAFETY: as above; C is readable when beta != 0.
+                            $fmadd(unsafe { $loadu(c_lanes) }, beta, scaled)
+                        };
+                        // SAFETY: as above.
+                        unsafe { $storeu(c_lanes, result) };
+                    }
+                }
             }
         }
-    }
+    };
 }
+
+pair_kernels!(
+    pair_dispatch_f32,
+    pair_kernel_f32,
+    f32,
+    MR_F32,
+    NR_F32,
+    16,
+    pair_b_row_f32,
+    pair_a_f32,
+    pair_rows_f32,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_mul_ps
+);
+
+pair_kernels!(
+    pair_dispatch_f64,
+    pair_kernel_f64,
+    f64,
+    MR_F64,
+    NR_F64,
+    8,
+    pair_b_row_f64,
+    pair_a_f64,
+    pair_rows_f64,
+    _mm512_setzero_pd,
+    _mm512_set1_pd,
+    _mm512_loadu_pd,
+    _mm512_storeu_pd,
+    _mm512_fmadd_pd,
+    _mm512_mul_pd
+);
 
 /// Packs one whole f64 A micro-panel from row-major A: `panel[p * MR_F64 + i] = a[i * ld + p]`
 /// for the `MR_F64` rows `i` and the `kc = panel.len() / MR_F64` depth steps `p` (the layout
