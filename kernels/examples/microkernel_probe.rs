@@ -255,26 +255,37 @@ macro_rules! write_back_vector {
     };
 }
 
-/// One row pair of an f64 pair step: A's rows `2k`, `2k + 1` at byte `$a` of the step,
-/// broadcast to every 128-bit lane, times B's even and odd columns (`zmm24` .. `zmm27`) into
-/// the pair's four accumulators.
+/// One row pair of a pair step: A's rows `2k`, `2k + 1` at byte `$a` of the step, broadcast
+/// as a pair (`$broadcast`: `vbroadcastf32x4` for f64, `vbroadcastsd` for f32), times B's even
+/// and odd columns (`zmm24` .. `zmm27`) into the pair's four accumulators (`p` `$t`: `d` f64,
+/// `s` f32).
 #[cfg(target_arch = "x86_64")]
-macro_rules! f64_pair_fmas {
-    ($a:literal, $acc0:literal, $acc1:literal, $acc2:literal, $acc3:literal) => {
+macro_rules! pair_fmas {
+    ($broadcast:literal, $t:literal, $a:literal, $acc0:literal, $acc1:literal, $acc2:literal,
+     $acc3:literal) => {
         concat!(
-            "vbroadcastf32x4 zmm28, [{a} + ",
+            $broadcast,
+            " zmm28, [{a} + ",
             $a,
             "]\n",
-            "vfmadd231pd zmm",
+            "vfmadd231p",
+            $t,
+            " zmm",
             $acc0,
             ", zmm28, zmm24\n",
-            "vfmadd231pd zmm",
+            "vfmadd231p",
+            $t,
+            " zmm",
             $acc1,
             ", zmm28, zmm25\n",
-            "vfmadd231pd zmm",
+            "vfmadd231p",
+            $t,
+            " zmm",
             $acc2,
             ", zmm28, zmm26\n",
-            "vfmadd231pd zmm",
+            "vfmadd231p",
+            $t,
+            " zmm",
             $acc3,
             ", zmm28, zmm27\n",
         )
@@ -317,32 +328,43 @@ macro_rules! f64_pair_write_back {
     };
 }
 
-/// One row of an f32 step: A's value at byte `$a` of the step, broadcast, times B's row
-/// (`zmm24`, `zmm25`) into the row's two accumulators.
+/// The write-back of one f32 row pair: row `2k` takes the even lanes of the even-column
+/// product and the odd-column product's even lanes moved up (`vmovsldup`), row `2k + 1` the
+/// even-column product's odd lanes moved down (`vmovshdup`) and the odd-column product's odd
+/// lanes (`k1` holds the odd lanes), each written to C, `{row}` moved two rows on.
 #[cfg(target_arch = "x86_64")]
-macro_rules! f32_row_fmas {
-    ($a:literal, $acc0:literal, $acc1:literal) => {
+macro_rules! f32_pair_write_back {
+    ($acc0:literal, $acc1:literal, $acc2:literal, $acc3:literal) => {
         concat!(
-            "vbroadcastss zmm26, [{a} + ",
-            $a,
-            "]\n",
-            "vfmadd231ps zmm",
-            $acc0,
-            ", zmm26, zmm24\n",
-            "vfmadd231ps zmm",
+            "vmovsldup zmm24, zmm",
             $acc1,
-            ", zmm26, zmm25\n",
-        )
-    };
-}
-
-/// The write-back of one f32 row (two vectors), `{row}` moved a row on.
-#[cfg(target_arch = "x86_64")]
-macro_rules! f32_row_write_back {
-    ($acc0:literal, $acc1:literal) => {
-        concat!(
-            write_back_vector!("s", $acc0, "0"),
-            write_back_vector!("s", $acc1, "64"),
+            "\n",
+            "vblendmps zmm24 {{k1}}, zmm",
+            $acc0,
+            ", zmm24\n",
+            "vmovsldup zmm25, zmm",
+            $acc3,
+            "\n",
+            "vblendmps zmm25 {{k1}}, zmm",
+            $acc2,
+            ", zmm25\n",
+            "vmovshdup zmm26, zmm",
+            $acc0,
+            "\n",
+            "vblendmps zmm26 {{k1}}, zmm26, zmm",
+            $acc1,
+            "\n",
+            "vmovshdup zmm27, zmm",
+            $acc2,
+            "\n",
+            "vblendmps zmm27 {{k1}}, zmm27, zmm",
+            $acc3,
+            "\n",
+            write_back_vector!("s", "24", "0"),
+            write_back_vector!("s", "25", "64"),
+            "add {row}, {ldc}\n",
+            write_back_vector!("s", "26", "0"),
+            write_back_vector!("s", "27", "64"),
             "add {row}, {ldc}\n",
         )
     };
@@ -352,14 +374,15 @@ macro_rules! f32_row_write_back {
 /// instructions, then A's pointer `a_step` bytes and B's a row (128 bytes) on; then alpha and
 /// beta (both 1: `broadcast` of the scalar at `{one}`) into `zmm30`, `zmm31` and the
 /// `write_back` instructions from `{row} = c`. The operands and the registers it writes are
-/// declared once here for both replicas.
+/// declared once here for both replicas, with a replica's own `operands` after them.
 #[cfg(target_arch = "x86_64")]
 macro_rules! replica_asm {
     (
         a = $a:expr, b = $b:expr, kc = $kc:expr, c = $c:expr, ldc_bytes = $ldc:expr,
         one = $one:expr, broadcast = $broadcast:literal, a_step = $a_step:literal,
         step = { $($step:tt)* },
-        write_back = { $($write_back:tt)* } $(,)?
+        write_back = { $($write_back:tt)* },
+        operands = { $($operands:tt)* } $(,)?
     ) => {
         std::arch::asm!(
             zero_accumulators!(),
@@ -387,6 +410,7 @@ macro_rules! replica_asm {
             out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _, out("zmm24") _,
             out("zmm25") _, out("zmm26") _, out("zmm27") _, out("zmm28") _, out("zmm30") _,
             out("zmm31") _,
+            $($operands)*
             options(nostack),
         )
     };
@@ -422,12 +446,12 @@ unsafe fn replica_tile_f64(kc: usize, a: *const f64, b: *const f64, c: *mut f64,
                 "vmovddup zmm25, [{b} + 8]",
                 "vmovddup zmm26, [{b} + 64]",
                 "vmovddup zmm27, [{b} + 72]",
-                f64_pair_fmas!("0", "0", "1", "2", "3"),
-                f64_pair_fmas!("16", "4", "5", "6", "7"),
-                f64_pair_fmas!("32", "8", "9", "10", "11"),
-                f64_pair_fmas!("48", "12", "13", "14", "15"),
-                f64_pair_fmas!("64", "16", "17", "18", "19"),
-                f64_pair_fmas!("80", "20", "21", "22", "23"),
+                pair_fmas!("vbroadcastf32x4", "d", "0", "0", "1", "2", "3"),
+                pair_fmas!("vbroadcastf32x4", "d", "16", "4", "5", "6", "7"),
+                pair_fmas!("vbroadcastf32x4", "d", "32", "8", "9", "10", "11"),
+                pair_fmas!("vbroadcastf32x4", "d", "48", "12", "13", "14", "15"),
+                pair_fmas!("vbroadcastf32x4", "d", "64", "16", "17", "18", "19"),
+                pair_fmas!("vbroadcastf32x4", "d", "80", "20", "21", "22", "23"),
             },
             write_back = {
                 f64_pair_write_back!("0", "1", "2", "3"),
@@ -437,15 +461,17 @@ unsafe fn replica_tile_f64(kc: usize, a: *const f64, b: *const f64, c: *mut f64,
                 f64_pair_write_back!("16", "17", "18", "19"),
                 f64_pair_write_back!("20", "21", "22", "23"),
             },
+            operands = {},
         );
     }
 }
 
 /// `C <- A B + C` on one 12 x 32 f32 tile, `kc >= 1` depth steps, with the instructions of the
-/// f32 kernel's packed path written out: each step fetches A eight steps ahead (one line),
-/// loads B's row (two vectors) and broadcasts each of A's 12 values (`vbroadcastss`) into two
-/// FMAs; then each accumulator is added to C (`alpha = beta = 1`, as a multiply by alpha and an
-/// FMA with beta, like the kernel).
+/// f32 pair kernel's packed path written out: each step fetches A eight steps ahead (one
+/// line), loads B's row as its even and odd columns duplicated (`vmovsldup` and `vmovshdup` of
+/// each 16-column half) and broadcasts A's six row pairs (`vbroadcastsd`) into 24 FMAs; then
+/// the accumulator pairs are blended back into rows and added to C (`alpha = beta = 1`, as a
+/// multiply by alpha and an FMA with beta, like the kernel).
 ///
 /// # Safety
 ///
@@ -464,35 +490,27 @@ unsafe fn replica_tile_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32,
             broadcast = "vbroadcastss", a_step = "48",
             step = {
                 "prefetcht0 [{a} + 384]",
-                "vmovups zmm24, [{b}]",
-                "vmovups zmm25, [{b} + 64]",
-                f32_row_fmas!("0", "0", "1"),
-                f32_row_fmas!("4", "2", "3"),
-                f32_row_fmas!("8", "4", "5"),
-                f32_row_fmas!("12", "6", "7"),
-                f32_row_fmas!("16", "8", "9"),
-                f32_row_fmas!("20", "10", "11"),
-                f32_row_fmas!("24", "12", "13"),
-                f32_row_fmas!("28", "14", "15"),
-                f32_row_fmas!("32", "16", "17"),
-                f32_row_fmas!("36", "18", "19"),
-                f32_row_fmas!("40", "20", "21"),
-                f32_row_fmas!("44", "22", "23"),
+                "vmovsldup zmm24, [{b}]",
+                "vmovshdup zmm25, [{b}]",
+                "vmovsldup zmm26, [{b} + 64]",
+                "vmovshdup zmm27, [{b} + 64]",
+                pair_fmas!("vbroadcastsd", "s", "0", "0", "1", "2", "3"),
+                pair_fmas!("vbroadcastsd", "s", "8", "4", "5", "6", "7"),
+                pair_fmas!("vbroadcastsd", "s", "16", "8", "9", "10", "11"),
+                pair_fmas!("vbroadcastsd", "s", "24", "12", "13", "14", "15"),
+                pair_fmas!("vbroadcastsd", "s", "32", "16", "17", "18", "19"),
+                pair_fmas!("vbroadcastsd", "s", "40", "20", "21", "22", "23"),
             },
             write_back = {
-                f32_row_write_back!("0", "1"),
-                f32_row_write_back!("2", "3"),
-                f32_row_write_back!("4", "5"),
-                f32_row_write_back!("6", "7"),
-                f32_row_write_back!("8", "9"),
-                f32_row_write_back!("10", "11"),
-                f32_row_write_back!("12", "13"),
-                f32_row_write_back!("14", "15"),
-                f32_row_write_back!("16", "17"),
-                f32_row_write_back!("18", "19"),
-                f32_row_write_back!("20", "21"),
-                f32_row_write_back!("22", "23"),
+                "kmovw k1, {odd_lanes:e}",
+                f32_pair_write_back!("0", "1", "2", "3"),
+                f32_pair_write_back!("4", "5", "6", "7"),
+                f32_pair_write_back!("8", "9", "10", "11"),
+                f32_pair_write_back!("12", "13", "14", "15"),
+                f32_pair_write_back!("16", "17", "18", "19"),
+                f32_pair_write_back!("20", "21", "22", "23"),
             },
+            operands = { odd_lanes = in(reg) 0xAAAA_u32, out("k1") _, },
         );
     }
 }
