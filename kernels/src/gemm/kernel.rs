@@ -160,7 +160,8 @@ const AVX512_B_IN_PLACE_MAX_STRIPS: usize = 6;
 
 #[cfg(target_arch = "x86_64")]
 gemm_kernel!(
-    /// 12 x 32 tiles (24 zmm accumulators). The B micro-panel (`KC x 32`, 32 KB) stays in Ice
+    /// 12 x 32 tiles (24 zmm accumulators; with a packed B micro-panel A is broadcast two rows
+    /// at a time, see `avx512.rs`). The B micro-panel (`KC x 32`, 32 KB) stays in Ice
     /// Lake's 48 KB L1 while A micro-panels (12 KB) stream from L2, which holds the `MC x KC`
     /// A block (288 KB of 1.25 MB); the B block (`KC x NC`, 4 MB) lives in L3.
     Avx512, f32,
