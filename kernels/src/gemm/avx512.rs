@@ -425,7 +425,8 @@ macro_rules! avx512_tile {
             out: CTile<$scalar>,
         ) {
             $(
-                // A's rows come in adjacent pairs at each depth step unless A is read by rows
+                // A's rows come in adjacent pairs at each depth step unless A is read by rows;
+                // the pair kernels take packed B micro-panels only (see `pair_kernels!`)
                 if !A_ROWS && VECS == 2 && B_PACKED {
                     // SAFETY: the caller's contract, which is the pair kernel's
                     return unsafe { $pair_dispatch(rows, panels, out) };
