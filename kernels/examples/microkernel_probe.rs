@@ -292,6 +292,39 @@ macro_rules! pair_fmas {
     };
 }
 
+/// A pair step's 24 FMAs: the six row pairs, A's pair `k` at byte `$ak` of the step, into
+/// accumulators `4k` .. `4k + 3` (`pair_fmas!`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! six_pair_fmas {
+    ($broadcast:literal, $t:literal, $a0:literal, $a1:literal, $a2:literal, $a3:literal,
+     $a4:literal, $a5:literal) => {
+        concat!(
+            pair_fmas!($broadcast, $t, $a0, "0", "1", "2", "3"),
+            pair_fmas!($broadcast, $t, $a1, "4", "5", "6", "7"),
+            pair_fmas!($broadcast, $t, $a2, "8", "9", "10", "11"),
+            pair_fmas!($broadcast, $t, $a3, "12", "13", "14", "15"),
+            pair_fmas!($broadcast, $t, $a4, "16", "17", "18", "19"),
+            pair_fmas!($broadcast, $t, $a5, "20", "21", "22", "23"),
+        )
+    };
+}
+
+/// The write-back of all six row pairs, pair `k` from accumulators `4k` .. `4k + 3` by the
+/// macro `$pair` (one of the two below).
+#[cfg(target_arch = "x86_64")]
+macro_rules! six_pair_write_backs {
+    ($pair:ident) => {
+        concat!(
+            $pair!("0", "1", "2", "3"),
+            $pair!("4", "5", "6", "7"),
+            $pair!("8", "9", "10", "11"),
+            $pair!("12", "13", "14", "15"),
+            $pair!("16", "17", "18", "19"),
+            $pair!("20", "21", "22", "23"),
+        )
+    };
+}
+
 /// The write-back of one f64 row pair: its accumulators interleaved back into rows `2k`
 /// (even lanes) and `2k + 1` (odd lanes), each written to C, `{row}` moved two rows on.
 #[cfg(target_arch = "x86_64")]
@@ -446,20 +479,10 @@ unsafe fn replica_tile_f64(kc: usize, a: *const f64, b: *const f64, c: *mut f64,
                 "vmovddup zmm25, [{b} + 8]",
                 "vmovddup zmm26, [{b} + 64]",
                 "vmovddup zmm27, [{b} + 72]",
-                pair_fmas!("vbroadcastf32x4", "d", "0", "0", "1", "2", "3"),
-                pair_fmas!("vbroadcastf32x4", "d", "16", "4", "5", "6", "7"),
-                pair_fmas!("vbroadcastf32x4", "d", "32", "8", "9", "10", "11"),
-                pair_fmas!("vbroadcastf32x4", "d", "48", "12", "13", "14", "15"),
-                pair_fmas!("vbroadcastf32x4", "d", "64", "16", "17", "18", "19"),
-                pair_fmas!("vbroadcastf32x4", "d", "80", "20", "21", "22", "23"),
+                six_pair_fmas!("vbroadcastf32x4", "d", "0", "16", "32", "48", "64", "80"),
             },
             write_back = {
-                f64_pair_write_back!("0", "1", "2", "3"),
-                f64_pair_write_back!("4", "5", "6", "7"),
-                f64_pair_write_back!("8", "9", "10", "11"),
-                f64_pair_write_back!("12", "13", "14", "15"),
-                f64_pair_write_back!("16", "17", "18", "19"),
-                f64_pair_write_back!("20", "21", "22", "23"),
+                six_pair_write_backs!(f64_pair_write_back),
             },
             operands = {},
         );
@@ -494,21 +517,11 @@ unsafe fn replica_tile_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32,
                 "vmovshdup zmm25, [{b}]",
                 "vmovsldup zmm26, [{b} + 64]",
                 "vmovshdup zmm27, [{b} + 64]",
-                pair_fmas!("vbroadcastsd", "s", "0", "0", "1", "2", "3"),
-                pair_fmas!("vbroadcastsd", "s", "8", "4", "5", "6", "7"),
-                pair_fmas!("vbroadcastsd", "s", "16", "8", "9", "10", "11"),
-                pair_fmas!("vbroadcastsd", "s", "24", "12", "13", "14", "15"),
-                pair_fmas!("vbroadcastsd", "s", "32", "16", "17", "18", "19"),
-                pair_fmas!("vbroadcastsd", "s", "40", "20", "21", "22", "23"),
+                six_pair_fmas!("vbroadcastsd", "s", "0", "8", "16", "24", "32", "40"),
             },
             write_back = {
                 "kmovw k1, {odd_lanes:e}",
-                f32_pair_write_back!("0", "1", "2", "3"),
-                f32_pair_write_back!("4", "5", "6", "7"),
-                f32_pair_write_back!("8", "9", "10", "11"),
-                f32_pair_write_back!("12", "13", "14", "15"),
-                f32_pair_write_back!("16", "17", "18", "19"),
-                f32_pair_write_back!("20", "21", "22", "23"),
+                six_pair_write_backs!(f32_pair_write_back),
             },
             operands = { odd_lanes = in(reg) 0xAAAA_u32, out("k1") _, },
         );
