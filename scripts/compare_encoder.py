@@ -116,12 +116,11 @@ def torch_worker(args):
     else:
         for _ in range(2):
             step()
-        times = []
+        # the mean over the timed steps, as `benign_timing` measures the other side
+        t = time.perf_counter()
         for _ in range(args.time_steps):
-            t = time.perf_counter()
             step()
-            times.append(time.perf_counter() - t)
-        out["step_seconds"] = float(np.median(times))
+        out["step_seconds"] = (time.perf_counter() - t) / args.time_steps
         t = time.perf_counter()
         evaluate()
         out["eval_seconds"] = time.perf_counter() - t
@@ -153,12 +152,24 @@ def benign_run(args, work, threads, steps, eval_every, out=None, binary=None):
 
 def benign_timing(args, work, threads, binary=None):
     """One step's and one evaluation's seconds of `binary` (`--benign` by default), and its
-    peak RSS: the difference of two runs, 2 and 2 + --time-steps steps, each evaluating at its
-    first and last step."""
+    peak RSS, from two runs of 2 and 2 + --time-steps steps, each evaluating at its first and
+    last step: a step is the difference of their step times (`training_seconds` less
+    `evaluation_seconds`, so that the noise of the evaluations cannot enter it) over
+    --time-steps, i.e. the mean of the steps after the first two, as the PyTorch side times it;
+    an evaluation is the mean of the four. A figure that is not positive (a run disturbed by
+    the machine) is an error, not a row of the table."""
     short, rss_short = benign_run(args, work, threads, 2, 10_000, binary=binary)
     long_, rss_long = benign_run(args, work, threads, 2 + args.time_steps, 10_000, binary=binary)
-    step = (long_["training_seconds"] - short["training_seconds"]) / args.time_steps
-    evaluation = (short["training_seconds"] - 2 * step) / 2
+
+    def steps_seconds(summary):
+        return summary["training_seconds"] - summary["evaluation_seconds"]
+
+    step = (steps_seconds(long_) - steps_seconds(short)) / args.time_steps
+    evaluation = (short["evaluation_seconds"] + long_["evaluation_seconds"]) / 4
+    if not (step > 0 and evaluation > 0):
+        sys.exit(f"compare_encoder: impossible timing of {binary or args.benign} on {threads} "
+                 f"threads (step {step:.3g} s, evaluation {evaluation:.3g} s): "
+                 f"runs {short} and {long_}")
     return step, evaluation, max(rss_short, rss_long)
 
 

@@ -224,9 +224,10 @@ def part_models(args, target):
                f", PyTorch {encoder['torch']}"),
         "",
         f"- Encoder: the synthetic task's one-layer encoder, d = mlp = {encoder['dim']}, full batch"
-        " (n = 20, T = 8 + [CLS]), one SGD step timed over"
-        f" {encoder['time_steps']} steps per round (benign: the difference of two runs), and the"
-        " evaluation of the 1000 test samples; PyTorch computes only the [CLS] query as `benign`"
+        " (n = 20, T = 8 + [CLS]), one SGD step: the mean of"
+        f" {encoder['time_steps']} steps after two per round on both sides (benign: the difference"
+        " of two runs' step times, evaluations excluded), and the evaluation of the 1000 test"
+        " samples; PyTorch computes only the [CLS] query as `benign`"
         f" does. Same data and initial parameters: training losses over {trajectory['steps']} steps"
         f" agree to {trajectory['max_relative_difference']:.1e} (relative).",
         f"- Pretraining: `benign pretrain` against the same classifier in PyTorch ({pretrain_head});"

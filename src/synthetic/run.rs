@@ -86,6 +86,10 @@ pub struct Summary {
     pub startup: Option<StartupTimings>,
     /// Seconds of the gradient steps and evaluations.
     pub training_seconds: f64,
+    /// The part of `training_seconds` spent evaluating (at each evaluated step the test
+    /// readout, the norms and the metrics; after the last step the training readout too), so
+    /// that the gradient steps alone take `training_seconds - evaluation_seconds`.
+    pub evaluation_seconds: f64,
     /// The regime the theory's orders (or the calibrated boundaries) predict for this setting.
     pub theory: Prediction,
     /// The regime the final evaluation shows.
@@ -541,7 +545,12 @@ pub(crate) struct StageTimings {
 fn report_run(
     config: RunConfig,
     noisy: &[bool],
-    (records, tracked, first_fit): LoopOutput,
+    LoopOutput {
+        records,
+        tracked,
+        first_fit,
+        evaluation_seconds,
+    }: LoopOutput,
     training_seconds: f64,
     timings: StageTimings,
     mut out_dir: Option<RunDir>,
@@ -561,6 +570,7 @@ fn report_run(
         startup_seconds: timings.startup_seconds,
         startup: timings.startup,
         training_seconds,
+        evaluation_seconds,
         theory: predict(&config),
         observed_regime: classify(&last),
         first_all_fitted_step: first_fit,
@@ -702,7 +712,14 @@ fn check_memory(config: &RunConfig, tokens_held: bool) -> Result<()> {
     Ok(())
 }
 
-type LoopOutput = (Vec<EvalRecord>, Vec<TrackedSample>, Option<usize>);
+/// What a finished training loop returns: the evaluations, the tracked samples' attention
+/// rows, the first step with every training sample fitted, and the seconds spent evaluating.
+struct LoopOutput {
+    records: Vec<EvalRecord>,
+    tracked: Vec<TrackedSample>,
+    first_fit: Option<usize>,
+    evaluation_seconds: f64,
+}
 
 /// The samples whose full attention row is recorded at every step (`track_samples`), before any step.
 fn tracked_samples(config: &RunConfig, noisy: &[bool]) -> Vec<TrackedSample> {
@@ -720,7 +737,7 @@ fn tracked_samples(config: &RunConfig, noisy: &[bool]) -> Vec<TrackedSample> {
 /// The one training loop of every synthetic run. Steps `0..=steps`: track the chosen samples'
 /// attention rows every step, evaluate every `eval_every` steps and at the last, update between.
 /// On failure returns the records made so far.
-pub(crate) fn train_loop(
+fn train_loop(
     config: &RunConfig,
     labels: &Labels,
     trainer: &mut dyn Trainer,
@@ -730,23 +747,30 @@ pub(crate) fn train_loop(
     let mut tracked = tracked_samples(config, &labels.noisy);
     let mut records = Vec::with_capacity(config.steps / config.eval_every + 2);
     let mut first_fit = None;
+    let mut evaluation_seconds = 0.0;
     let clock = Instant::now();
     for step in 0..=config.steps {
         let evaluate = step % config.eval_every == 0 || step == config.steps;
+        let evaluation_clock = Instant::now();
         let test = evaluate.then(|| trainer.test_readout());
         let norms = if evaluate {
             trainer.norms()
         } else {
             StateNorms::default()
         };
+        evaluation_seconds += evaluation_clock.elapsed().as_secs_f64();
         let readout = if step < config.steps {
             trainer.step(step)
         } else {
+            // The training readout after the last update serves only the last evaluation.
+            let evaluation_clock = Instant::now();
             // A non-finite state made by the last update, reported with that update's step.
-            match trainer.pending_error() {
+            let readout = match trainer.pending_error() {
                 Some(err) => Err(err),
                 None => trainer.train_readout(step),
-            }
+            };
+            evaluation_seconds += evaluation_clock.elapsed().as_secs_f64();
+            readout
         };
         let readout = match readout {
             Ok(readout) => readout,
@@ -762,6 +786,7 @@ pub(crate) fn train_loop(
             first_fit = Some(step);
         }
         if let Some(test) = test {
+            let evaluation_clock = Instant::now();
             let record = metrics::evaluate(
                 labels,
                 t,
@@ -779,11 +804,17 @@ pub(crate) fn train_loop(
                 records.push(record);
                 return Err((err, records));
             }
+            evaluation_seconds += evaluation_clock.elapsed().as_secs_f64();
             observe(&record, config.steps);
             records.push(record);
         }
     }
-    Ok((records, tracked, first_fit))
+    Ok(LoopOutput {
+        records,
+        tracked,
+        first_fit,
+        evaluation_seconds,
+    })
 }
 
 /// Writes `metrics.jsonl` (one evaluation per line) and `metrics.csv` (the same evaluations,

@@ -405,7 +405,11 @@ fn run_writes_every_output_file() {
     // 51 steps x 2 tracked samples x 8 tokens + header.
     assert_eq!(csv.lines().count(), 51 * 2 * 8 + 1);
     let summary = super::json_file(&out.join("summary.json"));
-    assert!(summary["wall_seconds_total"].as_f64().unwrap() > 0.0);
+    let seconds = |key: &str| summary[key].as_f64().unwrap();
+    assert!(seconds("wall_seconds_total") > 0.0);
+    // six evaluations, each a test readout, norms and metrics, are part of the training loop
+    assert!(seconds("evaluation_seconds") > 0.0);
+    assert!(seconds("evaluation_seconds") < seconds("training_seconds"));
     let _ = std::fs::remove_dir_all(&out);
 }
 
