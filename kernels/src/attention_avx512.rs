@@ -60,6 +60,7 @@ impl_f32x16_operator!(
 impl SimdVector for F32x16 {
     type Scalar = f32;
     const LANES: usize = 16;
+    const REGISTERS: usize = 32;
 
     #[inline(always)]
     fn splat(x: f32) -> Self {

@@ -48,6 +48,10 @@ pub trait SimdVector:
     type Scalar: Float;
     /// Scalars per vector.
     const LANES: usize;
+    /// Vector registers of the instruction set these vectors live in (register blocks are
+    /// sized to it): 16 for 256-bit AVX2 (and `wide`'s pairs of 128-bit registers), 32 for
+    /// AVX-512.
+    const REGISTERS: usize = 16;
     /// The vector with every lane `x`.
     fn splat(x: Self::Scalar) -> Self;
     /// The first `LANES` scalars of `src`.

@@ -9,14 +9,14 @@
 //! |a_ip| |b_pj| + |beta c_ij|)`.
 
 use benign_kernels::gemm::{
-    use_direct, with_gemm_path, GemmPath, KernelVariant, DIRECT_MAX_MULADDS, DIRECT_MAX_ROWS,
-    DOT_MIN_DEPTH, PARALLEL_COLUMNS,
+    use_direct, with_gemm_path, with_kernel_variant, GemmPath, KernelVariant, DIRECT_MAX_MULADDS,
+    DIRECT_MAX_ROWS, DOT_MIN_DEPTH, PARALLEL_COLUMNS,
 };
 mod common;
 
-use benign_kernels::{Float, Transpose};
+use benign_kernels::{gemm, Float, MatMut, MatRef, Transpose};
 use common::{check_case, check_grid, check_on_threads, Case, ALPHAS, BETAS, TRANSPOSES};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Rows and columns: around the register blocks (4 rows; 8 / 16 lanes times 1..3 vectors).
@@ -60,6 +60,61 @@ fn direct_larger<T: Float>(kernel: KernelVariant, seed: u64) {
 common::tests_per_kernel_variant! {
     direct_larger_f32 => direct_larger::<f32>(23);
     direct_larger_f64 => direct_larger::<f64>(24);
+}
+
+/// Each element of the dot form (`A B^T`, few rows) is the same FMA chains whatever register
+/// block, group of B's rows, depth slab boundary or edge it falls in, and whatever the
+/// alignment of A's rows: every element of a product whose rows and columns cross the blocks
+/// and edges (23 rows, 29 columns, a depth of several slabs with a partial last vector, A one
+/// element past a line) equals, bit for bit, the `1 x 1` product of its row and column.
+fn dot_form_elements_independent_of_blocks<T: Float>(kernel: KernelVariant, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (m, n, k) = (23, 29, 2100);
+    let mut random = |len: usize| -> Vec<T> {
+        (0..len)
+            .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
+            .collect()
+    };
+    let a_storage = random(m * k + 1);
+    let a = &a_storage[1..];
+    let b = random(n * k);
+    let mut c = vec![T::ZERO; m * n];
+    with_kernel_variant(kernel, || {
+        with_gemm_path(GemmPath::Direct, || {
+            let b_t = MatRef::new(&b, n, k).transpose();
+            gemm::gemm(
+                T::ONE,
+                MatRef::new(a, m, k),
+                b_t,
+                T::ZERO,
+                MatMut::new(&mut c, m, n),
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let mut element = [T::ZERO];
+                    let a_row = MatRef::new(&a[i * k..][..k], 1, k);
+                    let b_row = MatRef::new(&b[j * k..][..k], 1, k).transpose();
+                    gemm::gemm(
+                        T::ONE,
+                        a_row,
+                        b_row,
+                        T::ZERO,
+                        MatMut::new(&mut element, 1, 1),
+                    );
+                    assert_eq!(
+                        element[0].to_f64().to_bits(),
+                        c[i * n + j].to_f64().to_bits(),
+                        "{kernel:?} C[{i}][{j}]: the 1 x 1 product differs"
+                    );
+                }
+            }
+        })
+    });
+}
+
+common::tests_per_kernel_variant! {
+    dot_form_elements_independent_of_blocks_f32 => dot_form_elements_independent_of_blocks::<f32>(28);
+    dot_form_elements_independent_of_blocks_f64 => dot_form_elements_independent_of_blocks::<f64>(29);
 }
 
 /// The shape rule at its thresholds (`Auto`), and `gemm` correct on both sides of each.

@@ -65,6 +65,7 @@ macro_rules! impl_zmm {
         impl SimdVector for $vector {
             type Scalar = $scalar;
             const LANES: usize = $lanes;
+            const REGISTERS: usize = 32;
             #[inline(always)]
             fn splat(x: $scalar) -> Self {
                 // SAFETY: only called inside the avx512f functions of this file (module docs).
