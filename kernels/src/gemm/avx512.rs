@@ -80,7 +80,8 @@ const B_PREFETCH_STEPS: usize = 24;
 const C_PREFETCH_STEPS: usize = 24;
 
 /// The kernels also fetch the C tile *below* theirs (`MR` rows further down), one row every
-/// `NEXT_TILE_SPACING` steps from the start of the k loop. The packed path walks the tiles of
+/// `NEXT_TILE_SPACING` steps from the start of the k loop (with fewer than `C_PREFETCH_STEPS`
+/// steps, one or more rows a step: see `depth_loop`). The packed path walks the tiles of
 /// a B micro-panel top to bottom, so that is the next call's tile, fetched a whole kernel call
 /// (thousands of cycles) ahead: enough to hide a DRAM miss, which the last-steps prefetch above
 /// is not (the C of a 2000 x 2000 product does not fit in cache, and each of the k / KC depth
@@ -156,13 +157,22 @@ impl<S> CFetch<S> {
     }
 
     /// The fetches due at depth step `p` of `kc`, decided at the step: a row of the next tile
-    /// every `NEXT_TILE_SPACING` steps from the start, and a row of this tile a step over the
-    /// last `C_PREFETCH_STEPS` (from the first step when `kc` is shorter).
+    /// every `NEXT_TILE_SPACING` steps from the start (when the depth is too short for all
+    /// `mr` rows at that spacing, `next_rows` rows a step from the start, so that every row of
+    /// the next tile is still fetched a whole call ahead), and a row of this tile a step over
+    /// the last `C_PREFETCH_STEPS` (from the first step when `kc` is shorter).
     #[inline(always)]
-    fn fetch_due(&self, p: usize, kc: usize) {
-        let next_row = p / NEXT_TILE_SPACING;
-        if p.is_multiple_of(NEXT_TILE_SPACING) && next_row < self.mr {
-            self.fetch_row(self.c.wrapping_add(self.mr * self.ldc), next_row);
+    fn fetch_due(&self, p: usize, kc: usize, next_rows: usize) {
+        let next_tile = self.c.wrapping_add(self.mr * self.ldc);
+        if next_rows == 0 {
+            let next_row = p / NEXT_TILE_SPACING;
+            if p.is_multiple_of(NEXT_TILE_SPACING) && next_row < self.mr {
+                self.fetch_row(next_tile, next_row);
+            }
+        } else {
+            for next_row in p * next_rows..self.mr.min((p + 1) * next_rows) {
+                self.fetch_row(next_tile, next_row);
+            }
         }
         let c_row = p.wrapping_sub(kc.saturating_sub(C_PREFETCH_STEPS));
         if c_row < self.rows {
@@ -181,6 +191,17 @@ impl<S> CFetch<S> {
 /// `unrolled` every step decides (for kernels that would spill an unrolled loop).
 #[inline(always)]
 fn depth_loop<S>(kc: usize, unrolled: bool, tile: CFetch<S>, mut step: impl FnMut(usize, bool)) {
+    // Rows of the next tile a step (0: one every NEXT_TILE_SPACING steps). A depth shorter
+    // than C_PREFETCH_STEPS has no unrolled stretch (every step decides its fetches anyway),
+    // and at that spacing it would fetch only a few rows of the next tile: short products
+    // (the k = 20 weight updates, whose tiles are mostly C traffic) fetch it all instead.
+    let next_rows = if kc >= C_PREFETCH_STEPS {
+        0
+    } else if kc >= tile.mr {
+        1
+    } else {
+        tile.mr.div_ceil(kc)
+    };
     let mut p = 0;
     if unrolled {
         // whole groups, as long as they end before the C tile's own fetches start
@@ -204,7 +225,7 @@ fn depth_loop<S>(kc: usize, unrolled: bool, tile: CFetch<S>, mut step: impl FnMu
         }
     }
     for p in p..kc {
-        tile.fetch_due(p, kc);
+        tile.fetch_due(p, kc, next_rows);
         step(p, p + 1 == kc);
     }
 }
