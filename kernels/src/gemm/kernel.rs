@@ -150,13 +150,14 @@ gemm_kernel!(
     tile_wide::<f64x4>, strided_tile_wide::<f64x4>
 );
 
-/// Row strips up to which the AVX-512 kernels read B in place. Against packing, in interleaved
-/// runs (`scripts/compare_gemm_builds.py`, fastest call) on Ice Lake (Xeon model 106) and
-/// Emerald Rapids (model 207) at 2000 to 4096 columns: in place wins at 2 and 3 strips (packing
-/// 0.74-0.88x), the two are level at 4 to 7, and packing wins from 8 strips on Ice Lake
-/// (1.09-1.23x, every width) and from 10 on Emerald Rapids at aliasing widths (1.10-1.21x).
+/// Row strips up to which the AVX-512 kernels read B in place. Since a product that fits one
+/// row panel packs B a few micro-panels at a time just before their tiles (deferred packing),
+/// packing wins from 3 strips on Ice Lake (Xeon model 106, `scripts/compare_gemm_builds.py`,
+/// 2000 columns: 1.04-1.13x at 3 strips, 1.11-1.23x at 4, 1.21-1.25x at 6) and still loses
+/// at 2 (0.82-0.86x f32, level f64); docs/performance.md has the earlier measurements, from
+/// before deferred packing, that had put the limit at 6.
 #[cfg(target_arch = "x86_64")]
-const AVX512_B_IN_PLACE_MAX_STRIPS: usize = 6;
+const AVX512_B_IN_PLACE_MAX_STRIPS: usize = 2;
 
 #[cfg(target_arch = "x86_64")]
 gemm_kernel!(
