@@ -63,10 +63,11 @@ common::tests_per_kernel_variant! {
 }
 
 /// Each element of the dot form (`A B^T`, few rows) is the same FMA chains whatever register
-/// block, group of B's rows, depth slab boundary or edge it falls in, and whatever the
-/// alignment of A's rows: every element of a product whose rows and columns cross the blocks
-/// and edges (23 rows, 29 columns, a depth of several slabs with a partial last vector, A one
-/// element past a line) equals, bit for bit, the `1 x 1` product of its row and column.
+/// block, group of B's rows, depth slab boundary or edge it falls in, and whether A's rows are
+/// read in place (on cache lines) or from the aligned copy: every element of a product whose
+/// rows and columns cross the blocks and edges (23 rows, 29 columns, a depth of several slabs
+/// with a partial last vector) equals, bit for bit, the `1 x 1` product of its row and column,
+/// with A's rows one element past a line (copied) and on lines (read in place).
 fn dot_form_elements_independent_of_blocks<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (m, n, k) = (23, 29, 2100);
@@ -75,41 +76,36 @@ fn dot_form_elements_independent_of_blocks<T: Float>(kernel: KernelVariant, seed
             .map(|_| T::from_f64(rng.random_range(-1.0..1.0)))
             .collect()
     };
-    let a_storage = random(m * k + 1);
-    let a = &a_storage[1..];
     let b = random(n * k);
-    let mut c = vec![T::ZERO; m * n];
-    with_kernel_variant(kernel, || {
-        with_gemm_path(GemmPath::Direct, || {
-            let b_t = MatRef::new(&b, n, k).transpose();
-            gemm::gemm(
-                T::ONE,
-                MatRef::new(a, m, k),
-                b_t,
-                T::ZERO,
-                MatMut::new(&mut c, m, n),
-            );
-            for i in 0..m {
-                for j in 0..n {
-                    let mut element = [T::ZERO];
-                    let a_row = MatRef::new(&a[i * k..][..k], 1, k);
-                    let b_row = MatRef::new(&b[j * k..][..k], 1, k).transpose();
-                    gemm::gemm(
-                        T::ONE,
-                        a_row,
-                        b_row,
-                        T::ZERO,
-                        MatMut::new(&mut element, 1, 1),
-                    );
-                    assert_eq!(
-                        element[0].to_f64().to_bits(),
-                        c[i * n + j].to_f64().to_bits(),
-                        "{kernel:?} C[{i}][{j}]: the 1 x 1 product differs"
-                    );
+    // (offset from a cache line in elements, leading dimension): copied, then in place
+    let line = 64 / std::mem::size_of::<T>();
+    for (offset, lda) in [(1, k), (0, k.next_multiple_of(line))] {
+        let a_storage = random(m * lda + 2 * line);
+        let start = a_storage.as_ptr().align_offset(64) + offset;
+        let a = &a_storage[start..][..(m - 1) * lda + k];
+        let mut c = vec![T::ZERO; m * n];
+        with_kernel_variant(kernel, || {
+            with_gemm_path(GemmPath::Direct, || {
+                let b_t = MatRef::new(&b, n, k).transpose();
+                let a_m = MatRef::with_ld(a, m, k, lda);
+                gemm::gemm(T::ONE, a_m, b_t, T::ZERO, MatMut::new(&mut c, m, n));
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut element = [T::ZERO];
+                        let a_row = MatRef::new(&a[i * lda..][..k], 1, k);
+                        let b_row = MatRef::new(&b[j * k..][..k], 1, k).transpose();
+                        let one = MatMut::new(&mut element, 1, 1);
+                        gemm::gemm(T::ONE, a_row, b_row, T::ZERO, one);
+                        assert_eq!(
+                            element[0].to_f64().to_bits(),
+                            c[i * n + j].to_f64().to_bits(),
+                            "{kernel:?} lda {lda}: C[{i}][{j}]: the 1 x 1 product differs"
+                        );
+                    }
                 }
-            }
-        })
-    });
+            })
+        });
+    }
 }
 
 common::tests_per_kernel_variant! {

@@ -336,6 +336,17 @@ fn direct<S: DirectScalar>(product: Product<'_, S>, c: MatMut<'_, S>) {
         columns_by_variant(avx512, product, 0..n, &mut out);
         return;
     }
+    // the dot form's copy of A on cache lines, made once here for every task
+    let mut a_copy = Vec::new();
+    let product = if dot_form_for_product(&product) {
+        a_copy.resize(dot_scratch_len::<S>(m, k), S::ZERO);
+        Product {
+            a: rows_on_lines(&mut a_copy, product.a),
+            ..product
+        }
+    } else {
+        product
+    };
     // loop over fixed chunks of PARALLEL_COLUMNS columns of C, one rayon task each
     super::column_parts(c, (m, ldc), 0..n, PARALLEL_COLUMNS)
         .into_par_iter()
@@ -361,7 +372,13 @@ fn columns_by_variant<S: DirectScalar, O: OutRows<S>>(
     let (m, k) = (product.a.rows(), product.a.cols());
     let transposes = (product.a.trans(), product.b.trans());
     let scratch_len = match transposes {
-        (Transpose::No, Transpose::Yes) if dot_form_for(m, k) => dot_scratch_len::<S>(m, k),
+        (Transpose::No, Transpose::Yes) if dot_form_for(m, k) => {
+            if on_lines(product.a) {
+                0
+            } else {
+                dot_scratch_len::<S>(m, k)
+            }
+        }
         (Transpose::No, Transpose::Yes) => k * cols.len(),
         _ => 0,
     };
@@ -797,20 +814,16 @@ fn dot_form<V: SimdVector, O: OutRows<V::Scalar>>(
     scratch: &mut [V::Scalar],
     out: &mut O,
 ) {
-    // A's rows copied to start on cache lines: a zmm load across two lines costs two, and
-    // rows of a heap allocation start 16 bytes past a line (B, far larger, stays in place)
-    let Product { a, b, scalars } = product;
-    let (m, k) = (a.rows(), a.cols());
-    let stride = dot_row_stride::<V::Scalar>(k);
-    let start = scratch.as_ptr().align_offset(CACHE_LINE).min(MAX_LANES);
-    let a_copy = &mut scratch[start..][..m * stride];
-    for (row, copy) in a_copy.chunks_exact_mut(stride).enumerate() {
-        copy[..k].copy_from_slice(&a.data()[row * a.ld()..][..k]);
-    }
-    let product = Product {
-        a: MatRef::with_ld(a_copy, m, k, stride),
-        b,
-        scalars,
+    // A's rows copied to start on cache lines (unless they do: the caller's copy for all
+    // tasks of a parallel product): a zmm load across two lines costs two, and rows of a heap
+    // allocation start 16 bytes past a line (B, far larger, stays in place)
+    let product = if on_lines(product.a) {
+        product
+    } else {
+        Product {
+            a: rows_on_lines(scratch, product.a),
+            ..product
+        }
     };
     // the register block: RA x RB accumulators, RB vectors of B and one of A in registers
     if V::REGISTERS >= 32 {
@@ -831,6 +844,32 @@ fn dot_row_stride<S>(k: usize) -> usize {
 /// The scratch [`dot_form`] needs: its copy of A and the slack to start it on a cache line.
 fn dot_scratch_len<S>(m: usize, k: usize) -> usize {
     m * dot_row_stride::<S>(k) + MAX_LANES
+}
+
+/// Whether `a`'s rows all start on a cache line.
+fn on_lines<S>(a: MatRef<'_, S>) -> bool {
+    let line = CACHE_LINE / std::mem::size_of::<S>();
+    a.data().as_ptr().align_offset(CACHE_LINE) == 0
+        && (a.rows() <= 1 || a.ld().is_multiple_of(line))
+}
+
+/// `a` (not transposed) copied into `buffer` (at least [`dot_scratch_len`]) with every row
+/// on a cache line, `dot_row_stride` apart.
+fn rows_on_lines<'s, S: Copy>(buffer: &'s mut [S], a: MatRef<'_, S>) -> MatRef<'s, S> {
+    let (m, k) = (a.rows(), a.cols());
+    let stride = dot_row_stride::<S>(k);
+    let start = buffer.as_ptr().align_offset(CACHE_LINE).min(MAX_LANES);
+    let copy = &mut buffer[start..][..m * stride];
+    for (row, copy_row) in copy.chunks_exact_mut(stride).enumerate() {
+        copy_row[..k].copy_from_slice(&a.data()[row * a.ld()..][..k]);
+    }
+    MatRef::with_ld(copy, m, k, stride)
+}
+
+/// Whether a product runs in the dot form.
+fn dot_form_for_product<S>(product: &Product<'_, S>) -> bool {
+    (product.a.trans(), product.b.trans()) == (Transpose::No, Transpose::Yes)
+        && dot_form_for(product.a.rows(), product.a.cols())
 }
 
 /// [`dot_form`] with `RA x RB` register blocks.
