@@ -122,6 +122,7 @@ pub const DOT_MIN_DEPTH: usize = 64;
 const _: () = assert!(
     PARALLEL_COLUMNS.is_multiple_of(AXPY_ROWS)
         && PARALLEL_COLUMNS.is_multiple_of(DOT_GROUP_B)
+        && DOT_GROUP_B.is_multiple_of(DOT_ROWS_B)
         && DOT_GROUP_B.is_multiple_of(DOT_ROWS_B_32)
         && PARALLEL_COLUMNS.is_multiple_of(AXPY_VECTORS * MAX_LANES)
         && COLUMN_BLOCK.is_multiple_of(AXPY_VECTORS * MAX_LANES)
@@ -888,7 +889,7 @@ fn dot_slabs<V: SimdVector, const RA: usize, const RB: usize, O: OutRows<V::Scal
     // loop over groups of DOT_GROUP_B rows of B (columns of C)
     for group in cols.clone().step_by(DOT_GROUP_B) {
         let group_end = cols.end.min(group + DOT_GROUP_B);
-        // loop over depth slabs: the slab of every row of A stays in L1 for the whole group
+        // loop over depth slabs: the group's slab of B stays in L1 while A's row blocks pass
         for start in (0..k).step_by(slab) {
             let depth = start..k.min(start + slab);
             // loop over RB rows of B (single rows at the group's edge)
