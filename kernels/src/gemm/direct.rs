@@ -368,20 +368,21 @@ fn columns_by_variant<S: DirectScalar, O: OutRows<S>>(
     cols: Range<usize>,
     out: &mut O,
 ) {
-    // the shallow dot form's transposed copy of B (see `DOT_MIN_DEPTH`), taken here, outside
-    // the AVX-512 functions
+    // scratch, taken here outside the AVX-512 functions: the dot form's copy of A on cache
+    // lines (none when its rows already are), or the shallow `A B^T`'s transposed copy of B
+    // (see `DOT_MIN_DEPTH`)
     let (m, k) = (product.a.rows(), product.a.cols());
     let transposes = (product.a.trans(), product.b.trans());
-    let scratch_len = match transposes {
-        (Transpose::No, Transpose::Yes) if dot_form_for(m, k) => {
-            if on_lines(product.a) {
-                0
-            } else {
-                dot_scratch_len::<S>(m, k)
-            }
+    let scratch_len = if dot_form_for_product(&product) {
+        if on_lines(product.a) {
+            0
+        } else {
+            dot_scratch_len::<S>(m, k)
         }
-        (Transpose::No, Transpose::Yes) => k * cols.len(),
-        _ => 0,
+    } else if transposes == (Transpose::No, Transpose::Yes) {
+        k * cols.len()
+    } else {
+        0
     };
     S::with_scratch(scratch_len, |scratch| {
         if avx512 && S::columns_avx512(product, cols.clone(), scratch, out).is_some() {
