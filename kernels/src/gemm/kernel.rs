@@ -17,7 +17,7 @@ use wide::{f32x8, f64x4};
 
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
-use super::microkernel::{strided_tile_wide, tile_cols, tile_wide, MR};
+use super::microkernel::{strided_tile_wide, tile_cols, tile_wide, MR, SHALLOW_DEPTH};
 use crate::{MatMut, MatRef, Transpose};
 
 /// One GEMM microkernel for element type `S`: tile shape, cache blocking and tile functions.
@@ -40,6 +40,13 @@ pub trait GemmKernel<S> {
     /// than the L1 TLB holds) and, at widths a multiple of 256 bytes, in a quarter of L1's
     /// sets, which every tile pays again. 0: never.
     const B_IN_PLACE_MAX_STRIPS: usize = 0;
+    /// Depth panels shallower than this visit their tiles along C's rows (for each A
+    /// micro-panel, every B micro-panel of the block) instead of down each B micro-panel's
+    /// column strip, so that consecutive tiles continue the same C rows (why, for the `wide`
+    /// kernels: `microkernel::SHALLOW_DEPTH`). The B micro-panels, small at such depths, then
+    /// come from L2 rather than L1. The same tiles, so the same bits. 0: always down the
+    /// column strips.
+    const ALONG_ROWS_MAX_DEPTH: usize = 0;
 
     /// `C <- alpha AB + beta C` on the tile `c` (at most `MR x NR`; C is not read when
     /// `beta == 0`), `AB[i][j] = sum_p a_panel[p * MR + i] * b_panel[p * NR + j]` over the
@@ -84,6 +91,7 @@ macro_rules! gemm_kernel {
         $kernel:ty, $scalar:ty,
         MR = $mr:expr, NR = $nr:expr, KC = $kc:expr, MC = $mc:expr, NC = $nc:expr,
         $tile:path, $strided:path
+        $(, ALONG_ROWS_MAX_DEPTH = $along_rows:expr)?
         $(, B_IN_PLACE_MAX_STRIPS = $b_strips:expr, $b_in_place:path)?
     ) => {
         $(#[$doc])*
@@ -93,6 +101,7 @@ macro_rules! gemm_kernel {
             const KC: usize = $kc;
             const MC: usize = $mc;
             const NC: usize = $nc;
+            $(const ALONG_ROWS_MAX_DEPTH: usize = $along_rows;)?
             $(const B_IN_PLACE_MAX_STRIPS: usize = $b_strips;)?
 
             fn tile(
@@ -140,15 +149,23 @@ gemm_kernel!(
     /// raised from BLIS's 72 to 144.
     Portable, f32,
     MR = MR, NR = tile_cols::<f32x8>(), KC = 256, MC = 168, NC = 4080,
-    tile_wide::<f32x8>, strided_tile_wide::<f32x8>
+    tile_wide::<f32x8>, strided_tile_wide::<f32x8>,
+    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH
 );
 
 gemm_kernel!(
     /// See the f32 implementation.
     Portable, f64,
     MR = MR, NR = tile_cols::<f64x4>(), KC = 256, MC = 144, NC = 4080,
-    tile_wide::<f64x4>, strided_tile_wide::<f64x4>
+    tile_wide::<f64x4>, strided_tile_wide::<f64x4>,
+    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH
 );
+
+/// The `wide` kernels walk C along its rows below `SHALLOW_DEPTH`, where their tile functions
+/// also leave C's prefetching to the hardware. The AVX-512 kernels keep the column order:
+/// they prefetch the tile below theirs, the next one down a column strip, and have not been
+/// measured walking along the rows.
+const PORTABLE_ALONG_ROWS_MAX_DEPTH: usize = SHALLOW_DEPTH;
 
 /// Row strips up to which the AVX-512 kernels read B in place. Since a product that fits one
 /// row panel packs B a few micro-panels at a time just before their tiles (deferred packing),
@@ -242,6 +259,7 @@ pub(crate) struct Kernel<S> {
     pub strided: StridedTileFn<S>,
     pub b_in_place: BInPlaceTileFn<S>,
     pub b_in_place_max_strips: usize,
+    pub along_rows_max_depth: usize,
 }
 
 impl<S: Copy> Kernel<S> {
@@ -252,6 +270,7 @@ impl<S: Copy> Kernel<S> {
             strided: K::strided_tile,
             b_in_place: K::b_in_place_tile,
             b_in_place_max_strips: K::B_IN_PLACE_MAX_STRIPS,
+            along_rows_max_depth: K::ALONG_ROWS_MAX_DEPTH,
         }
     }
 }

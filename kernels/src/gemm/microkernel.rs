@@ -185,8 +185,22 @@ fn write_back_full<V: SimdVector + Pod>(
     }
 }
 
-/// The `wide` tile function (see `GemmKernel::tile`): [`prefetch_tile`], [`microkernel`] then
-/// [`write_back`], with the B micro-panel given as scalars (`kc * NR` of them). From the
+/// Depth below which the packed path walks the `wide` kernels' tiles along C's rows
+/// (`GemmKernel::ALONG_ROWS_MAX_DEPTH`) and their tile functions do not prefetch the C tile.
+/// A shallow tile is mostly C traffic: at k = 20 a 6 x 16 f32 tile is 120 cycles of FMAs
+/// against six C rows `ldc` apart, each on its own page. Down a B micro-panel's column strip
+/// every tile starts on six new pages, with lines no hardware prefetcher follows; along the
+/// rows consecutive tiles share their pages and each C row is a sequential stream that the
+/// hardware prefetchers follow, and prefetching the six rows by hand then only costs: issued
+/// together just before a short kernel, they stall it. Deeper tiles keep the column order,
+/// where each B micro-panel stays in L1, and the prefetch, which the write-back would miss
+/// without. On Zen 3 (`docs/performance.md`) the two together ran 2000 x 2000 x 20 1.7-1.9
+/// times as fast (fastest calls, f32 and f64) and 2000 x 2000 x 40 1.3 times, and were level
+/// from depth 64 on.
+pub(crate) const SHALLOW_DEPTH: usize = 64;
+
+/// The `wide` tile function (see `GemmKernel::tile`): [`prefetch_tile`] (from depth
+/// [`SHALLOW_DEPTH`] on), [`microkernel`] then [`write_back`], with the B micro-panel given as scalars (`kc * NR` of them). From the
 /// packing buffers it is 32-byte aligned (they are 64-byte aligned and each micro-panel is a
 /// whole number of vectors long) and is used in place; an unaligned panel is copied first.
 pub fn tile_wide<V: SimdVector + Pod>(
@@ -207,7 +221,9 @@ pub fn tile_wide<V: SimdVector + Pod>(
     );
     let c = c.into_data();
     let b_panel = &b_panel[..kc * tile_cols::<V>()];
-    prefetch_tile(c, ldc, rows, cols);
+    if kc >= SHALLOW_DEPTH {
+        prefetch_tile(c, ldc, rows, cols);
+    }
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) if rows == MR => microkernel::<V>(kc, a_panel, b_vectors),
         Ok(b_vectors) => rows_tile::<V>(rows, kc, a_panel, b_vectors),
@@ -243,7 +259,8 @@ fn rows_tile<V: SimdVector + Pod>(
     }
 }
 
-/// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`] for
+/// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`] (the
+/// same prefetch rule) for
 /// a whole `MR`-row strip of A (`a`, `MR x kc`) read in place ([`microkernel_strided`]).
 pub fn strided_tile_wide<V: SimdVector + Pod>(
     a: MatRef<'_, V::Scalar>,
@@ -270,7 +287,9 @@ pub fn strided_tile_wide<V: SimdVector + Pod>(
     let (cols, ldc) = (c.cols(), c.ld());
     let c = c.into_data();
     let b_panel = &b_panel[..kc * tile_cols::<V>()];
-    prefetch_tile(c, ldc, MR, cols);
+    if kc >= SHALLOW_DEPTH {
+        prefetch_tile(c, ldc, MR, cols);
+    }
     let strip = |b_vectors: &[V]| {
         if a_rows {
             microkernel_strided::<V, true>(kc, a, a_stride, b_vectors)

@@ -13,7 +13,7 @@
 //!     for ic in row panels of C and A, MC tall         (A block of MC x KC lives in L2; the
 //!       pack op(A)[ic.., pc..] into MR-tall micro-panels      parallel loop: one task each)
 //!       for jr in NR-wide column strips of the B block (B micro-panel lives in L1)
-//!         for ir in MR-tall row strips of the A block
+//!         for ir in MR-tall row strips of the A block  (jr and ir swapped for shallow panels)
 //!           AB = A micro-panel x B micro-panel         (MR x NR accumulators in registers)
 //!           C tile <- alpha AB + beta' C tile          (beta' = beta on the first depth
 //!                                                        panel, 1 afterwards)
@@ -812,12 +812,25 @@ fn row_panel_tiles<S: GemmScalar>(
     } = packed_a;
     let kc = depth.len();
     let row_count = rows.len();
-    // loop over the NR-wide strips of the B block
-    for jr in 0..cols.len().div_ceil(nr) {
-        let first_col = cols.start + jr * nr;
-        let tile_cols = nr.min(cols.end - first_col);
-        // loop over the MR-tall strips of the A block
-        for ir in 0..row_count.div_ceil(mr) {
+    let (b_panels, a_strips) = (cols.len().div_ceil(nr), row_count.div_ceil(mr));
+    // a shallow panel walks C along its rows (see `GemmKernel::ALONG_ROWS_MAX_DEPTH`)
+    let along_rows = kc < kernel.along_rows_max_depth;
+    let (outer, inner) = if along_rows {
+        (a_strips, b_panels)
+    } else {
+        (b_panels, a_strips)
+    };
+    // loop over the NR-wide strips of the B block, and in each over the MR-tall strips of the
+    // A block (the other way round along the rows)
+    for outer_index in 0..outer {
+        for inner_index in 0..inner {
+            let (ir, jr) = if along_rows {
+                (outer_index, inner_index)
+            } else {
+                (inner_index, outer_index)
+            };
+            let first_col = cols.start + jr * nr;
+            let tile_cols = nr.min(cols.end - first_col);
             let first_row = rows.start + ir * mr;
             let c_tile = &mut c_rows[ir * mr * ldc + first_col..];
             let tile_rows = mr.min(rows.end - first_row);
