@@ -194,15 +194,16 @@ fn write_back_full<V: SimdVector + Pod>(
 /// hardware prefetchers follow, and prefetching the six rows by hand then only costs: issued
 /// together just before a short kernel, they stall it. Deeper tiles keep the column order,
 /// where each B micro-panel stays in L1, and the prefetch, which the write-back would miss
-/// without. On Zen 3 (`docs/performance.md`) the two together ran 2000 x 2000 x 20 1.7-1.9
-/// times as fast (fastest calls, f32 and f64) and 2000 x 2000 x 40 1.3 times, and were level
-/// from depth 64 on.
+/// without. On Zen 3 the two together ran 2000 x 2000 x 20 1.7-1.9 times as fast (fastest
+/// calls, f32 and f64) and 2000 x 2000 x 40 1.3 times, and were level from depth 64 on
+/// (`docs/performance.md`).
 pub(crate) const SHALLOW_DEPTH: usize = 64;
 
 /// The `wide` tile function (see `GemmKernel::tile`): [`prefetch_tile`] (from depth
-/// [`SHALLOW_DEPTH`] on), [`microkernel`] then [`write_back`], with the B micro-panel given as scalars (`kc * NR` of them). From the
-/// packing buffers it is 32-byte aligned (they are 64-byte aligned and each micro-panel is a
-/// whole number of vectors long) and is used in place; an unaligned panel is copied first.
+/// [`SHALLOW_DEPTH`] on), [`microkernel`] then [`write_back`], with the B micro-panel given as
+/// scalars (`kc * NR` of them). From the packing buffers it is 32-byte aligned (they are
+/// 64-byte aligned and each micro-panel is a whole number of vectors long) and is used in
+/// place; an unaligned panel is copied first.
 pub fn tile_wide<V: SimdVector + Pod>(
     kc: usize,
     a_panel: &[V::Scalar],
@@ -259,9 +260,9 @@ fn rows_tile<V: SimdVector + Pod>(
     }
 }
 
-/// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`] (the
-/// same prefetch rule) for
-/// a whole `MR`-row strip of A (`a`, `MR x kc`) read in place ([`microkernel_strided`]).
+/// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`], with
+/// the same prefetch rule, for a whole `MR`-row strip of A (`a`, `MR x kc`) read in place
+/// ([`microkernel_strided`]).
 pub fn strided_tile_wide<V: SimdVector + Pod>(
     a: MatRef<'_, V::Scalar>,
     b_panel: &[V::Scalar],
