@@ -1,8 +1,9 @@
-//! Where the AVX-512 GEMM loses against the FMA peak: each microkernel (f32 and f64) alone,
-//! called the way the packed path calls it (24 A micro-panels per B micro-panel, the kernel's
-//! own KC), with the B micro-panel fixed or cycling over a 4 MB block, and the C tiles hot in
-//! cache or cold (spread over a 2000 x 2000 matrix, as in a large product). Each line is the
-//! best of 9 timings, as a fraction of the FMA peak of the same vector width measured first.
+//! Where the GEMM loses against the FMA peak: each microkernel (f32 and f64) of the running
+//! variant (AVX-512, or the portable `wide` kernels on CPUs without it) alone, called the way
+//! the packed path calls it (24 A micro-panels per B micro-panel, the kernel's own KC), with
+//! the B micro-panel fixed or cycling over a 4 MB block, and the C tiles hot in cache or cold
+//! (spread over a 2000 x 2000 matrix, as in a large product). Each line is the best of 9
+//! timings, as a fraction of the FMA peak of the same vector width measured first.
 //!
 //! `cargo run --release -p benign-kernels --example microkernel_probe`
 //!
@@ -12,8 +13,8 @@
 //! before the clock starts, so the timed loop is the calls alone; A and B start on a cache
 //! line like the packing buffers, C wherever the allocator put it.
 //!
-//! The same calls also run, alternating with the kernel's, an assembly replica of each kernel's
-//! instruction stream (`replica_tile_f32`, `replica_tile_f64`: a depth step's loads,
+//! For the AVX-512 kernels the same calls also run, alternating with the kernel's, an assembly
+//! replica of each kernel's instruction stream (`replica_tile_f32`, `replica_tile_f64`: a depth step's loads,
 //! broadcasts, FMAs and A prefetches, then the write-back, with none of the kernel's C
 //! prefetches or bookkeeping). A replica writes the same bits as its kernel (checked first),
 //! so where the two lines agree the kernel's loop is at the limit of its instruction stream and
@@ -21,25 +22,32 @@
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    use benign_kernels::gemm::{kernel_variant, Avx512, KernelVariant};
+    use benign_kernels::gemm::{kernel_variant, Avx512, KernelVariant, Portable};
     use benign_kernels::probe;
     use std::time::Duration;
 
-    if kernel_variant() != KernelVariant::Avx512 {
-        println!("no avx512f on this CPU (or BENIGN_GEMM_KERNEL=portable): nothing to probe");
-        return;
-    }
+    let variant = kernel_variant();
     for is_f32 in [true, false] {
-        let peak =
-            probe::gemm_fma_peak_gflops(KernelVariant::Avx512, is_f32, Duration::from_millis(300));
-        if is_f32 {
-            println!("512-bit FMA peak: {peak:.1} GFLOP/s f32");
-            check_replica::<f32, Avx512>(replica_tile_f32, (12, 32));
-            probe_kernel::<f32, Avx512>(peak, replica_tile_f32);
-        } else {
-            println!("512-bit FMA peak: {peak:.1} GFLOP/s f64");
-            check_replica::<f64, Avx512>(replica_tile_f64, (12, 16));
-            probe_kernel::<f64, Avx512>(peak, replica_tile_f64);
+        let peak = probe::gemm_fma_peak_gflops(variant, is_f32, Duration::from_millis(300));
+        let (bits, dtype) = match (variant, is_f32) {
+            (KernelVariant::Avx512, true) => (512, "f32"),
+            (KernelVariant::Avx512, false) => (512, "f64"),
+            (_, true) => (256, "f32"),
+            (_, false) => (256, "f64"),
+        };
+        println!("{bits}-bit FMA peak: {peak:.1} GFLOP/s {dtype}");
+        match (variant, is_f32) {
+            (KernelVariant::Avx512, true) => {
+                check_replica::<f32, Avx512>(replica_tile_f32, (12, 32));
+                probe_kernel::<f32, Avx512>(peak, Some(replica_tile_f32));
+            }
+            (KernelVariant::Avx512, false) => {
+                check_replica::<f64, Avx512>(replica_tile_f64, (12, 16));
+                probe_kernel::<f64, Avx512>(peak, Some(replica_tile_f64));
+            }
+            // the portable kernels have no replica
+            (_, true) => probe_kernel::<f32, Portable>(peak, None),
+            (_, false) => probe_kernel::<f64, Portable>(peak, None),
         }
     }
 }
@@ -76,11 +84,11 @@ struct Call {
 type Replica<S> = unsafe fn(usize, *const S, *const S, *mut S, usize);
 
 /// Times kernel `K` in the four settings of the module docs against `peak` (GFLOP/s), and
-/// `replica` (whose tile must be `K`'s) alongside it.
+/// `replica` (whose tile must be `K`'s), if any, alongside it.
 #[cfg(target_arch = "x86_64")]
 fn probe_kernel<S: benign_kernels::Float, K: benign_kernels::gemm::GemmKernel<S>>(
     peak: f64,
-    replica: Replica<S>,
+    replica: Option<Replica<S>>,
 ) {
     use benign_kernels::MatMut;
     use std::hint::black_box;
@@ -142,12 +150,14 @@ fn probe_kernel<S: benign_kernels::Float, K: benign_kernels::gemm::GemmKernel<S>
                 K::tile(kc, &a[call.a..], &b[call.b..], S::ONE, S::ONE, c_tile);
             }
             kernel_best = kernel_best.min(start.elapsed().as_secs_f64());
+            let Some(replica) = replica else { continue };
             let start = Instant::now();
             for call in &plan {
-                // SAFETY: the CPU has avx512f (checked in main); A holds kc steps of MR values
-                // from call.a, B kc rows of NR (and one more value: the extra row) from call.b,
-                // and C MR rows of NR from call.c (rows < 2000 - MR, columns < ldc - NR): the
-                // replica's contract for `K`'s tile.
+                // SAFETY: main passes a replica only with the Avx512 variant, which
+                // `kernel_variant` chooses only on a CPU with avx512f; A holds kc steps of MR
+                // values from call.a, B kc rows of NR (and one more value: the extra row) from
+                // call.b, and C MR rows of NR from call.c (rows < 2000 - MR, columns < ldc -
+                // NR): the replica's contract for `K`'s tile.
                 unsafe {
                     replica(
                         kc,
@@ -162,7 +172,9 @@ fn probe_kernel<S: benign_kernels::Float, K: benign_kernels::gemm::GemmKernel<S>
         }
         black_box(&c);
         report("kernel ", kernel_best);
-        report("replica", replica_best);
+        if replica.is_some() {
+            report("replica", replica_best);
+        }
     }
 }
 
@@ -530,5 +542,5 @@ unsafe fn replica_tile_f32(kc: usize, a: *const f32, b: *const f32, c: *mut f32,
 
 #[cfg(not(target_arch = "x86_64"))]
 fn main() {
-    println!("the AVX-512 microkernels exist on x86-64 only");
+    println!("the probe runs on x86-64 only");
 }
