@@ -14,11 +14,11 @@
 //! line like the packing buffers, C wherever the allocator put it.
 //!
 //! For the AVX-512 kernels the same calls also run, alternating with the kernel's, an assembly
-//! replica of each kernel's instruction stream (`replica_tile_f32`, `replica_tile_f64`: a depth step's loads,
-//! broadcasts, FMAs and A prefetches, then the write-back, with none of the kernel's C
-//! prefetches or bookkeeping). A replica writes the same bits as its kernel (checked first),
-//! so where the two lines agree the kernel's loop is at the limit of its instruction stream and
-//! what is left is the memory traffic of the setting.
+//! replica of each kernel's instruction stream (`replica_tile_f32`, `replica_tile_f64`: a
+//! depth step's loads, broadcasts, FMAs and A prefetches, then the write-back, with none of
+//! the kernel's C prefetches or bookkeeping). A replica writes the same bits as its kernel
+//! (checked first), so where the two lines agree the kernel's loop is at the limit of its
+//! instruction stream and what is left is the memory traffic of the setting.
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
