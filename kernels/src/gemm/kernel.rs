@@ -17,7 +17,9 @@ use wide::{f32x8, f64x4};
 
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
-use super::microkernel::{strided_tile_wide, tile_cols, tile_wide, MR, SHALLOW_DEPTH};
+use super::microkernel::{
+    b_in_place_tile_wide, strided_tile_wide, tile_cols, tile_wide, MR, SHALLOW_DEPTH,
+};
 use crate::{MatMut, MatRef, Transpose};
 
 /// One GEMM microkernel for element type `S`: tile shape, cache blocking and tile functions.
@@ -150,7 +152,8 @@ gemm_kernel!(
     Portable, f32,
     MR = MR, NR = tile_cols::<f32x8>(), KC = 256, MC = 168, NC = 4080,
     tile_wide::<f32x8>, strided_tile_wide::<f32x8>,
-    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH
+    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH,
+    B_IN_PLACE_MAX_STRIPS = PORTABLE_B_IN_PLACE_MAX_STRIPS, b_in_place_tile_wide::<f32x8>
 );
 
 gemm_kernel!(
@@ -158,7 +161,8 @@ gemm_kernel!(
     Portable, f64,
     MR = MR, NR = tile_cols::<f64x4>(), KC = 256, MC = 144, NC = 4080,
     tile_wide::<f64x4>, strided_tile_wide::<f64x4>,
-    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH
+    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH,
+    B_IN_PLACE_MAX_STRIPS = PORTABLE_B_IN_PLACE_MAX_STRIPS, b_in_place_tile_wide::<f64x4>
 );
 
 /// The `wide` kernels walk C along its rows below `SHALLOW_DEPTH`, where their tile functions
@@ -166,6 +170,12 @@ gemm_kernel!(
 /// they prefetch the tile below theirs, the next one down a column strip, and have not been
 /// measured walking along the rows.
 const PORTABLE_ALONG_ROWS_MAX_DEPTH: usize = SHALLOW_DEPTH;
+
+/// Row strips up to which the `wide` kernels read B in place (36 rows). On Zen 3
+/// (`scripts/compare_gemm_builds.py` against packing, one thread, 2000 columns,
+/// docs/performance.md) reading in place was 1.4-1.8x faster at 2 strips, 1.2-1.4x at 4 and
+/// 1.1-1.3x at 5 and 6, and no longer a clear gain at 8 and 12.
+const PORTABLE_B_IN_PLACE_MAX_STRIPS: usize = 6;
 
 /// Row strips up to which the AVX-512 kernels read B in place. Since a product that fits one
 /// row panel packs B a few micro-panels at a time just before their tiles (deferred packing),

@@ -18,11 +18,13 @@
 //! `beta == 0`. Partial tiles at the right and bottom edges of C go through a small buffer with
 //! exactly the same vector arithmetic, and a bottom tile of fewer than `MR` rows updates only
 //! its own rows ([`microkernel_rows`]) with the same FMA chains, so an element's value never
-//! depends on where the tile boundaries fall.
+//! depends on where the tile boundaries fall. Two variants read an operand in place instead of
+//! packed, again with the same FMA chains: a whole strip of A ([`microkernel_strided`]) and,
+//! in products of few rows, the B micro-panel ([`microkernel_b_rows`]).
 
 use bytemuck::Pod;
 
-use crate::simd::SimdVector;
+use crate::simd::{prefetch, SimdVector};
 use crate::{Float, MatMut, MatRef, Transpose};
 
 /// Rows of C computed by one microkernel call.
@@ -123,6 +125,75 @@ pub fn microkernel_strided<V: SimdVector + Pod, const A_ROWS: bool>(
         }
     }
     ab
+}
+
+/// How many depth steps ahead [`microkernel_b_rows`] fetches the B row it will read: the rows
+/// are `ldb` apart, so no hardware prefetcher follows them (the AVX-512 kernels' distance).
+const B_ROW_PREFETCH_STEPS: usize = 24;
+
+/// [`microkernel_rows`] with the B micro-panel read in place: its row `p` is
+/// `b[p * ldb..][..NR]` (B's storage, not transposed) instead of a packed row. The same FMA
+/// chains, so the same bits as packing it first.
+#[inline(never)]
+fn microkernel_b_rows<V: SimdVector + Pod, const ROWS: usize>(
+    kc: usize,
+    a_panel: &[V::Scalar],
+    b: &[V::Scalar],
+    ldb: usize,
+) -> Tile<V> {
+    const { assert!(ROWS >= 1 && ROWS <= MR) };
+    let a_panel = &a_panel[..kc * MR];
+    let nr = tile_cols::<V>();
+    let mut ab = [[V::splat(V::Scalar::ZERO); NR_VECTORS]; MR];
+    // loop over the depth: one rank-1 update of the tile's first ROWS rows per step
+    for (p, a_column) in a_panel.chunks_exact(MR).enumerate() {
+        let ahead = (p + B_ROW_PREFETCH_STEPS) * ldb;
+        prefetch(b, ahead);
+        prefetch(b, ahead + nr - 1);
+        let row = &b[p * ldb..][..nr];
+        let b_row: [V; NR_VECTORS] = std::array::from_fn(|v| V::load(&row[v * V::LANES..]));
+        let a_column: &[V::Scalar; ROWS] = a_column[..ROWS].try_into().unwrap();
+        for (ab_row, &a) in ab.iter_mut().zip(a_column) {
+            let a = V::splat(a);
+            for (acc, &b) in ab_row.iter_mut().zip(&b_row) {
+                *acc = a.mul_add(b, *acc);
+            }
+        }
+    }
+    ab
+}
+
+/// The `wide` tile function with B read in place (see `GemmKernel::b_in_place_tile`): `b` is
+/// the `kc x NR` micro-panel in B's storage.
+pub fn b_in_place_tile_wide<V: SimdVector + Pod>(
+    a_panel: &[V::Scalar],
+    b: MatRef<'_, V::Scalar>,
+    alpha: V::Scalar,
+    beta: V::Scalar,
+    c: MatMut<'_, V::Scalar>,
+) where
+    V::Scalar: Pod,
+{
+    let (kc, ldb) = (b.rows(), b.ld());
+    let (rows, cols, ldc) = (c.rows(), c.cols(), c.ld());
+    assert!(
+        b.cols() == tile_cols::<V>() && b.trans() == Transpose::No && rows <= MR,
+        "gemm: B in place is a kc x NR micro-panel, C at most MR rows"
+    );
+    let c = c.into_data();
+    if kc >= SHALLOW_DEPTH {
+        prefetch_tile(c, ldc, rows, cols);
+    }
+    let b = b.data();
+    let ab = match rows {
+        1 => microkernel_b_rows::<V, 1>(kc, a_panel, b, ldb),
+        2 => microkernel_b_rows::<V, 2>(kc, a_panel, b, ldb),
+        3 => microkernel_b_rows::<V, 3>(kc, a_panel, b, ldb),
+        4 => microkernel_b_rows::<V, 4>(kc, a_panel, b, ldb),
+        5 => microkernel_b_rows::<V, 5>(kc, a_panel, b, ldb),
+        _ => microkernel_b_rows::<V, MR>(kc, a_panel, b, ldb),
+    };
+    write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
 }
 
 /// `C <- alpha AB + beta C` on the `rows x cols` top-left part of a tile (`rows <= MR`,

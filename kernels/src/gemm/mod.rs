@@ -28,8 +28,8 @@
 //! `op(A)` in place instead and only a last partial strip is packed: the same FMA chains, so
 //! the same bits. Conversely, when C has so few rows that a packed B micro-panel would serve
 //! only a few tiles (at most the kernel's `B_IN_PLACE_MAX_STRIPS` MR-row strips, and `op(B)`
-//! not transposed), the AVX-512 kernels read B's NR-column strips in place, prefetching its
-//! rows ahead, and only a last partial strip is packed (packing B for 20 x 2000 x 2000 costs as
+//! not transposed), the kernels read B's NR-column strips in place, prefetching its rows
+//! ahead, and only a last partial strip is packed (packing B for 20 x 2000 x 2000 costs as
 //! much as the product itself). Again the same FMA chains.
 //!
 //! When one task runs the whole product and its rows fit one MC block, each B micro-panel
