@@ -76,15 +76,25 @@ pub fn microkernel_rows<V: SimdVector + Pod, const ROWS: usize>(
         .zip(b_panel.chunks_exact(NR_VECTORS))
     {
         let a_column: &[V::Scalar; ROWS] = a_column[..ROWS].try_into().unwrap();
-        let b_row: &[V; NR_VECTORS] = b_row.try_into().unwrap();
-        for (ab_row, &a) in ab.iter_mut().zip(a_column) {
-            let a = V::splat(a);
-            for (acc, &b) in ab_row.iter_mut().zip(b_row) {
-                *acc = a.mul_add(b, *acc);
-            }
-        }
+        rank_one_update(&mut ab, a_column, b_row.try_into().unwrap());
     }
     ab
+}
+
+/// One depth step of a tile: `ab[i] += a_column[i] b_row` for its first `ROWS` rows, one FMA
+/// per element (every microkernel's step, whatever it reads A and B from).
+#[inline(always)]
+fn rank_one_update<V: SimdVector, const ROWS: usize>(
+    ab: &mut Tile<V>,
+    a_column: &[V::Scalar; ROWS],
+    b_row: &[V; NR_VECTORS],
+) {
+    for (ab_row, &a) in ab.iter_mut().zip(a_column) {
+        let a = V::splat(a);
+        for (acc, &b) in ab_row.iter_mut().zip(b_row) {
+            *acc = a.mul_add(b, *acc);
+        }
+    }
 }
 
 /// [`microkernel`] with a whole `MR`-row strip of A read in place instead of from a packed
@@ -102,26 +112,19 @@ pub fn microkernel_strided<V: SimdVector + Pod, const A_ROWS: bool>(
     let b_panel = &b_panel[..kc * NR_VECTORS];
     let mut ab = [[V::splat(V::Scalar::ZERO); NR_VECTORS]; MR];
     // one rank-1 update of the tile per depth step, as in `microkernel`
-    let mut update = |a_column: [V::Scalar; MR], b_row: &[V; NR_VECTORS]| {
-        for (ab_row, &a) in ab.iter_mut().zip(&a_column) {
-            let a = V::splat(a);
-            for (acc, &b) in ab_row.iter_mut().zip(b_row) {
-                *acc = a.mul_add(b, *acc);
-            }
-        }
-    };
     if A_ROWS {
         // the strip's rows, each exactly kc long, so `row[p]` needs no bounds check
         let rows: [&[V::Scalar]; MR] = std::array::from_fn(|i| &a[i * a_stride..][..kc]);
         for p in 0..kc {
             let b_row: &[V; NR_VECTORS] =
                 b_panel[p * NR_VECTORS..][..NR_VECTORS].try_into().unwrap();
-            update(std::array::from_fn(|i| rows[i][p]), b_row);
+            let a_column: [V::Scalar; MR] = std::array::from_fn(|i| rows[i][p]);
+            rank_one_update(&mut ab, &a_column, b_row);
         }
     } else {
         for (a_row, b_row) in a.chunks(a_stride).zip(b_panel.chunks_exact(NR_VECTORS)) {
             let a_column: &[V::Scalar; MR] = a_row[..MR].try_into().unwrap();
-            update(*a_column, b_row.try_into().unwrap());
+            rank_one_update(&mut ab, a_column, b_row.try_into().unwrap());
         }
     }
     ab
@@ -153,12 +156,7 @@ fn microkernel_b_rows<V: SimdVector + Pod, const ROWS: usize>(
         let row = &b[p * ldb..][..nr];
         let b_row: [V; NR_VECTORS] = std::array::from_fn(|v| V::load(&row[v * V::LANES..]));
         let a_column: &[V::Scalar; ROWS] = a_column[..ROWS].try_into().unwrap();
-        for (ab_row, &a) in ab.iter_mut().zip(a_column) {
-            let a = V::splat(a);
-            for (acc, &b) in ab_row.iter_mut().zip(&b_row) {
-                *acc = a.mul_add(b, *acc);
-            }
-        }
+        rank_one_update(&mut ab, a_column, &b_row);
     }
     ab
 }
