@@ -130,6 +130,23 @@ pub fn microkernel_strided<V: SimdVector + Pod, const A_ROWS: bool>(
     ab
 }
 
+/// `$kernel::<V, ROWS>(args)` with the const `ROWS` equal to the run-time `rows` (1 to `MR`):
+/// the kernels of a bottom tile compute only its own rows. The `_` in the call marks where
+/// `ROWS` goes.
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident::<V, _>($($arg:expr),*)) => {{
+        const { assert!(MR == 6, "the arms below name every row count up to MR") };
+        match $rows {
+            1 => $kernel::<V, 1>($($arg),*),
+            2 => $kernel::<V, 2>($($arg),*),
+            3 => $kernel::<V, 3>($($arg),*),
+            4 => $kernel::<V, 4>($($arg),*),
+            5 => $kernel::<V, 5>($($arg),*),
+            _ => $kernel::<V, MR>($($arg),*),
+        }
+    }};
+}
+
 /// How many depth steps ahead [`microkernel_b_rows`] fetches the B row it will read: the rows
 /// are `ldb` apart, so no hardware prefetcher follows them (the AVX-512 kernels' distance).
 const B_ROW_PREFETCH_STEPS: usize = 24;
@@ -179,18 +196,9 @@ pub fn b_in_place_tile_wide<V: SimdVector + Pod>(
         "gemm: B in place is a kc x NR micro-panel, C at most MR rows"
     );
     let c = c.into_data();
-    if kc >= SHALLOW_DEPTH {
-        prefetch_tile(c, ldc, rows, cols);
-    }
+    prefetch_deep_tile(kc, c, ldc, rows, cols);
     let b = b.data();
-    let ab = match rows {
-        1 => microkernel_b_rows::<V, 1>(kc, a_panel, b, ldb),
-        2 => microkernel_b_rows::<V, 2>(kc, a_panel, b, ldb),
-        3 => microkernel_b_rows::<V, 3>(kc, a_panel, b, ldb),
-        4 => microkernel_b_rows::<V, 4>(kc, a_panel, b, ldb),
-        5 => microkernel_b_rows::<V, 5>(kc, a_panel, b, ldb),
-        _ => microkernel_b_rows::<V, MR>(kc, a_panel, b, ldb),
-    };
+    let ab = by_rows!(rows, microkernel_b_rows::<V, _>(kc, a_panel, b, ldb));
     write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
 }
 
@@ -268,6 +276,15 @@ fn write_back_full<V: SimdVector + Pod>(
 /// (`docs/performance.md`).
 pub(crate) const SHALLOW_DEPTH: usize = 64;
 
+/// [`prefetch_tile`] for a tile of depth `kc` of the `wide` tile functions: from
+/// [`SHALLOW_DEPTH`] on only (shallower tiles leave C to the hardware prefetchers).
+#[inline(always)]
+fn prefetch_deep_tile<S: Float>(kc: usize, c: &[S], ldc: usize, rows: usize, width: usize) {
+    if kc >= SHALLOW_DEPTH {
+        prefetch_tile(c, ldc, rows, width);
+    }
+}
+
 /// The `wide` tile function (see `GemmKernel::tile`): [`prefetch_tile`] (from depth
 /// [`SHALLOW_DEPTH`] on), [`microkernel`] then [`write_back`], with the B micro-panel given as
 /// scalars (`kc * NR` of them). From the packing buffers it is 32-byte aligned (they are
@@ -291,9 +308,7 @@ pub fn tile_wide<V: SimdVector + Pod>(
     );
     let c = c.into_data();
     let b_panel = &b_panel[..kc * tile_cols::<V>()];
-    if kc >= SHALLOW_DEPTH {
-        prefetch_tile(c, ldc, rows, cols);
-    }
+    prefetch_deep_tile(kc, c, ldc, rows, cols);
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) if rows == MR => microkernel::<V>(kc, a_panel, b_vectors),
         Ok(b_vectors) => rows_tile::<V>(rows, kc, a_panel, b_vectors),
@@ -318,15 +333,7 @@ fn rows_tile<V: SimdVector + Pod>(
     a_panel: &[V::Scalar],
     b_vectors: &[V],
 ) -> Tile<V> {
-    const { assert!(MR == 6, "the arms below name every row count below MR") };
-    match rows {
-        1 => microkernel_rows::<V, 1>(kc, a_panel, b_vectors),
-        2 => microkernel_rows::<V, 2>(kc, a_panel, b_vectors),
-        3 => microkernel_rows::<V, 3>(kc, a_panel, b_vectors),
-        4 => microkernel_rows::<V, 4>(kc, a_panel, b_vectors),
-        5 => microkernel_rows::<V, 5>(kc, a_panel, b_vectors),
-        _ => microkernel::<V>(kc, a_panel, b_vectors),
-    }
+    by_rows!(rows, microkernel_rows::<V, _>(kc, a_panel, b_vectors))
 }
 
 /// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`], with
@@ -357,9 +364,7 @@ pub fn strided_tile_wide<V: SimdVector + Pod>(
     let (cols, ldc) = (c.cols(), c.ld());
     let c = c.into_data();
     let b_panel = &b_panel[..kc * tile_cols::<V>()];
-    if kc >= SHALLOW_DEPTH {
-        prefetch_tile(c, ldc, MR, cols);
-    }
+    prefetch_deep_tile(kc, c, ldc, MR, cols);
     let strip = |b_vectors: &[V]| {
         if a_rows {
             microkernel_strided::<V, true>(kc, a, a_stride, b_vectors)
