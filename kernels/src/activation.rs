@@ -229,28 +229,44 @@ fn gelu_f32(wide512: bool, pass: GeluPass, stores: OutputStores) {
 
 /// A vector type the GELU passes run on, with its element type's formula.
 pub(crate) trait GeluVector: AttentionVector {
+    /// The formula's constants, made once per pass.
+    type Constants: Copy;
+    fn constants() -> Self::Constants;
     /// `(gelu(x), gelu'(x))` lane-wise.
-    fn value_and_slope(self) -> (Self, Self);
+    fn value_and_slope(self, k: &Self::Constants) -> (Self, Self);
 }
 
 impl GeluVector for Wide<f32> {
+    type Constants = GeluF32Constants<Self>;
     #[inline(always)]
-    fn value_and_slope(self) -> (Self, Self) {
-        gelu_f32_vector(self)
+    fn constants() -> Self::Constants {
+        GeluF32Constants::new()
+    }
+    #[inline(always)]
+    fn value_and_slope(self, k: &Self::Constants) -> (Self, Self) {
+        gelu_f32_vector(self, k)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 impl GeluVector for crate::attention_avx512::F32x16 {
+    type Constants = GeluF32Constants<Self>;
     #[inline(always)]
-    fn value_and_slope(self) -> (Self, Self) {
-        gelu_f32_vector(self)
+    fn constants() -> Self::Constants {
+        GeluF32Constants::new()
+    }
+    #[inline(always)]
+    fn value_and_slope(self, k: &Self::Constants) -> (Self, Self) {
+        gelu_f32_vector(self, k)
     }
 }
 
 impl GeluVector for Wide<f64> {
+    type Constants = ();
     #[inline(always)]
-    fn value_and_slope(self) -> (Self, Self) {
+    fn constants() {}
+    #[inline(always)]
+    fn value_and_slope(self, _: &()) -> (Self, Self) {
         let (value, slope) = gelu_f64_vector(self.0);
         (Wide(value), Wide(slope))
     }
@@ -260,6 +276,8 @@ impl GeluVector for Wide<f64> {
 /// pass needs only the value, the slope's arithmetic is dead code and compiled away.
 #[inline(always)]
 pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>, stores: OutputStores) {
+    // opaque to the optimizer (GeluF32Constants says why)
+    let k = &std::hint::black_box(V::constants());
     // The closures are inlined so that, in the AVX-512 entry point, they are compiled with its
     // target features too (an outlined closure would call every intrinsic out of line).
     match pass {
@@ -267,14 +285,14 @@ pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>, stores
             [x],
             [y],
             #[inline(always)]
-            |[xv]| [xv.value_and_slope().0],
+            |[xv]| [xv.value_and_slope(k).0],
             stores,
         ),
         GeluPass::Backward { x, dy, dx } => map_vectors::<V, 2, 1>(
             [x, dy],
             [dx],
             #[inline(always)]
-            |[xv, g]| [g * xv.value_and_slope().1],
+            |[xv, g]| [g * xv.value_and_slope(k).1],
             stores,
         ),
         GeluPass::ValueAndSlope { x, y, dydx } => map_vectors::<V, 1, 2>(
@@ -282,7 +300,7 @@ pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>, stores
             [y, dydx],
             #[inline(always)]
             |[xv]| {
-                let (value, slope) = xv.value_and_slope();
+                let (value, slope) = xv.value_and_slope(k);
                 [value, slope]
             },
             stores,
@@ -290,40 +308,84 @@ pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>, stores
     }
 }
 
-/// `(gelu(x), gelu'(x))` lane-wise in f32 (module documentation).
+/// The f32 formula's constants as vectors, made once per pass and passed through
+/// [`std::hint::black_box`] so that the compiler cannot see their values. With 16 vector
+/// registers (AVX2) it would otherwise re-broadcast a known constant from the constant pool
+/// before each use inside the loop (about 20 `vbroadcastss` a vector, each an instruction of its
+/// own); values it cannot see through are read from the stack as memory operands of the
+/// multiply-adds, in the same instruction. The arithmetic, and so every bit, is unchanged.
+#[derive(Clone, Copy)]
+pub(crate) struct GeluF32Constants<V> {
+    zero: V,
+    one: V,
+    two: V,
+    /// `-log2(e) / 2`.
+    neg_half_log2e: V,
+    /// [`ROUND_TO_INTEGER`].
+    round_to_integer: V,
+    /// `2 LN2_HI` and `2 LN2_LO`.
+    two_ln2_hi: V,
+    two_ln2_lo: V,
+    exp_half_poly: [V; 7],
+    recip_scale: V,
+    erfc_v_scale: V,
+    erfc_v_offset: V,
+    erfcx_poly: [V; 9],
+    frac_1_sqrt_2pi: V,
+}
+
+impl<V: AttentionVector<Scalar = f32>> GeluF32Constants<V> {
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            zero: V::splat(0.0),
+            one: V::splat(1.0),
+            two: V::splat(2.0),
+            neg_half_log2e: V::splat(-0.5 * std::f32::consts::LOG2_E),
+            round_to_integer: V::splat(ROUND_TO_INTEGER),
+            two_ln2_hi: V::splat(2.0 * LN2_HI),
+            two_ln2_lo: V::splat(2.0 * LN2_LO),
+            exp_half_poly: EXP_HALF_POLY.map(V::splat),
+            recip_scale: V::splat(RECIP_SCALE),
+            erfc_v_scale: V::splat(ERFC_V_SCALE),
+            erfc_v_offset: V::splat(ERFC_V_OFFSET),
+            erfcx_poly: ERFCX_POLY.map(V::splat),
+            frac_1_sqrt_2pi: V::splat(FRAC_1_SQRT_2PI as f32),
+        }
+    }
+}
+
+/// `(gelu(x), gelu'(x))` lane-wise in f32 (module documentation), with the constants `k`.
 #[inline(always)]
-fn gelu_f32_vector<V: AttentionVector<Scalar = f32>>(x: V) -> (V, V) {
-    let zero = V::splat(0.0);
+fn gelu_f32_vector<V: AttentionVector<Scalar = f32>>(x: V, k: &GeluF32Constants<V>) -> (V, V) {
     let ax = x.abs();
     // e^(-x^2 / 2) = 2^n e^(-w / 2) with n = round(-x^2 / (2 ln 2)) and w = x^2 + 2 n ln 2 in
     // [-ln 2, ln 2], formed from the exact product x x (one rounding in the FMA). n is in
     // [-113, 0] for |x| < F32_NEAR; other lanes are recomputed below.
     let x2 = x.mul(x);
-    let shifted = V::mul_add(
-        x2,
-        V::splat(-0.5 * std::f32::consts::LOG2_E),
-        V::splat(ROUND_TO_INTEGER),
-    );
-    let n = shifted.sub(V::splat(ROUND_TO_INTEGER));
-    let w = V::mul_add(x, x, n.mul(V::splat(2.0 * LN2_HI)));
-    let w = V::mul_add(n, V::splat(2.0 * LN2_LO), w);
-    let mut e = V::splat(EXP_HALF_POLY[6]);
-    for &c in EXP_HALF_POLY[..6].iter().rev() {
-        e = V::mul_add(e, w, V::splat(c));
+    let shifted = V::mul_add(x2, k.neg_half_log2e, k.round_to_integer);
+    let n = shifted.sub(k.round_to_integer);
+    let w = V::mul_add(x, x, n.mul(k.two_ln2_hi));
+    let w = V::mul_add(n, k.two_ln2_lo, w);
+    let [rest @ .., highest] = k.exp_half_poly;
+    let mut e = highest;
+    for &c in rest.iter().rev() {
+        e = V::mul_add(e, w, c);
     }
     let e = e.mul_exp2(n);
     // r = 1 / (2 + RECIP_SCALE |x|), and the polynomial variable v, affine in r.
-    let r = V::splat(1.0).div(V::mul_add(ax, V::splat(RECIP_SCALE), V::splat(2.0)));
-    let v = V::mul_add(r, V::splat(ERFC_V_SCALE), V::splat(ERFC_V_OFFSET));
-    let mut g = V::splat(ERFCX_POLY[8]);
-    for &c in ERFCX_POLY[..8].iter().rev() {
-        g = V::mul_add(g, v, V::splat(c));
+    let r = k.one.div(V::mul_add(ax, k.recip_scale, k.two));
+    let v = V::mul_add(r, k.erfc_v_scale, k.erfc_v_offset);
+    let [rest @ .., highest] = k.erfcx_poly;
+    let mut g = highest;
+    for &c in rest.iter().rev() {
+        g = V::mul_add(g, v, c);
     }
     // q = Phi(-|x|) = erfc(z) / 2 = r G e^(-z^2).
     let q = g.mul(r).mul(e);
-    let mut value = V::mul_add(zero.sub(ax), q, x.max(zero));
-    let cdf = x.where_negative(q, V::splat(1.0).sub(q));
-    let mut slope = V::mul_add(x, e.mul(V::splat(FRAC_1_SQRT_2PI as f32)), cdf);
+    let mut value = V::mul_add(k.zero.sub(ax), q, x.max(k.zero));
+    let cdf = x.where_negative(q, k.one.sub(q));
+    let mut slope = V::mul_add(x, e.mul(k.frac_1_sqrt_2pi), cdf);
     if !ax.all_below(F32_NEAR) {
         let l = V::LANES;
         let (mut xs, mut values, mut slopes) = ([0.0f32; 16], [0.0f32; 16], [0.0f32; 16]);
