@@ -231,6 +231,7 @@ fn gelu_f32(wide512: bool, pass: GeluPass, stores: OutputStores) {
 pub(crate) trait GeluVector: AttentionVector {
     /// The formula's constants, made once per pass.
     type Constants: Copy;
+    /// [`GeluVector::Constants`].
     fn constants() -> Self::Constants;
     /// `(gelu(x), gelu'(x))` lane-wise.
     fn value_and_slope(self, k: &Self::Constants) -> (Self, Self);
@@ -240,7 +241,8 @@ impl GeluVector for Wide<f32> {
     type Constants = GeluF32Constants<Self>;
     #[inline(always)]
     fn constants() -> Self::Constants {
-        GeluF32Constants::new()
+        // opaque to the optimizer (see `GeluF32Constants`)
+        std::hint::black_box(GeluF32Constants::new())
     }
     #[inline(always)]
     fn value_and_slope(self, k: &Self::Constants) -> (Self, Self) {
@@ -276,8 +278,7 @@ impl GeluVector for Wide<f64> {
 /// pass needs only the value, the slope's arithmetic is dead code and compiled away.
 #[inline(always)]
 pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>, stores: OutputStores) {
-    // opaque to the optimizer (GeluF32Constants says why)
-    let k = &std::hint::black_box(V::constants());
+    let k = &V::constants();
     // The closures are inlined so that, in the AVX-512 entry point, they are compiled with its
     // target features too (an outlined closure would call every intrinsic out of line).
     match pass {
@@ -308,12 +309,14 @@ pub(crate) fn run_gelu_pass<V: GeluVector>(pass: GeluPass<'_, V::Scalar>, stores
     }
 }
 
-/// The f32 formula's constants as vectors, made once per pass and passed through
-/// [`std::hint::black_box`] so that the compiler cannot see their values. With 16 vector
-/// registers (AVX2) it would otherwise re-broadcast a known constant from the constant pool
-/// before each use inside the loop (about 20 `vbroadcastss` a vector, each an instruction of its
-/// own); values it cannot see through are read from the stack as memory operands of the
-/// multiply-adds, in the same instruction. The arithmetic, and so every bit, is unchanged.
+/// The f32 formula's constants as vectors, made once per pass. On `wide`'s vectors they pass
+/// through [`std::hint::black_box`], so that the compiler cannot see their values: with 16
+/// vector registers (AVX2) it would otherwise re-broadcast a known constant from the constant
+/// pool before each use inside the loop (about 20 `vbroadcastss` a vector, each an instruction
+/// of its own), while values it cannot see through are read from the stack as memory operands
+/// of the multiply-adds, in the same instruction. The 512-bit vectors keep them visible:
+/// AVX-512 folds a broadcast constant into the instruction that uses it (`{1to16}`). The
+/// arithmetic, and so every bit, is the same either way.
 #[derive(Clone, Copy)]
 pub(crate) struct GeluF32Constants<V> {
     zero: V,
