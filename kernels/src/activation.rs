@@ -229,9 +229,9 @@ fn gelu_f32(wide512: bool, pass: GeluPass, stores: OutputStores) {
 
 /// A vector type the GELU passes run on, with its element type's formula.
 pub(crate) trait GeluVector: AttentionVector {
-    /// The formula's constants, made once per pass.
+    /// The formula's constants as vectors (none for f64, whose formula splats its own).
     type Constants: Copy;
-    /// [`GeluVector::Constants`].
+    /// The constants, made once per pass and passed to every [`GeluVector::value_and_slope`].
     fn constants() -> Self::Constants;
     /// `(gelu(x), gelu'(x))` lane-wise.
     fn value_and_slope(self, k: &Self::Constants) -> (Self, Self);
@@ -326,8 +326,9 @@ pub(crate) struct GeluF32Constants<V> {
     neg_half_log2e: V,
     /// [`ROUND_TO_INTEGER`].
     round_to_integer: V,
-    /// `2 LN2_HI` and `2 LN2_LO`.
+    /// `2 LN2_HI`.
     two_ln2_hi: V,
+    /// `2 LN2_LO`.
     two_ln2_lo: V,
     exp_half_poly: [V; 7],
     recip_scale: V,
