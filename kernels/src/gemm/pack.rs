@@ -114,10 +114,19 @@ fn copy_columns<S: Float, const MR: usize>(
             let src: &[S; MR] = src[..MR].try_into().expect("MR scalars");
             dst_column.copy_from_slice(src);
         } else {
-            dst_column[..rows].copy_from_slice(&src[..rows]);
-            dst_column[rows..].fill(S::ZERO);
+            copy_zero_padded::<S, MR>(dst_column, &src[..rows]);
         }
     }
+}
+
+/// `dst[..N] = src` followed by zeros (`src.len() <= N`), element by element up to the
+/// constant `N`: with `src.len()` known only at run time, a copy and a fill would be a `memcpy`
+/// and a `memset` call, each dearer than the few moves of a kernel's short column or row (the
+/// partial micro-panels of a product whose rows or columns are not a multiple of the tile).
+#[inline(always)]
+fn copy_zero_padded<S: Float, const N: usize>(dst: &mut [S], src: &[S]) {
+    let padded: [S; N] = std::array::from_fn(|i| src.get(i).copied().unwrap_or(S::ZERO));
+    dst[..N].copy_from_slice(&padded);
 }
 
 /// Micro-panels of B packed together, row by row (see `pack_b`): 1 KB of each source row for
@@ -191,8 +200,15 @@ pub fn pack_b<S: Float>(
                 let panel_cols = cols.end - first_col;
                 for (p, dst_row) in depth.clone().zip(panel.chunks_exact_mut(nr)) {
                     let src = &b.data()[p * b.ld() + first_col..][..panel_cols];
-                    dst_row[..panel_cols].copy_from_slice(src);
-                    dst_row[panel_cols..].fill(S::ZERO);
+                    match nr {
+                        8 => copy_zero_padded::<S, 8>(dst_row, src),
+                        16 => copy_zero_padded::<S, 16>(dst_row, src),
+                        32 => copy_zero_padded::<S, 32>(dst_row, src),
+                        _ => {
+                            dst_row[..panel_cols].copy_from_slice(src);
+                            dst_row[panel_cols..].fill(S::ZERO);
+                        }
+                    }
                 }
             }
         }
