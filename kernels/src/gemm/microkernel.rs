@@ -312,19 +312,21 @@ pub fn tile_wide<V: SimdVector + Pod>(
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) if rows == MR => microkernel::<V>(kc, a_panel, b_vectors),
         Ok(b_vectors) => rows_tile::<V>(rows, kc, a_panel, b_vectors),
-        // not from the packing buffers (a test): copy into vectors, same values
-        Err(_) => {
-            let b_vectors: Vec<V> = b_panel.chunks_exact(V::LANES).map(V::load).collect();
-            rows_tile::<V>(rows, kc, a_panel, &b_vectors)
-        }
+        // Not aligned for the vector type: B micro-panels a caller packed into its own buffer
+        // (`gemm_prepacked_b`, such as the start-up's W_0 panels). Read in place with unaligned
+        // loads, as a B micro-panel in B's storage is (its rows NR apart here): the same FMA
+        // chains, and no copy of the panel for every tile.
+        Err(_) => by_rows!(
+            rows,
+            microkernel_b_rows::<V, _>(kc, a_panel, b_panel, tile_cols::<V>())
+        ),
     };
     write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
 }
 
 /// The tile of `rows` rows (any count up to `MR`), computing only those rows: a bottom strip of
 /// fewer than `MR` rows costs its own rows. Kept out of [`tile_wide`], whose full tiles from the
-/// packing buffers stay a direct call of [`microkernel`]; the test-only unaligned panels come
-/// here with any row count.
+/// packing buffers stay a direct call of [`microkernel`].
 #[cold]
 #[inline(never)]
 fn rows_tile<V: SimdVector + Pod>(
