@@ -288,8 +288,9 @@ fn prefetch_deep_tile<S: Float>(kc: usize, c: &[S], ldc: usize, rows: usize, wid
 /// The `wide` tile function (see `GemmKernel::tile`): [`prefetch_tile`] (from depth
 /// [`SHALLOW_DEPTH`] on), [`microkernel`] then [`write_back`], with the B micro-panel given as
 /// scalars (`kc * NR` of them). From the packing buffers it is 32-byte aligned (they are
-/// 64-byte aligned and each micro-panel is a whole number of vectors long) and is used in
-/// place; an unaligned panel is copied first.
+/// 64-byte aligned and each micro-panel is a whole number of vectors long) and is read as
+/// vectors; an unaligned one (packed by a caller into its own buffer, `gemm_prepacked_b`) is
+/// read with unaligned loads, in place as well.
 pub fn tile_wide<V: SimdVector + Pod>(
     kc: usize,
     a_panel: &[V::Scalar],
@@ -376,7 +377,10 @@ pub fn strided_tile_wide<V: SimdVector + Pod>(
     };
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) => strip(b_vectors),
-        // not from the packing buffers (a test): copy into vectors, same values
+        // Not aligned for the vector type: a caller's own B panels (`gemm_prepacked_b`) with A
+        // read in place, at most IN_PLACE_A_MAX_STRIPS strips of B. Copied into vectors (same
+        // values); unlike `tile_wide`'s, this case is rare (the start-up reaches it only in
+        // tasks of at most 8 strips), so it keeps the copy.
         Err(_) => strip(
             &b_panel
                 .chunks_exact(V::LANES)
