@@ -42,18 +42,26 @@ pub trait GemmKernel<S> {
     /// than the L1 TLB holds) and, at widths a multiple of 256 bytes, in a quarter of L1's
     /// sets, which every tile pays again. 0: never.
     const B_IN_PLACE_MAX_STRIPS: usize = 0;
-    /// Depth panels shallower than this visit their tiles along C's rows (for each A
+    /// Whether the packed path visits the tiles of a packed B block along C's rows (for each A
     /// micro-panel, every B micro-panel of the block) instead of down each B micro-panel's
-    /// column strip, so that consecutive tiles continue the same C rows (why, for the `wide`
-    /// kernels: `microkernel::SHALLOW_DEPTH`). The B micro-panels, small at such depths, then
-    /// come from L2 rather than L1. The same tiles, so the same bits. 0: always down the
-    /// column strips.
-    const ALONG_ROWS_MAX_DEPTH: usize = 0;
+    /// column strip (the BLIS order, where the B micro-panel stays in L1). Along the rows,
+    /// consecutive tiles continue the same C rows, sequential streams the hardware prefetchers
+    /// follow, and the A micro-panel (or an A strip read in place) stays in L1 while the B
+    /// micro-panels stream from L2 or L3; down the column strips each tile starts on `MR`
+    /// new C rows, which the kernel has to fetch ahead itself. The same tiles, so the same
+    /// bits.
+    const ALONG_ROWS: bool = false;
+    /// With B read in place ([`GemmKernel::b_in_place_tile`]), depth panels shallower than
+    /// this visit their tiles along C's rows; deeper ones go down the column strips, so that
+    /// each B micro-panel is fetched from B's storage once for all the (few) strips of A.
+    /// 0: always down the column strips.
+    const B_IN_PLACE_ALONG_ROWS_MAX_DEPTH: usize = 0;
 
     /// `C <- alpha AB + beta C` on the tile `c` (at most `MR x NR`; C is not read when
     /// `beta == 0`), `AB[i][j] = sum_p a_panel[p * MR + i] * b_panel[p * NR + j]` over the
     /// depth `kc`, one FMA chain per element in order of `p`. Partial tiles use the same
-    /// arithmetic as full ones. The kernel brings the C tile into cache itself.
+    /// arithmetic as full ones. A kernel walked down the column strips
+    /// ([`GemmKernel::ALONG_ROWS`] false) brings the C tile into cache itself.
     fn tile(kc: usize, a_panel: &[S], b_panel: &[S], alpha: S, beta: S, c: MatMut<'_, S>);
 
     /// [`GemmKernel::tile`] for a whole `MR`-row strip of A read in place (`a` is the strip,
@@ -93,7 +101,7 @@ macro_rules! gemm_kernel {
         $kernel:ty, $scalar:ty,
         MR = $mr:expr, NR = $nr:expr, KC = $kc:expr, MC = $mc:expr, NC = $nc:expr,
         $tile:path, $strided:path
-        $(, ALONG_ROWS_MAX_DEPTH = $along_rows:expr)?
+        $(, ALONG_ROWS = $along_rows:expr, B_IN_PLACE_ALONG_ROWS_MAX_DEPTH = $b_along_rows:expr)?
         $(, B_IN_PLACE_MAX_STRIPS = $b_strips:expr, $b_in_place:path)?
     ) => {
         $(#[$doc])*
@@ -103,7 +111,10 @@ macro_rules! gemm_kernel {
             const KC: usize = $kc;
             const MC: usize = $mc;
             const NC: usize = $nc;
-            $(const ALONG_ROWS_MAX_DEPTH: usize = $along_rows;)?
+            $(
+                const ALONG_ROWS: bool = $along_rows;
+                const B_IN_PLACE_ALONG_ROWS_MAX_DEPTH: usize = $b_along_rows;
+            )?
             $(const B_IN_PLACE_MAX_STRIPS: usize = $b_strips;)?
 
             fn tile(
@@ -144,15 +155,22 @@ macro_rules! gemm_kernel {
 
 gemm_kernel!(
     /// The `Portable` blocking starts from BLIS's Haswell choices for the same 6 x 16 / 6 x 8
-    /// microkernels: a `KC x NR` B micro-panel (16 KB) plus an `MR x KC` A micro-panel (6 KB
-    /// f32, 12 KB f64) stay in L1, the `MC x KC` A block (168 KB f32, 288 KB f64) in L2, the
-    /// `KC x NC` B block (4 MB f32, 8 MB f64) in L3. Other choices (KC 384, MC 72..168, NC
-    /// 1024..4080) measured within the noise of the shared benchmark machine; f64 MC was
-    /// raised from BLIS's 72 to 144.
+    /// microkernels: `KC x NR` B micro-panels (16 KB), `MR x KC` A micro-panels (6 KB f32,
+    /// 12 KB f64), the `MC x KC` A block (168 KB f32, 288 KB f64) in L2, the `KC x NC` B
+    /// block (4 MB f32, 8 MB f64) in L3. Other choices (KC 384, MC 72..168, NC 1024..4080)
+    /// measured within the noise of the shared benchmark machine; f64 MC was raised from
+    /// BLIS's 72 to 144. The tiles of a packed B block are visited along C's rows: the A
+    /// micro-panel stays in L1 while the B micro-panels stream from L3 (about 11 bytes a
+    /// cycle at the FMA peak, well within a core's L3 bandwidth), and C's rows are sequential
+    /// streams, so the tile functions need no C prefetch, which stalled them down the column
+    /// strips (docs/performance.md: 1.01-1.13x at the fastest calls on every packed shape
+    /// measured on one thread, f32 and f64).
+    /// With B read in place, deep panels keep the column order (see
+    /// `microkernel::SHALLOW_DEPTH`).
     Portable, f32,
     MR = MR, NR = tile_cols::<f32x8>(), KC = 256, MC = 168, NC = 4080,
     tile_wide::<f32x8>, strided_tile_wide::<f32x8>,
-    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH,
+    ALONG_ROWS = true, B_IN_PLACE_ALONG_ROWS_MAX_DEPTH = SHALLOW_DEPTH,
     B_IN_PLACE_MAX_STRIPS = PORTABLE_B_IN_PLACE_MAX_STRIPS, b_in_place_tile_wide::<f32x8>
 );
 
@@ -161,15 +179,9 @@ gemm_kernel!(
     Portable, f64,
     MR = MR, NR = tile_cols::<f64x4>(), KC = 256, MC = 144, NC = 4080,
     tile_wide::<f64x4>, strided_tile_wide::<f64x4>,
-    ALONG_ROWS_MAX_DEPTH = PORTABLE_ALONG_ROWS_MAX_DEPTH,
+    ALONG_ROWS = true, B_IN_PLACE_ALONG_ROWS_MAX_DEPTH = SHALLOW_DEPTH,
     B_IN_PLACE_MAX_STRIPS = PORTABLE_B_IN_PLACE_MAX_STRIPS, b_in_place_tile_wide::<f64x4>
 );
-
-/// The `wide` kernels walk C along its rows below `SHALLOW_DEPTH`, where their tile functions
-/// also leave C's prefetching to the hardware. The AVX-512 kernels keep the column order:
-/// they prefetch the tile below theirs, the next one down a column strip, and have not been
-/// measured walking along the rows.
-const PORTABLE_ALONG_ROWS_MAX_DEPTH: usize = SHALLOW_DEPTH;
 
 /// Row strips up to which the `wide` kernels read B in place (36 rows). On Zen 3
 /// (`scripts/compare_gemm_builds.py` against packing, one thread, 2000 columns,
@@ -269,7 +281,8 @@ pub(crate) struct Kernel<S> {
     pub strided: StridedTileFn<S>,
     pub b_in_place: BInPlaceTileFn<S>,
     pub b_in_place_max_strips: usize,
-    pub along_rows_max_depth: usize,
+    pub along_rows: bool,
+    pub b_in_place_along_rows_max_depth: usize,
 }
 
 impl<S: Copy> Kernel<S> {
@@ -280,7 +293,8 @@ impl<S: Copy> Kernel<S> {
             strided: K::strided_tile,
             b_in_place: K::b_in_place_tile,
             b_in_place_max_strips: K::B_IN_PLACE_MAX_STRIPS,
-            along_rows_max_depth: K::ALONG_ROWS_MAX_DEPTH,
+            along_rows: K::ALONG_ROWS,
+            b_in_place_along_rows_max_depth: K::B_IN_PLACE_ALONG_ROWS_MAX_DEPTH,
         }
     }
 }

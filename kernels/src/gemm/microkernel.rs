@@ -179,7 +179,8 @@ fn microkernel_b_rows<V: SimdVector + Pod, const ROWS: usize>(
 }
 
 /// The `wide` tile function with B read in place (see `GemmKernel::b_in_place_tile`): `b` is
-/// the `kc x NR` micro-panel in B's storage.
+/// the `kc x NR` micro-panel in B's storage. From depth [`SHALLOW_DEPTH`] on it prefetches its
+/// C tile first (such tiles are walked down the column strips).
 pub fn b_in_place_tile_wide<V: SimdVector + Pod>(
     a_panel: &[V::Scalar],
     b: MatRef<'_, V::Scalar>,
@@ -196,7 +197,9 @@ pub fn b_in_place_tile_wide<V: SimdVector + Pod>(
         "gemm: B in place is a kc x NR micro-panel, C at most MR rows"
     );
     let c = c.into_data();
-    prefetch_deep_tile(kc, c, ldc, rows, cols);
+    if kc >= SHALLOW_DEPTH {
+        prefetch_tile(c, ldc, rows, cols);
+    }
     let b = b.data();
     let ab = by_rows!(rows, microkernel_b_rows::<V, _>(kc, a_panel, b, ldb));
     write_back::<V>(&ab, alpha, beta, c, ldc, rows, cols);
@@ -262,34 +265,23 @@ fn write_back_full<V: SimdVector + Pod>(
     }
 }
 
-/// Depth below which the packed path walks the `wide` kernels' tiles along C's rows
-/// (`GemmKernel::ALONG_ROWS_MAX_DEPTH`) and their tile functions do not prefetch the C tile.
-/// A shallow tile is mostly C traffic: at k = 20 a 6 x 16 f32 tile is 120 cycles of FMAs
-/// against six C rows `ldc` apart, each on its own page. Down a B micro-panel's column strip
-/// every tile starts on six new pages, with lines no hardware prefetcher follows; along the
-/// rows consecutive tiles share their pages and each C row is a sequential stream that the
-/// hardware prefetchers follow, and prefetching the six rows by hand then only costs: issued
-/// together just before a short kernel, they stall it. Deeper tiles keep the column order,
-/// where each B micro-panel stays in L1, and the prefetch, which the write-back would miss
-/// without. On Zen 3 the two together ran 2000 x 2000 x 20 1.7-1.9 times as fast (fastest
-/// calls, f32 and f64) and 2000 x 2000 x 40 1.3 times, and were level from depth 64 on
-/// (`docs/performance.md`).
+/// Depth from which a `wide` tile with B read in place ([`b_in_place_tile_wide`]) prefetches
+/// its C tile, the packed path then walking those tiles down B's column strips
+/// (`GemmKernel::B_IN_PLACE_ALONG_ROWS_MAX_DEPTH`), so that each B micro-panel is fetched
+/// from B's storage once for the few strips of A. Down a column strip every tile starts on
+/// `MR` new C rows, `ldc` apart, which no hardware prefetcher follows, and the write-back
+/// would miss on each without the prefetch. A shallow tile is mostly C traffic (at k = 20 a
+/// 6 x 16 f32 tile is 120 cycles of FMAs), and the six prefetches issued together just before
+/// it stall it: shallower panels walk along C's rows instead, where consecutive tiles continue
+/// the same rows (sequential streams the hardware prefetchers follow), without the prefetch.
+/// The other `wide` tiles are always walked along the rows (`GemmKernel::ALONG_ROWS`).
 pub(crate) const SHALLOW_DEPTH: usize = 64;
 
-/// [`prefetch_tile`] for a tile of depth `kc` of the `wide` tile functions: from
-/// [`SHALLOW_DEPTH`] on only (shallower tiles leave C to the hardware prefetchers).
-#[inline(always)]
-fn prefetch_deep_tile<S: Float>(kc: usize, c: &[S], ldc: usize, rows: usize, width: usize) {
-    if kc >= SHALLOW_DEPTH {
-        prefetch_tile(c, ldc, rows, width);
-    }
-}
-
-/// The `wide` tile function (see `GemmKernel::tile`): [`prefetch_tile`] (from depth
-/// [`SHALLOW_DEPTH`] on), [`microkernel`] then [`write_back`], with the B micro-panel given as
-/// scalars (`kc * NR` of them). From the packing buffers it is 32-byte aligned (they are
-/// 64-byte aligned and each micro-panel is a whole number of vectors long) and is read as
-/// vectors; an unaligned one (packed by a caller into its own buffer, `gemm_prepacked_b`) is
+/// The `wide` tile function (see `GemmKernel::tile`): [`microkernel`] then [`write_back`],
+/// without a C prefetch (the packed path walks these tiles along C's rows), with the B
+/// micro-panel given as scalars (`kc * NR` of them). From the packing buffers it is 32-byte
+/// aligned (they are 64-byte aligned and each micro-panel is a whole number of vectors long)
+/// and is read as vectors; an unaligned one (packed by a caller into its own buffer, `gemm_prepacked_b`) is
 /// read with unaligned loads, in place as well.
 pub fn tile_wide<V: SimdVector + Pod>(
     kc: usize,
@@ -309,7 +301,6 @@ pub fn tile_wide<V: SimdVector + Pod>(
     );
     let c = c.into_data();
     let b_panel = &b_panel[..kc * tile_cols::<V>()];
-    prefetch_deep_tile(kc, c, ldc, rows, cols);
     let ab = match bytemuck::try_cast_slice::<V::Scalar, V>(b_panel) {
         Ok(b_vectors) if rows == MR => microkernel::<V>(kc, a_panel, b_vectors),
         Ok(b_vectors) => rows_tile::<V>(rows, kc, a_panel, b_vectors),
@@ -339,8 +330,8 @@ fn rows_tile<V: SimdVector + Pod>(
     by_rows!(rows, microkernel_rows::<V, _>(kc, a_panel, b_vectors))
 }
 
-/// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`], with
-/// the same prefetch rule, for a whole `MR`-row strip of A (`a`, `MR x kc`) read in place
+/// The `wide` strided tile function (see `GemmKernel::strided_tile`): like [`tile_wide`] (no
+/// C prefetch), for a whole `MR`-row strip of A (`a`, `MR x kc`) read in place
 /// ([`microkernel_strided`]).
 pub fn strided_tile_wide<V: SimdVector + Pod>(
     a: MatRef<'_, V::Scalar>,
@@ -367,7 +358,6 @@ pub fn strided_tile_wide<V: SimdVector + Pod>(
     let (cols, ldc) = (c.cols(), c.ld());
     let c = c.into_data();
     let b_panel = &b_panel[..kc * tile_cols::<V>()];
-    prefetch_deep_tile(kc, c, ldc, MR, cols);
     let strip = |b_vectors: &[V]| {
         if a_rows {
             microkernel_strided::<V, true>(kc, a, a_stride, b_vectors)

@@ -13,7 +13,8 @@
 //!     for ic in row panels of C and A, MC tall         (A block of MC x KC lives in L2; the
 //!       pack op(A)[ic.., pc..] into MR-tall micro-panels      parallel loop: one task each)
 //!       for jr in NR-wide column strips of the B block (B micro-panel lives in L1)
-//!         for ir in MR-tall row strips of the A block  (jr and ir swapped for shallow panels)
+//!         for ir in MR-tall row strips of the A block  (jr and ir swapped by the kernel's
+//!                                                        `ALONG_ROWS`: see `gemm/kernel.rs`)
 //!           AB = A micro-panel x B micro-panel         (MR x NR accumulators in registers)
 //!           C tile <- alpha AB + beta' C tile          (beta' = beta on the first depth
 //!                                                        panel, 1 afterwards)
@@ -813,8 +814,11 @@ fn row_panel_tiles<S: GemmScalar>(
     let kc = depth.len();
     let row_count = rows.len();
     let (b_panels, a_strips) = (cols.len().div_ceil(nr), row_count.div_ceil(mr));
-    // a shallow panel walks C along its rows (see `GemmKernel::ALONG_ROWS_MAX_DEPTH`)
-    let along_rows = kc < kernel.along_rows_max_depth;
+    // the walk order (see `GemmKernel::ALONG_ROWS`)
+    let along_rows = match b_block {
+        BBlock::InPlace { .. } => kc < kernel.b_in_place_along_rows_max_depth,
+        BBlock::Packed(_) | BBlock::Deferred(_) => kernel.along_rows,
+    };
     let (outer, inner) = if along_rows {
         (a_strips, b_panels)
     } else {
