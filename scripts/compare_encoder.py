@@ -36,6 +36,8 @@ import time
 
 import numpy as np
 
+from machine_info import pinned
+
 
 def torch_worker(args):
     """Runs in its own process (its peak memory is its own): trajectory and timings."""
@@ -250,12 +252,14 @@ def main():
     for _ in range(args.rounds):
         for threads in thread_counts:
             row = rows[threads]
-            if baseline:
-                base_step, base_eval, _ = benign_timing(args, work, threads, baseline)
-                row["baseline_step_seconds"].append(base_step)
-                row["baseline_eval_seconds"].append(base_eval)
-            step, evaluation, rss = benign_timing(args, work, threads)
-            t, rss_torch = torch(threads, [])
+            # every side of a one-thread row on one CPU (both run as child processes)
+            with pinned(threads):
+                if baseline:
+                    base_step, base_eval, _ = benign_timing(args, work, threads, baseline)
+                    row["baseline_step_seconds"].append(base_step)
+                    row["baseline_eval_seconds"].append(base_eval)
+                step, evaluation, rss = benign_timing(args, work, threads)
+                t, rss_torch = torch(threads, [])
             row["benign_step_seconds"].append(step)
             row["torch_step_seconds"].append(t["step_seconds"])
             row["benign_eval_seconds"].append(evaluation)

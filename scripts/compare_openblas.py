@@ -6,9 +6,8 @@ Round r of a shape times ours (`kernels/examples/gemm_rate.rs`, its own process,
 RAYON_NUM_THREADS=N), then OpenBLAS (numpy `matmul` into a preallocated `out=`, its own process,
 OPENBLAS_NUM_THREADS=N); every other round OpenBLAS goes first, so a drift of the machine's load
 hits both sides alike. Each side makes one warm-up call, then CALLS timed calls per round.
-One-thread rows run both sides on the same CPU (`taskset`, the first this script may run on):
-the vCPUs of a shared VM can differ in speed for minutes at a time, and an unpinned process
-lands on either.
+One-thread rows run both sides on the same CPU (`machine_info.pinned`): the vCPUs of a shared
+VM can differ in speed for minutes at a time, and an unpinned process lands on either.
 
 Per side: the rate at the median over rounds of each round's median call, the best call, the
 range of the round medians (the spread) and the interquartile range of all calls. The ratio is
@@ -44,7 +43,7 @@ import sys
 import tempfile
 import time
 
-from machine_info import format_loads, load_average, machine_description
+from machine_info import format_loads, load_average, machine_description, pinned, pinning_cpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,20 +121,6 @@ def openblas_config():
             "configuration": blas.get("openblas configuration")}
 
 
-def pinned(command, threads):
-    """`command` on the one CPU that every one-thread row uses (see the module docs), or as
-    given when it runs on more threads or `taskset` is missing."""
-    cpu = pinned_cpu(threads)
-    return command if cpu is None else ["taskset", "-c", str(cpu)] + command
-
-
-def pinned_cpu(threads):
-    """The CPU one-thread rows run on, or None when they are not pinned."""
-    if threads != 1 or not shutil.which("taskset") or not hasattr(os, "sched_getaffinity"):
-        return None
-    return min(os.sched_getaffinity(0))
-
-
 def openblas_env(threads):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env.update(OPENBLAS_NUM_THREADS=str(threads), OPENBLAS_VERBOSE="2")
@@ -145,8 +130,7 @@ def openblas_env(threads):
 def run_openblas(spec, dtype, calls, threads):
     """Times OpenBLAS in a child process; returns (seconds, the core OpenBLAS reported)."""
     proc = subprocess.run(
-        pinned([sys.executable, os.path.abspath(__file__), "--openblas-worker", spec, dtype,
-                str(calls)], threads),
+        [sys.executable, os.path.abspath(__file__), "--openblas-worker", spec, dtype, str(calls)],
         env=openblas_env(threads), check=True, capture_output=True, text=True,
     )
     core = re.search(r"Core: (\S+)", proc.stderr)
@@ -156,8 +140,8 @@ def run_openblas(spec, dtype, calls, threads):
 def run_ours(gemm_rate, spec, dtype, calls, threads):
     """Times `benign_kernels::gemm` through the `gemm_rate` example; returns (seconds, kernel)."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    out = subprocess.run(pinned([gemm_rate, spec, dtype, str(calls)], threads), env=env,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([gemm_rate, spec, dtype, str(calls)], env=env, check=True,
+                         capture_output=True, text=True).stdout
     record = json.loads(out.strip().splitlines()[-1])
     if record["threads"] != threads:
         raise SystemExit(f"gemm_rate ran on {record['threads']} threads, asked for {threads}")
@@ -306,7 +290,7 @@ def measure(gemm_rate, rounds=3, quick=False, all_threads=None, check_copies=Tru
         raise SystemExit(f"compare_openblas: numpy copied an operand: {copies[1]}")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine_description(), "openblas": openblas_config(), "peak": peak(gemm_rate),
-              "rounds": rounds, "quick": quick, "no_copy_check": copies[1], "pinned_cpu": pinned_cpu(1),
+              "rounds": rounds, "quick": quick, "no_copy_check": copies[1], "pinned_cpu": pinning_cpu(),
               "loads": [load_average()], "records": [], "openblas_cores": set(), "our_kernels": set()}
     for dtype in dtypes:
         for spec, threads in cases:
@@ -319,14 +303,15 @@ def measure(gemm_rate, rounds=3, quick=False, all_threads=None, check_copies=Tru
             for r in range(rounds):
                 order = ("ours", "openblas") if r % 2 == 0 else ("openblas", "ours")
                 for side in order:
-                    if side == "ours":
-                        seconds, kernel = run_ours(gemm_rate, spec, dtype, calls, threads)
-                        ours.append(seconds)
-                        result["our_kernels"].add(kernel)
-                    else:
-                        seconds, core = run_openblas(spec, dtype, calls, threads)
-                        theirs.append(seconds)
-                        result["openblas_cores"].add(core or "not reported")
+                    with pinned(threads):
+                        if side == "ours":
+                            seconds, kernel = run_ours(gemm_rate, spec, dtype, calls, threads)
+                            ours.append(seconds)
+                            result["our_kernels"].add(kernel)
+                        else:
+                            seconds, core = run_openblas(spec, dtype, calls, threads)
+                            theirs.append(seconds)
+                            result["openblas_cores"].add(core or "not reported")
             flops = 2.0 * m * n * k
             record = {"shape": f"{m}x{n}x{k}", "transposes": transposes, "dtype": dtype,
                       "threads": threads, "ours": side_summary(ours, flops),
@@ -365,8 +350,8 @@ def table(result):
         " round medians and *IQR* the interquartile range of all calls, both in % of the median.",
         "- *ours / OpenBLAS*: our GFLOP/s over OpenBLAS's; called faster or slower only when the two"
         " ranges of round medians do not overlap.",
-        "- One-thread rows: " + ("both sides pinned to CPU {} (`taskset`).".format(result["pinned_cpu"])
-                                 if result.get("pinned_cpu") is not None else "not pinned (no `taskset`)."),
+        "- One-thread rows: " + ("both sides pinned to CPU {}.".format(result["pinned_cpu"])
+                                 if result.get("pinned_cpu") is not None else "not pinned (not possible here)."),
         "",
         "| shape | op | dtype | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS | best: ours, OpenBLAS"
         " | of peak: ours, OpenBLAS | range %: ours, OpenBLAS | IQR %: ours, OpenBLAS | calls |",
@@ -426,9 +411,13 @@ def self_test():
     flipped = [line.replace("ta=112", "ta=111") for line in good]
     assert judge_gemm_calls("\n".join(flipped))[0] is False
     assert judge_gemm_calls("\n".join(line for line in good if line.startswith("case")))[0] is None
-    assert pinned(["x"], 2) == ["x"]
-    cpu = pinned_cpu(1)
-    assert pinned(["x"], 1) == (["x"] if cpu is None else ["taskset", "-c", str(cpu), "x"])
+    if hasattr(os, "sched_getaffinity"):
+        before = os.sched_getaffinity(0)
+        with pinned(2) as cpu:
+            assert cpu is None and os.sched_getaffinity(0) == before
+        with pinned(1) as cpu:
+            assert os.sched_getaffinity(0) == {cpu} and cpu == min(before)
+        assert os.sched_getaffinity(0) == before
     print("compare_openblas: self-test passed")
 
 

@@ -18,7 +18,8 @@ Usage:
 For each thread count it runs `target/release/benign pretrain --dataset mnist ... --force --json`
 (which reports `examples_per_second` over its training steps) and then the PyTorch model, and
 prints the ratio benign / PyTorch; `--rounds N` repeats that N times (interleaved rounds: a
-change of the machine's load hits both sides). `--attention sdpa` uses PyTorch's fused
+change of the machine's load hits both sides); one-thread rounds run both sides on one CPU
+(`machine_info.pinned`). `--attention sdpa` uses PyTorch's fused
 `scaled_dot_product_attention` instead of the explicit softmax (same maths).
 
 benign's classifier computes only the [CLS] row of its last block (the head reads nothing else;
@@ -41,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from machine_info import pinned, pinning_cpu
 
 
 def read_idx(path):
@@ -209,12 +212,14 @@ def main():
     header = (f"torch {torch.__version__}; model L={args.layers} H={args.heads} d={args.dim} "
               f"mlp={args.mlp_dim}, {x.shape[1]} tokens + [CLS], batch {args.batch_size}, "
               f"{args.subset} examples x {args.epochs} epochs; attention {args.attention}; "
-              f"torch last block {args.torch_last_block}")
+              f"torch last block {args.torch_last_block}; one-thread rounds "
+              + (f"pinned to CPU {pinning_cpu()}" if pinning_cpu() is not None else "not pinned"))
     print(json.dumps({"header": header, "torch": torch.__version__}) if args.json else header)
     for round_index in range(args.rounds):
         for threads in [int(t) for t in args.threads.split(",")]:
-            ours = benign_epochs(args, threads)
-            theirs = torch_epochs(x, labels, args, threads)
+            with pinned(threads):
+                ours = benign_epochs(args, threads)
+                theirs = torch_epochs(x, labels, args, threads)
             row = {"round": round_index, "threads": threads, "benign_examples_per_s": round(ours, 1),
                    "torch_examples_per_s": round(theirs, 1), "ratio": round(ours / theirs, 3)}
             print(json.dumps(row) if args.json else

@@ -30,7 +30,7 @@ import numpy
 import torch
 
 from doc_block import replace_block
-from machine_info import format_loads, kernel_isa, load_average, machine_description
+from machine_info import format_loads, kernel_isa, load_average, machine_description, pinned
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "performance.md")
 BLOCK = "rowwise-table"
@@ -110,15 +110,17 @@ def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=
             baseline_env=None):
     """Times both sides in ROUNDS interleaved rounds of REPS calls; returns the block's text.
     BASELINE_ENV (a dict) is added to the baseline's environment."""
-    copy_gbps = copy_bandwidth(reps)
-    loads = [load_average()]
-    sides = {"ours": [], "torch": [], "baseline": []}
-    for _ in range(rounds):
-        sides["ours"].append(run_bench(bench, reps))
-        sides["torch"].append(time_torch(list(sides["ours"][-1]), reps))
-        if baseline_bench:
-            sides["baseline"].append(run_bench(baseline_bench, reps, baseline_env))
-        loads.append(load_average())
+    # every side on one CPU: the vCPUs of a shared VM can differ in speed for minutes
+    with pinned(1) as cpu:
+        copy_gbps = copy_bandwidth(reps)
+        loads = [load_average()]
+        sides = {"ours": [], "torch": [], "baseline": []}
+        for _ in range(rounds):
+            sides["ours"].append(run_bench(bench, reps))
+            sides["torch"].append(time_torch(list(sides["ours"][-1]), reps))
+            if baseline_bench:
+                sides["baseline"].append(run_bench(baseline_bench, reps, baseline_env))
+            loads.append(load_average())
 
     def summary(side, key):
         values = [r[key][0] for r in sides[side] if key in r]
@@ -130,7 +132,8 @@ def measure(bench, baseline_bench=None, baseline_name="afda169", rounds=3, reps=
     lines = [
         f"Measured {datetime.date.today()} on {machine_description()},"
         f" ours on {kernel_isa()} vectors, PyTorch {torch.__version__} (CPU capability"
-        f" {torch.backends.cpu.get_cpu_capability()}), f32, 1 thread each, {rounds}"
+        f" {torch.backends.cpu.get_cpu_capability()}), f32, 1 thread each"
+        f" ({'both on CPU %d' % cpu if cpu is not None else 'not pinned'}), {rounds}"
         f" interleaved rounds of {reps} calls; 1-minute load average before and after each"
         f" round: {format_loads(loads)}. The machine is shared: compare the"
         " ratios, measured side by side, rather than absolute figures. One-thread copy"

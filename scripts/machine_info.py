@@ -1,5 +1,6 @@
 """Machine facts the measurement scripts record beside their figures (imported, not run)."""
 
+import contextlib
 import os
 import platform
 
@@ -64,3 +65,30 @@ def load_average():
 def format_loads(loads):
     """Load averages as `1.1, 1.3` (`-` where unknown)."""
     return ", ".join("-" if v is None else f"{v:.1f}" for v in loads)
+
+
+def pinning_cpu():
+    """The CPU that one-thread measurements run on (the first this process may use), or None
+    where the platform cannot pin threads."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return min(os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def pinned(threads):
+    """Runs the block, and every process it starts, on one CPU ([`pinning_cpu`]) when `threads`
+    is 1, so that both sides of a one-thread comparison share it: the vCPUs of a shared VM can
+    differ in speed for minutes at a time, and an unpinned process lands on either. Yields that
+    CPU, or None (more threads, or no pinning here), and restores the calling thread's CPU set
+    afterwards."""
+    cpu = pinning_cpu() if threads == 1 else None
+    if cpu is None:
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
