@@ -290,7 +290,8 @@ def measure(gemm_rate, rounds=3, quick=False, all_threads=None, check_copies=Tru
         raise SystemExit(f"compare_openblas: numpy copied an operand: {copies[1]}")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine_description(), "openblas": openblas_config(), "peak": peak(gemm_rate),
-              "rounds": rounds, "quick": quick, "no_copy_check": copies[1], "pinned_cpu": pinning_cpu(),
+              "rounds": rounds, "quick": quick, "no_copy_check": copies[1],
+              "pinned_cpu": pinning_cpu(),
               "loads": [load_average()], "records": [], "openblas_cores": set(), "our_kernels": set()}
     for dtype in dtypes:
         for spec, threads in cases:
@@ -350,8 +351,9 @@ def table(result):
         " round medians and *IQR* the interquartile range of all calls, both in % of the median.",
         "- *ours / OpenBLAS*: our GFLOP/s over OpenBLAS's; called faster or slower only when the two"
         " ranges of round medians do not overlap.",
-        "- One-thread rows: " + ("both sides pinned to CPU {}.".format(result["pinned_cpu"])
-                                 if result.get("pinned_cpu") is not None else "not pinned (not possible here)."),
+        "- One-thread rows: " + (f"both sides pinned to CPU {result['pinned_cpu']}."
+                                 if result.get("pinned_cpu") is not None
+                                 else "not pinned (not possible here)."),
         "",
         "| shape | op | dtype | threads | ours GFLOP/s | OpenBLAS GFLOP/s | ours / OpenBLAS | best: ours, OpenBLAS"
         " | of peak: ours, OpenBLAS | range %: ours, OpenBLAS | IQR %: ours, OpenBLAS | calls |",

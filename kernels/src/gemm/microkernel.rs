@@ -281,8 +281,8 @@ pub(crate) const SHALLOW_DEPTH: usize = 64;
 /// without a C prefetch (the packed path walks these tiles along C's rows), with the B
 /// micro-panel given as scalars (`kc * NR` of them). From the packing buffers it is 32-byte
 /// aligned (they are 64-byte aligned and each micro-panel is a whole number of vectors long)
-/// and is read as vectors; an unaligned one (packed by a caller into its own buffer, `gemm_prepacked_b`) is
-/// read with unaligned loads, in place as well.
+/// and is read as vectors; an unaligned one (packed by a caller into its own buffer,
+/// `gemm_prepacked_b`) is read with unaligned loads, in place as well.
 pub fn tile_wide<V: SimdVector + Pod>(
     kc: usize,
     a_panel: &[V::Scalar],
