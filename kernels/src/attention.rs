@@ -431,10 +431,12 @@ fn work(shape: AttentionShape) -> usize {
     2 * shape.batch * shape.heads * shape.seq * shape.seq * shape.head_dim
 }
 
-/// Rows of one register tile, and its width in vectors. 4 rows x 2 vectors of accumulators,
+/// Rows of one register tile, and its width in vectors. 6 rows x 2 vectors of accumulators,
 /// the 2 loaded B vectors and a broadcast A value fit AVX2's 16 vector registers; per step, 2
-/// loads and 4 broadcasts feed 8 FMAs. A remainder of 1 to 3 rows gets a tile of its height.
-const TILE_ROWS: usize = 4;
+/// loads and 6 broadcasts feed 12 FMAs, enough independent chains to cover the FMA latency on
+/// two pipes (4 rows, 8 chains, left the backward about 8% slower, docs/performance.md). A
+/// remainder of 1 to 5 rows gets a tile of its height.
+const TILE_ROWS: usize = 6;
 const TILE_VECS: usize = 2;
 
 /// `acc[r][c] = sum_{t < k} A(r, t) B[t, c L .. (c + 1) L]` for `r < R`, `c < C`, with
@@ -625,6 +627,8 @@ fn product<V: AttentionVector, const A_TRANSPOSED: bool>(
         r += TILE_ROWS;
     }
     match m - r {
+        5 => row_tiles::<V, 5, A_TRANSPOSED>(r, vecs, factors, &mut sink),
+        4 => row_tiles::<V, 4, A_TRANSPOSED>(r, vecs, factors, &mut sink),
         3 => row_tiles::<V, 3, A_TRANSPOSED>(r, vecs, factors, &mut sink),
         2 => row_tiles::<V, 2, A_TRANSPOSED>(r, vecs, factors, &mut sink),
         1 => row_tiles::<V, 1, A_TRANSPOSED>(r, vecs, factors, &mut sink),
