@@ -236,13 +236,16 @@ impl<T: Float> Op<T> for Concat {
         let inner = self.inner;
         let mut offset = 0;
         for (&input, &len) in self.inputs.iter().zip(&self.lens) {
+            let block = len * inner;
             if ctx.needs(input) {
                 let (dx, fresh) = ctx.grad(input);
-                debug_assert_eq!(dx.len(), self.outer * len * inner);
-                write_or_add(dx, fresh, |e| {
-                    let (o, r) = (e / (len * inner), e % (len * inner));
-                    dy[(o * total + offset) * inner + r]
-                });
+                debug_assert_eq!(dx.len(), self.outer * block);
+                // dx's block o is dy's block o of `total * inner`, from `offset * inner` on
+                let blocks = dx.chunks_exact_mut(block.max(1));
+                for (dx_o, dy_o) in blocks.zip(dy.chunks_exact((total * inner).max(1))) {
+                    let src = &dy_o[offset * inner..][..block];
+                    write_or_add(dx_o, fresh, |r| src[r]);
+                }
             }
             offset += len;
         }

@@ -96,11 +96,13 @@ impl<T: Float> SingleInputOp<T> for Reduce {
         let (len, inner) = (self.len, self.inner);
         let (dx, fresh) = ctx.grad(self.x);
         debug_assert_eq!(dx.len(), self.outer * len * inner);
-        // Element (o, j, i) of x receives dy[o, i].
-        write_or_add(dx, fresh, |e| {
-            let (o, i) = (e / (len * inner), e % inner);
-            factor * dy[o * inner + i]
-        });
+        // Element (o, j, i) of x receives dy[o, i] (nothing to do when x is empty).
+        let blocks = dx.chunks_exact_mut((len * inner).max(1));
+        for (dx_o, dy_o) in blocks.zip(dy.chunks_exact(inner.max(1))) {
+            for dx_oj in dx_o.chunks_exact_mut(inner.max(1)) {
+                write_or_add(dx_oj, fresh, |i| factor * dy_o[i]);
+            }
+        }
     }
 }
 
