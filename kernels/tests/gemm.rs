@@ -125,11 +125,12 @@ common::tests_per_kernel_variant! {
 }
 
 /// Short, wide products (fewer than two MR-row strips per thread, so threads split C by
-/// columns): against the reference, and bit-identical for 1 to 4 threads.
+/// columns; each with a depth panel of at least `GEMM_PARALLEL_MIN_MULADDS`, so that they do
+/// run on several threads): against the reference, and bit-identical for 1 to 4 threads.
 fn short_and_wide<T: Float>(kernel: KernelVariant, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (index, &(m, n, k)) in [
-        (1, 4001, 600),
+        (7, 4001, 600),
         (13, 1000, 300),
         (30, 517, 400),
         (47, 2000, 64),

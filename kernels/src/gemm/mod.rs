@@ -63,8 +63,11 @@
 //!
 //! # Threads and buffers
 //!
-//! Calls with at least [`GEMM_PARALLEL_MIN_MULADDS`] multiply-adds run on the current rayon
-//! pool: per depth panel, the B block is packed by column ranges in parallel, then each task
+//! Calls whose every depth panel of a column panel (`m x min(n, NC) x min(k, KC)`) has at least
+//! [`GEMM_PARALLEL_MIN_MULADDS`] multiply-adds run on the current rayon pool (threads join once
+//! per depth panel, so it is a panel's work that has to pay for the join: a weight gradient
+//! `64 x 64 x 3200 A^T B`, 13 panels of 1M multiply-adds, ran twice as slowly on two threads as
+//! on one): per depth panel, the B block is packed by column ranges in parallel, then each task
 //! packs and multiplies one row panel of at most MC rows (a multiple of the thread count of
 //! tasks, sharing the MR-row strips evenly: see `row_tasks`). When
 //! C has fewer than two MR-row strips per thread (short, wide products, `m <= MR` included),
@@ -106,9 +109,10 @@ pub use direct::{
     PARALLEL_COLUMNS,
 };
 
-/// Problems with fewer multiply-adds (`m * n * k`) than this run on the calling thread: below
-/// about 2M multiply-adds (roughly 50 µs on one core) rayon's fork/join per depth panel costs
-/// more than the second core brings.
+/// Products with fewer multiply-adds than this per fork/join run on the calling thread (per
+/// depth panel on the packed path, `m * n * k` on the direct path, which joins once): below
+/// about 2M multiply-adds (roughly 50 µs on one core) rayon's fork/join costs more than the
+/// second core brings.
 pub const GEMM_PARALLEL_MIN_MULADDS: usize = 1 << 21;
 
 /// The microkernel family a GEMM call runs with, and with it the f64 level-2 kernels (GEMV,
@@ -276,8 +280,9 @@ impl_gemm_scalar!(f64);
 /// `C <- alpha op(A) op(B) + beta C`, `op(A)` m x k, `op(B)` k x n, C m x n (row-major).
 ///
 /// `op(A)` is `a` as used ([`MatRef::transpose`] marks a transposed operand), likewise `op(B)`.
-/// `beta == 0` never reads C. Runs on the current rayon pool when `m * n * k` is at least
-/// [`GEMM_PARALLEL_MIN_MULADDS`]; results are bit-identical for any pool size.
+/// `beta == 0` never reads C. Runs on the current rayon pool when the work between two joins
+/// is at least [`GEMM_PARALLEL_MIN_MULADDS`] (see the module documentation); results are
+/// bit-identical for any pool size.
 ///
 /// # Panics
 ///
@@ -439,7 +444,8 @@ pub(crate) fn gemm_packed<S: GemmScalar>(
 ///
 /// The result is bit-identical to [`gemm`] on the same B with the packed path
 /// ([`GemmPath::Packed`]): the same tiles, the same FMA chains. Runs on the current rayon pool
-/// when `m n k` is at least [`GEMM_PARALLEL_MIN_MULADDS`], bit-identically for any pool size.
+/// when `m min(n, NC) k` is at least [`GEMM_PARALLEL_MIN_MULADDS`], bit-identically for any
+/// pool size.
 ///
 /// # Panics
 ///
@@ -527,7 +533,8 @@ fn packed_path<S: GemmScalar>(
     let (m, k) = (a.rows(), a.cols());
     let kernel = S::kernel(current_variant());
     let Blocking { mr, nr, kc, mc, nc } = kernel.blocking;
-    let threads = if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL_MIN_MULADDS {
+    let panel_muladds = m.saturating_mul(n.min(nc)).saturating_mul(k.min(kc));
+    let threads = if panel_muladds >= GEMM_PARALLEL_MIN_MULADDS {
         rayon::current_num_threads()
     } else {
         1
