@@ -63,7 +63,7 @@
 //!
 //! # Threads and buffers
 //!
-//! Calls whose every depth panel of a column panel (`m x min(n, NC) x min(k, KC)`) has at least
+//! Calls whose full depth panel (`m x min(n, NC) x min(k, KC)`) has at least
 //! [`GEMM_PARALLEL_MIN_MULADDS`] multiply-adds run on the current rayon pool (threads join once
 //! per depth panel, so it is a panel's work that has to pay for the join: a weight gradient
 //! `64 x 64 x 3200 A^T B`, 13 panels of 1M multiply-adds, ran twice as slowly on two threads as
